@@ -1,0 +1,58 @@
+"""The exception tree. Every error says what went wrong, where, and what to do.
+
+    LlmbatchError
+    ├── ConfigError          a setting, flag or config file is wrong
+    ├── StoreError           the database cannot be opened or used
+    │   └── IllegalTransition  a state change the transition table forbids
+    ├── InputError           enqueued lines are invalid (carries every FILE:LINE problem)
+    │   └── ConflictError    a custom_id already holds a different request
+    └── ProviderError        a provider (or the emulator) refused or failed a call
+"""
+
+from __future__ import annotations
+
+
+class LlmbatchError(Exception):
+    """Base of every error llmbatch raises on purpose; the CLI prints it as one line."""
+
+
+class ConfigError(LlmbatchError):
+    """A setting, flag, environment variable or config file is wrong."""
+
+
+class StoreError(LlmbatchError):
+    """The database cannot be opened, migrated or written."""
+
+
+class IllegalTransition(StoreError):
+    """A state change that the transition table does not allow."""
+
+    def __init__(self, kind: str, old: str, new: str) -> None:
+        super().__init__(f"illegal {kind} transition {old!r} -> {new!r}")
+        self.kind, self.old, self.new = kind, old, new
+
+
+class InputError(LlmbatchError):
+    """Enqueued input is invalid; `problems` holds every `FILE:LINE: reason` found."""
+
+    def __init__(self, message: str, problems: list[str] | None = None, total: int = 0) -> None:
+        self.problems = problems or []
+        self.total = total or len(self.problems)
+        super().__init__(message)
+
+    def __str__(self) -> str:
+        head = super().__str__()
+        if not self.problems:
+            return head
+        lines = [head, *self.problems]
+        if self.total > len(self.problems):
+            lines.append(f"... and {self.total - len(self.problems)} more")
+        return "\n".join(lines)
+
+
+class ConflictError(InputError):
+    """A custom_id is already in the queue with a different body."""
+
+
+class ProviderError(LlmbatchError):
+    """A provider call failed in a way the caller must hear about."""
