@@ -1,0 +1,48 @@
+"""A faithful local emulator of the OpenAI and Azure OpenAI Files and Batch APIs.
+
+Point the unmodified `openai` SDK at it::
+
+    from llmbatch.emulator import running
+    with running() as emu:
+        client = openai.OpenAI(base_url=emu.base_url, api_key="anything")
+        azure = openai.AzureOpenAI(azure_endpoint=emu.url, api_key="x", api_version="2024-10-21")
+
+or serve it: `llmbatch emulator --port 8000` / `python -m llmbatch.emulator --port 8000`.
+
+Routes: OpenAI under `/v1` (files, batches, models, and the real-time chat/completions,
+responses, embeddings, completions and moderations endpoints); Azure legacy under
+`/openai` (needs `?api-version=`; deployments as models, `/openai/deployments/{d}/...`)
+and Azure v1 under `/openai/v1`. Any non-empty key works (`Authorization: Bearer`, or
+`api-key` for Azure); no key → 401. Keys are never logged.
+
+Control API (no key), see `control.py` and docs/emulator.md::
+
+    GET  /_emulator/health          POST /_emulator/clock/advance {"seconds"}
+    GET|POST|DELETE /_emulator/faults     (500/502/503/429/latency/drop/list_lag, before|after)
+    GET|PATCH /_emulator/config     GET|PUT /_emulator/quotas
+    POST /_emulator/next-batches    (hold in validating/finalizing, fail validation)
+    GET  /_emulator/batches/{id}    POST /_emulator/batches/{id}/{hold|release|expire|cancel|fail}
+    POST /_emulator/seed            GET|DELETE /_emulator/calls     POST /_emulator/reset
+
+Modules: `app` (the ASGI app), `openai_api` (files/batches/models/real-time routes),
+`calls` (keys, faults, call log around each call), `validation` (at create and in
+`validating`), `synth` (deterministic responses and the emulator's own token rule),
+`worker` (processing thread), `clock` (virtual time), `faults`, `state` (SQLite + files
+under the data dir), `control` (the control API), `client` (its client), `server`
+(`serve`, `running`), `config` (settings and defaults), `surfaces` (OpenAI vs Azure).
+"""
+
+from llmbatch.emulator.app import create_app
+from llmbatch.emulator.client import ControlError, EmulatorControl
+from llmbatch.emulator.config import EmulatorConfig
+from llmbatch.emulator.server import RunningEmulator, running, serve
+
+__all__ = [
+    "ControlError",
+    "EmulatorConfig",
+    "EmulatorControl",
+    "RunningEmulator",
+    "create_app",
+    "running",
+    "serve",
+]

@@ -1,0 +1,188 @@
+"""What happens around every API call: the key check, Azure's `api-version`, injected
+faults, and the call log (method, path, query, status, SHA-256 of the body — never a
+header, so never a key)."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import Message, Receive, Scope, Send
+
+from llmbatch.emulator.envelope import ApiError
+from llmbatch.emulator.faults import Rule
+from llmbatch.emulator.surfaces import Flavor
+
+if TYPE_CHECKING:
+    from llmbatch.emulator.core import Emulator
+
+
+@dataclass(frozen=True)
+class Surface:
+    """One door into the API: a flavour, and whether it is Azure's legacy
+    (`api-version`-required) door."""
+
+    flavor: Flavor
+    legacy: bool = False
+
+
+Handler = Callable[[Request, "Emulator", Surface], Awaitable[Response]]
+
+
+class ConnectionDropped(Exception):
+    """Raised mid-response to make the server cut the connection (the `drop` fault)."""
+
+
+class _QuietDrops(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return not isinstance(exc, ConnectionDropped)
+
+
+def quiet_drop_logs() -> None:
+    """Keep uvicorn from printing a traceback for every deliberately dropped connection."""
+    logging.getLogger("uvicorn.error").addFilter(_QuietDrops())
+
+
+class DroppingResponse(Response):
+    """Sends the headers and about half of `inner`'s body, then drops the connection."""
+
+    def __init__(self, inner: Response) -> None:
+        self.inner = inner
+        self.status_code = inner.status_code
+        self.background = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        sent, limit = 0, 0
+
+        async def cut(message: Message) -> None:
+            nonlocal sent, limit
+            if message["type"] == "http.response.start":
+                headers = dict(message.get("headers", []))
+                limit = max(1, int(headers.get(b"content-length", b"2")) // 2)
+                await send(message)
+                return
+            body = message.get("body", b"")
+            if sent + len(body) >= limit:
+                await send(
+                    {"type": "http.response.body", "body": body[: limit - sent], "more_body": True}
+                )
+                raise ConnectionDropped("connection dropped by an emulator fault")
+            sent += len(body)
+            await send(message)
+
+        await self.inner(scope, receive, cut)
+
+
+_MISSING_KEY = (
+    "You didn't provide an API key. You need to provide your API key in an Authorization "
+    "header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY)."
+)
+_MISSING_AZURE_KEY = (
+    "Access denied due to missing subscription key. Make sure to include the key in the "
+    "'api-key' header (or an 'Authorization: Bearer' token)."
+)
+
+
+def _check_access(request: Request, surface: Surface) -> None:
+    auth = request.headers.get("authorization", "")
+    bearer = auth[7:].strip() if auth[:7].lower() == "bearer " else ""
+    if surface.flavor.azure:
+        if not (request.headers.get("api-key", "").strip() or bearer):
+            raise ApiError(401, _MISSING_AZURE_KEY, code="401", retryable=False)
+        if surface.legacy and not request.query_params.get("api-version"):
+            raise ApiError(
+                404,
+                "Resource not found: legacy Azure OpenAI routes need an 'api-version' query "
+                "parameter (e.g. ?api-version=2024-10-21).",
+                code="404",
+                retryable=False,
+            )
+    elif not bearer:
+        raise ApiError(401, _MISSING_KEY, retryable=False)
+
+
+def _fault_response(rule: Rule) -> Response:
+    if rule.status == 429:
+        return ApiError(
+            429,
+            "Rate limit reached for requests. Please try again later.",
+            type="requests",
+            code="rate_limit_exceeded",
+            headers={"retry-after": f"{rule.retry_after:g}"},
+        ).response()
+    messages = {
+        500: "The server had an error while processing your request.",
+        502: "Bad gateway.",
+        503: "The engine is currently overloaded, please try again later.",
+    }
+    return ApiError(
+        rule.status, messages.get(rule.status, "Server error."), type="server_error"
+    ).response()
+
+
+def operation(
+    emu: Emulator, name: str, surface: Surface, handler: Handler
+) -> Callable[[Request], Awaitable[Response]]:
+    """Wrap a handler into a Starlette endpoint that applies access checks, faults and the
+    call log."""
+    flavor = surface.flavor.name
+
+    async def endpoint(request: Request) -> Response:
+        emu.start()
+        request.state.body_sha256 = None
+        response = await _run(request)
+        emu.state.log_call(
+            emu.now(),
+            request.method,
+            request.url.path,
+            request.url.query,
+            response.status_code,
+            request.state.body_sha256,
+        )
+        return response
+
+    async def _run(request: Request) -> Response:
+        try:
+            _check_access(request, surface)
+            if request.method in ("POST", "PUT", "PATCH") and not request.headers.get(
+                "content-type", ""
+            ).startswith("multipart/"):
+                body = await request.body()
+                request.state.body_sha256 = hashlib.sha256(body).hexdigest()
+            rule = emu.faults.pick(name, flavor)
+            if rule is not None:
+                emu.save_faults()
+            if rule is not None and rule.kind == "latency" and rule.mode == "before":
+                await asyncio.sleep(rule.seconds)
+            if rule is not None and rule.kind == "drop" and request.method == "GET":
+                rule = Rule(rule.op, rule.kind, "after")  # a read has no side effect to skip
+            if rule is not None and rule.mode == "before" and rule.kind != "latency":
+                if rule.kind == "drop":
+                    return DroppingResponse(
+                        Response(
+                            b'{"error": {"message": "dropped"}}' * 4,
+                            200,
+                            media_type="application/json",
+                        )
+                    )
+                return _fault_response(rule)
+            response = await handler(request, emu, surface)
+        except ApiError as e:
+            return e.response()
+        if rule is not None and rule.mode == "after":
+            if rule.kind == "latency":
+                await asyncio.sleep(rule.seconds)
+            elif rule.kind == "drop":
+                return DroppingResponse(response)
+            else:
+                return _fault_response(rule)
+        return response
+
+    return endpoint

@@ -1,0 +1,173 @@
+"""The emulator's settings and their defaults, in one place.
+
+`create_app(**config)`, `running(**config)` and the control API's `PUT /_emulator/config`
+all speak these names. Rates and durations are in *virtual* seconds (see `clock.py`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from llmbatch.errors import ConfigError
+
+#: Models `GET /v1/models` lists and batch validation accepts (current OpenAI models).
+DEFAULT_MODELS: tuple[str, ...] = (
+    "gpt-5",
+    "gpt-5-mini",
+    "gpt-5-nano",
+    "gpt-4.1",
+    "gpt-4.1-mini",
+    "gpt-4.1-nano",
+    "gpt-4o",
+    "gpt-4o-mini",
+    "o3",
+    "o4-mini",
+    "gpt-3.5-turbo-instruct",
+    "text-embedding-3-small",
+    "text-embedding-3-large",
+    "omni-moderation-latest",
+    "gpt-image-1",
+    "sora-2",
+)
+
+#: Settings the control API may change while the emulator runs.
+RUNTIME_KEYS = frozenset(
+    {
+        "rate",
+        "validating_seconds",
+        "finalizing_seconds",
+        "cancelling_seconds",
+        "request_failure_rate",
+        "request_failure_status",
+        "length_rate",
+        "embedding_dimensions",
+    }
+)
+
+
+@dataclass
+class EmulatorConfig:
+    """Everything that shapes the emulator's behaviour; every field has a sane default."""
+
+    #: Requests processed per virtual second per batch. The default finishes a
+    #: 50,000-request batch in half a virtual second (CPU permitting).
+    rate: float = 100_000.0
+    #: How long a batch stays in `validating` / `finalizing` / `cancelling` (virtual s).
+    validating_seconds: float = 0.0
+    finalizing_seconds: float = 0.0
+    cancelling_seconds: float = 0.0
+    #: Share of requests that fail into the error file, and the status they fail with.
+    request_failure_rate: float = 0.0
+    request_failure_status: int = 500
+    #: Share of requests whose output hits their token cap (`finish_reason: "length"`).
+    length_rate: float = 0.0
+    #: Size of synthetic embedding vectors when the request gives no `dimensions`.
+    embedding_dimensions: int = 16
+    #: OpenAI models known to this emulator.
+    models: list[str] = field(default_factory=lambda: list(DEFAULT_MODELS))
+    #: Azure deployments: deployment name -> model. Default: one deployment per model,
+    #: named like the model.
+    deployments: dict[str, str] | None = None
+    #: Seed for ids, output order and fault dice. `None`: random ids, seeded dice.
+    seed: int | None = None
+    #: Largest accepted upload; larger ones get 413 (OpenAI documents 512 MB).
+    max_upload_bytes: int = 512 * 1024 * 1024
+    #: Batch input limits (OpenAI: 50,000 lines / 200 MB; Azure: 100,000 lines / 200 MB).
+    openai_max_lines: int = 50_000
+    azure_max_lines: int = 100_000
+    max_batch_file_bytes: int = 200 * 1024 * 1024
+    max_embedding_inputs: int = 50_000
+    #: Files per Azure resource, output files included.
+    azure_file_limit: int = 500
+    #: Enqueued-prompt-token quotas: {"openai": {model: n}, "azure": {deployment: n}}.
+    quotas: dict[str, dict[str, int]] = field(default_factory=dict)
+    #: Virtual time at start; `None` means the current wall-clock time.
+    clock_start: float | None = None
+
+    def deployment_map(self) -> dict[str, str]:
+        """Azure deployment name -> model name."""
+        if self.deployments is None:
+            return {m: m for m in self.models}
+        return dict(self.deployments)
+
+    def update(self, values: dict[str, Any], *, runtime_only: bool = False) -> None:
+        """Set fields from `values`, checking names and types; raises ConfigError."""
+        fields = {f.name: f for f in dataclasses.fields(self)}
+        for key, value in values.items():
+            if key not in fields or (runtime_only and key not in RUNTIME_KEYS):
+                allowed = sorted(RUNTIME_KEYS if runtime_only else fields)
+                raise ConfigError(f"unknown emulator setting {key!r}; known: {', '.join(allowed)}")
+            setattr(self, key, _check(key, value))
+
+
+_RATES = {"request_failure_rate", "length_rate"}
+_FLOATS = {"rate", "validating_seconds", "finalizing_seconds", "cancelling_seconds"} | _RATES
+_INTS = {
+    "request_failure_status",
+    "embedding_dimensions",
+    "max_upload_bytes",
+    "openai_max_lines",
+    "azure_max_lines",
+    "max_batch_file_bytes",
+    "max_embedding_inputs",
+    "azure_file_limit",
+}
+
+
+def _check(key: str, value: Any) -> Any:
+    if key in _FLOATS:
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+            raise ConfigError(f"emulator setting {key!r} must be a number >= 0, got {value!r}")
+        if key in _RATES and value > 1:
+            raise ConfigError(f"emulator setting {key!r} must be between 0 and 1, got {value!r}")
+        if key == "rate" and value == 0:
+            raise ConfigError("emulator setting 'rate' must be > 0")
+        return float(value)
+    if key in _INTS:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"emulator setting {key!r} must be an integer >= 1, got {value!r}")
+        if key == "request_failure_status" and not 400 <= value <= 599:
+            raise ConfigError("emulator setting 'request_failure_status' must be 400-599")
+        return value
+    if key == "models":
+        if not isinstance(value, list) or not all(isinstance(m, str) and m for m in value):
+            raise ConfigError("emulator setting 'models' must be a list of model names")
+        return list(value)
+    if key == "deployments":
+        if value is not None and not (
+            isinstance(value, dict)
+            and all(isinstance(k, str) and isinstance(v, str) for k, v in value.items())
+        ):
+            raise ConfigError("emulator setting 'deployments' must map deployment -> model")
+        return value
+    if key == "quotas":
+        return check_quotas(value)
+    if key in ("seed",) and value is not None and not isinstance(value, int):
+        raise ConfigError("emulator setting 'seed' must be an integer or null")
+    if key == "clock_start" and value is not None and not isinstance(value, int | float):
+        raise ConfigError("emulator setting 'clock_start' must be a number or null")
+    return value
+
+
+def check_quotas(value: Any) -> dict[str, dict[str, int]]:
+    """Validate `{"openai"|"azure": {name: tokens}}`; raises ConfigError."""
+    if not isinstance(value, dict):
+        raise ConfigError('quotas must look like {"openai": {"gpt-4o-mini": 1000000}}')
+    out: dict[str, dict[str, int]] = {}
+    for flavor, limits in value.items():
+        if flavor not in ("openai", "azure") or not isinstance(limits, dict):
+            raise ConfigError(f"quotas: unknown flavor {flavor!r} (use 'openai' or 'azure')")
+        for name, n in limits.items():
+            if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+                raise ConfigError(f"quotas: {flavor}/{name} must be an integer >= 0, got {n!r}")
+        out[flavor] = dict(limits)
+    return out
+
+
+def make_config(values: dict[str, Any]) -> EmulatorConfig:
+    """Build a config from keyword arguments; unknown names raise ConfigError."""
+    cfg = EmulatorConfig()
+    cfg.update(values)
+    return cfg

@@ -1,0 +1,61 @@
+"""The OpenAI error envelope and JSON responses, shared by every route."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from starlette.responses import Response
+
+
+class ApiError(Exception):
+    """An error answered as `{"error": {message, type, param, code}}`.
+
+    `retryable=False` adds `x-should-retry: false`, which stops the official SDKs from
+    retrying an error a retry cannot fix (they retry 409 and 5xx by default)."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        type: str = "invalid_request_error",
+        param: str | None = None,
+        code: str | None = None,
+        retryable: bool | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status, self.message, self.type = status, message, type
+        self.param, self.code, self.headers = param, code, dict(headers or {})
+        self.retryable = status >= 500 or status in (408, 429) if retryable is None else retryable
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.type,
+                "param": self.param,
+                "code": self.code,
+            }
+        }
+
+    def response(self) -> Response:
+        headers = dict(self.headers)
+        if not self.retryable:
+            headers["x-should-retry"] = "false"
+        return json_response(self.body(), self.status, headers)
+
+
+def json_response(
+    content: Any, status: int = 200, headers: dict[str, str] | None = None
+) -> Response:
+    return Response(orjson.dumps(content), status, headers, media_type="application/json")
+
+
+def bad_request(message: str, param: str | None = None, code: str | None = None) -> ApiError:
+    return ApiError(400, message, param=param, code=code, retryable=False)
+
+
+def not_found(message: str) -> ApiError:
+    return ApiError(404, message, retryable=False)

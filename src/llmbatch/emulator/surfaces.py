@@ -1,0 +1,78 @@
+"""What differs between the OpenAI and the Azure OpenAI flavour of the same API.
+
+Both flavours share one app and one data directory but not their objects: a file uploaded
+through `/v1/files` is not visible through `/openai/files`, as with two real accounts.
+Azure's legacy (`/openai/...?api-version=`) and v1 (`/openai/v1/...`) routes are two doors
+into the same Azure resource.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from llmbatch.emulator.config import EmulatorConfig
+from llmbatch.emulator.synth import kind_of
+
+OPENAI_ENDPOINTS = (
+    "/v1/responses",
+    "/v1/chat/completions",
+    "/v1/embeddings",
+    "/v1/completions",
+    "/v1/moderations",
+    "/v1/images/generations",
+    "/v1/images/edits",
+    "/v1/videos",
+)
+#: Azure global batch takes these, with or without the `/v1` prefix.
+AZURE_ENDPOINTS = ("/chat/completions", "/embeddings", "/responses")
+
+
+@dataclass(frozen=True)
+class Flavor:
+    """The rules of one provider flavour."""
+
+    name: str
+
+    @property
+    def azure(self) -> bool:
+        return self.name == "azure"
+
+    def endpoints(self) -> tuple[str, ...]:
+        if self.azure:
+            return AZURE_ENDPOINTS + tuple("/v1" + e for e in AZURE_ENDPOINTS)
+        return OPENAI_ENDPOINTS
+
+    def same_endpoint(self, url: str, endpoint: str) -> bool:
+        """Whether a line's `url` matches the batch `endpoint` (Azure ignores `/v1`)."""
+        if self.azure:
+            return _strip_v1(url) == _strip_v1(endpoint)
+        return url == endpoint
+
+    def kind(self, endpoint: str) -> str | None:
+        return kind_of(endpoint)
+
+    def max_lines(self, cfg: EmulatorConfig) -> int:
+        return cfg.azure_max_lines if self.azure else cfg.openai_max_lines
+
+    def models(self, cfg: EmulatorConfig) -> dict[str, str]:
+        """Names a request may use as `model` -> the model they run."""
+        return cfg.deployment_map() if self.azure else {m: m for m in cfg.models}
+
+    @property
+    def expires(self) -> bool:
+        """OpenAI expires a batch at `expires_at`; Azure global batch keeps running."""
+        return not self.azure
+
+    @property
+    def always_error_file(self) -> bool:
+        """Azure writes an error file even when it is empty (0 bytes)."""
+        return self.azure
+
+
+def _strip_v1(path: str) -> str:
+    return path[3:] if path.startswith("/v1/") else path
+
+
+OPENAI = Flavor("openai")
+AZURE = Flavor("azure")
+FLAVORS = {"openai": OPENAI, "azure": AZURE}

@@ -1,0 +1,385 @@
+"""Batch processing, off the event loop: one thread that moves batches through their states.
+
+`tick(now)` does one round: each active batch gets at most one step (validate it, process
+one chunk of its lines, expire, cancel or finalize it). The thread is a loop around `tick`.
+
+Lines are processed in a deterministic shuffled order (a permutation seeded by the batch
+id), so output files are not in input order but a restart reproduces them byte for byte.
+The processing rate is in requests per *virtual* second: a batch earns
+`rate × (virtual now − last processed time)` lines of credit, so advancing the clock lets
+it catch up at CPU speed, and nothing is processed after a (non-Azure) `expires_at`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import os
+import random
+import threading
+from array import array
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from llmbatch.emulator.state import Batch
+from llmbatch.emulator.surfaces import FLAVORS
+from llmbatch.emulator.synth import RequestError, error_body, kind_of, respond, share
+from llmbatch.emulator.validation import DEFAULT_MODERATION_MODEL, scan
+
+if TYPE_CHECKING:
+    from llmbatch.emulator.core import Emulator
+
+Json = dict[str, Any]
+log = logging.getLogger("llmbatch.emulator")
+
+CHUNK = 512
+UNRUN_MESSAGES = {
+    "batch_expired": "This request could not be executed before the completion window expired.",
+    "batch_cancelled": "This request was not executed because the batch was cancelled.",
+}
+
+
+@dataclass
+class _Open:
+    """A running batch's line index, processing order and input handle."""
+
+    offsets: array[int]
+    order: array[int]
+    fd: int
+
+    def line(self, position: int) -> bytes:
+        i = self.order[position]
+        start, end = self.offsets[i], self.offsets[i + 1]
+        return os.pread(self.fd, end - start, start)
+
+
+class Worker:
+    """The processing thread of one emulator."""
+
+    def __init__(self, emu: Emulator) -> None:
+        self.emu = emu
+        self._open: dict[str, _Open] = {}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._recover()
+
+    # --- thread ------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="llmbatch-emulator", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.emu.wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+        for handle in self._open.values():
+            os.close(handle.fd)
+        self._open.clear()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                busy = self.tick(self.emu.now())
+            except Exception:  # keep serving; a bug in one batch must not stop the others
+                log.exception("emulator worker step failed")
+                busy = False
+            if not busy:
+                self.emu.wake.wait(0.01)
+                self.emu.wake.clear()
+
+    def _recover(self) -> None:
+        """After a restart, cut partial output back to the last saved progress."""
+        for batch in self.emu.state.active_batches():
+            for suffix, key in (("out", "out_bytes"), ("err", "err_bytes")):
+                path = self.emu.state.work_path(batch.id, suffix)
+                if path.exists():
+                    with path.open("r+b") as f:
+                        f.truncate(int(batch.internal.get(key, 0)))
+
+    # --- one round ---------------------------------------------------------------------------
+
+    def tick(self, now: float) -> bool:
+        """Give every active batch one step at virtual time `now`; True if any did work."""
+        busy = False
+        for batch in self.emu.state.active_batches():
+            if self._stop.is_set():
+                break
+            busy |= self._step(batch, now)
+        return busy
+
+    def _step(self, b: Batch, now: float) -> bool:
+        cfg, internal = self.emu.cfg, b.internal
+        if b.status == "validating":
+            if internal.get("force_expire"):
+                return self._end(b, now, "expired", None)
+            if (
+                internal.get("hold") == "validating"
+                or now < internal["created"] + cfg.validating_seconds
+            ):
+                return False
+            return self._validate(b, now)
+        if b.status == "in_progress":
+            return self._progress(b, now)
+        if b.status == "finalizing":
+            if (
+                internal.get("hold") == "finalizing"
+                or now < internal["finalizing"] + cfg.finalizing_seconds
+            ):
+                return False
+            return self._end(b, now, "completed", None)
+        if b.status == "cancelling" and now >= internal["cancelling"] + cfg.cancelling_seconds:
+            return self._end(b, now, "cancelled", "batch_cancelled")
+        return False
+
+    # --- validating --------------------------------------------------------------------------
+
+    def _validate(self, b: Batch, now: float) -> bool:
+        emu, flavor = self.emu, FLAVORS[b.flavor]
+        forced = b.internal.get("fail_validation")
+        if forced:
+            errors = [forced]
+            result = None
+        else:
+            path = emu.state.file_path(b.obj["input_file_id"])
+            index = emu.state.work_path(b.id, "idx")
+            result = scan(path, flavor, b.obj["endpoint"], emu.cfg, index)
+            errors = result.errors
+            if not errors and result.model is not None:
+                limit = emu.cfg.quotas.get(b.flavor, {}).get(result.model)
+                used = emu.state.enqueued_tokens(b.flavor, result.model)
+                if limit is not None and used + result.tokens > limit:
+                    errors = [
+                        {
+                            "code": "token_limit_exceeded",
+                            "message": f"Enqueued token limit reached for {result.model}: "
+                            f"{used} tokens are enqueued, this batch needs {result.tokens} "
+                            f"and the limit is {limit}.",
+                            "param": None,
+                            "line": None,
+                        }
+                    ]
+
+        def change(batch: Batch) -> bool:
+            if batch.status != "validating":
+                return False  # cancelled meanwhile; the cancelling step takes over
+            if errors:
+                batch.obj.update(status="failed", failed_at=int(now))
+                batch.obj["errors"] = {"object": "list", "data": errors}
+                return True
+            assert result is not None
+            batch.obj.update(status="in_progress", in_progress_at=int(now), model=result.model)
+            batch.obj["request_counts"]["total"] = result.total
+            batch.internal.update(
+                total=result.total,
+                tokens=result.tokens,
+                done=0,
+                out_bytes=0,
+                err_bytes=0,
+                last_t=now,
+                started=now,
+            )
+            return True
+
+        emu.state.update_batch(b.id, change)
+        return True
+
+    # --- in progress -------------------------------------------------------------------------
+
+    def _handle(self, b: Batch) -> _Open:
+        handle = self._open.get(b.id)
+        if handle is None:
+            state = self.emu.state
+            offsets = array("Q")
+            offsets.frombytes(state.work_path(b.id, "idx").read_bytes())
+            total = len(offsets) - 1
+            order = list(range(total))
+            random.Random(b.id).shuffle(order)
+            fd = os.open(state.file_path(b.obj["input_file_id"]), os.O_RDONLY)
+            handle = self._open[b.id] = _Open(offsets, array("I", order), fd)
+        return handle
+
+    def _release(self, batch_id: str) -> None:
+        handle = self._open.pop(batch_id, None)
+        if handle is not None:
+            os.close(handle.fd)
+
+    def _progress(self, b: Batch, now: float) -> bool:
+        internal, cfg = b.internal, self.emu.cfg
+        flavor = FLAVORS[b.flavor]
+        if internal.get("force_expire"):
+            return self._end(b, now, "expired", "batch_expired")
+        total, done = internal["total"], internal["done"]
+        horizon = min(now, b.obj["expires_at"]) if flavor.expires else now
+        credit = max(0, math.floor((horizon - internal["last_t"]) * cfg.rate + 1e-9))
+        n = min(credit, total - done, CHUNK)
+        if n > 0:
+            self._process(b, done, n, now)
+            return True
+        if done >= total:
+            return self._to_finalizing(b, now)
+        if flavor.expires and now >= b.obj["expires_at"]:
+            return self._end(b, now, "expired", "batch_expired")
+        return False
+
+    def _process(self, b: Batch, done: int, n: int, now: float) -> None:
+        emu, cfg = self.emu, self.emu.cfg
+        handle = self._handle(b)
+        kind = kind_of(b.obj["endpoint"]) or "chat"
+        model = b.obj["model"] or DEFAULT_MODERATION_MODEL
+        created = int(b.obj["in_progress_at"])
+        out: list[bytes] = []
+        err: list[bytes] = []
+        ok = failed = tokens_in = tokens_out = reasoning = 0
+        for position in range(done, done + n):
+            line = orjson.loads(handle.line(position))
+            custom_id = line["custom_id"]
+            ids = hashlib.blake2b(f"{b.id}:{custom_id}".encode(), digest_size=32).hexdigest()
+            record: Json = {"id": "batch_req_" + ids[:32], "custom_id": custom_id}
+            request_id = "req_" + ids[32:]
+            if share(bytes.fromhex(ids[:8]), 0) < cfg.request_failure_rate:
+                status = cfg.request_failure_status
+                body = error_body(status, "The server had an error while processing your request.")
+            else:
+                try:
+                    body, usage = respond(
+                        kind,
+                        line["body"],
+                        model=model,
+                        created=created,
+                        salt=b.id,
+                        length_rate=cfg.length_rate,
+                        embedding_dimensions=cfg.embedding_dimensions,
+                    )
+                    status = 200
+                    tokens_in += usage.input
+                    tokens_out += usage.output
+                    reasoning += usage.reasoning
+                except RequestError as e:
+                    status, body = e.status, error_body(e.status, e.message, e.param)
+            record["response"] = {"status_code": status, "request_id": request_id, "body": body}
+            record["error"] = None
+            if status == 200:
+                ok += 1
+                out.append(orjson.dumps(record) + b"\n")
+            else:
+                failed += 1
+                err.append(orjson.dumps(record) + b"\n")
+        out_bytes = self._append(b.id, "out", out)
+        err_bytes = self._append(b.id, "err", err)
+        spent = n / cfg.rate
+
+        def change(batch: Batch) -> bool:
+            i = batch.internal
+            if i.get("done") != done:
+                return False
+            i.update(done=done + n, out_bytes=out_bytes, err_bytes=err_bytes)
+            i["last_t"] = i["last_t"] + spent
+            counts = batch.obj["request_counts"]
+            counts["completed"] += ok
+            counts["failed"] += failed
+            usage = batch.obj["usage"]
+            usage["input_tokens"] += tokens_in
+            usage["output_tokens"] += tokens_out
+            usage["output_tokens_details"]["reasoning_tokens"] += reasoning
+            usage["total_tokens"] += tokens_in + tokens_out
+            return True
+
+        emu.state.update_batch(b.id, change)
+
+    def _append(self, batch_id: str, suffix: str, lines: list[bytes]) -> int:
+        path = self.emu.state.work_path(batch_id, suffix)
+        with path.open("ab") as f:
+            if lines:
+                f.write(b"".join(lines))
+            return f.tell()
+
+    def _to_finalizing(self, b: Batch, now: float) -> bool:
+        def change(batch: Batch) -> bool:
+            if batch.status != "in_progress":
+                return False
+            batch.obj.update(status="finalizing", finalizing_at=int(now))
+            batch.internal["finalizing"] = now
+            return True
+
+        self._release(b.id)
+        self.emu.state.update_batch(b.id, change)
+        return True
+
+    # --- endings -----------------------------------------------------------------------------
+
+    def _write_unrun(self, b: Batch, code: str) -> int:
+        """Write every request not yet run as an error line with `code`; returns the error
+        file's size."""
+        internal = b.internal
+        done, total = internal.get("done", 0), internal.get("total", 0)
+        path = self.emu.state.work_path(b.id, "err")
+        if done >= total:
+            return path.stat().st_size if path.exists() else 0
+        handle = self._handle(b)
+        error = {"code": code, "message": UNRUN_MESSAGES[code]}
+        with path.open("ab") as f:
+            for start in range(done, total, CHUNK):
+                lines = []
+                for position in range(start, min(total, start + CHUNK)):
+                    custom_id = orjson.loads(handle.line(position))["custom_id"]
+                    ids = hashlib.blake2b(f"{b.id}:{custom_id}".encode(), digest_size=32)
+                    record = {"id": "batch_req_" + ids.hexdigest()[:32], "custom_id": custom_id}
+                    record |= {"response": None, "error": error}
+                    lines.append(orjson.dumps(record) + b"\n")
+                f.write(b"".join(lines))
+            return f.tell()
+
+    def _end(self, b: Batch, now: float, status: str, unrun_code: str | None) -> bool:
+        """Finish a batch as `status`: write unrun lines, publish output and error files."""
+        emu, flavor = self.emu, FLAVORS[b.flavor]
+        validated = "total" in b.internal
+        if validated and unrun_code is not None:
+            b.internal["err_bytes"] = self._write_unrun(b, unrun_code)
+        self._release(b.id)
+        files: list[Json] = []
+        file_ids: dict[str, str | None] = {"out": None, "err": None}
+        if validated:
+            ttl = (b.internal.get("output_expires_after") or {}).get("seconds")
+            if ttl is None and not flavor.azure:
+                ttl = 30 * 86_400
+            for suffix in ("out", "err"):
+                work = emu.state.work_path(b.id, suffix)
+                size = int(b.internal.get(f"{suffix}_bytes", 0))
+                if size == 0 and not (suffix == "err" and flavor.always_error_file):
+                    work.unlink(missing_ok=True)
+                    continue
+                # Derived from the batch id, so a crash between rename and commit is harmless.
+                file_id = (
+                    "file-"
+                    + hashlib.blake2b(f"{b.id}:{suffix}".encode(), digest_size=12).hexdigest()
+                )
+                target = emu.state.file_path(file_id)
+                if work.exists():
+                    work.replace(target)
+                elif not target.exists():
+                    target.touch()
+                name = "output" if suffix == "out" else "error"
+                expires = int(now) + int(ttl) if ttl is not None else None
+                files.append(
+                    emu.file_object(file_id, size, f"{b.id}_{name}.jsonl", "batch_output", expires)
+                )
+                file_ids[suffix] = file_id
+        emu.state.work_path(b.id, "idx").unlink(missing_ok=True)
+        stamp = {"completed": "completed_at", "expired": "expired_at", "cancelled": "cancelled_at"}
+
+        def change(batch: Batch) -> bool:
+            batch.obj["status"] = status
+            batch.obj[stamp[status]] = int(now)
+            batch.obj["output_file_id"] = file_ids["out"]
+            batch.obj["error_file_id"] = file_ids["err"]
+            batch.internal["err_bytes"] = b.internal.get("err_bytes", 0)
+            return True
+
+        emu.state.update_batch(b.id, change, files=files)
+        return True
