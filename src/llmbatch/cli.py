@@ -2,15 +2,248 @@
 
 from __future__ import annotations
 
+import sys
+import traceback
+from datetime import datetime
+from typing import Any, NoReturn
+
 import click
 
+from llmbatch import defaults, views
+from llmbatch.config import click_defaults, config_path, load_config
+from llmbatch.errors import ConfigError, LlmbatchError
+from llmbatch.store import Store, open_store
 
-@click.group()
+STATES_HELP = "succeeded | failed"
+
+
+class Cli(click.Group):
+    """Turns every LlmbatchError into one clear line and a non-zero exit (traceback with --debug)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except LlmbatchError as exc:
+            _fail(ctx, exc)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+
+
+def _fail(ctx: click.Context, exc: LlmbatchError) -> NoReturn:
+    if (ctx.obj or {}).get("debug"):
+        traceback.print_exc()
+    click.echo(f"error: {exc}", err=True)
+    sys.exit(1)
+
+
+def _load_defaults(ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    """Read the config file before the other options, so it supplies their defaults."""
+    try:
+        ctx.default_map = click_defaults(load_config(config_path(value)))
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+    return value
+
+
+@click.group(cls=Cli, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--config", "config_file", metavar="FILE", envvar="LLMBATCH_CONFIG", is_eager=True,
+    expose_value=False, callback=_load_defaults, help="Config file (default: ./llmbatch.toml if present).",
+)  # fmt: skip
+@click.option(
+    "--db",
+    envvar="LLMBATCH_DB",
+    metavar="DB",
+    help="A path, sqlite:///PATH or postgresql://… (default ./llmbatch.db).",
+)
+@click.option(
+    "--busy-timeout",
+    type=float,
+    default=defaults.BUSY_TIMEOUT_S,
+    envvar="LLMBATCH_BUSY_TIMEOUT",
+    show_default=True,
+    help="Seconds to wait for a locked SQLite file.",
+)
 @click.option("--debug", is_flag=True, envvar="LLMBATCH_DEBUG", help="Show tracebacks.")
+@click.version_option(package_name="llmbatch")
 @click.pass_context
-def main(ctx: click.Context, debug: bool) -> None:
-    """Run LLM requests through the providers' batch APIs at half price."""
-    ctx.obj = {"debug": debug}
+def main(ctx: click.Context, db: str | None, busy_timeout: float, debug: bool) -> None:
+    """Run LLM requests through the providers' batch APIs at half price.
+
+    Enqueue JSONL batch input files, let llmbatch pack, submit, poll and ingest them, and read
+    every result back. Every option also reads an LLMBATCH_* variable and llmbatch.toml.
+    """
+    ctx.obj = {"db": db, "busy_timeout": busy_timeout, "debug": debug}
+
+
+def _store(ctx: click.Context) -> Store:
+    obj = ctx.find_root().obj
+    store = open_store(obj["db"], busy_timeout=obj["busy_timeout"])
+    ctx.call_on_close(store.close)
+    return store
+
+
+def _deadline(value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        raise click.BadParameter(
+            f"{value!r} is not an ISO 8601 time such as 2026-11-27T06:00Z"
+        ) from None
+
+
+@main.command()
+@click.argument("file", metavar="FILE.jsonl")
+@click.option("--queue", "-q", default=defaults.QUEUE, envvar="LLMBATCH_QUEUE", show_default=True)
+@click.option(
+    "--provider",
+    type=click.Choice(["openai", "azure", "anthropic"]),
+    default=defaults.PROVIDER,
+    envvar="LLMBATCH_PROVIDER",
+    show_default=True,
+)
+@click.option(
+    "--skip-invalid",
+    is_flag=True,
+    envvar="LLMBATCH_SKIP_INVALID",
+    help="Enqueue the valid lines; write the rest to a reject file.",
+)
+@click.option(
+    "--reject-file",
+    metavar="PATH",
+    envvar="LLMBATCH_REJECT_FILE",
+    help="Where --skip-invalid writes rejected lines (default FILE.rejected.jsonl).",
+)
+@click.option(
+    "--max-line-bytes",
+    type=int,
+    default=defaults.MAX_LINE_BYTES,
+    envvar="LLMBATCH_MAX_LINE_BYTES",
+    show_default=True,
+)
+@click.option(
+    "--priority", type=int, default=0, envvar="LLMBATCH_PRIORITY", help="Higher is packed first."
+)
+@click.option(
+    "--deadline",
+    metavar="TIME",
+    envvar="LLMBATCH_DEADLINE",
+    help="ISO 8601 time the results are needed by.",
+)
+@click.pass_context
+def enqueue(
+    ctx: click.Context, file: str, queue: str, provider: str, skip_invalid: bool, reject_file: str | None,
+    max_line_bytes: int, priority: int, deadline: str | None,
+) -> None:  # fmt: skip
+    """Add the requests of a JSONL batch input file (- for standard input) to a queue.
+
+    All or nothing: a file with any invalid line enqueues nothing (unless --skip-invalid),
+    and enqueueing the same file twice adds nothing the second time.
+    """
+    from llmbatch.importer import enqueue_file, enqueue_stream
+
+    store = _store(ctx)
+    options: dict[str, Any] = {
+        "queue": queue, "provider": provider, "skip_invalid": skip_invalid, "reject_path": reject_file,
+        "max_line_bytes": max_line_bytes, "priority": priority, "deadline": _deadline(deadline),
+    }  # fmt: skip
+    if file == "-":
+        if skip_invalid and not reject_file:
+            options["reject_path"] = "stdin.rejected.jsonl"
+        report = enqueue_stream(store, sys.stdin.buffer, source="<stdin>", **options)
+    else:
+        report = enqueue_file(store, file, **options)
+    click.echo(report.summary())
+
+
+@main.command()
+@click.option("--queue", "-q", envvar="LLMBATCH_QUEUE", help="Only this queue.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "json"]),
+    default="table",
+    envvar="LLMBATCH_FORMAT",
+)
+@click.pass_context
+def status(ctx: click.Context, queue: str | None, fmt: str) -> None:
+    """Requests per queue, model and state."""
+    counts = _store(ctx).counts(queue)
+    if fmt == "json":
+        click.echo(views.status_json(counts))
+    else:
+        views.print_status(counts)
+
+
+@main.command()
+@click.argument("custom_id")
+@click.option("--queue", "-q", envvar="LLMBATCH_QUEUE", help="The queue, if the id is in several.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
+@click.pass_context
+def show(ctx: click.Context, custom_id: str, queue: str | None, fmt: str) -> None:
+    """One request: what it is, every attempt, and its result."""
+    found = _store(ctx).request_detail(custom_id, queue)
+    if not found:
+        where = f" in queue {queue!r}" if queue else ""
+        raise LlmbatchError(f"no request with custom_id {custom_id!r}{where}")
+    if fmt == "json":
+        click.echo(views.detail_json(found))
+    else:
+        views.print_detail(found)
+
+
+@main.command()
+@click.option("--queue", "-q", envvar="LLMBATCH_QUEUE", help="Only this queue.")
+@click.option("--state", type=click.Choice(["succeeded", "failed"]), help="Only this outcome.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["jsonl", "csv"]),
+    default="jsonl",
+    envvar="LLMBATCH_RESULTS_FORMAT",
+)
+@click.option(
+    "--after", "after", type=int, default=0, metavar="CURSOR", help="Resume after this cursor."
+)
+@click.option(
+    "--output",
+    "-o",
+    type=click.File("w"),
+    default="-",
+    help="Write here instead of standard output.",
+)
+@click.pass_context
+def results(
+    ctx: click.Context, queue: str | None, state: str | None, fmt: str, after: int, output: Any
+) -> None:
+    """Stream results in the OpenAI batch output shape (or CSV); print the next cursor on stderr."""
+    from llmbatch.export import csv_rows, jsonl_line
+
+    cursor = after
+    rows = _store(ctx).iter_results(queue=queue, state=state, after=after)
+
+    def tracked() -> Any:
+        nonlocal cursor
+        for r in rows:
+            cursor = r.cursor
+            yield r
+
+    if fmt == "csv":
+        for chunk in csv_rows(tracked()):
+            output.write(chunk)
+    else:
+        raw = output.buffer if hasattr(output, "buffer") else None
+        for r in tracked():
+            line = jsonl_line(r)
+            if raw is not None:
+                raw.write(line)
+            else:
+                output.write(line.decode())
+    output.flush()
+    click.echo(f"cursor: {cursor}  (resume with --after {cursor})", err=True)
 
 
 @main.command()

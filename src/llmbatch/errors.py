@@ -1,12 +1,12 @@
 """The exception tree. Every error says what went wrong, where, and what to do.
 
-    LlmbatchError
-    ├── ConfigError          a setting, flag or config file is wrong
-    ├── StoreError           the database cannot be opened or used
-    │   └── IllegalTransition  a state change the transition table forbids
-    ├── InputError           enqueued lines are invalid (carries every FILE:LINE problem)
-    │   └── ConflictError    a custom_id already holds a different request
-    └── ProviderError        a provider (or the emulator) refused or failed a call
+LlmbatchError
+├── ConfigError          a setting, flag or config file is wrong
+├── StoreError           the database cannot be opened or used
+│   └── IllegalTransition  a state change the transition table forbids
+├── InputError           enqueued lines are invalid (carries every FILE:LINE problem)
+│   └── ConflictError    a custom_id already holds a different request
+└── ProviderError        a provider (or the emulator) refused or failed a call
 """
 
 from __future__ import annotations

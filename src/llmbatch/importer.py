@@ -1,0 +1,420 @@
+"""Enqueue as an import: stream lines in, validate them, load them in short chunks.
+
+Rows are written in chunked transactions tagged with an import id and become visible only
+when the whole import commits with one small update. A file with a bad line anywhere enqueues
+nothing (unless `skip_invalid`), memory stays flat however long the file is, and other
+writers are never locked out for the length of the file. A large file is parsed in a second
+process while this one writes (one core each).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import pickle
+import queue
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, BinaryIO
+
+import orjson
+
+from llmbatch.errors import InputError
+from llmbatch.requests import LineError, Request, parse_line
+from llmbatch.store import Clash, Row, Store
+
+DEFAULT_MAX_LINE_BYTES = 16 * 1024 * 1024
+CHUNK_ROWS = 10000  # ≈ 6 MB and well under a second of write lock
+CHUNK_SECONDS = 2.0  # flush a partial chunk from a slow stream so its heartbeat stays fresh
+SHOWN_PROBLEMS = 20
+PIPELINE_MIN_BYTES = 8 * 1024 * 1024  # below this a second process costs more than it saves
+
+Progress = Callable[[int], None]
+
+
+@dataclass(slots=True)
+class ImportReport:
+    """What an enqueue did."""
+
+    queue: str
+    source: str
+    import_id: int | None = None
+    lines: int = 0
+    added: int = 0
+    unchanged: int = 0
+    rejected: int = 0
+    reject_file: str | None = None
+
+    def summary(self) -> str:
+        parts = [f"{self.added:,} added to queue {self.queue!r}"]
+        if self.unchanged:
+            parts.append(f"{self.unchanged:,} already enqueued (unchanged, skipped)")
+        if self.rejected:
+            parts.append(f"{self.rejected:,} rejected (see {self.reject_file})")
+        return f"{self.source}: " + ", ".join(parts)
+
+
+@dataclass(slots=True)
+class Chunk:
+    """Validated lines on their way to the store: rows to insert and lines rejected."""
+
+    rows: list[Row] = field(default_factory=list)
+    problems: list[tuple[int, str, bytes | None]] = field(default_factory=list)
+    raws: dict[int, bytes] | None = None  # kept only for a reject file
+    lines: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class RowDefaults:
+    """What every row of one import shares."""
+
+    queue: str
+    import_id: int
+    provider: str = "openai"
+    priority: int = 0
+    deadline: float | None = None
+
+    def row(self, r: Request, line: int, now: float) -> Row:
+        return (
+            self.queue, r.custom_id, self.import_id, line, r.provider, r.endpoint, r.model, r.body,
+            r.body_hash, self.priority, self.deadline, r.text_chars, r.text_bytes, r.inputs, now, now,
+        )  # fmt: skip
+
+
+def read_lines(stream: BinaryIO, max_line_bytes: int) -> Iterator[tuple[int, bytes | None]]:
+    """(line number, content without newline) per non-blank line; None for an over-long line.
+
+    An over-long line is skipped in pieces and never held whole. CRLF endings are accepted.
+    """
+    number = 0
+    while True:
+        raw = stream.readline(max_line_bytes + 1)
+        if not raw:
+            return
+        number += 1
+        if len(raw) > max_line_bytes and not raw.endswith(b"\n"):
+            while raw and not raw.endswith(b"\n"):
+                raw = stream.readline(1 << 20)
+            yield number, None
+            continue
+        line = raw.rstrip(b"\r\n")
+        if line.strip():
+            yield number, line
+
+
+def parse_chunks(
+    stream: BinaryIO, defaults: RowDefaults, *, max_line_bytes: int, keep_raw: bool = False
+) -> Iterator[Chunk]:
+    """Validate lines into chunks of at most CHUNK_ROWS rows (or CHUNK_SECONDS of input)."""
+    chunk = Chunk(raws={} if keep_raw else None)
+    started = time.monotonic()
+    for number, raw in read_lines(stream, max_line_bytes):
+        chunk.lines += 1
+        if raw is None:
+            reason = f"line is longer than {max_line_bytes:,} bytes (LLMBATCH_MAX_LINE_BYTES)"
+            chunk.problems.append((number, reason, None))
+            continue
+        try:
+            r = parse_line(raw, defaults.provider)
+        except LineError as exc:
+            chunk.problems.append((number, str(exc), raw))
+            continue
+        chunk.rows.append(defaults.row(r, number, time.time()))
+        if chunk.raws is not None:
+            chunk.raws[number] = raw
+        if len(chunk.rows) >= CHUNK_ROWS or time.monotonic() - started > CHUNK_SECONDS:
+            yield chunk
+            chunk = Chunk(raws={} if keep_raw else None)
+            started = time.monotonic()
+    if chunk.lines:
+        yield chunk
+
+
+class _Rejects:
+    """The reject file of `--skip-invalid`, opened only when the first line is rejected."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._file: IO[bytes] | None = None
+
+    def write(self, line: int, reason: str, raw: bytes | None) -> None:
+        if self._file is None:
+            self._file = open(self.path, "wb")  # noqa: SIM115 - closed in close()
+        text = None if raw is None else raw[:65536].decode("utf-8", "replace")
+        self._file.write(orjson.dumps({"line": line, "reason": reason, "raw": text}) + b"\n")
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+
+
+def _clash_reason(c: Clash, queue: str) -> str:
+    if c.kind == "duplicate":
+        return f"custom_id {c.custom_id!r} appears more than once (first on line {c.other_line})"
+    if c.kind == "busy":
+        return (
+            f"custom_id {c.custom_id!r} is being enqueued right now by import {c.other_import}; "
+            "retry when it ends"
+        )
+    return (
+        f"custom_id {c.custom_id!r} is already in queue {queue!r} with a different body "
+        f"(import {c.other_import}, line {c.other_line}); use a new custom_id or another queue"
+    )
+
+
+class Importer:
+    """One import into one queue: `start`, `add` chunks, then `finish` (commit) or `abort`."""
+
+    def __init__(
+        self,
+        store: Store,
+        queue: str,
+        source: str,
+        *,
+        skip_invalid: bool = False,
+        reject_path: str | None = None,
+    ) -> None:
+        self.store, self.queue, self.source = store, queue, source
+        self.skip_invalid = skip_invalid
+        self.report = ImportReport(queue, source)
+        self.problems: list[str] = []
+        self.invalid = 0
+        self._rejects = (
+            _Rejects(reject_path or f"{source}.rejected.jsonl") if skip_invalid else None
+        )
+
+    def start(self) -> int:
+        """Clean up after dead imports, then open this one; returns its id."""
+        self.store.clean_dead_imports()
+        self.report.import_id = self.store.begin_import(self.queue, self.source)
+        return self.report.import_id
+
+    def add(self, chunk: Chunk) -> None:
+        assert self.report.import_id is not None, "start() first"
+        self.report.lines += chunk.lines
+        for line, reason, raw in chunk.problems:
+            self._problem(line, reason, raw)
+        if (self.invalid and not self.skip_invalid) or not chunk.rows:
+            return  # a failing import keeps validating but stops writing
+        clashes = self.store.load_rows(self.report.import_id, self.queue, chunk.rows)
+        self.report.added += len(chunk.rows) - len(clashes)
+        raws = chunk.raws or {}
+        for c in clashes:
+            if c.kind == "unchanged":
+                self.report.unchanged += 1
+            else:  # never inserted: a duplicate, a conflict or a race with another import
+                self._problem(c.line, _clash_reason(c, self.queue), raws.get(c.line))
+
+    def _problem(self, line: int, reason: str, raw: bytes | None) -> None:
+        self.invalid += 1
+        if len(self.problems) < SHOWN_PROBLEMS:
+            self.problems.append(f"{self.source}:{line}: {reason}")
+        if self._rejects is not None:
+            self._rejects.write(line, reason, raw)
+            self.report.rejected += 1
+
+    def finish(self) -> ImportReport:
+        """Commit the import, or abort it and raise InputError naming every bad line."""
+        if self._rejects is not None:
+            self._rejects.close()
+            self.report.reject_file = self._rejects.path if self.report.rejected else None
+        r = self.report
+        if r.lines == 0:
+            self.abort("empty input")
+            raise InputError(f"{self.source} is empty: no requests to enqueue")
+        if self.invalid and not self.skip_invalid:
+            self.abort(f"{self.invalid} invalid lines")
+            raise InputError(
+                f"{self.source}: {self.invalid:,} of {r.lines:,} lines are invalid; nothing was "
+                "enqueued (fix them, or use --skip-invalid to enqueue the rest)",
+                self.problems,
+                self.invalid,
+            )
+        assert r.import_id is not None
+        self.store.commit_import(
+            r.import_id, lines=r.lines, added=r.added, unchanged=r.unchanged, rejected=r.rejected
+        )
+        return r
+
+    def abort(self, reason: str) -> None:
+        if self.report.import_id is not None:
+            self.store.abort_import(self.report.import_id, reason)
+        self.report.added = 0
+
+    def run(
+        self, chunks: Callable[[int], Iterable[Chunk]], on_progress: Progress | None
+    ) -> ImportReport:
+        """Start, feed every chunk `chunks(import_id)` yields, finish; abort on any failure."""
+        import_id = self.start()
+        try:
+            for chunk in chunks(import_id):
+                self.add(chunk)
+                if on_progress is not None:
+                    on_progress(self.report.lines)
+        except BaseException:
+            self.abort("interrupted")
+            raise
+        return self.finish()
+
+
+def enqueue_stream(
+    store: Store,
+    stream: BinaryIO,
+    *,
+    source: str,
+    queue: str = "default",
+    provider: str = "openai",
+    skip_invalid: bool = False,
+    reject_path: str | None = None,
+    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+    priority: int = 0,
+    deadline: float | None = None,
+    on_progress: Progress | None = None,
+) -> ImportReport:
+    """Enqueue every line of a binary stream as one import, parsing in this process."""
+    imp = Importer(store, queue, source, skip_invalid=skip_invalid, reject_path=reject_path)
+
+    def chunks(import_id: int) -> Iterator[Chunk]:
+        defaults = RowDefaults(queue, import_id, provider, priority, deadline)
+        return parse_chunks(stream, defaults, max_line_bytes=max_line_bytes, keep_raw=skip_invalid)
+
+    return imp.run(chunks, on_progress)
+
+
+def enqueue_file(
+    store: Store,
+    path: str | Path,
+    *,
+    queue: str = "default",
+    provider: str = "openai",
+    skip_invalid: bool = False,
+    reject_path: str | None = None,
+    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+    priority: int = 0,
+    deadline: float | None = None,
+    on_progress: Progress | None = None,
+) -> ImportReport:
+    """Enqueue a JSONL file; a large one is parsed in a second process while this one writes."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: no such file")
+    if path.is_dir():
+        raise InputError(f"{path}: is a folder, not a JSONL file")
+    options = {
+        "skip_invalid": skip_invalid, "reject_path": reject_path, "queue": queue, "provider": provider,
+        "max_line_bytes": max_line_bytes, "priority": priority, "deadline": deadline,
+        "on_progress": on_progress,
+    }  # fmt: skip
+    if path.stat().st_size < PIPELINE_MIN_BYTES:
+        with open(path, "rb") as f:
+            return enqueue_stream(store, f, source=str(path), **options)  # type: ignore[arg-type]
+    imp = Importer(store, queue, str(path), skip_invalid=skip_invalid, reject_path=reject_path)
+
+    def chunks(import_id: int) -> Iterator[Chunk]:
+        defaults = RowDefaults(queue, import_id, provider, priority, deadline)
+        return parse_in_subprocess(path, defaults, max_line_bytes, skip_invalid)
+
+    return imp.run(chunks, on_progress)
+
+
+def parse_in_subprocess(
+    path: Path, defaults: RowDefaults, max_line_bytes: int, keep_raw: bool
+) -> Iterator[Chunk]:
+    """Chunks parsed by a child process (the two-process pipeline: one core parses, one writes).
+
+    The child (`python -m llmbatch.importer`) streams length-prefixed pickles of chunk fields
+    over its stdout; a reader thread keeps a few chunks ready so parsing and writing overlap,
+    and the bounded hand-off keeps memory flat.
+    """
+    args = [
+        defaults.queue,
+        defaults.import_id,
+        defaults.provider,
+        defaults.priority,
+        defaults.deadline,
+    ]
+    spec = orjson.dumps({"defaults": args, "max_line_bytes": max_line_bytes, "keep_raw": keep_raw})
+    cmd = [sys.executable, "-m", "llmbatch.importer", str(path), spec.decode()]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    ready: queue.Queue[Chunk | None] = queue.Queue(maxsize=3)
+    stdout = proc.stdout
+
+    def reader() -> None:
+        try:
+            while len(head := stdout.read(8)) == 8:
+                payload = stdout.read(int.from_bytes(head, "little"))
+                ready.put(Chunk(*pickle.loads(payload)))  # our own child process
+        finally:
+            ready.put(None)
+
+    thread = threading.Thread(target=reader, name="llmbatch-import-reader", daemon=True)
+    thread.start()
+    try:
+        while (chunk := ready.get()) is not None:
+            yield chunk
+        code = proc.wait()
+        if code != 0:
+            err = proc.stderr.read().decode("utf-8", "replace").strip().splitlines()
+            raise InputError(
+                f"{path}: the parser process failed: {err[-1] if err else f'exit {code}'}"
+            )
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        while thread.is_alive():  # unblock the reader if it waits on a full hand-off
+            with contextlib.suppress(queue.Empty):
+                ready.get(timeout=0.1)
+        proc.stdout.close()
+        proc.stderr.close()
+
+
+def _parse_main(path: str, spec_json: str) -> None:
+    spec = orjson.loads(spec_json)
+    defaults = RowDefaults(*spec["defaults"])
+    out = sys.stdout.buffer
+    with open(path, "rb") as f:
+        for c in parse_chunks(
+            f, defaults, max_line_bytes=spec["max_line_bytes"], keep_raw=spec["keep_raw"]
+        ):
+            payload = pickle.dumps(
+                (c.rows, c.problems, c.raws, c.lines), protocol=pickle.HIGHEST_PROTOCOL
+            )
+            out.write(len(payload).to_bytes(8, "little"))
+            out.write(payload)
+    out.flush()
+
+
+def enqueue_requests(
+    store: Store,
+    items: Iterable[Request],
+    *,
+    queue: str = "default",
+    source: str = "python",
+    priority: int = 0,
+    deadline: float | None = None,
+) -> ImportReport:
+    """Enqueue already-validated requests (the Python API) as one import."""
+
+    def chunks(import_id: int) -> Iterator[Chunk]:
+        defaults = RowDefaults(queue, import_id, "openai", priority, deadline)
+        chunk = Chunk()
+        for n, r in enumerate(items, 1):
+            chunk.lines += 1
+            chunk.rows.append(defaults.row(r, n, time.time()))
+            if len(chunk.rows) >= CHUNK_ROWS:
+                yield chunk
+                chunk = Chunk()
+        if chunk.lines:
+            yield chunk
+
+    return Importer(store, queue, source).run(chunks, None)
+
+
+if __name__ == "__main__":
+    _parse_main(sys.argv[1], sys.argv[2])

@@ -1,0 +1,84 @@
+"""The state machines of requests, attempts and batches, as one pure transition table.
+
+A request moves ``queued → packed → submitted → succeeded | failed | retry_wait → queued``;
+``queued | retry_wait → held → queued`` while a budget or quota holds it back; any state that
+is not terminal may become ``cancelled``. A packed or submitted request may also go back to
+``queued`` without using an attempt (its batch expired, was cancelled by someone else, or its
+intent was abandoned before anything was sent).
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from llmbatch.errors import IllegalTransition
+
+QUEUED: Final = "queued"
+PACKED: Final = "packed"
+SUBMITTED: Final = "submitted"
+SUCCEEDED: Final = "succeeded"
+FAILED: Final = "failed"
+RETRY_WAIT: Final = "retry_wait"
+HELD: Final = "held"
+CANCELLED: Final = "cancelled"
+
+REQUEST_STATES: Final = (QUEUED, PACKED, SUBMITTED, SUCCEEDED, FAILED, RETRY_WAIT, HELD, CANCELLED)
+TERMINAL: Final = frozenset({SUCCEEDED, FAILED, CANCELLED})
+
+REQUEST_TRANSITIONS: Final[dict[str, frozenset[str]]] = {
+    QUEUED: frozenset({PACKED, HELD, CANCELLED}),
+    PACKED: frozenset({SUBMITTED, QUEUED, CANCELLED}),
+    SUBMITTED: frozenset({SUCCEEDED, FAILED, RETRY_WAIT, QUEUED, CANCELLED}),
+    RETRY_WAIT: frozenset({QUEUED, HELD, CANCELLED}),
+    HELD: frozenset({QUEUED, CANCELLED}),
+    SUCCEEDED: frozenset(),
+    FAILED: frozenset(),
+    CANCELLED: frozenset(),
+}
+
+# Provider-side batch life, normalised across providers.
+BATCH_STATES: Final = (
+    "packing",  # intent being written; nothing sent yet
+    "submitting",  # intent committed; upload/create in progress
+    "validating",
+    "in_progress",
+    "finalizing",
+    "completed",
+    "failed",
+    "expired",
+    "cancelling",
+    "cancelled",
+    "ingested",  # every line read and recorded; nothing left to do
+)
+BATCH_TRANSITIONS: Final[dict[str, frozenset[str]]] = {
+    "packing": frozenset({"submitting", "cancelled"}),
+    "submitting": frozenset({"validating", "in_progress", "failed", "cancelled", "completed"}),
+    "validating": frozenset({"in_progress", "failed", "cancelling", "expired", "finalizing"}),
+    "in_progress": frozenset({"finalizing", "completed", "expired", "cancelling", "failed"}),
+    "finalizing": frozenset({"completed", "expired", "cancelling", "failed"}),
+    "cancelling": frozenset({"cancelled", "completed", "expired"}),
+    "completed": frozenset({"ingested"}),
+    "failed": frozenset({"ingested"}),
+    "expired": frozenset({"ingested"}),
+    "cancelled": frozenset({"ingested"}),
+    "ingested": frozenset(),
+}
+
+
+def check_request(old: str, new: str) -> str:
+    """Return `new` if a request may move from `old` to it; raise IllegalTransition if not."""
+    if new not in REQUEST_TRANSITIONS.get(old, frozenset()):
+        raise IllegalTransition("request", old, new)
+    return new
+
+
+def check_batch(old: str, new: str) -> str:
+    """Return `new` if a batch may move from `old` to it (or stay); raise if not."""
+    if old != new and new not in BATCH_TRANSITIONS.get(old, frozenset()):
+        raise IllegalTransition("batch", old, new)
+    return new
+
+
+def sources_of(new: str) -> frozenset[str]:
+    """Every request state from which `new` may be reached (for set-based SQL updates)."""
+    return frozenset(old for old, targets in REQUEST_TRANSITIONS.items() if new in targets)

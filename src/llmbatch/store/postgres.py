@@ -1,0 +1,145 @@
+"""The PostgreSQL store, for many workers on many machines sharing one queue.
+
+psycopg 3; bulk loads COPY into a per-session staging table and move rows into `requests`
+with one set-based insert; claims (in the engine) use `FOR UPDATE SKIP LOCKED`.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from functools import cache
+from typing import Any
+
+import psycopg
+from psycopg import conninfo
+
+from llmbatch.errors import StoreError
+from llmbatch.store.base import Row
+from llmbatch.store.sqlstore import SqlStore, _sql_text, queries
+
+_STAGING_COLUMNS = (
+    "queue, custom_id, import_id, line, provider, endpoint, model, body, body_hash, priority, "
+    "deadline, text_chars, text_bytes, inputs, created_at, updated_at"
+)
+_STAGING_TYPES = [
+    "text", "text", "int8", "int8", "text", "text", "text", "bytea", "bytea", "int8",
+    "float8", "int8", "int8", "int8", "float8", "float8",
+]  # fmt: skip
+
+
+@cache
+def pg_query(sql: str) -> str:
+    """Rewrite `:name` and `?` parameters to psycopg's `%(name)s` and `%s`."""
+    sql = sql.replace("%", "%%")
+    sql = re.sub(r"(?<![:\w]):([a-z_]+)", r"%(\1)s", sql)
+    return sql.replace("?", "%s")
+
+
+def describe_dsn(dsn: str) -> str:
+    """host:port/dbname as user — never the password."""
+    try:
+        p = conninfo.conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError:
+        return "an unparseable PostgreSQL DSN"
+    host = p.get("host") or "localhost"
+    where = f"{host}:{p.get('port') or 5432}/{p.get('dbname') or '?'}"
+    return f"{where} as {p['user']}" if p.get("user") else where
+
+
+class PostgresStore(SqlStore):
+    dialect = "postgres"
+
+    def __init__(self, dsn: str, *, migrate: bool = True) -> None:
+        self.location = describe_dsn(dsn)
+        try:
+            self._conn = psycopg.connect(dsn, autocommit=True, connect_timeout=10)
+        except psycopg.Error as exc:
+            lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+            reason = _scrub(lines[0] if lines else type(exc).__name__, dsn)
+            raise StoreError(f"cannot connect to PostgreSQL at {self.location}: {reason}") from None
+        self._lock = threading.RLock()
+        self._staging_ready = False
+        self.store_id = ""
+        if migrate:
+            self._migrate()
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def q(self, name: str) -> str:
+        return pg_query(queries()[name])
+
+    @contextmanager
+    def _write(self, durable: bool = False) -> Iterator[psycopg.Cursor[Any]]:
+        with self._lock:
+            try:
+                with self._conn.transaction(), self._conn.cursor() as cur:
+                    yield cur
+            except psycopg.OperationalError as exc:
+                raise StoreError(f"PostgreSQL at {self.location}: {exc}") from None
+
+    @contextmanager
+    def _read(self) -> Iterator[psycopg.Cursor[Any]]:
+        with self._lock:
+            try:
+                with self._conn.cursor() as cur:
+                    yield cur
+            except psycopg.OperationalError as exc:
+                raise StoreError(f"PostgreSQL at {self.location}: {exc}") from None
+
+    def _insert_rows(
+        self, cur: Any, queue: str, import_id: int, rows: Sequence[Row], now: float
+    ) -> int:
+        if not self._staging_ready:
+            cur.execute(_sql_text("postgres/staging.sql"))
+            self._staging_ready = True
+        with cur.copy(
+            f"COPY import_staging ({_STAGING_COLUMNS}) FROM STDIN (FORMAT BINARY)"
+        ) as copy:
+            copy.set_types(_STAGING_TYPES)
+            for r in rows:
+                copy.write_row(r)
+        cur.execute(
+            f"INSERT INTO requests ({_STAGING_COLUMNS}) SELECT {_STAGING_COLUMNS} FROM import_staging "
+            "ORDER BY line ON CONFLICT (queue, custom_id) DO NOTHING"
+        )
+        inserted = int(cur.rowcount)
+        cur.execute("TRUNCATE import_staging")
+        return inserted
+
+    def _in_query(self, n: int) -> str:
+        return pg_query(super()._in_query(n))
+
+    def _has_schema(self, cur: Any) -> bool:
+        cur.execute("SELECT to_regclass('meta') IS NOT NULL")
+        return bool(cur.fetchone()[0])
+
+    def _lock_schema(self, cur: Any) -> None:
+        cur.execute("SELECT pg_advisory_xact_lock(7244323)")
+
+    def schema_snapshot(self) -> list[tuple[str, ...]]:
+        """Columns, constraints and indexes of our tables, for the migration-equality test."""
+        with self._read() as cur:
+            cur.execute(
+                "SELECT table_name, column_name, data_type, is_nullable, COALESCE(column_default, '') "
+                "FROM information_schema.columns WHERE table_schema = current_schema() "
+                "ORDER BY table_name, column_name"
+            )
+            cols = [tuple(map(str, r)) for r in cur.fetchall()]
+            cur.execute(
+                "SELECT tablename, indexname, indexdef FROM pg_indexes "
+                "WHERE schemaname = current_schema() ORDER BY tablename, indexname"
+            )
+            idx = [tuple(map(str, r)) for r in cur.fetchall()]
+        return cols + idx
+
+
+def _scrub(text: str, dsn: str) -> str:
+    try:
+        password = conninfo.conninfo_to_dict(dsn).get("password")
+    except psycopg.ProgrammingError:
+        password = None
+    return text.replace(str(password), "***") if password else text

@@ -1,0 +1,97 @@
+-- Queries shared by every store, named by `-- name:` lines. Parameters are `:name`
+-- (named) or `?` (positional); the PostgreSQL store rewrites them to psycopg's style.
+-- Rows of an import that has not committed are invisible to everything but the import.
+
+-- name: insert_import
+INSERT INTO imports (queue, source, state, owner, low_water, started_at, heartbeat_at)
+VALUES (:queue, :source, 'loading', :owner, :low_water, :now, :now)
+RETURNING id
+
+-- name: max_request_id
+SELECT COALESCE(MAX(id), 0) FROM requests
+
+-- name: insert_request
+INSERT INTO requests (queue, custom_id, import_id, line, provider, endpoint, model, body,
+                      body_hash, priority, deadline, text_chars, text_bytes, inputs,
+                      created_at, updated_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (queue, custom_id) DO NOTHING
+
+-- name: heartbeat_import
+UPDATE imports SET heartbeat_at = :now, lines = :lines WHERE id = :id AND state = 'loading'
+
+-- name: commit_import
+UPDATE imports
+SET state = 'committed', lines = :lines, added = :added, unchanged = :unchanged,
+    rejected = :rejected, finished_at = :now, heartbeat_at = :now
+WHERE id = :id AND state = 'loading'
+
+-- name: fail_import
+UPDATE imports SET state = 'failed', error = :error, finished_at = :now
+WHERE id = :id AND state = 'loading'
+
+-- name: get_import
+SELECT id, queue, source, state, owner, low_water, lines, added, unchanged, rejected, error,
+       started_at, heartbeat_at, finished_at
+FROM imports WHERE id = :id
+
+-- name: loading_imports
+SELECT id, owner, heartbeat_at FROM imports WHERE state = 'loading'
+
+-- name: failed_imports_with_rows
+SELECT i.id, i.low_water FROM imports i
+WHERE i.state = 'failed'
+  AND EXISTS (SELECT 1 FROM requests r WHERE r.id > i.low_water AND r.import_id = i.id)
+
+-- name: delete_import_rows
+DELETE FROM requests WHERE id IN (
+    SELECT id FROM requests WHERE id > :low_water AND import_id = :id ORDER BY id LIMIT :n)
+
+-- name: insert_event
+INSERT INTO events (at, kind, import_id, batch_id, detail)
+VALUES (:now, :kind, :import_id, :batch_id, :detail)
+
+-- name: counts
+SELECT queue, provider, model, state, COUNT(*) FROM requests
+WHERE import_id NOT IN (SELECT id FROM imports WHERE state <> 'committed')
+GROUP BY queue, provider, model, state
+ORDER BY queue, provider, model, state
+
+-- name: get_request
+SELECT id, queue, custom_id, provider, endpoint, model, body, state, priority, deadline,
+       text_chars, text_bytes, inputs, attempts, expiries, not_before, reason, created_at,
+       updated_at, import_id, line
+FROM requests
+WHERE custom_id = :custom_id AND (CAST(:queue AS TEXT) IS NULL OR queue = :queue)
+  AND import_id NOT IN (SELECT id FROM imports WHERE state <> 'committed')
+ORDER BY queue
+
+-- name: request_attempts
+SELECT a.id, a.batch_id, a.line, a.state, a.outcome, a.error_code, a.error_message,
+       a.created_at, a.finished_at, b.provider_batch_id
+FROM attempts a LEFT JOIN batches b ON b.id = a.batch_id
+WHERE a.request_id = :request_id ORDER BY a.id
+
+-- name: request_result
+SELECT id, attempt_id, status_code, provider_request_id, body, error_code, error_message,
+       input_tokens, output_tokens, created_at
+FROM results WHERE request_id = :request_id ORDER BY id DESC LIMIT 1
+
+-- name: results_page
+SELECT res.id, r.custom_id, r.state, r.provider, res.status_code, res.provider_request_id,
+       res.body, res.error_code, res.error_message, res.input_tokens, res.output_tokens
+FROM results res JOIN requests r ON r.id = res.request_id
+WHERE res.id > :after AND (CAST(:queue AS TEXT) IS NULL OR r.queue = :queue)
+  AND (CAST(:state AS TEXT) IS NULL OR r.state = :state)
+ORDER BY res.id
+LIMIT :n
+
+-- name: recent_events
+SELECT id, at, kind, import_id, batch_id, detail FROM events ORDER BY id DESC LIMIT :n
+
+-- name: get_meta
+SELECT value FROM meta WHERE key = :key
+
+-- name: set_meta
+INSERT INTO meta (key, value) VALUES (:key, :value)
+ON CONFLICT (key) DO UPDATE SET value = excluded.value

@@ -1,0 +1,116 @@
+-- 0001: the first schema.
+
+CREATE TABLE meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+
+-- One row per enqueue: its rows become visible to workers only once it is committed.
+CREATE TABLE imports (
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,
+    queue        TEXT    NOT NULL,
+    source       TEXT    NOT NULL,
+    state        TEXT    NOT NULL CHECK (state IN ('loading', 'committed', 'failed')),
+    owner        TEXT    NOT NULL,
+    low_water    INTEGER NOT NULL,
+    lines        INTEGER NOT NULL DEFAULT 0,
+    added        INTEGER NOT NULL DEFAULT 0,
+    unchanged    INTEGER NOT NULL DEFAULT 0,
+    rejected     INTEGER NOT NULL DEFAULT 0,
+    error        TEXT,
+    started_at   REAL    NOT NULL,
+    heartbeat_at REAL    NOT NULL,
+    finished_at  REAL
+);
+
+CREATE TABLE requests (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    queue       TEXT    NOT NULL,
+    custom_id   TEXT    NOT NULL,
+    import_id   INTEGER NOT NULL REFERENCES imports (id),
+    line        INTEGER,
+    provider    TEXT    NOT NULL,
+    endpoint    TEXT    NOT NULL,
+    model       TEXT    NOT NULL,
+    body        BLOB    NOT NULL,
+    body_hash   BLOB    NOT NULL,
+    state       TEXT    NOT NULL DEFAULT 'queued',
+    priority    INTEGER NOT NULL DEFAULT 0,
+    deadline    REAL,
+    text_chars  INTEGER NOT NULL,
+    text_bytes  INTEGER NOT NULL,
+    inputs      INTEGER NOT NULL DEFAULT 1,
+    attempts    INTEGER NOT NULL DEFAULT 0,
+    expiries    INTEGER NOT NULL DEFAULT 0,
+    not_before  REAL,
+    reason      TEXT,
+    created_at  REAL    NOT NULL,
+    updated_at  REAL    NOT NULL,
+    UNIQUE (queue, custom_id)
+);
+-- Packing order: priority descending, then enqueue order, among what is ready.
+CREATE INDEX requests_ready ON requests (queue, provider, endpoint, model, priority DESC, id)
+    WHERE state = 'queued';
+
+CREATE TABLE batches (
+    id                INTEGER PRIMARY KEY AUTOINCREMENT,
+    provider          TEXT    NOT NULL,
+    endpoint          TEXT    NOT NULL,
+    model             TEXT,
+    state             TEXT    NOT NULL,
+    provider_batch_id TEXT UNIQUE,
+    input_file_id     TEXT,
+    output_file_id    TEXT,
+    error_file_id     TEXT,
+    content_hash      BLOB,
+    request_count     INTEGER NOT NULL DEFAULT 0,
+    completed_count   INTEGER NOT NULL DEFAULT 0,
+    failed_count      INTEGER NOT NULL DEFAULT 0,
+    created_at        REAL    NOT NULL,
+    submitted_at      REAL,
+    finished_at       REAL,
+    ingested_at       REAL,
+    updated_at        REAL    NOT NULL
+);
+
+-- A request is sent once per attempt; its result is keyed by the attempt.
+CREATE TABLE attempts (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    request_id  INTEGER NOT NULL REFERENCES requests (id),
+    batch_id    INTEGER REFERENCES batches (id),
+    line        INTEGER,
+    state       TEXT    NOT NULL,
+    outcome     TEXT,
+    error_code  TEXT,
+    error_message TEXT,
+    created_at  REAL    NOT NULL,
+    finished_at REAL
+);
+CREATE INDEX attempts_request ON attempts (request_id);
+CREATE INDEX attempts_batch ON attempts (batch_id, line);
+
+-- Terminal outcomes, in the order they were recorded (the export cursor is results.id).
+CREATE TABLE results (
+    id                  INTEGER PRIMARY KEY AUTOINCREMENT,
+    attempt_id          INTEGER NOT NULL UNIQUE REFERENCES attempts (id),
+    request_id          INTEGER NOT NULL REFERENCES requests (id),
+    status_code         INTEGER,
+    provider_request_id TEXT,
+    body                BLOB,
+    error_code          TEXT,
+    error_message       TEXT,
+    input_tokens        INTEGER,
+    output_tokens       INTEGER,
+    created_at          REAL    NOT NULL
+);
+CREATE INDEX results_request ON results (request_id);
+
+-- Append-only log of import- and batch-level changes.
+CREATE TABLE events (
+    id        INTEGER PRIMARY KEY AUTOINCREMENT,
+    at        REAL    NOT NULL,
+    kind      TEXT    NOT NULL,
+    import_id INTEGER,
+    batch_id  INTEGER,
+    detail    TEXT
+);

@@ -1,0 +1,113 @@
+"""The SQLite store: the zero-set-up default, one file, safe for several processes.
+
+WAL mode; every write transaction is `BEGIN IMMEDIATE` (a deferred transaction that later
+upgrades to a write gets SQLITE_BUSY at once and ignores the busy timeout); writes are short
+chunks so no one holds the lock for long; `synchronous=FULL` only for commits that record
+money being spent (`durable=True`), NORMAL otherwise.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from llmbatch.errors import StoreError
+from llmbatch.store.base import Row
+from llmbatch.store.sqlstore import SqlStore
+
+DEFAULT_BUSY_TIMEOUT = 30.0
+CACHE_KIB = 32 * 1024  # a fixed page cache keeps the worker's memory flat at any queue size
+
+
+class SqliteStore(SqlStore):
+    dialect = "sqlite"
+
+    def __init__(
+        self, path: str | Path, busy_timeout: float = DEFAULT_BUSY_TIMEOUT, *, migrate: bool = True
+    ) -> None:
+        self.path = Path(path)
+        self.location = str(self.path)
+        self._check_folder()
+        try:
+            self._conn = sqlite3.connect(
+                self.path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
+            )
+            self._conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
+            self._conn.execute("PRAGMA journal_mode = WAL")
+            self._conn.execute("PRAGMA synchronous = NORMAL")
+            self._conn.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
+            self._conn.execute("PRAGMA temp_store = FILE")
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open database {self.path}: {exc}") from None
+        self._lock = threading.RLock()
+        self.store_id = ""
+        if migrate:
+            self._migrate()
+
+    def _check_folder(self) -> None:
+        folder = self.path.resolve().parent
+        if not folder.is_dir():
+            raise StoreError(f"cannot open database {self.path}: folder {folder} does not exist")
+        if not self.path.exists() and not os.access(folder, os.W_OK):
+            raise StoreError(f"cannot create database {self.path}: folder {folder} is not writable")
+        if self.path.exists() and not os.access(self.path, os.W_OK):
+            raise StoreError(f"cannot write database {self.path}: the file is read-only")
+
+    def close(self) -> None:
+        self._conn.close()
+
+    @contextmanager
+    def _write(self, durable: bool = False) -> Iterator[sqlite3.Cursor]:
+        with self._lock:
+            conn = self._conn
+            try:
+                if durable:
+                    conn.execute("PRAGMA synchronous = FULL")
+                cur = conn.cursor()
+                cur.execute("BEGIN IMMEDIATE")
+                try:
+                    yield cur
+                except BaseException:
+                    conn.rollback()
+                    raise
+                cur.execute("COMMIT")
+            except sqlite3.OperationalError as exc:
+                raise StoreError(f"{self.path}: {exc}") from None
+            finally:
+                if durable:
+                    conn.execute("PRAGMA synchronous = NORMAL")
+
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Cursor]:
+        with self._lock:
+            cur = self._conn.cursor()
+            try:
+                yield cur
+            except sqlite3.OperationalError as exc:
+                raise StoreError(f"{self.path}: {exc}") from None
+            finally:
+                cur.close()
+
+    def _insert_rows(
+        self, cur: Any, queue: str, import_id: int, rows: Sequence[Row], now: float
+    ) -> int:
+        before = self._conn.total_changes
+        cur.executemany(self.q("insert_request"), rows)
+        return self._conn.total_changes - before
+
+    def _has_schema(self, cur: Any) -> bool:
+        cur.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'")
+        return cur.fetchone() is not None
+
+    def schema_snapshot(self) -> list[tuple[str, str, str]]:
+        """(type, name, sql) of every schema object, for the migration-equality test."""
+        with self._read() as cur:
+            cur.execute(
+                "SELECT type, name, sql FROM sqlite_master WHERE name NOT LIKE 'sqlite_%' ORDER BY type, name"
+            )
+            return [(t, n, " ".join((s or "").split())) for t, n, s in cur.fetchall()]

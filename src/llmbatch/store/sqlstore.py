@@ -1,0 +1,370 @@
+"""The dialect-neutral half of both stores: migrations, imports, the read side.
+
+A backend subclass supplies a connection, `_write()` / `_read()` transactions, and
+`_insert_rows()` (executemany on SQLite, COPY on PostgreSQL). Queries live in `sql/`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import socket
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager
+from functools import cache
+from importlib import resources
+from typing import Any
+
+from llmbatch.errors import StoreError
+from llmbatch.store.base import Clash, Count, ImportInfo, ResultRow, Row
+
+# An import on another machine whose heartbeat is this old is presumed dead.
+IMPORT_STALE_AFTER = 600.0
+DELETE_CHUNK = 5000
+
+
+@cache
+def _sql_text(name: str) -> str:
+    return resources.files("llmbatch.store").joinpath("sql", name).read_text(encoding="utf-8")
+
+
+@cache
+def queries() -> dict[str, str]:
+    """Named queries from sql/queries.sql, in SQLite's parameter style."""
+    out: dict[str, str] = {}
+    for block in re.split(r"^-- name: ", _sql_text("queries.sql"), flags=re.M)[1:]:
+        name, _, body = block.partition("\n")
+        lines = [ln for ln in body.splitlines() if not ln.lstrip().startswith("--")]
+        out[name.strip()] = "\n".join(lines).strip()
+    return out
+
+
+def split_script(script: str) -> list[str]:
+    """Statements of a schema or migration file (no semicolons inside our DDL strings)."""
+    body = "\n".join(ln for ln in script.splitlines() if not ln.lstrip().startswith("--"))
+    return [s.strip() for s in body.split(";") if s.strip()]
+
+
+def migrations(dialect: str) -> list[tuple[int, str]]:
+    """(number, script) of every migration file of a dialect, in order."""
+    folder = resources.files("llmbatch.store").joinpath("sql", dialect, "migrations")
+    found = []
+    for entry in folder.iterdir():
+        m = re.match(r"(\d{4})_.*\.sql$", entry.name)
+        if m:
+            found.append((int(m.group(1)), entry.read_text(encoding="utf-8")))
+    return sorted(found)
+
+
+def fresh_schema(dialect: str) -> str:
+    return _sql_text(f"{dialect}/schema.sql")
+
+
+def _process_start(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            return f.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return ""
+
+
+def owner_tag() -> str:
+    """Who runs an import: host, pid and process start time (so a reused pid is not alive)."""
+    pid = os.getpid()
+    return f"{socket.gethostname()}:{pid}:{_process_start(pid)}"
+
+
+def owner_alive(owner: str, heartbeat_at: float, now: float) -> bool:
+    host, _, rest = owner.partition(":")
+    pid_s, _, start = rest.partition(":")
+    if host != socket.gethostname():
+        return now - heartbeat_at < IMPORT_STALE_AFTER
+    try:
+        pid = int(pid_s)
+        os.kill(pid, 0)
+    except (ValueError, ProcessLookupError):
+        return False
+    except PermissionError:
+        pass
+    return _process_start(pid) == start
+
+
+class SqlStore:
+    """Shared implementation of the Store protocol over a DB-API-like cursor."""
+
+    dialect: str
+    store_id: str
+    location: str
+
+    # -- backend hooks -------------------------------------------------------------------
+    def _write(self, durable: bool = False) -> AbstractContextManager[Any]:
+        raise NotImplementedError
+
+    def _read(self) -> AbstractContextManager[Any]:
+        raise NotImplementedError
+
+    def _insert_rows(
+        self, cur: Any, queue: str, import_id: int, rows: Sequence[Row], now: float
+    ) -> int:
+        raise NotImplementedError
+
+    def _has_schema(self, cur: Any) -> bool:
+        raise NotImplementedError
+
+    def _lock_schema(self, cur: Any) -> None:
+        """Serialise migrations between processes (the write transaction does it on SQLite)."""
+
+    def q(self, name: str) -> str:
+        return queries()[name]
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    # -- schema --------------------------------------------------------------------------
+    def _migrate(self) -> None:
+        steps = migrations(self.dialect)
+        latest = steps[-1][0]
+        with self._write() as cur:
+            self._lock_schema(cur)
+            if not self._has_schema(cur):
+                for stmt in split_script(fresh_schema(self.dialect)):
+                    cur.execute(stmt)
+                version = latest
+                self._set_meta(cur, "store_id", "lb" + secrets.token_hex(5))
+            else:
+                version = int(self._get_meta(cur, "schema_version") or 0)
+                if version > latest:
+                    raise StoreError(
+                        f"{self.location} has schema version {version}, newer than this llmbatch "
+                        f"knows ({latest}); upgrade llmbatch"
+                    )
+                for number, script in steps:
+                    if number > version:
+                        for stmt in split_script(script):
+                            cur.execute(stmt)
+                        version = number
+            self._set_meta(cur, "schema_version", str(version))
+            self.store_id = str(self._get_meta(cur, "store_id"))
+
+    def migrate_from_zero(self) -> None:
+        """Apply every migration to an empty database (for the schema-equality test)."""
+        with self._write() as cur:
+            for _, script in migrations(self.dialect):
+                for stmt in split_script(script):
+                    cur.execute(stmt)
+
+    def _get_meta(self, cur: Any, key: str) -> str | None:
+        cur.execute(self.q("get_meta"), {"key": key})
+        row = cur.fetchone()
+        return None if row is None else str(row[0])
+
+    def _set_meta(self, cur: Any, key: str, value: str) -> None:
+        cur.execute(self.q("set_meta"), {"key": key, "value": value})
+
+    # -- imports -------------------------------------------------------------------------
+    def begin_import(self, queue: str, source: str) -> int:
+        now = time.time()
+        with self._write() as cur:
+            cur.execute(self.q("max_request_id"))
+            low_water = int(cur.fetchone()[0])
+            params = {
+                "queue": queue,
+                "source": source,
+                "owner": owner_tag(),
+                "low_water": low_water,
+                "now": now,
+            }
+            cur.execute(self.q("insert_import"), params)
+            import_id = int(cur.fetchone()[0])
+            self._event(cur, "import_started", import_id=import_id, detail=f"{queue} <- {source}")
+        return import_id
+
+    def load_rows(self, import_id: int, queue: str, rows: Sequence[Row]) -> list[Clash]:
+        now = time.time()
+        with self._write() as cur:
+            cur.execute(
+                self.q("heartbeat_import"),
+                {"now": now, "lines": rows[-1][3] if rows else 0, "id": import_id},
+            )
+            if cur.rowcount != 1:
+                raise StoreError(
+                    f"import {import_id} is no longer loading (it was aborted or cleaned up)"
+                )
+            inserted = self._insert_rows(cur, queue, import_id, rows, now)
+            if inserted == len(rows):
+                return []
+            return self._clashes(cur, queue, import_id, rows)
+
+    def _clashes(self, cur: Any, queue: str, import_id: int, rows: Sequence[Row]) -> list[Clash]:
+        """Classify the rows an `ON CONFLICT DO NOTHING` insert skipped."""
+        existing: dict[str, tuple[bytes, int, int, str]] = {}
+        ids = list({r[1] for r in rows})
+        for i in range(0, len(ids), 500):
+            part = ids[i : i + 500]
+            cur.execute(self._in_query(len(part)), [queue, *part])
+            for cid, h, imp, line, state in cur.fetchall():
+                existing[cid] = (bytes(h), int(imp), int(line or 0), str(state))
+        out: list[Clash] = []
+        for row in rows:
+            cid, line, h = row[1], row[3], row[8]
+            h0, imp, line0, imp_state = existing[cid]
+            if imp == import_id:
+                if line0 != line:
+                    out.append(Clash(line, cid, "duplicate", other_line=line0))
+            elif imp_state != "committed":
+                out.append(Clash(line, cid, "busy", other_import=imp))
+            elif h0 == h:
+                out.append(Clash(line, cid, "unchanged", other_line=line0, other_import=imp))
+            else:
+                out.append(Clash(line, cid, "conflict", other_line=line0, other_import=imp))
+        return out
+
+    def _in_query(self, n: int) -> str:
+        marks = ", ".join(["?"] * n)
+        return (
+            "SELECT r.custom_id, r.body_hash, r.import_id, r.line, i.state FROM requests r "
+            f"JOIN imports i ON i.id = r.import_id WHERE r.queue = ? AND r.custom_id IN ({marks})"
+        )
+
+    def commit_import(
+        self, import_id: int, *, lines: int, added: int, unchanged: int, rejected: int
+    ) -> None:
+        now = time.time()
+        params = {
+            "id": import_id,
+            "lines": lines,
+            "added": added,
+            "unchanged": unchanged,
+            "rejected": rejected,
+            "now": now,
+        }
+        with self._write() as cur:
+            cur.execute(self.q("commit_import"), params)
+            if cur.rowcount != 1:
+                raise StoreError(
+                    f"import {import_id} was aborted or cleaned up before it could commit"
+                )
+            self._event(
+                cur,
+                "import_committed",
+                import_id=import_id,
+                detail=f"added {added}, unchanged {unchanged}",
+            )
+
+    def abort_import(self, import_id: int, error: str) -> None:
+        with self._write() as cur:
+            cur.execute(
+                self.q("fail_import"), {"id": import_id, "error": error[:2000], "now": time.time()}
+            )
+            self._event(cur, "import_failed", import_id=import_id, detail=error[:2000])
+        self._delete_rows(import_id)
+
+    def _delete_rows(self, import_id: int) -> None:
+        with self._read() as cur:
+            cur.execute(self.q("get_import"), {"id": import_id})
+            low_water = int(cur.fetchone()[5])
+        while True:
+            with self._write() as cur:
+                cur.execute(
+                    self.q("delete_import_rows"),
+                    {"low_water": low_water, "id": import_id, "n": DELETE_CHUNK},
+                )
+                if cur.rowcount < DELETE_CHUNK:
+                    return
+
+    def clean_dead_imports(self) -> list[int]:
+        now = time.time()
+        with self._read() as cur:
+            cur.execute(self.q("loading_imports"))
+            loading = cur.fetchall()
+        dead = [int(i) for i, owner, hb in loading if not owner_alive(str(owner), float(hb), now)]
+        for import_id in dead:
+            self.abort_import(import_id, "the importing process died; nothing from it was kept")
+        with self._read() as cur:
+            cur.execute(self.q("failed_imports_with_rows"))
+            leftovers = [int(r[0]) for r in cur.fetchall()]
+        for import_id in leftovers:
+            self._delete_rows(import_id)
+        return dead
+
+    def get_import(self, import_id: int) -> ImportInfo:
+        with self._read() as cur:
+            cur.execute(self.q("get_import"), {"id": import_id})
+            r = cur.fetchone()
+        if r is None:
+            raise StoreError(f"no import {import_id} in {self.location}")
+        return ImportInfo(
+            int(r[0]), r[1], r[2], r[3], int(r[6]), int(r[7]), int(r[8]), int(r[9]), r[10]
+        )
+
+    def _event(
+        self,
+        cur: Any,
+        kind: str,
+        *,
+        import_id: int | None = None,
+        batch_id: int | None = None,
+        detail: str | None = None,
+    ) -> None:
+        params = {
+            "now": time.time(),
+            "kind": kind,
+            "import_id": import_id,
+            "batch_id": batch_id,
+            "detail": detail,
+        }
+        cur.execute(self.q("insert_event"), params)
+
+    # -- read side -----------------------------------------------------------------------
+    def counts(self, queue: str | None = None) -> list[Count]:
+        with self._read() as cur:
+            cur.execute(self.q("counts"))
+            rows = cur.fetchall()
+        return [
+            Count(r[0], r[1], r[2], r[3], int(r[4])) for r in rows if queue is None or r[0] == queue
+        ]
+
+    def request_detail(self, custom_id: str, queue: str | None = None) -> list[dict[str, Any]]:
+        out = []
+        with self._read() as cur:
+            cur.execute(self.q("get_request"), {"custom_id": custom_id, "queue": queue})
+            names = [d[0] for d in cur.description]
+            for row in cur.fetchall():
+                req = dict(zip(names, row, strict=True))
+                req["body"] = bytes(req["body"])
+                cur.execute(self.q("request_attempts"), {"request_id": req["id"]})
+                anames = [d[0] for d in cur.description]
+                req["attempts"] = [dict(zip(anames, a, strict=True)) for a in cur.fetchall()]
+                cur.execute(self.q("request_result"), {"request_id": req["id"]})
+                res = cur.fetchone()
+                rnames = [d[0] for d in cur.description]
+                req["result"] = None if res is None else dict(zip(rnames, res, strict=True))
+                out.append(req)
+        return out
+
+    def iter_results(
+        self, queue: str | None = None, state: str | None = None, after: int = 0, page: int = 5000
+    ) -> Iterator[ResultRow]:
+        while True:
+            with self._read() as cur:
+                cur.execute(
+                    self.q("results_page"),
+                    {"after": after, "queue": queue, "state": state, "n": page},
+                )
+                rows = cur.fetchall()
+            for r in rows:
+                body = None if r[6] is None else bytes(r[6])
+                yield ResultRow(
+                    int(r[0]), r[1], r[2], r[3], r[4], r[5], body, r[7], r[8], r[9], r[10]
+                )
+            if len(rows) < page:
+                return
+            after = int(rows[-1][0])
+
+    def recent_events(self, n: int = 20) -> list[dict[str, Any]]:
+        with self._read() as cur:
+            cur.execute(self.q("recent_events"), {"n": n})
+            names = [d[0] for d in cur.description]
+            return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]

@@ -1,0 +1,121 @@
+"""What the CLI prints: rich tables on a terminal, plain aligned text otherwise, JSON on request."""
+
+from __future__ import annotations
+
+import sys
+from collections import defaultdict
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from rich.console import Console
+from rich.table import Table
+
+from llmbatch.states import REQUEST_STATES
+from llmbatch.store import Count
+
+
+def _console() -> Console:
+    return Console(highlight=False)
+
+
+def _pivot(counts: list[Count]) -> tuple[list[str], list[list[str]]]:
+    """One row per queue × provider × model, one column per state that occurs, and a total."""
+    seen = {c.state for c in counts}
+    states = [s for s in REQUEST_STATES if s in seen] or ["queued"]
+    grid: dict[tuple[str, str, str], dict[str, int]] = defaultdict(dict)
+    for c in counts:
+        grid[(c.queue, c.provider, c.model)][c.state] = c.n
+    header = ["queue", "provider", "model", *states, "total"]
+    rows = []
+    for key in sorted(grid):
+        cells = grid[key]
+        rows.append([*key, *(f"{cells.get(s, 0):,}" for s in states), f"{sum(cells.values()):,}"])
+    if len(rows) > 1:
+        totals = [sum(c.n for c in counts if c.state == s) for s in states]
+        rows.append(["all", "", "", *(f"{t:,}" for t in totals), f"{sum(totals):,}"])
+    return header, rows
+
+
+def print_status(counts: list[Count]) -> None:
+    if not counts:
+        print("no requests yet: enqueue some with `llmbatch enqueue FILE.jsonl`")
+        return
+    header, rows = _pivot(counts)
+    if sys.stdout.isatty():
+        table = Table(title="llmbatch status")
+        for i, h in enumerate(header):
+            table.add_column(h, justify="right" if i >= 3 else "left")
+        for row in rows:
+            table.add_row(*row)
+        _console().print(table)
+        return
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
+    for row in [header, *rows]:
+        print(
+            "  ".join(
+                c.ljust(w) if i < 3 else c.rjust(w)
+                for i, (c, w) in enumerate(zip(row, widths, strict=True))
+            ).rstrip()
+        )
+
+
+def status_json(counts: list[Count]) -> str:
+    data = [
+        {"queue": c.queue, "provider": c.provider, "model": c.model, "state": c.state, "count": c.n}
+        for c in counts
+    ]
+    return orjson.dumps({"counts": data, "total": sum(c.n for c in counts)}).decode()
+
+
+def _when(ts: float | None) -> str:
+    return "-" if ts is None else datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _jsonable(detail: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    out = []
+    for req in detail:
+        d = {k: v for k, v in req.items() if k not in ("body", "result")}
+        d["body"] = orjson.loads(req["body"])
+        res = req.get("result")
+        if res is not None:
+            res = dict(res)
+            if res.get("body") is not None:
+                res["body"] = orjson.loads(bytes(res["body"]))
+        d["result"] = res
+        out.append(d)
+    return out
+
+
+def detail_json(detail: list[dict[str, Any]]) -> str:
+    return orjson.dumps(_jsonable(detail), option=orjson.OPT_INDENT_2).decode()
+
+
+def print_detail(detail: list[dict[str, Any]]) -> None:
+    for req in detail:
+        why = f" ({req['reason']})" if req.get("reason") else ""
+        print(
+            f"{req['custom_id']}  queue {req['queue']}  {req['provider']} {req['endpoint']}  model {req['model']}"
+        )
+        print(f"  state      {req['state']}{why}")
+        print(
+            f"  enqueued   {_when(req['created_at'])} (import {req['import_id']}, line {req['line']})"
+        )
+        print(f"  priority   {req['priority']}   deadline {_when(req['deadline'])}")
+        print(
+            f"  size       {req['text_chars']:,} characters of text, {len(req['body']):,} bytes of body"
+        )
+        if not req["attempts"]:
+            print("  attempts   none yet")
+        for a in req["attempts"]:
+            batch = a.get("provider_batch_id") or a.get("batch_id") or "-"
+            err = f"  {a['error_code']}: {a['error_message']}" if a.get("error_code") else ""
+            print(f"  attempt {a['id']}  batch {batch} line {a['line']}  {a['state']}{err}")
+        res = req.get("result")
+        if res is not None:
+            if res.get("error_code"):
+                print(f"  result     failed: {res['error_code']}: {res['error_message']}")
+            else:
+                print(
+                    f"  result     {res['status_code']}, {res['input_tokens']} in / {res['output_tokens']} out tokens"
+                )
