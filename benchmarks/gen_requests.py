@@ -28,7 +28,7 @@ def lines(n: int, seed: int = 7, model: str = "gpt-4o-mini", start: int = 0) -> 
     """`n` input lines, the same for the same seed."""
     rng = random.Random(seed)
     for i in range(start, start + n):
-        review = " ".join(rng.choices(WORDS, k=rng.randint(15, 45)))
+        review = " ".join(rng.choices(WORDS, k=rng.randint(10, 40)))
         body = {
             "model": model,
             "messages": [

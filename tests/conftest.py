@@ -1,0 +1,96 @@
+"""Shared fixtures: a real SQLite file and a real PostgreSQL database per test.
+
+PostgreSQL tests run against the server named by LLMBATCH_TEST_PG (a DSN whose user may
+create databases); each test gets a fresh database cloned from a migrated template, so it
+starts clean in milliseconds. Without the variable they skip with a visible reason, except
+under CI (CI=true), where a missing PostgreSQL is an error.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import conninfo
+
+from llmbatch.store import Store, open_store
+
+PG_DSN = os.environ.get("LLMBATCH_TEST_PG")
+
+
+def _dsn_for(dbname: str) -> str:
+    assert PG_DSN is not None
+    params = conninfo.conninfo_to_dict(PG_DSN)
+    params["dbname"] = dbname
+    return conninfo.make_conninfo(**params)  # type: ignore[arg-type]
+
+
+def _admin() -> psycopg.Connection[tuple[object, ...]]:
+    assert PG_DSN is not None
+    return psycopg.connect(PG_DSN, autocommit=True)
+
+
+@pytest.fixture(scope="session")
+def pg_template() -> Iterator[str]:
+    """A migrated template database for this test session."""
+    if not PG_DSN:
+        if os.environ.get("CI"):
+            pytest.fail("CI must run the PostgreSQL tests: set LLMBATCH_TEST_PG (.ci/run does)")
+        pytest.skip("PostgreSQL tests need LLMBATCH_TEST_PG=postgresql://… (a user that may CREATE DATABASE)")
+    name = f"llmbatch_tpl_{uuid.uuid4().hex[:8]}"
+    with _admin() as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    open_store(_dsn_for(name)).close()
+    yield name
+    with _admin() as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def pg_dsn(pg_template: str) -> Iterator[str]:
+    """A fresh, migrated PostgreSQL database for one test."""
+    name = f"llmbatch_t_{uuid.uuid4().hex[:10]}"
+    with _admin() as conn:
+        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{pg_template}"')
+    yield _dsn_for(name)
+    with _admin() as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def empty_pg_dsn() -> Iterator[str]:
+    """An empty PostgreSQL database (no schema), for migration tests."""
+    if not PG_DSN:
+        if os.environ.get("CI"):
+            pytest.fail("CI must run the PostgreSQL tests: set LLMBATCH_TEST_PG (.ci/run does)")
+        pytest.skip("PostgreSQL tests need LLMBATCH_TEST_PG")
+    name = f"llmbatch_e_{uuid.uuid4().hex[:10]}"
+    with _admin() as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    yield _dsn_for(name)
+    with _admin() as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def sqlite_db(tmp_path: Path) -> str:
+    return str(tmp_path / "llmbatch.db")
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The location of a fresh store, once per backend: every contract test runs on both."""
+    if request.param == "sqlite":
+        return str(tmp_path / "llmbatch.db")
+    return str(request.getfixturevalue("pg_dsn"))
+
+
+@pytest.fixture
+def store(db: str) -> Iterator[Store]:
+    s = open_store(db)
+    yield s
+    s.close()
