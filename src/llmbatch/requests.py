@@ -130,7 +130,7 @@ def _openai(custom_id: str, obj: dict[str, Any], provider: str) -> Request:
     model = _model(body)
     if body.get("stream") is True:
         raise LineError("stream: true is not allowed in a batch")
-    canonical = _exact(orjson.dumps(body, option=_SORT))
+    canonical = canonical_json(body)
     chars, nbytes = text_size(body)
     inputs = _embedding_inputs(body) if url == "/v1/embeddings" else 1
     return Request(
@@ -160,12 +160,23 @@ def _anthropic(custom_id: str, params: object) -> Request:
         raise LineError("params.messages must be a list")
     if params.get("stream") is True:
         raise LineError("stream: true is not allowed in a batch")
-    canonical = _exact(orjson.dumps(params, option=_SORT))
+    canonical = canonical_json(params)
     chars, nbytes = text_size(params)
     digest = body_hash("POST", ANTHROPIC_ENDPOINT, canonical)
     return Request(
         custom_id, "anthropic", ANTHROPIC_ENDPOINT, model, canonical, digest, chars, nbytes, 1
     )
+
+
+def canonical_json(body: dict[str, Any]) -> bytes:
+    """Sorted keys, no whitespace: the form a body is stored and hashed in."""
+    try:
+        return _exact(orjson.dumps(body, option=_SORT))
+    except orjson.JSONEncodeError as exc:
+        # orjson writes at most 254 levels though it reads 1024; the API may pass any object.
+        if "recursion" in str(exc).lower():
+            raise LineError("JSON nested too deeply (over 254 levels)") from None
+        raise LineError(f"body is not JSON: {exc}") from None
 
 
 def _model(body: dict[str, Any]) -> str:
