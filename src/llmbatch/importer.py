@@ -23,7 +23,7 @@ from typing import IO, BinaryIO
 
 import orjson
 
-from llmbatch.errors import InputError
+from llmbatch.errors import ConflictError, InputError
 from llmbatch.requests import LineError, Request, parse_line
 from llmbatch.store import Clash, Row, Store
 
@@ -183,6 +183,7 @@ class Importer:
         self.report = ImportReport(queue, source)
         self.problems: list[str] = []
         self.invalid = 0
+        self.conflicts = 0
         self._rejects = (
             _Rejects(reject_path or f"{source}.rejected.jsonl") if skip_invalid else None
         )
@@ -207,6 +208,7 @@ class Importer:
             if c.kind == "unchanged":
                 self.report.unchanged += 1
             else:  # never inserted: a duplicate, a conflict or a race with another import
+                self.conflicts += c.kind == "conflict"
                 self._problem(c.line, _clash_reason(c, self.queue), raws.get(c.line))
 
     def _problem(self, line: int, reason: str, raw: bytes | None) -> None:
@@ -228,7 +230,7 @@ class Importer:
             raise InputError(f"{self.source} is empty: no requests to enqueue")
         if self.invalid and not self.skip_invalid:
             self.abort(f"{self.invalid} invalid lines")
-            raise InputError(
+            raise (ConflictError if self.conflicts else InputError)(
                 f"{self.source}: {self.invalid:,} of {r.lines:,} lines are invalid; nothing was "
                 "enqueued (fix them, or use --skip-invalid to enqueue the rest)",
                 self.problems,
