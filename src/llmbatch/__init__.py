@@ -9,14 +9,18 @@ from llmbatch.errors import (
     ProviderError,
     StoreError,
 )
+from llmbatch.importer import ImportReport
+from llmbatch.queue import Queue
 
 __all__ = [
     "ConfigError",
     "ConflictError",
     "IllegalTransition",
+    "ImportReport",
     "InputError",
     "LlmbatchError",
     "ProviderError",
+    "Queue",
     "StoreError",
 ]
 __version__ = "0.1.0"
