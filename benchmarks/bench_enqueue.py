@@ -22,6 +22,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 sys.path.insert(0, str(Path(__file__).parent))
 from gen_requests import lines  # noqa: E402
@@ -58,14 +59,12 @@ def _run(db: str, path: Path, size: int) -> dict[str, float]:
 
 def _pg_database(dsn: str) -> tuple[str, str]:
     import psycopg
-    from psycopg import conninfo
 
     name = f"llmbatch_bench_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
-    params = conninfo.conninfo_to_dict(dsn)
-    params["dbname"] = name
-    return name, conninfo.make_conninfo(**params)  # type: ignore[arg-type]
+    # A URL, not key=value: the store takes anything else for a SQLite path.
+    return name, urlunsplit(urlsplit(dsn)._replace(path="/" + name))
 
 
 def _drop(dsn: str, name: str) -> None:

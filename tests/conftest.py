@@ -12,10 +12,10 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import pytest
-from psycopg import conninfo
 
 from llmbatch.store import Store, open_store
 
@@ -23,10 +23,12 @@ PG_DSN = os.environ.get("LLMBATCH_TEST_PG")
 
 
 def _dsn_for(dbname: str) -> str:
+    """LLMBATCH_TEST_PG with another database, as a URL: `--db` only knows postgresql://…."""
     assert PG_DSN is not None
-    params = conninfo.conninfo_to_dict(PG_DSN)
-    params["dbname"] = dbname
-    return conninfo.make_conninfo(**params)  # type: ignore[arg-type]
+    parts = urlsplit(PG_DSN)
+    if not parts.scheme.startswith("postgres"):
+        pytest.fail("LLMBATCH_TEST_PG must be a postgresql://… URL")
+    return urlunsplit(parts._replace(path="/" + dbname))
 
 
 def _admin() -> psycopg.Connection[tuple[object, ...]]:
