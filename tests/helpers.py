@@ -1,0 +1,118 @@
+"""Small helpers shared by the store, CLI and API tests: input lines and plain SQL.
+
+Tests reach the database with their own connection and plain SQL (the way an operator with
+`sqlite3` or `psql` would), never through private methods of the store under test.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+import psycopg
+
+CHAT = "/v1/chat/completions"
+
+
+def body(text: str = "hi", model: str = "gpt-4o-mini", **extra: Any) -> dict[str, Any]:
+    return {"model": model, "messages": [{"role": "user", "content": text}], **extra}
+
+
+def line(custom_id: Any, text: str = "hi", model: str = "gpt-4o-mini", **overrides: Any) -> bytes:
+    """One OpenAI batch input line (without newline); `overrides` replace top-level fields."""
+    obj: dict[str, Any] = {
+        "custom_id": custom_id,
+        "method": "POST",
+        "url": CHAT,
+        "body": body(text, model),
+    }
+    obj.update(overrides)
+    return orjson.dumps(obj)
+
+
+def jsonl(*lines: bytes) -> bytes:
+    return b"".join(ln + b"\n" for ln in lines)
+
+
+def is_pg(db: str) -> bool:
+    return db.startswith(("postgresql://", "postgres://"))
+
+
+def sql(db: str, statement: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+    """Run one statement (`?` placeholders) on its own connection; rows if it returns any."""
+    if is_pg(db):
+        with psycopg.connect(db, autocommit=True) as conn, conn.cursor() as cur:
+            cur.execute(statement.replace("?", "%s"), tuple(params))  # type: ignore[arg-type]
+            return list(cur.fetchall()) if cur.description else []
+    conn = sqlite3.connect(db, timeout=30)
+    try:
+        with conn:
+            cur = conn.execute(statement, tuple(params))
+            return list(cur.fetchall())
+    finally:
+        conn.close()
+
+
+def request_id(db: str, custom_id: str, queue: str = "default") -> int:
+    rows = sql(db, "SELECT id FROM requests WHERE queue = ? AND custom_id = ?", (queue, custom_id))
+    assert rows, f"no request {custom_id!r} in queue {queue!r}"
+    return int(rows[0][0])
+
+
+def add_result(
+    db: str,
+    custom_id: str,
+    *,
+    queue: str = "default",
+    succeeded: bool = True,
+    response: dict[str, Any] | None = None,
+    status_code: int = 200,
+    provider_request_id: str = "req_1",
+    error: tuple[str, str] = ("server_error", "the model crashed"),
+    tokens: tuple[int, int] = (12, 3),
+) -> None:
+    """Record a terminal outcome as the engine will: an attempt, its result, the request state."""
+    rid = request_id(db, custom_id, queue)
+    now = time.time()
+    sql(
+        db,
+        "INSERT INTO attempts (request_id, line, state, outcome, created_at, finished_at) "
+        "VALUES (?, 1, 'done', ?, ?, ?)",
+        (rid, "succeeded" if succeeded else "failed", now, now),
+    )
+    attempt = int(sql(db, "SELECT MAX(id) FROM attempts WHERE request_id = ?", (rid,))[0][0])
+    if succeeded:
+        payload = orjson.dumps(response if response is not None else chat_response("ok"))
+        values: tuple[Any, ...] = (status_code, provider_request_id, payload, None, None)
+    else:
+        values = (None, None, None, error[0], error[1])
+    sql(
+        db,
+        "INSERT INTO results (attempt_id, request_id, status_code, provider_request_id, body, "
+        "error_code, error_message, input_tokens, output_tokens, created_at) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (attempt, rid, *values, *tokens, now),
+    )
+    state = "succeeded" if succeeded else "failed"
+    sql(db, "UPDATE requests SET state = ?, attempts = attempts + 1 WHERE id = ?", (state, rid))
+
+
+def chat_response(text: str) -> dict[str, Any]:
+    return {
+        "id": "chatcmpl-1",
+        "object": "chat.completion",
+        "model": "gpt-4o-mini",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}}],
+        "usage": {"prompt_tokens": 12, "completion_tokens": 3, "total_tokens": 15},
+    }
+
+
+def all_requests(db: str) -> list[tuple[Any, ...]]:
+    """Every stored request row that matters to a user, visible or not, in a stable order."""
+    return sql(
+        db,
+        "SELECT queue, custom_id, body_hash, state, priority FROM requests ORDER BY queue, custom_id",
+    )
