@@ -53,8 +53,16 @@ def validate(name: str, body: Any) -> None:
     jsonschema.validate(body, root, cls=jsonschema.Draft202012Validator)
 
 
-def chat_line(i: int, *, model: str = "gpt-4o-mini", url: str = "/v1/chat/completions", **body: Any) -> dict[str, Any]:
-    request = {"model": model, "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": f"Question number {i}: why?"}]}
+def chat_line(
+    i: int, *, model: str = "gpt-4o-mini", url: str = "/v1/chat/completions", **body: Any
+) -> dict[str, Any]:
+    request = {
+        "model": model,
+        "messages": [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": f"Question number {i}: why?"},
+        ],
+    }
     request.update(body)
     return {"custom_id": f"req-{i}", "method": "POST", "url": url, "body": request}
 
@@ -76,7 +84,9 @@ def upload(client: openai.OpenAI, lines: list[Any], name: str = "input.jsonl") -
     return client.files.create(file=(name, io.BytesIO(jsonl(lines))), purpose="batch")
 
 
-def wait(client: openai.OpenAI, batch_id: str, statuses: tuple[str, ...] = TERMINAL, timeout: float = 20) -> Any:
+def wait(
+    client: openai.OpenAI, batch_id: str, statuses: tuple[str, ...] = TERMINAL, timeout: float = 20
+) -> Any:
     deadline = time.monotonic() + timeout
     while True:
         batch = client.batches.retrieve(batch_id)

@@ -6,14 +6,16 @@ from __future__ import annotations
 import httpx
 import openai
 import pytest
-from conftest import chat_line, upload, validate, wait
 
+from conftest import chat_line, upload, validate, wait
 from llmbatch.emulator import RunningEmulator
 
 
 def still_serving(client: openai.OpenAI) -> None:
     f = upload(client, [chat_line(0)])
-    batch = client.batches.create(input_file_id=f.id, endpoint="/v1/chat/completions", completion_window="24h")
+    batch = client.batches.create(
+        input_file_id=f.id, endpoint="/v1/chat/completions", completion_window="24h"
+    )
     assert wait(client, batch.id).status == "completed"
 
 
@@ -23,10 +25,16 @@ AUTH = {"authorization": "Bearer k"}
 @pytest.mark.parametrize(
     ("headers", "content"),
     [
-        ({"content-type": "multipart/form-data; boundary=xyz"}, b"--xyz\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a\"\r\n\r\nabc"),
+        (
+            {"content-type": "multipart/form-data; boundary=xyz"},
+            b'--xyz\r\nContent-Disposition: form-data; name="file"; filename="a"\r\n\r\nabc',
+        ),
         ({"content-type": "multipart/form-data"}, b"garbage"),
         ({"content-type": "application/json"}, b'{"purpose": "batch"}'),
-        ({"content-type": "multipart/form-data; boundary=xyz"}, b"--xyz\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\nbatch\r\n--xyz--\r\n"),
+        (
+            {"content-type": "multipart/form-data; boundary=xyz"},
+            b'--xyz\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nbatch\r\n--xyz--\r\n',
+        ),
     ],
     ids=["truncated", "no-boundary", "not-multipart", "no-file"],
 )
@@ -38,21 +46,35 @@ def test_malformed_multipart(emu: RunningEmulator, client: openai.OpenAI, header
 
 
 def test_bad_purpose(emu: RunningEmulator) -> None:
-    response = httpx.post(emu.base_url + "/files", headers=AUTH, files={"file": ("a.jsonl", b"{}")}, data={"purpose": "nonsense"})
+    response = httpx.post(
+        emu.base_url + "/files",
+        headers=AUTH,
+        files={"file": ("a.jsonl", b"{}")},
+        data={"purpose": "nonsense"},
+    )
     assert response.status_code == 400 and response.json()["error"]["param"] == "purpose"
 
 
 def test_unknown_routes_and_methods(emu: RunningEmulator) -> None:
-    for response in (httpx.get(emu.base_url + "/nope", headers=AUTH), httpx.put(emu.base_url + "/batches", headers=AUTH)):
+    for response in (
+        httpx.get(emu.base_url + "/nope", headers=AUTH),
+        httpx.put(emu.base_url + "/batches", headers=AUTH),
+    ):
         assert response.status_code in (404, 405)
         validate("ErrorResponse", response.json())
 
 
 def test_invalid_json_body(emu: RunningEmulator) -> None:
-    response = httpx.post(emu.base_url + "/batches", headers=AUTH | {"content-type": "application/json"}, content=b"{nope")
+    response = httpx.post(
+        emu.base_url + "/batches",
+        headers=AUTH | {"content-type": "application/json"},
+        content=b"{nope",
+    )
     assert response.status_code == 400
     validate("ErrorResponse", response.json())
-    response = httpx.post(emu.base_url + "/batches", headers=AUTH, json={"endpoint": "/v1/chat/completions"})
+    response = httpx.post(
+        emu.base_url + "/batches", headers=AUTH, json={"endpoint": "/v1/chat/completions"}
+    )
     assert response.status_code == 400 and response.json()["error"]["param"] == "input_file_id"
 
 
@@ -77,7 +99,9 @@ def test_invalid_json_body(emu: RunningEmulator) -> None:
         ("POST", "/seed", {"files": -1}),
     ],
 )
-def test_control_api_nonsense_is_a_clear_400(emu: RunningEmulator, client: openai.OpenAI, method, path, body) -> None:
+def test_control_api_nonsense_is_a_clear_400(
+    emu: RunningEmulator, client: openai.OpenAI, method, path, body
+) -> None:
     response = httpx.request(method, emu.url + "/_emulator" + path, json=body)
     assert response.status_code == 400, response.text
     validate("ErrorResponse", response.json())
@@ -88,10 +112,15 @@ def test_control_api_nonsense_is_a_clear_400(emu: RunningEmulator, client: opena
 
 
 @pytest.mark.slow
-def test_300_mb_upload_fails_the_batch_and_serving_goes_on(emu: RunningEmulator, client: openai.OpenAI, tmp_path) -> None:
+def test_300_mb_upload_fails_the_batch_and_serving_goes_on(
+    emu: RunningEmulator, client: openai.OpenAI, tmp_path
+) -> None:
     path = tmp_path / "big.jsonl"
     block = b"".join(
-        (b'{"custom_id": "r%d", "method": "POST", "url": "/v1/chat/completions", "body": {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "' % i)
+        (
+            b'{"custom_id": "r%d", "method": "POST", "url": "/v1/chat/completions", "body": {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "'
+            % i
+        )
         + b"y" * 10_000
         + b'"}]}}\n'
         for i in range(1000)
@@ -104,7 +133,12 @@ def test_300_mb_upload_fails_the_batch_and_serving_goes_on(emu: RunningEmulator,
         uploaded = client.with_options(timeout=120).files.create(file=handle, purpose="batch")
     assert uploaded.bytes == path.stat().st_size
     path.unlink()
-    batch = wait(client, client.batches.create(input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h").id)
+    batch = wait(
+        client,
+        client.batches.create(
+            input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h"
+        ).id,
+    )
     assert batch.status == "failed" and batch.errors.data[0].code == "invalid_request"
     assert "200 MB" in batch.errors.data[0].message
     client.files.delete(uploaded.id)

@@ -7,8 +7,8 @@ import time
 import httpx2
 import openai
 import pytest
-from conftest import chat_line, read_jsonl, upload, wait
 
+from conftest import chat_line, read_jsonl, upload, wait
 from llmbatch.emulator import RunningEmulator, running
 
 ENDPOINT = "/v1/chat/completions"
@@ -19,7 +19,9 @@ def create(client: openai.OpenAI, file_id: str) -> openai.types.Batch:
 
 
 @pytest.mark.parametrize("status", [500, 502, 503])
-def test_server_error_before_does_nothing(emu: RunningEmulator, client: openai.OpenAI, status: int) -> None:
+def test_server_error_before_does_nothing(
+    emu: RunningEmulator, client: openai.OpenAI, status: int
+) -> None:
     f = upload(client, [chat_line(0)])
     emu.control.add_fault("batches.create", str(status), count=1)
     with pytest.raises(openai.APIStatusError) as info:
@@ -29,7 +31,9 @@ def test_server_error_before_does_nothing(emu: RunningEmulator, client: openai.O
     assert create(client, f.id).status == "validating"  # the rule retired after one hit
 
 
-def test_server_error_after_creates_the_batch_anyway(emu: RunningEmulator, client: openai.OpenAI) -> None:
+def test_server_error_after_creates_the_batch_anyway(
+    emu: RunningEmulator, client: openai.OpenAI
+) -> None:
     f = upload(client, [chat_line(0)])
     emu.control.add_fault("batches.create", "500", mode="after", count=1)
     with pytest.raises(openai.InternalServerError):
@@ -72,12 +76,17 @@ def test_latency(emu: RunningEmulator, client: openai.OpenAI) -> None:
     assert time.monotonic() - start < 0.3
 
 
-def test_connection_dropped_mid_download(emu: RunningEmulator, client: openai.OpenAI, tmp_path) -> None:
+def test_connection_dropped_mid_download(
+    emu: RunningEmulator, client: openai.OpenAI, tmp_path
+) -> None:
     done = wait(client, create(client, upload(client, [chat_line(i) for i in range(300)]).id).id)
     size = client.files.retrieve(done.output_file_id).bytes
     emu.control.add_fault("files.content", "drop", count=1)
     received = bytearray()
-    with pytest.raises((httpx2.HTTPError, openai.APIConnectionError)), client.files.with_streaming_response.content(done.output_file_id) as response:
+    with (
+        pytest.raises((httpx2.HTTPError, openai.APIConnectionError)),
+        client.files.with_streaming_response.content(done.output_file_id) as response,
+    ):
         for chunk in response.iter_bytes():
             received.extend(chunk)
     assert 0 < len(received) < size
@@ -114,7 +123,9 @@ def test_fault_rate_and_flavor_filter(emu: RunningEmulator, client: openai.OpenA
         except openai.InternalServerError:
             outcomes.append(False)
     assert 5 < outcomes.count(False) < 35
-    azure = openai.AzureOpenAI(azure_endpoint=emu.url, api_key="k", api_version="2024-10-21", max_retries=0)
+    azure = openai.AzureOpenAI(
+        azure_endpoint=emu.url, api_key="k", api_version="2024-10-21", max_retries=0
+    )
     for _ in range(10):
         azure.files.list()
     emu.control.clear_faults()
@@ -134,10 +145,18 @@ def test_per_request_failure_rate(emu: RunningEmulator, client: openai.OpenAI) -
 
 
 def test_forced_validation_failure(emu: RunningEmulator, client: openai.OpenAI) -> None:
-    emu.control.next_batches(fail_validation={"code": "invalid_json_line", "message": "Line 4512 is not JSON.", "line": 4512})
+    emu.control.next_batches(
+        fail_validation={
+            "code": "invalid_json_line",
+            "message": "Line 4512 is not JSON.",
+            "line": 4512,
+        }
+    )
     failed = wait(client, create(client, upload(client, [chat_line(0)]).id).id)
     assert failed.status == "failed"
-    assert [(e.code, e.line, e.message) for e in failed.errors.data] == [("invalid_json_line", 4512, "Line 4512 is not JSON.")]
+    assert [(e.code, e.line, e.message) for e in failed.errors.data] == [
+        ("invalid_json_line", 4512, "Line 4512 is not JSON.")
+    ]
     emu.control.next_batches(hold="validating")
     held = create(client, upload(client, [chat_line(0)]).id)
     time.sleep(0.1)
@@ -155,7 +174,11 @@ def test_hold_in_finalizing_then_release(emu: RunningEmulator, client: openai.Op
     batch = wait(client, batch.id, ("finalizing",))
     time.sleep(0.1)
     batch = client.batches.retrieve(batch.id)
-    assert batch.status == "finalizing" and batch.request_counts.completed == 3 and batch.output_file_id is None
+    assert (
+        batch.status == "finalizing"
+        and batch.request_counts.completed == 3
+        and batch.output_file_id is None
+    )
     emu.control.release(batch.id)
     assert wait(client, batch.id).status == "completed"
 

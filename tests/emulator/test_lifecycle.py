@@ -9,8 +9,8 @@ import json
 import httpx
 import openai
 import pytest
-from conftest import chat_line, read_jsonl, upload, validate, wait
 
+from conftest import chat_line, read_jsonl, upload, validate, wait
 from llmbatch.emulator import RunningEmulator
 
 
@@ -19,12 +19,19 @@ def test_full_lifecycle(emu: RunningEmulator, client: openai.OpenAI, tmp_path) -
     emu.control.set_config(request_failure_rate=0.2)
     f = upload(client, lines)
     validate("OpenAIFile", f)
-    assert (f.purpose, f.status, f.bytes) == ("batch", "processed", len(b"".join(json.dumps(x).encode() + b"\n" for x in lines)))
+    assert (f.purpose, f.status, f.bytes) == (
+        "batch",
+        "processed",
+        len(b"".join(json.dumps(x).encode() + b"\n" for x in lines)),
+    )
     assert f.expires_at == f.created_at + 30 * 86400
     validate("OpenAIFile", client.files.retrieve(f.id))
 
     batch = client.batches.create(
-        input_file_id=f.id, endpoint="/v1/chat/completions", completion_window="24h", metadata={"job": "nightly"}
+        input_file_id=f.id,
+        endpoint="/v1/chat/completions",
+        completion_window="24h",
+        metadata={"job": "nightly"},
     )
     validate("Batch", batch)
     assert batch.status == "validating"
@@ -38,7 +45,11 @@ def test_full_lifecycle(emu: RunningEmulator, client: openai.OpenAI, tmp_path) -
     assert done.metadata == {"job": "nightly"}
     counts = done.request_counts
     assert counts.total == 40 and counts.completed + counts.failed == 40 and counts.failed > 0
-    assert done.in_progress_at is not None and done.finalizing_at is not None and done.completed_at is not None
+    assert (
+        done.in_progress_at is not None
+        and done.finalizing_at is not None
+        and done.completed_at is not None
+    )
     assert done.failed_at is None and done.cancelled_at is None and done.errors is None
 
     out_file = client.files.retrieve(done.output_file_id)
@@ -54,7 +65,9 @@ def test_full_lifecycle(emu: RunningEmulator, client: openai.OpenAI, tmp_path) -
     errors = read_jsonl(client, done.error_file_id)
     assert len(outputs) == counts.completed and len(errors) == counts.failed
     assert sorted(o["custom_id"] for o in outputs + errors) == sorted(x["custom_id"] for x in lines)
-    assert [o["custom_id"] for o in outputs] != sorted(o["custom_id"] for o in outputs), "output is shuffled"
+    assert [o["custom_id"] for o in outputs] != sorted(o["custom_id"] for o in outputs), (
+        "output is shuffled"
+    )
 
     first = outputs[0]
     assert set(first) == {"id", "custom_id", "response", "error"} and first["error"] is None
@@ -79,7 +92,10 @@ def test_full_lifecycle(emu: RunningEmulator, client: openai.OpenAI, tmp_path) -
     assert deleted.deleted is True
     with pytest.raises(openai.NotFoundError) as info:
         client.files.retrieve(f.id)
-    validate("ErrorResponse", info.value.body if "error" in (info.value.body or {}) else {"error": info.value.body})
+    validate(
+        "ErrorResponse",
+        info.value.body if "error" in (info.value.body or {}) else {"error": info.value.body},
+    )
 
 
 def test_request_counts_advance_while_in_progress(tmp_path) -> None:
@@ -88,7 +104,9 @@ def test_request_counts_advance_while_in_progress(tmp_path) -> None:
     with running(tmp_path, time_scale=0.0, rate=10.0) as emu:
         client = openai.OpenAI(base_url=emu.base_url, api_key="k", max_retries=0)
         f = upload(client, [chat_line(i) for i in range(50)])
-        batch = client.batches.create(input_file_id=f.id, endpoint="/v1/chat/completions", completion_window="24h")
+        batch = client.batches.create(
+            input_file_id=f.id, endpoint="/v1/chat/completions", completion_window="24h"
+        )
         batch = wait(client, batch.id, ("in_progress",))
         assert batch.request_counts.total == 50 and batch.request_counts.completed == 0
         emu.control.advance(2.0)  # 20 requests at 10/s
@@ -107,7 +125,9 @@ def test_request_counts_advance_while_in_progress(tmp_path) -> None:
 def test_list_pagination(emu: RunningEmulator, client: openai.OpenAI) -> None:
     f = upload(client, [chat_line(0)])
     ids = [
-        client.batches.create(input_file_id=f.id, endpoint="/v1/chat/completions", completion_window="24h").id
+        client.batches.create(
+            input_file_id=f.id, endpoint="/v1/chat/completions", completion_window="24h"
+        ).id
         for _ in range(5)
     ]
     page = client.batches.list(limit=2)
@@ -135,7 +155,9 @@ def test_list_pagination(emu: RunningEmulator, client: openai.OpenAI) -> None:
 def test_cancel_then_409(emu: RunningEmulator, client: openai.OpenAI) -> None:
     emu.control.set_config(rate=50.0)
     f = upload(client, [chat_line(i) for i in range(200)])
-    batch = client.batches.create(input_file_id=f.id, endpoint="/v1/chat/completions", completion_window="24h")
+    batch = client.batches.create(
+        input_file_id=f.id, endpoint="/v1/chat/completions", completion_window="24h"
+    )
     wait(client, batch.id, ("in_progress",))
     cancelling = client.batches.cancel(batch.id)
     validate("Batch", cancelling)
@@ -149,7 +171,9 @@ def test_cancel_then_409(emu: RunningEmulator, client: openai.OpenAI) -> None:
     assert all(u["response"] is None for u in unrun)
 
     f2 = upload(client, [chat_line(0)])
-    finished = client.batches.create(input_file_id=f2.id, endpoint="/v1/chat/completions", completion_window="24h")
+    finished = client.batches.create(
+        input_file_id=f2.id, endpoint="/v1/chat/completions", completion_window="24h"
+    )
     emu.control.set_config(rate=100000.0)
     wait(client, finished.id)
     with pytest.raises(openai.ConflictError) as info:
@@ -169,7 +193,9 @@ def test_missing_key_is_401_and_keys_are_never_logged(emu: RunningEmulator) -> N
     assert response.status_code == 401
     ok = httpx.get(emu.base_url + "/files", headers={"authorization": "Bearer sk-very-secret"})
     assert ok.status_code == 200
-    azure = httpx.get(emu.url + "/openai/files?api-version=2024-10-21", headers={"api-key": "az-very-secret"})
+    azure = httpx.get(
+        emu.url + "/openai/files?api-version=2024-10-21", headers={"api-key": "az-very-secret"}
+    )
     assert azure.status_code == 200
     calls = emu.control.calls()
     assert [c["status"] for c in calls] == [401, 401, 200, 200]
@@ -182,9 +208,13 @@ def test_missing_key_is_401_and_keys_are_never_logged(emu: RunningEmulator) -> N
 def test_models_and_realtime_endpoints(client: openai.OpenAI) -> None:
     models = [m.id for m in client.models.list()]
     assert "gpt-4o-mini" in models and "text-embedding-3-small" in models
-    chat = client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "Hi there!"}], max_tokens=5)
+    chat = client.chat.completions.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "Hi there!"}], max_tokens=5
+    )
     assert chat.usage.prompt_tokens == 3 + 3 + 3 and chat.usage.completion_tokens <= 5
-    again = client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "Hi there!"}], max_tokens=5)
+    again = client.chat.completions.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "Hi there!"}], max_tokens=5
+    )
     assert again.choices[0].message.content == chat.choices[0].message.content
     resp = client.responses.create(model="gpt-4.1-mini", input="Say hi.")
     assert resp.usage.input_tokens > 0 and resp.output_text
@@ -195,7 +225,9 @@ def test_models_and_realtime_endpoints(client: openai.OpenAI) -> None:
     comp = client.completions.create(model="gpt-3.5-turbo-instruct", prompt="Once upon")
     assert comp.usage.completion_tokens <= 16
     with pytest.raises(openai.NotFoundError):
-        client.chat.completions.create(model="gpt-nope", messages=[{"role": "user", "content": "x"}])
+        client.chat.completions.create(
+            model="gpt-nope", messages=[{"role": "user", "content": "x"}]
+        )
     with pytest.raises(openai.BadRequestError):
         client.chat.completions.create(model="gpt-4o-mini", messages=[])
 
@@ -203,20 +235,43 @@ def test_models_and_realtime_endpoints(client: openai.OpenAI) -> None:
 @pytest.mark.parametrize(
     ("endpoint", "body", "check"),
     [
-        ("/v1/responses", {"model": "gpt-5-mini", "input": "Why is the sky blue?", "max_output_tokens": 64},
-         lambda b: b["object"] == "response" and b["usage"]["output_tokens_details"]["reasoning_tokens"] > 0),
-        ("/v1/embeddings", {"model": "text-embedding-3-small", "input": ["one", "two"]},
-         lambda b: len(b["data"]) == 2 and b["usage"]["total_tokens"] == 2),
-        ("/v1/completions", {"model": "gpt-3.5-turbo-instruct", "prompt": "Hello"},
-         lambda b: b["object"] == "text_completion" and b["usage"]["completion_tokens"] <= 16),
-        ("/v1/moderations", {"model": "omni-moderation-latest", "input": "hello"},
-         lambda b: b["results"][0]["flagged"] is False),
+        (
+            "/v1/responses",
+            {"model": "gpt-5-mini", "input": "Why is the sky blue?", "max_output_tokens": 64},
+            lambda b: (
+                b["object"] == "response"
+                and b["usage"]["output_tokens_details"]["reasoning_tokens"] > 0
+            ),
+        ),
+        (
+            "/v1/embeddings",
+            {"model": "text-embedding-3-small", "input": ["one", "two"]},
+            lambda b: len(b["data"]) == 2 and b["usage"]["total_tokens"] == 2,
+        ),
+        (
+            "/v1/completions",
+            {"model": "gpt-3.5-turbo-instruct", "prompt": "Hello"},
+            lambda b: b["object"] == "text_completion" and b["usage"]["completion_tokens"] <= 16,
+        ),
+        (
+            "/v1/moderations",
+            {"model": "omni-moderation-latest", "input": "hello"},
+            lambda b: b["results"][0]["flagged"] is False,
+        ),
     ],
 )
-def test_batch_endpoints_have_their_real_shape(client: openai.OpenAI, endpoint, body, check) -> None:
-    lines = [{"custom_id": f"c{i}", "method": "POST", "url": endpoint, "body": body | {"user": str(i)}} for i in range(3)]
+def test_batch_endpoints_have_their_real_shape(
+    client: openai.OpenAI, endpoint, body, check
+) -> None:
+    lines = [
+        {"custom_id": f"c{i}", "method": "POST", "url": endpoint, "body": body | {"user": str(i)}}
+        for i in range(3)
+    ]
     f = upload(client, lines)
-    done = wait(client, client.batches.create(input_file_id=f.id, endpoint=endpoint, completion_window="24h").id)
+    done = wait(
+        client,
+        client.batches.create(input_file_id=f.id, endpoint=endpoint, completion_window="24h").id,
+    )
     assert done.status == "completed" and done.request_counts.completed == 3
     for line in read_jsonl(client, done.output_file_id):
         assert check(line["response"]["body"]), line
@@ -225,15 +280,38 @@ def test_batch_endpoints_have_their_real_shape(client: openai.OpenAI, endpoint, 
 def test_length_rate_hits_the_cap(emu: RunningEmulator, client: openai.OpenAI) -> None:
     emu.control.set_config(length_rate=1.0)
     f = upload(client, [chat_line(i, max_completion_tokens=7) for i in range(5)])
-    done = wait(client, client.batches.create(input_file_id=f.id, endpoint="/v1/chat/completions", completion_window="24h").id)
+    done = wait(
+        client,
+        client.batches.create(
+            input_file_id=f.id, endpoint="/v1/chat/completions", completion_window="24h"
+        ).id,
+    )
     for line in read_jsonl(client, done.output_file_id):
         body = line["response"]["body"]
-        assert body["choices"][0]["finish_reason"] == "length" and body["usage"]["completion_tokens"] == 7
+        assert (
+            body["choices"][0]["finish_reason"] == "length"
+            and body["usage"]["completion_tokens"] == 7
+        )
 
 
 def test_processing_bad_body_goes_to_error_file(client: openai.OpenAI) -> None:
-    lines = [chat_line(0), {"custom_id": "bad", "method": "POST", "url": "/v1/chat/completions", "body": {"model": "gpt-4o-mini", "messages": "nope"}}]
-    done = wait(client, client.batches.create(input_file_id=upload(client, lines).id, endpoint="/v1/chat/completions", completion_window="24h").id)
+    lines = [
+        chat_line(0),
+        {
+            "custom_id": "bad",
+            "method": "POST",
+            "url": "/v1/chat/completions",
+            "body": {"model": "gpt-4o-mini", "messages": "nope"},
+        },
+    ]
+    done = wait(
+        client,
+        client.batches.create(
+            input_file_id=upload(client, lines).id,
+            endpoint="/v1/chat/completions",
+            completion_window="24h",
+        ).id,
+    )
     assert done.status == "completed" and done.request_counts.failed == 1
     [err] = read_jsonl(client, done.error_file_id)
     assert err["custom_id"] == "bad" and err["response"]["status_code"] == 400
@@ -241,7 +319,15 @@ def test_processing_bad_body_goes_to_error_file(client: openai.OpenAI) -> None:
 
 
 def test_file_upload_with_expires_after(client: openai.OpenAI) -> None:
-    f = client.files.create(file=("x.jsonl", io.BytesIO(b"{}\n")), purpose="batch", expires_after={"anchor": "created_at", "seconds": 3600})
+    f = client.files.create(
+        file=("x.jsonl", io.BytesIO(b"{}\n")),
+        purpose="batch",
+        expires_after={"anchor": "created_at", "seconds": 3600},
+    )
     assert f.expires_at == f.created_at + 3600
     with pytest.raises(openai.BadRequestError):
-        client.files.create(file=("x.jsonl", io.BytesIO(b"{}\n")), purpose="batch", expires_after={"anchor": "created_at", "seconds": 5})
+        client.files.create(
+            file=("x.jsonl", io.BytesIO(b"{}\n")),
+            purpose="batch",
+            expires_after={"anchor": "created_at", "seconds": 5},
+        )

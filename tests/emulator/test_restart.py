@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import openai
-from conftest import chat_line, upload, wait
 
+from conftest import chat_line, upload, wait
 from llmbatch.emulator import EmulatorControl, running
 
 FIXED = {"seed": 9, "clock_start": 1_800_000_000, "time_scale": 0.0, "rate": 1.0}
@@ -24,7 +24,9 @@ LINES = [chat_line(i, max_tokens=20) for i in range(100)]
 
 def _start(client: openai.OpenAI) -> str:
     f = upload(client, LINES)
-    return client.batches.create(input_file_id=f.id, endpoint="/v1/chat/completions", completion_window="24h").id
+    return client.batches.create(
+        input_file_id=f.id, endpoint="/v1/chat/completions", completion_window="24h"
+    ).id
 
 
 def _files(client: openai.OpenAI, batch: Any) -> tuple[bytes, bytes]:
@@ -49,7 +51,11 @@ def test_graceful_restart_resumes_with_identical_results(tmp_path: Path) -> None
         wait(client, batch_id, ("in_progress",))
         emu.control.advance(37)
         deadline = time.monotonic() + 10
-        while client.batches.retrieve(batch_id).request_counts.completed + client.batches.retrieve(batch_id).request_counts.failed < 37:
+        while (
+            client.batches.retrieve(batch_id).request_counts.completed
+            + client.batches.retrieve(batch_id).request_counts.failed
+            < 37
+        ):
             assert time.monotonic() < deadline
     with running(data, request_failure_rate=0.1, **FIXED) as emu:
         client = openai.OpenAI(base_url=emu.base_url, api_key="k", max_retries=0)
@@ -71,7 +77,17 @@ def _free_port() -> int:
 
 def _serve(data: Path, port: int) -> subprocess.Popen[bytes]:
     process = subprocess.Popen(
-        [sys.executable, "-m", "llmbatch.emulator", "--port", str(port), "--data-dir", str(data), "--seed", "5"],
+        [
+            sys.executable,
+            "-m",
+            "llmbatch.emulator",
+            "--port",
+            str(port),
+            "--data-dir",
+            str(data),
+            "--seed",
+            "5",
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -103,9 +119,13 @@ def test_sigkill_mid_batch_loses_nothing(tmp_path: Path) -> None:
         try:
             control = EmulatorControl(f"http://127.0.0.1:{port}")
             control.set_config(rate=2000.0, request_failure_rate=0.05)
-            client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="k", max_retries=0)
+            client = openai.OpenAI(
+                base_url=f"http://127.0.0.1:{port}/v1", api_key="k", max_retries=0
+            )
             f = upload(client, lines)
-            batch_id = client.batches.create(input_file_id=f.id, endpoint="/v1/chat/completions", completion_window="24h").id
+            batch_id = client.batches.create(
+                input_file_id=f.id, endpoint="/v1/chat/completions", completion_window="24h"
+            ).id
             if kill_after is not None:
                 deadline = time.monotonic() + 20
                 while (control.batch(batch_id)["progress"]["done"] or 0) < kill_after:
@@ -114,7 +134,9 @@ def test_sigkill_mid_batch_loses_nothing(tmp_path: Path) -> None:
                 os.kill(process.pid, signal.SIGKILL)
                 process.wait()
                 process = _serve(data, port)
-                client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="k", max_retries=0)
+                client = openai.OpenAI(
+                    base_url=f"http://127.0.0.1:{port}/v1", api_key="k", max_retries=0
+                )
                 assert client.batches.retrieve(batch_id).status == "in_progress"
             done = wait(client, batch_id)
             assert done.status == "completed" and done.request_counts.total == 3000
