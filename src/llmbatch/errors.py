@@ -7,6 +7,9 @@ LlmbatchError
 ├── InputError           enqueued lines are invalid (carries every FILE:LINE problem)
 │   └── ConflictError    a custom_id already holds a different request
 └── ProviderError        a provider (or the emulator) refused or failed a call
+    ├── AuthError        the key is missing, wrong or lacks permission: stop, fail nothing
+    ├── TransientError   outage, 429, 5xx, timeout, truncated download: back off, retry
+    └── RejectedError    the provider refused this call for good (400, 404, 409)
 """
 
 from __future__ import annotations
@@ -56,3 +59,19 @@ class ConflictError(InputError):
 
 class ProviderError(LlmbatchError):
     """A provider call failed in a way the caller must hear about."""
+
+
+class AuthError(ProviderError):
+    """The key is missing, wrong or lacks permission: stop the worker, fail nothing."""
+
+
+class TransientError(ProviderError):
+    """Worth retrying later: an outage, a rate limit, a timeout, a truncated download."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class RejectedError(ProviderError):
+    """The provider refused this call for good; retrying the same call cannot help."""

@@ -11,6 +11,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
+from llmbatch.store.batching import AttemptInfo, OpenBatch, Outcome
+
 # One request as the importer hands it to the store, in `insert_request` column order:
 # queue, custom_id, import_id, line, provider, endpoint, model, body, body_hash, priority,
 # deadline, text_chars, text_bytes, inputs, created_at, updated_at.
@@ -113,3 +115,78 @@ class Store(Protocol):
 
     def recent_events(self, n: int = 20) -> list[dict[str, Any]]:
         """The newest entries of the event log."""
+
+    # -- the batch engine (implemented in batching.py) ---------------------------------------
+    def acquire_lease(self, name: str, holder: str, ttl: float, now: float) -> int | None:
+        """Take or renew a lease; returns its fencing token, or None if another holds it."""
+
+    def release_lease(self, name: str, holder: str) -> None:
+        """Give a lease up so another worker may take it at once."""
+
+    def lease_holder(self, name: str, now: float) -> str | None:
+        """Who holds a live lease, if anyone."""
+
+    def release_due_retries(self, now: float, token: int) -> int:
+        """Move `retry_wait` requests whose time has come back to `queued`."""
+
+    def ready_groups(self) -> list[tuple[str, str, str, int]]:
+        """(provider, endpoint, model, count) of queued, visible requests."""
+
+    def candidates(
+        self, provider: str, endpoint: str, model: str, n: int
+    ) -> list[tuple[int, int, int, int]]:
+        """(request id, body bytes, embedding inputs, text bytes) in packing order."""
+
+    def create_intent(
+        self, group: tuple[str, str, str], request_ids: Sequence[int], input_bytes: int, est_tokens: int,
+        now: float, token: int,
+    ) -> int | None:  # fmt: skip
+        """Durably commit an intent (a batch and its attempts in line order); its id."""
+
+    def batch_lines(self, batch_id: int, page: int = 2000) -> Iterator[tuple[int, str, bytes]]:
+        """(attempt id, endpoint, body) of an intent in line order, streamed."""
+
+    def mark(self, what: str, batch_id: int, now: float, token: int) -> None:
+        """Durably note that an upload or a create is about to start."""
+
+    def record_upload(self, batch_id: int, file_id: str, now: float, token: int) -> None:
+        """Durably record an uploaded input file."""
+
+    def record_submitted(
+        self, batch_id: int, provider_batch_id: str, file_id: str | None, now: float, token: int
+    ) -> None:
+        """Durably record a created provider batch; its requests become `submitted`."""
+
+    def open_batches(self) -> list[OpenBatch]:
+        """Every batch not yet fully ingested."""
+
+    def update_batch(self, batch_id: int, status: Any, now: float, token: int) -> None:
+        """Store what a poll saw of a batch."""
+
+    def attempt_info(self, batch_id: int, attempt_ids: Sequence[int]) -> dict[int, AttemptInfo]:
+        """Attempts of this batch, among these, still waiting for an outcome."""
+
+    def apply_outcomes(
+        self, batch_id: int, outcomes: Sequence[Outcome], now: float, token: int
+    ) -> int:
+        """Record outcomes of waiting attempts (idempotent); how many were new."""
+
+    def unfinished_attempts(self, batch_id: int) -> list[tuple[int, int, int]]:
+        """(attempt id, request id, line) of this batch's attempts with no outcome yet."""
+
+    def mark_ingested(
+        self, batch_id: int, now: float, token: int, detail: str | None = None
+    ) -> None:
+        """Every line of the batch is recorded; nothing is left to do for it."""
+
+    def note(self, kind: str, batch_id: int | None, detail: str) -> None:
+        """Append an event (anomaly, warning) to the log."""
+
+    def batches_created_since(self, provider: str, since: float) -> int:
+        """Batches created at a provider since a time (the hourly creation limit)."""
+
+    def tokens_in_flight(self, provider: str, model: str) -> int:
+        """Estimated tokens enqueued at a provider for a model (the enqueued-token quota)."""
+
+    def unfinished_count(self, queue: str | None = None) -> int:
+        """Requests not yet succeeded, failed or cancelled."""

@@ -18,7 +18,7 @@ from psycopg import conninfo
 
 from llmbatch.errors import StoreError
 from llmbatch.store.base import Row
-from llmbatch.store.sqlstore import SqlStore, _sql_text, queries
+from llmbatch.store.sqlstore import SqlStore, _sql_text
 
 _STAGING_COLUMNS = (
     "queue, custom_id, import_id, line, provider, endpoint, model, body, body_hash, priority, "
@@ -69,8 +69,11 @@ class PostgresStore(SqlStore):
     def close(self) -> None:
         self._conn.close()
 
-    def q(self, name: str) -> str:
-        return pg_query(queries()[name])
+    def _dialect(self, sql: str) -> str:
+        return pg_query(sql)
+
+    def _share_lock(self) -> str:
+        return " FOR SHARE"
 
     @contextmanager
     def _write(self, durable: bool = False) -> Iterator[psycopg.Cursor[Any]]:

@@ -19,6 +19,7 @@ from typing import Any
 
 from llmbatch.errors import StoreError
 from llmbatch.store.base import Clash, Count, ImportInfo, ResultRow, Row
+from llmbatch.store.batching import BatchingOps
 
 # An import on another machine whose heartbeat is this old is presumed dead.
 IMPORT_STALE_AFTER = 600.0
@@ -32,9 +33,10 @@ def _sql_text(name: str) -> str:
 
 @cache
 def queries() -> dict[str, str]:
-    """Named queries from sql/queries.sql, in SQLite's parameter style."""
+    """Named queries from sql/queries.sql and sql/engine.sql, in SQLite's parameter style."""
     out: dict[str, str] = {}
-    for block in re.split(r"^-- name: ", _sql_text("queries.sql"), flags=re.M)[1:]:
+    text = _sql_text("queries.sql") + "\n" + _sql_text("engine.sql")
+    for block in re.split(r"^-- name: ", text, flags=re.M)[1:]:
         name, _, body = block.partition("\n")
         lines = [ln for ln in body.splitlines() if not ln.lstrip().startswith("--")]
         out[name.strip()] = "\n".join(lines).strip()
@@ -91,7 +93,7 @@ def owner_alive(owner: str, heartbeat_at: float, now: float) -> bool:
     return _process_start(pid) == start
 
 
-class SqlStore:
+class SqlStore(BatchingOps):
     """Shared implementation of the Store protocol over a DB-API-like cursor."""
 
     dialect: str
@@ -117,7 +119,11 @@ class SqlStore:
         """Serialise migrations between processes (the write transaction does it on SQLite)."""
 
     def q(self, name: str) -> str:
-        return queries()[name]
+        return self._dialect(queries()[name])
+
+    def _dialect(self, sql: str) -> str:
+        """SQL in our neutral style (`:name`, `?`) as this backend's driver wants it."""
+        return sql
 
     def close(self) -> None:
         raise NotImplementedError

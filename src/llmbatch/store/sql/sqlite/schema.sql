@@ -59,18 +59,33 @@ CREATE TABLE batches (
     model             TEXT,
     state             TEXT    NOT NULL,
     provider_batch_id TEXT UNIQUE,
+    provider_status   TEXT,
     input_file_id     TEXT,
     output_file_id    TEXT,
     error_file_id     TEXT,
     content_hash      BLOB,
+    input_bytes       INTEGER,
+    est_tokens        INTEGER NOT NULL DEFAULT 0,
     request_count     INTEGER NOT NULL DEFAULT 0,
     completed_count   INTEGER NOT NULL DEFAULT 0,
     failed_count      INTEGER NOT NULL DEFAULT 0,
-    created_at        REAL    NOT NULL,
+    errors            TEXT,
+    created_at        REAL NOT NULL,
+    upload_started_at REAL,
+    create_started_at REAL,
     submitted_at      REAL,
     finished_at       REAL,
     ingested_at       REAL,
-    updated_at        REAL    NOT NULL
+    updated_at        REAL NOT NULL
+);
+CREATE INDEX batches_open ON batches (state) WHERE state <> 'ingested';
+
+-- Who may act on what: a lease with a fencing token that every state-changing write checks.
+CREATE TABLE leases (
+    name       TEXT PRIMARY KEY,
+    holder     TEXT    NOT NULL,
+    token      INTEGER NOT NULL,
+    expires_at REAL NOT NULL
 );
 
 -- A request is sent once per attempt; its result is keyed by the attempt.

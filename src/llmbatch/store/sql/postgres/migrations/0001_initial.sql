@@ -59,18 +59,33 @@ CREATE TABLE batches (
     model             TEXT,
     state             TEXT    NOT NULL,
     provider_batch_id TEXT UNIQUE,
+    provider_status   TEXT,
     input_file_id     TEXT,
     output_file_id    TEXT,
     error_file_id     TEXT,
     content_hash      BYTEA,
+    input_bytes       BIGINT,
+    est_tokens        BIGINT NOT NULL DEFAULT 0,
     request_count     BIGINT NOT NULL DEFAULT 0,
     completed_count   BIGINT NOT NULL DEFAULT 0,
     failed_count      BIGINT NOT NULL DEFAULT 0,
-    created_at        DOUBLE PRECISION    NOT NULL,
+    errors            TEXT,
+    created_at        DOUBLE PRECISION NOT NULL,
+    upload_started_at DOUBLE PRECISION,
+    create_started_at DOUBLE PRECISION,
     submitted_at      DOUBLE PRECISION,
     finished_at       DOUBLE PRECISION,
     ingested_at       DOUBLE PRECISION,
-    updated_at        DOUBLE PRECISION    NOT NULL
+    updated_at        DOUBLE PRECISION NOT NULL
+);
+CREATE INDEX batches_open ON batches (state) WHERE state <> 'ingested';
+
+-- Who may act on what: a lease with a fencing token that every state-changing write checks.
+CREATE TABLE leases (
+    name       TEXT PRIMARY KEY,
+    holder     TEXT    NOT NULL,
+    token      BIGINT NOT NULL,
+    expires_at DOUBLE PRECISION NOT NULL
 );
 
 -- A request is sent once per attempt; its result is keyed by the attempt.

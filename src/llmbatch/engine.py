@@ -1,0 +1,396 @@
+"""The batch engine: `tick(now)` packs what is ready, submits it, polls what is in flight and
+ingests what has finished. It never sleeps; the worker, `run` and `wait` are loops around it.
+
+One tick, in order:
+1. take (or renew) the engine lease — its token fences every write of this tick;
+2. move `retry_wait` requests whose time has come back to `queued`;
+3. finish submitting intents a crash or an outage interrupted (see submission.py);
+4. pack ready requests per provider group into new intents and submit them;
+5. poll in-flight batches (one list call, a few retrieves), at most every `poll_interval`,
+   backing off to `max_poll_interval` while nothing moves;
+6. ingest ended batches: stream result files to disk, verify them, record every line.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import tempfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from llmbatch.errors import RejectedError, TransientError
+from llmbatch.ingest import Anomaly, Finding, parse_line
+from llmbatch.packing import cut
+from llmbatch.providers import Provider, make_provider
+from llmbatch.providers.base import BatchStatus, read_lines
+from llmbatch.retry import RetryPolicy, decide
+from llmbatch.store import Store
+from llmbatch.store.batching import OpenBatch, Outcome, _Retry
+from llmbatch.submission import Submission
+from llmbatch.tokens import estimate_tokens
+
+ENDED = ("completed", "failed", "expired", "cancelled")
+MAX_DOWNLOAD_TRIES = 3
+
+
+@dataclass
+class EngineSettings:
+    """How the engine schedules its work; see defaults in the field values."""
+
+    poll_interval: float = 30.0
+    max_poll_interval: float = 600.0
+    retrieve_budget: int = 5
+    settle_seconds: float = 120.0  # wait this long for a lagging list before re-creating
+    max_batch_requests: int | None = None
+    delete_files: bool = True
+    batches_per_hour: int = 2000
+    quotas: dict[tuple[str, str], int] = field(default_factory=dict)  # (provider, model) -> tokens
+    lease_ttl: float = 600.0
+    ingest_chunk: int = 5000
+    backoff_seconds: float = 30.0
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    providers: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> provider settings
+
+
+@dataclass
+class TickReport:
+    """What one tick did (for progress bars, logs and tests)."""
+
+    held_by: str | None = None
+    packed: int = 0
+    intents: int = 0
+    submitted: int = 0
+    polled: int = 0
+    ingested_batches: int = 0
+    outcomes: int = 0
+    anomalies: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+class Engine:
+    """Drives one store's queue through the providers' batch APIs."""
+
+    def __init__(
+        self,
+        store: Store,
+        settings: EngineSettings | None = None,
+        *,
+        providers: Mapping[str, Provider] | None = None,
+        workdir: str | Path | None = None,
+        holder: str | None = None,
+    ) -> None:
+        self.store = store
+        self.settings = settings or EngineSettings()
+        self._providers: dict[str, Provider] = dict(providers or {})
+        self._own_workdir = workdir is None
+        self.workdir = Path(workdir or tempfile.mkdtemp(prefix="llmbatch-"))
+        self.holder = holder or f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
+        self.next_poll_at = 0.0
+        self.interval = self.settings.poll_interval
+        self._not_before: dict[int, float] = {}  # batch id -> retry time after a transient error
+        self._group_not_before: dict[tuple[str, str, str], float] = {}
+        self._download_tries: dict[int, int] = {}
+        self._rotation = 0
+
+    # -- providers -------------------------------------------------------------------------
+    def provider(self, name: str) -> Provider:
+        if name not in self._providers:
+            self._providers[name] = make_provider(name, **self.settings.providers.get(name, {}))
+        return self._providers[name]
+
+    # -- the tick --------------------------------------------------------------------------
+    def tick(self, now: float) -> TickReport:
+        """One step of work at time `now`. Raises AuthError (stop: nothing was failed)."""
+        report = TickReport()
+        token = self.store.acquire_lease("engine", self.holder, self.settings.lease_ttl, now)
+        if token is None:
+            report.held_by = self.store.lease_holder("engine", now) or "another worker"
+            return report
+        self.store.release_due_retries(now, token)
+        for b in self.store.open_batches():
+            if b.state == "submitting" and self._due(b.id, now):
+                self._submit(b, now, token, report)
+        self._pack(now, token, report)
+        if now >= self.next_poll_at:
+            self._poll(now, token, report)
+        for b in self.store.open_batches():
+            if b.state in ENDED and self._due(b.id, now):
+                self._ingest(b, now, token, report)
+        return report
+
+    def _due(self, batch_id: int, now: float) -> bool:
+        return self._not_before.get(batch_id, 0.0) <= now
+
+    def _later(self, batch_id: int, now: float, exc: TransientError, report: TickReport) -> None:
+        delay = max(exc.retry_after or 0.0, self.settings.backoff_seconds)
+        self._not_before[batch_id] = now + delay
+        report.notes.append(f"{exc}; trying again in {delay:.0f} s")
+        self.store.note("transient", batch_id, str(exc))
+
+    # -- packing ---------------------------------------------------------------------------
+    def _pack(self, now: float, token: int, report: TickReport) -> None:
+        for provider_name, endpoint, model, _n in self.store.ready_groups():
+            group = (provider_name, endpoint, model)
+            if self._group_not_before.get(group, 0.0) > now:
+                continue
+            provider = self.provider(provider_name)
+            limits = provider.limits(endpoint, model)
+            while True:
+                if (
+                    self.store.batches_created_since(provider_name, now - 3600)
+                    >= self.settings.batches_per_hour
+                ):
+                    report.notes.append(
+                        f"{provider_name}: {self.settings.batches_per_hour} batches this hour; waiting"
+                    )
+                    return
+                cap = min(
+                    limits.max_requests, self.settings.max_batch_requests or limits.max_requests
+                )
+                cands = self.store.candidates(provider_name, endpoint, model, cap)
+                if not cands:
+                    break
+                tokens = [estimate_tokens(c[3]) for c in cands]
+                room = None
+                quota = self.settings.quotas.get((provider_name, model))
+                if quota is not None:
+                    room = quota - self.store.tokens_in_flight(provider_name, model)
+                c = cut(cands, limits, cap, room, tokens)
+                if c.count == 0:
+                    report.notes.append(
+                        f"{model}: held back by the enqueued-token quota ({quota:,})"
+                    )
+                    break
+                ids = [x[0] for x in cands[: c.count]]
+                try:
+                    batch_id = self.store.create_intent(
+                        group, ids, c.input_bytes, sum(tokens[: c.count]), now, token
+                    )
+                except _Retry:
+                    continue
+                report.intents += 1
+                report.packed += len(ids)
+                opened = next(b for b in self.store.open_batches() if b.id == batch_id)
+                self._submit(opened, now, token, report)
+                if c.count == len(cands) and len(cands) < cap:
+                    break
+
+    # -- submission --------------------------------------------------------------------------
+    def _file(self, b: OpenBatch) -> Path:
+        """The batch input file of an intent, written (again) from the store if missing."""
+        path = self.workdir / f"batch-{b.id}.jsonl"
+        if path.exists():
+            return path
+        provider = self.provider(b.provider)
+        prefix = self.store.store_id + "-"
+        tmp = path.with_suffix(".partial")
+        with open(tmp, "wb") as f:
+            for attempt_id, endpoint, body in self.store.batch_lines(b.id):
+                f.write(provider.request_line(prefix + str(attempt_id), endpoint, body) + b"\n")
+        tmp.rename(path)
+        return path
+
+    def _submit(self, b: OpenBatch, now: float, token: int, report: TickReport) -> None:
+        sub = Submission(
+            self.store, self.provider(b.provider), b, now, token, self.settings.settle_seconds
+        )
+        try:
+            done = sub.run(lambda: self._file(b))
+        except TransientError as exc:
+            self._later(b.id, now, exc, report)
+            return
+        except RejectedError as exc:
+            self._abandon(b, now, token, str(exc), report)
+            return
+        if done:
+            report.submitted += 1
+            with contextlib.suppress(FileNotFoundError):
+                (self.workdir / f"batch-{b.id}.jsonl").unlink()
+        else:
+            report.notes.append(
+                f"batch {b.id}: waiting {self.settings.settle_seconds:.0f} s for the batch list to settle"
+            )
+
+    def _abandon(self, b: OpenBatch, now: float, token: int, why: str, report: TickReport) -> None:
+        """The provider refused an intent outright: its requests go back to the queue unharmed."""
+        outs = [
+            Outcome(a, "requeue", error_code="rejected", error_message=why)
+            for a, _r, _l in self.store.unfinished_attempts(b.id)
+        ]
+        self.store.apply_outcomes(b.id, outs, now, token)
+        self.store.mark_ingested(b.id, now, token, f"abandoned: {why}")
+        group = (b.provider, b.endpoint, b.model or "")
+        self._group_not_before[group] = now + self.settings.backoff_seconds
+        report.notes.append(f"batch {b.id} refused: {why}; its requests are queued again")
+
+    # -- polling ---------------------------------------------------------------------------
+    def _poll(self, now: float, token: int, report: TickReport) -> None:
+        flying = [
+            b for b in self.store.open_batches() if b.provider_batch_id and b.state not in ENDED
+        ]
+        changed = False
+        by_provider: dict[str, list[OpenBatch]] = {}
+        for b in flying:
+            by_provider.setdefault(b.provider, []).append(b)
+        for name, batches in by_provider.items():
+            self._rotation += 1
+            k = self._rotation % len(batches)
+            order = batches[k:] + batches[:k]  # round-robin for the direct retrieves
+            try:
+                statuses = self.provider(name).poll(
+                    [b.provider_batch_id or "" for b in order], self.settings.retrieve_budget
+                )
+            except TransientError as exc:
+                report.notes.append(str(exc))
+                continue
+            known = {b.provider_batch_id: b for b in batches}
+            for s in statuses:
+                b = known[s.provider_batch_id]
+                report.polled += 1
+                if (s.state, s.completed, s.failed) != (b.state, b.completed_count, b.failed_count):
+                    self.store.update_batch(b.id, s, now, token)
+                    changed = True
+        self.interval = (
+            self.settings.poll_interval
+            if changed
+            else min(self.interval * 2, self.settings.max_poll_interval)
+        )
+        self.next_poll_at = now + self.interval
+
+    # -- ingest ----------------------------------------------------------------------------
+    def _ingest(self, b: OpenBatch, now: float, token: int, report: TickReport) -> None:
+        provider = self.provider(b.provider)
+        if b.state == "failed" and not b.output_file_id:
+            self._failed_validation(b, now, token, report)
+            return
+        status = BatchStatus(
+            b.provider_batch_id or "", b.state, b.provider_status or b.state, b.request_count,
+            b.completed_count, b.failed_count, b.input_file_id, b.output_file_id, b.error_file_id,
+        )  # fmt: skip
+        folder = self.workdir / f"ingest-{b.id}"
+        folder.mkdir(exist_ok=True)
+        try:
+            files = provider.download(status, folder)
+        except TransientError as exc:
+            self._later(b.id, now, exc, report)
+            return
+        lines = anomalies = 0
+        chunk: list[Finding] = []
+        for _kind, line in read_lines(files):
+            lines += 1
+            try:
+                chunk.append(parse_line(line, self.store.store_id))
+            except Anomaly as exc:
+                anomalies += 1
+                self.store.note("anomaly", b.id, str(exc))
+            if len(chunk) >= self.settings.ingest_chunk:
+                report.outcomes += self._apply(b, chunk, now, token)
+                chunk = []
+        report.outcomes += self._apply(b, chunk, now, token)
+        report.anomalies += anomalies
+        shutil.rmtree(folder, ignore_errors=True)
+        tries = self._download_tries.get(b.id, 0) + 1
+        if (lines < b.request_count or anomalies) and tries < MAX_DOWNLOAD_TRIES:
+            self._download_tries[b.id] = tries
+            self._not_before[b.id] = now + self.settings.backoff_seconds
+            report.notes.append(
+                f"batch {b.provider_batch_id}: {lines:,} result lines for {b.request_count:,} requests "
+                f"({anomalies} unreadable); downloading again"
+            )
+            return
+        missing = self.store.unfinished_attempts(b.id)
+        if missing:
+            why = (
+                "no result line for this request" if b.state == "completed" else f"batch {b.state}"
+            )
+            kind = "batch_expired" if b.state in ("expired", "cancelled") else "missing_result"
+            self._apply_waiting(b, [(a, kind, why) for a, _r, _l in missing], now, token)
+        self.store.mark_ingested(b.id, now, token, f"{lines:,} lines, {anomalies} anomalies")
+        report.ingested_batches += 1
+        if self.settings.delete_files:
+            try:
+                provider.delete_files(
+                    [f for f in (b.input_file_id, b.output_file_id, b.error_file_id) if f]
+                )
+            except TransientError as exc:
+                report.notes.append(f"clean-up later: {exc}")
+
+    def _apply(self, b: OpenBatch, findings: list[Finding], now: float, token: int) -> int:
+        if not findings:
+            return 0
+        info = self.store.attempt_info(b.id, [f.attempt_id for f in findings])
+        outs: list[Outcome] = []
+        for f in findings:
+            a = info.get(f.attempt_id)
+            if a is None:
+                continue  # already recorded (a re-download) or not of this batch
+            if f.ok:
+                outs.append(Outcome(f.attempt_id, "succeeded", f.status_code, f.provider_request_id, f.body,
+                                    input_tokens=f.input_tokens, output_tokens=f.output_tokens))  # fmt: skip
+                continue
+            d = decide(self.settings.retry, status_code=f.status_code, error_type=f.error_type or f.error_code,
+                       attempts=a.attempts, expiries=a.expiries, now=now)  # fmt: skip
+            outs.append(Outcome(
+                f.attempt_id, d.kind, f.status_code, f.provider_request_id, f.body, f.error_code,
+                f"{f.error_message} ({d.reason})" if d.reason else f.error_message, not_before=d.not_before,
+                charge_expiry=1 if d.kind == "requeue" else 0,
+            ))  # fmt: skip
+        return self.store.apply_outcomes(b.id, outs, now, token)
+
+    def _apply_waiting(
+        self, b: OpenBatch, items: list[tuple[int, str, str]], now: float, token: int
+    ) -> None:
+        findings = [
+            Finding(a, False, None, None, None, code, code, why, None, None)
+            for a, code, why in items
+        ]
+        for i in range(0, len(findings), self.settings.ingest_chunk):
+            self._apply(b, findings[i : i + self.settings.ingest_chunk], now, token)
+
+    def _failed_validation(self, b: OpenBatch, now: float, token: int, report: TickReport) -> None:
+        """Line errors fail exactly those requests; everything else goes back unharmed."""
+        by_line = {int(e["line"]): e for e in b.errors if isinstance(e.get("line"), int)}
+        outs = []
+        for attempt_id, _rid, line in self.store.unfinished_attempts(b.id):
+            e = by_line.get(line)
+            if e is not None:
+                outs.append(
+                    Outcome(
+                        attempt_id,
+                        "failed",
+                        error_code=str(e.get("code")),
+                        error_message=str(e.get("message")),
+                    )
+                )
+            else:
+                outs.append(
+                    Outcome(
+                        attempt_id,
+                        "requeue",
+                        error_code="batch_failed",
+                        error_message="its batch failed validation",
+                    )
+                )
+        for i in range(0, len(outs), self.settings.ingest_chunk):
+            self.store.apply_outcomes(b.id, outs[i : i + self.settings.ingest_chunk], now, token)
+        if not by_line:
+            group = (b.provider, b.endpoint, b.model or "")
+            self._group_not_before[group] = now + self.settings.backoff_seconds
+        codes = ", ".join(sorted({str(e.get("code")) for e in b.errors})) or "no reason given"
+        self.store.mark_ingested(b.id, now, token, f"failed validation: {codes}")
+        report.ingested_batches += 1
+        report.notes.append(f"batch {b.provider_batch_id} failed validation ({codes})")
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.store.release_lease("engine", self.holder)
+        if self._own_workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+Clock = Callable[[], float]

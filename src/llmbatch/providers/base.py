@@ -1,0 +1,140 @@
+"""The Provider protocol: the one seam every batch API implements.
+
+OpenAI and Azure now, Anthropic later; built-ins register through the `llmbatch.providers`
+entry point group exactly as an outside package would. A provider never touches the store:
+the engine hands it an `Intent` (a packed batch file and who we are) and records what it
+returns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """What one provider batch may hold (the engine keeps a margin below these)."""
+
+    max_requests: int
+    max_bytes: int
+    max_inputs: int | None = None  # embedding inputs per batch
+
+
+@dataclass(frozen=True, slots=True)
+class Intent:
+    """A packed batch that must be sent exactly once."""
+
+    batch_id: int  # our local id
+    store_id: str
+    endpoint: str
+    model: str | None
+    path: Path  # the JSONL file, one line per attempt, custom_id = attempt id
+    request_count: int
+    created_at: float
+    input_file_id: str | None = None  # set once an upload is recorded
+
+    @property
+    def file_name(self) -> str:
+        return f"llmbatch-{self.store_id}-{self.batch_id}.jsonl"
+
+    @property
+    def metadata(self) -> dict[str, str]:
+        return {"llmbatch_store": self.store_id, "llmbatch_intent": str(self.batch_id)}
+
+
+@dataclass(frozen=True, slots=True)
+class BatchRef:
+    provider_batch_id: str
+    input_file_id: str | None = None
+
+
+@dataclass(slots=True)
+class BatchStatus:
+    """A provider batch as last seen, normalised (`state` uses llmbatch's batch states)."""
+
+    provider_batch_id: str
+    state: str  # validating | in_progress | finalizing | completed | failed | expired | cancelling | cancelled
+    provider_status: str
+    total: int = 0
+    completed: int = 0
+    failed: int = 0
+    input_file_id: str | None = None
+    output_file_id: str | None = None
+    error_file_id: str | None = None
+    errors: list[dict[str, Any]] = field(
+        default_factory=list
+    )  # validation errors: code, message, line
+    metadata: dict[str, str] | None = None
+    created_at: float | None = None
+
+    @property
+    def ended(self) -> bool:
+        return self.state in ("completed", "failed", "expired", "cancelled")
+
+
+@dataclass(frozen=True, slots=True)
+class ResultFile:
+    """A downloaded output or error file, verified complete, on local disk."""
+
+    kind: str  # "output" | "error"
+    path: Path
+    size: int
+
+
+class Journal(Protocol):
+    """The engine's durable record of a submission in progress (see submission.py)."""
+
+    def uploading(self) -> None:
+        """About to upload: after this, a crash means an upload may exist."""
+
+    def uploaded(self, file_id: str) -> None:
+        """The upload succeeded: remember its id before anything else."""
+
+    def creating(self) -> None:
+        """About to create the batch: after this, a crash means it may exist."""
+
+
+class Provider(Protocol):
+    """A batch API. Every call may raise ProviderError; none may log or return a key."""
+
+    name: str
+
+    def limits(self, endpoint: str, model: str | None) -> Limits:
+        """The per-batch limits for this endpoint and model."""
+
+    def group_key(self, endpoint: str, model: str) -> tuple[str, ...]:
+        """What may share a batch (OpenAI: endpoint and model)."""
+
+    def request_line(self, attempt_id: str, endpoint: str, body: bytes) -> bytes:
+        """One line of a batch input file for this provider (without the newline)."""
+
+    def submit(self, intent: Intent, journal: Journal) -> BatchRef:
+        """Send an intent, telling the journal before each step that may spend money."""
+
+    def reconcile(self, intents: Sequence[Intent], since: float) -> dict[int, BatchRef]:
+        """Find provider batches (or uploads) already made for these intents."""
+
+    def poll(self, batch_ids: Sequence[str], retrieve_budget: int) -> list[BatchStatus]:
+        """Statuses of in-flight batches: one list call, then a few direct retrieves."""
+
+    def download(self, status: BatchStatus, folder: Path) -> list[ResultFile]:
+        """Stream the output and error files to `folder`; raise if one is truncated."""
+
+    def cancel(self, provider_batch_id: str) -> None:
+        """Ask the provider to cancel a batch."""
+
+    def delete_files(self, file_ids: Sequence[str]) -> None:
+        """Delete files we no longer need (input, output, error)."""
+
+
+def read_lines(files: Sequence[ResultFile]) -> Iterator[tuple[str, bytes]]:
+    """(kind, line) for every non-blank line of the downloaded files, streamed."""
+    for f in files:
+        with open(f.path, "rb") as fh:
+            for raw in fh:
+                line = raw.rstrip(b"\r\n")
+                if line.strip():
+                    yield f.kind, line

@@ -1,0 +1,315 @@
+"""OpenAI and Azure OpenAI batch providers, on the official `openai` SDK.
+
+Keys come from the environment variable the config names (`OPENAI_API_KEY`,
+`AZURE_OPENAI_API_KEY` by default); they are handed to the SDK client and nowhere else.
+File and batch creation run with `max_retries=0`: the SDK retries POSTs with no idempotency
+key, so a 5xx after the batch was created would create a second one. The engine's own
+retries reconcile first. Uploads read from an open handle and downloads stream to disk.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import openai
+import orjson
+
+from llmbatch.errors import AuthError, ConfigError, RejectedError, TransientError
+from llmbatch.providers.base import BatchRef, BatchStatus, Intent, Journal, Limits, ResultFile
+
+OPENAI_LIMITS = Limits(max_requests=50_000, max_bytes=200 * 1024 * 1024, max_inputs=50_000)
+AZURE_LIMITS = Limits(max_requests=100_000, max_bytes=200 * 1024 * 1024, max_inputs=50_000)
+LIST_PAGES = 3  # one list call per tick normally; a few pages at most
+
+
+@dataclass(frozen=True, slots=True)
+class OpenAISettings:
+    """Where to reach the service. The key is read from `api_key_env` when a client is made."""
+
+    api_key_env: str = "OPENAI_API_KEY"
+    base_url: str | None = None  # default: OPENAI_BASE_URL, else the SDK's default
+    timeout: float = 600.0
+    api_version: str | None = None  # Azure only
+    endpoint: str | None = None  # Azure only (AZURE_OPENAI_ENDPOINT)
+
+
+class OpenAIProvider:
+    """OpenAI's Files + Batch API."""
+
+    name = "openai"
+    url_prefix = ""  # line urls are the endpoint as enqueued (/v1/...)
+
+    def __init__(self, settings: OpenAISettings | None = None, **options: Any) -> None:
+        self.settings = settings or OpenAISettings(**options)
+        self._client: openai.OpenAI | None = None
+
+    # -- clients -------------------------------------------------------------------------
+    def _key(self) -> str:
+        key = os.environ.get(self.settings.api_key_env, "")
+        if not key:
+            raise AuthError(
+                f"{self.name}: no API key: set the environment variable {self.settings.api_key_env}"
+            )
+        return key
+
+    def _make_client(self) -> openai.OpenAI:
+        base = self.settings.base_url or os.environ.get("OPENAI_BASE_URL") or None
+        return openai.OpenAI(
+            api_key=self._key(), base_url=base, timeout=self.settings.timeout, max_retries=2
+        )
+
+    @property
+    def client(self) -> openai.OpenAI:
+        if self._client is None:
+            self._client = self._make_client()
+        return self._client
+
+    @property
+    def where(self) -> str:
+        return str(self.client.base_url).rstrip("/")
+
+    @contextmanager
+    def _calling(self, what: str) -> Iterator[None]:
+        """Translate SDK errors into ours, naming the call and never the key."""
+        try:
+            yield
+        except (openai.AuthenticationError, openai.PermissionDeniedError) as exc:
+            raise AuthError(
+                f"{self.name}: {what} refused at {self.where} (HTTP {exc.status_code}): check the key in "
+                f"${self.settings.api_key_env} and its permissions"
+            ) from None
+        except openai.RateLimitError as exc:
+            raise TransientError(
+                f"{self.name}: {what}: rate limited (HTTP 429)", _retry_after(exc.response)
+            ) from None
+        except (openai.APIConnectionError, openai.APITimeoutError) as exc:
+            raise TransientError(
+                f"{self.name}: {what}: cannot reach {self.where}: {type(exc).__name__}"
+            ) from None
+        except openai.APIStatusError as exc:
+            if exc.status_code >= 500 or (
+                exc.status_code in (408, 409) and _should_retry(exc.response)
+            ):
+                raise TransientError(
+                    f"{self.name}: {what}: HTTP {exc.status_code} from {self.where}",
+                    _retry_after(exc.response),
+                ) from None
+            raise RejectedError(
+                f"{self.name}: {what}: HTTP {exc.status_code}: {_message(exc)}"
+            ) from None
+
+    # -- the protocol --------------------------------------------------------------------
+    def limits(self, endpoint: str, model: str | None) -> Limits:
+        return OPENAI_LIMITS
+
+    def group_key(self, endpoint: str, model: str) -> tuple[str, ...]:
+        return (self.name, endpoint, model)
+
+    def line_url(self, endpoint: str) -> str:
+        return endpoint
+
+    def request_line(self, attempt_id: str, endpoint: str, body: bytes) -> bytes:
+        url = self.line_url(endpoint).encode()
+        return (
+            b'{"custom_id":"'
+            + attempt_id.encode()
+            + b'","method":"POST","url":"'
+            + url
+            + b'","body":'
+            + body
+            + b"}"
+        )
+
+    def submit(self, intent: Intent, journal: Journal) -> BatchRef:
+        file_id = intent.input_file_id
+        if file_id is None:
+            journal.uploading()
+            file_id = self.upload(intent)
+            journal.uploaded(file_id)
+        journal.creating()
+        return self.create(intent, file_id)
+
+    def upload(self, intent: Intent) -> str:
+        with self._calling(f"upload of {intent.file_name}"), open(intent.path, "rb") as fh:
+            created = self.client.with_options(max_retries=0).files.create(
+                file=(intent.file_name, fh, "application/jsonl"), purpose="batch"
+            )
+        return str(created.id)
+
+    def create(self, intent: Intent, file_id: str) -> BatchRef:
+        with self._calling(f"create for {intent.file_name}"):
+            batch = self.client.with_options(max_retries=0).batches.create(
+                input_file_id=file_id,
+                endpoint=self.line_url(intent.endpoint),  # type: ignore[arg-type]
+                completion_window="24h",
+                metadata=intent.metadata,
+            )
+        return BatchRef(batch.id, file_id)
+
+    def reconcile(self, intents: Sequence[Intent], since: float) -> dict[int, BatchRef]:
+        """Match intents to batches by input file id, then by our metadata; then uploads by name."""
+        by_file = {i.input_file_id: i for i in intents if i.input_file_id}
+        by_intent = {str(i.batch_id): i for i in intents}
+        found: dict[int, BatchRef] = {}
+        with self._calling("list batches"):
+            page = self.client.batches.list(limit=100)
+            while True:
+                for b in page.data:
+                    meta = b.metadata or {}
+                    hit = by_file.get(b.input_file_id)
+                    if hit is None and meta.get("llmbatch_store") == intents[0].store_id:
+                        hit = by_intent.get(meta.get("llmbatch_intent", ""))
+                    if hit is not None and hit.batch_id not in found:
+                        found[hit.batch_id] = BatchRef(b.id, b.input_file_id)
+                if (
+                    len(found) == len(intents)
+                    or not page.has_next_page()
+                    or (page.data and page.data[-1].created_at < since)
+                ):
+                    break
+                page = page.get_next_page()
+        missing = {
+            i.file_name: i for i in intents if i.batch_id not in found and not i.input_file_id
+        }
+        if missing:
+            with self._calling("list files"):
+                for f in self.client.files.list(purpose="batch", limit=10000, order="desc"):
+                    if f.created_at < since:
+                        break
+                    hit = missing.get(f.filename)
+                    if hit is not None:
+                        found.setdefault(hit.batch_id, BatchRef("", f.id))  # uploaded, not created
+        return found
+
+    def poll(self, batch_ids: Sequence[str], retrieve_budget: int) -> list[BatchStatus]:
+        wanted = set(batch_ids)
+        seen: dict[str, BatchStatus] = {}
+        with self._calling("list batches"):
+            page = self.client.batches.list(limit=100)
+            for _ in range(LIST_PAGES):
+                for b in page.data:
+                    if b.id in wanted:
+                        seen[b.id] = _status(b)
+                if len(seen) == len(wanted) or not page.has_next_page():
+                    break
+                page = page.get_next_page()
+        for batch_id in [b for b in batch_ids if b not in seen][:retrieve_budget]:
+            with self._calling(f"retrieve {batch_id}"):
+                seen[batch_id] = _status(self.client.batches.retrieve(batch_id))
+        return list(seen.values())
+
+    def download(self, status: BatchStatus, folder: Path) -> list[ResultFile]:
+        files = []
+        for kind, file_id in (("output", status.output_file_id), ("error", status.error_file_id)):
+            if not file_id:
+                continue
+            path = folder / f"{status.provider_batch_id}.{kind}.jsonl"
+            with self._calling(f"download of {kind} file {file_id}"):
+                expected = int(self.client.files.retrieve(file_id).bytes or 0)
+                size = 0
+                with (
+                    self.client.files.with_streaming_response.content(file_id) as resp,
+                    open(path, "wb") as out,
+                ):
+                    for chunk in resp.iter_bytes(1 << 20):
+                        out.write(chunk)
+                        size += len(chunk)
+            if size != expected:
+                raise TransientError(
+                    f"{self.name}: {kind} file {file_id} of batch {status.provider_batch_id} arrived truncated "
+                    f"({size:,} of {expected:,} bytes); it will be downloaded again"
+                )
+            files.append(ResultFile(kind, path, size))
+        return files
+
+    def cancel(self, provider_batch_id: str) -> None:
+        with self._calling(f"cancel {provider_batch_id}"):
+            self.client.batches.cancel(provider_batch_id)
+
+    def delete_files(self, file_ids: Sequence[str]) -> None:
+        for file_id in file_ids:
+            try:
+                with self._calling(f"delete file {file_id}"):
+                    self.client.files.delete(file_id)
+            except RejectedError:
+                pass  # already gone
+
+
+class AzureProvider(OpenAIProvider):
+    """Azure OpenAI global batch: deployments as models, 100,000 lines, no expiry."""
+
+    name = "azure"
+
+    def __init__(self, settings: OpenAISettings | None = None, **options: Any) -> None:
+        options.setdefault("api_key_env", "AZURE_OPENAI_API_KEY")
+        super().__init__(settings, **options)
+
+    def _make_client(self) -> openai.OpenAI:
+        endpoint = self.settings.endpoint or os.environ.get("AZURE_OPENAI_ENDPOINT")
+        if not endpoint:
+            raise ConfigError(
+                "azure: no endpoint: set AZURE_OPENAI_ENDPOINT or providers.azure.endpoint"
+            )
+        version = self.settings.api_version or os.environ.get("OPENAI_API_VERSION") or "2024-10-21"
+        return openai.AzureOpenAI(
+            azure_endpoint=endpoint, api_key=self._key(), api_version=version, timeout=self.settings.timeout,
+            max_retries=2,
+        )  # fmt: skip
+
+    def limits(self, endpoint: str, model: str | None) -> Limits:
+        return AZURE_LIMITS
+
+    def line_url(self, endpoint: str) -> str:
+        return endpoint.removeprefix("/v1")  # the legacy surface names /chat/completions
+
+
+def _status(b: Any) -> BatchStatus:
+    counts = b.request_counts
+    errors = []
+    if b.errors is not None and b.errors.data:
+        errors = [{"code": e.code, "message": e.message, "line": e.line} for e in b.errors.data]
+    return BatchStatus(
+        provider_batch_id=b.id,
+        state=str(b.status),
+        provider_status=str(b.status),
+        total=int(counts.total) if counts else 0,
+        completed=int(counts.completed) if counts else 0,
+        failed=int(counts.failed) if counts else 0,
+        input_file_id=b.input_file_id,
+        output_file_id=b.output_file_id or None,
+        error_file_id=b.error_file_id or None,
+        errors=errors,
+        metadata=dict(b.metadata) if b.metadata else None,
+        created_at=float(b.created_at),
+    )
+
+
+def _retry_after(response: Any) -> float | None:
+    headers = getattr(response, "headers", None) or {}
+    for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
+        value = headers.get(name)
+        if value:
+            try:
+                return float(value) * scale
+            except ValueError:
+                return None
+    return None
+
+
+def _should_retry(response: Any) -> bool:
+    headers = getattr(response, "headers", None) or {}
+    return str(headers.get("x-should-retry", "true")).lower() != "false"
+
+
+def _message(exc: openai.APIStatusError) -> str:
+    body = exc.body
+    if isinstance(body, dict):
+        err = body.get("error", body)
+        if isinstance(err, dict) and err.get("message"):
+            return str(err["message"])[:500]
+    return orjson.dumps(body).decode()[:500] if body is not None else exc.__class__.__name__

@@ -1,0 +1,388 @@
+"""The store verbs of the batch engine: leases, packing, submission, ingest.
+
+Every state-changing write checks the caller's lease token inside its own transaction
+(a fencing token): a worker that paused past its lease cannot act for one that replaced it.
+Commits that record money being spent — an intent, an upload, a created batch — are durable.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from llmbatch.errors import StoreError
+
+
+class LeaseLost(StoreError):
+    """Another worker took over: this one must stop acting."""
+
+
+@dataclass(slots=True)
+class OpenBatch:
+    """A batch not yet fully ingested, as the engine needs it."""
+
+    id: int
+    provider: str
+    endpoint: str
+    model: str | None
+    state: str
+    provider_batch_id: str | None
+    provider_status: str | None
+    input_file_id: str | None
+    output_file_id: str | None
+    error_file_id: str | None
+    request_count: int
+    created_at: float
+    upload_started_at: float | None
+    create_started_at: float | None
+    submitted_at: float | None
+    errors: list[dict[str, Any]]
+    est_tokens: int
+    completed_count: int
+    failed_count: int
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What happened to one attempt, decided by the engine, applied by the store."""
+
+    attempt_id: int
+    kind: str  # succeeded | failed | retry | requeue | cancelled
+    status_code: int | None = None
+    provider_request_id: str | None = None
+    body: bytes | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    not_before: float | None = None
+    charge_expiry: int = 0  # 1 when an expiry (not the request's fault) sent it back
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptInfo:
+    attempt_id: int
+    request_id: int
+    attempts: int  # charged attempts of the request so far
+    expiries: int
+
+
+class BatchingOps:
+    """Mixed into SqlStore; relies on its `_write`, `_read`, `q`, `_dialect`, `_event`."""
+
+    _write: Any
+    _read: Any
+    q: Any
+    _dialect: Any
+    _event: Any
+
+    # -- leases --------------------------------------------------------------------------
+    def acquire_lease(self, name: str, holder: str, ttl: float, now: float) -> int | None:
+        """Take or renew a lease; its token changes whenever the holder does."""
+        with self._write() as cur:
+            cur.execute(
+                self.q("acquire_lease"),
+                {"name": name, "holder": holder, "expires_at": now + ttl, "now": now},
+            )
+            row = cur.fetchone()
+        return None if row is None else int(row[0])
+
+    def release_lease(self, name: str, holder: str) -> None:
+        with self._write() as cur:
+            cur.execute(self.q("release_lease"), {"name": name, "holder": holder})
+
+    def lease_holder(self, name: str, now: float) -> str | None:
+        """Who holds a live lease, if anyone."""
+        with self._read() as cur:
+            cur.execute(self.q("get_lease"), {"name": name})
+            row = cur.fetchone()
+        return None if row is None or float(row[2]) < now else str(row[0])
+
+    def _fence(self, cur: Any, token: int, name: str = "engine") -> None:
+        cur.execute(
+            self._dialect("SELECT token FROM leases WHERE name = ?") + self._share_lock(), [name]
+        )
+        row = cur.fetchone()
+        if row is None or int(row[0]) != token:
+            raise LeaseLost(
+                f"lease {name!r} was taken over by another worker; this one stops acting"
+            )
+
+    def _share_lock(self) -> str:
+        return ""
+
+    # -- packing -------------------------------------------------------------------------
+    def release_due_retries(self, now: float, token: int) -> int:
+        with self._write() as cur:
+            self._fence(cur, token)
+            cur.execute(self.q("release_due_retries"), {"now": now})
+            return int(cur.rowcount)
+
+    def ready_groups(self) -> list[tuple[str, str, str, int]]:
+        with self._read() as cur:
+            cur.execute(self.q("ready_groups"))
+            return [(r[0], r[1], r[2], int(r[3])) for r in cur.fetchall()]
+
+    def candidates(
+        self, provider: str, endpoint: str, model: str, n: int
+    ) -> list[tuple[int, int, int, int]]:
+        """(request id, body bytes, embedding inputs, text bytes) of the next ready requests."""
+        with self._read() as cur:
+            cur.execute(
+                self.q("ready_candidates"),
+                {"provider": provider, "endpoint": endpoint, "model": model, "n": n},
+            )
+            return [(int(a), int(b), int(c), int(d)) for a, b, c, d in cur.fetchall()]
+
+    def create_intent(
+        self, group: tuple[str, str, str], request_ids: Sequence[int], input_bytes: int, est_tokens: int,
+        now: float, token: int,
+    ) -> int | None:  # fmt: skip
+        """Durably commit an intent: a batch row and one attempt per request, in line order.
+
+        Returns None if any of the requests stopped being queued meanwhile (someone else
+        packed or cancelled it); the caller picks candidates again.
+        """
+        provider, endpoint, model = group
+        with self._write(durable=True) as cur:
+            self._fence(cur, token)
+            params = {"provider": provider, "endpoint": endpoint, "model": model, "request_count": len(request_ids),
+                      "input_bytes": input_bytes, "est_tokens": est_tokens, "now": now}  # fmt: skip
+            cur.execute(self.q("insert_batch"), params)
+            batch_id = int(cur.fetchone()[0])
+            cur.executemany(self.q("pack_request"), [(now, rid) for rid in request_ids])
+            changed = self._changes(cur, len(request_ids))
+            if changed != len(request_ids):
+                raise _Retry()
+            cur.executemany(
+                self.q("insert_attempt"),
+                [(rid, batch_id, i, now) for i, rid in enumerate(request_ids, 1)],
+            )
+            self._event(
+                cur,
+                "intent",
+                batch_id=batch_id,
+                detail=f"{provider} {endpoint} {model}: {len(request_ids)} requests",
+            )
+        return batch_id
+
+    def _changes(self, cur: Any, expected: int) -> int:
+        return int(cur.rowcount)
+
+    def batch_lines(self, batch_id: int, page: int = 2000) -> Iterator[tuple[int, str, bytes]]:
+        """(attempt id, endpoint, body) of an intent in line order, streamed."""
+        last = 0
+        sql = self._dialect(
+            "SELECT a.id, r.endpoint, r.body, a.line FROM attempts a JOIN requests r ON r.id = a.request_id "
+            "WHERE a.batch_id = ? AND a.line > ? ORDER BY a.line LIMIT ?"
+        )
+        while True:
+            with self._read() as cur:
+                cur.execute(sql, [batch_id, last, page])
+                rows = cur.fetchall()
+            for a, endpoint, body, _line in rows:
+                yield int(a), str(endpoint), bytes(body)
+            if len(rows) < page:
+                return
+            last = int(rows[-1][3])
+
+    # -- submission ----------------------------------------------------------------------
+    def mark(self, what: str, batch_id: int, now: float, token: int) -> None:
+        """Record that an upload or a create is about to start (durable)."""
+        with self._write(durable=True) as cur:
+            self._fence(cur, token)
+            cur.execute(self.q(f"mark_{what}_started"), {"id": batch_id, "now": now})
+
+    def record_upload(self, batch_id: int, file_id: str, now: float, token: int) -> None:
+        with self._write(durable=True) as cur:
+            self._fence(cur, token)
+            cur.execute(self.q("record_upload"), {"id": batch_id, "file_id": file_id, "now": now})
+            self._event(cur, "uploaded", batch_id=batch_id, detail=file_id)
+
+    def record_submitted(
+        self, batch_id: int, provider_batch_id: str, file_id: str | None, now: float, token: int
+    ) -> None:
+        """The provider created the batch: remember its id before anything else (durable)."""
+        with self._write(durable=True) as cur:
+            self._fence(cur, token)
+            params = {
+                "id": batch_id,
+                "provider_batch_id": provider_batch_id,
+                "file_id": file_id,
+                "now": now,
+            }
+            cur.execute(self.q("record_submitted"), params)
+            cur.execute(self.q("submit_attempts"), {"id": batch_id})
+            cur.execute(self.q("submit_requests"), {"id": batch_id, "now": now})
+            self._event(cur, "submitted", batch_id=batch_id, detail=provider_batch_id)
+
+    def open_batches(self) -> list[OpenBatch]:
+        with self._read() as cur:
+            cur.execute(self.q("open_batches"))
+            rows = cur.fetchall()
+        return [
+            OpenBatch(
+                int(r[0]),
+                r[1],
+                r[2],
+                r[3],
+                r[4],
+                r[5],
+                r[6],
+                r[7],
+                r[8],
+                r[9],
+                int(r[10]),
+                float(r[11]),
+                r[12],
+                r[13],
+                r[14],
+                orjson.loads(r[15]) if r[15] else [],
+                int(r[16]),
+                int(r[17]),
+                int(r[18]),
+            )
+            for r in rows
+        ]
+
+    def update_batch(self, batch_id: int, status: Any, now: float, token: int) -> None:
+        """Store what a poll saw of a batch (`status` is a providers.BatchStatus)."""
+        with self._write() as cur:
+            self._fence(cur, token)
+            cur.execute(self.q("update_batch"), {
+                "id": batch_id, "state": status.state, "provider_status": status.provider_status,
+                "completed": status.completed, "failed": status.failed, "output_file_id": status.output_file_id,
+                "error_file_id": status.error_file_id, "errors": orjson.dumps(status.errors).decode() if status.errors else None,
+                "finished_at": now if status.ended else None, "now": now,
+            })  # fmt: skip
+            self._event(
+                cur, f"batch_{status.state}", batch_id=batch_id, detail=status.provider_status
+            )
+
+    # -- ingest --------------------------------------------------------------------------
+    def attempt_info(self, batch_id: int, attempt_ids: Sequence[int]) -> dict[int, AttemptInfo]:
+        """The attempts of this batch, among `attempt_ids`, still waiting for an outcome."""
+        out: dict[int, AttemptInfo] = {}
+        for i in range(0, len(attempt_ids), 500):
+            part = list(attempt_ids[i : i + 500])
+            sql = self._dialect(
+                self._raw("chunk_attempts").format(ids=", ".join(["?"] * len(part)))
+            )
+            with self._read() as cur:
+                cur.execute(sql, [batch_id, *part])
+                for a, r, n, e in cur.fetchall():
+                    out[int(a)] = AttemptInfo(int(a), int(r), int(n), int(e))
+        return out
+
+    def apply_outcomes(
+        self, batch_id: int, outcomes: Sequence[Outcome], now: float, token: int
+    ) -> int:
+        """Record outcomes of attempts still waiting; re-applying one is harmless. Returns how many."""
+        if not outcomes:
+            return 0
+        with self._write() as cur:
+            self._fence(cur, token)
+            ids = [o.attempt_id for o in outcomes]
+            waiting: dict[int, int] = {}
+            for i in range(0, len(ids), 500):
+                part = ids[i : i + 500]
+                sql = self._dialect(
+                    self._raw("chunk_attempts").format(ids=", ".join(["?"] * len(part)))
+                )
+                cur.execute(sql, [batch_id, *part])
+                waiting.update({int(a): int(r) for a, r, _n, _e in cur.fetchall()})
+            todo = [o for o in outcomes if o.attempt_id in waiting]
+            cur.executemany(self.q("finish_attempt"), [
+                (o.kind, o.kind, o.error_code, o.error_message, now, o.attempt_id) for o in todo
+            ])  # fmt: skip
+            final = [o for o in todo if o.kind in ("succeeded", "failed")]
+            cur.executemany(self.q("insert_result"), [
+                (o.attempt_id, waiting[o.attempt_id], o.status_code, o.provider_request_id, o.body, o.error_code,
+                 o.error_message, o.input_tokens, o.output_tokens, now) for o in final
+            ])  # fmt: skip
+            by_kind: dict[str, list[Outcome]] = {}
+            for o in todo:
+                by_kind.setdefault(o.kind, []).append(o)
+            rid = waiting.__getitem__
+            if "succeeded" in by_kind:
+                cur.executemany(
+                    self.q("request_succeeded"),
+                    [(now, rid(o.attempt_id)) for o in by_kind["succeeded"]],
+                )
+            if "failed" in by_kind:
+                cur.executemany(
+                    self.q("request_failed"),
+                    [(_reason(o), now, rid(o.attempt_id)) for o in by_kind["failed"]],
+                )
+            if "retry" in by_kind:
+                cur.executemany(self.q("request_retry"), [
+                    (o.not_before, _reason(o), now, rid(o.attempt_id)) for o in by_kind["retry"]
+                ])  # fmt: skip
+            if "requeue" in by_kind:
+                cur.executemany(self.q("request_requeue"), [
+                    (o.charge_expiry, _reason(o), now, rid(o.attempt_id)) for o in by_kind["requeue"]
+                ])  # fmt: skip
+            if "cancelled" in by_kind:
+                cur.executemany(
+                    self.q("request_cancelled"),
+                    [(_reason(o), now, rid(o.attempt_id)) for o in by_kind["cancelled"]],
+                )
+            return len(todo)
+
+    def unfinished_attempts(self, batch_id: int) -> list[tuple[int, int, int]]:
+        """(attempt id, request id, line) of attempts of this batch with no outcome yet."""
+        with self._read() as cur:
+            cur.execute(self.q("unfinished_attempts"), {"batch_id": batch_id})
+            return [(int(a), int(r), int(ln)) for a, r, ln in cur.fetchall()]
+
+    def mark_ingested(
+        self, batch_id: int, now: float, token: int, detail: str | None = None
+    ) -> None:
+        with self._write() as cur:
+            self._fence(cur, token)
+            cur.execute(self.q("mark_ingested"), {"id": batch_id, "now": now})
+            self._event(cur, "ingested", batch_id=batch_id, detail=detail)
+
+    def note(self, kind: str, batch_id: int | None, detail: str) -> None:
+        """Append an event (anomalies, warnings) without a fence: it changes no state."""
+        with self._write() as cur:
+            self._event(cur, kind, batch_id=batch_id, detail=detail[:2000])
+
+    # -- scheduling figures ----------------------------------------------------------------
+    def batches_created_since(self, provider: str, since: float) -> int:
+        with self._read() as cur:
+            cur.execute(self.q("batches_created_since"), {"provider": provider, "since": since})
+            return int(cur.fetchone()[0])
+
+    def tokens_in_flight(self, provider: str, model: str) -> int:
+        with self._read() as cur:
+            cur.execute(self.q("tokens_in_flight"), {"provider": provider, "model": model})
+            return int(cur.fetchone()[0])
+
+    def unfinished_count(self, queue: str | None = None) -> int:
+        with self._read() as cur:
+            cur.execute(self.q("unfinished_count"), {"queue": queue})
+            return int(cur.fetchone()[0])
+
+    def _raw(self, name: str) -> str:
+        from llmbatch.store.sqlstore import queries
+
+        return queries()[name]
+
+
+class _Retry(StoreError):
+    """Candidates changed under us; pick again."""
+
+
+def _reason(o: Outcome) -> str | None:
+    if o.error_code is None and o.error_message is None:
+        return None
+    return f"{o.error_code or 'error'}: {o.error_message or ''}".strip()[:1000]
+
+
+def monotonic_now() -> float:
+    return time.time()

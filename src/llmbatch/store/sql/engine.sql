@@ -1,0 +1,139 @@
+-- Queries of the batch engine: leases, packing, submission, ingest. Same conventions as
+-- queries.sql. Rows of uncommitted imports are never packed.
+
+-- name: acquire_lease
+INSERT INTO leases (name, holder, token, expires_at) VALUES (:name, :holder, 1, :expires_at)
+ON CONFLICT (name) DO UPDATE
+SET token = CASE WHEN leases.holder = excluded.holder THEN leases.token ELSE leases.token + 1 END,
+    holder = excluded.holder, expires_at = excluded.expires_at
+WHERE leases.holder = excluded.holder OR leases.expires_at < :now
+RETURNING token
+
+-- name: release_lease
+UPDATE leases SET expires_at = 0 WHERE name = :name AND holder = :holder
+
+-- name: get_lease
+SELECT holder, token, expires_at FROM leases WHERE name = :name
+
+-- name: release_due_retries
+UPDATE requests SET state = 'queued', updated_at = :now
+WHERE state = 'retry_wait' AND not_before <= :now
+
+-- name: ready_groups
+SELECT provider, endpoint, model, COUNT(*) FROM requests
+WHERE state = 'queued'
+  AND import_id NOT IN (SELECT id FROM imports WHERE state <> 'committed')
+GROUP BY provider, endpoint, model
+ORDER BY MAX(priority) DESC, MIN(id)
+
+-- name: ready_candidates
+SELECT id, LENGTH(body), inputs, text_bytes FROM requests
+WHERE state = 'queued' AND provider = :provider AND endpoint = :endpoint AND model = :model
+  AND import_id NOT IN (SELECT id FROM imports WHERE state <> 'committed')
+ORDER BY priority DESC, id
+LIMIT :n
+
+-- name: insert_batch
+INSERT INTO batches (provider, endpoint, model, state, request_count, input_bytes, est_tokens,
+                     created_at, updated_at)
+VALUES (:provider, :endpoint, :model, 'submitting', :request_count, :input_bytes, :est_tokens,
+        :now, :now)
+RETURNING id
+
+-- name: insert_attempt
+INSERT INTO attempts (request_id, batch_id, line, state, created_at) VALUES (?, ?, ?, 'packed', ?)
+
+-- name: pack_request
+UPDATE requests SET state = 'packed', updated_at = ?, reason = NULL WHERE id = ? AND state = 'queued'
+
+-- name: batch_lines
+SELECT a.id, r.endpoint, r.body FROM attempts a JOIN requests r ON r.id = a.request_id
+WHERE a.batch_id = :batch_id ORDER BY a.line
+
+-- name: record_upload
+UPDATE batches SET input_file_id = :file_id, updated_at = :now WHERE id = :id
+
+-- name: mark_upload_started
+UPDATE batches SET upload_started_at = :now, updated_at = :now WHERE id = :id
+
+-- name: mark_create_started
+UPDATE batches SET create_started_at = :now, updated_at = :now WHERE id = :id
+
+-- name: record_submitted
+UPDATE batches
+SET provider_batch_id = :provider_batch_id, input_file_id = :file_id, state = 'validating',
+    submitted_at = :now, updated_at = :now
+WHERE id = :id AND provider_batch_id IS NULL
+
+-- name: submit_attempts
+UPDATE attempts SET state = 'submitted' WHERE batch_id = :id AND state = 'packed'
+
+-- name: submit_requests
+UPDATE requests SET state = 'submitted', updated_at = :now
+WHERE state = 'packed' AND id IN (SELECT request_id FROM attempts WHERE batch_id = :id)
+
+-- name: open_batches
+SELECT id, provider, endpoint, model, state, provider_batch_id, provider_status, input_file_id,
+       output_file_id, error_file_id, request_count, created_at, upload_started_at,
+       create_started_at, submitted_at, errors, est_tokens, completed_count, failed_count
+FROM batches WHERE state <> 'ingested' ORDER BY id
+
+-- name: update_batch
+UPDATE batches
+SET state = :state, provider_status = :provider_status, completed_count = :completed,
+    failed_count = :failed, output_file_id = :output_file_id, error_file_id = :error_file_id,
+    errors = :errors, finished_at = :finished_at, updated_at = :now
+WHERE id = :id
+
+-- name: chunk_attempts
+SELECT a.id, a.request_id, r.attempts, r.expiries FROM attempts a
+JOIN requests r ON r.id = a.request_id
+WHERE a.batch_id = ? AND a.state IN ('packed', 'submitted') AND a.id IN ({ids})
+
+-- name: finish_attempt
+UPDATE attempts SET state = ?, outcome = ?, error_code = ?, error_message = ?, finished_at = ?
+WHERE id = ?
+
+-- name: insert_result
+INSERT INTO results (attempt_id, request_id, status_code, provider_request_id, body, error_code,
+                     error_message, input_tokens, output_tokens, created_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (attempt_id) DO NOTHING
+
+-- name: request_succeeded
+UPDATE requests SET state = 'succeeded', reason = NULL, updated_at = ? WHERE id = ? AND state = 'submitted'
+
+-- name: request_failed
+UPDATE requests SET state = 'failed', attempts = attempts + 1, reason = ?, updated_at = ?
+WHERE id = ? AND state = 'submitted'
+
+-- name: request_retry
+UPDATE requests SET state = 'retry_wait', attempts = attempts + 1, not_before = ?, reason = ?, updated_at = ?
+WHERE id = ? AND state = 'submitted'
+
+-- name: request_requeue
+UPDATE requests SET state = 'queued', expiries = expiries + ?, reason = ?, updated_at = ?
+WHERE id = ? AND state IN ('submitted', 'packed')
+
+-- name: request_cancelled
+UPDATE requests SET state = 'cancelled', reason = ?, updated_at = ? WHERE id = ? AND state IN ('submitted', 'packed')
+
+-- name: unfinished_attempts
+SELECT a.id, a.request_id, a.line FROM attempts a
+WHERE a.batch_id = :batch_id AND a.state IN ('packed', 'submitted') ORDER BY a.line
+
+-- name: mark_ingested
+UPDATE batches SET state = 'ingested', ingested_at = :now, updated_at = :now WHERE id = :id
+
+-- name: batches_created_since
+SELECT COUNT(*) FROM batches WHERE provider = :provider AND submitted_at >= :since
+
+-- name: tokens_in_flight
+SELECT COALESCE(SUM(est_tokens), 0) FROM batches
+WHERE provider = :provider AND model = :model AND state IN ('submitting', 'validating', 'in_progress', 'finalizing')
+
+-- name: unfinished_count
+SELECT COUNT(*) FROM requests
+WHERE state NOT IN ('succeeded', 'failed', 'cancelled')
+  AND (CAST(:queue AS TEXT) IS NULL OR queue = :queue)
+  AND import_id NOT IN (SELECT id FROM imports WHERE state <> 'committed')

@@ -1,0 +1,96 @@
+"""Submitting an intent exactly once: the protocol, and its bounded residual risk.
+
+An *intent* (a `batches` row in state `submitting` with its attempts in line order) is
+committed durably before anything is sent. Then, for OpenAI and Azure:
+
+1. `upload_started_at` is committed; the file is uploaded as
+   `llmbatch-<store_id>-<intent_id>.jsonl` with `max_retries=0`; its id is committed.
+2. `create_started_at` is committed; the batch is created with `max_retries=0` and
+   `metadata={"llmbatch_store", "llmbatch_intent"}`; its id is committed with the requests
+   moved to `submitted` — all durable (`synchronous=FULL` on SQLite).
+
+After any interruption (a crash, a timeout, a 5xx whose effect is unknown) the next attempt
+first *reconciles*: it lists batches and matches ours by `input_file_id`, then by metadata,
+then lists files and matches an unrecorded upload by name. A match is adopted; nothing is
+created twice. If a create may have happened but no match is found, it waits `settle_seconds`
+(the list may lag) before creating again.
+
+Residual risk: a batch created, then invisible in the provider's list for longer than
+`settle_seconds`, and our record of it lost — then a second batch is created. Its results
+still land on the right requests (attempt ids are globally unique), so nothing is lost and
+the duplicate is detectable from the call log; only its cost is paid twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
+from llmbatch.providers.base import Intent, Provider
+from llmbatch.store import Store
+from llmbatch.store.batching import OpenBatch
+
+
+class Submission:
+    """One attempt to move one intent to a created provider batch."""
+
+    def __init__(
+        self,
+        store: Store,
+        provider: Provider,
+        batch: OpenBatch,
+        now: float,
+        token: int,
+        settle: float,
+    ) -> None:
+        self.store, self.provider, self.batch = store, provider, batch
+        self.now, self.token, self.settle = now, token, settle
+        self.file_id = batch.input_file_id
+
+    # The journal the provider reports to before each step that may spend money.
+    def uploading(self) -> None:
+        self.store.mark("upload", self.batch.id, self.now, self.token)
+
+    def uploaded(self, file_id: str) -> None:
+        self.file_id = file_id
+        self.store.record_upload(self.batch.id, file_id, self.now, self.token)
+
+    def creating(self) -> None:
+        self.store.mark("create", self.batch.id, self.now, self.token)
+
+    def run(self, write_file: Callable[[], Path]) -> bool:
+        """True once the provider batch exists and is recorded; False to try again later."""
+        b = self.batch
+        intent = Intent(
+            b.id,
+            self.store.store_id,
+            b.endpoint,
+            b.model,
+            Path(),
+            b.request_count,
+            b.created_at,
+            b.input_file_id,
+        )
+        if b.upload_started_at is not None or b.create_started_at is not None:
+            ref = self.provider.reconcile([intent], since=b.created_at - 3600).get(b.id)
+            if ref is not None and ref.provider_batch_id:
+                self.store.record_submitted(
+                    b.id,
+                    ref.provider_batch_id,
+                    ref.input_file_id or self.file_id,
+                    self.now,
+                    self.token,
+                )
+                self.store.note("adopted", b.id, f"found {ref.provider_batch_id} for intent {b.id}")
+                return True
+            if ref is not None and ref.input_file_id and not self.file_id:
+                self.uploaded(ref.input_file_id)
+            if b.create_started_at is not None and self.now - b.create_started_at < self.settle:
+                return False
+        path = write_file() if self.file_id is None else Path()
+        ref = self.provider.submit(replace(intent, path=path, input_file_id=self.file_id), self)
+        self.store.record_submitted(
+            b.id, ref.provider_batch_id, ref.input_file_id or self.file_id, self.now, self.token
+        )
+        return True
