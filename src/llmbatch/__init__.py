@@ -1,5 +1,6 @@
 """llmbatch: run non-urgent LLM requests through the providers' batch APIs at half price."""
 
+from llmbatch.engine import Engine, EngineSettings, TickReport
 from llmbatch.errors import (
     ConfigError,
     ConflictError,
@@ -15,6 +16,8 @@ from llmbatch.queue import Queue
 __all__ = [
     "ConfigError",
     "ConflictError",
+    "Engine",
+    "EngineSettings",
     "IllegalTransition",
     "ImportReport",
     "InputError",
@@ -22,5 +25,6 @@ __all__ = [
     "ProviderError",
     "Queue",
     "StoreError",
+    "TickReport",
 ]
 __version__ = "0.1.0"

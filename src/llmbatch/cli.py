@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import sys
+import time
 import traceback
 from datetime import datetime
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
@@ -14,7 +15,10 @@ from llmbatch.config import click_defaults, config_path, load_config
 from llmbatch.errors import ConfigError, LlmbatchError
 from llmbatch.store import Store, open_store
 
-STATES_HELP = "succeeded | failed"
+if TYPE_CHECKING:
+    from llmbatch.engine import Engine, TickReport
+
+ENGINE_TABLES = ("engine", "providers", "quotas")
 
 
 class Cli(click.Group):
@@ -40,7 +44,11 @@ def _fail(ctx: click.Context, exc: LlmbatchError) -> NoReturn:
 def _load_defaults(ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
     """Read the config file before the other options, so it supplies their defaults."""
     try:
-        ctx.default_map = click_defaults(load_config(config_path(value)))
+        config = load_config(config_path(value))
+        ctx.meta["llmbatch.config"] = config
+        ctx.default_map = click_defaults(
+            {k: v for k, v in config.items() if k not in ENGINE_TABLES}
+        )
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
     return value
@@ -244,6 +252,117 @@ def results(
                 output.write(line.decode())
     output.flush()
     click.echo(f"cursor: {cursor}  (resume with --after {cursor})", err=True)
+
+
+def _engine(ctx: click.Context, store: Store, **overrides: Any) -> Engine:
+    from llmbatch.engine import Engine
+    from llmbatch.worker import engine_settings
+
+    engine = Engine(store, engine_settings(ctx.meta.get("llmbatch.config", {}), **overrides))
+    ctx.call_on_close(engine.close)
+    return engine
+
+
+def _print_tick(report: TickReport) -> None:
+    if report.held_by:
+        return
+    parts = []
+    if report.intents:
+        parts.append(f"packed {report.packed:,} requests into {report.intents} batch(es)")
+    if report.submitted:
+        parts.append(f"submitted {report.submitted}")
+    if report.ingested_batches:
+        parts.append(f"ingested {report.ingested_batches} batch(es), {report.outcomes:,} results")
+    for note in report.notes:
+        parts.append(note)
+    if parts:
+        click.echo("; ".join(parts), err=True)
+
+
+@main.command()
+@click.option(
+    "--max-batch-requests",
+    type=int,
+    envvar="LLMBATCH_MAX_BATCH_REQUESTS",
+    help="Cap on requests per batch.",
+)
+@click.pass_context
+def run(ctx: click.Context, max_batch_requests: int | None) -> None:
+    """One tick, for cron: pack and submit what is ready, poll, ingest what has finished."""
+    store = _store(ctx)
+    report = _engine(ctx, store, max_batch_requests=max_batch_requests).tick(time.time())
+    if report.held_by:
+        click.echo(
+            f"another worker ({report.held_by}) is running this queue; nothing to do", err=True
+        )
+        return
+    _print_tick(report)
+    click.echo(f"{store.unfinished_count():,} requests not finished yet", err=True)
+
+
+@main.command()
+@click.option("--queue", "-q", envvar="LLMBATCH_QUEUE", help="Wait for this queue only.")
+@click.option(
+    "--timeout", type=float, envvar="LLMBATCH_WAIT_TIMEOUT", help="Give up after this many seconds."
+)
+@click.option(
+    "--poll-interval",
+    type=float,
+    envvar="LLMBATCH_POLL_INTERVAL",
+    help="Seconds between polls (default 30).",
+)
+@click.option("--max-batch-requests", type=int, envvar="LLMBATCH_MAX_BATCH_REQUESTS")
+@click.pass_context
+def wait(
+    ctx: click.Context,
+    queue: str | None,
+    timeout: float | None,
+    poll_interval: float | None,
+    max_batch_requests: int | None,
+) -> None:
+    """Run until every request is done, with a progress bar; exit 1 if any failed."""
+    store = _store(ctx)
+    engine = _engine(ctx, store, poll_interval=poll_interval, max_batch_requests=max_batch_requests)
+    outcome = views.drain_with_progress(engine, queue, timeout)
+    views.print_status(store.counts(queue))
+    failed = sum(c.n for c in store.counts(queue) if c.state == "failed")
+    if not outcome.finished:
+        raise LlmbatchError(
+            f"not finished after {timeout:.0f} s; run `llmbatch wait` again to carry on"
+        )
+    if failed:
+        click.echo(f"{failed:,} requests failed: see `llmbatch results --state failed`", err=True)
+        sys.exit(1)
+
+
+@main.command()
+@click.option(
+    "--interval",
+    type=float,
+    envvar="LLMBATCH_WORKER_INTERVAL",
+    help="Seconds between ticks (default: the poll schedule).",
+)
+@click.option("--poll-interval", type=float, envvar="LLMBATCH_POLL_INTERVAL")
+@click.pass_context
+def worker(ctx: click.Context, interval: float | None, poll_interval: float | None) -> None:
+    """Serve the queue until SIGINT/SIGTERM (the first finishes the current step, a second exits)."""
+    from llmbatch.worker import Worker
+
+    store = _store(ctx)
+    engine = _engine(ctx, store, poll_interval=poll_interval)
+    click.echo(f"llmbatch worker {engine.holder} serving {store.location}", err=True)
+    Worker(engine, interval).serve(on_tick=_print_tick)
+    click.echo("worker stopped", err=True)
+
+
+@main.command()
+@click.option("--keep", is_flag=True, help="Keep the demo database (its path is printed).")
+@click.pass_context
+def demo(ctx: click.Context, keep: bool) -> None:
+    """The whole lifecycle offline: the built-in emulator, a temporary queue, example requests."""
+    from llmbatch.demo import run_demo
+
+    run_demo(keep=keep)
 
 
 @main.command()

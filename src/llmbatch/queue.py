@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 from llmbatch import defaults
+from llmbatch.engine import Engine, EngineSettings, TickReport
 from llmbatch.errors import InputError
 from llmbatch.importer import ImportReport, enqueue_file, enqueue_requests
 from llmbatch.requests import LineError, Request, make_request, parse_obj
 from llmbatch.store import Count, ResultRow, Store, open_store
+from llmbatch.worker import drain
 
 
 class Queue:
@@ -27,10 +30,36 @@ class Queue:
         name: str = defaults.QUEUE,
         *,
         provider: str = defaults.PROVIDER,
+        settings: EngineSettings | None = None,
     ) -> None:
         self.name = name
         self.provider = provider
         self.store: Store = open_store(db)
+        self.settings = settings or EngineSettings()
+        self._engine: Engine | None = None
+
+    @property
+    def engine(self) -> Engine:
+        """The batch engine behind `tick`, `run` and `wait` (made on first use)."""
+        if self._engine is None:
+            self._engine = Engine(self.store, self.settings)
+        return self._engine
+
+    def tick(self, now: float | None = None) -> TickReport:
+        """One engine step at `now` (default: the current time). Never sleeps."""
+        return self.engine.tick(time.time() if now is None else now)
+
+    def run(self, timeout: float | None = None) -> bool:
+        """Tick until every request of this queue is done; True if it finished in time."""
+        return drain(self.engine, queue=self.name, timeout=timeout).finished
+
+    def wait(self, timeout: float | None = None, progress: bool = True) -> bool:
+        """As `run`, with a progress bar (in a terminal or a notebook)."""
+        if not progress:
+            return self.run(timeout)
+        from llmbatch.views import drain_with_progress
+
+        return bool(drain_with_progress(self.engine, self.name, timeout).finished)
 
     def add(
         self,
@@ -107,6 +136,8 @@ class Queue:
         return self.store.iter_results(queue=self.name, state=state, after=after)
 
     def close(self) -> None:
+        if self._engine is not None:
+            self._engine.close()
         self.store.close()
 
     def __enter__(self) -> Queue:

@@ -119,3 +119,26 @@ def print_detail(detail: list[dict[str, Any]]) -> None:
                 print(
                     f"  result     {res['status_code']}, {res['input_tokens']} in / {res['output_tokens']} out tokens"
                 )
+
+
+def drain_with_progress(engine: Any, queue: str | None, timeout: float | None) -> Any:
+    """Run `worker.drain` with a progress bar on a terminal, plain lines otherwise."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from llmbatch.worker import drain, queue_progress
+
+    done, total = queue_progress(engine.store, queue)
+    with Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        console=Console(stderr=True), disable=not sys.stderr.isatty(),
+    ) as progress:  # fmt: skip
+        task = progress.add_task("requests done", total=total or 1, completed=done)
+
+        def on_tick(report: Any) -> None:
+            d, t = queue_progress(engine.store, queue)
+            desc = f"watching {report.held_by}" if report.held_by else "requests done"
+            progress.update(task, completed=d, total=t or 1, description=desc)
+            if not sys.stderr.isatty() and (report.ingested_batches or report.submitted):
+                print(f"{d:,}/{t:,} requests done", file=sys.stderr)
+
+        return drain(engine, queue=queue, timeout=timeout, on_tick=on_tick)

@@ -113,6 +113,9 @@ class Store(Protocol):
     ) -> Iterator[ResultRow]:
         """Terminal outcomes in the order they were recorded, streamed page by page."""
 
+    def usage_summary(self, queue: str | None = None) -> list[tuple[str, str, int, int, int, int]]:
+        """(provider, model, results, input tokens, output tokens, succeeded) per model."""
+
     def recent_events(self, n: int = 20) -> list[dict[str, Any]]:
         """The newest entries of the event log."""
 

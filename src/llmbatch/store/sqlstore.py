@@ -369,6 +369,14 @@ class SqlStore(BatchingOps):
                 return
             after = int(rows[-1][0])
 
+    def usage_summary(self, queue: str | None = None) -> list[tuple[str, str, int, int, int, int]]:
+        """(provider, model, results, input tokens, output tokens, succeeded) per model."""
+        with self._read() as cur:
+            cur.execute(self.q("usage_summary"), {"queue": queue})
+            return [
+                (r[0], r[1], int(r[2]), int(r[3]), int(r[4]), int(r[5])) for r in cur.fetchall()
+            ]
+
     def recent_events(self, n: int = 20) -> list[dict[str, Any]]:
         with self._read() as cur:
             cur.execute(self.q("recent_events"), {"n": n})

@@ -95,3 +95,12 @@ SELECT value FROM meta WHERE key = :key
 -- name: set_meta
 INSERT INTO meta (key, value) VALUES (:key, :value)
 ON CONFLICT (key) DO UPDATE SET value = excluded.value
+
+-- name: usage_summary
+SELECT r.provider, r.model, COUNT(*), COALESCE(SUM(res.input_tokens), 0),
+       COALESCE(SUM(res.output_tokens), 0),
+       SUM(CASE WHEN res.error_code IS NULL THEN 1 ELSE 0 END)
+FROM results res JOIN requests r ON r.id = res.request_id
+WHERE (CAST(:queue AS TEXT) IS NULL OR r.queue = :queue)
+GROUP BY r.provider, r.model
+ORDER BY r.provider, r.model

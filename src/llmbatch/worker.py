@@ -1,0 +1,120 @@
+"""Loops around `Engine.tick`: drain the queue (`run`, `wait`, `Queue.run`) or serve forever
+(`llmbatch worker`). The first SIGINT/SIGTERM lets the current step finish and exits 0; a
+second exits at once."""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import FrameType
+from typing import Any
+
+from llmbatch.engine import Engine, EngineSettings, TickReport
+from llmbatch.retry import RetryPolicy
+from llmbatch.store import Store
+
+Clock = Callable[[], float]
+Sleep = Callable[[float], None]
+OnTick = Callable[[TickReport], None]
+
+
+def engine_settings(config: dict[str, Any], **overrides: Any) -> EngineSettings:
+    """EngineSettings from the config file's `[engine]` and `[providers.*]` tables and overrides."""
+    values = dict(config.get("engine", {}))
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    retry = RetryPolicy(**values.pop("retry", {}))
+    quotas = {}
+    for provider, models in (config.get("quotas") or {}).items():
+        for model, q in models.items():
+            quotas[(provider, model)] = int(q["enqueued_tokens"] if isinstance(q, dict) else q)
+    providers = {k: dict(v) for k, v in (config.get("providers") or {}).items()}
+    providers.update(values.pop("providers", {}))
+    return EngineSettings(**values, retry=retry, quotas=quotas, providers=providers)
+
+
+@dataclass
+class Drain:
+    """What a drain saw: ticks, and whether another worker was doing the work."""
+
+    ticks: int = 0
+    watched: bool = False
+    finished: bool = False
+
+
+def drain(
+    engine: Engine,
+    *,
+    queue: str | None = None,
+    timeout: float | None = None,
+    clock: Clock = time.time,
+    sleep: Sleep = time.sleep,
+    on_tick: OnTick | None = None,
+    stop: Callable[[], bool] = lambda: False,
+) -> Drain:
+    """Tick until every request (of `queue`) is succeeded, failed or cancelled.
+
+    If a live worker holds the engine lease, just watch it work.
+    """
+    out = Drain()
+    started = clock()
+    while not stop():
+        report = engine.tick(clock())
+        out.ticks += 1
+        out.watched = out.watched or report.held_by is not None
+        if on_tick is not None:
+            on_tick(report)
+        if engine.store.unfinished_count(queue) == 0:
+            out.finished = True
+            return out
+        if timeout is not None and clock() - started >= timeout:
+            return out
+        sleep(max(0.05, min(engine.next_poll_at - clock(), engine.settings.poll_interval, 5.0)))
+    return out
+
+
+class Worker:
+    """`llmbatch worker`: tick forever at `interval`, stopping cleanly on a signal."""
+
+    def __init__(self, engine: Engine, interval: float | None = None) -> None:
+        self.engine = engine
+        self.interval = interval
+        self.stopping = False
+
+    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
+        if self.stopping:
+            raise SystemExit(128 + signum)  # the second signal: leave now
+        self.stopping = True
+
+    def serve(
+        self, clock: Clock = time.time, sleep: Sleep = time.sleep, on_tick: OnTick | None = None
+    ) -> None:
+        old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            while not self.stopping:
+                report = self.engine.tick(clock())
+                if on_tick is not None:
+                    on_tick(report)
+                wait = (
+                    self.interval
+                    if self.interval is not None
+                    else max(0.05, self.engine.next_poll_at - clock())
+                )
+                end = clock() + wait
+                while not self.stopping and clock() < end:
+                    sleep(min(0.2, end - clock()))
+        finally:
+            for s, handler in old.items():
+                signal.signal(s, handler)
+            self.engine.close()
+
+
+def queue_progress(store: Store, queue: str | None) -> tuple[int, int]:
+    """(done, total) requests of a queue, for progress bars."""
+    done = total = 0
+    for c in store.counts(queue):
+        total += c.n
+        if c.state in ("succeeded", "failed", "cancelled"):
+            done += c.n
+    return done, total
