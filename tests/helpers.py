@@ -7,12 +7,17 @@ Tests reach the database with their own connection and plain SQL (the way an ope
 from __future__ import annotations
 
 import sqlite3
+import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import orjson
 import psycopg
+from click.testing import CliRunner, Result
+
+from llmbatch.cli import main
 
 CHAT = "/v1/chat/completions"
 
@@ -116,3 +121,21 @@ def all_requests(db: str) -> list[tuple[Any, ...]]:
         db,
         "SELECT queue, custom_id, body_hash, state, priority FROM requests ORDER BY queue, custom_id",
     )
+
+
+LLMBATCH = str(Path(sys.executable).parent / "llmbatch")  # the installed console script
+
+
+def cli(*args: str, input: bytes | str | None = None, env: dict[str, str] | None = None) -> Result:
+    """Run `llmbatch ARGS` in this process, as a user would type it; a crash is re-raised."""
+    result = CliRunner().invoke(main, list(args), input=input, env=env)
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return result
+
+
+def visible(db: str) -> dict[str, Any]:
+    """What `llmbatch status --format json` reports."""
+    result = cli("--db", db, "status", "--format", "json")
+    assert result.exit_code == 0, result.output
+    return dict(orjson.loads(result.stdout))
