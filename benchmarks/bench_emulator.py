@@ -86,7 +86,10 @@ def main() -> None:
     )
     parser.add_argument("--requests", type=int, default=50_000, help="requests per batch")
     parser.add_argument("--batches", type=int, default=20, help="batches in the RSS run")
+    parser.add_argument("--small", action="store_true", help="2,000 requests, 3 batches (CI)")
     args = parser.parse_args()
+    if args.small:
+        args.requests, args.batches = 2000, 3
     n = args.requests
 
     work = Path(tempfile.mkdtemp(prefix="bench-emulator-"))

@@ -18,6 +18,8 @@ import os
 import shutil
 import socket
 import tempfile
+import time
+from collections import defaultdict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -89,6 +91,7 @@ class Engine:
         self._providers: dict[str, Provider] = dict(providers or {})
         self._own_workdir = workdir is None
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="llmbatch-"))
+        self._file_seconds = 0.0
         self.holder = holder or f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
         self.next_poll_at = 0.0
         self.interval = self.settings.poll_interval
@@ -96,6 +99,7 @@ class Engine:
         self._group_not_before: dict[tuple[str, str, str], float] = {}
         self._download_tries: dict[int, int] = {}
         self._rotation = 0
+        self.timings: dict[str, float] = defaultdict(float)  # seconds per phase, for benchmarks
 
     # -- providers -------------------------------------------------------------------------
     def provider(self, name: str) -> Provider:
@@ -186,6 +190,7 @@ class Engine:
         path = self.workdir / f"batch-{b.id}.jsonl"
         if path.exists():
             return path
+        started = time.perf_counter()
         provider = self.provider(b.provider)
         prefix = self.store.store_id + "-"
         tmp = path.with_suffix(".partial")
@@ -193,12 +198,15 @@ class Engine:
             for attempt_id, endpoint, body in self.store.batch_lines(b.id):
                 f.write(provider.request_line(prefix + str(attempt_id), endpoint, body) + b"\n")
         tmp.rename(path)
+        self._file_seconds = time.perf_counter() - started
+        self.timings["pack"] += self._file_seconds
         return path
 
     def _submit(self, b: OpenBatch, now: float, token: int, report: TickReport) -> None:
         sub = Submission(
             self.store, self.provider(b.provider), b, now, token, self.settings.settle_seconds
         )
+        started, self._file_seconds = time.perf_counter(), 0.0
         try:
             done = sub.run(lambda: self._file(b))
         except TransientError as exc:
@@ -207,6 +215,8 @@ class Engine:
         except RejectedError as exc:
             self._abandon(b, now, token, str(exc), report)
             return
+        finally:
+            self.timings["upload"] += time.perf_counter() - started - self._file_seconds
         if done:
             report.submitted += 1
             with contextlib.suppress(FileNotFoundError):
@@ -241,6 +251,7 @@ class Engine:
             self._rotation += 1
             k = self._rotation % len(batches)
             order = batches[k:] + batches[:k]  # round-robin for the direct retrieves
+            started = time.perf_counter()
             try:
                 statuses = self.provider(name).poll(
                     [b.provider_batch_id or "" for b in order], self.settings.retrieve_budget
@@ -248,6 +259,8 @@ class Engine:
             except TransientError as exc:
                 report.notes.append(str(exc))
                 continue
+            finally:
+                self.timings["poll"] += time.perf_counter() - started
             known = {b.provider_batch_id: b for b in batches}
             for s in statuses:
                 b = known[s.provider_batch_id]
@@ -274,11 +287,15 @@ class Engine:
         )  # fmt: skip
         folder = self.workdir / f"ingest-{b.id}"
         folder.mkdir(exist_ok=True)
+        started = time.perf_counter()
         try:
             files = provider.download(status, folder)
         except TransientError as exc:
             self._later(b.id, now, exc, report)
             return
+        finally:
+            self.timings["download"] += time.perf_counter() - started
+        started = time.perf_counter()
         lines = anomalies = 0
         chunk: list[Finding] = []
         for _kind, line in read_lines(files):
@@ -293,6 +310,7 @@ class Engine:
                 chunk = []
         report.outcomes += self._apply(b, chunk, now, token)
         report.anomalies += anomalies
+        self.timings["ingest"] += time.perf_counter() - started
         shutil.rmtree(folder, ignore_errors=True)
         tries = self._download_tries.get(b.id, 0) + 1
         if (lines < b.request_count or anomalies) and tries < MAX_DOWNLOAD_TRIES:

@@ -65,7 +65,7 @@ def drain(
         out.watched = out.watched or report.held_by is not None
         if on_tick is not None:
             on_tick(report)
-        if engine.store.unfinished_count(queue) == 0:
+        if not engine.store.has_unfinished(queue):
             out.finished = True
             return out
         if timeout is not None and clock() - started >= timeout:

@@ -193,3 +193,6 @@ class Store(Protocol):
 
     def unfinished_count(self, queue: str | None = None) -> int:
         """Requests not yet succeeded, failed or cancelled."""
+
+    def has_unfinished(self, queue: str | None = None) -> bool:
+        """Whether any request is not yet succeeded, failed or cancelled."""

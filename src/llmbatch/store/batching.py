@@ -273,7 +273,7 @@ class BatchingOps:
                 self._raw("chunk_attempts").format(ids=", ".join(["?"] * len(part)))
             )
             with self._read() as cur:
-                cur.execute(sql, [batch_id, *part])
+                cur.execute(sql, [*part, batch_id])
                 for a, r, n, e in cur.fetchall():
                     out[int(a)] = AttemptInfo(int(a), int(r), int(n), int(e))
         return out
@@ -293,7 +293,7 @@ class BatchingOps:
                 sql = self._dialect(
                     self._raw("chunk_attempts").format(ids=", ".join(["?"] * len(part)))
                 )
-                cur.execute(sql, [batch_id, *part])
+                cur.execute(sql, [*part, batch_id])
                 waiting.update({int(a): int(r) for a, r, _n, _e in cur.fetchall()})
             todo = [o for o in outcomes if o.attempt_id in waiting]
             cur.executemany(self.q("finish_attempt"), [
@@ -367,6 +367,12 @@ class BatchingOps:
         with self._read() as cur:
             cur.execute(self.q("unfinished_count"), {"queue": queue})
             return int(cur.fetchone()[0])
+
+    def has_unfinished(self, queue: str | None = None) -> bool:
+        """Whether any request is not yet succeeded, failed or cancelled (stops at the first)."""
+        with self._read() as cur:
+            cur.execute(self.q("any_unfinished"), {"queue": queue})
+            return cur.fetchone() is not None
 
     def _raw(self, name: str) -> str:
         from llmbatch.store.sqlstore import queries

@@ -88,7 +88,7 @@ WHERE id = :id
 -- name: chunk_attempts
 SELECT a.id, a.request_id, r.attempts, r.expiries FROM attempts a
 JOIN requests r ON r.id = a.request_id
-WHERE a.batch_id = ? AND a.state IN ('packed', 'submitted') AND a.id IN ({ids})
+WHERE a.id IN ({ids}) AND +a.batch_id = ? AND a.state IN ('packed', 'submitted')
 
 -- name: finish_attempt
 UPDATE attempts SET state = ?, outcome = ?, error_code = ?, error_message = ?, finished_at = ?
@@ -137,3 +137,10 @@ SELECT COUNT(*) FROM requests
 WHERE state NOT IN ('succeeded', 'failed', 'cancelled')
   AND (CAST(:queue AS TEXT) IS NULL OR queue = :queue)
   AND import_id NOT IN (SELECT id FROM imports WHERE state <> 'committed')
+
+-- name: any_unfinished
+SELECT 1 FROM requests
+WHERE state NOT IN ('succeeded', 'failed', 'cancelled')
+  AND (CAST(:queue AS TEXT) IS NULL OR queue = :queue)
+  AND import_id NOT IN (SELECT id FROM imports WHERE state <> 'committed')
+LIMIT 1

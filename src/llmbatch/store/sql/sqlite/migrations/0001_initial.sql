@@ -51,6 +51,8 @@ CREATE TABLE requests (
 -- Packing order: priority descending, then enqueue order, among what is ready.
 CREATE INDEX requests_ready ON requests (queue, provider, endpoint, model, priority DESC, id)
     WHERE state = 'queued';
+-- Requests waiting out a retry delay, by when they may go again.
+CREATE INDEX requests_waiting ON requests (not_before) WHERE state = 'retry_wait';
 
 CREATE TABLE batches (
     id                INTEGER PRIMARY KEY AUTOINCREMENT,
