@@ -4,6 +4,7 @@ second exits at once."""
 
 from __future__ import annotations
 
+import dataclasses
 import signal
 import time
 from collections.abc import Callable
@@ -12,6 +13,7 @@ from types import FrameType
 from typing import Any
 
 from llmbatch.engine import Engine, EngineSettings, TickReport
+from llmbatch.errors import ConfigError
 from llmbatch.retry import RetryPolicy
 from llmbatch.store import Store
 
@@ -24,7 +26,14 @@ def engine_settings(config: dict[str, Any], **overrides: Any) -> EngineSettings:
     """EngineSettings from the config file's `[engine]` and `[providers.*]` tables and overrides."""
     values = dict(config.get("engine", {}))
     values.update({k: v for k, v in overrides.items() if v is not None})
-    retry = RetryPolicy(**values.pop("retry", {}))
+    known = {f.name for f in dataclasses.fields(EngineSettings)} - {"quotas", "providers"}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(f"[engine] has no setting {unknown[0]!r}; known: {', '.join(sorted(known))}")
+    try:
+        retry = RetryPolicy(**values.pop("retry", {}))
+    except TypeError as exc:
+        raise ConfigError(f"[engine.retry]: {exc}") from None
     quotas = {}
     for provider, models in (config.get("quotas") or {}).items():
         for model, q in models.items():
