@@ -25,7 +25,7 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 sys.path.insert(0, str(Path(__file__).parent))
-from gen_requests import lines  # noqa: E402
+from gen_requests import lines
 
 
 def _worker(db: str, path: str) -> None:
@@ -46,7 +46,10 @@ def _worker(db: str, path: str) -> None:
 
 def _run(db: str, path: Path, size: int) -> dict[str, float]:
     out = subprocess.run(
-        [sys.executable, __file__, "--worker", db, str(path)], check=True, capture_output=True, text=True
+        [sys.executable, __file__, "--worker", db, str(path)],
+        check=True,
+        capture_output=True,
+        text=True,
     )
     r = json.loads(out.stdout.strip().splitlines()[-1])
     r["requests_per_s"] = round(r["added"] / r["seconds"])
@@ -78,10 +81,14 @@ def main() -> None:
     if len(sys.argv) == 4 and sys.argv[1] == "--worker":
         _worker(sys.argv[2], sys.argv[3])
         return
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--requests", type=int, default=1_000_000)
     ap.add_argument("--small", action="store_true", help="20,000 requests (what CI runs)")
-    ap.add_argument("--pg", default=os.environ.get("LLMBATCH_BENCH_PG") or os.environ.get("LLMBATCH_TEST_PG"))
+    ap.add_argument(
+        "--pg", default=os.environ.get("LLMBATCH_BENCH_PG") or os.environ.get("LLMBATCH_TEST_PG")
+    )
     args = ap.parse_args()
     n = 20_000 if args.small else args.requests
     with tempfile.TemporaryDirectory(prefix="llmbatch-bench-") as tmp:
@@ -90,7 +97,11 @@ def main() -> None:
             for line in lines(n):
                 f.write(line)
         size = path.stat().st_size
-        report: dict[str, object] = {"bench": "enqueue", "requests": n, "mean_line_bytes": round(size / n)}
+        report: dict[str, object] = {
+            "bench": "enqueue",
+            "requests": n,
+            "mean_line_bytes": round(size / n),
+        }
         report["sqlite"] = _run(str(Path(tmp) / "bench.db"), path, size)
         if args.pg:
             name, dsn = _pg_database(args.pg)

@@ -1,6 +1,6 @@
 """Seeded generator of chat-completion batch input lines (two messages, mean line ≈ 500 bytes).
 
-    python benchmarks/gen_requests.py N [--seed S] [--model M] > requests.jsonl
+python benchmarks/gen_requests.py N [--seed S] [--model M] > requests.jsonl
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import orjson
 
-WORDS = (
+WORDS = (  # noqa: SIM905 - one readable sentence of words
     "the quality battery price shipping arrived broken works great terrible love hate screen "
     "sound fast slow cheap expensive recommend return refund size color fits comfortable "
     "durable flimsy customer service helpful rude package box instructions easy hard setup "
@@ -38,9 +38,17 @@ def lines(n: int, seed: int = 7, model: str = "gpt-4o-mini", start: int = 0) -> 
             "max_tokens": 5,
             "temperature": 0,
         }
-        yield orjson.dumps(
-            {"custom_id": f"review-{i:08d}", "method": "POST", "url": "/v1/chat/completions", "body": body}
-        ) + b"\n"
+        yield (
+            orjson.dumps(
+                {
+                    "custom_id": f"review-{i:08d}",
+                    "method": "POST",
+                    "url": "/v1/chat/completions",
+                    "body": body,
+                }
+            )
+            + b"\n"
+        )
 
 
 def main() -> None:
