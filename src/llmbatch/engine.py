@@ -341,15 +341,18 @@ class Engine:
     def _apply(self, b: OpenBatch, findings: list[Finding], now: float, token: int) -> int:
         if not findings:
             return 0
-        info = self.store.attempt_info(b.id, [f.attempt_id for f in findings])
+        # Counters are needed only to decide about errors; the store skips attempts that
+        # already have an outcome (a re-download) or belong to another batch.
+        errors = [f.attempt_id for f in findings if not f.ok]
+        info = self.store.attempt_info(b.id, errors) if errors else {}
         outs: list[Outcome] = []
         for f in findings:
-            a = info.get(f.attempt_id)
-            if a is None:
-                continue  # already recorded (a re-download) or not of this batch
             if f.ok:
                 outs.append(Outcome(f.attempt_id, "succeeded", f.status_code, f.provider_request_id, f.body,
                                     input_tokens=f.input_tokens, output_tokens=f.output_tokens))  # fmt: skip
+                continue
+            a = info.get(f.attempt_id)
+            if a is None:
                 continue
             d = decide(self.settings.retry, status_code=f.status_code, error_type=f.error_type or f.error_code,
                        attempts=a.attempts, expiries=a.expiries, now=now)  # fmt: skip
