@@ -9,9 +9,10 @@ retries reconcile first. Uploads read from an open handle and downloads stream t
 
 from __future__ import annotations
 
+import importlib
 import os
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,21 @@ from llmbatch.providers.base import BatchRef, BatchStatus, Intent, Journal, Limi
 OPENAI_LIMITS = Limits(max_requests=50_000, max_bytes=200 * 1024 * 1024, max_inputs=50_000)
 AZURE_LIMITS = Limits(max_requests=100_000, max_bytes=200 * 1024 * 1024, max_inputs=50_000)
 LIST_PAGES = 3  # one list call per tick normally; a few pages at most
+
+
+def _transport_errors() -> tuple[type[Exception], ...]:
+    """The HTTP library's transport errors (httpx2 in newer SDKs, httpx in older ones).
+
+    The SDK wraps errors of making a request, but not those raised while a streamed body is
+    read: a connection that dies mid-download surfaces as the library's own error."""
+    found: list[type[Exception]] = []
+    for name in ("httpx2", "httpx"):
+        with suppress(ImportError):
+            found.append(importlib.import_module(name).TransportError)
+    return tuple(found)
+
+
+TRANSPORT_ERRORS = _transport_errors()
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +106,11 @@ class OpenAIProvider:
         except (openai.APIConnectionError, openai.APITimeoutError) as exc:
             raise TransientError(
                 f"{self.name}: {what}: cannot reach {self.where}: {type(exc).__name__}"
+            ) from None
+        except TRANSPORT_ERRORS as exc:
+            raise TransientError(
+                f"{self.name}: {what}: the connection to {self.where} broke mid-response: "
+                f"{type(exc).__name__}"
             ) from None
         except openai.APIStatusError as exc:
             if exc.status_code >= 500 or (
