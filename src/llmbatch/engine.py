@@ -34,7 +34,6 @@ from llmbatch.retry import RetryPolicy, decide
 from llmbatch.store import Store
 from llmbatch.store.batching import OpenBatch, Outcome, _Retry
 from llmbatch.submission import Submission
-from llmbatch.tokens import estimate_tokens
 
 ENDED = ("completed", "failed", "expired", "cancelled")
 MAX_DOWNLOAD_TRIES = 3
@@ -156,32 +155,31 @@ class Engine:
                 cap = min(
                     limits.max_requests, self.settings.max_batch_requests or limits.max_requests
                 )
-                cands = self.store.candidates(provider_name, endpoint, model, cap)
-                if not cands:
-                    break
-                tokens = [estimate_tokens(c[3]) for c in cands]
                 room = None
                 quota = self.settings.quotas.get((provider_name, model))
                 if quota is not None:
                     room = quota - self.store.tokens_in_flight(provider_name, model)
-                c = cut(cands, limits, cap, room, tokens)
+                c = cut(self.store.candidates(provider_name, endpoint, model), limits, cap, room)
                 if c.count == 0:
-                    report.notes.append(
-                        f"{model}: held back by the enqueued-token quota ({quota:,})"
-                    )
+                    if c.why == "token quota":
+                        report.notes.append(
+                            f"{model}: held back by the enqueued-token quota ({quota:,})"
+                        )
                     break
-                ids = [x[0] for x in cands[: c.count]]
+                started = time.perf_counter()
                 try:
                     batch_id = self.store.create_intent(
-                        group, ids, c.input_bytes, sum(tokens[: c.count]), now, token
+                        group, c.ids, c.input_bytes, c.tokens, now, token
                     )
                 except _Retry:
                     continue
+                finally:
+                    self.timings["pack"] += time.perf_counter() - started
                 report.intents += 1
-                report.packed += len(ids)
+                report.packed += c.count
                 opened = next(b for b in self.store.open_batches() if b.id == batch_id)
                 self._submit(opened, now, token, report)
-                if c.count == len(cands) and len(cands) < cap:
+                if c.why == "all":
                     break
 
     # -- submission --------------------------------------------------------------------------

@@ -2,48 +2,61 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from array import array
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 
 from llmbatch.providers.base import Limits
+from llmbatch.tokens import estimate_tokens
 
 LINE_OVERHEAD = 120  # custom_id, method, url and punctuation around each body
 MARGIN = 0.95  # stay this far under the byte limit: the provider counts, we estimate
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Cut:
-    count: int  # how many candidates go into this batch
-    input_bytes: int
-    inputs: int
-    why: str  # the limit that ended the batch, or "all" when every candidate fits
+    """The requests of one batch, and the limit that ended it."""
+
+    ids: array[int] = field(default_factory=lambda: array("q"))
+    input_bytes: int = 0
+    inputs: int = 0
+    tokens: int = 0
+    why: str = "all"  # the limit that ended the batch, or "all" when every candidate fits
+
+    @property
+    def count(self) -> int:
+        return len(self.ids)
 
 
 def cut(
-    candidates: Sequence[tuple[int, int, int, int]],
+    candidates: Iterable[tuple[int, int, int, int]],
     limits: Limits,
     user_cap: int | None = None,
     token_room: int | None = None,
-    tokens: Sequence[int] | None = None,
 ) -> Cut:
-    """How many of the candidates (id, body bytes, embedding inputs, text bytes), taken in
-    order, fit one batch: the line cap, the byte cap with a margin, the embedding-input cap,
-    the user's cap and the room left under an enqueued-token quota."""
+    """Take candidates (id, body bytes, embedding inputs, text bytes) in order while they fit
+    one batch: the line cap, the byte cap with a margin, the embedding-input cap, the user's
+    cap and the room left under an enqueued-token quota. Streams: ids are kept, rows are not."""
     max_lines = min(limits.max_requests, user_cap or limits.max_requests)
     max_bytes = int(limits.max_bytes * MARGIN)
-    size = inputs = used_tokens = 0
-    for i, (_rid, nbytes, ninputs, _text) in enumerate(candidates):
-        if i >= max_lines:
-            return Cut(i, size, inputs, "lines")
+    out = Cut()
+    for rid, nbytes, ninputs, text_bytes in candidates:
+        if len(out.ids) >= max_lines:
+            out.why = "lines"
+            break
         line = nbytes + LINE_OVERHEAD
-        if size + line > max_bytes:
-            return Cut(i, size, inputs, "bytes")
-        if limits.max_inputs is not None and inputs + ninputs > limits.max_inputs:
-            return Cut(i, size, inputs, "embedding inputs")
-        if token_room is not None and tokens is not None:
-            if used_tokens + tokens[i] > token_room:
-                return Cut(i, size, inputs, "token quota")
-            used_tokens += tokens[i]
-        size += line
-        inputs += ninputs
-    return Cut(len(candidates), size, inputs, "all")
+        if out.input_bytes + line > max_bytes:
+            out.why = "bytes"
+            break
+        if limits.max_inputs is not None and out.inputs + ninputs > limits.max_inputs:
+            out.why = "embedding inputs"
+            break
+        tokens = estimate_tokens(text_bytes)
+        if token_room is not None and out.tokens + tokens > token_room:
+            out.why = "token quota"
+            break
+        out.ids.append(rid)
+        out.input_bytes += line
+        out.inputs += ninputs
+        out.tokens += tokens
+    return out

@@ -136,9 +136,9 @@ class Store(Protocol):
         """(provider, endpoint, model, count) of queued, visible requests."""
 
     def candidates(
-        self, provider: str, endpoint: str, model: str, n: int
-    ) -> list[tuple[int, int, int, int]]:
-        """(request id, body bytes, embedding inputs, text bytes) in packing order."""
+        self, provider: str, endpoint: str, model: str, page: int = 5000
+    ) -> Iterator[tuple[int, int, int, int]]:
+        """(request id, body bytes, embedding inputs, text bytes) in packing order, streamed."""
 
     def create_intent(
         self, group: tuple[str, str, str], request_ids: Sequence[int], input_bytes: int, est_tokens: int,

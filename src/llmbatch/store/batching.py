@@ -128,15 +128,26 @@ class BatchingOps:
             return [(r[0], r[1], r[2], int(r[3])) for r in cur.fetchall()]
 
     def candidates(
-        self, provider: str, endpoint: str, model: str, n: int
-    ) -> list[tuple[int, int, int, int]]:
-        """(request id, body bytes, embedding inputs, text bytes) of the next ready requests."""
-        with self._read() as cur:
-            cur.execute(
-                self.q("ready_candidates"),
-                {"provider": provider, "endpoint": endpoint, "model": model, "n": n},
-            )
-            return [(int(a), int(b), int(c), int(d)) for a, b, c, d in cur.fetchall()]
+        self, provider: str, endpoint: str, model: str, page: int = 5000
+    ) -> Iterator[tuple[int, int, int, int]]:
+        """(request id, body bytes, embedding inputs, text bytes) of ready requests in packing
+        order, fetched page by page (each page its own short read)."""
+        params: dict[str, Any] = {
+            "provider": provider,
+            "endpoint": endpoint,
+            "model": model,
+            "n": page,
+        }
+        first, after = self.q("ready_candidates"), self.q("ready_candidates_after")
+        while True:
+            with self._read() as cur:
+                cur.execute(after if "priority" in params else first, params)
+                rows = cur.fetchall()
+            for rid, nbytes, ninputs, text_bytes, _priority in rows:
+                yield int(rid), int(nbytes), int(ninputs), int(text_bytes)
+            if len(rows) < page:
+                return
+            params["priority"], params["id"] = int(rows[-1][4]), int(rows[-1][0])
 
     def create_intent(
         self, group: tuple[str, str, str], request_ids: Sequence[int], input_bytes: int, est_tokens: int,
@@ -154,13 +165,13 @@ class BatchingOps:
                       "input_bytes": input_bytes, "est_tokens": est_tokens, "now": now}  # fmt: skip
             cur.execute(self.q("insert_batch"), params)
             batch_id = int(cur.fetchone()[0])
-            cur.executemany(self.q("pack_request"), [(now, rid) for rid in request_ids])
+            cur.executemany(self.q("pack_request"), ((now, rid) for rid in request_ids))
             changed = self._changes(cur, len(request_ids))
             if changed != len(request_ids):
                 raise _Retry()
             cur.executemany(
                 self.q("insert_attempt"),
-                [(rid, batch_id, i, now) for i, rid in enumerate(request_ids, 1)],
+                ((rid, batch_id, i, now) for i, rid in enumerate(request_ids, 1)),
             )
             self._event(
                 cur,

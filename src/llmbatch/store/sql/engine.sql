@@ -27,9 +27,17 @@ GROUP BY provider, endpoint, model
 ORDER BY MAX(priority) DESC, MIN(id)
 
 -- name: ready_candidates
-SELECT id, LENGTH(body), inputs, text_bytes FROM requests
+SELECT id, LENGTH(body), inputs, text_bytes, priority FROM requests
 WHERE state = 'queued' AND provider = :provider AND endpoint = :endpoint AND model = :model
   AND import_id NOT IN (SELECT id FROM imports WHERE state <> 'committed')
+ORDER BY priority DESC, id
+LIMIT :n
+
+-- name: ready_candidates_after
+SELECT id, LENGTH(body), inputs, text_bytes, priority FROM requests
+WHERE state = 'queued' AND provider = :provider AND endpoint = :endpoint AND model = :model
+  AND import_id NOT IN (SELECT id FROM imports WHERE state <> 'committed')
+  AND (priority < :priority OR (priority = :priority AND id > :id))
 ORDER BY priority DESC, id
 LIMIT :n
 
