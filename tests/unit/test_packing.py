@@ -2,34 +2,15 @@
 
 from __future__ import annotations
 
-import inspect
-
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from llmbatch.packing import LINE_OVERHEAD, MARGIN, Cut, cut
+from llmbatch.packing import LINE_OVERHEAD, MARGIN, cut
 from llmbatch.providers import Limits
-from llmbatch.tokens import estimate_tokens
 from llmbatch.tokens import estimate_tokens
 
 Cand = tuple[int, int, int, int]
-
-
-def run_cut(
-    candidates: list[Cand],
-    limits: Limits,
-    user_cap: int | None = None,
-    token_room: int | None = None,
-) -> Cut:
-    """`cut` with each candidate's tokens estimated from its text bytes, as the engine does.
-
-    `cut` is moving from taking the estimates as an argument to making them itself (a
-    streaming rewrite in progress); both spellings mean the same, so the tests take either."""
-    if "tokens" in inspect.signature(cut).parameters:
-        estimates = [estimate_tokens(c[3]) for c in candidates]
-        return cut(candidates, limits, user_cap, token_room, estimates)  # type: ignore[call-arg,unused-ignore]
-    return cut(candidates, limits, user_cap, token_room)
 
 
 def cands(*sizes: int, inputs: int = 1) -> list[Cand]:
@@ -37,37 +18,37 @@ def cands(*sizes: int, inputs: int = 1) -> list[Cand]:
 
 
 def test_everything_fits() -> None:
-    c = run_cut(cands(10, 20, 30), Limits(10, 10_000))
+    c = cut(cands(10, 20, 30), Limits(10, 10_000))
     assert (c.count, c.why, c.inputs) == (3, "all", 3)
     assert c.input_bytes == 60 + 3 * LINE_OVERHEAD
 
 
 def test_line_limit_and_user_cap() -> None:
-    c = run_cut(cands(*[1] * 9), Limits(4, 10**9))
+    c = cut(cands(*[1] * 9), Limits(4, 10**9))
     assert (c.count, c.why) == (4, "lines")
-    c = run_cut(cands(*[1] * 9), Limits(50_000, 10**9), user_cap=3)
+    c = cut(cands(*[1] * 9), Limits(50_000, 10**9), user_cap=3)
     assert (c.count, c.why) == (3, "lines")
-    assert run_cut(cands(*[1] * 9), Limits(2, 10**9), user_cap=3).count == 2  # the smaller wins
+    assert cut(cands(*[1] * 9), Limits(2, 10**9), user_cap=3).count == 2  # the smaller wins
 
 
 def test_byte_limit_keeps_a_margin() -> None:
     line = 100 + LINE_OVERHEAD
     limit = 4 * line  # four lines exactly: the margin leaves room for three
-    c = run_cut(cands(*[100] * 9), Limits(50_000, limit))
+    c = cut(cands(*[100] * 9), Limits(50_000, limit))
     assert (c.count, c.why, c.input_bytes) == (3, "bytes", 3 * line)
     assert 4 * line > limit * MARGIN
 
 
 def test_embedding_inputs() -> None:
-    c = run_cut(cands(*[5] * 9, inputs=3), Limits(50_000, 10**9, max_inputs=10))
+    c = cut(cands(*[5] * 9, inputs=3), Limits(50_000, 10**9, max_inputs=10))
     assert (c.count, c.why, c.inputs) == (3, "embedding inputs", 9)
 
 
 def test_token_quota() -> None:
     per = estimate_tokens(5)
-    c = run_cut(cands(*[5] * 9), Limits(50_000, 10**9), token_room=2 * per + per // 2)
+    c = cut(cands(*[5] * 9), Limits(50_000, 10**9), token_room=2 * per + per // 2)
     assert (c.count, c.why, c.tokens) == (2, "token quota", 2 * per)
-    nothing = run_cut(cands(5), Limits(50_000, 10**9), token_room=per - 1)
+    nothing = cut(cands(5), Limits(50_000, 10**9), token_room=per - 1)
     assert (nothing.count, nothing.why) == (0, "token quota")
 
 
@@ -77,7 +58,7 @@ def test_ids_are_kept_in_order() -> None:
 
 
 def test_no_candidates() -> None:
-    assert run_cut([], Limits(1, 1)).count == 0
+    assert cut([], Limits(1, 1)).count == 0
 
 
 @st.composite
@@ -85,7 +66,7 @@ def problems(draw: st.DrawFn) -> tuple[list[Cand], Limits, int | None, int | Non
     n = draw(st.integers(0, 60))
     sizes = draw(st.lists(st.integers(0, 3000), min_size=n, max_size=n))
     inputs = draw(st.lists(st.integers(1, 20), min_size=n, max_size=n))
-    tokens = [estimate_tokens(s) for s in sizes]
+    texts = draw(st.lists(st.integers(0, 1500), min_size=n, max_size=n))
     limits = Limits(
         draw(st.integers(1, 80)),
         draw(st.integers(1, 60_000)),
@@ -93,21 +74,17 @@ def problems(draw: st.DrawFn) -> tuple[list[Cand], Limits, int | None, int | Non
     )
     cap = draw(st.none() | st.integers(1, 80))
     room = draw(st.none() | st.integers(0, 20_000))
-    return (
-        [(i, s, k, s) for i, (s, k) in enumerate(zip(sizes, inputs, strict=True))],
-        limits,
-        cap,
-        room,
-        tokens,
-    )
+    rows = [(i, s, k, t) for i, (s, k, t) in enumerate(zip(sizes, inputs, texts, strict=True))]
+    return rows, limits, cap, room
 
 
 @given(problems())
 def test_a_cut_respects_every_limit_and_stops_only_at_one(
-    p: tuple[list[Cand], Limits, int | None, int | None, list[int]],
+    p: tuple[list[Cand], Limits, int | None, int | None],
 ) -> None:
-    candidates, limits, cap, room, tokens = p
-    c = cut(candidates, limits, cap, room)
+    candidates, limits, cap, room = p
+    c = cut(iter(candidates), limits, cap, room)  # one pass over a stream
+    tokens = [estimate_tokens(t) for _i, _n, _k, t in candidates]
     taken = candidates[: c.count]
     max_lines = min(limits.max_requests, cap or limits.max_requests)
     max_bytes = limits.max_bytes * MARGIN
@@ -115,7 +92,8 @@ def test_a_cut_respects_every_limit_and_stops_only_at_one(
     inputs = sum(k for _i, _n, k, _t in taken)
     used = sum(tokens[: c.count])
     assert 0 <= c.count <= len(candidates)
-    assert (c.input_bytes, c.inputs) == (size, inputs)
+    assert (c.input_bytes, c.inputs, c.tokens) == (size, inputs, used)
+    assert list(c.ids) == [i for i, _n, _k, _t in taken]
     assert c.count <= max_lines and size <= max_bytes
     assert limits.max_inputs is None or inputs <= limits.max_inputs
     assert room is None or used <= room
@@ -139,7 +117,7 @@ def test_splitting_a_queue_by_repeated_cuts_takes_everything_once(cap: int | Non
     limits = Limits(9, 3000)
     batches = []
     while queue:
-        c = run_cut(queue, limits, cap)
+        c = cut(queue, limits, cap)
         assert c.count > 0
         batches.append(queue[: c.count])
         queue = queue[c.count :]
