@@ -14,9 +14,7 @@ One tick, in order:
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
-import socket
 import tempfile
 import time
 from collections import defaultdict
@@ -33,6 +31,7 @@ from llmbatch.providers.base import BatchStatus, read_lines
 from llmbatch.retry import RetryPolicy, decide
 from llmbatch.store import Store
 from llmbatch.store.batching import OpenBatch, Outcome, _Retry
+from llmbatch.store.sqlstore import owner_alive, owner_tag
 from llmbatch.submission import Submission
 
 ENDED = ("completed", "failed", "expired", "cancelled")
@@ -91,7 +90,8 @@ class Engine:
         self._own_workdir = workdir is None
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="llmbatch-"))
         self._file_seconds = 0.0
-        self.holder = holder or f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
+        # host:pid:start/engine — a restarted worker on the same host can tell the old one is dead
+        self.holder = holder or f"{owner_tag()}/{id(self):x}"
         self.next_poll_at = 0.0
         self.interval = self.settings.poll_interval
         self._not_before: dict[int, float] = {}  # batch id -> retry time after a transient error
@@ -110,7 +110,7 @@ class Engine:
     def tick(self, now: float) -> TickReport:
         """One step of work at time `now`. Raises AuthError (stop: nothing was failed)."""
         report = TickReport()
-        token = self.store.acquire_lease("engine", self.holder, self.settings.lease_ttl, now)
+        token = self._lease(now)
         if token is None:
             report.held_by = self.store.lease_holder("engine", now) or "another worker"
             return report
@@ -125,6 +125,19 @@ class Engine:
             if b.state in ENDED and self._due(b.id, now):
                 self._ingest(b, now, token, report)
         return report
+
+    def _lease(self, now: float) -> int | None:
+        """Take or renew the engine lease; take it over at once from a dead worker on this host."""
+        ttl = self.settings.lease_ttl
+        token = self.store.acquire_lease("engine", self.holder, ttl, now)
+        if token is None:
+            holder = self.store.lease_holder("engine", now)
+            # A live lease's expiry stands in for a heartbeat here: only the pid check decides.
+            if holder and not owner_alive(holder.split("/")[0], now, now):
+                self.store.break_lease("engine", holder)
+                self.store.note("lease_taken_over", None, f"engine lease of dead worker {holder}")
+                token = self.store.acquire_lease("engine", self.holder, ttl, now)
+        return token
 
     def _due(self, batch_id: int, now: float) -> bool:
         return self._not_before.get(batch_id, 0.0) <= now

@@ -126,6 +126,9 @@ class Store(Protocol):
     def release_lease(self, name: str, holder: str) -> None:
         """Give a lease up so another worker may take it at once."""
 
+    def break_lease(self, name: str, holder: str) -> None:
+        """End a lease whose holder is known to be dead."""
+
     def lease_holder(self, name: str, now: float) -> str | None:
         """Who holds a live lease, if anyone."""
 

@@ -95,6 +95,11 @@ class BatchingOps:
         with self._write() as cur:
             cur.execute(self.q("release_lease"), {"name": name, "holder": holder})
 
+    def break_lease(self, name: str, holder: str) -> None:
+        """End a lease whose holder is known dead (the next acquire changes the token)."""
+        with self._write() as cur:
+            cur.execute(self.q("release_lease"), {"name": name, "holder": holder})
+
     def lease_holder(self, name: str, now: float) -> str | None:
         """Who holds a live lease, if anyone."""
         with self._read() as cur:
