@@ -519,12 +519,14 @@ def test_provider_unreachable_backs_off_and_loses_nothing(db: str, emu: RunningE
     assert len(sdk(emu).batches.list().data) == 1
 
 
+@pytest.mark.parametrize("lasting", [False, True], ids=["once", "every download"])
 def test_garbage_and_foreign_result_lines_are_anomalies_and_the_batch_is_fetched_again(
-    db: str, emu: RunningEmulator
+    db: str, emu: RunningEmulator, lasting: bool
 ) -> None:
     """The emulator serves what is on its disk: we swap two lines of a finished output file
     for a garbage line and a line with another app's custom_id, both the same length (so the
-    size check passes), and put the good file back after the first download."""
+    size check passes), and put the good file back after the first download (`once`), or
+    never (the two requests then fail with a reason: never silently dropped)."""
     items = [chat(i) for i in range(8)]
     enqueue(db, items)
     emu.control.next_batches(count=1, hold="finalizing")
@@ -542,6 +544,7 @@ def test_garbage_and_foreign_result_lines_are_anomalies_and_the_batch_is_fetched
         lines = good.splitlines(keepends=True)
         first = lines[0]
         custom = orjson.loads(first)["custom_id"]
+        garbled = orjson.loads(lines[1])["custom_id"]
         foreign = "z" * len(custom)
         lines[0] = first.replace(custom.encode(), foreign.encode())
         lines[1] = b"#" * (len(lines[1]) - 1) + b"\n"
@@ -551,17 +554,29 @@ def test_garbage_and_foreign_result_lines_are_anomalies_and_the_batch_is_fetched
         report = engine.tick(time.time() + 1)  # a poll is due: it sees the batch completed
         assert report.anomalies == 2
         assert states(db) == {"succeeded": 6, "submitted": 2}  # not dropped, not failed
-        path.write_bytes(good)
+        if not lasting:
+            path.write_bytes(good)
         drive(engine, offset=1)
+        store_id = engine.store.store_id
     finally:
         engine.close()
         engine.store.close()
+    downloads = 3 if lasting else 2
     anomalies = events(db, "anomaly")
-    assert len(anomalies) == 2
+    assert len(anomalies) == 2 * (downloads - 1 if not lasting else downloads)
     assert any(foreign in a for a in anomalies) and any("not JSON" in a for a in anomalies)
-    assert len([c for c in calls(emu) if c["path"].endswith(f"{out_id}/content")]) == 2
+    assert len([c for c in calls(emu) if c["path"].endswith(f"{out_id}/content")]) == downloads
     assert results_per_request(db) == {it["custom_id"]: 1 for it in items}
-    assert states(db) == {"succeeded": 8}
+    if not lasting:
+        assert states(db) == {"succeeded": 8}
+        return
+    assert states(db) == {"succeeded": 6, "failed": 2}
+    lost = {int(custom.removeprefix(store_id + "-")), int(garbled.removeprefix(store_id + "-"))}
+    rows = sql(
+        db, "SELECT attempt_id, error_code, error_message FROM results WHERE error_code IS NOT NULL"
+    )
+    assert {int(a) for a, _c, _m in rows} == lost
+    assert {c for _a, c, _m in rows} == {"missing_result"}
 
 
 def test_batch_stuck_in_finalizing_is_polled_not_resubmitted(db: str, emu: RunningEmulator) -> None:
