@@ -42,7 +42,9 @@ def pg_template() -> Iterator[str]:
     if not PG_DSN:
         if os.environ.get("CI"):
             pytest.fail("CI must run the PostgreSQL tests: set LLMBATCH_TEST_PG (.ci/run does)")
-        pytest.skip("PostgreSQL tests need LLMBATCH_TEST_PG=postgresql://… (a user that may CREATE DATABASE)")
+        pytest.skip(
+            "PostgreSQL tests need LLMBATCH_TEST_PG=postgresql://… (a user that may CREATE DATABASE)"
+        )
     name = f"llmbatch_tpl_{uuid.uuid4().hex[:8]}"
     with _admin() as conn:
         conn.execute(f'CREATE DATABASE "{name}"')

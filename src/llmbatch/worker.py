@@ -29,7 +29,9 @@ def engine_settings(config: dict[str, Any], **overrides: Any) -> EngineSettings:
     known = {f.name for f in dataclasses.fields(EngineSettings)} - {"quotas", "providers"}
     unknown = sorted(set(values) - known)
     if unknown:
-        raise ConfigError(f"[engine] has no setting {unknown[0]!r}; known: {', '.join(sorted(known))}")
+        raise ConfigError(
+            f"[engine] has no setting {unknown[0]!r}; known: {', '.join(sorted(known))}"
+        )
     try:
         retry = RetryPolicy(**values.pop("retry", {}))
     except TypeError as exc:
