@@ -372,7 +372,17 @@ class Engine:
                 f"{f.error_message} ({d.reason})" if d.reason else f.error_message, not_before=d.not_before,
                 charge_expiry=1 if d.kind == "requeue" else 0,
             ))  # fmt: skip
-        return self.store.apply_outcomes(b.id, outs, now, token)
+        applied = self.store.apply_outcomes(b.id, outs, now, token)
+        if applied < len(findings):  # a re-download, or lines naming attempts of other batches
+            for stranger in self.store.attempts_not_in_batch(
+                b.id, [f.attempt_id for f in findings]
+            ):
+                self.store.note(
+                    "anomaly",
+                    b.id,
+                    f"result line for attempt {stranger}, which is not in this batch",
+                )
+        return applied
 
     def _apply_waiting(
         self, b: OpenBatch, items: list[tuple[int, str, str]], now: float, token: int

@@ -5,7 +5,8 @@
 | 408, 409, 429, 5xx; `rate_limit_error`, `overloaded_error`,  | retry after base·2^n ± jitter |
 | `api_error`, `server_error`, `timeout`                        | (or retry-after), up to max   |
 | any other 4xx; `invalid_request_error`                        | fail at once                  |
-| `batch_expired`, `batch_cancelled` by someone else           | requeue, no attempt charged    |
+| `batch_expired`, `batch_cancelled` by someone else, a result | requeue, no attempt charged    |
+| line that never arrived readable (`missing_result`)          | (up to `max_expiries`)         |
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ RETRYABLE_TYPES = frozenset(
         "rate_limit_exceeded",
     }
 )
-REQUEUE_CODES = frozenset({"batch_expired", "batch_cancelled"})
+# Not the request's fault: it goes back to the queue without using an attempt.
+REQUEUE_CODES = frozenset({"batch_expired", "batch_cancelled", "missing_result"})
 
 
 @dataclass(frozen=True, slots=True)

@@ -52,9 +52,13 @@ def test_other_client_errors_fail_at_once(status: int) -> None:
     assert (got.kind, got.not_before, got.reason) == ("failed", None, "not retryable")
 
 
-def test_unknown_errors_and_missing_results_fail() -> None:
+def test_unknown_errors_fail() -> None:
     assert d(None, None).kind == "failed"
-    assert d(None, "missing_result").kind == "failed"
+    assert d(400, "invalid_request_error").kind == "failed"
+
+
+def test_a_result_that_never_arrived_is_not_the_requests_fault() -> None:
+    assert d(None, "missing_result", attempts=2).kind == "requeue"
 
 
 def test_gives_up_after_max_attempts() -> None:

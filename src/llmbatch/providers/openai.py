@@ -66,7 +66,7 @@ class OpenAIProvider:
 
     # -- clients -------------------------------------------------------------------------
     def _key(self) -> str:
-        key = os.environ.get(self.settings.api_key_env, "")
+        key = os.environ.get(self.settings.api_key_env, "").strip()
         if not key:
             raise AuthError(
                 f"{self.name}: no API key: set the environment variable {self.settings.api_key_env}"

@@ -177,6 +177,9 @@ class Store(Protocol):
     ) -> int:
         """Record outcomes of waiting attempts (idempotent); how many were new."""
 
+    def attempts_not_in_batch(self, batch_id: int, attempt_ids: Sequence[int]) -> list[int]:
+        """The ids among these that are not attempts of this batch (anomalies)."""
+
     def unfinished_attempts(self, batch_id: int) -> list[tuple[int, int, int]]:
         """(attempt id, request id, line) of this batch's attempts with no outcome yet."""
 

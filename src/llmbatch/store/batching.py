@@ -349,6 +349,19 @@ class BatchingOps:
                 )
             return len(todo)
 
+    def attempts_not_in_batch(self, batch_id: int, attempt_ids: Sequence[int]) -> list[int]:
+        """The ids among these that are not attempts of this batch."""
+        ids = list(dict.fromkeys(attempt_ids))
+        known: set[int] = set()
+        for i in range(0, len(ids), 500):
+            part = ids[i : i + 500]
+            marks = ", ".join(["?"] * len(part))
+            sql = self._dialect(f"SELECT id FROM attempts WHERE id IN ({marks}) AND +batch_id = ?")
+            with self._read() as cur:
+                cur.execute(sql, [*part, batch_id])
+                known.update(int(r[0]) for r in cur.fetchall())
+        return [a for a in ids if a not in known]
+
     def unfinished_attempts(self, batch_id: int) -> list[tuple[int, int, int]]:
         """(attempt id, request id, line) of attempts of this batch with no outcome yet."""
         with self._read() as cur:
