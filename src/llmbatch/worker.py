@@ -16,6 +16,7 @@ from llmbatch.engine import Engine, EngineSettings, TickReport
 from llmbatch.errors import ConfigError
 from llmbatch.retry import RetryPolicy
 from llmbatch.store import Store
+from llmbatch.store.batching import LeaseLost
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], None]
@@ -104,7 +105,12 @@ class Worker:
         old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
             while not self.stopping:
-                report = self.engine.tick(clock())
+                try:
+                    report = self.engine.tick(clock())
+                except LeaseLost as exc:
+                    # Paused past its lease (GC, SIGSTOP, sleep): the fenced write refused,
+                    # nothing changed; the next tick finds the lease held and just watches.
+                    report = TickReport(notes=[str(exc)])
                 if on_tick is not None:
                     on_tick(report)
                 wait = (
