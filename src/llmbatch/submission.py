@@ -19,6 +19,16 @@ Residual risk: a batch created, then invisible in the provider's list for longer
 `settle_seconds`, and our record of it lost — then a second batch is created. Its results
 still land on the right requests (attempt ids are globally unique), so nothing is lost and
 the duplicate is detectable from the call log; only its cost is paid twice.
+(tests/e2e/test_exactly_once.py reproduces it with a list lag longer than the settle delay.)
+
+The fence covers our writes, not the provider's: a worker frozen (GC, SIGSTOP, a laptop
+asleep) *between* committing `create_started_at` and sending the create request, for longer
+than its lease plus `settle_seconds`, sends that request when it wakes — after the new
+lease holder has re-created. Its next write is refused, so the store stays consistent, but
+the provider holds two batches for one intent: the same bounded risk as above. A worker
+frozen *after* sending (the usual case: blocked on the response) is safe — its batch is
+found by the new holder's reconcile, and its own recording is refused. A frozen upload
+leaves at most an unused file.
 """
 
 from __future__ import annotations
