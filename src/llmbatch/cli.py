@@ -366,6 +366,39 @@ def demo(ctx: click.Context, keep: bool) -> None:
 
 
 @main.command()
+@click.argument("custom_ids", nargs=-1, metavar="[CUSTOM_ID]...")
+@click.option(
+    "--queue", "-q", envvar="LLMBATCH_QUEUE", help="Cancel in this queue (all of it, without ids)."
+)
+@click.option("--batch", metavar="ID", help="Cancel this batch (local or provider batch id).")
+@click.pass_context
+def cancel(
+    ctx: click.Context, custom_ids: tuple[str, ...], queue: str | None, batch: str | None
+) -> None:
+    """Cancel requests: waiting ones at once; in-flight batches at the provider when every
+    request in them is in scope. Finished results are kept; nothing cancelled is retried."""
+    if not (custom_ids or queue or batch):
+        raise click.UsageError("name what to cancel: --queue, --batch or custom ids")
+    store = _store(ctx)
+    ids = store.scope_request_ids(queue, list(custom_ids), batch)
+    if not ids:
+        raise LlmbatchError("nothing matches: no request in that scope")
+    now = time.time()
+    plan = store.request_cancel(ids, now)
+    click.echo(f"cancelled {plan.cancelled:,} waiting requests")
+    if plan.batches:
+        report = _engine(ctx, store).tick(now)
+        where = f"; {report.held_by} will send it" if report.held_by else ""
+        click.echo(
+            f"cancelling {len(plan.batches)} batch(es) at the provider ({plan.in_batches:,} requests){where}; finished results are kept"
+        )
+    if plan.left_running:
+        click.echo(
+            f"{plan.left_running:,} requests share a batch with requests outside this scope and will run"
+        )
+
+
+@main.command()
 @click.option("--host", default="127.0.0.1", envvar="LLMBATCH_EMULATOR_HOST", show_default=True)
 @click.option("--port", default=8000, type=int, envvar="LLMBATCH_EMULATOR_PORT", show_default=True)
 @click.option("--data-dir", type=click.Path(file_okay=False), envvar="LLMBATCH_EMULATOR_DATA_DIR")

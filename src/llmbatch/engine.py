@@ -14,6 +14,7 @@ One tick, in order:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import shutil
 import tempfile
 import time
@@ -116,7 +117,9 @@ class Engine:
             return report
         self.store.release_due_retries(now, token)
         for b in self.store.open_batches():
-            if b.state == "submitting" and self._due(b.id, now):
+            if b.cancel_requested_at is not None and b.cancel_sent_at is None:
+                self._cancel(b, now, token, report)
+            elif b.state == "submitting" and self._due(b.id, now):
                 self._submit(b, now, token, report)
         self._pack(now, token, report)
         if now >= self.next_poll_at:
@@ -249,6 +252,41 @@ class Engine:
         self._group_not_before[group] = now + self.settings.backoff_seconds
         report.notes.append(f"batch {b.id} refused: {why}; its requests are queued again")
 
+    def _cancel(self, b: OpenBatch, now: float, token: int, report: TickReport) -> None:
+        """Carry out a `llmbatch cancel` of a whole batch."""
+        if b.provider_batch_id is None:
+            if b.create_started_at is None:  # nothing can exist at the provider: stop here
+                outs = [
+                    Outcome(
+                        a,
+                        "cancelled",
+                        error_code="cancelled",
+                        error_message="cancelled before it was sent",
+                    )
+                    for a, _r, _l in self.store.unfinished_attempts(b.id)
+                ]
+                self.store.apply_outcomes(b.id, outs, now, token)
+                self.store.mark_cancel_sent(b.id, now, token)
+                self.store.mark_ingested(b.id, now, token, "cancelled before it was sent")
+                if b.input_file_id and self.settings.delete_files:
+                    with contextlib.suppress(TransientError):
+                        self.provider(b.provider).delete_files([b.input_file_id])
+                report.notes.append(f"batch {b.id} cancelled before it was sent")
+            elif self._due(b.id, now):
+                self._submit(b, now, token, report)  # it may exist: find it first, then cancel it
+            return
+        if b.state not in ENDED:
+            try:
+                self.provider(b.provider).cancel(b.provider_batch_id)
+            except TransientError as exc:
+                self._later(b.id, now, exc, report)
+                return
+            except RejectedError:
+                pass  # it ended meanwhile; ingest keeps what finished
+        self.store.mark_cancel_sent(b.id, now, token)
+        self.next_poll_at = min(self.next_poll_at, now)  # watch it wind down
+        report.notes.append(f"asked {b.provider} to cancel batch {b.provider_batch_id}")
+
     # -- polling ---------------------------------------------------------------------------
     def _poll(self, now: float, token: int, report: TickReport) -> None:
         flying = [
@@ -372,6 +410,11 @@ class Engine:
                 f"{f.error_message} ({d.reason})" if d.reason else f.error_message, not_before=d.not_before,
                 charge_expiry=1 if d.kind == "requeue" else 0,
             ))  # fmt: skip
+        if b.cancel_requested_at is not None:  # cancelled by the user: nothing goes back
+            outs = [
+                dataclasses.replace(o, kind="cancelled") if o.kind in ("retry", "requeue") else o
+                for o in outs
+            ]
         applied = self.store.apply_outcomes(b.id, outs, now, token)
         if applied < len(findings):  # a re-download, or lines naming attempts of other batches
             for stranger in self.store.attempts_not_in_batch(
@@ -418,6 +461,10 @@ class Engine:
                         error_message="its batch failed validation",
                     )
                 )
+        if b.cancel_requested_at is not None:
+            outs = [
+                dataclasses.replace(o, kind="cancelled") if o.kind == "requeue" else o for o in outs
+            ]
         for i in range(0, len(outs), self.settings.ingest_chunk):
             self.store.apply_outcomes(b.id, outs[i : i + self.settings.ingest_chunk], now, token)
         if not by_line:

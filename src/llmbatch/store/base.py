@@ -11,7 +11,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-from llmbatch.store.batching import AttemptInfo, OpenBatch, Outcome
+from llmbatch.store.batching import AttemptInfo, CancelPlan, OpenBatch, Outcome
 
 # One request as the importer hands it to the store, in `insert_request` column order:
 # queue, custom_id, import_id, line, provider, endpoint, model, body, body_hash, priority,
@@ -202,3 +202,14 @@ class Store(Protocol):
 
     def has_unfinished(self, queue: str | None = None) -> bool:
         """Whether any request is not yet succeeded, failed or cancelled."""
+
+    def scope_request_ids(
+        self, queue: str | None, custom_ids: Sequence[str], batch: str | None
+    ) -> list[int]:
+        """Ids of the requests a cancel names: a queue, custom ids, a batch (local or provider id)."""
+
+    def request_cancel(self, request_ids: Sequence[int], now: float) -> CancelPlan:
+        """Cancel waiting requests; mark in-flight batches wholly in scope for cancelling."""
+
+    def mark_cancel_sent(self, batch_id: int, now: float, token: int) -> None:
+        """The provider was asked to cancel this batch."""

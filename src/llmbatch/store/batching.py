@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -44,6 +44,8 @@ class OpenBatch:
     est_tokens: int
     completed_count: int
     failed_count: int
+    cancel_requested_at: float | None = None
+    cancel_sent_at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -261,6 +263,8 @@ class BatchingOps:
                 int(r[16]),
                 int(r[17]),
                 int(r[18]),
+                r[19],
+                r[20],
             )
             for r in rows
         ]
@@ -403,10 +407,86 @@ class BatchingOps:
             cur.execute(self.q("any_unfinished"), {"queue": queue})
             return cur.fetchone() is not None
 
+    # -- cancelling ------------------------------------------------------------------------
+    def request_cancel(self, request_ids: Sequence[int], now: float) -> CancelPlan:
+        """Cancel what waits; mark in-flight batches whose every request is in scope.
+
+        Requests sharing a batch with requests outside the scope run on: a provider batch
+        is cancelled whole or not at all.
+        """
+        plan = CancelPlan()
+        ids = list(request_ids)
+        with self._write() as cur:
+            for i in range(0, len(ids), 500):
+                part = ids[i : i + 500]
+                marks = ", ".join(["?"] * len(part))
+                cur.execute(self._dialect(self._raw("cancel_waiting").replace(":now", "?").format(scope=marks)), [now, *part])
+                plan.cancelled += int(cur.rowcount)
+            in_scope: dict[int, int] = {}
+            for i in range(0, len(ids), 500):
+                part = ids[i : i + 500]
+                marks = ", ".join(["?"] * len(part))
+                cur.execute(self._dialect(self._raw("batch_scope_counts").format(scope=marks)), part)
+                for batch_id, n in cur.fetchall():
+                    in_scope[int(batch_id)] = in_scope.get(int(batch_id), 0) + int(n)
+            for batch_id, n in in_scope.items():
+                cur.execute(self._dialect("SELECT COUNT(*) FROM attempts WHERE batch_id = ? AND state IN ('packed', 'submitted')"), [batch_id])
+                unfinished = int(cur.fetchone()[0])
+                if n == unfinished:
+                    cur.execute(self.q("request_batch_cancel"), {"id": batch_id, "now": now})
+                    plan.batches.append(batch_id)
+                    plan.in_batches += n
+                    self._event(cur, "cancel_requested", batch_id=batch_id, detail=f"{n} requests")
+                else:
+                    plan.left_running += n
+        return plan
+
+    def mark_cancel_sent(self, batch_id: int, now: float, token: int) -> None:
+        with self._write() as cur:
+            self._fence(cur, token)
+            cur.execute(self.q("mark_cancel_sent"), {"id": batch_id, "now": now})
+            self._event(cur, "cancel_sent", batch_id=batch_id)
+
+    def scope_request_ids(
+        self, queue: str | None, custom_ids: Sequence[str], batch: str | None
+    ) -> list[int]:
+        """Ids of the requests a `cancel` names: a queue, custom ids (in a queue), a batch."""
+        clauses, params = [], []
+        if queue is not None:
+            clauses.append("r.queue = ?")
+            params.append(queue)
+        if custom_ids:
+            clauses.append(f"r.custom_id IN ({', '.join(['?'] * len(custom_ids))})")
+            params.extend(custom_ids)
+        if batch is not None:
+            clauses.append(
+                "r.id IN (SELECT a.request_id FROM attempts a JOIN batches b ON b.id = a.batch_id "
+                "WHERE CAST(b.id AS TEXT) = ? OR b.provider_batch_id = ?)"
+            )
+            params.extend([batch, batch])
+        where = " AND ".join(clauses) or "1 = 1"
+        sql = self._dialect(
+            f"SELECT r.id FROM requests r WHERE {where} "
+            "AND r.import_id NOT IN (SELECT id FROM imports WHERE state <> 'committed')"
+        )
+        with self._read() as cur:
+            cur.execute(sql, params)
+            return [int(r[0]) for r in cur.fetchall()]
+
     def _raw(self, name: str) -> str:
         from llmbatch.store.sqlstore import queries
 
         return queries()[name]
+
+
+@dataclass(slots=True)
+class CancelPlan:
+    """What a cancel did at once, and what it left for the engine to do."""
+
+    cancelled: int = 0  # waiting requests cancelled at once
+    batches: list[int] = field(default_factory=list)  # in-flight batches to cancel at the provider
+    in_batches: int = 0  # requests in those batches
+    left_running: int = 0  # requests in batches shared with requests outside the scope
 
 
 class _Retry(StoreError):

@@ -83,7 +83,8 @@ WHERE state = 'packed' AND id IN (SELECT request_id FROM attempts WHERE batch_id
 -- name: open_batches
 SELECT id, provider, endpoint, model, state, provider_batch_id, provider_status, input_file_id,
        output_file_id, error_file_id, request_count, created_at, upload_started_at,
-       create_started_at, submitted_at, errors, est_tokens, completed_count, failed_count
+       create_started_at, submitted_at, errors, est_tokens, completed_count, failed_count,
+       cancel_requested_at, cancel_sent_at
 FROM batches WHERE state <> 'ingested' ORDER BY id
 
 -- name: update_batch
@@ -152,3 +153,20 @@ WHERE state NOT IN ('succeeded', 'failed', 'cancelled')
   AND (CAST(:queue AS TEXT) IS NULL OR queue = :queue)
   AND import_id NOT IN (SELECT id FROM imports WHERE state <> 'committed')
 LIMIT 1
+
+-- name: cancel_waiting
+UPDATE requests SET state = 'cancelled', reason = 'cancelled by llmbatch cancel', updated_at = ?
+WHERE state IN ('queued', 'retry_wait', 'held') AND id IN ({scope})
+
+-- name: batch_scope_counts
+SELECT a.batch_id, COUNT(*) FROM attempts a
+JOIN batches b ON b.id = a.batch_id
+WHERE b.state <> 'ingested' AND a.state IN ('packed', 'submitted') AND a.request_id IN ({scope})
+GROUP BY a.batch_id
+
+-- name: request_batch_cancel
+UPDATE batches SET cancel_requested_at = :now, updated_at = :now
+WHERE id = :id AND cancel_requested_at IS NULL
+
+-- name: mark_cancel_sent
+UPDATE batches SET cancel_sent_at = :now, updated_at = :now WHERE id = :id

@@ -78,6 +78,8 @@ CREATE TABLE batches (
     submitted_at      DOUBLE PRECISION,
     finished_at       DOUBLE PRECISION,
     ingested_at       DOUBLE PRECISION,
+    cancel_requested_at DOUBLE PRECISION,
+    cancel_sent_at    DOUBLE PRECISION,
     updated_at        DOUBLE PRECISION NOT NULL
 );
 CREATE INDEX batches_open ON batches (state) WHERE state <> 'ingested';

@@ -78,6 +78,8 @@ CREATE TABLE batches (
     submitted_at      REAL,
     finished_at       REAL,
     ingested_at       REAL,
+    cancel_requested_at REAL,
+    cancel_sent_at    REAL,
     updated_at        REAL NOT NULL
 );
 CREATE INDEX batches_open ON batches (state) WHERE state <> 'ingested';
