@@ -97,6 +97,10 @@ class Engine:
         self.interval = self.settings.poll_interval
         self._not_before: dict[int, float] = {}  # batch id -> retry time after a transient error
         self._group_not_before: dict[tuple[str, str, str], float] = {}
+        # What batch-level failures taught us, per group: a smaller batch, a lower quota.
+        self._group_cap: dict[tuple[str, str, str], int] = {}
+        self._group_strikes: dict[tuple[str, str, str], int] = {}
+        self._learned_quota: dict[tuple[str, str], int] = {}
         self._download_tries: dict[int, int] = {}
         self._rotation = 0
         self.timings: dict[str, float] = defaultdict(float)  # seconds per phase, for benchmarks
@@ -169,10 +173,12 @@ class Engine:
                     )
                     return
                 cap = min(
-                    limits.max_requests, self.settings.max_batch_requests or limits.max_requests
+                    limits.max_requests,
+                    self.settings.max_batch_requests or limits.max_requests,
+                    self._group_cap.get(group, limits.max_requests),
                 )
                 room = None
-                quota = self.settings.quotas.get((provider_name, model))
+                quota = self._quota(provider_name, model)
                 if quota is not None:
                     room = quota - self.store.tokens_in_flight(provider_name, model)
                 c = cut(self.store.candidates(provider_name, endpoint, model), limits, cap, room)
@@ -240,6 +246,33 @@ class Engine:
                 f"batch {b.id}: waiting {self.settings.settle_seconds:.0f} s for the batch list to settle"
             )
 
+    def _quota(self, provider: str, model: str) -> int | None:
+        """The enqueued-token quota in force: configured, or lower if a failure taught us."""
+        known = [
+            q
+            for q in (
+                self.settings.quotas.get((provider, model)),
+                self._learned_quota.get((provider, model)),
+            )
+            if q
+        ]
+        return min(known) if known else None
+
+    def _batch_level_failure(self, b: OpenBatch, now: float, codes: str) -> None:
+        """A batch failed as a whole: halve the next one, learn a lower quota, back off."""
+        group = (b.provider, b.endpoint, b.model or "")
+        strikes = self._group_strikes.get(group, 0) + 1
+        self._group_strikes[group] = strikes
+        self._group_cap[group] = max(1, b.request_count // 2)
+        if "token_limit_exceeded" in codes and b.model:
+            self._learned_quota[(b.provider, b.model)] = max(1, b.est_tokens // 2)
+        delay = min(self.settings.backoff_seconds * 2 ** (strikes - 1), 3600.0)
+        self._group_not_before[group] = now + delay
+        self.store.note(
+            "backoff", b.id, f"{b.model}: batch-level failure ({codes}); next batch at most "
+            f"{self._group_cap[group]:,} requests, in {delay:.0f} s",
+        )  # fmt: skip
+
     def _abandon(self, b: OpenBatch, now: float, token: int, why: str, report: TickReport) -> None:
         """The provider refused an intent outright: its requests go back to the queue unharmed."""
         outs = [
@@ -248,8 +281,7 @@ class Engine:
         ]
         self.store.apply_outcomes(b.id, outs, now, token)
         self.store.mark_ingested(b.id, now, token, f"abandoned: {why}")
-        group = (b.provider, b.endpoint, b.model or "")
-        self._group_not_before[group] = now + self.settings.backoff_seconds
+        self._batch_level_failure(b, now, why)
         report.notes.append(f"batch {b.id} refused: {why}; its requests are queued again")
 
     def _cancel(self, b: OpenBatch, now: float, token: int, report: TickReport) -> None:
@@ -378,6 +410,10 @@ class Engine:
             kind = "batch_expired" if b.state in ("expired", "cancelled") else "missing_result"
             self._apply_waiting(b, [(a, kind, why) for a, _r, _l in missing], now, token)
         self.store.mark_ingested(b.id, now, token, f"{lines:,} lines, {anomalies} anomalies")
+        if b.state == "completed":  # the group is healthy again: full-size batches
+            group = (b.provider, b.endpoint, b.model or "")
+            self._group_strikes.pop(group, None)
+            self._group_cap.pop(group, None)
         report.ingested_batches += 1
         if self.settings.delete_files:
             try:
@@ -467,10 +503,9 @@ class Engine:
             ]
         for i in range(0, len(outs), self.settings.ingest_chunk):
             self.store.apply_outcomes(b.id, outs[i : i + self.settings.ingest_chunk], now, token)
-        if not by_line:
-            group = (b.provider, b.endpoint, b.model or "")
-            self._group_not_before[group] = now + self.settings.backoff_seconds
         codes = ", ".join(sorted({str(e.get("code")) for e in b.errors})) or "no reason given"
+        if not by_line:
+            self._batch_level_failure(b, now, codes)
         self.store.mark_ingested(b.id, now, token, f"failed validation: {codes}")
         report.ingested_batches += 1
         report.notes.append(f"batch {b.provider_batch_id} failed validation ({codes})")
