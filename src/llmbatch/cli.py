@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from llmbatch.engine import Engine, TickReport
 
 ENGINE_TABLES = ("engine", "providers", "quotas")
+BATCH_WINDOW_S = 24 * 3600  # the completion window: a batch sent now may finish this late
 
 
 class Cli(click.Group):
@@ -178,12 +179,18 @@ def enqueue(
 )
 @click.pass_context
 def status(ctx: click.Context, queue: str | None, fmt: str) -> None:
-    """Requests per queue, model and state."""
-    counts = _store(ctx).counts(queue)
+    """Requests per queue, model and state; batches in flight; deadlines at risk."""
+    store = _store(ctx)
+    counts = store.counts(queue)
+    batches = store.batch_overview()
+    now = time.time()
+    deadlines = store.deadline_risk(now, now + BATCH_WINDOW_S, queue)
     if fmt == "json":
-        click.echo(views.status_json(counts))
+        click.echo(views.status_json(counts, batches, deadlines))
     else:
         views.print_status(counts)
+        views.print_batches(batches, now)
+        views.print_deadlines(*deadlines)
 
 
 @main.command()

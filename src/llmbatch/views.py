@@ -60,12 +60,74 @@ def print_status(counts: list[Count]) -> None:
         )
 
 
-def status_json(counts: list[Count]) -> str:
+def status_json(
+    counts: list[Count],
+    batches: list[dict[str, Any]] | None = None,
+    deadlines: tuple[int, int] = (0, 0),
+) -> str:
     data = [
         {"queue": c.queue, "provider": c.provider, "model": c.model, "state": c.state, "count": c.n}
         for c in counts
     ]
-    return orjson.dumps({"counts": data, "total": sum(c.n for c in counts)}).decode()
+    return orjson.dumps({
+        "counts": data, "total": sum(c.n for c in counts), "batches": batches or [],
+        "deadlines": {"missed": deadlines[0], "at_risk": deadlines[1]},
+    }).decode()  # fmt: skip
+
+
+def _age(now: float, ts: float | None) -> str:
+    if ts is None:
+        return "-"
+    s = max(0, int(now - ts))
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
+def print_batches(batches: list[dict[str, Any]], now: float) -> None:
+    """Open batches (and the last few finished) with why each is where it is."""
+    if not batches:
+        return
+    header = [
+        "batch",
+        "provider batch",
+        "model",
+        "state",
+        "requests",
+        "done",
+        "failed",
+        "age",
+        "note",
+    ]
+    rows = []
+    for b in batches:
+        note = "cancel requested" if b.get("cancel_requested_at") else ""
+        if b["state"] == "submitting":
+            note = note or "intent committed, being sent"
+        rows.append([
+            str(b["id"]), b.get("provider_batch_id") or "-", b.get("model") or "-",
+            b.get("provider_status") or b["state"] if b["state"] != "ingested" else "done",
+            f"{b['request_count']:,}", f"{b['completed_count']:,}", f"{b['failed_count']:,}",
+            _age(now, b.get("submitted_at") or b.get("created_at")), note,
+        ])  # fmt: skip
+    print()
+    if sys.stdout.isatty():
+        table = Table(title="batches")
+        for h in header:
+            table.add_column(h)
+        for row in rows:
+            table.add_row(*row)
+        _console().print(table)
+        return
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
+    for row in [header, *rows]:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+
+
+def print_deadlines(missed: int, at_risk: int) -> None:
+    if missed or at_risk:
+        print(
+            f"\ndeadlines: {missed:,} missed, {at_risk:,} at risk (a batch may take up to 24 h; "
+            "real-time rescue is not built yet)"
+        )
 
 
 def _when(ts: float | None) -> str:

@@ -116,6 +116,14 @@ class Store(Protocol):
     def usage_summary(self, queue: str | None = None) -> list[tuple[str, str, int, int, int, int]]:
         """(provider, model, results, input tokens, output tokens, succeeded) per model."""
 
+    def batch_overview(self, recent: int = 5) -> list[dict[str, Any]]:
+        """Every batch still open, and the most recently finished ones."""
+
+    def deadline_risk(
+        self, now: float, horizon: float, queue: str | None = None
+    ) -> tuple[int, int]:
+        """(missed, at risk) unfinished requests with a deadline."""
+
     def recent_events(self, n: int = 20) -> list[dict[str, Any]]:
         """The newest entries of the event log."""
 

@@ -377,6 +377,23 @@ class SqlStore(BatchingOps):
                 (r[0], r[1], int(r[2]), int(r[3]), int(r[4]), int(r[5])) for r in cur.fetchall()
             ]
 
+    def batch_overview(self, recent: int = 5) -> list[dict[str, Any]]:
+        """Every batch still open, and the most recently finished ones."""
+        with self._read() as cur:
+            cur.execute(self.q("batch_overview"), {"recent": recent})
+            names = [d[0] for d in cur.description]
+            return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
+
+    def deadline_risk(
+        self, now: float, horizon: float, queue: str | None = None
+    ) -> tuple[int, int]:
+        """(missed, at risk): unfinished requests whose deadline has passed, or falls before
+        `horizon` (the latest a batch sent now may finish)."""
+        with self._read() as cur:
+            cur.execute(self.q("deadline_risk"), {"now": now, "horizon": horizon, "queue": queue})
+            missed, risk = cur.fetchone()
+        return int(missed or 0), int(risk or 0)
+
     def recent_events(self, n: int = 20) -> list[dict[str, Any]]:
         with self._read() as cur:
             cur.execute(self.q("recent_events"), {"n": n})

@@ -104,3 +104,19 @@ FROM results res JOIN requests r ON r.id = res.request_id
 WHERE (CAST(:queue AS TEXT) IS NULL OR r.queue = :queue)
 GROUP BY r.provider, r.model
 ORDER BY r.provider, r.model
+
+-- name: batch_overview
+SELECT id, provider, model, state, provider_batch_id, provider_status, request_count,
+       completed_count, failed_count, created_at, submitted_at, finished_at,
+       cancel_requested_at
+FROM batches
+WHERE state <> 'ingested' OR id IN (SELECT id FROM batches WHERE state = 'ingested' ORDER BY id DESC LIMIT :recent)
+ORDER BY id
+
+-- name: deadline_risk
+SELECT
+    SUM(CASE WHEN deadline < :now THEN 1 ELSE 0 END),
+    SUM(CASE WHEN deadline >= :now AND deadline < :horizon THEN 1 ELSE 0 END)
+FROM requests
+WHERE deadline IS NOT NULL AND state NOT IN ('succeeded', 'failed', 'cancelled')
+  AND (CAST(:queue AS TEXT) IS NULL OR queue = :queue)
