@@ -37,7 +37,7 @@ LIMIT :n
 SELECT id, LENGTH(body), inputs, text_bytes, priority FROM requests
 WHERE state = 'queued' AND provider = :provider AND endpoint = :endpoint AND model = :model
   AND import_id NOT IN (SELECT id FROM imports WHERE state <> 'committed')
-  AND (priority < :priority OR (priority = :priority AND id > :id))
+  AND priority <= :priority AND (priority < :priority OR id > :id)
 ORDER BY priority DESC, id
 LIMIT :n
 

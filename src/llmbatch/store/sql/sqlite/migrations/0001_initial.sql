@@ -48,8 +48,8 @@ CREATE TABLE requests (
     updated_at  REAL    NOT NULL,
     UNIQUE (queue, custom_id)
 );
--- Packing order: priority descending, then enqueue order, among what is ready.
-CREATE INDEX requests_ready ON requests (queue, provider, endpoint, model, priority DESC, id)
+-- Packing order within a provider group: priority descending, then enqueue order, across queues.
+CREATE INDEX requests_ready ON requests (provider, endpoint, model, priority DESC, id)
     WHERE state = 'queued';
 -- Requests waiting out a retry delay, by when they may go again.
 CREATE INDEX requests_waiting ON requests (not_before) WHERE state = 'retry_wait';

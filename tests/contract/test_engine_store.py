@@ -1,0 +1,77 @@
+"""Engine verbs of the Store protocol, on every store: packing order, intents, leases, cancel."""
+
+from __future__ import annotations
+
+import time
+
+from llmbatch.importer import enqueue_requests
+from llmbatch.requests import make_request
+from llmbatch.store import Store
+
+BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
+
+
+def _enqueue(store: Store, queue: str, ids: list[str], priority: int = 0) -> None:
+    enqueue_requests(store, (make_request(i, BODY) for i in ids), queue=queue, priority=priority)
+
+
+def test_candidates_stream_in_packing_order_across_pages_and_queues(store: Store) -> None:
+    named = {"a": ([f"a{i}" for i in range(7)], 0), "b": ([f"b{i}" for i in range(6)], 5),
+             "c": ([f"c{i}" for i in range(4)], 1)}  # fmt: skip
+    for queue, (ids, priority) in named.items():
+        _enqueue(store, queue, ids, priority)
+    priority_of = {
+        d["id"]: d["priority"]
+        for q, (ids, _p) in named.items()
+        for cid in ids
+        for d in store.request_detail(cid, q)
+    }
+    got = [
+        rid for rid, *_ in store.candidates("openai", "/v1/chat/completions", "gpt-4o-mini", page=3)
+    ]
+    assert sorted(got) == sorted(priority_of)  # every ready request, once, across page boundaries
+    assert got == sorted(
+        got, key=lambda r: (-priority_of[r], r)
+    )  # priority first, then enqueue order
+
+
+def test_an_intent_takes_requests_once_and_leases_fence_writes(store: Store) -> None:
+    _enqueue(store, "q", [f"r{i}" for i in range(5)])
+    now = time.time()
+    token = store.acquire_lease("engine", "me", 60, now)
+    assert token is not None
+    assert store.acquire_lease("engine", "other", 60, now) is None
+    ids = [rid for rid, *_ in store.candidates("openai", "/v1/chat/completions", "gpt-4o-mini")]
+    batch = store.create_intent(
+        ("openai", "/v1/chat/completions", "gpt-4o-mini"), ids[:3], 10, 10, now, token
+    )
+    assert batch is not None
+    assert len(list(store.candidates("openai", "/v1/chat/completions", "gpt-4o-mini"))) == 2
+    assert [line for _a, _r, line in store.unfinished_attempts(batch)] == [1, 2, 3]
+    # another worker takes over after expiry: the old token can no longer write
+    assert store.acquire_lease("engine", "other", 60, now + 120) == token + 1
+    try:
+        store.mark("upload", batch, now, token)
+    except Exception as exc:  # LeaseLost
+        assert "taken over" in str(exc)
+    else:
+        raise AssertionError("a stale token wrote")
+
+
+def test_cancel_marks_only_batches_wholly_in_scope(store: Store) -> None:
+    _enqueue(store, "q", [f"r{i}" for i in range(6)])
+    now = time.time()
+    token = store.acquire_lease("engine", "me", 60, now)
+    assert token is not None
+    ids = [rid for rid, *_ in store.candidates("openai", "/v1/chat/completions", "gpt-4o-mini")]
+    b1 = store.create_intent(
+        ("openai", "/v1/chat/completions", "gpt-4o-mini"), ids[:2], 1, 1, now, token
+    )
+    store.create_intent(
+        ("openai", "/v1/chat/completions", "gpt-4o-mini"), ids[2:4], 1, 1, now, token
+    )
+    scope = store.scope_request_ids("q", ["r0", "r1", "r2", "r4"], None)
+    plan = store.request_cancel(scope, now)
+    assert (plan.cancelled, plan.batches, plan.in_batches, plan.left_running) == (1, [b1], 2, 1)
+    states = {c.state: c.n for c in store.counts("q")}
+    assert states == {"cancelled": 1, "packed": 4, "queued": 1}
