@@ -174,6 +174,8 @@ class OpenAIProvider:
 
     def reconcile(self, intents: Sequence[Intent], since: float) -> dict[int, BatchRef]:
         """Match intents to batches by input file id, then by our metadata; then uploads by name."""
+        if not intents:
+            return {}
         by_file = {i.input_file_id: i for i in intents if i.input_file_id}
         by_intent = {str(i.batch_id): i for i in intents}
         found: dict[int, BatchRef] = {}
@@ -181,6 +183,8 @@ class OpenAIProvider:
             page = self.client.batches.list(limit=100)
             while True:
                 for b in page.data:
+                    if b.created_at < since:
+                        continue  # older than any of these intents: not theirs
                     meta = b.metadata or {}
                     hit = by_file.get(b.input_file_id)
                     if hit is None and meta.get("llmbatch_store") == intents[0].store_id:

@@ -1,0 +1,473 @@
+"""The Provider contract: every registered provider, run unchanged against the emulator.
+
+Each test gets a real provider from `make_provider` (the entry point group a plugin would use)
+pointed at one emulator over real HTTP with the official SDK, and a fresh emulator state.
+A separate plain SDK client (`sdk`) looks at what the provider did, and the emulator's call log
+counts the HTTP calls it made. The clock stands still (`time_scale=0`) unless a test advances it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, ClassVar
+
+import openai
+import orjson
+import pytest
+
+from llmbatch.emulator import RunningEmulator, running
+from llmbatch.errors import AuthError, ConfigError, RejectedError, TransientError
+from llmbatch.providers import BatchRef, Intent, Provider, available, make_provider
+from llmbatch.providers.base import read_lines
+
+KEY_ENV = "LLMBATCH_CONTRACT_TEST_KEY"
+KEY = "sk-contract-0123456789-not-a-secret"
+STORE = "lbc0ffee0001"
+OTHER_STORE = "lbdeadbeef02"
+ENDPOINT = "/v1/chat/completions"
+MODEL = "gpt-4o-mini"  # the emulator's default Azure deployments are named like the models
+STATES = {
+    "validating", "in_progress", "finalizing", "completed", "failed", "expired", "cancelling",
+    "cancelled",
+}  # fmt: skip
+
+
+def emulator_settings(name: str, root: str) -> dict[str, Any]:
+    """How to point each registered provider at the emulator whose root URL is `root`."""
+    if name == "openai":
+        return {"base_url": root + "/v1", "api_key_env": KEY_ENV}
+    if name == "azure":
+        return {"endpoint": root, "api_key_env": KEY_ENV}
+    raise ConfigError(
+        f"the provider contract suite does not know how to point {name!r} at the emulator"
+    )
+
+
+@pytest.fixture(scope="module")
+def emu() -> Iterator[RunningEmulator]:
+    with running(time_scale=0.0, seed=11) as e:
+        yield e
+
+
+@pytest.fixture(params=sorted(available()))
+def name(request: pytest.FixtureRequest, emu: RunningEmulator) -> str:
+    emu.control.reset()
+    return str(request.param)
+
+
+@pytest.fixture
+def provider(name: str, emu: RunningEmulator, monkeypatch: pytest.MonkeyPatch) -> Provider:
+    monkeypatch.setenv(KEY_ENV, KEY)
+    return make_provider(name, **emulator_settings(name, emu.url))
+
+
+@pytest.fixture
+def sdk(name: str, emu: RunningEmulator) -> openai.OpenAI:
+    """A plain SDK client on the same account, to see what the provider did."""
+    if name == "azure":
+        return openai.AzureOpenAI(azure_endpoint=emu.url, api_key="k", api_version="2024-10-21")
+    return openai.OpenAI(base_url=emu.base_url, api_key="k")
+
+
+class Journal:
+    """Records the steps a provider announces, in order."""
+
+    def __init__(self) -> None:
+        self.steps: list[Any] = []
+
+    def uploading(self) -> None:
+        self.steps.append("uploading")
+
+    def uploaded(self, file_id: str) -> None:
+        self.steps.append(("uploaded", file_id))
+
+    def creating(self) -> None:
+        self.steps.append("creating")
+
+
+def chat(i: int, content: Any = None) -> bytes:
+    messages = [{"role": "user", "content": f"question {i}: why?"}] if content is None else content
+    return orjson.dumps({"model": MODEL, "messages": messages, "max_completion_tokens": 20})
+
+
+def intent(
+    provider: Provider,
+    folder: Path,
+    batch_id: int,
+    *,
+    store_id: str = STORE,
+    n: int = 3,
+    endpoint: str = ENDPOINT,
+    bodies: list[bytes] | None = None,
+) -> Intent:
+    """A packed batch file written by hand, custom ids `<store_id>-<n>`."""
+    bodies = bodies or [chat(i) for i in range(n)]
+    path = folder / f"{store_id}-{batch_id}.jsonl"
+    lines = [
+        provider.request_line(f"{store_id}-{batch_id * 1000 + i}", endpoint, body)
+        for i, body in enumerate(bodies)
+    ]
+    path.write_bytes(b"".join(line + b"\n" for line in lines))
+    return Intent(batch_id, store_id, endpoint, MODEL, path, len(lines), created_at=0.0)
+
+
+def upload(sdk: openai.OpenAI, it: Intent) -> str:
+    """An upload made as the provider would, without the batch (a crash after upload)."""
+    with open(it.path, "rb") as fh:
+        return sdk.files.create(file=(it.file_name, fh, "application/jsonl"), purpose="batch").id
+
+
+def submit(provider: Provider, it: Intent) -> BatchRef:
+    return provider.submit(it, Journal())
+
+
+def finish(emu: RunningEmulator, batch_id: str) -> dict[str, Any]:
+    emu.control.advance(3600)
+    return emu.control.wait(batch_id, timeout=10)
+
+
+def api_calls(emu: RunningEmulator) -> list[tuple[str, str]]:
+    """(operation, path) of every API call since the log was cleared."""
+    out = []
+    for c in emu.control.calls():
+        path = c["path"].rstrip("/")
+        tail = path.split("/")
+        kind = tail[-1] if tail[-1] in ("batches", "files") else tail[-2] + "/id"
+        out.append((f"{c['method']} {kind}", path))
+    return out
+
+
+# -- limits, grouping, request lines ---------------------------------------------------------
+
+
+def test_every_built_in_provider_is_registered() -> None:
+    assert {"openai", "azure"} <= set(available())
+
+
+def test_limits_and_group_key_are_sane(provider: Provider, emu: RunningEmulator) -> None:
+    for endpoint, model in ((ENDPOINT, MODEL), ("/v1/embeddings", "text-embedding-3-small")):
+        limits = provider.limits(endpoint, model)
+        assert 1_000 <= limits.max_requests <= 100_000
+        assert 1024 * 1024 <= limits.max_bytes <= 200 * 1024 * 1024  # the emulator's file cap
+        assert limits.max_inputs is None or 1 <= limits.max_inputs <= 50_000
+    key = provider.group_key(ENDPOINT, MODEL)
+    assert key == provider.group_key(ENDPOINT, MODEL)
+    assert all(isinstance(part, str) for part in key) and provider.name in key
+    assert key != provider.group_key(ENDPOINT, "gpt-4.1-nano")
+    assert key != provider.group_key("/v1/embeddings", MODEL)
+
+
+def test_request_lines_are_accepted_and_results_download(
+    provider: Provider, emu: RunningEmulator, tmp_path: Path
+) -> None:
+    bad = chat(9, content="not a list")  # the endpoint rejects it: an error line
+    it = intent(provider, tmp_path, 1, bodies=[chat(0), chat(1), chat(2), bad])
+    first = orjson.loads(it.path.read_bytes().splitlines()[0])
+    assert first["custom_id"] == f"{STORE}-1000" and first["method"] == "POST"
+    assert first["url"] == ("/chat/completions" if provider.name == "azure" else ENDPOINT)
+    ref = submit(provider, it)
+
+    batch = finish(emu, ref.provider_batch_id)
+    assert batch["status"] == "completed", batch["errors"]
+    [status] = provider.poll([ref.provider_batch_id], retrieve_budget=1)
+    assert (status.state, status.total, status.completed, status.failed) == ("completed", 4, 3, 1)
+    assert status.output_file_id and status.error_file_id and status.ended
+
+    out = tmp_path / "results"
+    out.mkdir()
+    files = provider.download(status, out)
+    assert {f.kind for f in files} == {"output", "error"}
+    for f in files:
+        assert f.path.parent == out and f.size == f.path.stat().st_size > 0
+    lines = [(kind, orjson.loads(line)) for kind, line in read_lines(files)]
+    by_kind = {k: sorted(obj["custom_id"] for kk, obj in lines if kk == k) for k, _ in lines}
+    assert by_kind == {"output": [f"{STORE}-100{i}" for i in range(3)], "error": [f"{STORE}-1003"]}
+
+
+def test_a_dropped_or_failed_download_is_transient(
+    provider: Provider, emu: RunningEmulator, tmp_path: Path
+) -> None:
+    ref = submit(provider, intent(provider, tmp_path, 1, n=40))
+    finish(emu, ref.provider_batch_id)
+    [status] = provider.poll([ref.provider_batch_id], retrieve_budget=1)
+    emu.control.add_fault("files.content", "drop", count=1, flavor=provider.name)
+    with pytest.raises(TransientError, match=status.provider_batch_id + "|broke"):
+        provider.download(status, tmp_path)
+    emu.control.add_fault("files.content", "503", count=3, flavor=provider.name)
+    with pytest.raises(TransientError, match="503"):
+        provider.download(status, tmp_path)
+    emu.control.clear_faults()
+    [output, *_] = provider.download(status, tmp_path)  # fetched again, whole
+    assert output.kind == "output" and len(list(read_lines([output]))) == 40
+
+
+# -- submit ----------------------------------------------------------------------------------
+
+
+def test_submit_journals_each_step_and_creates_a_batch_we_recognise(
+    provider: Provider, emu: RunningEmulator, sdk: openai.OpenAI, tmp_path: Path
+) -> None:
+    it = intent(provider, tmp_path, 42)
+    journal = Journal()
+    emu.control.clear_calls()
+    ref = provider.submit(it, journal)
+
+    file_id = ref.input_file_id
+    assert file_id and journal.steps == ["uploading", ("uploaded", file_id), "creating"]
+    assert [op for op, _ in api_calls(emu)] == ["POST files", "POST batches"]
+    batch = sdk.batches.retrieve(ref.provider_batch_id)
+    assert batch.input_file_id == file_id
+    assert batch.metadata in (None, {}, it.metadata)  # kept where the provider keeps metadata
+    if provider.name == "openai":
+        assert batch.metadata == {"llmbatch_store": STORE, "llmbatch_intent": "42"}
+    assert sdk.files.retrieve(file_id).filename == f"llmbatch-{STORE}-42.jsonl"
+
+
+def test_submit_with_a_recorded_upload_only_creates(
+    provider: Provider, emu: RunningEmulator, sdk: openai.OpenAI, tmp_path: Path
+) -> None:
+    it = intent(provider, tmp_path, 7)
+    file_id = upload(sdk, it)
+    journal = Journal()
+    emu.control.clear_calls()
+    ref = provider.submit(dataclasses.replace(it, input_file_id=file_id), journal)
+    assert journal.steps == ["creating"]
+    assert [op for op, _ in api_calls(emu)] == ["POST batches"]
+    assert ref.input_file_id == file_id
+    assert sdk.batches.retrieve(ref.provider_batch_id).input_file_id == file_id
+
+
+# -- reconcile -------------------------------------------------------------------------------
+
+
+def test_reconcile_finds_our_batches_and_uploads_and_nothing_else(
+    provider: Provider, emu: RunningEmulator, sdk: openai.OpenAI, tmp_path: Path
+) -> None:
+    since = emu.control.now() - 1
+    emu.control.seed(provider.name, files=3, batches=3)  # another app in the same org
+    by_file = intent(provider, tmp_path, 1)
+    by_meta = intent(provider, tmp_path, 2)
+    uploaded = intent(provider, tmp_path, 3)
+    never_sent = intent(provider, tmp_path, 4)
+    ref_file = submit(provider, by_file)
+    ref_meta = submit(provider, by_meta)
+    upload_id = upload(sdk, uploaded)
+    # Another store's intents with the same local ids: its batch, and its lone upload.
+    submit(provider, intent(provider, tmp_path, 2, store_id=OTHER_STORE))
+    upload(sdk, intent(provider, tmp_path, 4, store_id=OTHER_STORE))
+    emu.control.seed(provider.name, files=3, batches=3)
+
+    asked = [
+        dataclasses.replace(by_file, input_file_id=ref_file.input_file_id),
+        by_meta,  # the crash came before its upload was recorded
+        uploaded,
+        never_sent,
+    ]
+    found = provider.reconcile(asked, since)
+
+    assert found[1] == BatchRef(ref_file.provider_batch_id, ref_file.input_file_id)
+    assert found[3] == BatchRef("", upload_id)  # uploaded, never created
+    assert 4 not in found
+    if sdk.batches.retrieve(ref_meta.provider_batch_id).metadata:
+        assert found[2] == BatchRef(ref_meta.provider_batch_id, ref_meta.input_file_id)
+    else:  # no metadata kept: only its upload can be recognised, by name
+        assert found[2] == BatchRef("", ref_meta.input_file_id)
+    assert set(found) == {1, 2, 3}
+    assert provider.reconcile([], since) == {}
+
+
+def test_reconcile_looks_no_further_back_than_since(
+    provider: Provider, emu: RunningEmulator, sdk: openai.OpenAI, tmp_path: Path
+) -> None:
+    created = intent(provider, tmp_path, 1)
+    ref = submit(provider, created)
+    uploaded = intent(provider, tmp_path, 2)
+    upload(sdk, uploaded)
+    later = emu.control.advance(60)
+    asked = [dataclasses.replace(created, input_file_id=ref.input_file_id), uploaded]
+    assert provider.reconcile(asked, since=later - 10) == {}
+    assert set(provider.reconcile(asked, since=later - 120)) == {1, 2}
+
+
+# -- poll ------------------------------------------------------------------------------------
+
+
+def test_poll_normalises_statuses_in_one_list_call(
+    provider: Provider, emu: RunningEmulator, tmp_path: Path
+) -> None:
+    emu.control.seed(provider.name, batches=5)
+    refs = [submit(provider, intent(provider, tmp_path, i, n=2 + i)) for i in range(3)]
+    emu.control.seed(provider.name, batches=5)
+    ids = [r.provider_batch_id for r in refs]
+
+    emu.control.clear_calls()
+    statuses = provider.poll(ids, retrieve_budget=2)
+    assert [op for op, _ in api_calls(emu)] == ["GET batches"]
+    assert sorted(s.provider_batch_id for s in statuses) == sorted(ids)
+    files = {r.provider_batch_id: r.input_file_id for r in refs}
+    for s in statuses:
+        assert s.state in STATES and not s.ended
+        assert s.input_file_id == files[s.provider_batch_id] and s.output_file_id is None
+
+    finish(emu, ids[2])
+    statuses = {s.provider_batch_id: s for s in provider.poll(ids, retrieve_budget=2)}
+    done = statuses[ids[2]]
+    assert (done.state, done.provider_status, done.total, done.completed) == (
+        "completed", "completed", 4, 4,
+    )  # fmt: skip
+    assert done.ended and done.output_file_id and done.errors == []
+    assert isinstance(done.created_at, float)
+
+
+def test_poll_finds_a_batch_pushed_off_the_first_page_within_budget(
+    provider: Provider, emu: RunningEmulator, tmp_path: Path
+) -> None:
+    ref = submit(provider, intent(provider, tmp_path, 1))
+    emu.control.seed(provider.name, batches=120)  # newer: they fill the first list page
+    budget = 1
+
+    emu.control.clear_calls()
+    [status] = provider.poll([ref.provider_batch_id], retrieve_budget=budget)
+    log = api_calls(emu)
+    assert status.provider_batch_id == ref.provider_batch_id and status.state in STATES
+    assert {op for op, _ in log} <= {"GET batches", "GET batches/id"}
+    assert [op for op, _ in log].count("GET batches/id") <= budget
+    assert 1 <= len(log) <= 1 + budget, log
+    assert all(ref.provider_batch_id in path for op, path in log if op == "GET batches/id")
+
+
+# -- cancel and clean-up ---------------------------------------------------------------------
+
+
+def test_cancel_winds_a_held_batch_down(
+    provider: Provider, emu: RunningEmulator, tmp_path: Path
+) -> None:
+    emu.control.next_batches(1, hold="validating")
+    ref = submit(provider, intent(provider, tmp_path, 1))
+    provider.cancel(ref.provider_batch_id)
+    assert emu.control.batch(ref.provider_batch_id)["batch"]["status"] in (
+        "cancelling",
+        "cancelled",
+    )
+    [status] = provider.poll([ref.provider_batch_id], retrieve_budget=1)
+    assert status.state in ("cancelling", "cancelled")
+    finish(emu, ref.provider_batch_id)
+    with pytest.raises(RejectedError, match="409"):  # nothing left to cancel
+        provider.cancel(ref.provider_batch_id)
+
+
+def test_delete_files_tolerates_files_already_gone(
+    provider: Provider, emu: RunningEmulator, sdk: openai.OpenAI, tmp_path: Path
+) -> None:
+    ids = [upload(sdk, intent(provider, tmp_path, i)) for i in range(2)]
+    provider.delete_files(ids)
+    for file_id in ids:
+        with pytest.raises(openai.NotFoundError):
+            sdk.files.retrieve(file_id)
+    provider.delete_files([*ids, "file-never-existed"])
+
+
+# -- errors ----------------------------------------------------------------------------------
+
+
+def test_a_missing_key_is_an_auth_error_before_any_call(
+    name: str, emu: RunningEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(KEY_ENV, "  ")
+    provider = make_provider(name, **emulator_settings(name, emu.url))
+    emu.control.clear_calls()
+    with pytest.raises(AuthError, match=KEY_ENV):
+        provider.poll(["batch_x"], retrieve_budget=1)
+    monkeypatch.delenv(KEY_ENV)
+    with pytest.raises(AuthError, match=KEY_ENV):
+        submit(provider, intent(provider, tmp_path, 1))
+    assert emu.control.calls() == []
+
+
+class Refusing(BaseHTTPRequestHandler):
+    """A service that refuses every key, as OpenAI does a revoked one (the emulator takes any
+    non-empty key). It echoes the key back in its message, as some services do."""
+
+    def _refuse(self) -> None:
+        Refusing.seen.append(f"{self.command} {self.path}")
+        self.rfile.read(int(self.headers.get("content-length") or 0))
+        key = self.headers.get("api-key") or self.headers.get("authorization", "")
+        payload = orjson.dumps({"error": {"message": f"Incorrect API key provided: {key}.",
+                                          "type": "invalid_request_error", "code": "invalid_api_key"}})  # fmt: skip
+        self.send_response(401)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    do_GET = do_POST = do_DELETE = _refuse
+    seen: ClassVar[list[str]] = []
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def refusing() -> Iterator[str]:
+    Refusing.seen = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Refusing)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_refused_key_is_an_auth_error_that_never_shows_the_key(
+    name: str, refusing: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(KEY_ENV, KEY)
+    provider = make_provider(name, **emulator_settings(name, refusing))
+    calls: list[Any] = [
+        lambda: submit(provider, intent(provider, tmp_path, 1)),
+        lambda: provider.poll(["batch_x"], retrieve_budget=1),
+        lambda: provider.cancel("batch_x"),
+    ]
+    for call in calls:
+        with pytest.raises(AuthError, match=rf"401.*\${KEY_ENV}") as caught:
+            call()
+        shown = f"{caught.value} {caught.value!r} {caught.value.__cause__!r} {caught.value.args}"
+        assert KEY not in shown and KEY[:12] not in shown
+    assert len(Refusing.seen) == 3  # refused once each, never retried
+
+
+@pytest.mark.parametrize(
+    ("op", "kind", "retry_after"),
+    [
+        ("files.create", "503", None),
+        ("batches.create", "500", None),
+        ("batches.create", "429", 7.0),
+    ],
+)
+def test_outages_and_rate_limits_are_transient(
+    provider: Provider,
+    emu: RunningEmulator,
+    tmp_path: Path,
+    op: str,
+    kind: str,
+    retry_after: float | None,
+) -> None:
+    fields = {"retry_after": retry_after} if retry_after else {}
+    emu.control.add_fault(op, kind, count=1, flavor=provider.name, **fields)
+    with pytest.raises(TransientError, match=kind) as caught:
+        submit(provider, intent(provider, tmp_path, 1))
+    assert caught.value.retry_after == retry_after
+    assert KEY not in str(caught.value)
+
+
+def test_a_request_refused_for_good_is_rejected(
+    provider: Provider, emu: RunningEmulator, tmp_path: Path
+) -> None:
+    with pytest.raises(RejectedError, match="400"):
+        submit(provider, intent(provider, tmp_path, 1, endpoint="/v1/fine_tuning/jobs"))
+    with pytest.raises(RejectedError, match="404"):
+        provider.cancel("batch_does_not_exist")
