@@ -37,6 +37,7 @@ from llmbatch.submission import Submission
 
 ENDED = ("completed", "failed", "expired", "cancelled")
 MAX_DOWNLOAD_TRIES = 3
+SWEEP_LOOKBACK_S = 7 * 24 * 3600
 
 
 @dataclass
@@ -54,6 +55,7 @@ class EngineSettings:
     lease_ttl: float = 600.0
     ingest_chunk: int = 5000
     backoff_seconds: float = 30.0
+    sweep_interval: float = 600.0  # how often to look for our batches the store does not know
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     providers: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> provider settings
 
@@ -101,6 +103,7 @@ class Engine:
         self._group_cap: dict[tuple[str, str, str], int] = {}
         self._group_strikes: dict[tuple[str, str, str], int] = {}
         self._learned_quota: dict[tuple[str, str], int] = {}
+        self._next_sweep_at = 0.0
         self._download_tries: dict[int, int] = {}
         self._rotation = 0
         self.timings: dict[str, float] = defaultdict(float)  # seconds per phase, for benchmarks
@@ -128,6 +131,8 @@ class Engine:
         self._pack(now, token, report)
         if now >= self.next_poll_at:
             self._poll(now, token, report)
+        if now >= self._next_sweep_at:
+            self._sweep(now, token, report)
         for b in self.store.open_batches():
             if b.state in ENDED and self._due(b.id, now):
                 self._ingest(b, now, token, report)
@@ -356,10 +361,63 @@ class Engine:
         )
         self.next_poll_at = now + self.interval
 
+    def _sweep(self, now: float, token: int, report: TickReport) -> None:
+        """Adopt batches tagged with our store id that the store does not know (a re-create
+        the residual risk allowed, a restored database); delete our uploads no intent uses."""
+        self._next_sweep_at = now + self.settings.sweep_interval
+        since = now - SWEEP_LOOKBACK_S
+        for name in sorted(self._providers):
+            provider = self._providers[name]
+            try:
+                tagged = provider.list_tagged(self.store.store_id, since)
+                strays = provider.stray_uploads(self.store.store_id, since)
+            except TransientError as exc:
+                report.notes.append(f"sweep later: {exc}")
+                continue
+            known_batches, known_files = self.store.known_ids(name)
+            open_intents = {
+                b.id: b for b in self.store.open_batches() if b.provider_batch_id is None
+            }
+            for status in tagged:
+                intent = (status.metadata or {}).get("llmbatch_intent", "")
+                if status.provider_batch_id in known_batches or (
+                    intent.isdigit() and int(intent) in open_intents
+                ):
+                    continue  # recorded, or an intent still being sent: reconcile adopts it
+                batch_id = self.store.adopt_batch(
+                    name, status, int(intent) if intent.isdigit() else None, now, token
+                )
+                if batch_id is not None:
+                    report.notes.append(
+                        f"adopted {status.provider_batch_id}: ours, but not recorded"
+                    )
+            open_intents = {
+                b.id: b for b in self.store.open_batches() if b.provider_batch_id is None
+            }
+            unused = []
+            for file_id, intent_id in strays:
+                pending = open_intents.get(intent_id)
+                if file_id in known_files or (
+                    pending is not None and pending.input_file_id is None
+                ):
+                    continue  # recorded, or possibly the upload of an intent still being sent
+                unused.append(file_id)
+            if unused and self.settings.delete_files:
+                with contextlib.suppress(TransientError):
+                    provider.delete_files(unused)
+                self.store.note(
+                    "deleted_uploads",
+                    None,
+                    f"{len(unused)} uploads no intent uses: {', '.join(unused[:5])}",
+                )
+
     # -- ingest ----------------------------------------------------------------------------
     def _ingest(self, b: OpenBatch, now: float, token: int, report: TickReport) -> None:
         provider = self.provider(b.provider)
         if b.state == "failed" and not b.output_file_id:
+            if b.intent_id is not None:  # an adopted duplicate: its intent's own batch decides
+                self.store.mark_ingested(b.id, now, token, "adopted batch failed validation")
+                return
             self._failed_validation(b, now, token, report)
             return
         status = BatchStatus(
@@ -402,7 +460,7 @@ class Engine:
                 f"({anomalies} unreadable); downloading again"
             )
             return
-        missing = self.store.unfinished_attempts(b.id)
+        missing = self.store.unfinished_attempts(b.id) if b.intent_id is None else []
         if missing:
             why = (
                 "no result line for this request" if b.state == "completed" else f"batch {b.state}"
@@ -429,7 +487,7 @@ class Engine:
         # Counters are needed only to decide about errors; the store skips attempts that
         # already have an outcome (a re-download) or belong to another batch.
         errors = [f.attempt_id for f in findings if not f.ok]
-        info = self.store.attempt_info(b.id, errors) if errors else {}
+        info = self.store.attempt_info(b.attempts_of, errors) if errors else {}
         outs: list[Outcome] = []
         for f in findings:
             if f.ok:
@@ -451,10 +509,10 @@ class Engine:
                 dataclasses.replace(o, kind="cancelled") if o.kind in ("retry", "requeue") else o
                 for o in outs
             ]
-        applied = self.store.apply_outcomes(b.id, outs, now, token)
+        applied = self.store.apply_outcomes(b.attempts_of, outs, now, token)
         if applied < len(findings):  # a re-download, or lines naming attempts of other batches
             for stranger in self.store.attempts_not_in_batch(
-                b.id, [f.attempt_id for f in findings]
+                b.attempts_of, [f.attempt_id for f in findings]
             ):
                 self.store.note(
                     "anomaly",

@@ -117,6 +117,12 @@ class Provider(Protocol):
     def reconcile(self, intents: Sequence[Intent], since: float) -> dict[int, BatchRef]:
         """Find provider batches (or uploads) already made for these intents."""
 
+    def list_tagged(self, store_id: str, since: float) -> list[BatchStatus]:
+        """Batches created since `since` that carry our store id (metadata or custom ids)."""
+
+    def stray_uploads(self, store_id: str, since: float) -> list[tuple[str, int]]:
+        """(file id, intent id) of our uploads (named llmbatch-<store>-<intent>.jsonl) since `since`."""
+
     def poll(self, batch_ids: Sequence[str], retrieve_budget: int) -> list[BatchStatus]:
         """Statuses of in-flight batches: one list call, then a few direct retrieves."""
 

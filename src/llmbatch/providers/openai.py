@@ -211,6 +211,34 @@ class OpenAIProvider:
                         found.setdefault(hit.batch_id, BatchRef("", f.id))  # uploaded, not created
         return found
 
+    def list_tagged(self, store_id: str, since: float) -> list[BatchStatus]:
+        out = []
+        with self._calling("list batches"):
+            page = self.client.batches.list(limit=100)
+            for _ in range(LIST_PAGES):
+                for b in page.data:
+                    if (
+                        b.created_at >= since
+                        and (b.metadata or {}).get("llmbatch_store") == store_id
+                    ):
+                        out.append(_status(b))
+                if not page.has_next_page() or (page.data and page.data[-1].created_at < since):
+                    break
+                page = page.get_next_page()
+        return out
+
+    def stray_uploads(self, store_id: str, since: float) -> list[tuple[str, int]]:
+        prefix, out = f"llmbatch-{store_id}-", []
+        with self._calling("list files"):
+            for f in self.client.files.list(purpose="batch", limit=10000, order="desc"):
+                if f.created_at < since:
+                    break
+                name = f.filename or ""
+                number = name.removeprefix(prefix).removesuffix(".jsonl")
+                if name.startswith(prefix) and number.isdigit():
+                    out.append((str(f.id), int(number)))
+        return out
+
     def poll(self, batch_ids: Sequence[str], retrieve_budget: int) -> list[BatchStatus]:
         wanted = set(batch_ids)
         seen: dict[str, BatchStatus] = {}

@@ -221,3 +221,11 @@ class Store(Protocol):
 
     def mark_cancel_sent(self, batch_id: int, now: float, token: int) -> None:
         """The provider was asked to cancel this batch."""
+
+    def known_ids(self, provider: str) -> tuple[set[str], set[str]]:
+        """(provider batch ids, input file ids) recorded for a provider."""
+
+    def adopt_batch(
+        self, provider: str, status: Any, intent_id: int | None, now: float, token: int
+    ) -> int | None:
+        """Record a batch tagged with our store id that the store did not know."""

@@ -46,6 +46,12 @@ class OpenBatch:
     failed_count: int
     cancel_requested_at: float | None = None
     cancel_sent_at: float | None = None
+    intent_id: int | None = None  # an adopted batch: the intent (batch row) its attempts belong to
+
+    @property
+    def attempts_of(self) -> int:
+        """The batch row whose attempts this provider batch carries."""
+        return self.intent_id if self.intent_id is not None else self.id
 
 
 @dataclass(frozen=True, slots=True)
@@ -265,6 +271,7 @@ class BatchingOps:
                 int(r[18]),
                 r[19],
                 r[20],
+                None if r[21] is None else int(r[21]),
             )
             for r in rows
         ]
@@ -484,6 +491,50 @@ class BatchingOps:
         with self._read() as cur:
             cur.execute(sql, params)
             return [int(r[0]) for r in cur.fetchall()]
+
+    # -- adoption ----------------------------------------------------------------------------
+    def known_ids(self, provider: str) -> tuple[set[str], set[str]]:
+        """(provider batch ids, input file ids) this store has recorded for a provider."""
+        with self._read() as cur:
+            cur.execute(self.q("known_batch_ids"), {"provider": provider})
+            batches = {str(r[0]) for r in cur.fetchall()}
+            cur.execute(self.q("known_input_files"), {"provider": provider})
+            files = {str(r[0]) for r in cur.fetchall()}
+        return batches, files
+
+    def adopt_batch(
+        self, provider: str, status: Any, intent_id: int | None, now: float, token: int
+    ) -> int | None:
+        """Record a provider batch tagged with our store id that the store did not know, so it
+        is polled and ingested like any other; its attempts are those of `intent_id`."""
+        with self._write(durable=True) as cur:
+            self._fence(cur, token)
+            endpoint = model = None
+            if intent_id is not None:
+                cur.execute(
+                    self._dialect("SELECT endpoint, model FROM batches WHERE id = ?"), [intent_id]
+                )
+                row = cur.fetchone()
+                if row is None:
+                    intent_id = None
+                else:
+                    endpoint, model = row
+            cur.execute(self.q("adopt_batch"), {
+                "provider": provider, "endpoint": endpoint or "?", "model": model,
+                "state": status.state, "provider_batch_id": status.provider_batch_id,
+                "input_file_id": status.input_file_id, "request_count": status.total,
+                "intent_id": intent_id, "now": now,
+            })  # fmt: skip
+            if cur.rowcount != 1:
+                return None
+            cur.execute(
+                self._dialect("SELECT id FROM batches WHERE provider_batch_id = ?"),
+                [status.provider_batch_id],
+            )
+            batch_id = int(cur.fetchone()[0])
+            self._event(cur, "adopted", batch_id=batch_id,
+                        detail=f"{status.provider_batch_id} (for intent {intent_id})")  # fmt: skip
+            return batch_id
 
     def _raw(self, name: str) -> str:
         from llmbatch.store.sqlstore import queries

@@ -21,7 +21,7 @@ from llmbatch.store.base import Row
 from llmbatch.store.sqlstore import SqlStore
 
 DEFAULT_BUSY_TIMEOUT = 30.0
-CACHE_KIB = 32 * 1024
+CACHE_KIB = 16 * 1024  # a fixed page cache keeps the worker's memory flat at any queue size
 WAL_CHECKPOINT_PAGES = 8192  # a fixed page cache keeps the worker's memory flat at any queue size
 
 

@@ -84,7 +84,7 @@ WHERE state = 'packed' AND id IN (SELECT request_id FROM attempts WHERE batch_id
 SELECT id, provider, endpoint, model, state, provider_batch_id, provider_status, input_file_id,
        output_file_id, error_file_id, request_count, created_at, upload_started_at,
        create_started_at, submitted_at, errors, est_tokens, completed_count, failed_count,
-       cancel_requested_at, cancel_sent_at
+       cancel_requested_at, cancel_sent_at, intent_id
 FROM batches WHERE state <> 'ingested' ORDER BY id
 
 -- name: update_batch
@@ -170,3 +170,16 @@ WHERE id = :id AND cancel_requested_at IS NULL
 
 -- name: mark_cancel_sent
 UPDATE batches SET cancel_sent_at = :now, updated_at = :now WHERE id = :id
+
+-- name: known_batch_ids
+SELECT provider_batch_id FROM batches WHERE provider = :provider AND provider_batch_id IS NOT NULL
+
+-- name: known_input_files
+SELECT input_file_id FROM batches WHERE provider = :provider AND input_file_id IS NOT NULL
+
+-- name: adopt_batch
+INSERT INTO batches (provider, endpoint, model, state, provider_batch_id, provider_status,
+                     input_file_id, request_count, intent_id, created_at, submitted_at, updated_at)
+VALUES (:provider, :endpoint, :model, :state, :provider_batch_id, :state, :input_file_id,
+        :request_count, :intent_id, :now, :now, :now)
+ON CONFLICT (provider_batch_id) DO NOTHING

@@ -61,6 +61,7 @@ CREATE TABLE batches (
     model             TEXT,
     state             TEXT    NOT NULL,
     provider_batch_id TEXT UNIQUE,
+    intent_id         BIGINT, -- set on a batch adopted for another row's intent
     provider_status   TEXT,
     input_file_id     TEXT,
     output_file_id    TEXT,
