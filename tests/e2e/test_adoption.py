@@ -93,12 +93,6 @@ def test_a_second_batch_of_ours_is_adopted_ingested_and_changes_no_result(
         _drain(engine)
         engine.tick(time.time())
         _drain(engine)
-        adopted = (
-            sql(db, "SELECT state, intent_id FROM batches WHERE provider_batch_id = ?", dup.id)
-            if False
-            else None
-        )
-        del adopted
         rows = sql(db, f"SELECT state, intent_id FROM batches WHERE provider_batch_id = '{dup.id}'")
         assert rows == [("ingested", intent)]
         after = {
