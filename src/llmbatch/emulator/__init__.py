@@ -18,7 +18,7 @@ and Azure v1 under `/openai/v1`. Any non-empty key works (`Authorization: Bearer
 Control API (no key), see `control.py` and docs/emulator.md::
 
     GET  /_emulator/health          POST /_emulator/clock/advance {"seconds"}
-    GET|POST|DELETE /_emulator/faults     (500/502/503/429/latency/drop/list_lag, before|after)
+    GET|POST|DELETE /_emulator/faults     (5xx/429/401/latency/drop/list_lag, before|after)
     GET|PATCH /_emulator/config     GET|PUT /_emulator/quotas
     POST /_emulator/next-batches    (hold in validating/finalizing, fail validation)
     GET  /_emulator/batches/{id}    POST /_emulator/batches/{id}/{hold|release|expire|cancel|fail}

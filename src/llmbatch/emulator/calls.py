@@ -109,6 +109,14 @@ def _check_access(request: Request, surface: Surface) -> None:
 
 
 def _fault_response(rule: Rule) -> Response:
+    if rule.status == 401:
+        return ApiError(
+            401,
+            "Incorrect API key provided. You can find your API key at "
+            "https://platform.openai.com/account/api-keys.",
+            code="invalid_api_key",
+            retryable=False,
+        ).response()
     if rule.status == 429:
         return ApiError(
             429,

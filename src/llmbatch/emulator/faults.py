@@ -10,7 +10,8 @@ A rule is JSON::
   `moderations`, ...), a prefix pattern such as `batches.*`, or `*`.
 - `flavor`: `openai`, `azure` or `*` (default).
 - `kind`: `500`, `502`, `503` (server error), `429` (with `retry-after`, real seconds,
-  from `retry_after`, default 1), `latency` (sleep `seconds` real seconds), `drop` (the
+  from `retry_after`, default 1), `401` (the key is refused, as a wrong or revoked key
+  is: the emulator itself takes any non-empty key), `latency` (sleep `seconds` real seconds), `drop` (the
   connection dies mid-response: for `files.content`, after half the file), or `list_lag`
   (for `batches.list`/`files.list`: objects created in the last `seconds` virtual seconds
   are missing from lists).
@@ -28,7 +29,7 @@ import threading
 from dataclasses import asdict, dataclass
 from typing import Any
 
-KINDS = ("500", "502", "503", "429", "latency", "drop", "list_lag")
+KINDS = ("500", "502", "503", "429", "401", "latency", "drop", "list_lag")
 MODES = ("before", "after")
 
 
