@@ -160,6 +160,8 @@ def print_detail(detail: list[dict[str, Any]]) -> None:
             f"{req['custom_id']}  queue {req['queue']}  {req['provider']} {req['endpoint']}  model {req['model']}"
         )
         print(f"  state      {req['state']}{why}")
+        if req["state"] == "retry_wait" and req.get("not_before") is not None:
+            print(f"  next try   {_when(req['not_before'])}")
         print(
             f"  enqueued   {_when(req['created_at'])} (import {req['import_id']}, line {req['line']})"
         )
