@@ -21,12 +21,14 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from llmbatch.errors import RejectedError, TransientError
 from llmbatch.ingest import Anomaly, Finding, parse_line
 from llmbatch.packing import cut
+from llmbatch.pricing import model_prices
 from llmbatch.providers import Provider, make_provider
 from llmbatch.providers.base import BatchStatus, read_lines
 from llmbatch.retry import RetryPolicy, decide
@@ -440,7 +442,7 @@ class Engine:
         for _kind, line in read_lines(files):
             lines += 1
             try:
-                chunk.append(parse_line(line, self.store.store_id))
+                chunk.append(parse_line(line, self.store.store_id, b.endpoint, b.provider))
             except Anomaly as exc:
                 anomalies += 1
                 self.store.note("anomaly", b.id, str(exc))
@@ -489,10 +491,12 @@ class Engine:
         errors = [f.attempt_id for f in findings if not f.ok]
         info = self.store.attempt_info(b.attempts_of, errors) if errors else {}
         outs: list[Outcome] = []
+        prices = model_prices(b.provider, b.model or "", datetime.fromtimestamp(now, UTC))
         for f in findings:
             if f.ok:
                 outs.append(Outcome(f.attempt_id, "succeeded", f.status_code, f.provider_request_id, f.body,
-                                    input_tokens=f.input_tokens, output_tokens=f.output_tokens))  # fmt: skip
+                                    input_tokens=f.input_tokens, output_tokens=f.output_tokens, usage=f.usage,
+                                    price_tier=prices.tier(f.input_tokens or 0)))  # fmt: skip
                 continue
             a = info.get(f.attempt_id)
             if a is None:

@@ -7,9 +7,10 @@ is not JSON, or carries an id that is not ours, is an anomaly: recorded, never d
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import orjson
+
+from llmbatch.usage import UsageRecord, read_usage
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +27,7 @@ class Finding:
     error_message: str | None
     input_tokens: int | None
     output_tokens: int | None
+    usage: UsageRecord | None = None
 
 
 class Anomaly(ValueError):
@@ -43,18 +45,9 @@ def attempt_id_of(custom_id: object, store_id: str) -> int:
         raise Anomaly(f"custom_id {custom_id!r} is not one of this store's attempt ids") from None
 
 
-def usage_tokens(usage: Any) -> tuple[int | None, int | None]:
-    """(input, output) tokens from any endpoint's usage names; reasoning is inside output."""
-    if not isinstance(usage, dict):
-        return None, None
-    inp = usage.get("prompt_tokens", usage.get("input_tokens"))
-    out = usage.get("completion_tokens", usage.get("output_tokens"))
-    if out is None and inp is not None:
-        out = 0  # embeddings: input only
-    return (int(inp) if isinstance(inp, int) else None, int(out) if isinstance(out, int) else None)
-
-
-def parse_line(line: bytes, store_id: str) -> Finding:
+def parse_line(
+    line: bytes, store_id: str, endpoint: str | None = None, provider: str = "openai"
+) -> Finding:
     """Parse one output- or error-file line; raise Anomaly if it is not ours or not readable."""
     try:
         obj = orjson.loads(line)
@@ -72,9 +65,19 @@ def parse_line(line: bytes, store_id: str) -> Finding:
         rid = response.get("request_id")
         rid = str(rid) if rid is not None else None
         if status is not None and 200 <= status < 300 and isinstance(body, dict):
-            inp, out = usage_tokens(body.get("usage"))
+            u = read_usage(body.get("usage"), provider=provider, endpoint=endpoint)
             return Finding(
-                attempt, True, status, rid, orjson.dumps(body), None, None, None, inp, out
+                attempt,
+                True,
+                status,
+                rid,
+                orjson.dumps(body),
+                None,
+                None,
+                None,
+                u.input,
+                u.output,
+                u,
             )
         err = body.get("error") if isinstance(body, dict) else None
         err = err if isinstance(err, dict) else {}

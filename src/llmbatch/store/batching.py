@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 
 from llmbatch.errors import StoreError
+from llmbatch.usage import UsageRecord
 
 
 class LeaseLost(StoreError):
@@ -69,6 +70,8 @@ class Outcome:
     output_tokens: int | None = None
     not_before: float | None = None
     charge_expiry: int = 0  # 1 when an expiry (not the request's fault) sent it back
+    usage: UsageRecord | None = None  # cache and reasoning detail, and why usage is unusable
+    price_tier: int = 0  # the request's price-tier key (pricing.ModelPrices.tier)
 
 
 @dataclass(frozen=True, slots=True)
@@ -329,7 +332,7 @@ class BatchingOps:
             final = [o for o in todo if o.kind in ("succeeded", "failed")]
             cur.executemany(self.q("insert_result"), [
                 (o.attempt_id, waiting[o.attempt_id], o.status_code, o.provider_request_id, o.body, o.error_code,
-                 o.error_message, o.input_tokens, o.output_tokens, now) for o in final
+                 o.error_message, o.input_tokens, o.output_tokens, *_detail(o), int(now // 86400), now) for o in final
             ])  # fmt: skip
             by_kind: dict[str, list[Outcome]] = {}
             for o in todo:
@@ -560,6 +563,15 @@ def _reason(o: Outcome) -> str | None:
     if o.error_code is None and o.error_message is None:
         return None
     return f"{o.error_code or 'error'}: {o.error_message or ''}".strip()[:1000]
+
+
+def _detail(o: Outcome) -> tuple[int | None, int | None, int | None, int | None, str | None, int]:
+    """(cached, 5m writes, 1h writes, reasoning, usage flag, price tier) of a result."""
+    u = o.usage
+    if u is None:
+        flag = "missing: usage" if o.kind == "succeeded" and o.input_tokens is None else None
+        return None, None, None, None, flag, o.price_tier
+    return u.cached, u.write_5m, u.write_1h, u.reasoning, u.flag, o.price_tier
 
 
 def monotonic_now() -> float:

@@ -105,8 +105,10 @@ WHERE id = ?
 
 -- name: insert_result
 INSERT INTO results (attempt_id, request_id, status_code, provider_request_id, body, error_code,
-                     error_message, input_tokens, output_tokens, created_at)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                     error_message, input_tokens, output_tokens, cached_tokens,
+                     cache_write_5m_tokens, cache_write_1h_tokens, reasoning_tokens, usage_flag,
+                     price_tier, day, created_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (attempt_id) DO NOTHING
 
 -- name: request_succeeded

@@ -121,6 +121,13 @@ CREATE TABLE results (
     error_message       TEXT,
     input_tokens        BIGINT,
     output_tokens       BIGINT,
+    cached_tokens       BIGINT, -- cache reads, inside input_tokens
+    cache_write_5m_tokens BIGINT, -- Anthropic cache writes, inside input_tokens
+    cache_write_1h_tokens BIGINT,
+    reasoning_tokens    BIGINT, -- inside output_tokens
+    usage_flag          TEXT, -- why the usage cannot be priced (missing, negative)
+    price_tier          BIGINT NOT NULL DEFAULT 0, -- tier key from this request's input
+    day                 BIGINT NOT NULL DEFAULT 0, -- UTC day recorded (days since 1970), for cost aggregates
     created_at          DOUBLE PRECISION    NOT NULL
 );
 CREATE INDEX results_request ON results (request_id);

@@ -121,6 +121,13 @@ CREATE TABLE results (
     error_message       TEXT,
     input_tokens        INTEGER,
     output_tokens       INTEGER,
+    cached_tokens       INTEGER, -- cache reads, inside input_tokens
+    cache_write_5m_tokens INTEGER, -- Anthropic cache writes, inside input_tokens
+    cache_write_1h_tokens INTEGER,
+    reasoning_tokens    INTEGER, -- inside output_tokens
+    usage_flag          TEXT, -- why the usage cannot be priced (missing, negative)
+    price_tier          INTEGER NOT NULL DEFAULT 0, -- tier key from this request's input
+    day                 INTEGER NOT NULL DEFAULT 0, -- UTC day recorded (days since 1970), for cost aggregates
     created_at          REAL    NOT NULL
 );
 CREATE INDEX results_request ON results (request_id);

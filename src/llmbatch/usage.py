@@ -1,0 +1,111 @@
+"""Usage of one result, read with each endpoint's and provider's own field names.
+
+- Chat: `prompt_tokens` / `completion_tokens`, `prompt_tokens_details.cached_tokens`,
+  `completion_tokens_details.reasoning_tokens` (reasoning is already inside the output).
+- Responses: `input_tokens` / `output_tokens`, `input_tokens_details.cached_tokens`,
+  `output_tokens_details.reasoning_tokens`.
+- Embeddings: `prompt_tokens` only. Moderations: free, no usage at all.
+- Anthropic: `input_tokens` excludes cache traffic, so the input we store is
+  `input_tokens + cache_read_input_tokens + cache_creation_input_tokens`, with the writes
+  split into 5-minute and 1-hour ones (`cache_creation.ephemeral_{5m,1h}_input_tokens`;
+  without the split, all writes are 5-minute ones, the API's default).
+
+A missing or negative field is flagged (`flag`), and its tokens are None: never summed as 0.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from llmbatch.pricing import FREE_ENDPOINTS, Tokens
+
+
+@dataclass(frozen=True, slots=True)
+class UsageRecord:
+    """Token usage of one result, as stored with it."""
+
+    input: int | None  # every input token, cached reads and cache writes included
+    output: int | None  # every output token, reasoning included
+    cached: int = 0
+    write_5m: int = 0
+    write_1h: int = 0
+    reasoning: int = 0
+    flag: str | None = None  # None | "missing: <field>" | "negative: <field>"
+
+    def tokens(self) -> Tokens | None:
+        """The priceable totals, or None when the usage is flagged."""
+        if self.flag is not None or self.input is None or self.output is None:
+            return None
+        return Tokens(self.input, self.cached, self.write_5m, self.write_1h, self.output)
+
+
+FREE = UsageRecord(0, 0)
+
+
+class _Bad(Exception):
+    pass
+
+
+def _field(d: Any, *path: str, required: bool = False) -> int:
+    v: Any = d
+    for p in path:
+        v = v.get(p) if isinstance(v, dict) else None
+    if v is None:
+        if required:
+            raise _Bad(f"missing: {'.'.join(path)}")
+        return 0
+    if isinstance(v, bool) or not isinstance(v, int | float) or v != int(v):
+        raise _Bad(f"not a count: {'.'.join(path)}={v!r}")
+    if v < 0:
+        raise _Bad(f"negative: {'.'.join(path)}={v}")
+    return int(v)
+
+
+def read_usage(usage: Any, *, provider: str = "openai", endpoint: str | None = None) -> UsageRecord:
+    """The usage of one successful result body's `usage` object."""
+    if endpoint in FREE_ENDPOINTS:
+        return FREE
+    if not isinstance(usage, dict):
+        return UsageRecord(None, None, flag="missing: usage")
+    try:
+        if (
+            provider == "anthropic"
+            or "cache_read_input_tokens" in usage
+            or "cache_creation_input_tokens" in usage
+        ):
+            return _anthropic(usage)
+        if "prompt_tokens" in usage:  # chat, completions, embeddings
+            inp = _field(usage, "prompt_tokens", required=True)
+            embeddings = endpoint == "/v1/embeddings" or (
+                endpoint is None and "completion_tokens" not in usage
+            )
+            out = 0 if embeddings else _field(usage, "completion_tokens", required=True)
+            cached = _field(usage, "prompt_tokens_details", "cached_tokens")
+            reasoning = _field(usage, "completion_tokens_details", "reasoning_tokens")
+        else:  # responses, images
+            inp = _field(usage, "input_tokens", required=True)
+            out = _field(usage, "output_tokens", required=True)
+            cached = _field(usage, "input_tokens_details", "cached_tokens")
+            reasoning = _field(usage, "output_tokens_details", "reasoning_tokens")
+    except _Bad as exc:
+        return UsageRecord(None, None, flag=str(exc))
+    if cached > inp or reasoning > out:
+        return UsageRecord(None, None, flag="inconsistent: cached or reasoning above the total")
+    return UsageRecord(inp, out, cached=cached, reasoning=reasoning)
+
+
+def _anthropic(usage: dict[str, Any]) -> UsageRecord:
+    fresh = _field(usage, "input_tokens", required=True)
+    out = _field(usage, "output_tokens", required=True)
+    read = _field(usage, "cache_read_input_tokens")
+    writes = _field(usage, "cache_creation_input_tokens")
+    split = usage.get("cache_creation")
+    if isinstance(split, dict):
+        w1h = _field(split, "ephemeral_1h_input_tokens")
+        w5m = _field(split, "ephemeral_5m_input_tokens")
+        if w1h + w5m != writes:  # trust the split; the total is its sum
+            writes = w1h + w5m
+    else:
+        w1h, w5m = 0, writes
+    return UsageRecord(fresh + read + writes, out, cached=read, write_5m=w5m, write_1h=w1h)
