@@ -415,3 +415,44 @@ def emulator(host: str, port: int, data_dir: str | None, time_scale: float) -> N
     from llmbatch.emulator import serve
 
     serve(host=host, port=port, data_dir=data_dir, time_scale=time_scale)
+
+
+@main.command()
+@click.option("--since", envvar="LLMBATCH_REPORT_SINCE", help="From this UTC date (YYYY-MM-DD).")
+@click.option("--until", envvar="LLMBATCH_REPORT_UNTIL", help="Up to (not including) this date.")
+@click.option(
+    "--group-by",
+    type=click.Choice(["day", "model", "queue"]),
+    multiple=True,
+    envvar="LLMBATCH_REPORT_GROUP_BY",
+    help="Roll up to these (repeatable); default: day, queue and model.",
+)
+@click.option("--queue", "-q", envvar="LLMBATCH_QUEUE", help="Only this queue.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "csv", "json"]),
+    default="table",
+    envvar="LLMBATCH_REPORT_FORMAT",
+    show_default=True,
+)
+@click.pass_context
+def report(
+    ctx: click.Context,
+    since: str | None,
+    until: str | None,
+    group_by: tuple[str, ...],
+    queue: str | None,
+    fmt: str,
+) -> None:
+    """What the results cost in batch and in real time, and what batch saved."""
+    from llmbatch import report as costs
+
+    lines = costs.build(
+        _store(ctx),
+        since=costs.parse_day(since),
+        until=costs.parse_day(until),
+        group_by=group_by or costs.GROUPINGS,
+        queue=queue,
+    )
+    click.echo(costs.render(lines, fmt), nl=fmt != "table")

@@ -14,13 +14,12 @@ from importlib import resources
 from pathlib import Path
 
 from rich.console import Console
-from rich.table import Table
 
 from llmbatch import views
 from llmbatch.engine import Engine, EngineSettings
 from llmbatch.importer import enqueue_file
-from llmbatch.pricing import cost
-from llmbatch.store import Store, open_store
+from llmbatch.report import build, render
+from llmbatch.store import open_store
 
 DEMO_KEY_ENV = "LLMBATCH_DEMO_KEY"  # the emulator takes any key; this one is not a secret
 
@@ -55,37 +54,8 @@ def run_demo(keep: bool = True) -> Path:
         finally:
             engine.close()
         views.print_status(store.counts("demo"))
-        print_costs(store, "demo", console)
+        print(render(build(store, queue="demo", group_by=("queue", "model"))), end="")
         store.close()
     console.print(f"done in {time.monotonic() - started:.1f} s. Read the results with:")
     console.print(f"  llmbatch --db {db} results --queue demo")
     return db
-
-
-def print_costs(store: Store, queue: str | None, console: Console) -> None:
-    """Per model: tokens used, batch cost, real-time cost and the saving."""
-    table = Table(title="what it cost")
-    for col in (
-        "model",
-        "requests",
-        "input tokens",
-        "output tokens",
-        "batch $",
-        "real-time $",
-        "saved",
-    ):
-        table.add_column(col, justify="left" if col == "model" else "right")
-    for provider, model, n, inp, out, _ok in store.usage_summary(queue):
-        batch = cost(provider, model, inp, out, batch=True)
-        real = cost(provider, model, inp, out, batch=False)
-        saved = (
-            "-"
-            if batch is None or real is None or not real
-            else f"{(1 - batch / real) * 100:.0f} %"
-        )
-        table.add_row(model, f"{n:,}", f"{inp:,}", f"{out:,}", _usd(batch), _usd(real), saved)
-    console.print(table)
-
-
-def _usd(v: object) -> str:
-    return "unpriced" if v is None else f"{v:.6f}"

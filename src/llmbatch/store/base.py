@@ -73,6 +73,26 @@ class ResultRow:
     output_tokens: int | None
 
 
+@dataclass(frozen=True, slots=True)
+class CostGroup:
+    """Usage summed over one pricing aggregate (results of one tier, day, queue and model)."""
+
+    provider: str
+    model: str
+    endpoint: str
+    price_tier: int
+    day: int  # days since 1970-01-01, UTC
+    queue: str
+    requests: int
+    succeeded: int
+    input_tokens: int
+    cached_tokens: int
+    cache_write_5m_tokens: int
+    cache_write_1h_tokens: int
+    output_tokens: int
+    flagged: int  # succeeded results whose usage could not be read (not summed)
+
+
 class Store(Protocol):
     """Durable home of every request from enqueue until its result is read."""
 
@@ -115,6 +135,9 @@ class Store(Protocol):
 
     def usage_summary(self, queue: str | None = None) -> list[tuple[str, str, int, int, int, int]]:
         """(provider, model, results, input tokens, output tokens, succeeded) per model."""
+
+    def cost_groups(self, since: float, until: float, queue: str | None = None) -> list[CostGroup]:
+        """Usage of results recorded in [since, until) per pricing aggregate."""
 
     def batch_overview(self, recent: int = 5) -> list[dict[str, Any]]:
         """Every batch still open, and the most recently finished ones."""

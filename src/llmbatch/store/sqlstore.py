@@ -18,7 +18,7 @@ from importlib import resources
 from typing import Any
 
 from llmbatch.errors import StoreError
-from llmbatch.store.base import Clash, Count, ImportInfo, ResultRow, Row
+from llmbatch.store.base import Clash, CostGroup, Count, ImportInfo, ResultRow, Row
 from llmbatch.store.batching import BatchingOps
 
 # An import on another machine whose heartbeat is this old is presumed dead.
@@ -375,6 +375,15 @@ class SqlStore(BatchingOps):
             cur.execute(self.q("usage_summary"), {"queue": queue})
             return [
                 (r[0], r[1], int(r[2]), int(r[3]), int(r[4]), int(r[5])) for r in cur.fetchall()
+            ]
+
+    def cost_groups(self, since: float, until: float, queue: str | None = None) -> list[CostGroup]:
+        """Usage of results recorded in [since, until) per pricing aggregate."""
+        with self._read() as cur:
+            cur.execute(self.q("cost_groups"), {"since": since, "until": until, "queue": queue})
+            return [
+                CostGroup(r[0], r[1], r[2], int(r[3]), int(r[4]), r[5], *(int(v) for v in r[6:]))
+                for r in cur.fetchall()
             ]
 
     def batch_overview(self, recent: int = 5) -> list[dict[str, Any]]:

@@ -120,3 +120,17 @@ SELECT
 FROM requests
 WHERE deadline IS NOT NULL AND state NOT IN ('succeeded', 'failed', 'cancelled')
   AND (CAST(:queue AS TEXT) IS NULL OR queue = :queue)
+
+-- name: cost_groups
+-- Usage per pricing aggregate: provider, model, tier key, UTC day, queue (integer and short
+-- keys: this GROUP BY is the whole cost of a report over a million results).
+SELECT r.provider, r.model, MIN(r.endpoint), res.price_tier, res.day, r.queue,
+       COUNT(*), SUM(CASE WHEN res.error_code IS NULL THEN 1 ELSE 0 END),
+       COALESCE(SUM(res.input_tokens), 0), COALESCE(SUM(res.cached_tokens), 0),
+       COALESCE(SUM(res.cache_write_5m_tokens), 0), COALESCE(SUM(res.cache_write_1h_tokens), 0),
+       COALESCE(SUM(res.output_tokens), 0),
+       SUM(CASE WHEN res.usage_flag IS NOT NULL THEN 1 ELSE 0 END)
+FROM results res JOIN requests r ON r.id = res.request_id
+WHERE res.created_at >= :since AND res.created_at < :until
+  AND (CAST(:queue AS TEXT) IS NULL OR r.queue = :queue)
+GROUP BY res.day, res.price_tier, r.model, r.queue, r.provider
