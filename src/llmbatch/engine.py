@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import random
 import shutil
 import tempfile
 import time
@@ -501,8 +502,9 @@ class Engine:
             a = info.get(f.attempt_id)
             if a is None:
                 continue
+            # One jitter per batch: its retries come due together and travel in one new batch.
             d = decide(self.settings.retry, status_code=f.status_code, error_type=f.error_type or f.error_code,
-                       attempts=a.attempts, expiries=a.expiries, now=now)  # fmt: skip
+                       attempts=a.attempts, expiries=a.expiries, now=now, rng=random.Random(b.id))  # fmt: skip
             outs.append(Outcome(
                 f.attempt_id, d.kind, f.status_code, f.provider_request_id, f.body, f.error_code,
                 f"{f.error_message} ({d.reason})" if d.reason else f.error_message, not_before=d.not_before,
