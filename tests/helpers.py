@@ -18,6 +18,8 @@ import psycopg
 from click.testing import CliRunner, Result
 
 from llmbatch.cli import main
+from llmbatch.engine import EngineSettings
+from llmbatch.retry import RetryPolicy
 
 CHAT = "/v1/chat/completions"
 
@@ -139,3 +141,43 @@ def visible(db: str) -> dict[str, Any]:
     result = cli("--db", db, "status", "--format", "json")
     assert result.exit_code == 0, result.output
     return dict(orjson.loads(result.stdout))
+
+
+# -- end-to-end runs against the emulator --------------------------------------------------------
+
+E2E_KEY_ENV = "LLMBATCH_E2E_KEY"  # set to a fake key for every e2e test (tests/e2e/conftest.py)
+
+
+def fast_settings(emu: Any, **overrides: Any) -> EngineSettings:
+    """Engine settings for tests: fast polling, short retry and settle delays, both OpenAI
+    surfaces pointed at a running emulator (`emu` is a RunningEmulator)."""
+    values: dict[str, Any] = {
+        "poll_interval": 0.05,
+        "max_poll_interval": 0.2,
+        "settle_seconds": 0.5,
+        "backoff_seconds": 0.1,
+        "retry": RetryPolicy(base_seconds=0.05, max_seconds=0.1),
+        "providers": {
+            "openai": {"base_url": emu.base_url, "api_key_env": E2E_KEY_ENV},
+            "azure": {"endpoint": emu.url, "api_key_env": E2E_KEY_ENV},
+        },
+    }
+    values.update(overrides)
+    return EngineSettings(**values)
+
+
+def results_per_request(db: str) -> dict[str, int]:
+    """custom_id -> how many results it has (exactly 1 once it is done)."""
+    rows = sql(
+        db,
+        "SELECT r.custom_id, COUNT(x.id) FROM requests r LEFT JOIN results x ON x.request_id = r.id "
+        "GROUP BY r.custom_id",
+    )
+    return {str(c): int(n) for c, n in rows}
+
+
+def request_states(db: str) -> dict[str, int]:
+    """state -> how many requests are in it."""
+    return {
+        str(s): int(n) for s, n in sql(db, "SELECT state, COUNT(*) FROM requests GROUP BY state")
+    }

@@ -11,19 +11,14 @@ from collections.abc import Iterator
 import openai
 import pytest
 
-from helpers import sql
+from helpers import E2E_KEY_ENV, sql
 from llmbatch import EngineSettings, Queue
 from llmbatch.emulator import RunningEmulator, running
 from llmbatch.engine import Engine
 from llmbatch.retry import RetryPolicy
 from llmbatch.store import open_store
 
-KEY_ENV = "LLMBATCH_ADOPT_KEY"
-
-
-@pytest.fixture(autouse=True)
-def _key(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(KEY_ENV, "sk-test-not-a-secret")
+KEY_ENV = E2E_KEY_ENV
 
 
 @pytest.fixture

@@ -37,11 +37,6 @@ MODELS = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _key(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(KEY_ENV, "sk-test-not-a-secret")
-
-
 @pytest.fixture
 def emu() -> Iterator[RunningEmulator]:
     with running(seed=11) as e:

@@ -20,8 +20,10 @@ import openai
 import orjson
 import pytest
 
-from helpers import sql
-from llmbatch import EngineSettings, Queue, TickReport
+from helpers import fast_settings as settings
+from helpers import request_states as states
+from helpers import results_per_request, sql
+from llmbatch import Queue, TickReport
 from llmbatch.emulator import RunningEmulator, running
 from llmbatch.engine import Engine
 from llmbatch.errors import AuthError
@@ -36,32 +38,10 @@ KEY_ENV = "LLMBATCH_E2E_KEY"
 CHAT = "/v1/chat/completions"
 
 
-@pytest.fixture(autouse=True)
-def _key(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(KEY_ENV, "sk-test-not-a-secret")
-
-
 @pytest.fixture
 def emu() -> Iterator[RunningEmulator]:
     with running(seed=5) as e:
         yield e
-
-
-def settings(emu: RunningEmulator, **overrides: Any) -> EngineSettings:
-    """Fast settings pointed at the emulator (both providers)."""
-    values: dict[str, Any] = {
-        "poll_interval": 0.05,
-        "max_poll_interval": 0.2,
-        "settle_seconds": 0.5,
-        "backoff_seconds": 0.1,
-        "retry": RetryPolicy(base_seconds=0.05, max_seconds=0.1),
-        "providers": {
-            "openai": {"base_url": emu.base_url, "api_key_env": KEY_ENV},
-            "azure": {"endpoint": emu.url, "api_key_env": KEY_ENV},
-        },
-    }
-    values.update(overrides)
-    return EngineSettings(**values)
 
 
 def chat(i: int, model: str = "gpt-4o-mini", text: str | None = None) -> dict[str, Any]:
@@ -99,21 +79,6 @@ def drive(
             notes = [n for r in reports for n in r.notes][-5:]
             raise AssertionError(f"not done after {max_seconds} s; last notes: {notes}")
         time.sleep(step)
-
-
-def results_per_request(db: str) -> dict[str, int]:
-    rows = sql(
-        db,
-        "SELECT r.custom_id, COUNT(x.id) FROM requests r LEFT JOIN results x ON x.request_id = r.id "
-        "GROUP BY r.custom_id",
-    )
-    return {str(c): int(n) for c, n in rows}
-
-
-def states(db: str) -> dict[str, int]:
-    return {
-        str(s): int(n) for s, n in sql(db, "SELECT state, COUNT(*) FROM requests GROUP BY state")
-    }
 
 
 def batch_sizes(db: str) -> list[int]:

@@ -29,12 +29,12 @@ import openai
 import orjson
 import pytest
 
-from helpers import LLMBATCH, sql
+from helpers import LLMBATCH, fast_settings, results_per_request, sql
+from helpers import request_states as states
 from llmbatch import EngineSettings, Queue
 from llmbatch.emulator import EmulatorControl, RunningEmulator, running
 from llmbatch.engine import Engine
 from llmbatch.providers.openai import OpenAIProvider
-from llmbatch.retry import RetryPolicy
 from llmbatch.store import Store, open_store
 from llmbatch.store.batching import Outcome
 
@@ -45,29 +45,10 @@ ROOT = Path(__file__).resolve().parents[2]
 RACE_REQUESTS = int(os.environ.get("LLMBATCH_RACE_REQUESTS", "5000"))
 
 
-@pytest.fixture(autouse=True)
-def _key(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(KEY_ENV, "sk-test-not-a-secret")
-
-
 @pytest.fixture
 def emu() -> Iterator[RunningEmulator]:
     with running(seed=6) as e:
         yield e
-
-
-def settings(emu: RunningEmulator, **overrides: Any) -> EngineSettings:
-    values: dict[str, Any] = {
-        "poll_interval": 0.05,
-        "max_poll_interval": 0.2,
-        "settle_seconds": 0.5,
-        "backoff_seconds": 0.1,
-        "delete_files": False,  # the tests read the uploaded files back
-        "retry": RetryPolicy(base_seconds=0.05, max_seconds=0.1),
-        "providers": {"openai": {"base_url": emu.base_url, "api_key_env": KEY_ENV}},
-    }
-    values.update(overrides)
-    return EngineSettings(**values)
 
 
 def items(n: int, prefix: str = "r") -> list[dict[str, Any]]:
@@ -107,20 +88,6 @@ def batches_per_intent(client: openai.OpenAI, store_id: str) -> Counter[str]:
         for b in client.batches.list(limit=100)
         if (b.metadata or {}).get("llmbatch_store") == store_id
     )
-
-
-def results_per_request(db: str) -> dict[str, int]:
-    rows = sql(
-        db,
-        "SELECT r.custom_id, COUNT(x.id) FROM requests r LEFT JOIN results x ON x.request_id = r.id "
-        "GROUP BY r.custom_id",
-    )
-    return {str(c): int(n) for c, n in rows}
-
-
-def states(db: str) -> dict[str, int]:
-    rows = sql(db, "SELECT state, COUNT(*) FROM requests GROUP BY state")
-    return {str(s): int(n) for s, n in rows}
 
 
 def drive(engine: Engine, max_seconds: float = 20.0) -> None:
@@ -520,3 +487,8 @@ def test_sigstopped_worker_resumed_after_its_lease_changes_nothing(db: str, tmp_
         assert code_a == 0, log_a  # it stood down and kept serving until told to stop
         assert_exactly_once(db, custom_ids, client)
         assert files == 1 and batch_creates(emu.control) == 1  # B used A's upload
+
+
+def settings(emu: RunningEmulator, **overrides: Any) -> EngineSettings:
+    """The shared fast settings, keeping uploaded files to read them back."""
+    return fast_settings(emu, **{"delete_files": False, **overrides})

@@ -20,10 +20,10 @@ from typing import Any
 
 import openai
 import orjson
-import pytest
 from click.testing import CliRunner, Result
 
-from helpers import sql
+from helpers import E2E_KEY_ENV, fast_settings, results_per_request, sql
+from helpers import request_states as states
 from llmbatch import EngineSettings, Queue
 from llmbatch.emulator import RunningEmulator, running
 from llmbatch.emulator.synth import prompt_tokens
@@ -31,36 +31,18 @@ from llmbatch.engine import Engine
 from llmbatch.retry import RetryPolicy
 from llmbatch.store import open_store
 
-KEY_ENV = "LLMBATCH_SALVAGE_KEY"
+KEY_ENV = E2E_KEY_ENV
 MODEL = "gpt-4o-mini"
 DAY = 24 * 3600.0
 LLMBATCH = str(Path(sys.executable).parent / "llmbatch")
 
 
-@pytest.fixture(autouse=True)
-def _key(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(KEY_ENV, "sk-test-not-a-secret")
+def settings(emu: RunningEmulator, **overrides: Any) -> EngineSettings:
+    """The shared fast settings, keeping uploaded files to read them back."""
+    return fast_settings(emu, **{"delete_files": False, **overrides})
 
 
 # -- helpers -----------------------------------------------------------------------------------
-
-
-def settings(emu: RunningEmulator, **overrides: Any) -> EngineSettings:
-    """Fast polling and small retry bases, pointed at the emulator (OpenAI and Azure)."""
-    values: dict[str, Any] = {
-        "poll_interval": 0.05,
-        "max_poll_interval": 0.2,
-        "settle_seconds": 0.5,
-        "backoff_seconds": 0.1,
-        "delete_files": False,
-        "retry": RetryPolicy(base_seconds=0.05, max_seconds=0.1),
-        "providers": {
-            "openai": {"base_url": emu.base_url, "api_key_env": KEY_ENV},
-            "azure": {"endpoint": emu.url, "api_key_env": KEY_ENV},
-        },
-    }
-    values.update(overrides)
-    return EngineSettings(**values)
 
 
 def body(i: int) -> dict[str, Any]:
@@ -108,25 +90,10 @@ def drive(
         time.sleep(0.02)
 
 
-def states(db: str) -> dict[str, int]:
-    return {
-        str(s): int(n) for s, n in sql(db, "SELECT state, COUNT(*) FROM requests GROUP BY state")
-    }
-
-
 def counters(db: str) -> dict[str, tuple[int, int]]:
     """custom_id -> (charged attempts, expiries)."""
     rows = sql(db, "SELECT custom_id, attempts, expiries FROM requests")
     return {str(c): (int(a), int(e)) for c, a, e in rows}
-
-
-def results_per_request(db: str) -> dict[str, int]:
-    rows = sql(
-        db,
-        "SELECT r.custom_id, COUNT(x.id) FROM requests r LEFT JOIN results x ON x.request_id = r.id "
-        "GROUP BY r.custom_id",
-    )
-    return {str(c): int(n) for c, n in rows}
 
 
 def batch_ids(db: str) -> list[str]:
