@@ -15,12 +15,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute
 
-from llmbatch.emulator import openai_api
+from llmbatch.emulator import anthropic_api, openai_api
 from llmbatch.emulator.calls import Surface, quiet_drop_logs
 from llmbatch.emulator.config import make_config
 from llmbatch.emulator.control import Control
 from llmbatch.emulator.core import Emulator
-from llmbatch.emulator.envelope import ApiError
+from llmbatch.emulator.envelope import AnthropicApiError, ApiError, anthropic_error_type
 from llmbatch.emulator.surfaces import AZURE, OPENAI
 
 
@@ -34,7 +34,9 @@ def create_app(
     emu = Emulator(data_dir, time_scale, make_config(config))
     routes: list[BaseRoute] = []
     routes += Control(emu).routes()
-    routes += openai_api.routes(emu, "/v1", Surface(OPENAI))
+    openai_v1 = openai_api.routes(emu, "/v1", Surface(OPENAI))
+    routes += anthropic_api.routes(emu, openai_v1)
+    routes += openai_v1
     routes += openai_api.routes(emu, "/openai/v1", Surface(AZURE))
     routes += openai_api.routes(emu, "/openai", Surface(AZURE, legacy=True))
 
@@ -55,6 +57,10 @@ def create_app(
             message = f"Method {request.method} is not allowed on {request.url.path}"
         else:
             message = "The server had an error while processing your request."
+        if request.url.path.startswith("/v1/messages") or "anthropic-version" in request.headers:
+            return AnthropicApiError(
+                status, message, anthropic_error_type(status), retryable=status >= 500
+            ).response()
         return ApiError(status, message, retryable=status >= 500).response()
 
     app = Starlette(

@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
-from llmbatch.emulator.envelope import ApiError
+from llmbatch.emulator.envelope import AnthropicApiError, ApiError, anthropic_error_type
 from llmbatch.emulator.faults import Rule
 from llmbatch.emulator.surfaces import Flavor
 
@@ -93,6 +93,15 @@ _MISSING_AZURE_KEY = (
 def _check_access(request: Request, surface: Surface) -> None:
     auth = request.headers.get("authorization", "")
     bearer = auth[7:].strip() if auth[:7].lower() == "bearer " else ""
+    if surface.flavor.anthropic:
+        # `x-api-key` is the documented header; SDK 2.x sends the key as a Bearer token.
+        if not (request.headers.get("x-api-key", "").strip() or bearer):
+            raise AnthropicApiError(
+                401, "x-api-key header is required", "authentication_error", retryable=False
+            )
+        if not request.headers.get("anthropic-version"):
+            raise AnthropicApiError(400, "anthropic-version: header is required", retryable=False)
+        return
     if surface.flavor.azure:
         if not (request.headers.get("api-key", "").strip() or bearer):
             raise ApiError(401, _MISSING_AZURE_KEY, code="401", retryable=False)
@@ -108,7 +117,27 @@ def _check_access(request: Request, surface: Surface) -> None:
         raise ApiError(401, _MISSING_KEY, retryable=False)
 
 
-def _fault_response(rule: Rule) -> Response:
+def _anthropic_fault(rule: Rule) -> Response:
+    status = rule.status
+    messages = {
+        401: "invalid x-api-key",
+        429: "Number of requests has exceeded your rate limit. Please try again later.",
+        503: "Overloaded",
+        529: "Overloaded",
+    }
+    headers = {"retry-after": f"{rule.retry_after:g}"} if status == 429 else None
+    return AnthropicApiError(
+        status,
+        messages.get(status, "Internal server error"),
+        anthropic_error_type(status),
+        retryable=status != 401,
+        headers=headers,
+    ).response()
+
+
+def _fault_response(rule: Rule, flavor: str) -> Response:
+    if flavor == "anthropic":
+        return _anthropic_fault(rule)
     if rule.status == 401:
         return ApiError(
             401,
@@ -129,6 +158,7 @@ def _fault_response(rule: Rule) -> Response:
         500: "The server had an error while processing your request.",
         502: "Bad gateway.",
         503: "The engine is currently overloaded, please try again later.",
+        529: "The engine is currently overloaded, please try again later.",
     }
     return ApiError(
         rule.status, messages.get(rule.status, "Server error."), type="server_error"
@@ -180,7 +210,7 @@ def operation(
                             media_type="application/json",
                         )
                     )
-                return _fault_response(rule)
+                return _fault_response(rule, flavor)
             response = await handler(request, emu, surface)
         except ApiError as e:
             return e.response()
@@ -190,7 +220,7 @@ def operation(
             elif rule.kind == "drop":
                 return DroppingResponse(response)
             else:
-                return _fault_response(rule)
+                return _fault_response(rule, flavor)
         return response
 
     return endpoint

@@ -128,15 +128,17 @@ class EmulatorControl:
         return result
 
     def wait(self, batch_id: str, *statuses: str, timeout: float = 30.0) -> Json:
-        """Poll until the batch reaches one of `statuses` (default: any terminal one)."""
-        wanted = statuses or ("completed", "failed", "expired", "cancelled")
+        """Poll until the batch reaches one of `statuses` (default: any terminal one; an
+        Anthropic Message Batch's `processing_status` counts as its status)."""
+        wanted = statuses or ("completed", "failed", "expired", "cancelled", "ended")
         deadline = time.monotonic() + timeout
         while True:
             batch: Json = self.batch(batch_id)["batch"]
-            if batch["status"] in wanted:
+            status = batch.get("status", batch.get("processing_status"))
+            if status in wanted:
                 return batch
             if time.monotonic() > deadline:
-                raise TimeoutError(f"{batch_id} is still {batch['status']} after {timeout}s")
+                raise TimeoutError(f"{batch_id} is still {status} after {timeout}s")
             time.sleep(0.01)
 
     # --- the rest ----------------------------------------------------------------------------

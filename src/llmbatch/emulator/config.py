@@ -32,6 +32,27 @@ DEFAULT_MODELS: tuple[str, ...] = (
     "sora-2",
 )
 
+#: Models the Anthropic door lists and accepts (aliases and dated ids).
+DEFAULT_ANTHROPIC_MODELS: tuple[str, ...] = (
+    "claude-opus-4-5",
+    "claude-opus-4-5-20251101",
+    "claude-opus-4-1",
+    "claude-opus-4-1-20250805",
+    "claude-opus-4-0",
+    "claude-opus-4-20250514",
+    "claude-sonnet-4-5",
+    "claude-sonnet-4-5-20250929",
+    "claude-sonnet-4-0",
+    "claude-sonnet-4-20250514",
+    "claude-3-7-sonnet-latest",
+    "claude-3-7-sonnet-20250219",
+    "claude-haiku-4-5",
+    "claude-haiku-4-5-20251001",
+    "claude-3-5-haiku-latest",
+    "claude-3-5-haiku-20241022",
+    "claude-3-haiku-20240307",
+)
+
 #: Settings the control API may change while the emulator runs.
 RUNTIME_KEYS = frozenset(
     {
@@ -67,6 +88,11 @@ class EmulatorConfig:
     embedding_dimensions: int = 16
     #: OpenAI models known to this emulator.
     models: list[str] = field(default_factory=lambda: list(DEFAULT_MODELS))
+    #: Anthropic models known to this emulator (`GET /v1/models` with `anthropic-version`).
+    anthropic_models: list[str] = field(default_factory=lambda: list(DEFAULT_ANTHROPIC_MODELS))
+    #: Message Batches limits: requests per batch and bytes per create body (256 MB).
+    anthropic_max_requests: int = 100_000
+    anthropic_max_batch_bytes: int = 256 * 1024 * 1024
     #: Azure deployments: deployment name -> model. Default: one deployment per model,
     #: named like the model.
     deployments: dict[str, str] | None = None
@@ -113,6 +139,8 @@ _INTS = {
     "max_batch_file_bytes",
     "max_embedding_inputs",
     "azure_file_limit",
+    "anthropic_max_requests",
+    "anthropic_max_batch_bytes",
 }
 
 
@@ -131,9 +159,9 @@ def _check(key: str, value: Any) -> Any:
         if key == "request_failure_status" and not 400 <= value <= 599:
             raise ConfigError("emulator setting 'request_failure_status' must be 400-599")
         return value
-    if key == "models":
+    if key in ("models", "anthropic_models"):
         if not isinstance(value, list) or not all(isinstance(m, str) and m for m in value):
-            raise ConfigError("emulator setting 'models' must be a list of model names")
+            raise ConfigError(f"emulator setting {key!r} must be a list of model names")
         return list(value)
     if key == "deployments":
         if value is not None and not (

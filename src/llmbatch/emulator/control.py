@@ -16,10 +16,12 @@
     GET    /_emulator/batches/{id}            flavour, public object and progress
     POST   /_emulator/batches/{id}/hold       {"state": "validating"|"finalizing"}
     POST   /_emulator/batches/{id}/release    let a held batch move on
-    POST   /_emulator/batches/{id}/expire     expire now (unrun requests -> batch_expired)
-    POST   /_emulator/batches/{id}/cancel     as the API's cancel, on either flavour
+    POST   /_emulator/batches/{id}/expire     expire now (unrun requests -> batch_expired;
+                                              Anthropic: `expired` results)
+    POST   /_emulator/batches/{id}/cancel     as the API's cancel, on any flavour
     POST   /_emulator/batches/{id}/fail       fail validation: {"code", "message", "line"}
-    POST   /_emulator/seed                    {"flavor": "openai", "files": N, "batches": N}
+    POST   /_emulator/seed                    {"flavor": "openai"|"azure"|"anthropic",
+                                               "files": N, "batches": N}
                                               objects of another app in the same org
     GET    /_emulator/calls?since=SEQ         the call log (method, path, query, status,
                                               body_sha256); DELETE clears it
@@ -37,6 +39,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from llmbatch.emulator import message_batches
 from llmbatch.emulator.envelope import ApiError, bad_request, json_response, not_found
 from llmbatch.emulator.faults import FaultError, parse_rule
 from llmbatch.emulator.state import Batch
@@ -199,9 +202,12 @@ class Control:
     async def batch(self, request: Request) -> Json:
         b = self._get(request)
         keys = ("total", "done", "tokens", "hold", "force_expire", "out_bytes", "err_bytes")
+        obj = b.obj
+        if b.flavor == "anthropic":
+            obj = message_batches.view(obj, self.emu.now(), str(request.base_url))
         return {
             "flavor": b.flavor,
-            "batch": b.obj,
+            "batch": obj,
             "progress": {k: b.internal.get(k) for k in keys},
         }
 
@@ -210,6 +216,12 @@ class Control:
         body = await _body(request)
         b = self._get(request)
         emu = self.emu
+        if b.flavor == "anthropic" and action not in ("cancel", "expire"):
+            raise ApiError(
+                409, f"A message batch cannot {action}; use expire or cancel.", retryable=False
+            )
+        if b.flavor == "anthropic" and action == "cancel":
+            return message_batches.cancel(emu, b.id).obj
         if action == "cancel":
             batch, status = emu.cancel_batch(b.id, None)
             if status is not None:
@@ -220,7 +232,7 @@ class Control:
         allowed = {
             "hold": ("validating", "in_progress", "finalizing"),
             "release": ("validating", "in_progress", "finalizing", "cancelling"),
-            "expire": ("validating", "in_progress"),
+            "expire": ("validating", "in_progress", "canceling"),
             "fail": ("validating",),
         }
         if action not in allowed:
@@ -261,9 +273,14 @@ class Control:
 
     async def seed(self, request: Request) -> Json:
         body = await _body(request)
+        if body.get("flavor") == "anthropic":
+            if body.get("files"):
+                raise bad_request("Anthropic Message Batches have no files.", "files")
+            count = _count(body, "batches", 0, 1000)
+            return {"files": [], "batches": message_batches.seed(self.emu, count)}
         flavor = FLAVORS.get(str(body.get("flavor", "openai")))
         if flavor is None:
-            raise bad_request("'flavor' must be 'openai' or 'azure'.", "flavor")
+            raise bad_request("'flavor' must be 'openai', 'azure' or 'anthropic'.", "flavor")
         n_files, n_batches = _count(body, "files", 0, 1000), _count(body, "batches", 0, 1000)
         emu = self.emu
         model = next(iter(flavor.models(emu.cfg)), "gpt-4o-mini")

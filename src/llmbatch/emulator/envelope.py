@@ -59,3 +59,40 @@ def bad_request(message: str, param: str | None = None, code: str | None = None)
 
 def not_found(message: str) -> ApiError:
     return ApiError(404, message, retryable=False)
+
+
+class AnthropicApiError(ApiError):
+    """An error answered in Anthropic's envelope:
+    `{"type": "error", "error": {"type", "message"}, "request_id"}`."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        type: str = "invalid_request_error",
+        *,
+        retryable: bool | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(status, message, type=type, retryable=retryable, headers=headers)
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "type": "error",
+            "error": {"type": self.type, "message": self.message},
+            "request_id": "req_emulator",
+        }
+
+
+def anthropic_error_type(status: int) -> str:
+    """The Anthropic error type the service pairs with an HTTP status."""
+    return {
+        400: "invalid_request_error",
+        401: "authentication_error",
+        403: "permission_error",
+        404: "not_found_error",
+        413: "request_too_large",
+        429: "rate_limit_error",
+        503: "overloaded_error",
+        529: "overloaded_error",
+    }.get(status, "api_error" if status >= 500 else "invalid_request_error")

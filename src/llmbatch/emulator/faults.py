@@ -7,9 +7,12 @@ A rule is JSON::
 - `op`: an operation name (`files.create`, `files.list`, `files.retrieve`, `files.delete`,
   `files.content`, `batches.create`, `batches.retrieve`, `batches.list`, `batches.cancel`,
   `models.list`, `chat.completions`, `responses`, `embeddings`, `completions`,
-  `moderations`, ...), a prefix pattern such as `batches.*`, or `*`.
-- `flavor`: `openai`, `azure` or `*` (default).
-- `kind`: `500`, `502`, `503` (server error), `429` (with `retry-after`, real seconds,
+  `moderations`; Anthropic: `messages.batches.create|retrieve|list|cancel|delete|results`,
+  `messages.create`, `messages.count_tokens`, `models.list|retrieve`), a prefix pattern such
+  as `batches.*` or `messages.batches.*`, or `*`.
+- `flavor`: `openai`, `azure`, `anthropic` or `*` (default).
+- `kind`: `500`, `502`, `503`, `529` (server error; Anthropic's envelope says `api_error`,
+  or `overloaded_error` for 503/529), `429` (with `retry-after`, real seconds,
   from `retry_after`, default 1), `401` (the key is refused, as a wrong or revoked key
   is: the emulator itself takes any non-empty key), `latency` (sleep `seconds` real seconds), `drop` (the
   connection dies mid-response: for `files.content`, after half the file), or `list_lag`
@@ -29,7 +32,7 @@ import threading
 from dataclasses import asdict, dataclass
 from typing import Any
 
-KINDS = ("500", "502", "503", "429", "401", "latency", "drop", "list_lag")
+KINDS = ("500", "502", "503", "529", "429", "401", "latency", "drop", "list_lag")
 MODES = ("before", "after")
 
 
@@ -80,8 +83,10 @@ def parse_rule(data: Any) -> Rule:
     if mode not in MODES:
         raise FaultError(f"fault 'mode' must be 'before' or 'after', got {mode!r}")
     flavor = data.get("flavor", "*")
-    if flavor not in ("*", "openai", "azure"):
-        raise FaultError(f"fault 'flavor' must be 'openai', 'azure' or '*', got {flavor!r}")
+    if flavor not in ("*", "openai", "azure", "anthropic"):
+        raise FaultError(
+            f"fault 'flavor' must be 'openai', 'azure', 'anthropic' or '*', got {flavor!r}"
+        )
     rate = _number(data, "rate", 1.0)
     if not 0 <= rate <= 1:
         raise FaultError("fault 'rate' must be between 0 and 1")

@@ -58,12 +58,19 @@ CREATE TABLE IF NOT EXISTS calls (
 );
 """
 
-ACTIVE = ("validating", "in_progress", "finalizing", "cancelling")
+#: Active batch states; `canceling` (one l) is an Anthropic Message Batch's.
+ACTIVE = ("validating", "in_progress", "finalizing", "cancelling", "canceling")
 TERMINAL = ("completed", "failed", "expired", "cancelled")
 
 
+def _status(obj: Json) -> str:
+    """An OpenAI batch's `status`, or an Anthropic Message Batch's `processing_status`."""
+    return str(obj["status"] if "status" in obj else obj["processing_status"])
+
+
 class Batch:
-    """A batch row: the public `obj` (the API's Batch) and the emulator's `internal` state."""
+    """A batch row: the public `obj` (the API's Batch, or an Anthropic Message Batch as
+    stored) and the emulator's `internal` state."""
 
     __slots__ = ("flavor", "internal", "obj", "seq")
 
@@ -76,7 +83,7 @@ class Batch:
 
     @property
     def status(self) -> str:
-        return str(self.obj["status"])
+        return _status(self.obj)
 
 
 class State:
@@ -219,8 +226,8 @@ class State:
                 (
                     obj["id"],
                     flavor,
-                    obj["status"],
-                    obj["input_file_id"],
+                    _status(obj),
+                    obj.get("input_file_id", ""),
                     internal["created"],
                     orjson.dumps(obj),
                     orjson.dumps(internal),
@@ -241,10 +248,17 @@ class State:
         return self._row(rows[0]) if rows else None
 
     def list_batches(
-        self, flavor: str, *, limit: int, after: str | None, hide_after: float | None
+        self,
+        flavor: str,
+        *,
+        limit: int,
+        after: str | None,
+        hide_after: float | None,
+        before: str | None = None,
     ) -> tuple[list[Json], bool]:
-        """One page of batches, newest first. `hide_after` hides batches created later
-        (the list-lag fault)."""
+        """One page of batches, newest first: older than `after`, or the newer ones just
+        before `before` (then `has_more` says whether even newer ones exist). `hide_after`
+        hides batches created later (the list-lag fault)."""
         sql = "SELECT obj FROM batches WHERE flavor = ?"
         args: list[Any] = [flavor]
         if hide_after is not None:
@@ -253,10 +267,21 @@ class State:
         if after is not None:
             sql += " AND seq < (SELECT seq FROM batches WHERE id = ?)"
             args.append(after)
-        sql += " ORDER BY seq DESC LIMIT ?"
+        if before is not None:
+            sql += " AND seq > (SELECT seq FROM batches WHERE id = ?)"
+            args.append(before)
+        sql += f" ORDER BY seq {'ASC' if before is not None else 'DESC'} LIMIT ?"
         args.append(limit + 1)
         rows = self._query(sql, tuple(args))
-        return [orjson.loads(r[0]) for r in rows[:limit]], len(rows) > limit
+        page = [orjson.loads(r[0]) for r in rows[:limit]]
+        if before is not None:
+            page.reverse()
+        return page, len(rows) > limit
+
+    def delete_batch(self, batch_id: str) -> None:
+        """Forget a batch row (an Anthropic Message Batch delete)."""
+        with self._tx() as db:
+            db.execute("DELETE FROM batches WHERE id = ?", (batch_id,))
 
     def active_batches(self) -> list[Batch]:
         rows = self._query(

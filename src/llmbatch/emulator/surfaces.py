@@ -37,6 +37,11 @@ class Flavor:
     def azure(self) -> bool:
         return self.name == "azure"
 
+    @property
+    def anthropic(self) -> bool:
+        """The Anthropic Messages door (its own routes; see `anthropic_api.py`)."""
+        return self.name == "anthropic"
+
     def endpoints(self) -> tuple[str, ...]:
         if self.azure:
             return AZURE_ENDPOINTS + tuple("/v1" + e for e in AZURE_ENDPOINTS)
@@ -75,4 +80,6 @@ def _strip_v1(path: str) -> str:
 
 OPENAI = Flavor("openai")
 AZURE = Flavor("azure")
+#: The OpenAI-shaped flavours (Files + Batch API).
 FLAVORS = {"openai": OPENAI, "azure": AZURE}
+ANTHROPIC = Flavor("anthropic")

@@ -253,6 +253,11 @@ def _words(h: bytes, n: int) -> str:
     return " ".join(_TEXT[(start + i) % 8192] for i in range(n))
 
 
+def reply_text(h: bytes, n: int) -> str:
+    """`n` words (so `n` tokens under the rule) chosen by the hash `h`."""
+    return _words(h, n)
+
+
 def _is_reasoning(model: str) -> bool:
     return model.startswith(("o1", "o3", "o4", "gpt-5"))
 

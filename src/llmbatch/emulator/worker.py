@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from llmbatch.emulator.anthropic_worker import MessageBatchWorker
 from llmbatch.emulator.state import Batch
 from llmbatch.emulator.surfaces import FLAVORS
 from llmbatch.emulator.synth import RequestError, error_body, kind_of, respond, share
@@ -64,6 +65,7 @@ class Worker:
         self._open: dict[str, _Open] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.messages = MessageBatchWorker(emu)
         self._recover()
 
     # --- thread ------------------------------------------------------------------------------
@@ -81,6 +83,7 @@ class Worker:
         for handle in self._open.values():
             os.close(handle.fd)
         self._open.clear()
+        self.messages.close()
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -96,6 +99,8 @@ class Worker:
     def _recover(self) -> None:
         """After a restart, cut partial output back to the last saved progress."""
         for batch in self.emu.state.active_batches():
+            if batch.flavor == "anthropic":
+                self.messages.recover(batch)
             for suffix, key in (("out", "out_bytes"), ("err", "err_bytes")):
                 path = self.emu.state.work_path(batch.id, suffix)
                 if path.exists():
@@ -110,7 +115,10 @@ class Worker:
         for batch in self.emu.state.active_batches():
             if self._stop.is_set():
                 break
-            busy |= self._step(batch, now)
+            if batch.flavor == "anthropic":
+                busy |= self.messages.step(batch, now)
+            else:
+                busy |= self._step(batch, now)
         return busy
 
     def _step(self, b: Batch, now: float) -> bool:

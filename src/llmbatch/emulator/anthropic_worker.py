@@ -1,0 +1,222 @@
+"""Processing Anthropic Message Batches, one step at a time, inside the emulator's worker.
+
+A batch earns `rate × virtual seconds` requests of credit, like an OpenAI batch, and runs
+its requests in a deterministic shuffled order, appending result lines to its `.out` file
+and saving progress (lines done, bytes written, outcome tallies) after every chunk, so a
+restart cuts the file back and carries on byte for byte. `request_counts` stay all
+`processing` until the whole batch ends; then the tallies are published, the requests not
+run become `canceled` (cancel) or `expired` (24 h, or the control API's expire) results,
+and the file becomes the batch's results.
+
+Each request is checked as `/v1/messages` would check it: a bad one is an `errored` result
+carrying the error that call would answer (`invalid_request_error`, or `not_found_error`
+for an unknown model). The `request_failure_rate` share fails with the error type of
+`request_failure_status` (500 `api_error`, 529/503 `overloaded_error`, 429
+`rate_limit_error`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import random
+from array import array
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from llmbatch.emulator.anthropic_synth import (
+    MessagesError,
+    cache_use,
+    check_params,
+    count_prompt,
+    error_envelope,
+    message,
+)
+from llmbatch.emulator.envelope import anthropic_error_type
+from llmbatch.emulator.message_batches import OUTCOMES, rfc3339
+from llmbatch.emulator.state import Batch
+from llmbatch.emulator.synth import share
+
+if TYPE_CHECKING:
+    from llmbatch.emulator.core import Emulator
+
+Json = dict[str, Any]
+CHUNK = 512
+FAILURE_MESSAGES = {
+    "api_error": "Internal server error",
+    "overloaded_error": "Overloaded",
+    "rate_limit_error": "Number of requests has exceeded your rate limit.",
+}
+
+
+@dataclass
+class _Open:
+    offsets: array[int]
+    order: array[int]
+    fd: int
+
+    def line(self, position: int) -> bytes:
+        i = self.order[position]
+        start, end = self.offsets[i], self.offsets[i + 1]
+        return os.pread(self.fd, end - start, start)
+
+
+class MessageBatchWorker:
+    """The Message Batches part of the emulator's processing thread."""
+
+    def __init__(self, emu: Emulator) -> None:
+        self.emu = emu
+        self._open: dict[str, _Open] = {}
+
+    def close(self) -> None:
+        for handle in self._open.values():
+            os.close(handle.fd)
+        self._open.clear()
+
+    def recover(self, b: Batch) -> None:
+        """After a restart: an ending interrupted after the rename is redone from `.out`."""
+        state = self.emu.state
+        results, out = state.work_path(b.id, "results"), state.work_path(b.id, "out")
+        if results.exists() and not out.exists():
+            results.replace(out)
+
+    def step(self, b: Batch, now: float) -> bool:
+        """One step of an active batch at virtual time `now`; True if it did work."""
+        internal, cfg = b.internal, self.emu.cfg
+        if internal.get("force_expire"):
+            return self._end(b, now, "expired")
+        canceling = internal.get("canceling")
+        if canceling is not None and now >= canceling + cfg.cancelling_seconds:
+            return self._end(b, now, "canceled")
+        total, done = internal["total"], internal["done"]
+        horizon = min(now, internal["expires"])
+        credit = max(0, math.floor((horizon - internal["last_t"]) * cfg.rate + 1e-9))
+        n = min(credit, total - done, CHUNK)
+        if n > 0:
+            self._process(b, done, n)
+            return True
+        if done >= total:
+            return self._end(b, now, None)
+        if now >= internal["expires"]:
+            return self._end(b, now, "expired")
+        return False
+
+    def _handle(self, b: Batch) -> _Open:
+        handle = self._open.get(b.id)
+        if handle is None:
+            state = self.emu.state
+            offsets = array("Q")
+            offsets.frombytes(state.work_path(b.id, "idx").read_bytes())
+            order = list(range(len(offsets) - 1))
+            random.Random(b.id).shuffle(order)
+            fd = os.open(state.work_path(b.id, "req"), os.O_RDONLY)
+            handle = self._open[b.id] = _Open(offsets, array("I", order), fd)
+        return handle
+
+    def _release(self, batch_id: str) -> None:
+        handle = self._open.pop(batch_id, None)
+        if handle is not None:
+            os.close(handle.fd)
+
+    def _result(self, b: Batch, line: Json) -> tuple[Json, bool]:
+        cfg = self.emu.cfg
+        custom_id, params = line["custom_id"], line["params"]
+        ids = hashlib.blake2b(f"{b.id}:{custom_id}".encode(), digest_size=16).hexdigest()
+        request_id = "req_01" + ids[:24]
+        try:
+            check_params(params, cfg.anthropic_models)
+        except MessagesError as e:
+            return {
+                "type": "errored",
+                "error": error_envelope(e.type, e.message, request_id),
+            }, False
+        if share(bytes.fromhex(ids[:8]), 0) < cfg.request_failure_rate:
+            kind = anthropic_error_type(cfg.request_failure_status)
+            text = FAILURE_MESSAGES.get(kind, "Invalid request")
+            return {"type": "errored", "error": error_envelope(kind, text, request_id)}, False
+        prompt = count_prompt(params)
+        hits = set(line.get("cache") or ())
+        use = cache_use(prompt, lambda bp: bp.prefix in hits)
+        body = message(
+            params,
+            salt=b.id,
+            cache=use,
+            prompt=prompt,
+            service_tier="batch",
+            length_rate=cfg.length_rate,
+        )
+        return {"type": "succeeded", "message": body}, True
+
+    def _process(self, b: Batch, done: int, n: int) -> None:
+        handle = self._handle(b)
+        lines, ok = [], 0
+        for position in range(done, done + n):
+            line = orjson.loads(handle.line(position))
+            result, succeeded = self._result(b, line)
+            ok += succeeded
+            lines.append(orjson.dumps({"custom_id": line["custom_id"], "result": result}) + b"\n")
+        path = self.emu.state.work_path(b.id, "out")
+        with path.open("ab") as f:
+            f.write(b"".join(lines))
+            size = f.tell()
+        spent = n / self.emu.cfg.rate
+
+        def change(batch: Batch) -> bool:
+            i = batch.internal
+            if i.get("done") != done or batch.status == "ended":
+                return False
+            i.update(done=done + n, out_bytes=size, last_t=i["last_t"] + spent)
+            i["tally"]["succeeded"] += ok
+            i["tally"]["errored"] += n - ok
+            return True
+
+        self.emu.state.update_batch(b.id, change)
+
+    def _end(self, b: Batch, now: float, unrun: str | None) -> bool:
+        """End the batch: unrun requests become `unrun` results; publish counts and file."""
+        state = self.emu.state
+        internal = b.internal
+        done, total = internal["done"], internal["total"]
+        out = state.work_path(b.id, "out")
+        with out.open("ab") as f:
+            f.truncate(int(internal.get("out_bytes", 0)))
+            if unrun is not None and done < total:
+                handle = self._handle(b)
+                result = orjson.dumps({"type": unrun})
+                for start in range(done, total, CHUNK):
+                    chunk = []
+                    for position in range(start, min(total, start + CHUNK)):
+                        custom_id = orjson.loads(handle.line(position))["custom_id"]
+                        chunk.append(
+                            b'{"custom_id":'
+                            + orjson.dumps(custom_id)
+                            + b',"result":'
+                            + result
+                            + b"}\n"
+                        )
+                    f.write(b"".join(chunk))
+        self._release(b.id)
+        out.replace(state.work_path(b.id, "results"))
+
+        def change(batch: Batch) -> bool:
+            if batch.status == "ended":
+                return False
+            tally = batch.internal["tally"]
+            counts = dict.fromkeys(OUTCOMES, 0) | {"processing": 0}
+            counts["succeeded"], counts["errored"] = tally["succeeded"], tally["errored"]
+            if unrun is not None:
+                counts[unrun] = total - done
+            batch.obj["request_counts"] = counts
+            batch.obj["processing_status"] = "ended"
+            batch.obj["ended_at"] = rfc3339(now)
+            batch.obj["results_url"] = f"/v1/messages/batches/{batch.id}/results"
+            batch.internal["ended"] = now
+            return True
+
+        state.update_batch(b.id, change)
+        for suffix in ("req", "idx"):
+            state.work_path(b.id, suffix).unlink(missing_ok=True)
+        return True
