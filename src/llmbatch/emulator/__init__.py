@@ -1,4 +1,5 @@
-"""A faithful local emulator of the OpenAI and Azure OpenAI Files and Batch APIs.
+"""A faithful local emulator of the OpenAI and Azure OpenAI Files and Batch APIs, and of
+Anthropic Message Batches.
 
 Point the unmodified `openai` SDK at it::
 
@@ -6,6 +7,7 @@ Point the unmodified `openai` SDK at it::
     with running() as emu:
         client = openai.OpenAI(base_url=emu.base_url, api_key="anything")
         azure = openai.AzureOpenAI(azure_endpoint=emu.url, api_key="x", api_version="2024-10-21")
+        claude = anthropic.Anthropic(base_url=emu.url, api_key="anything")
 
 or serve it: `llmbatch emulator --port 8000` / `python -m llmbatch.emulator --port 8000`.
 
@@ -13,7 +15,9 @@ Routes: OpenAI under `/v1` (files, batches, models, and the real-time chat/compl
 responses, embeddings, completions and moderations endpoints); Azure legacy under
 `/openai` (needs `?api-version=`; deployments as models, `/openai/deployments/{d}/...`)
 and Azure v1 under `/openai/v1`. Any non-empty key works (`Authorization: Bearer`, or
-`api-key` for Azure); no key → 401. Keys are never logged.
+`api-key` for Azure); no key → 401. Keys are never logged. Anthropic under `/v1/messages`
+(Message Batches, real-time Messages, count_tokens) and `/v1/models` with an
+`anthropic-version` header; key in `x-api-key` (or Bearer).
 
 Control API (no key), see `control.py` and docs/emulator.md::
 
@@ -29,7 +33,9 @@ Modules: `app` (the ASGI app), `openai_api` (files/batches/models/real-time rout
 `validating`), `synth` (deterministic responses and the emulator's own token rule),
 `worker` (processing thread), `clock` (virtual time), `faults`, `state` (SQLite + files
 under the data dir), `control` (the control API), `client` (its client), `server`
-(`serve`, `running`), `config` (settings and defaults), `surfaces` (OpenAI vs Azure).
+(`serve`, `running`), `config` (settings and defaults), `surfaces` (OpenAI vs Azure);
+Anthropic: `anthropic_api` (routes), `message_batches` (the batch objects),
+`anthropic_worker` (their processing), `anthropic_synth` (params checks, messages, usage).
 """
 
 from llmbatch.emulator.app import create_app

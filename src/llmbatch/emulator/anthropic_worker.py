@@ -88,11 +88,14 @@ class MessageBatchWorker:
         internal, cfg = b.internal, self.emu.cfg
         if internal.get("force_expire"):
             return self._end(b, now, "expired")
+        # Requests in flight when a cancel lands may still finish: work goes on until the
+        # cancel takes effect `cancelling_seconds` later.
         canceling = internal.get("canceling")
-        if canceling is not None and now >= canceling + cfg.cancelling_seconds:
-            return self._end(b, now, "canceled")
+        deadline = internal["expires"]
+        if canceling is not None:
+            deadline = min(deadline, canceling + cfg.cancelling_seconds)
         total, done = internal["total"], internal["done"]
-        horizon = min(now, internal["expires"])
+        horizon = min(now, deadline)
         credit = max(0, math.floor((horizon - internal["last_t"]) * cfg.rate + 1e-9))
         n = min(credit, total - done, CHUNK)
         if n > 0:
@@ -100,8 +103,8 @@ class MessageBatchWorker:
             return True
         if done >= total:
             return self._end(b, now, None)
-        if now >= internal["expires"]:
-            return self._end(b, now, "expired")
+        if now >= deadline:
+            return self._end(b, now, "expired" if canceling is None else "canceled")
         return False
 
     def _handle(self, b: Batch) -> _Open:
