@@ -10,6 +10,7 @@ from llmbatch.errors import (
     ProviderError,
     StoreError,
 )
+from llmbatch.estimate import Estimate, estimate_file, estimate_requests
 from llmbatch.importer import ImportReport
 from llmbatch.queue import Queue
 
@@ -18,6 +19,7 @@ __all__ = [
     "ConflictError",
     "Engine",
     "EngineSettings",
+    "Estimate",
     "IllegalTransition",
     "ImportReport",
     "InputError",
@@ -26,5 +28,7 @@ __all__ = [
     "Queue",
     "StoreError",
     "TickReport",
+    "estimate_file",
+    "estimate_requests",
 ]
 __version__ = "0.1.0"

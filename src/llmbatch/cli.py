@@ -166,6 +166,32 @@ def enqueue(
     else:
         report = enqueue_file(store, file, **options)
     click.echo(report.summary())
+    if report.added:
+        from llmbatch.estimate import from_sizes
+
+        est = from_sizes(report.source, report.sizes)
+        # on stderr: stdout stays the one summary line scripts parse
+        click.echo(
+            f"{est.summary()} (from sizes; `llmbatch estimate FILE` counts tokens)", err=True
+        )
+
+
+@main.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option(
+    "--expected-output", type=click.IntRange(min=0), default=500, show_default=True,
+    envvar="LLMBATCH_EXPECTED_OUTPUT", help="Output tokens a request is assumed to write (never above its cap).",
+)  # fmt: skip
+@click.option(
+    "--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True,
+    envvar="LLMBATCH_ESTIMATE_FORMAT",
+)  # fmt: skip
+def estimate(file: str, expected_output: int, fmt: str) -> None:
+    """What a JSONL file of requests will cost per model, expected and worst case, before
+    sending it: tokens counted with OpenAI's tokenizer (Anthropic's calibrated)."""
+    from llmbatch.estimate import estimate_file, render
+
+    click.echo(render(estimate_file(file, expected_output=expected_output), fmt), nl=False)
 
 
 @main.command()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import pickle
 import queue
+import re
 import subprocess
 import sys
 import threading
@@ -48,6 +49,9 @@ class ImportReport:
     unchanged: int = 0
     rejected: int = 0
     reject_file: str | None = None
+    # cheap size stats for the estimate line (no tokenizer): (provider, endpoint, model) ->
+    # [requests, text bytes, sum of output caps, requests without a cap, largest text bytes]
+    sizes: dict[tuple[str, str, str], list[int]] = field(default_factory=dict)
 
     def summary(self) -> str:
         parts = [f"{self.added:,} added to queue {self.queue!r}"]
@@ -134,6 +138,32 @@ def parse_chunks(
         yield chunk
 
 
+# An output cap in a canonical body (sorted keys, no spaces); a nested schema property of the
+# same name is followed by an object, not a number, so it never matches.
+_CAP = re.compile(rb'"max_(?:completion_|output_)?tokens":(\d+)')
+
+
+def tally_sizes(
+    sizes: dict[tuple[str, str, str], list[int]], rows: list[Row], skip: set[int]
+) -> None:
+    """Add the rows' size stats (what `estimate.from_sizes` prices) to `sizes`."""
+    for row in rows:
+        if row[3] in skip:
+            continue
+        key = (row[4], row[5], row[6])
+        s = sizes.get(key)
+        if s is None:
+            s = sizes[key] = [0, 0, 0, 0, 0]
+        nbytes, cap = row[12], _CAP.search(row[7])
+        s[0] += 1
+        s[1] += nbytes
+        s[4] = max(s[4], nbytes)
+        if cap:
+            s[2] += int(cap.group(1))
+        else:
+            s[3] += 1
+
+
 class _Rejects:
     """The reject file of `--skip-invalid`, opened only when the first line is rejected."""
 
@@ -203,6 +233,7 @@ class Importer:
             return  # a failing import keeps validating but stops writing
         clashes = self.store.load_rows(self.report.import_id, self.queue, chunk.rows)
         self.report.added += len(chunk.rows) - len(clashes)
+        tally_sizes(self.report.sizes, chunk.rows, {c.line for c in clashes})
         raws = chunk.raws or {}
         for c in clashes:
             if c.kind == "unchanged":

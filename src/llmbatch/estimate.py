@@ -1,0 +1,479 @@
+"""`llmbatch estimate`: what a file of requests will cost, before anything is sent.
+
+Per model: requests, input tokens, output tokens (expected, and the worst case bounded by each
+request's `max_tokens` / `max_completion_tokens` / `max_output_tokens`, or the model's maximum
+output when it has none), and the batch and real-time cost of both.
+
+Input tokens come from a real tokenizer, and only here (enqueue keeps cheap size stats):
+
+- OpenAI: `bpe-openai` (MIT) ships the `o200k_base` and `cl100k_base` vocabularies in its wheel,
+  byte-identical to OpenAI's published files (their sha256 is tiktoken's `expected_hash`;
+  tests/unit/test_estimate.py checks it and the token ids against tiktoken). Chat framing is
+  OpenAI's published rule: 3 tokens a message, 1 for a name, 3 to prime the reply. Tool and
+  JSON-schema definitions are counted as their JSON text; OpenAI renders them in its own
+  undisclosed format, so that part is approximate.
+- Anthropic has no offline tokenizer. Its count is the o200k count scaled by ANTHROPIC_RATIO, a
+  calibration against the last tokenizer Anthropic published (anthropic SDK <= 0.38's
+  tokenizer.json, MIT) by script: CJK text takes about half as many tokens again as in o200k;
+  `benchmarks/bench_estimate.py` reports the error.
+
+Expected output is an assumption (`expected_output` tokens a request, default
+EXPECTED_OUTPUT, never above its cap); the worst case is exact given the caps.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from decimal import Decimal
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Protocol
+
+import orjson
+
+from llmbatch.errors import InputError
+from llmbatch.pricing import PRICES_VERSION, Tokens, free, model_prices
+from llmbatch.requests import ANTHROPIC_ENDPOINT, LineError, parse_obj
+
+EXPECTED_OUTPUT = 500  # tokens a request is assumed to write when nothing better is known
+# Claude tokens per o200k token: 1.0 for Latin text and code, 1.48 for pure CJK, linear in
+# between (fitted on benchmarks/data/estimate_set.jsonl; see the module docstring).
+ANTHROPIC_RATIO, ANTHROPIC_CJK_EXTRA = 1.0, 0.48
+ANTHROPIC_PER_MESSAGE = 4  # role markers around each message
+ANTHROPIC_BASE = 6
+PER_MESSAGE, PER_NAME, PRIME = 3, 1, 3  # OpenAI's published chat framing
+IMAGE_TOKENS = 85  # a low-detail image; larger ones cost more and are not sized here
+SHOWN_PROBLEMS = 20
+
+# The longest output a model may write, by name prefix (longest prefix wins): the worst case
+# of a request without its own cap. Providers' published limits.
+MAX_OUTPUT: dict[str, int] = {
+    "gpt-3.5": 4_096, "gpt-4": 8_192, "gpt-4-turbo": 4_096, "gpt-4o": 16_384,
+    "gpt-4o-mini": 16_384, "gpt-4.1": 32_768, "gpt-4.5": 16_384, "gpt-5": 128_000,
+    "o1": 100_000, "o1-mini": 65_536, "o3": 100_000, "o3-mini": 100_000, "o4-mini": 100_000,
+    "claude-3-haiku": 4_096, "claude-3-5-haiku": 8_192, "claude-3-5-sonnet": 8_192,
+    "claude-3-7-sonnet": 64_000, "claude-sonnet-4": 64_000, "claude-haiku-4": 64_000,
+    "claude-opus-4": 32_000, "claude-opus-4-5": 64_000,
+}  # fmt: skip
+NO_OUTPUT_ENDPOINTS = ("/v1/embeddings", "/v1/moderations")
+CAP_KEYS = ("max_completion_tokens", "max_tokens", "max_output_tokens")
+
+
+class _Encoding(Protocol):
+    def encode_ordinary(self, text: str) -> list[int]: ...
+
+
+@lru_cache(maxsize=2)
+def _encoding(name: str) -> _Encoding:
+    import bpe_openai
+
+    enc: _Encoding = bpe_openai.get_encoding(name)
+    return enc
+
+
+def encoding_name(model: str) -> str:
+    """The OpenAI vocabulary a model uses: cl100k for GPT-4/3.5 and embeddings, else o200k."""
+    old = ("gpt-4-", "gpt-3.5", "text-embedding", "davinci", "babbage")
+    return "cl100k_base" if model == "gpt-4" or model.startswith(old) else "o200k_base"
+
+
+LONG_TEXT = 500_000  # bpe-openai refuses a text of 1M characters: count it in pieces
+
+
+def text_tokens(text: str, encoding: str = "o200k_base") -> int:
+    enc = _encoding(encoding)
+    n = 0
+    while len(text) > LONG_TEXT:
+        # cut before a space, where the pre-tokenizer starts a new token anyway
+        cut = text.rfind(" ", 0, LONG_TEXT)
+        cut = cut if cut > 0 else LONG_TEXT
+        n += len(enc.encode_ordinary(text[:cut]))
+        text = text[cut:]
+    return n + len(enc.encode_ordinary(text)) if text else n
+
+
+def model_max_output(model: str) -> int | None:
+    """The model's maximum output tokens, or None when we do not know the model."""
+    best = max((p for p in MAX_OUTPUT if model.startswith(p)), key=len, default=None)
+    return MAX_OUTPUT[best] if best else None
+
+
+def output_cap(body: dict[str, Any]) -> int | None:
+    """The request's own output cap, if it sets one."""
+    for k in CAP_KEYS:
+        v = body.get(k)
+        if isinstance(v, int) and not isinstance(v, bool) and v >= 0:
+            return v
+    return None
+
+
+_CJK = re.compile(r"[\u3000-\u9fff\uac00-\ud7af\uff00-\uffef]")
+
+
+def claude_tokens(text: str) -> float:
+    """Calibrated Claude tokens of a text: its o200k count scaled by how much of it is CJK."""
+    if not text:
+        return 0.0
+    share = len(_CJK.findall(text)) / len(text) if not text.isascii() else 0.0
+    return text_tokens(text) * (ANTHROPIC_RATIO + ANTHROPIC_CJK_EXTRA * share)
+
+
+class _Counter:
+    """Counts one request body's input tokens with one vocabulary (or Claude's calibration)."""
+
+    def __init__(self, encoding: str, *, claude: bool = False) -> None:
+        self.enc, self.claude = encoding, claude
+
+    def text(self, s: str) -> int:
+        return round(claude_tokens(s)) if self.claude else text_tokens(s, self.enc)
+
+    def json(self, v: Any) -> int:
+        return self.text(orjson.dumps(v).decode()) if v else 0
+
+    def content(self, c: Any) -> int:
+        if isinstance(c, str):
+            return self.text(c)
+        if isinstance(c, list):
+            return sum(self.part(p) for p in c)
+        if isinstance(c, dict):
+            return self.part(c)
+        return 0
+
+    def part(self, p: Any) -> int:
+        if isinstance(p, str):
+            return self.text(p)
+        if not isinstance(p, dict):
+            return 0
+        kind = str(p.get("type", ""))
+        if "image" in kind:
+            return IMAGE_TOKENS
+        if isinstance(p.get("text"), str):
+            return self.text(p["text"])
+        if kind in ("tool_use", "function_call"):
+            return self.text(str(p.get("name", ""))) + self.json(p.get("input", p.get("arguments")))
+        if kind == "tool_result":
+            return self.content(p.get("content"))
+        return self.json({k: v for k, v in p.items() if k != "type"})
+
+    def messages(self, messages: Any) -> int:
+        n = 0
+        for m in messages if isinstance(messages, list) else ():
+            if not isinstance(m, dict):
+                continue
+            n += PER_MESSAGE + self.text(str(m.get("role", "")))
+            n += self.content(m.get("content"))
+            if m.get("name"):
+                n += PER_NAME + self.text(str(m["name"]))
+            if m.get("tool_calls"):
+                n += self.json(m["tool_calls"])
+        return n
+
+
+def input_tokens(endpoint: str, model: str, body: dict[str, Any]) -> int:
+    """The input tokens of one request body, tokenizer-counted (calibrated for Anthropic)."""
+    if endpoint == ANTHROPIC_ENDPOINT:
+        c = _Counter("o200k_base", claude=True)
+        system = body.get("system")
+        n = c.content(system) if system is not None else 0
+        for m in body.get("messages") or ():
+            if isinstance(m, dict):
+                n += c.content(m.get("content"))
+        n += c.json(body.get("tools")) + c.json(body.get("tool_choice"))
+        turns = len(body.get("messages") or ()) + (system is not None)
+        return n + ANTHROPIC_PER_MESSAGE * turns + ANTHROPIC_BASE
+    c = _Counter(encoding_name(model))
+    if endpoint in ("/v1/embeddings", "/v1/moderations", "/v1/completions"):
+        value = body.get("prompt" if endpoint == "/v1/completions" else "input")
+        items = value if isinstance(value, list) else [value]
+        if items and all(isinstance(t, int) for t in items):
+            return len(items)  # already token ids
+        return sum(len(i) if isinstance(i, list) else c.content(i) for i in items)
+    if endpoint == "/v1/responses":
+        value = body.get("input")
+        if isinstance(value, str):
+            n = PRIME + PER_MESSAGE + c.text(value)
+        else:
+            n = PRIME + c.messages(value)
+        if isinstance(body.get("instructions"), str):
+            n += PER_MESSAGE + c.text(body["instructions"])
+        return n + c.json(body.get("tools")) + c.json(body.get("text"))
+    n = PRIME + c.messages(body.get("messages"))
+    return n + sum(c.json(body.get(k)) for k in ("tools", "functions", "response_format"))
+
+
+@dataclass(slots=True)
+class ModelEstimate:
+    """The estimate for one model: token counts and what they cost, expected and worst case."""
+
+    provider: str
+    model: str
+    requests: int = 0
+    input_tokens: int = 0
+    expected_output_tokens: int = 0
+    max_output_tokens: int = 0
+    without_cap: int = 0  # requests with no output cap of their own (the model's maximum used)
+    unbounded: int = 0  # ... and the model's maximum is unknown: left out of the worst case
+    batch_expected_usd: Decimal | None = Decimal(0)
+    batch_worst_usd: Decimal | None = Decimal(0)
+    realtime_expected_usd: Decimal | None = Decimal(0)
+    realtime_worst_usd: Decimal | None = Decimal(0)
+    derived: bool = False
+    _by_tier: dict[tuple[int, bool], Tokens] = field(default_factory=dict, repr=False)
+
+    @property
+    def priced(self) -> bool:
+        return self.batch_expected_usd is not None
+
+    def record(self) -> dict[str, object]:
+        d = asdict(self)
+        d.pop("_by_tier")
+        return d
+
+
+@dataclass(slots=True)
+class Estimate:
+    """A whole file's estimate: one line per model, and the totals."""
+
+    source: str
+    models: list[ModelEstimate]
+    expected_output: int = EXPECTED_OUTPUT
+
+    @property
+    def requests(self) -> int:
+        return sum(m.requests for m in self.models)
+
+    def total(self, attr: str) -> Decimal | None:
+        """A cost column summed over priced models (None if no model is priced)."""
+        vals = [getattr(m, attr) for m in self.models if getattr(m, attr) is not None]
+        return sum(vals, Decimal(0)) if vals else None
+
+    @property
+    def unpriced(self) -> list[str]:
+        return [m.model for m in self.models if not m.priced]
+
+    def summary(self) -> str:
+        """One line: requests, tokens and cost, expected and worst case."""
+        inp = sum(m.input_tokens for m in self.models)
+        worst = self.total("batch_worst_usd")
+        parts = [
+            f"{self.requests:,} requests",
+            f"{inp:,} input tokens",
+            f"batch ≈ {_usd(self.total('batch_expected_usd'))} expected, {_usd(worst)} worst case",
+            f"real time ≈ {_usd(self.total('realtime_expected_usd'))}",
+        ]
+        if self.unpriced:
+            parts.append(f"unpriced: {', '.join(self.unpriced)}")
+        return "estimate: " + ", ".join(parts)
+
+
+def _usd(v: Decimal | None) -> str:
+    if v is None:
+        return "unpriced"
+    return f"${v:,.2f}" if v >= 1 else f"${v:.4f}"
+
+
+def _parse(obj: object) -> tuple[str, str, str, dict[str, Any]]:
+    r = parse_obj(obj)
+    assert isinstance(obj, dict)
+    body = obj["params"] if r.provider == "anthropic" else obj["body"]
+    return r.provider, r.endpoint, r.model, body
+
+
+def estimate_lines(
+    lines: Iterable[tuple[int, bytes]],
+    *,
+    source: str = "<requests>",
+    expected_output: int = EXPECTED_OUTPUT,
+) -> Estimate:
+    """Estimate numbered JSONL lines (OpenAI and Anthropic batch input formats, mixed)."""
+    by_model: dict[tuple[str, str], ModelEstimate] = {}
+    problems: list[str] = []
+    bad = 0
+    for number, raw in lines:
+        try:
+            provider, endpoint, model, body = _parse(orjson.loads(raw))
+        except (orjson.JSONDecodeError, LineError) as exc:
+            bad += 1
+            if len(problems) < SHOWN_PROBLEMS:
+                problems.append(f"{source}:{number}: {exc}")
+            continue
+        m = by_model.get((provider, model))
+        if m is None:
+            m = by_model[(provider, model)] = ModelEstimate(provider, model)
+        _add(m, endpoint, body, expected_output)
+    if bad:
+        raise InputError(
+            f"{source}: {bad:,} lines are invalid; nothing was estimated", problems, bad
+        )
+    models = [by_model[k] for k in sorted(by_model)]
+    for m in models:
+        _price(m)
+    return Estimate(source, models, expected_output)
+
+
+def _add(m: ModelEstimate, endpoint: str, body: dict[str, Any], expected_output: int) -> None:
+    inp = input_tokens(endpoint, m.model, body)
+    if endpoint in NO_OUTPUT_ENDPOINTS:
+        worst = expected = 0
+    else:
+        cap = output_cap(body)
+        if cap is None:
+            m.without_cap += 1
+            cap = model_max_output(m.model)
+        if cap is None:
+            m.unbounded += 1
+            worst, expected = 0, expected_output
+        else:
+            worst, expected = cap, min(cap, expected_output)
+    m.requests += 1
+    m.input_tokens += inp
+    m.expected_output_tokens += expected
+    m.max_output_tokens += worst
+    if free(endpoint, m.model):
+        return
+    tier = model_prices(m.provider, m.model).tier(inp)
+    for worst_case, out in ((False, expected), (True, worst)):
+        key = (tier, worst_case)
+        m._by_tier[key] = m._by_tier.get(key, Tokens()) + Tokens(input=inp, output=out)
+
+
+def _price(m: ModelEstimate) -> None:
+    """Price each (tier, case) aggregate once; a model with no price stays unpriced (None)."""
+    mp = model_prices(m.provider, m.model)
+    if not mp.priced and m._by_tier:
+        m.batch_expected_usd = m.batch_worst_usd = None
+        m.realtime_expected_usd = m.realtime_worst_usd = None
+        return
+    m.derived = mp.derived and bool(m._by_tier)
+    for (tier, worst_case), tokens in m._by_tier.items():
+        for batch in (True, False):
+            v = mp.cost(tokens, tier, batch=batch)
+            attr = f"{'batch' if batch else 'realtime'}_{'worst' if worst_case else 'expected'}_usd"
+            setattr(m, attr, (getattr(m, attr) or Decimal(0)) + (v or Decimal(0)))
+
+
+def _numbered(path: Path) -> Iterator[tuple[int, bytes]]:
+    with path.open("rb") as f:
+        for number, raw in enumerate(f, 1):
+            line = raw.rstrip(b"\r\n")
+            if line.strip():
+                yield number, line
+
+
+def estimate_file(path: str | Path, *, expected_output: int = EXPECTED_OUTPUT) -> Estimate:
+    """Estimate every request of a JSONL batch input file."""
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"{p}: no such file")
+    return estimate_lines(_numbered(p), source=str(p), expected_output=expected_output)
+
+
+def estimate_requests(
+    requests: Iterable[dict[str, Any]], *, expected_output: int = EXPECTED_OUTPUT
+) -> Estimate:
+    """Estimate request lines given as dicts (either batch input format)."""
+    lines = ((i, orjson.dumps(r)) for i, r in enumerate(requests, 1))
+    return estimate_lines(lines, expected_output=expected_output)
+
+
+def from_sizes(
+    source: str,
+    sizes: dict[tuple[str, str, str], list[int]],
+    *,
+    expected_output: int = EXPECTED_OUTPUT,
+) -> Estimate:
+    """The cheap estimate printed after `enqueue`: no tokenizer, only the size stats the
+    importer keeps (`importer.tally_sizes`). Input tokens come from `tokens.estimate_tokens`
+    (upper-leaning), and every request is priced at the tier of the model's largest one."""
+    from llmbatch.tokens import OVERHEAD_TOKENS, estimate_tokens
+
+    models: dict[tuple[str, str], ModelEstimate] = {}
+    for (provider, endpoint, model), (n, nbytes, caps, without, largest) in sorted(sizes.items()):
+        m = models.setdefault((provider, model), ModelEstimate(provider, model))
+        inp = estimate_tokens(nbytes) + OVERHEAD_TOKENS * (n - 1)
+        worst = expected = 0
+        if endpoint not in NO_OUTPUT_ENDPOINTS:
+            model_max = model_max_output(model)
+            worst = caps + without * (model_max or 0)
+            expected = min(worst, n * expected_output) if model_max or not without else 0
+            m.without_cap += without
+            m.unbounded += without if model_max is None else 0
+        m.requests += n
+        m.input_tokens += inp
+        m.expected_output_tokens += expected
+        m.max_output_tokens += worst
+        if free(endpoint, model):
+            continue
+        tier = model_prices(provider, model).tier(estimate_tokens(largest))
+        for worst_case, out in ((False, expected), (True, worst)):
+            m._by_tier[(tier, worst_case)] = m._by_tier.get((tier, worst_case), Tokens()) + Tokens(
+                input=inp, output=out
+            )
+    for m in models.values():
+        _price(m)
+    return Estimate(source, [models[k] for k in sorted(models)], expected_output)
+
+
+def render(est: Estimate, fmt: str = "table") -> str:
+    """The estimate as a table (rounded) or JSON (exact to 1e-6 USD)."""
+    if fmt == "json":
+        out = {
+            "source": est.source,
+            "prices": PRICES_VERSION,
+            "expected_output_per_request": est.expected_output,
+            "models": [m.record() for m in est.models],
+            "total": {
+                k: est.total(k)
+                for k in (
+                    "batch_expected_usd",
+                    "batch_worst_usd",
+                    "realtime_expected_usd",
+                    "realtime_worst_usd",
+                )
+            },
+        }
+        return orjson.dumps(out, default=str, option=orjson.OPT_INDENT_2).decode()
+    from rich.console import Console
+    from rich.table import Table
+
+    if not est.models:
+        return f"{est.source}: no requests to estimate."
+    table = Table(title=f"estimate for {est.source} (USD, {PRICES_VERSION})")
+    heads = ("provider", "model", "requests", "input tok", "output tok (expected)",
+             "output tok (max)", "batch $ expected", "batch $ worst", "real-time $ expected",
+             "real-time $ worst")  # fmt: skip
+    for i, h in enumerate(heads):
+        table.add_column(h, justify="left" if i < 2 else "right", no_wrap=i < 2)
+    for m in est.models:
+        table.add_row(
+            m.provider, m.model, f"{m.requests:,}", f"{m.input_tokens:,}",
+            f"{m.expected_output_tokens:,}", f"{m.max_output_tokens:,}",
+            _usd(m.batch_expected_usd), _usd(m.batch_worst_usd),
+            _usd(m.realtime_expected_usd), _usd(m.realtime_worst_usd),
+        )  # fmt: skip
+    console = Console(width=max(Console().width, 160), highlight=False)
+    with console.capture() as cap:
+        console.print(table)
+    notes = [
+        f"expected output: {est.expected_output:,} tokens a request (--expected-output), "
+        "never above its own cap; worst case: every request writes its cap."
+    ]
+    for m in est.models:
+        if m.without_cap:
+            notes.append(
+                f"{m.model}: {m.without_cap:,} of {m.requests:,} requests set no max_tokens / "
+                "max_completion_tokens / max_output_tokens; the worst case uses the model's "
+                "maximum output" + (f" ({m.unbounded:,} unknown, left out)" if m.unbounded else "")
+            )
+        if m.derived:
+            notes.append(f"{m.model}: derived batch price (real-time price x 50 %).")
+        if not m.priced:
+            notes.append(f"{m.model}: unpriced (not in the price data); not $0.")
+    if any(m.provider == "anthropic" for m in est.models):
+        notes.append(
+            "Anthropic input tokens are calibrated, not counted (no offline tokenizer): "
+            "see benchmarks/bench_estimate.py for the error."
+        )
+    return cap.get() + "".join(n + "\n" for n in notes) + est.summary() + "\n"
