@@ -195,6 +195,24 @@ def estimate(file: str, expected_output: int, fmt: str) -> None:
 
 
 @main.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option(
+    "--exclude-tag", "exclude_tags", multiple=True, metavar="TAG", envvar="LLMBATCH_EXCLUDE_TAGS",
+    help="A tag (or project) whose calls must stay real time; repeatable.",
+)  # fmt: skip
+@click.option(
+    "--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True,
+    envvar="LLMBATCH_ANALYZE_FORMAT",
+)  # fmt: skip
+def analyze(file: str, exclude_tags: tuple[str, ...], fmt: str) -> None:
+    """What past usage already batches, and what moving the rest would save per model and tag:
+    OpenAI usage API pages (group_by=model,batch) or per-call JSONL records."""
+    from llmbatch.analyze import analyze_file, render
+
+    click.echo(render(analyze_file(file, exclude_tags=exclude_tags), fmt), nl=False)
+
+
+@main.command()
 @click.option("--queue", "-q", envvar="LLMBATCH_QUEUE", help="Only this queue.")
 @click.option(
     "--format",

@@ -1,0 +1,363 @@
+"""`llmbatch analyze`: what past usage already sends through batch, and what moving the rest
+would save, per model and tag, before writing any code.
+
+Two inputs, told apart by their first JSON value:
+
+- Pages of OpenAI's organization usage API, `GET /v1/organization/usage/completions?
+  group_by=model,batch` (`{"object": "page", "data": [buckets]}`), one page a line or
+  concatenated. A result's tag is its `project_id` when the pages are also grouped by it.
+- Per-call records, one JSON object a line: `timestamp` (Unix seconds or ISO 8601), `model`,
+  `input_tokens`, `output_tokens`, optional `cached_tokens`, `tag`, `endpoint`, `batch`.
+
+What could move is every non-batched token minus the `--exclude-tag` groups: an upper bound,
+since some calls need an answer in seconds. Costs are at today's prices (pricing.py, batch
+and real time); the period is the span the input covers, scaled to a 30-day month. Usage
+pages carry no per-request sizes, so they are priced at the base tier; per-call records at
+each call's own tier.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from llmbatch.errors import InputError
+from llmbatch.pricing import PRICES_VERSION, Tokens, model_prices, price_group, quantize
+
+MONTH_DAYS = Decimal(30)
+DAY_S = 86400
+PAGE_SHAPE = (
+    'an OpenAI usage page {"object": "page", "data": [...]} from GET '
+    "/v1/organization/usage/completions?group_by=model,batch"
+)
+RECORD_SHAPE = (
+    'a per-call record {"timestamp", "model", "input_tokens", "output_tokens"} '
+    '(optional "tag", "endpoint", "batch", "cached_tokens")'
+)
+
+
+@dataclass(slots=True)
+class Usage:
+    """Usage of one model and tag, batched or not, in one tier."""
+
+    model: str
+    tag: str | None
+    batch: bool
+    tier: int
+    requests: int
+    tokens: Tokens
+    endpoint: str | None = None
+
+
+@dataclass(slots=True)
+class Line:
+    """One row of the analysis: a model and tag over the whole period."""
+
+    model: str
+    tag: str | None
+    requests: int = 0
+    batched_requests: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    batched_input_tokens: int = 0
+    batched_output_tokens: int = 0
+    batched_usd: Decimal = Decimal(0)  # what the batched usage cost, at batch prices
+    batched_saved_usd: Decimal = Decimal(0)  # ... and saved against real time
+    movable: bool = True  # False: an --exclude-tag group
+    movable_realtime_usd: Decimal = Decimal(0)  # the non-batched usage at real-time prices
+    movable_batch_usd: Decimal = Decimal(0)  # ... and at batch prices
+    unpriced: bool = False
+    derived: bool = False
+
+    @property
+    def savings_usd(self) -> Decimal:
+        return self.movable_realtime_usd - self.movable_batch_usd if self.movable else Decimal(0)
+
+
+@dataclass(slots=True)
+class Analysis:
+    """The whole analysis: lines per model and tag, the period, and the monthly scale."""
+
+    source: str
+    kind: str  # "usage pages" or "per-call records"
+    lines: list[Line]
+    start: datetime | None
+    end: datetime | None
+    excluded: tuple[str, ...] = ()
+
+    @property
+    def days(self) -> Decimal:
+        if self.start is None or self.end is None:
+            return Decimal(0)
+        seconds = max((self.end - self.start).total_seconds(), DAY_S)  # at least a day
+        return Decimal(str(seconds)) / DAY_S
+
+    def monthly(self, v: Decimal) -> Decimal:
+        return quantize(v * MONTH_DAYS / self.days) if self.days else Decimal(0)
+
+    def total(self, attr: str) -> Decimal:
+        return sum((getattr(ln, attr) for ln in self.lines), Decimal(0))
+
+    def record(self) -> dict[str, object]:
+        return {
+            "source": self.source, "kind": self.kind, "prices": PRICES_VERSION,
+            "start": self.start.isoformat() if self.start else None,
+            "end": self.end.isoformat() if self.end else None, "days": str(self.days),
+            "excluded_tags": list(self.excluded),
+            "lines": [
+                {"model": ln.model, "tag": ln.tag, "requests": ln.requests,
+                 "batched_requests": ln.batched_requests, "input_tokens": ln.input_tokens,
+                 "output_tokens": ln.output_tokens, "batched_usd": ln.batched_usd,
+                 "batched_saved_usd": ln.batched_saved_usd, "movable": ln.movable,
+                 "movable_realtime_usd": ln.movable_realtime_usd,
+                 "movable_batch_usd": ln.movable_batch_usd, "savings_usd": ln.savings_usd,
+                 "monthly_savings_usd": self.monthly(ln.savings_usd), "unpriced": ln.unpriced,
+                 "derived": ln.derived}
+                for ln in self.lines
+            ],
+            "total": {
+                "batched_usd": self.total("batched_usd"),
+                "movable_realtime_usd": self.total("movable_realtime_usd"),
+                "savings_usd": self.total("savings_usd"),
+                "monthly_savings_usd": self.monthly(self.total("savings_usd")),
+                "upper_bound": True,
+            },
+        }  # fmt: skip
+
+
+def _values(text: str) -> Iterator[tuple[int, Any]]:
+    """(line number, value) of each JSON value: one a line, or concatenated/pretty-printed."""
+    dec = json.JSONDecoder()
+    i, n = 0, len(text)
+    while True:
+        while i < n and text[i] in " \t\r\n":
+            i += 1
+        if i >= n:
+            return
+        line = text.count("\n", 0, i) + 1
+        try:
+            value, i = dec.raw_decode(text, i)
+        except json.JSONDecodeError as exc:
+            snippet = text[i : i + 60].split("\n", 1)[0]
+            raise InputError(
+                f"line {exc.lineno}: not JSON ({exc.msg}): {snippet!r}; expected {PAGE_SHAPE}, "
+                f"or {RECORD_SHAPE}"
+            ) from None
+        yield line, value
+
+
+def _unknown(source: str, line: int, value: object, why: str = "") -> InputError:
+    shown = orjson.dumps(value).decode()[:80]
+    return InputError(
+        f"{source}:{line}: unknown usage shape{why}: {shown}; expected {PAGE_SHAPE}, "
+        f"or {RECORD_SHAPE}"
+    )
+
+
+def _int(source: str, line: int, obj: dict[str, Any], key: str, default: int | None = None) -> int:
+    v = obj.get(key, default)
+    if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+        raise InputError(f"{source}:{line}: {key} must be a whole number >= 0, got {v!r}")
+    return v
+
+
+def read_pages(source: str, values: Iterable[tuple[int, Any]]) -> tuple[list[Usage], list[int]]:
+    """Usage results of usage pages, and the bucket bounds (Unix seconds) they cover."""
+    out: list[Usage] = []
+    bounds: list[int] = []
+    for line, page in values:
+        if not isinstance(page, dict) or page.get("object") != "page":
+            raise _unknown(source, line, page, " (every value must be a usage page)")
+        for bucket in page.get("data") or ():
+            results = bucket.get("results") or ()
+            if results:  # empty buckets say nothing about what was used
+                bounds += [_int(source, line, bucket, "start_time"),
+                           _int(source, line, bucket, "end_time")]  # fmt: skip
+            for r in results:
+                if r.get("object") != "organization.usage.completions.result":
+                    raise _unknown(source, line, r, " (not a completions usage result)")
+                if r.get("model") is None or r.get("batch") is None:
+                    raise InputError(
+                        f"{source}:{line}: usage results are not grouped by model and batch "
+                        "(model or batch is null); fetch the pages with group_by=model,batch"
+                    )
+                inp = _int(source, line, r, "input_tokens")
+                tokens = Tokens(
+                    input=inp,
+                    cached=min(_int(source, line, r, "input_cached_tokens", 0), inp),
+                    output=_int(source, line, r, "output_tokens"),
+                )
+                n = _int(source, line, r, "num_model_requests")
+                tag = r.get("project_id")
+                out.append(Usage(str(r["model"]), tag, bool(r["batch"]), 0, n, tokens))
+    return out, bounds
+
+
+def _timestamp(source: str, line: int, v: object) -> float:
+    if isinstance(v, int | float) and not isinstance(v, bool):
+        return float(v)
+    if isinstance(v, str):
+        try:
+            dt = datetime.fromisoformat(v.replace("Z", "+00:00"))
+        except ValueError:
+            pass
+        else:
+            return (dt if dt.tzinfo else dt.replace(tzinfo=UTC)).timestamp()
+    raise InputError(f"{source}:{line}: timestamp must be Unix seconds or ISO 8601, got {v!r}")
+
+
+def read_records(source: str, values: Iterable[tuple[int, Any]]) -> tuple[list[Usage], list[int]]:
+    """Per-call records summed per (model, tag, endpoint, batch, tier)."""
+    sums: dict[tuple[str, str | None, str | None, bool, int], list[int]] = {}
+    lo, hi = float("inf"), float("-inf")
+    for line, rec in values:
+        if not isinstance(rec, dict) or not {"model", "input_tokens", "output_tokens"} <= set(rec):
+            raise _unknown(source, line, rec, " (a record needs timestamp, model and tokens)")
+        at = _timestamp(source, line, rec.get("timestamp"))
+        lo, hi = min(lo, at), max(hi, at)
+        model = rec["model"]
+        if not isinstance(model, str) or not model:
+            raise InputError(f"{source}:{line}: model must be a non-empty string")
+        inp = _int(source, line, rec, "input_tokens")
+        tag, endpoint = rec.get("tag"), rec.get("endpoint")
+        tier = model_prices(_provider(model), model).tier(inp)
+        key = (model, None if tag is None else str(tag), endpoint, bool(rec.get("batch")), tier)
+        s = sums.setdefault(key, [0, 0, 0, 0])
+        s[0] += 1
+        s[1] += inp
+        s[2] += min(_int(source, line, rec, "cached_tokens", 0), inp)
+        s[3] += _int(source, line, rec, "output_tokens")
+    out = [
+        Usage(m, tag, b, tier, n, Tokens(input=i, cached=c, output=o), ep)
+        for (m, tag, ep, b, tier), (n, i, c, o) in sums.items()
+    ]
+    return out, ([] if not sums else [int(lo), int(hi)])
+
+
+def _provider(model: str) -> str:
+    return "anthropic" if model.startswith("claude") else "openai"
+
+
+def analyze_text(
+    text: str,
+    *,
+    source: str = "<usage>",
+    exclude_tags: Sequence[str] = (),
+    today: date | None = None,
+) -> Analysis:
+    """Analyse usage pages or per-call records given as text."""
+    values = list(_values(text))
+    excluded = tuple(exclude_tags)
+    if not values:
+        return Analysis(source, "empty", [], None, None, excluded)
+    line, first = values[0]
+    if isinstance(first, dict) and first.get("object") == "page":
+        kind, (usage, bounds) = "usage pages", read_pages(source, values)
+    elif isinstance(first, dict) and "model" in first and "input_tokens" in first:
+        kind, (usage, bounds) = "per-call records", read_records(source, values)
+    else:
+        raise _unknown(source, line, first)
+    start = datetime.fromtimestamp(min(bounds), UTC) if bounds else None
+    end = datetime.fromtimestamp(max(bounds), UTC) if bounds else None
+    return Analysis(source, kind, _lines(usage, excluded, today), start, end, excluded)
+
+
+def _lines(usage: list[Usage], excluded: tuple[str, ...], today: date | None) -> list[Line]:
+    day = today or datetime.now(UTC).date()
+    lines: dict[tuple[str, str | None], Line] = {}
+    for u in usage:
+        ln = lines.setdefault((u.model, u.tag), Line(u.model, u.tag))
+        ln.requests += u.requests
+        ln.input_tokens += u.tokens.input
+        ln.output_tokens += u.tokens.output
+        ln.movable = u.tag not in excluded
+        cost = price_group(_provider(u.model), u.model, u.tokens, u.tier, day, u.endpoint)
+        if cost.batch is None or cost.real is None:
+            ln.unpriced = True
+        ln.derived = ln.derived or cost.derived
+        if u.batch:
+            ln.batched_requests += u.requests
+            ln.batched_input_tokens += u.tokens.input
+            ln.batched_output_tokens += u.tokens.output
+            ln.batched_usd += cost.batch or 0
+            ln.batched_saved_usd += (cost.real or 0) - (cost.batch or 0)
+        else:
+            ln.movable_realtime_usd += cost.real or 0
+            ln.movable_batch_usd += cost.batch or 0
+    return [lines[k] for k in sorted(lines, key=lambda k: (k[0], k[1] or ""))]
+
+
+def analyze_file(
+    path: str | Path, *, exclude_tags: Sequence[str] = (), today: date | None = None
+) -> Analysis:
+    """Analyse a usage file (see the module docstring for the two shapes)."""
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"{p}: no such file")
+    try:
+        text = p.read_text("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{p}: not UTF-8 text (byte {exc.start + 1})") from None
+    return analyze_text(text, source=str(p), exclude_tags=exclude_tags, today=today)
+
+
+def _usd(v: Decimal) -> str:
+    return f"{v:,.2f}" if abs(v) >= 1 else f"{v:.4f}"
+
+
+def render(a: Analysis, fmt: str = "table") -> str:
+    """The analysis as a table (rounded) or JSON (exact to 1e-6 USD)."""
+    if fmt == "json":
+        return orjson.dumps(a.record(), default=str, option=orjson.OPT_INDENT_2).decode() + "\n"
+    if not a.lines:
+        return f"{a.source}: no usage in this period: nothing to analyse.\n"
+    from rich.console import Console
+    from rich.table import Table
+
+    assert a.start is not None and a.end is not None
+    period = f"{a.start:%Y-%m-%d} to {a.end:%Y-%m-%d}, {a.days:.1f} days"
+    table = Table(title=f"{a.source} ({a.kind}, {period}; USD at today's prices, {PRICES_VERSION})")
+    heads = ("model", "tag", "requests", "batched", "input tok", "output tok", "batched $",
+             "batch saved $", "not batched $ (real time)", "as batch $", "could save $",
+             "could save $/month")  # fmt: skip
+    for i, h in enumerate(heads):
+        table.add_column(h, justify="left" if i < 2 else "right", no_wrap=i < 2)
+    for ln in a.lines:
+        excluded = not ln.movable
+        table.add_row(
+            ln.model, (ln.tag or "-") + (" (excluded)" if excluded else ""), f"{ln.requests:,}",
+            f"{ln.batched_requests / ln.requests:.0%}" if ln.requests else "-",
+            f"{ln.input_tokens:,}", f"{ln.output_tokens:,}",
+            "unpriced" if ln.unpriced else _usd(ln.batched_usd),
+            "unpriced" if ln.unpriced else _usd(ln.batched_saved_usd),
+            "unpriced" if ln.unpriced else _usd(ln.movable_realtime_usd),
+            "-" if excluded or ln.unpriced else _usd(ln.movable_batch_usd),
+            "-" if excluded or ln.unpriced else _usd(ln.savings_usd),
+            "-" if excluded or ln.unpriced else _usd(a.monthly(ln.savings_usd)),
+        )  # fmt: skip
+    console = Console(width=max(Console().width, 160), highlight=False)
+    with console.capture() as cap:
+        console.print(table)
+    saved = a.total("savings_usd")
+    notes = [
+        f"already batched: {_usd(a.total('batched_usd'))} USD, which saved "
+        f"{_usd(a.total('batched_saved_usd'))} USD against real time.",
+        f"could move to batch: up to {_usd(saved)} USD saved in this period, about "
+        f"{_usd(a.monthly(saved))} USD a month — an upper bound: it counts every non-batched "
+        "call" + (f" outside {', '.join(a.excluded)}" if a.excluded else "")
+        + ", and some need an answer in seconds.",
+    ]  # fmt: skip
+    if a.kind == "usage pages":
+        notes.append("usage pages hold no per-request sizes: priced at each model's base tier.")
+    if any(ln.unpriced for ln in a.lines):
+        notes.append("unpriced: model not in the price data; left out of the sums, not $0.")
+    if any(ln.derived for ln in a.lines):
+        notes.append("derived: no batch price in the price data; real-time price x 50 % used.")
+    return cap.get() + "".join(n + "\n" for n in notes)
