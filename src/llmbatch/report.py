@@ -23,6 +23,7 @@ from llmbatch.store import Store
 
 GROUPINGS = ("day", "model", "queue")
 EPOCH = date(1970, 1, 1)
+FAR_FUTURE = 86400.0 * 10**7  # a UTC midnight, so an open-ended report reads the running totals
 
 
 @dataclass(slots=True)
@@ -73,7 +74,7 @@ def build(
     if bad:
         raise ConfigError(f"cannot group by {bad[0]!r}: use one of {', '.join(GROUPINGS)}")
     lo = since.timestamp() if since else 0.0
-    hi = until.timestamp() if until else 1e12
+    hi = until.timestamp() if until else FAR_FUTURE
     lines: dict[tuple[object, ...], ReportLine] = {}
     for g in store.cost_groups(lo, hi, queue):
         day = EPOCH + timedelta(days=g.day)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 from llmbatch.importer import enqueue_requests
@@ -75,3 +76,43 @@ def test_cancel_marks_only_batches_wholly_in_scope(store: Store) -> None:
     assert (plan.cancelled, plan.batches, plan.in_batches, plan.left_running) == (1, [b1], 2, 1)
     states = {c.state: c.n for c in store.counts("q")}
     assert states == {"cancelled": 1, "packed": 4, "queued": 1}
+
+
+def test_running_cost_totals_equal_the_sums_over_every_result(store: Store) -> None:
+    from llmbatch.store.batching import Outcome
+
+    models = {"gpt-4o-mini": [f"m{i}" for i in range(6)], "gpt-4o": [f"o{i}" for i in range(3)]}
+    for model, ids in models.items():
+        body = {**BODY, "model": model}
+        enqueue_requests(store, (make_request(i, body) for i in ids), queue="q")
+    now = 86400.0 * 20000 + 3600  # 1h into a UTC day
+    token = store.acquire_lease("engine", "me", 60, now)
+    assert token is not None
+    for model in models:
+        group = ("openai", "/v1/chat/completions", model)
+        ids = [rid for rid, *_ in store.candidates(*group)]
+        batch = store.create_intent(group, ids, 10, 10, now, token)
+        assert batch is not None
+        attempts = [a for a, _r, _line in store.unfinished_attempts(batch)]
+        outcomes = [
+            Outcome(a, "succeeded", 200, "req", b"{}", input_tokens=10 * k, output_tokens=k,
+                    price_tier=k % 2)
+            if k % 3 else Outcome(a, "failed", error_code="server_error")
+            for k, a in enumerate(attempts, 1)
+        ]  # fmt: skip
+        # two ingests of one batch (the second adds to the first's totals), then a replay
+        assert store.apply_outcomes(batch, outcomes[:2], now, token) == 2
+        assert store.apply_outcomes(batch, outcomes[2:], now + 86400, token) == len(outcomes) - 2
+        assert store.apply_outcomes(batch, outcomes, now + 86400, token) == 0
+    far = 86400.0 * 10**7
+
+    def groups(since: float) -> list[tuple[object, ...]]:
+        return sorted(dataclasses.astuple(g) for g in store.cost_groups(since, far))
+
+    from_totals = groups(0.0)  # whole UTC days: the running totals
+    assert from_totals == groups(1.0)  # not a midnight: every result summed
+    assert sum(int(g[6]) for g in from_totals) == 9
+    assert sum(int(g[8]) for g in from_totals) == 10 * (1 + 2 + 4 + 5) + 10 * (1 + 2)
+    assert len({(g[4], g[3]) for g in from_totals}) == 4  # two days x two tiers
+    second_day = 86400.0 * 20001
+    assert groups(second_day) == groups(second_day - 1) != from_totals

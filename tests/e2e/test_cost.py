@@ -112,6 +112,9 @@ def test_reported_costs_equal_an_independent_computation(
     exported = [jsonl_line(r) for r in store.iter_results()]
     assert len(exported) == N
     lines = build(store)
+    # the running totals (whole days) and the sum over every result (from 1 s past midnight)
+    raw = build(store, since=datetime.fromtimestamp(1, UTC))
+    assert [ln.record() for ln in raw] == [ln.record() for ln in lines]
     store.close()
     total = totals(lines)
     assert total.requests == N and total.unpriced == 0

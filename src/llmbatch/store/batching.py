@@ -334,6 +334,7 @@ class BatchingOps:
                 (o.attempt_id, waiting[o.attempt_id], o.status_code, o.provider_request_id, o.body, o.error_code,
                  o.error_message, o.input_tokens, o.output_tokens, *_detail(o), int(now // 86400), now) for o in final
             ])  # fmt: skip
+            self._add_cost_totals(cur, [o.attempt_id for o in final])
             by_kind: dict[str, list[Outcome]] = {}
             for o in todo:
                 by_kind.setdefault(o.kind, []).append(o)
@@ -362,6 +363,13 @@ class BatchingOps:
                     [(_reason(o), now, rid(o.attempt_id)) for o in by_kind["cancelled"]],
                 )
             return len(todo)
+
+    def _add_cost_totals(self, cur: Any, attempt_ids: Sequence[int]) -> None:
+        """Add these new results to the report's running totals (same transaction)."""
+        for i in range(0, len(attempt_ids), 500):
+            part = attempt_ids[i : i + 500]
+            marks = ", ".join(["?"] * len(part))
+            cur.execute(self._dialect(self._raw("add_cost_totals").format(ids=marks)), part)
 
     def attempts_not_in_batch(self, batch_id: int, attempt_ids: Sequence[int]) -> list[int]:
         """The ids among these that are not attempts of this batch."""

@@ -378,9 +378,17 @@ class SqlStore(BatchingOps):
             ]
 
     def cost_groups(self, since: float, until: float, queue: str | None = None) -> list[CostGroup]:
-        """Usage of results recorded in [since, until) per pricing aggregate."""
+        """Usage of results recorded in [since, until) per pricing aggregate: from the running
+        totals when both ends are UTC midnights, else summed from the results."""
+        days = (since / 86400, until / 86400)
         with self._read() as cur:
-            cur.execute(self.q("cost_groups"), {"since": since, "until": until, "queue": queue})
+            if days[0].is_integer() and days[1].is_integer():
+                cur.execute(
+                    self.q("cost_totals"),
+                    {"since_day": int(days[0]), "until_day": int(days[1]), "queue": queue},
+                )
+            else:
+                cur.execute(self.q("cost_groups"), {"since": since, "until": until, "queue": queue})
             return [
                 CostGroup(r[0], r[1], r[2], int(r[3]), int(r[4]), r[5], *(int(v) for v in r[6:]))
                 for r in cur.fetchall()

@@ -185,3 +185,30 @@ INSERT INTO batches (provider, endpoint, model, state, provider_batch_id, provid
 VALUES (:provider, :endpoint, :model, :state, :provider_batch_id, :state, :input_file_id,
         :request_count, :intent_id, :now, :now, :now)
 ON CONFLICT (provider_batch_id) DO NOTHING
+
+-- name: add_cost_totals
+-- Add the results of these attempts to their pricing aggregates (cost_totals), in the
+-- transaction that inserted them; the same sums and keys as cost_groups.
+INSERT INTO cost_totals (day, queue, provider, model, price_tier, endpoint, requests, succeeded,
+                         input_tokens, cached_tokens, cache_write_5m_tokens,
+                         cache_write_1h_tokens, output_tokens, flagged)
+SELECT res.day, r.queue, r.provider, r.model, res.price_tier, MIN(r.endpoint), COUNT(*),
+       SUM(CASE WHEN res.error_code IS NULL THEN 1 ELSE 0 END),
+       COALESCE(SUM(res.input_tokens), 0), COALESCE(SUM(res.cached_tokens), 0),
+       COALESCE(SUM(res.cache_write_5m_tokens), 0), COALESCE(SUM(res.cache_write_1h_tokens), 0),
+       COALESCE(SUM(res.output_tokens), 0),
+       SUM(CASE WHEN res.usage_flag IS NOT NULL THEN 1 ELSE 0 END)
+FROM results res JOIN requests r ON r.id = res.request_id
+WHERE res.attempt_id IN ({ids})
+GROUP BY res.day, r.queue, r.provider, r.model, res.price_tier
+ON CONFLICT (day, queue, provider, model, price_tier) DO UPDATE SET
+    endpoint = CASE WHEN excluded.endpoint < cost_totals.endpoint THEN excluded.endpoint
+                    ELSE cost_totals.endpoint END,
+    requests = cost_totals.requests + excluded.requests,
+    succeeded = cost_totals.succeeded + excluded.succeeded,
+    input_tokens = cost_totals.input_tokens + excluded.input_tokens,
+    cached_tokens = cost_totals.cached_tokens + excluded.cached_tokens,
+    cache_write_5m_tokens = cost_totals.cache_write_5m_tokens + excluded.cache_write_5m_tokens,
+    cache_write_1h_tokens = cost_totals.cache_write_1h_tokens + excluded.cache_write_1h_tokens,
+    output_tokens = cost_totals.output_tokens + excluded.output_tokens,
+    flagged = cost_totals.flagged + excluded.flagged

@@ -134,3 +134,11 @@ FROM results res JOIN requests r ON r.id = res.request_id
 WHERE res.created_at >= :since AND res.created_at < :until
   AND (CAST(:queue AS TEXT) IS NULL OR r.queue = :queue)
 GROUP BY res.day, res.price_tier, r.model, r.queue, r.provider
+
+-- name: cost_totals
+-- cost_groups over whole UTC days [since_day, until_day), from the running totals.
+SELECT provider, model, endpoint, price_tier, day, queue, requests, succeeded, input_tokens,
+       cached_tokens, cache_write_5m_tokens, cache_write_1h_tokens, output_tokens, flagged
+FROM cost_totals
+WHERE day >= :since_day AND day < :until_day
+  AND (CAST(:queue AS TEXT) IS NULL OR queue = :queue)

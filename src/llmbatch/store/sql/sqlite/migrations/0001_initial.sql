@@ -132,6 +132,27 @@ CREATE TABLE results (
 );
 CREATE INDEX results_request ON results (request_id);
 
+-- Usage per pricing aggregate (UTC day, queue, provider, model, tier key), added to in the
+-- transaction that records the results, so `llmbatch report` reads these few hundred rows
+-- instead of grouping every result. `endpoint` is the least one seen (what the report used).
+CREATE TABLE cost_totals (
+    day                   INTEGER NOT NULL,
+    queue                 TEXT    NOT NULL,
+    provider              TEXT    NOT NULL,
+    model                 TEXT    NOT NULL,
+    price_tier            INTEGER NOT NULL,
+    endpoint              TEXT    NOT NULL,
+    requests              INTEGER NOT NULL,
+    succeeded             INTEGER NOT NULL,
+    input_tokens          INTEGER NOT NULL,
+    cached_tokens         INTEGER NOT NULL,
+    cache_write_5m_tokens INTEGER NOT NULL,
+    cache_write_1h_tokens INTEGER NOT NULL,
+    output_tokens         INTEGER NOT NULL,
+    flagged               INTEGER NOT NULL, -- results whose usage cannot be priced
+    PRIMARY KEY (day, queue, provider, model, price_tier)
+);
+
 -- Append-only log of import- and batch-level changes.
 CREATE TABLE events (
     id        INTEGER PRIMARY KEY AUTOINCREMENT,
