@@ -10,7 +10,8 @@ References, each counted independently of llmbatch.estimate:
   <= 0.38, MIT; pass its path or set LLMBATCH_CLAUDE_TOKENIZER; needs `tokenizers`), with
   the same framing as the estimate. It predates Claude 3, so it is a calibration target, not
   the truth; the error against today's API is unknown.
-- Both: the emulator's token rule (llmbatch.emulator.synth), which the emulator bills by.
+- Both: the emulator's token rules (emulator/synth.py, emulator/anthropic_synth.py), which
+  the emulator bills by.
 
 Prints one JSON line: per provider, the aggregate error (estimate / reference - 1) and the
 mean absolute per-request error, in %.
@@ -31,6 +32,7 @@ from typing import Any
 
 import orjson
 
+from llmbatch.emulator.anthropic_synth import count_prompt
 from llmbatch.emulator.synth import prompt_tokens
 from llmbatch.estimate import ANTHROPIC_BASE, ANTHROPIC_PER_MESSAGE, input_tokens
 
@@ -117,10 +119,8 @@ def claude_reference(path: str) -> Callable[[str, str, dict[str, Any]], int]:
 
 
 def emulator_rule(endpoint: str, _model: str, body: dict[str, Any]) -> int:
-    if endpoint == "/v1/messages":  # counted as the equivalent chat request
-        system = [{"role": "system", "content": body["system"]}] if "system" in body else []
-        chat = {"messages": system + body["messages"], "tools": body.get("tools")}
-        return prompt_tokens("chat", chat)
+    if endpoint == "/v1/messages":
+        return count_prompt(body).tokens
     kind = {"/v1/chat/completions": "chat", "/v1/responses": "responses"}.get(endpoint)
     return prompt_tokens(kind or "embeddings", body)
 
