@@ -7,11 +7,12 @@ PostgreSQL (many workers on many machines). Everything set-based and dialect-neu
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 from llmbatch.store.batching import AttemptInfo, CancelPlan, OpenBatch, Outcome
+from llmbatch.store.budgets import BudgetRow, QueueUsage, Reservation
 
 # One request as the importer hands it to the store, in `insert_request` column order:
 # queue, custom_id, import_id, line, provider, endpoint, model, body, body_hash, priority,
@@ -176,9 +177,11 @@ class Store(Protocol):
 
     def create_intent(
         self, group: tuple[str, str, str], request_ids: Sequence[int], input_bytes: int, est_tokens: int,
-        now: float, token: int,
+        now: float, token: int, reserve: Reservation | None = None,
     ) -> int | None:  # fmt: skip
-        """Durably commit an intent (a batch and its attempts in line order); its id."""
+        """Durably commit an intent (a batch and its attempts in line order); its id. With
+        `reserve`, its worst case is checked against the budgets and reserved in the same
+        transaction (OverBudget if a racing reservation took the room)."""
 
     def batch_lines(self, batch_id: int, page: int = 2000) -> Iterator[tuple[int, str, bytes]]:
         """(attempt id, endpoint, body) of an intent in line order, streamed."""
@@ -252,3 +255,31 @@ class Store(Protocol):
         self, provider: str, status: Any, intent_id: int | None, now: float, token: int
     ) -> int | None:
         """Record a batch tagged with our store id that the store did not know."""
+
+    # -- budgets ---------------------------------------------------------------------------
+    def budget_lines(self, request_ids: Sequence[int]) -> list[tuple[int, str, int, bytes]]:
+        """(request id, queue, text bytes, body) of these requests, in the order given."""
+
+    def committed(self, queue: str, first: int, end: int) -> int:
+        """1e-6 USD spent or reserved by a queue ('*': all) over UTC days [first, end)."""
+
+    def hold(self, request_ids: Sequence[int], reason: str, now: float, token: int) -> int:
+        """Queued requests wait as `held` with a reason; how many."""
+
+    def release_held(self, now: float, token: int) -> int:
+        """Every held request goes back to `queued`; how many."""
+
+    def held_count(self, queue: str | None = None) -> int:
+        """Requests held (by a budget)."""
+
+    def held_reasons(self) -> list[tuple[str, int]]:
+        """(reason, requests) of held requests, the newest reason first."""
+
+    def batch_usage(self, batch_id: int) -> list[QueueUsage] | None:
+        """Usage of a batch's results per queue and tier; None if it reserved nothing."""
+
+    def settle(self, batch_id: int, spent: Mapping[str, int], now: float, token: int) -> None:
+        """Release a batch's reservation to its actual cost per queue (idempotent)."""
+
+    def budget_overview(self, now: float) -> list[BudgetRow]:
+        """Budgets workers enforced last, with their current period's committed spend."""

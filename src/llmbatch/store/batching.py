@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 
 from llmbatch.errors import StoreError
+from llmbatch.store.budgets import Reservation
 from llmbatch.usage import UsageRecord
 
 
@@ -90,6 +91,7 @@ class BatchingOps:
     q: Any
     _dialect: Any
     _event: Any
+    _reserve: Any
 
     # -- leases --------------------------------------------------------------------------
     def acquire_lease(self, name: str, holder: str, ttl: float, now: float) -> int | None:
@@ -167,12 +169,14 @@ class BatchingOps:
 
     def create_intent(
         self, group: tuple[str, str, str], request_ids: Sequence[int], input_bytes: int, est_tokens: int,
-        now: float, token: int,
+        now: float, token: int, reserve: Reservation | None = None,
     ) -> int | None:  # fmt: skip
-        """Durably commit an intent: a batch row and one attempt per request, in line order.
+        """Durably commit an intent: a batch row and one attempt per request, in line order,
+        and, under budgets, its worst case reserved in the same transaction.
 
-        Returns None if any of the requests stopped being queued meanwhile (someone else
-        packed or cancelled it); the caller picks candidates again.
+        Raises _Retry if any of the requests stopped being queued meanwhile (someone else
+        packed or cancelled it), OverBudget if a racing reservation took the room; the
+        caller picks candidates again.
         """
         provider, endpoint, model = group
         with self._write(durable=True) as cur:
@@ -189,6 +193,8 @@ class BatchingOps:
                 self.q("insert_attempt"),
                 ((rid, batch_id, i, now) for i, rid in enumerate(request_ids, 1)),
             )
+            if reserve is not None:
+                self._reserve(cur, batch_id, reserve, now)
             self._event(
                 cur,
                 "intent",

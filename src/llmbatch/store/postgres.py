@@ -75,6 +75,9 @@ class PostgresStore(SqlStore):
     def _share_lock(self) -> str:
         return " FOR SHARE"
 
+    def _for_update(self) -> str:
+        return " FOR UPDATE"
+
     @contextmanager
     def _write(self, durable: bool = False) -> Iterator[psycopg.Cursor[Any]]:
         with self._lock:

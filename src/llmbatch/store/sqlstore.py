@@ -20,6 +20,7 @@ from typing import Any
 from llmbatch.errors import StoreError
 from llmbatch.store.base import Clash, CostGroup, Count, ImportInfo, ResultRow, Row
 from llmbatch.store.batching import BatchingOps
+from llmbatch.store.budgets import BudgetOps
 
 # An import on another machine whose heartbeat is this old is presumed dead.
 IMPORT_STALE_AFTER = 600.0
@@ -33,9 +34,9 @@ def _sql_text(name: str) -> str:
 
 @cache
 def queries() -> dict[str, str]:
-    """Named queries from sql/queries.sql and sql/engine.sql, in SQLite's parameter style."""
+    """Named queries from sql/queries.sql, engine.sql and budgets.sql, in SQLite's parameter style."""
     out: dict[str, str] = {}
-    text = _sql_text("queries.sql") + "\n" + _sql_text("engine.sql")
+    text = "\n".join(_sql_text(f) for f in ("queries.sql", "engine.sql", "budgets.sql"))
     for block in re.split(r"^-- name: ", text, flags=re.M)[1:]:
         name, _, body = block.partition("\n")
         lines = [ln for ln in body.splitlines() if not ln.lstrip().startswith("--")]
@@ -93,7 +94,7 @@ def owner_alive(owner: str, heartbeat_at: float, now: float) -> bool:
     return _process_start(pid) == start
 
 
-class SqlStore(BatchingOps):
+class SqlStore(BatchingOps, BudgetOps):
     """Shared implementation of the Store protocol over a DB-API-like cursor."""
 
     dialect: str

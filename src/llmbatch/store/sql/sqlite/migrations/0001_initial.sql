@@ -53,6 +53,8 @@ CREATE INDEX requests_ready ON requests (provider, endpoint, model, priority DES
     WHERE state = 'queued';
 -- Requests waiting out a retry delay, by when they may go again.
 CREATE INDEX requests_waiting ON requests (not_before) WHERE state = 'retry_wait';
+-- Requests a budget holds back (released together when the budget changes).
+CREATE INDEX requests_held ON requests (queue) WHERE state = 'held';
 
 CREATE TABLE batches (
     id                INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -161,4 +163,27 @@ CREATE TABLE events (
     import_id INTEGER,
     batch_id  INTEGER,
     detail    TEXT
+);
+
+-- Money per batch and queue, in 1e-6 USD: the worst case reserved with the intent, released
+-- to the actual cost of the results at ingest. Budgets sum it per UTC day of the reservation.
+CREATE TABLE spend (
+    batch_id   INTEGER NOT NULL REFERENCES batches (id),
+    queue      TEXT    NOT NULL,
+    day        INTEGER NOT NULL, -- UTC day of the reservation (days since 1970)
+    reserved   INTEGER NOT NULL, -- the worst case still held, 0 once settled
+    spent      INTEGER NOT NULL DEFAULT 0, -- the actual cost of the results, once settled
+    settled_at REAL,
+    PRIMARY KEY (batch_id, queue)
+);
+CREATE INDEX spend_day ON spend (day, queue);
+
+-- The budget limits workers last enforced (queue '*' is every queue together), a reservation
+-- locks the rows it checks, so racing workers see each other's reservations.
+CREATE TABLE budgets (
+    queue       TEXT    NOT NULL,
+    period      TEXT    NOT NULL CHECK (period IN ('day', 'month')),
+    limit_micro INTEGER NOT NULL CHECK (limit_micro > 0),
+    updated_at  REAL    NOT NULL,
+    PRIMARY KEY (queue, period)
 );
