@@ -20,12 +20,14 @@ import shutil
 import tempfile
 import time
 from collections import defaultdict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from llmbatch import budget
+from llmbatch.budget import BudgetSettings
 from llmbatch.errors import RejectedError, TransientError
 from llmbatch.ingest import Anomaly, Finding, parse_line
 from llmbatch.packing import cut
@@ -35,6 +37,7 @@ from llmbatch.providers.base import BatchStatus, read_lines
 from llmbatch.retry import RetryPolicy, decide
 from llmbatch.store import Store
 from llmbatch.store.batching import OpenBatch, Outcome, _Retry
+from llmbatch.store.budgets import OverBudget, Reservation
 from llmbatch.store.sqlstore import owner_alive, owner_tag
 from llmbatch.submission import Submission
 
@@ -61,6 +64,7 @@ class EngineSettings:
     sweep_interval: float = 600.0  # how often to look for our batches the store does not know
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     providers: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> provider settings
+    budgets: BudgetSettings = field(default_factory=BudgetSettings)
 
 
 @dataclass
@@ -109,6 +113,7 @@ class Engine:
         self._next_sweep_at = 0.0
         self._download_tries: dict[int, int] = {}
         self._rotation = 0
+        self._budget_state: object = None  # what held requests were weighed against
         self.timings: dict[str, float] = defaultdict(float)  # seconds per phase, for benchmarks
 
     # -- providers -------------------------------------------------------------------------
@@ -126,12 +131,14 @@ class Engine:
             report.held_by = self.store.lease_holder("engine", now) or "another worker"
             return report
         self.store.release_due_retries(now, token)
+        self._release_held(now, token)
         for b in self.store.open_batches():
             if b.cancel_requested_at is not None and b.cancel_sent_at is None:
                 self._cancel(b, now, token, report)
             elif b.state == "submitting" and self._due(b.id, now):
                 self._submit(b, now, token, report)
         self._pack(now, token, report)
+        self._budget_state = budget.state(self.store, self.settings.budgets, now)
         if now >= self.next_poll_at:
             self._poll(now, token, report)
         if now >= self._next_sweep_at:
@@ -197,20 +204,53 @@ class Engine:
                         )
                     break
                 started = time.perf_counter()
+                ids: Sequence[int] = c.ids
+                size, tokens, reserve = c.input_bytes, c.tokens, None
+                if self.settings.budgets:
+                    ids, size, tokens, reserve = self._budgeted(group, ids, now, token, report)
+                    if not ids:
+                        continue  # every one of them is held now: look at the next ones
                 try:
                     batch_id = self.store.create_intent(
-                        group, c.ids, c.input_bytes, c.tokens, now, token
+                        group, ids, size, tokens, now, token, reserve
                     )
-                except _Retry:
+                except (_Retry, OverBudget):
                     continue
                 finally:
                     self.timings["pack"] += time.perf_counter() - started
                 report.intents += 1
-                report.packed += c.count
+                report.packed += len(ids)
                 opened = next(b for b in self.store.open_batches() if b.id == batch_id)
                 self._submit(opened, now, token, report)
                 if c.why == "all":
                     break
+
+    def _budgeted(
+        self, group: tuple[str, str, str], ids: Any, now: float, token: int, report: TickReport
+    ) -> tuple[list[int], int, int, Reservation]:
+        """The part of a cut the budgets let go, with its reservation; the rest is held."""
+        p = budget.plan(self.store, group, ids, self.settings.budgets, now)
+        for reason, held in p.fit.held.items():
+            n = self.store.hold(held, reason, now, token)
+            if n:
+                report.notes.append(f"{group[2]}: {n:,} requests held: {reason}")
+                self.store.note("held", None, f"{group[2]}: {n:,} requests held: {reason}")
+        return p.fit.ids, p.input_bytes, p.est_tokens, p.reservation
+
+    def _release_held(self, now: float, token: int) -> None:
+        """Held requests are weighed again when what held them changed."""
+        current = budget.state(self.store, self.settings.budgets, now)
+        if current != self._budget_state:
+            self.store.release_held(now, token)
+            self._budget_state = current
+
+    def _mark_ingested(self, b: OpenBatch, now: float, token: int, detail: str) -> None:
+        """Settle the batch's reservation to what its results cost, then close it."""
+        usage = self.store.batch_usage(b.attempts_of)
+        if usage is not None:
+            spent = budget.actual(usage, b.provider, b.model or "", b.endpoint, now)
+            self.store.settle(b.attempts_of, spent, now, token)
+        self.store.mark_ingested(b.id, now, token, detail)
 
     # -- submission --------------------------------------------------------------------------
     def _file(self, b: OpenBatch) -> Path:
@@ -288,7 +328,7 @@ class Engine:
             for a, _r, _l in self.store.unfinished_attempts(b.id)
         ]
         self.store.apply_outcomes(b.id, outs, now, token)
-        self.store.mark_ingested(b.id, now, token, f"abandoned: {why}")
+        self._mark_ingested(b, now, token, f"abandoned: {why}")
         self._batch_level_failure(b, now, why)
         report.notes.append(f"batch {b.id} refused: {why}; its requests are queued again")
 
@@ -307,7 +347,7 @@ class Engine:
                 ]
                 self.store.apply_outcomes(b.id, outs, now, token)
                 self.store.mark_cancel_sent(b.id, now, token)
-                self.store.mark_ingested(b.id, now, token, "cancelled before it was sent")
+                self._mark_ingested(b, now, token, "cancelled before it was sent")
                 if b.input_file_id and self.settings.delete_files:
                     with contextlib.suppress(TransientError):
                         self.provider(b.provider).delete_files([b.input_file_id])
@@ -419,7 +459,7 @@ class Engine:
         provider = self.provider(b.provider)
         if b.state == "failed" and not b.output_file_id:
             if b.intent_id is not None:  # an adopted duplicate: its intent's own batch decides
-                self.store.mark_ingested(b.id, now, token, "adopted batch failed validation")
+                self._mark_ingested(b, now, token, "adopted batch failed validation")
                 return
             self._failed_validation(b, now, token, report)
             return
@@ -470,7 +510,7 @@ class Engine:
             )
             kind = "batch_expired" if b.state in ("expired", "cancelled") else "missing_result"
             self._apply_waiting(b, [(a, kind, why) for a, _r, _l in missing], now, token)
-        self.store.mark_ingested(b.id, now, token, f"{lines:,} lines, {anomalies} anomalies")
+        self._mark_ingested(b, now, token, f"{lines:,} lines, {anomalies} anomalies")
         if b.state == "completed":  # the group is healthy again: full-size batches
             group = (b.provider, b.endpoint, b.model or "")
             self._group_strikes.pop(group, None)
@@ -570,7 +610,7 @@ class Engine:
         codes = ", ".join(sorted({str(e.get("code")) for e in b.errors})) or "no reason given"
         if not by_line:
             self._batch_level_failure(b, now, codes)
-        self.store.mark_ingested(b.id, now, token, f"failed validation: {codes}")
+        self._mark_ingested(b, now, token, f"failed validation: {codes}")
         report.ingested_batches += 1
         report.notes.append(f"batch {b.provider_batch_id} failed validation ({codes})")
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
+from llmbatch.budget import parse_budgets
 from llmbatch.engine import Engine, EngineSettings, TickReport
 from llmbatch.errors import ConfigError
 from llmbatch.retry import RetryPolicy
@@ -23,11 +24,24 @@ Sleep = Callable[[float], None]
 OnTick = Callable[[TickReport], None]
 
 
-def engine_settings(config: dict[str, Any], **overrides: Any) -> EngineSettings:
-    """EngineSettings from the config file's `[engine]` and `[providers.*]` tables and overrides."""
+def engine_settings(
+    config: dict[str, Any],
+    *,
+    budget_usd: Any = None,
+    budget_period: str | None = None,
+    budget_queue: str | None = None,
+    allow_unpriced: bool | None = None,
+    **overrides: Any,
+) -> EngineSettings:
+    """EngineSettings from the config file's `[engine]`, `[providers.*]` and `[budgets]`
+    tables and overrides (`budget_usd` per `budget_period` over `budget_queue` or all queues)."""
     values = dict(config.get("engine", {}))
     values.update({k: v for k, v in overrides.items() if v is not None})
-    known = {f.name for f in dataclasses.fields(EngineSettings)} - {"quotas", "providers"}
+    known = {f.name for f in dataclasses.fields(EngineSettings)} - {
+        "quotas",
+        "providers",
+        "budgets",
+    }
     unknown = sorted(set(values) - known)
     if unknown:
         raise ConfigError(
@@ -43,7 +57,13 @@ def engine_settings(config: dict[str, Any], **overrides: Any) -> EngineSettings:
             quotas[(provider, model)] = int(q["enqueued_tokens"] if isinstance(q, dict) else q)
     providers = {k: dict(v) for k, v in (config.get("providers") or {}).items()}
     providers.update(values.pop("providers", {}))
-    return EngineSettings(**values, retry=retry, quotas=quotas, providers=providers)
+    budgets = parse_budgets(
+        config.get("budgets"), budget_usd=budget_usd, period=budget_period or "day",
+        queue=budget_queue, allow_unpriced=allow_unpriced,
+    )  # fmt: skip
+    return EngineSettings(
+        **values, retry=retry, quotas=quotas, providers=providers, budgets=budgets
+    )
 
 
 @dataclass
@@ -53,6 +73,7 @@ class Drain:
     ticks: int = 0
     watched: bool = False
     finished: bool = False
+    held: int = 0  # requests a budget holds, when nothing else was left to do
 
 
 def drain(
@@ -80,10 +101,23 @@ def drain(
         if not engine.store.has_unfinished(queue):
             out.finished = True
             return out
+        if engine.settings.budgets and report.held_by is None and _only_held(engine, queue):
+            out.held = engine.store.held_count(queue)
+            return out  # nothing moves until a budget is raised or a new period starts
         if timeout is not None and clock() - started >= timeout:
             return out
         sleep(max(0.05, min(engine.next_poll_at - clock(), engine.settings.poll_interval, 5.0)))
     return out
+
+
+def _only_held(engine: Engine, queue: str | None) -> bool:
+    """Whether every unfinished request is held and no batch is open."""
+    held = engine.store.held_count(queue)
+    return (
+        held > 0
+        and held == engine.store.unfinished_count(queue)
+        and not engine.store.open_batches()
+    )
 
 
 class Worker:

@@ -1,0 +1,443 @@
+"""Hard budgets: caps in USD per UTC day or month, for all queues together or for one queue.
+
+The arithmetic lives here, as pure functions; the store reserves and settles.
+
+- A batch's *worst case* is reserved in the transaction that commits its intent: each
+  request's input tokens (`tokens.estimate_tokens`, which leans high) plus its output bounded
+  by `max_completion_tokens` / `max_tokens` / `max_output_tokens`, or, without one, by the
+  model's context window less its input (genai-prices' `context_window`; a true bound, loose
+  for models whose output cap is far below their window). A model whose window is unknown is
+  bounded by `UNKNOWN_MAX_OUTPUT` tokens and the hold reason says so. Priced at the batch
+  price of the request's own tier, rounded up to 1e-6 USD.
+- At ingest the reservation is released to the actual cost of the batch's results.
+- A batch counts against the UTC day (and month) its intent was committed, from the
+  reservation until it is settled.
+- An unpriced model cannot be bounded: under a budget its requests are held unless
+  `allow_unpriced` is set (then they count as 0, and say so).
+
+Config (`llmbatch.toml`)::
+
+    [budgets]
+    daily_usd = 40          # every queue together, per UTC day
+    monthly_usd = 500       # every queue together, per UTC month
+    allow_unpriced = false
+
+    [budgets.queues.reviews]
+    daily_usd = 10          # this queue alone
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from decimal import ROUND_CEILING, Decimal, InvalidOperation
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from genai_prices import data_snapshot
+
+from llmbatch.errors import ConfigError
+from llmbatch.packing import LINE_OVERHEAD
+from llmbatch.pricing import (
+    MICRO,
+    ModelPrices,
+    Tokens,
+    free,
+    model_prices,
+    price_group,
+    prices_key,
+)
+from llmbatch.store.budgets import Check, QueueUsage, Reservation
+from llmbatch.tokens import estimate_tokens
+
+if TYPE_CHECKING:
+    from llmbatch.store import Store
+
+PERIODS = ("day", "month")
+ALL_QUEUES = "*"  # the queue column of a budget over every queue
+UNKNOWN_MAX_OUTPUT = 1_000_000  # no known context window: bound output by the largest there is
+OUTPUT_CAPS = ("max_completion_tokens", "max_tokens", "max_output_tokens")
+_ONE_M = 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class Budget:
+    """A cap of `limit` USD per UTC `period` on one queue (None: all queues together)."""
+
+    queue: str | None
+    period: str  # day | month
+    limit: Decimal
+
+    @property
+    def key(self) -> str:
+        return self.queue if self.queue is not None else ALL_QUEUES
+
+    @property
+    def limit_micro(self) -> int:
+        return to_micro(self.limit)
+
+    def applies(self, queue: str) -> bool:
+        return self.queue is None or self.queue == queue
+
+    def describe(self, now: float) -> str:
+        who = "all queues" if self.queue is None else f"queue {self.queue}"
+        day = datetime.fromtimestamp(now, UTC).date()
+        when = day.isoformat() if self.period == "day" else day.strftime("%Y-%m")
+        return f"{who}, {when}"
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetSettings:
+    """Every budget in force, and whether unpriced models may spend under them."""
+
+    budgets: tuple[Budget, ...] = ()
+    allow_unpriced: bool = False
+
+    def __bool__(self) -> bool:
+        return bool(self.budgets)
+
+
+def to_micro(usd: Decimal) -> int:
+    """USD as an integer count of 1e-6 USD, rounded up (a reservation never falls short)."""
+    return int((usd / MICRO).to_integral_value(rounding=ROUND_CEILING))
+
+
+def usd(micro: int) -> str:
+    """Micro-USD for display: 2 decimals, or up to 6 where 2 would hide a small amount."""
+    v = Decimal(micro) * MICRO
+    if v == v.quantize(Decimal("0.01")) or abs(v) >= 1:
+        return f"{v:.2f}"
+    return f"{v:.6f}".rstrip("0")
+
+
+def amount(value: Any, where: str) -> Decimal:
+    """A budget amount in USD; 0, negative or not a number is a clear error."""
+    try:
+        d = Decimal(str(value)) if not isinstance(value, bool) else Decimal("nan")
+    except InvalidOperation:
+        d = Decimal("nan")
+    if not d.is_finite():
+        raise ConfigError(f"{where}: {value!r} is not an amount in USD (for example 40 or 12.50)")
+    if d <= 0:
+        raise ConfigError(
+            f"{where}: a budget must be more than 0 USD, not {value}; to stop spending, stop the "
+            "worker or cancel the queue, and to lift a budget remove it"
+        )
+    return d
+
+
+def parse_budgets(
+    table: Mapping[str, Any] | None,
+    *,
+    budget_usd: Any = None,
+    period: str = "day",
+    queue: str | None = None,
+    allow_unpriced: bool | None = None,
+) -> BudgetSettings:
+    """Budgets from the config's `[budgets]` table, and `--budget-usd` (per `period`, over
+    `queue` or all queues), which replaces the config's budget of the same scope and period."""
+    table = dict(table or {})
+    found: dict[tuple[str | None, str], Decimal] = {}
+    unpriced = bool(table.pop("allow_unpriced", False))
+    queues = table.pop("queues", {}) or {}
+    _period_keys(table, None, "[budgets]", found)
+    if not isinstance(queues, Mapping):
+        raise ConfigError("[budgets.queues] must be a table of queues: [budgets.queues.NAME]")
+    for name, sub in queues.items():
+        if not isinstance(sub, Mapping):
+            raise ConfigError(f"[budgets.queues.{name}] must be a table (daily_usd, monthly_usd)")
+        _period_keys(dict(sub), str(name), f"[budgets.queues.{name}]", found)
+    if budget_usd is not None:
+        if period not in PERIODS:
+            raise ConfigError(f"--budget-period must be day or month, not {period!r}")
+        found[(queue, period)] = amount(budget_usd, "--budget-usd")
+    if allow_unpriced is not None:
+        unpriced = allow_unpriced or unpriced
+    budgets = tuple(Budget(q, p, v) for (q, p), v in sorted(found.items(), key=_order))
+    return BudgetSettings(budgets, unpriced)
+
+
+def _order(item: tuple[tuple[str | None, str], Decimal]) -> tuple[str, str]:
+    (q, p), _v = item
+    return (q or "", p)
+
+
+def _period_keys(
+    table: dict[str, Any],
+    queue: str | None,
+    where: str,
+    found: dict[tuple[str | None, str], Decimal],
+) -> None:
+    for key, value in table.items():
+        period = {"daily_usd": "day", "monthly_usd": "month"}.get(key)
+        if period is None:
+            raise ConfigError(
+                f"{where} has no setting {key!r}; known: daily_usd, monthly_usd"
+                + (", allow_unpriced, queues" if queue is None else "")
+            )
+        found[(queue, period)] = amount(value, f"{where} {key}")
+
+
+def epoch_day(now: float) -> int:
+    return int(now // 86400)
+
+
+def period_days(now: float, period: str) -> tuple[int, int]:
+    """[first, end) UTC day numbers (days since 1970) of the period holding `now`."""
+    day = epoch_day(now)
+    if period == "day":
+        return day, day + 1
+    d = datetime.fromtimestamp(now, UTC).date()
+    first = date(d.year, d.month, 1)
+    nxt = date(d.year + d.month // 12, d.month % 12 + 1, 1)
+    base = date(1970, 1, 1)
+    return (first - base).days, (nxt - base).days
+
+
+# -- the worst case of a request ---------------------------------------------------------
+def output_cap(body: Mapping[str, Any]) -> int | None:
+    """The request's own bound on output tokens, if it sets one."""
+    for key in OUTPUT_CAPS:
+        v = body.get(key)
+        if isinstance(v, int) and not isinstance(v, bool) and v > 0:
+            return v
+    params = body.get("params")  # an Anthropic request line: params.max_tokens
+    if isinstance(params, Mapping):
+        return output_cap(params)
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class Rates:
+    """Batch USD per input and per output token of one model and tier (flat within a tier)."""
+
+    input: Decimal
+    output: Decimal
+
+
+def rates(prices: ModelPrices, tier: int) -> Rates | None:
+    """Per-token batch rates in a tier, from the price of a million of each; None if unpriced."""
+    per_in = prices.cost(Tokens(input=_ONE_M), tier, batch=True)
+    per_out = prices.cost(Tokens(output=_ONE_M), tier, batch=True)
+    if per_in is None or per_out is None:
+        return None
+    return Rates(per_in / _ONE_M, per_out / _ONE_M)
+
+
+@dataclass(frozen=True, slots=True)
+class WorstCase:
+    """One request's worst case: tokens, micro-USD (None: unpriced) and how output was bounded."""
+
+    input_tokens: int
+    output_tokens: int
+    micro: int | None
+    bound: str  # "request" | "context window" | "unknown maximum"
+
+
+def worst_case(
+    prices: ModelPrices,
+    endpoint: str,
+    body: Mapping[str, Any],
+    text_bytes: int,
+    context_window: int | None,
+    cache: dict[int, Rates | None] | None = None,
+) -> WorstCase:
+    """The most one request can cost in batch (see the module docstring)."""
+    tokens_in = estimate_tokens(text_bytes)
+    cap = output_cap(body)
+    if endpoint in ("/v1/embeddings", "/v1/moderations"):
+        cap, bound = 0, "request"
+    elif cap is not None:
+        bound = "request"
+    elif context_window:
+        cap, bound = max(1, context_window - tokens_in), "context window"
+    else:
+        cap, bound = UNKNOWN_MAX_OUTPUT, "unknown maximum"
+    if free(endpoint, prices.model):
+        return WorstCase(tokens_in, cap, 0, bound)
+    tier = prices.tier(tokens_in)
+    if cache is None:
+        cache = {}
+    if tier not in cache:
+        cache[tier] = rates(prices, tier) if prices.priced else None
+    r = cache[tier]
+    if r is None:
+        return WorstCase(tokens_in, cap, None, bound)
+    return WorstCase(tokens_in, cap, to_micro(r.input * tokens_in + r.output * cap), bound)
+
+
+# -- fitting a batch under the budgets ---------------------------------------------------
+@dataclass(slots=True)
+class Fit:
+    """What of a cut may go, what each queue reserves, and what must wait and why."""
+
+    ids: list[int] = field(default_factory=list)
+    reserve: dict[str, int] = field(default_factory=dict)  # queue -> micro-USD
+    held: dict[str, list[int]] = field(default_factory=dict)  # reason -> request ids
+
+
+@dataclass(frozen=True, slots=True)
+class Line:
+    """One candidate request as budgets see it."""
+
+    request_id: int
+    queue: str
+    worst: WorstCase
+
+
+def fit(
+    lines: Sequence[Line],
+    settings: BudgetSettings,
+    committed: Mapping[tuple[str, str], int],
+    now: float,
+    model: str,
+) -> Fit:
+    """Take lines in order while every budget over them has room; hold the others.
+
+    `committed` is micro-USD already spent or reserved per (budget key, period) in the
+    current period. Once a budget refuses a request, later requests under it are held too,
+    so a batch never jumps the queue's order."""
+    out = Fit()
+    used = {(b.key, b.period): committed.get((b.key, b.period), 0) for b in settings.budgets}
+    blocked: dict[tuple[str, str], int] = {}  # budget -> worst case of what it refused
+    refused: dict[int, tuple[str, str] | str] = {}
+    for ln in lines:
+        over = [b for b in settings.budgets if b.applies(ln.queue)]
+        if not over:
+            out.ids.append(ln.request_id)
+            continue
+        if ln.worst.micro is None and not settings.allow_unpriced:
+            refused[ln.request_id] = (
+                f"model {model} has no price, so no budget can bound it; set [budgets] "
+                "allow_unpriced = true (or --allow-unpriced) to let it spend uncounted"
+            )
+            continue
+        cost = ln.worst.micro or 0
+        stop = next((b for b in over if (b.key, b.period) in blocked), None)
+        if stop is None:
+            stop = next((b for b in over if used[(b.key, b.period)] + cost > b.limit_micro), None)
+        if stop is not None:
+            k = (stop.key, stop.period)
+            blocked[k] = blocked.get(k, 0) + cost
+            refused[ln.request_id] = k
+            continue
+        for b in over:
+            used[(b.key, b.period)] += cost
+        out.ids.append(ln.request_id)
+        out.reserve[ln.queue] = out.reserve.get(ln.queue, 0) + cost
+    by_key = {(b.key, b.period): b for b in settings.budgets}
+    unknown = any(ln.worst.bound == "unknown maximum" for ln in lines)
+    for rid, why in refused.items():
+        if isinstance(why, tuple):
+            b = by_key[why]
+            text = hold_reason(b, used[why], blocked[why], now, unknown)
+        else:
+            text = why
+        out.held.setdefault(text, []).append(rid)
+    return out
+
+
+def hold_reason(b: Budget, spent: int, worst: int, now: float, unknown_max: bool = False) -> str:
+    """Why requests wait: "budget 50.00 USD (all queues, 2026-11-26): 49.12 spent, next
+    batch worst case 3.40; raise the budget to send it"."""
+    note = (
+        " (some requests set no output limit and the model's maximum is unknown: each is "
+        f"counted at {UNKNOWN_MAX_OUTPUT:,} output tokens)"
+        if unknown_max
+        else ""
+    )
+    return (
+        f"budget {usd(b.limit_micro)} USD ({b.describe(now)}): {usd(spent)} spent, next batch worst "
+        f"case {usd(worst)}{note}; raise the budget to send it"
+    )
+
+
+def context_window(provider: str, model: str) -> int | None:
+    """The model's context window from genai-prices' data, if it records one."""
+    try:
+        _p, info = data_snapshot.get_snapshot().find_provider_model(
+            model, None, prices_key(provider), None
+        )
+    except LookupError:
+        return None
+    return info.context_window
+
+
+def parse_body(raw: bytes) -> dict[str, Any]:
+    """A stored request body (the provider's JSON object)."""
+    obj = orjson.loads(raw)
+    return obj if isinstance(obj, dict) else {}
+
+
+# -- what the engine asks --------------------------------------------------------------------
+@dataclass(slots=True)
+class Plan:
+    """A cut weighed against the budgets: what goes, its reservation, what waits."""
+
+    fit: Fit
+    reservation: Reservation
+    input_bytes: int
+    est_tokens: int
+
+
+def plan(
+    store: Store,
+    group: tuple[str, str, str],
+    request_ids: Sequence[int],
+    settings: BudgetSettings,
+    now: float,
+) -> Plan:
+    """Price the worst case of each request of a cut and fit them under the budgets."""
+    provider, endpoint, model = group
+    prices = model_prices(provider, model, datetime.fromtimestamp(now, UTC))
+    window = context_window(provider, model)
+    cache: dict[int, Rates | None] = {}
+    lines, sizes = [], {}
+    for rid, queue, text_bytes, raw in store.budget_lines(request_ids):
+        worst = worst_case(prices, endpoint, parse_body(raw), text_bytes, window, cache)
+        lines.append(Line(rid, queue, worst))
+        sizes[rid] = (len(raw) + LINE_OVERHEAD, worst.input_tokens)
+    committed: dict[tuple[str, str], int] = {}
+    checks: list[Check] = []
+    for b in settings.budgets:
+        first, end = period_days(now, b.period)
+        committed[(b.key, b.period)] = store.committed(b.key, first, end)
+        checks.append(Check(b.key, b.period, b.limit_micro, first, end))
+    f = fit(lines, settings, committed, now, model)
+    taken = set(f.ids)
+    queues = {ln.queue for ln in lines if ln.request_id in taken}
+    per_queue = {q: f.reserve.get(q, 0) for q in queues}
+    used = [c for c in checks if c.queue == ALL_QUEUES or c.queue in queues]
+    return Plan(
+        f,
+        Reservation(epoch_day(now), per_queue, used),
+        sum(sizes[r][0] for r in f.ids),
+        sum(sizes[r][1] for r in f.ids),
+    )
+
+
+def state(
+    store: Store, settings: BudgetSettings, now: float
+) -> tuple[tuple[str, str, int, int, int], ...]:
+    """What decides holds: each budget's limit and committed spend in its current period.
+    When it changes (a budget raised, a new day, a reservation settled), held requests are
+    weighed again."""
+    out = []
+    for b in settings.budgets:
+        first, end = period_days(now, b.period)
+        out.append((b.key, b.period, b.limit_micro, first, store.committed(b.key, first, end)))
+    return tuple(out)
+
+
+def actual(
+    usage: Iterable[QueueUsage], provider: str, model: str, endpoint: str, now: float
+) -> dict[str, int]:
+    """The batch cost of a batch's results per queue, in 1e-6 USD (an unpriced model: 0)."""
+    day = datetime.fromtimestamp(now, UTC).date()
+    out: dict[str, int] = {}
+    for u in usage:
+        tokens = Tokens(u.input, u.cached, u.write_5m, u.write_1h, u.output)
+        c = price_group(provider, model, tokens, u.tier, day, endpoint).batch
+        out[u.queue] = out.get(u.queue, 0) + (0 if c is None else to_micro(c))
+    return out
