@@ -18,7 +18,7 @@ from llmbatch.store import Store, open_store
 if TYPE_CHECKING:
     from llmbatch.engine import Engine, TickReport
 
-ENGINE_TABLES = ("engine", "providers", "quotas")
+ENGINE_TABLES = ("engine", "providers", "quotas", "budgets")
 BATCH_WINDOW_S = 24 * 3600  # the completion window: a batch sent now may finish this late
 
 
@@ -229,12 +229,14 @@ def status(ctx: click.Context, queue: str | None, fmt: str) -> None:
     batches = store.batch_overview()
     now = time.time()
     deadlines = store.deadline_risk(now, now + BATCH_WINDOW_S, queue)
+    budgets, held = store.budget_overview(now), store.held_reasons()
     if fmt == "json":
-        click.echo(views.status_json(counts, batches, deadlines))
+        click.echo(views.status_json(counts, batches, deadlines, budgets, held))
     else:
         views.print_status(counts)
         views.print_batches(batches, now)
         views.print_deadlines(*deadlines)
+        views.print_budgets(budgets, held)
 
 
 @main.command()
@@ -305,6 +307,27 @@ def results(
     click.echo(f"cursor: {cursor}  (resume with --after {cursor})", err=True)
 
 
+def _budget_options(f: Any) -> Any:
+    """--budget-usd, --budget-period and --allow-unpriced (see llmbatch.budget)."""
+    f = click.option(
+        "--allow-unpriced", is_flag=True, default=None, envvar="LLMBATCH_ALLOW_UNPRICED",
+        help="Let models without a price spend under a budget (uncounted).",
+    )(f)  # fmt: skip
+    f = click.option(
+        "--budget-period", type=click.Choice(["day", "month"]), default="day",
+        envvar="LLMBATCH_BUDGET_PERIOD", show_default=True, help="The UTC period of --budget-usd.",
+    )(f)  # fmt: skip
+    return click.option(
+        "--budget-usd", metavar="USD", envvar="LLMBATCH_BUDGET_USD",
+        help="Hard cap on batch spend per --budget-period, all queues together (overrides "
+        "[budgets]); requests over it wait as held.",
+    )(f)  # fmt: skip
+
+
+def _budgets(usd: str | None, period: str, allow_unpriced: bool | None) -> dict[str, Any]:
+    return {"budget_usd": usd, "budget_period": period, "allow_unpriced": allow_unpriced}
+
+
 def _engine(ctx: click.Context, store: Store, **overrides: Any) -> Engine:
     from llmbatch.engine import Engine
     from llmbatch.worker import engine_settings
@@ -337,11 +360,20 @@ def _print_tick(report: TickReport) -> None:
     envvar="LLMBATCH_MAX_BATCH_REQUESTS",
     help="Cap on requests per batch.",
 )
+@_budget_options
 @click.pass_context
-def run(ctx: click.Context, max_batch_requests: int | None) -> None:
+def run(
+    ctx: click.Context,
+    max_batch_requests: int | None,
+    budget_usd: str | None,
+    budget_period: str,
+    allow_unpriced: bool | None,
+) -> None:
     """One tick, for cron: pack and submit what is ready, poll, ingest what has finished."""
+    budgets = _budgets(budget_usd, budget_period, allow_unpriced)
     store = _store(ctx)
-    report = _engine(ctx, store, max_batch_requests=max_batch_requests).tick(time.time())
+    engine = _engine(ctx, store, max_batch_requests=max_batch_requests, **budgets)
+    report = engine.tick(time.time())
     if report.held_by:
         click.echo(
             f"another worker ({report.held_by}) is running this queue; nothing to do", err=True
@@ -363,6 +395,7 @@ def run(ctx: click.Context, max_batch_requests: int | None) -> None:
     help="Seconds between polls (default 30).",
 )
 @click.option("--max-batch-requests", type=int, envvar="LLMBATCH_MAX_BATCH_REQUESTS")
+@_budget_options
 @click.pass_context
 def wait(
     ctx: click.Context,
@@ -370,12 +403,22 @@ def wait(
     timeout: float | None,
     poll_interval: float | None,
     max_batch_requests: int | None,
+    budget_usd: str | None,
+    budget_period: str,
+    allow_unpriced: bool | None,
 ) -> None:
-    """Run until every request is done, with a progress bar; exit 1 if any failed."""
+    """Run until every request is done, with a progress bar; exit 1 if any failed or a budget
+    holds the rest."""
+    budgets = _budgets(budget_usd, budget_period, allow_unpriced)
     store = _store(ctx)
-    engine = _engine(ctx, store, poll_interval=poll_interval, max_batch_requests=max_batch_requests)
+    engine = _engine(
+        ctx, store, poll_interval=poll_interval, max_batch_requests=max_batch_requests, **budgets
+    )
     outcome = views.drain_with_progress(engine, queue, timeout)
     views.print_status(store.counts(queue))
+    if outcome.held:
+        newest = store.held_reasons()[0][0]
+        raise LlmbatchError(f"{outcome.held:,} requests held: {newest}")
     failed = sum(c.n for c in store.counts(queue) if c.state == "failed")
     if not outcome.finished:
         raise LlmbatchError(
@@ -394,13 +437,18 @@ def wait(
     help="Seconds between ticks (default: the poll schedule).",
 )
 @click.option("--poll-interval", type=float, envvar="LLMBATCH_POLL_INTERVAL")
+@_budget_options
 @click.pass_context
-def worker(ctx: click.Context, interval: float | None, poll_interval: float | None) -> None:
+def worker(
+    ctx: click.Context, interval: float | None, poll_interval: float | None,
+    budget_usd: str | None, budget_period: str, allow_unpriced: bool | None,
+) -> None:  # fmt: skip
     """Serve the queue until SIGINT/SIGTERM (the first finishes the current step, a second exits)."""
+    budgets = _budgets(budget_usd, budget_period, allow_unpriced)
     from llmbatch.worker import Worker
 
     store = _store(ctx)
-    engine = _engine(ctx, store, poll_interval=poll_interval)
+    engine = _engine(ctx, store, poll_interval=poll_interval, **budgets)
     click.echo(f"llmbatch worker {engine.holder} serving {store.location}", err=True)
     Worker(engine, interval).serve(on_tick=_print_tick)
     click.echo("worker stopped", err=True)

@@ -5,14 +5,18 @@ from __future__ import annotations
 import sys
 from collections import defaultdict
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 import orjson
 from rich.console import Console
 from rich.table import Table
 
+from llmbatch.budget import ALL_QUEUES, usd
+from llmbatch.pricing import MICRO
 from llmbatch.states import REQUEST_STATES
 from llmbatch.store import Count
+from llmbatch.store.budgets import BudgetRow
 
 
 def _console() -> Console:
@@ -64,6 +68,8 @@ def status_json(
     counts: list[Count],
     batches: list[dict[str, Any]] | None = None,
     deadlines: tuple[int, int] = (0, 0),
+    budgets: list[BudgetRow] | None = None,
+    held: list[tuple[str, int]] | None = None,
 ) -> str:
     data = [
         {"queue": c.queue, "provider": c.provider, "model": c.model, "state": c.state, "count": c.n}
@@ -72,6 +78,11 @@ def status_json(
     return orjson.dumps({
         "counts": data, "total": sum(c.n for c in counts), "batches": batches or [],
         "deadlines": {"missed": deadlines[0], "at_risk": deadlines[1]},
+        "budgets": [{
+            "queue": None if b.queue == ALL_QUEUES else b.queue, "period": b.period,
+            "limit_usd": str(Decimal(b.limit_micro) * MICRO), "committed_usd": str(Decimal(b.committed) * MICRO),
+        } for b in budgets or []],
+        "held": [{"reason": r, "count": n} for r, n in held or []],
     }).decode()  # fmt: skip
 
 
@@ -128,6 +139,21 @@ def print_deadlines(missed: int, at_risk: int) -> None:
             f"\ndeadlines: {missed:,} missed, {at_risk:,} at risk (a batch may take up to 24 h; "
             "real-time rescue is not built yet)"
         )
+
+
+def print_budgets(budgets: list[BudgetRow], held: list[tuple[str, int]]) -> None:
+    """Budgets as workers last enforced them, spend in the current period, and why requests wait."""
+    if not budgets and not held:
+        return
+    print()
+    for b in budgets:
+        who = "all queues" if b.queue == ALL_QUEUES else f"queue {b.queue}"
+        print(
+            f"budget {usd(b.limit_micro)} USD per {b.period}, {who}: {usd(b.committed)} spent "
+            f"or reserved, {usd(max(0, b.limit_micro - b.committed))} left"
+        )
+    if held:  # one line: the newest reason speaks for all (they differ only in figures)
+        print(f"held: {sum(n for _r, n in held):,} requests: {held[0][0]}")
 
 
 def _when(ts: float | None) -> str:
