@@ -475,6 +475,18 @@ class Engine:
         except TransientError as exc:
             self._later(b.id, now, exc, report)
             return
+        except RejectedError as exc:
+            # A result file that is gone (404): another worker that took the lease over may have
+            # ingested the batch and deleted it (then this worker's next write fails and it stops
+            # acting), or the provider let it expire. Look again a few times; then its requests go
+            # back to the queue as results that never arrived.
+            tries = self._download_tries.get(b.id, 0) + 1
+            self._download_tries[b.id] = tries
+            if tries < MAX_DOWNLOAD_TRIES:
+                self._later(b.id, now, TransientError(str(exc)), report)
+                return
+            self.store.note("anomaly", b.id, f"result files gone: {exc}")
+            files = []
         finally:
             self.timings["download"] += time.perf_counter() - started
         started = time.perf_counter()
