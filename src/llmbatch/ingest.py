@@ -1,16 +1,38 @@
-"""Reading result lines: OpenAI-shaped output and error lines into per-attempt findings.
+"""Ingest: a finished batch's result files into per-attempt outcomes.
 
 A line is keyed by its `custom_id`, which is our attempt id (`<store_id>-<n>`). A line that
 is not JSON, or carries an id that is not ours, is an anomaly: recorded, never dropped silently.
+A batch counts as ingested only when its lines account for every request (else the files are
+downloaded again, a few times); an attempt with no line goes back to the queue uncharged.
+`Ingesting` is the engine's part that does it.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import random
+import shutil
+import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import orjson
 
+from llmbatch.errors import RejectedError, TransientError
+from llmbatch.pricing import model_prices
+from llmbatch.providers.base import BatchStatus, read_lines
+from llmbatch.retry import decide
+from llmbatch.store.batching import OpenBatch, Outcome
 from llmbatch.usage import UsageRecord, read_usage
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from pathlib import Path
+
+    from llmbatch.engine import EngineSettings, TickReport
+    from llmbatch.providers import Provider
+    from llmbatch.store import Store
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,3 +127,194 @@ def parse_line(
 
 def _s(v: object) -> str | None:
     return None if v is None else str(v)
+
+
+MAX_DOWNLOAD_TRIES = 3
+
+
+class Ingesting:
+    """The engine's ingest steps (mixed into Engine, whose state they use)."""
+
+    store: Store
+    settings: EngineSettings
+    workdir: Path
+    timings: dict[str, float]
+    _download_tries: dict[int, int]
+    _not_before: dict[int, float]
+    _group_strikes: dict[tuple[str, str, str], int]
+    _group_cap: dict[tuple[str, str, str], int]
+    provider: Callable[[str], Provider]
+    _later: Callable[[int, float, TransientError, TickReport], None]
+    _mark_ingested: Callable[[OpenBatch, float, int, str], None]
+    _batch_level_failure: Callable[[OpenBatch, float, str], None]
+
+    def _ingest(self, b: OpenBatch, now: float, token: int, report: TickReport) -> None:
+        provider = self.provider(b.provider)
+        if b.state == "failed" and not b.output_file_id:
+            if b.intent_id is not None:  # an adopted duplicate: its intent's own batch decides
+                self._mark_ingested(b, now, token, "adopted batch failed validation")
+                return
+            self._failed_validation(b, now, token, report)
+            return
+        status = BatchStatus(
+            b.provider_batch_id or "", b.state, b.provider_status or b.state, b.request_count,
+            b.completed_count, b.failed_count, b.input_file_id, b.output_file_id, b.error_file_id,
+        )  # fmt: skip
+        folder = self.workdir / f"ingest-{b.id}"
+        folder.mkdir(exist_ok=True)
+        started = time.perf_counter()
+        try:
+            files = provider.download(status, folder)
+        except TransientError as exc:
+            self._later(b.id, now, exc, report)
+            return
+        except RejectedError as exc:
+            # A result file that is gone (404): another worker that took the lease over may have
+            # ingested the batch and deleted it (then this worker's next write fails and it stops
+            # acting), or the provider let it expire. Look again a few times; then its requests go
+            # back to the queue as results that never arrived.
+            tries = self._download_tries.get(b.id, 0) + 1
+            self._download_tries[b.id] = tries
+            if tries < MAX_DOWNLOAD_TRIES:
+                self._later(b.id, now, TransientError(str(exc)), report)
+                return
+            self.store.note("anomaly", b.id, f"result files gone: {exc}")
+            files = []
+        finally:
+            self.timings["download"] += time.perf_counter() - started
+        started = time.perf_counter()
+        lines = anomalies = 0
+        chunk: list[Finding] = []
+        for _kind, line in read_lines(files):
+            lines += 1
+            try:
+                chunk.append(parse_line(line, self.store.store_id, b.endpoint, b.provider))
+            except Anomaly as exc:
+                anomalies += 1
+                self.store.note("anomaly", b.id, str(exc))
+            if len(chunk) >= self.settings.ingest_chunk:
+                report.outcomes += self._apply(b, chunk, now, token)
+                chunk = []
+        report.outcomes += self._apply(b, chunk, now, token)
+        report.anomalies += anomalies
+        self.timings["ingest"] += time.perf_counter() - started
+        shutil.rmtree(folder, ignore_errors=True)
+        tries = self._download_tries.get(b.id, 0) + 1
+        if (lines < b.request_count or anomalies) and tries < MAX_DOWNLOAD_TRIES:
+            self._download_tries[b.id] = tries
+            self._not_before[b.id] = now + self.settings.backoff_seconds
+            report.notes.append(
+                f"batch {b.provider_batch_id}: {lines:,} result lines for {b.request_count:,} requests "
+                f"({anomalies} unreadable); downloading again"
+            )
+            return
+        missing = self.store.unfinished_attempts(b.id) if b.intent_id is None else []
+        if missing:
+            why = (
+                "no result line for this request" if b.state == "completed" else f"batch {b.state}"
+            )
+            kind = "batch_expired" if b.state in ("expired", "cancelled") else "missing_result"
+            self._apply_waiting(b, [(a, kind, why) for a, _r, _l in missing], now, token)
+        self._mark_ingested(b, now, token, f"{lines:,} lines, {anomalies} anomalies")
+        if b.state == "completed":  # the group is healthy again: full-size batches
+            group = (b.provider, b.endpoint, b.model or "")
+            self._group_strikes.pop(group, None)
+            self._group_cap.pop(group, None)
+        report.ingested_batches += 1
+        if self.settings.delete_files:
+            try:
+                provider.delete_files(
+                    [f for f in (b.input_file_id, b.output_file_id, b.error_file_id) if f]
+                )
+            except TransientError as exc:
+                report.notes.append(f"clean-up later: {exc}")
+
+    def _apply(self, b: OpenBatch, findings: list[Finding], now: float, token: int) -> int:
+        if not findings:
+            return 0
+        # Counters are needed only to decide about errors; the store skips attempts that
+        # already have an outcome (a re-download) or belong to another batch.
+        errors = [f.attempt_id for f in findings if not f.ok]
+        info = self.store.attempt_info(b.attempts_of, errors) if errors else {}
+        outs: list[Outcome] = []
+        prices = model_prices(b.provider, b.model or "", datetime.fromtimestamp(now, UTC))
+        for f in findings:
+            if f.ok:
+                outs.append(Outcome(f.attempt_id, "succeeded", f.status_code, f.provider_request_id, f.body,
+                                    input_tokens=f.input_tokens, output_tokens=f.output_tokens, usage=f.usage,
+                                    price_tier=prices.tier(f.input_tokens or 0)))  # fmt: skip
+                continue
+            a = info.get(f.attempt_id)
+            if a is None:
+                continue
+            # One jitter per batch: its retries come due together and travel in one new batch.
+            d = decide(self.settings.retry, status_code=f.status_code, error_type=f.error_type or f.error_code,
+                       attempts=a.attempts, expiries=a.expiries, now=now, rng=random.Random(b.id))  # fmt: skip
+            outs.append(Outcome(
+                f.attempt_id, d.kind, f.status_code, f.provider_request_id, f.body, f.error_code,
+                f"{f.error_message} ({d.reason})" if d.reason else f.error_message, not_before=d.not_before,
+                charge_expiry=1 if d.kind == "requeue" else 0,
+            ))  # fmt: skip
+        if b.cancel_requested_at is not None:  # cancelled by the user: nothing goes back
+            outs = [
+                dataclasses.replace(o, kind="cancelled") if o.kind in ("retry", "requeue") else o
+                for o in outs
+            ]
+        applied = self.store.apply_outcomes(b.attempts_of, outs, now, token)
+        if applied < len(findings):  # a re-download, or lines naming attempts of other batches
+            for stranger in self.store.attempts_not_in_batch(
+                b.attempts_of, [f.attempt_id for f in findings]
+            ):
+                self.store.note(
+                    "anomaly",
+                    b.id,
+                    f"result line for attempt {stranger}, which is not in this batch",
+                )
+        return applied
+
+    def _apply_waiting(
+        self, b: OpenBatch, items: list[tuple[int, str, str]], now: float, token: int
+    ) -> None:
+        findings = [
+            Finding(a, False, None, None, None, code, code, why, None, None)
+            for a, code, why in items
+        ]
+        for i in range(0, len(findings), self.settings.ingest_chunk):
+            self._apply(b, findings[i : i + self.settings.ingest_chunk], now, token)
+
+    def _failed_validation(self, b: OpenBatch, now: float, token: int, report: TickReport) -> None:
+        """Line errors fail exactly those requests; everything else goes back unharmed."""
+        by_line = {int(e["line"]): e for e in b.errors if isinstance(e.get("line"), int)}
+        outs = []
+        for attempt_id, _rid, line in self.store.unfinished_attempts(b.id):
+            e = by_line.get(line)
+            if e is not None:
+                outs.append(
+                    Outcome(
+                        attempt_id,
+                        "failed",
+                        error_code=str(e.get("code")),
+                        error_message=str(e.get("message")),
+                    )
+                )
+            else:
+                outs.append(
+                    Outcome(
+                        attempt_id,
+                        "requeue",
+                        error_code="batch_failed",
+                        error_message="its batch failed validation",
+                    )
+                )
+        if b.cancel_requested_at is not None:
+            outs = [
+                dataclasses.replace(o, kind="cancelled") if o.kind == "requeue" else o for o in outs
+            ]
+        for i in range(0, len(outs), self.settings.ingest_chunk):
+            self.store.apply_outcomes(b.id, outs[i : i + self.settings.ingest_chunk], now, token)
+        codes = ", ".join(sorted({str(e.get("code")) for e in b.errors})) or "no reason given"
+        if not by_line:
+            self._batch_level_failure(b, now, codes)
+        self._mark_ingested(b, now, token, f"failed validation: {codes}")
+        report.ingested_batches += 1
+        report.notes.append(f"batch {b.provider_batch_id} failed validation ({codes})")
