@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -431,142 +431,10 @@ class BatchingOps:
             cur.execute(self.q("any_unfinished"), {"queue": queue})
             return cur.fetchone() is not None
 
-    # -- cancelling ------------------------------------------------------------------------
-    def request_cancel(self, request_ids: Sequence[int], now: float) -> CancelPlan:
-        """Cancel what waits; mark in-flight batches whose every request is in scope.
-
-        Requests sharing a batch with requests outside the scope run on: a provider batch
-        is cancelled whole or not at all.
-        """
-        plan = CancelPlan()
-        ids = list(request_ids)
-        with self._write() as cur:
-            for i in range(0, len(ids), 500):
-                part = ids[i : i + 500]
-                marks = ", ".join(["?"] * len(part))
-                cur.execute(
-                    self._dialect(
-                        self._raw("cancel_waiting").replace(":now", "?").format(scope=marks)
-                    ),
-                    [now, *part],
-                )
-                plan.cancelled += int(cur.rowcount)
-            in_scope: dict[int, int] = {}
-            for i in range(0, len(ids), 500):
-                part = ids[i : i + 500]
-                marks = ", ".join(["?"] * len(part))
-                cur.execute(
-                    self._dialect(self._raw("batch_scope_counts").format(scope=marks)), part
-                )
-                for batch_id, n in cur.fetchall():
-                    in_scope[int(batch_id)] = in_scope.get(int(batch_id), 0) + int(n)
-            for batch_id, n in in_scope.items():
-                cur.execute(
-                    self._dialect(
-                        "SELECT COUNT(*) FROM attempts WHERE batch_id = ? AND state IN ('packed', 'submitted')"
-                    ),
-                    [batch_id],
-                )
-                unfinished = int(cur.fetchone()[0])
-                if n == unfinished:
-                    cur.execute(self.q("request_batch_cancel"), {"id": batch_id, "now": now})
-                    plan.batches.append(batch_id)
-                    plan.in_batches += n
-                    self._event(cur, "cancel_requested", batch_id=batch_id, detail=f"{n} requests")
-                else:
-                    plan.left_running += n
-        return plan
-
-    def mark_cancel_sent(self, batch_id: int, now: float, token: int) -> None:
-        with self._write() as cur:
-            self._fence(cur, token)
-            cur.execute(self.q("mark_cancel_sent"), {"id": batch_id, "now": now})
-            self._event(cur, "cancel_sent", batch_id=batch_id)
-
-    def scope_request_ids(
-        self, queue: str | None, custom_ids: Sequence[str], batch: str | None
-    ) -> list[int]:
-        """Ids of the requests a `cancel` names: a queue, custom ids (in a queue), a batch."""
-        clauses, params = [], []
-        if queue is not None:
-            clauses.append("r.queue = ?")
-            params.append(queue)
-        if custom_ids:
-            clauses.append(f"r.custom_id IN ({', '.join(['?'] * len(custom_ids))})")
-            params.extend(custom_ids)
-        if batch is not None:
-            clauses.append(
-                "r.id IN (SELECT a.request_id FROM attempts a JOIN batches b ON b.id = a.batch_id "
-                "WHERE CAST(b.id AS TEXT) = ? OR b.provider_batch_id = ?)"
-            )
-            params.extend([batch, batch])
-        where = " AND ".join(clauses) or "1 = 1"
-        sql = self._dialect(
-            f"SELECT r.id FROM requests r WHERE {where} "
-            "AND r.import_id NOT IN (SELECT id FROM imports WHERE state <> 'committed')"
-        )
-        with self._read() as cur:
-            cur.execute(sql, params)
-            return [int(r[0]) for r in cur.fetchall()]
-
-    # -- adoption ----------------------------------------------------------------------------
-    def known_ids(self, provider: str) -> tuple[set[str], set[str]]:
-        """(provider batch ids, input file ids) this store has recorded for a provider."""
-        with self._read() as cur:
-            cur.execute(self.q("known_batch_ids"), {"provider": provider})
-            batches = {str(r[0]) for r in cur.fetchall()}
-            cur.execute(self.q("known_input_files"), {"provider": provider})
-            files = {str(r[0]) for r in cur.fetchall()}
-        return batches, files
-
-    def adopt_batch(
-        self, provider: str, status: Any, intent_id: int | None, now: float, token: int
-    ) -> int | None:
-        """Record a provider batch tagged with our store id that the store did not know, so it
-        is polled and ingested like any other; its attempts are those of `intent_id`."""
-        with self._write(durable=True) as cur:
-            self._fence(cur, token)
-            endpoint = model = None
-            if intent_id is not None:
-                cur.execute(
-                    self._dialect("SELECT endpoint, model FROM batches WHERE id = ?"), [intent_id]
-                )
-                row = cur.fetchone()
-                if row is None:
-                    intent_id = None
-                else:
-                    endpoint, model = row
-            cur.execute(self.q("adopt_batch"), {
-                "provider": provider, "endpoint": endpoint or "?", "model": model,
-                "state": status.state, "provider_batch_id": status.provider_batch_id,
-                "input_file_id": status.input_file_id, "request_count": status.total,
-                "intent_id": intent_id, "now": now,
-            })  # fmt: skip
-            if cur.rowcount != 1:
-                return None
-            cur.execute(
-                self._dialect("SELECT id FROM batches WHERE provider_batch_id = ?"),
-                [status.provider_batch_id],
-            )
-            batch_id = int(cur.fetchone()[0])
-            self._event(cur, "adopted", batch_id=batch_id,
-                        detail=f"{status.provider_batch_id} (for intent {intent_id})")  # fmt: skip
-            return batch_id
-
     def _raw(self, name: str) -> str:
         from llmbatch.store.sqlstore import queries
 
         return queries()[name]
-
-
-@dataclass(slots=True)
-class CancelPlan:
-    """What a cancel did at once, and what it left for the engine to do."""
-
-    cancelled: int = 0  # waiting requests cancelled at once
-    batches: list[int] = field(default_factory=list)  # in-flight batches to cancel at the provider
-    in_batches: int = 0  # requests in those batches
-    left_running: int = 0  # requests in batches shared with requests outside the scope
 
 
 class _Retry(StoreError):

@@ -21,6 +21,7 @@ from llmbatch.errors import StoreError
 from llmbatch.store.base import Clash, CostGroup, Count, ImportInfo, ResultRow, Row
 from llmbatch.store.batching import BatchingOps
 from llmbatch.store.budgets import BudgetOps
+from llmbatch.store.recovery import RecoveryOps
 
 # An import on another machine whose heartbeat is this old is presumed dead.
 IMPORT_STALE_AFTER = 600.0
@@ -94,7 +95,7 @@ def owner_alive(owner: str, heartbeat_at: float, now: float) -> bool:
     return _process_start(pid) == start
 
 
-class SqlStore(BatchingOps, BudgetOps):
+class SqlStore(BatchingOps, BudgetOps, RecoveryOps):
     """Shared implementation of the Store protocol over a DB-API-like cursor."""
 
     dialect: str
