@@ -162,6 +162,9 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("file", nargs="?", default=str(DEFAULT_SET))
     ap.add_argument("--claude-tokenizer", default=os.environ.get("LLMBATCH_CLAUDE_TOKENIZER"))
+    ap.add_argument(
+        "--small", action="store_true", help="what CI runs: the shipped set is already small"
+    )
     args = ap.parse_args()
     reqs = load(Path(args.file))
     out: dict[str, Any] = {"bench": "estimate", "requests": len(reqs), "target_pct": 5.0}
