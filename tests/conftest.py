@@ -9,14 +9,19 @@ under CI (CI=true), where a missing PostgreSQL is an error.
 from __future__ import annotations
 
 import os
+import threading
 import uuid
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+import orjson
 import psycopg
 import pytest
 
+from helpers import RefusingService
 from llmbatch.store import Store, open_store
 
 PG_DSN = os.environ.get("LLMBATCH_TEST_PG")
@@ -98,3 +103,33 @@ def store(db: str) -> Iterator[Store]:
     s = open_store(db)
     yield s
     s.close()
+
+
+@pytest.fixture
+def refusing() -> Iterator[RefusingService]:
+    service = RefusingService("")
+
+    class Handler(BaseHTTPRequestHandler):
+        def _refuse(self) -> None:
+            service.seen.append(f"{self.command} {self.path}")
+            self.rfile.read(int(self.headers.get("content-length") or 0))
+            key = self.headers.get("api-key") or self.headers.get("authorization", "")
+            payload = orjson.dumps({"error": {"message": f"Incorrect API key provided: {key}.",
+                                              "type": "invalid_request_error", "code": "invalid_api_key"}})  # fmt: skip
+            self.send_response(401)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        do_GET = do_POST = do_DELETE = _refuse
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    service.url = f"http://127.0.0.1:{server.server_address[1]}"
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield service
+    server.shutdown()
+    server.server_close()

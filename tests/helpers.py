@@ -10,6 +10,7 @@ import sqlite3
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -181,3 +182,12 @@ def request_states(db: str) -> dict[str, int]:
     return {
         str(s): int(n) for s, n in sql(db, "SELECT state, COUNT(*) FROM requests GROUP BY state")
     }
+
+
+@dataclass
+class RefusingService:
+    """A service that refuses every key with 401, as OpenAI does a revoked one (the emulator
+    takes any non-empty key), and echoes the key back in its message, as some services do."""
+
+    url: str
+    seen: list[str] = field(default_factory=list)  # "METHOD /path" of every call

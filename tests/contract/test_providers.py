@@ -9,16 +9,15 @@ counts the HTTP calls it made. The clock stands still (`time_scale=0`) unless a 
 from __future__ import annotations
 
 import dataclasses
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import openai
 import orjson
 import pytest
 
+from helpers import RefusingService
 from llmbatch.emulator import RunningEmulator, running
 from llmbatch.errors import AuthError, ConfigError, RejectedError, TransientError
 from llmbatch.providers import BatchRef, Intent, Provider, available, make_provider
@@ -388,45 +387,11 @@ def test_a_missing_key_is_an_auth_error_before_any_call(
     assert emu.control.calls() == []
 
 
-class Refusing(BaseHTTPRequestHandler):
-    """A service that refuses every key, as OpenAI does a revoked one (the emulator takes any
-    non-empty key). It echoes the key back in its message, as some services do."""
-
-    def _refuse(self) -> None:
-        Refusing.seen.append(f"{self.command} {self.path}")
-        self.rfile.read(int(self.headers.get("content-length") or 0))
-        key = self.headers.get("api-key") or self.headers.get("authorization", "")
-        payload = orjson.dumps({"error": {"message": f"Incorrect API key provided: {key}.",
-                                          "type": "invalid_request_error", "code": "invalid_api_key"}})  # fmt: skip
-        self.send_response(401)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
-
-    do_GET = do_POST = do_DELETE = _refuse
-    seen: ClassVar[list[str]] = []
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
-@pytest.fixture
-def refusing() -> Iterator[str]:
-    Refusing.seen = []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Refusing)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
-
-
 def test_a_refused_key_is_an_auth_error_that_never_shows_the_key(
-    name: str, refusing: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    name: str, refusing: RefusingService, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv(KEY_ENV, KEY)
-    provider = make_provider(name, **emulator_settings(name, refusing))
+    provider = make_provider(name, **emulator_settings(name, refusing.url))
     calls: list[Any] = [
         lambda: submit(provider, intent(provider, tmp_path, 1)),
         lambda: provider.poll(["batch_x"], retrieve_budget=1),
@@ -437,7 +402,7 @@ def test_a_refused_key_is_an_auth_error_that_never_shows_the_key(
             call()
         shown = f"{caught.value} {caught.value!r} {caught.value.__cause__!r} {caught.value.args}"
         assert KEY not in shown and KEY[:12] not in shown
-    assert len(Refusing.seen) == 3  # refused once each, never retried
+    assert len(refusing.seen) == 3  # refused once each, never retried
 
 
 @pytest.mark.parametrize(

@@ -9,20 +9,18 @@ Faults come through the emulator's control API.
 from __future__ import annotations
 
 import socket
-import threading
 import time
 from collections.abc import Iterator, Sequence
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import openai
 import orjson
 import pytest
 
+from helpers import RefusingService, results_per_request, sql
 from helpers import fast_settings as settings
 from helpers import request_states as states
-from helpers import results_per_request, sql
 from llmbatch import Queue, TickReport
 from llmbatch.emulator import RunningEmulator, running
 from llmbatch.engine import Engine
@@ -388,50 +386,19 @@ def test_missing_api_key_is_one_clear_error_and_loses_nothing(
     assert states(db) == {"succeeded": 6}
 
 
-class Refusing(BaseHTTPRequestHandler):
-    """A service that refuses every key, as OpenAI does a revoked one (the emulator takes any
-    non-empty key, and a blank one cannot be sent: HTTP forbids a header ending in spaces)."""
-
-    def _refuse(self) -> None:
-        Refusing.seen.append(f"{self.command} {self.path}")
-        self.rfile.read(int(self.headers.get("content-length") or 0))
-        payload = orjson.dumps({"error": {"message": "Incorrect API key provided: sk-wr***ng.",
-                                          "type": "invalid_request_error", "code": "invalid_api_key"}})  # fmt: skip
-        self.send_response(401)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
-
-    do_GET = do_POST = do_DELETE = _refuse
-    seen: ClassVar[list[str]] = []
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
-@pytest.fixture
-def refusing() -> Iterator[str]:
-    Refusing.seen = []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Refusing)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/v1"
-    server.shutdown()
-    server.server_close()
-
-
-def test_wrong_api_key_refused_by_the_service(db: str, emu: RunningEmulator, refusing: str) -> None:
+def test_wrong_api_key_refused_by_the_service(
+    db: str, emu: RunningEmulator, refusing: RefusingService
+) -> None:
     items = [chat(i) for i in range(6)]
     enqueue(db, items)
-    wrong = {"openai": {"base_url": refusing, "api_key_env": KEY_ENV}}
+    wrong = {"openai": {"base_url": refusing.url + "/v1", "api_key_env": KEY_ENV}}
     store = open_store(db)
     engine = Engine(store, settings(emu, providers=wrong))
     try:
         with pytest.raises(AuthError, match=rf"HTTP 401.*\${KEY_ENV}") as caught:
             engine.tick(time.time())
         assert "sk-test-not-a-secret" not in str(caught.value)
-        assert Refusing.seen == ["POST /v1/files"]  # refused once; not retried
+        assert refusing.seen == ["POST /v1/files"]  # refused once; not retried
         with pytest.raises(AuthError):
             engine.tick(time.time() + 60)  # still refused: still nothing failed or lost
         assert "failed" not in states(db) and sum(states(db).values()) == 6
