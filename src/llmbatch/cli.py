@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
+from click.core import ParameterSource
 
 from llmbatch import defaults, views
 from llmbatch.config import click_defaults, config_path, load_config
@@ -84,6 +85,24 @@ def main(ctx: click.Context, db: str | None, busy_timeout: float, debug: bool) -
     every result back. Every option also reads an LLMBATCH_* variable and llmbatch.toml.
     """
     ctx.obj = {"db": db, "busy_timeout": busy_timeout, "debug": debug}
+    if db and ctx.get_parameter_source("db") == ParameterSource.COMMANDLINE and _has_password(db):
+        # argv is readable by every local user (ps, /proc/PID/cmdline) for the whole run
+        click.echo(
+            "warning: the --db DSN carries a password on the command line, where `ps` shows it; "
+            "set LLMBATCH_DB instead, or keep the password in PGPASSWORD or ~/.pgpass",
+            err=True,
+        )
+
+
+def _has_password(db: str) -> bool:
+    if not db.startswith(("postgresql://", "postgres://")):
+        return False
+    import psycopg
+
+    try:
+        return bool(psycopg.conninfo.conninfo_to_dict(db).get("password"))
+    except psycopg.ProgrammingError:
+        return False
 
 
 def _store(ctx: click.Context) -> Store:
