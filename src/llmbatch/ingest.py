@@ -78,6 +78,8 @@ def parse_line(
     if not isinstance(obj, dict):
         raise Anomaly(f"result line is not a JSON object: {line[:80]!r}")
     attempt = attempt_id_of(obj.get("custom_id"), store_id)
+    if provider == "anthropic":
+        return _anthropic_line(attempt, obj)
     response = obj.get("response")
     error = obj.get("error")
     if isinstance(response, dict):
@@ -123,6 +125,36 @@ def parse_line(
             None,
         )
     raise Anomaly(f"result line for {obj.get('custom_id')!r} has neither a response nor an error")
+
+
+ANTHROPIC_ENDED = {"canceled": "batch_cancelled", "expired": "batch_expired"}
+
+
+def _anthropic_line(attempt: int, obj: dict[str, object]) -> Finding:
+    """`{"custom_id", "result": {"type": succeeded|errored|canceled|expired, ...}}`."""
+    result = obj.get("result")
+    kind = result.get("type") if isinstance(result, dict) else None
+    if isinstance(result, dict) and kind == "succeeded" and isinstance(result.get("message"), dict):
+        message = result["message"]
+        u = read_usage(message.get("usage"), provider="anthropic")
+        return Finding(
+            attempt, True, 200, _s(message.get("id")), orjson.dumps(message), None, None, None,
+            u.input, u.output, u,
+        )  # fmt: skip
+    if isinstance(result, dict) and kind == "errored":
+        envelope = result.get("error")
+        envelope = envelope if isinstance(envelope, dict) else {}
+        err = envelope.get("error")
+        err = err if isinstance(err, dict) else {}
+        code = _s(err.get("type")) or "error"
+        return Finding(
+            attempt, False, None, _s(envelope.get("request_id")), orjson.dumps(envelope), code,
+            code, _s(err.get("message")) or code, None, None,
+        )  # fmt: skip
+    if isinstance(kind, str) and kind in ANTHROPIC_ENDED:
+        code = ANTHROPIC_ENDED[kind]
+        return Finding(attempt, False, None, None, None, code, code, f"request {kind}", None, None)
+    raise Anomaly(f"result line for {obj.get('custom_id')!r} has no known result type")
 
 
 def _s(v: object) -> str | None:

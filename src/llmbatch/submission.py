@@ -83,6 +83,9 @@ class Submission:
             b.input_file_id,
         )
         if b.upload_started_at is not None or b.create_started_at is not None:
+            if hasattr(self.provider, "recorded_ids"):  # matching without metadata needs them
+                recorded = frozenset(self.store.known_ids(b.provider)[0])
+                setattr(self.provider, "recorded_ids", recorded)  # noqa: B010
             ref = self.provider.reconcile([intent], since=b.created_at - 3600).get(b.id)
             if ref is not None and ref.provider_batch_id:
                 self.store.record_submitted(

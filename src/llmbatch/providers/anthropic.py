@@ -1,0 +1,314 @@
+"""Anthropic Message Batches, on the official `anthropic` SDK.
+
+Requests travel inline in the create call (there are no files): each batch line is
+`{"custom_id": <attempt id>, "params": <Messages API body>}`. The create body is streamed from
+the packed JSONL file through the SDK's `post(..., content=<iterator>)`, so a 32 MB batch is
+never parsed into Python objects (the SDK's `batches.create` would build it all in memory).
+Results are streamed from `results_url` to disk as raw JSONL.
+
+Exactly once without metadata. Anthropic batches carry no metadata, so a batch cannot say
+which intent it belongs to until its results (whose custom ids are our attempt ids) exist.
+The protocol:
+
+1. The intent (its attempts in line order) is committed durably before anything is sent;
+   `create_started_at` is committed just before the create (`journal.creating()`).
+2. The batch is created with `max_retries=0` (the SDK would retry a POST with no idempotency
+   key and could create a second batch); its id is committed at once.
+3. After any interruption the next attempt reconciles: it lists batches created since the
+   intent (minus `clock_skew` seconds), drops those the store has recorded, and matches by
+   total request count. One match is adopted. With several equal candidates it adopts one
+   (the newest); attempt ids are globally unique, so any other that was ours is still
+   ingested by the sweep, whose `list_tagged` recognises our store's attempt-id prefix in
+   results, and its results land on the right requests.
+4. With no candidate the engine waits `settle_seconds` (the list may lag) and creates again.
+
+Residual risk: a created batch that stays invisible in the list for longer than the settle
+delay, with our record of it lost, is created twice; both are paid, no request is lost or
+answered twice. A foreign batch (another tool on the same key) of exactly the same size,
+created in the window, can be adopted by mistake: its results carry no ids of ours, so the
+batch is ingested with anomalies and our requests go back to the queue uncharged, while
+the batch we did create is found later by the sweep.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anthropic
+import orjson
+from anthropic.types.messages import MessageBatch
+
+from llmbatch.errors import AuthError, RejectedError, TransientError
+from llmbatch.providers.base import BatchRef, BatchStatus, Intent, Journal, Limits, ResultFile
+from llmbatch.providers.openai import TRANSPORT_ERRORS, _retry_after, _should_retry
+
+MAX_REQUESTS = 100_000
+DEFAULT_MAX_BYTES = 32 * 1024 * 1024  # the service takes 256 MB; the worker's RSS would not
+LIST_LIMIT = 100
+LIST_PAGES = 3
+CHUNK = 1 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class AnthropicSettings:
+    """Where to reach the service. The key is read from `api_key_env` when a client is made."""
+
+    api_key_env: str = "ANTHROPIC_API_KEY"
+    base_url: str | None = None  # default: ANTHROPIC_BASE_URL, else the SDK's default
+    timeout: float = 600.0
+    max_bytes: int = DEFAULT_MAX_BYTES
+    max_requests: int = MAX_REQUESTS
+    clock_skew: float = 300.0  # seconds: how far the provider's clock may be behind ours
+
+
+class AnthropicProvider:
+    """Anthropic's Message Batches API (one batch may mix models)."""
+
+    name = "anthropic"
+    # Batch ids the store has recorded: Submission sets them before reconciling.
+    recorded_ids: frozenset[str] = frozenset()
+
+    def __init__(self, settings: AnthropicSettings | None = None, **options: Any) -> None:
+        self.settings = settings or AnthropicSettings(**options)
+        self._client: anthropic.Anthropic | None = None
+
+    # -- clients -------------------------------------------------------------------------
+    def _key(self) -> str:
+        key = os.environ.get(self.settings.api_key_env, "").strip()
+        if not key:
+            raise AuthError(
+                f"{self.name}: no API key: set the environment variable {self.settings.api_key_env}"
+            )
+        return key
+
+    @property
+    def client(self) -> anthropic.Anthropic:
+        if self._client is None:
+            base = self.settings.base_url or os.environ.get("ANTHROPIC_BASE_URL") or None
+            self._client = anthropic.Anthropic(
+                api_key=self._key(), base_url=base, timeout=self.settings.timeout, max_retries=2
+            )
+        return self._client
+
+    @property
+    def where(self) -> str:
+        return str(self.client.base_url).rstrip("/")
+
+    @contextmanager
+    def _calling(self, what: str) -> Iterator[None]:
+        """Translate SDK errors into ours, naming the call and never the key."""
+        try:
+            yield
+        except (anthropic.AuthenticationError, anthropic.PermissionDeniedError) as exc:
+            raise AuthError(
+                f"{self.name}: {what} refused at {self.where} (HTTP {exc.status_code}): check the key in "
+                f"${self.settings.api_key_env} and its permissions"
+            ) from None
+        except anthropic.RateLimitError as exc:
+            raise TransientError(
+                f"{self.name}: {what}: rate limited (HTTP 429)", _retry_after(exc.response)
+            ) from None
+        except (anthropic.APIConnectionError, anthropic.APITimeoutError) as exc:
+            raise TransientError(
+                f"{self.name}: {what}: cannot reach {self.where}: {type(exc).__name__}"
+            ) from None
+        except TRANSPORT_ERRORS as exc:
+            raise TransientError(
+                f"{self.name}: {what}: the connection to {self.where} broke mid-response: "
+                f"{type(exc).__name__}"
+            ) from None
+        except anthropic.APIStatusError as exc:
+            if exc.status_code >= 500 or (
+                exc.status_code in (408, 409, 529) and _should_retry(exc.response)
+            ):
+                raise TransientError(
+                    f"{self.name}: {what}: HTTP {exc.status_code} from {self.where}",
+                    _retry_after(exc.response),
+                ) from None
+            raise RejectedError(
+                f"{self.name}: {what}: HTTP {exc.status_code}: {_message(exc)}"
+            ) from None
+
+    # -- the protocol --------------------------------------------------------------------
+    def limits(self, endpoint: str, model: str | None) -> Limits:
+        return Limits(max_requests=self.settings.max_requests, max_bytes=self.settings.max_bytes)
+
+    def group_key(self, endpoint: str, model: str) -> tuple[str, ...]:
+        return (self.name, endpoint, model)
+
+    def request_line(self, attempt_id: str, endpoint: str, body: bytes) -> bytes:
+        return b'{"custom_id":"' + attempt_id.encode() + b'","params":' + body + b"}"
+
+    def submit(self, intent: Intent, journal: Journal) -> BatchRef:
+        journal.creating()
+        with self._calling(f"create for intent {intent.batch_id}"):
+            batch = self.client.with_options(max_retries=0).post(
+                "/v1/messages/batches",
+                cast_to=MessageBatch,
+                content=_create_body(intent.path),
+                options={"headers": {"content-type": "application/json"}},
+            )
+        return BatchRef(batch.id)
+
+    def reconcile(self, intents: Sequence[Intent], since: float) -> dict[int, BatchRef]:
+        """Match intents to unrecorded batches created since `since` by request count.
+
+        `recorded` batches (see `recorded_ids`) are skipped. Of several equal candidates the
+        newest is returned for the first intent asking, the next for the next one."""
+        if not intents:
+            return {}
+        start = min(since, min(i.created_at for i in intents)) - self.settings.clock_skew
+        taken = set(self.recorded_ids)
+        found: dict[int, BatchRef] = {}
+        for b in self._list_since(start, pages=10):
+            if b.id in taken:
+                continue
+            total = _total(b)
+            for i in intents:
+                if i.batch_id not in found and i.request_count == total:
+                    found[i.batch_id] = BatchRef(b.id)
+                    taken.add(b.id)
+                    break
+        return found
+
+    def list_tagged(self, store_id: str, since: float) -> list[BatchStatus]:
+        """Not done: telling ours from others' means reading every batch's results, which
+        costs a download per batch per sweep. Unrecorded duplicates are left to the
+        provider's 29-day retention; see the module docstring for when they can arise."""
+        return []
+
+    def stray_uploads(self, store_id: str, since: float) -> list[tuple[str, int]]:
+        return []  # no uploads: requests travel inline
+
+    def poll(self, batch_ids: Sequence[str], retrieve_budget: int) -> list[BatchStatus]:
+        wanted = set(batch_ids)
+        seen: dict[str, BatchStatus] = {}
+        with self._calling("list batches"):
+            page = self.client.messages.batches.list(limit=LIST_LIMIT)
+            for _ in range(LIST_PAGES):
+                for b in page.data:
+                    if b.id in wanted:
+                        seen[b.id] = _status(b)
+                if len(seen) == len(wanted) or not page.has_next_page():
+                    break
+                page = page.get_next_page()
+        for batch_id in [b for b in batch_ids if b not in seen][:retrieve_budget]:
+            with self._calling(f"retrieve {batch_id}"):
+                seen[batch_id] = _status(self.client.messages.batches.retrieve(batch_id))
+        return list(seen.values())
+
+    def download(self, status: BatchStatus, folder: Path) -> list[ResultFile]:
+        batch_id = status.provider_batch_id
+        path = folder / f"{batch_id}.output.jsonl"
+        size, last = 0, b""
+        with (
+            self._calling(f"results of {batch_id}"),
+            self.client.messages.batches.with_streaming_response.results(batch_id) as resp,
+            open(path, "wb") as out,
+        ):
+            expected = resp.headers.get("content-length")
+            for chunk in resp.iter_bytes(CHUNK):
+                out.write(chunk)
+                size += len(chunk)
+                last = (last + chunk)[-CHUNK:]
+        tail = last.rstrip(b"\r\n").rsplit(b"\n", 1)[-1]
+        truncated = expected is not None and size != int(expected)
+        if not truncated and tail.strip():
+            try:
+                orjson.loads(tail)
+            except orjson.JSONDecodeError:
+                truncated = True
+        if truncated:
+            raise TransientError(
+                f"{self.name}: results of batch {batch_id} arrived truncated ({size:,} bytes); "
+                "they will be downloaded again"
+            )
+        return [ResultFile("output", path, size)]
+
+    def cancel(self, provider_batch_id: str) -> None:
+        with self._calling(f"cancel {provider_batch_id}"):
+            self.client.messages.batches.cancel(provider_batch_id)
+
+    def delete_files(self, file_ids: Sequence[str]) -> None:
+        """Delete ended batches (poll reports a batch's own id as its output file)."""
+        for batch_id in file_ids:
+            try:
+                with self._calling(f"delete batch {batch_id}"):
+                    self.client.messages.batches.delete(batch_id)
+            except RejectedError:
+                pass  # already gone, or not ended (then the provider keeps it 29 days)
+
+    # -- helpers -------------------------------------------------------------------------
+    def _list_since(self, start: float, pages: int) -> Iterator[MessageBatch]:
+        with self._calling("list batches"):
+            page = self.client.messages.batches.list(limit=LIST_LIMIT)
+            for _ in range(pages):
+                for b in page.data:
+                    if b.created_at.timestamp() >= start:
+                        yield b
+                if (
+                    not page.has_next_page()
+                    or not page.data
+                    or page.data[-1].created_at.timestamp() < start
+                ):
+                    return
+                page = page.get_next_page()
+
+
+def _create_body(path: Path) -> Iterator[bytes]:
+    """`{"requests": [<line>, ...]}` from a JSONL file, a line at a time."""
+    yield b'{"requests":['
+    first = True
+    with open(path, "rb") as fh:
+        for raw in fh:
+            line = raw.strip()
+            if not line:
+                continue
+            yield line if first else b"," + line
+            first = False
+    yield b"]}"
+
+
+def _total(b: MessageBatch) -> int:
+    c = b.request_counts
+    return int(c.processing + c.succeeded + c.errored + c.canceled + c.expired)
+
+
+def _status(b: MessageBatch) -> BatchStatus:
+    c = b.request_counts
+    if b.processing_status == "in_progress":
+        state = "in_progress"
+    elif b.processing_status == "canceling":
+        state = "cancelling"
+    elif c.canceled:
+        state = "cancelled"
+    elif c.expired:
+        state = "expired"
+    else:
+        state = "completed"
+    ended = b.processing_status == "ended"
+    return BatchStatus(
+        provider_batch_id=b.id,
+        state=state,
+        provider_status=str(b.processing_status),
+        total=_total(b),
+        completed=int(c.succeeded),
+        failed=int(c.errored + c.canceled + c.expired),
+        # The batch stands in for its output file, so the engine's clean-up deletes it.
+        output_file_id=b.id if ended and b.results_url else None,
+        created_at=b.created_at.timestamp(),
+    )
+
+
+def _message(exc: anthropic.APIStatusError) -> str:
+    body = exc.body
+    if isinstance(body, dict):
+        err = body.get("error", body)
+        if isinstance(err, dict) and err.get("message"):
+            return str(err["message"])[:500]
+    return orjson.dumps(body).decode()[:500] if body is not None else exc.__class__.__name__

@@ -1,0 +1,155 @@
+"""The engine with Anthropic Message Batches: the real emulator over real HTTP, the official SDK.
+
+Requests enqueued as `{"custom_id", "params"}` lines travel inline in the create call and
+come back as `succeeded`/`errored` results; `llmbatch results` gives them in the OpenAI
+output shape with the native body and `"provider": "anthropic"`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import anthropic
+import orjson
+import pytest
+
+from helpers import E2E_KEY_ENV, cli, results_per_request
+from helpers import fast_settings as settings
+from helpers import request_states as states
+from llmbatch import Queue
+from llmbatch.emulator import RunningEmulator, running
+from llmbatch.engine import Engine, EngineSettings
+from llmbatch.providers.anthropic import AnthropicProvider
+from llmbatch.retry import RetryPolicy
+from llmbatch.store import open_store
+
+
+@pytest.fixture
+def emu() -> Iterator[RunningEmulator]:
+    with running(seed=9) as e:
+        yield e
+
+
+def message(i: int, model: str = "claude-3-5-haiku-latest") -> dict[str, Any]:
+    return {
+        "custom_id": f"claude {i}/ü",  # any string: the provider only sees attempt ids
+        "params": {
+            "model": model,
+            "max_tokens": 64,
+            "messages": [{"role": "user", "content": f"request number {i}"}],
+        },
+    }
+
+
+def chat(i: int) -> dict[str, Any]:
+    return {
+        "custom_id": f"gpt {i}",
+        "body": {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": f"n {i}"}]},
+    }
+
+
+def anthropic_settings(emu: RunningEmulator, **overrides: Any) -> EngineSettings:
+    s = settings(emu, **overrides)
+    s.providers["anthropic"] = {"base_url": emu.url, "api_key_env": E2E_KEY_ENV}
+    return s
+
+
+def enqueue(db: str, items: Sequence[dict[str, Any]], provider: str) -> None:
+    with Queue(db, "q", provider=provider) as q:
+        assert q.add_many(items).added == len(items)
+
+
+def drain(db: str, s: EngineSettings, max_seconds: float = 30.0) -> None:
+    engine = Engine(open_store(db), s)
+    deadline = time.monotonic() + max_seconds
+    try:
+        while engine.store.unfinished_count():
+            engine.tick(time.time())
+            assert time.monotonic() < deadline, "not drained in time"
+            time.sleep(0.02)
+    finally:
+        engine.close()
+        engine.store.close()
+
+
+def sdk(emu: RunningEmulator) -> anthropic.Anthropic:
+    return anthropic.Anthropic(base_url=emu.url, api_key="sk-test-not-a-secret")
+
+
+def test_anthropic_queue_drains_with_native_bodies(db: str, emu: RunningEmulator) -> None:
+    items = [message(i) for i in range(7)]
+    enqueue(db, items, "anthropic")
+    drain(db, anthropic_settings(emu))
+    assert states(db) == {"succeeded": 7}
+    assert results_per_request(db) == {it["custom_id"]: 1 for it in items}
+    remote = sdk(emu).messages.batches.list().data
+    assert remote == []  # ended batches are deleted once ingested
+    out = [orjson.loads(x) for x in cli("--db", db, "results").stdout.splitlines()]
+    assert len(out) == 7
+    for row in out:
+        assert row["provider"] == "anthropic"
+        body = row["response"]["body"]
+        assert body["type"] == "message" and body["usage"]["input_tokens"] > 0
+
+
+def test_errored_results_follow_the_retry_policy(db: str, emu: RunningEmulator) -> None:
+    items = [message(i) for i in range(4)] + [message(9, model="claude-no-such-model")]
+    enqueue(db, items, "anthropic")
+    emu.control.set_config(request_failure_rate=1.0, request_failure_status=529)
+    s = anthropic_settings(emu, retry=RetryPolicy(max_attempts=2, base_seconds=0.01))
+    drain(db, s)
+    # overloaded_error is retried once, then fails; the unknown model is not retried
+    assert states(db) == {"failed": 5}
+    assert results_per_request(db) == {it["custom_id"]: 1 for it in items}
+    out = {
+        r["custom_id"]: r for r in map(orjson.loads, cli("--db", db, "results").stdout.splitlines())
+    }
+    assert out["claude 0/ü"]["error"]["code"] == "overloaded_error"
+    assert "gave up after 2 attempts" in out["claude 0/ü"]["error"]["message"]
+    assert out["claude 9/ü"]["error"]["code"] == "not_found_error"
+    assert "not retryable" in out["claude 9/ü"]["error"]["message"]
+
+
+def test_mixed_openai_and_anthropic_queue_drains(db: str, emu: RunningEmulator) -> None:
+    enqueue(db, [message(i) for i in range(5)], "anthropic")
+    enqueue(db, [chat(i) for i in range(5)], "openai")
+    drain(db, anthropic_settings(emu))
+    assert states(db) == {"succeeded": 10}
+    providers = sorted(
+        orjson.loads(x).get("provider", "openai")
+        for x in cli("--db", db, "results").stdout.splitlines()
+    )
+    assert providers == ["anthropic"] * 5 + ["openai"] * 5
+
+
+def test_reconcile_adopts_an_unrecorded_batch_by_request_count(
+    tmp_path: Any, emu: RunningEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from llmbatch.providers.base import Intent
+
+    monkeypatch.setenv(E2E_KEY_ENV, "sk-test-not-a-secret")
+    provider = AnthropicProvider(base_url=emu.url, api_key_env=E2E_KEY_ENV)
+    path = tmp_path / "b.jsonl"
+    lines = [
+        provider.request_line(f"s-{i}", "/v1/messages", orjson.dumps(message(i)["params"]))
+        for i in range(3)
+    ]
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    intent = Intent(1, "s", "/v1/messages", None, path, 3, time.time(), None)
+
+    class Journal:
+        def uploading(self) -> None: ...
+        def uploaded(self, file_id: str) -> None: ...
+        def creating(self) -> None: ...
+
+    ref = provider.submit(intent, Journal())
+    assert (
+        provider.reconcile([intent], intent.created_at)[1].provider_batch_id
+        == ref.provider_batch_id
+    )
+    other = Intent(2, "s", "/v1/messages", None, path, 4, time.time(), None)
+    assert provider.reconcile([other], other.created_at) == {}
+    provider.recorded_ids = frozenset({ref.provider_batch_id})
+    assert provider.reconcile([intent], intent.created_at) == {}
