@@ -84,14 +84,14 @@ def main(ctx: click.Context, db: str | None, busy_timeout: float, debug: bool) -
     Enqueue JSONL batch input files, let llmbatch pack, submit, poll and ingest them, and read
     every result back. Every option also reads an LLMBATCH_* variable and llmbatch.toml.
     """
-    ctx.obj = {"db": db, "busy_timeout": busy_timeout, "debug": debug}
-    if db and ctx.get_parameter_source("db") == ParameterSource.COMMANDLINE and _has_password(db):
-        # argv is readable by every local user (ps, /proc/PID/cmdline) for the whole run
-        click.echo(
-            "warning: the --db DSN carries a password on the command line, where `ps` shows it; "
-            "set LLMBATCH_DB instead, or keep the password in PGPASSWORD or ~/.pgpass",
-            err=True,
-        )
+    # argv is readable by every local user (ps, /proc/PID/cmdline) for the whole run; said once
+    # the store is open, so a failure stays one line
+    warn = (
+        bool(db)
+        and ctx.get_parameter_source("db") == ParameterSource.COMMANDLINE
+        and _has_password(db or "")
+    )
+    ctx.obj = {"db": db, "busy_timeout": busy_timeout, "debug": debug, "warn_password": warn}
 
 
 def _has_password(db: str) -> bool:
@@ -108,6 +108,12 @@ def _has_password(db: str) -> bool:
 def _store(ctx: click.Context) -> Store:
     obj = ctx.find_root().obj
     store = open_store(obj["db"], busy_timeout=obj["busy_timeout"])
+    if obj.pop("warn_password", False):
+        click.echo(
+            "warning: the --db DSN carries a password on the command line, where `ps` shows it; "
+            "set LLMBATCH_DB instead, or keep the password in PGPASSWORD or ~/.pgpass",
+            err=True,
+        )
     ctx.call_on_close(store.close)
     return store
 

@@ -142,7 +142,8 @@ def test_two_racing_workers_stop_at_the_budget_and_a_raise_resumes(db: str) -> N
         )
         acted = race(db, tight, Settled(db))
         assert acted["w1"] > 0 and acted["w2"] > 0, acted  # both held the lease and worked
-        assert int(sql(db, "SELECT token FROM leases WHERE name = 'engine'")[0][0]) >= 3
+        # the lease changed hands (how often depends on timing: at least once when both acted)
+        assert int(sql(db, "SELECT token FROM leases WHERE name = 'engine'")[0][0]) >= 2
         states = request_states(db)
         assert 0 < states["succeeded"] < N and states["held"] == N - states["succeeded"]
         spent = spent_by_results(db)
