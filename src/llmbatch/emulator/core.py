@@ -155,8 +155,11 @@ class Emulator:
         if directive:
             internal.update(directive)
         self.state.add_batch(flavor.name, obj, internal)
+        stored = self.state.get_batch(obj["id"])
         self.wake.set()
-        return self.state.get_batch(obj["id"]) or Batch(0, flavor.name, obj, internal)
+        # Answer with the batch as created (`validating`), as the service does, even if the
+        # worker has already moved a tiny batch on by the time the response is written.
+        return Batch(stored.seq if stored else 0, flavor.name, obj, internal)
 
     def cancel_batch(self, batch_id: str, flavor: str | None) -> tuple[Batch | None, str | None]:
         """Move a batch to `cancelling`. Returns the batch and, when it cannot be cancelled,
