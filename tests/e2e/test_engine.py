@@ -153,7 +153,9 @@ def test_end_to_end(db: str, emu: RunningEmulator) -> None:
 
 
 def test_clean_up_deletes_our_files_at_the_provider(emu: RunningEmulator, sqlite_db: str) -> None:
-    enqueue(sqlite_db, [chat(i) for i in range(5)])
+    # enough requests that some succeed and some fail (an output and an error file) whatever
+    # the dice: with 5 a run had all of one kind about one time in sixteen
+    enqueue(sqlite_db, [chat(i) for i in range(40)])
     emu.control.set_config(request_failure_rate=0.5, request_failure_status=400)
     with Queue(sqlite_db, "q", settings=settings(emu)) as q:
         assert q.run(timeout=30)
