@@ -137,7 +137,12 @@ def test_sigkill_mid_batch_loses_nothing(tmp_path: Path) -> None:
                 client = openai.OpenAI(
                     base_url=f"http://127.0.0.1:{port}/v1", api_key="k", max_retries=0
                 )
-                assert client.batches.retrieve(batch_id).status == "in_progress"
+                # resumed where it was (a slow restart may let it finish before we look)
+                assert client.batches.retrieve(batch_id).status in (
+                    "in_progress",
+                    "finalizing",
+                    "completed",
+                )
             done = wait(client, batch_id)
             assert done.status == "completed" and done.request_counts.total == 3000
             assert done.request_counts.completed + done.request_counts.failed == 3000
