@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -39,7 +40,7 @@ class SqliteStore(SqlStore):
                 self.path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
             )
             self._conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
-            self._conn.execute("PRAGMA journal_mode = WAL")
+            self._wal(busy_timeout)
             self._conn.execute("PRAGMA synchronous = NORMAL")
             # Checkpoint (and fsync) every 32 MB of WAL rather than every 4 MB: bulk loads and
             # ingests write tens of MB, and each checkpoint's fsync costs more than its copy.
@@ -52,6 +53,19 @@ class SqliteStore(SqlStore):
         self.store_id = ""
         if migrate:
             self._migrate()
+
+    def _wal(self, busy_timeout: float) -> None:
+        """Switch to WAL. Two processes opening a new file at once can get SQLITE_BUSY here
+        without the busy handler being called, so wait for the other one ourselves."""
+        deadline = time.monotonic() + busy_timeout
+        while True:
+            try:
+                self._conn.execute("PRAGMA journal_mode = WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
 
     def _check_folder(self) -> None:
         folder = self.path.resolve().parent
