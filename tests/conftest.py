@@ -113,7 +113,11 @@ def refusing() -> Iterator[RefusingService]:
         def _refuse(self) -> None:
             service.seen.append(f"{self.command} {self.path}")
             self.rfile.read(int(self.headers.get("content-length") or 0))
-            key = self.headers.get("api-key") or self.headers.get("authorization", "")
+            key = (
+                self.headers.get("api-key")
+                or self.headers.get("x-api-key")
+                or self.headers.get("authorization", "")
+            )
             payload = orjson.dumps({"error": {"message": f"Incorrect API key provided: {key}.",
                                               "type": "invalid_request_error", "code": "invalid_api_key"}})  # fmt: skip
             self.send_response(401)

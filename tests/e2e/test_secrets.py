@@ -55,6 +55,10 @@ class Canaries:
         return f"sk-llmbatch-canary-{self.core}-azure"
 
     @property
+    def anthropic_key(self) -> str:
+        return f"sk-ant-llmbatch-canary-{self.core}-anthropic"
+
+    @property
     def pg_password(self) -> str:
         return f"pw-llmbatch-canary-{self.core}"
 
@@ -62,6 +66,7 @@ class Canaries:
         return {
             "OpenAI key": self.openai_key.encode(),
             "Azure key": self.azure_key.encode(),
+            "Anthropic key": self.anthropic_key.encode(),
             "PostgreSQL password": self.pg_password.encode(),
             "canary core": self.core.encode(),
         }
@@ -163,7 +168,11 @@ class Run:
         env = {**os.environ, "TMPDIR": str(self.tmp), "LLMBATCH_DB": self.db}
         env["OPENAI_API_KEY"] = self.canaries.openai_key
         env["AZURE_OPENAI_API_KEY"] = self.canaries.azure_key
-        for name in ("OPENAI_BASE_URL", "AZURE_OPENAI_ENDPOINT", "OPENAI_LOG"):
+        env["ANTHROPIC_API_KEY"] = self.canaries.anthropic_key
+        for name in (
+            "OPENAI_BASE_URL", "AZURE_OPENAI_ENDPOINT", "OPENAI_LOG", "ANTHROPIC_BASE_URL",
+            "ANTHROPIC_LOG",
+        ):  # fmt: skip
             env.pop(name, None)
         env.update(extra)
         return env
@@ -174,7 +183,8 @@ class Run:
             "[engine]\nsettle_seconds = 0.5\npoll_interval = 0.05\nmax_poll_interval = 0.2\n"
             "backoff_seconds = 0.1\nmax_batch_requests = 10\n\n"
             f'[providers.openai]\nbase_url = "{openai_url}"\napi_key_env = "OPENAI_API_KEY"\n\n'
-            f'[providers.azure]\nendpoint = "{azure_url}"\napi_key_env = "AZURE_OPENAI_API_KEY"\n'
+            f'[providers.azure]\nendpoint = "{azure_url}"\napi_key_env = "AZURE_OPENAI_API_KEY"\n\n'
+            f'[providers.anthropic]\nbase_url = "{azure_url}"\napi_key_env = "ANTHROPIC_API_KEY"\n'
         )
         return path
 
@@ -195,6 +205,18 @@ class Run:
     def input_file(self, name: str, n: int, model: str = "gpt-4o-mini") -> Path:
         path = self.logs.parent / name
         path.write_bytes(jsonl(*(line(f"{name}-{i}", f"question {i}", model) for i in range(n))))
+        return path
+
+    def messages_file(self, name: str, n: int) -> Path:
+        """Anthropic `{"custom_id", "params"}` lines."""
+        path = self.logs.parent / name
+        params = {"model": "claude-3-5-haiku-latest", "max_tokens": 32}
+        lines = (
+            {"custom_id": f"{name}-{i}",
+             "params": {**params, "messages": [{"role": "user", "content": f"question {i}"}]}}
+            for i in range(n)
+        )  # fmt: skip
+        path.write_bytes(b"".join(orjson.dumps(x) + b"\n" for x in lines))
         return path
 
     def start_emulator(self, port: int) -> subprocess.Popen[bytes]:
@@ -241,6 +263,10 @@ def test_no_secret_lands_anywhere(
                 config, "enqueue", str(run.input_file(name, 25)), "--provider", provider
             )
             assert out.returncode == 0, out.stderr.decode()
+        out = run.llmbatch(
+            config, "enqueue", str(run.messages_file("anthropic-a", 25)), "--provider", "anthropic"
+        )
+        assert out.returncode == 0, out.stderr.decode()
         out = run.llmbatch(config, "wait", "--timeout", "40")
         assert out.returncode == 0, out.stderr.decode()
         assert run.unfinished() == 0
@@ -276,6 +302,19 @@ def test_no_secret_lands_anywhere(
             assert out.returncode == 1, err
             assert "Traceback" in err and "OPENAI_API_KEY" in err, err
             assert "HTTP Request" in err or "Request options" in err, "no SDK debug log"
+        control.clear_faults()
+
+        # 3b. the same with an Anthropic key refused (ANTHROPIC_LOG=debug is its SDK's log)
+        out = run.llmbatch(
+            config, "enqueue", str(run.messages_file("anthropic-c", 10)), "--provider", "anthropic"
+        )
+        assert out.returncode == 0, out.stderr.decode()
+        control.add_fault("messages.batches.create", "401", count=100)
+        out = run.llmbatch(config, "--debug", "run", env=run.env(ANTHROPIC_LOG="debug"))
+        err = out.stderr.decode()
+        assert out.returncode == 1, err
+        assert "Traceback" in err and "ANTHROPIC_API_KEY" in err, err
+        assert "Request options" in err or "HTTP Request" in err, "no SDK debug log"
         control.clear_faults()
 
         # 4. a service that echoes the refused key in its message (as some do)
