@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,7 +45,7 @@ from anthropic.types.messages import MessageBatch
 
 from llmbatch.errors import AuthError, RejectedError, TransientError
 from llmbatch.providers.base import BatchRef, BatchStatus, Intent, Journal, Limits, ResultFile
-from llmbatch.providers.openai import TRANSPORT_ERRORS, _retry_after, _should_retry
+from llmbatch.providers.errors import calling
 
 MAX_REQUESTS = 100_000
 DEFAULT_MAX_BYTES = 32 * 1024 * 1024  # the service takes 256 MB; the worker's RSS would not
@@ -99,40 +99,9 @@ class AnthropicProvider:
     def where(self) -> str:
         return str(self.client.base_url).rstrip("/")
 
-    @contextmanager
-    def _calling(self, what: str) -> Iterator[None]:
-        """Translate SDK errors into ours, naming the call and never the key."""
-        try:
-            yield
-        except (anthropic.AuthenticationError, anthropic.PermissionDeniedError) as exc:
-            raise AuthError(
-                f"{self.name}: {what} refused at {self.where} (HTTP {exc.status_code}): check the key in "
-                f"${self.settings.api_key_env} and its permissions"
-            ) from None
-        except anthropic.RateLimitError as exc:
-            raise TransientError(
-                f"{self.name}: {what}: rate limited (HTTP 429)", _retry_after(exc.response)
-            ) from None
-        except (anthropic.APIConnectionError, anthropic.APITimeoutError) as exc:
-            raise TransientError(
-                f"{self.name}: {what}: cannot reach {self.where}: {type(exc).__name__}"
-            ) from None
-        except TRANSPORT_ERRORS as exc:
-            raise TransientError(
-                f"{self.name}: {what}: the connection to {self.where} broke mid-response: "
-                f"{type(exc).__name__}"
-            ) from None
-        except anthropic.APIStatusError as exc:
-            if exc.status_code >= 500 or (
-                exc.status_code in (408, 409, 529) and _should_retry(exc.response)
-            ):
-                raise TransientError(
-                    f"{self.name}: {what}: HTTP {exc.status_code} from {self.where}",
-                    _retry_after(exc.response),
-                ) from None
-            raise RejectedError(
-                f"{self.name}: {what}: HTTP {exc.status_code}: {_message(exc)}"
-            ) from None
+    def _calling(self, what: str) -> AbstractContextManager[None]:
+        """Translate SDK errors into ours (see providers/errors.py), naming the call."""
+        return calling(anthropic, self.name, what, lambda: self.where, self.settings.api_key_env)
 
     # -- the protocol --------------------------------------------------------------------
     def limits(self, endpoint: str, model: str | None) -> Limits:
@@ -303,12 +272,3 @@ def _status(b: MessageBatch) -> BatchStatus:
         output_file_id=b.id if ended and b.results_url else None,
         created_at=b.created_at.timestamp(),
     )
-
-
-def _message(exc: anthropic.APIStatusError) -> str:
-    body = exc.body
-    if isinstance(body, dict):
-        err = body.get("error", body)
-        if isinstance(err, dict) and err.get("message"):
-            return str(err["message"])[:500]
-    return orjson.dumps(body).decode()[:500] if body is not None else exc.__class__.__name__

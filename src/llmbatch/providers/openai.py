@@ -9,38 +9,22 @@ retries reconcile first. Uploads read from an open handle and downloads stream t
 
 from __future__ import annotations
 
-import importlib
 import os
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, suppress
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import openai
-import orjson
 
 from llmbatch.errors import AuthError, ConfigError, RejectedError, TransientError
 from llmbatch.providers.base import BatchRef, BatchStatus, Intent, Journal, Limits, ResultFile
+from llmbatch.providers.errors import calling
 
 OPENAI_LIMITS = Limits(max_requests=50_000, max_bytes=200 * 1024 * 1024, max_inputs=50_000)
 AZURE_LIMITS = Limits(max_requests=100_000, max_bytes=200 * 1024 * 1024, max_inputs=50_000)
 LIST_PAGES = 3  # one list call per tick normally; a few pages at most
-
-
-def _transport_errors() -> tuple[type[Exception], ...]:
-    """The HTTP library's transport errors (httpx2 in newer SDKs, httpx in older ones).
-
-    The SDK wraps errors of making a request, but not those raised while a streamed body is
-    read: a connection that dies mid-download surfaces as the library's own error."""
-    found: list[type[Exception]] = []
-    for name in ("httpx2", "httpx"):
-        with suppress(ImportError):
-            found.append(importlib.import_module(name).TransportError)
-    return tuple(found)
-
-
-TRANSPORT_ERRORS = _transport_errors()
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,40 +73,9 @@ class OpenAIProvider:
     def where(self) -> str:
         return str(self.client.base_url).rstrip("/")
 
-    @contextmanager
-    def _calling(self, what: str) -> Iterator[None]:
-        """Translate SDK errors into ours, naming the call and never the key."""
-        try:
-            yield
-        except (openai.AuthenticationError, openai.PermissionDeniedError) as exc:
-            raise AuthError(
-                f"{self.name}: {what} refused at {self.where} (HTTP {exc.status_code}): check the key in "
-                f"${self.settings.api_key_env} and its permissions"
-            ) from None
-        except openai.RateLimitError as exc:
-            raise TransientError(
-                f"{self.name}: {what}: rate limited (HTTP 429)", _retry_after(exc.response)
-            ) from None
-        except (openai.APIConnectionError, openai.APITimeoutError) as exc:
-            raise TransientError(
-                f"{self.name}: {what}: cannot reach {self.where}: {type(exc).__name__}"
-            ) from None
-        except TRANSPORT_ERRORS as exc:
-            raise TransientError(
-                f"{self.name}: {what}: the connection to {self.where} broke mid-response: "
-                f"{type(exc).__name__}"
-            ) from None
-        except openai.APIStatusError as exc:
-            if exc.status_code >= 500 or (
-                exc.status_code in (408, 409) and _should_retry(exc.response)
-            ):
-                raise TransientError(
-                    f"{self.name}: {what}: HTTP {exc.status_code} from {self.where}",
-                    _retry_after(exc.response),
-                ) from None
-            raise RejectedError(
-                f"{self.name}: {what}: HTTP {exc.status_code}: {_message(exc)}"
-            ) from None
+    def _calling(self, what: str) -> AbstractContextManager[None]:
+        """Translate SDK errors into ours (see providers/errors.py), naming the call."""
+        return calling(openai, self.name, what, lambda: self.where, self.settings.api_key_env)
 
     # -- the protocol --------------------------------------------------------------------
     def limits(self, endpoint: str, model: str | None) -> Limits:
@@ -340,29 +293,3 @@ def _status(b: Any) -> BatchStatus:
         metadata=dict(b.metadata) if b.metadata else None,
         created_at=float(b.created_at),
     )
-
-
-def _retry_after(response: Any) -> float | None:
-    headers = getattr(response, "headers", None) or {}
-    for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
-        value = headers.get(name)
-        if value:
-            try:
-                return float(value) * scale
-            except ValueError:
-                return None
-    return None
-
-
-def _should_retry(response: Any) -> bool:
-    headers = getattr(response, "headers", None) or {}
-    return str(headers.get("x-should-retry", "true")).lower() != "false"
-
-
-def _message(exc: openai.APIStatusError) -> str:
-    body = exc.body
-    if isinstance(body, dict):
-        err = body.get("error", body)
-        if isinstance(err, dict) and err.get("message"):
-            return str(err["message"])[:500]
-    return orjson.dumps(body).decode()[:500] if body is not None else exc.__class__.__name__

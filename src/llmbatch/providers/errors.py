@@ -1,0 +1,127 @@
+"""SDK errors to llmbatch's, for every provider on a Stainless-generated SDK (`openai`,
+`anthropic`): both raise the same exception classes, so one mapping serves them all.
+
+| what the SDK raised                                                  | ours            |
+|----------------------------------------------------------------------|-----------------|
+| 401/403, `authentication_error`, `permission_error`                  | AuthError: stop |
+| 429, `rate_limit_error`; 5xx, 529, `overloaded_error`, `api_error`;  | TransientError  |
+| 408/409 unless `x-should-retry: false`; no connection, a timeout, a  | (retry-after    |
+| connection broken mid-body                                           | kept)           |
+| any other 4xx (`invalid_request_error`, `not_found_error`, ...)      | RejectedError   |
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from types import ModuleType
+from typing import Any
+
+import orjson
+
+from llmbatch.errors import AuthError, RejectedError, TransientError
+
+RETRY_STATUS = frozenset({408, 409})  # retried unless the service says x-should-retry: false
+RETRY_TYPES = frozenset({"rate_limit_error", "overloaded_error", "api_error"})
+AUTH_TYPES = frozenset({"authentication_error", "permission_error"})
+
+
+def _transport_errors() -> tuple[type[Exception], ...]:
+    """The HTTP library's transport errors (httpx2 in newer SDKs, httpx in older ones).
+
+    The SDK wraps errors of making a request, but not those raised while a streamed body is
+    read: a connection that dies mid-download surfaces as the library's own error."""
+    found: list[type[Exception]] = []
+    for name in ("httpx2", "httpx"):
+        with suppress(ImportError):
+            found.append(importlib.import_module(name).TransportError)
+    return tuple(found)
+
+
+TRANSPORT_ERRORS = _transport_errors()
+
+
+@contextmanager
+def calling(
+    sdk: ModuleType, provider: str, what: str, where: Callable[[], str], key_env: str
+) -> Iterator[None]:
+    """Translate `sdk`'s errors raised inside the block into ours, naming the call (`what`)
+    and the service (`where()`, called only on an error), never the key."""
+    try:
+        yield
+    except (sdk.AuthenticationError, sdk.PermissionDeniedError) as exc:
+        raise AuthError(
+            f"{provider}: {what} refused at {where()} (HTTP {exc.status_code}): check the key in "
+            f"${key_env} and its permissions"
+        ) from None
+    except sdk.RateLimitError as exc:
+        raise TransientError(
+            f"{provider}: {what}: rate limited (HTTP 429)", retry_after(exc.response)
+        ) from None
+    except (sdk.APIConnectionError, sdk.APITimeoutError) as exc:
+        raise TransientError(
+            f"{provider}: {what}: cannot reach {where()}: {type(exc).__name__}"
+        ) from None
+    except TRANSPORT_ERRORS as exc:
+        raise TransientError(
+            f"{provider}: {what}: the connection to {where()} broke mid-response: "
+            f"{type(exc).__name__}"
+        ) from None
+    except sdk.APIStatusError as exc:
+        kind = error_type(exc.body)
+        if kind in AUTH_TYPES:
+            raise AuthError(
+                f"{provider}: {what} refused at {where()} (HTTP {exc.status_code}, {kind}): "
+                f"check the key in ${key_env} and its permissions"
+            ) from None
+        if (
+            exc.status_code >= 500
+            or kind in RETRY_TYPES
+            or (exc.status_code in RETRY_STATUS and should_retry(exc.response))
+        ):
+            raise TransientError(
+                f"{provider}: {what}: HTTP {exc.status_code}{f' {kind}' if kind else ''} "
+                f"from {where()}",
+                retry_after(exc.response),
+            ) from None
+        raise RejectedError(
+            f"{provider}: {what}: HTTP {exc.status_code}: {message(exc.body, exc)}"
+        ) from None
+
+
+def _error(body: object) -> dict[str, Any]:
+    """The error object of a body: OpenAI's SDK hands over `error`, Anthropic's the envelope."""
+    if not isinstance(body, dict):
+        return {}
+    err = body.get("error", body)
+    return err if isinstance(err, dict) else {}
+
+
+def error_type(body: object) -> str | None:
+    kind = _error(body).get("type")
+    return str(kind) if kind else None
+
+
+def message(body: object, exc: Exception) -> str:
+    err = _error(body)
+    if err.get("message"):
+        return str(err["message"])[:500]
+    return orjson.dumps(body).decode()[:500] if body is not None else exc.__class__.__name__
+
+
+def retry_after(response: Any) -> float | None:
+    headers = getattr(response, "headers", None) or {}
+    for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
+        value = headers.get(name)
+        if value:
+            try:
+                return float(value) * scale
+            except ValueError:
+                return None
+    return None
+
+
+def should_retry(response: Any) -> bool:
+    headers = getattr(response, "headers", None) or {}
+    return str(headers.get("x-should-retry", "true")).lower() != "false"
