@@ -152,9 +152,12 @@ def test_results_in_the_openai_batch_output_shape(finished: str) -> None:
     result = cli("--db", finished, "results", "--queue", "default")
     assert result.exit_code == 0
     lines = [orjson.loads(ln) for ln in result.stdout.splitlines()]
+    first = int(sql(finished, "SELECT MIN(id) FROM results")[0][0])
     assert lines == [
         {
+            "id": f"res_{first}",
             "custom_id": "ok-1",
+            "provider": "openai",
             "response": {
                 "status_code": 200,
                 "request_id": "req_abc",
@@ -163,7 +166,9 @@ def test_results_in_the_openai_batch_output_shape(finished: str) -> None:
             "error": None,
         },
         {
+            "id": f"res_{first + 1}",
             "custom_id": "bad-1",
+            "provider": "openai",
             "response": None,
             "error": {"code": "server_error", "message": "The server had an error"},
         },
