@@ -3,6 +3,7 @@
 LlmbatchError
 ├── ConfigError          a setting, flag or config file is wrong
 ├── StoreError           the database cannot be opened or used
+│   ├── StoreUnavailable   it cannot be reached right now: a worker waits and reconnects
 │   └── IllegalTransition  a state change the transition table forbids
 ├── InputError           enqueued lines are invalid (carries every FILE:LINE problem)
 │   └── ConflictError    a custom_id already holds a different request
@@ -25,6 +26,11 @@ class ConfigError(LlmbatchError):
 
 class StoreError(LlmbatchError):
     """The database cannot be opened, migrated or written."""
+
+
+class StoreUnavailable(StoreError):
+    """The database cannot be reached right now (refused, restarted, connection dropped);
+    what the failed call meant to write may or may not have been committed."""
 
 
 class IllegalTransition(StoreError):

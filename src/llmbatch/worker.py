@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import signal
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -14,7 +15,7 @@ from typing import Any
 
 from llmbatch.budget import parse_budgets
 from llmbatch.engine import Engine, EngineSettings, TickReport
-from llmbatch.errors import ConfigError
+from llmbatch.errors import ConfigError, StoreUnavailable
 from llmbatch.retry import RetryPolicy
 from llmbatch.store import Store
 from llmbatch.store.batching import LeaseLost
@@ -127,6 +128,17 @@ class Worker:
         self.engine = engine
         self.interval = interval
         self.stopping = False
+        self._down_since: float | None = None
+        self._down_for = 0  # failed ticks in a row while the database is unreachable
+        self.log: Callable[[str], None] = lambda line: print(line, file=sys.stderr, flush=True)
+
+    def _outage(self, reason: str, now: float) -> float:
+        """Say once that the database is gone; how long to wait before trying again."""
+        if self._down_since is None:
+            self._down_since = now
+            self.log(f"{reason}; waiting for the database (retrying, up to every 5 s)")
+        self._down_for += 1
+        return min(5.0, 0.25 * 2.0 ** min(self._down_for, 5))
 
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
         if self.stopping:
@@ -139,16 +151,27 @@ class Worker:
         old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
             while not self.stopping:
+                outage, started = None, clock()
                 try:
-                    report = self.engine.tick(clock())
+                    report = self.engine.tick(started)
                 except LeaseLost as exc:
                     # Paused past its lease (GC, SIGSTOP, sleep): the fenced write refused,
                     # nothing changed; the next tick finds the lease held and just watches.
                     report = TickReport(notes=[str(exc)])
+                except StoreUnavailable as exc:
+                    # The database restarted or dropped us. The tick stopped where a kill
+                    # would have, and the next one picks up from the store as a restarted
+                    # worker does (reconcile first), on a new connection.
+                    report, outage = TickReport(), self._outage(str(exc), started)
+                if outage is None and self._down_since is not None:
+                    self.log(f"the database is back after {started - self._down_since:.1f} s")
+                    self._down_since, self._down_for = None, 0
                 if on_tick is not None:
                     on_tick(report)
                 wait = (
-                    self.interval
+                    outage
+                    if outage is not None
+                    else self.interval
                     if self.interval is not None
                     else max(0.05, self.engine.next_poll_at - clock())
                 )

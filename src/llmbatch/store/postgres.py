@@ -16,7 +16,7 @@ from typing import Any
 import psycopg
 from psycopg import conninfo
 
-from llmbatch.errors import StoreError
+from llmbatch.errors import StoreError, StoreUnavailable
 from llmbatch.store.base import Row
 from llmbatch.store.sqlstore import SqlStore, _sql_text
 
@@ -54,17 +54,37 @@ class PostgresStore(SqlStore):
 
     def __init__(self, dsn: str, *, migrate: bool = True) -> None:
         self.location = describe_dsn(dsn)
-        try:
-            self._conn = psycopg.connect(dsn, autocommit=True, connect_timeout=10)
-        except psycopg.Error as exc:
-            lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-            reason = _scrub(lines[0] if lines else type(exc).__name__, dsn)
-            raise StoreError(f"cannot connect to PostgreSQL at {self.location}: {reason}") from None
+        self._dsn = dsn
+        self._conn = self._connect()
         self._lock = threading.RLock()
         self._staging_ready = False
         self.store_id = ""
         if migrate:
             self._migrate()
+
+    def _connect(self) -> psycopg.Connection[Any]:
+        try:
+            return psycopg.connect(self._dsn, autocommit=True, connect_timeout=10)
+        except psycopg.Error as exc:
+            reason = _scrub(_first_line(exc), self._dsn)
+            raise StoreUnavailable(
+                f"cannot connect to PostgreSQL at {self.location}: {reason}"
+            ) from None
+
+    def _connection(self) -> psycopg.Connection[Any]:
+        """The session, opened again if the last one was lost (a restart, a failover, a
+        terminated backend): the caller's transaction starts on a live connection."""
+        if self._conn.closed:
+            self._conn = self._connect()
+            self._staging_ready = False  # a temporary table dies with its session
+        return self._conn
+
+    def _failed(self, exc: psycopg.OperationalError) -> StoreError:
+        if self._conn.closed:
+            return StoreUnavailable(
+                f"lost the connection to PostgreSQL at {self.location}: {_first_line(exc)}"
+            )
+        return StoreError(f"PostgreSQL at {self.location}: {exc}")
 
     def close(self) -> None:
         self._conn.close()
@@ -81,20 +101,22 @@ class PostgresStore(SqlStore):
     @contextmanager
     def _write(self, durable: bool = False) -> Iterator[psycopg.Cursor[Any]]:
         with self._lock:
+            conn = self._connection()
             try:
-                with self._conn.transaction(), self._conn.cursor() as cur:
+                with conn.transaction(), conn.cursor() as cur:
                     yield cur
             except psycopg.OperationalError as exc:
-                raise StoreError(f"PostgreSQL at {self.location}: {exc}") from None
+                raise self._failed(exc) from None
 
     @contextmanager
     def _read(self) -> Iterator[psycopg.Cursor[Any]]:
         with self._lock:
+            conn = self._connection()
             try:
-                with self._conn.cursor() as cur:
+                with conn.cursor() as cur:
                     yield cur
             except psycopg.OperationalError as exc:
-                raise StoreError(f"PostgreSQL at {self.location}: {exc}") from None
+                raise self._failed(exc) from None
 
     def _insert_rows(
         self, cur: Any, queue: str, import_id: int, rows: Sequence[Row], now: float
@@ -141,6 +163,11 @@ class PostgresStore(SqlStore):
             )
             idx = [tuple(map(str, r)) for r in cur.fetchall()]
         return cols + idx
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    return lines[0] if lines else type(exc).__name__
 
 
 def _scrub(text: str, dsn: str) -> str:
