@@ -474,6 +474,8 @@ def worker(
 
     store = _store(ctx)
     engine = _engine(ctx, store, poll_interval=poll_interval, **budgets)
+    for name in engine.settings.providers:  # their SDKs load now, so "serving" means ready
+        engine.provider(name)
     click.echo(f"llmbatch worker {engine.holder} serving {store.location}", err=True)
     Worker(engine, interval).serve(on_tick=_print_tick)
     click.echo("worker stopped", err=True)

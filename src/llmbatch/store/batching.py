@@ -229,6 +229,8 @@ class BatchingOps:
         with self._write(durable=True) as cur:
             self._fence(cur, token)
             cur.execute(self.q(f"mark_{what}_started"), {"id": batch_id, "now": now})
+            # an event too: it holds the wall-clock instant; the column holds the tick's time
+            self._event(cur, f"{what}_started", batch_id=batch_id)
 
     def record_upload(self, batch_id: int, file_id: str, now: float, token: int) -> None:
         with self._write(durable=True) as cur:
