@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import re
 
+from llmbatch.errors import StoreError
 from llmbatch.store.base import Clash, Count, ImportInfo, ResultRow, Row, Store
 
 DEFAULT_DB = "llmbatch.db"
@@ -19,6 +21,7 @@ def resolve_db(db: str | None = None) -> str:
 def open_store(db: str | None = None, *, busy_timeout: float | None = None) -> Store:
     """Open (and migrate) the store named by `db`."""
     target = resolve_db(db)
+    _refuse_unknown_form(target)
     if target.startswith(("postgresql://", "postgres://")):
         from llmbatch.store.postgres import PostgresStore
 
@@ -27,3 +30,23 @@ def open_store(db: str | None = None, *, busy_timeout: float | None = None) -> S
 
     path = target.removeprefix("sqlite:///")  # sqlite:////abs/path keeps its leading slash
     return SqliteStore(path, busy_timeout if busy_timeout is not None else DEFAULT_BUSY_TIMEOUT)
+
+
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+)://")
+_KEYWORDS = re.compile(r"^\s*(host|hostaddr|port|dbname|user|password|service)\s*=", re.I)
+
+
+def _refuse_unknown_form(target: str) -> None:
+    """A URL of another database, or a key=value DSN, would otherwise become a SQLite file
+    named after it (password included); say what `--db` takes instead, never echoing it."""
+    scheme = _SCHEME.match(target)
+    if scheme and scheme.group(1).lower() not in ("sqlite", "postgresql", "postgres"):
+        raise StoreError(
+            f"--db: unsupported scheme '{scheme.group(1)}://'; use a path, sqlite:///PATH or "
+            "postgresql://USER@HOST/DBNAME"
+        )
+    if _KEYWORDS.match(target):
+        raise StoreError(
+            "--db: a key=value PostgreSQL DSN is not supported; write it as a URL, "
+            "postgresql://USER@HOST:PORT/DBNAME"
+        )

@@ -174,5 +174,7 @@ def _scrub(text: str, dsn: str) -> str:
     try:
         password = conninfo.conninfo_to_dict(dsn).get("password")
     except psycopg.ProgrammingError:
-        password = None
+        # unparseable, so psycopg's message may quote the whole DSN: blank what looks secret
+        text = re.sub(r"(://[^:/@\s]*:)[^@\s]*@", r"\1***@", text)
+        return re.sub(r"(password\s*=\s*)[^&\s\"']+", r"\1***", text, flags=re.I)
     return text.replace(str(password), "***") if password else text
