@@ -37,7 +37,9 @@ class ReportLine:
     succeeded: int = 0
     failed: int = 0
     input_tokens: int = 0
-    cached_tokens: int = 0
+    cached_tokens: int = 0  # cache reads
+    cache_write_5m_tokens: int = 0  # Anthropic cache writes, by TTL (inside input_tokens)
+    cache_write_1h_tokens: int = 0
     output_tokens: int = 0
     batch_usd: Decimal = Decimal(0)
     realtime_usd: Decimal = Decimal(0)
@@ -89,6 +91,8 @@ def build(
         line.failed += g.requests - g.succeeded
         line.input_tokens += g.input_tokens
         line.cached_tokens += g.cached_tokens
+        line.cache_write_5m_tokens += g.cache_write_5m_tokens
+        line.cache_write_1h_tokens += g.cache_write_1h_tokens
         line.output_tokens += g.output_tokens
         line.unpriced += g.flagged
         tokens = Tokens(
@@ -109,7 +113,8 @@ def totals(lines: Sequence[ReportLine]) -> ReportLine:
     t = ReportLine(None, None, None)
     for ln in lines:
         for f in ("requests", "succeeded", "failed", "input_tokens", "cached_tokens",
-                  "output_tokens", "batch_usd", "realtime_usd", "unpriced"):  # fmt: skip
+                  "cache_write_5m_tokens", "cache_write_1h_tokens", "output_tokens", "batch_usd",
+                  "realtime_usd", "unpriced"):  # fmt: skip
             setattr(t, f, getattr(t, f) + getattr(ln, f))
         t.derived = t.derived or ln.derived
     return t
@@ -128,8 +133,8 @@ def parse_day(value: str | None, *, end: bool = False) -> datetime | None:
 
 COLUMNS = (
     "date", "queue", "model", "requests", "succeeded", "failed", "input_tokens", "cached_tokens",
-    "output_tokens", "batch_usd", "realtime_usd", "savings_usd", "savings_pct", "derived",
-    "unpriced",
+    "cache_write_5m_tokens", "cache_write_1h_tokens", "output_tokens", "batch_usd", "realtime_usd",
+    "savings_usd", "savings_pct", "derived", "unpriced",
 )  # fmt: skip
 
 
@@ -149,6 +154,8 @@ def _cells(ln: ReportLine, *, display: bool) -> list[str]:
         f"{ln.failed:,}" if display else str(ln.failed),
         f"{ln.input_tokens:,}" if display else str(ln.input_tokens),
         f"{ln.cached_tokens:,}" if display else str(ln.cached_tokens),
+        f"{ln.cache_write_5m_tokens:,}" if display else str(ln.cache_write_5m_tokens),
+        f"{ln.cache_write_1h_tokens:,}" if display else str(ln.cache_write_1h_tokens),
         f"{ln.output_tokens:,}" if display else str(ln.output_tokens),
         usd(ln.batch_usd),
         usd(ln.realtime_usd),
@@ -189,9 +196,13 @@ def _table(lines: Sequence[ReportLine]) -> str:
         return "no results in this period: nothing was spent."
     table = Table(title=f"what it cost, batch against real time (USD, {PRICES_VERSION})")
     heads = ("date", "queue", "model", "requests", "ok", "failed", "input tok", "cached tok",
-             "output tok", "batch $", "real-time $", "saved $", "saved", "price", "unpriced")  # fmt: skip
-    # key columns nobody grouped by are left out
-    keep = [i for i in range(len(heads)) if i >= 3 or any(_key(ln, i) is not None for ln in lines)]
+             "5m write tok", "1h write tok", "output tok", "batch $", "real-time $", "saved $",
+             "saved", "price", "unpriced")  # fmt: skip
+    # key columns nobody grouped by are left out, and cache writes when there are none
+    writes = {8: any(ln.cache_write_5m_tokens for ln in lines),
+              9: any(ln.cache_write_1h_tokens for ln in lines)}  # fmt: skip
+    keep = [i for i in range(len(heads)) if writes.get(i, True)
+            if i >= 3 or any(_key(ln, i) is not None for ln in lines)]  # fmt: skip
     for i in keep:
         table.add_column(heads[i], justify="left" if i < 3 else "right")
     for ln in lines:
@@ -200,7 +211,10 @@ def _table(lines: Sequence[ReportLine]) -> str:
     if len(lines) > 1:
         cells = _cells(totals(lines), display=True)
         table.add_row(*(cells[i] for i in keep), style="bold")
-    console = Console(width=max(Console().width, 160), highlight=False)
+    # as wide as the table needs: a narrow terminal wraps lines, it must not cut figures
+    wide = Console(width=1000)
+    need = wide.measure(table, options=wide.options).maximum
+    console = Console(width=max(Console().width, need), highlight=False)
     with console.capture() as cap:
         console.print(table)
     notes = []
