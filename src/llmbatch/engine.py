@@ -28,7 +28,7 @@ from llmbatch.budget import BudgetSettings
 from llmbatch.errors import RejectedError, TransientError
 from llmbatch.ingest import Ingesting
 from llmbatch.packing import cut
-from llmbatch.providers import Provider, make_provider
+from llmbatch.providers import BatchStatus, Provider, make_provider
 from llmbatch.retry import RetryPolicy
 from llmbatch.store import Store
 from llmbatch.store.batching import OpenBatch, Outcome, _Retry
@@ -405,25 +405,21 @@ class Engine(Ingesting):
         since = now - SWEEP_LOOKBACK_S
         for name in sorted(self._providers):
             provider = self._providers[name]
+            known_batches, known_files = self.store.known_ids(name)
             try:
-                tagged = provider.list_tagged(self.store.store_id, since)
+                tagged = provider.list_tagged(self.store.store_id, since, frozenset(known_batches))
                 strays = provider.stray_uploads(self.store.store_id, since)
             except TransientError as exc:
                 report.notes.append(f"sweep later: {exc}")
                 continue
-            known_batches, known_files = self.store.known_ids(name)
             open_intents = {
                 b.id: b for b in self.store.open_batches() if b.provider_batch_id is None
             }
             for status in tagged:
-                intent = (status.metadata or {}).get("llmbatch_intent", "")
-                if status.provider_batch_id in known_batches or (
-                    intent.isdigit() and int(intent) in open_intents
-                ):
+                intent_id = self._intent_of(status)
+                if status.provider_batch_id in known_batches or intent_id in open_intents:
                     continue  # recorded, or an intent still being sent: reconcile adopts it
-                batch_id = self.store.adopt_batch(
-                    name, status, int(intent) if intent.isdigit() else None, now, token
-                )
+                batch_id = self.store.adopt_batch(name, status, intent_id, now, token)
                 if batch_id is not None:
                     report.notes.append(
                         f"adopted {status.provider_batch_id}: ours, but not recorded"
@@ -447,6 +443,15 @@ class Engine(Ingesting):
                     None,
                     f"{len(unused)} uploads no intent uses: {', '.join(unused[:5])}",
                 )
+
+    def _intent_of(self, status: BatchStatus) -> int | None:
+        """The intent a tagged batch carries: named in its metadata (OpenAI), or the intent
+        of the attempt its first result line names (Anthropic)."""
+        meta = status.metadata or {}
+        intent, attempt = meta.get("llmbatch_intent", ""), meta.get("llmbatch_attempt", "")
+        if intent.isdigit():
+            return int(intent)
+        return self.store.batch_of_attempt(int(attempt)) if attempt.isdigit() else None
 
     # -- ingest ----------------------------------------------------------------------------
     def close(self) -> None:

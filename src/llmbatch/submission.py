@@ -15,6 +15,12 @@ then lists files and matches an unrecorded upload by name. A match is adopted; n
 created twice. If a create may have happened but no match is found, it waits `settle_seconds`
 (the list may lag) before creating again.
 
+Anthropic batches carry no metadata: reconcile lists the batches created since the intent
+that the store has not recorded and matches by request count (see providers/anthropic.py).
+Every unrecorded intent that may exist is asked about at once, so intents of equal size take
+candidates in creation order; candidates left over are duplicates and are adopted as batches
+of the intent (their results carry its attempt ids).
+
 Residual risk: a batch created, then invisible in the provider's list for longer than
 `settle_seconds`, and our record of it lost — then a second batch is created. Its results
 still land on the right requests (attempt ids are globally unique), so nothing is lost and
@@ -37,7 +43,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
-from llmbatch.providers.base import Intent, Provider
+from llmbatch.providers.base import BatchRef, Intent, Provider
 from llmbatch.store import Store
 from llmbatch.store.batching import OpenBatch
 
@@ -72,21 +78,9 @@ class Submission:
     def run(self, write_file: Callable[[], Path]) -> bool:
         """True once the provider batch exists and is recorded; False to try again later."""
         b = self.batch
-        intent = Intent(
-            b.id,
-            self.store.store_id,
-            b.endpoint,
-            b.model,
-            Path(),
-            b.request_count,
-            b.created_at,
-            b.input_file_id,
-        )
+        intent = _intent(b, self.store.store_id)
         if b.upload_started_at is not None or b.create_started_at is not None:
-            if hasattr(self.provider, "recorded_ids"):  # matching without metadata needs them
-                recorded = frozenset(self.store.known_ids(b.provider)[0])
-                setattr(self.provider, "recorded_ids", recorded)  # noqa: B010
-            ref = self.provider.reconcile([intent], since=b.created_at - 3600).get(b.id)
+            ref = self._reconcile(intent)
             if ref is not None and ref.provider_batch_id:
                 self.store.record_submitted(
                     b.id,
@@ -96,6 +90,14 @@ class Submission:
                     self.token,
                 )
                 self.store.note("adopted", b.id, f"found {ref.provider_batch_id} for intent {b.id}")
+                for dup in ref.duplicates:
+                    self.store.adopt_batch(self.provider.name, dup, b.id, self.now, self.token)
+                    self.store.note(
+                        "duplicate_create",
+                        b.id,
+                        f"{dup.provider_batch_id} matches intent {b.id} as well as "
+                        f"{ref.provider_batch_id}: adopted too, its results land on their attempts",
+                    )
                 return True
             if ref is not None and ref.input_file_id and not self.file_id:
                 self.uploaded(ref.input_file_id)
@@ -107,3 +109,33 @@ class Submission:
             b.id, ref.provider_batch_id, ref.input_file_id or self.file_id, self.now, self.token
         )
         return True
+
+    def _reconcile(self, intent: Intent) -> BatchRef | None:
+        """What the provider already holds for this intent. Every other intent of the same
+        provider that may have been created unrecorded is asked about too, so a provider
+        matching by request count does not hand this one another intent's batch."""
+        b = self.batch
+        peers = [
+            _intent(o, self.store.store_id)
+            for o in self.store.open_batches()
+            if o.provider == b.provider
+            and o.id != b.id
+            and o.provider_batch_id is None
+            and (o.create_started_at is not None or o.upload_started_at is not None)
+        ]
+        recorded = frozenset(self.store.known_ids(b.provider)[0])
+        found = self.provider.reconcile([intent, *peers], b.created_at - 3600, recorded)
+        return found.get(b.id)
+
+
+def _intent(b: OpenBatch, store_id: str) -> Intent:
+    return Intent(
+        b.id,
+        store_id,
+        b.endpoint,
+        b.model,
+        Path(),
+        b.request_count,
+        b.created_at,
+        b.input_file_id,
+    )

@@ -151,5 +151,5 @@ def test_reconcile_adopts_an_unrecorded_batch_by_request_count(
     )
     other = Intent(2, "s", "/v1/messages", None, path, 4, time.time(), None)
     assert provider.reconcile([other], other.created_at) == {}
-    provider.recorded_ids = frozenset({ref.provider_batch_id})
-    assert provider.reconcile([intent], intent.created_at) == {}
+    recorded = frozenset({ref.provider_batch_id})
+    assert provider.reconcile([intent], intent.created_at, recorded) == {}

@@ -33,6 +33,7 @@ the batch we did create is found later by the sweep.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -52,6 +53,7 @@ DEFAULT_MAX_BYTES = 32 * 1024 * 1024  # the service takes 256 MB; the worker's R
 LIST_LIMIT = 100
 LIST_PAGES = 3
 CHUNK = 1 << 20
+FIRST_CUSTOM_ID = re.compile(rb'\s*\{\s*"custom_id"\s*:\s*"([A-Za-z0-9_-]{1,64})"')
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,12 +72,11 @@ class AnthropicProvider:
     """Anthropic's Message Batches API (one batch may mix models)."""
 
     name = "anthropic"
-    # Batch ids the store has recorded: Submission sets them before reconciling.
-    recorded_ids: frozenset[str] = frozenset()
 
     def __init__(self, settings: AnthropicSettings | None = None, **options: Any) -> None:
         self.settings = settings or AnthropicSettings(**options)
         self._client: anthropic.Anthropic | None = None
+        self._foreign: set[str] = set()  # batches whose results showed they are not ours
 
     # -- clients -------------------------------------------------------------------------
     def _key(self) -> str:
@@ -124,32 +125,63 @@ class AnthropicProvider:
             )
         return BatchRef(batch.id)
 
-    def reconcile(self, intents: Sequence[Intent], since: float) -> dict[int, BatchRef]:
+    def reconcile(
+        self, intents: Sequence[Intent], since: float, recorded: frozenset[str] = frozenset()
+    ) -> dict[int, BatchRef]:
         """Match intents to unrecorded batches created since `since` by request count.
 
-        `recorded` batches (see `recorded_ids`) are skipped. Of several equal candidates the
-        newest is returned for the first intent asking, the next for the next one."""
+        Intents of one count take that count's candidates oldest first, in intent order (the
+        order they were created in). Candidates left over once each intent has one are
+        duplicates of one of them (a create repeated after the settle delay): every intent of
+        that count lists them in `duplicates`, and the first to be recorded adopts them."""
         if not intents:
             return {}
         start = min(since, min(i.created_at for i in intents)) - self.settings.clock_skew
-        taken = set(self.recorded_ids)
-        found: dict[int, BatchRef] = {}
+        by_count: dict[int, list[MessageBatch]] = {}
         for b in self._list_since(start, pages=10):
-            if b.id in taken:
-                continue
-            total = _total(b)
-            for i in intents:
-                if i.batch_id not in found and i.request_count == total:
-                    found[i.batch_id] = BatchRef(b.id)
-                    taken.add(b.id)
-                    break
+            if b.id not in recorded:
+                by_count.setdefault(_total(b), []).append(b)
+        found: dict[int, BatchRef] = {}
+        by_intents: dict[int, list[Intent]] = {}
+        for i in sorted(intents, key=lambda i: i.batch_id):
+            by_intents.setdefault(i.request_count, []).append(i)
+        for count, group in by_intents.items():
+            batches = sorted(by_count.get(count, []), key=lambda b: (b.created_at, b.id))
+            extra = tuple(_status(b) for b in batches[len(group) :])
+            for i, b in zip(group, batches, strict=False):
+                found[i.batch_id] = BatchRef(b.id, duplicates=extra)
         return found
 
-    def list_tagged(self, store_id: str, since: float) -> list[BatchStatus]:
-        """Not done: telling ours from others' means reading every batch's results, which
-        costs a download per batch per sweep. Unrecorded duplicates are left to the
-        provider's 29-day retention; see the module docstring for when they can arise."""
-        return []
+    def list_tagged(
+        self, store_id: str, since: float, recorded: frozenset[str] = frozenset()
+    ) -> list[BatchStatus]:
+        """Ended, unrecorded batches whose results carry our attempt ids.
+
+        Batches carry no metadata, so the first result line of each ended batch not yet
+        known tells: its custom_id is `<store_id>-<attempt>` or it is not ours. Only that
+        line is read (the stream is closed after it), and a batch found foreign is
+        remembered, so each is read at most once per process. Batches still running are
+        looked at by a later sweep."""
+        prefix, out = store_id + "-", []
+        for b in self._list_since(since, pages=10):
+            if b.id in recorded or b.id in self._foreign or b.processing_status != "ended":
+                continue
+            if b.archived_at is not None or not b.results_url:
+                self._foreign.add(b.id)  # nothing to read, ever
+                continue
+            try:
+                custom_id = self._first_custom_id(b.id)
+            except RejectedError:  # archived or deleted meanwhile: nothing to read
+                self._foreign.add(b.id)
+                continue
+            attempt = custom_id.removeprefix(prefix) if custom_id else ""
+            if custom_id is None or not custom_id.startswith(prefix) or not attempt.isdigit():
+                self._foreign.add(b.id)
+                continue
+            status = _status(b)
+            status.metadata = {"llmbatch_store": store_id, "llmbatch_attempt": attempt}
+            out.append(status)
+        return out
 
     def stray_uploads(self, store_id: str, since: float) -> list[tuple[str, int]]:
         return []  # no uploads: requests travel inline
@@ -213,6 +245,26 @@ class AnthropicProvider:
                 pass  # already gone, or not ended (then the provider keeps it 29 days)
 
     # -- helpers -------------------------------------------------------------------------
+    def _first_custom_id(self, batch_id: str) -> str | None:
+        """The custom_id of a batch's first result line, reading no further than that line."""
+        head = b""
+        with (
+            self._calling(f"results of {batch_id}"),
+            self.client.messages.batches.with_streaming_response.results(batch_id) as resp,
+        ):
+            for chunk in resp.iter_bytes(1 << 14):
+                head += chunk
+                if b"\n" in head or len(head) > CHUNK:
+                    break
+        line = head.split(b"\n", 1)[0]
+        try:
+            obj = orjson.loads(line)
+        except orjson.JSONDecodeError:  # a first line longer than we read: custom_id leads it
+            found = FIRST_CUSTOM_ID.match(line)
+            return found.group(1).decode() if found else None
+        custom_id = obj.get("custom_id") if isinstance(obj, dict) else None
+        return custom_id if isinstance(custom_id, str) else None
+
     def _list_since(self, start: float, pages: int) -> Iterator[MessageBatch]:
         with self._calling("list batches"):
             page = self.client.messages.batches.list(limit=LIST_LIMIT)

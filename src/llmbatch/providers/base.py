@@ -47,8 +47,14 @@ class Intent:
 
 @dataclass(frozen=True, slots=True)
 class BatchRef:
+    """A provider batch (or, with an empty id, only an upload) made for an intent."""
+
     provider_batch_id: str
     input_file_id: str | None = None
+    # Other unrecorded batches that match the intent as well as this one (a provider that
+    # matches by request count cannot tell them apart): the engine adopts them too, and
+    # their results land on the right attempts because attempt ids are globally unique.
+    duplicates: tuple[BatchStatus, ...] = field(default=(), compare=False)
 
 
 @dataclass(slots=True)
@@ -114,11 +120,18 @@ class Provider(Protocol):
     def submit(self, intent: Intent, journal: Journal) -> BatchRef:
         """Send an intent, telling the journal before each step that may spend money."""
 
-    def reconcile(self, intents: Sequence[Intent], since: float) -> dict[int, BatchRef]:
-        """Find provider batches (or uploads) already made for these intents."""
+    def reconcile(
+        self, intents: Sequence[Intent], since: float, recorded: frozenset[str] = frozenset()
+    ) -> dict[int, BatchRef]:
+        """Find provider batches (or uploads) already made for these intents, never one of
+        the `recorded` provider batch ids (those the store already knows)."""
 
-    def list_tagged(self, store_id: str, since: float) -> list[BatchStatus]:
-        """Batches created since `since` that carry our store id (metadata or custom ids)."""
+    def list_tagged(
+        self, store_id: str, since: float, recorded: frozenset[str] = frozenset()
+    ) -> list[BatchStatus]:
+        """Batches created since `since`, not among `recorded`, that carry our store id
+        (metadata, or our attempt ids in their results: then `metadata["llmbatch_attempt"]`
+        names one of them)."""
 
     def stray_uploads(self, store_id: str, since: float) -> list[tuple[str, int]]:
         """(file id, intent id) of our uploads (named llmbatch-<store>-<intent>.jsonl) since `since`."""

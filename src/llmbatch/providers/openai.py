@@ -125,8 +125,11 @@ class OpenAIProvider:
             )
         return BatchRef(batch.id, file_id)
 
-    def reconcile(self, intents: Sequence[Intent], since: float) -> dict[int, BatchRef]:
-        """Match intents to batches by input file id, then by our metadata; then uploads by name."""
+    def reconcile(
+        self, intents: Sequence[Intent], since: float, recorded: frozenset[str] = frozenset()
+    ) -> dict[int, BatchRef]:
+        """Match intents to batches by input file id, then by our metadata; then uploads by
+        name. Both name the intent, so `recorded` is not needed to tell batches apart."""
         if not intents:
             return {}
         by_file = {i.input_file_id: i for i in intents if i.input_file_id}
@@ -164,7 +167,9 @@ class OpenAIProvider:
                         found.setdefault(hit.batch_id, BatchRef("", f.id))  # uploaded, not created
         return found
 
-    def list_tagged(self, store_id: str, since: float) -> list[BatchStatus]:
+    def list_tagged(
+        self, store_id: str, since: float, recorded: frozenset[str] = frozenset()
+    ) -> list[BatchStatus]:
         out = []
         with self._calling("list batches"):
             page = self.client.batches.list(limit=100)
@@ -172,6 +177,7 @@ class OpenAIProvider:
                 for b in page.data:
                     if (
                         b.created_at >= since
+                        and b.id not in recorded
                         and (b.metadata or {}).get("llmbatch_store") == store_id
                     ):
                         out.append(_status(b))

@@ -252,6 +252,9 @@ class Store(Protocol):
     def known_ids(self, provider: str) -> tuple[set[str], set[str]]:
         """(provider batch ids, input file ids) recorded for a provider."""
 
+    def batch_of_attempt(self, attempt_id: int) -> int | None:
+        """The batch row (intent) an attempt was packed into, if the attempt exists."""
+
     def adopt_batch(
         self, provider: str, status: Any, intent_id: int | None, now: float, token: int
     ) -> int | None:

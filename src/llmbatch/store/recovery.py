@@ -118,6 +118,13 @@ class RecoveryOps:
             files = {str(r[0]) for r in cur.fetchall()}
         return batches, files
 
+    def batch_of_attempt(self, attempt_id: int) -> int | None:
+        """The batch row (intent) an attempt was packed into, if the attempt exists."""
+        with self._read() as cur:
+            cur.execute(self.q("batch_of_attempt"), {"id": attempt_id})
+            row = cur.fetchone()
+        return None if row is None or row[0] is None else int(row[0])
+
     def adopt_batch(
         self, provider: str, status: Any, intent_id: int | None, now: float, token: int
     ) -> int | None:

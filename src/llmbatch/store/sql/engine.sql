@@ -179,6 +179,9 @@ SELECT provider_batch_id FROM batches WHERE provider = :provider AND provider_ba
 -- name: known_input_files
 SELECT input_file_id FROM batches WHERE provider = :provider AND input_file_id IS NOT NULL
 
+-- name: batch_of_attempt
+SELECT batch_id FROM attempts WHERE id = :id
+
 -- name: adopt_batch
 INSERT INTO batches (provider, endpoint, model, state, provider_batch_id, provider_status,
                      input_file_id, request_count, intent_id, created_at, submitted_at, updated_at)
