@@ -12,7 +12,7 @@ import click
 from click.core import ParameterSource
 
 from llmbatch import defaults, views
-from llmbatch.config import click_defaults, config_path, load_config
+from llmbatch.config import check_keys, click_defaults, config_path, load_config
 from llmbatch.errors import ConfigError, LlmbatchError
 from llmbatch.store import Store, open_store
 
@@ -46,7 +46,11 @@ def _fail(ctx: click.Context, exc: LlmbatchError) -> NoReturn:
 def _load_defaults(ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
     """Read the config file before the other options, so it supplies their defaults."""
     try:
-        config = load_config(config_path(value))
+        path = config_path(value)
+        config = load_config(path)
+        assert isinstance(ctx.command, click.Group)
+        commands = {name: _types(c) for name, c in ctx.command.commands.items()}
+        check_keys(config, path, {"": _types(ctx.command), **commands}, ENGINE_TABLES)
         ctx.meta["llmbatch.config"] = config
         ctx.default_map = click_defaults(
             {k: v for k, v in config.items() if k not in ENGINE_TABLES}
@@ -54,6 +58,22 @@ def _load_defaults(ctx: click.Context, _param: click.Parameter, value: str | Non
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
     return value
+
+
+_PY_TYPES: dict[type[Any], tuple[type, ...]] = {
+    click.types.StringParamType: (str,), click.Choice: (str,), click.Path: (str,),
+    click.types.IntParamType: (int,), click.IntRange: (int,),
+    click.types.FloatParamType: (int, float), click.types.BoolParamType: (bool,),
+}  # fmt: skip
+
+
+def _types(command: click.Command) -> dict[str, tuple[type, ...] | None]:
+    """What the config file may set for a command: option name -> the TOML value types."""
+    return {
+        p.name: None if p.multiple else _PY_TYPES.get(type(p.type))
+        for p in command.params
+        if p.name and p.expose_value
+    }
 
 
 @click.group(cls=Cli, context_settings={"help_option_names": ["-h", "--help"]})

@@ -61,6 +61,51 @@ def _refuse_secrets(table: dict[str, Any], path: Path, prefix: str) -> None:
             )
 
 
+Types = tuple[type, ...] | None  # the Python types an option's value may have; None: any
+
+
+def check_keys(
+    config: dict[str, Any], path: Path | None, options: dict[str, dict[str, Types]],
+    tables: tuple[str, ...],
+) -> None:  # fmt: skip
+    """Refuse a key nothing reads, or a value of the wrong type, naming the file and key.
+
+    `options` maps "" to the global options and each command to its options, each option
+    to the Python types its value may have (None: any); `tables` are read elsewhere
+    (`[engine]`, `[providers.*]`, ...)."""
+    for key, value in config.items():
+        name = key.replace("-", "_")
+        if key in tables or (key in options and key):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{path}: {key} must be a table ([{key}]), got {value!r}")
+            if key in options:
+                _check_table(value, path, f"[{key}] ", options[key])
+            continue
+        _check_table({name: value}, path, "", options[""], commands=sorted(set(options) - {""}))
+
+
+def _check_table(
+    table: dict[str, Any], path: Path | None, where: str, known: dict[str, Types],
+    commands: list[str] | None = None,
+) -> None:  # fmt: skip
+    for key, value in table.items():
+        name = key.replace("-", "_")
+        if name not in known:
+            also = f"; or a table of a command: {', '.join(commands)}" if commands else ""
+            raise ConfigError(
+                f"{path}: {where}unknown key {key!r}; known: {', '.join(sorted(known))}{also}"
+            )
+        wanted = known[name]
+        if wanted is not None and (
+            not isinstance(value, wanted) or (isinstance(value, bool) and bool not in wanted)
+        ):
+            kind = _KIND.get(wanted[-1], wanted[-1].__name__)
+            raise ConfigError(f"{path}: {where}{key} must be {kind}, got {value!r}")
+
+
+_KIND = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}
+
+
 def click_defaults(config: dict[str, Any]) -> dict[str, Any]:
     """The config as click's `default_map`: options use underscores; tables are commands."""
     return {

@@ -48,16 +48,24 @@ def engine_settings(
         raise ConfigError(
             f"[engine] has no setting {unknown[0]!r}; known: {', '.join(sorted(known))}"
         )
+    _check_types("[engine]", values, EngineSettings)
+    retry_values = values.pop("retry", {})
+    if not isinstance(retry_values, dict):
+        raise ConfigError(f"[engine] retry must be a table ([engine.retry]), got {retry_values!r}")
+    _check_types("[engine.retry]", retry_values, RetryPolicy)
     try:
-        retry = RetryPolicy(**values.pop("retry", {}))
+        retry = RetryPolicy(**retry_values)
     except TypeError as exc:
         raise ConfigError(f"[engine.retry]: {exc}") from None
     quotas = {}
     for provider, models in (config.get("quotas") or {}).items():
         for model, q in models.items():
             quotas[(provider, model)] = int(q["enqueued_tokens"] if isinstance(q, dict) else q)
-    providers = {k: dict(v) for k, v in (config.get("providers") or {}).items()}
+    providers = dict(config.get("providers") or {})
     providers.update(values.pop("providers", {}))
+    for name, options in providers.items():
+        _check_provider(name, options)
+    providers = {k: dict(v) for k, v in providers.items()}
     budgets = parse_budgets(
         config.get("budgets"), budget_usd=budget_usd, period=budget_period or "day",
         queue=budget_queue, allow_unpriced=allow_unpriced,
@@ -65,6 +73,36 @@ def engine_settings(
     return EngineSettings(
         **values, retry=retry, quotas=quotas, providers=providers, budgets=budgets
     )
+
+
+# A setting's annotation -> the TOML values it takes, and how to say so (a TOML true is an
+# int to Python: refused where a number is meant).
+_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
+    "float": ((int, float), "a number"),
+    "int": ((int,), "an integer"),
+    "int | None": ((int,), "an integer"),
+    "bool": ((bool,), "true or false"),
+}
+
+
+def _check_types(table: str, values: dict[str, Any], cls: Any) -> None:
+    """A wrong type in the config file is one clear line, not a TypeError deep in a tick."""
+    types = {f.name: str(f.type) for f in dataclasses.fields(cls)}
+    for key, value in values.items():
+        wanted, kind = _TYPES.get(types.get(key, ""), ((object,), ""))
+        if (isinstance(value, bool) and bool not in wanted) or not isinstance(value, wanted):
+            raise ConfigError(f"{table} {key} must be {kind}, got {value!r}")
+
+
+def _check_provider(name: str, options: Any) -> None:
+    """An unknown provider in `[providers]` is a ConfigError up front, not ignored."""
+    from llmbatch.providers import available
+
+    if name not in available():
+        known = ", ".join(sorted(available()))
+        raise ConfigError(f"[providers.{name}]: unknown provider {name!r} (known: {known})")
+    if not isinstance(options, dict):
+        raise ConfigError(f"[providers.{name}] must be a table, got {options!r}")
 
 
 @dataclass

@@ -34,5 +34,11 @@ def make_provider(name: str, **settings: Any) -> Provider:
     if ep is None:
         known = ", ".join(sorted(available())) or "none installed"
         raise ConfigError(f"unknown provider {name!r} (known: {known})")
-    provider: Provider = ep.load()(**settings)
+    try:
+        provider: Provider = ep.load()(**settings)
+    except TypeError as exc:
+        if "unexpected keyword argument" not in str(exc):
+            raise
+        setting = str(exc).rsplit("argument ", 1)[-1]
+        raise ConfigError(f"[providers.{name}] has no setting {setting}") from None
     return provider
