@@ -29,6 +29,10 @@ LATER_ENDPOINTS: Final = frozenset({"/v1/images/generations", "/v1/images/edits"
 ANTHROPIC_ENDPOINT: Final = "/v1/messages"
 PROVIDERS: Final = ("openai", "azure", "anthropic")
 MAX_CUSTOM_ID: Final = 512
+MIB: Final = 1024 * 1024
+# Anthropic's Messages API takes 32 MB a request, and llmbatch packs Anthropic batches up to
+# 32 MB (less a margin, providers/anthropic.py): a larger request could never be sent.
+ANTHROPIC_MAX_REQUEST_BYTES: Final = 30 * MIB
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _SORT: Final = orjson.OPT_SORT_KEYS
@@ -98,7 +102,10 @@ def make_request(
 
 
 def check_custom_id(custom_id: object) -> None:
-    """A user's custom_id: any string of 1–512 characters without control characters."""
+    """A user's custom_id: any string of 1–512 characters without control characters.
+
+    Anthropic's `^[a-zA-Z0-9_-]{1,64}$` does not apply: the provider only ever sees our
+    attempt ids (`<store id>-<n>`), never the user's custom_id."""
     if custom_id is None:
         raise LineError("custom_id is missing")
     if not isinstance(custom_id, str):
@@ -154,13 +161,24 @@ def _anthropic(custom_id: str, params: object) -> Request:
             else f"params must be an object, got {_kind(params)}"
         )
     model = _model(params)
-    if "max_tokens" not in params:
+    max_tokens = params.get("max_tokens")
+    if max_tokens is None:
         raise LineError("params.max_tokens is missing (Anthropic requires it)")
+    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
+        raise LineError(
+            f"params.max_tokens must be a whole number of 1 or more, got {_short(max_tokens)}"
+        )
     if not isinstance(params.get("messages"), list):
         raise LineError("params.messages must be a list")
     if params.get("stream") is True:
         raise LineError("stream: true is not allowed in a batch")
     canonical = canonical_json(params)
+    if len(canonical) > ANTHROPIC_MAX_REQUEST_BYTES:
+        raise LineError(
+            f"params are {len(canonical) / MIB:,.1f} MiB; one Anthropic request may be at most "
+            f"{ANTHROPIC_MAX_REQUEST_BYTES // MIB} MiB (Anthropic takes 32 MB a request, and every "
+            "request must fit in one batch): split it, or send images and documents by URL"
+        )
     chars, nbytes = text_size(params)
     digest = body_hash("POST", ANTHROPIC_ENDPOINT, canonical)
     return Request(
@@ -217,6 +235,8 @@ def _embedding_inputs(body: dict[str, Any]) -> int:
 
 def _json_reason(raw: bytes, exc: orjson.JSONDecodeError) -> str:
     msg = str(exc)
+    if raw.startswith(b"\xef\xbb\xbf"):
+        return "a UTF-8 byte order mark (BOM) starts this line (files joined together?); remove it"
     if "UTF-8" in msg or "utf-8" in msg:
         try:
             raw.decode("utf-8")
@@ -225,7 +245,12 @@ def _json_reason(raw: bytes, exc: orjson.JSONDecodeError) -> str:
         return f"not valid UTF-8 ({msg})"
     if "depth limit" in msg or "recursion" in msg.lower():
         return "JSON nested too deeply (over 1024 levels)"
-    return f"not valid JSON: {msg}"
+    # orjson counts lines inside the text it parsed, always "line 1" here: the FILE:LINE in
+    # front of this reason is the line; keep only the column
+    return "not valid JSON: " + _WHERE.sub(r" at column \1", msg)
+
+
+_WHERE = re.compile(r": line 1 column (\d+) \(char \d+\)$")
 
 
 def _kind(v: object) -> str:
