@@ -33,6 +33,7 @@ CHUNK_ROWS = 10000  # ≈ 6 MB and well under a second of write lock
 CHUNK_SECONDS = 2.0  # flush a partial chunk from a slow stream so its heartbeat stays fresh
 SHOWN_PROBLEMS = 20
 PIPELINE_MIN_BYTES = 8 * 1024 * 1024  # below this a second process costs more than it saves
+_BOM = b"\xef\xbb\xbf"
 
 Progress = Callable[[int], None]
 
@@ -92,7 +93,8 @@ class RowDefaults:
 def read_lines(stream: BinaryIO, max_line_bytes: int) -> Iterator[tuple[int, bytes | None]]:
     """(line number, content without newline) per non-blank line; None for an over-long line.
 
-    An over-long line is skipped in pieces and never held whole. CRLF endings are accepted.
+    An over-long line is skipped in pieces and never held whole. CRLF endings and a UTF-8
+    byte order mark at the start of the file are accepted.
     """
     number = 0
     while True:
@@ -106,6 +108,8 @@ def read_lines(stream: BinaryIO, max_line_bytes: int) -> Iterator[tuple[int, byt
             yield number, None
             continue
         line = raw.rstrip(b"\r\n")
+        if number == 1 and line.startswith(_BOM):  # Notepad and PowerShell write one
+            line = line[len(_BOM) :]
         if line.strip():
             yield number, line
 
