@@ -51,7 +51,9 @@ def engine_settings(
     _check_types("[engine]", values, EngineSettings)
     retry_values = values.pop("retry", {})
     if not isinstance(retry_values, dict):
-        raise ConfigError(f"[engine] retry must be a table ([engine.retry]), got {retry_values!r}")
+        raise ConfigError(
+            f"[engine] retry must be a table ([engine.retry]), got a {type(retry_values).__name__}"
+        )
     _check_types("[engine.retry]", retry_values, RetryPolicy)
     try:
         retry = RetryPolicy(**retry_values)
@@ -102,7 +104,8 @@ def _check_provider(name: str, options: Any) -> None:
         known = ", ".join(sorted(available()))
         raise ConfigError(f"[providers.{name}]: unknown provider {name!r} (known: {known})")
     if not isinstance(options, dict):
-        raise ConfigError(f"[providers.{name}] must be a table, got {options!r}")
+        # not the value: a key pasted in the wrong place must not be echoed
+        raise ConfigError(f"[providers.{name}] must be a table, got a {type(options).__name__}")
 
 
 @dataclass
@@ -176,7 +179,7 @@ class Worker:
             self._down_since = now
             self.log(f"{reason}; waiting for the database (retrying, up to every 5 s)")
         self._down_for += 1
-        return min(5.0, 0.25 * 2.0 ** min(self._down_for, 5))
+        return min(5.0, 0.25 * self._down_for)  # a restart takes seconds; a failover, longer
 
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
         if self.stopping:
