@@ -5,7 +5,8 @@ One tick, in order:
 1. take (or renew) the engine lease — its token fences every write of this tick;
 2. move `retry_wait` requests whose time has come back to `queued`;
 3. finish submitting intents a crash or an outage interrupted (see submission.py);
-4. pack ready requests per provider group into new intents and submit them;
+4. pack ready requests per provider group (the provider's `group_key`) into new intents and
+   submit them;
 5. poll in-flight batches (one list call, a few retrieves), at most every `poll_interval`,
    backing off to `max_poll_interval` while nothing moves;
 6. ingest ended batches: stream result files to disk, verify them, record every line.
@@ -99,10 +100,10 @@ class Engine(Ingesting):
         self.next_poll_at = 0.0
         self.interval = self.settings.poll_interval
         self._not_before: dict[int, float] = {}  # batch id -> retry time after a transient error
-        self._group_not_before: dict[tuple[str, str, str], float] = {}
+        self._group_not_before: dict[tuple[str, ...], float] = {}
         # What batch-level failures taught us, per group: a smaller batch, a lower quota.
-        self._group_cap: dict[tuple[str, str, str], int] = {}
-        self._group_strikes: dict[tuple[str, str, str], int] = {}
+        self._group_cap: dict[tuple[str, ...], int] = {}
+        self._group_strikes: dict[tuple[str, ...], int] = {}
         self._learned_quota: dict[tuple[str, str], int] = {}
         self._next_sweep_at = 0.0
         self._download_tries: dict[int, int] = {}
@@ -165,9 +166,41 @@ class Engine(Ingesting):
         self.store.note("transient", batch_id, str(exc))
 
     # -- packing ---------------------------------------------------------------------------
+    def _pack_groups(self) -> list[tuple[tuple[str, ...], str, str, str | None]]:
+        """(group key, provider, endpoint, model or None for several) of what is ready.
+
+        Requests share a batch as their provider's `group_key` allows (Anthropic: one batch
+        may mix models). Where budgets (priced per model) or an enqueued-token quota (per
+        model) are in force for a provider and endpoint, its models are packed one by one."""
+        ready = self.store.ready_groups()
+        alone = {
+            (p, e)
+            for p, e, m, _n in ready
+            if self.settings.budgets or self._quota(p, m) is not None
+        }
+        out: dict[tuple[str, ...], tuple[str, str, list[str]]] = {}
+        for provider_name, endpoint, model, _n in ready:
+            key = self._key(provider_name, endpoint, model, (provider_name, endpoint) in alone)
+            out.setdefault(key, (provider_name, endpoint, []))[2].append(model)
+        return [(k, p, e, ms[0] if len(ms) == 1 else None) for k, (p, e, ms) in out.items()]
+
+    def _key(
+        self, provider_name: str, endpoint: str, model: str, alone: bool = False
+    ) -> tuple[str, ...]:
+        """What may share a batch with requests of this model (its packing group)."""
+        if alone:
+            return (provider_name, endpoint, model)
+        return self.provider(provider_name).group_key(endpoint, model)
+
+    def _batch_key(self, b: OpenBatch) -> tuple[str, ...]:
+        """The packing group a batch was cut from (a batch of several models records none)."""
+        if b.model is None:
+            return self._key(b.provider, b.endpoint, "")
+        alone = bool(self.settings.budgets) or self._quota(b.provider, b.model) is not None
+        return self._key(b.provider, b.endpoint, b.model, alone)
+
     def _pack(self, now: float, token: int, report: TickReport) -> None:
-        for provider_name, endpoint, model, _n in self.store.ready_groups():
-            group = (provider_name, endpoint, model)
+        for group, provider_name, endpoint, model in self._pack_groups():
             if self._group_not_before.get(group, 0.0) > now:
                 continue
             provider = self.provider(provider_name)
@@ -187,8 +220,8 @@ class Engine(Ingesting):
                     self._group_cap.get(group, limits.max_requests),
                 )
                 room = None
-                quota = self._quota(provider_name, model)
-                if quota is not None:
+                quota = None if model is None else self._quota(provider_name, model)
+                if quota is not None and model is not None:
                     room = quota - self.store.tokens_in_flight(provider_name, model)
                 c = cut(self.store.candidates(provider_name, endpoint, model), limits, cap, room)
                 if c.count == 0:
@@ -200,13 +233,15 @@ class Engine(Ingesting):
                 started = time.perf_counter()
                 ids: Sequence[int] = c.ids
                 size, tokens, reserve = c.input_bytes, c.tokens, None
-                if self.settings.budgets:
-                    ids, size, tokens, reserve = self._budgeted(group, ids, now, token, report)
+                if self.settings.budgets and model is not None:  # budgets pack one model
+                    ids, size, tokens, reserve = self._budgeted(
+                        (provider_name, endpoint, model), ids, now, token, report
+                    )
                     if not ids:
                         continue  # every one of them is held now: look at the next ones
                 try:
                     batch_id = self.store.create_intent(
-                        group, ids, size, tokens, now, token, reserve
+                        (provider_name, endpoint, model), ids, size, tokens, now, token, reserve
                     )
                 except (_Retry, OverBudget):
                     continue
@@ -302,7 +337,7 @@ class Engine(Ingesting):
 
     def _batch_level_failure(self, b: OpenBatch, now: float, codes: str) -> None:
         """A batch failed as a whole: halve the next one, learn a lower quota, back off."""
-        group = (b.provider, b.endpoint, b.model or "")
+        group = self._batch_key(b)
         strikes = self._group_strikes.get(group, 0) + 1
         self._group_strikes[group] = strikes
         self._group_cap[group] = max(1, b.request_count // 2)

@@ -50,6 +50,7 @@ class Finding:
     input_tokens: int | None
     output_tokens: int | None
     usage: UsageRecord | None = None
+    model: str | None = None  # the model that answered, where the line says (Anthropic)
 
 
 class Anomaly(ValueError):
@@ -139,7 +140,7 @@ def _anthropic_line(attempt: int, obj: dict[str, object]) -> Finding:
         u = read_usage(message.get("usage"), provider="anthropic")
         return Finding(
             attempt, True, 200, _s(message.get("id")), orjson.dumps(message), None, None, None,
-            u.input, u.output, u,
+            u.input, u.output, u, _s(message.get("model")),
         )  # fmt: skip
     if isinstance(result, dict) and kind == "errored":
         envelope = result.get("error")
@@ -173,8 +174,9 @@ class Ingesting:
     timings: dict[str, float]
     _download_tries: dict[int, int]
     _not_before: dict[int, float]
-    _group_strikes: dict[tuple[str, str, str], int]
-    _group_cap: dict[tuple[str, str, str], int]
+    _group_strikes: dict[tuple[str, ...], int]
+    _group_cap: dict[tuple[str, ...], int]
+    _batch_key: Callable[[OpenBatch], tuple[str, ...]]
     provider: Callable[[str], Provider]
     _later: Callable[[int, float, TransientError, TickReport], None]
     _mark_ingested: Callable[[OpenBatch, float, int, str], None]
@@ -249,7 +251,7 @@ class Ingesting:
             self._apply_waiting(b, [(a, kind, why) for a, _r, _l in missing], now, token)
         self._mark_ingested(b, now, token, f"{lines:,} lines, {anomalies} anomalies")
         if b.state == "completed":  # the group is healthy again: full-size batches
-            group = (b.provider, b.endpoint, b.model or "")
+            group = self._batch_key(b)
             self._group_strikes.pop(group, None)
             self._group_cap.pop(group, None)
         report.ingested_batches += 1
@@ -269,12 +271,17 @@ class Ingesting:
         errors = [f.attempt_id for f in findings if not f.ok]
         info = self.store.attempt_info(b.attempts_of, errors) if errors else {}
         outs: list[Outcome] = []
-        prices = model_prices(b.provider, b.model or "", datetime.fromtimestamp(now, UTC))
+        day = datetime.fromtimestamp(now, UTC)
+        prices = {b.model: model_prices(b.provider, b.model or "", day)}
         for f in findings:
             if f.ok:
+                # A batch of several models records none: each line names the one that answered.
+                model = b.model or f.model
+                if model not in prices:
+                    prices[model] = model_prices(b.provider, model or "", day)
                 outs.append(Outcome(f.attempt_id, "succeeded", f.status_code, f.provider_request_id, f.body,
                                     input_tokens=f.input_tokens, output_tokens=f.output_tokens, usage=f.usage,
-                                    price_tier=prices.tier(f.input_tokens or 0)))  # fmt: skip
+                                    price_tier=prices[model].tier(f.input_tokens or 0)))  # fmt: skip
                 continue
             a = info.get(f.attempt_id)
             if a is None:

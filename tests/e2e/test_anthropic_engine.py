@@ -15,7 +15,7 @@ import anthropic
 import orjson
 import pytest
 
-from helpers import E2E_KEY_ENV, cli, results_per_request
+from helpers import E2E_KEY_ENV, cli, results_per_request, sql
 from helpers import fast_settings as settings
 from helpers import request_states as states
 from llmbatch import Queue
@@ -122,6 +122,30 @@ def test_mixed_openai_and_anthropic_queue_drains(db: str, emu: RunningEmulator) 
         for x in cli("--db", db, "results").stdout.splitlines()
     )
     assert providers == ["anthropic"] * 5 + ["openai"] * 5
+
+
+def test_two_claude_models_share_one_batch(db: str, emu: RunningEmulator) -> None:
+    items = [message(i, "claude-3-5-haiku-latest") for i in range(4)]
+    items += [message(i, "claude-sonnet-4-20250514") for i in range(4, 7)]
+    enqueue(db, items, "anthropic")
+    drain(db, anthropic_settings(emu))
+    assert states(db) == {"succeeded": 7}
+    assert results_per_request(db) == {it["custom_id"]: 1 for it in items}
+    creates = [
+        c
+        for c in emu.control.calls()
+        if c["method"] == "POST" and c["path"] == "/v1/messages/batches"
+    ]
+    assert len(creates) == 1
+    assert sql(db, "SELECT model, request_count FROM batches") == [(None, 7)]
+    models = {
+        r["custom_id"]: r["response"]["body"]["model"]
+        for r in map(orjson.loads, cli("--db", db, "results").stdout.splitlines())
+    }
+    assert models == {it["custom_id"]: it["params"]["model"] for it in items}
+    # cost per model comes from each request's own model
+    per_model = dict(sql(db, "SELECT model, SUM(requests) FROM cost_totals GROUP BY model"))
+    assert per_model == {"claude-3-5-haiku-latest": 4, "claude-sonnet-4-20250514": 3}
 
 
 def test_reconcile_adopts_an_unrecorded_batch_by_request_count(

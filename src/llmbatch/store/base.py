@@ -172,15 +172,17 @@ class Store(Protocol):
         """(provider, endpoint, model, count) of queued, visible requests."""
 
     def candidates(
-        self, provider: str, endpoint: str, model: str, page: int = 5000
+        self, provider: str, endpoint: str, model: str | None, page: int = 5000
     ) -> Iterator[tuple[int, int, int, int]]:
-        """(request id, body bytes, embedding inputs, text bytes) in packing order, streamed."""
+        """(request id, body bytes, embedding inputs, text bytes) of a model's ready requests
+        (None: every model's) in packing order, streamed."""
 
     def create_intent(
-        self, group: tuple[str, str, str], request_ids: Sequence[int], input_bytes: int, est_tokens: int,
+        self, group: tuple[str, str, str | None], request_ids: Sequence[int], input_bytes: int, est_tokens: int,
         now: float, token: int, reserve: Reservation | None = None,
     ) -> int | None:  # fmt: skip
-        """Durably commit an intent (a batch and its attempts in line order); its id. With
+        """Durably commit an intent (a batch and its attempts in line order; the model None
+        when it mixes several); its id. With
         `reserve`, its worst case is checked against the budgets and reserved in the same
         transaction (OverBudget if a racing reservation took the room)."""
 

@@ -146,17 +146,20 @@ class BatchingOps:
             return [(r[0], r[1], r[2], int(r[3])) for r in cur.fetchall()]
 
     def candidates(
-        self, provider: str, endpoint: str, model: str, page: int = 5000
+        self, provider: str, endpoint: str, model: str | None, page: int = 5000
     ) -> Iterator[tuple[int, int, int, int]]:
-        """(request id, body bytes, embedding inputs, text bytes) of ready requests in packing
-        order, fetched page by page (each page its own short read)."""
+        """(request id, body bytes, embedding inputs, text bytes) of ready requests of a model
+        (None: of every model) in packing order, fetched page by page (each its own short read)."""
         params: dict[str, Any] = {
             "provider": provider,
             "endpoint": endpoint,
             "model": model,
             "n": page,
         }
-        first, after = self.q("ready_candidates"), self.q("ready_candidates_after")
+        if model is None:
+            first, after = self.q("ready_candidates_any"), self.q("ready_candidates_any_after")
+        else:
+            first, after = self.q("ready_candidates"), self.q("ready_candidates_after")
         while True:
             with self._read() as cur:
                 cur.execute(after if "priority" in params else first, params)
@@ -168,7 +171,7 @@ class BatchingOps:
             params["priority"], params["id"] = int(rows[-1][4]), int(rows[-1][0])
 
     def create_intent(
-        self, group: tuple[str, str, str], request_ids: Sequence[int], input_bytes: int, est_tokens: int,
+        self, group: tuple[str, str, str | None], request_ids: Sequence[int], input_bytes: int, est_tokens: int,
         now: float, token: int, reserve: Reservation | None = None,
     ) -> int | None:  # fmt: skip
         """Durably commit an intent: a batch row and one attempt per request, in line order,
