@@ -77,7 +77,8 @@ def check_keys(
         name = key.replace("-", "_")
         if key in tables or (key in options and key):
             if not isinstance(value, dict):
-                raise ConfigError(f"{path}: {key} must be a table ([{key}]), got {value!r}")
+                kind = type(value).__name__  # not the value: it may be a pasted secret
+                raise ConfigError(f"{path}: {key} must be a table ([{key}]), got a {kind}")
             if key in options:
                 _check_table(value, path, f"[{key}] ", options[key])
             continue

@@ -8,13 +8,16 @@ responses are in test_bad_input_corpus_provider.py.
 
 from __future__ import annotations
 
+import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import orjson
 import pytest
-from corpus import CORPUS, backend, cases_on_stores, fingerprint
+from corpus import CORPUS, backend, cases, cases_on_stores, fingerprint
 
 from helpers import all_requests, cli, line, sql
 
@@ -135,3 +138,50 @@ def test_enqueue(case: dict[str, Any], seeded: str, tmp_path: Path) -> None:
         assert shown.exit_code == 0, shown.output
         assert [r["custom_id"] for r in orjson.loads(shown.stdout)] == [custom_id]
     assert sql(seeded, "SELECT COUNT(*) FROM requests")[0][0] == 3 + len(added), backend(seeded)
+
+
+# -- config files and the command line ---------------------------------------------------------
+
+
+def _pg_server() -> str:
+    dsn = os.environ.get("LLMBATCH_TEST_PG")
+    if not dsn:
+        pytest.skip("needs LLMBATCH_TEST_PG (a PostgreSQL server to name a missing database on)")
+    return urlsplit(dsn).netloc.rsplit("@", 1)[-1]
+
+
+@pytest.mark.parametrize("case", cases("config"))
+def test_config_and_cli(case: dict[str, Any], tmp_path: Path) -> None:
+    shutil.copy(CORPUS / "seed.jsonl", tmp_path / "seed.jsonl")
+    db = tmp_path / "corpus.db"
+    values = {
+        "config": str(CONFIG / case.get("config", "-")),
+        "db": str(db),
+        "dir": str(tmp_path),
+        "seed": str(CORPUS / "seed.jsonl"),
+    }
+    if any("{pg}" in a for a in case["args"]):
+        values["pg"] = _pg_server()
+    before = None
+    if case.get("seed"):
+        seeded = cli("--db", str(db), "enqueue", values["seed"])
+        assert seeded.exit_code == 0, seeded.output
+        before = fingerprint(str(db))
+
+    result = cli(*[_fill(a, **values) for a in case["args"]], env=case.get("env"))
+
+    output = result.stdout + result.stderr
+    assert result.exit_code == case["exit"], output
+    assert "Traceback" not in output
+    _in_order(result.stderr, [_fill(s, **values) for s in case["stderr"]])
+    for text in case.get("absent", []):
+        assert text not in output
+    if before is not None and case.get("packed"):
+        states = sql(str(db), "SELECT custom_id, state FROM requests ORDER BY custom_id")
+        assert [c for c, _ in states] == ["s1", "s2", "s3"]
+        assert {s for _, s in states} <= {"queued", "packed", "submitting"}, states
+        assert sql(str(db), "SELECT COUNT(*) FROM results") == [(0,)]
+    elif before is not None:
+        assert fingerprint(str(db)) == before, "a refused command changed the queue"
+    if case.get("no_db"):
+        assert not db.exists(), "a refused command created the database"
