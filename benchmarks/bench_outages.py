@@ -39,9 +39,7 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -54,10 +52,12 @@ from procs import (
     clean,
     enqueue,
     free_port,
+    own_database,
     scan_logs,
     start_worker,
     stop_worker,
     unfinished,
+    wait_ready,
     write_config,
 )  # fmt: skip
 
@@ -107,21 +107,6 @@ class PrivateCluster:
         shutil.rmtree(self.home, ignore_errors=True)
 
 
-@contextmanager
-def own_database(admin_dsn: str) -> Iterator[str]:
-    """A database of our own on the shared server: terminating its connections touches
-    nobody else's."""
-    name = f"llmbatch_outage_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(admin_dsn, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    base = admin_dsn.rsplit("/", 1)[0]
-    try:
-        yield f"{base}/{name}"
-    finally:
-        with psycopg.connect(admin_dsn, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
 def terminate_backends(admin_dsn: str, db: str) -> int:
     name = db.rsplit("/", 1)[1]
     with psycopg.connect(admin_dsn, autocommit=True) as conn:
@@ -154,16 +139,6 @@ class Feeder(threading.Thread):
                     self.retried += 1
                     time.sleep(0.3)
             time.sleep(self.spacing)
-
-
-def wait_ready(logs: list[Path], timeout: float = 60.0) -> None:
-    """Until every worker has opened the store: a worker that cannot connect at start-up
-    exits (that is for its supervisor); this benchmark is about outages once running."""
-    deadline = time.monotonic() + timeout
-    while not all(p.exists() and " serving " in p.read_text(errors="replace") for p in logs):
-        if time.monotonic() > deadline:
-            raise RuntimeError("the workers did not start")
-        time.sleep(0.05)
 
 
 def drive(

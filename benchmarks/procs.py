@@ -17,11 +17,15 @@ import subprocess
 import sys
 import time
 import urllib.request
+import uuid
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import openai
+import psycopg
 
 from llmbatch import Queue
 from llmbatch.emulator import EmulatorControl
@@ -83,6 +87,21 @@ class EmulatorProcess:
         return EmulatorControl(self.url)
 
 
+@contextmanager
+def own_database(admin_dsn: str, prefix: str = "llmbatch_bench") -> Iterator[str]:
+    """A database of our own on the shared server (dropped afterwards): terminating its
+    connections touches nobody else's."""
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(admin_dsn, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    base = admin_dsn.rsplit("/", 1)[0]
+    try:
+        yield f"{base}/{name}"
+    finally:
+        with psycopg.connect(admin_dsn, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 def write_config(path: Path, base_url: str, **engine: Any) -> Path:
     """Short delays so a run takes seconds; uploads kept so the audit can read them."""
     values: dict[str, Any] = {
@@ -116,6 +135,16 @@ def stop_worker(proc: subprocess.Popen[bytes]) -> int:
     except subprocess.TimeoutExpired:
         proc.kill()
         return proc.wait()
+
+
+def wait_ready(logs: list[Path], timeout: float = 60.0) -> None:
+    """Until every worker has said it is serving (SDKs imported, store open): a signal
+    before that kills it, and one that cannot reach its database at start-up exits."""
+    deadline = time.monotonic() + timeout
+    while not all(p.exists() and " serving " in p.read_text(errors="replace") for p in logs):
+        if time.monotonic() > deadline:
+            raise RuntimeError("the workers did not start")
+        time.sleep(0.05)
 
 
 def enqueue(db: str, n: int, queue: str = "bench", start: int = 0) -> None:
