@@ -16,7 +16,7 @@ A missing or negative field is flagged (`flag`), and its tokens are None: never 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 from llmbatch.pricing import FREE_ENDPOINTS, Tokens
 
@@ -76,6 +76,9 @@ def read_usage(usage: Any, *, provider: str = "openai", endpoint: str | None = N
         ):
             return _anthropic(usage)
         if "prompt_tokens" in usage:  # chat, completions, embeddings
+            fast = _chat(usage, endpoint)
+            if fast is not None:
+                return fast
             inp = _field(usage, "prompt_tokens", required=True)
             embeddings = endpoint == "/v1/embeddings" or (
                 endpoint is None and "completion_tokens" not in usage
@@ -95,7 +98,54 @@ def read_usage(usage: Any, *, provider: str = "openai", endpoint: str | None = N
     return UsageRecord(inp, out, cached=cached, reasoning=reasoning)
 
 
+def _chat(usage: dict[str, Any], endpoint: str | None) -> UsageRecord | None:
+    """Chat completions usage as the API sends it, read fast; None: take the careful path."""
+    if endpoint != "/v1/chat/completions":
+        return None
+    inp, out = usage.get("prompt_tokens"), usage.get("completion_tokens")
+    pd, cd = usage.get("prompt_tokens_details"), usage.get("completion_tokens_details")
+    cached = _zero(pd.get("cached_tokens")) if type(pd) is dict else 0 if pd is None else -1
+    reasoning = _zero(cd.get("reasoning_tokens")) if type(cd) is dict else 0 if cd is None else -1
+    if not (_count(inp) and _count(out) and _count(cached) and _count(reasoning)):
+        return None
+    if cached > inp or reasoning > out:
+        return None
+    return UsageRecord(inp, out, cached=cached, reasoning=reasoning)
+
+
+def _zero(v: Any) -> Any:
+    return 0 if v is None else v
+
+
+def _count(v: object) -> TypeGuard[int]:
+    """A plain non-negative int (not a bool, a float or a string): the fast paths' test."""
+    return type(v) is int and v >= 0
+
+
 def _anthropic(usage: dict[str, Any]) -> UsageRecord:
+    # The fast path: every field present or absent as the API sends them, all plain counts
+    # (this runs once per result: 100,000 times a batch). Anything else takes the careful
+    # path below, which says what is wrong.
+    fresh, out = usage.get("input_tokens"), usage.get("output_tokens")
+    read = _zero(usage.get("cache_read_input_tokens"))
+    writes = _zero(usage.get("cache_creation_input_tokens"))
+    split = usage.get("cache_creation")
+    if type(split) is dict:
+        w5m = _zero(split.get("ephemeral_5m_input_tokens"))
+        w1h = _zero(split.get("ephemeral_1h_input_tokens"))
+    elif split is None:
+        w5m, w1h = writes, 0
+    else:
+        w5m = w1h = None
+    if (
+        _count(fresh) and _count(out) and _count(read) and _count(writes) and _count(w5m)
+        and _count(w1h) and w5m + w1h == writes
+    ):  # fmt: skip
+        return UsageRecord(fresh + read + writes, out, cached=read, write_5m=w5m, write_1h=w1h)
+    return _anthropic_checked(usage)
+
+
+def _anthropic_checked(usage: dict[str, Any]) -> UsageRecord:
     fresh = _field(usage, "input_tokens", required=True)
     out = _field(usage, "output_tokens", required=True)
     read = _field(usage, "cache_read_input_tokens")

@@ -6,6 +6,8 @@ from typing import Any
 
 import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from llmbatch.ingest import parse_line
 from llmbatch.pricing import Tokens
@@ -103,3 +105,60 @@ def test_parse_line_reads_usage_with_the_batch_endpoint() -> None:
         "/v1/embeddings",
     )
     assert f.ok and f.input_tokens is None and f.usage is not None and f.usage.flag
+
+
+# -- the fast paths read exactly what the careful ones do -------------------------------------
+
+_values = st.one_of(
+    st.none(), st.integers(-3, 10**7), st.booleans(), st.floats(-2, 50), st.just("7"),
+    st.just(3.0), st.lists(st.integers(), max_size=1),
+)  # fmt: skip
+
+
+def _maybe(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in d.items() if v is not _ABSENT}
+
+
+_ABSENT = object()
+_slot = st.one_of(st.just(_ABSENT), _values)
+
+
+@given(
+    st.fixed_dictionaries({
+        "input_tokens": _slot, "output_tokens": _slot, "cache_read_input_tokens": _slot,
+        "cache_creation_input_tokens": _slot,
+        "cache_creation": st.one_of(st.just(_ABSENT), st.none(), st.just([]), st.fixed_dictionaries(
+            {"ephemeral_5m_input_tokens": _slot, "ephemeral_1h_input_tokens": _slot}).map(_maybe)),
+    }).map(_maybe)
+)  # fmt: skip
+def test_the_anthropic_fast_path_agrees_with_the_careful_one(usage: dict[str, Any]) -> None:
+    from llmbatch.usage import _anthropic_checked
+
+    try:
+        careful = _anthropic_checked(usage)
+    except Exception as exc:  # the careful path raises _Bad; read_usage turns it into a flag
+        careful = UsageRecord(None, None, flag=str(exc))
+    assert read_usage(usage, provider="anthropic") == careful
+
+
+@given(
+    st.fixed_dictionaries({
+        "prompt_tokens": _values, "completion_tokens": _slot,
+        "prompt_tokens_details": st.one_of(st.just(_ABSENT), st.none(), st.just(1),
+                                           st.fixed_dictionaries({"cached_tokens": _slot}).map(_maybe)),
+        "completion_tokens_details": st.one_of(st.just(_ABSENT), st.none(), st.fixed_dictionaries(
+            {"reasoning_tokens": _slot}).map(_maybe)),
+    }).map(_maybe)
+)  # fmt: skip
+def test_the_chat_fast_path_agrees_with_the_careful_one(usage: dict[str, Any]) -> None:
+    import llmbatch.usage as mod
+
+    chat = "/v1/chat/completions"
+    fast = read_usage(usage, endpoint=chat)
+    real = mod._chat
+    mod._chat = lambda _u, _e: None  # type: ignore[assignment]
+    try:
+        careful = read_usage(usage, endpoint=chat)
+    finally:
+        mod._chat = real
+    assert fast == careful
