@@ -26,7 +26,7 @@ from typing import Any
 
 from llmbatch import budget
 from llmbatch.budget import BudgetSettings
-from llmbatch.errors import RejectedError, TransientError
+from llmbatch.errors import ConfigError, RejectedError, TransientError
 from llmbatch.ingest import Ingesting
 from llmbatch.packing import cut
 from llmbatch.providers import BatchStatus, Provider, make_provider
@@ -60,6 +60,15 @@ class EngineSettings:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     providers: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> provider settings
     budgets: BudgetSettings = field(default_factory=BudgetSettings)
+    # Requests of a batch whose results the provider archived before they were read:
+    # "requeue" (sent again) or "fail" (a result with the reason "archived").
+    archived: str = "requeue"
+
+    def __post_init__(self) -> None:
+        if self.archived not in ("requeue", "fail"):
+            raise ConfigError(
+                f'[engine] archived = {self.archived!r}: it takes "requeue" or "fail"'
+            )
 
 
 @dataclass

@@ -21,7 +21,7 @@ import orjson
 
 from llmbatch.errors import RejectedError, TransientError
 from llmbatch.pricing import model_prices
-from llmbatch.providers.base import BatchStatus, read_lines
+from llmbatch.providers.base import BatchStatus, ResultsGone, read_lines
 from llmbatch.retry import decide
 from llmbatch.store.batching import OpenBatch, Outcome
 from llmbatch.usage import UsageRecord, read_usage
@@ -202,6 +202,9 @@ class Ingesting:
         except TransientError as exc:
             self._later(b.id, now, exc, report)
             return
+        except ResultsGone as exc:
+            self._archived(b, now, token, str(exc), report)
+            return
         except RejectedError as exc:
             # A result file that is gone (404): another worker that took the lease over may have
             # ingested the batch and deleted it (then this worker's next write fails and it stops
@@ -262,6 +265,36 @@ class Ingesting:
                 )
             except TransientError as exc:
                 report.notes.append(f"clean-up later: {exc}")
+
+    def _archived(self, b: OpenBatch, now: float, token: int, why: str, report: TickReport) -> None:
+        """The provider archived the results before we read them: the requests still waiting
+        go back to the queue (`archived = "requeue"`, counted as an expiry) or fail with the
+        reason "archived" (`archived = "fail"`); the batch shows as archived in `status`."""
+        fail = self.settings.archived == "fail"
+        message = "the provider archived the results before they were read"
+        outs = [
+            Outcome(a, "failed", error_code="archived", error_message=message)
+            if fail
+            else Outcome(
+                a, "requeue", error_code="archived", error_message=message, charge_expiry=1
+            )
+            for a, _r, _l in (self.store.unfinished_attempts(b.id) if b.intent_id is None else [])
+        ]
+        if b.cancel_requested_at is not None:
+            outs = [dataclasses.replace(o, kind="cancelled") for o in outs]
+        for i in range(0, len(outs), self.settings.ingest_chunk):
+            self.store.apply_outcomes(b.id, outs[i : i + self.settings.ingest_chunk], now, token)
+        gone = BatchStatus(
+            b.provider_batch_id or "", b.state, "archived", b.request_count, b.completed_count,
+            b.failed_count,
+        )  # fmt: skip
+        self.store.update_batch(b.id, gone, now, token)
+        self.store.note("archived", b.id, why)
+        self._mark_ingested(
+            b, now, token, f"archived: {len(outs):,} requests {'failed' if fail else 'requeued'}"
+        )
+        report.ingested_batches += 1
+        report.notes.append(f"{why}; {len(outs):,} requests {'failed' if fail else 'queued again'}")
 
     def _apply(self, b: OpenBatch, findings: list[Finding], now: float, token: int) -> int:
         if not findings:

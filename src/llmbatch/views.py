@@ -115,7 +115,7 @@ def print_batches(batches: list[dict[str, Any]], now: float) -> None:
             note = note or "intent committed, being sent"
         rows.append([
             str(b["id"]), b.get("provider_batch_id") or "-", b.get("model") or "-",
-            b.get("provider_status") or b["state"] if b["state"] != "ingested" else "done",
+            b.get("provider_status") or b["state"] if b["state"] != "ingested" else _done(b),
             f"{b['request_count']:,}", f"{b['completed_count']:,}", f"{b['failed_count']:,}",
             _age(now, b.get("submitted_at") or b.get("created_at")), note,
         ])  # fmt: skip
@@ -131,6 +131,11 @@ def print_batches(batches: list[dict[str, Any]], now: float) -> None:
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
     for row in [header, *rows]:
         print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+
+
+def _done(b: dict[str, Any]) -> str:
+    """A finished batch: done, or archived when its results were gone before they were read."""
+    return "archived" if b.get("provider_status") == "archived" else "done"
 
 
 def print_deadlines(missed: int, at_risk: int) -> None:

@@ -177,3 +177,46 @@ def test_reconcile_adopts_an_unrecorded_batch_by_request_count(
     assert provider.reconcile([other], other.created_at) == {}
     recorded = frozenset({ref.provider_batch_id})
     assert provider.reconcile([intent], intent.created_at, recorded) == {}
+
+
+@pytest.mark.parametrize("mode", ["requeue", "fail"])
+def test_results_archived_before_they_were_read(mode: str, db: str, emu: RunningEmulator) -> None:
+    """The batch ended, then 29 virtual days passed before the engine looked: results 404."""
+    items = [message(i) for i in range(3)]
+    enqueue(db, items, "anthropic")
+    engine = Engine(open_store(db), anthropic_settings(emu, archived=mode))
+    try:
+        engine.next_poll_at = time.time() + 3600  # not polled yet: it ends unseen
+        engine.tick(time.time())  # packs and creates the batch
+        ((pid,),) = sql(db, "SELECT provider_batch_id FROM batches")
+        emu.control.wait(pid, "ended")
+        emu.control.advance(30 * 86400)
+        engine.next_poll_at = 0.0
+        deadline = time.monotonic() + 30
+        while engine.store.unfinished_count():
+            engine.tick(time.time())
+            assert time.monotonic() < deadline, "not drained in time"
+            time.sleep(0.02)
+    finally:
+        engine.close()
+        engine.store.close()
+    assert results_per_request(db) == {it["custom_id"]: 1 for it in items}
+    if mode == "requeue":
+        assert states(db) == {"succeeded": 3}
+        assert sql(db, "SELECT COUNT(*) FROM batches")[0][0] == 2
+    else:
+        assert states(db) == {"failed": 3}
+        codes = {
+            r["error"]["code"]
+            for r in map(orjson.loads, cli("--db", db, "results").stdout.splitlines())
+        }
+        assert codes == {"archived"}
+    status = cli("--db", db, "status").stdout
+    assert pid in status and "archived" in status
+
+
+def test_engine_settings_refuse_an_unknown_archived_choice() -> None:
+    from llmbatch.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="archived"):
+        EngineSettings(archived="drop")

@@ -45,7 +45,15 @@ import orjson
 from anthropic.types.messages import MessageBatch
 
 from llmbatch.errors import AuthError, RejectedError, TransientError
-from llmbatch.providers.base import BatchRef, BatchStatus, Intent, Journal, Limits, ResultFile
+from llmbatch.providers.base import (
+    BatchRef,
+    BatchStatus,
+    Intent,
+    Journal,
+    Limits,
+    ResultFile,
+    ResultsGone,
+)
 from llmbatch.providers.errors import calling
 
 MAX_REQUESTS = 100_000
@@ -207,16 +215,22 @@ class AnthropicProvider:
         batch_id = status.provider_batch_id
         path = folder / f"{batch_id}.output.jsonl"
         size, last = 0, b""
-        with (
-            self._calling(f"results of {batch_id}"),
-            self.client.messages.batches.with_streaming_response.results(batch_id) as resp,
-            open(path, "wb") as out,
-        ):
-            expected = resp.headers.get("content-length")
-            for chunk in resp.iter_bytes(CHUNK):
-                out.write(chunk)
-                size += len(chunk)
-                last = (last + chunk)[-CHUNK:]
+        try:
+            with (
+                self._calling(f"results of {batch_id}"),
+                self.client.messages.batches.with_streaming_response.results(batch_id) as resp,
+                open(path, "wb") as out,
+            ):
+                expected = resp.headers.get("content-length")
+                for chunk in resp.iter_bytes(CHUNK):
+                    out.write(chunk)
+                    size += len(chunk)
+                    last = (last + chunk)[-CHUNK:]
+        except (RejectedError, anthropic.AnthropicError) as exc:
+            self._raise_if_archived(batch_id)
+            if isinstance(exc, RejectedError):
+                raise
+            raise RejectedError(f"{self.name}: results of {batch_id}: {exc}") from None
         tail = last.rstrip(b"\r\n").rsplit(b"\n", 1)[-1]
         truncated = expected is not None and size != int(expected)
         if not truncated and tail.strip():
@@ -245,6 +259,16 @@ class AnthropicProvider:
                 pass  # already gone, or not ended (then the provider keeps it 29 days)
 
     # -- helpers -------------------------------------------------------------------------
+    def _raise_if_archived(self, batch_id: str) -> None:
+        """After results could not be read: ResultsGone if the batch says they are archived."""
+        with self._calling(f"retrieve {batch_id}"):
+            b = self.client.messages.batches.retrieve(batch_id)
+        if b.archived_at is not None:
+            raise ResultsGone(
+                f"{self.name}: the results of batch {batch_id} were archived at "
+                f"{b.archived_at.isoformat()} before they were read"
+            )
+
     def _first_custom_id(self, batch_id: str) -> str | None:
         """The custom_id of a batch's first result line, reading no further than that line."""
         head = b""

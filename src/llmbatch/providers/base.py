@@ -13,6 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from llmbatch.errors import RejectedError
+
+
+class ResultsGone(RejectedError):
+    """The provider no longer holds a batch's results (Anthropic archives them 29 days after
+    the batch ended): they can never be read, so its unanswered requests are decided now."""
+
 
 @dataclass(frozen=True, slots=True)
 class Limits:
