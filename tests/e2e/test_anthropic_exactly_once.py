@@ -1,0 +1,336 @@
+"""Exactly-once submission with Anthropic Message Batches (issue 9): no metadata, so a lost
+create is found by request count, and batches of ours the store never recorded are found by
+the attempt ids in their first result line.
+
+Real HTTP, the emulator and the official `anthropic` SDK; faults only through the control
+API. A crash is left as a kill would leave it: the store's own verbs under a lease whose
+holder is gone, and the create sent by hand with the SDK, then a fresh engine ticks.
+Creates are counted in the emulator's call log. Where the protocol's residual risk (a second
+create) is reproduced, the test says so and checks that every request still has exactly one
+result.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import anthropic
+import orjson
+import pytest
+
+from helpers import E2E_KEY_ENV, results_per_request, sql
+from helpers import fast_settings as settings
+from helpers import request_states as states
+from llmbatch import EngineSettings, Queue
+from llmbatch.emulator import EmulatorControl, RunningEmulator, running
+from llmbatch.engine import Engine
+from llmbatch.providers.anthropic import AnthropicProvider
+from llmbatch.store import Store, open_store
+from llmbatch.store.batching import Outcome
+
+MODEL = "claude-3-5-haiku-latest"
+ENDPOINT = "/v1/messages"
+GROUP = ("anthropic", ENDPOINT, MODEL)
+CREATE = "/v1/messages/batches"
+
+
+@pytest.fixture
+def emu() -> Iterator[RunningEmulator]:
+    with running(seed=19) as e:
+        yield e
+
+
+@pytest.fixture
+def opened(db: str) -> Iterator[Store]:
+    s = open_store(db)
+    yield s
+    s.close()
+
+
+def enqueue(db: str, n: int, prefix: str = "m") -> list[str]:
+    items = [
+        {
+            "custom_id": f"{prefix}{i}",
+            "params": {
+                "model": MODEL,
+                "max_tokens": 32,
+                "messages": [{"role": "user", "content": f"question {prefix}{i}"}],
+            },
+        }
+        for i in range(n)
+    ]
+    with Queue(db, "q", provider="anthropic") as q:
+        assert q.add_many(items).added == n
+    return [str(it["custom_id"]) for it in items]
+
+
+def anthropic_settings(emu: RunningEmulator, **overrides: Any) -> EngineSettings:
+    s = settings(emu, **overrides)
+    s.providers["anthropic"] = {"base_url": emu.url, "api_key_env": E2E_KEY_ENV}
+    return s
+
+
+def sdk(emu: RunningEmulator) -> anthropic.Anthropic:
+    return anthropic.Anthropic(base_url=emu.url, api_key="sk-test-not-a-secret", max_retries=0)
+
+
+def creates(control: EmulatorControl) -> int:
+    """POST /v1/messages/batches in the call log: every create the emulator saw."""
+    return sum(1 for c in control.calls() if c["method"] == "POST" and c["path"] == CREATE)
+
+
+def result_reads(control: EmulatorControl, batch_id: str) -> int:
+    return sum(
+        1
+        for c in control.calls()
+        if c["method"] == "GET" and c["path"].endswith(f"{batch_id}/results")
+    )
+
+
+def drive(engine: Engine, max_seconds: float = 30.0) -> None:
+    deadline = time.monotonic() + max_seconds
+    while engine.store.unfinished_count():
+        report = engine.tick(time.time())
+        assert time.monotonic() < deadline, f"not drained; last notes {report.notes}"
+        time.sleep(0.02)
+
+
+def run(db: str, emu: RunningEmulator, **overrides: Any) -> Engine:
+    engine = Engine(open_store(db), anthropic_settings(emu, **overrides))
+    try:
+        drive(engine)
+    finally:
+        engine.close()
+        engine.store.close()
+    return engine
+
+
+def assert_once(db: str, custom_ids: Sequence[str]) -> None:
+    """Every request one result and succeeded; every batch recorded is ingested; no line of
+    any batch was an anomaly (results landed on the attempts they name)."""
+    assert results_per_request(db) == dict.fromkeys(custom_ids, 1)
+    assert states(db) == {"succeeded": len(custom_ids)}
+    assert {s for (s,) in sql(db, "SELECT state FROM batches")} == {"ingested"}
+    assert sql(db, "SELECT detail FROM events WHERE kind = 'anomaly'") == []
+
+
+class Crashed:
+    """A worker that committed intents, sent creates by hand, and died before recording."""
+
+    def __init__(self, db: str, store: Store, emu: RunningEmulator) -> None:
+        self.db, self.store, self.emu = db, store, emu
+        self.now = time.time() - 5
+        token = store.acquire_lease("engine", "gone-host:1:1/dead", 1.0, self.now - 100)
+        assert token is not None
+        self.token = token
+        self.client = sdk(emu)
+
+    def intent(self, custom_prefix: str = "") -> int:
+        ids = [
+            int(r)
+            for (r,) in sql(
+                self.db,
+                "SELECT id FROM requests WHERE state = 'queued' AND custom_id LIKE ? ORDER BY id",
+                [custom_prefix + "%"],
+            )
+        ]
+        batch_id = self.store.create_intent(GROUP, ids, 0, 0, self.now, self.token)
+        assert batch_id is not None
+        return batch_id
+
+    def mark_create(self, batch_id: int) -> None:
+        self.store.mark("create", batch_id, self.now, self.token)
+
+    def create(self, batch_id: int) -> str:
+        """The create the dead worker sent: the intent's lines, attempt ids as custom ids."""
+        provider = AnthropicProvider()
+        prefix = self.store.store_id + "-"
+        requests = [
+            orjson.loads(provider.request_line(prefix + str(a), endpoint, body))
+            for a, endpoint, body in self.store.batch_lines(batch_id)
+        ]
+        return str(self.client.messages.batches.create(requests=requests).id)
+
+
+# -- crash windows ------------------------------------------------------------------------------
+
+WINDOWS = ["intent only", "create marked, nothing sent", "after create"]
+
+
+@pytest.mark.parametrize("window", WINDOWS)
+def test_crash_window_then_drain(window: str, db: str, opened: Store, emu: RunningEmulator) -> None:
+    custom_ids = enqueue(db, 6)
+    dead = Crashed(db, opened, emu)
+    batch_id = dead.intent()
+    batch = None
+    if window != "intent only":
+        dead.mark_create(batch_id)
+    if window == "after create":
+        batch = dead.create(batch_id)
+    by_hand = creates(emu.control)
+    run(db, emu, settle_seconds=0.5)
+    pid = sql(db, "SELECT provider_batch_id FROM batches WHERE id = ?", [batch_id])[0][0]
+    assert creates(emu.control) - by_hand == (0 if batch else 1)
+    assert creates(emu.control) == 1
+    if batch is not None:
+        assert pid == batch
+        adopted = sql(db, "SELECT detail FROM events WHERE kind = 'adopted'")
+        assert any(batch in d for (d,) in adopted)
+    assert_once(db, custom_ids)
+
+
+def test_create_answered_500_after_it_was_made(db: str, emu: RunningEmulator) -> None:
+    """mode: after: the batch exists, the answer is a 500; the retry reconciles and finds it."""
+    custom_ids = enqueue(db, 9)
+    emu.control.add_fault("messages.batches.create", "500", mode="after", count=1)
+    run(db, emu, settle_seconds=0.5)
+    assert creates(emu.control) == 1
+    assert sql(db, "SELECT COUNT(*) FROM batches")[0][0] == 1
+    assert_once(db, custom_ids)
+
+
+LAG = 1.5
+
+
+@pytest.mark.parametrize("settle", [0.3, 4.0], ids=["settle<lag", "settle>lag"])
+def test_list_lag_with_a_lost_create_response(settle: float, db: str, emu: RunningEmulator) -> None:
+    """A create whose answer was lost, and lists that hide new batches for LAG seconds.
+
+    settle > lag: the engine waits, then adopts the batch by its request count — one create.
+    settle < lag: it creates again before the list shows the first — the protocol's
+    residual risk, reported here. The sweep later finds the first batch by the attempt ids
+    in its results and adopts it, so it is recorded and ingested, and every request still
+    has exactly one result."""
+    custom_ids = enqueue(db, 8)
+    emu.control.add_fault("messages.batches.list", "list_lag", seconds=LAG)
+    emu.control.add_fault("messages.batches.create", "500", mode="after", count=1)
+    started = time.monotonic()
+    engine = Engine(
+        open_store(db), anthropic_settings(emu, settle_seconds=settle, sweep_interval=0.1)
+    )
+    try:
+        drive(engine)
+        elapsed = time.monotonic() - started
+        if settle < LAG:  # the sweep finds the first batch once the lag is over
+            deadline = time.monotonic() + 20
+            while {s for (s,) in sql(db, "SELECT state FROM batches")} != {"ingested"} or sql(
+                db, "SELECT COUNT(*) FROM batches"
+            )[0][0] < 2:
+                assert time.monotonic() < deadline, "the unrecorded batch was never adopted"
+                engine.tick(time.time())
+                time.sleep(0.1)
+    finally:
+        engine.close()
+        engine.store.close()
+    made = creates(emu.control)
+    if settle > LAG:
+        assert made == 1
+        assert elapsed >= LAG - 0.2  # it did wait for the list
+    else:
+        assert made == 2
+        rows = sql(db, "SELECT intent_id FROM batches ORDER BY id")
+        assert rows == [(None,), (1,)]  # the first create, adopted as a batch of intent 1
+        print(
+            f"residual risk reproduced: settle {settle} s < list lag {LAG} s -> {made} creates "
+            "for 1 intent; the duplicate was adopted by the sweep, its results skipped"
+        )
+    assert_once(db, custom_ids)
+
+
+# -- several candidates -------------------------------------------------------------------------
+
+
+def test_equal_candidates_are_all_adopted(db: str, opened: Store, emu: RunningEmulator) -> None:
+    """The dead worker's create went out twice (a re-create after the settle delay, then a
+    crash): two unrecorded batches of the intent's size. One is the intent's, the other is
+    adopted as its duplicate; nothing is created again."""
+    custom_ids = enqueue(db, 5)
+    dead = Crashed(db, opened, emu)
+    batch_id = dead.intent()
+    dead.mark_create(batch_id)
+    first, second = dead.create(batch_id), dead.create(batch_id)
+    run(db, emu)
+    assert creates(emu.control) == 2  # both by the dead worker; none by the engine
+    rows = sql(db, "SELECT id, provider_batch_id, intent_id FROM batches ORDER BY id")
+    assert rows == [(batch_id, first, None), (rows[1][0], second, batch_id)]
+    dup = sql(db, "SELECT detail FROM events WHERE kind = 'duplicate_create'")
+    assert len(dup) == 1 and second in dup[0][0]
+    print(f"residual double create adopted: {second} duplicates {first} (intent {batch_id})")
+    assert_once(db, custom_ids)
+
+
+def test_two_lost_creates_of_equal_size_each_find_their_own(
+    db: str, opened: Store, emu: RunningEmulator
+) -> None:
+    """Two intents of the same size, both created, neither recorded: matched in creation
+    order, each gets its own batch, and no result lands on another intent's attempts."""
+    custom_ids = enqueue(db, 4, "a") + enqueue(db, 4, "b")
+    dead = Crashed(db, opened, emu)
+    one, two = dead.intent("a"), dead.intent("b")
+    for i in (one, two):
+        dead.mark_create(i)
+    made = {one: dead.create(one), two: dead.create(two)}
+    run(db, emu)
+    assert creates(emu.control) == 2
+    assert dict(sql(db, "SELECT id, provider_batch_id FROM batches")) == made
+    assert_once(db, custom_ids)
+
+
+# -- the sweep ----------------------------------------------------------------------------------
+
+
+def test_sweep_adopts_our_unrecorded_batch_and_reads_foreign_ones_once(
+    db: str, opened: Store, emu: RunningEmulator
+) -> None:
+    """An ended batch of ours the store never recorded (say, a database restored from before
+    it was sent) is adopted and ingested; another app's batch is read one line, once."""
+    custom_ids = enqueue(db, 3)
+    hello: Any = [{"role": "user", "content": "hi"}]
+    foreign = (
+        sdk(emu)
+        .messages.batches.create(
+            requests=[
+                {
+                    "custom_id": "someone-else-1",
+                    "params": {"model": MODEL, "max_tokens": 8, "messages": hello},
+                }
+            ]
+        )
+        .id
+    )
+    dead = Crashed(db, opened, emu)
+    batch_id = dead.intent()
+    ours = dead.create(batch_id)
+    # The store lost track of it: the intent was given up and its requests queued again.
+    outs = [
+        Outcome(a, "requeue", error_code="lost", error_message="store restored")
+        for a, _r, _l in opened.unfinished_attempts(batch_id)
+    ]
+    opened.apply_outcomes(batch_id, outs, dead.now, dead.token)
+    opened.mark_ingested(batch_id, dead.now, dead.token, "given up")
+    for pid in (ours, foreign):
+        emu.control.wait(pid, "ended")
+    engine = Engine(open_store(db), anthropic_settings(emu, sweep_interval=0.05))
+    try:
+        drive(engine)
+        deadline = time.monotonic() + 20
+        ingested = [("ingested",)]
+        while sql(db, "SELECT state FROM batches WHERE provider_batch_id = ?", [ours]) != ingested:
+            assert time.monotonic() < deadline, "our unrecorded batch was never ingested"
+            engine.tick(time.time())
+            time.sleep(0.06)
+        for _ in range(3):  # more sweeps: nothing new is read
+            engine.tick(time.time())
+            time.sleep(0.06)
+    finally:
+        engine.close()
+        engine.store.close()
+    assert creates(emu.control) == 2 + 1  # the foreign one, ours by hand, the engine's one
+    adopted = sql(db, "SELECT intent_id, state FROM batches WHERE provider_batch_id = ?", [ours])
+    assert adopted == [(batch_id, "ingested")]
+    assert sql(db, "SELECT COUNT(*) FROM batches WHERE provider_batch_id = ?", [foreign]) == [(0,)]
+    assert result_reads(emu.control, foreign) == 1
+    assert results_per_request(db) == dict.fromkeys(custom_ids, 1)
+    assert states(db) == {"succeeded": 3}
