@@ -6,7 +6,7 @@
 | 401/403, `authentication_error`, `permission_error`                  | AuthError: stop |
 | 429, `rate_limit_error`; 5xx, 529, `overloaded_error`, `api_error`;  | TransientError  |
 | 408/409 unless `x-should-retry: false`; no connection, a timeout, a  | (retry-after    |
-| connection broken mid-body                                           | kept)           |
+| connection broken mid-body; a 200 that is not JSON (an HTML page)    | kept)           |
 | any other 4xx (`invalid_request_error`, `not_found_error`, ...)      | RejectedError   |
 """
 
@@ -62,6 +62,15 @@ def calling(
     except (sdk.APIConnectionError, sdk.APITimeoutError) as exc:
         raise TransientError(
             f"{provider}: {what}: cannot reach {where()}: {type(exc).__name__}"
+        ) from None
+    except AttributeError as exc:
+        # Where the SDK expects JSON but gets a page (an HTML 200 from a proxy or a login
+        # portal), it hands back the text, and the first attribute read fails.
+        if "'str' object" not in str(exc):
+            raise
+        raise TransientError(
+            f"{provider}: {what}: {where()} answered with a page that is not JSON (a proxy or "
+            "a login portal in the way?)"
         ) from None
     except TRANSPORT_ERRORS as exc:
         raise TransientError(

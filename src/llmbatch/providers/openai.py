@@ -113,7 +113,7 @@ class OpenAIProvider:
             created = self.client.with_options(max_retries=0).files.create(
                 file=(intent.file_name, fh, "application/jsonl"), purpose="batch"
             )
-        return str(created.id)
+            return str(created.id)  # inside: an answer that is not JSON fails here
 
     def create(self, intent: Intent, file_id: str) -> BatchRef:
         with self._calling(f"create for {intent.file_name}"):
@@ -123,7 +123,7 @@ class OpenAIProvider:
                 completion_window="24h",
                 metadata=intent.metadata,
             )
-        return BatchRef(batch.id, file_id)
+            return BatchRef(batch.id, file_id)
 
     def reconcile(
         self, intents: Sequence[Intent], since: float, recorded: frozenset[str] = frozenset()
