@@ -220,3 +220,17 @@ def test_engine_settings_refuse_an_unknown_archived_choice() -> None:
 
     with pytest.raises(ConfigError, match="archived"):
         EngineSettings(archived="drop")
+
+
+def test_a_model_under_a_quota_is_packed_alone(db: str, emu: RunningEmulator) -> None:
+    """An enqueued-token quota counts per model, so its model does not share a batch."""
+    items = [message(i, "claude-3-5-haiku-latest") for i in range(3)]
+    items += [message(i, "claude-sonnet-4-20250514") for i in range(3, 5)]
+    enqueue(db, items, "anthropic")
+    quotas = {("anthropic", "claude-3-5-haiku-latest"): 10**9}
+    drain(db, anthropic_settings(emu, quotas=quotas))
+    assert states(db) == {"succeeded": 5}
+    assert sorted(sql(db, "SELECT model, request_count FROM batches")) == [
+        ("claude-3-5-haiku-latest", 3),
+        ("claude-sonnet-4-20250514", 2),
+    ]

@@ -16,18 +16,29 @@ The protocol:
    key and could create a second batch); its id is committed at once.
 3. After any interruption the next attempt reconciles: it lists batches created since the
    intent (minus `clock_skew` seconds), drops those the store has recorded, and matches by
-   total request count. One match is adopted. With several equal candidates it adopts one
-   (the newest); attempt ids are globally unique, so any other that was ours is still
-   ingested by the sweep, whose `list_tagged` recognises our store's attempt-id prefix in
-   results, and its results land on the right requests.
+   total request count. Every unrecorded intent that may have been created is matched at
+   once, oldest candidate to oldest intent, so two lost creates of the same size each find
+   their own. Candidates left over are duplicates (a create repeated after the settle
+   delay): they are adopted as further batches of the intent, and as attempt ids are
+   globally unique their results land on the right requests (already answered ones are
+   skipped).
 4. With no candidate the engine waits `settle_seconds` (the list may lag) and creates again.
+5. The sweep (`list_tagged`) reads the first result line of each ended batch the store does
+   not know, once per process, and adopts those whose custom ids carry our store's
+   attempt-id prefix: a batch that appeared in the list only after a re-create, or one a
+   restored database forgot, is still recorded and ingested.
 
 Residual risk: a created batch that stays invisible in the list for longer than the settle
 delay, with our record of it lost, is created twice; both are paid, no request is lost or
-answered twice. A foreign batch (another tool on the same key) of exactly the same size,
-created in the window, can be adopted by mistake: its results carry no ids of ours, so the
-batch is ingested with anomalies and our requests go back to the queue uncharged, while
-the batch we did create is found later by the sweep.
+answered twice, and the sweep adopts the first once it has ended
+(tests/e2e/test_anthropic_exactly_once.py reproduces and reports it). A foreign batch
+(another tool on the same key) of exactly the same size, created in the window, can be
+adopted by mistake: its results carry no ids of ours, so the batch is ingested with
+anomalies and our requests go back to the queue uncharged, while the batch we did create is
+found later by the sweep.
+
+Archived results (29 days after a batch ends) cannot be read: `download` raises ResultsGone
+and the engine requeues or fails the batch's waiting requests (`[engine] archived`).
 """
 
 from __future__ import annotations
