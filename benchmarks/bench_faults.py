@@ -61,6 +61,7 @@ ENDPOINT_KINDS: list[dict[str, Any]] = [
     {"kind": "drop"},
 ]
 P_LINE_FAILURE, P_BATCH_FAILURE, P_EXPIRY = 0.04, 0.01, 0.05
+FINAL = ("succeeded", "failed", "cancelled")
 
 
 def rows(db: str, statement: str) -> list[Any]:
@@ -77,18 +78,29 @@ def rows(db: str, statement: str) -> list[Any]:
         conn.close()
 
 
-def inject(control: EmulatorControl, fault_rate: float, request_failure_rate: float) -> None:
+def inject(
+    control: EmulatorControl, providers: list[str], fault_rate: float, request_failure_rate: float
+) -> None:
     """The endpoint faults: the first matching rule whose dice hit wins, so each of the n
     kinds gets the rate that makes their union `fault_rate`."""
-    control.add_fault("batches.create", "500", mode="after", rate=0.05)
-    control.add_fault("files.create", "503", mode="after", rate=0.03)
+    ops, lists = [], []
+    if "openai" in providers:
+        control.add_fault("batches.create", "500", mode="after", rate=0.05)
+        control.add_fault("files.create", "503", mode="after", rate=0.03)
+        ops += ["files.*", "batches.*"]
+        lists += ["batches.list", "files.list"]
+    if "anthropic" in providers:
+        # Message Batches: the create is the upload (the requests travel inline)
+        control.add_fault("messages.batches.create", "500", mode="after", rate=0.05)
+        ops += ["messages.batches.*"]
+        lists += ["messages.batches.list"]
     each = 1 - (1 - fault_rate) ** (1 / len(ENDPOINT_KINDS))
     for rule in ENDPOINT_KINDS:
-        for op in ("files.*", "batches.*"):
+        for op in ops:
             control.add_fault(
                 op, rule["kind"], rate=each, **{k: v for k, v in rule.items() if k != "kind"}
             )
-    for op in ("batches.list", "files.list"):
+    for op in lists:
         control.add_fault(op, "list_lag", seconds=2.0)
     control.set_config(request_failure_rate=request_failure_rate, request_failure_status=500)
 
@@ -120,6 +132,8 @@ class Chaos(threading.Thread):
         fate = self.fate.get(pid)
         if fate is None:
             r = self.rng.random()
+            if pid.startswith("msgbatch_"):  # a message batch has no validation to fail
+                r = max(r, P_LINE_FAILURE + P_BATCH_FAILURE)
             fate = "none"
             if r < P_LINE_FAILURE:
                 fate = "line"
@@ -152,17 +166,23 @@ class Chaos(threading.Thread):
 
 def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     db = args.db or str(work / "faults.db")
+    providers = ["openai", "anthropic"] if args.provider == "mixed" else [args.provider]
     with running(seed=args.seed, rate=args.rate, validating_seconds=0.3) as emu:
-        enqueue(db, args.requests)
-        inject(emu.control, args.fault_rate, args.request_failure_rate)
+        enqueue(db, args.requests, providers)
+        inject(emu.control, providers, args.fault_rate, args.request_failure_rate)
         retry = RetryPolicy(base_seconds=args.base_seconds, max_seconds=args.base_seconds * 8)
         overrides: dict[str, Any] = {
             "poll_interval": 0.1, "max_poll_interval": 0.5, "backoff_seconds": 0.2,
             "settle_seconds": 5.0, "max_batch_requests": args.batch_requests,
+            # kept so the audit can read every batch's lines; a real run deletes them
+            "delete_files": False,
         }  # fmt: skip
         settings = EngineSettings(
             **overrides, retry=retry,
-            providers={"openai": {"base_url": emu.base_url, "api_key_env": KEY_ENV}},
+            providers={
+                "openai": {"base_url": emu.base_url, "api_key_env": KEY_ENV},
+                "anthropic": {"base_url": emu.url, "api_key_env": KEY_ENV},
+            },
         )  # fmt: skip
         chaos = Chaos(db, emu.control, args.seed)
         chaos.start()
@@ -184,16 +204,25 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                     "hits"
                 ]
         emu.control.clear_faults()
-        per_intent = creates_per_intent(emu, db)
+        per_intent, per_attempt = created_batches(emu, db)
     counts = dict(rows(db, "SELECT state, COUNT(*) FROM requests GROUP BY state"))
     succeeded = int(counts.get("succeeded", 0))
+    results = rows(
+        db,
+        "SELECT r.state, COUNT(x.id) FROM requests r "
+        "LEFT JOIN results x ON x.request_id = r.id GROUP BY r.id, r.state",
+    )
     return {
         "benchmark": "faults",
+        "provider": args.provider,
         "requests": args.requests,
         "finished": outcome.finished,
         "success_share": round(succeeded / args.requests, 5),
+        "success_percent": round(100 * succeeded / args.requests, 3),
         "floor": FLOOR,
         "states": counts,
+        "lost": sum(1 for state, n in results if state not in FINAL or n == 0),
+        "duplicated": sum(1 for _s, n in results if n > 1),
         "retries": scalar(db, "SELECT COUNT(*) FROM attempts WHERE state = 'retry'"),
         "requeues": dict(
             rows(
@@ -213,7 +242,10 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             rows(db, "SELECT provider_status, COUNT(*) FROM batches GROUP BY provider_status")
         ),
         "creates_per_intent_max": max(per_intent.values(), default=0),
-        "intents_never_created": scalar(db, "SELECT COUNT(*) FROM batches") - len(per_intent),
+        "double_creates": sum(n - 1 for n in per_intent.values() if n > 1),
+        "attempt_in_batches_max": max(per_attempt.values(), default=0),
+        "intents_never_created": scalar(db, "SELECT COUNT(*) FROM batches WHERE intent_id IS NULL")
+        - len(per_intent),
         "injected": {
             "endpoint_faults": dict(sorted(injected.items())),
             "batch_fates": dict(chaos.done),
@@ -236,28 +268,51 @@ def scalar(db: str, statement: str) -> int:
     return int(rows(db, statement)[0][0])
 
 
-def enqueue(db: str, n: int) -> None:
-    items = (
-        {"custom_id": f"r{i}", "body": {"model": "gpt-4o-mini",
-                                        "messages": [{"role": "user", "content": f"request {i}"}]}}
-        for i in range(n)
-    )  # fmt: skip
-    with Queue(db, "faults") as q:
-        q.add_many(items)
+def enqueue(db: str, n: int, providers: list[str]) -> None:
+    """`n` requests; a mixed queue alternates OpenAI and Anthropic ones."""
+    per: dict[str, list[dict[str, Any]]] = {p: [] for p in providers}
+    for i in range(n):
+        p = providers[i % len(providers)]
+        messages = [{"role": "user", "content": f"request {i}"}]
+        if p == "anthropic":
+            params = {"model": "claude-haiku-4-5", "max_tokens": 64, "messages": messages}
+            per[p].append({"custom_id": f"r{i}", "params": params})
+        else:
+            per[p].append(
+                {"custom_id": f"r{i}", "body": {"model": "gpt-4o-mini", "messages": messages}}
+            )
+    for p, items in per.items():
+        with Queue(db, "faults", provider=p) as q:
+            q.add_many(items)
 
 
-def creates_per_intent(emu: RunningEmulator, db: str) -> dict[str, int]:
-    """Provider batches per intent, from the emulator's own list (our metadata names the intent)."""
+def created_batches(emu: RunningEmulator, db: str) -> tuple[Counter[str], Counter[str]]:
+    """(provider batches per intent, created batches per attempt id), from the emulator's own
+    lists. OpenAI batches name their intent in our metadata; message batches carry none, so
+    their results' custom_ids (our attempt ids) say whose they are."""
+    import anthropic
     import openai
 
     (store_id,) = rows(db, "SELECT value FROM meta WHERE key = 'store_id'")[0]
+    intent_of = {
+        f"{store_id}-{a}": str(b) for a, b in rows(db, "SELECT id, batch_id FROM attempts")
+    }
+    per_intent, per_attempt = Counter[str](), Counter[str]()
     client = openai.OpenAI(base_url=emu.base_url, api_key="k")
-    per = Counter[str]()
     for b in client.batches.list(limit=100):
         meta = b.metadata or {}
         if meta.get("llmbatch_store") == store_id:
-            per[str(meta.get("llmbatch_intent"))] += 1
-    return dict(per)
+            per_intent[str(meta.get("llmbatch_intent"))] += 1
+            for raw in client.files.content(b.input_file_id).content.splitlines():
+                per_attempt[str(json.loads(raw)["custom_id"])] += 1
+    claude = anthropic.Anthropic(base_url=emu.url, api_key="k")
+    for mb in claude.messages.batches.list(limit=100):
+        ids = [r.custom_id for r in claude.messages.batches.results(mb.id)]
+        if ids and ids[0].startswith(store_id + "-"):
+            per_attempt.update(ids)
+            for intent in {intent_of.get(i) for i in ids}:
+                per_intent[str(intent)] += 1
+    return per_intent, per_attempt
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -270,6 +325,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rate", type=float, default=1000.0, help="emulator requests/s per batch")
     p.add_argument("--base-seconds", type=float, default=0.2, help="retry base delay")
     p.add_argument("--db", help="a store location (default: a SQLite file in a temp dir)")
+    p.add_argument(
+        "--provider", choices=("openai", "anthropic", "mixed"), default="openai",
+        help="whose batch API the queue uses (mixed: alternate requests)",
+    )  # fmt: skip
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--timeout", type=float, default=900.0)
     args = p.parse_args(argv)
@@ -284,6 +343,9 @@ def main(argv: list[str] | None = None) -> int:
         report["finished"]
         and report["success_share"] >= FLOOR
         and report["creates_per_intent_max"] <= 1
+        and report["attempt_in_batches_max"] <= 1
+        and report["lost"] == 0
+        and report["duplicated"] == 0
     )
     return 0 if ok else 1
 
