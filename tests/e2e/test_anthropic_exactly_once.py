@@ -332,5 +332,7 @@ def test_sweep_adopts_our_unrecorded_batch_and_reads_foreign_ones_once(
     assert adopted == [(batch_id, "ingested")]
     assert sql(db, "SELECT COUNT(*) FROM batches WHERE provider_batch_id = ?", [foreign]) == [(0,)]
     assert result_reads(emu.control, foreign) == 1
+    remote = {b.id for b in sdk(emu).messages.batches.list(limit=100)}
+    assert ours not in remote and foreign in remote  # ours deleted once ingested, theirs kept
     assert results_per_request(db) == dict.fromkeys(custom_ids, 1)
     assert states(db) == {"succeeded": 3}

@@ -145,7 +145,8 @@ class RecoveryOps:
             cur.execute(self.q("adopt_batch"), {
                 "provider": provider, "endpoint": endpoint or "?", "model": model,
                 "state": status.state, "provider_batch_id": status.provider_batch_id,
-                "input_file_id": status.input_file_id, "request_count": status.total,
+                "input_file_id": status.input_file_id, "output_file_id": status.output_file_id,
+                "error_file_id": status.error_file_id, "request_count": status.total,
                 "intent_id": intent_id, "now": now,
             })  # fmt: skip
             if cur.rowcount != 1:

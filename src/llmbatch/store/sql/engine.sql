@@ -200,9 +200,10 @@ SELECT batch_id FROM attempts WHERE id = :id
 
 -- name: adopt_batch
 INSERT INTO batches (provider, endpoint, model, state, provider_batch_id, provider_status,
-                     input_file_id, request_count, intent_id, created_at, submitted_at, updated_at)
+                     input_file_id, output_file_id, error_file_id, request_count, intent_id,
+                     created_at, submitted_at, updated_at)
 VALUES (:provider, :endpoint, :model, :state, :provider_batch_id, :state, :input_file_id,
-        :request_count, :intent_id, :now, :now, :now)
+        :output_file_id, :error_file_id, :request_count, :intent_id, :now, :now, :now)
 ON CONFLICT (provider_batch_id) DO NOTHING
 
 -- name: add_cost_totals
