@@ -234,3 +234,23 @@ def test_a_model_under_a_quota_is_packed_alone(db: str, emu: RunningEmulator) ->
         ("claude-3-5-haiku-latest", 3),
         ("claude-sonnet-4-20250514", 2),
     ]
+
+
+def test_under_a_budget_each_model_is_priced_and_packed_alone(
+    db: str, emu: RunningEmulator
+) -> None:
+    """Budgets price a batch's worst case per model, so under one models do not mix."""
+    from decimal import Decimal
+
+    from llmbatch.budget import Budget, BudgetSettings
+
+    items = [message(i, "claude-3-5-haiku-latest") for i in range(2)]
+    items += [message(i, "claude-sonnet-4-20250514") for i in range(2, 5)]
+    enqueue(db, items, "anthropic")
+    budgets = BudgetSettings((Budget(None, "day", Decimal("100")),), allow_unpriced=True)
+    drain(db, anthropic_settings(emu, budgets=budgets))
+    assert states(db) == {"succeeded": 5}
+    assert sorted(sql(db, "SELECT model, request_count FROM batches")) == [
+        ("claude-3-5-haiku-latest", 2),
+        ("claude-sonnet-4-20250514", 3),
+    ]
