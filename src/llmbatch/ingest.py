@@ -222,10 +222,16 @@ class Ingesting:
         started = time.perf_counter()
         lines = anomalies = 0
         chunk: list[Finding] = []
+        seen: set[int] = set()  # one int per request of one batch (≤ 100,000)
         for _kind, line in read_lines(files):
             lines += 1
             try:
-                chunk.append(parse_line(line, self.store.store_id, b.endpoint, b.provider))
+                finding = parse_line(line, self.store.store_id, b.endpoint, b.provider)
+                if finding.attempt_id in seen:  # the first is kept; never silently dropped
+                    cid = f"{self.store.store_id}-{finding.attempt_id}"
+                    raise Anomaly(f"a second result line for custom_id {cid!r}; the first is kept")
+                seen.add(finding.attempt_id)
+                chunk.append(finding)
             except Anomaly as exc:
                 anomalies += 1
                 self.store.note("anomaly", b.id, str(exc))
@@ -355,11 +361,15 @@ class Ingesting:
             self._apply(b, findings[i : i + self.settings.ingest_chunk], now, token)
 
     def _failed_validation(self, b: OpenBatch, now: float, token: int, report: TickReport) -> None:
-        """Line errors fail exactly those requests; everything else goes back unharmed."""
+        """Line errors fail exactly those requests (an unknown model: all of them); everything
+        else goes back unharmed."""
         by_line = {int(e["line"]): e for e in b.errors if isinstance(e.get("line"), int)}
+        # An unknown model is reported once, on the first line, but it is every line's model:
+        # failing one request per batch would take as many batches as requests.
+        unknown_model = next((e for e in b.errors if e.get("code") == "model_not_found"), None)
         outs = []
         for attempt_id, _rid, line in self.store.unfinished_attempts(b.id):
-            e = by_line.get(line)
+            e = by_line.get(line) or unknown_model
             if e is not None:
                 outs.append(
                     Outcome(

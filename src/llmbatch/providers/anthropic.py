@@ -142,7 +142,7 @@ class AnthropicProvider:
                 content=_create_body(intent.path),
                 options={"headers": {"content-type": "application/json"}},
             )
-        return BatchRef(batch.id)
+            return BatchRef(batch.id)  # inside: an answer that is not JSON fails here
 
     def reconcile(
         self, intents: Sequence[Intent], since: float, recorded: frozenset[str] = frozenset()
