@@ -9,14 +9,16 @@ import hashlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
+import orjson
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import FileResponse, Response, StreamingResponse
 from starlette.types import Message, Receive, Scope, Send
 
 from llmbatch.emulator.envelope import AnthropicApiError, ApiError, anthropic_error_type
-from llmbatch.emulator.faults import Rule
+from llmbatch.emulator.faults import REWRITES, Rule
 from llmbatch.emulator.surfaces import Flavor
 
 if TYPE_CHECKING:
@@ -135,7 +137,18 @@ def _anthropic_fault(rule: Rule) -> Response:
     ).response()
 
 
+_HTML_PAGES = {
+    502: b"<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n"
+    b"<center><h1>502 Bad Gateway</h1></center>\r\n<hr><center>nginx</center>\r\n"
+    b"</body>\r\n</html>\r\n",
+    200: b"<!DOCTYPE html><html><head><title>Sign in to continue</title></head>"
+    b"<body><form action='/login'><input name='user'></form></body></html>\n",
+}
+
+
 def _fault_response(rule: Rule, flavor: str) -> Response:
+    if rule.kind.endswith("_html"):  # not the API answering, but something in front of it
+        return Response(_HTML_PAGES[rule.status], rule.status, media_type="text/html")
     if flavor == "anthropic":
         return _anthropic_fault(rule)
     if rule.status == 401:
@@ -219,8 +232,57 @@ def operation(
                 await asyncio.sleep(rule.seconds)
             elif rule.kind == "drop":
                 return DroppingResponse(response)
+            elif rule.kind in REWRITES:
+                return await _rewrite(rule.kind, response)
             else:
                 return _fault_response(rule, flavor)
         return response
 
     return endpoint
+
+
+async def _body_of(response: Response) -> bytes:
+    if isinstance(response, FileResponse):
+        return await asyncio.to_thread(Path(response.path).read_bytes)
+    if isinstance(response, StreamingResponse):
+        parts = [p async for p in response.body_iterator]
+        return b"".join(p.encode() if isinstance(p, str) else bytes(p) for p in parts)
+    return bytes(response.body)
+
+
+async def _rewrite(kind: str, response: Response) -> Response:
+    """The operation's real answer, made wrong in shape by a rewriting fault (faults.py)."""
+    if response.status_code != 200:
+        return response
+    body = await _body_of(response)
+    if kind == "no_output_file":
+        obj = orjson.loads(body)
+        for batch in obj.get("data", []) if obj.get("object") == "list" else [obj]:
+            if isinstance(batch, dict) and "output_file_id" in batch:
+                batch["output_file_id"] = batch["error_file_id"] = None
+        body = orjson.dumps(obj)
+    elif kind == "truncate":
+        body = body[: len(body) // 2]
+    elif body.strip():
+        body = _rewrite_lines(kind, body.splitlines(keepends=True))
+    return Response(body, 200, media_type=response.media_type)
+
+
+def _rewrite_lines(kind: str, lines: list[bytes]) -> bytes:
+    """Keep the file's size where the change allows it, so a client's size check passes and
+    it is the lines themselves that are wrong."""
+    first = lines[0].rstrip(b"\r\n")
+    ending = lines[0][len(first) :]
+    if kind == "garble_line":
+        lines[0] = b"#" * len(first) + ending
+    elif kind == "foreign_line":  # another app's id, as long as ours
+        obj = orjson.loads(first)
+        custom_id = str(obj["custom_id"])
+        lines[0] = first.replace(custom_id.encode(), b"z" * len(custom_id.encode())) + ending
+    elif len(lines) > 1:  # duplicate_line: the longest line becomes the shortest, padded
+        size = [len(ln.rstrip(b"\r\n")) for ln in lines]
+        short = min(range(len(lines)), key=size.__getitem__)
+        long = max((i for i in range(len(lines)) if i != short), key=size.__getitem__)
+        copy = lines[short].rstrip(b"\r\n") + b" " * (size[long] - size[short])
+        lines[long] = copy + lines[long][size[long] :]
+    return b"".join(lines)

@@ -18,6 +18,19 @@ A rule is JSON::
   connection dies mid-response: for `files.content`, after half the file), or `list_lag`
   (for `batches.list`/`files.list`: objects created in the last `seconds` virtual seconds
   are missing from lists).
+- Responses that are wrong in shape rather than status, as proxies and bad days make them:
+  `502_html` (a load balancer's HTML 502 page), `200_html` (an HTML page answered 200, as a
+  captive portal or a login proxy does: the wrong content type), `no_output_file` (a
+  retrieved or listed batch says `output_file_id: null` and `error_file_id: null`, even when
+  completed). For a download (`files.content`, `messages.batches.results`): `truncate`
+  (only the first half of the file, sent as if whole: no connection error, the length
+  header matches), and, keeping the file's size so that a size check passes:
+  `garble_line` (the first line is `#…#`, not JSON), `foreign_line` (the first line's
+  `custom_id` becomes another app's, `zzz…`, as long), `duplicate_line` (the longest line
+  is replaced by the shortest, padded with spaces: one custom_id twice, one missing; a file
+  of one line is left alone). These change
+  the operation's real answer, so `mode` is `after` whatever the rule says (except the HTML
+  pages, which honour it).
 - `mode`: `before` (fail instead of doing the operation) or `after` (do it — store the
   file, create the batch — and then fail the response; the case that breaks naive
   exactly-once). Ignored by `list_lag`.
@@ -32,7 +45,12 @@ import threading
 from dataclasses import asdict, dataclass
 from typing import Any
 
-KINDS = ("500", "502", "503", "529", "429", "401", "latency", "drop", "list_lag")
+# Kinds that rewrite the real answer (see the module docstring); the rest replace it.
+REWRITES = ("no_output_file", "truncate", "garble_line", "foreign_line", "duplicate_line")
+KINDS = (
+    "500", "502", "503", "529", "429", "401", "latency", "drop", "list_lag",
+    "502_html", "200_html", *REWRITES,
+)  # fmt: skip
 MODES = ("before", "after")
 
 
@@ -63,7 +81,8 @@ class Rule:
 
     @property
     def status(self) -> int:
-        return int(self.kind) if self.kind.isdigit() else 0
+        code = self.kind.removesuffix("_html")
+        return int(code) if code.isdigit() else 0
 
 
 def parse_rule(data: Any) -> Rule:
@@ -93,6 +112,8 @@ def parse_rule(data: Any) -> Rule:
     count = data.get("count")
     if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 1):
         raise FaultError("fault 'count' must be a positive integer or null")
+    if kind in REWRITES:
+        mode = "after"
     rule = Rule(op, kind, mode, flavor, rate, count)
     rule.retry_after = _number(data, "retry_after", 1.0)
     rule.seconds = _number(data, "seconds", 0.0)
