@@ -228,14 +228,19 @@ class OpenAIProvider:
                     self.client.files.with_streaming_response.content(file_id) as resp,
                     open(path, "wb") as out,
                 ):
+                    content_type = resp.headers.get("content-type", "")
                     for chunk in resp.iter_bytes(1 << 20):
                         out.write(chunk)
                         size += len(chunk)
             if size != expected:
-                raise TransientError(
-                    f"{self.name}: {kind} file {file_id} of batch {status.provider_batch_id} arrived truncated "
-                    f"({size:,} of {expected:,} bytes); it will be downloaded again"
-                )
+                what = f"{self.name}: {kind} file {file_id} of batch {status.provider_batch_id}"
+                if content_type.startswith("text/html"):
+                    how = f"arrived as an HTML page ({size:,} bytes), not the file of {expected:,}"
+                elif size > expected:
+                    how = f"arrived with {size:,} bytes, more than the {expected:,} it has"
+                else:
+                    how = f"arrived truncated ({size:,} of {expected:,} bytes)"
+                raise TransientError(f"{what} {how}; it will be downloaded again")
             files.append(ResultFile(kind, path, size))
         return files
 
