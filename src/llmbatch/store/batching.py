@@ -7,6 +7,7 @@ Commits that record money being spent — an intent, an upload, a created batch 
 
 from __future__ import annotations
 
+import heapq
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -149,23 +150,42 @@ class BatchingOps:
         self, provider: str, endpoint: str, model: str | None, page: int = 5000
     ) -> Iterator[tuple[int, int, int, int]]:
         """(request id, body bytes, embedding inputs, text bytes) of ready requests of a model
-        (None: of every model) in packing order, fetched page by page (each its own short read)."""
+        (None: of every model) in packing order, fetched page by page (each its own short read).
+
+        Every model of a group is one index range: their streams are merged in packing order
+        here, where one query over the group would sort all its queued rows for every page."""
+        if model is not None:
+            for rid, nbytes, ninputs, text_bytes, _priority in self._ready(
+                provider, endpoint, model, page
+            ):
+                yield rid, nbytes, ninputs, text_bytes
+            return
+        models = sorted(
+            {m for p, e, m, _n in self.ready_groups() if (p, e) == (provider, endpoint)}
+        )
+        streams = [self._ready(provider, endpoint, m, page) for m in models]
+        for rid, nbytes, ninputs, text_bytes, _priority in heapq.merge(
+            *streams, key=lambda r: (-r[4], r[0])
+        ):
+            yield rid, nbytes, ninputs, text_bytes
+
+    def _ready(
+        self, provider: str, endpoint: str, model: str, page: int
+    ) -> Iterator[tuple[int, int, int, int, int]]:
+        """(id, body bytes, inputs, text bytes, priority) of one model's ready requests."""
         params: dict[str, Any] = {
             "provider": provider,
             "endpoint": endpoint,
             "model": model,
             "n": page,
         }
-        if model is None:
-            first, after = self.q("ready_candidates_any"), self.q("ready_candidates_any_after")
-        else:
-            first, after = self.q("ready_candidates"), self.q("ready_candidates_after")
+        first, after = self.q("ready_candidates"), self.q("ready_candidates_after")
         while True:
             with self._read() as cur:
                 cur.execute(after if "priority" in params else first, params)
                 rows = cur.fetchall()
-            for rid, nbytes, ninputs, text_bytes, _priority in rows:
-                yield int(rid), int(nbytes), int(ninputs), int(text_bytes)
+            for rid, nbytes, ninputs, text_bytes, priority in rows:
+                yield int(rid), int(nbytes), int(ninputs), int(text_bytes), int(priority)
             if len(rows) < page:
                 return
             params["priority"], params["id"] = int(rows[-1][4]), int(rows[-1][0])

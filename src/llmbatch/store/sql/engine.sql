@@ -41,22 +41,6 @@ WHERE state = 'queued' AND provider = :provider AND endpoint = :endpoint AND mod
 ORDER BY priority DESC, id
 LIMIT :n
 
--- name: ready_candidates_any
--- A provider group that mixes models (Anthropic): every model of the endpoint, sorted.
-SELECT id, LENGTH(body), inputs, text_bytes, priority FROM requests
-WHERE state = 'queued' AND provider = :provider AND endpoint = :endpoint
-  AND import_id NOT IN (SELECT id FROM imports WHERE state <> 'committed')
-ORDER BY priority DESC, id
-LIMIT :n
-
--- name: ready_candidates_any_after
-SELECT id, LENGTH(body), inputs, text_bytes, priority FROM requests
-WHERE state = 'queued' AND provider = :provider AND endpoint = :endpoint
-  AND import_id NOT IN (SELECT id FROM imports WHERE state <> 'committed')
-  AND priority <= :priority AND (priority < :priority OR id > :id)
-ORDER BY priority DESC, id
-LIMIT :n
-
 -- name: insert_batch
 INSERT INTO batches (provider, endpoint, model, state, request_count, input_bytes, est_tokens,
                      created_at, updated_at)
