@@ -1,6 +1,6 @@
 """Enqueue to results readable, through the same code path as `llmbatch run`/`wait`.
 
-    python benchmarks/bench_end_to_end.py [--requests N] [--small] [--pg DSN]
+    python benchmarks/bench_end_to_end.py [--requests N] [--small] [--pg DSN] [--no-anthropic]
 
 The emulator runs as a separate process over loopback at zero latency with its own token
 rule; this process enqueues the generated requests and drains the queue with the engine.
@@ -8,6 +8,16 @@ Reports per-phase seconds (enqueue, pack, upload, emulator, download, ingest), t
 calls one poll tick makes with 100 batches in flight, and this worker's peak RSS. Prints one
 JSON line. Floors (2 cores): 100,000 requests under 20 s on SQLite; 1,000,000 under 120 s;
 worker peak RSS under 300 MB at 1M; at most 2 poll calls per tick with 100 batches in flight.
+
+The Anthropic run (`anthropic`) sends the same reviews as `{"custom_id", "params"}` lines
+through Message Batches (inline create, results stream) on SQLite: this process enqueues,
+and a child process, the worker, drains with the same engine and `drain` as `wait`, so its
+peak RSS (`worker_peak_rss_mb`) is the worker's alone. Floors: 100,000 requests under 20 s,
+worker peak RSS under 300 MB.
+
+Every run also reports the CPU seconds the worker (`worker_cpu_s`, while draining) and the
+emulator (`emulator_cpu_s`) used: on a loaded machine the wall figures include waiting for
+a core, and these say how much work there was.
 """
 
 from __future__ import annotations
@@ -15,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import resource
 import socket
 import subprocess
@@ -22,11 +33,14 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+import orjson
+
 sys.path.insert(0, str(Path(__file__).parent))
-from gen_requests import lines
+from gen_requests import SYSTEM, WORDS, lines
 from llmbatch.emulator import EmulatorControl
 from llmbatch.engine import Engine, EngineSettings
 from llmbatch.importer import enqueue_file
@@ -60,33 +74,111 @@ def start_emulator(folder: Path) -> tuple[subprocess.Popen[bytes], str]:
 
 
 def settings(url: str, **extra: object) -> EngineSettings:
-    providers = {"openai": {"base_url": url + "/v1", "api_key_env": KEY_ENV}}
+    providers = {
+        "openai": {"base_url": url + "/v1", "api_key_env": KEY_ENV},
+        "anthropic": {"base_url": url, "api_key_env": KEY_ENV},
+    }
     return EngineSettings(
         poll_interval=0.1, max_poll_interval=0.5, settle_seconds=5, providers=providers, **extra
     )  # type: ignore[arg-type]
 
 
-def run(db: str, url: str, path: Path, n: int) -> dict[str, object]:
+def anthropic_lines(n: int, seed: int = 7, model: str = "claude-haiku-4-5") -> Iterator[bytes]:
+    """The reviews of `gen_requests.lines` as Anthropic `{"custom_id", "params"}` lines."""
+    rng = random.Random(seed)
+    for i in range(n):
+        review = " ".join(rng.choices(WORDS, k=rng.randint(10, 40)))
+        params = {
+            "model": model,
+            "max_tokens": 5,
+            "temperature": 0,
+            "system": SYSTEM,
+            "messages": [{"role": "user", "content": f"Review #{i}: {review}"}],
+        }
+        yield orjson.dumps({"custom_id": f"review-{i:08d}", "params": params}) + b"\n"
+
+
+def enqueue(db: str, path: Path) -> float:
+    """Seconds to enqueue `path` into queue `bench` of a fresh store."""
     store = open_store(db)
     t0 = time.perf_counter()
     enqueue_file(store, path, queue="bench")
-    enqueue_s = time.perf_counter() - t0
+    seconds = time.perf_counter() - t0
+    store.close()
+    return seconds
+
+
+def work(db: str, url: str) -> dict[str, object]:
+    """Drain queue `bench` as `llmbatch wait` does; seconds per phase and requests done."""
+    store = open_store(db)
     engine = Engine(store, settings(url))
-    t1 = time.perf_counter()
+    t1, cpu = time.perf_counter(), cpu_s()
     result = drain(engine, queue="bench", timeout=1800)
-    drain_s = time.perf_counter() - t1
+    drain_s, cpu = time.perf_counter() - t1, cpu_s() - cpu
     t = dict(engine.timings)
     engine.close()
     succeeded = sum(c.n for c in store.counts("bench") if c.state == "succeeded")
     store.close()
     busy = sum(t.values())
     phases = {k: round(v, 2) for k, v in t.items()}
-    phases["enqueue"] = round(enqueue_s, 2)
     phases["emulator_and_waiting"] = round(max(0.0, drain_s - busy), 2)
-    return {
-        "finished": result.finished, "succeeded": succeeded, "seconds": round(enqueue_s + drain_s, 2),
-        "requests_per_s": round(n / (enqueue_s + drain_s)), "phases": phases,
-    }  # fmt: skip
+    return {"finished": result.finished, "succeeded": succeeded, "drain_s": drain_s,
+            "worker_cpu_s": round(cpu, 2), "phases": phases}  # fmt: skip
+
+
+def summary(n: int, enqueue_s: float, drained: dict[str, object]) -> dict[str, object]:
+    drain_s = drained.pop("drain_s")
+    assert isinstance(drain_s, float)
+    phases = drained.pop("phases")
+    assert isinstance(phases, dict)
+    phases["enqueue"] = round(enqueue_s, 2)
+    return {**drained, "seconds": round(enqueue_s + drain_s, 2),
+            "requests_per_s": round(n / (enqueue_s + drain_s)), "phases": phases}  # fmt: skip
+
+
+def run(db: str, url: str, path: Path, n: int, emulator: int) -> dict[str, object]:
+    enqueue_s = enqueue(db, path)
+    before = emulator_cpu_s(emulator)
+    drained = work(db, url)
+    return {**summary(n, enqueue_s, drained), "emulator_cpu_s": emulator_cpu_s(emulator) - before}
+
+
+def run_anthropic(url: str, tmp: Path, n: int, emulator: int) -> dict[str, object]:
+    """The Anthropic run: enqueue here, drain in a child process (the worker)."""
+    path = tmp / "anthropic.jsonl"
+    with open(path, "wb") as f:
+        for line in anthropic_lines(n):
+            f.write(line)
+    db = str(tmp / "anthropic.db")
+    enqueue_s = enqueue(db, path)
+    before = emulator_cpu_s(emulator)
+    child = subprocess.run(
+        [sys.executable, __file__, "--worker", db, "--url", url],
+        check=True, stdout=subprocess.PIPE,
+    )  # fmt: skip
+    drained = json.loads(child.stdout)
+    rss = drained.pop("worker_peak_rss_mb")
+    used = emulator_cpu_s(emulator) - before
+    return {**summary(n, enqueue_s, drained), "emulator_cpu_s": used, "worker_peak_rss_mb": rss}
+
+
+def peak_rss_mb() -> float:
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def cpu_s() -> float:
+    """CPU seconds this process has used: on a loaded machine, the work apart from waiting."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def emulator_cpu_s(pid: int) -> float:
+    """CPU seconds the emulator process has used (Linux /proc; 0 elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return round((int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"), 2)
 
 
 def poll_calls(url: str, tmp: Path, batches: int = 100) -> int:
@@ -139,9 +231,16 @@ def main() -> None:
     ap.add_argument(
         "--pg", default=os.environ.get("LLMBATCH_BENCH_PG") or os.environ.get("LLMBATCH_TEST_PG")
     )
+    ap.add_argument("--no-anthropic", action="store_true", help="skip the Anthropic run")
+    ap.add_argument("--worker", metavar="DB", help=argparse.SUPPRESS)  # the Anthropic run's child
+    ap.add_argument("--url", help=argparse.SUPPRESS)
     args = ap.parse_args()
     n = 10_000 if args.small else args.requests
     os.environ.setdefault(KEY_ENV, "bench-key")
+    if args.worker:
+        drained = work(args.worker, args.url)
+        print(json.dumps({**drained, "worker_peak_rss_mb": peak_rss_mb()}))
+        return
     with tempfile.TemporaryDirectory(prefix="llmbatch-e2e-") as tmp_name:
         tmp = Path(tmp_name)
         proc, url = start_emulator(tmp / "emulator")
@@ -151,17 +250,17 @@ def main() -> None:
                 for line in lines(n):
                     f.write(line)
             report: dict[str, object] = {"bench": "end_to_end", "requests": n}
-            report["sqlite"] = run(str(tmp / "bench.db"), url, path, n)
-            report["worker_peak_rss_mb"] = round(
-                resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1
-            )
+            report["sqlite"] = run(str(tmp / "bench.db"), url, path, n, proc.pid)
+            report["worker_peak_rss_mb"] = peak_rss_mb()
             if args.pg:
                 name, dsn = pg_database(args.pg)
                 try:
-                    report["postgres"] = run(dsn, url, path, n)
+                    report["postgres"] = run(dsn, url, path, n, proc.pid)
                 finally:
                     drop_database(args.pg, name)
             report["poll_calls_100_batches"] = poll_calls(url, tmp)
+            if not args.no_anthropic:
+                report["anthropic"] = run_anthropic(url, tmp, n, proc.pid)
         finally:
             proc.terminate()
             proc.wait(10)
