@@ -1,0 +1,39 @@
+"""benchmarks/crash_matrix.py, small: real `llmbatch worker` processes SIGKILLed at random
+instants of their work and replaced, the queue drained, then exactly-once checked from the
+store and the emulator's call log, and each kill put in a window of the protocol.
+
+The benchmark's own sizes (`--small`: 30 kills; `--kills 1000`) are in docs/reliability.md;
+this runs fewer kills so that it stays near a minute on a small machine.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+# The anthropic SDK takes several seconds to import: fewer kills keep that case near a minute.
+@pytest.mark.parametrize("provider,kills", [("openai", 8), ("anthropic", 3)])
+def test_crash_matrix_small(provider: str, kills: int, tmp_path: Path) -> None:
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "crash_matrix.py"), "--kills", str(kills),
+         "--round", "300", "--provider", provider, "--work-dir", str(tmp_path)],
+        capture_output=True, timeout=240, check=False,
+    )  # fmt: skip
+    assert out.returncode == 0, (out.stdout + out.stderr).decode()[-3000:]
+    figures = orjson.loads(out.stdout.splitlines()[-1])
+    print(figures)
+    assert figures["kills"] == kills and sum(figures["windows"].values()) == kills
+    assert figures["requests"] >= 300 and figures["succeeded"] == figures["requests"]
+    assert figures["lost"] == 0 and figures["duplicated"] == 0
+    assert figures["double_creates"] == 0 and figures["not_ingested"] == 0
+    assert figures["create_calls"] == figures["provider_batches"] >= figures["intents"] > 1
+    assert figures["database_locked"] == 0 and figures["tracebacks"] == 0
+    if provider == "anthropic":  # no files: those windows do not exist
+        assert not {"upload", "uploaded", "sweep"} & set(figures["windows"])
