@@ -52,8 +52,9 @@ def _load_defaults(ctx: click.Context, _param: click.Parameter, value: str | Non
         commands = {name: _types(c) for name, c in ctx.command.commands.items()}
         check_keys(config, path, {"": _types(ctx.command), **commands}, ENGINE_TABLES)
         ctx.meta["llmbatch.config"] = config
-        ctx.default_map = click_defaults(
-            {k: v for k, v in config.items() if k not in ENGINE_TABLES}
+        ctx.default_map = _by_param_name(
+            click_defaults({k: v for k, v in config.items() if k not in ENGINE_TABLES}),
+            ctx.command,
         )
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
@@ -67,13 +68,40 @@ _PY_TYPES: dict[type[Any], tuple[type, ...]] = {
 }  # fmt: skip
 
 
+def _names(command: click.Command) -> dict[str, str]:
+    """Config key -> parameter name: an option is set by its flag (`format` for `--format`)
+    or by its parameter name (`fmt`)."""
+    names = {}
+    for p in command.params:
+        if p.name and p.expose_value:
+            names[p.name] = p.name
+            for opt in p.opts:
+                if opt.startswith("--"):
+                    names[opt[2:].replace("-", "_")] = p.name
+    return names
+
+
 def _types(command: click.Command) -> dict[str, tuple[type, ...] | None]:
-    """What the config file may set for a command: option name -> the TOML value types."""
+    """What the config file may set for a command: config key -> the TOML value types."""
+    params = {p.name: p for p in command.params}
     return {
-        p.name: None if p.multiple else _PY_TYPES.get(type(p.type))
-        for p in command.params
-        if p.name and p.expose_value
+        key: None if params[name].multiple else _PY_TYPES.get(type(params[name].type))
+        for key, name in _names(command).items()
     }
+
+
+def _by_param_name(defaults: dict[str, Any], group: click.Group) -> dict[str, Any]:
+    """The config's keys as click's default_map wants them: parameter names."""
+    top = _names(group)
+    out: dict[str, Any] = {}
+    for key, value in defaults.items():
+        command = group.commands.get(key)
+        if command is not None and isinstance(value, dict):
+            names = _names(command)
+            out[key] = {names.get(k, k): v for k, v in value.items()}
+        else:
+            out[top.get(key, key)] = value
+    return out
 
 
 @click.group(cls=Cli, context_settings={"help_option_names": ["-h", "--help"]})

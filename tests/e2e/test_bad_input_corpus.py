@@ -174,6 +174,7 @@ def test_config_and_cli(case: dict[str, Any], tmp_path: Path) -> None:
     assert result.exit_code == case["exit"], output
     assert "Traceback" not in output
     _in_order(result.stderr, [_fill(s, **values) for s in case["stderr"]])
+    _in_order(result.stdout, [_fill(s, **values) for s in case.get("stdout", [])])
     for text in case.get("absent", []):
         assert text not in output
     if before is not None and case.get("packed"):
