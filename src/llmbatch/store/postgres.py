@@ -73,14 +73,15 @@ class PostgresStore(SqlStore):
 
     def _connection(self) -> psycopg.Connection[Any]:
         """The session, opened again if the last one was lost (a restart, a failover, a
-        terminated backend): the caller's transaction starts on a live connection."""
-        if self._conn.closed:
+        terminated backend): the caller's transaction starts on a live connection. A store
+        closed on purpose stays closed."""
+        if self._conn.broken:
             self._conn = self._connect()
             self._staging_ready = False  # a temporary table dies with its session
         return self._conn
 
     def _failed(self, exc: psycopg.OperationalError) -> StoreError:
-        if self._conn.closed:
+        if self._conn.broken:
             return StoreUnavailable(
                 f"lost the connection to PostgreSQL at {self.location}: {_first_line(exc)}"
             )
