@@ -461,7 +461,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--round", type=int, default=None, help="requests per round (20,000)")
     p.add_argument("--batch", type=int, default=100, help="requests per batch at most")
     p.add_argument("--provider", choices=("openai", "anthropic", "mixed"), default="openai")
-    p.add_argument("--max-life", type=float, default=1.5, help="seconds of work, at most")
+    p.add_argument("--max-life", type=float, default=3.0, help="seconds of work, at most")
     p.add_argument(
         "--max-seconds", type=float, default=float("inf"), help="stop killing after this long"
     )
