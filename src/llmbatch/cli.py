@@ -12,7 +12,7 @@ import click
 from click.core import ParameterSource
 
 from llmbatch import defaults, views
-from llmbatch.config import check_keys, click_defaults, config_path, load_config
+from llmbatch.config import config_path, default_map, load_config
 from llmbatch.errors import ConfigError, LlmbatchError
 from llmbatch.store import Store, open_store
 
@@ -49,59 +49,11 @@ def _load_defaults(ctx: click.Context, _param: click.Parameter, value: str | Non
         path = config_path(value)
         config = load_config(path)
         assert isinstance(ctx.command, click.Group)
-        commands = {name: _types(c) for name, c in ctx.command.commands.items()}
-        check_keys(config, path, {"": _types(ctx.command), **commands}, ENGINE_TABLES)
+        ctx.default_map = default_map(config, path, ctx.command, ENGINE_TABLES)
         ctx.meta["llmbatch.config"] = config
-        ctx.default_map = _by_param_name(
-            click_defaults({k: v for k, v in config.items() if k not in ENGINE_TABLES}),
-            ctx.command,
-        )
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
     return value
-
-
-_PY_TYPES: dict[type[Any], tuple[type, ...]] = {
-    click.types.StringParamType: (str,), click.Choice: (str,), click.Path: (str,),
-    click.types.IntParamType: (int,), click.IntRange: (int,),
-    click.types.FloatParamType: (int, float), click.types.BoolParamType: (bool,),
-}  # fmt: skip
-
-
-def _names(command: click.Command) -> dict[str, str]:
-    """Config key -> parameter name: an option is set by its flag (`format` for `--format`)
-    or by its parameter name (`fmt`)."""
-    names = {}
-    for p in command.params:
-        if p.name and p.expose_value:
-            names[p.name] = p.name
-            for opt in p.opts:
-                if opt.startswith("--"):
-                    names[opt[2:].replace("-", "_")] = p.name
-    return names
-
-
-def _types(command: click.Command) -> dict[str, tuple[type, ...] | None]:
-    """What the config file may set for a command: config key -> the TOML value types."""
-    params = {p.name: p for p in command.params}
-    return {
-        key: None if params[name].multiple else _PY_TYPES.get(type(params[name].type))
-        for key, name in _names(command).items()
-    }
-
-
-def _by_param_name(defaults: dict[str, Any], group: click.Group) -> dict[str, Any]:
-    """The config's keys as click's default_map wants them: parameter names."""
-    top = _names(group)
-    out: dict[str, Any] = {}
-    for key, value in defaults.items():
-        command = group.commands.get(key)
-        if command is not None and isinstance(value, dict):
-            names = _names(command)
-            out[key] = {names.get(k, k): v for k, v in value.items()}
-        else:
-            out[top.get(key, key)] = value
-    return out
 
 
 @click.group(cls=Cli, context_settings={"help_option_names": ["-h", "--help"]})

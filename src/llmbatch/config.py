@@ -14,6 +14,8 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+import click
+
 from llmbatch import defaults
 from llmbatch.errors import ConfigError
 
@@ -63,6 +65,58 @@ def _refuse_secrets(table: dict[str, Any], path: Path, prefix: str) -> None:
 
 Types = tuple[type, ...] | None  # the Python types an option's value may have; None: any
 
+_PY_TYPES: dict[type[Any], tuple[type, ...]] = {
+    click.types.StringParamType: (str,), click.Choice: (str,), click.Path: (str,),
+    click.types.IntParamType: (int,), click.IntRange: (int,),
+    click.types.FloatParamType: (int, float), click.types.BoolParamType: (bool,),
+}  # fmt: skip
+_KIND = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}
+
+
+def default_map(
+    config: dict[str, Any], path: Path | None, group: click.Group, tables: tuple[str, ...]
+) -> dict[str, Any]:
+    """The config file as click's `default_map`, once every key is checked: top-level keys
+    are the group's options, a table per command holds its options (by flag or parameter
+    name, `-` or `_`), and `tables` (`[engine]`, `[providers.*]`, ...) are read elsewhere."""
+    options = {"": _types(group)} | {name: _types(c) for name, c in group.commands.items()}
+    check_keys(config, path, options, tables)
+    out: dict[str, Any] = {}
+    top = _names(group)
+    for key, value in config.items():
+        key = key.replace("-", "_")
+        if key in tables:
+            continue
+        command = group.commands.get(key)
+        if command is not None:
+            names = _names(command)
+            out[key] = {names[k.replace("-", "_")]: v for k, v in value.items()}
+        else:
+            out[top[key]] = value
+    return out
+
+
+def _names(command: click.Command) -> dict[str, str]:
+    """Config key -> parameter name: an option is set by its flag (`format` for `--format`)
+    or by its parameter name (`fmt`)."""
+    names = {}
+    for p in command.params:
+        if p.name and p.expose_value:
+            names[p.name] = p.name
+            for opt in p.opts:
+                if opt.startswith("--"):
+                    names[opt[2:].replace("-", "_")] = p.name
+    return names
+
+
+def _types(command: click.Command) -> dict[str, Types]:
+    """What the config file may set for a command: config key -> the TOML value types."""
+    params = {p.name: p for p in command.params}
+    return {
+        key: None if params[name].multiple else _PY_TYPES.get(type(params[name].type))
+        for key, name in _names(command).items()
+    }
+
 
 def check_keys(
     config: dict[str, Any], path: Path | None, options: dict[str, dict[str, Types]],
@@ -71,18 +125,17 @@ def check_keys(
     """Refuse a key nothing reads, or a value of the wrong type, naming the file and key.
 
     `options` maps "" to the global options and each command to its options, each option
-    to the Python types its value may have (None: any); `tables` are read elsewhere
-    (`[engine]`, `[providers.*]`, ...)."""
+    to the Python types its value may have (None: any); `tables` are read elsewhere."""
     for key, value in config.items():
         name = key.replace("-", "_")
-        if key in tables or (key in options and key):
+        if name in tables or (name in options and name):
             if not isinstance(value, dict):
                 kind = type(value).__name__  # not the value: it may be a pasted secret
                 raise ConfigError(f"{path}: {key} must be a table ([{key}]), got a {kind}")
-            if key in options:
-                _check_table(value, path, f"[{key}] ", options[key])
+            if name in options:
+                _check_table(value, path, f"[{key}] ", options[name])
             continue
-        _check_table({name: value}, path, "", options[""], commands=sorted(set(options) - {""}))
+        _check_table({key: value}, path, "", options[""], commands=sorted(set(options) - {""}))
 
 
 def _check_table(
@@ -102,14 +155,3 @@ def _check_table(
         ):
             kind = _KIND.get(wanted[-1], wanted[-1].__name__)
             raise ConfigError(f"{path}: {where}{key} must be {kind}, got {value!r}")
-
-
-_KIND = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}
-
-
-def click_defaults(config: dict[str, Any]) -> dict[str, Any]:
-    """The config as click's `default_map`: options use underscores; tables are commands."""
-    return {
-        k.replace("-", "_"): click_defaults(v) if isinstance(v, dict) else v
-        for k, v in config.items()
-    }
