@@ -140,7 +140,8 @@ def run(db: str, url: str, path: Path, n: int, emulator: int) -> dict[str, objec
     enqueue_s = enqueue(db, path)
     before = emulator_cpu_s(emulator)
     drained = work(db, url)
-    return {**summary(n, enqueue_s, drained), "emulator_cpu_s": emulator_cpu_s(emulator) - before}
+    used = round(emulator_cpu_s(emulator) - before, 2)
+    return {**summary(n, enqueue_s, drained), "emulator_cpu_s": used}
 
 
 def run_anthropic(url: str, tmp: Path, n: int, emulator: int) -> dict[str, object]:
@@ -158,7 +159,7 @@ def run_anthropic(url: str, tmp: Path, n: int, emulator: int) -> dict[str, objec
     )  # fmt: skip
     drained = json.loads(child.stdout)
     rss = drained.pop("worker_peak_rss_mb")
-    used = emulator_cpu_s(emulator) - before
+    used = round(emulator_cpu_s(emulator) - before, 2)
     return {**summary(n, enqueue_s, drained), "emulator_cpu_s": used, "worker_peak_rss_mb": rss}
 
 
