@@ -500,6 +500,7 @@ def main(argv: list[str] | None = None) -> int:
         active, began = take_over(db, standbys)
         standbys.remove(active)
         while len(kills) < kills_wanted and time.monotonic() - started < args.max_seconds:
+            standbys = [w for w in standbys if w.proc.poll() is None]  # one may fail to start
             standbys += [Worker(db, config, log) for _ in range(args.standbys - len(standbys))]
             time.sleep(max(0.0, began + rng.uniform(0, args.max_life) - time.time()))
             for w in standbys:
