@@ -12,15 +12,20 @@ result.
 
 from __future__ import annotations
 
+import os
+import random
+import signal
+import subprocess
 import time
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import anthropic
 import orjson
 import pytest
 
-from helpers import E2E_KEY_ENV, results_per_request, sql
+from helpers import E2E_KEY_ENV, LLMBATCH, results_per_request, sql
 from helpers import fast_settings as settings
 from helpers import request_states as states
 from llmbatch import EngineSettings, Queue
@@ -336,3 +341,80 @@ def test_sweep_adopts_our_unrecorded_batch_and_reads_foreign_ones_once(
     assert ours not in remote and foreign in remote  # ours deleted once ingested, theirs kept
     assert results_per_request(db) == dict.fromkeys(custom_ids, 1)
     assert states(db) == {"succeeded": 3}
+
+
+# -- a kill loop ----------------------------------------------------------------------------
+
+
+def start_worker(db: str, config: Path, log: Path) -> subprocess.Popen[bytes]:
+    env = {**os.environ, E2E_KEY_ENV: "sk-test-not-a-secret"}
+    env.pop("ANTHROPIC_BASE_URL", None)
+    with open(log, "ab") as out:
+        return subprocess.Popen(
+            [LLMBATCH, "--config", str(config), "--db", db, "worker", "--interval", "0.05"],
+            stdout=out, stderr=subprocess.STDOUT, env=env,
+        )  # fmt: skip
+
+
+def test_sigkill_loop_over_an_anthropic_queue(tmp_path: Path) -> None:
+    """A worker killed (SIGKILL) again and again mid-work, creates slowed so kills land
+    between a create and its record; a restarted worker takes over each time. Every request
+    ends with one result and every batch the emulator made is recorded (none orphaned);
+    creates beyond one per intent, the residual risk, are reported."""
+    db = str(tmp_path / "q.db")
+    custom_ids = enqueue(db, 60)
+    with running(seed=23) as emu:
+        emu.control.add_fault("messages.batches.create", "latency", mode="after", seconds=0.15)
+        config = tmp_path / "llmbatch.toml"
+        config.write_text(
+            "[engine]\nlease_ttl = 30.0\nsettle_seconds = 1.0\npoll_interval = 0.1\n"
+            "max_poll_interval = 0.3\nbackoff_seconds = 0.2\ndelete_files = false\n"
+            "max_batch_requests = 6\nsweep_interval = 0.5\n\n[providers.anthropic]\n"
+            f'base_url = "{emu.url}"\napi_key_env = "{E2E_KEY_ENV}"\n'
+        )
+        log = tmp_path / "worker.log"
+        rng = random.Random(23)
+        kills = 0
+        proc = start_worker(db, config, log)
+        try:
+            started = "SELECT COALESCE(MAX(id), 0) FROM events WHERE kind = 'create_started'"
+            last = 0
+            while kills < 5 and states(db) != {"succeeded": 60}:
+                deadline = time.monotonic() + 5
+                while sql(db, started)[0][0] <= last and time.monotonic() < deadline:
+                    time.sleep(0.005)  # until this worker commits a new create_started
+                last = sql(db, started)[0][0]
+                time.sleep(rng.uniform(0.0, 0.12))
+                proc.send_signal(signal.SIGKILL)
+                proc.wait(timeout=30)
+                kills += 1
+                proc = start_worker(db, config, log)
+            killed_at = time.monotonic()
+            deadline = time.monotonic() + 90
+            while states(db) != {"succeeded": 60} or {
+                s for (s,) in sql(db, "SELECT state FROM batches")
+            } != {"ingested"}:
+                assert time.monotonic() < deadline, f"not drained: {states(db)}"
+                time.sleep(0.1)
+            # a batch made by a killed worker may still be adopted by a later sweep
+            made = {b.id for b in sdk(emu).messages.batches.list(limit=1000)}
+            deadline = time.monotonic() + 30
+            while made - {p for (p,) in sql(db, "SELECT provider_batch_id FROM batches")}:
+                assert time.monotonic() < deadline, "a batch we made was never recorded"
+                time.sleep(0.1)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=30)
+        total = creates(emu.control)
+        print(f"drained {time.monotonic() - killed_at:.1f} s after the last kill")
+    intents = sql(db, "SELECT COUNT(*) FROM batches WHERE intent_id IS NULL")[0][0]
+    dups = sql(db, "SELECT COUNT(*) FROM batches WHERE intent_id IS NOT NULL")[0][0]
+    assert total == intents + dups  # every create is a recorded batch
+    found = sql(db, "SELECT COUNT(*) FROM events WHERE kind = 'adopted' AND detail LIKE 'found %'")
+    print(
+        f"kill loop: {kills} SIGKILLs, {intents} intents, {total} creates, {found[0][0]} found "
+        f"again by reconcile, {dups} residual double creates (adopted, their results skipped)"
+    )
+    assert results_per_request(db) == dict.fromkeys(custom_ids, 1)
+    output = log.read_text().lower()
+    assert "traceback" not in output, output[-3000:]
