@@ -21,6 +21,8 @@ if TYPE_CHECKING:
 
 ENGINE_TABLES = ("engine", "providers", "quotas", "budgets")
 BATCH_WINDOW_S = 24 * 3600  # the completion window: a batch sent now may finish this late
+PRIORITY = click.IntRange(-(2**63), 2**63 - 1)  # what both stores hold (a 64-bit integer)
+SECONDS = click.FloatRange(min=0, min_open=True)  # an interval: 0 would spin
 
 
 class Cli(click.Group):
@@ -69,7 +71,7 @@ def _load_defaults(ctx: click.Context, _param: click.Parameter, value: str | Non
 )
 @click.option(
     "--busy-timeout",
-    type=float,
+    type=click.FloatRange(min=0),
     default=defaults.BUSY_TIMEOUT_S,
     envvar="LLMBATCH_BUSY_TIMEOUT",
     show_default=True,
@@ -153,13 +155,17 @@ def _deadline(value: str | None) -> float | None:
 )
 @click.option(
     "--max-line-bytes",
-    type=int,
+    type=click.IntRange(min=1),
     default=defaults.MAX_LINE_BYTES,
     envvar="LLMBATCH_MAX_LINE_BYTES",
     show_default=True,
 )
 @click.option(
-    "--priority", type=int, default=0, envvar="LLMBATCH_PRIORITY", help="Higher is packed first."
+    "--priority",
+    type=PRIORITY,
+    default=0,
+    envvar="LLMBATCH_PRIORITY",
+    help="Higher is packed first.",
 )
 @click.option(
     "--deadline",
@@ -381,7 +387,7 @@ def _print_tick(report: TickReport) -> None:
 @main.command()
 @click.option(
     "--max-batch-requests",
-    type=int,
+    type=click.IntRange(min=1),
     envvar="LLMBATCH_MAX_BATCH_REQUESTS",
     help="Cap on requests per batch.",
 )
@@ -411,15 +417,20 @@ def run(
 @main.command()
 @click.option("--queue", "-q", envvar="LLMBATCH_QUEUE", help="Wait for this queue only.")
 @click.option(
-    "--timeout", type=float, envvar="LLMBATCH_WAIT_TIMEOUT", help="Give up after this many seconds."
+    "--timeout",
+    type=click.FloatRange(min=0),
+    envvar="LLMBATCH_WAIT_TIMEOUT",
+    help="Give up after this many seconds.",
 )
 @click.option(
     "--poll-interval",
-    type=float,
+    type=SECONDS,
     envvar="LLMBATCH_POLL_INTERVAL",
     help="Seconds between polls (default 30).",
 )
-@click.option("--max-batch-requests", type=int, envvar="LLMBATCH_MAX_BATCH_REQUESTS")
+@click.option(
+    "--max-batch-requests", type=click.IntRange(min=1), envvar="LLMBATCH_MAX_BATCH_REQUESTS"
+)
 @_budget_options
 @click.pass_context
 def wait(
@@ -457,11 +468,11 @@ def wait(
 @main.command()
 @click.option(
     "--interval",
-    type=float,
+    type=SECONDS,
     envvar="LLMBATCH_WORKER_INTERVAL",
     help="Seconds between ticks (default: the poll schedule).",
 )
-@click.option("--poll-interval", type=float, envvar="LLMBATCH_POLL_INTERVAL")
+@click.option("--poll-interval", type=SECONDS, envvar="LLMBATCH_POLL_INTERVAL")
 @_budget_options
 @click.pass_context
 def worker(

@@ -68,7 +68,8 @@ Types = tuple[type, ...] | None  # the Python types an option's value may have; 
 _PY_TYPES: dict[type[Any], tuple[type, ...]] = {
     click.types.StringParamType: (str,), click.Choice: (str,), click.Path: (str,),
     click.types.IntParamType: (int,), click.IntRange: (int,),
-    click.types.FloatParamType: (int, float), click.types.BoolParamType: (bool,),
+    click.types.FloatParamType: (int, float), click.FloatRange: (int, float),
+    click.types.BoolParamType: (bool,),
 }  # fmt: skip
 _KIND = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}
 
