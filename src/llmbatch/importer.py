@@ -177,7 +177,13 @@ class _Rejects:
 
     def write(self, line: int, reason: str, raw: bytes | None) -> None:
         if self._file is None:
-            self._file = open(self.path, "wb")  # noqa: SIM115 - closed in close()
+            try:
+                self._file = open(self.path, "wb")  # noqa: SIM115 - closed in close()
+            except OSError as exc:  # the import is aborted: nothing enqueued
+                raise InputError(
+                    f"cannot write the reject file {self.path}: {exc.strerror}; nothing was "
+                    "enqueued (name a writable --reject-file)"
+                ) from None
         text = None if raw is None else raw[:65536].decode("utf-8", "replace")
         self._file.write(orjson.dumps({"line": line, "reason": reason, "raw": text}) + b"\n")
 
