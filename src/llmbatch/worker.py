@@ -59,10 +59,7 @@ def engine_settings(
         retry = RetryPolicy(**retry_values)
     except TypeError as exc:
         raise ConfigError(f"[engine.retry]: {exc}") from None
-    quotas = {}
-    for provider, models in (config.get("quotas") or {}).items():
-        for model, q in models.items():
-            quotas[(provider, model)] = int(q["enqueued_tokens"] if isinstance(q, dict) else q)
+    quotas = _quotas(config.get("quotas") or {})
     providers = dict(config.get("providers") or {})
     providers.update(values.pop("providers", {}))
     for name, options in providers.items():
@@ -94,6 +91,23 @@ def _check_types(table: str, values: dict[str, Any], cls: Any) -> None:
         wanted, kind = _TYPES.get(types.get(key, ""), ((object,), ""))
         if (isinstance(value, bool) and bool not in wanted) or not isinstance(value, wanted):
             raise ConfigError(f"{table} {key} must be {kind}, got {value!r}")
+
+
+def _quotas(table: dict[str, Any]) -> dict[tuple[str, str], int]:
+    """`[quotas.PROVIDER]` MODEL = tokens (or {enqueued_tokens = tokens}), checked."""
+    quotas = {}
+    for provider, models in table.items():
+        if not isinstance(models, dict):
+            raise ConfigError(f"[quotas.{provider}] must be a table of model = enqueued tokens")
+        for model, q in models.items():
+            tokens = q.get("enqueued_tokens") if isinstance(q, dict) else q
+            if isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 1:
+                raise ConfigError(
+                    f"[quotas.{provider}] {model} must be a positive number of enqueued tokens (or "
+                    f"{{enqueued_tokens = N}}), got {q!r}"
+                )
+            quotas[(provider, model)] = tokens
+    return quotas
 
 
 def _check_provider(name: str, options: Any) -> None:
