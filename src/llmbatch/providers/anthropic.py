@@ -156,20 +156,15 @@ class AnthropicProvider:
         if not intents:
             return {}
         start = min(since, min(i.created_at for i in intents)) - self.settings.clock_skew
-        by_count: dict[int, list[MessageBatch]] = {}
-        for b in self._list_since(start, pages=10):
-            if b.id not in recorded:
-                by_count.setdefault(_total(b), []).append(b)
-        found: dict[int, BatchRef] = {}
-        by_intents: dict[int, list[Intent]] = {}
-        for i in sorted(intents, key=lambda i: i.batch_id):
-            by_intents.setdefault(i.request_count, []).append(i)
-        for count, group in by_intents.items():
-            batches = sorted(by_count.get(count, []), key=lambda b: (b.created_at, b.id))
-            extra = tuple(_status(b) for b in batches[len(group) :])
-            for i, b in zip(group, batches, strict=False):
-                found[i.batch_id] = BatchRef(b.id, duplicates=extra)
-        return found
+        candidates = {b.id: b for b in self._list_since(start, pages=10) if b.id not in recorded}
+        matched = match_by_count(
+            [(i.batch_id, i.request_count) for i in intents],
+            [(b.id, _total(b), b.created_at.timestamp()) for b in candidates.values()],
+        )
+        return {
+            intent: BatchRef(primary, duplicates=tuple(_status(candidates[d]) for d in extra))
+            for intent, (primary, extra) in matched.items()
+        }
 
     def list_tagged(
         self, store_id: str, since: float, recorded: frozenset[str] = frozenset()
@@ -314,6 +309,27 @@ class AnthropicProvider:
                 ):
                     return
                 page = page.get_next_page()
+
+
+def match_by_count(
+    intents: Sequence[tuple[int, int]], batches: Sequence[tuple[str, int, float]]
+) -> dict[int, tuple[str, tuple[str, ...]]]:
+    """Intent id -> (its batch, the duplicates) from (intent id, request count) and
+    (batch id, request count, created at): per count, intents in id order take that count's
+    batches oldest first; the batches left over go to every intent of that count."""
+    by_count: dict[int, list[tuple[float, str]]] = {}
+    for batch_id, total, created in batches:
+        by_count.setdefault(total, []).append((created, batch_id))
+    out: dict[int, tuple[str, tuple[str, ...]]] = {}
+    by_intents: dict[int, list[int]] = {}
+    for intent, count in sorted(intents):
+        by_intents.setdefault(count, []).append(intent)
+    for count, group in by_intents.items():
+        ordered = [b for _c, b in sorted(by_count.get(count, []))]
+        extra = tuple(ordered[len(group) :])
+        for intent, batch_id in zip(group, ordered, strict=False):
+            out[intent] = (batch_id, extra)
+    return out
 
 
 def _create_body(path: Path) -> Iterator[bytes]:
