@@ -29,16 +29,15 @@ from llmbatch.budget import BudgetSettings
 from llmbatch.errors import ConfigError, RejectedError, TransientError
 from llmbatch.ingest import Ingesting
 from llmbatch.packing import cut
-from llmbatch.providers import BatchStatus, Provider, make_provider
+from llmbatch.providers import Provider, make_provider
 from llmbatch.retry import RetryPolicy
 from llmbatch.store import Store
 from llmbatch.store.batching import OpenBatch, Outcome, _Retry
 from llmbatch.store.budgets import OverBudget, Reservation
 from llmbatch.store.sqlstore import owner_alive, owner_tag
-from llmbatch.submission import Submission
+from llmbatch.submission import Submission, Sweeping
 
 ENDED = ("completed", "failed", "expired", "cancelled")
-SWEEP_LOOKBACK_S = 7 * 24 * 3600
 
 
 @dataclass
@@ -86,7 +85,7 @@ class TickReport:
     notes: list[str] = field(default_factory=list)
 
 
-class Engine(Ingesting):
+class Engine(Ingesting, Sweeping):
     """Drives one store's queue through the providers' batch APIs."""
 
     def __init__(
@@ -441,61 +440,6 @@ class Engine(Ingesting):
             else min(self.interval * 2, self.settings.max_poll_interval)
         )
         self.next_poll_at = now + self.interval
-
-    def _sweep(self, now: float, token: int, report: TickReport) -> None:
-        """Adopt batches tagged with our store id that the store does not know (a re-create
-        the residual risk allowed, a restored database); delete our uploads no intent uses."""
-        self._next_sweep_at = now + self.settings.sweep_interval
-        since = now - SWEEP_LOOKBACK_S
-        for name in sorted(self._providers):
-            provider = self._providers[name]
-            known_batches, known_files = self.store.known_ids(name)
-            try:
-                tagged = provider.list_tagged(self.store.store_id, since, frozenset(known_batches))
-                strays = provider.stray_uploads(self.store.store_id, since)
-            except TransientError as exc:
-                report.notes.append(f"sweep later: {exc}")
-                continue
-            open_intents = {
-                b.id: b for b in self.store.open_batches() if b.provider_batch_id is None
-            }
-            for status in tagged:
-                intent_id = self._intent_of(status)
-                if status.provider_batch_id in known_batches or intent_id in open_intents:
-                    continue  # recorded, or an intent still being sent: reconcile adopts it
-                batch_id = self.store.adopt_batch(name, status, intent_id, now, token)
-                if batch_id is not None:
-                    report.notes.append(
-                        f"adopted {status.provider_batch_id}: ours, but not recorded"
-                    )
-            open_intents = {
-                b.id: b for b in self.store.open_batches() if b.provider_batch_id is None
-            }
-            unused = []
-            for file_id, intent_id in strays:
-                pending = open_intents.get(intent_id)
-                if file_id in known_files or (
-                    pending is not None and pending.input_file_id is None
-                ):
-                    continue  # recorded, or possibly the upload of an intent still being sent
-                unused.append(file_id)
-            if unused and self.settings.delete_files:
-                with contextlib.suppress(TransientError):
-                    provider.delete_files(unused)
-                self.store.note(
-                    "deleted_uploads",
-                    None,
-                    f"{len(unused)} uploads no intent uses: {', '.join(unused[:5])}",
-                )
-
-    def _intent_of(self, status: BatchStatus) -> int | None:
-        """The intent a tagged batch carries: named in its metadata (OpenAI), or the intent
-        of the attempt its first result line names (Anthropic)."""
-        meta = status.metadata or {}
-        intent, attempt = meta.get("llmbatch_intent", ""), meta.get("llmbatch_attempt", "")
-        if intent.isdigit():
-            return int(intent)
-        return self.store.batch_of_attempt(int(attempt)) if attempt.isdigit() else None
 
     # -- ingest ----------------------------------------------------------------------------
     def close(self) -> None:

@@ -35,17 +35,28 @@ the provider holds two batches for one intent: the same bounded risk as above. A
 frozen *after* sending (the usual case: blocked on the response) is safe — its batch is
 found by the new holder's reconcile, and its own recording is refused. A frozen upload
 leaves at most an unused file.
+
+The sweep (`Sweeping`, every `sweep_interval`) closes the loop: batches created in the last
+week that carry our store id (OpenAI metadata; our attempt ids in an Anthropic batch's first
+result line) but that the store never recorded are adopted as batches of their intent and
+ingested, and uploads no intent uses are deleted.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from llmbatch.providers.base import BatchRef, Intent, Provider
+from llmbatch.errors import TransientError
+from llmbatch.providers.base import BatchRef, BatchStatus, Intent, Provider
 from llmbatch.store import Store
 from llmbatch.store.batching import OpenBatch
+
+if TYPE_CHECKING:
+    from llmbatch.engine import EngineSettings, TickReport
 
 
 class Submission:
@@ -139,3 +150,71 @@ def _intent(b: OpenBatch, store_id: str) -> Intent:
         b.created_at,
         b.input_file_id,
     )
+
+
+SWEEP_LOOKBACK_S = 7 * 24 * 3600
+
+
+class Sweeping:
+    """The engine's sweep (mixed into Engine, whose state it uses): batches of ours that the
+    store never recorded are adopted, uploads no intent uses are deleted."""
+
+    store: Store
+    settings: EngineSettings
+    _providers: dict[str, Provider]
+    _next_sweep_at: float
+
+    def _sweep(self, now: float, token: int, report: TickReport) -> None:
+        """Adopt batches tagged with our store id that the store does not know (a re-create
+        the residual risk allowed, a restored database); delete our uploads no intent uses."""
+        self._next_sweep_at = now + self.settings.sweep_interval
+        since = now - SWEEP_LOOKBACK_S
+        for name in sorted(self._providers):
+            provider = self._providers[name]
+            known_batches, known_files = self.store.known_ids(name)
+            try:
+                tagged = provider.list_tagged(self.store.store_id, since, frozenset(known_batches))
+                strays = provider.stray_uploads(self.store.store_id, since)
+            except TransientError as exc:
+                report.notes.append(f"sweep later: {exc}")
+                continue
+            open_intents = {
+                b.id: b for b in self.store.open_batches() if b.provider_batch_id is None
+            }
+            for status in tagged:
+                intent_id = self._intent_of(status)
+                if status.provider_batch_id in known_batches or intent_id in open_intents:
+                    continue  # recorded, or an intent still being sent: reconcile adopts it
+                batch_id = self.store.adopt_batch(name, status, intent_id, now, token)
+                if batch_id is not None:
+                    report.notes.append(
+                        f"adopted {status.provider_batch_id}: ours, but not recorded"
+                    )
+            open_intents = {
+                b.id: b for b in self.store.open_batches() if b.provider_batch_id is None
+            }
+            unused = []
+            for file_id, intent_id in strays:
+                pending = open_intents.get(intent_id)
+                if file_id in known_files or (
+                    pending is not None and pending.input_file_id is None
+                ):
+                    continue  # recorded, or possibly the upload of an intent still being sent
+                unused.append(file_id)
+            if unused and self.settings.delete_files:
+                with contextlib.suppress(TransientError):
+                    provider.delete_files(unused)
+                self.store.note(
+                    "deleted_uploads",
+                    None,
+                    f"{len(unused)} uploads no intent uses: {', '.join(unused[:5])}",
+                )
+
+    def _intent_of(self, status: BatchStatus) -> int | None:
+        """The intent a tagged batch carries: named in its metadata (OpenAI), or the intent
+        of the attempt its first result line names (Anthropic)."""
+        meta = status.metadata or {}
+        intent, attempt = meta.get("llmbatch_intent", ""), meta.get("llmbatch_attempt", "")
+        if intent.isdigit():
+            return int(intent)
+        return self.store.batch_of_attempt(int(attempt)) if attempt.isdigit() else None
