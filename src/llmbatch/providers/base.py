@@ -1,6 +1,6 @@
 """The Provider protocol: the one seam every batch API implements.
 
-OpenAI and Azure now, Anthropic later; built-ins register through the `llmbatch.providers`
+OpenAI, Azure and Anthropic; built-ins register through the `llmbatch.providers`
 entry point group exactly as an outside package would. A provider never touches the store:
 the engine hands it an `Intent` (a packed batch file and who we are) and records what it
 returns.
@@ -119,7 +119,8 @@ class Provider(Protocol):
         """The per-batch limits for this endpoint and model."""
 
     def group_key(self, endpoint: str, model: str) -> tuple[str, ...]:
-        """What may share a batch (OpenAI: endpoint and model)."""
+        """What may share a batch (OpenAI: endpoint and model; Anthropic: the endpoint, so
+        one batch may mix models). The engine packs by it."""
 
     def request_line(self, attempt_id: str, endpoint: str, body: bytes) -> bytes:
         """One line of a batch input file for this provider (without the newline)."""
