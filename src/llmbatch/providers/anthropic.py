@@ -35,7 +35,10 @@ answered twice, and the sweep adopts the first once it has ended
 (another tool on the same key) of exactly the same size, created in the window, can be
 adopted by mistake: its results carry no ids of ours, so the batch is ingested with
 anomalies and our requests go back to the queue uncharged, while the batch we did create is
-found later by the sweep.
+found later by the sweep. Likewise, of two unrecorded intents of the same size where only the
+newer one's create reached the provider, the older takes that batch: its lines are recorded
+as anomalies, the older intent's requests are queued again, and the newer one is created
+again after the settle delay — every request still gets one result; one batch is paid twice.
 
 Archived results (29 days after a batch ends) cannot be read: `download` raises ResultsGone
 and the engine requeues or fails the batch's waiting requests (`[engine] archived`).
