@@ -110,6 +110,8 @@ class Submission:
                         f"{ref.provider_batch_id}: adopted too, its results land on their attempts",
                     )
                 return True
+            if ref is not None and ref.pending:
+                return False  # a batch that may be this intent's has yet to say whose it is
             if ref is not None and ref.input_file_id and not self.file_id:
                 self.uploaded(ref.input_file_id)
             if b.create_started_at is not None and self.now - b.create_started_at < self.settle:
@@ -127,7 +129,7 @@ class Submission:
         matching by request count does not hand this one another intent's batch."""
         b = self.batch
         peers = [
-            _intent(o, self.store.store_id)
+            _intent(o, self.store.store_id, self.store.attempt_span(o.id))
             for o in self.store.open_batches()
             if o.provider == b.provider
             and o.id != b.id
@@ -135,11 +137,12 @@ class Submission:
             and (o.create_started_at is not None or o.upload_started_at is not None)
         ]
         recorded = frozenset(self.store.known_ids(b.provider)[0])
+        intent = replace(intent, attempt_span=self.store.attempt_span(b.id))
         found = self.provider.reconcile([intent, *peers], b.created_at - 3600, recorded)
         return found.get(b.id)
 
 
-def _intent(b: OpenBatch, store_id: str) -> Intent:
+def _intent(b: OpenBatch, store_id: str, span: tuple[int, int] | None = None) -> Intent:
     return Intent(
         b.id,
         store_id,
@@ -149,6 +152,7 @@ def _intent(b: OpenBatch, store_id: str) -> Intent:
         b.request_count,
         b.created_at,
         b.input_file_id,
+        span,
     )
 
 

@@ -1,12 +1,12 @@
 """What the Anthropic fault storm found (benchmarks/bench_faults.py --provider anthropic),
 reduced to two creates: intent A's create fails *before* creating anything (a 502), intent
-B's (same size) fails *after* creating its batch (a 500). Reconcile matches unrecorded
-intents of one size to unrecorded batches of that size oldest first, so A adopts B's batch;
-B finds nothing, waits the settle delay and creates again: B's requests are paid twice,
-and A's go back to the queue as `missing_result` once "its" batch holds only B's lines.
+B's (same size) fails *after* creating its batch (a 500). Reconcile matched unrecorded
+intents of one size to unrecorded batches of that size oldest first, so A adopted B's batch;
+B would find nothing, wait the settle delay and create again: B's requests paid twice, and
+A's back in the queue as `missing_result` once "its" batch held only B's lines.
 
-Marked xfail (strict) until the Anthropic reconcile tells the two apart: it then passes,
-and strict makes that a failure to notice.
+It used to (xfail); now a candidate that may be either intent's is matched to neither while
+it runs, and once it has ended the first line of its results says whose it is.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import anthropic
-import pytest
 
 from helpers import E2E_KEY_ENV, fast_settings, results_per_request, sql
 from llmbatch import Queue
@@ -32,9 +31,6 @@ def message(i: int) -> dict[str, Any]:
     return {"custom_id": f"m{i}", "params": params}
 
 
-@pytest.mark.xfail(
-    strict=True, reason="Anthropic reconcile adopts another intent's batch of the same size"
-)
 def test_a_failed_create_does_not_adopt_the_batch_of_a_create_that_failed_after(
     tmp_path: Path,
 ) -> None:

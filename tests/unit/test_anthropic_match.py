@@ -27,8 +27,18 @@ def test_two_intents_of_one_size_take_batches_in_creation_order() -> None:
     assert got == {1: ("first", ()), 2: ("second", ())}
 
 
-def test_more_intents_than_batches_leaves_the_later_ones_unmatched() -> None:
-    assert match_by_count([(1, 3), (2, 3)], [("only", 3, 1.0)]) == {1: ("only", ())}
+def test_fewer_batches_than_intents_of_a_size_is_pending_until_they_say_whose() -> None:
+    pending = ("", ())
+    assert match_by_count([(1, 3), (2, 3)], [("only", 3, 1.0)]) == {1: pending, 2: pending}
+    assert match_by_count([(1, 3), (2, 3)], [("only", 3, 1.0)], {"only": 2}) == {2: ("only", ())}
+
+
+def test_a_batch_that_said_whose_it_is_goes_to_that_intent_or_to_none() -> None:
+    batches = [("b1", 3, 1.0), ("b2", 3, 2.0), ("foreign", 3, 0.5)]
+    owners = {"b1": 2, "b2": 2, "foreign": None}
+    assert match_by_count([(1, 3), (2, 3)], batches, owners) == {2: ("b1", ("b2",))}
+    # a batch of a size other than its owner's is not that owner's
+    assert match_by_count([(1, 4)], [("x", 3, 1.0)], {"x": 1}) == {}
 
 
 intents = st.dictionaries(st.integers(1, 50), st.integers(1, 4), max_size=8)
@@ -44,6 +54,13 @@ def test_every_batch_is_used_once_and_only_for_its_size(
     ints: dict[int, int], bs: dict[str, tuple[int, float]]
 ) -> None:
     got = match_by_count(list(ints.items()), [(b, n, t) for b, (n, t) in bs.items()])
+    pending = {i for i, (p, _d) in got.items() if not p}
+    for count in {ints[i] for i in pending}:  # only where batches are fewer than intents
+        mine = [i for i, n in ints.items() if n == count]
+        assert 0 < sum(1 for n, _t in bs.values() if n == count) < len(mine)
+        assert all(i in pending for i in mine)
+    got = {i: m for i, m in got.items() if i not in pending}
+    ints = {i: n for i, n in ints.items() if i not in pending}
     primaries = [p for p, _d in got.values()]
     assert len(primaries) == len(set(primaries))  # no batch is two intents' own
     for intent, (primary, dups) in got.items():

@@ -15,13 +15,15 @@ The protocol:
 2. The batch is created with `max_retries=0` (the SDK would retry a POST with no idempotency
    key and could create a second batch); its id is committed at once.
 3. After any interruption the next attempt reconciles: it lists batches created since the
-   intent (minus `clock_skew` seconds), drops those the store has recorded, and matches by
-   total request count. Every unrecorded intent that may have been created is matched at
-   once, oldest candidate to oldest intent, so two lost creates of the same size each find
-   their own. Candidates left over are duplicates (a create repeated after the settle
-   delay): they are adopted as further batches of the intent, and as attempt ids are
-   globally unique their results land on the right requests (already answered ones are
-   skipped).
+   intent (minus `clock_skew` seconds), drops those the store has recorded, and matches
+   every unrecorded intent that may have been created at once. A candidate that has ended
+   says whose it is: the first line of its results names one of our attempts, which lies in
+   one intent's attempt span (or in none: not theirs). Running candidates are matched by
+   total request count, oldest candidate to oldest intent; if a size has fewer running
+   candidates than intents, any could be any intent's, so those intents wait until the
+   candidates end and say. Candidates left over are duplicates (a create repeated after
+   the settle delay): they are adopted as further batches of the intent, and as attempt ids
+   are globally unique their results land on the right requests (answered ones skipped).
 4. With no candidate the engine waits `settle_seconds` (the list may lag) and creates again.
 5. The sweep (`list_tagged`) reads the first result line of each ended batch the store does
    not know, once per process, and adopts those whose custom ids carry our store's
@@ -32,13 +34,12 @@ Residual risk: a created batch that stays invisible in the list for longer than 
 delay, with our record of it lost, is created twice; both are paid, no request is lost or
 answered twice, and the sweep adopts the first once it has ended
 (tests/e2e/test_anthropic_exactly_once.py reproduces and reports it). A foreign batch
-(another tool on the same key) of exactly the same size, created in the window, can be
-adopted by mistake: its results carry no ids of ours, so the batch is ingested with
+(another tool on the same key) of exactly the same size, created in the window and still
+running, can be adopted by mistake: its results carry no ids of ours, so the batch is ingested with
 anomalies and our requests go back to the queue uncharged, while the batch we did create is
-found later by the sweep. Likewise, of two unrecorded intents of the same size where only the
-newer one's create reached the provider, the older takes that batch: its lines are recorded
-as anomalies, the older intent's requests are queued again, and the newer one is created
-again after the settle delay — every request still gets one result; one batch is paid twice.
+found later by the sweep. The price of telling equal sizes apart: where a size has fewer
+running candidates than unrecorded intents, those intents wait for the candidates to end
+(minutes; at worst the 24 h window) before the one whose create was lost is created again.
 
 Archived results (29 days after a batch ends) cannot be read: `download` raises ResultsGone
 and the engine requeues or fails the batch's waiting requests (`[engine] archived`).
@@ -48,7 +49,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -99,6 +100,7 @@ class AnthropicProvider:
         self.settings = settings or AnthropicSettings(**options)
         self._client: anthropic.Anthropic | None = None
         self._foreign: set[str] = set()  # batches whose results showed they are not ours
+        self._first_ids: dict[str, str | None] = {}  # batch -> custom_id of its first line
 
     # -- clients -------------------------------------------------------------------------
     def _key(self) -> str:
@@ -150,24 +152,57 @@ class AnthropicProvider:
     def reconcile(
         self, intents: Sequence[Intent], since: float, recorded: frozenset[str] = frozenset()
     ) -> dict[int, BatchRef]:
-        """Match intents to unrecorded batches created since `since` by request count.
+        """Match intents to unrecorded batches created since `since` (see `match_by_count`).
 
-        Intents of one count take that count's candidates oldest first, in intent order (the
-        order they were created in). Candidates left over once each intent has one are
-        duplicates of one of them (a create repeated after the settle delay): every intent of
-        that count lists them in `duplicates`, and the first to be recorded adopts them."""
+        A candidate that has ended says whose it is: the first line of its results names an
+        attempt, which falls in one intent's `attempt_span` or in none of them (then it is
+        not theirs). Candidates still running, and every candidate when an intent comes
+        without its span, are matched by request count."""
         if not intents:
             return {}
         start = min(since, min(i.created_at for i in intents)) - self.settings.clock_skew
-        candidates = {b.id: b for b in self._list_since(start, pages=10) if b.id not in recorded}
+        sizes = {i.request_count for i in intents}
+        candidates = {
+            b.id: b
+            for b in self._list_since(start, pages=10)
+            if b.id not in recorded and _total(b) in sizes
+        }
+        spans = all(i.attempt_span is not None for i in intents)  # else by count alone
+        owners = {
+            b.id: self._owner(b, intents)
+            for b in candidates.values()
+            if spans and b.processing_status == "ended" and b.results_url and not b.archived_at
+        }
         matched = match_by_count(
             [(i.batch_id, i.request_count) for i in intents],
             [(b.id, _total(b), b.created_at.timestamp()) for b in candidates.values()],
+            owners,
         )
         return {
             intent: BatchRef(primary, duplicates=tuple(_status(candidates[d]) for d in extra))
+            if primary
+            else BatchRef("", pending=True)
             for intent, (primary, extra) in matched.items()
         }
+
+    def _owner(self, b: MessageBatch, intents: Sequence[Intent]) -> int | None:
+        """The intent whose attempt the first result line of an ended batch names, if any."""
+        if b.id not in self._first_ids:
+            try:
+                self._first_ids[b.id] = self._first_custom_id(b.id)
+            except RejectedError:
+                self._first_ids[b.id] = None
+        custom_id = self._first_ids[b.id] or ""
+        prefix, _sep, number = custom_id.rpartition("-")
+        if not number.isdigit() or not intents or prefix != intents[0].store_id:
+            return None
+        attempt = int(number)
+        owners = [
+            i.batch_id
+            for i in intents
+            if i.attempt_span is not None and i.attempt_span[0] <= attempt <= i.attempt_span[1]
+        ]
+        return owners[0] if len(owners) == 1 else None
 
     def list_tagged(
         self, store_id: str, since: float, recorded: frozenset[str] = frozenset()
@@ -315,20 +350,43 @@ class AnthropicProvider:
 
 
 def match_by_count(
-    intents: Sequence[tuple[int, int]], batches: Sequence[tuple[str, int, float]]
+    intents: Sequence[tuple[int, int]],
+    batches: Sequence[tuple[str, int, float]],
+    owners: Mapping[str, int | None] | None = None,
 ) -> dict[int, tuple[str, tuple[str, ...]]]:
     """Intent id -> (its batch, the duplicates) from (intent id, request count) and
-    (batch id, request count, created at): per count, intents in id order take that count's
-    batches oldest first; the batches left over go to every intent of that count."""
-    by_count: dict[int, list[tuple[float, str]]] = {}
-    for batch_id, total, created in batches:
-        by_count.setdefault(total, []).append((created, batch_id))
+    (batch id, request count, created at).
+
+    A batch in `owners` has said whose it is (its first result line): it goes to that intent
+    (the oldest as its batch, later ones as duplicates), or to none if None. The others are
+    matched by count: per count, intents in id order take that count's batches oldest
+    first, and batches left over go to every intent of that count as duplicates. When a
+    count has fewer such batches than intents still unmatched, any of them may be any
+    intent's: those intents get ("", ()) — pending, ask again once the batches have ended."""
+    owners = owners or {}
+    sizes = dict(intents)
     out: dict[int, tuple[str, tuple[str, ...]]] = {}
+    unknown: dict[int, list[str]] = {}
+    for batch_id, total, _created in sorted(batches, key=lambda b: (b[2], b[0])):
+        if batch_id not in owners:
+            unknown.setdefault(total, []).append(batch_id)
+            continue
+        owner = owners[batch_id]
+        if owner is None or sizes.get(owner) != total:
+            continue  # not one of these intents' batches
+        primary, extra = out.get(owner, (batch_id, ()))
+        out[owner] = (primary, extra + ((batch_id,) if primary != batch_id else ()))
     by_intents: dict[int, list[int]] = {}
     for intent, count in sorted(intents):
-        by_intents.setdefault(count, []).append(intent)
+        if intent not in out:
+            by_intents.setdefault(count, []).append(intent)
     for count, group in by_intents.items():
-        ordered = [b for _c, b in sorted(by_count.get(count, []))]
+        ordered = unknown.get(count, [])
+        if not ordered:
+            continue
+        if len(ordered) < len(group):
+            out.update(dict.fromkeys(group, ("", ())))
+            continue
         extra = tuple(ordered[len(group) :])
         for intent, batch_id in zip(group, ordered, strict=False):
             out[intent] = (batch_id, extra)

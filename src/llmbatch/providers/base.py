@@ -42,6 +42,7 @@ class Intent:
     request_count: int
     created_at: float
     input_file_id: str | None = None  # set once an upload is recorded
+    attempt_span: tuple[int, int] | None = None  # its lowest and highest attempt id
 
     @property
     def file_name(self) -> str:
@@ -62,6 +63,9 @@ class BatchRef:
     # matches by request count cannot tell them apart): the engine adopts them too, and
     # their results land on the right attempts because attempt ids are globally unique.
     duplicates: tuple[BatchStatus, ...] = field(default=(), compare=False)
+    # No batch yet, but one that may be this intent's has not ended (so its results cannot
+    # say whose it is): ask again later rather than create.
+    pending: bool = False
 
 
 @dataclass(slots=True)

@@ -254,6 +254,9 @@ class Store(Protocol):
     def known_ids(self, provider: str) -> tuple[set[str], set[str]]:
         """(provider batch ids, input file ids) recorded for a provider."""
 
+    def attempt_span(self, batch_id: int) -> tuple[int, int] | None:
+        """The lowest and highest attempt id of a batch row (an intent), if it has any."""
+
     def batch_of_attempt(self, attempt_id: int) -> int | None:
         """The batch row (intent) an attempt was packed into, if the attempt exists."""
 

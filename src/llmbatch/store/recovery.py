@@ -118,6 +118,13 @@ class RecoveryOps:
             files = {str(r[0]) for r in cur.fetchall()}
         return batches, files
 
+    def attempt_span(self, batch_id: int) -> tuple[int, int] | None:
+        """The lowest and highest attempt id of a batch row (an intent), if it has any."""
+        with self._read() as cur:
+            cur.execute(self.q("attempt_span"), {"id": batch_id})
+            row = cur.fetchone()
+        return None if row is None or row[0] is None else (int(row[0]), int(row[1]))
+
     def batch_of_attempt(self, attempt_id: int) -> int | None:
         """The batch row (intent) an attempt was packed into, if the attempt exists."""
         with self._read() as cur:

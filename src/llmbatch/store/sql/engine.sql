@@ -179,6 +179,9 @@ SELECT provider_batch_id FROM batches WHERE provider = :provider AND provider_ba
 -- name: known_input_files
 SELECT input_file_id FROM batches WHERE provider = :provider AND input_file_id IS NOT NULL
 
+-- name: attempt_span
+SELECT MIN(id), MAX(id) FROM attempts WHERE batch_id = :id
+
 -- name: batch_of_attempt
 SELECT batch_id FROM attempts WHERE id = :id
 
