@@ -327,8 +327,12 @@ class Engine(Ingesting, Sweeping):
             with contextlib.suppress(FileNotFoundError):
                 (self.workdir / f"batch-{b.id}.jsonl").unlink()
         else:
+            # Ask the provider again a poll interval later, not every tick: an Anthropic intent
+            # may wait hours for a same-size batch to end and say whose it is.
+            self._not_before[b.id] = now + self.settings.poll_interval
             report.notes.append(
-                f"batch {b.id}: waiting {self.settings.settle_seconds:.0f} s for the batch list to settle"
+                f"batch {b.id}: waiting for the batch list to settle, or for a batch that may be "
+                "this intent's to end"
             )
 
     def _quota(self, provider: str, model: str) -> int | None:
