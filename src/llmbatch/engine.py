@@ -30,6 +30,7 @@ from llmbatch.errors import ConfigError, RejectedError, TransientError
 from llmbatch.ingest import Ingesting
 from llmbatch.packing import cut
 from llmbatch.providers import Provider, make_provider
+from llmbatch.providers.base import Limits
 from llmbatch.retry import RetryPolicy
 from llmbatch.store import Store
 from llmbatch.store.batching import OpenBatch, Outcome, _Retry
@@ -232,6 +233,9 @@ class Engine(Ingesting, Sweeping):
                 if quota is not None and model is not None:
                     room = quota - self.store.tokens_in_flight(provider_name, model)
                 c = cut(self.store.candidates(provider_name, endpoint, model), limits, cap, room)
+                if c.too_large is not None:
+                    self._refuse_too_large(c.too_large, provider_name, limits, now, token, report)
+                    continue
                 if c.count == 0:
                     if c.why == "token quota":
                         report.notes.append(
@@ -261,6 +265,19 @@ class Engine(Ingesting, Sweeping):
                 self._submit(opened, now, token, report)
                 if c.why == "all":
                     break
+
+    def _refuse_too_large(
+        self, request_id: int, provider: str, limits: Limits, now: float, token: int,
+        report: TickReport,
+    ) -> None:  # fmt: skip
+        """Fail a request no batch can hold, so the rest of its group still goes out."""
+        why = (
+            f"too large for one {provider} batch (limit {limits.max_bytes:,} bytes"
+            + (f", {limits.max_inputs:,} inputs" if limits.max_inputs is not None else "")
+            + ")"
+        )
+        if self.store.fail_unsendable(request_id, why, now, token):
+            report.notes.append(f"request {request_id} failed: {why}")
 
     def _budgeted(
         self, group: tuple[str, str, str], ids: Any, now: float, token: int, report: TickReport

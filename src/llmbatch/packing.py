@@ -22,6 +22,7 @@ class Cut:
     inputs: int = 0
     tokens: int = 0
     why: str = "all"  # the limit that ended the batch, or "all" when every candidate fits
+    too_large: int | None = None  # a first candidate no batch of these limits can hold
 
     @property
     def count(self) -> int:
@@ -45,6 +46,10 @@ def cut(
             out.why = "lines"
             break
         line = nbytes + LINE_OVERHEAD
+        too_many_inputs = limits.max_inputs is not None and ninputs > limits.max_inputs
+        if not out.ids and (line > max_bytes or too_many_inputs):
+            out.why, out.too_large = "too large", rid  # alone it would block its group forever
+            break
         if out.input_bytes + line > max_bytes:
             out.why = "bytes"
             break

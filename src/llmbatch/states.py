@@ -1,7 +1,8 @@
 """The state machines of requests, attempts and batches, as one pure transition table.
 
 A request moves ``queued → packed → submitted → succeeded | failed | retry_wait → queued``;
-``queued | retry_wait → held → queued`` while a budget or quota holds it back; any state that
+``queued | retry_wait → held → queued`` while a budget or quota holds it back; a queued request
+that no batch of its provider can hold fails where it is (``queued → failed``); any state that
 is not terminal may become ``cancelled``. A packed or submitted request may also go back to
 ``queued`` without using an attempt (its batch expired, was cancelled by someone else, or its
 intent was abandoned before anything was sent).
@@ -26,7 +27,7 @@ REQUEST_STATES: Final = (QUEUED, PACKED, SUBMITTED, SUCCEEDED, FAILED, RETRY_WAI
 TERMINAL: Final = frozenset({SUCCEEDED, FAILED, CANCELLED})
 
 REQUEST_TRANSITIONS: Final[dict[str, frozenset[str]]] = {
-    QUEUED: frozenset({PACKED, HELD, CANCELLED}),
+    QUEUED: frozenset({PACKED, HELD, FAILED, CANCELLED}),
     PACKED: frozenset({SUBMITTED, QUEUED, CANCELLED}),
     SUBMITTED: frozenset({SUCCEEDED, FAILED, RETRY_WAIT, QUEUED, CANCELLED}),
     RETRY_WAIT: frozenset({QUEUED, HELD, CANCELLED}),

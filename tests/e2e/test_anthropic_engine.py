@@ -254,3 +254,18 @@ def test_under_a_budget_each_model_is_priced_and_packed_alone(
         ("claude-3-5-haiku-latest", 2),
         ("claude-sonnet-4-20250514", 3),
     ]
+
+
+def test_a_request_too_large_for_any_batch_fails_alone(db: str, emu: RunningEmulator) -> None:
+    """With a 10 kB batch limit a 20 kB request can never go: it fails with the limit named,
+    and the group behind it (every Claude model) still drains."""
+    big = message(0)
+    big["params"]["messages"][0]["content"] = "x" * 20_000
+    items = [big] + [message(i) for i in range(1, 4)]
+    enqueue(db, items, "anthropic")
+    s = anthropic_settings(emu)
+    s.providers["anthropic"]["max_bytes"] = 10_000
+    drain(db, s)
+    assert states(db) == {"failed": 1, "succeeded": 3}
+    shown = cli("--db", db, "show", "claude 0/ü").stdout
+    assert "too large for one anthropic batch (limit 10,000 bytes)" in shown, shown

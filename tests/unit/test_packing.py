@@ -52,6 +52,16 @@ def test_token_quota() -> None:
     assert (nothing.count, nothing.why) == (0, "token quota")
 
 
+def test_a_request_no_batch_can_hold_is_named_not_skipped_forever() -> None:
+    limit = 1000
+    c = cut(cands(2000, 10), Limits(50_000, limit))
+    assert (c.count, c.why, c.too_large) == (0, "too large", 1)
+    c = cut(cands(10, 2000), Limits(50_000, limit))  # behind others: this batch ends before it
+    assert (c.count, c.why, c.too_large) == (1, "bytes", None)
+    c = cut(cands(5, inputs=11), Limits(50_000, 10**9, max_inputs=10))
+    assert (c.count, c.why, c.too_large) == (0, "too large", 1)
+
+
 def test_ids_are_kept_in_order() -> None:
     c = cut(iter(cands(3, 1, 2)), Limits(2, 10**9))
     assert list(c.ids) == [1, 2]
@@ -107,8 +117,14 @@ def test_a_cut_respects_every_limit_and_stops_only_at_one(
         "bytes": size + n + LINE_OVERHEAD > int(max_bytes),
         "embedding inputs": limits.max_inputs is not None and inputs + k > limits.max_inputs,
         "token quota": room is not None and used + tokens[c.count] > room,
+        "too large": c.count == 0
+        and (
+            n + LINE_OVERHEAD > int(max_bytes)
+            or (limits.max_inputs is not None and k > limits.max_inputs)
+        ),
     }
     assert broken[c.why], (c, broken)
+    assert (c.too_large is not None) == (c.why == "too large")
 
 
 @pytest.mark.parametrize("cap", [None, 7])

@@ -228,6 +228,9 @@ class Store(Protocol):
     def note(self, kind: str, batch_id: int | None, detail: str) -> None:
         """Append an event (anomaly, warning) to the log."""
 
+    def fail_unsendable(self, request_id: int, reason: str, now: float, token: int) -> bool:
+        """A queued request no batch can hold fails with `reason`; False if it had moved on."""
+
     def batches_created_since(self, provider: str, since: float) -> int:
         """Batches created at a provider since a time (the hourly creation limit)."""
 

@@ -429,6 +429,15 @@ class BatchingOps:
             cur.execute(self.q("mark_ingested"), {"id": batch_id, "now": now})
             self._event(cur, "ingested", batch_id=batch_id, detail=detail)
 
+    def fail_unsendable(self, request_id: int, reason: str, now: float, token: int) -> bool:
+        """A queued request no batch can hold fails with `reason` (it would block its group)."""
+        with self._write() as cur:
+            self._fence(cur, token)
+            cur.execute(self.q("fail_unsendable"), [reason, now, request_id])
+            if cur.rowcount:
+                self._event(cur, "unsendable", detail=f"request {request_id}: {reason}"[:2000])
+            return bool(cur.rowcount)
+
     def note(self, kind: str, batch_id: int | None, detail: str) -> None:
         """Append an event (anomalies, warnings) without a fence: it changes no state."""
         with self._write() as cur:

@@ -219,3 +219,6 @@ ON CONFLICT (day, queue, provider, model, price_tier) DO UPDATE SET
     cache_write_1h_tokens = cost_totals.cache_write_1h_tokens + excluded.cache_write_1h_tokens,
     output_tokens = cost_totals.output_tokens + excluded.output_tokens,
     flagged = cost_totals.flagged + excluded.flagged
+
+-- name: fail_unsendable
+UPDATE requests SET state = 'failed', reason = ?, updated_at = ? WHERE id = ? AND state = 'queued'
