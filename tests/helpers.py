@@ -19,8 +19,9 @@ import psycopg
 from click.testing import CliRunner, Result
 
 from llmbatch.cli import main
-from llmbatch.engine import EngineSettings
+from llmbatch.engine import Engine, EngineSettings
 from llmbatch.retry import RetryPolicy
+from llmbatch.store import open_store
 
 CHAT = "/v1/chat/completions"
 
@@ -151,7 +152,7 @@ E2E_KEY_ENV = "LLMBATCH_E2E_KEY"  # set to a fake key for every e2e test (tests/
 
 def fast_settings(emu: Any, **overrides: Any) -> EngineSettings:
     """Engine settings for tests: fast polling, short retry and settle delays, both OpenAI
-    surfaces pointed at a running emulator (`emu` is a RunningEmulator)."""
+    surfaces and Anthropic pointed at a running emulator (`emu` is a RunningEmulator)."""
     values: dict[str, Any] = {
         "poll_interval": 0.05,
         "max_poll_interval": 0.2,
@@ -161,10 +162,25 @@ def fast_settings(emu: Any, **overrides: Any) -> EngineSettings:
         "providers": {
             "openai": {"base_url": emu.base_url, "api_key_env": E2E_KEY_ENV},
             "azure": {"endpoint": emu.url, "api_key_env": E2E_KEY_ENV},
+            "anthropic": {"base_url": emu.url, "api_key_env": E2E_KEY_ENV},
         },
     }
     values.update(overrides)
     return EngineSettings(**values)
+
+
+def drain(db: str, settings: EngineSettings, max_seconds: float = 60.0) -> None:
+    """Tick an engine over `db` until nothing is unfinished, as `llmbatch wait` does."""
+    engine = Engine(open_store(db), settings)
+    deadline = time.monotonic() + max_seconds
+    try:
+        while engine.store.unfinished_count():
+            engine.tick(time.time())
+            assert time.monotonic() < deadline, "not drained in time"
+            time.sleep(0.02)
+    finally:
+        engine.close()
+        engine.store.close()
 
 
 def results_per_request(db: str) -> dict[str, int]:

@@ -8,7 +8,6 @@ errored result for that request alone, while the rest of its batch runs.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,11 +15,9 @@ from typing import Any
 import orjson
 import pytest
 
-from helpers import E2E_KEY_ENV, cli, fast_settings, request_states, results_per_request, sql
+from helpers import cli, drain, fast_settings, request_states, results_per_request, sql
 from llmbatch.emulator import RunningEmulator, running
-from llmbatch.engine import Engine
 from llmbatch.requests import ANTHROPIC_MAX_REQUEST_BYTES
-from llmbatch.store import open_store
 
 # ids Anthropic itself refuses (^[a-zA-Z0-9_-]{1,64}$): spaces, slashes, accents, 65+ chars
 ODD_IDS = ["with space", "a/b", "é", "x" * 200, "dot.ted"]
@@ -88,18 +85,7 @@ def test_an_unknown_model_fails_alone_and_the_rest_run(
     lines = [item(c) for c in ODD_IDS] + [item("ghost", model="claude-no-such-model")]
     lines += [item(f"s{i}", model="claude-sonnet-4-5") for i in range(3)]
     assert cli("--db", db, "enqueue", write(tmp_path, *lines)).exit_code == 0
-    s = fast_settings(emu)
-    s.providers["anthropic"] = {"base_url": emu.url, "api_key_env": E2E_KEY_ENV}
-    engine = Engine(open_store(db), s)
-    deadline = time.monotonic() + 60
-    try:
-        while engine.store.unfinished_count():
-            engine.tick(time.time())
-            assert time.monotonic() < deadline, "not drained in time"
-            time.sleep(0.02)
-    finally:
-        engine.close()
-        engine.store.close()
+    drain(db, fast_settings(emu))
     assert request_states(db) == {"succeeded": 8, "failed": 1}
     assert set(results_per_request(db).values()) == {1}
     [(attempts,)] = sql(db, "SELECT attempts FROM requests WHERE custom_id = 'ghost'")

@@ -10,7 +10,6 @@ its own, without llmbatch.pricing or llmbatch.usage.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -20,11 +19,9 @@ import orjson
 import pytest
 from genai_prices import calc_price, extract_usage
 
-from helpers import E2E_KEY_ENV, cli, fast_settings, sql
+from helpers import cli, drain, fast_settings, sql
 from llmbatch import Queue
 from llmbatch.emulator import RunningEmulator, running
-from llmbatch.engine import Engine
-from llmbatch.store import open_store
 
 # model -> whether the price data has a batch price for it (known here, not asked of llmbatch)
 MODELS = {"claude-haiku-4-5": True, "claude-3-5-haiku-latest": False, "claude-sonnet-4-5": True}
@@ -95,18 +92,7 @@ def test_report_prices_cache_traffic_like_an_independent_computation(
     items.append({"custom_id": "long", "params": long})
     with Queue(db, "q", provider="anthropic") as q:
         assert q.add_many(items).added == len(items)
-    s = fast_settings(emu)
-    s.providers["anthropic"] = {"base_url": emu.url, "api_key_env": E2E_KEY_ENV}
-    engine = Engine(open_store(db), s)
-    deadline = time.monotonic() + 60
-    try:
-        while engine.store.unfinished_count():
-            engine.tick(time.time())
-            assert time.monotonic() < deadline, "not drained in time"
-            time.sleep(0.02)
-    finally:
-        engine.close()
-        engine.store.close()
+    drain(db, fast_settings(emu))
 
     lines = [orjson.loads(x) for x in cli("--db", db, "results").stdout.splitlines()]
     assert len(lines) == len(items) and all(ln["error"] is None for ln in lines)

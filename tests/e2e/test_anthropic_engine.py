@@ -15,7 +15,7 @@ import anthropic
 import orjson
 import pytest
 
-from helpers import E2E_KEY_ENV, cli, results_per_request, sql
+from helpers import E2E_KEY_ENV, cli, drain, results_per_request, sql
 from helpers import fast_settings as settings
 from helpers import request_states as states
 from llmbatch import Queue
@@ -50,28 +50,12 @@ def chat(i: int) -> dict[str, Any]:
     }
 
 
-def anthropic_settings(emu: RunningEmulator, **overrides: Any) -> EngineSettings:
-    s = settings(emu, **overrides)
-    s.providers["anthropic"] = {"base_url": emu.url, "api_key_env": E2E_KEY_ENV}
-    return s
+anthropic_settings = settings  # fast_settings points Anthropic at the emulator too
 
 
 def enqueue(db: str, items: Sequence[dict[str, Any]], provider: str) -> None:
     with Queue(db, "q", provider=provider) as q:
         assert q.add_many(items).added == len(items)
-
-
-def drain(db: str, s: EngineSettings, max_seconds: float = 30.0) -> None:
-    engine = Engine(open_store(db), s)
-    deadline = time.monotonic() + max_seconds
-    try:
-        while engine.store.unfinished_count():
-            engine.tick(time.time())
-            assert time.monotonic() < deadline, "not drained in time"
-            time.sleep(0.02)
-    finally:
-        engine.close()
-        engine.store.close()
 
 
 def sdk(emu: RunningEmulator) -> anthropic.Anthropic:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import io
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,11 +17,10 @@ import orjson
 import pytest
 from anthropic.types import Message
 
-from helpers import E2E_KEY_ENV, cli, fast_settings, sql
+import helpers
+from helpers import cli, fast_settings, sql
 from llmbatch import Queue
 from llmbatch.emulator import RunningEmulator, running
-from llmbatch.engine import Engine, EngineSettings
-from llmbatch.store import open_store
 
 KEYS = {"id", "custom_id", "provider", "response", "error"}
 
@@ -49,18 +47,7 @@ def enqueue(db: str, items: list[dict[str, Any]], provider: str) -> None:
 
 
 def drain(db: str, emu: RunningEmulator, **overrides: Any) -> None:
-    s: EngineSettings = fast_settings(emu, **overrides)
-    s.providers["anthropic"] = {"base_url": emu.url, "api_key_env": E2E_KEY_ENV}
-    engine = Engine(open_store(db), s)
-    deadline = time.monotonic() + 60
-    try:
-        while engine.store.unfinished_count():
-            engine.tick(time.time())
-            assert time.monotonic() < deadline, "not drained in time"
-            time.sleep(0.02)
-    finally:
-        engine.close()
-        engine.store.close()
+    helpers.drain(db, fast_settings(emu, **overrides))
 
 
 def sdk_results(emu: RunningEmulator, db: str) -> dict[str, Any]:
