@@ -94,12 +94,13 @@ OPEN_STEP = {
 JOURNAL = (*OPEN_STEP, "submitted", "ingested")
 #: Seconds the emulator waits before answering, after doing the work: a kill lands between
 #: "the provider did it" and "we recorded it" as often as the issue needs, and lists and
-#: downloads take a little of the time they take for real.
+#: downloads take a little of the time they take for real (lists a little slower than the
+#: rest: at 814 kills with 0.02 s, the poll and sweep windows had only 6 and 5 hits).
 LATENCY = {
     "files.create": 0.01, "batches.create": 0.02, "messages.batches.create": 0.02,
     "files.retrieve": 0.01, "files.content": 0.02, "messages.batches.results": 0.02,
-    "batches.list": 0.02, "batches.retrieve": 0.01, "files.list": 0.03,
-    "messages.batches.list": 0.02, "messages.batches.retrieve": 0.01,
+    "batches.list": 0.06, "batches.retrieve": 0.02, "files.list": 0.08,
+    "messages.batches.list": 0.06, "messages.batches.retrieve": 0.02,
 }  # fmt: skip
 #: A batch takes a second or so to run, so that workers poll batches in flight.
 EMULATOR = {"validating_seconds": 0.3, "rate": 200.0}
