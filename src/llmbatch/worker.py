@@ -231,8 +231,9 @@ class Worker:
                     else max(0.05, self.engine.next_poll_at - clock())
                 )
                 end = clock() + wait
+                # the clock moves between the check and the sleep: never a negative sleep
                 while not self.stopping and clock() < end:
-                    sleep(min(0.2, end - clock()))
+                    sleep(max(0.0, min(0.2, end - clock())))
         finally:
             for s, handler in old.items():
                 signal.signal(s, handler)
