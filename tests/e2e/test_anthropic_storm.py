@@ -11,18 +11,15 @@ it runs, and once it has ended the first line of its results says whose it is.
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import anthropic
 
-from helpers import E2E_KEY_ENV, fast_settings, results_per_request, sql
+from helpers import drain, fast_settings, results_per_request, sql
 from llmbatch import Queue
 from llmbatch.emulator import running
-from llmbatch.engine import Engine
-from llmbatch.store import open_store
 
 
 def message(i: int) -> dict[str, Any]:
@@ -40,18 +37,7 @@ def test_a_failed_create_does_not_adopt_the_batch_of_a_create_that_failed_after(
     with running(seed=3) as emu:
         emu.control.add_fault("messages.batches.create", "502", count=1)
         emu.control.add_fault("messages.batches.create", "500", mode="after", count=1)
-        settings = fast_settings(emu, max_batch_requests=10, delete_files=False)
-        settings.providers["anthropic"] = {"base_url": emu.url, "api_key_env": E2E_KEY_ENV}
-        engine = Engine(open_store(db), settings)
-        deadline = time.monotonic() + 30
-        try:
-            while engine.store.unfinished_count():
-                engine.tick(time.time())
-                assert time.monotonic() < deadline, "not drained"
-                time.sleep(0.02)
-        finally:
-            engine.close()
-            engine.store.close()
+        drain(db, fast_settings(emu, max_batch_requests=10, delete_files=False), 30)
         store_id = str(sql(db, "SELECT value FROM meta WHERE key = 'store_id'")[0][0])
         intent_of = {
             f"{store_id}-{a}": int(b) for a, b in sql(db, "SELECT id, batch_id FROM attempts")
