@@ -540,11 +540,21 @@ def cancel(
 @click.option("--port", default=8000, type=int, envvar="LLMBATCH_EMULATOR_PORT", show_default=True)
 @click.option("--data-dir", type=click.Path(file_okay=False), envvar="LLMBATCH_EMULATOR_DATA_DIR")
 @click.option("--time-scale", default=1.0, type=float, envvar="LLMBATCH_EMULATOR_TIME_SCALE")
-def emulator(host: str, port: int, data_dir: str | None, time_scale: float) -> None:
+@click.option(
+    "--models",
+    "models_file",
+    metavar="FILE",
+    envvar="LLMBATCH_EMULATOR_MODELS",
+    help="Models to add (JSON or TOML; see docs/emulator.md).",
+)
+def emulator(
+    host: str, port: int, data_dir: str | None, time_scale: float, models_file: str | None
+) -> None:
     """Serve a local emulator of the OpenAI and Azure OpenAI Files and Batch APIs."""
     from llmbatch.emulator import serve
 
-    serve(host=host, port=port, data_dir=data_dir, time_scale=time_scale)
+    extra = {"models_file": models_file} if models_file else {}
+    serve(host=host, port=port, data_dir=data_dir, time_scale=time_scale, **extra)
 
 
 @main.command()
