@@ -504,7 +504,7 @@ def _multiple(
     candidates = list(range(first, last + 1)) if last - first < 64 else None
     for _ in range(24):
         n = rng.choice(candidates) if candidates else rng.randint(first, max(first, last))
-        value = round(n * step, 12)
+        value = float(round(n * step, 12))
         if (value / step).is_integer():
             return value
     return 0.0 if first <= 0 <= last else round(first * step, 12)
@@ -525,7 +525,7 @@ def _number(schema: Json, rng: random.Random) -> float | int:
     step = schema.get("multipleOf")
     if isinstance(step, int | float) and not isinstance(step, bool) and step > 0:
         value = _multiple(lo, hi, lo_open, hi_open, step, rng)
-        return int(value) if value.is_integer() else value
+        return int(value) if float(value).is_integer() else value
     value = round(rng.uniform(lo, hi), 2)
     if (lo_open and value <= lo) or value < lo or (hi_open and value >= hi) or value > hi:
         value = (lo + hi) / 2
