@@ -156,7 +156,7 @@ def responses(
     n = shown + reasoning
     usage = {
         "input_tokens": prompt,
-        "input_tokens_details": {"cached_tokens": 0},
+        "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
         "output_tokens": n,
         "output_tokens_details": {"reasoning_tokens": reasoning},
         "total_tokens": prompt + n,
