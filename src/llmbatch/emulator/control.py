@@ -235,8 +235,17 @@ class Control:
 
     async def batch(self, request: Request) -> Json:
         b = self._get(request)
-        keys = ("total", "done", "tokens", "hold", "force_expire", "out_bytes", "err_bytes")
-        keys += ("last_t",)  # the virtual time processing has reached (capacity.py)
+        # `last_t`: the virtual time processing has reached (see capacity.py).
+        keys = (
+            "total",
+            "done",
+            "tokens",
+            "hold",
+            "force_expire",
+            "out_bytes",
+            "err_bytes",
+            "last_t",
+        )
         obj = b.obj
         if b.flavor == "anthropic":
             obj = message_batches.view(obj, self.emu.now(), str(request.base_url))
