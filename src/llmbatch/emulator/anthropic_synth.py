@@ -46,7 +46,7 @@ import orjson
 from llmbatch.emulator.models import Catalog, ModelCard
 from llmbatch.emulator.replies import fit, text_length, text_tokens, words
 from llmbatch.emulator.schema import SchemaError, check_anthropic, instance
-from llmbatch.emulator.synth import body_hash
+from llmbatch.emulator.synth import body_hash, json_tokens
 
 Json = dict[str, Any]
 
@@ -226,7 +226,7 @@ def _block_tokens(block: Any) -> int:
             return text_tokens(block["text"])
         if block.get("type") in ("image", "document"):
             return _IMAGE
-    return text_tokens(orjson.dumps(block).decode())
+    return json_tokens(block)
 
 
 def _ttl(block: Any) -> str | None:

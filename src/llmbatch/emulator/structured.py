@@ -316,8 +316,13 @@ def _choice(
     )
 
 
+_PLAIN = Plan(TEXT)
+
+
 def chat_plan(body: Json, h: bytes) -> Plan:
     """The reply a chat request asks for; raises RequestError."""
+    if "response_format" not in body and "tools" not in body and "tool_choice" not in body:
+        return _PLAIN  # most requests: plain text, decided without a look at the rest
     fmt = chat_format(body)
     tools = chat_tools(body)
     messages = body.get("messages")

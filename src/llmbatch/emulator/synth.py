@@ -32,6 +32,7 @@ import base64
 import hashlib
 import struct
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -96,8 +97,15 @@ def _content_tokens(content: Any) -> int:
     return n
 
 
-def _json_tokens(value: Any) -> int:
-    return text_tokens(orjson.dumps(value).decode()) if value else 0
+def json_tokens(value: Any) -> int:
+    """Tokens of a value's JSON text (cached per distinct JSON)."""
+    return _tokens_of_json(orjson.dumps(value)) if value else 0
+
+
+@lru_cache(maxsize=1024)
+def _tokens_of_json(raw: bytes) -> int:
+    """Cached: a batch repeats its tools and schema on every line."""
+    return text_tokens(raw.decode())
 
 
 def _messages_tokens(messages: list[Any]) -> int:
@@ -137,7 +145,7 @@ def prompt_tokens(kind: str, body: Json) -> int:
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages:
             raise RequestError("'messages' must be a non-empty array.", "messages")
-        extra = sum(_json_tokens(body.get(k)) for k in ("tools", "functions", "response_format"))
+        extra = sum(json_tokens(body.get(k)) for k in ("tools", "functions", "response_format"))
         return _messages_tokens(messages) + extra
     if kind == "responses":
         value = body.get("input")
@@ -150,7 +158,7 @@ def prompt_tokens(kind: str, body: Json) -> int:
         instructions = body.get("instructions")
         if isinstance(instructions, str):
             n += _PER_MESSAGE + text_tokens(instructions)
-        return n + sum(_json_tokens(body.get(k)) for k in ("tools", "text"))
+        return n + sum(json_tokens(body.get(k)) for k in ("tools", "text"))
     if kind in ("embeddings", "moderations"):
         return sum(_input_tokens(i) for i in _inputs(body.get("input"), "input"))
     if kind == "completions":
