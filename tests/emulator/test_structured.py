@@ -16,14 +16,9 @@ from hypothesis import strategies as st
 
 from conftest import chat_line, read_jsonl, upload, wait
 from llmbatch.emulator import RunningEmulator
-from llmbatch.emulator.schema import (
-    SchemaError,
-    check_anthropic,
-    check_openai_strict,
-    from_regex,
-    hints,
-    instance,
-)
+from llmbatch.emulator.instances import hints, instance
+from llmbatch.emulator.patterns import from_regex
+from llmbatch.emulator.schema import SchemaError, check_anthropic, check_openai_strict
 
 # --- instances: valid against any schema the strategies build --------------------------------
 

@@ -43,9 +43,10 @@ from typing import Any
 
 import orjson
 
+from llmbatch.emulator.instances import instance
 from llmbatch.emulator.models import Catalog, ModelCard
 from llmbatch.emulator.replies import fit, text_length, text_tokens, words
-from llmbatch.emulator.schema import SchemaError, check_anthropic, instance
+from llmbatch.emulator.schema import SchemaError, check_anthropic
 from llmbatch.emulator.synth import body_hash, json_tokens
 
 Json = dict[str, Any]

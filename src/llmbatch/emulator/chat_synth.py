@@ -17,8 +17,8 @@ from typing import Any
 import orjson
 
 from llmbatch.emulator.envelope import RequestError
+from llmbatch.emulator.instances import instance
 from llmbatch.emulator.replies import fit, text_length, text_tokens, words
-from llmbatch.emulator.schema import instance
 from llmbatch.emulator.structured import Format, Plan, chat_plan, echo_tools, responses_plan
 from llmbatch.emulator.synth import Usage, cap_of, ident, is_reasoning
 
