@@ -131,6 +131,9 @@ ANTHROPIC_FAMILIES: dict[str, tuple[int, int]] = {
     "claude-opus-4-7": (1_000_000, 128_000),
     "claude-opus-4-8": (1_000_000, 128_000),
     "claude-sonnet-4-6": (1_000_000, 64_000),
+    # Sonnet 4 and 4.5 take 1M tokens with the `context-1m` beta (priced as a long-context
+    # tier); a batch carries no header to ask for it, so the emulator always allows it.
+    "claude-sonnet-4": (1_000_000, 64_000),
 }
 _DEFAULT = {"openai": (128_000, 16_384), "anthropic": (200_000, 64_000)}
 
