@@ -49,8 +49,9 @@ def test_two_batches_finish_no_sooner_than_one_of_both(tmp_path: Path) -> None:
     assert min(two) > 0.6 * one  # they take turns (chunk by chunk), not one after the other
 
 
-def test_default_capacity_is_unlimited_per_model(emu: RunningEmulator) -> None:
-    two, _ = _run(emu, [1000, 1000])
+def test_default_capacity_is_unlimited_per_model(tmp_path: Path) -> None:
+    with running(tmp_path / "d", time_scale=0.0) as emu:  # frozen: no real time leaks in
+        two, _ = _run(emu, [1000, 1000])
     assert max(two) < 0.1  # each batch at `rate` (100,000/s) on its own, as before
 
 
@@ -62,12 +63,13 @@ def test_tokens_per_second_bound(tmp_path: Path) -> None:
     assert took == pytest.approx(tokens / 5000, rel=1e-6)
 
 
-def test_capacity_set_at_runtime_and_other_models_free(emu: RunningEmulator) -> None:
-    emu.control.set_config(capacity={"gpt-4o": {"requests_per_second": 1}})
-    two, _ = _run(emu, [300, 300])  # gpt-4o-mini: not limited
-    assert max(two) < 0.1
-    with pytest.raises(Exception, match="400"):
-        emu.control.set_config(capacity={"gpt-4o": {"requests": 1}})
+def test_capacity_set_at_runtime_and_other_models_free(tmp_path: Path) -> None:
+    with running(tmp_path / "d", time_scale=0.0) as emu:
+        emu.control.set_config(capacity={"gpt-4o": {"requests_per_second": 1}})
+        two, _ = _run(emu, [300, 300])  # gpt-4o-mini: not limited
+        assert max(two) < 0.1
+        with pytest.raises(Exception, match="400"):
+            emu.control.set_config(capacity={"gpt-4o": {"requests": 1}})
 
 
 def test_anthropic_batches_share_capacity(tmp_path: Path) -> None:

@@ -80,7 +80,7 @@ _strict_schemas = st.recursive(
 )
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(schema=_strict_object(_strict_schemas), seed=st.integers(0, 2**32))
 def test_instances_are_valid_and_strict_schemas_pass(schema: dict[str, Any], seed: int) -> None:
     check_openai_strict(schema)
@@ -116,7 +116,7 @@ _loose = st.recursive(
 )
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(schema=_loose, seed=st.integers(0, 2**32))
 def test_instances_of_loose_schemas_are_valid(schema: dict[str, Any], seed: int) -> None:
     value = instance(schema, random.Random(seed))
