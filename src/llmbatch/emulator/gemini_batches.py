@@ -405,6 +405,8 @@ def control(emu: Emulator, batch: Batch, action: str, body: Json) -> Json:
     hold = body.get("state")
     if action == "hold" and hold not in ("validating", "finalizing"):
         raise invalid("'state' must be 'validating' (PENDING) or 'finalizing' (RUNNING).")
+    if hold == "validating":
+        allowed["hold"] = (PENDING,)
     refused: list[str] = []
 
     def change(b: Batch) -> bool:
