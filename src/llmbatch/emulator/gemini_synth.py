@@ -23,6 +23,8 @@ service's JSON parser accepts both (the SDK itself sends some of each).
 
 from __future__ import annotations
 
+import base64
+import functools
 import hashlib
 import re
 from dataclasses import dataclass
@@ -59,6 +61,7 @@ class RequestInvalid(Exception):
         self.error = error_object(code, message)
 
 
+@functools.cache
 def _snake(name: str) -> str:
     return re.sub(r"([A-Z])", lambda m: "_" + m.group(1).lower(), name)
 
@@ -224,9 +227,7 @@ def generate(request: Json, *, model: str, salt: str, length_rate: float = 0.0) 
 
 
 def _b64id(raw: bytes) -> str:
-    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
-    n = int.from_bytes(raw, "big")
-    return "".join(alphabet[(n >> (6 * i)) & 63] for i in range(22))
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
 # --- embedContent ----------------------------------------------------------------------------
