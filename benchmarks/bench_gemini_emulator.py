@@ -24,9 +24,10 @@ import time
 from pathlib import Path
 
 import openai
-from bench_emulator import free_port, peak_rss_mb, wait_done
 from google import genai
+from google.genai import types
 
+from bench_emulator import free_port, peak_rss_mb, wait_done
 from llmbatch.emulator import EmulatorControl
 
 MODEL = "gemini-2.5-flash-lite"
@@ -56,7 +57,7 @@ def write_inputs(gemini: Path, openai_path: Path, n: int) -> int:
     return gemini.stat().st_size
 
 
-def wait_job(client: genai.Client, name: str, interval: float = 0.05) -> object:
+def wait_job(client: genai.Client, name: str, interval: float = 0.05) -> types.BatchJob:
     while True:
         job = client.batches.get(name=name)
         if job.state is not None and job.state.name in ENDED:
@@ -71,8 +72,8 @@ def gemini_run(client: genai.Client, path: Path, out: Path) -> dict[str, float]:
     job = client.batches.create(model=MODEL, src=uploaded.name or "", config={"display_name": "b"})
     done = wait_job(client, job.name or "")
     t2 = time.perf_counter()
-    assert getattr(done, "state").name == "JOB_STATE_SUCCEEDED", done
-    client.files.download(file=getattr(done, "dest").file_name, destination=str(out))
+    assert done.state == "JOB_STATE_SUCCEEDED" and done.dest is not None, done
+    client.files.download(file=done.dest.file_name or "", destination=str(out))
     t3 = time.perf_counter()
     return {
         "e2e_seconds": round(t3 - t0, 3),
@@ -128,8 +129,9 @@ def main() -> None:
         oai = openai.OpenAI(base_url=url + "/v1", api_key="bench", max_retries=0, timeout=600)
         g_in, o_in = work / "gemini.jsonl", work / "openai.jsonl"
         result: dict[str, object] = {"requests": n, "input_bytes": write_inputs(g_in, o_in, n)}
-        result["gemini"] = gemini_run(gemini, g_in, work / "gemini-out.jsonl")
-        result["openai"] = openai_run(oai, o_in, work / "openai-out.jsonl")
+        gemini_times = gemini_run(gemini, g_in, work / "gemini-out.jsonl")
+        openai_times = openai_run(oai, o_in, work / "openai-out.jsonl")
+        result |= {"gemini": gemini_times, "openai": openai_times}
         result["output_bytes"] = (work / "gemini-out.jsonl").stat().st_size
 
         control.set_config(rate=n / 4.0)  # stretch processing over ~4 seconds
@@ -147,7 +149,7 @@ def main() -> None:
             if current.state is not None and current.state.name in ENDED:
                 break
         _, peak = peak_rss_mb(server.pid)
-        ratio = result["gemini"]["e2e_seconds"] / max(result["openai"]["e2e_seconds"], 1e-9)  # type: ignore[index]
+        ratio = gemini_times["e2e_seconds"] / max(openai_times["e2e_seconds"], 1e-9)
         result |= {
             "gemini_over_openai": round(ratio, 2),
             "get_p99_ms": round(p99(get_ms), 2),

@@ -162,6 +162,9 @@ def test_list_pages_through_everything_and_hides_deleted(
     assert [f.name for f in client.files.list(config={"page_size": 2})] == [
         f.name for f in files[::-1]
     ]
+    with pytest.raises(errors.ClientError) as info:  # uploads cannot be downloaded
+        client.files.download(file=files[0].name or "")
+    assert info.value.code == 400 and info.value.status == "FAILED_PRECONDITION"
     client.files.delete(name=files[1].name or "")
     assert len(list(client.files.list())) == 2
 

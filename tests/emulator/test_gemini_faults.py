@@ -29,7 +29,7 @@ from gemini_helpers import (
 from google import genai
 from google.genai import errors
 
-from llmbatch.emulator import RunningEmulator, running
+from llmbatch.emulator import ControlError, RunningEmulator, running
 
 
 @pytest.fixture
@@ -222,3 +222,41 @@ def test_upload_session_survives_a_restart(tmp_path: Path) -> None:
         assert wait(client, job.name or "").state == "JOB_STATE_SUCCEEDED"
         stats = raw(emu, "GET", f"/v1/{job.name}").json()["metadata"]["batchStats"]
         assert stats["successfulRequestCount"] == "5"
+
+
+def test_control_actions_on_gemini_batches(emu: RunningEmulator) -> None:
+    client = sdk(emu)
+    ctl = emu.control
+    ctl.next_batches(hold="validating", fail_validation={"code": "x", "message": "no thanks"})
+    refused = client.batches.create(model=MODEL, src=[inline(0)])
+    assert client.batches.get(name=refused.name or "").state == "JOB_STATE_PENDING"
+    ctl.release(bid(refused))
+    assert wait(client, refused.name or "").state == "JOB_STATE_FAILED"
+    assert raw(emu, "GET", f"/v1/{refused.name}").json()["error"]["message"] == "no thanks"
+
+    ctl.next_batches(hold="validating")
+    held = client.batches.create(model=MODEL, src=[inline(1)])
+    ctl.hold(bid(held), "finalizing")
+    ctl.release(bid(held))
+    ctl.hold(bid(held), "finalizing")
+    ctl.advance(1)
+    deadline = time.monotonic() + 10
+    while ctl.batch(bid(held))["progress"]["done"] < 1:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    assert client.batches.get(name=held.name or "").state == "JOB_STATE_RUNNING"
+    ctl.release(bid(held))
+    assert wait(client, held.name or "").state == "JOB_STATE_SUCCEEDED"
+    assert ctl.wait(bid(held))["metadata"]["state"] == "BATCH_STATE_SUCCEEDED"
+    with pytest.raises(ControlError) as info:
+        ctl.expire(bid(held))
+    assert info.value.status == 409
+
+    ctl.next_batches(hold="validating")
+    doomed = client.batches.create(model=MODEL, src=[inline(2)])
+    ctl.expire(bid(doomed))
+    assert wait(client, doomed.name or "").state == "JOB_STATE_EXPIRED"
+    ctl.next_batches(hold="validating")
+    stopped = client.batches.create(model=MODEL, src=[inline(3)])
+    ctl.cancel(bid(stopped))
+    assert wait(client, stopped.name or "").state == "JOB_STATE_CANCELLED"

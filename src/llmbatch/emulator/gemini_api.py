@@ -147,6 +147,12 @@ async def files_download(request: Request, emu: Emulator, surface: Surface) -> R
     if request.query_params.get("alt") != "media":
         raise GoogleApiError(400, "Downloads take ?alt=media.")
     obj = gf.get(emu, file_id)
+    if obj.get("source") != "GENERATED":  # as the SDK's docs say: uploads cannot be fetched
+        raise GoogleApiError(
+            400,
+            f"Only generated files can be downloaded; files/{file_id} was uploaded.",
+            "FAILED_PRECONDITION",
+        )
     path = gf.content_path(emu, file_id)
     return FileResponse(path, media_type=obj.get("mimeType"), stat_result=path.stat())
 

@@ -14,7 +14,9 @@ Files live 48 virtual hours (`expirationTime`), then answer 403 and leave lists,
 service's do. Results files a batch writes are `files/batch-…`, `source: GENERATED`, with
 a `downloadUri`. Choices where the service documents nothing: an unknown or expired file
 is 403 PERMISSION_DENIED "…or it may not exist" (what the service answers for a file of
-another project); lists are newest first, `pageSize` 10 by default, at most 100.
+another project); downloading an uploaded (not generated) file is 400 FAILED_PRECONDITION,
+as the SDK documents that it cannot be; lists are newest first, `pageSize` 10 by default, at
+most 100.
 """
 
 from __future__ import annotations
