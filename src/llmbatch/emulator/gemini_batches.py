@@ -129,12 +129,6 @@ def create(emu: Emulator, kind: str, model_name: str, body: Any, version: str = 
             total, tokens, problem = _scan_file(emu, batch_id, input_file, count)
         internal |= {"total": total, "tokens": tokens, "invalid": problem, "last_t": now}
         internal["shuffle"] = emu.cfg.gemini_shuffle_results
-        directive = emu._take_directive()
-        if directive:
-            internal["hold"] = directive.get("hold")
-            failed = directive.get("fail_validation")
-            if failed:
-                internal["invalid"] = error_object(400, failed["message"])
         obj: Json = {
             "id": batch_id,
             "status": PENDING,
@@ -152,6 +146,12 @@ def create(emu: Emulator, kind: str, model_name: str, body: Any, version: str = 
         }
         with _queue_lock:
             _check_queue(emu, model, tokens)
+            directive = emu._take_directive()  # the control API's next-batches
+            if directive:
+                internal["hold"] = directive.get("hold")
+                failed = directive.get("fail_validation")
+                if failed:
+                    internal["invalid"] = error_object(400, failed["message"])
             emu.state.add_batch(FLAVOR, obj, internal)
     except BaseException:
         for suffix in WORK_FILES:
@@ -288,6 +288,8 @@ def _output(emu: Emulator, obj: Json) -> Json | None:
     if obj["status"] not in ENDED or obj["input_file_id"] or not path.exists():
         return None
     lines = [ln for ln in path.read_bytes().split(b"\n") if ln]
+    if not lines:  # cancelled or expired before any request ran
+        return None
     fragment = orjson.Fragment(b'{"inlinedResponses":[' + b",".join(lines) + b"]}")
     return {"inlinedResponses": fragment}
 
