@@ -35,6 +35,7 @@ def serve(
     print(f'  openai.OpenAI(base_url="{root}/v1", api_key="any-non-empty-key")')
     print(f'  openai.AzureOpenAI(azure_endpoint="{root}", api_key="any", api_version="2024-10-21")')
     print(f'  anthropic.Anthropic(base_url="{root}", api_key="any-non-empty-key")')
+    print(f'  genai.Client(api_key="any", http_options={{"base_url": "{root}"}})')
     data = app.state.emulator.data_dir
     print(f"  data dir: {data}" + ("" if data_dir else " (temporary)"), flush=True)
     uvicorn.run(app, host=host, port=port, log_level="warning")

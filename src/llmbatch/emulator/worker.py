@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from llmbatch.emulator.anthropic_worker import MessageBatchWorker
+from llmbatch.emulator.gemini_worker import GeminiWorker
 from llmbatch.emulator.state import Batch
 from llmbatch.emulator.surfaces import FLAVORS
 from llmbatch.emulator.synth import RequestError, error_body, kind_of, respond, share
@@ -66,6 +67,7 @@ class Worker:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.messages = MessageBatchWorker(emu)
+        self.gemini = GeminiWorker(emu)
         self._recover()
 
     # --- thread ------------------------------------------------------------------------------
@@ -84,6 +86,7 @@ class Worker:
             os.close(handle.fd)
         self._open.clear()
         self.messages.close()
+        self.gemini.close()
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -101,6 +104,9 @@ class Worker:
         for batch in self.emu.state.active_batches():
             if batch.flavor == "anthropic":
                 self.messages.recover(batch)
+            if batch.flavor == "gemini":
+                self.gemini.recover(batch)
+                continue
             for suffix, key in (("out", "out_bytes"), ("err", "err_bytes")):
                 path = self.emu.state.work_path(batch.id, suffix)
                 if path.exists():
@@ -117,6 +123,8 @@ class Worker:
                 break
             if batch.flavor == "anthropic":
                 busy |= self.messages.step(batch, now)
+            elif batch.flavor == "gemini":
+                busy |= self.gemini.step(batch, now)
             else:
                 busy |= self._step(batch, now)
         return busy
