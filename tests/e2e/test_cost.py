@@ -109,7 +109,7 @@ def test_reported_costs_equal_an_independent_computation(
             time.sleep(0.02)
     finally:
         engine.close()
-    exported = [jsonl_line(r) for r in store.iter_results()]
+    exported = [jsonl_line(r, store.store_id) for r in store.iter_results()]
     assert len(exported) == N
     lines = build(store)
     # the running totals (whole days) and the sum over every result (from 1 s past midnight)

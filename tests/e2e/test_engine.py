@@ -139,7 +139,7 @@ def test_end_to_end(db: str, emu: RunningEmulator) -> None:
 
     assert sorted(r.custom_id for r in got) == sorted(it["custom_id"] for it in items)
     for r in got:
-        out = orjson.loads(jsonl_line(r))
+        out = orjson.loads(jsonl_line(r, store_id))
         assert out["error"] is None and out["response"]["status_code"] == 200
         assert out["response"]["request_id"].startswith("req_")
         body = out["response"]["body"]
