@@ -85,14 +85,20 @@ class Worker:
         self._open.clear()
         self.messages.close()
 
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive() and not self._stop.is_set()
+
     def _run(self) -> None:
         while not self._stop.is_set():
+            generation = self.emu.generation  # read before the clock: see Emulator.advance
             try:
                 busy = self.tick(self.emu.now())
             except Exception:  # keep serving; a bug in one batch must not stop the others
                 log.exception("emulator worker step failed")
                 busy = False
             if not busy:
+                self.emu.caught_up(generation)
                 self.emu.wake.wait(0.01)
                 self.emu.wake.clear()
 
