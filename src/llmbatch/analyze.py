@@ -145,23 +145,25 @@ def _values(source: str, lines: Iterable[bytes]) -> Iterator[tuple[int, Any]]:
     A value spread over lines is parsed from a buffer of whole lines that holds that value
     only, tried again only when the buffer has doubled, so the work stays linear."""
     dec = json.JSONDecoder()
-    buf, start, tried = "", 0, 0
-    n = 0
+    parts: list[str] = []  # the lines of the value being read (joined only to parse)
+    size = start = tried = 0
     for n, raw in enumerate(lines, 1):
-        if not buf:
+        if not parts:
             if not raw.strip():
                 continue
             try:
                 yield n, orjson.loads(raw)
                 continue
             except orjson.JSONDecodeError:
-                start, tried = n, 0
-        buf += _decode(source, n, raw)
-        if len(buf) >= 2 * tried:
-            buf, start = yield from _drain(dec, source, buf, start, final=False)
-            tried = len(buf)
-    if buf.strip():
-        yield from _drain(dec, source, buf, start, final=True)
+                start, size, tried = n, 0, 0
+        text = _decode(source, n, raw)
+        parts.append(text)
+        size += len(text)
+        if size >= 2 * tried:
+            rest, start = yield from _drain(dec, source, "".join(parts), start, final=False)
+            parts, size, tried = ([rest], len(rest), len(rest)) if rest else ([], 0, 0)
+    if parts:
+        yield from _drain(dec, source, "".join(parts), start, final=True)
 
 
 def _decode(source: str, line: int, raw: bytes) -> str:
@@ -213,17 +215,19 @@ def _int(source: str, line: int, obj: dict[str, Any], key: str, default: int | N
 
 
 def read_pages(source: str, values: Iterable[tuple[int, Any]]) -> tuple[list[Usage], list[int]]:
-    """Usage results of usage pages, and the bucket bounds (Unix seconds) they cover."""
-    out: list[Usage] = []
-    bounds: list[int] = []
+    """Usage of usage pages summed per (model, project, batch), and the first and last bucket
+    bounds (Unix seconds) that hold any."""
+    sums: dict[tuple[str, str | None, bool], list[int]] = {}
+    lo, hi = None, None
     for line, page in values:
         if not isinstance(page, dict) or page.get("object") != "page":
             raise _unknown(source, line, page, " (every value must be a usage page)")
         for bucket in page.get("data") or ():
             results = bucket.get("results") or ()
             if results:  # empty buckets say nothing about what was used
-                bounds += [_int(source, line, bucket, "start_time"),
-                           _int(source, line, bucket, "end_time")]  # fmt: skip
+                start = _int(source, line, bucket, "start_time")
+                end = _int(source, line, bucket, "end_time")
+                lo, hi = min(start, lo if lo is not None else start), max(end, hi or end)
             for r in results:
                 if r.get("object") != "organization.usage.completions.result":
                     raise _unknown(source, line, r, " (not a completions usage result)")
@@ -233,15 +237,18 @@ def read_pages(source: str, values: Iterable[tuple[int, Any]]) -> tuple[list[Usa
                         "(model or batch is null); fetch the pages with group_by=model,batch"
                     )
                 inp = _int(source, line, r, "input_tokens")
-                tokens = Tokens(
-                    input=inp,
-                    cached=min(_int(source, line, r, "input_cached_tokens", 0), inp),
-                    output=_int(source, line, r, "output_tokens"),
-                )
-                n = _int(source, line, r, "num_model_requests")
                 tag = r.get("project_id")
-                out.append(Usage(str(r["model"]), tag, bool(r["batch"]), 0, n, tokens))
-    return out, bounds
+                key = (str(r["model"]), None if tag is None else str(tag), bool(r["batch"]))
+                s = sums.setdefault(key, [0, 0, 0, 0])
+                s[0] += _int(source, line, r, "num_model_requests")
+                s[1] += inp
+                s[2] += min(_int(source, line, r, "input_cached_tokens", 0), inp)
+                s[3] += _int(source, line, r, "output_tokens")
+    out = [
+        Usage(model, tag, batch, 0, n, Tokens(input=i, cached=c, output=o))
+        for (model, tag, batch), (n, i, c, o) in sums.items()
+    ]
+    return out, ([] if lo is None or hi is None else [lo, hi])
 
 
 def _timestamp(source: str, line: int, v: object) -> float:

@@ -119,7 +119,7 @@ def _types(command: click.Command) -> dict[str, Types]:
     }
 
 
-def _py_types(kind: click.ParamType) -> Types:
+def _py_types(kind: click.ParamType[Any]) -> Types:
     """The TOML value types a click type takes (a subclass, such as cli's Int64, as its base)."""
     for cls in type(kind).__mro__:
         if cls in _PY_TYPES:

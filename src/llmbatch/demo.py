@@ -16,21 +16,39 @@ import time
 from importlib import resources
 from pathlib import Path
 
+import orjson
 from rich.console import Console
 
 from llmbatch import views
 from llmbatch.engine import Engine, EngineSettings
-from llmbatch.export import export
+from llmbatch.export import export, jsonl_line, output_text
 from llmbatch.importer import enqueue_file
 from llmbatch.report import build, render
-from llmbatch.store import open_store
+from llmbatch.store import Store, open_store
 
 DEMO_KEY_ENV = "LLMBATCH_DEMO_KEY"  # the emulator takes any key; this one is not a secret
-SHOWN = 2  # results printed (trimmed) so the newcomer sees their shape
+SHOWN = 3  # results printed so the newcomer sees what came back, and in what shape
 
 
 def example_requests() -> Path:
     return Path(str(resources.files("llmbatch").joinpath("examples", "requests.jsonl")))
+
+
+def _results_sample(store: Store) -> str:
+    """A few results as text, and the first as the envelope `llmbatch results` writes."""
+    lines, first = [], None
+    for n, row in enumerate(export(store, queue="demo", order="input")):
+        if n >= SHOWN:
+            break
+        envelope = orjson.loads(jsonl_line(row, store.store_id))
+        first = first or envelope
+        text = output_text(row.provider, envelope["response"]["body"]) or "(an embedding)"
+        lines.append(f"  {row.custom_id}  {envelope['response']['status_code']}  {text[:60]!r}")
+    if first is not None and first["response"] is not None:
+        first["response"]["body"] = "{...}"
+        lines.append("each line of `llmbatch results` reads, in OpenAI's batch output shape:")
+        lines.append("  " + orjson.dumps(first).decode())
+    return "results:\n" + "\n".join(lines)
 
 
 def run_demo(keep: bool = False) -> Path | None:
@@ -50,7 +68,7 @@ def run_demo(keep: bool = False) -> Path | None:
             store = open_store(str(db))
             try:
                 report = enqueue_file(store, example_requests(), queue="demo")
-                console.print(report.summary())
+                console.print(report.summary(), soft_wrap=True)
                 settings = EngineSettings(
                     providers={"openai": {"base_url": emu.base_url, "api_key_env": DEMO_KEY_ENV}}
                 )
@@ -60,22 +78,19 @@ def run_demo(keep: bool = False) -> Path | None:
                 finally:
                     engine.close()
                 print(views.counts_table(store.counts("demo")), end="")
-                print(f"\nresults (OpenAI's batch output shape; {SHOWN} of {report.added}):")
-                for i, line in enumerate(export(store, queue="demo", order="input").lines()):
-                    if i >= SHOWN:
-                        break
-                    text = line.decode().rstrip()
-                    print("  " + (text if len(text) <= 96 else text[:93] + "..."))
+                print()
+                print(_results_sample(store))
                 print()
                 print(render(build(store, queue="demo", group_by=("queue", "model"))), end="")
             finally:
                 store.close()
-        console.print(f"done in {time.monotonic() - started:.1f} s.")
+        # plain prints: a command to copy must not be wrapped at the terminal's edge
+        print(f"done in {time.monotonic() - started:.1f} s.")
         if keep:
-            console.print(f"kept {folder}; read every result with:")
-            console.print(f"  llmbatch --db {db} results --queue demo")
+            print(f"kept {folder}; read every result with:")
+            print(f"  llmbatch --db {db} results --queue demo")
             return db
-        console.print("run `llmbatch demo --keep` to keep the database and read every result.")
+        print("run `llmbatch demo --keep` to keep the database and read every result.")
         return None
     finally:
         if not keep:

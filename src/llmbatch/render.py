@@ -91,7 +91,7 @@ def _plain_width(widths: Sequence[int]) -> int:
 
 
 def _boxed_width(widths: Sequence[int]) -> int:
-    return sum(widths) + 3 * len(widths) + 1  # "│ a │ b │"
+    return sum(widths) + 3 * (len(widths) - 1)  # a rule under the header, no side borders
 
 
 def fit(
@@ -151,10 +151,11 @@ def _rich(
     limit: int | None,
     bold_last: bool,
 ) -> str:
+    from rich import box
     from rich.console import Console
     from rich.table import Table
 
-    t = Table(title=title)
+    t = Table(title=title, box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
     for i in keep:
         t.add_column(columns[i].head, justify="right" if columns[i].right else "left")
     for n, row in enumerate(cells):

@@ -35,7 +35,7 @@ def count_columns(counts: Sequence[Count]) -> list[Column]:
         Column("queue", "queue"),
         Column("provider", "provider", drop=1),
         Column("model", "model"),
-        *(Column(s, s.replace("_", " "), right=True) for s in states),
+        *(Column(s, s, right=True) for s in states),
         Column("total", "total", right=True),
     ]
 
@@ -78,18 +78,21 @@ def _age(now: float, ts: float | None) -> str:
     return "-" if ts is None else duration(now - ts)
 
 
+# At 100 columns a provider batch id (38 characters) leaves room for the state, the counts
+# and a short note; the rest gives way first (eta, model, provider, failed, age: the higher
+# `drop`, the sooner).
 BATCH_COLUMNS = [
     Column("id", "batch", right=True),
-    Column("provider", "provider", drop=3),
-    Column("provider_batch_id", "provider batch", drop=5),
-    Column("model", "model", drop=2),
+    Column("provider", "provider", drop=4),
+    Column("provider_batch_id", "provider batch", show=lambda v: v or "-"),
+    Column("model", "model", drop=5),
     Column("state", "state"),
     Column("requests", "requests", right=True),
     Column("done", "done", right=True),
-    Column("failed", "failed", right=True),
-    Column("age_s", "age", right=True, show=duration),
-    Column("eta_s", "eta", right=True, drop=1, show=duration),
-    Column("note", "note", drop=4, show=lambda v: v or ""),
+    Column("failed", "failed", right=True, drop=3),
+    Column("age_s", "age", right=True, drop=2, show=duration),
+    Column("eta_s", "eta", right=True, drop=6, show=duration),
+    Column("note", "note", drop=1, show=lambda v: v or ""),
 ]
 
 
@@ -105,9 +108,9 @@ def batch_record(
         shown = "archived" if row.get("provider_status") == "archived" else "done"
     note = "cancel requested" if row.get("cancel_requested_at") else ""
     if state == "submitting":
-        note = note or "intent committed, being sent"
+        note = note or "being sent"
     elif row["provider"] == "anthropic" and state not in ("ingested", "completed", "cancelled"):
-        note = note or "Anthropic counts requests only when the batch ends"
+        note = note or "counted at its end"  # Anthropic counts requests when the batch ends
     eta = batch_eta(progress) if progress is not None else None
     started = row.get("submitted_at") or row.get("created_at")
     return {
@@ -294,9 +297,9 @@ QUEUE_COLUMNS = [
     Column("in_flight", "in flight", right=True),
     Column("succeeded", "succeeded", right=True),
     Column("failed", "failed", right=True),
-    Column("cancelled", "cancelled", right=True, drop=2),
+    Column("cancelled", "cancelled", right=True, drop=1),
     Column("status", "status"),
-    Column("first_enqueued", "first enqueued", drop=1, show=lambda v: _when(v, short=True)),
+    Column("first_enqueued", "first enqueued", drop=2, show=lambda v: _when(v, short=True)),
     Column("last_change", "last change", drop=3, show=lambda v: _when(v, short=True)),
 ]
 

@@ -85,7 +85,9 @@ def test_status_of_one_queue(finished: str) -> None:
     assert [ln.split()[0] for ln in result.stdout.splitlines()] == ["requests", "queue", "other"]
     typo = cli("--db", finished, "status", "--queue", "othr")
     assert typo.exit_code == 2
-    assert typo.stderr.startswith("error: no queue 'othr'") and "did you mean 'other'?" in typo.stderr
+    assert (
+        typo.stderr.startswith("error: no queue 'othr'") and "did you mean 'other'?" in typo.stderr
+    )
 
 
 def test_status_is_a_table_on_a_terminal(finished: str) -> None:

@@ -153,6 +153,7 @@ def test_report_command_formats_and_bad_dates(tmp_path: Path) -> None:
     from llmbatch.cli import main
 
     db = str(tmp_path / "c.db")
+    open_store(db).close()
     runner = CliRunner()
     ok = runner.invoke(main, ["--db", db, "report", "--group-by", "day", "--format", "json"])
     assert ok.exit_code == 0, ok.output

@@ -108,7 +108,7 @@ def test_not_json_names_the_line(tmp_path: Path) -> None:
     f.write_text(
         '{"timestamp": 1, "model": "gpt-4o", "input_tokens": 1, "output_tokens": 1}\nnope\n'
     )
-    with pytest.raises(InputError, match="u.jsonl:2: not JSON"):
+    with pytest.raises(InputError, match=r"u\.jsonl:2: not JSON"):
         analyze_file(f)
 
 

@@ -79,8 +79,18 @@ def _load_defaults(ctx: click.Context, _param: click.Parameter, value: str | Non
             raise ConfigError(f"{where}{exc}") from None
         ctx.meta["llmbatch.config"] = config
     except ConfigError as exc:
-        raise click.UsageError(str(exc)) from None
+        raise BadConfig(str(exc)) from None
     return value
+
+
+class BadConfig(click.ClickException):
+    """A config file or setting is wrong: one `error:` line, like every other error, and the
+    usage exit code (nothing was done)."""
+
+    exit_code = 2
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"error: {self.format_message()}", err=True)
 
 
 @click.group(cls=Cli, context_settings={"help_option_names": ["-h", "--help"]})

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import re
 
-from llmbatch.errors import StoreError
+from llmbatch.errors import ConfigError
 from llmbatch.store.base import Clash, Count, ImportInfo, ResultRow, Row, Store
 
 DEFAULT_DB = "llmbatch.db"
@@ -45,12 +45,12 @@ def _refuse_unknown_form(target: str) -> None:
     named after it (password included); say what `--db` takes instead, never echoing it."""
     scheme = _SCHEME.match(target)
     if scheme and scheme.group(1).lower() not in ("sqlite", "postgresql", "postgres"):
-        raise StoreError(
+        raise ConfigError(
             f"--db: unsupported scheme '{scheme.group(1)}://'; use a path, sqlite:///PATH or "
             "postgresql://USER@HOST/DBNAME"
         )
     if _KEYWORDS.match(target):
-        raise StoreError(
+        raise ConfigError(
             "--db: a key=value PostgreSQL DSN is not supported; write it as a URL, "
             "postgresql://USER@HOST:PORT/DBNAME"
         )

@@ -163,8 +163,8 @@ class ManageOps:
         message: str,
         now: float,
     ) -> None:
-        """Attempts and results for requests (among `ids`, in `states`) about to end here,
-        without a batch: call before moving them to their final state."""
+        """Attempts (state `outcome`, outcome 'unsent') and results for requests (among `ids`,
+        in `states`) about to end here without a batch: call before moving them on."""
         for i in range(0, len(ids), CHUNK):
             part = list(ids[i : i + CHUNK])
             marks = ", ".join(["?"] * len(part))
@@ -172,7 +172,7 @@ class ManageOps:
             sql = self._raw("local_outcome_attempts").format(scope=marks, states=in_states)
             cur.execute(
                 self._dialect(sql),
-                [outcome, outcome, code, message[:2000], now, now, *part, *states],
+                [outcome, code, message[:2000], now, now, *part, *states],
             )
             sql = self._raw("local_outcome_results").format(scope=marks)
             cur.execute(self._dialect(sql), [int(now // 86400), now, *part])

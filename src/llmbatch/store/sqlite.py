@@ -80,8 +80,8 @@ class SqliteStore(SqlStore):
 
     def _check_folder(self) -> None:
         folder = self.path.resolve().parent
-        if not folder.is_dir():
-            raise StoreError(f"cannot open database {self.path}: folder {folder} does not exist")
+        if not folder.is_dir():  # a name that is not there, as a misspelt path: usage
+            raise NotFound(f"cannot open database {self.path}: folder {folder} does not exist")
         if not self.path.exists() and not os.access(folder, os.W_OK):
             raise StoreError(f"cannot create database {self.path}: folder {folder} is not writable")
         if self.path.exists() and not os.access(self.path, os.W_OK):

@@ -37,10 +37,12 @@ LIMIT :n
 
 -- name: local_outcome_attempts
 -- A request that ends without a batch (cancelled while waiting, too large for any batch)
--- still gets an attempt and a result, so the export has one line for every request.
+-- still gets an attempt and a result, so the export has one line for every request. Its
+-- outcome is 'unsent': nothing reached a provider, so it costs nothing.
 INSERT INTO attempts (request_id, batch_id, line, state, outcome, error_code, error_message,
                       created_at, finished_at)
-SELECT id, NULL, NULL, ?, ?, ?, ?, ?, ? FROM requests WHERE id IN ({scope}) AND state IN ({states})
+SELECT id, NULL, NULL, ?, 'unsent', ?, ?, ?, ? FROM requests
+WHERE id IN ({scope}) AND state IN ({states})
 
 -- name: local_outcome_results
 INSERT INTO results (attempt_id, request_id, error_code, error_message, day, created_at)

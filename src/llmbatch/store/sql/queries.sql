@@ -93,7 +93,7 @@ SELECT r.provider, r.model, COUNT(*), COALESCE(SUM(res.input_tokens), 0),
        SUM(CASE WHEN res.error_code IS NULL THEN 1 ELSE 0 END)
 FROM results res JOIN requests r ON r.id = res.request_id
 JOIN attempts a ON a.id = res.attempt_id
-WHERE (CAST(:queue AS TEXT) IS NULL OR r.queue = :queue) AND COALESCE(a.outcome, '') <> 'cancelled'
+WHERE (CAST(:queue AS TEXT) IS NULL OR r.queue = :queue) AND COALESCE(a.outcome, '') NOT IN ('cancelled', 'unsent')
 GROUP BY r.provider, r.model
 ORDER BY r.provider, r.model
 
@@ -134,7 +134,7 @@ FROM results res JOIN requests r ON r.id = res.request_id
 JOIN attempts a ON a.id = res.attempt_id
 WHERE res.created_at >= :since AND res.created_at < :until
   AND (CAST(:queue AS TEXT) IS NULL OR r.queue = :queue)
-  AND COALESCE(a.outcome, '') <> 'cancelled'
+  AND COALESCE(a.outcome, '') NOT IN ('cancelled', 'unsent')
 GROUP BY res.day, res.price_tier, r.model, r.queue, r.provider
 
 -- name: cost_totals

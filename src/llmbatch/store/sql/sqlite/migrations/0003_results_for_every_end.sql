@@ -13,10 +13,11 @@ WHERE r.state = 'cancelled' AND a.outcome = 'cancelled'
   AND a.id = (SELECT MAX(id) FROM attempts WHERE request_id = a.request_id)
   AND NOT EXISTS (SELECT 1 FROM results x WHERE x.request_id = r.id);
 
--- ended without a batch: an attempt records how, then its result
+-- ended without a batch: an attempt records how (outcome 'unsent': it cost nothing), then
+-- its result
 INSERT INTO attempts (request_id, batch_id, line, state, outcome, error_code, error_message,
                       created_at, finished_at)
-SELECT r.id, NULL, NULL, r.state, r.state,
+SELECT r.id, NULL, NULL, r.state, 'unsent',
        CASE WHEN r.state = 'cancelled' THEN 'cancelled' ELSE 'too_large' END,
        r.reason, r.updated_at, r.updated_at
 FROM requests r
