@@ -190,7 +190,8 @@ def _drain(
             # whole lines are added, so a value cut short fails only at the buffer's end
             if not final and exc.pos >= len(buf.rstrip()):
                 return buf[i:], line
-            where = start + buf.count("\n", 0, exc.pos)
+            # an error at the very end is on the last line that holds anything
+            where = start + buf.count("\n", 0, min(exc.pos, len(buf.rstrip())))
             snippet = buf[i : i + 60].split("\n", 1)[0]
             raise InputError(
                 f"{source}:{where}: not JSON ({exc.msg}): {snippet!r}; expected {PAGE_SHAPE}, "

@@ -78,20 +78,25 @@ def _age(now: float, ts: float | None) -> str:
     return "-" if ts is None else duration(now - ts)
 
 
-# At 100 columns a provider batch id (38 characters) leaves room for the state, the counts
-# and a short note; the rest gives way first (eta, model, provider, failed, age: the higher
-# `drop`, the sooner).
+def _eta(v: int | None) -> str:
+    """Seconds until the provider's rate says done; 0: due by now (the counts are from the
+    last poll)."""
+    return "-" if v is None else ("due" if v == 0 else duration(v))
+
+
+# At 100 columns a provider batch id (38 characters) leaves room for the state, the counts,
+# the age and the ETA; the rest gives way first (the higher `drop`, the sooner).
 BATCH_COLUMNS = [
     Column("id", "batch", right=True),
-    Column("provider", "provider", drop=4),
+    Column("provider", "provider", drop=6),
     Column("provider_batch_id", "provider batch", show=lambda v: v or "-"),
     Column("model", "model", drop=5),
     Column("state", "state"),
     Column("requests", "requests", right=True),
     Column("done", "done", right=True),
     Column("failed", "failed", right=True, drop=3),
-    Column("age_s", "age", right=True, drop=2, show=duration),
-    Column("eta_s", "eta", right=True, drop=6, show=duration),
+    Column("age_s", "age", right=True, drop=4, show=duration),
+    Column("eta_s", "eta", right=True, drop=2, show=_eta),
     Column("note", "note", drop=1, show=lambda v: v or ""),
 ]
 
@@ -171,7 +176,8 @@ def progress_line(snap: Snapshot, eta_at: float | None, now: float) -> str:
     )
     if eta_at is not None:
         clock = datetime.fromtimestamp(eta_at, UTC).strftime("%H:%M UTC")
-        line += f"; eta {duration(eta_at - now)} ({clock})"
+        left = "due now" if eta_at <= now else duration(eta_at - now)
+        line += f"; eta {left} ({clock})"
     elif snap.batches and snap.done < snap.total:
         line += "; eta unknown until the provider reports progress"
     return line

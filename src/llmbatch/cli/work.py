@@ -141,6 +141,7 @@ def run(
     Exits 3 if a provider could not be reached (or rate-limited us), 1 if requests failed
     in this step; failures already in the store do not count."""
     from llmbatch.logs import TickLog, setup
+    from llmbatch.progress import snapshot
 
     log = setup(ctx.find_root().obj["log_format"])
     budgets = budget_overrides(budget_usd, budget_period, allow_unpriced)
@@ -153,7 +154,9 @@ def run(
         return
     TickLog(engine.holder)(report)
     failed = max(0, failed_count(store) - failed_before)
-    log.info("%s requests not finished yet", f"{store.unfinished_count():,}")
+    snap = snapshot(store)
+    ahead = f" ({snap.at_provider:,} of them done at the provider)" if snap.at_provider else ""
+    log.info("%s requests not finished yet%s", f"{snap.total - snap.read_back:,}", ahead)
     if report.unreachable:
         ctx.exit(UNREACHABLE)
     if failed:

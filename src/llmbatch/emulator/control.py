@@ -259,6 +259,7 @@ class Control:
                 batch.internal["hold"] = body["state"]
             elif action == "release":
                 batch.internal.pop("hold", None)
+                batch.internal["released"] = emu.now()  # it goes on from here, not before
             elif action == "expire":
                 batch.internal["force_expire"] = True
             else:

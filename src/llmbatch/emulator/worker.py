@@ -155,6 +155,10 @@ class Worker:
 
     def _validate(self, b: Batch, now: float) -> bool:
         emu, flavor = self.emu, FLAVORS[b.flavor]
+        # Validation took effect when it was due (or when a hold was released), not when this
+        # step runs: after a clock advance, the batch has been processing since then.
+        due = b.internal["created"] + emu.cfg.validating_seconds
+        now = min(now, max(due, float(b.internal.get("released", 0.0))))
         forced = b.internal.get("fail_validation")
         if forced:
             errors = [forced]
@@ -314,6 +318,8 @@ class Worker:
             return f.tell()
 
     def _to_finalizing(self, b: Batch, now: float) -> bool:
+        now = min(now, float(b.internal["last_t"]))  # when the last line was done
+
         def change(batch: Batch) -> bool:
             if batch.status != "in_progress":
                 return False
