@@ -182,6 +182,18 @@ def test_journey_2_the_nightly_job_cron_exit_codes_results_and_report(
     status = json.loads(person("status", "--format", "json").stdout)
     assert status["total"] == 45 and status["progress"]["read_back"] == 45
 
+    # a month later: the finished queue is purged; what it cost is still reported
+    report = person("report", "--format", "json").stdout
+    assert (
+        "would delete queue 'reviews': 45 requests"
+        in person("purge", "reviews", "--dry-run").stdout
+    )
+    person("purge", "reviews", code=2)  # no terminal to confirm on: --yes is asked for
+    assert "cost totals and spend are kept" in person("purge", "reviews", "--yes").stdout
+    assert person("report", "--format", "json").stdout == report
+    gone = person("results", "-q", "reviews", code=2)
+    assert "was purged" in gone.stderr
+
 
 # -- 3. the ML engineer's eval sweep ----------------------------------------------------------
 
@@ -207,6 +219,23 @@ def test_journey_3_the_eval_sweep_estimates_waits_about_a_second_and_reads_by_mo
         for r in q.results():
             by_model[r.custom_id.split("/")[0]] = by_model.get(r.custom_id.split("/")[0], 0) + 1
     assert by_model == dict.fromkeys(models, 20)
+
+    # a batch the provider holds in validating: --timeout ends the wait with 1, and says so
+    emu.control.next_batches(hold="validating")
+    (home / "slow.jsonl").write_bytes(jsonl(line("slow/1", "x")))
+    person("enqueue", "slow.jsonl", "-q", "slow")
+    late = person("wait", "-q", "slow", "--timeout", "1", code=1)
+    assert "not finished after 1 s" in late.stderr
+    [batch] = json.loads(person("batches", "-q", "slow", "--format", "json").stdout)
+    assert batch["state"] == "validating" and batch["done"] == 0
+    emu.control.release(batch["provider_batch_id"])
+    person("wait", "-q", "slow")
+    # the hard stop: a budget that holds everything ends the wait with 1 and says why
+    big = jsonl(*(line(f"big/{i}", "x", model="gpt-4o") for i in range(5)))
+    (home / "big.jsonl").write_bytes(big)
+    person("enqueue", "big.jsonl", "-q", "big")
+    held = person("wait", "-q", "big", "--budget-usd", "0.000001", code=1)
+    assert "requests held: budget" in held.stderr
 
 
 # -- 4. the platform team ------------------------------------------------------------------------
@@ -259,6 +288,7 @@ def _which_says(
     raise AssertionError(f"{needle!r} not seen in {seen}")
 
 
+@pytest.mark.slow  # two worker processes, each loading the SDKs
 def test_journey_4_the_platform_team_standbys_logs_and_status_on_postgres(
     home: Path, emu: RunningEmulator, pg_dsn: str
 ) -> None:
@@ -318,6 +348,15 @@ def test_journey_5_the_sceptic_analyzes_usage_both_shapes(home: Path) -> None:
 
 
 # -- 6. the tester ------------------------------------------------------------------------------
+
+
+def test_help_reads_whole(home: Path) -> None:
+    """Command summaries are whole sentences, and the priority range reads as words."""
+    top = person("--help").stdout
+    commands = top.split("Commands:")[1].splitlines()
+    assert len(commands) > 15 and not any(ln.rstrip().endswith("...") for ln in commands)
+    enqueue = person("enqueue", "--help").stdout
+    assert "[64-bit]" in enqueue and "9223372036854775807" not in enqueue
 
 
 def test_journey_6_the_tester_serves_the_emulator_and_steers_it(home: Path) -> None:

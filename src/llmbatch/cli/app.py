@@ -189,6 +189,11 @@ def check_queue(store: Store, queue: str | None, *, purged_ok: bool = False) -> 
         return
     queues = store.queues()
     names = [q.name for q in queues if q.total or purged_ok]
+    if queue not in names and any(q.name == queue for q in queues):
+        raise NotFound(
+            f"queue {queue!r} was purged: its requests and results are gone; its costs remain "
+            "in `llmbatch report`"
+        )
     if queue not in names:
         import difflib
 
