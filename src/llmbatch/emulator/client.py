@@ -48,7 +48,8 @@ class EmulatorControl:
         return float(self.call("GET", "/clock")["now"])
 
     def advance(self, seconds: float) -> float:
-        """Move the virtual clock forward; returns the new virtual time."""
+        """Move the virtual clock forward; returns the new virtual time once every batch has
+        caught up with it (what the next call reads reflects the advance)."""
         return float(self.call("POST", "/clock/advance", {"seconds": seconds})["now"])
 
     def config(self) -> Json:

@@ -2,7 +2,7 @@
 
     GET    /_emulator/health                  {"ok": true, "now": virtual time}
     GET    /_emulator/clock                   {"now", "scale", "advanced"}
-    POST   /_emulator/clock/advance           {"seconds": N}
+    POST   /_emulator/clock/advance           {"seconds": N}  (answers once batches caught up)
     GET    /_emulator/faults                  the active fault rules
     POST   /_emulator/faults                  add a rule (see faults.py), or {"rules": [...]}
     DELETE /_emulator/faults                  remove every rule
@@ -38,6 +38,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import orjson
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -139,8 +140,10 @@ class Control:
         return {"now": c.now(), "scale": c.scale, "advanced": c.advanced}
 
     async def advance(self, request: Request) -> Json:
+        """Answers once batches have caught up with the new time (in a thread: the API keeps
+        serving meanwhile)."""
         seconds = _number(await _body(request), "seconds")
-        self.emu.advance(seconds)
+        await run_in_threadpool(self.emu.advance, seconds)
         return await self.clock(request)
 
     async def faults(self, request: Request) -> Json:
@@ -263,6 +266,7 @@ class Control:
                 batch.internal["hold"] = body["state"]
             elif action == "release":
                 batch.internal.pop("hold", None)
+                batch.internal["released"] = emu.now()  # it goes on from here, not before
             elif action == "expire":
                 batch.internal["force_expire"] = True
             else:

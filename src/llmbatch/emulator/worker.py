@@ -88,14 +88,20 @@ class Worker:
         self.messages.close()
         self.gemini.close()
 
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive() and not self._stop.is_set()
+
     def _run(self) -> None:
         while not self._stop.is_set():
+            generation = self.emu.generation  # read before the clock: see Emulator.advance
             try:
                 busy = self.tick(self.emu.now())
             except Exception:  # keep serving; a bug in one batch must not stop the others
                 log.exception("emulator worker step failed")
                 busy = False
             if not busy:
+                self.emu.caught_up(generation)
                 self.emu.wake.wait(0.01)
                 self.emu.wake.clear()
 
@@ -157,6 +163,10 @@ class Worker:
 
     def _validate(self, b: Batch, now: float) -> bool:
         emu, flavor = self.emu, FLAVORS[b.flavor]
+        # Validation took effect when it was due (or when a hold was released), not when this
+        # step runs: after a clock advance, the batch has been processing since then.
+        due = b.internal["created"] + emu.cfg.validating_seconds
+        now = min(now, max(due, float(b.internal.get("released", 0.0))))
         forced = b.internal.get("fail_validation")
         if forced:
             errors = [forced]
@@ -316,6 +326,8 @@ class Worker:
             return f.tell()
 
     def _to_finalizing(self, b: Batch, now: float) -> bool:
+        now = min(now, float(b.internal["last_t"]))  # when the last line was done
+
         def change(batch: Batch) -> bool:
             if batch.status != "in_progress":
                 return False
