@@ -47,6 +47,7 @@ class EngineSettings:
 
     poll_interval: float = 30.0
     max_poll_interval: float = 600.0
+    first_poll: float = 1.0  # after a submit, poll this soon, then back off (doubling)
     retrieve_budget: int = 5
     settle_seconds: float = 120.0  # wait this long for a lagging list before re-creating
     max_batch_requests: int | None = None
@@ -83,6 +84,7 @@ class TickReport:
     ingested_batches: int = 0
     outcomes: int = 0
     anomalies: int = 0
+    unreachable: int = 0  # provider calls that failed for a transient reason (outage, 429, 5xx)
     notes: list[str] = field(default_factory=list)
 
 
@@ -108,6 +110,7 @@ class Engine(Ingesting, Sweeping):
         self.holder = holder or f"{owner_tag()}/{id(self):x}"
         self.next_poll_at = 0.0
         self.interval = self.settings.poll_interval
+        self._submitted_since_poll = False
         self._not_before: dict[int, float] = {}  # batch id -> retry time after a transient error
         self._group_not_before: dict[tuple[str, ...], float] = {}
         # What batch-level failures taught us, per group: a smaller batch, a lower quota.
@@ -213,6 +216,7 @@ class Engine(Ingesting, Sweeping):
             if self._group_not_before.get(group, 0.0) > now:
                 continue
             provider = self.provider(provider_name)
+            provider.ready()  # no key: said now, before an intent is committed
             limits = provider.limits(endpoint, model)
             while True:
                 if (
@@ -332,6 +336,7 @@ class Engine(Ingesting, Sweeping):
         try:
             done = sub.run(lambda: self._file(b))
         except TransientError as exc:
+            report.unreachable += 1
             self._later(b.id, now, exc, report)
             return
         except RejectedError as exc:
@@ -343,14 +348,33 @@ class Engine(Ingesting, Sweeping):
             report.submitted += 1
             with contextlib.suppress(FileNotFoundError):
                 (self.workdir / f"batch-{b.id}.jsonl").unlink()
+            # the first poll soon (an instant provider is done in a second), then back off
+            first = min(self.settings.first_poll, self.settings.poll_interval)
+            self.interval = first
+            self.next_poll_at = min(self.next_poll_at, now + first)
+            self._submitted_since_poll = True
         else:
             # Ask the provider again a poll interval later, not every tick: an Anthropic intent
             # may wait hours for a same-size batch to end and say whose it is.
             self._not_before[b.id] = now + self.settings.poll_interval
-            report.notes.append(
-                f"batch {b.id}: waiting for the batch list to settle, or for a batch that may be "
-                "this intent's to end"
+            report.notes.append(self._waiting_note(b, now))
+
+    def _waiting_note(self, b: OpenBatch, now: float) -> str:
+        """Why an intent is not sent yet, and until when (a list that may lag is waited out
+        for `settle_seconds`; a batch that may be this intent's, until it ends)."""
+        from llmbatch.render import duration
+
+        started = b.create_started_at
+        if started is not None and now - started < self.settings.settle_seconds:
+            left = started + self.settings.settle_seconds - now
+            return (
+                f"batch {b.id}: a create may have reached {b.provider} unrecorded; waiting up to "
+                f"{duration(left)} more for its batch list to show it before sending again"
             )
+        return (
+            f"batch {b.id}: waiting for a {b.provider} batch that may be this intent's to end "
+            f"(its results say whose it is); asking again in {duration(self.settings.poll_interval)}"
+        )
 
     def _quota(self, provider: str, model: str) -> int | None:
         """The enqueued-token quota in force: configured, or lower if a failure taught us."""
@@ -417,6 +441,7 @@ class Engine(Ingesting, Sweeping):
             try:
                 self.provider(b.provider).cancel(b.provider_batch_id)
             except TransientError as exc:
+                report.unreachable += 1
                 self._later(b.id, now, exc, report)
                 return
             except RejectedError:
@@ -444,6 +469,7 @@ class Engine(Ingesting, Sweeping):
                     [b.provider_batch_id or "" for b in order], self.settings.retrieve_budget
                 )
             except TransientError as exc:
+                report.unreachable += 1
                 report.notes.append(str(exc))
                 continue
             finally:
@@ -455,11 +481,12 @@ class Engine(Ingesting, Sweeping):
                 if (s.state, s.completed, s.failed) != (b.state, b.completed_count, b.failed_count):
                     self.store.update_batch(b.id, s, now, token)
                     changed = True
-        self.interval = (
-            self.settings.poll_interval
-            if changed
-            else min(self.interval * 2, self.settings.max_poll_interval)
-        )
+        # Right after a submit the short first interval stands; then it doubles, up to
+        # poll_interval while batches move and up to max_poll_interval while nothing does.
+        if not self._submitted_since_poll:
+            cap = self.settings.poll_interval if changed else self.settings.max_poll_interval
+            self.interval = min(self.interval * 2, cap)
+        self._submitted_since_poll = False
         self.next_poll_at = now + self.interval
 
     # -- ingest ----------------------------------------------------------------------------

@@ -200,6 +200,7 @@ class Ingesting:
         try:
             files = provider.download(status, folder)
         except TransientError as exc:
+            report.unreachable += 1
             self._later(b.id, now, exc, report)
             return
         except ResultsGone as exc:

@@ -18,6 +18,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=None, help="repeatable ids and output order")
     parser.add_argument("--models", default=None, metavar="FILE", help="models to add")
     args = parser.parse_args(argv)
+    if not 0 <= args.port <= 65535:
+        parser.error(f"--port {args.port}: must be 0-65535 (0: any free port)")
+    if args.time_scale < 0:
+        parser.error(f"--time-scale {args.time_scale}: must be 0 (frozen) or more")
     try:
         serve(
             host=args.host,
@@ -27,8 +31,8 @@ def main(argv: list[str] | None = None) -> None:
             seed=args.seed,
             models_file=args.models,
         )
-    except ConfigError as e:
-        parser.exit(2, f"python -m llmbatch.emulator: {e}\n")
+    except ConfigError as exc:
+        parser.exit(2, f"error: {exc}\n")
 
 
 if __name__ == "__main__":

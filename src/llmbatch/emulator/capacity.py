@@ -38,7 +38,8 @@ class Capacity:
     def limits(self, model: str) -> tuple[float, float] | None:
         """(requests/s, tokens/s) for `model`, or None when its capacity is unlimited."""
         table = self.emu.cfg.capacity
-        entry = table.get(model) or table.get("*")
+        # A Gemini batch names its model `models/NAME`; the setting names it as users do.
+        entry = table.get(model.removeprefix("models/")) or table.get("*")
         if not entry:
             return None
         return (

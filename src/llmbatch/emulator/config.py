@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from llmbatch.emulator.models import (
+    SETTINGS,
     Catalog,
     build,
     builtin_ids,
@@ -33,8 +34,10 @@ RUNTIME_KEYS = frozenset(
         "embedding_dimensions",
         "models",
         "anthropic_models",
+        "gemini_models",
         "deployments",
         "capacity",
+        "gemini_shuffle_results",
     }
 )
 #: The keys of one `capacity` entry.
@@ -69,6 +72,9 @@ class EmulatorConfig:
     anthropic_models: list[str | dict[str, Any]] = field(
         default_factory=lambda: builtin_ids("anthropic")
     )
+    #: Gemini models, generate and embedding ones (a card's `endpoints` are the methods it
+    #: serves); default: the models `google-genai` names and those the batch API documents.
+    gemini_models: list[str | dict[str, Any]] = field(default_factory=lambda: builtin_ids("gemini"))
     #: A models file (JSON or TOML, see `models.py`) added to (or replacing) the above.
     models_file: str | None = None
     #: Processing capacity per model, shared by every batch of that model (per door):
@@ -78,6 +84,13 @@ class EmulatorConfig:
     #: Message Batches limits: requests per batch and bytes per create body (256 MB).
     anthropic_max_requests: int = 100_000
     anthropic_max_batch_bytes: int = 256 * 1024 * 1024
+    #: Gemini's inline create-body limit (20 MB) and the largest file the Files API takes
+    #: (2 GB).
+    gemini_max_inline_bytes: int = 20 * 1024 * 1024
+    gemini_max_file_bytes: int = 2 * 1024 * 1024 * 1024
+    #: Gemini results (inline and file) in processing order rather than request order, as
+    #: the service has been reported to return inline responses: clients must map by key.
+    gemini_shuffle_results: bool = False
     #: Azure deployments: deployment name -> model. Default: one deployment per model,
     #: named like the model.
     deployments: dict[str, str] | None = None
@@ -92,7 +105,8 @@ class EmulatorConfig:
     max_embedding_inputs: int = 50_000
     #: Files per Azure resource, output files included.
     azure_file_limit: int = 500
-    #: Enqueued-prompt-token quotas: {"openai": {model: n}, "azure": {deployment: n}}.
+    #: Enqueued-prompt-token quotas: {"openai": {model: n}, "azure": {deployment: n},
+    #: "gemini": {model: n}} (Gemini answers 429 at create when a batch would pass it).
     quotas: dict[str, dict[str, int]] = field(default_factory=dict)
     #: Virtual time at start; `None` means the current wall-clock time.
     clock_start: float | None = None
@@ -101,12 +115,11 @@ class EmulatorConfig:
         self._catalogs: dict[str, Catalog] = {}
 
     def catalog(self, door: str) -> Catalog:
-        """The models of `door` (`openai` or `anthropic`) with their cards (cached until
-        the model settings change)."""
+        """The models of `door` (`openai`, `anthropic` or `gemini`) with their cards (cached
+        until the model settings change)."""
         found = self._catalogs.get(door)
         if found is None:
-            entries = self.models if door == "openai" else self.anthropic_models
-            found = self._catalogs[door] = build(door, entries)
+            found = self._catalogs[door] = build(door, getattr(self, SETTINGS[door]))
         return found
 
     def deployment_map(self) -> dict[str, str]:
@@ -133,13 +146,12 @@ class EmulatorConfig:
 
     def _read_models_file(self, path: str) -> None:
         replace, doors = load_models_file(path)
-        if "openai" in doors:
-            self.models = doors["openai"] if replace else merge(self.models, doors["openai"])
-        if "anthropic" in doors:
-            added = doors["anthropic"]
-            self.anthropic_models = added if replace else merge(self.anthropic_models, added)
+        for door, added in doors.items():
+            key = SETTINGS[door]
+            setattr(self, key, added if replace else merge(getattr(self, key), added))
 
 
+_DOOR_OF = {key: door for door, key in SETTINGS.items()}
 _RATES = {"request_failure_rate", "length_rate"}
 _FLOATS = {"rate", "validating_seconds", "finalizing_seconds", "cancelling_seconds"} | _RATES
 _INTS = {
@@ -153,6 +165,8 @@ _INTS = {
     "azure_file_limit",
     "anthropic_max_requests",
     "anthropic_max_batch_bytes",
+    "gemini_max_inline_bytes",
+    "gemini_max_file_bytes",
 }
 
 
@@ -171,12 +185,17 @@ def _check(key: str, value: Any) -> Any:
         if key == "request_failure_status" and not 400 <= value <= 599:
             raise ConfigError("emulator setting 'request_failure_status' must be 400-599")
         return value
-    if key in ("models", "anthropic_models"):
-        return check_entries(value, f"emulator setting {key!r}")
+    door = _DOOR_OF.get(key)
+    if door is not None:
+        return check_entries(value, f"emulator setting {key!r}", door)
     if key == "models_file" and value is not None and not isinstance(value, str):
         raise ConfigError("emulator setting 'models_file' must be a path")
     if key == "capacity":
         return check_capacity(value)
+    if key == "gemini_shuffle_results":
+        if not isinstance(value, bool):
+            raise ConfigError(f"emulator setting {key!r} must be true or false, got {value!r}")
+        return value
     if key == "deployments":
         if value is not None and not (
             isinstance(value, dict)
@@ -194,13 +213,15 @@ def _check(key: str, value: Any) -> Any:
 
 
 def check_quotas(value: Any) -> dict[str, dict[str, int]]:
-    """Validate `{"openai"|"azure": {name: tokens}}`; raises ConfigError."""
+    """Validate `{"openai"|"azure"|"gemini": {name: tokens}}`; raises ConfigError."""
     if not isinstance(value, dict):
         raise ConfigError('quotas must look like {"openai": {"gpt-4o-mini": 1000000}}')
     out: dict[str, dict[str, int]] = {}
     for flavor, limits in value.items():
-        if flavor not in ("openai", "azure") or not isinstance(limits, dict):
-            raise ConfigError(f"quotas: unknown flavor {flavor!r} (use 'openai' or 'azure')")
+        if flavor not in ("openai", "azure", "gemini") or not isinstance(limits, dict):
+            raise ConfigError(
+                f"quotas: unknown flavor {flavor!r} (use 'openai', 'azure' or 'gemini')"
+            )
         for name, n in limits.items():
             if isinstance(n, bool) or not isinstance(n, int) or n < 0:
                 raise ConfigError(f"quotas: {flavor}/{name} must be an integer >= 0, got {n!r}")

@@ -1,17 +1,17 @@
 """The models each door knows: ids, dated snapshots and aliases, context windows.
 
-**Where the ids come from.** The built-in catalog is every model id the installed official
-SDKs name in their type literals (`openai`'s `ChatModel`, `ResponsesModel`, embedding,
-moderation, image, video, audio and legacy-completions literals; `anthropic`'s `Model`),
-plus the ids of the families below. The literals are read from the SDKs' source files
-with `ast`, not imported (importing both SDKs costs seconds of start-up), so the emulator
-accepts exactly the names the client you have installed can send; if an SDK's files move,
-the family table alone still answers.
+**Where the ids come from.** The built-in catalog of a door is every model id the installed
+official SDK names (`sdk_models.py`: `openai`'s and `anthropic`'s type literals,
+`google-genai`'s table of Gemini models), plus the extras below (older ids, and the Gemini
+models the batch API documents), so the emulator accepts exactly the names the client you
+have installed can send; if an SDK's files move, the extras and family tables still answer.
 
 **What a card says** (`ModelCard`): the context window and the largest output, from the
 longest family prefix of the id (the emulator's own figures, from the providers' model
-pages; an unknown id gets its door's default); the endpoint kinds it serves (from the
-literal it came from; None = any); the `snapshot` an alias runs as — OpenAI answers with
+pages; an unknown id gets its door's default); the endpoint kinds it serves (OpenAI: from
+the literal it came from; Gemini: the `supportedGenerationMethods` its name implies, so an
+embedding model takes `asyncBatchEmbedContent` and not `batchGenerateContent`; None = any);
+the `snapshot` an alias runs as — OpenAI answers with
 the dated id in a reply's `model` (`gpt-4o-mini` → `gpt-4o-mini-2024-07-18`), Anthropic's
 `GET /v1/models/{alias}` returns the dated model. An alias's snapshot is the latest dated id
 `ALIAS-YYYY-MM-DD` / `ALIAS-YYYYMMDD` in the catalog (`-latest` and `-0` aliases drop that
@@ -27,6 +27,7 @@ suffix first), except where `SNAPSHOT_OVERRIDES` says otherwise.
     max_output_tokens = 64000            # optional
     endpoints = ["chat", "responses"]    # optional (OpenAI): kinds it serves; default any
     snapshot = "claude-next-20270101"    # optional: what it runs as
+    gemini = [{id = "gemini-4-flash", endpoints = ["batchGenerateContent"]}]  # Gemini: methods
 
 A bad file is one `ConfigError` naming the file (and the line, for a syntax error) and
 the entry.
@@ -34,42 +35,38 @@ the entry.
 
 from __future__ import annotations
 
-import ast
-import importlib.util
 import json
 import re
 import tomllib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import cache
 from pathlib import Path
 from typing import Any
 
+from llmbatch.emulator.sdk_models import (
+    GEMINI_EMBED,
+    GEMINI_GENERATE,
+    GEMINI_LIVE,
+    gemini_methods,
+    sdk_models,
+)
 from llmbatch.errors import ConfigError
 
 Json = dict[str, Any]
-DOORS = ("openai", "anthropic")
+DOORS = ("openai", "anthropic", "gemini")
+#: The emulator setting that holds each door's model entries.
+SETTINGS = {"openai": "models", "anthropic": "anthropic_models", "gemini": "gemini_models"}
 #: Endpoint kinds (as `synth.KINDS` names them) plus `audio` (listed, not served).
 ENDPOINT_KINDS = frozenset(
     {"chat", "responses", "completions", "embeddings", "moderations", "images", "videos", "audio"}
 )
-_CHAT = frozenset({"chat", "responses"})
-
-#: (file under the package, the literal's name or `model` for a params class, kinds).
-_OPENAI_LITERALS: tuple[tuple[str, str, frozenset[str]], ...] = (
-    ("types/shared/chat_model.py", "ChatModel", _CHAT),
-    ("types/shared/responses_model.py", "ResponsesModel", frozenset({"responses"})),
-    ("types/completion_create_params.py", "model", frozenset({"completions"})),
-    ("types/embedding_model.py", "EmbeddingModel", frozenset({"embeddings"})),
-    ("types/moderation_model.py", "ModerationModel", frozenset({"moderations"})),
-    ("types/image_model.py", "ImageModel", frozenset({"images"})),
-    ("types/video_model.py", "VideoModel", frozenset({"videos"})),
-    ("types/audio_model.py", "AudioModel", frozenset({"audio"})),
-    ("types/audio/speech_model.py", "SpeechModel", frozenset({"audio"})),
-)
-_ANTHROPIC_LITERALS = (("types/model.py", "Model", frozenset({"messages"})),)
-
+#: What a card's `endpoints` may name, per door (Gemini: `supportedGenerationMethods`).
+DOOR_KINDS = {
+    "openai": ENDPOINT_KINDS,
+    "anthropic": ENDPOINT_KINDS,
+    "gemini": GEMINI_GENERATE | GEMINI_EMBED | GEMINI_LIVE,
+}
 #: Family prefix -> (context window, largest output). Longest prefix wins.
 OPENAI_FAMILIES: dict[str, tuple[int, int]] = {
     "gpt-6": (1_050_000, 128_000),
@@ -135,7 +132,24 @@ ANTHROPIC_FAMILIES: dict[str, tuple[int, int]] = {
     # tier); a batch carries no header to ask for it, so the emulator always allows it.
     "claude-sonnet-4": (1_000_000, 64_000),
 }
-_DEFAULT = {"openai": (128_000, 16_384), "anthropic": (200_000, 64_000)}
+#: Gemini: input token limit, output token limit (the models page of the Gemini API docs).
+GEMINI_FAMILIES: dict[str, tuple[int, int]] = {
+    "gemini": (1_048_576, 65_536),
+    "gemini-2.0": (1_048_576, 8_192),
+    "gemini-1.5": (1_048_576, 8_192),
+    "gemini-1.5-pro": (2_097_152, 8_192),
+    "gemini-2.5-flash-image": (32_768, 32_768),
+    "gemini-2.0-flash-preview-image": (32_768, 8_192),
+    "gemini-embedding": (2_048, 0),
+    "text-embedding": (2_048, 0),
+    "embedding": (2_048, 0),
+}
+_FAMILIES = {"openai": OPENAI_FAMILIES, "anthropic": ANTHROPIC_FAMILIES, "gemini": GEMINI_FAMILIES}
+_DEFAULT = {
+    "openai": (128_000, 16_384),
+    "anthropic": (200_000, 64_000),
+    "gemini": (1_048_576, 65_536),
+}
 
 #: Models the emulator knows even when an SDK does not name them (older ids, real names).
 EXTRA_OPENAI: tuple[str, ...] = ("omni-moderation-latest", "gpt-3.5-turbo-instruct")
@@ -154,6 +168,19 @@ EXTRA_ANTHROPIC: tuple[str, ...] = (
     "claude-3-5-haiku-20241022",
     "claude-3-haiku-20240307",
 )
+#: The Gemini models the batch API documents (generateContent and embedContent ones).
+EXTRA_GEMINI: tuple[str, ...] = (
+    "gemini-3-pro-preview",
+    "gemini-3-flash-preview",
+    "gemini-2.5-pro",
+    "gemini-2.5-flash",
+    "gemini-2.5-flash-lite",
+    "gemini-2.0-flash",
+    "gemini-2.0-flash-lite",
+    "gemini-embedding-001",
+    "text-embedding-004",
+)
+_EXTRA = {"openai": EXTRA_OPENAI, "anthropic": EXTRA_ANTHROPIC, "gemini": EXTRA_GEMINI}
 #: Aliases whose snapshot is not the latest dated id (the service pins these).
 SNAPSHOT_OVERRIDES = {"gpt-4o": "gpt-4o-2024-08-06", "gpt-4": "gpt-4-0613"}
 #: Aliases named after no dated id of their own.
@@ -229,77 +256,13 @@ class Catalog:
         return [c for c in self.cards.values() if c.snapshot is None or c.snapshot not in self]
 
 
-# --- reading the SDKs ------------------------------------------------------------------------
-
-
-def _package_dir(name: str) -> Path | None:
-    try:
-        spec = importlib.util.find_spec(name)  # a top-level name: nothing is imported
-    except (ImportError, ValueError):
-        return None
-    if spec is None or spec.origin is None:
-        return None
-    return Path(spec.origin).parent
-
-
-def _literal_strings(node: ast.AST) -> list[str]:
-    """Every string inside a `Literal[...]` within `node`, in source order."""
-    out: list[str] = []
-    for sub in ast.walk(node):
-        if (
-            isinstance(sub, ast.Subscript)
-            and isinstance(sub.value, ast.Name)
-            and sub.value.id == "Literal"
-        ):
-            out += [
-                c.value
-                for c in ast.walk(sub.slice)
-                if isinstance(c, ast.Constant) and isinstance(c.value, str)
-            ]
-    return out
-
-
-def literal_ids(path: Path, name: str) -> list[str]:
-    """The strings of the `Literal`s in the type alias `name` of a source file, or, for
-    `name="model"`, in the annotation of a class field `model` (a params class)."""
-    try:
-        tree = ast.parse(path.read_text(encoding="utf-8"))
-    except (OSError, SyntaxError, ValueError):
-        return []
-    for node in ast.walk(tree):
-        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
-            if node.target.id != name:
-                continue
-            return _literal_strings(node.annotation if name == "model" else node.value or node)
-        named = isinstance(node, ast.Assign) and any(
-            isinstance(t, ast.Name) and t.id == name for t in node.targets
-        )
-        if name != "model" and named and isinstance(node, ast.Assign):
-            return _literal_strings(node.value)
-    return []
-
-
-@cache
-def sdk_models(door: str) -> dict[str, frozenset[str]]:
-    """Model id -> endpoint kinds, as the installed SDK of `door` lists them (cached)."""
-    package, sources = (
-        ("openai", _OPENAI_LITERALS) if door == "openai" else ("anthropic", _ANTHROPIC_LITERALS)
-    )
-    root = _package_dir(package)
-    found: dict[str, frozenset[str]] = {}
-    if root is None:
-        return found
-    for relative, name, kinds in sources:
-        for model_id in literal_ids(root / relative, name):
-            found[model_id] = found.get(model_id, frozenset()) | kinds
-    return found
-
-
 # --- cards -----------------------------------------------------------------------------------
 
 
 def _dated(door: str, model_id: str) -> tuple[str, int] | None:
-    """(the alias part, release time) of a dated id, or None."""
+    """(the alias part, release time) of a dated id, or None (Gemini ids carry no date)."""
+    if door == "gemini":
+        return None
     pattern = _OPENAI_DATE if door == "openai" else _ANTHROPIC_DATE
     m = pattern.match(model_id)
     if m is None:
@@ -312,7 +275,7 @@ def _dated(door: str, model_id: str) -> tuple[str, int] | None:
 
 
 def _family(door: str, model_id: str) -> tuple[int, int]:
-    table = OPENAI_FAMILIES if door == "openai" else ANTHROPIC_FAMILIES
+    table = _FAMILIES[door]
     name = model_id.removeprefix("ft:")
     best = ""
     for prefix in table:
@@ -362,7 +325,7 @@ def card(
 
 def builtin_ids(door: str) -> list[str | Json]:
     """The built-in catalog's ids: the SDK's, then the extras it lacks."""
-    extra = EXTRA_OPENAI if door == "openai" else EXTRA_ANTHROPIC
+    extra = _EXTRA[door]
     ids: list[str | Json] = list(sdk_models(door))
     return ids + [m for m in extra if m not in ids]
 
@@ -378,8 +341,12 @@ def build(door: str, entries: Iterable[str | Json]) -> Catalog:
     for entry in listed:
         model_id = entry["id"]
         kinds = known.get(model_id)
-        if door == "anthropic" or (kinds is None and model_id in EXTRA_OPENAI):
-            kinds = None if door == "anthropic" else _extra_kinds(model_id)
+        if door == "anthropic":
+            kinds = None
+        elif door == "gemini":
+            kinds = gemini_methods(model_id)
+        elif kinds is None and model_id in EXTRA_OPENAI:
+            kinds = _extra_kinds(model_id)
         base = card(door, model_id, kinds, snapshots.get(model_id))
         endpoints = entry.get("endpoints")
         cards.append(
@@ -406,9 +373,9 @@ def _extra_kinds(model_id: str) -> frozenset[str]:
 _ENTRY_KEYS = {"id", "context_window", "max_output_tokens", "endpoints", "snapshot"}
 
 
-def check_entry(entry: Any, where: str) -> str | Json:
-    """A model entry (a name, or a card as a dict) checked; raises ConfigError naming
-    `where`."""
+def check_entry(entry: Any, where: str, door: str) -> str | Json:
+    """A model entry of `door` (a name, or a card as a dict) checked; raises ConfigError
+    naming `where`."""
     if isinstance(entry, str):
         if not entry.strip():
             raise ConfigError(f"{where}: a model id must be a non-empty string")
@@ -428,23 +395,19 @@ def check_entry(entry: Any, where: str) -> str | Json:
             raise ConfigError(f"{where}: '{key}' must be an integer >= 0, got {value!r}")
         if value is not None and value < 0:
             raise ConfigError(f"{where}: '{key}' must be an integer >= 0, got {value!r}")
-    endpoints = entry.get("endpoints")
-    if endpoints is not None and (
-        not isinstance(endpoints, list) or not set(endpoints) <= ENDPOINT_KINDS
-    ):
-        raise ConfigError(
-            f"{where}: 'endpoints' must be a list of {', '.join(sorted(ENDPOINT_KINDS))}"
-        )
+    endpoints, kinds = entry.get("endpoints"), DOOR_KINDS[door]
+    if endpoints is not None and (not isinstance(endpoints, list) or not set(endpoints) <= kinds):
+        raise ConfigError(f"{where}: 'endpoints' must be a list of {', '.join(sorted(kinds))}")
     snapshot = entry.get("snapshot")
     if snapshot is not None and not isinstance(snapshot, str):
         raise ConfigError(f"{where}: 'snapshot' must be a model id")
     return {k: v for k, v in entry.items() if v is not None}
 
 
-def check_entries(value: Any, where: str) -> list[str | Json]:
+def check_entries(value: Any, where: str, door: str) -> list[str | Json]:
     if not isinstance(value, list):
         raise ConfigError(f"{where}: expected a list of model ids or tables")
-    return [check_entry(e, f"{where}[{i}]") for i, e in enumerate(value)]
+    return [check_entry(e, f"{where}[{i}]", door) for i, e in enumerate(value)]
 
 
 def entry_id(entry: str | Json) -> str:
@@ -476,7 +439,7 @@ def load_models_file(path: str | Path) -> tuple[bool, dict[str, list[str | Json]
         except json.JSONDecodeError as e:
             raise ConfigError(f"{p}:{e.lineno}: not valid JSON: {e.msg}") from None
     if not isinstance(data, dict):
-        raise ConfigError(f"{p}: expected a table with 'openai' and/or 'anthropic' model lists")
+        raise ConfigError(f"{p}: expected a table of model lists ({', '.join(DOORS)})")
     unknown = set(data) - {"replace", *DOORS}
     if unknown:
         raise ConfigError(
@@ -485,7 +448,9 @@ def load_models_file(path: str | Path) -> tuple[bool, dict[str, list[str | Json]
     replace = data.get("replace", False)
     if not isinstance(replace, bool):
         raise ConfigError(f"{p}: 'replace' must be true or false")
-    doors = {door: check_entries(data[door], f"{p}: {door}") for door in DOORS if door in data}
+    doors = {
+        door: check_entries(data[door], f"{p}: {door}", door) for door in DOORS if door in data
+    }
     if not doors:
-        raise ConfigError(f"{p}: no models: give an 'openai' and/or 'anthropic' list")
+        raise ConfigError(f"{p}: no models: give an {', '.join(DOORS)} list (one or more)")
     return replace, doors
