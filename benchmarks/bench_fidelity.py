@@ -7,7 +7,8 @@ Floors:
   100 % parsed (and real-time `chat.completions.parse` likewise);
 - 1,000 forced tool calls through the batch API: 100 % of the arguments valid (jsonschema);
 - every model id in the installed SDKs' type literals accepted (a real-time call per id,
-  one Anthropic batch over all of them);
+  one Anthropic batch over all of them), and every Gemini model `google-genai` names (its
+  tokenizer table; one inline batch per model, Live API models excepted);
 - two batches of 5,000 on one model finish no sooner together than one batch of 10,000
   under the same capacity setting (virtual seconds).
 Also: the emulator's CPU per request (its process's user+system time) for plain, schema and
@@ -23,6 +24,7 @@ import argparse
 import io
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -35,6 +37,7 @@ from typing import Any, Literal
 import anthropic
 import jsonschema
 import openai
+from google import genai
 from openai.lib._parsing._completions import parse_chat_completion, type_to_response_format_param
 from openai.types.chat import ChatCompletion
 from pydantic import BaseModel, Field
@@ -93,6 +96,9 @@ class Bench:
         )
         self.claude = anthropic.Anthropic(
             base_url=f"http://127.0.0.1:{port}", api_key="bench", max_retries=0
+        )
+        self.gemini = genai.Client(
+            api_key="bench", http_options={"base_url": f"http://127.0.0.1:{port}"}
         )
         self.pid = pid
 
@@ -218,15 +224,30 @@ def models(b: Bench) -> dict[str, Any]:
     ]
     requests = [{"custom_id": f"m{i}", "params": p} for i, p in enumerate(params)]
     batch = b.claude.messages.batches.create(requests=requests)  # type: ignore[arg-type]
+    gemini = sorted(m for m in gemini_listed() if "live" not in m)
+    contents = [{"role": "user", "parts": [{"text": "hi"}]}]
+    jobs = [b.gemini.batches.create(model=m, src=[{"contents": contents}]) for m in gemini]
     b.control.advance(60)
     counts = b.control.wait(batch.id, timeout=60)["request_counts"]
+    gemini_ok = 0
+    for job in jobs:
+        state = b.control.wait((job.name or "").removeprefix("batches/"), timeout=60)
+        gemini_ok += state["metadata"]["state"] == "BATCH_STATE_SUCCEEDED"
     return {
         "openai_sdk_models": total,
         "openai_sdk_models_accepted": accepted,
         "openai_refused": refused,
         "anthropic_sdk_models": len(claude),
         "anthropic_sdk_models_accepted": counts["succeeded"],
+        "gemini_sdk_models": len(gemini),
+        "gemini_sdk_models_accepted": gemini_ok,
     }
+
+
+def gemini_listed() -> set[str]:
+    """The Gemini models of google-genai's tokenizer table (the only list the SDK has)."""
+    path = Path(genai.__file__).parent / "_local_tokenizer_loader.py"
+    return set(re.findall(r'^\s*"([\w.-]+)":\s*"gemma\w*",$', path.read_text(), re.M))
 
 
 def capacity(b: Bench, per_second: float) -> dict[str, Any]:
@@ -299,7 +320,8 @@ def main() -> None:
             "tool_calls_100pct_valid": result["tool_calls_valid"] == FLOOR,
             "every_sdk_model_accepted": result["openai_sdk_models_accepted"]
             == result["openai_sdk_models"]
-            and result["anthropic_sdk_models_accepted"] == result["anthropic_sdk_models"],
+            and result["anthropic_sdk_models_accepted"] == result["anthropic_sdk_models"]
+            and result["gemini_sdk_models_accepted"] == result["gemini_sdk_models"] > 0,
             "two_batches_no_sooner_than_one": result["two_batches_of_5000_virtual_s"]
             >= result["one_batch_of_10000_virtual_s"] - 1e-6,
             "length_rare_by_default": result["length_share_at_max_tokens_64"] < 0.05,

@@ -95,3 +95,24 @@ def test_anthropic_batches_share_capacity(tmp_path: Path) -> None:
 
     limit = {"claude-haiku-4-5": {"requests_per_second": 50}}
     assert run([300, 300]) >= run([600]) - 1e-6 >= 11.9
+
+
+def test_gemini_batches_share_capacity(tmp_path: Path) -> None:
+    from gemini_helpers import FIXED, bid, inline, sdk
+
+    def run(sizes: list[int]) -> float:
+        fixed = FIXED | {"capacity": limit}
+        with running(tmp_path / str(sizes), **fixed) as emu:
+            client = sdk(emu)
+            start = emu.control.now()
+            ids = [
+                bid(client.batches.create(model="gemini-2.5-flash", src=[inline(i)] * n))
+                for i, n in enumerate(sizes)
+            ]
+            emu.control.advance(3600)
+            for i in ids:
+                emu.control.wait(i, timeout=60)
+            return max(emu.control.batch(i)["progress"]["last_t"] for i in ids) - start
+
+    limit = {"gemini-2.5-flash": {"requests_per_second": 50}}
+    assert run([300, 300]) >= run([600]) - 1e-6 >= 11.9
