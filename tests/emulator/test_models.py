@@ -253,7 +253,7 @@ def test_invalid_models_file_is_one_clear_error(
         load_models_file(path)
     assert says in str(info.value) and str(path) in str(info.value)
     result = CliRunner().invoke(cli, ["emulator", "--port", "0", "--models", str(path)])
-    assert result.exit_code != 0 and says in result.output
+    assert result.exit_code == 2 and says in result.output  # a usage error (README)
     assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
 
 
