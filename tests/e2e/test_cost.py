@@ -9,6 +9,7 @@ llmbatch.pricing (nor the report's aggregation). LLMBATCH_COST_N sets the run's 
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -65,7 +66,9 @@ def independent(lines: list[bytes], when: datetime) -> tuple[Decimal, Decimal]:
         if line.get("response") is None:
             continue
         body = line["response"]["body"]
-        model = body["model"]
+        # A reply names the dated snapshot its alias ran as (gpt-4o-mini-2024-07-18): price
+        # the model that was asked for, as the request named it.
+        model = re.sub(r"-\d{4}-\d{2}-\d{2}$", "", body["model"])
         u = body["usage"]
         cached = (u.get("prompt_tokens_details") or {}).get("cached_tokens") or 0
         usage = Usage(input_tokens=u["prompt_tokens"], output_tokens=u.get("completion_tokens", 0))

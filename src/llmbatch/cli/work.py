@@ -378,7 +378,7 @@ def purge(ctx: click.Context, queue: str, dry_run: bool, yes: bool) -> None:
     )
 
 
-@main.command(short_help="A local OpenAI, Azure and Anthropic batch API.")
+@main.command(short_help="A local OpenAI, Azure, Anthropic and Gemini batch API.")
 @click.option("--host", default="127.0.0.1", envvar="LLMBATCH_EMULATOR_HOST", show_default=True)
 @click.option(
     "--port",
@@ -404,10 +404,20 @@ def purge(ctx: click.Context, queue: str, dry_run: bool, yes: bool) -> None:
     help="Virtual seconds per real second (0 freezes the clock; advance it through "
     "POST /_emulator/clock/advance).",
 )
-def emulator(host: str, port: int, data_dir: str | None, time_scale: float) -> None:
-    """Serve a local emulator of the OpenAI and Azure OpenAI Files and Batch APIs and of
-    Anthropic Message Batches, for testing batch code offline (faults, clock and call log
-    under /_emulator; see docs/emulator.md)."""
+@click.option(
+    "--models",
+    "models_file",
+    metavar="FILE",
+    envvar="LLMBATCH_EMULATOR_MODELS",
+    help="Models to add to each door's built-in catalog (JSON or TOML; see docs/emulator.md).",
+)
+def emulator(
+    host: str, port: int, data_dir: str | None, time_scale: float, models_file: str | None
+) -> None:
+    """Serve a local emulator of the OpenAI and Azure OpenAI Files and Batch APIs, of
+    Anthropic Message Batches and of Gemini batches, for testing batch code offline (faults,
+    clock and call log under /_emulator; see docs/emulator.md)."""
     from llmbatch.emulator import serve
 
-    serve(host=host, port=port, data_dir=data_dir, time_scale=time_scale)
+    extra = {"models_file": models_file} if models_file else {}
+    serve(host=host, port=port, data_dir=data_dir, time_scale=time_scale, **extra)

@@ -34,15 +34,19 @@ Control API (no key), see `control.py` and docs/emulator.md::
 Modules: `app` (the ASGI app), `openai_api` (files/batches/models/real-time routes),
 `calls` (keys, faults, call log around each call), `validation` (at create and in
 `validating`), `synth` (deterministic responses and the emulator's own token rule),
-`worker` (processing thread), `clock` (virtual time), `faults`, `state` (SQLite + files
-under the data dir), `control` (the control API), `client` (its client), `server`
-(`serve`, `running`), `config` (settings and defaults), `surfaces` (OpenAI vs Azure);
+`worker` (processing thread), `capacity` (per-model capacity shared by batches), `clock`
+(virtual time), `faults`, `state` (SQLite + files under the data dir), `control` (the
+control API), `client` (its client), `server` (`serve`, `running`), `config` (settings and
+defaults), `surfaces` (OpenAI vs Azure), `models` (the model catalog and the models file),
+`replies` (the length rule), `chat_synth` (chat and Responses replies), `structured` (what
+a request's format and tools ask for), `schema` (the providers' schema rules), `instances`
+and `patterns` (values valid against a schema);
 Anthropic: `anthropic_api` (routes), `message_batches` (the batch objects),
 `anthropic_worker` (their processing), `anthropic_synth` (params checks, messages, usage);
 Gemini: `gemini_api` (routes), `gemini_files` (Files API, resumable uploads),
 `gemini_batches` (the batch Operations), `gemini_worker` (their processing),
 `gemini_synth` (request checks, responses, usage); `lines` (what a door's processing
-shares: line index, credit, result files).
+shares: line index, result files); `sdk_models` (the model ids the installed SDKs name).
 """
 
 from llmbatch.emulator.app import create_app

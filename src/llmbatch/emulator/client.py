@@ -61,6 +61,20 @@ class EmulatorControl:
         result: Json = self.call("PATCH", "/config", values)
         return result
 
+    def models(self) -> Json:
+        """Every door's model cards: `{"openai": [...], "anthropic": [...], "gemini": [...]}`."""
+        result: Json = self.call("GET", "/models")
+        return result
+
+    def add_models(self, *entries: str | Json, door: str = "openai") -> Json:
+        """Add models (ids, or cards with `context_window`, `max_output_tokens`, ...)."""
+        result: Json = self.call("POST", "/models", {"door": door, "add": list(entries)})
+        return result
+
+    def remove_models(self, *ids: str, door: str = "openai") -> Json:
+        result: Json = self.call("POST", "/models", {"door": door, "remove": list(ids)})
+        return result
+
     def set_quotas(
         self,
         openai: dict[str, int] | None = None,

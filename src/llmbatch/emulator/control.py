@@ -8,7 +8,12 @@
     DELETE /_emulator/faults                  remove every rule
     GET    /_emulator/config                  the settings
     PATCH  /_emulator/config                  change runtime settings: rate, *_seconds,
-                                              request_failure_rate/status, length_rate, ...
+                                              request_failure_rate/status, length_rate,
+                                              models, anthropic_models, gemini_models,
+                                              capacity, ...
+    GET    /_emulator/models                  every door's model cards (context windows, ...)
+    POST   /_emulator/models                  {"door": "openai"|"anthropic"|"gemini",
+                                               "add": [id or card], "remove": [id]}
     GET    /_emulator/quotas                  enqueued-token quotas
     PUT    /_emulator/quotas                  {"openai": {model: n}, "azure": {deployment: n},
                                                "gemini": {model: n}}
@@ -46,6 +51,7 @@ from starlette.routing import Route
 from llmbatch.emulator import gemini_batches, message_batches
 from llmbatch.emulator.envelope import ApiError, bad_request, json_response, not_found
 from llmbatch.emulator.faults import FaultError, parse_rule
+from llmbatch.emulator.models import DOORS, SETTINGS, check_entries, entry_id, merge
 from llmbatch.emulator.state import Batch
 from llmbatch.emulator.surfaces import FLAVORS
 from llmbatch.errors import ConfigError
@@ -123,6 +129,7 @@ class Control:
             r("/clock/advance", self.advance, ["POST"]),
             r("/faults", self.faults, ["GET", "POST", "DELETE"]),
             r("/config", self.config, ["GET", "PATCH", "PUT"]),
+            r("/models", self.models, ["GET", "POST"]),
             r("/quotas", self.quotas, ["GET", "PUT"]),
             r("/next-batches", self.next_batches, ["POST"]),
             r("/batches/{batch_id}", self.batch, ["GET"]),
@@ -168,7 +175,35 @@ class Control:
             saved = self.emu.state.get_setting("runtime_config") or {}
             self.emu.state.put_setting("runtime_config", saved | changes)
             self.emu.wake.set()
-        return {k: v for k, v in vars(cfg).items()}
+        return cfg.public()
+
+    async def models(self, request: Request) -> Json:
+        cfg = self.emu.cfg
+        if request.method == "POST":
+            body = await _body(request)
+            unknown = set(body) - {"door", "add", "remove"}
+            if unknown:
+                raise bad_request(
+                    f"Unknown field(s) {sorted(unknown)}; allowed: door, add, remove."
+                )
+            door = body.get("door", "openai")
+            if door not in DOORS:
+                raise bad_request(f"'door' must be one of {', '.join(DOORS)}.", "door")
+            key = SETTINGS[door]
+            entries = list(getattr(cfg, key))
+            removed = body.get("remove", [])
+            if not isinstance(removed, list):
+                raise bad_request("'remove' must be a list of model ids.", "remove")
+            known = {entry_id(e) for e in entries}
+            missing = [m for m in removed if m not in known]
+            if missing:
+                raise not_found(f"No {door} model named {missing[0]!r}.")
+            entries = [e for e in entries if entry_id(e) not in set(removed)]
+            added = check_entries(body.get("add", []), "'add'", door)
+            cfg.update({key: merge(entries, added)}, runtime_only=True)
+            saved = self.emu.state.get_setting("runtime_config") or {}
+            self.emu.state.put_setting("runtime_config", saved | {key: getattr(cfg, key)})
+        return {door: [c.public() for c in cfg.catalog(door).cards.values()] for door in DOORS}
 
     async def quotas(self, request: Request) -> Json:
         if request.method == "PUT":
@@ -207,7 +242,17 @@ class Control:
 
     async def batch(self, request: Request) -> Json:
         b = self._get(request)
-        keys = ("total", "done", "tokens", "hold", "force_expire", "out_bytes", "err_bytes")
+        # `last_t`: the virtual time processing has reached (see capacity.py).
+        keys = (
+            "total",
+            "done",
+            "tokens",
+            "hold",
+            "force_expire",
+            "out_bytes",
+            "err_bytes",
+            "last_t",
+        )
         obj = b.obj
         if b.flavor == "anthropic":
             obj = message_batches.view(obj, self.emu.now(), str(request.base_url))

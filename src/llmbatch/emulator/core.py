@@ -15,6 +15,7 @@ from typing import Any
 from llmbatch.emulator.clock import VirtualClock
 from llmbatch.emulator.config import EmulatorConfig
 from llmbatch.emulator.faults import FaultBook
+from llmbatch.emulator.models import DOORS
 from llmbatch.emulator.state import Batch, State
 from llmbatch.emulator.surfaces import Flavor
 
@@ -42,6 +43,8 @@ class Emulator:
         self.cfg = cfg
         if saved_cfg:
             cfg.update(saved_cfg, runtime_only=True)
+        for door in DOORS:  # built now (~20 ms), not on the first request
+            cfg.catalog(door)
         saved_quotas = self.state.get_setting("quotas")
         if saved_quotas is not None:
             cfg.quotas = saved_quotas

@@ -8,6 +8,17 @@ import orjson
 from starlette.responses import Response
 
 
+class RequestError(Exception):
+    """A request body its endpoint rejects: HTTP `status` (400) in real time, an error-file
+    line in a batch; `param` and `code` as the service names them."""
+
+    def __init__(
+        self, message: str, param: str | None = None, code: str | None = None, status: int = 400
+    ) -> None:
+        super().__init__(message)
+        self.message, self.param, self.code, self.status = message, param, code, status
+
+
 class ApiError(Exception):
     """An error answered as `{"error": {message, type, param, code}}`.
 

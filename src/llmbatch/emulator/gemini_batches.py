@@ -76,10 +76,11 @@ def not_found(batch_id: str) -> GoogleApiError:
 
 
 def model_for(emu: Emulator, kind: str, name: str, version: str = "v1beta") -> str:
-    """`models/NAME` for a model this door batches with `kind`, else the service's 404."""
+    """`models/NAME` for a model of the catalog that serves `kind`'s batch method (its
+    card's `endpoints`), else the service's 404."""
     short = short_model(name)
-    known = emu.cfg.gemini_models if kind == "generate" else emu.cfg.gemini_embedding_models
-    if short not in known:
+    card = emu.cfg.catalog("gemini").get(short)
+    if card is None or not card.serves(TYPES[kind][2]):
         raise GoogleApiError(
             404,
             f"models/{short} is not found for API version {version}, or is not "
@@ -447,7 +448,9 @@ def control(emu: Emulator, batch: Batch, action: str, body: Json) -> Json:
 
 def seed(emu: Emulator, count: int) -> list[str]:
     """Batches of another app on the same key (the control API's `seed`)."""
-    model = next(iter(emu.cfg.gemini_models), "gemini-2.5-flash")
+    method = TYPES["generate"][2]
+    cards = emu.cfg.catalog("gemini").cards.values()
+    model = next((c.id for c in cards if c.serves(method)), "gemini-2.5-flash")
     ids = []
     for i in range(count):
         request = {"contents": [{"role": "user", "parts": [{"text": f"hello {i}"}]}]}

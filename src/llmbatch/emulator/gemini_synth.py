@@ -10,7 +10,9 @@ service's JSON parser accepts both (the SDK itself sends some of each).
   `text` part of `contents` and `systemInstruction`, 258 per `inlineData`/`fileData` part
   (an image, as Gemini counts one), the text tokens of the JSON of any other part and of
   `tools`. No per-message overhead. With `cachedContent` set, half of the prompt (rounded
-  down) is reported as `cachedContentTokenCount` (still inside `promptTokenCount`).
+  down) is reported as `cachedContentTokenCount` (still inside `promptTokenCount`). A prompt
+  over the model's context window (its card in the catalog, `models.py`) is refused as the
+  service refuses it.
 - *Output*: ``8 + h mod 248`` words of answer where `h` hashes the canonical request.
   Thinking models (`gemini-2.5-*`, `gemini-3*`) also think half as many tokens as they
   answer (`thoughtsTokenCount`), at most `thinkingBudget`, none with a budget of 0.
@@ -169,6 +171,15 @@ def prompt_tokens(request: Any) -> int:
     return n
 
 
+def check_window(prompt: int, context_window: int) -> None:
+    """A prompt longer than the model's input token limit is refused (the service's words)."""
+    if 0 < context_window < prompt:
+        raise RequestInvalid(
+            f"The input token count ({prompt}) exceeds the maximum number of tokens allowed "
+            f"({context_window})."
+        )
+
+
 @dataclass(frozen=True)
 class Output:
     """How one answer splits: visible tokens, thinking tokens, whether the cap cut it."""
@@ -196,10 +207,13 @@ def output_tokens(request: Json, model: str, h: bytes, length_rate: float) -> Ou
     return Output(answer, thoughts, False)
 
 
-def generate(request: Json, *, model: str, salt: str, length_rate: float = 0.0) -> Json:
-    """The synthetic `GenerateContentResponse` for a checked request."""
+def generate(
+    request: Json, *, model: str, salt: str, length_rate: float = 0.0, prompt: int | None = None
+) -> Json:
+    """The synthetic `GenerateContentResponse` for a checked request (`prompt`: its prompt
+    tokens, when the caller has counted them already)."""
     h = body_hash(request)
-    prompt = prompt_tokens(request)
+    prompt = prompt_tokens(request) if prompt is None else prompt
     out = output_tokens(request, model, h, length_rate)
     usage: Json = {
         "promptTokenCount": prompt,

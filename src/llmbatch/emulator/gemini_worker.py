@@ -1,8 +1,9 @@
 """Processing Gemini batches, one step at a time, inside the emulator's worker thread.
 
 A batch waits `validating_seconds` in PENDING (or fails there, if its input file was
-malformed), then runs: it earns `rate × virtual seconds` requests of credit (`lines.py`),
-runs them in request order (or a seeded shuffle with `gemini_shuffle_results`) and appends
+malformed), then runs: it earns `rate × virtual seconds` requests of credit, within its
+model's shared capacity when one is set (`capacity.py`, as for the other doors), runs them
+in request order (or a seeded shuffle with `gemini_shuffle_results`) and appends
 one result per request to its `.out` file, saving progress after every chunk, so that a
 restart cuts the file back and carries on byte for byte. `finalizing_seconds` after the last
 request it SUCCEEDS: the results become the File `files/batch-ID` (file batches) or the
@@ -10,8 +11,8 @@ inline responses of the Operation. A cancel takes effect `cancelling_seconds` la
 (CANCELLED), and 48 virtual hours after create an unfinished batch EXPIRES; both keep the
 results of the requests that ran.
 
-Each request is checked as `generateContent` / `embedContent` would check it: a bad one is a
-result with Google's error object (`{"code": 400, "message", "status":
+Each request is checked as `generateContent` / `embedContent` would check it (a prompt over
+the model's context window included): a bad one is a result with Google's error object (`{"code": 400, "message", "status":
 "INVALID_ARGUMENT"}`); the `request_failure_rate` share fails with
 `request_failure_status` (500 INTERNAL, 503 UNAVAILABLE, 429 RESOURCE_EXHAUSTED).
 A file batch's result lines are `{"key", "response" | "error"}`; an inline batch's are
@@ -27,16 +28,21 @@ import orjson
 
 from llmbatch.emulator import gemini_batches as gb
 from llmbatch.emulator import gemini_files
+from llmbatch.emulator.capacity import Capacity
 from llmbatch.emulator.gemini_synth import (
     RequestInvalid,
     check_embed,
     check_generate,
+    check_window,
     embed,
     failure,
     generate,
+    prompt_tokens,
+    short_model,
 )
-from llmbatch.emulator.lines import Lines, OpenLines, append, credit, truncate
+from llmbatch.emulator.lines import Lines, OpenLines, append, truncate
 from llmbatch.emulator.message_batches import rfc3339
+from llmbatch.emulator.models import ModelCard
 from llmbatch.emulator.state import Batch
 from llmbatch.emulator.synth import share
 
@@ -49,8 +55,9 @@ Json = dict[str, Any]
 class GeminiWorker:
     """The Gemini part of the emulator's processing thread."""
 
-    def __init__(self, emu: Emulator) -> None:
+    def __init__(self, emu: Emulator, capacity: Capacity) -> None:
         self.emu = emu
+        self.capacity = capacity
         self.lines = OpenLines()
 
     def close(self) -> None:
@@ -92,14 +99,12 @@ class GeminiWorker:
             return self._end(b, now, gb.EXPIRED)
         total, done = internal["total"], internal["done"]
         deadline = internal["expires"] if cancel_at is None else min(cancel_at, internal["expires"])
-        n = credit(
-            last_t=internal["last_t"],
-            horizon=min(now, deadline),
-            rate=cfg.rate,
-            remaining=total - done,
+        per_request = internal.get("spent_tokens", 0) / done if done else 256
+        n, start = self.capacity.grant(
+            self._key(b), internal["last_t"], min(now, deadline), total - done, per_request
         )
         if n > 0:
-            self._process(b, done, n, now)
+            self._process(b, done, n, start, now)
             return True
         if cancel_at is not None and now >= cancel_at:
             return self._end(b, now, gb.CANCELLED)
@@ -126,6 +131,11 @@ class GeminiWorker:
 
     # --- running requests --------------------------------------------------------------------
 
+    @staticmethod
+    def _key(b: Batch) -> tuple[str, str]:
+        """Capacity is per model (`models/NAME`, as the batch names it)."""
+        return (b.flavor, str(b.obj["model"]))
+
     def _open(self, b: Batch) -> Lines:
         state = self.emu.state
         input_file = b.obj["input_file_id"]
@@ -134,7 +144,7 @@ class GeminiWorker:
         index = state.work_path(b.id, "idx")
         return self.lines.get(b.id, lambda: Lines(index, data, shuffle_seed=seed))
 
-    def _result(self, b: Batch, index: int, line: Json) -> Json:
+    def _result(self, b: Batch, index: int, line: Json, card: ModelCard | None) -> Json:
         cfg, kind, model = self.emu.cfg, b.obj["kind"], b.obj["model"]
         salt = f"{b.id}:{index}"
         dice = hashlib.blake2b(salt.encode(), digest_size=8).digest()
@@ -146,34 +156,42 @@ class GeminiWorker:
                 check_embed(request, model)
                 return {"response": embed(request, default_dimensions=cfg.embedding_dimensions)}
             check_generate(request, model)
-            return {
-                "response": generate(request, model=model, salt=salt, length_rate=cfg.length_rate)
-            }
+            prompt = prompt_tokens(request)
+            if card is not None:
+                check_window(prompt, card.context_window)
+            response = generate(
+                request, model=model, salt=salt, length_rate=cfg.length_rate, prompt=prompt
+            )
+            return {"response": response}
         except RequestInvalid as e:
             return {"error": e.error}
 
-    def _process(self, b: Batch, done: int, n: int, now: float) -> None:
+    def _process(self, b: Batch, done: int, n: int, start: float, now: float) -> None:
         lines = self._open(b)
         inline = not b.obj["input_file_id"]
-        out, ok = [], 0
+        # A model removed from the catalog after create still runs (without a window check).
+        card = self.emu.cfg.catalog("gemini").get(short_model(b.obj["model"]))
+        out, ok, tokens = [], 0, 0
         for position in range(done, done + n):
             index = lines.index(position)
             line = orjson.loads(lines.line(position))
-            result = self._result(b, index, line)
+            result = self._result(b, index, line, card)
             ok += "response" in result
+            tokens += _tokens(result)
             if inline:
                 record = result | ({"metadata": line["metadata"]} if "metadata" in line else {})
             else:
                 record = ({"key": line["key"]} if "key" in line else {}) | result
             out.append(orjson.dumps(record) + b"\n")
         size = append(self.emu.state.work_path(b.id, "out"), out)
-        spent = n / self.emu.cfg.rate
+        end = self.capacity.spend(self._key(b), start, n, tokens)
 
         def change(batch: Batch) -> bool:
             i = batch.internal
             if i.get("done") != done or batch.status != gb.RUNNING:
                 return False
-            i.update(done=done + n, out_bytes=size, last_t=i["last_t"] + spent)
+            i.update(done=done + n, out_bytes=size, last_t=end)
+            i["spent_tokens"] = i.get("spent_tokens", 0) + tokens
             if done + n >= i["total"]:
                 i["finished"] = now
             stats = batch.obj["stats"]
@@ -247,3 +265,14 @@ class GeminiWorker:
         self.emu.state.update_batch(b.id, change)
         gb.remove_work(self.emu, b.id)
         return True
+
+
+def _tokens(result: Json) -> int:
+    """The tokens a result used (what a model's shared capacity is spent by)."""
+    response = result.get("response")
+    if not isinstance(response, dict):
+        return 0
+    usage = response.get("usageMetadata")
+    if isinstance(usage, dict):
+        return int(usage.get("totalTokenCount", 0))
+    return int(response.get("tokenCount", 0))

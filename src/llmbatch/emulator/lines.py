@@ -1,12 +1,12 @@
 """The mechanics every door's processing shares: a batch's request lines read by position,
-the credit a batch earns on the virtual clock, and result files appended chunk by chunk.
+and result files appended chunk by chunk.
 
 A batch's requests live in a JSONL file (an uploaded input file, or the requests of an
 inline batch written under the work dir) with a `.idx` file beside the batch: the byte
 offset of each request line plus the end offset, as unsigned 64-bit integers. Lines run in a
 processing order (the identity, or a permutation seeded by the batch id so that a restart
-reproduces it) and a batch earns `rate × (virtual now − last processed time)` lines of
-credit, at most `CHUNK` per step, so advancing the clock lets it catch up at CPU speed.
+reproduces it). How many lines a batch may run per step, on the virtual clock and within
+its model's shared capacity, is `capacity.py`'s, for every door.
 
 The OpenAI/Azure and Anthropic workers predate this module and still carry their own copy
 of these pieces; new doors (Gemini) use it.
@@ -14,14 +14,11 @@ of these pieces; new doors (Gemini) use it.
 
 from __future__ import annotations
 
-import math
 import os
 import random
 from array import array
 from collections.abc import Callable, Iterable
 from pathlib import Path
-
-CHUNK = 512
 
 
 def write_index(path: Path, offsets: array[int]) -> None:
@@ -80,13 +77,6 @@ class OpenLines:
         for lines in self._open.values():
             lines.close()
         self._open.clear()
-
-
-def credit(*, last_t: float, horizon: float, rate: float, remaining: int) -> int:
-    """How many lines a batch may run now: what it earned since `last_t` up to `horizon`
-    (virtual seconds × `rate`), never more than `remaining` nor `CHUNK`."""
-    earned = max(0, math.floor((horizon - last_t) * rate + 1e-9))
-    return min(earned, remaining, CHUNK)
 
 
 def append(path: Path, lines: Iterable[bytes]) -> int:

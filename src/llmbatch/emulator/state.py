@@ -308,6 +308,16 @@ class State:
         )
         return int(rows[0][0])
 
+    def model_busy_until(self, flavor: str, model: str) -> float:
+        """The latest end of processing (`last_t`) among this model's batches: where a
+        per-model capacity's clock resumes after a restart (0 when none ran)."""
+        rows = self._query(
+            "SELECT MAX(json_extract(internal, '$.last_t')) FROM batches WHERE flavor = ?"
+            " AND COALESCE(json_extract(obj, '$.model'), json_extract(internal, '$.model')) = ?",
+            (flavor, model),
+        )
+        return float(rows[0][0] or 0.0)
+
     def update_batch(
         self, batch_id: str, change: Callable[[Batch], bool | None], *, files: Sequence[Json] = ()
     ) -> Batch | None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from llmbatch.emulator.config import EmulatorConfig
+from llmbatch.emulator.models import ModelCard
 from llmbatch.emulator.synth import kind_of
 
 OPENAI_ENDPOINTS = (
@@ -66,7 +67,17 @@ class Flavor:
 
     def models(self, cfg: EmulatorConfig) -> dict[str, str]:
         """Names a request may use as `model` -> the model they run."""
-        return cfg.deployment_map() if self.azure else {m: m for m in cfg.models}
+        return cfg.deployment_map() if self.azure else {m: m for m in cfg.catalog("openai")}
+
+    def card(self, cfg: EmulatorConfig, name: str | None) -> ModelCard | None:
+        """The card of the model a request naming `name` runs (None: unknown)."""
+        if name is None:
+            return None
+        catalog = cfg.catalog("openai")
+        if self.azure:
+            model = cfg.deployment_map().get(name)
+            return catalog.get(model) if model is not None else None
+        return catalog.get(name)
 
     @property
     def expires(self) -> bool:
