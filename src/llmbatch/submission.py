@@ -50,17 +50,20 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from llmbatch.errors import TransientError
+from llmbatch.errors import RejectedError, TransientError
 from llmbatch.providers.base import BatchRef, BatchStatus, Intent, Provider
 from llmbatch.store import Store
-from llmbatch.store.batching import OpenBatch
+from llmbatch.store.batching import OpenBatch, Outcome
 
 if TYPE_CHECKING:
     from llmbatch.engine import EngineSettings, TickReport
 
+ENDED = ("completed", "failed", "expired", "cancelled")
+
 
 class Submission:
-    """One attempt to move one intent to a created provider batch."""
+    """One attempt to move one intent to a created provider batch; the journal the provider
+    reports to before each call that may spend money."""
 
     def __init__(
         self,
@@ -69,59 +72,87 @@ class Submission:
         batch: OpenBatch,
         now: float,
         token: int,
+        *,
         settle: float,
+        timeout: float,
+        clock: Callable[[], float],
+        renew: Callable[[], None],
     ) -> None:
         self.store, self.provider, self.batch = store, provider, batch
         self.now, self.token, self.settle = now, token, settle
+        self.call_timeout = timeout  # the client timeout of the upload and the create
+        self.clock, self.renew = clock, renew
         self.file_id = batch.input_file_id
+        self.ask_again_at = now  # when `run` returned False: when to ask the provider again
 
-    # The journal the provider reports to before each step that may spend money.
+    # The journal: the lease is renewed and the call's start stamped, durably, before it.
     def uploading(self) -> None:
-        self.store.mark("upload", self.batch.id, self.now, self.token)
+        self.renew()
+        self.store.mark("upload", self.batch.id, self.clock(), self.token)
 
     def uploaded(self, file_id: str) -> None:
         self.file_id = file_id
         self.store.record_upload(self.batch.id, file_id, self.now, self.token)
 
     def creating(self) -> None:
-        self.store.mark("create", self.batch.id, self.now, self.token)
+        self.renew()
+        self.store.mark("create", self.batch.id, self.clock(), self.token)
+
+    @property
+    def resend_at(self) -> float:
+        """The earliest a create whose outcome is unknown may be sent again: the last one may
+        have acted as late as its client timeout, and the list may lag `settle` behind it."""
+        started = self.batch.create_started_at
+        return self.now if started is None else started + self.call_timeout + self.settle
 
     def run(self, write_file: Callable[[], Path]) -> bool:
         """True once the provider batch exists and is recorded; False to try again later."""
         b = self.batch
-        intent = _intent(b, self.store.store_id)
         if b.upload_started_at is not None or b.create_started_at is not None:
-            ref = self._reconcile(intent)
-            if ref is not None and ref.provider_batch_id:
-                self.store.record_submitted(
-                    b.id,
-                    ref.provider_batch_id,
-                    ref.input_file_id or self.file_id,
-                    self.now,
-                    self.token,
-                )
-                self.store.note("adopted", b.id, f"found {ref.provider_batch_id} for intent {b.id}")
-                for dup in ref.duplicates:
-                    self.store.adopt_batch(self.provider.name, dup, b.id, self.now, self.token)
-                    self.store.note(
-                        "duplicate_create",
-                        b.id,
-                        f"{dup.provider_batch_id} matches intent {b.id} as well as "
-                        f"{ref.provider_batch_id}: adopted too, its results land on their attempts",
-                    )
-                return True
-            if ref is not None and ref.pending:
-                return False  # a batch that may be this intent's has yet to say whose it is
-            if ref is not None and ref.input_file_id and not self.file_id:
-                self.uploaded(ref.input_file_id)
-            if b.create_started_at is not None and self.now - b.create_started_at < self.settle:
+            found = self.find()
+            if found != "none":
+                return found == "found"
+            if self.now < self.resend_at:
+                self.ask_again_at = self.resend_at
                 return False
         path = write_file() if self.file_id is None else Path()
+        intent = _intent(b, self.store.store_id)
         ref = self.provider.submit(replace(intent, path=path, input_file_id=self.file_id), self)
         self.store.record_submitted(
             b.id, ref.provider_batch_id, ref.input_file_id or self.file_id, self.now, self.token
         )
         return True
+
+    def find(self) -> str:
+        """Reconcile only, never send: "found" (the batch exists and is now recorded),
+        "pending" (a batch that may be this intent's has yet to say whose it is) or "none".
+        A refused list proves nothing was created: it is a reason to wait, not to give up."""
+        b = self.batch
+        try:
+            ref = self._reconcile(_intent(b, self.store.store_id))
+        except RejectedError as exc:
+            raise TransientError(f"reconcile of intent {b.id}: {exc}") from None
+        if ref is not None and ref.provider_batch_id:
+            self.store.record_submitted(
+                b.id, ref.provider_batch_id, ref.input_file_id or self.file_id, self.now, self.token
+            )
+            self.store.note("adopted", b.id, f"found {ref.provider_batch_id} for intent {b.id}")
+            for dup in ref.duplicates:
+                self.store.adopt_batch(self.provider.name, dup, b.id, self.now, self.token)
+                self.store.note(
+                    "duplicate_create",
+                    b.id,
+                    f"{dup.provider_batch_id} matches intent {b.id} as well as "
+                    f"{ref.provider_batch_id}: adopted too, its results land on their attempts",
+                )
+            self.batch = replace(b, provider_batch_id=ref.provider_batch_id, state="validating")
+            return "found"
+        if ref is not None and ref.pending:
+            self.ask_again_at = self.now  # the engine asks again a poll interval later
+            return "pending"
+        if ref is not None and ref.input_file_id and not self.file_id:
+            self.uploaded(ref.input_file_id)
+        return "none"
 
     def _reconcile(self, intent: Intent) -> BatchRef | None:
         """What the provider already holds for this intent. Every other intent of the same
@@ -179,7 +210,7 @@ class Sweeping:
             try:
                 tagged = provider.list_tagged(self.store.store_id, since, frozenset(known_batches))
                 strays = provider.stray_uploads(self.store.store_id, since)
-            except TransientError as exc:
+            except (TransientError, RejectedError) as exc:
                 report.notes.append(f"sweep later: {exc}")
                 continue
             open_intents = {
@@ -206,7 +237,7 @@ class Sweeping:
                     continue  # recorded, or possibly the upload of an intent still being sent
                 unused.append(file_id)
             if unused and self.settings.delete_files:
-                with contextlib.suppress(TransientError):
+                with contextlib.suppress(TransientError, RejectedError):
                     provider.delete_files(unused)
                 self.store.note(
                     "deleted_uploads",
@@ -219,6 +250,68 @@ class Sweeping:
         of the attempt its first result line names (Anthropic)."""
         meta = status.metadata or {}
         intent, attempt = meta.get("llmbatch_intent", ""), meta.get("llmbatch_attempt", "")
-        if intent.isdigit():
+        if _id(intent):
             return int(intent)
-        return self.store.batch_of_attempt(int(attempt)) if attempt.isdigit() else None
+        return self.store.batch_of_attempt(int(attempt)) if _id(attempt) else None
+
+
+def _id(text: object) -> bool:
+    """Whether a provider's string is one of our ids (digits a database integer holds)."""
+    return isinstance(text, str) and text.isdigit() and len(text) <= 18
+
+
+class Cancelling:
+    """Carrying out `llmbatch cancel` of whole batches (mixed into Engine, whose state it
+    uses). An intent that may have reached the provider is reconciled, never sent: a batch
+    found is recorded and cancelled there; one that provably does not exist (nothing found
+    once a create could have acted and the list settled) is closed as cancelled here."""
+
+    store: Store
+    settings: EngineSettings
+    next_poll_at: float
+    provider: Callable[[str], Provider]
+    _submission: Callable[[OpenBatch, float, int], Submission]
+    _renew: Callable[..., None]
+    _mark_ingested: Callable[[OpenBatch, float, int, str], None]
+
+    def _cancel(self, b: OpenBatch, now: float, token: int, report: TickReport) -> None:
+        if b.provider_batch_id is None:
+            if b.create_started_at is None:  # nothing can exist at the provider
+                self._cancelled_unsent(b, now, token, report, "cancelled before it was sent")
+                return
+            sub = self._submission(b, now, token)
+            found = sub.find()
+            if found == "none" and now >= sub.resend_at:
+                self._cancelled_unsent(
+                    b, now, token, report, "cancelled: its create never reached the provider"
+                )
+                return
+            if found != "found":
+                wait = max(sub.resend_at, now + self.settings.poll_interval)
+                self.store.defer(b.id, wait, token)
+                report.notes.append(f"batch {b.id}: cancelling; it may exist, looking again later")
+                return
+            b = sub.batch  # found and recorded: cancel it at the provider
+        if b.state not in ENDED:
+            self._renew(token, force=True)
+            # refused: it ended meanwhile (ingest keeps what finished), or is gone (polling says)
+            with contextlib.suppress(RejectedError):
+                self.provider(b.provider).cancel(b.provider_batch_id or "")
+        self.store.mark_cancel_sent(b.id, now, token)
+        self.next_poll_at = min(self.next_poll_at, now)  # watch it wind down
+        report.notes.append(f"asked {b.provider} to cancel batch {b.provider_batch_id}")
+
+    def _cancelled_unsent(
+        self, b: OpenBatch, now: float, token: int, report: TickReport, why: str
+    ) -> None:
+        outs = [
+            Outcome(a, "cancelled", error_code="cancelled", error_message=why)
+            for a, _r, _l in self.store.unfinished_attempts(b.id)
+        ]
+        self.store.apply_outcomes(b.id, outs, now, token)
+        self.store.mark_cancel_sent(b.id, now, token)
+        self._mark_ingested(b, now, token, why)
+        if b.input_file_id and self.settings.delete_files:
+            with contextlib.suppress(TransientError, RejectedError):
+                self.provider(b.provider).delete_files([b.input_file_id])
+        report.notes.append(f"batch {b.id} {why}")

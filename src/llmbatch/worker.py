@@ -147,6 +147,7 @@ def drain(
     If a live worker holds the engine lease, just watch it work.
     """
     out = Drain()
+    engine.clock = clock  # the engine stamps its calls and renews its lease by this clock
     started = clock()
     while not stop():
         report = engine.tick(clock())
@@ -204,6 +205,7 @@ class Worker:
         self, clock: Clock = time.time, sleep: Sleep = time.sleep, on_tick: OnTick | None = None
     ) -> None:
         old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        self.engine.clock = clock  # the engine stamps its calls and renews its lease by it
         try:
             while not self.stopping:
                 outage, started = None, clock()

@@ -25,7 +25,7 @@ import anthropic
 import orjson
 import pytest
 
-from helpers import E2E_KEY_ENV, LLMBATCH, results_per_request, sql
+from helpers import DEAD_HOLDER, E2E_KEY_ENV, LLMBATCH, results_per_request, sql
 from helpers import fast_settings as settings
 from helpers import request_states as states
 from llmbatch import EngineSettings, Queue
@@ -127,7 +127,8 @@ class Crashed:
     def __init__(self, db: str, store: Store, emu: RunningEmulator) -> None:
         self.db, self.store, self.emu = db, store, emu
         self.now = time.time() - 5
-        token = store.acquire_lease("engine", "gone-host:1:1/dead", 1.0, self.now - 100)
+        # a worker on this host that died holding the lease: the next engine breaks it at once
+        token = store.acquire_lease("engine", DEAD_HOLDER, 3600.0, self.now)
         assert token is not None
         self.token = token
         self.client = sdk(emu)

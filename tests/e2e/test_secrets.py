@@ -181,7 +181,7 @@ class Run:
         path = self.logs.parent / name
         path.write_text(
             "[engine]\nsettle_seconds = 0.5\npoll_interval = 0.05\nmax_poll_interval = 0.2\n"
-            "backoff_seconds = 0.1\nmax_batch_requests = 10\n\n"
+            "backoff_seconds = 0.1\nmax_batch_requests = 10\nsubmit_timeout = 2.0\n\n"
             f'[providers.openai]\nbase_url = "{openai_url}"\napi_key_env = "OPENAI_API_KEY"\n\n'
             f'[providers.azure]\nendpoint = "{azure_url}"\napi_key_env = "AZURE_OPENAI_API_KEY"\n\n'
             f'[providers.anthropic]\nbase_url = "{azure_url}"\napi_key_env = "ANTHROPIC_API_KEY"\n'
