@@ -303,17 +303,27 @@ def show(ctx: click.Context, custom_id: str, queue: str | None, fmt: str) -> Non
 @click.option(
     "--output",
     "-o",
-    type=click.File("w"),
+    "path",
+    type=click.Path(dir_okay=False, allow_dash=True),
     default="-",
-    help="Write here instead of standard output.",
+    help="Write here instead of standard output (a new file is created 0600).",
 )
 @click.pass_context
 def results(
-    ctx: click.Context, queue: str | None, state: str | None, fmt: str, after: int, output: Any
+    ctx: click.Context, queue: str | None, state: str | None, fmt: str, after: int, path: str
 ) -> None:
     """Stream results in the OpenAI batch output shape (or CSV); print the next cursor on stderr."""
     from llmbatch.export import csv_rows, jsonl_line
+    from llmbatch.files import open_private
 
+    if path == "-":
+        output: Any = sys.stdout
+    else:
+        try:
+            output = open_private(path, "w", encoding="utf-8", newline="")
+        except OSError as exc:
+            raise LlmbatchError(f"cannot write {path}: {exc.strerror}") from None
+        ctx.call_on_close(output.close)
     cursor = after
     rows = _store(ctx).iter_results(queue=queue, state=state, after=after)
 
