@@ -530,7 +530,9 @@ class Ingesting:
             n = info[a].rejections + 1 if a in info else 1
             if counted and n >= limit:
                 message = f"{why} (its batch was refused {n} times)"
-                outs.append(Outcome(a, "failed", error_code=code, error_message=message))
+                outs.append(
+                    Outcome(a, "failed", error_code=code, error_message=message, charge_rejection=1)
+                )
                 continue
             also = (
                 f" (refused {n} of {limit} times; queued again)" if counted else " (queued again)"

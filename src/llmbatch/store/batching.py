@@ -407,7 +407,10 @@ class BatchingOps:
             if "failed" in by_kind:
                 cur.executemany(
                     self.q("request_failed"),
-                    [(_reason(o), now, rid(o.attempt_id)) for o in by_kind["failed"]],
+                    [
+                        (o.charge_rejection, _reason(o), now, rid(o.attempt_id))
+                        for o in by_kind["failed"]
+                    ],
                 )
             if "retry" in by_kind:
                 cur.executemany(self.q("request_retry"), [

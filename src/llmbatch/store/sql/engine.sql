@@ -150,7 +150,8 @@ ON CONFLICT (attempt_id) DO NOTHING
 UPDATE requests SET state = 'succeeded', reason = NULL, updated_at = ? WHERE id = ? AND state = 'submitted'
 
 -- name: request_failed
-UPDATE requests SET state = 'failed', attempts = attempts + 1, reason = ?, updated_at = ?
+UPDATE requests SET state = 'failed', attempts = attempts + 1, rejections = rejections + ?,
+    reason = ?, updated_at = ?
 WHERE id = ? AND state IN ('submitted', 'packed')
 
 -- name: request_retry
