@@ -6,8 +6,8 @@ variables the config file names with `api_key_env`; the PostgreSQL store is reac
 throwaway role whose password is a canary too. Real `llmbatch` processes (`enqueue`, `wait`,
 `worker`, `run`) talk to the emulator (its own process) over HTTP, including failing runs
 with `--debug` (tracebacks) and `OPENAI_LOG=debug` (the SDK's debug log): a key the service
-refuses (the emulator's `401` fault) and a service that echoes the refused key back in its
-error message. Then every place a secret could land is scanned for each secret and for the
+refuses (the emulator's `401` fault), a service that echoes the refused key back in its
+error message, and a gateway that echoes it in a 400 body (recorded and printed as a refusal). Then every place a secret could land is scanned for each secret and for the
 random part they share: the store (SQLite files, or every row of every PostgreSQL table as
 text), every process's stdout/stderr, the packing files under TMPDIR (read while a worker is
 live and after), the emulator's data dir, log and call log, and the live worker's
@@ -246,7 +246,11 @@ def wait_until(what: Any, timeout: float, why: str) -> None:
 
 
 def test_no_secret_lands_anywhere(
-    store_db: str, canaries: Canaries, tmp_path: Path, refusing: RefusingService
+    store_db: str,
+    canaries: Canaries,
+    tmp_path: Path,
+    refusing: RefusingService,
+    rejecting: RefusingService,
 ) -> None:
     run, scan = Run(tmp_path, store_db, canaries), Scan(canaries.needles())
     port = free_port()
@@ -322,6 +326,14 @@ def test_no_secret_lands_anywhere(
         out = run.llmbatch(echoing, "--debug", "run", env=debug)
         assert out.returncode == 1 and "Traceback" in out.stderr.decode(), out.stderr.decode()
         assert refusing.seen, "the echoing service was never called"
+
+        # 4b. a gateway that echoes the key in a 400 body: not an auth error, so the engine
+        # records the refusal (events, the requests' reasons) and prints it
+        gateway = run.config("gateway.toml", rejecting.url + "/v1", rejecting.url)
+        out = run.llmbatch(gateway, "run", env=debug)
+        assert out.returncode == 0, out.stderr.decode()
+        assert b"HTTP 400: Incorrect API key provided: Bearer ***." in out.stderr, out.stderr
+        assert rejecting.seen, "the gateway was never called"
 
         # 5. with the key accepted again, everything finishes
         out = run.llmbatch(config, "wait", "--timeout", "40")
