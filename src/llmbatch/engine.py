@@ -22,8 +22,6 @@ so `llmbatch run` from cron (a new process each time) behaves as a long-lived wo
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import errno
 import shutil
 import tempfile
 import time
@@ -35,22 +33,23 @@ from typing import Any
 
 from llmbatch import budget, defaults
 from llmbatch.budget import BudgetSettings
-from llmbatch.errors import AuthError, ConfigError, RejectedError, StoreError, TransientError
+from llmbatch.errors import ConfigError, RejectedError
 from llmbatch.ingest import Ingesting
 from llmbatch.packing import cut
 from llmbatch.polling import Polling
 from llmbatch.providers import Provider, make_provider
 from llmbatch.providers.base import Limits
 from llmbatch.retry import RetryPolicy
+from llmbatch.setbacks import Setbacks, group_row
 from llmbatch.store import Store
-from llmbatch.store.batching import GroupBackoff, LeaseLost, OpenBatch, _Retry
+from llmbatch.store.batching import LeaseLost, OpenBatch, _Retry
 from llmbatch.store.budgets import OverBudget, Reservation
+from llmbatch.store.setbacks import GroupBackoff
 from llmbatch.store.sqlstore import owner_alive, owner_tag
 from llmbatch.submission import Cancelling, Submission, Sweeping
 
 ENDED = ("completed", "failed", "expired", "cancelled")
 Clock = Callable[[], float]
-DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
 @dataclass
@@ -132,7 +131,7 @@ class TickReport:
     notes: list[str] = field(default_factory=list)
 
 
-class Engine(Ingesting, Polling, Sweeping, Cancelling):
+class Engine(Setbacks, Ingesting, Polling, Sweeping, Cancelling):
     """Drives one store's queue through the providers' batch APIs.
 
     `clock` is read when a call that spends money starts (its stamp in the store) and to
@@ -231,82 +230,8 @@ class Engine(Ingesting, Polling, Sweeping, Cancelling):
             )
         self._renewed_at = at
 
-    def _guarded(
-        self,
-        b: OpenBatch,
-        now: float,
-        token: int,
-        report: TickReport,
-        step: Callable[[OpenBatch, float, int, TickReport], None],
-    ) -> None:
-        """One batch's step; whatever it raises backs that batch off, not the tick. What
-        concerns the whole store (the key, the database, the lease, a setting) propagates."""
-        self._renew(token)
-        try:
-            step(b, now, token, report)
-        except (AuthError, StoreError, ConfigError):
-            raise
-        except TransientError as exc:
-            self._later(b, now, token, str(exc), report, exc.retry_after)
-        except RejectedError as exc:
-            self._later(b, now, token, str(exc), report)
-        except OSError as exc:
-            if exc.errno not in DISK_FULL:
-                self._later(b, now, token, f"{type(exc).__name__}: {exc}", report)
-            else:
-                self._disk_full(exc, now, report)
-        except Exception as exc:  # a bug or a provider answer nobody foresaw: one batch waits
-            self._later(b, now, token, f"unexpected {type(exc).__name__}: {exc}", report)
-
     def _due(self, b: OpenBatch, now: float) -> bool:
         return b.not_before is None or b.not_before <= now
-
-    def _later(
-        self,
-        b: OpenBatch,
-        now: float,
-        token: int,
-        why: str,
-        report: TickReport,
-        retry_after: float | None = None,
-    ) -> None:
-        """Back a batch off after a failure: doubling from backoff_seconds, at most
-        max_poll_interval, never sooner than the provider's retry-after."""
-        base = self.settings.backoff_seconds
-        delay = min(base * 2**b.setbacks, max(base, self.settings.max_poll_interval))
-        delay = max(retry_after or 0.0, delay)
-        report.notes.append(f"{why}; trying again in {delay:.0f} s")
-        self.store.count_setback(b.id, "setbacks", now + delay, now, token, "transient", why)
-
-    def _disk_full(self, exc: OSError, now: float, report: TickReport) -> None:
-        """The work directory's disk is full: say so once, and leave downloads and new batch
-        files alone for a while (doubling, at most max_poll_interval); polling goes on."""
-        base = self.settings.backoff_seconds
-        self._disk_wait = min(
-            max(2 * self._disk_wait, base), max(base, self.settings.max_poll_interval)
-        )
-        self._disk_until = now + self._disk_wait
-        if self._disk_full_since is None:
-            self._disk_full_since = now
-            why = (
-                f"the disk of the work directory {self.workdir} is full ({exc.strerror}); "
-                "downloads and new batches wait, polling goes on"
-            )
-            report.notes.append(why)
-            self.store.note("disk_full", None, why)
-
-    def _disk_ok(self, b: OpenBatch | None, now: float) -> bool:
-        """Whether a step that writes to the work directory may run now (an intent already
-        uploaded needs no file)."""
-        if b is not None and b.state == "submitting" and b.input_file_id is not None:
-            return True
-        return self._disk_full_since is None or now >= self._disk_until
-
-    def _disk_back(self, report: TickReport) -> None:
-        if self._disk_full_since is not None:
-            self._disk_full_since, self._disk_until, self._disk_wait = None, 0.0, 0.0
-            report.notes.append(f"the disk of the work directory {self.workdir} has room again")
-            self.store.note("disk_ok", None, "the work directory's disk has room again")
 
     # -- packing ---------------------------------------------------------------------------
     def _pack_groups(self) -> list[tuple[tuple[str, ...], str, str, str | None]]:
@@ -344,7 +269,7 @@ class Engine(Ingesting, Polling, Sweeping, Cancelling):
 
     def _pack(self, now: float, token: int, report: TickReport) -> None:
         for group, provider_name, endpoint, model in self._pack_groups():
-            learned = self._backoffs.get(_row(group))
+            learned = self._backoffs.get(group_row(group))
             if learned is not None and learned.not_before > now:
                 continue
             provider = self.provider(provider_name)
@@ -503,74 +428,8 @@ class Engine(Ingesting, Polling, Sweeping, Cancelling):
                 "this intent's to end"
             )
 
-    def _quota(self, provider: str, model: str) -> int | None:
-        """The enqueued-token quota in force: configured, or lower if a failure taught us."""
-        known = [
-            g.quota
-            for g in self._backoffs.values()
-            if g.quota and g.group[0] == provider and g.group[2] == model
-        ]
-        configured = self.settings.quotas.get((provider, model))
-        known += [configured] if configured else []
-        return min(known) if known else None
-
-    def _batch_level_failure(self, b: OpenBatch, now: float, token: int, codes: str) -> None:
-        """A batch failed as a whole: halve the next one, learn a lower quota, back off."""
-        group = _row(self._batch_key(b))
-        old = self._backoffs.get(group)
-        strikes = (old.strikes if old else 0) + 1
-        quota = old.quota if old else None
-        if "token_limit_exceeded" in codes and b.model:
-            quota = max(1, b.est_tokens // 2)
-        delay = min(self.settings.backoff_seconds * 2 ** (strikes - 1), 3600.0)
-        learned = GroupBackoff(group, strikes, max(1, b.request_count // 2), quota, now + delay)
-        self.store.set_group_backoff(learned, token)
-        self._backoffs[group] = learned
-        self.store.note(
-            "backoff", b.id, f"{b.model}: batch-level failure ({codes}); next batch at most "
-            f"{learned.cap:,} requests, in {delay:.0f} s",
-        )  # fmt: skip
-
-    def _healthy(self, b: OpenBatch, token: int) -> None:
-        """A batch of the group completed: full-size batches again (a learned quota stays)."""
-        group = _row(self._batch_key(b))
-        learned = self._backoffs.pop(group, None)
-        if learned is not None:
-            self.store.clear_group_backoff(group, token)
-            if learned.quota:  # what the provider's queue holds does not change with health
-                kept = GroupBackoff(group, 0, None, learned.quota, 0.0)
-                self.store.set_group_backoff(kept, token)
-                self._backoffs[group] = kept
-
-    def _abandon(self, b: OpenBatch, now: float, token: int, why: str, report: TickReport) -> None:
-        """The provider refused an intent outright: its requests go back to the queue, each
-        rejection counted; a request refused `max_batch_rejections` times fails."""
-        waiting = [a for a, _r, _l in self.store.unfinished_attempts(b.id)]
-        outs = self._rejected(b, waiting, "rejected", why)
-        if b.cancel_requested_at is not None:
-            outs = [
-                o if o.kind == "failed" else dataclasses.replace(o, kind="cancelled") for o in outs
-            ]
-        self.store.apply_outcomes(b.id, outs, now, token)
-        self._mark_ingested(b, now, token, f"abandoned: {why}")
-        self._batch_level_failure(b, now, token, why)
-        failed = sum(1 for o in outs if o.kind == "failed")
-        report.notes.append(
-            f"batch {b.id} refused: {why}; {len(outs) - failed:,} requests queued again"
-            + (
-                f", {failed:,} failed (refused {self.settings.max_batch_rejections} times)"
-                if failed
-                else ""
-            )
-        )
-
     def close(self) -> None:
         with contextlib.suppress(Exception):
             self.store.release_lease("engine", self.holder)
         if self._own_workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
-
-
-def _row(group: tuple[str, ...]) -> tuple[str, str, str]:
-    """A packing group as the store keys it: provider, endpoint, and the rest ('' if none)."""
-    return (group[0], group[1] if len(group) > 1 else "", "\x1f".join(group[2:]))

@@ -1,11 +1,9 @@
 """Ingest: a finished batch's result files into per-attempt outcomes.
 
-A line is keyed by its `custom_id`, which is our attempt id (`<store_id>-<n>`). A line that
-is not JSON, carries an id that is not ours, holds a number no database integer holds, or
-is longer than `max_result_line_bytes` (checked while streaming: it is never read whole) is an
-anomaly: recorded, never dropped silently. The first few of a batch are logged one by one,
-the rest as a count, in one transaction per chunk: a file of a million foreign lines costs a
-handful of writes, not a million.
+Each line is read as results.py says; an anomaly (a line that is not ours, not readable,
+too long) is recorded, never dropped silently. The first few of a batch are logged one by
+one, the rest as a count, in one transaction per chunk: a file of a million foreign lines
+costs a handful of writes, not a million.
 
 A batch counts as ingested only when its lines account for every request. Else its status
 is retrieved again (a completed batch may say `output_file_id: null` for a while) and the
@@ -21,161 +19,23 @@ import dataclasses
 import random
 import shutil
 import time
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-import orjson
-
 from llmbatch.errors import RejectedError, TransientError
 from llmbatch.pricing import model_prices
-from llmbatch.providers.base import BatchStatus, ResultFile, ResultsGone
+from llmbatch.providers.base import BatchStatus, ResultsGone
+from llmbatch.results import Anomaly, Finding, capped_lines, parse_line
 from llmbatch.retry import decide
 from llmbatch.store.batching import OpenBatch, Outcome
-from llmbatch.usage import UsageRecord, read_usage
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator, Sequence
+    from collections.abc import Callable
     from pathlib import Path
 
     from llmbatch.engine import EngineSettings, TickReport
     from llmbatch.providers import Provider
     from llmbatch.store import Store
-
-
-@dataclass(frozen=True, slots=True)
-class Finding:
-    """What one result line says about one attempt."""
-
-    attempt_id: int
-    ok: bool
-    status_code: int | None
-    provider_request_id: str | None
-    body: bytes | None
-    error_code: str | None
-    error_type: str | None
-    error_message: str | None
-    input_tokens: int | None
-    output_tokens: int | None
-    usage: UsageRecord | None = None
-    model: str | None = None  # the model that answered, where the line says (Anthropic)
-
-
-class Anomaly(ValueError):
-    """A result line that cannot be mapped to one of our attempts."""
-
-
-INT64_MAX = 2**63 - 1
-
-
-def attempt_id_of(custom_id: object, store_id: str) -> int:
-    """Our attempt number from a custom_id we sent; Anomaly for anything else."""
-    prefix = store_id + "-"
-    if not isinstance(custom_id, str) or not custom_id.startswith(prefix):
-        raise Anomaly(f"custom_id {_short(custom_id)} is not one of this store's attempt ids")
-    number = custom_id[len(prefix) :]
-    if not (number.isascii() and number.isdigit() and len(number) <= 18):
-        raise Anomaly(f"custom_id {_short(custom_id)} is not one of this store's attempt ids")
-    return int(number)
-
-
-def _short(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= 200 else text[:200] + "..."
-
-
-def parse_line(
-    line: bytes, store_id: str, endpoint: str | None = None, provider: str = "openai"
-) -> Finding:
-    """Parse one output- or error-file line; raise Anomaly if it is not ours or not readable."""
-    try:
-        obj = orjson.loads(line)
-    except orjson.JSONDecodeError as exc:
-        raise Anomaly(f"result line is not JSON ({exc}): {line[:80]!r}") from None
-    if not isinstance(obj, dict):
-        raise Anomaly(f"result line is not a JSON object: {line[:80]!r}")
-    attempt = attempt_id_of(obj.get("custom_id"), store_id)
-    if provider == "anthropic":
-        return _anthropic_line(attempt, obj)
-    response = obj.get("response")
-    error = obj.get("error")
-    if isinstance(response, dict):
-        status = response.get("status_code")
-        status = status if type(status) is int and 100 <= status <= 599 else None
-        body = response.get("body")
-        rid = response.get("request_id")
-        rid = str(rid) if rid is not None else None
-        if status is not None and 200 <= status < 300 and isinstance(body, dict):
-            u = read_usage(body.get("usage"), provider=provider, endpoint=endpoint)
-            return Finding(
-                attempt,
-                True,
-                status,
-                rid,
-                orjson.dumps(body),
-                None,
-                None,
-                None,
-                u.input,
-                u.output,
-                u,
-            )
-        err = body.get("error") if isinstance(body, dict) else None
-        err = err if isinstance(err, dict) else {}
-        return Finding(
-            attempt, False, status, rid, orjson.dumps(body) if body is not None else None,
-            _s(err.get("code")) or (f"http_{status}" if status else "error"), _s(err.get("type")),
-            _s(err.get("message")) or f"HTTP {status}", None, None,
-        )  # fmt: skip
-    if isinstance(error, dict):
-        code = _s(error.get("code")) or "error"
-        return Finding(
-            attempt,
-            False,
-            None,
-            None,
-            None,
-            code,
-            code,
-            _s(error.get("message")) or code,
-            None,
-            None,
-        )
-    raise Anomaly(f"result line for {obj.get('custom_id')!r} has neither a response nor an error")
-
-
-ANTHROPIC_ENDED = {"canceled": "batch_cancelled", "expired": "batch_expired"}
-
-
-def _anthropic_line(attempt: int, obj: dict[str, object]) -> Finding:
-    """`{"custom_id", "result": {"type": succeeded|errored|canceled|expired, ...}}`."""
-    result = obj.get("result")
-    kind = result.get("type") if isinstance(result, dict) else None
-    if isinstance(result, dict) and kind == "succeeded" and isinstance(result.get("message"), dict):
-        message = result["message"]
-        u = read_usage(message.get("usage"), provider="anthropic")
-        return Finding(
-            attempt, True, 200, _s(message.get("id")), orjson.dumps(message), None, None, None,
-            u.input, u.output, u, _s(message.get("model")),
-        )  # fmt: skip
-    if isinstance(result, dict) and kind == "errored":
-        envelope = result.get("error")
-        envelope = envelope if isinstance(envelope, dict) else {}
-        err = envelope.get("error")
-        err = err if isinstance(err, dict) else {}
-        code = _s(err.get("type")) or "error"
-        return Finding(
-            attempt, False, None, _s(envelope.get("request_id")), orjson.dumps(envelope), code,
-            code, _s(err.get("message")) or code, None, None,
-        )  # fmt: skip
-    if isinstance(kind, str) and kind in ANTHROPIC_ENDED:
-        code = ANTHROPIC_ENDED[kind]
-        return Finding(attempt, False, None, None, None, code, code, f"request {kind}", None, None)
-    raise Anomaly(f"result line for {obj.get('custom_id')!r} has no known result type")
-
-
-def _s(v: object) -> str | None:
-    return None if v is None else str(v)
 
 
 MAX_DOWNLOAD_TRIES = 4  # downloads of one batch before its missing lines are given up
@@ -211,27 +71,6 @@ class Anomalies:
             )
 
 
-def capped_lines(files: Sequence[ResultFile], cap: int) -> Iterator[bytes | int]:
-    """Every non-blank line of the downloaded files, streamed; a line longer than `cap` bytes
-    is skipped without being held whole, and its length given instead."""
-    for f in files:
-        with open(f.path, "rb") as fh:
-            while raw := fh.readline(cap + 1):
-                if len(raw) > cap and not raw.endswith(b"\n"):
-                    size = len(raw)
-                    while raw and not raw.endswith(b"\n"):
-                        raw = fh.readline(CHUNK)
-                        size += len(raw)
-                    yield size - (1 if raw.endswith(b"\n") else 0)
-                    continue
-                line = raw.rstrip(b"\r\n")
-                if line.strip():
-                    yield line
-
-
-CHUNK = 1 << 20
-
-
 class Ingesting:
     """The engine's ingest steps (mixed into Engine, whose state they use)."""
 
@@ -245,6 +84,7 @@ class Ingesting:
     _mark_ingested: Callable[[OpenBatch, float, int, str], None]
     _batch_level_failure: Callable[[OpenBatch, float, int, str], None]
     _healthy: Callable[[OpenBatch, int], None]
+    _rejected: Callable[[OpenBatch, list[int], str, str], list[Outcome]]
     _disk_back: Callable[[TickReport], None]
 
     def _ingest(self, b: OpenBatch, now: float, token: int, report: TickReport) -> None:
@@ -516,34 +356,3 @@ class Ingesting:
         self._mark_ingested(b, now, token, f"failed validation: {codes}")
         report.ingested_batches += 1
         report.notes.append(f"batch {b.provider_batch_id} failed validation ({codes})")
-
-    def _rejected(self, b: OpenBatch, attempt_ids: list[int], code: str, why: str) -> list[Outcome]:
-        """Requests whose whole batch the provider refused go back to the queue with the
-        rejection counted, and fail once refused `max_batch_rejections` times. A full queue at
-        the provider (`token_limit_exceeded`) is no fault of theirs: it is not counted (the
-        group backs off and learns a lower quota instead)."""
-        counted = "token_limit_exceeded" not in why
-        info = self.store.attempt_info(b.attempts_of, attempt_ids) if counted else {}
-        limit = self.settings.max_batch_rejections
-        outs = []
-        for a in attempt_ids:
-            n = info[a].rejections + 1 if a in info else 1
-            if counted and n >= limit:
-                message = f"{why} (its batch was refused {n} times)"
-                outs.append(
-                    Outcome(a, "failed", error_code=code, error_message=message, charge_rejection=1)
-                )
-                continue
-            also = (
-                f" (refused {n} of {limit} times; queued again)" if counted else " (queued again)"
-            )
-            outs.append(
-                Outcome(
-                    a,
-                    "requeue",
-                    error_code=code,
-                    error_message=why + also,
-                    charge_rejection=int(counted),
-                )
-            )
-        return outs

@@ -23,9 +23,9 @@ from helpers import E2E_KEY_ENV, cli, fast_settings, request_states, results_per
 from llmbatch import Queue
 from llmbatch.emulator import RunningEmulator, running
 from llmbatch.engine import Engine
-from llmbatch.ingest import capped_lines
 from llmbatch.providers.base import BatchStatus, ResultFile
 from llmbatch.providers.openai import AzureProvider, OpenAIProvider
+from llmbatch.results import capped_lines
 from llmbatch.store import open_store
 
 CHAT = "/v1/chat/completions"

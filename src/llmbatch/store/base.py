@@ -11,9 +11,10 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-from llmbatch.store.batching import AttemptInfo, GroupBackoff, OpenBatch, Outcome
+from llmbatch.store.batching import AttemptInfo, OpenBatch, Outcome
 from llmbatch.store.budgets import BudgetRow, QueueUsage, Reservation
 from llmbatch.store.recovery import CancelPlan
+from llmbatch.store.setbacks import GroupBackoff
 
 # One request as the importer hands it to the store, in `insert_request` column order:
 # queue, custom_id, import_id, line, provider, endpoint, model, body, body_hash, priority,

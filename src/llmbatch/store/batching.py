@@ -91,17 +91,6 @@ class AttemptInfo:
     rejections: int = 0  # batch-level rejections so far
 
 
-@dataclass(frozen=True, slots=True)
-class GroupBackoff:
-    """What batch-level failures taught the engine about one packing group."""
-
-    group: tuple[str, str, str]  # provider, endpoint, model ('' for a group of several models)
-    strikes: int
-    cap: int | None  # at most this many requests in its next batch
-    quota: int | None  # a learned enqueued-token quota for (provider, model)
-    not_before: float  # no new batch of the group before this time
-
-
 class BatchingOps:
     """Mixed into SqlStore; relies on its `_write`, `_read`, `q`, `_dialect`, `_event`."""
 
@@ -312,33 +301,6 @@ class BatchingOps:
             r["created_at"] = float(r["created_at"])
         return [OpenBatch(**r) for r in rows]
 
-    def defer(self, batch_id: int, not_before: float, token: int) -> None:
-        """Leave a batch alone until `not_before` (a wait, not a failure: nothing is counted)."""
-        with self._write() as cur:
-            self._fence(cur, token)
-            cur.execute(self.q("defer_batch"), {"id": batch_id, "not_before": not_before})
-
-    def count_setback(
-        self,
-        batch_id: int,
-        counter: str,
-        not_before: float | None,
-        now: float,
-        token: int,
-        kind: str,
-        detail: str,
-    ) -> None:
-        """Add one to a batch's `setbacks`, `download_tries` or `gone_checks`, set when it may
-        be worked on again, and say why in the event log, in one transaction."""
-        if counter not in ("setbacks", "download_tries", "gone_checks"):
-            raise ValueError(f"no batch counter {counter!r}")
-        with self._write() as cur:
-            self._fence(cur, token)
-            cur.execute(
-                self.q(f"count_{counter}"), {"id": batch_id, "not_before": not_before, "now": now}
-            )
-            self._event(cur, kind, batch_id=batch_id, detail=detail[:2000])
-
     def update_batch(self, batch_id: int, status: Any, now: float, token: int) -> None:
         """Store what a poll saw of a batch (`status` is a providers.BatchStatus)."""
         with self._write() as cur:
@@ -486,46 +448,6 @@ class BatchingOps:
         with self._write() as cur:
             for detail in details:
                 self._event(cur, kind, batch_id=batch_id, detail=detail[:2000])
-
-    # -- what batch-level failures taught, per packing group -------------------------------
-    def group_backoffs(self) -> list[GroupBackoff]:
-        with self._read() as cur:
-            cur.execute(self.q("group_backoffs"))
-            return [
-                GroupBackoff(
-                    group=(str(p), str(e), str(m)),
-                    strikes=int(n),
-                    cap=None if c is None else int(c),
-                    quota=None if q is None else int(q),
-                    not_before=float(t),
-                )
-                for p, e, m, n, c, q, t in cur.fetchall()
-            ]
-
-    def set_group_backoff(self, backoff: GroupBackoff, token: int) -> None:
-        provider, endpoint, model = backoff.group
-        with self._write() as cur:
-            self._fence(cur, token)
-            params = {
-                "provider": provider,
-                "endpoint": endpoint,
-                "model": model,
-                "strikes": backoff.strikes,
-                "cap": backoff.cap,
-                "quota": backoff.quota,
-                "not_before": backoff.not_before,
-            }
-            cur.execute(self.q("set_group_backoff"), params)
-
-    def clear_group_backoff(self, group: tuple[str, str, str], token: int) -> None:
-        """The group is healthy again (a batch of it completed): full-size batches."""
-        provider, endpoint, model = group
-        with self._write() as cur:
-            self._fence(cur, token)
-            cur.execute(
-                self.q("clear_group_backoff"),
-                {"provider": provider, "endpoint": endpoint, "model": model},
-            )
 
     # -- scheduling figures ----------------------------------------------------------------
     def batches_created_since(self, provider: str, since: float) -> int:

@@ -22,6 +22,7 @@ from llmbatch.store.base import Clash, CostGroup, Count, ImportInfo, ResultRow, 
 from llmbatch.store.batching import BatchingOps
 from llmbatch.store.budgets import BudgetOps
 from llmbatch.store.recovery import RecoveryOps
+from llmbatch.store.setbacks import SetbackOps
 
 # An import on another machine whose heartbeat is this old is presumed dead.
 IMPORT_STALE_AFTER = 600.0
@@ -115,7 +116,7 @@ def owner_alive(owner: str, heartbeat_at: float, now: float) -> bool:
     return _process_start(pid) == start
 
 
-class SqlStore(BatchingOps, BudgetOps, RecoveryOps):
+class SqlStore(BatchingOps, BudgetOps, RecoveryOps, SetbackOps):
     """Shared implementation of the Store protocol over a DB-API-like cursor."""
 
     dialect: str
