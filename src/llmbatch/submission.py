@@ -1,19 +1,30 @@
-"""Submitting an intent exactly once: the protocol, and its bounded residual risk.
+"""Submitting an intent exactly once: the protocol, and its bounded residual risks.
 
 An *intent* (a `batches` row in state `submitting` with its attempts in line order) is
 committed durably before anything is sent. Then, for OpenAI and Azure:
 
-1. `upload_started_at` is committed; the file is uploaded as
-   `llmbatch-<store_id>-<intent_id>.jsonl` with `max_retries=0`; its id is committed.
-2. `create_started_at` is committed; the batch is created with `max_retries=0` and
+1. the engine lease is renewed; `upload_started_at` is committed, stamped from the engine's
+   clock as the call starts; the file is uploaded as `llmbatch-<store_id>-<intent_id>.jsonl`
+   with `max_retries=0` and the client timeout `submit_timeout`; its id is committed.
+2. the lease is renewed; `create_started_at` is committed, stamped as the call starts; the
+   batch is created with `max_retries=0`, the same timeout and
    `metadata={"llmbatch_store", "llmbatch_intent"}`; its id is committed with the requests
    moved to `submitted` — all durable (`synchronous=FULL` on SQLite).
 
-After any interruption (a crash, a timeout, a 5xx whose effect is unknown) the next attempt
-first *reconciles*: it lists batches and matches ours by `input_file_id`, then by metadata,
-then lists files and matches an unrecorded upload by name. A match is adopted; nothing is
-created twice. If a create may have happened but no match is found, it waits `settle_seconds`
-(the list may lag) before creating again.
+The lease outlasts each call: settings load refuses a `submit_timeout` that, with the
+renewal margin, does not fit in `lease_ttl`. So while a live worker waits on a create, no
+standby can take the queue over, and the fence (token and expiry) refuses any write of a
+worker whose lease ran out anyway.
+
+After any interruption (a crash, a timeout, a 5xx whose effect is unknown, a take-over) the
+next attempt first *reconciles*: it lists batches and matches ours by `input_file_id`, then
+by metadata, then lists files and matches an unrecorded upload by name. A match is adopted;
+nothing is created twice. If a create may have happened but no match is found, it creates
+again only once `submit_timeout + settle_seconds` have passed since that create's stamp:
+the last create may have acted as late as its client timeout, and the list may lag
+`settle_seconds` behind it. A cancel of such an intent reconciles only: a batch found is
+recorded and cancelled at the provider; after the same wait with nothing found, the intent
+is closed as cancelled. A cancel never creates.
 
 Anthropic batches carry no metadata: reconcile lists the batches created since the intent
 that the store has not recorded and matches by request count (see providers/anthropic.py).
@@ -21,20 +32,31 @@ Every unrecorded intent that may exist is asked about at once, so intents of equ
 candidates in creation order; candidates left over are duplicates and are adopted as batches
 of the intent (their results carry its attempt ids).
 
-Residual risk: a batch created, then invisible in the provider's list for longer than
-`settle_seconds`, and our record of it lost — then a second batch is created. Its results
-still land on the right requests (attempt ids are globally unique), so nothing is lost and
-the duplicate is detectable from the call log; only its cost is paid twice.
-(tests/e2e/test_exactly_once.py reproduces it with a list lag longer than the settle delay.)
+Residual risks. In each, no request is lost or answered twice (attempt ids are globally
+unique, an outcome lands only on an attempt still waiting, the sweep adopts what carries our
+store id); what it costs is said with it.
 
-The fence covers our writes, not the provider's: a worker frozen (GC, SIGSTOP, a laptop
-asleep) *between* committing `create_started_at` and sending the create request, for longer
-than its lease plus `settle_seconds`, sends that request when it wakes — after the new
-lease holder has re-created. Its next write is refused, so the store stays consistent, but
-the provider holds two batches for one intent: the same bounded risk as above. A worker
-frozen *after* sending (the usual case: blocked on the response) is safe — its batch is
-found by the new holder's reconcile, and its own recording is refused. A frozen upload
-leaves at most an unused file.
+- A batch created, then invisible in the provider's list for longer than `settle_seconds`,
+  and our record of it lost: a second batch is created, and paid.
+  (tests/e2e/test_exactly_once.py reproduces it with a list lag longer than the settle delay.)
+- A create the provider acts on later than `submit_timeout + settle_seconds` after it was
+  sent (a gateway that holds requests for minutes): the same second batch.
+- A worker frozen (GC, SIGSTOP, a laptop asleep) after its renewal and stamp but before its
+  create leaves, for longer than its lease and the wait above, sends the create when it
+  wakes — after the new holder has created. Its next write is refused, so the store stays
+  consistent, but two batches are paid. Frozen *after* sending (blocked on the answer) is
+  safe: the new holder's reconcile finds the batch once the wait is over.
+- Clocks: the stamp is one host's clock, the wait is judged by another's, and the fence on
+  SQLite by the host's (PostgreSQL's own on PostgreSQL). Skew beyond the lease margin or
+  the settle window shortens the wait by as much.
+- An intent cancelled while its create's outcome is unknown, whose batch stays invisible
+  past the wait: it is closed as cancelled, the batch runs and is paid; the sweep adopts
+  it, and its results are dropped (the requests were cancelled).
+- An upload longer than the lease (hundreds of MB on a slow link): a standby may upload
+  again; the first file is a stray the sweep deletes. No batch is paid twice.
+- A batch the provider answers 404 for three times (polling.py) that reappears later, and
+  a completed batch whose files stay unnamed through every download try (ingest.py): their
+  requests are sent again and paid again.
 
 The sweep (`Sweeping`, every `sweep_interval`) closes the loop: batches created in the last
 week that carry our store id (OpenAI metadata; our attempt ids in an Anthropic batch's first
