@@ -189,7 +189,8 @@ class Engine(Setbacks, Ingesting, Polling, Sweeping, Cancelling):
         self._backoffs = {g.group: g for g in self.store.group_backoffs()}
         for b in self.store.open_batches():
             if b.cancel_requested_at is not None and b.cancel_sent_at is None:
-                self._guarded(b, now, token, report, self._cancel)
+                if self._due(b, now):
+                    self._guarded(b, now, token, report, self._cancel)
             elif b.state == "submitting" and self._due(b, now) and self._disk_ok(b, now):
                 self._guarded(b, now, token, report, self._submit)
         if self._disk_ok(None, now):

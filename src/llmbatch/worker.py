@@ -78,6 +78,7 @@ def engine_settings(
 # int to Python: refused where a number is meant).
 _TYPES: dict[str, tuple[tuple[type, ...], str]] = {
     "float": ((int, float), "a number"),
+    "float | None": ((int, float), "a number"),
     "int": ((int,), "an integer"),
     "int | None": ((int,), "an integer"),
     "bool": ((bool,), "true or false"),
