@@ -26,6 +26,17 @@ from helpers import RefusingService
 from llmbatch.store import Store, open_store
 
 PG_DSN = os.environ.get("LLMBATCH_TEST_PG")
+PG_SKIP = "PostgreSQL tests need LLMBATCH_TEST_PG=postgresql://… (a user that may CREATE DATABASE)"
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """The PostgreSQL tests skipped without a server, in one line rather than one each."""
+    skipped = terminalreporter.stats.get("skipped", [])
+    pg = sum(1 for r in skipped if "LLMBATCH_TEST_PG" in str(r.longrepr))
+    if pg:
+        terminalreporter.write_line(f"{pg} PostgreSQL tests skipped: {PG_SKIP}", yellow=True)
+    if len(skipped) > pg:
+        terminalreporter.write_line(f"{len(skipped) - pg} other tests skipped (-rs lists them)")
 
 
 def _dsn_for(dbname: str) -> str:
@@ -48,9 +59,7 @@ def pg_template() -> Iterator[str]:
     if not PG_DSN:
         if os.environ.get("CI"):
             pytest.fail("CI must run the PostgreSQL tests: set LLMBATCH_TEST_PG (.ci/run does)")
-        pytest.skip(
-            "PostgreSQL tests need LLMBATCH_TEST_PG=postgresql://… (a user that may CREATE DATABASE)"
-        )
+        pytest.skip(PG_SKIP)
     name = f"llmbatch_tpl_{uuid.uuid4().hex[:8]}"
     with _admin() as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
@@ -77,7 +86,7 @@ def empty_pg_dsn() -> Iterator[str]:
     if not PG_DSN:
         if os.environ.get("CI"):
             pytest.fail("CI must run the PostgreSQL tests: set LLMBATCH_TEST_PG (.ci/run does)")
-        pytest.skip("PostgreSQL tests need LLMBATCH_TEST_PG")
+        pytest.skip(PG_SKIP)
     name = f"llmbatch_e_{uuid.uuid4().hex[:10]}"
     with _admin() as conn:
         conn.execute(f'CREATE DATABASE "{name}"')

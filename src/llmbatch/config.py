@@ -132,9 +132,17 @@ def _types(command: click.Command) -> dict[str, Types]:
     """What the config file may set for a command: config key -> the TOML value types."""
     params = {p.name: p for p in command.params}
     return {
-        key: None if params[name].multiple else _PY_TYPES.get(type(params[name].type))
+        key: None if params[name].multiple else _py_types(params[name].type)
         for key, name in _names(command).items()
     }
+
+
+def _py_types(kind: click.ParamType[Any]) -> Types:
+    """The TOML value types a click type takes (a subclass, such as cli's Int64, as its base)."""
+    for cls in type(kind).__mro__:
+        if cls in _PY_TYPES:
+            return _PY_TYPES[cls]
+    return None
 
 
 def check_keys(

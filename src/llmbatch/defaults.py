@@ -10,6 +10,7 @@ PROVIDER: Final = "openai"
 CONFIG_FILE: Final = "llmbatch.toml"
 BUSY_TIMEOUT_S: Final = 30.0
 MAX_LINE_BYTES: Final = 16 * 1024 * 1024
+BATCH_WINDOW_S: Final = 24 * 3600  # the completion window: a batch sent now may end this late
 
 # The engine lease. A worker renews it before every call that spends money (an upload, a
 # create, a cancel), so it must outlast the longest such call: its client timeout plus a

@@ -58,6 +58,7 @@ class EngineSettings:
 
     poll_interval: float = 30.0
     max_poll_interval: float = 600.0
+    first_poll: float = 1.0  # after a submit, poll this soon, then back off (doubling)
     retrieve_budget: int = 5
     settle_seconds: float = 120.0  # wait this long for a lagging list before re-creating
     max_batch_requests: int | None = None
@@ -128,6 +129,7 @@ class TickReport:
     ingested_batches: int = 0
     outcomes: int = 0
     anomalies: int = 0
+    unreachable: int = 0  # provider calls that failed for a transient reason (outage, 429, 5xx)
     notes: list[str] = field(default_factory=list)
 
 
@@ -162,6 +164,7 @@ class Engine(Setbacks, Ingesting, Polling, Sweeping, Cancelling):
         self.interval = self.settings.poll_interval
         self._tick_now = 0.0
         self._renewed_at = 0.0
+        self._submitted_since_poll = False
         self._backoffs: dict[tuple[str, str, str], GroupBackoff] = {}
         self._next_sweep_at = 0.0
         self._disk_full_since: float | None = None  # the work directory's disk is full
@@ -274,6 +277,7 @@ class Engine(Setbacks, Ingesting, Polling, Sweeping, Cancelling):
             if learned is not None and learned.not_before > now:
                 continue
             provider = self.provider(provider_name)
+            provider.ready()  # no key: said now, before an intent is committed
             limits = provider.limits(endpoint, model)
             while True:
                 self._renew(token)
@@ -420,14 +424,33 @@ class Engine(Setbacks, Ingesting, Polling, Sweeping, Cancelling):
             report.submitted += 1
             with contextlib.suppress(FileNotFoundError):
                 (self.workdir / f"batch-{b.id}.jsonl").unlink()
+            # the first poll soon (an instant provider is done in a second), then back off
+            first = min(self.settings.first_poll, self.settings.poll_interval)
+            self.interval = first
+            self.next_poll_at = min(self.next_poll_at, now + first)
+            self._submitted_since_poll = True
         else:
             # Ask the provider again when the wait is over, not every tick: an Anthropic
             # intent may wait hours for a same-size batch to end and say whose it is.
-            self.store.defer(b.id, max(sub.ask_again_at, now + self.settings.poll_interval), token)
-            report.notes.append(
-                f"batch {b.id}: waiting for the batch list to settle, or for a batch that may be "
-                "this intent's to end"
+            wait = max(sub.ask_again_at, now + self.settings.poll_interval)
+            self.store.defer(b.id, wait, token)
+            report.notes.append(self._waiting_note(b, now, wait, sub.ask_again_at > now))
+
+    def _waiting_note(self, b: OpenBatch, now: float, wait: float, settling: bool) -> str:
+        """Why an intent is not sent yet, and until when (a create that may have acted is
+        waited out for its timeout plus `settle_seconds`; a batch that may be this
+        intent's, until it ends)."""
+        from llmbatch.render import duration
+
+        if settling:
+            return (
+                f"batch {b.id}: a create may have reached {b.provider} unrecorded; waiting up to "
+                f"{duration(wait - now)} more for its batch list to show it before sending again"
             )
+        return (
+            f"batch {b.id}: waiting for a {b.provider} batch that may be this intent's to end "
+            f"(its results say whose it is); asking again in {duration(wait - now)}"
+        )
 
     def close(self) -> None:
         with contextlib.suppress(Exception):

@@ -35,6 +35,7 @@ import orjson
 
 from llmbatch.errors import InputError
 from llmbatch.pricing import PRICES_VERSION, Tokens, free, model_prices
+from llmbatch.render import Column, as_csv, as_json, money, table
 from llmbatch.requests import ANTHROPIC_ENDPOINT, LineError, parse_obj
 
 EXPECTED_OUTPUT = 500  # tokens a request is assumed to write when nothing better is known
@@ -269,9 +270,7 @@ class Estimate:
 
 
 def _usd(v: Decimal | None) -> str:
-    if v is None:
-        return "unpriced"
-    return f"${v:,.2f}" if v >= 1 else f"${v:.4f}"
+    return "unpriced" if v is None else "$" + money(v)
 
 
 def _parse(obj: object) -> tuple[str, str, str, dict[str, Any]]:
@@ -416,46 +415,52 @@ def from_sizes(
     return Estimate(source, [models[k] for k in sorted(models)], expected_output)
 
 
-def render(est: Estimate, fmt: str = "table") -> str:
-    """The estimate as a table (rounded) or JSON (exact to 1e-6 USD)."""
-    if fmt == "json":
-        out = {
-            "source": est.source,
-            "prices": PRICES_VERSION,
-            "expected_output_per_request": est.expected_output,
-            "models": [m.record() for m in est.models],
-            "total": {
-                k: est.total(k)
-                for k in (
-                    "batch_expected_usd",
-                    "batch_worst_usd",
-                    "realtime_expected_usd",
-                    "realtime_worst_usd",
-                )
-            },
-        }
-        return orjson.dumps(out, default=str, option=orjson.OPT_INDENT_2).decode()
-    from rich.console import Console
-    from rich.table import Table
+def _unpriced(v: Decimal | None) -> str:
+    return "unpriced" if v is None else money(v)
 
+
+ESTIMATE_COLUMNS = [
+    Column("provider", "provider", drop=2),
+    Column("model", "model"),
+    Column("requests", "requests", right=True),
+    Column("input_tokens", "input tok", right=True),
+    Column("expected_output_tokens", "output tok", right=True, drop=3),
+    Column("max_output_tokens", "max output tok", right=True, drop=4),
+    Column("batch_expected_usd", "batch $", right=True, show=_unpriced),
+    Column("batch_worst_usd", "batch $ worst", right=True, show=_unpriced),
+    Column("realtime_expected_usd", "real-time $", right=True, drop=1, show=_unpriced),
+    Column("realtime_worst_usd", "real-time $ worst", right=True, drop=1, show=_unpriced),
+]
+
+
+def render(est: Estimate, fmt: str = "table", wide: bool = False) -> str:
+    """The estimate as a table (rounded, fitted to the terminal), CSV or JSON (exact to
+    1e-6 USD)."""
+    if fmt == "json":
+        return as_json(
+            {
+                "source": est.source,
+                "prices": PRICES_VERSION,
+                "expected_output_per_request": est.expected_output,
+                "models": [m.record() for m in est.models],
+                "total": {
+                    k: est.total(k)
+                    for k in (
+                        "batch_expected_usd",
+                        "batch_worst_usd",
+                        "realtime_expected_usd",
+                        "realtime_worst_usd",
+                    )
+                },
+            }
+        )
+    records = [m.record() for m in est.models]
+    if fmt == "csv":
+        return as_csv(ESTIMATE_COLUMNS, records)
     if not est.models:
-        return f"{est.source}: no requests to estimate."
-    table = Table(title=f"estimate for {est.source} (USD, {PRICES_VERSION})")
-    heads = ("provider", "model", "requests", "input tok", "output tok (expected)",
-             "output tok (max)", "batch $ expected", "batch $ worst", "real-time $ expected",
-             "real-time $ worst")  # fmt: skip
-    for i, h in enumerate(heads):
-        table.add_column(h, justify="left" if i < 2 else "right", no_wrap=i < 2)
-    for m in est.models:
-        table.add_row(
-            m.provider, m.model, f"{m.requests:,}", f"{m.input_tokens:,}",
-            f"{m.expected_output_tokens:,}", f"{m.max_output_tokens:,}",
-            _usd(m.batch_expected_usd), _usd(m.batch_worst_usd),
-            _usd(m.realtime_expected_usd), _usd(m.realtime_worst_usd),
-        )  # fmt: skip
-    console = Console(width=max(Console().width, 160), highlight=False)
-    with console.capture() as cap:
-        console.print(table)
+        return f"{est.source}: no requests to estimate.\n"
+    title = f"estimate for {est.source} (USD, {PRICES_VERSION})"
+    out = table(ESTIMATE_COLUMNS, records, title=title, wide=wide)
     notes = [
         f"expected output: {est.expected_output:,} tokens a request (--expected-output), "
         "never above its own cap; worst case: every request writes its cap."
@@ -476,4 +481,4 @@ def render(est: Estimate, fmt: str = "table") -> str:
             "Anthropic input tokens are calibrated, not counted (no offline tokenizer): "
             "see benchmarks/bench_estimate.py for the error."
         )
-    return cap.get() + "".join(n + "\n" for n in notes) + est.summary() + "\n"
+    return out + "".join(n + "\n" for n in notes) + est.summary() + "\n"

@@ -41,6 +41,7 @@ class Polling:
     timings: dict[str, float]
     next_poll_at: float
     interval: float
+    _submitted_since_poll: bool  # the first poll after a submit keeps its short interval
     _rotation: int
     provider: Callable[[str], Provider]
     _due: Callable[[OpenBatch, float], bool]
@@ -67,6 +68,7 @@ class Polling:
                     [b.provider_batch_id or "" for b in order], self.settings.retrieve_budget
                 )
             except TransientError as exc:
+                report.unreachable += 1
                 report.notes.append(str(exc))
                 continue
             except RejectedError:  # a batch the provider does not know: find which one
@@ -84,11 +86,12 @@ class Polling:
                 if (s.state, s.completed, s.failed) != old:
                     self.store.update_batch(seen.id, s, now, token)
                     changed = True
-        self.interval = (
-            self.settings.poll_interval
-            if changed
-            else min(self.interval * 2, self.settings.max_poll_interval)
-        )
+        # Right after a submit the short first interval stands; then it doubles, up to
+        # poll_interval while batches move and up to max_poll_interval while nothing does.
+        if not self._submitted_since_poll:
+            cap = self.settings.poll_interval if changed else self.settings.max_poll_interval
+            self.interval = min(self.interval * 2, cap)
+        self._submitted_since_poll = False
         self.next_poll_at = now + self.interval
 
     def _poll_each(
@@ -100,7 +103,11 @@ class Polling:
         ids = [b.provider_batch_id or "" for b in order]
         try:
             statuses = provider.poll(ids, 0)
-        except (TransientError, RejectedError) as exc:
+        except TransientError as exc:
+            report.unreachable += 1
+            report.notes.append(str(exc))
+            return []
+        except RejectedError as exc:
             report.notes.append(str(exc))
             return []
         seen = {s.provider_batch_id for s in statuses}
@@ -111,6 +118,7 @@ class Polling:
             except RejectedError as exc:
                 self._gone(b, now, token, str(exc), report)
             except TransientError as exc:
+                report.unreachable += 1
                 report.notes.append(str(exc))
         return statuses
 

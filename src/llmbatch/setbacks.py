@@ -65,7 +65,8 @@ class Setbacks:
             step(b, now, token, report)
         except (AuthError, StoreError, ConfigError):
             raise
-        except TransientError as exc:
+        except TransientError as exc:  # an outage, 429, 5xx: `run` says it could not reach
+            report.unreachable += 1
             self._later(b, now, token, str(exc), report, exc.retry_after)
         except RejectedError as exc:
             self._later(b, now, token, str(exc), report)

@@ -5,8 +5,8 @@ second exits at once."""
 from __future__ import annotations
 
 import dataclasses
+import logging
 import signal
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -187,7 +187,8 @@ class Worker:
         self.stopping = False
         self._down_since: float | None = None
         self._down_for = 0  # failed ticks in a row while the database is unreachable
-        self.log: Callable[[str], None] = lambda line: print(line, file=sys.stderr, flush=True)
+        # outages and recoveries are warnings of the `llmbatch` logger (logs.setup formats it)
+        self.log: Callable[[str], None] = logging.getLogger("llmbatch").warning
 
     def _outage(self, reason: str, now: float) -> float:
         """Say once that the database is gone; how long to wait before trying again."""

@@ -109,7 +109,7 @@ def test_reported_costs_equal_an_independent_computation(
             time.sleep(0.02)
     finally:
         engine.close()
-    exported = [jsonl_line(r) for r in store.iter_results()]
+    exported = [jsonl_line(r, store.store_id) for r in store.iter_results()]
     assert len(exported) == N
     lines = build(store)
     # the running totals (whole days) and the sum over every result (from 1 s past midnight)
@@ -153,6 +153,7 @@ def test_report_command_formats_and_bad_dates(tmp_path: Path) -> None:
     from llmbatch.cli import main
 
     db = str(tmp_path / "c.db")
+    open_store(db).close()
     runner = CliRunner()
     ok = runner.invoke(main, ["--db", db, "report", "--group-by", "day", "--format", "json"])
     assert ok.exit_code == 0, ok.output

@@ -140,7 +140,7 @@ def test_end_to_end(db: str, emu: RunningEmulator) -> None:
 
     assert sorted(r.custom_id for r in got) == sorted(it["custom_id"] for it in items)
     for r in got:
-        out = orjson.loads(jsonl_line(r))
+        out = orjson.loads(jsonl_line(r, store_id))
         assert out["error"] is None and out["response"]["status_code"] == 200
         assert out["response"]["request_id"].startswith("req_")
         body = out["response"]["body"]
@@ -640,21 +640,25 @@ def test_demo_command(tmp_path: Path) -> None:
     import sys
 
     exe = str(Path(sys.executable).parent / "llmbatch")
+    cwd, scratch = tmp_path / "cwd", tmp_path / "tmp"
+    cwd.mkdir()
+    scratch.mkdir()
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "COLUMNS": "160", "TMPDIR": str(scratch)}
     started = time.monotonic()
     done = subprocess.run(
-        [exe, "demo"], cwd=tmp_path, capture_output=True, text=True, timeout=90,
-        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "COLUMNS": "160"},
-    )  # fmt: skip
+        [exe, "demo", "--keep"], cwd=cwd, capture_output=True, text=True, timeout=90, env=env
+    )
     took = time.monotonic() - started
     assert done.returncode == 0, done.stderr
     assert took < 60
     out = done.stdout
     assert "succeeded" in out and "what it cost" in out and "real-time $" in out
     command = next(ln.strip() for ln in out.splitlines() if "results --queue demo" in ln)
-    assert list(tmp_path.iterdir()) == []  # never ./llmbatch.db
+    assert list(cwd.iterdir()) == []  # never ./llmbatch.db
+    assert [p.name.startswith("llmbatch-demo-") for p in scratch.iterdir()] == [True]  # kept
     argv = command.split()
     assert argv[0] == "llmbatch"
-    shown = subprocess.run([exe, *argv[1:]], capture_output=True, timeout=30, cwd=tmp_path)
+    shown = subprocess.run([exe, *argv[1:]], capture_output=True, timeout=30, cwd=cwd)
     assert shown.returncode == 0, shown.stderr
     results = [orjson.loads(x) for x in shown.stdout.splitlines()]
     examples = Path(__file__).resolve().parents[2] / "src/llmbatch/examples/requests.jsonl"

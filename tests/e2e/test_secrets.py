@@ -303,7 +303,7 @@ def test_no_secret_lands_anywhere(
         for command in (("run",), ("wait", "--timeout", "10")):
             out = run.llmbatch(config, "--debug", *command, env=debug)
             err = out.stderr.decode()
-            assert out.returncode == 1, err
+            assert out.returncode == 3, err  # a refused key: the provider could not be used
             assert "Traceback" in err and "OPENAI_API_KEY" in err, err
             assert "HTTP Request" in err or "Request options" in err, "no SDK debug log"
         control.clear_faults()
@@ -316,7 +316,7 @@ def test_no_secret_lands_anywhere(
         control.add_fault("messages.batches.create", "401", count=100)
         out = run.llmbatch(config, "--debug", "run", env=run.env(ANTHROPIC_LOG="debug"))
         err = out.stderr.decode()
-        assert out.returncode == 1, err
+        assert out.returncode == 3, err
         assert "Traceback" in err and "ANTHROPIC_API_KEY" in err, err
         assert "Request options" in err or "HTTP Request" in err, "no SDK debug log"
         control.clear_faults()
@@ -324,7 +324,7 @@ def test_no_secret_lands_anywhere(
         # 4. a service that echoes the refused key in its message (as some do)
         echoing = run.config("echoing.toml", refusing.url + "/v1", refusing.url)
         out = run.llmbatch(echoing, "--debug", "run", env=debug)
-        assert out.returncode == 1 and "Traceback" in out.stderr.decode(), out.stderr.decode()
+        assert out.returncode == 3 and "Traceback" in out.stderr.decode(), out.stderr.decode()
         assert refusing.seen, "the echoing service was never called"
 
         # 4b. a gateway that echoes the key in a 400 body: not an auth error, so the engine

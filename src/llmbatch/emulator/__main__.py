@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from llmbatch.emulator.server import serve
+from llmbatch.errors import ConfigError
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -15,7 +16,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--time-scale", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=None, help="repeatable ids and output order")
     args = parser.parse_args(argv)
-    serve(args.host, args.port, args.data_dir, args.time_scale, seed=args.seed)
+    if not 0 <= args.port <= 65535:
+        parser.error(f"--port {args.port}: must be 0-65535 (0: any free port)")
+    if args.time_scale < 0:
+        parser.error(f"--time-scale {args.time_scale}: must be 0 (frozen) or more")
+    try:
+        serve(args.host, args.port, args.data_dir, args.time_scale, seed=args.seed)
+    except ConfigError as exc:
+        parser.exit(2, f"error: {exc}\n")
 
 
 if __name__ == "__main__":

@@ -53,6 +53,18 @@ DEFAULT_ANTHROPIC_MODELS: tuple[str, ...] = (
     "claude-3-haiku-20240307",
 )
 
+#: Models the Gemini door batches with `batchGenerateContent` / `asyncBatchEmbedContent`.
+DEFAULT_GEMINI_MODELS: tuple[str, ...] = (
+    "gemini-3-pro-preview",
+    "gemini-3-flash-preview",
+    "gemini-2.5-pro",
+    "gemini-2.5-flash",
+    "gemini-2.5-flash-lite",
+    "gemini-2.0-flash",
+    "gemini-2.0-flash-lite",
+)
+DEFAULT_GEMINI_EMBEDDING_MODELS: tuple[str, ...] = ("gemini-embedding-001", "text-embedding-004")
+
 #: Settings the control API may change while the emulator runs.
 RUNTIME_KEYS = frozenset(
     {
@@ -64,6 +76,7 @@ RUNTIME_KEYS = frozenset(
         "request_failure_status",
         "length_rate",
         "embedding_dimensions",
+        "gemini_shuffle_results",
     }
 )
 
@@ -93,6 +106,17 @@ class EmulatorConfig:
     #: Message Batches limits: requests per batch and bytes per create body (256 MB).
     anthropic_max_requests: int = 100_000
     anthropic_max_batch_bytes: int = 256 * 1024 * 1024
+    #: Gemini models (generate, embed), the inline create-body limit (20 MB) and the
+    #: largest file the Files API takes (2 GB).
+    gemini_models: list[str] = field(default_factory=lambda: list(DEFAULT_GEMINI_MODELS))
+    gemini_embedding_models: list[str] = field(
+        default_factory=lambda: list(DEFAULT_GEMINI_EMBEDDING_MODELS)
+    )
+    gemini_max_inline_bytes: int = 20 * 1024 * 1024
+    gemini_max_file_bytes: int = 2 * 1024 * 1024 * 1024
+    #: Gemini results (inline and file) in processing order rather than request order, as
+    #: the service has been reported to return inline responses: clients must map by key.
+    gemini_shuffle_results: bool = False
     #: Azure deployments: deployment name -> model. Default: one deployment per model,
     #: named like the model.
     deployments: dict[str, str] | None = None
@@ -107,7 +131,8 @@ class EmulatorConfig:
     max_embedding_inputs: int = 50_000
     #: Files per Azure resource, output files included.
     azure_file_limit: int = 500
-    #: Enqueued-prompt-token quotas: {"openai": {model: n}, "azure": {deployment: n}}.
+    #: Enqueued-prompt-token quotas: {"openai": {model: n}, "azure": {deployment: n},
+    #: "gemini": {model: n}} (Gemini answers 429 at create when a batch would pass it).
     quotas: dict[str, dict[str, int]] = field(default_factory=dict)
     #: Virtual time at start; `None` means the current wall-clock time.
     clock_start: float | None = None
@@ -141,6 +166,8 @@ _INTS = {
     "azure_file_limit",
     "anthropic_max_requests",
     "anthropic_max_batch_bytes",
+    "gemini_max_inline_bytes",
+    "gemini_max_file_bytes",
 }
 
 
@@ -159,7 +186,11 @@ def _check(key: str, value: Any) -> Any:
         if key == "request_failure_status" and not 400 <= value <= 599:
             raise ConfigError("emulator setting 'request_failure_status' must be 400-599")
         return value
-    if key in ("models", "anthropic_models"):
+    if key == "gemini_shuffle_results":
+        if not isinstance(value, bool):
+            raise ConfigError(f"emulator setting {key!r} must be true or false, got {value!r}")
+        return value
+    if key in ("models", "anthropic_models", "gemini_models", "gemini_embedding_models"):
         if not isinstance(value, list) or not all(isinstance(m, str) and m for m in value):
             raise ConfigError(f"emulator setting {key!r} must be a list of model names")
         return list(value)
@@ -180,13 +211,15 @@ def _check(key: str, value: Any) -> Any:
 
 
 def check_quotas(value: Any) -> dict[str, dict[str, int]]:
-    """Validate `{"openai"|"azure": {name: tokens}}`; raises ConfigError."""
+    """Validate `{"openai"|"azure"|"gemini": {name: tokens}}`; raises ConfigError."""
     if not isinstance(value, dict):
         raise ConfigError('quotas must look like {"openai": {"gpt-4o-mini": 1000000}}')
     out: dict[str, dict[str, int]] = {}
     for flavor, limits in value.items():
-        if flavor not in ("openai", "azure") or not isinstance(limits, dict):
-            raise ConfigError(f"quotas: unknown flavor {flavor!r} (use 'openai' or 'azure')")
+        if flavor not in ("openai", "azure", "gemini") or not isinstance(limits, dict):
+            raise ConfigError(
+                f"quotas: unknown flavor {flavor!r} (use 'openai', 'azure' or 'gemini')"
+            )
         for name, n in limits.items():
             if isinstance(n, bool) or not isinstance(n, int) or n < 0:
                 raise ConfigError(f"quotas: {flavor}/{name} must be an integer >= 0, got {n!r}")

@@ -2,7 +2,7 @@
 
     GET    /_emulator/health                  {"ok": true, "now": virtual time}
     GET    /_emulator/clock                   {"now", "scale", "advanced"}
-    POST   /_emulator/clock/advance           {"seconds": N}
+    POST   /_emulator/clock/advance           {"seconds": N}  (answers once batches caught up)
     GET    /_emulator/faults                  the active fault rules
     POST   /_emulator/faults                  add a rule (see faults.py), or {"rules": [...]}
     DELETE /_emulator/faults                  remove every rule
@@ -10,7 +10,8 @@
     PATCH  /_emulator/config                  change runtime settings: rate, *_seconds,
                                               request_failure_rate/status, length_rate, ...
     GET    /_emulator/quotas                  enqueued-token quotas
-    PUT    /_emulator/quotas                  {"openai": {model: n}, "azure": {deployment: n}}
+    PUT    /_emulator/quotas                  {"openai": {model: n}, "azure": {deployment: n},
+                                               "gemini": {model: n}}
     POST   /_emulator/next-batches            {"count": 1, "hold": "validating"|"finalizing",
                                                "fail_validation": {"code", "message", "line"}}
     GET    /_emulator/batches/{id}            flavour, public object and progress
@@ -20,7 +21,9 @@
                                               Anthropic: `expired` results)
     POST   /_emulator/batches/{id}/cancel     as the API's cancel, on any flavour
     POST   /_emulator/batches/{id}/fail       fail validation: {"code", "message", "line"}
-    POST   /_emulator/seed                    {"flavor": "openai"|"azure"|"anthropic",
+                                              (Gemini: ids without `batches/`; hold as
+                                              validating = PENDING, finalizing = RUNNING)
+    POST   /_emulator/seed                    {"flavor": "openai"|"azure"|"anthropic"|"gemini",
                                                "files": N, "batches": N}
                                               objects of another app in the same org
     GET    /_emulator/calls?since=SEQ         the call log (method, path, query, status,
@@ -35,11 +38,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import orjson
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from llmbatch.emulator import message_batches
+from llmbatch.emulator import gemini_batches, message_batches
 from llmbatch.emulator.envelope import ApiError, bad_request, json_response, not_found
 from llmbatch.emulator.faults import FaultError, parse_rule
 from llmbatch.emulator.state import Batch
@@ -136,8 +140,10 @@ class Control:
         return {"now": c.now(), "scale": c.scale, "advanced": c.advanced}
 
     async def advance(self, request: Request) -> Json:
+        """Answers once batches have caught up with the new time (in a thread: the API keeps
+        serving meanwhile)."""
         seconds = _number(await _body(request), "seconds")
-        self.emu.advance(seconds)
+        await run_in_threadpool(self.emu.advance, seconds)
         return await self.clock(request)
 
     async def faults(self, request: Request) -> Json:
@@ -205,6 +211,8 @@ class Control:
         obj = b.obj
         if b.flavor == "anthropic":
             obj = message_batches.view(obj, self.emu.now(), str(request.base_url))
+        if b.flavor == "gemini":
+            obj = gemini_batches.operation(self.emu, gemini_batches.get(self.emu, b.id).obj)
         return {
             "flavor": b.flavor,
             "batch": obj,
@@ -216,6 +224,8 @@ class Control:
         body = await _body(request)
         b = self._get(request)
         emu = self.emu
+        if b.flavor == "gemini":
+            return gemini_batches.control(emu, b, action, body)
         if b.flavor == "anthropic" and action not in ("cancel", "expire"):
             raise ApiError(
                 409, f"A message batch cannot {action}; use expire or cancel.", retryable=False
@@ -256,6 +266,7 @@ class Control:
                 batch.internal["hold"] = body["state"]
             elif action == "release":
                 batch.internal.pop("hold", None)
+                batch.internal["released"] = emu.now()  # it goes on from here, not before
             elif action == "expire":
                 batch.internal["force_expire"] = True
             else:
@@ -278,9 +289,16 @@ class Control:
                 raise bad_request("Anthropic Message Batches have no files.", "files")
             count = _count(body, "batches", 0, 1000)
             return {"files": [], "batches": message_batches.seed(self.emu, count)}
+        if body.get("flavor") == "gemini":
+            if body.get("files"):
+                raise bad_request("Seeding Gemini takes only 'batches'.", "files")
+            count = _count(body, "batches", 0, 1000)
+            return {"files": [], "batches": gemini_batches.seed(self.emu, count)}
         flavor = FLAVORS.get(str(body.get("flavor", "openai")))
         if flavor is None:
-            raise bad_request("'flavor' must be 'openai', 'azure' or 'anthropic'.", "flavor")
+            raise bad_request(
+                "'flavor' must be 'openai', 'azure', 'anthropic' or 'gemini'.", "flavor"
+            )
         n_files, n_batches = _count(body, "files", 0, 1000), _count(body, "batches", 0, 1000)
         emu = self.emu
         model = next(iter(flavor.models(emu.cfg)), "gpt-4o-mini")

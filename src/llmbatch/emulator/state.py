@@ -58,8 +58,17 @@ CREATE TABLE IF NOT EXISTS calls (
 );
 """
 
-#: Active batch states; `canceling` (one l) is an Anthropic Message Batch's.
-ACTIVE = ("validating", "in_progress", "finalizing", "cancelling", "canceling")
+#: Active batch states; `canceling` (one l) is an Anthropic Message Batch's, the
+#: `BATCH_STATE_*` ones a Gemini batch's.
+ACTIVE = (
+    "validating",
+    "in_progress",
+    "finalizing",
+    "cancelling",
+    "canceling",
+    "BATCH_STATE_PENDING",
+    "BATCH_STATE_RUNNING",
+)
 TERMINAL = ("completed", "failed", "expired", "cancelled")
 
 

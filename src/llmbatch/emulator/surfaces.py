@@ -42,6 +42,11 @@ class Flavor:
         """The Anthropic Messages door (its own routes; see `anthropic_api.py`)."""
         return self.name == "anthropic"
 
+    @property
+    def gemini(self) -> bool:
+        """The Gemini door (its own routes; see `gemini_api.py`)."""
+        return self.name == "gemini"
+
     def endpoints(self) -> tuple[str, ...]:
         if self.azure:
             return AZURE_ENDPOINTS + tuple("/v1" + e for e in AZURE_ENDPOINTS)
@@ -83,3 +88,4 @@ AZURE = Flavor("azure")
 #: The OpenAI-shaped flavours (Files + Batch API).
 FLAVORS = {"openai": OPENAI, "azure": AZURE}
 ANTHROPIC = Flavor("anthropic")
+GEMINI = Flavor("gemini")

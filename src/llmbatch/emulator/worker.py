@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from llmbatch.emulator.anthropic_worker import MessageBatchWorker
+from llmbatch.emulator.gemini_worker import GeminiWorker
 from llmbatch.emulator.state import Batch
 from llmbatch.emulator.surfaces import FLAVORS
 from llmbatch.emulator.synth import RequestError, error_body, kind_of, respond, share
@@ -66,6 +67,7 @@ class Worker:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.messages = MessageBatchWorker(emu)
+        self.gemini = GeminiWorker(emu)
         self._recover()
 
     # --- thread ------------------------------------------------------------------------------
@@ -84,15 +86,22 @@ class Worker:
             os.close(handle.fd)
         self._open.clear()
         self.messages.close()
+        self.gemini.close()
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive() and not self._stop.is_set()
 
     def _run(self) -> None:
         while not self._stop.is_set():
+            generation = self.emu.generation  # read before the clock: see Emulator.advance
             try:
                 busy = self.tick(self.emu.now())
             except Exception:  # keep serving; a bug in one batch must not stop the others
                 log.exception("emulator worker step failed")
                 busy = False
             if not busy:
+                self.emu.caught_up(generation)
                 self.emu.wake.wait(0.01)
                 self.emu.wake.clear()
 
@@ -101,6 +110,9 @@ class Worker:
         for batch in self.emu.state.active_batches():
             if batch.flavor == "anthropic":
                 self.messages.recover(batch)
+            if batch.flavor == "gemini":
+                self.gemini.recover(batch)
+                continue
             for suffix, key in (("out", "out_bytes"), ("err", "err_bytes")):
                 path = self.emu.state.work_path(batch.id, suffix)
                 if path.exists():
@@ -117,6 +129,8 @@ class Worker:
                 break
             if batch.flavor == "anthropic":
                 busy |= self.messages.step(batch, now)
+            elif batch.flavor == "gemini":
+                busy |= self.gemini.step(batch, now)
             else:
                 busy |= self._step(batch, now)
         return busy
@@ -149,6 +163,10 @@ class Worker:
 
     def _validate(self, b: Batch, now: float) -> bool:
         emu, flavor = self.emu, FLAVORS[b.flavor]
+        # Validation took effect when it was due (or when a hold was released), not when this
+        # step runs: after a clock advance, the batch has been processing since then.
+        due = b.internal["created"] + emu.cfg.validating_seconds
+        now = min(now, max(due, float(b.internal.get("released", 0.0))))
         forced = b.internal.get("fail_validation")
         if forced:
             errors = [forced]
@@ -308,6 +326,8 @@ class Worker:
             return f.tell()
 
     def _to_finalizing(self, b: Batch, now: float) -> bool:
+        now = min(now, float(b.internal["last_t"]))  # when the last line was done
+
         def change(batch: Batch) -> bool:
             if batch.status != "in_progress":
                 return False

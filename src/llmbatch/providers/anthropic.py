@@ -129,6 +129,9 @@ class AnthropicProvider:
         return calling(anthropic, self.name, what, lambda: self.where, self.settings.api_key_env)
 
     # -- the protocol --------------------------------------------------------------------
+    def ready(self) -> None:
+        self.client  # noqa: B018 (made now: a missing key or endpoint is said before anything is packed)
+
     def limits(self, endpoint: str, model: str | None) -> Limits:
         return Limits(max_requests=self.settings.max_requests, max_bytes=self.settings.max_bytes)
 

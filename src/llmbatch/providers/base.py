@@ -123,6 +123,10 @@ class Provider(Protocol):
 
     name: str
 
+    def ready(self) -> None:
+        """Raise AuthError (or ConfigError) if no call can be made — no key, no endpoint — so
+        the engine says so before it commits an intent, not after."""
+
     def limits(self, endpoint: str, model: str | None) -> Limits:
         """The per-batch limits for this endpoint and model."""
 

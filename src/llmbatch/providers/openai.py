@@ -78,6 +78,9 @@ class OpenAIProvider:
         return calling(openai, self.name, what, lambda: self.where, self.settings.api_key_env)
 
     # -- the protocol --------------------------------------------------------------------
+    def ready(self) -> None:
+        self.client  # noqa: B018 (made now: a missing key or endpoint is said before anything is packed)
+
     def limits(self, endpoint: str, model: str | None) -> Limits:
         return OPENAI_LIMITS
 

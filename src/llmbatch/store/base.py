@@ -13,6 +13,7 @@ from typing import Any, Literal, Protocol
 
 from llmbatch.store.batching import AttemptInfo, OpenBatch, Outcome
 from llmbatch.store.budgets import BudgetRow, QueueUsage, Reservation
+from llmbatch.store.manage import BatchProgress, BatchRow, PurgePlan, QueueRow
 from llmbatch.store.recovery import CancelPlan
 from llmbatch.store.setbacks import GroupBackoff
 
@@ -61,7 +62,8 @@ class Count:
 
 @dataclass(frozen=True, slots=True)
 class ResultRow:
-    """One terminal outcome, in export order (`cursor` resumes after it)."""
+    """One finished request's latest result, in export order (`cursor`, the result id,
+    resumes after it); `state` is succeeded, failed or cancelled."""
 
     cursor: int
     custom_id: str
@@ -74,6 +76,8 @@ class ResultRow:
     error_message: str | None
     input_tokens: int | None
     output_tokens: int | None
+    attempt_id: int = 0  # the attempt this result answers (the envelope's id derives from it)
+    request_id: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,9 +137,32 @@ class Store(Protocol):
         """Each request with this custom_id (one per queue), with its attempts and result."""
 
     def iter_results(
-        self, queue: str | None = None, state: str | None = None, after: int = 0, page: int = 5000
-    ) -> Iterator[ResultRow]:
-        """Terminal outcomes in the order they were recorded, streamed page by page."""
+        self, queue: str | None = None, state: str | None = None, after: int = 0,
+        page: int = 5000, *, order: str = "recorded", upto: int | None = None,
+    ) -> Iterator[ResultRow]:  # fmt: skip
+        """The latest result of every finished request (succeeded, failed or cancelled)
+        recorded in (after, upto], in recorded order or input order, streamed."""
+
+    def results_high(self) -> int:
+        """The newest result id: what an export started now reads up to (its cursor)."""
+
+    def queues(self) -> list[QueueRow]:
+        """Every queue with requests, and every purged one whose costs are still recorded."""
+
+    def batches(
+        self, queue: str | None = None, *, open_only: bool = False, limit: int = 50
+    ) -> list[BatchRow]:
+        """Batches newest first, all or the open ones, of one queue or every queue."""
+
+    def batch_progress(self, queue: str | None = None) -> list[BatchProgress]:
+        """Open batches holding requests of `queue`: done at the provider, read back here."""
+
+    def retry_failed(self, request_ids: Sequence[int], now: float, *, dry_run: bool = False) -> int:
+        """Failed requests among these go back to the queue with fresh attempts; how many
+        (with `dry_run`, how many would)."""
+
+    def purge_queue(self, queue: str, *, dry_run: bool = False) -> PurgePlan:
+        """Delete a finished queue's requests, attempts and results; keep costs and spend."""
 
     def usage_summary(self, queue: str | None = None) -> list[tuple[str, str, int, int, int, int]]:
         """(provider, model, results, input tokens, output tokens, succeeded) per model."""
@@ -143,8 +170,8 @@ class Store(Protocol):
     def cost_groups(self, since: float, until: float, queue: str | None = None) -> list[CostGroup]:
         """Usage of results recorded in [since, until) per pricing aggregate."""
 
-    def batch_overview(self, recent: int = 5) -> list[dict[str, Any]]:
-        """Every batch still open, and the most recently finished ones."""
+    def batch_overview(self, recent: int = 5, queue: str | None = None) -> list[dict[str, Any]]:
+        """Every batch still open, and the most recently finished ones (of `queue`'s requests)."""
 
     def deadline_risk(
         self, now: float, horizon: float, queue: str | None = None

@@ -100,6 +100,7 @@ class BatchingOps:
     _dialect: Any
     _event: Any
     _reserve: Any
+    _local_outcomes: Any
 
     # -- leases --------------------------------------------------------------------------
     def acquire_lease(self, name: str, holder: str, ttl: float, now: float) -> int | None:
@@ -351,12 +352,13 @@ class BatchingOps:
             cur.executemany(self.q("finish_attempt"), [
                 (o.kind, o.kind, o.error_code, o.error_message, now, o.attempt_id) for o in todo
             ])  # fmt: skip
-            final = [o for o in todo if o.kind in ("succeeded", "failed")]
+            # a cancelled request gets a result too (the export lists it), but costs nothing
+            final = [o for o in todo if o.kind in ("succeeded", "failed", "cancelled")]
             cur.executemany(self.q("insert_result"), [
                 (o.attempt_id, waiting[o.attempt_id], o.status_code, o.provider_request_id, o.body, o.error_code,
                  o.error_message, o.input_tokens, o.output_tokens, *_detail(o), int(now // 86400), now) for o in final
             ])  # fmt: skip
-            self._add_cost_totals(cur, [o.attempt_id for o in final])
+            self._add_cost_totals(cur, [o.attempt_id for o in final if o.kind != "cancelled"])
             by_kind: dict[str, list[Outcome]] = {}
             for o in todo:
                 by_kind.setdefault(o.kind, []).append(o)
@@ -431,6 +433,7 @@ class BatchingOps:
         """A queued request no batch can hold fails with `reason` (it would block its group)."""
         with self._write() as cur:
             self._fence(cur, token)
+            self._local_outcomes(cur, [request_id], ["queued"], "failed", "too_large", reason, now)
             cur.execute(self.q("fail_unsendable"), [reason, now, request_id])
             if cur.rowcount:
                 self._event(cur, "unsendable", detail=f"request {request_id}: {reason}"[:2000])

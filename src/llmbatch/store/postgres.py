@@ -52,7 +52,7 @@ def describe_dsn(dsn: str) -> str:
 class PostgresStore(SqlStore):
     dialect = "postgres"
 
-    def __init__(self, dsn: str, *, migrate: bool = True) -> None:
+    def __init__(self, dsn: str, *, migrate: bool = True, create: bool = True) -> None:
         self.location = describe_dsn(dsn)
         self._dsn = dsn
         self._conn = self._connect()
@@ -60,7 +60,7 @@ class PostgresStore(SqlStore):
         self._staging_ready = False
         self.store_id = ""
         if migrate:
-            self._migrate()
+            self._migrate(create)
 
     def _connect(self) -> psycopg.Connection[Any]:
         try:

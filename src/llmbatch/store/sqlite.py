@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from llmbatch.errors import StoreError
+from llmbatch.errors import NotFound, StoreError
 from llmbatch.store.base import Row
 from llmbatch.store.sqlstore import SqlStore
 
@@ -31,10 +31,21 @@ class SqliteStore(SqlStore):
     dialect = "sqlite"
 
     def __init__(
-        self, path: str | Path, busy_timeout: float = DEFAULT_BUSY_TIMEOUT, *, migrate: bool = True
+        self,
+        path: str | Path,
+        busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
+        *,
+        migrate: bool = True,
+        create: bool = True,
     ) -> None:
         self.path = Path(path)
         self.location = str(self.path)
+        if not create and not self.path.exists():
+            hint = _near(self.path)
+            raise NotFound(
+                f"no llmbatch database at {self.path}{hint}; check --db / LLMBATCH_DB "
+                "(`llmbatch enqueue` creates one)"
+            )
         self._check_folder()
         try:
             _create_private(self.path)
@@ -54,7 +65,7 @@ class SqliteStore(SqlStore):
         self._lock = threading.RLock()
         self.store_id = ""
         if migrate:
-            self._migrate()
+            self._migrate(create)
 
     def _wal(self, busy_timeout: float) -> None:
         """Switch to WAL. Two processes opening a new file at once can get SQLITE_BUSY here
@@ -71,8 +82,8 @@ class SqliteStore(SqlStore):
 
     def _check_folder(self) -> None:
         folder = self.path.resolve().parent
-        if not folder.is_dir():
-            raise StoreError(f"cannot open database {self.path}: folder {folder} does not exist")
+        if not folder.is_dir():  # a name that is not there, as a misspelt path: usage
+            raise NotFound(f"cannot open database {self.path}: folder {folder} does not exist")
         if not self.path.exists() and not os.access(folder, os.W_OK):
             raise StoreError(f"cannot create database {self.path}: folder {folder} is not writable")
         if self.path.exists() and not os.access(self.path, os.W_OK):
@@ -147,3 +158,15 @@ def _create_private(path: Path) -> None:
     except FileExistsError:
         return
     os.close(fd)
+
+
+def _near(path: Path) -> str:
+    """`(did you mean X?)` when a database file with a similar name sits in the same folder."""
+    import difflib
+
+    try:
+        names = [p.name for p in path.resolve().parent.iterdir() if p.suffix in (".db", ".sqlite")]
+    except OSError:
+        return ""
+    close = difflib.get_close_matches(path.name, names, n=1, cutoff=0.6)
+    return f" (did you mean {path.with_name(close[0])}?)" if close else ""

@@ -11,16 +11,17 @@ import re
 import secrets
 import socket
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from functools import cache
 from importlib import resources
 from typing import Any
 
-from llmbatch.errors import StoreError
-from llmbatch.store.base import Clash, CostGroup, Count, ImportInfo, ResultRow, Row
+from llmbatch.errors import NotFound, StoreError
+from llmbatch.store.base import Clash, CostGroup, Count, ImportInfo, Row
 from llmbatch.store.batching import BatchingOps
 from llmbatch.store.budgets import BudgetOps
+from llmbatch.store.manage import ManageOps
 from llmbatch.store.recovery import RecoveryOps
 from llmbatch.store.setbacks import SetbackOps
 
@@ -36,9 +37,11 @@ def _sql_text(name: str) -> str:
 
 @cache
 def queries() -> dict[str, str]:
-    """Named queries from sql/queries.sql, engine.sql and budgets.sql, in SQLite's parameter style."""
+    """Named queries from sql/queries.sql, engine.sql, budgets.sql and manage.sql, in SQLite's
+    parameter style."""
     out: dict[str, str] = {}
-    text = "\n".join(_sql_text(f) for f in ("queries.sql", "engine.sql", "budgets.sql"))
+    files = ("queries.sql", "engine.sql", "budgets.sql", "manage.sql")
+    text = "\n".join(_sql_text(f) for f in files)
     for block in re.split(r"^-- name: ", text, flags=re.M)[1:]:
         name, _, body = block.partition("\n")
         lines = [ln for ln in body.splitlines() if not ln.lstrip().startswith("--")]
@@ -116,7 +119,7 @@ def owner_alive(owner: str, heartbeat_at: float, now: float) -> bool:
     return _process_start(pid) == start
 
 
-class SqlStore(BatchingOps, BudgetOps, RecoveryOps, SetbackOps):
+class SqlStore(BatchingOps, BudgetOps, RecoveryOps, ManageOps, SetbackOps):
     """Shared implementation of the Store protocol over a DB-API-like cursor."""
 
     dialect: str
@@ -152,12 +155,19 @@ class SqlStore(BatchingOps, BudgetOps, RecoveryOps, SetbackOps):
         raise NotImplementedError
 
     # -- schema --------------------------------------------------------------------------
-    def _migrate(self) -> None:
+    def _migrate(self, create: bool = True) -> None:
+        """Bring the schema up to date; without `create`, a database with no llmbatch schema
+        is NotFound (a misspelt name must not become a new, empty store)."""
         steps = migrations(self.dialect)
         latest = steps[-1][0]
         with self._write() as cur:
             self._lock_schema(cur)
             if not self._has_schema(cur):
+                if not create:
+                    raise NotFound(
+                        f"{self.location} holds no llmbatch data; check --db / LLMBATCH_DB "
+                        "(`llmbatch enqueue` creates a store)"
+                    )
                 for stmt in split_script(fresh_schema(self.dialect)):
                     cur.execute(stmt)
                 version = latest
@@ -377,25 +387,6 @@ class SqlStore(BatchingOps, BudgetOps, RecoveryOps, SetbackOps):
                 out.append(req)
         return out
 
-    def iter_results(
-        self, queue: str | None = None, state: str | None = None, after: int = 0, page: int = 5000
-    ) -> Iterator[ResultRow]:
-        while True:
-            with self._read() as cur:
-                cur.execute(
-                    self.q("results_page"),
-                    {"after": after, "queue": queue, "state": state, "n": page},
-                )
-                rows = cur.fetchall()
-            for r in rows:
-                body = None if r[6] is None else bytes(r[6])
-                yield ResultRow(
-                    int(r[0]), r[1], r[2], r[3], r[4], r[5], body, r[7], r[8], r[9], r[10]
-                )
-            if len(rows) < page:
-                return
-            after = int(rows[-1][0])
-
     def usage_summary(self, queue: str | None = None) -> list[tuple[str, str, int, int, int, int]]:
         """(provider, model, results, input tokens, output tokens, succeeded) per model."""
         with self._read() as cur:
@@ -421,10 +412,10 @@ class SqlStore(BatchingOps, BudgetOps, RecoveryOps, SetbackOps):
                 for r in cur.fetchall()
             ]
 
-    def batch_overview(self, recent: int = 5) -> list[dict[str, Any]]:
-        """Every batch still open, and the most recently finished ones."""
+    def batch_overview(self, recent: int = 5, queue: str | None = None) -> list[dict[str, Any]]:
+        """Every batch still open, and the most recently finished ones (of `queue`'s requests)."""
         with self._read() as cur:
-            cur.execute(self.q("batch_overview"), {"recent": recent})
+            cur.execute(self.q("batch_overview"), {"recent": recent, "queue": queue})
             names = [d[0] for d in cur.description]
             return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
 
