@@ -84,7 +84,7 @@ def test_reject_files_and_results_are_for_the_owner_only(
         source = tmp_path / "in.jsonl"
         source.write_bytes(jsonl(line("a"), b"not json", line("b")))
         out = cli("--db", db, "enqueue", str(source), "--skip-invalid")
-        assert out.exit_code == 0, out.output
+        assert out.exit_code == 1, out.output  # lines were rejected (the exit-code policy)
         rejects = tmp_path / "in.jsonl.rejected.jsonl"
         assert rejects.exists() and stat.S_IMODE(rejects.stat().st_mode) == 0o600
         engine = Engine(Queue(db, "default").store, fast_settings(emu))
@@ -105,6 +105,6 @@ def test_reject_files_and_results_are_for_the_owner_only(
             assert target.read_text().count("\n") >= 2
         assert stat.S_IMODE(Path(db).stat().st_mode) == 0o600
         refused = cli("--db", db, "results", "--output", str(tmp_path / "no" / "such" / "x"))
-        assert refused.exit_code == 1 and "cannot write" in refused.output
+        assert refused.exit_code == 2 and "cannot write" in refused.output  # a wrong flag
     finally:
         os.umask(old)
