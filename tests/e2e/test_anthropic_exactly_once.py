@@ -387,7 +387,9 @@ def test_sigkill_loop_over_an_anthropic_queue(tmp_path: Path) -> None:
         emu.control.add_fault("messages.batches.create", "latency", mode="after", seconds=0.15)
         config = tmp_path / "llmbatch.toml"
         config.write_text(
-            "[engine]\nlease_ttl = 30.0\nsettle_seconds = 1.0\npoll_interval = 0.1\n"
+            # submit_timeout: an unknown create waits it plus settle_seconds (27 s if unset)
+            "[engine]\nlease_ttl = 30.0\nsubmit_timeout = 2.0\nsettle_seconds = 1.0\n"
+            "poll_interval = 0.1\n"
             "max_poll_interval = 0.3\nbackoff_seconds = 0.2\ndelete_files = false\n"
             "max_batch_requests = 6\nsweep_interval = 0.5\n\n[providers.anthropic]\n"
             f'base_url = "{emu.url}"\napi_key_env = "{E2E_KEY_ENV}"\n'

@@ -336,6 +336,9 @@ def write_config(path: Path, base_url: str, **engine: Any) -> Path:
         "max_batch_requests": 50,
     }
     values.update(engine)
+    # an unknown create is waited out submit_timeout + settle_seconds: seconds here, not the
+    # 27 s a 30 s lease leaves (the emulator answers at once; it must fit in a short lease)
+    values.setdefault("submit_timeout", min(2.0, 0.8 * values["lease_ttl"]))
     lines = ["[engine]"]
     for k, v in values.items():
         lines.append(f"{k} = {str(v).lower() if isinstance(v, bool) else v}")
