@@ -328,10 +328,11 @@ def test_no_secret_lands_anywhere(
         assert refusing.seen, "the echoing service was never called"
 
         # 4b. a gateway that echoes the key in a 400 body: not an auth error, so the engine
-        # records the refusal (events, the requests' reasons) and prints it
+        # records the refusal (events, the requests' reasons) and prints it; its refused
+        # lists leave intents to reconcile later, so `run` says the provider could not be used
         gateway = run.config("gateway.toml", rejecting.url + "/v1", rejecting.url)
         out = run.llmbatch(gateway, "run", env=debug)
-        assert out.returncode == 0, out.stderr.decode()
+        assert out.returncode == 3, out.stderr.decode()
         assert b"HTTP 400: Incorrect API key provided: Bearer ***." in out.stderr, out.stderr
         assert rejecting.seen, "the gateway was never called"
 
