@@ -12,6 +12,7 @@ import os
 import threading
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -114,8 +115,9 @@ def store(db: str) -> Iterator[Store]:
     s.close()
 
 
-@pytest.fixture
-def refusing() -> Iterator[RefusingService]:
+@contextmanager
+def _echoing(status: int) -> Iterator[RefusingService]:
+    """A service answering every call with `status` and the key it was sent in the message."""
     service = RefusingService("")
 
     class Handler(BaseHTTPRequestHandler):
@@ -129,7 +131,7 @@ def refusing() -> Iterator[RefusingService]:
             )
             payload = orjson.dumps({"error": {"message": f"Incorrect API key provided: {key}.",
                                               "type": "invalid_request_error", "code": "invalid_api_key"}})  # fmt: skip
-            self.send_response(401)
+            self.send_response(status)
             self.send_header("content-type", "application/json")
             self.send_header("content-length", str(len(payload)))
             self.end_headers()
@@ -143,6 +145,23 @@ def refusing() -> Iterator[RefusingService]:
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     service.url = f"http://127.0.0.1:{server.server_address[1]}"
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield service
-    server.shutdown()
-    server.server_close()
+    try:
+        yield service
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def refusing() -> Iterator[RefusingService]:
+    """Refuses every key with 401, echoing it (as OpenAI does a revoked one)."""
+    with _echoing(401) as service:
+        yield service
+
+
+@pytest.fixture
+def rejecting() -> Iterator[RefusingService]:
+    """A gateway that answers 400 and echoes the key in the body: not an auth error, so the
+    engine records and prints the message."""
+    with _echoing(400) as service:
+        yield service

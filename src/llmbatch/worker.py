@@ -78,6 +78,7 @@ def engine_settings(
 # int to Python: refused where a number is meant).
 _TYPES: dict[str, tuple[tuple[type, ...], str]] = {
     "float": ((int, float), "a number"),
+    "float | None": ((int, float), "a number"),
     "int": ((int,), "an integer"),
     "int | None": ((int,), "an integer"),
     "bool": ((bool,), "true or false"),
@@ -147,6 +148,7 @@ def drain(
     If a live worker holds the engine lease, just watch it work.
     """
     out = Drain()
+    engine.clock = clock  # the engine stamps its calls and renews its lease by this clock
     started = clock()
     while not stop():
         report = engine.tick(clock())
@@ -205,6 +207,7 @@ class Worker:
         self, clock: Clock = time.time, sleep: Sleep = time.sleep, on_tick: OnTick | None = None
     ) -> None:
         old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        self.engine.clock = clock  # the engine stamps its calls and renews its lease by it
         try:
             while not self.stopping:
                 outage, started = None, clock()

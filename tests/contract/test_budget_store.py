@@ -15,6 +15,7 @@ from llmbatch.store.budgets import Check, OverBudget, Reservation
 BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
 GROUP = ("openai", "/v1/chat/completions", "gpt-4o-mini")
 NOW = 1_795_000_000.0  # 2026-11-18, mid-month
+LEASE = 10.0**9  # the fence checks a lease against the real clock: held long past NOW
 
 
 def _ids(store: Store, queue: str, n: int, start: int = 0) -> list[int]:
@@ -33,7 +34,7 @@ def _reservation(per_queue: dict[str, int], limit: int, queue: str = "*") -> Res
 def test_a_reservation_commits_with_its_intent_and_settles_to_the_actual_cost(
     store: Store,
 ) -> None:
-    token = store.acquire_lease("engine", "me", 60, NOW)
+    token = store.acquire_lease("engine", "me", LEASE, NOW)
     assert token is not None
     a, b = _ids(store, "a", 2), _ids(store, "b", 1)
     first, end = period_days(NOW, "day")
@@ -58,7 +59,7 @@ def test_a_reservation_commits_with_its_intent_and_settles_to_the_actual_cost(
 
 
 def test_hold_and_release(store: Store) -> None:
-    token = store.acquire_lease("engine", "me", 60, NOW)
+    token = store.acquire_lease("engine", "me", LEASE, NOW)
     assert token is not None
     ids = _ids(store, "q", 3)
     assert store.hold(ids[:2], "budget 1.00 USD: reasons", NOW, token) == 2
@@ -76,7 +77,7 @@ def test_racing_reservations_cannot_both_pass(db: str) -> None:
     """Four connections reserve 60 % of one budget at the same instant: exactly one wins
     (SQLite: BEGIN IMMEDIATE serialises; PostgreSQL: the budget row is locked)."""
     setup = open_store(db)
-    token = setup.acquire_lease("engine", "me", 60, NOW)
+    token = setup.acquire_lease("engine", "me", LEASE, NOW)
     assert token is not None
     groups = [_ids(setup, f"q{k}", 2) for k in range(4)]
     gate = threading.Barrier(4)
@@ -106,7 +107,7 @@ def test_racing_reservations_cannot_both_pass(db: str) -> None:
 
 
 def test_reservations_count_in_their_own_period(store: Store) -> None:
-    token = store.acquire_lease("engine", "me", 60, NOW)
+    token = store.acquire_lease("engine", "me", LEASE, NOW)
     assert token is not None
     yesterday = NOW - 86400
     first, _ = period_days(yesterday, "day")

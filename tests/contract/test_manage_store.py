@@ -134,14 +134,16 @@ def test_retry_moves_only_failed_requests_with_fresh_attempts(store: Store, db: 
     _enqueue(store, "q", ["bad", "good", "waiting"])
     add_result(db, "bad", queue="q", succeeded=False)
     add_result(db, "good", queue="q")
+    # failed after its batch was refused max_batch_rejections times: a retry starts it afresh
+    sql(db, "UPDATE requests SET rejections = 3 WHERE custom_id = 'bad'")
     scope = _ids(store, "q", ["bad", "good", "waiting"])
     assert store.retry_failed(scope, time.time(), dry_run=True) == 1
     assert {c.state: c.n for c in store.counts("q")} == {"failed": 1, "succeeded": 1, "queued": 1}
     assert store.retry_failed(scope, time.time()) == 1
-    [(state, attempts, reason)] = sql(
-        db, "SELECT state, attempts, reason FROM requests WHERE custom_id = 'bad'"
+    [(state, attempts, rejections, reason)] = sql(
+        db, "SELECT state, attempts, rejections, reason FROM requests WHERE custom_id = 'bad'"
     )
-    assert (state, attempts) == ("queued", 0) and "retry" in reason
+    assert (state, attempts, rejections) == ("queued", 0, 0) and "retry" in reason
     assert store.retry_failed(scope, time.time()) == 0
 
 

@@ -240,10 +240,10 @@ def test_llmbatch_cancel_keeps_finished_and_retries_nothing(db: str, tmp_path: P
         assert "cancelled 5 waiting requests" in done.stdout
         assert "cancelling 1 batch(es) at the provider (20 requests)" in done.stdout
         assert emu.control.wait(pid)["status"] == "cancelled"
-        status = cli(db, "status")
+        status = cli(db, "status", "--wide")  # the note whatever the width (xdist says 80)
         assert status.exit_code == 0, status.output
         batch_line = next(ln for ln in status.stdout.splitlines() if pid in ln)
-        assert "cancel requested" in batch_line
+        assert "cancel requested" in batch_line, status.stdout
         with engine_on(db, settings(emu)) as engine:
             drive(engine, emu=emu)
             for _ in range(5):  # and nothing comes back to life later

@@ -3,6 +3,7 @@ export, and what things cost (report, estimate, analyze). They never create a da
 
 from __future__ import annotations
 
+import sys
 import time
 from typing import Any
 
@@ -10,7 +11,7 @@ import click
 
 from llmbatch import render, views
 from llmbatch.cli.app import check_queue, listing_options, main, open_db, queue_option
-from llmbatch.errors import NotFound
+from llmbatch.errors import ConfigError, NotFound
 
 
 @main.command(short_help="What a JSONL file will cost, before sending it.")
@@ -156,9 +157,10 @@ def show(ctx: click.Context, custom_id: str, queue: str | None, fmt: str) -> Non
 @click.option(
     "--output",
     "-o",
-    type=click.File("w"),
+    "path",
+    type=click.Path(dir_okay=False, allow_dash=True),
     default="-",
-    help="Write here instead of standard output.",
+    help="Write here instead of standard output (a new file is created 0600).",
 )
 @click.pass_context
 def results(
@@ -168,14 +170,23 @@ def results(
     fmt: str,
     order: str,
     after: int,
-    output: Any,
+    path: str,
 ) -> None:
     """One line per finished request (succeeded, failed or cancelled) in OpenAI's batch output
     shape, with a "provider" field; or CSV. The cursor to resume from goes to stderr."""
     from llmbatch.export import export, write
+    from llmbatch.files import open_private
 
     store = open_db(ctx)
     check_queue(store, queue)
+    if path == "-":
+        output: Any = sys.stdout
+    else:
+        try:
+            output = open_private(path)  # bytes: write() streams raw lines
+        except OSError as exc:
+            raise ConfigError(f"--output: cannot write {path}: {exc.strerror}") from None
+        ctx.call_on_close(output.close)
     ex = export(store, queue=queue, state=state, after=after, order=order)
     write(ex, output, fmt)
     left = store.unfinished_count(queue)

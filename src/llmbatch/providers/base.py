@@ -104,6 +104,10 @@ class ResultFile:
 class Journal(Protocol):
     """The engine's durable record of a submission in progress (see submission.py)."""
 
+    # The client timeout for the upload and the create (seconds): the engine's lease is
+    # renewed before each and outlasts this, so no standby can take over mid-call.
+    call_timeout: float
+
     def uploading(self) -> None:
         """About to upload: after this, a crash means an upload may exist."""
 

@@ -15,6 +15,7 @@ from llmbatch.store.batching import AttemptInfo, OpenBatch, Outcome
 from llmbatch.store.budgets import BudgetRow, QueueUsage, Reservation
 from llmbatch.store.manage import BatchProgress, BatchRow, PurgePlan, QueueRow
 from llmbatch.store.recovery import CancelPlan
+from llmbatch.store.setbacks import GroupBackoff
 
 # One request as the importer hands it to the store, in `insert_request` column order:
 # queue, custom_id, import_id, line, provider, endpoint, model, body, body_hash, priority,
@@ -120,7 +121,8 @@ class Store(Protocol):
         """Make the whole import visible with one small update."""
 
     def abort_import(self, import_id: int, error: str) -> None:
-        """Mark the import failed and delete its rows (in short transactions)."""
+        """Mark a loading import failed and delete its rows (in short transactions); an
+        import that committed meanwhile keeps every row."""
 
     def clean_dead_imports(self) -> list[int]:
         """Abort imports whose process died, and finish deleting rows of failed ones."""
@@ -217,7 +219,8 @@ class Store(Protocol):
         """(attempt id, endpoint, body) of an intent in line order, streamed."""
 
     def mark(self, what: str, batch_id: int, now: float, token: int) -> None:
-        """Durably note that an upload or a create is about to start."""
+        """Durably note that an upload or a create starts at `now` (the engine's clock, read
+        as the call starts)."""
 
     def record_upload(self, batch_id: int, file_id: str, now: float, token: int) -> None:
         """Durably record an uploaded input file."""
@@ -232,6 +235,22 @@ class Store(Protocol):
 
     def update_batch(self, batch_id: int, status: Any, now: float, token: int) -> None:
         """Store what a poll saw of a batch."""
+
+    def defer(self, batch_id: int, not_before: float, token: int) -> None:
+        """Leave a batch alone until `not_before` (a wait, not a failure)."""
+
+    def count_setback(
+        self,
+        batch_id: int,
+        counter: str,
+        not_before: float | None,
+        now: float,
+        token: int,
+        kind: str,
+        detail: str,
+    ) -> None:
+        """Add one to a batch's `setbacks`, `download_tries` or `gone_checks`, set when it may
+        be worked on again, and log why, in one transaction."""
 
     def attempt_info(self, batch_id: int, attempt_ids: Sequence[int]) -> dict[int, AttemptInfo]:
         """Attempts of this batch, among these, still waiting for an outcome."""
@@ -254,6 +273,18 @@ class Store(Protocol):
 
     def note(self, kind: str, batch_id: int | None, detail: str) -> None:
         """Append an event (anomaly, warning) to the log."""
+
+    def note_many(self, kind: str, batch_id: int | None, details: Sequence[str]) -> None:
+        """Append several events of one kind in one transaction."""
+
+    def group_backoffs(self) -> list[GroupBackoff]:
+        """What batch-level failures taught the engine, per packing group."""
+
+    def set_group_backoff(self, backoff: GroupBackoff, token: int) -> None:
+        """Record a group's strikes, smaller cap, learned quota and pause."""
+
+    def clear_group_backoff(self, group: tuple[str, str, str], token: int) -> None:
+        """Forget a group's back-off (a batch of it completed)."""
 
     def fail_unsendable(self, request_id: int, reason: str, now: float, token: int) -> bool:
         """A queued request no batch can hold fails with `reason`; False if it had moved on."""

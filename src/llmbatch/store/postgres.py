@@ -18,7 +18,7 @@ from psycopg import conninfo
 
 from llmbatch.errors import StoreError, StoreUnavailable
 from llmbatch.store.base import Row
-from llmbatch.store.sqlstore import SqlStore, _sql_text
+from llmbatch.store.sqlstore import SqlStore, _sql_text, queries
 
 _STAGING_COLUMNS = (
     "queue, custom_id, import_id, line, provider, endpoint, model, body, body_hash, priority, "
@@ -93,8 +93,11 @@ class PostgresStore(SqlStore):
     def _dialect(self, sql: str) -> str:
         return pg_query(sql)
 
-    def _share_lock(self) -> str:
-        return " FOR SHARE"
+    def _fence_sql(self) -> str:
+        """The lease by PostgreSQL's own clock, so workers on hosts whose clocks disagree agree
+        on when it runs out; FOR SHARE holds a take-over back until this write commits."""
+        sql = queries()["fence"].replace(":now", "EXTRACT(EPOCH FROM clock_timestamp())")
+        return pg_query(sql) + " FOR SHARE"
 
     def _for_update(self) -> str:
         return " FOR UPDATE"

@@ -9,6 +9,7 @@ money being spent (`durable=True`), NORMAL otherwise.
 from __future__ import annotations
 
 import os
+import re
 import sqlite3
 import threading
 import time
@@ -47,6 +48,7 @@ class SqliteStore(SqlStore):
             )
         self._check_folder()
         try:
+            _create_private(self.path)
             self._conn = sqlite3.connect(
                 self.path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
             )
@@ -58,7 +60,7 @@ class SqliteStore(SqlStore):
             self._conn.execute(f"PRAGMA wal_autocheckpoint = {WAL_CHECKPOINT_PAGES}")
             self._conn.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
             self._conn.execute("PRAGMA temp_store = FILE")
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OSError) as exc:
             raise StoreError(f"cannot open database {self.path}: {exc}") from None
         self._lock = threading.RLock()
         self.store_id = ""
@@ -139,7 +141,23 @@ class SqliteStore(SqlStore):
             cur.execute(
                 "SELECT type, name, sql FROM sqlite_master WHERE name NOT LIKE 'sqlite_%' ORDER BY type, name"
             )
-            return [(t, n, " ".join((s or "").split())) for t, n, s in cur.fetchall()]
+            rows = cur.fetchall()
+        # whitespace is not schema: SQLite's ALTER TABLE ADD COLUMN writes ", col" where the
+        # fresh schema has ",\n    col" (and keeps the newline before the closing parenthesis)
+        return [
+            (t, n, re.sub(r"\s+([,)])", r"\1", " ".join((s or "").split()))) for t, n, s in rows
+        ]
+
+
+def _create_private(path: Path) -> None:
+    """Create a new database file readable by its owner only (0600): it holds users' prompts
+    and results. SQLite gives its -wal and -shm files the database file's mode. An existing
+    file keeps the mode its owner chose."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    os.close(fd)
 
 
 def _near(path: Path) -> str:

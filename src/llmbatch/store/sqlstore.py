@@ -23,6 +23,7 @@ from llmbatch.store.batching import BatchingOps
 from llmbatch.store.budgets import BudgetOps
 from llmbatch.store.manage import ManageOps
 from llmbatch.store.recovery import RecoveryOps
+from llmbatch.store.setbacks import SetbackOps
 
 # An import on another machine whose heartbeat is this old is presumed dead.
 IMPORT_STALE_AFTER = 600.0
@@ -77,16 +78,36 @@ def _process_start(pid: int) -> str:
         return ""
 
 
+@cache
+def _pid_space() -> str:
+    """This machine's boot and this process's PID namespace (`<boot id>.<namespace inode>`):
+    two containers on one host name (host networking) have their own PID namespaces, and a
+    pid means nothing outside its own. Empty where /proc does not say."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as f:
+            boot = f.read().strip().replace("-", "")[:12]
+        namespace = os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        return ""
+    return f"{boot}.{namespace}"
+
+
 def owner_tag() -> str:
-    """Who runs an import: host, pid and process start time (so a reused pid is not alive)."""
+    """Who runs an import or holds a lease: host, pid, process start time (so a reused pid is
+    not alive) and the PID space the pid belongs to (boot and PID namespace)."""
     pid = os.getpid()
-    return f"{socket.gethostname()}:{pid}:{_process_start(pid)}"
+    return f"{socket.gethostname()}:{pid}:{_process_start(pid)}:{_pid_space()}"
 
 
 def owner_alive(owner: str, heartbeat_at: float, now: float) -> bool:
+    """Whether an owner tag names a live process. Only a process in our own PID space can be
+    looked up; any other (another machine, another container on this host name) is alive
+    while its heartbeat is fresh. A tag without a PID space (written before it was recorded)
+    is looked up by pid, as it always was."""
     host, _, rest = owner.partition(":")
-    pid_s, _, start = rest.partition(":")
-    if host != socket.gethostname():
+    pid_s, _, rest = rest.partition(":")
+    start, _, space = rest.partition(":")
+    if host != socket.gethostname() or (space and space != _pid_space()):
         return now - heartbeat_at < IMPORT_STALE_AFTER
     try:
         pid = int(pid_s)
@@ -98,7 +119,7 @@ def owner_alive(owner: str, heartbeat_at: float, now: float) -> bool:
     return _process_start(pid) == start
 
 
-class SqlStore(BatchingOps, BudgetOps, RecoveryOps, ManageOps):
+class SqlStore(BatchingOps, BudgetOps, RecoveryOps, ManageOps, SetbackOps):
     """Shared implementation of the Store protocol over a DB-API-like cursor."""
 
     dialect: str
@@ -272,10 +293,14 @@ class SqlStore(BatchingOps, BudgetOps, RecoveryOps, ManageOps):
             )
 
     def abort_import(self, import_id: int, error: str) -> None:
+        """Fail a loading import and delete its rows. An import that committed meanwhile (a
+        clean-up racing the commit) is left alone: its rows are the queue's now."""
         with self._write() as cur:
             cur.execute(
                 self.q("fail_import"), {"id": import_id, "error": error[:2000], "now": time.time()}
             )
+            if cur.rowcount != 1:
+                return  # committed, or failed already (then its rows are being deleted)
             self._event(cur, "import_failed", import_id=import_id, detail=error[:2000])
         self._delete_rows(import_id)
 

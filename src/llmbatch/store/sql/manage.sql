@@ -90,7 +90,7 @@ WHERE b.state <> 'ingested'
 ORDER BY b.id
 
 -- name: retry_failed
-UPDATE requests SET state = 'queued', attempts = 0, not_before = NULL,
+UPDATE requests SET state = 'queued', attempts = 0, rejections = 0, not_before = NULL,
        reason = 'sent again by llmbatch retry', updated_at = ?
 WHERE state = 'failed' AND id IN ({scope})
 

@@ -44,8 +44,11 @@ WHERE i.state = 'failed'
   AND EXISTS (SELECT 1 FROM requests r WHERE r.id > i.low_water AND r.import_id = i.id)
 
 -- name: delete_import_rows
+-- Only a failed import's rows: a failed import never commits, so this cannot race a commit.
 DELETE FROM requests WHERE id IN (
-    SELECT id FROM requests WHERE id > :low_water AND import_id = :id ORDER BY id LIMIT :n)
+    SELECT id FROM requests WHERE id > :low_water AND import_id = :id
+      AND EXISTS (SELECT 1 FROM imports WHERE id = :id AND state = 'failed')
+    ORDER BY id LIMIT :n)
 
 -- name: insert_event
 INSERT INTO events (at, kind, import_id, batch_id, detail)
