@@ -92,7 +92,7 @@ class RequestFailed(LlmbatchError):
     error is raised as the SDK's own status error instead. Names the request."""
 
     def __init__(
-        self, message: str, *, custom_id: str, queue: str, code: str | None = None
+        self, message: str, *, custom_id: str | None, queue: str, code: str | None = None
     ) -> None:
         super().__init__(message)
         self.custom_id, self.queue, self.code = custom_id, queue, code

@@ -51,7 +51,9 @@ def q(db: str) -> Any:
 
 
 def test_add_one_request(q: Queue, db: str) -> None:
-    report = q.add("p1", body("hello"), priority=5, deadline=1_900_000_000.0)
+    handle = q.add("p1", body("hello"), priority=5, deadline=1_900_000_000.0)
+    assert (handle.custom_id, handle.state(), handle.done()) == ("p1", "queued", False)
+    report = handle.report
     assert isinstance(report, ImportReport)
     assert (report.queue, report.added, report.unchanged, report.lines) == ("evals", 1, 0, 1)
     assert q.status() == [Count("evals", "openai", "gpt-4o-mini", "queued", 1)]
@@ -62,8 +64,8 @@ def test_add_one_request(q: Queue, db: str) -> None:
 
 def test_adding_the_same_request_again_adds_nothing(q: Queue, db: str) -> None:
     q.add("p1", body("hello"))
-    again = q.add("p1", {"messages": body("hello")["messages"], "model": "gpt-4o-mini"})
-    assert (again.added, again.unchanged) == (0, 1)
+    again = q.add("p1", {"messages": body("hello")["messages"], "model": "gpt-4o-mini"}).report
+    assert again is not None and (again.added, again.unchanged) == (0, 1)
     assert sql(db, "SELECT COUNT(*) FROM requests") == [(1,)]
 
 
