@@ -138,6 +138,10 @@ def status_error(
     where = f"custom_id {row.custom_id!r}" + (f" (queue {queue!r})" if queue else "")
     message = f"{where}: Error code: {status} - {data}"
     exc: Exception = client._make_status_error(message, body=data, response=response)
+    if where not in str(exc):  # an SDK that writes its own message: name the request in it
+        exc.args = (f"{where}: {exc}", *exc.args[1:])
+        if isinstance(getattr(exc, "message", None), str):
+            vars(exc)["message"] = exc.args[0]
     vars(exc)["custom_id"] = row.custom_id
     return exc
 
