@@ -34,7 +34,7 @@ from llmbatch.store import Clash, ResultRow, Store
 from llmbatch.store.watch import Found
 
 SOURCE = "python client"  # the import's source, as `llmbatch show` and the event log say it
-PAGE = 5000  # results read per statement (a page is full: read the next one at once)
+PAGE = 5000  # results scanned per statement (a full scan: read the next one at once)
 SWEEP_S = 60.0
 BUSY_RETRY_S = 0.5  # another import holds the custom_id right now: try again this soon
 FINISHED = ("succeeded", "failed", "cancelled")
@@ -305,9 +305,8 @@ class Calls:
                 out.append((row.custom_id, outcome(row, self.queue)))
         if seen.held:
             self._held_after = max(r.recorded_at for r in seen.held)
-        high = max((r.cursor for r in seen.results), default=after)
-        self._cursor = max(self._cursor, high)
-        return high, len(seen.results) >= PAGE
+        self._cursor = max(self._cursor, seen.high)
+        return seen.high, seen.scanned >= PAGE
 
     async def wait(self, w: Waiting, timeout: float | None) -> Any:
         """The call's answer; after `timeout` seconds a WaitTimeout saying where things

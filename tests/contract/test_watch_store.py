@@ -39,8 +39,14 @@ def test_watch_gives_the_newest_result_of_each_request_finished_after_the_cursor
         "openai",
     )
     assert first.body is not None and first.input_tokens == 12
-    assert store.watch("q", seen.results[-1].cursor, float("inf")).results == []
-    assert [r.custom_id for r in store.watch("q", start, float("inf"), limit=1).results] == ["b"]
+    assert (seen.high, seen.scanned) == (start + 4, 4)
+    after = store.watch("q", seen.high, float("inf"))
+    assert (after.results, after.high, after.scanned) == ([], seen.high, 0)
+    # a scan of `limit` results, whatever their queue: the cursor moves past the others'
+    two = store.watch("q", start, float("inf"), limit=2)
+    assert (two.results, two.high, two.scanned) == ([], start + 2, 2)
+    three = store.watch("q", two.high, float("inf"), limit=2)
+    assert [r.custom_id for r in three.results] == ["b", "a"] and three.high == start + 4
 
 
 def test_watch_gives_held_requests_since_a_time_of_the_stores_own(store: Store, db: str) -> None:

@@ -332,9 +332,9 @@ class Store(Protocol):
 
     # -- callers waiting on their requests (implemented in watch.py) -----------------------
     def watch(self, queue: str, after: int, held_after: float, limit: int = 5000) -> Watched:
-        """One statement for every waiting call of a queue: the newest result of each request
-        finished after result id `after` (at most `limit`), and requests held since
-        `held_after`."""
+        """One statement for every waiting call of a queue: among the next `limit` results
+        after result id `after`, the newest of each finished request of the queue; requests
+        held since `held_after`; the highest id scanned."""
 
     def lookup(self, queue: str, custom_ids: Sequence[str]) -> dict[str, Found]:
         """Requests of a queue by custom_id, each with its state and newest result."""

@@ -26,10 +26,13 @@ _RESULT_FIELDS = (
 
 @dataclass(frozen=True, slots=True)
 class Watched:
-    """What one `watch` saw: finished requests (newest result each) and held ones."""
+    """What one `watch` saw: finished requests (newest result each) and held ones; `high`,
+    the highest result id it scanned (the cursor to pass next), and `scanned`, how many."""
 
     results: list[ResultRow]
     held: list[ResultRow]  # state 'held', error_message the hold reason, recorded_at its time
+    high: int = 0
+    scanned: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,9 +58,10 @@ class WatchOps:
     _raw: Any
 
     def watch(self, queue: str, after: int, held_after: float, limit: int = 5000) -> Watched:
-        """One statement: the newest result of each request of `queue` finished after the
-        result id `after` (at most `limit`, in recorded order), and the requests held by a
-        budget since `held_after` (the time of the hold, as the store wrote it)."""
+        """One statement: among the next `limit` results after the result id `after`, the
+        newest result of each finished request of `queue` (in recorded order), and the
+        requests held by a budget since `held_after` (the time of the hold, as the store
+        wrote it). A full scan (`scanned == limit`) says more may follow `high`."""
         from llmbatch.store.base import ResultRow
 
         params = {"queue": queue, "after": after, "held_after": held_after, "n": limit}
@@ -67,12 +71,17 @@ class WatchOps:
             rows = [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
         results: list[ResultRow] = []
         held: list[ResultRow] = []
+        high, scanned = after, 0
         for r in rows:
             kind = r.pop("kind")
+            if kind == "scanned":
+                high, scanned = int(r["cursor"]), int(r["request_id"])
+                continue
             if r["body"] is not None:
                 r["body"] = bytes(r["body"])
             (results if kind == "result" else held).append(ResultRow(**r))
-        return Watched(results, held)
+        results.sort(key=lambda row: row.cursor)
+        return Watched(results, held, high, scanned)
 
     def lookup(self, queue: str, custom_ids: Sequence[str]) -> dict[str, Found]:
         """Requests of `queue` with these custom_ids (committed ones), by custom_id."""

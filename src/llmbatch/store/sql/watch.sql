@@ -2,22 +2,28 @@
 -- interval for every waiting call, and a lookup by custom_id. Same conventions as queries.sql.
 
 -- name: watch
--- Everything waiting calls of one queue need, in one statement: the newest result of each
--- request finished after :after (recorded order, at most :n), and the requests a budget
--- holds whose hold was written at or after :held_after.
-SELECT * FROM (
-    SELECT 'result' AS kind, res.id AS cursor, r.custom_id, r.state, r.provider,
-           res.status_code, res.provider_request_id, res.body, res.error_code,
-           res.error_message, res.input_tokens, res.output_tokens, res.attempt_id,
-           r.id AS request_id, r.model, r.endpoint, res.cached_tokens,
-           res.cache_write_5m_tokens, res.cache_write_1h_tokens, res.created_at AS recorded_at
-    FROM results res JOIN requests r ON r.id = res.request_id
-    WHERE res.id > :after AND r.queue = :queue
-      AND r.state IN ('succeeded', 'failed', 'cancelled')
-      AND NOT EXISTS (SELECT 1 FROM results x WHERE x.request_id = res.request_id AND x.id > res.id)
-    ORDER BY res.id
-    LIMIT :n
-) newest
+-- Everything waiting calls of one queue need, in one statement. It scans the next :n results
+-- after :after (any queue, by id: the plan cannot go quadratic on stale statistics) and gives
+-- those of this queue that are the newest of a finished request ('result'); one 'scanned'
+-- row with the highest id scanned (cursor) and how many (request_id); and the requests a
+-- budget holds whose hold was written at or after :held_after ('held').
+WITH scanned AS (
+    SELECT id, request_id FROM results WHERE id > :after ORDER BY id LIMIT :n
+)
+SELECT 'result' AS kind, res.id AS cursor, r.custom_id, r.state, r.provider,
+       res.status_code, res.provider_request_id, res.body, res.error_code,
+       res.error_message, res.input_tokens, res.output_tokens, res.attempt_id,
+       r.id AS request_id, r.model, r.endpoint, res.cached_tokens,
+       res.cache_write_5m_tokens, res.cache_write_1h_tokens, res.created_at AS recorded_at
+FROM scanned s
+JOIN results res ON res.id = s.id
+JOIN requests r ON r.id = s.request_id
+WHERE r.queue = :queue AND r.state IN ('succeeded', 'failed', 'cancelled')
+  AND NOT EXISTS (SELECT 1 FROM results x WHERE x.request_id = s.request_id AND x.id > s.id)
+UNION ALL
+SELECT 'scanned', COALESCE(MAX(id), :after), '', '', '', NULL, NULL, NULL, NULL, NULL, NULL,
+       NULL, 0, COUNT(*), '', '', NULL, NULL, NULL, 0
+FROM scanned
 UNION ALL
 SELECT 'held', 0, r.custom_id, r.state, r.provider, NULL, NULL, NULL, 'held', r.reason, NULL,
        NULL, 0, r.id, r.model, r.endpoint, NULL, NULL, NULL, r.updated_at
