@@ -337,8 +337,18 @@ class Calls:
         return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
 
     async def close(self) -> None:
-        """Stop watching (calls still waiting stay in the queue: wait on them after a restart)."""
+        """Stop watching. Calls still waiting raise that the client closed; their requests
+        stay in the queue (a new client's `result(custom_id)` gets the answers)."""
         await self.flush()
+        for cid in list(self.waiting):
+            self._resolve(
+                cid,
+                LlmbatchError(
+                    f"custom_id {cid!r} (queue {self.queue!r}): the client was closed before the "
+                    "answer came; the request stays in the queue: await client.result("
+                    f"{cid!r}) in a new client"
+                ),
+            )
         if self._watcher is not None:
             self._watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):

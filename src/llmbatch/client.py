@@ -36,7 +36,7 @@ from llmbatch.calls import Calls, Waiting
 from llmbatch.engine import EngineSettings
 from llmbatch.errors import ConfigError, InputError, NotBatchable, NotFound
 from llmbatch.requests import ANTHROPIC_ENDPOINT, LineError, Request, make_request
-from llmbatch.store import Store, open_store
+from llmbatch.store import Store, open_store, resolve_db
 
 if TYPE_CHECKING:
     from anthropic.types import Message
@@ -162,9 +162,13 @@ class AsyncBatchClient:
             )
         self.queue, self.provider, self.timeout = queue, provider, timeout
         self.settings = settings
-        self._db = db if isinstance(db, str) or db is None else None
-        self._own_store = not (db is not None and not isinstance(db, str))
-        self.store: Store = open_store(db) if isinstance(db, str) or db is None else db
+        self._db: str | None = None  # where the engine of running() connects
+        if db is None or isinstance(db, str):
+            self._db = resolve_db(db)
+            self.store: Store = open_store(self._db)
+        else:
+            self.store = db
+        self._own_store = self._db is not None
         self._calls: Calls | None = None
         self._runner: EngineThread | None = None
         self._options: dict[str, Any] = {
@@ -218,6 +222,13 @@ class AsyncBatchClient:
         deadline: float | None,
     ) -> PendingCall[Any]:
         cid = custom_id if custom_id is not None else f"call-{uuid.uuid4().hex}"
+        if timeout is not None and (
+            isinstance(timeout, bool) or not isinstance(timeout, int | float)
+        ):
+            raise InputError(
+                f"{name}.create (custom_id {cid!r}): timeout is how many seconds to wait for the "
+                f"batch's answer (a number), not {timeout!r}"
+            )
         request = self.request(name, endpoint, params, cid)
         waiting = self.calls.add(request, priority=priority, deadline=deadline)
         return PendingCall(self.calls, waiting, self.timeout if timeout is None else timeout)
@@ -261,7 +272,7 @@ class AsyncBatchClient:
     ) -> AsyncIterator[EngineThread]:
         """Run the engine in this process while the block runs (a thread; see background.py).
         On exit the current step finishes; calls still waiting stay in the queue."""
-        if self._db is None and not self._own_store:
+        if self._db is None:
             raise ConfigError(
                 "running() opens a connection of its own for the engine: give the client a "
                 "path or URL, not an open Store"
@@ -273,7 +284,7 @@ class AsyncBatchClient:
             loop.call_soon_threadsafe(calls.fail_all, _stopped(exc))
 
         runner = EngineThread(
-            self._db or self.store.location, settings or self.settings, pack_delay=pack_delay,
+            self._db, settings or self.settings, pack_delay=pack_delay,
             on_error=on_error,
         )  # fmt: skip
         runner.start()
@@ -324,6 +335,9 @@ class _Lookup(PendingCall[Any]):
     def done(self) -> bool:
         w = getattr(self, "_waiting", None)
         return w is not None and w.future.done()
+
+    async def enqueued(self) -> None:
+        """It is in the queue already (NotFound on the await otherwise)."""
 
 
 def _stopped(exc: BaseException) -> BaseException:

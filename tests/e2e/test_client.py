@@ -156,6 +156,8 @@ def test_input_a_batch_refuses_raises_at_the_call_naming_it(sqlite_db: str) -> N
                 client.messages.create(model="claude-haiku-4-5", messages=MSGS, custom_id="m1")
             with pytest.raises(InputError, match="extra_headers: headers cannot travel"):
                 chat(client, extra_headers={"x-a": "1"})
+            with pytest.raises(InputError, match="timeout is how many seconds to wait"):
+                chat(client, timeout="soon")
             with pytest.raises(InputError, match="body is not JSON"):
                 chat(client, metadata={"when": object()})
             with pytest.raises(NotBatchable, match="images is not a batchable endpoint"):
