@@ -24,7 +24,7 @@ EXPECTED_OUTPUT, never above its cap); the worst case is exact given the caps.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from decimal import Decimal
 from functools import lru_cache
@@ -36,7 +36,7 @@ import orjson
 from llmbatch.errors import InputError
 from llmbatch.pricing import PRICES_VERSION, Tokens, free, model_prices
 from llmbatch.render import Column, as_csv, as_json, money, table
-from llmbatch.requests import ANTHROPIC_ENDPOINT, LineError, parse_obj
+from llmbatch.requests import ANTHROPIC_ENDPOINT, LineError, Request, from_item, parse_obj
 
 EXPECTED_OUTPUT = 500  # tokens a request is assumed to write when nothing better is known
 # Claude tokens per o200k token: 1.0 for Latin text and code, 1.48 for pure CJK, linear in
@@ -273,11 +273,15 @@ def _usd(v: Decimal | None) -> str:
     return "unpriced" if v is None else "$" + money(v)
 
 
-def _parse(obj: object) -> tuple[str, str, str, dict[str, Any]]:
-    r = parse_obj(obj)
-    assert isinstance(obj, dict)
-    body = obj["params"] if r.provider == "anthropic" else obj["body"]
-    return r.provider, r.endpoint, r.model, body
+Parsed = tuple[str, str, str, dict[str, Any]]  # provider, endpoint, model, body
+
+
+def _parse(obj: object) -> Parsed:
+    return _unpack(parse_obj(obj))
+
+
+def _unpack(r: Request) -> Parsed:
+    return r.provider, r.endpoint, r.model, orjson.loads(r.body)
 
 
 def estimate_lines(
@@ -287,24 +291,43 @@ def estimate_lines(
     expected_output: int = EXPECTED_OUTPUT,
 ) -> Estimate:
     """Estimate numbered JSONL lines (OpenAI and Anthropic batch input formats, mixed)."""
+
+    def parsed() -> Iterator[tuple[str, Parsed | Exception]]:
+        for number, raw in lines:
+            try:
+                yield f"{source}:{number}", _parse(orjson.loads(raw))
+            except (orjson.JSONDecodeError, LineError) as exc:
+                yield f"{source}:{number}", exc
+
+    return estimate_parsed(parsed(), source=source, expected_output=expected_output, what="lines")
+
+
+def estimate_parsed(
+    items: Iterable[tuple[str, Parsed | Exception]],
+    *,
+    source: str,
+    expected_output: int = EXPECTED_OUTPUT,
+    what: str = "requests",
+) -> Estimate:
+    """Estimate already parsed requests, each named by where it came from (a problem instead
+    of a request is reported under that name, and nothing is estimated)."""
     by_model: dict[tuple[str, str], ModelEstimate] = {}
     problems: list[str] = []
     bad = 0
-    for number, raw in lines:
-        try:
-            provider, endpoint, model, body = _parse(orjson.loads(raw))
-        except (orjson.JSONDecodeError, LineError) as exc:
+    for where, got in items:
+        if isinstance(got, Exception):
             bad += 1
             if len(problems) < SHOWN_PROBLEMS:
-                problems.append(f"{source}:{number}: {exc}")
+                problems.append(f"{where}: {got}")
             continue
+        provider, endpoint, model, body = got
         m = by_model.get((provider, model))
         if m is None:
             m = by_model[(provider, model)] = ModelEstimate(provider, model)
         _add(m, endpoint, body, expected_output)
     if bad:
         raise InputError(
-            f"{source}: {bad:,} lines are invalid; nothing was estimated", problems, bad
+            f"{source}: {bad:,} {what} are invalid; nothing was estimated", problems, bad
         )
     models = [by_model[k] for k in sorted(by_model)]
     for m in models:
@@ -370,11 +393,23 @@ def estimate_file(path: str | Path, *, expected_output: int = EXPECTED_OUTPUT) -
 
 
 def estimate_requests(
-    requests: Iterable[dict[str, Any]], *, expected_output: int = EXPECTED_OUTPUT
+    requests: Iterable[Mapping[str, Any]],
+    *,
+    provider: str = "openai",
+    expected_output: int = EXPECTED_OUTPUT,
 ) -> Estimate:
-    """Estimate request lines given as dicts (either batch input format)."""
-    lines = ((i, orjson.dumps(r)) for i, r in enumerate(requests, 1))
-    return estimate_lines(lines, expected_output=expected_output)
+    """Estimate requests given as `Queue.add_many` takes them: batch input lines as dicts
+    (either format) or the short `{"custom_id", "body"[, "url"]}`."""
+
+    def parsed() -> Iterator[tuple[str, Parsed | Exception]]:
+        for n, item in enumerate(requests, 1):
+            cid = item.get("custom_id") if isinstance(item, Mapping) else None
+            try:
+                yield f"item {n} (custom_id {cid!r})", _unpack(from_item(item, provider))
+            except LineError as exc:
+                yield f"item {n} (custom_id {cid!r})", exc
+
+    return estimate_parsed(parsed(), source="<requests>", expected_output=expected_output)
 
 
 def from_sizes(

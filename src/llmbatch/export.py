@@ -33,7 +33,9 @@ import csv
 import hashlib
 import io
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
 from typing import IO, Any, Final
 
 import orjson
@@ -81,6 +83,91 @@ class Export:
         """The envelopes as dicts (for the Python API and webhooks)."""
         for line in self.lines():
             yield orjson.loads(line)
+
+    def results(self) -> Iterator[Result]:
+        """The rows as `Result` objects (the Python API)."""
+        for r in self:
+            yield Result.of(r, self.store_id)
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    """One finished request as the Python API gives it: what it asked of which model, the
+    provider's body parsed, its tokens and batch cost, and `response()`, the SDK's own typed
+    object (or the SDK's status error, raised). `envelope()` is its `llmbatch results` line."""
+
+    id: str  # batch_req_..., the same in every export
+    custom_id: str
+    state: str  # succeeded | failed | cancelled
+    provider: str
+    model: str
+    endpoint: str
+    status_code: int | None  # the HTTP status of the provider's answer; None if none came
+    body: Any  # the provider's body, parsed; None when no provider answered
+    error: dict[str, str] | None  # {"code", "message"}; None on success
+    input_tokens: int | None
+    output_tokens: int | None
+    cached_tokens: int | None
+    recorded_at: float
+    cursor: int  # pass as `after` to read what was recorded since
+    row: ResultRow = field(repr=False, compare=False)
+    store_id: str = field(repr=False, compare=False, default="")
+
+    @classmethod
+    def of(cls, r: ResultRow, store_id: str) -> Result:
+        body = None
+        if r.body is not None:
+            try:
+                body = orjson.loads(r.body)
+            except orjson.JSONDecodeError:
+                body = r.body.decode("utf-8", "replace")
+        error = None
+        if not succeeded(r):
+            code = r.error_code or ("cancelled" if r.state == "cancelled" else "failed")
+            error = {"code": code, "message": r.error_message or ""}
+        return cls(
+            result_id(store_id, r.attempt_id), r.custom_id, r.state, r.provider, r.model,
+            r.endpoint, status_code(r) if r.body is not None else None, body, error,
+            r.input_tokens, r.output_tokens, r.cached_tokens, r.recorded_at, r.cursor, r, store_id,
+        )  # fmt: skip
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    @property
+    def cost_usd(self) -> Decimal | None:
+        """What this result cost at the batch price of the day it was recorded, to 1e-6 USD
+        (0 when nothing was billed; None when the model has no price)."""
+        from llmbatch.pricing import Tokens, free, model_prices
+
+        r = self.row
+        if self.state == "cancelled" or not (r.input_tokens or r.output_tokens):
+            return Decimal(0)
+        if free(r.endpoint, r.model):
+            return Decimal(0)
+        day = datetime.fromtimestamp(r.recorded_at, UTC)
+        prices = model_prices(r.provider, r.model, day)
+        tokens = Tokens(
+            input=r.input_tokens or 0, cached=r.cached_tokens or 0,
+            write_5m=r.cache_write_5m_tokens or 0, write_1h=r.cache_write_1h_tokens or 0,
+            output=r.output_tokens or 0,
+        )  # fmt: skip
+        return prices.cost(tokens, prices.tier(tokens.input), batch=True)
+
+    def response(self) -> Any:
+        """The SDK's own object for this result (`ChatCompletion`, `Message`, ...); a failed
+        one raises as an awaited client call would (the SDK's status error, or llmbatch's)."""
+        from llmbatch.sdk import outcome
+
+        got = outcome(self.row, "")
+        if isinstance(got, BaseException):
+            raise got
+        return got
+
+    def envelope(self) -> dict[str, Any]:
+        """This result as a line of `llmbatch results` (the results envelope)."""
+        return dict(orjson.loads(jsonl_line(self.row, self.store_id)))
 
 
 def export(

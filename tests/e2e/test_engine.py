@@ -25,7 +25,6 @@ from llmbatch import Queue, TickReport
 from llmbatch.emulator import RunningEmulator, running
 from llmbatch.engine import Engine
 from llmbatch.errors import AuthError
-from llmbatch.export import jsonl_line
 from llmbatch.ingest import MAX_DOWNLOAD_TRIES
 from llmbatch.providers import Limits, Provider
 from llmbatch.providers.openai import OpenAIProvider
@@ -140,7 +139,7 @@ def test_end_to_end(db: str, emu: RunningEmulator) -> None:
 
     assert sorted(r.custom_id for r in got) == sorted(it["custom_id"] for it in items)
     for r in got:
-        out = orjson.loads(jsonl_line(r, store_id))
+        out = r.envelope()
         assert out["error"] is None and out["response"]["status_code"] == 200
         assert out["response"]["request_id"].startswith("req_")
         body = out["response"]["body"]

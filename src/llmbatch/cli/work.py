@@ -290,23 +290,12 @@ def cancel(
     request in them is in scope. Finished results are kept; nothing cancelled is retried."""
     if not (custom_ids or queue or batch):
         raise click.UsageError("name what to cancel: --queue, --batch or custom ids")
+    from llmbatch.queue import cancel_requests
+
     store = open_db(ctx)
     ids = request_scope(store, custom_ids, queue, batch)
-    now = time.time()
-    plan = store.request_cancel(ids, now)
-    click.echo(f"cancelled {plan.cancelled:,} waiting requests")
-    if plan.batches:
-        report = make_engine(ctx, store).tick(now)
-        where = f"; {report.held_by} will send it" if report.held_by else ""
-        click.echo(
-            f"cancelling {len(plan.batches)} batch(es) at the provider ({plan.in_batches:,} "
-            f"requests){where}; finished results are kept"
-        )
-    if plan.left_running:
-        click.echo(
-            f"{plan.left_running:,} requests share a batch with requests outside this scope "
-            "and will run"
-        )
+    for line in cancel_requests(store, ids, engine=lambda: make_engine(ctx, store)).lines():
+        click.echo(line)
 
 
 @main.command(short_help="Send failed requests again.")

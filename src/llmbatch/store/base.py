@@ -16,6 +16,7 @@ from llmbatch.store.budgets import BudgetRow, QueueUsage, Reservation
 from llmbatch.store.manage import BatchProgress, BatchRow, PurgePlan, QueueRow
 from llmbatch.store.recovery import CancelPlan
 from llmbatch.store.setbacks import GroupBackoff
+from llmbatch.store.watch import Found, Watched
 
 # One request as the importer hands it to the store, in `insert_request` column order:
 # queue, custom_id, import_id, line, provider, endpoint, model, body, body_hash, priority,
@@ -78,6 +79,12 @@ class ResultRow:
     output_tokens: int | None
     attempt_id: int = 0  # the attempt this result answers (the envelope's id derives from it)
     request_id: int = 0
+    model: str = ""  # the model the request named
+    endpoint: str = ""  # /v1/chat/completions, ..., /v1/messages
+    cached_tokens: int | None = None  # cache reads, inside input_tokens
+    cache_write_5m_tokens: int | None = None  # Anthropic cache writes, inside input_tokens
+    cache_write_1h_tokens: int | None = None
+    recorded_at: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -353,3 +360,17 @@ class Store(Protocol):
 
     def budget_overview(self, now: float) -> list[BudgetRow]:
         """Budgets workers enforced last, with their current period's committed spend."""
+
+    # -- callers waiting on their requests (implemented in watch.py) -----------------------
+    def watch(self, queue: str, after: int, held_after: float, limit: int = 5000) -> Watched:
+        """One statement for every waiting call of a queue: among the next `limit` results
+        after result id `after`, the newest of each finished request of the queue; requests
+        held since `held_after`; the highest id scanned."""
+
+    def lookup(self, queue: str, custom_ids: Sequence[str]) -> dict[str, Found]:
+        """Requests of a queue by custom_id, each with its state and newest result."""
+
+    def queue_requests(
+        self, queue: str, states: Sequence[str], page: int = 2000
+    ) -> Iterator[tuple[str, str, str, str, bytes]]:
+        """(custom_id, provider, endpoint, model, body) of a queue's requests in `states`."""

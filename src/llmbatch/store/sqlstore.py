@@ -24,6 +24,7 @@ from llmbatch.store.budgets import BudgetOps
 from llmbatch.store.manage import ManageOps
 from llmbatch.store.recovery import RecoveryOps
 from llmbatch.store.setbacks import SetbackOps
+from llmbatch.store.watch import WatchOps
 
 # An import on another machine whose heartbeat is this old is presumed dead.
 IMPORT_STALE_AFTER = 600.0
@@ -37,10 +38,10 @@ def _sql_text(name: str) -> str:
 
 @cache
 def queries() -> dict[str, str]:
-    """Named queries from sql/queries.sql, engine.sql, budgets.sql and manage.sql, in SQLite's
-    parameter style."""
+    """Named queries from sql/queries.sql, engine.sql, budgets.sql, manage.sql and watch.sql,
+    in SQLite's parameter style."""
     out: dict[str, str] = {}
-    files = ("queries.sql", "engine.sql", "budgets.sql", "manage.sql")
+    files = ("queries.sql", "engine.sql", "budgets.sql", "manage.sql", "watch.sql")
     text = "\n".join(_sql_text(f) for f in files)
     for block in re.split(r"^-- name: ", text, flags=re.M)[1:]:
         name, _, body = block.partition("\n")
@@ -119,7 +120,7 @@ def owner_alive(owner: str, heartbeat_at: float, now: float) -> bool:
     return _process_start(pid) == start
 
 
-class SqlStore(BatchingOps, BudgetOps, RecoveryOps, ManageOps, SetbackOps):
+class SqlStore(BatchingOps, BudgetOps, RecoveryOps, ManageOps, SetbackOps, WatchOps):
     """Shared implementation of the Store protocol over a DB-API-like cursor."""
 
     dialect: str

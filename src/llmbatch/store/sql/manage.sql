@@ -9,7 +9,9 @@ SELECT COALESCE(MAX(id), 0) FROM results
 -- The latest result of each finished request, recorded in (after, upto], in recorded order.
 SELECT res.id AS cursor, r.custom_id, r.state, r.provider, res.status_code,
        res.provider_request_id, res.body, res.error_code, res.error_message, res.input_tokens,
-       res.output_tokens, res.attempt_id, r.id AS request_id
+       res.output_tokens, res.attempt_id, r.id AS request_id, r.model, r.endpoint,
+       res.cached_tokens, res.cache_write_5m_tokens,
+       res.cache_write_1h_tokens, res.created_at AS recorded_at
 FROM results res JOIN requests r ON r.id = res.request_id
 WHERE res.id > :after AND res.id <= :upto
   AND r.state IN ('succeeded', 'failed', 'cancelled')
@@ -24,7 +26,9 @@ LIMIT :n
 -- The same rows in input order (enqueue order, then line), paged by request id.
 SELECT res.id AS cursor, r.custom_id, r.state, r.provider, res.status_code,
        res.provider_request_id, res.body, res.error_code, res.error_message, res.input_tokens,
-       res.output_tokens, res.attempt_id, r.id AS request_id
+       res.output_tokens, res.attempt_id, r.id AS request_id, r.model, r.endpoint,
+       res.cached_tokens, res.cache_write_5m_tokens,
+       res.cache_write_1h_tokens, res.created_at AS recorded_at
 FROM requests r JOIN results res ON res.request_id = r.id
 WHERE r.id > :after_request AND res.id > :after AND res.id <= :upto
   AND r.state IN ('succeeded', 'failed', 'cancelled')
