@@ -53,6 +53,8 @@ def test_a_store_left_mid_work_by_the_previous_code_upgrades_and_drains(
     data_dir = tmp_path / backend / "emulator"
     if backend == "sqlite":
         db = str(tmp_path / backend / "llmbatch.db")
+        # `*.db` is ignored by git: a fixture committed without its store must fail loudly.
+        assert (source / "llmbatch.db").is_file(), f"{source}/llmbatch.db is not checked in"
     else:
         db = str(request.getfixturevalue("empty_pg_dsn"))
         load_dump(source / "dump.sql", db)
