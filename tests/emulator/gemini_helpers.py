@@ -56,7 +56,7 @@ def inline(i: int, **config: Any) -> dict[str, Any]:
     return item
 
 
-def wait(client: genai.Client, name: str, *states: str, timeout: float = 10) -> types.BatchJob:
+def wait(client: genai.Client, name: str, *states: str, timeout: float = 30) -> types.BatchJob:
     wanted = states or ENDED
     deadline = time.monotonic() + timeout
     while True:
