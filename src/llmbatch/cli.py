@@ -264,10 +264,14 @@ def status(ctx: click.Context, queue: str | None, fmt: str) -> None:
     if fmt == "json":
         click.echo(views.status_json(counts, batches, deadlines, budgets, held))
     else:
+        from llmbatch.receipt import status_lines
+
         views.print_status(counts)
         views.print_batches(batches, now)
         views.print_deadlines(*deadlines)
         views.print_budgets(budgets, held)
+        for line in status_lines(store, now, queue):  # provider checks, unplanned spend
+            click.echo(line)
 
 
 @main.command()
@@ -365,6 +369,10 @@ def _engine(ctx: click.Context, store: Store, **overrides: Any) -> Engine:
 
     engine = Engine(store, engine_settings(ctx.meta.get("llmbatch.config", {}), **overrides))
     ctx.call_on_close(engine.close)
+    notes: list[str] = []  # budgets: the store's, and how this worker's own differ (once)
+    engine.budgets.refresh(store, time.time(), notes)
+    for note in notes:
+        click.echo(f"budget: {note}", err=True)
     return engine
 
 
@@ -559,6 +567,10 @@ def emulator(host: str, port: int, data_dir: str | None, time_scale: float) -> N
 )
 @click.option("--queue", "-q", envvar="LLMBATCH_QUEUE", help="Only this queue.")
 @click.option(
+    "--batch", "batch_ref", metavar="ID", help="The receipt of one batch (local or provider id)."
+)
+@click.option("--day", metavar="YYYY-MM-DD", help="The receipt of one UTC day, a line per batch.")
+@click.option(
     "--format",
     "fmt",
     type=click.Choice(["table", "csv", "json"]),
@@ -573,16 +585,41 @@ def report(
     until: str | None,
     group_by: tuple[str, ...],
     queue: str | None,
+    batch_ref: str | None,
+    day: str | None,
     fmt: str,
 ) -> None:
-    """What the results cost in batch and in real time, and what batch saved."""
+    """What the results cost in batch and in real time, and what batch saved; with --batch or
+    --day, a receipt (list price, paid, saved, the price data, what the provider says)."""
+    from llmbatch import receipt
     from llmbatch import report as costs
 
+    store = _store(ctx)
+    if batch_ref is not None or day is not None:
+        if batch_ref is not None:
+            r = receipt.for_batch(store, batch_ref)
+        else:
+            r = receipt.for_day(store, receipt.parse_day(day or ""), queue)
+        click.echo(receipt.render(r, fmt), nl=False)
+        return
     lines = costs.build(
-        _store(ctx),
+        store,
         since=costs.parse_day(since),
         until=costs.parse_day(until),
         group_by=group_by or costs.GROUPINGS,
         queue=queue,
     )
     click.echo(costs.render(lines, fmt), nl=fmt != "table")
+    if fmt == "table":  # what the provider disagrees with, and spend no budget planned
+        since_at, until_at = costs.parse_day(since), costs.parse_day(until)
+        for line in receipt.report_notes(store, since_at, until_at, queue):
+            click.echo(line)
+
+
+def _add_budget_commands() -> None:
+    from llmbatch.budget_cli import budget
+
+    main.add_command(budget)
+
+
+_add_budget_commands()

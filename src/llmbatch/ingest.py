@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 import orjson
 
 from llmbatch.errors import RejectedError, TransientError
+from llmbatch.ledger import Tally
 from llmbatch.pricing import model_prices
 from llmbatch.providers.base import BatchStatus, ResultsGone, read_lines
 from llmbatch.retry import decide
@@ -181,6 +182,7 @@ class Ingesting:
     _later: Callable[[int, float, TransientError, TickReport], None]
     _mark_ingested: Callable[[OpenBatch, float, int, str], None]
     _batch_level_failure: Callable[[OpenBatch, float, str], None]
+    _count: Callable[[OpenBatch, Tally, float, int, TickReport], None]
 
     def _ingest(self, b: OpenBatch, now: float, token: int, report: TickReport) -> None:
         provider = self.provider(b.provider)
@@ -223,6 +225,7 @@ class Ingesting:
         lines = anomalies = 0
         chunk: list[Finding] = []
         seen: set[int] = set()  # one int per request of one batch (≤ 100,000)
+        tally = Tally(b.provider, b.model, now)  # what its lines say it used (ledger.py)
         for _kind, line in read_lines(files):
             lines += 1
             try:
@@ -231,6 +234,7 @@ class Ingesting:
                     cid = f"{self.store.store_id}-{finding.attempt_id}"
                     raise Anomaly(f"a second result line for custom_id {cid!r}; the first is kept")
                 seen.add(finding.attempt_id)
+                tally.add(finding)
                 chunk.append(finding)
             except Anomaly as exc:
                 anomalies += 1
@@ -258,6 +262,7 @@ class Ingesting:
             )
             kind = "batch_expired" if b.state in ("expired", "cancelled") else "missing_result"
             self._apply_waiting(b, [(a, kind, why) for a, _r, _l in missing], now, token)
+        self._count(b, tally, now, token, report)
         self._mark_ingested(b, now, token, f"{lines:,} lines, {anomalies} anomalies")
         if b.state == "completed":  # the group is healthy again: full-size batches
             group = self._batch_key(b)

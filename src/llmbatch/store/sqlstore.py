@@ -21,6 +21,7 @@ from llmbatch.errors import StoreError
 from llmbatch.store.base import Clash, CostGroup, Count, ImportInfo, ResultRow, Row
 from llmbatch.store.batching import BatchingOps
 from llmbatch.store.budgets import BudgetOps
+from llmbatch.store.ledger import LedgerOps
 from llmbatch.store.recovery import RecoveryOps
 
 # An import on another machine whose heartbeat is this old is presumed dead.
@@ -35,9 +36,11 @@ def _sql_text(name: str) -> str:
 
 @cache
 def queries() -> dict[str, str]:
-    """Named queries from sql/queries.sql, engine.sql and budgets.sql, in SQLite's parameter style."""
+    """Named queries from sql/*.sql (queries, engine, budgets, ledger), in SQLite's parameter
+    style."""
     out: dict[str, str] = {}
-    text = "\n".join(_sql_text(f) for f in ("queries.sql", "engine.sql", "budgets.sql"))
+    files = ("queries.sql", "engine.sql", "budgets.sql", "ledger.sql")
+    text = "\n".join(_sql_text(f) for f in files)
     for block in re.split(r"^-- name: ", text, flags=re.M)[1:]:
         name, _, body = block.partition("\n")
         lines = [ln for ln in body.splitlines() if not ln.lstrip().startswith("--")]
@@ -95,7 +98,7 @@ def owner_alive(owner: str, heartbeat_at: float, now: float) -> bool:
     return _process_start(pid) == start
 
 
-class SqlStore(BatchingOps, BudgetOps, RecoveryOps):
+class SqlStore(BatchingOps, BudgetOps, LedgerOps, RecoveryOps):
     """Shared implementation of the Store protocol over a DB-API-like cursor."""
 
     dialect: str
