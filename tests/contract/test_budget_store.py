@@ -214,7 +214,7 @@ def test_the_ledger_records_tallies_provider_totals_and_checks_them(store: Store
     (shown,) = store.usage_checks(ingested=False)
     assert (shown.says, shown.counted) == ((150, 0, 40, 0), (120, 0, 40, 0))
     assert store.usage_checks() == []  # not ingested yet
-    events = [e for e in store.recent_events(5) if e["kind"] == "anomaly"]
+    events = [e for e in store.recent_events(5) if e["kind"] == "usage_mismatch"]
     assert "provider says 150 input" in events[0]["detail"]
     # a duplicate found later is charged the intent's worst case at once, to today
     dup = store.adopt_batch(

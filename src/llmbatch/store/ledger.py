@@ -107,7 +107,8 @@ class LedgerOps:
         self, batch_id: int, rows: Sequence[TallyRow], now: float, token: int
     ) -> UsageCheck | None:
         """Record what a batch's result lines said it used (replacing an earlier tally);
-        the comparison with the provider's own total if it gave one, noted when they differ."""
+        the comparison with the provider's own total if it gave one, noted (an event
+        `usage_mismatch`) when they differ."""
         with self._write() as cur:
             self._fence(cur, token)
             cur.execute(self.q("delete_tally"), {"id": batch_id})
@@ -140,7 +141,7 @@ class LedgerOps:
         with self._write() as cur:
             self._event(
                 cur,
-                "anomaly",
+                "usage_mismatch",
                 batch_id=check.batch_id,
                 detail=(
                     f"usage: {check.provider_batch_id} provider says {_tokens(check.says)}; we "
