@@ -262,7 +262,13 @@ def status(ctx: click.Context, queue: str | None, fmt: str) -> None:
     deadlines = store.deadline_risk(now, now + BATCH_WINDOW_S, queue)
     budgets, held = store.budget_overview(now), store.held_reasons()
     if fmt == "json":
-        click.echo(views.status_json(counts, batches, deadlines, budgets, held))
+        import orjson
+
+        from llmbatch.receipt import status_record
+
+        data = orjson.loads(views.status_json(counts, batches, deadlines, budgets, held))
+        data["spend"] = status_record(store, now, queue)  # provider checks, unplanned spend
+        click.echo(orjson.dumps(data, default=str).decode())
     else:
         from llmbatch.receipt import status_lines
 

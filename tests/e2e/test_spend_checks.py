@@ -85,6 +85,9 @@ def test_the_providers_total_is_checked_against_what_we_counted(
     assert checks[bad].differs and checks[bad].says[0] > checks[bad].counted[0]
     status = " ".join(cli("--db", db, "status").output.split())
     assert "anomaly: batch batch_" in status and "provider says" in status, status
+    spend = orjson.loads(cli("--db", db, "status", "--format", "json").output)["spend"]
+    (shown,) = spend["provider_checks"]
+    assert shown["batch"] == bad and shown["provider_says"] != shown["we_counted"]
     report = " ".join(cli("--db", db, "report").output.split())
     assert "anomaly: batch batch_" in report and "we counted" in report
     receipt = " ".join(cli("--db", db, "report", "--batch", str(bad)).output.split())
@@ -130,6 +133,10 @@ def test_a_duplicate_provider_batch_is_charged_when_found(tmp_path: Path) -> Non
     assert engine.store.committed("*", first, first + 1) == int(s1) + int(s2)
     status = " ".join(cli("--db", db, "status").output.split())
     assert f"unplanned: batch {dup} (queue q): a duplicate provider batch, charged" in status
+    (unplanned,) = orjson.loads(cli("--db", db, "status", "--format", "json").output)["spend"][
+        "unplanned"
+    ]
+    assert (unplanned["batch"], unplanned["kind"], unplanned["settled"]) == (dup, "duplicate", True)
     receipt = " ".join(cli("--db", db, "report", "--batch", str(intent)).output.split())
     assert f"duplicate: batch {dup} (" in receipt, receipt
     dup_receipt = " ".join(cli("--db", db, "report", "--batch", str(dup)).output.split())

@@ -237,12 +237,14 @@ class LedgerOps:
     def receipt_groups(
         self, first: int, end: int, *, batch_id: int | None = None, queue: str | None = None
     ) -> list[ReceiptGroup]:
-        """Usage of results per batch, pricing aggregate and queue, over UTC days recorded."""
+        """Usage of results per batch, pricing aggregate and queue: of one batch (all days),
+        or recorded over UTC days [first, end) (of one queue, or all)."""
         with self._read() as cur:
-            cur.execute(
-                self.q("receipt_groups"),
-                {"batch": batch_id, "queue": queue, "first": first, "end": end},
-            )
+            if batch_id is not None:
+                cur.execute(self.q("receipt_batch_groups"), {"batch": batch_id})
+            else:
+                params = {"queue": queue, "first": first, "end": end}
+                cur.execute(self.q("receipt_day_groups"), params)
             return [
                 ReceiptGroup(
                     int(r[0]),

@@ -63,9 +63,25 @@ WHERE (s.kind <> 'planned' OR s.unpriced > 0) AND s.day >= :first AND s.day < :e
   AND (CAST(:queue AS TEXT) IS NULL OR s.queue = :queue)
 ORDER BY s.day, s.batch_id, s.queue
 
--- name: receipt_groups
--- Usage of results per batch (the intent whose attempts they answer), pricing aggregate and
--- queue, over UTC days recorded, for one batch or one queue.
+-- name: receipt_batch_groups
+-- Usage of the results of one batch (the intent whose attempts they answer) per pricing
+-- aggregate and queue.
+SELECT a.batch_id, r.provider, r.model, MIN(r.endpoint), x.price_tier, x.day, r.queue,
+       COUNT(*), SUM(CASE WHEN x.error_code IS NULL THEN 1 ELSE 0 END),
+       COALESCE(SUM(x.input_tokens), 0), COALESCE(SUM(x.cached_tokens), 0),
+       COALESCE(SUM(x.cache_write_5m_tokens), 0), COALESCE(SUM(x.cache_write_1h_tokens), 0),
+       COALESCE(SUM(x.output_tokens), 0),
+       SUM(CASE WHEN x.usage_flag IS NOT NULL THEN 1 ELSE 0 END)
+FROM attempts a
+JOIN results x ON x.attempt_id = a.id
+JOIN requests r ON r.id = x.request_id
+WHERE a.batch_id = :batch
+GROUP BY a.batch_id, x.day, x.price_tier, r.model, r.queue, r.provider
+ORDER BY r.model, x.price_tier
+
+-- name: receipt_day_groups
+-- Usage of results recorded over UTC days [first, end) per batch, pricing aggregate and
+-- queue (of one queue, or all).
 SELECT a.batch_id, r.provider, r.model, MIN(r.endpoint), x.price_tier, x.day, r.queue,
        COUNT(*), SUM(CASE WHEN x.error_code IS NULL THEN 1 ELSE 0 END),
        COALESCE(SUM(x.input_tokens), 0), COALESCE(SUM(x.cached_tokens), 0),
@@ -75,8 +91,7 @@ SELECT a.batch_id, r.provider, r.model, MIN(r.endpoint), x.price_tier, x.day, r.
 FROM results x
 JOIN attempts a ON a.id = x.attempt_id
 JOIN requests r ON r.id = x.request_id
-WHERE (CAST(:batch AS BIGINT) IS NULL OR a.batch_id = :batch)
+WHERE x.day >= :first AND x.day < :end AND a.batch_id IS NOT NULL
   AND (CAST(:queue AS TEXT) IS NULL OR r.queue = :queue)
-  AND x.day >= :first AND x.day < :end AND a.batch_id IS NOT NULL
 GROUP BY a.batch_id, x.day, x.price_tier, r.model, r.queue, r.provider
 ORDER BY a.batch_id, r.model, x.price_tier
