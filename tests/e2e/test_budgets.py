@@ -153,10 +153,12 @@ class Settled:
         return time.monotonic() - self.since >= 1.0
 
 
+@pytest.mark.slow
 def test_workers_with_different_configurations_never_pass_the_stores_cap(db: str) -> None:
     """One worker brings no budget, the other a looser one of its own: the store's 0.0004 USD
     a day holds for both; `llmbatch budget set` raising it sends the rest."""
-    enqueue(db)
+    n = 36
+    enqueue(db, n)
     assert cli("--db", db, "budget", "set", "--daily-usd", "0.0004").exit_code == 0
     with running(seed=11) as emu:
         fast = {"lease_ttl": 0.3, "max_batch_requests": 4, "delete_files": False}
@@ -165,7 +167,7 @@ def test_workers_with_different_configurations_never_pass_the_stores_cap(db: str
         acted = race(db, bare, loose, Settled(db), cap=400)
         assert acted["w1"] > 0 and acted["w2"] > 0, acted  # both held the lease and worked
         states = request_states(db)
-        assert 0 < states["succeeded"] < N and states["held"] == N - states["succeeded"]
+        assert 0 < states["succeeded"] < n and states["held"] == n - states["succeeded"]
         assert spent_by_results(db) <= Decimal("0.0004")
         assert int(sql(db, "SELECT SUM(reserved) FROM spend")[0][0]) == 0
         warned = [str(d) for (d,) in sql(db, "SELECT detail FROM events WHERE kind = 'budget'")]
@@ -178,7 +180,7 @@ def test_workers_with_different_configurations_never_pass_the_stores_cap(db: str
         assert "raise the budget to send it" in status.output
 
         assert cli("--db", db, "budget", "set", "--daily-usd", "1").exit_code == 0
-        race(db, bare, loose, lambda: request_states(db) == {"succeeded": N}, cap=1_000_000)
+        race(db, bare, loose, lambda: request_states(db) == {"succeeded": n}, cap=1_000_000)
     assert spent_by_results(db) <= Decimal(1)
 
 
@@ -399,6 +401,7 @@ def test_unpriced_model_is_held_under_a_budget_unless_the_store_allows_it(tmp_pa
     assert request_states(db) != {"held": 1}
 
 
+@pytest.mark.slow
 def test_two_worker_processes_with_budget_flags_cannot_overspend(tmp_path: Path) -> None:
     """Two `llmbatch worker --budget-usd` processes on one store; `wait` with a looser flag
     cannot release what they hold, `budget set` can."""
