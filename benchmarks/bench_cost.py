@@ -6,8 +6,8 @@ Fills a fresh SQLite store with N results (default 1,000,000; --small: 50,000) o
 days, 3 queues and 5 models — two of them tiered (claude-sonnet-4-5 above 200k input tokens,
 gpt-5.4 above 272k), one without a batch price (derived), one unknown (unpriced) — then times
 `llmbatch report`'s path: the store's per-aggregate sums, one batch and one real-time price per
-aggregate, the roll-up and the rendering; then two receipts (`report --batch` of a batch of
-50,000 results, `report --day --queue` of one queue's day). Prints one JSON line. Target:
+aggregate, the roll-up and the rendering; then two receipts (`report --batch` of one day's batch,
+about 33,000 results, and `report --day --queue` of one queue's day). Prints one JSON line. Target:
 under 2 s for 1M.
 
 The results are written with plain SQL, not through ingest, so the fill adds each chunk to the
@@ -43,7 +43,6 @@ MODELS = [
 DAY = 86400.0
 START = 1_796_000_000.0  # 2026-11-30
 FIRST_DAY = datetime.fromtimestamp(START, UTC)
-BATCH = 50_000  # results per batch (the receipts' batches)
 
 
 def fill(db: str, n: int, seed: int = 7) -> None:
@@ -75,17 +74,21 @@ def fill(db: str, n: int, seed: int = 7) -> None:
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             reqs,
         )
-        batches = sorted({1 + (r[0] - 1) // BATCH for r in reqs})
+        # one batch per UTC day (its results are recorded as it is ingested, that day)
+        batch_of = {r[0]: int(r[12] // DAY - START // DAY) + 1 for r in reqs}
         con.executemany(
             "INSERT OR IGNORE INTO batches (id, provider, endpoint, model, state, "
-            "provider_batch_id, request_count, created_at, updated_at) "
-            "VALUES (?, 'openai', '/v1/chat/completions', NULL, 'ingested', ?, ?, 0, 0)",
-            [(b, f"batch_{b}", BATCH) for b in batches],
+            "provider_batch_id, request_count, created_at, ingested_at, updated_at) "
+            "VALUES (?, 'openai', '/v1/chat/completions', NULL, 'ingested', ?, 0, ?, ?, ?)",
+            [
+                (b, f"batch_{b}", START + (b - 1) * DAY, START + b * DAY - 1, START + b * DAY)
+                for b in sorted(set(batch_of.values()))
+            ],
         )
         con.executemany(
             "INSERT INTO attempts (id, request_id, batch_id, state, created_at) "
             "VALUES (?, ?, ?, 'done', 0)",
-            [(r[0], r[0], 1 + (r[0] - 1) // BATCH) for r in reqs],
+            [(r[0], r[0], batch_of[r[0]]) for r in reqs],
         )
         con.executemany(
             "INSERT INTO results (attempt_id, request_id, error_code, input_tokens, "

@@ -88,10 +88,15 @@ SELECT a.batch_id, r.provider, r.model, MIN(r.endpoint), x.price_tier, x.day, r.
        COALESCE(SUM(x.cache_write_5m_tokens), 0), COALESCE(SUM(x.cache_write_1h_tokens), 0),
        COALESCE(SUM(x.output_tokens), 0),
        SUM(CASE WHEN x.usage_flag IS NOT NULL THEN 1 ELSE 0 END)
-FROM results x
-JOIN attempts a ON a.id = x.attempt_id
+FROM batches b
+JOIN attempts a ON a.batch_id = b.id
+JOIN results x ON x.attempt_id = a.id
 JOIN requests r ON r.id = x.request_id
-WHERE x.day >= :first AND x.day < :end AND a.batch_id IS NOT NULL
+-- only batches that can hold results of those days: made before they end, and not
+-- ingested before they begin (results are recorded as a batch is ingested)
+WHERE b.created_at < :end * 86400.0
+  AND (b.ingested_at IS NULL OR b.ingested_at >= :first * 86400.0)
+  AND x.day >= :first AND x.day < :end
   AND (CAST(:queue AS TEXT) IS NULL OR r.queue = :queue)
 GROUP BY a.batch_id, x.day, x.price_tier, r.model, r.queue, r.provider
 ORDER BY a.batch_id, r.model, x.price_tier
