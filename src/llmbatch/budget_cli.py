@@ -17,8 +17,9 @@ from typing import Any, TypeVar
 
 import click
 
-from llmbatch.budget import ALL_QUEUES, PERIODS, amount, as_rows, parse_budgets, tokens, usd
+from llmbatch.budget import ALL_QUEUES, PERIODS, amount, parse_budgets, tokens, usd
 from llmbatch.errors import ConfigError
+from llmbatch.in_force import as_rows
 from llmbatch.pricing import MICRO
 from llmbatch.store import Store
 

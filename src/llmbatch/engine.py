@@ -25,8 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from llmbatch import budget, ledger
-from llmbatch.budget import BudgetSettings, InForce
+from llmbatch.budget import BudgetSettings
 from llmbatch.errors import ConfigError, RejectedError, TransientError
+from llmbatch.in_force import InForce
 from llmbatch.ingest import Ingesting
 from llmbatch.packing import cut
 from llmbatch.providers import Provider, make_provider

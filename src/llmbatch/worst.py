@@ -45,6 +45,8 @@ from dataclasses import dataclass
 from decimal import ROUND_CEILING, Decimal
 from typing import Any
 
+import orjson
+
 from llmbatch.pricing import ModelPrices, Tokens, free
 
 UNKNOWN_MAX = 1_000_000  # no known window or largest output: the largest there is
@@ -267,7 +269,7 @@ def worst_case(
             continue
         if key in DEFINITIONS:
             if v is not None and v is not False:
-                definitions += len(_json_bytes(v))
+                definitions += len(orjson.dumps(v))
                 if key == "tools":
                     walk.tools(v)
                     if isinstance(v, dict) or (isinstance(v, list) and v):
@@ -346,12 +348,6 @@ def micro(usd: Decimal) -> int:
 
 def _family(provider: str) -> str:
     return "anthropic" if provider == "anthropic" else "openai"
-
-
-def _json_bytes(v: Any) -> bytes:
-    import orjson
-
-    return orjson.dumps(v)
 
 
 def _prediction(body: Mapping[str, Any]) -> int:

@@ -13,14 +13,13 @@ from llmbatch.budget import (
     Budget,
     BudgetSettings,
     Line,
-    as_rows,
     fit,
-    in_force,
     parse_budgets,
     period_days,
     to_micro,
 )
 from llmbatch.errors import ConfigError
+from llmbatch.in_force import as_rows, in_force
 from llmbatch.store.budgets import BudgetRow, PolicyRow
 from llmbatch.worst import WorstCase
 
