@@ -236,3 +236,32 @@ def test_the_ledger_records_tallies_provider_totals_and_checks_them(store: Store
     assert store.find_batch(str(dup))["intent_id"] == intent  # type: ignore[index]
     assert store.find_batch("nope") is None
     assert store.spend_queues(dup) == {"q": 900}
+
+
+def test_two_first_workers_at_once_one_writes_its_budgets(db: str) -> None:
+    """Four workers reach an empty store at the same instant, each with its own budget:
+    exactly one writes its own, and the store holds that one (the others then tighten it
+    for themselves, never loosen it)."""
+    gate = threading.Barrier(4)
+    wrote: list[int] = []
+    open_store(db).close()
+
+    def seed(k: int) -> None:
+        store = open_store(db)
+        try:
+            gate.wait()
+            if store.seed_budgets([BudgetRow("*", "day", 1000 + k)], [], NOW):
+                wrote.append(k)
+        finally:
+            store.close()
+
+    threads = [threading.Thread(target=seed, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    (k,) = wrote
+    check = open_store(db)
+    rows, _policies = check.stored_budgets()
+    assert [(r.queue, r.period, r.limit_micro) for r in rows] == [("*", "day", 1000 + k)]
+    check.close()

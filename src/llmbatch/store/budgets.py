@@ -21,7 +21,7 @@ from typing import Any
 
 from llmbatch.errors import StoreError
 
-RESERVE_LOCK = 0x6C6D6274_62756467  # a PostgreSQL advisory lock: one reservation at a time
+RESERVE_LOCK = 0x6C6D6274_62756467  # a PostgreSQL advisory lock: one budget writer at a time
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,6 +193,7 @@ class BudgetOps:
         """Write a worker's own budgets into a store that has none (its first use); False,
         writing nothing, if the store already has budgets."""
         with self._write() as cur:
+            self._lock_budgets(cur)  # two first workers at once: one writes, one reads
             cur.execute(self.q("budgets_stored"))
             if int(cur.fetchone()[0]):
                 return False
@@ -227,12 +228,17 @@ class BudgetOps:
             cur.execute(self.q("queue_exists"), {"queue": queue})
             return cur.fetchone() is not None
 
+    def _lock_budgets(self, cur: Any) -> None:
+        """Serialise reservations and first-use writes (SQLite's BEGIN IMMEDIATE already does;
+        on PostgreSQL, a transaction-scoped advisory lock)."""
+        if self.dialect == "postgres":
+            cur.execute("SELECT pg_advisory_xact_lock(%s)", [RESERVE_LOCK])
+
     # -- reservations ------------------------------------------------------------------------
     def _reserve(self, cur: Any, batch_id: int, r: Reservation, now: float) -> None:
         """Inside an intent's transaction: check the store's budgets (rows locked) and the
         worker's own, each against its period's committed spend; record the reservation."""
-        if self.dialect == "postgres":  # a budget of this worker alone has no row to lock
-            cur.execute("SELECT pg_advisory_xact_lock(%s)", [RESERVE_LOCK])
+        self._lock_budgets(cur)  # a budget of this worker alone has no row to lock
         queues = sorted(q for q in r.per_queue if q != "*")
         marks = ", ".join(["?"] * len(queues)) or "NULL"
         cur.execute(
