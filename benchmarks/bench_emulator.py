@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import socket
 import statistics
 import subprocess
@@ -66,6 +67,12 @@ def peak_rss_mb(pid: int) -> tuple[float, float]:
         key, _, value = row.partition(":")
         fields[key] = value.strip()
     return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def wait_done(client: openai.OpenAI, batch_id: str, interval: float = 0.05) -> openai.types.Batch:
@@ -122,6 +129,7 @@ def main() -> None:
         # 1. End to end.
         path = work / "input.jsonl"
         result["input_bytes"] = write_input(path, n, "e2e")
+        cpu_e2e_start = cpu_seconds(server.pid)
         t0 = time.perf_counter()
         with path.open("rb") as handle:
             uploaded = client.files.create(file=handle, purpose="batch")
@@ -136,6 +144,7 @@ def main() -> None:
         with client.files.with_streaming_response.content(batch.output_file_id) as response:
             response.stream_to_file(work / "output.jsonl")
         t3 = time.perf_counter()
+        cpu_batches = cpu_seconds(server.pid) - cpu_e2e_start
         e2e = t3 - t0
         result |= {
             "e2e_seconds": round(e2e, 3),
@@ -170,6 +179,7 @@ def main() -> None:
         control.set_config(rate=100_000.0)
 
         # 3. Memory: many requests over many batches.
+        cpu_rss_start = cpu_seconds(server.pid)
         t0 = time.perf_counter()
         ids = []
         for b in range(args.batches):
@@ -186,6 +196,9 @@ def main() -> None:
         done = [wait_done(client, i, 0.5) for i in ids]
         assert all(d.status == "completed" for d in done)
         rss, peak = peak_rss_mb(server.pid)
+        # The emulator's CPU while it processed batches (phases 1 and 3; phase 2 polls).
+        cpu_batches += cpu_seconds(server.pid) - cpu_rss_start
+        result["emulator_cpu_us_per_request"] = round(cpu_batches / (n + n * args.batches) * 1e6, 1)
         result |= {
             "rss_requests": n * args.batches,
             "rss_batches": args.batches,

@@ -15,7 +15,8 @@ emulator over real HTTP; every fault is injected through the control API:
   (default 0.2) of calls hit one of 500, 502, 503, 429 (retry-after 0.2 s), 0.2 s latency or a
   connection dropped mid-response (mid-download for file contents), spread evenly;
 - on top of that, 5 % of batch creates and 3 % of uploads fail *after* doing their work
-  (`mode: after`), and lists lag by 2 s (the engine's settle delay is 5 s);
+  (`mode: after`), and lists lag by 2 s (the engine's settle delay is 5 s, its upload and
+  create timeout 2 s: a create whose outcome is unknown is sent again 7 s after it started);
 - per request: `--request-failure-rate` (default 0.1) of the lines of each batch come back
   as 500s; a request that fails all 3 of its attempts fails for good, so at 0.2 the expected
   share is 1 − 0.2³ = 99.2 %;
@@ -174,6 +175,10 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         overrides: dict[str, Any] = {
             "poll_interval": 0.1, "max_poll_interval": 0.5, "backoff_seconds": 0.2,
             "settle_seconds": 5.0, "max_batch_requests": args.batch_requests,
+            # a create answered 500 after it acted is waited out submit_timeout + settle
+            # from its start before it may be sent again (the default 120 s would be most
+            # of the run); the emulator answers in well under a second
+            "submit_timeout": 2.0,
             # kept so the audit can read every batch's lines; a real run deletes them
             "delete_files": False,
         }  # fmt: skip

@@ -251,7 +251,10 @@ def enqueue(db: str, provider: str, start: int, n: int) -> None:
 
 def write_config(path: Path, url: str, batch: int, provider: str) -> Path:
     text = (
-        "[engine]\nlease_ttl = 30.0\nsettle_seconds = 1.0\npoll_interval = 0.1\n"
+        # an unknown create waits submit_timeout + settle_seconds (27 s + 1 s under a 30 s
+        # lease if not set); the emulator answers in well under a second
+        "[engine]\nlease_ttl = 30.0\nsubmit_timeout = 2.0\nsettle_seconds = 1.0\n"
+        "poll_interval = 0.1\n"
         "max_poll_interval = 0.3\nbackoff_seconds = 0.2\nmax_batch_requests = "
         f"{batch}\n"
         # kept so the audit can read every input and result; a real run deletes them

@@ -105,7 +105,9 @@ def own_database(admin_dsn: str, prefix: str = "llmbatch_bench") -> Iterator[str
 def write_config(path: Path, base_url: str, **engine: Any) -> Path:
     """Short delays so a run takes seconds; uploads kept so the audit can read them."""
     values: dict[str, Any] = {
-        "lease_ttl": 30.0, "settle_seconds": 2.0, "poll_interval": 0.1,
+        # submit_timeout: an unknown create waits it plus settle_seconds (27 s under a
+        # 30 s lease otherwise); the emulator answers in well under a second
+        "lease_ttl": 30.0, "submit_timeout": 2.0, "settle_seconds": 2.0, "poll_interval": 0.1,
         "max_poll_interval": 0.3, "backoff_seconds": 0.2, "delete_files": False,
         "max_batch_requests": 250, "batches_per_hour": 1_000_000,
     }  # fmt: skip

@@ -12,6 +12,7 @@ import os
 import threading
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,17 @@ from helpers import RefusingService
 from llmbatch.store import Store, open_store
 
 PG_DSN = os.environ.get("LLMBATCH_TEST_PG")
+PG_SKIP = "PostgreSQL tests need LLMBATCH_TEST_PG=postgresql://… (a user that may CREATE DATABASE)"
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """The PostgreSQL tests skipped without a server, in one line rather than one each."""
+    skipped = terminalreporter.stats.get("skipped", [])
+    pg = sum(1 for r in skipped if "LLMBATCH_TEST_PG" in str(r.longrepr))
+    if pg:
+        terminalreporter.write_line(f"{pg} PostgreSQL tests skipped: {PG_SKIP}", yellow=True)
+    if len(skipped) > pg:
+        terminalreporter.write_line(f"{len(skipped) - pg} other tests skipped (-rs lists them)")
 
 
 def _dsn_for(dbname: str) -> str:
@@ -47,9 +59,7 @@ def pg_template() -> Iterator[str]:
     if not PG_DSN:
         if os.environ.get("CI"):
             pytest.fail("CI must run the PostgreSQL tests: set LLMBATCH_TEST_PG (.ci/run does)")
-        pytest.skip(
-            "PostgreSQL tests need LLMBATCH_TEST_PG=postgresql://… (a user that may CREATE DATABASE)"
-        )
+        pytest.skip(PG_SKIP)
     name = f"llmbatch_tpl_{uuid.uuid4().hex[:8]}"
     with _admin() as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
@@ -76,7 +86,7 @@ def empty_pg_dsn() -> Iterator[str]:
     if not PG_DSN:
         if os.environ.get("CI"):
             pytest.fail("CI must run the PostgreSQL tests: set LLMBATCH_TEST_PG (.ci/run does)")
-        pytest.skip("PostgreSQL tests need LLMBATCH_TEST_PG")
+        pytest.skip(PG_SKIP)
     name = f"llmbatch_e_{uuid.uuid4().hex[:10]}"
     with _admin() as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
@@ -105,8 +115,9 @@ def store(db: str) -> Iterator[Store]:
     s.close()
 
 
-@pytest.fixture
-def refusing() -> Iterator[RefusingService]:
+@contextmanager
+def _echoing(status: int) -> Iterator[RefusingService]:
+    """A service answering every call with `status` and the key it was sent in the message."""
     service = RefusingService("")
 
     class Handler(BaseHTTPRequestHandler):
@@ -120,7 +131,7 @@ def refusing() -> Iterator[RefusingService]:
             )
             payload = orjson.dumps({"error": {"message": f"Incorrect API key provided: {key}.",
                                               "type": "invalid_request_error", "code": "invalid_api_key"}})  # fmt: skip
-            self.send_response(401)
+            self.send_response(status)
             self.send_header("content-type", "application/json")
             self.send_header("content-length", str(len(payload)))
             self.end_headers()
@@ -134,6 +145,23 @@ def refusing() -> Iterator[RefusingService]:
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     service.url = f"http://127.0.0.1:{server.server_address[1]}"
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield service
-    server.shutdown()
-    server.server_close()
+    try:
+        yield service
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def refusing() -> Iterator[RefusingService]:
+    """Refuses every key with 401, echoing it (as OpenAI does a revoked one)."""
+    with _echoing(401) as service:
+        yield service
+
+
+@pytest.fixture
+def rejecting() -> Iterator[RefusingService]:
+    """A gateway that answers 400 and echoes the key in the body: not an auth error, so the
+    engine records and prints the message."""
+    with _echoing(400) as service:
+        yield service

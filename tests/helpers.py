@@ -6,6 +6,8 @@ Tests reach the database with their own connection and plain SQL (the way an ope
 
 from __future__ import annotations
 
+import dataclasses
+import socket
 import sqlite3
 import sys
 import time
@@ -129,6 +131,11 @@ def all_requests(db: str) -> list[tuple[Any, ...]]:
 
 LLMBATCH = str(Path(sys.executable).parent / "llmbatch")  # the installed console script
 
+# The lease holder of a worker on this host whose process is gone (no pid is this high): a
+# new engine breaks its lease at once, as it does a killed worker's. Its lease stays live
+# until then, so the fenced writes a test makes in its name go through.
+DEAD_HOLDER = f"{socket.gethostname()}:4194305:0/dead"
+
 
 def cli(*args: str, input: bytes | str | None = None, env: dict[str, str] | None = None) -> Result:
     """Run `llmbatch ARGS` in this process, as a user would type it; a crash is re-raised."""
@@ -157,6 +164,9 @@ def fast_settings(emu: Any, **overrides: Any) -> EngineSettings:
         "poll_interval": 0.05,
         "max_poll_interval": 0.2,
         "settle_seconds": 0.5,
+        # after an unknown create outcome the engine waits this client timeout plus the settle
+        # window before it may create again
+        "submit_timeout": 1.0,
         "backoff_seconds": 0.1,
         "retry": RetryPolicy(base_seconds=0.05, max_seconds=0.1),
         "providers": {
@@ -166,7 +176,11 @@ def fast_settings(emu: Any, **overrides: Any) -> EngineSettings:
         },
     }
     values.update(overrides)
-    return EngineSettings(**values)
+    if "submit_timeout" not in overrides:  # it must fit in a short lease a test sets
+        values["submit_timeout"] = min(1.0, 0.8 * values.get("lease_ttl", 600.0))
+    known = {f.name for f in dataclasses.fields(EngineSettings)}
+    # settings an older EngineSettings lacks are left out (tests run against older code too)
+    return EngineSettings(**{k: v for k, v in values.items() if k in known})
 
 
 def drain(db: str, settings: EngineSettings, max_seconds: float = 60.0) -> None:

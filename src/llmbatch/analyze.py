@@ -8,6 +8,10 @@ Two inputs, told apart by their first JSON value:
   concatenated. A result's tag is its `project_id` when the pages are also grouped by it.
 - Per-call records, one JSON object a line: `timestamp` (Unix seconds or ISO 8601), `model`,
   `input_tokens`, `output_tokens`, optional `cached_tokens`, `tag`, `endpoint`, `batch`.
+  Examples of both are in docs/analyze.md.
+
+The input is read once, streamed: time linear in its size, memory bounded by the aggregates
+(one per model, tag, endpoint and tier) and one JSON value.
 
 What could move is every non-batched token minus the `--exclude-tag` groups: an upper bound,
 since some calls need an answer in seconds. Costs are at today's prices (pricing.py, batch
@@ -18,8 +22,9 @@ each call's own tier.
 
 from __future__ import annotations
 
+import itertools
 import json
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -30,6 +35,7 @@ import orjson
 
 from llmbatch.errors import InputError
 from llmbatch.pricing import PRICES_VERSION, Tokens, model_prices, price_group, quantize
+from llmbatch.render import Column, as_csv, as_json, money, table
 
 MONTH_DAYS = Decimal(30)
 DAY_S = 86400
@@ -132,22 +138,63 @@ class Analysis:
         }  # fmt: skip
 
 
-def _values(text: str) -> Iterator[tuple[int, Any]]:
-    """(line number, value) of each JSON value: one a line, or concatenated/pretty-printed."""
+def _values(source: str, lines: Iterable[bytes]) -> Iterator[tuple[int, Any]]:
+    """(line number, value) of each JSON value, streamed in one pass: one value a line (the
+    fast path), or values spread over lines (pretty-printed or concatenated pages).
+
+    A value spread over lines is parsed from a buffer of whole lines that holds that value
+    only, tried again only when the buffer has doubled, so the work stays linear."""
     dec = json.JSONDecoder()
-    i, n = 0, len(text)
+    parts: list[str] = []  # the lines of the value being read (joined only to parse)
+    size = start = tried = 0
+    for n, raw in enumerate(lines, 1):
+        if not parts:
+            if not raw.strip():
+                continue
+            try:
+                yield n, orjson.loads(raw)
+                continue
+            except orjson.JSONDecodeError:
+                start, size, tried = n, 0, 0
+        text = _decode(source, n, raw)
+        parts.append(text)
+        size += len(text)
+        if size >= 2 * tried:
+            rest, start = yield from _drain(dec, source, "".join(parts), start, final=False)
+            parts, size, tried = ([rest], len(rest), len(rest)) if rest else ([], 0, 0)
+    if parts:
+        yield from _drain(dec, source, "".join(parts), start, final=True)
+
+
+def _decode(source: str, line: int, raw: bytes) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{source}:{line}: not UTF-8 text (byte {exc.start + 1})") from None
+
+
+def _drain(
+    dec: json.JSONDecoder, source: str, buf: str, start: int, *, final: bool
+) -> Generator[tuple[int, Any], None, tuple[str, int]]:
+    """Yield the complete values at the front of `buf`; return what is left and its line."""
+    i = 0
     while True:
-        while i < n and text[i] in " \t\r\n":
+        while i < len(buf) and buf[i] in " \t\r\n":
             i += 1
-        if i >= n:
-            return
-        line = text.count("\n", 0, i) + 1
+        if i >= len(buf):
+            return "", 0
+        line = start + buf.count("\n", 0, i)
         try:
-            value, i = dec.raw_decode(text, i)
+            value, i = dec.raw_decode(buf, i)
         except json.JSONDecodeError as exc:
-            snippet = text[i : i + 60].split("\n", 1)[0]
+            # whole lines are added, so a value cut short fails only at the buffer's end
+            if not final and exc.pos >= len(buf.rstrip()):
+                return buf[i:], line
+            # an error at the very end is on the last line that holds anything
+            where = start + buf.count("\n", 0, min(exc.pos, len(buf.rstrip())))
+            snippet = buf[i : i + 60].split("\n", 1)[0]
             raise InputError(
-                f"line {exc.lineno}: not JSON ({exc.msg}): {snippet!r}; expected {PAGE_SHAPE}, "
+                f"{source}:{where}: not JSON ({exc.msg}): {snippet!r}; expected {PAGE_SHAPE}, "
                 f"or {RECORD_SHAPE}"
             ) from None
         yield line, value
@@ -169,17 +216,19 @@ def _int(source: str, line: int, obj: dict[str, Any], key: str, default: int | N
 
 
 def read_pages(source: str, values: Iterable[tuple[int, Any]]) -> tuple[list[Usage], list[int]]:
-    """Usage results of usage pages, and the bucket bounds (Unix seconds) they cover."""
-    out: list[Usage] = []
-    bounds: list[int] = []
+    """Usage of usage pages summed per (model, project, batch), and the first and last bucket
+    bounds (Unix seconds) that hold any."""
+    sums: dict[tuple[str, str | None, bool], list[int]] = {}
+    lo, hi = None, None
     for line, page in values:
         if not isinstance(page, dict) or page.get("object") != "page":
             raise _unknown(source, line, page, " (every value must be a usage page)")
         for bucket in page.get("data") or ():
             results = bucket.get("results") or ()
             if results:  # empty buckets say nothing about what was used
-                bounds += [_int(source, line, bucket, "start_time"),
-                           _int(source, line, bucket, "end_time")]  # fmt: skip
+                start = _int(source, line, bucket, "start_time")
+                end = _int(source, line, bucket, "end_time")
+                lo, hi = min(start, lo if lo is not None else start), max(end, hi or end)
             for r in results:
                 if r.get("object") != "organization.usage.completions.result":
                     raise _unknown(source, line, r, " (not a completions usage result)")
@@ -189,15 +238,18 @@ def read_pages(source: str, values: Iterable[tuple[int, Any]]) -> tuple[list[Usa
                         "(model or batch is null); fetch the pages with group_by=model,batch"
                     )
                 inp = _int(source, line, r, "input_tokens")
-                tokens = Tokens(
-                    input=inp,
-                    cached=min(_int(source, line, r, "input_cached_tokens", 0), inp),
-                    output=_int(source, line, r, "output_tokens"),
-                )
-                n = _int(source, line, r, "num_model_requests")
                 tag = r.get("project_id")
-                out.append(Usage(str(r["model"]), tag, bool(r["batch"]), 0, n, tokens))
-    return out, bounds
+                key = (str(r["model"]), None if tag is None else str(tag), bool(r["batch"]))
+                s = sums.setdefault(key, [0, 0, 0, 0])
+                s[0] += _int(source, line, r, "num_model_requests")
+                s[1] += inp
+                s[2] += min(_int(source, line, r, "input_cached_tokens", 0), inp)
+                s[3] += _int(source, line, r, "output_tokens")
+    out = [
+        Usage(model, tag, batch, 0, n, Tokens(input=i, cached=c, output=o))
+        for (model, tag, batch), (n, i, c, o) in sums.items()
+    ]
+    return out, ([] if lo is None or hi is None else [lo, hi])
 
 
 def _timestamp(source: str, line: int, v: object) -> float:
@@ -245,6 +297,33 @@ def _provider(model: str) -> str:
     return "anthropic" if model.startswith("claude") else "openai"
 
 
+def analyze_lines(
+    lines: Iterable[bytes],
+    *,
+    source: str = "<usage>",
+    exclude_tags: Sequence[str] = (),
+    today: date | None = None,
+) -> Analysis:
+    """Analyse usage pages or per-call records, read once from `lines` (bytes, with or without
+    their newlines): linear in the input, memory bounded by the aggregates and one value."""
+    values = _values(source, lines)
+    excluded = tuple(exclude_tags)
+    first = next(values, None)
+    if first is None:
+        return Analysis(source, "empty", [], None, None, excluded)
+    line, value = first
+    again = itertools.chain([first], values)
+    if isinstance(value, dict) and value.get("object") == "page":
+        kind, (usage, bounds) = "usage pages", read_pages(source, again)
+    elif isinstance(value, dict) and "model" in value and "input_tokens" in value:
+        kind, (usage, bounds) = "per-call records", read_records(source, again)
+    else:
+        raise _unknown(source, line, value)
+    start = datetime.fromtimestamp(min(bounds), UTC) if bounds else None
+    end = datetime.fromtimestamp(max(bounds), UTC) if bounds else None
+    return Analysis(source, kind, _lines(usage, excluded, today), start, end, excluded)
+
+
 def analyze_text(
     text: str,
     *,
@@ -253,20 +332,8 @@ def analyze_text(
     today: date | None = None,
 ) -> Analysis:
     """Analyse usage pages or per-call records given as text."""
-    values = list(_values(text))
-    excluded = tuple(exclude_tags)
-    if not values:
-        return Analysis(source, "empty", [], None, None, excluded)
-    line, first = values[0]
-    if isinstance(first, dict) and first.get("object") == "page":
-        kind, (usage, bounds) = "usage pages", read_pages(source, values)
-    elif isinstance(first, dict) and "model" in first and "input_tokens" in first:
-        kind, (usage, bounds) = "per-call records", read_records(source, values)
-    else:
-        raise _unknown(source, line, first)
-    start = datetime.fromtimestamp(min(bounds), UTC) if bounds else None
-    end = datetime.fromtimestamp(max(bounds), UTC) if bounds else None
-    return Analysis(source, kind, _lines(usage, excluded, today), start, end, excluded)
+    lines = (ln.encode() for ln in text.splitlines())
+    return analyze_lines(lines, source=source, exclude_tags=exclude_tags, today=today)
 
 
 def _lines(usage: list[Usage], excluded: tuple[str, ...], today: date | None) -> list[Line]:
@@ -297,67 +364,91 @@ def _lines(usage: list[Usage], excluded: tuple[str, ...], today: date | None) ->
 def analyze_file(
     path: str | Path, *, exclude_tags: Sequence[str] = (), today: date | None = None
 ) -> Analysis:
-    """Analyse a usage file (see the module docstring for the two shapes)."""
+    """Analyse a usage file (see the module docstring for the two shapes), streamed."""
     p = Path(path)
     if not p.is_file():
         raise InputError(f"{p}: no such file")
-    try:
-        text = p.read_text("utf-8")
-    except UnicodeDecodeError as exc:
-        raise InputError(f"{p}: not UTF-8 text (byte {exc.start + 1})") from None
-    return analyze_text(text, source=str(p), exclude_tags=exclude_tags, today=today)
+    with open(p, "rb") as f:
+        return analyze_lines(f, source=str(p), exclude_tags=exclude_tags, today=today)
 
 
-def _usd(v: Decimal) -> str:
-    return f"{v:,.2f}" if abs(v) >= 1 else f"{v:.4f}"
+def _cell(ln: Line, v: Decimal, *, movable_only: bool = False) -> str:
+    if ln.unpriced:
+        return "unpriced"
+    if movable_only and not ln.movable:
+        return "-"
+    return money(v)
 
 
-def render(a: Analysis, fmt: str = "table") -> str:
-    """The analysis as a table (rounded) or JSON (exact to 1e-6 USD)."""
+COLUMNS = [
+    Column("model", "model"),
+    Column("tag", "tag"),
+    Column("requests", "requests", right=True),
+    Column("batched_share", "batched", right=True, drop=4),
+    Column("input_tokens", "input tok", right=True, drop=5),
+    Column("output_tokens", "output tok", right=True, drop=5),
+    Column("batched_usd", "batched $", right=True, drop=3),
+    Column("batched_saved_usd", "batch saved $", right=True, drop=3),
+    Column("movable_realtime_usd", "real-time $", right=True),
+    Column("movable_batch_usd", "as batch $", right=True, drop=2),
+    Column("savings_usd", "could save $", right=True, drop=1),
+    Column("monthly_savings_usd", "could save $/mo", right=True),
+]
+
+
+def render(a: Analysis, fmt: str = "table", wide: bool = False) -> str:
+    """The analysis as a table (rounded, fitted to the terminal), CSV or JSON (exact to
+    1e-6 USD)."""
     if fmt == "json":
-        return orjson.dumps(a.record(), default=str, option=orjson.OPT_INDENT_2).decode() + "\n"
+        return as_json(a.record())
+    records = a.record()["lines"]
+    assert isinstance(records, list)
+    if fmt == "csv":
+        cols = (
+            [Column(k, k) for k in records[0]]
+            if records
+            else [Column(c.key, c.key) for c in COLUMNS]
+        )
+        return as_csv(cols, records)
     if not a.lines:
         return f"{a.source}: no usage in this period: nothing to analyse.\n"
-    from rich.console import Console
-    from rich.table import Table
-
     assert a.start is not None and a.end is not None
-    period = f"{a.start:%Y-%m-%d} to {a.end:%Y-%m-%d}, {a.days:.1f} days"
-    table = Table(title=f"{a.source} ({a.kind}, {period}; USD at today's prices, {PRICES_VERSION})")
-    heads = ("model", "tag", "requests", "batched", "input tok", "output tok", "batched $",
-             "batch saved $", "not batched $ (real time)", "as batch $", "could save $",
-             "could save $/month")  # fmt: skip
-    for i, h in enumerate(heads):
-        table.add_column(h, justify="left" if i < 2 else "right", no_wrap=i < 2)
+    rows = []
     for ln in a.lines:
-        excluded = not ln.movable
-        table.add_row(
-            ln.model, (ln.tag or "-") + (" (excluded)" if excluded else ""), f"{ln.requests:,}",
-            f"{ln.batched_requests / ln.requests:.0%}" if ln.requests else "-",
-            f"{ln.input_tokens:,}", f"{ln.output_tokens:,}",
-            "unpriced" if ln.unpriced else _usd(ln.batched_usd),
-            "unpriced" if ln.unpriced else _usd(ln.batched_saved_usd),
-            "unpriced" if ln.unpriced else _usd(ln.movable_realtime_usd),
-            "-" if excluded or ln.unpriced else _usd(ln.movable_batch_usd),
-            "-" if excluded or ln.unpriced else _usd(ln.savings_usd),
-            "-" if excluded or ln.unpriced else _usd(a.monthly(ln.savings_usd)),
-        )  # fmt: skip
-    console = Console(width=max(Console().width, 160), highlight=False)
-    with console.capture() as cap:
-        console.print(table)
+        rows.append(
+            {
+                "model": ln.model,
+                "tag": (ln.tag or "-") + ("" if ln.movable else " (excluded)"),
+                "requests": ln.requests,
+                "batched_share": f"{ln.batched_requests / ln.requests:.0%}" if ln.requests else "-",
+                "input_tokens": ln.input_tokens,
+                "output_tokens": ln.output_tokens,
+                "batched_usd": _cell(ln, ln.batched_usd),
+                "batched_saved_usd": _cell(ln, ln.batched_saved_usd),
+                "movable_realtime_usd": _cell(ln, ln.movable_realtime_usd),
+                "movable_batch_usd": _cell(ln, ln.movable_batch_usd, movable_only=True),
+                "savings_usd": _cell(ln, ln.savings_usd, movable_only=True),
+                "monthly_savings_usd": _cell(ln, a.monthly(ln.savings_usd), movable_only=True),
+            }
+        )
+    period = f"{a.start:%Y-%m-%d} to {a.end:%Y-%m-%d}, {a.days:.1f} days"
+    title = f"{a.source} ({a.kind}, {period}; USD at today's prices, {PRICES_VERSION})"
+    out = table(COLUMNS, rows, title=title, wide=wide)
     saved = a.total("savings_usd")
+    outside = f" outside {', '.join(a.excluded)}" if a.excluded else ""
     notes = [
-        f"already batched: {_usd(a.total('batched_usd'))} USD, which saved "
-        f"{_usd(a.total('batched_saved_usd'))} USD against real time.",
-        f"could move to batch: up to {_usd(saved)} USD saved in this period, about "
-        f"{_usd(a.monthly(saved))} USD a month — an upper bound: it counts every non-batched "
-        "call" + (f" outside {', '.join(a.excluded)}" if a.excluded else "")
-        + ", and some need an answer in seconds.",
-    ]  # fmt: skip
+        "real-time $: what the calls not sent through batch cost; could save $: what they would "
+        "have saved as batch.",
+        f"already batched: {money(a.total('batched_usd'))} USD, which saved "
+        f"{money(a.total('batched_saved_usd'))} USD against real time.",
+        f"could move to batch: up to {money(saved)} USD saved in this period, about "
+        f"{money(a.monthly(saved))} USD a month — an upper bound: it counts every non-batched "
+        f"call{outside}, and some need an answer in seconds.",
+    ]
     if a.kind == "usage pages":
         notes.append("usage pages hold no per-request sizes: priced at each model's base tier.")
     if any(ln.unpriced for ln in a.lines):
         notes.append("unpriced: model not in the price data; left out of the sums, not $0.")
     if any(ln.derived for ln in a.lines):
         notes.append("derived: no batch price in the price data; real-time price x 50 % used.")
-    return cap.get() + "".join(n + "\n" for n in notes)
+    return out + "".join(n + "\n" for n in notes)

@@ -13,6 +13,7 @@ import os
 import tomllib
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import click
 
@@ -52,6 +53,12 @@ def load_config(path: Path | None) -> dict[str, Any]:
 def _refuse_secrets(table: dict[str, Any], path: Path, prefix: str) -> None:
     for key, value in table.items():
         where = f"{prefix}{key}"
+        if key == "db" and isinstance(value, str) and _dsn_password(value):
+            raise ConfigError(
+                f"{path}: {where} holds a PostgreSQL password; keep it out of the config file: "
+                "set PGPASSWORD, use ~/.pgpass, or put the whole DSN in the LLMBATCH_DB "
+                "environment variable"
+            )
         if isinstance(value, dict):
             _refuse_secrets(value, path, where + ".")
         elif key.lower() in _SECRET_KEYS or key.lower().endswith(
@@ -61,6 +68,17 @@ def _refuse_secrets(table: dict[str, Any], path: Path, prefix: str) -> None:
                 f"{path}: {where} holds a secret by value; name the environment variable that holds "
                 f'it instead (for example api_key_env = "OPENAI_API_KEY")'
             )
+
+
+def _dsn_password(db: str) -> bool:
+    """Whether a postgresql:// URL carries a password (as user:password@ or ?password=)."""
+    if not db.startswith(("postgresql://", "postgres://")):
+        return False
+    try:
+        parts = urlsplit(db)
+        return bool(parts.password) or "password" in {k.lower() for k in parse_qs(parts.query)}
+    except ValueError:
+        return ":" in db.split("://", 1)[1].split("@", 1)[0] and "@" in db
 
 
 Types = tuple[type, ...] | None  # the Python types an option's value may have; None: any
@@ -114,9 +132,17 @@ def _types(command: click.Command) -> dict[str, Types]:
     """What the config file may set for a command: config key -> the TOML value types."""
     params = {p.name: p for p in command.params}
     return {
-        key: None if params[name].multiple else _PY_TYPES.get(type(params[name].type))
+        key: None if params[name].multiple else _py_types(params[name].type)
         for key, name in _names(command).items()
     }
+
+
+def _py_types(kind: click.ParamType[Any]) -> Types:
+    """The TOML value types a click type takes (a subclass, such as cli's Int64, as its base)."""
+    for cls in type(kind).__mro__:
+        if cls in _PY_TYPES:
+            return _PY_TYPES[cls]
+    return None
 
 
 def check_keys(

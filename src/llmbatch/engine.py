@@ -10,6 +10,13 @@ One tick, in order:
 5. poll in-flight batches (one list call, a few retrieves), at most every `poll_interval`,
    backing off to `max_poll_interval` while nothing moves;
 6. ingest ended batches: stream result files to disk, verify them, record every line.
+
+Errors are per batch: whatever one batch's step raises (a 404, a refusal, a full disk, a bug)
+backs that batch off and is said, and the tick goes on with the others. Only what concerns
+the whole store stops a tick: the key refused (AuthError), the database (StoreError, a lost
+lease), a wrong setting (ConfigError). Everything the engine counts — back-offs, download
+tries, 404 confirmations, rejections, what a group's failures taught — lives in the store,
+so `llmbatch run` from cron (a new process each time) behaves as a long-lived worker does.
 """
 
 from __future__ import annotations
@@ -24,22 +31,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from llmbatch import budget, ledger
+from llmbatch import budget, defaults, ledger
 from llmbatch.budget import BudgetSettings
-from llmbatch.errors import ConfigError, RejectedError, TransientError
+from llmbatch.errors import ConfigError, RejectedError
 from llmbatch.in_force import InForce
 from llmbatch.ingest import Ingesting
 from llmbatch.packing import cut
+from llmbatch.polling import Polling
 from llmbatch.providers import Provider, make_provider
 from llmbatch.providers.base import Limits
 from llmbatch.retry import RetryPolicy
+from llmbatch.setbacks import Setbacks, group_row
 from llmbatch.store import Store
-from llmbatch.store.batching import OpenBatch, Outcome, _Retry
+from llmbatch.store.batching import LeaseLost, OpenBatch, _Retry
 from llmbatch.store.budgets import OverBudget, Reservation
+from llmbatch.store.setbacks import GroupBackoff
 from llmbatch.store.sqlstore import owner_alive, owner_tag
-from llmbatch.submission import Submission, Sweeping
+from llmbatch.submission import Cancelling, Submission, Sweeping
 
 ENDED = ("completed", "failed", "expired", "cancelled")
+Clock = Callable[[], float]
 
 
 @dataclass
@@ -48,16 +59,23 @@ class EngineSettings:
 
     poll_interval: float = 30.0
     max_poll_interval: float = 600.0
+    first_poll: float = 1.0  # after a submit, poll this soon, then back off (doubling)
     retrieve_budget: int = 5
     settle_seconds: float = 120.0  # wait this long for a lagging list before re-creating
     max_batch_requests: int | None = None
     delete_files: bool = True
     batches_per_hour: int = 2000
     quotas: dict[tuple[str, str], int] = field(default_factory=dict)  # (provider, model) -> tokens
-    lease_ttl: float = 600.0
+    lease_ttl: float = defaults.LEASE_TTL_S
+    # How long an upload or a create may take before the client gives up, and what a renewed
+    # lease must still have left after it (None: derived from lease_ttl, see defaults.py).
+    submit_timeout: float | None = None
+    lease_margin: float | None = None
     ingest_chunk: int = 5000
     backoff_seconds: float = 30.0
     sweep_interval: float = 600.0  # how often to look for our batches the store does not know
+    max_batch_rejections: int = 3  # a request whose batch is refused this often fails
+    max_result_line_bytes: int = defaults.MAX_RESULT_LINE_BYTES
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     providers: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> provider settings
     budgets: BudgetSettings = field(default_factory=BudgetSettings)
@@ -70,6 +88,34 @@ class EngineSettings:
             raise ConfigError(
                 f'[engine] archived = {self.archived!r}: it takes "requeue" or "fail"'
             )
+        for name in ("lease_ttl", "submit_timeout", "lease_margin", "max_result_line_bytes"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise ConfigError(f"[engine] {name} must be more than 0, got {value!r}")
+        if self.max_batch_rejections < 1:
+            raise ConfigError(
+                f"[engine] max_batch_rejections must be at least 1, got {self.max_batch_rejections}"
+            )
+        if self.call_timeout + self.renew_margin > self.lease_ttl:
+            raise ConfigError(
+                f"[engine] submit_timeout ({self.call_timeout:g} s) plus lease_margin "
+                f"({self.renew_margin:g} s) must fit in lease_ttl ({self.lease_ttl:g} s): a worker "
+                "waiting on a create must still hold its lease when the answer comes, or a "
+                "standby could create the batch again; lower submit_timeout or raise lease_ttl"
+            )
+
+    @property
+    def renew_margin(self) -> float:
+        if self.lease_margin is not None:
+            return self.lease_margin
+        return min(defaults.LEASE_MARGIN_S, self.lease_ttl * defaults.LEASE_MARGIN_SHARE)
+
+    @property
+    def call_timeout(self) -> float:
+        """The client timeout of an upload, a create or a cancel."""
+        if self.submit_timeout is not None:
+            return self.submit_timeout
+        return min(defaults.SUBMIT_TIMEOUT_S, self.lease_ttl - self.renew_margin)
 
 
 @dataclass
@@ -84,11 +130,16 @@ class TickReport:
     ingested_batches: int = 0
     outcomes: int = 0
     anomalies: int = 0
+    unreachable: int = 0  # provider calls that failed for a transient reason (outage, 429, 5xx)
     notes: list[str] = field(default_factory=list)
 
 
-class Engine(Ingesting, Sweeping):
-    """Drives one store's queue through the providers' batch APIs."""
+class Engine(Setbacks, Ingesting, Polling, Sweeping, Cancelling):
+    """Drives one store's queue through the providers' batch APIs.
+
+    `clock` is read when a call that spends money starts (its stamp in the store) and to
+    renew the lease during long work; `tick(now)` takes the tick's time. A worker passes the
+    same clock to both; tests pass a fake one."""
 
     def __init__(
         self,
@@ -98,25 +149,27 @@ class Engine(Ingesting, Sweeping):
         providers: Mapping[str, Provider] | None = None,
         workdir: str | Path | None = None,
         holder: str | None = None,
+        clock: Clock = time.time,
     ) -> None:
         self.store = store
         self.settings = settings or EngineSettings()
+        self.clock = clock
         self._providers: dict[str, Provider] = dict(providers or {})
         self._own_workdir = workdir is None
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="llmbatch-"))
         self._file_seconds = 0.0
-        # host:pid:start/engine — a restarted worker on the same host can tell the old one is dead
+        # host:pid:start:pid-space/engine — a restarted worker on this host can tell the old
+        # one is dead; one in another PID namespace is never judged by a pid it cannot see
         self.holder = holder or f"{owner_tag()}/{id(self):x}"
         self.next_poll_at = 0.0
         self.interval = self.settings.poll_interval
-        self._not_before: dict[int, float] = {}  # batch id -> retry time after a transient error
-        self._group_not_before: dict[tuple[str, ...], float] = {}
-        # What batch-level failures taught us, per group: a smaller batch, a lower quota.
-        self._group_cap: dict[tuple[str, ...], int] = {}
-        self._group_strikes: dict[tuple[str, ...], int] = {}
-        self._learned_quota: dict[tuple[str, str], int] = {}
+        self._tick_now = 0.0
+        self._renewed_at = 0.0
+        self._submitted_since_poll = False
+        self._backoffs: dict[tuple[str, str, str], GroupBackoff] = {}
         self._next_sweep_at = 0.0
-        self._download_tries: dict[int, int] = {}
+        self._disk_full_since: float | None = None  # the work directory's disk is full
+        self._disk_until = self._disk_wait = 0.0
         self._rotation = 0
         self._budget_state: object = None  # what held requests were weighed against
         self.budgets = InForce(self.settings.budgets)  # the store's, tightened by our own
@@ -139,20 +192,23 @@ class Engine(Ingesting, Sweeping):
         self.store.release_due_retries(now, token)
         self.budgets.refresh(self.store, now, report.notes)
         self._release_held(now, token)
+        self._backoffs = {g.group: g for g in self.store.group_backoffs()}
         for b in self.store.open_batches():
             if b.cancel_requested_at is not None and b.cancel_sent_at is None:
-                self._cancel(b, now, token, report)
-            elif b.state == "submitting" and self._due(b.id, now):
-                self._submit(b, now, token, report)
-        self._pack(now, token, report)
+                if self._due(b, now):
+                    self._guarded(b, now, token, report, self._cancel)
+            elif b.state == "submitting" and self._due(b, now) and self._disk_ok(b, now):
+                self._guarded(b, now, token, report, self._submit)
+        if self._disk_ok(None, now):
+            self._pack(now, token, report)
         self._budget_state = budget.state(self.store, self.budgets.settings, now)
         if now >= self.next_poll_at:
             self._poll(now, token, report)
         if now >= self._next_sweep_at:
             self._sweep(now, token, report)
         for b in self.store.open_batches():
-            if b.state in ENDED and self._due(b.id, now):
-                self._ingest(b, now, token, report)
+            if b.state in ENDED and self._due(b, now) and self._disk_ok(b, now):
+                self._guarded(b, now, token, report, self._ingest)
         return report
 
     def _lease(self, now: float) -> int | None:
@@ -166,16 +222,23 @@ class Engine(Ingesting, Sweeping):
                 self.store.break_lease("engine", holder)
                 self.store.note("lease_taken_over", None, f"engine lease of dead worker {holder}")
                 token = self.store.acquire_lease("engine", self.holder, ttl, now)
+        self._tick_now, self._renewed_at = now, now
         return token
 
-    def _due(self, batch_id: int, now: float) -> bool:
-        return self._not_before.get(batch_id, 0.0) <= now
+    def _renew(self, token: int, force: bool = False) -> None:
+        """Renew the lease before a call that spends money (`force`), and during long work
+        once a third of it has gone; LeaseLost if it is no longer ours."""
+        at = max(self._tick_now, self.clock())  # never shorter than the tick's own lease
+        if not force and at - self._renewed_at < self.settings.lease_ttl / 3:
+            return
+        if self.store.acquire_lease("engine", self.holder, self.settings.lease_ttl, at) != token:
+            raise LeaseLost(
+                "the engine lease was taken over by another worker; this one stops acting"
+            )
+        self._renewed_at = at
 
-    def _later(self, batch_id: int, now: float, exc: TransientError, report: TickReport) -> None:
-        delay = max(exc.retry_after or 0.0, self.settings.backoff_seconds)
-        self._not_before[batch_id] = now + delay
-        report.notes.append(f"{exc}; trying again in {delay:.0f} s")
-        self.store.note("transient", batch_id, str(exc))
+    def _due(self, b: OpenBatch, now: float) -> bool:
+        return b.not_before is None or b.not_before <= now
 
     # -- packing ---------------------------------------------------------------------------
     def _pack_groups(self) -> list[tuple[tuple[str, ...], str, str, str | None]]:
@@ -213,11 +276,14 @@ class Engine(Ingesting, Sweeping):
 
     def _pack(self, now: float, token: int, report: TickReport) -> None:
         for group, provider_name, endpoint, model in self._pack_groups():
-            if self._group_not_before.get(group, 0.0) > now:
+            learned = self._backoffs.get(group_row(group))
+            if learned is not None and learned.not_before > now:
                 continue
             provider = self.provider(provider_name)
+            provider.ready()  # no key: said now, before an intent is committed
             limits = provider.limits(endpoint, model)
             while True:
+                self._renew(token)
                 if (
                     self.store.batches_created_since(provider_name, now - 3600)
                     >= self.settings.batches_per_hour
@@ -229,7 +295,7 @@ class Engine(Ingesting, Sweeping):
                 cap = min(
                     limits.max_requests,
                     self.settings.max_batch_requests or limits.max_requests,
-                    self._group_cap.get(group, limits.max_requests),
+                    (learned.cap if learned else None) or limits.max_requests,
                 )
                 room = None
                 quota = None if model is None else self._quota(provider_name, model)
@@ -265,8 +331,8 @@ class Engine(Ingesting, Sweeping):
                 report.intents += 1
                 report.packed += len(ids)
                 opened = next(b for b in self.store.open_batches() if b.id == batch_id)
-                self._submit(opened, now, token, report)
-                if c.why == "all":
+                self._guarded(opened, now, token, report, self._submit)
+                if c.why == "all" or not self._disk_ok(None, now):
                     break
 
     def _refuse_too_large(
@@ -302,7 +368,8 @@ class Engine(Ingesting, Sweeping):
             self._budget_state = current
 
     def _mark_ingested(self, b: OpenBatch, now: float, token: int, detail: str) -> None:
-        """Settle the batch's reservation to what its results cost, then close it."""
+        """Settle the batch's reservation to what its results cost, then close it (durably:
+        the provider's files may be deleted right after)."""
         ledger.settle(self.store, b, self.budgets.settings, now, token)
         self.store.mark_ingested(b.id, now, token, detail)
 
@@ -325,160 +392,77 @@ class Engine(Ingesting, Sweeping):
         provider = self.provider(b.provider)
         prefix = self.store.store_id + "-"
         tmp = path.with_suffix(".partial")
-        with open(tmp, "wb") as f:
-            for attempt_id, endpoint, body in self.store.batch_lines(b.id):
-                f.write(provider.request_line(prefix + str(attempt_id), endpoint, body) + b"\n")
+        try:
+            with open(tmp, "wb") as f:
+                for attempt_id, endpoint, body in self.store.batch_lines(b.id):
+                    f.write(provider.request_line(prefix + str(attempt_id), endpoint, body) + b"\n")
+        except OSError:
+            tmp.unlink(missing_ok=True)  # a full disk: give back what was written
+            raise
         tmp.rename(path)
         self._file_seconds = time.perf_counter() - started
         self.timings["pack"] += self._file_seconds
         return path
 
-    def _submit(self, b: OpenBatch, now: float, token: int, report: TickReport) -> None:
-        sub = Submission(
-            self.store, self.provider(b.provider), b, now, token, self.settings.settle_seconds
+    def _submission(self, b: OpenBatch, now: float, token: int) -> Submission:
+        return Submission(
+            self.store,
+            self.provider(b.provider),
+            b,
+            now,
+            token,
+            settle=self.settings.settle_seconds,
+            timeout=self.settings.call_timeout,
+            clock=self.clock,
+            renew=lambda: self._renew(token, force=True),
         )
+
+    def _submit(self, b: OpenBatch, now: float, token: int, report: TickReport) -> None:
+        sub = self._submission(b, now, token)
         started, self._file_seconds = time.perf_counter(), 0.0
         try:
             done = sub.run(lambda: self._file(b))
-        except TransientError as exc:
-            self._later(b.id, now, exc, report)
-            return
-        except RejectedError as exc:
+        except RejectedError as exc:  # the provider refused the upload or the create
             self._abandon(b, now, token, str(exc), report)
             return
         finally:
             self.timings["upload"] += time.perf_counter() - started - self._file_seconds
+        if b.input_file_id is None:
+            self._disk_back(report)
         if done:
             report.submitted += 1
             with contextlib.suppress(FileNotFoundError):
                 (self.workdir / f"batch-{b.id}.jsonl").unlink()
+            # the first poll soon (an instant provider is done in a second), then back off
+            first = min(self.settings.first_poll, self.settings.poll_interval)
+            self.interval = first
+            self.next_poll_at = min(self.next_poll_at, now + first)
+            self._submitted_since_poll = True
         else:
-            # Ask the provider again a poll interval later, not every tick: an Anthropic intent
-            # may wait hours for a same-size batch to end and say whose it is.
-            self._not_before[b.id] = now + self.settings.poll_interval
-            report.notes.append(
-                f"batch {b.id}: waiting for the batch list to settle, or for a batch that may be "
-                "this intent's to end"
+            # Ask the provider again when the wait is over, not every tick: an Anthropic
+            # intent may wait hours for a same-size batch to end and say whose it is.
+            wait = max(sub.ask_again_at, now + self.settings.poll_interval)
+            self.store.defer(b.id, wait, token)
+            report.notes.append(self._waiting_note(b, now, wait, sub.ask_again_at > now))
+
+    def _waiting_note(self, b: OpenBatch, now: float, wait: float, settling: bool) -> str:
+        """Why an intent is not sent yet, and until when (a create that may have acted is
+        waited out for its timeout plus `settle_seconds`; a batch that may be this
+        intent's, until it ends)."""
+        from llmbatch.render import duration
+
+        if settling:
+            return (
+                f"batch {b.id}: a create may have reached {b.provider} unrecorded; waiting up to "
+                f"{duration(wait - now)} more for its batch list to show it before sending again"
             )
-
-    def _quota(self, provider: str, model: str) -> int | None:
-        """The enqueued-token quota in force: configured, or lower if a failure taught us."""
-        known = [
-            q
-            for q in (
-                self.settings.quotas.get((provider, model)),
-                self._learned_quota.get((provider, model)),
-            )
-            if q
-        ]
-        return min(known) if known else None
-
-    def _batch_level_failure(self, b: OpenBatch, now: float, codes: str) -> None:
-        """A batch failed as a whole: halve the next one, learn a lower quota, back off."""
-        group = self._batch_key(b)
-        strikes = self._group_strikes.get(group, 0) + 1
-        self._group_strikes[group] = strikes
-        self._group_cap[group] = max(1, b.request_count // 2)
-        if "token_limit_exceeded" in codes and b.model:
-            self._learned_quota[(b.provider, b.model)] = max(1, b.est_tokens // 2)
-        delay = min(self.settings.backoff_seconds * 2 ** (strikes - 1), 3600.0)
-        self._group_not_before[group] = now + delay
-        self.store.note(
-            "backoff", b.id, f"{b.model}: batch-level failure ({codes}); next batch at most "
-            f"{self._group_cap[group]:,} requests, in {delay:.0f} s",
-        )  # fmt: skip
-
-    def _abandon(self, b: OpenBatch, now: float, token: int, why: str, report: TickReport) -> None:
-        """The provider refused an intent outright: its requests go back to the queue unharmed."""
-        outs = [
-            Outcome(a, "requeue", error_code="rejected", error_message=why)
-            for a, _r, _l in self.store.unfinished_attempts(b.id)
-        ]
-        self.store.apply_outcomes(b.id, outs, now, token)
-        self._mark_ingested(b, now, token, f"abandoned: {why}")
-        self._batch_level_failure(b, now, why)
-        report.notes.append(f"batch {b.id} refused: {why}; its requests are queued again")
-
-    def _cancel(self, b: OpenBatch, now: float, token: int, report: TickReport) -> None:
-        """Carry out a `llmbatch cancel` of a whole batch."""
-        if b.provider_batch_id is None:
-            if b.create_started_at is None:  # nothing can exist at the provider: stop here
-                outs = [
-                    Outcome(
-                        a,
-                        "cancelled",
-                        error_code="cancelled",
-                        error_message="cancelled before it was sent",
-                    )
-                    for a, _r, _l in self.store.unfinished_attempts(b.id)
-                ]
-                self.store.apply_outcomes(b.id, outs, now, token)
-                self.store.mark_cancel_sent(b.id, now, token)
-                self._mark_ingested(b, now, token, "cancelled before it was sent")
-                if b.input_file_id and self.settings.delete_files:
-                    with contextlib.suppress(TransientError):
-                        self.provider(b.provider).delete_files([b.input_file_id])
-                report.notes.append(f"batch {b.id} cancelled before it was sent")
-            elif self._due(b.id, now):
-                self._submit(b, now, token, report)  # it may exist: find it first, then cancel it
-            return
-        if b.state not in ENDED:
-            try:
-                self.provider(b.provider).cancel(b.provider_batch_id)
-            except TransientError as exc:
-                self._later(b.id, now, exc, report)
-                return
-            except RejectedError:
-                pass  # it ended meanwhile; ingest keeps what finished
-        self.store.mark_cancel_sent(b.id, now, token)
-        self.next_poll_at = min(self.next_poll_at, now)  # watch it wind down
-        report.notes.append(f"asked {b.provider} to cancel batch {b.provider_batch_id}")
-
-    # -- polling ---------------------------------------------------------------------------
-    def _poll(self, now: float, token: int, report: TickReport) -> None:
-        flying = [
-            b for b in self.store.open_batches() if b.provider_batch_id and b.state not in ENDED
-        ]
-        changed = False
-        by_provider: dict[str, list[OpenBatch]] = {}
-        for b in flying:
-            by_provider.setdefault(b.provider, []).append(b)
-        for name, batches in by_provider.items():
-            self._rotation += 1
-            k = self._rotation % len(batches)
-            order = batches[k:] + batches[:k]  # round-robin for the direct retrieves
-            started = time.perf_counter()
-            try:
-                statuses = self.provider(name).poll(
-                    [b.provider_batch_id or "" for b in order], self.settings.retrieve_budget
-                )
-            except TransientError as exc:
-                report.notes.append(str(exc))
-                continue
-            finally:
-                self.timings["poll"] += time.perf_counter() - started
-            known = {b.provider_batch_id: b for b in batches}
-            for s in statuses:
-                b = known[s.provider_batch_id]
-                report.polled += 1
-                if (s.state, s.completed, s.failed) != (b.state, b.completed_count, b.failed_count):
-                    self.store.update_batch(b.id, s, now, token)
-                    changed = True
-                    if s.usage is not None:  # what the provider says it used, to check ours
-                        self.store.record_provider_usage(b.id, s.usage, now, token)
-        self.interval = (
-            self.settings.poll_interval
-            if changed
-            else min(self.interval * 2, self.settings.max_poll_interval)
+        return (
+            f"batch {b.id}: waiting for a {b.provider} batch that may be this intent's to end "
+            f"(its results say whose it is); asking again in {duration(wait - now)}"
         )
-        self.next_poll_at = now + self.interval
 
-    # -- ingest ----------------------------------------------------------------------------
     def close(self) -> None:
         with contextlib.suppress(Exception):
             self.store.release_lease("engine", self.holder)
         if self._own_workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
-
-
-Clock = Callable[[], float]

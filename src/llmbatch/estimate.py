@@ -24,7 +24,7 @@ EXPECTED_OUTPUT, never above its cap); the worst case is exact given the caps.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from decimal import Decimal
 from functools import lru_cache
@@ -35,7 +35,8 @@ import orjson
 
 from llmbatch.errors import InputError
 from llmbatch.pricing import PRICES_VERSION, Tokens, free, model_prices
-from llmbatch.requests import ANTHROPIC_ENDPOINT, LineError, parse_obj
+from llmbatch.render import Column, as_csv, as_json, money, table
+from llmbatch.requests import ANTHROPIC_ENDPOINT, LineError, Request, from_item, parse_obj
 
 EXPECTED_OUTPUT = 500  # tokens a request is assumed to write when nothing better is known
 # Claude tokens per o200k token: 1.0 for Latin text and code, 1.48 for pure CJK, linear in
@@ -269,16 +270,18 @@ class Estimate:
 
 
 def _usd(v: Decimal | None) -> str:
-    if v is None:
-        return "unpriced"
-    return f"${v:,.2f}" if v >= 1 else f"${v:.4f}"
+    return "unpriced" if v is None else "$" + money(v)
 
 
-def _parse(obj: object) -> tuple[str, str, str, dict[str, Any]]:
-    r = parse_obj(obj)
-    assert isinstance(obj, dict)
-    body = obj["params"] if r.provider == "anthropic" else obj["body"]
-    return r.provider, r.endpoint, r.model, body
+Parsed = tuple[str, str, str, dict[str, Any]]  # provider, endpoint, model, body
+
+
+def _parse(obj: object) -> Parsed:
+    return _unpack(parse_obj(obj))
+
+
+def _unpack(r: Request) -> Parsed:
+    return r.provider, r.endpoint, r.model, orjson.loads(r.body)
 
 
 def estimate_lines(
@@ -288,24 +291,43 @@ def estimate_lines(
     expected_output: int = EXPECTED_OUTPUT,
 ) -> Estimate:
     """Estimate numbered JSONL lines (OpenAI and Anthropic batch input formats, mixed)."""
+
+    def parsed() -> Iterator[tuple[str, Parsed | Exception]]:
+        for number, raw in lines:
+            try:
+                yield f"{source}:{number}", _parse(orjson.loads(raw))
+            except (orjson.JSONDecodeError, LineError) as exc:
+                yield f"{source}:{number}", exc
+
+    return estimate_parsed(parsed(), source=source, expected_output=expected_output, what="lines")
+
+
+def estimate_parsed(
+    items: Iterable[tuple[str, Parsed | Exception]],
+    *,
+    source: str,
+    expected_output: int = EXPECTED_OUTPUT,
+    what: str = "requests",
+) -> Estimate:
+    """Estimate already parsed requests, each named by where it came from (a problem instead
+    of a request is reported under that name, and nothing is estimated)."""
     by_model: dict[tuple[str, str], ModelEstimate] = {}
     problems: list[str] = []
     bad = 0
-    for number, raw in lines:
-        try:
-            provider, endpoint, model, body = _parse(orjson.loads(raw))
-        except (orjson.JSONDecodeError, LineError) as exc:
+    for where, got in items:
+        if isinstance(got, Exception):
             bad += 1
             if len(problems) < SHOWN_PROBLEMS:
-                problems.append(f"{source}:{number}: {exc}")
+                problems.append(f"{where}: {got}")
             continue
+        provider, endpoint, model, body = got
         m = by_model.get((provider, model))
         if m is None:
             m = by_model[(provider, model)] = ModelEstimate(provider, model)
         _add(m, endpoint, body, expected_output)
     if bad:
         raise InputError(
-            f"{source}: {bad:,} lines are invalid; nothing was estimated", problems, bad
+            f"{source}: {bad:,} {what} are invalid; nothing was estimated", problems, bad
         )
     models = [by_model[k] for k in sorted(by_model)]
     for m in models:
@@ -371,11 +393,23 @@ def estimate_file(path: str | Path, *, expected_output: int = EXPECTED_OUTPUT) -
 
 
 def estimate_requests(
-    requests: Iterable[dict[str, Any]], *, expected_output: int = EXPECTED_OUTPUT
+    requests: Iterable[Mapping[str, Any]],
+    *,
+    provider: str = "openai",
+    expected_output: int = EXPECTED_OUTPUT,
 ) -> Estimate:
-    """Estimate request lines given as dicts (either batch input format)."""
-    lines = ((i, orjson.dumps(r)) for i, r in enumerate(requests, 1))
-    return estimate_lines(lines, expected_output=expected_output)
+    """Estimate requests given as `Queue.add_many` takes them: batch input lines as dicts
+    (either format) or the short `{"custom_id", "body"[, "url"]}`."""
+
+    def parsed() -> Iterator[tuple[str, Parsed | Exception]]:
+        for n, item in enumerate(requests, 1):
+            cid = item.get("custom_id") if isinstance(item, Mapping) else None
+            try:
+                yield f"item {n} (custom_id {cid!r})", _unpack(from_item(item, provider))
+            except LineError as exc:
+                yield f"item {n} (custom_id {cid!r})", exc
+
+    return estimate_parsed(parsed(), source="<requests>", expected_output=expected_output)
 
 
 def from_sizes(
@@ -416,46 +450,52 @@ def from_sizes(
     return Estimate(source, [models[k] for k in sorted(models)], expected_output)
 
 
-def render(est: Estimate, fmt: str = "table") -> str:
-    """The estimate as a table (rounded) or JSON (exact to 1e-6 USD)."""
-    if fmt == "json":
-        out = {
-            "source": est.source,
-            "prices": PRICES_VERSION,
-            "expected_output_per_request": est.expected_output,
-            "models": [m.record() for m in est.models],
-            "total": {
-                k: est.total(k)
-                for k in (
-                    "batch_expected_usd",
-                    "batch_worst_usd",
-                    "realtime_expected_usd",
-                    "realtime_worst_usd",
-                )
-            },
-        }
-        return orjson.dumps(out, default=str, option=orjson.OPT_INDENT_2).decode()
-    from rich.console import Console
-    from rich.table import Table
+def _unpriced(v: Decimal | None) -> str:
+    return "unpriced" if v is None else money(v)
 
+
+ESTIMATE_COLUMNS = [
+    Column("provider", "provider", drop=2),
+    Column("model", "model"),
+    Column("requests", "requests", right=True),
+    Column("input_tokens", "input tok", right=True),
+    Column("expected_output_tokens", "output tok", right=True, drop=3),
+    Column("max_output_tokens", "max output tok", right=True, drop=4),
+    Column("batch_expected_usd", "batch $", right=True, show=_unpriced),
+    Column("batch_worst_usd", "batch $ worst", right=True, show=_unpriced),
+    Column("realtime_expected_usd", "real-time $", right=True, drop=1, show=_unpriced),
+    Column("realtime_worst_usd", "real-time $ worst", right=True, drop=1, show=_unpriced),
+]
+
+
+def render(est: Estimate, fmt: str = "table", wide: bool = False) -> str:
+    """The estimate as a table (rounded, fitted to the terminal), CSV or JSON (exact to
+    1e-6 USD)."""
+    if fmt == "json":
+        return as_json(
+            {
+                "source": est.source,
+                "prices": PRICES_VERSION,
+                "expected_output_per_request": est.expected_output,
+                "models": [m.record() for m in est.models],
+                "total": {
+                    k: est.total(k)
+                    for k in (
+                        "batch_expected_usd",
+                        "batch_worst_usd",
+                        "realtime_expected_usd",
+                        "realtime_worst_usd",
+                    )
+                },
+            }
+        )
+    records = [m.record() for m in est.models]
+    if fmt == "csv":
+        return as_csv(ESTIMATE_COLUMNS, records)
     if not est.models:
-        return f"{est.source}: no requests to estimate."
-    table = Table(title=f"estimate for {est.source} (USD, {PRICES_VERSION})")
-    heads = ("provider", "model", "requests", "input tok", "output tok (expected)",
-             "output tok (max)", "batch $ expected", "batch $ worst", "real-time $ expected",
-             "real-time $ worst")  # fmt: skip
-    for i, h in enumerate(heads):
-        table.add_column(h, justify="left" if i < 2 else "right", no_wrap=i < 2)
-    for m in est.models:
-        table.add_row(
-            m.provider, m.model, f"{m.requests:,}", f"{m.input_tokens:,}",
-            f"{m.expected_output_tokens:,}", f"{m.max_output_tokens:,}",
-            _usd(m.batch_expected_usd), _usd(m.batch_worst_usd),
-            _usd(m.realtime_expected_usd), _usd(m.realtime_worst_usd),
-        )  # fmt: skip
-    console = Console(width=max(Console().width, 160), highlight=False)
-    with console.capture() as cap:
-        console.print(table)
+        return f"{est.source}: no requests to estimate.\n"
+    title = f"estimate for {est.source} (USD, {PRICES_VERSION})"
+    out = table(ESTIMATE_COLUMNS, records, title=title, wide=wide)
     notes = [
         f"expected output: {est.expected_output:,} tokens a request (--expected-output), "
         "never above its own cap; worst case: every request writes its cap."
@@ -476,4 +516,4 @@ def render(est: Estimate, fmt: str = "table") -> str:
             "Anthropic input tokens are calibrated, not counted (no offline tokenizer): "
             "see benchmarks/bench_estimate.py for the error."
         )
-    return cap.get() + "".join(n + "\n" for n in notes) + est.summary() + "\n"
+    return out + "".join(n + "\n" for n in notes) + est.summary() + "\n"

@@ -25,6 +25,7 @@ from typing import IO, BinaryIO
 import orjson
 
 from llmbatch.errors import ConflictError, InputError
+from llmbatch.files import open_private
 from llmbatch.requests import LineError, Request, parse_line
 from llmbatch.store import Clash, Row, Store
 
@@ -178,7 +179,7 @@ class _Rejects:
     def write(self, line: int, reason: str, raw: bytes | None) -> None:
         if self._file is None:
             try:
-                self._file = open(self.path, "wb")  # noqa: SIM115 - closed in close()
+                self._file = open_private(self.path)  # 0600: it holds users' lines
             except OSError as exc:  # the import is aborted: nothing enqueued
                 raise InputError(
                     f"cannot write the reject file {self.path}: {exc.strerror}; nothing was "

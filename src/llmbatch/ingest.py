@@ -1,10 +1,16 @@
 """Ingest: a finished batch's result files into per-attempt outcomes.
 
-A line is keyed by its `custom_id`, which is our attempt id (`<store_id>-<n>`). A line that
-is not JSON, or carries an id that is not ours, is an anomaly: recorded, never dropped silently.
-A batch counts as ingested only when its lines account for every request (else the files are
-downloaded again, a few times); an attempt with no line goes back to the queue uncharged.
-`Ingesting` is the engine's part that does it.
+Each line is read as results.py says; an anomaly (a line that is not ours, not readable,
+too long) is recorded, never dropped silently. The first few of a batch are logged one by
+one, the rest as a count, in one transaction per chunk: a file of a million foreign lines
+costs a handful of writes, not a million.
+
+A batch counts as ingested only when its lines account for every request. Else its status
+is retrieved again (a completed batch may say `output_file_id: null` for a while) and the
+files downloaded again, a few times with a growing pause (the tries are counted in the
+store); then an attempt with no line goes back to the queue uncharged. Every file is named
+by our own batch row, never by a provider's string. `Ingesting` is the engine's part that
+does it.
 """
 
 from __future__ import annotations
@@ -13,19 +19,16 @@ import dataclasses
 import random
 import shutil
 import time
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
-
-import orjson
 
 from llmbatch.errors import RejectedError, TransientError
 from llmbatch.ledger import Tally
 from llmbatch.pricing import model_prices
-from llmbatch.providers.base import BatchStatus, ResultsGone, read_lines
+from llmbatch.providers.base import BatchStatus, ResultsGone
+from llmbatch.results import Anomaly, Finding, capped_lines, parse_line
 from llmbatch.retry import decide
 from llmbatch.store.batching import OpenBatch, Outcome
-from llmbatch.usage import UsageRecord, read_usage
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -36,134 +39,37 @@ if TYPE_CHECKING:
     from llmbatch.store import Store
 
 
-@dataclass(frozen=True, slots=True)
-class Finding:
-    """What one result line says about one attempt."""
-
-    attempt_id: int
-    ok: bool
-    status_code: int | None
-    provider_request_id: str | None
-    body: bytes | None
-    error_code: str | None
-    error_type: str | None
-    error_message: str | None
-    input_tokens: int | None
-    output_tokens: int | None
-    usage: UsageRecord | None = None
-    model: str | None = None  # the model that answered, where the line says (Anthropic)
+MAX_DOWNLOAD_TRIES = 4  # downloads of one batch before its missing lines are given up
+SAID_ANOMALIES = 20  # anomalies of one batch logged one by one; the rest as a count
 
 
-class Anomaly(ValueError):
-    """A result line that cannot be mapped to one of our attempts."""
+class Anomalies:
+    """A batch's anomalies: the first few kept for the log, all counted, written in one
+    transaction per flush."""
 
+    def __init__(self, store: Store, batch_id: int) -> None:
+        self.store, self.batch_id = store, batch_id
+        self.count = 0
+        self._unsaid: list[str] = []
 
-def attempt_id_of(custom_id: object, store_id: str) -> int:
-    """Our attempt number from a custom_id we sent; Anomaly for anything else."""
-    prefix = store_id + "-"
-    if not isinstance(custom_id, str) or not custom_id.startswith(prefix):
-        raise Anomaly(f"custom_id {custom_id!r} is not one of this store's attempt ids")
-    try:
-        return int(custom_id[len(prefix) :])
-    except ValueError:
-        raise Anomaly(f"custom_id {custom_id!r} is not one of this store's attempt ids") from None
+    def add(self, detail: str) -> None:
+        self.count += 1
+        if self.count <= SAID_ANOMALIES:
+            self._unsaid.append(detail)
 
+    def flush(self) -> None:
+        self.store.note_many("anomaly", self.batch_id, self._unsaid)
+        self._unsaid = []
 
-def parse_line(
-    line: bytes, store_id: str, endpoint: str | None = None, provider: str = "openai"
-) -> Finding:
-    """Parse one output- or error-file line; raise Anomaly if it is not ours or not readable."""
-    try:
-        obj = orjson.loads(line)
-    except orjson.JSONDecodeError as exc:
-        raise Anomaly(f"result line is not JSON ({exc}): {line[:80]!r}") from None
-    if not isinstance(obj, dict):
-        raise Anomaly(f"result line is not a JSON object: {line[:80]!r}")
-    attempt = attempt_id_of(obj.get("custom_id"), store_id)
-    if provider == "anthropic":
-        return _anthropic_line(attempt, obj)
-    response = obj.get("response")
-    error = obj.get("error")
-    if isinstance(response, dict):
-        status = response.get("status_code")
-        status = int(status) if isinstance(status, int) else None
-        body = response.get("body")
-        rid = response.get("request_id")
-        rid = str(rid) if rid is not None else None
-        if status is not None and 200 <= status < 300 and isinstance(body, dict):
-            u = read_usage(body.get("usage"), provider=provider, endpoint=endpoint)
-            return Finding(
-                attempt,
-                True,
-                status,
-                rid,
-                orjson.dumps(body),
-                None,
-                None,
-                None,
-                u.input,
-                u.output,
-                u,
+    def close(self) -> None:
+        self.flush()
+        if self.count > SAID_ANOMALIES:
+            self.store.note(
+                "anomaly",
+                self.batch_id,
+                f"{self.count:,} anomalies in this batch's results; the first {SAID_ANOMALIES} "
+                "are logged above",
             )
-        err = body.get("error") if isinstance(body, dict) else None
-        err = err if isinstance(err, dict) else {}
-        return Finding(
-            attempt, False, status, rid, orjson.dumps(body) if body is not None else None,
-            _s(err.get("code")) or (f"http_{status}" if status else "error"), _s(err.get("type")),
-            _s(err.get("message")) or f"HTTP {status}", None, None,
-        )  # fmt: skip
-    if isinstance(error, dict):
-        code = _s(error.get("code")) or "error"
-        return Finding(
-            attempt,
-            False,
-            None,
-            None,
-            None,
-            code,
-            code,
-            _s(error.get("message")) or code,
-            None,
-            None,
-        )
-    raise Anomaly(f"result line for {obj.get('custom_id')!r} has neither a response nor an error")
-
-
-ANTHROPIC_ENDED = {"canceled": "batch_cancelled", "expired": "batch_expired"}
-
-
-def _anthropic_line(attempt: int, obj: dict[str, object]) -> Finding:
-    """`{"custom_id", "result": {"type": succeeded|errored|canceled|expired, ...}}`."""
-    result = obj.get("result")
-    kind = result.get("type") if isinstance(result, dict) else None
-    if isinstance(result, dict) and kind == "succeeded" and isinstance(result.get("message"), dict):
-        message = result["message"]
-        u = read_usage(message.get("usage"), provider="anthropic")
-        return Finding(
-            attempt, True, 200, _s(message.get("id")), orjson.dumps(message), None, None, None,
-            u.input, u.output, u, _s(message.get("model")),
-        )  # fmt: skip
-    if isinstance(result, dict) and kind == "errored":
-        envelope = result.get("error")
-        envelope = envelope if isinstance(envelope, dict) else {}
-        err = envelope.get("error")
-        err = err if isinstance(err, dict) else {}
-        code = _s(err.get("type")) or "error"
-        return Finding(
-            attempt, False, None, _s(envelope.get("request_id")), orjson.dumps(envelope), code,
-            code, _s(err.get("message")) or code, None, None,
-        )  # fmt: skip
-    if isinstance(kind, str) and kind in ANTHROPIC_ENDED:
-        code = ANTHROPIC_ENDED[kind]
-        return Finding(attempt, False, None, None, None, code, code, f"request {kind}", None, None)
-    raise Anomaly(f"result line for {obj.get('custom_id')!r} has no known result type")
-
-
-def _s(v: object) -> str | None:
-    return None if v is None else str(v)
-
-
-MAX_DOWNLOAD_TRIES = 3
 
 
 class Ingesting:
@@ -173,15 +79,14 @@ class Ingesting:
     settings: EngineSettings
     workdir: Path
     timings: dict[str, float]
-    _download_tries: dict[int, int]
-    _not_before: dict[int, float]
-    _group_strikes: dict[tuple[str, ...], int]
-    _group_cap: dict[tuple[str, ...], int]
     _batch_key: Callable[[OpenBatch], tuple[str, ...]]
     provider: Callable[[str], Provider]
-    _later: Callable[[int, float, TransientError, TickReport], None]
+    _renew: Callable[..., None]
     _mark_ingested: Callable[[OpenBatch, float, int, str], None]
-    _batch_level_failure: Callable[[OpenBatch, float, str], None]
+    _batch_level_failure: Callable[[OpenBatch, float, int, str], None]
+    _healthy: Callable[[OpenBatch, int], None]
+    _rejected: Callable[[OpenBatch, list[int], str, str], list[Outcome]]
+    _disk_back: Callable[[TickReport], None]
     _count: Callable[[OpenBatch, Tally, float, int, TickReport], None]
 
     def _ingest(self, b: OpenBatch, now: float, token: int, report: TickReport) -> None:
@@ -192,6 +97,7 @@ class Ingesting:
                 return
             self._failed_validation(b, now, token, report)
             return
+        b = self._refreshed(b, now, token)
         status = BatchStatus(
             b.provider_batch_id or "", b.state, b.provider_status or b.state, b.request_count,
             b.completed_count, b.failed_count, b.input_file_id, b.output_file_id, b.error_file_id,
@@ -201,9 +107,6 @@ class Ingesting:
         started = time.perf_counter()
         try:
             files = provider.download(status, folder)
-        except TransientError as exc:
-            self._later(b.id, now, exc, report)
-            return
         except ResultsGone as exc:
             self._archived(b, now, token, str(exc), report)
             return
@@ -212,23 +115,32 @@ class Ingesting:
             # ingested the batch and deleted it (then this worker's next write fails and it stops
             # acting), or the provider let it expire. Look again a few times; then its requests go
             # back to the queue as results that never arrived.
-            tries = self._download_tries.get(b.id, 0) + 1
-            self._download_tries[b.id] = tries
-            if tries < MAX_DOWNLOAD_TRIES:
-                self._later(b.id, now, TransientError(str(exc)), report)
+            if b.download_tries + 1 < MAX_DOWNLOAD_TRIES:
+                self._download_again(b, now, token, f"result files not found: {exc}", report)
                 return
             self.store.note("anomaly", b.id, f"result files gone: {exc}")
             files = []
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)  # a full disk: give back what was written
+            raise
         finally:
             self.timings["download"] += time.perf_counter() - started
+        self._disk_back(report)
         started = time.perf_counter()
-        lines = anomalies = 0
+        lines = 0
         chunk: list[Finding] = []
         seen: set[int] = set()  # one int per request of one batch (≤ 100,000)
         tally = Tally(b.provider, b.model, now)  # what its lines say it used (ledger.py)
-        for _kind, line in read_lines(files):
+        anomalies = Anomalies(self.store, b.id)
+        cap = self.settings.max_result_line_bytes
+        for line in capped_lines(files, cap):
             lines += 1
             try:
+                if isinstance(line, int):
+                    raise Anomaly(
+                        f"a result line of {line:,} bytes, longer than max_result_line_bytes "
+                        f"({cap:,}): not read"
+                    )
                 finding = parse_line(line, self.store.store_id, b.endpoint, b.provider)
                 if finding.attempt_id in seen:  # the first is kept; never silently dropped
                     cid = f"{self.store.store_id}-{finding.attempt_id}"
@@ -237,23 +149,25 @@ class Ingesting:
                 tally.add(finding)
                 chunk.append(finding)
             except Anomaly as exc:
-                anomalies += 1
-                self.store.note("anomaly", b.id, str(exc))
+                anomalies.add(str(exc))
             if len(chunk) >= self.settings.ingest_chunk:
-                report.outcomes += self._apply(b, chunk, now, token)
+                report.outcomes += self._apply(b, chunk, now, token, anomalies)
+                anomalies.flush()
+                self._renew(token)
                 chunk = []
-        report.outcomes += self._apply(b, chunk, now, token)
-        report.anomalies += anomalies
+        report.outcomes += self._apply(b, chunk, now, token, anomalies)
+        anomalies.close()
+        report.anomalies += anomalies.count
         self.timings["ingest"] += time.perf_counter() - started
         shutil.rmtree(folder, ignore_errors=True)
-        tries = self._download_tries.get(b.id, 0) + 1
-        if (lines < b.request_count or anomalies) and tries < MAX_DOWNLOAD_TRIES:
-            self._download_tries[b.id] = tries
-            self._not_before[b.id] = now + self.settings.backoff_seconds
-            report.notes.append(
-                f"batch {b.provider_batch_id}: {lines:,} result lines for {b.request_count:,} requests "
-                f"({anomalies} unreadable); downloading again"
+        if (
+            lines < b.request_count or anomalies.count
+        ) and b.download_tries + 1 < MAX_DOWNLOAD_TRIES:
+            said = (
+                f"batch {b.provider_batch_id}: {lines:,} result lines for {b.request_count:,} "
+                f"requests ({anomalies.count} unreadable); downloading again"
             )
+            self._download_again(b, now, token, said, report)
             return
         missing = self.store.unfinished_attempts(b.id) if b.intent_id is None else []
         if missing:
@@ -263,19 +177,53 @@ class Ingesting:
             kind = "batch_expired" if b.state in ("expired", "cancelled") else "missing_result"
             self._apply_waiting(b, [(a, kind, why) for a, _r, _l in missing], now, token)
         self._count(b, tally, now, token, report)
-        self._mark_ingested(b, now, token, f"{lines:,} lines, {anomalies} anomalies")
+        self._mark_ingested(b, now, token, f"{lines:,} lines, {anomalies.count} anomalies")
         if b.state == "completed":  # the group is healthy again: full-size batches
-            group = self._batch_key(b)
-            self._group_strikes.pop(group, None)
-            self._group_cap.pop(group, None)
+            self._healthy(b, token)
         report.ingested_batches += 1
         if self.settings.delete_files:
             try:
                 provider.delete_files(
                     [f for f in (b.input_file_id, b.output_file_id, b.error_file_id) if f]
                 )
-            except TransientError as exc:
+            except (TransientError, RejectedError) as exc:
                 report.notes.append(f"clean-up later: {exc}")
+
+    def _refreshed(self, b: OpenBatch, now: float, token: int) -> OpenBatch:
+        """The batch as the provider reports it now, before a download is tried again or
+        when a finished batch names no result file at all (OpenAI and Azure have been seen
+        to say `output_file_id: null` on a completed batch for a while)."""
+        if not b.provider_batch_id or not (
+            b.download_tries or not (b.output_file_id or b.error_file_id)
+        ):
+            return b
+        try:
+            statuses = self.provider(b.provider).poll([b.provider_batch_id], 1)
+        except RejectedError:
+            return b  # the download says what is wrong
+        for s in statuses:
+            if s.provider_batch_id != b.provider_batch_id or not s.ended:
+                continue
+            files = (s.output_file_id, s.error_file_id)
+            if files != (b.output_file_id, b.error_file_id) or s.state != b.state:
+                self.store.update_batch(b.id, s, now, token)
+                return dataclasses.replace(
+                    b, state=s.state, output_file_id=files[0], error_file_id=files[1]
+                )
+        return b
+
+    def _download_again(
+        self, b: OpenBatch, now: float, token: int, said: str, report: TickReport
+    ) -> None:
+        """Count one more download of this batch and pause it (doubling each time)."""
+        delay = min(
+            self.settings.backoff_seconds * 2**b.download_tries,
+            max(self.settings.backoff_seconds, self.settings.max_poll_interval),
+        )
+        report.notes.append(said)
+        self.store.count_setback(
+            b.id, "download_tries", now + delay, now, token, "download_again", said
+        )
 
     def _archived(self, b: OpenBatch, now: float, token: int, why: str, report: TickReport) -> None:
         """The provider archived the results before we read them: the requests still waiting
@@ -307,7 +255,14 @@ class Ingesting:
         report.ingested_batches += 1
         report.notes.append(f"{why}; {len(outs):,} requests {'failed' if fail else 'queued again'}")
 
-    def _apply(self, b: OpenBatch, findings: list[Finding], now: float, token: int) -> int:
+    def _apply(
+        self,
+        b: OpenBatch,
+        findings: list[Finding],
+        now: float,
+        token: int,
+        anomalies: Anomalies | None = None,
+    ) -> int:
         if not findings:
             return 0
         # Counters are needed only to decide about errors; the store skips attempts that
@@ -345,14 +300,13 @@ class Ingesting:
             ]
         applied = self.store.apply_outcomes(b.attempts_of, outs, now, token)
         if applied < len(findings):  # a re-download, or lines naming attempts of other batches
+            said = anomalies or Anomalies(self.store, b.id)
             for stranger in self.store.attempts_not_in_batch(
                 b.attempts_of, [f.attempt_id for f in findings]
             ):
-                self.store.note(
-                    "anomaly",
-                    b.id,
-                    f"result line for attempt {stranger}, which is not in this batch",
-                )
+                said.add(f"result line for attempt {stranger}, which is not in this batch")
+            if anomalies is None:
+                said.close()
         return applied
 
     def _apply_waiting(
@@ -366,42 +320,44 @@ class Ingesting:
             self._apply(b, findings[i : i + self.settings.ingest_chunk], now, token)
 
     def _failed_validation(self, b: OpenBatch, now: float, token: int, report: TickReport) -> None:
-        """Line errors fail exactly those requests (an unknown model: all of them); everything
-        else goes back unharmed."""
-        by_line = {int(e["line"]): e for e in b.errors if isinstance(e.get("line"), int)}
+        """Line errors fail exactly those requests (an unknown model: all of them); the others
+        go back to the queue, each counted as a rejection when the whole file was refused."""
+        by_line = {int(e["line"]): e for e in b.errors if type(e.get("line")) is int}
         # An unknown model is reported once, on the first line, but it is every line's model:
         # failing one request per batch would take as many batches as requests.
         unknown_model = next((e for e in b.errors if e.get("code") == "model_not_found"), None)
-        outs = []
+        codes = ", ".join(sorted({str(e.get("code")) for e in b.errors})) or "no reason given"
+        outs, rest = [], []
         for attempt_id, _rid, line in self.store.unfinished_attempts(b.id):
             e = by_line.get(line) or unknown_model
-            if e is not None:
-                outs.append(
-                    Outcome(
-                        attempt_id,
-                        "failed",
-                        error_code=str(e.get("code")),
-                        error_message=str(e.get("message")),
-                    )
+            if e is None:
+                rest.append(attempt_id)
+                continue
+            outs.append(
+                Outcome(
+                    attempt_id,
+                    "failed",
+                    error_code=str(e.get("code")),
+                    error_message=str(e.get("message")),
                 )
-            else:
-                outs.append(
-                    Outcome(
-                        attempt_id,
-                        "requeue",
-                        error_code="batch_failed",
-                        error_message="its batch failed validation",
-                    )
-                )
+            )
+        if by_line:  # other lines were at fault: not theirs, not counted
+            why = "its batch failed validation"
+            outs += [
+                Outcome(a, "requeue", error_code="batch_failed", error_message=why) for a in rest
+            ]
+        else:
+            outs += self._rejected(
+                b, rest, "batch_failed", f"its batch failed validation ({codes})"
+            )
         if b.cancel_requested_at is not None:
             outs = [
                 dataclasses.replace(o, kind="cancelled") if o.kind == "requeue" else o for o in outs
             ]
         for i in range(0, len(outs), self.settings.ingest_chunk):
             self.store.apply_outcomes(b.id, outs[i : i + self.settings.ingest_chunk], now, token)
-        codes = ", ".join(sorted({str(e.get("code")) for e in b.errors})) or "no reason given"
         if not by_line:
-            self._batch_level_failure(b, now, codes)
+            self._batch_level_failure(b, now, token, codes)
         self._mark_ingested(b, now, token, f"failed validation: {codes}")
         report.ingested_batches += 1
         report.notes.append(f"batch {b.provider_batch_id} failed validation ({codes})")

@@ -13,19 +13,17 @@ distinct reasons requests are held.
 
 from __future__ import annotations
 
-import csv
-import io
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-import orjson
-
 from llmbatch.budget import period_days, usd
-from llmbatch.errors import ConfigError
+from llmbatch.errors import ConfigError, NotFound
 from llmbatch.ledger import describe_unplanned, mismatch, tally_cost
 from llmbatch.pricing import MICRO, PRICES_VERSION, Tokens, price_group
+from llmbatch.render import Column, as_csv, as_json, money, table
+from llmbatch.render import width as terminal_width
 from llmbatch.store.ledger import UsageCheck
 
 if TYPE_CHECKING:
@@ -160,7 +158,7 @@ def for_batch(store: Store, ref: str) -> Receipt:
     """The receipt of one batch (a local id or the provider's batch id)."""
     b = store.find_batch(ref)
     if b is None:
-        raise ConfigError(f"no batch {ref!r} in this store: `llmbatch status` lists batches")
+        raise NotFound(f"no batch {ref!r} in this store: `llmbatch batches` lists them")
     bid = int(b["id"])
     when = b["ingested_at"] or b["submitted_at"] or b["created_at"]
     title = (
@@ -263,95 +261,71 @@ def _usd(micro: int | None) -> Decimal | None:
     return None if micro is None else Decimal(micro) * MICRO
 
 
-def money(v: Decimal | None) -> str:
-    """USD for people: 2 decimals, to 1e-6 below a cent (never 0.00 for a small amount)."""
-    if v is None:
-        return "unpriced"
-    if v == 0:
-        return "0.00"
-    if abs(v) >= Decimal("0.01"):
-        return f"{v:,.2f}"
-    text = f"{v:.6f}".rstrip("0")
-    return text if len(text.split(".")[1]) >= 2 else f"{v:.2f}"
+def _amount(v: Decimal | None) -> str:
+    """An amount in the one money format (`render.money`); no price is "unpriced", never $0."""
+    return "unpriced" if v is None else money(v)
 
 
-HEADS = (
-    "batch",
-    "model",
-    "tier",
-    "requests",
-    "ok",
-    "input tok",
-    "output tok",
-    "list $",
-    "paid $",
-    "saved $",
-)
+def _blank_zero(v: Any) -> str:
+    return f"{v:,}" if v else ""
 
 
-def render(r: Receipt, fmt: str = "table") -> str:
-    """A receipt as a table of at most 100 columns with its notes, as JSON, or as CSV."""
+# The table: key columns, then figures; `drop` says what goes first on a narrow terminal.
+COLUMNS = [
+    Column("batch", "batch"),
+    Column("model", "model"),
+    Column("tier", "tier", right=True, drop=3),
+    Column("requests", "requests", right=True),
+    Column("succeeded", "ok", right=True, drop=2),
+    Column("input_tokens", "input tok", right=True, drop=4),
+    Column("output_tokens", "output tok", right=True, drop=4),
+    Column("list_usd", "list $", right=True, show=_amount),
+    Column("paid_usd", "paid $", right=True, show=_amount),
+    Column("saved_usd", "saved $", right=True, show=_amount),
+    Column("derived", "price", drop=1, show=lambda v: "derived" if v else ""),
+    Column("unpriced", "unpriced", right=True, drop=1, show=_blank_zero),
+]
+
+
+def render(r: Receipt, fmt: str = "table", wide: bool = False) -> str:
+    """A receipt as a table fitted to the terminal (every column with `wide`) with its notes
+    folded to 100 columns, as JSON, or as CSV (its lines)."""
     if fmt == "json":
-        return orjson.dumps(r.record(), default=str, option=orjson.OPT_INDENT_2).decode() + "\n"
+        return as_json(r.record())
+    records = [ln.record() for ln in r.lines]
     if fmt == "csv":
-        buf = io.StringIO()
-        w = csv.writer(buf, lineterminator="\n")
-        keys = list(ReceiptLine(0, "", 0).record())
-        w.writerow(keys)
-        for ln in r.lines:
-            w.writerow(["" if v is None else v for v in ln.record().values()])
-        return buf.getvalue()
+        return as_csv(COLUMNS, records)
     if fmt != "table":
         raise ConfigError(f"unknown format {fmt!r}: use table, csv or json")
-    rows = [
-        [
-            str(ln.batch_id),
-            ln.model[:24],
-            str(ln.tier),
-            f"{ln.requests:,}",
-            f"{ln.succeeded:,}",
-            f"{ln.input_tokens:,}",
-            f"{ln.output_tokens:,}",
-            money(ln.list_usd),
-            money(ln.paid_usd),
-            money(ln.saved_usd),
-        ]
-        for ln in r.lines
-    ]
     if len(r.lines) > 1:
-        paid, listed = r.total("paid_usd"), r.total("list_usd")
-        rows.append(
-            [
-                "total",
-                "",
-                "",
-                f"{sum(ln.requests for ln in r.lines):,}",
-                f"{sum(ln.succeeded for ln in r.lines):,}",
-                f"{sum(ln.input_tokens for ln in r.lines):,}",
-                f"{sum(ln.output_tokens for ln in r.lines):,}",
-                money(listed),
-                money(paid),
-                money(listed - paid),
-            ]
+        listed, paid = r.total("list_usd"), r.total("paid_usd")
+        records.append(
+            {
+                "batch": "total",
+                "model": "",
+                "tier": "",
+                **{
+                    k: sum(getattr(ln, k) for ln in r.lines)
+                    for k in ("requests", "succeeded", "input_tokens", "output_tokens")
+                },
+                "list_usd": listed,
+                "paid_usd": paid,
+                "saved_usd": listed - paid,
+                "unpriced": sum(ln.unpriced for ln in r.lines),
+            }
         )
-    out = [_wrap(f"receipt: {r.title}")]
-    if rows:
-        widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(HEADS)]
-        for row in [list(HEADS), *rows]:
-            out.append(
-                "  ".join(
-                    c.ljust(w) if i < 2 else c.rjust(w)
-                    for i, (c, w) in enumerate(zip(row, widths, strict=True))
-                ).rstrip()
-            )
+    out = _wrap(f"receipt: {r.title}") + "\n"
+    if records:
+        out += table(COLUMNS, records, wide=wide, bold_last=len(r.lines) > 1)
     else:
-        out.append("no results recorded")
-    out += [_wrap(n) for n in r.notes]
-    return "\n".join(out) + "\n"
+        out += "no results recorded\n"
+    return out + "".join(_wrap(n) + "\n" for n in r.notes)
 
 
-def _wrap(text: str, width: int = WIDTH) -> str:
-    """A note folded at spaces to `width` columns, continued lines indented."""
+def _wrap(text: str, width: int | None = None) -> str:
+    """A note folded at spaces to the terminal (at most 100 columns), continued lines
+    indented."""
+    width = width or min(WIDTH, terminal_width())
     words, lines, cur = text.split(" "), [], ""
     for w in words:
         if cur and len(cur) + 1 + len(w) > width:

@@ -8,17 +8,15 @@ price, are counted as `unpriced` and left out of the sums: never added as $0.
 
 from __future__ import annotations
 
-import csv
-import io
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
-
-import orjson
+from typing import Any
 
 from llmbatch.errors import ConfigError
 from llmbatch.pricing import PRICES_VERSION, Tokens, price_group
+from llmbatch.render import Column, as_csv, as_json, table
 from llmbatch.store import Store
 
 GROUPINGS = ("day", "model", "queue")
@@ -132,94 +130,124 @@ def parse_day(value: str | None, *, end: bool = False) -> datetime | None:
 
 
 COLUMNS = (
-    "date", "queue", "model", "requests", "succeeded", "failed", "input_tokens", "cached_tokens",
-    "cache_write_5m_tokens", "cache_write_1h_tokens", "output_tokens", "batch_usd", "realtime_usd",
-    "savings_usd", "savings_pct", "derived", "unpriced",
-)  # fmt: skip
+    "date",
+    "queue",
+    "model",
+    "requests",
+    "succeeded",
+    "failed",
+    "input_tokens",
+    "cached_tokens",
+    "cache_write_5m_tokens",
+    "cache_write_1h_tokens",
+    "output_tokens",
+    "batch_usd",
+    "realtime_usd",
+    "savings_usd",
+    "savings_pct",
+    "derived",
+    "unpriced",
+)
 
 
-def _cells(ln: ReportLine, *, display: bool) -> list[str]:
-    def usd(v: Decimal) -> str:
-        if not display:
-            return str(v)
-        return f"{v:,.2f}" if abs(v) >= 1 else f"{v:.6f}".rstrip("0").rstrip(".")
-
-    pct = ln.savings_pct
-    return [
-        ln.day.isoformat() if ln.day else ("all" if display else ""),
-        ln.queue if ln.queue is not None else ("all" if display else ""),
-        ln.model if ln.model is not None else ("all" if display else ""),
-        f"{ln.requests:,}" if display else str(ln.requests),
-        f"{ln.succeeded:,}" if display else str(ln.succeeded),
-        f"{ln.failed:,}" if display else str(ln.failed),
-        f"{ln.input_tokens:,}" if display else str(ln.input_tokens),
-        f"{ln.cached_tokens:,}" if display else str(ln.cached_tokens),
-        f"{ln.cache_write_5m_tokens:,}" if display else str(ln.cache_write_5m_tokens),
-        f"{ln.cache_write_1h_tokens:,}" if display else str(ln.cache_write_1h_tokens),
-        f"{ln.output_tokens:,}" if display else str(ln.output_tokens),
-        usd(ln.batch_usd),
-        usd(ln.realtime_usd),
-        usd(ln.savings_usd),
-        ("-" if display else "") if pct is None else (f"{pct} %" if display else str(pct)),
-        ("derived" if ln.derived else "") if display else str(ln.derived).lower(),
-        (f"{ln.unpriced:,}" if ln.unpriced else "") if display else str(ln.unpriced),
-    ]
+def _record(ln: ReportLine) -> dict[str, Any]:
+    """One line with the keys of COLUMNS: raw values (Decimal amounts, exact)."""
+    return {
+        "date": ln.day.isoformat() if ln.day else None,
+        "queue": ln.queue,
+        "model": ln.model,
+        "requests": ln.requests,
+        "succeeded": ln.succeeded,
+        "failed": ln.failed,
+        "input_tokens": ln.input_tokens,
+        "cached_tokens": ln.cached_tokens,
+        "cache_write_5m_tokens": ln.cache_write_5m_tokens,
+        "cache_write_1h_tokens": ln.cache_write_1h_tokens,
+        "output_tokens": ln.output_tokens,
+        "batch_usd": ln.batch_usd,
+        "realtime_usd": ln.realtime_usd,
+        "savings_usd": ln.savings_usd,
+        "savings_pct": ln.savings_pct,
+        "derived": ln.derived,
+        "unpriced": ln.unpriced,
+    }
 
 
-def render(lines: Sequence[ReportLine], fmt: str = "table") -> str:
-    """The report as a table (rounded for display), CSV or JSON (exact to 1e-6 USD)."""
+def _pct(v: Any) -> str:
+    return "-" if v is None else f"{v} %"
+
+
+def _blank_zero(v: Any) -> str:
+    return f"{v:,}" if v else ""
+
+
+def _all(v: Any) -> str:
+    return "all" if v is None else str(v)
+
+
+# The table: key columns, then figures; `drop` says what goes first on a narrow terminal.
+TABLE = [
+    Column("date", "date", show=_all),
+    Column("queue", "queue", show=_all),
+    Column("model", "model", show=_all),
+    Column("requests", "requests", right=True),
+    Column("succeeded", "ok", right=True, drop=3),
+    Column("failed", "failed", right=True, drop=4),
+    Column("input_tokens", "input tok", right=True, drop=5),
+    Column("cached_tokens", "cached tok", right=True, drop=6),
+    Column("cache_write_5m_tokens", "5m write tok", right=True, drop=7),
+    Column("cache_write_1h_tokens", "1h write tok", right=True, drop=7),
+    Column("output_tokens", "output tok", right=True, drop=5),
+    Column("batch_usd", "batch $", right=True),
+    Column("realtime_usd", "real-time $", right=True),
+    Column("savings_usd", "saved $", right=True),
+    Column("savings_pct", "saved", right=True, drop=2, show=_pct),
+    Column("derived", "price", drop=1, show=lambda v: "derived" if v else ""),
+    Column("unpriced", "unpriced", right=True, drop=1, show=_blank_zero),
+]
+
+
+def render(lines: Sequence[ReportLine], fmt: str = "table", wide: bool = False) -> str:
+    """The report as a table (rounded for display, fitted to the terminal), CSV or JSON
+    (exact to 1e-6 USD)."""
     if fmt == "json":
-        out = {"prices": PRICES_VERSION, "lines": [ln.record() for ln in lines],
-               "total": totals(lines).record()}  # fmt: skip
-        return orjson.dumps(out, default=str, option=orjson.OPT_INDENT_2).decode()
+        out = {
+            "prices": PRICES_VERSION,
+            "lines": [ln.record() for ln in lines],
+            "total": totals(lines).record(),
+        }
+        return as_json(out)
     if fmt == "csv":
-        buf = io.StringIO()
-        w = csv.writer(buf, lineterminator="\n")
-        w.writerow(COLUMNS)
-        for ln in lines:
-            w.writerow(_cells(ln, display=False))
-        return buf.getvalue()
+        cols = [Column(k, k) for k in COLUMNS]
+        return as_csv(cols, [_record(ln) for ln in lines])
     if fmt != "table":
         raise ConfigError(f"unknown format {fmt!r}: use table, csv or json")
-    return _table(lines)
+    return _table(lines, wide)
 
 
-def _key(ln: ReportLine, i: int) -> object:
-    return (ln.day, ln.queue, ln.model)[i]
-
-
-def _table(lines: Sequence[ReportLine]) -> str:
-    from rich.console import Console
-    from rich.table import Table
-
+def _table(lines: Sequence[ReportLine], wide: bool) -> str:
     if not lines:
-        return "no results in this period: nothing was spent."
-    table = Table(title=f"what it cost, batch against real time (USD, {PRICES_VERSION})")
-    heads = ("date", "queue", "model", "requests", "ok", "failed", "input tok", "cached tok",
-             "5m write tok", "1h write tok", "output tok", "batch $", "real-time $", "saved $",
-             "saved", "price", "unpriced")  # fmt: skip
+        return "no results in this period: nothing was spent.\n"
     # key columns nobody grouped by are left out, and cache writes when there are none
-    writes = {8: any(ln.cache_write_5m_tokens for ln in lines),
-              9: any(ln.cache_write_1h_tokens for ln in lines)}  # fmt: skip
-    keep = [i for i in range(len(heads)) if writes.get(i, True)
-            if i >= 3 or any(_key(ln, i) is not None for ln in lines)]  # fmt: skip
-    for i in keep:
-        table.add_column(heads[i], justify="left" if i < 3 else "right")
-    for ln in lines:
-        cells = _cells(ln, display=True)
-        table.add_row(*(cells[i] for i in keep))
+    records = [_record(ln) for ln in lines]
     if len(lines) > 1:
-        cells = _cells(totals(lines), display=True)
-        table.add_row(*(cells[i] for i in keep), style="bold")
-    # as wide as the table needs: a narrow terminal wraps lines, it must not cut figures
-    wide = Console(width=1000)
-    need = wide.measure(table, options=wide.options).maximum
-    console = Console(width=max(Console().width, need), highlight=False)
-    with console.capture() as cap:
-        console.print(table)
+        records.append(_record(totals(lines)))
+    present = {
+        "date": any(ln.day for ln in lines),
+        "queue": any(ln.queue is not None for ln in lines),
+        "model": any(ln.model is not None for ln in lines),
+        "cache_write_5m_tokens": any(ln.cache_write_5m_tokens for ln in lines),
+        "cache_write_1h_tokens": any(ln.cache_write_1h_tokens for ln in lines),
+        "cached_tokens": any(ln.cached_tokens for ln in lines) or wide,
+        "derived": any(ln.derived for ln in lines),
+        "unpriced": any(ln.unpriced for ln in lines),
+    }
+    cols = [c for c in TABLE if present.get(c.key, True)]
+    title = f"what it cost, batch against real time (USD, {PRICES_VERSION})"
+    out = table(cols, records, title=title, wide=wide, bold_last=len(lines) > 1)
     notes = []
     if any(ln.derived for ln in lines):
         notes.append("derived: no batch price in the price data; real-time price x 50 % used.")
     if any(ln.unpriced for ln in lines):
         notes.append("unpriced: unknown model or unreadable usage; left out of the costs.")
-    return cap.get() + "".join(n + "\n" for n in notes)
+    return out + "".join(n + "\n" for n in notes)

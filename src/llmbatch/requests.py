@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -99,6 +100,19 @@ def make_request(
         return _anthropic(custom_id, body)
     line = {"custom_id": custom_id, "method": "POST", "url": url or "/v1/chat/completions"}
     return _openai(custom_id, {**line, "body": body}, provider)
+
+
+def from_item(item: object, provider: str = "openai") -> Request:
+    """Validate a request given as `Queue.add_many` takes it: a batch input line as a dict
+    (`{"custom_id", "method", "url", "body"}` or Anthropic's `{"custom_id", "params"}`), or
+    the short form `{"custom_id", "body"[, "url"]}` (POST; chat completions by default)."""
+    if not isinstance(item, Mapping):
+        raise LineError(f"expected a dict, got {_kind(item)}")
+    if "params" in item or "method" in item:
+        return parse_obj(dict(item), provider)
+    return make_request(
+        item.get("custom_id"), item.get("body"), url=item.get("url"), provider=provider
+    )
 
 
 def check_custom_id(custom_id: object) -> None:

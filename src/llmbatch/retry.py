@@ -6,7 +6,8 @@
 | `api_error`, `server_error`, `timeout`                        | (or retry-after), up to max   |
 | any other 4xx; `invalid_request_error`                        | fail at once                  |
 | `batch_expired`, `batch_cancelled` by someone else, a result | requeue, no attempt charged    |
-| line that never arrived readable (`missing_result`)          | (up to `max_expiries`)         |
+| line that never arrived readable (`missing_result`), a batch | (up to `max_expiries`)         |
+| gone at the provider (`batch_gone`)                          |                               |
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ RETRYABLE_TYPES = frozenset(
     }
 )
 # Not the request's fault: it goes back to the queue without using an attempt.
-REQUEUE_CODES = frozenset({"batch_expired", "batch_cancelled", "missing_result"})
+REQUEUE_CODES = frozenset({"batch_expired", "batch_cancelled", "missing_result", "batch_gone"})
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,7 +5,8 @@ A request moves ``queued → packed → submitted → succeeded | failed | retry
 that no batch of its provider can hold fails where it is (``queued → failed``); any state that
 is not terminal may become ``cancelled``. A packed or submitted request may also go back to
 ``queued`` without using an attempt (its batch expired, was cancelled by someone else, or its
-intent was abandoned before anything was sent).
+intent was abandoned before anything was sent); a packed request whose batch the provider
+refused `max_batch_rejections` times fails (``packed → failed``).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ TERMINAL: Final = frozenset({SUCCEEDED, FAILED, CANCELLED})
 
 REQUEST_TRANSITIONS: Final[dict[str, frozenset[str]]] = {
     QUEUED: frozenset({PACKED, HELD, FAILED, CANCELLED}),
-    PACKED: frozenset({SUBMITTED, QUEUED, CANCELLED}),
+    PACKED: frozenset({SUBMITTED, QUEUED, FAILED, CANCELLED}),
     SUBMITTED: frozenset({SUCCEEDED, FAILED, RETRY_WAIT, QUEUED, CANCELLED}),
     RETRY_WAIT: frozenset({QUEUED, HELD, CANCELLED}),
     HELD: frozenset({QUEUED, CANCELLED}),

@@ -1,19 +1,30 @@
-"""Submitting an intent exactly once: the protocol, and its bounded residual risk.
+"""Submitting an intent exactly once: the protocol, and its bounded residual risks.
 
 An *intent* (a `batches` row in state `submitting` with its attempts in line order) is
 committed durably before anything is sent. Then, for OpenAI and Azure:
 
-1. `upload_started_at` is committed; the file is uploaded as
-   `llmbatch-<store_id>-<intent_id>.jsonl` with `max_retries=0`; its id is committed.
-2. `create_started_at` is committed; the batch is created with `max_retries=0` and
+1. the engine lease is renewed; `upload_started_at` is committed, stamped from the engine's
+   clock as the call starts; the file is uploaded as `llmbatch-<store_id>-<intent_id>.jsonl`
+   with `max_retries=0` and the client timeout `submit_timeout`; its id is committed.
+2. the lease is renewed; `create_started_at` is committed, stamped as the call starts; the
+   batch is created with `max_retries=0`, the same timeout and
    `metadata={"llmbatch_store", "llmbatch_intent"}`; its id is committed with the requests
    moved to `submitted` — all durable (`synchronous=FULL` on SQLite).
 
-After any interruption (a crash, a timeout, a 5xx whose effect is unknown) the next attempt
-first *reconciles*: it lists batches and matches ours by `input_file_id`, then by metadata,
-then lists files and matches an unrecorded upload by name. A match is adopted; nothing is
-created twice. If a create may have happened but no match is found, it waits `settle_seconds`
-(the list may lag) before creating again.
+The lease outlasts each call: settings load refuses a `submit_timeout` that, with the
+renewal margin, does not fit in `lease_ttl`. So while a live worker waits on a create, no
+standby can take the queue over, and the fence (token and expiry) refuses any write of a
+worker whose lease ran out anyway.
+
+After any interruption (a crash, a timeout, a 5xx whose effect is unknown, a take-over) the
+next attempt first *reconciles*: it lists batches and matches ours by `input_file_id`, then
+by metadata, then lists files and matches an unrecorded upload by name. A match is adopted;
+nothing is created twice. If a create may have happened but no match is found, it creates
+again only once `submit_timeout + settle_seconds` have passed since that create's stamp:
+the last create may have acted as late as its client timeout, and the list may lag
+`settle_seconds` behind it. A cancel of such an intent reconciles only: a batch found is
+recorded and cancelled at the provider; after the same wait with nothing found, the intent
+is closed as cancelled. A cancel never creates.
 
 Anthropic batches carry no metadata: reconcile lists the batches created since the intent
 that the store has not recorded and matches by request count (see providers/anthropic.py).
@@ -21,20 +32,31 @@ Every unrecorded intent that may exist is asked about at once, so intents of equ
 candidates in creation order; candidates left over are duplicates and are adopted as batches
 of the intent (their results carry its attempt ids).
 
-Residual risk: a batch created, then invisible in the provider's list for longer than
-`settle_seconds`, and our record of it lost — then a second batch is created. Its results
-still land on the right requests (attempt ids are globally unique), so nothing is lost and
-the duplicate is detectable from the call log; only its cost is paid twice.
-(tests/e2e/test_exactly_once.py reproduces it with a list lag longer than the settle delay.)
+Residual risks. In each, no request is lost or answered twice (attempt ids are globally
+unique, an outcome lands only on an attempt still waiting, the sweep adopts what carries our
+store id); what it costs is said with it.
 
-The fence covers our writes, not the provider's: a worker frozen (GC, SIGSTOP, a laptop
-asleep) *between* committing `create_started_at` and sending the create request, for longer
-than its lease plus `settle_seconds`, sends that request when it wakes — after the new
-lease holder has re-created. Its next write is refused, so the store stays consistent, but
-the provider holds two batches for one intent: the same bounded risk as above. A worker
-frozen *after* sending (the usual case: blocked on the response) is safe — its batch is
-found by the new holder's reconcile, and its own recording is refused. A frozen upload
-leaves at most an unused file.
+- A batch created, then invisible in the provider's list for longer than `settle_seconds`,
+  and our record of it lost: a second batch is created, and paid.
+  (tests/e2e/test_exactly_once.py reproduces it with a list lag longer than the settle delay.)
+- A create the provider acts on later than `submit_timeout + settle_seconds` after it was
+  sent (a gateway that holds requests for minutes): the same second batch.
+- A worker frozen (GC, SIGSTOP, a laptop asleep) after its renewal and stamp but before its
+  create leaves, for longer than its lease and the wait above, sends the create when it
+  wakes — after the new holder has created. Its next write is refused, so the store stays
+  consistent, but two batches are paid. Frozen *after* sending (blocked on the answer) is
+  safe: the new holder's reconcile finds the batch once the wait is over.
+- Clocks: the stamp is one host's clock, the wait is judged by another's, and the fence on
+  SQLite by the host's (PostgreSQL's own on PostgreSQL). Skew beyond the lease margin or
+  the settle window shortens the wait by as much.
+- An intent cancelled while its create's outcome is unknown, whose batch stays invisible
+  past the wait: it is closed as cancelled, the batch runs and is paid; the sweep adopts
+  it, and its results are dropped (the requests were cancelled).
+- An upload longer than the lease (hundreds of MB on a slow link): a standby may upload
+  again; the first file is a stray the sweep deletes. No batch is paid twice.
+- A batch the provider answers 404 for three times (polling.py) that reappears later, and
+  a completed batch whose files stay unnamed through every download try (ingest.py): their
+  requests are sent again and paid again.
 
 The sweep (`Sweeping`, every `sweep_interval`) closes the loop: batches created in the last
 week that carry our store id (OpenAI metadata; our attempt ids in an Anthropic batch's first
@@ -50,17 +72,20 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from llmbatch.errors import TransientError
+from llmbatch.errors import RejectedError, TransientError
 from llmbatch.providers.base import BatchRef, BatchStatus, Intent, Provider
 from llmbatch.store import Store
-from llmbatch.store.batching import OpenBatch
+from llmbatch.store.batching import OpenBatch, Outcome
 
 if TYPE_CHECKING:
     from llmbatch.engine import EngineSettings, TickReport
 
+ENDED = ("completed", "failed", "expired", "cancelled")
+
 
 class Submission:
-    """One attempt to move one intent to a created provider batch."""
+    """One attempt to move one intent to a created provider batch; the journal the provider
+    reports to before each call that may spend money."""
 
     def __init__(
         self,
@@ -69,59 +94,87 @@ class Submission:
         batch: OpenBatch,
         now: float,
         token: int,
+        *,
         settle: float,
+        timeout: float,
+        clock: Callable[[], float],
+        renew: Callable[[], None],
     ) -> None:
         self.store, self.provider, self.batch = store, provider, batch
         self.now, self.token, self.settle = now, token, settle
+        self.call_timeout = timeout  # the client timeout of the upload and the create
+        self.clock, self.renew = clock, renew
         self.file_id = batch.input_file_id
+        self.ask_again_at = now  # when `run` returned False: when to ask the provider again
 
-    # The journal the provider reports to before each step that may spend money.
+    # The journal: the lease is renewed and the call's start stamped, durably, before it.
     def uploading(self) -> None:
-        self.store.mark("upload", self.batch.id, self.now, self.token)
+        self.renew()
+        self.store.mark("upload", self.batch.id, self.clock(), self.token)
 
     def uploaded(self, file_id: str) -> None:
         self.file_id = file_id
         self.store.record_upload(self.batch.id, file_id, self.now, self.token)
 
     def creating(self) -> None:
-        self.store.mark("create", self.batch.id, self.now, self.token)
+        self.renew()
+        self.store.mark("create", self.batch.id, self.clock(), self.token)
+
+    @property
+    def resend_at(self) -> float:
+        """The earliest a create whose outcome is unknown may be sent again: the last one may
+        have acted as late as its client timeout, and the list may lag `settle` behind it."""
+        started = self.batch.create_started_at
+        return self.now if started is None else started + self.call_timeout + self.settle
 
     def run(self, write_file: Callable[[], Path]) -> bool:
         """True once the provider batch exists and is recorded; False to try again later."""
         b = self.batch
-        intent = _intent(b, self.store.store_id)
         if b.upload_started_at is not None or b.create_started_at is not None:
-            ref = self._reconcile(intent)
-            if ref is not None and ref.provider_batch_id:
-                self.store.record_submitted(
-                    b.id,
-                    ref.provider_batch_id,
-                    ref.input_file_id or self.file_id,
-                    self.now,
-                    self.token,
-                )
-                self.store.note("adopted", b.id, f"found {ref.provider_batch_id} for intent {b.id}")
-                for dup in ref.duplicates:
-                    self.store.adopt_batch(self.provider.name, dup, b.id, self.now, self.token)
-                    self.store.note(
-                        "duplicate_create",
-                        b.id,
-                        f"{dup.provider_batch_id} matches intent {b.id} as well as "
-                        f"{ref.provider_batch_id}: adopted too, its results land on their attempts",
-                    )
-                return True
-            if ref is not None and ref.pending:
-                return False  # a batch that may be this intent's has yet to say whose it is
-            if ref is not None and ref.input_file_id and not self.file_id:
-                self.uploaded(ref.input_file_id)
-            if b.create_started_at is not None and self.now - b.create_started_at < self.settle:
+            found = self.find()
+            if found != "none":
+                return found == "found"
+            if self.now < self.resend_at:
+                self.ask_again_at = self.resend_at
                 return False
         path = write_file() if self.file_id is None else Path()
+        intent = _intent(b, self.store.store_id)
         ref = self.provider.submit(replace(intent, path=path, input_file_id=self.file_id), self)
         self.store.record_submitted(
             b.id, ref.provider_batch_id, ref.input_file_id or self.file_id, self.now, self.token
         )
         return True
+
+    def find(self) -> str:
+        """Reconcile only, never send: "found" (the batch exists and is now recorded),
+        "pending" (a batch that may be this intent's has yet to say whose it is) or "none".
+        A refused list proves nothing was created: it is a reason to wait, not to give up."""
+        b = self.batch
+        try:
+            ref = self._reconcile(_intent(b, self.store.store_id))
+        except RejectedError as exc:
+            raise TransientError(f"reconcile of intent {b.id}: {exc}") from None
+        if ref is not None and ref.provider_batch_id:
+            self.store.record_submitted(
+                b.id, ref.provider_batch_id, ref.input_file_id or self.file_id, self.now, self.token
+            )
+            self.store.note("adopted", b.id, f"found {ref.provider_batch_id} for intent {b.id}")
+            for dup in ref.duplicates:
+                self.store.adopt_batch(self.provider.name, dup, b.id, self.now, self.token)
+                self.store.note(
+                    "duplicate_create",
+                    b.id,
+                    f"{dup.provider_batch_id} matches intent {b.id} as well as "
+                    f"{ref.provider_batch_id}: adopted too, its results land on their attempts",
+                )
+            self.batch = replace(b, provider_batch_id=ref.provider_batch_id, state="validating")
+            return "found"
+        if ref is not None and ref.pending:
+            self.ask_again_at = self.now  # the engine asks again a poll interval later
+            return "pending"
+        if ref is not None and ref.input_file_id and not self.file_id:
+            self.uploaded(ref.input_file_id)
+        return "none"
 
     def _reconcile(self, intent: Intent) -> BatchRef | None:
         """What the provider already holds for this intent. Every other intent of the same
@@ -179,7 +232,7 @@ class Sweeping:
             try:
                 tagged = provider.list_tagged(self.store.store_id, since, frozenset(known_batches))
                 strays = provider.stray_uploads(self.store.store_id, since)
-            except TransientError as exc:
+            except (TransientError, RejectedError) as exc:
                 report.notes.append(f"sweep later: {exc}")
                 continue
             open_intents = {
@@ -206,7 +259,7 @@ class Sweeping:
                     continue  # recorded, or possibly the upload of an intent still being sent
                 unused.append(file_id)
             if unused and self.settings.delete_files:
-                with contextlib.suppress(TransientError):
+                with contextlib.suppress(TransientError, RejectedError):
                     provider.delete_files(unused)
                 self.store.note(
                     "deleted_uploads",
@@ -219,6 +272,68 @@ class Sweeping:
         of the attempt its first result line names (Anthropic)."""
         meta = status.metadata or {}
         intent, attempt = meta.get("llmbatch_intent", ""), meta.get("llmbatch_attempt", "")
-        if intent.isdigit():
+        if _id(intent):
             return int(intent)
-        return self.store.batch_of_attempt(int(attempt)) if attempt.isdigit() else None
+        return self.store.batch_of_attempt(int(attempt)) if _id(attempt) else None
+
+
+def _id(text: object) -> bool:
+    """Whether a provider's string is one of our ids (digits a database integer holds)."""
+    return isinstance(text, str) and text.isdigit() and len(text) <= 18
+
+
+class Cancelling:
+    """Carrying out `llmbatch cancel` of whole batches (mixed into Engine, whose state it
+    uses). An intent that may have reached the provider is reconciled, never sent: a batch
+    found is recorded and cancelled there; one that provably does not exist (nothing found
+    once a create could have acted and the list settled) is closed as cancelled here."""
+
+    store: Store
+    settings: EngineSettings
+    next_poll_at: float
+    provider: Callable[[str], Provider]
+    _submission: Callable[[OpenBatch, float, int], Submission]
+    _renew: Callable[..., None]
+    _mark_ingested: Callable[[OpenBatch, float, int, str], None]
+
+    def _cancel(self, b: OpenBatch, now: float, token: int, report: TickReport) -> None:
+        if b.provider_batch_id is None:
+            if b.create_started_at is None:  # nothing can exist at the provider
+                self._cancelled_unsent(b, now, token, report, "cancelled before it was sent")
+                return
+            sub = self._submission(b, now, token)
+            found = sub.find()
+            if found == "none" and now >= sub.resend_at:
+                self._cancelled_unsent(
+                    b, now, token, report, "cancelled: its create never reached the provider"
+                )
+                return
+            if found != "found":
+                wait = max(sub.resend_at, now + self.settings.poll_interval)
+                self.store.defer(b.id, wait, token)
+                report.notes.append(f"batch {b.id}: cancelling; it may exist, looking again later")
+                return
+            b = sub.batch  # found and recorded: cancel it at the provider
+        if b.state not in ENDED:
+            self._renew(token, force=True)
+            # refused: it ended meanwhile (ingest keeps what finished), or is gone (polling says)
+            with contextlib.suppress(RejectedError):
+                self.provider(b.provider).cancel(b.provider_batch_id or "")
+        self.store.mark_cancel_sent(b.id, now, token)
+        self.next_poll_at = min(self.next_poll_at, now)  # watch it wind down
+        report.notes.append(f"asked {b.provider} to cancel batch {b.provider_batch_id}")
+
+    def _cancelled_unsent(
+        self, b: OpenBatch, now: float, token: int, report: TickReport, why: str
+    ) -> None:
+        outs = [
+            Outcome(a, "cancelled", error_code="cancelled", error_message=why)
+            for a, _r, _l in self.store.unfinished_attempts(b.id)
+        ]
+        self.store.apply_outcomes(b.id, outs, now, token)
+        self.store.mark_cancel_sent(b.id, now, token)
+        self._mark_ingested(b, now, token, why)
+        if b.input_file_id and self.settings.delete_files:
+            with contextlib.suppress(TransientError, RejectedError):
+                self.provider(b.provider).delete_files([b.input_file_id])
+        report.notes.append(f"batch {b.id} {why}")

@@ -11,6 +11,8 @@
   without the split, all writes are 5-minute ones, the API's default).
 
 A missing or negative field is flagged (`flag`), and its tokens are None: never summed as 0.
+So is a count above `MAX_TOKENS` (no request uses a trillion tokens): a provider's number
+too large for a database integer is an anomaly to flag, not an OverflowError at insert.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ class UsageRecord:
 
 
 FREE = UsageRecord(0, 0)
+MAX_TOKENS = 10**12  # far above any context window; sums of many stay within 64 bits
 
 
 class _Bad(Exception):
@@ -64,6 +67,14 @@ def _field(d: Any, *path: str, required: bool = False) -> int:
 
 def read_usage(usage: Any, *, provider: str = "openai", endpoint: str | None = None) -> UsageRecord:
     """The usage of one successful result body's `usage` object."""
+    record = _read(usage, provider, endpoint)
+    counts = (record.input, record.output, record.cached, record.write_5m, record.write_1h)
+    if any(n is not None and n > MAX_TOKENS for n in (*counts, record.reasoning)):
+        return UsageRecord(None, None, flag=f"out of range: a count above {MAX_TOKENS:,}")
+    return record
+
+
+def _read(usage: Any, provider: str, endpoint: str | None) -> UsageRecord:
     if endpoint in FREE_ENDPOINTS:
         return FREE
     if not isinstance(usage, dict):

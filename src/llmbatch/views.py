@@ -1,168 +1,355 @@
-"""What the CLI prints: rich tables on a terminal, plain aligned text otherwise, JSON on request."""
+"""What the CLI prints for the store: status, the lists of queues and batches, one request,
+and `wait`'s progress. Every listing goes through `render` (one money format, tables that
+fit the terminal, the same rows as JSON or CSV); progress comes from `progress`."""
 
 from __future__ import annotations
 
 import sys
+import time
 from collections import defaultdict
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
 import orjson
-from rich.console import Console
-from rich.table import Table
 
-from llmbatch.budget import ALL_QUEUES, usd
+from llmbatch import defaults, receipt, render
+from llmbatch.budget import ALL_QUEUES
 from llmbatch.pricing import MICRO
+from llmbatch.progress import Snapshot, Tracker, batch_eta, snapshot
+from llmbatch.render import Column, duration, money
 from llmbatch.states import REQUEST_STATES
-from llmbatch.store import Count
+from llmbatch.store import Count, Store
 from llmbatch.store.budgets import BudgetRow
+from llmbatch.store.manage import BatchProgress, BatchRow, QueueRow
+
+# -- requests per queue, model and state ---------------------------------------------------
 
 
-def _console() -> Console:
-    return Console(highlight=False)
-
-
-def _pivot(counts: list[Count]) -> tuple[list[str], list[list[str]]]:
-    """One row per queue × provider × model, one column per state that occurs, and a total."""
+def count_columns(counts: Sequence[Count]) -> list[Column]:
+    """queue, provider, model, one column per state that occurs, and the total."""
     seen = {c.state for c in counts}
     states = [s for s in REQUEST_STATES if s in seen] or ["queued"]
+    return [
+        Column("queue", "queue"),
+        Column("provider", "provider", drop=1),
+        Column("model", "model"),
+        *(Column(s, s, right=True) for s in states),
+        Column("total", "total", right=True),
+    ]
+
+
+def count_records(counts: Sequence[Count]) -> list[dict[str, Any]]:
+    """One record per queue × provider × model, and an "all" row when there are several."""
     grid: dict[tuple[str, str, str], dict[str, int]] = defaultdict(dict)
     for c in counts:
         grid[(c.queue, c.provider, c.model)][c.state] = c.n
-    header = ["queue", "provider", "model", *states, "total"]
-    rows = []
-    for key in sorted(grid):
-        cells = grid[key]
-        rows.append([*key, *(f"{cells.get(s, 0):,}" for s in states), f"{sum(cells.values()):,}"])
-    if len(rows) > 1:
-        totals = [sum(c.n for c in counts if c.state == s) for s in states]
-        rows.append(["all", "", "", *(f"{t:,}" for t in totals), f"{sum(totals):,}"])
-    return header, rows
+    records: list[dict[str, Any]] = []
+    for (queue, provider, model), cells in sorted(grid.items()):
+        records.append({"queue": queue, "provider": provider, "model": model, **cells})
+    if len(records) > 1:
+        every: dict[str, int] = defaultdict(int)
+        for c in counts:
+            every[c.state] += c.n
+        records.append({"queue": "all", "provider": "", "model": "", **every})
+    for r in records:
+        r["total"] = sum(int(r.get(s, 0)) for s in REQUEST_STATES)
+        for s in REQUEST_STATES:
+            r.setdefault(s, 0)
+    return records
 
 
-def print_status(counts: list[Count]) -> None:
+EMPTY_STORE = "no requests yet: enqueue some with `llmbatch enqueue FILE.jsonl`"
+
+
+def counts_table(counts: Sequence[Count], *, wide: bool = False) -> str:
     if not counts:
-        print("no requests yet: enqueue some with `llmbatch enqueue FILE.jsonl`")
-        return
-    header, rows = _pivot(counts)
-    if sys.stdout.isatty():
-        table = Table(title="llmbatch status")
-        for i, h in enumerate(header):
-            table.add_column(h, justify="right" if i >= 3 else "left")
-        for row in rows:
-            table.add_row(*row)
-        _console().print(table)
-        return
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
-    for row in [header, *rows]:
-        print(
-            "  ".join(
-                c.ljust(w) if i < 3 else c.rjust(w)
-                for i, (c, w) in enumerate(zip(row, widths, strict=True))
-            ).rstrip()
-        )
+        return EMPTY_STORE + "\n"
+    return render.table(
+        count_columns(counts), count_records(counts), title="requests", wide=wide, bold_last=True
+    )
 
 
-def status_json(
-    counts: list[Count],
-    batches: list[dict[str, Any]] | None = None,
-    deadlines: tuple[int, int] = (0, 0),
-    budgets: list[BudgetRow] | None = None,
-    held: list[tuple[str, int]] | None = None,
-) -> str:
-    data = [
-        {"queue": c.queue, "provider": c.provider, "model": c.model, "state": c.state, "count": c.n}
-        for c in counts
-    ]
-    return orjson.dumps({
-        "counts": data, "total": sum(c.n for c in counts), "batches": batches or [],
-        "deadlines": {"missed": deadlines[0], "at_risk": deadlines[1]},
-        "budgets": [{
-            "queue": None if b.queue == ALL_QUEUES else b.queue, "period": b.period,
-            "limit_usd": str(Decimal(b.limit_micro) * MICRO), "committed_usd": str(Decimal(b.committed) * MICRO),
-        } for b in budgets or []],
-        "held": [{"reason": r, "count": n} for r, n in held or []],
-    }).decode()  # fmt: skip
+# -- batches -------------------------------------------------------------------------------
 
 
 def _age(now: float, ts: float | None) -> str:
-    if ts is None:
-        return "-"
-    s = max(0, int(now - ts))
-    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+    return "-" if ts is None else duration(now - ts)
 
 
-def print_batches(batches: list[dict[str, Any]], now: float) -> None:
-    """Open batches (and the last few finished) with why each is where it is."""
-    if not batches:
-        return
-    header = [
-        "batch",
-        "provider batch",
-        "model",
-        "state",
-        "requests",
-        "done",
-        "failed",
-        "age",
-        "note",
-    ]
-    rows = []
+def _eta(v: int | None) -> str:
+    """Seconds until the provider's rate says done; 0: due by now (the counts are from the
+    last poll)."""
+    return "-" if v is None else ("due" if v == 0 else duration(v))
+
+
+# At 100 columns a provider batch id (38 characters) leaves room for the state, the counts,
+# the age and the ETA; the rest gives way first (the higher `drop`, the sooner).
+BATCH_COLUMNS = [
+    Column("id", "batch", right=True),
+    Column("provider", "provider", drop=6),
+    Column("provider_batch_id", "provider batch", show=lambda v: v or "-"),
+    Column("model", "model", drop=5),
+    Column("state", "state"),
+    Column("requests", "requests", right=True),
+    Column("done", "done", right=True),
+    Column("failed", "failed", right=True, drop=3),
+    Column("age_s", "age", right=True, drop=4, show=duration),
+    Column("eta_s", "eta", right=True, drop=2, show=_eta),
+    Column("note", "note", drop=1, show=lambda v: v or ""),
+]
+
+
+def batch_record(
+    b: BatchRow | dict[str, Any], now: float, progress: BatchProgress | None = None
+) -> dict[str, Any]:
+    """A batch as the lists show it: `done` is what the provider counts as run (completed and
+    failed), `read_back` what is recorded here, `eta_s` from the provider's rate."""
+    row = b if isinstance(b, dict) else _row_dict(b)
+    state = row["state"]
+    shown = row.get("provider_status") or state
+    if state == "ingested":
+        shown = "archived" if row.get("provider_status") == "archived" else "done"
+    note = "cancel requested" if row.get("cancel_requested_at") else ""
+    if state == "submitting":
+        note = note or "being sent"
+    elif row["provider"] == "anthropic" and state not in ("ingested", "completed", "cancelled"):
+        note = note or "counted at its end"  # Anthropic counts requests when the batch ends
+    eta = batch_eta(progress) if progress is not None else None
+    started = row.get("submitted_at") or row.get("created_at")
+    return {
+        "id": row["id"],
+        "provider": row["provider"],
+        "provider_batch_id": row.get("provider_batch_id"),
+        "model": row.get("model") or "several",
+        "state": shown,
+        "requests": row["request_count"],
+        "done": row["completed_count"] + row["failed_count"],
+        "failed": row["failed_count"],
+        "read_back": progress.read_back if progress is not None else None,
+        "age_s": None if started is None else round(max(0.0, now - started)),
+        "eta_s": None if eta is None else round(max(0.0, eta.at - now)),
+        "submitted_at": row.get("submitted_at"),
+        "finished_at": row.get("finished_at"),
+        "note": note,
+    }
+
+
+def _row_dict(b: BatchRow) -> dict[str, Any]:
+    return {
+        "id": b.id,
+        "provider": b.provider,
+        "model": b.model,
+        "state": b.state,
+        "provider_batch_id": b.provider_batch_id,
+        "provider_status": b.provider_status,
+        "request_count": b.request_count,
+        "completed_count": b.completed,
+        "failed_count": b.failed,
+        "created_at": b.created_at,
+        "submitted_at": b.submitted_at,
+        "finished_at": b.finished_at,
+        "cancel_requested_at": b.cancel_requested_at,
+    }
+
+
+def batch_records(
+    batches: Sequence[BatchRow | dict[str, Any]], progress: Sequence[BatchProgress], now: float
+) -> list[dict[str, Any]]:
+    by_id = {p.id: p for p in progress}
+    out = []
     for b in batches:
-        note = "cancel requested" if b.get("cancel_requested_at") else ""
-        if b["state"] == "submitting":
-            note = note or "intent committed, being sent"
-        rows.append([
-            str(b["id"]), b.get("provider_batch_id") or "-", b.get("model") or "-",
-            b.get("provider_status") or b["state"] if b["state"] != "ingested" else _done(b),
-            f"{b['request_count']:,}", f"{b['completed_count']:,}", f"{b['failed_count']:,}",
-            _age(now, b.get("submitted_at") or b.get("created_at")), note,
-        ])  # fmt: skip
-    print()
-    if sys.stdout.isatty():
-        table = Table(title="batches")
-        for h in header:
-            table.add_column(h)
-        for row in rows:
-            table.add_row(*row)
-        _console().print(table)
-        return
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
-    for row in [header, *rows]:
-        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+        bid = b["id"] if isinstance(b, dict) else b.id
+        out.append(batch_record(b, now, by_id.get(int(bid))))
+    return out
 
 
-def _done(b: dict[str, Any]) -> str:
-    """A finished batch: done, or archived when its results were gone before they were read."""
-    return "archived" if b.get("provider_status") == "archived" else "done"
+# -- status --------------------------------------------------------------------------------
 
 
-def print_deadlines(missed: int, at_risk: int) -> None:
+def progress_line(snap: Snapshot, eta_at: float | None, now: float) -> str:
+    """`347 of 900 requests done at the provider, 120 read back; eta 12m05s (06:40 UTC)`."""
+    line = (
+        f"progress: {snap.done:,} of {snap.total:,} requests done at the provider, "
+        f"{snap.read_back:,} read back"
+    )
+    if eta_at is not None:
+        clock = datetime.fromtimestamp(eta_at, UTC).strftime("%H:%M UTC")
+        left = "due now" if eta_at <= now else duration(eta_at - now)
+        line += f"; eta {left} ({clock})"
+    elif snap.batches and snap.done < snap.total:
+        line += "; eta unknown until the provider reports progress"
+    return line
+
+
+def _queue_eta(snap: Snapshot, now: float) -> float | None:
+    """The whole queue's ETA from its open batches': the latest of them."""
+    etas = [batch_eta(b) for b in snap.batches]
+    known = [e.at for e in etas if e is not None]
+    return max(known) if known and len(known) == len(etas) else None
+
+
+def status_text(
+    store: Store, queue: str | None, now: float, *, wide: bool = False, recent: int = 5
+) -> str:
+    """Requests per queue, model and state; progress and batches; deadlines and budgets."""
+    counts = store.counts(queue)
+    out = [counts_table(counts, wide=wide)]
+    snap = snapshot(store, queue)
+    batches = store.batch_overview(recent, queue)
+    if batches:
+        records = batch_records(batches, snap.batches, now)
+        out.append("\n" + render.table(BATCH_COLUMNS, records, title="batches", wide=wide))
+    if snap.batches:
+        out.append(progress_line(snap, _queue_eta(snap, now), now) + "\n")
+    missed, at_risk = store.deadline_risk(now, now + defaults.BATCH_WINDOW_S, queue)
     if missed or at_risk:
-        print(
+        out.append(
             f"\ndeadlines: {missed:,} missed, {at_risk:,} at risk (a batch may take up to 24 h; "
-            "real-time rescue is not built yet)"
+            "real-time rescue is not built yet)\n"
         )
+    out.append(budget_lines(store.budget_overview(now), store.held_reasons()))
+    out += [ln + "\n" for ln in receipt.status_lines(store, now, queue)]  # checks, unplanned
+    return "".join(out)
 
 
-def print_budgets(budgets: list[BudgetRow], held: list[tuple[str, int]]) -> None:
-    """Budgets as workers last enforced them, spend in the current period, and why requests wait."""
+def budget_lines(budgets: Sequence[BudgetRow], held: Sequence[tuple[str, int]]) -> str:
+    """The store's budgets, spend in the current period, and why requests wait."""
     if not budgets and not held:
-        return
-    print()
+        return ""
+    lines = [""]
     for b in budgets:
         who = "all queues" if b.queue == ALL_QUEUES else f"queue {b.queue}"
-        print(
-            f"budget {usd(b.limit_micro)} USD per {b.period}, {who}: {usd(b.committed)} spent "
-            f"or reserved, {usd(max(0, b.limit_micro - b.committed))} left"
+        limit, spent = Decimal(b.limit_micro) * MICRO, Decimal(b.committed) * MICRO
+        lines.append(
+            f"budget {money(limit)} USD per {b.period}, {who}: {money(spent)} spent or "
+            f"reserved, {money(max(Decimal(0), limit - spent))} left"
         )
     if held:  # one line: the newest reason speaks for all (they differ only in figures)
-        print(f"held: {sum(n for _r, n in held):,} requests: {held[0][0]}")
+        lines.append(f"held: {sum(n for _r, n in held):,} requests: {held[0][0]}")
+    return "\n".join(lines) + "\n"
 
 
-def _when(ts: float | None) -> str:
-    return "-" if ts is None else datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+def status_record(store: Store, queue: str | None, now: float) -> dict[str, Any]:
+    """Everything `status` shows, as one JSON object (for scrapers and alerts)."""
+    counts = store.counts(queue)
+    snap = snapshot(store, queue)
+    missed, at_risk = store.deadline_risk(now, now + defaults.BATCH_WINDOW_S, queue)
+    eta_at = _queue_eta(snap, now)
+    return {
+        "counts": [
+            {
+                "queue": c.queue,
+                "provider": c.provider,
+                "model": c.model,
+                "state": c.state,
+                "count": c.n,
+            }
+            for c in counts
+        ],
+        "total": sum(c.n for c in counts),
+        "progress": {
+            "total": snap.total,
+            "done_at_provider": snap.done,
+            "read_back": snap.read_back,
+            "eta_s": None if eta_at is None else round(max(0.0, eta_at - now)),
+        },
+        "batches": batch_records(store.batch_overview(5, queue), snap.batches, now),
+        "deadlines": {"missed": missed, "at_risk": at_risk},
+        "budgets": [
+            {
+                "queue": None if b.queue == ALL_QUEUES else b.queue,
+                "period": b.period,
+                "limit_usd": str(Decimal(b.limit_micro) * MICRO),
+                "committed_usd": str(Decimal(b.committed) * MICRO),
+            }
+            for b in store.budget_overview(now)
+        ],
+        "held": [{"reason": r, "count": n} for r, n in store.held_reasons()],
+        "spend": receipt.status_record(store, now, queue),  # provider checks, unplanned spend
+    }
+
+
+COUNT_CSV = [
+    Column("queue", "queue"),
+    Column("provider", "provider"),
+    Column("model", "model"),
+    Column("state", "state"),
+    Column("count", "count"),
+]
+
+
+def status_csv(counts: Sequence[Count]) -> str:
+    return render.as_csv(
+        COUNT_CSV,
+        [
+            {
+                "queue": c.queue,
+                "provider": c.provider,
+                "model": c.model,
+                "state": c.state,
+                "count": c.n,
+            }
+            for c in counts
+        ],
+    )
+
+
+# -- queues --------------------------------------------------------------------------------
+
+QUEUE_COLUMNS = [
+    Column("queue", "queue"),
+    Column("requests", "requests", right=True),
+    Column("waiting", "waiting", right=True),
+    Column("in_flight", "in flight", right=True),
+    Column("succeeded", "succeeded", right=True),
+    Column("failed", "failed", right=True),
+    Column("cancelled", "cancelled", right=True, drop=1),
+    Column("status", "status"),
+    Column("first_enqueued", "first enqueued", drop=2, show=lambda v: _when(v, short=True)),
+    Column("last_change", "last change", drop=3, show=lambda v: _when(v, short=True)),
+]
+
+
+def queue_records(queues: Sequence[QueueRow]) -> list[dict[str, Any]]:
+    out = []
+    for q in queues:
+        s = q.states
+        waiting = s.get("queued", 0) + s.get("retry_wait", 0) + s.get("held", 0)
+        in_flight = s.get("packed", 0) + s.get("submitted", 0)
+        if not q.total:
+            status = "purged"
+        elif q.unfinished:
+            status = "held" if s.get("held") and not in_flight else "running"
+        else:
+            status = "done"
+        out.append(
+            {
+                "queue": q.name,
+                "requests": q.total,
+                "waiting": waiting,
+                "in_flight": in_flight,
+                "succeeded": s.get("succeeded", 0),
+                "failed": s.get("failed", 0),
+                "cancelled": s.get("cancelled", 0),
+                "status": status,
+                "first_enqueued": q.first_enqueued,
+                "last_change": q.last_change,
+                "results_costed": q.recorded_results,
+            }
+        )
+    return out
+
+
+# -- one request ---------------------------------------------------------------------------
+
+
+def _when(ts: float | None, *, short: bool = False) -> str:
+    if ts is None:
+        return "-"
+    fmt = "%Y-%m-%d %H:%M" if short else "%Y-%m-%d %H:%M:%S UTC"
+    return datetime.fromtimestamp(ts, UTC).strftime(fmt)
 
 
 def _jsonable(detail: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -188,7 +375,8 @@ def print_detail(detail: list[dict[str, Any]]) -> None:
     for req in detail:
         why = f" ({req['reason']})" if req.get("reason") else ""
         print(
-            f"{req['custom_id']}  queue {req['queue']}  {req['provider']} {req['endpoint']}  model {req['model']}"
+            f"{req['custom_id']}  queue {req['queue']}  {req['provider']} {req['endpoint']}  "
+            f"model {req['model']}"
         )
         print(f"  state      {req['state']}{why}")
         if req["state"] == "retry_wait" and req.get("not_before") is not None:
@@ -205,35 +393,71 @@ def print_detail(detail: list[dict[str, Any]]) -> None:
         for a in req["attempts"]:
             batch = a.get("provider_batch_id") or a.get("batch_id") or "-"
             err = f"  {a['error_code']}: {a['error_message']}" if a.get("error_code") else ""
-            print(f"  attempt {a['id']}  batch {batch} line {a['line']}  {a['state']}{err}")
+            print(f"  attempt {a['id']}  batch {batch} line {a['line'] or '-'}  {a['state']}{err}")
         res = req.get("result")
         if res is not None:
             if res.get("error_code"):
-                print(f"  result     failed: {res['error_code']}: {res['error_message']}")
+                print(f"  result     {req['state']}: {res['error_code']}: {res['error_message']}")
             else:
                 print(
-                    f"  result     {res['status_code']}, {res['input_tokens']} in / {res['output_tokens']} out tokens"
+                    f"  result     {res['status_code']}, {res['input_tokens']} in / "
+                    f"{res['output_tokens']} out tokens"
                 )
 
 
-def drain_with_progress(engine: Any, queue: str | None, timeout: float | None) -> Any:
-    """Run `worker.drain` with a progress bar on a terminal, plain lines otherwise."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+# -- wait ----------------------------------------------------------------------------------
 
-    from llmbatch.worker import drain, queue_progress
 
-    done, total = queue_progress(engine.store, queue)
-    with Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        console=Console(stderr=True), disable=not sys.stderr.isatty(),
-    ) as progress:  # fmt: skip
-        task = progress.add_task("requests done", total=total or 1, completed=done)
+def drain_with_progress(
+    engine: Any,
+    queue: str | None,
+    timeout: float | None,
+    on_tick: Callable[[Any], None] | None = None,
+) -> Any:
+    """Run `worker.drain` with a progress bar fed by the provider's counts on a terminal, and a
+    line each time something moves otherwise; both with the ETA."""
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-        def on_tick(report: Any) -> None:
-            d, t = queue_progress(engine.store, queue)
-            desc = f"watching {report.held_by}" if report.held_by else "requests done"
-            progress.update(task, completed=d, total=t or 1, description=desc)
-            if not sys.stderr.isatty() and (report.ingested_batches or report.submitted):
-                print(f"{d:,}/{t:,} requests done", file=sys.stderr)
+    from llmbatch.worker import drain
 
-        return drain(engine, queue=queue, timeout=timeout, on_tick=on_tick)
+    tracker = Tracker()
+    tty = sys.stderr.isatty()
+    said: list[tuple[int, int, tuple[str, ...]]] = []
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed:,.0f}/{task.total:,.0f}"),
+        TextColumn("{task.fields[extra]}"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=Console(stderr=True), disable=not tty) as bar:
+        snap = snapshot(engine.store, queue)
+        task = bar.add_task("done", total=snap.total or 1, completed=snap.done, extra="")
+
+        def tick(report: Any) -> None:
+            now = time.time()
+            snap = snapshot(engine.store, queue)
+            eta = tracker.observe(snap, now)
+            states = tuple(sorted(b.provider_status or b.state for b in snap.batches))
+            extra = f"read back {snap.read_back:,}"
+            if eta is not None:
+                extra += f" · eta {duration(eta.seconds)}"
+            desc = f"watching {report.held_by}" if report.held_by else "done at provider"
+            bar.update(
+                task, completed=snap.done, total=snap.total or 1, description=desc, extra=extra
+            )
+            key = (snap.done, snap.read_back, states)
+            if not tty and (not said or said[-1] != key):
+                said.append(key)
+                where = f"; batches: {', '.join(states)}" if states else ""
+                when = f"; eta {duration(eta.seconds)}" if eta is not None else ""
+                print(
+                    f"{snap.done:,}/{snap.total:,} done at the provider, {snap.read_back:,} read "
+                    f"back{where}{when}",
+                    file=sys.stderr,
+                )
+            if on_tick is not None:
+                on_tick(report)
+
+        return drain(engine, queue=queue, timeout=timeout, on_tick=tick)

@@ -5,8 +5,8 @@ second exits at once."""
 from __future__ import annotations
 
 import dataclasses
+import logging
 import signal
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -78,6 +78,7 @@ def engine_settings(
 # int to Python: refused where a number is meant).
 _TYPES: dict[str, tuple[tuple[type, ...], str]] = {
     "float": ((int, float), "a number"),
+    "float | None": ((int, float), "a number"),
     "int": ((int,), "an integer"),
     "int | None": ((int,), "an integer"),
     "bool": ((bool,), "true or false"),
@@ -147,6 +148,7 @@ def drain(
     If a live worker holds the engine lease, just watch it work.
     """
     out = Drain()
+    engine.clock = clock  # the engine stamps its calls and renews its lease by this clock
     started = clock()
     while not stop():
         report = engine.tick(clock())
@@ -185,7 +187,8 @@ class Worker:
         self.stopping = False
         self._down_since: float | None = None
         self._down_for = 0  # failed ticks in a row while the database is unreachable
-        self.log: Callable[[str], None] = lambda line: print(line, file=sys.stderr, flush=True)
+        # outages and recoveries are warnings of the `llmbatch` logger (logs.setup formats it)
+        self.log: Callable[[str], None] = logging.getLogger("llmbatch").warning
 
     def _outage(self, reason: str, now: float) -> float:
         """Say once that the database is gone; how long to wait before trying again."""
@@ -204,6 +207,7 @@ class Worker:
         self, clock: Clock = time.time, sleep: Sleep = time.sleep, on_tick: OnTick | None = None
     ) -> None:
         old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        self.engine.clock = clock  # the engine stamps its calls and renews its lease by it
         try:
             while not self.stopping:
                 outage, started = None, clock()

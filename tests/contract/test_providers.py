@@ -77,6 +77,8 @@ def sdk(name: str, emu: RunningEmulator) -> openai.OpenAI:
 class Journal:
     """Records the steps a provider announces, in order."""
 
+    call_timeout = 30.0
+
     def __init__(self) -> None:
         self.steps: list[Any] = []
 

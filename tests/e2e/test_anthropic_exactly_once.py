@@ -25,7 +25,7 @@ import anthropic
 import orjson
 import pytest
 
-from helpers import E2E_KEY_ENV, LLMBATCH, results_per_request, sql
+from helpers import DEAD_HOLDER, E2E_KEY_ENV, LLMBATCH, results_per_request, sql
 from helpers import fast_settings as settings
 from helpers import request_states as states
 from llmbatch import EngineSettings, Queue
@@ -127,7 +127,8 @@ class Crashed:
     def __init__(self, db: str, store: Store, emu: RunningEmulator) -> None:
         self.db, self.store, self.emu = db, store, emu
         self.now = time.time() - 5
-        token = store.acquire_lease("engine", "gone-host:1:1/dead", 1.0, self.now - 100)
+        # a worker on this host that died holding the lease: the next engine breaks it at once
+        token = store.acquire_lease("engine", DEAD_HOLDER, 3600.0, self.now)
         assert token is not None
         self.token = token
         self.client = sdk(emu)
@@ -386,7 +387,9 @@ def test_sigkill_loop_over_an_anthropic_queue(tmp_path: Path) -> None:
         emu.control.add_fault("messages.batches.create", "latency", mode="after", seconds=0.15)
         config = tmp_path / "llmbatch.toml"
         config.write_text(
-            "[engine]\nlease_ttl = 30.0\nsettle_seconds = 1.0\npoll_interval = 0.1\n"
+            # submit_timeout: an unknown create waits it plus settle_seconds (27 s if unset)
+            "[engine]\nlease_ttl = 30.0\nsubmit_timeout = 2.0\nsettle_seconds = 1.0\n"
+            "poll_interval = 0.1\n"
             "max_poll_interval = 0.3\nbackoff_seconds = 0.2\ndelete_files = false\n"
             "max_batch_requests = 6\nsweep_interval = 0.5\n\n[providers.anthropic]\n"
             f'base_url = "{emu.url}"\napi_key_env = "{E2E_KEY_ENV}"\n'

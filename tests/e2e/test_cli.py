@@ -17,6 +17,8 @@ import orjson
 import pytest
 
 from helpers import LLMBATCH, add_result, chat_response, cli, jsonl, line, sql, visible
+from llmbatch.export import result_id
+from llmbatch.store import open_store
 
 
 @pytest.fixture(autouse=True)
@@ -47,16 +49,29 @@ def finished(db: str, tmp_path: Path) -> str:
 # -- status ----------------------------------------------------------------------------------
 
 
-def test_status_of_an_empty_store_says_what_to_do(db: str) -> None:
+def test_status_of_an_empty_store_says_what_to_do(db: str, tmp_path: Path) -> None:
+    open_store(db).close()  # made, as `enqueue` or a worker would, with nothing in it
     result = cli("--db", db, "status")
     assert result.exit_code == 0
     assert "no requests yet" in result.stdout and "llmbatch enqueue" in result.stdout
+
+
+def test_a_misspelt_db_path_is_an_error_not_an_empty_store(tmp_path: Path) -> None:
+    (tmp_path / "in.jsonl").write_bytes(jsonl(line("a")))
+    assert cli("--db", "reviews.db", "enqueue", "in.jsonl").exit_code == 0
+    for command in (["status"], ["results"], ["report"], ["queues"], ["batches"], ["run"]):
+        result = cli("--db", "reveiws.db", *command)
+        assert result.exit_code == 2, (command, result.output)
+        assert result.stderr.startswith("error: no llmbatch database at reveiws.db")
+        assert "did you mean reviews.db?" in result.stderr
+        assert not (tmp_path / "reveiws.db").exists()
 
 
 def test_status_is_plain_text_when_not_a_terminal(finished: str) -> None:
     result = cli("--db", finished, "status")
     assert result.exit_code == 0
     assert [ln.split() for ln in result.stdout.splitlines()] == [
+        ["requests"],
         ["queue", "provider", "model", "queued", "succeeded", "failed", "total"],
         ["default", "openai", "gpt-4o-mini", "1", "1", "1", "3"],
         ["other", "openai", "gpt-4o", "0", "1", "0", "1"],
@@ -67,7 +82,12 @@ def test_status_is_plain_text_when_not_a_terminal(finished: str) -> None:
 
 def test_status_of_one_queue(finished: str) -> None:
     result = cli("--db", finished, "status", "--queue", "other")
-    assert [ln.split()[0] for ln in result.stdout.splitlines()] == ["queue", "other"]
+    assert [ln.split()[0] for ln in result.stdout.splitlines()] == ["requests", "queue", "other"]
+    typo = cli("--db", finished, "status", "--queue", "othr")
+    assert typo.exit_code == 2
+    assert (
+        typo.stderr.startswith("error: no queue 'othr'") and "did you mean 'other'?" in typo.stderr
+    )
 
 
 def test_status_is_a_table_on_a_terminal(finished: str) -> None:
@@ -89,7 +109,7 @@ def test_status_is_a_table_on_a_terminal(finished: str) -> None:
     os.close(leader)
     assert proc.wait(timeout=30) == 0
     text = out.decode()
-    assert "llmbatch status" in text  # the table's title
+    assert "requests" in text  # the table's title
     assert "━" in text or "─" in text  # box drawing: a rich table, not plain text
     assert "gpt-4o-mini" in text
 
@@ -139,7 +159,7 @@ def test_show_as_json(finished: str) -> None:
 
 def test_show_an_unknown_id_is_one_clear_error(finished: str) -> None:
     result = cli("--db", finished, "show", "nope")
-    assert result.exit_code == 1
+    assert result.exit_code == 2  # a name that is not there: a usage error
     assert result.stderr == "error: no request with custom_id 'nope'\n"
     result = cli("--db", finished, "show", "ok-1", "--queue", "other")
     assert result.stderr == "error: no request with custom_id 'ok-1' in queue 'other'\n"
@@ -152,10 +172,11 @@ def test_results_in_the_openai_batch_output_shape(finished: str) -> None:
     result = cli("--db", finished, "results", "--queue", "default")
     assert result.exit_code == 0
     lines = [orjson.loads(ln) for ln in result.stdout.splitlines()]
-    first = int(sql(finished, "SELECT MIN(id) FROM results")[0][0])
+    attempts = [a for (a,) in sql(finished, "SELECT attempt_id FROM results ORDER BY id")]
+    store_id = sql(finished, "SELECT value FROM meta WHERE key = 'store_id'")[0][0]
     assert lines == [
         {
-            "id": f"res_{first}",
+            "id": result_id(store_id, attempts[0]),
             "custom_id": "ok-1",
             "provider": "openai",
             "response": {
@@ -166,16 +187,17 @@ def test_results_in_the_openai_batch_output_shape(finished: str) -> None:
             "error": None,
         },
         {
-            "id": f"res_{first + 1}",
+            "id": result_id(store_id, attempts[1]),
             "custom_id": "bad-1",
             "provider": "openai",
             "response": None,
             "error": {"code": "server_error", "message": "The server had an error"},
         },
     ]
-    cursor = sql(finished, "SELECT MAX(id) FROM results WHERE request_id IN "
-                           "(SELECT id FROM requests WHERE queue = 'default')")[0][0]  # fmt: skip
-    assert result.stderr == f"cursor: {cursor}  (resume with --after {cursor})\n"
+    cursor = sql(finished, "SELECT MAX(id) FROM results")[0][0]  # what the export read up to
+    assert result.stderr == (
+        f"cursor: {cursor}  (resume with --after {cursor}; 2 results; 1 requests not finished yet)\n"
+    )
 
 
 def test_results_resume_after_the_printed_cursor(finished: str) -> None:
@@ -204,7 +226,7 @@ def test_results_filtered_by_state(finished: str) -> None:
 
 def test_results_as_csv(finished: str) -> None:
     result = cli("--db", finished, "results", "--format", "csv")
-    rows = list(csv.reader(io.StringIO(result.stdout)))
+    rows = [row[:8] for row in csv.reader(io.StringIO(result.stdout))]
     assert rows == [
         ["custom_id", "state", "status_code", "output_text", "input_tokens", "output_tokens",
          "error_code", "error_message"],
@@ -234,9 +256,13 @@ def test_results_of_an_anthropic_request_name_the_provider(db: str, tmp_path: Pa
 
 
 def test_results_of_an_empty_store(db: str) -> None:
+    open_store(db).close()
     result = cli("--db", db, "results")
     assert result.exit_code == 0 and result.stdout == ""
-    assert result.stderr == "cursor: 0  (resume with --after 0)\n"
+    assert result.stderr == "cursor: 0  (resume with --after 0; 0 results)\n"
+    typo = cli("--db", db, "results", "-q", "nosuchqueue")
+    assert typo.exit_code == 2 and typo.stdout == ""
+    assert typo.stderr.startswith("error: no queue 'nosuchqueue'")
 
 
 # -- configuration ---------------------------------------------------------------------------
@@ -320,6 +346,7 @@ def test_a_secret_by_value_in_the_config_is_refused(toml: str, tmp_path: Path) -
 
 def test_a_secret_named_by_its_variable_is_fine(tmp_path: Path) -> None:
     (tmp_path / "llmbatch.toml").write_text('[providers.openai]\napi_key_env = "OPENAI_API_KEY"\n')
+    open_store("llmbatch.db").close()
     assert cli("status").exit_code == 0
 
 

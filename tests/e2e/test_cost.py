@@ -9,6 +9,7 @@ llmbatch.pricing (nor the report's aggregation). LLMBATCH_COST_N sets the run's 
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -65,7 +66,9 @@ def independent(lines: list[bytes], when: datetime) -> tuple[Decimal, Decimal]:
         if line.get("response") is None:
             continue
         body = line["response"]["body"]
-        model = body["model"]
+        # A reply names the dated snapshot its alias ran as (gpt-4o-mini-2024-07-18): price
+        # the model that was asked for, as the request named it.
+        model = re.sub(r"-\d{4}-\d{2}-\d{2}$", "", body["model"])
         u = body["usage"]
         cached = (u.get("prompt_tokens_details") or {}).get("cached_tokens") or 0
         usage = Usage(input_tokens=u["prompt_tokens"], output_tokens=u.get("completion_tokens", 0))
@@ -109,7 +112,7 @@ def test_reported_costs_equal_an_independent_computation(
             time.sleep(0.02)
     finally:
         engine.close()
-    exported = [jsonl_line(r) for r in store.iter_results()]
+    exported = [jsonl_line(r, store.store_id) for r in store.iter_results()]
     assert len(exported) == N
     lines = build(store)
     # the running totals (whole days) and the sum over every result (from 1 s past midnight)
@@ -153,6 +156,7 @@ def test_report_command_formats_and_bad_dates(tmp_path: Path) -> None:
     from llmbatch.cli import main
 
     db = str(tmp_path / "c.db")
+    open_store(db).close()
     runner = CliRunner()
     ok = runner.invoke(main, ["--db", db, "report", "--group-by", "day", "--format", "json"])
     assert ok.exit_code == 0, ok.output

@@ -25,7 +25,7 @@ from llmbatch import Queue, TickReport
 from llmbatch.emulator import RunningEmulator, running
 from llmbatch.engine import Engine
 from llmbatch.errors import AuthError
-from llmbatch.export import jsonl_line
+from llmbatch.ingest import MAX_DOWNLOAD_TRIES
 from llmbatch.providers import Limits, Provider
 from llmbatch.providers.openai import OpenAIProvider
 from llmbatch.retry import RetryPolicy
@@ -139,7 +139,7 @@ def test_end_to_end(db: str, emu: RunningEmulator) -> None:
 
     assert sorted(r.custom_id for r in got) == sorted(it["custom_id"] for it in items)
     for r in got:
-        out = orjson.loads(jsonl_line(r))
+        out = r.envelope()
         assert out["error"] is None and out["response"]["status_code"] == 200
         assert out["response"]["request_id"].startswith("req_")
         body = out["response"]["body"]
@@ -442,10 +442,12 @@ def test_provider_unreachable_backs_off_and_loses_nothing(db: str, emu: RunningE
         assert "failed" not in states(db)
     finally:
         engine.close()
-    # the same store, the provider back: the interrupted intent is finished, nothing doubled
+    # the same store, the provider back: the interrupted intent is finished once the back-off
+    # the store recorded is over (a new process keeps it too), nothing doubled
     engine = Engine(store, settings(emu))
     try:
-        drive(engine)
+        assert engine.tick(time.time()).submitted == 0
+        drive(engine, offset=31)
     finally:
         engine.close()
         store.close()
@@ -495,7 +497,7 @@ def test_garbage_and_foreign_result_lines_are_anomalies_and_the_batch_is_fetched
     finally:
         engine.close()
         engine.store.close()
-    downloads = 3 if lasting else 2
+    downloads = MAX_DOWNLOAD_TRIES if lasting else 2
     anomalies = events(db, "anomaly")
     assert len(anomalies) == 2 * (downloads - 1 if not lasting else downloads)
     assert any(foreign in a for a in anomalies) and any("not JSON" in a for a in anomalies)
@@ -637,21 +639,25 @@ def test_demo_command(tmp_path: Path) -> None:
     import sys
 
     exe = str(Path(sys.executable).parent / "llmbatch")
+    cwd, scratch = tmp_path / "cwd", tmp_path / "tmp"
+    cwd.mkdir()
+    scratch.mkdir()
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "COLUMNS": "160", "TMPDIR": str(scratch)}
     started = time.monotonic()
     done = subprocess.run(
-        [exe, "demo"], cwd=tmp_path, capture_output=True, text=True, timeout=90,
-        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "COLUMNS": "160"},
-    )  # fmt: skip
+        [exe, "demo", "--keep"], cwd=cwd, capture_output=True, text=True, timeout=90, env=env
+    )
     took = time.monotonic() - started
     assert done.returncode == 0, done.stderr
     assert took < 60
     out = done.stdout
     assert "succeeded" in out and "what it cost" in out and "real-time $" in out
     command = next(ln.strip() for ln in out.splitlines() if "results --queue demo" in ln)
-    assert list(tmp_path.iterdir()) == []  # never ./llmbatch.db
+    assert list(cwd.iterdir()) == []  # never ./llmbatch.db
+    assert [p.name.startswith("llmbatch-demo-") for p in scratch.iterdir()] == [True]  # kept
     argv = command.split()
     assert argv[0] == "llmbatch"
-    shown = subprocess.run([exe, *argv[1:]], capture_output=True, timeout=30, cwd=tmp_path)
+    shown = subprocess.run([exe, *argv[1:]], capture_output=True, timeout=30, cwd=cwd)
     assert shown.returncode == 0, shown.stderr
     results = [orjson.loads(x) for x in shown.stdout.splitlines()]
     examples = Path(__file__).resolve().parents[2] / "src/llmbatch/examples/requests.jsonl"

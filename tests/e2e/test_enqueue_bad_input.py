@@ -23,6 +23,7 @@ import orjson
 import pytest
 
 from helpers import LLMBATCH, all_requests, cli, jsonl, line, sql, visible
+from llmbatch.store import open_store
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 from gen_requests import lines as generated
@@ -206,7 +207,7 @@ def test_priority_and_queue_are_stored(db: str, tmp_path: Path) -> None:
 def test_skip_invalid_enqueues_the_rest_and_writes_the_rejects(seeded: str, tmp_path: Path) -> None:
     path = write(tmp_path, jsonl(line("k1"), b"[1]", line("k2"), line("s1", "changed"), b"{"))
     result = cli("--db", seeded, "enqueue", path, "--skip-invalid")
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 1, result.output  # the good lines went in; input was refused
     rejects = f"{path}.rejected.jsonl"
     assert result.stdout.strip() == (
         f"{path}: 2 added to queue 'default', 3 rejected (see {rejects})"
@@ -303,7 +304,7 @@ def test_a_database_in_a_missing_folder(tmp_path: Path) -> None:
     path = write(tmp_path, jsonl(line("a")))
     target = tmp_path / "no" / "such" / "dir" / "q.db"
     result = cli("--db", str(target), "enqueue", path)
-    assert result.exit_code == 1
+    assert result.exit_code == 2  # a name that is not there
     assert result.stderr == (
         f"error: cannot open database {target}: folder {target.parent} does not exist\n"
     )
@@ -337,7 +338,7 @@ def test_a_database_in_a_read_only_folder(tmp_path: Path) -> None:
     folder.mkdir()
     with read_only_folder(folder):
         result = cli("--db", str(folder / "q.db"), "enqueue", path)
-        assert result.exit_code == 1
+        assert result.exit_code == 3  # the store cannot be used
         assert result.stderr == (
             f"error: cannot create database {folder / 'q.db'}: folder {folder} is not writable\n"
         )
@@ -353,7 +354,7 @@ def test_an_existing_database_in_a_folder_made_read_only(tmp_path: Path) -> None
     before = sql(db, "SELECT custom_id FROM requests")
     with read_only_folder(folder):
         result = cli("--db", db, "enqueue", write(tmp_path, jsonl(line("b")), "b.jsonl"))
-        assert result.exit_code == 1
+        assert result.exit_code == 3
         assert result.stderr.startswith(f"error: cannot open database {db}")
         assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
     assert sql(db, "SELECT custom_id FROM requests") == before
@@ -363,7 +364,7 @@ def test_a_read_only_database_file(tmp_path: Path) -> None:
     if os.geteuid() == 0:
         pytest.skip("root may write any file; the read-only folder tests cover root")
     db = tmp_path / "q.db"
-    assert cli("--db", str(db), "status").exit_code == 0
+    open_store(str(db)).close()
     db.chmod(0o444)
     result = cli("--db", str(db), "enqueue", write(tmp_path, jsonl(line("a"))))
     assert result.stderr == f"error: cannot write database {db}: the file is read-only\n"
@@ -383,7 +384,7 @@ def test_a_wrong_postgres_dsn_names_host_and_database_never_the_password(
     host = dsn.split("@")[1].split(":")[0]
     for args in (["status"], ["enqueue", write(tmp_path, jsonl(line("a")))]):
         result = cli("--db", dsn, *args)
-        assert result.exit_code == 1
+        assert result.exit_code == 3  # the store cannot be reached
         assert "Sw0rdf1sh" not in result.output
         assert result.stderr.count("\n") == 1, result.stderr
         assert result.stderr.startswith(f"error: cannot connect to PostgreSQL at {host}:")
@@ -397,7 +398,7 @@ def test_a_wrong_database_name_on_a_real_server(pg_dsn: str) -> None:
         f"{real.port or 5432}/llmbatch_no_such_db"
     )
     result = cli("--db", wrong, "status")
-    assert result.exit_code == 1
+    assert result.exit_code == 3
     assert "Sw0rdf1sh" not in result.output
     assert result.stderr.startswith(f"error: cannot connect to PostgreSQL at {real.hostname}:")
     assert "llmbatch_no_such_db" in result.stderr and result.stderr.count("\n") == 1
@@ -409,15 +410,15 @@ def test_a_wrong_database_name_on_a_real_server(pg_dsn: str) -> None:
 def test_errors_are_one_line_without_traceback_and_with_one_under_debug(tmp_path: Path) -> None:
     target = str(tmp_path / "missing" / "q.db")
     plain = subprocess.run([LLMBATCH, "--db", target, "status"], capture_output=True, text=True)
-    assert plain.returncode == 1
+    assert plain.returncode == 2
     assert plain.stdout == ""
-    assert plain.stderr.count("\n") == 1 and "does not exist" in plain.stderr
+    assert plain.stderr.count("\n") == 1 and "no llmbatch database at" in plain.stderr
     debug = subprocess.run(
         [LLMBATCH, "--debug", "--db", target, "status"], capture_output=True, text=True
     )
-    assert debug.returncode == 1
+    assert debug.returncode == 2
     assert debug.stderr.startswith("Traceback (most recent call last):")
-    assert "StoreError" in debug.stderr
+    assert "NotFound" in debug.stderr
     assert debug.stderr.splitlines()[-1] == plain.stderr.strip()
     env = {**os.environ, "LLMBATCH_DEBUG": "1"}
     by_env = subprocess.run(
@@ -515,7 +516,7 @@ def test_kill_9_halfway_through_a_large_import_leaves_nothing_visible(
     stored = int(sql(db, "SELECT COUNT(*) FROM requests")[0][0])
     assert stored >= 200_000 + 3  # the killed import did write ...
     assert visible(db) == shown  # ... but none of it is visible
-    assert cli("--db", db, "show", "review-00000001").exit_code == 1
+    assert cli("--db", db, "show", "review-00000001").exit_code == 2
 
     after = cli("--db", db, "enqueue", write(tmp_path, jsonl(line("next")), "next.jsonl"))
     assert after.exit_code == 0, after.output

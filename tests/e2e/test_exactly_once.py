@@ -28,7 +28,7 @@ import openai
 import orjson
 import pytest
 
-from helpers import LLMBATCH, fast_settings, results_per_request, sql
+from helpers import DEAD_HOLDER, LLMBATCH, fast_settings, results_per_request, sql
 from helpers import request_states as states
 from llmbatch import EngineSettings, Queue
 from llmbatch.emulator import EmulatorControl, RunningEmulator, running
@@ -120,8 +120,8 @@ class Crashed:
     def __init__(self, db: str, store: Store, emu: RunningEmulator) -> None:
         self.db, self.store, self.emu = db, store, emu
         self.now = time.time() - 5
-        # its lease is already over, as a dead worker's is once nobody renews it
-        token = store.acquire_lease("engine", "gone-host:1:1/dead", 1.0, self.now - 100)
+        # a worker on this host that died holding the lease: the next engine breaks it at once
+        token = store.acquire_lease("engine", DEAD_HOLDER, 3600.0, self.now)
         assert token is not None
         self.token = token
         self.client = sdk(emu)
@@ -336,6 +336,9 @@ def write_config(path: Path, base_url: str, **engine: Any) -> Path:
         "max_batch_requests": 50,
     }
     values.update(engine)
+    # an unknown create is waited out submit_timeout + settle_seconds: seconds here, not the
+    # 27 s a 30 s lease leaves (the emulator answers at once; it must fit in a short lease)
+    values.setdefault("submit_timeout", min(2.0, 0.8 * values["lease_ttl"]))
     lines = ["[engine]"]
     for k, v in values.items():
         lines.append(f"{k} = {str(v).lower() if isinstance(v, bool) else v}")

@@ -240,10 +240,10 @@ def test_llmbatch_cancel_keeps_finished_and_retries_nothing(db: str, tmp_path: P
         assert "cancelled 5 waiting requests" in done.stdout
         assert "cancelling 1 batch(es) at the provider (20 requests)" in done.stdout
         assert emu.control.wait(pid)["status"] == "cancelled"
-        status = cli(db, "status")
+        status = cli(db, "status", "--wide")  # the note whatever the width (xdist says 80)
         assert status.exit_code == 0, status.output
         batch_line = next(ln for ln in status.stdout.splitlines() if pid in ln)
-        assert "cancel requested" in batch_line
+        assert "cancel requested" in batch_line, status.stdout
         with engine_on(db, settings(emu)) as engine:
             drive(engine, emu=emu)
             for _ in range(5):  # and nothing comes back to life later
@@ -251,7 +251,10 @@ def test_llmbatch_cancel_keeps_finished_and_retries_nothing(db: str, tmp_path: P
         assert len(creates(emu)) == 1
     assert states(db) == {"succeeded": 10, "cancelled": 15}
     assert batch_sizes(db) == [20]
-    assert sql(db, "SELECT COUNT(*) FROM attempts") == [(20,)]
+    assert sql(db, "SELECT COUNT(*) FROM attempts WHERE batch_id IS NOT NULL") == [(20,)]
+    # the 5 cancelled while waiting end without a batch: an unsent attempt and a result each
+    assert sql(db, "SELECT COUNT(*) FROM attempts WHERE outcome = 'unsent'") == [(5,)]
+    assert sql(db, "SELECT COUNT(*) FROM results WHERE error_code = 'cancelled'") == [(5,)]
     assert {a for a, _e in counters(db).values()} == {0}
     kept = sql(db, "SELECT COUNT(*) FROM results WHERE error_code IS NULL")
     assert kept == [(10,)]
@@ -425,7 +428,7 @@ def test_wrong_key_stops_the_worker_with_one_message_and_fails_nothing(
             [LLMBATCH, "--config", str(config), "--db", db, "worker", "--interval", "0.05"],
             capture_output=True, text=True, timeout=60, env=env,
         )  # fmt: skip
-        assert proc.returncode == 1, proc.stderr
+        assert proc.returncode == 3, proc.stderr  # a refused key: the provider cannot be used
         errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
         assert len(errors) == 1 and "Traceback" not in proc.stderr, proc.stderr
         assert "HTTP 401" in errors[0] and f"${KEY_ENV}" in errors[0]

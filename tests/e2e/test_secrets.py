@@ -6,8 +6,8 @@ variables the config file names with `api_key_env`; the PostgreSQL store is reac
 throwaway role whose password is a canary too. Real `llmbatch` processes (`enqueue`, `wait`,
 `worker`, `run`) talk to the emulator (its own process) over HTTP, including failing runs
 with `--debug` (tracebacks) and `OPENAI_LOG=debug` (the SDK's debug log): a key the service
-refuses (the emulator's `401` fault) and a service that echoes the refused key back in its
-error message. Then every place a secret could land is scanned for each secret and for the
+refuses (the emulator's `401` fault), a service that echoes the refused key back in its
+error message, and a gateway that echoes it in a 400 body (recorded and printed as a refusal). Then every place a secret could land is scanned for each secret and for the
 random part they share: the store (SQLite files, or every row of every PostgreSQL table as
 text), every process's stdout/stderr, the packing files under TMPDIR (read while a worker is
 live and after), the emulator's data dir, log and call log, and the live worker's
@@ -181,7 +181,7 @@ class Run:
         path = self.logs.parent / name
         path.write_text(
             "[engine]\nsettle_seconds = 0.5\npoll_interval = 0.05\nmax_poll_interval = 0.2\n"
-            "backoff_seconds = 0.1\nmax_batch_requests = 10\n\n"
+            "backoff_seconds = 0.1\nmax_batch_requests = 10\nsubmit_timeout = 2.0\n\n"
             f'[providers.openai]\nbase_url = "{openai_url}"\napi_key_env = "OPENAI_API_KEY"\n\n'
             f'[providers.azure]\nendpoint = "{azure_url}"\napi_key_env = "AZURE_OPENAI_API_KEY"\n\n'
             f'[providers.anthropic]\nbase_url = "{azure_url}"\napi_key_env = "ANTHROPIC_API_KEY"\n'
@@ -246,7 +246,11 @@ def wait_until(what: Any, timeout: float, why: str) -> None:
 
 
 def test_no_secret_lands_anywhere(
-    store_db: str, canaries: Canaries, tmp_path: Path, refusing: RefusingService
+    store_db: str,
+    canaries: Canaries,
+    tmp_path: Path,
+    refusing: RefusingService,
+    rejecting: RefusingService,
 ) -> None:
     run, scan = Run(tmp_path, store_db, canaries), Scan(canaries.needles())
     port = free_port()
@@ -299,7 +303,7 @@ def test_no_secret_lands_anywhere(
         for command in (("run",), ("wait", "--timeout", "10")):
             out = run.llmbatch(config, "--debug", *command, env=debug)
             err = out.stderr.decode()
-            assert out.returncode == 1, err
+            assert out.returncode == 3, err  # a refused key: the provider could not be used
             assert "Traceback" in err and "OPENAI_API_KEY" in err, err
             assert "HTTP Request" in err or "Request options" in err, "no SDK debug log"
         control.clear_faults()
@@ -312,7 +316,7 @@ def test_no_secret_lands_anywhere(
         control.add_fault("messages.batches.create", "401", count=100)
         out = run.llmbatch(config, "--debug", "run", env=run.env(ANTHROPIC_LOG="debug"))
         err = out.stderr.decode()
-        assert out.returncode == 1, err
+        assert out.returncode == 3, err
         assert "Traceback" in err and "ANTHROPIC_API_KEY" in err, err
         assert "Request options" in err or "HTTP Request" in err, "no SDK debug log"
         control.clear_faults()
@@ -320,8 +324,17 @@ def test_no_secret_lands_anywhere(
         # 4. a service that echoes the refused key in its message (as some do)
         echoing = run.config("echoing.toml", refusing.url + "/v1", refusing.url)
         out = run.llmbatch(echoing, "--debug", "run", env=debug)
-        assert out.returncode == 1 and "Traceback" in out.stderr.decode(), out.stderr.decode()
+        assert out.returncode == 3 and "Traceback" in out.stderr.decode(), out.stderr.decode()
         assert refusing.seen, "the echoing service was never called"
+
+        # 4b. a gateway that echoes the key in a 400 body: not an auth error, so the engine
+        # records the refusal (events, the requests' reasons) and prints it; its refused
+        # lists leave intents to reconcile later, so `run` says the provider could not be used
+        gateway = run.config("gateway.toml", rejecting.url + "/v1", rejecting.url)
+        out = run.llmbatch(gateway, "run", env=debug)
+        assert out.returncode == 3, out.stderr.decode()
+        assert b"HTTP 400: Incorrect API key provided: Bearer ***." in out.stderr, out.stderr
+        assert rejecting.seen, "the gateway was never called"
 
         # 5. with the key accepted again, everything finishes
         out = run.llmbatch(config, "wait", "--timeout", "40")

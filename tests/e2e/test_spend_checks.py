@@ -16,7 +16,7 @@ from helpers import E2E_KEY_ENV, cli, fast_settings, request_states, sql
 from llmbatch import Queue
 from llmbatch.budget import Budget, BudgetSettings
 from llmbatch.emulator import RunningEmulator, running
-from llmbatch.emulator.config import DEFAULT_MODELS
+from llmbatch.emulator.models import builtin_ids
 from llmbatch.engine import Engine
 from llmbatch.store import open_store
 
@@ -177,7 +177,7 @@ def test_receipts_say_list_paid_saved_the_price_data_and_what_has_no_price(
             ]
         )
     # a model the provider serves but the price data does not know: unpriced, never $0
-    with running(seed=23, models=[*DEFAULT_MODELS, "gpt-unheard-of"]) as emu:
+    with running(seed=23, models=[*builtin_ids("openai"), "gpt-unheard-of"]) as emu:
         engine = Engine(open_store(db), fast_settings(emu))
         try:
             drive(engine)

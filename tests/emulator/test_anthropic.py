@@ -92,11 +92,19 @@ def test_full_lifecycle(emu: RunningEmulator, client: anthropic.Anthropic) -> No
         assert message.usage.output_tokens == len(message.content[0].text.split())
         assert message.stop_reason in ("end_turn", "max_tokens")
         assert message.usage.output_tokens <= 300
+    # A cap is the length the caller expects: replies fit under it (`length_rate` runs into it).
     capped = client.messages.batches.create(requests=[req(0, max_tokens=3)])
     emu.control.advance(1)
     ended(client, capped.id)
     (only,) = results(client, capped.id).values()
+    assert only.message.stop_reason == "end_turn" and only.message.usage.output_tokens < 3
+    emu.control.set_config(length_rate=1.0)
+    capped = client.messages.batches.create(requests=[req(1, max_tokens=3)])
+    emu.control.advance(1)
+    ended(client, capped.id)
+    (only,) = results(client, capped.id).values()
     assert only.message.stop_reason == "max_tokens" and only.message.usage.output_tokens == 3
+    emu.control.set_config(length_rate=0.01)
 
     # Deleting: not while processing; after cancel and end, yes.
     running_batch = client.messages.batches.create(requests=[req(1)])
@@ -327,9 +335,13 @@ def test_faults_and_list_lag(emu: RunningEmulator, client: anthropic.Anthropic) 
 
 def test_models_answer_per_door(emu: RunningEmulator, client: anthropic.Anthropic) -> None:
     models = [m.id for m in client.models.list(limit=1000)]
-    assert MODEL in models and all(m.startswith("claude") for m in models)
+    # Listed once, under the dated id; the alias is accepted and retrieves the dated model.
+    assert MODEL not in models and "claude-haiku-4-5-20251001" in models
+    assert all(m.startswith("claude") for m in models)
     assert [m.id for m in client.models.list(limit=3)] == models
-    assert client.models.retrieve(MODEL).type == "model"
+    dated = client.models.retrieve(MODEL)
+    assert dated.type == "model" and dated.id == "claude-haiku-4-5-20251001"
+    assert dated.display_name == "Claude Haiku 4.5" and dated.max_input_tokens == 200_000
     with pytest.raises(anthropic.NotFoundError):
         client.models.retrieve("gpt-4o")
     oai = openai.OpenAI(base_url=emu.base_url, api_key="k", max_retries=0)

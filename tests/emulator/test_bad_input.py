@@ -91,7 +91,7 @@ def test_invalid_json_body(emu: RunningEmulator) -> None:
         ("PATCH", "/config", {"rate": 0}),
         ("PATCH", "/config", {"no_such_setting": 1}),
         ("PATCH", "/config", {"request_failure_rate": 1.5}),
-        ("PUT", "/quotas", {"gemini": {"x": 1}}),
+        ("PUT", "/quotas", {"mistral": {"x": 1}}),
         ("PUT", "/quotas", {"openai": {"gpt-4o-mini": -1}}),
         ("POST", "/next-batches", {"hold": "forever"}),
         ("POST", "/next-batches", {}),

@@ -73,7 +73,8 @@ def test_full_lifecycle(emu: RunningEmulator, client: openai.OpenAI, tmp_path) -
     assert set(first) == {"id", "custom_id", "response", "error"} and first["error"] is None
     assert first["id"].startswith("batch_req_") and first["response"]["status_code"] == 200
     body = first["response"]["body"]
-    assert body["object"] == "chat.completion" and body["model"] == "gpt-4o-mini"
+    # The reply names the dated snapshot the alias runs as, as the service does.
+    assert body["object"] == "chat.completion" and body["model"] == "gpt-4o-mini-2024-07-18"
     usage = body["usage"]
     assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
     assert usage["completion_tokens"] <= 30

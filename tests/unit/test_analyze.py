@@ -108,7 +108,7 @@ def test_not_json_names_the_line(tmp_path: Path) -> None:
     f.write_text(
         '{"timestamp": 1, "model": "gpt-4o", "input_tokens": 1, "output_tokens": 1}\nnope\n'
     )
-    with pytest.raises(InputError, match="line 2: not JSON"):
+    with pytest.raises(InputError, match=r"u\.jsonl:2: not JSON"):
         analyze_file(f)
 
 
@@ -143,3 +143,40 @@ def test_cli_analyze_table_and_json() -> None:
     assert Decimal(data["total"]["monthly_savings_usd"]) > 0
     bad = cli("analyze", str(DATA / "spec_example.json"))
     assert bad.exit_code == 1 and "group_by=model,batch" in bad.output
+
+
+@pytest.mark.parametrize(
+    ("text", "line"),
+    [
+        ('{"oops"\n', 1),
+        ('\n\n{"a": 1,\n "b": \n', 4),
+        ('{"object": "page", "data": []}\n{"object": "page",\n "data": [}\n', 3),
+    ],
+)
+def test_a_value_cut_short_names_its_own_line(tmp_path: Path, text: str, line: int) -> None:
+    f = tmp_path / "u.json"
+    f.write_text(text)
+    with pytest.raises(InputError, match=rf"u\.json:{line}: not JSON"):
+        analyze_file(f)
+
+
+def test_pretty_printed_and_concatenated_pages_stream_like_one_a_line(tmp_path: Path) -> None:
+    pages = [json.loads(x) for x in (DATA / "pages.jsonl").read_text().splitlines()]
+    pretty = tmp_path / "pretty.json"
+    pretty.write_text("\n".join(json.dumps(p, indent=2) for p in pages) + "\n")
+    glued = tmp_path / "glued.json"
+    glued.write_text("".join(json.dumps(p) for p in pages))
+    want = analyze_file(DATA / "pages.jsonl", today=TODAY).record() | {"source": ""}
+    for f in (pretty, glued):
+        assert analyze_file(f, today=TODAY).record() | {"source": ""} == want
+
+
+def test_the_table_fits_100_columns_and_csv_has_every_line(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("COLUMNS", "100")
+    r = cli("analyze", str(DATA / "calls.jsonl"), "--exclude-tag", "support-bot")
+    table = [ln for ln in r.output.splitlines() if "  " in ln]
+    assert table and max(len(ln) for ln in table) <= 100
+    rows = cli("analyze", str(DATA / "calls.jsonl"), "--format", "csv").output.splitlines()
+    assert rows[0].startswith("model,tag,requests") and len(rows) > 2

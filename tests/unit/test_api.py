@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import types
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,18 @@ import pytest
 
 import llmbatch
 from helpers import add_result, body, jsonl, line, sql
-from llmbatch import ConflictError, ImportReport, InputError, LlmbatchError, Queue
+from llmbatch import (
+    ConflictError,
+    ImportReport,
+    InputError,
+    LlmbatchError,
+    NotFound,
+    Queue,
+    RequestCancelled,
+    RequestFailed,
+    WaitTimeout,
+)
+from llmbatch.export import export
 from llmbatch.store import Count
 
 # What the issue and the README promise a Python user.
@@ -51,7 +63,9 @@ def q(db: str) -> Any:
 
 
 def test_add_one_request(q: Queue, db: str) -> None:
-    report = q.add("p1", body("hello"), priority=5, deadline=1_900_000_000.0)
+    handle = q.add("p1", body("hello"), priority=5, deadline=1_900_000_000.0)
+    assert (handle.custom_id, handle.state(), handle.done()) == ("p1", "queued", False)
+    report = handle.report
     assert isinstance(report, ImportReport)
     assert (report.queue, report.added, report.unchanged, report.lines) == ("evals", 1, 0, 1)
     assert q.status() == [Count("evals", "openai", "gpt-4o-mini", "queued", 1)]
@@ -62,8 +76,8 @@ def test_add_one_request(q: Queue, db: str) -> None:
 
 def test_adding_the_same_request_again_adds_nothing(q: Queue, db: str) -> None:
     q.add("p1", body("hello"))
-    again = q.add("p1", {"messages": body("hello")["messages"], "model": "gpt-4o-mini"})
-    assert (again.added, again.unchanged) == (0, 1)
+    again = q.add("p1", {"messages": body("hello")["messages"], "model": "gpt-4o-mini"}).report
+    assert again is not None and (again.added, again.unchanged) == (0, 1)
     assert sql(db, "SELECT COUNT(*) FROM requests") == [(1,)]
 
 
@@ -166,3 +180,97 @@ def test_the_store_comes_from_llmbatch_db(tmp_path: Path, monkeypatch: pytest.Mo
     with Queue(name="envq") as queue:
         queue.add("a", body())
     assert sql(str(db), "SELECT queue FROM requests") == [("envq",)]
+
+
+# -- the finished API: handles, result objects, grouping, estimates, cancel ----------------------
+
+EXPORTED = {
+    "AsyncBatchClient", "BatchClient", "Budget", "BudgetHeld", "BudgetSettings", "CallHandle",
+    "Cancelled", "ConfigError", "ConflictError", "Engine", "EngineSettings", "Estimate",
+    "IllegalTransition", "ImportReport", "InputError", "LlmbatchError", "NotBatchable", "NotFound",
+    "PendingCall", "ProviderError", "Queue", "ReportLine", "RequestCancelled", "RequestExpired",
+    "RequestFailed", "RequestHandle", "Result", "RetryPolicy", "StoreError", "TickReport",
+    "Waited", "WaitTimeout", "estimate_file", "estimate_requests",
+}  # fmt: skip
+
+
+def test_all_lists_exactly_the_public_api() -> None:
+    assert set(llmbatch.__all__) == EXPORTED
+    for name in ("Budget", "BudgetSettings", "EngineSettings", "RetryPolicy"):
+        assert getattr(llmbatch, name).__module__.startswith("llmbatch.")
+
+
+def test_result_objects_carry_model_tokens_cost_and_the_parsed_body(q: Queue, db: str) -> None:
+    q.add_many([{"custom_id": "ok", "body": body("a")},
+                {"custom_id": "bad", "body": body("b", model="gpt-4.1-mini")}])  # fmt: skip
+    add_result(db, "ok", queue="evals", tokens=(1000, 500))
+    add_result(db, "bad", queue="evals", succeeded=False)
+    ok, bad = list(q.results())
+    assert (ok.custom_id, ok.model, ok.endpoint, ok.provider) == (
+        "ok", "gpt-4o-mini", "/v1/chat/completions", "openai")  # fmt: skip
+    assert (ok.input_tokens, ok.output_tokens, ok.status_code, ok.ok) == (1000, 500, 200, True)
+    assert ok.body["choices"][0]["message"]["content"] == "ok"
+    assert ok.cost_usd is not None and 0 < ok.cost_usd < Decimal("0.01")
+    assert type(ok.response()).__name__ == "ChatCompletion"
+    line = next(export(q.store, queue="evals").dicts())
+    assert ok.envelope() == line and ok.id == line["id"]
+    assert (bad.model, bad.ok, bad.error) == (
+        "gpt-4.1-mini", False, {"code": "server_error", "message": "the model crashed"})  # fmt: skip
+    with pytest.raises(RequestFailed, match="custom_id 'bad' failed: server_error"):
+        bad.response()
+
+
+def test_results_group_by_model(q: Queue, db: str) -> None:
+    q.add_many({"custom_id": f"{m}/{i}", "body": body(str(i), model=m)}
+               for m in ("gpt-4o-mini", "gpt-4.1-mini") for i in range(3))  # fmt: skip
+    for m in ("gpt-4o-mini", "gpt-4.1-mini"):
+        for i in range(3):
+            add_result(db, f"{m}/{i}", queue="evals")
+    grouped = q.results(group_by="model")
+    assert {m: sorted(r.custom_id for r in rs) for m, rs in grouped.items()} == {
+        m: [f"{m}/{i}" for i in range(3)] for m in ("gpt-4o-mini", "gpt-4.1-mini")}  # fmt: skip
+    with pytest.raises(ValueError, match="group_by takes model"):
+        q.results(group_by="color")
+
+
+def test_estimate_of_a_queue_counts_what_has_not_finished(q: Queue, db: str) -> None:
+    items = [{"custom_id": f"e{i}", "body": body("word " * 50, max_tokens=20)} for i in range(4)]
+    q.add_many(items)
+    add_result(db, "e0", queue="evals")
+    est = q.estimate()
+    assert est.requests == 3 and est.source == "queue evals"
+    assert est.models[0].max_output_tokens == 60
+    # estimate_requests takes exactly what add_many takes
+    same = llmbatch.estimate_requests(items[1:])
+    assert same.total("batch_worst_usd") == est.total("batch_worst_usd")
+    with pytest.raises(InputError, match=r"item 1 \(custom_id 'x'\): body has no model"):
+        llmbatch.estimate_requests([{"custom_id": "x", "body": {"messages": []}}])
+
+
+def test_cancel_named_requests_or_the_whole_queue_and_nothing_else(q: Queue, db: str) -> None:
+    q.add_many({"custom_id": f"c{i}", "body": body(str(i))} for i in range(4))
+    with Queue(db, "bystander") as other:
+        other.add("c0", body("0"))
+    done = q.cancel("c0", "c1")
+    assert (done.cancelled, done.batches) == (2, 0)
+    assert done.lines() == ["cancelled 2 waiting requests"]
+    with pytest.raises(NotFound, match="no request 'nope' in queue 'evals'"):
+        q.cancel("c2", "nope")
+    assert {c.state: c.n for c in q.status()} == {"cancelled": 2, "queued": 2}
+    assert q.cancel().cancelled == 2
+    assert [(c.state, c.n) for c in Queue(db, "bystander").status()] == [("queued", 1)]
+    cancelled = list(q.results(state="cancelled"))
+    assert len(cancelled) == 4
+    with pytest.raises(RequestCancelled):
+        cancelled[0].response()
+
+
+def test_a_handle_waits_for_its_result_and_says_why_not_yet(q: Queue, db: str) -> None:
+    handle = q.add("h1", body())
+    with pytest.raises(WaitTimeout, match=r"'h1' .*no worker is running"):
+        handle.result(timeout=0.1, interval=0.05)
+    add_result(db, "h1", queue="evals")
+    assert handle.done() and handle.result().custom_id == "h1"
+    assert q.handle("h1").state() == "succeeded"
+    with pytest.raises(NotFound):
+        q.handle("missing")

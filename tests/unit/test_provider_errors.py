@@ -76,3 +76,42 @@ def test_retry_after_is_kept_and_should_retry_false_is_final(sdk: ModuleType) ->
 def test_a_rejection_carries_the_service_message() -> None:
     err = mapped(anthropic, status_error(anthropic, 400, "invalid_request_error"))
     assert "m invalid_request_error" in str(err)
+
+
+@pytest.mark.parametrize("sdk", SDKS)
+def test_a_key_echoed_in_any_error_body_is_scrubbed(
+    sdk: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A gateway that echoes the key in a 400 body (not only a 401): the message keeps what
+    it says, without the key; a password in the service's URL is blanked too."""
+    key = "sk-echoed-secret-123456"
+    monkeypatch.setenv("KEY_ENV", key)
+    request = httpx2.Request("POST", "http://service.test/v1/files")
+    said = f"invalid header Authorization: Bearer {key}"
+    body: dict[str, Any] = {
+        "type": "error",
+        "error": {"type": "invalid_request_error", "message": said},
+    }
+    response = httpx2.Response(400, request=request, json=body)
+    client = (
+        anthropic.Anthropic(api_key="k", base_url="http://service.test")
+        if sdk is anthropic
+        else openai.OpenAI(api_key="k", base_url="http://service.test")
+    )
+    exc = client._make_status_error(
+        "HTTP 400", body=body if sdk is anthropic else body["error"], response=response
+    )
+    with (
+        pytest.raises(RejectedError) as info,
+        calling(sdk, "p", "upload", lambda: "http://u:pw@service.test", "KEY_ENV"),
+    ):
+        raise exc
+    assert key not in str(info.value) and "Bearer ***" in str(info.value)
+    with (
+        pytest.raises(TransientError) as down,
+        calling(sdk, "p", "upload", lambda: "http://u:pw@service.test", "KEY_ENV"),
+    ):
+        raise client._make_status_error(
+            "HTTP 503", body=None, response=httpx2.Response(503, request=request)
+        )
+    assert "pw" not in str(down.value) and "http://u:***@service.test" in str(down.value)

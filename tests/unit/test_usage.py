@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from llmbatch.ingest import parse_line
 from llmbatch.pricing import Tokens
+from llmbatch.results import parse_line
 from llmbatch.usage import UsageRecord, read_usage
 
 

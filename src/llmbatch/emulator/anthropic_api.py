@@ -8,7 +8,8 @@ sends it). Errors use Anthropic's envelope
 
 `GET /v1/models` and `GET /v1/models/{id}` are shared with the OpenAI door: a call carrying
 `anthropic-version` gets the Anthropic shape and the `anthropic_models` of the config, any
-other the OpenAI one.
+other the OpenAI one. The list shows each model once, under its dated id when it has one
+(aliases are not listed); retrieving an alias answers its dated model, as the service does.
 
 Choices where the service documents nothing (docs/emulator.md repeats them): cancelling
 an ended batch is a 400 and cancelling a `canceling` one returns it unchanged; deleting an
@@ -31,13 +32,16 @@ from llmbatch.emulator import message_batches as mb
 from llmbatch.emulator.anthropic_synth import (
     CacheUse,
     MessagesError,
+    Prompt,
     cache_use,
     check_params,
+    check_window,
     count_prompt,
     message,
 )
 from llmbatch.emulator.calls import Surface, operation
 from llmbatch.emulator.envelope import AnthropicApiError, json_response
+from llmbatch.emulator.models import ModelCard
 from llmbatch.emulator.surfaces import ANTHROPIC
 
 if TYPE_CHECKING:
@@ -45,7 +49,6 @@ if TYPE_CHECKING:
 
 Json = dict[str, Any]
 Endpoint = Callable[[Request], Awaitable[Response]]
-MODEL_CREATED = "2025-01-01T00:00:00Z"
 
 
 def _root(request: Request) -> str:
@@ -165,27 +168,32 @@ class _PromptCache:
         return use
 
 
-def _checked(params: Any, emu: Emulator) -> Json:
+def _checked(params: Any, emu: Emulator) -> tuple[Json, Prompt, int]:
+    """Checked params, their prompt and the model's largest output (or the error the API
+    answers)."""
     try:
-        check_params(params, emu.cfg.anthropic_models)
+        card = check_params(params, emu.cfg.catalog("anthropic"))
+        prompt = count_prompt(params)
+        check_window(prompt, card)
     except MessagesError as e:
         raise AnthropicApiError(e.status, e.message, e.type, retryable=False) from None
     assert isinstance(params, dict)
-    return params
+    return params, prompt, card.max_output_tokens
 
 
 def messages_create(cache: _PromptCache) -> Any:
     async def handler(request: Request, emu: Emulator, surface: Surface) -> Response:
-        params, _ = await _body(request, 32 * 1024 * 1024)
-        params = _checked(params, emu)
+        body, _ = await _body(request, 32 * 1024 * 1024)
+        params, prompt, ceiling = _checked(body, emu)
         use = cache.use(params, emu.now())
         out = message(
             params,
             salt=emu.new_id("", 8),
             cache=use,
-            prompt=count_prompt(params),
+            prompt=prompt,
             service_tier="standard",
             length_rate=emu.cfg.length_rate,
+            ceiling=ceiling,
         )
         return json_response(out)
 
@@ -196,24 +204,41 @@ async def count_tokens(request: Request, emu: Emulator, surface: Surface) -> Res
     params, _ = await _body(request, 32 * 1024 * 1024)
     if isinstance(params, dict) and "max_tokens" not in params:
         params = params | {"max_tokens": 1}  # count_tokens takes no max_tokens
-    return json_response({"input_tokens": count_prompt(_checked(params, emu)).tokens})
+    return json_response({"input_tokens": _checked(params, emu)[1].tokens})
 
 
 # --- models ----------------------------------------------------------------------------------
 
 
-def _model(name: str) -> Json:
+def display_name(model_id: str) -> str:
+    """`claude-sonnet-4-5-20250929` -> `Claude Sonnet 4.5`, as the service names models."""
+    parts = [p for p in model_id.split("-") if p not in ("claude", "latest")]
+    if parts and len(parts[-1]) == 8 and parts[-1].isdigit():
+        parts.pop()
+    names = [p.title() for p in parts if not p.isdigit()]
+    version = ".".join(p for p in parts if p.isdigit())
+    if version.endswith(".0"):
+        version = version[:-2]
+    return " ".join(["Claude", *names] + ([version] if version else []))
+
+
+def _model(card: ModelCard) -> Json:
     return {
         "type": "model",
-        "id": name,
-        "display_name": name.replace("-", " ").title(),
-        "created_at": MODEL_CREATED,
+        "id": card.id,
+        "display_name": display_name(card.id),
+        "created_at": mb.rfc3339(card.created),
+        "max_input_tokens": card.context_window,
+        "max_tokens": card.max_output_tokens,
         "lifecycle": "active",
+        "deprecated_at": None,
+        "retires_at": None,
     }
 
 
 async def models_list(request: Request, emu: Emulator, surface: Surface) -> Response:
-    names = list(emu.cfg.anthropic_models)
+    cards = emu.cfg.catalog("anthropic").canonical()
+    names = [c.id for c in cards]
     q = request.query_params
     limit = _limit(request)
     after, before = q.get("after_id"), q.get("before_id")
@@ -223,24 +248,25 @@ async def models_list(request: Request, emu: Emulator, surface: Surface) -> Resp
     if before in names:
         stop = names.index(before)
         start = max(0, stop - limit)
-    page = names[start:stop][:limit]
+    page = cards[start:stop][:limit]
     more = (start > 0) if before in names else start + len(page) < stop
-    data = [_model(n) for n in page]
     return json_response(
         {
-            "data": data,
+            "data": [_model(c) for c in page],
             "has_more": more,
-            "first_id": page[0] if page else None,
-            "last_id": page[-1] if page else None,
+            "first_id": page[0].id if page else None,
+            "last_id": page[-1].id if page else None,
         }
     )
 
 
 async def models_retrieve(request: Request, emu: Emulator, surface: Surface) -> Response:
     name = request.path_params["model"]
-    if name not in emu.cfg.anthropic_models:
+    catalog = emu.cfg.catalog("anthropic")
+    card = catalog.get(name)
+    if card is None:
         raise AnthropicApiError(404, f"model: {name}", "not_found_error", retryable=False)
-    return json_response(_model(name))
+    return json_response(_model(catalog.get(card.snapshot or "") or card))
 
 
 def _by_header(anthropic: Endpoint, other: Endpoint) -> Endpoint:

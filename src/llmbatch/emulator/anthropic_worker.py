@@ -18,7 +18,6 @@ for an unknown model). The `request_failure_rate` share fails with the error typ
 from __future__ import annotations
 
 import hashlib
-import math
 import os
 import random
 from array import array
@@ -31,10 +30,12 @@ from llmbatch.emulator.anthropic_synth import (
     MessagesError,
     cache_use,
     check_params,
+    check_window,
     count_prompt,
     error_envelope,
     message,
 )
+from llmbatch.emulator.capacity import Capacity
 from llmbatch.emulator.envelope import anthropic_error_type
 from llmbatch.emulator.message_batches import OUTCOMES, rfc3339
 from llmbatch.emulator.state import Batch
@@ -67,8 +68,9 @@ class _Open:
 class MessageBatchWorker:
     """The Message Batches part of the emulator's processing thread."""
 
-    def __init__(self, emu: Emulator) -> None:
+    def __init__(self, emu: Emulator, capacity: Capacity) -> None:
         self.emu = emu
+        self.capacity = capacity
         self._open: dict[str, _Open] = {}
 
     def close(self) -> None:
@@ -96,16 +98,23 @@ class MessageBatchWorker:
             deadline = min(deadline, canceling + cfg.cancelling_seconds)
         total, done = internal["total"], internal["done"]
         horizon = min(now, deadline)
-        credit = max(0, math.floor((horizon - internal["last_t"]) * cfg.rate + 1e-9))
-        n = min(credit, total - done, CHUNK)
+        per_request = internal.get("spent_tokens", 0) / done if done else 256
+        n, start = self.capacity.grant(
+            self._key(b), internal["last_t"], horizon, total - done, per_request
+        )
         if n > 0:
-            self._process(b, done, n)
+            self._process(b, done, n, start)
             return True
         if done >= total:
             return self._end(b, now, None)
         if now >= deadline:
             return self._end(b, now, "expired" if canceling is None else "canceled")
         return False
+
+    @staticmethod
+    def _key(b: Batch) -> tuple[str, str]:
+        """Capacity is per model; a batch counts as its first request's model."""
+        return (b.flavor, str(b.internal.get("model", "")))
 
     def _handle(self, b: Batch) -> _Open:
         handle = self._open.get(b.id)
@@ -124,23 +133,29 @@ class MessageBatchWorker:
         if handle is not None:
             os.close(handle.fd)
 
-    def _result(self, b: Batch, line: Json) -> tuple[Json, bool]:
+    def _result(self, b: Batch, line: Json) -> tuple[Json, bool, int]:
+        """The result of one request, whether it succeeded, and the tokens it used."""
         cfg = self.emu.cfg
         custom_id, params = line["custom_id"], line["params"]
         ids = hashlib.blake2b(f"{b.id}:{custom_id}".encode(), digest_size=16).hexdigest()
         request_id = "req_01" + ids[:24]
         try:
-            check_params(params, cfg.anthropic_models)
+            card = check_params(params, cfg.catalog("anthropic"))
+            prompt = count_prompt(params)
+            check_window(prompt, card)
         except MessagesError as e:
-            return {
-                "type": "errored",
-                "error": error_envelope(e.type, e.message, request_id),
-            }, False
+            return (
+                {
+                    "type": "errored",
+                    "error": error_envelope(e.type, e.message, request_id),
+                },
+                False,
+                0,
+            )
         if share(bytes.fromhex(ids[:8]), 0) < cfg.request_failure_rate:
             kind = anthropic_error_type(cfg.request_failure_status)
             text = FAILURE_MESSAGES.get(kind, "Invalid request")
-            return {"type": "errored", "error": error_envelope(kind, text, request_id)}, False
-        prompt = count_prompt(params)
+            return {"type": "errored", "error": error_envelope(kind, text, request_id)}, False, 0
         hits = set(line.get("cache") or ())
         use = cache_use(prompt, lambda bp: bp.prefix in hits)
         body = message(
@@ -150,28 +165,35 @@ class MessageBatchWorker:
             prompt=prompt,
             service_tier="batch",
             length_rate=cfg.length_rate,
+            ceiling=card.max_output_tokens,
         )
-        return {"type": "succeeded", "message": body}, True
+        return (
+            {"type": "succeeded", "message": body},
+            True,
+            prompt.tokens + body["usage"]["output_tokens"],
+        )
 
-    def _process(self, b: Batch, done: int, n: int) -> None:
+    def _process(self, b: Batch, done: int, n: int, start: float) -> None:
         handle = self._handle(b)
-        lines, ok = [], 0
+        lines, ok, tokens = [], 0, 0
         for position in range(done, done + n):
             line = orjson.loads(handle.line(position))
-            result, succeeded = self._result(b, line)
+            result, succeeded, used = self._result(b, line)
             ok += succeeded
+            tokens += used
             lines.append(orjson.dumps({"custom_id": line["custom_id"], "result": result}) + b"\n")
         path = self.emu.state.work_path(b.id, "out")
         with path.open("ab") as f:
             f.write(b"".join(lines))
             size = f.tell()
-        spent = n / self.emu.cfg.rate
+        end = self.capacity.spend(self._key(b), start, n, tokens)
 
         def change(batch: Batch) -> bool:
             i = batch.internal
             if i.get("done") != done or batch.status == "ended":
                 return False
-            i.update(done=done + n, out_bytes=size, last_t=i["last_t"] + spent)
+            i.update(done=done + n, out_bytes=size, last_t=end)
+            i["spent_tokens"] = i.get("spent_tokens", 0) + tokens
             i["tally"]["succeeded"] += ok
             i["tally"]["errored"] += n - ok
             return True

@@ -1,6 +1,7 @@
 """The ASGI app: the OpenAI door (`/v1`), Azure's legacy (`/openai`) and v1
-(`/openai/v1`) doors, and the control API (`/_emulator`). An Anthropic Message Batches
-door (`/v1/messages/batches`) can be added beside them as one more route list."""
+(`/openai/v1`) doors, the Anthropic Message Batches door (`/v1/messages/batches`), the
+Gemini door (`/v1beta`, `/upload`, and Gemini's callers on `/v1`), and the control API
+(`/_emulator`). A door is one more route list."""
 
 from __future__ import annotations
 
@@ -15,12 +16,17 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute
 
-from llmbatch.emulator import anthropic_api, openai_api
+from llmbatch.emulator import anthropic_api, gemini_api, openai_api
 from llmbatch.emulator.calls import Surface, quiet_drop_logs
 from llmbatch.emulator.config import make_config
 from llmbatch.emulator.control import Control
 from llmbatch.emulator.core import Emulator
-from llmbatch.emulator.envelope import AnthropicApiError, ApiError, anthropic_error_type
+from llmbatch.emulator.envelope import (
+    AnthropicApiError,
+    ApiError,
+    GoogleApiError,
+    anthropic_error_type,
+)
 from llmbatch.emulator.surfaces import AZURE, OPENAI
 
 
@@ -36,6 +42,7 @@ def create_app(
     routes += Control(emu).routes()
     openai_v1 = openai_api.routes(emu, "/v1", Surface(OPENAI))
     routes += anthropic_api.routes(emu, openai_v1)
+    routes += gemini_api.routes(emu, openai_v1)
     routes += openai_v1
     routes += openai_api.routes(emu, "/openai/v1", Surface(AZURE))
     routes += openai_api.routes(emu, "/openai", Surface(AZURE, legacy=True))
@@ -57,6 +64,9 @@ def create_app(
             message = f"Method {request.method} is not allowed on {request.url.path}"
         else:
             message = "The server had an error while processing your request."
+        path = request.url.path
+        if path.startswith(("/v1beta/", "/upload/", "/download/")) or gemini_api.is_gemini(request):
+            return GoogleApiError(status, message).response()
         if request.url.path.startswith("/v1/messages") or "anthropic-version" in request.headers:
             return AnthropicApiError(
                 status, message, anthropic_error_type(status), retryable=status >= 500

@@ -1,6 +1,6 @@
 """What happens around every API call: the key check, Azure's `api-version`, injected
 faults, and the call log (method, path, query, status, SHA-256 of the body — never a
-header, so never a key)."""
+header, and never a `key` query parameter, so never a key)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,13 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, Response, StreamingResponse
 from starlette.types import Message, Receive, Scope, Send
 
-from llmbatch.emulator.envelope import AnthropicApiError, ApiError, anthropic_error_type
+from llmbatch.emulator.envelope import (
+    AnthropicApiError,
+    ApiError,
+    GoogleApiError,
+    anthropic_error_type,
+    google_status,
+)
 from llmbatch.emulator.faults import REWRITES, Rule
 from llmbatch.emulator.surfaces import Flavor
 
@@ -27,11 +33,13 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Surface:
-    """One door into the API: a flavour, and whether it is Azure's legacy
-    (`api-version`-required) door."""
+    """One door into the API: a flavour, whether it is Azure's legacy
+    (`api-version`-required) door, and whether its calls carry no key (Gemini's upload URL
+    is itself the credential)."""
 
     flavor: Flavor
     legacy: bool = False
+    keyless: bool = False
 
 
 Handler = Callable[[Request, "Emulator", Surface], Awaitable[Response]]
@@ -93,6 +101,18 @@ _MISSING_AZURE_KEY = (
 
 
 def _check_access(request: Request, surface: Surface) -> None:
+    if surface.keyless:
+        return
+    if surface.flavor.gemini:
+        key = request.headers.get("x-goog-api-key", "") or request.query_params.get("key", "")
+        if not key.strip():
+            raise GoogleApiError(
+                403,
+                "Method doesn't allow unregistered callers (callers without established "
+                "identity). Please use API Key or other form of API consumer identity to call "
+                "this API.",
+            )
+        return
     auth = request.headers.get("authorization", "")
     bearer = auth[7:].strip() if auth[:7].lower() == "bearer " else ""
     if surface.flavor.anthropic:
@@ -146,11 +166,45 @@ _HTML_PAGES = {
 }
 
 
+def _google_fault(rule: Rule) -> Response:
+    status = rule.status
+    if status == 401:  # Google answers a wrong or revoked API key with a 400
+        return GoogleApiError(
+            400,
+            "API key not valid. Please pass a valid API key.",
+            details=[
+                {
+                    "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                    "reason": "API_KEY_INVALID",
+                    "domain": "googleapis.com",
+                }
+            ],
+        ).response()
+    messages = {
+        429: "Resource has been exhausted (e.g. check quota).",
+        500: "An internal error has occurred. Please retry or report in "
+        "https://developers.generativeai.google/guide/troubleshooting",
+        503: "The model is overloaded. Please try again later.",
+    }
+    details = None
+    if status == 429:
+        retry = {"@type": "type.googleapis.com/google.rpc.RetryInfo"}
+        details = [retry | {"retryDelay": f"{rule.retry_after:g}s"}]
+    return GoogleApiError(
+        status,
+        messages.get(status, "The service is currently unavailable."),
+        google_status(status) if status != 502 else "UNAVAILABLE",
+        details=details,
+    ).response()
+
+
 def _fault_response(rule: Rule, flavor: str) -> Response:
     if rule.kind.endswith("_html"):  # not the API answering, but something in front of it
         return Response(_HTML_PAGES[rule.status], rule.status, media_type="text/html")
     if flavor == "anthropic":
         return _anthropic_fault(rule)
+    if flavor == "gemini":
+        return _google_fault(rule)
     if rule.status == 401:
         return ApiError(
             401,
@@ -193,7 +247,7 @@ def operation(
             emu.now(),
             request.method,
             request.url.path,
-            request.url.query,
+            _without_key(request.url.query),
             response.status_code,
             request.state.body_sha256,
         )
@@ -241,6 +295,14 @@ def operation(
     return endpoint
 
 
+def _without_key(query: str) -> str:
+    """The query to log: a `key` parameter (Gemini's other way to send the API key) is
+    dropped."""
+    if "key=" not in query:
+        return query
+    return "&".join(p for p in query.split("&") if p.split("=", 1)[0] != "key")
+
+
 async def _body_of(response: Response) -> bytes:
     if isinstance(response, FileResponse):
         return await asyncio.to_thread(Path(response.path).read_bytes)
@@ -260,6 +322,10 @@ async def _rewrite(kind: str, response: Response) -> Response:
         for batch in obj.get("data", []) if obj.get("object") == "list" else [obj]:
             if isinstance(batch, dict) and "output_file_id" in batch:
                 batch["output_file_id"] = batch["error_file_id"] = None
+        for op in obj.get("operations", [obj]):  # Gemini: an Operation, or a page of them
+            if isinstance(op, dict) and isinstance(op.get("metadata"), dict):
+                op["metadata"].pop("output", None)
+                op.pop("response", None)
         body = orjson.dumps(obj)
     elif kind == "truncate":
         body = body[: len(body) // 2]
@@ -277,7 +343,7 @@ def _rewrite_lines(kind: str, lines: list[bytes]) -> bytes:
         lines[0] = b"#" * len(first) + ending
     elif kind == "foreign_line":  # another app's id, as long as ours
         obj = orjson.loads(first)
-        custom_id = str(obj["custom_id"])
+        custom_id = str(obj["custom_id"] if "custom_id" in obj else obj["key"])  # Gemini: key
         lines[0] = first.replace(custom_id.encode(), b"z" * len(custom_id.encode())) + ending
     elif len(lines) > 1:  # duplicate_line: the longest line becomes the shortest, padded
         size = [len(ln.rstrip(b"\r\n")) for ln in lines]

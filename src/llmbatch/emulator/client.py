@@ -9,6 +9,7 @@ import urllib.request
 from typing import Any
 
 Json = dict[str, Any]
+_GEMINI_ENDED = tuple("BATCH_STATE_" + s for s in ("SUCCEEDED", "FAILED", "CANCELLED", "EXPIRED"))
 
 
 class ControlError(RuntimeError):
@@ -47,7 +48,8 @@ class EmulatorControl:
         return float(self.call("GET", "/clock")["now"])
 
     def advance(self, seconds: float) -> float:
-        """Move the virtual clock forward; returns the new virtual time."""
+        """Move the virtual clock forward; returns the new virtual time once every batch has
+        caught up with it (what the next call reads reflects the advance)."""
         return float(self.call("POST", "/clock/advance", {"seconds": seconds})["now"])
 
     def config(self) -> Json:
@@ -59,15 +61,34 @@ class EmulatorControl:
         result: Json = self.call("PATCH", "/config", values)
         return result
 
+    def models(self) -> Json:
+        """Every door's model cards: `{"openai": [...], "anthropic": [...], "gemini": [...]}`."""
+        result: Json = self.call("GET", "/models")
+        return result
+
+    def add_models(self, *entries: str | Json, door: str = "openai") -> Json:
+        """Add models (ids, or cards with `context_window`, `max_output_tokens`, ...)."""
+        result: Json = self.call("POST", "/models", {"door": door, "add": list(entries)})
+        return result
+
+    def remove_models(self, *ids: str, door: str = "openai") -> Json:
+        result: Json = self.call("POST", "/models", {"door": door, "remove": list(ids)})
+        return result
+
     def set_quotas(
-        self, openai: dict[str, int] | None = None, azure: dict[str, int] | None = None
+        self,
+        openai: dict[str, int] | None = None,
+        azure: dict[str, int] | None = None,
+        gemini: dict[str, int] | None = None,
     ) -> Json:
-        """Set enqueued-token quotas per model (OpenAI) / deployment (Azure)."""
+        """Set enqueued-token quotas per model (OpenAI, Gemini) / deployment (Azure)."""
         body: Json = {}
         if openai is not None:
             body["openai"] = openai
         if azure is not None:
             body["azure"] = azure
+        if gemini is not None:
+            body["gemini"] = gemini
         result: Json = self.call("PUT", "/quotas", body)
         return result
 
@@ -129,12 +150,22 @@ class EmulatorControl:
 
     def wait(self, batch_id: str, *statuses: str, timeout: float = 30.0) -> Json:
         """Poll until the batch reaches one of `statuses` (default: any terminal one; an
-        Anthropic Message Batch's `processing_status` counts as its status)."""
-        wanted = statuses or ("completed", "failed", "expired", "cancelled", "ended")
+        Anthropic Message Batch's `processing_status` and a Gemini Operation's
+        `metadata.state` count as its status)."""
+        wanted = statuses or (
+            "completed",
+            "failed",
+            "expired",
+            "cancelled",
+            "ended",
+            *_GEMINI_ENDED,
+        )
         deadline = time.monotonic() + timeout
         while True:
             batch: Json = self.batch(batch_id)["batch"]
             status = batch.get("status", batch.get("processing_status"))
+            if status is None and isinstance(batch.get("metadata"), dict):
+                status = batch["metadata"].get("state")
             if status in wanted:
                 return batch
             if time.monotonic() > deadline:

@@ -10,48 +10,16 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from llmbatch.emulator.models import (
+    SETTINGS,
+    Catalog,
+    build,
+    builtin_ids,
+    check_entries,
+    load_models_file,
+    merge,
+)
 from llmbatch.errors import ConfigError
-
-#: Models `GET /v1/models` lists and batch validation accepts (current OpenAI models).
-DEFAULT_MODELS: tuple[str, ...] = (
-    "gpt-5",
-    "gpt-5-mini",
-    "gpt-5-nano",
-    "gpt-4.1",
-    "gpt-4.1-mini",
-    "gpt-4.1-nano",
-    "gpt-4o",
-    "gpt-4o-mini",
-    "o3",
-    "o4-mini",
-    "gpt-3.5-turbo-instruct",
-    "text-embedding-3-small",
-    "text-embedding-3-large",
-    "omni-moderation-latest",
-    "gpt-image-1",
-    "sora-2",
-)
-
-#: Models the Anthropic door lists and accepts (aliases and dated ids).
-DEFAULT_ANTHROPIC_MODELS: tuple[str, ...] = (
-    "claude-opus-4-5",
-    "claude-opus-4-5-20251101",
-    "claude-opus-4-1",
-    "claude-opus-4-1-20250805",
-    "claude-opus-4-0",
-    "claude-opus-4-20250514",
-    "claude-sonnet-4-5",
-    "claude-sonnet-4-5-20250929",
-    "claude-sonnet-4-0",
-    "claude-sonnet-4-20250514",
-    "claude-3-7-sonnet-latest",
-    "claude-3-7-sonnet-20250219",
-    "claude-haiku-4-5",
-    "claude-haiku-4-5-20251001",
-    "claude-3-5-haiku-latest",
-    "claude-3-5-haiku-20241022",
-    "claude-3-haiku-20240307",
-)
 
 #: Settings the control API may change while the emulator runs.
 RUNTIME_KEYS = frozenset(
@@ -64,8 +32,16 @@ RUNTIME_KEYS = frozenset(
         "request_failure_status",
         "length_rate",
         "embedding_dimensions",
+        "models",
+        "anthropic_models",
+        "gemini_models",
+        "deployments",
+        "capacity",
+        "gemini_shuffle_results",
     }
 )
+#: The keys of one `capacity` entry.
+CAPACITY_KEYS = ("requests_per_second", "tokens_per_second")
 
 
 @dataclass
@@ -82,17 +58,39 @@ class EmulatorConfig:
     #: Share of requests that fail into the error file, and the status they fail with.
     request_failure_rate: float = 0.0
     request_failure_status: int = 500
-    #: Share of requests whose output hits their token cap (`finish_reason: "length"`).
-    length_rate: float = 0.0
+    #: Share of requests with a token cap (`max_tokens`, `max_completion_tokens`,
+    #: `max_output_tokens`) whose output runs into it (`finish_reason: "length"`); the
+    #: other replies are drawn below the cap (see `replies.py`).
+    length_rate: float = 0.01
     #: Size of synthetic embedding vectors when the request gives no `dimensions`.
     embedding_dimensions: int = 16
-    #: OpenAI models known to this emulator.
-    models: list[str] = field(default_factory=lambda: list(DEFAULT_MODELS))
-    #: Anthropic models known to this emulator (`GET /v1/models` with `anthropic-version`).
-    anthropic_models: list[str] = field(default_factory=lambda: list(DEFAULT_ANTHROPIC_MODELS))
+    #: OpenAI models known to this emulator: ids, or cards as dicts (see `models.py`).
+    #: Default: every id the installed `openai` SDK lists, and a few more.
+    models: list[str | dict[str, Any]] = field(default_factory=lambda: builtin_ids("openai"))
+    #: Anthropic models (`GET /v1/models` with `anthropic-version`); default: the
+    #: installed `anthropic` SDK's ids and older dated ones.
+    anthropic_models: list[str | dict[str, Any]] = field(
+        default_factory=lambda: builtin_ids("anthropic")
+    )
+    #: Gemini models, generate and embedding ones (a card's `endpoints` are the methods it
+    #: serves); default: the models `google-genai` names and those the batch API documents.
+    gemini_models: list[str | dict[str, Any]] = field(default_factory=lambda: builtin_ids("gemini"))
+    #: A models file (JSON or TOML, see `models.py`) added to (or replacing) the above.
+    models_file: str | None = None
+    #: Processing capacity per model, shared by every batch of that model (per door):
+    #: `{"*" | model: {"requests_per_second": r, "tokens_per_second": t}}`. Missing
+    #: (the default): unlimited, each batch runs at `rate` on its own.
+    capacity: dict[str, dict[str, float]] = field(default_factory=dict)
     #: Message Batches limits: requests per batch and bytes per create body (256 MB).
     anthropic_max_requests: int = 100_000
     anthropic_max_batch_bytes: int = 256 * 1024 * 1024
+    #: Gemini's inline create-body limit (20 MB) and the largest file the Files API takes
+    #: (2 GB).
+    gemini_max_inline_bytes: int = 20 * 1024 * 1024
+    gemini_max_file_bytes: int = 2 * 1024 * 1024 * 1024
+    #: Gemini results (inline and file) in processing order rather than request order, as
+    #: the service has been reported to return inline responses: clients must map by key.
+    gemini_shuffle_results: bool = False
     #: Azure deployments: deployment name -> model. Default: one deployment per model,
     #: named like the model.
     deployments: dict[str, str] | None = None
@@ -107,16 +105,32 @@ class EmulatorConfig:
     max_embedding_inputs: int = 50_000
     #: Files per Azure resource, output files included.
     azure_file_limit: int = 500
-    #: Enqueued-prompt-token quotas: {"openai": {model: n}, "azure": {deployment: n}}.
+    #: Enqueued-prompt-token quotas: {"openai": {model: n}, "azure": {deployment: n},
+    #: "gemini": {model: n}} (Gemini answers 429 at create when a batch would pass it).
     quotas: dict[str, dict[str, int]] = field(default_factory=dict)
     #: Virtual time at start; `None` means the current wall-clock time.
     clock_start: float | None = None
 
+    def __post_init__(self) -> None:
+        self._catalogs: dict[str, Catalog] = {}
+
+    def catalog(self, door: str) -> Catalog:
+        """The models of `door` (`openai`, `anthropic` or `gemini`) with their cards (cached
+        until the model settings change)."""
+        found = self._catalogs.get(door)
+        if found is None:
+            found = self._catalogs[door] = build(door, getattr(self, SETTINGS[door]))
+        return found
+
     def deployment_map(self) -> dict[str, str]:
         """Azure deployment name -> model name."""
         if self.deployments is None:
-            return {m: m for m in self.models}
+            return {m: m for m in self.catalog("openai")}
         return dict(self.deployments)
+
+    def public(self) -> dict[str, Any]:
+        """The settings, as the control API shows them."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
     def update(self, values: dict[str, Any], *, runtime_only: bool = False) -> None:
         """Set fields from `values`, checking names and types; raises ConfigError."""
@@ -126,8 +140,18 @@ class EmulatorConfig:
                 allowed = sorted(RUNTIME_KEYS if runtime_only else fields)
                 raise ConfigError(f"unknown emulator setting {key!r}; known: {', '.join(allowed)}")
             setattr(self, key, _check(key, value))
+        if "models_file" in values and self.models_file is not None:
+            self._read_models_file(self.models_file)
+        self._catalogs.clear()
+
+    def _read_models_file(self, path: str) -> None:
+        replace, doors = load_models_file(path)
+        for door, added in doors.items():
+            key = SETTINGS[door]
+            setattr(self, key, added if replace else merge(getattr(self, key), added))
 
 
+_DOOR_OF = {key: door for door, key in SETTINGS.items()}
 _RATES = {"request_failure_rate", "length_rate"}
 _FLOATS = {"rate", "validating_seconds", "finalizing_seconds", "cancelling_seconds"} | _RATES
 _INTS = {
@@ -141,6 +165,8 @@ _INTS = {
     "azure_file_limit",
     "anthropic_max_requests",
     "anthropic_max_batch_bytes",
+    "gemini_max_inline_bytes",
+    "gemini_max_file_bytes",
 }
 
 
@@ -159,10 +185,17 @@ def _check(key: str, value: Any) -> Any:
         if key == "request_failure_status" and not 400 <= value <= 599:
             raise ConfigError("emulator setting 'request_failure_status' must be 400-599")
         return value
-    if key in ("models", "anthropic_models"):
-        if not isinstance(value, list) or not all(isinstance(m, str) and m for m in value):
-            raise ConfigError(f"emulator setting {key!r} must be a list of model names")
-        return list(value)
+    door = _DOOR_OF.get(key)
+    if door is not None:
+        return check_entries(value, f"emulator setting {key!r}", door)
+    if key == "models_file" and value is not None and not isinstance(value, str):
+        raise ConfigError("emulator setting 'models_file' must be a path")
+    if key == "capacity":
+        return check_capacity(value)
+    if key == "gemini_shuffle_results":
+        if not isinstance(value, bool):
+            raise ConfigError(f"emulator setting {key!r} must be true or false, got {value!r}")
+        return value
     if key == "deployments":
         if value is not None and not (
             isinstance(value, dict)
@@ -180,17 +213,38 @@ def _check(key: str, value: Any) -> Any:
 
 
 def check_quotas(value: Any) -> dict[str, dict[str, int]]:
-    """Validate `{"openai"|"azure": {name: tokens}}`; raises ConfigError."""
+    """Validate `{"openai"|"azure"|"gemini": {name: tokens}}`; raises ConfigError."""
     if not isinstance(value, dict):
         raise ConfigError('quotas must look like {"openai": {"gpt-4o-mini": 1000000}}')
     out: dict[str, dict[str, int]] = {}
     for flavor, limits in value.items():
-        if flavor not in ("openai", "azure") or not isinstance(limits, dict):
-            raise ConfigError(f"quotas: unknown flavor {flavor!r} (use 'openai' or 'azure')")
+        if flavor not in ("openai", "azure", "gemini") or not isinstance(limits, dict):
+            raise ConfigError(
+                f"quotas: unknown flavor {flavor!r} (use 'openai', 'azure' or 'gemini')"
+            )
         for name, n in limits.items():
             if isinstance(n, bool) or not isinstance(n, int) or n < 0:
                 raise ConfigError(f"quotas: {flavor}/{name} must be an integer >= 0, got {n!r}")
         out[flavor] = dict(limits)
+    return out
+
+
+def check_capacity(value: Any) -> dict[str, dict[str, float]]:
+    """Validate `{"*" | model: {"requests_per_second": r, "tokens_per_second": t}}`."""
+    shape = '{"gpt-4o-mini": {"requests_per_second": 50, "tokens_per_second": 40000}}'
+    if not isinstance(value, dict):
+        raise ConfigError(f"emulator setting 'capacity' must look like {shape}")
+    out: dict[str, dict[str, float]] = {}
+    for model, limits in value.items():
+        if not isinstance(limits, dict) or not limits or set(limits) - set(CAPACITY_KEYS):
+            raise ConfigError(
+                f"capacity[{model!r}] must give requests_per_second and/or tokens_per_second, "
+                f"like {shape}"
+            )
+        for name, n in limits.items():
+            if isinstance(n, bool) or not isinstance(n, int | float) or n <= 0:
+                raise ConfigError(f"capacity[{model!r}].{name} must be a number > 0, got {n!r}")
+        out[str(model)] = {k: float(v) for k, v in limits.items()}
     return out
 
 

@@ -2,15 +2,21 @@
 
     GET    /_emulator/health                  {"ok": true, "now": virtual time}
     GET    /_emulator/clock                   {"now", "scale", "advanced"}
-    POST   /_emulator/clock/advance           {"seconds": N}
+    POST   /_emulator/clock/advance           {"seconds": N}  (answers once batches caught up)
     GET    /_emulator/faults                  the active fault rules
     POST   /_emulator/faults                  add a rule (see faults.py), or {"rules": [...]}
     DELETE /_emulator/faults                  remove every rule
     GET    /_emulator/config                  the settings
     PATCH  /_emulator/config                  change runtime settings: rate, *_seconds,
-                                              request_failure_rate/status, length_rate, ...
+                                              request_failure_rate/status, length_rate,
+                                              models, anthropic_models, gemini_models,
+                                              capacity, ...
+    GET    /_emulator/models                  every door's model cards (context windows, ...)
+    POST   /_emulator/models                  {"door": "openai"|"anthropic"|"gemini",
+                                               "add": [id or card], "remove": [id]}
     GET    /_emulator/quotas                  enqueued-token quotas
-    PUT    /_emulator/quotas                  {"openai": {model: n}, "azure": {deployment: n}}
+    PUT    /_emulator/quotas                  {"openai": {model: n}, "azure": {deployment: n},
+                                               "gemini": {model: n}}
     POST   /_emulator/next-batches            {"count": 1, "hold": "validating"|"finalizing",
                                                "fail_validation": {"code", "message", "line"}}
     GET    /_emulator/batches/{id}            flavour, public object and progress
@@ -20,7 +26,9 @@
                                               Anthropic: `expired` results)
     POST   /_emulator/batches/{id}/cancel     as the API's cancel, on any flavour
     POST   /_emulator/batches/{id}/fail       fail validation: {"code", "message", "line"}
-    POST   /_emulator/seed                    {"flavor": "openai"|"azure"|"anthropic",
+                                              (Gemini: ids without `batches/`; hold as
+                                              validating = PENDING, finalizing = RUNNING)
+    POST   /_emulator/seed                    {"flavor": "openai"|"azure"|"anthropic"|"gemini",
                                                "files": N, "batches": N}
                                               objects of another app in the same org
     GET    /_emulator/calls?since=SEQ         the call log (method, path, query, status,
@@ -35,13 +43,15 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import orjson
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from llmbatch.emulator import message_batches
+from llmbatch.emulator import gemini_batches, message_batches
 from llmbatch.emulator.envelope import ApiError, bad_request, json_response, not_found
 from llmbatch.emulator.faults import FaultError, parse_rule
+from llmbatch.emulator.models import DOORS, SETTINGS, check_entries, entry_id, merge
 from llmbatch.emulator.state import Batch
 from llmbatch.emulator.surfaces import FLAVORS
 from llmbatch.errors import ConfigError
@@ -119,6 +129,7 @@ class Control:
             r("/clock/advance", self.advance, ["POST"]),
             r("/faults", self.faults, ["GET", "POST", "DELETE"]),
             r("/config", self.config, ["GET", "PATCH", "PUT"]),
+            r("/models", self.models, ["GET", "POST"]),
             r("/quotas", self.quotas, ["GET", "PUT"]),
             r("/next-batches", self.next_batches, ["POST"]),
             r("/batches/{batch_id}", self.batch, ["GET"]),
@@ -136,8 +147,10 @@ class Control:
         return {"now": c.now(), "scale": c.scale, "advanced": c.advanced}
 
     async def advance(self, request: Request) -> Json:
+        """Answers once batches have caught up with the new time (in a thread: the API keeps
+        serving meanwhile)."""
         seconds = _number(await _body(request), "seconds")
-        self.emu.advance(seconds)
+        await run_in_threadpool(self.emu.advance, seconds)
         return await self.clock(request)
 
     async def faults(self, request: Request) -> Json:
@@ -162,7 +175,35 @@ class Control:
             saved = self.emu.state.get_setting("runtime_config") or {}
             self.emu.state.put_setting("runtime_config", saved | changes)
             self.emu.wake.set()
-        return {k: v for k, v in vars(cfg).items()}
+        return cfg.public()
+
+    async def models(self, request: Request) -> Json:
+        cfg = self.emu.cfg
+        if request.method == "POST":
+            body = await _body(request)
+            unknown = set(body) - {"door", "add", "remove"}
+            if unknown:
+                raise bad_request(
+                    f"Unknown field(s) {sorted(unknown)}; allowed: door, add, remove."
+                )
+            door = body.get("door", "openai")
+            if door not in DOORS:
+                raise bad_request(f"'door' must be one of {', '.join(DOORS)}.", "door")
+            key = SETTINGS[door]
+            entries = list(getattr(cfg, key))
+            removed = body.get("remove", [])
+            if not isinstance(removed, list):
+                raise bad_request("'remove' must be a list of model ids.", "remove")
+            known = {entry_id(e) for e in entries}
+            missing = [m for m in removed if m not in known]
+            if missing:
+                raise not_found(f"No {door} model named {missing[0]!r}.")
+            entries = [e for e in entries if entry_id(e) not in set(removed)]
+            added = check_entries(body.get("add", []), "'add'", door)
+            cfg.update({key: merge(entries, added)}, runtime_only=True)
+            saved = self.emu.state.get_setting("runtime_config") or {}
+            self.emu.state.put_setting("runtime_config", saved | {key: getattr(cfg, key)})
+        return {door: [c.public() for c in cfg.catalog(door).cards.values()] for door in DOORS}
 
     async def quotas(self, request: Request) -> Json:
         if request.method == "PUT":
@@ -201,10 +242,22 @@ class Control:
 
     async def batch(self, request: Request) -> Json:
         b = self._get(request)
-        keys = ("total", "done", "tokens", "hold", "force_expire", "out_bytes", "err_bytes")
+        # `last_t`: the virtual time processing has reached (see capacity.py).
+        keys = (
+            "total",
+            "done",
+            "tokens",
+            "hold",
+            "force_expire",
+            "out_bytes",
+            "err_bytes",
+            "last_t",
+        )
         obj = b.obj
         if b.flavor == "anthropic":
             obj = message_batches.view(obj, self.emu.now(), str(request.base_url))
+        if b.flavor == "gemini":
+            obj = gemini_batches.operation(self.emu, gemini_batches.get(self.emu, b.id).obj)
         return {
             "flavor": b.flavor,
             "batch": obj,
@@ -216,6 +269,8 @@ class Control:
         body = await _body(request)
         b = self._get(request)
         emu = self.emu
+        if b.flavor == "gemini":
+            return gemini_batches.control(emu, b, action, body)
         if b.flavor == "anthropic" and action not in ("cancel", "expire"):
             raise ApiError(
                 409, f"A message batch cannot {action}; use expire or cancel.", retryable=False
@@ -256,6 +311,7 @@ class Control:
                 batch.internal["hold"] = body["state"]
             elif action == "release":
                 batch.internal.pop("hold", None)
+                batch.internal["released"] = emu.now()  # it goes on from here, not before
             elif action == "expire":
                 batch.internal["force_expire"] = True
             else:
@@ -278,9 +334,16 @@ class Control:
                 raise bad_request("Anthropic Message Batches have no files.", "files")
             count = _count(body, "batches", 0, 1000)
             return {"files": [], "batches": message_batches.seed(self.emu, count)}
+        if body.get("flavor") == "gemini":
+            if body.get("files"):
+                raise bad_request("Seeding Gemini takes only 'batches'.", "files")
+            count = _count(body, "batches", 0, 1000)
+            return {"files": [], "batches": gemini_batches.seed(self.emu, count)}
         flavor = FLAVORS.get(str(body.get("flavor", "openai")))
         if flavor is None:
-            raise bad_request("'flavor' must be 'openai', 'azure' or 'anthropic'.", "flavor")
+            raise bad_request(
+                "'flavor' must be 'openai', 'azure', 'anthropic' or 'gemini'.", "flavor"
+            )
         n_files, n_batches = _count(body, "files", 0, 1000), _count(body, "batches", 0, 1000)
         emu = self.emu
         model = next(iter(flavor.models(emu.cfg)), "gpt-4o-mini")

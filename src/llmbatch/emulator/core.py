@@ -15,6 +15,7 @@ from typing import Any
 from llmbatch.emulator.clock import VirtualClock
 from llmbatch.emulator.config import EmulatorConfig
 from llmbatch.emulator.faults import FaultBook
+from llmbatch.emulator.models import DOORS
 from llmbatch.emulator.state import Batch, State
 from llmbatch.emulator.surfaces import Flavor
 
@@ -22,6 +23,7 @@ Json = dict[str, Any]
 log = logging.getLogger("llmbatch.emulator")
 
 DAY = 86_400
+CATCH_UP_S = 60.0  # how long an advance waits for batches to catch up with the new time
 FILE_TTL = 30 * DAY
 
 
@@ -41,6 +43,8 @@ class Emulator:
         self.cfg = cfg
         if saved_cfg:
             cfg.update(saved_cfg, runtime_only=True)
+        for door in DOORS:  # built now (~20 ms), not on the first request
+            cfg.catalog(door)
         saved_quotas = self.state.get_setting("quotas")
         if saved_quotas is not None:
             cfg.quotas = saved_quotas
@@ -55,6 +59,9 @@ class Emulator:
         self._id_lock = threading.Lock()
         self._directives: list[Json] = self.state.get_setting("next_batches") or []
         self.wake = threading.Event()
+        self.generation = 0  # advances of the clock so far
+        self._idle_generation = 0  # the newest advance the worker has caught up with
+        self._idle = threading.Condition()
         from llmbatch.emulator.worker import Worker  # the worker needs this object
 
         self.worker = Worker(self)
@@ -80,11 +87,27 @@ class Emulator:
     def now(self) -> float:
         return self.clock.now()
 
-    def advance(self, seconds: float) -> float:
+    def advance(self, seconds: float, wait: float = CATCH_UP_S) -> float:
+        """Move the clock forward; return once the worker has given every batch its due at
+        the new time (a round that started after the advance found nothing left to do), or
+        after `wait` seconds, so what a test reads next reflects the advance."""
         now = self.clock.advance(seconds)
         self.state.put_setting("clock", self.clock.state())
+        with self._idle:
+            self.generation += 1
+            target = self.generation
         self.wake.set()
+        if wait > 0 and self.worker.running:
+            with self._idle:
+                self._idle.wait_for(lambda: self._idle_generation >= target, timeout=wait)
         return now
+
+    def caught_up(self, generation: int) -> None:
+        """The worker finished a round with nothing to do that began at `generation`."""
+        with self._idle:
+            if generation > self._idle_generation:
+                self._idle_generation = generation
+                self._idle.notify_all()
 
     # --- ids ---------------------------------------------------------------------------------
 

@@ -8,6 +8,17 @@ import orjson
 from starlette.responses import Response
 
 
+class RequestError(Exception):
+    """A request body its endpoint rejects: HTTP `status` (400) in real time, an error-file
+    line in a batch; `param` and `code` as the service names them."""
+
+    def __init__(
+        self, message: str, param: str | None = None, code: str | None = None, status: int = 400
+    ) -> None:
+        super().__init__(message)
+        self.message, self.param, self.code, self.status = message, param, code, status
+
+
 class ApiError(Exception):
     """An error answered as `{"error": {message, type, param, code}}`.
 
@@ -96,3 +107,47 @@ def anthropic_error_type(status: int) -> str:
         503: "overloaded_error",
         529: "overloaded_error",
     }.get(status, "api_error" if status >= 500 else "invalid_request_error")
+
+
+class GoogleApiError(ApiError):
+    """An error answered in Google's envelope: `{"error": {"code", "message", "status"}}`
+    (plus `details` when given, such as a RetryInfo or an ErrorInfo)."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        grpc_status: str | None = None,
+        *,
+        details: list[dict[str, Any]] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(status, message, type=grpc_status or google_status(status))
+        self.headers = dict(headers or {})
+        self.details = details
+
+    def body(self) -> dict[str, Any]:
+        error: dict[str, Any] = {"code": self.status, "message": self.message, "status": self.type}
+        if self.details:
+            error["details"] = self.details
+        return {"error": error}
+
+    def response(self) -> Response:
+        return json_response(self.body(), self.status, self.headers)
+
+
+def google_status(status: int) -> str:
+    """The gRPC status name Google pairs with an HTTP status."""
+    return {
+        400: "INVALID_ARGUMENT",
+        401: "UNAUTHENTICATED",
+        403: "PERMISSION_DENIED",
+        404: "NOT_FOUND",
+        409: "ALREADY_EXISTS",
+        429: "RESOURCE_EXHAUSTED",
+        499: "CANCELLED",
+        500: "INTERNAL",
+        501: "NOT_IMPLEMENTED",
+        503: "UNAVAILABLE",
+        504: "DEADLINE_EXCEEDED",
+    }.get(status, "UNAVAILABLE" if status >= 500 else "FAILED_PRECONDITION")

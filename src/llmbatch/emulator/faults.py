@@ -8,9 +8,11 @@ A rule is JSON::
   `files.content`, `batches.create`, `batches.retrieve`, `batches.list`, `batches.cancel`,
   `models.list`, `chat.completions`, `responses`, `embeddings`, `completions`,
   `moderations`; Anthropic: `messages.batches.create|retrieve|list|cancel|delete|results`,
-  `messages.create`, `messages.count_tokens`, `models.list|retrieve`), a prefix pattern such
-  as `batches.*` or `messages.batches.*`, or `*`.
-- `flavor`: `openai`, `azure`, `anthropic` or `*` (default).
+  `messages.create`, `messages.count_tokens`, `models.list|retrieve`; Gemini:
+  `files.create` (an upload's start), `files.upload` (its data), `files.get|list|delete|download`,
+  `batches.create|create_embeddings|get|list|cancel|delete`), a prefix pattern such as
+  `batches.*` or `messages.batches.*`, or `*`.
+- `flavor`: `openai`, `azure`, `anthropic`, `gemini` or `*` (default).
 - `kind`: `500`, `502`, `503`, `529` (server error; Anthropic's envelope says `api_error`,
   or `overloaded_error` for 503/529), `429` (with `retry-after`, real seconds,
   from `retry_after`, default 1), `401` (the key is refused, as a wrong or revoked key
@@ -102,9 +104,10 @@ def parse_rule(data: Any) -> Rule:
     if mode not in MODES:
         raise FaultError(f"fault 'mode' must be 'before' or 'after', got {mode!r}")
     flavor = data.get("flavor", "*")
-    if flavor not in ("*", "openai", "azure", "anthropic"):
+    if flavor not in ("*", "openai", "azure", "anthropic", "gemini"):
         raise FaultError(
-            f"fault 'flavor' must be 'openai', 'azure', 'anthropic' or '*', got {flavor!r}"
+            "fault 'flavor' must be 'openai', 'azure', 'anthropic', 'gemini' or '*', "
+            f"got {flavor!r}"
         )
     rate = _number(data, "rate", 1.0)
     if not 0 <= rate <= 1:

@@ -146,6 +146,8 @@ def create(emu: Emulator, requests: list[Json], *, uses_cache: bool) -> Batch:
         "out_bytes": 0,
         "last_t": now,
         "tally": {"succeeded": 0, "errored": 0},
+        # Capacity is per model: the batch counts as its first request's model.
+        "model": str(requests[0]["params"].get("model", "")),
     }
     emu.state.add_batch(FLAVOR, obj, internal)
     emu.wake.set()
@@ -216,7 +218,7 @@ def delete(emu: Emulator, batch_id: str) -> Json:
 
 def seed(emu: Emulator, count: int) -> list[str]:
     """Batches of another app in the same organisation (the control API's `seed`)."""
-    model = next(iter(emu.cfg.anthropic_models), "claude-haiku-4-5")
+    model = next(iter(emu.cfg.catalog("anthropic")), "claude-haiku-4-5")
     ids = []
     for i in range(count):
         params = {

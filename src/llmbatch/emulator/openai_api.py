@@ -272,12 +272,15 @@ def _models(emu: Emulator, surface: Surface) -> dict[str, str]:
     return surface.flavor.models(emu.cfg)
 
 
+def _model_object(emu: Emulator, surface: Surface, name: str) -> Json:
+    card = surface.flavor.card(emu.cfg, name)
+    created = card.created if card is not None else 1_700_000_000
+    owner = "user" if name.startswith("ft:") else "system"
+    return {"id": name, "object": "model", "created": created, "owned_by": owner}
+
+
 async def models_list(request: Request, emu: Emulator, surface: Surface) -> Response:
-    created = 1_700_000_000
-    data = [
-        {"id": name, "object": "model", "created": created, "owned_by": "system"}
-        for name in _models(emu, surface)
-    ]
+    data = [_model_object(emu, surface, name) for name in _models(emu, surface)]
     return json_response({"object": "list", "data": data})
 
 
@@ -287,9 +290,7 @@ async def models_retrieve(request: Request, emu: Emulator, surface: Surface) -> 
         raise ApiError(
             404, f"The model '{name}' does not exist.", code="model_not_found", retryable=False
         )
-    return json_response(
-        {"id": name, "object": "model", "created": 1_700_000_000, "owned_by": "system"}
-    )
+    return json_response(_model_object(emu, surface, name))
 
 
 def _realtime(kind: str) -> Any:
@@ -316,9 +317,11 @@ def _realtime(kind: str) -> Any:
                 salt=emu.new_id("", 8),
                 length_rate=emu.cfg.length_rate,
                 embedding_dimensions=emu.cfg.embedding_dimensions,
+                card=surface.flavor.card(emu.cfg, model),
             )
         except RequestError as e:
-            raise bad_request(e.message, e.param, "invalid_value") from None
+            code = e.code if e.code is not None or e.status != 400 else "invalid_value"
+            raise ApiError(e.status, e.message, param=e.param, code=code, retryable=False) from None
         return json_response(out)
 
     return handler

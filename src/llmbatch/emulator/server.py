@@ -3,6 +3,7 @@ background server on a free loopback port, for tests and notebooks)."""
 
 from __future__ import annotations
 
+import errno
 import socket
 import threading
 import time
@@ -16,6 +17,34 @@ import uvicorn
 
 from llmbatch.emulator.app import create_app
 from llmbatch.emulator.client import EmulatorControl
+from llmbatch.errors import ConfigError
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening socket on host:port; a port in use or not allowed is one clear ConfigError
+    (said before anything claims to be serving)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise ConfigError(
+            f"--host {host!r}: not an address of this machine ({exc.strerror})"
+        ) from None
+    family, kind, proto, _name, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(address)
+        sock.listen(128)
+    except OSError as exc:
+        sock.close()
+        why = {
+            errno.EADDRINUSE: "is in use (another emulator or server?): pick another with --port, "
+            "or 0 for any free one",
+            errno.EACCES: "needs privileges: use a port above 1023",
+            errno.EADDRNOTAVAIL: "is not on an address of this machine",
+        }.get(exc.errno or 0, exc.strerror or str(exc))
+        raise ConfigError(f"cannot listen on {host}:{port}: the port {why}") from None
+    return sock
 
 
 def serve(
@@ -25,19 +54,32 @@ def serve(
     time_scale: float = 1.0,
     **config: Any,
 ) -> None:
-    """Serve the emulator until interrupted, after printing how to point a client at it."""
-    app = create_app(data_dir, time_scale, **config)
-    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
-    root = f"http://{shown}:{port}"
-    print(
-        f"llmbatch emulator: OpenAI at {root}/v1, Azure OpenAI at {root} (control: {root}/_emulator)"
-    )
-    print(f'  openai.OpenAI(base_url="{root}/v1", api_key="any-non-empty-key")')
-    print(f'  openai.AzureOpenAI(azure_endpoint="{root}", api_key="any", api_version="2024-10-21")')
-    print(f'  anthropic.Anthropic(base_url="{root}", api_key="any-non-empty-key")')
-    data = app.state.emulator.data_dir
-    print(f"  data dir: {data}" + ("" if data_dir else " (temporary)"), flush=True)
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    """Serve the emulator until interrupted; the banner says where once the port is bound."""
+    if time_scale < 0:
+        raise ConfigError(f"--time-scale {time_scale}: must be 0 (frozen) or more")
+    sock = bind(host, port)
+    try:
+        app = create_app(data_dir, time_scale, **config)
+        port = sock.getsockname()[1]
+        shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+        root = f"http://{shown}:{port}"
+        print(
+            f"llmbatch emulator: OpenAI at {root}/v1, Azure OpenAI, Anthropic and Gemini at {root}"
+        )
+        print(f'  openai.OpenAI(base_url="{root}/v1", api_key="any-non-empty-key")')
+        print(
+            f'  openai.AzureOpenAI(azure_endpoint="{root}", api_key="any", api_version="2024-10-21")'
+        )
+        print(f'  anthropic.Anthropic(base_url="{root}", api_key="any-non-empty-key")')
+        print(f'  genai.Client(api_key="any", http_options={{"base_url": "{root}"}})')
+        print(f"  llmbatch itself: OPENAI_BASE_URL={root}/v1 ANTHROPIC_BASE_URL={root}")
+        print(f"  control API: {root}/_emulator (faults, clock, call log; docs/emulator.md)")
+        data = app.state.emulator.data_dir
+        print(f"  data dir: {data}" + ("" if data_dir else " (temporary)"), flush=True)
+        server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+        server.run(sockets=[sock])
+    finally:
+        sock.close()
 
 
 @dataclass
@@ -62,6 +104,9 @@ def running(
     app = create_app(data_dir, time_scale, **config)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    # Accepted connections inherit this: without it a kept-alive connection waits ~40 ms
+    # per call (Nagle against the client's delayed ACK), as `uvicorn.run` avoids itself.
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))

@@ -58,8 +58,17 @@ CREATE TABLE IF NOT EXISTS calls (
 );
 """
 
-#: Active batch states; `canceling` (one l) is an Anthropic Message Batch's.
-ACTIVE = ("validating", "in_progress", "finalizing", "cancelling", "canceling")
+#: Active batch states; `canceling` (one l) is an Anthropic Message Batch's, the
+#: `BATCH_STATE_*` ones a Gemini batch's.
+ACTIVE = (
+    "validating",
+    "in_progress",
+    "finalizing",
+    "cancelling",
+    "canceling",
+    "BATCH_STATE_PENDING",
+    "BATCH_STATE_RUNNING",
+)
 TERMINAL = ("completed", "failed", "expired", "cancelled")
 
 
@@ -298,6 +307,16 @@ class State:
             (flavor, model),
         )
         return int(rows[0][0])
+
+    def model_busy_until(self, flavor: str, model: str) -> float:
+        """The latest end of processing (`last_t`) among this model's batches: where a
+        per-model capacity's clock resumes after a restart (0 when none ran)."""
+        rows = self._query(
+            "SELECT MAX(json_extract(internal, '$.last_t')) FROM batches WHERE flavor = ?"
+            " AND COALESCE(json_extract(obj, '$.model'), json_extract(internal, '$.model')) = ?",
+            (flavor, model),
+        )
+        return float(rows[0][0] or 0.0)
 
     def update_batch(
         self, batch_id: str, change: Callable[[Batch], bool | None], *, files: Sequence[Json] = ()

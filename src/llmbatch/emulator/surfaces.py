@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from llmbatch.emulator.config import EmulatorConfig
+from llmbatch.emulator.models import ModelCard
 from llmbatch.emulator.synth import kind_of
 
 OPENAI_ENDPOINTS = (
@@ -42,6 +43,11 @@ class Flavor:
         """The Anthropic Messages door (its own routes; see `anthropic_api.py`)."""
         return self.name == "anthropic"
 
+    @property
+    def gemini(self) -> bool:
+        """The Gemini door (its own routes; see `gemini_api.py`)."""
+        return self.name == "gemini"
+
     def endpoints(self) -> tuple[str, ...]:
         if self.azure:
             return AZURE_ENDPOINTS + tuple("/v1" + e for e in AZURE_ENDPOINTS)
@@ -61,7 +67,17 @@ class Flavor:
 
     def models(self, cfg: EmulatorConfig) -> dict[str, str]:
         """Names a request may use as `model` -> the model they run."""
-        return cfg.deployment_map() if self.azure else {m: m for m in cfg.models}
+        return cfg.deployment_map() if self.azure else {m: m for m in cfg.catalog("openai")}
+
+    def card(self, cfg: EmulatorConfig, name: str | None) -> ModelCard | None:
+        """The card of the model a request naming `name` runs (None: unknown)."""
+        if name is None:
+            return None
+        catalog = cfg.catalog("openai")
+        if self.azure:
+            model = cfg.deployment_map().get(name)
+            return catalog.get(model) if model is not None else None
+        return catalog.get(name)
 
     @property
     def expires(self) -> bool:
@@ -83,3 +99,4 @@ AZURE = Flavor("azure")
 #: The OpenAI-shaped flavours (Files + Batch API).
 FLAVORS = {"openai": OPENAI, "azure": AZURE}
 ANTHROPIC = Flavor("anthropic")
+GEMINI = Flavor("gemini")

@@ -11,82 +11,42 @@
   file parts count as the provider documents (`usage_rules.py`: by model, detail and size).
 - *Completions / embeddings / moderations*: the text tokens of `prompt` / `input`
   (strings, or lists of strings; a list of token ids counts one token per id).
-- *Output tokens*: ``8 + h mod 248`` where ``h`` is a hash of the canonical request body,
-  capped at the request's `max_completion_tokens` / `max_tokens` / `max_output_tokens`
-  (legacy completions default to 16, as the service does). A configurable share of
-  requests (chosen by the same hash) is forced to hit the cap and ends with
-  `finish_reason: "length"` (Responses: `status: "incomplete"`). Reasoning models (`o*`,
-  `gpt-5*`) spend half of their output tokens on reasoning.
+- *Output tokens*: drawn by `replies.py` from a distribution that depends on the prompt,
+  below the request's `max_completion_tokens` / `max_tokens` / `max_output_tokens` (legacy
+  completions default to 16, as the service does), except a `length_rate` share of capped
+  requests that run into the cap (`finish_reason: "length"`; Responses: `status:
+  "incomplete"`). JSON replies and tool calls count the tokens of their text (a call: its
+  name and arguments). Reasoning models (`o*`, `gpt-5*`) spend half of a text reply's
+  output tokens on reasoning, and as many as the visible tokens on a structured one.
 - Moderations are free: they add nothing to a batch's `usage`.
 
 The response text is made of words from a fixed list, one token per word under the rule
-above, so `completion_tokens` matches the text.
+above, so `completion_tokens` matches the text. Which model a request may use, and its
+limits (context window, largest output, endpoints), come from its `ModelCard`
+(`models.py`): a reply names the dated snapshot an alias runs as.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
-import re
 import struct
 from dataclasses import dataclass
-from typing import Any
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from llmbatch.emulator import usage_rules
+from llmbatch.emulator.envelope import RequestError
+from llmbatch.emulator.replies import share, text_length, text_tokens, words
 
+if TYPE_CHECKING:
+    from llmbatch.emulator.models import ModelCard
+
+__all__ = ["RequestError", "Usage", "kind_of", "respond", "share", "text_tokens"]
 Json = dict[str, Any]
 
-_TOKEN = re.compile(r"\w+|[^\w\s]")
-_WORDS = [
-    "the",
-    "batch",
-    "emulator",
-    "answers",
-    "every",
-    "request",
-    "with",
-    "words",
-    "chosen",
-    "by",
-    "a",
-    "hash",
-    "so",
-    "that",
-    "the",
-    "same",
-    "request",
-    "always",
-    "gets",
-    "the",
-    "same",
-    "reply",
-    "and",
-    "the",
-    "counts",
-    "add",
-    "up",
-    "exactly",
-    "while",
-    "nobody",
-    "pays",
-    "anything",
-    "for",
-    "tokens",
-    "that",
-    "were",
-    "never",
-    "really",
-    "generated",
-    "by",
-    "any",
-    "model",
-    "at",
-    "all",
-    "today",
-]
-_TEXT = [_WORDS[(i * 7 + i // len(_WORDS)) % len(_WORDS)] for i in range(8192)]
 _PRIME = 3
 _PER_MESSAGE = 3
 _TINY_PNG = (
@@ -106,15 +66,6 @@ KINDS = {
 }
 
 
-class RequestError(Exception):
-    """The request body is invalid for its endpoint (HTTP 400 in real time, an error-file
-    line in a batch)."""
-
-    def __init__(self, message: str, param: str | None = None, status: int = 400) -> None:
-        super().__init__(message)
-        self.message, self.param, self.status = message, param, status
-
-
 @dataclass(frozen=True)
 class Usage:
     """Tokens one request used, in the batch object's terms."""
@@ -128,10 +79,6 @@ def kind_of(endpoint: str) -> str | None:
     """The endpoint kind of a URL path such as `/v1/chat/completions`, or None."""
     path = endpoint[3:] if endpoint.startswith("/v1/") else endpoint
     return KINDS.get(path)
-
-
-def text_tokens(text: str) -> int:
-    return len(_TOKEN.findall(text))
 
 
 def _content_tokens(content: Any, model: str = "") -> int:
@@ -150,8 +97,15 @@ def _content_tokens(content: Any, model: str = "") -> int:
     return n
 
 
-def _json_tokens(value: Any) -> int:
-    return text_tokens(orjson.dumps(value).decode()) if value else 0
+def json_tokens(value: Any) -> int:
+    """Tokens of a value's JSON text (cached per distinct JSON)."""
+    return _tokens_of_json(orjson.dumps(value)) if value else 0
+
+
+@lru_cache(maxsize=1024)
+def _tokens_of_json(raw: bytes) -> int:
+    """Cached: a batch repeats its tools and schema on every line."""
+    return text_tokens(raw.decode())
 
 
 def _messages_tokens(messages: list[Any], model: str = "") -> int:
@@ -192,7 +146,7 @@ def prompt_tokens(kind: str, body: Json) -> int:
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages:
             raise RequestError("'messages' must be a non-empty array.", "messages")
-        extra = sum(_json_tokens(body.get(k)) for k in ("tools", "functions", "response_format"))
+        extra = sum(json_tokens(body.get(k)) for k in ("tools", "functions", "response_format"))
         return _messages_tokens(messages, model) + extra
     if kind == "responses":
         value = body.get("input")
@@ -205,7 +159,7 @@ def prompt_tokens(kind: str, body: Json) -> int:
         instructions = body.get("instructions")
         if isinstance(instructions, str):
             n += _PER_MESSAGE + text_tokens(instructions)
-        return n + sum(_json_tokens(body.get(k)) for k in ("tools", "text"))
+        return n + sum(json_tokens(body.get(k)) for k in ("tools", "text"))
     if kind in ("embeddings", "moderations"):
         return sum(_input_tokens(i) for i in _inputs(body.get("input"), "input"))
     if kind == "completions":
@@ -228,54 +182,93 @@ def body_hash(body: Json) -> bytes:
     return hashlib.blake2b(orjson.dumps(body, option=orjson.OPT_SORT_KEYS), digest_size=16).digest()
 
 
-def share(h: bytes, offset: int) -> float:
-    """A number in [0, 1) taken from bytes `offset..offset+4` of a hash."""
-    return int.from_bytes(h[offset : offset + 4], "big") / 2**32
+CAP_KEYS = {
+    "chat": ("max_completion_tokens", "max_tokens"),
+    "responses": ("max_output_tokens",),
+    "completions": ("max_tokens",),
+}
 
 
-def _cap(kind: str, body: Json) -> int | None:
-    keys = {
-        "chat": ("max_completion_tokens", "max_tokens"),
-        "responses": ("max_output_tokens",),
-        "completions": ("max_tokens",),
-    }.get(kind, ())
-    for key in keys:
+def cap_of(kind: str, body: Json) -> tuple[int | None, str | None]:
+    """The request's output cap and the parameter that set it; (None, None) when unset
+    (legacy completions default to 16, as the service does)."""
+    for key in CAP_KEYS.get(kind, ()):
         value = body.get(key)
         if value is not None:
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise RequestError(f"Invalid '{key}': must be an integer >= 1.", key)
-            return value
-    return 16 if kind == "completions" else None
-
-
-def _words(h: bytes, n: int) -> str:
-    start = int.from_bytes(h[12:16], "big") % 4096
-    if n <= 4096:
-        return " ".join(_TEXT[start : start + n])
-    return " ".join(_TEXT[(start + i) % 8192] for i in range(n))
+            return value, key
+    return (16, None) if kind == "completions" else (None, None)
 
 
 def reply_text(h: bytes, n: int) -> str:
     """`n` words (so `n` tokens under the rule) chosen by the hash `h`."""
-    return _words(h, n)
+    return words(h, n)
 
 
-def _is_reasoning(model: str) -> bool:
-    return model.startswith(("o1", "o3", "o4", "gpt-5"))
+def is_reasoning(model: str) -> bool:
+    return model.startswith(("o1", "o3", "o4", "gpt-5", "gpt-6"))
 
 
-def _output(kind: str, body: Json, h: bytes, length_rate: float) -> tuple[int, bool]:
-    cap = _cap(kind, body)
-    natural = 8 + int.from_bytes(h[0:4], "big") % 248
-    if cap is not None and share(h, 4) < length_rate:
-        return cap, True
-    if cap is not None and natural >= cap:
-        return cap, natural > cap
-    return natural, False
-
-
-def _ident(prefix: str, h: bytes, salt: str) -> str:
+def ident(prefix: str, h: bytes, salt: str) -> str:
     return prefix + hashlib.blake2b(h + salt.encode(), digest_size=12).hexdigest()
+
+
+_NOT_SERVED = {
+    ("chat", "responses"): "This model is only supported in v1/responses and not in "
+    "v1/chat/completions.",
+    ("chat", "completions"): "This is not a chat model and thus not supported in the "
+    "v1/chat/completions endpoint. Did you mean to use v1/completions?",
+    ("completions", "chat"): "This is a chat model and not supported in the v1/completions "
+    "endpoint. Did you mean to use v1/chat/completions?",
+}
+
+
+def check_limits(kind: str, body: Json, card: ModelCard, prompt: int) -> None:
+    """Refuse what the model cannot do, as the service does: an endpoint it does not serve
+    (404), a cap over its largest output, a prompt over its context window (400)."""
+    if not card.serves(kind):
+        served = card.endpoints or frozenset()
+        other = "responses" if "responses" in served else "chat" if "chat" in served else ""
+        message = _NOT_SERVED.get((kind, other)) or _NOT_SERVED.get((kind, "completions"))
+        if kind not in ("chat", "completions") or message is None:
+            message = f"The model '{card.id}' does not support the v1/{kind} endpoint."
+        raise RequestError(message, "model", status=404)
+    cap, key = cap_of(kind, body)
+    if key is not None and cap is not None and 0 < card.max_output_tokens < cap:
+        what = "output" if kind == "responses" else "completion"
+        raise RequestError(
+            f"{key} is too large: {cap}. This model supports at most {card.max_output_tokens} "
+            f"{what} tokens, whereas you provided {cap}.",
+            key,
+            code="invalid_value",
+        )
+    window = card.context_window
+    if kind not in ("chat", "responses", "completions") or window <= 0:
+        return
+    asked = prompt + (cap if key is not None and cap is not None else 0)
+    if asked <= window:
+        return
+    if kind == "responses":
+        raise RequestError(
+            "Your input exceeds the context window of this model. Please adjust your input "
+            "and try again.",
+            "input",
+            code="context_length_exceeded",
+        )
+    where = "messages" if kind == "chat" else "prompt"
+    if asked == prompt:
+        message = (
+            f"This model's maximum context length is {window} tokens. However, your {where} "
+            f"resulted in {prompt} tokens. Please reduce the length of the {where}."
+        )
+    else:
+        message = (
+            f"This model's maximum context length is {window} tokens. However, you requested "
+            f"{asked} tokens ({prompt} in the {where}, {cap} in the completion). Please reduce "
+            f"the length of the {where} or completion."
+        )
+    raise RequestError(message, where, code="context_length_exceeded")
 
 
 def respond(
@@ -287,35 +280,44 @@ def respond(
     salt: str,
     length_rate: float = 0.0,
     embedding_dimensions: int = 16,
+    card: ModelCard | None = None,
 ) -> tuple[Json, Usage]:
     """The response body for one valid request and the usage it counts; raises RequestError
-    for a body its endpoint would reject. `salt` varies ids between batches."""
+    for a body its endpoint (or its model's `card`) would reject. `salt` varies ids
+    between batches; a reply names `card.runs_as` (the dated snapshot) as its model."""
     if body.get("stream") is True:
         raise RequestError("Streaming is not supported here.", "stream")
     prompt = prompt_tokens(kind, body)
+    ceiling = 0
+    if card is not None:
+        check_limits(kind, body, card, prompt)
+        model, ceiling = card.runs_as, card.max_output_tokens
     h = body_hash(body)
-    if kind == "chat":
-        return _chat(body, h, model, created, salt, prompt, length_rate)
-    if kind == "responses":
-        return _responses(body, h, model, created, salt, prompt, length_rate)
+    if kind in ("chat", "responses"):
+        from llmbatch.emulator import chat_synth  # it builds on this module
+
+        reply = chat_synth.chat if kind == "chat" else chat_synth.responses
+        return reply(body, h, model, created, salt, prompt, length_rate, ceiling)
     if kind == "completions":
-        n, hit = _output(kind, body, h, length_rate)
-        choice = {"text": _words(h, n), "index": 0, "logprobs": None}
+        cap, _ = cap_of(kind, body)
+        n, hit = text_length(h, prompt, cap, length_rate, ceiling)
+        choice = {"text": words(h, n), "index": 0, "logprobs": None}
         choice["finish_reason"] = "length" if hit else "stop"
         billed = n * usage_rules.completions_billed(body)  # n and best_of: every one is paid
         counts = {"prompt_tokens": prompt, "completion_tokens": billed}
         counts["total_tokens"] = prompt + billed
-        out = {"id": _ident("cmpl-", h, salt), "object": "text_completion", "created": created}
+        out = {"id": ident("cmpl-", h, salt), "object": "text_completion", "created": created}
         out |= {"model": model, "choices": [choice], "usage": counts}
         return out, Usage(prompt, billed)
     if kind == "embeddings":
-        return _embeddings(body, h, model, prompt, embedding_dimensions)
+        window = card.context_window if card is not None else 0
+        return _embeddings(body, h, model, prompt, embedding_dimensions, window)
     if kind == "moderations":
         inputs = _inputs(body.get("input"), "input")
         result: Json = {"flagged": False, "categories": dict.fromkeys(_CATEGORIES, False)}
         result["category_scores"] = dict.fromkeys(_CATEGORIES, 0.0001)
         result["category_applied_input_types"] = {c: ["text"] for c in _CATEGORIES}
-        out = {"id": _ident("modr-", h, salt), "model": model, "results": [result] * len(inputs)}
+        out = {"id": ident("modr-", h, salt), "model": model, "results": [result] * len(inputs)}
         return out, Usage(0, 0)
     if kind == "images":
         n = 272
@@ -324,7 +326,7 @@ def respond(
         return {"created": created, "data": [{"b64_json": _TINY_PNG}], "usage": usage}, Usage(
             prompt, n
         )
-    out = {"id": _ident("video_", h, salt), "object": "video", "created_at": created}
+    out = {"id": ident("video_", h, salt), "object": "video", "created_at": created}
     out |= {"status": "completed", "model": model, "progress": 100, "seconds": "4"}
     out |= {"size": "720x1280", "completed_at": created, "error": None}
     return out, Usage(prompt, 0)
@@ -347,81 +349,20 @@ _CATEGORIES = (
 )
 
 
-def _chat(
-    body: Json, h: bytes, model: str, created: int, salt: str, prompt: int, length_rate: float
-) -> tuple[Json, Usage]:
-    n_choices = body.get("n") or 1
-    if isinstance(n_choices, bool) or not isinstance(n_choices, int) or not 1 <= n_choices <= 8:
-        raise RequestError("Invalid 'n': must be an integer between 1 and 8.", "n")
-    n, hit = _output("chat", body, h, length_rate)
-    reasoning = n // 2 if _is_reasoning(model) else 0
-    choices = []
-    for i in range(n_choices):
-        message: Json = {"role": "assistant", "content": _words(h[i:] + h[:i], n - reasoning)}
-        message |= {"refusal": None, "annotations": []}
-        choices.append(
-            {
-                "index": i,
-                "message": message,
-                "logprobs": None,
-                "finish_reason": "length" if hit else "stop",
-            }
-        )
-    out_tokens = n * n_choices
-    usage = {
-        "prompt_tokens": prompt,
-        "completion_tokens": out_tokens,
-        "total_tokens": prompt + out_tokens,
-        "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
-        "completion_tokens_details": {
-            "reasoning_tokens": reasoning * n_choices,
-            "audio_tokens": 0,
-            "accepted_prediction_tokens": 0,
-            "rejected_prediction_tokens": 0,
-        },
-    }
-    out = {"id": _ident("chatcmpl-", h, salt), "object": "chat.completion", "created": created}
-    out |= {"model": model, "choices": choices, "usage": usage, "service_tier": "default"}
-    out["system_fingerprint"] = "fp_emulator"
-    return out, Usage(prompt, out_tokens, reasoning * n_choices)
-
-
-def _responses(
-    body: Json, h: bytes, model: str, created: int, salt: str, prompt: int, length_rate: float
-) -> tuple[Json, Usage]:
-    n, hit = _output("responses", body, h, length_rate)
-    reasoning = n // 2 if _is_reasoning(model) else 0
-    text: Json = {"type": "output_text", "text": _words(h, n - reasoning), "annotations": []}
-    text["logprobs"] = []
-    message: Json = {"type": "message", "id": _ident("msg_", h, salt), "status": "completed"}
-    message |= {"role": "assistant", "content": [text]}
-    usage = {
-        "input_tokens": prompt,
-        "input_tokens_details": {"cached_tokens": 0},
-        "output_tokens": n,
-        "output_tokens_details": {"reasoning_tokens": reasoning},
-        "total_tokens": prompt + n,
-    }
-    out: Json = {"id": _ident("resp_", h, salt), "object": "response", "created_at": created}
-    out |= {"status": "incomplete" if hit else "completed", "error": None}
-    out["incomplete_details"] = {"reason": "max_output_tokens"} if hit else None
-    out |= {"instructions": body.get("instructions"), "max_output_tokens": _cap("responses", body)}
-    out |= {"model": model, "output": [message], "parallel_tool_calls": True}
-    out |= {"previous_response_id": None, "reasoning": {"effort": None, "summary": None}}
-    out |= {
-        "store": False,
-        "temperature": body.get("temperature", 1.0),
-        "text": {"format": {"type": "text"}},
-    }
-    out |= {"tool_choice": "auto", "tools": [], "top_p": body.get("top_p", 1.0)}
-    out |= {"truncation": "disabled", "usage": usage, "user": None, "metadata": {}}
-    return out, Usage(prompt, n, reasoning)
-
-
 def _embeddings(
-    body: Json, h: bytes, model: str, prompt: int, default_dims: int
+    body: Json, h: bytes, model: str, prompt: int, default_dims: int, window: int
 ) -> tuple[Json, Usage]:
     inputs = _inputs(body.get("input"), "input")
+    for item in inputs:
+        n = _input_tokens(item)
+        if window and n > window:
+            raise RequestError(
+                f"This model's maximum context length is {window + 1} tokens, however you "
+                f"requested {n} tokens ({n} in your prompt; 0 for the completion). Please "
+                "reduce your prompt; or completion length.",
+                "input",
+                code="context_length_exceeded",
+            )
     dims = body.get("dimensions") or default_dims
     if isinstance(dims, bool) or not isinstance(dims, int) or not 1 <= dims <= 4096:
         raise RequestError(
@@ -440,10 +381,13 @@ def _embeddings(
     return {"object": "list", "data": data, "model": model, "usage": usage}, Usage(prompt, 0)
 
 
-def error_body(status: int, message: str, param: str | None = None) -> Json:
+def error_body(
+    status: int, message: str, param: str | None = None, code: str | None = None
+) -> Json:
     """The error envelope the service answers a failed request with."""
     kind = "invalid_request_error" if status < 500 else "server_error"
     if status == 429:
         kind = "rate_limit_exceeded"
-    code = "invalid_value" if status == 400 and param else None
+    if code is None and status == 400 and param:
+        code = "invalid_value"
     return {"error": {"message": message, "type": kind, "param": param, "code": code}}

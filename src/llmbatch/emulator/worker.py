@@ -7,14 +7,14 @@ Lines are processed in a deterministic shuffled order (a permutation seeded by t
 id), so output files are not in input order but a restart reproduces them byte for byte.
 The processing rate is in requests per *virtual* second: a batch earns
 `rate × (virtual now − last processed time)` lines of credit, so advancing the clock lets
-it catch up at CPU speed, and nothing is processed after a (non-Azure) `expires_at`.
+it catch up at CPU speed, and nothing is processed after a (non-Azure) `expires_at`. A
+model with a `capacity` shares it among all its batches (`capacity.py`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-import math
 import os
 import random
 import threading
@@ -25,6 +25,8 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from llmbatch.emulator.anthropic_worker import MessageBatchWorker
+from llmbatch.emulator.capacity import Capacity
+from llmbatch.emulator.gemini_worker import GeminiWorker
 from llmbatch.emulator.state import Batch
 from llmbatch.emulator.surfaces import FLAVORS
 from llmbatch.emulator.synth import RequestError, error_body, kind_of, respond, share
@@ -65,7 +67,9 @@ class Worker:
         self._open: dict[str, _Open] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self.messages = MessageBatchWorker(emu)
+        self.capacity = Capacity(emu)
+        self.messages = MessageBatchWorker(emu, self.capacity)
+        self.gemini = GeminiWorker(emu, self.capacity)
         self._recover()
 
     # --- thread ------------------------------------------------------------------------------
@@ -84,15 +88,22 @@ class Worker:
             os.close(handle.fd)
         self._open.clear()
         self.messages.close()
+        self.gemini.close()
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive() and not self._stop.is_set()
 
     def _run(self) -> None:
         while not self._stop.is_set():
+            generation = self.emu.generation  # read before the clock: see Emulator.advance
             try:
                 busy = self.tick(self.emu.now())
             except Exception:  # keep serving; a bug in one batch must not stop the others
                 log.exception("emulator worker step failed")
                 busy = False
             if not busy:
+                self.emu.caught_up(generation)
                 self.emu.wake.wait(0.01)
                 self.emu.wake.clear()
 
@@ -101,6 +112,9 @@ class Worker:
         for batch in self.emu.state.active_batches():
             if batch.flavor == "anthropic":
                 self.messages.recover(batch)
+            if batch.flavor == "gemini":
+                self.gemini.recover(batch)
+                continue
             for suffix, key in (("out", "out_bytes"), ("err", "err_bytes")):
                 path = self.emu.state.work_path(batch.id, suffix)
                 if path.exists():
@@ -117,6 +131,8 @@ class Worker:
                 break
             if batch.flavor == "anthropic":
                 busy |= self.messages.step(batch, now)
+            elif batch.flavor == "gemini":
+                busy |= self.gemini.step(batch, now)
             else:
                 busy |= self._step(batch, now)
         return busy
@@ -149,6 +165,10 @@ class Worker:
 
     def _validate(self, b: Batch, now: float) -> bool:
         emu, flavor = self.emu, FLAVORS[b.flavor]
+        # Validation took effect when it was due (or when a hold was released), not when this
+        # step runs: after a clock advance, the batch has been processing since then.
+        due = b.internal["created"] + emu.cfg.validating_seconds
+        now = min(now, max(due, float(b.internal.get("released", 0.0))))
         forced = b.internal.get("fail_validation")
         if forced:
             errors = [forced]
@@ -218,16 +238,20 @@ class Worker:
             os.close(handle.fd)
 
     def _progress(self, b: Batch, now: float) -> bool:
-        internal, cfg = b.internal, self.emu.cfg
+        internal = b.internal
         flavor = FLAVORS[b.flavor]
         if internal.get("force_expire"):
             return self._end(b, now, "expired", "batch_expired")
         total, done = internal["total"], internal["done"]
         horizon = min(now, b.obj["expires_at"]) if flavor.expires else now
-        credit = max(0, math.floor((horizon - internal["last_t"]) * cfg.rate + 1e-9))
-        n = min(credit, total - done, CHUNK)
+        usage = b.obj["usage"]
+        per_request = (internal.get("tokens", 0) / max(total, 1)) + (
+            usage["output_tokens"] / done if done else 128
+        )
+        key = (b.flavor, b.obj["model"] or DEFAULT_MODERATION_MODEL)
+        n, start = self.capacity.grant(key, internal["last_t"], horizon, total - done, per_request)
         if n > 0:
-            self._process(b, done, n, now)
+            self._process(b, done, n, start)
             return True
         if done >= total:
             return self._to_finalizing(b, now)
@@ -235,11 +259,12 @@ class Worker:
             return self._end(b, now, "expired", "batch_expired")
         return False
 
-    def _process(self, b: Batch, done: int, n: int, now: float) -> None:
+    def _process(self, b: Batch, done: int, n: int, start: float) -> None:
         emu, cfg = self.emu, self.emu.cfg
         handle = self._handle(b)
         kind = kind_of(b.obj["endpoint"]) or "chat"
         model = b.obj["model"] or DEFAULT_MODERATION_MODEL
+        card = FLAVORS[b.flavor].card(cfg, model)
         created = int(b.obj["in_progress_at"])
         out: list[bytes] = []
         err: list[bytes] = []
@@ -263,13 +288,14 @@ class Worker:
                         salt=b.id,
                         length_rate=cfg.length_rate,
                         embedding_dimensions=cfg.embedding_dimensions,
+                        card=card,
                     )
                     status = 200
                     tokens_in += usage.input
                     tokens_out += usage.output
                     reasoning += usage.reasoning
                 except RequestError as e:
-                    status, body = e.status, error_body(e.status, e.message, e.param)
+                    status, body = e.status, error_body(e.status, e.message, e.param, e.code)
             record["response"] = {"status_code": status, "request_id": request_id, "body": body}
             record["error"] = None
             if status == 200:
@@ -280,14 +306,14 @@ class Worker:
                 err.append(orjson.dumps(record) + b"\n")
         out_bytes = self._append(b.id, "out", out)
         err_bytes = self._append(b.id, "err", err)
-        spent = n / cfg.rate
+        end = self.capacity.spend((b.flavor, model), start, n, tokens_in + tokens_out)
 
         def change(batch: Batch) -> bool:
             i = batch.internal
             if i.get("done") != done:
                 return False
             i.update(done=done + n, out_bytes=out_bytes, err_bytes=err_bytes)
-            i["last_t"] = i["last_t"] + spent
+            i["last_t"] = end
             counts = batch.obj["request_counts"]
             counts["completed"] += ok
             counts["failed"] += failed
@@ -308,6 +334,8 @@ class Worker:
             return f.tell()
 
     def _to_finalizing(self, b: Batch, now: float) -> bool:
+        now = min(now, float(b.internal["last_t"]))  # when the last line was done
+
         def change(batch: Batch) -> bool:
             if batch.status != "in_progress":
                 return False

@@ -69,7 +69,7 @@ from llmbatch.providers.base import (
     ResultFile,
     ResultsGone,
 )
-from llmbatch.providers.errors import calling
+from llmbatch.providers.errors import calling, scrub
 
 MAX_REQUESTS = 100_000
 DEFAULT_MAX_BYTES = 32 * 1024 * 1024  # the service takes 256 MB; the worker's RSS would not
@@ -129,6 +129,9 @@ class AnthropicProvider:
         return calling(anthropic, self.name, what, lambda: self.where, self.settings.api_key_env)
 
     # -- the protocol --------------------------------------------------------------------
+    def ready(self) -> None:
+        self.client  # noqa: B018 (made now: a missing key or endpoint is said before anything is packed)
+
     def limits(self, endpoint: str, model: str | None) -> Limits:
         return Limits(max_requests=self.settings.max_requests, max_bytes=self.settings.max_bytes)
 
@@ -140,8 +143,9 @@ class AnthropicProvider:
 
     def submit(self, intent: Intent, journal: Journal) -> BatchRef:
         journal.creating()
+        client = self.client.with_options(max_retries=0, timeout=journal.call_timeout)
         with self._calling(f"create for intent {intent.batch_id}"):
-            batch = self.client.with_options(max_retries=0).post(
+            batch = client.post(
                 "/v1/messages/batches",
                 cast_to=MessageBatch,
                 content=_create_body(intent.path),
@@ -257,7 +261,7 @@ class AnthropicProvider:
 
     def download(self, status: BatchStatus, folder: Path) -> list[ResultFile]:
         batch_id = status.provider_batch_id
-        path = folder / f"{batch_id}.output.jsonl"
+        path = folder / "output.jsonl"  # never a name from the provider's strings
         size, last = 0, b""
         try:
             with (
@@ -274,7 +278,8 @@ class AnthropicProvider:
             self._raise_if_archived(batch_id)
             if isinstance(exc, RejectedError):
                 raise
-            raise RejectedError(f"{self.name}: results of {batch_id}: {exc}") from None
+            said = scrub(f"{self.name}: results of {batch_id}: {exc}", self.settings.api_key_env)
+            raise RejectedError(said) from None
         tail = last.rstrip(b"\r\n").rsplit(b"\n", 1)[-1]
         truncated = expected is not None and size != int(expected)
         if not truncated and tail.strip():

@@ -116,6 +116,10 @@ class ResultFile:
 class Journal(Protocol):
     """The engine's durable record of a submission in progress (see submission.py)."""
 
+    # The client timeout for the upload and the create (seconds): the engine's lease is
+    # renewed before each and outlasts this, so no standby can take over mid-call.
+    call_timeout: float
+
     def uploading(self) -> None:
         """About to upload: after this, a crash means an upload may exist."""
 
@@ -130,6 +134,10 @@ class Provider(Protocol):
     """A batch API. Every call may raise ProviderError; none may log or return a key."""
 
     name: str
+
+    def ready(self) -> None:
+        """Raise AuthError (or ConfigError) if no call can be made — no key, no endpoint — so
+        the engine says so before it commits an intent, not after."""
 
     def limits(self, endpoint: str, model: str | None) -> Limits:
         """The per-batch limits for this endpoint and model."""

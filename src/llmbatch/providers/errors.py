@@ -8,11 +8,17 @@
 | 408/409 unless `x-should-retry: false`; no connection, a timeout, a  | (retry-after    |
 | connection broken mid-body; a 200 that is not JSON (an HTML page)    | kept)           |
 | any other 4xx (`invalid_request_error`, `not_found_error`, ...)      | RejectedError   |
+
+Every message raised from here is scrubbed of the key in use (and of a password in the
+service's URL): a gateway that echoes the key in its error body (a 400 saying "invalid key
+sk-...") must not put it in the database, a log line or the terminal.
 """
 
 from __future__ import annotations
 
 import importlib
+import os
+import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from types import ModuleType
@@ -20,7 +26,7 @@ from typing import Any
 
 import orjson
 
-from llmbatch.errors import AuthError, RejectedError, TransientError
+from llmbatch.errors import AuthError, ProviderError, RejectedError, TransientError
 
 RETRY_STATUS = frozenset({408, 409})  # retried unless the service says x-should-retry: false
 RETRY_TYPES = frozenset({"rate_limit_error", "overloaded_error", "api_error"})
@@ -42,12 +48,32 @@ def _transport_errors() -> tuple[type[Exception], ...]:
 TRANSPORT_ERRORS = _transport_errors()
 
 
+def scrub(text: str, key_env: str) -> str:
+    """`text` without the key held in `key_env`, nor a password written in a URL."""
+    key = os.environ.get(key_env, "").strip()
+    if len(key) >= 4:  # a shorter "key" would blank ordinary words
+        text = text.replace(key, "***")
+    return re.sub(r"(://[^:/@\s]+:)[^@\s]+@", r"\1***@", text)
+
+
 @contextmanager
 def calling(
     sdk: ModuleType, provider: str, what: str, where: Callable[[], str], key_env: str
 ) -> Iterator[None]:
     """Translate `sdk`'s errors raised inside the block into ours, naming the call (`what`)
     and the service (`where()`, called only on an error), never the key."""
+    try:
+        with _mapped(sdk, provider, what, where, key_env):
+            yield
+    except ProviderError as exc:
+        exc.args = (scrub(str(exc), key_env), *exc.args[1:])
+        raise
+
+
+@contextmanager
+def _mapped(
+    sdk: ModuleType, provider: str, what: str, where: Callable[[], str], key_env: str
+) -> Iterator[None]:
     try:
         yield
     except (sdk.AuthenticationError, sdk.PermissionDeniedError) as exc:

@@ -86,6 +86,9 @@ class OpenAIProvider:
         return calling(openai, self.name, what, lambda: self.where, self.settings.api_key_env)
 
     # -- the protocol --------------------------------------------------------------------
+    def ready(self) -> None:
+        self.client  # noqa: B018 (made now: a missing key or endpoint is said before anything is packed)
+
     def limits(self, endpoint: str, model: str | None) -> Limits:
         return OPENAI_LIMITS
 
@@ -111,21 +114,23 @@ class OpenAIProvider:
         file_id = intent.input_file_id
         if file_id is None:
             journal.uploading()
-            file_id = self.upload(intent)
+            file_id = self.upload(intent, journal.call_timeout)
             journal.uploaded(file_id)
         journal.creating()
-        return self.create(intent, file_id)
+        return self.create(intent, file_id, journal.call_timeout)
 
-    def upload(self, intent: Intent) -> str:
+    def upload(self, intent: Intent, timeout: float | None = None) -> str:
+        client = self.client.with_options(max_retries=0, timeout=timeout or self.settings.timeout)
         with self._calling(f"upload of {intent.file_name}"), open(intent.path, "rb") as fh:
-            created = self.client.with_options(max_retries=0).files.create(
+            created = client.files.create(
                 file=(intent.file_name, fh, "application/jsonl"), purpose="batch"
             )
             return str(created.id)  # inside: an answer that is not JSON fails here
 
-    def create(self, intent: Intent, file_id: str) -> BatchRef:
+    def create(self, intent: Intent, file_id: str, timeout: float | None = None) -> BatchRef:
+        client = self.client.with_options(max_retries=0, timeout=timeout or self.settings.timeout)
         with self._calling(f"create for {intent.file_name}"):
-            batch = self.client.with_options(max_retries=0).batches.create(
+            batch = client.batches.create(
                 input_file_id=file_id,
                 endpoint=self.line_url(intent.endpoint),  # type: ignore[arg-type]
                 completion_window="24h",
@@ -228,7 +233,7 @@ class OpenAIProvider:
         for kind, file_id in (("output", status.output_file_id), ("error", status.error_file_id)):
             if not file_id:
                 continue
-            path = folder / f"{status.provider_batch_id}.{kind}.jsonl"
+            path = folder / f"{kind}.jsonl"  # never a name from the provider's strings
             with self._calling(f"download of {kind} file {file_id}"):
                 expected = int(self.client.files.retrieve(file_id).bytes or 0)
                 size = 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import re
 
-from llmbatch.errors import StoreError
+from llmbatch.errors import ConfigError
 from llmbatch.store.base import Clash, Count, ImportInfo, ResultRow, Row, Store
 
 DEFAULT_DB = "llmbatch.db"
@@ -18,18 +18,22 @@ def resolve_db(db: str | None = None) -> str:
     return db or os.environ.get("LLMBATCH_DB") or DEFAULT_DB
 
 
-def open_store(db: str | None = None, *, busy_timeout: float | None = None) -> Store:
-    """Open (and migrate) the store named by `db`."""
+def open_store(
+    db: str | None = None, *, busy_timeout: float | None = None, create: bool = True
+) -> Store:
+    """Open (and migrate) the store named by `db`; without `create`, one that does not exist
+    yet is NotFound instead of made empty (read commands: a typo must not look like success)."""
     target = resolve_db(db)
     _refuse_unknown_form(target)
     if target.startswith(("postgresql://", "postgres://")):
         from llmbatch.store.postgres import PostgresStore
 
-        return PostgresStore(target)
+        return PostgresStore(target, create=create)
     from llmbatch.store.sqlite import DEFAULT_BUSY_TIMEOUT, SqliteStore
 
     path = target.removeprefix("sqlite:///")  # sqlite:////abs/path keeps its leading slash
-    return SqliteStore(path, busy_timeout if busy_timeout is not None else DEFAULT_BUSY_TIMEOUT)
+    timeout = busy_timeout if busy_timeout is not None else DEFAULT_BUSY_TIMEOUT
+    return SqliteStore(path, timeout, create=create)
 
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+)://")
@@ -41,12 +45,12 @@ def _refuse_unknown_form(target: str) -> None:
     named after it (password included); say what `--db` takes instead, never echoing it."""
     scheme = _SCHEME.match(target)
     if scheme and scheme.group(1).lower() not in ("sqlite", "postgresql", "postgres"):
-        raise StoreError(
+        raise ConfigError(
             f"--db: unsupported scheme '{scheme.group(1)}://'; use a path, sqlite:///PATH or "
             "postgresql://USER@HOST/DBNAME"
         )
     if _KEYWORDS.match(target):
-        raise StoreError(
+        raise ConfigError(
             "--db: a key=value PostgreSQL DSN is not supported; write it as a URL, "
             "postgresql://USER@HOST:PORT/DBNAME"
         )

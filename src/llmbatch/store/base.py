@@ -14,7 +14,10 @@ from typing import Any, Literal, Protocol
 from llmbatch.store.batching import AttemptInfo, OpenBatch, Outcome
 from llmbatch.store.budgets import BudgetRow, PolicyRow, QueueUsage, Reservation
 from llmbatch.store.ledger import ReceiptGroup, SpendRow, TallyRow, UsageCheck
+from llmbatch.store.manage import BatchProgress, BatchRow, PurgePlan, QueueRow
 from llmbatch.store.recovery import CancelPlan
+from llmbatch.store.setbacks import GroupBackoff
+from llmbatch.store.watch import Found, Watched
 
 # One request as the importer hands it to the store, in `insert_request` column order:
 # queue, custom_id, import_id, line, provider, endpoint, model, body, body_hash, priority,
@@ -61,7 +64,8 @@ class Count:
 
 @dataclass(frozen=True, slots=True)
 class ResultRow:
-    """One terminal outcome, in export order (`cursor` resumes after it)."""
+    """One finished request's latest result, in export order (`cursor`, the result id,
+    resumes after it); `state` is succeeded, failed or cancelled."""
 
     cursor: int
     custom_id: str
@@ -74,6 +78,14 @@ class ResultRow:
     error_message: str | None
     input_tokens: int | None
     output_tokens: int | None
+    attempt_id: int = 0  # the attempt this result answers (the envelope's id derives from it)
+    request_id: int = 0
+    model: str = ""  # the model the request named
+    endpoint: str = ""  # /v1/chat/completions, ..., /v1/messages
+    cached_tokens: int | None = None  # cache reads, inside input_tokens
+    cache_write_5m_tokens: int | None = None  # Anthropic cache writes, inside input_tokens
+    cache_write_1h_tokens: int | None = None
+    recorded_at: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,7 +129,8 @@ class Store(Protocol):
         """Make the whole import visible with one small update."""
 
     def abort_import(self, import_id: int, error: str) -> None:
-        """Mark the import failed and delete its rows (in short transactions)."""
+        """Mark a loading import failed and delete its rows (in short transactions); an
+        import that committed meanwhile keeps every row."""
 
     def clean_dead_imports(self) -> list[int]:
         """Abort imports whose process died, and finish deleting rows of failed ones."""
@@ -132,9 +145,32 @@ class Store(Protocol):
         """Each request with this custom_id (one per queue), with its attempts and result."""
 
     def iter_results(
-        self, queue: str | None = None, state: str | None = None, after: int = 0, page: int = 5000
-    ) -> Iterator[ResultRow]:
-        """Terminal outcomes in the order they were recorded, streamed page by page."""
+        self, queue: str | None = None, state: str | None = None, after: int = 0,
+        page: int = 5000, *, order: str = "recorded", upto: int | None = None,
+    ) -> Iterator[ResultRow]:  # fmt: skip
+        """The latest result of every finished request (succeeded, failed or cancelled)
+        recorded in (after, upto], in recorded order or input order, streamed."""
+
+    def results_high(self) -> int:
+        """The newest result id: what an export started now reads up to (its cursor)."""
+
+    def queues(self) -> list[QueueRow]:
+        """Every queue with requests, and every purged one whose costs are still recorded."""
+
+    def batches(
+        self, queue: str | None = None, *, open_only: bool = False, limit: int = 50
+    ) -> list[BatchRow]:
+        """Batches newest first, all or the open ones, of one queue or every queue."""
+
+    def batch_progress(self, queue: str | None = None) -> list[BatchProgress]:
+        """Open batches holding requests of `queue`: done at the provider, read back here."""
+
+    def retry_failed(self, request_ids: Sequence[int], now: float, *, dry_run: bool = False) -> int:
+        """Failed requests among these go back to the queue with fresh attempts; how many
+        (with `dry_run`, how many would)."""
+
+    def purge_queue(self, queue: str, *, dry_run: bool = False) -> PurgePlan:
+        """Delete a finished queue's requests, attempts and results; keep costs and spend."""
 
     def usage_summary(self, queue: str | None = None) -> list[tuple[str, str, int, int, int, int]]:
         """(provider, model, results, input tokens, output tokens, succeeded) per model."""
@@ -142,8 +178,8 @@ class Store(Protocol):
     def cost_groups(self, since: float, until: float, queue: str | None = None) -> list[CostGroup]:
         """Usage of results recorded in [since, until) per pricing aggregate."""
 
-    def batch_overview(self, recent: int = 5) -> list[dict[str, Any]]:
-        """Every batch still open, and the most recently finished ones."""
+    def batch_overview(self, recent: int = 5, queue: str | None = None) -> list[dict[str, Any]]:
+        """Every batch still open, and the most recently finished ones (of `queue`'s requests)."""
 
     def deadline_risk(
         self, now: float, horizon: float, queue: str | None = None
@@ -191,7 +227,8 @@ class Store(Protocol):
         """(attempt id, endpoint, body) of an intent in line order, streamed."""
 
     def mark(self, what: str, batch_id: int, now: float, token: int) -> None:
-        """Durably note that an upload or a create is about to start."""
+        """Durably note that an upload or a create starts at `now` (the engine's clock, read
+        as the call starts)."""
 
     def record_upload(self, batch_id: int, file_id: str, now: float, token: int) -> None:
         """Durably record an uploaded input file."""
@@ -206,6 +243,22 @@ class Store(Protocol):
 
     def update_batch(self, batch_id: int, status: Any, now: float, token: int) -> None:
         """Store what a poll saw of a batch."""
+
+    def defer(self, batch_id: int, not_before: float, token: int) -> None:
+        """Leave a batch alone until `not_before` (a wait, not a failure)."""
+
+    def count_setback(
+        self,
+        batch_id: int,
+        counter: str,
+        not_before: float | None,
+        now: float,
+        token: int,
+        kind: str,
+        detail: str,
+    ) -> None:
+        """Add one to a batch's `setbacks`, `download_tries` or `gone_checks`, set when it may
+        be worked on again, and log why, in one transaction."""
 
     def attempt_info(self, batch_id: int, attempt_ids: Sequence[int]) -> dict[int, AttemptInfo]:
         """Attempts of this batch, among these, still waiting for an outcome."""
@@ -228,6 +281,18 @@ class Store(Protocol):
 
     def note(self, kind: str, batch_id: int | None, detail: str) -> None:
         """Append an event (anomaly, warning) to the log."""
+
+    def note_many(self, kind: str, batch_id: int | None, details: Sequence[str]) -> None:
+        """Append several events of one kind in one transaction."""
+
+    def group_backoffs(self) -> list[GroupBackoff]:
+        """What batch-level failures taught the engine, per packing group."""
+
+    def set_group_backoff(self, backoff: GroupBackoff, token: int) -> None:
+        """Record a group's strikes, smaller cap, learned quota and pause."""
+
+    def clear_group_backoff(self, group: tuple[str, str, str], token: int) -> None:
+        """Forget a group's back-off (a batch of it completed)."""
 
     def fail_unsendable(self, request_id: int, reason: str, now: float, token: int) -> bool:
         """A queued request no batch can hold fails with `reason`; False if it had moved on."""
@@ -336,9 +401,6 @@ class Store(Protocol):
     ) -> bool:
         """Write a worker's own budgets into a store that has none; False if it has some."""
 
-    def queue_exists(self, queue: str) -> bool:
-        """Whether any request was ever enqueued in this queue."""
-
     # -- the ledger (store/ledger.py) --------------------------------------------------------
     def record_tally(
         self, batch_id: int, rows: Sequence[TallyRow], now: float, token: int
@@ -376,3 +438,17 @@ class Store(Protocol):
         self, first: int, end: int, *, batch_id: int | None = None, queue: str | None = None
     ) -> list[ReceiptGroup]:
         """Usage of results per batch, pricing aggregate and queue, over UTC days recorded."""
+
+    # -- callers waiting on their requests (implemented in watch.py) -----------------------
+    def watch(self, queue: str, after: int, held_after: float, limit: int = 5000) -> Watched:
+        """One statement for every waiting call of a queue: among the next `limit` results
+        after result id `after`, the newest of each finished request of the queue; requests
+        held since `held_after`; the highest id scanned."""
+
+    def lookup(self, queue: str, custom_ids: Sequence[str]) -> dict[str, Found]:
+        """Requests of a queue by custom_id, each with its state and newest result."""
+
+    def queue_requests(
+        self, queue: str, states: Sequence[str], page: int = 2000
+    ) -> Iterator[tuple[str, str, str, str, bytes]]:
+        """(custom_id, provider, endpoint, model, body) of a queue's requests in `states`."""

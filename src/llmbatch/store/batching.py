@@ -50,6 +50,11 @@ class OpenBatch:
     cancel_requested_at: float | None = None
     cancel_sent_at: float | None = None
     intent_id: int | None = None  # an adopted batch: the intent (batch row) its attempts belong to
+    # What the engine counts for this batch (kept here: a cron `run` is a new process each time)
+    not_before: float | None = None  # no work on it before this time (a back-off)
+    setbacks: int = 0  # transient failures in a row
+    download_tries: int = 0  # downloads that did not account for every request
+    gone_checks: int = 0  # retrieves that answered 404
 
     @property
     def attempts_of(self) -> int:
@@ -72,6 +77,7 @@ class Outcome:
     output_tokens: int | None = None
     not_before: float | None = None
     charge_expiry: int = 0  # 1 when an expiry (not the request's fault) sent it back
+    charge_rejection: int = 0  # 1 when its whole batch was refused (a create, a file)
     usage: UsageRecord | None = None  # cache and reasoning detail, and why usage is unusable
     price_tier: int = 0  # the request's price-tier key (pricing.ModelPrices.tier)
 
@@ -82,6 +88,7 @@ class AttemptInfo:
     request_id: int
     attempts: int  # charged attempts of the request so far
     expiries: int
+    rejections: int = 0  # batch-level rejections so far
 
 
 class BatchingOps:
@@ -93,6 +100,7 @@ class BatchingOps:
     _dialect: Any
     _event: Any
     _reserve: Any
+    _local_outcomes: Any
 
     # -- leases --------------------------------------------------------------------------
     def acquire_lease(self, name: str, holder: str, ttl: float, now: float) -> int | None:
@@ -122,17 +130,23 @@ class BatchingOps:
         return None if row is None or float(row[2]) < now else str(row[0])
 
     def _fence(self, cur: Any, token: int, name: str = "engine") -> None:
-        cur.execute(
-            self._dialect("SELECT token FROM leases WHERE name = ?") + self._share_lock(), [name]
-        )
+        """Refuse the write unless the caller's lease is the current one and still live."""
+        cur.execute(self._fence_sql(), {"name": name, "now": time.time()})
         row = cur.fetchone()
         if row is None or int(row[0]) != token:
             raise LeaseLost(
                 f"lease {name!r} was taken over by another worker; this one stops acting"
             )
+        if float(row[1]) <= 0:
+            raise LeaseLost(
+                f"lease {name!r} ran out {-float(row[1]):.1f} s ago (paused past it?); this "
+                "worker stops acting until it holds the lease again"
+            )
 
-    def _share_lock(self) -> str:
-        return ""
+    def _fence_sql(self) -> str:
+        """The lease's token and seconds left; SQLite is one host, so the host clock is the
+        database's (`:now`); PostgreSQL reads its own clock (see postgres.py)."""
+        return str(self.q("fence"))
 
     # -- packing -------------------------------------------------------------------------
     def release_due_retries(self, now: float, token: int) -> int:
@@ -248,11 +262,11 @@ class BatchingOps:
 
     # -- submission ----------------------------------------------------------------------
     def mark(self, what: str, batch_id: int, now: float, token: int) -> None:
-        """Record that an upload or a create is about to start (durable)."""
+        """Record that an upload or a create starts at `now` (durable): the engine's clock
+        read as the call starts, from which a reconcile waits out the call and the list's lag."""
         with self._write(durable=True) as cur:
             self._fence(cur, token)
             cur.execute(self.q(f"mark_{what}_started"), {"id": batch_id, "now": now})
-            # an event too: it holds the wall-clock instant; the column holds the tick's time
             self._event(cur, f"{what}_started", batch_id=batch_id)
 
     def record_upload(self, batch_id: int, file_id: str, now: float, token: int) -> None:
@@ -281,34 +295,12 @@ class BatchingOps:
     def open_batches(self) -> list[OpenBatch]:
         with self._read() as cur:
             cur.execute(self.q("open_batches"))
-            rows = cur.fetchall()
-        return [
-            OpenBatch(
-                int(r[0]),
-                r[1],
-                r[2],
-                r[3],
-                r[4],
-                r[5],
-                r[6],
-                r[7],
-                r[8],
-                r[9],
-                int(r[10]),
-                float(r[11]),
-                r[12],
-                r[13],
-                r[14],
-                orjson.loads(r[15]) if r[15] else [],
-                int(r[16]),
-                int(r[17]),
-                int(r[18]),
-                r[19],
-                r[20],
-                None if r[21] is None else int(r[21]),
-            )
-            for r in rows
-        ]
+            names = [d[0] for d in cur.description]
+            rows = [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
+        for r in rows:
+            r["errors"] = orjson.loads(r["errors"]) if r["errors"] else []
+            r["created_at"] = float(r["created_at"])
+        return [OpenBatch(**r) for r in rows]
 
     def update_batch(self, batch_id: int, status: Any, now: float, token: int) -> None:
         """Store what a poll saw of a batch (`status` is a providers.BatchStatus)."""
@@ -335,8 +327,8 @@ class BatchingOps:
             )
             with self._read() as cur:
                 cur.execute(sql, [*part, batch_id])
-                for a, r, n, e in cur.fetchall():
-                    out[int(a)] = AttemptInfo(int(a), int(r), int(n), int(e))
+                for a, r, n, e, j in cur.fetchall():
+                    out[int(a)] = AttemptInfo(int(a), int(r), int(n), int(e), int(j))
         return out
 
     def apply_outcomes(
@@ -355,17 +347,18 @@ class BatchingOps:
                     self._raw("chunk_attempts").format(ids=", ".join(["?"] * len(part)))
                 )
                 cur.execute(sql, [*part, batch_id])
-                waiting.update({int(a): int(r) for a, r, _n, _e in cur.fetchall()})
+                waiting.update({int(a): int(r) for a, r, _n, _e, _j in cur.fetchall()})
             todo = [o for o in outcomes if o.attempt_id in waiting]
             cur.executemany(self.q("finish_attempt"), [
                 (o.kind, o.kind, o.error_code, o.error_message, now, o.attempt_id) for o in todo
             ])  # fmt: skip
-            final = [o for o in todo if o.kind in ("succeeded", "failed")]
+            # a cancelled request gets a result too (the export lists it), but costs nothing
+            final = [o for o in todo if o.kind in ("succeeded", "failed", "cancelled")]
             cur.executemany(self.q("insert_result"), [
                 (o.attempt_id, waiting[o.attempt_id], o.status_code, o.provider_request_id, o.body, o.error_code,
                  o.error_message, o.input_tokens, o.output_tokens, *_detail(o), int(now // 86400), now) for o in final
             ])  # fmt: skip
-            self._add_cost_totals(cur, [o.attempt_id for o in final])
+            self._add_cost_totals(cur, [o.attempt_id for o in final if o.kind != "cancelled"])
             by_kind: dict[str, list[Outcome]] = {}
             for o in todo:
                 by_kind.setdefault(o.kind, []).append(o)
@@ -378,16 +371,21 @@ class BatchingOps:
             if "failed" in by_kind:
                 cur.executemany(
                     self.q("request_failed"),
-                    [(_reason(o), now, rid(o.attempt_id)) for o in by_kind["failed"]],
+                    [
+                        (o.charge_rejection, _reason(o), now, rid(o.attempt_id))
+                        for o in by_kind["failed"]
+                    ],
                 )
             if "retry" in by_kind:
                 cur.executemany(self.q("request_retry"), [
                     (o.not_before, _reason(o), now, rid(o.attempt_id)) for o in by_kind["retry"]
                 ])  # fmt: skip
             if "requeue" in by_kind:
-                cur.executemany(self.q("request_requeue"), [
-                    (o.charge_expiry, _reason(o), now, rid(o.attempt_id)) for o in by_kind["requeue"]
-                ])  # fmt: skip
+                requeued = [
+                    (o.charge_expiry, o.charge_rejection, _reason(o), now, rid(o.attempt_id))
+                    for o in by_kind["requeue"]
+                ]
+                cur.executemany(self.q("request_requeue"), requeued)
             if "cancelled" in by_kind:
                 cur.executemany(
                     self.q("request_cancelled"),
@@ -424,7 +422,9 @@ class BatchingOps:
     def mark_ingested(
         self, batch_id: int, now: float, token: int, detail: str | None = None
     ) -> None:
-        with self._write() as cur:
+        """Durable (a full sync on SQLite, which makes every result committed before it
+        durable too): the provider's copies of the files are deleted right after."""
+        with self._write(durable=True) as cur:
             self._fence(cur, token)
             cur.execute(self.q("mark_ingested"), {"id": batch_id, "now": now})
             self._event(cur, "ingested", batch_id=batch_id, detail=detail)
@@ -433,6 +433,7 @@ class BatchingOps:
         """A queued request no batch can hold fails with `reason` (it would block its group)."""
         with self._write() as cur:
             self._fence(cur, token)
+            self._local_outcomes(cur, [request_id], ["queued"], "failed", "too_large", reason, now)
             cur.execute(self.q("fail_unsendable"), [reason, now, request_id])
             if cur.rowcount:
                 self._event(cur, "unsendable", detail=f"request {request_id}: {reason}"[:2000])
@@ -442,6 +443,14 @@ class BatchingOps:
         """Append an event (anomalies, warnings) without a fence: it changes no state."""
         with self._write() as cur:
             self._event(cur, kind, batch_id=batch_id, detail=detail[:2000])
+
+    def note_many(self, kind: str, batch_id: int | None, details: Sequence[str]) -> None:
+        """Append several events of one kind in one transaction."""
+        if not details:
+            return
+        with self._write() as cur:
+            for detail in details:
+                self._event(cur, kind, batch_id=batch_id, detail=detail[:2000])
 
     # -- scheduling figures ----------------------------------------------------------------
     def batches_created_since(self, provider: str, since: float) -> int:

@@ -222,12 +222,6 @@ class BudgetOps:
             self._event(cur, "budget_set", detail=f"first use: {len(rows)} budgets written")
             return True
 
-    def queue_exists(self, queue: str) -> bool:
-        """Whether any request was ever enqueued in this queue."""
-        with self._read() as cur:
-            cur.execute(self.q("queue_exists"), {"queue": queue})
-            return cur.fetchone() is not None
-
     def _lock_budgets(self, cur: Any) -> None:
         """Serialise reservations and first-use writes (SQLite's BEGIN IMMEDIATE already does;
         on PostgreSQL, a transaction-scoped advisory lock)."""

@@ -18,7 +18,7 @@ from psycopg import conninfo
 
 from llmbatch.errors import StoreError, StoreUnavailable
 from llmbatch.store.base import Row
-from llmbatch.store.sqlstore import SqlStore, _sql_text
+from llmbatch.store.sqlstore import SqlStore, _sql_text, queries
 
 _STAGING_COLUMNS = (
     "queue, custom_id, import_id, line, provider, endpoint, model, body, body_hash, priority, "
@@ -52,7 +52,7 @@ def describe_dsn(dsn: str) -> str:
 class PostgresStore(SqlStore):
     dialect = "postgres"
 
-    def __init__(self, dsn: str, *, migrate: bool = True) -> None:
+    def __init__(self, dsn: str, *, migrate: bool = True, create: bool = True) -> None:
         self.location = describe_dsn(dsn)
         self._dsn = dsn
         self._conn = self._connect()
@@ -60,7 +60,7 @@ class PostgresStore(SqlStore):
         self._staging_ready = False
         self.store_id = ""
         if migrate:
-            self._migrate()
+            self._migrate(create)
 
     def _connect(self) -> psycopg.Connection[Any]:
         try:
@@ -93,8 +93,11 @@ class PostgresStore(SqlStore):
     def _dialect(self, sql: str) -> str:
         return pg_query(sql)
 
-    def _share_lock(self) -> str:
-        return " FOR SHARE"
+    def _fence_sql(self) -> str:
+        """The lease by PostgreSQL's own clock, so workers on hosts whose clocks disagree agree
+        on when it runs out; FOR SHARE holds a take-over back until this write commits."""
+        sql = queries()["fence"].replace(":now", "EXTRACT(EPOCH FROM clock_timestamp())")
+        return pg_query(sql) + " FOR SHARE"
 
     def _for_update(self) -> str:
         return " FOR UPDATE"

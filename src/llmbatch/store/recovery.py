@@ -7,6 +7,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+WAITING = ("queued", "retry_wait", "held")  # what `cancel` ends at once
+
 
 @dataclass(slots=True)
 class CancelPlan:
@@ -30,6 +32,7 @@ class RecoveryOps:
     _event: Any
     _fence: Any
     _charge_duplicate: Any
+    _local_outcomes: Any
 
     # -- cancelling ------------------------------------------------------------------------
     def request_cancel(self, request_ids: Sequence[int], now: float) -> CancelPlan:
@@ -41,6 +44,10 @@ class RecoveryOps:
         plan = CancelPlan()
         ids = list(request_ids)
         with self._write() as cur:
+            # a result for each, as for every request that ends: the export lists it
+            self._local_outcomes(
+                cur, ids, WAITING, "cancelled", "cancelled", "cancelled by llmbatch cancel", now
+            )
             for i in range(0, len(ids), 500):
                 part = ids[i : i + 500]
                 marks = ", ".join(["?"] * len(part))

@@ -9,6 +9,7 @@ money being spent (`durable=True`), NORMAL otherwise.
 from __future__ import annotations
 
 import os
+import re
 import sqlite3
 import threading
 import time
@@ -17,7 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from llmbatch.errors import StoreError
+from llmbatch.errors import NotFound, StoreError
 from llmbatch.store.base import Row
 from llmbatch.store.sqlstore import SqlStore
 
@@ -30,12 +31,24 @@ class SqliteStore(SqlStore):
     dialect = "sqlite"
 
     def __init__(
-        self, path: str | Path, busy_timeout: float = DEFAULT_BUSY_TIMEOUT, *, migrate: bool = True
+        self,
+        path: str | Path,
+        busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
+        *,
+        migrate: bool = True,
+        create: bool = True,
     ) -> None:
         self.path = Path(path)
         self.location = str(self.path)
+        if not create and not self.path.exists():
+            hint = _near(self.path)
+            raise NotFound(
+                f"no llmbatch database at {self.path}{hint}; check --db / LLMBATCH_DB "
+                "(`llmbatch enqueue` creates one)"
+            )
         self._check_folder()
         try:
+            _create_private(self.path)
             self._conn = sqlite3.connect(
                 self.path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
             )
@@ -47,12 +60,12 @@ class SqliteStore(SqlStore):
             self._conn.execute(f"PRAGMA wal_autocheckpoint = {WAL_CHECKPOINT_PAGES}")
             self._conn.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
             self._conn.execute("PRAGMA temp_store = FILE")
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OSError) as exc:
             raise StoreError(f"cannot open database {self.path}: {exc}") from None
         self._lock = threading.RLock()
         self.store_id = ""
         if migrate:
-            self._migrate()
+            self._migrate(create)
 
     def _wal(self, busy_timeout: float) -> None:
         """Switch to WAL. Two processes opening a new file at once can get SQLITE_BUSY here
@@ -69,8 +82,8 @@ class SqliteStore(SqlStore):
 
     def _check_folder(self) -> None:
         folder = self.path.resolve().parent
-        if not folder.is_dir():
-            raise StoreError(f"cannot open database {self.path}: folder {folder} does not exist")
+        if not folder.is_dir():  # a name that is not there, as a misspelt path: usage
+            raise NotFound(f"cannot open database {self.path}: folder {folder} does not exist")
         if not self.path.exists() and not os.access(folder, os.W_OK):
             raise StoreError(f"cannot create database {self.path}: folder {folder} is not writable")
         if self.path.exists() and not os.access(self.path, os.W_OK):
@@ -128,4 +141,32 @@ class SqliteStore(SqlStore):
             cur.execute(
                 "SELECT type, name, sql FROM sqlite_master WHERE name NOT LIKE 'sqlite_%' ORDER BY type, name"
             )
-            return [(t, n, " ".join((s or "").split())) for t, n, s in cur.fetchall()]
+            rows = cur.fetchall()
+        # whitespace is not schema: SQLite's ALTER TABLE ADD COLUMN writes ", col" where the
+        # fresh schema has ",\n    col" (and keeps the newline before the closing parenthesis)
+        return [
+            (t, n, re.sub(r"\s+([,)])", r"\1", " ".join((s or "").split()))) for t, n, s in rows
+        ]
+
+
+def _create_private(path: Path) -> None:
+    """Create a new database file readable by its owner only (0600): it holds users' prompts
+    and results. SQLite gives its -wal and -shm files the database file's mode. An existing
+    file keeps the mode its owner chose."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    os.close(fd)
+
+
+def _near(path: Path) -> str:
+    """`(did you mean X?)` when a database file with a similar name sits in the same folder."""
+    import difflib
+
+    try:
+        names = [p.name for p in path.resolve().parent.iterdir() if p.suffix in (".db", ".sqlite")]
+    except OSError:
+        return ""
+    close = difflib.get_close_matches(path.name, names, n=1, cutoff=0.6)
+    return f" (did you mean {path.with_name(close[0])}?)" if close else ""

@@ -11,18 +11,21 @@ import re
 import secrets
 import socket
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from functools import cache
 from importlib import resources
 from typing import Any
 
-from llmbatch.errors import StoreError
-from llmbatch.store.base import Clash, CostGroup, Count, ImportInfo, ResultRow, Row
+from llmbatch.errors import NotFound, StoreError
+from llmbatch.store.base import Clash, CostGroup, Count, ImportInfo, Row
 from llmbatch.store.batching import BatchingOps
 from llmbatch.store.budgets import BudgetOps
 from llmbatch.store.ledger import LedgerOps
+from llmbatch.store.manage import ManageOps
 from llmbatch.store.recovery import RecoveryOps
+from llmbatch.store.setbacks import SetbackOps
+from llmbatch.store.watch import WatchOps
 
 # An import on another machine whose heartbeat is this old is presumed dead.
 IMPORT_STALE_AFTER = 600.0
@@ -36,10 +39,10 @@ def _sql_text(name: str) -> str:
 
 @cache
 def queries() -> dict[str, str]:
-    """Named queries from sql/*.sql (queries, engine, budgets, ledger), in SQLite's parameter
-    style."""
+    """Named queries from sql/*.sql (queries, engine, budgets, ledger, manage, watch), in
+    SQLite's parameter style."""
     out: dict[str, str] = {}
-    files = ("queries.sql", "engine.sql", "budgets.sql", "ledger.sql")
+    files = ("queries.sql", "engine.sql", "budgets.sql", "ledger.sql", "manage.sql", "watch.sql")
     text = "\n".join(_sql_text(f) for f in files)
     for block in re.split(r"^-- name: ", text, flags=re.M)[1:]:
         name, _, body = block.partition("\n")
@@ -77,16 +80,36 @@ def _process_start(pid: int) -> str:
         return ""
 
 
+@cache
+def _pid_space() -> str:
+    """This machine's boot and this process's PID namespace (`<boot id>.<namespace inode>`):
+    two containers on one host name (host networking) have their own PID namespaces, and a
+    pid means nothing outside its own. Empty where /proc does not say."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as f:
+            boot = f.read().strip().replace("-", "")[:12]
+        namespace = os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        return ""
+    return f"{boot}.{namespace}"
+
+
 def owner_tag() -> str:
-    """Who runs an import: host, pid and process start time (so a reused pid is not alive)."""
+    """Who runs an import or holds a lease: host, pid, process start time (so a reused pid is
+    not alive) and the PID space the pid belongs to (boot and PID namespace)."""
     pid = os.getpid()
-    return f"{socket.gethostname()}:{pid}:{_process_start(pid)}"
+    return f"{socket.gethostname()}:{pid}:{_process_start(pid)}:{_pid_space()}"
 
 
 def owner_alive(owner: str, heartbeat_at: float, now: float) -> bool:
+    """Whether an owner tag names a live process. Only a process in our own PID space can be
+    looked up; any other (another machine, another container on this host name) is alive
+    while its heartbeat is fresh. A tag without a PID space (written before it was recorded)
+    is looked up by pid, as it always was."""
     host, _, rest = owner.partition(":")
-    pid_s, _, start = rest.partition(":")
-    if host != socket.gethostname():
+    pid_s, _, rest = rest.partition(":")
+    start, _, space = rest.partition(":")
+    if host != socket.gethostname() or (space and space != _pid_space()):
         return now - heartbeat_at < IMPORT_STALE_AFTER
     try:
         pid = int(pid_s)
@@ -98,7 +121,7 @@ def owner_alive(owner: str, heartbeat_at: float, now: float) -> bool:
     return _process_start(pid) == start
 
 
-class SqlStore(BatchingOps, BudgetOps, LedgerOps, RecoveryOps):
+class SqlStore(BatchingOps, BudgetOps, LedgerOps, RecoveryOps, ManageOps, SetbackOps, WatchOps):
     """Shared implementation of the Store protocol over a DB-API-like cursor."""
 
     dialect: str
@@ -134,12 +157,19 @@ class SqlStore(BatchingOps, BudgetOps, LedgerOps, RecoveryOps):
         raise NotImplementedError
 
     # -- schema --------------------------------------------------------------------------
-    def _migrate(self) -> None:
+    def _migrate(self, create: bool = True) -> None:
+        """Bring the schema up to date; without `create`, a database with no llmbatch schema
+        is NotFound (a misspelt name must not become a new, empty store)."""
         steps = migrations(self.dialect)
         latest = steps[-1][0]
         with self._write() as cur:
             self._lock_schema(cur)
             if not self._has_schema(cur):
+                if not create:
+                    raise NotFound(
+                        f"{self.location} holds no llmbatch data; check --db / LLMBATCH_DB "
+                        "(`llmbatch enqueue` creates a store)"
+                    )
                 for stmt in split_script(fresh_schema(self.dialect)):
                     cur.execute(stmt)
                 version = latest
@@ -265,10 +295,14 @@ class SqlStore(BatchingOps, BudgetOps, LedgerOps, RecoveryOps):
             )
 
     def abort_import(self, import_id: int, error: str) -> None:
+        """Fail a loading import and delete its rows. An import that committed meanwhile (a
+        clean-up racing the commit) is left alone: its rows are the queue's now."""
         with self._write() as cur:
             cur.execute(
                 self.q("fail_import"), {"id": import_id, "error": error[:2000], "now": time.time()}
             )
+            if cur.rowcount != 1:
+                return  # committed, or failed already (then its rows are being deleted)
             self._event(cur, "import_failed", import_id=import_id, detail=error[:2000])
         self._delete_rows(import_id)
 
@@ -355,25 +389,6 @@ class SqlStore(BatchingOps, BudgetOps, LedgerOps, RecoveryOps):
                 out.append(req)
         return out
 
-    def iter_results(
-        self, queue: str | None = None, state: str | None = None, after: int = 0, page: int = 5000
-    ) -> Iterator[ResultRow]:
-        while True:
-            with self._read() as cur:
-                cur.execute(
-                    self.q("results_page"),
-                    {"after": after, "queue": queue, "state": state, "n": page},
-                )
-                rows = cur.fetchall()
-            for r in rows:
-                body = None if r[6] is None else bytes(r[6])
-                yield ResultRow(
-                    int(r[0]), r[1], r[2], r[3], r[4], r[5], body, r[7], r[8], r[9], r[10]
-                )
-            if len(rows) < page:
-                return
-            after = int(rows[-1][0])
-
     def usage_summary(self, queue: str | None = None) -> list[tuple[str, str, int, int, int, int]]:
         """(provider, model, results, input tokens, output tokens, succeeded) per model."""
         with self._read() as cur:
@@ -399,10 +414,10 @@ class SqlStore(BatchingOps, BudgetOps, LedgerOps, RecoveryOps):
                 for r in cur.fetchall()
             ]
 
-    def batch_overview(self, recent: int = 5) -> list[dict[str, Any]]:
-        """Every batch still open, and the most recently finished ones."""
+    def batch_overview(self, recent: int = 5, queue: str | None = None) -> list[dict[str, Any]]:
+        """Every batch still open, and the most recently finished ones (of `queue`'s requests)."""
         with self._read() as cur:
-            cur.execute(self.q("batch_overview"), {"recent": recent})
+            cur.execute(self.q("batch_overview"), {"recent": recent, "queue": queue})
             names = [d[0] for d in cur.description]
             return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
 

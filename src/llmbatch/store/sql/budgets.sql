@@ -43,9 +43,6 @@ DELETE FROM budget_policy WHERE queue = :queue
 -- name: budgets_stored
 SELECT (SELECT COUNT(*) FROM budgets) + (SELECT COUNT(*) FROM budget_policy)
 
--- name: queue_exists
-SELECT 1 FROM requests WHERE queue = :queue LIMIT 1
-
 -- name: committed
 SELECT COALESCE(SUM(reserved + spent), 0) FROM spend
 WHERE day >= :first AND day < :end AND (CAST(:queue AS TEXT) = '*' OR queue = :queue)

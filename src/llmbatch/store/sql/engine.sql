@@ -15,6 +15,11 @@ UPDATE leases SET expires_at = 0 WHERE name = :name AND holder = :holder
 -- name: get_lease
 SELECT holder, token, expires_at FROM leases WHERE name = :name
 
+-- name: fence
+-- The caller's lease: its token, and the seconds left on it by the database's clock
+-- (SQLite: one host, its clock passed as :now; PostgreSQL: clock_timestamp(), see postgres.py).
+SELECT token, expires_at - :now FROM leases WHERE name = :name
+
 -- name: release_due_retries
 UPDATE requests SET state = 'queued', updated_at = :now
 WHERE state = 'retry_wait' AND not_before <= :now
@@ -70,7 +75,7 @@ UPDATE batches SET create_started_at = :now, updated_at = :now WHERE id = :id
 -- name: record_submitted
 UPDATE batches
 SET provider_batch_id = :provider_batch_id, input_file_id = :file_id, state = 'validating',
-    submitted_at = :now, updated_at = :now
+    submitted_at = :now, updated_at = :now, setbacks = 0, not_before = NULL
 WHERE id = :id AND provider_batch_id IS NULL
 
 -- name: submit_attempts
@@ -84,18 +89,48 @@ WHERE state = 'packed' AND id IN (SELECT request_id FROM attempts WHERE batch_id
 SELECT id, provider, endpoint, model, state, provider_batch_id, provider_status, input_file_id,
        output_file_id, error_file_id, request_count, created_at, upload_started_at,
        create_started_at, submitted_at, errors, est_tokens, completed_count, failed_count,
-       cancel_requested_at, cancel_sent_at, intent_id
+       cancel_requested_at, cancel_sent_at, intent_id, not_before, setbacks, download_tries,
+       gone_checks
 FROM batches WHERE state <> 'ingested' ORDER BY id
+
+-- name: defer_batch
+UPDATE batches SET not_before = :not_before WHERE id = :id
+
+-- name: count_setbacks
+UPDATE batches SET setbacks = setbacks + 1, not_before = :not_before, updated_at = :now
+WHERE id = :id
+
+-- name: count_download_tries
+UPDATE batches SET download_tries = download_tries + 1, not_before = :not_before,
+    updated_at = :now
+WHERE id = :id
+
+-- name: count_gone_checks
+UPDATE batches SET gone_checks = gone_checks + 1, not_before = :not_before, updated_at = :now
+WHERE id = :id
+
+-- name: group_backoffs
+SELECT provider, endpoint, model, strikes, cap, quota, not_before FROM group_backoffs
+
+-- name: set_group_backoff
+INSERT INTO group_backoffs (provider, endpoint, model, strikes, cap, quota, not_before)
+VALUES (:provider, :endpoint, :model, :strikes, :cap, :quota, :not_before)
+ON CONFLICT (provider, endpoint, model) DO UPDATE
+SET strikes = excluded.strikes, cap = excluded.cap, quota = excluded.quota,
+    not_before = excluded.not_before
+
+-- name: clear_group_backoff
+DELETE FROM group_backoffs WHERE provider = :provider AND endpoint = :endpoint AND model = :model
 
 -- name: update_batch
 UPDATE batches
 SET state = :state, provider_status = :provider_status, completed_count = :completed,
     failed_count = :failed, output_file_id = :output_file_id, error_file_id = :error_file_id,
-    errors = :errors, finished_at = :finished_at, updated_at = :now
+    errors = :errors, finished_at = :finished_at, updated_at = :now, gone_checks = 0
 WHERE id = :id
 
 -- name: chunk_attempts
-SELECT a.id, a.request_id, r.attempts, r.expiries FROM attempts a
+SELECT a.id, a.request_id, r.attempts, r.expiries, r.rejections FROM attempts a
 JOIN requests r ON r.id = a.request_id
 WHERE a.id IN ({ids}) AND +a.batch_id = ? AND a.state IN ('packed', 'submitted')
 
@@ -115,15 +150,17 @@ ON CONFLICT (attempt_id) DO NOTHING
 UPDATE requests SET state = 'succeeded', reason = NULL, updated_at = ? WHERE id = ? AND state = 'submitted'
 
 -- name: request_failed
-UPDATE requests SET state = 'failed', attempts = attempts + 1, reason = ?, updated_at = ?
-WHERE id = ? AND state = 'submitted'
+UPDATE requests SET state = 'failed', attempts = attempts + 1, rejections = rejections + ?,
+    reason = ?, updated_at = ?
+WHERE id = ? AND state IN ('submitted', 'packed')
 
 -- name: request_retry
 UPDATE requests SET state = 'retry_wait', attempts = attempts + 1, not_before = ?, reason = ?, updated_at = ?
 WHERE id = ? AND state = 'submitted'
 
 -- name: request_requeue
-UPDATE requests SET state = 'queued', expiries = expiries + ?, reason = ?, updated_at = ?
+UPDATE requests SET state = 'queued', expiries = expiries + ?, rejections = rejections + ?,
+    reason = ?, updated_at = ?
 WHERE id = ? AND state IN ('submitted', 'packed')
 
 -- name: request_cancelled

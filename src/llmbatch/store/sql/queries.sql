@@ -44,8 +44,11 @@ WHERE i.state = 'failed'
   AND EXISTS (SELECT 1 FROM requests r WHERE r.id > i.low_water AND r.import_id = i.id)
 
 -- name: delete_import_rows
+-- Only a failed import's rows: a failed import never commits, so this cannot race a commit.
 DELETE FROM requests WHERE id IN (
-    SELECT id FROM requests WHERE id > :low_water AND import_id = :id ORDER BY id LIMIT :n)
+    SELECT id FROM requests WHERE id > :low_water AND import_id = :id
+      AND EXISTS (SELECT 1 FROM imports WHERE id = :id AND state = 'failed')
+    ORDER BY id LIMIT :n)
 
 -- name: insert_event
 INSERT INTO events (at, kind, import_id, batch_id, detail)
@@ -77,15 +80,6 @@ SELECT id, attempt_id, status_code, provider_request_id, body, error_code, error
        input_tokens, output_tokens, created_at
 FROM results WHERE request_id = :request_id ORDER BY id DESC LIMIT 1
 
--- name: results_page
-SELECT res.id, r.custom_id, r.state, r.provider, res.status_code, res.provider_request_id,
-       res.body, res.error_code, res.error_message, res.input_tokens, res.output_tokens
-FROM results res JOIN requests r ON r.id = res.request_id
-WHERE res.id > :after AND (CAST(:queue AS TEXT) IS NULL OR r.queue = :queue)
-  AND (CAST(:state AS TEXT) IS NULL OR r.state = :state)
-ORDER BY res.id
-LIMIT :n
-
 -- name: recent_events
 SELECT id, at, kind, import_id, batch_id, detail FROM events ORDER BY id DESC LIMIT :n
 
@@ -101,16 +95,25 @@ SELECT r.provider, r.model, COUNT(*), COALESCE(SUM(res.input_tokens), 0),
        COALESCE(SUM(res.output_tokens), 0),
        SUM(CASE WHEN res.error_code IS NULL THEN 1 ELSE 0 END)
 FROM results res JOIN requests r ON r.id = res.request_id
-WHERE (CAST(:queue AS TEXT) IS NULL OR r.queue = :queue)
+JOIN attempts a ON a.id = res.attempt_id
+WHERE (CAST(:queue AS TEXT) IS NULL OR r.queue = :queue) AND COALESCE(a.outcome, '') NOT IN ('cancelled', 'unsent')
 GROUP BY r.provider, r.model
 ORDER BY r.provider, r.model
 
 -- name: batch_overview
 SELECT id, provider, model, state, provider_batch_id, provider_status, request_count,
        completed_count, failed_count, created_at, submitted_at, finished_at,
-       cancel_requested_at
-FROM batches
-WHERE state <> 'ingested' OR id IN (SELECT id FROM batches WHERE state = 'ingested' ORDER BY id DESC LIMIT :recent)
+       cancel_requested_at, updated_at
+FROM batches b
+WHERE (state <> 'ingested' OR id IN (
+        SELECT id FROM batches WHERE state = 'ingested'
+          AND (CAST(:queue AS TEXT) IS NULL OR EXISTS (
+                SELECT 1 FROM attempts a JOIN requests r ON r.id = a.request_id
+                WHERE a.batch_id = COALESCE(batches.intent_id, batches.id) AND r.queue = :queue))
+        ORDER BY id DESC LIMIT :recent))
+  AND (CAST(:queue AS TEXT) IS NULL OR EXISTS (
+        SELECT 1 FROM attempts a JOIN requests r ON r.id = a.request_id
+        WHERE a.batch_id = COALESCE(b.intent_id, b.id) AND r.queue = :queue))
 ORDER BY id
 
 -- name: deadline_risk
@@ -131,8 +134,10 @@ SELECT r.provider, r.model, MIN(r.endpoint), res.price_tier, res.day, r.queue,
        COALESCE(SUM(res.output_tokens), 0),
        SUM(CASE WHEN res.usage_flag IS NOT NULL THEN 1 ELSE 0 END)
 FROM results res JOIN requests r ON r.id = res.request_id
+JOIN attempts a ON a.id = res.attempt_id
 WHERE res.created_at >= :since AND res.created_at < :until
   AND (CAST(:queue AS TEXT) IS NULL OR r.queue = :queue)
+  AND COALESCE(a.outcome, '') NOT IN ('cancelled', 'unsent')
 GROUP BY res.day, res.price_tier, r.model, r.queue, r.provider
 
 -- name: cost_totals

@@ -46,6 +46,8 @@ CREATE TABLE requests (
     reason      TEXT,
     created_at  REAL    NOT NULL,
     updated_at  REAL    NOT NULL,
+    -- batch-level rejections (a refused create, a whole-file validation failure) so far
+    rejections  INTEGER NOT NULL DEFAULT 0,
     UNIQUE (queue, custom_id)
 );
 -- Packing order within a provider group: priority descending, then enqueue order, across queues.
@@ -83,9 +85,29 @@ CREATE TABLE batches (
     ingested_at       REAL,
     cancel_requested_at REAL,
     cancel_sent_at    REAL,
-    updated_at        REAL NOT NULL
+    updated_at        REAL NOT NULL,
+    -- What the engine counts per batch lives here, not in a worker's memory (a cron `run` is
+    -- a new process each time): no work before not_before, transient failures in a row, result
+    -- downloads that did not account for every request, retrieves that answered 404.
+    not_before        REAL,
+    setbacks          INTEGER NOT NULL DEFAULT 0,
+    download_tries    INTEGER NOT NULL DEFAULT 0,
+    gone_checks       INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX batches_open ON batches (state) WHERE state <> 'ingested';
+
+-- What batch-level failures taught the engine per packing group (model '' for a group of
+-- several models): a smaller next batch, a lower enqueued-token quota, a pause.
+CREATE TABLE group_backoffs (
+    provider   TEXT    NOT NULL,
+    endpoint   TEXT    NOT NULL,
+    model      TEXT    NOT NULL,
+    strikes    INTEGER NOT NULL,
+    cap        INTEGER,
+    quota      INTEGER,
+    not_before REAL NOT NULL,
+    PRIMARY KEY (provider, endpoint, model)
+);
 
 -- Who may act on what: a lease with a fencing token that every state-changing write checks.
 CREATE TABLE leases (

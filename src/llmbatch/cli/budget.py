@@ -3,71 +3,45 @@
 The store is the only source of budgets (budget.py): every worker enforces what is here,
 tightened by its own flags or config, never loosened. Bad input (a negative or non-numeric
 amount, a period other than day or month, a queue that does not exist, clearing a budget
-that is not there) is one clear line and exit code 2, with nothing changed.
+that is not there) is a usage error (ConfigError or NotFound: one line, exit code 2), with
+nothing changed.
 """
 
 from __future__ import annotations
 
-import sys
 import time
-from collections.abc import Callable
 from decimal import Decimal
-from functools import wraps
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 
+from llmbatch import render
 from llmbatch.budget import ALL_QUEUES, PERIODS, amount, parse_budgets, tokens, usd
+from llmbatch.cli.app import check_queue, listing_options, main, open_db
 from llmbatch.errors import ConfigError
 from llmbatch.in_force import as_rows
 from llmbatch.pricing import MICRO
 from llmbatch.store import Store
-
-USAGE = 2  # the exit code of bad input: nothing was changed
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def _refusing(f: F) -> F:
-    """Bad input is one line on stderr and exit code 2; nothing was changed."""
-
-    @wraps(f)
-    def run(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return f(*args, **kwargs)
-        except ConfigError as exc:
-            click.echo(f"error: {exc}", err=True)
-            sys.exit(USAGE)
-
-    return run  # type: ignore[return-value]
-
-
-def _store(ctx: click.Context) -> Store:
-    from llmbatch.cli import _store as open_it
-
-    return open_it(ctx)
 
 
 def _who(queue: str) -> str:
     return "all queues" if queue == ALL_QUEUES else f"queue {queue}"
 
 
-def _queue(store: Store, queue: str | None) -> str:
-    """The budget key of `--queue`: '*' without one; a queue that does not exist is refused."""
+def _queue(store: Store, queue: str | None, *, purged_ok: bool = False) -> str:
+    """The budget key of `--queue`: '*' without one; a queue that does not exist is refused
+    (NotFound, as every command refuses one)."""
     if queue is None:
         return ALL_QUEUES
     if queue == ALL_QUEUES or not queue.strip():
         raise ConfigError(
             f"--queue {queue!r} is not a queue name; leave --queue out for all queues"
         )
-    if not store.queue_exists(queue):
-        raise ConfigError(
-            f"no queue {queue!r} in {store.location}: a budget applies to a queue that exists "
-            "(enqueue into it first; `llmbatch status` lists queues)"
-        )
+    check_queue(store, queue, purged_ok=purged_ok)
     return queue
 
 
-@click.group()
+@main.group(short_help="The store's budgets: set, list, clear, apply.")
 def budget() -> None:
     """The store's budgets, which every worker enforces (a worker's own --budget-usd or
     [budgets] may only tighten them). Exit code 2 on bad input, with nothing changed."""
@@ -88,7 +62,6 @@ def budget() -> None:
     help="Whether models without a price (and hosted tools) may spend uncounted (all queues).",
 )
 @click.pass_context
-@_refusing
 def set_(
     ctx: click.Context,
     queue: str | None,
@@ -116,7 +89,7 @@ def set_(
             "nothing to set: give --daily-usd, --monthly-usd, --assume-context-tokens or "
             "--allow-unpriced"
         )
-    store = _store(ctx)
+    store = open_db(ctx)
     key = _queue(store, queue)
     if allow_unpriced is not None and key != ALL_QUEUES:
         raise ConfigError("--allow-unpriced applies to every queue together: leave --queue out")
@@ -140,20 +113,21 @@ def set_(
             )
 
 
+LIST_COLUMNS = [
+    render.Column("queue", "queue", show=lambda v: v or "all queues"),
+    render.Column("period", "period"),
+    render.Column("limit_usd", "limit $", right=True),
+    render.Column("committed_usd", "spent or reserved $", right=True),
+    render.Column("left_usd", "left $", right=True),
+]
+
+
 @budget.command("list")
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["table", "json", "csv"]),
-    default="table",
-    envvar="LLMBATCH_FORMAT",
-    show_default=True,
-)
+@listing_options()
 @click.pass_context
-@_refusing
-def list_(ctx: click.Context, fmt: str) -> None:
+def list_(ctx: click.Context, fmt: str, wide: bool) -> None:
     """The store's budgets, with what their current period has spent or reserved."""
-    store = _store(ctx)
+    store = open_db(ctx)
     rows = store.budget_overview(time.time())
     _rows, policies = store.stored_budgets()
     records: list[dict[str, Any]] = [
@@ -175,45 +149,9 @@ def list_(ctx: click.Context, fmt: str) -> None:
         for p in policies
     ]
     if fmt == "json":
-        import orjson
-
-        out = {"budgets": records, "settings": settings}
-        click.echo(orjson.dumps(out, default=str, option=orjson.OPT_INDENT_2).decode())
+        click.echo(render.as_json({"budgets": records, "settings": settings}), nl=False)
         return
-    if fmt == "csv":
-        import csv
-        import io
-
-        buf = io.StringIO()
-        w = csv.writer(buf, lineterminator="\n")
-        w.writerow(["queue", "period", "limit_usd", "committed_usd", "left_usd"])
-        for r in records:
-            w.writerow(["" if v is None else v for v in r.values()])
-        click.echo(buf.getvalue(), nl=False)
-        return
-    if not records and not settings:
-        click.echo("no budgets in this store: `llmbatch budget set --daily-usd 40` sets one")
-        return
-    head = ("queue", "period", "limit $", "spent or reserved $", "left $")
-    cells: list[list[str]] = [
-        [
-            r["queue"] or "all queues",
-            r["period"],
-            _money(r["limit_usd"]),
-            _money(r["committed_usd"]),
-            _money(r["left_usd"]),
-        ]
-        for r in records
-    ]
-    widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(head)]
-    lines: list[list[str]] = [list(head), *cells] if cells else []
-    for row in lines:
-        click.echo(
-            "  ".join(
-                c.ljust(w) if i < 2 else c.rjust(w)
-                for i, (c, w) in enumerate(zip(row, widths, strict=True))
-            ).rstrip()
-        )
+    notes = []
     for s in settings:
         parts = []
         if s["assume_context_tokens"]:
@@ -226,13 +164,14 @@ def list_(ctx: click.Context, fmt: str) -> None:
                 "unpriced models " + ("may spend uncounted" if s["allow_unpriced"] else "wait")
             )
         if parts:
-            click.echo(f"{s['queue'] or 'all queues'}: {'; '.join(parts)}")
-
-
-def _money(v: Decimal) -> str:
-    from llmbatch.receipt import money
-
-    return money(v)
+            notes.append(f"{s['queue'] or 'all queues'}: {'; '.join(parts)}")
+    if fmt == "table" and not records:
+        if not notes:
+            click.echo("no budgets in this store: `llmbatch budget set --daily-usd 40` sets one")
+        for note in notes:
+            click.echo(note)
+        return
+    click.echo(render.listing(fmt, LIST_COLUMNS, records, wide=wide, notes=notes), nl=False)
 
 
 @budget.command("clear")
@@ -243,11 +182,10 @@ def _money(v: Decimal) -> str:
     help="Only this period's budget (default: every period, and the queue's other settings).",
 )
 @click.pass_context
-@_refusing
 def clear(ctx: click.Context, queue: str | None, period: str | None) -> None:
     """Remove budgets from the store (a worker's own flags or config still hold for it)."""
-    store = _store(ctx)
-    key = _queue(store, queue)
+    store = open_db(ctx)
+    key = _queue(store, queue, purged_ok=True)  # a purged queue's budget may still go
     gone = store.clear_budgets(key, period)
     what = f"{_who(key)}" + (f", per {period}" if period else "")
     if not gone:
@@ -261,7 +199,6 @@ def clear(ctx: click.Context, queue: str | None, period: str | None) -> None:
 @click.option("--queue", "-q", help="The queue --budget-usd applies to (default: every queue).")
 @click.option("--allow-unpriced", is_flag=True, default=None, help="As run takes it.")
 @click.pass_context
-@_refusing
 def apply(
     ctx: click.Context,
     budget_usd: str | None,
@@ -282,7 +219,7 @@ def apply(
     rows, policies = as_rows(mine)
     if not rows and not policies:
         raise ConfigError("nothing to apply: no [budgets] in the config and no --budget-usd")
-    store = _store(ctx)
+    store = open_db(ctx)
     for key in sorted({r.queue for r in rows} | {p.queue for p in policies}):
         _queue(store, None if key == ALL_QUEUES else key)
     now = time.time()

@@ -1,0 +1,251 @@
+"""The commands that look: status, the lists of queues and batches, one request, the results
+export, and what things cost (report, estimate, analyze). They never create a database."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any
+
+import click
+
+from llmbatch import render, views
+from llmbatch.cli.app import check_queue, listing_options, main, open_db, queue_option
+from llmbatch.errors import ConfigError, NotFound
+
+
+@main.command(short_help="What a JSONL file will cost, before sending it.")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option(
+    "--expected-output",
+    type=click.IntRange(min=0),
+    default=500,
+    show_default=True,
+    envvar="LLMBATCH_EXPECTED_OUTPUT",
+    help="Output tokens a request is assumed to write (never above its cap).",
+)
+@listing_options(env="LLMBATCH_ESTIMATE_FORMAT")
+def estimate(file: str, expected_output: int, fmt: str, wide: bool) -> None:
+    """What a JSONL file of requests will cost per model, expected and worst case, before
+    sending it: tokens counted with OpenAI's tokenizer (Anthropic's calibrated)."""
+    from llmbatch.estimate import estimate_file, render
+
+    click.echo(render(estimate_file(file, expected_output=expected_output), fmt, wide), nl=False)
+
+
+@main.command(short_help="What moving past usage to batch would save.")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option(
+    "--exclude-tag",
+    "exclude_tags",
+    multiple=True,
+    metavar="TAG",
+    envvar="LLMBATCH_EXCLUDE_TAGS",
+    help="A tag (or project) whose calls must stay real time; repeatable.",
+)
+@listing_options(env="LLMBATCH_ANALYZE_FORMAT")
+def analyze(file: str, exclude_tags: tuple[str, ...], fmt: str, wide: bool) -> None:
+    """What past usage already batches, and what moving the rest would save per model and tag.
+
+    FILE holds pages of OpenAI's organization usage API (GET /v1/organization/usage/
+    completions?group_by=model,batch), or per-call records, one JSON object a line:
+    {"timestamp": "2026-11-01T09:00:00Z", "model": "gpt-4o-mini", "input_tokens": 812,
+    "output_tokens": 95, "tag": "support-bot", "batch": false} (tag, endpoint, batch and
+    cached_tokens optional). See docs/analyze.md for examples of both.
+    """
+    from llmbatch.analyze import analyze_file, render
+
+    click.echo(render(analyze_file(file, exclude_tags=exclude_tags), fmt, wide), nl=False)
+
+
+@main.command(short_help="Requests per queue and state; batches; progress.")
+@queue_option("Only this queue (its requests and its batches).")
+@listing_options()
+@click.pass_context
+def status(ctx: click.Context, queue: str | None, fmt: str, wide: bool) -> None:
+    """Requests per queue, model and state; batches in flight with what the provider reports
+    done and an ETA; deadlines at risk; budgets and what they hold."""
+    store = open_db(ctx)
+    check_queue(store, queue)
+    now = time.time()
+    if fmt == "json":
+        click.echo(render.as_json(views.status_record(store, queue, now)), nl=False)
+    elif fmt == "csv":
+        click.echo(views.status_csv(store.counts(queue)), nl=False)
+    else:
+        click.echo(views.status_text(store, queue, now, wide=wide), nl=False)
+
+
+@main.command(short_help="List the queues.")
+@listing_options()
+@click.pass_context
+def queues(ctx: click.Context, fmt: str, wide: bool) -> None:
+    """Every queue: its requests by state, whether it is done, when it began and last changed.
+    Purged queues are listed while their costs are recorded."""
+    store = open_db(ctx)
+    records = views.queue_records(store.queues())
+    empty = views.EMPTY_STORE
+    click.echo(render.listing(fmt, views.QUEUE_COLUMNS, records, wide=wide, empty=empty), nl=False)
+
+
+@main.command(short_help="List batches, newest first.")
+@queue_option("Only batches holding requests of this queue.")
+@click.option("--open", "open_only", is_flag=True, help="Only batches not yet read back.")
+@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
+@listing_options()
+@click.pass_context
+def batches(
+    ctx: click.Context, queue: str | None, open_only: bool, limit: int, fmt: str, wide: bool
+) -> None:
+    """Batches newest first: state at the provider, requests done there, age and ETA."""
+    store = open_db(ctx)
+    check_queue(store, queue)
+    now = time.time()
+    rows = store.batches(queue, open_only=open_only, limit=limit)
+    records = views.batch_records(rows, store.batch_progress(queue), now)
+    empty = "no batches yet: `llmbatch run` packs and sends what is queued"
+    click.echo(render.listing(fmt, views.BATCH_COLUMNS, records, wide=wide, empty=empty), nl=False)
+
+
+@main.command(short_help="One request: its attempts and result.")
+@click.argument("custom_id")
+@click.option("--queue", "-q", envvar="LLMBATCH_QUEUE", help="The queue, if the id is in several.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
+@click.pass_context
+def show(ctx: click.Context, custom_id: str, queue: str | None, fmt: str) -> None:
+    """One request: what it is, every attempt, and its result."""
+    store = open_db(ctx)
+    check_queue(store, queue)
+    found = store.request_detail(custom_id, queue)
+    if not found:
+        where = f" in queue {queue!r}" if queue else ""
+        raise NotFound(f"no request with custom_id {custom_id!r}{where}")
+    if fmt == "json":
+        click.echo(views.detail_json(found))
+    else:
+        views.print_detail(found)
+
+
+@main.command(short_help="Every result, in OpenAI's batch output shape.")
+@queue_option()
+@click.option(
+    "--state", type=click.Choice(["succeeded", "failed", "cancelled"]), help="Only this outcome."
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["jsonl", "csv"]),
+    default="jsonl",
+    envvar="LLMBATCH_RESULTS_FORMAT",
+    show_default=True,
+)
+@click.option(
+    "--order",
+    type=click.Choice(["recorded", "input"]),
+    default="recorded",
+    envvar="LLMBATCH_RESULTS_ORDER",
+    show_default=True,
+    help="As the results were recorded, or as the requests were enqueued.",
+)
+@click.option(
+    "--after",
+    type=click.IntRange(min=0),
+    default=0,
+    metavar="CURSOR",
+    help="Only what was recorded after this cursor (printed by the last export).",
+)
+@click.option(
+    "--output",
+    "-o",
+    "path",
+    type=click.Path(dir_okay=False, allow_dash=True),
+    default="-",
+    help="Write here instead of standard output (a new file is created 0600).",
+)
+@click.pass_context
+def results(
+    ctx: click.Context,
+    queue: str | None,
+    state: str | None,
+    fmt: str,
+    order: str,
+    after: int,
+    path: str,
+) -> None:
+    """One line per finished request (succeeded, failed or cancelled) in OpenAI's batch output
+    shape, with a "provider" field; or CSV. The cursor to resume from goes to stderr."""
+    from llmbatch.export import export, write
+    from llmbatch.files import open_private
+
+    store = open_db(ctx)
+    check_queue(store, queue)
+    if path == "-":
+        output: Any = sys.stdout
+    else:
+        try:
+            output = open_private(path)  # bytes: write() streams raw lines
+        except OSError as exc:
+            raise ConfigError(f"--output: cannot write {path}: {exc.strerror}") from None
+        ctx.call_on_close(output.close)
+    ex = export(store, queue=queue, state=state, after=after, order=order)
+    write(ex, output, fmt)
+    left = store.unfinished_count(queue)
+    waiting = f"; {left:,} requests not finished yet" if left else ""
+    click.echo(
+        f"cursor: {ex.cursor}  (resume with --after {ex.cursor}; {ex.count:,} results{waiting})",
+        err=True,
+    )
+
+
+@main.command(short_help="What results cost in batch and in real time.")
+@click.option("--since", envvar="LLMBATCH_REPORT_SINCE", help="From this UTC date (YYYY-MM-DD).")
+@click.option("--until", envvar="LLMBATCH_REPORT_UNTIL", help="Up to (not including) this date.")
+@click.option(
+    "--group-by",
+    type=click.Choice(["day", "model", "queue"]),
+    multiple=True,
+    envvar="LLMBATCH_REPORT_GROUP_BY",
+    help="Roll up to these (repeatable); default: day, queue and model.",
+)
+@queue_option()
+@click.option(
+    "--batch", "batch_ref", metavar="ID", help="The receipt of one batch (local or provider id)."
+)
+@click.option("--day", metavar="YYYY-MM-DD", help="The receipt of one UTC day, a line per batch.")
+@listing_options(env="LLMBATCH_REPORT_FORMAT")
+@click.pass_context
+def report(
+    ctx: click.Context,
+    since: str | None,
+    until: str | None,
+    group_by: tuple[str, ...],
+    queue: str | None,
+    batch_ref: str | None,
+    day: str | None,
+    fmt: str,
+    wide: bool,
+) -> None:
+    """What the results cost in batch and in real time, and what batch saved; with --batch or
+    --day, a receipt (list price, paid, saved, the price data, what the provider says)."""
+    from llmbatch import receipt
+    from llmbatch import report as costs
+
+    store = open_db(ctx)
+    check_queue(store, queue, purged_ok=True)
+    if batch_ref is not None or day is not None:
+        if batch_ref is not None and day is not None:
+            raise ConfigError("--batch and --day are two receipts: give one of them")
+        if batch_ref is not None:
+            r = receipt.for_batch(store, batch_ref)
+        else:
+            r = receipt.for_day(store, receipt.parse_day(day or ""), queue)
+        click.echo(receipt.render(r, fmt, wide), nl=False)
+        return
+    since_at, until_at = costs.parse_day(since), costs.parse_day(until)
+    lines = costs.build(
+        store, since=since_at, until=until_at, group_by=group_by or costs.GROUPINGS, queue=queue
+    )
+    click.echo(costs.render(lines, fmt, wide), nl=False)
+    if fmt == "table":  # what the provider disagrees with, and spend no budget planned
+        for line in receipt.report_notes(store, since_at, until_at, queue):
+            click.echo(line)

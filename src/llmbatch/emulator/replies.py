@@ -1,0 +1,130 @@
+"""How long a synthetic reply is, and its words: the emulator's length rule.
+
+**Text replies.** A reply's natural length is log-normal with a median that grows with the
+prompt, ``min(600, 24 + prompt_tokens / 4)`` tokens, and a spread σ = 0.7 (so the middle
+90 % lie within a factor of 3.2 of the median). A request's cap (`max_tokens`,
+`max_completion_tokens`, `max_output_tokens`) is read as the length its caller expects: a
+`length_rate` share of capped requests (default 1 %, chosen by the request's hash) runs
+into the cap (`finish_reason: "length"`); the others are drawn from the distribution cut
+below the cap, so a cap of 64 yields replies of 1–63 tokens, never a pile-up at 64. With no
+cap, the model's largest output bounds the reply (reached almost never).
+
+**Structured replies** (JSON for a schema, tool arguments) are as long as their text's
+tokens; longer than the cap, the text is cut at the cap; in the `length_rate` share it
+rambles inside its first string value until the cap cuts it. Cut text is not valid JSON, as
+the service's is not.
+
+Everything is chosen by the request body's hash, so the same request gets the same reply.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from functools import lru_cache
+from itertools import islice
+from statistics import NormalDist
+
+_TOKEN = re.compile(r"\w+|[^\w\s]")
+_WORDS = [
+    *("the", "batch", "emulator", "answers", "every", "request", "with", "words", "chosen"),
+    *("by", "a", "hash", "so", "that", "the", "same", "request", "always", "gets", "the"),
+    *("same", "reply", "and", "the", "counts", "add", "up", "exactly", "while", "nobody"),
+    *("pays", "anything", "for", "tokens", "that", "were", "never", "really", "generated"),
+    *("by", "any", "model", "at", "all", "today"),
+]
+_TEXT = [_WORDS[(i * 7 + i // len(_WORDS)) % len(_WORDS)] for i in range(8192)]
+SIGMA = 0.7
+MEDIAN_BASE, MEDIAN_PER_PROMPT_TOKEN, MEDIAN_MAX = 24.0, 0.25, 600.0
+_NORMAL = NormalDist()
+# The standard normal's quantiles on a grid (NormalDist.inv_cdf costs microseconds a call).
+_STEPS = 4096
+_QUANTILES = [_NORMAL.inv_cdf(min(max(i / _STEPS, 1e-9), 1 - 1e-9)) for i in range(_STEPS + 1)]
+
+
+def _quantile(p: float) -> float:
+    x = p * _STEPS
+    i = min(int(x), _STEPS - 1)
+    return _QUANTILES[i] + (_QUANTILES[i + 1] - _QUANTILES[i]) * (x - i)
+
+
+def text_tokens(text: str) -> int:
+    """Tokens of a text under the emulator's rule: one per `\\w+|[^\\w\\s]` match."""
+    return len(_TOKEN.findall(text))
+
+
+def share(h: bytes, offset: int) -> float:
+    """A number in [0, 1) taken from bytes `offset..offset+4` of a hash."""
+    return int.from_bytes(h[offset : offset + 4], "big") / 2**32
+
+
+def words(h: bytes, n: int) -> str:
+    """`n` words (so `n` tokens under the rule) chosen by the hash `h`."""
+    start = int.from_bytes(h[12:16], "big") % 4096
+    if n <= 4096:
+        return " ".join(_TEXT[start : start + n])
+    return " ".join(_TEXT[(start + i) % 8192] for i in range(n))
+
+
+def median(prompt_tokens: int) -> float:
+    """The median natural reply length for a prompt of this size."""
+    return min(MEDIAN_MAX, MEDIAN_BASE + MEDIAN_PER_PROMPT_TOKEN * prompt_tokens)
+
+
+def text_length(
+    h: bytes, prompt_tokens: int, cap: int | None, length_rate: float, ceiling: int = 0
+) -> tuple[int, bool]:
+    """(output tokens, whether the cap cut the reply) for a text reply. `cap` is the
+    request's; `ceiling` the model's largest output (0: none)."""
+    if cap is not None and share(h, 4) < length_rate:
+        return cap, True
+    m = median(prompt_tokens)
+    top = cap if cap is not None else (ceiling or None)
+    if top is not None and top <= 1:
+        return 1, cap is None and ceiling == 1
+    # Inverse CDF of the log-normal, cut below `top` (rounded lengths stay under it).
+    p_top = 1.0 if top is None else _cdf_below(top, m)
+    n = max(1, round(m * math.exp(SIGMA * _quantile(share(h, 0) * p_top))))
+    if top is not None:
+        n = min(n, top - 1)
+    return n, False
+
+
+@lru_cache(maxsize=4096)
+def _cdf_below(top: int, m: float) -> float:
+    """The share of natural lengths that round below `top`."""
+    return _NORMAL.cdf((math.log(top - 0.5) - math.log(m)) / SIGMA)
+
+
+def cut(text: str, n: int) -> str:
+    """The first `n` tokens of `text` (and nothing after the last of them)."""
+    end = 0
+    for match in islice(_TOKEN.finditer(text), n):
+        end = match.end()
+    return text[:end]
+
+
+def _first_string_value(text: str) -> int:
+    """Where the first string value of compact JSON starts (after its quote), or -1."""
+    spots = [i + 3 for i in (text.find('":"'),) if i >= 0]
+    spots += [i + 2 for i in (text.find('["'),) if i >= 0]
+    return min(spots) if spots else -1
+
+
+def fit(text: str, h: bytes, cap: int | None, length_rate: float) -> tuple[str, int, bool]:
+    """A structured text against the cap: (text, tokens, whether the cap cut it)."""
+    n = text_tokens(text)
+    if cap is None:
+        return text, n, False
+    if n > cap:
+        return cut(text, cap), cap, True
+    if share(h, 4) >= length_rate:
+        return text, n, False
+    start = _first_string_value(text)
+    if start < 0:
+        return text, n, False  # nothing to ramble in: numbers, enums, booleans only
+    prefix = text[:start]
+    k = text_tokens(prefix)
+    if k >= cap:
+        return cut(prefix, cap), cap, True
+    return prefix + words(h, cap - k), cap, True

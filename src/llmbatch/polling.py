@@ -1,0 +1,166 @@
+"""Polling in-flight batches, one batch's trouble kept to that batch.
+
+One list call per provider sees most batches; a few direct retrieves (round-robin) see the
+rest. A retrieve the provider refuses (404: the batch was deleted by a person, or the key
+moved to another project) must not hide every other batch's status, nor stop the tick: the
+batches are then polled one by one, and the one that answers 404 is confirmed
+`GONE_CONFIRMATIONS` times, spaced by the back-off, before its waiting requests go back to
+the queue (each counted as an expiry, explained in `show`) and the batch is closed.
+
+What a provider reports is checked before it is stored: a count that no database integer
+holds is an anomaly, not an OverflowError out of the tick.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import TYPE_CHECKING
+
+from llmbatch.errors import RejectedError, TransientError
+from llmbatch.providers.base import BatchStatus
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from llmbatch.engine import EngineSettings, TickReport
+    from llmbatch.providers import Provider
+    from llmbatch.store import Store
+    from llmbatch.store.batching import OpenBatch
+
+ENDED = ("completed", "failed", "expired", "cancelled")
+GONE_CONFIRMATIONS = 3  # a batch that answers 404 this many times is gone
+MAX_COUNT = 2**31 - 1  # more requests than any batch holds: not a count
+MAX_USAGE = 2**62  # tokens a BIGINT holds with room to sum: more is not a usage
+
+
+class Polling:
+    """The engine's polling step (mixed into Engine, whose state it uses)."""
+
+    store: Store
+    settings: EngineSettings
+    timings: dict[str, float]
+    next_poll_at: float
+    interval: float
+    _submitted_since_poll: bool  # the first poll after a submit keeps its short interval
+    _rotation: int
+    provider: Callable[[str], Provider]
+    _due: Callable[[OpenBatch, float], bool]
+    _mark_ingested: Callable[[OpenBatch, float, int, str], None]
+    _apply_waiting: Callable[[OpenBatch, list[tuple[int, str, str]], float, int], None]
+
+    def _poll(self, now: float, token: int, report: TickReport) -> None:
+        flying = [
+            b
+            for b in self.store.open_batches()
+            if b.provider_batch_id and b.state not in ENDED and self._due(b, now)
+        ]
+        changed = False
+        by_provider: dict[str, list[OpenBatch]] = {}
+        for b in flying:
+            by_provider.setdefault(b.provider, []).append(b)
+        for name, batches in by_provider.items():
+            self._rotation += 1
+            k = self._rotation % len(batches)
+            order = batches[k:] + batches[:k]  # round-robin for the direct retrieves
+            started = time.perf_counter()
+            try:
+                statuses = self.provider(name).poll(
+                    [b.provider_batch_id or "" for b in order], self.settings.retrieve_budget
+                )
+            except TransientError as exc:
+                report.unreachable += 1
+                report.notes.append(str(exc))
+                continue
+            except RejectedError:  # a batch the provider does not know: find which one
+                statuses = self._poll_each(name, order, now, token, report)
+            finally:
+                self.timings["poll"] += time.perf_counter() - started
+            known = {b.provider_batch_id: b for b in batches}
+            for s in statuses:
+                seen = known.get(s.provider_batch_id)
+                if seen is None:
+                    continue
+                report.polled += 1
+                s = self._sane(seen, s, report)
+                old = (seen.state, seen.completed_count, seen.failed_count)
+                if (s.state, s.completed, s.failed) != old:
+                    self.store.update_batch(seen.id, s, now, token)
+                    changed = True
+                    if s.usage is not None:  # what the provider says it used, to check ours
+                        self.store.record_provider_usage(seen.id, s.usage, now, token)
+        # Right after a submit the short first interval stands; then it doubles, up to
+        # poll_interval while batches move and up to max_poll_interval while nothing does.
+        if not self._submitted_since_poll:
+            cap = self.settings.poll_interval if changed else self.settings.max_poll_interval
+            self.interval = min(self.interval * 2, cap)
+        self._submitted_since_poll = False
+        self.next_poll_at = now + self.interval
+
+    def _poll_each(
+        self, name: str, order: list[OpenBatch], now: float, token: int, report: TickReport
+    ) -> list[BatchStatus]:
+        """After a refused poll: the list alone, then each batch it missed on its own, so the
+        one the provider does not know is found and the others are still seen."""
+        provider = self.provider(name)
+        ids = [b.provider_batch_id or "" for b in order]
+        try:
+            statuses = provider.poll(ids, 0)
+        except TransientError as exc:
+            report.unreachable += 1
+            report.notes.append(str(exc))
+            return []
+        except RejectedError as exc:
+            report.notes.append(str(exc))
+            return []
+        seen = {s.provider_batch_id for s in statuses}
+        missed = [b for b in order if b.provider_batch_id not in seen]
+        for b in missed[: self.settings.retrieve_budget]:
+            try:
+                statuses += provider.poll([b.provider_batch_id or ""], 1)
+            except RejectedError as exc:
+                self._gone(b, now, token, str(exc), report)
+            except TransientError as exc:
+                report.unreachable += 1
+                report.notes.append(str(exc))
+        return statuses
+
+    def _gone(self, b: OpenBatch, now: float, token: int, why: str, report: TickReport) -> None:
+        """A batch the provider answers 404 for: confirmed a few times, then closed, its
+        waiting requests back in the queue (an adopted duplicate's belong to its intent)."""
+        checks = b.gone_checks + 1
+        pid = b.provider_batch_id
+        if checks < GONE_CONFIRMATIONS:
+            delay = self.settings.backoff_seconds * 2 ** (checks - 1)
+            said = f"batch {pid} unknown to {b.provider} ({checks} of {GONE_CONFIRMATIONS}): {why}"
+            report.notes.append(f"{said}; asking again in {delay:.0f} s")
+            self.store.count_setback(b.id, "gone_checks", now + delay, now, token, "gone?", said)
+            return
+        reason = (
+            f"batch {pid} is gone at {b.provider} (404 {checks} times: deleted there, or the key "
+            "now belongs to another project)"
+        )
+        if b.intent_id is None:
+            waiting = self.store.unfinished_attempts(b.id)  # cancelled instead if so asked
+            self._apply_waiting(b, [(a, "batch_gone", reason) for a, _r, _l in waiting], now, token)
+        gone = BatchStatus(pid or "", "failed", "gone", b.request_count, b.completed_count)
+        self.store.update_batch(b.id, gone, now, token)
+        self.store.note("batch_gone", b.id, reason)
+        self._mark_ingested(b, now, token, reason)
+        report.notes.append(f"{reason}; its waiting requests are queued again")
+
+    def _sane(self, b: OpenBatch, s: BatchStatus, report: TickReport) -> BatchStatus:
+        """A status whose counts a database integer holds (else they are dropped, and said)."""
+        counts = (s.total, s.completed, s.failed)
+        usage = dataclasses.astuple(s.usage) if s.usage is not None else ()
+        if not all(0 <= n <= MAX_USAGE for n in usage):
+            said = f"batch {b.provider_batch_id}: provider usage out of range {usage}; not stored"
+            report.notes.append(said)
+            self.store.note("anomaly", b.id, said)
+            s = dataclasses.replace(s, usage=None)
+        if all(isinstance(n, int) and 0 <= n <= MAX_COUNT for n in counts):
+            return s
+        said = f"batch {b.provider_batch_id}: request counts out of range {counts}; not stored"
+        report.notes.append(said)
+        self.store.note("anomaly", b.id, said)
+        return dataclasses.replace(s, total=0, completed=0, failed=0)

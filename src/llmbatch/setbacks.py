@@ -1,0 +1,223 @@
+"""How the engine takes failures: per batch, per packing group, per request, and the disk.
+
+- A batch's step that fails (a 5xx, a 404, a refusal, a bug) backs that batch off —
+  doubling from `backoff_seconds`, at most `max_poll_interval`, never sooner than a
+  retry-after — and the tick goes on with the others. The count and the time are the
+  batch's row in the store, so a cron `run` (a new process each time) keeps them.
+- A batch refused as a whole (a create the provider rejects, a file that fails validation
+  with no line named) teaches its group: the next batch is half the size, a lower quota
+  where the provider said its queue is full, a pause doubling with each strike; a batch
+  of the group that completes clears it. What was learned is in the store too.
+- Each request of such a batch has the rejection counted; refused `max_batch_rejections`
+  times it fails with the reason (a full queue at the provider is not counted).
+- A full disk under the work directory is said once; downloads and new batch files wait
+  (doubling), polling and what needs no disk go on. That state is this host's, so it
+  lives in this process.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from llmbatch.errors import AuthError, ConfigError, RejectedError, StoreError, TransientError
+from llmbatch.store.batching import Outcome
+from llmbatch.store.setbacks import GroupBackoff
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from llmbatch.engine import EngineSettings, TickReport
+    from llmbatch.store import Store
+    from llmbatch.store.batching import OpenBatch
+
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+class Setbacks:
+    """The engine's handling of failures (mixed into Engine, whose state it uses)."""
+
+    store: Store
+    settings: EngineSettings
+    workdir: Path
+    _backoffs: dict[tuple[str, str, str], GroupBackoff]
+    _disk_full_since: float | None
+    _disk_until: float
+    _disk_wait: float
+    _renew: Callable[..., None]
+    _batch_key: Callable[[OpenBatch], tuple[str, ...]]
+    _mark_ingested: Callable[[OpenBatch, float, int, str], None]
+
+    def _guarded(
+        self,
+        b: OpenBatch,
+        now: float,
+        token: int,
+        report: TickReport,
+        step: Callable[[OpenBatch, float, int, TickReport], None],
+    ) -> None:
+        """One batch's step; whatever it raises backs that batch off, not the tick. What
+        concerns the whole store (the key, the database, the lease, a setting) propagates."""
+        self._renew(token)
+        try:
+            step(b, now, token, report)
+        except (AuthError, StoreError, ConfigError):
+            raise
+        except TransientError as exc:  # an outage, 429, 5xx: `run` says it could not reach
+            report.unreachable += 1
+            self._later(b, now, token, str(exc), report, exc.retry_after)
+        except RejectedError as exc:
+            self._later(b, now, token, str(exc), report)
+        except OSError as exc:
+            if exc.errno not in DISK_FULL:
+                self._later(b, now, token, f"{type(exc).__name__}: {exc}", report)
+            else:
+                self._disk_full(exc, now, report)
+        except Exception as exc:  # a bug or a provider answer nobody foresaw: one batch waits
+            self._later(b, now, token, f"unexpected {type(exc).__name__}: {exc}", report)
+
+    def _later(
+        self,
+        b: OpenBatch,
+        now: float,
+        token: int,
+        why: str,
+        report: TickReport,
+        retry_after: float | None = None,
+    ) -> None:
+        """Back a batch off after a failure: doubling from backoff_seconds, at most
+        max_poll_interval, never sooner than the provider's retry-after."""
+        base = self.settings.backoff_seconds
+        delay = min(base * 2**b.setbacks, max(base, self.settings.max_poll_interval))
+        delay = max(retry_after or 0.0, delay)
+        report.notes.append(f"{why}; trying again in {delay:.0f} s")
+        self.store.count_setback(b.id, "setbacks", now + delay, now, token, "transient", why)
+
+    def _disk_full(self, exc: OSError, now: float, report: TickReport) -> None:
+        """The work directory's disk is full: say so once, and leave downloads and new batch
+        files alone for a while (doubling, at most max_poll_interval); polling goes on."""
+        base = self.settings.backoff_seconds
+        self._disk_wait = min(
+            max(2 * self._disk_wait, base), max(base, self.settings.max_poll_interval)
+        )
+        self._disk_until = now + self._disk_wait
+        if self._disk_full_since is None:
+            self._disk_full_since = now
+            why = (
+                f"the disk of the work directory {self.workdir} is full ({exc.strerror}); "
+                "downloads and new batches wait, polling goes on"
+            )
+            report.notes.append(why)
+            self.store.note("disk_full", None, why)
+
+    def _disk_ok(self, b: OpenBatch | None, now: float) -> bool:
+        """Whether a step that writes to the work directory may run now (an intent already
+        uploaded needs no file)."""
+        if b is not None and b.state == "submitting" and b.input_file_id is not None:
+            return True
+        return self._disk_full_since is None or now >= self._disk_until
+
+    def _disk_back(self, report: TickReport) -> None:
+        if self._disk_full_since is not None:
+            self._disk_full_since, self._disk_until, self._disk_wait = None, 0.0, 0.0
+            report.notes.append(f"the disk of the work directory {self.workdir} has room again")
+            self.store.note("disk_ok", None, "the work directory's disk has room again")
+
+    def _quota(self, provider: str, model: str) -> int | None:
+        """The enqueued-token quota in force: configured, or lower if a failure taught us."""
+        known = [
+            g.quota
+            for g in self._backoffs.values()
+            if g.quota and g.group[0] == provider and g.group[2] == model
+        ]
+        configured = self.settings.quotas.get((provider, model))
+        known += [configured] if configured else []
+        return min(known) if known else None
+
+    def _batch_level_failure(self, b: OpenBatch, now: float, token: int, codes: str) -> None:
+        """A batch failed as a whole: halve the next one, learn a lower quota, back off."""
+        group = group_row(self._batch_key(b))
+        old = self._backoffs.get(group)
+        strikes = (old.strikes if old else 0) + 1
+        quota = old.quota if old else None
+        if "token_limit_exceeded" in codes and b.model:
+            quota = max(1, b.est_tokens // 2)
+        delay = min(self.settings.backoff_seconds * 2 ** (strikes - 1), 3600.0)
+        learned = GroupBackoff(group, strikes, max(1, b.request_count // 2), quota, now + delay)
+        self.store.set_group_backoff(learned, token)
+        self._backoffs[group] = learned
+        self.store.note(
+            "backoff", b.id, f"{b.model}: batch-level failure ({codes}); next batch at most "
+            f"{learned.cap:,} requests, in {delay:.0f} s",
+        )  # fmt: skip
+
+    def _healthy(self, b: OpenBatch, token: int) -> None:
+        """A batch of the group completed: full-size batches again (a learned quota stays)."""
+        group = group_row(self._batch_key(b))
+        learned = self._backoffs.pop(group, None)
+        if learned is not None:
+            self.store.clear_group_backoff(group, token)
+            if learned.quota:  # what the provider's queue holds does not change with health
+                kept = GroupBackoff(group, 0, None, learned.quota, 0.0)
+                self.store.set_group_backoff(kept, token)
+                self._backoffs[group] = kept
+
+    def _abandon(self, b: OpenBatch, now: float, token: int, why: str, report: TickReport) -> None:
+        """The provider refused an intent outright: its requests go back to the queue, each
+        rejection counted; a request refused `max_batch_rejections` times fails."""
+        waiting = [a for a, _r, _l in self.store.unfinished_attempts(b.id)]
+        outs = self._rejected(b, waiting, "rejected", why)
+        if b.cancel_requested_at is not None:
+            outs = [
+                o if o.kind == "failed" else dataclasses.replace(o, kind="cancelled") for o in outs
+            ]
+        self.store.apply_outcomes(b.id, outs, now, token)
+        self._mark_ingested(b, now, token, f"abandoned: {why}")
+        self._batch_level_failure(b, now, token, why)
+        failed = sum(1 for o in outs if o.kind == "failed")
+        report.notes.append(
+            f"batch {b.id} refused: {why}; {len(outs) - failed:,} requests queued again"
+            + (
+                f", {failed:,} failed (refused {self.settings.max_batch_rejections} times)"
+                if failed
+                else ""
+            )
+        )
+
+    def _rejected(self, b: OpenBatch, attempt_ids: list[int], code: str, why: str) -> list[Outcome]:
+        """Requests whose whole batch the provider refused go back to the queue with the
+        rejection counted, and fail once refused `max_batch_rejections` times. A full queue at
+        the provider (`token_limit_exceeded`) is no fault of theirs: it is not counted (the
+        group backs off and learns a lower quota instead)."""
+        counted = "token_limit_exceeded" not in why
+        info = self.store.attempt_info(b.attempts_of, attempt_ids) if counted else {}
+        limit = self.settings.max_batch_rejections
+        outs = []
+        for a in attempt_ids:
+            n = info[a].rejections + 1 if a in info else 1
+            if counted and n >= limit:
+                message = f"{why} (its batch was refused {n} times)"
+                outs.append(
+                    Outcome(a, "failed", error_code=code, error_message=message, charge_rejection=1)
+                )
+                continue
+            also = (
+                f" (refused {n} of {limit} times; queued again)" if counted else " (queued again)"
+            )
+            outs.append(
+                Outcome(
+                    a,
+                    "requeue",
+                    error_code=code,
+                    error_message=why + also,
+                    charge_rejection=int(counted),
+                )
+            )
+        return outs
+
+
+def group_row(group: tuple[str, ...]) -> tuple[str, str, str]:
+    """A packing group as the store keys it: provider, endpoint, and the rest ('' if none)."""
+    return (group[0], group[1] if len(group) > 1 else "", "\x1f".join(group[2:]))

@@ -1,0 +1,96 @@
+"""Store verbs for what the engine counts and learns from failures, kept in the store (a cron
+`run` is a new process each time): a batch's back-off and its counters, a group's
+back-off."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class GroupBackoff:
+    """What batch-level failures taught the engine about one packing group."""
+
+    group: tuple[str, str, str]  # provider, endpoint, model ('' for a group of several models)
+    strikes: int
+    cap: int | None  # at most this many requests in its next batch
+    quota: int | None  # a learned enqueued-token quota for (provider, model)
+    not_before: float  # no new batch of the group before this time
+
+
+class SetbackOps:
+    """Mixed into SqlStore; relies on its `_write`, `_read`, `q`, `_event`, `_fence`."""
+
+    _write: Any
+    _read: Any
+    q: Any
+    _event: Any
+    _fence: Any
+
+    def defer(self, batch_id: int, not_before: float, token: int) -> None:
+        """Leave a batch alone until `not_before` (a wait, not a failure: nothing is counted)."""
+        with self._write() as cur:
+            self._fence(cur, token)
+            cur.execute(self.q("defer_batch"), {"id": batch_id, "not_before": not_before})
+
+    def count_setback(
+        self,
+        batch_id: int,
+        counter: str,
+        not_before: float | None,
+        now: float,
+        token: int,
+        kind: str,
+        detail: str,
+    ) -> None:
+        """Add one to a batch's `setbacks`, `download_tries` or `gone_checks`, set when it may
+        be worked on again, and say why in the event log, in one transaction."""
+        if counter not in ("setbacks", "download_tries", "gone_checks"):
+            raise ValueError(f"no batch counter {counter!r}")
+        with self._write() as cur:
+            self._fence(cur, token)
+            cur.execute(
+                self.q(f"count_{counter}"), {"id": batch_id, "not_before": not_before, "now": now}
+            )
+            self._event(cur, kind, batch_id=batch_id, detail=detail[:2000])
+
+    # -- what batch-level failures taught, per packing group -------------------------------
+    def group_backoffs(self) -> list[GroupBackoff]:
+        with self._read() as cur:
+            cur.execute(self.q("group_backoffs"))
+            return [
+                GroupBackoff(
+                    group=(str(p), str(e), str(m)),
+                    strikes=int(n),
+                    cap=None if c is None else int(c),
+                    quota=None if q is None else int(q),
+                    not_before=float(t),
+                )
+                for p, e, m, n, c, q, t in cur.fetchall()
+            ]
+
+    def set_group_backoff(self, backoff: GroupBackoff, token: int) -> None:
+        provider, endpoint, model = backoff.group
+        with self._write() as cur:
+            self._fence(cur, token)
+            params = {
+                "provider": provider,
+                "endpoint": endpoint,
+                "model": model,
+                "strikes": backoff.strikes,
+                "cap": backoff.cap,
+                "quota": backoff.quota,
+                "not_before": backoff.not_before,
+            }
+            cur.execute(self.q("set_group_backoff"), params)
+
+    def clear_group_backoff(self, group: tuple[str, str, str], token: int) -> None:
+        """The group is healthy again (a batch of it completed): full-size batches."""
+        provider, endpoint, model = group
+        with self._write() as cur:
+            self._fence(cur, token)
+            cur.execute(
+                self.q("clear_group_backoff"),
+                {"provider": provider, "endpoint": endpoint, "model": model},
+            )

@@ -1,0 +1,128 @@
+"""Store verbs for callers waiting on their requests (the Python clients, `Queue.estimate`).
+
+`watch` is the one statement a client runs per interval for all its waiting calls, however
+many: what finished in the queue since a cursor, and what a budget holds. `lookup` finds
+requests by custom_id (a call attaching to a request enqueued earlier, `client.result()`).
+Queries live in `sql/watch.sql`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from llmbatch.store.base import ResultRow
+
+CHUNK = 500
+_RESULT_FIELDS = (
+    "cursor", "custom_id", "state", "provider", "status_code", "provider_request_id", "body",
+    "error_code", "error_message", "input_tokens", "output_tokens", "attempt_id", "request_id",
+    "model", "endpoint", "cached_tokens", "cache_write_5m_tokens", "cache_write_1h_tokens",
+    "recorded_at",
+)  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class Watched:
+    """What one `watch` saw: finished requests (newest result each) and held ones; `high`,
+    the highest result id it scanned (the cursor to pass next), and `scanned`, how many."""
+
+    results: list[ResultRow]
+    held: list[ResultRow]  # state 'held', error_message the hold reason, recorded_at its time
+    high: int = 0
+    scanned: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Found:
+    """A request found by custom_id: its state and, once it has one, its newest result."""
+
+    custom_id: str
+    state: str
+    reason: str | None
+    body_hash: bytes
+    provider: str
+    endpoint: str
+    model: str
+    result: ResultRow | None  # None until a result is recorded
+
+
+class WatchOps:
+    """Mixed into SqlStore; relies on its `_read`, `q`, `_dialect`, `_raw`."""
+
+    _read: Any
+    q: Any
+    _dialect: Any
+    _raw: Any
+
+    def watch(self, queue: str, after: int, held_after: float, limit: int = 5000) -> Watched:
+        """One statement: among the next `limit` results after the result id `after`, the
+        newest result of each finished request of `queue` (in recorded order), and the
+        requests held by a budget since `held_after` (the time of the hold, as the store
+        wrote it). A full scan (`scanned == limit`) says more may follow `high`."""
+        from llmbatch.store.base import ResultRow
+
+        params = {"queue": queue, "after": after, "held_after": held_after, "n": limit}
+        with self._read() as cur:
+            cur.execute(self.q("watch"), params)
+            names = [d[0] for d in cur.description]
+            rows = [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
+        results: list[ResultRow] = []
+        held: list[ResultRow] = []
+        high, scanned = after, 0
+        for r in rows:
+            kind = r.pop("kind")
+            if kind == "scanned":
+                high, scanned = int(r["cursor"]), int(r["request_id"])
+                continue
+            if r["body"] is not None:
+                r["body"] = bytes(r["body"])
+            (results if kind == "result" else held).append(ResultRow(**r))
+        results.sort(key=lambda row: row.cursor)
+        return Watched(results, held, high, scanned)
+
+    def lookup(self, queue: str, custom_ids: Sequence[str]) -> dict[str, Found]:
+        """Requests of `queue` with these custom_ids (committed ones), by custom_id."""
+        from llmbatch.store.base import ResultRow
+
+        out: dict[str, Found] = {}
+        ids = list(dict.fromkeys(custom_ids))
+        for i in range(0, len(ids), CHUNK):
+            part = ids[i : i + CHUNK]
+            sql = self._dialect(self._raw("lookup").format(ids=", ".join(["?"] * len(part))))
+            with self._read() as cur:
+                cur.execute(sql, [queue, *part])
+                names = [d[0] for d in cur.description]
+                rows = [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
+            for r in rows:
+                result = None
+                if r["cursor"] is not None and r["state"] in ("succeeded", "failed", "cancelled"):
+                    values = {k: r[k] for k in _RESULT_FIELDS}
+                    if values["body"] is not None:
+                        values["body"] = bytes(values["body"])
+                    result = ResultRow(**values)
+                out[r["custom_id"]] = Found(
+                    r["custom_id"], r["state"], r["reason"], bytes(r["body_hash"]), r["provider"],
+                    r["endpoint"], r["model"], result,
+                )  # fmt: skip
+        return out
+
+    def queue_requests(
+        self, queue: str, states: Sequence[str], page: int = 2000
+    ) -> Iterator[tuple[str, str, str, str, bytes]]:
+        """(custom_id, provider, endpoint, model, body) of a queue's requests in `states`, in
+        enqueue order, streamed."""
+        marks = ", ".join(["?"] * len(states))
+        sql = self._dialect(self._raw("queue_requests").format(states=marks))
+        after = 0
+        while True:
+            with self._read() as cur:
+                cur.execute(sql, [queue, after, *states, page])
+                rows = cur.fetchall()
+            for _id, cid, provider, endpoint, model, body in rows:
+                yield cid, provider, endpoint, model, bytes(body)
+            if len(rows) < page:
+                return
+            after = int(rows[-1][0])
