@@ -5,9 +5,9 @@ settle and are checked against the provider.
 The previous store is made by running the current engine until three batches are in flight
 at the emulator, then taking 0004 back out (its tables and columns dropped, the schema version
 set back); the test first checks that this leaves exactly the schema every migration before
-0004 makes, so the store is the one the previous code would have left. (The hardening
-engineer's stored-database fixture, tests/data/stores, was not there yet when this was
-written: see the report.)
+0004 makes, so the store is the one the previous code would have left. (A store made by the
+previous code itself, tests/data/stores/v0003, is upgraded by tests/e2e/test_upgrade.py; this
+test adds budgets with reservations in flight, which that fixture has none of.)
 """
 
 from __future__ import annotations
