@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from helpers import E2E_KEY_ENV, fast_settings, is_pg, request_states, sql
+from helpers import E2E_KEY_ENV, UNDO_0004, fast_settings, is_pg, request_states, sql
 from llmbatch import Queue
 from llmbatch.budget import Budget, BudgetSettings
 from llmbatch.emulator import running
@@ -28,15 +28,6 @@ from llmbatch.store import open_store
 from llmbatch.store.sqlstore import migrations, split_script
 
 THIS = 4
-UNDO = (
-    "DROP TABLE batch_tally",
-    "DROP TABLE provider_usage",
-    "DROP TABLE budget_policy",
-    "ALTER TABLE spend DROP COLUMN worst",
-    "ALTER TABLE spend DROP COLUMN kind",
-    "ALTER TABLE spend DROP COLUMN unpriced",
-    "ALTER TABLE spend DROP COLUMN prices",
-)
 
 
 @pytest.fixture(autouse=True)
@@ -103,7 +94,7 @@ def test_a_store_with_batches_in_flight_upgrades_and_drains(
         # the previous code's store: 0004 taken back out
         store: Any = open_store(db)
         with store._write() as cur:
-            for statement in UNDO:
+            for statement in UNDO_0004:
                 cur.execute(statement)
             cur.execute(
                 store._dialect("UPDATE meta SET value = ? WHERE key = 'schema_version'"),
