@@ -274,16 +274,16 @@ def _blank_zero(v: Any) -> str:
 COLUMNS = [
     Column("batch", "batch"),
     Column("model", "model"),
-    Column("tier", "tier", right=True, drop=3),
+    Column("tier", "tier", right=True, drop=5),
     Column("requests", "requests", right=True),
-    Column("succeeded", "ok", right=True, drop=2),
-    Column("input_tokens", "input tok", right=True, drop=4),
-    Column("output_tokens", "output tok", right=True, drop=4),
+    Column("succeeded", "ok", right=True, drop=4),
+    Column("input_tokens", "input tok", right=True, drop=2),
+    Column("output_tokens", "output tok", right=True, drop=2),
     Column("list_usd", "list $", right=True, show=_amount),
     Column("paid_usd", "paid $", right=True, show=_amount),
     Column("saved_usd", "saved $", right=True, show=_amount),
-    Column("derived", "price", drop=1, show=lambda v: "derived" if v else ""),
-    Column("unpriced", "unpriced", right=True, drop=1, show=_blank_zero),
+    Column("derived", "price", drop=3, show=lambda v: "derived" if v else ""),
+    Column("unpriced", "unpriced", right=True, drop=3, show=_blank_zero),
 ]
 
 
