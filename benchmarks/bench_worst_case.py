@@ -7,9 +7,10 @@ tools, images by URL and inline, files and PDFs, 5-minute and 1-hour cache write
 the first 300), the worst case a budget reserves (llmbatch/worst.py, priced at the batch price)
 beside the emulator's bill for the same request: its own token rule and the providers'
 documented counting of images, documents and tool prompts (emulator/usage_rules.py), every
-reply run into its cap (`length_rate` 1), every cache breakpoint a write. A request whose
-billed input passes the model's context window is refused by the provider, unbilled, and is
-left out. Prints one JSON line: requests compared, how many the worst case fell short of
+capped reply run into its cap (`length_rate` 1; an uncapped one is bounded by the model's
+largest output, from the emulator's model catalog), every cache breakpoint a write. A
+request the model's card refuses (billed input past its context window, a cap past its
+largest output) is refused by the provider, unbilled, and is left out. Prints one JSON line: requests compared, how many the worst case fell short of
 (must be 0), and the ratio worst / actual (min, median, p90), and the microseconds a worst
 case takes.
 """
@@ -21,14 +22,23 @@ import json
 import time
 from dataclasses import dataclass
 from datetime import date
+from functools import cache
 from pathlib import Path
 from typing import Any
 
 import orjson
 
 from llmbatch.budget import context_window
-from llmbatch.emulator.anthropic_synth import cache_use, count_prompt, message
-from llmbatch.emulator.synth import kind_of, respond
+from llmbatch.emulator.anthropic_synth import (
+    MessagesError,
+    cache_use,
+    check_params,
+    check_window,
+    count_prompt,
+    message,
+)
+from llmbatch.emulator.models import Catalog, build, builtin_ids
+from llmbatch.emulator.synth import RequestError, kind_of, respond
 from llmbatch.estimate import model_max_output
 from llmbatch.pricing import model_prices
 from llmbatch.usage import read_usage
@@ -47,18 +57,47 @@ class Compared:
     seconds: float  # to compute the worst case
 
 
+@cache
+def catalog(door: str) -> Catalog:
+    """The emulator's built-in models of a door (windows, largest outputs), as it serves them."""
+    return build(door, builtin_ids(door))
+
+
 def billed(provider: str, endpoint: str, body: dict[str, Any]) -> Any:
-    """The emulator's usage for one request, every reply at its cap, every breakpoint written."""
+    """The emulator's usage for one request, every capped reply at its cap, every breakpoint
+    written; None if the model's card refuses it (the provider bills nothing)."""
     model = str(body["model"])
     if provider == "anthropic":
-        prompt = count_prompt(body)
+        try:
+            card = check_params(body, catalog("anthropic"))
+            prompt = count_prompt(body)
+            check_window(prompt, card)
+        except MessagesError:
+            return None
         use = cache_use(prompt, lambda bp: False)
         msg = message(
-            body, salt="bench", cache=use, prompt=prompt, service_tier="standard", length_rate=1.0
+            body,
+            salt="bench",
+            cache=use,
+            prompt=prompt,
+            service_tier="standard",
+            length_rate=1.0,
+            ceiling=card.max_output_tokens,
         )
         return read_usage(msg["usage"], provider="anthropic").tokens()
     kind = kind_of(endpoint) or "chat"
-    out, _usage = respond(kind, body, model=model, created=0, salt="bench", length_rate=1.0)
+    try:
+        out, _usage = respond(
+            kind,
+            body,
+            model=model,
+            created=0,
+            salt="bench",
+            length_rate=1.0,
+            card=catalog("openai").get(model),
+        )
+    except RequestError:
+        return None
     return read_usage(out.get("usage"), provider=provider, endpoint=endpoint).tokens()
 
 

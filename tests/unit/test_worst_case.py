@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime
 from decimal import ROUND_CEILING, Decimal
+from functools import cache
 
 import orjson
 import pytest
@@ -12,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from llmbatch.emulator.anthropic_synth import cache_use, count_prompt, message
+from llmbatch.emulator.models import ModelCard, build, builtin_ids
 from llmbatch.emulator.synth import respond
 from llmbatch.pricing import Tokens, model_prices
 from llmbatch.usage import read_usage
@@ -40,6 +42,14 @@ def _gp(model: str, provider: str, tokens: int, output: int, **cache: int) -> in
         price_context={"processing": "batch"},  # type: ignore[arg-type]
     ).total_price
     return int((Decimal(total) * 1_000_000).to_integral_value(rounding=ROUND_CEILING))
+
+
+@cache
+def card(door: str, model: str) -> ModelCard:
+    """The emulator's card of a model (its window and largest output), as it serves it."""
+    found = build(door, builtin_ids(door)).get(model)
+    assert found is not None, model
+    return found
 
 
 def wc(
@@ -298,7 +308,15 @@ def test_the_bound_holds_against_the_emulators_bill_openai(body: dict[str, objec
     model = str(body["model"])
     mp = model_prices("openai", model, DAY)
     w = worst_case(mp, CHAT, body, 1_000_000)
-    out, _usage = respond("chat", body, model=model, created=0, salt="s", length_rate=1.0)
+    out, _usage = respond(
+        "chat",
+        body,
+        model=model,
+        created=0,
+        salt="s",
+        length_rate=1.0,
+        card=card("openai", model),
+    )
     t = read_usage(out["usage"], endpoint=CHAT).tokens()
     assert t is not None and w.micro is not None
     actual = mp.cost(t, mp.tier(t.input), batch=True)
@@ -349,6 +367,7 @@ def test_the_bound_holds_against_the_emulators_bill_anthropic(body: dict[str, ob
         prompt=prompt,
         service_tier="standard",
         length_rate=1.0,
+        ceiling=card("anthropic", str(body["model"])).max_output_tokens,
     )
     t = read_usage(msg["usage"], provider="anthropic").tokens()
     assert t is not None and w.micro is not None
