@@ -6,7 +6,9 @@ Fills a fresh SQLite store with N results (default 1,000,000; --small: 50,000) o
 days, 3 queues and 5 models — two of them tiered (claude-sonnet-4-5 above 200k input tokens,
 gpt-5.4 above 272k), one without a batch price (derived), one unknown (unpriced) — then times
 `llmbatch report`'s path: the store's per-aggregate sums, one batch and one real-time price per
-aggregate, the roll-up and the rendering. Prints one JSON line. Target: under 2 s for 1M.
+aggregate, the roll-up and the rendering; then two receipts (`report --batch` of one day's batch,
+about 33,000 results, and `report --day --queue` of one queue's day). Prints one JSON line. Target:
+under 2 s for 1M.
 
 The results are written with plain SQL, not through ingest, so the fill adds each chunk to the
 report's running totals (cost_totals) with the statement ingest runs in the same transaction
@@ -23,10 +25,10 @@ import random
 import sqlite3
 import tempfile
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from llmbatch import report
+from llmbatch import receipt, report
 from llmbatch.pricing import model_prices
 from llmbatch.store import open_store
 from llmbatch.store.sqlstore import queries
@@ -72,9 +74,21 @@ def fill(db: str, n: int, seed: int = 7) -> None:
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             reqs,
         )
+        # one batch per UTC day (its results are recorded as it is ingested, that day)
+        batch_of = {r[0]: int(r[12] // DAY - START // DAY) + 1 for r in reqs}
         con.executemany(
-            "INSERT INTO attempts (id, request_id, state, created_at) VALUES (?, ?, 'done', 0)",
-            [(r[0], r[0]) for r in reqs],
+            "INSERT OR IGNORE INTO batches (id, provider, endpoint, model, state, "
+            "provider_batch_id, request_count, created_at, ingested_at, updated_at) "
+            "VALUES (?, 'openai', '/v1/chat/completions', NULL, 'ingested', ?, 0, ?, ?, ?)",
+            [
+                (b, f"batch_{b}", START + (b - 1) * DAY, START + b * DAY - 1, START + b * DAY)
+                for b in sorted(set(batch_of.values()))
+            ],
+        )
+        con.executemany(
+            "INSERT INTO attempts (id, request_id, batch_id, state, created_at) "
+            "VALUES (?, ?, ?, 'done', 0)",
+            [(r[0], r[0], batch_of[r[0]]) for r in reqs],
         )
         con.executemany(
             "INSERT INTO results (attempt_id, request_id, error_code, input_tokens, "
@@ -108,13 +122,18 @@ def main() -> None:
         text = report.render(lines, "csv")
         seconds = time.perf_counter() - t
         total = report.totals(lines)
+        t = time.perf_counter()  # receipts: one batch, one queue's day
+        one_batch = receipt.render(receipt.for_batch(store, "1"), "csv")
+        day = receipt.for_day(store, FIRST_DAY.date() + timedelta(days=3), "reviews")
+        receipt_seconds = time.perf_counter() - t
         store.close()
     print(json.dumps({
         "bench": "cost", "path": "raw" if args.raw else "totals", "results": n, "seconds": round(seconds, 3), "target_s": 2.0,
         "ok": seconds < 2.0 if n >= 1_000_000 else None, "report_lines": len(lines),
         "csv_bytes": len(text), "batch_usd": str(total.batch_usd),
         "realtime_usd": str(total.realtime_usd), "unpriced": total.unpriced,
-        "fill_seconds": round(fill_s, 1),
+        "fill_seconds": round(fill_s, 1), "receipt_seconds": round(receipt_seconds, 3),
+        "receipt_lines": len(one_batch.splitlines()) - 1 + len(day.lines),
     }))  # fmt: skip
 
 

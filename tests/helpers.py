@@ -26,6 +26,17 @@ from llmbatch.retry import RetryPolicy
 from llmbatch.store import open_store
 
 CHAT = "/v1/chat/completions"
+# What migration 0004 (budgets in the store, the ledger) adds, taken back out: a store made by
+# today's code, put back the way the code before 0004 left it (the upgrade tests).
+UNDO_0004 = (
+    "DROP TABLE batch_tally",
+    "DROP TABLE provider_usage",
+    "DROP TABLE budget_policy",
+    "ALTER TABLE spend DROP COLUMN worst",
+    "ALTER TABLE spend DROP COLUMN kind",
+    "ALTER TABLE spend DROP COLUMN unpriced",
+    "ALTER TABLE spend DROP COLUMN prices",
+)
 
 
 def body(text: str = "hi", model: str = "gpt-4o-mini", **extra: Any) -> dict[str, Any]:

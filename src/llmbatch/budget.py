@@ -1,34 +1,40 @@
 """Hard budgets: caps in USD per UTC day or month, for all queues together or for one queue.
 
+**The store is the only source of budgets.** `llmbatch budget set|list|clear|apply` writes
+and reads them; a worker's own (`--budget-usd`, `[budgets]`) are written to a store that has
+none the first time it runs, and otherwise only tighten the store's for that worker
+(in_force.py). Every reservation checks the store's budgets as they are when it commits
+(store/budgets.py), so workers with different configurations cannot pass the store's cap
+together.
+
 The arithmetic lives here, as pure functions; the store reserves and settles.
 
-- A batch's *worst case* is reserved in the transaction that commits its intent: each
-  request's input tokens (`tokens.estimate_tokens`, which leans high) plus its output bounded
-  by `max_completion_tokens` / `max_tokens` / `max_output_tokens`, or, without one, by the
-  model's context window less its input (genai-prices' `context_window`; a true bound, loose
-  for models whose output cap is far below their window). A model whose window is unknown is
-  bounded by `UNKNOWN_MAX_OUTPUT` tokens and the hold reason says so. Priced at the batch
-  price of the request's own tier, rounded up to 1e-6 USD.
-- At ingest the reservation is released to the actual cost of the batch's results.
+- A batch's *worst case* (worst.py: every multiplier the provider bills) is reserved in the
+  transaction that commits its intent, at the batch price of each request's own tier, and
+  settled to the actual cost of its results at ingest (ledger.py).
 - A batch counts against the UTC day (and month) its intent was committed, from the
   reservation until it is settled.
-- An unpriced model cannot be bounded: under a budget its requests are held unless
-  `allow_unpriced` is set (then they count as 0, and say so).
+- A request that cannot be bounded waits under a budget, with the reason: an unpriced model
+  or a hosted tool unless `allow_unpriced` (then it spends uncounted, and says so), a
+  context of unknown size (`previous_response_id`) unless it caps its output and its queue
+  has `assume_context_tokens`.
 
-Config (`llmbatch.toml`)::
+Config (`llmbatch.toml`), written to the store by `llmbatch budget apply` (or on first use)::
 
     [budgets]
-    daily_usd = 40          # every queue together, per UTC day
-    monthly_usd = 500       # every queue together, per UTC month
+    daily_usd = 40              # every queue together, per UTC day
+    monthly_usd = 500           # every queue together, per UTC month
     allow_unpriced = false
+    assume_context_tokens = 8000  # context a previous_response_id may bring, every queue
 
     [budgets.queues.reviews]
-    daily_usd = 10          # this queue alone
+    daily_usd = 10              # this queue alone
+    assume_context_tokens = 20000
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from decimal import ROUND_CEILING, Decimal, InvalidOperation
@@ -39,26 +45,17 @@ from genai_prices import data_snapshot
 
 from llmbatch.errors import ConfigError
 from llmbatch.packing import LINE_OVERHEAD
-from llmbatch.pricing import (
-    MICRO,
-    ModelPrices,
-    Tokens,
-    free,
-    model_prices,
-    price_group,
-    prices_key,
-)
-from llmbatch.store.budgets import Check, QueueUsage, Reservation
+from llmbatch.pricing import MICRO, model_prices, prices_key
+from llmbatch.store.budgets import Check, Reservation
 from llmbatch.tokens import estimate_tokens
+from llmbatch.worst import UNKNOWN_MAX, Rates, WorstCase, worst_case
 
 if TYPE_CHECKING:
     from llmbatch.store import Store
 
 PERIODS = ("day", "month")
 ALL_QUEUES = "*"  # the queue column of a budget over every queue
-UNKNOWN_MAX_OUTPUT = 1_000_000  # no known context window: bound output by the largest there is
-OUTPUT_CAPS = ("max_completion_tokens", "max_tokens", "max_output_tokens")
-_ONE_M = 1_000_000
+PERIOD_KEYS = {"daily_usd": "day", "monthly_usd": "month"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,13 +86,18 @@ class Budget:
 
 @dataclass(frozen=True, slots=True)
 class BudgetSettings:
-    """Every budget in force, and whether unpriced models may spend under them."""
+    """Every budget in force; whether unpriced models may spend under them; the context a
+    request with `previous_response_id` is assumed to bring, per queue ('*': every queue)."""
 
     budgets: tuple[Budget, ...] = ()
     allow_unpriced: bool = False
+    assume_context: Mapping[str, int] = field(default_factory=dict)
 
     def __bool__(self) -> bool:
         return bool(self.budgets)
+
+    def context_for(self, queue: str) -> int | None:
+        return self.assume_context.get(queue, self.assume_context.get(ALL_QUEUES))
 
 
 def to_micro(usd: Decimal) -> int:
@@ -122,9 +124,24 @@ def amount(value: Any, where: str) -> Decimal:
     if d <= 0:
         raise ConfigError(
             f"{where}: a budget must be more than 0 USD, not {value}; to stop spending, stop the "
-            "worker or cancel the queue, and to lift a budget remove it"
+            "worker or cancel the queue, and to lift a budget clear it (llmbatch budget clear)"
         )
+    if d < MICRO:
+        raise ConfigError(f"{where}: {value} USD is below 0.000001 USD, the smallest amount kept")
     return d
+
+
+def tokens(value: Any, where: str) -> int:
+    """A positive whole number of tokens; anything else is a clear error."""
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise ConfigError(f"{where}: {value!r} is not a whole number of tokens")
+    try:
+        n = int(value)
+    except ValueError:
+        raise ConfigError(f"{where}: {value!r} is not a whole number of tokens") from None
+    if n <= 0:
+        raise ConfigError(f"{where}: must be more than 0 tokens, not {value}")
+    return n
 
 
 def parse_budgets(
@@ -139,15 +156,21 @@ def parse_budgets(
     `queue` or all queues), which replaces the config's budget of the same scope and period."""
     table = dict(table or {})
     found: dict[tuple[str | None, str], Decimal] = {}
-    unpriced = bool(table.pop("allow_unpriced", False))
+    context: dict[str, int] = {}
+    unpriced = table.pop("allow_unpriced", False)
+    if not isinstance(unpriced, bool):
+        raise ConfigError(f"[budgets] allow_unpriced must be true or false, not {unpriced!r}")
     queues = table.pop("queues", {}) or {}
-    _period_keys(table, None, "[budgets]", found)
+    _settings(table, None, "[budgets]", found, context)
     if not isinstance(queues, Mapping):
         raise ConfigError("[budgets.queues] must be a table of queues: [budgets.queues.NAME]")
     for name, sub in queues.items():
         if not isinstance(sub, Mapping):
-            raise ConfigError(f"[budgets.queues.{name}] must be a table (daily_usd, monthly_usd)")
-        _period_keys(dict(sub), str(name), f"[budgets.queues.{name}]", found)
+            raise ConfigError(
+                f"[budgets.queues.{name}] must be a table (daily_usd, monthly_usd, "
+                "assume_context_tokens)"
+            )
+        _settings(dict(sub), str(name), f"[budgets.queues.{name}]", found, context)
     if budget_usd is not None:
         if period not in PERIODS:
             raise ConfigError(f"--budget-period must be day or month, not {period!r}")
@@ -155,7 +178,7 @@ def parse_budgets(
     if allow_unpriced is not None:
         unpriced = allow_unpriced or unpriced
     budgets = tuple(Budget(q, p, v) for (q, p), v in sorted(found.items(), key=_order))
-    return BudgetSettings(budgets, unpriced)
+    return BudgetSettings(budgets, unpriced, context)
 
 
 def _order(item: tuple[tuple[str | None, str], Decimal]) -> tuple[str, str]:
@@ -163,18 +186,22 @@ def _order(item: tuple[tuple[str | None, str], Decimal]) -> tuple[str, str]:
     return (q or "", p)
 
 
-def _period_keys(
+def _settings(
     table: dict[str, Any],
     queue: str | None,
     where: str,
     found: dict[tuple[str | None, str], Decimal],
+    context: dict[str, int],
 ) -> None:
     for key, value in table.items():
-        period = {"daily_usd": "day", "monthly_usd": "month"}.get(key)
+        if key == "assume_context_tokens":
+            context[queue or ALL_QUEUES] = tokens(value, f"{where} {key}")
+            continue
+        period = PERIOD_KEYS.get(key)
         if period is None:
             raise ConfigError(
-                f"{where} has no setting {key!r}; known: daily_usd, monthly_usd"
-                + (", allow_unpriced, queues" if queue is None else "")
+                f"{where} has no setting {key!r}; known: daily_usd, monthly_usd, "
+                "assume_context_tokens" + (", allow_unpriced, queues" if queue is None else "")
             )
         found[(queue, period)] = amount(value, f"{where} {key}")
 
@@ -193,78 +220,6 @@ def period_days(now: float, period: str) -> tuple[int, int]:
     nxt = date(d.year + d.month // 12, d.month % 12 + 1, 1)
     base = date(1970, 1, 1)
     return (first - base).days, (nxt - base).days
-
-
-# -- the worst case of a request ---------------------------------------------------------
-def output_cap(body: Mapping[str, Any]) -> int | None:
-    """The request's own bound on output tokens, if it sets one."""
-    for key in OUTPUT_CAPS:
-        v = body.get(key)
-        if isinstance(v, int) and not isinstance(v, bool) and v > 0:
-            return v
-    params = body.get("params")  # an Anthropic request line: params.max_tokens
-    if isinstance(params, Mapping):
-        return output_cap(params)
-    return None
-
-
-@dataclass(frozen=True, slots=True)
-class Rates:
-    """Batch USD per input and per output token of one model and tier (flat within a tier)."""
-
-    input: Decimal
-    output: Decimal
-
-
-def rates(prices: ModelPrices, tier: int) -> Rates | None:
-    """Per-token batch rates in a tier, from the price of a million of each; None if unpriced."""
-    per_in = prices.cost(Tokens(input=_ONE_M), tier, batch=True)
-    per_out = prices.cost(Tokens(output=_ONE_M), tier, batch=True)
-    if per_in is None or per_out is None:
-        return None
-    return Rates(per_in / _ONE_M, per_out / _ONE_M)
-
-
-@dataclass(frozen=True, slots=True)
-class WorstCase:
-    """One request's worst case: tokens, micro-USD (None: unpriced) and how output was bounded."""
-
-    input_tokens: int
-    output_tokens: int
-    micro: int | None
-    bound: str  # "request" | "context window" | "unknown maximum"
-
-
-def worst_case(
-    prices: ModelPrices,
-    endpoint: str,
-    body: Mapping[str, Any],
-    text_bytes: int,
-    context_window: int | None,
-    cache: dict[int, Rates | None] | None = None,
-) -> WorstCase:
-    """The most one request can cost in batch (see the module docstring)."""
-    tokens_in = estimate_tokens(text_bytes)
-    cap = output_cap(body)
-    if endpoint in ("/v1/embeddings", "/v1/moderations"):
-        cap, bound = 0, "request"
-    elif cap is not None:
-        bound = "request"
-    elif context_window:
-        cap, bound = max(1, context_window - tokens_in), "context window"
-    else:
-        cap, bound = UNKNOWN_MAX_OUTPUT, "unknown maximum"
-    if free(endpoint, prices.model):
-        return WorstCase(tokens_in, cap, 0, bound)
-    tier = prices.tier(tokens_in)
-    if cache is None:
-        cache = {}
-    if tier not in cache:
-        cache[tier] = rates(prices, tier) if prices.priced else None
-    r = cache[tier]
-    if r is None:
-        return WorstCase(tokens_in, cap, None, bound)
-    return WorstCase(tokens_in, cap, to_micro(r.input * tokens_in + r.output * cap), bound)
 
 
 # -- fitting a batch under the budgets ---------------------------------------------------
@@ -307,13 +262,18 @@ def fit(
         if not over:
             out.ids.append(ln.request_id)
             continue
-        if ln.worst.micro is None and not settings.allow_unpriced:
+        w = ln.worst
+        if w.hold is not None and not (w.allowable and settings.allow_unpriced):
+            refused[ln.request_id] = f"{model}: {w.hold}"
+            continue
+        if w.micro is None and not settings.allow_unpriced:
             refused[ln.request_id] = (
                 f"model {model} has no price, so no budget can bound it; set [budgets] "
-                "allow_unpriced = true (or --allow-unpriced) to let it spend uncounted"
+                "allow_unpriced = true (llmbatch budget set --allow-unpriced) to let it spend "
+                "uncounted"
             )
             continue
-        cost = ln.worst.micro or 0
+        cost = w.micro or 0
         stop = next((b for b in over if (b.key, b.period) in blocked), None)
         if stop is None:
             stop = next((b for b in over if used[(b.key, b.period)] + cost > b.limit_micro), None)
@@ -343,7 +303,7 @@ def hold_reason(b: Budget, spent: int, worst: int, now: float, unknown_max: bool
     batch worst case 3.40; raise the budget to send it"."""
     note = (
         " (some requests set no output limit and the model's maximum is unknown: each is "
-        f"counted at {UNKNOWN_MAX_OUTPUT:,} output tokens)"
+        f"counted at {UNKNOWN_MAX:,} output tokens)"
         if unknown_max
         else ""
     )
@@ -381,6 +341,37 @@ class Plan:
     est_tokens: int
 
 
+def worst_cases(
+    store: Store,
+    group: tuple[str, str, str],
+    request_ids: Sequence[int],
+    settings: BudgetSettings,
+    now: float,
+) -> tuple[list[Line], dict[int, tuple[int, int]]]:
+    """Each request's worst case (worst.py), and its line bytes and estimated tokens."""
+    from llmbatch.estimate import model_max_output
+
+    provider, endpoint, model = group
+    prices = model_prices(provider, model, datetime.fromtimestamp(now, UTC))
+    window = context_window(provider, model)
+    most = model_max_output(model)
+    cache: dict[int, Rates | None] = {}
+    lines, sizes = [], {}
+    for rid, queue, text_bytes, raw in store.budget_lines(request_ids):
+        worst = worst_case(
+            prices,
+            endpoint,
+            parse_body(raw),
+            window,
+            max_output=most,
+            assume_context=settings.context_for(queue),
+            cache=cache,
+        )
+        lines.append(Line(rid, queue, worst))
+        sizes[rid] = (len(raw) + LINE_OVERHEAD, estimate_tokens(text_bytes))
+    return lines, sizes
+
+
 def plan(
     store: Store,
     group: tuple[str, str, str],
@@ -389,22 +380,14 @@ def plan(
     now: float,
 ) -> Plan:
     """Price the worst case of each request of a cut and fit them under the budgets."""
-    provider, endpoint, model = group
-    prices = model_prices(provider, model, datetime.fromtimestamp(now, UTC))
-    window = context_window(provider, model)
-    cache: dict[int, Rates | None] = {}
-    lines, sizes = [], {}
-    for rid, queue, text_bytes, raw in store.budget_lines(request_ids):
-        worst = worst_case(prices, endpoint, parse_body(raw), text_bytes, window, cache)
-        lines.append(Line(rid, queue, worst))
-        sizes[rid] = (len(raw) + LINE_OVERHEAD, worst.input_tokens)
+    lines, sizes = worst_cases(store, group, request_ids, settings, now)
     committed: dict[tuple[str, str], int] = {}
     checks: list[Check] = []
     for b in settings.budgets:
         first, end = period_days(now, b.period)
         committed[(b.key, b.period)] = store.committed(b.key, first, end)
         checks.append(Check(b.key, b.period, b.limit_micro, first, end))
-    f = fit(lines, settings, committed, now, model)
+    f = fit(lines, settings, committed, now, group[2])
     taken = set(f.ids)
     queues = {ln.queue for ln in lines if ln.request_id in taken}
     per_queue = {q: f.reserve.get(q, 0) for q in queues}
@@ -417,27 +400,12 @@ def plan(
     )
 
 
-def state(
-    store: Store, settings: BudgetSettings, now: float
-) -> tuple[tuple[str, str, int, int, int], ...]:
-    """What decides holds: each budget's limit and committed spend in its current period.
-    When it changes (a budget raised, a new day, a reservation settled), held requests are
-    weighed again."""
-    out = []
+def state(store: Store, settings: BudgetSettings, now: float) -> tuple[object, ...]:
+    """What decides holds: each budget's limit and committed spend in its current period,
+    and the other settings. When it changes (a budget raised, a new day, a reservation
+    settled, a context size assumed), held requests are weighed again."""
+    out: list[object] = [settings.allow_unpriced, tuple(sorted(settings.assume_context.items()))]
     for b in settings.budgets:
         first, end = period_days(now, b.period)
         out.append((b.key, b.period, b.limit_micro, first, store.committed(b.key, first, end)))
     return tuple(out)
-
-
-def actual(
-    usage: Iterable[QueueUsage], provider: str, model: str, endpoint: str, now: float
-) -> dict[str, int]:
-    """The batch cost of a batch's results per queue, in 1e-6 USD (an unpriced model: 0)."""
-    day = datetime.fromtimestamp(now, UTC).date()
-    out: dict[str, int] = {}
-    for u in usage:
-        tokens = Tokens(u.input, u.cached, u.write_5m, u.write_1h, u.output)
-        c = price_group(provider, model, tokens, u.tier, day, endpoint).batch
-        out[u.queue] = out.get(u.queue, 0) + (0 if c is None else to_micro(c))
-    return out

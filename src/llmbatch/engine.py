@@ -31,9 +31,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from llmbatch import budget, defaults
+from llmbatch import budget, defaults, ledger
 from llmbatch.budget import BudgetSettings
 from llmbatch.errors import ConfigError, RejectedError
+from llmbatch.in_force import InForce
 from llmbatch.ingest import Ingesting
 from llmbatch.packing import cut
 from llmbatch.polling import Polling
@@ -171,6 +172,7 @@ class Engine(Setbacks, Ingesting, Polling, Sweeping, Cancelling):
         self._disk_until = self._disk_wait = 0.0
         self._rotation = 0
         self._budget_state: object = None  # what held requests were weighed against
+        self.budgets = InForce(self.settings.budgets)  # the store's, tightened by our own
         self.timings: dict[str, float] = defaultdict(float)  # seconds per phase, for benchmarks
 
     # -- providers -------------------------------------------------------------------------
@@ -188,6 +190,7 @@ class Engine(Setbacks, Ingesting, Polling, Sweeping, Cancelling):
             report.held_by = self.store.lease_holder("engine", now) or "another worker"
             return report
         self.store.release_due_retries(now, token)
+        self.budgets.refresh(self.store, now, report.notes)
         self._release_held(now, token)
         self._backoffs = {g.group: g for g in self.store.group_backoffs()}
         for b in self.store.open_batches():
@@ -198,7 +201,7 @@ class Engine(Setbacks, Ingesting, Polling, Sweeping, Cancelling):
                 self._guarded(b, now, token, report, self._submit)
         if self._disk_ok(None, now):
             self._pack(now, token, report)
-        self._budget_state = budget.state(self.store, self.settings.budgets, now)
+        self._budget_state = budget.state(self.store, self.budgets.settings, now)
         if now >= self.next_poll_at:
             self._poll(now, token, report)
         if now >= self._next_sweep_at:
@@ -248,7 +251,7 @@ class Engine(Setbacks, Ingesting, Polling, Sweeping, Cancelling):
         alone = {
             (p, e)
             for p, e, m, _n in ready
-            if self.settings.budgets or self._quota(p, m) is not None
+            if self.budgets.settings or self._quota(p, m) is not None
         }
         out: dict[tuple[str, ...], tuple[str, str, list[str]]] = {}
         for provider_name, endpoint, model, _n in ready:
@@ -268,7 +271,7 @@ class Engine(Setbacks, Ingesting, Polling, Sweeping, Cancelling):
         """The packing group a batch was cut from (a batch of several models records none)."""
         if b.model is None:
             return self._key(b.provider, b.endpoint, "")
-        alone = bool(self.settings.budgets) or self._quota(b.provider, b.model) is not None
+        alone = bool(self.budgets.settings) or self._quota(b.provider, b.model) is not None
         return self._key(b.provider, b.endpoint, b.model, alone)
 
     def _pack(self, now: float, token: int, report: TickReport) -> None:
@@ -311,7 +314,7 @@ class Engine(Setbacks, Ingesting, Polling, Sweeping, Cancelling):
                 started = time.perf_counter()
                 ids: Sequence[int] = c.ids
                 size, tokens, reserve = c.input_bytes, c.tokens, None
-                if self.settings.budgets and model is not None:  # budgets pack one model
+                if self.budgets.settings and model is not None:  # budgets pack one model
                     ids, size, tokens, reserve = self._budgeted(
                         (provider_name, endpoint, model), ids, now, token, report
                     )
@@ -349,7 +352,7 @@ class Engine(Setbacks, Ingesting, Polling, Sweeping, Cancelling):
         self, group: tuple[str, str, str], ids: Any, now: float, token: int, report: TickReport
     ) -> tuple[list[int], int, int, Reservation]:
         """The part of a cut the budgets let go, with its reservation; the rest is held."""
-        p = budget.plan(self.store, group, ids, self.settings.budgets, now)
+        p = budget.plan(self.store, group, ids, self.budgets.settings, now)
         for reason, held in p.fit.held.items():
             n = self.store.hold(held, reason, now, token)
             if n:
@@ -359,7 +362,7 @@ class Engine(Setbacks, Ingesting, Polling, Sweeping, Cancelling):
 
     def _release_held(self, now: float, token: int) -> None:
         """Held requests are weighed again when what held them changed."""
-        current = budget.state(self.store, self.settings.budgets, now)
+        current = budget.state(self.store, self.budgets.settings, now)
         if current != self._budget_state:
             self.store.release_held(now, token)
             self._budget_state = current
@@ -367,11 +370,17 @@ class Engine(Setbacks, Ingesting, Polling, Sweeping, Cancelling):
     def _mark_ingested(self, b: OpenBatch, now: float, token: int, detail: str) -> None:
         """Settle the batch's reservation to what its results cost, then close it (durably:
         the provider's files may be deleted right after)."""
-        usage = self.store.batch_usage(b.attempts_of)
-        if usage is not None:
-            spent = budget.actual(usage, b.provider, b.model or "", b.endpoint, now)
-            self.store.settle(b.attempts_of, spent, now, token)
+        ledger.settle(self.store, b, self.budgets.settings, now, token)
         self.store.mark_ingested(b.id, now, token, detail)
+
+    def _count(
+        self, b: OpenBatch, tally: ledger.Tally, now: float, token: int, report: TickReport
+    ) -> None:
+        """Record what a batch's result lines said it used; say it if the provider's own
+        total differs (an anomaly status and report show)."""
+        note = ledger.record(self.store, b, tally, now, token)
+        if note is not None:
+            report.notes.append(note)
 
     # -- submission --------------------------------------------------------------------------
     def _file(self, b: OpenBatch) -> Path:

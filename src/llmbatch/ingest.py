@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from llmbatch.errors import RejectedError, TransientError
+from llmbatch.ledger import Tally
 from llmbatch.pricing import model_prices
 from llmbatch.providers.base import BatchStatus, ResultsGone
 from llmbatch.results import Anomaly, Finding, capped_lines, parse_line
@@ -86,6 +87,7 @@ class Ingesting:
     _healthy: Callable[[OpenBatch, int], None]
     _rejected: Callable[[OpenBatch, list[int], str, str], list[Outcome]]
     _disk_back: Callable[[TickReport], None]
+    _count: Callable[[OpenBatch, Tally, float, int, TickReport], None]
 
     def _ingest(self, b: OpenBatch, now: float, token: int, report: TickReport) -> None:
         provider = self.provider(b.provider)
@@ -128,6 +130,7 @@ class Ingesting:
         lines = 0
         chunk: list[Finding] = []
         seen: set[int] = set()  # one int per request of one batch (≤ 100,000)
+        tally = Tally(b.provider, b.model, now)  # what its lines say it used (ledger.py)
         anomalies = Anomalies(self.store, b.id)
         cap = self.settings.max_result_line_bytes
         for line in capped_lines(files, cap):
@@ -143,6 +146,7 @@ class Ingesting:
                     cid = f"{self.store.store_id}-{finding.attempt_id}"
                     raise Anomaly(f"a second result line for custom_id {cid!r}; the first is kept")
                 seen.add(finding.attempt_id)
+                tally.add(finding)
                 chunk.append(finding)
             except Anomaly as exc:
                 anomalies.add(str(exc))
@@ -172,6 +176,7 @@ class Ingesting:
             )
             kind = "batch_expired" if b.state in ("expired", "cancelled") else "missing_result"
             self._apply_waiting(b, [(a, kind, why) for a, _r, _l in missing], now, token)
+        self._count(b, tally, now, token, report)
         self._mark_ingested(b, now, token, f"{lines:,} lines, {anomalies.count} anomalies")
         if b.state == "completed":  # the group is healthy again: full-size batches
             self._healthy(b, token)

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 ENDED = ("completed", "failed", "expired", "cancelled")
 GONE_CONFIRMATIONS = 3  # a batch that answers 404 this many times is gone
 MAX_COUNT = 2**31 - 1  # more requests than any batch holds: not a count
+MAX_USAGE = 2**62  # tokens a BIGINT holds with room to sum: more is not a usage
 
 
 class Polling:
@@ -86,6 +87,8 @@ class Polling:
                 if (s.state, s.completed, s.failed) != old:
                     self.store.update_batch(seen.id, s, now, token)
                     changed = True
+                    if s.usage is not None:  # what the provider says it used, to check ours
+                        self.store.record_provider_usage(seen.id, s.usage, now, token)
         # Right after a submit the short first interval stands; then it doubles, up to
         # poll_interval while batches move and up to max_poll_interval while nothing does.
         if not self._submitted_since_poll:
@@ -149,6 +152,12 @@ class Polling:
     def _sane(self, b: OpenBatch, s: BatchStatus, report: TickReport) -> BatchStatus:
         """A status whose counts a database integer holds (else they are dropped, and said)."""
         counts = (s.total, s.completed, s.failed)
+        usage = dataclasses.astuple(s.usage) if s.usage is not None else ()
+        if not all(0 <= n <= MAX_USAGE for n in usage):
+            said = f"batch {b.provider_batch_id}: provider usage out of range {usage}; not stored"
+            report.notes.append(said)
+            self.store.note("anomaly", b.id, said)
+            s = dataclasses.replace(s, usage=None)
         if all(isinstance(n, int) and 0 <= n <= MAX_COUNT for n in counts):
             return s
         said = f"batch {b.provider_batch_id}: request counts out of range {counts}; not stored"

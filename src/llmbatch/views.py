@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from llmbatch import defaults, render
+from llmbatch import defaults, receipt, render
 from llmbatch.budget import ALL_QUEUES
 from llmbatch.pricing import MICRO
 from llmbatch.progress import Snapshot, Tracker, batch_eta, snapshot
@@ -210,11 +210,12 @@ def status_text(
             "real-time rescue is not built yet)\n"
         )
     out.append(budget_lines(store.budget_overview(now), store.held_reasons()))
+    out += [ln + "\n" for ln in receipt.status_lines(store, now, queue)]  # checks, unplanned
     return "".join(out)
 
 
 def budget_lines(budgets: Sequence[BudgetRow], held: Sequence[tuple[str, int]]) -> str:
-    """Budgets as workers last enforced them, spend in the current period, and why requests wait."""
+    """The store's budgets, spend in the current period, and why requests wait."""
     if not budgets and not held:
         return ""
     lines = [""]
@@ -266,6 +267,7 @@ def status_record(store: Store, queue: str | None, now: float) -> dict[str, Any]
             for b in store.budget_overview(now)
         ],
         "held": [{"reason": r, "count": n} for r, n in store.held_reasons()],
+        "spend": receipt.status_record(store, now, queue),  # provider checks, unplanned spend
     }
 
 

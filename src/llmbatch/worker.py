@@ -159,7 +159,7 @@ def drain(
         if not engine.store.has_unfinished(queue):
             out.finished = True
             return out
-        if engine.settings.budgets and report.held_by is None and _only_held(engine, queue):
+        if engine.budgets.settings and report.held_by is None and _only_held(engine, queue):
             out.held = engine.store.held_count(queue)
             return out  # nothing moves until a budget is raised or a new period starts
         if timeout is not None and clock() - started >= timeout:

@@ -452,6 +452,9 @@ def test_sigstopped_worker_resumed_after_its_lease_changes_nothing(db: str, tmp_
             time.sleep(2.0)  # A's lease expires while it is frozen
             b = start_worker(db, config, tmp_path / "b.log")
             wait_for(lambda: states(db) == {"succeeded": 40}, 30, f"B did not drain: {states(db)}")
+            # and B closed the batch (its results are in before the batch is marked ingested)
+            ingested = "SELECT COUNT(*) FROM batches WHERE state <> 'ingested'"
+            wait_for(lambda: sql(db, ingested) == [(0,)], 30, "B never closed its batch")
             wait_for(lambda: uploads(emu.control) == 1, 10, "A's upload was never answered")
             tables = "requests", "batches", "attempts", "results"
             before = {t: sql(db, f"SELECT * FROM {t} ORDER BY id") for t in tables}

@@ -181,6 +181,22 @@ def test_journey_2_the_nightly_job_cron_exit_codes_results_and_report(
         assert person(*command, "--format", "csv").stdout.count("\n") >= 2
     status = json.loads(person("status", "--format", "json").stdout)
     assert status["total"] == 45 and status["progress"]["read_back"] == 45
+    assert status["spend"] == {"provider_checks": [], "unplanned": []}  # all as counted
+    # receipts: one batch's and the day's, then the store's budgets, all at 100 columns
+    [newest, *_] = json.loads(person("batches", "-q", "reviews", "--format", "json").stdout)
+    for receipt in (
+        ["--batch", str(newest["id"])],
+        ["--day", time.strftime("%Y-%m-%d", time.gmtime())],
+    ):
+        said = person("report", *receipt).stdout
+        assert said.startswith("receipt: ") and "paid $" in said and "prices: " in said, said
+        person("report", *receipt, "--wide")
+        assert json.loads(person("report", *receipt, "--format", "json").stdout)["lines"]
+    assert "40.00 USD" in person("budget", "set", "--daily-usd", "40", "-q", "reviews").stdout
+    assert "reviews" in person("budget", "list").stdout
+    assert "more than 0 USD" in person("budget", "set", "--daily-usd", "-1", code=2).stderr
+    person("budget", "set", "--daily-usd", "1", "-q", "reveiws", code=2)  # a typo: nothing set
+    assert len(json.loads(person("budget", "list", "--format", "json").stdout)["budgets"]) == 1
 
     # a month later: the finished queue is purged; what it cost is still reported
     report = person("report", "--format", "json").stdout

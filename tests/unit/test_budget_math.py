@@ -3,29 +3,25 @@
 from __future__ import annotations
 
 from datetime import UTC, date, datetime
-from decimal import ROUND_CEILING, Decimal
+from decimal import Decimal
 
 import pytest
-from genai_prices import Usage, calc_price
 from hypothesis import given
 from hypothesis import strategies as st
 
 from llmbatch.budget import (
-    UNKNOWN_MAX_OUTPUT,
     Budget,
     BudgetSettings,
     Line,
-    WorstCase,
     fit,
-    output_cap,
     parse_budgets,
     period_days,
     to_micro,
-    worst_case,
 )
 from llmbatch.errors import ConfigError
-from llmbatch.pricing import model_prices
-from llmbatch.tokens import estimate_tokens
+from llmbatch.in_force import as_rows, in_force
+from llmbatch.store.budgets import BudgetRow, PolicyRow
+from llmbatch.worst import WorstCase
 
 CHAT = "/v1/chat/completions"
 NOW = datetime(2026, 11, 26, 15, tzinfo=UTC).timestamp()
@@ -74,59 +70,6 @@ def test_periods_are_utc_days_and_months() -> None:
     assert end - first == 31 and date.fromordinal(date(1970, 1, 1).toordinal() + end) == date(
         2027, 1, 1
     )
-
-
-def test_output_caps_of_every_endpoint() -> None:
-    assert output_cap({"max_completion_tokens": 7, "max_tokens": 9}) == 7
-    assert output_cap({"max_tokens": 9}) == 9
-    assert output_cap({"max_output_tokens": 11}) == 11
-    assert output_cap({"params": {"max_tokens": 5}}) == 5
-    assert output_cap({"max_tokens": True}) is None
-    assert output_cap({"messages": []}) is None
-
-
-def _gp(model: str, provider: str, input_tokens: int, output_tokens: int) -> int:
-    """An independent batch price from genai-prices itself, in micro-USD rounded up."""
-    total = calc_price(
-        Usage(input_tokens=input_tokens, output_tokens=output_tokens), model,
-        provider_id=provider, genai_request_timestamp=datetime(2026, 11, 26, 12, tzinfo=UTC),
-        price_context={"processing": "batch"},  # type: ignore[arg-type]
-    ).total_price  # fmt: skip
-    return int((Decimal(total) * 1_000_000).to_integral_value(rounding=ROUND_CEILING))
-
-
-def test_worst_case_with_a_cap_is_its_batch_price() -> None:
-    mp = model_prices("openai", "gpt-4o-mini", DAY)
-    w = worst_case(mp, CHAT, {"max_tokens": 1000}, 3000, 128_000)
-    assert (w.input_tokens, w.output_tokens, w.bound) == (estimate_tokens(3000), 1000, "request")
-    assert w.micro == _gp("gpt-4o-mini", "openai", w.input_tokens, 1000)
-
-
-def test_without_a_cap_the_context_window_bounds_output() -> None:
-    mp = model_prices("openai", "gpt-4o-mini", DAY)
-    w = worst_case(mp, CHAT, {}, 300, 128_000)
-    assert w.bound == "context window" and w.output_tokens == 128_000 - estimate_tokens(300)
-    assert w.micro == _gp("gpt-4o-mini", "openai", w.input_tokens, w.output_tokens)
-    unknown = worst_case(mp, CHAT, {}, 300, None)
-    assert unknown.bound == "unknown maximum" and unknown.output_tokens == UNKNOWN_MAX_OUTPUT
-
-
-def test_worst_case_uses_the_tier_of_the_request() -> None:
-    mp = model_prices("anthropic", "claude-sonnet-4-5", DAY)
-    small = worst_case(mp, "/v1/messages", {"max_tokens": 100}, 3 * 100_000, 200_000)
-    big = worst_case(mp, "/v1/messages", {"max_tokens": 100}, 3 * 250_000, 1_000_000)
-    assert small.micro == _gp("claude-sonnet-4-5", "anthropic", small.input_tokens, 100)
-    assert big.micro == _gp("claude-sonnet-4-5", "anthropic", big.input_tokens, 100)
-    assert big.micro is not None and small.micro is not None
-    assert big.micro / big.input_tokens > 1.5 * small.micro / small.input_tokens
-
-
-def test_unpriced_has_no_worst_case_and_moderations_are_free() -> None:
-    assert (
-        worst_case(model_prices("openai", "no-such-model", DAY), CHAT, {}, 30, None).micro is None
-    )
-    mod = model_prices("openai", "omni-moderation-latest", DAY)
-    assert worst_case(mod, "/v1/moderations", {}, 30, None).micro == 0
 
 
 def test_reservations_round_up() -> None:
@@ -184,10 +127,12 @@ def test_unpriced_is_held_unless_allowed() -> None:
 def test_fit_never_passes_a_limit(
     costs: list[int], queues: list[str], limit: int, qlimit: int, spent: int
 ) -> None:
-    s = BudgetSettings((
-        Budget(None, "day", Decimal(limit) / 1_000_000),
-        Budget("a", "day", Decimal(qlimit) / 1_000_000),
-    ))  # fmt: skip
+    s = BudgetSettings(
+        (
+            Budget(None, "day", Decimal(limit) / 1_000_000),
+            Budget("a", "day", Decimal(qlimit) / 1_000_000),
+        )
+    )
     lines = [_line(i, c, queues[i]) for i, c in enumerate(costs)]
     committed = {("*", "day"): min(spent, limit), ("a", "day"): min(spent, qlimit)}
     f = fit(lines, s, committed, NOW, "m")
@@ -196,3 +141,86 @@ def test_fit_never_passes_a_limit(
     held = sorted([r for ids in f.held.values() for r in ids])
     assert sorted(f.ids + held) == list(range(len(costs)))  # every line goes or waits
     assert sum(f.reserve.values()) == sum(costs[i] for i in f.ids)
+
+
+def test_config_takes_assumed_context_per_queue() -> None:
+    s = parse_budgets(
+        {"assume_context_tokens": 8000, "queues": {"r": {"assume_context_tokens": 20000}}}
+    )
+    assert s.context_for("r") == 20000 and s.context_for("other") == 8000
+    for bad in (0, -3, "many", 1.5, True):
+        with pytest.raises(ConfigError, match="assume_context_tokens"):
+            parse_budgets({"assume_context_tokens": bad})
+    with pytest.raises(ConfigError, match="allow_unpriced must be true or false"):
+        parse_budgets({"allow_unpriced": "yes"})
+
+
+def _store(*rows: tuple[str, str, int]) -> list[BudgetRow]:
+    return [BudgetRow(q, p, v) for q, p, v in rows]
+
+
+def test_the_store_holds_and_a_worker_may_only_tighten_it() -> None:
+    mine = parse_budgets({"daily_usd": 10, "queues": {"r": {"monthly_usd": 5}}})
+    store = _store(("*", "day", 40_000_000), ("e", "day", 2_000_000))
+    got, warn = in_force(store, [], mine)
+    limits = {(b.key, b.period): b.limit_micro for b in got.budgets}
+    assert limits == {("*", "day"): 10_000_000, ("e", "day"): 2_000_000, ("r", "month"): 5_000_000}
+    assert len(warn) == 2
+    assert "differs from the store's 40.00 USD: enforcing the tighter" in warn[0]
+    assert "is not in the store: only this worker enforces it" in warn[1]
+    looser, warn = in_force(_store(("*", "day", 1_000_000)), [], parse_budgets({"daily_usd": 3}))
+    assert [b.limit_micro for b in looser.budgets] == [1_000_000]
+    assert "the store's holds" in warn[0]
+    same, warn = in_force(_store(("*", "day", 3_000_000)), [], parse_budgets({"daily_usd": 3}))
+    assert warn == [] and [b.limit_micro for b in same.budgets] == [3_000_000]
+    none, warn = in_force(store, [], BudgetSettings())  # a worker with none: the store's
+    assert {(b.key, b.period) for b in none.budgets} == {("*", "day"), ("e", "day")} and not warn
+
+
+def test_other_settings_follow_the_store_too() -> None:
+    mine = parse_budgets({"allow_unpriced": True, "assume_context_tokens": 9000}, budget_usd=1)
+    got, warn = in_force([], [], mine)
+    assert not got.allow_unpriced and got.context_for("q") is None  # looser: refused
+    assert len(warn) == 3  # the budget, unpriced models, the context
+    policy = [PolicyRow("*", True, 5000)]
+    got, warn = in_force([], policy, mine)
+    assert got.allow_unpriced and got.context_for("q") == 9000  # a larger context is tighter
+    assert "enforcing the larger" in warn[-1]
+    got, _ = in_force([], [PolicyRow("*", None, 12000)], mine)
+    assert got.context_for("q") == 12000
+    rows, policies = as_rows(mine)
+    assert [(r.queue, r.period, r.limit_micro) for r in rows] == [("*", "day", 1_000_000)]
+    assert policies == [PolicyRow("*", True, 9000)]
+
+
+LIMITS = st.integers(1, 10**9)
+
+
+@given(
+    store=st.dictionaries(st.sampled_from([("*", "day"), ("a", "day"), ("a", "month")]), LIMITS),
+    mine=st.dictionaries(st.sampled_from([(None, "day"), ("a", "day"), ("b", "month")]), LIMITS),
+)
+def test_in_force_is_never_looser_than_the_store(
+    store: dict[tuple[str, str], int], mine: dict[tuple[str | None, str], int]
+) -> None:
+    own = BudgetSettings(tuple(Budget(q, p, Decimal(v) / 1_000_000) for (q, p), v in mine.items()))
+    got, _warn = in_force(_store(*((q, p, v) for (q, p), v in store.items())), [], own)
+    limits = {(b.key, b.period): b.limit_micro for b in got.budgets}
+    for key, v in store.items():
+        assert limits[key] <= v  # the store's cap always holds
+    for b in own.budgets:
+        assert limits[(b.key, b.period)] <= b.limit_micro  # and the worker's own
+
+
+def test_requests_that_cannot_be_bounded_wait_with_their_reason() -> None:
+    s = BudgetSettings((Budget(None, "day", Decimal(5)),))
+    ctx = Line(1, "q", WorstCase(10, 10, 5, "request", "previous_response_id brings ..."))
+    hosted = Line(2, "q", WorstCase(10, 10, 7, "request", "hosted tool web_search ...", True))
+    f = fit([ctx, hosted], s, {}, NOW, "gpt-4o")
+    assert f.ids == [] and sorted(f.held) == [
+        "gpt-4o: hosted tool web_search ...",
+        "gpt-4o: previous_response_id brings ...",
+    ]
+    allowed = BudgetSettings(s.budgets, allow_unpriced=True)
+    f = fit([ctx, hosted], allowed, {}, NOW, "gpt-4o")
+    assert f.ids == [2] and f.reserve == {"q": 7}  # a hosted tool's tokens still count

@@ -1,7 +1,7 @@
 """The `llmbatch` command (`main`): the group and its exit-code policy in `app`, the commands
-that do the work in `work`, those that look in `read`."""
+that do the work in `work`, those that look in `read`, the store's budgets in `budget`."""
 
-from llmbatch.cli import read, work
+from llmbatch.cli import budget, read, work
 from llmbatch.cli.app import main
 
-__all__ = ["main", "read", "work"]
+__all__ = ["budget", "main", "read", "work"]

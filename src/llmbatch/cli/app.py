@@ -10,6 +10,7 @@ used. `run` never exits 1 for failures that were already in the store.
 from __future__ import annotations
 
 import sys
+import time
 import traceback
 from collections.abc import Callable
 from datetime import datetime
@@ -261,8 +262,9 @@ def budget_options(f: Any) -> Any:
         "--budget-usd",
         metavar="USD",
         envvar="LLMBATCH_BUDGET_USD",
-        help="Hard cap on batch spend per --budget-period, all queues together (overrides "
-        "[budgets]); requests over it wait as held.",
+        help="Hard cap on batch spend per --budget-period, all queues together; written to a "
+        "store that has no budgets, otherwise it may only tighten the store's (`llmbatch "
+        "budget`). Requests over it wait as held.",
     )(f)
 
 
@@ -276,6 +278,10 @@ def make_engine(ctx: click.Context, store: Store, **overrides: Any) -> Engine:
 
     engine = Engine(store, engine_settings(ctx.meta.get("llmbatch.config", {}), **overrides))
     ctx.call_on_close(engine.close)
+    notes: list[str] = []  # budgets: the store's, and how this worker's own differ (once)
+    engine.budgets.refresh(store, time.time(), notes)
+    for note in notes:
+        click.echo(f"budget: {note}", err=True)
     return engine
 
 

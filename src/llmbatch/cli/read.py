@@ -208,6 +208,10 @@ def results(
     help="Roll up to these (repeatable); default: day, queue and model.",
 )
 @queue_option()
+@click.option(
+    "--batch", "batch_ref", metavar="ID", help="The receipt of one batch (local or provider id)."
+)
+@click.option("--day", metavar="YYYY-MM-DD", help="The receipt of one UTC day, a line per batch.")
 @listing_options(env="LLMBATCH_REPORT_FORMAT")
 @click.pass_context
 def report(
@@ -216,19 +220,32 @@ def report(
     until: str | None,
     group_by: tuple[str, ...],
     queue: str | None,
+    batch_ref: str | None,
+    day: str | None,
     fmt: str,
     wide: bool,
 ) -> None:
-    """What the results cost in batch and in real time, and what batch saved."""
+    """What the results cost in batch and in real time, and what batch saved; with --batch or
+    --day, a receipt (list price, paid, saved, the price data, what the provider says)."""
+    from llmbatch import receipt
     from llmbatch import report as costs
 
     store = open_db(ctx)
     check_queue(store, queue, purged_ok=True)
+    if batch_ref is not None or day is not None:
+        if batch_ref is not None and day is not None:
+            raise ConfigError("--batch and --day are two receipts: give one of them")
+        if batch_ref is not None:
+            r = receipt.for_batch(store, batch_ref)
+        else:
+            r = receipt.for_day(store, receipt.parse_day(day or ""), queue)
+        click.echo(receipt.render(r, fmt, wide), nl=False)
+        return
+    since_at, until_at = costs.parse_day(since), costs.parse_day(until)
     lines = costs.build(
-        store,
-        since=costs.parse_day(since),
-        until=costs.parse_day(until),
-        group_by=group_by or costs.GROUPINGS,
-        queue=queue,
+        store, since=since_at, until=until_at, group_by=group_by or costs.GROUPINGS, queue=queue
     )
     click.echo(costs.render(lines, fmt, wide), nl=False)
+    if fmt == "table":  # what the provider disagrees with, and spend no budget planned
+        for line in receipt.report_notes(store, since_at, until_at, queue):
+            click.echo(line)

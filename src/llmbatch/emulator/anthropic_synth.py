@@ -5,9 +5,11 @@
 - The prompt is a list of *blocks* in cache-prefix order: each tool (its JSON's text
   tokens), the `system` prompt (a string is one block; a list gives one block per text
   block), then each message's content (a string is one block; a list gives one block per
-  content block: `text` counts its text tokens, an image or document 85, any other block
-  the text tokens of its JSON). Each message adds 3 tokens to its first block, and 3 more
-  tokens prime the reply (counted after the last block, never cached).
+  content block: `text` counts its text tokens, an image or document as Anthropic documents
+  it (`usage_rules.py`: images by size, PDFs by page), any other block the text tokens of its
+  JSON). Each message adds 3 tokens to its first block, and 3 more tokens prime the reply
+  (counted after the last block, never cached), as does the tool-use system prompt
+  Anthropic adds to a request with tools (`usage_rules.anthropic_tool_prompt`).
 - *Cache*: a block carrying `cache_control` is a breakpoint; the prefix up to and including
   it is cacheable with its `ttl` (`"5m"` by default, or `"1h"`). A prefix the cache has
   already seen is *read* (`cache_read_input_tokens`); the rest up to the last breakpoint is
@@ -43,6 +45,7 @@ from typing import Any
 
 import orjson
 
+from llmbatch.emulator import usage_rules
 from llmbatch.emulator.instances import instance
 from llmbatch.emulator.models import Catalog, ModelCard
 from llmbatch.emulator.replies import fit, text_length, text_tokens, words
@@ -53,7 +56,6 @@ Json = dict[str, Any]
 
 _PER_MESSAGE = 3
 _PRIME = 3
-_IMAGE = 85
 ROLES = ("user", "assistant")
 TOOL_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,128}$")
 CHOICES = ("auto", "any", "tool", "none")
@@ -225,8 +227,9 @@ def _block_tokens(block: Any) -> int:
     if isinstance(block, dict):
         if isinstance(block.get("text"), str):
             return text_tokens(block["text"])
-        if block.get("type") in ("image", "document"):
-            return _IMAGE
+        media = usage_rules.anthropic_media_tokens(block, text_tokens)
+        if media is not None:
+            return media
     return json_tokens(block)
 
 
@@ -259,6 +262,8 @@ def count_prompt(params: Json) -> Prompt:
         ttl = _ttl(block)
         if ttl is not None:
             breakpoints.append(Breakpoint(digest.copy().hexdigest(), total, ttl))
+    if params.get("tools"):
+        total += usage_rules.anthropic_tool_prompt(str(params["model"]), params.get("tool_choice"))
     # Structured outputs add their schema to the prompt, after every cacheable block.
     config = params.get("output_config")
     extra = text_tokens(orjson.dumps(config).decode()) if isinstance(config, dict) else 0

@@ -7,8 +7,8 @@
 - *Chat / Responses prompt tokens*: the text tokens of every message's text content
   (string content, or the `text` of content parts), plus 3 per message, plus 1 per message
   `name`, plus 3 for priming the reply; plus the text tokens of `instructions` and of the
-  JSON of `tools`, `functions` and `response_format` / `text` when present. Each image
-  part counts 85 tokens.
+  JSON of `tools`, `functions` and `response_format` / `text` when present. Image and
+  file parts count as the provider documents (`usage_rules.py`: by model, detail and size).
 - *Completions / embeddings / moderations*: the text tokens of `prompt` / `input`
   (strings, or lists of strings; a list of token ids counts one token per id).
 - *Output tokens*: drawn by `replies.py` from a distribution that depends on the prompt,
@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from llmbatch.emulator import usage_rules
 from llmbatch.emulator.envelope import RequestError
 from llmbatch.emulator.replies import share, text_length, text_tokens, words
 
@@ -48,7 +49,6 @@ Json = dict[str, Any]
 
 _PRIME = 3
 _PER_MESSAGE = 3
-_IMAGE = 85
 _TINY_PNG = (
     "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAQAAAC1HAwCAAAAC0lEQVR42mNkYAAAAAYAAjCB0C8AAAAASUVORK5CYII="
 )
@@ -81,7 +81,7 @@ def kind_of(endpoint: str) -> str | None:
     return KINDS.get(path)
 
 
-def _content_tokens(content: Any) -> int:
+def _content_tokens(content: Any, model: str = "") -> int:
     if isinstance(content, str):
         return text_tokens(content)
     n = 0
@@ -90,8 +90,8 @@ def _content_tokens(content: Any) -> int:
             if isinstance(part, dict):
                 if isinstance(part.get("text"), str):
                     n += text_tokens(part["text"])
-                elif str(part.get("type", "")).endswith("image") or "image_url" in part:
-                    n += _IMAGE
+                elif (media := usage_rules.openai_media_tokens(part, model)) is not None:
+                    n += media
             elif isinstance(part, str):
                 n += text_tokens(part)
     return n
@@ -108,11 +108,11 @@ def _tokens_of_json(raw: bytes) -> int:
     return text_tokens(raw.decode())
 
 
-def _messages_tokens(messages: list[Any]) -> int:
+def _messages_tokens(messages: list[Any], model: str = "") -> int:
     n = _PRIME
     for m in messages:
         if isinstance(m, dict):
-            n += _PER_MESSAGE + _content_tokens(m.get("content"))
+            n += _PER_MESSAGE + _content_tokens(m.get("content"), model)
             n += 1 if m.get("name") else 0
         elif isinstance(m, str):
             n += _PER_MESSAGE + text_tokens(m)
@@ -141,18 +141,19 @@ def _input_tokens(item: Any) -> int:
 
 def prompt_tokens(kind: str, body: Json) -> int:
     """Prompt tokens of one request body under the emulator's token rule."""
+    model = str(body.get("model") or "")
     if kind == "chat":
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages:
             raise RequestError("'messages' must be a non-empty array.", "messages")
         extra = sum(json_tokens(body.get(k)) for k in ("tools", "functions", "response_format"))
-        return _messages_tokens(messages) + extra
+        return _messages_tokens(messages, model) + extra
     if kind == "responses":
         value = body.get("input")
         if isinstance(value, str):
             n = _PRIME + _PER_MESSAGE + text_tokens(value)
         elif isinstance(value, list) and value:
-            n = _messages_tokens(value)
+            n = _messages_tokens(value, model)
         else:
             raise RequestError("'input' must be a string or a non-empty array.", "input")
         instructions = body.get("instructions")
@@ -302,10 +303,12 @@ def respond(
         n, hit = text_length(h, prompt, cap, length_rate, ceiling)
         choice = {"text": words(h, n), "index": 0, "logprobs": None}
         choice["finish_reason"] = "length" if hit else "stop"
-        counts = {"prompt_tokens": prompt, "completion_tokens": n, "total_tokens": prompt + n}
+        billed = n * usage_rules.completions_billed(body)  # n and best_of: every one is paid
+        counts = {"prompt_tokens": prompt, "completion_tokens": billed}
+        counts["total_tokens"] = prompt + billed
         out = {"id": ident("cmpl-", h, salt), "object": "text_completion", "created": created}
         out |= {"model": model, "choices": [choice], "usage": counts}
-        return out, Usage(prompt, n)
+        return out, Usage(prompt, billed)
     if kind == "embeddings":
         window = card.context_window if card is not None else 0
         return _embeddings(body, h, model, prompt, embedding_dimensions, window)

@@ -68,6 +68,17 @@ class BatchRef:
     pending: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class BatchUsage:
+    """What a provider says a whole batch used (OpenAI's Batch object `usage`, filled for
+    batches created after 2025-09-07; Anthropic and Azure give none)."""
+
+    input: int
+    cached: int
+    output: int
+    reasoning: int
+
+
 @dataclass(slots=True)
 class BatchStatus:
     """A provider batch as last seen, normalised (`state` uses llmbatch's batch states)."""
@@ -86,6 +97,7 @@ class BatchStatus:
     )  # validation errors: code, message, line
     metadata: dict[str, str] | None = None
     created_at: float | None = None
+    usage: BatchUsage | None = None  # the provider's own total, where it gives one
 
     @property
     def ended(self) -> bool:

@@ -19,7 +19,15 @@ from typing import Any
 import openai
 
 from llmbatch.errors import AuthError, ConfigError, RejectedError, TransientError
-from llmbatch.providers.base import BatchRef, BatchStatus, Intent, Journal, Limits, ResultFile
+from llmbatch.providers.base import (
+    BatchRef,
+    BatchStatus,
+    BatchUsage,
+    Intent,
+    Journal,
+    Limits,
+    ResultFile,
+)
 from llmbatch.providers.errors import calling
 
 OPENAI_LIMITS = Limits(max_requests=50_000, max_bytes=200 * 1024 * 1024, max_inputs=50_000)
@@ -308,4 +316,20 @@ def _status(b: Any) -> BatchStatus:
         errors=errors,
         metadata=dict(b.metadata) if b.metadata else None,
         created_at=float(b.created_at),
+        usage=_usage(getattr(b, "usage", None)),
     )
+
+
+def _usage(u: Any) -> BatchUsage | None:
+    """The Batch object's `usage`, if the service filled it in (a Batch created before
+    2025-09-07, and Azure's, has none)."""
+    if u is None:
+        return None
+    try:
+        cached = u.input_tokens_details.cached_tokens if u.input_tokens_details else 0
+        reasoning = u.output_tokens_details.reasoning_tokens if u.output_tokens_details else 0
+        return BatchUsage(
+            int(u.input_tokens), int(cached or 0), int(u.output_tokens), int(reasoning or 0)
+        )
+    except (AttributeError, TypeError, ValueError):
+        return None  # a shape we do not know: no total, rather than a wrong one

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 from llmbatch.store.batching import AttemptInfo, OpenBatch, Outcome
-from llmbatch.store.budgets import BudgetRow, QueueUsage, Reservation
+from llmbatch.store.budgets import BudgetRow, PolicyRow, QueueUsage, Reservation
+from llmbatch.store.ledger import ReceiptGroup, SpendRow, TallyRow, UsageCheck
 from llmbatch.store.manage import BatchProgress, BatchRow, PurgePlan, QueueRow
 from llmbatch.store.recovery import CancelPlan
 from llmbatch.store.setbacks import GroupBackoff
@@ -355,11 +356,88 @@ class Store(Protocol):
     def batch_usage(self, batch_id: int) -> list[QueueUsage] | None:
         """Usage of a batch's results per queue and tier; None if it reserved nothing."""
 
-    def settle(self, batch_id: int, spent: Mapping[str, int], now: float, token: int) -> None:
-        """Release a batch's reservation to its actual cost per queue (idempotent)."""
+    def settle(
+        self,
+        batch_id: int,
+        spent: Mapping[str, int],
+        now: float,
+        token: int,
+        unpriced: Mapping[str, int] | None = None,
+        prices: str | None = None,
+    ) -> None:
+        """Release a batch's reservation to its actual cost per queue (idempotent);
+        `unpriced` counts the results per queue whose cost is not known."""
+
+    def flagged_results(self, batch_id: int) -> list[tuple[int, str]]:
+        """(request id, queue) of a batch's succeeded results whose usage could not be read."""
+
+    def spend_queues(self, batch_id: int) -> dict[str, int]:
+        """The queues a batch's spend rows charge, with their worst case."""
 
     def budget_overview(self, now: float) -> list[BudgetRow]:
-        """Budgets workers enforced last, with their current period's committed spend."""
+        """The store's budgets, with their current period's committed spend."""
+
+    def stored_budgets(self) -> tuple[list[BudgetRow], list[PolicyRow]]:
+        """The store's budgets and budget settings, as every worker must enforce them."""
+
+    def set_budget(self, queue: str, period: str, limit_micro: int, now: float) -> int | None:
+        """Set a budget in the store ('*': every queue); the limit it replaces, if any."""
+
+    def set_policy(
+        self,
+        queue: str,
+        now: float,
+        *,
+        allow_unpriced: bool | None = None,
+        assume_context_tokens: int | None = None,
+    ) -> PolicyRow:
+        """Change a queue's budget settings in the store (None leaves one as it is)."""
+
+    def clear_budgets(self, queue: str, period: str | None = None) -> int:
+        """Remove a queue's budgets of one period (None: all, and its settings); how many."""
+
+    def seed_budgets(
+        self, rows: Sequence[BudgetRow], policies: Sequence[PolicyRow], now: float
+    ) -> bool:
+        """Write a worker's own budgets into a store that has none; False if it has some."""
+
+    # -- the ledger (store/ledger.py) --------------------------------------------------------
+    def record_tally(
+        self, batch_id: int, rows: Sequence[TallyRow], now: float, token: int
+    ) -> UsageCheck | None:
+        """Record what a batch's result lines said it used; the check against the
+        provider's own total, if it gave one (noted as an anomaly when they differ)."""
+
+    def batch_tally(self, batch_id: int) -> list[TallyRow]:
+        """What a batch's result lines said it used, per model and tier."""
+
+    def record_provider_usage(self, batch_id: int, usage: Any, now: float, token: int) -> None:
+        """What the provider says a batch used (input, cached, output, reasoning tokens)."""
+
+    def usage_checks(
+        self,
+        batch_id: int | None = None,
+        *,
+        every: bool = False,
+        limit: int = 20,
+        ingested: bool = True,
+    ) -> list[UsageCheck]:
+        """Batches whose provider gave a total beside what we counted, newest first (only
+        those that differ unless `every`)."""
+
+    def find_batch(self, ref: str) -> dict[str, Any] | None:
+        """A batch by local id or provider batch id, with its duplicates."""
+
+    def batch_spend(self, batch_id: int) -> list[SpendRow]:
+        """A batch's spend rows (reservation, settlement, kind) per queue."""
+
+    def unplanned_spend(self, first: int, end: int, queue: str | None = None) -> list[SpendRow]:
+        """Spend over UTC days [first, end) no budget planned or could not fully price."""
+
+    def receipt_groups(
+        self, first: int, end: int, *, batch_id: int | None = None, queue: str | None = None
+    ) -> list[ReceiptGroup]:
+        """Usage of results per batch, pricing aggregate and queue, over UTC days recorded."""
 
     # -- callers waiting on their requests (implemented in watch.py) -----------------------
     def watch(self, queue: str, after: int, held_after: float, limit: int = 5000) -> Watched:

@@ -1,8 +1,16 @@
-"""The store verbs of hard budgets: reserve with the intent, settle at ingest, hold, release.
+"""The store verbs of hard budgets: the budgets in force, reserve with the intent, settle at
+ingest, hold, release.
 
-A reservation runs inside `create_intent`'s transaction: SQLite's `BEGIN IMMEDIATE` already
-serialises writers; on PostgreSQL each budget row it checks is locked `FOR UPDATE`, so two
-workers reserving at once see each other's reservation and cannot both pass.
+The store is the only source of budgets: `budgets` holds the caps every worker enforces and
+`budget_policy` the other settings (`llmbatch budget` writes them; the first worker that
+brings budgets of its own writes them to a store that has none). A worker may tighten them
+for itself (its `Check`s), never loosen them.
+
+A reservation runs inside `create_intent`'s transaction and checks the store's budgets as
+they are then, tightened by the worker's own: SQLite's `BEGIN IMMEDIATE` already serialises
+writers; on PostgreSQL the store's budget rows it checks are locked `FOR UPDATE`, so two
+workers reserving at once see each other's reservation and cannot both pass (an advisory lock
+serialises reservations that check only a worker's own budgets, which have no row).
 """
 
 from __future__ import annotations
@@ -13,10 +21,13 @@ from typing import Any
 
 from llmbatch.errors import StoreError
 
+RESERVE_LOCK = 0x6C6D6274_62756467  # a PostgreSQL advisory lock: one budget writer at a time
+
 
 @dataclass(frozen=True, slots=True)
 class Check:
-    """One budget a reservation must stay under, in 1e-6 USD over UTC days [first, end)."""
+    """A worker's own budget a reservation must also stay under (it may only tighten the
+    store's), in 1e-6 USD over UTC days [first, end)."""
 
     queue: str  # a queue, or '*' for every queue together
     period: str
@@ -27,7 +38,7 @@ class Check:
 
 @dataclass(frozen=True, slots=True)
 class Reservation:
-    """The worst case of an intent per queue, the budgets it must fit and its UTC day."""
+    """The worst case of an intent per queue, the worker's own budgets and its UTC day."""
 
     day: int
     per_queue: Mapping[str, int]  # queue -> micro-USD (every queue of the batch, 0 allowed)
@@ -54,17 +65,34 @@ class QueueUsage:
     write_5m: int
     write_1h: int
     output: int
+    results: int = 0
 
 
 @dataclass(slots=True)
 class BudgetRow:
-    """A budget as workers last enforced it, with what its current period has committed."""
+    """A budget in the store, with what its current period has committed."""
 
     queue: str
     period: str
     limit_micro: int
     committed: int = 0
     updated_at: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyRow:
+    """The other budget settings of a queue ('*': every queue) in the store."""
+
+    queue: str
+    allow_unpriced: bool | None = None
+    assume_context_tokens: int | None = None
+    updated_at: float = 0.0
+
+
+def _days(day: int, period: str) -> tuple[int, int]:
+    from llmbatch.budget import period_days
+
+    return period_days(day * 86400.0, period)
 
 
 class BudgetOps:
@@ -77,29 +105,155 @@ class BudgetOps:
     _raw: Any
     _fence: Any
     _event: Any
+    dialect: str
 
     def _for_update(self) -> str:
         return ""
 
-    def _reserve(self, cur: Any, batch_id: int, r: Reservation, now: float) -> None:
-        """Inside an intent's transaction: check every budget under its row lock, record."""
-        for c in r.checks:
-            params = {"queue": c.queue, "period": c.period, "limit_micro": c.limit_micro}
-            cur.execute(self.q("upsert_budget"), {**params, "now": now})
+    # -- the budgets in the store ------------------------------------------------------------
+    def stored_budgets(self) -> tuple[list[BudgetRow], list[PolicyRow]]:
+        """The store's budgets and budget settings, as every worker must enforce them."""
+        with self._read() as cur:
+            cur.execute(self.q("budget_rows"))
+            rows = [
+                BudgetRow(str(q), str(p), int(limit), updated_at=float(at))
+                for q, p, limit, at in cur.fetchall()
+            ]
+            cur.execute(self.q("policy_rows"))
+            policies = [
+                PolicyRow(
+                    str(q), None if a is None else bool(a), None if c is None else int(c), float(at)
+                )
+                for q, a, c, at in cur.fetchall()
+            ]
+        return rows, policies
+
+    def set_budget(self, queue: str, period: str, limit_micro: int, now: float) -> int | None:
+        """Set a budget in the store; the limit it replaces, if any."""
+        with self._write() as cur:
+            cur.execute(self.q("budget_of"), {"queue": queue, "period": period})
+            row = cur.fetchone()
             cur.execute(
-                self._dialect("SELECT limit_micro FROM budgets WHERE queue = ? AND period = ?")
-                + self._for_update(),
-                [c.queue, c.period],
+                self.q("upsert_budget"),
+                {"queue": queue, "period": period, "limit_micro": limit_micro, "now": now},
             )
-            cur.execute(self.q("committed"), {"queue": c.queue, "first": c.first, "end": c.end})
+            self._event(cur, "budget_set", detail=f"{queue}/{period}: {limit_micro / 1e6:.6f} USD")
+            return None if row is None else int(row[0])
+
+    def set_policy(
+        self,
+        queue: str,
+        now: float,
+        *,
+        allow_unpriced: bool | None = None,
+        assume_context_tokens: int | None = None,
+    ) -> PolicyRow:
+        """Change a queue's budget settings in the store (None leaves one as it is)."""
+        with self._write() as cur:
+            cur.execute(self.q("policy_of"), {"queue": queue})
+            row = cur.fetchone()
+            allow = None if row is None or row[0] is None else bool(row[0])
+            context = None if row is None or row[1] is None else int(row[1])
+            if allow_unpriced is not None:
+                allow = allow_unpriced
+            if assume_context_tokens is not None:
+                context = assume_context_tokens
+            cur.execute(
+                self.q("upsert_policy"),
+                {
+                    "queue": queue,
+                    "allow_unpriced": None if allow is None else int(allow),
+                    "assume_context_tokens": context,
+                    "now": now,
+                },
+            )
+            self._event(
+                cur,
+                "budget_set",
+                detail=f"{queue}: allow_unpriced={allow}, assume_context_tokens={context}",
+            )
+            return PolicyRow(queue, allow, context, now)
+
+    def clear_budgets(self, queue: str, period: str | None = None) -> int:
+        """Remove a queue's budgets of one period (None: every period, and its settings);
+        how many rows went."""
+        with self._write() as cur:
+            cur.execute(self.q("delete_budgets"), {"queue": queue, "period": period})
+            gone = int(cur.rowcount)
+            if period is None:
+                cur.execute(self.q("delete_policy"), {"queue": queue})
+                gone += int(cur.rowcount)
+            if gone:
+                self._event(cur, "budget_cleared", detail=f"{queue}/{period or 'all'}")
+            return gone
+
+    def seed_budgets(
+        self, rows: Sequence[BudgetRow], policies: Sequence[PolicyRow], now: float
+    ) -> bool:
+        """Write a worker's own budgets into a store that has none (its first use); False,
+        writing nothing, if the store already has budgets."""
+        with self._write() as cur:
+            self._lock_budgets(cur)  # two first workers at once: one writes, one reads
+            cur.execute(self.q("budgets_stored"))
+            if int(cur.fetchone()[0]):
+                return False
+            for b in rows:
+                cur.execute(
+                    self.q("upsert_budget"),
+                    {
+                        "queue": b.queue,
+                        "period": b.period,
+                        "limit_micro": b.limit_micro,
+                        "now": now,
+                    },
+                )
+            for p in policies:
+                cur.execute(
+                    self.q("upsert_policy"),
+                    {
+                        "queue": p.queue,
+                        "now": now,
+                        "assume_context_tokens": p.assume_context_tokens,
+                        "allow_unpriced": None
+                        if p.allow_unpriced is None
+                        else int(p.allow_unpriced),
+                    },
+                )
+            self._event(cur, "budget_set", detail=f"first use: {len(rows)} budgets written")
+            return True
+
+    def _lock_budgets(self, cur: Any) -> None:
+        """Serialise reservations and first-use writes (SQLite's BEGIN IMMEDIATE already does;
+        on PostgreSQL, a transaction-scoped advisory lock)."""
+        if self.dialect == "postgres":
+            cur.execute("SELECT pg_advisory_xact_lock(%s)", [RESERVE_LOCK])
+
+    # -- reservations ------------------------------------------------------------------------
+    def _reserve(self, cur: Any, batch_id: int, r: Reservation, now: float) -> None:
+        """Inside an intent's transaction: check the store's budgets (rows locked) and the
+        worker's own, each against its period's committed spend; record the reservation."""
+        self._lock_budgets(cur)  # a budget of this worker alone has no row to lock
+        queues = sorted(q for q in r.per_queue if q != "*")
+        marks = ", ".join(["?"] * len(queues)) or "NULL"
+        cur.execute(
+            self._dialect(self._raw("budgets_over").format(queues=marks)) + self._for_update(),
+            queues,
+        )
+        limits = {(str(q), str(p)): int(v) for q, p, v in cur.fetchall()}
+        for c in r.checks:  # the worker's own may only tighten
+            key = (c.queue, c.period)
+            limits[key] = min(limits.get(key, c.limit_micro), c.limit_micro)
+        for (queue, period), limit in sorted(limits.items()):
+            first, end = _days(r.day, period)
+            cur.execute(self.q("committed"), {"queue": queue, "first": first, "end": end})
             committed = int(cur.fetchone()[0])
-            if committed + r.amount(c.queue) > c.limit_micro:
+            if committed + r.amount(queue) > limit:
                 raise OverBudget(
-                    f"budget {c.queue}/{c.period}: {committed} committed meanwhile; pick again"
+                    f"budget {queue}/{period}: {committed} committed meanwhile; pick again"
                 )
         cur.executemany(
             self.q("insert_spend"),
-            [(batch_id, queue, r.day, int(v)) for queue, v in sorted(r.per_queue.items())],
+            [(batch_id, q, r.day, int(v), int(v)) for q, v in sorted(r.per_queue.items())],
         )
 
     def budget_lines(self, request_ids: Sequence[int]) -> list[tuple[int, str, int, bytes]]:
@@ -121,6 +275,7 @@ class BudgetOps:
             cur.execute(self.q("committed"), {"queue": queue, "first": first, "end": end})
             return int(cur.fetchone()[0])
 
+    # -- holds ---------------------------------------------------------------------------
     def hold(self, request_ids: Sequence[int], reason: str, now: float, token: int) -> int:
         """Queued requests wait as `held` with a reason; returns how many."""
         with self._write() as cur:
@@ -140,6 +295,13 @@ class BudgetOps:
             cur.execute(self.q("held_count"), {"queue": queue})
             return int(cur.fetchone()[0])
 
+    def held_reasons(self) -> list[tuple[str, int]]:
+        """(reason, requests) of held requests, the newest reason first."""
+        with self._read() as cur:
+            cur.execute(self.q("held_reasons"))
+            return [(str(reason), int(n)) for reason, n in cur.fetchall()]
+
+    # -- settlement ----------------------------------------------------------------------
     def batch_usage(self, batch_id: int) -> list[QueueUsage] | None:
         """Usage of a batch's results per queue and tier; None if it reserved nothing."""
         with self._read() as cur:
@@ -149,36 +311,56 @@ class BudgetOps:
             cur.execute(self.q("batch_usage"), {"id": batch_id})
             return [QueueUsage(str(r[0]), *(int(v) for v in r[1:])) for r in cur.fetchall()]
 
-    def settle(self, batch_id: int, spent: Mapping[str, int], now: float, token: int) -> None:
-        """Release a batch's reservation to its actual cost per queue (idempotent)."""
+    def flagged_results(self, batch_id: int) -> list[tuple[int, str]]:
+        """(request id, queue) of a batch's succeeded results whose usage could not be read."""
+        with self._read() as cur:
+            cur.execute(self.q("flagged_results"), {"id": batch_id})
+            return [(int(r), str(q)) for r, q in cur.fetchall()]
+
+    def spend_queues(self, batch_id: int) -> dict[str, int]:
+        """The queues a batch's spend rows charge, with their worst case."""
+        with self._read() as cur:
+            cur.execute(self.q("spend_queues"), {"id": batch_id})
+            return {str(q): int(w) for q, w in cur.fetchall()}
+
+    def settle(
+        self,
+        batch_id: int,
+        spent: Mapping[str, int],
+        now: float,
+        token: int,
+        unpriced: Mapping[str, int] | None = None,
+        prices: str | None = None,
+    ) -> None:
+        """Release a batch's reservation to its actual cost per queue (idempotent);
+        `unpriced` counts the results per queue whose cost is not known."""
+        unpriced = unpriced or {}
         with self._write() as cur:
             self._fence(cur, token)
-            cur.execute(self.q("settle_all"), {"id": batch_id, "now": now})
+            cur.execute(self.q("settle_all"), {"id": batch_id, "now": now, "prices": prices})
+            queues = sorted(set(spent) | set(unpriced))
             cur.executemany(
-                self.q("settle_queue"), [(int(v), batch_id, q) for q, v in sorted(spent.items())]
+                self.q("settle_queue"),
+                [(int(spent.get(q, 0)), int(unpriced.get(q, 0)), batch_id, q) for q in queues],
             )
-            self._event(
-                cur, "settled", batch_id=batch_id,
-                detail=", ".join(f"{q}: {v / 1e6:.6f} USD" for q, v in sorted(spent.items())),
-            )  # fmt: skip
+            detail = ", ".join(f"{q}: {v / 1e6:.6f} USD" for q, v in sorted(spent.items()))
+            if any(unpriced.values()):
+                detail += f"; {sum(unpriced.values())} results not priced"
+            self._event(cur, "settled", batch_id=batch_id, detail=detail)
+
+    def _charge_duplicate(self, cur: Any, dup_id: int, intent_id: int, now: float) -> None:
+        """In the adoption's transaction: a duplicate of an intent is charged at once."""
+        cur.execute(
+            self.q("charge_duplicate"),
+            {"dup": dup_id, "intent": intent_id, "day": int(now // 86400)},
+        )
 
     def budget_overview(self, now: float) -> list[BudgetRow]:
-        """Budgets workers enforced last, with their current period's committed spend."""
+        """The store's budgets, with their current period's committed spend."""
         from llmbatch.budget import period_days
 
-        with self._read() as cur:
-            cur.execute(self.q("budget_rows"))
-            rows = [
-                BudgetRow(str(q), str(p), int(limit), updated_at=float(at))
-                for q, p, limit, at in cur.fetchall()
-            ]
+        rows, _policies = self.stored_budgets()
         for b in rows:
             first, end = period_days(now, b.period)
             b.committed = self.committed(b.queue, first, end)
         return rows
-
-    def held_reasons(self) -> list[tuple[str, int]]:
-        """(reason, requests) of held requests, the newest reason first."""
-        with self._read() as cur:
-            cur.execute(self.q("held_reasons"))
-            return [(str(reason), int(n)) for reason, n in cur.fetchall()]

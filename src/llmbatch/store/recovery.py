@@ -31,6 +31,7 @@ class RecoveryOps:
     _raw: Any
     _event: Any
     _fence: Any
+    _charge_duplicate: Any
     _local_outcomes: Any
 
     # -- cancelling ------------------------------------------------------------------------
@@ -170,6 +171,8 @@ class RecoveryOps:
                 [status.provider_batch_id],
             )
             batch_id = int(cur.fetchone()[0])
+            if intent_id is not None:  # a duplicate: no budget planned it, it is charged now
+                self._charge_duplicate(cur, batch_id, intent_id, now)
             self._event(cur, "adopted", batch_id=batch_id,
                         detail=f"{status.provider_batch_id} (for intent {intent_id})")  # fmt: skip
             return batch_id

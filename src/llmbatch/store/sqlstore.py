@@ -21,6 +21,7 @@ from llmbatch.errors import NotFound, StoreError
 from llmbatch.store.base import Clash, CostGroup, Count, ImportInfo, Row
 from llmbatch.store.batching import BatchingOps
 from llmbatch.store.budgets import BudgetOps
+from llmbatch.store.ledger import LedgerOps
 from llmbatch.store.manage import ManageOps
 from llmbatch.store.recovery import RecoveryOps
 from llmbatch.store.setbacks import SetbackOps
@@ -38,10 +39,10 @@ def _sql_text(name: str) -> str:
 
 @cache
 def queries() -> dict[str, str]:
-    """Named queries from sql/queries.sql, engine.sql, budgets.sql, manage.sql and watch.sql,
-    in SQLite's parameter style."""
+    """Named queries from sql/*.sql (queries, engine, budgets, ledger, manage, watch), in
+    SQLite's parameter style."""
     out: dict[str, str] = {}
-    files = ("queries.sql", "engine.sql", "budgets.sql", "manage.sql", "watch.sql")
+    files = ("queries.sql", "engine.sql", "budgets.sql", "ledger.sql", "manage.sql", "watch.sql")
     text = "\n".join(_sql_text(f) for f in files)
     for block in re.split(r"^-- name: ", text, flags=re.M)[1:]:
         name, _, body = block.partition("\n")
@@ -120,7 +121,7 @@ def owner_alive(owner: str, heartbeat_at: float, now: float) -> bool:
     return _process_start(pid) == start
 
 
-class SqlStore(BatchingOps, BudgetOps, RecoveryOps, ManageOps, SetbackOps, WatchOps):
+class SqlStore(BatchingOps, BudgetOps, LedgerOps, RecoveryOps, ManageOps, SetbackOps, WatchOps):
     """Shared implementation of the Store protocol over a DB-API-like cursor."""
 
     dialect: str

@@ -189,6 +189,7 @@ CREATE TABLE events (
 
 -- Money per batch and queue, in 1e-6 USD: the worst case reserved with the intent, released
 -- to the actual cost of the results at ingest. Budgets sum it per UTC day of the reservation.
+-- A duplicate provider batch (kind 'duplicate') is charged when found: no budget planned it.
 CREATE TABLE spend (
     batch_id   INTEGER NOT NULL REFERENCES batches (id),
     queue      TEXT    NOT NULL,
@@ -196,16 +197,63 @@ CREATE TABLE spend (
     reserved   INTEGER NOT NULL, -- the worst case still held, 0 once settled
     spent      INTEGER NOT NULL DEFAULT 0, -- the actual cost of the results, once settled
     settled_at REAL,
+    -- the worst case reserved (kept once settled); planned, or a duplicate no budget planned;
+    -- results whose cost is not known (flagged usage charged at their worst case, or an
+    -- unpriced model's, counted 0); the price data that settled it
+    worst      INTEGER,
+    kind       TEXT NOT NULL DEFAULT 'planned',
+    unpriced   INTEGER NOT NULL DEFAULT 0,
+    prices     TEXT,
     PRIMARY KEY (batch_id, queue)
 );
 CREATE INDEX spend_day ON spend (day, queue);
 
--- The budget limits workers last enforced (queue '*' is every queue together), a reservation
--- locks the rows it checks, so racing workers see each other's reservations.
+-- The budgets every worker enforces (queue '*' is every queue together), set by `llmbatch
+-- budget` or written by the first worker that brings its own to a store with none. A worker
+-- may tighten them for itself, never loosen them; a reservation locks the rows it checks,
+-- so racing workers see each other's reservations.
 CREATE TABLE budgets (
     queue       TEXT    NOT NULL,
     period      TEXT    NOT NULL CHECK (period IN ('day', 'month')),
     limit_micro INTEGER NOT NULL CHECK (limit_micro > 0),
     updated_at  REAL    NOT NULL,
     PRIMARY KEY (queue, period)
+);
+
+-- The other budget settings per queue ('*': every queue): whether models without a price
+-- may spend under a budget, and how much context a request with previous_response_id (or
+-- another reference to context it does not carry) is assumed to bring.
+CREATE TABLE budget_policy (
+    queue                 TEXT    NOT NULL PRIMARY KEY,
+    allow_unpriced        INTEGER,
+    assume_context_tokens INTEGER CHECK (assume_context_tokens > 0),
+    updated_at            REAL NOT NULL
+);
+
+-- Usage of every result line read per provider batch (what we counted), by the model that
+-- answered and its price tier: compared with what the provider says, and what a duplicate
+-- batch is charged.
+CREATE TABLE batch_tally (
+    batch_id              INTEGER NOT NULL REFERENCES batches (id),
+    model                 TEXT    NOT NULL,
+    price_tier            INTEGER NOT NULL,
+    results               INTEGER NOT NULL,
+    flagged               INTEGER NOT NULL,
+    input_tokens          INTEGER NOT NULL,
+    cached_tokens         INTEGER NOT NULL,
+    cache_write_5m_tokens INTEGER NOT NULL,
+    cache_write_1h_tokens INTEGER NOT NULL,
+    output_tokens         INTEGER NOT NULL,
+    reasoning_tokens      INTEGER NOT NULL,
+    PRIMARY KEY (batch_id, model, price_tier)
+);
+
+-- What the provider says a batch used (OpenAI's Batch object `usage`; Anthropic gives none).
+CREATE TABLE provider_usage (
+    batch_id         INTEGER NOT NULL PRIMARY KEY REFERENCES batches (id),
+    input_tokens     INTEGER NOT NULL,
+    cached_tokens    INTEGER NOT NULL,
+    output_tokens    INTEGER NOT NULL,
+    reasoning_tokens INTEGER NOT NULL,
+    seen_at          REAL NOT NULL
 );

@@ -1,0 +1,284 @@
+"""The store verbs of the ledger: what each provider batch's result lines said it used (the
+tally), what the provider says it used, and what a receipt reads.
+
+The tally is written when a batch is ingested (replaced if it is ingested again); the
+provider's own total whenever a poll brings one. A batch whose two totals differ is an
+anomaly `status` and `report` show: "provider says" beside "we counted".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+TOKENS = ("input", "cached", "output", "reasoning")
+
+
+@dataclass(frozen=True, slots=True)
+class TallyRow:
+    """Usage of a provider batch's succeeded result lines of one model and price tier."""
+
+    model: str
+    tier: int
+    results: int = 0  # lines whose usage was read
+    flagged: int = 0  # lines whose usage could not be read (not summed)
+    input: int = 0
+    cached: int = 0
+    write_5m: int = 0
+    write_1h: int = 0
+    output: int = 0
+    reasoning: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class UsageCheck:
+    """What the provider says a batch used, beside what its result lines said."""
+
+    batch_id: int
+    provider_batch_id: str | None
+    provider: str
+    says: tuple[int, int, int, int]  # input, cached, output, reasoning tokens
+    counted: tuple[int, int, int, int]
+    results: int
+    flagged: int
+
+    @property
+    def differs(self) -> bool:
+        return self.says != self.counted
+
+    def difference(self) -> str:
+        """The fields that differ: "input +120, output -4" (provider minus counted)."""
+        parts = [
+            f"{name} {s - c:+,}"
+            for name, s, c in zip(TOKENS, self.says, self.counted, strict=True)
+            if s != c
+        ]
+        return ", ".join(parts) or "none"
+
+
+@dataclass(frozen=True, slots=True)
+class SpendRow:
+    """One spend row: a batch's reservation or charge in one queue."""
+
+    batch_id: int
+    queue: str
+    day: int
+    reserved: int
+    spent: int
+    worst: int | None
+    kind: str  # planned | duplicate
+    unpriced: int
+    prices: str | None
+    settled_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class ReceiptGroup:
+    """Usage of results of one batch in one pricing aggregate and queue."""
+
+    batch_id: int
+    provider: str
+    model: str
+    endpoint: str
+    price_tier: int
+    day: int
+    queue: str
+    requests: int
+    succeeded: int
+    input_tokens: int
+    cached_tokens: int
+    cache_write_5m_tokens: int
+    cache_write_1h_tokens: int
+    output_tokens: int
+    flagged: int
+
+
+class LedgerOps:
+    """Mixed into SqlStore; relies on its `_write`, `_read`, `q`, `_fence`, `_event`."""
+
+    _write: Any
+    _read: Any
+    q: Any
+    _fence: Any
+    _event: Any
+
+    def record_tally(
+        self, batch_id: int, rows: Sequence[TallyRow], now: float, token: int
+    ) -> UsageCheck | None:
+        """Record what a batch's result lines said it used (replacing an earlier tally);
+        the comparison with the provider's own total if it gave one, noted (an event
+        `usage_mismatch`) when they differ."""
+        with self._write() as cur:
+            self._fence(cur, token)
+            cur.execute(self.q("delete_tally"), {"id": batch_id})
+            cur.executemany(
+                self.q("insert_tally"),
+                [
+                    (
+                        batch_id,
+                        r.model,
+                        r.tier,
+                        r.results,
+                        r.flagged,
+                        r.input,
+                        r.cached,
+                        r.write_5m,
+                        r.write_1h,
+                        r.output,
+                        r.reasoning,
+                    )
+                    for r in rows
+                ],
+            )
+        checks = self.usage_checks(batch_id, every=True, ingested=False)
+        check = checks[0] if checks else None
+        if check is not None and check.differs:
+            self.note_anomaly(check)
+        return check
+
+    def note_anomaly(self, check: UsageCheck) -> None:
+        with self._write() as cur:
+            self._event(
+                cur,
+                "usage_mismatch",
+                batch_id=check.batch_id,
+                detail=(
+                    f"usage: {check.provider_batch_id} provider says {_tokens(check.says)}; we "
+                    f"counted {_tokens(check.counted)} ({check.difference()})"
+                ),
+            )
+
+    def batch_tally(self, batch_id: int) -> list[TallyRow]:
+        with self._read() as cur:
+            cur.execute(self.q("tally_rows"), {"id": batch_id})
+            return [TallyRow(str(r[0]), *(int(v) for v in r[1:])) for r in cur.fetchall()]
+
+    def record_provider_usage(self, batch_id: int, usage: Any, now: float, token: int) -> None:
+        """What the provider says a batch used so far (`usage`: input, cached, output and
+        reasoning tokens)."""
+        with self._write() as cur:
+            self._fence(cur, token)
+            cur.execute(
+                self.q("upsert_provider_usage"),
+                {
+                    "id": batch_id,
+                    "input": int(usage.input),
+                    "cached": int(usage.cached),
+                    "output": int(usage.output),
+                    "reasoning": int(usage.reasoning),
+                    "now": now,
+                },
+            )
+
+    def usage_checks(
+        self,
+        batch_id: int | None = None,
+        *,
+        every: bool = False,
+        limit: int = 20,
+        ingested: bool = True,
+    ) -> list[UsageCheck]:
+        """Ingested batches whose provider gave a total, newest first: only those that
+        differ from what we counted unless `every`."""
+        params = {"id": batch_id, "all_rows": int(every), "lim": limit, "ingested": int(ingested)}
+        with self._read() as cur:
+            cur.execute(self.q("usage_checks"), params)
+            return [
+                UsageCheck(
+                    int(r[0]),
+                    r[1],
+                    str(r[2]),
+                    _four(r[3:7]),
+                    _four(r[7:11]),
+                    int(r[11]),
+                    int(r[12]),
+                )
+                for r in cur.fetchall()
+            ]
+
+    def find_batch(self, ref: str) -> dict[str, Any] | None:
+        """A batch by local id or provider batch id."""
+        keys = (
+            "id",
+            "provider",
+            "endpoint",
+            "model",
+            "state",
+            "provider_batch_id",
+            "intent_id",
+            "request_count",
+            "created_at",
+            "submitted_at",
+            "ingested_at",
+        )
+        with self._read() as cur:
+            cur.execute(self.q("find_batch"), {"ref": ref})
+            row = cur.fetchone()
+            if row is None:
+                return None
+            found = dict(zip(keys, row, strict=True))
+            cur.execute(self.q("duplicates_of"), {"id": found["id"]})
+            found["duplicates"] = [(int(i), p) for i, p in cur.fetchall()]
+            return found
+
+    def batch_spend(self, batch_id: int) -> list[SpendRow]:
+        with self._read() as cur:
+            cur.execute(self.q("batch_spend"), {"id": batch_id})
+            return [_spend(r) for r in cur.fetchall()]
+
+    def unplanned_spend(self, first: int, end: int, queue: str | None = None) -> list[SpendRow]:
+        """Spend over UTC days [first, end) no budget planned (a duplicate provider batch) or
+        whose results could not all be priced."""
+        with self._read() as cur:
+            cur.execute(self.q("unplanned_spend"), {"first": first, "end": end, "queue": queue})
+            return [_spend(r) for r in cur.fetchall()]
+
+    def receipt_groups(
+        self, first: int, end: int, *, batch_id: int | None = None, queue: str | None = None
+    ) -> list[ReceiptGroup]:
+        """Usage of results per batch, pricing aggregate and queue: of one batch (all days),
+        or recorded over UTC days [first, end) (of one queue, or all)."""
+        with self._read() as cur:
+            if batch_id is not None:
+                cur.execute(self.q("receipt_batch_groups"), {"batch": batch_id})
+            else:
+                params = {"queue": queue, "first": first, "end": end}
+                cur.execute(self.q("receipt_day_groups"), params)
+            return [
+                ReceiptGroup(
+                    int(r[0]),
+                    str(r[1]),
+                    str(r[2]),
+                    str(r[3]),
+                    int(r[4]),
+                    int(r[5]),
+                    str(r[6]),
+                    *(int(v) for v in r[7:]),
+                )
+                for r in cur.fetchall()
+            ]
+
+
+def _four(values: Sequence[Any]) -> tuple[int, int, int, int]:
+    a, b, c, d = (int(v or 0) for v in values)
+    return a, b, c, d
+
+
+def _tokens(t: tuple[int, int, int, int]) -> str:
+    return f"{t[0]:,} input ({t[1]:,} cached), {t[2]:,} output ({t[3]:,} reasoning)"
+
+
+def _spend(r: Sequence[Any]) -> SpendRow:
+    return SpendRow(
+        int(r[0]),
+        str(r[1]),
+        int(r[2]),
+        int(r[3]),
+        int(r[4]),
+        None if r[5] is None else int(r[5]),
+        str(r[6]),
+        int(r[7]),
+        None if r[8] is None else str(r[8]),
+        None if r[9] is None else float(r[9]),
+    )

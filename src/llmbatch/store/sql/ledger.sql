@@ -1,0 +1,102 @@
+-- Queries of the ledger: what each provider batch's result lines said it used (the tally),
+-- what the provider says, and what a receipt shows. Same conventions as queries.sql.
+
+-- name: delete_tally
+DELETE FROM batch_tally WHERE batch_id = :id
+
+-- name: insert_tally
+INSERT INTO batch_tally (batch_id, model, price_tier, results, flagged, input_tokens,
+                         cached_tokens, cache_write_5m_tokens, cache_write_1h_tokens,
+                         output_tokens, reasoning_tokens)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+
+-- name: tally_rows
+SELECT model, price_tier, results, flagged, input_tokens, cached_tokens, cache_write_5m_tokens,
+       cache_write_1h_tokens, output_tokens, reasoning_tokens
+FROM batch_tally WHERE batch_id = :id ORDER BY model, price_tier
+
+-- name: upsert_provider_usage
+INSERT INTO provider_usage (batch_id, input_tokens, cached_tokens, output_tokens,
+                            reasoning_tokens, seen_at)
+VALUES (:id, :input, :cached, :output, :reasoning, :now)
+ON CONFLICT (batch_id) DO UPDATE
+SET input_tokens = excluded.input_tokens, cached_tokens = excluded.cached_tokens,
+    output_tokens = excluded.output_tokens, reasoning_tokens = excluded.reasoning_tokens,
+    seen_at = excluded.seen_at
+
+-- name: usage_checks
+-- Ingested batches whose provider said what they used, beside what their lines said.
+SELECT b.id, b.provider_batch_id, b.provider, p.input_tokens, p.cached_tokens,
+       p.output_tokens, p.reasoning_tokens, t.input_tokens, t.cached_tokens, t.output_tokens,
+       t.reasoning_tokens, t.results, t.flagged
+FROM provider_usage p
+JOIN batches b ON b.id = p.batch_id
+JOIN (SELECT batch_id, SUM(input_tokens) AS input_tokens, SUM(cached_tokens) AS cached_tokens,
+             SUM(output_tokens) AS output_tokens, SUM(reasoning_tokens) AS reasoning_tokens,
+             SUM(results) AS results, SUM(flagged) AS flagged
+      FROM batch_tally GROUP BY batch_id) t ON t.batch_id = p.batch_id
+WHERE (:ingested = 0 OR b.state = 'ingested') AND (CAST(:id AS BIGINT) IS NULL OR b.id = :id)
+  AND (:all_rows = 1 OR p.input_tokens <> t.input_tokens OR p.output_tokens <> t.output_tokens
+       OR p.cached_tokens <> t.cached_tokens OR p.reasoning_tokens <> t.reasoning_tokens)
+ORDER BY b.id DESC
+LIMIT :lim
+
+-- name: find_batch
+SELECT id, provider, endpoint, model, state, provider_batch_id, intent_id, request_count,
+       created_at, submitted_at, ingested_at
+FROM batches WHERE provider_batch_id = :ref OR CAST(id AS TEXT) = :ref
+ORDER BY id LIMIT 1
+
+-- name: duplicates_of
+SELECT id, provider_batch_id FROM batches WHERE intent_id = :id ORDER BY id
+
+-- name: batch_spend
+SELECT batch_id, queue, day, reserved, spent, worst, kind, unpriced, prices, settled_at
+FROM spend WHERE batch_id = :id ORDER BY queue
+
+-- name: unplanned_spend
+-- Spend no budget planned (a duplicate provider batch) or could not price, over UTC days.
+SELECT s.batch_id, s.queue, s.day, s.reserved, s.spent, s.worst, s.kind, s.unpriced, s.prices,
+       s.settled_at
+FROM spend s
+WHERE (s.kind <> 'planned' OR s.unpriced > 0) AND s.day >= :first AND s.day < :end
+  AND (CAST(:queue AS TEXT) IS NULL OR s.queue = :queue)
+ORDER BY s.day, s.batch_id, s.queue
+
+-- name: receipt_batch_groups
+-- Usage of the results of one batch (the intent whose attempts they answer) per pricing
+-- aggregate and queue.
+SELECT a.batch_id, r.provider, r.model, MIN(r.endpoint), x.price_tier, x.day, r.queue,
+       COUNT(*), SUM(CASE WHEN x.error_code IS NULL THEN 1 ELSE 0 END),
+       COALESCE(SUM(x.input_tokens), 0), COALESCE(SUM(x.cached_tokens), 0),
+       COALESCE(SUM(x.cache_write_5m_tokens), 0), COALESCE(SUM(x.cache_write_1h_tokens), 0),
+       COALESCE(SUM(x.output_tokens), 0),
+       SUM(CASE WHEN x.usage_flag IS NOT NULL THEN 1 ELSE 0 END)
+FROM attempts a
+JOIN results x ON x.attempt_id = a.id
+JOIN requests r ON r.id = x.request_id
+WHERE a.batch_id = :batch
+GROUP BY a.batch_id, x.day, x.price_tier, r.model, r.queue, r.provider
+ORDER BY r.model, x.price_tier
+
+-- name: receipt_day_groups
+-- Usage of results recorded over UTC days [first, end) per batch, pricing aggregate and
+-- queue (of one queue, or all).
+SELECT a.batch_id, r.provider, r.model, MIN(r.endpoint), x.price_tier, x.day, r.queue,
+       COUNT(*), SUM(CASE WHEN x.error_code IS NULL THEN 1 ELSE 0 END),
+       COALESCE(SUM(x.input_tokens), 0), COALESCE(SUM(x.cached_tokens), 0),
+       COALESCE(SUM(x.cache_write_5m_tokens), 0), COALESCE(SUM(x.cache_write_1h_tokens), 0),
+       COALESCE(SUM(x.output_tokens), 0),
+       SUM(CASE WHEN x.usage_flag IS NOT NULL THEN 1 ELSE 0 END)
+FROM batches b
+JOIN attempts a ON a.batch_id = b.id
+JOIN results x ON x.attempt_id = a.id
+JOIN requests r ON r.id = x.request_id
+-- only batches that can hold results of those days: made before they end, and not
+-- ingested before they begin (results are recorded as a batch is ingested)
+WHERE b.created_at < :end * 86400.0
+  AND (b.ingested_at IS NULL OR b.ingested_at >= :first * 86400.0)
+  AND x.day >= :first AND x.day < :end
+  AND (CAST(:queue AS TEXT) IS NULL OR r.queue = :queue)
+GROUP BY a.batch_id, x.day, x.price_tier, r.model, r.queue, r.provider
+ORDER BY a.batch_id, r.model, x.price_tier
