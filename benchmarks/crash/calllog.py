@@ -109,7 +109,7 @@ def audit(
     uploads = [x for x in calls if x.get("made") and call_kind(x["method"], x["path"]) == "upload"]
     doubles = account(db, per_intent, made, strikes, c)
     adopted = rows(db, "SELECT COUNT(*) FROM events WHERE kind = 'adopted'")[0][0]
-    by_cause = Counter(d["cause"].split(" ")[0] for d in doubles)
+    by_cause = Counter(d["cause"].split(" ")[0].rstrip(":") for d in doubles)
     paid_twice = sum(
         len(requests_of[i]) * (len(bs) - 1) for i, bs in per_intent.items() if len(bs) > 1
     )

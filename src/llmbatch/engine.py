@@ -170,6 +170,7 @@ class Engine(Setbacks, Ingesting, Polling, Sweeping, Cancelling):
         self._next_sweep_at = 0.0
         self._disk_full_since: float | None = None  # the work directory's disk is full
         self._disk_until = self._disk_wait = 0.0
+        self._disk_blocked: dict[int, float] = {}  # batch -> when its files may try again
         self._rotation = 0
         self._budget_state: object = None  # what held requests were weighed against
         self.budgets = InForce(self.settings.budgets)  # the store's, tightened by our own
@@ -428,7 +429,7 @@ class Engine(Setbacks, Ingesting, Polling, Sweeping, Cancelling):
         finally:
             self.timings["upload"] += time.perf_counter() - started - self._file_seconds
         if b.input_file_id is None:
-            self._disk_back(report)
+            self._disk_back(report, b)
         if done:
             report.submitted += 1
             with contextlib.suppress(FileNotFoundError):
