@@ -416,7 +416,19 @@ class Engine(Setbacks, Ingesting, Polling, Sweeping, Cancelling):
             timeout=self.settings.call_timeout,
             clock=self.clock,
             renew=lambda: self._renew(token, force=True),
+            held=self._lease_covers_a_call,
         )
+
+    def _lease_covers_a_call(self) -> None:
+        """LeaseLost unless the lease as last renewed still outlasts a call's client timeout,
+        by this worker's clock: a renewal is followed at once by the call, so only a worker
+        frozen in between for longer than the renewal margin fails this."""
+        left = self._renewed_at + self.settings.lease_ttl - self.clock()
+        if left < self.settings.call_timeout:
+            raise LeaseLost(
+                f"this worker was frozen for {self.settings.lease_ttl - left:.1f} s after "
+                "renewing its lease, which may have passed to another worker: it does not send"
+            )
 
     def _submit(self, b: OpenBatch, now: float, token: int, report: TickReport) -> None:
         sub = self._submission(b, now, token)
