@@ -26,7 +26,7 @@ def test_crash_matrix_small(provider: str, kills: int, pauses: int, tmp_path: Pa
     command = [sys.executable, str(ROOT / "benchmarks" / "crash_matrix.py")]
     command += ["--kills", str(kills), "--pauses", str(pauses), "--restarts", "0"]
     command += ["--round", "300", "--provider", provider, "--work-dir", str(tmp_path)]
-    out = subprocess.run(command, capture_output=True, timeout=400, check=False)
+    out = subprocess.run(command, capture_output=True, timeout=900, check=False)
     assert out.returncode == 0, (out.stdout + out.stderr).decode()[-3000:]
     figures = orjson.loads(out.stdout.splitlines()[-1])
     print(figures)
