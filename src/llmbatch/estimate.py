@@ -292,8 +292,8 @@ def _usd(v: Decimal | None) -> str:
 Parsed = tuple[str, str, str, dict[str, Any]]  # provider, endpoint, model, body
 
 
-def _parse(obj: object) -> Parsed:
-    return _unpack(parse_obj(obj))
+def _parse(obj: object, provider: str = PROVIDER) -> Parsed:
+    return _unpack(parse_obj(obj, provider))
 
 
 def _unpack(r: Request) -> Parsed:
@@ -305,13 +305,14 @@ def estimate_lines(
     *,
     source: str = "<requests>",
     expected_output: int = EXPECTED_OUTPUT,
+    provider: str = PROVIDER,
 ) -> Estimate:
-    """Estimate numbered JSONL lines (OpenAI and Anthropic batch input formats, mixed)."""
+    """Estimate numbered JSONL lines in `provider`'s line shape (or one a provider claims)."""
 
     def parsed() -> Iterator[tuple[str, Parsed | Exception]]:
         for number, raw in lines:
             try:
-                yield f"{source}:{number}", _parse(orjson.loads(raw))
+                yield f"{source}:{number}", _parse(orjson.loads(raw), provider)
             except (orjson.JSONDecodeError, LineError) as exc:
                 yield f"{source}:{number}", exc
 
@@ -400,12 +401,17 @@ def _numbered(path: Path) -> Iterator[tuple[int, bytes]]:
                 yield number, line
 
 
-def estimate_file(path: str | Path, *, expected_output: int = EXPECTED_OUTPUT) -> Estimate:
-    """Estimate every request of a JSONL batch input file."""
+def estimate_file(
+    path: str | Path, *, expected_output: int = EXPECTED_OUTPUT, provider: str = PROVIDER
+) -> Estimate:
+    """Estimate every request of a JSONL batch input file meant for `provider`."""
     p = Path(path)
+    format_of(provider)  # an unknown provider is one line before anything is read
     if not p.is_file():
         raise InputError(f"{p}: no such file")
-    return estimate_lines(_numbered(p), source=str(p), expected_output=expected_output)
+    return estimate_lines(
+        _numbered(p), source=str(p), expected_output=expected_output, provider=provider
+    )
 
 
 def estimate_requests(

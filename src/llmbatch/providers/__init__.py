@@ -119,8 +119,15 @@ def format_or_base(name: str) -> Format:
 
 
 def formats() -> list[Format]:
-    """Every registered provider's format (importing each plugin once)."""
-    return [plugin(n).format for n in names()]
+    """Every registered provider's format that imports (each plugin once). One that fails to
+    import is left out here and says why when it is asked for by name."""
+    found = []
+    for n in names():
+        try:
+            found.append(plugin(n).format)
+        except ConfigError:
+            continue
+    return found
 
 
 @cache
