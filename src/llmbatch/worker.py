@@ -98,8 +98,12 @@ def check_types(table: str, values: dict[str, Any], cls: Any) -> None:
 
 def _quotas(table: dict[str, Any]) -> dict[tuple[str, str], int]:
     """`[quotas.PROVIDER]` MODEL = tokens (or {enqueued_tokens = tokens}), checked."""
+    from llmbatch.providers import available, unknown
+
     quotas = {}
     for provider, models in table.items():
+        if provider not in available():
+            raise ConfigError(f"[quotas.{provider}]: {unknown(provider)}")
         if not isinstance(models, dict):
             raise ConfigError(f"[quotas.{provider}] must be a table of model = enqueued tokens")
         for model, q in models.items():
