@@ -46,6 +46,13 @@ class OpenAISettings:
     endpoint: str | None = None  # Azure only (AZURE_OPENAI_ENDPOINT)
 
 
+@dataclass(frozen=True, slots=True)
+class AzureSettings(OpenAISettings):
+    """Azure's defaults: its own key variable."""
+
+    api_key_env: str = "AZURE_OPENAI_API_KEY"
+
+
 class OpenAIProvider:
     """OpenAI's Files + Batch API."""
 

@@ -163,5 +163,5 @@ openai_plugin = Plugin(
 azure_plugin = Plugin(
     AzureFormat(),
     transport="llmbatch.providers.openai:AzureProvider",
-    settings="llmbatch.providers.openai:OpenAISettings",
+    settings="llmbatch.providers.openai:AzureSettings",
 )
