@@ -72,3 +72,20 @@ def test_a_line_for_another_providers_endpoint_names_that_provider() -> None:
         "url /v1/messages is batched by anthropic, not azure: enqueue these lines with "
         "--provider anthropic, in its line shape"
     )
+
+
+def test_an_entry_point_that_still_names_a_transport_class_loads() -> None:
+    """An install made before formats were plugins names the transport class: it still works."""
+    from importlib.metadata import EntryPoint
+
+    from llmbatch.providers import _import
+
+    for name, value in (
+        ("openai", "llmbatch.providers.openai:OpenAIProvider"),
+        ("azure", "llmbatch.providers.openai:AzureProvider"),
+        ("anthropic", "llmbatch.providers.anthropic:AnthropicProvider"),
+    ):
+        got = _import(name, EntryPoint(name, value, "llmbatch.providers"))
+        assert got is plugin(name)
+    with pytest.raises(ConfigError, match=r"not an llmbatch Plugin; see docs/providers\.md"):
+        _import("x", EntryPoint("x", "llmbatch.errors:ConfigError", "llmbatch.providers"))
