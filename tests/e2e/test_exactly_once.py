@@ -8,8 +8,8 @@ batch list by our metadata (`llmbatch_intent`).
 
 The worker tests run real `llmbatch worker` processes (SIGKILL, SIGSTOP, several workers on
 one PostgreSQL queue and on one SQLite file). Their sizes are CI-sized; set
-LLMBATCH_RACE_REQUESTS for the issue's 20,000 (and see benchmarks/crash_matrix.py, run
-small by test_crash_matrix.py, for workers SIGKILLed a thousand times).
+LLMBATCH_RACE_REQUESTS for the issue's 20,000 (and see benchmarks/crash_matrix.py, a CI stage
+at small size, for workers SIGKILLed a thousand times).
 """
 
 from __future__ import annotations
@@ -371,6 +371,7 @@ def uploaded_attempts(client: openai.OpenAI, file_ids: Sequence[str]) -> Counter
     return seen
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend,workers", [("postgres", 4), ("sqlite", 2)])
 def test_workers_race_over_one_queue(
     backend: str, workers: int, tmp_path: Path, request: pytest.FixtureRequest
@@ -426,6 +427,7 @@ def test_workers_race_over_one_queue(
     assert "traceback" not in output.lower(), output[-3000:]
 
 
+@pytest.mark.slow
 def test_sigstopped_worker_resumed_after_its_lease_changes_nothing(db: str, tmp_path: Path) -> None:
     custom_ids = enqueue(db, 40)
     with running(seed=8) as emu:

@@ -238,6 +238,7 @@ def wait_until(what: Any, timeout: float, why: str) -> None:
         time.sleep(0.05)
 
 
+@pytest.mark.slow
 def test_no_secret_lands_anywhere(
     store_db: str,
     canaries: Canaries,
