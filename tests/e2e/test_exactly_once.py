@@ -442,11 +442,11 @@ def test_sigstopped_worker_resumed_after_its_lease_changes_nothing(db: str, tmp_
         b = None
         client = sdk(emu)
         try:
-            wait_for(lambda: list(client.files.list(purpose="batch")), 20, "A never uploaded")
+            wait_for(lambda: list(client.files.list(purpose="batch")), 60, "A never uploaded")
             a.send_signal(signal.SIGSTOP)
             time.sleep(2.0)  # A's lease expires while it is frozen
             b = start_worker(db, config, tmp_path / "b.log")
-            wait_for(lambda: states(db) == {"succeeded": 40}, 30, f"B did not drain: {states(db)}")
+            wait_for(lambda: states(db) == {"succeeded": 40}, 90, f"B did not drain: {states(db)}")
             # and B closed the batch (its results are in before the batch is marked ingested)
             ingested = "SELECT COUNT(*) FROM batches WHERE state <> 'ingested'"
             wait_for(lambda: sql(db, ingested) == [(0,)], 30, "B never closed its batch")

@@ -269,7 +269,7 @@ def _worker(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
     )
 
 
-def _read_until(proc: subprocess.Popen[str], needle: str, timeout: float = 30) -> list[str]:
+def _read_until(proc: subprocess.Popen[str], needle: str, timeout: float = 60) -> list[str]:
     assert proc.stderr is not None
     seen: list[str] = []
     deadline = time.monotonic() + timeout
