@@ -195,6 +195,7 @@ def drive(
         drained and clean(figures) and alive == args.workers and set(codes) == {0}
         and figures["tracebacks"] == 0 and figures["database_locked"] == 0
         and figures["requests"] == args.requests and done == args.outages
+        and figures["states"] == {"succeeded": args.requests}
     )  # fmt: skip
     return figures
 
