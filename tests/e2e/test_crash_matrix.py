@@ -2,8 +2,9 @@
 instants of their work and replaced, the queue drained, then exactly-once checked from the
 store and the emulator's call log, and each kill put in a window of the protocol.
 
-The benchmark's own sizes (`--small`: 30 kills; `--kills 1000`) are in docs/reliability.md;
-this runs fewer kills so that it stays near a minute on a small machine.
+The benchmark's own sizes (`--small`: 30 kills; `--kills 1000`) are in docs/reliability.md.
+`.ci/run`'s harness stage runs it at `--small` on an OpenAI queue (and fails on any loss), so
+the test runs the one queue CI does not: Anthropic's, at 3 kills.
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 
-# The anthropic SDK takes several seconds to import: fewer kills keep that case near a minute.
-@pytest.mark.parametrize("provider,kills", [("openai", 8), ("anthropic", 3)])
+# The anthropic SDK takes several seconds to import: few kills keep it near a minute.
+@pytest.mark.slow
+@pytest.mark.parametrize("provider,kills", [("anthropic", 3)])
 def test_crash_matrix_small(provider: str, kills: int, tmp_path: Path) -> None:
     out = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "crash_matrix.py"), "--kills", str(kills),
