@@ -42,6 +42,17 @@ def names(series: Series) -> set[str]:
     return {n for n, _ in series}
 
 
+def families(url: str) -> set[str]:
+    """Every metric /metrics declares (with no sample yet too) and every sample name."""
+    status, body, _ = get(url + "/metrics")
+    assert status == 200, body
+    out: set[str] = set()
+    for family in text_string_to_metric_families(body.decode()):
+        out.add(family.name)
+        out.update(s.name for s in family.samples)
+    return out
+
+
 def ready(url: str) -> tuple[int, dict[str, Any]]:
     status, body, _ = get(url + "/readyz")
     return status, json.loads(body)
