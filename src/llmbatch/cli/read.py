@@ -249,3 +249,35 @@ def report(
     if fmt == "table":  # what the provider disagrees with, and spend no budget planned
         for line in receipt.report_notes(store, since_at, until_at, queue):
             click.echo(line)
+
+
+@main.command(short_help="A read-only web dashboard over the store.")
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    envvar="LLMBATCH_DASHBOARD_HOST",
+    help="Address to serve on; any but a local one needs LLMBATCH_DASHBOARD_TOKEN.",
+)
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=8080,
+    show_default=True,
+    envvar="LLMBATCH_DASHBOARD_PORT",
+    help="Port (0: any free one).",
+)
+@click.pass_context
+def dashboard(ctx: click.Context, host: str, port: int) -> None:
+    """Serve a page that shows the queue live: requests per queue and state, batches in
+    flight with the provider's progress, ETA and timeline, budgets and held requests, cost
+    and savings per day, deadlines at risk, recent failures and events, and one request by
+    custom_id. Read-only; nothing it loads comes from the internet."""
+    import os
+
+    from llmbatch.observe.dashboard import TOKEN_ENV, check_host, serve
+
+    token = os.environ.get(TOKEN_ENV) or None
+    check_host(host, token)  # before the store is opened: a refusal changes nothing
+    store = open_db(ctx)
+    serve(store, host, port, token)
