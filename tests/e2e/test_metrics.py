@@ -267,3 +267,21 @@ def test_config_file_sets_the_port(tmp_path: Path, sqlite_db: str) -> None:
         cfg.write_text(f"[worker]\nmetrics_port = {port}\n")
         result = cli("--config", str(cfg), "--db", sqlite_db, "worker")
     assert result.exit_code == 2 and "in use" in result.stderr, result.output
+
+
+def test_deadlines_missed_and_at_risk_per_queue(sqlite_db: str) -> None:
+    now = time.time()
+    with Queue(sqlite_db, "due") as q:
+        body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "x"}]}
+        q.add_many([{"custom_id": "late", "body": body}], deadline=now - 60)
+        q.add_many([{"custom_id": f"soon{i}", "body": body} for i in range(2)], deadline=now + 3600)
+        q.add_many([{"custom_id": "later", "body": body}], deadline=now + 3 * 86400)
+    engine = Engine(open_store(sqlite_db))
+    server = serve(engine, sqlite_db)
+    try:
+        s = scrape(server.url)
+        assert value(s, "llmbatch_deadline_requests", queue="due", risk="missed") == 1
+        assert value(s, "llmbatch_deadline_requests", queue="due", risk="at_risk") == 2
+    finally:
+        server.stop()
+        engine.close()

@@ -33,7 +33,7 @@ from starlette.responses import FileResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from llmbatch import defaults, views
+from llmbatch import views
 from llmbatch.budget import ALL_QUEUES
 from llmbatch.errors import ConfigError, LlmbatchError
 from llmbatch.observe.figures import FigureCache, Figures
@@ -83,7 +83,6 @@ class Views:
         self.store = store
         self.figures = figures
         self.clock = clock
-        self._deadlines: tuple[float, tuple[int, int]] | None = None
 
     def overview(self) -> dict[str, Any]:
         now = self.clock()
@@ -94,7 +93,8 @@ class Views:
         eta_at = views.queue_eta(snap, now)
         batches = views.batch_records(self.store.batch_overview(10), snap.batches, now)
         lease = f.observed.lease
-        missed, at_risk = self._deadline_risk(now)
+        risks = f.deadlines().values()
+        missed, at_risk = sum(m for m, _ in risks), sum(r for _, r in risks)
         return {
             "store": self.store.location,
             "now": now,
@@ -127,13 +127,6 @@ class Views:
                 "expires_in_s": round(lease.expires_at - now, 1),
             },
         }
-
-    def _deadline_risk(self, now: float) -> tuple[int, int]:
-        """(missed, at risk), read again at most every 15 s (it scans the requests)."""
-        if self._deadlines is None or now - self._deadlines[0] >= self.figures.max_age:
-            risk = self.store.deadline_risk(now, now + defaults.BATCH_WINDOW_S)
-            self._deadlines = (now, risk)
-        return self._deadlines[1]
 
     def costs(self) -> dict[str, Any]:
         f = self.figures.get()
@@ -274,9 +267,11 @@ def _headers(response: Response) -> Response:
     return response
 
 
-def create_app(store: Store, *, token: str | None = None, max_age: float = 5.0) -> Starlette:
-    """The dashboard over `store` (its figures read again at most every `max_age` seconds)."""
-    data = Views(store, FigureCache(store, max_age=max_age))
+def create_app(store: Store, *, token: str | None = None, max_age: float = 2.0) -> Starlette:
+    """The dashboard over `store`: its figures read again in the background once `max_age`
+    seconds old, or five times what the last read took (on a big store, a scan of the
+    requests must not run back to back)."""
+    data = Views(store, FigureCache(store, max_age=max_age, pace=5.0))
 
     def guarded(view: Callable[[Request], Any]) -> Callable[[Request], Response]:
         def endpoint(request: Request) -> Response:
@@ -325,6 +320,7 @@ def serve(store: Store, host: str, port: int, token: str | None, *, announce: bo
     sock = bind(host, port)
     try:
         app = create_app(store, token=token)
+        app.state.views.figures.get()  # the first read before serving: the first page is fast
         bound = sock.getsockname()[1]
         shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
         if announce:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
 from decimal import Decimal
 
+from llmbatch import defaults
 from llmbatch.errors import LlmbatchError
 from llmbatch.pricing import Tokens, price_group
 from llmbatch.states import TERMINAL
@@ -104,6 +105,16 @@ class Figures:
     error: str | None = None  # why the newest read failed (these figures are older)
     error_at: float | None = None
 
+    def deadlines(self) -> dict[str, tuple[int, int]]:
+        """queue -> (missed, at risk): unfinished requests whose deadline has passed, or falls
+        before the latest a batch sent now may finish (24 h)."""
+        out: dict[str, tuple[int, int]] = {}
+        for g in self.observed.requests:
+            if g.state not in TERMINAL and (g.missed or g.at_risk):
+                missed, risk = out.get(g.queue, (0, 0))
+                out[g.queue] = (missed + g.missed, risk + g.at_risk)
+        return out
+
     def oldest_unfinished(self) -> dict[str, float]:
         """queue -> enqueue time of its oldest request not yet succeeded, failed or cancelled."""
         out: dict[str, float] = {}
@@ -153,6 +164,7 @@ class FigureCache:
 
     store: Store
     max_age: float = MAX_AGE_S
+    pace: float = 0.0  # also wait `pace` times the last read's cost (a big store: read less)
     clock: Callable[[], float] = time.time
     _figures: Figures | None = None
     _pricer: Pricer = field(default_factory=Pricer)
@@ -167,16 +179,21 @@ class FigureCache:
         figures = self._figures
         if figures is None:
             return self.refresh()
-        if self.clock() - figures.at >= self.max_age:
+        if self.clock() - figures.at >= self.period():
             self._refresh_in_background()
         return figures
+
+    def period(self) -> float:
+        """How old the figures may grow before they are read again."""
+        took = self._figures.took_s if self._figures is not None else 0.0
+        return max(self.max_age, self.pace * took)
 
     def keep_fresh(self, stop: threading.Event) -> threading.Thread:
         """Read again every `max_age` seconds in a thread until `stop` is set (a worker's
         /metrics: scrapes then always find figures at most `max_age` old)."""
 
         def loop() -> None:
-            while not stop.wait(max(0.0, self.max_age - (self.clock() - self._at()))):
+            while not stop.wait(max(0.0, self.period() - (self.clock() - self._at()))):
                 self._background_once()
 
         thread = threading.Thread(target=loop, name="llmbatch-figures-keeper", daemon=True)
@@ -215,7 +232,7 @@ class FigureCache:
         started = time.perf_counter()
         now = self.clock()
         try:
-            observed = self.store.observe()
+            observed = self.store.observe(now, now + defaults.BATCH_WINDOW_S)
             budgets = self.store.budget_overview(now)
             if self._cursor is None:
                 self._cursor = observed.results_high

@@ -134,6 +134,16 @@ def _requests(f: Figures, gauge: Any, counter: Any, now: float) -> Iterator[Metr
     for labels, v in cap(ages, combine=max).items():
         g.add_metric(list(labels), v)
     yield g
+    g = gauge(
+        "llmbatch_deadline_requests",
+        "Unfinished requests whose deadline has passed (missed) or falls within 24 h (at_risk)",
+        labels=["queue", "risk"],
+    )
+    risks = f.deadlines()
+    for i, risk in enumerate(("missed", "at_risk")):
+        for labels, v in cap([((q,), float(mr[i])) for q, mr in risks.items()]).items():
+            g.add_metric([*labels, risk], v)
+    yield g
     for name, what, attr in (
         (
             "llmbatch_request_retries",

@@ -455,8 +455,9 @@ class Store(Protocol):
         """(custom_id, provider, endpoint, model, body) of a queue's requests in `states`."""
 
     # -- what /metrics and the dashboard read (implemented in observe.py) ------------------
-    def observe(self) -> Observed:
-        """Requests, open batches, events, cost totals and the lease, in one read."""
+    def observe(self, now: float, horizon: float) -> Observed:
+        """Requests (with deadlines missed or before `horizon`), open batches, events, cost
+        totals and the lease, in one read."""
 
     def turnaround(self, after: int, upto: int) -> Turnaround:
         """Enqueue-to-result times of the results with ids in (after, upto], per bucket."""
@@ -464,5 +465,5 @@ class Store(Protocol):
     def batch_events(self, batch_id: int) -> list[dict[str, Any]]:
         """A batch's entries in the event log, oldest first: its timeline."""
 
-    def recent_failures(self, n: int = 10) -> list[dict[str, Any]]:
-        """The newest failed results, newest first (no bodies)."""
+    def recent_failures(self, n: int = 10, window: int = 100_000) -> list[dict[str, Any]]:
+        """The newest failed results among the last `window`, newest first (no bodies)."""

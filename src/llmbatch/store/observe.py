@@ -25,6 +25,8 @@ class RequestGroup:
     oldest: float  # enqueue time of the oldest request of the group
     retries: int  # attempts after the first
     expiries: int  # times their batches expired with them unrun
+    missed: int = 0  # with a deadline already passed
+    at_risk: int = 0  # with a deadline before the horizon asked about
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,13 +97,23 @@ class ObserveOps:
     def q(self, name: str) -> str:
         raise NotImplementedError
 
-    def observe(self) -> Observed:
-        """Every figure /metrics and the dashboard show from the store, in one read."""
+    def observe(self, now: float, horizon: float) -> Observed:
+        """Every figure /metrics and the dashboard show from the store, in one read;
+        deadlines count as at risk when they fall before `horizon`."""
         with self._read() as cur:
-            cur.execute(self.q("observe_requests"))
+            cur.execute(self.q("observe_requests"), {"now": now, "horizon": horizon})
             requests = [
                 RequestGroup(
-                    r[0], r[1], r[2], r[3], int(r[4]), float(r[5]), int(r[6] or 0), int(r[7] or 0)
+                    queue=r[0],
+                    provider=r[1],
+                    model=r[2],
+                    state=r[3],
+                    n=int(r[4]),
+                    oldest=float(r[5]),
+                    retries=int(r[6] or 0),
+                    expiries=int(r[7] or 0),
+                    missed=int(r[8] or 0),
+                    at_risk=int(r[9] or 0),
                 )
                 for r in cur.fetchall()
             ]
@@ -145,10 +157,10 @@ class ObserveOps:
                 for i, at, k, d in cur.fetchall()
             ]
 
-    def recent_failures(self, n: int = 10) -> list[dict[str, Any]]:
-        """The newest failed results, newest first (no bodies)."""
+    def recent_failures(self, n: int = 10, window: int = 100_000) -> list[dict[str, Any]]:
+        """The newest failed results among the last `window`, newest first (no bodies)."""
         with self._read() as cur:
-            cur.execute(self.q("observe_recent_failures"), {"n": n})
+            cur.execute(self.q("observe_recent_failures"), {"n": n, "window": window})
             names = (
                 "queue",
                 "custom_id",

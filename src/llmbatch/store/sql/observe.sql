@@ -2,10 +2,13 @@
 -- transaction (store/observe.py), so every worker reports the same figures for one store.
 
 -- name: observe_requests
--- Requests per queue, provider, model and state, with the oldest one's enqueue time and the
--- retries and expiries they went through (one scan of requests: the snapshot's main cost).
+-- Requests per queue, provider, model and state, with the oldest one's enqueue time, the
+-- retries and expiries they went through, and how many have a deadline that has passed or
+-- falls before :horizon (one scan of requests: the snapshot's main cost).
 SELECT queue, provider, model, state, COUNT(*), MIN(created_at),
-       SUM(CASE WHEN attempts > 1 THEN attempts - 1 ELSE 0 END), SUM(expiries)
+       SUM(CASE WHEN attempts > 1 THEN attempts - 1 ELSE 0 END), SUM(expiries),
+       SUM(CASE WHEN deadline < :now THEN 1 ELSE 0 END),
+       SUM(CASE WHEN deadline >= :now AND deadline < :horizon THEN 1 ELSE 0 END)
 FROM requests
 WHERE import_id NOT IN (SELECT id FROM imports WHERE state <> 'committed')
 GROUP BY queue, provider, model, state
@@ -62,8 +65,10 @@ WHERE batch_id = :id OR batch_id = (SELECT intent_id FROM batches WHERE id = :id
 ORDER BY id LIMIT 200
 
 -- name: observe_recent_failures
--- The newest failed results (an error code, or a status other than 2xx), newest first.
+-- The newest failed results (an error code, or a status other than 2xx) among the last
+-- :window results, newest first (a store with no failure is not scanned whole).
 SELECT q.queue, q.custom_id, q.model, r.status_code, r.error_code, r.error_message, r.created_at
 FROM results r JOIN requests q ON q.id = r.request_id
-WHERE r.error_code IS NOT NULL OR r.status_code >= 300
+WHERE (r.error_code IS NOT NULL OR r.status_code >= 300)
+  AND r.id > (SELECT COALESCE(MAX(id), 0) FROM results) - :window
 ORDER BY r.id DESC LIMIT :n
