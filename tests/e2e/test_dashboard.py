@@ -279,3 +279,29 @@ def test_a_missing_store_is_not_created(tmp_path: Path) -> None:
     missing = tmp_path / "nope.db"
     result = cli("--db", str(missing), "dashboard", "--port", "0")
     assert result.exit_code == 2 and not missing.exists(), result.output
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_odd_api_input_is_an_empty_answer(backend: str, request: pytest.FixtureRequest) -> None:
+    db = str(request.getfixturevalue("sqlite_db" if backend == "sqlite" else "pg_dsn"))
+    enqueue(db, "q", ["a"])
+    store = open_store(db, create=False)
+    try:
+        with dashboard(store) as url:
+            for path in (
+                "/api/batch/99999999999999999999999",
+                "/api/batch/-1",
+                "/api/batch/abc",
+                "/api/request?custom_id=%00x",
+                "/api/request?custom_id=a&queue=%00",
+                "/api/request?custom_id=a%27%20OR%201%3D1%20--",
+                "/api/request",
+            ):
+                status, body, headers = get(url + path)
+                assert status == 200, (path, body)
+                assert b'found":[]' in body or b'events":[]' in body, (path, body)
+                assert headers["content-type"] == "application/json"
+            status, body, _ = get(url + "/api/request?custom_id=a")
+            assert status == 200 and b'"custom_id":"a"' in body and b'"state"' in body
+    finally:
+        store.close()

@@ -156,7 +156,8 @@ class Views:
         }
 
     def request(self, custom_id: str, queue: str | None, bodies: bool) -> dict[str, Any]:
-        if not custom_id or len(custom_id) > MAX_ID:
+        # a NUL cannot be stored (PostgreSQL refuses it in text): nothing can match it
+        if not custom_id or len(custom_id) > MAX_ID or "\x00" in custom_id + (queue or ""):
             return {"custom_id": custom_id[:MAX_ID], "found": []}
         found = []
         for req in self.store.request_detail(custom_id, queue or None):
@@ -291,11 +292,10 @@ def create_app(store: Store, *, token: str | None = None, max_age: float = 2.0) 
         return data.request(q.get("custom_id", ""), q.get("queue"), q.get("bodies") == "1")
 
     def batch_view(request: Request) -> Any:
-        try:
-            batch_id = int(request.path_params["batch_id"])
-        except ValueError:
+        raw = request.path_params["batch_id"]
+        if not raw.isdigit() or not 0 < int(raw) < 2**63:  # what an id column can hold
             return {"id": None, "events": []}
-        return data.batch(batch_id)
+        return data.batch(int(raw))
 
     routes = [
         Route("/", index),
