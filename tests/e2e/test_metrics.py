@@ -17,7 +17,7 @@ import psycopg
 import pytest
 
 from helpers import LLMBATCH, cli, fast_settings
-from llmbatch import Queue
+from llmbatch import Queue, report
 from llmbatch.emulator import running
 from llmbatch.engine import Engine
 from llmbatch.errors import ConfigError
@@ -95,6 +95,9 @@ def test_one_worker_counts_the_whole_lifecycle(db: str, emu: object) -> None:
         batch = value(after, "llmbatch_cost_usd_total", tier="batch")
         real = value(after, "llmbatch_cost_usd_total", tier="realtime")
         assert 0 < batch < real
+        lines = report.build(engine.store)  # what `llmbatch report` says, to the 1e-6 USD
+        assert batch == pytest.approx(float(sum(ln.batch_usd for ln in lines)), abs=1e-6)
+        assert real == pytest.approx(float(sum(ln.realtime_usd for ln in lines)), abs=1e-6)
         assert (
             value(after, "llmbatch_provider_call_seconds_count", provider="openai", call="submit")
             >= 1

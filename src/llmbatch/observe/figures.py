@@ -76,7 +76,8 @@ class Priced:
     unpriced: int = 0  # succeeded requests whose cost is not known (left out, never $0)
 
     def plus(self, row: CostRow, batch: Decimal | None, real: Decimal | None) -> Priced:
-        known = batch is not None and real is not None
+        if batch is None or real is None:  # unpriced: left out of both sums, counted apart
+            batch = real = None
         return Priced(
             requests=self.requests + row.requests,
             input_tokens=self.input_tokens + row.input_tokens,
@@ -85,9 +86,9 @@ class Priced:
                 self.cache_write_tokens + row.cache_write_5m_tokens + row.cache_write_1h_tokens
             ),
             output_tokens=self.output_tokens + row.output_tokens,
-            batch_usd=self.batch_usd + (batch or 0 if known else 0),
-            realtime_usd=self.realtime_usd + (real or 0 if known else 0),
-            unpriced=self.unpriced + (row.flagged if known else row.succeeded),
+            batch_usd=self.batch_usd + (batch or 0),
+            realtime_usd=self.realtime_usd + (real or 0),
+            unpriced=self.unpriced + (row.flagged if batch is not None else row.succeeded),
         )
 
 
