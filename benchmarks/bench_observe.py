@@ -15,7 +15,7 @@ the share of a worker's CPU that serving metrics takes.
    with and without `--metrics-port` (scraped every 5 s): the worker's CPU seconds each
    way; the median extra share is the floor's figure (<= 5 %).
 
---small: 20,000 requests, 100 scrapes over 3 s, and 3 pairs of 2,000 (what CI runs, under a
+--small: 10,000 requests, 100 scrapes over 3 s, and 3 pairs of 2,000 (what CI runs, under a
 minute). Prints one JSON line.
 """
 
@@ -265,12 +265,12 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=1_000_000)
     ap.add_argument("--e2e", type=int, default=100_000)
     ap.add_argument("--pairs", type=int, default=3)
-    ap.add_argument("--small", action="store_true", help="20,000 requests, pairs of 2,000")
+    ap.add_argument("--small", action="store_true", help="10,000 requests, pairs of 2,000")
     ap.add_argument(
         "--pg", default=os.environ.get("LLMBATCH_BENCH_PG") or os.environ.get("LLMBATCH_TEST_PG")
     )
     args = ap.parse_args()
-    n, e2e_n = (20_000, 2_000) if args.small else (args.requests, args.e2e)
+    n, e2e_n = (10_000, 2_000) if args.small else (args.requests, args.e2e)
     scrapes, window = (100, 3.0) if args.small else (300, 20.0)
     out: dict[str, Any] = {"bench": "observe", "small": args.small}
     with tempfile.TemporaryDirectory(prefix="llmbatch-observe-") as folder:
