@@ -155,6 +155,7 @@ class Engine(Setbacks, Ingesting, Polling, Sweeping, Cancelling):
         self.settings = settings or EngineSettings()
         self.clock = clock
         self._providers: dict[str, Provider] = dict(providers or {})
+        self._wrap: Callable[[str, Provider], Provider] | None = None
         self._own_workdir = workdir is None
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="llmbatch-"))
         self._file_seconds = 0.0
@@ -179,8 +180,14 @@ class Engine(Setbacks, Ingesting, Polling, Sweeping, Cancelling):
     # -- providers -------------------------------------------------------------------------
     def provider(self, name: str) -> Provider:
         if name not in self._providers:
-            self._providers[name] = make_provider(name, **self.settings.providers.get(name, {}))
+            made = make_provider(name, **self.settings.providers.get(name, {}))
+            self._providers[name] = made if self._wrap is None else self._wrap(name, made)
         return self._providers[name]
+
+    def instrument(self, wrap: Callable[[str, Provider], Provider]) -> None:
+        """Wrap every provider, those in use and those made later (metrics time the calls)."""
+        self._wrap = wrap
+        self._providers = {name: wrap(name, p) for name, p in self._providers.items()}
 
     # -- the tick --------------------------------------------------------------------------
     def tick(self, now: float) -> TickReport:

@@ -4,8 +4,9 @@ queue drained, then exactly-once checked from the store and the emulator's batch
 call log — the engine deletes its files, lists lag, uploads and creates are slow before
 they act — and each strike put in a window of the protocol.
 
-The benchmark's own sizes (`--small`: 30 kills; `--kills 1000`) are in docs/reliability.md;
-this runs fewer kills so that it stays near a minute on a small machine.
+The benchmark's own sizes (`--small`: 30 kills; `--kills 1000`) are in docs/reliability.md.
+`.ci/run`'s harness stage runs it at `--small` on an OpenAI queue (and fails on any loss), so
+the test runs the one queue CI does not: Anthropic's, at 3 kills.
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 
-# The anthropic SDK takes several seconds to import: fewer kills keep that case near a minute.
-@pytest.mark.parametrize("provider,kills,pauses", [("openai", 8, 1), ("anthropic", 3, 0)])
+# The anthropic SDK takes several seconds to import: few kills keep it near a minute.
+@pytest.mark.slow
+@pytest.mark.parametrize("provider,kills,pauses", [("anthropic", 3, 0)])
 def test_crash_matrix_small(provider: str, kills: int, pauses: int, tmp_path: Path) -> None:
     command = [sys.executable, str(ROOT / "benchmarks" / "crash_matrix.py")]
     command += ["--kills", str(kills), "--pauses", str(pauses), "--restarts", "0"]

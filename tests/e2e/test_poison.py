@@ -308,6 +308,7 @@ def test_result_lines_over_the_cap_are_anomalies(db: str, emu: RunningEmulator) 
     )
 
 
+@pytest.mark.slow
 def test_thousands_of_foreign_lines_cost_a_handful_of_writes(db: str, emu: RunningEmulator) -> None:
     """A batch tagged with our store id (adopted by the sweep) whose 10,000 result lines are
     all another app's: each is an anomaly, but the event log gets the first few and a count
