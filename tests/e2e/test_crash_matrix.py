@@ -4,7 +4,8 @@ queue drained, then exactly-once checked from the store and the emulator's batch
 call log — the engine deletes its files, lists lag, uploads and creates are slow before
 they act — and each strike put in a window of the protocol.
 
-The benchmark's own sizes (`--small`: 30 kills; `--kills 1000`) are in docs/reliability.md.
+The benchmark's own sizes (`--small`: 12 kills, 2 pauses; the floors) are in
+docs/reliability.md.
 `.ci/run`'s harness stage runs it at `--small` on an OpenAI queue (and fails on any loss), so
 the test runs the one queue CI does not: Anthropic's, at 3 kills.
 """
