@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from llmbatch import budget, defaults, ledger
+from llmbatch.archive import Archiver, ArchiveSettings
 from llmbatch.budget import BudgetSettings
 from llmbatch.errors import ConfigError, RejectedError
 from llmbatch.in_force import InForce
@@ -82,6 +83,7 @@ class EngineSettings:
     # Requests of a batch whose results the provider archived before they were read:
     # "requeue" (sent again) or "fail" (a result with the reason "archived").
     archived: str = "requeue"
+    archive: ArchiveSettings | None = None  # `[archive]`: copy each batch's files there
 
     def __post_init__(self) -> None:
         if self.archived not in ("requeue", "fail"):
@@ -130,6 +132,7 @@ class TickReport:
     ingested_batches: int = 0
     outcomes: int = 0
     anomalies: int = 0
+    archived: int = 0  # batches whose archive was written
     unreachable: int = 0  # provider calls that failed for a transient reason (outage, 429, 5xx)
     notes: list[str] = field(default_factory=list)
 
@@ -174,6 +177,18 @@ class Engine(Setbacks, Ingesting, Polling, Sweeping, Cancelling):
         self._budget_state: object = None  # what held requests were weighed against
         self.budgets = InForce(self.settings.budgets)  # the store's, tightened by our own
         self.timings: dict[str, float] = defaultdict(float)  # seconds per phase, for benchmarks
+        self.archiver = (
+            Archiver(
+                store,
+                self.settings.archive,
+                self.provider,
+                self.workdir,
+                delete_files=self.settings.delete_files,
+                clock=clock,
+            )
+            if self.settings.archive is not None
+            else None
+        )
 
     # -- providers -------------------------------------------------------------------------
     def provider(self, name: str) -> Provider:
@@ -185,6 +200,8 @@ class Engine(Setbacks, Ingesting, Polling, Sweeping, Cancelling):
     def tick(self, now: float) -> TickReport:
         """One step of work at time `now`. Raises AuthError (stop: nothing was failed)."""
         report = TickReport()
+        if self.archiver is not None:
+            self.archiver.check()  # no bucket, no credentials: said before anything is done
         token = self._lease(now)
         if token is None:
             report.held_by = self.store.lease_holder("engine", now) or "another worker"
@@ -209,6 +226,10 @@ class Engine(Setbacks, Ingesting, Polling, Sweeping, Cancelling):
         for b in self.store.open_batches():
             if b.state in ENDED and self._due(b, now) and self._disk_ok(b, now):
                 self._guarded(b, now, token, report, self._ingest)
+        if self.archiver is not None:
+            started = time.perf_counter()
+            report.archived = self.archiver.run(now, report.notes)
+            self.timings["archive"] += time.perf_counter() - started
         return report
 
     def _lease(self, now: float) -> int | None:
@@ -371,6 +392,8 @@ class Engine(Setbacks, Ingesting, Polling, Sweeping, Cancelling):
         """Settle the batch's reservation to what its results cost, then close it (durably:
         the provider's files may be deleted right after)."""
         ledger.settle(self.store, b, self.budgets.settings, now, token)
+        if self.archiver is not None:  # before: a crash here must not lose the archive
+            self.store.archive_add(b.id, now)
         self.store.mark_ingested(b.id, now, token, detail)
 
     def _count(

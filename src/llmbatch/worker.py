@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
+from llmbatch.archive import parse_archive
 from llmbatch.budget import parse_budgets
 from llmbatch.engine import Engine, EngineSettings, TickReport
 from llmbatch.errors import ConfigError, StoreUnavailable
@@ -42,6 +43,7 @@ def engine_settings(
         "quotas",
         "providers",
         "budgets",
+        "archive",
     }
     unknown = sorted(set(values) - known)
     if unknown:
@@ -69,9 +71,11 @@ def engine_settings(
         config.get("budgets"), budget_usd=budget_usd, period=budget_period or "day",
         queue=budget_queue, allow_unpriced=allow_unpriced,
     )  # fmt: skip
+    archive = parse_archive(config.get("archive"))
     return EngineSettings(
-        **values, retry=retry, quotas=quotas, providers=providers, budgets=budgets
-    )
+        **values, retry=retry, quotas=quotas, providers=providers, budgets=budgets,
+        archive=archive,
+    )  # fmt: skip
 
 
 # A setting's annotation -> the TOML values it takes, and how to say so (a TOML true is an

@@ -18,6 +18,7 @@ from importlib import resources
 from typing import Any
 
 from llmbatch.errors import NotFound, StoreError
+from llmbatch.store.archive import ArchiveOps
 from llmbatch.store.base import Clash, CostGroup, Count, ImportInfo, Row
 from llmbatch.store.batching import BatchingOps
 from llmbatch.store.budgets import BudgetOps
@@ -42,7 +43,10 @@ def queries() -> dict[str, str]:
     """Named queries from sql/*.sql (queries, engine, budgets, ledger, manage, watch), in
     SQLite's parameter style."""
     out: dict[str, str] = {}
-    files = ("queries.sql", "engine.sql", "budgets.sql", "ledger.sql", "manage.sql", "watch.sql")
+    files = (
+        "queries.sql", "engine.sql", "budgets.sql", "ledger.sql", "manage.sql", "watch.sql",
+        "archive.sql",
+    )  # fmt: skip
     text = "\n".join(_sql_text(f) for f in files)
     for block in re.split(r"^-- name: ", text, flags=re.M)[1:]:
         name, _, body = block.partition("\n")
@@ -121,7 +125,9 @@ def owner_alive(owner: str, heartbeat_at: float, now: float) -> bool:
     return _process_start(pid) == start
 
 
-class SqlStore(BatchingOps, BudgetOps, LedgerOps, RecoveryOps, ManageOps, SetbackOps, WatchOps):
+class SqlStore(
+    ArchiveOps, BatchingOps, BudgetOps, LedgerOps, RecoveryOps, ManageOps, SetbackOps, WatchOps
+):
     """Shared implementation of the Store protocol over a DB-API-like cursor."""
 
     dialect: str
