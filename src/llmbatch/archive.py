@@ -168,7 +168,8 @@ class Archiver:
             from_store = False  # a worker killed after the manifest, before the store knew
         else:
             from_store = self._write(b, folder, provider)
-        self.store.archive_done(batch_id, now, f"{self.target.location}/{folder}", from_store)
+        where = f"{self.target.location.rstrip('/')}/{folder}"
+        self.store.archive_done(batch_id, now, where, from_store)
         shutil.rmtree(self.spool(batch_id), ignore_errors=True)
         if self.delete_files:
             ids = [b.get(k) for k in ("input_file_id", "output_file_id", "error_file_id")]

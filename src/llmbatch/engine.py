@@ -31,8 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from llmbatch import budget, defaults, ledger
-from llmbatch.archive import Archiver, ArchiveSettings
+from llmbatch import budget, defaults, ledger, webhooks
+from llmbatch.archive import Archiver, ArchiveSettings, batch_folder
 from llmbatch.budget import BudgetSettings
 from llmbatch.errors import ConfigError, RejectedError
 from llmbatch.in_force import InForce
@@ -84,6 +84,7 @@ class EngineSettings:
     # "requeue" (sent again) or "fail" (a result with the reason "archived").
     archived: str = "requeue"
     archive: ArchiveSettings | None = None  # `[archive]`: copy each batch's files there
+    webhooks: webhooks.WebhookSettings | None = None  # `[webhooks]`: POST when results are in
 
     def __post_init__(self) -> None:
         if self.archived not in ("requeue", "fail"):
@@ -133,6 +134,7 @@ class TickReport:
     outcomes: int = 0
     anomalies: int = 0
     archived: int = 0  # batches whose archive was written
+    delivered: int = 0  # webhook events delivered
     unreachable: int = 0  # provider calls that failed for a transient reason (outage, 429, 5xx)
     notes: list[str] = field(default_factory=list)
 
@@ -189,6 +191,11 @@ class Engine(Setbacks, Ingesting, Polling, Sweeping, Cancelling):
             if self.settings.archive is not None
             else None
         )
+        self.deliverer = (
+            webhooks.Deliverer(store, self.settings.webhooks, clock=clock)
+            if self.settings.webhooks is not None
+            else None
+        )
 
     # -- providers -------------------------------------------------------------------------
     def provider(self, name: str) -> Provider:
@@ -226,6 +233,8 @@ class Engine(Setbacks, Ingesting, Polling, Sweeping, Cancelling):
         for b in self.store.open_batches():
             if b.state in ENDED and self._due(b, now) and self._disk_ok(b, now):
                 self._guarded(b, now, token, report, self._ingest)
+        if self.deliverer is not None:  # before archives: a receiver hears soon after ingest
+            report.delivered = self.deliverer.run(now, report.notes)
         if self.archiver is not None:
             started = time.perf_counter()
             report.archived = self.archiver.run(now, report.notes)
@@ -392,8 +401,15 @@ class Engine(Setbacks, Ingesting, Polling, Sweeping, Cancelling):
         """Settle the batch's reservation to what its results cost, then close it (durably:
         the provider's files may be deleted right after)."""
         ledger.settle(self.store, b, self.budgets.settings, now, token)
-        if self.archiver is not None:  # before: a crash here must not lose the archive
+        # Before the batch is closed: a crash here must lose neither its archive nor its events.
+        if self.archiver is not None:
             self.store.archive_add(b.id, now)
+        if self.settings.webhooks is not None:
+            where = None
+            if self.archiver is not None:
+                folder = batch_folder(self.store.store_id, b.id)
+                where = f"{self.archiver.target.location.rstrip('/')}/{folder}"
+            webhooks.add_events(self.store, b, now, where)
         self.store.mark_ingested(b.id, now, token, detail)
 
     def _count(

@@ -20,6 +20,7 @@ from llmbatch.errors import ConfigError, StoreUnavailable
 from llmbatch.retry import RetryPolicy
 from llmbatch.store import Store
 from llmbatch.store.batching import LeaseLost
+from llmbatch.webhooks import parse_webhooks
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], None]
@@ -44,6 +45,7 @@ def engine_settings(
         "providers",
         "budgets",
         "archive",
+        "webhooks",
     }
     unknown = sorted(set(values) - known)
     if unknown:
@@ -72,9 +74,10 @@ def engine_settings(
         queue=budget_queue, allow_unpriced=allow_unpriced,
     )  # fmt: skip
     archive = parse_archive(config.get("archive"))
+    hooks = parse_webhooks(config.get("webhooks"))
     return EngineSettings(
         **values, retry=retry, quotas=quotas, providers=providers, budgets=budgets,
-        archive=archive,
+        archive=archive, webhooks=hooks,
     )  # fmt: skip
 
 

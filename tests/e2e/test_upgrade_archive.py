@@ -1,6 +1,7 @@
 """Migration 0008 (archives, the webhook outbox) on a store made by the previous schema with
-batches in flight: it upgrades, and a worker with `[archive]` drains it, archiving every
-batch, those the previous code submitted included.
+batches in flight: it upgrades, and a worker with `[archive]` and `[webhooks]` drains it,
+archiving every batch, those the previous code submitted included, and delivering a signed
+event for each.
 
 The previous store is made by running the current engine until three batches are in flight
 at the emulator, then taking 0008 back out (its tables dropped, the schema version set back);
@@ -24,6 +25,8 @@ from llmbatch.emulator import running
 from llmbatch.engine import Engine
 from llmbatch.store import open_store
 from llmbatch.store.sqlstore import migrations, split_script
+from llmbatch.webhooks import WebhookSettings
+from receiver import Receiver
 
 THIS = 8
 
@@ -53,8 +56,9 @@ def reference_snapshot(db: str, request: pytest.FixtureRequest, tmp_path: Path) 
 
 
 def test_a_store_with_batches_in_flight_upgrades_and_every_batch_is_archived(
-    db: str, request: pytest.FixtureRequest, tmp_path: Path
+    db: str, request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv("LLMBATCH_TEST_WEBHOOK_SECRET", "upgrade-secret")
     with Queue(db, "q") as q:
         q.add_many(
             [
@@ -101,18 +105,26 @@ def test_a_store_with_batches_in_flight_upgrades_and_every_batch_is_archived(
         for (pid,) in sql(db, "SELECT provider_batch_id FROM batches"):
             emu.control.release(str(pid))
         root = tmp_path / "archive"
-        engine = Engine(upgraded, fast_settings(emu, archive=ArchiveSettings(url=f"file://{root}")))
+        rx = Receiver("upgrade-secret").__enter__()
+        hooks = WebhookSettings(url=rx.url, secret_env="LLMBATCH_TEST_WEBHOOK_SECRET")
+        archive = ArchiveSettings(url=f"file://{root}")
+        engine = Engine(upgraded, fast_settings(emu, archive=archive, webhooks=hooks))
         deadline = time.monotonic() + 30
         try:
-            while upgraded.unfinished_count() or sql(
-                db, "SELECT COUNT(*) FROM archives WHERE state = 'done'"
-            ) != [(3,)]:
+            while (
+                upgraded.unfinished_count()
+                or sql(db, "SELECT COUNT(*) FROM archives WHERE state = 'done'") != [(3,)]
+                or sql(db, "SELECT COUNT(*) FROM outbox WHERE delivered_at IS NULL") != [(0,)]
+            ):
                 assert time.monotonic() < deadline, request_states(db)
                 engine.tick(time.time())
                 time.sleep(0.02)
         finally:
             engine.close()
             upgraded.close()
+            rx.__exit__()
     assert request_states(db) == {"succeeded": 12}
+    kinds = sorted(p["type"] for p in rx.verified().values())
+    assert kinds == ["batch.ingested"] * 3 + ["queue.finished"]
     got = {orjson.loads(x)["custom_id"] for x in from_archive(f"file://{root}")}
     assert got == {f"r{i}" for i in range(12)}
