@@ -230,11 +230,15 @@ class Engine(Setbacks, Ingesting, Polling, Sweeping, Cancelling):
             self._poll(now, token, report)
         if now >= self._next_sweep_at:
             self._sweep(now, token, report)
+        if self.deliverer is not None:
+            self.deliverer.start_tick()
         for b in self.store.open_batches():
             if b.state in ENDED and self._due(b, now) and self._disk_ok(b, now):
                 self._guarded(b, now, token, report, self._ingest)
-        if self.deliverer is not None:  # before archives: a receiver hears soon after ingest
-            report.delivered = self.deliverer.run(now, report.notes)
+                if self.deliverer is not None:  # its events at once, not after every batch
+                    report.delivered += self.deliverer.run(now, report.notes)
+        if self.deliverer is not None:  # and those due again after a failure
+            report.delivered += self.deliverer.run(now, report.notes)
         if self.archiver is not None:
             started = time.perf_counter()
             report.archived = self.archiver.run(now, report.notes)
