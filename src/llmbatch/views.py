@@ -114,8 +114,8 @@ def batch_record(
     note = "cancel requested" if row.get("cancel_requested_at") else ""
     if state == "submitting":
         note = note or "being sent"
-    elif row["provider"] == "anthropic" and state not in ("ingested", "completed", "cancelled"):
-        note = note or "counted at its end"  # Anthropic counts requests when the batch ends
+    else:
+        note = note or _batch_note(row["provider"], state) or ""
     eta = batch_eta(progress) if progress is not None else None
     started = row.get("submitted_at") or row.get("created_at")
     return {
@@ -461,3 +461,10 @@ def drain_with_progress(
                 on_tick(report)
 
         return drain(engine, queue=queue, timeout=timeout, on_tick=tick)
+
+
+def _batch_note(provider: str, state: str) -> str | None:
+    """The provider's own word beside a batch (`Format.batch_note`)."""
+    from llmbatch.providers import format_or_base
+
+    return format_or_base(provider).batch_note(state)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import time
 from collections import Counter
@@ -317,12 +316,6 @@ def test_list_lag_with_a_lost_create_response(settle: float, db: str, emu: Runni
 
 
 # -- real worker processes -------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def write_config(path: Path, base_url: str, **engine: Any) -> Path:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -34,7 +33,7 @@ import orjson
 import psycopg
 import pytest
 
-from helpers import LLMBATCH, RefusingService, jsonl, line, sql
+from helpers import LLMBATCH, RefusingService, free_port, jsonl, line, sql
 from llmbatch.emulator import EmulatorControl
 
 PG_ADMIN = os.environ.get("LLMBATCH_TEST_PG")
@@ -230,12 +229,6 @@ class Run:
     def unfinished(self) -> int:
         return int(sql(self.db, "SELECT COUNT(*) FROM requests WHERE state NOT IN "
                                 "('succeeded', 'failed', 'cancelled')")[0][0])  # fmt: skip
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_until(what: Any, timeout: float, why: str) -> None:

@@ -10,7 +10,7 @@ import anthropic
 import openai
 import pytest
 
-from conftest import chat_line, upload
+from emu_helpers import chat_line, upload
 from llmbatch.emulator import RunningEmulator, running
 
 CAPACITY = {"gpt-4o-mini": {"requests_per_second": 100}}

@@ -22,7 +22,7 @@ from openai.types.chat import ChatCompletion
 from openai.types.responses import Response
 from pydantic import BaseModel, Field
 
-from conftest import read_jsonl, upload, wait
+from emu_helpers import read_jsonl, upload, wait
 from llmbatch.emulator import RunningEmulator
 
 FLOOR = 1000

@@ -8,7 +8,7 @@ import httpx2
 import openai
 import pytest
 
-from conftest import chat_line, read_jsonl, upload, wait
+from emu_helpers import chat_line, read_jsonl, upload, wait
 from llmbatch.emulator import RunningEmulator, running
 
 ENDPOINT = "/v1/chat/completions"

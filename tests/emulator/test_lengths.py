@@ -10,7 +10,7 @@ import openai
 from hypothesis import given
 from hypothesis import strategies as st
 
-from conftest import chat_line, read_jsonl, upload, wait
+from emu_helpers import chat_line, read_jsonl, upload, wait
 from llmbatch.emulator import RunningEmulator
 from llmbatch.emulator.config import EmulatorConfig
 from llmbatch.emulator.replies import cut, fit, text_length, text_tokens

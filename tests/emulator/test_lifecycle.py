@@ -10,7 +10,7 @@ import httpx
 import openai
 import pytest
 
-from conftest import chat_line, read_jsonl, upload, validate, wait
+from emu_helpers import chat_line, read_jsonl, upload, validate, wait
 from llmbatch.emulator import RunningEmulator
 
 

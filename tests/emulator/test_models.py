@@ -14,7 +14,7 @@ import openai
 import pytest
 from click.testing import CliRunner
 
-from conftest import chat_line, read_jsonl, upload, wait
+from emu_helpers import chat_line, read_jsonl, upload, wait
 from llmbatch.cli import main as cli
 from llmbatch.emulator import RunningEmulator, running
 from llmbatch.emulator.models import load_models_file

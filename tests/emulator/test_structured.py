@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import chat_line, read_jsonl, upload, wait
+from emu_helpers import chat_line, read_jsonl, upload, wait
 from llmbatch.emulator import RunningEmulator
 from llmbatch.emulator.instances import hints, instance
 from llmbatch.emulator.patterns import from_regex

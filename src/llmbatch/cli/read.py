@@ -9,8 +9,15 @@ from typing import Any
 
 import click
 
-from llmbatch import render, views
-from llmbatch.cli.app import check_queue, listing_options, main, open_db, queue_option
+from llmbatch import defaults, render, views
+from llmbatch.cli.app import (
+    ProviderName,
+    check_queue,
+    listing_options,
+    main,
+    open_db,
+    queue_option,
+)
 from llmbatch.errors import ConfigError, NotFound
 
 
@@ -24,13 +31,22 @@ from llmbatch.errors import ConfigError, NotFound
     envvar="LLMBATCH_EXPECTED_OUTPUT",
     help="Output tokens a request is assumed to write (never above its cap).",
 )
+@click.option(
+    "--provider",
+    type=ProviderName(),
+    default=defaults.PROVIDER,
+    envvar="LLMBATCH_PROVIDER",
+    show_default=True,
+    help="Whose line shape the file is in (a line in a shape of its own goes to its provider).",
+)
 @listing_options(env="LLMBATCH_ESTIMATE_FORMAT")
-def estimate(file: str, expected_output: int, fmt: str, wide: bool) -> None:
+def estimate(file: str, expected_output: int, provider: str, fmt: str, wide: bool) -> None:
     """What a JSONL file of requests will cost per model, expected and worst case, before
     sending it: tokens counted with OpenAI's tokenizer (Anthropic's calibrated)."""
     from llmbatch.estimate import estimate_file, render
 
-    click.echo(render(estimate_file(file, expected_output=expected_output), fmt, wide), nl=False)
+    est = estimate_file(file, expected_output=expected_output, provider=provider)
+    click.echo(render(est, fmt, wide), nl=False)
 
 
 @main.command(short_help="What moving past usage to batch would save.")

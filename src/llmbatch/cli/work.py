@@ -16,6 +16,7 @@ from llmbatch.cli.app import (
     SECONDS,
     UNREACHABLE,
     Int64,
+    ProviderName,
     budget_options,
     budget_overrides,
     check_queue,
@@ -35,7 +36,7 @@ from llmbatch.errors import LlmbatchError
 @click.option("--queue", "-q", default=defaults.QUEUE, envvar="LLMBATCH_QUEUE", show_default=True)
 @click.option(
     "--provider",
-    type=click.Choice(["openai", "azure", "anthropic"]),
+    type=ProviderName(),
     default=defaults.PROVIDER,
     envvar="LLMBATCH_PROVIDER",
     show_default=True,
