@@ -466,3 +466,63 @@ def test_a_killed_write_to_a_folder_leaves_no_partial_file(tmp_path: Path) -> No
     FileTarget(root, "file://x").put("b/output.jsonl", whole)
     assert (root / "b" / "output.jsonl").read_bytes() == whole.read_bytes()
     assert [p.name for p in (root / "b").iterdir()] == ["output.jsonl"]
+
+
+def test_a_worker_killed_mid_archive_is_replaced_and_nothing_is_duplicated_or_missing(
+    sqlite_db: str, moto: str, bucket: str, tmp_path: Path
+) -> None:
+    """A real `llmbatch worker` SIGKILLed while its archive uploads are under way (each S3
+    call slowed by the proxy); the next worker writes every archive whole, once."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    db = sqlite_db
+    enqueue(db, 30)
+    with FaultProxy(moto) as proxy, running(seed=15) as emu:
+        config = tmp_path / "llmbatch.toml"
+        config.write_text(
+            "[engine]\npoll_interval = 0.05\nmax_poll_interval = 0.2\nsettle_seconds = 0.5\n"
+            "submit_timeout = 2.0\nlease_ttl = 5\nmax_batch_requests = 10\n"
+            f'[providers.openai]\nbase_url = "{emu.base_url}"\napi_key_env = "{E2E_KEY_ENV}"\n'
+            f'[archive]\nurl = "s3://{bucket}/k"\nendpoint_url = "{proxy.url}"\n'
+            "backoff_seconds = 0.2\n"
+        )
+        env = {**os.environ, "LLMBATCH_DB": db, "LLMBATCH_CONFIG": str(config)}
+        exe = str(Path(sys.executable).parent / "llmbatch")
+        log = tmp_path / "worker.log"
+        proxy.faults.delay = 0.3
+        with open(log, "ab") as out:
+            w = subprocess.Popen(
+                [exe, "worker", "--interval", "0.05"], env=env, stdout=out, stderr=out
+            )
+            deadline = time.monotonic() + 60
+            while proxy.faults.puts < 3:  # the first archive half written
+                assert time.monotonic() < deadline, log.read_text()
+                time.sleep(0.02)
+            w.send_signal(signal.SIGKILL)
+            w.wait(10)
+        assert sql(db, "SELECT COUNT(*) FROM archives WHERE state = 'done'") == [(0,)]
+        proxy.faults.delay = 0.0
+        with open(log, "ab") as out:
+            w = subprocess.Popen(
+                [exe, "worker", "--interval", "0.05"], env=env, stdout=out, stderr=out
+            )
+            try:
+                deadline = time.monotonic() + 60
+                while request_states(db) != {"succeeded": 30} or sql(
+                    db, "SELECT COUNT(*) FROM archives WHERE state <> 'done'"
+                ) != [(0,)]:
+                    assert time.monotonic() < deadline, log.read_text()
+                    time.sleep(0.1)
+            finally:
+                w.send_signal(signal.SIGTERM)
+                w.wait(20)
+    got = [orjson.loads(x) for x in from_archive(f"s3://{bucket}/k", endpoint_url=moto)]
+    assert sorted(e["custom_id"] for e in got) == sorted(f"r{i}" for i in range(30))
+    s3 = s3_client(moto)
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]]
+    assert len(keys) == len(set(keys)) == 3 * 5
+    assert not s3.list_multipart_uploads(Bucket=bucket).get("Uploads")
+    assert SECRET_KEY not in log.read_text()
