@@ -31,7 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from llmbatch import budget, defaults, ledger
+from llmbatch import budget, defaults, ledger, webhooks
+from llmbatch.archive import Archiver, ArchiveSettings, batch_folder
 from llmbatch.budget import BudgetSettings
 from llmbatch.errors import ConfigError, RejectedError
 from llmbatch.in_force import InForce
@@ -82,6 +83,8 @@ class EngineSettings:
     # Requests of a batch whose results the provider archived before they were read:
     # "requeue" (sent again) or "fail" (a result with the reason "archived").
     archived: str = "requeue"
+    archive: ArchiveSettings | None = None  # `[archive]`: copy each batch's files there
+    webhooks: webhooks.WebhookSettings | None = None  # `[webhooks]`: POST when results are in
 
     def __post_init__(self) -> None:
         if self.archived not in ("requeue", "fail"):
@@ -130,6 +133,8 @@ class TickReport:
     ingested_batches: int = 0
     outcomes: int = 0
     anomalies: int = 0
+    archived: int = 0  # batches whose archive was written
+    delivered: int = 0  # webhook events delivered
     unreachable: int = 0  # provider calls that failed for a transient reason (outage, 429, 5xx)
     notes: list[str] = field(default_factory=list)
 
@@ -176,6 +181,23 @@ class Engine(Setbacks, Ingesting, Polling, Sweeping, Cancelling):
         self._budget_state: object = None  # what held requests were weighed against
         self.budgets = InForce(self.settings.budgets)  # the store's, tightened by our own
         self.timings: dict[str, float] = defaultdict(float)  # seconds per phase, for benchmarks
+        self.archiver = (
+            Archiver(
+                store,
+                self.settings.archive,
+                self.provider,
+                self.workdir,
+                delete_files=self.settings.delete_files,
+                clock=clock,
+            )
+            if self.settings.archive is not None
+            else None
+        )
+        self.deliverer = (
+            webhooks.Deliverer(store, self.settings.webhooks, clock=clock)
+            if self.settings.webhooks is not None
+            else None
+        )
 
     # -- providers -------------------------------------------------------------------------
     def provider(self, name: str) -> Provider:
@@ -193,6 +215,8 @@ class Engine(Setbacks, Ingesting, Polling, Sweeping, Cancelling):
     def tick(self, now: float) -> TickReport:
         """One step of work at time `now`. Raises AuthError (stop: nothing was failed)."""
         report = TickReport()
+        if self.archiver is not None:
+            self.archiver.check()  # no bucket, no credentials: said before anything is done
         token = self._lease(now)
         if token is None:
             report.held_by = self.store.lease_holder("engine", now) or "another worker"
@@ -214,9 +238,19 @@ class Engine(Setbacks, Ingesting, Polling, Sweeping, Cancelling):
             self._poll(now, token, report)
         if now >= self._next_sweep_at:
             self._sweep(now, token, report)
+        if self.deliverer is not None:
+            self.deliverer.start_tick()
         for b in self.store.open_batches():
             if b.state in ENDED and self._due(b, now) and self._disk_ok(b, now):
                 self._guarded(b, now, token, report, self._ingest)
+                if self.deliverer is not None:  # its events at once, not after every batch
+                    report.delivered += self.deliverer.run(now, report.notes)
+        if self.deliverer is not None:  # and those due again after a failure
+            report.delivered += self.deliverer.run(now, report.notes)
+        if self.archiver is not None:
+            started = time.perf_counter()
+            report.archived = self.archiver.run(now, report.notes)
+            self.timings["archive"] += time.perf_counter() - started
         return report
 
     def _lease(self, now: float) -> int | None:
@@ -379,6 +413,15 @@ class Engine(Setbacks, Ingesting, Polling, Sweeping, Cancelling):
         """Settle the batch's reservation to what its results cost, then close it (durably:
         the provider's files may be deleted right after)."""
         ledger.settle(self.store, b, self.budgets.settings, now, token)
+        # Before the batch is closed: a crash here must lose neither its archive nor its events.
+        if self.archiver is not None:
+            self.store.archive_add(b.id, now)
+        if self.settings.webhooks is not None:
+            where = None
+            if self.archiver is not None:
+                folder = batch_folder(self.store.store_id, b.id)
+                where = f"{self.archiver.target.location.rstrip('/')}/{folder}"
+            webhooks.add_events(self.store, b, now, where)
         self.store.mark_ingested(b.id, now, token, detail)
 
     def _count(

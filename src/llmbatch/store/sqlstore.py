@@ -18,6 +18,7 @@ from importlib import resources
 from typing import Any
 
 from llmbatch.errors import NotFound, StoreError
+from llmbatch.store.archive import ArchiveOps
 from llmbatch.store.base import Clash, CostGroup, Count, ImportInfo, Row
 from llmbatch.store.batching import BatchingOps
 from llmbatch.store.budgets import BudgetOps
@@ -51,6 +52,7 @@ def queries() -> dict[str, str]:
         "manage.sql",
         "watch.sql",
         "observe.sql",
+        "archive.sql",
     )
     text = "\n".join(_sql_text(f) for f in files)
     for block in re.split(r"^-- name: ", text, flags=re.M)[1:]:
@@ -131,7 +133,15 @@ def owner_alive(owner: str, heartbeat_at: float, now: float) -> bool:
 
 
 class SqlStore(
-    BatchingOps, BudgetOps, LedgerOps, RecoveryOps, ManageOps, SetbackOps, WatchOps, ObserveOps
+    ArchiveOps,
+    BatchingOps,
+    BudgetOps,
+    LedgerOps,
+    RecoveryOps,
+    ManageOps,
+    SetbackOps,
+    WatchOps,
+    ObserveOps,
 ):
     """Shared implementation of the Store protocol over a DB-API-like cursor."""
 
