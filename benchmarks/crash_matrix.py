@@ -398,9 +398,13 @@ def audit(db: str, url: str, calls: list[dict[str, Any]]) -> dict[str, Any]:
         "SELECT r.id, r.state, COUNT(x.id) FROM requests r "
         "LEFT JOIN results x ON x.request_id = r.id GROUP BY r.id, r.state",
     )
-    attempts = {
-        f"{store_id}-{a}": (int(r), int(b))
-        for a, r, b in rows(db, "SELECT id, request_id, batch_id FROM attempts")
+    attempts = {  # custom ids as sent: `<store>-<nonce>-<attempt>` (ownership.py)
+        f"{store_id}-{n}-{a}" if n else f"{store_id}-{a}": (int(r), int(b))
+        for a, r, b, n in rows(
+            db,
+            "SELECT a.id, a.request_id, a.batch_id, t.nonce FROM attempts a "
+            "JOIN batches t ON t.id = a.batch_id",
+        )
     }
     ingested = {
         str(p)

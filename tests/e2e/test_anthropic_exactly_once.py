@@ -31,6 +31,7 @@ from helpers import request_states as states
 from llmbatch import EngineSettings, Queue
 from llmbatch.emulator import EmulatorControl, RunningEmulator, running
 from llmbatch.engine import Engine
+from llmbatch.ownership import attempt_prefix
 from llmbatch.providers.anthropic import AnthropicProvider
 from llmbatch.store import Store, open_store
 from llmbatch.store.batching import Outcome
@@ -152,7 +153,7 @@ class Crashed:
     def create(self, batch_id: int) -> str:
         """The create the dead worker sent: the intent's lines, attempt ids as custom ids."""
         provider = AnthropicProvider()
-        prefix = self.store.store_id + "-"
+        prefix = attempt_prefix(self.store.store_id, self.store.nonce_of(batch_id) or None) + "-"
         requests = [
             orjson.loads(provider.request_line(prefix + str(a), endpoint, body))
             for a, endpoint, body in self.store.batch_lines(batch_id)

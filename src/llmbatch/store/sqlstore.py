@@ -23,6 +23,7 @@ from llmbatch.store.batching import BatchingOps
 from llmbatch.store.budgets import BudgetOps
 from llmbatch.store.ledger import LedgerOps
 from llmbatch.store.manage import ManageOps
+from llmbatch.store.ownership import OwnershipOps
 from llmbatch.store.recovery import RecoveryOps
 from llmbatch.store.setbacks import SetbackOps
 from llmbatch.store.watch import WatchOps
@@ -42,7 +43,15 @@ def queries() -> dict[str, str]:
     """Named queries from sql/*.sql (queries, engine, budgets, ledger, manage, watch), in
     SQLite's parameter style."""
     out: dict[str, str] = {}
-    files = ("queries.sql", "engine.sql", "budgets.sql", "ledger.sql", "manage.sql", "watch.sql")
+    files = (
+        "queries.sql",
+        "engine.sql",
+        "budgets.sql",
+        "ledger.sql",
+        "manage.sql",
+        "watch.sql",
+        "ownership.sql",
+    )
     text = "\n".join(_sql_text(f) for f in files)
     for block in re.split(r"^-- name: ", text, flags=re.M)[1:]:
         name, _, body = block.partition("\n")
@@ -121,7 +130,9 @@ def owner_alive(owner: str, heartbeat_at: float, now: float) -> bool:
     return _process_start(pid) == start
 
 
-class SqlStore(BatchingOps, BudgetOps, LedgerOps, RecoveryOps, ManageOps, SetbackOps, WatchOps):
+class SqlStore(
+    BatchingOps, BudgetOps, LedgerOps, RecoveryOps, ManageOps, SetbackOps, WatchOps, OwnershipOps
+):
     """Shared implementation of the Store protocol over a DB-API-like cursor."""
 
     dialect: str
@@ -188,6 +199,7 @@ class SqlStore(BatchingOps, BudgetOps, LedgerOps, RecoveryOps, ManageOps, Setbac
                         version = number
             self._set_meta(cur, "schema_version", str(version))
             self.store_id = str(self._get_meta(cur, "store_id"))
+            self._check_home(cur, time.time())
 
     def migrate_from_zero(self) -> None:
         """Apply every migration to an empty database (for the schema-equality test)."""
