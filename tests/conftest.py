@@ -4,6 +4,10 @@ PostgreSQL tests run against the server named by LLMBATCH_TEST_PG (a DSN whose u
 create databases); each test gets a fresh database cloned from a migrated template, so it
 starts clean in milliseconds. Without the variable they skip with a visible reason, except
 under CI (CI=true), where a missing PostgreSQL is an error.
+
+Under pytest-xdist each worker is a session of its own: its own template and databases, named
+after LLMBATCH_TEST_PG's database and the worker (`llmbatch_ci_gw1_t_…`), so no two workers
+share a database and a leftover says which run left it.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from llmbatch.store import Store, open_store
 
 PG_DSN = os.environ.get("LLMBATCH_TEST_PG")
 PG_SKIP = "PostgreSQL tests need LLMBATCH_TEST_PG=postgresql://… (a user that may CREATE DATABASE)"
+WORKER = os.environ.get("PYTEST_XDIST_WORKER", "main")  # gw0, gw1, … under pytest -n
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
@@ -39,6 +44,12 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         terminalreporter.write_line(f"{len(skipped) - pg} other tests skipped (-rs lists them)")
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked slow run first: under pytest-xdist the long ones start at once on every
+    worker, rather than one of them ending the run alone while the others idle."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 def _dsn_for(dbname: str) -> str:
     """LLMBATCH_TEST_PG with another database, as a URL: `--db` only knows postgresql://…."""
     assert PG_DSN is not None
@@ -46,6 +57,14 @@ def _dsn_for(dbname: str) -> str:
     if not parts.scheme.startswith("postgres"):
         pytest.fail("LLMBATCH_TEST_PG must be a postgresql://… URL")
     return urlunsplit(parts._replace(path="/" + dbname))
+
+
+def _db_name(kind: str) -> str:
+    """A new database's name: LLMBATCH_TEST_PG's database, this worker, what it is for, and a
+    random tail (two runs on one server never meet either); well under PostgreSQL's 63."""
+    assert PG_DSN is not None
+    base = urlsplit(PG_DSN).path.lstrip("/")[:24] or "llmbatch"
+    return f"{base}_{WORKER}_{kind}_{uuid.uuid4().hex[:10]}"
 
 
 def _admin() -> psycopg.Connection[tuple[object, ...]]:
@@ -60,7 +79,7 @@ def pg_template() -> Iterator[str]:
         if os.environ.get("CI"):
             pytest.fail("CI must run the PostgreSQL tests: set LLMBATCH_TEST_PG (.ci/run does)")
         pytest.skip(PG_SKIP)
-    name = f"llmbatch_tpl_{uuid.uuid4().hex[:8]}"
+    name = _db_name("tpl")
     with _admin() as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     open_store(_dsn_for(name)).close()
@@ -72,7 +91,7 @@ def pg_template() -> Iterator[str]:
 @pytest.fixture
 def pg_dsn(pg_template: str) -> Iterator[str]:
     """A fresh, migrated PostgreSQL database for one test."""
-    name = f"llmbatch_t_{uuid.uuid4().hex[:10]}"
+    name = _db_name("t")
     with _admin() as conn:
         conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{pg_template}"')
     yield _dsn_for(name)
@@ -87,7 +106,7 @@ def empty_pg_dsn() -> Iterator[str]:
         if os.environ.get("CI"):
             pytest.fail("CI must run the PostgreSQL tests: set LLMBATCH_TEST_PG (.ci/run does)")
         pytest.skip(PG_SKIP)
-    name = f"llmbatch_e_{uuid.uuid4().hex[:10]}"
+    name = _db_name("e")
     with _admin() as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     yield _dsn_for(name)

@@ -7,6 +7,8 @@ Tests reach the database with their own connection and plain SQL (the way an ope
 from __future__ import annotations
 
 import dataclasses
+import os
+import random
 import socket
 import sqlite3
 import sys
@@ -146,6 +148,26 @@ LLMBATCH = str(Path(sys.executable).parent / "llmbatch")  # the installed consol
 # new engine breaks its lease at once, as it does a killed worker's. Its lease stays live
 # until then, so the fenced writes a test makes in its name go through.
 DEAD_HOLDER = f"{socket.gethostname()}:4194305:0/dead"
+
+
+def free_port() -> int:
+    """A free loopback port for a server a test starts itself (and may restart on the same port).
+
+    Below the kernel's ephemeral range (32768 and up), so no outgoing connection of any
+    process takes it while the server is down, and in this pytest-xdist worker's own slice of
+    2,000, so two workers never pick the same one; random inside it, so two runs seldom do.
+    """
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
+    low = 12_000 + (int(worker) % 10 if worker.isdigit() else 0) * 2_000
+    for _ in range(200):
+        port = random.randrange(low, low + 2_000)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {low}..{low + 1_999}")
 
 
 def cli(*args: str, input: bytes | str | None = None, env: dict[str, str] | None = None) -> Result:

@@ -294,7 +294,14 @@ def read_records(source: str, values: Iterable[tuple[int, Any]]) -> tuple[list[U
 
 
 def _provider(model: str) -> str:
-    return "anthropic" if model.startswith("claude") else "openai"
+    """The provider whose model names `model` starts with (the default provider otherwise)."""
+    from llmbatch.defaults import PROVIDER
+    from llmbatch.providers import formats
+
+    for f in formats():
+        if f.model_prefixes and model.startswith(f.model_prefixes):
+            return f.name
+    return PROVIDER
 
 
 def analyze_lines(

@@ -27,6 +27,7 @@ from llmbatch.client import (
     CHAT,
     COMPLETIONS,
     EMBEDDINGS,
+    MESSAGES,
     MODERATIONS,
     RESPONSES,
     AsyncBatchClient,
@@ -35,7 +36,6 @@ from llmbatch.client import (
 )
 from llmbatch.engine import EngineSettings
 from llmbatch.errors import NotBatchable
-from llmbatch.requests import ANTHROPIC_ENDPOINT
 from llmbatch.store import Store
 
 if TYPE_CHECKING:
@@ -118,9 +118,7 @@ class BatchClient:
         self.moderations: Endpoint[CallHandle[ModerationCreateResponse]] = Endpoint(
             self, "moderations", MODERATIONS
         )
-        self.messages: Endpoint[CallHandle[Message]] = Endpoint(
-            self, "messages", ANTHROPIC_ENDPOINT
-        )
+        self.messages: Endpoint[CallHandle[Message]] = Endpoint(self, "messages", MESSAGES)
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_"):

@@ -35,7 +35,8 @@ from llmbatch.background import EngineThread
 from llmbatch.calls import Calls, Waiting
 from llmbatch.engine import EngineSettings
 from llmbatch.errors import ConfigError, InputError, NotBatchable, NotFound
-from llmbatch.requests import ANTHROPIC_ENDPOINT, LineError, Request, make_request
+from llmbatch.providers import for_endpoint, format_of, formats
+from llmbatch.requests import LineError, Request, make_request
 from llmbatch.store import Store, open_store, resolve_db
 
 if TYPE_CHECKING:
@@ -49,10 +50,15 @@ R = TypeVar("R")
 
 CHAT, EMBEDDINGS, RESPONSES = "/v1/chat/completions", "/v1/embeddings", "/v1/responses"
 COMPLETIONS, MODERATIONS = "/v1/completions", "/v1/moderations"
+MESSAGES = "/v1/messages"
+# endpoint -> the client attribute whose create() sends to it
+ATTRIBUTES = {
+    CHAT: "chat.completions", EMBEDDINGS: "embeddings", RESPONSES: "responses",
+    COMPLETIONS: "completions", MODERATIONS: "moderations", MESSAGES: "messages",
+}  # fmt: skip
 BATCHABLE = "chat.completions, embeddings, responses, completions, moderations, messages"
 # SDK options that cannot travel in a batch line
 REFUSED = {"extra_headers": "headers", "extra_query": "query parameters"}
-_OPENAI_MODELS = ("gpt-", "o1", "o3", "o4", "chatgpt-", "text-embedding-", "omni-moderation")
 
 
 class PendingCall(Coroutine[Any, Any, T]):
@@ -155,10 +161,10 @@ class AsyncBatchClient:
         window: float = 0.05,
         max_group: int = 5000,
     ) -> None:
-        if provider not in ("openai", "azure"):
+        if CHAT not in format_of(provider).endpoints:
             raise ConfigError(
-                f"provider {provider!r}: the OpenAI endpoints go to openai or azure "
-                "(`messages.create` goes to Anthropic on its own)"
+                f"provider {provider!r}: the chat, embeddings and responses endpoints go to "
+                f"{' or '.join(for_endpoint(CHAT))} (`messages.create` finds its provider itself)"
             )
         self.queue, self.provider, self.timeout = queue, provider, timeout
         self.settings = settings
@@ -187,9 +193,7 @@ class AsyncBatchClient:
         self.moderations: Endpoint[PendingCall[ModerationCreateResponse]] = Endpoint(
             self, "moderations", MODERATIONS
         )
-        self.messages: Endpoint[PendingCall[Message]] = Endpoint(
-            self, "messages", ANTHROPIC_ENDPOINT
-        )
+        self.messages: Endpoint[PendingCall[Message]] = Endpoint(self, "messages", MESSAGES)
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_"):
@@ -244,13 +248,10 @@ class AsyncBatchClient:
         extra = body.pop("extra_body", None) or {}
         body = {k: jsonable(v) for k, v in body.items() if not _omitted(v)}
         body.update(jsonable(extra))
-        provider = "anthropic" if endpoint == ANTHROPIC_ENDPOINT else self.provider
+        provider = _provider_for(endpoint, self.provider, where)
         model = body.get("model")
         if isinstance(model, str):
-            if provider == "anthropic" and model.startswith(_OPENAI_MODELS):
-                raise InputError(f"{where}: {model!r} is an OpenAI model; use chat.completions")
-            if provider != "anthropic" and model.startswith("claude"):
-                raise InputError(f"{where}: {model!r} is an Anthropic model; use messages.create")
+            _check_model(model, provider, where)
         try:
             return make_request(custom_id, body, url=endpoint, provider=provider)
         except LineError as exc:
@@ -364,3 +365,31 @@ def jsonable(v: Any) -> Any:
     if dump is not None and not isinstance(v, type):
         return jsonable(dump(mode="json", by_alias=True, exclude_unset=True))
     return v
+
+
+def _provider_for(endpoint: str, provider: str, where: str) -> str:
+    """The provider a call to `endpoint` goes to: the client's own if it batches it, else the
+    one registered provider that does."""
+    if endpoint in format_of(provider).endpoints:
+        return provider
+    serving = for_endpoint(endpoint)
+    if not serving:
+        raise NotBatchable(f"{where}: no installed provider batches {endpoint}")
+    return serving[0]
+
+
+def _check_model(model: str, provider: str, where: str) -> None:
+    """A model that is plainly another provider's is a mistake, said at the call."""
+    own = format_of(provider)
+    if own.model_prefixes and model.startswith(own.model_prefixes):
+        return
+    for other in formats():
+        if (
+            other.name != provider
+            and other.model_prefixes
+            and model.startswith(other.model_prefixes)
+        ):
+            use = ATTRIBUTES.get(other.default_endpoint, other.default_endpoint)
+            label = other.label or other.name
+            article = "an" if label[:1] in "AEIOU" else "a"
+            raise InputError(f"{where}: {model!r} is {article} {label} model; use {use}")

@@ -33,10 +33,12 @@ from typing import Any, Protocol
 
 import orjson
 
+from llmbatch.defaults import PROVIDER
 from llmbatch.errors import InputError
 from llmbatch.pricing import PRICES_VERSION, Tokens, free, model_prices
+from llmbatch.providers import for_endpoint, format_of
 from llmbatch.render import Column, as_csv, as_json, money, table
-from llmbatch.requests import ANTHROPIC_ENDPOINT, LineError, Request, from_item, parse_obj
+from llmbatch.requests import LineError, Request, from_item, parse_obj
 
 EXPECTED_OUTPUT = 500  # tokens a request is assumed to write when nothing better is known
 # Claude tokens per o200k token: 1.0 for Latin text and code, 1.48 for pure CJK, linear in
@@ -172,18 +174,32 @@ class _Counter:
         return n
 
 
-def input_tokens(endpoint: str, model: str, body: dict[str, Any]) -> int:
-    """The input tokens of one request body, tokenizer-counted (calibrated for Anthropic)."""
-    if endpoint == ANTHROPIC_ENDPOINT:
-        c = _Counter("o200k_base", claude=True)
-        system = body.get("system")
-        n = c.content(system) if system is not None else 0
-        for m in body.get("messages") or ():
-            if isinstance(m, dict):
-                n += c.content(m.get("content"))
-        n += c.json(body.get("tools")) + c.json(body.get("tool_choice"))
-        turns = len(body.get("messages") or ()) + (system is not None)
-        return n + ANTHROPIC_PER_MESSAGE * turns + ANTHROPIC_BASE
+def input_tokens(
+    endpoint: str, model: str, body: dict[str, Any], provider: str | None = None
+) -> int:
+    """The input tokens of one request body, as its provider's format counts them (the
+    provider that batches `endpoint` when none is named)."""
+    if provider is None:
+        serving = for_endpoint(endpoint)
+        provider = serving[0] if serving else PROVIDER
+    return format_of(provider).input_tokens(endpoint, model, body)
+
+
+def calibrated_input_tokens(body: dict[str, Any]) -> int:
+    """A Messages API body's input tokens: o200k counts calibrated to Claude's tokenizer."""
+    c = _Counter("o200k_base", claude=True)
+    system = body.get("system")
+    n = c.content(system) if system is not None else 0
+    for m in body.get("messages") or ():
+        if isinstance(m, dict):
+            n += c.content(m.get("content"))
+    n += c.json(body.get("tools")) + c.json(body.get("tool_choice"))
+    turns = len(body.get("messages") or ()) + (system is not None)
+    return n + ANTHROPIC_PER_MESSAGE * turns + ANTHROPIC_BASE
+
+
+def openai_input_tokens(endpoint: str, model: str, body: dict[str, Any]) -> int:
+    """A body's input tokens counted with its model's vocabulary, per OpenAI endpoint shape."""
     c = _Counter(encoding_name(model))
     if endpoint in ("/v1/embeddings", "/v1/moderations", "/v1/completions"):
         value = body.get("prompt" if endpoint == "/v1/completions" else "input")
@@ -276,8 +292,8 @@ def _usd(v: Decimal | None) -> str:
 Parsed = tuple[str, str, str, dict[str, Any]]  # provider, endpoint, model, body
 
 
-def _parse(obj: object) -> Parsed:
-    return _unpack(parse_obj(obj))
+def _parse(obj: object, provider: str = PROVIDER) -> Parsed:
+    return _unpack(parse_obj(obj, provider))
 
 
 def _unpack(r: Request) -> Parsed:
@@ -289,13 +305,14 @@ def estimate_lines(
     *,
     source: str = "<requests>",
     expected_output: int = EXPECTED_OUTPUT,
+    provider: str = PROVIDER,
 ) -> Estimate:
-    """Estimate numbered JSONL lines (OpenAI and Anthropic batch input formats, mixed)."""
+    """Estimate numbered JSONL lines in `provider`'s line shape (or one a provider claims)."""
 
     def parsed() -> Iterator[tuple[str, Parsed | Exception]]:
         for number, raw in lines:
             try:
-                yield f"{source}:{number}", _parse(orjson.loads(raw))
+                yield f"{source}:{number}", _parse(orjson.loads(raw), provider)
             except (orjson.JSONDecodeError, LineError) as exc:
                 yield f"{source}:{number}", exc
 
@@ -336,7 +353,7 @@ def estimate_parsed(
 
 
 def _add(m: ModelEstimate, endpoint: str, body: dict[str, Any], expected_output: int) -> None:
-    inp = input_tokens(endpoint, m.model, body)
+    inp = format_of(m.provider).input_tokens(endpoint, m.model, body)
     if endpoint in NO_OUTPUT_ENDPOINTS:
         worst = expected = 0
     else:
@@ -384,18 +401,23 @@ def _numbered(path: Path) -> Iterator[tuple[int, bytes]]:
                 yield number, line
 
 
-def estimate_file(path: str | Path, *, expected_output: int = EXPECTED_OUTPUT) -> Estimate:
-    """Estimate every request of a JSONL batch input file."""
+def estimate_file(
+    path: str | Path, *, expected_output: int = EXPECTED_OUTPUT, provider: str = PROVIDER
+) -> Estimate:
+    """Estimate every request of a JSONL batch input file meant for `provider`."""
     p = Path(path)
+    format_of(provider)  # an unknown provider is one line before anything is read
     if not p.is_file():
         raise InputError(f"{p}: no such file")
-    return estimate_lines(_numbered(p), source=str(p), expected_output=expected_output)
+    return estimate_lines(
+        _numbered(p), source=str(p), expected_output=expected_output, provider=provider
+    )
 
 
 def estimate_requests(
     requests: Iterable[Mapping[str, Any]],
     *,
-    provider: str = "openai",
+    provider: str = PROVIDER,
     expected_output: int = EXPECTED_OUTPUT,
 ) -> Estimate:
     """Estimate requests given as `Queue.add_many` takes them: batch input lines as dicts
@@ -511,9 +533,7 @@ def render(est: Estimate, fmt: str = "table", wide: bool = False) -> str:
             notes.append(f"{m.model}: derived batch price (real-time price x 50 %).")
         if not m.priced:
             notes.append(f"{m.model}: unpriced (not in the price data); not $0.")
-    if any(m.provider == "anthropic" for m in est.models):
-        notes.append(
-            "Anthropic input tokens are calibrated, not counted (no offline tokenizer): "
-            "see benchmarks/bench_estimate.py for the error."
-        )
+    for note in dict.fromkeys(format_of(m.provider).estimate_note for m in est.models):
+        if note:
+            notes.append(note)
     return out + "".join(n + "\n" for n in notes) + est.summary() + "\n"

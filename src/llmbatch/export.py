@@ -16,8 +16,8 @@ One line per finished request — succeeded, failed or cancelled — whatever th
 - `error` is null on success; on failure `code` is the provider's error code or type
   (`overloaded_error`, `batch_expired`, ...) and `message` says why, with our retry verdict;
   a cancelled request's code is its cancel reason (`cancelled`, `batch_cancelled`).
-- Anthropic batch results carry no HTTP status: an errored one gets the status its error type
-  has in the Messages API (`ANTHROPIC_STATUS`), a succeeded one 200.
+- A result recorded without an HTTP status (Anthropic's batch results carry none) gets the one
+  its provider's format gives its error code (`Format.status_code`), a succeeded one 200.
 
 Order: `recorded` (the order results were recorded in) or `input` (the order requests were
 enqueued in). Either way an export reads what was recorded up to the moment it started, and
@@ -36,10 +36,11 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import IO, Any, Final
+from typing import IO, Any
 
 import orjson
 
+from llmbatch.providers import format_or_base
 from llmbatch.store import ResultRow, Store
 
 CSV_COLUMNS = (
@@ -210,14 +211,6 @@ def write(ex: Export, out: IO[Any], fmt: str = "jsonl") -> None:
     out.flush()
 
 
-# The HTTP status of each Anthropic error type (docs.anthropic.com, "Errors").
-ANTHROPIC_STATUS: Final = {
-    "invalid_request_error": 400, "authentication_error": 401, "billing_error": 402,
-    "permission_error": 403, "not_found_error": 404, "request_too_large": 413,
-    "rate_limit_error": 429, "api_error": 500, "timeout_error": 504, "overloaded_error": 529,
-}  # fmt: skip
-
-
 def succeeded(r: ResultRow) -> bool:
     """Whether this result is a success with a body."""
     return r.state != "cancelled" and r.error_code is None and r.body is not None
@@ -227,9 +220,7 @@ def status_code(r: ResultRow) -> int | None:
     """The HTTP status of a result that has a provider body (see the module docstring)."""
     if r.status_code is not None:
         return r.status_code
-    if r.error_code is None:
-        return 200
-    return ANTHROPIC_STATUS.get(r.error_code) if r.provider == "anthropic" else None
+    return format_or_base(r.provider).status_code(r.error_code)
 
 
 def jsonl_line(r: ResultRow, store_id: str) -> bytes:
@@ -253,17 +244,14 @@ def jsonl_line(r: ResultRow, store_id: str) -> bytes:
 
 
 def output_text(provider: str, body: dict[str, Any]) -> str:
-    """The generated text of a response body, per provider and endpoint shape ("" if none).
+    """The generated text of a response body, as its provider's format reads it ("" if none)."""
+    return format_or_base(provider).output_text(body)
 
-    Anthropic: the `text` blocks of `content`, joined. OpenAI chat: `choices[0].message.content`
-    (completions: `choices[0].text`). Responses API: the `output_text` parts of its `message`
-    items, joined (what the SDK's `response.output_text` gives)."""
-    if provider == "anthropic":
-        return "".join(
-            str(b.get("text") or "")
-            for b in body.get("content") or []
-            if isinstance(b, dict) and b.get("type") == "text"
-        )
+
+def openai_output_text(body: dict[str, Any]) -> str:
+    """The text of a body in the OpenAI shapes: chat `choices[0].message.content` (completions:
+    `choices[0].text`); Responses: the `output_text` parts of its `message` items, joined (what
+    the SDK's `response.output_text` gives)."""
     if "choices" in body:
         choice = (body.get("choices") or [{}])[0]
         message = choice.get("message")

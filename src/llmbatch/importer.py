@@ -24,8 +24,10 @@ from typing import IO, BinaryIO
 
 import orjson
 
+from llmbatch.defaults import PROVIDER
 from llmbatch.errors import ConflictError, InputError
 from llmbatch.files import open_private
+from llmbatch.providers import format_of
 from llmbatch.requests import LineError, Request, parse_line
 from llmbatch.store import Clash, Row, Store
 
@@ -80,7 +82,7 @@ class RowDefaults:
 
     queue: str
     import_id: int
-    provider: str = "openai"
+    provider: str = PROVIDER
     priority: int = 0
     deadline: float | None = None
 
@@ -311,7 +313,7 @@ def enqueue_stream(
     *,
     source: str,
     queue: str = "default",
-    provider: str = "openai",
+    provider: str = PROVIDER,
     skip_invalid: bool = False,
     reject_path: str | None = None,
     max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
@@ -320,6 +322,7 @@ def enqueue_stream(
     on_progress: Progress | None = None,
 ) -> ImportReport:
     """Enqueue every line of a binary stream as one import, parsing in this process."""
+    format_of(provider)  # an unknown provider is one line before anything is read
     imp = Importer(store, queue, source, skip_invalid=skip_invalid, reject_path=reject_path)
 
     def chunks(import_id: int) -> Iterator[Chunk]:
@@ -334,7 +337,7 @@ def enqueue_file(
     path: str | Path,
     *,
     queue: str = "default",
-    provider: str = "openai",
+    provider: str = PROVIDER,
     skip_invalid: bool = False,
     reject_path: str | None = None,
     max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
@@ -343,6 +346,7 @@ def enqueue_file(
     on_progress: Progress | None = None,
 ) -> ImportReport:
     """Enqueue a JSONL file; a large one is parsed in a second process while this one writes."""
+    format_of(provider)  # an unknown provider is one line before anything is read
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: no such file")
@@ -446,7 +450,7 @@ def enqueue_requests(
     """Enqueue already-validated requests (the Python API) as one import."""
 
     def chunks(import_id: int) -> Iterator[Chunk]:
-        defaults = RowDefaults(queue, import_id, "openai", priority, deadline)
+        defaults = RowDefaults(queue, import_id, PROVIDER, priority, deadline)
         chunk = Chunk()
         for n, r in enumerate(items, 1):
             chunk.lines += 1

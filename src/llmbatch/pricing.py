@@ -110,8 +110,12 @@ def quantize(v: Decimal) -> Decimal:
 
 
 def prices_key(provider: str) -> str:
-    """The genai-prices provider id for one of ours (Azure OpenAI bills like OpenAI)."""
-    return "openai" if provider == "azure" else provider
+    """The genai-prices provider id for one of ours (its format's `price_key`: Azure OpenAI
+    bills like OpenAI); a name no plugin registers is taken as the id itself."""
+    from llmbatch.providers import format_or_base
+
+    fmt = format_or_base(provider)
+    return fmt.price_key or fmt.name or provider
 
 
 def model_prices(provider: str, model: str, day: date | datetime | None = None) -> ModelPrices:

@@ -234,7 +234,7 @@ def _notes(r: Receipt, provider: str | None) -> None:
                 f"batch {c.batch_id}: provider says {c.says[0]:,} input and {c.says[2]:,} "
                 "output tokens, as we counted"
             )
-    if provider in ("anthropic", "azure") and not r.checks:
+    if provider is not None and not r.checks and not _gives_total(provider):
         r.notes.append(f"{provider} gives no batch total: nothing to check our count against")
     if any(ln.derived for ln in r.lines):
         r.notes.append("derived: no batch price in the price data; real-time price x 50 % used")
@@ -404,3 +404,9 @@ def status_record(store: Store, now: float, queue: str | None = None) -> dict[st
             for r in store.unplanned_spend(first, end, queue)
         ],
     }
+
+
+def _gives_total(provider: str) -> bool:
+    from llmbatch.providers import format_or_base
+
+    return format_or_base(provider).gives_batch_total

@@ -1,7 +1,7 @@
 """What a request is, and the validation every input line passes at the door.
 
-A line is either in the OpenAI batch input format (``custom_id``, ``method``, ``url``, ``body``)
-or Anthropic's (``custom_id``, ``params``). Validation is strict and cheap: it never calls a
+A line is in its provider's batch input shape; the provider's format (providers/plugin.py)
+validates it with the helpers here. Validation is strict and cheap: it never calls a
 provider and never tokenizes. The body hash covers ``method``, ``url`` and the canonical JSON
 of the body (sorted keys, no whitespace), so a reformatted file is the same request.
 """
@@ -16,24 +16,11 @@ from typing import Any, Final
 
 import orjson
 
-OPENAI_ENDPOINTS: Final = frozenset(
-    {
-        "/v1/chat/completions",
-        "/v1/responses",
-        "/v1/embeddings",
-        "/v1/completions",
-        "/v1/moderations",
-    }
-)
-# Endpoints the providers batch that llmbatch does not send yet.
-LATER_ENDPOINTS: Final = frozenset({"/v1/images/generations", "/v1/images/edits", "/v1/videos"})
-ANTHROPIC_ENDPOINT: Final = "/v1/messages"
-PROVIDERS: Final = ("openai", "azure", "anthropic")
+from llmbatch.defaults import PROVIDER
+from llmbatch.providers import claimants, format_of
+
 MAX_CUSTOM_ID: Final = 512
 MIB: Final = 1024 * 1024
-# Anthropic's Messages API takes 32 MB a request, and llmbatch packs Anthropic batches up to
-# 32 MB (less a margin, providers/anthropic.py): a larger request could never be sent.
-ANTHROPIC_MAX_REQUEST_BYTES: Final = 30 * MIB
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _SORT: Final = orjson.OPT_SORT_KEYS
@@ -69,7 +56,7 @@ def body_hash(method: str, url: str, canonical_body: bytes) -> bytes:
     return h.digest()
 
 
-def parse_line(raw: bytes, provider: str = "openai") -> Request:
+def parse_line(raw: bytes, provider: str = PROVIDER) -> Request:
     """Parse and validate one input line (without its newline); raise LineError with the reason."""
     try:
         obj = orjson.loads(raw)
@@ -78,37 +65,40 @@ def parse_line(raw: bytes, provider: str = "openai") -> Request:
     return parse_obj(obj, provider)
 
 
-def parse_obj(obj: object, provider: str = "openai") -> Request:
-    """Validate one decoded input line (a dict in either line format)."""
+def parse_obj(obj: object, provider: str = PROVIDER) -> Request:
+    """Validate one decoded input line: a line in a shape only one provider speaks goes to
+    that provider (`Format.claims`); any other line to `provider`'s format."""
     if not isinstance(obj, dict):
-        raise LineError(f"expected a JSON object, got {_kind(obj)}")
+        raise LineError(f"expected a JSON object, got {kind(obj)}")
     custom_id = obj.get("custom_id")
     check_custom_id(custom_id)
     assert isinstance(custom_id, str)
-    if "params" in obj and "body" not in obj:
-        return _anthropic(custom_id, obj["params"])
-    return _openai(custom_id, obj, provider)
+    fmt = format_of(provider)
+    for other in claimants():
+        if other.claims(obj):
+            if other is fmt:
+                break
+            return other.parse(custom_id, obj, other.name)
+    return fmt.parse(custom_id, obj, provider)
 
 
 def make_request(
-    custom_id: object, body: object, *, url: str | None = None, provider: str = "openai"
+    custom_id: object, body: object, *, url: str | None = None, provider: str = PROVIDER
 ) -> Request:
     """Validate a request given through the Python API (the same rules as a line)."""
     check_custom_id(custom_id)
     assert isinstance(custom_id, str)
-    if provider == "anthropic":
-        return _anthropic(custom_id, body)
-    line = {"custom_id": custom_id, "method": "POST", "url": url or "/v1/chat/completions"}
-    return _openai(custom_id, {**line, "body": body}, provider)
+    return format_of(provider).item(custom_id, body, url, provider)
 
 
-def from_item(item: object, provider: str = "openai") -> Request:
+def from_item(item: object, provider: str = PROVIDER) -> Request:
     """Validate a request given as `Queue.add_many` takes it: a batch input line as a dict
-    (`{"custom_id", "method", "url", "body"}` or Anthropic's `{"custom_id", "params"}`), or
-    the short form `{"custom_id", "body"[, "url"]}` (POST; chat completions by default)."""
+    in its provider's shape, or the short form `{"custom_id", "body"[, "url"]}` (POST to the
+    provider's default endpoint)."""
     if not isinstance(item, Mapping):
-        raise LineError(f"expected a dict, got {_kind(item)}")
-    if "params" in item or "method" in item:
+        raise LineError(f"expected a dict, got {kind(item)}")
+    fmt = format_of(provider)
+    if fmt.full_line(item) or any(f.claims(item) for f in claimants()):
         return parse_obj(dict(item), provider)
     return make_request(
         item.get("custom_id"), item.get("body"), url=item.get("url"), provider=provider
@@ -123,81 +113,11 @@ def check_custom_id(custom_id: object) -> None:
     if custom_id is None:
         raise LineError("custom_id is missing")
     if not isinstance(custom_id, str):
-        raise LineError(f"custom_id must be a string, got {_kind(custom_id)}")
+        raise LineError(f"custom_id must be a string, got {kind(custom_id)}")
     if not 1 <= len(custom_id) <= MAX_CUSTOM_ID:
         raise LineError(f"custom_id must be 1-{MAX_CUSTOM_ID} characters, got {len(custom_id)}")
     if _CONTROL.search(custom_id):
         raise LineError("custom_id contains a control character")
-
-
-def _openai(custom_id: str, obj: dict[str, Any], provider: str) -> Request:
-    if provider == "anthropic":
-        raise LineError('provider anthropic takes {"custom_id", "params"} lines')
-    method = obj.get("method")
-    if method != "POST":
-        raise LineError(f'method must be "POST", got {_short(method)}')
-    url = obj.get("url")
-    if not isinstance(url, str):
-        raise LineError("url is missing" if url is None else "url must be a string")
-    if url not in OPENAI_ENDPOINTS:
-        if url in LATER_ENDPOINTS:
-            raise LineError(f"url {url} is not supported yet")
-        raise LineError(f"url {_short(url)} is not a batch endpoint; use one of {_endpoints()}")
-    body = obj.get("body")
-    if not isinstance(body, dict):
-        raise LineError(
-            "body is missing" if body is None else f"body must be an object, got {_kind(body)}"
-        )
-    model = _model(body)
-    if body.get("stream") is True:
-        raise LineError("stream: true is not allowed in a batch")
-    canonical = canonical_json(body)
-    chars, nbytes = text_size(body)
-    inputs = _embedding_inputs(body) if url == "/v1/embeddings" else 1
-    return Request(
-        custom_id,
-        provider,
-        url,
-        model,
-        canonical,
-        body_hash("POST", url, canonical),
-        chars,
-        nbytes,
-        inputs,
-    )
-
-
-def _anthropic(custom_id: str, params: object) -> Request:
-    if not isinstance(params, dict):
-        raise LineError(
-            "params is missing"
-            if params is None
-            else f"params must be an object, got {_kind(params)}"
-        )
-    model = _model(params)
-    max_tokens = params.get("max_tokens")
-    if max_tokens is None:
-        raise LineError("params.max_tokens is missing (Anthropic requires it)")
-    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
-        raise LineError(
-            f"params.max_tokens must be a whole number of 1 or more, got {_short(max_tokens)}"
-        )
-    if not isinstance(params.get("messages"), list):
-        raise LineError("params.messages must be a list")
-    if params.get("stream") is True:
-        raise LineError("stream: true is not allowed in a batch")
-    canonical = canonical_json(params)
-    if len(canonical) > ANTHROPIC_MAX_REQUEST_BYTES:
-        raise LineError(
-            f"params are {len(canonical) / MIB:,.1f} MiB; one Anthropic request may be at most "
-            f"{ANTHROPIC_MAX_REQUEST_BYTES // MIB} MiB (Anthropic takes 32 MB a request, and every "
-            "request must fit in one batch): split it, or send images and documents by URL"
-        )
-    chars, nbytes = text_size(params)
-    digest = body_hash("POST", ANTHROPIC_ENDPOINT, canonical)
-    return Request(
-        custom_id, "anthropic", ANTHROPIC_ENDPOINT, model, canonical, digest, chars, nbytes, 1
-    )
 
 
 def canonical_json(body: dict[str, Any]) -> bytes:
@@ -211,7 +131,7 @@ def canonical_json(body: dict[str, Any]) -> bytes:
         raise LineError(f"body is not JSON: {exc}") from None
 
 
-def _model(body: dict[str, Any]) -> str:
+def model_of(body: dict[str, Any]) -> str:
     model = body.get("model")
     if model is None:
         raise LineError("body has no model")
@@ -240,13 +160,6 @@ def text_size(body: dict[str, Any]) -> tuple[int, int]:
     return chars, nbytes
 
 
-def _embedding_inputs(body: dict[str, Any]) -> int:
-    inp = body.get("input")
-    if isinstance(inp, list) and inp and not isinstance(inp[0], int):
-        return len(inp)
-    return 1
-
-
 def _json_reason(raw: bytes, exc: orjson.JSONDecodeError) -> str:
     msg = str(exc)
     if raw.startswith(b"\xef\xbb\xbf"):
@@ -267,19 +180,15 @@ def _json_reason(raw: bytes, exc: orjson.JSONDecodeError) -> str:
 _WHERE = re.compile(r": line 1 column (\d+) \(char \d+\)$")
 
 
-def _kind(v: object) -> str:
+def kind(v: object) -> str:
     return {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null"}.get(
         type(v), "number"
     )
 
 
-def _short(v: object) -> str:
+def short(v: object) -> str:
     s = orjson.dumps(v).decode() if not isinstance(v, str) else repr(v)
     return s if len(s) <= 60 else s[:57] + "..."
-
-
-def _endpoints() -> str:
-    return ", ".join(sorted(OPENAI_ENDPOINTS))
 
 
 def _exact(data: bytes) -> bytes:

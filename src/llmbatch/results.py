@@ -15,8 +15,10 @@ from dataclasses import dataclass
 
 import orjson
 
+from llmbatch.defaults import PROVIDER
+from llmbatch.providers import format_of
 from llmbatch.providers.base import ResultFile
-from llmbatch.usage import UsageRecord, read_usage
+from llmbatch.usage import UsageRecord
 
 CHUNK = 1 << 20
 
@@ -36,7 +38,7 @@ class Finding:
     input_tokens: int | None
     output_tokens: int | None
     usage: UsageRecord | None = None
-    model: str | None = None  # the model that answered, where the line says (Anthropic)
+    model: str | None = None  # the model that answered, where the line says
 
 
 class Anomaly(ValueError):
@@ -60,9 +62,10 @@ def _short(value: object) -> str:
 
 
 def parse_line(
-    line: bytes, store_id: str, endpoint: str | None = None, provider: str = "openai"
+    line: bytes, store_id: str, endpoint: str | None = None, provider: str = PROVIDER
 ) -> Finding:
-    """Parse one output- or error-file line; raise Anomaly if it is not ours or not readable."""
+    """Parse one output- or error-file line; raise Anomaly if it is not ours or not readable.
+    What the line says is read by the provider's format (`Format.result`)."""
     try:
         obj = orjson.loads(line)
     except orjson.JSONDecodeError as exc:
@@ -70,86 +73,11 @@ def parse_line(
     if not isinstance(obj, dict):
         raise Anomaly(f"result line is not a JSON object: {line[:80]!r}")
     attempt = attempt_id_of(obj.get("custom_id"), store_id)
-    if provider == "anthropic":
-        return _anthropic_line(attempt, obj)
-    response = obj.get("response")
-    error = obj.get("error")
-    if isinstance(response, dict):
-        status = response.get("status_code")
-        status = status if type(status) is int and 100 <= status <= 599 else None
-        body = response.get("body")
-        rid = response.get("request_id")
-        rid = str(rid) if rid is not None else None
-        if status is not None and 200 <= status < 300 and isinstance(body, dict):
-            u = read_usage(body.get("usage"), provider=provider, endpoint=endpoint)
-            return Finding(
-                attempt,
-                True,
-                status,
-                rid,
-                orjson.dumps(body),
-                None,
-                None,
-                None,
-                u.input,
-                u.output,
-                u,
-            )
-        err = body.get("error") if isinstance(body, dict) else None
-        err = err if isinstance(err, dict) else {}
-        return Finding(
-            attempt, False, status, rid, orjson.dumps(body) if body is not None else None,
-            _s(err.get("code")) or (f"http_{status}" if status else "error"), _s(err.get("type")),
-            _s(err.get("message")) or f"HTTP {status}", None, None,
-        )  # fmt: skip
-    if isinstance(error, dict):
-        code = _s(error.get("code")) or "error"
-        return Finding(
-            attempt,
-            False,
-            None,
-            None,
-            None,
-            code,
-            code,
-            _s(error.get("message")) or code,
-            None,
-            None,
-        )
-    raise Anomaly(f"result line for {obj.get('custom_id')!r} has neither a response nor an error")
+    return format_of(provider).result(attempt, obj, endpoint)
 
 
-ANTHROPIC_ENDED = {"canceled": "batch_cancelled", "expired": "batch_expired"}
-
-
-def _anthropic_line(attempt: int, obj: dict[str, object]) -> Finding:
-    """`{"custom_id", "result": {"type": succeeded|errored|canceled|expired, ...}}`."""
-    result = obj.get("result")
-    kind = result.get("type") if isinstance(result, dict) else None
-    if isinstance(result, dict) and kind == "succeeded" and isinstance(result.get("message"), dict):
-        message = result["message"]
-        u = read_usage(message.get("usage"), provider="anthropic")
-        return Finding(
-            attempt, True, 200, _s(message.get("id")), orjson.dumps(message), None, None, None,
-            u.input, u.output, u, _s(message.get("model")),
-        )  # fmt: skip
-    if isinstance(result, dict) and kind == "errored":
-        envelope = result.get("error")
-        envelope = envelope if isinstance(envelope, dict) else {}
-        err = envelope.get("error")
-        err = err if isinstance(err, dict) else {}
-        code = _s(err.get("type")) or "error"
-        return Finding(
-            attempt, False, None, _s(envelope.get("request_id")), orjson.dumps(envelope), code,
-            code, _s(err.get("message")) or code, None, None,
-        )  # fmt: skip
-    if isinstance(kind, str) and kind in ANTHROPIC_ENDED:
-        code = ANTHROPIC_ENDED[kind]
-        return Finding(attempt, False, None, None, None, code, code, f"request {kind}", None, None)
-    raise Anomaly(f"result line for {obj.get('custom_id')!r} has no known result type")
-
-
-def _s(v: object) -> str | None:
+def text_or_none(v: object) -> str | None:
+    """A result field as text (None stays None)."""
     return None if v is None else str(v)
 
 

@@ -26,6 +26,7 @@ import orjson
 
 from llmbatch.errors import BudgetHeld, RequestCancelled, RequestExpired, RequestFailed
 from llmbatch.export import status_code
+from llmbatch.providers import format_or_base
 from llmbatch.store import ResultRow
 
 # endpoint -> (module, class) of the SDK object a successful call returns
@@ -95,7 +96,7 @@ def outcome(row: ResultRow, queue: str = "") -> Any:
         status = status_code(row)
         if status is not None and status >= 400:
             return status_error(row.provider, row.endpoint, status, row.body, row, queue)
-    if code in LINE_STATUS and row.provider != "anthropic":
+    if code in LINE_STATUS and format_or_base(row.provider).line_errors_have_status:
         body = {"error": {"message": message, "type": "invalid_request_error", "code": code,
                           "param": None}}  # fmt: skip
         return status_error(row.provider, row.endpoint, LINE_STATUS[code], body, row, queue)
@@ -121,7 +122,12 @@ def status_error(
 ) -> Exception:
     """The SDK's own status error (class by status code, as the SDK maps a real response),
     carrying the provider's error body and request id, its message naming the request."""
-    sdk = "anthropic" if provider == "anthropic" else "openai"
+    fmt = format_or_base(provider)
+    if fmt.sdk is None:  # no SDK to build its error with: ours, with the status said
+        return RequestFailed(
+            f"custom_id {row.custom_id!r} failed: HTTP {status}",
+            custom_id=row.custom_id, queue=queue, code=row.error_code,
+        )  # fmt: skip
     content = (
         bytes(body) if isinstance(body, bytes | bytearray | memoryview) else orjson.dumps(body)
     )
@@ -129,10 +135,10 @@ def status_error(
         data: Any = orjson.loads(content)
     except orjson.JSONDecodeError:
         data = content.decode("utf-8", "replace")
-    client, http = _client(sdk)
+    client, http = _client(fmt.sdk)
     headers = {"content-type": "application/json"}
     if row.provider_request_id:
-        headers["x-request-id" if sdk == "openai" else "request-id"] = row.provider_request_id
+        headers[fmt.request_id_header] = row.provider_request_id
     request = http.Request("POST", f"batch://{provider}{endpoint}")
     response = http.Response(status, headers=headers, content=content, request=request)
     where = f"custom_id {row.custom_id!r}" + (f" (queue {queue!r})" if queue else "")
@@ -148,12 +154,12 @@ def status_error(
 
 @cache
 def _client(sdk: str) -> tuple[Any, Any]:
-    """An SDK client that never sends anything (its status-error mapping is what we use) and
-    the HTTP library the SDK builds its responses with (httpx, or its successor)."""
-    module = importlib.import_module(sdk)
-    errors = importlib.import_module(f"{sdk}._exceptions")
+    """An SDK client (`sdk` is "module:ClientClass") that never sends anything (its
+    status-error mapping is what we use) and the HTTP library the SDK builds its responses
+    with (httpx, or its successor)."""
+    name, _, cls = sdk.partition(":")
+    module = importlib.import_module(name)
+    errors = importlib.import_module(f"{name}._exceptions")
     http = next(v for k, v in vars(errors).items() if k in ("httpx2", "httpx"))
-    client = (
-        module.OpenAI(api_key="unused") if sdk == "openai" else module.Anthropic(api_key="unused")
-    )
+    client = getattr(module, cls)(api_key="unused")
     return client, http

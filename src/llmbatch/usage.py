@@ -1,4 +1,5 @@
-"""Usage of one result, read with each endpoint's and provider's own field names.
+"""Usage of one result, read with each endpoint's and provider's own field names (each
+provider's format picks the reader: `read_token_usage`, `read_cache_usage`).
 
 - Chat: `prompt_tokens` / `completion_tokens`, `prompt_tokens_details.cached_tokens`,
   `completion_tokens_details.reasoning_tokens` (reasoning is already inside the output).
@@ -17,10 +18,13 @@ too large for a database integer is an anomaly to flag, not an OverflowError at 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeGuard
 
+from llmbatch.defaults import PROVIDER
 from llmbatch.pricing import FREE_ENDPOINTS, Tokens
+from llmbatch.providers import format_of
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,45 +69,67 @@ def _field(d: Any, *path: str, required: bool = False) -> int:
     return int(v)
 
 
-def read_usage(usage: Any, *, provider: str = "openai", endpoint: str | None = None) -> UsageRecord:
-    """The usage of one successful result body's `usage` object."""
-    record = _read(usage, provider, endpoint)
+def read_usage(usage: Any, *, provider: str = PROVIDER, endpoint: str | None = None) -> UsageRecord:
+    """The usage of one successful result body's `usage` object, read by its provider's format."""
+    return format_of(provider).usage(usage, endpoint)
+
+
+def read_usage_any(usage: Any, endpoint: str | None = None) -> UsageRecord:
+    """Usage in whichever shape it came: the cache fields' shape, or the token fields'."""
+    if isinstance(usage, dict) and (
+        "cache_read_input_tokens" in usage or "cache_creation_input_tokens" in usage
+    ):
+        return read_cache_usage(usage, endpoint)
+    return read_token_usage(usage, endpoint)
+
+
+def read_token_usage(usage: Any, endpoint: str | None = None) -> UsageRecord:
+    """Usage with the Chat, Completions, Embeddings or Responses field names."""
+    return _in_range(_read(usage, endpoint, _tokens))
+
+
+def read_cache_usage(usage: Any, endpoint: str | None = None) -> UsageRecord:
+    """Usage whose `input_tokens` leaves out cache reads and writes (Anthropic's shape)."""
+    return _in_range(_read(usage, endpoint, _cache))
+
+
+def _in_range(record: UsageRecord) -> UsageRecord:
     counts = (record.input, record.output, record.cached, record.write_5m, record.write_1h)
     if any(n is not None and n > MAX_TOKENS for n in (*counts, record.reasoning)):
         return UsageRecord(None, None, flag=f"out of range: a count above {MAX_TOKENS:,}")
     return record
 
 
-def _read(usage: Any, provider: str, endpoint: str | None) -> UsageRecord:
+def _read(
+    usage: Any, endpoint: str | None, shape: Callable[[dict[str, Any], str | None], UsageRecord]
+) -> UsageRecord:
     if endpoint in FREE_ENDPOINTS:
         return FREE
     if not isinstance(usage, dict):
         return UsageRecord(None, None, flag="missing: usage")
     try:
-        if (
-            provider == "anthropic"
-            or "cache_read_input_tokens" in usage
-            or "cache_creation_input_tokens" in usage
-        ):
-            return _anthropic(usage)
-        if "prompt_tokens" in usage:  # chat, completions, embeddings
-            fast = _chat(usage, endpoint)
-            if fast is not None:
-                return fast
-            inp = _field(usage, "prompt_tokens", required=True)
-            embeddings = endpoint == "/v1/embeddings" or (
-                endpoint is None and "completion_tokens" not in usage
-            )
-            out = 0 if embeddings else _field(usage, "completion_tokens", required=True)
-            cached = _field(usage, "prompt_tokens_details", "cached_tokens")
-            reasoning = _field(usage, "completion_tokens_details", "reasoning_tokens")
-        else:  # responses, images
-            inp = _field(usage, "input_tokens", required=True)
-            out = _field(usage, "output_tokens", required=True)
-            cached = _field(usage, "input_tokens_details", "cached_tokens")
-            reasoning = _field(usage, "output_tokens_details", "reasoning_tokens")
+        return shape(usage, endpoint)
     except _Bad as exc:
         return UsageRecord(None, None, flag=str(exc))
+
+
+def _tokens(usage: dict[str, Any], endpoint: str | None) -> UsageRecord:
+    if "prompt_tokens" in usage:  # chat, completions, embeddings
+        fast = _chat(usage, endpoint)
+        if fast is not None:
+            return fast
+        inp = _field(usage, "prompt_tokens", required=True)
+        embeddings = endpoint == "/v1/embeddings" or (
+            endpoint is None and "completion_tokens" not in usage
+        )
+        out = 0 if embeddings else _field(usage, "completion_tokens", required=True)
+        cached = _field(usage, "prompt_tokens_details", "cached_tokens")
+        reasoning = _field(usage, "completion_tokens_details", "reasoning_tokens")
+    else:  # responses, images
+        inp = _field(usage, "input_tokens", required=True)
+        out = _field(usage, "output_tokens", required=True)
+        cached = _field(usage, "input_tokens_details", "cached_tokens")
+        reasoning = _field(usage, "output_tokens_details", "reasoning_tokens")
     if cached > inp or reasoning > out:
         return UsageRecord(None, None, flag="inconsistent: cached or reasoning above the total")
     return UsageRecord(inp, out, cached=cached, reasoning=reasoning)
@@ -133,7 +159,7 @@ def _count(v: object) -> TypeGuard[int]:
     return type(v) is int and v >= 0
 
 
-def _anthropic(usage: dict[str, Any]) -> UsageRecord:
+def _cache(usage: dict[str, Any], endpoint: str | None = None) -> UsageRecord:
     # The fast path: every field present or absent as the API sends them, all plain counts
     # (this runs once per result: 100,000 times a batch). Anything else takes the careful
     # path below, which says what is wrong.
@@ -153,10 +179,10 @@ def _anthropic(usage: dict[str, Any]) -> UsageRecord:
         and _count(w1h) and w5m + w1h == writes
     ):  # fmt: skip
         return UsageRecord(fresh + read + writes, out, cached=read, write_5m=w5m, write_1h=w1h)
-    return _anthropic_checked(usage)
+    return _cache_checked(usage)
 
 
-def _anthropic_checked(usage: dict[str, Any]) -> UsageRecord:
+def _cache_checked(usage: dict[str, Any]) -> UsageRecord:
     fresh = _field(usage, "input_tokens", required=True)
     out = _field(usage, "output_tokens", required=True)
     read = _field(usage, "cache_read_input_tokens")

@@ -48,13 +48,13 @@ def engine_settings(
         raise ConfigError(
             f"[engine] has no setting {unknown[0]!r}; known: {', '.join(sorted(known))}"
         )
-    _check_types("[engine]", values, EngineSettings)
+    check_types("[engine]", values, EngineSettings)
     retry_values = values.pop("retry", {})
     if not isinstance(retry_values, dict):
         raise ConfigError(
             f"[engine] retry must be a table ([engine.retry]), got a {type(retry_values).__name__}"
         )
-    _check_types("[engine.retry]", retry_values, RetryPolicy)
+    check_types("[engine.retry]", retry_values, RetryPolicy)
     try:
         retry = RetryPolicy(**retry_values)
     except TypeError as exc:
@@ -82,10 +82,12 @@ _TYPES: dict[str, tuple[tuple[type, ...], str]] = {
     "int": ((int,), "an integer"),
     "int | None": ((int,), "an integer"),
     "bool": ((bool,), "true or false"),
+    "str": ((str,), "a string"),
+    "str | None": ((str,), "a string"),
 }
 
 
-def _check_types(table: str, values: dict[str, Any], cls: Any) -> None:
+def check_types(table: str, values: dict[str, Any], cls: Any) -> None:
     """A wrong type in the config file is one clear line, not a TypeError deep in a tick."""
     types = {f.name: str(f.type) for f in dataclasses.fields(cls)}
     for key, value in values.items():
@@ -96,8 +98,12 @@ def _check_types(table: str, values: dict[str, Any], cls: Any) -> None:
 
 def _quotas(table: dict[str, Any]) -> dict[tuple[str, str], int]:
     """`[quotas.PROVIDER]` MODEL = tokens (or {enqueued_tokens = tokens}), checked."""
+    from llmbatch.providers import available, unknown
+
     quotas = {}
     for provider, models in table.items():
+        if provider not in available():
+            raise ConfigError(f"[quotas.{provider}]: {unknown(provider)}")
         if not isinstance(models, dict):
             raise ConfigError(f"[quotas.{provider}] must be a table of model = enqueued tokens")
         for model, q in models.items():
@@ -112,15 +118,17 @@ def _quotas(table: dict[str, Any]) -> dict[tuple[str, str], int]:
 
 
 def _check_provider(name: str, options: Any) -> None:
-    """An unknown provider in `[providers]` is a ConfigError up front, not ignored."""
-    from llmbatch.providers import available
+    """An unknown provider in `[providers]`, an unknown key or a wrong type in its table is a
+    ConfigError up front, not ignored."""
+    from llmbatch.providers import check_settings
 
-    if name not in available():
-        known = ", ".join(sorted(available()))
-        raise ConfigError(f"[providers.{name}]: unknown provider {name!r} (known: {known})")
-    if not isinstance(options, dict):
-        # not the value: a key pasted in the wrong place must not be echoed
-        raise ConfigError(f"[providers.{name}] must be a table, got a {type(options).__name__}")
+    try:
+        check_settings(name, options)
+    except ConfigError as exc:
+        text = str(exc)
+        raise ConfigError(
+            text if text.startswith(f"[providers.{name}]") else f"[providers.{name}]: {text}"
+        ) from None
 
 
 @dataclass
@@ -197,6 +205,10 @@ class Worker:
             self.log(f"{reason}; waiting for the database (retrying, up to every 5 s)")
         self._down_for += 1
         return min(5.0, 0.25 * self._down_for)  # a restart takes seconds; a failover, longer
+
+    def outage_since(self) -> float | None:
+        """When the database became unreachable, while it is (health checks read it)."""
+        return self._down_since
 
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
         if self.stopping:

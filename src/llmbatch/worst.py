@@ -12,7 +12,7 @@ Input tokens, from the request body (never from a tokenizer: this runs as batche
 - *Definitions* (`tools`, `functions`, `response_format`, the Responses `text` format,
   `tool_choice`, Anthropic's `output_format` / `output_config`): their JSON's bytes, and when
   tools are present the tool-use system prompt the provider adds (Anthropic documents at
-  most 530 tokens; OpenAI documents none, `TOOL_PROMPT` is our margin).
+  most 530 tokens; OpenAI documents none, `Format.tool_prompt_tokens` is our margin).
 - *Images*: the most the provider's rule gives any image on that model (`image_bound`), by
   URL, file id or inline (an inline image's base64 is not counted as text).
 - *Documents and files* (a PDF by URL, file id or inline): their size is not known here, so
@@ -48,11 +48,11 @@ from typing import Any
 import orjson
 
 from llmbatch.pricing import ModelPrices, Tokens, free
+from llmbatch.providers import format_or_base
 
 UNKNOWN_MAX = 1_000_000  # no known window or largest output: the largest there is
 BASE = 16  # tokens a request adds whatever it holds (priming, role markers, separators)
 PER_PART = 4  # tokens each message or content part adds (OpenAI: 3 a message, 1 a name)
-TOOL_PROMPT = {"anthropic": 600, "openai": 256}  # the provider's tool-use system prompt
 OUTPUT_CAPS = ("max_completion_tokens", "max_tokens", "max_output_tokens")
 DEFINITIONS = (
     "tools",
@@ -77,7 +77,6 @@ NOT_SENT = (
 CLIENT_TOOLS = ("function", "custom", None)
 # Anthropic tools that run on the client (the text editor, bash, computer use) are defined by
 # a `type` too; only these run on Anthropic's side and bring content and fees of their own.
-SERVER_TOOL_PREFIXES = ("web_search", "web_fetch", "code_execution", "tool_search", "mcp")
 _ONE_M = 1_000_000
 
 # The most one image can cost on a model (OpenAI's vision guide): tile models 8 tiles
@@ -103,7 +102,6 @@ IMAGE_PATCHES: dict[str, float] = {
 }
 MAX_TILES, MAX_PATCHES = 8, 1536
 UNKNOWN_IMAGE = 4_000  # a model none of the rules name: above every patch model's maximum
-ANTHROPIC_IMAGE = 1_640  # 784 x 1,568 px / 750, the largest image Claude takes unscaled
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,8 +147,9 @@ def rates(prices: ModelPrices, tier: int) -> Rates | None:
 
 def image_bound(provider: str, model: str, detail: object) -> int:
     """The most one image can cost on this model (see IMAGE_TILES)."""
-    if provider == "anthropic":
-        return ANTHROPIC_IMAGE
+    fixed = format_or_base(provider).image_tokens
+    if fixed is not None:
+        return fixed
     patch = _longest(IMAGE_PATCHES, model)
     if patch is not None:
         return -(-int(MAX_PATCHES * IMAGE_PATCHES[patch] * 100) // 100)
@@ -247,7 +246,8 @@ class _Walk:
             if kind in CLIENT_TOOLS:
                 continue
             name = str(kind)
-            if self.provider != "anthropic" or name.startswith(SERVER_TOOL_PREFIXES):
+            prefixes = format_or_base(self.provider).server_tool_prefixes
+            if prefixes is None or name.startswith(prefixes):
                 self.hosted = self.hosted or name
 
 
@@ -273,7 +273,7 @@ def worst_case(
                 if key == "tools":
                     walk.tools(v)
                     if isinstance(v, dict) or (isinstance(v, list) and v):
-                        definitions += TOOL_PROMPT[_family(prices.provider)]
+                        definitions += format_or_base(prices.provider).tool_prompt_tokens
             continue
         if key in UNKNOWN_CONTEXT and v and (endpoint == "/v1/responses" or key != "prompt"):
             walk.context = walk.context or key
@@ -344,10 +344,6 @@ def worst_case(
 def micro(usd: Decimal) -> int:
     """USD as whole 1e-6 USD, rounded up (a reservation never falls short)."""
     return int((usd * _ONE_M).to_integral_value(rounding=ROUND_CEILING))
-
-
-def _family(provider: str) -> str:
-    return "anthropic" if provider == "anthropic" else "openai"
 
 
 def _prediction(body: Mapping[str, Any]) -> int:

@@ -17,7 +17,7 @@ import pytest
 
 from helpers import cli, drain, fast_settings, request_states, results_per_request, sql
 from llmbatch.emulator import RunningEmulator, running
-from llmbatch.requests import ANTHROPIC_MAX_REQUEST_BYTES
+from llmbatch.providers.anthropic_format import MAX_REQUEST_BYTES
 
 # ids Anthropic itself refuses (^[a-zA-Z0-9_-]{1,64}$): spaces, slashes, accents, 65+ chars
 ODD_IDS = ["with space", "a/b", "é", "x" * 200, "dot.ted"]
@@ -62,7 +62,7 @@ def test_params_without_max_tokens_is_refused_naming_file_and_line(db: str, tmp_
 
 
 def test_an_over_size_request_is_refused_naming_file_and_line(db: str, tmp_path: Path) -> None:
-    big = item("big", system="x" * ANTHROPIC_MAX_REQUEST_BYTES)
+    big = item("big", system="x" * MAX_REQUEST_BYTES)
     path = write(tmp_path, item("a"), big)
     limit = str(len(big) + 1)  # past the line limit, so the request rule itself speaks
     result = cli("--db", db, "enqueue", path, "--max-line-bytes", limit)

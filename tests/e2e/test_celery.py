@@ -33,6 +33,9 @@ from llmbatch.contrib.celery import setup
 
 app = Celery("llmbatch_test", broker=os.environ["TEST_BROKER"], backend=os.environ["TEST_BROKER"])
 app.conf.task_default_queue = os.environ["TEST_QUEUE"]
+# every key this test makes (queues, kombu's unacked hash, results) under its own prefix
+app.conf.broker_transport_options = {"global_keyprefix": os.environ["TEST_QUEUE"] + ":"}
+app.conf.result_backend_transport_options = {"global_keyprefix": os.environ["TEST_QUEUE"] + ":"}
 app.conf.result_expires = 600
 app.conf.worker_hijack_root_logger = False
 tasks = setup(app, tick_every=float(os.environ["TEST_TICK"]))
@@ -65,7 +68,8 @@ def celery_env(tmp_path: Path, broker: str) -> Iterator[tuple[dict[str, str], Ru
                "PYTHONPATH": str(tmp_path), E2E_KEY_ENV: "sk-test-not-a-secret"}  # fmt: skip
         yield env, emu
         r = redis.Redis.from_url(broker)
-        r.delete(queue, f"{queue}.unacked", "unacked", "unacked_index")
+        for key in r.scan_iter(match=f"{queue}:*"):
+            r.delete(key)
 
 
 def start(env: dict[str, str], tmp_path: Path, *args: str) -> subprocess.Popen[bytes]:
@@ -91,6 +95,9 @@ def client_app(env: dict[str, str]) -> Any:
         "llmbatch_test_client", broker=env["TEST_BROKER"], backend=env["TEST_BROKER"]
     )
     app.conf.task_default_queue = env["TEST_QUEUE"]
+    prefixed = {"global_keyprefix": env["TEST_QUEUE"] + ":"}
+    app.conf.broker_transport_options = prefixed
+    app.conf.result_backend_transport_options = prefixed
     return app
 
 
@@ -102,7 +109,8 @@ def test_a_celery_worker_and_beat_drain_a_queue_and_overlapping_ticks_send_nothi
     db = env["LLMBATCH_DB"]
     requests, more = tmp_path / "nightly.jsonl", tmp_path / "more.jsonl"
     requests.write_bytes(jsonl(*(line(f"r{i}", f"review {i}") for i in range(30))))
-    worker = start(env, tmp_path, "worker", "--concurrency=2", "-Q", env["TEST_QUEUE"])
+    queue = env["TEST_QUEUE"]  # also the worker's node name: two runs on one host never meet
+    worker = start(env, tmp_path, "worker", "--concurrency=2", "-Q", queue, "-n", f"{queue}@%h")
     beat = start(env, tmp_path, "beat", "--schedule", str(tmp_path / "beat-schedule"))
     try:
         app = client_app(env)

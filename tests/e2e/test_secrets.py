@@ -19,7 +19,6 @@ from __future__ import annotations
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -34,7 +33,7 @@ import orjson
 import psycopg
 import pytest
 
-from helpers import LLMBATCH, RefusingService, jsonl, line, sql
+from helpers import LLMBATCH, RefusingService, free_port, jsonl, line, sql
 from llmbatch.emulator import EmulatorControl
 
 PG_ADMIN = os.environ.get("LLMBATCH_TEST_PG")
@@ -232,12 +231,6 @@ class Run:
                                 "('succeeded', 'failed', 'cancelled')")[0][0])  # fmt: skip
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def wait_until(what: Any, timeout: float, why: str) -> None:
     deadline = time.monotonic() + timeout
     while not what():
@@ -245,6 +238,7 @@ def wait_until(what: Any, timeout: float, why: str) -> None:
         time.sleep(0.05)
 
 
+@pytest.mark.slow
 def test_no_secret_lands_anywhere(
     store_db: str,
     canaries: Canaries,
@@ -286,7 +280,7 @@ def test_no_secret_lands_anywhere(
             )  # fmt: skip
         try:
             scan.check("worker /proc/cmdline", Path(f"/proc/{worker.pid}/cmdline").read_bytes())
-            wait_until(lambda: any(run.tmp.rglob("batch-*.jsonl")), 20, "no packing file appeared")
+            wait_until(lambda: any(run.tmp.rglob("batch-*.jsonl")), 60, "no packing file appeared")
             live = scan.tree("TMPDIR (live worker)", run.tmp)
             scan.check("worker /proc/cmdline", Path(f"/proc/{worker.pid}/cmdline").read_bytes())
             wait_until(lambda: run.unfinished() == 0, 30, "the worker did not drain the queue")

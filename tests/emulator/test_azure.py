@@ -9,7 +9,7 @@ import httpx
 import openai
 import pytest
 
-from conftest import chat_line, read_jsonl, upload, validate, wait
+from emu_helpers import chat_line, read_jsonl, upload, validate, wait
 from llmbatch.emulator import RunningEmulator, running
 
 API_VERSION = "2024-10-21"

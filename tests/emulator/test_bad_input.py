@@ -7,7 +7,7 @@ import httpx
 import openai
 import pytest
 
-from conftest import chat_line, upload, validate, wait
+from emu_helpers import chat_line, upload, validate, wait
 from llmbatch.emulator import RunningEmulator
 
 

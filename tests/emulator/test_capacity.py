@@ -10,7 +10,7 @@ import anthropic
 import openai
 import pytest
 
-from conftest import chat_line, upload
+from emu_helpers import chat_line, upload
 from llmbatch.emulator import RunningEmulator, running
 
 CAPACITY = {"gpt-4o-mini": {"requests_per_second": 100}}
@@ -97,6 +97,7 @@ def test_anthropic_batches_share_capacity(tmp_path: Path) -> None:
     assert run([300, 300]) >= run([600]) - 1e-6 >= 11.9
 
 
+@pytest.mark.slow
 def test_gemini_batches_share_capacity(tmp_path: Path) -> None:
     from gemini_helpers import FIXED, bid, inline, sdk
 

@@ -14,7 +14,7 @@ import openai
 import pytest
 from click.testing import CliRunner
 
-from conftest import chat_line, read_jsonl, upload, wait
+from emu_helpers import chat_line, read_jsonl, upload, wait
 from llmbatch.cli import main as cli
 from llmbatch.emulator import RunningEmulator, running
 from llmbatch.emulator.models import load_models_file
@@ -68,6 +68,7 @@ def test_the_sdks_list_models_at_all() -> None:
     assert len(lists["chat"]) > 20 and lists["embeddings"] and len(anthropic_list()) > 3
 
 
+@pytest.mark.slow
 def test_every_openai_sdk_model_is_listed_and_answers(
     emu: RunningEmulator, client: openai.OpenAI
 ) -> None:

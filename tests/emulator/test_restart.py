@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,8 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import openai
+import pytest
 
-from conftest import chat_line, upload, wait
+from emu_helpers import chat_line, upload, wait
+from helpers import free_port
 from llmbatch.emulator import EmulatorControl, running
 
 FIXED = {"seed": 9, "clock_start": 1_800_000_000, "time_scale": 0.0, "rate": 1.0}
@@ -69,12 +70,6 @@ def test_graceful_restart_resumes_with_identical_results(tmp_path: Path) -> None
         assert _files(client, resumed) == expected
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _serve(data: Path, port: int) -> subprocess.Popen[bytes]:
     process = subprocess.Popen(
         [
@@ -110,11 +105,12 @@ def _normalised(raw: bytes) -> list[dict[str, Any]]:
     return lines
 
 
+@pytest.mark.slow
 def test_sigkill_mid_batch_loses_nothing(tmp_path: Path) -> None:
     lines = [chat_line(i) for i in range(3000)]
 
     def run(data: Path, kill_after: int | None) -> tuple[bytes, bytes]:
-        port = _free_port()
+        port = free_port()
         process = _serve(data, port)
         try:
             control = EmulatorControl(f"http://127.0.0.1:{port}")

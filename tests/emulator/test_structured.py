@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import chat_line, read_jsonl, upload, wait
+from emu_helpers import chat_line, read_jsonl, upload, wait
 from llmbatch.emulator import RunningEmulator
 from llmbatch.emulator.instances import hints, instance
 from llmbatch.emulator.patterns import from_regex
@@ -80,6 +80,7 @@ _strict_schemas = st.recursive(
 )
 
 
+@pytest.mark.slow
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(schema=_strict_object(_strict_schemas), seed=st.integers(0, 2**32))
 def test_instances_are_valid_and_strict_schemas_pass(schema: dict[str, Any], seed: int) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 import openai
 import pytest
 
-from conftest import chat_line, upload, validate, wait
+from emu_helpers import chat_line, upload, validate, wait
 from llmbatch.emulator import RunningEmulator, running
 
 ENDPOINT = "/v1/chat/completions"

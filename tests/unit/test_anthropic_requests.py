@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from llmbatch.providers.anthropic_format import MAX_REQUEST_BYTES
 from llmbatch.requests import (
-    ANTHROPIC_MAX_REQUEST_BYTES,
     LineError,
     make_request,
     parse_line,
@@ -67,9 +67,9 @@ def test_the_python_api_applies_the_same_rules() -> None:
 
 
 def test_an_over_size_request_is_refused_with_its_size() -> None:
-    fits = params(system="x" * (ANTHROPIC_MAX_REQUEST_BYTES - 200))
+    fits = params(system="x" * (MAX_REQUEST_BYTES - 200))
     assert parse_obj({"custom_id": "a", "params": fits}).provider == "anthropic"
-    big = params(system="x" * ANTHROPIC_MAX_REQUEST_BYTES)
+    big = params(system="x" * MAX_REQUEST_BYTES)
     got = reason({"custom_id": "a", "params": big})
     assert got.startswith("params are 30.0 MiB; one Anthropic request may be at most 30 MiB")
 

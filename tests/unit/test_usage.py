@@ -132,10 +132,10 @@ _slot = st.one_of(st.just(_ABSENT), _values)
     }).map(_maybe)
 )  # fmt: skip
 def test_the_anthropic_fast_path_agrees_with_the_careful_one(usage: dict[str, Any]) -> None:
-    from llmbatch.usage import _anthropic_checked
+    from llmbatch.usage import _cache_checked
 
     try:
-        careful = _anthropic_checked(usage)
+        careful = _cache_checked(usage)
     except Exception as exc:  # the careful path raises _Bad; read_usage turns it into a flag
         careful = UsageRecord(None, None, flag=str(exc))
     assert read_usage(usage, provider="anthropic") == careful

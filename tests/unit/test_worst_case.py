@@ -16,12 +16,11 @@ from llmbatch.emulator.anthropic_synth import cache_use, count_prompt, message
 from llmbatch.emulator.models import ModelCard, build, builtin_ids
 from llmbatch.emulator.synth import respond
 from llmbatch.pricing import Tokens, model_prices
+from llmbatch.providers import format_of
 from llmbatch.usage import read_usage
 from llmbatch.worst import (
-    ANTHROPIC_IMAGE,
     BASE,
     PER_PART,
-    TOOL_PROMPT,
     UNKNOWN_MAX,
     WorstCase,
     image_bound,
@@ -114,7 +113,9 @@ def test_each_image_costs_the_most_its_model_can_bill(
     w = wc(model, CHAT, chat([{"type": "text", "text": "x"}, part]))
     base = wc(model, CHAT, chat([{"type": "text", "text": "x"}]))
     assert w.input_tokens - base.input_tokens == most + PER_PART  # the part's own framing
-    assert image_bound("anthropic", "claude-haiku-4-5", "low") == ANTHROPIC_IMAGE
+    assert (
+        image_bound("anthropic", "claude-haiku-4-5", "low") == format_of("anthropic").image_tokens
+    )
 
 
 def test_files_and_documents_by_url_are_bounded_by_the_context_window() -> None:
@@ -153,7 +154,7 @@ def test_tool_definitions_count_their_json_and_the_tool_prompt() -> None:
     without = wc("gpt-4o", CHAT, chat("hi"))
     assert (
         with_tool.input_tokens - without.input_tokens
-        == len(orjson.dumps([tool])) + TOOL_PROMPT["openai"]
+        == len(orjson.dumps([tool])) + format_of("openai").tool_prompt_tokens
     )
     claude = {
         "model": "claude-haiku-4-5",
@@ -163,7 +164,10 @@ def test_tool_definitions_count_their_json_and_the_tool_prompt() -> None:
     t = {"name": "f", "input_schema": {"type": "object"}}
     a = wc("claude-haiku-4-5", MESSAGES, {**claude, "tools": [t]}, 200_000, "anthropic")
     b = wc("claude-haiku-4-5", MESSAGES, claude, 200_000, "anthropic")
-    assert a.input_tokens - b.input_tokens == len(orjson.dumps([t])) + TOOL_PROMPT["anthropic"]
+    assert (
+        a.input_tokens - b.input_tokens
+        == len(orjson.dumps([t])) + format_of("anthropic").tool_prompt_tokens
+    )
 
 
 def test_cache_writes_are_priced_at_their_longest_ttl() -> None:
@@ -354,6 +358,7 @@ def anthropic_request(draw: st.DrawFn) -> dict[str, object]:
     return body
 
 
+@pytest.mark.slow
 @settings(max_examples=150, deadline=None)
 @given(body=anthropic_request())
 def test_the_bound_holds_against_the_emulators_bill_anthropic(body: dict[str, object]) -> None:

@@ -33,6 +33,24 @@ OK, FAILED, USAGE, UNREACHABLE = 0, 1, 2, 3
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+class ProviderName(click.Choice[str]):
+    """`--provider`: the registered providers (`llmbatch.providers` entry points), read when
+    the option is first checked or shown, so a plugin package adds its name here too."""
+
+    def __init__(self) -> None:
+        super().__init__((), case_sensitive=True)
+
+    @property
+    def choices(self) -> tuple[str, ...]:
+        from llmbatch.providers import names
+
+        return tuple(names())
+
+    @choices.setter
+    def choices(self, value: object) -> None:
+        pass  # click sets it in __init__; the registry is the source
+
+
 class Int64(click.IntRange):
     """What both stores hold (a 64-bit integer); said in words, not as 19-digit bounds."""
 

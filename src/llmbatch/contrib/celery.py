@@ -54,6 +54,7 @@ except ImportError:  # pragma: no cover - the message is the point
 
 import orjson
 
+from llmbatch import defaults
 from llmbatch.config import config_path, load_config
 from llmbatch.engine import Engine
 from llmbatch.importer import enqueue_file
@@ -150,7 +151,7 @@ def register(
     def enqueue_file_task(
         path: str,
         queue: str = "default",
-        provider: str = "openai",
+        provider: str = defaults.PROVIDER,
         skip_invalid: bool = False,
         db: str | None = None,
     ) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from llmbatch.store.batching import BatchingOps
 from llmbatch.store.budgets import BudgetOps
 from llmbatch.store.ledger import LedgerOps
 from llmbatch.store.manage import ManageOps
+from llmbatch.store.observe import ObserveOps
 from llmbatch.store.ownership import OwnershipOps
 from llmbatch.store.recovery import RecoveryOps
 from llmbatch.store.setbacks import SetbackOps
@@ -40,7 +41,7 @@ def _sql_text(name: str) -> str:
 
 @cache
 def queries() -> dict[str, str]:
-    """Named queries from sql/*.sql (queries, engine, budgets, ledger, manage, watch), in
+    """Named queries from sql/*.sql (queries, engine, budgets, ledger, manage, watch, observe), in
     SQLite's parameter style."""
     out: dict[str, str] = {}
     files = (
@@ -50,6 +51,7 @@ def queries() -> dict[str, str]:
         "ledger.sql",
         "manage.sql",
         "watch.sql",
+        "observe.sql",
         "ownership.sql",
     )
     text = "\n".join(_sql_text(f) for f in files)
@@ -131,7 +133,15 @@ def owner_alive(owner: str, heartbeat_at: float, now: float) -> bool:
 
 
 class SqlStore(
-    BatchingOps, BudgetOps, LedgerOps, RecoveryOps, ManageOps, SetbackOps, WatchOps, OwnershipOps
+    BatchingOps,
+    BudgetOps,
+    LedgerOps,
+    RecoveryOps,
+    ManageOps,
+    SetbackOps,
+    WatchOps,
+    ObserveOps,
+    OwnershipOps,
 ):
     """Shared implementation of the Store protocol over a DB-API-like cursor."""
 

@@ -1,0 +1,174 @@
+"""The OpenAI batch shape, spoken by OpenAI and Azure OpenAI: input lines
+`{"custom_id", "method", "url", "body"}`, output lines `{"custom_id", "response", "error"}`,
+usage with the Chat, Responses and Embeddings field names. A provider that speaks the same
+shape (a compatible gateway) may subclass `OpenAIFormat` and change only its name and prices.
+The transports live in openai.py and are imported only when the engine talks to the provider.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Final
+
+import orjson
+
+from llmbatch.providers import for_endpoint
+from llmbatch.providers.plugin import Format, Plugin
+from llmbatch.requests import (
+    LineError,
+    Request,
+    body_hash,
+    canonical_json,
+    kind,
+    model_of,
+    short,
+    text_size,
+)
+from llmbatch.results import Anomaly, Finding, text_or_none
+from llmbatch.usage import read_usage_any
+
+ENDPOINTS: Final = frozenset(
+    {
+        "/v1/chat/completions",
+        "/v1/responses",
+        "/v1/embeddings",
+        "/v1/completions",
+        "/v1/moderations",
+    }
+)
+# Endpoints the providers batch that llmbatch does not send yet.
+LATER_ENDPOINTS: Final = frozenset({"/v1/images/generations", "/v1/images/edits", "/v1/videos"})
+CHAT: Final = "/v1/chat/completions"
+
+
+class OpenAIFormat(Format):
+    """OpenAI's Files + Batch API shape."""
+
+    name = "openai"
+    label = "OpenAI"
+    price_key = "openai"
+    endpoints = ENDPOINTS
+    default_endpoint = CHAT
+    model_prefixes: tuple[str, ...] = (
+        "gpt-",
+        "o1",
+        "o3",
+        "o4",
+        "text-embedding-",
+        "omni-moderation",
+        "chatgpt-",
+    )
+    sdk = "openai:OpenAI"
+
+    def full_line(self, item: Mapping[str, Any]) -> bool:
+        return "method" in item
+
+    def parse(self, custom_id: str, line: dict[str, Any], provider: str) -> Request:
+        method = line.get("method")
+        if method != "POST":
+            raise LineError(f'method must be "POST", got {short(method)}')
+        url = line.get("url")
+        if not isinstance(url, str):
+            raise LineError("url is missing" if url is None else "url must be a string")
+        if url not in self.endpoints:
+            if url in LATER_ENDPOINTS:
+                raise LineError(f"url {url} is not supported yet")
+            others = [n for n in for_endpoint(url) if n != provider]
+            if others:
+                raise LineError(
+                    f"url {url} is batched by {' or '.join(others)}, not {provider}: enqueue "
+                    f"these lines with --provider {others[0]}, in its line shape"
+                )
+            raise LineError(
+                f"url {short(url)} is not a batch endpoint; use one of "
+                + ", ".join(sorted(self.endpoints))
+            )
+        body = line.get("body")
+        if not isinstance(body, dict):
+            raise LineError(
+                "body is missing" if body is None else f"body must be an object, got {kind(body)}"
+            )
+        model = model_of(body)
+        if body.get("stream") is True:
+            raise LineError("stream: true is not allowed in a batch")
+        canonical = canonical_json(body)
+        chars, nbytes = text_size(body)
+        inputs = _embedding_inputs(body) if url == "/v1/embeddings" else 1
+        return Request(
+            custom_id,
+            provider,
+            url,
+            model,
+            canonical,
+            body_hash("POST", url, canonical),
+            chars,
+            nbytes,
+            inputs,
+        )
+
+    def item(self, custom_id: str, body: object, url: str | None, provider: str) -> Request:
+        line = {"custom_id": custom_id, "method": "POST", "url": url or self.default_endpoint}
+        return self.parse(custom_id, {**line, "body": body}, provider)
+
+    def result(self, attempt: int, line: dict[str, Any], endpoint: str | None) -> Finding:
+        response = line.get("response")
+        error = line.get("error")
+        if isinstance(response, dict):
+            status = response.get("status_code")
+            status = status if type(status) is int and 100 <= status <= 599 else None
+            body = response.get("body")
+            rid = response.get("request_id")
+            rid = str(rid) if rid is not None else None
+            if status is not None and 200 <= status < 300 and isinstance(body, dict):
+                u = self.usage(body.get("usage"), endpoint)
+                return Finding(
+                    attempt, True, status, rid, orjson.dumps(body), None, None, None,
+                    u.input, u.output, u,
+                )  # fmt: skip
+            err = body.get("error") if isinstance(body, dict) else None
+            err = err if isinstance(err, dict) else {}
+            return Finding(
+                attempt, False, status, rid, orjson.dumps(body) if body is not None else None,
+                text_or_none(err.get("code")) or (f"http_{status}" if status else "error"),
+                text_or_none(err.get("type")),
+                text_or_none(err.get("message")) or f"HTTP {status}", None, None,
+            )  # fmt: skip
+        if isinstance(error, dict):
+            code = text_or_none(error.get("code")) or "error"
+            message = text_or_none(error.get("message")) or code
+            return Finding(attempt, False, None, None, None, code, code, message, None, None)
+        raise Anomaly(
+            f"result line for {line.get('custom_id')!r} has neither a response nor an error"
+        )
+
+    def usage(self, usage: Any, endpoint: str | None) -> Any:
+        # a gateway may answer in the cache-field shape: read whichever shape came
+        return read_usage_any(usage, endpoint)
+
+
+class AzureFormat(OpenAIFormat):
+    """Azure OpenAI: the OpenAI shape; deployments bill as OpenAI's models; no batch total."""
+
+    name = "azure"
+    label = "Azure OpenAI"
+    model_prefixes = ()  # deployment names are the user's own
+    gives_batch_total = False
+
+
+def _embedding_inputs(body: dict[str, Any]) -> int:
+    inp = body.get("input")
+    if isinstance(inp, list) and inp and not isinstance(inp[0], int):
+        return len(inp)
+    return 1
+
+
+openai_plugin = Plugin(
+    OpenAIFormat(),
+    transport="llmbatch.providers.openai:OpenAIProvider",
+    settings="llmbatch.providers.openai:OpenAISettings",
+)
+azure_plugin = Plugin(
+    AzureFormat(),
+    transport="llmbatch.providers.openai:AzureProvider",
+    settings="llmbatch.providers.openai:AzureSettings",
+)
