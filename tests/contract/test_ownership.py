@@ -9,6 +9,7 @@ ingested or deleted. Each scenario that failed on the code before issue 15 says 
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from collections.abc import Iterator, Sequence
@@ -448,3 +449,60 @@ def test_among_foreign_batches_the_sweep_adopts_ours_and_reads_each_foreign_once
     assert sql(db, "SELECT intent_id FROM batches WHERE provider_batch_id = ?", [dup]) == [(1,)]
     assert not provider_batches(db) & foreign
     assert results_per_request(db) == first == dict.fromkeys(ids, 1)
+
+
+# -- proof that never comes ------------------------------------------------------------------
+
+
+def test_an_intent_waits_for_proof_at_most_max_proof_wait_then_creates_again_counted(
+    tmp_path: Path, emu: RunningEmulator
+) -> None:
+    """Store A's Anthropic batch of the same size runs and runs (the emulator's clock stands
+    still): store B, whose create was refused, cannot tell it is not its own. B waits
+    `max_proof_wait` after its create, then creates again; `status` counts it as a residual
+    double create. Nothing of A's is adopted meanwhile."""
+    name = "anthropic"
+    a_db, b_db = str(tmp_path / "a.db"), str(tmp_path / "b.db")
+    enqueue(a_db, name, 3, "a")
+    b_ids = enqueue(b_db, name, 3, "b")
+    a, b = engine(a_db, emu), engine(b_db, emu, max_proof_wait=3.0)
+    try:
+        a.tick(time.time())
+        emu.control.add_fault(DOORS[name].create_op, "529", mode="before", count=1)
+        b.tick(time.time())
+        tick_for([b], 2.0)
+        assert b.store.proof_waits() and creates(emu, name, refused=1) == 1  # waiting
+        record = json.loads(cli("--db", b_db, "status", "--format", "json").stdout)
+        assert [w["batch"] for w in record["ownership"]["proof_waits"]] == [1]
+        tick_for([b], 2.5)  # past max_proof_wait: created again
+        assert creates(emu, name, refused=1) == 2 and not b.store.proof_waits()
+        drain([b], emu)
+    finally:
+        close(a, b)
+    assert_once(b_db, b_ids)
+    assert "residual double creates: 1" in cli("--db", b_db, "status").output
+    assert not provider_batches(a_db) & provider_batches(b_db)
+
+
+# -- expired and cancelled batches --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("how", ["expire", "cancel"])
+def test_a_batch_expired_or_cancelled_by_someone_else_sends_its_unrun_requests_again(
+    name: str, how: str, tmp_path: Path, emu: RunningEmulator
+) -> None:
+    """The provider expires the batch (its window passed), or someone cancels it at the
+    provider: the requests that never ran go back to the queue uncharged and are sent again;
+    every request ends with one result."""
+    db = str(tmp_path / "q.db")
+    ids = enqueue(db, name, 6, "m")
+    e = engine(db, emu)
+    try:
+        e.tick(time.time())
+        (first,) = provider_batches(db)
+        getattr(emu.control, how)(first)
+        drain([e], emu)
+    finally:
+        close(e)
+    assert_once(db, ids)
+    assert intents(db) == 2  # the unrun requests travelled again, in one new batch
