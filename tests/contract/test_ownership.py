@@ -506,3 +506,80 @@ def test_a_batch_expired_or_cancelled_by_someone_else_sends_its_unrun_requests_a
         close(e)
     assert_once(db, ids)
     assert intents(db) == 2  # the unrun requests travelled again, in one new batch
+
+
+# -- where a store lives ------------------------------------------------------------------------
+
+
+def _copy(db: str, tmp_path: Path) -> str:
+    """A copy of the store: the SQLite file copied, the PostgreSQL database cloned."""
+    if not db.startswith("postgresql://"):
+        target = str(tmp_path / "copy.db")
+        copy_store(db, target)
+        return target
+    from conftest import _admin, _dsn_for
+
+    source = db.rsplit("/", 1)[1]
+    name = f"{source}_copy"
+    with _admin() as conn:
+        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{source}"')
+    return _dsn_for(name)
+
+
+def _drop(dsn: str) -> None:
+    if dsn.startswith("postgresql://"):
+        from conftest import _admin
+
+        with _admin() as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{dsn.rsplit("/", 1)[1]}" WITH (FORCE)')
+
+
+def test_a_store_knows_where_it_lives_on_both_backends(db: str, tmp_path: Path) -> None:
+    """Copied with nothing in flight, a store simply lives where it is now; copied with an
+    intent open, it freezes what was made before (SQLite: another inode and path;
+    PostgreSQL: another database name on the cluster) until told which it was."""
+    open_store(db).close()
+    home = sql(db, "SELECT value FROM meta WHERE key = 'home'")[0][0]
+    assert ("inode" in home) != ("system_identifier" in home)
+    (tmp_path / "quiet").mkdir()
+    quiet = _copy(db, tmp_path / "quiet")
+    try:
+        open_store(quiet).close()
+        assert sql(quiet, "SELECT value FROM meta WHERE key = 'identity_pending'") == []
+        assert sql(quiet, "SELECT value FROM meta WHERE key = 'home'")[0][0] != home
+    finally:
+        _drop(quiet)
+    with Queue(db, "q") as q:
+        q.add_many(DOORS["openai"].items("openai", 2, "x"))
+    store = open_store(db)
+    try:
+        token = store.acquire_lease("engine", "t", 60, time.time())
+        assert token is not None
+        ids = [int(r) for (r,) in sql(db, "SELECT id FROM requests")]
+        group = ("openai", "/v1/chat/completions", "gpt-4o-mini")
+        store.create_intent(group, ids, 0, 0, time.time(), token)
+        store.release_lease("engine", "t")
+    finally:
+        store.close()
+    busy = _copy(db, tmp_path)
+    try:
+        copy = open_store(busy)
+        try:
+            moved = copy.moved()
+            assert moved is not None and moved.before == 1
+        finally:
+            copy.close()
+        status = cli("--db", busy, "status", "--format", "json").stdout
+        assert json.loads(status)["ownership"]["moved"]["before"] == 1
+        result = cli("--db", busy, "store", "keep-identity")
+        assert result.exit_code == 0, result.output
+        status = cli("--db", busy, "status", "--format", "json").stdout
+        assert json.loads(status)["ownership"]["moved"] is None
+        reopened = open_store(busy)  # home is here now: not pending again
+        assert reopened.moved() is None
+        reopened.close()
+    finally:
+        _drop(busy)
+    original = open_store(db)  # the original never moved
+    assert original.moved() is None
+    original.close()
