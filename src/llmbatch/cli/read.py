@@ -49,6 +49,38 @@ def estimate(file: str, expected_output: int, provider: str, fmt: str, wide: boo
     click.echo(render(est, fmt, wide), nl=False)
 
 
+# not `providers`: a config table is named after its command, and [providers.*] is taken
+@main.command(short_help="The registered providers and their settings.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    envvar="LLMBATCH_PLUGINS_FORMAT",
+)
+def plugins(fmt: str) -> None:
+    """Every provider installed (the `llmbatch.providers` entry points, built-ins and plugins
+    alike): its package, the endpoints it batches, and the keys its `[providers.NAME]` table
+    in llmbatch.toml takes, with their defaults."""
+    from llmbatch.providers import describe, names
+
+    found = [describe(n) for n in names()]
+    if fmt == "json":
+        click.echo(render.as_json(found), nl=False)
+        return
+    for p in found:
+        if "error" in p:
+            click.echo(f"{p['name']}: does not load: {p['error']}")
+            continue
+        click.echo(f"{p['name']} ({p['label']}, package {p['package']})")
+        click.echo(f"  endpoints: {', '.join(p['endpoints'])}")
+        click.echo(f"  [providers.{p['name']}]")
+        for key, default in p["settings"].items():
+            shown = "(unset)" if default is None else repr(default)
+            click.echo(f"    {key} = {shown}")
+
+
 @main.command(short_help="What moving past usage to batch would save.")
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.option(
