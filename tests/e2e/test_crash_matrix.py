@@ -9,6 +9,8 @@ the test runs the one queue CI does not: Anthropic's, at 3 kills.
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -23,11 +25,9 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.mark.slow
 @pytest.mark.parametrize("provider,kills", [("anthropic", 3)])
 def test_crash_matrix_small(provider: str, kills: int, tmp_path: Path) -> None:
-    out = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "crash_matrix.py"), "--kills", str(kills),
-         "--round", "300", "--provider", provider, "--work-dir", str(tmp_path)],
-        capture_output=True, timeout=240, check=False,
-    )  # fmt: skip
+    command = [sys.executable, str(ROOT / "benchmarks" / "crash_matrix.py"), "--kills", str(kills),
+               "--round", "300", "--provider", provider, "--work-dir", str(tmp_path)]  # fmt: skip
+    out = run_in_own_group(command, timeout=240)
     assert out.returncode == 0, (out.stdout + out.stderr).decode()[-3000:]
     figures = orjson.loads(out.stdout.splitlines()[-1])
     print(figures)
@@ -39,3 +39,19 @@ def test_crash_matrix_small(provider: str, kills: int, tmp_path: Path) -> None:
     assert figures["database_locked"] == 0 and figures["tracebacks"] == 0
     if provider == "anthropic":  # no files: those windows do not exist
         assert not {"upload", "uploaded", "sweep"} & set(figures["windows"])
+
+
+def run_in_own_group(command: list[str], timeout: float) -> subprocess.CompletedProcess[bytes]:
+    """Run `command` in a process group of its own; if it runs out of time, SIGKILL the whole
+    group: its workers and emulator too, which `subprocess.run(timeout=...)` would leave
+    running after the test (they were found still serving 45 minutes after such a timeout)."""
+    proc = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
+    )
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        raise AssertionError(f"not done in {timeout} s: {(out + err).decode()[-3000:]}") from None
+    return subprocess.CompletedProcess(command, proc.returncode, out, err)
