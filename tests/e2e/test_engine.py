@@ -167,7 +167,7 @@ def test_clean_up_deletes_our_files_at_the_provider(emu: RunningEmulator, sqlite
 # -- splitting at each limit -------------------------------------------------------------------
 
 BIG = 200 * 1024 * 1024
-SPLITS: dict[str, tuple[dict[str, Any], Limits | None, dict[str, Any], int, list[int]]] = {
+SPLITS: dict[str, tuple[dict[str, Any], Limits | None, dict[str, Any], int, list[int] | None]] = {
     # limit: (engine settings, provider limits or None, emulator config, requests, sizes)
     "lines": ({}, Limits(5, BIG), {"openai_max_lines": 5}, 12, [5, 5, 2]),
     "bytes": ({}, Limits(50_000, 2400), {"max_batch_file_bytes": 2400}, 12, None),

@@ -75,7 +75,7 @@ def test_a_body_the_sdk_model_refuses_is_built_leniently_as_the_sdk_does() -> No
         (500, openai.InternalServerError),
     ],
 )
-def test_an_http_error_is_the_openai_sdks_status_error(status: int, kind: type) -> None:
+def test_an_http_error_is_the_openai_sdks_status_error(status: int, kind: type[Any]) -> None:
     error = {"error": {"message": "bad things", "type": "invalid_request_error", "code": "x1",
                        "param": "messages"}}  # fmt: skip
     row = failed(status_code=status, body=orjson.dumps(error), error_code="x1",
@@ -98,7 +98,7 @@ def test_an_http_error_is_the_openai_sdks_status_error(status: int, kind: type) 
     ],
 )
 def test_an_errored_anthropic_result_is_the_anthropic_sdks_status_error(
-    error_type: str, kind: type
+    error_type: str, kind: type[Any]
 ) -> None:
     envelope = {"type": "error", "error": {"type": error_type, "message": "no"},
                 "request_id": "req_a"}  # fmt: skip
@@ -129,7 +129,7 @@ def test_a_line_failed_at_validation_is_the_status_the_real_time_api_gives() -> 
     ],
 )  # fmt: skip
 def test_batch_level_outcomes_are_llmbatchs_errors_naming_the_request(
-    row: ResultRow, kind: type, words: str
+    row: ResultRow, kind: type[Any], words: str
 ) -> None:
     exc: Any = outcome(row, "q")
     assert type(exc) is kind
