@@ -28,9 +28,13 @@ from llmbatch.retry import RetryPolicy
 from llmbatch.store import open_store
 
 CHAT = "/v1/chat/completions"
+# Migration 0008 (archives and the webhook outbox) taken back out.
+UNDO_0008 = ("DROP TABLE archives", "DROP TABLE outbox")
 # What migration 0004 (budgets in the store, the ledger) adds, taken back out: a store made by
-# today's code, put back the way the code before 0004 left it (the upgrade tests).
+# today's code, put back the way the code before 0004 left it (the upgrade tests), with every
+# later migration taken out too (a store made before 0004 has none of them).
 UNDO_0004 = (
+    *UNDO_0008,
     "DROP TABLE batch_tally",
     "DROP TABLE provider_usage",
     "DROP TABLE budget_policy",

@@ -31,7 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from llmbatch import budget, defaults, ledger
+from llmbatch import budget, defaults, ledger, webhooks
+from llmbatch.archive import Archiver, ArchiveSettings, batch_folder
 from llmbatch.budget import BudgetSettings
 from llmbatch.errors import ConfigError, RejectedError
 from llmbatch.in_force import InForce
@@ -82,6 +83,8 @@ class EngineSettings:
     # Requests of a batch whose results the provider archived before they were read:
     # "requeue" (sent again) or "fail" (a result with the reason "archived").
     archived: str = "requeue"
+    archive: ArchiveSettings | None = None  # `[archive]`: copy each batch's files there
+    webhooks: webhooks.WebhookSettings | None = None  # `[webhooks]`: POST when results are in
 
     def __post_init__(self) -> None:
         if self.archived not in ("requeue", "fail"):
@@ -130,6 +133,8 @@ class TickReport:
     ingested_batches: int = 0
     outcomes: int = 0
     anomalies: int = 0
+    archived: int = 0  # batches whose archive was written
+    delivered: int = 0  # webhook events delivered
     unreachable: int = 0  # provider calls that failed for a transient reason (outage, 429, 5xx)
     notes: list[str] = field(default_factory=list)
 
@@ -155,6 +160,7 @@ class Engine(Setbacks, Ingesting, Polling, Sweeping, Cancelling):
         self.settings = settings or EngineSettings()
         self.clock = clock
         self._providers: dict[str, Provider] = dict(providers or {})
+        self._wrap: Callable[[str, Provider], Provider] | None = None
         self._own_workdir = workdir is None
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="llmbatch-"))
         self._file_seconds = 0.0
@@ -170,21 +176,47 @@ class Engine(Setbacks, Ingesting, Polling, Sweeping, Cancelling):
         self._next_sweep_at = 0.0
         self._disk_full_since: float | None = None  # the work directory's disk is full
         self._disk_until = self._disk_wait = 0.0
+        self._disk_blocked: dict[int, float] = {}  # batch -> when its files may try again
         self._rotation = 0
         self._budget_state: object = None  # what held requests were weighed against
         self.budgets = InForce(self.settings.budgets)  # the store's, tightened by our own
         self.timings: dict[str, float] = defaultdict(float)  # seconds per phase, for benchmarks
+        self.archiver = (
+            Archiver(
+                store,
+                self.settings.archive,
+                self.provider,
+                self.workdir,
+                delete_files=self.settings.delete_files,
+                clock=clock,
+            )
+            if self.settings.archive is not None
+            else None
+        )
+        self.deliverer = (
+            webhooks.Deliverer(store, self.settings.webhooks, clock=clock)
+            if self.settings.webhooks is not None
+            else None
+        )
 
     # -- providers -------------------------------------------------------------------------
     def provider(self, name: str) -> Provider:
         if name not in self._providers:
-            self._providers[name] = make_provider(name, **self.settings.providers.get(name, {}))
+            made = make_provider(name, **self.settings.providers.get(name, {}))
+            self._providers[name] = made if self._wrap is None else self._wrap(name, made)
         return self._providers[name]
+
+    def instrument(self, wrap: Callable[[str, Provider], Provider]) -> None:
+        """Wrap every provider, those in use and those made later (metrics time the calls)."""
+        self._wrap = wrap
+        self._providers = {name: wrap(name, p) for name, p in self._providers.items()}
 
     # -- the tick --------------------------------------------------------------------------
     def tick(self, now: float) -> TickReport:
         """One step of work at time `now`. Raises AuthError (stop: nothing was failed)."""
         report = TickReport()
+        if self.archiver is not None:
+            self.archiver.check()  # no bucket, no credentials: said before anything is done
         token = self._lease(now)
         if token is None:
             report.held_by = self.store.lease_holder("engine", now) or "another worker"
@@ -206,9 +238,19 @@ class Engine(Setbacks, Ingesting, Polling, Sweeping, Cancelling):
             self._poll(now, token, report)
         if now >= self._next_sweep_at:
             self._sweep(now, token, report)
+        if self.deliverer is not None:
+            self.deliverer.start_tick()
         for b in self.store.open_batches():
             if b.state in ENDED and self._due(b, now) and self._disk_ok(b, now):
                 self._guarded(b, now, token, report, self._ingest)
+                if self.deliverer is not None:  # its events at once, not after every batch
+                    report.delivered += self.deliverer.run(now, report.notes)
+        if self.deliverer is not None:  # and those due again after a failure
+            report.delivered += self.deliverer.run(now, report.notes)
+        if self.archiver is not None:
+            started = time.perf_counter()
+            report.archived = self.archiver.run(now, report.notes)
+            self.timings["archive"] += time.perf_counter() - started
         return report
 
     def _lease(self, now: float) -> int | None:
@@ -371,6 +413,15 @@ class Engine(Setbacks, Ingesting, Polling, Sweeping, Cancelling):
         """Settle the batch's reservation to what its results cost, then close it (durably:
         the provider's files may be deleted right after)."""
         ledger.settle(self.store, b, self.budgets.settings, now, token)
+        # Before the batch is closed: a crash here must lose neither its archive nor its events.
+        if self.archiver is not None:
+            self.store.archive_add(b.id, now)
+        if self.settings.webhooks is not None:
+            where = None
+            if self.archiver is not None:
+                folder = batch_folder(self.store.store_id, b.id)
+                where = f"{self.archiver.target.location.rstrip('/')}/{folder}"
+            webhooks.add_events(self.store, b, now, where)
         self.store.mark_ingested(b.id, now, token, detail)
 
     def _count(
@@ -415,7 +466,19 @@ class Engine(Setbacks, Ingesting, Polling, Sweeping, Cancelling):
             timeout=self.settings.call_timeout,
             clock=self.clock,
             renew=lambda: self._renew(token, force=True),
+            held=self._lease_covers_a_call,
         )
+
+    def _lease_covers_a_call(self) -> None:
+        """LeaseLost unless the lease as last renewed still outlasts a call's client timeout,
+        by this worker's clock: a renewal is followed at once by the call, so only a worker
+        frozen in between for longer than the renewal margin fails this."""
+        left = self._renewed_at + self.settings.lease_ttl - self.clock()
+        if left < self.settings.call_timeout:
+            raise LeaseLost(
+                f"this worker was frozen for {self.settings.lease_ttl - left:.1f} s after "
+                "renewing its lease, which may have passed to another worker: it does not send"
+            )
 
     def _submit(self, b: OpenBatch, now: float, token: int, report: TickReport) -> None:
         sub = self._submission(b, now, token)
@@ -428,7 +491,7 @@ class Engine(Setbacks, Ingesting, Polling, Sweeping, Cancelling):
         finally:
             self.timings["upload"] += time.perf_counter() - started - self._file_seconds
         if b.input_file_id is None:
-            self._disk_back(report)
+            self._disk_back(report, b)
         if done:
             report.submitted += 1
             with contextlib.suppress(FileNotFoundError):

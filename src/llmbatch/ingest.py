@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from pathlib import Path
 
+    from llmbatch.archive import Archiver
     from llmbatch.engine import EngineSettings, TickReport
     from llmbatch.providers import Provider
     from llmbatch.store import Store
@@ -79,6 +80,7 @@ class Ingesting:
     settings: EngineSettings
     workdir: Path
     timings: dict[str, float]
+    archiver: Archiver | None
     _batch_key: Callable[[OpenBatch], tuple[str, ...]]
     provider: Callable[[str], Provider]
     _renew: Callable[..., None]
@@ -86,7 +88,7 @@ class Ingesting:
     _batch_level_failure: Callable[[OpenBatch, float, int, str], None]
     _healthy: Callable[[OpenBatch, int], None]
     _rejected: Callable[[OpenBatch, list[int], str, str], list[Outcome]]
-    _disk_back: Callable[[TickReport], None]
+    _disk_back: Callable[[TickReport, OpenBatch], None]
     _count: Callable[[OpenBatch, Tally, float, int, TickReport], None]
 
     def _ingest(self, b: OpenBatch, now: float, token: int, report: TickReport) -> None:
@@ -125,7 +127,7 @@ class Ingesting:
             raise
         finally:
             self.timings["download"] += time.perf_counter() - started
-        self._disk_back(report)
+        self._disk_back(report, b)
         started = time.perf_counter()
         lines = 0
         chunk: list[Finding] = []
@@ -159,10 +161,10 @@ class Ingesting:
         anomalies.close()
         report.anomalies += anomalies.count
         self.timings["ingest"] += time.perf_counter() - started
-        shutil.rmtree(folder, ignore_errors=True)
         if (
             lines < b.request_count or anomalies.count
         ) and b.download_tries + 1 < MAX_DOWNLOAD_TRIES:
+            shutil.rmtree(folder, ignore_errors=True)
             said = (
                 f"batch {b.provider_batch_id}: {lines:,} result lines for {b.request_count:,} "
                 f"requests ({anomalies.count} unreadable); downloading again"
@@ -177,11 +179,14 @@ class Ingesting:
             kind = "batch_expired" if b.state in ("expired", "cancelled") else "missing_result"
             self._apply_waiting(b, [(a, kind, why) for a, _r, _l in missing], now, token)
         self._count(b, tally, now, token, report)
+        if self.archiver is not None:  # the archive step copies them, then deletes the provider's
+            self.archiver.keep(b.id, folder, {f.path.name: f.kind for f in files})
+        shutil.rmtree(folder, ignore_errors=True)
         self._mark_ingested(b, now, token, f"{lines:,} lines, {anomalies.count} anomalies")
         if b.state == "completed":  # the group is healthy again: full-size batches
             self._healthy(b, token)
         report.ingested_batches += 1
-        if self.settings.delete_files:
+        if self.settings.delete_files and self.archiver is None:
             try:
                 provider.delete_files(
                     [f for f in (b.input_file_id, b.output_file_id, b.error_file_id) if f]

@@ -1,6 +1,8 @@
-"""benchmarks/crash_matrix.py, small: real `llmbatch worker` processes SIGKILLed at random
-instants of their work and replaced, the queue drained, then exactly-once checked from the
-store and the emulator's call log, and each kill put in a window of the protocol.
+"""benchmarks/crash_matrix.py, small: real `llmbatch worker` processes SIGKILLed (and, for
+OpenAI, one SIGSTOPped past its lease) at random instants of their work and replaced, the
+queue drained, then exactly-once checked from the store and the emulator's batch list and
+call log — the engine deletes its files, lists lag, uploads and creates are slow before
+they act — and each strike put in a window of the protocol.
 
 The benchmark's own sizes (`--small`: 30 kills; `--kills 1000`) are in docs/reliability.md.
 `.ci/run`'s harness stage runs it at `--small` on an OpenAI queue (and fails on any loss), so
@@ -23,15 +25,17 @@ ROOT = Path(__file__).resolve().parents[2]
 
 # The anthropic SDK takes several seconds to import: few kills keep it near a minute.
 @pytest.mark.slow
-@pytest.mark.parametrize("provider,kills", [("anthropic", 3)])
-def test_crash_matrix_small(provider: str, kills: int, tmp_path: Path) -> None:
-    command = [sys.executable, str(ROOT / "benchmarks" / "crash_matrix.py"), "--kills", str(kills),
-               "--round", "300", "--provider", provider, "--work-dir", str(tmp_path)]  # fmt: skip
-    out = run_in_own_group(command, timeout=240)
+@pytest.mark.parametrize("provider,kills,pauses", [("anthropic", 3, 0)])
+def test_crash_matrix_small(provider: str, kills: int, pauses: int, tmp_path: Path) -> None:
+    command = [sys.executable, str(ROOT / "benchmarks" / "crash_matrix.py")]
+    command += ["--kills", str(kills), "--pauses", str(pauses), "--restarts", "0"]
+    command += ["--round", "300", "--provider", provider, "--work-dir", str(tmp_path)]
+    out = run_in_own_group(command, timeout=400)
     assert out.returncode == 0, (out.stdout + out.stderr).decode()[-3000:]
     figures = orjson.loads(out.stdout.splitlines()[-1])
     print(figures)
     assert figures["kills"] == kills and sum(figures["windows"].values()) == kills
+    assert figures["pauses"] == pauses and figures["worker_failures"] == 0
     assert figures["requests"] >= 300 and figures["succeeded"] == figures["requests"]
     assert figures["lost"] == 0 and figures["duplicated"] == 0
     assert figures["double_creates"] == 0 and figures["not_ingested"] == 0

@@ -11,10 +11,12 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
+from llmbatch.store.archive import DueArchive, OutboxEvent, QueueState
 from llmbatch.store.batching import AttemptInfo, OpenBatch, Outcome
 from llmbatch.store.budgets import BudgetRow, PolicyRow, QueueUsage, Reservation
 from llmbatch.store.ledger import ReceiptGroup, SpendRow, TallyRow, UsageCheck
 from llmbatch.store.manage import BatchProgress, BatchRow, PurgePlan, QueueRow
+from llmbatch.store.observe import Observed, Turnaround
 from llmbatch.store.recovery import CancelPlan
 from llmbatch.store.setbacks import GroupBackoff
 from llmbatch.store.watch import Found, Watched
@@ -452,3 +454,65 @@ class Store(Protocol):
         self, queue: str, states: Sequence[str], page: int = 2000
     ) -> Iterator[tuple[str, str, str, str, bytes]]:
         """(custom_id, provider, endpoint, model, body) of a queue's requests in `states`."""
+
+    # -- what /metrics and the dashboard read (implemented in observe.py) ------------------
+    def observe(self, now: float, horizon: float) -> Observed:
+        """Requests (with deadlines missed or before `horizon`), open batches, events, cost
+        totals and the lease, in one read."""
+
+    def turnaround(self, after: int, upto: int) -> Turnaround:
+        """Enqueue-to-result times of the results with ids in (after, upto], per bucket."""
+
+    def batch_events(self, batch_id: int) -> list[dict[str, Any]]:
+        """A batch's entries in the event log, oldest first: its timeline."""
+
+    def recent_failures(self, n: int = 10, window: int = 100_000) -> list[dict[str, Any]]:
+        """The newest failed results among the last `window`, newest first (no bodies)."""
+
+    # -- archives and the webhook outbox (implemented in archive.py) -----------------------
+    def archive_add(self, batch_id: int, now: float) -> None:
+        """Ask for a batch's files to be archived (once; asking again is harmless)."""
+
+    def archive_due(self, now: float, n: int = 20) -> list[DueArchive]:
+        """Archives to write now, of batches already ingested."""
+
+    def archive_done(self, batch_id: int, now: float, location: str, from_store: bool) -> None:
+        """An archive written: its location, and whether it came from the store."""
+
+    def archive_failed(self, batch_id: int, not_before: float, error: str) -> None:
+        """An archive that failed: one more try, the next at `not_before`."""
+
+    def archive_batch(self, batch_id: int) -> dict[str, Any] | None:
+        """What an archive or a webhook needs of a batch (ids, files, counts)."""
+
+    def archive_waiting(self, n: int = 20) -> list[tuple[int, int, float, str | None]]:
+        """(batch id, tries, next try, last error) of archives not yet written."""
+
+    def batch_attempt_map(self, batch_id: int) -> Iterator[tuple[int, str, str]]:
+        """(attempt id, queue, custom_id) of every attempt a batch carried, streamed."""
+
+    def batch_result_rows(self, batch_id: int) -> Iterator[ResultRow]:
+        """The results recorded for a batch's attempts, in attempt order, streamed."""
+
+    def batch_queues(self, batch_id: int) -> list[QueueState]:
+        """The queues a batch's requests belong to, with how many are not finished."""
+
+    def queue_summary(self, queue: str) -> dict[str, int]:
+        """A queue's requests by state."""
+
+    def outbox_add(
+        self, event_id: str, kind: str, batch_id: int | None, payload: bytes, now: float
+    ) -> None:
+        """Add a webhook event to deliver (once per event id)."""
+
+    def outbox_due(self, now: float, n: int = 50) -> list[OutboxEvent]:
+        """Webhook events to deliver now, oldest first."""
+
+    def outbox_delivered(self, id: int, now: float) -> None:
+        """An event its receiver took (2xx)."""
+
+    def outbox_failed(self, id: int, not_before: float, error: str) -> None:
+        """An event not delivered: one more try, the next at `not_before`."""
+
+    def outbox_waiting(self) -> tuple[int, float | None]:
+        """How many events are not delivered yet, and the soonest next try."""

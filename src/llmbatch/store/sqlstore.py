@@ -18,11 +18,13 @@ from importlib import resources
 from typing import Any
 
 from llmbatch.errors import NotFound, StoreError
+from llmbatch.store.archive import ArchiveOps
 from llmbatch.store.base import Clash, CostGroup, Count, ImportInfo, Row
 from llmbatch.store.batching import BatchingOps
 from llmbatch.store.budgets import BudgetOps
 from llmbatch.store.ledger import LedgerOps
 from llmbatch.store.manage import ManageOps
+from llmbatch.store.observe import ObserveOps
 from llmbatch.store.recovery import RecoveryOps
 from llmbatch.store.setbacks import SetbackOps
 from llmbatch.store.watch import WatchOps
@@ -39,10 +41,19 @@ def _sql_text(name: str) -> str:
 
 @cache
 def queries() -> dict[str, str]:
-    """Named queries from sql/*.sql (queries, engine, budgets, ledger, manage, watch), in
+    """Named queries from sql/*.sql (queries, engine, budgets, ledger, manage, watch, observe), in
     SQLite's parameter style."""
     out: dict[str, str] = {}
-    files = ("queries.sql", "engine.sql", "budgets.sql", "ledger.sql", "manage.sql", "watch.sql")
+    files = (
+        "queries.sql",
+        "engine.sql",
+        "budgets.sql",
+        "ledger.sql",
+        "manage.sql",
+        "watch.sql",
+        "observe.sql",
+        "archive.sql",
+    )
     text = "\n".join(_sql_text(f) for f in files)
     for block in re.split(r"^-- name: ", text, flags=re.M)[1:]:
         name, _, body = block.partition("\n")
@@ -121,7 +132,17 @@ def owner_alive(owner: str, heartbeat_at: float, now: float) -> bool:
     return _process_start(pid) == start
 
 
-class SqlStore(BatchingOps, BudgetOps, LedgerOps, RecoveryOps, ManageOps, SetbackOps, WatchOps):
+class SqlStore(
+    ArchiveOps,
+    BatchingOps,
+    BudgetOps,
+    LedgerOps,
+    RecoveryOps,
+    ManageOps,
+    SetbackOps,
+    WatchOps,
+    ObserveOps,
+):
     """Shared implementation of the Store protocol over a DB-API-like cursor."""
 
     dialect: str

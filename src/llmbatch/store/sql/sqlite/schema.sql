@@ -257,3 +257,32 @@ CREATE TABLE provider_usage (
     reasoning_tokens INTEGER NOT NULL,
     seen_at          REAL NOT NULL
 );
+
+-- Archives of ingested batches (their files copied where the user keeps data) and the
+-- webhook outbox (see migration 0008).
+CREATE TABLE archives (
+    batch_id   INTEGER NOT NULL PRIMARY KEY REFERENCES batches (id),
+    state      TEXT    NOT NULL CHECK (state IN ('pending', 'done')),
+    tries      INTEGER NOT NULL DEFAULT 0,
+    not_before REAL    NOT NULL,
+    last_error TEXT,
+    from_store INTEGER NOT NULL DEFAULT 0,
+    location   TEXT,
+    created_at REAL    NOT NULL,
+    done_at    REAL
+);
+CREATE INDEX archives_due ON archives (state, not_before);
+
+CREATE TABLE outbox (
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,
+    event_id     TEXT    NOT NULL UNIQUE,
+    kind         TEXT    NOT NULL,
+    batch_id     INTEGER,
+    payload      BLOB    NOT NULL,
+    tries        INTEGER NOT NULL DEFAULT 0,
+    not_before   REAL    NOT NULL,
+    last_error   TEXT,
+    created_at   REAL    NOT NULL,
+    delivered_at REAL
+);
+CREATE INDEX outbox_due ON outbox (delivered_at, not_before);
