@@ -75,13 +75,12 @@ def sql(db: str, statement: str, params: Sequence[Any] = ()) -> list[tuple[Any, 
         with psycopg.connect(db, autocommit=True) as conn, conn.cursor() as cur:
             cur.execute(statement.replace("?", "%s"), tuple(params))  # type: ignore[arg-type]
             return list(cur.fetchall()) if cur.description else []
-    conn = sqlite3.connect(db, timeout=30)
+    lite = sqlite3.connect(db, timeout=30)
     try:
-        with conn:
-            cur = conn.execute(statement, tuple(params))
-            return list(cur.fetchall())
+        with lite:
+            return list(lite.execute(statement, tuple(params)).fetchall())
     finally:
-        conn.close()
+        lite.close()
 
 
 def request_id(db: str, custom_id: str, queue: str = "default") -> int:

@@ -21,7 +21,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import openai
 import orjson
@@ -38,7 +38,7 @@ from llmbatch.store import Store, open_store
 from llmbatch.store.batching import Outcome
 
 KEY_ENV = "LLMBATCH_E2E_KEY"
-CHAT = "/v1/chat/completions"
+CHAT: Final = "/v1/chat/completions"
 GROUP = ("openai", CHAT, "gpt-4o-mini")
 RACE_REQUESTS = int(os.environ.get("LLMBATCH_RACE_REQUESTS", "5000"))
 

@@ -309,7 +309,8 @@ def test_token_limit_at_batch_level_fails_nothing_and_smaller_batches_succeed(db
         remote = {b.id: b for b in sdk(emu).batches.list()}
     first, *rest = batch_ids(db)
     assert remote[first].status == "failed"
-    assert remote[first].errors and remote[first].errors.data[0].code == "token_limit_exceeded"
+    errors = remote[first].errors
+    assert errors and errors.data and errors.data[0].code == "token_limit_exceeded"
     assert {remote[p].status for p in rest} == {"completed"}
     assert batch_sizes(db) == [40, 20, 20]
     assert states(db) == {"succeeded": n}
@@ -378,8 +379,10 @@ def test_400s_fail_at_once(db: str) -> None:
         (remote,) = sdk(emu).batches.list().data
     assert len(batch_ids(db)) == 1
     got = states(db)
-    assert got["failed"] == remote.request_counts.failed > 0
-    assert got["succeeded"] == remote.request_counts.completed > 0
+    counts = remote.request_counts
+    assert counts is not None
+    assert got["failed"] == counts.failed > 0
+    assert got["succeeded"] == counts.completed > 0
     assert got["failed"] + got["succeeded"] == 30
     failed = sql(
         db,
