@@ -228,6 +228,9 @@ def test_a_failing_target_loses_no_result_and_stops_no_work(
             rows = archives(db)
             assert all(r[1] == "pending" and r[4] for r in rows), rows
             assert SECRET_KEY not in str(rows)
+            said = cli("--db", db, "status", "--wide").output
+            assert "archive: 2 batches waiting; batch " in said and "failed" in said, said
+            assert SECRET_KEY not in said
             files = {
                 f for b in sql(db, "SELECT input_file_id, output_file_id FROM batches") for f in b
             }
