@@ -194,7 +194,8 @@ def drive(
     figures["ok"] = bool(
         drained and clean(figures) and alive == args.workers and set(codes) == {0}
         and figures["tracebacks"] == 0 and figures["database_locked"] == 0
-        and figures["requests"] == args.requests
+        and figures["requests"] == args.requests and done == args.outages
+        and figures["states"] == {"succeeded": args.requests}
     )  # fmt: skip
     return figures
 
@@ -226,6 +227,7 @@ def pg_terminate(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     try:
         with own_database(args.pg) as db:
             figures = drive(db, emu, work, args, outage)
+            figures["ok"] = figures["ok"] and figures["waiting_lines"] >= 1  # said, once each
             return {**figures, "connections_terminated": terminated}
     finally:
         emu.stop()
@@ -248,7 +250,9 @@ def pg_restart(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     try:
         figures = drive(cluster.dsn, emu, work, args, outage)
         log = cluster.log.read_text(errors="replace")
-        return {**figures, "crash_recoveries": log.count("not properly shut down")}
+        recoveries = log.count("not properly shut down")
+        ok = figures["ok"] and figures["waiting_lines"] >= 1 and recoveries == args.outages
+        return {**figures, "crash_recoveries": recoveries, "ok": ok}
     finally:
         emu.stop()
         cluster.destroy()

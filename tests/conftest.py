@@ -44,6 +44,12 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         terminalreporter.write_line(f"{len(skipped) - pg} other tests skipped (-rs lists them)")
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked slow run first: under pytest-xdist the long ones start at once on every
+    worker, rather than one of them ending the run alone while the others idle."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 def _dsn_for(dbname: str) -> str:
     """LLMBATCH_TEST_PG with another database, as a URL: `--db` only knows postgresql://…."""
     assert PG_DSN is not None

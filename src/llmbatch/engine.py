@@ -160,6 +160,7 @@ class Engine(Setbacks, Ingesting, Polling, Sweeping, Cancelling):
         self.settings = settings or EngineSettings()
         self.clock = clock
         self._providers: dict[str, Provider] = dict(providers or {})
+        self._wrap: Callable[[str, Provider], Provider] | None = None
         self._own_workdir = workdir is None
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="llmbatch-"))
         self._file_seconds = 0.0
@@ -175,6 +176,7 @@ class Engine(Setbacks, Ingesting, Polling, Sweeping, Cancelling):
         self._next_sweep_at = 0.0
         self._disk_full_since: float | None = None  # the work directory's disk is full
         self._disk_until = self._disk_wait = 0.0
+        self._disk_blocked: dict[int, float] = {}  # batch -> when its files may try again
         self._rotation = 0
         self._budget_state: object = None  # what held requests were weighed against
         self.budgets = InForce(self.settings.budgets)  # the store's, tightened by our own
@@ -200,8 +202,14 @@ class Engine(Setbacks, Ingesting, Polling, Sweeping, Cancelling):
     # -- providers -------------------------------------------------------------------------
     def provider(self, name: str) -> Provider:
         if name not in self._providers:
-            self._providers[name] = make_provider(name, **self.settings.providers.get(name, {}))
+            made = make_provider(name, **self.settings.providers.get(name, {}))
+            self._providers[name] = made if self._wrap is None else self._wrap(name, made)
         return self._providers[name]
+
+    def instrument(self, wrap: Callable[[str, Provider], Provider]) -> None:
+        """Wrap every provider, those in use and those made later (metrics time the calls)."""
+        self._wrap = wrap
+        self._providers = {name: wrap(name, p) for name, p in self._providers.items()}
 
     # -- the tick --------------------------------------------------------------------------
     def tick(self, now: float) -> TickReport:
@@ -458,7 +466,19 @@ class Engine(Setbacks, Ingesting, Polling, Sweeping, Cancelling):
             timeout=self.settings.call_timeout,
             clock=self.clock,
             renew=lambda: self._renew(token, force=True),
+            held=self._lease_covers_a_call,
         )
+
+    def _lease_covers_a_call(self) -> None:
+        """LeaseLost unless the lease as last renewed still outlasts a call's client timeout,
+        by this worker's clock: a renewal is followed at once by the call, so only a worker
+        frozen in between for longer than the renewal margin fails this."""
+        left = self._renewed_at + self.settings.lease_ttl - self.clock()
+        if left < self.settings.call_timeout:
+            raise LeaseLost(
+                f"this worker was frozen for {self.settings.lease_ttl - left:.1f} s after "
+                "renewing its lease, which may have passed to another worker: it does not send"
+            )
 
     def _submit(self, b: OpenBatch, now: float, token: int, report: TickReport) -> None:
         sub = self._submission(b, now, token)
@@ -471,7 +491,7 @@ class Engine(Setbacks, Ingesting, Polling, Sweeping, Cancelling):
         finally:
             self.timings["upload"] += time.perf_counter() - started - self._file_seconds
         if b.input_file_id is None:
-            self._disk_back(report)
+            self._disk_back(report, b)
         if done:
             report.submitted += 1
             with contextlib.suppress(FileNotFoundError):

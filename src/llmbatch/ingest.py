@@ -88,7 +88,7 @@ class Ingesting:
     _batch_level_failure: Callable[[OpenBatch, float, int, str], None]
     _healthy: Callable[[OpenBatch, int], None]
     _rejected: Callable[[OpenBatch, list[int], str, str], list[Outcome]]
-    _disk_back: Callable[[TickReport], None]
+    _disk_back: Callable[[TickReport, OpenBatch], None]
     _count: Callable[[OpenBatch, Tally, float, int, TickReport], None]
 
     def _ingest(self, b: OpenBatch, now: float, token: int, report: TickReport) -> None:
@@ -127,7 +127,7 @@ class Ingesting:
             raise
         finally:
             self.timings["download"] += time.perf_counter() - started
-        self._disk_back(report)
+        self._disk_back(report, b)
         started = time.perf_counter()
         lines = 0
         chunk: list[Finding] = []

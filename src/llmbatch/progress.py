@@ -17,7 +17,7 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from llmbatch.store import Store
+from llmbatch.store import Count, Store
 from llmbatch.store.manage import BatchProgress
 
 WINDOW_S = 1800.0  # the rate is taken over the last half hour of observations
@@ -85,12 +85,15 @@ class Snapshot:
 FINISHED = ("succeeded", "failed", "cancelled")
 
 
-def snapshot(store: Store, queue: str | None = None) -> Snapshot:
+def snapshot(
+    store: Store, queue: str | None = None, counts: Sequence[Count] | None = None
+) -> Snapshot:
     """What is done now: read back here, plus what the provider has run and we have not read.
 
-    A batch may mix queues; the provider counts the whole batch, so a queue gets its share."""
+    A batch may mix queues; the provider counts the whole batch, so a queue gets its share.
+    `counts` (the store's, of `queue`) saves reading them again (the dashboard has them)."""
     total = read_back = 0
-    for c in store.counts(queue):
+    for c in store.counts(queue) if counts is None else counts:
         total += c.n
         if c.state in FINISHED:
             read_back += c.n

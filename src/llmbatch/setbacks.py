@@ -46,6 +46,7 @@ class Setbacks:
     _disk_full_since: float | None
     _disk_until: float
     _disk_wait: float
+    _disk_blocked: dict[int, float]
     _renew: Callable[..., None]
     _batch_key: Callable[[OpenBatch], tuple[str, ...]]
     _mark_ingested: Callable[[OpenBatch, float, int, str], None]
@@ -74,7 +75,7 @@ class Setbacks:
             if exc.errno not in DISK_FULL:
                 self._later(b, now, token, f"{type(exc).__name__}: {exc}", report)
             else:
-                self._disk_full(exc, now, report)
+                self._disk_full(exc, now, report, b)
         except Exception as exc:  # a bug or a provider answer nobody foresaw: one batch waits
             self._later(b, now, token, f"unexpected {type(exc).__name__}: {exc}", report)
 
@@ -95,14 +96,17 @@ class Setbacks:
         report.notes.append(f"{why}; trying again in {delay:.0f} s")
         self.store.count_setback(b.id, "setbacks", now + delay, now, token, "transient", why)
 
-    def _disk_full(self, exc: OSError, now: float, report: TickReport) -> None:
-        """The work directory's disk is full: say so once, and leave downloads and new batch
-        files alone for a while (doubling, at most max_poll_interval); polling goes on."""
+    def _disk_full(self, exc: OSError, now: float, report: TickReport, b: OpenBatch) -> None:
+        """The work directory's disk is full: say so once, and leave this batch's files and
+        new batches alone for a while (doubling, at most max_poll_interval); polling goes on,
+        and so do other batches' downloads: a big result file that does not fit gives back
+        what it wrote, and must not keep a small one that fits from its turn."""
         base = self.settings.backoff_seconds
         self._disk_wait = min(
             max(2 * self._disk_wait, base), max(base, self.settings.max_poll_interval)
         )
         self._disk_until = now + self._disk_wait
+        self._disk_blocked[b.id] = self._disk_until
         if self._disk_full_since is None:
             self._disk_full_since = now
             why = (
@@ -113,14 +117,24 @@ class Setbacks:
             self.store.note("disk_full", None, why)
 
     def _disk_ok(self, b: OpenBatch | None, now: float) -> bool:
-        """Whether a step that writes to the work directory may run now (an intent already
-        uploaded needs no file)."""
-        if b is not None and b.state == "submitting" and b.input_file_id is not None:
+        """Whether a step that writes to the work directory may run now: packing (`b` None)
+        waits while the disk is full; a batch waits only if its own files did not fit (an
+        intent already uploaded needs no file)."""
+        if b is None:
+            return self._disk_full_since is None or now >= self._disk_until
+        if b.state == "submitting" and b.input_file_id is not None:
             return True
-        return self._disk_full_since is None or now >= self._disk_until
+        return now >= self._disk_blocked.get(b.id, 0.0)
 
-    def _disk_back(self, report: TickReport) -> None:
-        if self._disk_full_since is not None:
+    def _disk_back(self, report: TickReport, b: OpenBatch) -> None:
+        """`b`'s files fitted. Room again once no open batch is waiting for room."""
+        if self._disk_full_since is None:
+            return
+        self._disk_blocked.pop(b.id, None)
+        if self._disk_blocked:
+            still_open = {o.id for o in self.store.open_batches()}
+            self._disk_blocked = {k: t for k, t in self._disk_blocked.items() if k in still_open}
+        if not self._disk_blocked:
             self._disk_full_since, self._disk_until, self._disk_wait = None, 0.0, 0.0
             report.notes.append(f"the disk of the work directory {self.workdir} has room again")
             self.store.note("disk_ok", None, "the work directory's disk has room again")

@@ -42,10 +42,13 @@ store id); what it costs is said with it.
 - A create the provider acts on later than `submit_timeout + settle_seconds` after it was
   sent (a gateway that holds requests for minutes): the same second batch.
 - A worker frozen (GC, SIGSTOP, a laptop asleep) after its renewal and stamp but before its
-  create leaves, for longer than its lease and the wait above, sends the create when it
-  wakes — after the new holder has created. Its next write is refused, so the store stays
-  consistent, but two batches are paid. Frozen *after* sending (blocked on the answer) is
-  safe: the new holder's reconcile finds the batch once the wait is over.
+  create leaves, for longer than its lease and the wait above: after the stamp it checks by
+  its own clock that the lease it renewed still covers the create's timeout, and stands down
+  if not; only a freeze in the last instructions before the request's bytes leave (the SDK
+  building it, microseconds to milliseconds) still sends the create when it wakes — after
+  the new holder has created. Its next write is refused, so the store stays consistent, but
+  two batches are paid. Frozen *after* sending (blocked on the answer) is safe: the new
+  holder's reconcile finds the batch once the wait is over.
 - Clocks: the stamp is one host's clock, the wait is judged by another's, and the fence on
   SQLite by the host's (PostgreSQL's own on PostgreSQL). Skew beyond the lease margin or
   the settle window shortens the wait by as much.
@@ -99,11 +102,12 @@ class Submission:
         timeout: float,
         clock: Callable[[], float],
         renew: Callable[[], None],
+        held: Callable[[], None] = lambda: None,
     ) -> None:
         self.store, self.provider, self.batch = store, provider, batch
         self.now, self.token, self.settle = now, token, settle
         self.call_timeout = timeout  # the client timeout of the upload and the create
-        self.clock, self.renew = clock, renew
+        self.clock, self.renew, self.held = clock, renew, held
         self.file_id = batch.input_file_id
         self.ask_again_at = now  # when `run` returned False: when to ask the provider again
 
@@ -119,6 +123,9 @@ class Submission:
     def creating(self) -> None:
         self.renew()
         self.store.mark("create", self.batch.id, self.clock(), self.token)
+        # Frozen between the renewal and here past the lease (SIGSTOP, GC), a standby may have
+        # taken over and created already: LeaseLost, and the create is not sent.
+        self.held()
 
     @property
     def resend_at(self) -> float:

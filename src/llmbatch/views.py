@@ -183,7 +183,7 @@ def progress_line(snap: Snapshot, eta_at: float | None, now: float) -> str:
     return line
 
 
-def _queue_eta(snap: Snapshot, now: float) -> float | None:
+def queue_eta(snap: Snapshot, now: float) -> float | None:
     """The whole queue's ETA from its open batches': the latest of them."""
     etas = [batch_eta(b) for b in snap.batches]
     known = [e.at for e in etas if e is not None]
@@ -202,7 +202,7 @@ def status_text(
         records = batch_records(batches, snap.batches, now)
         out.append("\n" + render.table(BATCH_COLUMNS, records, title="batches", wide=wide))
     if snap.batches:
-        out.append(progress_line(snap, _queue_eta(snap, now), now) + "\n")
+        out.append(progress_line(snap, queue_eta(snap, now), now) + "\n")
     missed, at_risk = store.deadline_risk(now, now + defaults.BATCH_WINDOW_S, queue)
     if missed or at_risk:
         out.append(
@@ -260,7 +260,7 @@ def status_record(store: Store, queue: str | None, now: float) -> dict[str, Any]
     counts = store.counts(queue)
     snap = snapshot(store, queue)
     missed, at_risk = store.deadline_risk(now, now + defaults.BATCH_WINDOW_S, queue)
-    eta_at = _queue_eta(snap, now)
+    eta_at = queue_eta(snap, now)
     return {
         "counts": [
             {

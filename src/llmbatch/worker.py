@@ -213,6 +213,10 @@ class Worker:
         self._down_for += 1
         return min(5.0, 0.25 * self._down_for)  # a restart takes seconds; a failover, longer
 
+    def outage_since(self) -> float | None:
+        """When the database became unreachable, while it is (health checks read it)."""
+        return self._down_since
+
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
         if self.stopping:
             raise SystemExit(128 + signum)  # the second signal: leave now

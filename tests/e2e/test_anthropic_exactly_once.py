@@ -376,6 +376,7 @@ def start_worker(db: str, config: Path, log: Path) -> subprocess.Popen[bytes]:
         )  # fmt: skip
 
 
+@pytest.mark.slow
 def test_sigkill_loop_over_an_anthropic_queue(tmp_path: Path) -> None:
     """A worker killed (SIGKILL) again and again mid-work, creates slowed so kills land
     between a create and its record; a restarted worker takes over each time. Every request

@@ -634,6 +634,7 @@ def test_run_and_wait_commands(
     assert not (tmp_path / "llmbatch.db").exists()
 
 
+@pytest.mark.slow
 def test_demo_command(tmp_path: Path) -> None:
     import subprocess
     import sys

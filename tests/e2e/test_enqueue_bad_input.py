@@ -460,7 +460,7 @@ def test_two_processes_enqueue_into_one_sqlite_file_at_once(
         )
         for f in two_files
     ]
-    outputs = [p.communicate(timeout=120) for p in procs]
+    outputs = [p.communicate(timeout=300) for p in procs]
     for p, (out, err) in zip(procs, outputs, strict=True):
         assert "locked" not in err
         assert p.returncode == 0, err

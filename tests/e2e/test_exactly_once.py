@@ -8,8 +8,8 @@ batch list by our metadata (`llmbatch_intent`).
 
 The worker tests run real `llmbatch worker` processes (SIGKILL, SIGSTOP, several workers on
 one PostgreSQL queue and on one SQLite file). Their sizes are CI-sized; set
-LLMBATCH_RACE_REQUESTS for the issue's 20,000 (and see benchmarks/crash_matrix.py, run
-small by test_crash_matrix.py, for workers SIGKILLed a thousand times).
+LLMBATCH_RACE_REQUESTS for the issue's 20,000 (and see benchmarks/crash_matrix.py, a CI stage
+at small size, for workers SIGKILLed a thousand times).
 """
 
 from __future__ import annotations
@@ -371,6 +371,7 @@ def uploaded_attempts(client: openai.OpenAI, file_ids: Sequence[str]) -> Counter
     return seen
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend,workers", [("postgres", 4), ("sqlite", 2)])
 def test_workers_race_over_one_queue(
     backend: str, workers: int, tmp_path: Path, request: pytest.FixtureRequest
@@ -426,6 +427,7 @@ def test_workers_race_over_one_queue(
     assert "traceback" not in output.lower(), output[-3000:]
 
 
+@pytest.mark.slow
 def test_sigstopped_worker_resumed_after_its_lease_changes_nothing(db: str, tmp_path: Path) -> None:
     custom_ids = enqueue(db, 40)
     with running(seed=8) as emu:
@@ -440,11 +442,11 @@ def test_sigstopped_worker_resumed_after_its_lease_changes_nothing(db: str, tmp_
         b = None
         client = sdk(emu)
         try:
-            wait_for(lambda: list(client.files.list(purpose="batch")), 20, "A never uploaded")
+            wait_for(lambda: list(client.files.list(purpose="batch")), 60, "A never uploaded")
             a.send_signal(signal.SIGSTOP)
             time.sleep(2.0)  # A's lease expires while it is frozen
             b = start_worker(db, config, tmp_path / "b.log")
-            wait_for(lambda: states(db) == {"succeeded": 40}, 30, f"B did not drain: {states(db)}")
+            wait_for(lambda: states(db) == {"succeeded": 40}, 90, f"B did not drain: {states(db)}")
             # and B closed the batch (its results are in before the batch is marked ingested)
             ingested = "SELECT COUNT(*) FROM batches WHERE state <> 'ingested'"
             wait_for(lambda: sql(db, ingested) == [(0,)], 30, "B never closed its batch")

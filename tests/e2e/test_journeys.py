@@ -124,6 +124,7 @@ def test_journey_1_the_newcomer_runs_the_demo_and_nothing_is_left_behind(
 # -- 2. the data engineer's nightly job ------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_journey_2_the_nightly_job_cron_exit_codes_results_and_report(
     home: Path, emu: RunningEmulator
 ) -> None:
@@ -214,6 +215,7 @@ def test_journey_2_the_nightly_job_cron_exit_codes_results_and_report(
 # -- 3. the ML engineer's eval sweep ----------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_journey_3_the_eval_sweep_estimates_waits_about_a_second_and_reads_by_model(
     home: Path, emu: RunningEmulator
 ) -> None:
@@ -267,7 +269,7 @@ def _worker(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
     )
 
 
-def _read_until(proc: subprocess.Popen[str], needle: str, timeout: float = 30) -> list[str]:
+def _read_until(proc: subprocess.Popen[str], needle: str, timeout: float = 60) -> list[str]:
     assert proc.stderr is not None
     seen: list[str] = []
     deadline = time.monotonic() + timeout
@@ -375,6 +377,7 @@ def test_help_reads_whole(home: Path) -> None:
     assert "[64-bit]" in enqueue and "9223372036854775807" not in enqueue
 
 
+@pytest.mark.slow
 def test_journey_6_the_tester_serves_the_emulator_and_steers_it(home: Path) -> None:
     helped = person("emulator", "--help").stdout
     assert "Anthropic" in helped and "--data-dir" in helped and "--time-scale" in helped

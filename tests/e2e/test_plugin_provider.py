@@ -81,6 +81,9 @@ def test_an_installed_plugin_runs_a_queue_through_its_own_formats(
 
     shown = run(site, "enqueue", "--help").stdout
     assert "echo" in shown and "anthropic" in shown  # --provider's choices: the registry
+    listed = run(site, "plugins").stdout
+    assert "echo (Echo, package llmbatch-echo)\n  endpoints: /echo\n  [providers.echo]\n" in listed
+    assert "    latency = 0.0\n    refuse = 'no'\n" in listed
 
     estimate = run(site, "estimate", str(src), "--provider", "echo", "--format", "json")
     [model] = orjson.loads(estimate.stdout)["models"]
@@ -153,6 +156,10 @@ def test_a_plugin_that_fails_to_import_is_one_line_and_nothing_is_enqueued(
     assert "fix or reinstall that package, or uninstall it" in line  # the fix
     assert "Traceback" not in got.stderr
     assert not db.exists() or request_states(str(db)) == {}
+
+    listed = run(site, "plugins").stdout
+    assert "broken: does not load: provider 'broken' failed to import" in listed
+    assert "openai (OpenAI, package llmbatch)" in listed
 
     # the broken plugin does not stop the others
     ok = tmp_path / "ok.jsonl"

@@ -243,8 +243,9 @@ def test_a_full_disk_is_said_once_and_polling_goes_on(
         assert sum("is full" in n for n in notes) == 1, notes
         assert len(events(db, "disk_full")) == 1
         assert request_states(db) == {"submitted": 6}
-        for batch_id, _pid in rows:  # room again
-            for link in (workdir / f"ingest-{batch_id}").iterdir():
+        for batch_id, _pid in rows:  # room again (a failed download took its folder away)
+            folder = workdir / f"ingest-{batch_id}"
+            for link in folder.iterdir() if folder.exists() else ():
                 link.unlink()
         notes = tick_until(engine, lambda: not engine.store.unfinished_count(), offset=1400)
         assert sum("has room again" in n for n in notes) == 1, notes
@@ -307,6 +308,7 @@ def test_result_lines_over_the_cap_are_anomalies(db: str, emu: RunningEmulator) 
     )
 
 
+@pytest.mark.slow
 def test_thousands_of_foreign_lines_cost_a_handful_of_writes(db: str, emu: RunningEmulator) -> None:
     """A batch tagged with our store id (adopted by the sweep) whose 10,000 result lines are
     all another app's: each is an anomaly, but the event log gets the first few and a count

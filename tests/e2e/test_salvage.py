@@ -20,6 +20,7 @@ from typing import Any
 
 import openai
 import orjson
+import pytest
 from click.testing import CliRunner, Result
 
 from helpers import E2E_KEY_ENV, fast_settings, results_per_request, sql
@@ -265,6 +266,7 @@ def test_llmbatch_cancel_keeps_finished_and_retries_nothing(db: str, tmp_path: P
 # -- failed validation ---------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_validation_failure_on_one_line_fails_exactly_that_request(db: str) -> None:
     n, bad = 10_000, 4_512
     enqueue(db, range(n))

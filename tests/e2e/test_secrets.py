@@ -238,6 +238,7 @@ def wait_until(what: Any, timeout: float, why: str) -> None:
         time.sleep(0.05)
 
 
+@pytest.mark.slow
 def test_no_secret_lands_anywhere(
     store_db: str,
     canaries: Canaries,
@@ -279,7 +280,7 @@ def test_no_secret_lands_anywhere(
             )  # fmt: skip
         try:
             scan.check("worker /proc/cmdline", Path(f"/proc/{worker.pid}/cmdline").read_bytes())
-            wait_until(lambda: any(run.tmp.rglob("batch-*.jsonl")), 20, "no packing file appeared")
+            wait_until(lambda: any(run.tmp.rglob("batch-*.jsonl")), 60, "no packing file appeared")
             live = scan.tree("TMPDIR (live worker)", run.tmp)
             scan.check("worker /proc/cmdline", Path(f"/proc/{worker.pid}/cmdline").read_bytes())
             wait_until(lambda: run.unfinished() == 0, 30, "the worker did not drain the queue")

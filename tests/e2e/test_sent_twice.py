@@ -252,3 +252,43 @@ def test_cancelling_a_half_sent_intent_never_creates_it(
         assert remote[0].status in ("cancelling", "cancelled")
     assert request_states(db) == {"cancelled": 5}
     assert {s for (s,) in sql(db, "SELECT state FROM batches")} == {"ingested"}
+
+
+def test_a_worker_frozen_between_its_stamp_and_its_create_does_not_send_it(
+    db: str, frozen: RunningEmulator
+) -> None:
+    """Worker A renews its lease and stamps `create_started`, then freezes (SIGSTOP, a GC
+    pause) for longer than its lease. Standby B takes over, waits out the create's timeout
+    and the settle window from the stamp, finds nothing and creates. A wakes: it sent its
+    create, and a second batch was paid (its next write was refused, too late). Now A checks
+    by its clock that its lease still covers the call before sending, and stands down."""
+    custom_ids = enqueue(db, 5)
+    clock = Virtual(frozen)
+    # the fence reads the host's clock on SQLite: a lease long enough for A's first tick on a
+    # loaded machine, and a freeze longer than it in virtual time
+    settings = fast_settings(frozen, lease_ttl=10.0, submit_timeout=1.0, delete_files=False)
+    a = Engine(open_store(db), settings)
+    b = Engine(open_store(db), settings)
+    a.clock = b.clock = clock
+    stamp = a.store.mark
+
+    def freeze_after_the_stamp(kind: str, *args: Any) -> None:
+        stamp(kind, *args)
+        if kind == "create":  # A is frozen here; meanwhile B ticks, in virtual time
+            for _ in range(15):
+                notes.extend(b.tick(clock.advance(1.0)).notes)
+
+    notes: list[str] = []
+    a.store.mark = freeze_after_the_stamp  # type: ignore[method-assign]
+    try:
+        clock.t = time.time()
+        with pytest.raises(LeaseLost):
+            a.tick(clock())
+        assert creates(frozen) == 1, notes
+        drain_virtually(b, clock)
+    finally:
+        for engine in (a, b):
+            engine.close()
+            engine.store.close()
+    assert len(our_batches(frozen, db)) == 1, "two batches for one intent"
+    assert results_per_request(db) == dict.fromkeys(custom_ids, 1)

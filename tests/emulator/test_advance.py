@@ -7,6 +7,7 @@ import io
 
 import openai
 import orjson
+import pytest
 
 from llmbatch.emulator import running
 
@@ -22,6 +23,7 @@ def _lines(n: int) -> bytes:
     )
 
 
+@pytest.mark.slow
 def test_an_advance_returns_with_every_batch_caught_up() -> None:
     # a frozen clock and a slow rate: nothing moves until the clock is advanced, and then
     # 20,000 lines must be processed before the advance answers

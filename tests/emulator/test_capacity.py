@@ -97,6 +97,7 @@ def test_anthropic_batches_share_capacity(tmp_path: Path) -> None:
     assert run([300, 300]) >= run([600]) - 1e-6 >= 11.9
 
 
+@pytest.mark.slow
 def test_gemini_batches_share_capacity(tmp_path: Path) -> None:
     from gemini_helpers import FIXED, bid, inline, sdk
 

@@ -76,6 +76,7 @@ def _batch(
     return [x["response"]["body"] for x in read_jsonl(client, done.output_file_id)]
 
 
+@pytest.mark.slow
 def test_chat_parse_floor_through_the_batch_api(client: openai.OpenAI) -> None:
     fmt = type_to_response_format_param(Strict)
     assert fmt["json_schema"]["strict"] is True  # type: ignore[index]
@@ -105,6 +106,7 @@ def test_chat_parse_floor_through_the_batch_api(client: openai.OpenAI) -> None:
     assert len({p.choices[0].message.content for p in parsed}) > FLOOR * 0.9  # varied
 
 
+@pytest.mark.slow
 def test_forced_tool_call_floor_through_the_batch_api(client: openai.OpenAI) -> None:
     tool = openai.pydantic_function_tool(GetWeather)
     schema = tool["function"]["parameters"]  # type: ignore[typeddict-item]

@@ -76,6 +76,56 @@ def test_latency(emu: RunningEmulator, client: openai.OpenAI) -> None:
     assert time.monotonic() - start < 0.3
 
 
+def test_slow_before_acting_a_client_that_gives_up_still_creates(
+    emu: RunningEmulator, client: openai.OpenAI
+) -> None:
+    """`delay_before` holds the call before the work: a client that times out meanwhile
+    has not stopped the create, which acts after it left, and the call log says when the
+    call arrived, when it was answered, and which batch it made."""
+    f = upload(client, [chat_line(0)])
+    emu.control.add_fault(
+        "batches.create", "latency", mode="after", seconds=0.01, delay_before=0.6, count=1
+    )
+    impatient = openai.OpenAI(base_url=emu.base_url, api_key="k", max_retries=0, timeout=0.2)
+    with pytest.raises(openai.APITimeoutError):
+        create(impatient, f.id)
+    assert client.batches.list().data == [], "not created yet: the call is still held"
+    deadline = time.monotonic() + 10
+    while not client.batches.list().data:
+        assert time.monotonic() < deadline, "the held create never acted"
+        time.sleep(0.05)
+    (made,) = client.batches.list().data
+    (call,) = [
+        c for c in emu.control.calls() if c["method"] == "POST" and c["path"] == "/v1/batches"
+    ]
+    assert call["made"] == made.id and call["status"] == 200
+    assert call["at"] - call["started"] >= 0.6
+    uploads = [c for c in emu.control.calls() if c["method"] == "POST" and c["path"] == "/v1/files"]
+    assert [c["made"] for c in uploads] == [f.id]
+
+
+def test_call_log_names_what_a_failed_create_made(
+    emu: RunningEmulator, client: openai.OpenAI
+) -> None:
+    f = upload(client, [chat_line(0)])
+    emu.control.add_fault("batches.create", "500", mode="after", count=1)
+    with pytest.raises(openai.InternalServerError):
+        create(client, f.id)
+    emu.control.add_fault("batches.create", "503", count=1)
+    with pytest.raises(openai.APIStatusError):
+        create(client, f.id)
+    (made,) = client.batches.list().data
+    creates = [
+        c for c in emu.control.calls() if c["method"] == "POST" and c["path"] == "/v1/batches"
+    ]
+    assert [(c["status"], c["made"]) for c in creates] == [(500, made.id), (503, None)]
+
+
+def test_delay_before_is_checked(emu: RunningEmulator) -> None:
+    with pytest.raises(Exception, match="delay_before"):
+        emu.control.add_fault("batches.create", "500", delay_before=-1)
+
+
 def test_connection_dropped_mid_download(
     emu: RunningEmulator, client: openai.OpenAI, tmp_path
 ) -> None:

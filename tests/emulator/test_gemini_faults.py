@@ -143,6 +143,7 @@ def _results(emu: RunningEmulator, client: genai.Client, names: list[str]) -> li
     return out
 
 
+@pytest.mark.slow
 def test_restart_mid_batch_gives_identical_results(tmp_path: Path) -> None:
     fixed = FIXED | {"rate": 1.0, "request_failure_rate": 0.1}
 

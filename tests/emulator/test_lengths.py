@@ -7,6 +7,7 @@ import hashlib
 import statistics
 
 import openai
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -45,6 +46,7 @@ def test_length_grows_with_the_prompt_and_varies() -> None:
     assert max(text_length(h, 2000, None, 0.0, ceiling=900)[0] for h in HASHES) < 900
 
 
+@pytest.mark.slow
 @given(text=st.text(alphabet='ab {}":,[]', max_size=80), cap=st.integers(1, 30))
 def test_cut_and_fit_count_exactly(text: str, cap: int) -> None:
     assert text_tokens(cut(text, cap)) == min(cap, text_tokens(text))

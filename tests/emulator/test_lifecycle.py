@@ -200,7 +200,8 @@ def test_missing_key_is_401_and_keys_are_never_logged(emu: RunningEmulator) -> N
     assert azure.status_code == 200
     calls = emu.control.calls()
     assert [c["status"] for c in calls] == [401, 401, 200, 200]
-    assert set(calls[0]) == {"seq", "at", "method", "path", "query", "status", "body_sha256"}
+    keys = {"seq", "at", "method", "path", "query", "status", "body_sha256", "started", "made"}
+    assert set(calls[0]) == keys
     assert "very-secret" not in json.dumps(calls)
     db = (emu.data_dir / "emulator.sqlite3").read_bytes()
     assert b"very-secret" not in db

@@ -68,6 +68,7 @@ def test_the_sdks_list_models_at_all() -> None:
     assert len(lists["chat"]) > 20 and lists["embeddings"] and len(anthropic_list()) > 3
 
 
+@pytest.mark.slow
 def test_every_openai_sdk_model_is_listed_and_answers(
     emu: RunningEmulator, client: openai.OpenAI
 ) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import openai
+import pytest
 
 from emu_helpers import chat_line, upload, wait
 from helpers import free_port
@@ -104,6 +105,7 @@ def _normalised(raw: bytes) -> list[dict[str, Any]]:
     return lines
 
 
+@pytest.mark.slow
 def test_sigkill_mid_batch_loses_nothing(tmp_path: Path) -> None:
     lines = [chat_line(i) for i in range(3000)]
 

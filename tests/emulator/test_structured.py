@@ -80,6 +80,7 @@ _strict_schemas = st.recursive(
 )
 
 
+@pytest.mark.slow
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(schema=_strict_object(_strict_schemas), seed=st.integers(0, 2**32))
 def test_instances_are_valid_and_strict_schemas_pass(schema: dict[str, Any], seed: int) -> None:

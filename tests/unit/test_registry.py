@@ -11,7 +11,7 @@ from helpers import request_states
 from llmbatch import Queue
 from llmbatch.errors import ConfigError
 from llmbatch.providers import Format, check_settings, format_of, format_or_base, names, plugin
-from llmbatch.requests import make_request
+from llmbatch.requests import LineError, make_request, parse_obj
 
 
 def test_every_builtin_has_a_format_and_lazy_transport() -> None:
@@ -62,3 +62,30 @@ def test_a_row_of_a_provider_no_longer_installed_reads_with_the_base_format() ->
     assert type(f) is Format
     assert f.status_code(None) == 200 and f.status_code("boom") is None
     assert f.output_text({"choices": [{"message": {"content": "hi"}}]}) == "hi"
+
+
+def test_a_line_for_another_providers_endpoint_names_that_provider() -> None:
+    line = {"custom_id": "a", "method": "POST", "url": "/v1/messages", "body": {"model": "c"}}
+    with pytest.raises(LineError) as caught:
+        parse_obj(line, "azure")
+    assert str(caught.value) == (
+        "url /v1/messages is batched by anthropic, not azure: enqueue these lines with "
+        "--provider anthropic, in its line shape"
+    )
+
+
+def test_an_entry_point_that_still_names_a_transport_class_loads() -> None:
+    """An install made before formats were plugins names the transport class: it still works."""
+    from importlib.metadata import EntryPoint
+
+    from llmbatch.providers import _import
+
+    for name, value in (
+        ("openai", "llmbatch.providers.openai:OpenAIProvider"),
+        ("azure", "llmbatch.providers.openai:AzureProvider"),
+        ("anthropic", "llmbatch.providers.anthropic:AnthropicProvider"),
+    ):
+        got = _import(name, EntryPoint(name, value, "llmbatch.providers"))
+        assert got is plugin(name)
+    with pytest.raises(ConfigError, match=r"not an llmbatch Plugin; see docs/providers\.md"):
+        _import("x", EntryPoint("x", "llmbatch.errors:ConfigError", "llmbatch.providers"))

@@ -216,6 +216,7 @@ def _shuffled(value: Any, data: st.DataObject) -> Any:
     return value
 
 
+@pytest.mark.slow
 @given(b=bodies, data=st.data(), indent=st.sampled_from([None, 0, 2, "\t"]))
 def test_hash_is_invariant_under_key_order_and_whitespace(
     b: dict[str, Any], data: st.DataObject, indent: Any
@@ -231,6 +232,7 @@ def test_hash_is_invariant_under_key_order_and_whitespace(
     )
 
 
+@pytest.mark.slow
 @given(a=bodies, b=bodies)
 def test_different_bodies_hash_differently(a: dict[str, Any], b: dict[str, Any]) -> None:
     same_json = json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)

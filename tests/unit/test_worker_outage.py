@@ -1,6 +1,6 @@
 """`llmbatch worker` waits out a database it cannot reach: one line when it goes, one when
-it is back, a wait that grows to 5 s, and no exit (tests/e2e/test_outages.py does it for
-real, with PostgreSQL restarted and its connections terminated)."""
+it is back, a wait that grows to 5 s, and no exit (benchmarks/bench_outages.py, a CI stage,
+does it for real, with PostgreSQL restarted and its connections terminated)."""
 
 from __future__ import annotations
 

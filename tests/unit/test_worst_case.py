@@ -358,6 +358,7 @@ def anthropic_request(draw: st.DrawFn) -> dict[str, object]:
     return body
 
 
+@pytest.mark.slow
 @settings(max_examples=150, deadline=None)
 @given(body=anthropic_request())
 def test_the_bound_holds_against_the_emulators_bill_anthropic(body: dict[str, object]) -> None:

@@ -49,6 +49,38 @@ def estimate(file: str, expected_output: int, provider: str, fmt: str, wide: boo
     click.echo(render(est, fmt, wide), nl=False)
 
 
+# not `providers`: a config table is named after its command, and [providers.*] is taken
+@main.command(short_help="The registered providers and their settings.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    envvar="LLMBATCH_PLUGINS_FORMAT",
+)
+def plugins(fmt: str) -> None:
+    """Every provider installed (the `llmbatch.providers` entry points, built-ins and plugins
+    alike): its package, the endpoints it batches, and the keys its `[providers.NAME]` table
+    in llmbatch.toml takes, with their defaults."""
+    from llmbatch.providers import describe, names
+
+    found = [describe(n) for n in names()]
+    if fmt == "json":
+        click.echo(render.as_json(found), nl=False)
+        return
+    for p in found:
+        if "error" in p:
+            click.echo(f"{p['name']}: does not load: {p['error']}")
+            continue
+        click.echo(f"{p['name']} ({p['label']}, package {p['package']})")
+        click.echo(f"  endpoints: {', '.join(p['endpoints'])}")
+        click.echo(f"  [providers.{p['name']}]")
+        for key, default in p["settings"].items():
+            shown = "(unset)" if default is None else repr(default)
+            click.echo(f"    {key} = {shown}")
+
+
 @main.command(short_help="What moving past usage to batch would save.")
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.option(
@@ -77,12 +109,29 @@ def analyze(file: str, exclude_tags: tuple[str, ...], fmt: str, wide: bool) -> N
 @main.command(short_help="Requests per queue and state; batches; progress.")
 @queue_option("Only this queue (its requests and its batches).")
 @listing_options()
+@click.option("--watch", is_flag=True, help="Show it again every --interval seconds until Ctrl-C.")
+@click.option(
+    "--interval",
+    type=click.FloatRange(min=0.1),
+    default=2.0,
+    show_default=True,
+    envvar="LLMBATCH_WATCH_INTERVAL",
+    help="Seconds between two screens of --watch.",
+)
 @click.pass_context
-def status(ctx: click.Context, queue: str | None, fmt: str, wide: bool) -> None:
+def status(
+    ctx: click.Context, queue: str | None, fmt: str, wide: bool, watch: bool, interval: float
+) -> None:
     """Requests per queue, model and state; batches in flight with what the provider reports
-    done and an ETA; deadlines at risk; budgets and what they hold."""
+    done and an ETA; deadlines at risk; budgets and what they hold. With --watch, the same
+    screen again every few seconds, as the dashboard shows it."""
     store = open_db(ctx)
     check_queue(store, queue)
+    if watch:
+        if fmt != "table":
+            raise click.UsageError("--watch shows the table; --format json or csv reads once")
+        _watch(store, queue, wide, interval)
+        return
     now = time.time()
     if fmt == "json":
         click.echo(render.as_json(views.status_record(store, queue, now)), nl=False)
@@ -90,6 +139,23 @@ def status(ctx: click.Context, queue: str | None, fmt: str, wide: bool) -> None:
         click.echo(views.status_csv(store.counts(queue)), nl=False)
     else:
         click.echo(views.status_text(store, queue, now, wide=wide), nl=False)
+
+
+def _watch(store: Any, queue: str | None, wide: bool, interval: float) -> None:
+    """Clear and print the status screen every `interval` seconds until Ctrl-C (exit 0)."""
+    from datetime import UTC, datetime
+
+    try:
+        while True:
+            now = time.time()
+            screen = views.status_text(store, queue, now, wide=wide)
+            stamp = datetime.fromtimestamp(now, UTC).strftime("%H:%M:%S UTC")
+            click.clear()
+            click.echo(f"{store.location}, {stamp}, every {interval:g} s (Ctrl-C stops)\n")
+            click.echo(screen, nl=False)
+            time.sleep(interval)
+    except KeyboardInterrupt:
+        click.echo()
 
 
 @main.command(short_help="List the queues.")
@@ -303,3 +369,35 @@ def report(
     if fmt == "table":  # what the provider disagrees with, and spend no budget planned
         for line in receipt.report_notes(store, since_at, until_at, queue):
             click.echo(line)
+
+
+@main.command(short_help="A read-only web dashboard over the store.")
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    envvar="LLMBATCH_DASHBOARD_HOST",
+    help="Address to serve on; any but a local one needs LLMBATCH_DASHBOARD_TOKEN.",
+)
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=8080,
+    show_default=True,
+    envvar="LLMBATCH_DASHBOARD_PORT",
+    help="Port (0: any free one).",
+)
+@click.pass_context
+def dashboard(ctx: click.Context, host: str, port: int) -> None:
+    """Serve a page that shows the queue live: requests per queue and state, batches in
+    flight with the provider's progress, ETA and timeline, budgets and held requests, cost
+    and savings per day, deadlines at risk, recent failures and events, and one request by
+    custom_id. Read-only; nothing it loads comes from the internet."""
+    import os
+
+    from llmbatch.observe.dashboard import TOKEN_ENV, check_host, serve
+
+    token = os.environ.get(TOKEN_ENV) or None
+    check_host(host, token)  # before the store is opened: a refusal changes nothing
+    store = open_db(ctx)
+    serve(store, host, port, token)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import click
@@ -240,12 +241,27 @@ def wait(
     help="Seconds between ticks (default: the poll schedule).",
 )
 @click.option("--poll-interval", type=SECONDS, envvar="LLMBATCH_POLL_INTERVAL")
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(0, 65535),
+    envvar="LLMBATCH_METRICS_PORT",
+    help="Serve /metrics (Prometheus), /healthz and /readyz on this port (0: any free one).",
+)
+@click.option(
+    "--metrics-host",
+    default="127.0.0.1",
+    show_default=True,
+    envvar="LLMBATCH_METRICS_HOST",
+    help="Address for --metrics-port (0.0.0.0 to be scraped from other machines).",
+)
 @budget_options
 @click.pass_context
 def worker(
     ctx: click.Context,
     interval: float | None,
     poll_interval: float | None,
+    metrics_port: int | None,
+    metrics_host: str,
     budget_usd: str | None,
     budget_period: str,
     allow_unpriced: bool | None,
@@ -258,13 +274,45 @@ def worker(
 
     log = setup(ctx.find_root().obj["log_format"])
     budgets = budget_overrides(budget_usd, budget_period, allow_unpriced)
+    if metrics_port is not None:
+        from llmbatch.observe.metrics import require
+
+        require()  # said before anything starts
     store = open_db(ctx, create=True)
     engine = make_engine(ctx, store, poll_interval=poll_interval, **budgets)
     for name in engine.settings.providers:  # their SDKs load now, so "serving" means ready
         engine.provider(name)
+    serving = Worker(engine, interval)
+    on_tick: Callable[[Any], None] = TickLog(engine.holder)
+    server = None
+    if metrics_port is not None:
+        from llmbatch.observe.server import MetricsServer
+
+        server = MetricsServer(
+            engine,
+            open_db(ctx),
+            open_db(ctx),
+            host=metrics_host,
+            port=metrics_port,
+            outage_since=serving.outage_since,
+        ).start()
+        log.info("metrics at %s/metrics, health at /healthz and /readyz", server.url)
+        on_tick = _both(on_tick, server.on_tick)
     log.info("worker %s serving %s", engine.holder, store.location)
-    Worker(engine, interval).serve(on_tick=TickLog(engine.holder))
+    try:
+        serving.serve(on_tick=on_tick)
+    finally:
+        if server is not None:
+            server.stop()
     log.info("worker stopped")
+
+
+def _both(*calls: Callable[[Any], None]) -> Callable[[Any], None]:
+    def call(report: Any) -> None:
+        for c in calls:
+            c(report)
+
+    return call
 
 
 @main.command(short_help="The whole lifecycle offline, on the emulator.")

@@ -1,6 +1,8 @@
 """What happens around every API call: the key check, Azure's `api-version`, injected
 faults, and the call log (method, path, query, status, SHA-256 of the body — never a
-header, and never a `key` query parameter, so never a key)."""
+header, and never a `key` query parameter, so never a key — when the call arrived and when
+it was answered, and the id of the file or batch a create made, even when its answer was a
+fault: the ground truth a harness judges double creates by, after the files are deleted)."""
 
 from __future__ import annotations
 
@@ -241,7 +243,9 @@ def operation(
 
     async def endpoint(request: Request) -> Response:
         emu.start()
+        started = emu.now()
         request.state.body_sha256 = None
+        request.state.made = None
         response = await _run(request)
         emu.state.log_call(
             emu.now(),
@@ -250,6 +254,8 @@ def operation(
             _without_key(request.url.query),
             response.status_code,
             request.state.body_sha256,
+            started=started,
+            made=request.state.made,
         )
         return response
 
@@ -264,6 +270,8 @@ def operation(
             rule = emu.faults.pick(name, flavor)
             if rule is not None:
                 emu.save_faults()
+            if rule is not None and rule.delay_before:
+                await asyncio.sleep(rule.delay_before)  # slow before acting, whatever follows
             if rule is not None and rule.kind == "latency" and rule.mode == "before":
                 await asyncio.sleep(rule.seconds)
             if rule is not None and rule.kind == "drop" and request.method == "GET":
@@ -279,6 +287,8 @@ def operation(
                     )
                 return _fault_response(rule, flavor)
             response = await handler(request, emu, surface)
+            if request.method == "POST" and name in MAKERS:
+                request.state.made = _made(response)
         except ApiError as e:
             return e.response()
         if rule is not None and rule.mode == "after":
@@ -293,6 +303,26 @@ def operation(
         return response
 
     return endpoint
+
+
+#: Operations whose success creates a file or a batch (the call log's `made`).
+MAKERS = frozenset(
+    {"files.create", "batches.create", "messages.batches.create", "batches.create_embeddings"}
+)
+
+
+def _made(response: Response) -> str | None:
+    """The id (Gemini: the name) of what a successful create answered with."""
+    if response.status_code >= 300 or not isinstance(response.body, bytes | memoryview):
+        return None
+    try:
+        obj = orjson.loads(bytes(response.body))
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(obj, dict):
+        return None
+    made = obj.get("id") or obj.get("name")
+    return made if isinstance(made, str) else None
 
 
 def _without_key(query: str) -> str:

@@ -95,7 +95,8 @@ class EmulatorControl:
     # --- faults ------------------------------------------------------------------------------
 
     def add_fault(self, op: str, kind: str, **fields: Any) -> list[Json]:
-        """Add a fault rule (`mode`, `rate`, `count`, `flavor`, `retry_after`, `seconds`)."""
+        """Add a fault rule (`mode`, `rate`, `count`, `flavor`, `retry_after`, `seconds`,
+        `delay_before`)."""
         rules: list[Json] = self.call("POST", "/faults", {"op": op, "kind": kind, **fields})[
             "rules"
         ]

@@ -36,6 +36,10 @@ A rule is JSON::
 - `mode`: `before` (fail instead of doing the operation) or `after` (do it — store the
   file, create the batch — and then fail the response; the case that breaks naive
   exactly-once). Ignored by `list_lag`.
+- `delay_before`: real seconds the call waits *before* it acts (stores the file, creates
+  the batch), whatever the rule's kind, as a gateway or an overloaded service holds a
+  request: a client that gives up meanwhile has not stopped the work, which happens after
+  it left. `latency` with `mode: after` waits after the work instead; both can be set.
 - `rate`: the chance each matching call is hit (default 1); `count`: how many calls it
   hits before it retires (default unlimited).
 """
@@ -72,6 +76,7 @@ class Rule:
     count: int | None = None
     retry_after: float = 1.0
     seconds: float = 0.0
+    delay_before: float = 0.0
     hits: int = 0
 
     def matches(self, op: str, flavor: str) -> bool:
@@ -92,6 +97,7 @@ def parse_rule(data: Any) -> Rule:
     if not isinstance(data, dict):
         raise FaultError("a fault rule must be a JSON object")
     allowed = {"op", "kind", "mode", "flavor", "rate", "count", "retry_after", "seconds"}
+    allowed.add("delay_before")
     unknown = set(data) - allowed
     if unknown:
         raise FaultError(f"unknown fault field(s) {sorted(unknown)}; allowed: {sorted(allowed)}")
@@ -120,6 +126,7 @@ def parse_rule(data: Any) -> Rule:
     rule = Rule(op, kind, mode, flavor, rate, count)
     rule.retry_after = _number(data, "retry_after", 1.0)
     rule.seconds = _number(data, "seconds", 0.0)
+    rule.delay_before = _number(data, "delay_before", 0.0)
     if kind in ("latency", "list_lag") and rule.seconds <= 0:
         raise FaultError(f"a '{kind}' fault needs 'seconds' > 0")
     return rule

@@ -54,7 +54,9 @@ CREATE TABLE IF NOT EXISTS calls (
     path TEXT NOT NULL,
     query TEXT NOT NULL,
     status INTEGER NOT NULL,
-    body_sha256 TEXT
+    body_sha256 TEXT,
+    started REAL,
+    made TEXT
 );
 """
 
@@ -112,6 +114,11 @@ class State:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
+        # A data dir from before the call log said when a call arrived and what it made.
+        have = {r[1] for r in self._db.execute("PRAGMA table_info(calls)")}
+        for column, kind in (("started", "REAL"), ("made", "TEXT")):
+            if column not in have:
+                self._db.execute(f"ALTER TABLE calls ADD COLUMN {column} {kind}")
 
     def close(self) -> None:
         with self._lock:
@@ -348,22 +355,33 @@ class State:
     # --- call log ------------------------------------------------------------------------
 
     def log_call(
-        self, at: float, method: str, path: str, query: str, status: int, body_sha256: str | None
+        self,
+        at: float,
+        method: str,
+        path: str,
+        query: str,
+        status: int,
+        body_sha256: str | None,
+        *,
+        started: float | None = None,
+        made: str | None = None,
     ) -> None:
+        """One call: answered at `at`, arrived at `started`; `made` is the id of the file
+        or batch it created, even when its answer was a fault (`mode: after`)."""
         with self._tx() as db:
             db.execute(
-                "INSERT INTO calls (at, method, path, query, status, body_sha256)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                (at, method, path, query, status, body_sha256),
+                "INSERT INTO calls (at, method, path, query, status, body_sha256, started, made)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (at, method, path, query, status, body_sha256, started, made),
             )
 
     def calls(self, since: int = 0, limit: int = 10_000) -> list[Json]:
         rows = self._query(
-            "SELECT seq, at, method, path, query, status, body_sha256 FROM calls"
+            "SELECT seq, at, method, path, query, status, body_sha256, started, made FROM calls"
             " WHERE seq > ? ORDER BY seq LIMIT ?",
             (since, limit),
         )
-        keys = ("seq", "at", "method", "path", "query", "status", "body_sha256")
+        keys = ("seq", "at", "method", "path", "query", "status", "body_sha256", "started", "made")
         return [dict(zip(keys, r, strict=True)) for r in rows]
 
     def clear_calls(self) -> None:

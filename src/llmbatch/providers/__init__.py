@@ -24,6 +24,7 @@ __all__ = [
     "Provider",
     "ResultFile",
     "available",
+    "describe",
     "format_of",
     "format_or_base",
     "formats",
@@ -165,6 +166,32 @@ def check_settings(name: str, options: Any) -> None:
                 f"[providers.{name}] has no setting {key!r}; its settings: {', '.join(fields)}"
             )
     check_types(f"[providers.{name}]", options, cls)
+
+
+def describe(name: str) -> dict[str, Any]:
+    """What `llmbatch providers` shows of one provider: its package, endpoints and the keys of
+    its `[providers.NAME]` table with their defaults (or why it does not load)."""
+    import dataclasses
+
+    ep = available()[name]
+    out: dict[str, Any] = {"name": name, "package": ep.dist.name if ep.dist else None}
+    try:
+        got = plugin(name)
+        cls = got.settings_class()
+    except (ConfigError, ImportError) as exc:
+        return {**out, "error": str(exc)}
+    out["label"] = got.format.label or name
+    out["endpoints"] = sorted(got.format.endpoints)
+    settings: dict[str, Any] = {}
+    for f in dataclasses.fields(cls) if cls is not None else ():
+        if f.default is not dataclasses.MISSING:
+            settings[f.name] = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            settings[f.name] = f.default_factory()
+        else:
+            settings[f.name] = None
+    out["settings"] = settings
+    return out
 
 
 def make_provider(name: str, **settings: Any) -> Provider:

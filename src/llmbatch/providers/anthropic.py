@@ -60,6 +60,7 @@ import orjson
 from anthropic.types.messages import MessageBatch
 
 from llmbatch.errors import AuthError, RejectedError, TransientError
+from llmbatch.providers.anthropic_format import anthropic_plugin
 from llmbatch.providers.base import (
     BatchRef,
     BatchStatus,
@@ -95,6 +96,7 @@ class AnthropicProvider:
     """Anthropic's Message Batches API (one batch may mix models)."""
 
     name = "anthropic"
+    plugin = anthropic_plugin  # an install whose entry point still names this class
 
     def __init__(self, settings: AnthropicSettings | None = None, **options: Any) -> None:
         self.settings = settings or AnthropicSettings(**options)

@@ -29,6 +29,7 @@ from llmbatch.providers.base import (
     ResultFile,
 )
 from llmbatch.providers.errors import calling
+from llmbatch.providers.openai_format import azure_plugin, openai_plugin
 
 OPENAI_LIMITS = Limits(max_requests=50_000, max_bytes=200 * 1024 * 1024, max_inputs=50_000)
 AZURE_LIMITS = Limits(max_requests=100_000, max_bytes=200 * 1024 * 1024, max_inputs=50_000)
@@ -46,10 +47,18 @@ class OpenAISettings:
     endpoint: str | None = None  # Azure only (AZURE_OPENAI_ENDPOINT)
 
 
+@dataclass(frozen=True, slots=True)
+class AzureSettings(OpenAISettings):
+    """Azure's defaults: its own key variable."""
+
+    api_key_env: str = "AZURE_OPENAI_API_KEY"
+
+
 class OpenAIProvider:
     """OpenAI's Files + Batch API."""
 
     name = "openai"
+    plugin = openai_plugin  # an install whose entry point still names this class
     url_prefix = ""  # line urls are the endpoint as enqueued (/v1/...)
 
     def __init__(self, settings: OpenAISettings | None = None, **options: Any) -> None:
@@ -274,6 +283,7 @@ class AzureProvider(OpenAIProvider):
     """Azure OpenAI global batch: deployments as models, 100,000 lines, no expiry."""
 
     name = "azure"
+    plugin = azure_plugin
 
     def __init__(self, settings: OpenAISettings | None = None, **options: Any) -> None:
         options.setdefault("api_key_env", "AZURE_OPENAI_API_KEY")

@@ -12,6 +12,7 @@ from typing import Any, Final
 
 import orjson
 
+from llmbatch.providers import for_endpoint
 from llmbatch.providers.plugin import Format, Plugin
 from llmbatch.requests import (
     LineError,
@@ -72,6 +73,12 @@ class OpenAIFormat(Format):
         if url not in self.endpoints:
             if url in LATER_ENDPOINTS:
                 raise LineError(f"url {url} is not supported yet")
+            others = [n for n in for_endpoint(url) if n != provider]
+            if others:
+                raise LineError(
+                    f"url {url} is batched by {' or '.join(others)}, not {provider}: enqueue "
+                    f"these lines with --provider {others[0]}, in its line shape"
+                )
             raise LineError(
                 f"url {short(url)} is not a batch endpoint; use one of "
                 + ", ".join(sorted(self.endpoints))
@@ -163,5 +170,5 @@ openai_plugin = Plugin(
 azure_plugin = Plugin(
     AzureFormat(),
     transport="llmbatch.providers.openai:AzureProvider",
-    settings="llmbatch.providers.openai:OpenAISettings",
+    settings="llmbatch.providers.openai:AzureSettings",
 )

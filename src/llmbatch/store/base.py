@@ -16,6 +16,7 @@ from llmbatch.store.batching import AttemptInfo, OpenBatch, Outcome
 from llmbatch.store.budgets import BudgetRow, PolicyRow, QueueUsage, Reservation
 from llmbatch.store.ledger import ReceiptGroup, SpendRow, TallyRow, UsageCheck
 from llmbatch.store.manage import BatchProgress, BatchRow, PurgePlan, QueueRow
+from llmbatch.store.observe import Observed, Turnaround
 from llmbatch.store.recovery import CancelPlan
 from llmbatch.store.setbacks import GroupBackoff
 from llmbatch.store.watch import Found, Watched
@@ -453,6 +454,20 @@ class Store(Protocol):
         self, queue: str, states: Sequence[str], page: int = 2000
     ) -> Iterator[tuple[str, str, str, str, bytes]]:
         """(custom_id, provider, endpoint, model, body) of a queue's requests in `states`."""
+
+    # -- what /metrics and the dashboard read (implemented in observe.py) ------------------
+    def observe(self, now: float, horizon: float) -> Observed:
+        """Requests (with deadlines missed or before `horizon`), open batches, events, cost
+        totals and the lease, in one read."""
+
+    def turnaround(self, after: int, upto: int) -> Turnaround:
+        """Enqueue-to-result times of the results with ids in (after, upto], per bucket."""
+
+    def batch_events(self, batch_id: int) -> list[dict[str, Any]]:
+        """A batch's entries in the event log, oldest first: its timeline."""
+
+    def recent_failures(self, n: int = 10, window: int = 100_000) -> list[dict[str, Any]]:
+        """The newest failed results among the last `window`, newest first (no bodies)."""
 
     # -- archives and the webhook outbox (implemented in archive.py) -----------------------
     def archive_add(self, batch_id: int, now: float) -> None:

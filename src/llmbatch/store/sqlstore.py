@@ -24,6 +24,7 @@ from llmbatch.store.batching import BatchingOps
 from llmbatch.store.budgets import BudgetOps
 from llmbatch.store.ledger import LedgerOps
 from llmbatch.store.manage import ManageOps
+from llmbatch.store.observe import ObserveOps
 from llmbatch.store.recovery import RecoveryOps
 from llmbatch.store.setbacks import SetbackOps
 from llmbatch.store.watch import WatchOps
@@ -40,13 +41,19 @@ def _sql_text(name: str) -> str:
 
 @cache
 def queries() -> dict[str, str]:
-    """Named queries from sql/*.sql (queries, engine, budgets, ledger, manage, watch), in
+    """Named queries from sql/*.sql (queries, engine, budgets, ledger, manage, watch, observe), in
     SQLite's parameter style."""
     out: dict[str, str] = {}
     files = (
-        "queries.sql", "engine.sql", "budgets.sql", "ledger.sql", "manage.sql", "watch.sql",
+        "queries.sql",
+        "engine.sql",
+        "budgets.sql",
+        "ledger.sql",
+        "manage.sql",
+        "watch.sql",
+        "observe.sql",
         "archive.sql",
-    )  # fmt: skip
+    )
     text = "\n".join(_sql_text(f) for f in files)
     for block in re.split(r"^-- name: ", text, flags=re.M)[1:]:
         name, _, body = block.partition("\n")
@@ -126,7 +133,15 @@ def owner_alive(owner: str, heartbeat_at: float, now: float) -> bool:
 
 
 class SqlStore(
-    ArchiveOps, BatchingOps, BudgetOps, LedgerOps, RecoveryOps, ManageOps, SetbackOps, WatchOps
+    ArchiveOps,
+    BatchingOps,
+    BudgetOps,
+    LedgerOps,
+    RecoveryOps,
+    ManageOps,
+    SetbackOps,
+    WatchOps,
+    ObserveOps,
 ):
     """Shared implementation of the Store protocol over a DB-API-like cursor."""
 

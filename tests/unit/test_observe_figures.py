@@ -1,0 +1,38 @@
+"""The label cap: at most 50 values per label, the rest under `other`, nothing lost."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from llmbatch.observe.figures import MAX_VALUES, OTHER, cap
+
+
+def test_sixty_queues_keep_the_fifty_largest() -> None:
+    series = [((f"q{i:02d}", "openai"), float(i + 1)) for i in range(60)]
+    out = cap(series)
+    queues = {k[0] for k in out}
+    assert len(queues) == MAX_VALUES + 1 and OTHER in queues
+    assert "q00" not in queues and "q59" in queues  # the smallest go to other
+    assert out[(OTHER, "openai")] == sum(range(1, 11))
+    assert sum(out.values()) == sum(v for _, v in series)
+
+
+def test_an_age_is_combined_by_max() -> None:
+    series = [((f"q{i}",), float(i)) for i in range(55)]
+    out = cap(series, combine=max)
+    assert out[(OTHER,)] == 4.0
+
+
+@given(
+    st.lists(
+        st.tuples(st.tuples(st.text(max_size=3), st.text(max_size=2)), st.integers(0, 1000)),
+        max_size=300,
+    ),
+    st.integers(1, 20),
+)
+def test_cap_bounds_every_label_and_keeps_the_sum(rows: list, limit: int) -> None:  # type: ignore[type-arg]
+    out = cap(((k, float(v)) for k, v in rows), limit=limit)
+    for i in range(2):
+        assert len({k[i] for k in out} - {OTHER}) <= limit
+    assert sum(out.values()) == sum(v for _, v in rows)
