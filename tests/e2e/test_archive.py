@@ -275,9 +275,7 @@ def test_a_cut_mid_multipart_upload_leaves_no_object_and_no_parts(
     assert hashlib.sha256(got).digest() == hashlib.sha256(big.read_bytes()).digest()
 
 
-def test_parts_a_killed_upload_left_are_aborted(
-    moto: str, bucket: str, tmp_path: Path
-) -> None:
+def test_parts_a_killed_upload_left_are_aborted(moto: str, bucket: str, tmp_path: Path) -> None:
     from llmbatch.targets import S3Target, TargetSettings
 
     s3 = s3_client(moto)
