@@ -30,11 +30,18 @@ from llmbatch.store import open_store
 CHAT = "/v1/chat/completions"
 # Migration 0008 (archives and the webhook outbox) taken back out.
 UNDO_0008 = ("DROP TABLE archives", "DROP TABLE outbox")
+# Migration 0005 (proof of ownership) taken back out.
+UNDO_0005 = (
+    "DROP TABLE judged_batches",
+    "ALTER TABLE batches DROP COLUMN proof_wait_until",
+    "ALTER TABLE batches DROP COLUMN nonce",
+)
 # What migration 0004 (budgets in the store, the ledger) adds, taken back out: a store made by
 # today's code, put back the way the code before 0004 left it (the upgrade tests), with every
 # later migration taken out too (a store made before 0004 has none of them).
 UNDO_0004 = (
     *UNDO_0008,
+    *UNDO_0005,
     "DROP TABLE batch_tally",
     "DROP TABLE provider_usage",
     "DROP TABLE budget_policy",
