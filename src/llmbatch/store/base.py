@@ -498,7 +498,7 @@ class Store(Protocol):
     def batch_events(self, batch_id: int) -> list[dict[str, Any]]:
         """A batch's entries in the event log, oldest first: its timeline."""
 
-    def recent_failures(self, n: int = 10, window: int = 100_000) -> list[dict[str, Any]]:
+    def recent_failures(self, n: int = 10, window: int = 20_000) -> list[dict[str, Any]]:
         """The newest failed results among the last `window`, newest first (no bodies)."""
 
     # -- archives and the webhook outbox (implemented in archive.py) -----------------------
