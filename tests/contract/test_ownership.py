@@ -10,6 +10,7 @@ ingested or deleted. Each scenario that failed on the code before issue 15 says 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from collections.abc import Iterator, Sequence
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 
 from helpers import E2E_KEY_ENV, RefusingService, cli, fast_settings, results_per_request, sql
@@ -511,25 +513,25 @@ def test_a_batch_expired_or_cancelled_by_someone_else_sends_its_unrun_requests_a
 # -- where a store lives ------------------------------------------------------------------------
 
 
+def _admin() -> psycopg.Connection[Any]:
+    """The test server's admin connection (LLMBATCH_TEST_PG; the `db` fixture needs it too)."""
+    return psycopg.connect(os.environ["LLMBATCH_TEST_PG"], autocommit=True)
+
+
 def _copy(db: str, tmp_path: Path) -> str:
     """A copy of the store: the SQLite file copied, the PostgreSQL database cloned."""
     if not db.startswith("postgresql://"):
         target = str(tmp_path / "copy.db")
         copy_store(db, target)
         return target
-    from conftest import _admin, _dsn_for
-
-    source = db.rsplit("/", 1)[1]
-    name = f"{source}_copy"
+    base, source = db.rsplit("/", 1)
     with _admin() as conn:
-        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{source}"')
-    return _dsn_for(name)
+        conn.execute(f'CREATE DATABASE "{source}_copy" TEMPLATE "{source}"')
+    return f"{base}/{source}_copy"
 
 
 def _drop(dsn: str) -> None:
     if dsn.startswith("postgresql://"):
-        from conftest import _admin
-
         with _admin() as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{dsn.rsplit("/", 1)[1]}" WITH (FORCE)')
 
