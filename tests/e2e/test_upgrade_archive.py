@@ -98,7 +98,7 @@ def test_a_store_with_batches_in_flight_upgrades_and_every_batch_is_archived(
         store.close()
         assert request_states(db) == {"submitted": 12}
 
-        upgraded = open_store(db)
+        upgraded: Any = open_store(db)
         assert sql(db, "SELECT value FROM meta WHERE key = 'schema_version'") == [
             (str(migrations(upgraded.dialect)[-1][0]),)
         ]
