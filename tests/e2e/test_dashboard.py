@@ -118,7 +118,7 @@ def open_page(browser: Any, url: str) -> tuple[Any, list[str]]:
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
     page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-    page.on("dialog", lambda d: (errors.append("dialog " + d.message), d.dismiss()))
+    page.on("dialog", lambda d: (errors.append("dialog " + d.message), d.dismiss()))  # type: ignore[func-returns-value]
     page.goto(url + "/")
     page.wait_for_selector("body[data-loaded]")
     return page, errors
