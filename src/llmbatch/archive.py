@@ -37,7 +37,7 @@ import orjson
 from llmbatch.errors import ConfigError, RejectedError, StoreError, TransientError
 from llmbatch.export import jsonl_line, result_id
 from llmbatch.providers.base import BatchStatus, ResultsGone
-from llmbatch.targets import Target, TargetSettings, check_url, open_target
+from llmbatch.targets import ArchiveUnavailable, Target, TargetSettings, check_url, open_target
 
 if TYPE_CHECKING:
     from llmbatch.providers import Provider
@@ -148,13 +148,13 @@ class Archiver:
                 written += 1
             except StoreError:
                 raise  # the database: the tick stops, as for any other step
-            except (
-                Exception
-            ) as exc:  # a target down, a 5xx, a bug: this archive waits, not the rest
+            except Exception as exc:  # down, a 5xx, a bug: this archive waits, not the rest
                 delay = min(self.settings.backoff_seconds * 2**due.tries, MAX_BACKOFF)
                 said = f"archive of batch {due.batch_id} failed (try {due.tries + 1}): {exc}"
                 self.store.archive_failed(due.batch_id, now + delay, str(exc))
                 notes.append(f"{said}; trying again in {delay:.0f} s")
+                if isinstance(exc, ArchiveUnavailable):
+                    break  # the target is down or slow: the others wait for the next tick
         return written
 
     def archive(self, batch_id: int, now: float) -> None:
@@ -183,6 +183,7 @@ class Archiver:
         shutil.rmtree(work, ignore_errors=True)
         work.mkdir(parents=True)
         try:
+            self.target.abort_uploads(folder + "/")
             files: dict[str, Path] = {}
             files["input.jsonl"] = self._input(attempts_of, provider, work)
             got, from_store = self._results(b, provider, work)

@@ -1,10 +1,11 @@
 """Where archives are written: a folder (`file:///path`) or an S3-compatible bucket
 (`s3://bucket/prefix`: AWS S3, Cloudflare R2, MinIO, ...).
 
-A target has five verbs: `check` (at start: a bucket that does not exist or no credentials is
+A target has six verbs: `check` (at start: a bucket that does not exist or no credentials is
 a ConfigError naming the setting), `put` (a local file under a key, streamed: S3 takes it in
 multipart parts read from disk, a folder by a copy renamed into place, so a killed write never
-leaves a partial object), `exists`, `open` (read back, streamed) and `keys` (under a prefix).
+leaves a partial object), `exists`, `open` (read back, streamed), `keys` (under a prefix) and
+`abort_uploads` (the parts of multipart uploads a killed worker left).
 Anything else going wrong is an `ArchiveUnavailable`: the archive step backs off and tries
 again later; it never stops the engine.
 
@@ -54,6 +55,7 @@ class Target(Protocol):
     def exists(self, key: str) -> bool: ...
     def open(self, key: str) -> IO[bytes]: ...
     def keys(self, prefix: str) -> Iterator[str]: ...
+    def abort_uploads(self, prefix: str) -> None: ...
 
 
 def open_target(s: TargetSettings) -> Target:
@@ -139,6 +141,9 @@ class FileTarget:
         except OSError as exc:
             raise ArchiveUnavailable(f"archive {self.location}: reading {key}: {exc}") from None
 
+    def abort_uploads(self, prefix: str) -> None:
+        """Nothing to do: a killed copy left only a hidden file, overwritten next time."""
+
     def keys(self, prefix: str) -> Iterator[str]:
         base = self._path(prefix)
         if not base.is_dir():
@@ -170,9 +175,11 @@ class S3Target:
         self.bucket, self.prefix = bucket, prefix
         config = Config(
             region_name=s.region,
-            connect_timeout=min(10.0, s.timeout),
+            # A slow or down target costs a tick at most about two timeouts: the archive step
+            # stops at its first failure and the archive is tried again after a back-off.
+            connect_timeout=min(5.0, s.timeout),
             read_timeout=s.timeout,
-            retries={"max_attempts": 3, "mode": "standard"},
+            retries={"max_attempts": 2, "mode": "standard"},
             request_checksum_calculation=s.checksums,
             response_checksum_validation=s.checksums,
         )
@@ -219,14 +226,18 @@ class S3Target:
     def put(self, key: str, path: Path) -> None:
         full = self._key(key)
         with self._errors(f"writing {key}"):
-            # Parts a killed worker left of this key: aborted, so they are not billed forever.
+            self.client.upload_file(str(path), self.bucket, full, Config=self.transfer)
+
+    def abort_uploads(self, prefix: str) -> None:
+        """Abort the multipart uploads a killed worker left under a prefix, so their parts
+        are not billed forever (one call when there are none)."""
+        full = self._key(prefix)
+        with self._errors(f"cleaning up {prefix}"):
             pages = self.client.list_multipart_uploads(Bucket=self.bucket, Prefix=full)
             for u in pages.get("Uploads", []):
-                if u.get("Key") == full:
-                    self.client.abort_multipart_upload(
-                        Bucket=self.bucket, Key=full, UploadId=u["UploadId"]
-                    )
-            self.client.upload_file(str(path), self.bucket, full, Config=self.transfer)
+                self.client.abort_multipart_upload(
+                    Bucket=self.bucket, Key=u["Key"], UploadId=u["UploadId"]
+                )
 
     def exists(self, key: str) -> bool:
         from botocore.exceptions import ClientError

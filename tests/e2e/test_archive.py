@@ -228,6 +228,9 @@ def test_a_failing_target_loses_no_result_and_stops_no_work(
             rows = archives(db)
             assert all(r[1] == "pending" and r[4] for r in rows), rows
             assert SECRET_KEY not in str(rows)
+            said = cli("--db", db, "status", "--wide").output
+            assert "archive: 2 batches waiting; batch " in said and "failed" in said, said
+            assert SECRET_KEY not in said
             files = {
                 f for b in sql(db, "SELECT input_file_id, output_file_id FROM batches") for f in b
             }
@@ -272,18 +275,16 @@ def test_a_cut_mid_multipart_upload_leaves_no_object_and_no_parts(
     assert hashlib.sha256(got).digest() == hashlib.sha256(big.read_bytes()).digest()
 
 
-def test_parts_a_killed_upload_left_are_aborted_before_the_key_is_written_again(
-    moto: str, bucket: str, tmp_path: Path
-) -> None:
+def test_parts_a_killed_upload_left_are_aborted(moto: str, bucket: str, tmp_path: Path) -> None:
     from llmbatch.targets import S3Target, TargetSettings
 
     s3 = s3_client(moto)
     s3.create_multipart_upload(Bucket=bucket, Key="k/batch/output.jsonl")
     small = tmp_path / "o.jsonl"
     small.write_bytes(b"{}\n")
-    S3Target(TargetSettings(url=f"s3://{bucket}/k", endpoint_url=moto), bucket, "k").put(
-        "batch/output.jsonl", small
-    )
+    target = S3Target(TargetSettings(url=f"s3://{bucket}/k", endpoint_url=moto), bucket, "k")
+    target.abort_uploads("batch/")
+    target.put("batch/output.jsonl", small)
     assert not s3.list_multipart_uploads(Bucket=bucket).get("Uploads")
 
 

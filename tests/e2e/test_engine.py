@@ -18,7 +18,7 @@ import openai
 import orjson
 import pytest
 
-from helpers import RefusingService, results_per_request, sql
+from helpers import RefusingService, attempt_of, results_per_request, sent_ids, sql
 from helpers import fast_settings as settings
 from helpers import request_states as states
 from llmbatch import Queue, TickReport
@@ -108,7 +108,7 @@ def check_lines(db: str, store_id: str, client: openai.OpenAI) -> None:
         sent = [orjson.loads(x) for x in client.files.content(file_id).content.splitlines()]
         rows = sql(db, "SELECT id, line FROM attempts WHERE batch_id = ? ORDER BY line", [batch_id])
         assert [int(ln) for _a, ln in rows] == list(range(1, len(sent) + 1))
-        assert [f"{store_id}-{a}" for a, _l in rows] == [s["custom_id"] for s in sent]
+        assert [sent_ids(db)[a] for a, _l in rows] == [s["custom_id"] for s in sent]
 
 
 class Tight(OpenAIProvider):
@@ -493,7 +493,6 @@ def test_garbage_and_foreign_result_lines_are_anomalies_and_the_batch_is_fetched
         if not lasting:
             path.write_bytes(good)
         drive(engine, offset=1)
-        store_id = engine.store.store_id
     finally:
         engine.close()
         engine.store.close()
@@ -508,7 +507,7 @@ def test_garbage_and_foreign_result_lines_are_anomalies_and_the_batch_is_fetched
         return
     # Lines that stayed unreadable never count against the request: it goes back to the
     # queue without using an attempt and succeeds in a new batch.
-    lost = {int(custom.removeprefix(store_id + "-")), int(garbled.removeprefix(store_id + "-"))}
+    lost = {attempt_of(custom), attempt_of(garbled)}
     rows = sql(db, "SELECT id, state, error_code FROM attempts WHERE error_code IS NOT NULL")
     assert {int(a) for a, _s, _c in rows} == lost
     assert {(s, c) for _a, s, c in rows} == {("requeue", "missing_result")}

@@ -23,7 +23,7 @@ import orjson
 import pytest
 from click.testing import CliRunner, Result
 
-from helpers import E2E_KEY_ENV, fast_settings, results_per_request, sql
+from helpers import E2E_KEY_ENV, fast_settings, results_per_request, sent_ids, sql
 from helpers import request_states as states
 from llmbatch import EngineSettings, Queue
 from llmbatch.emulator import RunningEmulator, running
@@ -277,7 +277,6 @@ def test_validation_failure_on_one_line_fails_exactly_that_request(db: str) -> N
         )
         with engine_on(db, settings(emu)) as engine:
             drive(engine, max_seconds=60)
-            store_id = engine.store.store_id
         first = batch_ids(db)[0]
         uploaded = sdk(emu).files.content(sdk(emu).batches.retrieve(first).input_file_id)
         sent = orjson.loads(uploaded.content.splitlines()[bad - 1])["custom_id"]
@@ -291,7 +290,7 @@ def test_validation_failure_on_one_line_fails_exactly_that_request(db: str) -> N
     )
     custom_id, attempts, code, text, attempt_id, line = failed
     assert (code, text, line) == ("invalid_request", message, bad)
-    assert f"{store_id}-{attempt_id}" == sent  # the request we sent on that line
+    assert sent_ids(db)[attempt_id] == sent  # the request we sent on that line
     assert custom_id == f"c{bad - 1}"  # packed in enqueue order
     assert attempts == 1
     assert sql(db, "SELECT COUNT(*) FROM requests WHERE attempts > 0 OR expiries > 0") == [(1,)]

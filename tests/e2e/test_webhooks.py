@@ -121,6 +121,8 @@ def test_a_failing_receiver_gets_each_event_again_and_blocks_nothing(db: str) ->
             assert request_states(db) == {"succeeded": 20}  # the engine went on regardless
             rows = outbox(db)
             assert all(r[3] is None and "answered 500" in r[4] for r in rows), rows
+            said = cli("--db", db, "status").output
+            assert "webhooks: 3 events not delivered yet, next try in" in said, said
             rx.status = 200
             tick_until(engine, lambda: all(r[3] is not None for r in outbox(db)))
         finally:
