@@ -100,7 +100,7 @@ def test_a_store_with_batches_in_flight_upgrades_and_every_batch_is_archived(
 
         upgraded: Any = open_store(db)
         assert sql(db, "SELECT value FROM meta WHERE key = 'schema_version'") == [
-            (str(migrations(upgraded.dialect)[-1][0]),)
+            (str(migrations(upgraded.dialect)[-1][0]),)  # type: ignore[attr-defined]
         ]
         for (pid,) in sql(db, "SELECT provider_batch_id FROM batches"):
             emu.control.release(str(pid))
