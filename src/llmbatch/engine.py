@@ -37,6 +37,7 @@ from llmbatch.budget import BudgetSettings
 from llmbatch.errors import ConfigError, RejectedError
 from llmbatch.in_force import InForce
 from llmbatch.ingest import Ingesting
+from llmbatch.ownership import attempt_prefix
 from llmbatch.packing import cut
 from llmbatch.polling import Polling
 from llmbatch.providers import Provider, make_provider
@@ -46,6 +47,7 @@ from llmbatch.setbacks import Setbacks, group_row
 from llmbatch.store import Store
 from llmbatch.store.batching import LeaseLost, OpenBatch, _Retry
 from llmbatch.store.budgets import OverBudget, Reservation
+from llmbatch.store.ownership import Moved
 from llmbatch.store.setbacks import GroupBackoff
 from llmbatch.store.sqlstore import owner_alive, owner_tag
 from llmbatch.submission import Cancelling, Submission, Sweeping
@@ -85,13 +87,18 @@ class EngineSettings:
     archived: str = "requeue"
     archive: ArchiveSettings | None = None  # `[archive]`: copy each batch's files there
     webhooks: webhooks.WebhookSettings | None = None  # `[webhooks]`: POST when results are in
+    # How long an intent whose create may have acted waits for a running batch of its size to
+    # end and say whose it is, before it creates again (a residual double create, counted).
+    max_proof_wait: float = defaults.MAX_PROOF_WAIT_S
 
     def __post_init__(self) -> None:
         if self.archived not in ("requeue", "fail"):
             raise ConfigError(
                 f'[engine] archived = {self.archived!r}: it takes "requeue" or "fail"'
             )
-        for name in ("lease_ttl", "submit_timeout", "lease_margin", "max_result_line_bytes"):
+        for name in (
+            "lease_ttl", "submit_timeout", "lease_margin", "max_result_line_bytes", "max_proof_wait",
+        ):  # fmt: skip
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise ConfigError(f"[engine] {name} must be more than 0, got {value!r}")
@@ -174,6 +181,7 @@ class Engine(Setbacks, Ingesting, Polling, Sweeping, Cancelling):
         self._submitted_since_poll = False
         self._backoffs: dict[tuple[str, str, str], GroupBackoff] = {}
         self._next_sweep_at = 0.0
+        self._moved: Moved | None = None  # a copy or move the user has not yet named
         self._disk_full_since: float | None = None  # the work directory's disk is full
         self._disk_until = self._disk_wait = 0.0
         self._disk_blocked: dict[int, float] = {}  # batch -> when its files may try again
@@ -221,6 +229,13 @@ class Engine(Setbacks, Ingesting, Polling, Sweeping, Cancelling):
         if token is None:
             report.held_by = self.store.lease_holder("engine", now) or "another worker"
             return report
+        self._moved = self.store.moved()
+        if self._moved is not None:
+            report.notes.append(
+                f"this store was copied or moved ({self._moved.describe()}): batches up to "
+                f"{self._moved.before} wait for `llmbatch store new-identity` (a copy) or "
+                "`llmbatch store keep-identity` (a move or a restore)"
+            )
         self.store.release_due_retries(now, token)
         self.budgets.refresh(self.store, now, report.notes)
         self._release_held(now, token)
@@ -280,6 +295,10 @@ class Engine(Setbacks, Ingesting, Polling, Sweeping, Cancelling):
         self._renewed_at = at
 
     def _due(self, b: OpenBatch, now: float) -> bool:
+        """Whether to work on a batch now: not backed off, and not made before the store was
+        copied or moved (frozen until the user says which: `llmbatch store ...-identity`)."""
+        if self._moved is not None and b.id <= self._moved.before:
+            return False
         return b.not_before is None or b.not_before <= now
 
     # -- packing ---------------------------------------------------------------------------
@@ -441,7 +460,7 @@ class Engine(Setbacks, Ingesting, Polling, Sweeping, Cancelling):
             return path
         started = time.perf_counter()
         provider = self.provider(b.provider)
-        prefix = self.store.store_id + "-"
+        prefix = attempt_prefix(self.store.store_id, b.nonce) + "-"
         tmp = path.with_suffix(".partial")
         try:
             with open(tmp, "wb") as f:
@@ -467,6 +486,7 @@ class Engine(Setbacks, Ingesting, Polling, Sweeping, Cancelling):
             clock=self.clock,
             renew=lambda: self._renew(token, force=True),
             held=self._lease_covers_a_call,
+            max_proof_wait=self.settings.max_proof_wait,
         )
 
     def _lease_covers_a_call(self) -> None:

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 from llmbatch.errors import RejectedError, TransientError
 from llmbatch.ledger import Tally
+from llmbatch.ownership import attempt_prefix
 from llmbatch.pricing import model_prices
 from llmbatch.providers.base import BatchStatus, ResultsGone
 from llmbatch.results import Anomaly, Finding, capped_lines, parse_line
@@ -143,9 +144,11 @@ class Ingesting:
                         f"a result line of {line:,} bytes, longer than max_result_line_bytes "
                         f"({cap:,}): not read"
                     )
-                finding = parse_line(line, self.store.store_id, b.endpoint, b.provider)
+                # only lines carrying this intent's nonce are ours (ownership.py)
+                prefix = attempt_prefix(self.store.store_id, b.nonce)
+                finding = parse_line(line, prefix, b.endpoint, b.provider)
                 if finding.attempt_id in seen:  # the first is kept; never silently dropped
-                    cid = f"{self.store.store_id}-{finding.attempt_id}"
+                    cid = f"{prefix}-{finding.attempt_id}"
                     raise Anomaly(f"a second result line for custom_id {cid!r}; the first is kept")
                 seen.add(finding.attempt_id)
                 tally.add(finding)
@@ -186,7 +189,10 @@ class Ingesting:
         if b.state == "completed":  # the group is healthy again: full-size batches
             self._healthy(b, token)
         report.ingested_batches += 1
-        if self.settings.delete_files and self.archiver is None:
+        if lines and anomalies.count >= lines:
+            # not one line of ours: whatever this batch is, it is not proven ours to delete
+            self.store.note("anomaly", b.id, "no result line of ours: left at the provider")
+        elif self.settings.delete_files and self.archiver is None:
             try:
                 provider.delete_files(
                     [f for f in (b.input_file_id, b.output_file_id, b.error_file_id) if f]

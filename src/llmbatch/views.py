@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from llmbatch import defaults, receipt, render
+from llmbatch import defaults, identity, receipt, render
 from llmbatch.budget import ALL_QUEUES
 from llmbatch.pricing import MICRO
 from llmbatch.progress import Snapshot, Tracker, batch_eta, snapshot
@@ -211,6 +211,7 @@ def status_text(
         )
     out.append(budget_lines(store.budget_overview(now), store.held_reasons()))
     out += [ln + "\n" for ln in receipt.status_lines(store, now, queue)]  # checks, unplanned
+    out += [ln + "\n" for ln in identity.status_lines(store, now)]  # a copy, proof waits
     out.append(delivery_lines(store, now))
     return "".join(out)
 
@@ -292,6 +293,7 @@ def status_record(store: Store, queue: str | None, now: float) -> dict[str, Any]
         ],
         "held": [{"reason": r, "count": n} for r, n in store.held_reasons()],
         "spend": receipt.status_record(store, now, queue),  # provider checks, unplanned spend
+        "ownership": identity.status_record(store, now),  # a copy or move, proof waits
         "archive": [
             {"batch": b, "tries": t, "next_try_at": n, "last_error": e}
             for b, t, n, e in store.archive_waiting(1000)

@@ -64,6 +64,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[set[str]]:
             engine.close()
 
 
+@pytest.mark.slow
 def test_every_metric_the_kit_names_is_served(served: set[str]) -> None:
     def known(n: str) -> bool:  # the parser names a counter's family without its _total
         return n in served or n.removesuffix("_total") in served

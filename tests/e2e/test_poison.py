@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import openai
 import orjson
@@ -28,7 +28,7 @@ from llmbatch.providers.openai import AzureProvider, OpenAIProvider
 from llmbatch.results import capped_lines
 from llmbatch.store import open_store
 
-CHAT = "/v1/chat/completions"
+CHAT: Final = "/v1/chat/completions"
 
 
 @pytest.fixture

@@ -117,7 +117,7 @@ def _unshare_works() -> str | None:
     if shutil.which("unshare") is None:
         return "no unshare(1) here"
     done = subprocess.run(
-        ["unshare", "--pid", "--fork", "--mount-proc", "true"],
+        ["unshare", "--pid", "--kill-child", "--mount-proc", "true"],
         capture_output=True,
         text=True,
         check=False,
@@ -152,7 +152,8 @@ def test_two_workers_in_their_own_pid_namespaces_never_take_each_others_lease(
         with open(log, "wb") as out:
             procs.append(
                 subprocess.Popen(
-                    ["unshare", "--pid", "--fork", "--mount-proc", *command],
+                    # --kill-child: the worker (pid 1 of its namespace) goes with unshare
+                    ["unshare", "--pid", "--kill-child", "--mount-proc", *command],
                     stdout=out,
                     stderr=subprocess.STDOUT,
                     env=env,

@@ -7,7 +7,7 @@ PostgreSQL (many workers on many machines). Everything set-based and dialect-neu
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -17,6 +17,7 @@ from llmbatch.store.budgets import BudgetRow, PolicyRow, QueueUsage, Reservation
 from llmbatch.store.ledger import ReceiptGroup, SpendRow, TallyRow, UsageCheck
 from llmbatch.store.manage import BatchProgress, BatchRow, PurgePlan, QueueRow
 from llmbatch.store.observe import Observed, Turnaround
+from llmbatch.store.ownership import Moved, ProofWait
 from llmbatch.store.recovery import CancelPlan
 from llmbatch.store.setbacks import GroupBackoff
 from llmbatch.store.watch import Found, Watched
@@ -334,7 +335,38 @@ class Store(Protocol):
     def adopt_batch(
         self, provider: str, status: Any, intent_id: int | None, now: float, token: int
     ) -> int | None:
-        """Record a batch tagged with our store id that the store did not know."""
+        """Record a batch proven ours (ownership.py) that the store did not know."""
+
+    # -- proof of ownership and the store's home (implemented in ownership.py) ---------------
+    def nonce_of(self, batch_id: int) -> str | Literal[False] | None:
+        """The nonce an intent's batches carry (None: before 0005; False: no such row)."""
+
+    def judged_ids(self, provider: str) -> set[str]:
+        """Provider batches already read and found not ours."""
+
+    def judge_foreign(self, provider: str, batch_ids: Iterable[str], now: float) -> None:
+        """Remember provider batches found not ours, so none is read again."""
+
+    def residual_double_create(self, batch_id: int, detail: str) -> None:
+        """An intent stops waiting for proof and creates again: said and counted."""
+
+    def residual_double_creates(self) -> int:
+        """How many intents stopped waiting for proof and created again."""
+
+    def set_proof_wait(self, batch_id: int, until: float | None) -> None:
+        """An intent waits for same-size batches to say whose they are, until `until`."""
+
+    def proof_waits(self) -> list[ProofWait]:
+        """Intents waiting for proof, and until when they may wait."""
+
+    def moved(self) -> Moved | None:
+        """A copy or move found at open and not yet named by the user, if any."""
+
+    def resolve_move(self, kind: str, now: float) -> None:
+        """Close a pending move ("new": a copy, "keep": a move or restore): here is home."""
+
+    def open_before(self, before: int) -> list[tuple[int, int | None]]:
+        """(batch row, its intent) of open batches up to row `before`."""
 
     # -- budgets ---------------------------------------------------------------------------
     def budget_lines(self, request_ids: Sequence[int]) -> list[tuple[int, str, int, bytes]]:

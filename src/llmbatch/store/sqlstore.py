@@ -25,6 +25,7 @@ from llmbatch.store.budgets import BudgetOps
 from llmbatch.store.ledger import LedgerOps
 from llmbatch.store.manage import ManageOps
 from llmbatch.store.observe import ObserveOps
+from llmbatch.store.ownership import OwnershipOps
 from llmbatch.store.recovery import RecoveryOps
 from llmbatch.store.setbacks import SetbackOps
 from llmbatch.store.watch import WatchOps
@@ -53,6 +54,7 @@ def queries() -> dict[str, str]:
         "watch.sql",
         "observe.sql",
         "archive.sql",
+        "ownership.sql",
     )
     text = "\n".join(_sql_text(f) for f in files)
     for block in re.split(r"^-- name: ", text, flags=re.M)[1:]:
@@ -142,6 +144,7 @@ class SqlStore(
     SetbackOps,
     WatchOps,
     ObserveOps,
+    OwnershipOps,
 ):
     """Shared implementation of the Store protocol over a DB-API-like cursor."""
 
@@ -209,6 +212,7 @@ class SqlStore(
                         version = number
             self._set_meta(cur, "schema_version", str(version))
             self.store_id = str(self._get_meta(cur, "store_id"))
+            self._check_home(cur, time.time())
 
     def migrate_from_zero(self) -> None:
         """Apply every migration to an empty database (for the schema-equality test)."""

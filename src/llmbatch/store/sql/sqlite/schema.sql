@@ -92,7 +92,12 @@ CREATE TABLE batches (
     not_before        REAL,
     setbacks          INTEGER NOT NULL DEFAULT 0,
     download_tries    INTEGER NOT NULL DEFAULT 0,
-    gone_checks       INTEGER NOT NULL DEFAULT 0
+    gone_checks       INTEGER NOT NULL DEFAULT 0,
+    -- Proof of ownership (see submission.py): the random nonce this intent's batch carries
+    -- at the provider, and, while it waits for same-size batches to say whose they are,
+    -- until when it may wait before it creates again.
+    nonce             TEXT,
+    proof_wait_until  REAL
 );
 CREATE INDEX batches_open ON batches (state) WHERE state <> 'ingested';
 
@@ -286,3 +291,11 @@ CREATE TABLE outbox (
     delivered_at REAL
 );
 CREATE INDEX outbox_due ON outbox (delivered_at, not_before);
+
+-- Provider batches read and found not ours (another store's, another tool's): never read again.
+CREATE TABLE judged_batches (
+    provider          TEXT NOT NULL,
+    provider_batch_id TEXT NOT NULL,
+    judged_at         REAL NOT NULL,
+    PRIMARY KEY (provider, provider_batch_id)
+);
