@@ -10,7 +10,8 @@ Under `<url>/<store id>/batch-<8 digits>/` an archive holds:
   user's ids) with its queue, custom_id and result id;
 - `manifest.json`, written last: the batch, its provider ids, and per file its lines, bytes
   and sha256; `from_store` when the provider's copy was gone and only what the store held was
-  archived. An archive without its manifest is not one.
+  archived; `ours` false when no result line carried this intent's ids (its files are then
+  left at the provider, as ingest leaves them). An archive without its manifest is not one.
 
 Archiving is idempotent: keys are fixed by the batch, every file is written whole or not at
 all, so a worker killed mid-archive leaves what the next one overwrites, never a duplicate or
