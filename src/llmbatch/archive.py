@@ -10,7 +10,8 @@ Under `<url>/<store id>/batch-<8 digits>/` an archive holds:
   user's ids) with its queue, custom_id and result id;
 - `manifest.json`, written last: the batch, its provider ids, and per file its lines, bytes
   and sha256; `from_store` when the provider's copy was gone and only what the store held was
-  archived. An archive without its manifest is not one.
+  archived; `ours` false when no result line carried this intent's ids (its files are then
+  left at the provider, as ingest leaves them). An archive without its manifest is not one.
 
 Archiving is idempotent: keys are fixed by the batch, every file is written whole or not at
 all, so a worker killed mid-archive leaves what the next one overwrites, never a duplicate or
@@ -36,6 +37,7 @@ import orjson
 
 from llmbatch.errors import ConfigError, RejectedError, StoreError, TransientError
 from llmbatch.export import jsonl_line, result_id
+from llmbatch.ownership import attempt_prefix
 from llmbatch.providers.base import BatchStatus, ResultsGone
 from llmbatch.targets import ArchiveUnavailable, Target, TargetSettings, check_url, open_target
 
@@ -165,30 +167,40 @@ class Archiver:
         folder = batch_folder(self.store.store_id, batch_id)
         provider = self.provider(str(b["provider"]))
         if self.target.exists(f"{folder}/{MANIFEST}"):
-            from_store = False  # a worker killed after the manifest, before the store knew
+            # a worker killed after the manifest, before the store knew: it says the rest
+            with contextlib.closing(self.target.open(f"{folder}/{MANIFEST}")) as f:
+                manifest = orjson.loads(f.read())
+            from_store, ours = bool(manifest.get("from_store")), bool(manifest.get("ours", True))
         else:
-            from_store = self._write(b, folder, provider)
+            from_store, ours = self._write(b, folder, provider)
         where = f"{self.target.location.rstrip('/')}/{folder}"
         self.store.archive_done(batch_id, now, where, from_store)
         shutil.rmtree(self.spool(batch_id), ignore_errors=True)
-        if self.delete_files:
+        if not ours:  # not one result line of ours: not proven ours to delete (ownership.py)
+            self.store.note("anomaly", batch_id, "no result line of ours: left at the provider")
+        elif self.delete_files:
             ids = [b.get(k) for k in ("input_file_id", "output_file_id", "error_file_id")]
             with contextlib.suppress(TransientError, RejectedError):
                 provider.delete_files([str(f) for f in ids if f])
 
-    def _write(self, b: dict[str, Any], folder: str, provider: Provider) -> bool:
+    def _write(self, b: dict[str, Any], folder: str, provider: Provider) -> tuple[bool, bool]:
+        """Write the archive; (whether from the store, whether any result line is ours)."""
         batch_id = int(b["id"])
         attempts_of = int(b.get("intent_id") or batch_id)
+        prefix = attempt_prefix(self.store.store_id, b.get("nonce"))
         work = self.workdir / f"archiving-{batch_id}"
         shutil.rmtree(work, ignore_errors=True)
         work.mkdir(parents=True)
         try:
             self.target.abort_uploads(folder + "/")
             files: dict[str, Path] = {}
-            files["input.jsonl"] = self._input(attempts_of, provider, work)
+            files["input.jsonl"] = self._input(attempts_of, prefix, provider, work)
             got, from_store = self._results(b, provider, work)
             files.update(got)
-            files["results.jsonl"], files["attempts.jsonl"] = self._from_store(attempts_of, work)
+            ours = not got or any(_carries(p, prefix) for p in got.values())
+            files["results.jsonl"], files["attempts.jsonl"] = self._from_store(
+                attempts_of, prefix, work
+            )
             manifest: dict[str, Any] = {
                 "version": MANIFEST_VERSION,
                 "store_id": self.store.store_id,
@@ -203,6 +215,7 @@ class Archiver:
                 "error_file_id": b.get("error_file_id"),
                 "state": b.get("provider_status") or b.get("state"),
                 "from_store": from_store,
+                "ours": ours,
                 "archived_at": self.clock(),
                 "files": {},
             }
@@ -211,16 +224,16 @@ class Archiver:
                 self.target.put(f"{folder}/{name}", path)
             (work / MANIFEST).write_bytes(orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
             self.target.put(f"{folder}/{MANIFEST}", work / MANIFEST)
-            return from_store
+            return from_store, ours
         finally:
             shutil.rmtree(work, ignore_errors=True)
 
-    def _input(self, attempts_of: int, provider: Provider, work: Path) -> Path:
-        prefix = self.store.store_id + "-"
+    def _input(self, attempts_of: int, prefix: str, provider: Provider, work: Path) -> Path:
         path = work / "input.jsonl"
         with open(path, "wb") as f:
             for attempt_id, endpoint, body in self.store.batch_lines(attempts_of):
-                f.write(provider.request_line(prefix + str(attempt_id), endpoint, body) + b"\n")
+                line = provider.request_line(f"{prefix}-{attempt_id}", endpoint, body)
+                f.write(line + b"\n")
         return path
 
     def _results(
@@ -250,7 +263,7 @@ class Archiver:
             raise
         return {names[f.kind]: f.path for f in got}, False
 
-    def _from_store(self, attempts_of: int, work: Path) -> tuple[Path, Path]:
+    def _from_store(self, attempts_of: int, prefix: str, work: Path) -> tuple[Path, Path]:
         """results.jsonl (the envelope) and attempts.jsonl, streamed from the store."""
         sid = self.store.store_id
         results, attempts = work / "results.jsonl", work / "attempts.jsonl"
@@ -261,11 +274,19 @@ class Archiver:
             for attempt_id, queue, custom_id in self.store.batch_attempt_map(attempts_of):
                 out.write(
                     orjson.dumps(
-                        {"attempt": attempt_id, "sent_as": f"{sid}-{attempt_id}", "queue": queue,
+                        {"attempt": attempt_id, "sent_as": f"{prefix}-{attempt_id}", "queue": queue,
                          "custom_id": custom_id, "result_id": result_id(sid, attempt_id)}
                     ) + b"\n"
                 )  # fmt: skip
         return results, attempts
+
+
+def _carries(path: Path, prefix: str) -> bool:
+    """Whether a result file has a line naming one of this intent's custom ids (read until
+    the first one: the first line, for a batch of ours)."""
+    needle = f'"{prefix}-'.encode()
+    with open(path, "rb") as f:
+        return any(needle in line for line in f)
 
 
 # -- reading an archive back ---------------------------------------------------------------

@@ -137,7 +137,10 @@ def test_each_batch_is_archived_with_its_manifest_before_its_files_are_deleted(
             .splitlines()
         ]
         assert {a["queue"] for a in attempts} <= {"q", "other"}
-        assert all(a["sent_as"] == f"{store_id}-{a['attempt']}" for a in attempts)
+        (nonce,) = sql(db, f"SELECT nonce FROM batches WHERE id = {batch_id}")[0]
+        assert all(a["sent_as"] == f"{store_id}-{nonce}-{a['attempt']}" for a in attempts)
+        sent = s3.get_object(Bucket=bucket, Key=prefix + "input.jsonl")["Body"].read()
+        assert sent.count(f'"{store_id}-{nonce}-'.encode()) == len(attempts)
         total_lines += manifest["files"]["results.jsonl"]["lines"]
     assert total_lines == 42
     # every result back from the archive alone, as `llmbatch results` gives it from the store

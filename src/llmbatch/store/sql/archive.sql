@@ -92,6 +92,9 @@ SELECT COUNT(*), MIN(not_before) FROM outbox WHERE delivered_at IS NULL
 
 -- name: archive_batch
 -- What an archive needs of its batch.
-SELECT id, provider, endpoint, model, state, provider_status, provider_batch_id, intent_id,
-       input_file_id, output_file_id, error_file_id, request_count, completed_count, failed_count
-FROM batches WHERE id = :id
+SELECT b.id, b.provider, b.endpoint, b.model, b.state, b.provider_status, b.provider_batch_id,
+       b.intent_id, b.input_file_id, b.output_file_id, b.error_file_id, b.request_count,
+       b.completed_count, b.failed_count,
+       COALESCE(i.nonce, b.nonce) AS nonce
+FROM batches b LEFT JOIN batches i ON i.id = b.intent_id
+WHERE b.id = :id
