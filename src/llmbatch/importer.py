@@ -25,7 +25,7 @@ from typing import IO, BinaryIO
 import orjson
 
 from llmbatch.defaults import PROVIDER
-from llmbatch.errors import ConflictError, InputError
+from llmbatch.errors import ConflictError, InputError, StoreUnavailable
 from llmbatch.files import open_private
 from llmbatch.providers import format_of
 from llmbatch.requests import LineError, Request, parse_line
@@ -33,6 +33,9 @@ from llmbatch.store import Clash, Row, Store
 
 DEFAULT_MAX_LINE_BYTES = 16 * 1024 * 1024
 CHUNK_ROWS = 10000  # ≈ 6 MB and well under a second of write lock
+#: Imports this process could not fail when they broke off (the database was gone), per
+#: store location: the next import there fails them before anything else.
+_UNABORTED: dict[str, set[int]] = {}
 CHUNK_SECONDS = 2.0  # flush a partial chunk from a slow stream so its heartbeat stays fresh
 SHOWN_PROBLEMS = 20
 PIPELINE_MIN_BYTES = 8 * 1024 * 1024  # below this a second process costs more than it saves
@@ -232,7 +235,11 @@ class Importer:
         )
 
     def start(self) -> int:
-        """Clean up after dead imports, then open this one; returns its id."""
+        """Clean up after dead imports (and this process's own that could not be failed when
+        they broke off), then open this one; returns its id."""
+        for orphan in sorted(_UNABORTED.get(self.store.location, ())):
+            self.store.abort_import(orphan, "interrupted (the database could not be reached)")
+            _UNABORTED[self.store.location].discard(orphan)
         self.store.clean_dead_imports()
         self.report.import_id = self.store.begin_import(self.queue, self.source)
         return self.report.import_id
@@ -287,8 +294,19 @@ class Importer:
         return r
 
     def abort(self, reason: str) -> None:
-        if self.report.import_id is not None:
-            self.store.abort_import(self.report.import_id, reason)
+        """Fail this import and delete its rows. An import broken off by a lost connection
+        would stay `loading` with a live owner, holding its custom_ids from every retry for as
+        long as this process lives: the store reconnects on its next call, so try once more,
+        and failing that, the next import on this store fails it first."""
+        import_id = self.report.import_id
+        if import_id is not None:
+            for tries_left in (1, 0):
+                try:
+                    self.store.abort_import(import_id, reason)
+                    break
+                except StoreUnavailable:
+                    if not tries_left:
+                        _UNABORTED.setdefault(self.store.location, set()).add(import_id)
         self.report.added = 0
 
     def run(

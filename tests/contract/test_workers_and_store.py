@@ -8,6 +8,7 @@ import socket
 import stat
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -109,3 +110,40 @@ def test_a_new_sqlite_file_and_its_wal_are_for_the_owner_only(tmp_path: Path) ->
         assert stat.S_IMODE(existing.stat().st_mode) == 0o640  # an existing file keeps its mode
     finally:
         os.umask(old)
+
+
+def test_an_import_broken_off_with_its_connection_frees_its_custom_ids(
+    db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The database restarts while an import loads: the import raises, and failing it raises
+    too (the connection is gone). It stayed `loading`, its owner (this live process) holding
+    its custom_ids: every retry of the same requests was refused as "being enqueued right
+    now", for as long as the process lived (bench_outages' feeder, 30 minutes). Now the
+    abort is tried again on a new connection, or by the next import on the store."""
+    from llmbatch import Queue
+    from llmbatch.errors import StoreUnavailable
+    from llmbatch.store.sqlstore import SqlStore
+
+    monkeypatch.setattr("llmbatch.importer.CHUNK_ROWS", 10)
+    items = [{"custom_id": f"r{i}", "body": body(f"q {i}")} for i in range(40)]
+
+    def cut_off() -> Any:
+        yield from items[:25]  # two chunks loaded
+        raise StoreUnavailable("server closed the connection unexpectedly")
+
+    abort = SqlStore.abort_import
+    unreachable = {"left": 2}  # the first abort and its retry both meet the outage
+
+    def abort_while_down(self: SqlStore, import_id: int, error: str) -> None:
+        if unreachable["left"]:
+            unreachable["left"] -= 1
+            raise StoreUnavailable("the database is restarting")
+        abort(self, import_id, error)
+
+    monkeypatch.setattr(SqlStore, "abort_import", abort_while_down)
+    with Queue(db, "q") as q, pytest.raises(StoreUnavailable):
+        q.add_many(cut_off())
+    with Queue(db, "q") as q:  # the database is back: the same requests again
+        assert q.add_many(items).added == 40
+    states = sql(db, "SELECT state FROM imports ORDER BY id")
+    assert [s for (s,) in states] == ["failed", "committed"]
