@@ -299,8 +299,12 @@ def created_batches(emu: RunningEmulator, db: str) -> tuple[Counter[str], Counte
     import openai
 
     (store_id,) = rows(db, "SELECT value FROM meta WHERE key = 'store_id'")[0]
-    intent_of = {
-        f"{store_id}-{a}": str(b) for a, b in rows(db, "SELECT id, batch_id FROM attempts")
+    intent_of = {  # custom ids as sent: `<store>-<nonce>-<attempt>` (ownership.py)
+        f"{store_id}-{n}-{a}" if n else f"{store_id}-{a}": str(b)
+        for a, b, n in rows(
+            db,
+            "SELECT a.id, a.batch_id, t.nonce FROM attempts a JOIN batches t ON t.id = a.batch_id",
+        )
     }
     per_intent, per_attempt = Counter[str](), Counter[str]()
     client = openai.OpenAI(base_url=emu.base_url, api_key="k")

@@ -28,9 +28,20 @@ from llmbatch.retry import RetryPolicy
 from llmbatch.store import open_store
 
 CHAT = "/v1/chat/completions"
+# Migration 0008 (archives and the webhook outbox) taken back out.
+UNDO_0008 = ("DROP TABLE archives", "DROP TABLE outbox")
+# Migration 0005 (proof of ownership) taken back out.
+UNDO_0005 = (
+    "DROP TABLE judged_batches",
+    "ALTER TABLE batches DROP COLUMN proof_wait_until",
+    "ALTER TABLE batches DROP COLUMN nonce",
+)
 # What migration 0004 (budgets in the store, the ledger) adds, taken back out: a store made by
-# today's code, put back the way the code before 0004 left it (the upgrade tests).
+# today's code, put back the way the code before 0004 left it (the upgrade tests), with every
+# later migration taken out too (a store made before 0004 has none of them).
 UNDO_0004 = (
+    *UNDO_0008,
+    *UNDO_0005,
     "DROP TABLE batch_tally",
     "DROP TABLE provider_usage",
     "DROP TABLE budget_policy",
@@ -71,13 +82,12 @@ def sql(db: str, statement: str, params: Sequence[Any] = ()) -> list[tuple[Any, 
         with psycopg.connect(db, autocommit=True) as conn, conn.cursor() as cur:
             cur.execute(statement.replace("?", "%s"), tuple(params))  # type: ignore[arg-type]
             return list(cur.fetchall()) if cur.description else []
-    conn = sqlite3.connect(db, timeout=30)
+    lite = sqlite3.connect(db, timeout=30)
     try:
-        with conn:
-            cur = conn.execute(statement, tuple(params))
-            return list(cur.fetchall())
+        with lite:
+            return list(lite.execute(statement, tuple(params)).fetchall())
     finally:
-        conn.close()
+        lite.close()
 
 
 def request_id(db: str, custom_id: str, queue: str = "default") -> int:
@@ -254,3 +264,16 @@ class RefusingService:
 
     url: str
     seen: list[str] = field(default_factory=list)  # "METHOD /path" of every call
+
+
+def sent_ids(db: str) -> dict[int, str]:
+    """attempt id -> the custom id it was sent under (`<store>-<nonce>-<attempt>`; before
+    migration 0005, `<store>-<attempt>`)."""
+    store_id = str(sql(db, "SELECT value FROM meta WHERE key = 'store_id'")[0][0])
+    rows = sql(db, "SELECT a.id, b.nonce FROM attempts a JOIN batches b ON b.id = a.batch_id")
+    return {int(a): f"{store_id}-{nonce}-{a}" if nonce else f"{store_id}-{a}" for a, nonce in rows}
+
+
+def attempt_of(custom_id: str) -> int:
+    """The attempt id a custom id we sent names."""
+    return int(custom_id.rsplit("-", 1)[1])

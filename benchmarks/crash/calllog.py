@@ -81,8 +81,15 @@ def audit(
         "SELECT r.id, r.state, COUNT(x.id) FROM requests r "
         "LEFT JOIN results x ON x.request_id = r.id GROUP BY r.id, r.state",
     )
-    attempts = rows(db, "SELECT id, request_id, batch_id FROM attempts")
-    attempt_intent = {f"{store_id}-{a}": int(b) for a, _r, b in attempts}
+    sent_as = rows(
+        db, "SELECT a.id, a.request_id, a.batch_id, t.nonce FROM attempts a "
+        "JOIN batches t ON t.id = a.batch_id",
+    )  # fmt: skip
+    attempts = [(a, r, b) for a, r, b, _n in sent_as]
+    # custom ids as sent: `<store>-<nonce>-<attempt>` (ownership.py; no nonce before 0005)
+    attempt_intent = {
+        f"{store_id}-{n}-{a}" if n else f"{store_id}-{a}": int(b) for a, _r, b, n in sent_as
+    }
     requests_of: dict[int, list[int]] = defaultdict(list)
     for _a, r, b in attempts:
         requests_of[int(b)].append(int(r))

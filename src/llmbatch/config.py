@@ -62,7 +62,7 @@ def _refuse_secrets(table: dict[str, Any], path: Path, prefix: str) -> None:
         if isinstance(value, dict):
             _refuse_secrets(value, path, where + ".")
         elif key.lower() in _SECRET_KEYS or key.lower().endswith(
-            ("_api_key", "_password", "_secret")
+            ("_api_key", "_password", "_secret", "_access_key", "_secret_key")
         ):
             raise ConfigError(
                 f"{path}: {where} holds a secret by value; name the environment variable that holds "

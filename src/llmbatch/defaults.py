@@ -31,3 +31,12 @@ LEASE_MARGIN_SHARE: Final = 0.1
 # A result line longer than this is an anomaly, skipped while streaming (never read whole):
 # well above any legitimate result (image results run to several MB).
 MAX_RESULT_LINE_BYTES: Final = 64 * 1024 * 1024
+
+# Proof of ownership (docs/reliability.md). An intent whose create may have acted unrecorded,
+# with a running batch of its size that cannot yet say whose it is (an Anthropic batch shows
+# its custom ids only once it has ended), waits at most this long after its create before it
+# creates again: a batch's completion window, so the one it waits for has surely ended.
+MAX_PROOF_WAIT_S: Final = 24 * 3600.0
+# The sweep looks for unrecorded batches of ours back to the oldest open intent, and at least
+# this far back (a duplicate the list showed late, after its intent was done).
+SWEEP_RECENT_S: Final = 3600.0

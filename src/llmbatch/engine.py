@@ -31,11 +31,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from llmbatch import budget, defaults, ledger
+from llmbatch import budget, defaults, ledger, webhooks
+from llmbatch.archive import Archiver, ArchiveSettings, batch_folder
 from llmbatch.budget import BudgetSettings
 from llmbatch.errors import ConfigError, RejectedError
 from llmbatch.in_force import InForce
 from llmbatch.ingest import Ingesting
+from llmbatch.ownership import attempt_prefix
 from llmbatch.packing import cut
 from llmbatch.polling import Polling
 from llmbatch.providers import Provider, make_provider
@@ -45,6 +47,7 @@ from llmbatch.setbacks import Setbacks, group_row
 from llmbatch.store import Store
 from llmbatch.store.batching import LeaseLost, OpenBatch, _Retry
 from llmbatch.store.budgets import OverBudget, Reservation
+from llmbatch.store.ownership import Moved
 from llmbatch.store.setbacks import GroupBackoff
 from llmbatch.store.sqlstore import owner_alive, owner_tag
 from llmbatch.submission import Cancelling, Submission, Sweeping
@@ -82,13 +85,20 @@ class EngineSettings:
     # Requests of a batch whose results the provider archived before they were read:
     # "requeue" (sent again) or "fail" (a result with the reason "archived").
     archived: str = "requeue"
+    archive: ArchiveSettings | None = None  # `[archive]`: copy each batch's files there
+    webhooks: webhooks.WebhookSettings | None = None  # `[webhooks]`: POST when results are in
+    # How long an intent whose create may have acted waits for a running batch of its size to
+    # end and say whose it is, before it creates again (a residual double create, counted).
+    max_proof_wait: float = defaults.MAX_PROOF_WAIT_S
 
     def __post_init__(self) -> None:
         if self.archived not in ("requeue", "fail"):
             raise ConfigError(
                 f'[engine] archived = {self.archived!r}: it takes "requeue" or "fail"'
             )
-        for name in ("lease_ttl", "submit_timeout", "lease_margin", "max_result_line_bytes"):
+        for name in (
+            "lease_ttl", "submit_timeout", "lease_margin", "max_result_line_bytes", "max_proof_wait",
+        ):  # fmt: skip
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise ConfigError(f"[engine] {name} must be more than 0, got {value!r}")
@@ -130,6 +140,8 @@ class TickReport:
     ingested_batches: int = 0
     outcomes: int = 0
     anomalies: int = 0
+    archived: int = 0  # batches whose archive was written
+    delivered: int = 0  # webhook events delivered
     unreachable: int = 0  # provider calls that failed for a transient reason (outage, 429, 5xx)
     notes: list[str] = field(default_factory=list)
 
@@ -169,6 +181,7 @@ class Engine(Setbacks, Ingesting, Polling, Sweeping, Cancelling):
         self._submitted_since_poll = False
         self._backoffs: dict[tuple[str, str, str], GroupBackoff] = {}
         self._next_sweep_at = 0.0
+        self._moved: Moved | None = None  # a copy or move the user has not yet named
         self._disk_full_since: float | None = None  # the work directory's disk is full
         self._disk_until = self._disk_wait = 0.0
         self._disk_blocked: dict[int, float] = {}  # batch -> when its files may try again
@@ -176,6 +189,23 @@ class Engine(Setbacks, Ingesting, Polling, Sweeping, Cancelling):
         self._budget_state: object = None  # what held requests were weighed against
         self.budgets = InForce(self.settings.budgets)  # the store's, tightened by our own
         self.timings: dict[str, float] = defaultdict(float)  # seconds per phase, for benchmarks
+        self.archiver = (
+            Archiver(
+                store,
+                self.settings.archive,
+                self.provider,
+                self.workdir,
+                delete_files=self.settings.delete_files,
+                clock=clock,
+            )
+            if self.settings.archive is not None
+            else None
+        )
+        self.deliverer = (
+            webhooks.Deliverer(store, self.settings.webhooks, clock=clock)
+            if self.settings.webhooks is not None
+            else None
+        )
 
     # -- providers -------------------------------------------------------------------------
     def provider(self, name: str) -> Provider:
@@ -193,10 +223,19 @@ class Engine(Setbacks, Ingesting, Polling, Sweeping, Cancelling):
     def tick(self, now: float) -> TickReport:
         """One step of work at time `now`. Raises AuthError (stop: nothing was failed)."""
         report = TickReport()
+        if self.archiver is not None:
+            self.archiver.check()  # no bucket, no credentials: said before anything is done
         token = self._lease(now)
         if token is None:
             report.held_by = self.store.lease_holder("engine", now) or "another worker"
             return report
+        self._moved = self.store.moved()
+        if self._moved is not None:
+            report.notes.append(
+                f"this store was copied or moved ({self._moved.describe()}): batches up to "
+                f"{self._moved.before} wait for `llmbatch store new-identity` (a copy) or "
+                "`llmbatch store keep-identity` (a move or a restore)"
+            )
         self.store.release_due_retries(now, token)
         self.budgets.refresh(self.store, now, report.notes)
         self._release_held(now, token)
@@ -214,9 +253,19 @@ class Engine(Setbacks, Ingesting, Polling, Sweeping, Cancelling):
             self._poll(now, token, report)
         if now >= self._next_sweep_at:
             self._sweep(now, token, report)
+        if self.deliverer is not None:
+            self.deliverer.start_tick()
         for b in self.store.open_batches():
             if b.state in ENDED and self._due(b, now) and self._disk_ok(b, now):
                 self._guarded(b, now, token, report, self._ingest)
+                if self.deliverer is not None:  # its events at once, not after every batch
+                    report.delivered += self.deliverer.run(now, report.notes)
+        if self.deliverer is not None:  # and those due again after a failure
+            report.delivered += self.deliverer.run(now, report.notes)
+        if self.archiver is not None:
+            started = time.perf_counter()
+            report.archived = self.archiver.run(now, report.notes)
+            self.timings["archive"] += time.perf_counter() - started
         return report
 
     def _lease(self, now: float) -> int | None:
@@ -246,6 +295,10 @@ class Engine(Setbacks, Ingesting, Polling, Sweeping, Cancelling):
         self._renewed_at = at
 
     def _due(self, b: OpenBatch, now: float) -> bool:
+        """Whether to work on a batch now: not backed off, and not made before the store was
+        copied or moved (frozen until the user says which: `llmbatch store ...-identity`)."""
+        if self._moved is not None and b.id <= self._moved.before:
+            return False
         return b.not_before is None or b.not_before <= now
 
     # -- packing ---------------------------------------------------------------------------
@@ -379,6 +432,15 @@ class Engine(Setbacks, Ingesting, Polling, Sweeping, Cancelling):
         """Settle the batch's reservation to what its results cost, then close it (durably:
         the provider's files may be deleted right after)."""
         ledger.settle(self.store, b, self.budgets.settings, now, token)
+        # Before the batch is closed: a crash here must lose neither its archive nor its events.
+        if self.archiver is not None:
+            self.store.archive_add(b.id, now)
+        if self.settings.webhooks is not None:
+            where = None
+            if self.archiver is not None:
+                folder = batch_folder(self.store.store_id, b.id)
+                where = f"{self.archiver.target.location.rstrip('/')}/{folder}"
+            webhooks.add_events(self.store, b, now, where)
         self.store.mark_ingested(b.id, now, token, detail)
 
     def _count(
@@ -398,7 +460,7 @@ class Engine(Setbacks, Ingesting, Polling, Sweeping, Cancelling):
             return path
         started = time.perf_counter()
         provider = self.provider(b.provider)
-        prefix = self.store.store_id + "-"
+        prefix = attempt_prefix(self.store.store_id, b.nonce) + "-"
         tmp = path.with_suffix(".partial")
         try:
             with open(tmp, "wb") as f:
@@ -424,6 +486,7 @@ class Engine(Setbacks, Ingesting, Polling, Sweeping, Cancelling):
             clock=self.clock,
             renew=lambda: self._renew(token, force=True),
             held=self._lease_covers_a_call,
+            max_proof_wait=self.settings.max_proof_wait,
         )
 
     def _lease_covers_a_call(self) -> None:

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 from llmbatch.errors import RejectedError, TransientError
 from llmbatch.ledger import Tally
+from llmbatch.ownership import attempt_prefix
 from llmbatch.pricing import model_prices
 from llmbatch.providers.base import BatchStatus, ResultsGone
 from llmbatch.results import Anomaly, Finding, capped_lines, parse_line
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from pathlib import Path
 
+    from llmbatch.archive import Archiver
     from llmbatch.engine import EngineSettings, TickReport
     from llmbatch.providers import Provider
     from llmbatch.store import Store
@@ -79,6 +81,7 @@ class Ingesting:
     settings: EngineSettings
     workdir: Path
     timings: dict[str, float]
+    archiver: Archiver | None
     _batch_key: Callable[[OpenBatch], tuple[str, ...]]
     provider: Callable[[str], Provider]
     _renew: Callable[..., None]
@@ -141,9 +144,11 @@ class Ingesting:
                         f"a result line of {line:,} bytes, longer than max_result_line_bytes "
                         f"({cap:,}): not read"
                     )
-                finding = parse_line(line, self.store.store_id, b.endpoint, b.provider)
+                # only lines carrying this intent's nonce are ours (ownership.py)
+                prefix = attempt_prefix(self.store.store_id, b.nonce)
+                finding = parse_line(line, prefix, b.endpoint, b.provider)
                 if finding.attempt_id in seen:  # the first is kept; never silently dropped
-                    cid = f"{self.store.store_id}-{finding.attempt_id}"
+                    cid = f"{prefix}-{finding.attempt_id}"
                     raise Anomaly(f"a second result line for custom_id {cid!r}; the first is kept")
                 seen.add(finding.attempt_id)
                 tally.add(finding)
@@ -159,10 +164,10 @@ class Ingesting:
         anomalies.close()
         report.anomalies += anomalies.count
         self.timings["ingest"] += time.perf_counter() - started
-        shutil.rmtree(folder, ignore_errors=True)
         if (
             lines < b.request_count or anomalies.count
         ) and b.download_tries + 1 < MAX_DOWNLOAD_TRIES:
+            shutil.rmtree(folder, ignore_errors=True)
             said = (
                 f"batch {b.provider_batch_id}: {lines:,} result lines for {b.request_count:,} "
                 f"requests ({anomalies.count} unreadable); downloading again"
@@ -177,11 +182,17 @@ class Ingesting:
             kind = "batch_expired" if b.state in ("expired", "cancelled") else "missing_result"
             self._apply_waiting(b, [(a, kind, why) for a, _r, _l in missing], now, token)
         self._count(b, tally, now, token, report)
+        if self.archiver is not None:  # the archive step copies them, then deletes the provider's
+            self.archiver.keep(b.id, folder, {f.path.name: f.kind for f in files})
+        shutil.rmtree(folder, ignore_errors=True)
         self._mark_ingested(b, now, token, f"{lines:,} lines, {anomalies.count} anomalies")
         if b.state == "completed":  # the group is healthy again: full-size batches
             self._healthy(b, token)
         report.ingested_batches += 1
-        if self.settings.delete_files:
+        if lines and anomalies.count >= lines:
+            # not one line of ours: whatever this batch is, it is not proven ours to delete
+            self.store.note("anomaly", b.id, "no result line of ours: left at the provider")
+        elif self.settings.delete_files and self.archiver is None:
             try:
                 provider.delete_files(
                     [f for f in (b.input_file_id, b.output_file_id, b.error_file_id) if f]

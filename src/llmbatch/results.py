@@ -1,6 +1,8 @@
 """What one result line says: a provider's output- or error-file line, read as untrusted.
 
-A line is keyed by its `custom_id`, which is our attempt id (`<store_id>-<n>`). A line that
+A line is keyed by its `custom_id`, which is our attempt id (`<store_id>-<nonce>-<n>`, the
+nonce its intent's: `parse_line` takes that prefix, so a line of another copy of the store
+is an anomaly; `<store_id>-<n>` before migration 0005). A line that
 is not JSON, carries an id that is not ours, or holds a number no database integer holds is
 an `Anomaly`; so is a line longer than `max_result_line_bytes`, which `capped_lines` skips
 while streaming, never holding it whole. Pure functions: ingest.py records what they find.

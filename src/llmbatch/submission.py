@@ -26,11 +26,13 @@ the last create may have acted as late as its client timeout, and the list may l
 recorded and cancelled at the provider; after the same wait with nothing found, the intent
 is closed as cancelled. A cancel never creates.
 
-Anthropic batches carry no metadata: reconcile lists the batches created since the intent
-that the store has not recorded and matches by request count (see providers/anthropic.py).
-Every unrecorded intent that may exist is asked about at once, so intents of equal size take
-candidates in creation order; candidates left over are duplicates and are adopted as batches
-of the intent (their results carry its attempt ids).
+A batch is taken only on proof of ownership (ownership.py; the protocol in
+docs/reliability.md): its tag names our store, the intent and the intent's nonce. A batch
+that cannot prove yet (a running Anthropic batch) makes the intent wait — at most
+`max_proof_wait` after its create, then it creates again, a residual double create counted
+in the store — and is never adopted on its size. Every unrecorded intent that may exist is
+asked about at once; proven batches beyond an intent's first are adopted as duplicates.
+Intents made before a copy or move the user has not named are left alone (identity.py).
 
 Residual risks. In each, no request is lost or answered twice (attempt ids are globally
 unique, an outcome lands only on an attempt still waiting, the sweep adopts what carries our
@@ -61,10 +63,10 @@ store id); what it costs is said with it.
   a completed batch whose files stay unnamed through every download try (ingest.py): their
   requests are sent again and paid again.
 
-The sweep (`Sweeping`, every `sweep_interval`) closes the loop: batches created in the last
-week that carry our store id (OpenAI metadata; our attempt ids in an Anthropic batch's first
-result line) but that the store never recorded are adopted as batches of their intent and
-ingested, and uploads no intent uses are deleted.
+The sweep (`Sweeping`, every `sweep_interval`) closes the loop: batches created since the
+oldest open intent (at least the last hour) that prove ours but that the store never
+recorded are adopted as batches of their intent and ingested, uploads proven ours that no
+intent uses are deleted, and batches read and found foreign are remembered, never read again.
 """
 
 from __future__ import annotations
@@ -75,13 +77,16 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from llmbatch import defaults, ownership
 from llmbatch.errors import RejectedError, TransientError
-from llmbatch.providers.base import BatchRef, BatchStatus, Intent, Provider
+from llmbatch.ownership import Proof
+from llmbatch.providers.base import BatchRef, Intent, Provider
 from llmbatch.store import Store
 from llmbatch.store.batching import OpenBatch, Outcome
 
 if TYPE_CHECKING:
     from llmbatch.engine import EngineSettings, TickReport
+    from llmbatch.store.ownership import Moved
 
 ENDED = ("completed", "failed", "expired", "cancelled")
 
@@ -103,9 +108,11 @@ class Submission:
         clock: Callable[[], float],
         renew: Callable[[], None],
         held: Callable[[], None] = lambda: None,
+        max_proof_wait: float = defaults.MAX_PROOF_WAIT_S,
     ) -> None:
         self.store, self.provider, self.batch = store, provider, batch
         self.now, self.token, self.settle = now, token, settle
+        self.max_proof_wait = max_proof_wait
         self.call_timeout = timeout  # the client timeout of the upload and the create
         self.clock, self.renew, self.held = clock, renew, held
         self.file_id = batch.input_file_id
@@ -177,8 +184,21 @@ class Submission:
             self.batch = replace(b, provider_batch_id=ref.provider_batch_id, state="validating")
             return "found"
         if ref is not None and ref.pending:
-            self.ask_again_at = self.now  # the engine asks again a poll interval later
-            return "pending"
+            # A running batch of its size may be this intent's: wait for it to end and say,
+            # up to max_proof_wait after the create; then create again, and say so.
+            until = (b.create_started_at or b.created_at) + self.max_proof_wait
+            if self.now < until:
+                if b.proof_wait_until != until:
+                    self.store.set_proof_wait(b.id, until)
+                    self.batch = replace(b, proof_wait_until=until)
+                self.ask_again_at = self.now  # the engine asks again a poll interval later
+                return "pending"
+            self.store.residual_double_create(
+                b.id,
+                f"intent {b.id}: a running batch of its size still cannot say whose it is "
+                f"after max_proof_wait ({self.max_proof_wait:g} s); creating again (if it was "
+                "this intent's, both are paid; its results land on the same attempts once)",
+            )
         if ref is not None and ref.input_file_id and not self.file_id:
             self.uploaded(ref.input_file_id)
         return "none"
@@ -188,15 +208,18 @@ class Submission:
         provider that may have been created unrecorded is asked about too, so a provider
         matching by request count does not hand this one another intent's batch."""
         b = self.batch
+        frozen = self.store.moved()
         peers = [
             _intent(o, self.store.store_id, self.store.attempt_span(o.id))
             for o in self.store.open_batches()
             if o.provider == b.provider
             and o.id != b.id
+            and (frozen is None or o.id > frozen.before)
             and o.provider_batch_id is None
             and (o.create_started_at is not None or o.upload_started_at is not None)
         ]
         recorded = frozenset(self.store.known_ids(b.provider)[0])
+        recorded |= self.store.judged_ids(b.provider)
         intent = replace(intent, attempt_span=self.store.attempt_span(b.id))
         found = self.provider.reconcile([intent, *peers], b.created_at - 3600, recorded)
         return found.get(b.id)
@@ -213,31 +236,40 @@ def _intent(b: OpenBatch, store_id: str, span: tuple[int, int] | None = None) ->
         b.created_at,
         b.input_file_id,
         span,
+        b.nonce,
     )
 
 
-SWEEP_LOOKBACK_S = 7 * 24 * 3600
-
-
 class Sweeping:
-    """The engine's sweep (mixed into Engine, whose state it uses): batches of ours that the
-    store never recorded are adopted, uploads no intent uses are deleted."""
+    """The engine's sweep (mixed into Engine, whose state it uses): batches proven ours that
+    the store never recorded are adopted, uploads proven ours that no intent uses are
+    deleted, and batches found foreign are remembered so none is judged twice."""
 
     store: Store
     settings: EngineSettings
     _providers: dict[str, Provider]
     _next_sweep_at: float
+    _moved: Moved | None
+
+    def _sweep_since(self, now: float) -> float:
+        """Back to the oldest open intent, and at least `SWEEP_RECENT_S` (a duplicate the
+        list showed after its intent was done), less the providers' clock skew."""
+        oldest = min((b.created_at for b in self.store.open_batches()), default=now)
+        return min(oldest, now - defaults.SWEEP_RECENT_S) - CLOCK_SKEW_S
 
     def _sweep(self, now: float, token: int, report: TickReport) -> None:
-        """Adopt batches tagged with our store id that the store does not know (a re-create
-        the residual risk allowed, a restored database); delete our uploads no intent uses."""
+        """Adopt batches proven ours that the store does not know (a re-create the residual
+        risk allowed, a restored database); delete our uploads no intent uses."""
         self._next_sweep_at = now + self.settings.sweep_interval
-        since = now - SWEEP_LOOKBACK_S
+        since = self._sweep_since(now)
+        proof = Proof(self.store.store_id, self.store.nonce_of, self.store.batch_of_attempt)
+        frozen = self._moved.before if self._moved is not None else 0
         for name in sorted(self._providers):
             provider = self._providers[name]
             known_batches, known_files = self.store.known_ids(name)
+            skip = frozenset(known_batches) | self.store.judged_ids(name)
             try:
-                tagged = provider.list_tagged(self.store.store_id, since, frozenset(known_batches))
+                judged = provider.list_tagged(self.store.store_id, since, skip)
                 strays = provider.stray_uploads(self.store.store_id, since)
             except (TransientError, RejectedError) as exc:
                 report.notes.append(f"sweep later: {exc}")
@@ -245,25 +277,36 @@ class Sweeping:
             open_intents = {
                 b.id: b for b in self.store.open_batches() if b.provider_batch_id is None
             }
-            for status in tagged:
-                intent_id = self._intent_of(status)
-                if status.provider_batch_id in known_batches or intent_id in open_intents:
-                    continue  # recorded, or an intent still being sent: reconcile adopts it
+            foreign = []
+            for status in judged:
+                if status.provider_batch_id in skip:
+                    continue
+                intent_id = proof.owner(status.metadata)
+                if intent_id is None:
+                    if not _names_frozen(status.metadata, proof, frozen):
+                        foreign.append(status.provider_batch_id)
+                    continue
+                if intent_id <= frozen or intent_id in open_intents:
+                    continue  # made before a copy or move; or still being sent: reconcile
                 batch_id = self.store.adopt_batch(name, status, intent_id, now, token)
                 if batch_id is not None:
                     report.notes.append(
                         f"adopted {status.provider_batch_id}: ours, but not recorded"
                     )
+            self.store.judge_foreign(name, foreign, now)
             open_intents = {
                 b.id: b for b in self.store.open_batches() if b.provider_batch_id is None
             }
             unused = []
-            for file_id, intent_id in strays:
+            for file_id, intent_id, nonce in strays:
                 pending = open_intents.get(intent_id)
-                if file_id in known_files or (
-                    pending is not None and pending.input_file_id is None
+                if (
+                    file_id in known_files
+                    or intent_id <= frozen
+                    or self.store.nonce_of(intent_id) != nonce  # not proven ours
+                    or (pending is not None and pending.input_file_id is None)
                 ):
-                    continue  # recorded, or possibly the upload of an intent still being sent
+                    continue  # recorded, not ours, or possibly the upload of an intent being sent
                 unused.append(file_id)
             if unused and self.settings.delete_files:
                 with contextlib.suppress(TransientError, RejectedError):
@@ -274,19 +317,21 @@ class Sweeping:
                     f"{len(unused)} uploads no intent uses: {', '.join(unused[:5])}",
                 )
 
-    def _intent_of(self, status: BatchStatus) -> int | None:
-        """The intent a tagged batch carries: named in its metadata (OpenAI), or the intent
-        of the attempt its first result line names (Anthropic)."""
-        meta = status.metadata or {}
-        intent, attempt = meta.get("llmbatch_intent", ""), meta.get("llmbatch_attempt", "")
-        if _id(intent):
-            return int(intent)
-        return self.store.batch_of_attempt(int(attempt)) if _id(attempt) else None
+
+CLOCK_SKEW_S = 300.0  # how far a provider's clock may be behind ours
 
 
-def _id(text: object) -> bool:
-    """Whether a provider's string is one of our ids (digits a database integer holds)."""
-    return isinstance(text, str) and text.isdigit() and len(text) <= 18
+def _names_frozen(tag: dict[str, str] | None, proof: Proof, frozen: int) -> bool:
+    """Whether a tag names an intent made before an unresolved copy or move: not judged
+    foreign now, as it may be proven ours once the user says the store moved."""
+    if not frozen or not tag or tag.get(ownership.STORE) != proof.store_id:
+        return False
+    intent = tag.get(ownership.INTENT, "")
+    if intent.isdigit():
+        return int(intent) <= frozen
+    attempt = tag.get(ownership.ATTEMPT, "")
+    owner = proof.intent_of_attempt(int(attempt)) if attempt.isdigit() else None
+    return owner is not None and owner <= frozen
 
 
 class Cancelling:

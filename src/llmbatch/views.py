@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from llmbatch import defaults, receipt, render
+from llmbatch import defaults, identity, receipt, render
 from llmbatch.budget import ALL_QUEUES
 from llmbatch.pricing import MICRO
 from llmbatch.progress import Snapshot, Tracker, batch_eta, snapshot
@@ -211,7 +211,32 @@ def status_text(
         )
     out.append(budget_lines(store.budget_overview(now), store.held_reasons()))
     out += [ln + "\n" for ln in receipt.status_lines(store, now, queue)]  # checks, unplanned
+    out += [ln + "\n" for ln in identity.status_lines(store, now)]  # a copy, proof waits
+    out.append(delivery_lines(store, now))
     return "".join(out)
+
+
+def delivery_lines(store: Store, now: float) -> str:
+    """Archives not yet written and webhook events not yet delivered, with the last error."""
+    from llmbatch.render import duration
+
+    lines = []
+    waiting = store.archive_waiting(1000)
+    if waiting:
+        failed = [w for w in waiting if w[1]]
+        line = f"archive: {len(waiting):,} batches waiting"
+        if failed:
+            batch_id, tries, next_at, error = failed[0]
+            line += (
+                f"; batch {batch_id} failed {tries} times, next try in "
+                f"{duration(max(0.0, next_at - now))}: {error}"
+            )
+        lines.append(line)
+    events, soonest = store.outbox_waiting()
+    if events:
+        when = "" if soonest is None else f", next try in {duration(max(0.0, soonest - now))}"
+        lines.append(f"webhooks: {events:,} events not delivered yet{when}")
+    return "".join("\n" + ln for ln in lines) + ("\n" if lines else "")
 
 
 def budget_lines(budgets: Sequence[BudgetRow], held: Sequence[tuple[str, int]]) -> str:
@@ -268,6 +293,12 @@ def status_record(store: Store, queue: str | None, now: float) -> dict[str, Any]
         ],
         "held": [{"reason": r, "count": n} for r, n in store.held_reasons()],
         "spend": receipt.status_record(store, now, queue),  # provider checks, unplanned spend
+        "ownership": identity.status_record(store, now),  # a copy or move, proof waits
+        "archive": [
+            {"batch": b, "tries": t, "next_try_at": n, "last_error": e}
+            for b, t, n, e in store.archive_waiting(1000)
+        ],
+        "webhooks": {"waiting": store.outbox_waiting()[0]},
     }
 
 

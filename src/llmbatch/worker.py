@@ -13,12 +13,14 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
+from llmbatch.archive import parse_archive
 from llmbatch.budget import parse_budgets
 from llmbatch.engine import Engine, EngineSettings, TickReport
 from llmbatch.errors import ConfigError, StoreUnavailable
 from llmbatch.retry import RetryPolicy
 from llmbatch.store import Store
 from llmbatch.store.batching import LeaseLost
+from llmbatch.webhooks import parse_webhooks
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], None]
@@ -42,6 +44,8 @@ def engine_settings(
         "quotas",
         "providers",
         "budgets",
+        "archive",
+        "webhooks",
     }
     unknown = sorted(set(values) - known)
     if unknown:
@@ -69,9 +73,12 @@ def engine_settings(
         config.get("budgets"), budget_usd=budget_usd, period=budget_period or "day",
         queue=budget_queue, allow_unpriced=allow_unpriced,
     )  # fmt: skip
+    archive = parse_archive(config.get("archive"))
+    hooks = parse_webhooks(config.get("webhooks"))
     return EngineSettings(
-        **values, retry=retry, quotas=quotas, providers=providers, budgets=budgets
-    )
+        **values, retry=retry, quotas=quotas, providers=providers, budgets=budgets,
+        archive=archive, webhooks=hooks,
+    )  # fmt: skip
 
 
 # A setting's annotation -> the TOML values it takes, and how to say so (a TOML true is an

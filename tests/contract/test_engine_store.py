@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from typing import Any
 
 from llmbatch.importer import enqueue_requests
 from llmbatch.requests import make_request
@@ -82,9 +83,9 @@ def test_running_cost_totals_equal_the_sums_over_every_result(store: Store) -> N
     from llmbatch.store.batching import Outcome
 
     models = {"gpt-4o-mini": [f"m{i}" for i in range(6)], "gpt-4o": [f"o{i}" for i in range(3)]}
-    for model, ids in models.items():
+    for model, custom_ids in models.items():
         body = {**BODY, "model": model}
-        enqueue_requests(store, (make_request(i, body) for i in ids), queue="q")
+        enqueue_requests(store, (make_request(i, body) for i in custom_ids), queue="q")
     now = 86400.0 * 20000 + 3600  # 1h into a UTC day
     # the fence checks a lease against the real clock: this one runs long past `now`
     token = store.acquire_lease("engine", "me", 10.0**10, now)
@@ -107,7 +108,7 @@ def test_running_cost_totals_equal_the_sums_over_every_result(store: Store) -> N
         assert store.apply_outcomes(batch, outcomes, now + 86400, token) == 0
     far = 86400.0 * 10**7
 
-    def groups(since: float) -> list[tuple[object, ...]]:
+    def groups(since: float) -> list[tuple[Any, ...]]:
         return sorted(dataclasses.astuple(g) for g in store.cost_groups(since, far))
 
     from_totals = groups(0.0)  # whole UTC days: the running totals

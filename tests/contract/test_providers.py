@@ -317,8 +317,8 @@ def test_poll_normalises_statuses_in_one_list_call(
         assert s.input_file_id == files[s.provider_batch_id] and s.output_file_id is None
 
     finish(emu, ids[2])
-    statuses = {s.provider_batch_id: s for s in provider.poll(ids, retrieve_budget=2)}
-    done = statuses[ids[2]]
+    by_id = {s.provider_batch_id: s for s in provider.poll(ids, retrieve_budget=2)}
+    done = by_id[ids[2]]
     assert (done.state, done.provider_status, done.total, done.completed) == (
         "completed", "completed", 4, 4,
     )  # fmt: skip

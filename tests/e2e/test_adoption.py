@@ -1,6 +1,6 @@
-"""Batches and uploads tagged with our store id that the store never recorded: a batch is
-adopted and ingested (never ignored), an upload no intent uses is deleted, and anything of
-another store is never touched."""
+"""Batches and uploads proven ours (store id, intent and that intent's nonce) that the store
+never recorded: a batch is adopted and ingested (never ignored), an upload no intent uses is
+deleted, and anything of another store — or of a copy of this one — is never touched."""
 
 from __future__ import annotations
 
@@ -64,20 +64,25 @@ def test_a_second_batch_of_ours_is_adopted_ingested_and_changes_no_result(
         # The same intent created again at the provider (the residual risk), plus an upload of
         # ours no intent uses, plus another store's batch: as a crash and a lagging list leave them.
         client = openai.OpenAI(base_url=emu.base_url, api_key="k", max_retries=0)
-        (intent,) = sql(db, "SELECT id FROM batches")[0]
+        intent, nonce = sql(db, "SELECT id, nonce FROM batches")[0]
         lines = b"".join(
-            b'{"custom_id":"%s-%d","method":"POST","url":"/v1/chat/completions","body":{"model":"gpt-4o-mini","messages":[{"role":"user","content":"x"}]}}\n'
-            % (store_id.encode(), a)
+            b'{"custom_id":"%s-%s-%d","method":"POST","url":"/v1/chat/completions","body":{"model":"gpt-4o-mini","messages":[{"role":"user","content":"x"}]}}\n'
+            % (store_id.encode(), nonce.encode(), a)
             for (a,) in sql(db, "SELECT id FROM attempts ORDER BY line")
         )
-        again = client.files.create(
-            file=(f"llmbatch-{store_id}-{intent}.jsonl", io.BytesIO(lines)), purpose="batch"
-        )
+        name = f"llmbatch-{store_id}-{intent}-{nonce}.jsonl"
+        again = client.files.create(file=(name, io.BytesIO(lines)), purpose="batch")
         dup = client.batches.create(input_file_id=again.id, endpoint="/v1/chat/completions", completion_window="24h",
-                                    metadata={"llmbatch_store": store_id, "llmbatch_intent": str(intent)})  # fmt: skip
-        stray = client.files.create(
-            file=(f"llmbatch-{store_id}-{intent}.jsonl", io.BytesIO(lines)), purpose="batch"
-        )
+                                    metadata={"llmbatch_store": store_id, "llmbatch_intent": str(intent),
+                                              "llmbatch_nonce": nonce})  # fmt: skip
+        stray = client.files.create(file=(name, io.BytesIO(lines)), purpose="batch")
+        # A copy of this store (same store id, same intent numbers, its own nonces): its
+        # batch and its upload name our store and intent, but not our nonce (issue 15).
+        copy_name = f"llmbatch-{store_id}-{intent}-0badc0de.jsonl"
+        copy_file = client.files.create(file=(copy_name, io.BytesIO(lines)), purpose="batch")
+        copy = client.batches.create(input_file_id=copy_file.id, endpoint="/v1/chat/completions", completion_window="24h",
+                                     metadata={"llmbatch_store": store_id, "llmbatch_intent": str(intent),
+                                               "llmbatch_nonce": "0badc0de"})  # fmt: skip
         foreign_file = client.files.create(
             file=("llmbatch-lbother0000-1.jsonl", io.BytesIO(lines)), purpose="batch"
         )
@@ -85,6 +90,7 @@ def test_a_second_batch_of_ours_is_adopted_ingested_and_changes_no_result(
                                         completion_window="24h", metadata={"llmbatch_store": "lbother0000"})  # fmt: skip
         emu.control.wait(dup.id)
         emu.control.wait(foreign.id)
+        emu.control.wait(copy.id)
         _drain(engine)
         engine.tick(time.time())
         _drain(engine)
@@ -103,6 +109,10 @@ def test_a_second_batch_of_ours_is_adopted_ingested_and_changes_no_result(
         assert foreign_file.id in files  # another store's things are never touched
         assert client.batches.retrieve(foreign.id).status == "completed"
         assert not sql(db, f"SELECT id FROM batches WHERE provider_batch_id = '{foreign.id}'")
+        # the copy's batch and upload: neither adopted nor deleted, remembered as judged
+        assert not sql(db, f"SELECT id FROM batches WHERE provider_batch_id = '{copy.id}'")
+        assert copy_file.id in files
+        assert sql(db, "SELECT provider_batch_id FROM judged_batches") == [(copy.id,)]
     finally:
         engine.close()
         engine.store.close()

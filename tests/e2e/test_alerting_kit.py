@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import time
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -47,7 +48,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[set[str]]:
         )
     os.environ.setdefault("LLMBATCH_E2E_KEY", "sk-test-not-a-secret")
     with running() as emu:
-        settings = fast_settings(emu, budgets=BudgetSettings((Budget(None, "day", 5),)))
+        settings = fast_settings(emu, budgets=BudgetSettings((Budget(None, "day", Decimal(5)),)))
         engine = Engine(open_store(db), settings)
         server = MetricsServer(engine, open_store(db), open_store(db), port=0, max_age=0.1)
         server.start()
@@ -64,6 +65,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[set[str]]:
             engine.close()
 
 
+@pytest.mark.slow
 def test_every_metric_the_kit_names_is_served(served: set[str]) -> None:
     def known(n: str) -> bool:  # the parser names a counter's family without its _total
         return n in served or n.removesuffix("_total") in served

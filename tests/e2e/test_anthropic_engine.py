@@ -7,6 +7,7 @@ output shape with the native body and `"provider": "anthropic"`.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -132,20 +133,34 @@ def test_two_claude_models_share_one_batch(db: str, emu: RunningEmulator) -> Non
     assert per_model == {"claude-3-5-haiku-latest": 4, "claude-sonnet-4-20250514": 3}
 
 
-def test_reconcile_adopts_an_unrecorded_batch_by_request_count(
-    tmp_path: Any, emu: RunningEmulator, monkeypatch: pytest.MonkeyPatch
+def test_reconcile_takes_an_unrecorded_batch_only_once_its_results_prove_it(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from llmbatch.providers.base import Intent
+    """Running, the batch cannot say whose it is: reconcile answers pending (it used to adopt
+    it on its size, which took another store's batch: issue 15). Ended, its first result
+    line carries the intent's nonce and an attempt in its span: it is that intent's."""
 
     monkeypatch.setenv(E2E_KEY_ENV, "sk-test-not-a-secret")
+    with running(time_scale=0.0, seed=5) as emu:  # the batch runs until the test advances
+        _prove(tmp_path, emu)
+
+
+def _prove(tmp_path: Any, emu: RunningEmulator) -> None:
+    from llmbatch.ownership import custom_id
+    from llmbatch.providers.base import Intent
+
     provider = AnthropicProvider(base_url=emu.url, api_key_env=E2E_KEY_ENV)
     path = tmp_path / "b.jsonl"
     lines = [
-        provider.request_line(f"s-{i}", "/v1/messages", orjson.dumps(message(i)["params"]))
+        provider.request_line(
+            custom_id("lbs", "0a1b2c3d", 10 + i), "/v1/messages", orjson.dumps(message(i)["params"])
+        )
         for i in range(3)
     ]
     path.write_bytes(b"\n".join(lines) + b"\n")
-    intent = Intent(1, "s", "/v1/messages", None, path, 3, time.time(), None)
+    intent = Intent(
+        1, "lbs", "/v1/messages", None, path, 3, time.time(), None, (10, 12), "0a1b2c3d"
+    )
 
     class Journal:
         call_timeout = 30.0
@@ -155,11 +170,20 @@ def test_reconcile_adopts_an_unrecorded_batch_by_request_count(
         def creating(self) -> None: ...
 
     ref = provider.submit(intent, Journal())
+    assert provider.reconcile([intent], intent.created_at)[1].pending
+    copy = dataclasses.replace(intent, nonce="ffffffff")  # a copy of the store: not its own
+    assert provider.reconcile([copy], copy.created_at)[1].pending  # it cannot tell yet either
+    emu.control.advance(3600)
+    emu.control.wait(ref.provider_batch_id, "ended")
+    found = provider.reconcile([intent], intent.created_at)[1]
+    assert found.provider_batch_id == ref.provider_batch_id and not found.pending
     assert (
-        provider.reconcile([intent], intent.created_at)[1].provider_batch_id
-        == ref.provider_batch_id
-    )
-    other = Intent(2, "s", "/v1/messages", None, path, 4, time.time(), None)
+        AnthropicProvider(base_url=emu.url, api_key_env=E2E_KEY_ENV).reconcile(
+            [copy], copy.created_at
+        )
+        == {}
+    )  # ended and read: not the copy's, nothing to wait for
+    other = Intent(2, "lbs", "/v1/messages", None, path, 4, time.time(), None, (20, 23), "11111111")
     assert provider.reconcile([other], other.created_at) == {}
     recorded = frozenset({ref.provider_batch_id})
     assert provider.reconcile([intent], intent.created_at, recorded) == {}

@@ -8,6 +8,10 @@ holder is gone, and the create sent by hand with the SDK, then a fresh engine ti
 Creates are counted in the emulator's call log. Where the protocol's residual risk (a second
 create) is reproduced, the test says so and checks that every request still has exactly one
 result.
+
+What every provider shares moved to tests/contract/test_ownership.py (issue 15): a create
+answered 500 after it acted, and the sweep adopting our unrecorded batch among foreign ones,
+each read once.
 """
 
 from __future__ import annotations
@@ -31,9 +35,9 @@ from helpers import request_states as states
 from llmbatch import EngineSettings, Queue
 from llmbatch.emulator import EmulatorControl, RunningEmulator, running
 from llmbatch.engine import Engine
+from llmbatch.ownership import attempt_prefix
 from llmbatch.providers.anthropic import AnthropicProvider
 from llmbatch.store import Store, open_store
-from llmbatch.store.batching import Outcome
 
 MODEL = "claude-3-5-haiku-latest"
 ENDPOINT = "/v1/messages"
@@ -152,7 +156,7 @@ class Crashed:
     def create(self, batch_id: int) -> str:
         """The create the dead worker sent: the intent's lines, attempt ids as custom ids."""
         provider = AnthropicProvider()
-        prefix = self.store.store_id + "-"
+        prefix = attempt_prefix(self.store.store_id, self.store.nonce_of(batch_id) or None) + "-"
         requests = [
             orjson.loads(provider.request_line(prefix + str(a), endpoint, body))
             for a, endpoint, body in self.store.batch_lines(batch_id)
@@ -184,16 +188,6 @@ def test_crash_window_then_drain(window: str, db: str, opened: Store, emu: Runni
         assert pid == batch
         adopted = sql(db, "SELECT detail FROM events WHERE kind = 'adopted'")
         assert any(batch in d for (d,) in adopted)
-    assert_once(db, custom_ids)
-
-
-def test_create_answered_500_after_it_was_made(db: str, emu: RunningEmulator) -> None:
-    """mode: after: the batch exists, the answer is a 500; the retry reconciles and finds it."""
-    custom_ids = enqueue(db, 9)
-    emu.control.add_fault("messages.batches.create", "500", mode="after", count=1)
-    run(db, emu, settle_seconds=0.5)
-    assert creates(emu.control) == 1
-    assert sql(db, "SELECT COUNT(*) FROM batches")[0][0] == 1
     assert_once(db, custom_ids)
 
 
@@ -301,66 +295,6 @@ def test_only_the_newer_of_two_equal_lost_creates_was_made(
     assert sql(db, "SELECT provider_batch_id FROM batches WHERE id = ?", [two]) == [(made,)]
     assert sql(db, "SELECT COUNT(*) FROM batches")[0][0] == 2
     assert_once(db, custom_ids)
-
-
-# -- the sweep ----------------------------------------------------------------------------------
-
-
-def test_sweep_adopts_our_unrecorded_batch_and_reads_foreign_ones_once(
-    db: str, opened: Store, emu: RunningEmulator
-) -> None:
-    """An ended batch of ours the store never recorded (say, a database restored from before
-    it was sent) is adopted and ingested; another app's batch is read one line, once."""
-    custom_ids = enqueue(db, 3)
-    hello: Any = [{"role": "user", "content": "hi"}]
-    foreign = (
-        sdk(emu)
-        .messages.batches.create(
-            requests=[
-                {
-                    "custom_id": "someone-else-1",
-                    "params": {"model": MODEL, "max_tokens": 8, "messages": hello},
-                }
-            ]
-        )
-        .id
-    )
-    dead = Crashed(db, opened, emu)
-    batch_id = dead.intent()
-    ours = dead.create(batch_id)
-    # The store lost track of it: the intent was given up and its requests queued again.
-    outs = [
-        Outcome(a, "requeue", error_code="lost", error_message="store restored")
-        for a, _r, _l in opened.unfinished_attempts(batch_id)
-    ]
-    opened.apply_outcomes(batch_id, outs, dead.now, dead.token)
-    opened.mark_ingested(batch_id, dead.now, dead.token, "given up")
-    for pid in (ours, foreign):
-        emu.control.wait(pid, "ended")
-    engine = Engine(open_store(db), anthropic_settings(emu, sweep_interval=0.05))
-    try:
-        drive(engine)
-        deadline = time.monotonic() + 20
-        ingested = [("ingested",)]
-        while sql(db, "SELECT state FROM batches WHERE provider_batch_id = ?", [ours]) != ingested:
-            assert time.monotonic() < deadline, "our unrecorded batch was never ingested"
-            engine.tick(time.time())
-            time.sleep(0.06)
-        for _ in range(3):  # more sweeps: nothing new is read
-            engine.tick(time.time())
-            time.sleep(0.06)
-    finally:
-        engine.close()
-        engine.store.close()
-    assert creates(emu.control) == 2 + 1  # the foreign one, ours by hand, the engine's one
-    adopted = sql(db, "SELECT intent_id, state FROM batches WHERE provider_batch_id = ?", [ours])
-    assert adopted == [(batch_id, "ingested")]
-    assert sql(db, "SELECT COUNT(*) FROM batches WHERE provider_batch_id = ?", [foreign]) == [(0,)]
-    assert result_reads(emu.control, foreign) == 1
-    remote = {b.id for b in sdk(emu).messages.batches.list(limit=100)}
-    assert ours not in remote and foreign in remote  # ours deleted once ingested, theirs kept
-    assert results_per_request(db) == dict.fromkeys(custom_ids, 1)
-    assert states(db) == {"succeeded": 3}
 
 
 # -- a kill loop ----------------------------------------------------------------------------

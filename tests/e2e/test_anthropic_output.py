@@ -18,7 +18,7 @@ import pytest
 from anthropic.types import Message
 
 import helpers
-from helpers import cli, fast_settings, sql
+from helpers import cli, fast_settings, sent_ids, sql
 from llmbatch import Queue
 from llmbatch.emulator import RunningEmulator, running
 
@@ -53,9 +53,9 @@ def drain(db: str, emu: RunningEmulator, **overrides: Any) -> None:
 def sdk_results(emu: RunningEmulator, db: str) -> dict[str, Any]:
     """custom_id (the user's) -> the SDK's result object, for every Anthropic batch."""
     client = anthropic.Anthropic(base_url=emu.url, api_key="sk-test-not-a-secret")
-    store_id = sql(db, "SELECT value FROM meta WHERE key = 'store_id'")[0][0]
+    sent = sent_ids(db)
     owner = {
-        f"{store_id}-{a}": str(c)
+        sent[int(a)]: str(c)
         for a, c in sql(
             db, "SELECT a.id, r.custom_id FROM attempts a JOIN requests r ON r.id = a.request_id"
         )

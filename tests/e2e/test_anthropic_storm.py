@@ -17,7 +17,7 @@ from typing import Any
 
 import anthropic
 
-from helpers import drain, fast_settings, results_per_request, sql
+from helpers import drain, fast_settings, results_per_request, sent_ids, sql
 from llmbatch import Queue
 from llmbatch.emulator import running
 
@@ -38,10 +38,8 @@ def test_a_failed_create_does_not_adopt_the_batch_of_a_create_that_failed_after(
         emu.control.add_fault("messages.batches.create", "502", count=1)
         emu.control.add_fault("messages.batches.create", "500", mode="after", count=1)
         drain(db, fast_settings(emu, max_batch_requests=10, delete_files=False), 30)
-        store_id = str(sql(db, "SELECT value FROM meta WHERE key = 'store_id'")[0][0])
-        intent_of = {
-            f"{store_id}-{a}": int(b) for a, b in sql(db, "SELECT id, batch_id FROM attempts")
-        }
+        sent = sent_ids(db)
+        intent_of = {sent[int(a)]: int(b) for a, b in sql(db, "SELECT id, batch_id FROM attempts")}
         client = anthropic.Anthropic(base_url=emu.url, api_key="k", max_retries=2)
         per_intent: Counter[int] = Counter()
         for b in client.messages.batches.list(limit=100):

@@ -68,7 +68,7 @@ def _etc_passwd(tmp: Path) -> str:
     return "../" * (len(tmp.resolve().parts) + 2) + "etc/passwd"
 
 
-GENERATORS: dict[str, Callable[[Path], None]] = {
+GENERATORS: dict[str, Callable[[Path], object]] = {
     "huge_line": _huge_line,
     "deep_nesting": lambda p: p.write_bytes(
         line("new-1") + b"\n" + _nested(10_000, False) + b"\n" + line("new-2") + b"\n"

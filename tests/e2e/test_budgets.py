@@ -145,7 +145,8 @@ class Settled:
     (the next tick does that), so nothing more will be sent."""
 
     def __init__(self, db: str) -> None:
-        self.db, self.since = db, None
+        self.db = db
+        self.since: float | None = None
 
     def __call__(self) -> bool:
         if not stopped(self.db):
@@ -470,12 +471,12 @@ def test_two_worker_processes_with_budget_flags_cannot_overspend(tmp_path: Path)
         assert looser.returncode == 1 and b"requests held: budget 0.0004 USD" in looser.stderr
         assert b"differs from the store's 0.0004 USD: the store's holds" in looser.stderr
         assert cli("--db", db, "budget", "set", "--daily-usd", "2").exit_code == 0
-        done = subprocess.run(
+        waited = subprocess.run(
             [LLMBATCH, "--config", str(config), "--db", db, "wait", "--timeout", "30"],
             capture_output=True,
             env=env,
             timeout=60,
             check=False,
         )
-        assert done.returncode == 0, done.stderr.decode()[-2000:]
+        assert waited.returncode == 0, waited.stderr.decode()[-2000:]
     assert request_states(db) == {"succeeded": N}

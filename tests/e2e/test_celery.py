@@ -68,7 +68,8 @@ def celery_env(tmp_path: Path, broker: str) -> Iterator[tuple[dict[str, str], Ru
                "PYTHONPATH": str(tmp_path), E2E_KEY_ENV: "sk-test-not-a-secret"}  # fmt: skip
         yield env, emu
         r = redis.Redis.from_url(broker)
-        for key in r.scan_iter(match=f"{queue}:*"):
+        # kombu names its binding sets after the queue, outside the prefix
+        for key in r.scan_iter(match=f"*{queue}*"):
             r.delete(key)
 
 

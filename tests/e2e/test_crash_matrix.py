@@ -12,6 +12,8 @@ the test runs the one queue CI does not: Anthropic's, at 3 kills.
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -29,7 +31,7 @@ def test_crash_matrix_small(provider: str, kills: int, pauses: int, tmp_path: Pa
     command = [sys.executable, str(ROOT / "benchmarks" / "crash_matrix.py")]
     command += ["--kills", str(kills), "--pauses", str(pauses), "--restarts", "0"]
     command += ["--round", "300", "--provider", provider, "--work-dir", str(tmp_path)]
-    out = subprocess.run(command, capture_output=True, timeout=900, check=False)
+    out = run_in_own_group(command, timeout=900)
     assert out.returncode == 0, (out.stdout + out.stderr).decode()[-3000:]
     figures = orjson.loads(out.stdout.splitlines()[-1])
     print(figures)
@@ -42,3 +44,19 @@ def test_crash_matrix_small(provider: str, kills: int, pauses: int, tmp_path: Pa
     assert figures["database_locked"] == 0 and figures["tracebacks"] == 0
     if provider == "anthropic":  # no files: those windows do not exist
         assert not {"upload", "uploaded", "sweep"} & set(figures["windows"])
+
+
+def run_in_own_group(command: list[str], timeout: float) -> subprocess.CompletedProcess[bytes]:
+    """Run `command` in a process group of its own; if it runs out of time, SIGKILL the whole
+    group: its workers and emulator too, which `subprocess.run(timeout=...)` would leave
+    running after the test (they were found still serving 45 minutes after such a timeout)."""
+    proc = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
+    )
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        raise AssertionError(f"not done in {timeout} s: {(out + err).decode()[-3000:]}") from None
+    return subprocess.CompletedProcess(command, proc.returncode, out, err)

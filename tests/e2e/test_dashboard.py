@@ -118,12 +118,18 @@ def open_page(browser: Any, url: str) -> tuple[Any, list[str]]:
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
     page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-    page.on("dialog", lambda d: (errors.append("dialog " + d.message), d.dismiss()))
+
+    def dialog(d: Any) -> None:  # an alert() would be an injected script running
+        errors.append("dialog " + d.message)
+        d.dismiss()
+
+    page.on("dialog", dialog)
     page.goto(url + "/")
     page.wait_for_selector("body[data-loaded]")
     return page, errors
 
 
+@pytest.mark.slow
 def test_figures_change_as_batches_land(browser: Any, sqlite_db: str, tmp_path: Path) -> None:
     db = sqlite_db
     enqueue(db, "nightly", [f"n{i}" for i in range(20)])
@@ -180,6 +186,7 @@ def test_figures_change_as_batches_land(browser: Any, sqlite_db: str, tmp_path: 
             store.close()
 
 
+@pytest.mark.slow
 def test_markup_and_sql_in_the_store_and_the_search_stay_text(browser: Any, sqlite_db: str) -> None:
     db = sqlite_db
     enqueue(db, "x", [XSS_ID, "plain"])
@@ -217,6 +224,7 @@ def test_markup_and_sql_in_the_store_and_the_search_stay_text(browser: Any, sqli
             store.close()
 
 
+@pytest.mark.slow
 def test_a_store_that_goes_away_shows_a_banner(browser: Any, pg_dsn: str) -> None:
     enqueue(pg_dsn, "q", ["a", "b"])
     store = open_store(pg_dsn, create=False)

@@ -21,23 +21,24 @@ import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import openai
 import orjson
 import pytest
 
-from helpers import DEAD_HOLDER, LLMBATCH, fast_settings, results_per_request, sql
+from helpers import DEAD_HOLDER, LLMBATCH, fast_settings, results_per_request, sent_ids, sql
 from helpers import request_states as states
 from llmbatch import EngineSettings, Queue
 from llmbatch.emulator import EmulatorControl, RunningEmulator, running
 from llmbatch.engine import Engine
+from llmbatch.ownership import attempt_prefix, file_name, metadata
 from llmbatch.providers.openai import OpenAIProvider
 from llmbatch.store import Store, open_store
 from llmbatch.store.batching import Outcome
 
 KEY_ENV = "LLMBATCH_E2E_KEY"
-CHAT = "/v1/chat/completions"
+CHAT: Final = "/v1/chat/completions"
 GROUP = ("openai", CHAT, "gpt-4o-mini")
 RACE_REQUESTS = int(os.environ.get("LLMBATCH_RACE_REQUESTS", "5000"))
 
@@ -139,16 +140,18 @@ class Crashed:
     def upload(self) -> str:
         """The upload the dead worker sent, byte for byte, under the protocol's file name."""
         provider = OpenAIProvider()
-        prefix = self.store.store_id + "-"
+        nonce = self.store.nonce_of(self.batch_id) or None
+        prefix = attempt_prefix(self.store.store_id, nonce) + "-"
         content = b"".join(
             provider.request_line(prefix + str(a), endpoint, body) + b"\n"
             for a, endpoint, body in self.store.batch_lines(self.batch_id)
         )
-        name = f"llmbatch-{self.store.store_id}-{self.batch_id}.jsonl"
+        name = file_name(self.store.store_id, self.batch_id, nonce)
         return self.client.files.create(file=(name, content), purpose="batch").id
 
     def create(self, file_id: str) -> str:
-        meta = {"llmbatch_store": self.store.store_id, "llmbatch_intent": str(self.batch_id)}
+        nonce = self.store.nonce_of(self.batch_id) or None
+        meta = metadata(self.store.store_id, self.batch_id, nonce)
         return self.client.batches.create(
             input_file_id=file_id, endpoint=CHAT, completion_window="24h", metadata=meta
         ).id
@@ -416,7 +419,7 @@ def test_workers_race_over_one_queue(
         ]
         assert uploads(emu.control) == len(ours) == len(rows)
         assert batch_creates(emu.control) == len(rows)
-        attempts = [f"{store_id}-{a}" for (a,) in sql(db, "SELECT id FROM attempts")]
+        attempts = list(sent_ids(db).values())
         assert len(attempts) == RACE_REQUESTS
         assert uploaded_attempts(client, [f.id for f in ours]) == Counter(attempts)
         assert uploaded_attempts(client, [str(f) for _i, f, _p in rows]) == Counter(attempts)

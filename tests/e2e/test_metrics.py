@@ -64,6 +64,7 @@ def serve(engine: Engine, db: str) -> MetricsServer:
     return MetricsServer(engine, open_store(db), open_store(db), port=0, max_age=0.2).start()
 
 
+@pytest.mark.slow
 def test_one_worker_counts_the_whole_lifecycle(db: str, emu: object) -> None:
     enqueue(db)
     engine = Engine(open_store(db), fast_settings(emu))
@@ -128,6 +129,7 @@ def test_one_worker_counts_the_whole_lifecycle(db: str, emu: object) -> None:
         engine.close()
 
 
+@pytest.mark.slow
 def test_provider_errors_are_counted_by_class(sqlite_db: str, emu) -> None:  # type: ignore[no-untyped-def]
     enqueue(sqlite_db, 4)
     emu.control.add_fault("batches.list", "503", count=50)
@@ -176,6 +178,7 @@ def start_worker(db: str, emu, log: Path) -> tuple[subprocess.Popen[bytes], str]
     return proc, found.group(1).decode()
 
 
+@pytest.mark.slow
 def test_workers_on_one_postgres_store_agree(pg_dsn: str, emu, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """Journey 4: three machines' workers on one queue. Every worker's /metrics gives the same
     store figures; only the one serving counts provider calls; the standby is ready."""

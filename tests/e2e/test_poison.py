@@ -13,14 +13,14 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import openai
 import orjson
 import pytest
 
 from helpers import E2E_KEY_ENV, cli, fast_settings, request_states, results_per_request, sql
-from llmbatch import Queue
+from llmbatch import Queue, ownership
 from llmbatch.emulator import RunningEmulator, running
 from llmbatch.engine import Engine
 from llmbatch.providers.base import BatchStatus, ResultFile
@@ -28,7 +28,7 @@ from llmbatch.providers.openai import AzureProvider, OpenAIProvider
 from llmbatch.results import capped_lines
 from llmbatch.store import open_store
 
-CHAT = "/v1/chat/completions"
+CHAT: Final = "/v1/chat/completions"
 
 
 @pytest.fixture
@@ -310,7 +310,7 @@ def test_result_lines_over_the_cap_are_anomalies(db: str, emu: RunningEmulator) 
 
 @pytest.mark.slow
 def test_thousands_of_foreign_lines_cost_a_handful_of_writes(db: str, emu: RunningEmulator) -> None:
-    """A batch tagged with our store id (adopted by the sweep) whose 10,000 result lines are
+    """A batch tagged as ours (adopted by the sweep) whose 10,000 result lines are
     all another app's: each is an anomaly, but the event log gets the first few and a count
     per download, not a row (and a transaction) per line."""
     enqueue(db, 1)
@@ -326,7 +326,10 @@ def test_thousands_of_foreign_lines_cost_a_handful_of_writes(db: str, emu: Runni
             for i in range(10_000)
         )
         upload = client.files.create(file=("theirs.jsonl", content), purpose="batch")
-        meta = {"llmbatch_store": engine.store.store_id, "llmbatch_intent": "1"}
+        # our full tag (store, intent and its nonce), as a duplicate of intent 1 would carry
+        nonce = engine.store.nonce_of(1)
+        assert nonce
+        meta = ownership.metadata(engine.store.store_id, 1, nonce)
         foreign = client.batches.create(
             input_file_id=upload.id, endpoint=CHAT, completion_window="24h", metadata=meta
         )
@@ -347,7 +350,8 @@ def test_thousands_of_foreign_lines_cost_a_handful_of_writes(db: str, emu: Runni
         engine.store.close()
     (adopted,) = sql(db, "SELECT id FROM batches WHERE provider_batch_id = ?", [foreign.id])[0]
     said = sql(db, "SELECT detail FROM events WHERE kind = 'anomaly' AND batch_id = ?", [adopted])
-    assert 21 <= len(said) <= 4 * 21, len(said)  # the first 20 and a count, per download
+    # the first 20 and a count, per download, and once that no line was ours (left in place)
+    assert 21 <= len(said) <= 4 * 21 + 1, len(said)
     assert any("10,000 anomalies in this batch's results" in str(d) for (d,) in said)
     assert request_states(db) == {"succeeded": 1}
     print(f"10,000 foreign lines ingested in {elapsed:.1f} s, {len(said)} anomaly events")

@@ -23,7 +23,7 @@ import orjson
 import pytest
 from click.testing import CliRunner, Result
 
-from helpers import E2E_KEY_ENV, fast_settings, results_per_request, sql
+from helpers import E2E_KEY_ENV, fast_settings, results_per_request, sent_ids, sql
 from helpers import request_states as states
 from llmbatch import EngineSettings, Queue
 from llmbatch.emulator import RunningEmulator, running
@@ -277,7 +277,6 @@ def test_validation_failure_on_one_line_fails_exactly_that_request(db: str) -> N
         )
         with engine_on(db, settings(emu)) as engine:
             drive(engine, max_seconds=60)
-            store_id = engine.store.store_id
         first = batch_ids(db)[0]
         uploaded = sdk(emu).files.content(sdk(emu).batches.retrieve(first).input_file_id)
         sent = orjson.loads(uploaded.content.splitlines()[bad - 1])["custom_id"]
@@ -291,7 +290,7 @@ def test_validation_failure_on_one_line_fails_exactly_that_request(db: str) -> N
     )
     custom_id, attempts, code, text, attempt_id, line = failed
     assert (code, text, line) == ("invalid_request", message, bad)
-    assert f"{store_id}-{attempt_id}" == sent  # the request we sent on that line
+    assert sent_ids(db)[attempt_id] == sent  # the request we sent on that line
     assert custom_id == f"c{bad - 1}"  # packed in enqueue order
     assert attempts == 1
     assert sql(db, "SELECT COUNT(*) FROM requests WHERE attempts > 0 OR expiries > 0") == [(1,)]
@@ -310,7 +309,8 @@ def test_token_limit_at_batch_level_fails_nothing_and_smaller_batches_succeed(db
         remote = {b.id: b for b in sdk(emu).batches.list()}
     first, *rest = batch_ids(db)
     assert remote[first].status == "failed"
-    assert remote[first].errors and remote[first].errors.data[0].code == "token_limit_exceeded"
+    errors = remote[first].errors
+    assert errors and errors.data and errors.data[0].code == "token_limit_exceeded"
     assert {remote[p].status for p in rest} == {"completed"}
     assert batch_sizes(db) == [40, 20, 20]
     assert states(db) == {"succeeded": n}
@@ -379,8 +379,10 @@ def test_400s_fail_at_once(db: str) -> None:
         (remote,) = sdk(emu).batches.list().data
     assert len(batch_ids(db)) == 1
     got = states(db)
-    assert got["failed"] == remote.request_counts.failed > 0
-    assert got["succeeded"] == remote.request_counts.completed > 0
+    counts = remote.request_counts
+    assert counts is not None
+    assert got["failed"] == counts.failed > 0
+    assert got["succeeded"] == counts.completed > 0
     assert got["failed"] + got["succeeded"] == 30
     failed = sql(
         db,

@@ -279,7 +279,7 @@ def test_a_worker_frozen_between_its_stamp_and_its_create_does_not_send_it(
                 notes.extend(b.tick(clock.advance(1.0)).notes)
 
     notes: list[str] = []
-    a.store.mark = freeze_after_the_stamp  # type: ignore[method-assign]
+    a.store.mark = freeze_after_the_stamp  # type: ignore[method-assign,assignment]
     try:
         clock.t = time.time()
         with pytest.raises(LeaseLost):

@@ -5,6 +5,7 @@ usage never $0, and the receipts that show it (`report --batch`, `report --day`)
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -29,9 +30,9 @@ def _key(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-def emu() -> RunningEmulator:
+def emu() -> Iterator[RunningEmulator]:
     with running(seed=21) as e:
-        yield e  # type: ignore[misc]
+        yield e
 
 
 def enqueue(db: str, n: int, queue: str = "q", model: str = MODEL) -> None:

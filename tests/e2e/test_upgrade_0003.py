@@ -66,7 +66,7 @@ def test_upgrading_gives_every_ended_request_its_result_and_drains(db: str) -> N
         assert sql(db, "SELECT COUNT(*) FROM results") == [(0,)]
 
         store = open_store(db)  # migrates
-        latest = migrations(store.dialect)[-1][0]
+        latest = migrations(store.dialect)[-1][0]  # type: ignore[attr-defined]
         assert sql(db, "SELECT value FROM meta WHERE key = 'schema_version'") == [(str(latest),)]
         ended = {r.custom_id: (r.state, r.error_code) for r in export(store, queue="q")}
         assert ended["w0"] == ended["w1"] == ("cancelled", "cancelled")

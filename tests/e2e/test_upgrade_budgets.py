@@ -24,7 +24,7 @@ from llmbatch import Queue
 from llmbatch.budget import Budget, BudgetSettings
 from llmbatch.emulator import running
 from llmbatch.engine import Engine
-from llmbatch.store import open_store
+from llmbatch.store import batching, open_store
 from llmbatch.store.sqlstore import migrations, split_script
 
 THIS = 4
@@ -60,8 +60,12 @@ def reference_snapshot(db: str, request: pytest.FixtureRequest, tmp_path: Path) 
 
 
 def test_a_store_with_batches_in_flight_upgrades_and_drains(
-    db: str, request: pytest.FixtureRequest, tmp_path: Path
+    db: str, request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # the code before 0005 drew no nonce: its batches' custom ids are `<store>-<attempt>`
+    before_0005 = [True]
+    drawn = batching.new_nonce
+    monkeypatch.setattr(batching, "new_nonce", lambda: None if before_0005[0] else drawn())
     with Queue(db, "q") as q:
         q.add_many(
             [
@@ -107,6 +111,7 @@ def test_a_store_with_batches_in_flight_upgrades_and_drains(
 
         # upgraded by opening it, then drained by a worker with no budget of its own: the
         # budget its predecessors last enforced is the store's now
+        before_0005[0] = False
         upgraded = open_store(db)
         assert [int(w) for (w,) in sql(db, "SELECT worst FROM spend")] == [
             int(r) for (r,) in sql(db, "SELECT reserved FROM spend")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -39,7 +40,7 @@ SAMPLES = [
 ]
 
 
-def chat(text: str = "hi", model: str = "gpt-4o-mini", **extra: object) -> dict[str, object]:
+def chat(text: str = "hi", model: str = "gpt-4o-mini", **extra: object) -> dict[str, Any]:
     body = {"model": model, "messages": [{"role": "user", "content": text}], **extra}
     return {"custom_id": f"c{abs(hash((text, model, str(extra))))}", "method": "POST",
             "url": "/v1/chat/completions", "body": body}  # fmt: skip

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
+
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -36,3 +39,33 @@ def test_cap_bounds_every_label_and_keeps_the_sum(rows: list, limit: int) -> Non
     for i in range(2):
         assert len({k[i] for k in out} - {OTHER}) <= limit
     assert sum(out.values()) == sum(v for _, v in rows)
+
+
+class SlowStore:
+    """A real SQLite store whose figures take `delay` seconds to read, counting the reads."""
+
+    def __init__(self, path: str, delay: float) -> None:
+        from llmbatch.store import open_store
+
+        self.inner, self.delay, self.reads = open_store(path), delay, 0
+
+    def observe(self, now: float, horizon: float) -> object:
+        self.reads += 1
+        time.sleep(self.delay)
+        return self.inner.observe(now, horizon)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inner, name)
+
+
+def test_a_scrape_never_waits_for_a_slow_first_read_nor_starts_a_second(tmp_path: Path) -> None:
+    from llmbatch.observe.figures import FigureCache
+
+    store = SlowStore(str(tmp_path / "s.db"), 1.0)
+    cache = FigureCache(store, max_age=15.0)  # type: ignore[arg-type]
+    started = time.monotonic()
+    assert cache.ready(0.1) is None  # the first read is under way in the background
+    assert time.monotonic() - started < 0.5
+    figures = cache.get()  # waits for that read instead of starting its own
+    assert figures is not None and store.reads == 1
+    assert cache.ready(0.1) is figures and store.reads == 1

@@ -128,8 +128,9 @@ def test_aggregates_per_tier_equal_the_sum_of_single_requests(
     for i, o in reqs:
         k = mp.tier(i)
         by_tier[k] = by_tier.get(k, Tokens()) + Tokens(input=i, output=o)
-    total = sum(mp.cost(t, k, batch=batch) or Decimal(0) for k, t in by_tier.items())
+    total = sum((mp.cost(t, k, batch=batch) or Decimal(0) for k, t in by_tier.items()), Decimal(0))
     expected = sum(
-        gp(model, provider, batch=batch, input_tokens=i, output_tokens=o) for i, o in reqs
+        (gp(model, provider, batch=batch, input_tokens=i, output_tokens=o) for i, o in reqs),
+        Decimal(0),
     )
     assert abs(total - expected) <= MICRO * len(by_tier)

@@ -75,12 +75,12 @@ def test_a_body_the_sdk_model_refuses_is_built_leniently_as_the_sdk_does() -> No
         (500, openai.InternalServerError),
     ],
 )
-def test_an_http_error_is_the_openai_sdks_status_error(status: int, kind: type) -> None:
+def test_an_http_error_is_the_openai_sdks_status_error(status: int, kind: type[Any]) -> None:
     error = {"error": {"message": "bad things", "type": "invalid_request_error", "code": "x1",
                        "param": "messages"}}  # fmt: skip
     row = failed(status_code=status, body=orjson.dumps(error), error_code="x1",
                  provider_request_id="req_7")  # fmt: skip
-    exc = outcome(row, "tagging")
+    exc: Any = outcome(row, "tagging")
     assert type(exc) is kind
     assert exc.status_code == status and exc.request_id == "req_7"
     assert exc.code == "x1" and exc.param == "messages"
@@ -98,19 +98,19 @@ def test_an_http_error_is_the_openai_sdks_status_error(status: int, kind: type) 
     ],
 )
 def test_an_errored_anthropic_result_is_the_anthropic_sdks_status_error(
-    error_type: str, kind: type
+    error_type: str, kind: type[Any]
 ) -> None:
     envelope = {"type": "error", "error": {"type": error_type, "message": "no"},
                 "request_id": "req_a"}  # fmt: skip
     row = failed(provider="anthropic", endpoint="/v1/messages", body=orjson.dumps(envelope),
                  error_code=error_type, provider_request_id="req_a")  # fmt: skip
-    exc = outcome(row, "q")
+    exc: Any = outcome(row, "q")
     assert type(exc) is kind
     assert "custom_id 'c1'" in str(exc) and exc.request_id == "req_a"
 
 
 def test_a_line_failed_at_validation_is_the_status_the_real_time_api_gives() -> None:
-    exc = outcome(failed(error_code="model_not_found", error_message="no model 'gpt-9'"))
+    exc: Any = outcome(failed(error_code="model_not_found", error_message="no model 'gpt-9'"))
     assert type(exc) is openai.NotFoundError
     assert exc.code == "model_not_found" and "no model 'gpt-9'" in str(exc)
 
@@ -129,9 +129,9 @@ def test_a_line_failed_at_validation_is_the_status_the_real_time_api_gives() -> 
     ],
 )  # fmt: skip
 def test_batch_level_outcomes_are_llmbatchs_errors_naming_the_request(
-    row: ResultRow, kind: type, words: str
+    row: ResultRow, kind: type[Any], words: str
 ) -> None:
-    exc = outcome(row, "q")
+    exc: Any = outcome(row, "q")
     assert type(exc) is kind
     assert words in str(exc) and "custom_id 'c1' (queue 'q')" in str(exc)
     assert (exc.custom_id, exc.queue) == ("c1", "q")

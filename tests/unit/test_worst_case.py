@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, date, datetime
 from decimal import ROUND_CEILING, Decimal
 from functools import cache
+from typing import Any
 
 import orjson
 import pytest
@@ -54,7 +55,7 @@ def card(door: str, model: str) -> ModelCard:
 def wc(
     model: str,
     endpoint: str,
-    body: dict[str, object],
+    body: dict[str, Any],
     window: int | None = 128_000,
     provider: str = "openai",
     **kw: object,

@@ -27,7 +27,7 @@ from llmbatch.store import Store, open_store
 if TYPE_CHECKING:
     from llmbatch.engine import Engine
 
-ENGINE_TABLES = ("engine", "providers", "quotas", "budgets")
+ENGINE_TABLES = ("engine", "providers", "quotas", "budgets", "archive", "webhooks")
 SECONDS = click.FloatRange(min=0, min_open=True)  # an interval: 0 would spin
 OK, FAILED, USAGE, UNREACHABLE = 0, 1, 2, 3
 F = TypeVar("F", bound=Callable[..., Any])

@@ -244,6 +244,14 @@ def show(ctx: click.Context, custom_id: str, queue: str | None, fmt: str) -> Non
     default="-",
     help="Write here instead of standard output (a new file is created 0600).",
 )
+@click.option(
+    "--from-archive",
+    "archive_url",
+    metavar="URL",
+    envvar="LLMBATCH_FROM_ARCHIVE",
+    help="Read the results from an archive (s3://bucket/prefix or file:///path) alone, not "
+    "the store; [archive] endpoint_url, region and checksums apply.",
+)
 @click.pass_context
 def results(
     ctx: click.Context,
@@ -253,12 +261,16 @@ def results(
     order: str,
     after: int,
     path: str,
+    archive_url: str | None,
 ) -> None:
     """One line per finished request (succeeded, failed or cancelled) in OpenAI's batch output
     shape, with a "provider" field; or CSV. The cursor to resume from goes to stderr."""
     from llmbatch.export import export, write
     from llmbatch.files import open_private
 
+    if archive_url is not None:
+        _results_from_archive(ctx, archive_url, queue, state, fmt, path)
+        return
     store = open_db(ctx)
     check_queue(store, queue)
     if path == "-":
@@ -277,6 +289,32 @@ def results(
         f"cursor: {ex.cursor}  (resume with --after {ex.cursor}; {ex.count:,} results{waiting})",
         err=True,
     )
+
+
+def _results_from_archive(
+    ctx: click.Context, url: str, queue: str | None, state: str | None, fmt: str, path: str
+) -> None:
+    """`results --from-archive`: the envelope lines an archive holds (JSONL only)."""
+    from llmbatch.archive import from_archive
+    from llmbatch.files import open_private
+
+    if fmt != "jsonl":
+        raise ConfigError("--from-archive gives the results envelope: use --format jsonl")
+    table = dict(ctx.meta.get("llmbatch.config", {}).get("archive") or {})
+    options = {k: table[k] for k in ("endpoint_url", "region", "checksums") if k in table}
+    out: Any = sys.stdout.buffer if path == "-" else None
+    if out is None:
+        try:
+            out = open_private(path)
+        except OSError as exc:
+            raise ConfigError(f"--output: cannot write {path}: {exc.strerror}") from None
+        ctx.call_on_close(out.close)
+    count = 0
+    for line in from_archive(url, queue=queue, state=state, **options):
+        out.write(line)
+        count += 1
+    out.flush()
+    click.echo(f"{count:,} results from {url}", err=True)
 
 
 @main.command(short_help="What results cost in batch and in real time.")

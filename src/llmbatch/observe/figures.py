@@ -173,16 +173,28 @@ class FigureCache:
     _turnaround: Turnaround = field(default_factory=Turnaround)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _reading: bool = False
+    _read_lock: threading.Lock = field(default_factory=threading.Lock)  # one read at a time
+    _first: threading.Event = field(default_factory=threading.Event)  # a first read ended
 
     def get(self) -> Figures:
         """The newest figures; a read in the background if they are stale (in the foreground
-        when there are none yet)."""
+        when there are none yet, or the one under way)."""
         figures = self._figures
         if figures is None:
-            return self.refresh()
+            return self.refresh(unless_younger_than=self.period())
         if self.clock() - figures.at >= self.period():
             self._refresh_in_background()
         return figures
+
+    def ready(self, timeout: float) -> Figures | None:
+        """The figures, waiting at most `timeout` seconds for a first read (started in the
+        background if none is under way); None if there are none by then (a scrape must not
+        wait for the first scan of a big store)."""
+        if self._figures is None:
+            self._refresh_in_background()
+            if not self._first.wait(timeout):
+                return None  # still reading
+        return self.get()  # a first read that failed is tried again here, and raises
 
     def period(self) -> float:
         """How old the figures may grow before they are read again."""
@@ -227,9 +239,24 @@ class FigureCache:
             with self._lock:
                 self._reading = False
 
-    def refresh(self) -> Figures:
-        """Read the store now. A failed read keeps the last figures, marked with the error
-        (re-raised when there are none)."""
+    def refresh(self, unless_younger_than: float | None = None) -> Figures:
+        """Read the store now (after the read under way, if any; not at all if that one's
+        figures are younger than `unless_younger_than`). A failed read keeps the last figures,
+        marked with the error (re-raised when there are none)."""
+        with self._read_lock:
+            figures = self._figures
+            if (
+                unless_younger_than is not None
+                and figures is not None
+                and self.clock() - figures.at < unless_younger_than
+            ):
+                return figures
+            try:
+                return self._read()
+            finally:
+                self._first.set()
+
+    def _read(self) -> Figures:
         started = time.perf_counter()
         now = self.clock()
         try:

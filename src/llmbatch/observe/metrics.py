@@ -43,6 +43,7 @@ CALLS = {
 }
 CALL_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 TOKEN_TYPES = ("input", "cached_input", "cache_write", "output")
+FIRST_READ_WAIT_S = 5.0  # a scrape waits this long for the first read of the store's figures
 
 
 def require() -> None:
@@ -71,7 +72,7 @@ class StoreCollector:
         )
 
         try:
-            f = self.cache.get()
+            f = self.cache.ready(FIRST_READ_WAIT_S)
         except Exception as exc:
             up = GaugeMetricFamily("llmbatch_store_up", "1 if the last store read succeeded")
             up.add_metric([], 0)
@@ -82,6 +83,13 @@ class StoreCollector:
             info.add_metric([type(exc).__name__], 1)
             yield info
             return
+        ready = GaugeMetricFamily(
+            "llmbatch_snapshot_ready", "1 once the store's figures have been read a first time"
+        )
+        ready.add_metric([], 0 if f is None else 1)
+        yield ready
+        if f is None:
+            return  # the first read of a big store is still under way: process figures only
         now = time.time()
         up = GaugeMetricFamily("llmbatch_store_up", "1 if the last store read succeeded")
         up.add_metric([], 0 if f.error else 1)

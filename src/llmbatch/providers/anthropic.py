@@ -6,40 +6,14 @@ the packed JSONL file through the SDK's `post(..., content=<iterator>)`, so a 32
 never parsed into Python objects (the SDK's `batches.create` would build it all in memory).
 Results are streamed from `results_url` to disk as raw JSONL.
 
-Exactly once without metadata. Anthropic batches carry no metadata, so a batch cannot say
-which intent it belongs to until its results (whose custom ids are our attempt ids) exist.
-The protocol:
-
-1. The intent (its attempts in line order) is committed durably before anything is sent;
-   `create_started_at` is committed just before the create (`journal.creating()`).
-2. The batch is created with `max_retries=0` (the SDK would retry a POST with no idempotency
-   key and could create a second batch); its id is committed at once.
-3. After any interruption the next attempt reconciles: it lists batches created since the
-   intent (minus `clock_skew` seconds), drops those the store has recorded, and matches
-   every unrecorded intent that may have been created at once. A candidate that has ended
-   says whose it is: the first line of its results names one of our attempts, which lies in
-   one intent's attempt span (or in none: not theirs). Running candidates are matched by
-   total request count, oldest candidate to oldest intent; if a size has fewer running
-   candidates than intents, any could be any intent's, so those intents wait until the
-   candidates end and say. Candidates left over are duplicates (a create repeated after
-   the settle delay): they are adopted as further batches of the intent, and as attempt ids
-   are globally unique their results land on the right requests (answered ones skipped).
-4. With no candidate the engine waits `settle_seconds` (the list may lag) and creates again.
-5. The sweep (`list_tagged`) reads the first result line of each ended batch the store does
-   not know, once per process, and adopts those whose custom ids carry our store's
-   attempt-id prefix: a batch that appeared in the list only after a re-create, or one a
-   restored database forgot, is still recorded and ingested.
-
-Residual risk: a created batch that stays invisible in the list for longer than the settle
-delay, with our record of it lost, is created twice; both are paid, no request is lost or
-answered twice, and the sweep adopts the first once it has ended
-(tests/e2e/test_anthropic_exactly_once.py reproduces and reports it). A foreign batch
-(another tool on the same key) of exactly the same size, created in the window and still
-running, can be adopted by mistake: its results carry no ids of ours, so the batch is ingested with
-anomalies and our requests go back to the queue uncharged, while the batch we did create is
-found later by the sweep. The price of telling equal sizes apart: where a size has fewer
-running candidates than unrecorded intents, those intents wait for the candidates to end
-(minutes; at worst the 24 h window) before the one whose create was lost is created again.
+How it proves a batch ours (the protocol is in docs/reliability.md): batches carry no
+metadata, so the proof is in each request's custom id, `<store>-<nonce>-<attempt>`, which
+only the results show — once the batch has ended. An ended batch's first result line is
+read (that line only, and never twice: the caller remembers batches judged foreign) and
+names the intent whose nonce it carries and whose attempt span holds the attempt, or none.
+A running batch cannot prove anything: an intent whose create may have acted unrecorded,
+with a running unrecorded batch of its size created since it, waits (`pending`) until that
+batch ends and is read; it is never adopted on its size.
 
 Archived results (29 days after a batch ends) cannot be read: `download` raises ResultsGone
 and the engine requeues or fails the batch's waiting requests (`[engine] archived`).
@@ -59,6 +33,7 @@ import anthropic
 import orjson
 from anthropic.types.messages import MessageBatch
 
+from llmbatch import ownership
 from llmbatch.errors import AuthError, RejectedError, TransientError
 from llmbatch.providers.anthropic_format import anthropic_plugin
 from llmbatch.providers.base import (
@@ -75,7 +50,7 @@ from llmbatch.providers.errors import calling, scrub
 MAX_REQUESTS = 100_000
 DEFAULT_MAX_BYTES = 32 * 1024 * 1024  # the service takes 256 MB; the worker's RSS would not
 LIST_LIMIT = 100
-LIST_PAGES = 3
+LIST_PAGES = 3  # polling only: the sweep and reconcile page back to the time they need
 CHUNK = 1 << 20
 FIRST_CUSTOM_ID = re.compile(rb'\s*\{\s*"custom_id"\s*:\s*"([A-Za-z0-9_-]{1,64})"')
 
@@ -158,90 +133,87 @@ class AnthropicProvider:
     def reconcile(
         self, intents: Sequence[Intent], since: float, recorded: frozenset[str] = frozenset()
     ) -> dict[int, BatchRef]:
-        """Match intents to unrecorded batches created since `since` (see `match_by_count`).
-
-        A candidate that has ended says whose it is: the first line of its results names an
-        attempt, which falls in one intent's `attempt_span` or in none of them (then it is
-        not theirs). Candidates still running, and every candidate when an intent comes
-        without its span, are matched by request count."""
+        """Match intents to unrecorded batches created since `since` (minus `clock_skew`)
+        by proof only: an ended candidate's first result line names its intent (its nonce,
+        its attempt span). An intent with no proven batch but a running candidate of its
+        size is `pending`: that candidate may be its own and says so once it has ended."""
         if not intents:
             return {}
         start = min(since, min(i.created_at for i in intents)) - self.settings.clock_skew
         sizes = {i.request_count for i in intents}
-        candidates = {
-            b.id: b
-            for b in self._list_since(start, pages=10)
-            if b.id not in recorded and _total(b) in sizes
-        }
-        spans = all(i.attempt_span is not None for i in intents)  # else by count alone
+        candidates = [
+            b
+            for b in self._list_since(start)
+            if b.id not in recorded and b.id not in self._foreign and _total(b) in sizes
+        ]
         owners = {
             b.id: self._owner(b, intents)
-            for b in candidates.values()
-            if spans and b.processing_status == "ended" and b.results_url and not b.archived_at
+            for b in candidates
+            if b.processing_status == "ended" and b.results_url and not b.archived_at
         }
-        matched = match_by_count(
+        matched = match_by_proof(
             [(i.batch_id, i.request_count) for i in intents],
-            [(b.id, _total(b), b.created_at.timestamp()) for b in candidates.values()],
+            [(b.id, _total(b), b.created_at.timestamp()) for b in candidates],
             owners,
         )
+        by_id = {b.id: b for b in candidates}
         return {
-            intent: BatchRef(primary, duplicates=tuple(_status(candidates[d]) for d in extra))
+            intent: BatchRef(primary, duplicates=tuple(_status(by_id[d]) for d in extra))
             if primary
             else BatchRef("", pending=True)
             for intent, (primary, extra) in matched.items()
         }
 
     def _owner(self, b: MessageBatch, intents: Sequence[Intent]) -> int | None:
-        """The intent whose attempt the first result line of an ended batch names, if any."""
+        """The intent whose nonce and attempt the first result line of an ended batch
+        carries, if any (intents from before 0005, with no nonce: their attempt alone)."""
         if b.id not in self._first_ids:
             try:
                 self._first_ids[b.id] = self._first_custom_id(b.id)
             except RejectedError:
                 self._first_ids[b.id] = None
-        custom_id = self._first_ids[b.id] or ""
-        prefix, _sep, number = custom_id.rpartition("-")
-        if not number.isdigit() or not intents or prefix != intents[0].store_id:
+        if not intents:
             return None
-        attempt = int(number)
+        tag = ownership.tag_of_custom_id(self._first_ids[b.id], intents[0].store_id)
+        if tag is None:
+            self._foreign.add(b.id)
+            return None
+        attempt, nonce = int(tag[ownership.ATTEMPT]), tag.get(ownership.NONCE)
         owners = [
             i.batch_id
             for i in intents
-            if i.attempt_span is not None and i.attempt_span[0] <= attempt <= i.attempt_span[1]
+            if i.nonce == nonce
+            and i.attempt_span is not None
+            and i.attempt_span[0] <= attempt <= i.attempt_span[1]
         ]
         return owners[0] if len(owners) == 1 else None
 
     def list_tagged(
         self, store_id: str, since: float, recorded: frozenset[str] = frozenset()
     ) -> list[BatchStatus]:
-        """Ended, unrecorded batches whose results carry our attempt ids.
-
-        Batches carry no metadata, so the first result line of each ended batch not yet
-        known tells: its custom_id is `<store_id>-<attempt>` or it is not ours. Only that
-        line is read (the stream is closed after it), and a batch found foreign is
-        remembered, so each is read at most once per process. Batches still running are
-        looked at by a later sweep."""
-        prefix, out = store_id + "-", []
-        for b in self._list_since(since, pages=10):
+        """Ended, unrecorded batches, each with the tag its first result line carries
+        (empty: none of our store's). Only that line is read (the stream is closed after
+        it); the caller remembers the batches found foreign, so each is read once. Batches
+        still running are looked at by a later sweep."""
+        out = []
+        for b in self._list_since(since):
             if b.id in recorded or b.id in self._foreign or b.processing_status != "ended":
                 continue
-            if b.archived_at is not None or not b.results_url:
-                self._foreign.add(b.id)  # nothing to read, ever
-                continue
-            try:
-                custom_id = self._first_custom_id(b.id)
-            except RejectedError:  # archived or deleted meanwhile: nothing to read
+            custom_id = None
+            if b.archived_at is None and b.results_url:
+                try:
+                    custom_id = self._first_custom_id(b.id)
+                except RejectedError:  # archived or deleted meanwhile: nothing to read
+                    custom_id = None
+            tag = ownership.tag_of_custom_id(custom_id, store_id)
+            if tag is None:
                 self._foreign.add(b.id)
-                continue
-            attempt = custom_id.removeprefix(prefix) if custom_id else ""
-            if custom_id is None or not custom_id.startswith(prefix) or not attempt.isdigit():
-                self._foreign.add(b.id)
-                continue
             status = _status(b)
-            status.metadata = {"llmbatch_store": store_id, "llmbatch_attempt": attempt}
+            status.metadata = tag or {}
             out.append(status)
         return out
 
-    def stray_uploads(self, store_id: str, since: float) -> list[tuple[str, int]]:
+    def stray_uploads(self, store_id: str, since: float) -> list[tuple[str, int, str | None]]:
         return []  # no uploads: requests travel inline
 
     def poll(self, batch_ids: Sequence[str], retrieve_budget: int) -> list[BatchStatus]:
@@ -340,10 +312,11 @@ class AnthropicProvider:
         custom_id = obj.get("custom_id") if isinstance(obj, dict) else None
         return custom_id if isinstance(custom_id, str) else None
 
-    def _list_since(self, start: float, pages: int) -> Iterator[MessageBatch]:
+    def _list_since(self, start: float) -> Iterator[MessageBatch]:
+        """Batches newest first, every page back to `start`."""
         with self._calling("list batches"):
             page = self.client.messages.batches.list(limit=LIST_LIMIT)
-            for _ in range(pages):
+            while True:
                 for b in page.data:
                     if b.created_at.timestamp() >= start:
                         yield b
@@ -356,47 +329,34 @@ class AnthropicProvider:
                 page = page.get_next_page()
 
 
-def match_by_count(
+def match_by_proof(
     intents: Sequence[tuple[int, int]],
     batches: Sequence[tuple[str, int, float]],
-    owners: Mapping[str, int | None] | None = None,
+    owners: Mapping[str, int | None],
 ) -> dict[int, tuple[str, tuple[str, ...]]]:
-    """Intent id -> (its batch, the duplicates) from (intent id, request count) and
-    (batch id, request count, created at).
+    """Intent id -> (its batch, the duplicates) from (intent id, request count), (batch id,
+    request count, created at) and what ended batches proved (`owners`: batch -> intent, or
+    None when it is not one of these intents').
 
-    A batch in `owners` has said whose it is (its first result line): it goes to that intent
-    (the oldest as its batch, later ones as duplicates), or to none if None. The others are
-    matched by count: per count, intents in id order take that count's batches oldest
-    first, and batches left over go to every intent of that count as duplicates. When a
-    count has fewer such batches than intents still unmatched, any of them may be any
-    intent's: those intents get ("", ()) — pending, ask again once the batches have ended."""
-    owners = owners or {}
+    A proven batch goes to its intent (the oldest as its batch, later ones as duplicates).
+    An intent with none, while a batch of its size has not ended (not in `owners`), gets
+    ("", ()): pending, ask again once that batch has ended. Others are left out: nothing of
+    theirs exists."""
     sizes = dict(intents)
     out: dict[int, tuple[str, tuple[str, ...]]] = {}
-    unknown: dict[int, list[str]] = {}
+    running: set[int] = set()
     for batch_id, total, _created in sorted(batches, key=lambda b: (b[2], b[0])):
         if batch_id not in owners:
-            unknown.setdefault(total, []).append(batch_id)
+            running.add(total)
             continue
         owner = owners[batch_id]
         if owner is None or sizes.get(owner) != total:
             continue  # not one of these intents' batches
         primary, extra = out.get(owner, (batch_id, ()))
         out[owner] = (primary, extra + ((batch_id,) if primary != batch_id else ()))
-    by_intents: dict[int, list[int]] = {}
-    for intent, count in sorted(intents):
-        if intent not in out:
-            by_intents.setdefault(count, []).append(intent)
-    for count, group in by_intents.items():
-        ordered = unknown.get(count, [])
-        if not ordered:
-            continue
-        if len(ordered) < len(group):
-            out.update(dict.fromkeys(group, ("", ())))
-            continue
-        extra = tuple(ordered[len(group) :])
-        for intent, batch_id in zip(group, ordered, strict=False):
-            out[intent] = (batch_id, extra)
+    for intent, count in intents:
+        if intent not in out and count in running:
+            out[intent] = ("", ())
     return out
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from llmbatch import ownership
 from llmbatch.errors import RejectedError
 
 
@@ -43,14 +44,17 @@ class Intent:
     created_at: float
     input_file_id: str | None = None  # set once an upload is recorded
     attempt_span: tuple[int, int] | None = None  # its lowest and highest attempt id
+    nonce: str | None = None  # what proves its batch ours (ownership.py; None: before 0005)
+    # Running, unrecorded batches of its size created since it, that cannot prove whose they
+    # are yet, are waited for (reconcile answers `pending`), never adopted on their size.
 
     @property
     def file_name(self) -> str:
-        return f"llmbatch-{self.store_id}-{self.batch_id}.jsonl"
+        return ownership.file_name(self.store_id, self.batch_id, self.nonce)
 
     @property
     def metadata(self) -> dict[str, str]:
-        return {"llmbatch_store": self.store_id, "llmbatch_intent": str(self.batch_id)}
+        return ownership.metadata(self.store_id, self.batch_id, self.nonce)
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,12 +165,14 @@ class Provider(Protocol):
     def list_tagged(
         self, store_id: str, since: float, recorded: frozenset[str] = frozenset()
     ) -> list[BatchStatus]:
-        """Batches created since `since`, not among `recorded`, that carry our store id
-        (metadata, or our attempt ids in their results: then `metadata["llmbatch_attempt"]`
-        names one of them)."""
+        """Batches created since `since` (every page back to it), not among `recorded`, that
+        the provider could judge: `metadata` is the tag each carries (ownership.py: store,
+        intent or attempt, nonce), or empty for a batch read and found to carry none. The
+        caller decides what is proven ours and remembers the rest."""
 
-    def stray_uploads(self, store_id: str, since: float) -> list[tuple[str, int]]:
-        """(file id, intent id) of our uploads (named llmbatch-<store>-<intent>.jsonl) since `since`."""
+    def stray_uploads(self, store_id: str, since: float) -> list[tuple[str, int, str | None]]:
+        """(file id, intent id, nonce) of uploads named as ours (ownership.file_name) since
+        `since`."""
 
     def poll(self, batch_ids: Sequence[str], retrieve_budget: int) -> list[BatchStatus]:
         """Statuses of in-flight batches: one list call, then a few direct retrieves."""

@@ -5,6 +5,11 @@ Keys come from the environment variable the config names (`OPENAI_API_KEY`,
 File and batch creation run with `max_retries=0`: the SDK retries POSTs with no idempotency
 key, so a 5xx after the batch was created would create a second one. The engine's own
 retries reconcile first. Uploads read from an open handle and downloads stream to disk.
+
+Proof of ownership (docs/reliability.md): a batch is ours when its metadata names our store,
+the intent and that intent's nonce, or its input file is an upload we recorded; an upload
+is ours when its name carries the same three (`llmbatch-<store>-<intent>-<nonce>.jsonl`).
+Both are readable from the list at once, so nothing is ever waited for.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from typing import Any
 
 import openai
 
+from llmbatch import ownership
 from llmbatch.errors import AuthError, ConfigError, RejectedError, TransientError
 from llmbatch.providers.base import (
     BatchRef,
@@ -33,7 +39,7 @@ from llmbatch.providers.openai_format import azure_plugin, openai_plugin
 
 OPENAI_LIMITS = Limits(max_requests=50_000, max_bytes=200 * 1024 * 1024, max_inputs=50_000)
 AZURE_LIMITS = Limits(max_requests=100_000, max_bytes=200 * 1024 * 1024, max_inputs=50_000)
-LIST_PAGES = 3  # one list call per tick normally; a few pages at most
+LIST_PAGES = 3  # polling: one list call per tick normally, a few pages at most
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,8 +156,9 @@ class OpenAIProvider:
     def reconcile(
         self, intents: Sequence[Intent], since: float, recorded: frozenset[str] = frozenset()
     ) -> dict[int, BatchRef]:
-        """Match intents to batches by input file id, then by our metadata; then uploads by
-        name. Both name the intent, so `recorded` is not needed to tell batches apart."""
+        """Match intents to batches by input file id, then by our metadata (store, intent
+        and nonce: a copy of the store or another store on this key never matches); then
+        uploads by name, which carries the nonce too."""
         if not intents:
             return {}
         by_file = {i.input_file_id: i for i in intents if i.input_file_id}
@@ -165,8 +172,10 @@ class OpenAIProvider:
                         continue  # older than any of these intents: not theirs
                     meta = b.metadata or {}
                     hit = by_file.get(b.input_file_id)
-                    if hit is None and meta.get("llmbatch_store") == intents[0].store_id:
-                        hit = by_intent.get(meta.get("llmbatch_intent", ""))
+                    if hit is None and meta.get(ownership.STORE) == intents[0].store_id:
+                        hit = by_intent.get(meta.get(ownership.INTENT, ""))
+                        if hit is not None and meta.get(ownership.NONCE) != hit.nonce:
+                            hit = None  # the same intent id in another copy of the store
                     if hit is not None and hit.batch_id not in found:
                         found[hit.batch_id] = BatchRef(b.id, b.input_file_id)
                 if (
@@ -192,15 +201,17 @@ class OpenAIProvider:
     def list_tagged(
         self, store_id: str, since: float, recorded: frozenset[str] = frozenset()
     ) -> list[BatchStatus]:
+        """Batches whose metadata names our store (the caller checks intent and nonce),
+        every page back to `since`."""
         out = []
         with self._calling("list batches"):
             page = self.client.batches.list(limit=100)
-            for _ in range(LIST_PAGES):
+            while True:
                 for b in page.data:
                     if (
                         b.created_at >= since
                         and b.id not in recorded
-                        and (b.metadata or {}).get("llmbatch_store") == store_id
+                        and (b.metadata or {}).get(ownership.STORE) == store_id
                     ):
                         out.append(_status(b))
                 if not page.has_next_page() or (page.data and page.data[-1].created_at < since):
@@ -208,16 +219,15 @@ class OpenAIProvider:
                 page = page.get_next_page()
         return out
 
-    def stray_uploads(self, store_id: str, since: float) -> list[tuple[str, int]]:
-        prefix, out = f"llmbatch-{store_id}-", []
+    def stray_uploads(self, store_id: str, since: float) -> list[tuple[str, int, str | None]]:
+        out = []
         with self._calling("list files"):
             for f in self.client.files.list(purpose="batch", limit=10000, order="desc"):
                 if f.created_at < since:
                     break
-                name = f.filename or ""
-                number = name.removeprefix(prefix).removesuffix(".jsonl")
-                if name.startswith(prefix) and number.isdigit():
-                    out.append((str(f.id), int(number)))
+                tag = ownership.tag_of_file_name(f.filename or "", store_id)
+                if tag is not None:
+                    out.append((str(f.id), *tag))
         return out
 
     def poll(self, batch_ids: Sequence[str], retrieve_budget: int) -> list[BatchStatus]:

@@ -25,6 +25,7 @@ from typing import Any
 
 import orjson
 
+from llmbatch import ownership
 from llmbatch.providers.base import (
     BatchRef,
     BatchStatus,
@@ -154,8 +155,10 @@ class MemoryProvider:
             if b.created_at < since or b.id in recorded:
                 continue
             hit = by_file.get(b.input_file_id)
-            if hit is None and intents and b.metadata.get("llmbatch_store") == intents[0].store_id:
-                hit = by_intent.get(b.metadata.get("llmbatch_intent", ""))
+            if hit is None and intents and b.metadata.get(ownership.STORE) == intents[0].store_id:
+                hit = by_intent.get(b.metadata.get(ownership.INTENT, ""))
+                if hit is not None and b.metadata.get(ownership.NONCE) != hit.nonce:
+                    hit = None  # the same intent id in a copy of the store: not proven ours
             if hit is not None:
                 found.setdefault(hit.batch_id, BatchRef(b.id, b.input_file_id))
         names = {i.file_name: i for i in intents if i.batch_id not in found and not i.input_file_id}
@@ -173,16 +176,16 @@ class MemoryProvider:
             for b in self.batches.values()
             if b.created_at >= since
             and b.id not in recorded
-            and b.metadata.get("llmbatch_store") == store_id
+            and b.metadata.get(ownership.STORE) == store_id
         ]
 
-    def stray_uploads(self, store_id: str, since: float) -> list[tuple[str, int]]:
+    def stray_uploads(self, store_id: str, since: float) -> list[tuple[str, int, str | None]]:
         self._call("list", lambda: None)
-        prefix, out = f"llmbatch-{store_id}-", []
+        out = []
         for file_id, (name, _, created) in self.files.items():
-            number = name.removeprefix(prefix).removesuffix(".jsonl")
-            if created >= since and name.startswith(prefix) and number.isdigit():
-                out.append((file_id, int(number)))
+            tag = ownership.tag_of_file_name(name, store_id)
+            if created >= since and tag is not None:
+                out.append((file_id, *tag))
         return out
 
     def poll(self, batch_ids: Sequence[str], retrieve_budget: int) -> list[BatchStatus]:

@@ -7,15 +7,17 @@ PostgreSQL (many workers on many machines). Everything set-based and dialect-neu
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
+from llmbatch.store.archive import DueArchive, OutboxEvent, QueueState
 from llmbatch.store.batching import AttemptInfo, OpenBatch, Outcome
 from llmbatch.store.budgets import BudgetRow, PolicyRow, QueueUsage, Reservation
 from llmbatch.store.ledger import ReceiptGroup, SpendRow, TallyRow, UsageCheck
 from llmbatch.store.manage import BatchProgress, BatchRow, PurgePlan, QueueRow
 from llmbatch.store.observe import Observed, Turnaround
+from llmbatch.store.ownership import Moved, ProofWait
 from llmbatch.store.recovery import CancelPlan
 from llmbatch.store.setbacks import GroupBackoff
 from llmbatch.store.watch import Found, Watched
@@ -333,7 +335,38 @@ class Store(Protocol):
     def adopt_batch(
         self, provider: str, status: Any, intent_id: int | None, now: float, token: int
     ) -> int | None:
-        """Record a batch tagged with our store id that the store did not know."""
+        """Record a batch proven ours (ownership.py) that the store did not know."""
+
+    # -- proof of ownership and the store's home (implemented in ownership.py) ---------------
+    def nonce_of(self, batch_id: int) -> str | Literal[False] | None:
+        """The nonce an intent's batches carry (None: before 0005; False: no such row)."""
+
+    def judged_ids(self, provider: str) -> set[str]:
+        """Provider batches already read and found not ours."""
+
+    def judge_foreign(self, provider: str, batch_ids: Iterable[str], now: float) -> None:
+        """Remember provider batches found not ours, so none is read again."""
+
+    def residual_double_create(self, batch_id: int, detail: str) -> None:
+        """An intent stops waiting for proof and creates again: said and counted."""
+
+    def residual_double_creates(self) -> int:
+        """How many intents stopped waiting for proof and created again."""
+
+    def set_proof_wait(self, batch_id: int, until: float | None) -> None:
+        """An intent waits for same-size batches to say whose they are, until `until`."""
+
+    def proof_waits(self) -> list[ProofWait]:
+        """Intents waiting for proof, and until when they may wait."""
+
+    def moved(self) -> Moved | None:
+        """A copy or move found at open and not yet named by the user, if any."""
+
+    def resolve_move(self, kind: str, now: float) -> None:
+        """Close a pending move ("new": a copy, "keep": a move or restore): here is home."""
+
+    def open_before(self, before: int) -> list[tuple[int, int | None]]:
+        """(batch row, its intent) of open batches up to row `before`."""
 
     # -- budgets ---------------------------------------------------------------------------
     def budget_lines(self, request_ids: Sequence[int]) -> list[tuple[int, str, int, bytes]]:
@@ -465,5 +498,53 @@ class Store(Protocol):
     def batch_events(self, batch_id: int) -> list[dict[str, Any]]:
         """A batch's entries in the event log, oldest first: its timeline."""
 
-    def recent_failures(self, n: int = 10, window: int = 100_000) -> list[dict[str, Any]]:
+    def recent_failures(self, n: int = 10, window: int = 20_000) -> list[dict[str, Any]]:
         """The newest failed results among the last `window`, newest first (no bodies)."""
+
+    # -- archives and the webhook outbox (implemented in archive.py) -----------------------
+    def archive_add(self, batch_id: int, now: float) -> None:
+        """Ask for a batch's files to be archived (once; asking again is harmless)."""
+
+    def archive_due(self, now: float, n: int = 20) -> list[DueArchive]:
+        """Archives to write now, of batches already ingested."""
+
+    def archive_done(self, batch_id: int, now: float, location: str, from_store: bool) -> None:
+        """An archive written: its location, and whether it came from the store."""
+
+    def archive_failed(self, batch_id: int, not_before: float, error: str) -> None:
+        """An archive that failed: one more try, the next at `not_before`."""
+
+    def archive_batch(self, batch_id: int) -> dict[str, Any] | None:
+        """What an archive or a webhook needs of a batch (ids, files, counts)."""
+
+    def archive_waiting(self, n: int = 20) -> list[tuple[int, int, float, str | None]]:
+        """(batch id, tries, next try, last error) of archives not yet written."""
+
+    def batch_attempt_map(self, batch_id: int) -> Iterator[tuple[int, str, str]]:
+        """(attempt id, queue, custom_id) of every attempt a batch carried, streamed."""
+
+    def batch_result_rows(self, batch_id: int) -> Iterator[ResultRow]:
+        """The results recorded for a batch's attempts, in attempt order, streamed."""
+
+    def batch_queues(self, batch_id: int) -> list[QueueState]:
+        """The queues a batch's requests belong to, with how many are not finished."""
+
+    def queue_summary(self, queue: str) -> dict[str, int]:
+        """A queue's requests by state."""
+
+    def outbox_add(
+        self, event_id: str, kind: str, batch_id: int | None, payload: bytes, now: float
+    ) -> None:
+        """Add a webhook event to deliver (once per event id)."""
+
+    def outbox_due(self, now: float, n: int = 50) -> list[OutboxEvent]:
+        """Webhook events to deliver now, oldest first."""
+
+    def outbox_delivered(self, id: int, now: float) -> None:
+        """An event its receiver took (2xx)."""
+
+    def outbox_failed(self, id: int, not_before: float, error: str) -> None:
+        """An event not delivered: one more try, the next at `not_before`."""
+
+    def outbox_waiting(self) -> tuple[int, float | None]:
+        """How many events are not delivered yet, and the soonest next try."""

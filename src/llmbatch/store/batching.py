@@ -17,6 +17,7 @@ import orjson
 
 from llmbatch.errors import StoreError
 from llmbatch.store.budgets import Reservation
+from llmbatch.store.ownership import new_nonce
 from llmbatch.usage import UsageRecord
 
 
@@ -55,6 +56,8 @@ class OpenBatch:
     setbacks: int = 0  # transient failures in a row
     download_tries: int = 0  # downloads that did not account for every request
     gone_checks: int = 0  # retrieves that answered 404
+    nonce: str | None = None  # what proves its provider batch ours (None: made before 0005)
+    proof_wait_until: float | None = None  # waiting for same-size batches to say whose
 
     @property
     def attempts_of(self) -> int:
@@ -219,7 +222,8 @@ class BatchingOps:
         with self._write(durable=True) as cur:
             self._fence(cur, token)
             params = {"provider": provider, "endpoint": endpoint, "model": model, "request_count": len(request_ids),
-                      "input_bytes": input_bytes, "est_tokens": est_tokens, "now": now}  # fmt: skip
+                      "input_bytes": input_bytes, "est_tokens": est_tokens, "now": now,
+                      "nonce": new_nonce()}  # fmt: skip
             cur.execute(self.q("insert_batch"), params)
             batch_id = int(cur.fetchone()[0])
             cur.executemany(self.q("pack_request"), ((now, rid) for rid in request_ids))

@@ -157,7 +157,7 @@ class ObserveOps:
                 for i, at, k, d in cur.fetchall()
             ]
 
-    def recent_failures(self, n: int = 10, window: int = 100_000) -> list[dict[str, Any]]:
+    def recent_failures(self, n: int = 10, window: int = 20_000) -> list[dict[str, Any]]:
         """The newest failed results among the last `window`, newest first (no bodies)."""
         with self._read() as cur:
             cur.execute(self.q("observe_recent_failures"), {"n": n, "window": window})

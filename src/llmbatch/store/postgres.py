@@ -90,6 +90,22 @@ class PostgresStore(SqlStore):
     def close(self) -> None:
         self._conn.close()
 
+    def _where(self) -> dict[str, Any] | None:
+        """The cluster's `system_identifier` and the database's name: a failover to a physical
+        replica keeps both, a dump restored elsewhere changes one. None where the server
+        does not let us read the identifier (then a copy is not noticed)."""
+        with self._lock:
+            conn = self._connection()
+            try:
+                with conn.transaction(), conn.cursor() as cur:  # a savepoint inside a transaction
+                    cur.execute(
+                        "SELECT system_identifier::text, current_database() FROM pg_control_system()"
+                    )
+                    sysid, database = cur.fetchone() or (None, None)
+            except psycopg.Error:
+                return None
+        return {"system_identifier": str(sysid), "database": str(database)}
+
     def _dialect(self, sql: str) -> str:
         return pg_query(sql)
 

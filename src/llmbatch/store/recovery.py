@@ -147,22 +147,23 @@ class RecoveryOps:
         is polled and ingested like any other; its attempts are those of `intent_id`."""
         with self._write(durable=True) as cur:
             self._fence(cur, token)
-            endpoint = model = None
+            endpoint = model = nonce = None
             if intent_id is not None:
                 cur.execute(
-                    self._dialect("SELECT endpoint, model FROM batches WHERE id = ?"), [intent_id]
+                    self._dialect("SELECT endpoint, model, nonce FROM batches WHERE id = ?"),
+                    [intent_id],
                 )
                 row = cur.fetchone()
                 if row is None:
                     intent_id = None
                 else:
-                    endpoint, model = row
+                    endpoint, model, nonce = row  # its lines carry the intent's nonce
             cur.execute(self.q("adopt_batch"), {
                 "provider": provider, "endpoint": endpoint or "?", "model": model,
                 "state": status.state, "provider_batch_id": status.provider_batch_id,
                 "input_file_id": status.input_file_id, "output_file_id": status.output_file_id,
                 "error_file_id": status.error_file_id, "request_count": status.total,
-                "intent_id": intent_id, "now": now,
+                "intent_id": intent_id, "now": now, "nonce": nonce,
             })  # fmt: skip
             if cur.rowcount != 1:
                 return None

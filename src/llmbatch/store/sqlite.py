@@ -92,6 +92,14 @@ class SqliteStore(SqlStore):
     def close(self) -> None:
         self._conn.close()
 
+    def _where(self) -> dict[str, Any] | None:
+        """The file's device, inode and path: a copy has another inode, a move another path."""
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return None
+        return {"device": st.st_dev, "inode": st.st_ino, "path": os.path.realpath(self.path)}
+
     @contextmanager
     def _write(self, durable: bool = False) -> Iterator[sqlite3.Cursor]:
         with self._lock:

@@ -18,12 +18,14 @@ from importlib import resources
 from typing import Any
 
 from llmbatch.errors import NotFound, StoreError
+from llmbatch.store.archive import ArchiveOps
 from llmbatch.store.base import Clash, CostGroup, Count, ImportInfo, Row
 from llmbatch.store.batching import BatchingOps
 from llmbatch.store.budgets import BudgetOps
 from llmbatch.store.ledger import LedgerOps
 from llmbatch.store.manage import ManageOps
 from llmbatch.store.observe import ObserveOps
+from llmbatch.store.ownership import OwnershipOps
 from llmbatch.store.recovery import RecoveryOps
 from llmbatch.store.setbacks import SetbackOps
 from llmbatch.store.watch import WatchOps
@@ -51,6 +53,8 @@ def queries() -> dict[str, str]:
         "manage.sql",
         "watch.sql",
         "observe.sql",
+        "archive.sql",
+        "ownership.sql",
     )
     text = "\n".join(_sql_text(f) for f in files)
     for block in re.split(r"^-- name: ", text, flags=re.M)[1:]:
@@ -131,7 +135,16 @@ def owner_alive(owner: str, heartbeat_at: float, now: float) -> bool:
 
 
 class SqlStore(
-    BatchingOps, BudgetOps, LedgerOps, RecoveryOps, ManageOps, SetbackOps, WatchOps, ObserveOps
+    ArchiveOps,
+    BatchingOps,
+    BudgetOps,
+    LedgerOps,
+    RecoveryOps,
+    ManageOps,
+    SetbackOps,
+    WatchOps,
+    ObserveOps,
+    OwnershipOps,
 ):
     """Shared implementation of the Store protocol over a DB-API-like cursor."""
 
@@ -199,6 +212,7 @@ class SqlStore(
                         version = number
             self._set_meta(cur, "schema_version", str(version))
             self.store_id = str(self._get_meta(cur, "store_id"))
+            self._check_home(cur, time.time())
 
     def migrate_from_zero(self) -> None:
         """Apply every migration to an empty database (for the schema-equality test)."""

@@ -48,9 +48,9 @@ LIMIT :n
 
 -- name: insert_batch
 INSERT INTO batches (provider, endpoint, model, state, request_count, input_bytes, est_tokens,
-                     created_at, updated_at)
+                     created_at, updated_at, nonce)
 VALUES (:provider, :endpoint, :model, 'submitting', :request_count, :input_bytes, :est_tokens,
-        :now, :now)
+        :now, :now, :nonce)
 RETURNING id
 
 -- name: insert_attempt
@@ -75,7 +75,8 @@ UPDATE batches SET create_started_at = :now, updated_at = :now WHERE id = :id
 -- name: record_submitted
 UPDATE batches
 SET provider_batch_id = :provider_batch_id, input_file_id = :file_id, state = 'validating',
-    submitted_at = :now, updated_at = :now, setbacks = 0, not_before = NULL
+    submitted_at = :now, updated_at = :now, setbacks = 0, not_before = NULL,
+    proof_wait_until = NULL
 WHERE id = :id AND provider_batch_id IS NULL
 
 -- name: submit_attempts
@@ -90,7 +91,7 @@ SELECT id, provider, endpoint, model, state, provider_batch_id, provider_status,
        output_file_id, error_file_id, request_count, created_at, upload_started_at,
        create_started_at, submitted_at, errors, est_tokens, completed_count, failed_count,
        cancel_requested_at, cancel_sent_at, intent_id, not_before, setbacks, download_tries,
-       gone_checks
+       gone_checks, nonce, proof_wait_until
 FROM batches WHERE state <> 'ingested' ORDER BY id
 
 -- name: defer_batch
@@ -225,9 +226,9 @@ SELECT batch_id FROM attempts WHERE id = :id
 -- name: adopt_batch
 INSERT INTO batches (provider, endpoint, model, state, provider_batch_id, provider_status,
                      input_file_id, output_file_id, error_file_id, request_count, intent_id,
-                     created_at, submitted_at, updated_at)
+                     created_at, submitted_at, updated_at, nonce)
 VALUES (:provider, :endpoint, :model, :state, :provider_batch_id, :state, :input_file_id,
-        :output_file_id, :error_file_id, :request_count, :intent_id, :now, :now, :now)
+        :output_file_id, :error_file_id, :request_count, :intent_id, :now, :now, :now, :nonce)
 ON CONFLICT (provider_batch_id) DO NOTHING
 
 -- name: add_cost_totals

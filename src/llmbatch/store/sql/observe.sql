@@ -11,7 +11,9 @@ SELECT queue, provider, model, state, COUNT(*), MIN(created_at),
        SUM(CASE WHEN deadline >= :now AND deadline < :horizon THEN 1 ELSE 0 END)
 FROM requests
 WHERE import_id NOT IN (SELECT id FROM imports WHERE state <> 'committed')
-GROUP BY queue, provider, model, state
+-- state first: SQLite would otherwise walk the (queue, custom_id) index and fetch every row
+-- by its id, slower than reading the table in order
+GROUP BY state, queue, provider, model
 
 -- name: observe_batches
 -- Batches not yet read back, per provider, model and state: requests, run at the provider,

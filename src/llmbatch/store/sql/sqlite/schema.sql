@@ -92,7 +92,12 @@ CREATE TABLE batches (
     not_before        REAL,
     setbacks          INTEGER NOT NULL DEFAULT 0,
     download_tries    INTEGER NOT NULL DEFAULT 0,
-    gone_checks       INTEGER NOT NULL DEFAULT 0
+    gone_checks       INTEGER NOT NULL DEFAULT 0,
+    -- Proof of ownership (see submission.py): the random nonce this intent's batch carries
+    -- at the provider, and, while it waits for same-size batches to say whose they are,
+    -- until when it may wait before it creates again.
+    nonce             TEXT,
+    proof_wait_until  REAL
 );
 CREATE INDEX batches_open ON batches (state) WHERE state <> 'ingested';
 
@@ -256,4 +261,41 @@ CREATE TABLE provider_usage (
     output_tokens    INTEGER NOT NULL,
     reasoning_tokens INTEGER NOT NULL,
     seen_at          REAL NOT NULL
+);
+
+-- Archives of ingested batches (their files copied where the user keeps data) and the
+-- webhook outbox (see migration 0008).
+CREATE TABLE archives (
+    batch_id   INTEGER NOT NULL PRIMARY KEY REFERENCES batches (id),
+    state      TEXT    NOT NULL CHECK (state IN ('pending', 'done')),
+    tries      INTEGER NOT NULL DEFAULT 0,
+    not_before REAL    NOT NULL,
+    last_error TEXT,
+    from_store INTEGER NOT NULL DEFAULT 0,
+    location   TEXT,
+    created_at REAL    NOT NULL,
+    done_at    REAL
+);
+CREATE INDEX archives_due ON archives (state, not_before);
+
+CREATE TABLE outbox (
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,
+    event_id     TEXT    NOT NULL UNIQUE,
+    kind         TEXT    NOT NULL,
+    batch_id     INTEGER,
+    payload      BLOB    NOT NULL,
+    tries        INTEGER NOT NULL DEFAULT 0,
+    not_before   REAL    NOT NULL,
+    last_error   TEXT,
+    created_at   REAL    NOT NULL,
+    delivered_at REAL
+);
+CREATE INDEX outbox_due ON outbox (delivered_at, not_before);
+
+-- Provider batches read and found not ours (another store's, another tool's): never read again.
+CREATE TABLE judged_batches (
+    provider          TEXT NOT NULL,
+    provider_batch_id TEXT NOT NULL,
+    judged_at         REAL NOT NULL,
+    PRIMARY KEY (provider, provider_batch_id)
 );

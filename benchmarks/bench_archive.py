@@ -1,0 +1,131 @@
+"""What archiving to a local S3 server adds to the end-to-end path of `bench_end_to_end`.
+
+    python benchmarks/bench_archive.py [--requests N] [--small]
+
+The same generated requests are drained twice on SQLite through the emulator (a separate
+process over loopback): once without `[archive]`, once archiving every batch to moto's S3
+server (a separate process, spoken to over HTTP through boto3, multipart above 8 MiB). Prints
+one JSON line: seconds of each run, the overhead, seconds in the archive step, the bytes and
+objects archived, and this worker's peak RSS. Floor (2 cores): archiving adds < 20 % at
+100,000 requests. On a loaded machine the wall figures mostly measure waiting for a core:
+`archive_share_pct` (seconds in the archive step over the plain run's seconds) says how much
+work archiving added. `--small` runs 2,000.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from bench_end_to_end import KEY_ENV, cpu_s, enqueue, free_port, settings, start_emulator
+from gen_requests import lines
+from llmbatch.archive import ArchiveSettings
+from llmbatch.engine import Engine
+from llmbatch.store import open_store
+from llmbatch.worker import drain
+
+AWS = {
+    "AWS_ACCESS_KEY_ID": "AKIABENCHARCHIVE0000",
+    "AWS_SECRET_ACCESS_KEY": "bench-secret-not-real",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_EC2_METADATA_DISABLED": "true",
+}
+
+
+def start_moto() -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, **AWS},
+    )  # fmt: skip
+    import socket
+
+    for _ in range(300):
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return proc, f"http://127.0.0.1:{port}"
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError("moto server did not start")
+
+
+def drained(db: str, url: str, archive: ArchiveSettings | None) -> dict[str, float]:
+    store = open_store(db)
+    engine = Engine(store, settings(url, archive=archive, max_batch_requests=10_000))
+    t0, cpu = time.perf_counter(), cpu_s()
+    result = drain(engine, queue="bench", timeout=1800)
+    assert result.finished
+    if archive is not None:  # the last archives, written after the last ingest
+        while store.archive_due(time.time() + 1e9, 1):
+            engine.tick(time.time())
+    seconds, cpu = time.perf_counter() - t0, cpu_s() - cpu
+    archive_s = engine.timings.get("archive", 0.0)
+    engine.close()
+    store.close()
+    return {"seconds": round(seconds, 2), "cpu_s": round(cpu, 2), "archive_s": round(archive_s, 2)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--requests", type=int, default=100_000)
+    ap.add_argument("--small", action="store_true", help="2,000 requests")
+    args = ap.parse_args()
+    n = 2_000 if args.small else args.requests
+    os.environ.update(AWS)
+    os.environ[KEY_ENV] = "sk-bench-not-a-secret"
+    import boto3
+
+    with tempfile.TemporaryDirectory(prefix="llmbatch-bench-archive-") as tmp_s:
+        tmp = Path(tmp_s)
+        path = tmp / "requests.jsonl"
+        with open(path, "wb") as f:
+            for line in lines(n):
+                f.write(line)
+        emulator, url = start_emulator(tmp / "emulator")
+        moto, s3_url = start_moto()
+        try:
+            s3 = boto3.session.Session().client("s3", endpoint_url=s3_url)
+            s3.create_bucket(Bucket="bench-archive")
+            warm = tmp / "warm.jsonl"  # first-run costs (imports, the emulator's caches) apart
+            with open(warm, "wb") as f:
+                for line in lines(200, seed=1):
+                    f.write(line)
+            enqueue(str(tmp / "warm.db"), warm)
+            drained(str(tmp / "warm.db"), url, None)
+            enqueue(str(tmp / "plain.db"), path)
+            plain = drained(str(tmp / "plain.db"), url, None)
+            enqueue(str(tmp / "archived.db"), path)
+            archive = ArchiveSettings(url="s3://bench-archive/llmbatch", endpoint_url=s3_url)
+            archived = drained(str(tmp / "archived.db"), url, archive)
+            objects = s3.list_objects_v2(Bucket="bench-archive").get("Contents", [])
+        finally:
+            for p in (emulator, moto):
+                p.terminate()
+                p.wait(10)
+    overhead = (archived["seconds"] - plain["seconds"]) / plain["seconds"]
+    out = {
+        "requests": n,
+        "without_archive_s": plain["seconds"],
+        "with_archive_s": archived["seconds"],
+        "overhead_pct": round(100 * overhead, 1),
+        "archive_step_s": archived["archive_s"],
+        "archive_share_pct": round(100 * archived["archive_s"] / plain["seconds"], 1),
+        "worker_cpu_s": {"without": plain["cpu_s"], "with": archived["cpu_s"]},
+        "objects": len(objects),
+        "archived_mb": round(sum(o["Size"] for o in objects) / 1e6, 1),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "floor_overhead_pct": 20,
+    }
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()

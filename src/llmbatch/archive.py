@@ -1,0 +1,342 @@
+"""Archives: each ingested batch's files copied where the user keeps data, before the
+provider's copies are deleted, and every result read back from there alone.
+
+Under `<url>/<store id>/batch-<8 digits>/` an archive holds:
+
+- `input.jsonl`: the batch file as sent (made again from the store: the same bytes);
+- `output.jsonl`, `errors.jsonl`: the provider's result files, as downloaded;
+- `results.jsonl`: the batch's results in the results envelope (`export.py`), from the store;
+- `attempts.jsonl`: each attempt id the batch carried (batch files carry attempt ids, not the
+  user's ids) with its queue, custom_id and result id;
+- `manifest.json`, written last: the batch, its provider ids, and per file its lines, bytes
+  and sha256; `from_store` when the provider's copy was gone and only what the store held was
+  archived; `ours` false when no result line carried this intent's ids (its files are then
+  left at the provider, as ingest leaves them). An archive without its manifest is not one.
+
+Archiving is idempotent: keys are fixed by the batch, every file is written whole or not at
+all, so a worker killed mid-archive leaves what the next one overwrites, never a duplicate or
+a gap. The archive row is added before the batch is marked ingested and the provider's files
+are deleted only once the manifest is written; a target that fails (down, 5xx, slow) backs
+the archive off (doubling, up to an hour) with its error in the store, and the engine's
+other work goes on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+import orjson
+
+from llmbatch.errors import ConfigError, RejectedError, StoreError, TransientError
+from llmbatch.export import jsonl_line, result_id
+from llmbatch.ownership import attempt_prefix
+from llmbatch.providers.base import BatchStatus, ResultsGone
+from llmbatch.targets import ArchiveUnavailable, Target, TargetSettings, check_url, open_target
+
+if TYPE_CHECKING:
+    from llmbatch.providers import Provider
+    from llmbatch.store import Store
+
+MANIFEST = "manifest.json"
+MANIFEST_VERSION = 1
+MAX_BACKOFF = 3600.0
+SPOOL_KINDS = "kinds.json"  # in a spool folder: which downloaded file is output, which error
+
+
+@dataclass(frozen=True)
+class ArchiveSettings(TargetSettings):
+    """`[archive]`: the target, and how much of a tick archiving may take."""
+
+    backoff_seconds: float = 30.0  # the first pause after a failure, doubling per try
+    tick_seconds: float = 60.0  # archiving stops for this tick once it has taken this long
+
+
+def parse_archive(table: Any) -> ArchiveSettings | None:
+    """`[archive]` checked: known keys of the right types, a URL we can write to."""
+    if table is None:
+        return None
+    if not isinstance(table, dict):
+        raise ConfigError(f"[archive] must be a table, got a {type(table).__name__}")
+    fields = ArchiveSettings.__dataclass_fields__
+    for key, value in table.items():
+        if key not in fields:
+            raise ConfigError(f"[archive] has no setting {key!r}; known: {', '.join(fields)}")
+        wanted = str(fields[key].type)
+        ok = (
+            isinstance(value, str)
+            if "str" in wanted
+            else isinstance(value, int | float) and not isinstance(value, bool) and value > 0
+        )
+        if not ok:
+            kind = "a string" if "str" in wanted else "a number above 0"
+            raise ConfigError(f"[archive] {key} must be {kind}")  # not the value: maybe a secret
+    if "url" not in table:
+        raise ConfigError('[archive] needs url = "s3://bucket/prefix" or "file:///path"')
+    settings = ArchiveSettings(**table)
+    check_url(settings)  # the scheme, the bucket's name, boto3 installed
+    return settings
+
+
+def batch_folder(store_id: str, batch_id: int) -> str:
+    return f"{store_id}/batch-{batch_id:08d}"
+
+
+def _digest(path: Path) -> dict[str, Any]:
+    """Lines, bytes and sha256 of a file, read in chunks."""
+    h, size, lines, last = hashlib.sha256(), 0, 0, b"\n"
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+            size += len(chunk)
+            lines += chunk.count(b"\n")
+            last = chunk[-1:]
+    if size and last != b"\n":
+        lines += 1
+    return {"lines": lines, "bytes": size, "sha256": h.hexdigest()}
+
+
+class Archiver:
+    """The engine's archive step: writes the archives that are due, within a time budget."""
+
+    def __init__(
+        self,
+        store: Store,
+        settings: ArchiveSettings,
+        provider: Callable[[str], Provider],
+        workdir: Path,
+        *,
+        delete_files: bool = True,
+        clock: Callable[[], float] = time.time,
+        target: Target | None = None,
+    ) -> None:
+        self.store, self.settings, self.provider = store, settings, provider
+        self.workdir, self.delete_files, self.clock = workdir, delete_files, clock
+        self.target = target or open_target(settings)
+        self._checked = False
+
+    def check(self) -> None:
+        """Once per engine, before any work: a missing bucket or credentials stop it."""
+        if not self._checked:
+            self.target.check()
+            self._checked = True
+
+    def spool(self, batch_id: int) -> Path:
+        """Where ingest leaves a batch's downloaded files for its archive."""
+        return self.workdir / f"archive-{batch_id}"
+
+    def keep(self, batch_id: int, folder: Path, kinds: dict[str, str]) -> None:
+        """Keep an ingest's downloaded files (file name -> output|error) for the archive."""
+        (folder / SPOOL_KINDS).write_text(json.dumps(kinds))
+        dest = self.spool(batch_id)
+        shutil.rmtree(dest, ignore_errors=True)
+        folder.rename(dest)
+
+    def run(self, now: float, notes: list[str]) -> int:
+        """Write the archives due now; returns how many were written."""
+        started, written = self.clock(), 0
+        for due in self.store.archive_due(now):
+            if self.clock() - started > self.settings.tick_seconds:
+                break
+            try:
+                self.archive(due.batch_id, now)
+                written += 1
+            except StoreError:
+                raise  # the database: the tick stops, as for any other step
+            except Exception as exc:  # down, a 5xx, a bug: this archive waits, not the rest
+                delay = min(self.settings.backoff_seconds * 2**due.tries, MAX_BACKOFF)
+                said = f"archive of batch {due.batch_id} failed (try {due.tries + 1}): {exc}"
+                self.store.archive_failed(due.batch_id, now + delay, str(exc))
+                notes.append(f"{said}; trying again in {delay:.0f} s")
+                if isinstance(exc, ArchiveUnavailable):
+                    break  # the target is down or slow: the others wait for the next tick
+        return written
+
+    def archive(self, batch_id: int, now: float) -> None:
+        """Write one batch's archive, then delete the provider's files."""
+        b = self.store.archive_batch(batch_id)
+        if b is None:
+            raise RejectedError(f"batch {batch_id} is not in the store")
+        folder = batch_folder(self.store.store_id, batch_id)
+        provider = self.provider(str(b["provider"]))
+        if self.target.exists(f"{folder}/{MANIFEST}"):
+            # a worker killed after the manifest, before the store knew: it says the rest
+            with contextlib.closing(self.target.open(f"{folder}/{MANIFEST}")) as f:
+                manifest = orjson.loads(f.read())
+            from_store, ours = bool(manifest.get("from_store")), bool(manifest.get("ours", True))
+        else:
+            from_store, ours = self._write(b, folder, provider)
+        where = f"{self.target.location.rstrip('/')}/{folder}"
+        self.store.archive_done(batch_id, now, where, from_store)
+        shutil.rmtree(self.spool(batch_id), ignore_errors=True)
+        if not ours:  # not one result line of ours: not proven ours to delete (ownership.py)
+            self.store.note("anomaly", batch_id, "no result line of ours: left at the provider")
+        elif self.delete_files:
+            ids = [b.get(k) for k in ("input_file_id", "output_file_id", "error_file_id")]
+            with contextlib.suppress(TransientError, RejectedError):
+                provider.delete_files([str(f) for f in ids if f])
+
+    def _write(self, b: dict[str, Any], folder: str, provider: Provider) -> tuple[bool, bool]:
+        """Write the archive; (whether from the store, whether any result line is ours)."""
+        batch_id = int(b["id"])
+        attempts_of = int(b.get("intent_id") or batch_id)
+        prefix = attempt_prefix(self.store.store_id, b.get("nonce"))
+        work = self.workdir / f"archiving-{batch_id}"
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir(parents=True)
+        try:
+            self.target.abort_uploads(folder + "/")
+            files: dict[str, Path] = {}
+            files["input.jsonl"] = self._input(attempts_of, prefix, provider, work)
+            got, from_store = self._results(b, provider, work)
+            files.update(got)
+            ours = not got or any(_carries(p, prefix) for p in got.values())
+            files["results.jsonl"], files["attempts.jsonl"] = self._from_store(
+                attempts_of, prefix, work
+            )
+            manifest: dict[str, Any] = {
+                "version": MANIFEST_VERSION,
+                "store_id": self.store.store_id,
+                "batch": batch_id,
+                "attempts_of": attempts_of,
+                "provider": b.get("provider"),
+                "endpoint": b.get("endpoint"),
+                "model": b.get("model"),
+                "provider_batch_id": b.get("provider_batch_id"),
+                "input_file_id": b.get("input_file_id"),
+                "output_file_id": b.get("output_file_id"),
+                "error_file_id": b.get("error_file_id"),
+                "state": b.get("provider_status") or b.get("state"),
+                "from_store": from_store,
+                "ours": ours,
+                "archived_at": self.clock(),
+                "files": {},
+            }
+            for name, path in files.items():
+                manifest["files"][name] = _digest(path)
+                self.target.put(f"{folder}/{name}", path)
+            (work / MANIFEST).write_bytes(orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
+            self.target.put(f"{folder}/{MANIFEST}", work / MANIFEST)
+            return from_store, ours
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+
+    def _input(self, attempts_of: int, prefix: str, provider: Provider, work: Path) -> Path:
+        path = work / "input.jsonl"
+        with open(path, "wb") as f:
+            for attempt_id, endpoint, body in self.store.batch_lines(attempts_of):
+                line = provider.request_line(f"{prefix}-{attempt_id}", endpoint, body)
+                f.write(line + b"\n")
+        return path
+
+    def _results(
+        self, b: dict[str, Any], provider: Provider, work: Path
+    ) -> tuple[dict[str, Path], bool]:
+        """The provider's result files: those ingest kept, else downloaded again; when the
+        provider no longer has them, none (the archive says `from_store`)."""
+        names = {"output": "output.jsonl", "error": "errors.jsonl"}
+        spool = self.spool(int(b["id"]))
+        if (spool / SPOOL_KINDS).is_file():
+            kinds: dict[str, str] = json.loads((spool / SPOOL_KINDS).read_text())
+            return {names[k]: spool / n for n, k in kinds.items() if (spool / n).is_file()}, False
+        if not (b.get("output_file_id") or b.get("error_file_id")):
+            return {}, False
+        status = BatchStatus(
+            str(b.get("provider_batch_id") or ""), str(b.get("state")),
+            str(b.get("provider_status") or b.get("state")), 0, 0, 0, b.get("input_file_id"),
+            b.get("output_file_id"), b.get("error_file_id"),
+        )  # fmt: skip
+        try:
+            got = provider.download(status, work)
+        except ResultsGone:
+            return {}, True
+        except RejectedError as exc:
+            if "404" in str(exc) or "not found" in str(exc).lower():
+                return {}, True
+            raise
+        return {names[f.kind]: f.path for f in got}, False
+
+    def _from_store(self, attempts_of: int, prefix: str, work: Path) -> tuple[Path, Path]:
+        """results.jsonl (the envelope) and attempts.jsonl, streamed from the store."""
+        sid = self.store.store_id
+        results, attempts = work / "results.jsonl", work / "attempts.jsonl"
+        with open(results, "wb") as out:
+            for r in self.store.batch_result_rows(attempts_of):
+                out.write(jsonl_line(r, sid))
+        with open(attempts, "wb") as out:
+            for attempt_id, queue, custom_id in self.store.batch_attempt_map(attempts_of):
+                out.write(
+                    orjson.dumps(
+                        {"attempt": attempt_id, "sent_as": f"{prefix}-{attempt_id}", "queue": queue,
+                         "custom_id": custom_id, "result_id": result_id(sid, attempt_id)}
+                    ) + b"\n"
+                )  # fmt: skip
+        return results, attempts
+
+
+def _carries(path: Path, prefix: str) -> bool:
+    """Whether a result file has a line naming one of this intent's custom ids (read until
+    the first one: the first line, for a batch of ours)."""
+    needle = f'"{prefix}-'.encode()
+    with open(path, "rb") as f:
+        return any(needle in line for line in f)
+
+
+# -- reading an archive back ---------------------------------------------------------------
+def from_archive(
+    url: str, *, queue: str | None = None, state: str | None = None, **target: Any
+) -> Iterator[bytes]:
+    """Every result an archive holds, in the results envelope: the newest result of each
+    request (by queue and custom_id), batch by batch, from the archive alone.
+
+    Reads the attempt maps first (one small entry per request held), then streams each
+    batch's results.jsonl, keeping the lines whose attempt is its request's newest."""
+    t = open_target(TargetSettings(url=url, **target))
+    manifests = sorted(k for k in t.keys("") if k.endswith("/" + MANIFEST))
+    newest: dict[tuple[str, str], tuple[int, str]] = {}
+    for m in manifests:
+        with contextlib.closing(t.open(m[: -len(MANIFEST)] + "attempts.jsonl")) as f:
+            for line in _lines(f):
+                a = orjson.loads(line)
+                if queue is not None and a["queue"] != queue:
+                    continue
+                key = (a["queue"], a["custom_id"])
+                if key not in newest or newest[key][0] < a["attempt"]:
+                    newest[key] = (int(a["attempt"]), str(a["result_id"]))
+    wanted = {rid for _a, rid in newest.values()}
+    del newest
+    for m in manifests:
+        with contextlib.closing(t.open(m[: -len(MANIFEST)] + "results.jsonl")) as f:
+            for line in _lines(f):
+                env = orjson.loads(line)
+                if env["id"] not in wanted:
+                    continue
+                if state is not None and _state(env) != state:
+                    continue
+                wanted.discard(env["id"])
+                yield line + b"\n"
+
+
+def _state(env: dict[str, Any]) -> str:
+    if env.get("error") is None:
+        return "succeeded"
+    code = str(env["error"].get("code") or "")
+    return "cancelled" if code.startswith(("cancelled", "batch_cancelled")) else "failed"
+
+
+def _lines(f: IO[bytes]) -> Iterator[bytes]:
+    """The lines of a stream, read in chunks (never the whole file)."""
+    rest = b""
+    while chunk := f.read(1 << 20):
+        rest += chunk
+        *whole, rest = rest.split(b"\n")
+        yield from (ln for ln in whole if ln.strip())
+    if rest.strip():
+        yield rest

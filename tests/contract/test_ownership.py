@@ -1,0 +1,587 @@
+"""Proof of ownership, the contract every registered provider passes (issue 15): real engines
+over real SQLite stores, the emulator over HTTP through the official SDKs, faults only through
+its control API. A provider registered later gets all of it by naming its door in `DOORS`.
+
+The floors: two stores on one key, and a copied store — every request of each ends with
+exactly one result, one provider batch per intent, nothing of the other store adopted,
+ingested or deleted. Each scenario that failed on the code before issue 15 says so.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from helpers import E2E_KEY_ENV, RefusingService, cli, fast_settings, results_per_request, sql
+from helpers import request_states as states
+from llmbatch import Queue
+from llmbatch.emulator import RunningEmulator, running
+from llmbatch.engine import Engine, EngineSettings
+from llmbatch.ownership import custom_id
+from llmbatch.providers import Intent, available, make_provider
+from llmbatch.store import open_store
+
+
+@dataclass(frozen=True)
+class Door:
+    """How a provider's batches look at the emulator: its create call, its items."""
+
+    create_op: str  # the fault rule's op for a create
+    create_path: str  # the create call in the call log
+    model: str
+
+    def items(self, name: str, n: int, prefix: str) -> list[dict[str, Any]]:
+        messages = [{"role": "user", "content": f"{prefix}: question {i}"} for i in range(n)]
+        if name == "anthropic":
+            return [
+                {
+                    "custom_id": f"{prefix}{i}",
+                    "params": {"model": self.model, "max_tokens": 16, "messages": [m]},
+                }
+                for i, m in enumerate(messages)
+            ]
+        return [
+            {"custom_id": f"{prefix}{i}", "body": {"model": self.model, "messages": [m]}}
+            for i, m in enumerate(messages)
+        ]
+
+
+DOORS = {
+    "openai": Door("batches.create", "/v1/batches", "gpt-4o-mini"),
+    "azure": Door("batches.create", "/openai/batches", "gpt-4o-mini"),
+    "anthropic": Door("messages.batches.create", "/v1/messages/batches", "claude-3-5-haiku-latest"),
+}
+
+
+@pytest.fixture(params=sorted(available()))
+def name(request: pytest.FixtureRequest) -> str:
+    if request.param not in DOORS:
+        pytest.fail(f"provider {request.param!r} has no door in the ownership contract suite")
+    return str(request.param)
+
+
+@pytest.fixture(autouse=True)
+def _fake_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(E2E_KEY_ENV, "sk-test-not-a-secret")
+
+
+@pytest.fixture
+def emu() -> Iterator[RunningEmulator]:
+    with running(time_scale=0.0, seed=15) as e:  # batches move only when a test advances
+        yield e
+
+
+def enqueue(db: str, name: str, n: int, prefix: str) -> list[str]:
+    items = DOORS[name].items(name, n, prefix)
+    with Queue(db, "q", provider=name) as q:
+        assert q.add_many(items).added == n
+    return [str(it["custom_id"]) for it in items]
+
+
+def settings(emu: RunningEmulator, **overrides: Any) -> EngineSettings:
+    return fast_settings(emu, sweep_interval=0.2, **overrides)
+
+
+def engine(db: str, emu: RunningEmulator, **overrides: Any) -> Engine:
+    return Engine(open_store(db), settings(emu, **overrides))
+
+
+def close(*engines: Engine) -> None:
+    for e in engines:
+        e.close()
+        e.store.close()
+
+
+def tick_for(engines: Sequence[Engine], seconds: float) -> None:
+    """Tick every engine for `seconds` of real time, the emulator's clock standing still."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        for e in engines:
+            e.tick(time.time())
+        time.sleep(0.05)
+
+
+def drain(engines: Sequence[Engine], emu: RunningEmulator, max_seconds: float = 60.0) -> None:
+    """Tick until every engine's store has nothing unfinished and no open batch, advancing
+    the emulator's clock so batches run."""
+    deadline = time.monotonic() + max_seconds
+    while any(e.store.has_unfinished() or e.store.open_batches() for e in engines):
+        assert time.monotonic() < deadline, [states(e.store.location) for e in engines]
+        emu.control.advance(600)
+        for e in engines:
+            e.tick(time.time())
+        time.sleep(0.05)
+
+
+def creates(emu: RunningEmulator, name: str, refused: int = 0) -> int:
+    """Provider batches made: the create calls in the emulator's call log, less the
+    `refused` ones a test had fail before they acted."""
+    path = DOORS[name].create_path
+    calls = emu.control.calls()
+    return sum(1 for c in calls if c["method"] == "POST" and c["path"] == path) - refused
+
+
+def provider_batches(db: str) -> set[str]:
+    return {str(p) for (p,) in sql(db, "SELECT provider_batch_id FROM batches") if p}
+
+
+def intents(db: str) -> int:
+    return int(sql(db, "SELECT COUNT(*) FROM batches WHERE intent_id IS NULL")[0][0])
+
+
+def assert_once(db: str, custom_ids: Sequence[str]) -> None:
+    """Every request one result, succeeded; no line of any batch was an anomaly."""
+    assert results_per_request(db) == dict.fromkeys(custom_ids, 1)
+    assert states(db) == {"succeeded": len(custom_ids)}
+    assert sql(db, "SELECT detail FROM events WHERE kind = 'anomaly'") == []
+
+
+# -- two stores on one key ------------------------------------------------------------------
+
+
+def test_two_stores_on_one_key_with_equal_sizes_take_only_their_own(
+    name: str, tmp_path: Path, emu: RunningEmulator
+) -> None:
+    """Store A's batch runs; store B's create of the same size is refused before it acts.
+    B's reconcile must not take A's batch: on the code before issue 15, B adopted A's running
+    Anthropic batch by its size, ingested it as anomalies and deleted it at the provider."""
+    a_db, b_db = str(tmp_path / "a.db"), str(tmp_path / "b.db")
+    a_ids, b_ids = enqueue(a_db, name, 4, "a"), enqueue(b_db, name, 4, "b")
+    a, b = engine(a_db, emu), engine(b_db, emu)
+    try:
+        a.tick(time.time())
+        (theirs,) = provider_batches(a_db)
+        emu.control.add_fault(DOORS[name].create_op, "529", mode="before", count=1)
+        b.tick(time.time())
+        assert provider_batches(b_db) == set()  # refused
+        tick_for([b], 3.0)  # past submit_timeout + settle: B reconciles while A's batch runs
+        assert theirs not in provider_batches(b_db)
+        if name == "anthropic":  # it cannot prove A's running batch foreign: it waits
+            assert [w.batch_id for w in b.store.proof_waits()] == [1]
+            assert "waiting for proof: batch 1" in cli("--db", b_db, "status").output
+        drain([a, b], emu)
+    finally:
+        close(a, b)
+    assert theirs in provider_batches(a_db)
+    assert not provider_batches(a_db) & provider_batches(b_db)
+    assert_once(a_db, a_ids)
+    assert_once(b_db, b_ids)
+    assert creates(emu, name, refused=1) == intents(a_db) + intents(b_db) == 2  # one per intent
+    assert sql(b_db, "SELECT proof_wait_until FROM batches") == [(None,)]
+
+
+# -- a copied store ---------------------------------------------------------------------------
+
+
+def copy_store(source: str, target: str) -> None:
+    for suffix in ("", "-wal", "-shm"):
+        if Path(source + suffix).exists():
+            shutil.copy(source + suffix, target + suffix)
+
+
+def test_a_copied_store_takes_nothing_of_the_original_until_told(
+    name: str, tmp_path: Path, emu: RunningEmulator
+) -> None:
+    """A's create acted but its answer was lost; the store is then copied (a backup restored
+    beside it, dev cloned from prod). Both carry the same store id, intent and nonce: on the
+    code before issue 15 both found the batch and recorded its answers. The copy notices it
+    is not where it was made, serves new work, and touches nothing made before the copy
+    until told `store new-identity`; then its own requests are sent again under new
+    intents."""
+    a_db, b_db = str(tmp_path / "a.db"), str(tmp_path / "b.db")
+    a_ids = enqueue(a_db, name, 4, "a")
+    a = engine(a_db, emu)
+    try:
+        emu.control.add_fault(DOORS[name].create_op, "500", mode="after", count=1)
+        a.tick(time.time())
+        assert provider_batches(a_db) == set() and creates(emu, name) == 1
+    finally:
+        close(a)
+    copy_store(a_db, b_db)
+    b_ids = a_ids + enqueue(b_db, name, 3, "b")  # new work in the copy
+    status = cli("--db", b_db, "status")
+    assert "copied or moved" in status.output and "new-identity" in status.output
+    a, b = engine(a_db, emu), engine(b_db, emu)
+    try:
+        drain([a], emu)
+        (original,) = provider_batches(a_db)
+        tick_for([b], 2.0)
+        emu.control.advance(600)
+        tick_for([b], 2.0)
+        assert original not in provider_batches(b_db)  # nothing of A's taken
+        assert states(b_db) == {"succeeded": 3, "packed": 4}  # new work served, old frozen
+        result = cli("--db", b_db, "store", "new-identity")
+        assert result.exit_code == 3 and "stop it, then run" in result.output  # a worker on it
+        close(b)
+        result = cli("--db", b_db, "store", "new-identity")
+        assert result.exit_code == 0, result.output
+        assert "4 of their requests are queued again" in result.output
+        b = engine(b_db, emu)
+        drain([a, b], emu)
+    finally:
+        close(a, b)
+    assert_once(a_db, a_ids)
+    assert_once(b_db, b_ids)
+    assert not provider_batches(a_db) & provider_batches(b_db)
+    assert creates(emu, name) == 3  # A's one, the copy's new work, the copy's resent work
+    assert "copied or moved" not in cli("--db", b_db, "status").output
+
+
+def test_a_moved_store_carries_on_once_told_keep_identity(
+    name: str, tmp_path: Path, emu: RunningEmulator
+) -> None:
+    """A store moved (or restored) with a create whose answer was lost: frozen until
+    `store keep-identity`, then it finds its own batch — one create, nothing sent again."""
+    a_db, moved = str(tmp_path / "a.db"), str(tmp_path / "moved.db")
+    ids = enqueue(a_db, name, 4, "a")
+    a = engine(a_db, emu)
+    try:
+        emu.control.add_fault(DOORS[name].create_op, "500", mode="after", count=1)
+        a.tick(time.time())
+    finally:
+        close(a)
+    copy_store(a_db, moved)
+    for suffix in ("", "-wal", "-shm"):
+        Path(a_db + suffix).unlink(missing_ok=True)
+    m = engine(moved, emu)
+    try:
+        tick_for([m], 2.0)
+        assert provider_batches(moved) == set()  # frozen: not even reconciled
+        result = cli("--db", moved, "store", "keep-identity")
+        assert result.exit_code == 0, result.output
+        drain([m], emu)
+    finally:
+        close(m)
+    assert_once(moved, ids)
+    assert creates(emu, name) == 1
+
+
+def test_naming_a_move_where_there_is_none_is_a_usage_error(tmp_path: Path) -> None:
+    db = str(tmp_path / "a.db")
+    open_store(db).close()
+    for command in ("new-identity", "keep-identity"):
+        result = cli("--db", db, "store", command)
+        assert result.exit_code == 2 and "no copy or move to name" in result.output
+
+
+# -- submit once --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["before", "after"])
+def test_a_create_that_fails_before_or_after_doing_the_work_makes_one_batch(
+    name: str, mode: str, tmp_path: Path, emu: RunningEmulator
+) -> None:
+    """`before`: nothing was made, the intent is created again once the wait is over.
+    `after`: the batch exists, the answer was a 500; reconcile proves it ours and adopts it."""
+    db = str(tmp_path / "q.db")
+    ids = enqueue(db, name, 5, "m")
+    emu.control.add_fault(DOORS[name].create_op, "500", mode=mode, count=1)
+    e = engine(db, emu)
+    try:
+        drain([e], emu)
+    finally:
+        close(e)
+    assert_once(db, ids)
+    assert creates(emu, name, refused=1 if mode == "before" else 0) == intents(db) == 1
+    if mode == "after":
+        assert sql(db, "SELECT COUNT(*) FROM events WHERE kind = 'adopted'") == [(1,)]
+
+
+LIST_OPS = {"anthropic": "messages.batches.list"}
+
+
+def test_a_lost_create_under_list_lag_is_found_not_made_again(
+    name: str, tmp_path: Path, emu: RunningEmulator
+) -> None:
+    """The create's answer is lost and the list hides new batches for a while (virtual
+    time): the engine waits out its settle window, then finds the batch by its proof."""
+    db = str(tmp_path / "q.db")
+    ids = enqueue(db, name, 5, "m")
+    emu.control.add_fault(LIST_OPS.get(name, "batches.list"), "list_lag", seconds=300)
+    emu.control.add_fault(DOORS[name].create_op, "500", mode="after", count=1)
+    e = engine(db, emu)
+    try:
+        tick_for([e], 0.5)  # the list shows nothing yet, and the wait is not over
+        assert provider_batches(db) == set() and creates(emu, name) == 1
+        drain([e], emu)
+    finally:
+        close(e)
+    assert_once(db, ids)
+    assert creates(emu, name) == intents(db) == 1
+
+
+def test_a_refusal_while_reconciling_leaves_the_intent_to_reconcile_later(
+    name: str, tmp_path: Path, emu: RunningEmulator, rejecting: RefusingService
+) -> None:
+    """A 400 (a gateway's) to the lists during reconcile proves nothing: the intent is not
+    abandoned (its requests do not fail), and once the lists answer it finds its batch."""
+    db = str(tmp_path / "q.db")
+    ids = enqueue(db, name, 5, "m")
+    emu.control.add_fault(DOORS[name].create_op, "500", mode="after", count=1)
+    e = engine(db, emu)
+    try:
+        e.tick(time.time())
+    finally:
+        close(e)
+    gateway = settings(emu)
+    gateway.providers = {
+        "openai": {**gateway.providers["openai"], "base_url": rejecting.url + "/v1"},
+        "azure": {**gateway.providers["azure"], "endpoint": rejecting.url},
+        "anthropic": {**gateway.providers["anthropic"], "base_url": rejecting.url},
+    }
+    refused = Engine(open_store(db), gateway)
+    try:
+        time.sleep(1.6)  # past submit_timeout + settle: the next tick reconciles
+        tick_for([refused], 1.0)
+    finally:
+        close(refused)
+    assert any(" /" in call and "batches" in call for call in rejecting.seen)  # it did ask
+    assert "failed" not in states(db) and intents(db) == 1
+    e = engine(db, emu)
+    try:
+        drain([e], emu)
+    finally:
+        close(e)
+    assert_once(db, ids)
+    assert creates(emu, name) == intents(db) == 1
+
+
+# -- among foreign batches --------------------------------------------------------------------
+
+
+class _Journal:
+    call_timeout = 30.0
+
+    def uploading(self) -> None: ...
+
+    def uploaded(self, file_id: str) -> None: ...
+
+    def creating(self) -> None: ...
+
+
+def create_by_hand(name: str, emu: RunningEmulator, db: str, batch_id: int, folder: Path) -> str:
+    """Create an intent's batch again, as a worker whose record of the first was lost does
+    (the residual risk): its lines, its tag and its nonce."""
+    store = open_store(db)
+    try:
+        nonce = store.nonce_of(batch_id) or None
+        provider = make_provider(name, **settings(emu).providers[name])
+        lines = [
+            provider.request_line(custom_id(store.store_id, nonce, a), endpoint, body)
+            for a, endpoint, body in store.batch_lines(batch_id)
+        ]
+        path = folder / f"by-hand-{batch_id}.jsonl"
+        path.write_bytes(b"".join(line + b"\n" for line in lines))
+        ((endpoint, model),) = sql(
+            db, "SELECT endpoint, model FROM batches WHERE id = ?", [batch_id]
+        )
+        intent = Intent(
+            batch_id, store.store_id, endpoint, model, path, len(lines), 0.0, nonce=nonce
+        )
+        return provider.submit(intent, _Journal()).provider_batch_id
+    finally:
+        store.close()
+
+
+def result_reads(emu: RunningEmulator, batch_ids: set[str]) -> int:
+    """Reads of these batches' results (Anthropic) or output files' content (OpenAI)."""
+    return sum(
+        1
+        for c in emu.control.calls()
+        if c["method"] == "GET" and any(c["path"].endswith(f"{b}/results") for b in batch_ids)
+    )
+
+
+FOREIGN = {"openai": 350, "azure": 350, "anthropic": 150}  # over the 3 pages the sweep read
+
+
+def test_among_foreign_batches_the_sweep_adopts_ours_and_reads_each_foreign_once(
+    name: str, tmp_path: Path
+) -> None:
+    """A duplicate of one of our intents (the residual risk), then more foreign batches than
+    the 3 list pages the sweep read before issue 15 (it missed the duplicate): the sweep pages
+    back to what it needs, adopts the duplicate, records and deletes nothing foreign, and a
+    second engine (another process) reads no foreign batch the first already judged."""
+    db = str(tmp_path / "q.db")
+    ids = enqueue(db, name, 4, "m")
+    with running(seed=16) as emu:
+        e = engine(db, emu)
+        try:
+            drain([e], emu)
+            first = results_per_request(db)
+            dup = create_by_hand(name, emu, db, 1, tmp_path)
+            emu.control.wait(dup)
+            foreign = set(emu.control.seed(name, batches=FOREIGN[name])["batches"])
+            for b in foreign:
+                emu.control.wait(b)
+            deadline = time.monotonic() + 60
+            while sql(db, "SELECT state FROM batches WHERE provider_batch_id = ?", [dup]) != [
+                ("ingested",)
+            ]:
+                assert time.monotonic() < deadline, "the duplicate was never adopted"
+                e.tick(time.time())
+                time.sleep(0.05)
+            tick_for([e], 0.6)
+        finally:
+            close(e)
+        reads = result_reads(emu, foreign)
+        again = engine(db, emu)
+        try:
+            tick_for([again], 1.0)  # several sweeps
+        finally:
+            close(again)
+        assert result_reads(emu, foreign) == reads  # judged once, remembered in the store
+        assert reads <= len(foreign)
+        remote = {
+            b.provider_batch_id
+            for b in make_provider(name, **settings(emu).providers[name]).poll(
+                sorted(foreign), len(foreign)
+            )
+        }
+        assert remote == foreign  # none deleted
+    assert sql(db, "SELECT intent_id FROM batches WHERE provider_batch_id = ?", [dup]) == [(1,)]
+    assert not provider_batches(db) & foreign
+    assert results_per_request(db) == first == dict.fromkeys(ids, 1)
+
+
+# -- proof that never comes ------------------------------------------------------------------
+
+
+def test_an_intent_waits_for_proof_at_most_max_proof_wait_then_creates_again_counted(
+    tmp_path: Path, emu: RunningEmulator
+) -> None:
+    """Store A's Anthropic batch of the same size runs and runs (the emulator's clock stands
+    still): store B, whose create was refused, cannot tell it is not its own. B waits
+    `max_proof_wait` after its create, then creates again; `status` counts it as a residual
+    double create. Nothing of A's is adopted meanwhile."""
+    name = "anthropic"
+    a_db, b_db = str(tmp_path / "a.db"), str(tmp_path / "b.db")
+    enqueue(a_db, name, 3, "a")
+    b_ids = enqueue(b_db, name, 3, "b")
+    a, b = engine(a_db, emu), engine(b_db, emu, max_proof_wait=3.0)
+    try:
+        a.tick(time.time())
+        emu.control.add_fault(DOORS[name].create_op, "529", mode="before", count=1)
+        b.tick(time.time())
+        tick_for([b], 2.0)
+        assert b.store.proof_waits() and creates(emu, name, refused=1) == 1  # waiting
+        record = json.loads(cli("--db", b_db, "status", "--format", "json").stdout)
+        assert [w["batch"] for w in record["ownership"]["proof_waits"]] == [1]
+        tick_for([b], 2.5)  # past max_proof_wait: created again
+        assert creates(emu, name, refused=1) == 2 and not b.store.proof_waits()
+        drain([b], emu)
+    finally:
+        close(a, b)
+    assert_once(b_db, b_ids)
+    assert "residual double creates: 1" in cli("--db", b_db, "status").output
+    assert not provider_batches(a_db) & provider_batches(b_db)
+
+
+# -- expired and cancelled batches --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("how", ["expire", "cancel"])
+def test_a_batch_expired_or_cancelled_by_someone_else_sends_its_unrun_requests_again(
+    name: str, how: str, tmp_path: Path, emu: RunningEmulator
+) -> None:
+    """The provider expires the batch (its window passed), or someone cancels it at the
+    provider: the requests that never ran go back to the queue uncharged and are sent again;
+    every request ends with one result."""
+    db = str(tmp_path / "q.db")
+    ids = enqueue(db, name, 6, "m")
+    e = engine(db, emu)
+    try:
+        e.tick(time.time())
+        (first,) = provider_batches(db)
+        getattr(emu.control, how)(first)
+        drain([e], emu)
+    finally:
+        close(e)
+    assert_once(db, ids)
+    assert intents(db) == 2  # the unrun requests travelled again, in one new batch
+
+
+# -- where a store lives ------------------------------------------------------------------------
+
+
+def _admin() -> psycopg.Connection[Any]:
+    """The test server's admin connection (LLMBATCH_TEST_PG; the `db` fixture needs it too)."""
+    return psycopg.connect(os.environ["LLMBATCH_TEST_PG"], autocommit=True)
+
+
+def _copy(db: str, tmp_path: Path) -> str:
+    """A copy of the store: the SQLite file copied, the PostgreSQL database cloned."""
+    if not db.startswith("postgresql://"):
+        target = str(tmp_path / "copy.db")
+        copy_store(db, target)
+        return target
+    base, source = db.rsplit("/", 1)
+    with _admin() as conn:
+        conn.execute(f'CREATE DATABASE "{source}_copy" TEMPLATE "{source}"')
+    return f"{base}/{source}_copy"
+
+
+def _drop(dsn: str) -> None:
+    if dsn.startswith("postgresql://"):
+        with _admin() as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{dsn.rsplit("/", 1)[1]}" WITH (FORCE)')
+
+
+def test_a_store_knows_where_it_lives_on_both_backends(db: str, tmp_path: Path) -> None:
+    """Copied with nothing in flight, a store simply lives where it is now; copied with an
+    intent open, it freezes what was made before (SQLite: another inode and path;
+    PostgreSQL: another database name on the cluster) until told which it was."""
+    open_store(db).close()
+    home = sql(db, "SELECT value FROM meta WHERE key = 'home'")[0][0]
+    assert ("inode" in home) != ("system_identifier" in home)
+    (tmp_path / "quiet").mkdir()
+    quiet = _copy(db, tmp_path / "quiet")
+    try:
+        open_store(quiet).close()
+        assert sql(quiet, "SELECT value FROM meta WHERE key = 'identity_pending'") == []
+        assert sql(quiet, "SELECT value FROM meta WHERE key = 'home'")[0][0] != home
+    finally:
+        _drop(quiet)
+    with Queue(db, "q") as q:
+        q.add_many(DOORS["openai"].items("openai", 2, "x"))
+    store = open_store(db)
+    try:
+        token = store.acquire_lease("engine", "t", 60, time.time())
+        assert token is not None
+        ids = [int(r) for (r,) in sql(db, "SELECT id FROM requests")]
+        group = ("openai", "/v1/chat/completions", "gpt-4o-mini")
+        store.create_intent(group, ids, 0, 0, time.time(), token)
+        store.release_lease("engine", "t")
+    finally:
+        store.close()
+    busy = _copy(db, tmp_path)
+    try:
+        copy = open_store(busy)
+        try:
+            moved = copy.moved()
+            assert moved is not None and moved.before == 1
+        finally:
+            copy.close()
+        status = cli("--db", busy, "status", "--format", "json").stdout
+        assert json.loads(status)["ownership"]["moved"]["before"] == 1
+        result = cli("--db", busy, "store", "keep-identity")
+        assert result.exit_code == 0, result.output
+        status = cli("--db", busy, "status", "--format", "json").stdout
+        assert json.loads(status)["ownership"]["moved"] is None
+        reopened = open_store(busy)  # home is here now: not pending again
+        assert reopened.moved() is None
+        reopened.close()
+    finally:
+        _drop(busy)
+    original = open_store(db)  # the original never moved
+    assert original.moved() is None
+    original.close()

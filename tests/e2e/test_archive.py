@@ -1,0 +1,532 @@
+"""Archives on a real S3-compatible server (moto's server mode over HTTP, through boto3) and
+on a folder, with faults injected by a proxy in front of the server: each batch's files and
+manifest written before the provider's copies are deleted, every result read back from the
+archive alone, and a target that is down, storming 503s or cut mid-upload costing no result
+and stopping no other work."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import openai
+import orjson
+import pytest
+
+from helpers import E2E_KEY_ENV, cli, fast_settings, request_states, sql
+from llmbatch import Queue
+from llmbatch.archive import ArchiveSettings, from_archive
+from llmbatch.emulator import running
+from llmbatch.engine import Engine
+from llmbatch.export import export
+from llmbatch.store import open_store
+from s3 import SECRET_KEY, FaultProxy, aws_env, moto_server, s3_client
+
+pytest.importorskip("boto3")
+
+
+@pytest.fixture(scope="module")
+def moto() -> Any:
+    with moto_server() as url:
+        yield url
+
+
+@pytest.fixture(autouse=True)
+def _aws(monkeypatch: pytest.MonkeyPatch) -> None:
+    for k, v in aws_env().items():
+        monkeypatch.setenv(k, v)
+
+
+@pytest.fixture
+def bucket(moto: str, request: pytest.FixtureRequest) -> str:
+    name = "arch-" + hashlib.blake2b(request.node.nodeid.encode(), digest_size=6).hexdigest()
+    s3_client(moto).create_bucket(Bucket=name)
+    return name
+
+
+def enqueue(db: str, n: int, queue: str = "q", model: str = "gpt-4o-mini") -> None:
+    with Queue(db, queue) as q:
+        q.add_many(
+            [
+                {
+                    "custom_id": f"r{i}",
+                    "body": {"model": model, "messages": [{"role": "user", "content": f"q {i}"}]},
+                }
+                for i in range(n)
+            ]
+        )
+
+
+def tick_until(engine: Engine, done: Any, seconds: float = 60.0) -> None:
+    deadline = time.monotonic() + seconds
+    notes: list[str] = []
+    while not done():
+        assert time.monotonic() < deadline, f"timed out: {notes[-5:]}"
+        notes += engine.tick(time.time()).notes
+        time.sleep(0.02)
+
+
+def archives(db: str) -> list[tuple[Any, ...]]:
+    return sql(db, "SELECT batch_id, state, tries, from_store, last_error FROM archives ORDER BY 1")
+
+
+def store_envelope(db: str) -> list[dict[str, Any]]:
+    store = open_store(db)
+    try:
+        return sorted(export(store).dicts(), key=lambda e: e["id"])
+    finally:
+        store.close()
+
+
+def provider_files(emu: Any) -> set[str]:
+    client = openai.OpenAI(base_url=emu.base_url, api_key="k", max_retries=0)
+    return {f.id for f in client.files.list()}
+
+
+def test_each_batch_is_archived_with_its_manifest_before_its_files_are_deleted(
+    db: str, moto: str, bucket: str, tmp_path: Path
+) -> None:
+    enqueue(db, 30)
+    enqueue(db, 12, queue="other", model="gpt-4o")
+    archive = ArchiveSettings(url=f"s3://{bucket}/team/llm", endpoint_url=moto)
+    with running(seed=3) as emu:
+        engine = Engine(open_store(db), fast_settings(emu, max_batch_requests=20, archive=archive))
+        try:
+            tick_until(
+                engine,
+                lambda: (
+                    not engine.store.unfinished_count()
+                    and all(s == "done" for _b, s, *_ in archives(db))
+                ),
+            )
+        finally:
+            engine.close()
+        left = provider_files(emu)
+    rows = archives(db)
+    batches = sql(db, "SELECT id, provider_batch_id, input_file_id, output_file_id FROM batches")
+    assert [r[0] for r in rows] == sorted(b[0] for b in batches) and len(rows) >= 3
+    assert all(r[1] == "done" and r[3] == 0 for r in rows)
+    # the provider's copies were deleted only after (here: at all) the archive was written
+    assert not left & {f for b in batches for f in b[2:] if f}
+    s3 = s3_client(moto)
+    store_id = sql(db, "SELECT value FROM meta WHERE key = 'store_id'")[0][0]
+    total_lines = 0
+    for batch_id, provider_batch_id, _i, _o in batches:
+        prefix = f"team/llm/{store_id}/batch-{batch_id:08d}/"
+        manifest = json.loads(
+            s3.get_object(Bucket=bucket, Key=prefix + "manifest.json")["Body"].read()
+        )
+        assert manifest["provider_batch_id"] == provider_batch_id
+        assert set(manifest["files"]) >= {
+            "input.jsonl",
+            "output.jsonl",
+            "results.jsonl",
+            "attempts.jsonl",
+        }
+        for name, info in manifest["files"].items():
+            data = s3.get_object(Bucket=bucket, Key=prefix + name)["Body"].read()
+            assert hashlib.sha256(data).hexdigest() == info["sha256"]
+            assert len(data) == info["bytes"] and data.count(b"\n") == info["lines"]
+        attempts = [
+            orjson.loads(x)
+            for x in s3.get_object(Bucket=bucket, Key=prefix + "attempts.jsonl")["Body"]
+            .read()
+            .splitlines()
+        ]
+        assert {a["queue"] for a in attempts} <= {"q", "other"}
+        (nonce,) = sql(db, f"SELECT nonce FROM batches WHERE id = {batch_id}")[0]
+        assert all(a["sent_as"] == f"{store_id}-{nonce}-{a['attempt']}" for a in attempts)
+        sent = s3.get_object(Bucket=bucket, Key=prefix + "input.jsonl")["Body"].read()
+        assert sent.count(f'"{store_id}-{nonce}-'.encode()) == len(attempts)
+        total_lines += manifest["files"]["results.jsonl"]["lines"]
+    assert total_lines == 42
+    # every result back from the archive alone, as `llmbatch results` gives it from the store
+    want = store_envelope(db)
+    got = sorted(
+        (orjson.loads(x) for x in from_archive(f"s3://{bucket}/team/llm", endpoint_url=moto)),
+        key=lambda e: e["id"],
+    )
+    assert got == want and len(got) == 42
+    only_other = list(from_archive(f"s3://{bucket}/team/llm", endpoint_url=moto, queue="other"))
+    assert len(only_other) == 12
+
+
+def test_results_from_archive_with_the_database_lost(
+    sqlite_db: str, moto: str, bucket: str, tmp_path: Path
+) -> None:
+    db = sqlite_db
+    enqueue(db, 8)
+    config = tmp_path / "llmbatch.toml"
+    config.write_text(f'[archive]\nurl = "s3://{bucket}/x"\nendpoint_url = "{moto}"\n')
+    archive = ArchiveSettings(url=f"s3://{bucket}/x", endpoint_url=moto)
+    with running(seed=4) as emu:
+        engine = Engine(open_store(db), fast_settings(emu, archive=archive))
+        try:
+            tick_until(engine, lambda: archives(db) and archives(db)[0][1] == "done")
+        finally:
+            engine.close()
+    want = store_envelope(db)
+    Path(db).unlink()
+    out = tmp_path / "back.jsonl"
+    r = cli(
+        "--config", str(config), "results", "--from-archive", f"s3://{bucket}/x", "-o", str(out)
+    )
+    assert r.exit_code == 0, r.output
+    got = sorted((orjson.loads(x) for x in out.read_bytes().splitlines()), key=lambda e: e["id"])
+    assert got == want and len(got) == 8
+
+
+def test_a_file_archive(db: str, tmp_path: Path) -> None:
+    enqueue(db, 10)
+    root = tmp_path / "archive"
+    with running(seed=5) as emu:
+        engine = Engine(
+            open_store(db), fast_settings(emu, archive=ArchiveSettings(url=f"file://{root}"))
+        )
+        try:
+            tick_until(engine, lambda: archives(db) and archives(db)[0][1] == "done")
+        finally:
+            engine.close()
+    names = sorted(p.name for p in root.rglob("*") if p.is_file())
+    assert names == sorted(
+        ["attempts.jsonl", "input.jsonl", "manifest.json", "output.jsonl", "results.jsonl"]
+    )
+    got = sorted((orjson.loads(x) for x in from_archive(f"file://{root}")), key=lambda e: e["id"])
+    assert got == store_envelope(db)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fault", ["down", "503", "slow"])
+def test_a_failing_target_loses_no_result_and_stops_no_work(
+    db: str, moto: str, bucket: str, fault: str
+) -> None:
+    """The target fails while batches finish: every request is still ingested, the archive
+    waits (its error in the store, its provider files kept), and once the target is back the
+    archive is written and the files deleted."""
+    enqueue(db, 20)
+    with FaultProxy(moto) as proxy, running(seed=6) as emu:
+        archive = ArchiveSettings(
+            url=f"s3://{bucket}/f", endpoint_url=proxy.url, backoff_seconds=0.2, timeout=1.0
+        )
+        engine = Engine(open_store(db), fast_settings(emu, max_batch_requests=10, archive=archive))
+        try:
+            assert engine.archiver is not None
+            engine.archiver.check()  # the bucket is checked while the target is up
+            if fault == "down":
+                proxy.faults.down = True
+            elif fault == "503":
+                proxy.faults.status = 503
+            else:
+                proxy.faults.delay = 2.0  # longer than the client's read timeout
+            started = time.monotonic()
+            tick_until(
+                engine, lambda: not engine.store.unfinished_count() and len(archives(db)) == 2
+            )
+            tick_until(engine, lambda: all(r[2] >= 1 for r in archives(db)))
+            assert time.monotonic() - started < 40
+            assert request_states(db) == {"succeeded": 20}
+            rows = archives(db)
+            assert all(r[1] == "pending" and r[4] for r in rows), rows
+            assert SECRET_KEY not in str(rows)
+            said = cli("--db", db, "status", "--wide").output
+            assert "archive: 2 batches waiting; batch " in said and "failed" in said, said
+            assert SECRET_KEY not in said
+            files = {
+                f for b in sql(db, "SELECT input_file_id, output_file_id FROM batches") for f in b
+            }
+            assert files <= provider_files(emu)  # kept until archived
+            assert not s3_client(moto).list_objects_v2(Bucket=bucket).get("Contents")
+            proxy.faults = type(proxy.faults)()
+            tick_until(engine, lambda: all(r[1] == "done" for r in archives(db)))
+        finally:
+            engine.close()
+        assert not files & provider_files(emu)
+    got = list(from_archive(f"s3://{bucket}/f", endpoint_url=moto))
+    assert len(got) == 20
+    dump = str(sql(db, "SELECT kind, detail FROM events")) + str(archives(db))
+    assert SECRET_KEY not in dump
+
+
+def test_a_cut_mid_multipart_upload_leaves_no_object_and_no_parts(
+    moto: str, bucket: str, tmp_path: Path
+) -> None:
+    from llmbatch.targets import ArchiveUnavailable, S3Target, TargetSettings
+
+    big = tmp_path / "big.jsonl"
+    with open(big, "wb") as f:
+        for i in range(120_000):
+            f.write(b'{"line": %d, "pad": "%s"}\n' % (i, b"x" * 80))
+    assert big.stat().st_size > 10 << 20  # three parts of 5 MiB
+    with FaultProxy(moto) as proxy:
+        target = S3Target(
+            TargetSettings(url=f"s3://{bucket}/m", endpoint_url=proxy.url, part_mb=5, timeout=5),
+            bucket,
+            "m",
+        )
+        proxy.faults.cut_part = 2
+        with pytest.raises(ArchiveUnavailable):
+            target.put("big.jsonl", big)
+        s3 = s3_client(moto)
+        assert not s3.list_objects_v2(Bucket=bucket).get("Contents")
+        assert not s3.list_multipart_uploads(Bucket=bucket).get("Uploads")  # aborted
+        proxy.faults.cut_part = None
+        target.put("big.jsonl", big)
+    got = s3.get_object(Bucket=bucket, Key="m/big.jsonl")["Body"].read()
+    assert hashlib.sha256(got).digest() == hashlib.sha256(big.read_bytes()).digest()
+
+
+def test_parts_a_killed_upload_left_are_aborted(moto: str, bucket: str, tmp_path: Path) -> None:
+    from llmbatch.targets import S3Target, TargetSettings
+
+    s3 = s3_client(moto)
+    s3.create_multipart_upload(Bucket=bucket, Key="k/batch/output.jsonl")
+    small = tmp_path / "o.jsonl"
+    small.write_bytes(b"{}\n")
+    target = S3Target(TargetSettings(url=f"s3://{bucket}/k", endpoint_url=moto), bucket, "k")
+    target.abort_uploads("batch/")
+    target.put("batch/output.jsonl", small)
+    assert not s3.list_multipart_uploads(Bucket=bucket).get("Uploads")
+
+
+def test_archiving_again_after_a_crash_writes_no_duplicate_and_leaves_no_gap(
+    db: str, moto: str, bucket: str
+) -> None:
+    """A worker that died half way through an archive (some files written, no manifest), and
+    one that died after the manifest but before the store knew: the next writes each archive
+    once, whole."""
+    enqueue(db, 20)
+    with FaultProxy(moto) as proxy, running(seed=7) as emu:
+        archive = ArchiveSettings(
+            url=f"s3://{bucket}/c", endpoint_url=proxy.url, backoff_seconds=0.1
+        )
+        engine = Engine(open_store(db), fast_settings(emu, max_batch_requests=10, archive=archive))
+        try:
+            proxy.faults.fail_after_puts = 2  # two files of the first archive, then 503s
+            tick_until(
+                engine, lambda: not engine.store.unfinished_count() and len(archives(db)) == 2
+            )
+            tick_until(engine, lambda: all(r[2] >= 1 for r in archives(db)))
+            proxy.faults.fail_after_puts = None
+            tick_until(engine, lambda: all(r[1] == "done" for r in archives(db)))
+            # the store forgets it was done (a crash after the manifest): done again, no harm
+            first = archives(db)[0][0]
+            sql(
+                db,
+                f"UPDATE archives SET state = 'pending', not_before = 0 WHERE batch_id = {first}",
+            )
+            puts = proxy.faults.puts
+            tick_until(engine, lambda: all(r[1] == "done" for r in archives(db)))
+            assert proxy.faults.puts == puts  # its manifest was there: nothing written again
+        finally:
+            engine.close()
+    got = [orjson.loads(x) for x in from_archive(f"s3://{bucket}/c", endpoint_url=moto)]
+    assert sorted(e["custom_id"] for e in got) == sorted(f"r{i}" for i in range(20))
+    keys = [o["Key"] for o in s3_client(moto).list_objects_v2(Bucket=bucket)["Contents"]]
+    assert len(keys) == len(set(keys)) == 2 * 5
+
+
+def test_what_the_store_holds_is_archived_when_the_providers_copy_is_gone(
+    db: str, moto: str, bucket: str
+) -> None:
+    enqueue(db, 10)
+    with FaultProxy(moto) as proxy, running(seed=8) as emu:
+        archive = ArchiveSettings(
+            url=f"s3://{bucket}/g", endpoint_url=proxy.url, backoff_seconds=0.1
+        )
+        settings = fast_settings(emu, archive=archive)
+        engine = Engine(open_store(db), settings)
+        try:
+            assert engine.archiver is not None
+            engine.archiver.check()
+            proxy.faults.down = True
+            tick_until(engine, lambda: archives(db) and archives(db)[0][2] >= 1)
+        finally:
+            engine.close()  # its downloaded copy goes with its work dir
+        client = openai.OpenAI(base_url=emu.base_url, api_key="k", max_retries=0)
+        (output,) = sql(db, "SELECT output_file_id FROM batches")[0]
+        client.files.delete(output)  # the provider's copy expired
+        proxy.faults.down = False
+        engine = Engine(open_store(db), settings)
+        try:
+            tick_until(engine, lambda: archives(db)[0][1] == "done")
+        finally:
+            engine.close()
+    assert archives(db)[0][3] == 1  # from_store
+    store_id = sql(db, "SELECT value FROM meta WHERE key = 'store_id'")[0][0]
+    manifest = json.loads(
+        s3_client(moto)
+        .get_object(Bucket=bucket, Key=f"g/{store_id}/batch-00000001/manifest.json")["Body"]
+        .read()
+    )
+    assert manifest["from_store"] is True and "output.jsonl" not in manifest["files"]
+    got = sorted(
+        (orjson.loads(x) for x in from_archive(f"s3://{bucket}/g", endpoint_url=moto)),
+        key=lambda e: e["id"],
+    )
+    assert got == store_envelope(db)
+
+
+def write_config(tmp_path: Path, body: str) -> Path:
+    path = tmp_path / "llmbatch.toml"
+    path.write_text(body)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("table", "said"),
+    [
+        ('url = "ftp://host/x"', "[archive] url 'ftp://host/x': unknown scheme"),
+        (
+            'url = "s3://no-such-bucket-here/x"\nendpoint_url = "{moto}"',
+            "bucket 'no-such-bucket-here' does not exist",
+        ),
+        (
+            'url = "s3://{bucket}/x"\nendpoint_url = "{moto}"\nregion = 5',
+            "[archive] region must be a string",
+        ),
+        ('url = "s3://{bucket}/x"\nsecret_access_key = "abc"', "holds a secret by value"),
+        ('endpoint_url = "{moto}"', "[archive] needs url"),
+    ],
+)
+def test_bad_archive_settings_are_one_clear_error_at_start_and_touch_nothing(
+    sqlite_db: str, moto: str, bucket: str, tmp_path: Path, table: str, said: str
+) -> None:
+    enqueue(sqlite_db, 3)
+    config = write_config(tmp_path, "[archive]\n" + table.format(moto=moto, bucket=bucket) + "\n")
+    with running(seed=9) as emu:
+        providers = (
+            f'[providers.openai]\nbase_url = "{emu.base_url}"\napi_key_env = "{E2E_KEY_ENV}"\n'
+        )
+        config.write_text(config.read_text() + providers)
+        r = cli("--config", str(config), "--db", sqlite_db, "run")
+    assert r.exit_code == 2, r.output
+    assert said in r.output and r.output.count("\n") == 1, r.output
+    assert request_states(sqlite_db) == {"queued": 3}
+    assert sql(sqlite_db, "SELECT COUNT(*) FROM batches") == [(0,)]
+
+
+def test_missing_credentials_are_one_clear_error(
+    sqlite_db: str, moto: str, bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(k)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    enqueue(sqlite_db, 2)
+    config = write_config(
+        tmp_path, f'[archive]\nurl = "s3://{bucket}/x"\nendpoint_url = "{moto}"\n'
+    )
+    r = cli("--config", str(config), "--db", sqlite_db, "run")
+    assert r.exit_code == 2, r.output
+    assert "no AWS credentials were found" in r.output, r.output
+    assert request_states(sqlite_db) == {"queued": 2}
+
+
+def test_without_boto3_an_s3_url_says_which_extra_to_install(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "boto3", None)
+    config = write_config(tmp_path, '[archive]\nurl = "s3://b/x"\n')
+    r = cli("--config", str(config), "--db", str(tmp_path / "s.db"), "status")
+    assert r.exit_code == 2
+    assert "pip install 'llmbatch[s3]'" in r.output and r.output.count("\n") == 1, r.output
+
+
+def test_a_killed_write_to_a_folder_leaves_no_partial_file(tmp_path: Path) -> None:
+    """A worker SIGKILLed while it copies a file into a folder archive: the key is absent (not
+    half there), and the next write puts it whole and leaves no hidden copy behind."""
+    import contextlib
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    fifo, root = tmp_path / "source", tmp_path / "archive"
+    os.mkfifo(fifo)
+    code = (
+        "from pathlib import Path; from llmbatch.targets import FileTarget; "
+        f"FileTarget(Path({str(root)!r}), 'file://x').put('b/output.jsonl', Path({str(fifo)!r}))"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code])
+    with contextlib.suppress(BrokenPipeError), open(fifo, "wb") as w:
+        w.write(b'{"half": "written"}\n' * 50_000)
+        w.flush()
+        deadline = time.monotonic() + 20
+        while not list(root.rglob(".output.jsonl.partial")):
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert not (root / "b" / "output.jsonl").exists()
+    whole = tmp_path / "whole.jsonl"
+    whole.write_bytes(b'{"whole": 1}\n' * 10)
+    from llmbatch.targets import FileTarget
+
+    FileTarget(root, "file://x").put("b/output.jsonl", whole)
+    assert (root / "b" / "output.jsonl").read_bytes() == whole.read_bytes()
+    assert [p.name for p in (root / "b").iterdir()] == ["output.jsonl"]
+
+
+def test_a_worker_killed_mid_archive_is_replaced_and_nothing_is_duplicated_or_missing(
+    sqlite_db: str, moto: str, bucket: str, tmp_path: Path
+) -> None:
+    """A real `llmbatch worker` SIGKILLed while its archive uploads are under way (each S3
+    call slowed by the proxy); the next worker writes every archive whole, once."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    db = sqlite_db
+    enqueue(db, 30)
+    with FaultProxy(moto) as proxy, running(seed=15) as emu:
+        config = tmp_path / "llmbatch.toml"
+        config.write_text(
+            "[engine]\npoll_interval = 0.05\nmax_poll_interval = 0.2\nsettle_seconds = 0.5\n"
+            "submit_timeout = 2.0\nlease_ttl = 5\nmax_batch_requests = 10\n"
+            f'[providers.openai]\nbase_url = "{emu.base_url}"\napi_key_env = "{E2E_KEY_ENV}"\n'
+            f'[archive]\nurl = "s3://{bucket}/k"\nendpoint_url = "{proxy.url}"\n'
+            "backoff_seconds = 0.2\n"
+        )
+        env = {**os.environ, "LLMBATCH_DB": db, "LLMBATCH_CONFIG": str(config)}
+        exe = str(Path(sys.executable).parent / "llmbatch")
+        log = tmp_path / "worker.log"
+        proxy.faults.delay = 0.3
+        with open(log, "ab") as out:
+            w = subprocess.Popen(
+                [exe, "worker", "--interval", "0.05"], env=env, stdout=out, stderr=out
+            )
+            deadline = time.monotonic() + 60
+            while proxy.faults.puts < 3:  # the first archive half written
+                assert time.monotonic() < deadline, log.read_text()
+                time.sleep(0.02)
+            w.send_signal(signal.SIGKILL)
+            w.wait(10)
+        assert sql(db, "SELECT COUNT(*) FROM archives WHERE state = 'done'") == [(0,)]
+        proxy.faults.delay = 0.0
+        with open(log, "ab") as out:
+            w = subprocess.Popen(
+                [exe, "worker", "--interval", "0.05"], env=env, stdout=out, stderr=out
+            )
+            try:
+                deadline = time.monotonic() + 60
+                while request_states(db) != {"succeeded": 30} or sql(
+                    db, "SELECT COUNT(*) FROM archives WHERE state <> 'done'"
+                ) != [(0,)]:
+                    assert time.monotonic() < deadline, log.read_text()
+                    time.sleep(0.1)
+            finally:
+                w.send_signal(signal.SIGTERM)
+                w.wait(20)
+    got = [orjson.loads(x) for x in from_archive(f"s3://{bucket}/k", endpoint_url=moto)]
+    assert sorted(e["custom_id"] for e in got) == sorted(f"r{i}" for i in range(30))
+    s3 = s3_client(moto)
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]]
+    assert len(keys) == len(set(keys)) == 3 * 5
+    assert not s3.list_multipart_uploads(Bucket=bucket).get("Uploads")
+    assert SECRET_KEY not in log.read_text()

@@ -1,0 +1,130 @@
+"""Migration 0008 (archives, the webhook outbox) on a store made by the previous schema with
+batches in flight: it upgrades, and a worker with `[archive]` and `[webhooks]` drains it,
+archiving every batch, those the previous code submitted included, and delivering a signed
+event for each.
+
+The previous store is made by running the current engine until three batches are in flight
+at the emulator, then taking 0008 back out (its tables dropped, the schema version set back);
+the test first checks that this leaves exactly the schema every migration before 0008 makes.
+(tests/e2e/test_upgrade.py upgrades the stores the previous code itself made through 0008.)
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from helpers import UNDO_0008, fast_settings, is_pg, request_states, sql
+from llmbatch import Queue
+from llmbatch.archive import ArchiveSettings, from_archive
+from llmbatch.emulator import running
+from llmbatch.engine import Engine
+from llmbatch.store import open_store
+from llmbatch.store.sqlstore import migrations, split_script
+from llmbatch.webhooks import WebhookSettings
+from receiver import Receiver
+
+THIS = 8
+
+
+def previous(dialect: str) -> int:
+    return max(n for n, _ in migrations(dialect) if n < THIS)
+
+
+def reference_snapshot(db: str, request: pytest.FixtureRequest, tmp_path: Path) -> list[Any]:
+    """The schema every migration before this one makes, on an empty database."""
+    if is_pg(db):
+        from llmbatch.store.postgres import PostgresStore
+
+        store: Any = PostgresStore(request.getfixturevalue("empty_pg_dsn"), migrate=False)
+    else:
+        from llmbatch.store.sqlite import SqliteStore
+
+        store = SqliteStore(tmp_path / "reference.db", migrate=False)
+    with store._write() as cur:
+        for number, script in migrations(store.dialect):
+            if number < THIS:
+                for statement in split_script(script):
+                    cur.execute(statement)
+    snapshot = store.schema_snapshot()
+    store.close()
+    return list(snapshot)
+
+
+def test_a_store_with_batches_in_flight_upgrades_and_every_batch_is_archived(
+    db: str, request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LLMBATCH_TEST_WEBHOOK_SECRET", "upgrade-secret")
+    with Queue(db, "q") as q:
+        q.add_many(
+            [
+                {
+                    "custom_id": f"r{i}",
+                    "body": {
+                        "model": "gpt-4o-mini",
+                        "messages": [{"role": "user", "content": f"{i}"}],
+                    },
+                }
+                for i in range(12)
+            ]
+        )
+    with running(seed=32) as emu:
+        emu.control.next_batches(count=3, hold="finalizing")
+        engine = Engine(open_store(db), fast_settings(emu, max_batch_requests=4))
+        deadline = time.monotonic() + 20
+        while (
+            sql(db, "SELECT COUNT(*) FROM batches WHERE provider_status = 'finalizing'")[0][0] < 3
+        ):
+            assert time.monotonic() < deadline, request_states(db)
+            engine.tick(time.time())
+            time.sleep(0.02)
+        engine.close()
+        engine.store.close()
+
+        # the previous code's store: 0008 taken back out
+        store: Any = open_store(db)
+        with store._write() as cur:
+            for statement in UNDO_0008:
+                cur.execute(statement)
+            cur.execute(
+                store._dialect("UPDATE meta SET value = ? WHERE key = 'schema_version'"),
+                [str(previous(store.dialect))],
+            )
+        assert store.schema_snapshot() == reference_snapshot(db, request, tmp_path)
+        store.close()
+        assert request_states(db) == {"submitted": 12}
+
+        upgraded: Any = open_store(db)
+        assert sql(db, "SELECT value FROM meta WHERE key = 'schema_version'") == [
+            (str(migrations(upgraded.dialect)[-1][0]),)  # type: ignore[attr-defined]
+        ]
+        for (pid,) in sql(db, "SELECT provider_batch_id FROM batches"):
+            emu.control.release(str(pid))
+        root = tmp_path / "archive"
+        rx = Receiver("upgrade-secret").__enter__()
+        hooks = WebhookSettings(url=rx.url, secret_env="LLMBATCH_TEST_WEBHOOK_SECRET")
+        archive = ArchiveSettings(url=f"file://{root}")
+        engine = Engine(upgraded, fast_settings(emu, archive=archive, webhooks=hooks))
+        deadline = time.monotonic() + 30
+        try:
+            while (
+                upgraded.unfinished_count()
+                or sql(db, "SELECT COUNT(*) FROM archives WHERE state = 'done'") != [(3,)]
+                or sql(db, "SELECT COUNT(*) FROM outbox WHERE delivered_at IS NULL") != [(0,)]
+            ):
+                assert time.monotonic() < deadline, request_states(db)
+                engine.tick(time.time())
+                time.sleep(0.02)
+        finally:
+            engine.close()
+            upgraded.close()
+            rx.__exit__()
+    assert request_states(db) == {"succeeded": 12}
+    kinds = sorted(p["type"] for p in rx.verified().values())
+    assert kinds == ["batch.ingested"] * 3 + ["queue.finished"]
+    got = {orjson.loads(x)["custom_id"] for x in from_archive(f"file://{root}")}
+    assert got == {f"r{i}" for i in range(12)}
