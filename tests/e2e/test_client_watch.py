@@ -73,7 +73,9 @@ def test_waiting_calls_cost_one_statement_per_interval_whatever_their_number(db:
     for seen in (few, many):
         assert set(seen) == {"watch"}, seen  # nothing else touches the store while waiting
         assert seen["watch"] <= intervals + 1
-    assert abs(many["watch"] - few["watch"]) <= 3  # the number of calls changes nothing
+    # more calls never mean more statements (fewer can happen: on a loaded machine 3,000
+    # waiting calls slow the loop, and the watcher runs less often, not more)
+    assert many["watch"] <= few["watch"] + 3
 
 
 def test_a_result_that_commits_late_with_a_lower_id_is_still_seen(
