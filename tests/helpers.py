@@ -20,12 +20,14 @@ from typing import Any
 
 import orjson
 import psycopg
+import pytest
 from click.testing import CliRunner, Result
 
 from llmbatch.cli import main
 from llmbatch.engine import Engine, EngineSettings
 from llmbatch.retry import RetryPolicy
 from llmbatch.store import open_store
+from llmbatch.store.sqlstore import migrations, split_script
 
 CHAT = "/v1/chat/completions"
 # Migration 0008 (archives and the webhook outbox) taken back out.
@@ -277,3 +279,30 @@ def sent_ids(db: str) -> dict[int, str]:
 def attempt_of(custom_id: str) -> int:
     """The attempt id a custom id we sent names."""
     return int(custom_id.rsplit("-", 1)[1])
+
+
+def migration_before(dialect: str, number: int) -> int:
+    """The newest migration older than `number`: the schema version the code before it left."""
+    return max(n for n, _ in migrations(dialect) if n < number)
+
+
+def schema_before(
+    number: int, db: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> list[Any]:
+    """The schema every migration before `number` makes, on an empty database."""
+    if is_pg(db):
+        from llmbatch.store.postgres import PostgresStore
+
+        store: Any = PostgresStore(request.getfixturevalue("empty_pg_dsn"), migrate=False)
+    else:
+        from llmbatch.store.sqlite import SqliteStore
+
+        store = SqliteStore(tmp_path / "reference.db", migrate=False)
+    with store._write() as cur:
+        for n, script in migrations(store.dialect):
+            if n < number:
+                for statement in split_script(script):
+                    cur.execute(statement)
+    snapshot = store.schema_snapshot()
+    store.close()
+    return list(snapshot)

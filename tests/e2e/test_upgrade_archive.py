@@ -18,41 +18,24 @@ from typing import Any
 import orjson
 import pytest
 
-from helpers import UNDO_0008, fast_settings, is_pg, request_states, sql
+from helpers import (
+    UNDO_0008,
+    fast_settings,
+    migration_before,
+    request_states,
+    schema_before,
+    sql,
+)
 from llmbatch import Queue
 from llmbatch.archive import ArchiveSettings, from_archive
 from llmbatch.emulator import running
 from llmbatch.engine import Engine
 from llmbatch.store import open_store
-from llmbatch.store.sqlstore import migrations, split_script
+from llmbatch.store.sqlstore import migrations
 from llmbatch.webhooks import WebhookSettings
 from receiver import Receiver
 
 THIS = 8
-
-
-def previous(dialect: str) -> int:
-    return max(n for n, _ in migrations(dialect) if n < THIS)
-
-
-def reference_snapshot(db: str, request: pytest.FixtureRequest, tmp_path: Path) -> list[Any]:
-    """The schema every migration before this one makes, on an empty database."""
-    if is_pg(db):
-        from llmbatch.store.postgres import PostgresStore
-
-        store: Any = PostgresStore(request.getfixturevalue("empty_pg_dsn"), migrate=False)
-    else:
-        from llmbatch.store.sqlite import SqliteStore
-
-        store = SqliteStore(tmp_path / "reference.db", migrate=False)
-    with store._write() as cur:
-        for number, script in migrations(store.dialect):
-            if number < THIS:
-                for statement in split_script(script):
-                    cur.execute(statement)
-    snapshot = store.schema_snapshot()
-    store.close()
-    return list(snapshot)
 
 
 def test_a_store_with_batches_in_flight_upgrades_and_every_batch_is_archived(
@@ -92,9 +75,9 @@ def test_a_store_with_batches_in_flight_upgrades_and_every_batch_is_archived(
                 cur.execute(statement)
             cur.execute(
                 store._dialect("UPDATE meta SET value = ? WHERE key = 'schema_version'"),
-                [str(previous(store.dialect))],
+                [str(migration_before(store.dialect, THIS))],
             )
-        assert store.schema_snapshot() == reference_snapshot(db, request, tmp_path)
+        assert store.schema_snapshot() == schema_before(THIS, db, request, tmp_path)
         store.close()
         assert request_states(db) == {"submitted": 12}
 

@@ -19,13 +19,20 @@ from typing import Any
 
 import pytest
 
-from helpers import E2E_KEY_ENV, UNDO_0004, fast_settings, is_pg, request_states, sql
+from helpers import (
+    E2E_KEY_ENV,
+    UNDO_0004,
+    fast_settings,
+    migration_before,
+    request_states,
+    schema_before,
+    sql,
+)
 from llmbatch import Queue
 from llmbatch.budget import Budget, BudgetSettings
 from llmbatch.emulator import running
 from llmbatch.engine import Engine
 from llmbatch.store import batching, open_store
-from llmbatch.store.sqlstore import migrations, split_script
 
 THIS = 4
 
@@ -33,30 +40,6 @@ THIS = 4
 @pytest.fixture(autouse=True)
 def _key(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(E2E_KEY_ENV, "sk-test-not-a-secret")
-
-
-def previous(dialect: str) -> int:
-    return max(n for n, _ in migrations(dialect) if n < THIS)
-
-
-def reference_snapshot(db: str, request: pytest.FixtureRequest, tmp_path: Path) -> list[Any]:
-    """The schema every migration before this one makes, on an empty database."""
-    if is_pg(db):
-        from llmbatch.store.postgres import PostgresStore
-
-        store: Any = PostgresStore(request.getfixturevalue("empty_pg_dsn"), migrate=False)
-    else:
-        from llmbatch.store.sqlite import SqliteStore
-
-        store = SqliteStore(tmp_path / "reference.db", migrate=False)
-    with store._write() as cur:
-        for number, script in migrations(store.dialect):
-            if number < THIS:
-                for statement in split_script(script):
-                    cur.execute(statement)
-    snapshot = store.schema_snapshot()
-    store.close()
-    return list(snapshot)
 
 
 def test_a_store_with_batches_in_flight_upgrades_and_drains(
@@ -102,9 +85,9 @@ def test_a_store_with_batches_in_flight_upgrades_and_drains(
                 cur.execute(statement)
             cur.execute(
                 store._dialect("UPDATE meta SET value = ? WHERE key = 'schema_version'"),
-                [str(previous(store.dialect))],
+                [str(migration_before(store.dialect, THIS))],
             )
-        assert store.schema_snapshot() == reference_snapshot(db, request, tmp_path)
+        assert store.schema_snapshot() == schema_before(THIS, db, request, tmp_path)
         store.close()
         reserved = int(sql(db, "SELECT SUM(reserved) FROM spend")[0][0])
         assert reserved > 0 and request_states(db) == {"submitted": 12}
