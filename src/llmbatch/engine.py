@@ -197,6 +197,7 @@ class Engine(Setbacks, Ingesting, Polling, Sweeping, Cancelling):
                 self.workdir,
                 delete_files=self.settings.delete_files,
                 clock=clock,
+                background=True,  # the engine polls and ingests while archives are written
             )
             if self.settings.archive is not None
             else None
@@ -545,6 +546,8 @@ class Engine(Setbacks, Ingesting, Polling, Sweeping, Cancelling):
         )
 
     def close(self) -> None:
+        if self.archiver is not None:
+            self.archiver.close()  # its pass reads the work directory and the lease's store
         with contextlib.suppress(Exception):
             self.store.release_lease("engine", self.holder)
         if self._own_workdir:
