@@ -453,6 +453,49 @@ def test_among_foreign_batches_the_sweep_adopts_ours_and_reads_each_foreign_once
     assert results_per_request(db) == first == dict.fromkeys(ids, 1)
 
 
+def test_a_fresh_store_reads_nothing_older_than_its_first_intent(
+    name: str, tmp_path: Path, emu: RunningEmulator
+) -> None:
+    """Foreign batches made 50 minutes before the store's first intent: none can be ours. On
+    the code before, a fresh store's every sweep read the last hour of them (an Anthropic
+    batch's results, two calls each; the OpenAI list page after page) before it had sent
+    anything; now a store with no intent makes no call, and one with intents looks back to
+    its first (less the clock skew allowed), so it reads one list page and no foreign batch."""
+    foreign = set(emu.control.seed(name, batches=120)["batches"])
+    emu.control.advance(3000)  # they ended before the store was made
+    for b in foreign:
+        emu.control.wait(b)
+    skew = emu.control.now() - time.time()  # the engine's clock follows the provider's
+    db = str(tmp_path / "q.db")
+    open_store(db).close()
+    e = engine(db, emu)
+    try:
+        emu.control.clear_calls()
+        for _ in range(3):  # sweeps, nothing sent
+            e.tick(time.time() + skew)
+            time.sleep(0.25)
+        assert emu.control.calls() == []
+        ids = enqueue(db, name, 4, "m")
+        deadline = time.monotonic() + 60
+        while e.store.has_unfinished() or e.store.open_batches():
+            assert time.monotonic() < deadline, states(db)
+            e.tick(time.time() + skew)
+            time.sleep(0.25)
+            if e.store.open_batches():
+                emu.control.advance(60)
+                skew = emu.control.now() - time.time()
+        tick_for_at = time.monotonic() + 0.6
+        while time.monotonic() < tick_for_at:  # more sweeps after the work
+            e.tick(time.time() + skew)
+            time.sleep(0.1)
+    finally:
+        close(e)
+    calls = emu.control.calls()
+    assert not [c for c in calls if any(b in c["path"] for b in foreign)]  # no foreign read
+    assert not [c for c in calls if "after" in (c.get("query") or "")]  # one list page each
+    assert_once(db, ids)
+
+
 # -- proof that never comes ------------------------------------------------------------------
 
 
