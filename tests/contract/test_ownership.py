@@ -553,6 +553,40 @@ def test_a_batch_expired_or_cancelled_by_someone_else_sends_its_unrun_requests_a
     assert intents(db) == 2  # the unrun requests travelled again, in one new batch
 
 
+def test_results_the_provider_forgot_before_they_were_read_are_sent_again(
+    name: str, tmp_path: Path, emu: RunningEmulator
+) -> None:
+    """Archived results: the batch ended unseen, and by the time the engine looks the
+    provider no longer serves its results (31 days on: Anthropic has archived them, OpenAI's
+    output file has expired; and whatever a provider keeps is deleted at it, as someone
+    cleaning the account would). The requests that waited go back to the queue (`archived =
+    "requeue"`, the default) and each ends with exactly one result, in one new batch."""
+    db = str(tmp_path / "q.db")
+    ids = enqueue(db, name, 5, "m")
+    e = engine(db, emu)
+    try:
+        e.next_poll_at = time.time() + 3600  # not polled: it ends unseen
+        e.tick(time.time())
+        (first,) = provider_batches(db)
+        emu.control.advance(3600)
+        emu.control.wait(first)
+        emu.control.advance(31 * 86400)
+        provider = make_provider(name, **settings(emu).providers[name])
+        (status,) = provider.poll([first], 1)
+        assert status.ended
+        provider.delete_files([f for f in (status.output_file_id, status.error_file_id) if f])
+        e.next_poll_at = 0.0
+        drain([e], emu)
+    finally:
+        close(e)
+    assert results_per_request(db) == dict.fromkeys(ids, 1)
+    assert states(db) == {"succeeded": 5}
+    assert intents(db) == 2  # the forgotten batch's requests travelled again, in one batch
+    assert sql(db, "SELECT state FROM batches WHERE provider_batch_id = ?", [first]) == [
+        ("ingested",)
+    ]
+
+
 # -- where a store lives ------------------------------------------------------------------------
 
 
