@@ -5,7 +5,8 @@
 The same generated requests are drained on SQLite through the emulator (a separate process
 over loopback) in pairs of runs, the order alternating: once without `[archive]`, once
 archiving every batch to moto's S3 server (a separate process, spoken to over HTTP through
-boto3, multipart above 8 MiB). Prints one JSON line: the median seconds of each kind, the
+boto3, multipart above 8 MiB). Prints one JSON line: the median seconds of each kind from
+enqueue to results readable (`bench_end_to_end`'s figure) and of the drain alone, the
 overhead of the medians and of each pair, the seconds the archiving thread was busy, the
 bytes and objects archived per run, the worker's CPU seconds and peak RSS, and the load
 average. Floor (2 cores): archiving adds < 20 % at 100,000 requests. `--small` runs one
@@ -113,8 +114,11 @@ def main() -> None:
                 pair: dict[bool, dict[str, float]] = {}
                 for archived_run in (False, True) if i % 2 == 0 else (True, False):
                     db = str(tmp / f"{'archived' if archived_run else 'plain'}-{i}.db")
-                    enqueue(db, path)
+                    enqueue_s = enqueue(db, path)
                     pair[archived_run] = drained(db, url, archive if archived_run else None)
+                    pair[archived_run]["end_to_end_s"] = round(
+                        enqueue_s + pair[archived_run]["seconds"], 2
+                    )
                 runs.append((pair[False], pair[True]))
             objects = s3.list_objects_v2(Bucket="bench-archive").get("Contents", [])
         finally:
@@ -123,16 +127,22 @@ def main() -> None:
                 p.wait(10)
     plain = {k: statistics.median(r[0][k] for r in runs) for k in runs[0][0]}
     archived = {k: statistics.median(r[1][k] for r in runs) for k in runs[0][1]}
-    overhead = (archived["seconds"] - plain["seconds"]) / plain["seconds"]
+
+    def pct(key: str, p: dict[str, float], a: dict[str, float]) -> float:
+        return round(100 * (a[key] - p[key]) / p[key], 1)
+
     out = {
         "requests": n,
         "runs": args.repeat,
-        "without_archive_s": plain["seconds"],
-        "with_archive_s": archived["seconds"],
-        "overhead_pct": round(100 * overhead, 1),
-        "overhead_pct_each": [
-            round(100 * (a["seconds"] - p["seconds"]) / p["seconds"], 1) for p, a in runs
-        ],
+        # bench_end_to_end's figure: enqueue to results readable
+        "without_archive_s": plain["end_to_end_s"],
+        "with_archive_s": archived["end_to_end_s"],
+        "overhead_pct": pct("end_to_end_s", plain, archived),
+        "overhead_pct_each": [pct("end_to_end_s", p, a) for p, a in runs],
+        # the drain alone (archiving adds nothing to enqueue): the stricter ratio
+        "drain_s": {"without": plain["seconds"], "with": archived["seconds"]},
+        "drain_overhead_pct": pct("seconds", plain, archived),
+        "drain_overhead_pct_each": [pct("seconds", p, a) for p, a in runs],
         "archive_busy_s": archived["archive_s"],
         "worker_cpu_s": {"without": plain["cpu_s"], "with": archived["cpu_s"]},
         "objects_per_run": len(objects) // args.repeat,
