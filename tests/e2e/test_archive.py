@@ -200,6 +200,29 @@ def test_a_file_archive(db: str, tmp_path: Path) -> None:
     assert got == store_envelope(db)
 
 
+def test_an_engine_closed_after_its_last_ingest_leaves_every_archive_written(
+    db: str, tmp_path: Path
+) -> None:
+    """Archives are written by a thread of the engine's (the tick goes on meanwhile): a
+    process that ticks until its requests are done and closes, as a cron `run` does, waits
+    for the archives the last tick set going, and the provider's files are then deleted."""
+    enqueue(db, 30)
+    root = tmp_path / "archive"
+    with running(seed=6) as emu:
+        settings = fast_settings(
+            emu, max_batch_requests=10, archive=ArchiveSettings(url=f"file://{root}")
+        )
+        engine = Engine(open_store(db), settings)
+        try:
+            tick_until(engine, lambda: not engine.store.unfinished_count())
+        finally:
+            engine.close()
+        left = provider_files(emu)
+    assert [r[1] for r in archives(db)] == ["done"] * 3
+    assert len(list(root.rglob("manifest.json"))) == 3
+    assert not left  # every provider file deleted once its archive was written
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("fault", ["down", "503", "slow"])
 def test_a_failing_target_loses_no_result_and_stops_no_work(
