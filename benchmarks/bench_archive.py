@@ -27,7 +27,15 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_end_to_end import KEY_ENV, cpu_s, enqueue, free_port, settings, start_emulator
+from bench_end_to_end import (
+    KEY_ENV,
+    cpu_s,
+    emulator_cpu_s,
+    enqueue,
+    free_port,
+    settings,
+    start_emulator,
+)
 from gen_requests import lines
 from llmbatch.archive import ArchiveSettings
 from llmbatch.engine import Engine
@@ -59,10 +67,15 @@ def start_moto() -> tuple[subprocess.Popen[bytes], str]:
     raise RuntimeError("moto server did not start")
 
 
-def drained(db: str, url: str, archive: ArchiveSettings | None) -> dict[str, float]:
+def drained(
+    db: str, url: str, archive: ArchiveSettings | None, servers: tuple[int, ...]
+) -> dict[str, float]:
+    """Drain queue `bench`; seconds, and CPU seconds of this worker and of the emulator and
+    S3 server processes (`servers`): on a loaded machine, the work apart from waiting."""
     store = open_store(db)
     engine = Engine(store, settings(url, archive=archive, max_batch_requests=10_000))
     t0, cpu = time.perf_counter(), cpu_s()
+    others = sum(emulator_cpu_s(pid) for pid in servers)
     result = drain(engine, queue="bench", timeout=1800)
     assert result.finished
     if archive is not None:  # the last archives, written after the last ingest
@@ -75,7 +88,13 @@ def drained(db: str, url: str, archive: ArchiveSettings | None) -> dict[str, flo
     archive_s = engine.archiver.busy_seconds if engine.archiver is not None else 0.0
     engine.close()
     store.close()
-    return {"seconds": round(seconds, 2), "cpu_s": round(cpu, 2), "archive_s": round(archive_s, 2)}
+    others = sum(emulator_cpu_s(pid) for pid in servers) - others
+    return {
+        "seconds": round(seconds, 2),
+        "cpu_s": round(cpu, 2),
+        "servers_cpu_s": round(others, 2),
+        "archive_s": round(archive_s, 2),
+    }
 
 
 def main() -> None:
@@ -107,7 +126,8 @@ def main() -> None:
                 for line in lines(200, seed=1):
                     f.write(line)
             enqueue(str(tmp / "warm.db"), warm)
-            drained(str(tmp / "warm.db"), url, None)
+            servers = (emulator.pid, moto.pid)
+            drained(str(tmp / "warm.db"), url, None, servers)
             archive = ArchiveSettings(url="s3://bench-archive/llmbatch", endpoint_url=s3_url)
             runs: list[tuple[dict[str, float], dict[str, float]]] = []
             for i in range(args.repeat):  # paired, the order alternating: load drifts
@@ -115,7 +135,9 @@ def main() -> None:
                 for archived_run in (False, True) if i % 2 == 0 else (True, False):
                     db = str(tmp / f"{'archived' if archived_run else 'plain'}-{i}.db")
                     enqueue_s = enqueue(db, path)
-                    pair[archived_run] = drained(db, url, archive if archived_run else None)
+                    pair[archived_run] = drained(
+                        db, url, archive if archived_run else None, servers
+                    )
                     pair[archived_run]["end_to_end_s"] = round(
                         enqueue_s + pair[archived_run]["seconds"], 2
                     )
@@ -145,6 +167,15 @@ def main() -> None:
         "drain_overhead_pct_each": [pct("seconds", p, a) for p, a in runs],
         "archive_busy_s": archived["archive_s"],
         "worker_cpu_s": {"without": plain["cpu_s"], "with": archived["cpu_s"]},
+        # the emulator's and the S3 server's: the whole work, which load does not change
+        "servers_cpu_s": {"without": plain["servers_cpu_s"], "with": archived["servers_cpu_s"]},
+        "cpu_overhead_pct": round(
+            100
+            * (archived["cpu_s"] + archived["servers_cpu_s"])
+            / (plain["cpu_s"] + plain["servers_cpu_s"])
+            - 100,
+            1,
+        ),
         "objects_per_run": len(objects) // args.repeat,
         "archived_mb_per_run": round(sum(o["Size"] for o in objects) / 1e6 / args.repeat, 1),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
