@@ -453,6 +453,7 @@ def test_among_foreign_batches_the_sweep_adopts_ours_and_reads_each_foreign_once
     assert results_per_request(db) == first == dict.fromkeys(ids, 1)
 
 
+@pytest.mark.slow
 def test_a_fresh_store_reads_nothing_older_than_its_first_intent(
     name: str, tmp_path: Path, emu: RunningEmulator
 ) -> None:
@@ -553,6 +554,7 @@ def test_a_batch_expired_or_cancelled_by_someone_else_sends_its_unrun_requests_a
     assert intents(db) == 2  # the unrun requests travelled again, in one new batch
 
 
+@pytest.mark.slow
 def test_results_the_provider_forgot_before_they_were_read_are_sent_again(
     name: str, tmp_path: Path, emu: RunningEmulator
 ) -> None:
