@@ -189,8 +189,8 @@ class Archiver:
             self._error = self._error or error
 
     def close(self) -> None:
-        """Wait for the archiving thread's pass (an archive cut short would be written
-        again whole, but by the next worker, with the provider's files kept meanwhile)."""
+        """Wait for the archiving thread's pass, as the tick used to write it (within
+        `tick_seconds`): a cron `run` exits with its archives written."""
         if self._thread is not None:
             self._thread.join()
             self._thread = None
