@@ -22,7 +22,6 @@ from decimal import Decimal
 from llmbatch import defaults
 from llmbatch.errors import LlmbatchError
 from llmbatch.pricing import Tokens, price_group
-from llmbatch.states import TERMINAL
 from llmbatch.store import Store
 from llmbatch.store.budgets import BudgetRow
 from llmbatch.store.observe import CostRow, Observed, Turnaround
@@ -103,26 +102,19 @@ class Figures:
     costs: dict[tuple[str, str, str], Priced]  # (queue, provider, model) -> all time
     days: dict[int, Priced]  # UTC day -> every queue
     turnaround: Turnaround
+    held: list[tuple[str, int]] = field(default_factory=list)  # (reason, requests), newest first
     error: str | None = None  # why the newest read failed (these figures are older)
     error_at: float | None = None
 
     def deadlines(self) -> dict[str, tuple[int, int]]:
         """queue -> (missed, at risk): unfinished requests whose deadline has passed, or falls
         before the latest a batch sent now may finish (24 h)."""
-        out: dict[str, tuple[int, int]] = {}
-        for g in self.observed.requests:
-            if g.state not in TERMINAL and (g.missed or g.at_risk):
-                missed, risk = out.get(g.queue, (0, 0))
-                out[g.queue] = (missed + g.missed, risk + g.at_risk)
-        return out
+        return {q: mr for q, mr in self.observed.deadlines.items() if any(mr)}
 
     def oldest_unfinished(self) -> dict[str, float]:
-        """queue -> enqueue time of its oldest request not yet succeeded, failed or cancelled."""
-        out: dict[str, float] = {}
-        for g in self.observed.requests:
-            if g.state not in TERMINAL:
-                out[g.queue] = min(out.get(g.queue, g.oldest), g.oldest)
-        return out
+        """queue -> enqueue time of its oldest request not yet succeeded, failed or cancelled
+        (to the minute: the start of the minute it was enqueued in)."""
+        return dict(self.observed.oldest)
 
 
 class Pricer:
@@ -262,6 +254,12 @@ class FigureCache:
         try:
             observed = self.store.observe(now, now + defaults.BATCH_WINDOW_S)
             budgets = self.store.budget_overview(now)
+            # the reasons are grouped from the held requests themselves: only when there are
+            held = (
+                self.store.held_reasons()
+                if any(g.state == "held" for g in observed.requests)
+                else []
+            )
             if self._cursor is None:
                 self._cursor = observed.results_high
             new = self.store.turnaround(self._cursor, observed.results_high)
@@ -274,7 +272,9 @@ class FigureCache:
         self._turnaround = _add(self._turnaround, new)
         costs, days = self._pricer.totals(observed.costs)
         took = time.perf_counter() - started
-        self._figures = Figures(now, took, observed, budgets, costs, days, self._turnaround)
+        self._figures = Figures(
+            now, took, observed, budgets, costs, days, self._turnaround, held=held
+        )
         return self._figures
 
 
