@@ -273,7 +273,7 @@ def create_app(store: Store, *, token: str | None = None, max_age: float = 2.0) 
     """The dashboard over `store`: its figures read again in the background once `max_age`
     seconds old, or five times what the last read took (on a big store, a scan of the
     requests must not run back to back)."""
-    data = Views(store, FigureCache(store, max_age=max_age, pace=5.0))
+    data = Views(store, FigureCache(store, max_age=max_age, pace=5.0, held_reasons=True))
 
     def guarded(view: Callable[[Request], Any]) -> Callable[[Request], Response]:
         def endpoint(request: Request) -> Response:

@@ -159,6 +159,7 @@ class FigureCache:
     max_age: float = MAX_AGE_S
     pace: float = 0.0  # also wait `pace` times the last read's cost (a big store: read less)
     clock: Callable[[], float] = time.time
+    held_reasons: bool = False  # also group the held requests by reason (the dashboard shows them)
     _figures: Figures | None = None
     _pricer: Pricer = field(default_factory=Pricer)
     _cursor: int | None = None  # the newest result id counted into turnaround
@@ -254,10 +255,10 @@ class FigureCache:
         try:
             observed = self.store.observe(now, now + defaults.BATCH_WINDOW_S)
             budgets = self.store.budget_overview(now)
-            # the reasons are grouped from the held requests themselves: only when there are
+            # grouped from the held requests themselves: only when asked and some are held
             held = (
                 self.store.held_reasons()
-                if any(g.state == "held" for g in observed.requests)
+                if self.held_reasons and any(g.state == "held" for g in observed.requests)
                 else []
             )
             if self._cursor is None:
