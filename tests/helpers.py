@@ -30,29 +30,6 @@ from llmbatch.store import open_store
 from llmbatch.store.sqlstore import migrations, split_script
 
 CHAT = "/v1/chat/completions"
-# Migration 0009 (request counts kept by the store) taken back out, per dialect (a store made
-# before any migration from 0009 down has none of it: take it out first).
-UNDO_0009 = {
-    "sqlite": (
-        "DROP TRIGGER request_counts_commit",
-        "DROP TRIGGER request_counts_update",
-        "DROP TRIGGER request_ages_update",
-        "DROP TRIGGER request_counts_delete",
-        "DROP INDEX requests_deadline",
-        "DROP TABLE request_ages",
-        "DROP TABLE request_counts",
-    ),
-    "postgres": (
-        "DROP TRIGGER request_counts_commit ON imports",
-        "DROP TRIGGER request_counts_update ON requests",
-        "DROP TRIGGER request_counts_delete ON requests",
-        "DROP FUNCTION request_counts_commit()",
-        "DROP FUNCTION request_counts_change()",
-        "DROP INDEX requests_deadline",
-        "DROP TABLE request_ages",
-        "DROP TABLE request_counts",
-    ),
-}
 # Migration 0008 (archives and the webhook outbox) taken back out.
 UNDO_0008 = ("DROP TABLE archives", "DROP TABLE outbox")
 # Migration 0005 (proof of ownership) taken back out.
@@ -329,49 +306,3 @@ def schema_before(
     snapshot = store.schema_snapshot()
     store.close()
     return list(snapshot)
-
-
-# -- the request counts the store keeps (migration 0009) against a fresh GROUP BY --------------
-UNFINISHED = ("queued", "packed", "submitted", "retry_wait", "held")
-
-
-def kept_counts(db: str) -> dict[tuple[str, ...], tuple[int, int, int]]:
-    rows = sql(db, "SELECT queue, provider, model, state, n, retries, expiries FROM request_counts")
-    return {tuple(r[:4]): (int(r[4]), int(r[5]), int(r[6])) for r in rows if r[4]}
-
-
-def grouped_counts(db: str) -> dict[tuple[str, ...], tuple[int, int, int]]:
-    rows = sql(
-        db,
-        "SELECT queue, provider, model, state, COUNT(*), "
-        "SUM(CASE WHEN attempts > 1 THEN attempts - 1 ELSE 0 END), SUM(expiries) "
-        "FROM requests WHERE import_id IN (SELECT id FROM imports WHERE state = 'committed') "
-        "GROUP BY queue, provider, model, state",
-    )
-    return {tuple(r[:4]): (int(r[4]), int(r[5]), int(r[6])) for r in rows}
-
-
-def kept_ages(db: str) -> dict[tuple[str, int], int]:
-    rows = sql(db, "SELECT queue, minute, n FROM request_ages")
-    assert all(int(n) > 0 for _q, _m, n in rows), rows  # empty minutes are deleted
-    return {(str(q), int(m)): int(n) for q, m, n in rows}
-
-
-def grouped_ages(db: str) -> dict[tuple[str, int], int]:
-    marks = ", ".join(f"'{s}'" for s in UNFINISHED)
-    rows = sql(
-        db,
-        "SELECT queue, created_at FROM requests "
-        f"WHERE state IN ({marks}) "
-        "AND import_id IN (SELECT id FROM imports WHERE state = 'committed')",
-    )
-    out: dict[tuple[str, int], int] = {}
-    for q, at in rows:
-        key = (str(q), int(float(at) // 60))
-        out[key] = out.get(key, 0) + 1
-    return out
-
-
-def assert_counts_exact(db: str, step: str) -> None:
-    assert kept_counts(db) == grouped_counts(db), step
-    assert kept_ages(db) == grouped_ages(db), step

@@ -20,7 +20,6 @@ import pytest
 
 from helpers import (
     UNDO_0008,
-    UNDO_0009,
     fast_settings,
     migration_before,
     request_states,
@@ -72,7 +71,7 @@ def test_a_store_with_batches_in_flight_upgrades_and_every_batch_is_archived(
         # the previous code's store: 0008 taken back out
         store: Any = open_store(db)
         with store._write() as cur:
-            for statement in (*UNDO_0009[store.dialect], *UNDO_0008):
+            for statement in UNDO_0008:
                 cur.execute(statement)
             cur.execute(
                 store._dialect("UPDATE meta SET value = ? WHERE key = 'schema_version'"),

@@ -22,7 +22,6 @@ import pytest
 from helpers import (
     E2E_KEY_ENV,
     UNDO_0004,
-    UNDO_0009,
     fast_settings,
     migration_before,
     request_states,
@@ -82,7 +81,7 @@ def test_a_store_with_batches_in_flight_upgrades_and_drains(
         # the previous code's store: 0004 taken back out
         store: Any = open_store(db)
         with store._write() as cur:
-            for statement in (*UNDO_0009[store.dialect], *UNDO_0004):
+            for statement in UNDO_0004:
                 cur.execute(statement)
             cur.execute(
                 store._dialect("UPDATE meta SET value = ? WHERE key = 'schema_version'"),

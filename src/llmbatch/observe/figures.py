@@ -22,6 +22,7 @@ from decimal import Decimal
 from llmbatch import defaults
 from llmbatch.errors import LlmbatchError
 from llmbatch.pricing import Tokens, price_group
+from llmbatch.states import TERMINAL
 from llmbatch.store import Store
 from llmbatch.store.budgets import BudgetRow
 from llmbatch.store.observe import CostRow, Observed, Turnaround
@@ -109,12 +110,20 @@ class Figures:
     def deadlines(self) -> dict[str, tuple[int, int]]:
         """queue -> (missed, at risk): unfinished requests whose deadline has passed, or falls
         before the latest a batch sent now may finish (24 h)."""
-        return {q: mr for q, mr in self.observed.deadlines.items() if any(mr)}
+        out: dict[str, tuple[int, int]] = {}
+        for g in self.observed.requests:
+            if g.state not in TERMINAL and (g.missed or g.at_risk):
+                missed, risk = out.get(g.queue, (0, 0))
+                out[g.queue] = (missed + g.missed, risk + g.at_risk)
+        return out
 
     def oldest_unfinished(self) -> dict[str, float]:
-        """queue -> enqueue time of its oldest request not yet succeeded, failed or cancelled
-        (to the minute: the start of the minute it was enqueued in)."""
-        return dict(self.observed.oldest)
+        """queue -> enqueue time of its oldest request not yet succeeded, failed or cancelled."""
+        out: dict[str, float] = {}
+        for g in self.observed.requests:
+            if g.state not in TERMINAL:
+                out[g.queue] = min(out.get(g.queue, g.oldest), g.oldest)
+        return out
 
 
 class Pricer:

@@ -1,11 +1,9 @@
 """Store verbs for /metrics and the dashboard: what every worker reports the same for one store.
 
-`observe` reads a few small tables in one read (`sql/observe.sql`): requests per queue,
-provider, model and state and the oldest unfinished one's minute (kept by the store as they
-change, migration 0009: no scan of the requests), deadlines at risk (a partial index over
-unfinished requests with a deadline), open batches, the event log per kind, the cost totals
-and the engine lease. `turnaround` counts enqueue-to-result times of the results recorded in
-a range of result ids, per histogram bucket, in SQL.
+`observe` runs a few grouped scans in one read (`sql/observe.sql`): requests per queue,
+provider, model and state (the one scan whose cost grows with the store), open batches, the
+event log per kind, the cost totals and the engine lease. `turnaround` counts enqueue-to-
+result times of the results recorded in a range of result ids, per histogram bucket, in SQL.
 """
 
 from __future__ import annotations
@@ -24,8 +22,11 @@ class RequestGroup:
     model: str
     state: str
     n: int
+    oldest: float  # enqueue time of the oldest request of the group
     retries: int  # attempts after the first
     expiries: int  # times their batches expired with them unrun
+    missed: int = 0  # with a deadline already passed
+    at_risk: int = 0  # with a deadline before the horizon asked about
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,8 +72,6 @@ class Observed:
     """One consistent read of the store's figures."""
 
     requests: list[RequestGroup]
-    oldest: dict[str, float]  # queue -> enqueue minute (epoch s) of its oldest unfinished request
-    deadlines: dict[str, tuple[int, int]]  # queue -> unfinished (missed, due before the horizon)
     batches: list[BatchGroup]
     events: dict[str, tuple[int, float]]  # kind -> (count, newest at)
     costs: list[CostRow]
@@ -102,15 +101,22 @@ class ObserveOps:
         """Every figure /metrics and the dashboard show from the store, in one read;
         deadlines count as at risk when they fall before `horizon`."""
         with self._read() as cur:
-            cur.execute(self.q("observe_requests"))
+            cur.execute(self.q("observe_requests"), {"now": now, "horizon": horizon})
             requests = [
-                RequestGroup(q, p, m, st, int(n), int(r or 0), int(e or 0))
-                for q, p, m, st, n, r, e in cur.fetchall()
+                RequestGroup(
+                    queue=r[0],
+                    provider=r[1],
+                    model=r[2],
+                    state=r[3],
+                    n=int(r[4]),
+                    oldest=float(r[5]),
+                    retries=int(r[6] or 0),
+                    expiries=int(r[7] or 0),
+                    missed=int(r[8] or 0),
+                    at_risk=int(r[9] or 0),
+                )
+                for r in cur.fetchall()
             ]
-            cur.execute(self.q("observe_oldest"))
-            oldest = {str(q): float(minute) * 60 for q, minute in cur.fetchall()}
-            cur.execute(self.q("observe_deadlines"), {"now": now, "horizon": horizon})
-            deadlines = {str(q): (int(m or 0), int(r or 0)) for q, m, r in cur.fetchall()}
             cur.execute(self.q("observe_batches"))
             batches = [
                 BatchGroup(
@@ -130,7 +136,7 @@ class ObserveOps:
             lease = None if row is None else Lease(str(row[0]), int(row[1]), float(row[2]))
             cur.execute(self.q("observe_results_high"))
             high = int(cur.fetchone()[0])
-        return Observed(requests, oldest, deadlines, batches, events, costs, lease, high)
+        return Observed(requests, batches, events, costs, lease, high)
 
     def turnaround(self, after: int, upto: int) -> Turnaround:
         """Enqueue-to-result times of the results with ids in (after, upto]."""

@@ -65,30 +65,9 @@ def queries() -> dict[str, str]:
 
 
 def split_script(script: str) -> list[str]:
-    """Statements of a schema or migration file (no semicolons inside our DDL strings; those
-    inside a PostgreSQL function's `$$` body or a SQLite trigger's BEGIN ... END stay)."""
+    """Statements of a schema or migration file (no semicolons inside our DDL strings)."""
     body = "\n".join(ln for ln in script.splitlines() if not ln.lstrip().startswith("--"))
-    out: list[str] = []
-    current = ""
-    for piece in body.split(";"):
-        current = f"{current};{piece}" if current else piece
-        stmt = current.strip()
-        if stmt and not _inside_body(stmt):
-            out.append(stmt)
-            current = ""
-    if current.strip():
-        out.append(current.strip())
-    return out
-
-
-def _inside_body(stmt: str) -> bool:
-    """Whether a `;` ending `stmt` so far ends a statement inside a function or trigger body."""
-    if stmt.count("$$") % 2:
-        return True
-    words = [w.upper() for w in re.findall(r"[A-Za-z_]+", stmt)]
-    if words[:2] != ["CREATE", "TRIGGER"] or "BEGIN" not in words:
-        return False
-    return words.count("END") - words.count("CASE") < words.count("BEGIN")
+    return [s.strip() for s in body.split(";") if s.strip()]
 
 
 def migrations(dialect: str) -> list[tuple[int, str]]:

@@ -1,26 +1,19 @@
--- What /metrics and the dashboard read: small tables and indexed reads, run together in one
--- read (store/observe.py), so every worker reports the same figures for one store.
+-- What /metrics and the dashboard read: a few grouped scans, run together in one read
+-- transaction (store/observe.py), so every worker reports the same figures for one store.
 
 -- name: observe_requests
--- Requests per queue, provider, model and state, with the retries and expiries they went
--- through: the counts the store keeps as they change (migration 0009), not a scan.
-SELECT queue, provider, model, state, n, retries, expiries FROM request_counts WHERE n > 0
-
--- name: observe_oldest
--- The minute of enqueue of each queue's oldest unfinished request (kept like the counts).
-SELECT queue, MIN(minute) FROM request_ages WHERE n > 0 GROUP BY queue
-
--- name: observe_deadlines
--- Unfinished requests whose deadline has passed, or falls before :horizon, per queue (the
--- partial index requests_deadline holds only unfinished requests with a deadline; SQLite
--- picks it only when the query says `deadline IS NOT NULL` as the index does).
-SELECT queue, SUM(CASE WHEN deadline < :now THEN 1 ELSE 0 END),
-       SUM(CASE WHEN deadline >= :now THEN 1 ELSE 0 END)
+-- Requests per queue, provider, model and state, with the oldest one's enqueue time, the
+-- retries and expiries they went through, and how many have a deadline that has passed or
+-- falls before :horizon (one scan of requests: the snapshot's main cost).
+SELECT queue, provider, model, state, COUNT(*), MIN(created_at),
+       SUM(CASE WHEN attempts > 1 THEN attempts - 1 ELSE 0 END), SUM(expiries),
+       SUM(CASE WHEN deadline < :now THEN 1 ELSE 0 END),
+       SUM(CASE WHEN deadline >= :now AND deadline < :horizon THEN 1 ELSE 0 END)
 FROM requests
-WHERE deadline IS NOT NULL AND deadline < :horizon
-  AND state IN ('queued', 'packed', 'submitted', 'retry_wait', 'held')
-  AND import_id NOT IN (SELECT id FROM imports WHERE state <> 'committed')
-GROUP BY queue
+WHERE import_id NOT IN (SELECT id FROM imports WHERE state <> 'committed')
+-- state first: SQLite would otherwise walk the (queue, custom_id) index and fetch every row
+-- by its id, slower than reading the table in order
+GROUP BY state, queue, provider, model
 
 -- name: observe_batches
 -- Batches not yet read back, per provider, model and state: requests, run at the provider,
