@@ -11,6 +11,8 @@ results recorded since the cache started (a per-process histogram fed from the s
 
 from __future__ import annotations
 
+import contextlib
+import os
 import threading
 import time
 from collections import defaultdict
@@ -204,8 +206,8 @@ class FigureCache:
         return max(self.max_age, self.pace * took)
 
     def keep_fresh(self, stop: threading.Event) -> threading.Thread:
-        """Read again every `max_age` seconds in a thread until `stop` is set (a worker's
-        /metrics: scrapes then always find figures at most `max_age` old)."""
+        """Read again every `period()` seconds in a thread until `stop` is set (a worker's
+        /metrics: scrapes then always find figures at most that old)."""
 
         def loop() -> None:
             while not stop.wait(max(0.0, self.period() - (self.clock() - self._at()))):
@@ -233,6 +235,9 @@ class FigureCache:
         threading.Thread(target=self._background, name="llmbatch-figures", daemon=True).start()
 
     def _background(self) -> None:
+        """A read in a thread of its own, at the lowest CPU priority: on SQLite the read runs
+        in this process, and the engine's steps and the scrapes come first."""
+        _lowest_priority()
         try:
             self.refresh()
         except Exception:
@@ -286,6 +291,12 @@ class FigureCache:
             now, took, observed, budgets, costs, days, self._turnaround, held=held
         )
         return self._figures
+
+
+def _lowest_priority() -> None:
+    """This thread at nice 19 where threads have their own (Linux); elsewhere as it is."""
+    with contextlib.suppress(AttributeError, OSError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
 
 
 def _add(a: Turnaround, b: Turnaround) -> Turnaround:

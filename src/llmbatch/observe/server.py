@@ -52,7 +52,8 @@ class MetricsServer:
 
         self.registry = CollectorRegistry(auto_describe=False)
         self.meter = ProcessMeter(self.registry)
-        self.cache = FigureCache(figures_store, max_age=max_age)
+        # a read of a big store is paced by its own cost (at most a sixth of the time)
+        self.cache = FigureCache(figures_store, max_age=max_age, pace=5.0)
         self.store_figures = StoreCollector(self.cache, engine.settings.quotas)
         self.meter.instrument(engine)
         self._stop = threading.Event()
