@@ -26,6 +26,7 @@ from llmbatch.errors import RejectedError, TransientError
 from llmbatch.ledger import Tally
 from llmbatch.ownership import attempt_prefix
 from llmbatch.pricing import model_prices
+from llmbatch.providers import format_of
 from llmbatch.providers.base import BatchStatus, ResultsGone
 from llmbatch.results import Anomaly, Finding, capped_lines, parse_line
 from llmbatch.retry import decide
@@ -36,9 +37,9 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from llmbatch.archive import Archiver
-    from llmbatch.engine import EngineSettings, TickReport
     from llmbatch.providers import Provider
-    from llmbatch.store import Store
+    from llmbatch.store.base import Store
+    from llmbatch.tick import EngineSettings, TickReport
 
 
 MAX_DOWNLOAD_TRIES = 4  # downloads of one batch before its missing lines are given up
@@ -146,7 +147,7 @@ class Ingesting:
                     )
                 # only lines carrying this intent's nonce are ours (ownership.py)
                 prefix = attempt_prefix(self.store.store_id, b.nonce)
-                finding = parse_line(line, prefix, b.endpoint, b.provider)
+                finding = parse_line(line, prefix, b.endpoint, format_of(b.provider))
                 if finding.attempt_id in seen:  # the first is kept; never silently dropped
                     cid = f"{prefix}-{finding.attempt_id}"
                     raise Anomaly(f"a second result line for custom_id {cid!r}; the first is kept")

@@ -23,10 +23,10 @@ from llmbatch.providers.base import BatchStatus
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from llmbatch.engine import EngineSettings, TickReport
     from llmbatch.providers import Provider
-    from llmbatch.store import Store
+    from llmbatch.store.base import Store
     from llmbatch.store.batching import OpenBatch
+    from llmbatch.tick import EngineSettings, TickReport
 
 ENDED = ("completed", "failed", "expired", "cancelled")
 GONE_CONFIRMATIONS = 3  # a batch that answers 404 this many times is gone

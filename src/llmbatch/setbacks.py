@@ -29,9 +29,9 @@ from llmbatch.store.setbacks import GroupBackoff
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from llmbatch.engine import EngineSettings, TickReport
-    from llmbatch.store import Store
+    from llmbatch.store.base import Store
     from llmbatch.store.batching import OpenBatch
+    from llmbatch.tick import EngineSettings, TickReport
 
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 

@@ -81,12 +81,12 @@ from llmbatch import defaults, ownership
 from llmbatch.errors import RejectedError, TransientError
 from llmbatch.ownership import Proof
 from llmbatch.providers.base import BatchRef, Intent, Provider
-from llmbatch.store import Store
+from llmbatch.store.base import Store
 from llmbatch.store.batching import OpenBatch, Outcome
 
 if TYPE_CHECKING:
-    from llmbatch.engine import EngineSettings, TickReport
     from llmbatch.store.ownership import Moved
+    from llmbatch.tick import EngineSettings, TickReport
 
 ENDED = ("completed", "failed", "expired", "cancelled")
 
