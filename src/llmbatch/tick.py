@@ -1,5 +1,6 @@
-"""What one engine tick is told and what it says: the engine's settings (`[engine]`) and the
-tick's report. Every part of the engine reads these; none of them needs the engine itself."""
+"""What one engine tick is told and what it says: the engine's settings (`[engine]`), the
+tick's context (`Tick`) and its report. Every part of the engine reads these; none of them
+needs the engine itself."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from llmbatch.archive import ArchiveSettings
 from llmbatch.budget import BudgetSettings
 from llmbatch.errors import ConfigError
 from llmbatch.retry import RetryPolicy
+from llmbatch.store.batching import OpenBatch
+from llmbatch.store.ownership import Moved
 from llmbatch.webhooks import WebhookSettings
 
 
@@ -102,3 +105,22 @@ class TickReport:
     delivered: int = 0  # webhook events delivered
     unreachable: int = 0  # provider calls that failed for a transient reason (outage, 429, 5xx)
     notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Tick:
+    """One tick's context, made once at its start and handed to every part: its time, the
+    lease's fencing token (every write of the tick carries it), the report it fills, and
+    the pending move of the store (batches made before it wait)."""
+
+    now: float
+    token: int
+    report: TickReport
+    moved: Moved | None = None
+
+    def due(self, b: OpenBatch) -> bool:
+        """Whether to work on a batch now: not backed off, and not made before the store was
+        copied or moved (frozen until the user says which: `llmbatch store ...-identity`)."""
+        if self.moved is not None and b.id <= self.moved.before:
+            return False
+        return b.not_before is None or b.not_before <= self.now
