@@ -618,7 +618,7 @@ def test_a_request_and_its_result_come_back_whole_through_the_format(
     # a result line for that attempt -> a finding
     response = shape.response(shape.model, reply, tokens_in, tokens_out)
     result_line = orjson.dumps(shape.result(sent_as, response))
-    found = parse_result_line(result_line, attempt_prefix(STORE, nonce), request.endpoint, name)
+    found = parse_result_line(result_line, attempt_prefix(STORE, nonce), request.endpoint, fmt)
     assert found.attempt_id == attempt and found.ok and found.body is not None
     assert orjson.loads(found.body) == response
     assert (found.input_tokens, found.output_tokens) == (tokens_in, tokens_out)
