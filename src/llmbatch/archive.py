@@ -96,6 +96,12 @@ def batch_folder(store_id: str, batch_id: int) -> str:
     return f"{store_id}/batch-{batch_id:08d}"
 
 
+def kept_input(workdir: Path, batch_id: int) -> Path:
+    """Where the engine keeps an intent's batch file once sent, for its archive (made again
+    from the store when missing: a worker restarted with a new work directory)."""
+    return workdir / f"archive-input-{batch_id}.jsonl"
+
+
 def _digest(path: Path) -> dict[str, Any]:
     """Lines, bytes and sha256 of a file, read in chunks."""
     h, size, lines, last = hashlib.sha256(), 0, 0, b"\n"
@@ -239,6 +245,8 @@ class Archiver:
         where = f"{self.target.location.rstrip('/')}/{folder}"
         self.store.archive_done(batch_id, now, where, from_store)
         shutil.rmtree(self.spool(batch_id), ignore_errors=True)
+        if int(b.get("intent_id") or batch_id) == batch_id:
+            kept_input(self.workdir, batch_id).unlink(missing_ok=True)
         if not ours:  # not one result line of ours: not proven ours to delete (ownership.py)
             self.store.note("anomaly", batch_id, "no result line of ours: left at the provider")
         elif self.delete_files:
@@ -307,6 +315,9 @@ class Archiver:
         return digest
 
     def _input(self, attempts_of: int, prefix: str, provider: Provider, work: Path) -> Path:
+        kept = kept_input(self.workdir, attempts_of)
+        if kept.is_file():  # the file as sent (its intent's own batch; a copy for another)
+            return kept
         path = work / "input.jsonl"
         with open(path, "wb") as f:
             for attempt_id, endpoint, body in self.store.batch_lines(attempts_of):
