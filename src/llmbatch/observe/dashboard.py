@@ -40,7 +40,8 @@ from llmbatch.errors import ConfigError, LlmbatchError
 from llmbatch.observe.figures import FigureCache, Figures
 from llmbatch.progress import batch_eta, snapshot
 from llmbatch.states import REQUEST_STATES
-from llmbatch.store import Count, Store
+from llmbatch.store.base import Store
+from llmbatch.store.types import Count
 
 TOKEN_ENV = "LLMBATCH_DASHBOARD_TOKEN"
 COOKIE = "llmbatch_dashboard"

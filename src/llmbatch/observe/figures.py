@@ -25,7 +25,7 @@ from llmbatch import defaults
 from llmbatch.errors import LlmbatchError
 from llmbatch.pricing import Tokens, price_group
 from llmbatch.states import TERMINAL
-from llmbatch.store import Store
+from llmbatch.store.base import Store
 from llmbatch.store.budgets import BudgetRow
 from llmbatch.store.observe import CostRow, Observed, Turnaround
 

@@ -22,7 +22,7 @@ import orjson
 from llmbatch.observe.figures import FigureCache
 from llmbatch.observe.health import WorkerState, readiness
 from llmbatch.observe.metrics import ProcessMeter, StoreCollector, require
-from llmbatch.store import Store
+from llmbatch.store.base import Store
 
 if TYPE_CHECKING:
     from llmbatch.engine import Engine, TickReport
