@@ -18,7 +18,7 @@ import orjson
 from llmbatch.errors import StoreError
 from llmbatch.store.budgets import Reservation
 from llmbatch.store.ownership import new_nonce
-from llmbatch.store.sqlfiles import queries
+from llmbatch.store.sqlfiles import as_list, queries
 from llmbatch.usage import UsageRecord
 
 
@@ -324,17 +324,13 @@ class BatchingOps:
     # -- ingest --------------------------------------------------------------------------
     def attempt_info(self, batch_id: int, attempt_ids: Sequence[int]) -> dict[int, AttemptInfo]:
         """The attempts of this batch, among `attempt_ids`, still waiting for an outcome."""
-        out: dict[int, AttemptInfo] = {}
-        for i in range(0, len(attempt_ids), 500):
-            part = list(attempt_ids[i : i + 500])
-            sql = self._dialect(
-                self._raw("chunk_attempts").format(ids=", ".join(["?"] * len(part)))
-            )
-            with self._read() as cur:
-                cur.execute(sql, [*part, batch_id])
-                for a, r, n, e, j in cur.fetchall():
-                    out[int(a)] = AttemptInfo(int(a), int(r), int(n), int(e), int(j))
-        return out
+        with self._read() as cur:
+            params = {"ids": as_list(attempt_ids), "batch_id": batch_id}
+            cur.execute(self.q("waiting_attempts"), params)
+            return {
+                int(a): AttemptInfo(int(a), int(r), int(n), int(e), int(j))
+                for a, r, n, e, j in cur.fetchall()
+            }
 
     def apply_outcomes(
         self, batch_id: int, outcomes: Sequence[Outcome], now: float, token: int
@@ -344,15 +340,9 @@ class BatchingOps:
             return 0
         with self._write() as cur:
             self._fence(cur, token)
-            ids = [o.attempt_id for o in outcomes]
-            waiting: dict[int, int] = {}
-            for i in range(0, len(ids), 500):
-                part = ids[i : i + 500]
-                sql = self._dialect(
-                    self._raw("chunk_attempts").format(ids=", ".join(["?"] * len(part)))
-                )
-                cur.execute(sql, [*part, batch_id])
-                waiting.update({int(a): int(r) for a, r, _n, _e, _j in cur.fetchall()})
+            ids = as_list(o.attempt_id for o in outcomes)
+            cur.execute(self.q("waiting_attempts"), {"ids": ids, "batch_id": batch_id})
+            waiting = {int(a): int(r) for a, r, _n, _e, _j in cur.fetchall()}
             todo = [o for o in outcomes if o.attempt_id in waiting]
             cur.executemany(self.q("finish_attempt"), [
                 (o.kind, o.kind, o.error_code, o.error_message, now, o.attempt_id) for o in todo
@@ -400,22 +390,15 @@ class BatchingOps:
 
     def _add_cost_totals(self, cur: Any, attempt_ids: Sequence[int]) -> None:
         """Add these new results to the report's running totals (same transaction)."""
-        for i in range(0, len(attempt_ids), 500):
-            part = attempt_ids[i : i + 500]
-            marks = ", ".join(["?"] * len(part))
-            cur.execute(self._dialect(self._raw("add_cost_totals").format(ids=marks)), part)
+        if attempt_ids:
+            cur.execute(self.q("add_cost_totals"), {"ids": as_list(attempt_ids)})
 
     def attempts_not_in_batch(self, batch_id: int, attempt_ids: Sequence[int]) -> list[int]:
         """The ids among these that are not attempts of this batch."""
         ids = list(dict.fromkeys(attempt_ids))
-        known: set[int] = set()
-        for i in range(0, len(ids), 500):
-            part = ids[i : i + 500]
-            marks = ", ".join(["?"] * len(part))
-            sql = self._dialect(f"SELECT id FROM attempts WHERE id IN ({marks}) AND +batch_id = ?")
-            with self._read() as cur:
-                cur.execute(sql, [*part, batch_id])
-                known.update(int(r[0]) for r in cur.fetchall())
+        with self._read() as cur:
+            cur.execute(self.q("attempts_in_batch"), {"ids": as_list(ids), "batch_id": batch_id})
+            known = {int(r[0]) for r in cur.fetchall()}
         return [a for a in ids if a not in known]
 
     def unfinished_attempts(self, batch_id: int) -> list[tuple[int, int, int]]:

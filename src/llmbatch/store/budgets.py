@@ -21,6 +21,7 @@ from typing import Any
 
 from llmbatch.errors import StoreError
 from llmbatch.periods import period_days
+from llmbatch.store.sqlfiles import as_list
 
 RESERVE_LOCK = 0x6C6D6274_62756467  # a PostgreSQL advisory lock: one budget writer at a time
 
@@ -233,11 +234,7 @@ class BudgetOps:
         worker's own, each against its period's committed spend; record the reservation."""
         self._lock_budgets(cur)  # a budget of this worker alone has no row to lock
         queues = sorted(q for q in r.per_queue if q != "*")
-        marks = ", ".join(["?"] * len(queues)) or "NULL"
-        cur.execute(
-            self._dialect(self._raw("budgets_over").format(queues=marks)) + self._for_update(),
-            queues,
-        )
+        cur.execute(self.q("budgets_over") + self._for_update(), {"queues": as_list(queues)})
         limits = {(str(q), str(p)): int(v) for q, p, v in cur.fetchall()}
         for c in r.checks:  # the worker's own may only tighten
             key = (c.queue, c.period)
@@ -258,15 +255,11 @@ class BudgetOps:
     def budget_lines(self, request_ids: Sequence[int]) -> list[tuple[int, str, int, bytes]]:
         """(request id, queue, text bytes, body) of these requests, in the order given."""
         found: dict[int, tuple[int, str, int, bytes]] = {}
-        ids = list(request_ids)
-        for i in range(0, len(ids), 500):
-            part = ids[i : i + 500]
-            sql = self._dialect(self._raw("budget_lines").format(ids=", ".join(["?"] * len(part))))
-            with self._read() as cur:
-                cur.execute(sql, part)
-                for rid, queue, text_bytes, body in cur.fetchall():
-                    found[int(rid)] = (int(rid), str(queue), int(text_bytes), bytes(body))
-        return [found[rid] for rid in ids if rid in found]
+        with self._read() as cur:
+            cur.execute(self.q("budget_lines"), {"ids": as_list(request_ids)})
+            for rid, queue, text_bytes, body in cur.fetchall():
+                found[int(rid)] = (int(rid), str(queue), int(text_bytes), bytes(body))
+        return [found[rid] for rid in request_ids if rid in found]
 
     def committed(self, queue: str, first: int, end: int) -> int:
         """1e-6 USD spent or reserved by a queue ('*': all) over UTC days [first, end)."""

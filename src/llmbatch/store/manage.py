@@ -14,6 +14,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from llmbatch.store.sqlfiles import as_list
 from llmbatch.store.types import ResultRow
 
 CHUNK = 500
@@ -162,17 +163,13 @@ class ManageOps:
     ) -> None:
         """Attempts (state `outcome`, outcome 'unsent') and results for requests (among `ids`,
         in `states`) about to end here without a batch: call before moving them on."""
-        for i in range(0, len(ids), CHUNK):
-            part = list(ids[i : i + CHUNK])
-            marks = ", ".join(["?"] * len(part))
-            in_states = ", ".join(["?"] * len(states))
-            sql = self._raw("local_outcome_attempts").format(scope=marks, states=in_states)
-            cur.execute(
-                self._dialect(sql),
-                [outcome, code, message[:2000], now, now, *part, *states],
-            )
-            sql = self._raw("local_outcome_results").format(scope=marks)
-            cur.execute(self._dialect(sql), [int(now // 86400), now, *part])
+        params = {"outcome": outcome, "code": code, "message": message[:2000], "now": now}
+        scope = as_list(ids)
+        cur.execute(
+            self.q("local_outcome_attempts"), {**params, "ids": scope, "states": as_list(states)}
+        )
+        day = int(now // 86400)
+        cur.execute(self.q("local_outcome_results"), {"ids": scope, "day": day, "now": now})
 
     # -- lists -----------------------------------------------------------------------------
     def queues(self) -> list[QueueRow]:
@@ -222,16 +219,13 @@ class ManageOps:
 
         Their earlier results stay (what they cost is recorded); the export shows the
         newest result once they finish again."""
-        moved = 0
-        ids = list(request_ids)
+        scope = as_list(request_ids)
         with self._write() as cur:
-            for i in range(0, len(ids), CHUNK):
-                part = ids[i : i + CHUNK]
-                name = "count_failed" if dry_run else "retry_failed"
-                sql = self._raw(name).format(scope=", ".join(["?"] * len(part)))
-                cur.execute(self._dialect(sql), part if dry_run else [now, *part])
-                moved += int(cur.fetchone()[0]) if dry_run else int(cur.rowcount)
-        return moved
+            if dry_run:
+                cur.execute(self.q("count_failed"), {"ids": scope})
+                return int(cur.fetchone()[0])
+            cur.execute(self.q("retry_failed"), {"ids": scope, "now": now})
+            return int(cur.rowcount)
 
     def purge_queue(self, queue: str, *, dry_run: bool = False) -> PurgePlan:
         """Delete a finished queue's requests, attempts and results, in short transactions.
@@ -254,9 +248,8 @@ class ManageOps:
                 ids = [int(r[0]) for r in cur.fetchall()]
                 if not ids:
                     break
-                marks = ", ".join(["?"] * len(ids))
                 for name in ("purge_results", "purge_attempts", "purge_requests"):
-                    cur.execute(self._dialect(self._raw(name).format(scope=marks)), ids)
+                    cur.execute(self.q(name), {"ids": as_list(ids)})
         with self._write() as cur:
             cur.execute(self.q("purge_imports"), {"queue": queue})
             detail = f"queue {queue}: {plan.requests} requests, {plan.results} results"

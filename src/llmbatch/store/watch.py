@@ -12,9 +12,9 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from llmbatch.store.sqlfiles import as_list
 from llmbatch.store.types import ResultRow
 
-CHUNK = 500
 _RESULT_FIELDS = (
     "cursor", "custom_id", "state", "provider", "status_code", "provider_request_id", "body",
     "error_code", "error_message", "input_tokens", "output_tokens", "attempt_id", "request_id",
@@ -83,25 +83,22 @@ class WatchOps:
     def lookup(self, queue: str, custom_ids: Sequence[str]) -> dict[str, Found]:
         """Requests of `queue` with these custom_ids (committed ones), by custom_id."""
         out: dict[str, Found] = {}
-        ids = list(dict.fromkeys(custom_ids))
-        for i in range(0, len(ids), CHUNK):
-            part = ids[i : i + CHUNK]
-            sql = self._dialect(self._raw("lookup").format(ids=", ".join(["?"] * len(part))))
-            with self._read() as cur:
-                cur.execute(sql, [queue, *part])
-                names = [d[0] for d in cur.description]
-                rows = [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
-            for r in rows:
-                result = None
-                if r["cursor"] is not None and r["state"] in ("succeeded", "failed", "cancelled"):
-                    values = {k: r[k] for k in _RESULT_FIELDS}
-                    if values["body"] is not None:
-                        values["body"] = bytes(values["body"])
-                    result = ResultRow(**values)
-                out[r["custom_id"]] = Found(
-                    r["custom_id"], r["state"], r["reason"], bytes(r["body_hash"]), r["provider"],
-                    r["endpoint"], r["model"], result,
-                )  # fmt: skip
+        ids = as_list(dict.fromkeys(custom_ids))
+        with self._read() as cur:
+            cur.execute(self.q("lookup"), {"queue": queue, "ids": ids})
+            names = [d[0] for d in cur.description]
+            rows = [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
+        for r in rows:
+            result = None
+            if r["cursor"] is not None and r["state"] in ("succeeded", "failed", "cancelled"):
+                values = {k: r[k] for k in _RESULT_FIELDS}
+                if values["body"] is not None:
+                    values["body"] = bytes(values["body"])
+                result = ResultRow(**values)
+            out[r["custom_id"]] = Found(
+                r["custom_id"], r["state"], r["reason"], bytes(r["body_hash"]), r["provider"],
+                r["endpoint"], r["model"], result,
+            )  # fmt: skip
         return out
 
     def queue_requests(
@@ -109,12 +106,11 @@ class WatchOps:
     ) -> Iterator[tuple[str, str, str, str, bytes]]:
         """(custom_id, provider, endpoint, model, body) of a queue's requests in `states`, in
         enqueue order, streamed."""
-        marks = ", ".join(["?"] * len(states))
-        sql = self._dialect(self._raw("queue_requests").format(states=marks))
+        sql, wanted = self.q("queue_requests"), as_list(states)
         after = 0
         while True:
             with self._read() as cur:
-                cur.execute(sql, [queue, after, *states, page])
+                cur.execute(sql, {"queue": queue, "after": after, "states": wanted, "n": page})
                 rows = cur.fetchall()
             for _id, cid, provider, endpoint, model, body in rows:
                 yield cid, provider, endpoint, model, bytes(body)
