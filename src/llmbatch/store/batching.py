@@ -10,7 +10,6 @@ from __future__ import annotations
 import heapq
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -19,80 +18,19 @@ from llmbatch.errors import StoreError
 from llmbatch.store.budgets import Reservation
 from llmbatch.store.ownership import new_nonce
 from llmbatch.store.sqlfiles import as_list, queries
-from llmbatch.usage import UsageRecord
+from llmbatch.store.types import (
+    AttemptInfo as AttemptInfo,
+)
+from llmbatch.store.types import (
+    OpenBatch as OpenBatch,
+)
+from llmbatch.store.types import (
+    Outcome as Outcome,
+)
 
 
 class LeaseLost(StoreError):
     """Another worker took over: this one must stop acting."""
-
-
-@dataclass(slots=True)
-class OpenBatch:
-    """A batch not yet fully ingested, as the engine needs it."""
-
-    id: int
-    provider: str
-    endpoint: str
-    model: str | None
-    state: str
-    provider_batch_id: str | None
-    provider_status: str | None
-    input_file_id: str | None
-    output_file_id: str | None
-    error_file_id: str | None
-    request_count: int
-    created_at: float
-    upload_started_at: float | None
-    create_started_at: float | None
-    submitted_at: float | None
-    errors: list[dict[str, Any]]
-    est_tokens: int
-    completed_count: int
-    failed_count: int
-    cancel_requested_at: float | None = None
-    cancel_sent_at: float | None = None
-    intent_id: int | None = None  # an adopted batch: the intent (batch row) its attempts belong to
-    # What the engine counts for this batch (kept here: a cron `run` is a new process each time)
-    not_before: float | None = None  # no work on it before this time (a back-off)
-    setbacks: int = 0  # transient failures in a row
-    download_tries: int = 0  # downloads that did not account for every request
-    gone_checks: int = 0  # retrieves that answered 404
-    nonce: str | None = None  # what proves its provider batch ours (None: made before 0005)
-    proof_wait_until: float | None = None  # waiting for same-size batches to say whose
-
-    @property
-    def attempts_of(self) -> int:
-        """The batch row whose attempts this provider batch carries."""
-        return self.intent_id if self.intent_id is not None else self.id
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """What happened to one attempt, decided by the engine, applied by the store."""
-
-    attempt_id: int
-    kind: str  # succeeded | failed | retry | requeue | cancelled
-    status_code: int | None = None
-    provider_request_id: str | None = None
-    body: bytes | None = None
-    error_code: str | None = None
-    error_message: str | None = None
-    input_tokens: int | None = None
-    output_tokens: int | None = None
-    not_before: float | None = None
-    charge_expiry: int = 0  # 1 when an expiry (not the request's fault) sent it back
-    charge_rejection: int = 0  # 1 when its whole batch was refused (a create, a file)
-    usage: UsageRecord | None = None  # cache and reasoning detail, and why usage is unusable
-    price_tier: int = 0  # the request's price-tier key (pricing.ModelPrices.tier)
-
-
-@dataclass(frozen=True, slots=True)
-class AttemptInfo:
-    attempt_id: int
-    request_id: int
-    attempts: int  # charged attempts of the request so far
-    expiries: int
-    rejections: int = 0  # batch-level rejections so far
 
 
 class BatchingOps:

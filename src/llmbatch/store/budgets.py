@@ -16,79 +16,32 @@ serialises reservations that check only a worker's own budgets, which have no ro
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from llmbatch.errors import StoreError
 from llmbatch.periods import period_days
 from llmbatch.store.sqlfiles import as_list
+from llmbatch.store.types import (
+    BudgetRow as BudgetRow,
+)
+from llmbatch.store.types import (
+    Check as Check,
+)
+from llmbatch.store.types import (
+    PolicyRow as PolicyRow,
+)
+from llmbatch.store.types import (
+    QueueUsage as QueueUsage,
+)
+from llmbatch.store.types import (
+    Reservation as Reservation,
+)
 
 RESERVE_LOCK = 0x6C6D6274_62756467  # a PostgreSQL advisory lock: one budget writer at a time
 
 
-@dataclass(frozen=True, slots=True)
-class Check:
-    """A worker's own budget a reservation must also stay under (it may only tighten the
-    store's), in 1e-6 USD over UTC days [first, end)."""
-
-    queue: str  # a queue, or '*' for every queue together
-    period: str
-    limit_micro: int
-    first: int
-    end: int
-
-
-@dataclass(frozen=True, slots=True)
-class Reservation:
-    """The worst case of an intent per queue, the worker's own budgets and its UTC day."""
-
-    day: int
-    per_queue: Mapping[str, int]  # queue -> micro-USD (every queue of the batch, 0 allowed)
-    checks: Sequence[Check] = ()
-
-    def amount(self, queue: str) -> int:
-        if queue == "*":
-            return sum(self.per_queue.values())
-        return int(self.per_queue.get(queue, 0))
-
-
 class OverBudget(StoreError):
     """A racing reservation took the room this one counted on; nothing was committed."""
-
-
-@dataclass(frozen=True, slots=True)
-class QueueUsage:
-    """Usage of one batch's results in one queue and price tier (for settling)."""
-
-    queue: str
-    tier: int
-    input: int
-    cached: int
-    write_5m: int
-    write_1h: int
-    output: int
-    results: int = 0
-
-
-@dataclass(slots=True)
-class BudgetRow:
-    """A budget in the store, with what its current period has committed."""
-
-    queue: str
-    period: str
-    limit_micro: int
-    committed: int = 0
-    updated_at: float = 0.0
-
-
-@dataclass(frozen=True, slots=True)
-class PolicyRow:
-    """The other budget settings of a queue ('*': every queue) in the store."""
-
-    queue: str
-    allow_unpriced: bool | None = None
-    assume_context_tokens: int | None = None
-    updated_at: float = 0.0
 
 
 def _days(day: int, period: str) -> tuple[int, int]:

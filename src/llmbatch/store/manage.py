@@ -11,89 +11,28 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 from llmbatch.store.sqlfiles import as_list
+from llmbatch.store.types import (
+    FINISHED as FINISHED,
+)
+from llmbatch.store.types import (
+    BatchProgress as BatchProgress,
+)
+from llmbatch.store.types import (
+    BatchRow as BatchRow,
+)
+from llmbatch.store.types import (
+    PurgePlan as PurgePlan,
+)
+from llmbatch.store.types import (
+    QueueRow as QueueRow,
+)
 from llmbatch.store.types import ResultRow
 
 CHUNK = 500
 ORDERS = ("recorded", "input")
-
-
-@dataclass(frozen=True, slots=True)
-class QueueRow:
-    """One queue: its requests per state, and what cost was recorded for it (kept by purge)."""
-
-    name: str
-    states: dict[str, int]
-    first_enqueued: float | None
-    last_change: float | None
-    recorded_results: int = 0  # results counted in the cost totals, purged ones included
-
-    @property
-    def total(self) -> int:
-        return sum(self.states.values())
-
-    @property
-    def unfinished(self) -> int:
-        return sum(n for s, n in self.states.items() if s not in FINISHED)
-
-
-FINISHED = ("succeeded", "failed", "cancelled")
-
-
-@dataclass(frozen=True, slots=True)
-class BatchRow:
-    """One batch as `llmbatch batches` lists it."""
-
-    id: int
-    provider: str
-    model: str | None
-    state: str
-    provider_batch_id: str | None
-    provider_status: str | None
-    request_count: int
-    completed: int
-    failed: int
-    created_at: float
-    submitted_at: float | None
-    finished_at: float | None
-    ingested_at: float | None
-    cancel_requested_at: float | None
-    updated_at: float
-    intent_id: int | None
-
-
-@dataclass(frozen=True, slots=True)
-class BatchProgress:
-    """An open batch: what the provider last said was done, and what is read back already."""
-
-    id: int
-    provider: str
-    provider_batch_id: str | None
-    state: str
-    provider_status: str | None
-    requests: int
-    done_at_provider: int  # completed + failed, as the provider last counted them
-    submitted_at: float | None
-    seen_at: float  # when those counts were recorded
-    read_back: int  # attempts of this batch with an outcome recorded here
-    in_scope: int  # its requests in the queue asked about (all of them without a queue)
-
-
-@dataclass(slots=True)
-class PurgePlan:
-    """What a purge removes (or, dry, would remove); cost totals and spend are kept."""
-
-    queue: str
-    requests: int = 0
-    attempts: int = 0
-    results: int = 0
-    unfinished: int = 0  # a queue with any of these is not purged
-    reading_back: int = 0  # finished requests whose batch is still being read back
-    done: bool = False
-    notes: list[str] = field(default_factory=list)
 
 
 class ManageOps:

@@ -4,22 +4,14 @@ provider batches tagged with our store id that the store never recorded."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 from llmbatch.store.sqlfiles import as_list
+from llmbatch.store.types import (
+    CancelPlan as CancelPlan,
+)
 
 WAITING = ("queued", "retry_wait", "held")  # what `cancel` ends at once
-
-
-@dataclass(slots=True)
-class CancelPlan:
-    """What a cancel did at once, and what it left for the engine to do."""
-
-    cancelled: int = 0  # waiting requests cancelled at once
-    batches: list[int] = field(default_factory=list)  # in-flight batches to cancel at the provider
-    in_batches: int = 0  # requests in those batches
-    left_running: int = 0  # requests in batches shared with requests outside the scope
 
 
 class RecoveryOps:

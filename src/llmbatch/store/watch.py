@@ -9,11 +9,16 @@ Queries live in `sql/watch.sql`.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from llmbatch.store.sqlfiles import as_list
+from llmbatch.store.types import (
+    Found as Found,
+)
 from llmbatch.store.types import ResultRow
+from llmbatch.store.types import (
+    Watched as Watched,
+)
 
 _RESULT_FIELDS = (
     "cursor", "custom_id", "state", "provider", "status_code", "provider_request_id", "body",
@@ -21,31 +26,6 @@ _RESULT_FIELDS = (
     "model", "endpoint", "cached_tokens", "cache_write_5m_tokens", "cache_write_1h_tokens",
     "recorded_at",
 )  # fmt: skip
-
-
-@dataclass(frozen=True, slots=True)
-class Watched:
-    """What one `watch` saw: finished requests (newest result each) and held ones; `high`,
-    the highest result id it scanned (the cursor to pass next), and `scanned`, how many."""
-
-    results: list[ResultRow]
-    held: list[ResultRow]  # state 'held', error_message the hold reason, recorded_at its time
-    high: int = 0
-    scanned: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class Found:
-    """A request found by custom_id: its state and, once it has one, its newest result."""
-
-    custom_id: str
-    state: str
-    reason: str | None
-    body_hash: bytes
-    provider: str
-    endpoint: str
-    model: str
-    result: ResultRow | None  # None until a result is recorded
 
 
 class WatchOps:
