@@ -17,7 +17,7 @@ from typing import Any, Final
 import orjson
 
 from llmbatch.defaults import PROVIDER
-from llmbatch.providers import claimants, format_of
+from llmbatch.providers import Format, claimants, format_of, formats
 
 MAX_CUSTOM_ID: Final = 512
 MIB: Final = 1024 * 1024
@@ -70,16 +70,34 @@ def parse_obj(obj: object, provider: str = PROVIDER) -> Request:
     that provider (`Format.claims`); any other line to `provider`'s format."""
     if not isinstance(obj, dict):
         raise LineError(f"expected a JSON object, got {kind(obj)}")
-    custom_id = obj.get("custom_id")
-    check_custom_id(custom_id)
-    assert isinstance(custom_id, str)
-    fmt = format_of(provider)
+    fmt, name = format_of(provider), provider
     for other in claimants():
         if other.claims(obj):
-            if other is fmt:
-                break
-            return other.parse(custom_id, obj, other.name)
-    return fmt.parse(custom_id, obj, provider)
+            if other is not fmt:
+                fmt, name = other, other.name
+            break
+    try:
+        custom_id = fmt.line_id(obj)
+        check_custom_id(custom_id, fmt.id_field)
+        assert isinstance(custom_id, str)
+        return fmt.parse(custom_id, obj, name)
+    except LineError as exc:
+        hint = _shape_hint(obj, fmt)
+        if hint is None:
+            raise
+        raise LineError(f"{exc}; {hint}") from None
+
+
+def _shape_hint(obj: dict[str, Any], fmt: Format) -> str | None:
+    """For a line refused by `fmt`: the providers whose own line shape it is, if not fmt's."""
+    if fmt.full_line(obj):
+        return None
+    others = [f for f in formats() if type(f) is not type(fmt) and f.full_line(obj)]
+    if not others:
+        return None
+    names = " or ".join(f"--provider {f.name}" for f in others[:3])
+    base = min(others, key=lambda f: len(type(f).__mro__))  # OpenAI's, not a gateway's
+    return f"it is a line in {base.label or base.name}'s shape: enqueue it with {names}"
 
 
 def make_request(
@@ -105,19 +123,19 @@ def from_item(item: object, provider: str = PROVIDER) -> Request:
     )
 
 
-def check_custom_id(custom_id: object) -> None:
+def check_custom_id(custom_id: object, field: str = "custom_id") -> None:
     """A user's custom_id: any string of 1–512 characters without control characters.
 
     Anthropic's `^[a-zA-Z0-9_-]{1,64}$` does not apply: the provider only ever sees our
     attempt ids (`<store id>-<n>`), never the user's custom_id."""
     if custom_id is None:
-        raise LineError("custom_id is missing")
+        raise LineError(f"{field} is missing")
     if not isinstance(custom_id, str):
-        raise LineError(f"custom_id must be a string, got {kind(custom_id)}")
+        raise LineError(f"{field} must be a string, got {kind(custom_id)}")
     if not 1 <= len(custom_id) <= MAX_CUSTOM_ID:
-        raise LineError(f"custom_id must be 1-{MAX_CUSTOM_ID} characters, got {len(custom_id)}")
+        raise LineError(f"{field} must be 1-{MAX_CUSTOM_ID} characters, got {len(custom_id)}")
     if _CONTROL.search(custom_id):
-        raise LineError("custom_id contains a control character")
+        raise LineError(f"{field} contains a control character")
 
 
 def canonical_json(body: dict[str, Any]) -> bytes:

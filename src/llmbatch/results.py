@@ -72,8 +72,9 @@ def parse_line(
         raise Anomaly(f"result line is not JSON ({exc}): {line[:80]!r}") from None
     if not isinstance(obj, dict):
         raise Anomaly(f"result line is not a JSON object: {line[:80]!r}")
-    attempt = attempt_id_of(obj.get("custom_id"), store_id)
-    return format_of(provider).result(attempt, obj, endpoint)
+    fmt = format_of(provider)
+    attempt = attempt_id_of(obj.get(fmt.id_field), store_id)
+    return fmt.result(attempt, obj, endpoint)
 
 
 def text_or_none(v: object) -> str | None:
