@@ -271,10 +271,9 @@ class GeminiProvider:
         by_file = {i.input_file_id: i for i in intents if i.input_file_id}
         by_intent = {str(i.batch_id): i for i in intents}
         found: dict[int, BatchRef] = {}
+        made: set[int] = set()  # intents with a batch the store already records
         for op in self._list_since(start):
             meta = op.get("metadata") or {}
-            if _batch_name(op) in recorded:
-                continue
             source = (meta.get("inputConfig") or {}).get("fileName")
             hit = by_file.get(source) if source else None
             tag = tag_of_display_name(meta.get("displayName"), store_id)
@@ -282,10 +281,16 @@ class GeminiProvider:
                 hit = by_intent.get(tag[ownership.INTENT])
                 if hit is not None and tag.get(ownership.NONCE) != hit.nonce:
                     hit = None  # the same intent id in another copy of the store
-            if hit is not None and hit.batch_id not in found:
+            if hit is None:
+                continue
+            if _batch_name(op) in recorded:
+                made.add(hit.batch_id)
+            elif hit.batch_id not in found:
                 found[hit.batch_id] = BatchRef(_batch_name(op), source)
         missing = {
-            i.file_name: i for i in intents if i.batch_id not in found and not i.input_file_id
+            i.file_name: i
+            for i in intents
+            if i.batch_id not in found and i.batch_id not in made and not i.input_file_id
         }
         if missing:
             for f in self._files_since(start):
