@@ -8,6 +8,7 @@ whatever order they come in, are given in the one results envelope with the nati
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -18,11 +19,13 @@ import orjson
 import pytest
 from genai_prices import calc_price, extract_usage
 
-from helpers import cli, drain, fast_settings, results_per_request
+from helpers import cli, drain, fast_settings, results_per_request, sql
 from helpers import request_states as states
 from llmbatch import Queue
 from llmbatch.emulator import RunningEmulator, running
+from llmbatch.engine import Engine
 from llmbatch.retry import RetryPolicy
+from llmbatch.store import open_store
 
 # model -> whether the price data has a batch price for it (known here, not asked of llmbatch)
 MODELS = {"gemini-2.5-flash": True, "gemini-2.0-flash": False}
@@ -180,3 +183,27 @@ def test_estimate_approximates_and_says_so(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "approximated" in result.output and "1.15" in result.output
     assert "gemini-2.5-flash" in result.output
+
+
+def test_an_upload_that_expired_before_its_create_is_uploaded_again(
+    db: str, emu: RunningEmulator
+) -> None:
+    """The upload is recorded, the create refused; the worker comes back 49 hours later
+    (uploads are kept 48): the file is written again, uploaded again and created once."""
+    with Queue(db, "q", provider="gemini") as q:
+        q.add_many([line(i) for i in range(5)])
+    s = settings(emu, inline_max_bytes=0)
+    emu.control.add_fault("batches.create", "500", mode="before", count=1, flavor="gemini")
+    engine = Engine(open_store(db), s)
+    try:
+        engine.tick(time.time())
+    finally:
+        engine.close()
+        engine.store.close()
+    assert sql(db, "SELECT input_file_id IS NOT NULL FROM batches") == [(1,)]
+    emu.control.advance(49 * 3600)
+    drain(db, s)
+    assert states(db) == {"succeeded": 5}
+    log = [c["path"] for c in emu.control.calls() if c["method"] == "POST"]
+    assert log.count("/upload/v1beta/files") == 4  # two uploads: start and data each
+    assert sum(p.endswith(":batchGenerateContent") for p in log) == 2  # one refused
