@@ -114,3 +114,28 @@ def test_prices_come_from_google_batch_prices_or_are_derived() -> None:
     assert flash.priced and not flash.derived
     older = model_prices("gemini", "gemini-2.0-flash")
     assert older.priced and older.derived  # no batch price in the data: half the real-time
+
+
+def test_the_worst_case_bounds_gemini_output_and_files_of_unknown_size() -> None:
+    from llmbatch.worst import worst_case
+
+    prices = model_prices("gemini", "gemini-2.0-flash")
+    capped = {**request(), "generationConfig": {"maxOutputTokens": 50, "candidateCount": 2}}
+    capped["model"] = "gemini-2.0-flash"
+    got = worst_case(prices, "generateContent", capped, 1_048_576, max_output=8192)
+    assert (got.output_tokens, got.bound) == (100, "request")  # two candidates of 50
+    thinking = {**request(), "generationConfig": {"maxOutputTokens": 50}}
+    flash = model_prices("gemini", "gemini-2.5-flash")
+    got = worst_case(flash, "generateContent", thinking, 1_048_576, max_output=65_536)
+    assert got.output_tokens == 65_536  # thinking may run past the cap: the model's largest
+    off = {
+        **thinking,
+        "generationConfig": {"maxOutputTokens": 50, "thinkingConfig": {"thinkingBudget": 0}},
+    }
+    assert (
+        worst_case(flash, "generateContent", off, 1_048_576, max_output=65_536).output_tokens == 50
+    )
+    video = request()
+    video["contents"][0]["parts"].append({"fileData": {"fileUri": "https://x/v.mp4"}})
+    got = worst_case(flash, "generateContent", video, 1_048_576, max_output=65_536)
+    assert got.input_tokens == 1_048_576  # a file of unknown size: the whole window

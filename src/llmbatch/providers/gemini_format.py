@@ -179,6 +179,27 @@ class GeminiFormat(Format):
             if isinstance(p, dict) and not p.get("thought")
         )
 
+    def output_bound(self, body: Mapping[str, Any]) -> tuple[int | None, int]:
+        """`generationConfig.maxOutputTokens` and `candidateCount`. Thinking is billed as
+        output and its budget may be overrun, so the cap bounds only a model that does not
+        think (gemini-2.0) or a request that turns thinking off (`thinkingBudget: 0`)."""
+        config = body.get("generationConfig", body.get("generation_config"))
+        if not isinstance(config, dict):
+            return None, 1
+        cap = _positive(config, "maxOutputTokens", "max_output_tokens")
+        n = _positive(config, "candidateCount", "candidate_count") or 1
+        thinking = config.get("thinkingConfig", config.get("thinking_config"))
+        off = isinstance(thinking, dict) and 0 in (
+            thinking.get("thinkingBudget"),
+            thinking.get("thinking_budget"),
+        )
+        model = body.get("model")
+        plain = isinstance(model, str) and short_model(model).startswith("gemini-2.0")
+        return (cap if off or plain else None), n
+
+    def document_part(self, part: Mapping[str, Any]) -> bool:
+        return "fileData" in part or "file_data" in part
+
     def input_tokens(self, endpoint: str, model: str, body: dict[str, Any]) -> int:
         from llmbatch.estimate import text_tokens
 
@@ -192,6 +213,14 @@ class GeminiFormat(Format):
                 n += text_tokens(orjson.dumps(body[key]).decode())
         images = _media_parts(body.get("contents"))
         return round(n * TOKEN_FACTOR) + images * (self.image_tokens or 0)
+
+
+def _positive(d: Mapping[str, Any], *keys: str) -> int | None:
+    for key in keys:
+        v = d.get(key)
+        if isinstance(v, int) and not isinstance(v, bool) and v > 0:
+            return v
+    return None
 
 
 def _text_parts(contents: Any) -> list[str]:

@@ -110,6 +110,17 @@ class Format:
         """A word for `batches`/`status` beside a batch in `state` (None: nothing to add)."""
         return None
 
+    def output_bound(self, body: Mapping[str, Any]) -> tuple[int | None, int]:
+        """The worst case's output: the request's own cap on output tokens where this format
+        keeps it elsewhere than the top-level `max_tokens` family (None: not set), and how
+        many candidates it is billed for."""
+        return None, 1
+
+    def document_part(self, part: Mapping[str, Any]) -> bool:
+        """Whether a content part brings a file of unknown size (its tokens are bounded by
+        the model's context window in the worst case)."""
+        return False
+
     def input_tokens(self, endpoint: str, model: str, body: dict[str, Any]) -> int:
         """The estimate's input token count of one request body."""
         from llmbatch.estimate import openai_input_tokens
