@@ -20,6 +20,7 @@ file again first.
 
 from __future__ import annotations
 
+import itertools
 import os
 import time
 from collections.abc import Iterator, Sequence
@@ -401,37 +402,36 @@ class GeminiProvider:
 
     # -- helpers -------------------------------------------------------------------------
     def _list_since(self, start: float) -> Iterator[Json]:
-        """Batches newest first, every page back to `start`."""
-        token = None
+        """Batches created since `start`, every page back to it."""
         with self._calling("list batches"):
-            while True:
-                page = self._rest("get", "batches", pageSize=PAGE_SIZE, pageToken=token)
-                ops = page.get("operations") or []
-                for op in ops:
-                    created = _timestamp((op.get("metadata") or {}).get("createTime"))
-                    if created is None or created >= start:
-                        yield op
-                token = page.get("nextPageToken")
-                last = (
-                    _timestamp((ops[-1].get("metadata") or {}).get("createTime")) if ops else None
-                )
-                if not token or not ops or (last is not None and last < start):
-                    return
+            yield from _since(self._rest, "batches", "operations", start)
 
     def _files_since(self, start: float) -> Iterator[Json]:
-        token = None
+        """Uploads created since `start`, every page back to it."""
         with self._calling("list files"):
-            while True:
-                page = self._rest("get", "files", pageSize=PAGE_SIZE, pageToken=token)
-                files = page.get("files") or []
-                for f in files:
-                    created = _timestamp(f.get("createTime"))
-                    if created is None or created >= start:
-                        yield f
-                token = page.get("nextPageToken")
-                last = _timestamp(files[-1].get("createTime")) if files else None
-                if not token or not files or (last is not None and last < start):
-                    return
+            yield from _since(self._rest, "files", "files", start)
+
+
+def _since(rest: Any, path: str, field: str, start: float) -> Iterator[Json]:
+    """Objects of a list created since `start`. Google does not document the lists' order:
+    paging stops early only at a page that runs newest first and ends before `start`."""
+    token = None
+    while True:
+        page = rest("get", path, pageSize=PAGE_SIZE, pageToken=token)
+        objs = [o for o in page.get(field) or () if isinstance(o, dict)]
+        times = []
+        for o in objs:
+            created = _timestamp((o.get("metadata") or o).get("createTime"))
+            times.append(created)
+            if created is None or created >= start:
+                yield o
+        token = page.get("nextPageToken")
+        known = [t for t in times if t is not None]
+        newest_first = len(known) == len(times) and all(
+            a >= b for a, b in itertools.pairwise(known)
+        )
+        if not token or not objs or (newest_first and known and known[-1] < start):
+            return
 
 
 @contextmanager
