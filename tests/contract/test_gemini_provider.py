@@ -25,7 +25,7 @@ from google.genai import types
 from helpers import RefusingService
 from llmbatch.emulator import RunningEmulator, running
 from llmbatch.errors import AuthError, ConfigError, RejectedError, TransientError
-from llmbatch.providers import BatchRef, Intent, Provider, make_provider
+from llmbatch.providers import BatchRef, Intent, Provider, format_of, make_provider
 from llmbatch.providers.base import read_lines
 from llmbatch.results import parse_line
 
@@ -164,7 +164,7 @@ def test_results_download_and_map_by_key_in_any_order(
     assert [f.kind for f in files] == ["output"] and files[0].path.parent == out
     keys = []
     for _kind, raw in read_lines(files):
-        finding = parse_line(raw, f"{STORE}-{NONCE}", ENDPOINT, "gemini")
+        finding = parse_line(raw, f"{STORE}-{NONCE}", ENDPOINT, format_of("gemini"))
         keys.append(finding.attempt_id)
         sent = orjson.loads(it.path.read_bytes().splitlines()[finding.attempt_id - 1000])
         if finding.ok:  # the answer to its own prompt, whatever order the lines came in

@@ -57,7 +57,7 @@ def test_a_request_over_20_mb_is_refused_through_the_python_api_too() -> None:
 
 
 def result(line: dict[str, Any]) -> Any:
-    return parse_result(orjson.dumps(line), "s-n", "generateContent", "gemini")
+    return parse_result(orjson.dumps(line), "s-n", "generateContent", FMT)
 
 
 def test_results_are_read_by_key_with_usage_camel_case() -> None:

@@ -13,6 +13,7 @@ from typing import Any
 from llmbatch.errors import ConfigError
 from llmbatch.providers.base import BatchRef, BatchStatus, Intent, Limits, Provider, ResultFile
 from llmbatch.providers.plugin import Format, Plugin
+from llmbatch.tables import check_types
 
 __all__ = [
     "BatchRef",
@@ -148,8 +149,6 @@ def for_endpoint(endpoint: str) -> list[str]:
 
 def check_settings(name: str, options: Any) -> None:
     """A `[providers.NAME]` table: a known provider, a table, known keys of the right type."""
-    from llmbatch.worker import check_types
-
     got = plugin(name)
     if not isinstance(options, dict):
         # not the value: a key pasted in the wrong place must not be echoed
