@@ -12,6 +12,7 @@ import dataclasses
 import importlib
 import io
 import sys
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -491,3 +492,26 @@ def test_lists_in_either_order_are_read_back_to_since() -> None:
     for o in _since(newest_first, "batches", "operations", since):
         calls.append(o["name"])
     assert calls == ["batches/b40", "batches/b31"]
+
+
+class FrozenJournal(Journal):
+    """A worker frozen right after its lease check, longer than its client timeout."""
+
+    call_timeout = 0.3
+
+    def creating(self) -> None:
+        super().creating()
+        time.sleep(0.5)
+
+
+def test_a_create_held_past_its_client_timeout_before_sending_is_not_sent(
+    provider: Provider, emu: RunningEmulator, tmp_path: Path
+) -> None:
+    """A standby may have taken the lease over meanwhile and, the answer unseen in a lagging
+    list, created the batch already: the create is not sent (before, it was: two batches)."""
+    emu.control.clear_calls()
+    with pytest.raises(TransientError, match="create not sent"):
+        provider.submit(intent(provider, tmp_path, 1), FrozenJournal())
+    assert not [c for c in calls(emu) if c.endswith(":batchGenerateContent")]
+    ref = submit(provider, intent(provider, tmp_path, 1))  # in time: sent
+    assert ref.provider_batch_id
