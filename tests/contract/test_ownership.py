@@ -41,6 +41,17 @@ class Door:
 
     def items(self, name: str, n: int, prefix: str) -> list[dict[str, Any]]:
         messages = [{"role": "user", "content": f"{prefix}: question {i}"} for i in range(n)]
+        if name == "gemini":
+            return [
+                {
+                    "key": f"{prefix}{i}",
+                    "request": {
+                        "model": self.model,
+                        "contents": [{"role": "user", "parts": [{"text": m["content"]}]}],
+                    },
+                }
+                for i, m in enumerate(messages)
+            ]
         if name == "anthropic":
             return [
                 {
@@ -59,6 +70,9 @@ DOORS = {
     "openai": Door("batches.create", "/v1/batches", "gpt-4o-mini"),
     "azure": Door("batches.create", "/openai/batches", "gpt-4o-mini"),
     "anthropic": Door("messages.batches.create", "/v1/messages/batches", "claude-3-5-haiku-latest"),
+    "gemini": Door(
+        "batches.create", "/v1beta/models/gemini-2.5-flash:batchGenerateContent", "gemini-2.5-flash"
+    ),
 }
 
 
@@ -84,7 +98,7 @@ def enqueue(db: str, name: str, n: int, prefix: str) -> list[str]:
     items = DOORS[name].items(name, n, prefix)
     with Queue(db, "q", provider=name) as q:
         assert q.add_many(items).added == n
-    return [str(it["custom_id"]) for it in items]
+    return [str(it.get("custom_id", it.get("key"))) for it in items]
 
 
 def settings(emu: RunningEmulator, **overrides: Any) -> EngineSettings:
@@ -337,6 +351,7 @@ def test_a_refusal_while_reconciling_leaves_the_intent_to_reconcile_later(
         "openai": {**gateway.providers["openai"], "base_url": rejecting.url + "/v1"},
         "azure": {**gateway.providers["azure"], "endpoint": rejecting.url},
         "anthropic": {**gateway.providers["anthropic"], "base_url": rejecting.url},
+        "gemini": {**gateway.providers["gemini"], "base_url": rejecting.url},
     }
     refused = Engine(open_store(db), gateway)
     try:
@@ -401,7 +416,12 @@ def result_reads(emu: RunningEmulator, batch_ids: set[str]) -> int:
     )
 
 
-FOREIGN = {"openai": 350, "azure": 350, "anthropic": 150}  # over the 3 pages the sweep read
+FOREIGN = {
+    "openai": 350,
+    "azure": 350,
+    "anthropic": 150,
+    "gemini": 350,
+}  # over the 3 pages the sweep read
 
 
 def test_among_foreign_batches_the_sweep_adopts_ours_and_reads_each_foreign_once(

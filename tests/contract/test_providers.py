@@ -71,8 +71,9 @@ def emu() -> Iterator[RunningEmulator]:
 
 
 # The OpenAI batch surface (files + batches). Anthropic Message Batches have no files and no
-# metadata; their contract runs in tests/e2e/test_anthropic_engine.py.
-@pytest.fixture(params=sorted(set(available()) - {"anthropic"}))
+# metadata; their contract runs in tests/e2e/test_anthropic_engine.py. Gemini's files and
+# batches speak Google's shape: tests/contract/test_gemini_provider.py.
+@pytest.fixture(params=sorted(set(available()) - {"anthropic", "gemini"}))
 def name(request: pytest.FixtureRequest, emu: RunningEmulator) -> str:
     emu.control.reset()
     return str(request.param)

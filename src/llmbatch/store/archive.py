@@ -11,38 +11,21 @@ on where the last one stopped.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 from llmbatch.store.manage import _by_name
+from llmbatch.store.types import (
+    DueArchive as DueArchive,
+)
+from llmbatch.store.types import (
+    OutboxEvent as OutboxEvent,
+)
+from llmbatch.store.types import (
+    QueueState as QueueState,
+)
 from llmbatch.store.types import ResultRow
 
 PAGE = 5000
-
-
-@dataclass(frozen=True, slots=True)
-class DueArchive:
-    batch_id: int
-    tries: int
-
-
-@dataclass(frozen=True, slots=True)
-class QueueState:
-    """A queue a batch touched: its highest request id and how many are not finished."""
-
-    queue: str
-    high: int
-    unfinished: int
-
-
-@dataclass(frozen=True, slots=True)
-class OutboxEvent:
-    id: int
-    event_id: str
-    kind: str
-    payload: bytes
-    tries: int
-    created_at: float
 
 
 class ArchiveOps:
