@@ -121,8 +121,8 @@ class Ingestor:
             if b.download_tries + 1 < MAX_DOWNLOAD_TRIES:
                 self._download_again(b, t, f"result files not found: {exc}")
                 return
-            self.store.note("anomaly", b.id, f"result files gone: {exc}")
-            files = []
+            self._archived(b, t, f"result files gone: {exc}")  # as `archived` says
+            return
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)  # a full disk: give back what was written
             raise
@@ -241,29 +241,36 @@ class Ingestor:
         now, token, report = t.now, t.token, t.report
         fail = self.settings.archived == "fail"
         message = "the provider archived the results before they were read"
-        outs = [
-            Outcome(a, "failed", error_code="archived", error_message=message)
-            if fail
-            else Outcome(
-                a, "requeue", error_code="archived", error_message=message, charge_expiry=1
-            )
-            for a, _r, _l in (self.store.unfinished_attempts(b.id) if b.intent_id is None else [])
-        ]
-        if b.cancel_requested_at is not None:
-            outs = [dataclasses.replace(o, kind="cancelled") for o in outs]
-        for i in range(0, len(outs), self.settings.ingest_chunk):
-            self.store.apply_outcomes(b.id, outs[i : i + self.settings.ingest_chunk], now, token)
+        n = self.results_gone(b, t, "archived", message)
         gone = BatchStatus(
             b.provider_batch_id or "", b.state, "archived", b.request_count, b.completed_count,
             b.failed_count,
         )  # fmt: skip
         self.store.update_batch(b.id, gone, now, token)
         self.store.note("archived", b.id, why)
-        self.closer.close(
-            b, t, f"archived: {len(outs):,} requests {'failed' if fail else 'requeued'}"
-        )
+        self.closer.close(b, t, f"archived: {n:,} requests {'failed' if fail else 'requeued'}")
         report.ingested_batches += 1
-        report.notes.append(f"{why}; {len(outs):,} requests {'failed' if fail else 'queued again'}")
+        report.notes.append(f"{why}; {n:,} requests {'failed' if fail else 'queued again'}")
+
+    def results_gone(self, b: OpenBatch, t: Tick, code: str, message: str) -> int:
+        """The results of `b` can no longer be read: its waiting requests go back to the queue
+        (`archived = "requeue"`, counted as an expiry) or fail with `code` (`archived = "fail"`,
+        for those who would rather not pay twice); cancelled if so asked. An adopted
+        duplicate's requests belong to its intent. Returns how many."""
+        fail = self.settings.archived == "fail"
+        outs = [
+            Outcome(a, "failed", error_code=code, error_message=message)
+            if fail
+            else Outcome(a, "requeue", error_code=code, error_message=message, charge_expiry=1)
+            for a, _r, _l in (self.store.unfinished_attempts(b.id) if b.intent_id is None else [])
+        ]
+        if b.cancel_requested_at is not None:
+            outs = [dataclasses.replace(o, kind="cancelled") for o in outs]
+        for i in range(0, len(outs), self.settings.ingest_chunk):
+            self.store.apply_outcomes(
+                b.id, outs[i : i + self.settings.ingest_chunk], t.now, t.token
+            )
+        return len(outs)
 
     def _apply(
         self,

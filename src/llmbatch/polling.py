@@ -144,7 +144,8 @@ class Poller:
 
     def _gone(self, b: OpenBatch, t: Tick, why: str) -> None:
         """A batch the provider answers 404 for: confirmed a few times, then closed, its
-        waiting requests back in the queue (an adopted duplicate's belong to its intent)."""
+        waiting requests back in the queue (an adopted duplicate's belong to its intent), or
+        failed under `archived = "fail"`: their results are gone before they were read."""
         now, token, report = t.now, t.token, t.report
         checks = b.gone_checks + 1
         pid = b.provider_batch_id
@@ -158,14 +159,19 @@ class Poller:
             f"batch {pid} is gone at {b.provider} (404 {checks} times: deleted there, or the key "
             "now belongs to another project)"
         )
-        if b.intent_id is None:
+        fail = self.settings.archived == "fail"  # its results are gone before they were read
+        if fail:
+            self.ingestor.results_gone(b, t, "batch_gone", reason)
+        elif b.intent_id is None:
             waiting = self.store.unfinished_attempts(b.id)  # cancelled instead if so asked
             self.ingestor.apply_waiting(b, [(a, "batch_gone", reason) for a, _r, _l in waiting], t)
         gone = BatchStatus(pid or "", "failed", "gone", b.request_count, b.completed_count)
         self.store.update_batch(b.id, gone, now, token)
         self.store.note("batch_gone", b.id, reason)
         self.closer.close(b, t, reason)
-        report.notes.append(f"{reason}; its waiting requests are queued again")
+        report.notes.append(
+            f"{reason}; its waiting requests {'failed' if fail else 'are queued again'}"
+        )
 
     def _sane(self, b: OpenBatch, s: BatchStatus, report: TickReport) -> BatchStatus:
         """A status whose counts a database integer holds (else they are dropped, and said)."""

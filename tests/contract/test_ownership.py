@@ -575,17 +575,21 @@ def test_a_batch_expired_or_cancelled_by_someone_else_sends_its_unrun_requests_a
 
 
 @pytest.mark.slow
-def test_results_the_provider_forgot_before_they_were_read_are_sent_again(
-    name: str, tmp_path: Path, emu: RunningEmulator
+@pytest.mark.parametrize("mode", ["requeue", "fail"])
+def test_results_the_provider_forgot_before_they_were_read_follow_the_archived_setting(
+    name: str, mode: str, tmp_path: Path, emu: RunningEmulator
 ) -> None:
     """Archived results: the batch ended unseen, and by the time the engine looks the
     provider no longer serves its results (31 days on: Anthropic has archived them, OpenAI's
     output file has expired; and whatever a provider keeps is deleted at it, as someone
-    cleaning the account would). The requests that waited go back to the queue (`archived =
-    "requeue"`, the default) and each ends with exactly one result, in one new batch."""
+    cleaning the account would). With `archived = "requeue"` (the default) the requests that
+    waited go back to the queue and each ends with exactly one result, in one new batch; with
+    `archived = "fail"` each fails once with the code "archived" and nothing is sent again.
+    Before issue 15, a result file that kept answering 404 was requeued whatever the setting
+    said (OpenAI, Azure, Gemini)."""
     db = str(tmp_path / "q.db")
     ids = enqueue(db, name, 5, "m")
-    e = engine(db, emu)
+    e = engine(db, emu, archived=mode)
     try:
         e.next_poll_at = time.time() + 3600  # not polled: it ends unseen
         e.tick(time.time())
@@ -602,11 +606,20 @@ def test_results_the_provider_forgot_before_they_were_read_are_sent_again(
     finally:
         close(e)
     assert results_per_request(db) == dict.fromkeys(ids, 1)
-    assert states(db) == {"succeeded": len(ids)}
-    assert intents(db) == 2  # the forgotten batch's requests travelled again, in one batch
     assert sql(db, "SELECT state FROM batches WHERE provider_batch_id = ?", [first]) == [
         ("ingested",)
     ]
+    if mode == "requeue":
+        assert states(db) == {"succeeded": len(ids)}
+        assert intents(db) == 2  # the forgotten batch's requests travelled again, in one batch
+    else:
+        assert states(db) == {"failed": len(ids)}
+        assert intents(db) == creates(emu, name) == 1  # nothing was sent again
+        results = cli("--db", db, "results").stdout.splitlines()
+        codes = {json.loads(r)["error"]["code"] for r in results}
+        # archived results, or (a provider that deletes the batch with them) a batch gone
+        assert codes in ({"archived"}, {"batch_gone"})
+        assert first in cli("--db", db, "status").stdout
 
 
 # -- where a store lives ------------------------------------------------------------------------
