@@ -21,7 +21,15 @@ from typing import Any
 import psycopg
 import pytest
 
-from helpers import E2E_KEY_ENV, RefusingService, cli, fast_settings, results_per_request, sql
+from helpers import (
+    DEAD_HOLDER,
+    E2E_KEY_ENV,
+    RefusingService,
+    cli,
+    fast_settings,
+    results_per_request,
+    sql,
+)
 from helpers import request_states as states
 from llmbatch import Queue
 from llmbatch.emulator import RunningEmulator, running
@@ -368,6 +376,129 @@ def test_a_refusal_while_reconciling_leaves_the_intent_to_reconcile_later(
         close(e)
     assert_once(db, ids)
     assert creates(emu, name) == intents(db) == 1
+
+
+# -- a worker that died after its creates --------------------------------------------------------
+
+
+def dead_intents(db: str, prefixes: Sequence[str], *, marked: bool = True) -> list[int]:
+    """Intents a worker committed, one per custom-id prefix, create marked, before it died
+    holding the lease (the next engine breaks it at once). Their creates are sent by hand."""
+    store = open_store(db)
+    try:
+        now = time.time() - 5
+        token = store.acquire_lease("engine", DEAD_HOLDER, 3600.0, now)
+        assert token is not None
+        out = []
+        for prefix in prefixes:
+            rows = sql(
+                db,
+                "SELECT id, provider, endpoint, model FROM requests WHERE state = 'queued'"
+                " AND custom_id LIKE ? ORDER BY id",
+                [prefix + "%"],
+            )
+            provider, endpoint, model = rows[0][1:]
+            group = make_provider(provider).group_key(endpoint, model)
+            batch_id = store.create_intent(
+                (provider, endpoint, model if len(group) > 2 else None),
+                [int(r[0]) for r in rows], 0, 0, now, token,
+            )  # fmt: skip
+            assert batch_id is not None
+            if marked:
+                store.mark("create", batch_id, now, token)
+            out.append(batch_id)
+        return out
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("window", ["intent only", "create marked, nothing sent", "after create"])
+def test_a_worker_dead_in_each_crash_window_leaves_one_batch(
+    name: str, window: str, tmp_path: Path, emu: RunningEmulator
+) -> None:
+    """A worker dies after committing an intent, after marking its create, or after the
+    create reached the provider: a fresh engine sends it (once), or adopts the batch made.
+    (Was Anthropic-only, in tests/e2e/test_anthropic_exactly_once.py.)"""
+    db = str(tmp_path / "q.db")
+    ids = enqueue(db, name, 6, "m")
+    (intent,) = dead_intents(db, ["m"], marked=window != "intent only")
+    made = create_by_hand(name, emu, db, intent, tmp_path) if window == "after create" else None
+    e = engine(db, emu)
+    try:
+        drain([e], emu)
+    finally:
+        close(e)
+    assert creates(emu, name) == intents(db) == 1
+    if made is not None:
+        assert provider_batches(db) == {made}
+        adopted = sql(db, "SELECT detail FROM events WHERE kind = 'adopted'")
+        assert any(made in d for (d,) in adopted)
+    assert_once(db, ids)
+
+
+def test_a_dead_workers_two_creates_of_one_intent_are_both_adopted(
+    name: str, tmp_path: Path, emu: RunningEmulator
+) -> None:
+    """The dead worker's create went out twice (a re-create after the settle wait, then a
+    crash): one batch is the intent's, the other is adopted as its duplicate; nothing is
+    created again and every request has one result. (Was Anthropic-only, in
+    tests/e2e/test_anthropic_exactly_once.py.)"""
+    db = str(tmp_path / "q.db")
+    ids = enqueue(db, name, 5, "m")
+    (intent,) = dead_intents(db, ["m"])
+    first = create_by_hand(name, emu, db, intent, tmp_path)
+    second = create_by_hand(name, emu, db, intent, tmp_path)
+    e = engine(db, emu)
+    try:
+        drain([e], emu)
+    finally:
+        close(e)
+    assert creates(emu, name) == 2  # both by the dead worker; none by the engine
+    rows = sql(db, "SELECT id, provider_batch_id, intent_id FROM batches ORDER BY id")
+    assert [(r[0], r[2]) for r in rows] == [(intent, None), (rows[1][0], intent)]
+    assert {r[1] for r in rows} == {first, second}
+    assert_once(db, ids)  # found by reconcile with its twin, or by the sweep: adopted once
+
+
+def test_two_lost_creates_of_equal_size_each_find_their_own(
+    name: str, tmp_path: Path, emu: RunningEmulator
+) -> None:
+    """Two intents of the same size, both created, neither recorded: each gets its own batch,
+    and no result lands on another intent's attempts. (Was Anthropic-only.)"""
+    db = str(tmp_path / "q.db")
+    ids = enqueue(db, name, 4, "a") + enqueue(db, name, 4, "b")
+    one, two = dead_intents(db, ["a", "b"])
+    made = {i: create_by_hand(name, emu, db, i, tmp_path) for i in (one, two)}
+    e = engine(db, emu)
+    try:
+        drain([e], emu)
+    finally:
+        close(e)
+    assert creates(emu, name) == 2
+    assert dict(sql(db, "SELECT id, provider_batch_id FROM batches")) == made
+    assert_once(db, ids)
+
+
+def test_only_the_newer_of_two_equal_lost_creates_was_made(
+    name: str, tmp_path: Path, emu: RunningEmulator
+) -> None:
+    """One batch for two unrecorded intents of its size: it is the newer intent's (by its
+    proof: metadata, or once ended its first result line), and only the older intent is
+    created again — no batch paid twice. (Was Anthropic-only.)"""
+    db = str(tmp_path / "q.db")
+    ids = enqueue(db, name, 4, "a") + enqueue(db, name, 4, "b")
+    one, two = dead_intents(db, ["a", "b"])
+    made = create_by_hand(name, emu, db, two, tmp_path)  # the older one's never got there
+    e = engine(db, emu)
+    try:
+        drain([e], emu)
+    finally:
+        close(e)
+    assert creates(emu, name) == 2  # the dead worker's, and the older intent's again
+    assert sql(db, "SELECT provider_batch_id FROM batches WHERE id = ?", [two]) == [(made,)]
+    assert sql(db, "SELECT COUNT(*) FROM batches")[0][0] == 2
+    assert one != two
+    assert_once(db, ids)
 
 
 # -- among foreign batches --------------------------------------------------------------------
