@@ -59,6 +59,8 @@ def emulator_settings(name: str, root: str) -> dict[str, Any]:
         return {"base_url": root + "/v1", "api_key_env": KEY_ENV}
     if name == "azure":
         return {"endpoint": root, "api_key_env": KEY_ENV}
+    if name in ("anthropic", "gemini"):
+        return {"base_url": root, "api_key_env": KEY_ENV}
     raise ConfigError(
         f"the provider contract suite does not know how to point {name!r} at the emulator"
     )
@@ -70,11 +72,20 @@ def emu() -> Iterator[RunningEmulator]:
         yield e
 
 
-# The OpenAI batch surface (files + batches). Anthropic Message Batches have no files and no
-# metadata; their contract runs in tests/e2e/test_anthropic_engine.py. Gemini's files and
-# batches speak Google's shape: tests/contract/test_gemini_provider.py.
+# The tests below that look at the provider's files and batches with a plain OpenAI SDK
+# client (`sdk`), or fault its `files.*` calls, run on the providers with the OpenAI batch
+# surface: Anthropic Message Batches have no files and no metadata (their proof runs in
+# tests/contract/test_ownership.py, their format in tests/e2e/test_anthropic_engine.py), and
+# Gemini's files and batches speak Google's shape (tests/contract/test_gemini_provider.py).
+# What every provider has (a key, refused or missing) runs on every registered one (`any_name`).
 @pytest.fixture(params=sorted(set(available()) - {"anthropic", "gemini"}))
 def name(request: pytest.FixtureRequest, emu: RunningEmulator) -> str:
+    emu.control.reset()
+    return str(request.param)
+
+
+@pytest.fixture(params=sorted(available()))
+def any_name(request: pytest.FixtureRequest, emu: RunningEmulator) -> str:
     emu.control.reset()
     return str(request.param)
 
@@ -397,8 +408,9 @@ def test_delete_files_tolerates_files_already_gone(
 
 
 def test_a_missing_key_is_an_auth_error_before_any_call(
-    name: str, emu: RunningEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    any_name: str, emu: RunningEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    name = any_name
     monkeypatch.setenv(KEY_ENV, "  ")
     provider = make_provider(name, **emulator_settings(name, emu.url))
     emu.control.clear_calls()
@@ -411,8 +423,9 @@ def test_a_missing_key_is_an_auth_error_before_any_call(
 
 
 def test_a_refused_key_is_an_auth_error_that_never_shows_the_key(
-    name: str, refusing: RefusingService, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    any_name: str, refusing: RefusingService, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    name = any_name
     monkeypatch.setenv(KEY_ENV, KEY)
     provider = make_provider(name, **emulator_settings(name, refusing.url))
     calls: list[Any] = [
