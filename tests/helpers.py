@@ -202,6 +202,15 @@ def visible(db: str) -> dict[str, Any]:
 E2E_KEY_ENV = "LLMBATCH_E2E_KEY"  # set to a fake key for every e2e test (tests/e2e/conftest.py)
 
 
+def _services() -> list[str]:
+    """The shipped OpenAI-compatible services (none in code from before them)."""
+    try:
+        from llmbatch.providers.compatible import SHIPPED
+    except ImportError:
+        return []
+    return list(SHIPPED)
+
+
 def fast_settings(emu: Any, **overrides: Any) -> EngineSettings:
     """Engine settings for tests: fast polling, short retry and settle delays, both OpenAI
     surfaces and Anthropic pointed at a running emulator (`emu` is a RunningEmulator)."""
@@ -218,6 +227,10 @@ def fast_settings(emu: Any, **overrides: Any) -> EngineSettings:
             "openai": {"base_url": emu.base_url, "api_key_env": E2E_KEY_ENV},
             "azure": {"endpoint": emu.url, "api_key_env": E2E_KEY_ENV},
             "anthropic": {"base_url": emu.url, "api_key_env": E2E_KEY_ENV},
+            **{
+                name: {"base_url": f"{emu.url}/compatible/{name}/v1", "api_key_env": E2E_KEY_ENV}
+                for name in _services()
+            },
         },
     }
     values.update(overrides)

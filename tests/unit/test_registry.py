@@ -30,7 +30,7 @@ def test_an_unknown_provider_through_the_python_api_enqueues_nothing(tmp_path: P
         with pytest.raises(ConfigError) as caught:
             q.add_many([{**item, "custom_id": "b"}], provider="gemini")
     assert str(caught.value) == (
-        "unknown provider 'gemini' (known: anthropic, azure, openai); "
+        f"unknown provider 'gemini' (known: {', '.join(names())}); "
         "install its plugin package or use one of those"
     )
     assert request_states(db) == {"queued": 1}

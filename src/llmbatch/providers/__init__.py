@@ -24,6 +24,7 @@ __all__ = [
     "Provider",
     "ResultFile",
     "available",
+    "declare",
     "describe",
     "format_of",
     "format_or_base",
@@ -45,9 +46,13 @@ def available() -> dict[str, EntryPoint]:
     return found
 
 
+# Services declared by a `[providers.NAME] kind = "openai-compatible"` table (compatible.py).
+_declared: set[str] = set()
+
+
 def names() -> list[str]:
-    """Every registered provider's name, sorted."""
-    return sorted(available())
+    """Every registered provider's name (and every declared service's), sorted."""
+    return sorted(set(available()) | _declared)
 
 
 def unknown(name: str) -> ConfigError:
@@ -59,6 +64,17 @@ def unknown(name: str) -> ConfigError:
 
 
 _plugins: dict[str, Plugin] = {}
+
+
+def declare(name: str, options: Any = None) -> Plugin:
+    """Register (or configure again) an OpenAI-compatible service from its `[providers.NAME]`
+    table; ConfigError in one line when the table is wrong."""
+    from llmbatch.providers.compatible import plugin_for
+
+    got = _plugins[name] = plugin_for(name, options)
+    if name not in available():
+        _declared.add(name)
+    return got
 
 
 def plugin(name: str) -> Plugin:
@@ -147,25 +163,35 @@ def for_endpoint(endpoint: str) -> list[str]:
 
 
 def check_settings(name: str, options: Any) -> None:
-    """A `[providers.NAME]` table: a known provider, a table, known keys of the right type."""
+    """A `[providers.NAME]` table: a known provider (or a service it declares with `kind`),
+    a table, known keys of the right type, values its format accepts."""
+    import dataclasses
+
+    from llmbatch.providers.compatible import KIND, CompatibleFormat, CompatibleSettings
     from llmbatch.worker import check_types
 
-    got = plugin(name)
     if not isinstance(options, dict):
         # not the value: a key pasted in the wrong place must not be echoed
         raise ConfigError(f"[providers.{name}] must be a table, got a {type(options).__name__}")
-    cls = got.settings_class()
-    if cls is None:
-        return
-    import dataclasses
-
-    fields = [f.name for f in dataclasses.fields(cls)]
-    for key in options:
-        if key not in fields:
-            raise ConfigError(
-                f"[providers.{name}] has no setting {key!r}; its settings: {', '.join(fields)}"
-            )
-    check_types(f"[providers.{name}]", options, cls)
+    declaring = name not in names() and "kind" in options
+    if declaring and options["kind"] != KIND:
+        raise ConfigError(
+            f"[providers.{name}] kind {options['kind']!r} is not known; the one kind is {KIND!r}"
+        )
+    got = None if declaring else plugin(name)
+    cls = CompatibleSettings if got is None else got.settings_class()
+    if cls is not None:
+        fields = [f.name for f in dataclasses.fields(cls)]
+        for key in options:
+            if key not in fields:
+                raise ConfigError(
+                    f"[providers.{name}] has no setting {key!r}; its settings: {', '.join(fields)}"
+                )
+        check_types(f"[providers.{name}]", options, cls)
+    if got is None or isinstance(got.format, CompatibleFormat):
+        declare(name, options)  # its format follows the table (endpoints, limits)
+    else:
+        got.format.check_options(name, options)
 
 
 def describe(name: str) -> dict[str, Any]:
@@ -173,8 +199,9 @@ def describe(name: str) -> dict[str, Any]:
     its `[providers.NAME]` table with their defaults (or why it does not load)."""
     import dataclasses
 
-    ep = available()[name]
-    out: dict[str, Any] = {"name": name, "package": ep.dist.name if ep.dist else None}
+    ep = available().get(name)
+    package = (ep.dist.name if ep.dist else None) if ep is not None else "llmbatch.toml"
+    out: dict[str, Any] = {"name": name, "package": package}
     try:
         got = plugin(name)
         cls = got.settings_class()

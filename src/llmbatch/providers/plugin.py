@@ -102,6 +102,10 @@ class Format:
         """A word for `batches`/`status` beside a batch in `state` (None: nothing to add)."""
         return None
 
+    def check_options(self, name: str, options: Mapping[str, Any]) -> None:
+        """Check a `[providers.NAME]` table's values beyond their types (a limit past the
+        service's own, a window it does not take); raise ConfigError in one line."""
+
     def input_tokens(self, endpoint: str, model: str, body: dict[str, Any]) -> int:
         """The estimate's input token count of one request body."""
         from llmbatch.estimate import openai_input_tokens
