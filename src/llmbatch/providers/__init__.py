@@ -217,6 +217,9 @@ def describe(name: str) -> dict[str, Any]:
             settings[f.name] = f.default_factory()
         else:
             settings[f.name] = None
+    service = getattr(got.format, "service", None)
+    if service is not None:  # an OpenAI-compatible service: its own values, not None
+        settings.update({k: v for k, v in dataclasses.asdict(service).items() if k in settings})
     out["settings"] = settings
     return out
 
