@@ -30,8 +30,10 @@ from llmbatch.store import open_store
 from llmbatch.store.sqlstore import migrations, split_script
 
 CHAT = "/v1/chat/completions"
-# Migration 0008 (archives and the webhook outbox) taken back out.
-UNDO_0008 = ("DROP TABLE archives", "DROP TABLE outbox")
+# Migration 0011 (the model a provider says ran a batch) taken back out.
+UNDO_0011 = ("ALTER TABLE provider_usage DROP COLUMN model",)
+# Migration 0008 (archives and the webhook outbox) taken back out, and every later one.
+UNDO_0008 = (*UNDO_0011, "DROP TABLE archives", "DROP TABLE outbox")
 # Migration 0005 (proof of ownership) taken back out.
 UNDO_0005 = (
     "DROP TABLE judged_batches",

@@ -425,6 +425,14 @@ def print_detail(detail: list[dict[str, Any]]) -> None:
             batch = a.get("provider_batch_id") or a.get("batch_id") or "-"
             err = f"  {a['error_code']}: {a['error_message']}" if a.get("error_code") else ""
             print(f"  attempt {a['id']}  batch {batch} line {a['line'] or '-'}  {a['state']}{err}")
+            if a.get("provider_model") or a.get("provider_input_tokens") is not None:
+                said = [f"it ran {a['provider_model']}"] if a.get("provider_model") else []
+                if a.get("provider_input_tokens") is not None:
+                    said.append(
+                        f"the whole batch used {a['provider_input_tokens']:,} in / "
+                        f"{a['provider_output_tokens']:,} out tokens"
+                    )
+                print(f"    provider says: {', '.join(said)}")
         res = req.get("result")
         if res is not None:
             if res.get("error_code"):

@@ -70,9 +70,12 @@ WHERE custom_id = :custom_id AND (CAST(:queue AS TEXT) IS NULL OR queue = :queue
 ORDER BY queue
 
 -- name: request_attempts
+-- with what the provider says of the attempt's whole batch (its Batch object: model, usage)
 SELECT a.id, a.batch_id, a.line, a.state, a.outcome, a.error_code, a.error_message,
-       a.created_at, a.finished_at, b.provider_batch_id
+       a.created_at, a.finished_at, b.provider_batch_id, p.model AS provider_model,
+       p.input_tokens AS provider_input_tokens, p.output_tokens AS provider_output_tokens
 FROM attempts a LEFT JOIN batches b ON b.id = a.batch_id
+LEFT JOIN provider_usage p ON p.batch_id = a.batch_id
 WHERE a.request_id = :request_id ORDER BY a.id
 
 -- name: request_result
