@@ -252,6 +252,7 @@ class Control:
             "out_bytes",
             "err_bytes",
             "last_t",
+            "output_expires_after",
         )
         obj = b.obj
         if b.flavor == "anthropic":
