@@ -91,6 +91,7 @@ BATCH_COLUMNS = [
     Column("provider", "provider", drop=6),
     Column("provider_batch_id", "provider batch", show=lambda v: v or "-"),
     Column("model", "model", drop=5),
+    Column("provider_model", "ran", drop=7, show=lambda v: v or ""),
     Column("state", "state"),
     Column("requests", "requests", right=True),
     Column("done", "done", right=True),
@@ -123,6 +124,7 @@ def batch_record(
         "provider": row["provider"],
         "provider_batch_id": row.get("provider_batch_id"),
         "model": row.get("model") or "several",
+        "provider_model": row.get("provider_model"),  # what the provider says ran it
         "state": shown,
         "requests": row["request_count"],
         "done": row["completed_count"] + row["failed_count"],
@@ -141,6 +143,7 @@ def _row_dict(b: BatchRow) -> dict[str, Any]:
         "id": b.id,
         "provider": b.provider,
         "model": b.model,
+        "provider_model": b.provider_model,
         "state": b.state,
         "provider_batch_id": b.provider_batch_id,
         "provider_status": b.provider_status,

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from helpers import (
@@ -84,6 +85,9 @@ def test_a_store_with_batches_in_flight_upgrades_and_records_the_model_that_ran(
             upgraded.close()
     assert request_states(db) == {"succeeded": 12}
     assert sql(db, "SELECT DISTINCT model FROM provider_usage") == [("gpt-4o-mini",)]
+    listed = orjson.loads(cli("--db", db, "batches", "--format", "json").stdout)
+    assert {b["provider_model"] for b in listed} == {"gpt-4o-mini"}
+    assert "ran" in cli("--db", db, "batches", "--wide").output
     shown = cli("--db", db, "show", "r0")
     assert "provider says: it ran gpt-4o-mini, the whole batch used" in shown.output
     (pid,) = sql(db, "SELECT provider_batch_id FROM batches ORDER BY id LIMIT 1")[0]

@@ -63,6 +63,7 @@ class BatchRow:
     cancel_requested_at: float | None
     updated_at: float
     intent_id: int | None
+    provider_model: str | None = None  # the model the provider says ran it (0011)
 
 
 @dataclass(frozen=True, slots=True)

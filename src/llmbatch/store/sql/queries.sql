@@ -106,7 +106,8 @@ ORDER BY r.provider, r.model
 -- name: batch_overview
 SELECT id, provider, model, state, provider_batch_id, provider_status, request_count,
        completed_count, failed_count, created_at, submitted_at, finished_at,
-       cancel_requested_at, updated_at
+       cancel_requested_at, updated_at,
+       (SELECT p.model FROM provider_usage p WHERE p.batch_id = b.id) AS provider_model
 FROM batches b
 WHERE (state <> 'ingested' OR id IN (
         SELECT id FROM batches WHERE state = 'ingested'
