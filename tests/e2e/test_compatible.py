@@ -25,11 +25,19 @@ def emu() -> Iterator[RunningEmulator]:
         yield e
 
 
-def items(n: int, prefix: str = "r") -> list[dict[str, object]]:
+# a model each service hosts (the emulator's service doors run any model name)
+MODELS = {
+    "groq": "llama-3.3-70b-versatile",
+    "together": "meta-llama/Llama-3.3-70B-Instruct-Turbo",
+    "cerebras": "llama-3.3-70b",
+}
+
+
+def items(n: int, prefix: str = "r", model: str = "gpt-4o-mini") -> list[dict[str, object]]:
     return [
         {
             "custom_id": f"{prefix}{i}",
-            "body": {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": f"q {i}"}]},
+            "body": {"model": model, "messages": [{"role": "user", "content": f"q {i}"}]},
         }
         for i in range(n)
     ]
@@ -41,7 +49,7 @@ def test_each_service_runs_a_queue_with_its_differences(
 ) -> None:
     db = str(tmp_path / "q.db")
     with Queue(db, "q", provider=name) as q:
-        q.add_many(items(25))
+        q.add_many(items(25, model=MODELS[name]))
     drain(db, fast_settings(emu))
     assert request_states(db) == {"succeeded": 25}
     assert results_per_request(db) == {f"r{i}": 1 for i in range(25)}
@@ -49,6 +57,9 @@ def test_each_service_runs_a_queue_with_its_differences(
     lines = [orjson.loads(line) for line in out.stdout.splitlines()]
     assert {line["provider"] for line in lines} == {name}
     assert all(line["response"]["status_code"] == 200 for line in lines)
+    assert {line["response"]["body"]["model"] for line in lines} == {MODELS[name]}
+    report = cli("--db", db, "report", "--format", "json")
+    assert report.exit_code == 0, report.output
     # what the service's door saw: its purpose, its line shape, its create
     calls = [c for c in emu.control.calls() if f"/compatible/{name}/" in c["path"]]
     assert any(c["method"] == "POST" and c["path"].endswith("/batches") for c in calls)

@@ -225,7 +225,9 @@ def scan(
             model = body.get("model", DEFAULT_MODERATION_MODEL if kind == "moderations" else None)
             if result.model is None:
                 result.model = model
-                if model not in known:
+                # a compatible service's own models (llama-3.3-70b-versatile, ...) are not in
+                # the SDKs' lists: any name runs there, with the default card
+                if model not in known and flavor.service is None:
                     what = "deployment" if flavor.azure else "model"
                     fail(
                         "model_not_found",
