@@ -100,6 +100,8 @@ def test_a_service_declared_in_the_config_file_runs_through_the_cli(
         f'api_key_env = "{E2E_KEY_ENV}"\n'
         'label = "our vLLM gateway"\n'
         "max_requests = 5\n"
+        "[quotas.gateway]\n"  # a declared service takes quotas like any provider
+        "gpt-4o-mini = 100000000\n"
     )
     data = tmp_path / "in.jsonl"
     rows = [{**it, "method": "POST", "url": "/v1/chat/completions"} for it in items(12)]
