@@ -79,6 +79,11 @@ def sdk(name: str, emu: RunningEmulator) -> openai.OpenAI:
     return openai.OpenAI(base_url=emu.base_url, api_key="k")
 
 
+def counts(provider: Provider) -> bool:
+    """Whether the service reports request counts (a "job" object gives a percentage only)."""
+    return not (provider.name in SHIPPED and SHIPPED[provider.name].job_object)
+
+
 def padding(provider: Provider) -> int:
     """Requests added to a test's batch so that it reaches the service's minimum (Cerebras
     takes no batch under 10); they come after the test's own and all succeed."""
@@ -197,9 +202,9 @@ def test_request_lines_are_accepted_and_results_download(
     batch = finish(emu, ref.provider_batch_id)
     assert batch["status"] == "completed", batch["errors"]
     [status] = provider.poll([ref.provider_batch_id], retrieve_budget=1)
-    assert (status.state, status.total, status.completed, status.failed) == (
-        "completed", 4 + pad, 3 + pad, 1,
-    )  # fmt: skip
+    assert status.state == "completed"
+    if counts(provider):
+        assert (status.total, status.completed, status.failed) == (4 + pad, 3 + pad, 1)
     assert status.output_file_id and status.error_file_id and status.ended
 
     out = tmp_path / "results"
@@ -345,7 +350,7 @@ def test_poll_normalises_statuses_in_one_list_call(
     finish(emu, ids[2])
     by_id = {s.provider_batch_id: s for s in provider.poll(ids, retrieve_budget=2)}
     done = by_id[ids[2]]
-    size = 4 + padding(provider)
+    size = 4 + padding(provider) if counts(provider) else 0
     assert (done.state, done.provider_status.lower(), done.total, done.completed) == (
         "completed", "completed", size, size,
     )  # fmt: skip

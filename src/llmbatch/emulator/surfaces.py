@@ -9,6 +9,7 @@ into the same Azure resource.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from llmbatch.emulator.config import EmulatorConfig
@@ -118,6 +119,8 @@ class Flavor:
         s = self.service
         if s is None:
             return obj
+        if s.job_object:
+            obj = _job(obj)
         if s.upper_case_states:
             obj = {**obj, "status": str(obj["status"]).upper()}
         if created and s.wrapped_create:
@@ -147,6 +150,36 @@ class Flavor:
     def always_error_file(self) -> bool:
         """Azure writes an error file even when it is empty (0 bytes)."""
         return self.azure
+
+
+def _job(obj: dict[str, Any]) -> dict[str, Any]:
+    """A batch as a "job" object (Together's): RFC 3339 times, `progress` in percent rather
+    than request counts, `model_id`, the validation errors as one `error` string."""
+    counts = obj.get("request_counts") or {}
+    total = counts.get("total") or 0
+    done = (counts.get("completed") or 0) + (counts.get("failed") or 0)
+    errors = (obj.get("errors") or {}).get("data") or []
+    return {
+        "id": obj["id"],
+        "user_id": "user_emulator",
+        "input_file_id": obj["input_file_id"],
+        "status": obj["status"],
+        "job_deadline": _rfc3339(obj.get("expires_at")),
+        "created_at": _rfc3339(obj.get("created_at")),
+        "endpoint": obj["endpoint"],
+        "progress": round(100.0 * done / total, 1) if total else 0.0,
+        "model_id": obj.get("model"),
+        "output_file_id": obj.get("output_file_id"),
+        "error_file_id": obj.get("error_file_id"),
+        "error": "; ".join(str(e.get("message")) for e in errors) or None,
+        "completed_at": _rfc3339(obj.get("completed_at")),
+    }
+
+
+def _rfc3339(seconds: Any) -> str | None:
+    if seconds is None:
+        return None
+    return datetime.fromtimestamp(float(seconds), UTC).isoformat().replace("+00:00", "Z")
 
 
 def _strip_v1(path: str) -> str:

@@ -66,6 +66,9 @@ class Service:
     upper_case_states: bool = False  # `COMPLETED` rather than `completed`
     wrapped_create: bool = False  # create answers `{"job": {...}}`
     list_array: bool = False  # the batch list is a bare JSON array, not a page
+    # the batch is a "job": RFC 3339 times, `progress` (percent) for request counts,
+    # `model_id`, `error` a string
+    job_object: bool = False
     keeps_metadata: bool = True  # batch metadata is kept and listed back
     # output_expires_after sent at create (seconds; None: not sent, the service's default)
     output_expires_after: int | None = None
@@ -109,13 +112,15 @@ SHIPPED: Final[dict[str, Service]] = {
         upper_case_states=True,
         wrapped_create=True,
         list_array=True,
+        job_object=True,
         keeps_metadata=False,
         sources=(
             "docs.together.ai/docs/batch-inference: lines {custom_id (<= 64), body}; purpose "
             "batch-api; VALIDATING/IN_PROGRESS/COMPLETED/FAILED/EXPIRED/CANCELLED; failed "
             "requests in the error file",
             "docs.together.ai/docs/inference/batch/overview: 50,000 requests, 100 MB, 24h only",
-            "docs.together.ai/reference/batch-create: create answers {job, warning}",
+            "docs.together.ai/reference/batch-create: create answers {job, warning}; the job "
+            "has RFC 3339 times, progress, model_id, error",
             "together SDK: list_batches returns a list",
         ),
         unconfirmed=("keeps_metadata (metadata taken at create; not documented as listed back)",),
@@ -164,6 +169,7 @@ class CompatibleSettings:
     upper_case_states: bool | None = None
     wrapped_create: bool | None = None
     list_array: bool | None = None
+    job_object: bool | None = None
     keeps_metadata: bool | None = None
     output_expires_after: int | None = None
 
@@ -301,6 +307,11 @@ class CompatibleFormat(OpenAIFormat):
 
     def check_options(self, name: str, options: Mapping[str, Any]) -> None:
         service_of(name, options)
+
+    def batch_note(self, state: str) -> str | None:
+        if self.service.job_object and state in ("validating", "in_progress", "finalizing"):
+            return f"{self.label} gives a percentage, not counts"
+        return None
 
 
 def _transport(name: str) -> Callable[..., Any]:
