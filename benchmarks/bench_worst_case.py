@@ -41,7 +41,7 @@ from llmbatch.emulator.models import Catalog, build, builtin_ids
 from llmbatch.emulator.synth import RequestError, kind_of, respond
 from llmbatch.estimate import model_max_output
 from llmbatch.pricing import model_prices
-from llmbatch.usage import read_usage
+from llmbatch.providers import format_of
 from llmbatch.worst import worst_case
 
 DEFAULT_SET = Path(__file__).with_name("data") / "worst_set.jsonl"
@@ -84,7 +84,7 @@ def billed(provider: str, endpoint: str, body: dict[str, Any]) -> Any:
             length_rate=1.0,
             ceiling=card.max_output_tokens,
         )
-        return read_usage(msg["usage"], provider="anthropic").tokens()
+        return format_of("anthropic").usage(msg["usage"], None).tokens()
     kind = kind_of(endpoint) or "chat"
     try:
         out, _usage = respond(
@@ -98,7 +98,7 @@ def billed(provider: str, endpoint: str, body: dict[str, Any]) -> Any:
         )
     except RequestError:
         return None
-    return read_usage(out.get("usage"), provider=provider, endpoint=endpoint).tokens()
+    return format_of(provider).usage(out.get("usage"), endpoint).tokens()
 
 
 def compare(line: bytes) -> Compared:

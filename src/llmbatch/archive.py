@@ -43,7 +43,7 @@ from llmbatch.targets import ArchiveUnavailable, Target, TargetSettings, check_u
 
 if TYPE_CHECKING:
     from llmbatch.providers import Provider
-    from llmbatch.store import Store
+    from llmbatch.store.base import Store
 
 MANIFEST = "manifest.json"
 MANIFEST_VERSION = 1

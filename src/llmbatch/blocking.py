@@ -36,7 +36,7 @@ from llmbatch.client import (
 )
 from llmbatch.engine import EngineSettings
 from llmbatch.errors import NotBatchable
-from llmbatch.store import Store
+from llmbatch.store.base import Store
 
 if TYPE_CHECKING:
     from anthropic.types import Message

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from decimal import ROUND_CEILING, Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any
 
@@ -45,13 +45,14 @@ from genai_prices import data_snapshot
 
 from llmbatch.errors import ConfigError
 from llmbatch.packing import LINE_OVERHEAD
+from llmbatch.periods import epoch_day, period_days
 from llmbatch.pricing import MICRO, model_prices, prices_key
 from llmbatch.store.budgets import Check, Reservation
 from llmbatch.tokens import estimate_tokens
 from llmbatch.worst import UNKNOWN_MAX, Rates, WorstCase, worst_case
 
 if TYPE_CHECKING:
-    from llmbatch.store import Store
+    from llmbatch.store.base import Store
 
 PERIODS = ("day", "month")
 ALL_QUEUES = "*"  # the queue column of a budget over every queue
@@ -204,22 +205,6 @@ def _settings(
                 "assume_context_tokens" + (", allow_unpriced, queues" if queue is None else "")
             )
         found[(queue, period)] = amount(value, f"{where} {key}")
-
-
-def epoch_day(now: float) -> int:
-    return int(now // 86400)
-
-
-def period_days(now: float, period: str) -> tuple[int, int]:
-    """[first, end) UTC day numbers (days since 1970) of the period holding `now`."""
-    day = epoch_day(now)
-    if period == "day":
-        return day, day + 1
-    d = datetime.fromtimestamp(now, UTC).date()
-    first = date(d.year, d.month, 1)
-    nxt = date(d.year + d.month // 12, d.month % 12 + 1, 1)
-    base = date(1970, 1, 1)
-    return (first - base).days, (nxt - base).days
 
 
 # -- fitting a batch under the budgets ---------------------------------------------------

@@ -30,7 +30,8 @@ from llmbatch.errors import ConflictError, LlmbatchError, StoreError, WaitTimeou
 from llmbatch.importer import CHUNK_ROWS, RowDefaults
 from llmbatch.requests import Request
 from llmbatch.sdk import outcome
-from llmbatch.store import Clash, ResultRow, Store
+from llmbatch.store.base import Store
+from llmbatch.store.types import Clash, ResultRow
 from llmbatch.store.watch import Found
 
 SOURCE = "python client"  # the import's source, as `llmbatch show` and the event log say it

@@ -37,7 +37,8 @@ from llmbatch.engine import EngineSettings
 from llmbatch.errors import ConfigError, InputError, NotBatchable, NotFound
 from llmbatch.providers import for_endpoint, format_of, formats
 from llmbatch.requests import LineError, Request, make_request
-from llmbatch.store import Store, open_store, resolve_db
+from llmbatch.store import open_store, resolve_db
+from llmbatch.store.base import Store
 
 if TYPE_CHECKING:
     from anthropic.types import Message

@@ -24,7 +24,8 @@ from llmbatch.engine import Engine, EngineSettings
 from llmbatch.export import export, jsonl_line, output_text
 from llmbatch.importer import enqueue_file
 from llmbatch.report import build, render
-from llmbatch.store import Store, open_store
+from llmbatch.store import open_store
+from llmbatch.store.base import Store
 
 DEMO_KEY_ENV = "LLMBATCH_DEMO_KEY"  # the emulator takes any key; this one is not a secret
 SHOWN = 3  # results printed so the newcomer sees what came back, and in what shape

@@ -41,7 +41,10 @@ from typing import IO, Any
 import orjson
 
 from llmbatch.providers import format_or_base
-from llmbatch.store import ResultRow, Store
+from llmbatch.results import openai_output_text as openai_output_text
+from llmbatch.sdk import outcome, status_code
+from llmbatch.store.base import Store
+from llmbatch.store.types import ResultRow
 
 CSV_COLUMNS = (
     "custom_id",
@@ -159,8 +162,6 @@ class Result:
     def response(self) -> Any:
         """The SDK's own object for this result (`ChatCompletion`, `Message`, ...); a failed
         one raises as an awaited client call would (the SDK's status error, or llmbatch's)."""
-        from llmbatch.sdk import outcome
-
         got = outcome(self.row, "")
         if isinstance(got, BaseException):
             raise got
@@ -216,13 +217,6 @@ def succeeded(r: ResultRow) -> bool:
     return r.state != "cancelled" and r.error_code is None and r.body is not None
 
 
-def status_code(r: ResultRow) -> int | None:
-    """The HTTP status of a result that has a provider body (see the module docstring)."""
-    if r.status_code is not None:
-        return r.status_code
-    return format_or_base(r.provider).status_code(r.error_code)
-
-
 def jsonl_line(r: ResultRow, store_id: str) -> bytes:
     """One result in the OpenAI batch output shape, body spliced in without re-encoding."""
     head = b'{"id":"' + result_id(store_id, r.attempt_id).encode() + b'","custom_id":'
@@ -246,28 +240,6 @@ def jsonl_line(r: ResultRow, store_id: str) -> bytes:
 def output_text(provider: str, body: dict[str, Any]) -> str:
     """The generated text of a response body, as its provider's format reads it ("" if none)."""
     return format_or_base(provider).output_text(body)
-
-
-def openai_output_text(body: dict[str, Any]) -> str:
-    """The text of a body in the OpenAI shapes: chat `choices[0].message.content` (completions:
-    `choices[0].text`); Responses: the `output_text` parts of its `message` items, joined (what
-    the SDK's `response.output_text` gives)."""
-    if "choices" in body:
-        choice = (body.get("choices") or [{}])[0]
-        message = choice.get("message")
-        if isinstance(message, dict):
-            content = message.get("content")
-            return content if isinstance(content, str) else ""
-        return str(choice.get("text") or "")
-    if "output" in body:
-        return "".join(
-            str(c.get("text") or "")
-            for item in body.get("output") or []
-            if isinstance(item, dict) and item.get("type", "message") == "message"
-            for c in item.get("content") or []
-            if isinstance(c, dict) and c.get("type") == "output_text"
-        )
-    return ""
 
 
 def csv_rows(results: Iterable[ResultRow], store_id: str) -> Iterator[str]:

@@ -17,7 +17,7 @@ from __future__ import annotations
 from llmbatch import ledger
 from llmbatch.budget import BudgetSettings
 from llmbatch.errors import ConfigError, StoreError
-from llmbatch.store import Store
+from llmbatch.store.base import Store
 from llmbatch.store.batching import Outcome
 from llmbatch.store.sqlstore import owner_tag
 

@@ -29,7 +29,8 @@ from llmbatch.errors import ConflictError, InputError, StoreUnavailable
 from llmbatch.files import open_private
 from llmbatch.providers import format_of
 from llmbatch.requests import LineError, Request, parse_line
-from llmbatch.store import Clash, Row, Store
+from llmbatch.store.base import Store
+from llmbatch.store.types import Clash, Row
 
 DEFAULT_MAX_LINE_BYTES = 16 * 1024 * 1024
 CHUNK_ROWS = 10000  # ≈ 6 MB and well under a second of write lock

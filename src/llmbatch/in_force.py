@@ -18,7 +18,7 @@ from llmbatch.pricing import MICRO
 from llmbatch.store.budgets import BudgetRow, PolicyRow
 
 if TYPE_CHECKING:
-    from llmbatch.store import Store
+    from llmbatch.store.base import Store
 
 
 def as_rows(settings: BudgetSettings) -> tuple[list[BudgetRow], list[PolicyRow]]:

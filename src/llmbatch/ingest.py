@@ -9,7 +9,7 @@ A batch counts as ingested only when its lines account for every request. Else i
 is retrieved again (a completed batch may say `output_file_id: null` for a while) and the
 files downloaded again, a few times with a growing pause (the tries are counted in the
 store); then an attempt with no line goes back to the queue uncharged. Every file is named
-by our own batch row, never by a provider's string. `Ingesting` is the engine's part that
+by our own batch row, never by a provider's string. `Ingestor` is the engine's part that
 does it.
 """
 
@@ -19,27 +19,25 @@ import dataclasses
 import random
 import shutil
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from pathlib import Path
 
+from llmbatch.archive import Archiver
+from llmbatch.closing import Closer
 from llmbatch.errors import RejectedError, TransientError
+from llmbatch.lease import Lease
 from llmbatch.ledger import Tally
 from llmbatch.ownership import attempt_prefix
 from llmbatch.pricing import model_prices
-from llmbatch.providers.base import BatchStatus, ResultsGone
+from llmbatch.providers import format_of
+from llmbatch.providers.base import BatchStatus, Provider, ResultsGone
 from llmbatch.results import Anomaly, Finding, capped_lines, parse_line
 from llmbatch.retry import decide
+from llmbatch.setbacks import Setbacks
+from llmbatch.store.base import Store
 from llmbatch.store.batching import OpenBatch, Outcome
-
-if TYPE_CHECKING:
-    from collections.abc import Callable
-    from pathlib import Path
-
-    from llmbatch.archive import Archiver
-    from llmbatch.engine import EngineSettings, TickReport
-    from llmbatch.providers import Provider
-    from llmbatch.store import Store
-
+from llmbatch.tick import EngineSettings, Tick
 
 MAX_DOWNLOAD_TRIES = 4  # downloads of one batch before its missing lines are given up
 SAID_ANOMALIES = 20  # anomalies of one batch logged one by one; the rest as a count
@@ -74,33 +72,35 @@ class Anomalies:
             )
 
 
-class Ingesting:
-    """The engine's ingest steps (mixed into Engine, whose state they use)."""
+class Ingestor:
+    """The engine's ingest part: an ended batch's files read into outcomes."""
 
-    store: Store
-    settings: EngineSettings
-    workdir: Path
-    timings: dict[str, float]
-    archiver: Archiver | None
-    _batch_key: Callable[[OpenBatch], tuple[str, ...]]
-    provider: Callable[[str], Provider]
-    _renew: Callable[..., None]
-    _mark_ingested: Callable[[OpenBatch, float, int, str], None]
-    _batch_level_failure: Callable[[OpenBatch, float, int, str], None]
-    _healthy: Callable[[OpenBatch, int], None]
-    _rejected: Callable[[OpenBatch, list[int], str, str], list[Outcome]]
-    _disk_back: Callable[[TickReport, OpenBatch], None]
-    _count: Callable[[OpenBatch, Tally, float, int, TickReport], None]
+    def __init__(
+        self,
+        store: Store,
+        settings: EngineSettings,
+        workdir: Path,
+        provider: Callable[[str], Provider],
+        lease: Lease,
+        setbacks: Setbacks,
+        closer: Closer,
+        archiver: Archiver | None,
+        timings: dict[str, float],
+    ) -> None:
+        self.store, self.settings, self.workdir, self.provider = store, settings, workdir, provider
+        self.lease, self.setbacks, self.closer = lease, setbacks, closer
+        self.archiver, self.timings = archiver, timings
 
-    def _ingest(self, b: OpenBatch, now: float, token: int, report: TickReport) -> None:
+    def ingest(self, b: OpenBatch, t: Tick) -> None:
+        now, report = t.now, t.report
         provider = self.provider(b.provider)
         if b.state == "failed" and not b.output_file_id:
             if b.intent_id is not None:  # an adopted duplicate: its intent's own batch decides
-                self._mark_ingested(b, now, token, "adopted batch failed validation")
+                self.closer.close(b, t, "adopted batch failed validation")
                 return
-            self._failed_validation(b, now, token, report)
+            self._failed_validation(b, t)
             return
-        b = self._refreshed(b, now, token)
+        b = self._refreshed(b, t)
         status = BatchStatus(
             b.provider_batch_id or "", b.state, b.provider_status or b.state, b.request_count,
             b.completed_count, b.failed_count, b.input_file_id, b.output_file_id, b.error_file_id,
@@ -111,7 +111,7 @@ class Ingesting:
         try:
             files = provider.download(status, folder)
         except ResultsGone as exc:
-            self._archived(b, now, token, str(exc), report)
+            self._archived(b, t, str(exc))
             return
         except RejectedError as exc:
             # A result file that is gone (404): another worker that took the lease over may have
@@ -119,7 +119,7 @@ class Ingesting:
             # acting), or the provider let it expire. Look again a few times; then its requests go
             # back to the queue as results that never arrived.
             if b.download_tries + 1 < MAX_DOWNLOAD_TRIES:
-                self._download_again(b, now, token, f"result files not found: {exc}", report)
+                self._download_again(b, t, f"result files not found: {exc}")
                 return
             self.store.note("anomaly", b.id, f"result files gone: {exc}")
             files = []
@@ -128,7 +128,7 @@ class Ingesting:
             raise
         finally:
             self.timings["download"] += time.perf_counter() - started
-        self._disk_back(report, b)
+        self.setbacks.disk_back(report, b)
         started = time.perf_counter()
         lines = 0
         chunk: list[Finding] = []
@@ -146,7 +146,7 @@ class Ingesting:
                     )
                 # only lines carrying this intent's nonce are ours (ownership.py)
                 prefix = attempt_prefix(self.store.store_id, b.nonce)
-                finding = parse_line(line, prefix, b.endpoint, b.provider)
+                finding = parse_line(line, prefix, b.endpoint, format_of(b.provider))
                 if finding.attempt_id in seen:  # the first is kept; never silently dropped
                     cid = f"{prefix}-{finding.attempt_id}"
                     raise Anomaly(f"a second result line for custom_id {cid!r}; the first is kept")
@@ -156,11 +156,11 @@ class Ingesting:
             except Anomaly as exc:
                 anomalies.add(str(exc))
             if len(chunk) >= self.settings.ingest_chunk:
-                report.outcomes += self._apply(b, chunk, now, token, anomalies)
+                report.outcomes += self._apply(b, chunk, t, anomalies)
                 anomalies.flush()
-                self._renew(token)
+                self.lease.renew()
                 chunk = []
-        report.outcomes += self._apply(b, chunk, now, token, anomalies)
+        report.outcomes += self._apply(b, chunk, t, anomalies)
         anomalies.close()
         report.anomalies += anomalies.count
         self.timings["ingest"] += time.perf_counter() - started
@@ -172,7 +172,7 @@ class Ingesting:
                 f"batch {b.provider_batch_id}: {lines:,} result lines for {b.request_count:,} "
                 f"requests ({anomalies.count} unreadable); downloading again"
             )
-            self._download_again(b, now, token, said, report)
+            self._download_again(b, t, said)
             return
         missing = self.store.unfinished_attempts(b.id) if b.intent_id is None else []
         if missing:
@@ -180,14 +180,14 @@ class Ingesting:
                 "no result line for this request" if b.state == "completed" else f"batch {b.state}"
             )
             kind = "batch_expired" if b.state in ("expired", "cancelled") else "missing_result"
-            self._apply_waiting(b, [(a, kind, why) for a, _r, _l in missing], now, token)
-        self._count(b, tally, now, token, report)
+            self.apply_waiting(b, [(a, kind, why) for a, _r, _l in missing], t)
+        self.closer.count(b, tally, t)
         if self.archiver is not None:  # the archive step copies them, then deletes the provider's
             self.archiver.keep(b.id, folder, {f.path.name: f.kind for f in files})
         shutil.rmtree(folder, ignore_errors=True)
-        self._mark_ingested(b, now, token, f"{lines:,} lines, {anomalies.count} anomalies")
+        self.closer.close(b, t, f"{lines:,} lines, {anomalies.count} anomalies")
         if b.state == "completed":  # the group is healthy again: full-size batches
-            self._healthy(b, token)
+            self.setbacks.healthy(b, t.token)
         report.ingested_batches += 1
         if lines and anomalies.count >= lines:
             # not one line of ours: whatever this batch is, it is not proven ours to delete
@@ -200,7 +200,7 @@ class Ingesting:
             except (TransientError, RejectedError) as exc:
                 report.notes.append(f"clean-up later: {exc}")
 
-    def _refreshed(self, b: OpenBatch, now: float, token: int) -> OpenBatch:
+    def _refreshed(self, b: OpenBatch, t: Tick) -> OpenBatch:
         """The batch as the provider reports it now, before a download is tried again or
         when a finished batch names no result file at all (OpenAI and Azure have been seen
         to say `output_file_id: null` on a completed batch for a while)."""
@@ -217,29 +217,28 @@ class Ingesting:
                 continue
             files = (s.output_file_id, s.error_file_id)
             if files != (b.output_file_id, b.error_file_id) or s.state != b.state:
-                self.store.update_batch(b.id, s, now, token)
+                self.store.update_batch(b.id, s, t.now, t.token)
                 return dataclasses.replace(
                     b, state=s.state, output_file_id=files[0], error_file_id=files[1]
                 )
         return b
 
-    def _download_again(
-        self, b: OpenBatch, now: float, token: int, said: str, report: TickReport
-    ) -> None:
+    def _download_again(self, b: OpenBatch, t: Tick, said: str) -> None:
         """Count one more download of this batch and pause it (doubling each time)."""
         delay = min(
             self.settings.backoff_seconds * 2**b.download_tries,
             max(self.settings.backoff_seconds, self.settings.max_poll_interval),
         )
-        report.notes.append(said)
+        t.report.notes.append(said)
         self.store.count_setback(
-            b.id, "download_tries", now + delay, now, token, "download_again", said
+            b.id, "download_tries", t.now + delay, t.now, t.token, "download_again", said
         )
 
-    def _archived(self, b: OpenBatch, now: float, token: int, why: str, report: TickReport) -> None:
+    def _archived(self, b: OpenBatch, t: Tick, why: str) -> None:
         """The provider archived the results before we read them: the requests still waiting
         go back to the queue (`archived = "requeue"`, counted as an expiry) or fail with the
         reason "archived" (`archived = "fail"`); the batch shows as archived in `status`."""
+        now, token, report = t.now, t.token, t.report
         fail = self.settings.archived == "fail"
         message = "the provider archived the results before they were read"
         outs = [
@@ -260,8 +259,8 @@ class Ingesting:
         )  # fmt: skip
         self.store.update_batch(b.id, gone, now, token)
         self.store.note("archived", b.id, why)
-        self._mark_ingested(
-            b, now, token, f"archived: {len(outs):,} requests {'failed' if fail else 'requeued'}"
+        self.closer.close(
+            b, t, f"archived: {len(outs):,} requests {'failed' if fail else 'requeued'}"
         )
         report.ingested_batches += 1
         report.notes.append(f"{why}; {len(outs):,} requests {'failed' if fail else 'queued again'}")
@@ -270,12 +269,12 @@ class Ingesting:
         self,
         b: OpenBatch,
         findings: list[Finding],
-        now: float,
-        token: int,
+        t: Tick,
         anomalies: Anomalies | None = None,
     ) -> int:
         if not findings:
             return 0
+        now, token = t.now, t.token
         # Counters are needed only to decide about errors; the store skips attempts that
         # already have an outcome (a re-download) or belong to another batch.
         errors = [f.attempt_id for f in findings if not f.ok]
@@ -320,19 +319,19 @@ class Ingesting:
                 said.close()
         return applied
 
-    def _apply_waiting(
-        self, b: OpenBatch, items: list[tuple[int, str, str]], now: float, token: int
-    ) -> None:
+    def apply_waiting(self, b: OpenBatch, items: list[tuple[int, str, str]], t: Tick) -> None:
+        """Attempts that got no result line (a batch expired, gone, cut short) as outcomes."""
         findings = [
             Finding(a, False, None, None, None, code, code, why, None, None)
             for a, code, why in items
         ]
         for i in range(0, len(findings), self.settings.ingest_chunk):
-            self._apply(b, findings[i : i + self.settings.ingest_chunk], now, token)
+            self._apply(b, findings[i : i + self.settings.ingest_chunk], t)
 
-    def _failed_validation(self, b: OpenBatch, now: float, token: int, report: TickReport) -> None:
+    def _failed_validation(self, b: OpenBatch, t: Tick) -> None:
         """Line errors fail exactly those requests (an unknown model: all of them); the others
         go back to the queue, each counted as a rejection when the whole file was refused."""
+        now, token, report = t.now, t.token, t.report
         by_line = {int(e["line"]): e for e in b.errors if type(e.get("line")) is int}
         # An unknown model is reported once, on the first line, but it is every line's model:
         # failing one request per batch would take as many batches as requests.
@@ -358,7 +357,7 @@ class Ingesting:
                 Outcome(a, "requeue", error_code="batch_failed", error_message=why) for a in rest
             ]
         else:
-            outs += self._rejected(
+            outs += self.setbacks.rejected(
                 b, rest, "batch_failed", f"its batch failed validation ({codes})"
             )
         if b.cancel_requested_at is not None:
@@ -368,7 +367,7 @@ class Ingesting:
         for i in range(0, len(outs), self.settings.ingest_chunk):
             self.store.apply_outcomes(b.id, outs[i : i + self.settings.ingest_chunk], now, token)
         if not by_line:
-            self._batch_level_failure(b, now, token, codes)
-        self._mark_ingested(b, now, token, f"failed validation: {codes}")
+            self.setbacks.batch_level_failure(b, t, codes)
+        self.closer.close(b, t, f"failed validation: {codes}")
         report.ingested_batches += 1
         report.notes.append(f"batch {b.provider_batch_id} failed validation ({codes})")

@@ -28,7 +28,7 @@ from llmbatch.pricing import PRICES_VERSION, Tokens, model_prices, price_group
 from llmbatch.store.ledger import TallyRow, UsageCheck
 
 if TYPE_CHECKING:
-    from llmbatch.store import Store
+    from llmbatch.store.base import Store
     from llmbatch.store.batching import OpenBatch
 
 

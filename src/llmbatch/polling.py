@@ -15,18 +15,15 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Callable
 
+from llmbatch.closing import Closer
 from llmbatch.errors import RejectedError, TransientError
-from llmbatch.providers.base import BatchStatus
-
-if TYPE_CHECKING:
-    from collections.abc import Callable
-
-    from llmbatch.engine import EngineSettings, TickReport
-    from llmbatch.providers import Provider
-    from llmbatch.store import Store
-    from llmbatch.store.batching import OpenBatch
+from llmbatch.ingest import Ingestor
+from llmbatch.providers.base import BatchStatus, Provider
+from llmbatch.store.base import Store
+from llmbatch.store.batching import OpenBatch
+from llmbatch.tick import EngineSettings, Tick, TickReport
 
 ENDED = ("completed", "failed", "expired", "cancelled")
 GONE_CONFIRMATIONS = 3  # a batch that answers 404 this many times is gone
@@ -34,34 +31,55 @@ MAX_COUNT = 2**31 - 1  # more requests than any batch holds: not a count
 MAX_USAGE = 2**62  # tokens a BIGINT holds with room to sum: more is not a usage
 
 
-class Polling:
-    """The engine's polling step (mixed into Engine, whose state it uses)."""
+class Poller:
+    """The engine's polling part: when to poll next (soon after a submit, backing off while
+    nothing moves), and what each provider says of the batches in flight."""
 
-    store: Store
-    settings: EngineSettings
-    timings: dict[str, float]
-    next_poll_at: float
-    interval: float
-    _submitted_since_poll: bool  # the first poll after a submit keeps its short interval
-    _rotation: int
-    provider: Callable[[str], Provider]
-    _due: Callable[[OpenBatch, float], bool]
-    _mark_ingested: Callable[[OpenBatch, float, int, str], None]
-    _apply_waiting: Callable[[OpenBatch, list[tuple[int, str, str]], float, int], None]
+    def __init__(
+        self,
+        store: Store,
+        settings: EngineSettings,
+        provider: Callable[[str], Provider],
+        ingestor: Ingestor,
+        closer: Closer,
+        timings: dict[str, float],
+    ) -> None:
+        self.store, self.settings, self.provider = store, settings, provider
+        self.ingestor, self.closer, self.timings = ingestor, closer, timings
+        self.next_poll_at = 0.0
+        self.interval = settings.poll_interval
+        self.submitted_since_poll = False  # the first poll after a submit keeps its short interval
+        self.rotation = 0
 
-    def _poll(self, now: float, token: int, report: TickReport) -> None:
+    def due(self, now: float) -> bool:
+        return now >= self.next_poll_at
+
+    def soon(self, now: float) -> None:
+        """A batch was just submitted: poll soon (an instant provider is done in a second),
+        then back off."""
+        first = min(self.settings.first_poll, self.settings.poll_interval)
+        self.interval = first
+        self.next_poll_at = min(self.next_poll_at, now + first)
+        self.submitted_since_poll = True
+
+    def now(self, now: float) -> None:
+        """Poll at the next tick (a batch is winding down)."""
+        self.next_poll_at = min(self.next_poll_at, now)
+
+    def poll(self, t: Tick) -> None:
+        now, token, report = t.now, t.token, t.report
         flying = [
             b
             for b in self.store.open_batches()
-            if b.provider_batch_id and b.state not in ENDED and self._due(b, now)
+            if b.provider_batch_id and b.state not in ENDED and t.due(b)
         ]
         changed = False
         by_provider: dict[str, list[OpenBatch]] = {}
         for b in flying:
             by_provider.setdefault(b.provider, []).append(b)
         for name, batches in by_provider.items():
-            self._rotation += 1
-            k = self._rotation % len(batches)
+            self.rotation += 1
+            k = self.rotation % len(batches)
             order = batches[k:] + batches[:k]  # round-robin for the direct retrieves
             started = time.perf_counter()
             try:
@@ -73,7 +91,7 @@ class Polling:
                 report.notes.append(str(exc))
                 continue
             except RejectedError:  # a batch the provider does not know: find which one
-                statuses = self._poll_each(name, order, now, token, report)
+                statuses = self._poll_each(name, order, t)
             finally:
                 self.timings["poll"] += time.perf_counter() - started
             known = {b.provider_batch_id: b for b in batches}
@@ -91,17 +109,16 @@ class Polling:
                         self.store.record_provider_usage(seen.id, s.usage, now, token, s.model)
         # Right after a submit the short first interval stands; then it doubles, up to
         # poll_interval while batches move and up to max_poll_interval while nothing does.
-        if not self._submitted_since_poll:
+        if not self.submitted_since_poll:
             cap = self.settings.poll_interval if changed else self.settings.max_poll_interval
             self.interval = min(self.interval * 2, cap)
-        self._submitted_since_poll = False
+        self.submitted_since_poll = False
         self.next_poll_at = now + self.interval
 
-    def _poll_each(
-        self, name: str, order: list[OpenBatch], now: float, token: int, report: TickReport
-    ) -> list[BatchStatus]:
+    def _poll_each(self, name: str, order: list[OpenBatch], t: Tick) -> list[BatchStatus]:
         """After a refused poll: the list alone, then each batch it missed on its own, so the
         one the provider does not know is found and the others are still seen."""
+        report = t.report
         provider = self.provider(name)
         ids = [b.provider_batch_id or "" for b in order]
         try:
@@ -119,15 +136,16 @@ class Polling:
             try:
                 statuses += provider.poll([b.provider_batch_id or ""], 1)
             except RejectedError as exc:
-                self._gone(b, now, token, str(exc), report)
+                self._gone(b, t, str(exc))
             except TransientError as exc:
                 report.unreachable += 1
                 report.notes.append(str(exc))
         return statuses
 
-    def _gone(self, b: OpenBatch, now: float, token: int, why: str, report: TickReport) -> None:
+    def _gone(self, b: OpenBatch, t: Tick, why: str) -> None:
         """A batch the provider answers 404 for: confirmed a few times, then closed, its
         waiting requests back in the queue (an adopted duplicate's belong to its intent)."""
+        now, token, report = t.now, t.token, t.report
         checks = b.gone_checks + 1
         pid = b.provider_batch_id
         if checks < GONE_CONFIRMATIONS:
@@ -142,11 +160,11 @@ class Polling:
         )
         if b.intent_id is None:
             waiting = self.store.unfinished_attempts(b.id)  # cancelled instead if so asked
-            self._apply_waiting(b, [(a, "batch_gone", reason) for a, _r, _l in waiting], now, token)
+            self.ingestor.apply_waiting(b, [(a, "batch_gone", reason) for a, _r, _l in waiting], t)
         gone = BatchStatus(pid or "", "failed", "gone", b.request_count, b.completed_count)
         self.store.update_batch(b.id, gone, now, token)
         self.store.note("batch_gone", b.id, reason)
-        self._mark_ingested(b, now, token, reason)
+        self.closer.close(b, t, reason)
         report.notes.append(f"{reason}; its waiting requests are queued again")
 
     def _sane(self, b: OpenBatch, s: BatchStatus, report: TickReport) -> BatchStatus:

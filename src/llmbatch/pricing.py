@@ -25,43 +25,16 @@ from decimal import ROUND_HALF_EVEN, Decimal
 from functools import lru_cache
 
 import genai_prices
-from genai_prices import Usage, data_snapshot
+from genai_prices import data_snapshot
 from genai_prices.types import ModelInfo, ModelPrice, TieredPrices
+
+from llmbatch.usage import FREE_ENDPOINTS as FREE_ENDPOINTS
+from llmbatch.usage import Tokens as Tokens
 
 PRICES_VERSION = f"genai-prices {genai_prices.__version__}"
 BATCH = {"processing": "batch"}
 BATCH_DISCOUNT = Decimal("0.5")  # every provider we support halves token prices in batch
 MICRO = Decimal("0.000001")
-FREE_ENDPOINTS = ("/v1/moderations",)
-
-
-@dataclass(frozen=True, slots=True)
-class Tokens:
-    """Usage totals in genai-prices' terms: `input` counts every input token, cached reads and
-    cache writes included; `output` counts every output token, reasoning included."""
-
-    input: int = 0
-    cached: int = 0  # cache reads (OpenAI cached_tokens, Anthropic cache_read_input_tokens)
-    write_5m: int = 0  # Anthropic cache writes, 5-minute TTL
-    write_1h: int = 0  # Anthropic cache writes, 1-hour TTL
-    output: int = 0
-
-    def __add__(self, other: Tokens) -> Tokens:
-        return Tokens(
-            *(
-                a + b
-                for a, b in zip(dataclasses.astuple(self), dataclasses.astuple(other), strict=True)
-            )
-        )
-
-    def usage(self) -> Usage:
-        u = Usage(input_tokens=self.input, output_tokens=self.output)
-        if self.cached:
-            u.cache_read_tokens = self.cached
-        if self.write_5m or self.write_1h:
-            u.cache_write_tokens = self.write_5m + self.write_1h
-            u.cache_write_1h_tokens = self.write_1h
-        return u
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,8 +17,9 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from llmbatch.store import Count, Store
+from llmbatch.store.base import Store
 from llmbatch.store.manage import BatchProgress
+from llmbatch.store.types import Count
 
 WINDOW_S = 1800.0  # the rate is taken over the last half hour of observations
 

@@ -29,7 +29,9 @@ from llmbatch.export import Result, export
 from llmbatch.importer import ImportReport, enqueue_file, enqueue_requests
 from llmbatch.report import ReportLine, build
 from llmbatch.requests import LineError, Request, from_item
-from llmbatch.store import Count, Store, open_store
+from llmbatch.store import open_store
+from llmbatch.store.base import Store
+from llmbatch.store.types import Count
 from llmbatch.worker import Drain, drain
 
 UNFINISHED = ("queued", "held", "retry_wait", "packed", "submitted")

@@ -18,16 +18,17 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from llmbatch.budget import period_days, usd
+from llmbatch.budget import usd
 from llmbatch.errors import ConfigError, NotFound
 from llmbatch.ledger import describe_unplanned, mismatch, tally_cost
+from llmbatch.periods import period_days
 from llmbatch.pricing import MICRO, PRICES_VERSION, Tokens, price_group
 from llmbatch.render import Column, as_csv, as_json, money, table
 from llmbatch.render import width as terminal_width
 from llmbatch.store.ledger import UsageCheck
 
 if TYPE_CHECKING:
-    from llmbatch.store import Store
+    from llmbatch.store.base import Store
 
 EPOCH = date(1970, 1, 1)
 ALL_DAYS = (0, 10**7)

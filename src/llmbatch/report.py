@@ -17,7 +17,7 @@ from typing import Any
 from llmbatch.errors import ConfigError
 from llmbatch.pricing import PRICES_VERSION, Tokens, price_group
 from llmbatch.render import Column, as_csv, as_json, table
-from llmbatch.store import Store
+from llmbatch.store.base import Store
 
 GROUPINGS = ("day", "model", "queue")
 EPOCH = date(1970, 1, 1)

@@ -12,11 +12,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 import orjson
 
-from llmbatch.defaults import PROVIDER
-from llmbatch.providers import format_of
 from llmbatch.providers.base import ResultFile
 from llmbatch.usage import UsageRecord
 
@@ -61,11 +60,15 @@ def _short(value: object) -> str:
     return text if len(text) <= 200 else text[:200] + "..."
 
 
-def parse_line(
-    line: bytes, store_id: str, endpoint: str | None = None, provider: str = PROVIDER
-) -> Finding:
+class ReadsResults(Protocol):
+    """The part of a provider's format (providers/plugin.py) that reads a result line."""
+
+    def result(self, attempt: int, line: dict[str, Any], endpoint: str | None) -> Finding: ...
+
+
+def parse_line(line: bytes, store_id: str, endpoint: str | None, fmt: ReadsResults) -> Finding:
     """Parse one output- or error-file line; raise Anomaly if it is not ours or not readable.
-    What the line says is read by the provider's format (`Format.result`)."""
+    What the line says is read by the provider's format (`fmt.result`)."""
     try:
         obj = orjson.loads(line)
     except orjson.JSONDecodeError as exc:
@@ -73,7 +76,7 @@ def parse_line(
     if not isinstance(obj, dict):
         raise Anomaly(f"result line is not a JSON object: {line[:80]!r}")
     attempt = attempt_id_of(obj.get("custom_id"), store_id)
-    return format_of(provider).result(attempt, obj, endpoint)
+    return fmt.result(attempt, obj, endpoint)
 
 
 def text_or_none(v: object) -> str | None:
@@ -97,3 +100,25 @@ def capped_lines(files: Sequence[ResultFile], cap: int) -> Iterator[bytes | int]
                 line = raw.rstrip(b"\r\n")
                 if line.strip():
                     yield line
+
+
+def openai_output_text(body: dict[str, Any]) -> str:
+    """The text of a body in the OpenAI shapes: chat `choices[0].message.content` (completions:
+    `choices[0].text`); Responses: the `output_text` parts of its `message` items, joined (what
+    the SDK's `response.output_text` gives)."""
+    if "choices" in body:
+        choice = (body.get("choices") or [{}])[0]
+        message = choice.get("message")
+        if isinstance(message, dict):
+            content = message.get("content")
+            return content if isinstance(content, str) else ""
+        return str(choice.get("text") or "")
+    if "output" in body:
+        return "".join(
+            str(c.get("text") or "")
+            for item in body.get("output") or []
+            if isinstance(item, dict) and item.get("type", "message") == "message"
+            for c in item.get("content") or []
+            if isinstance(c, dict) and c.get("type") == "output_text"
+        )
+    return ""

@@ -25,9 +25,8 @@ from typing import Any, Final
 import orjson
 
 from llmbatch.errors import BudgetHeld, RequestCancelled, RequestExpired, RequestFailed
-from llmbatch.export import status_code
 from llmbatch.providers import format_or_base
-from llmbatch.store import ResultRow
+from llmbatch.store.types import ResultRow
 
 # endpoint -> (module, class) of the SDK object a successful call returns
 TYPES: Final = {
@@ -163,3 +162,10 @@ def _client(sdk: str) -> tuple[Any, Any]:
     http = next(v for k, v in vars(errors).items() if k in ("httpx2", "httpx"))
     client = getattr(module, cls)(api_key="unused")
     return client, http
+
+
+def status_code(r: ResultRow) -> int | None:
+    """The HTTP status of a result that has a provider body (export.py's module docstring says which)."""
+    if r.status_code is not None:
+        return r.status_code
+    return format_or_base(r.provider).status_code(r.error_code)

@@ -13,6 +13,9 @@
 - A full disk under the work directory is said once; downloads and new batch files wait
   (doubling), polling and what needs no disk go on. That state is this host's, so it
   lives in this process.
+
+`Learned` holds what groups were taught; `Setbacks` is the engine's part that backs batches
+off, each taking its collaborators in `__init__`.
 """
 
 from __future__ import annotations
@@ -20,178 +23,188 @@ from __future__ import annotations
 import dataclasses
 import errno
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from pathlib import Path
 
+from llmbatch.closing import Closer
 from llmbatch.errors import AuthError, ConfigError, RejectedError, StoreError, TransientError
-from llmbatch.store.batching import Outcome
+from llmbatch.lease import Lease
+from llmbatch.store.base import Store
+from llmbatch.store.batching import OpenBatch, Outcome
 from llmbatch.store.setbacks import GroupBackoff
-
-if TYPE_CHECKING:
-    from pathlib import Path
-
-    from llmbatch.engine import EngineSettings, TickReport
-    from llmbatch.store import Store
-    from llmbatch.store.batching import OpenBatch
+from llmbatch.tick import EngineSettings, Tick, TickReport
 
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+Step = Callable[[OpenBatch, Tick], None]
 
 
-class Setbacks:
-    """The engine's handling of failures (mixed into Engine, whose state it uses)."""
+class Learned:
+    """What batch-level failures taught, per packing group: read from the store once a tick
+    (another worker, or the last `run`, may have learned it), written through to it."""
 
-    store: Store
-    settings: EngineSettings
-    workdir: Path
-    _backoffs: dict[tuple[str, str, str], GroupBackoff]
-    _disk_full_since: float | None
-    _disk_until: float
-    _disk_wait: float
-    _disk_blocked: dict[int, float]
-    _renew: Callable[..., None]
-    _batch_key: Callable[[OpenBatch], tuple[str, ...]]
-    _mark_ingested: Callable[[OpenBatch, float, int, str], None]
+    def __init__(self, store: Store, settings: EngineSettings) -> None:
+        self.store, self.settings = store, settings
+        self.backoffs: dict[tuple[str, str, str], GroupBackoff] = {}
 
-    def _guarded(
-        self,
-        b: OpenBatch,
-        now: float,
-        token: int,
-        report: TickReport,
-        step: Callable[[OpenBatch, float, int, TickReport], None],
-    ) -> None:
-        """One batch's step; whatever it raises backs that batch off, not the tick. What
-        concerns the whole store (the key, the database, the lease, a setting) propagates."""
-        self._renew(token)
-        try:
-            step(b, now, token, report)
-        except (AuthError, StoreError, ConfigError):
-            raise
-        except TransientError as exc:  # an outage, 429, 5xx: `run` says it could not reach
-            report.unreachable += 1
-            self._later(b, now, token, str(exc), report, exc.retry_after)
-        except RejectedError as exc:
-            self._later(b, now, token, str(exc), report)
-        except OSError as exc:
-            if exc.errno not in DISK_FULL:
-                self._later(b, now, token, f"{type(exc).__name__}: {exc}", report)
-            else:
-                self._disk_full(exc, now, report, b)
-        except Exception as exc:  # a bug or a provider answer nobody foresaw: one batch waits
-            self._later(b, now, token, f"unexpected {type(exc).__name__}: {exc}", report)
+    def refresh(self) -> None:
+        self.backoffs = {g.group: g for g in self.store.group_backoffs()}
 
-    def _later(
-        self,
-        b: OpenBatch,
-        now: float,
-        token: int,
-        why: str,
-        report: TickReport,
-        retry_after: float | None = None,
-    ) -> None:
-        """Back a batch off after a failure: doubling from backoff_seconds, at most
-        max_poll_interval, never sooner than the provider's retry-after."""
-        base = self.settings.backoff_seconds
-        delay = min(base * 2**b.setbacks, max(base, self.settings.max_poll_interval))
-        delay = max(retry_after or 0.0, delay)
-        report.notes.append(f"{why}; trying again in {delay:.0f} s")
-        self.store.count_setback(b.id, "setbacks", now + delay, now, token, "transient", why)
+    def get(self, group: tuple[str, str, str]) -> GroupBackoff | None:
+        return self.backoffs.get(group)
 
-    def _disk_full(self, exc: OSError, now: float, report: TickReport, b: OpenBatch) -> None:
-        """The work directory's disk is full: say so once, and leave this batch's files and
-        new batches alone for a while (doubling, at most max_poll_interval); polling goes on,
-        and so do other batches' downloads: a big result file that does not fit gives back
-        what it wrote, and must not keep a small one that fits from its turn."""
-        base = self.settings.backoff_seconds
-        self._disk_wait = min(
-            max(2 * self._disk_wait, base), max(base, self.settings.max_poll_interval)
-        )
-        self._disk_until = now + self._disk_wait
-        self._disk_blocked[b.id] = self._disk_until
-        if self._disk_full_since is None:
-            self._disk_full_since = now
-            why = (
-                f"the disk of the work directory {self.workdir} is full ({exc.strerror}); "
-                "downloads and new batches wait, polling goes on"
-            )
-            report.notes.append(why)
-            self.store.note("disk_full", None, why)
-
-    def _disk_ok(self, b: OpenBatch | None, now: float) -> bool:
-        """Whether a step that writes to the work directory may run now: packing (`b` None)
-        waits while the disk is full; a batch waits only if its own files did not fit (an
-        intent already uploaded needs no file)."""
-        if b is None:
-            return self._disk_full_since is None or now >= self._disk_until
-        if b.state == "submitting" and b.input_file_id is not None:
-            return True
-        return now >= self._disk_blocked.get(b.id, 0.0)
-
-    def _disk_back(self, report: TickReport, b: OpenBatch) -> None:
-        """`b`'s files fitted. Room again once no open batch is waiting for room."""
-        if self._disk_full_since is None:
-            return
-        self._disk_blocked.pop(b.id, None)
-        if self._disk_blocked:
-            still_open = {o.id for o in self.store.open_batches()}
-            self._disk_blocked = {k: t for k, t in self._disk_blocked.items() if k in still_open}
-        if not self._disk_blocked:
-            self._disk_full_since, self._disk_until, self._disk_wait = None, 0.0, 0.0
-            report.notes.append(f"the disk of the work directory {self.workdir} has room again")
-            self.store.note("disk_ok", None, "the work directory's disk has room again")
-
-    def _quota(self, provider: str, model: str) -> int | None:
+    def quota(self, provider: str, model: str) -> int | None:
         """The enqueued-token quota in force: configured, or lower if a failure taught us."""
         known = [
             g.quota
-            for g in self._backoffs.values()
+            for g in self.backoffs.values()
             if g.quota and g.group[0] == provider and g.group[2] == model
         ]
         configured = self.settings.quotas.get((provider, model))
         known += [configured] if configured else []
         return min(known) if known else None
 
-    def _batch_level_failure(self, b: OpenBatch, now: float, token: int, codes: str) -> None:
+    def failed(self, group: tuple[str, str, str], b: OpenBatch, t: Tick, codes: str) -> None:
         """A batch failed as a whole: halve the next one, learn a lower quota, back off."""
-        group = group_row(self._batch_key(b))
-        old = self._backoffs.get(group)
+        old = self.backoffs.get(group)
         strikes = (old.strikes if old else 0) + 1
         quota = old.quota if old else None
         if "token_limit_exceeded" in codes and b.model:
             quota = max(1, b.est_tokens // 2)
         delay = min(self.settings.backoff_seconds * 2 ** (strikes - 1), 3600.0)
-        learned = GroupBackoff(group, strikes, max(1, b.request_count // 2), quota, now + delay)
-        self.store.set_group_backoff(learned, token)
-        self._backoffs[group] = learned
+        learned = GroupBackoff(group, strikes, max(1, b.request_count // 2), quota, t.now + delay)
+        self.store.set_group_backoff(learned, t.token)
+        self.backoffs[group] = learned
         self.store.note(
-            "backoff", b.id, f"{b.model}: batch-level failure ({codes}); next batch at most "
+            "backoff",
+            b.id,
+            f"{b.model}: batch-level failure ({codes}); next batch at most "
             f"{learned.cap:,} requests, in {delay:.0f} s",
-        )  # fmt: skip
+        )
 
-    def _healthy(self, b: OpenBatch, token: int) -> None:
+    def healthy(self, group: tuple[str, str, str], token: int) -> None:
         """A batch of the group completed: full-size batches again (a learned quota stays)."""
-        group = group_row(self._batch_key(b))
-        learned = self._backoffs.pop(group, None)
+        learned = self.backoffs.pop(group, None)
         if learned is not None:
             self.store.clear_group_backoff(group, token)
             if learned.quota:  # what the provider's queue holds does not change with health
                 kept = GroupBackoff(group, 0, None, learned.quota, 0.0)
                 self.store.set_group_backoff(kept, token)
-                self._backoffs[group] = kept
+                self.backoffs[group] = kept
 
-    def _abandon(self, b: OpenBatch, now: float, token: int, why: str, report: TickReport) -> None:
+
+class Setbacks:
+    """How the engine takes failures of one batch, of a whole batch, and of the disk."""
+
+    def __init__(
+        self,
+        store: Store,
+        settings: EngineSettings,
+        workdir: Path,
+        lease: Lease,
+        learned: Learned,
+        group_of: Callable[[OpenBatch], tuple[str, ...]],
+        closer: Closer,
+    ) -> None:
+        self.store, self.settings, self.workdir, self.lease = store, settings, workdir, lease
+        self.learned, self.group_of, self.closer = learned, group_of, closer
+        self.disk_full_since: float | None = None  # the work directory's disk is full
+        self.disk_until = self.disk_wait = 0.0
+        self.disk_blocked: dict[int, float] = {}  # batch -> when its files may try again
+
+    def guarded(self, b: OpenBatch, t: Tick, step: Step) -> None:
+        """One batch's step; whatever it raises backs that batch off, not the tick. What
+        concerns the whole store (the key, the database, the lease, a setting) propagates."""
+        self.lease.renew()
+        try:
+            step(b, t)
+        except (AuthError, StoreError, ConfigError):
+            raise
+        except TransientError as exc:  # an outage, 429, 5xx: `run` says it could not reach
+            t.report.unreachable += 1
+            self.later(b, t, str(exc), exc.retry_after)
+        except RejectedError as exc:
+            self.later(b, t, str(exc))
+        except OSError as exc:
+            if exc.errno not in DISK_FULL:
+                self.later(b, t, f"{type(exc).__name__}: {exc}")
+            else:
+                self.disk_full(exc, t, b)
+        except Exception as exc:  # a bug or a provider answer nobody foresaw: one batch waits
+            self.later(b, t, f"unexpected {type(exc).__name__}: {exc}")
+
+    def later(self, b: OpenBatch, t: Tick, why: str, retry_after: float | None = None) -> None:
+        """Back a batch off after a failure: doubling from backoff_seconds, at most
+        max_poll_interval, never sooner than the provider's retry-after."""
+        base = self.settings.backoff_seconds
+        delay = min(base * 2**b.setbacks, max(base, self.settings.max_poll_interval))
+        delay = max(retry_after or 0.0, delay)
+        t.report.notes.append(f"{why}; trying again in {delay:.0f} s")
+        self.store.count_setback(b.id, "setbacks", t.now + delay, t.now, t.token, "transient", why)
+
+    def disk_full(self, exc: OSError, t: Tick, b: OpenBatch) -> None:
+        """The work directory's disk is full: say so once, and leave this batch's files and
+        new batches alone for a while (doubling, at most max_poll_interval); polling goes on,
+        and so do other batches' downloads: a big result file that does not fit gives back
+        what it wrote, and must not keep a small one that fits from its turn."""
+        base = self.settings.backoff_seconds
+        self.disk_wait = min(
+            max(2 * self.disk_wait, base), max(base, self.settings.max_poll_interval)
+        )
+        self.disk_until = t.now + self.disk_wait
+        self.disk_blocked[b.id] = self.disk_until
+        if self.disk_full_since is None:
+            self.disk_full_since = t.now
+            why = (
+                f"the disk of the work directory {self.workdir} is full ({exc.strerror}); "
+                "downloads and new batches wait, polling goes on"
+            )
+            t.report.notes.append(why)
+            self.store.note("disk_full", None, why)
+
+    def disk_ok(self, b: OpenBatch | None, now: float) -> bool:
+        """Whether a step that writes to the work directory may run now: packing (`b` None)
+        waits while the disk is full; a batch waits only if its own files did not fit (an
+        intent already uploaded needs no file)."""
+        if b is None:
+            return self.disk_full_since is None or now >= self.disk_until
+        if b.state == "submitting" and b.input_file_id is not None:
+            return True
+        return now >= self.disk_blocked.get(b.id, 0.0)
+
+    def disk_back(self, report: TickReport, b: OpenBatch) -> None:
+        """`b`'s files fitted. Room again once no open batch is waiting for room."""
+        if self.disk_full_since is None:
+            return
+        self.disk_blocked.pop(b.id, None)
+        if self.disk_blocked:
+            still_open = {o.id for o in self.store.open_batches()}
+            self.disk_blocked = {k: t for k, t in self.disk_blocked.items() if k in still_open}
+        if not self.disk_blocked:
+            self.disk_full_since, self.disk_until, self.disk_wait = None, 0.0, 0.0
+            report.notes.append(f"the disk of the work directory {self.workdir} has room again")
+            self.store.note("disk_ok", None, "the work directory's disk has room again")
+
+    def batch_level_failure(self, b: OpenBatch, t: Tick, codes: str) -> None:
+        """A batch failed as a whole: its group learns (a smaller batch, a pause)."""
+        self.learned.failed(group_row(self.group_of(b)), b, t, codes)
+
+    def healthy(self, b: OpenBatch, token: int) -> None:
+        """A batch of the group completed: full-size batches again."""
+        self.learned.healthy(group_row(self.group_of(b)), token)
+
+    def abandon(self, b: OpenBatch, t: Tick, why: str) -> None:
         """The provider refused an intent outright: its requests go back to the queue, each
         rejection counted; a request refused `max_batch_rejections` times fails."""
         waiting = [a for a, _r, _l in self.store.unfinished_attempts(b.id)]
-        outs = self._rejected(b, waiting, "rejected", why)
+        outs = self.rejected(b, waiting, "rejected", why)
         if b.cancel_requested_at is not None:
             outs = [
                 o if o.kind == "failed" else dataclasses.replace(o, kind="cancelled") for o in outs
             ]
-        self.store.apply_outcomes(b.id, outs, now, token)
-        self._mark_ingested(b, now, token, f"abandoned: {why}")
-        self._batch_level_failure(b, now, token, why)
+        self.store.apply_outcomes(b.id, outs, t.now, t.token)
+        self.closer.close(b, t, f"abandoned: {why}")
+        self.batch_level_failure(b, t, why)
         failed = sum(1 for o in outs if o.kind == "failed")
-        report.notes.append(
+        t.report.notes.append(
             f"batch {b.id} refused: {why}; {len(outs) - failed:,} requests queued again"
             + (
                 f", {failed:,} failed (refused {self.settings.max_batch_rejections} times)"
@@ -200,7 +213,7 @@ class Setbacks:
             )
         )
 
-    def _rejected(self, b: OpenBatch, attempt_ids: list[int], code: str, why: str) -> list[Outcome]:
+    def rejected(self, b: OpenBatch, attempt_ids: list[int], code: str, why: str) -> list[Outcome]:
         """Requests whose whole batch the provider refused go back to the queue with the
         rejection counted, and fail once refused `max_batch_rejections` times. A full queue at
         the provider (`token_limit_exceeded`) is no fault of theirs: it is not counted (the

@@ -37,6 +37,9 @@ REQUEST_TRANSITIONS: Final[dict[str, frozenset[str]]] = {
     FAILED: frozenset(),
     CANCELLED: frozenset(),
 }
+# A person may send failed requests again (`llmbatch retry`): the one way out of a terminal
+# state, and never the engine's (tests/unit/test_state_sql.py holds the SQL to both).
+REOPENED: Final = frozenset({(FAILED, QUEUED)})
 
 # Provider-side batch life, normalised across providers.
 BATCH_STATES: Final = (

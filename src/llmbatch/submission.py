@@ -63,7 +63,7 @@ store id); what it costs is said with it.
   a completed batch whose files stay unnamed through every download try (ingest.py): their
   requests are sent again and paid again.
 
-The sweep (`Sweeping`, every `sweep_interval`) closes the loop: batches created since the
+The sweep (sweeper.py, every `sweep_interval`) closes the loop: batches created since the
 oldest open intent (at least the last hour) that prove ours but that the store never
 recorded are adopted as batches of their intent and ingested, uploads proven ours that no
 intent uses are deleted, and batches read and found foreign are remembered, never read again.
@@ -71,22 +71,15 @@ intent uses are deleted, and batches read and found foreign are remembered, neve
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from llmbatch import defaults, ownership
+from llmbatch import defaults
 from llmbatch.errors import RejectedError, TransientError
-from llmbatch.ownership import Proof
 from llmbatch.providers.base import BatchRef, Intent, Provider
-from llmbatch.store import Store
-from llmbatch.store.batching import OpenBatch, Outcome
-
-if TYPE_CHECKING:
-    from llmbatch.engine import EngineSettings, TickReport
-    from llmbatch.store.ownership import Moved
+from llmbatch.store.base import Store
+from llmbatch.store.batching import OpenBatch
 
 ENDED = ("completed", "failed", "expired", "cancelled")
 
@@ -238,154 +231,3 @@ def _intent(b: OpenBatch, store_id: str, span: tuple[int, int] | None = None) ->
         span,
         b.nonce,
     )
-
-
-class Sweeping:
-    """The engine's sweep (mixed into Engine, whose state it uses): batches proven ours that
-    the store never recorded are adopted, uploads proven ours that no intent uses are
-    deleted, and batches found foreign are remembered so none is judged twice."""
-
-    store: Store
-    settings: EngineSettings
-    _providers: dict[str, Provider]
-    _next_sweep_at: float
-    _moved: Moved | None
-
-    def _sweep_since(self, now: float) -> float:
-        """Back to the oldest open intent, and at least `SWEEP_RECENT_S` (a duplicate the
-        list showed after its intent was done), less the providers' clock skew."""
-        oldest = min((b.created_at for b in self.store.open_batches()), default=now)
-        return min(oldest, now - defaults.SWEEP_RECENT_S) - CLOCK_SKEW_S
-
-    def _sweep(self, now: float, token: int, report: TickReport) -> None:
-        """Adopt batches proven ours that the store does not know (a re-create the residual
-        risk allowed, a restored database); delete our uploads no intent uses."""
-        self._next_sweep_at = now + self.settings.sweep_interval
-        since = self._sweep_since(now)
-        proof = Proof(self.store.store_id, self.store.nonce_of, self.store.batch_of_attempt)
-        frozen = self._moved.before if self._moved is not None else 0
-        for name in sorted(self._providers):
-            provider = self._providers[name]
-            known_batches, known_files = self.store.known_ids(name)
-            skip = frozenset(known_batches) | self.store.judged_ids(name)
-            try:
-                judged = provider.list_tagged(self.store.store_id, since, skip)
-                strays = provider.stray_uploads(self.store.store_id, since)
-            except (TransientError, RejectedError) as exc:
-                report.notes.append(f"sweep later: {exc}")
-                continue
-            open_intents = {
-                b.id: b for b in self.store.open_batches() if b.provider_batch_id is None
-            }
-            foreign = []
-            for status in judged:
-                if status.provider_batch_id in skip:
-                    continue
-                intent_id = proof.owner(status.metadata)
-                if intent_id is None:
-                    if not _names_frozen(status.metadata, proof, frozen):
-                        foreign.append(status.provider_batch_id)
-                    continue
-                if intent_id <= frozen or intent_id in open_intents:
-                    continue  # made before a copy or move; or still being sent: reconcile
-                batch_id = self.store.adopt_batch(name, status, intent_id, now, token)
-                if batch_id is not None:
-                    report.notes.append(
-                        f"adopted {status.provider_batch_id}: ours, but not recorded"
-                    )
-            self.store.judge_foreign(name, foreign, now)
-            open_intents = {
-                b.id: b for b in self.store.open_batches() if b.provider_batch_id is None
-            }
-            unused = []
-            for file_id, intent_id, nonce in strays:
-                pending = open_intents.get(intent_id)
-                if (
-                    file_id in known_files
-                    or intent_id <= frozen
-                    or self.store.nonce_of(intent_id) != nonce  # not proven ours
-                    or (pending is not None and pending.input_file_id is None)
-                ):
-                    continue  # recorded, not ours, or possibly the upload of an intent being sent
-                unused.append(file_id)
-            if unused and self.settings.delete_files:
-                with contextlib.suppress(TransientError, RejectedError):
-                    provider.delete_files(unused)
-                self.store.note(
-                    "deleted_uploads",
-                    None,
-                    f"{len(unused)} uploads no intent uses: {', '.join(unused[:5])}",
-                )
-
-
-CLOCK_SKEW_S = 300.0  # how far a provider's clock may be behind ours
-
-
-def _names_frozen(tag: dict[str, str] | None, proof: Proof, frozen: int) -> bool:
-    """Whether a tag names an intent made before an unresolved copy or move: not judged
-    foreign now, as it may be proven ours once the user says the store moved."""
-    if not frozen or not tag or tag.get(ownership.STORE) != proof.store_id:
-        return False
-    intent = tag.get(ownership.INTENT, "")
-    if intent.isdigit():
-        return int(intent) <= frozen
-    attempt = tag.get(ownership.ATTEMPT, "")
-    owner = proof.intent_of_attempt(int(attempt)) if attempt.isdigit() else None
-    return owner is not None and owner <= frozen
-
-
-class Cancelling:
-    """Carrying out `llmbatch cancel` of whole batches (mixed into Engine, whose state it
-    uses). An intent that may have reached the provider is reconciled, never sent: a batch
-    found is recorded and cancelled there; one that provably does not exist (nothing found
-    once a create could have acted and the list settled) is closed as cancelled here."""
-
-    store: Store
-    settings: EngineSettings
-    next_poll_at: float
-    provider: Callable[[str], Provider]
-    _submission: Callable[[OpenBatch, float, int], Submission]
-    _renew: Callable[..., None]
-    _mark_ingested: Callable[[OpenBatch, float, int, str], None]
-
-    def _cancel(self, b: OpenBatch, now: float, token: int, report: TickReport) -> None:
-        if b.provider_batch_id is None:
-            if b.create_started_at is None:  # nothing can exist at the provider
-                self._cancelled_unsent(b, now, token, report, "cancelled before it was sent")
-                return
-            sub = self._submission(b, now, token)
-            found = sub.find()
-            if found == "none" and now >= sub.resend_at:
-                self._cancelled_unsent(
-                    b, now, token, report, "cancelled: its create never reached the provider"
-                )
-                return
-            if found != "found":
-                wait = max(sub.resend_at, now + self.settings.poll_interval)
-                self.store.defer(b.id, wait, token)
-                report.notes.append(f"batch {b.id}: cancelling; it may exist, looking again later")
-                return
-            b = sub.batch  # found and recorded: cancel it at the provider
-        if b.state not in ENDED:
-            self._renew(token, force=True)
-            # refused: it ended meanwhile (ingest keeps what finished), or is gone (polling says)
-            with contextlib.suppress(RejectedError):
-                self.provider(b.provider).cancel(b.provider_batch_id or "")
-        self.store.mark_cancel_sent(b.id, now, token)
-        self.next_poll_at = min(self.next_poll_at, now)  # watch it wind down
-        report.notes.append(f"asked {b.provider} to cancel batch {b.provider_batch_id}")
-
-    def _cancelled_unsent(
-        self, b: OpenBatch, now: float, token: int, report: TickReport, why: str
-    ) -> None:
-        outs = [
-            Outcome(a, "cancelled", error_code="cancelled", error_message=why)
-            for a, _r, _l in self.store.unfinished_attempts(b.id)
-        ]
-        self.store.apply_outcomes(b.id, outs, now, token)
-        self.store.mark_cancel_sent(b.id, now, token)
-        self._mark_ingested(b, now, token, why)
-        if b.input_file_id and self.settings.delete_files:
-            with contextlib.suppress(TransientError, RejectedError):
-                self.provider(b.provider).delete_files([b.input_file_id])
-        report.notes.append(f"batch {b.id} {why}")

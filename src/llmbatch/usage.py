@@ -18,13 +18,46 @@ too large for a database integer is an anomaly to flag, not an OverflowError at 
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeGuard
+from typing import TYPE_CHECKING, Any, TypeGuard
 
-from llmbatch.defaults import PROVIDER
-from llmbatch.pricing import FREE_ENDPOINTS, Tokens
-from llmbatch.providers import format_of
+if TYPE_CHECKING:
+    from genai_prices import Usage
+
+FREE_ENDPOINTS = ("/v1/moderations",)
+
+
+@dataclass(frozen=True, slots=True)
+class Tokens:
+    """Usage totals in genai-prices' terms: `input` counts every input token, cached reads and
+    cache writes included; `output` counts every output token, reasoning included."""
+
+    input: int = 0
+    cached: int = 0  # cache reads (OpenAI cached_tokens, Anthropic cache_read_input_tokens)
+    write_5m: int = 0  # Anthropic cache writes, 5-minute TTL
+    write_1h: int = 0  # Anthropic cache writes, 1-hour TTL
+    output: int = 0
+
+    def __add__(self, other: Tokens) -> Tokens:
+        return Tokens(
+            *(
+                a + b
+                for a, b in zip(dataclasses.astuple(self), dataclasses.astuple(other), strict=True)
+            )
+        )
+
+    def usage(self) -> Usage:
+        from genai_prices import Usage  # the price table loads only when something is priced
+
+        u = Usage(input_tokens=self.input, output_tokens=self.output)
+        if self.cached:
+            u.cache_read_tokens = self.cached
+        if self.write_5m or self.write_1h:
+            u.cache_write_tokens = self.write_5m + self.write_1h
+            u.cache_write_1h_tokens = self.write_1h
+        return u
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,11 +100,6 @@ def _field(d: Any, *path: str, required: bool = False) -> int:
     if v < 0:
         raise _Bad(f"negative: {'.'.join(path)}={v}")
     return int(v)
-
-
-def read_usage(usage: Any, *, provider: str = PROVIDER, endpoint: str | None = None) -> UsageRecord:
-    """The usage of one successful result body's `usage` object, read by its provider's format."""
-    return format_of(provider).usage(usage, endpoint)
 
 
 def read_usage_any(usage: Any, endpoint: str | None = None) -> UsageRecord:

@@ -20,9 +20,10 @@ from llmbatch.pricing import MICRO
 from llmbatch.progress import Snapshot, Tracker, batch_eta, snapshot
 from llmbatch.render import Column, duration, money
 from llmbatch.states import REQUEST_STATES
-from llmbatch.store import Count, Store
+from llmbatch.store.base import Store
 from llmbatch.store.budgets import BudgetRow
 from llmbatch.store.manage import BatchProgress, BatchRow, QueueRow
+from llmbatch.store.types import Count
 
 # -- requests per queue, model and state ---------------------------------------------------
 

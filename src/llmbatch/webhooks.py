@@ -48,7 +48,7 @@ import orjson
 from llmbatch.errors import ConfigError, LlmbatchError, StoreError
 
 if TYPE_CHECKING:
-    from llmbatch.store import Store
+    from llmbatch.store.base import Store
     from llmbatch.store.batching import OpenBatch
 
 PAYLOAD_VERSION = 1

@@ -18,8 +18,9 @@ from llmbatch.budget import parse_budgets
 from llmbatch.engine import Engine, EngineSettings, TickReport
 from llmbatch.errors import ConfigError, StoreUnavailable
 from llmbatch.retry import RetryPolicy
-from llmbatch.store import Store
+from llmbatch.store.base import Store
 from llmbatch.store.batching import LeaseLost
+from llmbatch.tables import check_types
 from llmbatch.webhooks import parse_webhooks
 
 Clock = Callable[[], float]
@@ -83,26 +84,6 @@ def engine_settings(
 
 # A setting's annotation -> the TOML values it takes, and how to say so (a TOML true is an
 # int to Python: refused where a number is meant).
-_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
-    "float": ((int, float), "a number"),
-    "float | None": ((int, float), "a number"),
-    "int": ((int,), "an integer"),
-    "int | None": ((int,), "an integer"),
-    "bool": ((bool,), "true or false"),
-    "str": ((str,), "a string"),
-    "str | None": ((str,), "a string"),
-}
-
-
-def check_types(table: str, values: dict[str, Any], cls: Any) -> None:
-    """A wrong type in the config file is one clear line, not a TypeError deep in a tick."""
-    types = {f.name: str(f.type) for f in dataclasses.fields(cls)}
-    for key, value in values.items():
-        wanted, kind = _TYPES.get(types.get(key, ""), ((object,), ""))
-        if (isinstance(value, bool) and bool not in wanted) or not isinstance(value, wanted):
-            raise ConfigError(f"{table} {key} must be {kind}, got {value!r}")
-
-
 def _quotas(table: dict[str, Any]) -> dict[tuple[str, str], int]:
     """`[quotas.PROVIDER]` MODEL = tokens (or {enqueued_tokens = tokens}), checked."""
     from llmbatch.providers import names, unknown

@@ -291,3 +291,45 @@ def test_deadlines_missed_and_at_risk_per_queue(sqlite_db: str) -> None:
     finally:
         server.stop()
         engine.close()
+
+
+def test_a_metrics_token_guards_metrics_and_leaves_the_health_checks_open(
+    sqlite_db: str,
+) -> None:
+    import urllib.error
+    import urllib.request
+
+    enqueue(sqlite_db, 1)
+    engine = Engine(open_store(sqlite_db))
+    server = MetricsServer(
+        engine, open_store(sqlite_db), open_store(sqlite_db), port=0, token="s3cret-token"
+    ).start()
+
+    def scrape_with(authorization: str | None) -> tuple[int, str, str]:
+        req = urllib.request.Request(server.url + "/metrics")
+        if authorization is not None:
+            req.add_header("Authorization", authorization)
+        try:
+            with urllib.request.urlopen(req, timeout=10) as r:
+                return r.status, r.read().decode(), ""
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode(), exc.headers.get("www-authenticate", "")
+
+    try:
+        for refused in (
+            None,
+            "Bearer wrong",
+            "s3cret-token",
+            "Bearer s3cret-token-and-more",
+            "Basic s3cret-token",
+        ):
+            status, body, challenge = scrape_with(refused)
+            assert status == 401 and challenge.startswith("Bearer"), (refused, status)
+            assert "LLMBATCH_METRICS_TOKEN" in body and "s3cret" not in body
+        status, body, _ = scrape_with("Bearer s3cret-token")
+        assert status == 200 and "llmbatch_requests" in body
+        assert get(server.url + "/healthz")[0] == 200
+        assert ready(server.url)[0] in (200, 503)  # answered, not refused
+    finally:
+        server.stop()
+        engine.close()

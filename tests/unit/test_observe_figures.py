@@ -69,3 +69,40 @@ def test_a_scrape_never_waits_for_a_slow_first_read_nor_starts_a_second(tmp_path
     figures = cache.get()  # waits for that read instead of starting its own
     assert figures is not None and store.reads == 1
     assert cache.ready(0.1) is figures and store.reads == 1
+
+
+def test_a_scrape_writes_the_stores_figures_once_per_read_and_only_the_ages_again(
+    tmp_path: Path,
+) -> None:
+    from prometheus_client import generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from helpers import body
+    from llmbatch.importer import enqueue_requests
+    from llmbatch.observe.figures import FigureCache
+    from llmbatch.observe.metrics import StoreCollector, _Families
+    from llmbatch.requests import make_request
+
+    store = SlowStore(str(tmp_path / "s.db"), 0.0)
+    enqueue_requests(store.inner, iter([make_request("a", body())]), queue="q")
+    collector = StoreCollector(FigureCache(store, max_age=3600.0))  # type: ignore[arg-type]
+
+    def samples(text: bytes) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        return {
+            (s.name, tuple(sorted(s.labels.items()))): s.value
+            for f in text_string_to_metric_families(text.decode())
+            for s in f.samples
+        }
+
+    first = collector.render()
+    written = collector._rendered
+    again = collector.render()
+    assert store.reads == 1 and collector._rendered is written  # not written again
+    whole = samples(bytes(generate_latest(_Families(list(collector.collect())))))
+    assert samples(first).keys() == samples(again).keys() == whole.keys()
+    moving = {"llmbatch_snapshot_age_seconds", "llmbatch_oldest_unfinished_request_age_seconds"}
+    for key, value in samples(again).items():
+        if key[0] not in moving:
+            assert whole[key] == value, key
+    queued = {"model": "gpt-4o-mini", "provider": "openai", "queue": "q", "state": "queued"}
+    assert whole[("llmbatch_requests", tuple(sorted(queued.items())))] == 1

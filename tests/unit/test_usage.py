@@ -10,8 +10,16 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from llmbatch.pricing import Tokens
+from llmbatch.providers import format_of
 from llmbatch.results import parse_line
-from llmbatch.usage import UsageRecord, read_usage
+from llmbatch.usage import UsageRecord
+
+
+def read_usage(
+    usage: object, *, provider: str = "openai", endpoint: str | None = None
+) -> UsageRecord:
+    """A result's usage as its provider's format reads it (the engine asks the format)."""
+    return format_of(provider).usage(usage, endpoint)
 
 
 def test_chat_cached_and_reasoning_are_inside_the_totals() -> None:
@@ -94,7 +102,7 @@ def test_parse_line_reads_usage_with_the_batch_endpoint() -> None:
     line = orjson.dumps(
         {"custom_id": "s-7", "response": {"status_code": 200, "request_id": "r", "body": body}}
     )
-    f = parse_line(line, "s", "/v1/embeddings")
+    f = parse_line(line, "s", "/v1/embeddings", format_of("openai"))
     assert (f.input_tokens, f.output_tokens) == (4, 0)
     bad = dict(body, usage={"prompt_tokens": -4})
     f = parse_line(
@@ -103,6 +111,7 @@ def test_parse_line_reads_usage_with_the_batch_endpoint() -> None:
         ),
         "s",
         "/v1/embeddings",
+        format_of("openai"),
     )
     assert f.ok and f.input_tokens is None and f.usage is not None and f.usage.flag
 

@@ -18,7 +18,6 @@ from llmbatch.emulator.models import ModelCard, build, builtin_ids
 from llmbatch.emulator.synth import respond
 from llmbatch.pricing import Tokens, model_prices
 from llmbatch.providers import format_of
-from llmbatch.usage import read_usage
 from llmbatch.worst import (
     BASE,
     PER_PART,
@@ -322,7 +321,7 @@ def test_the_bound_holds_against_the_emulators_bill_openai(body: dict[str, objec
         length_rate=1.0,
         card=card("openai", model),
     )
-    t = read_usage(out["usage"], endpoint=CHAT).tokens()
+    t = format_of("openai").usage(out["usage"], CHAT).tokens()
     assert t is not None and w.micro is not None
     actual = mp.cost(t, mp.tier(t.input), batch=True)
     assert actual is not None and w.micro >= actual * 1_000_000
@@ -375,7 +374,7 @@ def test_the_bound_holds_against_the_emulators_bill_anthropic(body: dict[str, ob
         length_rate=1.0,
         ceiling=card("anthropic", str(body["model"])).max_output_tokens,
     )
-    t = read_usage(msg["usage"], provider="anthropic").tokens()
+    t = format_of("anthropic").usage(msg["usage"], None).tokens()
     assert t is not None and w.micro is not None
     actual = mp.cost(t, mp.tier(t.input), batch=True)
     assert actual is not None and w.micro >= actual * 1_000_000

@@ -22,7 +22,8 @@ from click.core import ParameterSource
 from llmbatch import defaults, render
 from llmbatch.config import config_path, default_map, load_config
 from llmbatch.errors import ConfigError, LlmbatchError, NotFound
-from llmbatch.store import Store, open_store
+from llmbatch.store import open_store
+from llmbatch.store.base import Store
 
 if TYPE_CHECKING:
     from llmbatch.engine import Engine

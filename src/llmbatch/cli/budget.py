@@ -21,7 +21,7 @@ from llmbatch.cli.app import check_queue, listing_options, main, open_db
 from llmbatch.errors import ConfigError
 from llmbatch.in_force import as_rows
 from llmbatch.pricing import MICRO
-from llmbatch.store import Store
+from llmbatch.store.base import Store
 
 
 def _who(queue: str) -> str:

@@ -3,6 +3,7 @@ demo and emulator that run it offline. Exit codes per `llmbatch.cli.app`."""
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -252,7 +253,8 @@ def wait(
     default="127.0.0.1",
     show_default=True,
     envvar="LLMBATCH_METRICS_HOST",
-    help="Address for --metrics-port (0.0.0.0 to be scraped from other machines).",
+    help="Address for --metrics-port (0.0.0.0 to be scraped from other machines; set "
+    "LLMBATCH_METRICS_TOKEN to have scrapes send it as a bearer token).",
 )
 @budget_options
 @click.pass_context
@@ -286,7 +288,7 @@ def worker(
     on_tick: Callable[[Any], None] = TickLog(engine.holder)
     server = None
     if metrics_port is not None:
-        from llmbatch.observe.server import MetricsServer
+        from llmbatch.observe.server import TOKEN_ENV, MetricsServer
 
         server = MetricsServer(
             engine,
@@ -295,6 +297,7 @@ def worker(
             host=metrics_host,
             port=metrics_port,
             outage_since=serving.outage_since,
+            token=os.environ.get(TOKEN_ENV),
         ).start()
         log.info("metrics at %s/metrics, health at /healthz and /readyz", server.url)
         on_tick = _both(on_tick, server.on_tick)

@@ -29,6 +29,7 @@ from llmbatch.emulator.envelope import (
     anthropic_error_type,
 )
 from llmbatch.emulator.surfaces import AZURE, OPENAI, flavor_of
+from llmbatch.emulator.worker import Worker
 
 
 def create_app(
@@ -38,7 +39,7 @@ def create_app(
 
     The worker thread starts with the app's lifespan (or on the first request when the app
     is mounted without one) and stops at shutdown. `app.state.emulator` is the Emulator."""
-    emu = Emulator(data_dir, time_scale, make_config(config))
+    emu = Emulator(data_dir, time_scale, make_config(config), Worker)
     routes: list[BaseRoute] = []
     routes += Control(emu).routes()
     openai_v1 = openai_api.routes(emu, "/v1", Surface(OPENAI))

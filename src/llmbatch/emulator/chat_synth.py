@@ -18,9 +18,17 @@ import orjson
 
 from llmbatch.emulator.envelope import RequestError
 from llmbatch.emulator.instances import instance
-from llmbatch.emulator.replies import fit, text_length, text_tokens, words
+from llmbatch.emulator.replies import (
+    Usage,
+    cap_of,
+    fit,
+    ident,
+    is_reasoning,
+    text_length,
+    text_tokens,
+    words,
+)
 from llmbatch.emulator.structured import Format, Plan, chat_plan, echo_tools, responses_plan
-from llmbatch.emulator.synth import Usage, cap_of, ident, is_reasoning
 
 Json = dict[str, Any]
 _JSON_OBJECT_SCHEMA: Json = {

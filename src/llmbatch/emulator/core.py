@@ -9,8 +9,9 @@ import secrets
 import shutil
 import tempfile
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from llmbatch.emulator.clock import VirtualClock
 from llmbatch.emulator.config import EmulatorConfig
@@ -28,11 +29,28 @@ CATCH_UP_S = 60.0  # how long an advance waits for batches to catch up with the 
 FILE_TTL = 30 * DAY
 
 
+class Runner(Protocol):
+    """What the emulator needs of its worker thread (worker.py)."""
+
+    @property
+    def running(self) -> bool: ...
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
 class Emulator:
     """Holds everything one emulator instance knows; safe to share between the event loop
     and the worker thread."""
 
-    def __init__(self, data_dir: str | Path | None, time_scale: float, cfg: EmulatorConfig) -> None:
+    def __init__(
+        self,
+        data_dir: str | Path | None,
+        time_scale: float,
+        cfg: EmulatorConfig,
+        make_worker: Callable[[Emulator], Runner],
+    ) -> None:
         self._tmp: str | None = None
         if data_dir is None:
             self._tmp = tempfile.mkdtemp(prefix="llmbatch-emulator-")
@@ -63,9 +81,8 @@ class Emulator:
         self.generation = 0  # advances of the clock so far
         self._idle_generation = 0  # the newest advance the worker has caught up with
         self._idle = threading.Condition()
-        from llmbatch.emulator.worker import Worker  # the worker needs this object
-
-        self.worker = Worker(self)
+        # the worker is handed in (app.py builds it): it needs this object, not the reverse
+        self.worker = make_worker(self)
         self._closed = False
 
     # --- lifecycle ---------------------------------------------------------------------------

@@ -19,11 +19,16 @@ Everything is chosen by the request body's hash, so the same request gets the sa
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
+from dataclasses import dataclass
 from functools import lru_cache
 from itertools import islice
 from statistics import NormalDist
+from typing import Any
+
+from llmbatch.emulator.envelope import RequestError
 
 _TOKEN = re.compile(r"\w+|[^\w\s]")
 _WORDS = [
@@ -128,3 +133,39 @@ def fit(text: str, h: bytes, cap: int | None, length_rate: float) -> tuple[str, 
     if k >= cap:
         return cut(prefix, cap), cap, True
     return prefix + words(h, cap - k), cap, True
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Tokens one request used, in the batch object's terms."""
+
+    input: int
+    output: int
+    reasoning: int = 0
+
+
+CAP_KEYS = {
+    "chat": ("max_completion_tokens", "max_tokens"),
+    "responses": ("max_output_tokens",),
+    "completions": ("max_tokens",),
+}
+
+
+def cap_of(kind: str, body: dict[str, Any]) -> tuple[int | None, str | None]:
+    """The request's output cap and the parameter that set it; (None, None) when unset
+    (legacy completions default to 16, as the service does)."""
+    for key in CAP_KEYS.get(kind, ()):
+        value = body.get(key)
+        if value is not None:
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise RequestError(f"Invalid '{key}': must be an integer >= 1.", key)
+            return value, key
+    return (16, None) if kind == "completions" else (None, None)
+
+
+def is_reasoning(model: str) -> bool:
+    return model.startswith(("o1", "o3", "o4", "gpt-5", "gpt-6"))
+
+
+def ident(prefix: str, h: bytes, salt: str) -> str:
+    return prefix + hashlib.blake2b(h + salt.encode(), digest_size=12).hexdigest()

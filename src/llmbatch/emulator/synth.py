@@ -31,7 +31,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import struct
-from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
@@ -39,7 +38,15 @@ import orjson
 
 from llmbatch.emulator import usage_rules
 from llmbatch.emulator.envelope import RequestError
-from llmbatch.emulator.replies import share, text_length, text_tokens, words
+from llmbatch.emulator.replies import (
+    Usage,
+    cap_of,
+    ident,
+    share,
+    text_length,
+    text_tokens,
+    words,
+)
 
 if TYPE_CHECKING:
     from llmbatch.emulator.models import ModelCard
@@ -64,15 +71,6 @@ KINDS = {
     "/images/edits": "images",
     "/videos": "videos",
 }
-
-
-@dataclass(frozen=True)
-class Usage:
-    """Tokens one request used, in the batch object's terms."""
-
-    input: int
-    output: int
-    reasoning: int = 0
 
 
 def kind_of(endpoint: str) -> str | None:
@@ -182,36 +180,9 @@ def body_hash(body: Json) -> bytes:
     return hashlib.blake2b(orjson.dumps(body, option=orjson.OPT_SORT_KEYS), digest_size=16).digest()
 
 
-CAP_KEYS = {
-    "chat": ("max_completion_tokens", "max_tokens"),
-    "responses": ("max_output_tokens",),
-    "completions": ("max_tokens",),
-}
-
-
-def cap_of(kind: str, body: Json) -> tuple[int | None, str | None]:
-    """The request's output cap and the parameter that set it; (None, None) when unset
-    (legacy completions default to 16, as the service does)."""
-    for key in CAP_KEYS.get(kind, ()):
-        value = body.get(key)
-        if value is not None:
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise RequestError(f"Invalid '{key}': must be an integer >= 1.", key)
-            return value, key
-    return (16, None) if kind == "completions" else (None, None)
-
-
 def reply_text(h: bytes, n: int) -> str:
     """`n` words (so `n` tokens under the rule) chosen by the hash `h`."""
     return words(h, n)
-
-
-def is_reasoning(model: str) -> bool:
-    return model.startswith(("o1", "o3", "o4", "gpt-5", "gpt-6"))
-
-
-def ident(prefix: str, h: bytes, salt: str) -> str:
-    return prefix + hashlib.blake2b(h + salt.encode(), digest_size=12).hexdigest()
 
 
 _NOT_SERVED = {

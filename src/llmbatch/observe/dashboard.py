@@ -2,9 +2,10 @@
 emulator uses. One page (static HTML, JS and the vendored uPlot chart: nothing from the
 internet) reads small JSON views and updates itself every few seconds.
 
-- The figures that scan the requests table come from the same `FigureCache` as /metrics
-  (read again in the background, so a page on a million requests stays fast); batches,
-  events, failures and held requests are read live (small, indexed reads).
+- The store's figures (counts the store keeps, costs, budgets, held requests' reasons) come
+  from the same `FigureCache` as /metrics (read again in the background, so a page on a
+  million requests stays fast); batches, events and failures are read live (small, indexed
+  reads).
 - Localhost by default. Any other address needs `LLMBATCH_DASHBOARD_TOKEN`: sent as
   `Authorization: Bearer TOKEN`, or once as `/?token=TOKEN`, which sets an HttpOnly cookie.
 - Keys are never in the store, so never here; request and response bodies only in the view
@@ -39,7 +40,8 @@ from llmbatch.errors import ConfigError, LlmbatchError
 from llmbatch.observe.figures import FigureCache, Figures
 from llmbatch.progress import batch_eta, snapshot
 from llmbatch.states import REQUEST_STATES
-from llmbatch.store import Count, Store
+from llmbatch.store.base import Store
+from llmbatch.store.types import Count
 
 TOKEN_ENV = "LLMBATCH_DASHBOARD_TOKEN"
 COOKIE = "llmbatch_dashboard"
@@ -115,7 +117,7 @@ class Views:
             },
             "batches": [_jsonable(b) for b in batches],
             "budgets": [_budget(b) for b in f.budgets],
-            "held": [{"reason": r, "count": n} for r, n in self.store.held_reasons()],
+            "held": [{"reason": r, "count": n} for r, n in f.held],
             "deadlines": {"missed": missed, "at_risk": at_risk},
             "events": [_jsonable(e) for e in self.store.recent_events(15)],
             "failures": [_jsonable(x) for x in self.store.recent_failures(10)],
@@ -272,7 +274,7 @@ def create_app(store: Store, *, token: str | None = None, max_age: float = 2.0) 
     """The dashboard over `store`: its figures read again in the background once `max_age`
     seconds old, or five times what the last read took (on a big store, a scan of the
     requests must not run back to back)."""
-    data = Views(store, FigureCache(store, max_age=max_age, pace=5.0))
+    data = Views(store, FigureCache(store, max_age=max_age, pace=5.0, held_reasons=True))
 
     def guarded(view: Callable[[Request], Any]) -> Callable[[Request], Response]:
         def endpoint(request: Request) -> Response:

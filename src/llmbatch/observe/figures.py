@@ -11,6 +11,8 @@ results recorded since the cache started (a per-process histogram fed from the s
 
 from __future__ import annotations
 
+import contextlib
+import os
 import threading
 import time
 from collections import defaultdict
@@ -23,7 +25,7 @@ from llmbatch import defaults
 from llmbatch.errors import LlmbatchError
 from llmbatch.pricing import Tokens, price_group
 from llmbatch.states import TERMINAL
-from llmbatch.store import Store
+from llmbatch.store.base import Store
 from llmbatch.store.budgets import BudgetRow
 from llmbatch.store.observe import CostRow, Observed, Turnaround
 
@@ -103,6 +105,7 @@ class Figures:
     costs: dict[tuple[str, str, str], Priced]  # (queue, provider, model) -> all time
     days: dict[int, Priced]  # UTC day -> every queue
     turnaround: Turnaround
+    held: list[tuple[str, int]] = field(default_factory=list)  # (reason, requests), newest first
     error: str | None = None  # why the newest read failed (these figures are older)
     error_at: float | None = None
 
@@ -167,6 +170,7 @@ class FigureCache:
     max_age: float = MAX_AGE_S
     pace: float = 0.0  # also wait `pace` times the last read's cost (a big store: read less)
     clock: Callable[[], float] = time.time
+    held_reasons: bool = False  # also group the held requests by reason (the dashboard shows them)
     _figures: Figures | None = None
     _pricer: Pricer = field(default_factory=Pricer)
     _cursor: int | None = None  # the newest result id counted into turnaround
@@ -202,8 +206,8 @@ class FigureCache:
         return max(self.max_age, self.pace * took)
 
     def keep_fresh(self, stop: threading.Event) -> threading.Thread:
-        """Read again every `max_age` seconds in a thread until `stop` is set (a worker's
-        /metrics: scrapes then always find figures at most `max_age` old)."""
+        """Read again every `period()` seconds in a thread until `stop` is set (a worker's
+        /metrics: scrapes then always find figures at most that old)."""
 
         def loop() -> None:
             while not stop.wait(max(0.0, self.period() - (self.clock() - self._at()))):
@@ -231,6 +235,9 @@ class FigureCache:
         threading.Thread(target=self._background, name="llmbatch-figures", daemon=True).start()
 
     def _background(self) -> None:
+        """A read in a thread of its own, at the lowest CPU priority: on SQLite the read runs
+        in this process, and the engine's steps and the scrapes come first."""
+        _lowest_priority()
         try:
             self.refresh()
         except Exception:
@@ -262,6 +269,12 @@ class FigureCache:
         try:
             observed = self.store.observe(now, now + defaults.BATCH_WINDOW_S)
             budgets = self.store.budget_overview(now)
+            # grouped from the held requests themselves: only when asked and some are held
+            held = (
+                self.store.held_reasons()
+                if self.held_reasons and any(g.state == "held" for g in observed.requests)
+                else []
+            )
             if self._cursor is None:
                 self._cursor = observed.results_high
             new = self.store.turnaround(self._cursor, observed.results_high)
@@ -274,8 +287,16 @@ class FigureCache:
         self._turnaround = _add(self._turnaround, new)
         costs, days = self._pricer.totals(observed.costs)
         took = time.perf_counter() - started
-        self._figures = Figures(now, took, observed, budgets, costs, days, self._turnaround)
+        self._figures = Figures(
+            now, took, observed, budgets, costs, days, self._turnaround, held=held
+        )
         return self._figures
+
+
+def _lowest_priority() -> None:
+    """This thread at nice 19 where threads have their own (Linux); elsewhere as it is."""
+    with contextlib.suppress(AttributeError, OSError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
 
 
 def _add(a: Turnaround, b: Turnaround) -> Turnaround:

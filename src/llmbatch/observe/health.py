@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from llmbatch.errors import LlmbatchError
-from llmbatch.store import Store
+from llmbatch.store.base import Store
 
 
 @dataclass

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from typing import TYPE_CHECKING, Any
 
 from llmbatch.errors import ConfigError
@@ -60,16 +60,37 @@ class StoreCollector:
     def __init__(self, cache: FigureCache, quotas: dict[tuple[str, str], int] | None = None):
         self.cache = cache
         self.quotas = dict(quotas or {})
+        self._rendered: tuple[Figures, bytes] | None = None  # the figures last written, as text
 
     def describe(self) -> list[Metric]:
         return []  # collected on demand: the registry must not read the store at registration
 
     def collect(self) -> Iterator[Metric]:
-        from prometheus_client.core import (
-            CounterMetricFamily,
-            GaugeMetricFamily,
-            HistogramMetricFamily,
-        )
+        f = yield from self._head()
+        if f is not None:
+            yield from self._per_read(f)
+            yield from self._per_scrape(f, time.time())
+
+    def render(self) -> bytes:
+        """The store's figures in Prometheus's text format. All but the two that move with the
+        clock (the figures' age, the oldest requests' ages) are written once per read of the
+        store, not on every scrape."""
+        from prometheus_client import generate_latest
+
+        head: list[Metric] = []
+        f = _run(self._head(), head)
+        if f is None:
+            return bytes(generate_latest(_Families(head)))
+        rendered = self._rendered
+        if rendered is None or rendered[0] is not f:
+            rendered = (f, bytes(generate_latest(_Families(list(self._per_read(f))))))
+            self._rendered = rendered
+        timed = _Families(list(self._per_scrape(f, time.time())))
+        return bytes(generate_latest(_Families(head))) + rendered[1] + generate_latest(timed)
+
+    def _head(self) -> Generator[Metric, None, Figures | None]:
+        """Whether the store could be read and has been once; the figures if so."""
+        from prometheus_client.core import GaugeMetricFamily
 
         try:
             f = self.cache.ready(FIRST_READ_WAIT_S)
@@ -82,15 +103,21 @@ class StoreCollector:
             )
             info.add_metric([type(exc).__name__], 1)
             yield info
-            return
+            return None
         ready = GaugeMetricFamily(
             "llmbatch_snapshot_ready", "1 once the store's figures have been read a first time"
         )
         ready.add_metric([], 0 if f is None else 1)
         yield ready
-        if f is None:
-            return  # the first read of a big store is still under way: process figures only
-        now = time.time()
+        return f  # None: the first read of a big store is still under way (process figures only)
+
+    def _per_read(self, f: Figures) -> Iterator[Metric]:
+        from prometheus_client.core import (
+            CounterMetricFamily,
+            GaugeMetricFamily,
+            HistogramMetricFamily,
+        )
+
         up = GaugeMetricFamily("llmbatch_store_up", "1 if the last store read succeeded")
         up.add_metric([], 0 if f.error else 1)
         yield up
@@ -99,12 +126,7 @@ class StoreCollector:
         )
         g.add_metric([], f.took_s)
         yield g
-        g = GaugeMetricFamily(
-            "llmbatch_snapshot_age_seconds", "How old the store's figures shown here are"
-        )
-        g.add_metric([], max(0.0, now - f.at))
-        yield g
-        yield from _requests(f, GaugeMetricFamily, CounterMetricFamily, now)
+        yield from _requests(f, GaugeMetricFamily, CounterMetricFamily)
         yield from _batches(f, GaugeMetricFamily, self.quotas)
         yield from _events(f, CounterMetricFamily)
         yield from _costs(f, CounterMetricFamily)
@@ -121,8 +143,45 @@ class StoreCollector:
         h.add_metric([], [*buckets, ("+Inf", float(t.count))], sum_value=t.total_s)
         yield h
 
+    def _per_scrape(self, f: Figures, now: float) -> Iterator[Metric]:
+        from prometheus_client.core import GaugeMetricFamily
 
-def _requests(f: Figures, gauge: Any, counter: Any, now: float) -> Iterator[Metric]:
+        g = GaugeMetricFamily(
+            "llmbatch_snapshot_age_seconds", "How old the store's figures shown here are"
+        )
+        g.add_metric([], max(0.0, now - f.at))
+        yield g
+        g = GaugeMetricFamily(
+            "llmbatch_oldest_unfinished_request_age_seconds",
+            "Age of the oldest request not yet succeeded, failed or cancelled",
+            labels=["queue"],
+        )
+        ages = [((q,), max(0.0, now - at)) for q, at in f.oldest_unfinished().items()]
+        for labels, v in cap(ages, combine=max).items():
+            g.add_metric(list(labels), v)
+        yield g
+
+
+class _Families:
+    """Metric families as generate_latest reads a registry."""
+
+    def __init__(self, families: list[Metric]) -> None:
+        self.families = families
+
+    def collect(self) -> list[Metric]:
+        return self.families
+
+
+def _run(gen: Generator[Metric, None, Figures | None], out: list[Metric]) -> Figures | None:
+    """Run a generator of families to its end, collecting them in `out`; its return value."""
+    while True:
+        try:
+            out.append(next(gen))
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
+
+
+def _requests(f: Figures, gauge: Any, counter: Any) -> Iterator[Metric]:
     g = gauge(
         "llmbatch_requests",
         "Requests per queue, provider, model and state",
@@ -131,15 +190,6 @@ def _requests(f: Figures, gauge: Any, counter: Any, now: float) -> Iterator[Metr
     for labels, v in cap(
         ((r.queue, r.provider, r.model, r.state), r.n) for r in f.observed.requests
     ).items():
-        g.add_metric(list(labels), v)
-    yield g
-    g = gauge(
-        "llmbatch_oldest_unfinished_request_age_seconds",
-        "Age of the oldest request not yet succeeded, failed or cancelled",
-        labels=["queue"],
-    )
-    ages = [((q,), max(0.0, now - at)) for q, at in f.oldest_unfinished().items()]
-    for labels, v in cap(ages, combine=max).items():
         g.add_metric(list(labels), v)
     yield g
     g = gauge(

@@ -13,6 +13,7 @@ from typing import Any
 from llmbatch.errors import ConfigError
 from llmbatch.providers.base import BatchRef, BatchStatus, Intent, Limits, Provider, ResultFile
 from llmbatch.providers.plugin import Format, Plugin
+from llmbatch.tables import check_types
 
 __all__ = [
     "BatchRef",
@@ -168,7 +169,6 @@ def check_settings(name: str, options: Any) -> None:
     import dataclasses
 
     from llmbatch.providers.compatible import KIND, CompatibleFormat, CompatibleSettings
-    from llmbatch.worker import check_types
 
     if not isinstance(options, dict):
         # not the value: a key pasted in the wrong place must not be echoed

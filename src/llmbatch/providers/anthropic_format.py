@@ -154,7 +154,7 @@ class AnthropicFormat(Format):
         return "counted at its end"  # Anthropic counts requests when the batch ends
 
     def input_tokens(self, endpoint: str, model: str, body: dict[str, Any]) -> int:
-        from llmbatch.estimate import calibrated_input_tokens
+        from llmbatch.counting import calibrated_input_tokens
 
         return calibrated_input_tokens(body)
 

@@ -13,13 +13,13 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from llmbatch.providers.base import Provider
-    from llmbatch.requests import Request
-    from llmbatch.results import Finding
-    from llmbatch.usage import UsageRecord
+from llmbatch.counting import openai_input_tokens
+from llmbatch.providers.base import Provider
+from llmbatch.request_types import Request
+from llmbatch.results import Finding, openai_output_text
+from llmbatch.usage import UsageRecord, read_token_usage
 
 
 class Format:
@@ -82,8 +82,6 @@ class Format:
 
     def usage(self, usage: Any, endpoint: str | None) -> UsageRecord:
         """One successful result's `usage` object read into our fields (usage.py)."""
-        from llmbatch.usage import read_token_usage
-
         return read_token_usage(usage, endpoint)
 
     # -- what users read ------------------------------------------------------------------
@@ -94,8 +92,6 @@ class Format:
 
     def output_text(self, body: dict[str, Any]) -> str:
         """The generated text of a successful body ("" if none), for CSV and the demo."""
-        from llmbatch.export import openai_output_text
-
         return openai_output_text(body)
 
     def batch_note(self, state: str) -> str | None:
@@ -108,8 +104,6 @@ class Format:
 
     def input_tokens(self, endpoint: str, model: str, body: dict[str, Any]) -> int:
         """The estimate's input token count of one request body."""
-        from llmbatch.estimate import openai_input_tokens
-
         return openai_input_tokens(endpoint, model, body)
 
 

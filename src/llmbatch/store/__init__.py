@@ -6,7 +6,8 @@ import os
 import re
 
 from llmbatch.errors import ConfigError
-from llmbatch.store.base import Clash, Count, ImportInfo, ResultRow, Row, Store
+from llmbatch.store.base import Store
+from llmbatch.store.types import Clash, Count, ImportInfo, ResultRow, Row
 
 DEFAULT_DB = "llmbatch.db"
 

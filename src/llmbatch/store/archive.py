@@ -12,12 +12,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from llmbatch.store.manage import _by_name
-
-if TYPE_CHECKING:
-    from llmbatch.store.base import ResultRow
+from llmbatch.store.types import ResultRow
 
 PAGE = 5000
 
@@ -111,8 +109,6 @@ class ArchiveOps:
 
     def batch_result_rows(self, batch_id: int) -> Iterator[ResultRow]:
         """The results recorded for a batch's attempts, in attempt order, streamed."""
-        from llmbatch.store.base import ResultRow
-
         after = 0
         while True:
             with self._read() as cur:

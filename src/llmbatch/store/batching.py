@@ -18,6 +18,7 @@ import orjson
 from llmbatch.errors import StoreError
 from llmbatch.store.budgets import Reservation
 from llmbatch.store.ownership import new_nonce
+from llmbatch.store.sqlfiles import queries
 from llmbatch.usage import UsageRecord
 
 
@@ -479,8 +480,6 @@ class BatchingOps:
             return cur.fetchone() is not None
 
     def _raw(self, name: str) -> str:
-        from llmbatch.store.sqlstore import queries
-
         return queries()[name]
 
 

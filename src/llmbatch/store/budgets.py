@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from llmbatch.errors import StoreError
+from llmbatch.periods import period_days
 
 RESERVE_LOCK = 0x6C6D6274_62756467  # a PostgreSQL advisory lock: one budget writer at a time
 
@@ -90,8 +91,6 @@ class PolicyRow:
 
 
 def _days(day: int, period: str) -> tuple[int, int]:
-    from llmbatch.budget import period_days
-
     return period_days(day * 86400.0, period)
 
 
@@ -357,8 +356,6 @@ class BudgetOps:
 
     def budget_overview(self, now: float) -> list[BudgetRow]:
         """The store's budgets, with their current period's committed spend."""
-        from llmbatch.budget import period_days
-
         rows, _policies = self.stored_budgets()
         for b in rows:
             first, end = period_days(now, b.period)

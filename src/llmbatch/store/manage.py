@@ -12,10 +12,9 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from llmbatch.store.base import ResultRow
+from llmbatch.store.types import ResultRow
 
 CHUNK = 500
 ORDERS = ("recorded", "input")
@@ -125,8 +124,6 @@ class ManageOps:
     ) -> Iterator[ResultRow]:
         """The latest result of every finished request recorded in (after, upto], in
         recorded or input order, streamed page by page."""
-        from llmbatch.store.base import ResultRow
-
         if order not in ORDERS:
             raise ValueError(f"order must be one of {ORDERS}, not {order!r}")
         high = self.results_high() if upto is None else upto

@@ -17,8 +17,9 @@ import psycopg
 from psycopg import conninfo
 
 from llmbatch.errors import StoreError, StoreUnavailable
-from llmbatch.store.base import Row
-from llmbatch.store.sqlstore import SqlStore, _sql_text, queries
+from llmbatch.store.sqlfiles import _sql_text, queries
+from llmbatch.store.sqlstore import SqlStore
+from llmbatch.store.types import Row
 
 _STAGING_COLUMNS = (
     "queue, custom_id, import_id, line, provider, endpoint, model, body, body_hash, priority, "

@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from llmbatch.errors import NotFound, StoreError
-from llmbatch.store.base import Row
 from llmbatch.store.sqlstore import SqlStore
+from llmbatch.store.types import Row
 
 DEFAULT_BUSY_TIMEOUT = 30.0
 CACHE_KIB = 16 * 1024  # a fixed page cache keeps the worker's memory flat at any queue size

@@ -7,19 +7,16 @@ A backend subclass supplies a connection, `_write()` / `_read()` transactions, a
 from __future__ import annotations
 
 import os
-import re
 import secrets
 import socket
 import time
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from functools import cache
-from importlib import resources
 from typing import Any
 
 from llmbatch.errors import NotFound, StoreError
 from llmbatch.store.archive import ArchiveOps
-from llmbatch.store.base import Clash, CostGroup, Count, ImportInfo, Row
 from llmbatch.store.batching import BatchingOps
 from llmbatch.store.budgets import BudgetOps
 from llmbatch.store.ledger import LedgerOps
@@ -28,61 +25,15 @@ from llmbatch.store.observe import ObserveOps
 from llmbatch.store.ownership import OwnershipOps
 from llmbatch.store.recovery import RecoveryOps
 from llmbatch.store.setbacks import SetbackOps
+from llmbatch.store.sqlfiles import fresh_schema, queries
+from llmbatch.store.sqlfiles import migrations as migrations  # where tests and tools look
+from llmbatch.store.sqlfiles import split_script as split_script
+from llmbatch.store.types import Clash, CostGroup, Count, ImportInfo, Row
 from llmbatch.store.watch import WatchOps
 
 # An import on another machine whose heartbeat is this old is presumed dead.
 IMPORT_STALE_AFTER = 600.0
 DELETE_CHUNK = 5000
-
-
-@cache
-def _sql_text(name: str) -> str:
-    return resources.files("llmbatch.store").joinpath("sql", name).read_text(encoding="utf-8")
-
-
-@cache
-def queries() -> dict[str, str]:
-    """Named queries from sql/*.sql (queries, engine, budgets, ledger, manage, watch, observe), in
-    SQLite's parameter style."""
-    out: dict[str, str] = {}
-    files = (
-        "queries.sql",
-        "engine.sql",
-        "budgets.sql",
-        "ledger.sql",
-        "manage.sql",
-        "watch.sql",
-        "observe.sql",
-        "archive.sql",
-        "ownership.sql",
-    )
-    text = "\n".join(_sql_text(f) for f in files)
-    for block in re.split(r"^-- name: ", text, flags=re.M)[1:]:
-        name, _, body = block.partition("\n")
-        lines = [ln for ln in body.splitlines() if not ln.lstrip().startswith("--")]
-        out[name.strip()] = "\n".join(lines).strip()
-    return out
-
-
-def split_script(script: str) -> list[str]:
-    """Statements of a schema or migration file (no semicolons inside our DDL strings)."""
-    body = "\n".join(ln for ln in script.splitlines() if not ln.lstrip().startswith("--"))
-    return [s.strip() for s in body.split(";") if s.strip()]
-
-
-def migrations(dialect: str) -> list[tuple[int, str]]:
-    """(number, script) of every migration file of a dialect, in order."""
-    folder = resources.files("llmbatch.store").joinpath("sql", dialect, "migrations")
-    found = []
-    for entry in folder.iterdir():
-        m = re.match(r"(\d{4})_.*\.sql$", entry.name)
-        if m:
-            found.append((int(m.group(1)), entry.read_text(encoding="utf-8")))
-    return sorted(found)
-
-
-def fresh_schema(dialect: str) -> str:
-    return _sql_text(f"{dialect}/schema.sql")
 
 
 def _process_start(pid: int) -> str:

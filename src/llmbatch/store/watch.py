@@ -10,10 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from llmbatch.store.base import ResultRow
+from llmbatch.store.types import ResultRow
 
 CHUNK = 500
 _RESULT_FIELDS = (
@@ -62,8 +61,6 @@ class WatchOps:
         newest result of each finished request of `queue` (in recorded order), and the
         requests held by a budget since `held_after` (the time of the hold, as the store
         wrote it). A full scan (`scanned == limit`) says more may follow `high`."""
-        from llmbatch.store.base import ResultRow
-
         params = {"queue": queue, "after": after, "held_after": held_after, "n": limit}
         with self._read() as cur:
             cur.execute(self.q("watch"), params)
@@ -85,8 +82,6 @@ class WatchOps:
 
     def lookup(self, queue: str, custom_ids: Sequence[str]) -> dict[str, Found]:
         """Requests of `queue` with these custom_ids (committed ones), by custom_id."""
-        from llmbatch.store.base import ResultRow
-
         out: dict[str, Found] = {}
         ids = list(dict.fromkeys(custom_ids))
         for i in range(0, len(ids), CHUNK):

@@ -1,0 +1,58 @@
+"""The SQL files: named queries (`-- name: x` blocks of sql/*.sql, in SQLite's parameter
+style), each dialect's fresh schema and numbered migrations. Read once, cached."""
+
+from __future__ import annotations
+
+import re
+from functools import cache
+from importlib import resources
+
+
+@cache
+def _sql_text(name: str) -> str:
+    return resources.files("llmbatch.store").joinpath("sql", name).read_text(encoding="utf-8")
+
+
+@cache
+def queries() -> dict[str, str]:
+    """Named queries from sql/*.sql (queries, engine, budgets, ledger, manage, watch, observe), in
+    SQLite's parameter style."""
+    out: dict[str, str] = {}
+    files = (
+        "queries.sql",
+        "engine.sql",
+        "budgets.sql",
+        "ledger.sql",
+        "manage.sql",
+        "watch.sql",
+        "observe.sql",
+        "archive.sql",
+        "ownership.sql",
+    )
+    text = "\n".join(_sql_text(f) for f in files)
+    for block in re.split(r"^-- name: ", text, flags=re.M)[1:]:
+        name, _, body = block.partition("\n")
+        lines = [ln for ln in body.splitlines() if not ln.lstrip().startswith("--")]
+        out[name.strip()] = "\n".join(lines).strip()
+    return out
+
+
+def split_script(script: str) -> list[str]:
+    """Statements of a schema or migration file (no semicolons inside our DDL strings)."""
+    body = "\n".join(ln for ln in script.splitlines() if not ln.lstrip().startswith("--"))
+    return [s.strip() for s in body.split(";") if s.strip()]
+
+
+def migrations(dialect: str) -> list[tuple[int, str]]:
+    """(number, script) of every migration file of a dialect, in order."""
+    folder = resources.files("llmbatch.store").joinpath("sql", dialect, "migrations")
+    found = []
+    for entry in folder.iterdir():
+        m = re.match(r"(\d{4})_.*\.sql$", entry.name)
+        if m:
+            found.append((int(m.group(1)), entry.read_text(encoding="utf-8")))
+    return sorted(found)
+
+
+def fresh_schema(dialect: str) -> str:
+    return _sql_text(f"{dialect}/schema.sql")

@@ -1,0 +1,124 @@
+"""No import cycle in `src/llmbatch`, counting every import: at module level, inside functions
+and under `TYPE_CHECKING`. A cycle means two modules are one concept (or one owns a type the
+other should); a lazy import only hides it.
+
+An edge goes from a module to the most specific module an import names: `from a.b import c`
+points at `a.b.c` when that is a module, else at `a.b` (a package's `__init__`).
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import llmbatch
+
+SRC = Path(llmbatch.__file__).parent
+
+
+def modules(root: Path = SRC) -> dict[str, tuple[Path, bool]]:
+    """Dotted module name -> (file, is a package's __init__)."""
+    found = {}
+    for path in sorted(root.rglob("*.py")):
+        parts = list(path.relative_to(root.parent).with_suffix("").parts)
+        package = parts[-1] == "__init__"
+        if package:
+            parts = parts[:-1]
+        found[".".join(parts)] = (path, package)
+    return found
+
+
+def graph(mods: dict[str, tuple[Path, bool]]) -> dict[str, set[str]]:
+    """Module -> the modules it imports (anywhere in its source)."""
+
+    def resolve(name: str) -> str | None:
+        while name and name not in mods:
+            name = name.rpartition(".")[0]
+        return name or None
+
+    edges: dict[str, set[str]] = {}
+    for name, (path, package) in mods.items():
+        here = name if package else name.rpartition(".")[0]
+        deps: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                deps.update(r for a in node.names if (r := resolve(a.name)))
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    parts = here.split(".")[: len(here.split(".")) - node.level + 1]
+                    base = ".".join([*parts, *([node.module] if node.module else [])])
+                for a in node.names:
+                    full = f"{base}.{a.name}"
+                    target = full if full in mods else resolve(base)
+                    if target:
+                        deps.add(target)
+        deps.discard(name)
+        edges[name] = deps
+    return edges
+
+
+def cycles(edges: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan, iterative)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+    for start in sorted(edges):
+        if start in index:
+            continue
+        work = [(start, iter(sorted(edges[start])))]
+        index[start] = low[start] = len(index)
+        stack.append(start)
+        on_stack.add(start)
+        while work:
+            node, children = work[-1]
+            for child in children:
+                if child not in index:
+                    index[child] = low[child] = len(index)
+                    stack.append(child)
+                    on_stack.add(child)
+                    work.append((child, iter(sorted(edges[child]))))
+                    break
+                if child in on_stack:
+                    low[node] = min(low[node], index[child])
+            else:
+                work.pop()
+                if work:
+                    low[work[-1][0]] = min(low[work[-1][0]], low[node])
+                if low[node] == index[node]:
+                    component = []
+                    while True:
+                        member = stack.pop()
+                        on_stack.discard(member)
+                        component.append(member)
+                        if member == node:
+                            break
+                    if len(component) > 1:
+                        found.append(sorted(component))
+    return found
+
+
+def test_the_graph_sees_every_kind_of_import(tmp_path: Path) -> None:
+    pkg = tmp_path / "pkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "a.py").write_text(
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from pkg.b import X\n"
+    )
+    (pkg / "b.py").write_text("def f():\n    from . import c\n")
+    (pkg / "c.py").write_text("import pkg.a\n")
+    edges = graph(modules(pkg))
+    assert edges["pkg.a"] == {"pkg.b"} and edges["pkg.b"] == {"pkg.c"}
+    assert cycles(edges) == [["pkg.a", "pkg.b", "pkg.c"]]
+
+
+def test_src_has_no_import_cycle() -> None:
+    edges = graph(modules())
+    found = cycles(edges)
+    lines = []
+    for component in found:
+        lines.append(" <-> ".join(component))
+        lines += [f"    {m} -> {', '.join(sorted(edges[m] & set(component)))}" for m in component]
+    assert not found, "import cycles in src/llmbatch:\n" + "\n".join(lines)
