@@ -21,6 +21,7 @@ def test_the_shipped_services_are_registered_and_say_what_is_unconfirmed() -> No
         assert format_of(name).endpoints == frozenset(service.endpoints)
     assert describe("groq")["settings"]["base_url"] == "https://api.groq.com/openai/v1"
     assert describe("cerebras")["settings"]["min_requests"] == 10
+    assert any("max_line_bytes" in fact for fact in describe("cerebras")["unconfirmed"])
 
 
 @pytest.mark.parametrize(

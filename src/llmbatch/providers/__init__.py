@@ -219,7 +219,11 @@ def describe(name: str) -> dict[str, Any]:
             settings[f.name] = None
     service = getattr(got.format, "service", None)
     if service is not None:  # an OpenAI-compatible service: its own values, not None
-        settings.update({k: v for k, v in dataclasses.asdict(service).items() if k in settings})
+        values = dataclasses.asdict(service)
+        settings.update(
+            {k: list(v) if isinstance(v, tuple) else v for k, v in values.items() if k in settings}
+        )
+        out["unconfirmed"] = list(service.unconfirmed)
     out["settings"] = settings
     return out
 
