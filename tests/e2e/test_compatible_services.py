@@ -122,3 +122,24 @@ def test_a_service_declared_in_the_config_file_runs_through_the_cli(
     refused = cli(*base, "enqueue", str(tmp_path / "bad.jsonl"), "--provider", "gateway")
     assert refused.exit_code == 1
     assert "url /v1/embeddings is not batched by our vLLM gateway" in refused.output
+
+
+def test_the_sdk_shaped_client_sends_to_a_service(emu: RunningEmulator, tmp_path: Path) -> None:
+    """`AsyncBatchClient(provider="groq")`: the SDK's call, the service's model, at batch price."""
+    import asyncio
+
+    import llmbatch
+
+    async def ask() -> tuple[str, str]:
+        async with (
+            llmbatch.AsyncBatchClient(
+                str(tmp_path / "q.db"), queue="t", provider="groq", settings=fast_settings(emu)
+            ) as client,
+            client.running(),
+        ):
+            reply = await client.chat.completions.create(
+                model=MODELS["groq"], messages=[{"role": "user", "content": "hi"}]
+            )
+            return type(reply).__name__, reply.model
+
+    assert asyncio.run(ask()) == ("ChatCompletion", MODELS["groq"])
