@@ -214,6 +214,7 @@ def status_text(
             "real-time rescue is not built yet)\n"
         )
     out.append(budget_lines(store.budget_overview(now), store.held_reasons()))
+    out += [f"waiting: {w['text']}\n" for w in waiting_for_more(counts)]
     out += [ln + "\n" for ln in receipt.status_lines(store, now, queue)]  # checks, unplanned
     out += [ln + "\n" for ln in identity.status_lines(store, now)]  # a copy, proof waits
     out.append(delivery_lines(store, now))
@@ -241,6 +242,31 @@ def delivery_lines(store: Store, now: float) -> str:
         when = "" if soonest is None else f", next try in {duration(max(0.0, soonest - now))}"
         lines.append(f"webhooks: {events:,} events not delivered yet{when}")
     return "".join("\n" + ln for ln in lines) + ("\n" if lines else "")
+
+
+def waiting_for_more(counts: Sequence[Any]) -> list[dict[str, Any]]:
+    """Models whose waiting requests are fewer than their provider's smallest batch (Cerebras
+    takes no batch under 10): they are not sent until more arrive."""
+    waiting: dict[tuple[str, str], int] = {}
+    for c in counts:
+        if c.state in ("queued", "retry_wait"):
+            key = (c.provider, c.model)
+            waiting[key] = waiting.get(key, 0) + c.n
+    from llmbatch.providers import format_or_base
+
+    out = []
+    for (provider, model), n in sorted(waiting.items()):
+        fmt = format_or_base(provider)
+        if n < fmt.min_batch:
+            label = fmt.label or provider
+            text = (
+                f"{n:,} {provider} requests of {model}: a {label} batch takes at least "
+                f"{fmt.min_batch}; they are sent when more arrive"
+            )
+            out.append(
+                dict(provider=provider, model=model, count=n, min_batch=fmt.min_batch, text=text)
+            )
+    return out
 
 
 def budget_lines(budgets: Sequence[BudgetRow], held: Sequence[tuple[str, int]]) -> str:
@@ -296,6 +322,7 @@ def status_record(store: Store, queue: str | None, now: float) -> dict[str, Any]
             for b in store.budget_overview(now)
         ],
         "held": [{"reason": r, "count": n} for r, n in store.held_reasons()],
+        "waiting_for_more": waiting_for_more(counts),
         "spend": receipt.status_record(store, now, queue),  # provider checks, unplanned spend
         "ownership": identity.status_record(store, now),  # a copy or move, proof waits
         "archive": [

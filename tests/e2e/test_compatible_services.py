@@ -77,6 +77,11 @@ def test_a_service_with_a_smallest_batch_waits_for_enough_requests(
         notes = engine.tick(time.time()).notes
         assert any("a batch takes at least 10: waiting for more" in n for n in notes), notes
         assert request_states(db) == {"queued": 4}
+        status = cli("--db", db, "status").output
+        assert (
+            "waiting: 4 cerebras requests of gpt-4o-mini: a Cerebras batch takes at least 10"
+            in (status)
+        )
     finally:
         engine.close()
         engine.store.close()

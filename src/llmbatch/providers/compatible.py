@@ -276,6 +276,7 @@ class CompatibleFormat(OpenAIFormat):
         self.endpoints = frozenset(service.endpoints)
         self.default_endpoint = CHAT if CHAT in service.endpoints else service.endpoints[0]
         self.service = service
+        self.min_batch = service.min_requests
 
     def full_line(self, item: Mapping[str, Any]) -> bool:
         return "method" in item or "url" in item

@@ -53,6 +53,8 @@ class Format:
     tool_prompt_tokens: int = 256
     # hosted tool type prefixes that bill per call (None: any non-client tool type does)
     server_tool_prefixes: tuple[str, ...] | None = None
+    # the fewest requests a batch of this provider may hold (fewer wait for more)
+    min_batch: int = 1
 
     # -- input ----------------------------------------------------------------------------
     def claims(self, line: Mapping[str, Any]) -> bool:
