@@ -92,10 +92,15 @@ def test_a_service_with_a_smallest_batch_waits_for_enough_requests(
 
 
 def test_a_service_declared_in_the_config_file_runs_through_the_cli(
-    emu: RunningEmulator, tmp_path: Path
+    emu: RunningEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """`[providers.NAME] kind = "openai-compatible"`: a service llmbatch does not ship (here a
     vLLM gateway, played by the emulator's Groq door), named by the user."""
+    import llmbatch.providers as registry
+
+    # the declaration lives in this process's registry: gone again after the test
+    monkeypatch.setattr(registry, "_declared", set(registry._declared))
+    monkeypatch.setattr(registry, "_plugins", dict(registry._plugins))
     config = tmp_path / "llmbatch.toml"
     config.write_text(
         "[engine]\npoll_interval = 0.05\nfirst_poll = 0.05\n"
