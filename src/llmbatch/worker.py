@@ -108,10 +108,10 @@ def _quotas(table: dict[str, Any]) -> dict[tuple[str, str], int]:
 def _check_provider(name: str, options: Any) -> None:
     """An unknown provider in `[providers]`, an unknown key or a wrong type in its table is a
     ConfigError up front, not ignored."""
-    from llmbatch.providers import check_settings
+    from llmbatch.providers.configure import check_table
 
     try:
-        check_settings(name, options)
+        check_table(name, options)
     except ConfigError as exc:
         text = str(exc)
         raise ConfigError(

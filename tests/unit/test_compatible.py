@@ -8,9 +8,10 @@ from typing import Any
 import pytest
 
 from llmbatch.errors import ConfigError
-from llmbatch.providers import check_settings, describe, format_of, names
+from llmbatch.providers import describe, format_of, names
 from llmbatch.providers.compatible import SHIPPED, service_of
 from llmbatch.providers.compatible_transport import read_batch
+from llmbatch.providers.configure import check_table
 from llmbatch.requests import LineError, parse_obj
 
 
@@ -57,9 +58,9 @@ def test_a_table_the_service_cannot_take_is_one_line(
 
 def test_an_unknown_difference_is_refused_by_the_settings_check() -> None:
     with pytest.raises(ConfigError, match=r"\[providers.groq\] has no setting 'max_lines'"):
-        check_settings("groq", {"max_lines": 5})
+        check_table("groq", {"max_lines": 5})
     with pytest.raises(ConfigError, match="must be an integer"):
-        check_settings("groq", {"max_requests": "many"})
+        check_table("groq", {"max_requests": "many"})
 
 
 @pytest.mark.parametrize(

@@ -25,7 +25,6 @@ __all__ = [
     "Provider",
     "ResultFile",
     "available",
-    "declare",
     "describe",
     "format_of",
     "format_or_base",
@@ -47,7 +46,7 @@ def available() -> dict[str, EntryPoint]:
     return found
 
 
-# Services declared by a `[providers.NAME] kind = "openai-compatible"` table (compatible.py).
+# Services declared by a `[providers.NAME] kind = "openai-compatible"` table (configure.py).
 _declared: set[str] = set()
 
 
@@ -67,15 +66,12 @@ def unknown(name: str) -> ConfigError:
 _plugins: dict[str, Plugin] = {}
 
 
-def declare(name: str, options: Any = None) -> Plugin:
-    """Register (or configure again) an OpenAI-compatible service from its `[providers.NAME]`
-    table; ConfigError in one line when the table is wrong."""
-    from llmbatch.providers.compatible import plugin_for
-
-    got = _plugins[name] = plugin_for(name, options)
+def register(name: str, got: Plugin) -> None:
+    """Put a plugin made from a config table in the registry as `name` (a service declared
+    in llmbatch.toml, or a shipped one configured by its table; see configure.py)."""
+    _plugins[name] = got
     if name not in available():
         _declared.add(name)
-    return got
 
 
 def plugin(name: str) -> Plugin:
@@ -164,34 +160,29 @@ def for_endpoint(endpoint: str) -> list[str]:
 
 
 def check_settings(name: str, options: Any) -> None:
-    """A `[providers.NAME]` table: a known provider (or a service it declares with `kind`),
-    a table, known keys of the right type, values its format accepts."""
-    import dataclasses
-
-    from llmbatch.providers.compatible import KIND, CompatibleFormat, CompatibleSettings
-
+    """A `[providers.NAME]` table: a known provider, a table, known keys of the right type,
+    values its format accepts (`Format.check_options`)."""
+    got = plugin(name)
     if not isinstance(options, dict):
         # not the value: a key pasted in the wrong place must not be echoed
         raise ConfigError(f"[providers.{name}] must be a table, got a {type(options).__name__}")
-    declaring = name not in names() and "kind" in options
-    if declaring and options["kind"] != KIND:
-        raise ConfigError(
-            f"[providers.{name}] kind {options['kind']!r} is not known; the one kind is {KIND!r}"
-        )
-    got = None if declaring else plugin(name)
-    cls = CompatibleSettings if got is None else got.settings_class()
+    cls = got.settings_class()
     if cls is not None:
-        fields = [f.name for f in dataclasses.fields(cls)]
-        for key in options:
-            if key not in fields:
-                raise ConfigError(
-                    f"[providers.{name}] has no setting {key!r}; its settings: {', '.join(fields)}"
-                )
-        check_types(f"[providers.{name}]", options, cls)
-    if got is None or isinstance(got.format, CompatibleFormat):
-        declare(name, options)  # its format follows the table (endpoints, limits)
-    else:
-        got.format.check_options(name, options)
+        check_keys(name, options, cls)
+    got.format.check_options(name, options)
+
+
+def check_keys(name: str, options: dict[str, Any], cls: type) -> None:
+    """The keys of a `[providers.NAME]` table are `cls`'s fields, each of its type."""
+    import dataclasses
+
+    fields = [f.name for f in dataclasses.fields(cls)]
+    for key in options:
+        if key not in fields:
+            raise ConfigError(
+                f"[providers.{name}] has no setting {key!r}; its settings: {', '.join(fields)}"
+            )
+    check_types(f"[providers.{name}]", options, cls)
 
 
 def describe(name: str) -> dict[str, Any]:

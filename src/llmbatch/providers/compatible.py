@@ -24,7 +24,7 @@ from typing import Any, Final
 
 from llmbatch.errors import ConfigError
 from llmbatch.providers.openai_format import CHAT, ENDPOINTS, OpenAIFormat
-from llmbatch.providers.plugin import Plugin
+from llmbatch.providers.plugin import Plugin, load
 from llmbatch.requests import LineError, Request
 
 KIND: Final = "openai-compatible"
@@ -315,13 +315,14 @@ class CompatibleFormat(OpenAIFormat):
         return None
 
 
+TRANSPORT: Final = "llmbatch.providers.compatible_transport:CompatibleProvider"
+
+
 def _transport(name: str) -> Callable[..., Any]:
-    """The transport maker for `name`, importing the SDK only when first called."""
+    """The transport maker for `name`: the class (and the SDK) loaded when first called."""
 
     def make(**settings: Any) -> Any:
-        from llmbatch.providers.compatible_transport import CompatibleProvider
-
-        return CompatibleProvider(name, **settings)
+        return load(TRANSPORT)(name, **settings)
 
     return make
 

@@ -112,7 +112,8 @@ class Format:
 Loader = Callable[..., Any]
 
 
-def _load(target: str | Loader) -> Any:
+def load(target: str | Loader) -> Any:
+    """A `"module:attr"` reference imported, or the object itself."""
     if not isinstance(target, str):
         return target
     module, _, attr = target.partition(":")
@@ -138,12 +139,12 @@ class Plugin:
 
     def transport_class(self) -> Callable[..., Provider]:
         if "transport" not in self._cache:
-            self._cache["transport"] = _load(self.transport)
+            self._cache["transport"] = load(self.transport)
         loaded: Callable[..., Provider] = self._cache["transport"]
         return loaded
 
     def settings_class(self) -> type | None:
         if "settings" not in self._cache:
-            self._cache["settings"] = None if self.settings is None else _load(self.settings)
+            self._cache["settings"] = None if self.settings is None else load(self.settings)
         got: type | None = self._cache["settings"]
         return got
