@@ -28,9 +28,9 @@ def test_an_unknown_provider_through_the_python_api_enqueues_nothing(tmp_path: P
     with Queue(db, "q") as q:
         q.add_many([item])
         with pytest.raises(ConfigError) as caught:
-            q.add_many([{**item, "custom_id": "b"}], provider="gemini")
+            q.add_many([{**item, "custom_id": "b"}], provider="mistral")
     assert str(caught.value) == (
-        f"unknown provider 'gemini' (known: {', '.join(names())}); "
+        f"unknown provider 'mistral' (known: {', '.join(names())}); "
         "install its plugin package or use one of those"
     )
     assert request_states(db) == {"queued": 1}

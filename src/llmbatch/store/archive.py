@@ -11,38 +11,21 @@ on where the last one stopped.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 from llmbatch.store.manage import _by_name
+from llmbatch.store.types import (
+    DueArchive as DueArchive,
+)
+from llmbatch.store.types import (
+    OutboxEvent as OutboxEvent,
+)
+from llmbatch.store.types import (
+    QueueState as QueueState,
+)
 from llmbatch.store.types import ResultRow
 
 PAGE = 5000
-
-
-@dataclass(frozen=True, slots=True)
-class DueArchive:
-    batch_id: int
-    tries: int
-
-
-@dataclass(frozen=True, slots=True)
-class QueueState:
-    """A queue a batch touched: its highest request id and how many are not finished."""
-
-    queue: str
-    high: int
-    unfinished: int
-
-
-@dataclass(frozen=True, slots=True)
-class OutboxEvent:
-    id: int
-    event_id: str
-    kind: str
-    payload: bytes
-    tries: int
-    created_at: float
 
 
 class ArchiveOps:
@@ -109,20 +92,23 @@ class ArchiveOps:
 
     def batch_result_rows(self, batch_id: int) -> Iterator[ResultRow]:
         """The results recorded for a batch's attempts, in attempt order, streamed."""
+        # The query's columns are ResultRow's fields in order: rows are built positionally
+        # (a dict per row cost archiving a third of its time).
         after = 0
         while True:
             with self._read() as cur:
                 cur.execute(
                     self.q("batch_result_rows"), {"batch_id": batch_id, "after": after, "n": PAGE}
                 )
-                rows = _by_name(cur)
-            for r in rows:
-                if r["body"] is not None:
-                    r["body"] = bytes(r["body"])
-                yield ResultRow(**r)
+                rows = cur.fetchall()
+            for row in rows:
+                body = row[6]
+                if body is not None and type(body) is not bytes:
+                    row = (*row[:6], bytes(body), *row[7:])
+                yield ResultRow(*row)
             if len(rows) < PAGE:
                 return
-            after = int(rows[-1]["attempt_id"])
+            after = int(rows[-1][11])
 
     def batch_queues(self, batch_id: int) -> list[QueueState]:
         with self._read() as cur:

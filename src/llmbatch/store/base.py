@@ -10,18 +10,39 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, Literal, Protocol
 
-from llmbatch.store.archive import DueArchive, OutboxEvent, QueueState
-from llmbatch.store.batching import AttemptInfo, OpenBatch, Outcome
-from llmbatch.store.budgets import BudgetRow, PolicyRow, QueueUsage, Reservation
-from llmbatch.store.ledger import ReceiptGroup, SpendRow, TallyRow, UsageCheck
-from llmbatch.store.manage import BatchProgress, BatchRow, PurgePlan, QueueRow
 from llmbatch.store.observe import Observed, Turnaround
-from llmbatch.store.ownership import Moved, ProofWait
-from llmbatch.store.recovery import CancelPlan
-from llmbatch.store.setbacks import GroupBackoff
-from llmbatch.store.types import Clash, CostGroup, ImportInfo, ResultRow, Row
+from llmbatch.store.types import (
+    AttemptInfo,
+    BatchProgress,
+    BatchRow,
+    BudgetRow,
+    CancelPlan,
+    Clash,
+    CostGroup,
+    DueArchive,
+    Found,
+    GroupBackoff,
+    ImportInfo,
+    Moved,
+    OpenBatch,
+    OutboxEvent,
+    Outcome,
+    PolicyRow,
+    ProofWait,
+    PurgePlan,
+    QueueRow,
+    QueueState,
+    QueueUsage,
+    ReceiptGroup,
+    Reservation,
+    ResultRow,
+    Row,
+    SpendRow,
+    TallyRow,
+    UsageCheck,
+    Watched,
+)
 from llmbatch.store.types import Count as Count  # where callers found it before types.py
-from llmbatch.store.watch import Found, Watched
 
 
 class Store(Protocol):
@@ -256,6 +277,10 @@ class Store(Protocol):
 
     def judged_ids(self, provider: str) -> set[str]:
         """Provider batches already read and found not ours."""
+
+    def first_intent_at(self, provider: str) -> float | None:
+        """When the store first committed an intent for a provider (None: never): no batch
+        the provider made before then can be ours."""
 
     def judge_foreign(self, provider: str, batch_ids: Iterable[str], now: float) -> None:
         """Remember provider batches found not ours, so none is read again."""

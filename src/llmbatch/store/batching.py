@@ -10,7 +10,6 @@ from __future__ import annotations
 import heapq
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -18,81 +17,20 @@ import orjson
 from llmbatch.errors import StoreError
 from llmbatch.store.budgets import Reservation
 from llmbatch.store.ownership import new_nonce
-from llmbatch.store.sqlfiles import queries
-from llmbatch.usage import UsageRecord
+from llmbatch.store.sqlfiles import as_list, queries
+from llmbatch.store.types import (
+    AttemptInfo as AttemptInfo,
+)
+from llmbatch.store.types import (
+    OpenBatch as OpenBatch,
+)
+from llmbatch.store.types import (
+    Outcome as Outcome,
+)
 
 
 class LeaseLost(StoreError):
     """Another worker took over: this one must stop acting."""
-
-
-@dataclass(slots=True)
-class OpenBatch:
-    """A batch not yet fully ingested, as the engine needs it."""
-
-    id: int
-    provider: str
-    endpoint: str
-    model: str | None
-    state: str
-    provider_batch_id: str | None
-    provider_status: str | None
-    input_file_id: str | None
-    output_file_id: str | None
-    error_file_id: str | None
-    request_count: int
-    created_at: float
-    upload_started_at: float | None
-    create_started_at: float | None
-    submitted_at: float | None
-    errors: list[dict[str, Any]]
-    est_tokens: int
-    completed_count: int
-    failed_count: int
-    cancel_requested_at: float | None = None
-    cancel_sent_at: float | None = None
-    intent_id: int | None = None  # an adopted batch: the intent (batch row) its attempts belong to
-    # What the engine counts for this batch (kept here: a cron `run` is a new process each time)
-    not_before: float | None = None  # no work on it before this time (a back-off)
-    setbacks: int = 0  # transient failures in a row
-    download_tries: int = 0  # downloads that did not account for every request
-    gone_checks: int = 0  # retrieves that answered 404
-    nonce: str | None = None  # what proves its provider batch ours (None: made before 0005)
-    proof_wait_until: float | None = None  # waiting for same-size batches to say whose
-
-    @property
-    def attempts_of(self) -> int:
-        """The batch row whose attempts this provider batch carries."""
-        return self.intent_id if self.intent_id is not None else self.id
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """What happened to one attempt, decided by the engine, applied by the store."""
-
-    attempt_id: int
-    kind: str  # succeeded | failed | retry | requeue | cancelled
-    status_code: int | None = None
-    provider_request_id: str | None = None
-    body: bytes | None = None
-    error_code: str | None = None
-    error_message: str | None = None
-    input_tokens: int | None = None
-    output_tokens: int | None = None
-    not_before: float | None = None
-    charge_expiry: int = 0  # 1 when an expiry (not the request's fault) sent it back
-    charge_rejection: int = 0  # 1 when its whole batch was refused (a create, a file)
-    usage: UsageRecord | None = None  # cache and reasoning detail, and why usage is unusable
-    price_tier: int = 0  # the request's price-tier key (pricing.ModelPrices.tier)
-
-
-@dataclass(frozen=True, slots=True)
-class AttemptInfo:
-    attempt_id: int
-    request_id: int
-    attempts: int  # charged attempts of the request so far
-    expiries: int
-    rejections: int = 0  # batch-level rejections so far
 
 
 class BatchingOps:
@@ -324,17 +262,13 @@ class BatchingOps:
     # -- ingest --------------------------------------------------------------------------
     def attempt_info(self, batch_id: int, attempt_ids: Sequence[int]) -> dict[int, AttemptInfo]:
         """The attempts of this batch, among `attempt_ids`, still waiting for an outcome."""
-        out: dict[int, AttemptInfo] = {}
-        for i in range(0, len(attempt_ids), 500):
-            part = list(attempt_ids[i : i + 500])
-            sql = self._dialect(
-                self._raw("chunk_attempts").format(ids=", ".join(["?"] * len(part)))
-            )
-            with self._read() as cur:
-                cur.execute(sql, [*part, batch_id])
-                for a, r, n, e, j in cur.fetchall():
-                    out[int(a)] = AttemptInfo(int(a), int(r), int(n), int(e), int(j))
-        return out
+        with self._read() as cur:
+            params = {"ids": as_list(attempt_ids), "batch_id": batch_id}
+            cur.execute(self.q("waiting_attempts"), params)
+            return {
+                int(a): AttemptInfo(int(a), int(r), int(n), int(e), int(j))
+                for a, r, n, e, j in cur.fetchall()
+            }
 
     def apply_outcomes(
         self, batch_id: int, outcomes: Sequence[Outcome], now: float, token: int
@@ -344,15 +278,9 @@ class BatchingOps:
             return 0
         with self._write() as cur:
             self._fence(cur, token)
-            ids = [o.attempt_id for o in outcomes]
-            waiting: dict[int, int] = {}
-            for i in range(0, len(ids), 500):
-                part = ids[i : i + 500]
-                sql = self._dialect(
-                    self._raw("chunk_attempts").format(ids=", ".join(["?"] * len(part)))
-                )
-                cur.execute(sql, [*part, batch_id])
-                waiting.update({int(a): int(r) for a, r, _n, _e, _j in cur.fetchall()})
+            ids = as_list(o.attempt_id for o in outcomes)
+            cur.execute(self.q("waiting_attempts"), {"ids": ids, "batch_id": batch_id})
+            waiting = {int(a): int(r) for a, r, _n, _e, _j in cur.fetchall()}
             todo = [o for o in outcomes if o.attempt_id in waiting]
             cur.executemany(self.q("finish_attempt"), [
                 (o.kind, o.kind, o.error_code, o.error_message, now, o.attempt_id) for o in todo
@@ -400,22 +328,15 @@ class BatchingOps:
 
     def _add_cost_totals(self, cur: Any, attempt_ids: Sequence[int]) -> None:
         """Add these new results to the report's running totals (same transaction)."""
-        for i in range(0, len(attempt_ids), 500):
-            part = attempt_ids[i : i + 500]
-            marks = ", ".join(["?"] * len(part))
-            cur.execute(self._dialect(self._raw("add_cost_totals").format(ids=marks)), part)
+        if attempt_ids:
+            cur.execute(self.q("add_cost_totals"), {"ids": as_list(attempt_ids)})
 
     def attempts_not_in_batch(self, batch_id: int, attempt_ids: Sequence[int]) -> list[int]:
         """The ids among these that are not attempts of this batch."""
         ids = list(dict.fromkeys(attempt_ids))
-        known: set[int] = set()
-        for i in range(0, len(ids), 500):
-            part = ids[i : i + 500]
-            marks = ", ".join(["?"] * len(part))
-            sql = self._dialect(f"SELECT id FROM attempts WHERE id IN ({marks}) AND +batch_id = ?")
-            with self._read() as cur:
-                cur.execute(sql, [*part, batch_id])
-                known.update(int(r[0]) for r in cur.fetchall())
+        with self._read() as cur:
+            cur.execute(self.q("attempts_in_batch"), {"ids": as_list(ids), "batch_id": batch_id})
+            known = {int(r[0]) for r in cur.fetchall()}
         return [a for a in ids if a not in known]
 
     def unfinished_attempts(self, batch_id: int) -> list[tuple[int, int, int]]:

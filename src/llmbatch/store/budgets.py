@@ -16,78 +16,32 @@ serialises reservations that check only a worker's own budgets, which have no ro
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from llmbatch.errors import StoreError
 from llmbatch.periods import period_days
+from llmbatch.store.sqlfiles import as_list
+from llmbatch.store.types import (
+    BudgetRow as BudgetRow,
+)
+from llmbatch.store.types import (
+    Check as Check,
+)
+from llmbatch.store.types import (
+    PolicyRow as PolicyRow,
+)
+from llmbatch.store.types import (
+    QueueUsage as QueueUsage,
+)
+from llmbatch.store.types import (
+    Reservation as Reservation,
+)
 
 RESERVE_LOCK = 0x6C6D6274_62756467  # a PostgreSQL advisory lock: one budget writer at a time
 
 
-@dataclass(frozen=True, slots=True)
-class Check:
-    """A worker's own budget a reservation must also stay under (it may only tighten the
-    store's), in 1e-6 USD over UTC days [first, end)."""
-
-    queue: str  # a queue, or '*' for every queue together
-    period: str
-    limit_micro: int
-    first: int
-    end: int
-
-
-@dataclass(frozen=True, slots=True)
-class Reservation:
-    """The worst case of an intent per queue, the worker's own budgets and its UTC day."""
-
-    day: int
-    per_queue: Mapping[str, int]  # queue -> micro-USD (every queue of the batch, 0 allowed)
-    checks: Sequence[Check] = ()
-
-    def amount(self, queue: str) -> int:
-        if queue == "*":
-            return sum(self.per_queue.values())
-        return int(self.per_queue.get(queue, 0))
-
-
 class OverBudget(StoreError):
     """A racing reservation took the room this one counted on; nothing was committed."""
-
-
-@dataclass(frozen=True, slots=True)
-class QueueUsage:
-    """Usage of one batch's results in one queue and price tier (for settling)."""
-
-    queue: str
-    tier: int
-    input: int
-    cached: int
-    write_5m: int
-    write_1h: int
-    output: int
-    results: int = 0
-
-
-@dataclass(slots=True)
-class BudgetRow:
-    """A budget in the store, with what its current period has committed."""
-
-    queue: str
-    period: str
-    limit_micro: int
-    committed: int = 0
-    updated_at: float = 0.0
-
-
-@dataclass(frozen=True, slots=True)
-class PolicyRow:
-    """The other budget settings of a queue ('*': every queue) in the store."""
-
-    queue: str
-    allow_unpriced: bool | None = None
-    assume_context_tokens: int | None = None
-    updated_at: float = 0.0
 
 
 def _days(day: int, period: str) -> tuple[int, int]:
@@ -233,11 +187,7 @@ class BudgetOps:
         worker's own, each against its period's committed spend; record the reservation."""
         self._lock_budgets(cur)  # a budget of this worker alone has no row to lock
         queues = sorted(q for q in r.per_queue if q != "*")
-        marks = ", ".join(["?"] * len(queues)) or "NULL"
-        cur.execute(
-            self._dialect(self._raw("budgets_over").format(queues=marks)) + self._for_update(),
-            queues,
-        )
+        cur.execute(self.q("budgets_over") + self._for_update(), {"queues": as_list(queues)})
         limits = {(str(q), str(p)): int(v) for q, p, v in cur.fetchall()}
         for c in r.checks:  # the worker's own may only tighten
             key = (c.queue, c.period)
@@ -258,15 +208,11 @@ class BudgetOps:
     def budget_lines(self, request_ids: Sequence[int]) -> list[tuple[int, str, int, bytes]]:
         """(request id, queue, text bytes, body) of these requests, in the order given."""
         found: dict[int, tuple[int, str, int, bytes]] = {}
-        ids = list(request_ids)
-        for i in range(0, len(ids), 500):
-            part = ids[i : i + 500]
-            sql = self._dialect(self._raw("budget_lines").format(ids=", ".join(["?"] * len(part))))
-            with self._read() as cur:
-                cur.execute(sql, part)
-                for rid, queue, text_bytes, body in cur.fetchall():
-                    found[int(rid)] = (int(rid), str(queue), int(text_bytes), bytes(body))
-        return [found[rid] for rid in ids if rid in found]
+        with self._read() as cur:
+            cur.execute(self.q("budget_lines"), {"ids": as_list(request_ids)})
+            for rid, queue, text_bytes, body in cur.fetchall():
+                found[int(rid)] = (int(rid), str(queue), int(text_bytes), bytes(body))
+        return [found[rid] for rid in request_ids if rid in found]
 
     def committed(self, queue: str, first: int, end: int) -> int:
         """1e-6 USD spent or reserved by a queue ('*': all) over UTC days [first, end)."""

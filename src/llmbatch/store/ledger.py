@@ -9,90 +9,23 @@ anomaly `status` and `report` show: "provider says" beside "we counted".
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
-TOKENS = ("input", "cached", "output", "reasoning")
-
-
-@dataclass(frozen=True, slots=True)
-class TallyRow:
-    """Usage of a provider batch's succeeded result lines of one model and price tier."""
-
-    model: str
-    tier: int
-    results: int = 0  # lines whose usage was read
-    flagged: int = 0  # lines whose usage could not be read (not summed)
-    input: int = 0
-    cached: int = 0
-    write_5m: int = 0
-    write_1h: int = 0
-    output: int = 0
-    reasoning: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class UsageCheck:
-    """What the provider says a batch used, beside what its result lines said."""
-
-    batch_id: int
-    provider_batch_id: str | None
-    provider: str
-    says: tuple[int, int, int, int]  # input, cached, output, reasoning tokens
-    counted: tuple[int, int, int, int]
-    results: int
-    flagged: int
-    model: str | None = None  # the model the provider says ran it (the Batch object's)
-
-    @property
-    def differs(self) -> bool:
-        return self.says != self.counted
-
-    def difference(self) -> str:
-        """The fields that differ: "input +120, output -4" (provider minus counted)."""
-        parts = [
-            f"{name} {s - c:+,}"
-            for name, s, c in zip(TOKENS, self.says, self.counted, strict=True)
-            if s != c
-        ]
-        return ", ".join(parts) or "none"
-
-
-@dataclass(frozen=True, slots=True)
-class SpendRow:
-    """One spend row: a batch's reservation or charge in one queue."""
-
-    batch_id: int
-    queue: str
-    day: int
-    reserved: int
-    spent: int
-    worst: int | None
-    kind: str  # planned | duplicate
-    unpriced: int
-    prices: str | None
-    settled_at: float | None
-
-
-@dataclass(frozen=True, slots=True)
-class ReceiptGroup:
-    """Usage of results of one batch in one pricing aggregate and queue."""
-
-    batch_id: int
-    provider: str
-    model: str
-    endpoint: str
-    price_tier: int
-    day: int
-    queue: str
-    requests: int
-    succeeded: int
-    input_tokens: int
-    cached_tokens: int
-    cache_write_5m_tokens: int
-    cache_write_1h_tokens: int
-    output_tokens: int
-    flagged: int
+from llmbatch.store.types import (
+    TOKENS as TOKENS,
+)
+from llmbatch.store.types import (
+    ReceiptGroup as ReceiptGroup,
+)
+from llmbatch.store.types import (
+    SpendRow as SpendRow,
+)
+from llmbatch.store.types import (
+    TallyRow as TallyRow,
+)
+from llmbatch.store.types import (
+    UsageCheck as UsageCheck,
+)
 
 
 class LedgerOps:

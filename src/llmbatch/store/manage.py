@@ -11,89 +11,28 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
+from llmbatch.store.sqlfiles import as_list
+from llmbatch.store.types import (
+    FINISHED as FINISHED,
+)
+from llmbatch.store.types import (
+    BatchProgress as BatchProgress,
+)
+from llmbatch.store.types import (
+    BatchRow as BatchRow,
+)
+from llmbatch.store.types import (
+    PurgePlan as PurgePlan,
+)
+from llmbatch.store.types import (
+    QueueRow as QueueRow,
+)
 from llmbatch.store.types import ResultRow
 
 CHUNK = 500
 ORDERS = ("recorded", "input")
-
-
-@dataclass(frozen=True, slots=True)
-class QueueRow:
-    """One queue: its requests per state, and what cost was recorded for it (kept by purge)."""
-
-    name: str
-    states: dict[str, int]
-    first_enqueued: float | None
-    last_change: float | None
-    recorded_results: int = 0  # results counted in the cost totals, purged ones included
-
-    @property
-    def total(self) -> int:
-        return sum(self.states.values())
-
-    @property
-    def unfinished(self) -> int:
-        return sum(n for s, n in self.states.items() if s not in FINISHED)
-
-
-FINISHED = ("succeeded", "failed", "cancelled")
-
-
-@dataclass(frozen=True, slots=True)
-class BatchRow:
-    """One batch as `llmbatch batches` lists it."""
-
-    id: int
-    provider: str
-    model: str | None
-    state: str
-    provider_batch_id: str | None
-    provider_status: str | None
-    request_count: int
-    completed: int
-    failed: int
-    created_at: float
-    submitted_at: float | None
-    finished_at: float | None
-    ingested_at: float | None
-    cancel_requested_at: float | None
-    updated_at: float
-    intent_id: int | None
-    provider_model: str | None = None  # the model the provider says ran it (0011)
-
-
-@dataclass(frozen=True, slots=True)
-class BatchProgress:
-    """An open batch: what the provider last said was done, and what is read back already."""
-
-    id: int
-    provider: str
-    provider_batch_id: str | None
-    state: str
-    provider_status: str | None
-    requests: int
-    done_at_provider: int  # completed + failed, as the provider last counted them
-    submitted_at: float | None
-    seen_at: float  # when those counts were recorded
-    read_back: int  # attempts of this batch with an outcome recorded here
-    in_scope: int  # its requests in the queue asked about (all of them without a queue)
-
-
-@dataclass(slots=True)
-class PurgePlan:
-    """What a purge removes (or, dry, would remove); cost totals and spend are kept."""
-
-    queue: str
-    requests: int = 0
-    attempts: int = 0
-    results: int = 0
-    unfinished: int = 0  # a queue with any of these is not purged
-    reading_back: int = 0  # finished requests whose batch is still being read back
-    done: bool = False
-    notes: list[str] = field(default_factory=list)
 
 
 class ManageOps:
@@ -163,17 +102,13 @@ class ManageOps:
     ) -> None:
         """Attempts (state `outcome`, outcome 'unsent') and results for requests (among `ids`,
         in `states`) about to end here without a batch: call before moving them on."""
-        for i in range(0, len(ids), CHUNK):
-            part = list(ids[i : i + CHUNK])
-            marks = ", ".join(["?"] * len(part))
-            in_states = ", ".join(["?"] * len(states))
-            sql = self._raw("local_outcome_attempts").format(scope=marks, states=in_states)
-            cur.execute(
-                self._dialect(sql),
-                [outcome, code, message[:2000], now, now, *part, *states],
-            )
-            sql = self._raw("local_outcome_results").format(scope=marks)
-            cur.execute(self._dialect(sql), [int(now // 86400), now, *part])
+        params = {"outcome": outcome, "code": code, "message": message[:2000], "now": now}
+        scope = as_list(ids)
+        cur.execute(
+            self.q("local_outcome_attempts"), {**params, "ids": scope, "states": as_list(states)}
+        )
+        day = int(now // 86400)
+        cur.execute(self.q("local_outcome_results"), {"ids": scope, "day": day, "now": now})
 
     # -- lists -----------------------------------------------------------------------------
     def queues(self) -> list[QueueRow]:
@@ -223,16 +158,13 @@ class ManageOps:
 
         Their earlier results stay (what they cost is recorded); the export shows the
         newest result once they finish again."""
-        moved = 0
-        ids = list(request_ids)
+        scope = as_list(request_ids)
         with self._write() as cur:
-            for i in range(0, len(ids), CHUNK):
-                part = ids[i : i + CHUNK]
-                name = "count_failed" if dry_run else "retry_failed"
-                sql = self._raw(name).format(scope=", ".join(["?"] * len(part)))
-                cur.execute(self._dialect(sql), part if dry_run else [now, *part])
-                moved += int(cur.fetchone()[0]) if dry_run else int(cur.rowcount)
-        return moved
+            if dry_run:
+                cur.execute(self.q("count_failed"), {"ids": scope})
+                return int(cur.fetchone()[0])
+            cur.execute(self.q("retry_failed"), {"ids": scope, "now": now})
+            return int(cur.rowcount)
 
     def purge_queue(self, queue: str, *, dry_run: bool = False) -> PurgePlan:
         """Delete a finished queue's requests, attempts and results, in short transactions.
@@ -255,9 +187,8 @@ class ManageOps:
                 ids = [int(r[0]) for r in cur.fetchall()]
                 if not ids:
                     break
-                marks = ", ".join(["?"] * len(ids))
                 for name in ("purge_results", "purge_attempts", "purge_requests"):
-                    cur.execute(self._dialect(self._raw(name).format(scope=marks)), ids)
+                    cur.execute(self.q(name), {"ids": as_list(ids)})
         with self._write() as cur:
             cur.execute(self.q("purge_imports"), {"queue": queue})
             detail = f"queue {queue}: {plan.requests} requests, {plan.results} results"

@@ -13,46 +13,25 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Any, Literal
 
 import orjson
+
+from llmbatch.store.types import (
+    Moved as Moved,
+)
+from llmbatch.store.types import (
+    ProofWait as ProofWait,
+)
+from llmbatch.store.types import (
+    describe_where as describe_where,
+)
 
 NONCE_BYTES = 4  # 8 hex digits: two intents of one store never share one by chance (2^-32)
 
 
 def new_nonce() -> str:
     return secrets.token_hex(NONCE_BYTES)
-
-
-@dataclass(frozen=True, slots=True)
-class Moved:
-    """A store found away from its home with work in flight: batch rows up to `before` are
-    frozen until the user says whether it was copied or moved."""
-
-    before: int  # the highest batch row id when the move was found
-    home: dict[str, Any]  # where it was
-    found: dict[str, Any]  # where it is now
-    since: float
-
-    def describe(self) -> str:
-        return f"{describe_where(self.home)} -> {describe_where(self.found)}"
-
-
-@dataclass(frozen=True, slots=True)
-class ProofWait:
-    """An intent waiting for same-size batches it cannot tell apart to end and be read."""
-
-    batch_id: int
-    provider: str
-    request_count: int
-    until: float
-
-
-def describe_where(where: dict[str, Any]) -> str:
-    if "path" in where:
-        return f"{where['path']} (device {where.get('device')}, inode {where.get('inode')})"
-    return f"database {where.get('database')} of cluster {where.get('system_identifier')}"
 
 
 class OwnershipOps:
@@ -86,6 +65,12 @@ class OwnershipOps:
         with self._read() as cur:
             cur.execute(self.q("judged_ids"), {"provider": provider})
             return {str(r[0]) for r in cur.fetchall()}
+
+    def first_intent_at(self, provider: str) -> float | None:
+        with self._read() as cur:
+            cur.execute(self.q("first_intent_at"), {"provider": provider})
+            row = cur.fetchone()
+        return None if row is None or row[0] is None else float(row[0])
 
     def judge_foreign(self, provider: str, batch_ids: Iterable[str], now: float) -> None:
         """Remember provider batches found not ours (no fence: a fact, whoever writes it)."""

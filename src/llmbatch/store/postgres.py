@@ -33,7 +33,9 @@ _STAGING_TYPES = [
 
 @cache
 def pg_query(sql: str) -> str:
-    """Rewrite `:name` and `?` parameters to psycopg's `%(name)s` and `%s`."""
+    """Rewrite `:name` and `?` parameters to psycopg's `%(name)s` and `%s`, and a list
+    parameter's `json_each(:name)` to PostgreSQL's `json_array_elements_text`."""
+    sql = re.sub(r"\bjson_each\(:(\w+)\)", r"json_array_elements_text(CAST(:\1 AS json))", sql)
     sql = sql.replace("%", "%%")
     sql = re.sub(r"(?<![:\w]):([a-z_]+)", r"%(\1)s", sql)
     return sql.replace("?", "%s")
@@ -158,9 +160,6 @@ class PostgresStore(SqlStore):
         inserted = int(cur.rowcount)
         cur.execute("TRUNCATE import_staging")
         return inserted
-
-    def _in_query(self, n: int) -> str:
-        return pg_query(super()._in_query(n))
 
     def _has_schema(self, cur: Any) -> bool:
         cur.execute("SELECT to_regclass('meta') IS NOT NULL")

@@ -4,20 +4,14 @@ provider batches tagged with our store id that the store never recorded."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
+from llmbatch.store.sqlfiles import as_list
+from llmbatch.store.types import (
+    CancelPlan as CancelPlan,
+)
+
 WAITING = ("queued", "retry_wait", "held")  # what `cancel` ends at once
-
-
-@dataclass(slots=True)
-class CancelPlan:
-    """What a cancel did at once, and what it left for the engine to do."""
-
-    cancelled: int = 0  # waiting requests cancelled at once
-    batches: list[int] = field(default_factory=list)  # in-flight batches to cancel at the provider
-    in_batches: int = 0  # requests in those batches
-    left_running: int = 0  # requests in batches shared with requests outside the scope
 
 
 class RecoveryOps:
@@ -48,32 +42,13 @@ class RecoveryOps:
             self._local_outcomes(
                 cur, ids, WAITING, "cancelled", "cancelled", "cancelled by llmbatch cancel", now
             )
-            for i in range(0, len(ids), 500):
-                part = ids[i : i + 500]
-                marks = ", ".join(["?"] * len(part))
-                cur.execute(
-                    self._dialect(
-                        self._raw("cancel_waiting").replace(":now", "?").format(scope=marks)
-                    ),
-                    [now, *part],
-                )
-                plan.cancelled += int(cur.rowcount)
-            in_scope: dict[int, int] = {}
-            for i in range(0, len(ids), 500):
-                part = ids[i : i + 500]
-                marks = ", ".join(["?"] * len(part))
-                cur.execute(
-                    self._dialect(self._raw("batch_scope_counts").format(scope=marks)), part
-                )
-                for batch_id, n in cur.fetchall():
-                    in_scope[int(batch_id)] = in_scope.get(int(batch_id), 0) + int(n)
+            scope = as_list(ids)
+            cur.execute(self.q("cancel_waiting"), {"ids": scope, "now": now})
+            plan.cancelled += int(cur.rowcount)
+            cur.execute(self.q("batch_scope_counts"), {"ids": scope})
+            in_scope = {int(batch_id): int(n) for batch_id, n in cur.fetchall()}
             for batch_id, n in in_scope.items():
-                cur.execute(
-                    self._dialect(
-                        "SELECT COUNT(*) FROM attempts WHERE batch_id = ? AND state IN ('packed', 'submitted')"
-                    ),
-                    [batch_id],
-                )
+                cur.execute(self.q("unfinished_in_batch"), {"id": batch_id})
                 unfinished = int(cur.fetchone()[0])
                 if n == unfinished:
                     cur.execute(self.q("request_batch_cancel"), {"id": batch_id, "now": now})

@@ -4,19 +4,11 @@ back-off."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
-
-@dataclass(frozen=True, slots=True)
-class GroupBackoff:
-    """What batch-level failures taught the engine about one packing group."""
-
-    group: tuple[str, str, str]  # provider, endpoint, model ('' for a group of several models)
-    strikes: int
-    cap: int | None  # at most this many requests in its next batch
-    quota: int | None  # a learned enqueued-token quota for (provider, model)
-    not_before: float  # no new batch of the group before this time
+from llmbatch.store.types import (
+    GroupBackoff as GroupBackoff,
+)
 
 
 class SetbackOps:

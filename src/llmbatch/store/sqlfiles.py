@@ -4,8 +4,18 @@ style), each dialect's fresh schema and numbered migrations. Read once, cached."
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from functools import cache
 from importlib import resources
+
+import orjson
+
+
+def as_list(values: Iterable[int | str]) -> str:
+    """A list parameter: SQL reads it as a table (`IN (SELECT value FROM json_each(:ids))`;
+    PostgreSQL's dialect says `json_array_elements_text`), so a list of any length is one
+    statement with one parameter, never an id list written into the SQL."""
+    return orjson.dumps(list(values)).decode()
 
 
 @cache

@@ -25,7 +25,7 @@ from llmbatch.store.observe import ObserveOps
 from llmbatch.store.ownership import OwnershipOps
 from llmbatch.store.recovery import RecoveryOps
 from llmbatch.store.setbacks import SetbackOps
-from llmbatch.store.sqlfiles import fresh_schema, queries
+from llmbatch.store.sqlfiles import as_list, fresh_schema, queries
 from llmbatch.store.sqlfiles import migrations as migrations  # where tests and tools look
 from llmbatch.store.sqlfiles import split_script as split_script
 from llmbatch.store.types import Clash, CostGroup, Count, ImportInfo, Row
@@ -217,12 +217,9 @@ class SqlStore(
     def _clashes(self, cur: Any, queue: str, import_id: int, rows: Sequence[Row]) -> list[Clash]:
         """Classify the rows an `ON CONFLICT DO NOTHING` insert skipped."""
         existing: dict[str, tuple[bytes, int, int, str]] = {}
-        ids = list({r[1] for r in rows})
-        for i in range(0, len(ids), 500):
-            part = ids[i : i + 500]
-            cur.execute(self._in_query(len(part)), [queue, *part])
-            for cid, h, imp, line, state in cur.fetchall():
-                existing[cid] = (bytes(h), int(imp), int(line or 0), str(state))
+        cur.execute(self.q("clash_rows"), {"queue": queue, "ids": as_list({r[1] for r in rows})})
+        for cid, h, imp, line, state in cur.fetchall():
+            existing[cid] = (bytes(h), int(imp), int(line or 0), str(state))
         out: list[Clash] = []
         for row in rows:
             cid, line, h = row[1], row[3], row[8]
@@ -237,13 +234,6 @@ class SqlStore(
             else:
                 out.append(Clash(line, cid, "conflict", other_line=line0, other_import=imp))
         return out
-
-    def _in_query(self, n: int) -> str:
-        marks = ", ".join(["?"] * n)
-        return (
-            "SELECT r.custom_id, r.body_hash, r.import_id, r.line, i.state FROM requests r "
-            f"JOIN imports i ON i.id = r.import_id WHERE r.queue = ? AND r.custom_id IN ({marks})"
-        )
 
     def commit_import(
         self, import_id: int, *, lines: int, added: int, unchanged: int, rejected: int

@@ -9,43 +9,23 @@ Queries live in `sql/watch.sql`.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from typing import Any
 
+from llmbatch.store.sqlfiles import as_list
+from llmbatch.store.types import (
+    Found as Found,
+)
 from llmbatch.store.types import ResultRow
+from llmbatch.store.types import (
+    Watched as Watched,
+)
 
-CHUNK = 500
 _RESULT_FIELDS = (
     "cursor", "custom_id", "state", "provider", "status_code", "provider_request_id", "body",
     "error_code", "error_message", "input_tokens", "output_tokens", "attempt_id", "request_id",
     "model", "endpoint", "cached_tokens", "cache_write_5m_tokens", "cache_write_1h_tokens",
     "recorded_at",
 )  # fmt: skip
-
-
-@dataclass(frozen=True, slots=True)
-class Watched:
-    """What one `watch` saw: finished requests (newest result each) and held ones; `high`,
-    the highest result id it scanned (the cursor to pass next), and `scanned`, how many."""
-
-    results: list[ResultRow]
-    held: list[ResultRow]  # state 'held', error_message the hold reason, recorded_at its time
-    high: int = 0
-    scanned: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class Found:
-    """A request found by custom_id: its state and, once it has one, its newest result."""
-
-    custom_id: str
-    state: str
-    reason: str | None
-    body_hash: bytes
-    provider: str
-    endpoint: str
-    model: str
-    result: ResultRow | None  # None until a result is recorded
 
 
 class WatchOps:
@@ -83,25 +63,22 @@ class WatchOps:
     def lookup(self, queue: str, custom_ids: Sequence[str]) -> dict[str, Found]:
         """Requests of `queue` with these custom_ids (committed ones), by custom_id."""
         out: dict[str, Found] = {}
-        ids = list(dict.fromkeys(custom_ids))
-        for i in range(0, len(ids), CHUNK):
-            part = ids[i : i + CHUNK]
-            sql = self._dialect(self._raw("lookup").format(ids=", ".join(["?"] * len(part))))
-            with self._read() as cur:
-                cur.execute(sql, [queue, *part])
-                names = [d[0] for d in cur.description]
-                rows = [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
-            for r in rows:
-                result = None
-                if r["cursor"] is not None and r["state"] in ("succeeded", "failed", "cancelled"):
-                    values = {k: r[k] for k in _RESULT_FIELDS}
-                    if values["body"] is not None:
-                        values["body"] = bytes(values["body"])
-                    result = ResultRow(**values)
-                out[r["custom_id"]] = Found(
-                    r["custom_id"], r["state"], r["reason"], bytes(r["body_hash"]), r["provider"],
-                    r["endpoint"], r["model"], result,
-                )  # fmt: skip
+        ids = as_list(dict.fromkeys(custom_ids))
+        with self._read() as cur:
+            cur.execute(self.q("lookup"), {"queue": queue, "ids": ids})
+            names = [d[0] for d in cur.description]
+            rows = [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
+        for r in rows:
+            result = None
+            if r["cursor"] is not None and r["state"] in ("succeeded", "failed", "cancelled"):
+                values = {k: r[k] for k in _RESULT_FIELDS}
+                if values["body"] is not None:
+                    values["body"] = bytes(values["body"])
+                result = ResultRow(**values)
+            out[r["custom_id"]] = Found(
+                r["custom_id"], r["state"], r["reason"], bytes(r["body_hash"]), r["provider"],
+                r["endpoint"], r["model"], result,
+            )  # fmt: skip
         return out
 
     def queue_requests(
@@ -109,12 +86,11 @@ class WatchOps:
     ) -> Iterator[tuple[str, str, str, str, bytes]]:
         """(custom_id, provider, endpoint, model, body) of a queue's requests in `states`, in
         enqueue order, streamed."""
-        marks = ", ".join(["?"] * len(states))
-        sql = self._dialect(self._raw("queue_requests").format(states=marks))
+        sql, wanted = self.q("queue_requests"), as_list(states)
         after = 0
         while True:
             with self._read() as cur:
-                cur.execute(sql, [queue, after, *states, page])
+                cur.execute(sql, {"queue": queue, "after": after, "states": wanted, "n": page})
                 rows = cur.fetchall()
             for _id, cid, provider, endpoint, model, body in rows:
                 yield cid, provider, endpoint, model, bytes(body)

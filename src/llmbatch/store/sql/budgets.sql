@@ -2,7 +2,7 @@
 -- settlement at ingest, holds. Same conventions as queries.sql. Amounts are integers of 1e-6 USD.
 
 -- name: budget_lines
-SELECT id, queue, text_bytes, body FROM requests WHERE id IN ({ids})
+SELECT id, queue, text_bytes, body FROM requests WHERE id IN (SELECT CAST(value AS BIGINT) FROM json_each(:ids))
 
 -- name: upsert_budget
 INSERT INTO budgets (queue, period, limit_micro, updated_at)
@@ -21,7 +21,7 @@ SELECT queue, period, limit_micro, updated_at FROM budgets ORDER BY queue, perio
 
 -- name: budgets_over
 -- The store's budgets over a reservation's queues (and every queue together), to lock.
-SELECT queue, period, limit_micro FROM budgets WHERE queue = '*' OR queue IN ({queues})
+SELECT queue, period, limit_micro FROM budgets WHERE queue = '*' OR queue IN (SELECT value FROM json_each(:queues))
 ORDER BY queue, period
 
 -- name: policy_rows

@@ -130,10 +130,14 @@ SET state = :state, provider_status = :provider_status, completed_count = :compl
     errors = :errors, finished_at = :finished_at, updated_at = :now, gone_checks = 0
 WHERE id = :id
 
--- name: chunk_attempts
+-- name: waiting_attempts
 SELECT a.id, a.request_id, r.attempts, r.expiries, r.rejections FROM attempts a
 JOIN requests r ON r.id = a.request_id
-WHERE a.id IN ({ids}) AND +a.batch_id = ? AND a.state IN ('packed', 'submitted')
+WHERE a.id IN (SELECT CAST(value AS BIGINT) FROM json_each(:ids)) AND +a.batch_id = :batch_id
+  AND a.state IN ('packed', 'submitted')
+
+-- name: attempts_in_batch
+SELECT id FROM attempts WHERE id IN (SELECT CAST(value AS BIGINT) FROM json_each(:ids)) AND +batch_id = :batch_id
 
 -- name: finish_attempt
 UPDATE attempts SET state = ?, outcome = ?, error_code = ?, error_message = ?, finished_at = ?
@@ -195,14 +199,17 @@ WHERE state NOT IN ('succeeded', 'failed', 'cancelled')
 LIMIT 1
 
 -- name: cancel_waiting
-UPDATE requests SET state = 'cancelled', reason = 'cancelled by llmbatch cancel', updated_at = ?
-WHERE state IN ('queued', 'retry_wait', 'held') AND id IN ({scope})
+UPDATE requests SET state = 'cancelled', reason = 'cancelled by llmbatch cancel', updated_at = :now
+WHERE state IN ('queued', 'retry_wait', 'held') AND id IN (SELECT CAST(value AS BIGINT) FROM json_each(:ids))
 
 -- name: batch_scope_counts
 SELECT a.batch_id, COUNT(*) FROM attempts a
 JOIN batches b ON b.id = a.batch_id
-WHERE b.state <> 'ingested' AND a.state IN ('packed', 'submitted') AND a.request_id IN ({scope})
+WHERE b.state <> 'ingested' AND a.state IN ('packed', 'submitted') AND a.request_id IN (SELECT CAST(value AS BIGINT) FROM json_each(:ids))
 GROUP BY a.batch_id
+
+-- name: unfinished_in_batch
+SELECT COUNT(*) FROM attempts WHERE batch_id = :id AND state IN ('packed', 'submitted')
 
 -- name: request_batch_cancel
 UPDATE batches SET cancel_requested_at = :now, updated_at = :now
@@ -244,7 +251,7 @@ SELECT res.day, r.queue, r.provider, r.model, res.price_tier, MIN(r.endpoint), C
        COALESCE(SUM(res.output_tokens), 0),
        SUM(CASE WHEN res.usage_flag IS NOT NULL THEN 1 ELSE 0 END)
 FROM results res JOIN requests r ON r.id = res.request_id
-WHERE res.attempt_id IN ({ids})
+WHERE res.attempt_id IN (SELECT CAST(value AS BIGINT) FROM json_each(:ids))
 GROUP BY res.day, r.queue, r.provider, r.model, res.price_tier
 ON CONFLICT (day, queue, provider, model, price_tier) DO UPDATE SET
     endpoint = CASE WHEN excluded.endpoint < cost_totals.endpoint THEN excluded.endpoint

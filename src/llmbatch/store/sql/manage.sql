@@ -45,13 +45,13 @@ LIMIT :n
 -- outcome is 'unsent': nothing reached a provider, so it costs nothing.
 INSERT INTO attempts (request_id, batch_id, line, state, outcome, error_code, error_message,
                       created_at, finished_at)
-SELECT id, NULL, NULL, ?, 'unsent', ?, ?, ?, ? FROM requests
-WHERE id IN ({scope}) AND state IN ({states})
+SELECT id, NULL, NULL, :outcome, 'unsent', :code, :message, :now, :now FROM requests
+WHERE id IN (SELECT CAST(value AS BIGINT) FROM json_each(:ids)) AND state IN (SELECT value FROM json_each(:states))
 
 -- name: local_outcome_results
 INSERT INTO results (attempt_id, request_id, error_code, error_message, day, created_at)
-SELECT a.id, a.request_id, a.error_code, a.error_message, ?, ? FROM attempts a
-WHERE a.request_id IN ({scope}) AND a.batch_id IS NULL AND a.state IN ('cancelled', 'failed')
+SELECT a.id, a.request_id, a.error_code, a.error_message, :day, :now FROM attempts a
+WHERE a.request_id IN (SELECT CAST(value AS BIGINT) FROM json_each(:ids)) AND a.batch_id IS NULL AND a.state IN ('cancelled', 'failed')
   AND NOT EXISTS (SELECT 1 FROM results x WHERE x.attempt_id = a.id)
 ORDER BY a.request_id
 
@@ -95,11 +95,11 @@ ORDER BY b.id
 
 -- name: retry_failed
 UPDATE requests SET state = 'queued', attempts = 0, rejections = 0, not_before = NULL,
-       reason = 'sent again by llmbatch retry', updated_at = ?
-WHERE state = 'failed' AND id IN ({scope})
+       reason = 'sent again by llmbatch retry', updated_at = :now
+WHERE state = 'failed' AND id IN (SELECT CAST(value AS BIGINT) FROM json_each(:ids))
 
 -- name: count_failed
-SELECT COUNT(*) FROM requests WHERE state = 'failed' AND id IN ({scope})
+SELECT COUNT(*) FROM requests WHERE state = 'failed' AND id IN (SELECT CAST(value AS BIGINT) FROM json_each(:ids))
 
 -- name: purge_blockers
 -- What keeps a queue from being purged: unfinished requests, and finished ones whose batch
@@ -122,13 +122,13 @@ SELECT id FROM requests WHERE queue = :queue AND state IN ('succeeded', 'failed'
 ORDER BY id LIMIT :n
 
 -- name: purge_results
-DELETE FROM results WHERE request_id IN ({scope})
+DELETE FROM results WHERE request_id IN (SELECT CAST(value AS BIGINT) FROM json_each(:ids))
 
 -- name: purge_attempts
-DELETE FROM attempts WHERE request_id IN ({scope})
+DELETE FROM attempts WHERE request_id IN (SELECT CAST(value AS BIGINT) FROM json_each(:ids))
 
 -- name: purge_requests
-DELETE FROM requests WHERE id IN ({scope}) AND state IN ('succeeded', 'failed', 'cancelled')
+DELETE FROM requests WHERE id IN (SELECT CAST(value AS BIGINT) FROM json_each(:ids)) AND state IN ('succeeded', 'failed', 'cancelled')
 
 -- name: purge_imports
 DELETE FROM imports WHERE queue = :queue AND state <> 'loading'

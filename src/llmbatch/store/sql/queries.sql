@@ -151,3 +151,9 @@ SELECT provider, model, endpoint, price_tier, day, queue, requests, succeeded, i
 FROM cost_totals
 WHERE day >= :since_day AND day < :until_day
   AND (CAST(:queue AS TEXT) IS NULL OR queue = :queue)
+
+-- name: clash_rows
+-- The rows already queued under these custom_ids (an import's clashes), with their import's state.
+SELECT r.custom_id, r.body_hash, r.import_id, r.line, i.state FROM requests r
+JOIN imports i ON i.id = r.import_id
+WHERE r.queue = :queue AND r.custom_id IN (SELECT value FROM json_each(:ids))

@@ -39,14 +39,14 @@ SELECT r.custom_id, r.state, r.reason, r.body_hash, res.id AS cursor, r.provider
        res.cache_write_1h_tokens, res.created_at AS recorded_at
 FROM requests r
 LEFT JOIN results res ON res.id = (SELECT MAX(x.id) FROM results x WHERE x.request_id = r.id)
-WHERE r.queue = ? AND r.custom_id IN ({ids})
+WHERE r.queue = :queue AND r.custom_id IN (SELECT value FROM json_each(:ids))
   AND r.import_id IN (SELECT id FROM imports WHERE state = 'committed')
 
 -- name: queue_requests
 -- A queue's requests in given states, for estimates, paged by id.
 SELECT r.id, r.custom_id, r.provider, r.endpoint, r.model, r.body
 FROM requests r
-WHERE r.queue = ? AND r.id > ? AND r.state IN ({states})
+WHERE r.queue = :queue AND r.id > :after AND r.state IN (SELECT value FROM json_each(:states))
   AND r.import_id IN (SELECT id FROM imports WHERE state = 'committed')
 ORDER BY r.id
-LIMIT ?
+LIMIT :n
