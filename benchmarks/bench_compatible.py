@@ -80,7 +80,7 @@ def main() -> None:
     )
     ap.add_argument("--requests", type=int, default=20_000)
     ap.add_argument("--small", action="store_true", help="2,000 requests (what CI runs)")
-    ap.add_argument("--repeat", type=int, default=2, help="rounds; each provider's best counts")
+    ap.add_argument("--repeat", type=int, default=3, help="rounds; each provider's best counts")
     args = ap.parse_args()
     n = 2_000 if args.small else args.requests
     providers = ["openai", *sorted(SHIPPED)]
