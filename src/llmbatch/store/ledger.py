@@ -88,9 +88,11 @@ class LedgerOps:
             cur.execute(self.q("tally_rows"), {"id": batch_id})
             return [TallyRow(str(r[0]), *(int(v) for v in r[1:])) for r in cur.fetchall()]
 
-    def record_provider_usage(self, batch_id: int, usage: Any, now: float, token: int) -> None:
+    def record_provider_usage(
+        self, batch_id: int, usage: Any, now: float, token: int, model: str | None = None
+    ) -> None:
         """What the provider says a batch used so far (`usage`: input, cached, output and
-        reasoning tokens)."""
+        reasoning tokens), and the model it says ran it."""
         with self._write() as cur:
             self._fence(cur, token)
             cur.execute(
@@ -102,6 +104,7 @@ class LedgerOps:
                     "output": int(usage.output),
                     "reasoning": int(usage.reasoning),
                     "now": now,
+                    "model": model,
                 },
             )
 
@@ -127,6 +130,7 @@ class LedgerOps:
                     _four(r[7:11]),
                     int(r[11]),
                     int(r[12]),
+                    r[13],
                 )
                 for r in cur.fetchall()
             ]

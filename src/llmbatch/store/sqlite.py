@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from llmbatch.errors import NotFound, StoreError
+from llmbatch.errors import NotFound, StoreError, StoreUnavailable
 from llmbatch.store.sqlstore import SqlStore
 from llmbatch.store.types import Row
 
@@ -116,7 +116,9 @@ class SqliteStore(SqlStore):
                     raise
                 cur.execute("COMMIT")
             except sqlite3.OperationalError as exc:
-                raise StoreError(f"{self.path}: {exc}") from None
+                if conn.in_transaction:  # a COMMIT that failed leaves it open: never carry it on
+                    conn.rollback()
+                raise self._error(exc) from None
             finally:
                 if durable:
                     conn.execute("PRAGMA synchronous = NORMAL")
@@ -128,9 +130,18 @@ class SqliteStore(SqlStore):
             try:
                 yield cur
             except sqlite3.OperationalError as exc:
-                raise StoreError(f"{self.path}: {exc}") from None
+                raise self._error(exc) from None
             finally:
                 cur.close()
+
+    def _error(self, exc: sqlite3.OperationalError) -> StoreError:
+        """Locked past the busy timeout is a wait, not a fault: another process holds the
+        write lock (one paused, or in a long write) and will let it go, so a worker waits and
+        tries again as through any outage instead of exiting."""
+        primary = exc.sqlite_errorcode & 0xFF  # of an extended code such as BUSY_SNAPSHOT
+        if primary in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+            return StoreUnavailable(f"{self.path}: {exc} (another process holds its write lock)")
+        return StoreError(f"{self.path}: {exc}")
 
     def _insert_rows(
         self, cur: Any, queue: str, import_id: int, rows: Sequence[Row], now: float
