@@ -769,6 +769,13 @@ def test_results_the_provider_forgot_before_they_were_read_follow_the_archived_s
         assert first in cli("--db", db, "status").stdout
 
 
+def test_engine_settings_refuse_an_unknown_archived_choice() -> None:
+    from llmbatch.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="archived"):
+        EngineSettings(archived="drop")
+
+
 # -- where a store lives ------------------------------------------------------------------------
 
 
