@@ -13,6 +13,9 @@ The Anthropic run (`anthropic`) sends the same reviews as `{"custom_id", "params
 through Message Batches (inline create, results stream) on SQLite: this process enqueues,
 and a child process, the worker, drains with the same engine and `drain` as `wait`, so its
 peak RSS (`worker_peak_rss_mb`) is the worker's alone. Floors: 100,000 requests under 20 s,
+worker peak RSS under 300 MB. The Gemini run (`gemini`, skip it with `--no-gemini`) does the
+same with `{"key", "request"}` lines through google-genai (a resumable upload, the results
+file downloaded): floors within 1.3x the OpenAI SQLite run's seconds (`gemini_vs_openai`),
 worker peak RSS under 300 MB.
 
 Every run also reports the CPU seconds the worker (`worker_cpu_s`, while draining) and the
@@ -77,6 +80,7 @@ def settings(url: str, **extra: object) -> EngineSettings:
     providers = {
         "openai": {"base_url": url + "/v1", "api_key_env": KEY_ENV},
         "anthropic": {"base_url": url, "api_key_env": KEY_ENV},
+        "gemini": {"base_url": url, "api_key_env": KEY_ENV},
     }
     return EngineSettings(
         poll_interval=0.1, max_poll_interval=0.5, settle_seconds=5, providers=providers, **extra
@@ -98,11 +102,25 @@ def anthropic_lines(n: int, seed: int = 7, model: str = "claude-haiku-4-5") -> I
         yield orjson.dumps({"custom_id": f"review-{i:08d}", "params": params}) + b"\n"
 
 
-def enqueue(db: str, path: Path) -> float:
+def gemini_lines(n: int, seed: int = 7, model: str = "gemini-2.5-flash-lite") -> Iterator[bytes]:
+    """The reviews of `gen_requests.lines` as Gemini `{"key", "request"}` lines."""
+    rng = random.Random(seed)
+    for i in range(n):
+        review = " ".join(rng.choices(WORDS, k=rng.randint(10, 40)))
+        request = {
+            "model": model,
+            "systemInstruction": {"parts": [{"text": SYSTEM}]},
+            "contents": [{"role": "user", "parts": [{"text": f"Review #{i}: {review}"}]}],
+            "generationConfig": {"maxOutputTokens": 5, "temperature": 0},
+        }
+        yield orjson.dumps({"key": f"review-{i:08d}", "request": request}) + b"\n"
+
+
+def enqueue(db: str, path: Path, **options: str) -> float:
     """Seconds to enqueue `path` into queue `bench` of a fresh store."""
     store = open_store(db)
     t0 = time.perf_counter()
-    enqueue_file(store, path, queue="bench")
+    enqueue_file(store, path, queue="bench", **options)  # type: ignore[arg-type]
     seconds = time.perf_counter() - t0
     store.close()
     return seconds
@@ -144,14 +162,16 @@ def run(db: str, url: str, path: Path, n: int, emulator: int) -> dict[str, objec
     return {**summary(n, enqueue_s, drained), "emulator_cpu_s": used}
 
 
-def run_anthropic(url: str, tmp: Path, n: int, emulator: int) -> dict[str, object]:
-    """The Anthropic run: enqueue here, drain in a child process (the worker)."""
-    path = tmp / "anthropic.jsonl"
+def run_anthropic(
+    url: str, tmp: Path, n: int, emulator: int, name: str = "anthropic"
+) -> dict[str, object]:
+    """The Anthropic (or Gemini) run: enqueue here, drain in a child process (the worker)."""
+    path = tmp / f"{name}.jsonl"
     with open(path, "wb") as f:
-        for line in anthropic_lines(n):
+        for line in (gemini_lines if name == "gemini" else anthropic_lines)(n):
             f.write(line)
-    db = str(tmp / "anthropic.db")
-    enqueue_s = enqueue(db, path)
+    db = str(tmp / f"{name}.db")
+    enqueue_s = enqueue(db, path, **({"provider": name} if name == "gemini" else {}))
     before = emulator_cpu_s(emulator)
     child = subprocess.run(
         [sys.executable, __file__, "--worker", db, "--url", url],
@@ -233,6 +253,7 @@ def main() -> None:
         "--pg", default=os.environ.get("LLMBATCH_BENCH_PG") or os.environ.get("LLMBATCH_TEST_PG")
     )
     ap.add_argument("--no-anthropic", action="store_true", help="skip the Anthropic run")
+    ap.add_argument("--no-gemini", action="store_true", help="skip the Gemini run")
     ap.add_argument("--worker", metavar="DB", help=argparse.SUPPRESS)  # the Anthropic run's child
     ap.add_argument("--url", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -262,6 +283,11 @@ def main() -> None:
             report["poll_calls_100_batches"] = poll_calls(url, tmp)
             if not args.no_anthropic:
                 report["anthropic"] = run_anthropic(url, tmp, n, proc.pid)
+            if not args.no_gemini:
+                gemini = report["gemini"] = run_anthropic(url, tmp, n, proc.pid, "gemini")
+                openai = report["sqlite"]
+                assert isinstance(openai, dict)
+                report["gemini_vs_openai"] = round(gemini["seconds"] / openai["seconds"], 2)  # type: ignore[operator]
         finally:
             proc.terminate()
             proc.wait(10)

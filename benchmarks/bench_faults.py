@@ -7,6 +7,7 @@ under the floor or any intent was created twice.
 
     python benchmarks/bench_faults.py --small            # 2,000 requests (CI, under a minute)
     python benchmarks/bench_faults.py --requests 20000   # the issue's figure
+    python benchmarks/bench_faults.py --small --provider gemini
 
 The engine is the real one (`Engine` + `worker.drain`, as `llmbatch wait` runs it) against the
 emulator over real HTTP; every fault is injected through the control API:
@@ -85,7 +86,7 @@ def inject(
     """The endpoint faults: the first matching rule whose dice hit wins, so each of the n
     kinds gets the rate that makes their union `fault_rate`."""
     ops, lists = [], []
-    if "openai" in providers:
+    if "openai" in providers or "gemini" in providers:  # Gemini's ops share these names
         control.add_fault("batches.create", "500", mode="after", rate=0.05)
         control.add_fault("files.create", "503", mode="after", rate=0.03)
         ops += ["files.*", "batches.*"]
@@ -187,6 +188,8 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             providers={
                 "openai": {"base_url": emu.base_url, "api_key_env": KEY_ENV},
                 "anthropic": {"base_url": emu.url, "api_key_env": KEY_ENV},
+                # full batches go as uploaded files, smaller (retried) ones inline
+                "gemini": {"base_url": emu.url, "api_key_env": KEY_ENV, "inline_max_bytes": 8192},
             },
         )  # fmt: skip
         chaos = Chaos(db, emu.control, args.seed)
@@ -282,6 +285,10 @@ def enqueue(db: str, n: int, providers: list[str]) -> None:
         if p == "anthropic":
             params = {"model": "claude-haiku-4-5", "max_tokens": 64, "messages": messages}
             per[p].append({"custom_id": f"r{i}", "params": params})
+        elif p == "gemini":
+            parts = [{"text": f"request {i}"}]
+            request = {"model": "gemini-2.5-flash", "contents": [{"role": "user", "parts": parts}]}
+            per[p].append({"key": f"r{i}", "request": request})
         else:
             per[p].append(
                 {"custom_id": f"r{i}", "body": {"model": "gpt-4o-mini", "messages": messages}}
@@ -321,7 +328,34 @@ def created_batches(emu: RunningEmulator, db: str) -> tuple[Counter[str], Counte
             per_attempt.update(ids)
             for intent in {intent_of.get(i) for i in ids}:
                 per_intent[str(intent)] += 1
+    for intent, keys in gemini_batches(emu, store_id):
+        per_intent[intent] += 1
+        per_attempt.update(keys)
     return per_intent, per_attempt
+
+
+def gemini_batches(emu: RunningEmulator, store_id: str) -> list[tuple[str, list[str]]]:
+    """(intent, result keys) of each Gemini batch of ours: the displayName names the intent;
+    uploads cannot be downloaded, so the keys are those of its results (a batch expired or
+    failed has fewer: an attempt in two batches still shows if both answered it)."""
+    from google import genai
+
+    from llmbatch.providers.gemini import tag_of_display_name
+
+    client = genai.Client(api_key="k", http_options={"base_url": emu.url, "api_version": "v1beta"})
+    out = []
+    for job in client.batches.list(config={"page_size": 100}):
+        tag = tag_of_display_name(job.display_name, store_id)
+        if tag is None:
+            continue
+        keys: list[str] = []
+        if job.dest is not None and job.dest.file_name:
+            data = client.files.download(file=job.dest.file_name)
+            keys = [str(json.loads(raw)["key"]) for raw in data.splitlines() if raw.strip()]
+        elif job.dest is not None and job.dest.inlined_responses:
+            keys = [str((r.metadata or {}).get("key")) for r in job.dest.inlined_responses]
+        out.append((tag["llmbatch_intent"], keys))
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -335,7 +369,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--base-seconds", type=float, default=0.2, help="retry base delay")
     p.add_argument("--db", help="a store location (default: a SQLite file in a temp dir)")
     p.add_argument(
-        "--provider", choices=("openai", "anthropic", "mixed"), default="openai",
+        "--provider", choices=("openai", "anthropic", "gemini", "mixed"), default="openai",
         help="whose batch API the queue uses (mixed: alternate requests)",
     )  # fmt: skip
     p.add_argument("--seed", type=int, default=1)

@@ -37,6 +37,7 @@ any violation, or if `--kills` >= 1000 and a window of the protocol got fewer th
     python benchmarks/crash_matrix.py                             # floor (a)
     python benchmarks/crash_matrix.py --list-lag 5                # floor (b)
     python benchmarks/crash_matrix.py --kills 200 --provider anthropic
+    python benchmarks/crash_matrix.py --kills 200 --provider gemini
     python benchmarks/crash_matrix.py --kills 200 --provider mixed --db postgresql://...
 
 The store is a SQLite file in the work directory unless `--db` names an empty PostgreSQL
@@ -75,6 +76,10 @@ def requests_for(provider: str, start: int, n: int) -> dict[str, list[dict[str, 
         if p == "anthropic":
             params = {"model": "claude-haiku-4-5", "max_tokens": 64, "messages": messages}
             out.setdefault(p, []).append({"custom_id": f"c{i}", "params": params})
+        elif p == "gemini":
+            parts = [{"text": f"crash matrix {i}"}]
+            request = {"model": "gemini-2.5-flash", "contents": [{"role": "user", "parts": parts}]}
+            out.setdefault(p, []).append({"key": f"c{i}", "request": request})
         else:
             body = {"model": "gpt-4o-mini", "messages": messages}
             out.setdefault(p, []).append({"custom_id": f"c{i}", "body": body})
@@ -231,7 +236,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--round", type=int, default=None, help="requests per round (20,000)")
     p.add_argument("--batch", type=int, default=100, help="requests per batch at most")
-    p.add_argument("--provider", choices=("openai", "anthropic", "mixed"), default="openai")
+    p.add_argument(
+        "--provider", choices=("openai", "anthropic", "gemini", "mixed"), default="openai"
+    )
     p.add_argument("--max-life", type=float, default=3.0, help="seconds of work, at most")
     p.add_argument("--max-seconds", type=float, default=float("inf"), help="stop striking then")
     p.add_argument("--standbys", type=int, default=2, help="warm workers waiting to take over")

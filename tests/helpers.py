@@ -204,7 +204,7 @@ E2E_KEY_ENV = "LLMBATCH_E2E_KEY"  # set to a fake key for every e2e test (tests/
 
 def fast_settings(emu: Any, **overrides: Any) -> EngineSettings:
     """Engine settings for tests: fast polling, short retry and settle delays, both OpenAI
-    surfaces and Anthropic pointed at a running emulator (`emu` is a RunningEmulator)."""
+    surfaces, Anthropic and Gemini pointed at a running emulator (`emu` is a RunningEmulator)."""
     values: dict[str, Any] = {
         "poll_interval": 0.05,
         "max_poll_interval": 0.2,
@@ -218,6 +218,7 @@ def fast_settings(emu: Any, **overrides: Any) -> EngineSettings:
             "openai": {"base_url": emu.base_url, "api_key_env": E2E_KEY_ENV},
             "azure": {"endpoint": emu.url, "api_key_env": E2E_KEY_ENV},
             "anthropic": {"base_url": emu.url, "api_key_env": E2E_KEY_ENV},
+            "gemini": {"base_url": emu.url, "api_key_env": E2E_KEY_ENV},
         },
     }
     values.update(overrides)

@@ -71,6 +71,24 @@ def anthropic_batches(
             }
 
 
+def gemini_batches(url: str, store_id: str) -> Iterator[dict[str, Any]]:
+    """Gemini batches carry their intent in their displayName (kept: conditions.py leaves a
+    Gemini queue's batches undeleted)."""
+    from google import genai
+
+    from llmbatch.providers.gemini import tag_of_display_name
+
+    client = genai.Client(api_key="k", http_options={"base_url": url, "api_version": "v1beta"})
+    for b in client.batches.list(config={"page_size": 100}):
+        tag = tag_of_display_name(b.display_name, store_id)
+        if tag is not None and b.name and b.create_time:
+            yield {
+                "id": b.name.removeprefix("batches/"),
+                "intent": int(tag["llmbatch_intent"]),
+                "created": b.create_time.timestamp(),
+            }
+
+
 def audit(
     db: str, url: str, calls: list[dict[str, Any]], strikes: list[Strike], c: Conditions
 ) -> dict[str, Any]:
@@ -98,8 +116,10 @@ def audit(
         for p, s in rows(db, "SELECT provider_batch_id, state FROM batches")
         if s == "ingested"
     }
-    remote = list(openai_batches(url, store_id)) + list(
-        anthropic_batches(url, store_id, attempt_intent)
+    remote = (
+        list(openai_batches(url, store_id))
+        + list(anthropic_batches(url, store_id, attempt_intent))
+        + list(gemini_batches(url, store_id))
     )
     per_intent: dict[int, list[dict[str, Any]]] = defaultdict(list)
     for b in remote:
@@ -109,7 +129,7 @@ def audit(
         for r in requests_of[intent]:
             sent[r] += 1
     made = {
-        str(x["made"]): x
+        str(x["made"]).removeprefix("batches/"): x  # Gemini names a batch `batches/ID`
         for x in calls
         if x.get("made") and call_kind(x["method"], x["path"]) == "create"
     }

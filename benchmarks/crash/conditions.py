@@ -42,6 +42,11 @@ LATENCY = {
     "files.list": 0.08,
     "messages.batches.list": 0.06,
     "messages.batches.retrieve": 0.02,
+    # Gemini's door (google-genai): the upload's data call, a get, the results download
+    "files.upload": 0.01,
+    "batches.get": 0.02,
+    "files.get": 0.01,
+    "files.download": 0.02,
 }
 #: The calls held before they act under `slow_before`, and downloads under `restarts` (so a
 #: restart finds one under way more often).
@@ -104,6 +109,7 @@ def install_faults(control: EmulatorControl, c: Conditions) -> None:
         control.add_fault(
             "messages.batches.results", "latency", mode="after", seconds=0.02, delay_before=0.3
         )
+        control.add_fault("files.download", "latency", mode="after", seconds=0.02, delay_before=0.3)
     for op, seconds in LATENCY.items():
         control.add_fault(op, "latency", mode="after", seconds=seconds)
     if c.list_lag > 0:
@@ -115,8 +121,9 @@ def install_faults(control: EmulatorControl, c: Conditions) -> None:
 def write_config(path: Path, url: str, batch: int, provider: str, c: Conditions) -> Path:
     """The engine's settings: a short lease so that a pause outlasts it in seconds, an
     unknown create waits `submit_timeout + settle` from its stamp."""
-    # Anthropic deletes whole batches (and their results, which name our attempts: the
-    # audit's only record of an Anthropic batch's requests), so it keeps them.
+    # Anthropic and Gemini delete whole batches (Anthropic's results name our attempts: the
+    # audit's only record of its batches' requests; Gemini's displayName names the intent),
+    # so they keep them.
     delete = c.delete_files and provider == "openai"
     text = (
         f"[engine]\nlease_ttl = {c.lease_ttl}\nlease_margin = {c.lease_margin}\n"
@@ -132,5 +139,10 @@ def write_config(path: Path, url: str, batch: int, provider: str, c: Conditions)
         text += f'\n[providers.openai]\nbase_url = "{url}/v1"\napi_key_env = "{KEY_ENV}"\n'
     if provider in ("anthropic", "mixed"):
         text += f'\n[providers.anthropic]\nbase_url = "{url}"\napi_key_env = "{KEY_ENV}"\n'
+    if provider == "gemini":  # every batch a file: the upload windows are the protocol's too
+        text += (
+            f'\n[providers.gemini]\nbase_url = "{url}"\napi_key_env = "{KEY_ENV}"\n'
+            "inline_max_bytes = 0\n"
+        )
     path.write_text(text)
     return path

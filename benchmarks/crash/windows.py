@@ -34,6 +34,7 @@ WINDOWS = {
 PROTOCOL = {
     "openai": set(WINDOWS),
     "anthropic": set(WINDOWS) - {"upload", "uploaded", "sweep"},
+    "gemini": set(WINDOWS),
 }
 OPEN_STEP = {
     "intent": "intent",
@@ -62,6 +63,14 @@ def call_kind(method: str, path: str) -> str:
     parts = path.strip("/").split("/")  # v1, files|batches|messages, ...
     if parts[1:2] == ["messages"]:
         parts = ["v1", "batches", *parts[3:]]  # /v1/messages/batches/... reads like /v1/batches
+    # Gemini: /upload/v1beta/files (an upload's start and data), /v1beta/models/M:batch…
+    # (a create), /v1beta/files/ID:download (a results file's content)
+    if parts[:1] == ["upload"]:
+        parts = parts[1:]
+    if parts[1:2] == ["models"]:
+        return "create" if method == "POST" and "batch" in parts[-1].lower() else "other"
+    if parts[-1].endswith(":download"):
+        return "content" if method == "GET" else "other"
     if method == "POST" and len(parts) == 2:
         return {"files": "upload", "batches": "create"}.get(parts[1], "other")
     if method == "GET" and parts[1] == "files":

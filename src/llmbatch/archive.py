@@ -19,6 +19,11 @@ a gap. The archive row is added before the batch is marked ingested and the prov
 are deleted only once the manifest is written; a target that fails (down, 5xx, slow) backs
 the archive off (doubling, up to an hour) with its error in the store, and the engine's
 other work goes on.
+
+The engine's archives are written by a thread of their own, one pass at a time, while the
+tick goes on polling and ingesting (an archive reads back every result of its batch and
+sends it all over the network: inline, it added half to a 100,000-request drain); within an
+archive, each file is sent while the next is made. The engine waits for the pass on close.
 """
 
 from __future__ import annotations
@@ -27,8 +32,10 @@ import contextlib
 import hashlib
 import json
 import shutil
+import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -89,6 +96,12 @@ def batch_folder(store_id: str, batch_id: int) -> str:
     return f"{store_id}/batch-{batch_id:08d}"
 
 
+def kept_input(workdir: Path, batch_id: int) -> Path:
+    """Where the engine keeps an intent's batch file once sent, for its archive (made again
+    from the store when missing: a worker restarted with a new work directory)."""
+    return workdir / f"archive-input-{batch_id}.jsonl"
+
+
 def _digest(path: Path) -> dict[str, Any]:
     """Lines, bytes and sha256 of a file, read in chunks."""
     h, size, lines, last = hashlib.sha256(), 0, 0, b"\n"
@@ -116,11 +129,18 @@ class Archiver:
         delete_files: bool = True,
         clock: Callable[[], float] = time.time,
         target: Target | None = None,
+        background: bool = False,
     ) -> None:
         self.store, self.settings, self.provider = store, settings, provider
         self.workdir, self.delete_files, self.clock = workdir, delete_files, clock
         self.target = target or open_target(settings)
         self._checked = False
+        self.background = background
+        self.busy_seconds = 0.0  # spent writing archives (in the archiving thread or not)
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._written, self._notes = 0, list[str]()
+        self._error: BaseException | None = None
 
     def check(self) -> None:
         """Once per engine, before any work: a missing bucket or credentials stop it."""
@@ -140,8 +160,57 @@ class Archiver:
         folder.rename(dest)
 
     def run(self, now: float, notes: list[str]) -> int:
-        """Write the archives due now; returns how many were written."""
-        started, written = self.clock(), 0
+        """Write the archives due now, or in `background` hand them to the archiving thread
+        (one pass at a time) and return at once. Returns how many were written (since the
+        last call, in background), their notes added to `notes`; a database error the
+        thread met is raised here, stopping the tick as any other step's would."""
+        if not self.background:
+            return self.run_due(now, notes)
+        with self._lock:
+            written, self._written = self._written, 0
+            notes.extend(self._notes)
+            self._notes.clear()
+            error, self._error = self._error, None
+        if error is not None:
+            raise error
+        if self._thread is None or not self._thread.is_alive():
+            self._thread = threading.Thread(
+                target=self._pass, args=(now,), name="llmbatch-archive", daemon=True
+            )
+            self._thread.start()
+        return written
+
+    def _pass(self, now: float) -> None:
+        """One pass of the archiving thread: the engine goes on polling and ingesting
+        meanwhile (the store is shared; its connection is locked per statement)."""
+        notes: list[str] = []
+        written, error = 0, None
+        try:
+            written = self.run_due(now, notes)
+        except BaseException as exc:  # handed to the engine's next tick
+            error = exc
+        with self._lock:
+            self._written += written
+            self._notes.extend(notes)
+            self._error = self._error or error
+
+    def close(self) -> None:
+        """Wait for the archiving thread's pass, as the tick used to write it (within
+        `tick_seconds`): a cron `run` exits with its archives written."""
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+    def run_due(self, now: float, notes: list[str]) -> int:
+        """Write the archives due now, within `tick_seconds`; returns how many."""
+        started, busy = self.clock(), time.perf_counter()
+        try:
+            return self._run_due(now, notes, started)
+        finally:
+            self.busy_seconds += time.perf_counter() - busy
+
+    def _run_due(self, now: float, notes: list[str], started: float) -> int:
+        written = 0
         for due in self.store.archive_due(now):
             if self.clock() - started > self.settings.tick_seconds:
                 break
@@ -176,6 +245,8 @@ class Archiver:
         where = f"{self.target.location.rstrip('/')}/{folder}"
         self.store.archive_done(batch_id, now, where, from_store)
         shutil.rmtree(self.spool(batch_id), ignore_errors=True)
+        if int(b.get("intent_id") or batch_id) == batch_id:
+            kept_input(self.workdir, batch_id).unlink(missing_ok=True)
         if not ours:  # not one result line of ours: not proven ours to delete (ownership.py)
             self.store.note("anomaly", batch_id, "no result line of ours: left at the provider")
         elif self.delete_files:
@@ -191,16 +262,25 @@ class Archiver:
         work = self.workdir / f"archiving-{batch_id}"
         shutil.rmtree(work, ignore_errors=True)
         work.mkdir(parents=True)
+        # Each file is digested and sent in a second thread while the next one is made from
+        # the store, and waited for before the manifest: the sends mostly wait on the target,
+        # the making mostly on the database (both let go of the GIL).
+        sends = ThreadPoolExecutor(max_workers=2, thread_name_prefix="llmbatch-archive")
+        digests: dict[str, Future[dict[str, Any]]] = {}
+
+        def send(name: str, path: Path) -> None:
+            digests[name] = sends.submit(self._send, f"{folder}/{name}", path)
+
         try:
             self.target.abort_uploads(folder + "/")
-            files: dict[str, Path] = {}
-            files["input.jsonl"] = self._input(attempts_of, prefix, provider, work)
             got, from_store = self._results(b, provider, work)
-            files.update(got)
+            for name, path in got.items():
+                send(name, path)
             ours = not got or any(_carries(p, prefix) for p in got.values())
-            files["results.jsonl"], files["attempts.jsonl"] = self._from_store(
-                attempts_of, prefix, work
-            )
+            send("input.jsonl", self._input(attempts_of, prefix, provider, work))
+            results, attempts = self._from_store(attempts_of, prefix, work)
+            send("results.jsonl", results)
+            send("attempts.jsonl", attempts)
             manifest: dict[str, Any] = {
                 "version": MANIFEST_VERSION,
                 "store_id": self.store.store_id,
@@ -219,16 +299,25 @@ class Archiver:
                 "archived_at": self.clock(),
                 "files": {},
             }
-            for name, path in files.items():
-                manifest["files"][name] = _digest(path)
-                self.target.put(f"{folder}/{name}", path)
+            for name in ("input.jsonl", *got, "results.jsonl", "attempts.jsonl"):
+                manifest["files"][name] = digests[name].result()  # the first failure raises
             (work / MANIFEST).write_bytes(orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
             self.target.put(f"{folder}/{MANIFEST}", work / MANIFEST)
             return from_store, ours
         finally:
+            sends.shutdown(wait=True, cancel_futures=True)  # nothing still reads `work`
             shutil.rmtree(work, ignore_errors=True)
 
+    def _send(self, key: str, path: Path) -> dict[str, Any]:
+        """Digest a file, then write it to the target (in a sending thread)."""
+        digest = _digest(path)
+        self.target.put(key, path)
+        return digest
+
     def _input(self, attempts_of: int, prefix: str, provider: Provider, work: Path) -> Path:
+        kept = kept_input(self.workdir, attempts_of)
+        if kept.is_file():  # the file as sent (its intent's own batch; a copy for another)
+            return kept
         path = work / "input.jsonl"
         with open(path, "wb") as f:
             for attempt_id, endpoint, body in self.store.batch_lines(attempts_of):

@@ -95,6 +95,7 @@ class Engine:
                 self.workdir,
                 delete_files=settings.delete_files,
                 clock=clock,
+                background=True,  # the engine polls and ingests while archives are written
             )
             if settings.archive is not None
             else None
@@ -250,6 +251,8 @@ class Engine:
             t.report.delivered += self.deliverer.run(t.now, t.report.notes)
 
     def close(self) -> None:
+        if self.archiver is not None:
+            self.archiver.close()  # its pass reads the work directory and the lease's store
         with contextlib.suppress(Exception):
             self.lease.release()
         if self._own_workdir:

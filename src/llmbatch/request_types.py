@@ -49,19 +49,19 @@ def body_hash(method: str, url: str, canonical_body: bytes) -> bytes:
     return h.digest()
 
 
-def check_custom_id(custom_id: object) -> None:
+def check_custom_id(custom_id: object, field: str = "custom_id") -> None:
     """A user's custom_id: any string of 1–512 characters without control characters.
 
     Anthropic's `^[a-zA-Z0-9_-]{1,64}$` does not apply: the provider only ever sees our
     attempt ids (`<store id>-<n>`), never the user's custom_id."""
     if custom_id is None:
-        raise LineError("custom_id is missing")
+        raise LineError(f"{field} is missing")
     if not isinstance(custom_id, str):
-        raise LineError(f"custom_id must be a string, got {kind(custom_id)}")
+        raise LineError(f"{field} must be a string, got {kind(custom_id)}")
     if not 1 <= len(custom_id) <= MAX_CUSTOM_ID:
-        raise LineError(f"custom_id must be 1-{MAX_CUSTOM_ID} characters, got {len(custom_id)}")
+        raise LineError(f"{field} must be 1-{MAX_CUSTOM_ID} characters, got {len(custom_id)}")
     if _CONTROL.search(custom_id):
-        raise LineError("custom_id contains a control character")
+        raise LineError(f"{field} contains a control character")
 
 
 def canonical_json(body: dict[str, Any]) -> bytes:

@@ -9,11 +9,12 @@ of the body (sorted keys, no whitespace), so a reformatted file is the same requ
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import orjson
 
 from llmbatch.defaults import PROVIDER
-from llmbatch.providers import claimants, format_of
+from llmbatch.providers import Format, claimants, format_of, formats
 from llmbatch.request_types import (
     MAX_CUSTOM_ID,
     MIB,
@@ -64,16 +65,34 @@ def parse_obj(obj: object, provider: str = PROVIDER) -> Request:
     that provider (`Format.claims`); any other line to `provider`'s format."""
     if not isinstance(obj, dict):
         raise LineError(f"expected a JSON object, got {kind(obj)}")
-    custom_id = obj.get("custom_id")
-    check_custom_id(custom_id)
-    assert isinstance(custom_id, str)
-    fmt = format_of(provider)
+    fmt, name = format_of(provider), provider
     for other in claimants():
         if other.claims(obj):
-            if other is fmt:
-                break
-            return other.parse(custom_id, obj, other.name)
-    return fmt.parse(custom_id, obj, provider)
+            if other is not fmt:
+                fmt, name = other, other.name
+            break
+    try:
+        custom_id = fmt.line_id(obj)
+        check_custom_id(custom_id, fmt.id_field)
+        assert isinstance(custom_id, str)
+        return fmt.parse(custom_id, obj, name)
+    except LineError as exc:
+        hint = _shape_hint(obj, fmt)
+        if hint is None:
+            raise
+        raise LineError(f"{exc}; {hint}") from None
+
+
+def _shape_hint(obj: dict[str, Any], fmt: Format) -> str | None:
+    """For a line refused by `fmt`: the providers whose own line shape it is, if not fmt's."""
+    if fmt.full_line(obj):
+        return None
+    others = [f for f in formats() if type(f) is not type(fmt) and f.full_line(obj)]
+    if not others:
+        return None
+    names = " or ".join(f"--provider {f.name}" for f in others[:3])
+    base = min(others, key=lambda f: len(type(f).__mro__))  # OpenAI's, not a gateway's
+    return f"it is a line in {base.label or base.name}'s shape: enqueue it with {names}"
 
 
 def make_request(

@@ -63,6 +63,8 @@ def _short(value: object) -> str:
 class ReadsResults(Protocol):
     """The part of a provider's format (providers/plugin.py) that reads a result line."""
 
+    id_field: str  # the field that carries a line's id (`custom_id`; Gemini's `key`)
+
     def result(self, attempt: int, line: dict[str, Any], endpoint: str | None) -> Finding: ...
 
 
@@ -75,7 +77,7 @@ def parse_line(line: bytes, store_id: str, endpoint: str | None, fmt: ReadsResul
         raise Anomaly(f"result line is not JSON ({exc}): {line[:80]!r}") from None
     if not isinstance(obj, dict):
         raise Anomaly(f"result line is not a JSON object: {line[:80]!r}")
-    attempt = attempt_id_of(obj.get("custom_id"), store_id)
+    attempt = attempt_id_of(obj.get(fmt.id_field), store_id)
     return fmt.result(attempt, obj, endpoint)
 
 

@@ -144,7 +144,8 @@ class Submission:
             if self.now < self.resend_at:
                 self.ask_again_at = self.resend_at
                 return False
-        path = write_file() if self.file_id is None else Path()
+        # written even with an upload recorded: a provider whose uploads expire uploads again
+        path = write_file()
         intent = _intent(b, self.store.store_id)
         ref = self.provider.submit(replace(intent, path=path, input_file_id=self.file_id), self)
         self.store.record_submitted(

@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from llmbatch.archive import kept_input
 from llmbatch.errors import RejectedError
 from llmbatch.lease import Lease
 from llmbatch.ownership import attempt_prefix
@@ -94,7 +95,11 @@ class Submitter:
         if done:
             report.submitted += 1
             with contextlib.suppress(FileNotFoundError):
-                (self.workdir / f"batch-{b.id}.jsonl").unlink()
+                sent = self.workdir / f"batch-{b.id}.jsonl"
+                if self.settings.archive is not None:  # its archive's input.jsonl, as sent
+                    sent.rename(kept_input(self.workdir, b.id))
+                else:
+                    sent.unlink()
             self.poller.soon(now)
         else:
             # Ask the provider again when the wait is over, not every tick: an Anthropic

@@ -1,6 +1,6 @@
 """The sweep: what the store does not know about, found at the providers (every
-`sweep_interval`). Batches created since the oldest open intent (at least the last hour)
-that prove ours but that the store never recorded are adopted as batches of their intent and
+`sweep_interval`). Batches created since the oldest open intent (at least the last hour,
+never before the store's first intent for that provider) that prove ours but that the store never recorded are adopted as batches of their intent and
 ingested; uploads proven ours that no intent uses are deleted; batches read and found
 foreign are remembered, never read again. submission.py says why such batches exist."""
 
@@ -31,21 +31,28 @@ class Sweeper:
     def due(self, now: float) -> bool:
         return now >= self.next_sweep_at
 
-    def _sweep_since(self, now: float) -> float:
+    def _sweep_since(self, now: float, provider: str) -> float | None:
         """Back to the oldest open intent, and at least `SWEEP_RECENT_S` (a duplicate the
-        list showed after its intent was done), less the providers' clock skew."""
+        list showed after its intent was done), but never before the store's first intent
+        for the provider (None: it has none, so nothing there can be ours); less the
+        providers' clock skew."""
+        first = self.store.first_intent_at(provider)
+        if first is None:
+            return None
         oldest = min((b.created_at for b in self.store.open_batches()), default=now)
-        return min(oldest, now - defaults.SWEEP_RECENT_S) - CLOCK_SKEW_S
+        return max(first, min(oldest, now - defaults.SWEEP_RECENT_S)) - CLOCK_SKEW_S
 
     def sweep(self, t: Tick) -> None:
         """Adopt batches proven ours that the store does not know (a re-create the residual
         risk allowed, a restored database); delete our uploads no intent uses."""
         now, token, report = t.now, t.token, t.report
         self.next_sweep_at = now + self.settings.sweep_interval
-        since = self._sweep_since(now)
         proof = Proof(self.store.store_id, self.store.nonce_of, self.store.batch_of_attempt)
         frozen = t.moved.before if t.moved is not None else 0
         for name in sorted(self.providers):
+            since = self._sweep_since(now, name)
+            if since is None:
+                continue  # no intent for it yet: no call it does not need
             provider = self.providers[name]
             known_batches, known_files = self.store.known_ids(name)
             skip = frozenset(known_batches) | self.store.judged_ids(name)

@@ -227,7 +227,7 @@ class _Walk:
             detail = spec.get("detail") if isinstance(spec, dict) else part.get("detail")
             self.images += image_bound(self.provider, self.model, detail)
             return True
-        if kind in ("file", "input_file"):
+        if kind in ("file", "input_file") or format_or_base(self.provider).document_part(part):
             self.documents = True
             return True
         if kind == "document":
@@ -292,7 +292,8 @@ def worst_case(
         walk.value(v)
     tokens_in = BASE + walk.text + PER_PART * walk.parts + walk.images + definitions
     window = context_window or None
-    cap = output_cap(body, endpoint)
+    own_cap, candidates = format_or_base(prices.provider).output_bound(body)
+    cap = output_cap(body, endpoint) or own_cap
     hold, allowable = None, False
     if walk.context is not None:
         if cap is None or assume_context is None:
@@ -324,7 +325,7 @@ def worst_case(
         out, bound = window, "context window"
     else:
         out, bound = UNKNOWN_MAX, "unknown maximum"
-    out = out * billed_completions(body, endpoint) + _prediction(body)
+    out = out * max(billed_completions(body, endpoint), candidates) + _prediction(body)
     if free(endpoint, prices.model):
         return WorstCase(tokens_in, out, 0, bound, hold, allowable)
     tier = prices.tier(tokens_in)

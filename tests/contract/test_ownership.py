@@ -41,6 +41,17 @@ class Door:
 
     def items(self, name: str, n: int, prefix: str) -> list[dict[str, Any]]:
         messages = [{"role": "user", "content": f"{prefix}: question {i}"} for i in range(n)]
+        if name == "gemini":
+            return [
+                {
+                    "key": f"{prefix}{i}",
+                    "request": {
+                        "model": self.model,
+                        "contents": [{"role": "user", "parts": [{"text": m["content"]}]}],
+                    },
+                }
+                for i, m in enumerate(messages)
+            ]
         if name == "anthropic":
             return [
                 {
@@ -59,6 +70,9 @@ DOORS = {
     "openai": Door("batches.create", "/v1/batches", "gpt-4o-mini"),
     "azure": Door("batches.create", "/openai/batches", "gpt-4o-mini"),
     "anthropic": Door("messages.batches.create", "/v1/messages/batches", "claude-3-5-haiku-latest"),
+    "gemini": Door(
+        "batches.create", "/v1beta/models/gemini-2.5-flash:batchGenerateContent", "gemini-2.5-flash"
+    ),
 }
 
 
@@ -84,7 +98,7 @@ def enqueue(db: str, name: str, n: int, prefix: str) -> list[str]:
     items = DOORS[name].items(name, n, prefix)
     with Queue(db, "q", provider=name) as q:
         assert q.add_many(items).added == n
-    return [str(it["custom_id"]) for it in items]
+    return [str(it.get("custom_id", it.get("key"))) for it in items]
 
 
 def settings(emu: RunningEmulator, **overrides: Any) -> EngineSettings:
@@ -337,6 +351,7 @@ def test_a_refusal_while_reconciling_leaves_the_intent_to_reconcile_later(
         "openai": {**gateway.providers["openai"], "base_url": rejecting.url + "/v1"},
         "azure": {**gateway.providers["azure"], "endpoint": rejecting.url},
         "anthropic": {**gateway.providers["anthropic"], "base_url": rejecting.url},
+        "gemini": {**gateway.providers["gemini"], "base_url": rejecting.url},
     }
     refused = Engine(open_store(db), gateway)
     try:
@@ -401,7 +416,12 @@ def result_reads(emu: RunningEmulator, batch_ids: set[str]) -> int:
     )
 
 
-FOREIGN = {"openai": 350, "azure": 350, "anthropic": 150}  # over the 3 pages the sweep read
+FOREIGN = {
+    "openai": 350,
+    "azure": 350,
+    "anthropic": 150,
+    "gemini": 350,
+}  # over the 3 pages the sweep read
 
 
 def test_among_foreign_batches_the_sweep_adopts_ours_and_reads_each_foreign_once(
@@ -451,6 +471,50 @@ def test_among_foreign_batches_the_sweep_adopts_ours_and_reads_each_foreign_once
     assert sql(db, "SELECT intent_id FROM batches WHERE provider_batch_id = ?", [dup]) == [(1,)]
     assert not provider_batches(db) & foreign
     assert results_per_request(db) == first == dict.fromkeys(ids, 1)
+
+
+@pytest.mark.slow
+def test_a_fresh_store_reads_nothing_older_than_its_first_intent(
+    name: str, tmp_path: Path, emu: RunningEmulator
+) -> None:
+    """Foreign batches made 50 minutes before the store's first intent: none can be ours. On
+    the code before, a fresh store's every sweep read the last hour of them (an Anthropic
+    batch's results, two calls each; the OpenAI list page after page) before it had sent
+    anything; now a store with no intent makes no call, and one with intents looks back to
+    its first (less the clock skew allowed), so it reads one list page and no foreign batch."""
+    foreign = set(emu.control.seed(name, batches=120)["batches"])
+    emu.control.advance(3000)  # they ended before the store was made
+    for b in foreign:
+        emu.control.wait(b)
+    skew = emu.control.now() - time.time()  # the engine's clock follows the provider's
+    db = str(tmp_path / "q.db")
+    open_store(db).close()
+    e = engine(db, emu)
+    try:
+        emu.control.clear_calls()
+        for _ in range(3):  # sweeps, nothing sent
+            e.tick(time.time() + skew)
+            time.sleep(0.25)
+        assert emu.control.calls() == []
+        ids = enqueue(db, name, 4, "m")
+        deadline = time.monotonic() + 60
+        while e.store.has_unfinished() or e.store.open_batches():
+            assert time.monotonic() < deadline, states(db)
+            e.tick(time.time() + skew)
+            time.sleep(0.25)
+            if e.store.open_batches():
+                emu.control.advance(60)
+                skew = emu.control.now() - time.time()
+        tick_for_at = time.monotonic() + 0.6
+        while time.monotonic() < tick_for_at:  # more sweeps after the work
+            e.tick(time.time() + skew)
+            time.sleep(0.1)
+    finally:
+        close(e)
+    calls = emu.control.calls()
+    assert not [c for c in calls if any(b in c["path"] for b in foreign)]  # no foreign read
+    assert not [c for c in calls if "after" in (c.get("query") or "")]  # one list page each
+    assert_once(db, ids)
 
 
 # -- proof that never comes ------------------------------------------------------------------
@@ -508,6 +572,41 @@ def test_a_batch_expired_or_cancelled_by_someone_else_sends_its_unrun_requests_a
         close(e)
     assert_once(db, ids)
     assert intents(db) == 2  # the unrun requests travelled again, in one new batch
+
+
+@pytest.mark.slow
+def test_results_the_provider_forgot_before_they_were_read_are_sent_again(
+    name: str, tmp_path: Path, emu: RunningEmulator
+) -> None:
+    """Archived results: the batch ended unseen, and by the time the engine looks the
+    provider no longer serves its results (31 days on: Anthropic has archived them, OpenAI's
+    output file has expired; and whatever a provider keeps is deleted at it, as someone
+    cleaning the account would). The requests that waited go back to the queue (`archived =
+    "requeue"`, the default) and each ends with exactly one result, in one new batch."""
+    db = str(tmp_path / "q.db")
+    ids = enqueue(db, name, 5, "m")
+    e = engine(db, emu)
+    try:
+        e.next_poll_at = time.time() + 3600  # not polled: it ends unseen
+        e.tick(time.time())
+        (first,) = provider_batches(db)
+        emu.control.advance(3600)
+        emu.control.wait(first)
+        emu.control.advance(31 * 86400)
+        provider = make_provider(name, **settings(emu).providers[name])
+        (status,) = provider.poll([first], 1)
+        assert status.ended
+        provider.delete_files([f for f in (status.output_file_id, status.error_file_id) if f])
+        e.next_poll_at = 0.0
+        drain([e], emu)
+    finally:
+        close(e)
+    assert results_per_request(db) == dict.fromkeys(ids, 1)
+    assert states(db) == {"succeeded": len(ids)}
+    assert intents(db) == 2  # the forgotten batch's requests travelled again, in one batch
+    assert sql(db, "SELECT state FROM batches WHERE provider_batch_id = ?", [first]) == [
+        ("ingested",)
+    ]
 
 
 # -- where a store lives ------------------------------------------------------------------------

@@ -200,7 +200,10 @@ def test_foreign_batches_are_judged_once_and_proof_waits_are_kept(store: Store) 
     store.judge_foreign("openai", [], now)
     assert store.judged_ids("openai") == {"batch_x", "batch_y"}
     assert store.judged_ids("anthropic") == set()
+    assert store.first_intent_at("openai") is None  # the sweep makes no call for it
     batch, _token = _intent(store, "q", ["a", "b"], now)
+    assert store.first_intent_at("openai") == now  # the sweep looks no further back
+    assert store.first_intent_at("anthropic") is None
     assert store.proof_waits() == []
     store.set_proof_wait(batch, now + 120)
     [wait] = store.proof_waits()

@@ -68,7 +68,19 @@ def _etc_passwd(tmp: Path) -> str:
     return "../" * (len(tmp.resolve().parts) + 2) + "etc/passwd"
 
 
+def _gemini_huge_request(path: Path) -> None:
+    def gemini(key: str, text: bytes) -> bytes:
+        head = b'{"key": "' + key.encode() + b'", "request": {"model": "gemini-2.5-flash", '
+        return head + b'"contents": [{"role": "user", "parts": [{"text": "' + text + b'"}]}]}}\n'
+
+    with path.open("wb") as f:
+        f.write(gemini("before", b"hi"))
+        f.write(gemini("huge", b"a" * (21 << 20)))
+        f.write(gemini("after", b"hi"))
+
+
 GENERATORS: dict[str, Callable[[Path], object]] = {
+    "gemini_huge_request": _gemini_huge_request,
     "huge_line": _huge_line,
     "deep_nesting": lambda p: p.write_bytes(
         line("new-1") + b"\n" + _nested(10_000, False) + b"\n" + line("new-2") + b"\n"

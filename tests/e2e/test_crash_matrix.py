@@ -7,7 +7,8 @@ they act — and each strike put in a window of the protocol.
 The benchmark's own sizes (`--small`: 12 kills, 2 pauses; the floors) are in
 docs/reliability.md.
 `.ci/run`'s harness stage runs it at `--small` on an OpenAI queue (and fails on any loss), so
-the test runs the one queue CI does not: Anthropic's, at 3 kills.
+the test runs the queues CI does not: Anthropic's, at 3 kills, and Gemini's (every batch an
+uploaded file), at 3 kills and a pause.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 # The anthropic SDK takes several seconds to import: few kills keep it near a minute.
 @pytest.mark.slow
-@pytest.mark.parametrize("provider,kills,pauses", [("anthropic", 3, 0)])
+@pytest.mark.parametrize("provider,kills,pauses", [("anthropic", 3, 0), ("gemini", 3, 1)])
 def test_crash_matrix_small(provider: str, kills: int, pauses: int, tmp_path: Path) -> None:
     command = [sys.executable, str(ROOT / "benchmarks" / "crash_matrix.py")]
     command += ["--kills", str(kills), "--pauses", str(pauses), "--restarts", "0"]
@@ -42,6 +43,7 @@ def test_crash_matrix_small(provider: str, kills: int, pauses: int, tmp_path: Pa
     assert figures["double_creates"] == 0 and figures["not_ingested"] == 0
     assert figures["create_calls"] == figures["provider_batches"] >= figures["intents"] > 1
     assert figures["database_locked"] == 0 and figures["tracebacks"] == 0
+    assert figures["provider"] == provider
     if provider == "anthropic":  # no files: those windows do not exist
         assert not {"upload", "uploaded", "sweep"} & set(figures["windows"])
 

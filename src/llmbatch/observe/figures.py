@@ -32,6 +32,7 @@ from llmbatch.store.observe import CostRow, Observed, Turnaround
 OTHER = "other"  # where label values past the first MAX_VALUES go
 MAX_VALUES = 50
 MAX_AGE_S = 15.0
+NICE = 10  # the background read's thread
 EPOCH = date(1970, 1, 1)
 
 Labels = tuple[str, ...]
@@ -235,9 +236,9 @@ class FigureCache:
         threading.Thread(target=self._background, name="llmbatch-figures", daemon=True).start()
 
     def _background(self) -> None:
-        """A read in a thread of its own, at the lowest CPU priority: on SQLite the read runs
-        in this process, and the engine's steps and the scrapes come first."""
-        _lowest_priority()
+        """A read in a thread of its own, at a lower CPU priority: on SQLite the read runs in
+        this process, and the engine's steps and the scrapes come first."""
+        _lower_priority()
         try:
             self.refresh()
         except Exception:
@@ -293,10 +294,11 @@ class FigureCache:
         return self._figures
 
 
-def _lowest_priority() -> None:
-    """This thread at nice 19 where threads have their own (Linux); elsewhere as it is."""
+def _lower_priority() -> None:
+    """This thread at nice 10 where threads have their own (Linux; elsewhere as it is): on a
+    busy machine it gets a tenth of what the engine's thread gets, and is not starved."""
     with contextlib.suppress(AttributeError, OSError):
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), NICE)
 
 
 def _add(a: Turnaround, b: Turnaround) -> Turnaround:

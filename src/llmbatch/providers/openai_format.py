@@ -154,6 +154,14 @@ class AzureFormat(OpenAIFormat):
     model_prefixes = ()  # deployment names are the user's own
     gives_batch_total = False
 
+    def parse(self, custom_id: str, line: dict[str, Any], provider: str) -> Request:
+        """Azure's own lines name `/chat/completions` (its docs, and the files we send it):
+        taken as the `/v1/` endpoint they are."""
+        url = line.get("url")
+        if isinstance(url, str) and url.startswith("/") and "/v1" + url in self.endpoints:
+            line = {**line, "url": "/v1" + url}
+        return super().parse(custom_id, line, provider)
+
 
 def _embedding_inputs(body: dict[str, Any]) -> int:
     inp = body.get("input")

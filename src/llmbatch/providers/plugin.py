@@ -33,6 +33,9 @@ class Format:
     # endpoints it batches, and the one a short-form item (`{"custom_id", "body"}`) goes to
     endpoints: frozenset[str] = frozenset()
     default_endpoint: str = ""
+    # the field of an input line and a result line that carries its id (the user's custom_id
+    # in an input line, our attempt id in a result line)
+    id_field: str = "custom_id"
     # model name prefixes that are this provider's own (a usage log without a provider
     # column is priced by them; the OpenAI-shaped client refuses another provider's model)
     model_prefixes: tuple[str, ...] = ()
@@ -59,6 +62,11 @@ class Format:
         """Whether an input line is in a shape only this provider speaks: such a line goes to
         this provider whichever was asked for (a file may mix shapes)."""
         return False
+
+    def line_id(self, line: Mapping[str, Any]) -> object:
+        """An input line's custom_id, unchecked (raise LineError for a line that is plainly in
+        another shape)."""
+        return line.get(self.id_field)
 
     def full_line(self, item: Mapping[str, Any]) -> bool:
         """Whether a Python API item is a whole input line rather than the short form
@@ -97,6 +105,17 @@ class Format:
     def batch_note(self, state: str) -> str | None:
         """A word for `batches`/`status` beside a batch in `state` (None: nothing to add)."""
         return None
+
+    def output_bound(self, body: Mapping[str, Any]) -> tuple[int | None, int]:
+        """The worst case's output: the request's own cap on output tokens where this format
+        keeps it elsewhere than the top-level `max_tokens` family (None: not set), and how
+        many candidates it is billed for."""
+        return None, 1
+
+    def document_part(self, part: Mapping[str, Any]) -> bool:
+        """Whether a content part brings a file of unknown size (its tokens are bounded by
+        the model's context window in the worst case)."""
+        return False
 
     def input_tokens(self, endpoint: str, model: str, body: dict[str, Any]) -> int:
         """The estimate's input token count of one request body."""

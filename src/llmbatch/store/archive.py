@@ -92,20 +92,23 @@ class ArchiveOps:
 
     def batch_result_rows(self, batch_id: int) -> Iterator[ResultRow]:
         """The results recorded for a batch's attempts, in attempt order, streamed."""
+        # The query's columns are ResultRow's fields in order: rows are built positionally
+        # (a dict per row cost archiving a third of its time).
         after = 0
         while True:
             with self._read() as cur:
                 cur.execute(
                     self.q("batch_result_rows"), {"batch_id": batch_id, "after": after, "n": PAGE}
                 )
-                rows = _by_name(cur)
-            for r in rows:
-                if r["body"] is not None:
-                    r["body"] = bytes(r["body"])
-                yield ResultRow(**r)
+                rows = cur.fetchall()
+            for row in rows:
+                body = row[6]
+                if body is not None and type(body) is not bytes:
+                    row = (*row[:6], bytes(body), *row[7:])
+                yield ResultRow(*row)
             if len(rows) < PAGE:
                 return
-            after = int(rows[-1]["attempt_id"])
+            after = int(rows[-1][11])
 
     def batch_queues(self, batch_id: int) -> list[QueueState]:
         with self._read() as cur:

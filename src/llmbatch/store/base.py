@@ -278,6 +278,10 @@ class Store(Protocol):
     def judged_ids(self, provider: str) -> set[str]:
         """Provider batches already read and found not ours."""
 
+    def first_intent_at(self, provider: str) -> float | None:
+        """When the store first committed an intent for a provider (None: never): no batch
+        the provider made before then can be ours."""
+
     def judge_foreign(self, provider: str, batch_ids: Iterable[str], now: float) -> None:
         """Remember provider batches found not ours, so none is read again."""
 

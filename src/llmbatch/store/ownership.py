@@ -66,6 +66,12 @@ class OwnershipOps:
             cur.execute(self.q("judged_ids"), {"provider": provider})
             return {str(r[0]) for r in cur.fetchall()}
 
+    def first_intent_at(self, provider: str) -> float | None:
+        with self._read() as cur:
+            cur.execute(self.q("first_intent_at"), {"provider": provider})
+            row = cur.fetchone()
+        return None if row is None or row[0] is None else float(row[0])
+
     def judge_foreign(self, provider: str, batch_ids: Iterable[str], now: float) -> None:
         """Remember provider batches found not ours (no fence: a fact, whoever writes it)."""
         rows = [{"provider": provider, "provider_batch_id": b, "now": now} for b in batch_ids]

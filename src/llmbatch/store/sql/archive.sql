@@ -38,6 +38,7 @@ LIMIT :n
 
 -- name: batch_result_rows
 -- The results recorded for the attempts a batch carried (a retried attempt has none).
+-- The columns are ResultRow's fields in order (rows are built positionally).
 SELECT res.id AS cursor, r.custom_id,
        CASE WHEN a.outcome IN ('succeeded', 'failed', 'cancelled') THEN a.outcome ELSE r.state END
          AS state,

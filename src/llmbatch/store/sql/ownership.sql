@@ -3,6 +3,10 @@
 -- name: judged_ids
 SELECT provider_batch_id FROM judged_batches WHERE provider = :provider
 
+-- name: first_intent_at
+-- When the store first committed an intent for a provider: the sweep looks back no further.
+SELECT MIN(created_at) FROM batches WHERE provider = :provider AND intent_id IS NULL
+
 -- name: judge_batch
 INSERT INTO judged_batches (provider, provider_batch_id, judged_at)
 VALUES (:provider, :provider_batch_id, :now)
