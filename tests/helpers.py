@@ -30,8 +30,10 @@ from llmbatch.store import open_store
 from llmbatch.store.sqlstore import migrations, split_script
 
 CHAT = "/v1/chat/completions"
-# Migration 0008 (archives and the webhook outbox) taken back out.
-UNDO_0008 = ("DROP TABLE archives", "DROP TABLE outbox")
+# Migration 0011 (the model a provider says ran a batch) taken back out.
+UNDO_0011 = ("ALTER TABLE provider_usage DROP COLUMN model",)
+# Migration 0008 (archives and the webhook outbox) taken back out, and every later one.
+UNDO_0008 = (*UNDO_0011, "DROP TABLE archives", "DROP TABLE outbox")
 # Migration 0005 (proof of ownership) taken back out.
 UNDO_0005 = (
     "DROP TABLE judged_batches",
@@ -202,6 +204,15 @@ def visible(db: str) -> dict[str, Any]:
 E2E_KEY_ENV = "LLMBATCH_E2E_KEY"  # set to a fake key for every e2e test (tests/e2e/conftest.py)
 
 
+def _services() -> list[str]:
+    """The shipped OpenAI-compatible services (none in code from before them)."""
+    try:
+        from llmbatch.providers.compatible import SHIPPED
+    except ImportError:
+        return []
+    return list(SHIPPED)
+
+
 def fast_settings(emu: Any, **overrides: Any) -> EngineSettings:
     """Engine settings for tests: fast polling, short retry and settle delays, both OpenAI
     surfaces, Anthropic and Gemini pointed at a running emulator (`emu` is a RunningEmulator)."""
@@ -219,6 +230,10 @@ def fast_settings(emu: Any, **overrides: Any) -> EngineSettings:
             "azure": {"endpoint": emu.url, "api_key_env": E2E_KEY_ENV},
             "anthropic": {"base_url": emu.url, "api_key_env": E2E_KEY_ENV},
             "gemini": {"base_url": emu.url, "api_key_env": E2E_KEY_ENV},
+            **{
+                name: {"base_url": f"{emu.url}/compatible/{name}/v1", "api_key_env": E2E_KEY_ENV}
+                for name in _services()
+            },
         },
     }
     values.update(overrides)

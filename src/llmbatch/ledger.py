@@ -152,9 +152,10 @@ def record(store: Store, b: OpenBatch, tally: Tally, now: float, token: int) -> 
 def mismatch(check: UsageCheck) -> str:
     """ "batch X: provider says …; we counted …" for a batch whose totals differ."""
     s, c = check.says, check.counted
+    ran = f" (it ran {check.model})" if check.model else ""
     return (
         f"batch {check.provider_batch_id or check.batch_id}: provider says {s[0]:,} input and "
-        f"{s[2]:,} output tokens; we counted {c[0]:,} and {c[2]:,} from its result lines "
+        f"{s[2]:,} output tokens{ran}; we counted {c[0]:,} and {c[2]:,} from its result lines "
         f"({check.difference()})"
     )
 

@@ -136,6 +136,12 @@ class Packer:
                 if c.too_large is not None:
                     self._refuse_too_large(c.too_large, provider_name, limits, t)
                     continue
+                if 0 < c.count < limits.min_requests:  # the service refuses smaller batches
+                    report.notes.append(
+                        f"{provider_name}: {c.count} requests of {model or endpoint} ready; a "
+                        f"batch takes at least {limits.min_requests}: waiting for more"
+                    )
+                    break
                 if c.count == 0:
                     if c.why == "token quota":
                         report.notes.append(

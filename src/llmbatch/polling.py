@@ -106,7 +106,7 @@ class Poller:
                     self.store.update_batch(seen.id, s, now, token)
                     changed = True
                     if s.usage is not None:  # what the provider says it used, to check ours
-                        self.store.record_provider_usage(seen.id, s.usage, now, token)
+                        self.store.record_provider_usage(seen.id, s.usage, now, token, s.model)
         # Right after a submit the short first interval stands; then it doubles, up to
         # poll_interval while batches move and up to max_poll_interval while nothing does.
         if not self.submitted_since_poll:

@@ -231,9 +231,10 @@ def _notes(r: Receipt, provider: str | None) -> None:
         if c.differs:
             r.notes.append("DIFFERS: " + mismatch(c))
         else:
+            ran = f" (it ran {c.model})" if c.model else ""
             r.notes.append(
                 f"batch {c.batch_id}: provider says {c.says[0]:,} input and {c.says[2]:,} "
-                "output tokens, as we counted"
+                f"output tokens{ran}, as we counted"
             )
     if provider is not None and not r.checks and not _gives_total(provider):
         r.notes.append(f"{provider} gives no batch total: nothing to check our count against")

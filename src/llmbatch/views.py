@@ -92,6 +92,7 @@ BATCH_COLUMNS = [
     Column("provider", "provider", drop=6),
     Column("provider_batch_id", "provider batch", show=lambda v: v or "-"),
     Column("model", "model", drop=5),
+    Column("provider_model", "ran", drop=7, show=lambda v: v or ""),
     Column("state", "state"),
     Column("requests", "requests", right=True),
     Column("done", "done", right=True),
@@ -124,6 +125,7 @@ def batch_record(
         "provider": row["provider"],
         "provider_batch_id": row.get("provider_batch_id"),
         "model": row.get("model") or "several",
+        "provider_model": row.get("provider_model"),  # what the provider says ran it
         "state": shown,
         "requests": row["request_count"],
         "done": row["completed_count"] + row["failed_count"],
@@ -142,6 +144,7 @@ def _row_dict(b: BatchRow) -> dict[str, Any]:
         "id": b.id,
         "provider": b.provider,
         "model": b.model,
+        "provider_model": b.provider_model,
         "state": b.state,
         "provider_batch_id": b.provider_batch_id,
         "provider_status": b.provider_status,
@@ -211,6 +214,7 @@ def status_text(
             "real-time rescue is not built yet)\n"
         )
     out.append(budget_lines(store.budget_overview(now), store.held_reasons()))
+    out += [f"waiting: {w['text']}\n" for w in waiting_for_more(counts)]
     out += [ln + "\n" for ln in receipt.status_lines(store, now, queue)]  # checks, unplanned
     out += [ln + "\n" for ln in identity.status_lines(store, now)]  # a copy, proof waits
     out.append(delivery_lines(store, now))
@@ -238,6 +242,31 @@ def delivery_lines(store: Store, now: float) -> str:
         when = "" if soonest is None else f", next try in {duration(max(0.0, soonest - now))}"
         lines.append(f"webhooks: {events:,} events not delivered yet{when}")
     return "".join("\n" + ln for ln in lines) + ("\n" if lines else "")
+
+
+def waiting_for_more(counts: Sequence[Any]) -> list[dict[str, Any]]:
+    """Models whose waiting requests are fewer than their provider's smallest batch (Cerebras
+    takes no batch under 10): they are not sent until more arrive."""
+    waiting: dict[tuple[str, str], int] = {}
+    for c in counts:
+        if c.state in ("queued", "retry_wait"):
+            key = (c.provider, c.model)
+            waiting[key] = waiting.get(key, 0) + c.n
+    from llmbatch.providers import format_or_base
+
+    out = []
+    for (provider, model), n in sorted(waiting.items()):
+        fmt = format_or_base(provider)
+        if n < fmt.min_batch:
+            label = fmt.label or provider
+            text = (
+                f"{n:,} {provider} requests of {model}: a {label} batch takes at least "
+                f"{fmt.min_batch}; they are sent when more arrive"
+            )
+            out.append(
+                dict(provider=provider, model=model, count=n, min_batch=fmt.min_batch, text=text)
+            )
+    return out
 
 
 def budget_lines(budgets: Sequence[BudgetRow], held: Sequence[tuple[str, int]]) -> str:
@@ -293,6 +322,7 @@ def status_record(store: Store, queue: str | None, now: float) -> dict[str, Any]
             for b in store.budget_overview(now)
         ],
         "held": [{"reason": r, "count": n} for r, n in store.held_reasons()],
+        "waiting_for_more": waiting_for_more(counts),
         "spend": receipt.status_record(store, now, queue),  # provider checks, unplanned spend
         "ownership": identity.status_record(store, now),  # a copy or move, proof waits
         "archive": [
@@ -426,6 +456,14 @@ def print_detail(detail: list[dict[str, Any]]) -> None:
             batch = a.get("provider_batch_id") or a.get("batch_id") or "-"
             err = f"  {a['error_code']}: {a['error_message']}" if a.get("error_code") else ""
             print(f"  attempt {a['id']}  batch {batch} line {a['line'] or '-'}  {a['state']}{err}")
+            if a.get("provider_model") or a.get("provider_input_tokens") is not None:
+                said = [f"it ran {a['provider_model']}"] if a.get("provider_model") else []
+                if a.get("provider_input_tokens") is not None:
+                    said.append(
+                        f"the whole batch used {a['provider_input_tokens']:,} in / "
+                        f"{a['provider_output_tokens']:,} out tokens"
+                    )
+                print(f"    provider says: {', '.join(said)}")
         res = req.get("result")
         if res is not None:
             if res.get("error_code"):

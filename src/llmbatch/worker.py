@@ -64,11 +64,11 @@ def engine_settings(
         retry = RetryPolicy(**retry_values)
     except TypeError as exc:
         raise ConfigError(f"[engine.retry]: {exc}") from None
-    quotas = _quotas(config.get("quotas") or {})
     providers = dict(config.get("providers") or {})
     providers.update(values.pop("providers", {}))
-    for name, options in providers.items():
+    for name, options in providers.items():  # first: a table may declare a service
         _check_provider(name, options)
+    quotas = _quotas(config.get("quotas") or {})
     providers = {k: dict(v) for k, v in providers.items()}
     budgets = parse_budgets(
         config.get("budgets"), budget_usd=budget_usd, period=budget_period or "day",
@@ -86,11 +86,11 @@ def engine_settings(
 # int to Python: refused where a number is meant).
 def _quotas(table: dict[str, Any]) -> dict[tuple[str, str], int]:
     """`[quotas.PROVIDER]` MODEL = tokens (or {enqueued_tokens = tokens}), checked."""
-    from llmbatch.providers import available, unknown
+    from llmbatch.providers import names, unknown
 
     quotas = {}
     for provider, models in table.items():
-        if provider not in available():
+        if provider not in names():
             raise ConfigError(f"[quotas.{provider}]: {unknown(provider)}")
         if not isinstance(models, dict):
             raise ConfigError(f"[quotas.{provider}] must be a table of model = enqueued tokens")
@@ -108,10 +108,10 @@ def _quotas(table: dict[str, Any]) -> dict[tuple[str, str], int]:
 def _check_provider(name: str, options: Any) -> None:
     """An unknown provider in `[providers]`, an unknown key or a wrong type in its table is a
     ConfigError up front, not ignored."""
-    from llmbatch.providers import check_settings
+    from llmbatch.providers.configure import check_table
 
     try:
-        check_settings(name, options)
+        check_table(name, options)
     except ConfigError as exc:
         text = str(exc)
         raise ConfigError(

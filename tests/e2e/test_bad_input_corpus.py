@@ -89,7 +89,16 @@ GENERATORS: dict[str, Callable[[Path], object]] = {
         line("new-1") + b"\n" + _nested(300, True) + b"\n" + line("new-2") + b"\n"
     ),
     "many_bad_lines": lambda p: p.write_bytes(line("ok") + b"\n" + b"[]\n" * 25),
+    # over Cerebras's 1 MB a line, well under --max-line-bytes
+    "line_over_1mb": lambda p: p.write_bytes(
+        line("new-1") + b"\n" + _big_line(1_100_000) + b"\n" + line("new-2") + b"\n"
+    ),
 }
+
+
+def _big_line(size: int) -> bytes:
+    text = b"x" * size
+    return b'{"custom_id": "big", "method": "POST", "url": "/v1/chat/completions", "body": {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "' + text + b'"}]}}'  # fmt: skip
 
 
 def _input(case: dict[str, Any], tmp: Path) -> str:

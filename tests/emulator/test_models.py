@@ -92,8 +92,17 @@ def test_every_openai_sdk_model_is_listed_and_answers(
             else:
                 continue  # images and videos: batch only (below); audio: listed only
             assert reply.model in listed, (model, reply.model)  # itself, or its snapshot
-    # Images and videos through batches: one file, one model each.
-    for endpoint, kind in (("/v1/images/generations", "images"), ("/v1/videos", "videos")):
+    # Images through batches: one file, one model each; videos no longer (the Videos API
+    # shut down on 2026-09-24).
+    for model in sorted(lists["videos"])[:1]:
+        line = {"custom_id": "a", "method": "POST", "url": "/v1/videos"}
+        line["body"] = {"model": model, "prompt": "a red square"}
+        f = upload(client, [line])
+        with pytest.raises(openai.BadRequestError, match="shut down on 2026-09-24"):
+            client.batches.create(
+                input_file_id=f.id, endpoint="/v1/videos", completion_window="24h"
+            )
+    for endpoint, kind in (("/v1/images/generations", "images"), ("/v1/images/edits", "images")):
         for model in sorted(lists[kind]):
             line = {"custom_id": "a", "method": "POST", "url": endpoint}
             line["body"] = {"model": model, "prompt": "a red square"}

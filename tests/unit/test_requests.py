@@ -93,7 +93,10 @@ def test_custom_ids_that_are_fine(custom_id: str) -> None:
         ({"url": None}, "url is missing"),
         ({"url": 5}, "url must be a string"),
         ({"url": "/v1/chat"}, "url '/v1/chat' is not a batch endpoint; use one of"),
-        ({"url": "/v1/images/generations"}, "url /v1/images/generations is not supported yet"),
+        (
+            {"url": "/v1/videos"},
+            "url /v1/videos cannot be batched: the Videos API was shut down on 2026-09-24",
+        ),
         ({"body": None}, "body is missing"),
         ({"body": "text"}, "body must be an object, got string"),
         ({"body": {"messages": []}}, "body has no model"),
@@ -108,7 +111,7 @@ def test_openai_line_rules(overrides: dict[str, Any], expected: str) -> None:
 
 def test_every_supported_endpoint_is_accepted() -> None:
     for url in ["/v1/chat/completions", "/v1/responses", "/v1/embeddings", "/v1/completions",
-                "/v1/moderations"]:  # fmt: skip
+                "/v1/moderations", "/v1/images/generations", "/v1/images/edits"]:  # fmt: skip
         assert parse_line(line("a", url=url)).endpoint == url
 
 

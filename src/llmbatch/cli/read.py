@@ -79,6 +79,8 @@ def plugins(fmt: str) -> None:
         for key, default in p["settings"].items():
             shown = "(unset)" if default is None else repr(default)
             click.echo(f"    {key} = {shown}")
+        for fact in p.get("unconfirmed", []):
+            click.echo(f"  not confirmed in its published docs: {fact}")
 
 
 @main.command(short_help="What moving past usage to batch would save.")

@@ -1,5 +1,6 @@
 """The ASGI app: the OpenAI door (`/v1`), Azure's legacy (`/openai`) and v1
-(`/openai/v1`) doors, the Anthropic Message Batches door (`/v1/messages/batches`), the
+(`/openai/v1`) doors, one OpenAI door per compatible service (`/compatible/NAME/v1`, with
+the service's differences), the Anthropic Message Batches door (`/v1/messages/batches`), the
 Gemini door (`/v1beta`, `/upload`, and Gemini's callers on `/v1`), and the control API
 (`/_emulator`). A door is one more route list."""
 
@@ -27,7 +28,7 @@ from llmbatch.emulator.envelope import (
     GoogleApiError,
     anthropic_error_type,
 )
-from llmbatch.emulator.surfaces import AZURE, OPENAI
+from llmbatch.emulator.surfaces import AZURE, OPENAI, flavor_of
 from llmbatch.emulator.worker import Worker
 
 
@@ -47,6 +48,10 @@ def create_app(
     routes += openai_v1
     routes += openai_api.routes(emu, "/openai/v1", Surface(AZURE))
     routes += openai_api.routes(emu, "/openai", Surface(AZURE, legacy=True))
+    for name in emu.cfg.services:  # each OpenAI-compatible service, with its differences
+        routes += openai_api.routes(
+            emu, f"/compatible/{name}/v1", Surface(flavor_of(name, emu.cfg))
+        )
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -7,6 +7,7 @@ all speak these names. Rates and durations are in *virtual* seconds (see `clock.
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -105,6 +106,10 @@ class EmulatorConfig:
     max_embedding_inputs: int = 50_000
     #: Files per Azure resource, output files included.
     azure_file_limit: int = 500
+    #: OpenAI-compatible services, each served at `/compatible/NAME/v1` with its
+    #: differences from OpenAI's batch API (the fields of `providers.compatible.Service`
+    #: but its words). Default: the shipped table (Groq, Together, Cerebras).
+    services: dict[str, dict[str, Any]] = field(default_factory=lambda: shipped_services())
     #: Enqueued-prompt-token quotas: {"openai": {model: n}, "azure": {deployment: n},
     #: "gemini": {model: n}} (Gemini answers 429 at create when a batch would pass it).
     quotas: dict[str, dict[str, int]] = field(default_factory=dict)
@@ -205,6 +210,8 @@ def _check(key: str, value: Any) -> Any:
         return value
     if key == "quotas":
         return check_quotas(value)
+    if key == "services":
+        return check_services(value)
     if key in ("seed",) and value is not None and not isinstance(value, int):
         raise ConfigError("emulator setting 'seed' must be an integer or null")
     if key == "clock_start" and value is not None and not isinstance(value, int | float):
@@ -226,6 +233,36 @@ def check_quotas(value: Any) -> dict[str, dict[str, int]]:
             if isinstance(n, bool) or not isinstance(n, int) or n < 0:
                 raise ConfigError(f"quotas: {flavor}/{name} must be an integer >= 0, got {n!r}")
         out[flavor] = dict(limits)
+    return out
+
+
+def shipped_services() -> dict[str, dict[str, Any]]:
+    """The differences of every service in llmbatch's shipped table."""
+    from llmbatch.providers.compatible import SHIPPED
+
+    return {name: s.differences() for name, s in SHIPPED.items()}
+
+
+def check_services(value: Any) -> dict[str, dict[str, Any]]:
+    """Validate `{name: {difference: value}}` against the differences a service may have."""
+    from llmbatch.providers.compatible import Service
+
+    if not isinstance(value, dict):
+        raise ConfigError('services must look like {"groq": {"max_window": "7d"}}')
+    known = set(Service(label="").differences())
+    out: dict[str, dict[str, Any]] = {}
+    for name, diffs in value.items():
+        if not isinstance(name, str) or not re.fullmatch(r"[a-z0-9][a-z0-9_-]*", name):
+            raise ConfigError(f"services: {name!r} is not a service name (a-z, 0-9, - and _)")
+        if not isinstance(diffs, dict) or set(diffs) - known:
+            unknown = sorted(set(diffs) - known) if isinstance(diffs, dict) else diffs
+            raise ConfigError(
+                f"services.{name}: unknown difference(s) {unknown}; known: {', '.join(sorted(known))}"
+            )
+        diffs = dict(diffs)
+        if "endpoints" in diffs:
+            diffs["endpoints"] = tuple(diffs["endpoints"])
+        out[name] = diffs
     return out
 
 

@@ -53,7 +53,7 @@ from llmbatch.emulator.envelope import ApiError, bad_request, json_response, not
 from llmbatch.emulator.faults import FaultError, parse_rule
 from llmbatch.emulator.models import DOORS, SETTINGS, check_entries, entry_id, merge
 from llmbatch.emulator.state import Batch
-from llmbatch.emulator.surfaces import FLAVORS
+from llmbatch.emulator.surfaces import flavor_of
 from llmbatch.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -252,6 +252,7 @@ class Control:
             "out_bytes",
             "err_bytes",
             "last_t",
+            "output_expires_after",
         )
         obj = b.obj
         if b.flavor == "anthropic":
@@ -339,11 +340,14 @@ class Control:
                 raise bad_request("Seeding Gemini takes only 'batches'.", "files")
             count = _count(body, "batches", 0, 1000)
             return {"files": [], "batches": gemini_batches.seed(self.emu, count)}
-        flavor = FLAVORS.get(str(body.get("flavor", "openai")))
-        if flavor is None:
+        try:
+            flavor = flavor_of(str(body.get("flavor", "openai")), self.emu.cfg)
+        except KeyError:
             raise bad_request(
-                "'flavor' must be 'openai', 'azure', 'anthropic' or 'gemini'.", "flavor"
-            )
+                "'flavor' must be 'openai', 'azure', 'anthropic', 'gemini' or a configured "
+                "service.",
+                "flavor",
+            ) from None
         n_files, n_batches = _count(body, "files", 0, 1000), _count(body, "batches", 0, 1000)
         emu = self.emu
         model = next(iter(flavor.models(emu.cfg)), "gpt-4o-mini")
@@ -356,10 +360,14 @@ class Control:
                 "url": endpoint,
                 "body": {"model": model, "messages": [{"role": "user", "content": f"hello {i}"}]},
             }
+            if flavor.short_lines:
+                line = {"custom_id": line["custom_id"], "body": line["body"]}
             content = orjson.dumps(line) + b"\n"
             file_id = emu.new_id("file-", 12)
             emu.state.file_path(file_id).write_bytes(content)
-            obj = emu.file_object(file_id, len(content), f"other-app-{i}.jsonl", "batch", None)
+            obj = emu.file_object(
+                file_id, len(content), f"other-app-{i}.jsonl", flavor.batch_purpose, None
+            )
             emu.state.add_file(flavor.name, obj)
             if i < n_files:
                 files.append(file_id)
@@ -368,7 +376,7 @@ class Control:
                 "input_file_id": file_id,
                 "endpoint": endpoint,
                 "completion_window": "24h",
-                "metadata": {"owner": "another-app"},
+                "metadata": {"owner": "another-app"} if flavor.keeps_metadata else None,
                 "output_expires_after": None,
             }
             batches.append(emu.create_batch(flavor, params).id)

@@ -19,6 +19,7 @@ from llmbatch.emulator.faults import FaultBook
 from llmbatch.emulator.models import DOORS
 from llmbatch.emulator.state import Batch, State
 from llmbatch.emulator.surfaces import Flavor
+from llmbatch.providers.compatible import window_seconds
 
 Json = dict[str, Any]
 log = logging.getLogger("llmbatch.emulator")
@@ -173,7 +174,7 @@ class Emulator:
             "error_file_id": None,
             "created_at": created,
             "in_progress_at": None,
-            "expires_at": created + DAY,
+            "expires_at": created + (window_seconds(params["completion_window"]) or DAY),
             "finalizing_at": None,
             "completed_at": None,
             "failed_at": None,

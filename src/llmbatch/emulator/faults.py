@@ -47,6 +47,7 @@ A rule is JSON::
 from __future__ import annotations
 
 import random
+import re
 import threading
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -110,10 +111,10 @@ def parse_rule(data: Any) -> Rule:
     if mode not in MODES:
         raise FaultError(f"fault 'mode' must be 'before' or 'after', got {mode!r}")
     flavor = data.get("flavor", "*")
-    if flavor not in ("*", "openai", "azure", "anthropic", "gemini"):
+    if not isinstance(flavor, str) or not re.fullmatch(r"\*|[a-z0-9][a-z0-9_-]*", flavor):
         raise FaultError(
-            "fault 'flavor' must be 'openai', 'azure', 'anthropic', 'gemini' or '*', "
-            f"got {flavor!r}"
+            "fault 'flavor' must be 'openai', 'azure', 'anthropic', 'gemini', a configured "
+            f"service's name or '*', got {flavor!r}"
         )
     rate = _number(data, "rate", 1.0)
     if not 0 <= rate <= 1:

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 
 Json = dict[str, Any]
 PURPOSES = ("assistants", "batch", "fine-tune", "vision", "user_data", "evals")
+#: Realtime endpoints of the image batch endpoints are not served; their batch lines are.
 REALTIME = {
     "chat.completions": ("/chat/completions", "chat"),
     "responses": ("/responses", "responses"),
@@ -104,9 +105,14 @@ async def files_create(request: Request, emu: Emulator, surface: Surface) -> Res
             raise bad_request(
                 "Missing required parameter: 'file'.", "file", "missing_required_parameter"
             )
-        if not isinstance(purpose, str) or purpose not in PURPOSES:
+        purposes = (
+            (*PURPOSES, flavor.batch_purpose)
+            if flavor.service is None
+            else ("batch", flavor.batch_purpose)
+        )
+        if not isinstance(purpose, str) or purpose not in purposes:
             raise bad_request(
-                f"Invalid value for 'purpose': {purpose!r}. Supported: {', '.join(PURPOSES)}.",
+                f"Invalid value for 'purpose': {purpose!r}. Supported: {', '.join(dict.fromkeys(purposes))}.",
                 "purpose",
                 "invalid_value",
             )
@@ -129,7 +135,7 @@ async def files_create(request: Request, emu: Emulator, surface: Surface) -> Res
     now = int(emu.now())
     if expires_after is not None:
         expires_at: int | None = now + expires_after["seconds"]
-    elif purpose == "batch" and not flavor.azure:
+    elif purpose == flavor.batch_purpose and not flavor.azure:
         expires_at = now + FILE_TTL
     else:
         expires_at = None
@@ -226,14 +232,18 @@ async def batches_create(request: Request, emu: Emulator, surface: Surface) -> R
         raise bad_request(
             f"Could not find file with ID '{file_id}'.", "input_file_id", "file_not_found"
         )
-    if obj["purpose"] != "batch":
+    purpose = surface.flavor.batch_purpose
+    if obj["purpose"] != purpose:
         raise bad_request(
             f"The input file '{file_id}' has purpose '{obj['purpose']}'; a batch needs a file "
-            "uploaded with purpose 'batch'.",
+            f"uploaded with purpose '{purpose}'.",
             "input_file_id",
             "invalid_file_purpose",
         )
-    return json_response(emu.create_batch(surface.flavor, params).obj)
+    if not surface.flavor.keeps_metadata:
+        params["metadata"] = None
+    created = emu.create_batch(surface.flavor, params).obj
+    return json_response(surface.flavor.present(created, created=True))
 
 
 async def batches_retrieve(request: Request, emu: Emulator, surface: Surface) -> Response:
@@ -241,7 +251,7 @@ async def batches_retrieve(request: Request, emu: Emulator, surface: Surface) ->
     batch = emu.state.get_batch(batch_id, surface.flavor.name)
     if batch is None:
         raise not_found(f"No batch found with id '{batch_id}'.")
-    return json_response(batch.obj)
+    return json_response(surface.flavor.present(batch.obj))
 
 
 async def batches_cancel(request: Request, emu: Emulator, surface: Surface) -> Response:
@@ -251,7 +261,7 @@ async def batches_cancel(request: Request, emu: Emulator, surface: Surface) -> R
         raise not_found(f"No batch found with id '{batch_id}'.")
     if refused is not None:
         raise ApiError(409, f"Cannot cancel a batch with status '{refused}'.", retryable=False)
-    return json_response(batch.obj)
+    return json_response(surface.flavor.present(batch.obj))
 
 
 async def batches_list(request: Request, emu: Emulator, surface: Surface) -> Response:
@@ -262,7 +272,14 @@ async def batches_list(request: Request, emu: Emulator, surface: Surface) -> Res
         after=request.query_params.get("after"),
         hide_after=emu.now() - lag if lag else None,
     )
-    return json_response(_page(data, more))
+    flavor = surface.flavor
+    if flavor.service is not None and flavor.service.list_array:
+        # a bare array of every batch, as such a service answers (no pages)
+        data, _ = emu.state.list_batches(
+            flavor.name, limit=1_000_000, after=None, hide_after=emu.now() - lag if lag else None
+        )
+        return json_response([flavor.present(b) for b in data])
+    return json_response(_page([flavor.present(b) for b in data], more))
 
 
 # --- models and real-time calls --------------------------------------------------------------

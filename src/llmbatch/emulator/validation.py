@@ -37,8 +37,9 @@ import orjson
 
 from llmbatch.emulator.config import EmulatorConfig
 from llmbatch.emulator.envelope import bad_request
-from llmbatch.emulator.surfaces import Flavor
+from llmbatch.emulator.surfaces import GONE_ENDPOINTS, Flavor
 from llmbatch.emulator.synth import RequestError, embedding_inputs, prompt_tokens
+from llmbatch.providers.compatible import window_seconds
 
 Json = dict[str, Any]
 
@@ -61,13 +62,21 @@ def check_create(body: Any, flavor: Flavor) -> Json:
             )
         if not isinstance(body[key], str):
             raise bad_request(f"Invalid type for '{key}': expected a string.", key, "invalid_type")
-    if body["completion_window"] != "24h":
+    low, high = flavor.windows()
+    window = window_seconds(body["completion_window"])
+    if window is None or not low <= window <= high:
+        supported = "'24h'" if low == high == 86_400 else f"'24h' to '{high // 86_400}d'"
+        if flavor.service is not None and low != high:
+            supported = f"{flavor.service.min_window} to {flavor.service.max_window}"
         raise bad_request(
-            f"Invalid value: '{body['completion_window']}'. Supported values are: '24h'.",
+            f"Invalid value: '{body['completion_window']}'. Supported values are: {supported}.",
             "completion_window",
             "invalid_value",
         )
     endpoints = flavor.endpoints()
+    gone = GONE_ENDPOINTS.get(body["endpoint"])
+    if gone is not None and flavor.service is None and not flavor.azure:
+        raise bad_request(gone, "endpoint", "invalid_value")
     if body["endpoint"] not in endpoints:
         supported = ", ".join(f"'{e}'" for e in endpoints)
         raise bad_request(
@@ -85,7 +94,7 @@ def check_create(body: Any, flavor: Flavor) -> Json:
     return {
         "input_file_id": body["input_file_id"],
         "endpoint": body["endpoint"],
-        "completion_window": "24h",
+        "completion_window": body["completion_window"],
         "metadata": metadata,
         "output_expires_after": expires_after,
     }
@@ -165,8 +174,8 @@ def scan(
     its request lines (plus the end offset) to `index_path` for the worker."""
     result = ScanResult()
     size = path.stat().st_size
-    if size > cfg.max_batch_file_bytes:
-        mb = cfg.max_batch_file_bytes // (1024 * 1024)
+    if size > flavor.max_bytes(cfg):
+        mb = flavor.max_bytes(cfg) // (1024 * 1024)
         result.errors.append(
             _error("invalid_request", f"The input file is larger than {mb} MB.", None)
         )
@@ -190,6 +199,10 @@ def scan(
                 continue
             result.total += 1
             offsets.append(start)
+            line_limit = flavor.max_line_bytes
+            if line_limit is not None and len(raw.rstrip(b"\r\n")) > line_limit:
+                fail("invalid_request", f"The line is over {line_limit} bytes.", number)
+                continue
             try:
                 line = orjson.loads(raw)
             except orjson.JSONDecodeError:
@@ -212,7 +225,9 @@ def scan(
             model = body.get("model", DEFAULT_MODERATION_MODEL if kind == "moderations" else None)
             if result.model is None:
                 result.model = model
-                if model not in known:
+                # a compatible service's own models (llama-3.3-70b-versatile, ...) are not in
+                # the SDKs' lists: any name runs there, with the default card
+                if model not in known and flavor.service is None:
                     what = "deployment" if flavor.azure else "model"
                     fail(
                         "model_not_found",
@@ -241,6 +256,15 @@ def scan(
         return result
     if result.total == 0:
         result.errors.append(_error("empty_file", "The input file contains no requests.", None))
+    elif result.total < flavor.min_lines():
+        result.errors.append(
+            _error(
+                "invalid_request",
+                f"The input file has {result.total} requests; a batch needs at least "
+                f"{flavor.min_lines()}.",
+                None,
+            )
+        )
     elif result.total > flavor.max_lines(cfg):
         result.errors.append(
             _error(
@@ -274,6 +298,17 @@ def _line_problem(line: Any, flavor: Flavor, endpoint: str) -> tuple[str, str, s
             "Missing or invalid 'custom_id': expected a non-empty string.",
             "custom_id",
         )
+    most = flavor.max_custom_id
+    if most is not None and len(custom_id) > most:
+        return "invalid_request", f"'custom_id' is over {most} characters.", "custom_id"
+    if flavor.short_lines:
+        if "method" in line or "url" in line:
+            return (
+                "invalid_request",
+                "A line is {custom_id, body}: 'method' and 'url' are not taken.",
+                "url",
+            )
+        line = {**line, "method": "POST", "url": endpoint}
     if line.get("method") != "POST":
         return "invalid_request", "Invalid 'method': only 'POST' is supported.", "method"
     url = line.get("url")

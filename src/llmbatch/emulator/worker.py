@@ -28,7 +28,7 @@ from llmbatch.emulator.anthropic_worker import MessageBatchWorker
 from llmbatch.emulator.capacity import Capacity
 from llmbatch.emulator.gemini_worker import GeminiWorker
 from llmbatch.emulator.state import Batch
-from llmbatch.emulator.surfaces import FLAVORS
+from llmbatch.emulator.surfaces import flavor_of
 from llmbatch.emulator.synth import RequestError, error_body, kind_of, respond, share
 from llmbatch.emulator.validation import DEFAULT_MODERATION_MODEL, scan
 
@@ -164,7 +164,7 @@ class Worker:
     # --- validating --------------------------------------------------------------------------
 
     def _validate(self, b: Batch, now: float) -> bool:
-        emu, flavor = self.emu, FLAVORS[b.flavor]
+        emu, flavor = self.emu, flavor_of(b.flavor, self.emu.cfg)
         # Validation took effect when it was due (or when a hold was released), not when this
         # step runs: after a clock advance, the batch has been processing since then.
         due = b.internal["created"] + emu.cfg.validating_seconds
@@ -239,7 +239,7 @@ class Worker:
 
     def _progress(self, b: Batch, now: float) -> bool:
         internal = b.internal
-        flavor = FLAVORS[b.flavor]
+        flavor = flavor_of(b.flavor, self.emu.cfg)
         if internal.get("force_expire"):
             return self._end(b, now, "expired", "batch_expired")
         total, done = internal["total"], internal["done"]
@@ -264,7 +264,7 @@ class Worker:
         handle = self._handle(b)
         kind = kind_of(b.obj["endpoint"]) or "chat"
         model = b.obj["model"] or DEFAULT_MODERATION_MODEL
-        card = FLAVORS[b.flavor].card(cfg, model)
+        card = flavor_of(b.flavor, self.emu.cfg).card(cfg, model)
         created = int(b.obj["in_progress_at"])
         out: list[bytes] = []
         err: list[bytes] = []
@@ -373,7 +373,7 @@ class Worker:
 
     def _end(self, b: Batch, now: float, status: str, unrun_code: str | None) -> bool:
         """Finish a batch as `status`: write unrun lines, publish output and error files."""
-        emu, flavor = self.emu, FLAVORS[b.flavor]
+        emu, flavor = self.emu, flavor_of(b.flavor, self.emu.cfg)
         validated = "total" in b.internal
         if validated and unrun_code is not None:
             b.internal["err_bytes"] = self._write_unrun(b, unrun_code)

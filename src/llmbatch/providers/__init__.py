@@ -46,9 +46,13 @@ def available() -> dict[str, EntryPoint]:
     return found
 
 
+# Services declared by a `[providers.NAME] kind = "openai-compatible"` table (configure.py).
+_declared: set[str] = set()
+
+
 def names() -> list[str]:
-    """Every registered provider's name, sorted."""
-    return sorted(available())
+    """Every registered provider's name (and every declared service's), sorted."""
+    return sorted(set(available()) | _declared)
 
 
 def unknown(name: str) -> ConfigError:
@@ -60,6 +64,14 @@ def unknown(name: str) -> ConfigError:
 
 
 _plugins: dict[str, Plugin] = {}
+
+
+def register(name: str, got: Plugin) -> None:
+    """Put a plugin made from a config table in the registry as `name` (a service declared
+    in llmbatch.toml, or a shipped one configured by its table; see configure.py)."""
+    _plugins[name] = got
+    if name not in available():
+        _declared.add(name)
 
 
 def plugin(name: str) -> Plugin:
@@ -148,14 +160,20 @@ def for_endpoint(endpoint: str) -> list[str]:
 
 
 def check_settings(name: str, options: Any) -> None:
-    """A `[providers.NAME]` table: a known provider, a table, known keys of the right type."""
+    """A `[providers.NAME]` table: a known provider, a table, known keys of the right type,
+    values its format accepts (`Format.check_options`)."""
     got = plugin(name)
     if not isinstance(options, dict):
         # not the value: a key pasted in the wrong place must not be echoed
         raise ConfigError(f"[providers.{name}] must be a table, got a {type(options).__name__}")
     cls = got.settings_class()
-    if cls is None:
-        return
+    if cls is not None:
+        check_keys(name, options, cls)
+    got.format.check_options(name, options)
+
+
+def check_keys(name: str, options: dict[str, Any], cls: type) -> None:
+    """The keys of a `[providers.NAME]` table are `cls`'s fields, each of its type."""
     import dataclasses
 
     fields = [f.name for f in dataclasses.fields(cls)]
@@ -172,8 +190,9 @@ def describe(name: str) -> dict[str, Any]:
     its `[providers.NAME]` table with their defaults (or why it does not load)."""
     import dataclasses
 
-    ep = available()[name]
-    out: dict[str, Any] = {"name": name, "package": ep.dist.name if ep.dist else None}
+    ep = available().get(name)
+    package = (ep.dist.name if ep.dist else None) if ep is not None else "llmbatch.toml"
+    out: dict[str, Any] = {"name": name, "package": package}
     try:
         got = plugin(name)
         cls = got.settings_class()
@@ -189,6 +208,13 @@ def describe(name: str) -> dict[str, Any]:
             settings[f.name] = f.default_factory()
         else:
             settings[f.name] = None
+    service = getattr(got.format, "service", None)
+    if service is not None:  # an OpenAI-compatible service: its own values, not None
+        values = dataclasses.asdict(service)
+        settings.update(
+            {k: list(v) if isinstance(v, tuple) else v for k, v in values.items() if k in settings}
+        )
+        out["unconfirmed"] = list(service.unconfirmed)
     out["settings"] = settings
     return out
 

@@ -29,6 +29,7 @@ class Limits:
     max_requests: int
     max_bytes: int
     max_inputs: int | None = None  # embedding inputs per batch
+    min_requests: int = 1  # a service that refuses smaller batches (the engine waits for more)
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +103,7 @@ class BatchStatus:
     metadata: dict[str, str] | None = None
     created_at: float | None = None
     usage: BatchUsage | None = None  # the provider's own total, where it gives one
+    model: str | None = None  # the model the provider says the batch ran, where it says
 
     @property
     def ended(self) -> bool:

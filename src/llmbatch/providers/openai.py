@@ -39,6 +39,7 @@ from llmbatch.providers.openai_format import azure_plugin, openai_plugin
 
 OPENAI_LIMITS = Limits(max_requests=50_000, max_bytes=200 * 1024 * 1024, max_inputs=50_000)
 AZURE_LIMITS = Limits(max_requests=100_000, max_bytes=200 * 1024 * 1024, max_inputs=50_000)
+OUTPUT_EXPIRES_AFTER = 14 * 86_400
 LIST_PAGES = 3  # polling: one list call per tick normally, a few pages at most
 
 
@@ -51,6 +52,10 @@ class OpenAISettings:
     timeout: float = 600.0
     api_version: str | None = None  # Azure only
     endpoint: str | None = None  # Azure only (AZURE_OPENAI_ENDPOINT)
+    # How long the service keeps a batch's output and error files (seconds; 0: its default,
+    # which is 30 days). llmbatch deletes them once read; this bounds what a lost store leaves.
+    # 14 days is within OpenAI's range (1 h to 30 d) and Azure's (14 to 30 d).
+    output_expires_after: int = OUTPUT_EXPIRES_AFTER
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,8 +155,15 @@ class OpenAIProvider:
                 endpoint=self.line_url(intent.endpoint),  # type: ignore[arg-type]
                 completion_window="24h",
                 metadata=intent.metadata,
+                **self._expiry(),
             )
             return BatchRef(batch.id, file_id)
+
+    def _expiry(self) -> dict[str, Any]:
+        seconds = self.settings.output_expires_after
+        if not seconds:
+            return {}
+        return {"output_expires_after": {"anchor": "created_at", "seconds": seconds}}
 
     def reconcile(
         self, intents: Sequence[Intent], since: float, recorded: frozenset[str] = frozenset()
@@ -337,6 +349,7 @@ def _status(b: Any) -> BatchStatus:
         metadata=dict(b.metadata) if b.metadata else None,
         created_at=float(b.created_at),
         usage=_usage(getattr(b, "usage", None)),
+        model=getattr(b, "model", None) or None,
     )
 
 

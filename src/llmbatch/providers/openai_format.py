@@ -12,6 +12,7 @@ from typing import Any, Final
 
 import orjson
 
+from llmbatch.errors import ConfigError
 from llmbatch.providers import for_endpoint
 from llmbatch.providers.plugin import Format, Plugin
 from llmbatch.requests import (
@@ -34,11 +35,16 @@ ENDPOINTS: Final = frozenset(
         "/v1/embeddings",
         "/v1/completions",
         "/v1/moderations",
+        "/v1/images/generations",
+        "/v1/images/edits",
     }
 )
-# Endpoints the providers batch that llmbatch does not send yet.
-LATER_ENDPOINTS: Final = frozenset({"/v1/images/generations", "/v1/images/edits", "/v1/videos"})
+# Endpoints the service no longer batches, and why (the SDK's own words).
+GONE_ENDPOINTS: Final = {
+    "/v1/videos": "the Videos API was shut down on 2026-09-24 and OpenAI no longer batches it",
+}
 CHAT: Final = "/v1/chat/completions"
+DAY: Final = 86_400
 
 
 class OpenAIFormat(Format):
@@ -59,6 +65,8 @@ class OpenAIFormat(Format):
         "chatgpt-",
     )
     sdk = "openai:OpenAI"
+    # output_expires_after (seconds) the service takes: 1 hour to 30 days
+    expires_range: tuple[int, int] = (3600, 30 * DAY)
 
     def full_line(self, item: Mapping[str, Any]) -> bool:
         return "method" in item
@@ -71,8 +79,8 @@ class OpenAIFormat(Format):
         if not isinstance(url, str):
             raise LineError("url is missing" if url is None else "url must be a string")
         if url not in self.endpoints:
-            if url in LATER_ENDPOINTS:
-                raise LineError(f"url {url} is not supported yet")
+            if url in GONE_ENDPOINTS:
+                raise LineError(f"url {url} cannot be batched: {GONE_ENDPOINTS[url]}")
             others = [n for n in for_endpoint(url) if n != provider]
             if others:
                 raise LineError(
@@ -141,6 +149,15 @@ class OpenAIFormat(Format):
             f"result line for {line.get('custom_id')!r} has neither a response nor an error"
         )
 
+    def check_options(self, name: str, options: Mapping[str, Any]) -> None:
+        seconds = options.get("output_expires_after")
+        low, high = self.expires_range
+        if seconds is not None and seconds != 0 and not low <= seconds <= high:
+            raise ConfigError(
+                f"[providers.{name}] output_expires_after = {seconds} is outside what "
+                f"{self.label} takes ({low}-{high} seconds; 0 sends none)"
+            )
+
     def usage(self, usage: Any, endpoint: str | None) -> Any:
         # a gateway may answer in the cache-field shape: read whichever shape came
         return read_usage_any(usage, endpoint)
@@ -153,6 +170,7 @@ class AzureFormat(OpenAIFormat):
     label = "Azure OpenAI"
     model_prefixes = ()  # deployment names are the user's own
     gives_batch_total = False
+    expires_range = (14 * DAY, 30 * DAY)  # Azure's documented output_expires_after range
 
     def parse(self, custom_id: str, line: dict[str, Any], provider: str) -> Request:
         """Azure's own lines name `/chat/completions` (its docs, and the files we send it):

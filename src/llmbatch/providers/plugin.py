@@ -56,6 +56,8 @@ class Format:
     tool_prompt_tokens: int = 256
     # hosted tool type prefixes that bill per call (None: any non-client tool type does)
     server_tool_prefixes: tuple[str, ...] | None = None
+    # the fewest requests a batch of this provider may hold (fewer wait for more)
+    min_batch: int = 1
 
     # -- input ----------------------------------------------------------------------------
     def claims(self, line: Mapping[str, Any]) -> bool:
@@ -106,6 +108,10 @@ class Format:
         """A word for `batches`/`status` beside a batch in `state` (None: nothing to add)."""
         return None
 
+    def check_options(self, name: str, options: Mapping[str, Any]) -> None:
+        """Check a `[providers.NAME]` table's values beyond their types (a limit past the
+        service's own, a window it does not take); raise ConfigError in one line."""
+
     def output_bound(self, body: Mapping[str, Any]) -> tuple[int | None, int]:
         """The worst case's output: the request's own cap on output tokens where this format
         keeps it elsewhere than the top-level `max_tokens` family (None: not set), and how
@@ -125,7 +131,8 @@ class Format:
 Loader = Callable[..., Any]
 
 
-def _load(target: str | Loader) -> Any:
+def load(target: str | Loader) -> Any:
+    """A `"module:attr"` reference imported, or the object itself."""
     if not isinstance(target, str):
         return target
     module, _, attr = target.partition(":")
@@ -151,12 +158,12 @@ class Plugin:
 
     def transport_class(self) -> Callable[..., Provider]:
         if "transport" not in self._cache:
-            self._cache["transport"] = _load(self.transport)
+            self._cache["transport"] = load(self.transport)
         loaded: Callable[..., Provider] = self._cache["transport"]
         return loaded
 
     def settings_class(self) -> type | None:
         if "settings" not in self._cache:
-            self._cache["settings"] = None if self.settings is None else _load(self.settings)
+            self._cache["settings"] = None if self.settings is None else load(self.settings)
         got: type | None = self._cache["settings"]
         return got

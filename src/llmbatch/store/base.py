@@ -383,7 +383,9 @@ class Store(Protocol):
     def batch_tally(self, batch_id: int) -> list[TallyRow]:
         """What a batch's result lines said it used, per model and tier."""
 
-    def record_provider_usage(self, batch_id: int, usage: Any, now: float, token: int) -> None:
+    def record_provider_usage(
+        self, batch_id: int, usage: Any, now: float, token: int, model: str | None = None
+    ) -> None:
         """What the provider says a batch used (input, cached, output, reasoning tokens)."""
 
     def usage_checks(

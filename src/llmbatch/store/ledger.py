@@ -89,9 +89,11 @@ class LedgerOps:
             cur.execute(self.q("tally_rows"), {"id": batch_id})
             return named(TallyRow, cur)
 
-    def record_provider_usage(self, batch_id: int, usage: Any, now: float, token: int) -> None:
+    def record_provider_usage(
+        self, batch_id: int, usage: Any, now: float, token: int, model: str | None = None
+    ) -> None:
         """What the provider says a batch used so far (`usage`: input, cached, output and
-        reasoning tokens)."""
+        reasoning tokens), and the model it says ran it."""
         with self._write() as cur:
             self._fence(cur, token)
             cur.execute(
@@ -103,6 +105,7 @@ class LedgerOps:
                     "output": int(usage.output),
                     "reasoning": int(usage.reasoning),
                     "now": now,
+                    "model": model,
                 },
             )
 
@@ -128,6 +131,7 @@ class LedgerOps:
                     _four(r[7:11]),
                     int(r[11]),
                     int(r[12]),
+                    r[13],
                 )
                 for r in cur.fetchall()
             ]

@@ -289,6 +289,7 @@ class UsageCheck:
     counted: tuple[int, int, int, int]
     results: int
     flagged: int
+    model: str | None = None  # the model the provider says ran it (the Batch object's)
 
     @property
     def differs(self) -> bool:
@@ -384,6 +385,7 @@ class BatchRow:
     cancel_requested_at: float | None
     updated_at: float
     intent_id: int | None
+    provider_model: str | None = None  # the model the provider says ran it (0011)
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,18 +18,18 @@ FROM batch_tally WHERE batch_id = :id ORDER BY model, price_tier
 
 -- name: upsert_provider_usage
 INSERT INTO provider_usage (batch_id, input_tokens, cached_tokens, output_tokens,
-                            reasoning_tokens, seen_at)
-VALUES (:id, :input, :cached, :output, :reasoning, :now)
+                            reasoning_tokens, seen_at, model)
+VALUES (:id, :input, :cached, :output, :reasoning, :now, :model)
 ON CONFLICT (batch_id) DO UPDATE
 SET input_tokens = excluded.input_tokens, cached_tokens = excluded.cached_tokens,
     output_tokens = excluded.output_tokens, reasoning_tokens = excluded.reasoning_tokens,
-    seen_at = excluded.seen_at
+    seen_at = excluded.seen_at, model = COALESCE(excluded.model, provider_usage.model)
 
 -- name: usage_checks
 -- Ingested batches whose provider said what they used, beside what their lines said.
 SELECT b.id, b.provider_batch_id, b.provider, p.input_tokens, p.cached_tokens,
        p.output_tokens, p.reasoning_tokens, t.input_tokens, t.cached_tokens, t.output_tokens,
-       t.reasoning_tokens, t.results, t.flagged
+       t.reasoning_tokens, t.results, t.flagged, p.model
 FROM provider_usage p
 JOIN batches b ON b.id = p.batch_id
 JOIN (SELECT batch_id, SUM(input_tokens) AS input_tokens, SUM(cached_tokens) AS cached_tokens,

@@ -68,8 +68,8 @@ SELECT queue, SUM(requests), MAX(day) FROM cost_totals GROUP BY queue
 SELECT b.id, b.provider, b.model, b.state, b.provider_batch_id, b.provider_status,
        b.request_count, b.completed_count AS completed, b.failed_count AS failed, b.created_at,
        b.submitted_at, b.finished_at, b.ingested_at, b.cancel_requested_at, b.updated_at,
-       b.intent_id
-FROM batches b
+       b.intent_id, p.model AS provider_model
+FROM batches b LEFT JOIN provider_usage p ON p.batch_id = b.id
 WHERE (:open = 0 OR b.state <> 'ingested')
   AND (CAST(:queue AS TEXT) IS NULL OR EXISTS (
         SELECT 1 FROM attempts a JOIN requests r ON r.id = a.request_id

@@ -70,9 +70,12 @@ WHERE custom_id = :custom_id AND (CAST(:queue AS TEXT) IS NULL OR queue = :queue
 ORDER BY queue
 
 -- name: request_attempts
+-- with what the provider says of the attempt's whole batch (its Batch object: model, usage)
 SELECT a.id, a.batch_id, a.line, a.state, a.outcome, a.error_code, a.error_message,
-       a.created_at, a.finished_at, b.provider_batch_id
+       a.created_at, a.finished_at, b.provider_batch_id, p.model AS provider_model,
+       p.input_tokens AS provider_input_tokens, p.output_tokens AS provider_output_tokens
 FROM attempts a LEFT JOIN batches b ON b.id = a.batch_id
+LEFT JOIN provider_usage p ON p.batch_id = a.batch_id
 WHERE a.request_id = :request_id ORDER BY a.id
 
 -- name: request_result
@@ -103,7 +106,8 @@ ORDER BY r.provider, r.model
 -- name: batch_overview
 SELECT id, provider, model, state, provider_batch_id, provider_status, request_count,
        completed_count, failed_count, created_at, submitted_at, finished_at,
-       cancel_requested_at, updated_at
+       cancel_requested_at, updated_at,
+       (SELECT p.model FROM provider_usage p WHERE p.batch_id = b.id) AS provider_model
 FROM batches b
 WHERE (state <> 'ingested' OR id IN (
         SELECT id FROM batches WHERE state = 'ingested'

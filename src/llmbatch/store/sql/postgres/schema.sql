@@ -260,7 +260,8 @@ CREATE TABLE provider_usage (
     cached_tokens    BIGINT NOT NULL,
     output_tokens    BIGINT NOT NULL,
     reasoning_tokens BIGINT NOT NULL,
-    seen_at          DOUBLE PRECISION NOT NULL
+    seen_at          DOUBLE PRECISION NOT NULL,
+    model            TEXT
 );
 
 -- Archives of ingested batches (their files copied where the user keeps data) and the

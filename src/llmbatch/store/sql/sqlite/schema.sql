@@ -260,7 +260,8 @@ CREATE TABLE provider_usage (
     cached_tokens    INTEGER NOT NULL,
     output_tokens    INTEGER NOT NULL,
     reasoning_tokens INTEGER NOT NULL,
-    seen_at          REAL NOT NULL
+    seen_at          REAL NOT NULL,
+    model            TEXT
 );
 
 -- Archives of ingested batches (their files copied where the user keeps data) and the

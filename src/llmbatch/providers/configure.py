@@ -1,0 +1,38 @@
+"""A `[providers.NAME]` table read into the provider registry: checked like any provider's,
+and, for the `openai-compatible` kind, turned into the plugin of its service. A table with
+`kind` and a name nobody registered declares a service; a shipped service's table changes
+its values. Kept apart from the registry (providers/__init__.py), which imports no provider.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from llmbatch.errors import ConfigError
+from llmbatch.providers import check_keys, check_settings, names, plugin, register
+from llmbatch.providers.compatible import KIND, CompatibleFormat, CompatibleSettings, plugin_for
+from llmbatch.providers.plugin import Plugin
+
+
+def declare(name: str, options: Any = None) -> Plugin:
+    """Register (or configure again) the OpenAI-compatible service `name` from its table;
+    ConfigError in one line when the table is wrong."""
+    got = plugin_for(name, options)
+    register(name, got)
+    return got
+
+
+def check_table(name: str, options: Any) -> None:
+    """Check a `[providers.NAME]` table and bring the registry in line with it."""
+    if isinstance(options, dict) and name not in names() and "kind" in options:
+        if options["kind"] != KIND:
+            raise ConfigError(
+                f"[providers.{name}] kind {options['kind']!r} is not known; the one kind is "
+                f"{KIND!r}"
+            )
+        check_keys(name, options, CompatibleSettings)
+        declare(name, options)
+        return
+    check_settings(name, options)
+    if isinstance(plugin(name).format, CompatibleFormat):
+        declare(name, options)  # its format follows the table (endpoints, limits)
