@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from llmbatch.store.rows import named
 from llmbatch.store.types import (
     TOKENS as TOKENS,
 )
@@ -86,7 +87,7 @@ class LedgerOps:
     def batch_tally(self, batch_id: int) -> list[TallyRow]:
         with self._read() as cur:
             cur.execute(self.q("tally_rows"), {"id": batch_id})
-            return [TallyRow(str(r[0]), *(int(v) for v in r[1:])) for r in cur.fetchall()]
+            return named(TallyRow, cur)
 
     def record_provider_usage(
         self, batch_id: int, usage: Any, now: float, token: int, model: str | None = None
@@ -163,14 +164,14 @@ class LedgerOps:
     def batch_spend(self, batch_id: int) -> list[SpendRow]:
         with self._read() as cur:
             cur.execute(self.q("batch_spend"), {"id": batch_id})
-            return [_spend(r) for r in cur.fetchall()]
+            return named(SpendRow, cur)
 
     def unplanned_spend(self, first: int, end: int, queue: str | None = None) -> list[SpendRow]:
         """Spend over UTC days [first, end) no budget planned (a duplicate provider batch) or
         whose results could not all be priced."""
         with self._read() as cur:
             cur.execute(self.q("unplanned_spend"), {"first": first, "end": end, "queue": queue})
-            return [_spend(r) for r in cur.fetchall()]
+            return named(SpendRow, cur)
 
     def receipt_groups(
         self, first: int, end: int, *, batch_id: int | None = None, queue: str | None = None
@@ -183,19 +184,7 @@ class LedgerOps:
             else:
                 params = {"queue": queue, "first": first, "end": end}
                 cur.execute(self.q("receipt_day_groups"), params)
-            return [
-                ReceiptGroup(
-                    int(r[0]),
-                    str(r[1]),
-                    str(r[2]),
-                    str(r[3]),
-                    int(r[4]),
-                    int(r[5]),
-                    str(r[6]),
-                    *(int(v) for v in r[7:]),
-                )
-                for r in cur.fetchall()
-            ]
+            return named(ReceiptGroup, cur)
 
 
 def _four(values: Sequence[Any]) -> tuple[int, int, int, int]:
@@ -205,18 +194,3 @@ def _four(values: Sequence[Any]) -> tuple[int, int, int, int]:
 
 def _tokens(t: tuple[int, int, int, int]) -> str:
     return f"{t[0]:,} input ({t[1]:,} cached), {t[2]:,} output ({t[3]:,} reasoning)"
-
-
-def _spend(r: Sequence[Any]) -> SpendRow:
-    return SpendRow(
-        int(r[0]),
-        str(r[1]),
-        int(r[2]),
-        int(r[3]),
-        int(r[4]),
-        None if r[5] is None else int(r[5]),
-        str(r[6]),
-        int(r[7]),
-        None if r[8] is None else str(r[8]),
-        None if r[9] is None else float(r[9]),
-    )

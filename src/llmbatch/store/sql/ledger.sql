@@ -11,8 +11,9 @@ INSERT INTO batch_tally (batch_id, model, price_tier, results, flagged, input_to
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 
 -- name: tally_rows
-SELECT model, price_tier, results, flagged, input_tokens, cached_tokens, cache_write_5m_tokens,
-       cache_write_1h_tokens, output_tokens, reasoning_tokens
+SELECT model, price_tier AS tier, results, flagged, input_tokens AS input, cached_tokens AS cached,
+       cache_write_5m_tokens AS write_5m, cache_write_1h_tokens AS write_1h, output_tokens AS output,
+       reasoning_tokens AS reasoning
 FROM batch_tally WHERE batch_id = :id ORDER BY model, price_tier
 
 -- name: upsert_provider_usage
@@ -56,8 +57,9 @@ FROM spend WHERE batch_id = :id ORDER BY queue
 
 -- name: unplanned_spend
 -- Spend no budget planned (a duplicate provider batch) or could not price, over UTC days.
-SELECT s.batch_id, s.queue, s.day, s.reserved, s.spent, s.worst, s.kind, s.unpriced, s.prices,
-       s.settled_at
+SELECT s.batch_id AS batch_id, s.queue AS queue, s.day AS day, s.reserved AS reserved,
+       s.spent AS spent, s.worst AS worst, s.kind AS kind, s.unpriced AS unpriced,
+       s.prices AS prices, s.settled_at AS settled_at
 FROM spend s
 WHERE (s.kind <> 'planned' OR s.unpriced > 0) AND s.day >= :first AND s.day < :end
   AND (CAST(:queue AS TEXT) IS NULL OR s.queue = :queue)
@@ -66,12 +68,15 @@ ORDER BY s.day, s.batch_id, s.queue
 -- name: receipt_batch_groups
 -- Usage of the results of one batch (the intent whose attempts they answer) per pricing
 -- aggregate and queue.
-SELECT a.batch_id, r.provider, r.model, MIN(r.endpoint), x.price_tier, x.day, r.queue,
-       COUNT(*), SUM(CASE WHEN x.error_code IS NULL THEN 1 ELSE 0 END),
-       COALESCE(SUM(x.input_tokens), 0), COALESCE(SUM(x.cached_tokens), 0),
-       COALESCE(SUM(x.cache_write_5m_tokens), 0), COALESCE(SUM(x.cache_write_1h_tokens), 0),
-       COALESCE(SUM(x.output_tokens), 0),
-       SUM(CASE WHEN x.usage_flag IS NOT NULL THEN 1 ELSE 0 END)
+SELECT a.batch_id AS batch_id, r.provider AS provider, r.model AS model,
+       MIN(r.endpoint) AS endpoint, x.price_tier AS price_tier, x.day AS day, r.queue AS queue,
+       COUNT(*) AS requests, SUM(CASE WHEN x.error_code IS NULL THEN 1 ELSE 0 END) AS succeeded,
+       COALESCE(SUM(x.input_tokens), 0) AS input_tokens,
+       COALESCE(SUM(x.cached_tokens), 0) AS cached_tokens,
+       COALESCE(SUM(x.cache_write_5m_tokens), 0) AS cache_write_5m_tokens,
+       COALESCE(SUM(x.cache_write_1h_tokens), 0) AS cache_write_1h_tokens,
+       COALESCE(SUM(x.output_tokens), 0) AS output_tokens,
+       SUM(CASE WHEN x.usage_flag IS NOT NULL THEN 1 ELSE 0 END) AS flagged
 FROM attempts a
 JOIN results x ON x.attempt_id = a.id
 JOIN requests r ON r.id = x.request_id
@@ -82,12 +87,15 @@ ORDER BY r.model, x.price_tier
 -- name: receipt_day_groups
 -- Usage of results recorded over UTC days [first, end) per batch, pricing aggregate and
 -- queue (of one queue, or all).
-SELECT a.batch_id, r.provider, r.model, MIN(r.endpoint), x.price_tier, x.day, r.queue,
-       COUNT(*), SUM(CASE WHEN x.error_code IS NULL THEN 1 ELSE 0 END),
-       COALESCE(SUM(x.input_tokens), 0), COALESCE(SUM(x.cached_tokens), 0),
-       COALESCE(SUM(x.cache_write_5m_tokens), 0), COALESCE(SUM(x.cache_write_1h_tokens), 0),
-       COALESCE(SUM(x.output_tokens), 0),
-       SUM(CASE WHEN x.usage_flag IS NOT NULL THEN 1 ELSE 0 END)
+SELECT a.batch_id AS batch_id, r.provider AS provider, r.model AS model,
+       MIN(r.endpoint) AS endpoint, x.price_tier AS price_tier, x.day AS day, r.queue AS queue,
+       COUNT(*) AS requests, SUM(CASE WHEN x.error_code IS NULL THEN 1 ELSE 0 END) AS succeeded,
+       COALESCE(SUM(x.input_tokens), 0) AS input_tokens,
+       COALESCE(SUM(x.cached_tokens), 0) AS cached_tokens,
+       COALESCE(SUM(x.cache_write_5m_tokens), 0) AS cache_write_5m_tokens,
+       COALESCE(SUM(x.cache_write_1h_tokens), 0) AS cache_write_1h_tokens,
+       COALESCE(SUM(x.output_tokens), 0) AS output_tokens,
+       SUM(CASE WHEN x.usage_flag IS NOT NULL THEN 1 ELSE 0 END) AS flagged
 FROM batches b
 JOIN attempts a ON a.batch_id = b.id
 JOIN results x ON x.attempt_id = a.id
