@@ -200,6 +200,11 @@ class Archiver:
         if self._thread is not None:
             self._thread.join()
             self._thread = None
+            if self._error is None:
+                # That pass may have read what was due before the last tick's ingest: write
+                # what it missed now. A database error leaves it due for the next worker.
+                with contextlib.suppress(StoreError):
+                    self.run_due(self.clock(), self._notes)
 
     def run_due(self, now: float, notes: list[str]) -> int:
         """Write the archives due now, within `tick_seconds`; returns how many."""

@@ -87,9 +87,9 @@ BAD_LINES = {
     ),
     "numeric-custom-id": (line(42), "custom_id must be a string, got number"),
     "unknown-url": (line("u", url="/v1/chat"), "url '/v1/chat' is not a batch endpoint"),
-    "later-url": (
-        line("u", url="/v1/images/generations"),
-        "url /v1/images/generations is not supported yet",
+    "retired-url": (
+        line("u", url="/v1/videos"),
+        "url /v1/videos cannot be batched: the Videos API was shut down on 2026-09-24",
     ),
     "method-get": (line("g", method="GET"), "method must be \"POST\", got 'GET'"),
     "body-without-model": (line("b", body={"messages": []}), "body has no model"),
