@@ -31,6 +31,7 @@ from pathlib import Path
 from llmbatch import receipt, report
 from llmbatch.pricing import model_prices
 from llmbatch.store import open_store
+from llmbatch.store.sqlfiles import as_list
 from llmbatch.store.sqlstore import queries
 
 MODELS = [
@@ -95,10 +96,7 @@ def fill(db: str, n: int, seed: int = 7) -> None:
             "output_tokens, cached_tokens, price_tier, day, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             res,
         )
-        add_totals = queries()["add_cost_totals"]
-        for i in range(0, len(reqs), 500):
-            ids = [r[0] for r in reqs[i : i + 500]]
-            con.execute(add_totals.format(ids=", ".join("?" * len(ids))), ids)
+        con.execute(queries()["add_cost_totals"], {"ids": as_list(r[0] for r in reqs)})
         con.commit()
     con.close()
 
