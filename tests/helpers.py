@@ -322,3 +322,33 @@ def schema_before(
     snapshot = store.schema_snapshot()
     store.close()
     return list(snapshot)
+
+
+def tick_until_finalizing(engine: Engine, db: str, count: int, seconds: float = 20.0) -> None:
+    """Tick until `count` batches wait at the provider in `finalizing` (batches in flight
+    for an upgrade test), then close the engine and its store."""
+    deadline = time.monotonic() + seconds
+    held = "SELECT COUNT(*) FROM batches WHERE provider_status = 'finalizing'"
+    while sql(db, held)[0][0] < count:
+        assert time.monotonic() < deadline, request_states(db)
+        engine.tick(time.time())
+        time.sleep(0.02)
+    engine.close()
+    engine.store.close()
+
+
+def roll_back(
+    db: str, undo: Sequence[str], number: int, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """Make `db` the store the code before migration `number` left: its `undo` statements,
+    the schema version before it, and the schema checked equal to that code's."""
+    store: Any = open_store(db)
+    with store._write() as cur:
+        for statement in undo:
+            cur.execute(statement)
+        cur.execute(
+            store._dialect("UPDATE meta SET value = ? WHERE key = 'schema_version'"),
+            [str(migration_before(store.dialect, number))],
+        )
+    assert store.schema_snapshot() == schema_before(number, db, request, tmp_path)
+    store.close()

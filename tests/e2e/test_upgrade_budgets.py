@@ -15,7 +15,6 @@ from __future__ import annotations
 import time
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -23,10 +22,10 @@ from helpers import (
     E2E_KEY_ENV,
     UNDO_0004,
     fast_settings,
-    migration_before,
     request_states,
-    schema_before,
+    roll_back,
     sql,
+    tick_until_finalizing,
 )
 from llmbatch import Queue
 from llmbatch.budget import Budget, BudgetSettings
@@ -68,27 +67,10 @@ def test_a_store_with_batches_in_flight_upgrades_and_drains(
         emu.control.next_batches(count=3, hold="finalizing")
         settings = fast_settings(emu, max_batch_requests=4, budgets=budget)
         engine = Engine(open_store(db), settings)
-        deadline = time.monotonic() + 20
-        while (
-            sql(db, "SELECT COUNT(*) FROM batches WHERE provider_status = 'finalizing'")[0][0] < 3
-        ):
-            assert time.monotonic() < deadline, request_states(db)
-            engine.tick(time.time())
-            time.sleep(0.02)
-        engine.close()
-        engine.store.close()
+        tick_until_finalizing(engine, db, 3)
 
         # the previous code's store: 0004 taken back out
-        store: Any = open_store(db)
-        with store._write() as cur:
-            for statement in UNDO_0004:
-                cur.execute(statement)
-            cur.execute(
-                store._dialect("UPDATE meta SET value = ? WHERE key = 'schema_version'"),
-                [str(migration_before(store.dialect, THIS))],
-            )
-        assert store.schema_snapshot() == schema_before(THIS, db, request, tmp_path)
-        store.close()
+        roll_back(db, UNDO_0004, THIS, request, tmp_path)
         reserved = int(sql(db, "SELECT SUM(reserved) FROM spend")[0][0])
         assert reserved > 0 and request_states(db) == {"submitted": 12}
 

@@ -20,10 +20,10 @@ from helpers import (
     UNDO_0011,
     cli,
     fast_settings,
-    migration_before,
     request_states,
-    schema_before,
+    roll_back,
     sql,
+    tick_until_finalizing,
 )
 from llmbatch import Queue
 from llmbatch.emulator import running
@@ -43,27 +43,10 @@ def test_a_store_with_batches_in_flight_upgrades_and_records_the_model_that_ran(
     with running(seed=33) as emu:
         emu.control.next_batches(count=3, hold="finalizing")
         engine = Engine(open_store(db), fast_settings(emu, max_batch_requests=4))
-        deadline = time.monotonic() + 20
-        while (
-            sql(db, "SELECT COUNT(*) FROM batches WHERE provider_status = 'finalizing'")[0][0] < 3
-        ):
-            assert time.monotonic() < deadline, request_states(db)
-            engine.tick(time.time())
-            time.sleep(0.02)
-        engine.close()
-        engine.store.close()
+        tick_until_finalizing(engine, db, 3)
 
         # the previous code's store: 0011 taken back out
-        store: Any = open_store(db)
-        with store._write() as cur:
-            for statement in UNDO_0011:
-                cur.execute(statement)
-            cur.execute(
-                store._dialect("UPDATE meta SET value = ? WHERE key = 'schema_version'"),
-                [str(migration_before(store.dialect, THIS))],
-            )
-        assert store.schema_snapshot() == schema_before(THIS, db, request, tmp_path)
-        store.close()
+        roll_back(db, UNDO_0011, THIS, request, tmp_path)
 
         upgraded: Any = open_store(db)
         assert sql(db, "SELECT value FROM meta WHERE key = 'schema_version'") == [
