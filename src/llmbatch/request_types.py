@@ -130,6 +130,17 @@ def kind(v: object) -> str:
     )
 
 
+def an_object(name: str, value: object) -> dict[str, Any]:
+    """A line's request field (body, params, request) as the object it must be."""
+    if not isinstance(value, dict):
+        raise LineError(
+            f"{name} is missing"
+            if value is None
+            else f"{name} must be an object, got {kind(value)}"
+        )
+    return value
+
+
 def short(v: object) -> str:
     s = orjson.dumps(v).decode() if not isinstance(v, str) else repr(v)
     return s if len(s) <= 60 else s[:57] + "..."

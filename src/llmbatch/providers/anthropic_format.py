@@ -11,13 +11,13 @@ from typing import Any, Final
 import orjson
 
 from llmbatch.providers.plugin import Format, Plugin
+from llmbatch.request_types import an_object
 from llmbatch.requests import (
     MIB,
     LineError,
     Request,
     body_hash,
     canonical_json,
-    kind,
     model_of,
     short,
     text_size,
@@ -73,13 +73,7 @@ class AnthropicFormat(Format):
         return self.item(custom_id, line.get("params"), None, provider)
 
     def item(self, custom_id: str, body: object, url: str | None, provider: str) -> Request:
-        params = body
-        if not isinstance(params, dict):
-            raise LineError(
-                "params is missing"
-                if params is None
-                else f"params must be an object, got {kind(params)}"
-            )
+        params = an_object("params", body)
         model = model_of(params)
         max_tokens = params.get("max_tokens")
         if max_tokens is None:

@@ -13,13 +13,13 @@ from typing import Any, Final
 import orjson
 
 from llmbatch.providers.plugin import Format, Plugin
+from llmbatch.request_types import an_object
 from llmbatch.requests import (
     MIB,
     LineError,
     Request,
     body_hash,
     canonical_json,
-    kind,
     short,
     text_size,
 )
@@ -104,13 +104,7 @@ class GeminiFormat(Format):
         return self.item(custom_id, line.get("request"), None, provider)
 
     def item(self, custom_id: str, body: object, url: str | None, provider: str) -> Request:
-        request = body
-        if not isinstance(request, dict):
-            raise LineError(
-                "request is missing"
-                if request is None
-                else f"request must be an object, got {kind(request)}"
-            )
+        request = an_object("request", body)
         model = request.get("model")
         if model is None:
             raise LineError(

@@ -15,12 +15,12 @@ import orjson
 from llmbatch.errors import ConfigError
 from llmbatch.providers import for_endpoint
 from llmbatch.providers.plugin import Format, Plugin
+from llmbatch.request_types import an_object
 from llmbatch.requests import (
     LineError,
     Request,
     body_hash,
     canonical_json,
-    kind,
     model_of,
     short,
     text_size,
@@ -91,11 +91,7 @@ class OpenAIFormat(Format):
                 f"url {short(url)} is not a batch endpoint; use one of "
                 + ", ".join(sorted(self.endpoints))
             )
-        body = line.get("body")
-        if not isinstance(body, dict):
-            raise LineError(
-                "body is missing" if body is None else f"body must be an object, got {kind(body)}"
-            )
+        body = an_object("body", line.get("body"))
         model = model_of(body)
         if body.get("stream") is True:
             raise LineError("stream: true is not allowed in a batch")
