@@ -16,6 +16,7 @@ import orjson
 
 from llmbatch.errors import StoreError
 from llmbatch.store.budgets import Reservation
+from llmbatch.store.claims import group_claim
 from llmbatch.store.ownership import new_nonce
 from llmbatch.store.sqlfiles import as_list, queries
 from llmbatch.store.types import (
@@ -43,17 +44,25 @@ class BatchingOps:
     _event: Any
     _reserve: Any
     _local_outcomes: Any
+    _claim_new: Any
 
     # -- leases --------------------------------------------------------------------------
     def acquire_lease(self, name: str, holder: str, ttl: float, now: float) -> int | None:
-        """Take or renew a lease; its token changes whenever the holder does."""
+        """Take or renew a lease or a claim; it carries the holder's token (one per worker),
+        so its token changes whenever the holder does."""
         with self._write() as cur:
+            token = self._worker_token(cur, holder, now)
             cur.execute(
                 self.q("acquire_lease"),
-                {"name": name, "holder": holder, "expires_at": now + ttl, "now": now},
-            )
+                {"name": name, "holder": holder, "token": token, "expires_at": now + ttl,
+                 "now": now},
+            )  # fmt: skip
             row = cur.fetchone()
         return None if row is None else int(row[0])
+
+    def _worker_token(self, cur: Any, holder: str, now: float) -> int:
+        cur.execute(self.q("worker_token"), {"holder": holder, "queues": None, "now": now})
+        return int(cur.fetchone()[0])
 
     def release_lease(self, name: str, holder: str) -> None:
         with self._write() as cur:
@@ -72,23 +81,37 @@ class BatchingOps:
         return None if row is None or float(row[2]) < now else str(row[0])
 
     def _fence(self, cur: Any, token: int, name: str = "engine") -> None:
-        """Refuse the write unless the caller's lease is the current one and still live."""
+        """Refuse the write unless the caller holds `name` (a claim such as `batch:7`, or the
+        engine lease) live, or nobody holds that claim live and the caller holds the engine
+        lease, which stands for a claim on whatever nobody claims."""
+        if name == "*":  # any claim: a fact learned while working, whoever writes it
+            cur.execute(self._fence_sql("fence_any"), {"token": token, "now": time.time()})
+            if cur.fetchone() is None:
+                raise LeaseLost(
+                    "every claim of this worker was taken over or ran out; it stops acting"
+                )
+            return
         cur.execute(self._fence_sql(), {"name": name, "now": time.time()})
-        row = cur.fetchone()
-        if row is None or int(row[0]) != token:
+        rows = {str(n): (int(t), float(left)) for n, t, left in cur.fetchall()}
+        claim = rows.get(name)
+        if claim is not None and (claim[0] == token or claim[1] > 0):
+            held = claim
+        else:
+            name, held = "engine", rows.get("engine")  # type: ignore[assignment]
+        if held is None or held[0] != token:
             raise LeaseLost(
                 f"lease {name!r} was taken over by another worker; this one stops acting"
             )
-        if float(row[1]) <= 0:
+        if held[1] <= 0:
             raise LeaseLost(
-                f"lease {name!r} ran out {-float(row[1]):.1f} s ago (paused past it?); this "
+                f"lease {name!r} ran out {-held[1]:.1f} s ago (paused past it?); this "
                 "worker stops acting until it holds the lease again"
             )
 
-    def _fence_sql(self) -> str:
+    def _fence_sql(self, query: str = "fence") -> str:
         """The lease's token and seconds left; SQLite is one host, so the host clock is the
         database's (`:now`); PostgreSQL reads its own clock (see postgres.py)."""
-        return str(self.q("fence"))
+        return str(self.q(query))
 
     # -- packing -------------------------------------------------------------------------
     def release_due_retries(self, now: float, token: int) -> int:
@@ -97,37 +120,43 @@ class BatchingOps:
             cur.execute(self.q("release_due_retries"), {"now": now})
             return int(cur.rowcount)
 
-    def ready_groups(self) -> list[tuple[str, str, str, int]]:
+    def ready_groups(self, queues: Sequence[str] | None = None) -> list[tuple[str, str, str, int]]:
         with self._read() as cur:
-            cur.execute(self.q("ready_groups"))
+            if queues is None:
+                cur.execute(self.q("ready_groups"))
+            else:
+                cur.execute(self.q("ready_groups_in"), {"queues": as_list(queues)})
             return [(r[0], r[1], r[2], int(r[3])) for r in cur.fetchall()]
 
     def candidates(
-        self, provider: str, endpoint: str, model: str | None, page: int = 5000
-    ) -> Iterator[tuple[int, int, int, int]]:
+        self, provider: str, endpoint: str, model: str | None, page: int = 5000,
+        queues: Sequence[str] | None = None,
+    ) -> Iterator[tuple[int, int, int, int]]:  # fmt: skip
         """(request id, body bytes, embedding inputs, text bytes) of ready requests of a model
-        (None: of every model) in packing order, fetched page by page (each its own short read).
+        (None: of every model), of these queues (None: every one), in packing order, fetched
+        page by page (each its own short read).
 
         Every model of a group is one index range: their streams are merged in packing order
         here, where one query over the group would sort all its queued rows for every page."""
         if model is not None:
             for rid, nbytes, ninputs, text_bytes, _priority in self._ready(
-                provider, endpoint, model, page
+                provider, endpoint, model, page, queues
             ):
                 yield rid, nbytes, ninputs, text_bytes
             return
         models = sorted(
-            {m for p, e, m, _n in self.ready_groups() if (p, e) == (provider, endpoint)}
+            {m for p, e, m, _n in self.ready_groups(queues) if (p, e) == (provider, endpoint)}
         )
-        streams = [self._ready(provider, endpoint, m, page) for m in models]
+        streams = [self._ready(provider, endpoint, m, page, queues) for m in models]
         for rid, nbytes, ninputs, text_bytes, _priority in heapq.merge(
             *streams, key=lambda r: (-r[4], r[0])
         ):
             yield rid, nbytes, ninputs, text_bytes
 
     def _ready(
-        self, provider: str, endpoint: str, model: str, page: int
-    ) -> Iterator[tuple[int, int, int, int, int]]:
+        self, provider: str, endpoint: str, model: str, page: int,
+        queues: Sequence[str] | None = None,
+    ) -> Iterator[tuple[int, int, int, int, int]]:  # fmt: skip
         """(id, body bytes, inputs, text bytes, priority) of one model's ready requests."""
         params: dict[str, Any] = {
             "provider": provider,
@@ -136,6 +165,9 @@ class BatchingOps:
             "n": page,
         }
         first, after = self.q("ready_candidates"), self.q("ready_candidates_after")
+        if queues is not None:  # a worker serving some queues
+            params["queues"] = as_list(queues)
+            first, after = self.q("ready_candidates_in"), self.q("ready_candidates_in_after")
         while True:
             with self._read() as cur:
                 cur.execute(after if "priority" in params else first, params)
@@ -148,10 +180,15 @@ class BatchingOps:
 
     def create_intent(
         self, group: tuple[str, str, str | None], request_ids: Sequence[int], input_bytes: int, est_tokens: int,
-        now: float, token: int, reserve: Reservation | None = None,
+        now: float, token: int, reserve: Reservation | None = None, *,
+        queue: str | None = None, holder: str | None = None,
     ) -> int | None:  # fmt: skip
         """Durably commit an intent: a batch row and one attempt per request, in line order,
         and, under budgets, its worst case reserved in the same transaction.
+
+        `queue`: the one queue its requests are of (a worker serving some queues packs each
+        alone); `holder`: the worker that holds its packing group's claim, which holds the new
+        batch's claim from the start.
 
         Raises _Retry if any of the requests stopped being queued meanwhile (someone else
         packed or cancelled it), OverBudget if a racing reservation took the room; the
@@ -159,12 +196,16 @@ class BatchingOps:
         """
         provider, endpoint, model = group
         with self._write(durable=True) as cur:
-            self._fence(cur, token)
+            self._fence(cur, token, group_claim(group, queue))
             params = {"provider": provider, "endpoint": endpoint, "model": model, "request_count": len(request_ids),
                       "input_bytes": input_bytes, "est_tokens": est_tokens, "now": now,
                       "nonce": new_nonce()}  # fmt: skip
             cur.execute(self.q("insert_batch"), params)
             batch_id = int(cur.fetchone()[0])
+            if queue is not None:
+                cur.execute(self.q("set_batch_queue"), {"id": batch_id, "queue": queue})
+            if holder is not None:  # the worker that packed it holds its claim from the start
+                self._claim_new(cur, f"batch:{batch_id}", holder, token, now)
             cur.executemany(self.q("pack_request"), ((now, rid) for rid in request_ids))
             changed = self._changes(cur, len(request_ids))
             if changed != len(request_ids):
@@ -208,13 +249,13 @@ class BatchingOps:
         """Record that an upload or a create starts at `now` (durable): the engine's clock
         read as the call starts, from which a reconcile waits out the call and the list's lag."""
         with self._write(durable=True) as cur:
-            self._fence(cur, token)
+            self._fence(cur, token, f"batch:{batch_id}")
             cur.execute(self.q(f"mark_{what}_started"), {"id": batch_id, "now": now})
             self._event(cur, f"{what}_started", batch_id=batch_id)
 
     def record_upload(self, batch_id: int, file_id: str, now: float, token: int) -> None:
         with self._write(durable=True) as cur:
-            self._fence(cur, token)
+            self._fence(cur, token, f"batch:{batch_id}")
             cur.execute(self.q("record_upload"), {"id": batch_id, "file_id": file_id, "now": now})
             self._event(cur, "uploaded", batch_id=batch_id, detail=file_id)
 
@@ -223,7 +264,7 @@ class BatchingOps:
     ) -> None:
         """The provider created the batch: remember its id before anything else (durable)."""
         with self._write(durable=True) as cur:
-            self._fence(cur, token)
+            self._fence(cur, token, f"batch:{batch_id}")
             params = {
                 "id": batch_id,
                 "provider_batch_id": provider_batch_id,
@@ -248,7 +289,7 @@ class BatchingOps:
     def update_batch(self, batch_id: int, status: Any, now: float, token: int) -> None:
         """Store what a poll saw of a batch (`status` is a providers.BatchStatus)."""
         with self._write() as cur:
-            self._fence(cur, token)
+            self._fence(cur, token, f"batch:{batch_id}")
             cur.execute(self.q("update_batch"), {
                 "id": batch_id, "state": status.state, "provider_status": status.provider_status,
                 "completed": status.completed, "failed": status.failed, "output_file_id": status.output_file_id,
@@ -277,7 +318,7 @@ class BatchingOps:
         if not outcomes:
             return 0
         with self._write() as cur:
-            self._fence(cur, token)
+            self._fence(cur, token, f"batch:{batch_id}")
             ids = as_list(o.attempt_id for o in outcomes)
             cur.execute(self.q("waiting_attempts"), {"ids": ids, "batch_id": batch_id})
             waiting = {int(a): int(r) for a, r, _n, _e, _j in cur.fetchall()}
@@ -351,14 +392,17 @@ class BatchingOps:
         """Durable (a full sync on SQLite, which makes every result committed before it
         durable too): the provider's copies of the files are deleted right after."""
         with self._write(durable=True) as cur:
-            self._fence(cur, token)
+            self._fence(cur, token, f"batch:{batch_id}")
             cur.execute(self.q("mark_ingested"), {"id": batch_id, "now": now})
+            cur.execute(self.q("drop_claim"), {"name": f"batch:{batch_id}"})  # done with
             self._event(cur, "ingested", batch_id=batch_id, detail=detail)
 
-    def fail_unsendable(self, request_id: int, reason: str, now: float, token: int) -> bool:
+    def fail_unsendable(
+        self, request_id: int, reason: str, now: float, token: int, claim: str = "engine"
+    ) -> bool:
         """A queued request no batch can hold fails with `reason` (it would block its group)."""
         with self._write() as cur:
-            self._fence(cur, token)
+            self._fence(cur, token, claim)
             self._local_outcomes(cur, [request_id], ["queued"], "failed", "too_large", reason, now)
             cur.execute(self.q("fail_unsendable"), [reason, now, request_id])
             if cur.rowcount:

@@ -45,7 +45,7 @@ class LedgerOps:
         the comparison with the provider's own total if it gave one, noted (an event
         `usage_mismatch`) when they differ."""
         with self._write() as cur:
-            self._fence(cur, token)
+            self._fence(cur, token, f"batch:{batch_id}")
             cur.execute(self.q("delete_tally"), {"id": batch_id})
             cur.executemany(
                 self.q("insert_tally"),
@@ -95,7 +95,7 @@ class LedgerOps:
         """What the provider says a batch used so far (`usage`: input, cached, output and
         reasoning tokens), and the model it says ran it."""
         with self._write() as cur:
-            self._fence(cur, token)
+            self._fence(cur, token, f"batch:{batch_id}")
             cur.execute(
                 self.q("upsert_provider_usage"),
                 {

@@ -112,10 +112,10 @@ class PostgresStore(SqlStore):
     def _dialect(self, sql: str) -> str:
         return pg_query(sql)
 
-    def _fence_sql(self) -> str:
+    def _fence_sql(self, query: str = "fence") -> str:
         """The lease by PostgreSQL's own clock, so workers on hosts whose clocks disagree agree
         on when it runs out; FOR SHARE holds a take-over back until this write commits."""
-        sql = queries()["fence"].replace(":now", "EXTRACT(EPOCH FROM clock_timestamp())")
+        sql = queries()[query].replace(":now", "EXTRACT(EPOCH FROM clock_timestamp())")
         return pg_query(sql) + " FOR SHARE"
 
     def _for_update(self) -> str:

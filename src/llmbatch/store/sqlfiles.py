@@ -25,7 +25,7 @@ def _sql_text(name: str) -> str:
 
 @cache
 def queries() -> dict[str, str]:
-    """Named queries from sql/*.sql (queries, engine, budgets, ledger, manage, watch, observe), in
+    """Named queries from sql/*.sql (queries, engine, budgets, ledger, manage, watch, observe, claims), in
     SQLite's parameter style."""
     out: dict[str, str] = {}
     files = (
@@ -38,6 +38,7 @@ def queries() -> dict[str, str]:
         "observe.sql",
         "archive.sql",
         "ownership.sql",
+        "claims.sql",
     )
     text = "\n".join(_sql_text(f) for f in files)
     for block in re.split(r"^-- name: ", text, flags=re.M)[1:]:
