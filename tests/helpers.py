@@ -30,8 +30,16 @@ from llmbatch.store import open_store
 from llmbatch.store.sqlstore import migrations, split_script
 
 CHAT = "/v1/chat/completions"
+# Migration 0013 (workers sharing the work: their tokens, claims) taken back out; the claims
+# the engine took go too (the code before it knew only the engine lease).
+UNDO_0013 = (
+    "DROP TABLE workers",
+    "DELETE FROM leases WHERE name <> 'engine'",
+    "ALTER TABLE leases DROP COLUMN since",
+    "ALTER TABLE batches DROP COLUMN queue",
+)
 # Migration 0011 (the model a provider says ran a batch) taken back out.
-UNDO_0011 = ("ALTER TABLE provider_usage DROP COLUMN model",)
+UNDO_0011 = (*UNDO_0013, "ALTER TABLE provider_usage DROP COLUMN model")
 # Migration 0008 (archives and the webhook outbox) taken back out, and every later one.
 UNDO_0008 = (*UNDO_0011, "DROP TABLE archives", "DROP TABLE outbox")
 # Migration 0005 (proof of ownership) taken back out.

@@ -35,6 +35,9 @@ from llmbatch.store.types import OpenBatch
 from llmbatch.tick import EngineSettings
 
 NAME = "engine"
+# Batches waiting at the provider: a worker gives these back first (nothing of theirs is
+# under way here), never one it is submitting or ingesting.
+WAITING = ("validating", "in_progress", "finalizing", "cancelling")
 
 
 def batch_claim(batch_id: int) -> str:
@@ -157,7 +160,7 @@ class Claims:
         share = math.ceil(len(mine_ok) / max(1, len(alike)))
         mine = [b for b in mine_ok if batch_claim(b.id) in lease.held]
         if len(mine) > share:  # give back the ones furthest from needing work
-            spare = [b for b in reversed(mine) if b.state in ("validating", "in_progress")]
+            spare = [b for b in reversed(mine) if b.state in WAITING]
             for b in spare[: len(mine) - share]:
                 lease.give_up(batch_claim(b.id))
                 mine.remove(b)
