@@ -177,7 +177,7 @@ def share(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     out: dict[str, Any] = {}
     work.mkdir(parents=True, exist_ok=True)
     emu = EmulatorProcess(work, args.seed)
-    emu.start()
+    emu.start(timeout=180)  # a loaded machine starts it slowly
     try:
         emu.control.set_config(rate=args.rate)
         # 1. every worker ingests some: --requests over 8 queues
