@@ -168,7 +168,7 @@ def _crew(
     config = write_config(work / f"{name}.toml", url + "/v1", delete_files=True, **engine)
     logs = [work / f"{name}-{i}.log" for i in range(n)]
     procs = [start_worker(db, config, log) for log in logs]
-    wait_ready(logs)
+    wait_ready(logs, timeout=300)  # slow to start on a loaded machine
     return procs, logs
 
 

@@ -35,6 +35,8 @@ from llmbatch.store.types import OpenBatch
 from llmbatch.tick import EngineSettings
 
 NAME = "engine"
+# Rows of workers gone this long (holding nothing) are forgotten, looked for once an hour.
+FORGET_AFTER_S, FORGET_EVERY_S = 86400.0, 3600.0
 # Batches waiting at the provider: a worker gives these back first (nothing of theirs is
 # under way here), never one it is submitting or ingesting.
 WAITING = ("validating", "in_progress", "finalizing", "cancelling")
@@ -62,6 +64,7 @@ class Lease:
         self.held: set[str] = set()  # the leases and claims it renewed last
         self.taken_at = 0.0  # the tick's time
         self.renewed_at = 0.0
+        self.forgot_at = 0.0
 
     def take(self, now: float) -> int:
         """This worker's token, drawn once; the engine lease taken or renewed if free (at
@@ -78,6 +81,9 @@ class Lease:
                 self.store.note("lease_taken_over", None, f"engine lease of dead worker {holder}")
                 token = self.store.acquire_lease(NAME, self.holder, ttl, now)
         self.engine = token is not None
+        if self.engine and now - self.forgot_at > FORGET_EVERY_S:  # `run` from cron: a row each
+            self.store.forget_workers(now - FORGET_AFTER_S)
+            self.forgot_at = now
         self.held = self.store.renew_claims(self.holder, self.token, ttl, now)
         self.taken_at, self.renewed_at = now, now
         return self.token

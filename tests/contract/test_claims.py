@@ -118,7 +118,7 @@ def test_a_worker_for_some_queues_packs_and_works_only_theirs(store: Store) -> N
 class _Status:
     state, provider_status, completed, failed = "in_progress", "in_progress", 0, 0
     output_file_id = error_file_id = None
-    errors: list[str] = []
+    errors: tuple[str, ...] = ()
     ended = False
 
 
@@ -136,3 +136,17 @@ def _quiet(real):  # type: ignore[no-untyped-def]
             raise LeaseLost("not sent in this test")
 
     return Quiet()
+
+
+def test_a_claim_given_up_is_not_renewed_by_its_old_holder(store: Store) -> None:
+    """Found while building: a worker's one-statement renewal took back the batches it had
+    just given up beyond its share, and its packing groups, so nobody else could take them."""
+    now = time.time()
+    a = Lease(store, EngineSettings(lease_ttl=60.0), "a")
+    a.take(now)
+    assert a.claim("batch:7", now) and a.claim(group_claim(GROUP), now)
+    a.give_up("batch:7")
+    a.give_up(group_claim(GROUP))
+    a.take(now + 1)
+    assert a.held == {"engine"}
+    assert store.acquire_lease("batch:7", "b", 60, now + 1) is not None

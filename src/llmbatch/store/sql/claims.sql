@@ -26,7 +26,10 @@ DELETE FROM workers WHERE seen_at < :before
   AND token NOT IN (SELECT token FROM leases WHERE expires_at >= :before)
 
 -- name: renew_claims
-UPDATE leases SET expires_at = :expires_at WHERE holder = :holder AND token = :token
+-- Every lease and claim the worker holds, even one that ran out while nobody took it over;
+-- never one it gave up (expires_at 0), which is another worker's to take.
+UPDATE leases SET expires_at = :expires_at
+WHERE holder = :holder AND token = :token AND expires_at > 0
 RETURNING name
 
 -- name: all_claims
