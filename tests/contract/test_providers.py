@@ -138,6 +138,9 @@ class Journal:
     def creating(self) -> None:
         self.steps.append("creating")
 
+    def sending(self) -> None:
+        self.steps.append("sending")
+
 
 def chat(i: int, content: Any = None) -> bytes:
     messages = [{"role": "user", "content": f"question {i}: why?"}] if content is None else content
@@ -280,7 +283,7 @@ def test_submit_journals_each_step_and_creates_a_batch_we_recognise(
     ref = provider.submit(it, journal)
 
     file_id = ref.input_file_id
-    assert file_id and journal.steps == ["uploading", ("uploaded", file_id), "creating"]
+    assert file_id and journal.steps == ["uploading", ("uploaded", file_id), "creating", "sending"]
     assert [op for op, _ in api_calls(emu)] == ["POST files", "POST batches"]
     batch = sdk.batches.retrieve(ref.provider_batch_id)
     assert batch.input_file_id == file_id
@@ -298,7 +301,7 @@ def test_submit_with_a_recorded_upload_only_creates(
     journal = Journal()
     emu.control.clear_calls()
     ref = provider.submit(dataclasses.replace(it, input_file_id=file_id), journal)
-    assert journal.steps == ["creating"]
+    assert journal.steps == ["creating", "sending"]
     assert [op for op, _ in api_calls(emu)] == ["POST batches"]
     assert ref.input_file_id == file_id
     assert sdk.batches.retrieve(ref.provider_batch_id).input_file_id == file_id
@@ -513,6 +516,65 @@ def test_outages_and_rate_limits_are_transient(
         submit(provider, intent(provider, tmp_path, 1))
     assert caught.value.retry_after == retry_after
     assert KEY not in str(caught.value)
+
+
+class FrozenJournal(Journal):
+    """A worker frozen for 1,000 s right after journaling its create and checking its lease
+    (SIGSTOP, a GC pause): judged as the engine does (submission.py), on a clock that jumped."""
+
+    send_within = 0.5
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.now = 0.0
+
+    def creating(self) -> None:
+        super().creating()
+        self.stamped_at, self.now = self.now, self.now + 1000.0
+
+    def sending(self) -> None:
+        super().sending()
+        if self.now - self.stamped_at > self.send_within:
+            raise TransientError("create not sent: held past its send window")
+
+
+def creates_seen(emu: RunningEmulator) -> int:
+    """Every create the service saw (OpenAI's shape, Anthropic's, Gemini's), answered or not."""
+    return sum(
+        1
+        for c in emu.control.calls()
+        if c["method"] == "POST"
+        and (
+            c["path"].rstrip("/").endswith("/batches")
+            or c["path"].endswith(":batchGenerateContent")
+        )
+    )
+
+
+def test_a_create_held_past_its_send_window_is_never_sent(
+    any_name: str, emu: RunningEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker held between journaling a create and sending it may have lost its lease to a
+    standby that, the answer unseen in a lagging list, created the batch already: the
+    journal refuses it from the request hook and the create never reaches the service (it
+    did, on OpenAI-shaped and Anthropic providers: a double create in the crash matrix).
+    The intent is then sent once, as the engine's retry would after reconciling."""
+    monkeypatch.setenv(KEY_ENV, KEY)
+    provider = make_provider(any_name, **emulator_settings(any_name, emu.url))
+    it = intent(provider, tmp_path, 1)
+    emu.control.clear_calls()
+    frozen = FrozenJournal()
+    with pytest.raises(TransientError, match="create not sent") as caught:
+        provider.submit(it, frozen)
+    assert KEY not in str(caught.value)
+    assert frozen.steps[-2:] == ["creating", "sending"]  # asked right before it would leave
+    assert creates_seen(emu) == 0, "a create held past its send window reached the service"
+    uploaded = dict(s for s in frozen.steps if isinstance(s, tuple)).get("uploaded")
+    retried = dataclasses.replace(it, input_file_id=uploaded)
+    journal = Journal()
+    ref = provider.submit(retried, journal)  # in time: sent, once
+    assert ref.provider_batch_id and journal.steps[-2:] == ["creating", "sending"]
+    assert creates_seen(emu) == 1
 
 
 def test_a_request_refused_for_good_is_rejected(
