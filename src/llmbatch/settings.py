@@ -10,8 +10,12 @@ dataclass has the defaults, all of them in defaults.py). Values are checked stri
 gives them: `true` is not a number and `"5"` is not an integer. A field whose values must be
 above 0 says so in its metadata (`tables.positive`).
 
-pydantic costs a noticeable part of the CLI's start: this module is imported only where a
-config table is there to be checked, never by a command run without a config file.
+The models are pydantic's own validators (pydantic-core's `SchemaValidator`, what a pydantic
+model compiles to), built here straight from the dataclasses' fields: importing pydantic's
+model layer and making a model class costs the CLI's start about three times as much (see
+benchmarks/bench_config.py), for the same checks and the same errors. Even so this module is
+imported only where a config table is there to be checked, never by a command run without a
+config file.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import typing
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+from pydantic_core import SchemaValidator, ValidationError, core_schema
 
 from llmbatch.errors import ConfigError
 
@@ -34,13 +38,13 @@ Unknown = Callable[[str], str]  # an unknown key -> the whole message
 class Kind:
     """What a key takes: the Python type pydantic checks, and how a message says it."""
 
-    type: Any
+    type: Any  # str, int, float, bool; dict (a table); None: any value
     says: str
     above: float | None = None  # the value must be above this
 
 
-ANY = Kind(Any, "")
-TABLE = Kind(dict[str, Any], "a table")
+ANY = Kind(None, "")
+TABLE = Kind(dict, "a table")
 SCALARS = {
     str: Kind(str, "a string"),
     int: Kind(int, "an integer"),
@@ -65,9 +69,9 @@ def check(
     that may be a secret pasted in the wrong place)."""
     if not values:
         return
-    model = _model(tuple(sorted(kinds.items(), key=lambda kv: kv[0])))
+    model = _model(tuple(kinds.items()))
     try:
-        model.model_validate(dict(values))
+        model.validate_python(dict(values))
     except ValidationError as exc:
         order = {key: i for i, key in enumerate(values)}
         first = min(exc.errors(), key=lambda e: order.get(str(e["loc"][0]), len(order)))
@@ -91,8 +95,9 @@ def check_dataclass(
     check(values, kinds_of(cls, leave_out), where, unknown, echo=echo)
 
 
+@functools.cache
 def kinds_of(cls: type, leave_out: tuple[str, ...] = ()) -> dict[str, Kind]:
-    """Field name -> Kind for a settings dataclass."""
+    """Field name -> Kind for a settings dataclass (read once: do not change the result)."""
     try:
         hints = typing.get_type_hints(cls)
     except (NameError, TypeError):  # a plugin's class naming what it imports to type-check
@@ -124,15 +129,28 @@ def _kind(hint: Any) -> Kind:
 
 
 @functools.cache
-def _model(kinds: tuple[tuple[str, Kind], ...]) -> type[BaseModel]:
-    """A strict pydantic model with one optional field per key, refusing any other key (each
-    field named by its alias: a key may be any word, `json` or `model_x` too)."""
-    fields: dict[str, Any] = {
-        f"f{i}": (k.type, Field(default=None, gt=k.above, alias=name))
-        for i, (name, k) in enumerate(kinds)
+def _model(kinds: tuple[tuple[str, Kind], ...]) -> SchemaValidator:
+    """A strict model of a table: one optional field per key, any other key refused."""
+    fields = {
+        name: core_schema.typed_dict_field(_schema(kind), required=False) for name, kind in kinds
     }
-    config = ConfigDict(strict=True, extra="forbid")
-    return create_model("Table", __config__=config, **fields)
+    return SchemaValidator(core_schema.typed_dict_schema(fields, extra_behavior="forbid"))
+
+
+def _schema(kind: Kind) -> core_schema.CoreSchema:
+    if kind.type is str:
+        return core_schema.str_schema(strict=True)
+    if kind.type is bool:
+        return core_schema.bool_schema(strict=True)
+    if kind.type is int:
+        return core_schema.int_schema(
+            strict=True, gt=None if kind.above is None else int(kind.above)
+        )
+    if kind.type is float:
+        return core_schema.float_schema(strict=True, gt=kind.above)
+    if kind.type is dict:
+        return core_schema.dict_schema(strict=True)
+    return core_schema.any_schema()
 
 
 def _wrong(where: str, key: str, value: Any, kind: Kind, echo: bool) -> str:
