@@ -182,8 +182,8 @@ class OpenAIProvider:
             page = self.client.batches.list(limit=100)
             while True:
                 for b in page.data:
-                    if b.created_at < since:
-                        continue  # older than any of these intents: not theirs
+                    if b.created_at < since or b.id in recorded:
+                        continue  # older than any of these intents, or known: not theirs
                     meta = b.metadata or {}
                     hit = by_file.get(b.input_file_id)
                     if hit is None and meta.get(ownership.STORE) == intents[0].store_id:
