@@ -20,7 +20,6 @@ import dataclasses
 import importlib
 import io
 import sys
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -640,7 +639,7 @@ def test_a_recorded_upload_the_provider_let_expire_is_uploaded_again(
     journal = Journal()
     ref = provider.submit(dataclasses.replace(later, input_file_id=old), journal)
     assert ref.input_file_id and ref.input_file_id != old
-    assert journal.steps == ["uploading", ("uploaded", ref.input_file_id), "creating"]
+    assert journal.steps == ["uploading", ("uploaded", ref.input_file_id), "creating", "sending"]
     assert finish(emu, ref.provider_batch_id)
     [status] = provider.poll([ref.provider_batch_id], retrieve_budget=1)
     assert status.state == "completed"
