@@ -230,10 +230,17 @@ class Engine:
             report.archived = self.archiver.run(now, report.notes)
             self.timings["archive"] += time.perf_counter() - started
         report.claimed = len(t.mine)
-        self.store.worker_seen(token, now, {
-            "packed": report.packed, "submitted": report.submitted, "polled": report.polled,
-            "ingested": report.ingested_batches, "outcomes": report.outcomes,
-        })  # fmt: skip
+        self.store.worker_seen(
+            token,
+            now,
+            {
+                "packed": report.packed,
+                "submitted": report.submitted,
+                "polled": report.polled,
+                "ingested": report.ingested_batches,
+                "outcomes": report.outcomes,
+            },
+        )
         return report
 
     def _resume(self, t: Tick) -> None:

@@ -159,10 +159,13 @@ class Claims:
         self._break_dead(claims, now)
         workers = self.store.workers(now - ttl)
         alike = [
-            w for w in workers
-            if w.token == lease.token or w.queues is None or lease.queues is None
+            w
+            for w in workers
+            if w.token == lease.token
+            or w.queues is None
+            or lease.queues is None
             or set(w.queues) & set(lease.queues)
-        ]  # fmt: skip
+        ]
         share = math.ceil(len(mine_ok) / max(1, len(alike)))
         mine = [b for b in mine_ok if batch_claim(b.id) in lease.held]
         if len(mine) > share:  # give back the ones furthest from needing work
@@ -190,10 +193,12 @@ class Claims:
     def _break_dead(self, claims: dict[str, Claim], now: float) -> None:
         """End at once the claims of a worker on this host that is dead."""
         dead = {
-            c.holder for c in claims.values()
-            if c.expires_at >= now and c.token != self.lease.token
+            c.holder
+            for c in claims.values()
+            if c.expires_at >= now
+            and c.token != self.lease.token
             and not owner_alive(c.holder.split("/")[0], now, now)
-        }  # fmt: skip
+        }
         for holder in dead:
             self.store.release_claims(holder)
             self.store.note("lease_taken_over", None, f"claims of dead worker {holder}")

@@ -133,9 +133,15 @@ class Packer:
                 self.lease.give_up(claim)
 
     def _pack_group(
-        self, t: Tick, queue: str | None, claim: str, learned: GroupBackoff | None,
-        provider_name: str, endpoint: str, model: str | None,
-    ) -> bool:  # fmt: skip
+        self,
+        t: Tick,
+        queue: str | None,
+        claim: str,
+        learned: GroupBackoff | None,
+        provider_name: str,
+        endpoint: str,
+        model: str | None,
+    ) -> bool:
         """Cut one group's ready requests into intents and send each; False: stop packing
         (the hourly creation limit)."""
         now, token, report = t.now, t.token, t.report
