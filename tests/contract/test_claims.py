@@ -101,7 +101,10 @@ def test_two_engines_share_the_open_batches_and_give_back_beyond_their_share(
     assert sorted(holders.values()) == ["a"] * 4 + ["b"] * 4
 
 
-def test_a_worker_for_some_queues_packs_and_works_only_theirs(store: Store) -> None:
+def test_a_worker_for_some_queues_packs_and_works_only_theirs(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-a-secret")
     _enqueue(store, "mine", ["m0", "m1"])
     _enqueue(store, "theirs", ["t0", "t1", "t2"])
     engine = Engine(store, EngineSettings(), queues=["mine"])
