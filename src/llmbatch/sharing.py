@@ -66,7 +66,7 @@ def status_lines(store: Store, now: float) -> list[str]:
             oldest = min((s for _b, s in batches if s is not None), default=None)
             ids = ", ".join(str(b) for b, _s in batches[:8]) + (", ..." if len(batches) > 8 else "")
             parts.append(
-                f"{len(batches)} batches ({ids}), the oldest for "
+                f"{len(batches)} {'batch' if len(batches) == 1 else 'batches'} ({ids}), the oldest for "
                 f"{duration(None if oldest is None else now - oldest)}"
             )
         parts += [

@@ -153,3 +153,21 @@ def test_a_claim_given_up_is_not_renewed_by_its_old_holder(store: Store) -> None
     a.take(now + 1)
     assert a.held == {"engine"}
     assert store.acquire_lease("batch:7", "b", 60, now + 1) is not None
+
+
+def test_status_says_which_worker_holds_what_and_since_when(store: Store) -> None:
+    from llmbatch import views
+
+    now = time.time()
+    a = Lease(store, EngineSettings(lease_ttl=60.0), "host-a:1:2/x", queues=["reviews"])
+    a.take(now - 50)
+    a.claim("batch:3", now - 30)
+    store.worker_seen(a.token, now, {"ingested": 2, "outcomes": 40})
+    text = views.status_text(store, None, now)
+    line = next(ln for ln in text.splitlines() if ln.startswith("worker host-a:1:2/x"))
+    assert "(queues reviews, up 50s)" in line, line
+    assert "the engine lease for 50s" in line and "1 batch (3), the oldest for 30s" in line
+    assert "2 ingested (40 results)" in line
+    (record,) = views.status_record(store, None, now)["workers"]
+    assert record["queues"] == ["reviews"] and record["done"]["results"] == 40
+    assert {c["name"] for c in record["claims"]} == {"engine", "batch:3"}
