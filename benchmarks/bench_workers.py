@@ -165,7 +165,7 @@ def _drain(db: str, timeout: float) -> bool:
 def _crew(
     db: str, work: Path, name: str, n: int, url: str, **engine: Any
 ) -> tuple[list[Any], list[Path]]:
-    config = write_config(work / f"{name}.toml", url + "/v1", delete_files=True, **engine)
+    config = write_config(work / f"{name}.toml", url + "/v1", **engine)
     logs = [work / f"{name}-{i}.log" for i in range(n)]
     procs = [start_worker(db, config, log) for log in logs]
     wait_ready(logs, timeout=300)  # slow to start on a loaded machine
