@@ -190,7 +190,8 @@ class BatchingOps:
         """(attempt id, endpoint, body) of an intent in line order, streamed."""
         last = 0
         sql = self._dialect(
-            "SELECT a.id, r.endpoint, r.body, a.line FROM attempts a JOIN requests r ON r.id = a.request_id "
+            "SELECT a.id, r.endpoint, b.body, a.line FROM attempts a JOIN requests r ON r.id = a.request_id "
+            "JOIN request_bodies b ON b.hash = r.body_hash "
             "WHERE a.batch_id = ? AND a.line > ? ORDER BY a.line LIMIT ?"
         )
         while True:

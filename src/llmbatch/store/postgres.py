@@ -153,13 +153,17 @@ class PostgresStore(SqlStore):
             copy.set_types(_STAGING_TYPES)
             for r in rows:
                 copy.write_row(r)
-        cur.execute(
-            f"INSERT INTO requests ({_STAGING_COLUMNS}) SELECT {_STAGING_COLUMNS} FROM import_staging "
-            "ORDER BY line ON CONFLICT (queue, custom_id) DO NOTHING"
-        )
-        inserted = int(cur.rowcount)
+        cur.execute(_sql_text("postgres/load_staged.sql"))
+        inserted = int(cur.fetchone()[0])
         cur.execute("TRUNCATE import_staging")
         return inserted
+
+    def _forget_bodies(self, cur: Any) -> None:
+        """As on SQLite, but first wait for every import writing bodies to commit and hold
+        new ones back until this commits: a request inserted meanwhile may refer to a body
+        this statement's snapshot sees no request for."""
+        cur.execute("LOCK TABLE request_bodies IN SHARE ROW EXCLUSIVE MODE")
+        super()._forget_bodies(cur)
 
     def _has_schema(self, cur: Any) -> bool:
         cur.execute("SELECT to_regclass('meta') IS NOT NULL")

@@ -32,14 +32,18 @@ GROUP BY provider, endpoint, model
 ORDER BY MAX(priority) DESC, MIN(id)
 
 -- name: ready_candidates
-SELECT id, LENGTH(body), inputs, text_bytes, priority FROM requests
+SELECT id, (SELECT LENGTH(b.body) FROM request_bodies b WHERE b.hash = requests.body_hash),
+       inputs, text_bytes, priority
+FROM requests
 WHERE state = 'queued' AND provider = :provider AND endpoint = :endpoint AND model = :model
   AND import_id NOT IN (SELECT id FROM imports WHERE state <> 'committed')
 ORDER BY priority DESC, id
 LIMIT :n
 
 -- name: ready_candidates_after
-SELECT id, LENGTH(body), inputs, text_bytes, priority FROM requests
+SELECT id, (SELECT LENGTH(b.body) FROM request_bodies b WHERE b.hash = requests.body_hash),
+       inputs, text_bytes, priority
+FROM requests
 WHERE state = 'queued' AND provider = :provider AND endpoint = :endpoint AND model = :model
   AND import_id NOT IN (SELECT id FROM imports WHERE state <> 'committed')
   AND priority <= :priority AND (priority < :priority OR id > :id)
@@ -60,7 +64,8 @@ INSERT INTO attempts (request_id, batch_id, line, state, created_at) VALUES (?, 
 UPDATE requests SET state = 'packed', updated_at = ?, reason = NULL WHERE id = ? AND state = 'queued'
 
 -- name: batch_lines
-SELECT a.id, r.endpoint, r.body FROM attempts a JOIN requests r ON r.id = a.request_id
+SELECT a.id, r.endpoint, b.body FROM attempts a JOIN requests r ON r.id = a.request_id
+JOIN request_bodies b ON b.hash = r.body_hash
 WHERE a.batch_id = :batch_id ORDER BY a.line
 
 -- name: record_upload
