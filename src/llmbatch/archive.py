@@ -343,10 +343,16 @@ class Archiver:
         if not (b.get("output_file_id") or b.get("error_file_id")):
             return {}, False
         status = BatchStatus(
-            str(b.get("provider_batch_id") or ""), str(b.get("state")),
-            str(b.get("provider_status") or b.get("state")), 0, 0, 0, b.get("input_file_id"),
-            b.get("output_file_id"), b.get("error_file_id"),
-        )  # fmt: skip
+            str(b.get("provider_batch_id") or ""),
+            str(b.get("state")),
+            str(b.get("provider_status") or b.get("state")),
+            0,
+            0,
+            0,
+            b.get("input_file_id"),
+            b.get("output_file_id"),
+            b.get("error_file_id"),
+        )
         try:
             got = provider.download(status, work)
         except ResultsGone:
@@ -368,10 +374,16 @@ class Archiver:
             for attempt_id, queue, custom_id in self.store.batch_attempt_map(attempts_of):
                 out.write(
                     orjson.dumps(
-                        {"attempt": attempt_id, "sent_as": f"{prefix}-{attempt_id}", "queue": queue,
-                         "custom_id": custom_id, "result_id": result_id(sid, attempt_id)}
-                    ) + b"\n"
-                )  # fmt: skip
+                        {
+                            "attempt": attempt_id,
+                            "sent_as": f"{prefix}-{attempt_id}",
+                            "queue": queue,
+                            "custom_id": custom_id,
+                            "result_id": result_id(sid, attempt_id),
+                        }
+                    )
+                    + b"\n"
+                )
         return results, attempts
 
 

@@ -84,11 +84,15 @@ def _dsn_password(db: str) -> bool:
 Types = tuple[type, ...] | None  # the Python types an option's value may have; None: any
 
 _PY_TYPES: dict[type[Any], tuple[type, ...]] = {
-    click.types.StringParamType: (str,), click.Choice: (str,), click.Path: (str,),
-    click.types.IntParamType: (int,), click.IntRange: (int,),
-    click.types.FloatParamType: (int, float), click.FloatRange: (int, float),
+    click.types.StringParamType: (str,),
+    click.Choice: (str,),
+    click.Path: (str,),
+    click.types.IntParamType: (int,),
+    click.IntRange: (int,),
+    click.types.FloatParamType: (int, float),
+    click.FloatRange: (int, float),
     click.types.BoolParamType: (bool,),
-}  # fmt: skip
+}
 _KIND = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}
 
 
@@ -146,9 +150,11 @@ def _py_types(kind: click.ParamType[Any]) -> Types:
 
 
 def check_keys(
-    config: dict[str, Any], path: Path | None, options: dict[str, dict[str, Types]],
+    config: dict[str, Any],
+    path: Path | None,
+    options: dict[str, dict[str, Types]],
     tables: tuple[str, ...],
-) -> None:  # fmt: skip
+) -> None:
     """Refuse a key nothing reads, or a value of the wrong type, naming the file and key.
 
     `options` maps "" to the global options and each command to its options, each option
@@ -166,9 +172,12 @@ def check_keys(
 
 
 def _check_table(
-    table: dict[str, Any], path: Path | None, where: str, known: dict[str, Types],
+    table: dict[str, Any],
+    path: Path | None,
+    where: str,
+    known: dict[str, Types],
     commands: list[str] | None = None,
-) -> None:  # fmt: skip
+) -> None:
     for key, value in table.items():
         name = key.replace("-", "_")
         if name not in known:

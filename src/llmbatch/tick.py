@@ -58,8 +58,12 @@ class EngineSettings:
                 f'[engine] archived = {self.archived!r}: it takes "requeue" or "fail"'
             )
         for name in (
-            "lease_ttl", "submit_timeout", "lease_margin", "max_result_line_bytes", "max_proof_wait",
-        ):  # fmt: skip
+            "lease_ttl",
+            "submit_timeout",
+            "lease_margin",
+            "max_result_line_bytes",
+            "max_proof_wait",
+        ):
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise ConfigError(f"[engine] {name} must be more than 0, got {value!r}")

@@ -201,14 +201,19 @@ def add_events(store: Store, b: OpenBatch, now: float, archive: str | None) -> N
     event_id = f"evt_{sid}_batch_{b.id}"
     data: dict[str, Any] = {
         "batch": {
-            "id": b.id, "provider": b.provider, "provider_batch_id": b.provider_batch_id,
-            "endpoint": b.endpoint, "model": b.model, "state": b.state,
-            "request_count": b.request_count, "completed": b.completed_count,
+            "id": b.id,
+            "provider": b.provider,
+            "provider_batch_id": b.provider_batch_id,
+            "endpoint": b.endpoint,
+            "model": b.model,
+            "state": b.state,
+            "request_count": b.request_count,
+            "completed": b.completed_count,
             "failed": b.failed_count,
         },
         "queues": [{"queue": q.queue, "unfinished": q.unfinished} for q in queues],
         "archive": archive,
-    }  # fmt: skip
+    }
     store.outbox_add(
         event_id,
         "batch.ingested",
@@ -283,9 +288,11 @@ class Deliverer:
             at = self.clock()
             try:
                 status = self.send(
-                    self.settings.url, e.payload, headers(secret, e.event_id, e.payload, at),
+                    self.settings.url,
+                    e.payload,
+                    headers(secret, e.event_id, e.payload, at),
                     self.settings.timeout,
-                )  # fmt: skip
+                )
                 error = None if 200 <= status < 300 else f"answered {status}"
             except StoreError:
                 raise

@@ -71,15 +71,23 @@ def engine_settings(
     quotas = _quotas(config.get("quotas") or {})
     providers = {k: dict(v) for k, v in providers.items()}
     budgets = parse_budgets(
-        config.get("budgets"), budget_usd=budget_usd, period=budget_period or "day",
-        queue=budget_queue, allow_unpriced=allow_unpriced,
-    )  # fmt: skip
+        config.get("budgets"),
+        budget_usd=budget_usd,
+        period=budget_period or "day",
+        queue=budget_queue,
+        allow_unpriced=allow_unpriced,
+    )
     archive = parse_archive(config.get("archive"))
     hooks = parse_webhooks(config.get("webhooks"))
     return EngineSettings(
-        **values, retry=retry, quotas=quotas, providers=providers, budgets=budgets,
-        archive=archive, webhooks=hooks,
-    )  # fmt: skip
+        **values,
+        retry=retry,
+        quotas=quotas,
+        providers=providers,
+        budgets=budgets,
+        archive=archive,
+        webhooks=hooks,
+    )
 
 
 # A setting's annotation -> the TOML values it takes, and how to say so (a TOML true is an

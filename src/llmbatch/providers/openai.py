@@ -319,9 +319,12 @@ class AzureProvider(OpenAIProvider):
             )
         version = self.settings.api_version or os.environ.get("OPENAI_API_VERSION") or "2024-10-21"
         return openai.AzureOpenAI(
-            azure_endpoint=endpoint, api_key=self._key(), api_version=version, timeout=self.settings.timeout,
+            azure_endpoint=endpoint,
+            api_key=self._key(),
+            api_version=version,
+            timeout=self.settings.timeout,
             max_retries=2,
-        )  # fmt: skip
+        )
 
     def limits(self, endpoint: str, model: str | None) -> Limits:
         return AZURE_LIMITS
