@@ -12,7 +12,6 @@ import dataclasses
 import importlib
 import io
 import sys
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -82,6 +81,9 @@ class Journal:
 
     def creating(self) -> None:
         self.steps.append("creating")
+
+    def sending(self) -> None:
+        self.steps.append("sending")
 
 
 def body(i: int, model: str = MODEL, **extra: Any) -> bytes:
@@ -210,11 +212,11 @@ def test_submit_journals_each_step_and_tags_the_batch(
     assert job.display_name == f"llmbatch-{STORE}-42-{NONCE}"
     create = f"POST /v1beta/models/{MODEL}:batchGenerateContent"
     if how == "inline":
-        assert journal.steps == ["creating"] and ref.input_file_id is None
+        assert journal.steps == ["creating", "sending"] and ref.input_file_id is None
         assert log == [create]
         return
     file_id = ref.input_file_id
-    assert file_id and journal.steps == ["uploading", ("uploaded", file_id), "creating"]
+    assert file_id and journal.steps == ["uploading", ("uploaded", file_id), "creating", "sending"]
     assert log[0] == "POST /upload/v1beta/files" and log[-1] == create
     assert sdk.files.get(name=file_id).display_name == f"llmbatch-{STORE}-42-{NONCE}.jsonl"
 
@@ -229,7 +231,7 @@ def test_a_recorded_upload_is_created_once_and_an_expired_one_uploaded_again(
     file_id = upload(sdk, it)
     journal = Journal()
     ref = provider.submit(dataclasses.replace(it, input_file_id=file_id), journal)
-    assert journal.steps == ["creating"] and ref.input_file_id == file_id
+    assert journal.steps == ["creating", "sending"] and ref.input_file_id == file_id
 
     later = intent(provider, tmp_path, 8)
     old = upload(sdk, later)
@@ -237,7 +239,7 @@ def test_a_recorded_upload_is_created_once_and_an_expired_one_uploaded_again(
     journal = Journal()
     ref = provider.submit(dataclasses.replace(later, input_file_id=old), journal)
     assert ref.input_file_id and ref.input_file_id != old
-    assert journal.steps == ["uploading", ("uploaded", ref.input_file_id), "creating"]
+    assert journal.steps == ["uploading", ("uploaded", ref.input_file_id), "creating", "sending"]
     assert finish(emu, ref.provider_batch_id)["metadata"]["state"] == "BATCH_STATE_SUCCEEDED"
     # Expired with its file gone (the engine always writes it): nothing to upload, said so.
     gone = dataclasses.replace(later, input_file_id=old, path=tmp_path / "gone.jsonl")
@@ -492,26 +494,3 @@ def test_lists_in_either_order_are_read_back_to_since() -> None:
     for o in _since(newest_first, "batches", "operations", since):
         calls.append(o["name"])
     assert calls == ["batches/b40", "batches/b31"]
-
-
-class FrozenJournal(Journal):
-    """A worker frozen right after its lease check, longer than its client timeout."""
-
-    call_timeout = 0.3
-
-    def creating(self) -> None:
-        super().creating()
-        time.sleep(0.5)
-
-
-def test_a_create_held_past_its_client_timeout_before_sending_is_not_sent(
-    provider: Provider, emu: RunningEmulator, tmp_path: Path
-) -> None:
-    """A standby may have taken the lease over meanwhile and, the answer unseen in a lagging
-    list, created the batch already: the create is not sent (before, it was: two batches)."""
-    emu.control.clear_calls()
-    with pytest.raises(TransientError, match="create not sent"):
-        provider.submit(intent(provider, tmp_path, 1), FrozenJournal())
-    assert not [c for c in calls(emu) if c.endswith(":batchGenerateContent")]
-    ref = submit(provider, intent(provider, tmp_path, 1))  # in time: sent
-    assert ref.provider_batch_id
