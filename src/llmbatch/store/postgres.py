@@ -214,7 +214,8 @@ class PostgresStore(SqlStore):
         self._add_cost_totals(
             cur, [o.attempt_id for o in todo if o.kind in ("succeeded", "failed")]
         )
-        cur.execute(q["move_staged_requests"], {"now": now})
+        for kind in sorted({o.kind for o in todo}):
+            cur.execute(q[f"staged_{kind}"], {"now": now})
         cur.execute("TRUNCATE outcome_staging")
 
     def _has_schema(self, cur: Any) -> bool:

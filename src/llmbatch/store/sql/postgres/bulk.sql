@@ -57,20 +57,32 @@ SELECT attempt_id, request_id, status_code, provider_request_id, body, error_cod
 FROM outcome_staging WHERE kind IN ('succeeded', 'failed', 'cancelled') ORDER BY attempt_id
 ON CONFLICT (attempt_id) DO NOTHING
 
--- name: move_staged_requests
+-- name: staged_succeeded
 -- What engine.sql's request_succeeded, _failed, _retry, _requeue and _cancelled do, each to
--- its own kind's rows, in one statement: only a failed, requeued or cancelled outcome moves a
--- request that is still packed (never sent); every other needs it submitted.
-UPDATE requests r SET
-    state = CASE s.kind WHEN 'retry' THEN 'retry_wait' WHEN 'requeue' THEN 'queued'
-                        ELSE s.kind END,
-    attempts = r.attempts + CASE WHEN s.kind IN ('failed', 'retry') THEN 1 ELSE 0 END,
-    expiries = r.expiries + CASE WHEN s.kind = 'requeue' THEN s.charge_expiry ELSE 0 END,
-    rejections = r.rejections + CASE WHEN s.kind IN ('failed', 'requeue') THEN s.charge_rejection
-                                     ELSE 0 END,
-    not_before = CASE WHEN s.kind = 'retry' THEN s.not_before ELSE r.not_before END,
-    reason = s.reason,
-    updated_at = %(now)s
+-- the staged rows of its kind, in one statement each.
+UPDATE requests r SET state = 'succeeded', reason = NULL, updated_at = %(now)s
 FROM outcome_staging s
-WHERE r.id = s.request_id
-  AND (r.state = 'submitted' OR (r.state = 'packed' AND s.kind IN ('failed', 'requeue', 'cancelled')))
+WHERE r.id = s.request_id AND s.kind = 'succeeded' AND r.state = 'submitted'
+
+-- name: staged_failed
+UPDATE requests r SET state = 'failed', attempts = r.attempts + 1,
+    rejections = r.rejections + s.charge_rejection, reason = s.reason, updated_at = %(now)s
+FROM outcome_staging s
+WHERE r.id = s.request_id AND s.kind = 'failed' AND r.state IN ('submitted', 'packed')
+
+-- name: staged_retry
+UPDATE requests r SET state = 'retry_wait', attempts = r.attempts + 1, not_before = s.not_before,
+    reason = s.reason, updated_at = %(now)s
+FROM outcome_staging s
+WHERE r.id = s.request_id AND s.kind = 'retry' AND r.state = 'submitted'
+
+-- name: staged_requeue
+UPDATE requests r SET state = 'queued', expiries = r.expiries + s.charge_expiry,
+    rejections = r.rejections + s.charge_rejection, reason = s.reason, updated_at = %(now)s
+FROM outcome_staging s
+WHERE r.id = s.request_id AND s.kind = 'requeue' AND r.state IN ('submitted', 'packed')
+
+-- name: staged_cancelled
+UPDATE requests r SET state = 'cancelled', reason = s.reason, updated_at = %(now)s
+FROM outcome_staging s
+WHERE r.id = s.request_id AND s.kind = 'cancelled' AND r.state IN ('submitted', 'packed')
