@@ -20,7 +20,6 @@ import dataclasses
 import importlib
 import io
 import sys
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -640,7 +639,7 @@ def test_a_recorded_upload_the_provider_let_expire_is_uploaded_again(
     journal = Journal()
     ref = provider.submit(dataclasses.replace(later, input_file_id=old), journal)
     assert ref.input_file_id and ref.input_file_id != old
-    assert journal.steps == ["uploading", ("uploaded", ref.input_file_id), "creating"]
+    assert journal.steps == ["uploading", ("uploaded", ref.input_file_id), "creating", "sending"]
     assert finish(emu, ref.provider_batch_id)
     [status] = provider.poll([ref.provider_batch_id], retrieve_budget=1)
     assert status.state == "completed"
@@ -700,7 +699,7 @@ def test_reconcile_finds_our_batches_and_uploads_and_nothing_else(
     submit(provider, intent(provider, tmp_path, 2, store_id=OTHER_STORE))
     if uploads:
         account.upload(intent(provider, tmp_path, 4, store_id=OTHER_STORE))
-    submit(provider, dataclasses.replace(copied, nonce=NONCE))
+    submit(provider, intent(provider, tmp_path, 5))  # its custom ids carry NONCE too
     emu.control.seed(provider.name, files=files, batches=3)
     if provider.name == "anthropic":  # a running Message Batch proves nothing until it ends
         emu.control.advance(HOUR)
@@ -731,9 +730,10 @@ def test_reconcile_finds_our_batches_and_uploads_and_nothing_else(
     assert provider.reconcile(asked[:1], since, frozenset({ref_file.provider_batch_id})) == {}
     assert provider.reconcile([], since) == {}
 
-    tagged = provider.list_tagged(STORE, since)
-    assert {s.provider_batch_id for s in tagged} >= {ref_file.provider_batch_id}
-    assert all(s.metadata and s.metadata["llmbatch_store"] == STORE for s in tagged)
+    # what each batch it could judge carries: our tag, or nothing (judged foreign)
+    tagged = {s.provider_batch_id: s.metadata for s in provider.list_tagged(STORE, since)}
+    assert tagged[ref_file.provider_batch_id] and tagged[ref_tag.provider_batch_id]
+    assert all(meta["llmbatch_store"] == STORE for meta in tagged.values() if meta)
     if uploads:
         assert (upload_id, 3, NONCE) in provider.stray_uploads(STORE, since)
 
