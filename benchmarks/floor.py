@@ -82,20 +82,14 @@ def floor(requests: Path, workdir: Path) -> dict[str, float]:
 
     cpu = _cpu()
     t = time.perf_counter()
-    with open(requests, "rb") as f:
-        rows = []
-        for raw in f:
-            line = orjson.loads(raw)
-            body = orjson.dumps(line["body"])
-            digest = hashlib.blake2b(body, digest_size=16).digest()
-            rows.append((line["custom_id"], line["body"]["model"], body, digest))
-    db.execute("BEGIN")
-    db.executemany(
-        "INSERT INTO requests (custom_id, model, body, body_hash) VALUES (?, ?, ?, ?)", rows
-    )
-    db.execute("COMMIT")
-    n = len(rows)
-    del rows
+    with open(requests, "rb") as f:  # streamed: executemany takes an iterator
+        db.execute("BEGIN")
+        db.executemany(
+            "INSERT INTO requests (custom_id, model, body, body_hash) VALUES (?, ?, ?, ?)",
+            map(_request_row, f),
+        )
+        db.execute("COMMIT")
+    n = int(db.execute("SELECT COUNT(*) FROM requests").fetchone()[0])
     out["enqueue"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -112,19 +106,9 @@ def floor(requests: Path, workdir: Path) -> dict[str, float]:
     result_file(workdir / "results.jsonl", n)  # the emulator's work: not counted
     writing = _cpu() - writing
     t = time.perf_counter()
-    found = []
-    with open(workdir / "results.jsonl", "rb") as f:
-        for raw in f:
-            line = orjson.loads(raw)
-            response = line["response"]
-            body = response["body"]
-            usage = body["usage"]
-            found.append((
-                int(line["custom_id"][2:]), response["status_code"], orjson.dumps(body),
-                usage["prompt_tokens"], usage["completion_tokens"],
-            ))  # fmt: skip
     db.execute("BEGIN")
-    db.executemany("INSERT INTO results VALUES (?, ?, ?, ?, ?)", found)
+    with open(workdir / "results.jsonl", "rb") as f:
+        db.executemany("INSERT INTO results VALUES (?, ?, ?, ?, ?)", map(_result_row, f))
     db.execute(
         "UPDATE requests SET state = 'succeeded' FROM results "
         "WHERE results.request_id = requests.id AND results.status_code = 200"
@@ -137,6 +121,27 @@ def floor(requests: Path, workdir: Path) -> dict[str, float]:
     # on a loaded machine the seconds include waiting for a core; this is the work alone
     out["cpu_s"] = round(_cpu() - cpu - writing, 2)
     return out
+
+
+def _request_row(raw: bytes) -> tuple[str, str, bytes, bytes]:
+    line = orjson.loads(raw)
+    body = orjson.dumps(line["body"])
+    digest = hashlib.blake2b(body, digest_size=16).digest()
+    return line["custom_id"], line["body"]["model"], body, digest
+
+
+def _result_row(raw: bytes) -> tuple[int, int, bytes, int, int]:
+    line = orjson.loads(raw)
+    response = line["response"]
+    body = response["body"]
+    usage = body["usage"]
+    return (
+        int(line["custom_id"][2:]),
+        response["status_code"],
+        orjson.dumps(body),
+        usage["prompt_tokens"],
+        usage["completion_tokens"],
+    )
 
 
 def _cpu() -> float:
