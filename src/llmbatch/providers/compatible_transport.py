@@ -25,9 +25,17 @@ from llmbatch.providers.compatible import Service, service_of
 from llmbatch.providers.openai import LIST_PAGES, OpenAIProvider, OpenAISettings, http_client
 
 STATES = frozenset(
-    {"validating", "in_progress", "finalizing", "completed", "failed", "expired", "cancelling",
-     "cancelled"}
-)  # fmt: skip
+    {
+        "validating",
+        "in_progress",
+        "finalizing",
+        "completed",
+        "failed",
+        "expired",
+        "cancelling",
+        "cancelled",
+    }
+)
 # Other words services use for the same states.
 SYNONYMS = {"progress": "in_progress", "queued": "validating", "canceled": "cancelled"}
 Json = dict[str, Any]

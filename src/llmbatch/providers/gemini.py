@@ -68,11 +68,18 @@ LIST_PAGES = 3  # polling only: reconcile and the sweep page back to the time th
 UPLOAD_MARGIN = 3600.0  # an upload with less life than this left is uploaded again
 CHUNK = 1 << 20
 STATES = {
-    "PENDING": "validating", "QUEUED": "validating", "RUNNING": "in_progress",
-    "SUCCEEDED": "completed", "PARTIALLY_SUCCEEDED": "completed", "FAILED": "failed",
-    "CANCELLING": "cancelling", "CANCELLED": "cancelled", "EXPIRED": "expired",
-    "PAUSED": "in_progress", "UPDATING": "in_progress",
-}  # fmt: skip
+    "PENDING": "validating",
+    "QUEUED": "validating",
+    "RUNNING": "in_progress",
+    "SUCCEEDED": "completed",
+    "PARTIALLY_SUCCEEDED": "completed",
+    "FAILED": "failed",
+    "CANCELLING": "cancelling",
+    "CANCELLED": "cancelled",
+    "EXPIRED": "expired",
+    "PAUSED": "in_progress",
+    "UPDATING": "in_progress",
+}
 ENDED = frozenset({"completed", "failed", "cancelled", "expired"})
 KEY_ENVS = ("GEMINI_API_KEY", "GOOGLE_API_KEY")
 

@@ -182,8 +182,8 @@ class OpenAIProvider:
             page = self.client.batches.list(limit=100)
             while True:
                 for b in page.data:
-                    if b.created_at < since:
-                        continue  # older than any of these intents: not theirs
+                    if b.created_at < since or b.id in recorded:
+                        continue  # older than any of these intents, or known: not theirs
                     meta = b.metadata or {}
                     hit = by_file.get(b.input_file_id)
                     if hit is None and meta.get(ownership.STORE) == intents[0].store_id:
@@ -321,9 +321,13 @@ class AzureProvider(OpenAIProvider):
             )
         version = self.settings.api_version or os.environ.get("OPENAI_API_VERSION") or "2024-10-21"
         return openai.AzureOpenAI(
-            azure_endpoint=endpoint, api_key=self._key(), api_version=version, timeout=self.settings.timeout,
-            max_retries=2, http_client=http_client(),
-        )  # fmt: skip
+            azure_endpoint=endpoint,
+            api_key=self._key(),
+            api_version=version,
+            timeout=self.settings.timeout,
+            max_retries=2,
+            http_client=http_client(),
+        )
 
     def limits(self, endpoint: str, model: str | None) -> Limits:
         return AZURE_LIMITS
