@@ -203,9 +203,14 @@ def _cache(usage: dict[str, Any], endpoint: str | None = None) -> UsageRecord:
     else:
         w5m = w1h = None
     if (
-        _count(fresh) and _count(out) and _count(read) and _count(writes) and _count(w5m)
-        and _count(w1h) and w5m + w1h == writes
-    ):  # fmt: skip
+        _count(fresh)
+        and _count(out)
+        and _count(read)
+        and _count(writes)
+        and _count(w5m)
+        and _count(w1h)
+        and w5m + w1h == writes
+    ):
         return UsageRecord(fresh + read + writes, out, cached=read, write_5m=w5m, write_1h=w1h)
     return _cache_checked(usage)
 

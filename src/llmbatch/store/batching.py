@@ -147,9 +147,15 @@ class BatchingOps:
             params["priority"], params["id"] = int(rows[-1][4]), int(rows[-1][0])
 
     def create_intent(
-        self, group: tuple[str, str, str | None], request_ids: Sequence[int], input_bytes: int, est_tokens: int,
-        now: float, token: int, reserve: Reservation | None = None,
-    ) -> int | None:  # fmt: skip
+        self,
+        group: tuple[str, str, str | None],
+        request_ids: Sequence[int],
+        input_bytes: int,
+        est_tokens: int,
+        now: float,
+        token: int,
+        reserve: Reservation | None = None,
+    ) -> int | None:
         """Durably commit an intent: a batch row and one attempt per request, in line order,
         and, under budgets, its worst case reserved in the same transaction.
 
@@ -160,9 +166,16 @@ class BatchingOps:
         provider, endpoint, model = group
         with self._write(durable=True) as cur:
             self._fence(cur, token)
-            params = {"provider": provider, "endpoint": endpoint, "model": model, "request_count": len(request_ids),
-                      "input_bytes": input_bytes, "est_tokens": est_tokens, "now": now,
-                      "nonce": new_nonce()}  # fmt: skip
+            params = {
+                "provider": provider,
+                "endpoint": endpoint,
+                "model": model,
+                "request_count": len(request_ids),
+                "input_bytes": input_bytes,
+                "est_tokens": est_tokens,
+                "now": now,
+                "nonce": new_nonce(),
+            }
             cur.execute(self.q("insert_batch"), params)
             batch_id = int(cur.fetchone()[0])
             cur.executemany(self.q("pack_request"), ((now, rid) for rid in request_ids))
@@ -249,12 +262,21 @@ class BatchingOps:
         """Store what a poll saw of a batch (`status` is a providers.BatchStatus)."""
         with self._write() as cur:
             self._fence(cur, token)
-            cur.execute(self.q("update_batch"), {
-                "id": batch_id, "state": status.state, "provider_status": status.provider_status,
-                "completed": status.completed, "failed": status.failed, "output_file_id": status.output_file_id,
-                "error_file_id": status.error_file_id, "errors": orjson.dumps(status.errors).decode() if status.errors else None,
-                "finished_at": now if status.ended else None, "now": now,
-            })  # fmt: skip
+            cur.execute(
+                self.q("update_batch"),
+                {
+                    "id": batch_id,
+                    "state": status.state,
+                    "provider_status": status.provider_status,
+                    "completed": status.completed,
+                    "failed": status.failed,
+                    "output_file_id": status.output_file_id,
+                    "error_file_id": status.error_file_id,
+                    "errors": orjson.dumps(status.errors).decode() if status.errors else None,
+                    "finished_at": now if status.ended else None,
+                    "now": now,
+                },
+            )
             self._event(
                 cur, f"batch_{status.state}", batch_id=batch_id, detail=status.provider_status
             )
@@ -282,15 +304,32 @@ class BatchingOps:
             cur.execute(self.q("waiting_attempts"), {"ids": ids, "batch_id": batch_id})
             waiting = {int(a): int(r) for a, r, _n, _e, _j in cur.fetchall()}
             todo = [o for o in outcomes if o.attempt_id in waiting]
-            cur.executemany(self.q("finish_attempt"), [
-                (o.kind, o.kind, o.error_code, o.error_message, now, o.attempt_id) for o in todo
-            ])  # fmt: skip
+            cur.executemany(
+                self.q("finish_attempt"),
+                [(o.kind, o.kind, o.error_code, o.error_message, now, o.attempt_id) for o in todo],
+            )
             # a cancelled request gets a result too (the export lists it), but costs nothing
             final = [o for o in todo if o.kind in ("succeeded", "failed", "cancelled")]
-            cur.executemany(self.q("insert_result"), [
-                (o.attempt_id, waiting[o.attempt_id], o.status_code, o.provider_request_id, o.body, o.error_code,
-                 o.error_message, o.input_tokens, o.output_tokens, *_detail(o), int(now // 86400), now) for o in final
-            ])  # fmt: skip
+            cur.executemany(
+                self.q("insert_result"),
+                [
+                    (
+                        o.attempt_id,
+                        waiting[o.attempt_id],
+                        o.status_code,
+                        o.provider_request_id,
+                        o.body,
+                        o.error_code,
+                        o.error_message,
+                        o.input_tokens,
+                        o.output_tokens,
+                        *_detail(o),
+                        int(now // 86400),
+                        now,
+                    )
+                    for o in final
+                ],
+            )
             self._add_cost_totals(cur, [o.attempt_id for o in final if o.kind != "cancelled"])
             by_kind: dict[str, list[Outcome]] = {}
             for o in todo:
@@ -310,9 +349,10 @@ class BatchingOps:
                     ],
                 )
             if "retry" in by_kind:
-                cur.executemany(self.q("request_retry"), [
-                    (o.not_before, _reason(o), now, rid(o.attempt_id)) for o in by_kind["retry"]
-                ])  # fmt: skip
+                cur.executemany(
+                    self.q("request_retry"),
+                    [(o.not_before, _reason(o), now, rid(o.attempt_id)) for o in by_kind["retry"]],
+                )
             if "requeue" in by_kind:
                 requeued = [
                     (o.charge_expiry, o.charge_rejection, _reason(o), now, rid(o.attempt_id))

@@ -26,9 +26,23 @@ _STAGING_COLUMNS = (
     "deadline, text_chars, text_bytes, inputs, created_at, updated_at"
 )
 _STAGING_TYPES = [
-    "text", "text", "int8", "int8", "text", "text", "text", "bytea", "bytea", "int8",
-    "float8", "int8", "int8", "int8", "float8", "float8",
-]  # fmt: skip
+    "text",
+    "text",
+    "int8",
+    "int8",
+    "text",
+    "text",
+    "text",
+    "bytea",
+    "bytea",
+    "int8",
+    "float8",
+    "int8",
+    "int8",
+    "int8",
+    "float8",
+    "float8",
+]
 
 
 @cache
