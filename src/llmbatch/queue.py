@@ -126,7 +126,9 @@ class RequestHandle:
     def done(self) -> bool:
         return self.state() in ("succeeded", "failed", "cancelled")
 
-    def result(self, timeout: float | None = None, *, interval: float = 1.0) -> Result:
+    def result(
+        self, timeout: float | None = None, *, interval: float = defaults.RESULT_INTERVAL_S
+    ) -> Result:
         """Its result, once it has ended; after `timeout` seconds WaitTimeout, saying where it
         stands (no worker running, its batch at the provider). `.response()` on the result
         gives the SDK's own object."""

@@ -23,7 +23,7 @@ from typing import Any
 
 import openai
 
-from llmbatch import ownership
+from llmbatch import defaults, ownership
 from llmbatch.errors import AuthError, ConfigError, RejectedError, TransientError
 from llmbatch.providers.base import (
     BatchRef,
@@ -49,7 +49,7 @@ class OpenAISettings:
 
     api_key_env: str = "OPENAI_API_KEY"
     base_url: str | None = None  # default: OPENAI_BASE_URL, else the SDK's default
-    timeout: float = 600.0
+    timeout: float = defaults.PROVIDER_TIMEOUT_S
     api_version: str | None = None  # Azure only
     endpoint: str | None = None  # Azure only (AZURE_OPENAI_ENDPOINT)
     # How long the service keeps a batch's output and error files (seconds; 0: its default,
