@@ -295,9 +295,9 @@ class Queue:
                 "held",
                 f"a budget holds the {d.held:,} requests left in queue {self.name!r} "
                 f"({reasons}); they are sent when the budget allows",
-                unfinished,
-                d.held,
-                d.ticks,
+                unfinished=unfinished,
+                held=d.held,
+                ticks=d.ticks,
             )
         if timeout is not None:
             who = (
@@ -309,13 +309,11 @@ class Queue:
                 "timeout",
                 f"{unfinished:,} requests of queue {self.name!r} still unfinished after "
                 f"{timeout:g} s{who}",
-                unfinished,
-                0,
-                d.ticks,
+                unfinished=unfinished,
+                ticks=d.ticks,
             )
-        return Waited(
-            "stopped", f"stopped with {unfinished:,} requests unfinished", unfinished, 0, d.ticks
-        )
+        message = f"stopped with {unfinished:,} requests unfinished"
+        return Waited("stopped", message, unfinished=unfinished, ticks=d.ticks)
 
     # -- reading ---------------------------------------------------------------------------
     def status(self) -> list[Count]:
