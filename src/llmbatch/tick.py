@@ -84,6 +84,16 @@ class EngineSettings:
         return min(defaults.LEASE_MARGIN_S, self.lease_ttl * defaults.LEASE_MARGIN_SHARE)
 
     @property
+    def send_window(self) -> float:
+        """How long after its stamp a create may still be sent (providers/sending.py): the
+        lease margin, at most the client timeout. Between the stamp and the request leaving
+        there is only a commit and the SDK building the request; a worker held longer may
+        have lost its lease. Every second of it is taken from what the settle logic allows
+        the provider (a create sent `w` late is found if it acts within `submit_timeout +
+        settle_seconds - w`), so it is kept short."""
+        return min(self.call_timeout, self.renew_margin)
+
+    @property
     def call_timeout(self) -> float:
         """The client timeout of an upload, a create or a cancel."""
         if self.submit_timeout is not None:
