@@ -89,9 +89,12 @@ class OpenAIProvider:
     def _make_client(self) -> openai.OpenAI:
         base = self.settings.base_url or os.environ.get("OPENAI_BASE_URL") or None
         return openai.OpenAI(
-            api_key=self._key(), base_url=base, timeout=self.settings.timeout, max_retries=2,
+            api_key=self._key(),
+            base_url=base,
+            timeout=self.settings.timeout,
+            max_retries=2,
             http_client=http_client(),
-        )  # fmt: skip
+        )
 
     @property
     def client(self) -> openai.OpenAI:
