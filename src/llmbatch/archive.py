@@ -446,15 +446,12 @@ class Archiver:
         if not (b.get("output_file_id") or b.get("error_file_id")):
             return {}, False
         status = BatchStatus(
-            str(b.get("provider_batch_id") or ""),
-            str(b.get("state")),
-            str(b.get("provider_status") or b.get("state")),
-            0,
-            0,
-            0,
-            b.get("input_file_id"),
-            b.get("output_file_id"),
-            b.get("error_file_id"),
+            provider_batch_id=str(b.get("provider_batch_id") or ""),
+            state=str(b.get("state")),
+            provider_status=str(b.get("provider_status") or b.get("state")),
+            input_file_id=b.get("input_file_id"),
+            output_file_id=b.get("output_file_id"),
+            error_file_id=b.get("error_file_id"),
         )
         try:
             got = provider.download(status, work)
