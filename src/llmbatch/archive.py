@@ -174,10 +174,21 @@ class Envelope:
                 if custom_id is None:
                     self.spoil()
                     return
-                write(jsonl_line(ResultRow(
-                    0, custom_id, o.kind, self.provider, o.status_code, o.provider_request_id,
-                    o.body, o.error_code, o.error_message, None, None, attempt_id=o.attempt_id,
-                ), sid))  # fmt: skip
+                row = ResultRow(
+                    cursor=0,
+                    custom_id=custom_id,
+                    state=o.kind,
+                    provider=self.provider,
+                    status_code=o.status_code,
+                    provider_request_id=o.provider_request_id,
+                    body=o.body,
+                    error_code=o.error_code,
+                    error_message=o.error_message,
+                    input_tokens=None,
+                    output_tokens=None,
+                    attempt_id=o.attempt_id,
+                )
+                write(jsonl_line(row, sid))
                 self.lines += 1
         except OSError:  # a full disk: never a reason to stop an ingest
             self.spoil()
