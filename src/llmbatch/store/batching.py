@@ -130,7 +130,7 @@ class BatchingOps:
             if queues is None:
                 cur.execute(self.q("ready_groups"))
             else:
-                cur.execute(self.q("ready_groups_in"), {"queues": as_list(queues)})
+                cur.execute(self._in_queues("ready_groups"), {"queues": as_list(queues)})
             return [(r[0], r[1], r[2], int(r[3])) for r in cur.fetchall()]
 
     def candidates(
@@ -180,7 +180,8 @@ class BatchingOps:
         first, after = self.q("ready_candidates"), self.q("ready_candidates_after")
         if queues is not None:  # a worker serving some queues
             params["queues"] = as_list(queues)
-            first, after = self.q("ready_candidates_in"), self.q("ready_candidates_in_after")
+            first = self._in_queues("ready_candidates")
+            after = self._in_queues("ready_candidates_after")
         while True:
             with self._read() as cur:
                 cur.execute(after if "priority" in params else first, params)
@@ -190,6 +191,18 @@ class BatchingOps:
             if len(rows) < page:
                 return
             params["priority"], params["id"] = int(rows[-1][4]), int(rows[-1][0])
+
+    def _in_queues(self, name: str) -> str:
+        """A query of ready requests narrowed to the queues of `:queues` (a worker serving
+        some queues), written once: the query itself, one condition more."""
+        sql = queries()[name]
+        narrowed = sql.replace(
+            "WHERE state = 'queued'",
+            "WHERE state = 'queued' AND queue IN (SELECT value FROM json_each(:queues))",
+            1,
+        )
+        assert narrowed != sql, name
+        return str(self._dialect(narrowed))
 
     def create_intent(
         self,

@@ -51,30 +51,6 @@ UPDATE batches SET queue = :queue WHERE id = :id
 -- name: open_batch_queues
 SELECT id, queue FROM batches WHERE state <> 'ingested'
 
--- name: ready_groups_in
-SELECT provider, endpoint, model, COUNT(*) FROM requests
-WHERE state = 'queued' AND queue IN (SELECT value FROM json_each(:queues))
-  AND import_id NOT IN (SELECT id FROM imports WHERE state <> 'committed')
-GROUP BY provider, endpoint, model
-ORDER BY MAX(priority) DESC, MIN(id)
-
--- name: ready_candidates_in
-SELECT id, LENGTH(body), inputs, text_bytes, priority FROM requests
-WHERE state = 'queued' AND provider = :provider AND endpoint = :endpoint AND model = :model
-  AND queue IN (SELECT value FROM json_each(:queues))
-  AND import_id NOT IN (SELECT id FROM imports WHERE state <> 'committed')
-ORDER BY priority DESC, id
-LIMIT :n
-
--- name: ready_candidates_in_after
-SELECT id, LENGTH(body), inputs, text_bytes, priority FROM requests
-WHERE state = 'queued' AND provider = :provider AND endpoint = :endpoint AND model = :model
-  AND queue IN (SELECT value FROM json_each(:queues))
-  AND import_id NOT IN (SELECT id FROM imports WHERE state <> 'committed')
-  AND priority <= :priority AND (priority < :priority OR id > :id)
-ORDER BY priority DESC, id
-LIMIT :n
-
 -- name: fence_any
 -- Whether the caller holds any live claim (facts learned while working: a group's back-off).
 SELECT 1 FROM leases WHERE token = :token AND expires_at - :now > 0
