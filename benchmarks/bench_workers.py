@@ -202,6 +202,7 @@ def share(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                           if k in ("lost", "duplicated", "creates_per_intent_max", "not_ingested")},
                 "exit_codes": codes, **scan_logs(logs),
             }  # fmt: skip
+            print(json.dumps({"share": out["share"], "load": os.getloadavg()}), flush=True)
         # 2. another queue's submit while one queue's big batch is ingested
         with own_database(args.pg, "llmbatch_share") as db:
             open_store(db).close()
@@ -242,6 +243,9 @@ def share(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                 "within_2_polls": delay is not None and delay <= 2 * poll,
                 "drained": drained, "exit_codes": codes, **scan_logs(logs),
             }  # fmt: skip
+            print(
+                json.dumps({"other_queue": out["other_queue"], "load": os.getloadavg()}), flush=True
+            )
         # 3. the ingest of N results, 1 worker against 4
         out["ingest"] = {"results": args.ingest}
         for n in (1, 4):

@@ -65,6 +65,9 @@ class Lease:
         self.taken_at = 0.0  # the tick's time
         self.renewed_at = 0.0
         self.forgot_at = 0.0
+        # how many workers share this one's batches, and the open batches they share (set by
+        # `Claims.share` each tick; the packer counts the batches it adds)
+        self.sharing, self.open_count = 1, 0
 
     def take(self, now: float) -> int:
         """This worker's token, drawn once; the engine lease taken or renewed if free (at
@@ -122,6 +125,12 @@ class Lease:
             self.held.add(name)
         return got is not None
 
+    def beyond_share(self, holding: int) -> bool:
+        """Whether holding this many batches is more than this worker's share, with other
+        workers sharing them: a batch it just submitted is then given back at once, so one
+        tick that packs a whole queue does not keep every batch of it to poll and ingest."""
+        return self.sharing > 1 and holding > math.ceil(self.open_count / self.sharing)
+
     def give_up(self, name: str) -> None:
         self.store.release_lease(name, self.holder)
         self.held.discard(name)
@@ -167,6 +176,7 @@ class Claims:
             or set(w.queues) & set(lease.queues)
         ]
         share = math.ceil(len(mine_ok) / max(1, len(alike)))
+        lease.sharing, lease.open_count = max(1, len(alike)), len(mine_ok)
         mine = [b for b in mine_ok if batch_claim(b.id) in lease.held]
         if len(mine) > share:  # give back the ones furthest from needing work
             spare = [b for b in reversed(mine) if b.state in WAITING]

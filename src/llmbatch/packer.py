@@ -216,7 +216,13 @@ class Packer:
                     t.mine.add(batch_id)
             report.packed += len(ids)
             opened = next(b for b in self.store.open_batches() if b.id == batch_id)
+            sent = report.submitted
             self.setbacks.guarded(opened, t, self.submitter.submit)
+            self.lease.open_count += 1
+            shared = t.mine is not None and self.lease.beyond_share(len(t.mine))
+            if batch_id is not None and t.mine is not None and report.submitted > sent and shared:
+                self.lease.give_up(batch_claim(batch_id))  # waiting at the provider: shared
+                t.mine.discard(batch_id)
             if c.why == "all" or not self.setbacks.disk_ok(None, now):
                 break
         return True

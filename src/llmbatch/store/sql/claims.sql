@@ -22,7 +22,7 @@ FROM workers WHERE seen_at >= :since ORDER BY token
 
 -- name: forget_workers
 -- Rows of workers gone for long, holding nothing.
-DELETE FROM workers WHERE seen_at < :before
+DELETE FROM workers WHERE ABS(seen_at) < :before
   AND token NOT IN (SELECT token FROM leases WHERE expires_at >= :before)
 
 -- name: renew_claims
@@ -39,8 +39,9 @@ SELECT name, holder, token, expires_at, since FROM leases ORDER BY name
 UPDATE leases SET expires_at = 0 WHERE holder = :holder
 
 -- name: worker_gone
--- A worker that stopped (or was found dead) is not counted when the others share the work.
-UPDATE workers SET seen_at = 0 WHERE holder = :holder
+-- A worker that stopped (or was found dead) is not counted when the others share the work:
+-- its last sighting is kept, negated (its row and figures stay until forgotten).
+UPDATE workers SET seen_at = -ABS(seen_at) WHERE holder = :holder
 
 -- name: drop_claim
 DELETE FROM leases WHERE name = :name
