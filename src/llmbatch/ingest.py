@@ -23,7 +23,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from llmbatch.archive import Archiver
+from llmbatch.archive import Archiver, Envelope
 from llmbatch.closing import Closer
 from llmbatch.errors import RejectedError, TransientError
 from llmbatch.lease import Lease
@@ -31,7 +31,7 @@ from llmbatch.ledger import Tally
 from llmbatch.ownership import attempt_prefix
 from llmbatch.pricing import model_prices
 from llmbatch.providers import format_of
-from llmbatch.providers.base import BatchStatus, Provider, ResultsGone
+from llmbatch.providers.base import BatchStatus, Provider, ResultFile, ResultsGone
 from llmbatch.results import Anomaly, Finding, capped_lines, parse_line
 from llmbatch.retry import decide
 from llmbatch.setbacks import Setbacks
@@ -90,9 +90,10 @@ class Ingestor:
         self.store, self.settings, self.workdir, self.provider = store, settings, workdir, provider
         self.lease, self.setbacks, self.closer = lease, setbacks, closer
         self.archiver, self.timings = archiver, timings
+        self._envelope: Envelope | None = None  # the batch being ingested's, with an archive
 
     def ingest(self, b: OpenBatch, t: Tick) -> None:
-        now, report = t.now, t.report
+        report = t.report
         provider = self.provider(b.provider)
         if b.state == "failed" and not b.output_file_id:
             if b.intent_id is not None:  # an adopted duplicate: its intent's own batch decides
@@ -137,6 +138,33 @@ class Ingestor:
             self.timings["download"] += time.perf_counter() - started
         self.setbacks.disk_back(report, b)
         started = time.perf_counter()
+        prefix = attempt_prefix(self.store.store_id, b.nonce)
+        # the archive's results.jsonl, written as outcomes are recorded (archive.Envelope)
+        self._envelope = (
+            self.archiver.envelope(b.attempts_of, prefix, b.provider, folder)
+            if self.archiver is not None
+            else None
+        )
+        self.timings["ingest"] += time.perf_counter() - started
+        try:
+            self._read(b, t, provider, files, folder, prefix)
+        finally:
+            if self._envelope is not None:
+                self._envelope.discard()
+            self._envelope = None
+
+    def _read(
+        self,
+        b: OpenBatch,
+        t: Tick,
+        provider: Provider,
+        files: list[ResultFile],
+        folder: Path,
+        prefix: str,
+    ) -> None:
+        """Read the downloaded files into outcomes, then close the batch (or download again)."""
+        now, report = t.now, t.report
+        started = time.perf_counter()
         lines = 0
         chunk: list[Finding] = []
         seen: set[int] = set()  # one int per request of one batch (≤ 100,000)
@@ -152,7 +180,6 @@ class Ingestor:
                         f"({cap:,}): not read"
                     )
                 # only lines carrying this intent's nonce are ours (ownership.py)
-                prefix = attempt_prefix(self.store.store_id, b.nonce)
                 finding = parse_line(line, prefix, b.endpoint, format_of(b.provider))
                 if finding.attempt_id in seen:  # the first is kept; never silently dropped
                     cid = f"{prefix}-{finding.attempt_id}"
@@ -190,6 +217,8 @@ class Ingestor:
             self.apply_waiting(b, [(a, kind, why) for a, _r, _l in missing], t)
         self.closer.count(b, tally, t)
         if self.archiver is not None:  # the archive step copies them, then deletes the provider's
+            if self._envelope is not None:
+                self._envelope.whole()  # kept only if it holds every result the store has
             self.archiver.keep(b.id, folder, {f.path.name: f.kind for f in files})
         shutil.rmtree(folder, ignore_errors=True)
         self.closer.close(b, t, f"{lines:,} lines, {anomalies.count} anomalies")
@@ -354,6 +383,8 @@ class Ingestor:
                 for o in outs
             ]
         applied = self.store.apply_outcomes(b.attempts_of, outs, now, token)
+        if self._envelope is not None:
+            self._envelope.add(outs, applied)
         if applied < len(findings):  # a re-download, or lines naming attempts of other batches
             said = anomalies or Anomalies(self.store, b.id)
             for stranger in self.store.attempts_not_in_batch(

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from llmbatch import defaults, render, views
+from llmbatch import defaults, render
 from llmbatch.cli.app import (
     ProviderName,
     check_queue,
@@ -127,6 +127,8 @@ def status(
     """Requests per queue, model and state; batches in flight with what the provider reports
     done and an ETA; deadlines at risk; budgets and what they hold. With --watch, the same
     screen again every few seconds, as the dashboard shows it."""
+    from llmbatch import views
+
     store = open_db(ctx)
     check_queue(store, queue)
     if watch:
@@ -147,6 +149,8 @@ def _watch(store: Any, queue: str | None, wide: bool, interval: float) -> None:
     """Clear and print the status screen every `interval` seconds until Ctrl-C (exit 0)."""
     from datetime import UTC, datetime
 
+    from llmbatch import views
+
     try:
         while True:
             now = time.time()
@@ -166,6 +170,8 @@ def _watch(store: Any, queue: str | None, wide: bool, interval: float) -> None:
 def queues(ctx: click.Context, fmt: str, wide: bool) -> None:
     """Every queue: its requests by state, whether it is done, when it began and last changed.
     Purged queues are listed while their costs are recorded."""
+    from llmbatch import views
+
     store = open_db(ctx)
     records = views.queue_records(store.queues())
     empty = views.EMPTY_STORE
@@ -184,6 +190,8 @@ def batches(
     ctx: click.Context, queue: str | None, open_only: bool, limit: int, fmt: str, wide: bool
 ) -> None:
     """Batches newest first: state at the provider, requests done there, age and ETA."""
+    from llmbatch import views
+
     store = open_db(ctx)
     check_queue(store, queue)
     now = time.time()
@@ -200,6 +208,8 @@ def batches(
 @click.pass_context
 def show(ctx: click.Context, custom_id: str, queue: str | None, fmt: str) -> None:
     """One request: what it is, every attempt, and its result."""
+    from llmbatch import views
+
     store = open_db(ctx)
     check_queue(store, queue)
     found = store.request_detail(custom_id, queue)

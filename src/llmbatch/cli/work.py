@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from llmbatch import defaults, views
+from llmbatch import defaults
 from llmbatch.cli.app import (
     FAILED,
     OK,
@@ -202,6 +202,8 @@ def wait(
 
     Exits 1 if requests failed while waiting, a budget holds the rest, or --timeout passed
     first (3 if a provider was unreachable then)."""
+    from llmbatch import views
+
     budgets = budget_overrides(budget_usd, budget_period, allow_unpriced)
     store = open_db(ctx)
     check_queue(store, queue)
