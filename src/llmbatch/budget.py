@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from llmbatch import defaults
 from llmbatch.errors import ConfigError
 from llmbatch.packing import LINE_OVERHEAD
 from llmbatch.periods import PERIODS as PERIODS
@@ -137,7 +138,7 @@ def parse_budgets(
     table: Mapping[str, Any] | None,
     *,
     budget_usd: Any = None,
-    period: str = "day",
+    period: str = defaults.BUDGET_PERIOD,
     queue: str | None = None,
     allow_unpriced: bool | None = None,
 ) -> BudgetSettings:

@@ -31,6 +31,7 @@ from typing import Any
 
 import orjson
 
+from llmbatch import defaults
 from llmbatch.counting import (
     ANTHROPIC_BASE as ANTHROPIC_BASE,
 )
@@ -57,7 +58,7 @@ from llmbatch.providers import for_endpoint, format_of
 from llmbatch.render import Column, as_csv, as_json, money, table
 from llmbatch.requests import LineError, Request, from_item, parse_obj
 
-EXPECTED_OUTPUT = 500  # tokens a request is assumed to write when nothing better is known
+EXPECTED_OUTPUT = defaults.EXPECTED_OUTPUT_TOKENS  # when nothing better is known
 SHOWN_PROBLEMS = 20
 
 

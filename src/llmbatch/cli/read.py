@@ -26,7 +26,7 @@ from llmbatch.errors import ConfigError, NotFound
 @click.option(
     "--expected-output",
     type=click.IntRange(min=0),
-    default=500,
+    default=defaults.EXPECTED_OUTPUT_TOKENS,
     show_default=True,
     envvar="LLMBATCH_EXPECTED_OUTPUT",
     help="Output tokens a request is assumed to write (never above its cap).",
@@ -115,7 +115,7 @@ def analyze(file: str, exclude_tags: tuple[str, ...], fmt: str, wide: bool) -> N
 @click.option(
     "--interval",
     type=click.FloatRange(min=0.1),
-    default=2.0,
+    default=defaults.WATCH_INTERVAL_S,
     show_default=True,
     envvar="LLMBATCH_WATCH_INTERVAL",
     help="Seconds between two screens of --watch.",
@@ -181,7 +181,9 @@ def queues(ctx: click.Context, fmt: str, wide: bool) -> None:
 @main.command(short_help="List batches, newest first.")
 @queue_option("Only batches holding requests of this queue.")
 @click.option("--open", "open_only", is_flag=True, help="Only batches not yet read back.")
-@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option(
+    "--limit", type=click.IntRange(min=1), default=defaults.BATCHES_LIMIT, show_default=True
+)
 @listing_options()
 @click.pass_context
 def batches(
@@ -386,7 +388,7 @@ def report(
 @main.command(short_help="A read-only web dashboard over the store.")
 @click.option(
     "--host",
-    default="127.0.0.1",
+    default=defaults.HOST,
     show_default=True,
     envvar="LLMBATCH_DASHBOARD_HOST",
     help="Address to serve on; any but a local one needs LLMBATCH_DASHBOARD_TOKEN.",
@@ -394,7 +396,7 @@ def report(
 @click.option(
     "--port",
     type=click.IntRange(0, 65535),
-    default=8080,
+    default=defaults.DASHBOARD_PORT,
     show_default=True,
     envvar="LLMBATCH_DASHBOARD_PORT",
     help="Port (0: any free one).",

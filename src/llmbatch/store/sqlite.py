@@ -150,6 +150,9 @@ class SqliteStore(SqlStore):
         cur.executemany(self.q("insert_request"), rows)
         return self._conn.total_changes - before
 
+    def _insert_bodies(self, cur: Any, rows: Sequence[Row]) -> None:
+        cur.executemany(self.q("insert_body"), [(r[8], r[7]) for r in rows])
+
     def _has_schema(self, cur: Any) -> bool:
         cur.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'")
         return cur.fetchone() is not None
