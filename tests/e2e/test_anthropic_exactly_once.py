@@ -38,6 +38,9 @@ from llmbatch.emulator import EmulatorControl, RunningEmulator, running
 from llmbatch.engine import Engine
 from llmbatch.store import open_store
 
+# on SQLite and PostgreSQL (crash windows: where each backend commits)
+pytestmark = pytest.mark.both_backends
+
 MODEL = "claude-3-5-haiku-latest"
 CREATE = "/v1/messages/batches"
 
