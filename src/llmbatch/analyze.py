@@ -113,19 +113,31 @@ class Analysis:
 
     def record(self) -> dict[str, object]:
         return {
-            "source": self.source, "kind": self.kind, "prices": PRICES_VERSION,
+            "source": self.source,
+            "kind": self.kind,
+            "prices": PRICES_VERSION,
             "start": self.start.isoformat() if self.start else None,
-            "end": self.end.isoformat() if self.end else None, "days": str(self.days),
+            "end": self.end.isoformat() if self.end else None,
+            "days": str(self.days),
             "excluded_tags": list(self.excluded),
             "lines": [
-                {"model": ln.model, "tag": ln.tag, "requests": ln.requests,
-                 "batched_requests": ln.batched_requests, "input_tokens": ln.input_tokens,
-                 "output_tokens": ln.output_tokens, "batched_usd": ln.batched_usd,
-                 "batched_saved_usd": ln.batched_saved_usd, "movable": ln.movable,
-                 "movable_realtime_usd": ln.movable_realtime_usd,
-                 "movable_batch_usd": ln.movable_batch_usd, "savings_usd": ln.savings_usd,
-                 "monthly_savings_usd": self.monthly(ln.savings_usd), "unpriced": ln.unpriced,
-                 "derived": ln.derived}
+                {
+                    "model": ln.model,
+                    "tag": ln.tag,
+                    "requests": ln.requests,
+                    "batched_requests": ln.batched_requests,
+                    "input_tokens": ln.input_tokens,
+                    "output_tokens": ln.output_tokens,
+                    "batched_usd": ln.batched_usd,
+                    "batched_saved_usd": ln.batched_saved_usd,
+                    "movable": ln.movable,
+                    "movable_realtime_usd": ln.movable_realtime_usd,
+                    "movable_batch_usd": ln.movable_batch_usd,
+                    "savings_usd": ln.savings_usd,
+                    "monthly_savings_usd": self.monthly(ln.savings_usd),
+                    "unpriced": ln.unpriced,
+                    "derived": ln.derived,
+                }
                 for ln in self.lines
             ],
             "total": {
@@ -135,7 +147,7 @@ class Analysis:
                 "monthly_savings_usd": self.monthly(self.total("savings_usd")),
                 "upper_bound": True,
             },
-        }  # fmt: skip
+        }
 
 
 def _values(source: str, lines: Iterable[bytes]) -> Iterator[tuple[int, Any]]:

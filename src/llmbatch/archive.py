@@ -42,10 +42,12 @@ from typing import IO, TYPE_CHECKING, Any
 
 import orjson
 
+from llmbatch import defaults
 from llmbatch.errors import ConfigError, RejectedError, StoreError, TransientError
 from llmbatch.export import jsonl_line, result_id
 from llmbatch.ownership import attempt_prefix
 from llmbatch.providers.base import BatchStatus, ResultsGone
+from llmbatch.tables import positive
 from llmbatch.targets import ArchiveUnavailable, Target, TargetSettings, check_url, open_target
 
 if TYPE_CHECKING:
@@ -62,8 +64,8 @@ SPOOL_KINDS = "kinds.json"  # in a spool folder: which downloaded file is output
 class ArchiveSettings(TargetSettings):
     """`[archive]`: the target, and how much of a tick archiving may take."""
 
-    backoff_seconds: float = 30.0  # the first pause after a failure, doubling per try
-    tick_seconds: float = 60.0  # archiving stops for this tick once it has taken this long
+    backoff_seconds: float = positive(defaults.ARCHIVE_BACKOFF_S)
+    tick_seconds: float = positive(defaults.ARCHIVE_TICK_S)
 
 
 def parse_archive(table: Any) -> ArchiveSettings | None:
@@ -72,19 +74,15 @@ def parse_archive(table: Any) -> ArchiveSettings | None:
         return None
     if not isinstance(table, dict):
         raise ConfigError(f"[archive] must be a table, got a {type(table).__name__}")
-    fields = ArchiveSettings.__dataclass_fields__
-    for key, value in table.items():
-        if key not in fields:
-            raise ConfigError(f"[archive] has no setting {key!r}; known: {', '.join(fields)}")
-        wanted = str(fields[key].type)
-        ok = (
-            isinstance(value, str)
-            if "str" in wanted
-            else isinstance(value, int | float) and not isinstance(value, bool) and value > 0
-        )
-        if not ok:
-            kind = "a string" if "str" in wanted else "a number above 0"
-            raise ConfigError(f"[archive] {key} must be {kind}")  # not the value: maybe a secret
+    from llmbatch.settings import check_dataclass
+
+    fields = ", ".join(ArchiveSettings.__dataclass_fields__)
+
+    def unknown(key: str) -> str:
+        return f"[archive] has no setting {key!r}; known: {fields}"
+
+    # a wrong value is not echoed: it may be a secret pasted in the wrong place
+    check_dataclass(table, ArchiveSettings, "[archive] ", unknown, echo=False)
     if "url" not in table:
         raise ConfigError('[archive] needs url = "s3://bucket/prefix" or "file:///path"')
     settings = ArchiveSettings(**table)
@@ -343,10 +341,16 @@ class Archiver:
         if not (b.get("output_file_id") or b.get("error_file_id")):
             return {}, False
         status = BatchStatus(
-            str(b.get("provider_batch_id") or ""), str(b.get("state")),
-            str(b.get("provider_status") or b.get("state")), 0, 0, 0, b.get("input_file_id"),
-            b.get("output_file_id"), b.get("error_file_id"),
-        )  # fmt: skip
+            str(b.get("provider_batch_id") or ""),
+            str(b.get("state")),
+            str(b.get("provider_status") or b.get("state")),
+            0,
+            0,
+            0,
+            b.get("input_file_id"),
+            b.get("output_file_id"),
+            b.get("error_file_id"),
+        )
         try:
             got = provider.download(status, work)
         except ResultsGone:
@@ -368,10 +372,16 @@ class Archiver:
             for attempt_id, queue, custom_id in self.store.batch_attempt_map(attempts_of):
                 out.write(
                     orjson.dumps(
-                        {"attempt": attempt_id, "sent_as": f"{prefix}-{attempt_id}", "queue": queue,
-                         "custom_id": custom_id, "result_id": result_id(sid, attempt_id)}
-                    ) + b"\n"
-                )  # fmt: skip
+                        {
+                            "attempt": attempt_id,
+                            "sent_as": f"{prefix}-{attempt_id}",
+                            "queue": queue,
+                            "custom_id": custom_id,
+                            "result_id": result_id(sid, attempt_id),
+                        }
+                    )
+                    + b"\n"
+                )
         return results, attempts
 
 

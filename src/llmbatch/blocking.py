@@ -103,9 +103,15 @@ class BatchClient:
         )
         self._thread.start()
         self._aio = AsyncBatchClient(
-            db, queue=queue, provider=provider, timeout=timeout, settings=settings,
-            watch_interval=watch_interval, window=window, max_group=max_group,
-        )  # fmt: skip
+            db,
+            queue=queue,
+            provider=provider,
+            timeout=timeout,
+            settings=settings,
+            watch_interval=watch_interval,
+            window=window,
+            max_group=max_group,
+        )
         self.queue, self.store = queue, self._aio.store
         self.chat: _Chat[CallHandle[ChatCompletion]] = _Chat(self)
         self.embeddings: Endpoint[CallHandle[CreateEmbeddingResponse]] = Endpoint(

@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from genai_prices import data_snapshot
 
+from llmbatch import defaults
 from llmbatch.errors import ConfigError
 from llmbatch.packing import LINE_OVERHEAD
 from llmbatch.periods import epoch_day, period_days
@@ -149,7 +150,7 @@ def parse_budgets(
     table: Mapping[str, Any] | None,
     *,
     budget_usd: Any = None,
-    period: str = "day",
+    period: str = defaults.BUDGET_PERIOD,
     queue: str | None = None,
     allow_unpriced: bool | None = None,
 ) -> BudgetSettings:

@@ -210,9 +210,12 @@ class Calls:
                     out.clashes[c.custom_id] = c
             unchanged = sum(c.kind == "unchanged" for c in out.clashes.values())
             store.commit_import(
-                import_id, lines=len(entries), added=len(entries) - len(out.clashes),
-                unchanged=unchanged, rejected=len(out.clashes) - unchanged,
-            )  # fmt: skip
+                import_id,
+                lines=len(entries),
+                added=len(entries) - len(out.clashes),
+                unchanged=unchanged,
+                rejected=len(out.clashes) - unchanged,
+            )
         except BaseException:
             with contextlib.suppress(Exception):
                 store.abort_import(import_id, "interrupted")
@@ -361,11 +364,20 @@ class Calls:
 
 def _held_row(found: Found) -> ResultRow:
     return ResultRow(
-        cursor=0, custom_id=found.custom_id, state="held", provider=found.provider,
-        status_code=None, provider_request_id=None, body=None, error_code="held",
-        error_message=found.reason, input_tokens=None, output_tokens=None,
-        model=found.model, endpoint=found.endpoint,
-    )  # fmt: skip
+        cursor=0,
+        custom_id=found.custom_id,
+        state="held",
+        provider=found.provider,
+        status_code=None,
+        provider_request_id=None,
+        body=None,
+        error_code="held",
+        error_message=found.reason,
+        input_tokens=None,
+        output_tokens=None,
+        model=found.model,
+        endpoint=found.endpoint,
+    )
 
 
 def where(store: Store, queue: str, custom_id: str) -> str:

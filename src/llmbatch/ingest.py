@@ -102,9 +102,16 @@ class Ingestor:
             return
         b = self._refreshed(b, t)
         status = BatchStatus(
-            b.provider_batch_id or "", b.state, b.provider_status or b.state, b.request_count,
-            b.completed_count, b.failed_count, b.input_file_id, b.output_file_id, b.error_file_id,
-        )  # fmt: skip
+            b.provider_batch_id or "",
+            b.state,
+            b.provider_status or b.state,
+            b.request_count,
+            b.completed_count,
+            b.failed_count,
+            b.input_file_id,
+            b.output_file_id,
+            b.error_file_id,
+        )
         folder = self.workdir / f"ingest-{b.id}"
         folder.mkdir(exist_ok=True)
         started = time.perf_counter()
@@ -243,9 +250,13 @@ class Ingestor:
         message = "the provider archived the results before they were read"
         n = self.results_gone(b, t, "archived", message)
         gone = BatchStatus(
-            b.provider_batch_id or "", b.state, "archived", b.request_count, b.completed_count,
+            b.provider_batch_id or "",
+            b.state,
+            "archived",
+            b.request_count,
+            b.completed_count,
             b.failed_count,
-        )  # fmt: skip
+        )
         self.store.update_batch(b.id, gone, now, token)
         self.store.note("archived", b.id, why)
         self.closer.close(b, t, f"archived: {n:,} requests {'failed' if fail else 'requeued'}")
@@ -295,21 +306,46 @@ class Ingestor:
                 model = b.model or f.model
                 if model not in prices:
                     prices[model] = model_prices(b.provider, model or "", day)
-                outs.append(Outcome(f.attempt_id, "succeeded", f.status_code, f.provider_request_id, f.body,
-                                    input_tokens=f.input_tokens, output_tokens=f.output_tokens, usage=f.usage,
-                                    price_tier=prices[model].tier(f.input_tokens or 0)))  # fmt: skip
+                outs.append(
+                    Outcome(
+                        f.attempt_id,
+                        "succeeded",
+                        f.status_code,
+                        f.provider_request_id,
+                        f.body,
+                        input_tokens=f.input_tokens,
+                        output_tokens=f.output_tokens,
+                        usage=f.usage,
+                        price_tier=prices[model].tier(f.input_tokens or 0),
+                    )
+                )
                 continue
             a = info.get(f.attempt_id)
             if a is None:
                 continue
             # One jitter per batch: its retries come due together and travel in one new batch.
-            d = decide(self.settings.retry, status_code=f.status_code, error_type=f.error_type or f.error_code,
-                       attempts=a.attempts, expiries=a.expiries, now=now, rng=random.Random(b.id))  # fmt: skip
-            outs.append(Outcome(
-                f.attempt_id, d.kind, f.status_code, f.provider_request_id, f.body, f.error_code,
-                f"{f.error_message} ({d.reason})" if d.reason else f.error_message, not_before=d.not_before,
-                charge_expiry=1 if d.kind == "requeue" else 0,
-            ))  # fmt: skip
+            d = decide(
+                self.settings.retry,
+                status_code=f.status_code,
+                error_type=f.error_type or f.error_code,
+                attempts=a.attempts,
+                expiries=a.expiries,
+                now=now,
+                rng=random.Random(b.id),
+            )
+            outs.append(
+                Outcome(
+                    f.attempt_id,
+                    d.kind,
+                    f.status_code,
+                    f.provider_request_id,
+                    f.body,
+                    f.error_code,
+                    f"{f.error_message} ({d.reason})" if d.reason else f.error_message,
+                    not_before=d.not_before,
+                    charge_expiry=1 if d.kind == "requeue" else 0,
+                )
+            )
         if b.cancel_requested_at is not None:  # cancelled by the user: nothing goes back
             outs = [
                 dataclasses.replace(o, kind="cancelled") if o.kind in ("retry", "requeue") else o

@@ -94,9 +94,12 @@ def build(
         line.output_tokens += g.output_tokens
         line.unpriced += g.flagged
         tokens = Tokens(
-            g.input_tokens, g.cached_tokens, g.cache_write_5m_tokens, g.cache_write_1h_tokens,
+            g.input_tokens,
+            g.cached_tokens,
+            g.cache_write_5m_tokens,
+            g.cache_write_1h_tokens,
             g.output_tokens,
-        )  # fmt: skip
+        )
         cost = price_group(g.provider, g.model, tokens, g.price_tier, day, g.endpoint)
         if cost.batch is None or cost.real is None:
             line.unpriced += g.succeeded - g.flagged
@@ -110,9 +113,19 @@ def build(
 def totals(lines: Sequence[ReportLine]) -> ReportLine:
     t = ReportLine(None, None, None)
     for ln in lines:
-        for f in ("requests", "succeeded", "failed", "input_tokens", "cached_tokens",
-                  "cache_write_5m_tokens", "cache_write_1h_tokens", "output_tokens", "batch_usd",
-                  "realtime_usd", "unpriced"):  # fmt: skip
+        for f in (
+            "requests",
+            "succeeded",
+            "failed",
+            "input_tokens",
+            "cached_tokens",
+            "cache_write_5m_tokens",
+            "cache_write_1h_tokens",
+            "output_tokens",
+            "batch_usd",
+            "realtime_usd",
+            "unpriced",
+        ):
             setattr(t, f, getattr(t, f) + getattr(ln, f))
         t.derived = t.derived or ln.derived
     return t

@@ -102,11 +102,15 @@ class Submission:
         renew: Callable[[], None],
         held: Callable[[], None] = lambda: None,
         max_proof_wait: float = defaults.MAX_PROOF_WAIT_S,
+        send_within: float | None = None,
     ) -> None:
         self.store, self.provider, self.batch = store, provider, batch
         self.now, self.token, self.settle = now, token, settle
         self.max_proof_wait = max_proof_wait
         self.call_timeout = timeout  # the client timeout of the upload and the create
+        # how long after its stamp a create may still leave (EngineSettings.send_window)
+        self.send_within = timeout if send_within is None else send_within
+        self.stamped_at = now
         self.clock, self.renew, self.held = clock, renew, held
         self.file_id = batch.input_file_id
         self.ask_again_at = now  # when `run` returned False: when to ask the provider again
@@ -122,10 +126,24 @@ class Submission:
 
     def creating(self) -> None:
         self.renew()
-        self.store.mark("create", self.batch.id, self.clock(), self.token)
+        self.stamped_at = self.clock()
+        self.store.mark("create", self.batch.id, self.stamped_at, self.token)
         # Frozen between the renewal and here past the lease (SIGSTOP, GC), a standby may have
         # taken over and created already: LeaseLost, and the create is not sent.
         self.held()
+
+    def sending(self) -> None:
+        """Refuse a create about to leave more than `send_within` after its stamp (asked by
+        the provider's request hook, providers/sending.py): frozen after the lease check,
+        the worker may have lost its lease and a standby created already. Within the window,
+        the lease still covers the create and a later reconcile waits long enough for it."""
+        held = self.clock() - self.stamped_at
+        if held > self.send_within:
+            raise TransientError(
+                f"create for intent {self.batch.id} not sent: this worker was held {held:.1f} s "
+                f"between journaling it and sending it (the send window is {self.send_within:g} "
+                "s); it is reconciled, then sent again"
+            )
 
     @property
     def resend_at(self) -> float:

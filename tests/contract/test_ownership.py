@@ -527,6 +527,8 @@ class _Journal:
 
     def creating(self) -> None: ...
 
+    def sending(self) -> None: ...
+
 
 def create_by_hand(name: str, emu: RunningEmulator, db: str, batch_id: int, folder: Path) -> str:
     """Create an intent's batch again, as a worker whose record of the first was lost does

@@ -69,7 +69,11 @@ def test_add_one_request(q: Queue, db: str) -> None:
     assert isinstance(report, ImportReport)
     assert (report.queue, report.added, report.unchanged, report.lines) == ("evals", 1, 0, 1)
     assert q.status() == [Count("evals", "openai", "gpt-4o-mini", "queued", 1)]
-    rows = sql(db, "SELECT custom_id, endpoint, priority, deadline, body FROM requests")
+    rows = sql(
+        db,
+        "SELECT r.custom_id, r.endpoint, r.priority, r.deadline, b.body FROM requests r"
+        " JOIN request_bodies b ON b.hash = r.body_hash",
+    )
     assert [r[:4] for r in rows] == [("p1", "/v1/chat/completions", 5, 1_900_000_000.0)]
     assert orjson.loads(rows[0][4]) == body("hello")
 

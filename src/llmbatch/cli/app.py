@@ -272,7 +272,7 @@ def budget_options(f: Any) -> Any:
     f = click.option(
         "--budget-period",
         type=click.Choice(["day", "month"]),
-        default="day",
+        default=defaults.BUDGET_PERIOD,
         envvar="LLMBATCH_BUDGET_PERIOD",
         show_default=True,
         help="The UTC period of --budget-usd.",

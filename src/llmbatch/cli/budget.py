@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from llmbatch import render
+from llmbatch import defaults, render
 from llmbatch.budget import ALL_QUEUES, PERIODS, amount, parse_budgets, tokens, usd
 from llmbatch.cli.app import check_queue, listing_options, main, open_db
 from llmbatch.errors import ConfigError
@@ -195,7 +195,9 @@ def clear(ctx: click.Context, queue: str | None, period: str | None) -> None:
 
 @budget.command("apply")
 @click.option("--budget-usd", metavar="USD", help="A cap per --budget-period, as run takes it.")
-@click.option("--budget-period", type=click.Choice(PERIODS), default="day", show_default=True)
+@click.option(
+    "--budget-period", type=click.Choice(PERIODS), default=defaults.BUDGET_PERIOD, show_default=True
+)
 @click.option("--queue", "-q", help="The queue --budget-usd applies to (default: every queue).")
 @click.option("--allow-unpriced", is_flag=True, default=None, help="As run takes it.")
 @click.pass_context

@@ -13,7 +13,6 @@ from typing import Any
 from llmbatch.errors import ConfigError
 from llmbatch.providers.base import BatchRef, BatchStatus, Intent, Limits, Provider, ResultFile
 from llmbatch.providers.plugin import Format, Plugin
-from llmbatch.tables import check_types
 
 __all__ = [
     "BatchRef",
@@ -173,16 +172,19 @@ def check_settings(name: str, options: Any) -> None:
 
 
 def check_keys(name: str, options: dict[str, Any], cls: type) -> None:
-    """The keys of a `[providers.NAME]` table are `cls`'s fields, each of its type."""
+    """The keys of a `[providers.NAME]` table are `cls`'s fields, each of its type (its typed
+    model, llmbatch.settings)."""
     import dataclasses
 
-    fields = [f.name for f in dataclasses.fields(cls)]
-    for key in options:
-        if key not in fields:
-            raise ConfigError(
-                f"[providers.{name}] has no setting {key!r}; its settings: {', '.join(fields)}"
-            )
-    check_types(f"[providers.{name}]", options, cls)
+    from llmbatch.settings import check_dataclass
+
+    fields = ", ".join(f.name for f in dataclasses.fields(cls))
+    where = f"[providers.{name}]"
+
+    def unknown(key: str) -> str:
+        return f"{where} has no setting {key!r}; its settings: {fields}"
+
+    check_dataclass(options, cls, f"{where} ", unknown)
 
 
 def describe(name: str) -> dict[str, Any]:

@@ -135,6 +135,10 @@ class Journal(Protocol):
     def creating(self) -> None:
         """About to create the batch: after this, a crash means it may exist."""
 
+    def sending(self) -> None:
+        """Right before the create's request leaves (providers/sending.py calls it): raise
+        if it may no longer be sent, its worker held too long since `creating`."""
+
 
 class Provider(Protocol):
     """A batch API. Every call may raise ProviderError; none may log or return a key."""

@@ -41,12 +41,23 @@ NOT_BATCHED: Final = ("-live", "live-", "-tts", "native-audio", "embedding", "-i
 RETIRED: Final = ("gemini-1.0", "gemini-1.5", "gemini-pro")
 # The HTTP status of each google.rpc status (a result's `error.status` without a `code`).
 STATUS: Final = {
-    "INVALID_ARGUMENT": 400, "FAILED_PRECONDITION": 400, "OUT_OF_RANGE": 400,
-    "UNAUTHENTICATED": 401, "PERMISSION_DENIED": 403, "NOT_FOUND": 404, "ABORTED": 409,
-    "ALREADY_EXISTS": 409, "RESOURCE_EXHAUSTED": 429, "CANCELLED": 499, "INTERNAL": 500,
-    "UNKNOWN": 500, "DATA_LOSS": 500, "UNIMPLEMENTED": 501, "UNAVAILABLE": 503,
+    "INVALID_ARGUMENT": 400,
+    "FAILED_PRECONDITION": 400,
+    "OUT_OF_RANGE": 400,
+    "UNAUTHENTICATED": 401,
+    "PERMISSION_DENIED": 403,
+    "NOT_FOUND": 404,
+    "ABORTED": 409,
+    "ALREADY_EXISTS": 409,
+    "RESOURCE_EXHAUSTED": 429,
+    "CANCELLED": 499,
+    "INTERNAL": 500,
+    "UNKNOWN": 500,
+    "DATA_LOSS": 500,
+    "UNIMPLEMENTED": 501,
+    "UNAVAILABLE": 503,
     "DEADLINE_EXCEEDED": 504,
-}  # fmt: skip
+}
 CODE_OF_STATUS: Final = {v: k for k, v in reversed(STATUS.items())}
 
 
@@ -137,10 +148,19 @@ class GeminiFormat(Format):
         if isinstance(response, dict):
             u = self.usage(response.get("usageMetadata"), endpoint)
             return Finding(
-                attempt, True, 200, text_or_none(response.get("responseId")),
-                orjson.dumps(response), None, None, None, u.input, u.output, u,
+                attempt,
+                True,
+                200,
+                text_or_none(response.get("responseId")),
+                orjson.dumps(response),
+                None,
+                None,
+                None,
+                u.input,
+                u.output,
+                u,
                 text_or_none(response.get("modelVersion")),
-            )  # fmt: skip
+            )
         error = line.get("error")
         if isinstance(error, dict):
             code = error.get("code")

@@ -36,6 +36,7 @@ from llmbatch.providers.base import (
 )
 from llmbatch.providers.errors import calling
 from llmbatch.providers.openai_format import azure_plugin, openai_plugin
+from llmbatch.providers.sending import creating, hooks
 
 OPENAI_LIMITS = Limits(max_requests=50_000, max_bytes=200 * 1024 * 1024, max_inputs=50_000)
 AZURE_LIMITS = Limits(max_requests=100_000, max_bytes=200 * 1024 * 1024, max_inputs=50_000)
@@ -88,8 +89,9 @@ class OpenAIProvider:
     def _make_client(self) -> openai.OpenAI:
         base = self.settings.base_url or os.environ.get("OPENAI_BASE_URL") or None
         return openai.OpenAI(
-            api_key=self._key(), base_url=base, timeout=self.settings.timeout, max_retries=2
-        )
+            api_key=self._key(), base_url=base, timeout=self.settings.timeout, max_retries=2,
+            http_client=http_client(),
+        )  # fmt: skip
 
     @property
     def client(self) -> openai.OpenAI:
@@ -136,8 +138,8 @@ class OpenAIProvider:
             journal.uploading()
             file_id = self.upload(intent, journal.call_timeout)
             journal.uploaded(file_id)
-        journal.creating()
-        return self.create(intent, file_id, journal.call_timeout)
+        with creating(journal):  # not sent if this worker was held too long (sending.py)
+            return self.create(intent, file_id, journal.call_timeout)
 
     def upload(self, intent: Intent, timeout: float | None = None) -> str:
         client = self.client.with_options(max_retries=0, timeout=timeout or self.settings.timeout)
@@ -180,8 +182,8 @@ class OpenAIProvider:
             page = self.client.batches.list(limit=100)
             while True:
                 for b in page.data:
-                    if b.created_at < since:
-                        continue  # older than any of these intents: not theirs
+                    if b.created_at < since or b.id in recorded:
+                        continue  # older than any of these intents, or known: not theirs
                     meta = b.metadata or {}
                     hit = by_file.get(b.input_file_id)
                     if hit is None and meta.get(ownership.STORE) == intents[0].store_id:
@@ -319,15 +321,24 @@ class AzureProvider(OpenAIProvider):
             )
         version = self.settings.api_version or os.environ.get("OPENAI_API_VERSION") or "2024-10-21"
         return openai.AzureOpenAI(
-            azure_endpoint=endpoint, api_key=self._key(), api_version=version, timeout=self.settings.timeout,
+            azure_endpoint=endpoint,
+            api_key=self._key(),
+            api_version=version,
+            timeout=self.settings.timeout,
             max_retries=2,
-        )  # fmt: skip
+            http_client=http_client(),
+        )
 
     def limits(self, endpoint: str, model: str | None) -> Limits:
         return AZURE_LIMITS
 
     def line_url(self, endpoint: str) -> str:
         return endpoint.removeprefix("/v1")  # the legacy surface names /chat/completions
+
+
+def http_client() -> openai.DefaultHttpxClient:
+    """The SDK's own HTTP client, with the hook that holds a create to its send window."""
+    return openai.DefaultHttpxClient(event_hooks=hooks())
 
 
 def _status(b: Any) -> BatchStatus:

@@ -126,17 +126,32 @@ class OpenAIFormat(Format):
             if status is not None and 200 <= status < 300 and isinstance(body, dict):
                 u = self.usage(body.get("usage"), endpoint)
                 return Finding(
-                    attempt, True, status, rid, orjson.dumps(body), None, None, None,
-                    u.input, u.output, u,
-                )  # fmt: skip
+                    attempt,
+                    True,
+                    status,
+                    rid,
+                    orjson.dumps(body),
+                    None,
+                    None,
+                    None,
+                    u.input,
+                    u.output,
+                    u,
+                )
             err = body.get("error") if isinstance(body, dict) else None
             err = err if isinstance(err, dict) else {}
             return Finding(
-                attempt, False, status, rid, orjson.dumps(body) if body is not None else None,
+                attempt,
+                False,
+                status,
+                rid,
+                orjson.dumps(body) if body is not None else None,
                 text_or_none(err.get("code")) or (f"http_{status}" if status else "error"),
                 text_or_none(err.get("type")),
-                text_or_none(err.get("message")) or f"HTTP {status}", None, None,
-            )  # fmt: skip
+                text_or_none(err.get("message")) or f"HTTP {status}",
+                None,
+                None,
+            )
         if isinstance(error, dict):
             code = text_or_none(error.get("code")) or "error"
             message = text_or_none(error.get("message")) or code

@@ -51,9 +51,13 @@ class ArchiveOps:
         with self._write(durable=True) as cur:
             cur.execute(
                 self.q("archive_done"),
-                {"batch_id": batch_id, "now": now, "location": location,
-                 "from_store": int(from_store)},
-            )  # fmt: skip
+                {
+                    "batch_id": batch_id,
+                    "now": now,
+                    "location": location,
+                    "from_store": int(from_store),
+                },
+            )
 
     def archive_failed(self, batch_id: int, not_before: float, error: str) -> None:
         with self._write() as cur:
@@ -129,9 +133,14 @@ class ArchiveOps:
         with self._write(durable=True) as cur:
             cur.execute(
                 self.q("outbox_add"),
-                {"event_id": event_id, "kind": kind, "batch_id": batch_id, "payload": payload,
-                 "now": now},
-            )  # fmt: skip
+                {
+                    "event_id": event_id,
+                    "kind": kind,
+                    "batch_id": batch_id,
+                    "payload": payload,
+                    "now": now,
+                },
+            )
 
     def outbox_due(self, now: float, n: int = 50) -> list[OutboxEvent]:
         with self._read() as cur:

@@ -147,9 +147,15 @@ class BatchingOps:
             params["priority"], params["id"] = int(rows[-1][4]), int(rows[-1][0])
 
     def create_intent(
-        self, group: tuple[str, str, str | None], request_ids: Sequence[int], input_bytes: int, est_tokens: int,
-        now: float, token: int, reserve: Reservation | None = None,
-    ) -> int | None:  # fmt: skip
+        self,
+        group: tuple[str, str, str | None],
+        request_ids: Sequence[int],
+        input_bytes: int,
+        est_tokens: int,
+        now: float,
+        token: int,
+        reserve: Reservation | None = None,
+    ) -> int | None:
         """Durably commit an intent: a batch row and one attempt per request, in line order,
         and, under budgets, its worst case reserved in the same transaction.
 
@@ -160,19 +166,20 @@ class BatchingOps:
         provider, endpoint, model = group
         with self._write(durable=True) as cur:
             self._fence(cur, token)
-            params = {"provider": provider, "endpoint": endpoint, "model": model, "request_count": len(request_ids),
-                      "input_bytes": input_bytes, "est_tokens": est_tokens, "now": now,
-                      "nonce": new_nonce()}  # fmt: skip
+            params = {
+                "provider": provider,
+                "endpoint": endpoint,
+                "model": model,
+                "request_count": len(request_ids),
+                "input_bytes": input_bytes,
+                "est_tokens": est_tokens,
+                "now": now,
+                "nonce": new_nonce(),
+            }
             cur.execute(self.q("insert_batch"), params)
             batch_id = int(cur.fetchone()[0])
-            cur.executemany(self.q("pack_request"), ((now, rid) for rid in request_ids))
-            changed = self._changes(cur, len(request_ids))
-            if changed != len(request_ids):
+            if self._pack(cur, batch_id, request_ids, now) != len(request_ids):
                 raise _Retry()
-            cur.executemany(
-                self.q("insert_attempt"),
-                ((rid, batch_id, i, now) for i, rid in enumerate(request_ids, 1)),
-            )
             if reserve is not None:
                 self._reserve(cur, batch_id, reserve, now)
             self._event(
@@ -183,14 +190,23 @@ class BatchingOps:
             )
         return batch_id
 
-    def _changes(self, cur: Any, expected: int) -> int:
-        return int(cur.rowcount)
+    def _pack(self, cur: Any, batch_id: int, request_ids: Sequence[int], now: float) -> int:
+        """Mark an intent's requests packed and give each an attempt, in a statement each
+        over every row; returns how many requests were still queued (the attempts are only
+        worth keeping when that is all of them: the caller rolls back otherwise)."""
+        ids = as_list(request_ids)
+        cur.execute(self.q("pack_requests"), {"ids": ids, "now": now})
+        packed = int(cur.rowcount)
+        if packed == len(request_ids):
+            cur.execute(self.q("insert_attempts"), {"ids": ids, "batch_id": batch_id, "now": now})
+        return packed
 
     def batch_lines(self, batch_id: int, page: int = 2000) -> Iterator[tuple[int, str, bytes]]:
         """(attempt id, endpoint, body) of an intent in line order, streamed."""
         last = 0
         sql = self._dialect(
-            "SELECT a.id, r.endpoint, r.body, a.line FROM attempts a JOIN requests r ON r.id = a.request_id "
+            "SELECT a.id, r.endpoint, b.body, a.line FROM attempts a JOIN requests r ON r.id = a.request_id "
+            "JOIN request_bodies b ON b.hash = r.body_hash "
             "WHERE a.batch_id = ? AND a.line > ? ORDER BY a.line LIMIT ?"
         )
         while True:
@@ -249,12 +265,21 @@ class BatchingOps:
         """Store what a poll saw of a batch (`status` is a providers.BatchStatus)."""
         with self._write() as cur:
             self._fence(cur, token)
-            cur.execute(self.q("update_batch"), {
-                "id": batch_id, "state": status.state, "provider_status": status.provider_status,
-                "completed": status.completed, "failed": status.failed, "output_file_id": status.output_file_id,
-                "error_file_id": status.error_file_id, "errors": orjson.dumps(status.errors).decode() if status.errors else None,
-                "finished_at": now if status.ended else None, "now": now,
-            })  # fmt: skip
+            cur.execute(
+                self.q("update_batch"),
+                {
+                    "id": batch_id,
+                    "state": status.state,
+                    "provider_status": status.provider_status,
+                    "completed": status.completed,
+                    "failed": status.failed,
+                    "output_file_id": status.output_file_id,
+                    "error_file_id": status.error_file_id,
+                    "errors": orjson.dumps(status.errors).decode() if status.errors else None,
+                    "finished_at": now if status.ended else None,
+                    "now": now,
+                },
+            )
             self._event(
                 cur, f"batch_{status.state}", batch_id=batch_id, detail=status.provider_status
             )
@@ -281,50 +306,80 @@ class BatchingOps:
             ids = as_list(o.attempt_id for o in outcomes)
             cur.execute(self.q("waiting_attempts"), {"ids": ids, "batch_id": batch_id})
             waiting = {int(a): int(r) for a, r, _n, _e, _j in cur.fetchall()}
-            todo = [o for o in outcomes if o.attempt_id in waiting]
-            cur.executemany(self.q("finish_attempt"), [
-                (o.kind, o.kind, o.error_code, o.error_message, now, o.attempt_id) for o in todo
-            ])  # fmt: skip
-            # a cancelled request gets a result too (the export lists it), but costs nothing
-            final = [o for o in todo if o.kind in ("succeeded", "failed", "cancelled")]
-            cur.executemany(self.q("insert_result"), [
-                (o.attempt_id, waiting[o.attempt_id], o.status_code, o.provider_request_id, o.body, o.error_code,
-                 o.error_message, o.input_tokens, o.output_tokens, *_detail(o), int(now // 86400), now) for o in final
-            ])  # fmt: skip
-            self._add_cost_totals(cur, [o.attempt_id for o in final if o.kind != "cancelled"])
-            by_kind: dict[str, list[Outcome]] = {}
-            for o in todo:
-                by_kind.setdefault(o.kind, []).append(o)
-            rid = waiting.__getitem__
-            if "succeeded" in by_kind:
-                cur.executemany(
-                    self.q("request_succeeded"),
-                    [(now, rid(o.attempt_id)) for o in by_kind["succeeded"]],
-                )
-            if "failed" in by_kind:
-                cur.executemany(
-                    self.q("request_failed"),
-                    [
-                        (o.charge_rejection, _reason(o), now, rid(o.attempt_id))
-                        for o in by_kind["failed"]
-                    ],
-                )
-            if "retry" in by_kind:
-                cur.executemany(self.q("request_retry"), [
-                    (o.not_before, _reason(o), now, rid(o.attempt_id)) for o in by_kind["retry"]
-                ])  # fmt: skip
-            if "requeue" in by_kind:
-                requeued = [
-                    (o.charge_expiry, o.charge_rejection, _reason(o), now, rid(o.attempt_id))
-                    for o in by_kind["requeue"]
-                ]
-                cur.executemany(self.q("request_requeue"), requeued)
-            if "cancelled" in by_kind:
-                cur.executemany(
-                    self.q("request_cancelled"),
-                    [(_reason(o), now, rid(o.attempt_id)) for o in by_kind["cancelled"]],
-                )
+            todo: dict[int, Outcome] = {}  # each attempt's first outcome, in the order given
+            for o in outcomes:
+                if o.attempt_id in waiting:
+                    todo.setdefault(o.attempt_id, o)
+            self._record_outcomes(cur, list(todo.values()), waiting, now)
             return len(todo)
+
+    def _record_outcomes(
+        self, cur: Any, todo: Sequence[Outcome], waiting: dict[int, int], now: float
+    ) -> None:
+        """Finish these attempts, insert the results of those that ended, add them to the
+        cost totals and move their requests on (`waiting`: attempt id -> request id). One
+        prepared statement run over every row of each kind (SQLite's `executemany` loops in
+        C inside the one transaction); PostgreSQL's override stages the rows with COPY."""
+        cur.executemany(
+            self.q("finish_attempt"),
+            [(o.kind, o.kind, o.error_code, o.error_message, now, o.attempt_id) for o in todo],
+        )
+        # a cancelled request gets a result too (the export lists it), but costs nothing
+        final = [o for o in todo if o.kind in ("succeeded", "failed", "cancelled")]
+        cur.executemany(
+            self.q("insert_result"),
+            [
+                (
+                    o.attempt_id,
+                    waiting[o.attempt_id],
+                    o.status_code,
+                    o.provider_request_id,
+                    o.body,
+                    o.error_code,
+                    o.error_message,
+                    o.input_tokens,
+                    o.output_tokens,
+                    *_detail(o),
+                    int(now // 86400),
+                    now,
+                )
+                for o in final
+            ],
+        )
+        self._add_cost_totals(cur, [o.attempt_id for o in final if o.kind != "cancelled"])
+        by_kind: dict[str, list[Outcome]] = {}
+        for o in todo:
+            by_kind.setdefault(o.kind, []).append(o)
+        rid = waiting.__getitem__
+        if "succeeded" in by_kind:
+            cur.executemany(
+                self.q("request_succeeded"),
+                [(now, rid(o.attempt_id)) for o in by_kind["succeeded"]],
+            )
+        if "failed" in by_kind:
+            cur.executemany(
+                self.q("request_failed"),
+                [
+                    (o.charge_rejection, _reason(o), now, rid(o.attempt_id))
+                    for o in by_kind["failed"]
+                ],
+            )
+        if "retry" in by_kind:
+            cur.executemany(
+                self.q("request_retry"),
+                [(o.not_before, _reason(o), now, rid(o.attempt_id)) for o in by_kind["retry"]],
+            )
+        if "requeue" in by_kind:
+            requeued = [
+                (o.charge_expiry, o.charge_rejection, _reason(o), now, rid(o.attempt_id))
+                for o in by_kind["requeue"]
+            ]
+            cur.executemany(self.q("request_requeue"), requeued)
+        if "cancelled" in by_kind:
+            cur.executemany(
+                self.q("request_cancelled"),
+                [(_reason(o), now, rid(o.attempt_id)) for o in by_kind["cancelled"]],
+            )
 
     def _add_cost_totals(self, cur: Any, attempt_ids: Sequence[int]) -> None:
         """Add these new results to the report's running totals (same transaction)."""

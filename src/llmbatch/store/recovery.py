@@ -133,13 +133,23 @@ class RecoveryOps:
                     intent_id = None
                 else:
                     endpoint, model, nonce = row  # its lines carry the intent's nonce
-            cur.execute(self.q("adopt_batch"), {
-                "provider": provider, "endpoint": endpoint or "?", "model": model,
-                "state": status.state, "provider_batch_id": status.provider_batch_id,
-                "input_file_id": status.input_file_id, "output_file_id": status.output_file_id,
-                "error_file_id": status.error_file_id, "request_count": status.total,
-                "intent_id": intent_id, "now": now, "nonce": nonce,
-            })  # fmt: skip
+            cur.execute(
+                self.q("adopt_batch"),
+                {
+                    "provider": provider,
+                    "endpoint": endpoint or "?",
+                    "model": model,
+                    "state": status.state,
+                    "provider_batch_id": status.provider_batch_id,
+                    "input_file_id": status.input_file_id,
+                    "output_file_id": status.output_file_id,
+                    "error_file_id": status.error_file_id,
+                    "request_count": status.total,
+                    "intent_id": intent_id,
+                    "now": now,
+                    "nonce": nonce,
+                },
+            )
             if cur.rowcount != 1:
                 return None
             cur.execute(
@@ -149,6 +159,10 @@ class RecoveryOps:
             batch_id = int(cur.fetchone()[0])
             if intent_id is not None:  # a duplicate: no budget planned it, it is charged now
                 self._charge_duplicate(cur, batch_id, intent_id, now)
-            self._event(cur, "adopted", batch_id=batch_id,
-                        detail=f"{status.provider_batch_id} (for intent {intent_id})")  # fmt: skip
+            self._event(
+                cur,
+                "adopted",
+                batch_id=batch_id,
+                detail=f"{status.provider_batch_id} (for intent {intent_id})",
+            )
             return batch_id

@@ -27,7 +27,6 @@ def _sql_text(name: str) -> str:
 def queries() -> dict[str, str]:
     """Named queries from sql/*.sql (queries, engine, budgets, ledger, manage, watch, observe), in
     SQLite's parameter style."""
-    out: dict[str, str] = {}
     files = (
         "queries.sql",
         "engine.sql",
@@ -39,7 +38,19 @@ def queries() -> dict[str, str]:
         "archive.sql",
         "ownership.sql",
     )
-    text = "\n".join(_sql_text(f) for f in files)
+    return _named("\n".join(_sql_text(f) for f in files))
+
+
+@cache
+def bulk_queries(dialect: str) -> dict[str, str]:
+    """A dialect's own set-based statements for packing and ingest (sql/<dialect>/bulk.sql), in
+    its driver's parameter style: where one statement over many rows needs what only that
+    dialect has (PostgreSQL's arrays, COPY's staging tables)."""
+    return _named(_sql_text(f"{dialect}/bulk.sql"))
+
+
+def _named(text: str) -> dict[str, str]:
+    out: dict[str, str] = {}
     for block in re.split(r"^-- name: ", text, flags=re.M)[1:]:
         name, _, body = block.partition("\n")
         lines = [ln for ln in body.splitlines() if not ln.lstrip().startswith("--")]

@@ -118,6 +118,10 @@ class SqlStore(
     def _has_schema(self, cur: Any) -> bool:
         raise NotImplementedError
 
+    def _forget_bodies(self, cur: Any) -> None:
+        """Delete the bodies no request refers to any more (a purge, a failed import)."""
+        cur.execute(self.q("delete_orphan_bodies"))
+
     def _lock_schema(self, cur: Any) -> None:
         """Serialise migrations between processes (the write transaction does it on SQLite)."""
 
@@ -283,6 +287,7 @@ class SqlStore(
                     {"low_water": low_water, "id": import_id, "n": DELETE_CHUNK},
                 )
                 if cur.rowcount < DELETE_CHUNK:
+                    self._forget_bodies(cur)
                     return
 
     def clean_dead_imports(self) -> list[int]:
