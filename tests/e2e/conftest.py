@@ -18,9 +18,15 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     `both_backends`: the store contract suite (tests/contract, every Store method on SQLite
     and PostgreSQL, test_store_coverage.py naming any it misses) covers the backends, so an end
     to end run over PostgreSQL adds only its seconds. Marked: what depends on the backend's
-    transactions, locks, types or schema (crash windows, races, upgrades, secrets in a DSN)."""
+    transactions, locks, types or schema (crash windows, races, secrets in a DSN); every
+    test_upgrade*.py is on both without a mark."""
     test = metafunc.definition
-    if "db" in metafunc.fixturenames and test.get_closest_marker("both_backends") is None:
+    upgrade = test.path.name.startswith("test_upgrade")  # migrations differ per dialect
+    if (
+        "db" in metafunc.fixturenames
+        and not upgrade
+        and not test.get_closest_marker("both_backends")
+    ):
         # a parametrize mark, not metafunc.parametrize: it takes the place of the fixture's
         # own params (both backends) rather than adding to them
         test.add_marker(pytest.mark.parametrize("db", ["sqlite"], indirect=True))
