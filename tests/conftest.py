@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -146,13 +147,21 @@ class _PgPool:
 
     def _reset(self, name: str) -> None:
         with psycopg.connect(_dsn_for(name), autocommit=True) as conn:
-            conn.execute(
+            # end every other connection, and wait for them to be gone: a dying backend
+            # still holds its locks, and a thread the test left may connect again (then the
+            # database is dropped, as it would have been before)
+            others = (
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                 "WHERE datname = current_database() AND pid <> pg_backend_pid()"
             )
+            deadline = time.monotonic() + 2.0
+            while conn.execute(others).fetchall():
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{name}: connections keep coming")
+                time.sleep(0.02)
             if conn.execute(_SCHEMA_DIGEST).fetchone()[0] != self.digest:  # type: ignore[index]
                 raise LookupError(f"{name}: a test changed its schema")
-            conn.execute("SET lock_timeout = '10s'")
+            conn.execute("SET lock_timeout = '2s'")
             with conn.transaction():
                 conn.execute("SET LOCAL session_replication_role = replica")  # no FK order
                 for table in self.tables:
