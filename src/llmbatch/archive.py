@@ -174,10 +174,21 @@ class Envelope:
                 if custom_id is None:
                     self.spoil()
                     return
-                write(jsonl_line(ResultRow(
-                    0, custom_id, o.kind, self.provider, o.status_code, o.provider_request_id,
-                    o.body, o.error_code, o.error_message, None, None, attempt_id=o.attempt_id,
-                ), sid))  # fmt: skip
+                row = ResultRow(
+                    cursor=0,
+                    custom_id=custom_id,
+                    state=o.kind,
+                    provider=self.provider,
+                    status_code=o.status_code,
+                    provider_request_id=o.provider_request_id,
+                    body=o.body,
+                    error_code=o.error_code,
+                    error_message=o.error_message,
+                    input_tokens=None,
+                    output_tokens=None,
+                    attempt_id=o.attempt_id,
+                )
+                write(jsonl_line(row, sid))
                 self.lines += 1
         except OSError:  # a full disk: never a reason to stop an ingest
             self.spoil()
@@ -446,15 +457,12 @@ class Archiver:
         if not (b.get("output_file_id") or b.get("error_file_id")):
             return {}, False
         status = BatchStatus(
-            str(b.get("provider_batch_id") or ""),
-            str(b.get("state")),
-            str(b.get("provider_status") or b.get("state")),
-            0,
-            0,
-            0,
-            b.get("input_file_id"),
-            b.get("output_file_id"),
-            b.get("error_file_id"),
+            provider_batch_id=str(b.get("provider_batch_id") or ""),
+            state=str(b.get("state")),
+            provider_status=str(b.get("provider_status") or b.get("state")),
+            input_file_id=b.get("input_file_id"),
+            output_file_id=b.get("output_file_id"),
+            error_file_id=b.get("error_file_id"),
         )
         try:
             got = provider.download(status, work)

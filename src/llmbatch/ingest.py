@@ -103,15 +103,15 @@ class Ingestor:
             return
         b = self._refreshed(b, t)
         status = BatchStatus(
-            b.provider_batch_id or "",
-            b.state,
-            b.provider_status or b.state,
-            b.request_count,
-            b.completed_count,
-            b.failed_count,
-            b.input_file_id,
-            b.output_file_id,
-            b.error_file_id,
+            provider_batch_id=b.provider_batch_id or "",
+            state=b.state,
+            provider_status=b.provider_status or b.state,
+            total=b.request_count,
+            completed=b.completed_count,
+            failed=b.failed_count,
+            input_file_id=b.input_file_id,
+            output_file_id=b.output_file_id,
+            error_file_id=b.error_file_id,
         )
         folder = self.workdir / f"ingest-{b.id}"
         folder.mkdir(exist_ok=True)
@@ -279,12 +279,12 @@ class Ingestor:
         message = "the provider archived the results before they were read"
         n = self.results_gone(b, t, "archived", message)
         gone = BatchStatus(
-            b.provider_batch_id or "",
-            b.state,
-            "archived",
-            b.request_count,
-            b.completed_count,
-            b.failed_count,
+            provider_batch_id=b.provider_batch_id or "",
+            state=b.state,
+            provider_status="archived",
+            total=b.request_count,
+            completed=b.completed_count,
+            failed=b.failed_count,
         )
         self.store.update_batch(b.id, gone, now, token)
         self.store.note("archived", b.id, why)
@@ -339,9 +339,9 @@ class Ingestor:
                     Outcome(
                         f.attempt_id,
                         "succeeded",
-                        f.status_code,
-                        f.provider_request_id,
-                        f.body,
+                        status_code=f.status_code,
+                        provider_request_id=f.provider_request_id,
+                        body=f.body,
                         input_tokens=f.input_tokens,
                         output_tokens=f.output_tokens,
                         usage=f.usage,
@@ -366,11 +366,13 @@ class Ingestor:
                 Outcome(
                     f.attempt_id,
                     d.kind,
-                    f.status_code,
-                    f.provider_request_id,
-                    f.body,
-                    f.error_code,
-                    f"{f.error_message} ({d.reason})" if d.reason else f.error_message,
+                    status_code=f.status_code,
+                    provider_request_id=f.provider_request_id,
+                    body=f.body,
+                    error_code=f.error_code,
+                    error_message=f"{f.error_message} ({d.reason})"
+                    if d.reason
+                    else f.error_message,
                     not_before=d.not_before,
                     charge_expiry=1 if d.kind == "requeue" else 0,
                 )
@@ -396,8 +398,7 @@ class Ingestor:
     def apply_waiting(self, b: OpenBatch, items: list[tuple[int, str, str]], t: Tick) -> None:
         """Attempts that got no result line (a batch expired, gone, cut short) as outcomes."""
         findings = [
-            Finding(a, False, None, None, None, code, code, why, None, None)
-            for a, code, why in items
+            Finding.failed(a, code=code, error_type=code, message=why) for a, code, why in items
         ]
         for i in range(0, len(findings), self.settings.ingest_chunk):
             self._apply(b, findings[i : i + self.settings.ingest_chunk], t)
