@@ -17,7 +17,7 @@ import orjson
 from llmbatch.errors import StoreError
 from llmbatch.store.budgets import Reservation
 from llmbatch.store.ownership import new_nonce
-from llmbatch.store.sqlfiles import as_list, queries
+from llmbatch.store.sqlfiles import as_list
 from llmbatch.store.types import (
     AttemptInfo as AttemptInfo,
 )
@@ -34,12 +34,12 @@ class LeaseLost(StoreError):
 
 
 class BatchingOps:
-    """Mixed into SqlStore; relies on its `_write`, `_read`, `q`, `_dialect`, `_event`."""
+    """Mixed into SqlStore; relies on its `_write`, `_read`, `q`, `_many`, `_event`."""
 
     _write: Any
     _read: Any
     q: Any
-    _dialect: Any
+    _many: Any
     _event: Any
     _reserve: Any
     _local_outcomes: Any
@@ -73,7 +73,7 @@ class BatchingOps:
 
     def _fence(self, cur: Any, token: int, name: str = "engine") -> None:
         """Refuse the write unless the caller's lease is the current one and still live."""
-        cur.execute(self._fence_sql(), {"name": name, "now": time.time()})
+        cur.execute(self.q("fence"), {"name": name, "now": time.time()})
         row = cur.fetchone()
         if row is None or int(row[0]) != token:
             raise LeaseLost(
@@ -84,11 +84,6 @@ class BatchingOps:
                 f"lease {name!r} ran out {-float(row[1]):.1f} s ago (paused past it?); this "
                 "worker stops acting until it holds the lease again"
             )
-
-    def _fence_sql(self) -> str:
-        """The lease's token and seconds left; SQLite is one host, so the host clock is the
-        database's (`:now`); PostgreSQL reads its own clock (see postgres.py)."""
-        return str(self.q("fence"))
 
     # -- packing -------------------------------------------------------------------------
     def release_due_retries(self, now: float, token: int) -> int:
@@ -165,14 +160,14 @@ class BatchingOps:
                       "nonce": new_nonce()}  # fmt: skip
             cur.execute(self.q("insert_batch"), params)
             batch_id = int(cur.fetchone()[0])
-            cur.executemany(self.q("pack_request"), ((now, rid) for rid in request_ids))
+            self._many(cur, "pack_request", [{"now": now, "id": rid} for rid in request_ids])
             changed = self._changes(cur, len(request_ids))
             if changed != len(request_ids):
                 raise _Retry()
-            cur.executemany(
-                self.q("insert_attempt"),
-                ((rid, batch_id, i, now) for i, rid in enumerate(request_ids, 1)),
-            )
+            self._many(cur, "insert_attempt", [
+                {"request_id": rid, "batch_id": batch_id, "line": i, "now": now}
+                for i, rid in enumerate(request_ids, 1)
+            ])  # fmt: skip
             if reserve is not None:
                 self._reserve(cur, batch_id, reserve, now)
             self._event(
@@ -189,13 +184,9 @@ class BatchingOps:
     def batch_lines(self, batch_id: int, page: int = 2000) -> Iterator[tuple[int, str, bytes]]:
         """(attempt id, endpoint, body) of an intent in line order, streamed."""
         last = 0
-        sql = self._dialect(
-            "SELECT a.id, r.endpoint, r.body, a.line FROM attempts a JOIN requests r ON r.id = a.request_id "
-            "WHERE a.batch_id = ? AND a.line > ? ORDER BY a.line LIMIT ?"
-        )
         while True:
             with self._read() as cur:
-                cur.execute(sql, [batch_id, last, page])
+                cur.execute(self.q("batch_lines"), {"batch_id": batch_id, "after": last, "n": page})
                 rows = cur.fetchall()
             for a, endpoint, body, _line in rows:
                 yield int(a), str(endpoint), bytes(body)
@@ -282,48 +273,26 @@ class BatchingOps:
             cur.execute(self.q("waiting_attempts"), {"ids": ids, "batch_id": batch_id})
             waiting = {int(a): int(r) for a, r, _n, _e, _j in cur.fetchall()}
             todo = [o for o in outcomes if o.attempt_id in waiting]
-            cur.executemany(self.q("finish_attempt"), [
-                (o.kind, o.kind, o.error_code, o.error_message, now, o.attempt_id) for o in todo
+            self._many(cur, "finish_attempt", [
+                {"kind": o.kind, "error_code": o.error_code, "error_message": o.error_message,
+                 "now": now, "id": o.attempt_id} for o in todo
             ])  # fmt: skip
             # a cancelled request gets a result too (the export lists it), but costs nothing
             final = [o for o in todo if o.kind in ("succeeded", "failed", "cancelled")]
-            cur.executemany(self.q("insert_result"), [
-                (o.attempt_id, waiting[o.attempt_id], o.status_code, o.provider_request_id, o.body, o.error_code,
-                 o.error_message, o.input_tokens, o.output_tokens, *_detail(o), int(now // 86400), now) for o in final
+            day = int(now // 86400)
+            self._many(cur, "insert_result", [
+                _result(o, waiting[o.attempt_id], day, now) for o in final
             ])  # fmt: skip
             self._add_cost_totals(cur, [o.attempt_id for o in final if o.kind != "cancelled"])
             by_kind: dict[str, list[Outcome]] = {}
             for o in todo:
                 by_kind.setdefault(o.kind, []).append(o)
             rid = waiting.__getitem__
-            if "succeeded" in by_kind:
-                cur.executemany(
-                    self.q("request_succeeded"),
-                    [(now, rid(o.attempt_id)) for o in by_kind["succeeded"]],
-                )
-            if "failed" in by_kind:
-                cur.executemany(
-                    self.q("request_failed"),
-                    [
-                        (o.charge_rejection, _reason(o), now, rid(o.attempt_id))
-                        for o in by_kind["failed"]
-                    ],
-                )
-            if "retry" in by_kind:
-                cur.executemany(self.q("request_retry"), [
-                    (o.not_before, _reason(o), now, rid(o.attempt_id)) for o in by_kind["retry"]
-                ])  # fmt: skip
-            if "requeue" in by_kind:
-                requeued = [
-                    (o.charge_expiry, o.charge_rejection, _reason(o), now, rid(o.attempt_id))
-                    for o in by_kind["requeue"]
-                ]
-                cur.executemany(self.q("request_requeue"), requeued)
-            if "cancelled" in by_kind:
-                cur.executemany(
-                    self.q("request_cancelled"),
-                    [(_reason(o), now, rid(o.attempt_id)) for o in by_kind["cancelled"]],
-                )
+            for kind, done in by_kind.items():
+                self._many(cur, f"request_{kind}", [{
+                    "id": rid(o.attempt_id), "now": now, "reason": _reason(o), "not_before": o.not_before,
+                    "expiry": o.charge_expiry, "rejection": o.charge_rejection,
+                } for o in done])  # fmt: skip
             return len(todo)
 
     def _add_cost_totals(self, cur: Any, attempt_ids: Sequence[int]) -> None:
@@ -360,7 +329,7 @@ class BatchingOps:
         with self._write() as cur:
             self._fence(cur, token)
             self._local_outcomes(cur, [request_id], ["queued"], "failed", "too_large", reason, now)
-            cur.execute(self.q("fail_unsendable"), [reason, now, request_id])
+            cur.execute(self.q("fail_unsendable"), {"reason": reason, "now": now, "id": request_id})
             if cur.rowcount:
                 self._event(cur, "unsendable", detail=f"request {request_id}: {reason}"[:2000])
             return bool(cur.rowcount)
@@ -400,9 +369,6 @@ class BatchingOps:
             cur.execute(self.q("any_unfinished"), {"queue": queue})
             return cur.fetchone() is not None
 
-    def _raw(self, name: str) -> str:
-        return queries()[name]
-
 
 class _Retry(StoreError):
     """Candidates changed under us; pick again."""
@@ -414,13 +380,21 @@ def _reason(o: Outcome) -> str | None:
     return f"{o.error_code or 'error'}: {o.error_message or ''}".strip()[:1000]
 
 
-def _detail(o: Outcome) -> tuple[int | None, int | None, int | None, int | None, str | None, int]:
-    """(cached, 5m writes, 1h writes, reasoning, usage flag, price tier) of a result."""
+def _result(o: Outcome, request_id: int, day: int, now: float) -> dict[str, Any]:
+    """The `insert_result` parameters of a final outcome."""
     u = o.usage
-    if u is None:
-        flag = "missing: usage" if o.kind == "succeeded" and o.input_tokens is None else None
-        return None, None, None, None, flag, o.price_tier
-    return u.cached, u.write_5m, u.write_1h, u.reasoning, u.flag, o.price_tier
+    flag = "missing: usage" if o.kind == "succeeded" and o.input_tokens is None else None
+    return {
+        "attempt_id": o.attempt_id, "request_id": request_id, "status_code": o.status_code,
+        "provider_request_id": o.provider_request_id, "body": o.body, "error_code": o.error_code,
+        "error_message": o.error_message, "input_tokens": o.input_tokens,
+        "output_tokens": o.output_tokens, "cached_tokens": None if u is None else u.cached,
+        "cache_write_5m_tokens": None if u is None else u.write_5m,
+        "cache_write_1h_tokens": None if u is None else u.write_1h,
+        "reasoning_tokens": None if u is None else u.reasoning,
+        "usage_flag": flag if u is None else u.flag, "price_tier": o.price_tier, "day": day,
+        "now": now,
+    }  # fmt: skip
 
 
 def monotonic_now() -> float:

@@ -49,19 +49,15 @@ def _days(day: int, period: str) -> tuple[int, int]:
 
 
 class BudgetOps:
-    """Mixed into SqlStore; relies on its `_write`, `_read`, `q`, `_dialect`, `_raw`."""
+    """Mixed into SqlStore; relies on its `_write`, `_read`, `q`, `_many`, `_fence`, `_event`."""
 
     _write: Any
     _read: Any
     q: Any
-    _dialect: Any
-    _raw: Any
+    _many: Any
     _fence: Any
     _event: Any
     dialect: str
-
-    def _for_update(self) -> str:
-        return ""
 
     # -- the budgets in the store ------------------------------------------------------------
     def stored_budgets(self) -> tuple[list[BudgetRow], list[PolicyRow]]:
@@ -179,7 +175,7 @@ class BudgetOps:
         """Serialise reservations and first-use writes (SQLite's BEGIN IMMEDIATE already does;
         on PostgreSQL, a transaction-scoped advisory lock)."""
         if self.dialect == "postgres":
-            cur.execute("SELECT pg_advisory_xact_lock(%s)", [RESERVE_LOCK])
+            cur.execute(self.q("lock_budgets"), {"key": RESERVE_LOCK})
 
     # -- reservations ------------------------------------------------------------------------
     def _reserve(self, cur: Any, batch_id: int, r: Reservation, now: float) -> None:
@@ -187,7 +183,7 @@ class BudgetOps:
         worker's own, each against its period's committed spend; record the reservation."""
         self._lock_budgets(cur)  # a budget of this worker alone has no row to lock
         queues = sorted(q for q in r.per_queue if q != "*")
-        cur.execute(self.q("budgets_over") + self._for_update(), {"queues": as_list(queues)})
+        cur.execute(self.q("budgets_over"), {"queues": as_list(queues)})  # FOR UPDATE on PostgreSQL
         limits = {(str(q), str(p)): int(v) for q, p, v in cur.fetchall()}
         for c in r.checks:  # the worker's own may only tighten
             key = (c.queue, c.period)
@@ -200,9 +196,13 @@ class BudgetOps:
                 raise OverBudget(
                     f"budget {queue}/{period}: {committed} committed meanwhile; pick again"
                 )
-        cur.executemany(
-            self.q("insert_spend"),
-            [(batch_id, q, r.day, int(v), int(v)) for q, v in sorted(r.per_queue.items())],
+        self._many(
+            cur,
+            "insert_spend",
+            [
+                {"id": batch_id, "queue": q, "day": r.day, "amount": int(v)}
+                for q, v in sorted(r.per_queue.items())
+            ],
         )
 
     def budget_lines(self, request_ids: Sequence[int]) -> list[tuple[int, str, int, bytes]]:
@@ -225,7 +225,11 @@ class BudgetOps:
         """Queued requests wait as `held` with a reason; returns how many."""
         with self._write() as cur:
             self._fence(cur, token)
-            cur.executemany(self.q("hold_request"), [(reason, now, rid) for rid in request_ids])
+            self._many(
+                cur,
+                "hold_request",
+                [{"reason": reason, "now": now, "id": rid} for rid in request_ids],
+            )
             return int(cur.rowcount)
 
     def release_held(self, now: float, token: int) -> int:
@@ -284,9 +288,18 @@ class BudgetOps:
             self._fence(cur, token)
             cur.execute(self.q("settle_all"), {"id": batch_id, "now": now, "prices": prices})
             queues = sorted(set(spent) | set(unpriced))
-            cur.executemany(
-                self.q("settle_queue"),
-                [(int(spent.get(q, 0)), int(unpriced.get(q, 0)), batch_id, q) for q in queues],
+            self._many(
+                cur,
+                "settle_queue",
+                [
+                    {
+                        "spent": int(spent.get(q, 0)),
+                        "unpriced": int(unpriced.get(q, 0)),
+                        "id": batch_id,
+                        "queue": q,
+                    }
+                    for q in queues
+                ],
             )
             detail = ", ".join(f"{q}: {v / 1e6:.6f} USD" for q, v in sorted(spent.items()))
             if any(unpriced.values()):

@@ -9,6 +9,7 @@ anomaly `status` and `report` show: "provider says" beside "we counted".
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import asdict
 from typing import Any
 
 from llmbatch.store.rows import named
@@ -30,11 +31,12 @@ from llmbatch.store.types import (
 
 
 class LedgerOps:
-    """Mixed into SqlStore; relies on its `_write`, `_read`, `q`, `_fence`, `_event`."""
+    """Mixed into SqlStore; relies on its `_write`, `_read`, `q`, `_many`, `_fence`, `_event`."""
 
     _write: Any
     _read: Any
     q: Any
+    _many: Any
     _fence: Any
     _event: Any
 
@@ -47,25 +49,7 @@ class LedgerOps:
         with self._write() as cur:
             self._fence(cur, token)
             cur.execute(self.q("delete_tally"), {"id": batch_id})
-            cur.executemany(
-                self.q("insert_tally"),
-                [
-                    (
-                        batch_id,
-                        r.model,
-                        r.tier,
-                        r.results,
-                        r.flagged,
-                        r.input,
-                        r.cached,
-                        r.write_5m,
-                        r.write_1h,
-                        r.output,
-                        r.reasoning,
-                    )
-                    for r in rows
-                ],
-            )
+            self._many(cur, "insert_tally", [{"id": batch_id, **asdict(r)} for r in rows])
         checks = self.usage_checks(batch_id, every=True, ingested=False)
         check = checks[0] if checks else None
         if check is not None and check.differs:

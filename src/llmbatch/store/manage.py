@@ -36,13 +36,11 @@ ORDERS = ("recorded", "input")
 
 
 class ManageOps:
-    """Mixed into SqlStore; relies on its `_write`, `_read`, `q`, `_dialect`, `_raw`."""
+    """Mixed into SqlStore; relies on its `_write`, `_read` and `q`."""
 
     _write: Any
     _read: Any
     q: Any
-    _dialect: Any
-    _raw: Any
 
     # -- the results export ----------------------------------------------------------------
     def results_high(self) -> int:

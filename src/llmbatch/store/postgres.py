@@ -10,35 +10,20 @@ import re
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from functools import cache
 from typing import Any
 
 import psycopg
 from psycopg import conninfo
 
 from llmbatch.errors import StoreError, StoreUnavailable
-from llmbatch.store.sqlfiles import _sql_text, queries
+from llmbatch.store.sqlfiles import _sql_text
 from llmbatch.store.sqlstore import SqlStore
 from llmbatch.store.types import Row
 
-_STAGING_COLUMNS = (
-    "queue, custom_id, import_id, line, provider, endpoint, model, body, body_hash, priority, "
-    "deadline, text_chars, text_bytes, inputs, created_at, updated_at"
-)
 _STAGING_TYPES = [
     "text", "text", "int8", "int8", "text", "text", "text", "bytea", "bytea", "int8",
     "float8", "int8", "int8", "int8", "float8", "float8",
 ]  # fmt: skip
-
-
-@cache
-def pg_query(sql: str) -> str:
-    """Rewrite `:name` and `?` parameters to psycopg's `%(name)s` and `%s`, and a list
-    parameter's `json_each(:name)` to PostgreSQL's `json_array_elements_text`."""
-    sql = re.sub(r"\bjson_each\(:(\w+)\)", r"json_array_elements_text(CAST(:\1 AS json))", sql)
-    sql = sql.replace("%", "%%")
-    sql = re.sub(r"(?<![:\w]):([a-z_]+)", r"%(\1)s", sql)
-    return sql.replace("?", "%s")
 
 
 def describe_dsn(dsn: str) -> str:
@@ -101,25 +86,11 @@ class PostgresStore(SqlStore):
             conn = self._connection()
             try:
                 with conn.transaction(), conn.cursor() as cur:  # a savepoint inside a transaction
-                    cur.execute(
-                        "SELECT system_identifier::text, current_database() FROM pg_control_system()"
-                    )
+                    cur.execute(self.q("where_am_i"))
                     sysid, database = cur.fetchone() or (None, None)
             except psycopg.Error:
                 return None
         return {"system_identifier": str(sysid), "database": str(database)}
-
-    def _dialect(self, sql: str) -> str:
-        return pg_query(sql)
-
-    def _fence_sql(self) -> str:
-        """The lease by PostgreSQL's own clock, so workers on hosts whose clocks disagree agree
-        on when it runs out; FOR SHARE holds a take-over back until this write commits."""
-        sql = queries()["fence"].replace(":now", "EXTRACT(EPOCH FROM clock_timestamp())")
-        return pg_query(sql) + " FOR SHARE"
-
-    def _for_update(self) -> str:
-        return " FOR UPDATE"
 
     @contextmanager
     def _write(self, durable: bool = False) -> Iterator[psycopg.Cursor[Any]]:
@@ -147,40 +118,24 @@ class PostgresStore(SqlStore):
         if not self._staging_ready:
             cur.execute(_sql_text("postgres/staging.sql"))
             self._staging_ready = True
-        with cur.copy(
-            f"COPY import_staging ({_STAGING_COLUMNS}) FROM STDIN (FORMAT BINARY)"
-        ) as copy:
+        with cur.copy(self.q("copy_staging")) as copy:
             copy.set_types(_STAGING_TYPES)
             for r in rows:
                 copy.write_row(r)
-        cur.execute(
-            f"INSERT INTO requests ({_STAGING_COLUMNS}) SELECT {_STAGING_COLUMNS} FROM import_staging "
-            "ORDER BY line ON CONFLICT (queue, custom_id) DO NOTHING"
-        )
+        cur.execute(self.q("insert_staged"))
         inserted = int(cur.rowcount)
-        cur.execute("TRUNCATE import_staging")
+        cur.execute(self.q("clear_staging"))
         return inserted
 
-    def _has_schema(self, cur: Any) -> bool:
-        cur.execute("SELECT to_regclass('meta') IS NOT NULL")
-        return bool(cur.fetchone()[0])
-
     def _lock_schema(self, cur: Any) -> None:
-        cur.execute("SELECT pg_advisory_xact_lock(7244323)")
+        cur.execute(self.q("lock_schema"))
 
     def schema_snapshot(self) -> list[tuple[str, ...]]:
         """Columns, constraints and indexes of our tables, for the migration-equality test."""
         with self._read() as cur:
-            cur.execute(
-                "SELECT table_name, column_name, data_type, is_nullable, COALESCE(column_default, '') "
-                "FROM information_schema.columns WHERE table_schema = current_schema() "
-                "ORDER BY table_name, column_name"
-            )
+            cur.execute(self.q("schema_columns"))
             cols = [tuple(map(str, r)) for r in cur.fetchall()]
-            cur.execute(
-                "SELECT tablename, indexname, indexdef FROM pg_indexes "
-                "WHERE schemaname = current_schema() ORDER BY tablename, indexname"
-            )
+            cur.execute(self.q("schema_indexes"))
             idx = [tuple(map(str, r)) for r in cur.fetchall()]
         return cols + idx
 

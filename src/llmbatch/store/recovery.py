@@ -15,14 +15,11 @@ WAITING = ("queued", "retry_wait", "held")  # what `cancel` ends at once
 
 
 class RecoveryOps:
-    """Mixed into SqlStore; relies on its `_write`, `_read`, `q`, `_dialect`, `_raw`, `_event`,
-    `_fence`."""
+    """Mixed into SqlStore; relies on its `_write`, `_read`, `q`, `_event`, `_fence`."""
 
     _write: Any
     _read: Any
     q: Any
-    _dialect: Any
-    _raw: Any
     _event: Any
     _fence: Any
     _charge_duplicate: Any
@@ -69,26 +66,11 @@ class RecoveryOps:
         self, queue: str | None, custom_ids: Sequence[str], batch: str | None
     ) -> list[int]:
         """Ids of the requests a `cancel` names: a queue, custom ids (in a queue), a batch."""
-        clauses, params = [], []
-        if queue is not None:
-            clauses.append("r.queue = ?")
-            params.append(queue)
-        if custom_ids:
-            clauses.append(f"r.custom_id IN ({', '.join(['?'] * len(custom_ids))})")
-            params.extend(custom_ids)
-        if batch is not None:
-            clauses.append(
-                "r.id IN (SELECT a.request_id FROM attempts a JOIN batches b ON b.id = a.batch_id "
-                "WHERE CAST(b.id AS TEXT) = ? OR b.provider_batch_id = ?)"
-            )
-            params.extend([batch, batch])
-        where = " AND ".join(clauses) or "1 = 1"
-        sql = self._dialect(
-            f"SELECT r.id FROM requests r WHERE {where} "
-            "AND r.import_id NOT IN (SELECT id FROM imports WHERE state <> 'committed')"
-        )
+        params = {"queue": queue, "custom_ids": as_list(custom_ids), "batch": batch}
+        # the query that starts from the narrowest of the filters (each an index range)
+        name = "scope_named" if custom_ids else "scope_of_batch" if batch else "scope_of_queue"
         with self._read() as cur:
-            cur.execute(sql, params)
+            cur.execute(self.q(name), params)
             return [int(r[0]) for r in cur.fetchall()]
 
     # -- adoption ----------------------------------------------------------------------------
@@ -124,10 +106,7 @@ class RecoveryOps:
             self._fence(cur, token)
             endpoint = model = nonce = None
             if intent_id is not None:
-                cur.execute(
-                    self._dialect("SELECT endpoint, model, nonce FROM batches WHERE id = ?"),
-                    [intent_id],
-                )
+                cur.execute(self.q("intent_of_adopted"), {"id": intent_id})
                 row = cur.fetchone()
                 if row is None:
                     intent_id = None
@@ -143,8 +122,7 @@ class RecoveryOps:
             if cur.rowcount != 1:
                 return None
             cur.execute(
-                self._dialect("SELECT id FROM batches WHERE provider_batch_id = ?"),
-                [status.provider_batch_id],
+                self.q("batch_by_provider_id"), {"provider_batch_id": status.provider_batch_id}
             )
             batch_id = int(cur.fetchone()[0])
             if intent_id is not None:  # a duplicate: no budget planned it, it is charged now

@@ -10,7 +10,7 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
 from functools import cache
 from typing import Any
@@ -25,7 +25,7 @@ from llmbatch.store.observe import ObserveOps
 from llmbatch.store.ownership import OwnershipOps
 from llmbatch.store.recovery import RecoveryOps
 from llmbatch.store.setbacks import SetbackOps
-from llmbatch.store.sqlfiles import as_list, fresh_schema, queries
+from llmbatch.store.sqlfiles import as_list, dialect_queries, fresh_schema
 from llmbatch.store.sqlfiles import migrations as migrations  # where tests and tools look
 from llmbatch.store.sqlfiles import split_script as split_script
 from llmbatch.store.types import Clash, CostGroup, Count, ImportInfo, Row
@@ -116,17 +116,20 @@ class SqlStore(
         raise NotImplementedError
 
     def _has_schema(self, cur: Any) -> bool:
-        raise NotImplementedError
+        cur.execute(self.q("has_schema"))
+        row = cur.fetchone()
+        return row is not None and bool(row[0])
 
     def _lock_schema(self, cur: Any) -> None:
         """Serialise migrations between processes (the write transaction does it on SQLite)."""
 
     def q(self, name: str) -> str:
-        return self._dialect(queries()[name])
+        """A named query (sql/*.sql, or this dialect's own) as this backend's driver takes it."""
+        return dialect_queries(self.dialect)[name]
 
-    def _dialect(self, sql: str) -> str:
-        """SQL in our neutral style (`:name`, `?`) as this backend's driver wants it."""
-        return sql
+    def _many(self, cur: Any, name: str, params: Sequence[Mapping[str, Any]]) -> None:
+        """A named statement once per parameter set (a mapping by name, like every other)."""
+        cur.executemany(self.q(name), params)
 
     def close(self) -> None:
         raise NotImplementedError

@@ -29,12 +29,10 @@ _RESULT_FIELDS = (
 
 
 class WatchOps:
-    """Mixed into SqlStore; relies on its `_read`, `q`, `_dialect`, `_raw`."""
+    """Mixed into SqlStore; relies on its `_read` and `q`."""
 
     _read: Any
     q: Any
-    _dialect: Any
-    _raw: Any
 
     def watch(self, queue: str, after: int, held_after: float, limit: int = 5000) -> Watched:
         """One statement: among the next `limit` results after the result id `after`, the

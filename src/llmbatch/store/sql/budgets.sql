@@ -48,7 +48,7 @@ SELECT COALESCE(SUM(reserved + spent), 0) FROM spend
 WHERE day >= :first AND day < :end AND (CAST(:queue AS TEXT) = '*' OR queue = :queue)
 
 -- name: insert_spend
-INSERT INTO spend (batch_id, queue, day, reserved, worst) VALUES (?, ?, ?, ?, ?)
+INSERT INTO spend (batch_id, queue, day, reserved, worst) VALUES (:id, :queue, :day, :amount, :amount)
 
 -- name: has_spend
 SELECT 1 FROM spend WHERE batch_id = :id LIMIT 1
@@ -76,7 +76,7 @@ UPDATE spend SET reserved = 0, spent = 0, unpriced = 0, settled_at = :now, price
 WHERE batch_id = :id
 
 -- name: settle_queue
-UPDATE spend SET spent = ?, unpriced = ? WHERE batch_id = ? AND queue = ?
+UPDATE spend SET spent = :spent, unpriced = :unpriced WHERE batch_id = :id AND queue = :queue
 
 -- name: spend_queues
 SELECT queue, COALESCE(worst, reserved + spent) FROM spend WHERE batch_id = :id ORDER BY queue
@@ -90,7 +90,7 @@ SELECT :dup, queue, :day, COALESCE(worst, reserved + spent), COALESCE(worst, res
 FROM spend WHERE batch_id = :intent AND kind = 'planned'
 
 -- name: hold_request
-UPDATE requests SET state = 'held', reason = ?, updated_at = ? WHERE id = ? AND state = 'queued'
+UPDATE requests SET state = 'held', reason = :reason, updated_at = :now WHERE id = :id AND state = 'queued'
 
 -- name: release_held
 UPDATE requests SET state = 'queued', reason = NULL, updated_at = :now WHERE state = 'held'

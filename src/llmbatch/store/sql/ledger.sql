@@ -8,7 +8,8 @@ DELETE FROM batch_tally WHERE batch_id = :id
 INSERT INTO batch_tally (batch_id, model, price_tier, results, flagged, input_tokens,
                          cached_tokens, cache_write_5m_tokens, cache_write_1h_tokens,
                          output_tokens, reasoning_tokens)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+VALUES (:id, :model, :tier, :results, :flagged, :input, :cached, :write_5m, :write_1h, :output,
+        :reasoning)
 
 -- name: tally_rows
 SELECT model, price_tier AS tier, results, flagged, input_tokens AS input, cached_tokens AS cached,

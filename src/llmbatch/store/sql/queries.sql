@@ -1,5 +1,5 @@
 -- Queries shared by every store, named by `-- name:` lines. Parameters are `:name`
--- (named) or `?` (positional); the PostgreSQL store rewrites them to psycopg's style.
+-- (named; a list is one parameter, read by `json_each`); sqlfiles.py derives a driver's style.
 -- Rows of an import that has not committed are invisible to everything but the import.
 
 -- name: insert_import
@@ -14,7 +14,8 @@ SELECT COALESCE(MAX(id), 0) FROM requests
 INSERT INTO requests (queue, custom_id, import_id, line, provider, endpoint, model, body,
                       body_hash, priority, deadline, text_chars, text_bytes, inputs,
                       created_at, updated_at)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+VALUES (:queue, :custom_id, :import_id, :line, :provider, :endpoint, :model, :body, :body_hash,
+        :priority, :deadline, :text_chars, :text_bytes, :inputs, :created_at, :updated_at)
 ON CONFLICT (queue, custom_id) DO NOTHING
 
 -- name: heartbeat_import
