@@ -110,3 +110,25 @@ def test_sqlite_binds_a_parameter_set_by_name_or_by_position_alike(tmp_path: Pat
             assert store._get_meta(cur, "a") == "1" and store._get_meta(cur, "b") == "2"
     finally:
         store.close()
+
+
+def test_no_row_is_read_by_position_in_the_store_code() -> None:
+    """rows.py reads a one-column statement's value; every other read names its column."""
+    folder = resources.files("llmbatch").joinpath("store")
+    found = []
+    for entry in folder.iterdir():
+        if not entry.name.endswith(".py") or entry.name == "rows.py":
+            continue
+        for node in ast.walk(ast.parse(entry.read_text(encoding="utf-8"))):
+            if not isinstance(node, ast.Subscript):
+                continue
+            index = node.slice
+            if not (isinstance(index, ast.Constant) and isinstance(index.value, int)):
+                continue
+            target = node.value
+            rowish = isinstance(target, ast.Name) and target.id in ("r", "row", "res")
+            fetched = isinstance(target, ast.Call) and "fetch" in ast.unparse(target.func)
+            last = isinstance(target, ast.Subscript) and ast.unparse(target) == "rows[-1]"
+            if rowish or fetched or last:
+                found.append(f"{entry.name}:{node.lineno}: {ast.unparse(node)}")
+    assert not found, "read the column by name (store/rows.py):\n" + "\n".join(found)

@@ -17,6 +17,7 @@ import orjson
 from llmbatch.errors import StoreError
 from llmbatch.store.budgets import Reservation
 from llmbatch.store.ownership import new_nonce
+from llmbatch.store.rows import by_name, column, scalar
 from llmbatch.store.sqlfiles import as_list
 from llmbatch.store.types import (
     AttemptInfo as AttemptInfo,
@@ -52,8 +53,8 @@ class BatchingOps:
                 self.q("acquire_lease"),
                 {"name": name, "holder": holder, "expires_at": now + ttl, "now": now},
             )
-            row = cur.fetchone()
-        return None if row is None else int(row[0])
+            token = scalar(cur)
+        return None if token is None else int(token)
 
     def release_lease(self, name: str, holder: str) -> None:
         with self._write() as cur:
@@ -68,20 +69,23 @@ class BatchingOps:
         """Who holds a live lease, if anyone."""
         with self._read() as cur:
             cur.execute(self.q("get_lease"), {"name": name})
-            row = cur.fetchone()
-        return None if row is None or float(row[2]) < now else str(row[0])
+            lease = by_name(cur)
+        if not lease or float(lease[0]["expires_at"]) < now:
+            return None
+        return str(lease[0]["holder"])
 
     def _fence(self, cur: Any, token: int, name: str = "engine") -> None:
         """Refuse the write unless the caller's lease is the current one and still live."""
         cur.execute(self.q("fence"), {"name": name, "now": time.time()})
-        row = cur.fetchone()
-        if row is None or int(row[0]) != token:
+        found = by_name(cur)
+        if not found or int(found[0]["token"]) != token:
             raise LeaseLost(
                 f"lease {name!r} was taken over by another worker; this one stops acting"
             )
-        if float(row[1]) <= 0:
+        left = float(found[0]["seconds_left"])
+        if left <= 0:
             raise LeaseLost(
-                f"lease {name!r} ran out {-float(row[1]):.1f} s ago (paused past it?); this "
+                f"lease {name!r} ran out {-left:.1f} s ago (paused past it?); this "
                 "worker stops acting until it holds the lease again"
             )
 
@@ -95,7 +99,7 @@ class BatchingOps:
     def ready_groups(self) -> list[tuple[str, str, str, int]]:
         with self._read() as cur:
             cur.execute(self.q("ready_groups"))
-            return [(r[0], r[1], r[2], int(r[3])) for r in cur.fetchall()]
+            return [(r["provider"], r["endpoint"], r["model"], int(r["n"])) for r in by_name(cur)]
 
     def candidates(
         self, provider: str, endpoint: str, model: str | None, page: int = 5000
@@ -116,7 +120,7 @@ class BatchingOps:
         )
         streams = [self._ready(provider, endpoint, m, page) for m in models]
         for rid, nbytes, ninputs, text_bytes, _priority in heapq.merge(
-            *streams, key=lambda r: (-r[4], r[0])
+            *streams, key=_packing_order
         ):
             yield rid, nbytes, ninputs, text_bytes
 
@@ -137,9 +141,9 @@ class BatchingOps:
                 rows = cur.fetchall()
             for rid, nbytes, ninputs, text_bytes, priority in rows:
                 yield int(rid), int(nbytes), int(ninputs), int(text_bytes), int(priority)
+                params["priority"], params["id"] = int(priority), int(rid)
             if len(rows) < page:
                 return
-            params["priority"], params["id"] = int(rows[-1][4]), int(rows[-1][0])
 
     def create_intent(
         self, group: tuple[str, str, str | None], request_ids: Sequence[int], input_bytes: int, est_tokens: int,
@@ -159,7 +163,7 @@ class BatchingOps:
                       "input_bytes": input_bytes, "est_tokens": est_tokens, "now": now,
                       "nonce": new_nonce()}  # fmt: skip
             cur.execute(self.q("insert_batch"), params)
-            batch_id = int(cur.fetchone()[0])
+            batch_id = int(scalar(cur))
             self._many(cur, "pack_request", [{"now": now, "id": rid} for rid in request_ids])
             changed = self._changes(cur, len(request_ids))
             if changed != len(request_ids):
@@ -188,11 +192,11 @@ class BatchingOps:
             with self._read() as cur:
                 cur.execute(self.q("batch_lines"), {"batch_id": batch_id, "after": last, "n": page})
                 rows = cur.fetchall()
-            for a, endpoint, body, _line in rows:
+            for a, endpoint, body, line in rows:
                 yield int(a), str(endpoint), bytes(body)
+                last = int(line)
             if len(rows) < page:
                 return
-            last = int(rows[-1][3])
 
     # -- submission ----------------------------------------------------------------------
     def mark(self, what: str, batch_id: int, now: float, token: int) -> None:
@@ -305,7 +309,7 @@ class BatchingOps:
         ids = list(dict.fromkeys(attempt_ids))
         with self._read() as cur:
             cur.execute(self.q("attempts_in_batch"), {"ids": as_list(ids), "batch_id": batch_id})
-            known = {int(r[0]) for r in cur.fetchall()}
+            known = {int(i) for i in column(cur)}
         return [a for a in ids if a not in known]
 
     def unfinished_attempts(self, batch_id: int) -> list[tuple[int, int, int]]:
@@ -351,23 +355,29 @@ class BatchingOps:
     def batches_created_since(self, provider: str, since: float) -> int:
         with self._read() as cur:
             cur.execute(self.q("batches_created_since"), {"provider": provider, "since": since})
-            return int(cur.fetchone()[0])
+            return int(scalar(cur))
 
     def tokens_in_flight(self, provider: str, model: str) -> int:
         with self._read() as cur:
             cur.execute(self.q("tokens_in_flight"), {"provider": provider, "model": model})
-            return int(cur.fetchone()[0])
+            return int(scalar(cur))
 
     def unfinished_count(self, queue: str | None = None) -> int:
         with self._read() as cur:
             cur.execute(self.q("unfinished_count"), {"queue": queue})
-            return int(cur.fetchone()[0])
+            return int(scalar(cur))
 
     def has_unfinished(self, queue: str | None = None) -> bool:
         """Whether any request is not yet succeeded, failed or cancelled (stops at the first)."""
         with self._read() as cur:
             cur.execute(self.q("any_unfinished"), {"queue": queue})
             return cur.fetchone() is not None
+
+
+def _packing_order(c: tuple[int, int, int, int, int]) -> tuple[int, int]:
+    """A candidate's place in packing order: by priority, highest first, then by id."""
+    rid, _nbytes, _ninputs, _text_bytes, priority = c
+    return -priority, rid
 
 
 class _Retry(StoreError):

@@ -20,6 +20,7 @@ from typing import Any
 
 from llmbatch.errors import StoreError
 from llmbatch.periods import period_days
+from llmbatch.store.rows import by_name, named, scalar
 from llmbatch.store.sqlfiles import as_list
 from llmbatch.store.types import (
     BudgetRow as BudgetRow,
@@ -81,13 +82,13 @@ class BudgetOps:
         """Set a budget in the store; the limit it replaces, if any."""
         with self._write() as cur:
             cur.execute(self.q("budget_of"), {"queue": queue, "period": period})
-            row = cur.fetchone()
+            before = scalar(cur)
             cur.execute(
                 self.q("upsert_budget"),
                 {"queue": queue, "period": period, "limit_micro": limit_micro, "now": now},
             )
             self._event(cur, "budget_set", detail=f"{queue}/{period}: {limit_micro / 1e6:.6f} USD")
-            return None if row is None else int(row[0])
+            return None if before is None else int(before)
 
     def set_policy(
         self,
@@ -100,9 +101,12 @@ class BudgetOps:
         """Change a queue's budget settings in the store (None leaves one as it is)."""
         with self._write() as cur:
             cur.execute(self.q("policy_of"), {"queue": queue})
-            row = cur.fetchone()
-            allow = None if row is None or row[0] is None else bool(row[0])
-            context = None if row is None or row[1] is None else int(row[1])
+            found = by_name(cur)
+            row = found[0] if found else {"allow_unpriced": None, "assume_context_tokens": None}
+            allow = None if row["allow_unpriced"] is None else bool(row["allow_unpriced"])
+            context = (
+                None if row["assume_context_tokens"] is None else int(row["assume_context_tokens"])
+            )
             if allow_unpriced is not None:
                 allow = allow_unpriced
             if assume_context_tokens is not None:
@@ -144,7 +148,7 @@ class BudgetOps:
         with self._write() as cur:
             self._lock_budgets(cur)  # two first workers at once: one writes, one reads
             cur.execute(self.q("budgets_stored"))
-            if int(cur.fetchone()[0]):
+            if int(scalar(cur)):
                 return False
             for b in rows:
                 cur.execute(
@@ -191,7 +195,7 @@ class BudgetOps:
         for (queue, period), limit in sorted(limits.items()):
             first, end = _days(r.day, period)
             cur.execute(self.q("committed"), {"queue": queue, "first": first, "end": end})
-            committed = int(cur.fetchone()[0])
+            committed = int(scalar(cur))
             if committed + r.amount(queue) > limit:
                 raise OverBudget(
                     f"budget {queue}/{period}: {committed} committed meanwhile; pick again"
@@ -218,7 +222,7 @@ class BudgetOps:
         """1e-6 USD spent or reserved by a queue ('*': all) over UTC days [first, end)."""
         with self._read() as cur:
             cur.execute(self.q("committed"), {"queue": queue, "first": first, "end": end})
-            return int(cur.fetchone()[0])
+            return int(scalar(cur))
 
     # -- holds ---------------------------------------------------------------------------
     def hold(self, request_ids: Sequence[int], reason: str, now: float, token: int) -> int:
@@ -242,7 +246,7 @@ class BudgetOps:
     def held_count(self, queue: str | None = None) -> int:
         with self._read() as cur:
             cur.execute(self.q("held_count"), {"queue": queue})
-            return int(cur.fetchone()[0])
+            return int(scalar(cur))
 
     def held_reasons(self) -> list[tuple[str, int]]:
         """(reason, requests) of held requests, the newest reason first."""
@@ -258,7 +262,7 @@ class BudgetOps:
             if cur.fetchone() is None:
                 return None
             cur.execute(self.q("batch_usage"), {"id": batch_id})
-            return [QueueUsage(str(r[0]), *(int(v) for v in r[1:])) for r in cur.fetchall()]
+            return named(QueueUsage, cur)
 
     def flagged_results(self, batch_id: int) -> list[tuple[int, str]]:
         """(request id, queue) of a batch's succeeded results whose usage could not be read."""

@@ -90,8 +90,8 @@ class WatchOps:
             with self._read() as cur:
                 cur.execute(sql, {"queue": queue, "after": after, "states": wanted, "n": page})
                 rows = cur.fetchall()
-            for _id, cid, provider, endpoint, model, body in rows:
+            for rid, cid, provider, endpoint, model, body in rows:
                 yield cid, provider, endpoint, model, bytes(body)
+                after = int(rid)
             if len(rows) < page:
                 return
-            after = int(rows[-1][0])

@@ -54,9 +54,11 @@ INSERT INTO spend (batch_id, queue, day, reserved, worst) VALUES (:id, :queue, :
 SELECT 1 FROM spend WHERE batch_id = :id LIMIT 1
 
 -- name: batch_usage
-SELECT r.queue, x.price_tier, SUM(x.input_tokens), SUM(COALESCE(x.cached_tokens, 0)),
-       SUM(COALESCE(x.cache_write_5m_tokens, 0)), SUM(COALESCE(x.cache_write_1h_tokens, 0)),
-       SUM(COALESCE(x.output_tokens, 0)), COUNT(*)
+SELECT r.queue AS queue, x.price_tier AS tier, SUM(x.input_tokens) AS input,
+       SUM(COALESCE(x.cached_tokens, 0)) AS cached,
+       SUM(COALESCE(x.cache_write_5m_tokens, 0)) AS write_5m,
+       SUM(COALESCE(x.cache_write_1h_tokens, 0)) AS write_1h,
+       SUM(COALESCE(x.output_tokens, 0)) AS output, COUNT(*) AS results
 FROM results x
 JOIN attempts a ON a.id = x.attempt_id
 JOIN requests r ON r.id = x.request_id

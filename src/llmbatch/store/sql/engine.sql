@@ -18,14 +18,14 @@ SELECT holder, token, expires_at FROM leases WHERE name = :name
 -- name: fence
 -- The caller's lease: its token, and the seconds left on it by the database's clock
 -- (SQLite: one host, its clock passed as :now; PostgreSQL reads its own, postgres/queries.sql).
-SELECT token, expires_at - :now FROM leases WHERE name = :name
+SELECT token, expires_at - :now AS seconds_left FROM leases WHERE name = :name
 
 -- name: release_due_retries
 UPDATE requests SET state = 'queued', updated_at = :now
 WHERE state = 'retry_wait' AND not_before <= :now
 
 -- name: ready_groups
-SELECT provider, endpoint, model, COUNT(*) FROM requests
+SELECT provider, endpoint, model, COUNT(*) AS n FROM requests
 WHERE state = 'queued'
   AND import_id NOT IN (SELECT id FROM imports WHERE state <> 'committed')
 GROUP BY provider, endpoint, model
@@ -232,7 +232,7 @@ SELECT provider_batch_id FROM batches WHERE provider = :provider AND provider_ba
 SELECT input_file_id FROM batches WHERE provider = :provider AND input_file_id IS NOT NULL
 
 -- name: attempt_span
-SELECT MIN(id), MAX(id) FROM attempts WHERE batch_id = :id
+SELECT MIN(id) AS low, MAX(id) AS high FROM attempts WHERE batch_id = :id
 
 -- name: batch_of_attempt
 SELECT batch_id FROM attempts WHERE id = :id

@@ -28,9 +28,12 @@ SET input_tokens = excluded.input_tokens, cached_tokens = excluded.cached_tokens
 
 -- name: usage_checks
 -- Ingested batches whose provider said what they used, beside what their lines said.
-SELECT b.id, b.provider_batch_id, b.provider, p.input_tokens, p.cached_tokens,
-       p.output_tokens, p.reasoning_tokens, t.input_tokens, t.cached_tokens, t.output_tokens,
-       t.reasoning_tokens, t.results, t.flagged, p.model
+SELECT b.id AS batch_id, b.provider_batch_id AS provider_batch_id, b.provider AS provider,
+       p.input_tokens AS says_input, p.cached_tokens AS says_cached,
+       p.output_tokens AS says_output, p.reasoning_tokens AS says_reasoning,
+       t.input_tokens AS counted_input, t.cached_tokens AS counted_cached,
+       t.output_tokens AS counted_output, t.reasoning_tokens AS counted_reasoning,
+       t.results AS results, t.flagged AS flagged, p.model AS model
 FROM provider_usage p
 JOIN batches b ON b.id = p.batch_id
 JOIN (SELECT batch_id, SUM(input_tokens) AS input_tokens, SUM(cached_tokens) AS cached_tokens,

@@ -4,7 +4,8 @@
 -- name: fence
 -- The lease by PostgreSQL's own clock, so workers on hosts whose clocks disagree agree on
 -- when it runs out; FOR SHARE holds a take-over back until this write commits.
-SELECT token, expires_at - EXTRACT(EPOCH FROM clock_timestamp()) FROM leases WHERE name = :name
+SELECT token, expires_at - EXTRACT(EPOCH FROM clock_timestamp()) AS seconds_left
+FROM leases WHERE name = :name
 FOR SHARE
 
 -- name: budgets_over
