@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 
 from llmbatch.errors import StoreError
+from llmbatch.states import check_batch
 from llmbatch.store.budgets import Reservation
 from llmbatch.store.ownership import new_nonce
 from llmbatch.store.rows import by_name, column, scalar
@@ -213,6 +214,18 @@ class BatchingOps:
             cur.execute(self.q("record_upload"), {"id": batch_id, "file_id": file_id, "now": now})
             self._event(cur, "uploaded", batch_id=batch_id, detail=file_id)
 
+    def _move_batch(self, cur: Any, batch_id: int, new: str, name: str, params: Any) -> int:
+        """The one way a batch's state changes: run statement `name` (which sets it to `new`)
+        if the transition table (states.BATCH_TRANSITIONS) allows the move from the state the
+        batch is in; IllegalTransition, and nothing written, if not. Returns the rows changed."""
+        cur.execute(self.q("batch_state"), {"id": batch_id})
+        old = scalar(cur)
+        if old is None:
+            raise StoreError(f"no batch {batch_id} to move to {new!r}")
+        check_batch(str(old), new)
+        cur.execute(self.q(name), params)
+        return int(cur.rowcount)
+
     def record_submitted(
         self, batch_id: int, provider_batch_id: str, file_id: str | None, now: float, token: int
     ) -> None:
@@ -225,7 +238,7 @@ class BatchingOps:
                 "file_id": file_id,
                 "now": now,
             }
-            cur.execute(self.q("record_submitted"), params)
+            self._move_batch(cur, batch_id, "validating", "record_submitted", params)
             cur.execute(self.q("submit_attempts"), {"id": batch_id})
             cur.execute(self.q("submit_requests"), {"id": batch_id, "now": now})
             self._event(cur, "submitted", batch_id=batch_id, detail=provider_batch_id)
@@ -244,12 +257,20 @@ class BatchingOps:
         """Store what a poll saw of a batch (`status` is a providers.BatchStatus)."""
         with self._write() as cur:
             self._fence(cur, token)
-            cur.execute(self.q("update_batch"), {
-                "id": batch_id, "state": status.state, "provider_status": status.provider_status,
-                "completed": status.completed, "failed": status.failed, "output_file_id": status.output_file_id,
-                "error_file_id": status.error_file_id, "errors": orjson.dumps(status.errors).decode() if status.errors else None,
-                "finished_at": now if status.ended else None, "now": now,
-            })  # fmt: skip
+            errors = orjson.dumps(status.errors).decode() if status.errors else None
+            params = {
+                "id": batch_id,
+                "state": status.state,
+                "provider_status": status.provider_status,
+                "completed": status.completed,
+                "failed": status.failed,
+                "output_file_id": status.output_file_id,
+                "error_file_id": status.error_file_id,
+                "errors": errors,
+                "finished_at": now if status.ended else None,
+                "now": now,
+            }
+            self._move_batch(cur, batch_id, status.state, "update_batch", params)
             self._event(
                 cur, f"batch_{status.state}", batch_id=batch_id, detail=status.provider_status
             )
@@ -325,7 +346,8 @@ class BatchingOps:
         durable too): the provider's copies of the files are deleted right after."""
         with self._write(durable=True) as cur:
             self._fence(cur, token)
-            cur.execute(self.q("mark_ingested"), {"id": batch_id, "now": now})
+            params = {"id": batch_id, "now": now}
+            self._move_batch(cur, batch_id, "ingested", "mark_ingested", params)
             self._event(cur, "ingested", batch_id=batch_id, detail=detail)
 
     def fail_unsendable(self, request_id: int, reason: str, now: float, token: int) -> bool:

@@ -307,3 +307,8 @@ SELECT endpoint, model, nonce FROM batches WHERE id = :id
 
 -- name: batch_by_provider_id
 SELECT id FROM batches WHERE provider_batch_id = :provider_batch_id
+
+-- name: batch_state
+-- The state a batch is in, read in the transaction that moves it (store/batching.py
+-- _move_batch checks the move against states.BATCH_TRANSITIONS).
+SELECT state FROM batches WHERE id = :id
