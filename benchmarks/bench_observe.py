@@ -72,12 +72,13 @@ def fill_sqlite(path: str, n: int) -> None:
     db.execute(
         f"""WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < {n})
         INSERT INTO requests (queue, custom_id, import_id, line, provider, endpoint, model,
-            body, body_hash, state, text_chars, text_bytes, attempts, created_at, updated_at)
+            body_hash, state, text_chars, text_bytes, attempts, created_at, updated_at)
         SELECT 'q' || (i % 8), 'r' || i, 1, i, 'openai', '/v1/chat/completions',
-            CASE i % 3 {models} END, X'7b7d', X'00', CASE i % 10 {states} END, 20, 20,
+            CASE i % 3 {models} END, X'00', CASE i % 10 {states} END, 20, 20,
             1 + (i % 7 = 0), {now} - (i % 86400), {now}
         FROM s"""
     )
+    db.execute("INSERT INTO request_bodies (hash, body) VALUES (X'00', X'7b7d')")
     _results(db, now, n, sqlite=True)
     db.commit()
     db.close()
@@ -99,13 +100,14 @@ def fill_pg(dsn: str, n: int) -> None:
         )
         db.execute(
             f"""INSERT INTO requests (queue, custom_id, import_id, line, provider, endpoint,
-                model, body, body_hash, state, text_chars, text_bytes, attempts, created_at,
+                model, body_hash, state, text_chars, text_bytes, attempts, created_at,
                 updated_at)
             SELECT 'q' || (i % 8), 'r' || i, 1, i, 'openai', '/v1/chat/completions',
-                CASE i % 3 {models} END, '\\x7b7d'::bytea, '\\x00'::bytea,
+                CASE i % 3 {models} END, '\\x00'::bytea,
                 CASE i % 10 {states} END, 20, 20, 1 + (i % 7 = 0)::int, {now} - (i % 86400), {now}
             FROM generate_series(1, {n}) AS i"""
         )
+        db.execute("INSERT INTO request_bodies (hash, body) VALUES ('\\x00', '\\x7b7d')")
         _results(db, now, n, sqlite=False)
         db.execute("ANALYZE")
 

@@ -30,10 +30,52 @@ from llmbatch.store import open_store
 from llmbatch.store.sqlstore import migrations, split_script
 
 CHAT = "/v1/chat/completions"
-# Migration 0011 (the model a provider says ran a batch) taken back out.
-UNDO_0011 = ("ALTER TABLE provider_usage DROP COLUMN model",)
+# A statement of an UNDO_* chain: plain SQL, or (dialect, SQL) for one dialect only.
+Undo = str | tuple[str, str]
+
+
+def _sqlite_requests_before(number: int) -> list[str]:
+    """The CREATE statements of SQLite's `requests` table and its indexes as the migrations
+    before `number` leave them (table first)."""
+    conn = sqlite3.connect(":memory:")
+    for n, script in migrations("sqlite"):
+        if n < number:
+            for statement in split_script(script):
+                conn.execute(statement)
+    found = conn.execute(
+        "SELECT sql FROM sqlite_master WHERE tbl_name = 'requests' AND sql IS NOT NULL "
+        "ORDER BY type DESC, name"
+    ).fetchall()
+    conn.close()
+    return [str(s) for (s,) in found]
+
+
+_REQUEST_COLUMNS = (
+    "id, queue, custom_id, import_id, line, provider, endpoint, model, body_hash, state, "
+    "priority, deadline, text_chars, text_bytes, inputs, attempts, expiries, not_before, "
+    "reason, created_at, updated_at, rejections"
+)
+# Migration 0012 (request bodies in their own table) taken back out: each request gets its
+# body back. SQLite cannot put a column back in its place, so its table is made again.
+UNDO_0012: tuple[Undo, ...] = (
+    ("sqlite", "CREATE TABLE requests_0012 AS SELECT r.*, b.body AS body FROM requests r "
+               "JOIN request_bodies b ON b.hash = r.body_hash"),
+    ("sqlite", "DROP TABLE requests"),
+    ("sqlite", _sqlite_requests_before(12)[0]),
+    ("sqlite", f"INSERT INTO requests ({_REQUEST_COLUMNS}, body) "
+               f"SELECT {_REQUEST_COLUMNS}, body FROM requests_0012"),
+    ("sqlite", "DROP TABLE requests_0012"),
+    *(("sqlite", index) for index in _sqlite_requests_before(12)[1:]),
+    ("postgres", "ALTER TABLE requests ADD COLUMN body BYTEA"),
+    ("postgres", "UPDATE requests SET body = b.body FROM request_bodies b "
+                 "WHERE b.hash = requests.body_hash"),
+    ("postgres", "ALTER TABLE requests ALTER COLUMN body SET NOT NULL"),
+    "DROP TABLE request_bodies",
+)  # fmt: skip
+# Migration 0011 (the model a provider says ran a batch) taken back out, and every later one.
+UNDO_0011: tuple[Undo, ...] = (*UNDO_0012, "ALTER TABLE provider_usage DROP COLUMN model")
 # Migration 0008 (archives and the webhook outbox) taken back out, and every later one.
-UNDO_0008 = (*UNDO_0011, "DROP TABLE archives", "DROP TABLE outbox")
+UNDO_0008: tuple[Undo, ...] = (*UNDO_0011, "DROP TABLE archives", "DROP TABLE outbox")
 # Migration 0005 (proof of ownership) taken back out.
 UNDO_0005 = (
     "DROP TABLE judged_batches",
@@ -43,7 +85,7 @@ UNDO_0005 = (
 # What migration 0004 (budgets in the store, the ledger) adds, taken back out: a store made by
 # today's code, put back the way the code before 0004 left it (the upgrade tests), with every
 # later migration taken out too (a store made before 0004 has none of them).
-UNDO_0004 = (
+UNDO_0004: tuple[Undo, ...] = (
     *UNDO_0008,
     *UNDO_0005,
     "DROP TABLE batch_tally",
@@ -337,14 +379,21 @@ def tick_until_finalizing(engine: Engine, db: str, count: int, seconds: float = 
     engine.store.close()
 
 
+def undo_statements(undo: Sequence[Undo], dialect: str) -> list[str]:
+    """The statements of an UNDO_* chain for one dialect."""
+    return [
+        u if isinstance(u, str) else u[1] for u in undo if isinstance(u, str) or u[0] == dialect
+    ]
+
+
 def roll_back(
-    db: str, undo: Sequence[str], number: int, request: pytest.FixtureRequest, tmp_path: Path
+    db: str, undo: Sequence[Undo], number: int, request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
     """Make `db` the store the code before migration `number` left: its `undo` statements,
     the schema version before it, and the schema checked equal to that code's."""
     store: Any = open_store(db)
     with store._write() as cur:
-        for statement in undo:
+        for statement in undo_statements(undo, store.dialect):
             cur.execute(statement)
         cur.execute(
             store.q("set_meta"),

@@ -34,7 +34,7 @@ from typing import Any
 import orjson
 
 from llmbatch.errors import InputError
-from llmbatch.pricing import PRICES_VERSION, Tokens, model_prices, price_group, quantize
+from llmbatch.pricing import Tokens, model_prices, price_group, prices_version, quantize
 from llmbatch.render import Column, as_csv, as_json, money, table
 
 MONTH_DAYS = Decimal(30)
@@ -113,19 +113,31 @@ class Analysis:
 
     def record(self) -> dict[str, object]:
         return {
-            "source": self.source, "kind": self.kind, "prices": PRICES_VERSION,
+            "source": self.source,
+            "kind": self.kind,
+            "prices": prices_version(),
             "start": self.start.isoformat() if self.start else None,
-            "end": self.end.isoformat() if self.end else None, "days": str(self.days),
+            "end": self.end.isoformat() if self.end else None,
+            "days": str(self.days),
             "excluded_tags": list(self.excluded),
             "lines": [
-                {"model": ln.model, "tag": ln.tag, "requests": ln.requests,
-                 "batched_requests": ln.batched_requests, "input_tokens": ln.input_tokens,
-                 "output_tokens": ln.output_tokens, "batched_usd": ln.batched_usd,
-                 "batched_saved_usd": ln.batched_saved_usd, "movable": ln.movable,
-                 "movable_realtime_usd": ln.movable_realtime_usd,
-                 "movable_batch_usd": ln.movable_batch_usd, "savings_usd": ln.savings_usd,
-                 "monthly_savings_usd": self.monthly(ln.savings_usd), "unpriced": ln.unpriced,
-                 "derived": ln.derived}
+                {
+                    "model": ln.model,
+                    "tag": ln.tag,
+                    "requests": ln.requests,
+                    "batched_requests": ln.batched_requests,
+                    "input_tokens": ln.input_tokens,
+                    "output_tokens": ln.output_tokens,
+                    "batched_usd": ln.batched_usd,
+                    "batched_saved_usd": ln.batched_saved_usd,
+                    "movable": ln.movable,
+                    "movable_realtime_usd": ln.movable_realtime_usd,
+                    "movable_batch_usd": ln.movable_batch_usd,
+                    "savings_usd": ln.savings_usd,
+                    "monthly_savings_usd": self.monthly(ln.savings_usd),
+                    "unpriced": ln.unpriced,
+                    "derived": ln.derived,
+                }
                 for ln in self.lines
             ],
             "total": {
@@ -135,7 +147,7 @@ class Analysis:
                 "monthly_savings_usd": self.monthly(self.total("savings_usd")),
                 "upper_bound": True,
             },
-        }  # fmt: skip
+        }
 
 
 def _values(source: str, lines: Iterable[bytes]) -> Iterator[tuple[int, Any]]:
@@ -439,7 +451,7 @@ def render(a: Analysis, fmt: str = "table", wide: bool = False) -> str:
             }
         )
     period = f"{a.start:%Y-%m-%d} to {a.end:%Y-%m-%d}, {a.days:.1f} days"
-    title = f"{a.source} ({a.kind}, {period}; USD at today's prices, {PRICES_VERSION})"
+    title = f"{a.source} ({a.kind}, {period}; USD at today's prices, {prices_version()})"
     out = table(COLUMNS, rows, title=title, wide=wide)
     saved = a.total("savings_usd")
     outside = f" outside {', '.join(a.excluded)}" if a.excluded else ""

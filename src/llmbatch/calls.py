@@ -26,6 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from llmbatch import defaults
 from llmbatch.errors import ConflictError, LlmbatchError, StoreError, WaitTimeout
 from llmbatch.importer import CHUNK_ROWS, RowDefaults
 from llmbatch.requests import Request
@@ -74,8 +75,8 @@ class Calls:
         store: Store,
         queue: str,
         *,
-        interval: float = 1.0,
-        window: float = 0.05,
+        interval: float = defaults.CLIENT_WATCH_INTERVAL_S,
+        window: float = defaults.CLIENT_WINDOW_S,
         max_group: int = CHUNK_ROWS,
         on_enqueued: Callable[[], None] | None = None,
     ) -> None:
@@ -210,9 +211,12 @@ class Calls:
                     out.clashes[c.custom_id] = c
             unchanged = sum(c.kind == "unchanged" for c in out.clashes.values())
             store.commit_import(
-                import_id, lines=len(entries), added=len(entries) - len(out.clashes),
-                unchanged=unchanged, rejected=len(out.clashes) - unchanged,
-            )  # fmt: skip
+                import_id,
+                lines=len(entries),
+                added=len(entries) - len(out.clashes),
+                unchanged=unchanged,
+                rejected=len(out.clashes) - unchanged,
+            )
         except BaseException:
             with contextlib.suppress(Exception):
                 store.abort_import(import_id, "interrupted")
@@ -361,11 +365,20 @@ class Calls:
 
 def _held_row(found: Found) -> ResultRow:
     return ResultRow(
-        cursor=0, custom_id=found.custom_id, state="held", provider=found.provider,
-        status_code=None, provider_request_id=None, body=None, error_code="held",
-        error_message=found.reason, input_tokens=None, output_tokens=None,
-        model=found.model, endpoint=found.endpoint,
-    )  # fmt: skip
+        cursor=0,
+        custom_id=found.custom_id,
+        state="held",
+        provider=found.provider,
+        status_code=None,
+        provider_request_id=None,
+        body=None,
+        error_code="held",
+        error_message=found.reason,
+        input_tokens=None,
+        output_tokens=None,
+        model=found.model,
+        endpoint=found.endpoint,
+    )
 
 
 def where(store: Store, queue: str, custom_id: str) -> str:

@@ -54,9 +54,13 @@ COMPLETIONS, MODERATIONS = "/v1/completions", "/v1/moderations"
 MESSAGES = "/v1/messages"
 # endpoint -> the client attribute whose create() sends to it
 ATTRIBUTES = {
-    CHAT: "chat.completions", EMBEDDINGS: "embeddings", RESPONSES: "responses",
-    COMPLETIONS: "completions", MODERATIONS: "moderations", MESSAGES: "messages",
-}  # fmt: skip
+    CHAT: "chat.completions",
+    EMBEDDINGS: "embeddings",
+    RESPONSES: "responses",
+    COMPLETIONS: "completions",
+    MODERATIONS: "moderations",
+    MESSAGES: "messages",
+}
 BATCHABLE = "chat.completions, embeddings, responses, completions, moderations, messages"
 # SDK options that cannot travel in a batch line
 REFUSED = {"extra_headers": "headers", "extra_query": "query parameters"}
@@ -121,9 +125,14 @@ class Endpoint(Generic[R]):
         **params: Any,
     ) -> R:
         return self._client._call(  # type: ignore[no-any-return]
-            self._name, self._endpoint, params, custom_id=custom_id, timeout=timeout,
-            priority=priority, deadline=deadline,
-        )  # fmt: skip
+            self._name,
+            self._endpoint,
+            params,
+            custom_id=custom_id,
+            timeout=timeout,
+            priority=priority,
+            deadline=deadline,
+        )
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_"):
@@ -158,9 +167,9 @@ class AsyncBatchClient:
         provider: str = defaults.PROVIDER,
         timeout: float | None = None,
         settings: EngineSettings | None = None,
-        watch_interval: float = 1.0,
-        window: float = 0.05,
-        max_group: int = 5000,
+        watch_interval: float = defaults.CLIENT_WATCH_INTERVAL_S,
+        window: float = defaults.CLIENT_WINDOW_S,
+        max_group: int = defaults.CLIENT_MAX_GROUP,
     ) -> None:
         if CHAT not in format_of(provider).endpoints:
             raise ConfigError(
@@ -270,7 +279,7 @@ class AsyncBatchClient:
 
     @contextlib.asynccontextmanager
     async def running(
-        self, settings: EngineSettings | None = None, *, pack_delay: float = 1.0
+        self, settings: EngineSettings | None = None, *, pack_delay: float = defaults.PACK_DELAY_S
     ) -> AsyncIterator[EngineThread]:
         """Run the engine in this process while the block runs (a thread; see background.py).
         On exit the current step finishes; calls still waiting stay in the queue."""
@@ -286,9 +295,11 @@ class AsyncBatchClient:
             loop.call_soon_threadsafe(calls.fail_all, _stopped(exc))
 
         runner = EngineThread(
-            self._db, settings or self.settings, pack_delay=pack_delay,
+            self._db,
+            settings or self.settings,
+            pack_delay=pack_delay,
             on_error=on_error,
-        )  # fmt: skip
+        )
         runner.start()
         self._runner = runner
         try:

@@ -81,15 +81,18 @@ def _dsn_password(db: str) -> bool:
         return ":" in db.split("://", 1)[1].split("@", 1)[0] and "@" in db
 
 
-Types = tuple[type, ...] | None  # the Python types an option's value may have; None: any
+Types = type | None  # the Python type of an option's value (str, int, float, bool); None: any
 
-_PY_TYPES: dict[type[Any], tuple[type, ...]] = {
-    click.types.StringParamType: (str,), click.Choice: (str,), click.Path: (str,),
-    click.types.IntParamType: (int,), click.IntRange: (int,),
-    click.types.FloatParamType: (int, float), click.FloatRange: (int, float),
-    click.types.BoolParamType: (bool,),
-}  # fmt: skip
-_KIND = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}
+_PY_TYPES: dict[type[Any], type] = {
+    click.types.StringParamType: str,
+    click.Choice: str,
+    click.Path: str,
+    click.types.IntParamType: int,
+    click.IntRange: int,
+    click.types.FloatParamType: float,
+    click.FloatRange: float,
+    click.types.BoolParamType: bool,
+}
 
 
 def default_map(
@@ -98,6 +101,8 @@ def default_map(
     """The config file as click's `default_map`, once every key is checked: top-level keys
     are the group's options, a table per command holds its options (by flag or parameter
     name, `-` or `_`), and `tables` (`[engine]`, `[providers.*]`, ...) are read elsewhere."""
+    if not config:
+        return {}
     options = {"": _types(group)} | {name: _types(c) for name, c in group.commands.items()}
     check_keys(config, path, options, tables)
     out: dict[str, Any] = {}
@@ -129,16 +134,16 @@ def _names(command: click.Command) -> dict[str, str]:
 
 
 def _types(command: click.Command) -> dict[str, Types]:
-    """What the config file may set for a command: config key -> the TOML value types."""
+    """What the config file may set for a command: config key -> the TOML value's type."""
     params = {p.name: p for p in command.params}
     return {
-        key: None if params[name].multiple else _py_types(params[name].type)
+        key: None if params[name].multiple else _py_type(params[name].type)
         for key, name in _names(command).items()
     }
 
 
-def _py_types(kind: click.ParamType[Any]) -> Types:
-    """The TOML value types a click type takes (a subclass, such as cli's Int64, as its base)."""
+def _py_type(kind: click.ParamType[Any]) -> Types:
+    """The TOML value type a click type takes (a subclass, such as cli's Int64, as its base)."""
     for cls in type(kind).__mro__:
         if cls in _PY_TYPES:
             return _PY_TYPES[cls]
@@ -146,39 +151,52 @@ def _py_types(kind: click.ParamType[Any]) -> Types:
 
 
 def check_keys(
-    config: dict[str, Any], path: Path | None, options: dict[str, dict[str, Types]],
+    config: dict[str, Any],
+    path: Path | None,
+    options: dict[str, dict[str, Types]],
     tables: tuple[str, ...],
-) -> None:  # fmt: skip
-    """Refuse a key nothing reads, or a value of the wrong type, naming the file and key.
+) -> None:
+    """Refuse a key nothing reads, or a value of the wrong type, naming the file and key: the
+    file's top level and each command's table against their typed models (llmbatch.settings,
+    made from the commands' options).
 
     `options` maps "" to the global options and each command to its options, each option
-    to the Python types its value may have (None: any); `tables` are read elsewhere."""
+    to the Python type of its value (None: any); `tables` are read elsewhere."""
+    from llmbatch.settings import TABLE
+
+    commands = sorted(set(options) - {""})
+    top = {name: TABLE for name in (*tables, *commands)}
+    also = f"; or a table of a command: {', '.join(commands)}"
+    _check_table(config, f"{path}: ", options[""], also, extra=top)
     for key, value in config.items():
         name = key.replace("-", "_")
-        if name in tables or (name in options and name):
-            if not isinstance(value, dict):
-                kind = type(value).__name__  # not the value: it may be a pasted secret
-                raise ConfigError(f"{path}: {key} must be a table ([{key}]), got a {kind}")
-            if name in options:
-                _check_table(value, path, f"[{key}] ", options[name])
-            continue
-        _check_table({key: value}, path, "", options[""], commands=sorted(set(options) - {""}))
+        if name in commands:
+            _check_table(value, f"{path}: [{key}] ", options[name], "")
 
 
 def _check_table(
-    table: dict[str, Any], path: Path | None, where: str, known: dict[str, Types],
-    commands: list[str] | None = None,
-) -> None:  # fmt: skip
-    for key, value in table.items():
-        name = key.replace("-", "_")
-        if name not in known:
-            also = f"; or a table of a command: {', '.join(commands)}" if commands else ""
-            raise ConfigError(
-                f"{path}: {where}unknown key {key!r}; known: {', '.join(sorted(known))}{also}"
-            )
+    table: dict[str, Any],
+    where: str,
+    known: dict[str, Types],
+    also: str,
+    extra: dict[str, Any] | None = None,
+) -> None:
+    """One table of the file (its keys `-` or `_`) against its options' types."""
+    from llmbatch.settings import ANY, SCALARS, check
+
+    def kind(name: str) -> Any:
+        if extra and name in extra:
+            return extra[name]
         wanted = known[name]
-        if wanted is not None and (
-            not isinstance(value, wanted) or (isinstance(value, bool) and bool not in wanted)
-        ):
-            kind = _KIND.get(wanted[-1], wanted[-1].__name__)
-            raise ConfigError(f"{path}: {where}{key} must be {kind}, got {value!r}")
+        return ANY if wanted is None else SCALARS[wanted]
+
+    kinds = {}
+    for key in table:
+        name = key.replace("-", "_")
+        if name in known or (extra and name in extra):
+            kinds[key] = kind(name)
+
+    def unknown(key: str) -> str:
+        return f"{where}unknown key {key!r}; known: {', '.join(sorted(known))}{also}"
+
+    check(table, kinds, where, unknown)

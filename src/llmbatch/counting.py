@@ -20,13 +20,28 @@ IMAGE_TOKENS = 85  # a low-detail image; larger ones cost more and are not sized
 # The longest output a model may write, by name prefix (longest prefix wins): the worst case
 # of a request without its own cap. Providers' published limits.
 MAX_OUTPUT: dict[str, int] = {
-    "gpt-3.5": 4_096, "gpt-4": 8_192, "gpt-4-turbo": 4_096, "gpt-4o": 16_384,
-    "gpt-4o-mini": 16_384, "gpt-4.1": 32_768, "gpt-4.5": 16_384, "gpt-5": 128_000,
-    "o1": 100_000, "o1-mini": 65_536, "o3": 100_000, "o3-mini": 100_000, "o4-mini": 100_000,
-    "claude-3-haiku": 4_096, "claude-3-5-haiku": 8_192, "claude-3-5-sonnet": 8_192,
-    "claude-3-7-sonnet": 64_000, "claude-sonnet-4": 64_000, "claude-haiku-4": 64_000,
-    "claude-opus-4": 32_000, "claude-opus-4-5": 64_000,
-}  # fmt: skip
+    "gpt-3.5": 4_096,
+    "gpt-4": 8_192,
+    "gpt-4-turbo": 4_096,
+    "gpt-4o": 16_384,
+    "gpt-4o-mini": 16_384,
+    "gpt-4.1": 32_768,
+    "gpt-4.5": 16_384,
+    "gpt-5": 128_000,
+    "o1": 100_000,
+    "o1-mini": 65_536,
+    "o3": 100_000,
+    "o3-mini": 100_000,
+    "o4-mini": 100_000,
+    "claude-3-haiku": 4_096,
+    "claude-3-5-haiku": 8_192,
+    "claude-3-5-sonnet": 8_192,
+    "claude-3-7-sonnet": 64_000,
+    "claude-sonnet-4": 64_000,
+    "claude-haiku-4": 64_000,
+    "claude-opus-4": 32_000,
+    "claude-opus-4-5": 64_000,
+}
 NO_OUTPUT_ENDPOINTS = ("/v1/embeddings", "/v1/moderations")
 CAP_KEYS = ("max_completion_tokens", "max_tokens", "max_output_tokens")
 

@@ -130,10 +130,23 @@ class Result:
             code = r.error_code or ("cancelled" if r.state == "cancelled" else "failed")
             error = {"code": code, "message": r.error_message or ""}
         return cls(
-            result_id(store_id, r.attempt_id), r.custom_id, r.state, r.provider, r.model,
-            r.endpoint, status_code(r) if r.body is not None else None, body, error,
-            r.input_tokens, r.output_tokens, r.cached_tokens, r.recorded_at, r.cursor, r, store_id,
-        )  # fmt: skip
+            id=result_id(store_id, r.attempt_id),
+            custom_id=r.custom_id,
+            state=r.state,
+            provider=r.provider,
+            model=r.model,
+            endpoint=r.endpoint,
+            status_code=status_code(r) if r.body is not None else None,
+            body=body,
+            error=error,
+            input_tokens=r.input_tokens,
+            output_tokens=r.output_tokens,
+            cached_tokens=r.cached_tokens,
+            recorded_at=r.recorded_at,
+            cursor=r.cursor,
+            row=r,
+            store_id=store_id,
+        )
 
     @property
     def ok(self) -> bool:
@@ -153,10 +166,12 @@ class Result:
         day = datetime.fromtimestamp(r.recorded_at, UTC)
         prices = model_prices(r.provider, r.model, day)
         tokens = Tokens(
-            input=r.input_tokens or 0, cached=r.cached_tokens or 0,
-            write_5m=r.cache_write_5m_tokens or 0, write_1h=r.cache_write_1h_tokens or 0,
+            input=r.input_tokens or 0,
+            cached=r.cached_tokens or 0,
+            write_5m=r.cache_write_5m_tokens or 0,
+            write_1h=r.cache_write_1h_tokens or 0,
             output=r.output_tokens or 0,
-        )  # fmt: skip
+        )
         return prices.cost(tokens, prices.tier(tokens.input), batch=True)
 
     def response(self) -> Any:
@@ -223,10 +238,14 @@ def jsonl_line(r: ResultRow, store_id: str) -> bytes:
     head += orjson.dumps(r.custom_id) + b',"provider":' + orjson.dumps(r.provider)
     if r.body is not None:
         response = (
-            b'{"status_code":' + orjson.dumps(status_code(r))
-            + b',"request_id":' + orjson.dumps(r.provider_request_id)
-            + b',"body":' + r.body + b"}"
-        )  # fmt: skip
+            b'{"status_code":'
+            + orjson.dumps(status_code(r))
+            + b',"request_id":'
+            + orjson.dumps(r.provider_request_id)
+            + b',"body":'
+            + r.body
+            + b"}"
+        )
     else:
         response = b"null"
     if succeeded(r):

@@ -92,9 +92,23 @@ class RowDefaults:
 
     def row(self, r: Request, line: int, now: float) -> Row:
         return (
-            self.queue, r.custom_id, self.import_id, line, r.provider, r.endpoint, r.model, r.body,
-            r.body_hash, self.priority, self.deadline, r.text_chars, r.text_bytes, r.inputs, now, now,
-        )  # fmt: skip
+            self.queue,
+            r.custom_id,
+            self.import_id,
+            line,
+            r.provider,
+            r.endpoint,
+            r.model,
+            r.body,
+            r.body_hash,
+            self.priority,
+            self.deadline,
+            r.text_chars,
+            r.text_bytes,
+            r.inputs,
+            now,
+            now,
+        )
 
 
 def read_lines(stream: BinaryIO, max_line_bytes: int) -> Iterator[tuple[int, bytes | None]]:
@@ -372,10 +386,15 @@ def enqueue_file(
     if path.is_dir():
         raise InputError(f"{path}: is a folder, not a JSONL file")
     options = {
-        "skip_invalid": skip_invalid, "reject_path": reject_path, "queue": queue, "provider": provider,
-        "max_line_bytes": max_line_bytes, "priority": priority, "deadline": deadline,
+        "skip_invalid": skip_invalid,
+        "reject_path": reject_path,
+        "queue": queue,
+        "provider": provider,
+        "max_line_bytes": max_line_bytes,
+        "priority": priority,
+        "deadline": deadline,
         "on_progress": on_progress,
-    }  # fmt: skip
+    }
     if path.stat().st_size < PIPELINE_MIN_BYTES:
         with open(path, "rb") as f:
             return enqueue_stream(store, f, source=str(path), **options)  # type: ignore[arg-type]

@@ -126,7 +126,9 @@ class RequestHandle:
     def done(self) -> bool:
         return self.state() in ("succeeded", "failed", "cancelled")
 
-    def result(self, timeout: float | None = None, *, interval: float = 1.0) -> Result:
+    def result(
+        self, timeout: float | None = None, *, interval: float = defaults.RESULT_INTERVAL_S
+    ) -> Result:
         """Its result, once it has ended; after `timeout` seconds WaitTimeout, saying where it
         stands (no worker running, its batch at the provider). `.response()` on the result
         gives the SDK's own object."""
@@ -293,8 +295,10 @@ class Queue:
                 "held",
                 f"a budget holds the {d.held:,} requests left in queue {self.name!r} "
                 f"({reasons}); they are sent when the budget allows",
-                unfinished, d.held, d.ticks,
-            )  # fmt: skip
+                unfinished=unfinished,
+                held=d.held,
+                ticks=d.ticks,
+            )
         if timeout is not None:
             who = (
                 f"; worker {self.store.lease_holder('engine', time.time())} holds the queue"
@@ -305,10 +309,11 @@ class Queue:
                 "timeout",
                 f"{unfinished:,} requests of queue {self.name!r} still unfinished after "
                 f"{timeout:g} s{who}",
-                unfinished, 0, d.ticks,
-            )  # fmt: skip
-        return Waited("stopped", f"stopped with {unfinished:,} requests unfinished", unfinished,
-                      0, d.ticks)  # fmt: skip
+                unfinished=unfinished,
+                ticks=d.ticks,
+            )
+        message = f"stopped with {unfinished:,} requests unfinished"
+        return Waited("stopped", message, unfinished=unfinished, ticks=d.ticks)
 
     # -- reading ---------------------------------------------------------------------------
     def status(self) -> list[Count]:
@@ -317,14 +322,22 @@ class Queue:
 
     @overload
     def results(
-        self, state: str | None = None, after: int = 0, *, order: str = "recorded",
+        self,
+        state: str | None = None,
+        after: int = 0,
+        *,
+        order: str = "recorded",
         group_by: None = None,
-    ) -> Iterator[Result]: ...  # fmt: skip
+    ) -> Iterator[Result]: ...
     @overload
     def results(
-        self, state: str | None = None, after: int = 0, *, order: str = "recorded",
+        self,
+        state: str | None = None,
+        after: int = 0,
+        *,
+        order: str = "recorded",
         group_by: str,
-    ) -> dict[str, list[Result]]: ...  # fmt: skip
+    ) -> dict[str, list[Result]]: ...
     def results(
         self,
         state: str | None = None,
@@ -367,8 +380,10 @@ class Queue:
             if report.held_by is None and held and held == left and not self.store.open_batches():
                 raise BudgetHeld(
                     self._waited(Drain(held=held), None).message,
-                    custom_id=None, queue=self.name, code="held",
-                )  # fmt: skip
+                    custom_id=None,
+                    queue=self.name,
+                    code="held",
+                )
             spent = time.monotonic() - started
             if timeout is not None and spent >= timeout:
                 raise WaitTimeout(

@@ -15,7 +15,7 @@ from decimal import Decimal
 from typing import Any
 
 from llmbatch.errors import ConfigError
-from llmbatch.pricing import PRICES_VERSION, Tokens, price_group
+from llmbatch.pricing import Tokens, price_group, prices_version
 from llmbatch.render import Column, as_csv, as_json, table
 from llmbatch.store.base import Store
 
@@ -57,7 +57,9 @@ class ReportLine:
     def record(self) -> dict[str, object]:
         d = asdict(self)
         d["day"] = self.day.isoformat() if self.day else None
-        d.update(savings_usd=self.savings_usd, savings_pct=self.savings_pct, prices=PRICES_VERSION)
+        d.update(
+            savings_usd=self.savings_usd, savings_pct=self.savings_pct, prices=prices_version()
+        )
         return d
 
 
@@ -94,9 +96,12 @@ def build(
         line.output_tokens += g.output_tokens
         line.unpriced += g.flagged
         tokens = Tokens(
-            g.input_tokens, g.cached_tokens, g.cache_write_5m_tokens, g.cache_write_1h_tokens,
+            g.input_tokens,
+            g.cached_tokens,
+            g.cache_write_5m_tokens,
+            g.cache_write_1h_tokens,
             g.output_tokens,
-        )  # fmt: skip
+        )
         cost = price_group(g.provider, g.model, tokens, g.price_tier, day, g.endpoint)
         if cost.batch is None or cost.real is None:
             line.unpriced += g.succeeded - g.flagged
@@ -110,9 +115,19 @@ def build(
 def totals(lines: Sequence[ReportLine]) -> ReportLine:
     t = ReportLine(None, None, None)
     for ln in lines:
-        for f in ("requests", "succeeded", "failed", "input_tokens", "cached_tokens",
-                  "cache_write_5m_tokens", "cache_write_1h_tokens", "output_tokens", "batch_usd",
-                  "realtime_usd", "unpriced"):  # fmt: skip
+        for f in (
+            "requests",
+            "succeeded",
+            "failed",
+            "input_tokens",
+            "cached_tokens",
+            "cache_write_5m_tokens",
+            "cache_write_1h_tokens",
+            "output_tokens",
+            "batch_usd",
+            "realtime_usd",
+            "unpriced",
+        ):
             setattr(t, f, getattr(t, f) + getattr(ln, f))
         t.derived = t.derived or ln.derived
     return t
@@ -212,7 +227,7 @@ def render(lines: Sequence[ReportLine], fmt: str = "table", wide: bool = False) 
     (exact to 1e-6 USD)."""
     if fmt == "json":
         out = {
-            "prices": PRICES_VERSION,
+            "prices": prices_version(),
             "lines": [ln.record() for ln in lines],
             "total": totals(lines).record(),
         }
@@ -243,7 +258,7 @@ def _table(lines: Sequence[ReportLine], wide: bool) -> str:
         "unpriced": any(ln.unpriced for ln in lines),
     }
     cols = [c for c in TABLE if present.get(c.key, True)]
-    title = f"what it cost, batch against real time (USD, {PRICES_VERSION})"
+    title = f"what it cost, batch against real time (USD, {prices_version()})"
     out = table(cols, records, title=title, wide=wide, bold_last=len(lines) > 1)
     notes = []
     if any(ln.derived for ln in lines):

@@ -15,6 +15,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
+from llmbatch import defaults
+
 RETRYABLE_STATUS = frozenset({408, 409, 429})
 RETRYABLE_TYPES = frozenset(
     {
@@ -32,11 +34,11 @@ REQUEUE_CODES = frozenset({"batch_expired", "batch_cancelled", "missing_result",
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
-    max_attempts: int = 3
-    max_expiries: int = 5
-    base_seconds: float = 30.0
-    max_seconds: float = 3600.0
-    jitter: float = 0.25
+    max_attempts: int = defaults.MAX_ATTEMPTS
+    max_expiries: int = defaults.MAX_EXPIRIES
+    base_seconds: float = defaults.RETRY_BASE_S
+    max_seconds: float = defaults.RETRY_MAX_S
+    jitter: float = defaults.RETRY_JITTER
 
 
 @dataclass(frozen=True, slots=True)

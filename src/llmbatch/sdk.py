@@ -75,40 +75,55 @@ def outcome(row: ResultRow, queue: str = "") -> Any:
             return typed(row.endpoint, row.body)
         except (orjson.JSONDecodeError, TypeError) as exc:
             return RequestFailed(
-                f"{where}: its response body cannot be read as "
-                f"{TYPES[row.endpoint][1]}: {exc}",
-                custom_id=cid, queue=queue, code="unreadable",
-            )  # fmt: skip
+                f"{where}: its response body cannot be read as {TYPES[row.endpoint][1]}: {exc}",
+                custom_id=cid,
+                queue=queue,
+                code="unreadable",
+            )
     code, message = row.error_code, row.error_message or ""
     if row.state == "cancelled":
         return RequestCancelled(
             f"{where} was cancelled ({code or 'cancelled'}): {message}".rstrip(": "),
-            custom_id=cid, queue=queue, code=code,
-        )  # fmt: skip
+            custom_id=cid,
+            queue=queue,
+            code=code,
+        )
     if row.state == "held":
         return BudgetHeld(
             f"{where} is held by a budget: {message or 'over budget'}; it stays queued and is "
             "sent when the budget allows (wait on it again then)",
-            custom_id=cid, queue=queue, code="held",
-        )  # fmt: skip
+            custom_id=cid,
+            queue=queue,
+            code="held",
+        )
     if row.body is not None:
         status = status_code(row)
         if status is not None and status >= 400:
             return status_error(row.provider, row.endpoint, status, row.body, row, queue)
     if code in LINE_STATUS and format_or_base(row.provider).line_errors_have_status:
-        body = {"error": {"message": message, "type": "invalid_request_error", "code": code,
-                          "param": None}}  # fmt: skip
+        body = {
+            "error": {
+                "message": message,
+                "type": "invalid_request_error",
+                "code": code,
+                "param": None,
+            }
+        }
         return status_error(row.provider, row.endpoint, LINE_STATUS[code], body, row, queue)
     if code == "batch_expired":
         return RequestExpired(
             f"{where}: its batches expired at the provider more often than the retry policy "
             f"allows ({message})",
-            custom_id=cid, queue=queue, code=code,
-        )  # fmt: skip
+            custom_id=cid,
+            queue=queue,
+            code=code,
+        )
     return RequestFailed(
         f"{where} failed: {code or 'failed'}: {message}".rstrip(": "),
-        custom_id=cid, queue=queue, code=code,
-    )  # fmt: skip
+        custom_id=cid,
+        queue=queue,
+        code=code,
+    )
 
 
 def status_error(
@@ -125,8 +140,10 @@ def status_error(
     if fmt.sdk is None:  # no SDK to build its error with: ours, with the status said
         return RequestFailed(
             f"custom_id {row.custom_id!r} failed: HTTP {status}",
-            custom_id=row.custom_id, queue=queue, code=row.error_code,
-        )  # fmt: skip
+            custom_id=row.custom_id,
+            queue=queue,
+            code=row.error_code,
+        )
     content = (
         bytes(body) if isinstance(body, bytes | bytearray | memoryview) else orjson.dumps(body)
     )

@@ -46,11 +46,15 @@ store id); what it costs is said with it.
 - A worker frozen (GC, SIGSTOP, a laptop asleep) after its renewal and stamp but before its
   create leaves, for longer than its lease and the wait above: after the stamp it checks by
   its own clock that the lease it renewed still covers the create's timeout, and stands down
-  if not; only a freeze in the last instructions before the request's bytes leave (the SDK
-  building it, microseconds to milliseconds) still sends the create when it wakes — after
-  the new holder has created. Its next write is refused, so the store stays consistent, but
-  two batches are paid. Frozen *after* sending (blocked on the answer) is safe: the new
-  holder's reconcile finds the batch once the wait is over.
+  if not; and right before the request leaves, the provider's request hook asks the journal
+  (`sending`, providers/sending.py), which refuses a create more than the send window
+  (`min(submit_timeout, lease_margin)`) after its stamp. Only a freeze between that hook and
+  the bytes leaving (a connection being made: microseconds to milliseconds) still sends the
+  create when it wakes — after the new holder has created. Its next write is refused, so the
+  store stays consistent, but two batches are paid. Frozen *after* sending (blocked on the
+  answer) is safe: the new holder's reconcile finds the batch once the wait is over. A
+  create sent `w` after its stamp is found if it acts within `submit_timeout +
+  settle_seconds - w` of being sent.
 - Clocks: the stamp is one host's clock, the wait is judged by another's, and the fence on
   SQLite by the host's (PostgreSQL's own on PostgreSQL). Skew beyond the lease margin or
   the settle window shortens the wait by as much.
@@ -102,11 +106,15 @@ class Submission:
         renew: Callable[[], None],
         held: Callable[[], None] = lambda: None,
         max_proof_wait: float = defaults.MAX_PROOF_WAIT_S,
+        send_within: float | None = None,
     ) -> None:
         self.store, self.provider, self.batch = store, provider, batch
         self.now, self.token, self.settle = now, token, settle
         self.max_proof_wait = max_proof_wait
         self.call_timeout = timeout  # the client timeout of the upload and the create
+        # how long after its stamp a create may still leave (EngineSettings.send_window)
+        self.send_within = timeout if send_within is None else send_within
+        self.stamped_at = now
         self.clock, self.renew, self.held = clock, renew, held
         self.file_id = batch.input_file_id
         self.ask_again_at = now  # when `run` returned False: when to ask the provider again
@@ -122,10 +130,24 @@ class Submission:
 
     def creating(self) -> None:
         self.renew()
-        self.store.mark("create", self.batch.id, self.clock(), self.token)
+        self.stamped_at = self.clock()
+        self.store.mark("create", self.batch.id, self.stamped_at, self.token)
         # Frozen between the renewal and here past the lease (SIGSTOP, GC), a standby may have
         # taken over and created already: LeaseLost, and the create is not sent.
         self.held()
+
+    def sending(self) -> None:
+        """Refuse a create about to leave more than `send_within` after its stamp (asked by
+        the provider's request hook, providers/sending.py): frozen after the lease check,
+        the worker may have lost its lease and a standby created already. Within the window,
+        the lease still covers the create and a later reconcile waits long enough for it."""
+        held = self.clock() - self.stamped_at
+        if held > self.send_within:
+            raise TransientError(
+                f"create for intent {self.batch.id} not sent: this worker was held {held:.1f} s "
+                f"between journaling it and sending it (the send window is {self.send_within:g} "
+                "s); it is reconciled, then sent again"
+            )
 
     @property
     def resend_at(self) -> float:

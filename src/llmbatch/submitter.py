@@ -77,6 +77,7 @@ class Submitter:
             renew=lambda: self.lease.renew(force=True),
             held=self.lease.covers_a_call,
             max_proof_wait=self.settings.max_proof_wait,
+            send_within=self.settings.send_window,
         )
 
     def submit(self, b: OpenBatch, t: Tick) -> None:

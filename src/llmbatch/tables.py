@@ -1,28 +1,14 @@
-"""A config file table checked against the dataclass it fills: a wrong type is one line naming
-the table and key, not a TypeError deep in a tick. Shared by `[engine]` and `[providers.NAME]`."""
+"""What a settings dataclass says about its fields beyond their types, for the typed models that
+check config tables (settings.py, which imports pydantic; this module does not)."""
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import TypeVar
 
-from llmbatch.errors import ConfigError
-
-_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
-    "float": ((int, float), "a number"),
-    "float | None": ((int, float), "a number"),
-    "int": ((int,), "an integer"),
-    "int | None": ((int,), "an integer"),
-    "bool": ((bool,), "true or false"),
-    "str": ((str,), "a string"),
-    "str | None": ((str,), "a string"),
-}
+T = TypeVar("T", int, float)
 
 
-def check_types(table: str, values: dict[str, Any], cls: Any) -> None:
-    """A wrong type in the config file is one clear line, not a TypeError deep in a tick."""
-    types = {f.name: str(f.type) for f in dataclasses.fields(cls)}
-    for key, value in values.items():
-        wanted, kind = _TYPES.get(types.get(key, ""), ((object,), ""))
-        if (isinstance(value, bool) and bool not in wanted) or not isinstance(value, wanted):
-            raise ConfigError(f"{table} {key} must be {kind}, got {value!r}")
+def positive(default: T) -> T:
+    """A field whose value must be above 0 (`timeout: float = positive(5.0)`)."""
+    return dataclasses.field(default=default, metadata={"above": 0})

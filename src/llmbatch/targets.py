@@ -26,7 +26,9 @@ from pathlib import Path
 from typing import IO, Any, Protocol
 from urllib.parse import unquote, urlsplit
 
+from llmbatch import defaults
 from llmbatch.errors import ConfigError, TransientError
+from llmbatch.tables import positive
 
 CHUNK = 1 << 20
 
@@ -42,9 +44,9 @@ class TargetSettings:
     url: str
     endpoint_url: str | None = None
     region: str | None = None
-    checksums: str = "when_supported"  # "when_required" for servers that refuse boto3's
-    part_mb: int = 8  # multipart part size (and the size from which an upload is multipart)
-    timeout: float = 30.0  # seconds per S3 call before it counts as failed
+    checksums: str = defaults.ARCHIVE_CHECKSUMS
+    part_mb: int = positive(defaults.ARCHIVE_PART_MB)
+    timeout: float = positive(defaults.ARCHIVE_TIMEOUT_S)
 
 
 class Target(Protocol):

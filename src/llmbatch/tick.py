@@ -19,33 +19,31 @@ from llmbatch.webhooks import WebhookSettings
 
 @dataclass
 class EngineSettings:
-    """How the engine schedules its work; see defaults in the field values."""
+    """How the engine schedules its work (`[engine]`); every default is in defaults.py."""
 
-    poll_interval: float = 30.0
-    max_poll_interval: float = 600.0
-    first_poll: float = 1.0  # after a submit, poll this soon, then back off (doubling)
-    retrieve_budget: int = 5
-    settle_seconds: float = 120.0  # wait this long for a lagging list before re-creating
+    poll_interval: float = defaults.POLL_INTERVAL_S
+    max_poll_interval: float = defaults.MAX_POLL_INTERVAL_S
+    first_poll: float = defaults.FIRST_POLL_S
+    retrieve_budget: int = defaults.RETRIEVE_BUDGET
+    settle_seconds: float = defaults.SETTLE_S
     max_batch_requests: int | None = None
-    delete_files: bool = True
-    batches_per_hour: int = 2000
+    delete_files: bool = defaults.DELETE_FILES
+    batches_per_hour: int = defaults.BATCHES_PER_HOUR
     quotas: dict[tuple[str, str], int] = field(default_factory=dict)  # (provider, model) -> tokens
     lease_ttl: float = defaults.LEASE_TTL_S
     # How long an upload or a create may take before the client gives up, and what a renewed
     # lease must still have left after it (None: derived from lease_ttl, see defaults.py).
     submit_timeout: float | None = None
     lease_margin: float | None = None
-    ingest_chunk: int = 5000
-    backoff_seconds: float = 30.0
-    sweep_interval: float = 600.0  # how often to look for our batches the store does not know
-    max_batch_rejections: int = 3  # a request whose batch is refused this often fails
+    ingest_chunk: int = defaults.INGEST_CHUNK
+    backoff_seconds: float = defaults.BACKOFF_S
+    sweep_interval: float = defaults.SWEEP_INTERVAL_S
+    max_batch_rejections: int = defaults.MAX_BATCH_REJECTIONS
     max_result_line_bytes: int = defaults.MAX_RESULT_LINE_BYTES
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     providers: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> provider settings
     budgets: BudgetSettings = field(default_factory=BudgetSettings)
-    # Requests of a batch whose results the provider archived before they were read:
-    # "requeue" (sent again) or "fail" (a result with the reason "archived").
-    archived: str = "requeue"
+    archived: str = defaults.ARCHIVED  # "requeue" or "fail"
     archive: ArchiveSettings | None = None  # `[archive]`: copy each batch's files there
     webhooks: WebhookSettings | None = None  # `[webhooks]`: POST when results are in
     # How long an intent whose create may have acted waits for a running batch of its size to
@@ -58,8 +56,12 @@ class EngineSettings:
                 f'[engine] archived = {self.archived!r}: it takes "requeue" or "fail"'
             )
         for name in (
-            "lease_ttl", "submit_timeout", "lease_margin", "max_result_line_bytes", "max_proof_wait",
-        ):  # fmt: skip
+            "lease_ttl",
+            "submit_timeout",
+            "lease_margin",
+            "max_result_line_bytes",
+            "max_proof_wait",
+        ):
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise ConfigError(f"[engine] {name} must be more than 0, got {value!r}")
@@ -80,6 +82,16 @@ class EngineSettings:
         if self.lease_margin is not None:
             return self.lease_margin
         return min(defaults.LEASE_MARGIN_S, self.lease_ttl * defaults.LEASE_MARGIN_SHARE)
+
+    @property
+    def send_window(self) -> float:
+        """How long after its stamp a create may still be sent (providers/sending.py): the
+        lease margin, at most the client timeout. Between the stamp and the request leaving
+        there is only a commit and the SDK building the request; a worker held longer may
+        have lost its lease. Every second of it is taken from what the settle logic allows
+        the provider (a create sent `w` late is found if it acts within `submit_timeout +
+        settle_seconds - w`), so it is kept short."""
+        return min(self.call_timeout, self.renew_margin)
 
     @property
     def call_timeout(self) -> float:

@@ -122,9 +122,11 @@ def read_cache_usage(usage: Any, endpoint: str | None = None) -> UsageRecord:
 
 
 def _in_range(record: UsageRecord) -> UsageRecord:
-    counts = (record.input, record.output, record.cached, record.write_5m, record.write_1h)
-    if any(n is not None and n > MAX_TOKENS for n in (*counts, record.reasoning)):
-        return UsageRecord(None, None, flag=f"out of range: a count above {MAX_TOKENS:,}")
+    # a plain loop, not any() over a generator: this runs once per result line
+    r = record
+    for n in (r.input, r.output, r.cached, r.write_5m, r.write_1h, r.reasoning):
+        if n is not None and n > MAX_TOKENS:
+            return UsageRecord(None, None, flag=f"out of range: a count above {MAX_TOKENS:,}")
     return record
 
 
@@ -203,9 +205,14 @@ def _cache(usage: dict[str, Any], endpoint: str | None = None) -> UsageRecord:
     else:
         w5m = w1h = None
     if (
-        _count(fresh) and _count(out) and _count(read) and _count(writes) and _count(w5m)
-        and _count(w1h) and w5m + w1h == writes
-    ):  # fmt: skip
+        _count(fresh)
+        and _count(out)
+        and _count(read)
+        and _count(writes)
+        and _count(w5m)
+        and _count(w1h)
+        and w5m + w1h == writes
+    ):
         return UsageRecord(fresh + read + writes, out, cached=read, write_5m=w5m, write_1h=w1h)
     return _cache_checked(usage)
 

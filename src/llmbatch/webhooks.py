@@ -45,7 +45,9 @@ from urllib.parse import urlsplit
 
 import orjson
 
+from llmbatch import defaults
 from llmbatch.errors import ConfigError, LlmbatchError, StoreError
+from llmbatch.tables import positive
 
 if TYPE_CHECKING:
     from llmbatch.store.base import Store
@@ -65,10 +67,10 @@ class WebhookSettings:
 
     url: str
     secret_env: str
-    timeout: float = 5.0  # seconds a receiver may take to answer
-    backoff_seconds: float = 5.0  # the first pause after a failed delivery, doubling
-    max_backoff_seconds: float = 3600.0
-    tick_seconds: float = 5.0  # delivery stops for this tick once it has taken this long
+    timeout: float = positive(defaults.WEBHOOK_TIMEOUT_S)
+    backoff_seconds: float = positive(defaults.WEBHOOK_BACKOFF_S)
+    max_backoff_seconds: float = positive(defaults.WEBHOOK_MAX_BACKOFF_S)
+    tick_seconds: float = positive(defaults.WEBHOOK_TICK_S)
 
     def secret(self) -> str:
         value = os.environ.get(self.secret_env, "")
@@ -85,20 +87,14 @@ def parse_webhooks(table: Any) -> WebhookSettings | None:
         return None
     if not isinstance(table, dict):
         raise ConfigError(f"[webhooks] must be a table, got a {type(table).__name__}")
-    fields = WebhookSettings.__dataclass_fields__
-    for key, value in table.items():
-        if key not in fields:
-            raise ConfigError(f"[webhooks] has no setting {key!r}; known: {', '.join(fields)}")
-        text = key in ("url", "secret_env")
-        ok = (
-            isinstance(value, str)
-            if text
-            else isinstance(value, int | float) and not isinstance(value, bool) and value > 0
-        )
-        if not ok:
-            raise ConfigError(
-                f"[webhooks] {key} must be {'a string' if text else 'a number above 0'}"
-            )
+    from llmbatch.settings import check_dataclass
+
+    fields = ", ".join(WebhookSettings.__dataclass_fields__)
+
+    def unknown(key: str) -> str:
+        return f"[webhooks] has no setting {key!r}; known: {fields}"
+
+    check_dataclass(table, WebhookSettings, "[webhooks] ", unknown, echo=False)
     for key in ("url", "secret_env"):
         if key not in table:
             raise ConfigError(f"[webhooks] needs {key}")
@@ -201,14 +197,19 @@ def add_events(store: Store, b: OpenBatch, now: float, archive: str | None) -> N
     event_id = f"evt_{sid}_batch_{b.id}"
     data: dict[str, Any] = {
         "batch": {
-            "id": b.id, "provider": b.provider, "provider_batch_id": b.provider_batch_id,
-            "endpoint": b.endpoint, "model": b.model, "state": b.state,
-            "request_count": b.request_count, "completed": b.completed_count,
+            "id": b.id,
+            "provider": b.provider,
+            "provider_batch_id": b.provider_batch_id,
+            "endpoint": b.endpoint,
+            "model": b.model,
+            "state": b.state,
+            "request_count": b.request_count,
+            "completed": b.completed_count,
             "failed": b.failed_count,
         },
         "queues": [{"queue": q.queue, "unfinished": q.unfinished} for q in queues],
         "archive": archive,
-    }  # fmt: skip
+    }
     store.outbox_add(
         event_id,
         "batch.ingested",
@@ -283,9 +284,11 @@ class Deliverer:
             at = self.clock()
             try:
                 status = self.send(
-                    self.settings.url, e.payload, headers(secret, e.event_id, e.payload, at),
+                    self.settings.url,
+                    e.payload,
+                    headers(secret, e.event_id, e.payload, at),
                     self.settings.timeout,
-                )  # fmt: skip
+                )
                 error = None if 200 <= status < 300 else f"answered {status}"
             except StoreError:
                 raise

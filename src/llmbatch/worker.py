@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
+from llmbatch import defaults
 from llmbatch.archive import parse_archive
 from llmbatch.budget import parse_budgets
 from llmbatch.engine import Engine, EngineSettings, TickReport
@@ -20,7 +21,6 @@ from llmbatch.errors import ConfigError, StoreUnavailable
 from llmbatch.retry import RetryPolicy
 from llmbatch.store.base import Store
 from llmbatch.store.batching import LeaseLost
-from llmbatch.tables import check_types
 from llmbatch.webhooks import parse_webhooks
 
 Clock = Callable[[], float]
@@ -41,49 +41,55 @@ def engine_settings(
     tables and overrides (`budget_usd` per `budget_period` over `budget_queue` or all queues)."""
     values = dict(config.get("engine", {}))
     values.update({k: v for k, v in overrides.items() if v is not None})
-    known = {f.name for f in dataclasses.fields(EngineSettings)} - {
-        "quotas",
-        "providers",
-        "budgets",
-        "archive",
-        "webhooks",
-    }
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ConfigError(
-            f"[engine] has no setting {unknown[0]!r}; known: {', '.join(sorted(known))}"
-        )
-    check_types("[engine]", values, EngineSettings)
     retry_values = values.pop("retry", {})
-    if not isinstance(retry_values, dict):
-        raise ConfigError(
-            f"[engine] retry must be a table ([engine.retry]), got a {type(retry_values).__name__}"
-        )
-    check_types("[engine.retry]", retry_values, RetryPolicy)
-    try:
-        retry = RetryPolicy(**retry_values)
-    except TypeError as exc:
-        raise ConfigError(f"[engine.retry]: {exc}") from None
+    if values or retry_values:  # pydantic only when there is a table to check
+        _check_engine(values, retry_values)
+    retry = RetryPolicy(**retry_values)
     providers = dict(config.get("providers") or {})
-    providers.update(values.pop("providers", {}))
     for name, options in providers.items():  # first: a table may declare a service
         _check_provider(name, options)
     quotas = _quotas(config.get("quotas") or {})
     providers = {k: dict(v) for k, v in providers.items()}
     budgets = parse_budgets(
-        config.get("budgets"), budget_usd=budget_usd, period=budget_period or "day",
-        queue=budget_queue, allow_unpriced=allow_unpriced,
-    )  # fmt: skip
+        config.get("budgets"),
+        budget_usd=budget_usd,
+        period=budget_period or defaults.BUDGET_PERIOD,
+        queue=budget_queue,
+        allow_unpriced=allow_unpriced,
+    )
     archive = parse_archive(config.get("archive"))
     hooks = parse_webhooks(config.get("webhooks"))
     return EngineSettings(
-        **values, retry=retry, quotas=quotas, providers=providers, budgets=budgets,
-        archive=archive, webhooks=hooks,
-    )  # fmt: skip
+        **values,
+        retry=retry,
+        quotas=quotas,
+        providers=providers,
+        budgets=budgets,
+        archive=archive,
+        webhooks=hooks,
+    )
 
 
-# A setting's annotation -> the TOML values it takes, and how to say so (a TOML true is an
-# int to Python: refused where a number is meant).
+# Read from tables of their own (`[providers.NAME]`, `[quotas]`, ...), not from `[engine]`
+OWN_TABLES = ("quotas", "providers", "budgets", "archive", "webhooks")
+
+
+def _check_engine(values: dict[str, Any], retry: Any) -> None:
+    """`[engine]` and `[engine.retry]` against their typed models."""
+    from llmbatch.settings import check_dataclass
+
+    def unknown(table: str, known: list[str]) -> Callable[[str], str]:
+        return lambda key: f"{table} has no setting {key!r}; known: {', '.join(sorted(known))}"
+
+    engine = [f.name for f in dataclasses.fields(EngineSettings) if f.name not in OWN_TABLES]
+    in_table = {**values, "retry": retry} if retry != {} else values
+    check_dataclass(
+        in_table, EngineSettings, "[engine] ", unknown("[engine]", engine), leave_out=OWN_TABLES
+    )
+    retries = [f.name for f in dataclasses.fields(RetryPolicy)]
+    check_dataclass(retry, RetryPolicy, "[engine.retry] ", unknown("[engine.retry]", retries))
+
+
 def _quotas(table: dict[str, Any]) -> dict[tuple[str, str], int]:
     """`[quotas.PROVIDER]` MODEL = tokens (or {enqueued_tokens = tokens}), checked."""
     from llmbatch.providers import names, unknown

@@ -199,6 +199,8 @@ def test_purge_deletes_a_finished_queue_and_keeps_its_costs(store: Store, db: st
     assert [ln.record() for ln in build(store)] == before  # the report reads the same
     assert {q.name: q.total for q in store.queues()} == {"live": 1, "old": 0}  # listed as purged
     assert sql(db, "SELECT COUNT(*) FROM requests WHERE queue = 'live'") == [(1,)]
+    # the purged requests' bodies went with them; the live one's stayed
+    assert sql(db, "SELECT COUNT(*) FROM request_bodies") == [(1,)]
 
 
 def test_a_read_that_names_no_store_is_not_found_and_creates_nothing(

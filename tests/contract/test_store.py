@@ -45,6 +45,10 @@ def load(store: Store, *items: tuple[str, str], queue: str = "default") -> int:
     return imp
 
 
+def bodies(db: str) -> int:
+    return int(sql(db, "SELECT COUNT(*) FROM request_bodies")[0][0])
+
+
 def stored(db: str, import_id: int | None = None) -> int:
     """Rows physically in `requests` (visible or not), optionally of one import."""
     if import_id is None:
@@ -85,6 +89,7 @@ def test_abort_deletes_the_rows_and_records_why(store: Store, db: str) -> None:
     store.abort_import(imp, "3 invalid lines")
     assert stored(db, imp) == 0
     assert stored(db, keep) == 1
+    assert bodies(db) == 1  # "x", which the kept request shares; "y" went with its request
     info = store.get_import(imp)
     assert (info.state, info.error) == ("failed", "3 invalid lines")
     assert sum(c.n for c in store.counts()) == 1
@@ -99,6 +104,24 @@ def test_abort_deletes_the_rows_and_records_why(store: Store, db: str) -> None:
 def test_get_import_of_an_unknown_id_is_a_store_error(store: Store) -> None:
     with pytest.raises(StoreError, match="no import 999"):
         store.get_import(999)
+
+
+def test_requests_with_the_same_body_share_one_stored_body(store: Store, db: str) -> None:
+    load(store, ("a", "same"), ("b", "same"), ("c", "other"))
+    assert bodies(db) == 2
+    [(hashed,)] = sql(db, "SELECT COUNT(DISTINCT body_hash) FROM requests")
+    assert hashed == 2
+    detail = {r["custom_id"]: r["body"] for r in store.request_detail("b")}
+    assert b"same" in detail["b"]
+
+
+def test_a_line_that_does_not_go_in_leaves_no_body(store: Store, db: str) -> None:
+    load(store, ("a", "x"))
+    imp = store.begin_import("default", "changed")
+    clashes = store.load_rows(imp, "default", rows(imp, ("a", "CHANGED"), ("b", "y"), ("b", "z")))
+    assert [c.kind for c in clashes] == ["conflict", "duplicate"]
+    stored_bodies = [bytes(b) for (b,) in sql(db, "SELECT body FROM request_bodies")]
+    assert len(stored_bodies) == 2 and not any(b"CHANGED" in b or b"z" in b for b in stored_bodies)
 
 
 # -- clashes ---------------------------------------------------------------------------------

@@ -169,7 +169,10 @@ def test_input_a_batch_refuses_raises_at_the_call_naming_it(sqlite_db: str) -> N
             await good.enqueued()
 
     asyncio.run(main())
-    rows = sql(sqlite_db, "SELECT custom_id, body FROM requests")
+    rows = sql(
+        sqlite_db,
+        "SELECT r.custom_id, b.body FROM requests r JOIN request_bodies b ON b.hash = r.body_hash",
+    )
     assert [r[0] for r in rows] == ["fine"]  # nothing else was enqueued, nothing touched
     assert b'"seed":7' in bytes(rows[0][1]) and b'"user":' not in bytes(rows[0][1])
 
@@ -192,7 +195,8 @@ def test_a_custom_id_reused_with_another_body_fails_that_call_alone(db: str) -> 
 
     asyncio.run(main())
     assert sql(db, "SELECT custom_id FROM requests ORDER BY custom_id") == [("r1",), ("r2",)]
-    assert b"original" in bytes(sql(db, "SELECT body FROM requests WHERE custom_id = 'r1'")[0][0])
+    r1 = "SELECT b.body FROM requests r JOIN request_bodies b ON b.hash = r.body_hash WHERE r.custom_id = 'r1'"
+    assert b"original" in bytes(sql(db, r1)[0][0])
 
 
 def test_provider_errors_raise_the_sdks_status_errors_naming_the_request(sqlite_db: str) -> None:

@@ -9,6 +9,8 @@ worker's lease runs out), the test is marked slow.
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import threading
 import time
 from collections.abc import Iterator
@@ -291,4 +293,71 @@ def test_a_worker_frozen_between_its_stamp_and_its_create_does_not_send_it(
             engine.close()
             engine.store.close()
     assert len(our_batches(frozen, db)) == 1, "two batches for one intent"
+    assert results_per_request(db) == dict.fromkeys(custom_ids, 1)
+
+
+CREATE_PATHS = {"openai": "/v1/batches", "anthropic": "/v1/messages/batches"}
+
+
+def enqueue_for(provider: str, db: str, n: int) -> list[str]:
+    if provider == "openai":
+        return enqueue(db, n)
+    items = [
+        {"custom_id": f"m{i}", "params": {"model": "claude-haiku-4-5", "max_tokens": 32,
+            "messages": [{"role": "user", "content": f"question {i}"}]}}
+        for i in range(n)
+    ]  # fmt: skip
+    with Queue(db, "q", provider=provider) as q:
+        assert q.add_many(items).added == n
+    return [str(it["custom_id"]) for it in items]
+
+
+def batches_made(emu: RunningEmulator, provider: str) -> int:
+    """Creates the emulator answered with a batch (each one paid)."""
+    return sum(
+        1
+        for c in emu.control.calls()
+        if (c["method"], c["path"]) == ("POST", CREATE_PATHS[provider]) and c["status"] == 200
+    )
+
+
+@pytest.mark.parametrize("provider", sorted(CREATE_PATHS))
+def test_a_worker_frozen_after_its_lease_check_does_not_send_its_create(
+    db: str, frozen: RunningEmulator, provider: str
+) -> None:
+    """Worker A stamps `create_started`, checks that its lease covers the create, then
+    freezes before the request leaves (the crash matrix's 1 double create in floor (a): a
+    pause 0.00 s after the stamp). Standby B takes over, waits out the create's timeout and
+    the settle window, finds nothing and creates. A wakes: it sent its create, and a second
+    batch was paid. Now the request hook asks A's journal first, which refuses a create
+    leaving more than the send window after its stamp; B's batch is the only one."""
+    custom_ids = enqueue_for(provider, db, 5)
+    # the SDK imported now: its import takes seconds on a loaded machine, and the fence
+    # judges A's lease by the host clock while the test's clock stands still
+    importlib.import_module(f"llmbatch.providers.{provider}")
+    clock = Virtual(frozen)
+    settings = fast_settings(frozen, lease_ttl=10.0, submit_timeout=1.0, delete_files=False)
+    a = Engine(open_store(db), settings)
+    b = Engine(open_store(db), settings)
+    a.clock = b.clock = clock
+    checked = a.lease.covers_a_call
+
+    def freeze_after_the_lease_check() -> None:
+        checked()
+        for _ in range(15):  # A is frozen here; meanwhile B ticks, in virtual time
+            notes.extend(b.tick(clock.advance(1.0)).notes)
+
+    notes: list[str] = []
+    a.lease.covers_a_call = freeze_after_the_lease_check  # type: ignore[method-assign]
+    try:
+        clock.t = time.time()
+        with contextlib.suppress(LeaseLost):  # A stands down at its next write, or before
+            a.tick(clock())
+        assert batches_made(frozen, provider) == 1, notes
+        drain_virtually(b, clock)
+    finally:
+        for engine in (a, b):
+            engine.close()
+            engine.store.close()
+    assert batches_made(frozen, provider) == 1, "two batches for one intent"
     assert results_per_request(db) == dict.fromkeys(custom_ids, 1)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 
-from helpers import UNDO_0004, fast_settings, sql
+from helpers import UNDO_0004, fast_settings, is_pg, sql, undo_statements
 from llmbatch.emulator import running
 from llmbatch.engine import Engine
 from llmbatch.export import export
@@ -32,7 +32,7 @@ def _as_before_0003(db: str) -> None:
         "('unsent', 'cancelled'))",
     )
     sql(db, "DELETE FROM attempts WHERE outcome = 'unsent'")
-    for statement in UNDO_0004:
+    for statement in undo_statements(UNDO_0004, "postgres" if is_pg(db) else "sqlite"):
         sql(db, statement)
     # the version before 0003 (0002 is another change's, already in this store's schema)
     sql(db, "UPDATE meta SET value = '2' WHERE key = 'schema_version'")

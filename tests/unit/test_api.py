@@ -33,12 +33,15 @@ PROMISED = {"Queue", "ImportReport", "LlmbatchError", "ConfigError", "StoreError
 
 def test_all_names_exactly_the_public_objects_of_the_package() -> None:
     assert len(set(llmbatch.__all__)) == len(llmbatch.__all__)
+    # names load on first use (PEP 562): dir() lists them, getattr() loads them
     public = {
         name
-        for name, value in vars(llmbatch).items()
-        if not name.startswith("_") and not isinstance(value, types.ModuleType)
+        for name in dir(llmbatch)
+        if not name.startswith("_") and not isinstance(getattr(llmbatch, name), types.ModuleType)
     }
     assert public == set(llmbatch.__all__)
+    with pytest.raises(AttributeError, match="no attribute 'Nope'"):
+        llmbatch.Nope  # noqa: B018
 
 
 def test_star_import_gives_exactly_all() -> None:
@@ -69,7 +72,11 @@ def test_add_one_request(q: Queue, db: str) -> None:
     assert isinstance(report, ImportReport)
     assert (report.queue, report.added, report.unchanged, report.lines) == ("evals", 1, 0, 1)
     assert q.status() == [Count("evals", "openai", "gpt-4o-mini", "queued", 1)]
-    rows = sql(db, "SELECT custom_id, endpoint, priority, deadline, body FROM requests")
+    rows = sql(
+        db,
+        "SELECT r.custom_id, r.endpoint, r.priority, r.deadline, b.body FROM requests r"
+        " JOIN request_bodies b ON b.hash = r.body_hash",
+    )
     assert [r[:4] for r in rows] == [("p1", "/v1/chat/completions", 5, 1_900_000_000.0)]
     assert orjson.loads(rows[0][4]) == body("hello")
 

@@ -1,6 +1,7 @@
 """The transition table (states.py) holds for every SQL statement that changes a state.
 
-Every `UPDATE requests SET state = 'new' ...` in src/llmbatch/store/sql/*.sql must say in its
+Every `UPDATE requests SET state = 'new' ...` in src/llmbatch/store/sql/*.sql (and a
+dialect's own sql/<dialect>/bulk.sql) must say in its
 WHERE which states it moves requests from (`state = 'old'` or `state IN (...)`), and each
 (old, new) must be a transition of `REQUEST_TRANSITIONS`; only a person's verbs (manage.sql)
 may take a `REOPENED` one. A request's state is never set from a parameter. A batch's
@@ -28,7 +29,8 @@ def statements() -> list[tuple[str, str, str]]:
     """(file, query name, SQL) of every named query."""
     folder = resources.files("llmbatch.store").joinpath("sql")
     found = []
-    for entry in sorted(folder.iterdir(), key=lambda e: e.name):
+    files = [*folder.iterdir(), folder.joinpath("postgres", "bulk.sql")]
+    for entry in sorted(files, key=lambda e: e.name):
         if not entry.name.endswith(".sql"):
             continue
         text = entry.read_text(encoding="utf-8")
@@ -57,7 +59,13 @@ def sources(sql: str) -> set[str]:
 
 def test_the_statements_are_found() -> None:
     names = {n for _f, n, _s in state_updates("requests")}
-    assert {"pack_request", "request_succeeded", "request_retry", "retry_failed"} <= names
+    assert {
+        "pack_requests",
+        "staged_succeeded",
+        "request_succeeded",
+        "request_retry",
+        "retry_failed",
+    } <= names
     assert {"mark_ingested", "update_batch"} <= {n for _f, n, _s in state_updates("batches")}
 
 

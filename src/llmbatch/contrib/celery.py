@@ -172,8 +172,9 @@ def register(
         until = today + timedelta(days=1) if include_today else today
         store = open_store(db or default_db, create=False)
         try:
-            lines = build(store, since=today - timedelta(days=days), until=until,
-                          group_by=("queue", "model"))  # fmt: skip
+            lines = build(
+                store, since=today - timedelta(days=days), until=until, group_by=("queue", "model")
+            )
         finally:
             store.close()
         log.info("llmbatch report, the last %d day(s):\n%s", days, render(lines, wide=True))

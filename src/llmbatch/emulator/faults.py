@@ -55,9 +55,19 @@ from typing import Any
 # Kinds that rewrite the real answer (see the module docstring); the rest replace it.
 REWRITES = ("no_output_file", "truncate", "garble_line", "foreign_line", "duplicate_line")
 KINDS = (
-    "500", "502", "503", "529", "429", "401", "latency", "drop", "list_lag",
-    "502_html", "200_html", *REWRITES,
-)  # fmt: skip
+    "500",
+    "502",
+    "503",
+    "529",
+    "429",
+    "401",
+    "latency",
+    "drop",
+    "list_lag",
+    "502_html",
+    "200_html",
+    *REWRITES,
+)
 MODES = ("before", "after")
 
 

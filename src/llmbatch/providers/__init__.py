@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import traceback
 from functools import cache
-from importlib.metadata import EntryPoint, entry_points
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from llmbatch.errors import ConfigError
 from llmbatch.providers.base import BatchRef, BatchStatus, Intent, Limits, Provider, ResultFile
 from llmbatch.providers.plugin import Format, Plugin
-from llmbatch.tables import check_types
+
+if TYPE_CHECKING:
+    from importlib.metadata import EntryPoint
 
 __all__ = [
     "BatchRef",
@@ -40,6 +41,8 @@ GROUP = "llmbatch.providers"
 @cache
 def available() -> dict[str, EntryPoint]:
     """Provider name -> entry point, for every installed provider (nothing imported)."""
+    from importlib.metadata import entry_points  # ~15 ms: only when a provider is named
+
     found: dict[str, EntryPoint] = {}
     for ep in entry_points(group=GROUP):
         found.setdefault(ep.name, ep)
@@ -173,16 +176,19 @@ def check_settings(name: str, options: Any) -> None:
 
 
 def check_keys(name: str, options: dict[str, Any], cls: type) -> None:
-    """The keys of a `[providers.NAME]` table are `cls`'s fields, each of its type."""
+    """The keys of a `[providers.NAME]` table are `cls`'s fields, each of its type (its typed
+    model, llmbatch.settings)."""
     import dataclasses
 
-    fields = [f.name for f in dataclasses.fields(cls)]
-    for key in options:
-        if key not in fields:
-            raise ConfigError(
-                f"[providers.{name}] has no setting {key!r}; its settings: {', '.join(fields)}"
-            )
-    check_types(f"[providers.{name}]", options, cls)
+    from llmbatch.settings import check_dataclass
+
+    fields = ", ".join(f.name for f in dataclasses.fields(cls))
+    where = f"[providers.{name}]"
+
+    def unknown(key: str) -> str:
+        return f"{where} has no setting {key!r}; its settings: {fields}"
+
+    check_dataclass(options, cls, f"{where} ", unknown)
 
 
 def describe(name: str) -> dict[str, Any]:

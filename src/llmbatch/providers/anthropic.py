@@ -33,7 +33,7 @@ import anthropic
 import orjson
 from anthropic.types.messages import MessageBatch
 
-from llmbatch import ownership
+from llmbatch import defaults, ownership
 from llmbatch.errors import AuthError, RejectedError, TransientError
 from llmbatch.providers.anthropic_format import anthropic_plugin
 from llmbatch.providers.base import (
@@ -46,6 +46,7 @@ from llmbatch.providers.base import (
     ResultsGone,
 )
 from llmbatch.providers.errors import calling, scrub
+from llmbatch.providers.sending import creating, hooks
 
 MAX_REQUESTS = 100_000
 DEFAULT_MAX_BYTES = 32 * 1024 * 1024  # the service takes 256 MB; the worker's RSS would not
@@ -61,10 +62,10 @@ class AnthropicSettings:
 
     api_key_env: str = "ANTHROPIC_API_KEY"
     base_url: str | None = None  # default: ANTHROPIC_BASE_URL, else the SDK's default
-    timeout: float = 600.0
+    timeout: float = defaults.PROVIDER_TIMEOUT_S
     max_bytes: int = DEFAULT_MAX_BYTES
     max_requests: int = MAX_REQUESTS
-    clock_skew: float = 300.0  # seconds: how far the provider's clock may be behind ours
+    clock_skew: float = defaults.CLOCK_SKEW_S  # seconds
 
 
 class AnthropicProvider:
@@ -93,7 +94,12 @@ class AnthropicProvider:
         if self._client is None:
             base = self.settings.base_url or os.environ.get("ANTHROPIC_BASE_URL") or None
             self._client = anthropic.Anthropic(
-                api_key=self._key(), base_url=base, timeout=self.settings.timeout, max_retries=2
+                api_key=self._key(),
+                base_url=base,
+                timeout=self.settings.timeout,
+                max_retries=2,
+                # the hook that holds a create to its send window (sending.py)
+                http_client=anthropic.DefaultHttpxClient(event_hooks=hooks()),
             )
         return self._client
 
@@ -119,9 +125,8 @@ class AnthropicProvider:
         return b'{"custom_id":"' + attempt_id.encode() + b'","params":' + body + b"}"
 
     def submit(self, intent: Intent, journal: Journal) -> BatchRef:
-        journal.creating()
         client = self.client.with_options(max_retries=0, timeout=journal.call_timeout)
-        with self._calling(f"create for intent {intent.batch_id}"):
+        with creating(journal), self._calling(f"create for intent {intent.batch_id}"):
             batch = client.post(
                 "/v1/messages/batches",
                 cast_to=MessageBatch,

@@ -33,10 +33,17 @@ MAX_REQUEST_BYTES: Final = 30 * MIB
 ENDED: Final = {"canceled": "batch_cancelled", "expired": "batch_expired"}
 # The HTTP status of each Anthropic error type (docs.anthropic.com, "Errors").
 STATUS: Final = {
-    "invalid_request_error": 400, "authentication_error": 401, "billing_error": 402,
-    "permission_error": 403, "not_found_error": 404, "request_too_large": 413,
-    "rate_limit_error": 429, "api_error": 500, "timeout_error": 504, "overloaded_error": 529,
-}  # fmt: skip
+    "invalid_request_error": 400,
+    "authentication_error": 401,
+    "billing_error": 402,
+    "permission_error": 403,
+    "not_found_error": 404,
+    "request_too_large": 413,
+    "rate_limit_error": 429,
+    "api_error": 500,
+    "timeout_error": 504,
+    "overloaded_error": 529,
+}
 # Hosted (server) tools bill per call; Anthropic names their types with these prefixes.
 SERVER_TOOL_PREFIXES: Final = ("web_search", "web_fetch", "code_execution", "tool_search", "mcp")
 # 784 x 1,568 px / 750: the largest image Claude takes unscaled
@@ -105,26 +112,31 @@ class AnthropicFormat(Format):
             message = result.get("message")
             if isinstance(message, dict):
                 u = read_cache_usage(message.get("usage"))
-                return Finding(
-                    attempt, True, 200, text_or_none(message.get("id")), orjson.dumps(message),
-                    None, None, None, u.input, u.output, u, text_or_none(message.get("model")),
-                )  # fmt: skip
+                return Finding.succeeded(
+                    attempt,
+                    status=200,
+                    request_id=text_or_none(message.get("id")),
+                    body=orjson.dumps(message),
+                    usage=u,
+                    model=text_or_none(message.get("model")),
+                )
         if isinstance(result, dict) and rtype == "errored":
             envelope = result.get("error")
             envelope = envelope if isinstance(envelope, dict) else {}
             err = envelope.get("error")
             err = err if isinstance(err, dict) else {}
             code = text_or_none(err.get("type")) or "error"
-            return Finding(
-                attempt, False, None, text_or_none(envelope.get("request_id")),
-                orjson.dumps(envelope), code, code, text_or_none(err.get("message")) or code,
-                None, None,
-            )  # fmt: skip
+            return Finding.failed(
+                attempt,
+                code=code,
+                error_type=code,
+                message=text_or_none(err.get("message")) or code,
+                request_id=text_or_none(envelope.get("request_id")),
+                body=orjson.dumps(envelope),
+            )
         if isinstance(rtype, str) and rtype in ENDED:
             code = ENDED[rtype]
-            return Finding(
-                attempt, False, None, None, None, code, code, f"request {rtype}", None, None
-            )
+            return Finding.failed(attempt, code=code, error_type=code, message=f"request {rtype}")
         raise Anomaly(f"result line for {line.get('custom_id')!r} has no known result type")
 
     def usage(self, usage: Any, endpoint: str | None) -> UsageRecord:

@@ -97,9 +97,8 @@ class BatchStatus:
     input_file_id: str | None = None
     output_file_id: str | None = None
     error_file_id: str | None = None
-    errors: list[dict[str, Any]] = field(
-        default_factory=list
-    )  # validation errors: code, message, line
+    # validation errors: code, message, line
+    errors: list[dict[str, Any]] = field(default_factory=list)
     metadata: dict[str, str] | None = None
     created_at: float | None = None
     usage: BatchUsage | None = None  # the provider's own total, where it gives one
@@ -134,6 +133,10 @@ class Journal(Protocol):
 
     def creating(self) -> None:
         """About to create the batch: after this, a crash means it may exist."""
+
+    def sending(self) -> None:
+        """Right before the create's request leaves (providers/sending.py calls it): raise
+        if it may no longer be sent, its worker held too long since `creating`."""
 
 
 class Provider(Protocol):

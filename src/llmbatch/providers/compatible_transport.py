@@ -22,12 +22,20 @@ from llmbatch import ownership
 from llmbatch.errors import TransientError
 from llmbatch.providers.base import BatchRef, BatchStatus, BatchUsage, Intent, Limits
 from llmbatch.providers.compatible import Service, service_of
-from llmbatch.providers.openai import LIST_PAGES, OpenAIProvider, OpenAISettings
+from llmbatch.providers.openai import LIST_PAGES, OpenAIProvider, OpenAISettings, http_client
 
 STATES = frozenset(
-    {"validating", "in_progress", "finalizing", "completed", "failed", "expired", "cancelling",
-     "cancelled"}
-)  # fmt: skip
+    {
+        "validating",
+        "in_progress",
+        "finalizing",
+        "completed",
+        "failed",
+        "expired",
+        "cancelling",
+        "cancelled",
+    }
+)
 # Other words services use for the same states.
 SYNONYMS = {"progress": "in_progress", "queued": "validating", "canceled": "cancelled"}
 Json = dict[str, Any]
@@ -56,6 +64,7 @@ class CompatibleProvider(OpenAIProvider):
             base_url=self.settings.base_url,
             timeout=self.settings.timeout,
             max_retries=2,
+            http_client=http_client(),
         )
 
     def limits(self, endpoint: str, model: str | None) -> Limits:

@@ -17,11 +17,9 @@ ingest checks line by line. Results are mapped by key, never by position.
 Uploads live 48 h: a create whose recorded upload is gone or about to expire uploads the
 file again first.
 
-A create is sent only within its client timeout of being journaled: a worker frozen between
-its lease check and the bytes leaving (SIGSTOP, a GC pause, a starved core) for longer than
-that does not send it when it wakes — a standby may have taken the lease over and, the
-answer unseen in a lagging list, created the batch already (the crash matrix's pauses did
-exactly that twice in 100). An HTTP request hook checks the deadline right before sending.
+A create is sent only within its send window after it was journaled (providers/sending.py,
+an HTTP request hook shared with the other providers): a worker frozen between its lease
+check and the bytes leaving does not send it when it wakes.
 """
 
 from __future__ import annotations
@@ -39,7 +37,7 @@ from urllib.parse import urlencode
 
 import orjson
 
-from llmbatch import ownership
+from llmbatch import defaults, ownership
 from llmbatch.errors import AuthError, ConfigError, ProviderError, RejectedError, TransientError
 from llmbatch.providers.base import (
     BatchRef,
@@ -51,6 +49,7 @@ from llmbatch.providers.base import (
 )
 from llmbatch.providers.errors import TRANSPORT_ERRORS, retry_after, scrub
 from llmbatch.providers.gemini_format import gemini_plugin
+from llmbatch.providers.sending import creating, hooks
 
 try:
     from google import genai
@@ -69,11 +68,18 @@ LIST_PAGES = 3  # polling only: reconcile and the sweep page back to the time th
 UPLOAD_MARGIN = 3600.0  # an upload with less life than this left is uploaded again
 CHUNK = 1 << 20
 STATES = {
-    "PENDING": "validating", "QUEUED": "validating", "RUNNING": "in_progress",
-    "SUCCEEDED": "completed", "PARTIALLY_SUCCEEDED": "completed", "FAILED": "failed",
-    "CANCELLING": "cancelling", "CANCELLED": "cancelled", "EXPIRED": "expired",
-    "PAUSED": "in_progress", "UPDATING": "in_progress",
-}  # fmt: skip
+    "PENDING": "validating",
+    "QUEUED": "validating",
+    "RUNNING": "in_progress",
+    "SUCCEEDED": "completed",
+    "PARTIALLY_SUCCEEDED": "completed",
+    "FAILED": "failed",
+    "CANCELLING": "cancelling",
+    "CANCELLED": "cancelled",
+    "EXPIRED": "expired",
+    "PAUSED": "in_progress",
+    "UPDATING": "in_progress",
+}
 ENDED = frozenset({"completed", "failed", "cancelled", "expired"})
 KEY_ENVS = ("GEMINI_API_KEY", "GOOGLE_API_KEY")
 
@@ -88,11 +94,11 @@ class GeminiSettings:
     api_key_env: str = "GEMINI_API_KEY"
     base_url: str | None = None  # default: GOOGLE_GEMINI_BASE_URL, else the SDK's default
     api_version: str = "v1beta"
-    timeout: float = 600.0
+    timeout: float = defaults.PROVIDER_TIMEOUT_S
     max_bytes: int = DEFAULT_MAX_BYTES
     max_requests: int = MAX_REQUESTS
     inline_max_bytes: int = INLINE_MAX_BYTES  # 0: always upload a file
-    clock_skew: float = 300.0  # seconds: how far the provider's clock may be behind ours
+    clock_skew: float = defaults.CLOCK_SKEW_S  # seconds
 
 
 def display_name(store_id: str, intent: int, nonce: str | None) -> str:
@@ -121,7 +127,6 @@ class GeminiProvider:
         self.settings = settings or GeminiSettings(**options)
         self._client: genai.Client | None = None
         self._key_env = self.settings.api_key_env
-        self._send_by: float | None = None  # a create's deadline for leaving (monotonic)
 
     # -- clients -------------------------------------------------------------------------
     def _key(self) -> str:
@@ -154,29 +159,10 @@ class GeminiProvider:
                     "base_url": self.base,
                     "api_version": self.settings.api_version,
                     "timeout": int(self.settings.timeout * 1000),
-                    "client_args": {"event_hooks": {"request": [self._before_send]}},
+                    "client_args": {"event_hooks": hooks()},  # the send window (sending.py)
                 },
             )
         return self._client
-
-    def _before_send(self, request: Any) -> None:
-        """Refuse to send a create past its deadline (see the module docstring)."""
-        if self._send_by is not None and time.monotonic() > self._send_by:
-            late = time.monotonic() - self._send_by
-            raise TransientError(
-                f"{self.name}: create not sent: this worker was held {late:.1f} s past its "
-                "client timeout before sending it; it will be reconciled, then sent again"
-            )
-
-    @contextmanager
-    def _creating(self, journal: Journal) -> Iterator[None]:
-        """Journal a create and hold it to its deadline while it is sent."""
-        self._send_by = time.monotonic() + journal.call_timeout
-        try:
-            journal.creating()
-            yield
-        finally:
-            self._send_by = None
 
     def _options(self, timeout: float | None = None) -> genai_types.HttpOptions:
         return genai_types.HttpOptions(timeout=int((timeout or self.settings.timeout) * 1000))
@@ -237,7 +223,7 @@ class GeminiProvider:
             self.client  # noqa: B018 (a missing key is said before the journal is told)
             body = {**_inline_body(intent.path, name), "_timeout": journal.call_timeout}
             with (
-                self._creating(journal),
+                creating(journal),
                 self._calling(f"create for intent {intent.batch_id}"),
             ):
                 op = self._rest("post", f"models/{model}:batchGenerateContent", body)
@@ -253,7 +239,7 @@ class GeminiProvider:
             journal.uploading()
             file_id = self.upload(intent, journal.call_timeout)
             journal.uploaded(file_id)
-        with self._creating(journal), self._calling(f"create for {intent.file_name}"):
+        with creating(journal), self._calling(f"create for {intent.file_name}"):
             job = self.client.batches.create(
                 model=model,
                 src=file_id,

@@ -41,12 +41,23 @@ NOT_BATCHED: Final = ("-live", "live-", "-tts", "native-audio", "embedding", "-i
 RETIRED: Final = ("gemini-1.0", "gemini-1.5", "gemini-pro")
 # The HTTP status of each google.rpc status (a result's `error.status` without a `code`).
 STATUS: Final = {
-    "INVALID_ARGUMENT": 400, "FAILED_PRECONDITION": 400, "OUT_OF_RANGE": 400,
-    "UNAUTHENTICATED": 401, "PERMISSION_DENIED": 403, "NOT_FOUND": 404, "ABORTED": 409,
-    "ALREADY_EXISTS": 409, "RESOURCE_EXHAUSTED": 429, "CANCELLED": 499, "INTERNAL": 500,
-    "UNKNOWN": 500, "DATA_LOSS": 500, "UNIMPLEMENTED": 501, "UNAVAILABLE": 503,
+    "INVALID_ARGUMENT": 400,
+    "FAILED_PRECONDITION": 400,
+    "OUT_OF_RANGE": 400,
+    "UNAUTHENTICATED": 401,
+    "PERMISSION_DENIED": 403,
+    "NOT_FOUND": 404,
+    "ABORTED": 409,
+    "ALREADY_EXISTS": 409,
+    "RESOURCE_EXHAUSTED": 429,
+    "CANCELLED": 499,
+    "INTERNAL": 500,
+    "UNKNOWN": 500,
+    "DATA_LOSS": 500,
+    "UNIMPLEMENTED": 501,
+    "UNAVAILABLE": 503,
     "DEADLINE_EXCEEDED": 504,
-}  # fmt: skip
+}
 CODE_OF_STATUS: Final = {v: k for k, v in reversed(STATUS.items())}
 
 
@@ -136,11 +147,14 @@ class GeminiFormat(Format):
         response = line.get("response")
         if isinstance(response, dict):
             u = self.usage(response.get("usageMetadata"), endpoint)
-            return Finding(
-                attempt, True, 200, text_or_none(response.get("responseId")),
-                orjson.dumps(response), None, None, None, u.input, u.output, u,
-                text_or_none(response.get("modelVersion")),
-            )  # fmt: skip
+            return Finding.succeeded(
+                attempt,
+                status=200,
+                request_id=text_or_none(response.get("responseId")),
+                body=orjson.dumps(response),
+                usage=u,
+                model=text_or_none(response.get("modelVersion")),
+            )
         error = line.get("error")
         if isinstance(error, dict):
             code = error.get("code")
@@ -150,8 +164,13 @@ class GeminiFormat(Format):
                 status = STATUS.get(word)
             name = word or (CODE_OF_STATUS.get(status) if status else None) or "error"
             message = text_or_none(error.get("message")) or name
-            return Finding(
-                attempt, False, status, None, orjson.dumps(error), name, name, message, None, None
+            return Finding.failed(
+                attempt,
+                code=name,
+                error_type=name,
+                message=message,
+                status=status,
+                body=orjson.dumps(error),
             )
         raise Anomaly(f"result line for {line.get('key')!r} has neither a response nor an error")
 

@@ -23,7 +23,7 @@ from typing import Any
 
 import openai
 
-from llmbatch import ownership
+from llmbatch import defaults, ownership
 from llmbatch.errors import AuthError, ConfigError, RejectedError, TransientError
 from llmbatch.providers.base import (
     BatchRef,
@@ -36,6 +36,7 @@ from llmbatch.providers.base import (
 )
 from llmbatch.providers.errors import calling
 from llmbatch.providers.openai_format import azure_plugin, openai_plugin
+from llmbatch.providers.sending import creating, hooks
 
 OPENAI_LIMITS = Limits(max_requests=50_000, max_bytes=200 * 1024 * 1024, max_inputs=50_000)
 AZURE_LIMITS = Limits(max_requests=100_000, max_bytes=200 * 1024 * 1024, max_inputs=50_000)
@@ -49,7 +50,7 @@ class OpenAISettings:
 
     api_key_env: str = "OPENAI_API_KEY"
     base_url: str | None = None  # default: OPENAI_BASE_URL, else the SDK's default
-    timeout: float = 600.0
+    timeout: float = defaults.PROVIDER_TIMEOUT_S
     api_version: str | None = None  # Azure only
     endpoint: str | None = None  # Azure only (AZURE_OPENAI_ENDPOINT)
     # How long the service keeps a batch's output and error files (seconds; 0: its default,
@@ -88,7 +89,11 @@ class OpenAIProvider:
     def _make_client(self) -> openai.OpenAI:
         base = self.settings.base_url or os.environ.get("OPENAI_BASE_URL") or None
         return openai.OpenAI(
-            api_key=self._key(), base_url=base, timeout=self.settings.timeout, max_retries=2
+            api_key=self._key(),
+            base_url=base,
+            timeout=self.settings.timeout,
+            max_retries=2,
+            http_client=http_client(),
         )
 
     @property
@@ -136,8 +141,8 @@ class OpenAIProvider:
             journal.uploading()
             file_id = self.upload(intent, journal.call_timeout)
             journal.uploaded(file_id)
-        journal.creating()
-        return self.create(intent, file_id, journal.call_timeout)
+        with creating(journal):  # not sent if this worker was held too long (sending.py)
+            return self.create(intent, file_id, journal.call_timeout)
 
     def upload(self, intent: Intent, timeout: float | None = None) -> str:
         client = self.client.with_options(max_retries=0, timeout=timeout or self.settings.timeout)
@@ -180,8 +185,8 @@ class OpenAIProvider:
             page = self.client.batches.list(limit=100)
             while True:
                 for b in page.data:
-                    if b.created_at < since:
-                        continue  # older than any of these intents: not theirs
+                    if b.created_at < since or b.id in recorded:
+                        continue  # older than any of these intents, or known: not theirs
                     meta = b.metadata or {}
                     hit = by_file.get(b.input_file_id)
                     if hit is None and meta.get(ownership.STORE) == intents[0].store_id:
@@ -319,15 +324,24 @@ class AzureProvider(OpenAIProvider):
             )
         version = self.settings.api_version or os.environ.get("OPENAI_API_VERSION") or "2024-10-21"
         return openai.AzureOpenAI(
-            azure_endpoint=endpoint, api_key=self._key(), api_version=version, timeout=self.settings.timeout,
+            azure_endpoint=endpoint,
+            api_key=self._key(),
+            api_version=version,
+            timeout=self.settings.timeout,
             max_retries=2,
-        )  # fmt: skip
+            http_client=http_client(),
+        )
 
     def limits(self, endpoint: str, model: str | None) -> Limits:
         return AZURE_LIMITS
 
     def line_url(self, endpoint: str) -> str:
         return endpoint.removeprefix("/v1")  # the legacy surface names /chat/completions
+
+
+def http_client() -> openai.DefaultHttpxClient:
+    """The SDK's own HTTP client, with the hook that holds a create to its send window."""
+    return openai.DefaultHttpxClient(event_hooks=hooks())
 
 
 def _status(b: Any) -> BatchStatus:

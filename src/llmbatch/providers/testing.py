@@ -102,13 +102,22 @@ class MemoryProvider:
         text = str(messages[-1].get("content", "")) if isinstance(messages[-1], dict) else ""
         prompt, completion = max(1, len(text) // 4), 3
         answer = {
-            "id": f"chatcmpl-{line['custom_id']}", "object": "chat.completion",
+            "id": f"chatcmpl-{line['custom_id']}",
+            "object": "chat.completion",
             "model": body.get("model"),
-            "choices": [{"index": 0, "finish_reason": "stop",
-                         "message": {"role": "assistant", "content": f"echo: {text}"}}],
-            "usage": {"prompt_tokens": prompt, "completion_tokens": completion,
-                      "total_tokens": prompt + completion},
-        }  # fmt: skip
+            "choices": [
+                {
+                    "index": 0,
+                    "finish_reason": "stop",
+                    "message": {"role": "assistant", "content": f"echo: {text}"},
+                }
+            ],
+            "usage": {
+                "prompt_tokens": prompt,
+                "completion_tokens": completion,
+                "total_tokens": prompt + completion,
+            },
+        }
         return {
             "id": f"batch_req_{line['custom_id']}",
             "custom_id": line["custom_id"],
@@ -141,6 +150,7 @@ class MemoryProvider:
             file_id = str(self._call("upload", lambda: self._upload(intent)))
             journal.uploaded(file_id)
         journal.creating()
+        journal.sending()  # right before the create would leave (providers/sending.py)
         ref: BatchRef = self._call("create", lambda: self._create(intent, file_id))
         return ref
 
@@ -248,10 +258,17 @@ class MemoryProvider:
             self._finish(b)
         done = len(b.lines) if b.state == "completed" else 0
         return BatchStatus(
-            provider_batch_id=b.id, state=b.state, provider_status=b.state, total=len(b.lines),
-            completed=done, input_file_id=b.input_file_id, output_file_id=b.output_file_id,
-            error_file_id=b.error_file_id, metadata=dict(b.metadata), created_at=b.created_at,
-        )  # fmt: skip
+            provider_batch_id=b.id,
+            state=b.state,
+            provider_status=b.state,
+            total=len(b.lines),
+            completed=done,
+            input_file_id=b.input_file_id,
+            output_file_id=b.output_file_id,
+            error_file_id=b.error_file_id,
+            metadata=dict(b.metadata),
+            created_at=b.created_at,
+        )
 
     def _finish(self, b: MemoryBatch) -> None:
         out = b"".join(orjson.dumps(self.respond(line)) + b"\n" for line in b.lines)

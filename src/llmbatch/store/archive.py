@@ -15,7 +15,7 @@ from dataclasses import fields, replace
 from typing import Any
 
 from llmbatch.errors import StoreError
-from llmbatch.store.rows import by_name
+from llmbatch.store.rows import by_name, scalar
 from llmbatch.store.types import (
     DueArchive as DueArchive,
 )
@@ -54,9 +54,13 @@ class ArchiveOps:
         with self._write(durable=True) as cur:
             cur.execute(
                 self.q("archive_done"),
-                {"batch_id": batch_id, "now": now, "location": location,
-                 "from_store": int(from_store)},
-            )  # fmt: skip
+                {
+                    "batch_id": batch_id,
+                    "now": now,
+                    "location": location,
+                    "from_store": int(from_store),
+                },
+            )
 
     def archive_failed(self, batch_id: int, not_before: float, error: str) -> None:
         with self._write() as cur:
@@ -115,6 +119,12 @@ class ArchiveOps:
             if len(rows) < PAGE:
                 return
 
+    def batch_result_count(self, batch_id: int) -> int:
+        """How many results are recorded for a batch's attempts."""
+        with self._read() as cur:
+            cur.execute(self.q("batch_result_count"), {"batch_id": batch_id})
+            return int(scalar(cur))
+
     def batch_queues(self, batch_id: int) -> list[QueueState]:
         with self._read() as cur:
             cur.execute(self.q("batch_queues"), {"batch_id": batch_id})
@@ -134,9 +144,14 @@ class ArchiveOps:
         with self._write(durable=True) as cur:
             cur.execute(
                 self.q("outbox_add"),
-                {"event_id": event_id, "kind": kind, "batch_id": batch_id, "payload": payload,
-                 "now": now},
-            )  # fmt: skip
+                {
+                    "event_id": event_id,
+                    "kind": kind,
+                    "batch_id": batch_id,
+                    "payload": payload,
+                    "now": now,
+                },
+            )
 
     def outbox_due(self, now: float, n: int = 50) -> list[OutboxEvent]:
         with self._read() as cur:

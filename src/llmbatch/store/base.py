@@ -82,9 +82,15 @@ class Store(Protocol):
         """Each request with this custom_id (one per queue), with its attempts and result."""
 
     def iter_results(
-        self, queue: str | None = None, state: str | None = None, after: int = 0,
-        page: int = 5000, *, order: str = "recorded", upto: int | None = None,
-    ) -> Iterator[ResultRow]:  # fmt: skip
+        self,
+        queue: str | None = None,
+        state: str | None = None,
+        after: int = 0,
+        page: int = 5000,
+        *,
+        order: str = "recorded",
+        upto: int | None = None,
+    ) -> Iterator[ResultRow]:
         """The latest result of every finished request (succeeded, failed or cancelled)
         recorded in (after, upto], in recorded order or input order, streamed."""
 
@@ -152,9 +158,15 @@ class Store(Protocol):
         (None: every model's) in packing order, streamed."""
 
     def create_intent(
-        self, group: tuple[str, str, str | None], request_ids: Sequence[int], input_bytes: int, est_tokens: int,
-        now: float, token: int, reserve: Reservation | None = None,
-    ) -> int | None:  # fmt: skip
+        self,
+        group: tuple[str, str, str | None],
+        request_ids: Sequence[int],
+        input_bytes: int,
+        est_tokens: int,
+        now: float,
+        token: int,
+        reserve: Reservation | None = None,
+    ) -> int | None:
         """Durably commit an intent (a batch and its attempts in line order; the model None
         when it mixes several); its id. With
         `reserve`, its worst case is checked against the budgets and reserved in the same
@@ -465,6 +477,9 @@ class Store(Protocol):
 
     def batch_result_rows(self, batch_id: int) -> Iterator[ResultRow]:
         """The results recorded for a batch's attempts, in attempt order, streamed."""
+
+    def batch_result_count(self, batch_id: int) -> int:
+        """How many results are recorded for a batch's attempts."""
 
     def batch_queues(self, batch_id: int) -> list[QueueState]:
         """The queues a batch's requests belong to, with how many are not finished."""

@@ -147,9 +147,15 @@ class BatchingOps:
                 return
 
     def create_intent(
-        self, group: tuple[str, str, str | None], request_ids: Sequence[int], input_bytes: int, est_tokens: int,
-        now: float, token: int, reserve: Reservation | None = None,
-    ) -> int | None:  # fmt: skip
+        self,
+        group: tuple[str, str, str | None],
+        request_ids: Sequence[int],
+        input_bytes: int,
+        est_tokens: int,
+        now: float,
+        token: int,
+        reserve: Reservation | None = None,
+    ) -> int | None:
         """Durably commit an intent: a batch row and one attempt per request, in line order,
         and, under budgets, its worst case reserved in the same transaction.
 
@@ -160,19 +166,20 @@ class BatchingOps:
         provider, endpoint, model = group
         with self._write(durable=True) as cur:
             self._fence(cur, token)
-            params = {"provider": provider, "endpoint": endpoint, "model": model, "request_count": len(request_ids),
-                      "input_bytes": input_bytes, "est_tokens": est_tokens, "now": now,
-                      "nonce": new_nonce()}  # fmt: skip
+            params = {
+                "provider": provider,
+                "endpoint": endpoint,
+                "model": model,
+                "request_count": len(request_ids),
+                "input_bytes": input_bytes,
+                "est_tokens": est_tokens,
+                "now": now,
+                "nonce": new_nonce(),
+            }
             cur.execute(self.q("insert_batch"), params)
             batch_id = int(scalar(cur))
-            self._many(cur, "pack_request", [{"now": now, "id": rid} for rid in request_ids])
-            changed = self._changes(cur, len(request_ids))
-            if changed != len(request_ids):
+            if self._pack(cur, batch_id, request_ids, now) != len(request_ids):
                 raise _Retry()
-            self._many(cur, "insert_attempt", [
-                {"request_id": rid, "batch_id": batch_id, "line": i, "now": now}
-                for i, rid in enumerate(request_ids, 1)
-            ])  # fmt: skip
             if reserve is not None:
                 self._reserve(cur, batch_id, reserve, now)
             self._event(
@@ -183,8 +190,16 @@ class BatchingOps:
             )
         return batch_id
 
-    def _changes(self, cur: Any, expected: int) -> int:
-        return int(cur.rowcount)
+    def _pack(self, cur: Any, batch_id: int, request_ids: Sequence[int], now: float) -> int:
+        """Mark an intent's requests packed and give each an attempt, in a statement each
+        over every row; returns how many requests were still queued (the attempts are only
+        worth keeping when that is all of them: the caller rolls back otherwise)."""
+        ids = as_list(request_ids)
+        cur.execute(self.q("pack_requests"), {"ids": ids, "now": now})
+        packed = int(cur.rowcount)
+        if packed == len(request_ids):
+            cur.execute(self.q("insert_attempts"), {"ids": ids, "batch_id": batch_id, "now": now})
+        return packed
 
     def batch_lines(self, batch_id: int, page: int = 2000) -> Iterator[tuple[int, str, bytes]]:
         """(attempt id, endpoint, body) of an intent in line order, streamed."""
@@ -297,28 +312,40 @@ class BatchingOps:
             ids = as_list(o.attempt_id for o in outcomes)
             cur.execute(self.q("waiting_attempts"), {"ids": ids, "batch_id": batch_id})
             waiting = {int(a): int(r) for a, r, _n, _e, _j in cur.fetchall()}
-            todo = [o for o in outcomes if o.attempt_id in waiting]
-            self._many(cur, "finish_attempt", [
-                {"kind": o.kind, "error_code": o.error_code, "error_message": o.error_message,
-                 "now": now, "id": o.attempt_id} for o in todo
-            ])  # fmt: skip
-            # a cancelled request gets a result too (the export lists it), but costs nothing
-            final = [o for o in todo if o.kind in ("succeeded", "failed", "cancelled")]
-            day = int(now // 86400)
-            self._many(cur, "insert_result", [
-                _result(o, waiting[o.attempt_id], day, now) for o in final
-            ])  # fmt: skip
-            self._add_cost_totals(cur, [o.attempt_id for o in final if o.kind != "cancelled"])
-            by_kind: dict[str, list[Outcome]] = {}
-            for o in todo:
-                by_kind.setdefault(o.kind, []).append(o)
-            rid = waiting.__getitem__
-            for kind, done in by_kind.items():
-                self._many(cur, f"request_{kind}", [{
-                    "id": rid(o.attempt_id), "now": now, "reason": _reason(o), "not_before": o.not_before,
-                    "expiry": o.charge_expiry, "rejection": o.charge_rejection,
-                } for o in done])  # fmt: skip
+            todo: dict[int, Outcome] = {}  # each attempt's first outcome, in the order given
+            for o in outcomes:
+                if o.attempt_id in waiting:
+                    todo.setdefault(o.attempt_id, o)
+            self._record_outcomes(cur, list(todo.values()), waiting, now)
             return len(todo)
+
+    def _record_outcomes(
+        self, cur: Any, todo: Sequence[Outcome], waiting: dict[int, int], now: float
+    ) -> None:
+        """Finish these attempts, insert the results of those that ended, add them to the
+        cost totals and move their requests on (`waiting`: attempt id -> request id). One
+        prepared statement run over every row of each kind (SQLite's `executemany` loops in
+        C inside the one transaction); PostgreSQL's override stages the rows with COPY."""
+        self._many(cur, "finish_attempt", [
+            {"kind": o.kind, "error_code": o.error_code, "error_message": o.error_message,
+             "now": now, "id": o.attempt_id} for o in todo
+        ])  # fmt: skip
+        # a cancelled request gets a result too (the export lists it), but costs nothing
+        final = [o for o in todo if o.kind in ("succeeded", "failed", "cancelled")]
+        day = int(now // 86400)
+        self._many(
+            cur, "insert_result", [_result(o, waiting[o.attempt_id], day, now) for o in final]
+        )
+        self._add_cost_totals(cur, [o.attempt_id for o in final if o.kind != "cancelled"])
+        by_kind: dict[str, list[Outcome]] = {}
+        for o in todo:
+            by_kind.setdefault(o.kind, []).append(o)
+        rid = waiting.__getitem__
+        for kind, done in by_kind.items():
+            self._many(cur, f"request_{kind}", [{
+                "id": rid(o.attempt_id), "now": now, "reason": _reason(o), "not_before": o.not_before,
+                "expiry": o.charge_expiry, "rejection": o.charge_rejection,
+            } for o in done])  # fmt: skip
 
     def _add_cost_totals(self, cur: Any, attempt_ids: Sequence[int]) -> None:
         """Add these new results to the report's running totals (same transaction)."""
@@ -412,19 +439,25 @@ def _reason(o: Outcome) -> str | None:
     return f"{o.error_code or 'error'}: {o.error_message or ''}".strip()[:1000]
 
 
+def _detail(o: Outcome) -> tuple[int | None, int | None, int | None, int | None, str | None, int]:
+    """(cached, 5m writes, 1h writes, reasoning, usage flag, price tier) of a result."""
+    u = o.usage
+    if u is None:
+        flag = "missing: usage" if o.kind == "succeeded" and o.input_tokens is None else None
+        return None, None, None, None, flag, o.price_tier
+    return u.cached, u.write_5m, u.write_1h, u.reasoning, u.flag, o.price_tier
+
+
 def _result(o: Outcome, request_id: int, day: int, now: float) -> dict[str, Any]:
     """The `insert_result` parameters of a final outcome."""
-    u = o.usage
-    flag = "missing: usage" if o.kind == "succeeded" and o.input_tokens is None else None
+    cached, write_5m, write_1h, reasoning, flag, tier = _detail(o)
     return {
         "attempt_id": o.attempt_id, "request_id": request_id, "status_code": o.status_code,
         "provider_request_id": o.provider_request_id, "body": o.body, "error_code": o.error_code,
         "error_message": o.error_message, "input_tokens": o.input_tokens,
-        "output_tokens": o.output_tokens, "cached_tokens": None if u is None else u.cached,
-        "cache_write_5m_tokens": None if u is None else u.write_5m,
-        "cache_write_1h_tokens": None if u is None else u.write_1h,
-        "reasoning_tokens": None if u is None else u.reasoning,
-        "usage_flag": flag if u is None else u.flag, "price_tier": o.price_tier, "day": day,
+        "output_tokens": o.output_tokens, "cached_tokens": cached,
+        "cache_write_5m_tokens": write_5m, "cache_write_1h_tokens": write_1h,
+        "reasoning_tokens": reasoning, "usage_flag": flag, "price_tier": tier, "day": day,
         "now": now,
     }  # fmt: skip
 

@@ -109,6 +109,8 @@ class ManageOps:
         day = int(now // 86400)
         cur.execute(self.q("local_outcome_results"), {"ids": scope, "day": day, "now": now})
 
+    _forget_bodies: Any
+
     # -- lists -----------------------------------------------------------------------------
     def queues(self) -> list[QueueRow]:
         """Every queue with requests, and every purged one whose costs are still recorded."""
@@ -190,6 +192,7 @@ class ManageOps:
                     cur.execute(self.q(name), {"ids": as_list(ids)})
         with self._write() as cur:
             cur.execute(self.q("purge_imports"), {"queue": queue})
+            self._forget_bodies(cur)
             detail = f"queue {queue}: {plan.requests} requests, {plan.results} results"
             event = {"now": time.time(), "kind": "purged", "import_id": None, "batch_id": None}
             cur.execute(self.q("insert_event"), {**event, "detail": detail})

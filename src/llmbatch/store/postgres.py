@@ -16,14 +16,36 @@ import psycopg
 from psycopg import conninfo
 
 from llmbatch.errors import StoreError, StoreUnavailable
+from llmbatch.store.batching import _detail, _reason
+from llmbatch.store.rows import scalar
 from llmbatch.store.sqlfiles import _sql_text
 from llmbatch.store.sqlstore import SqlStore
-from llmbatch.store.types import Row
+from llmbatch.store.types import Outcome, Row
 
+# sql/postgres/bulk.sql's outcome_staging, column by column
+_OUTCOME_COLUMNS = (
+    "int8 int8 text int8 text bytea text text int8 int8 int8 int8 int8 int8 text int8 float8 int8 "
+    "int8 text"
+)
+_OUTCOME_TYPES = _OUTCOME_COLUMNS.split()
 _STAGING_TYPES = [
-    "text", "text", "int8", "int8", "text", "text", "text", "bytea", "bytea", "int8",
-    "float8", "int8", "int8", "int8", "float8", "float8",
-]  # fmt: skip
+    "text",
+    "text",
+    "int8",
+    "int8",
+    "text",
+    "text",
+    "text",
+    "bytea",
+    "bytea",
+    "int8",
+    "float8",
+    "int8",
+    "int8",
+    "int8",
+    "float8",
+    "float8",
+]
 
 
 def describe_dsn(dsn: str) -> str:
@@ -122,10 +144,49 @@ class PostgresStore(SqlStore):
             copy.set_types(_STAGING_TYPES)
             for r in rows:
                 copy.write_row(r)
-        cur.execute(self.q("insert_staged"))
-        inserted = int(cur.rowcount)
+        cur.execute(self.q("load_staged"))
+        inserted = int(scalar(cur))
         cur.execute(self.q("clear_staging"))
         return inserted
+
+    def _forget_bodies(self, cur: Any) -> None:
+        """As on SQLite, but first wait for every import writing bodies to commit and hold
+        new ones back until this commits: a request inserted meanwhile may refer to a body
+        this statement's snapshot sees no request for."""
+        cur.execute(self.q("lock_bodies"))
+        super()._forget_bodies(cur)
+
+    def _pack(self, cur: Any, batch_id: int, request_ids: Sequence[int], now: float) -> int:
+        """As on SQLite, with the ids as one BIGINT[] parameter."""
+        ids = list(request_ids)
+        cur.execute(self.q("pack_requests"), {"ids": ids, "now": now})
+        packed = int(cur.rowcount)
+        if packed == len(ids):
+            cur.execute(self.q("insert_attempts"), {"ids": ids, "batch_id": batch_id, "now": now})
+        return packed
+
+    def _record_outcomes(
+        self, cur: Any, todo: Sequence[Outcome], waiting: dict[int, int], now: float
+    ) -> None:
+        """The chunk's outcomes COPYed into a staging table (binary, one pass), then one
+        statement each for the attempts, the results, the cost totals and the requests."""
+        if not todo:
+            return
+        q = self.q
+        # every time: a CREATE rolled back with its transaction leaves no table behind
+        cur.execute(q("outcome_staging"))
+        with cur.copy(q("copy_outcomes")) as copy:
+            copy.set_types(_OUTCOME_TYPES)
+            for o in todo:
+                copy.write_row(_staged(o, waiting[o.attempt_id]))
+        cur.execute(q("finish_staged_attempts"), {"now": now})
+        cur.execute(q("insert_staged_results"), {"now": now, "day": int(now // 86400)})
+        self._add_cost_totals(
+            cur, [o.attempt_id for o in todo if o.kind in ("succeeded", "failed")]
+        )
+        for kind in sorted({o.kind for o in todo}):
+            cur.execute(q(f"staged_{kind}"), {"now": now})
+        cur.execute(q("clear_outcome_staging"))
 
     def _lock_schema(self, cur: Any) -> None:
         cur.execute(self.q("lock_schema"))
@@ -138,6 +199,14 @@ class PostgresStore(SqlStore):
             cur.execute(self.q("schema_indexes"))
             idx = [tuple(map(str, r)) for r in cur.fetchall()]
         return cols + idx
+
+
+def _staged(o: Outcome, request_id: int) -> tuple[Any, ...]:
+    """An outcome as a row of sql/postgres/bulk.sql's outcome_staging."""
+    reason = None if o.kind == "succeeded" else _reason(o)
+    head = (o.attempt_id, request_id, o.kind, o.status_code, o.provider_request_id, o.body)
+    tokens = (o.error_code, o.error_message, o.input_tokens, o.output_tokens, *_detail(o))
+    return (*head, *tokens, o.not_before, int(o.charge_expiry), int(o.charge_rejection), reason)
 
 
 def _first_line(exc: BaseException) -> str:

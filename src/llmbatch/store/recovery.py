@@ -130,6 +130,10 @@ class RecoveryOps:
             batch_id = int(scalar(cur))
             if intent_id is not None:  # a duplicate: no budget planned it, it is charged now
                 self._charge_duplicate(cur, batch_id, intent_id, now)
-            self._event(cur, "adopted", batch_id=batch_id,
-                        detail=f"{status.provider_batch_id} (for intent {intent_id})")  # fmt: skip
+            self._event(
+                cur,
+                "adopted",
+                batch_id=batch_id,
+                detail=f"{status.provider_batch_id} (for intent {intent_id})",
+            )
             return batch_id

@@ -63,6 +63,8 @@ def dialect_queries(dialect: str) -> dict[str, str]:
     """The shared queries with a dialect's own (sql/<dialect>/queries.sql; a name there
     replaces the shared one), each in its driver's parameter style."""
     own = _named(_sql_text(f"{dialect}/queries.sql"))
+    if dialect == "postgres":  # its set-based packing and ingest (arrays, COPY staging)
+        own |= _named(_sql_text("postgres/bulk.sql"))
     return {name: for_dialect(dialect, sql) for name, sql in (queries() | own).items()}
 
 

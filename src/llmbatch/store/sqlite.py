@@ -22,7 +22,7 @@ from typing import Any
 from llmbatch.errors import NotFound, StoreError, StoreUnavailable
 from llmbatch.store.sqlfiles import positional
 from llmbatch.store.sqlstore import SqlStore
-from llmbatch.store.types import Row
+from llmbatch.store.types import ROW_COLUMNS, Row
 
 DEFAULT_BUSY_TIMEOUT = 30.0
 CACHE_KIB = 16 * 1024  # a fixed page cache keeps the worker's memory flat at any queue size
@@ -149,9 +149,14 @@ class SqliteStore(SqlStore):
         self, cur: Any, queue: str, import_id: int, rows: Sequence[Row], now: float
     ) -> int:
         before = self._conn.total_changes
-        sql, _names = positional(self.q("insert_request"))  # the names are ROW_COLUMNS (tested)
-        cur.executemany(sql, rows)
+        self._by_row(cur, "insert_request", rows)
         return self._conn.total_changes - before
+
+    def _by_row(self, cur: Any, name: str, rows: Sequence[Row]) -> None:
+        """A statement over import rows (types.Row tuples), each parameter picked from a row
+        by its name's place in ROW_COLUMNS, bound by position."""
+        sql, names = positional(self.q(name))
+        cur.executemany(sql, map(itemgetter(*(ROW_COLUMNS.index(n) for n in names)), rows))
 
     def _many(self, cur: Any, name: str, params: Sequence[Mapping[str, Any]]) -> None:
         """By position: SQLite binds a parameter by name at a cost per row, twice the insert's
@@ -161,6 +166,9 @@ class SqliteStore(SqlStore):
             cur.executemany(sql, ((p[names[0]],) for p in params))
         else:
             cur.executemany(sql, map(itemgetter(*names), params))
+
+    def _insert_bodies(self, cur: Any, rows: Sequence[Row]) -> None:
+        self._by_row(cur, "insert_body", rows)
 
     def schema_snapshot(self) -> list[tuple[str, str, str]]:
         """(type, name, sql) of every schema object, for the migration-equality test."""

@@ -117,9 +117,16 @@ class SqlStore(
     ) -> int:
         raise NotImplementedError
 
+    def _insert_bodies(self, cur: Any, rows: Sequence[Row]) -> None:
+        """Store the bodies of rows `_insert_rows` put in (once per hash), if it did not."""
+
     def _has_schema(self, cur: Any) -> bool:
         cur.execute(self.q("has_schema"))
         return bool(scalar(cur))
+
+    def _forget_bodies(self, cur: Any) -> None:
+        """Delete the bodies no request refers to any more (a purge, a failed import)."""
+        cur.execute(self.q("delete_orphan_bodies"))
 
     def _lock_schema(self, cur: Any) -> None:
         """Serialise migrations between processes (the write transaction does it on SQLite)."""
@@ -215,8 +222,13 @@ class SqlStore(
                 )
             inserted = self._insert_rows(cur, queue, import_id, rows, now)
             if inserted == len(rows):
+                self._insert_bodies(cur, rows)
                 return []
-            return self._clashes(cur, queue, import_id, rows)
+            clashes = self._clashes(cur, queue, import_id, rows)
+            # a body only for a row that went in: a clash's body would be no one's
+            skipped = {c.line for c in clashes}
+            self._insert_bodies(cur, [r for r in rows if r[_LINE] not in skipped])
+            return clashes
 
     def _clashes(self, cur: Any, queue: str, import_id: int, rows: Sequence[Row]) -> list[Clash]:
         """Classify the rows an `ON CONFLICT DO NOTHING` insert skipped."""
@@ -294,6 +306,7 @@ class SqlStore(
                     {"low_water": low_water, "id": import_id, "n": DELETE_CHUNK},
                 )
                 if cur.rowcount < DELETE_CHUNK:
+                    self._forget_bodies(cur)
                     return
 
     def clean_dead_imports(self) -> list[int]:

@@ -21,11 +21,26 @@ from llmbatch.store.types import (
 )
 
 _RESULT_FIELDS = (
-    "cursor", "custom_id", "state", "provider", "status_code", "provider_request_id", "body",
-    "error_code", "error_message", "input_tokens", "output_tokens", "attempt_id", "request_id",
-    "model", "endpoint", "cached_tokens", "cache_write_5m_tokens", "cache_write_1h_tokens",
+    "cursor",
+    "custom_id",
+    "state",
+    "provider",
+    "status_code",
+    "provider_request_id",
+    "body",
+    "error_code",
+    "error_message",
+    "input_tokens",
+    "output_tokens",
+    "attempt_id",
+    "request_id",
+    "model",
+    "endpoint",
+    "cached_tokens",
+    "cache_write_5m_tokens",
+    "cache_write_1h_tokens",
     "recorded_at",
-)  # fmt: skip
+)
 
 
 class WatchOps:
@@ -74,9 +89,15 @@ class WatchOps:
                     values["body"] = bytes(values["body"])
                 result = ResultRow(**values)
             out[r["custom_id"]] = Found(
-                r["custom_id"], r["state"], r["reason"], bytes(r["body_hash"]), r["provider"],
-                r["endpoint"], r["model"], result,
-            )  # fmt: skip
+                r["custom_id"],
+                r["state"],
+                r["reason"],
+                bytes(r["body_hash"]),
+                r["provider"],
+                r["endpoint"],
+                r["model"],
+                result,
+            )
         return out
 
     def queue_requests(

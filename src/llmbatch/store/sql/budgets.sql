@@ -2,7 +2,8 @@
 -- settlement at ingest, holds. Same conventions as queries.sql. Amounts are integers of 1e-6 USD.
 
 -- name: budget_lines
-SELECT id, queue, text_bytes, body FROM requests WHERE id IN (SELECT CAST(value AS BIGINT) FROM json_each(:ids))
+SELECT r.id, r.queue, r.text_bytes, b.body FROM requests r JOIN request_bodies b ON b.hash = r.body_hash
+WHERE r.id IN (SELECT CAST(value AS BIGINT) FROM json_each(:ids))
 
 -- name: upsert_budget
 INSERT INTO budgets (queue, period, limit_micro, updated_at)

@@ -32,14 +32,18 @@ GROUP BY provider, endpoint, model
 ORDER BY MAX(priority) DESC, MIN(id)
 
 -- name: ready_candidates
-SELECT id, LENGTH(body), inputs, text_bytes, priority FROM requests
+SELECT id, (SELECT LENGTH(b.body) FROM request_bodies b WHERE b.hash = requests.body_hash),
+       inputs, text_bytes, priority
+FROM requests
 WHERE state = 'queued' AND provider = :provider AND endpoint = :endpoint AND model = :model
   AND import_id NOT IN (SELECT id FROM imports WHERE state <> 'committed')
 ORDER BY priority DESC, id
 LIMIT :n
 
 -- name: ready_candidates_after
-SELECT id, LENGTH(body), inputs, text_bytes, priority FROM requests
+SELECT id, (SELECT LENGTH(b.body) FROM request_bodies b WHERE b.hash = requests.body_hash),
+       inputs, text_bytes, priority
+FROM requests
 WHERE state = 'queued' AND provider = :provider AND endpoint = :endpoint AND model = :model
   AND import_id NOT IN (SELECT id FROM imports WHERE state <> 'committed')
   AND priority <= :priority AND (priority < :priority OR id > :id)
@@ -53,15 +57,22 @@ VALUES (:provider, :endpoint, :model, 'submitting', :request_count, :input_bytes
         :now, :now, :nonce)
 RETURNING id
 
--- name: insert_attempt
-INSERT INTO attempts (request_id, batch_id, line, state, created_at) VALUES (:request_id, :batch_id, :line, 'packed', :now)
+-- name: pack_requests
+-- An intent's requests, in one statement; fewer rows changed than ids means someone else
+-- packed or cancelled one meanwhile. (PostgreSQL: sql/postgres/bulk.sql, an array.)
+UPDATE requests SET state = 'packed', updated_at = :now, reason = NULL
+WHERE id IN (SELECT CAST(value AS BIGINT) FROM json_each(:ids)) AND state = 'queued'
 
--- name: pack_request
-UPDATE requests SET state = 'packed', updated_at = :now, reason = NULL WHERE id = :id AND state = 'queued'
+-- name: insert_attempts
+-- One attempt per request of an intent, its line the request's place in the list (SQLite's
+-- json_each numbers the elements from 0), inserted in line order.
+INSERT INTO attempts (request_id, batch_id, line, state, created_at)
+SELECT CAST(value AS BIGINT), :batch_id, key + 1, 'packed', :now FROM json_each(:ids) ORDER BY key
 
 -- name: batch_lines
 -- A page of an intent's lines, after line :after.
-SELECT a.id, r.endpoint, r.body, a.line FROM attempts a JOIN requests r ON r.id = a.request_id
+SELECT a.id, r.endpoint, b.body, a.line FROM attempts a JOIN requests r ON r.id = a.request_id
+JOIN request_bodies b ON b.hash = r.body_hash
 WHERE a.batch_id = :batch_id AND a.line > :after ORDER BY a.line LIMIT :n
 
 -- name: record_upload

@@ -11,12 +11,24 @@ RETURNING id
 SELECT COALESCE(MAX(id), 0) AS id FROM requests
 
 -- name: insert_request
-INSERT INTO requests (queue, custom_id, import_id, line, provider, endpoint, model, body,
+-- A store Row (types.Row) as it is but its body, which goes to request_bodies (insert_body).
+INSERT INTO requests (queue, custom_id, import_id, line, provider, endpoint, model,
                       body_hash, priority, deadline, text_chars, text_bytes, inputs,
                       created_at, updated_at)
-VALUES (:queue, :custom_id, :import_id, :line, :provider, :endpoint, :model, :body, :body_hash,
+VALUES (:queue, :custom_id, :import_id, :line, :provider, :endpoint, :model, :body_hash,
         :priority, :deadline, :text_chars, :text_bytes, :inputs, :created_at, :updated_at)
 ON CONFLICT (queue, custom_id) DO NOTHING
+
+-- name: insert_body
+-- A body is written once: a request with the same hash shares the row already there.
+INSERT INTO request_bodies (hash, body) VALUES (:body_hash, :body) ON CONFLICT (hash) DO NOTHING
+
+-- name: delete_orphan_bodies
+-- Bodies no request refers to any more (after a purge or a failed import's clean-up). One
+-- pass over both tables (a hash join on PostgreSQL, an automatic index on SQLite).
+DELETE FROM request_bodies WHERE hash IN (
+    SELECT b.hash FROM request_bodies b LEFT JOIN requests r ON r.body_hash = b.hash
+    WHERE r.id IS NULL)
 
 -- name: heartbeat_import
 UPDATE imports SET heartbeat_at = :now, lines = :lines WHERE id = :id AND state = 'loading'
@@ -62,9 +74,10 @@ GROUP BY queue, provider, model, state
 ORDER BY queue, provider, model, state
 
 -- name: get_request
-SELECT id, queue, custom_id, provider, endpoint, model, body, state, priority, deadline,
-       text_chars, text_bytes, inputs, attempts, expiries, not_before, reason, created_at,
-       updated_at, import_id, line
+SELECT id, queue, custom_id, provider, endpoint, model,
+       (SELECT b.body FROM request_bodies b WHERE b.hash = requests.body_hash) AS body,
+       state, priority, deadline, text_chars, text_bytes, inputs, attempts, expiries,
+       not_before, reason, created_at, updated_at, import_id, line
 FROM requests
 WHERE custom_id = :custom_id AND (CAST(:queue AS TEXT) IS NULL OR queue = :queue)
   AND import_id NOT IN (SELECT id FROM imports WHERE state <> 'committed')

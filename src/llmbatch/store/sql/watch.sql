@@ -44,8 +44,8 @@ WHERE r.queue = :queue AND r.custom_id IN (SELECT value FROM json_each(:ids))
 
 -- name: queue_requests
 -- A queue's requests in given states, for estimates, paged by id.
-SELECT r.id, r.custom_id, r.provider, r.endpoint, r.model, r.body
-FROM requests r
+SELECT r.id, r.custom_id, r.provider, r.endpoint, r.model, b.body
+FROM requests r JOIN request_bodies b ON b.hash = r.body_hash
 WHERE r.queue = :queue AND r.id > :after AND r.state IN (SELECT value FROM json_each(:states))
   AND r.import_id IN (SELECT id FROM imports WHERE state = 'committed')
 ORDER BY r.id

@@ -32,7 +32,6 @@ CREATE TABLE requests (
     provider    TEXT    NOT NULL,
     endpoint    TEXT    NOT NULL,
     model       TEXT    NOT NULL,
-    body        BLOB    NOT NULL,
     body_hash   BLOB    NOT NULL,
     state       TEXT    NOT NULL DEFAULT 'queued',
     priority    INTEGER NOT NULL DEFAULT 0,
@@ -57,6 +56,13 @@ CREATE INDEX requests_ready ON requests (provider, endpoint, model, priority DES
 CREATE INDEX requests_waiting ON requests (not_before) WHERE state = 'retry_wait';
 -- Requests a budget holds back (released together when the budget changes).
 CREATE INDEX requests_held ON requests (queue) WHERE state = 'held';
+
+-- Request bodies, written once at enqueue and shared by every request with the same hash
+-- (method, url and canonical body): no state change rewrites them (migration 0012).
+CREATE TABLE request_bodies (
+    hash BLOB PRIMARY KEY,
+    body BLOB NOT NULL
+);
 
 CREATE TABLE batches (
     id                INTEGER PRIMARY KEY AUTOINCREMENT,
