@@ -144,6 +144,7 @@ def test_a_batch_moves_only_as_the_transition_table_allows(store: Store) -> None
     def seen(s: str, completed: int = 0) -> BatchStatus:
         return BatchStatus("pb_1", s, s, total=2, completed=completed, output_file_id="out_1")
 
+    assert store.batch_result_count(batch) == 0  # nothing read back yet
     store.update_batch(batch, seen("completed", 2), now, token)  # validating -> completed
     assert state() == "completed"
     try:
