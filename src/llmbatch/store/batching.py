@@ -324,11 +324,15 @@ class BatchingOps:
     ) -> None:
         """Finish these attempts, insert the results of those that ended, add them to the
         cost totals and move their requests on (`waiting`: attempt id -> request id). One
-        prepared statement run over every row of each kind (SQLite's `executemany` loops in
-        C inside the one transaction); PostgreSQL's override stages the rows with COPY."""
+        statement over the list for the succeeded ones, a prepared statement run over every
+        row for the rest (SQLite's `executemany` loops in C, inside the one transaction);
+        PostgreSQL's override stages the rows with COPY."""
+        succeeded = [o.attempt_id for o in todo if o.kind == "succeeded"]
+        if succeeded:  # nearly every outcome: one statement over the list
+            cur.execute(self.q("attempts_succeeded"), {"ids": as_list(succeeded), "now": now})
         self._many(cur, "finish_attempt", [
             {"kind": o.kind, "error_code": o.error_code, "error_message": o.error_message,
-             "now": now, "id": o.attempt_id} for o in todo
+             "now": now, "id": o.attempt_id} for o in todo if o.kind != "succeeded"
         ])  # fmt: skip
         # a cancelled request gets a result too (the export lists it), but costs nothing
         final = [o for o in todo if o.kind in ("succeeded", "failed", "cancelled")]
@@ -341,7 +345,12 @@ class BatchingOps:
         for o in todo:
             by_kind.setdefault(o.kind, []).append(o)
         rid = waiting.__getitem__
+        if "succeeded" in by_kind:
+            ids = as_list(rid(o.attempt_id) for o in by_kind["succeeded"])
+            cur.execute(self.q("request_succeeded"), {"ids": ids, "now": now})
         for kind, done in by_kind.items():
+            if kind == "succeeded":
+                continue
             self._many(cur, f"request_{kind}", [{
                 "id": rid(o.attempt_id), "now": now, "reason": _reason(o), "not_before": o.not_before,
                 "expiry": o.charge_expiry, "rejection": o.charge_rejection,

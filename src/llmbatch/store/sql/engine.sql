@@ -167,8 +167,14 @@ VALUES (:attempt_id, :request_id, :status_code, :provider_request_id, :body, :er
 ON CONFLICT (attempt_id) DO NOTHING
 
 -- name: request_succeeded
+-- Every succeeded request of an ingest chunk in one statement (the common case: nearly all).
 UPDATE requests SET state = 'succeeded', reason = NULL, updated_at = :now
-WHERE id = :id AND state = 'submitted'
+WHERE id IN (SELECT CAST(value AS BIGINT) FROM json_each(:ids)) AND state = 'submitted'
+
+-- name: attempts_succeeded
+UPDATE attempts SET state = 'succeeded', outcome = 'succeeded', error_code = NULL,
+    error_message = NULL, finished_at = :now
+WHERE id IN (SELECT CAST(value AS BIGINT) FROM json_each(:ids))
 
 -- name: request_failed
 UPDATE requests SET state = 'failed', attempts = attempts + 1, rejections = rejections + :rejection,
