@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 
 from llmbatch.closing import Closer
-from llmbatch.errors import RejectedError, TransientError
+from llmbatch.errors import IllegalTransition, RejectedError, TransientError
 from llmbatch.ingest import Ingestor
 from llmbatch.providers.base import BatchStatus, Provider
 from llmbatch.store.base import Store
@@ -108,7 +108,13 @@ class Poller:
                 s = self._sane(seen, s, report)
                 old = (seen.state, seen.completed_count, seen.failed_count)
                 if (s.state, s.completed, s.failed) != old:
-                    self.store.update_batch(seen.id, s, now, token)
+                    try:
+                        self.store.update_batch(seen.id, s, now, token)
+                    except IllegalTransition as exc:  # a stale answer: the batch moved on
+                        said = f"batch {seen.provider_batch_id}: {exc}; that poll is not stored"
+                        report.notes.append(said)
+                        self.store.note("anomaly", seen.id, said)
+                        continue
                     changed = True
                     if s.usage is not None:  # what the provider says it used, to check ours
                         self.store.record_provider_usage(seen.id, s.usage, now, token, s.model)
