@@ -58,7 +58,8 @@ def start_moto() -> tuple[subprocess.Popen[bytes], str]:
     )  # fmt: skip
     import socket
 
-    for _ in range(300):
+    deadline = time.monotonic() + 120  # its imports take a minute on a loaded machine
+    while time.monotonic() < deadline:
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.5):
                 return proc, f"http://127.0.0.1:{port}"

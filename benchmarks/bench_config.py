@@ -159,6 +159,8 @@ def main() -> None:
             "load": os.getloadavg()[0],
         }
     print(json.dumps(figures))
+    if figures["imports_models_without_config"]:
+        sys.exit("a command run without a config file imported llmbatch.settings")
 
 
 if __name__ == "__main__":

@@ -49,7 +49,7 @@ def moto_server() -> Iterator[str]:
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 90  # its imports take a minute on a loaded machine
         while True:
             try:
                 with socket.create_connection(("127.0.0.1", port), timeout=0.5):

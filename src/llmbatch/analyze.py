@@ -34,7 +34,7 @@ from typing import Any
 import orjson
 
 from llmbatch.errors import InputError
-from llmbatch.pricing import PRICES_VERSION, Tokens, model_prices, price_group, quantize
+from llmbatch.pricing import Tokens, model_prices, price_group, prices_version, quantize
 from llmbatch.render import Column, as_csv, as_json, money, table
 
 MONTH_DAYS = Decimal(30)
@@ -115,7 +115,7 @@ class Analysis:
         return {
             "source": self.source,
             "kind": self.kind,
-            "prices": PRICES_VERSION,
+            "prices": prices_version(),
             "start": self.start.isoformat() if self.start else None,
             "end": self.end.isoformat() if self.end else None,
             "days": str(self.days),
@@ -451,7 +451,7 @@ def render(a: Analysis, fmt: str = "table", wide: bool = False) -> str:
             }
         )
     period = f"{a.start:%Y-%m-%d} to {a.end:%Y-%m-%d}, {a.days:.1f} days"
-    title = f"{a.source} ({a.kind}, {period}; USD at today's prices, {PRICES_VERSION})"
+    title = f"{a.source} ({a.kind}, {period}; USD at today's prices, {prices_version()})"
     out = table(COLUMNS, rows, title=title, wide=wide)
     saved = a.total("savings_usd")
     outside = f" outside {', '.join(a.excluded)}" if a.excluded else ""

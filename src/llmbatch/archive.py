@@ -21,9 +21,15 @@ the archive off (doubling, up to an hour) with its error in the store, and the e
 other work goes on.
 
 The engine's archives are written by a thread of their own, one pass at a time, while the
-tick goes on polling and ingesting (an archive reads back every result of its batch and
-sends it all over the network: inline, it added half to a 100,000-request drain); within an
-archive, each file is sent while the next is made. The engine waits for the pass on close.
+tick goes on polling and ingesting (inline, an archive added half to a 100,000-request
+drain); within an archive, each file is sent while the next is made. The engine waits for
+the pass on close. `results.jsonl` and `attempts.jsonl` are written during ingest, line by
+line as outcomes are recorded (`Envelope`), and kept with the downloaded files, so the
+archive step only digests and uploads. They are used only when they hold exactly what the
+store holds: every outcome of that ingest recorded as written, and as many results as the
+store has for the batch. An ingest cut short (a worker killed mid-ingest, resumed by
+another), a re-download or an adopted duplicate's lines landing on answered attempts leaves
+no such file, and the archive step reads them from the store as before.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
 import shutil
 import threading
 import time
@@ -47,17 +54,25 @@ from llmbatch.errors import ConfigError, RejectedError, StoreError, TransientErr
 from llmbatch.export import jsonl_line, result_id
 from llmbatch.ownership import attempt_prefix
 from llmbatch.providers.base import BatchStatus, ResultsGone
+from llmbatch.store.types import ResultRow
 from llmbatch.tables import positive
 from llmbatch.targets import ArchiveUnavailable, Target, TargetSettings, check_url, open_target
 
 if TYPE_CHECKING:
     from llmbatch.providers import Provider
     from llmbatch.store.base import Store
+    from llmbatch.store.batching import Outcome
 
 MANIFEST = "manifest.json"
 MANIFEST_VERSION = 1
 MAX_BACKOFF = 3600.0
 SPOOL_KINDS = "kinds.json"  # in a spool folder: which downloaded file is output, which error
+# in a spool folder: the envelope files written during ingest, and what says they are whole
+SPOOL_RESULTS, SPOOL_ATTEMPTS, SPOOL_ENVELOPE = (
+    "env-results.jsonl",
+    "env-attempts.jsonl",
+    "env.json",
+)
 
 
 @dataclass(frozen=True)
@@ -114,6 +129,103 @@ def _digest(path: Path) -> dict[str, Any]:
     return {"lines": lines, "bytes": size, "sha256": h.hexdigest()}
 
 
+class Envelope:
+    """A batch's `results.jsonl` and `attempts.jsonl`, written in its ingest folder while it
+    is ingested: each recorded outcome's result as `llmbatch results` gives it (the same
+    bytes as `jsonl_line` of the store's row), so the archive step need not read the
+    batch's results back from the store. `whole()` says whether the file can stand for the
+    store's rows; the ingest keeps it with the downloaded files only then."""
+
+    FINAL = ("succeeded", "failed", "cancelled")  # the outcomes that are results
+
+    def __init__(self, store: Store, batch_id: int, prefix: str, provider: str, folder: Path):
+        self.store, self.batch_id, self.provider = store, batch_id, provider
+        self.results_path = folder / SPOOL_RESULTS
+        self.attempts_path = folder / SPOOL_ATTEMPTS
+        self.lines = 0
+        self.spoiled = False
+        self._out: IO[bytes] | None = None
+        self.custom_ids: dict[int, str] = {}
+        sid = store.store_id
+        try:
+            (folder / SPOOL_ENVELOPE).unlink(missing_ok=True)  # an earlier ingest's
+            with open(self.attempts_path, "wb") as out:
+                for attempt_id, queue, custom_id in store.batch_attempt_map(batch_id):
+                    self.custom_ids[attempt_id] = custom_id
+                    out.write(_attempt_line(sid, prefix, attempt_id, queue, custom_id))
+            self._out = open(self.results_path, "wb")  # noqa: SIM115 (closed in whole/discard)
+        except OSError:  # a full disk: the archive step reads them from the store
+            self.spoil()
+
+    def add(self, outcomes: list[Outcome], applied: int) -> None:
+        """Outcomes just given to the store, which says it recorded `applied` of them: all of
+        them, or the file cannot say which (it is then not used)."""
+        if self.spoiled or self._out is None:
+            return
+        if applied != len(outcomes):
+            self.spoil()
+            return
+        sid, write = self.store.store_id, self._out.write
+        try:
+            for o in outcomes:
+                if o.kind not in self.FINAL:
+                    continue
+                custom_id = self.custom_ids.get(o.attempt_id)
+                if custom_id is None:
+                    self.spoil()
+                    return
+                row = ResultRow(
+                    cursor=0,
+                    custom_id=custom_id,
+                    state=o.kind,
+                    provider=self.provider,
+                    status_code=o.status_code,
+                    provider_request_id=o.provider_request_id,
+                    body=o.body,
+                    error_code=o.error_code,
+                    error_message=o.error_message,
+                    input_tokens=None,
+                    output_tokens=None,
+                    attempt_id=o.attempt_id,
+                )
+                write(jsonl_line(row, sid))
+                self.lines += 1
+        except OSError:  # a full disk: never a reason to stop an ingest
+            self.spoil()
+
+    def spoil(self) -> None:
+        self.spoiled = True
+        self.discard()
+
+    def whole(self) -> bool:
+        """Close the file; True (and the marker written) if it holds every result the store
+        has for the batch, each recorded by this ingest. The files are synced first: a
+        marker never stands for files a power loss cut short."""
+        out, self._out = self._out, None
+        if out is None or self.spoiled:
+            return False
+        try:
+            out.flush()
+            os.fsync(out.fileno())
+            out.close()
+            if self.store.batch_result_count(self.batch_id) != self.lines:
+                return False
+            with open(self.attempts_path, "rb") as f:
+                os.fsync(f.fileno())
+            sizes = {p.name: p.stat().st_size for p in (self.results_path, self.attempts_path)}
+            marker = self.results_path.parent / SPOOL_ENVELOPE
+            marker.write_text(json.dumps({"batch": self.batch_id, "bytes": sizes}))
+        except OSError:
+            return False
+        return True
+
+    def discard(self) -> None:
+        if self._out is not None:
+            with contextlib.suppress(OSError):
+                self._out.close()
+            self._out = None
+
+
 class Archiver:
     """The engine's archive step: writes the archives that are due, within a time budget."""
 
@@ -145,6 +257,10 @@ class Archiver:
         if not self._checked:
             self.target.check()
             self._checked = True
+
+    def envelope(self, batch_id: int, prefix: str, provider: str, folder: Path) -> Envelope:
+        """The results and attempt map of a batch being ingested, written as it goes."""
+        return Envelope(self.store, batch_id, prefix, provider, folder)
 
     def spool(self, batch_id: int) -> Path:
         """Where ingest leaves a batch's downloaded files for its archive."""
@@ -281,7 +397,7 @@ class Archiver:
                 send(name, path)
             ours = not got or any(_carries(p, prefix) for p in got.values())
             send("input.jsonl", self._input(attempts_of, prefix, provider, work))
-            results, attempts = self._from_store(attempts_of, prefix, work)
+            results, attempts = self._envelope(int(b["id"]), attempts_of, prefix, work)
             send("results.jsonl", results)
             send("attempts.jsonl", attempts)
             manifest: dict[str, Any] = {
@@ -341,15 +457,12 @@ class Archiver:
         if not (b.get("output_file_id") or b.get("error_file_id")):
             return {}, False
         status = BatchStatus(
-            str(b.get("provider_batch_id") or ""),
-            str(b.get("state")),
-            str(b.get("provider_status") or b.get("state")),
-            0,
-            0,
-            0,
-            b.get("input_file_id"),
-            b.get("output_file_id"),
-            b.get("error_file_id"),
+            provider_batch_id=str(b.get("provider_batch_id") or ""),
+            state=str(b.get("state")),
+            provider_status=str(b.get("provider_status") or b.get("state")),
+            input_file_id=b.get("input_file_id"),
+            output_file_id=b.get("output_file_id"),
+            error_file_id=b.get("error_file_id"),
         )
         try:
             got = provider.download(status, work)
@@ -361,6 +474,19 @@ class Archiver:
             raise
         return {names[f.kind]: f.path for f in got}, False
 
+    def _envelope(
+        self, batch_id: int, attempts_of: int, prefix: str, work: Path
+    ) -> tuple[Path, Path]:
+        """results.jsonl and attempts.jsonl: as the ingest wrote them when they are whole
+        (`Envelope`), else from the store."""
+        spool = self.spool(batch_id)
+        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+            sizes = json.loads((spool / SPOOL_ENVELOPE).read_text())["bytes"]
+            paths = spool / SPOOL_RESULTS, spool / SPOOL_ATTEMPTS
+            if all(p.stat().st_size == sizes[p.name] for p in paths):
+                return paths
+        return self._from_store(attempts_of, prefix, work)
+
     def _from_store(self, attempts_of: int, prefix: str, work: Path) -> tuple[Path, Path]:
         """results.jsonl (the envelope) and attempts.jsonl, streamed from the store."""
         sid = self.store.store_id
@@ -370,19 +496,24 @@ class Archiver:
                 out.write(jsonl_line(r, sid))
         with open(attempts, "wb") as out:
             for attempt_id, queue, custom_id in self.store.batch_attempt_map(attempts_of):
-                out.write(
-                    orjson.dumps(
-                        {
-                            "attempt": attempt_id,
-                            "sent_as": f"{prefix}-{attempt_id}",
-                            "queue": queue,
-                            "custom_id": custom_id,
-                            "result_id": result_id(sid, attempt_id),
-                        }
-                    )
-                    + b"\n"
-                )
+                out.write(_attempt_line(sid, prefix, attempt_id, queue, custom_id))
         return results, attempts
+
+
+def _attempt_line(sid: str, prefix: str, attempt_id: int, queue: str, custom_id: str) -> bytes:
+    """One line of attempts.jsonl."""
+    return (
+        orjson.dumps(
+            {
+                "attempt": attempt_id,
+                "sent_as": f"{prefix}-{attempt_id}",
+                "queue": queue,
+                "custom_id": custom_id,
+                "result_id": result_id(sid, attempt_id),
+            }
+        )
+        + b"\n"
+    )
 
 
 def _carries(path: Path, prefix: str) -> bool:

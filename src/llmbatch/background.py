@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 
+from llmbatch import defaults
 from llmbatch.engine import Engine, EngineSettings
 from llmbatch.errors import StoreUnavailable
 from llmbatch.store import open_store
@@ -33,8 +34,8 @@ class EngineThread:
         db: str,
         settings: EngineSettings | None = None,
         *,
-        pack_delay: float = 1.0,
-        max_sleep: float = 5.0,
+        pack_delay: float = defaults.PACK_DELAY_S,
+        max_sleep: float = defaults.ENGINE_THREAD_MAX_SLEEP_S,
         on_error: Callable[[BaseException], None] | None = None,
     ) -> None:
         self.db, self.settings = db, settings or EngineSettings()

@@ -93,9 +93,9 @@ class BatchClient:
         provider: str = defaults.PROVIDER,
         timeout: float | None = None,
         settings: EngineSettings | None = None,
-        watch_interval: float = 1.0,
-        window: float = 0.05,
-        max_group: int = 5000,
+        watch_interval: float = defaults.CLIENT_WATCH_INTERVAL_S,
+        window: float = defaults.CLIENT_WINDOW_S,
+        max_group: int = defaults.CLIENT_MAX_GROUP,
     ) -> None:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
@@ -174,7 +174,7 @@ class BatchClient:
 
     @contextlib.contextmanager
     def running(
-        self, settings: EngineSettings | None = None, *, pack_delay: float = 1.0
+        self, settings: EngineSettings | None = None, *, pack_delay: float = defaults.PACK_DELAY_S
     ) -> Iterator[EngineThread]:
         """Run the engine in this process while the block runs (see `AsyncBatchClient.running`)."""
         manager = self._aio.running(settings, pack_delay=pack_delay)

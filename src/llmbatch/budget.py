@@ -37,26 +37,27 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from decimal import ROUND_CEILING, Decimal, InvalidOperation
+from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any
 
 import orjson
-from genai_prices import data_snapshot
 
 from llmbatch import defaults
 from llmbatch.errors import ConfigError
 from llmbatch.packing import LINE_OVERHEAD
+from llmbatch.periods import PERIODS as PERIODS
 from llmbatch.periods import epoch_day, period_days
 from llmbatch.pricing import MICRO, model_prices, prices_key
+from llmbatch.pricing import to_micro as to_micro
+from llmbatch.pricing import usd as usd
 from llmbatch.store.budgets import Check, Reservation
+from llmbatch.store.types import ALL_QUEUES as ALL_QUEUES
 from llmbatch.tokens import estimate_tokens
 from llmbatch.worst import UNKNOWN_MAX, Rates, WorstCase, worst_case
 
 if TYPE_CHECKING:
     from llmbatch.store.base import Store
 
-PERIODS = ("day", "month")
-ALL_QUEUES = "*"  # the queue column of a budget over every queue
 PERIOD_KEYS = {"daily_usd": "day", "monthly_usd": "month"}
 
 
@@ -100,19 +101,6 @@ class BudgetSettings:
 
     def context_for(self, queue: str) -> int | None:
         return self.assume_context.get(queue, self.assume_context.get(ALL_QUEUES))
-
-
-def to_micro(usd: Decimal) -> int:
-    """USD as an integer count of 1e-6 USD, rounded up (a reservation never falls short)."""
-    return int((usd / MICRO).to_integral_value(rounding=ROUND_CEILING))
-
-
-def usd(micro: int) -> str:
-    """Micro-USD for display: 2 decimals, or up to 6 where 2 would hide a small amount."""
-    v = Decimal(micro) * MICRO
-    if v == v.quantize(Decimal("0.01")) or abs(v) >= 1:
-        return f"{v:.2f}"
-    return f"{v:.6f}".rstrip("0")
 
 
 def amount(value: Any, where: str) -> Decimal:
@@ -301,6 +289,8 @@ def hold_reason(b: Budget, spent: int, worst: int, now: float, unknown_max: bool
 
 def context_window(provider: str, model: str) -> int | None:
     """The model's context window from genai-prices' data, if it records one."""
+    from genai_prices import data_snapshot
+
     try:
         _p, info = data_snapshot.get_snapshot().find_provider_model(
             model, None, prices_key(provider), None

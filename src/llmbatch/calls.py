@@ -26,6 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from llmbatch import defaults
 from llmbatch.errors import ConflictError, LlmbatchError, StoreError, WaitTimeout
 from llmbatch.importer import CHUNK_ROWS, RowDefaults
 from llmbatch.requests import Request
@@ -74,8 +75,8 @@ class Calls:
         store: Store,
         queue: str,
         *,
-        interval: float = 1.0,
-        window: float = 0.05,
+        interval: float = defaults.CLIENT_WATCH_INTERVAL_S,
+        window: float = defaults.CLIENT_WINDOW_S,
         max_group: int = CHUNK_ROWS,
         on_enqueued: Callable[[], None] | None = None,
     ) -> None:

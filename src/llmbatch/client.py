@@ -167,9 +167,9 @@ class AsyncBatchClient:
         provider: str = defaults.PROVIDER,
         timeout: float | None = None,
         settings: EngineSettings | None = None,
-        watch_interval: float = 1.0,
-        window: float = 0.05,
-        max_group: int = 5000,
+        watch_interval: float = defaults.CLIENT_WATCH_INTERVAL_S,
+        window: float = defaults.CLIENT_WINDOW_S,
+        max_group: int = defaults.CLIENT_MAX_GROUP,
     ) -> None:
         if CHAT not in format_of(provider).endpoints:
             raise ConfigError(
@@ -279,7 +279,7 @@ class AsyncBatchClient:
 
     @contextlib.asynccontextmanager
     async def running(
-        self, settings: EngineSettings | None = None, *, pack_delay: float = 1.0
+        self, settings: EngineSettings | None = None, *, pack_delay: float = defaults.PACK_DELAY_S
     ) -> AsyncIterator[EngineThread]:
         """Run the engine in this process while the block runs (a thread; see background.py).
         On exit the current step finishes; calls still waiting stay in the queue."""

@@ -79,3 +79,28 @@ WEBHOOK_TIMEOUT_S: Final = 5.0  # seconds a receiver may take to answer
 WEBHOOK_BACKOFF_S: Final = 5.0  # the first pause after a failed delivery, doubling
 WEBHOOK_MAX_BACKOFF_S: Final = 3600.0
 WEBHOOK_TICK_S: Final = 5.0  # delivery stops for this tick once it has taken this long
+
+# -- every built-in provider's `[providers.NAME]` ----------------------------------------------
+PROVIDER_TIMEOUT_S: Final = 600.0  # the SDK client's timeout (`[providers.NAME] timeout`)
+CLOCK_SKEW_S: Final = 300.0  # how far a provider's clock may be behind ours
+
+# -- the command line --------------------------------------------------------------------------
+PRIORITY: Final = 0  # enqueue --priority: higher goes first
+EXPECTED_OUTPUT_TOKENS: Final = 500  # estimate: tokens a request is assumed to write
+WATCH_INTERVAL_S: Final = 2.0  # status --watch
+BATCHES_LIMIT: Final = 20  # batches --limit
+# What the dashboard, a worker's /metrics and the emulator listen on: this machine only.
+HOST: Final = "127.0.0.1"
+DASHBOARD_PORT: Final = 8080
+EMULATOR_PORT: Final = 8000
+EMULATOR_TIME_SCALE: Final = 1.0  # emulated seconds per real second
+DASHBOARD_MAX_AGE_S: Final = 2.0  # the dashboard reads the store's figures at most this often
+METRICS_MAX_AGE_S: Final = 15.0  # and /metrics (a Prometheus scrape interval)
+
+# -- the library's clients (client.AsyncBatchClient, blocking.BatchClient, Queue) --------------
+CLIENT_WATCH_INTERVAL_S: Final = 1.0  # how often a client looks for its results
+CLIENT_WINDOW_S: Final = 0.05  # calls made this close together are enqueued together
+CLIENT_MAX_GROUP: Final = 5000  # and at most this many at once
+PACK_DELAY_S: Final = 1.0  # the client's engine thread waits this long for more calls to pack
+ENGINE_THREAD_MAX_SLEEP_S: Final = 5.0  # and sleeps at most this long between ticks
+RESULT_INTERVAL_S: Final = 1.0  # Queue.result(): how often it looks

@@ -31,6 +31,7 @@ from typing import Any
 
 import orjson
 
+from llmbatch import defaults
 from llmbatch.counting import (
     ANTHROPIC_BASE as ANTHROPIC_BASE,
 )
@@ -52,12 +53,12 @@ from llmbatch.counting import (
 )
 from llmbatch.defaults import PROVIDER
 from llmbatch.errors import InputError
-from llmbatch.pricing import PRICES_VERSION, Tokens, free, model_prices
+from llmbatch.pricing import Tokens, free, model_prices, prices_version
 from llmbatch.providers import for_endpoint, format_of
 from llmbatch.render import Column, as_csv, as_json, money, table
 from llmbatch.requests import LineError, Request, from_item, parse_obj
 
-EXPECTED_OUTPUT = 500  # tokens a request is assumed to write when nothing better is known
+EXPECTED_OUTPUT = defaults.EXPECTED_OUTPUT_TOKENS  # when nothing better is known
 SHOWN_PROBLEMS = 20
 
 
@@ -349,7 +350,7 @@ def render(est: Estimate, fmt: str = "table", wide: bool = False) -> str:
         return as_json(
             {
                 "source": est.source,
-                "prices": PRICES_VERSION,
+                "prices": prices_version(),
                 "expected_output_per_request": est.expected_output,
                 "models": [m.record() for m in est.models],
                 "total": {
@@ -368,7 +369,7 @@ def render(est: Estimate, fmt: str = "table", wide: bool = False) -> str:
         return as_csv(ESTIMATE_COLUMNS, records)
     if not est.models:
         return f"{est.source}: no requests to estimate.\n"
-    title = f"estimate for {est.source} (USD, {PRICES_VERSION})"
+    title = f"estimate for {est.source} (USD, {prices_version()})"
     out = table(ESTIMATE_COLUMNS, records, title=title, wide=wide)
     notes = [
         f"expected output: {est.expected_output:,} tokens a request (--expected-output), "

@@ -130,22 +130,22 @@ class Result:
             code = r.error_code or ("cancelled" if r.state == "cancelled" else "failed")
             error = {"code": code, "message": r.error_message or ""}
         return cls(
-            result_id(store_id, r.attempt_id),
-            r.custom_id,
-            r.state,
-            r.provider,
-            r.model,
-            r.endpoint,
-            status_code(r) if r.body is not None else None,
-            body,
-            error,
-            r.input_tokens,
-            r.output_tokens,
-            r.cached_tokens,
-            r.recorded_at,
-            r.cursor,
-            r,
-            store_id,
+            id=result_id(store_id, r.attempt_id),
+            custom_id=r.custom_id,
+            state=r.state,
+            provider=r.provider,
+            model=r.model,
+            endpoint=r.endpoint,
+            status_code=status_code(r) if r.body is not None else None,
+            body=body,
+            error=error,
+            input_tokens=r.input_tokens,
+            output_tokens=r.output_tokens,
+            cached_tokens=r.cached_tokens,
+            recorded_at=r.recorded_at,
+            cursor=r.cursor,
+            row=r,
+            store_id=store_id,
         )
 
     @property

@@ -14,8 +14,6 @@ carry their own nonces — and touches nothing created before, until the user sa
 
 from __future__ import annotations
 
-from llmbatch import ledger
-from llmbatch.budget import BudgetSettings
 from llmbatch.errors import ConfigError, StoreError
 from llmbatch.store.base import Store
 from llmbatch.store.batching import Outcome
@@ -44,6 +42,9 @@ def keep_identity(store: Store, now: float) -> str:
 def new_identity(store: Store, now: float) -> str:
     """A copy: give the work in flight before the copy back to the queue (uncharged) and
     close its batches here, leaving them to the original store."""
+    from llmbatch import ledger  # the price data and budgets: not for `status`
+    from llmbatch.budget import BudgetSettings
+
     before = _pending(store)
     holder = f"{owner_tag()}/store-new-identity"
     token = store.acquire_lease("engine", holder, 120.0, now)

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from llmbatch.archive import Archiver
+from llmbatch.archive import Archiver, Envelope
 from llmbatch.closing import Closer
 from llmbatch.errors import RejectedError, TransientError
 from llmbatch.lease import Lease
@@ -31,7 +31,7 @@ from llmbatch.ledger import Tally
 from llmbatch.ownership import attempt_prefix
 from llmbatch.pricing import model_prices
 from llmbatch.providers import format_of
-from llmbatch.providers.base import BatchStatus, Provider, ResultsGone
+from llmbatch.providers.base import BatchStatus, Provider, ResultFile, ResultsGone
 from llmbatch.results import Anomaly, Finding, capped_lines, parse_line
 from llmbatch.retry import decide
 from llmbatch.setbacks import Setbacks
@@ -90,9 +90,10 @@ class Ingestor:
         self.store, self.settings, self.workdir, self.provider = store, settings, workdir, provider
         self.lease, self.setbacks, self.closer = lease, setbacks, closer
         self.archiver, self.timings = archiver, timings
+        self._envelope: Envelope | None = None  # the batch being ingested's, with an archive
 
     def ingest(self, b: OpenBatch, t: Tick) -> None:
-        now, report = t.now, t.report
+        report = t.report
         provider = self.provider(b.provider)
         if b.state == "failed" and not b.output_file_id:
             if b.intent_id is not None:  # an adopted duplicate: its intent's own batch decides
@@ -102,15 +103,15 @@ class Ingestor:
             return
         b = self._refreshed(b, t)
         status = BatchStatus(
-            b.provider_batch_id or "",
-            b.state,
-            b.provider_status or b.state,
-            b.request_count,
-            b.completed_count,
-            b.failed_count,
-            b.input_file_id,
-            b.output_file_id,
-            b.error_file_id,
+            provider_batch_id=b.provider_batch_id or "",
+            state=b.state,
+            provider_status=b.provider_status or b.state,
+            total=b.request_count,
+            completed=b.completed_count,
+            failed=b.failed_count,
+            input_file_id=b.input_file_id,
+            output_file_id=b.output_file_id,
+            error_file_id=b.error_file_id,
         )
         folder = self.workdir / f"ingest-{b.id}"
         folder.mkdir(exist_ok=True)
@@ -137,6 +138,33 @@ class Ingestor:
             self.timings["download"] += time.perf_counter() - started
         self.setbacks.disk_back(report, b)
         started = time.perf_counter()
+        prefix = attempt_prefix(self.store.store_id, b.nonce)
+        # the archive's results.jsonl, written as outcomes are recorded (archive.Envelope)
+        self._envelope = (
+            self.archiver.envelope(b.attempts_of, prefix, b.provider, folder)
+            if self.archiver is not None
+            else None
+        )
+        self.timings["ingest"] += time.perf_counter() - started
+        try:
+            self._read(b, t, provider, files, folder, prefix)
+        finally:
+            if self._envelope is not None:
+                self._envelope.discard()
+            self._envelope = None
+
+    def _read(
+        self,
+        b: OpenBatch,
+        t: Tick,
+        provider: Provider,
+        files: list[ResultFile],
+        folder: Path,
+        prefix: str,
+    ) -> None:
+        """Read the downloaded files into outcomes, then close the batch (or download again)."""
+        now, report = t.now, t.report
+        started = time.perf_counter()
         lines = 0
         chunk: list[Finding] = []
         seen: set[int] = set()  # one int per request of one batch (≤ 100,000)
@@ -152,7 +180,6 @@ class Ingestor:
                         f"({cap:,}): not read"
                     )
                 # only lines carrying this intent's nonce are ours (ownership.py)
-                prefix = attempt_prefix(self.store.store_id, b.nonce)
                 finding = parse_line(line, prefix, b.endpoint, format_of(b.provider))
                 if finding.attempt_id in seen:  # the first is kept; never silently dropped
                     cid = f"{prefix}-{finding.attempt_id}"
@@ -190,6 +217,8 @@ class Ingestor:
             self.apply_waiting(b, [(a, kind, why) for a, _r, _l in missing], t)
         self.closer.count(b, tally, t)
         if self.archiver is not None:  # the archive step copies them, then deletes the provider's
+            if self._envelope is not None:
+                self._envelope.whole()  # kept only if it holds every result the store has
             self.archiver.keep(b.id, folder, {f.path.name: f.kind for f in files})
         shutil.rmtree(folder, ignore_errors=True)
         self.closer.close(b, t, f"{lines:,} lines, {anomalies.count} anomalies")
@@ -250,12 +279,12 @@ class Ingestor:
         message = "the provider archived the results before they were read"
         n = self.results_gone(b, t, "archived", message)
         gone = BatchStatus(
-            b.provider_batch_id or "",
-            b.state,
-            "archived",
-            b.request_count,
-            b.completed_count,
-            b.failed_count,
+            provider_batch_id=b.provider_batch_id or "",
+            state=b.state,
+            provider_status="archived",
+            total=b.request_count,
+            completed=b.completed_count,
+            failed=b.failed_count,
         )
         self.store.update_batch(b.id, gone, now, token)
         self.store.note("archived", b.id, why)
@@ -310,9 +339,9 @@ class Ingestor:
                     Outcome(
                         f.attempt_id,
                         "succeeded",
-                        f.status_code,
-                        f.provider_request_id,
-                        f.body,
+                        status_code=f.status_code,
+                        provider_request_id=f.provider_request_id,
+                        body=f.body,
                         input_tokens=f.input_tokens,
                         output_tokens=f.output_tokens,
                         usage=f.usage,
@@ -337,11 +366,13 @@ class Ingestor:
                 Outcome(
                     f.attempt_id,
                     d.kind,
-                    f.status_code,
-                    f.provider_request_id,
-                    f.body,
-                    f.error_code,
-                    f"{f.error_message} ({d.reason})" if d.reason else f.error_message,
+                    status_code=f.status_code,
+                    provider_request_id=f.provider_request_id,
+                    body=f.body,
+                    error_code=f.error_code,
+                    error_message=f"{f.error_message} ({d.reason})"
+                    if d.reason
+                    else f.error_message,
                     not_before=d.not_before,
                     charge_expiry=1 if d.kind == "requeue" else 0,
                 )
@@ -352,6 +383,8 @@ class Ingestor:
                 for o in outs
             ]
         applied = self.store.apply_outcomes(b.attempts_of, outs, now, token)
+        if self._envelope is not None:
+            self._envelope.add(outs, applied)
         if applied < len(findings):  # a re-download, or lines naming attempts of other batches
             said = anomalies or Anomalies(self.store, b.id)
             for stranger in self.store.attempts_not_in_batch(
@@ -365,8 +398,7 @@ class Ingestor:
     def apply_waiting(self, b: OpenBatch, items: list[tuple[int, str, str]], t: Tick) -> None:
         """Attempts that got no result line (a batch expired, gone, cut short) as outcomes."""
         findings = [
-            Finding(a, False, None, None, None, code, code, why, None, None)
-            for a, code, why in items
+            Finding.failed(a, code=code, error_type=code, message=why) for a, code, why in items
         ]
         for i in range(0, len(findings), self.settings.ingest_chunk):
             self._apply(b, findings[i : i + self.settings.ingest_chunk], t)

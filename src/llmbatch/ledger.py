@@ -23,11 +23,11 @@ from __future__ import annotations
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any
 
-from llmbatch.budget import BudgetSettings, to_micro, usd, worst_cases
-from llmbatch.pricing import PRICES_VERSION, Tokens, model_prices, price_group
+from llmbatch.pricing import Tokens, model_prices, price_group, prices_version, to_micro, usd
 from llmbatch.store.ledger import TallyRow, UsageCheck
 
 if TYPE_CHECKING:
+    from llmbatch.budget import BudgetSettings
     from llmbatch.store.base import Store
     from llmbatch.store.batching import OpenBatch
 
@@ -117,7 +117,7 @@ def settle(store: Store, b: OpenBatch, settings: BudgetSettings, now: float, tok
         if queues:
             cost, missing = tally_cost(store.batch_tally(b.id), b.provider, b.endpoint, day)
             shares = split(cost, queues)
-            store.settle(b.id, shares, now, token, split(missing, queues), PRICES_VERSION)
+            store.settle(b.id, shares, now, token, split(missing, queues), prices_version())
         return
     usage = store.batch_usage(b.attempts_of)
     if usage is None:
@@ -136,11 +136,13 @@ def settle(store: Store, b: OpenBatch, settings: BudgetSettings, now: float, tok
     flagged = store.flagged_results(b.attempts_of)
     if flagged:  # their cost is not known: charge each its worst case
         group = (b.provider, b.endpoint, model)
+        from llmbatch.budget import worst_cases  # budgets only where usage was flagged
+
         lines, _sizes = worst_cases(store, group, [r for r, _q in flagged], settings, now)
         for ln in lines:
             spent[ln.queue] = spent.get(ln.queue, 0) + (ln.worst.micro or 0)
             unpriced[ln.queue] = unpriced.get(ln.queue, 0) + 1
-    store.settle(b.attempts_of, spent, now, token, unpriced, PRICES_VERSION)
+    store.settle(b.attempts_of, spent, now, token, unpriced, prices_version())
 
 
 def record(store: Store, b: OpenBatch, tally: Tally, now: float, token: int) -> str | None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime
 
+PERIODS = ("day", "month")
+
 
 def epoch_day(now: float) -> int:
     return int(now // 86400)

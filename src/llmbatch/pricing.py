@@ -13,6 +13,8 @@
 - Decimal throughout; figures are kept at 1e-6 USD (`MICRO`) and rounded only for display.
 
 Nothing here calls genai-prices' network update; `llmbatch prices --update` is the opt-in.
+The price data (genai-prices, pydantic and its ~1 MB table) loads when something is first
+priced, not when this module is imported: a command that prices nothing starts without it.
 """
 
 from __future__ import annotations
@@ -21,17 +23,16 @@ import dataclasses
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
-from decimal import ROUND_HALF_EVEN, Decimal
-from functools import lru_cache
-
-import genai_prices
-from genai_prices import data_snapshot
-from genai_prices.types import ModelInfo, ModelPrice, TieredPrices
+from decimal import ROUND_CEILING, ROUND_HALF_EVEN, Decimal
+from functools import cache, lru_cache
+from typing import TYPE_CHECKING
 
 from llmbatch.usage import FREE_ENDPOINTS as FREE_ENDPOINTS
 from llmbatch.usage import Tokens as Tokens
 
-PRICES_VERSION = f"genai-prices {genai_prices.__version__}"
+if TYPE_CHECKING:
+    from genai_prices.types import ModelInfo, ModelPrice, Tier, TieredPrices
+
 BATCH = {"processing": "batch"}
 BATCH_DISCOUNT = Decimal("0.5")  # every provider we support halves token prices in batch
 MICRO = Decimal("0.000001")
@@ -78,8 +79,29 @@ class Cost:
         return None if self.batch is None or self.real is None else self.real - self.batch
 
 
+@cache
+def prices_version() -> str:
+    """Which price data priced a figure (`genai-prices X.Y.Z`), recorded beside it."""
+    from importlib.metadata import version
+
+    return f"genai-prices {version('genai-prices')}"
+
+
 def quantize(v: Decimal) -> Decimal:
     return v.quantize(MICRO, rounding=ROUND_HALF_EVEN)
+
+
+def to_micro(usd: Decimal) -> int:
+    """USD as an integer count of 1e-6 USD, rounded up (a reservation never falls short)."""
+    return int((usd / MICRO).to_integral_value(rounding=ROUND_CEILING))
+
+
+def usd(micro: int) -> str:
+    """Micro-USD for display: 2 decimals, or up to 6 where 2 would hide a small amount."""
+    v = Decimal(micro) * MICRO
+    if v == v.quantize(Decimal("0.01")) or abs(v) >= 1:
+        return f"{v:.2f}"
+    return f"{v:.6f}".rstrip("0")
 
 
 def prices_key(provider: str) -> str:
@@ -105,6 +127,8 @@ def free(endpoint: str | None, model: str) -> bool:
 
 @lru_cache(maxsize=4096)
 def _model_prices(provider: str, model: str, day: date) -> ModelPrices:
+    from genai_prices import data_snapshot
+
     at = datetime.combine(day, time(12), tzinfo=UTC)
     snap = data_snapshot.get_snapshot()
     try:
@@ -136,7 +160,9 @@ def _priced_keys(mp: ModelPrice) -> dict[str, Decimal | TieredPrices]:
     return {k: v for k, v in vars(mp).items() if not k.startswith("_") and v is not None}
 
 
-def _tiers(mp: ModelPrice) -> Iterable[genai_prices.types.Tier]:
+def _tiers(mp: ModelPrice) -> Iterable[Tier]:
+    from genai_prices.types import TieredPrices
+
     for v in _priced_keys(mp).values():
         if isinstance(v, TieredPrices):
             yield from v.tiers
@@ -144,6 +170,8 @@ def _tiers(mp: ModelPrice) -> Iterable[genai_prices.types.Tier]:
 
 def _halve(mp: ModelPrice) -> ModelPrice:
     """Token prices at the provider's batch discount; per-request fees (web search) unchanged."""
+    from genai_prices.types import ModelPrice, TieredPrices
+
     out: dict[str, Decimal | TieredPrices | None] = {}
     for k, v in _priced_keys(mp).items():
         if not k.endswith("_mtok"):
@@ -160,6 +188,8 @@ def _flatten(mp: ModelPrice, thresholds: tuple[int, ...], tier: int) -> ModelPri
     """The flat prices of one tier: what a request with input just above the tier's start pays."""
     if not thresholds:
         return mp
+    from genai_prices.types import ModelPrice, TieredPrices
+
     above = thresholds[tier - 1] + 1 if tier > 0 else 0
     out: dict[str, Decimal | TieredPrices | None] = {}
     for k, v in _priced_keys(mp).items():

@@ -126,7 +126,9 @@ class RequestHandle:
     def done(self) -> bool:
         return self.state() in ("succeeded", "failed", "cancelled")
 
-    def result(self, timeout: float | None = None, *, interval: float = 1.0) -> Result:
+    def result(
+        self, timeout: float | None = None, *, interval: float = defaults.RESULT_INTERVAL_S
+    ) -> Result:
         """Its result, once it has ended; after `timeout` seconds WaitTimeout, saying where it
         stands (no worker running, its batch at the provider). `.response()` on the result
         gives the SDK's own object."""
@@ -293,9 +295,9 @@ class Queue:
                 "held",
                 f"a budget holds the {d.held:,} requests left in queue {self.name!r} "
                 f"({reasons}); they are sent when the budget allows",
-                unfinished,
-                d.held,
-                d.ticks,
+                unfinished=unfinished,
+                held=d.held,
+                ticks=d.ticks,
             )
         if timeout is not None:
             who = (
@@ -307,13 +309,11 @@ class Queue:
                 "timeout",
                 f"{unfinished:,} requests of queue {self.name!r} still unfinished after "
                 f"{timeout:g} s{who}",
-                unfinished,
-                0,
-                d.ticks,
+                unfinished=unfinished,
+                ticks=d.ticks,
             )
-        return Waited(
-            "stopped", f"stopped with {unfinished:,} requests unfinished", unfinished, 0, d.ticks
-        )
+        message = f"stopped with {unfinished:,} requests unfinished"
+        return Waited("stopped", message, unfinished=unfinished, ticks=d.ticks)
 
     # -- reading ---------------------------------------------------------------------------
     def status(self) -> list[Count]:

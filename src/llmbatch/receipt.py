@@ -18,11 +18,10 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from llmbatch.budget import usd
 from llmbatch.errors import ConfigError, NotFound
 from llmbatch.ledger import describe_unplanned, mismatch, tally_cost
 from llmbatch.periods import period_days
-from llmbatch.pricing import MICRO, PRICES_VERSION, Tokens, price_group
+from llmbatch.pricing import MICRO, Tokens, price_group, prices_version, usd
 from llmbatch.render import Column, as_csv, as_json, money, table
 from llmbatch.render import width as terminal_width
 from llmbatch.store.ledger import UsageCheck
@@ -90,7 +89,7 @@ class Receipt:
     def record(self) -> dict[str, Any]:
         return {
             "receipt": self.title,
-            "prices": PRICES_VERSION,
+            "prices": prices_version(),
             "lines": [ln.record() for ln in self.lines],
             "total": {
                 "list_usd": self.total("list_usd"),
@@ -246,7 +245,7 @@ def _notes(r: Receipt, provider: str | None) -> None:
             f"unpriced: {unpriced:,} results without a known cost (an unknown model or "
             "unreadable usage); left out of the sums, not counted as $0"
         )
-    r.notes.append(f"prices: {PRICES_VERSION}")
+    r.notes.append(f"prices: {prices_version()}")
 
 
 def _when(ts: float | None) -> str:

@@ -15,7 +15,7 @@ from decimal import Decimal
 from typing import Any
 
 from llmbatch.errors import ConfigError
-from llmbatch.pricing import PRICES_VERSION, Tokens, price_group
+from llmbatch.pricing import Tokens, price_group, prices_version
 from llmbatch.render import Column, as_csv, as_json, table
 from llmbatch.store.base import Store
 
@@ -57,7 +57,9 @@ class ReportLine:
     def record(self) -> dict[str, object]:
         d = asdict(self)
         d["day"] = self.day.isoformat() if self.day else None
-        d.update(savings_usd=self.savings_usd, savings_pct=self.savings_pct, prices=PRICES_VERSION)
+        d.update(
+            savings_usd=self.savings_usd, savings_pct=self.savings_pct, prices=prices_version()
+        )
         return d
 
 
@@ -225,7 +227,7 @@ def render(lines: Sequence[ReportLine], fmt: str = "table", wide: bool = False) 
     (exact to 1e-6 USD)."""
     if fmt == "json":
         out = {
-            "prices": PRICES_VERSION,
+            "prices": prices_version(),
             "lines": [ln.record() for ln in lines],
             "total": totals(lines).record(),
         }
@@ -256,7 +258,7 @@ def _table(lines: Sequence[ReportLine], wide: bool) -> str:
         "unpriced": any(ln.unpriced for ln in lines),
     }
     cols = [c for c in TABLE if present.get(c.key, True)]
-    title = f"what it cost, batch against real time (USD, {PRICES_VERSION})"
+    title = f"what it cost, batch against real time (USD, {prices_version()})"
     out = table(cols, records, title=title, wide=wide, bold_last=len(lines) > 1)
     notes = []
     if any(ln.derived for ln in lines):

@@ -39,6 +39,59 @@ class Finding:
     usage: UsageRecord | None = None
     model: str | None = None  # the model that answered, where the line says
 
+    @classmethod
+    def succeeded(
+        cls,
+        attempt_id: int,
+        *,
+        status: int,
+        request_id: str | None,
+        body: bytes,
+        usage: UsageRecord,
+        model: str | None = None,
+    ) -> Finding:
+        """A line with the provider's answer, its tokens as `usage` counts them."""
+        return cls(
+            attempt_id,
+            ok=True,
+            status_code=status,
+            provider_request_id=request_id,
+            body=body,
+            error_code=None,
+            error_type=None,
+            error_message=None,
+            input_tokens=usage.input,
+            output_tokens=usage.output,
+            usage=usage,
+            model=model,
+        )
+
+    @classmethod
+    def failed(
+        cls,
+        attempt_id: int,
+        *,
+        code: str,
+        error_type: str | None,
+        message: str,
+        status: int | None = None,
+        request_id: str | None = None,
+        body: bytes | None = None,
+    ) -> Finding:
+        """A line with an error for the request (no tokens: nothing was billed)."""
+        return cls(
+            attempt_id,
+            ok=False,
+            status_code=status,
+            provider_request_id=request_id,
+            body=body,
+            error_code=code,
+            error_type=error_type,
+            error_message=message,
+            input_tokens=None,
+            output_tokens=None,
+        )
+
 
 class Anomaly(ValueError):
     """A result line that cannot be mapped to one of our attempts."""

@@ -46,11 +46,15 @@ store id); what it costs is said with it.
 - A worker frozen (GC, SIGSTOP, a laptop asleep) after its renewal and stamp but before its
   create leaves, for longer than its lease and the wait above: after the stamp it checks by
   its own clock that the lease it renewed still covers the create's timeout, and stands down
-  if not; only a freeze in the last instructions before the request's bytes leave (the SDK
-  building it, microseconds to milliseconds) still sends the create when it wakes — after
-  the new holder has created. Its next write is refused, so the store stays consistent, but
-  two batches are paid. Frozen *after* sending (blocked on the answer) is safe: the new
-  holder's reconcile finds the batch once the wait is over.
+  if not; and right before the request leaves, the provider's request hook asks the journal
+  (`sending`, providers/sending.py), which refuses a create more than the send window
+  (`min(submit_timeout, lease_margin)`) after its stamp. Only a freeze between that hook and
+  the bytes leaving (a connection being made: microseconds to milliseconds) still sends the
+  create when it wakes — after the new holder has created. Its next write is refused, so the
+  store stays consistent, but two batches are paid. Frozen *after* sending (blocked on the
+  answer) is safe: the new holder's reconcile finds the batch once the wait is over. A
+  create sent `w` after its stamp is found if it acts within `submit_timeout +
+  settle_seconds - w` of being sent.
 - Clocks: the stamp is one host's clock, the wait is judged by another's, and the fence on
   SQLite by the host's (PostgreSQL's own on PostgreSQL). Skew beyond the lease margin or
   the settle window shortens the wait by as much.
@@ -114,6 +118,8 @@ class Submission:
         self.clock, self.renew, self.held = clock, renew, held
         self.file_id = batch.input_file_id
         self.ask_again_at = now  # when `run` returned False: when to ask the provider again
+        # the provider batch id when `run` sent it from nothing and every call answered
+        self.sent_cleanly: str | None = None
 
     # The journal: the lease is renewed and the call's start stamped, durably, before it.
     def uploading(self) -> None:
@@ -169,6 +175,10 @@ class Submission:
         self.store.record_submitted(
             b.id, ref.provider_batch_id, ref.input_file_id or self.file_id, self.now, self.token
         )
+        # sent from nothing, every call answered and recorded: this intent left nothing at
+        # the provider the store does not know (the sweep need not look for it)
+        if b.upload_started_at is None and b.create_started_at is None:
+            self.sent_cleanly = ref.provider_batch_id
         return True
 
     def find(self) -> str:

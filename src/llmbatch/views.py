@@ -15,7 +15,6 @@ from typing import Any
 import orjson
 
 from llmbatch import defaults, identity, receipt, render
-from llmbatch.budget import ALL_QUEUES
 from llmbatch.pricing import MICRO
 from llmbatch.progress import Snapshot, Tracker, batch_eta, snapshot
 from llmbatch.render import Column, duration, money
@@ -23,7 +22,7 @@ from llmbatch.states import REQUEST_STATES
 from llmbatch.store.base import Store
 from llmbatch.store.budgets import BudgetRow
 from llmbatch.store.manage import BatchProgress, BatchRow, QueueRow
-from llmbatch.store.types import Count
+from llmbatch.store.types import ALL_QUEUES, Count
 
 # -- requests per queue, model and state ---------------------------------------------------
 
@@ -252,6 +251,8 @@ def waiting_for_more(counts: Sequence[Any]) -> list[dict[str, Any]]:
         if c.state in ("queued", "retry_wait"):
             key = (c.provider, c.model)
             waiting[key] = waiting.get(key, 0) + c.n
+    if not waiting:
+        return []
     from llmbatch.providers import format_or_base
 
     out = []

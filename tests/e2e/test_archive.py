@@ -19,7 +19,7 @@ import pytest
 
 from helpers import E2E_KEY_ENV, cli, fast_settings, request_states, sql
 from llmbatch import Queue
-from llmbatch.archive import ArchiveSettings, from_archive
+from llmbatch.archive import Archiver, ArchiveSettings, from_archive
 from llmbatch.emulator import running
 from llmbatch.engine import Engine
 from llmbatch.export import export
@@ -569,3 +569,110 @@ def test_result_rows_come_in_the_order_of_result_row_fields(db: str) -> None:
     finally:
         store.close()
     assert names == [f.name for f in dataclasses.fields(ResultRow)]
+
+
+def archived_results(root: Path) -> list[dict[str, Any]]:
+    return sorted((orjson.loads(x) for x in from_archive(f"file://{root}")), key=lambda e: e["id"])
+
+
+def test_results_are_archived_as_ingest_wrote_them_not_read_back_from_the_store(
+    db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each batch's results.jsonl and attempts.jsonl are written while it is ingested, so
+    the archive step only uploads: it reads no result back from the store, and what it
+    archives is what `llmbatch results` gives from the store."""
+    read_back: list[int] = []
+    from_store = Archiver._from_store
+
+    def counted(self: Archiver, attempts_of: int, *args: Any) -> Any:
+        read_back.append(attempts_of)
+        return from_store(self, attempts_of, *args)
+
+    monkeypatch.setattr(Archiver, "_from_store", counted)
+    enqueue(db, 25)
+    root = tmp_path / "archive"
+    with running(seed=21) as emu:
+        settings = fast_settings(
+            emu,
+            max_batch_requests=10,
+            ingest_chunk=4,
+            archive=ArchiveSettings(url=f"file://{root}"),
+        )
+        engine = Engine(open_store(db), settings)
+        try:
+            tick_until(engine, lambda: not engine.store.unfinished_count())
+        finally:
+            engine.close()
+    assert [r[1] for r in archives(db)] == ["done"] * 3
+    assert read_back == []
+    assert archived_results(root) == store_envelope(db)
+    for manifest in root.rglob("manifest.json"):
+        files = json.loads(manifest.read_text())["files"]
+        for name in ("results.jsonl", "attempts.jsonl"):
+            data = (manifest.parent / name).read_bytes()
+            assert hashlib.sha256(data).hexdigest() == files[name]["sha256"]
+        assert files["results.jsonl"]["lines"] == files["attempts.jsonl"]["lines"]
+
+
+class Killed(BaseException):
+    """The worker dies here (SIGKILL, as far as the store and the work directory can tell)."""
+
+
+def test_a_worker_killed_mid_ingest_still_leaves_a_whole_archive(
+    db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Worker A dies after recording the first chunk of a batch's outcomes, its ingest
+    folder (with half a results.jsonl) left behind in the work directory both share; B
+    takes the lease over and ingests the batch again. The half-written file is never
+    archived: every result is, once, as the store holds it."""
+    read_back: list[int] = []
+    from_store = Archiver._from_store
+
+    def counted(self: Archiver, attempts_of: int, *args: Any) -> Any:
+        read_back.append(attempts_of)
+        return from_store(self, attempts_of, *args)
+
+    monkeypatch.setattr(Archiver, "_from_store", counted)
+    enqueue(db, 12)
+    root, work = tmp_path / "archive", tmp_path / "work"
+    work.mkdir()
+    with running(seed=22) as emu:
+        settings = fast_settings(
+            emu,
+            max_batch_requests=12,
+            ingest_chunk=4,
+            archive=ArchiveSettings(url=f"file://{root}"),
+        )
+        a = Engine(open_store(db), settings, workdir=work)
+        b = Engine(open_store(db), settings, workdir=work)
+        applied = a.store.apply_outcomes
+        chunks: list[int] = []
+
+        def dies_after_one_chunk(batch_id: int, outcomes: Any, *args: Any) -> int:
+            if chunks:
+                raise Killed
+            chunks.append(len(outcomes))
+            return applied(batch_id, outcomes, *args)
+
+        a.store.apply_outcomes = dies_after_one_chunk  # type: ignore[method-assign]
+        try:
+            with pytest.raises(Killed):
+                tick_until(a, lambda: False)
+            assert chunks == [4] and request_states(db) == {"succeeded": 4, "submitted": 8}
+            assert list(work.glob("ingest-*/env-results.jsonl"))  # half a file, left there
+            b.store.break_lease("engine", a.holder)  # A is dead: B takes over
+            tick_until(
+                b,
+                lambda: (
+                    not b.store.unfinished_count() and all(r[1] == "done" for r in archives(db))
+                ),
+            )
+        finally:
+            b.close()
+            b.store.close()
+            a.store.close()
+    assert [r[1] for r in archives(db)] == ["done"]
+    assert len(read_back) == 1  # B's results.jsonl could not stand for the store's: read back
+    got = archived_results(root)
+    assert got == store_envelope(db) and len(got) == 12
+    assert sorted(e["custom_id"] for e in got) == sorted(f"r{i}" for i in range(12))

@@ -33,12 +33,15 @@ PROMISED = {"Queue", "ImportReport", "LlmbatchError", "ConfigError", "StoreError
 
 def test_all_names_exactly_the_public_objects_of_the_package() -> None:
     assert len(set(llmbatch.__all__)) == len(llmbatch.__all__)
+    # names load on first use (PEP 562): dir() lists them, getattr() loads them
     public = {
         name
-        for name, value in vars(llmbatch).items()
-        if not name.startswith("_") and not isinstance(value, types.ModuleType)
+        for name in dir(llmbatch)
+        if not name.startswith("_") and not isinstance(getattr(llmbatch, name), types.ModuleType)
     }
     assert public == set(llmbatch.__all__)
+    with pytest.raises(AttributeError, match="no attribute 'Nope'"):
+        llmbatch.Nope  # noqa: B018
 
 
 def test_star_import_gives_exactly_all() -> None:

@@ -13,11 +13,11 @@ from hypothesis import strategies as st
 
 from llmbatch.pricing import (
     MICRO,
-    PRICES_VERSION,
     Tokens,
     cost,
     model_prices,
     price_group,
+    prices_version,
 )
 
 DAY = date(2026, 12, 1)
@@ -101,7 +101,7 @@ def test_figures_are_decimal_at_a_millionth_and_the_version_is_known() -> None:
     c = cost("openai", "gpt-4o-mini", 7, 3, batch=True)
     assert isinstance(c, Decimal) and c == c.quantize(MICRO)
     assert c.as_tuple().exponent == -6
-    assert genai_prices.__version__ in PRICES_VERSION
+    assert genai_prices.__version__ in prices_version()
 
 
 MODELS = [

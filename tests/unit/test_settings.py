@@ -177,3 +177,21 @@ def test_no_fmt_skip_in_src() -> None:
         if "# fmt: skip" in text
     ]
     assert not skipped, skipped
+
+
+def test_the_command_line_takes_its_defaults_from_defaults() -> None:
+    """No number or address written in place as an option's default (a choice's default,
+    such as --format text, is one of the choices it lists; 0 as `--after`'s start is none)."""
+    written = []
+    for path in sorted((SRC / "cli").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.keyword) and node.arg == "default":
+                value = node.value
+                if isinstance(value, ast.UnaryOp):
+                    value = value.operand
+                if isinstance(value, ast.Constant) and (
+                    (type(value.value) in (int, float) and value.value != 0)
+                    or str(value.value).count(".") == 3
+                ):
+                    written.append(f"{path.name}:{node.lineno}: default={value.value!r}")
+    assert not written, written

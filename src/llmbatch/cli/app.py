@@ -19,14 +19,13 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 import click
 from click.core import ParameterSource
 
-from llmbatch import defaults, render
+from llmbatch import __version__, defaults, render
 from llmbatch.config import config_path, default_map, load_config
 from llmbatch.errors import ConfigError, LlmbatchError, NotFound
-from llmbatch.store import open_store
-from llmbatch.store.base import Store
 
 if TYPE_CHECKING:
     from llmbatch.engine import Engine
+    from llmbatch.store.base import Store
 
 ENGINE_TABLES = ("engine", "providers", "quotas", "budgets", "archive", "webhooks")
 SECONDS = click.FloatRange(min=0, min_open=True)  # an interval: 0 would spin
@@ -84,19 +83,21 @@ def _fail(ctx: click.Context, exc: LlmbatchError) -> NoReturn:
 
 def _load_defaults(ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
     """Read and check the config file before the other options, so it supplies their
-    defaults; its engine tables are checked here too, so every command refuses a typo."""
-    from llmbatch.worker import engine_settings
-
+    defaults; its engine tables are checked here too, so every command refuses a typo (the
+    engine is imported only when there is a table to check: a command starts without it)."""
     try:
         path = config_path(value)
         config = load_config(path)
         assert isinstance(ctx.command, click.Group)
         ctx.default_map = default_map(config, path, ctx.command, ENGINE_TABLES)
         where = f"{path}: " if path else ""
-        try:
-            engine_settings(config)
-        except ConfigError as exc:
-            raise ConfigError(f"{where}{exc}") from None
+        if any(table in config for table in ENGINE_TABLES):
+            from llmbatch.worker import engine_settings
+
+            try:
+                engine_settings(config)
+            except ConfigError as exc:
+                raise ConfigError(f"{where}{exc}") from None
         ctx.meta["llmbatch.config"] = config
     except ConfigError as exc:
         raise BadConfig(str(exc)) from None
@@ -147,7 +148,9 @@ class BadConfig(click.ClickException):
     help="Log lines of run and worker: timestamped text, or one JSON object a line.",
 )
 @click.option("--debug", is_flag=True, envvar="LLMBATCH_DEBUG", help="Show tracebacks.")
-@click.version_option(package_name="llmbatch")
+# the version written in the package, not read from its metadata: importlib.metadata alone
+# costs `--version` a fifth of its time (a test checks the two agree)
+@click.version_option(__version__, prog_name="llmbatch")
 @click.pass_context
 def main(
     ctx: click.Context, db: str | None, busy_timeout: float, log_format: str, debug: bool
@@ -191,6 +194,8 @@ def _has_password(db: str) -> bool:
 def open_db(ctx: click.Context, *, create: bool = False) -> Store:
     """The store `--db` names. Only commands that add work (`enqueue`, `worker`) create one:
     for the others a misspelt path is an error, not a new empty database."""
+    from llmbatch.store import open_store
+
     obj = ctx.find_root().obj
     store = open_store(obj["db"], busy_timeout=obj["busy_timeout"], create=create)
     if obj.pop("warn_password", False):

@@ -11,26 +11,34 @@ from __future__ import annotations
 
 import time
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from llmbatch import defaults, render
-from llmbatch.budget import ALL_QUEUES, PERIODS, amount, parse_budgets, tokens, usd
 from llmbatch.cli.app import check_queue, listing_options, main, open_db
 from llmbatch.errors import ConfigError
-from llmbatch.in_force import as_rows
+from llmbatch.periods import PERIODS
 from llmbatch.pricing import MICRO
-from llmbatch.store.base import Store
+
+if TYPE_CHECKING:
+    from llmbatch.store.base import Store
+
+# llmbatch.budget is imported by the commands that use it (`llmbatch --version` and the
+# other commands start without it)
 
 
 def _who(queue: str) -> str:
+    from llmbatch.budget import ALL_QUEUES
+
     return "all queues" if queue == ALL_QUEUES else f"queue {queue}"
 
 
 def _queue(store: Store, queue: str | None, *, purged_ok: bool = False) -> str:
     """The budget key of `--queue`: '*' without one; a queue that does not exist is refused
     (NotFound, as every command refuses one)."""
+    from llmbatch.budget import ALL_QUEUES
+
     if queue is None:
         return ALL_QUEUES
     if queue == ALL_QUEUES or not queue.strip():
@@ -71,6 +79,8 @@ def set_(
     allow_unpriced: bool | None,
 ) -> None:
     """Set budgets in the store: `llmbatch budget set --daily-usd 40 [--queue reviews]`."""
+    from llmbatch.budget import ALL_QUEUES, amount, tokens, usd
+
     limits = [
         (period, amount(value, f"--{flag}"))
         for period, flag, value in (
@@ -127,6 +137,8 @@ LIST_COLUMNS = [
 @click.pass_context
 def list_(ctx: click.Context, fmt: str, wide: bool) -> None:
     """The store's budgets, with what their current period has spent or reserved."""
+    from llmbatch.budget import ALL_QUEUES
+
     store = open_db(ctx)
     rows = store.budget_overview(time.time())
     _rows, policies = store.stored_budgets()
@@ -210,6 +222,9 @@ def apply(
 ) -> None:
     """Write the config's [budgets] (and --budget-usd) to the store, for every worker. Budgets
     the store has and the config does not name are kept (`budget clear` removes them)."""
+    from llmbatch.budget import ALL_QUEUES, parse_budgets, usd
+    from llmbatch.in_force import as_rows
+
     config = ctx.find_root().meta.get("llmbatch.config", {})
     mine = parse_budgets(
         config.get("budgets"),

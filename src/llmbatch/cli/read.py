@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from llmbatch import defaults, render, views
+from llmbatch import defaults, render
 from llmbatch.cli.app import (
     ProviderName,
     check_queue,
@@ -26,7 +26,7 @@ from llmbatch.errors import ConfigError, NotFound
 @click.option(
     "--expected-output",
     type=click.IntRange(min=0),
-    default=500,
+    default=defaults.EXPECTED_OUTPUT_TOKENS,
     show_default=True,
     envvar="LLMBATCH_EXPECTED_OUTPUT",
     help="Output tokens a request is assumed to write (never above its cap).",
@@ -115,7 +115,7 @@ def analyze(file: str, exclude_tags: tuple[str, ...], fmt: str, wide: bool) -> N
 @click.option(
     "--interval",
     type=click.FloatRange(min=0.1),
-    default=2.0,
+    default=defaults.WATCH_INTERVAL_S,
     show_default=True,
     envvar="LLMBATCH_WATCH_INTERVAL",
     help="Seconds between two screens of --watch.",
@@ -127,6 +127,8 @@ def status(
     """Requests per queue, model and state; batches in flight with what the provider reports
     done and an ETA; deadlines at risk; budgets and what they hold. With --watch, the same
     screen again every few seconds, as the dashboard shows it."""
+    from llmbatch import views
+
     store = open_db(ctx)
     check_queue(store, queue)
     if watch:
@@ -147,6 +149,8 @@ def _watch(store: Any, queue: str | None, wide: bool, interval: float) -> None:
     """Clear and print the status screen every `interval` seconds until Ctrl-C (exit 0)."""
     from datetime import UTC, datetime
 
+    from llmbatch import views
+
     try:
         while True:
             now = time.time()
@@ -166,6 +170,8 @@ def _watch(store: Any, queue: str | None, wide: bool, interval: float) -> None:
 def queues(ctx: click.Context, fmt: str, wide: bool) -> None:
     """Every queue: its requests by state, whether it is done, when it began and last changed.
     Purged queues are listed while their costs are recorded."""
+    from llmbatch import views
+
     store = open_db(ctx)
     records = views.queue_records(store.queues())
     empty = views.EMPTY_STORE
@@ -175,13 +181,17 @@ def queues(ctx: click.Context, fmt: str, wide: bool) -> None:
 @main.command(short_help="List batches, newest first.")
 @queue_option("Only batches holding requests of this queue.")
 @click.option("--open", "open_only", is_flag=True, help="Only batches not yet read back.")
-@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option(
+    "--limit", type=click.IntRange(min=1), default=defaults.BATCHES_LIMIT, show_default=True
+)
 @listing_options()
 @click.pass_context
 def batches(
     ctx: click.Context, queue: str | None, open_only: bool, limit: int, fmt: str, wide: bool
 ) -> None:
     """Batches newest first: state at the provider, requests done there, age and ETA."""
+    from llmbatch import views
+
     store = open_db(ctx)
     check_queue(store, queue)
     now = time.time()
@@ -198,6 +208,8 @@ def batches(
 @click.pass_context
 def show(ctx: click.Context, custom_id: str, queue: str | None, fmt: str) -> None:
     """One request: what it is, every attempt, and its result."""
+    from llmbatch import views
+
     store = open_db(ctx)
     check_queue(store, queue)
     found = store.request_detail(custom_id, queue)
@@ -376,7 +388,7 @@ def report(
 @main.command(short_help="A read-only web dashboard over the store.")
 @click.option(
     "--host",
-    default="127.0.0.1",
+    default=defaults.HOST,
     show_default=True,
     envvar="LLMBATCH_DASHBOARD_HOST",
     help="Address to serve on; any but a local one needs LLMBATCH_DASHBOARD_TOKEN.",
@@ -384,7 +396,7 @@ def report(
 @click.option(
     "--port",
     type=click.IntRange(0, 65535),
-    default=8080,
+    default=defaults.DASHBOARD_PORT,
     show_default=True,
     envvar="LLMBATCH_DASHBOARD_PORT",
     help="Port (0: any free one).",

@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from llmbatch import defaults, views
+from llmbatch import defaults
 from llmbatch.cli.app import (
     FAILED,
     OK,
@@ -65,7 +65,7 @@ from llmbatch.errors import LlmbatchError
 @click.option(
     "--priority",
     type=Int64(),
-    default=0,
+    default=defaults.PRIORITY,
     envvar="LLMBATCH_PRIORITY",
     help="Higher is packed first.",
 )
@@ -202,6 +202,8 @@ def wait(
 
     Exits 1 if requests failed while waiting, a budget holds the rest, or --timeout passed
     first (3 if a provider was unreachable then)."""
+    from llmbatch import views
+
     budgets = budget_overrides(budget_usd, budget_period, allow_unpriced)
     store = open_db(ctx)
     check_queue(store, queue)
@@ -250,7 +252,7 @@ def wait(
 )
 @click.option(
     "--metrics-host",
-    default="127.0.0.1",
+    default=defaults.HOST,
     show_default=True,
     envvar="LLMBATCH_METRICS_HOST",
     help="Address for --metrics-port (0.0.0.0 to be scraped from other machines; set "
@@ -420,10 +422,10 @@ def purge(ctx: click.Context, queue: str, dry_run: bool, yes: bool) -> None:
 
 
 @main.command(short_help="A local OpenAI, Azure, Anthropic and Gemini batch API.")
-@click.option("--host", default="127.0.0.1", envvar="LLMBATCH_EMULATOR_HOST", show_default=True)
+@click.option("--host", default=defaults.HOST, envvar="LLMBATCH_EMULATOR_HOST", show_default=True)
 @click.option(
     "--port",
-    default=8000,
+    default=defaults.EMULATOR_PORT,
     type=click.IntRange(0, 65535),
     envvar="LLMBATCH_EMULATOR_PORT",
     show_default=True,
@@ -438,7 +440,7 @@ def purge(ctx: click.Context, queue: str, dry_run: bool, yes: bool) -> None:
 )
 @click.option(
     "--time-scale",
-    default=1.0,
+    default=defaults.EMULATOR_TIME_SCALE,
     type=click.FloatRange(min=0),
     envvar="LLMBATCH_EMULATOR_TIME_SCALE",
     show_default=True,

@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import argparse
 
+from llmbatch import defaults
 from llmbatch.emulator.server import serve
 from llmbatch.errors import ConfigError
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m llmbatch.emulator", description=__doc__)
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--host", default=defaults.HOST)
+    parser.add_argument("--port", type=int, default=defaults.EMULATOR_PORT)
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--time-scale", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=None, help="repeatable ids and output order")

@@ -15,6 +15,7 @@ from typing import Any
 
 import uvicorn
 
+from llmbatch import defaults
 from llmbatch.emulator.app import create_app
 from llmbatch.emulator.client import EmulatorControl
 from llmbatch.errors import ConfigError
@@ -48,10 +49,10 @@ def bind(host: str, port: int) -> socket.socket:
 
 
 def serve(
-    host: str = "127.0.0.1",
-    port: int = 8000,
+    host: str = defaults.HOST,
+    port: int = defaults.EMULATOR_PORT,
     data_dir: str | Path | None = None,
-    time_scale: float = 1.0,
+    time_scale: float = defaults.EMULATOR_TIME_SCALE,
     **config: Any,
 ) -> None:
     """Serve the emulator until interrupted; the banner says where once the port is bound."""

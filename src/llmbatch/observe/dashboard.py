@@ -34,7 +34,7 @@ from starlette.responses import FileResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from llmbatch import views
+from llmbatch import defaults, views
 from llmbatch.budget import ALL_QUEUES
 from llmbatch.errors import ConfigError, LlmbatchError
 from llmbatch.observe.figures import FigureCache, Figures
@@ -270,7 +270,9 @@ def _headers(response: Response) -> Response:
     return response
 
 
-def create_app(store: Store, *, token: str | None = None, max_age: float = 2.0) -> Starlette:
+def create_app(
+    store: Store, *, token: str | None = None, max_age: float = defaults.DASHBOARD_MAX_AGE_S
+) -> Starlette:
     """The dashboard over `store`: its figures read again in the background once `max_age`
     seconds old, or five times what the last read took (on a big store, a scan of the
     requests must not run back to back)."""

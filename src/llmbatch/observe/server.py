@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from llmbatch import defaults
 from llmbatch.observe.figures import FigureCache
 from llmbatch.observe.health import WorkerState, readiness
 from llmbatch.observe.metrics import ProcessMeter, StoreCollector, require
@@ -39,10 +40,10 @@ class MetricsServer:
         figures_store: Store,
         health_store: Store,
         *,
-        host: str = "127.0.0.1",
+        host: str = defaults.HOST,
         port: int = 0,
         outage_since: Callable[[], float | None] = lambda: None,
-        max_age: float = 15.0,
+        max_age: float = defaults.METRICS_MAX_AGE_S,
         token: str | None = None,
     ) -> None:
         require()

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import traceback
 from functools import cache
-from importlib.metadata import EntryPoint, entry_points
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from llmbatch.errors import ConfigError
 from llmbatch.providers.base import BatchRef, BatchStatus, Intent, Limits, Provider, ResultFile
 from llmbatch.providers.plugin import Format, Plugin
+
+if TYPE_CHECKING:
+    from importlib.metadata import EntryPoint
 
 __all__ = [
     "BatchRef",
@@ -39,6 +41,8 @@ GROUP = "llmbatch.providers"
 @cache
 def available() -> dict[str, EntryPoint]:
     """Provider name -> entry point, for every installed provider (nothing imported)."""
+    from importlib.metadata import entry_points  # ~15 ms: only when a provider is named
+
     found: dict[str, EntryPoint] = {}
     for ep in entry_points(group=GROUP):
         found.setdefault(ep.name, ep)

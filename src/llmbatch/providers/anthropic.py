@@ -33,7 +33,7 @@ import anthropic
 import orjson
 from anthropic.types.messages import MessageBatch
 
-from llmbatch import ownership
+from llmbatch import defaults, ownership
 from llmbatch.errors import AuthError, RejectedError, TransientError
 from llmbatch.providers.anthropic_format import anthropic_plugin
 from llmbatch.providers.base import (
@@ -62,10 +62,10 @@ class AnthropicSettings:
 
     api_key_env: str = "ANTHROPIC_API_KEY"
     base_url: str | None = None  # default: ANTHROPIC_BASE_URL, else the SDK's default
-    timeout: float = 600.0
+    timeout: float = defaults.PROVIDER_TIMEOUT_S
     max_bytes: int = DEFAULT_MAX_BYTES
     max_requests: int = MAX_REQUESTS
-    clock_skew: float = 300.0  # seconds: how far the provider's clock may be behind ours
+    clock_skew: float = defaults.CLOCK_SKEW_S  # seconds
 
 
 class AnthropicProvider:

@@ -112,19 +112,13 @@ class AnthropicFormat(Format):
             message = result.get("message")
             if isinstance(message, dict):
                 u = read_cache_usage(message.get("usage"))
-                return Finding(
+                return Finding.succeeded(
                     attempt,
-                    True,
-                    200,
-                    text_or_none(message.get("id")),
-                    orjson.dumps(message),
-                    None,
-                    None,
-                    None,
-                    u.input,
-                    u.output,
-                    u,
-                    text_or_none(message.get("model")),
+                    status=200,
+                    request_id=text_or_none(message.get("id")),
+                    body=orjson.dumps(message),
+                    usage=u,
+                    model=text_or_none(message.get("model")),
                 )
         if isinstance(result, dict) and rtype == "errored":
             envelope = result.get("error")
@@ -132,23 +126,17 @@ class AnthropicFormat(Format):
             err = envelope.get("error")
             err = err if isinstance(err, dict) else {}
             code = text_or_none(err.get("type")) or "error"
-            return Finding(
+            return Finding.failed(
                 attempt,
-                False,
-                None,
-                text_or_none(envelope.get("request_id")),
-                orjson.dumps(envelope),
-                code,
-                code,
-                text_or_none(err.get("message")) or code,
-                None,
-                None,
+                code=code,
+                error_type=code,
+                message=text_or_none(err.get("message")) or code,
+                request_id=text_or_none(envelope.get("request_id")),
+                body=orjson.dumps(envelope),
             )
         if isinstance(rtype, str) and rtype in ENDED:
             code = ENDED[rtype]
-            return Finding(
-                attempt, False, None, None, None, code, code, f"request {rtype}", None, None
-            )
+            return Finding.failed(attempt, code=code, error_type=code, message=f"request {rtype}")
         raise Anomaly(f"result line for {line.get('custom_id')!r} has no known result type")
 
     def usage(self, usage: Any, endpoint: str | None) -> UsageRecord:

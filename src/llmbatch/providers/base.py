@@ -97,9 +97,8 @@ class BatchStatus:
     input_file_id: str | None = None
     output_file_id: str | None = None
     error_file_id: str | None = None
-    errors: list[dict[str, Any]] = field(
-        default_factory=list
-    )  # validation errors: code, message, line
+    # validation errors: code, message, line
+    errors: list[dict[str, Any]] = field(default_factory=list)
     metadata: dict[str, str] | None = None
     created_at: float | None = None
     usage: BatchUsage | None = None  # the provider's own total, where it gives one

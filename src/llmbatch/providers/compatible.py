@@ -22,6 +22,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
+from llmbatch import defaults
 from llmbatch.errors import ConfigError
 from llmbatch.providers.openai_format import CHAT, ENDPOINTS, OpenAIFormat
 from llmbatch.providers.plugin import Plugin, load
@@ -152,7 +153,7 @@ class CompatibleSettings:
     kind: str = KIND
     base_url: str | None = None
     api_key_env: str | None = None
-    timeout: float = 600.0
+    timeout: float = defaults.PROVIDER_TIMEOUT_S
     label: str | None = None
     price_key: str | None = None
     endpoints: list[str] | None = None

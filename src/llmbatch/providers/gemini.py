@@ -37,7 +37,7 @@ from urllib.parse import urlencode
 
 import orjson
 
-from llmbatch import ownership
+from llmbatch import defaults, ownership
 from llmbatch.errors import AuthError, ConfigError, ProviderError, RejectedError, TransientError
 from llmbatch.providers.base import (
     BatchRef,
@@ -94,11 +94,11 @@ class GeminiSettings:
     api_key_env: str = "GEMINI_API_KEY"
     base_url: str | None = None  # default: GOOGLE_GEMINI_BASE_URL, else the SDK's default
     api_version: str = "v1beta"
-    timeout: float = 600.0
+    timeout: float = defaults.PROVIDER_TIMEOUT_S
     max_bytes: int = DEFAULT_MAX_BYTES
     max_requests: int = MAX_REQUESTS
     inline_max_bytes: int = INLINE_MAX_BYTES  # 0: always upload a file
-    clock_skew: float = 300.0  # seconds: how far the provider's clock may be behind ours
+    clock_skew: float = defaults.CLOCK_SKEW_S  # seconds
 
 
 def display_name(store_id: str, intent: int, nonce: str | None) -> str:

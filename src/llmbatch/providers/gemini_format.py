@@ -147,19 +147,13 @@ class GeminiFormat(Format):
         response = line.get("response")
         if isinstance(response, dict):
             u = self.usage(response.get("usageMetadata"), endpoint)
-            return Finding(
+            return Finding.succeeded(
                 attempt,
-                True,
-                200,
-                text_or_none(response.get("responseId")),
-                orjson.dumps(response),
-                None,
-                None,
-                None,
-                u.input,
-                u.output,
-                u,
-                text_or_none(response.get("modelVersion")),
+                status=200,
+                request_id=text_or_none(response.get("responseId")),
+                body=orjson.dumps(response),
+                usage=u,
+                model=text_or_none(response.get("modelVersion")),
             )
         error = line.get("error")
         if isinstance(error, dict):
@@ -170,8 +164,13 @@ class GeminiFormat(Format):
                 status = STATUS.get(word)
             name = word or (CODE_OF_STATUS.get(status) if status else None) or "error"
             message = text_or_none(error.get("message")) or name
-            return Finding(
-                attempt, False, status, None, orjson.dumps(error), name, name, message, None, None
+            return Finding.failed(
+                attempt,
+                code=name,
+                error_type=name,
+                message=message,
+                status=status,
+                body=orjson.dumps(error),
             )
         raise Anomaly(f"result line for {line.get('key')!r} has neither a response nor an error")
 

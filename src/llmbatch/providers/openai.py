@@ -23,7 +23,7 @@ from typing import Any
 
 import openai
 
-from llmbatch import ownership
+from llmbatch import defaults, ownership
 from llmbatch.errors import AuthError, ConfigError, RejectedError, TransientError
 from llmbatch.providers.base import (
     BatchRef,
@@ -50,7 +50,7 @@ class OpenAISettings:
 
     api_key_env: str = "OPENAI_API_KEY"
     base_url: str | None = None  # default: OPENAI_BASE_URL, else the SDK's default
-    timeout: float = 600.0
+    timeout: float = defaults.PROVIDER_TIMEOUT_S
     api_version: str | None = None  # Azure only
     endpoint: str | None = None  # Azure only (AZURE_OPENAI_ENDPOINT)
     # How long the service keeps a batch's output and error files (seconds; 0: its default,
@@ -89,9 +89,12 @@ class OpenAIProvider:
     def _make_client(self) -> openai.OpenAI:
         base = self.settings.base_url or os.environ.get("OPENAI_BASE_URL") or None
         return openai.OpenAI(
-            api_key=self._key(), base_url=base, timeout=self.settings.timeout, max_retries=2,
+            api_key=self._key(),
+            base_url=base,
+            timeout=self.settings.timeout,
+            max_retries=2,
             http_client=http_client(),
-        )  # fmt: skip
+        )
 
     @property
     def client(self) -> openai.OpenAI:

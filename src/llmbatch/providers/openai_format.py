@@ -125,37 +125,24 @@ class OpenAIFormat(Format):
             rid = str(rid) if rid is not None else None
             if status is not None and 200 <= status < 300 and isinstance(body, dict):
                 u = self.usage(body.get("usage"), endpoint)
-                return Finding(
-                    attempt,
-                    True,
-                    status,
-                    rid,
-                    orjson.dumps(body),
-                    None,
-                    None,
-                    None,
-                    u.input,
-                    u.output,
-                    u,
+                return Finding.succeeded(
+                    attempt, status=status, request_id=rid, body=orjson.dumps(body), usage=u
                 )
             err = body.get("error") if isinstance(body, dict) else None
             err = err if isinstance(err, dict) else {}
-            return Finding(
+            return Finding.failed(
                 attempt,
-                False,
-                status,
-                rid,
-                orjson.dumps(body) if body is not None else None,
-                text_or_none(err.get("code")) or (f"http_{status}" if status else "error"),
-                text_or_none(err.get("type")),
-                text_or_none(err.get("message")) or f"HTTP {status}",
-                None,
-                None,
+                code=text_or_none(err.get("code")) or (f"http_{status}" if status else "error"),
+                error_type=text_or_none(err.get("type")),
+                message=text_or_none(err.get("message")) or f"HTTP {status}",
+                status=status,
+                request_id=rid,
+                body=orjson.dumps(body) if body is not None else None,
             )
         if isinstance(error, dict):
             code = text_or_none(error.get("code")) or "error"
             message = text_or_none(error.get("message")) or code
-            return Finding(attempt, False, None, None, None, code, code, message, None, None)
+            return Finding.failed(attempt, code=code, error_type=code, message=message)
         raise Anomaly(
             f"result line for {line.get('custom_id')!r} has neither a response nor an error"
         )

@@ -150,6 +150,7 @@ class MemoryProvider:
             file_id = str(self._call("upload", lambda: self._upload(intent)))
             journal.uploaded(file_id)
         journal.creating()
+        journal.sending()  # right before the create would leave (providers/sending.py)
         ref: BatchRef = self._call("create", lambda: self._create(intent, file_id))
         return ref
 

@@ -114,6 +114,12 @@ class ArchiveOps:
                 return
             after = int(rows[-1][11])
 
+    def batch_result_count(self, batch_id: int) -> int:
+        """How many results are recorded for a batch's attempts."""
+        with self._read() as cur:
+            cur.execute(self.q("batch_result_count"), {"batch_id": batch_id})
+            return int(cur.fetchone()[0])
+
     def batch_queues(self, batch_id: int) -> list[QueueState]:
         with self._read() as cur:
             cur.execute(self.q("batch_queues"), {"batch_id": batch_id})

@@ -478,6 +478,9 @@ class Store(Protocol):
     def batch_result_rows(self, batch_id: int) -> Iterator[ResultRow]:
         """The results recorded for a batch's attempts, in attempt order, streamed."""
 
+    def batch_result_count(self, batch_id: int) -> int:
+        """How many results are recorded for a batch's attempts."""
+
     def batch_queues(self, batch_id: int) -> list[QueueState]:
         """The queues a batch's requests belong to, with how many are not finished."""
 

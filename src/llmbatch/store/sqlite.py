@@ -148,20 +148,10 @@ class SqliteStore(SqlStore):
     ) -> int:
         before = self._conn.total_changes
         cur.executemany(self.q("insert_request"), rows)
-        inserted = self._conn.total_changes - before
-        if inserted == len(rows):
-            bodies: Sequence[Row] = rows
-        else:  # a body only for a row that went in: a clash's body would be no one's
-            bodies = [r for r in rows if self._inserted(cur, r)]
-        cur.executemany(self.q("insert_body"), [(r[8], r[7]) for r in bodies])
-        return inserted
+        return self._conn.total_changes - before
 
-    def _inserted(self, cur: Any, row: Row) -> bool:
-        cur.execute(
-            "SELECT import_id, line FROM requests WHERE queue = ? AND custom_id = ?", row[:2]
-        )
-        found = cur.fetchone()
-        return found is not None and (found[0], found[1]) == (row[2], row[3])
+    def _insert_bodies(self, cur: Any, rows: Sequence[Row]) -> None:
+        cur.executemany(self.q("insert_body"), [(r[8], r[7]) for r in rows])
 
     def _has_schema(self, cur: Any) -> bool:
         cur.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'")

@@ -115,6 +115,9 @@ class SqlStore(
     ) -> int:
         raise NotImplementedError
 
+    def _insert_bodies(self, cur: Any, rows: Sequence[Row]) -> None:
+        """Store the bodies of rows `_insert_rows` put in (once per hash), if it did not."""
+
     def _has_schema(self, cur: Any) -> bool:
         raise NotImplementedError
 
@@ -215,8 +218,13 @@ class SqlStore(
                 )
             inserted = self._insert_rows(cur, queue, import_id, rows, now)
             if inserted == len(rows):
+                self._insert_bodies(cur, rows)
                 return []
-            return self._clashes(cur, queue, import_id, rows)
+            clashes = self._clashes(cur, queue, import_id, rows)
+            # a body only for a row that went in: a clash's body would be no one's
+            skipped = {c.line for c in clashes}
+            self._insert_bodies(cur, [r for r in rows if r[3] not in skipped])
+            return clashes
 
     def _clashes(self, cur: Any, queue: str, import_id: int, rows: Sequence[Row]) -> list[Clash]:
         """Classify the rows an `ON CONFLICT DO NOTHING` insert skipped."""

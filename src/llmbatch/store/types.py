@@ -237,6 +237,9 @@ class QueueUsage:
     results: int = 0
 
 
+ALL_QUEUES = "*"  # the queue column of a budget over every queue
+
+
 @dataclass(slots=True)
 class BudgetRow:
     """A budget in the store, with what its current period has committed."""

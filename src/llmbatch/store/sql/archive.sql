@@ -51,6 +51,12 @@ WHERE a.batch_id = :batch_id AND a.id > :after
 ORDER BY a.id
 LIMIT :n
 
+-- name: batch_result_count
+-- How many results are recorded for the attempts a batch carried (an archive's results.jsonl
+-- written during ingest is used only when it holds every one of them).
+SELECT COUNT(*) FROM attempts a JOIN results res ON res.attempt_id = a.id
+WHERE a.batch_id = :batch_id
+
 -- name: batch_queues
 -- The queues a batch's requests belong to, each with its highest request id and how many of
 -- its requests are not finished (a queue-finished webhook is due when that is 0).

@@ -1,0 +1,292 @@
+"""llmbatch side by side with the batch tools on PyPI, on the same emulator (issue 23).
+
+    python benchmarks/bench_peers.py [--requests 5000 20000] [--venvs DIR] [--small]
+
+Each flow is its own process, timed from start to results read (wall) with its peak RSS
+(`wait4`): llmbatch's command line (`enqueue`, `wait`, `results`: three processes, the RSS
+is the largest), llmbatch's Python API (`Queue.add_file`, `run`, `results`), and each peer
+in its own virtual environment under `--venvs` (made and `pip install`ed on first use):
+offpeak (`offpeak.run`), langbatch (`OpenAIChatCompletionBatch` start, status, results) and
+openbatch (`BatchCollector` writes the file) with the bare openai SDK (upload, create,
+retrieve until done, content). A tool that cannot be installed is skipped with one line.
+Every flow polls every 0.5 s; the emulator runs at time scale 1 in its own process, so a
+batch is done as soon as the emulator has worked through it (instant batches).
+
+Floors (a local benchmark, not in CI): at 5,000 and 20,000 requests llmbatch's command line
+and its API each finish before every peer, and use the least peak RSS. With CI set (or
+--small) the peers are skipped in one line and llmbatch's two flows run at 200 requests.
+What the peers do not do is not timed here: only llmbatch creates no second batch when a
+create answers 500 after doing the work (tests/e2e/test_exactly_once.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+import orjson
+
+MODEL = "gpt-4o-mini"
+KEY = "sk-bench-not-a-secret"
+POLL = 0.5
+PEERS = ("offpeak", "langbatch", "openbatch")
+
+# Each peer's flow, run by its own venv's python: argv = base_url, input jsonl, work dir.
+# Each reads the same requests (custom_id, messages) and must end with every result read.
+PEER_SCRIPTS = {
+    "offpeak": """
+        import json, sys, offpeak
+        from openai import OpenAI
+        from offpeak.venues.openai_batch import OpenAIBatch
+        base, src, work = sys.argv[1:4]
+        rows = [json.loads(x) for x in open(src)]
+        jobs = [offpeak.job(r["body"]["model"], r["body"]["messages"]) for r in rows]
+        venue = OpenAIBatch(client=OpenAI(base_url=base, api_key="KEY"))
+        results = offpeak.run(jobs, "2h", venues=[venue], poll_interval=POLL, fallback="none")
+        ok = sum(1 for r in results if str(getattr(r, "status", "")).lower().endswith("ok")
+                 or getattr(r, "text", None))
+        print(json.dumps({"results": len(results), "ok": ok}))
+    """,
+    "langbatch": """
+        import json, logging, sys, time
+        logging.disable(logging.INFO)
+        from openai import OpenAI
+        from langbatch.openai import OpenAIChatCompletionBatch
+        base, src, work = sys.argv[1:4]
+        rows = [json.loads(x) for x in open(src)]
+        client = OpenAI(base_url=base, api_key="KEY")
+        batch = OpenAIChatCompletionBatch.create(
+            [r["body"]["messages"] for r in rows], request_kwargs={"model": rows[0]["body"]["model"]},
+            batch_kwargs={"client": client})
+        batch.start()
+        while batch.get_status() not in ("completed", "failed", "expired", "cancelled"):
+            time.sleep(POLL)
+        ok, failed = batch.get_results()
+        print(json.dumps({"results": len(ok or []) + len(failed or []), "ok": len(ok or [])}))
+    """,
+    "openbatch": """
+        import json, sys, time
+        from pathlib import Path
+        from openai import OpenAI
+        from openbatch import BatchCollector
+        base, src, work = sys.argv[1:4]
+        path = Path(work) / "openbatch.jsonl"
+        collector = BatchCollector(path)
+        for x in open(src):
+            r = json.loads(x)
+            collector.chat.completions.create(r["custom_id"], r["body"]["model"],
+                                              messages=r["body"]["messages"])
+        client = OpenAI(base_url=base, api_key="KEY")
+        f = client.files.create(file=path.open("rb"), purpose="batch")
+        b = client.batches.create(input_file_id=f.id, endpoint="/v1/chat/completions",
+                                  completion_window="24h")
+        while b.status not in ("completed", "failed", "expired", "cancelled"):
+            time.sleep(POLL)
+            b = client.batches.retrieve(b.id)
+        lines = client.files.content(b.output_file_id).text.splitlines()
+        ok = sum(1 for ln in lines if json.loads(ln)["response"]["status_code"] == 200)
+        print(json.dumps({"results": len(lines), "ok": ok}))
+    """,
+}
+
+API_SCRIPT = """
+    import json, sys
+    from llmbatch import EngineSettings, Queue
+    base, src, work = sys.argv[1:4]
+    settings = EngineSettings(poll_interval=POLL, first_poll=POLL,
+                              providers={"openai": {"base_url": base, "api_key_env": "KEY_ENV"}})
+    with Queue(work + "/api.db", "q", settings=settings) as q:
+        q.add_file(src)
+        q.run()
+        results = list(q.results())
+    ok = sum(1 for r in results if r.state == "succeeded")
+    print(json.dumps({"results": len(results), "ok": ok}))
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_emulator(folder: Path) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "llmbatch.emulator", "--port", str(port), "--data-dir", str(folder)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return proc, f"http://127.0.0.1:{port}/v1"
+        time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError("the emulator did not start")
+
+
+def write_requests(path: Path, n: int) -> None:
+    with path.open("wb") as f:
+        for i in range(n):
+            body = {
+                "model": MODEL,
+                "messages": [{"role": "user", "content": f"question {i}: why?"}],
+            }
+            f.write(orjson.dumps({"custom_id": f"r{i}", "method": "POST",
+                                  "url": "/v1/chat/completions", "body": body}) + b"\n")  # fmt: skip
+
+
+class Measured(subprocess.Popen[bytes]):
+    """A Popen that keeps the child's peak RSS, from wait4 (Linux: kB)."""
+
+    peak_rss_kb = 0
+
+    def _try_wait(self, wait_flags: int) -> tuple[int, int]:
+        try:
+            pid, status, usage = os.wait4(self.pid, wait_flags)
+        except ChildProcessError:
+            return self.pid, 0
+        if pid:
+            self.peak_rss_kb = usage.ru_maxrss
+        return pid, status
+
+
+def timed(cmd: list[str], env: dict[str, str], cwd: Path) -> tuple[float, float, str]:
+    """Wall seconds, peak RSS (MB) and stdout of one process."""
+    started = time.perf_counter()
+    proc = Measured(cmd, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    out, err = proc.communicate()
+    wall = time.perf_counter() - started
+    if proc.returncode != 0:
+        tail = err.decode(errors="replace").strip().splitlines()[-1:] or ["?"]
+        raise RuntimeError(f"{Path(cmd[1]).name} exited {proc.returncode}: {tail[0]}")
+    return wall, proc.peak_rss_kb / 1024, out.decode()
+
+
+def script(body: str, n: int) -> str:
+    return textwrap.dedent(body).replace("POLL", str(POLL)).replace('"KEY"', repr(KEY))
+
+
+def run_cli(base: str, src: Path, work: Path, env: dict[str, str]) -> dict[str, object]:
+    config = work / "llmbatch.toml"
+    config.write_text(
+        f'[providers.openai]\nbase_url = "{base}"\napi_key_env = "LLMBATCH_BENCH_KEY"\n'
+    )
+    env = {**env, "LLMBATCH_CONFIG": str(config), "LLMBATCH_DB": str(work / "cli.db")}
+    llmbatch = str(Path(sys.executable).parent / "llmbatch")
+    steps = (
+        ["enqueue", str(src), "-q", "q"],
+        ["wait", "-q", "q", "--poll-interval", str(POLL)],
+        ["results", "-q", "q", "-o", str(work / "cli-results.jsonl")],
+    )
+    wall, rss = 0.0, 0.0
+    for args in steps:
+        w, r, _out = timed([llmbatch, *args], env, work)
+        wall, rss = wall + w, max(rss, r)
+    lines = (work / "cli-results.jsonl").read_bytes().splitlines()
+    return {"wall_s": round(wall, 2), "peak_rss_mb": round(rss, 1), "results": len(lines)}
+
+
+def run_python(python: str, body: str, base: str, src: Path, work: Path, env: dict[str, str],
+               n: int) -> dict[str, object]:  # fmt: skip
+    path = work / f"flow-{abs(hash(body))}.py"
+    path.write_text(script(body, n))
+    wall, rss, out = timed([python, str(path), base, str(src), str(work)], env, work)
+    got = json.loads(out.strip().splitlines()[-1])
+    return {"wall_s": round(wall, 2), "peak_rss_mb": round(rss, 1), **got}
+
+
+def peer_python(venvs: Path, tool: str) -> str | None:
+    """The python of `tool`'s own venv, made and installed on first use; None (said in one
+    line) when it cannot be installed."""
+    venv = venvs / tool
+    python = venv / "bin" / "python"
+    if (
+        python.exists()
+        and subprocess.run(
+            [str(python), "-c", f"import {tool}, openai"], capture_output=True
+        ).returncode
+        == 0
+    ):
+        return str(python)
+    made = subprocess.run([sys.executable, "-m", "venv", str(venv)], capture_output=True)
+    pip = subprocess.run(
+        [str(python), "-m", "pip", "install", "-q", tool, "openai"], capture_output=True, text=True
+    ) if made.returncode == 0 else made  # fmt: skip
+    if pip.returncode != 0:
+        why = (pip.stderr or "").strip().splitlines()[-1:] or ["venv failed"]
+        print(f"skipped {tool}: it did not install ({why[0][:120]})", flush=True)
+        return None
+    return str(python)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--requests", type=int, nargs="+", default=[5000, 20000])
+    ap.add_argument("--venvs", type=Path, default=Path.home() / ".cache" / "llmbatch-bench-peers")
+    ap.add_argument("--small", action="store_true")
+    args = ap.parse_args()
+    peers = not (args.small or os.environ.get("CI"))
+    sizes = [200] if not peers else args.requests
+    if not peers:
+        print(
+            "peers skipped: bench_peers installs PyPI tools and runs locally, not in CI or --small"
+        )
+    pythons = {t: p for t in PEERS if peers and (p := peer_python(args.venvs, t))}
+    env = {**os.environ, "LLMBATCH_BENCH_KEY": KEY, "OPENAI_API_KEY": KEY}
+    load = os.getloadavg()
+    out: dict[str, object] = {"load_before": [round(x, 2) for x in load], "poll_s": POLL}
+    with tempfile.TemporaryDirectory(prefix="bench-peers-") as tmp:
+        root = Path(tmp)
+        emulator, base = start_emulator(root / "emulator")
+        try:
+            for n in sizes:
+                work = root / f"n{n}"
+                work.mkdir()
+                src = work / "requests.jsonl"
+                write_requests(src, n)
+                row: dict[str, object] = {
+                    "llmbatch_cli": run_cli(base, src, work, env),
+                    "llmbatch_api": run_python(
+                        sys.executable, API_SCRIPT.replace("KEY_ENV", "LLMBATCH_BENCH_KEY"),
+                        base, src, work, env, n,
+                    ),
+                }  # fmt: skip
+                for tool, python in pythons.items():
+                    try:
+                        row[tool] = run_python(python, PEER_SCRIPTS[tool], base, src, work, env, n)
+                    except (RuntimeError, ValueError, IndexError) as exc:
+                        row[tool] = {"error": str(exc)[:200]}
+                others = [
+                    v for k, v in row.items() if not k.startswith("llmbatch") and "wall_s" in v
+                ]
+                if others:
+                    fastest = min(float(v["wall_s"]) for v in others)  # type: ignore[arg-type]
+                    least = min(float(v["peak_rss_mb"]) for v in others)  # type: ignore[arg-type]
+                    row["floor_met"] = {
+                        "cli_faster_than_every_peer": float(row["llmbatch_cli"]["wall_s"]) < fastest,  # type: ignore[index]
+                        "api_faster_than_every_peer": float(row["llmbatch_api"]["wall_s"]) < fastest,  # type: ignore[index]
+                        "rss_lowest": max(float(row["llmbatch_cli"]["peak_rss_mb"]),  # type: ignore[index]
+                                          float(row["llmbatch_api"]["peak_rss_mb"])) < least,  # type: ignore[index]
+                    }  # fmt: skip
+                out[str(n)] = row
+                print(json.dumps({str(n): row}), flush=True)
+        finally:
+            emulator.kill()
+            emulator.wait()
+    out["load_after"] = [round(x, 2) for x in os.getloadavg()]
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()

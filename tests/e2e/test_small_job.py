@@ -1,0 +1,81 @@
+"""A small job makes no HTTP call it does not need (issue 23): `enqueue`, `wait`, `results`
+on a fresh store against the emulator, counted in the emulator's call log. The calls are
+the upload, the create, the polls until the batch ends, the output file's size (the check
+that a download is whole) and its content, and the two deletes; no sweep (this engine sent
+everything the store knows itself, every call answered), no poll in the tick that created
+the batch."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from helpers import E2E_KEY_ENV, cli, jsonl, line
+from llmbatch.emulator import RunningEmulator, running
+
+
+@pytest.fixture
+def emu() -> Iterator[RunningEmulator]:
+    with running(seed=23) as e:
+        yield e
+
+
+def kinds(emu: RunningEmulator) -> list[str]:
+    """The call log as `METHOD path` with ids replaced by `{id}`."""
+    out = []
+    for c in emu.control.calls():
+        parts = ["{id}" if p.startswith(("file-", "batch_")) else p for p in c["path"].split("/")]
+        out.append(f"{c['method']} {'/'.join(parts)}")
+    return out
+
+
+def test_a_small_job_makes_only_the_calls_it_needs(
+    tmp_path: Path, emu: RunningEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "llmbatch.toml").write_text(
+        f'[providers.openai]\nbase_url = "{emu.base_url}"\napi_key_env = "{E2E_KEY_ENV}"\n'
+    )
+    (tmp_path / "in.jsonl").write_bytes(jsonl(*(line(f"r{i}") for i in range(5))))
+    assert cli("enqueue", "in.jsonl").exit_code == 0
+    assert cli("wait", "--poll-interval", "0.2").exit_code == 0
+    assert cli("results", "-o", "out.jsonl").exit_code == 0
+    assert len((tmp_path / "out.jsonl").read_bytes().splitlines()) == 5
+
+    calls = kinds(emu)
+    polls = calls.count("GET /v1/batches")
+    assert 1 <= polls <= 3, calls  # the batch is done at the first or second poll
+    assert calls[:2] == ["POST /v1/files", "POST /v1/batches"], calls
+    assert calls[2] == "GET /v1/batches", calls  # no sweep, no list of files
+    assert Counter(c for c in calls if c != "GET /v1/batches") == Counter(
+        {
+            "POST /v1/files": 1,
+            "POST /v1/batches": 1,
+            "GET /v1/files/{id}": 1,
+            "GET /v1/files/{id}/content": 1,
+            "DELETE /v1/files/{id}": 2,
+        }
+    ), calls
+
+
+def test_the_next_process_sweeps_what_it_did_not_send(
+    tmp_path: Path, emu: RunningEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a crash or a restored database may leave is looked for by the next process that
+    works with the provider: it lists the provider's batches and uploads once."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "llmbatch.toml").write_text(
+        f'[providers.openai]\nbase_url = "{emu.base_url}"\napi_key_env = "{E2E_KEY_ENV}"\n'
+    )
+    (tmp_path / "a.jsonl").write_bytes(jsonl(line("a")))
+    (tmp_path / "b.jsonl").write_bytes(jsonl(line("b")))
+    assert cli("enqueue", "a.jsonl").exit_code == 0
+    assert cli("wait", "--poll-interval", "0.2").exit_code == 0
+    assert "GET /v1/files" not in kinds(emu)
+    emu.control.clear_calls()
+    assert cli("enqueue", "b.jsonl").exit_code == 0
+    assert cli("wait", "--poll-interval", "0.2").exit_code == 0
+    assert kinds(emu).count("GET /v1/files") == 1  # the sweep's list of uploads

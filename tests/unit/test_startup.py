@@ -1,0 +1,93 @@
+"""A small job is cheap to start: each `llmbatch` command imports what it uses and nothing
+more (issue 23). The SDKs, the price data (genai-prices and pydantic), the emulator and the
+engine load only in a command that needs them, so `llmbatch --version` costs little more
+than click and `llmbatch status` little more than the store. Checked in a fresh interpreter,
+by what lands in `sys.modules`, not by timing (the machine may be loaded)."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import llmbatch
+from helpers import jsonl, line
+
+# Never in a command that neither sends, prices nor serves anything.
+HEAVY = ("openai", "anthropic", "google.genai", "httpx", "httpx2", "pydantic", "genai_prices",
+         "llmbatch.emulator", "asyncio")  # fmt: skip
+# Nor, for these, the engine and the provider registry (importlib.metadata's entry points).
+ENGINE = ("llmbatch.engine", "llmbatch.worker", "llmbatch.providers", "importlib.metadata")
+
+PROBE = """
+import json, sys
+sys.argv = ["llmbatch", *json.loads(sys.argv[1])]
+from llmbatch.cli import main
+code = None
+try:
+    main()
+except SystemExit as exc:
+    code = exc.code
+with open(OUT, "w") as f:
+    json.dump({"code": code, "modules": sorted(sys.modules)}, f)
+"""
+
+
+def imported(tmp_path: Path, *args: str) -> list[str]:
+    """The modules a fresh interpreter holds after `llmbatch ARGS` (run in `tmp_path`)."""
+    out = tmp_path / "modules.json"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LLMBATCH_")}
+    code = PROBE.replace("OUT", repr(str(out)))
+    subprocess.run(
+        [sys.executable, "-c", code, json.dumps(args)],
+        cwd=tmp_path, env=env, check=True, capture_output=True,
+    )  # fmt: skip
+    got = json.loads(out.read_text())
+    assert got["code"] in (0, None), got["code"]
+    return list(got["modules"])
+
+
+def loaded(modules: list[str], names: tuple[str, ...]) -> list[str]:
+    return [m for m in modules if any(m == n or m.startswith(n + ".") for n in names)]
+
+
+def test_version_imports_no_sdk_no_price_data_no_emulator_no_engine(tmp_path: Path) -> None:
+    modules = imported(tmp_path, "--version")
+    assert loaded(modules, HEAVY + ENGINE) == []
+    assert loaded(modules, ("llmbatch.store",)) == []
+
+
+def test_status_imports_the_store_and_nothing_it_does_not_show(tmp_path: Path) -> None:
+    (tmp_path / "in.jsonl").write_bytes(jsonl(line("a"), line("b")))
+    imported(tmp_path, "enqueue", "in.jsonl", "-q", "q")
+    modules = imported(tmp_path, "status")
+    assert "llmbatch.store.sqlite" in modules  # it did read the store
+    assert loaded(modules, (*HEAVY, "llmbatch.engine", "llmbatch.worker")) == []
+
+
+def test_the_version_printed_is_the_packages(tmp_path: Path) -> None:
+    """`--version` prints `llmbatch.__version__` (reading the metadata costs a fifth of its
+    start): the two must agree."""
+    assert importlib.metadata.version("llmbatch") == llmbatch.__version__
+
+
+def test_the_public_api_loads_each_name_on_first_use() -> None:
+    code = (
+        "import sys, llmbatch; before = set(sys.modules); llmbatch.Queue; "
+        "print(int('llmbatch.engine' in before), int('llmbatch.queue' in sys.modules))"
+    )
+    got = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert got.stdout.split() == ["0", "1"]
+
+
+@pytest.mark.parametrize("name", ["Queue", "BatchClient", "Engine", "estimate_file"])
+def test_a_lazily_loaded_name_is_the_modules_own_object(name: str) -> None:
+    import importlib
+
+    module = importlib.import_module(llmbatch._WHERE[name])
+    assert getattr(llmbatch, name) is getattr(module, name)
