@@ -133,7 +133,7 @@ def holder(db: str) -> str:
     return str(held[0][0]) if held else ""
 
 
-def take_over(db: str, workers: list[Worker], timeout: float = 180.0) -> tuple[Worker, float]:
+def take_over(db: str, workers: list[Worker], timeout: float = 600.0) -> tuple[Worker, float]:
     """Wait until one of `workers` holds the engine lease: that one, and when it was seen to."""
     tags = {f":{w.pid}:": w for w in workers}
     deadline = time.monotonic() + timeout

@@ -988,7 +988,7 @@ def test_a_create_held_past_its_send_window_is_never_sent(
     assert KEY not in str(caught.value)
     assert frozen.steps[-2:] == ["creating", "sending"]  # asked right before it would leave
     assert creates_seen(emu) == 0, "a create held past its send window reached the service"
-    uploaded = dict(s for s in frozen.steps if isinstance(s, tuple)).get("uploaded")
+    uploaded = next((s[1] for s in frozen.steps if isinstance(s, tuple)), None)
     retried = dataclasses.replace(it, input_file_id=uploaded)
     journal = Journal()
     ref = provider.submit(retried, journal)  # in time: sent, once

@@ -44,6 +44,7 @@ def _drain(engine: Engine) -> None:
         time.sleep(0.02)
 
 
+@pytest.mark.both_backends
 def test_a_second_batch_of_ours_is_adopted_ingested_and_changes_no_result(
     db: str, emu: RunningEmulator
 ) -> None:

@@ -316,6 +316,7 @@ def test_parts_a_killed_upload_left_are_aborted(moto: str, bucket: str, tmp_path
     assert not s3.list_multipart_uploads(Bucket=bucket).get("Uploads")
 
 
+@pytest.mark.both_backends
 def test_archiving_again_after_a_crash_writes_no_duplicate_and_leaves_no_gap(
     db: str, moto: str, bucket: str
 ) -> None:

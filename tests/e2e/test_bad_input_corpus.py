@@ -126,6 +126,7 @@ def _in_order(haystack: str, needles: list[str]) -> None:
 
 
 @pytest.mark.parametrize(("case", "db"), cases_on_stores("enqueue"), indirect=["db"])
+@pytest.mark.both_backends
 def test_enqueue(case: dict[str, Any], seeded: str, tmp_path: Path) -> None:
     file = _input(case, tmp_path)
     before, seed_rows = fingerprint(seeded), all_requests(seeded)

@@ -65,6 +65,7 @@ def statements_while_waiting(db: str, calls: int, seconds: float) -> Counter[str
         store.store.close()
 
 
+@pytest.mark.both_backends
 def test_waiting_calls_cost_one_statement_per_interval_whatever_their_number(db: str) -> None:
     seconds = 1.0
     few = statements_while_waiting(db, 10, seconds)

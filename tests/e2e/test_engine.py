@@ -125,6 +125,7 @@ class Tight(OpenAIProvider):
 # -- the happy path --------------------------------------------------------------------------
 
 
+@pytest.mark.both_backends
 def test_end_to_end(db: str, emu: RunningEmulator) -> None:
     items = [chat(i) for i in range(23)]
     enqueue(db, items)

@@ -126,12 +126,14 @@ def test_a_missing_file_or_a_folder_is_refused(seeded: str, tmp_path: Path) -> N
     assert "is a folder" in refused(seeded, "enqueue", str(tmp_path))
 
 
+@pytest.mark.both_backends
 def test_a_custom_id_twice_in_the_file(seeded: str, tmp_path: Path) -> None:
     path = write(tmp_path, jsonl(line("a"), line("b"), line("a", "other")))
     err = refused(seeded, "enqueue", path)
     assert f"{path}:3: custom_id 'a' appears more than once (first on line 1)" in err
 
 
+@pytest.mark.both_backends
 def test_re_enqueue_with_a_changed_body_is_a_conflict(seeded: str, tmp_path: Path) -> None:
     path = write(tmp_path, jsonl(line("new"), line("s2", "second, edited")))
     err = refused(seeded, "enqueue", path)
@@ -170,6 +172,7 @@ def test_crlf_and_trailing_blank_lines_are_accepted(db: str, tmp_path: Path) -> 
     assert "0 added" in again.stdout and "3 already enqueued" in again.stdout
 
 
+@pytest.mark.both_backends
 def test_enqueueing_the_same_file_twice_says_already_enqueued(seeded: str, tmp_path: Path) -> None:
     before = all_requests(seeded)
     result = cli("--db", seeded, "enqueue", str(tmp_path / "seed.jsonl"))
@@ -181,6 +184,7 @@ def test_enqueueing_the_same_file_twice_says_already_enqueued(seeded: str, tmp_p
     assert all_requests(seeded) == before
 
 
+@pytest.mark.both_backends
 def test_a_partly_new_file_adds_only_the_new_lines(seeded: str, tmp_path: Path) -> None:
     path = write(tmp_path, jsonl(*SEED[:2], line("s4", "fourth")))
     result = cli("--db", seeded, "enqueue", path)
@@ -481,6 +485,7 @@ def _loaded(db: str) -> int:
 
 
 @pytest.mark.slow
+@pytest.mark.both_backends
 def test_kill_9_halfway_through_a_large_import_leaves_nothing_visible(
     two_files: tuple[Path, Path], db: str, tmp_path: Path
 ) -> None:

@@ -37,6 +37,9 @@ from llmbatch.providers.openai import OpenAIProvider
 from llmbatch.store import Store, open_store
 from llmbatch.store.batching import Outcome
 
+# on SQLite and PostgreSQL (crash windows and races: where each backend commits)
+pytestmark = pytest.mark.both_backends
+
 KEY_ENV = "LLMBATCH_E2E_KEY"
 CHAT: Final = "/v1/chat/completions"
 GROUP = ("openai", CHAT, "gpt-4o-mini")

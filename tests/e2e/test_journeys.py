@@ -307,6 +307,7 @@ def _which_says(
 
 
 @pytest.mark.slow  # two worker processes, each loading the SDKs
+@pytest.mark.both_backends
 def test_journey_4_the_platform_team_standbys_logs_and_status_on_postgres(
     home: Path, emu: RunningEmulator, pg_dsn: str
 ) -> None:

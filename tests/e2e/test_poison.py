@@ -155,6 +155,7 @@ def same_length(line: bytes, change: Any) -> bytes:
     return out
 
 
+@pytest.mark.both_backends
 def test_numbers_no_database_integer_holds_are_anomalies(db: str, emu: RunningEmulator) -> None:
     """A usage count of 2^63 + 7 and a custom_id whose number is twenty digits: the first
     result is kept with its usage flagged, the second line is an anomaly (its request goes

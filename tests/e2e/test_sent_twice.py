@@ -26,6 +26,9 @@ from llmbatch.engine import Engine, EngineSettings
 from llmbatch.store import open_store
 from llmbatch.store.batching import LeaseLost
 
+# on SQLite and PostgreSQL (leases and fenced writes: each backend's locks)
+pytestmark = pytest.mark.both_backends
+
 CHAT = "/v1/chat/completions"
 
 

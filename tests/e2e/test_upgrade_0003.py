@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from helpers import UNDO_0004, fast_settings, is_pg, sql, undo_statements
 from llmbatch.emulator import running
 from llmbatch.engine import Engine
@@ -20,6 +22,9 @@ from llmbatch.requests import make_request
 from llmbatch.store import open_store
 from llmbatch.store.batching import Outcome
 from llmbatch.store.sqlstore import migrations
+
+# on SQLite and PostgreSQL (migrations differ per dialect)
+pytestmark = pytest.mark.both_backends
 
 BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
 

@@ -35,6 +35,9 @@ from llmbatch.store.sqlstore import migrations
 from llmbatch.webhooks import WebhookSettings
 from receiver import Receiver
 
+# on SQLite and PostgreSQL (migrations differ per dialect)
+pytestmark = pytest.mark.both_backends
+
 THIS = 8
 
 

@@ -33,6 +33,9 @@ from llmbatch.emulator import running
 from llmbatch.engine import Engine
 from llmbatch.store import batching, open_store
 
+# on SQLite and PostgreSQL (migrations differ per dialect)
+pytestmark = pytest.mark.both_backends
+
 THIS = 4
 
 

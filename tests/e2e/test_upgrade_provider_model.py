@@ -31,6 +31,9 @@ from llmbatch.engine import Engine
 from llmbatch.store import open_store
 from llmbatch.store.sqlstore import migrations
 
+# on SQLite and PostgreSQL (migrations differ per dialect)
+pytestmark = pytest.mark.both_backends
+
 THIS = 11
 
 

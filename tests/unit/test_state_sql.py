@@ -59,7 +59,13 @@ def sources(sql: str) -> set[str]:
 
 def test_the_statements_are_found() -> None:
     names = {n for _f, n, _s in state_updates("requests")}
-    assert {"pack_requests", "staged_succeeded", "request_succeeded", "request_retry", "retry_failed"} <= names
+    assert {
+        "pack_requests",
+        "staged_succeeded",
+        "request_succeeded",
+        "request_retry",
+        "retry_failed",
+    } <= names
     assert {"mark_ingested", "update_batch"} <= {n for _f, n, _s in state_updates("batches")}
 
 

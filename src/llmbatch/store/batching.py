@@ -318,11 +318,19 @@ class BatchingOps:
     ) -> None:
         """Finish these attempts, insert the results of those that ended, add them to the
         cost totals and move their requests on (`waiting`: attempt id -> request id). One
-        prepared statement run over every row of each kind (SQLite's `executemany` loops in
-        C inside the one transaction); PostgreSQL's override stages the rows with COPY."""
+        statement over the list for the succeeded ones, a prepared statement run over every
+        row for the rest (SQLite's `executemany` loops in C, inside the one transaction);
+        PostgreSQL's override stages the rows with COPY."""
+        succeeded = [o.attempt_id for o in todo if o.kind == "succeeded"]
+        if succeeded:  # nearly every outcome: one statement over the list
+            cur.execute(self.q("attempts_succeeded"), {"ids": as_list(succeeded), "now": now})
         cur.executemany(
             self.q("finish_attempt"),
-            [(o.kind, o.kind, o.error_code, o.error_message, now, o.attempt_id) for o in todo],
+            [
+                (o.kind, o.kind, o.error_code, o.error_message, now, o.attempt_id)
+                for o in todo
+                if o.kind != "succeeded"
+            ],
         )
         # a cancelled request gets a result too (the export lists it), but costs nothing
         final = [o for o in todo if o.kind in ("succeeded", "failed", "cancelled")]
@@ -352,10 +360,8 @@ class BatchingOps:
             by_kind.setdefault(o.kind, []).append(o)
         rid = waiting.__getitem__
         if "succeeded" in by_kind:
-            cur.executemany(
-                self.q("request_succeeded"),
-                [(now, rid(o.attempt_id)) for o in by_kind["succeeded"]],
-            )
+            ids = as_list(rid(o.attempt_id) for o in by_kind["succeeded"])
+            cur.execute(self.q("request_succeeded"), {"ids": ids, "now": now})
         if "failed" in by_kind:
             cur.executemany(
                 self.q("request_failed"),

@@ -163,7 +163,14 @@ VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (attempt_id) DO NOTHING
 
 -- name: request_succeeded
-UPDATE requests SET state = 'succeeded', reason = NULL, updated_at = ? WHERE id = ? AND state = 'submitted'
+-- Every succeeded request of an ingest chunk in one statement (the common case: nearly all).
+UPDATE requests SET state = 'succeeded', reason = NULL, updated_at = :now
+WHERE id IN (SELECT CAST(value AS BIGINT) FROM json_each(:ids)) AND state = 'submitted'
+
+-- name: attempts_succeeded
+UPDATE attempts SET state = 'succeeded', outcome = 'succeeded', error_code = NULL,
+    error_message = NULL, finished_at = :now
+WHERE id IN (SELECT CAST(value AS BIGINT) FROM json_each(:ids))
 
 -- name: request_failed
 UPDATE requests SET state = 'failed', attempts = attempts + 1, rejections = rejections + ?,
