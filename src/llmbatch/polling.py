@@ -68,15 +68,10 @@ class Poller:
 
     def poll(self, t: Tick) -> None:
         now, token, report = t.now, t.token, t.report
-        # a batch created in this very tick has nothing to say yet: its first poll is
-        # `first_poll` later (one call a small job does not need)
         flying = [
             b
             for b in self.store.open_batches()
-            if b.provider_batch_id
-            and b.state not in ENDED
-            and t.due(b)
-            and (b.submitted_at is None or b.submitted_at < now)
+            if b.provider_batch_id and b.state not in ENDED and t.due(b)
         ]
         changed = False
         by_provider: dict[str, list[OpenBatch]] = {}
