@@ -330,10 +330,21 @@ class BatchingOps:
         succeeded = [o.attempt_id for o in todo if o.kind == "succeeded"]
         if succeeded:  # nearly every outcome: one statement over the list
             cur.execute(self.q("attempts_succeeded"), {"ids": as_list(succeeded), "now": now})
-        self._many(cur, "finish_attempt", [
-            {"kind": o.kind, "error_code": o.error_code, "error_message": o.error_message,
-             "now": now, "id": o.attempt_id} for o in todo if o.kind != "succeeded"
-        ])  # fmt: skip
+        self._many(
+            cur,
+            "finish_attempt",
+            [
+                {
+                    "kind": o.kind,
+                    "error_code": o.error_code,
+                    "error_message": o.error_message,
+                    "now": now,
+                    "id": o.attempt_id,
+                }
+                for o in todo
+                if o.kind != "succeeded"
+            ],
+        )
         # a cancelled request gets a result too (the export lists it), but costs nothing
         final = [o for o in todo if o.kind in ("succeeded", "failed", "cancelled")]
         day = int(now // 86400)
@@ -351,10 +362,21 @@ class BatchingOps:
         for kind, done in by_kind.items():
             if kind == "succeeded":
                 continue
-            self._many(cur, f"request_{kind}", [{
-                "id": rid(o.attempt_id), "now": now, "reason": _reason(o), "not_before": o.not_before,
-                "expiry": o.charge_expiry, "rejection": o.charge_rejection,
-            } for o in done])  # fmt: skip
+            self._many(
+                cur,
+                f"request_{kind}",
+                [
+                    {
+                        "id": rid(o.attempt_id),
+                        "now": now,
+                        "reason": _reason(o),
+                        "not_before": o.not_before,
+                        "expiry": o.charge_expiry,
+                        "rejection": o.charge_rejection,
+                    }
+                    for o in done
+                ],
+            )
 
     def _add_cost_totals(self, cur: Any, attempt_ids: Sequence[int]) -> None:
         """Add these new results to the report's running totals (same transaction)."""
@@ -461,14 +483,24 @@ def _result(o: Outcome, request_id: int, day: int, now: float) -> dict[str, Any]
     """The `insert_result` parameters of a final outcome."""
     cached, write_5m, write_1h, reasoning, flag, tier = _detail(o)
     return {
-        "attempt_id": o.attempt_id, "request_id": request_id, "status_code": o.status_code,
-        "provider_request_id": o.provider_request_id, "body": o.body, "error_code": o.error_code,
-        "error_message": o.error_message, "input_tokens": o.input_tokens,
-        "output_tokens": o.output_tokens, "cached_tokens": cached,
-        "cache_write_5m_tokens": write_5m, "cache_write_1h_tokens": write_1h,
-        "reasoning_tokens": reasoning, "usage_flag": flag, "price_tier": tier, "day": day,
+        "attempt_id": o.attempt_id,
+        "request_id": request_id,
+        "status_code": o.status_code,
+        "provider_request_id": o.provider_request_id,
+        "body": o.body,
+        "error_code": o.error_code,
+        "error_message": o.error_message,
+        "input_tokens": o.input_tokens,
+        "output_tokens": o.output_tokens,
+        "cached_tokens": cached,
+        "cache_write_5m_tokens": write_5m,
+        "cache_write_1h_tokens": write_1h,
+        "reasoning_tokens": reasoning,
+        "usage_flag": flag,
+        "price_tier": tier,
+        "day": day,
         "now": now,
-    }  # fmt: skip
+    }
 
 
 def monotonic_now() -> float:

@@ -115,13 +115,23 @@ class RecoveryOps:
                     intent_id = None
                 else:  # its lines carry the intent's nonce
                     endpoint, model, nonce = (intent[0][k] for k in ("endpoint", "model", "nonce"))
-            cur.execute(self.q("adopt_batch"), {
-                "provider": provider, "endpoint": endpoint or "?", "model": model,
-                "state": status.state, "provider_batch_id": status.provider_batch_id,
-                "input_file_id": status.input_file_id, "output_file_id": status.output_file_id,
-                "error_file_id": status.error_file_id, "request_count": status.total,
-                "intent_id": intent_id, "now": now, "nonce": nonce,
-            })  # fmt: skip
+            cur.execute(
+                self.q("adopt_batch"),
+                {
+                    "provider": provider,
+                    "endpoint": endpoint or "?",
+                    "model": model,
+                    "state": status.state,
+                    "provider_batch_id": status.provider_batch_id,
+                    "input_file_id": status.input_file_id,
+                    "output_file_id": status.output_file_id,
+                    "error_file_id": status.error_file_id,
+                    "request_count": status.total,
+                    "intent_id": intent_id,
+                    "now": now,
+                    "nonce": nonce,
+                },
+            )
             if cur.rowcount != 1:
                 return None
             cur.execute(

@@ -332,10 +332,16 @@ class SqlStore(
             raise StoreError(f"no import {import_id} in {self.location}")
         r = found[0]
         return ImportInfo(
-            id=int(r["id"]), queue=r["queue"], source=r["source"], state=r["state"],
-            lines=int(r["lines"]), added=int(r["added"]), unchanged=int(r["unchanged"]),
-            rejected=int(r["rejected"]), error=r["error"],
-        )  # fmt: skip
+            id=int(r["id"]),
+            queue=r["queue"],
+            source=r["source"],
+            state=r["state"],
+            lines=int(r["lines"]),
+            added=int(r["added"]),
+            unchanged=int(r["unchanged"]),
+            rejected=int(r["rejected"]),
+            error=r["error"],
+        )
 
     def _event(
         self,
@@ -381,10 +387,16 @@ class SqlStore(
         with self._read() as cur:
             cur.execute(self.q("usage_summary"), {"queue": queue})
             return [
-                (r["provider"], r["model"], int(r["results"]), int(r["input_tokens"]),
-                 int(r["output_tokens"]), int(r["succeeded"]))
+                (
+                    r["provider"],
+                    r["model"],
+                    int(r["results"]),
+                    int(r["input_tokens"]),
+                    int(r["output_tokens"]),
+                    int(r["succeeded"]),
+                )
                 for r in by_name(cur)
-            ]  # fmt: skip
+            ]
 
     def cost_groups(self, since: float, until: float, queue: str | None = None) -> list[CostGroup]:
         """Usage of results recorded in [since, until) per pricing aggregate: from the running
