@@ -17,6 +17,10 @@ and its API each finish before every peer, and use the least peak RSS. With CI s
 --small) the peers are skipped in one line and llmbatch's two flows run at 200 requests.
 What the peers do not do is not timed here: only llmbatch creates no second batch when a
 create answers 500 after doing the work (tests/e2e/test_exactly_once.py).
+
+Measured 2026-12-07 on the shared 2-core machine under load 25-30 (not a quiet figure), 5,000
+requests: llmbatch CLI 57.3 s / 102 MB, API 34.2 s / 115 MB; offpeak 27.2 s / 82 MB,
+langbatch 31.0 s / 90 MB, openbatch + SDK 32.4 s / 67 MB. The floors are not met yet.
 """
 
 from __future__ import annotations

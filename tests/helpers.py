@@ -405,8 +405,8 @@ def roll_back(
         for statement in undo_statements(undo, store.dialect):
             cur.execute(statement)
         cur.execute(
-            store._dialect("UPDATE meta SET value = ? WHERE key = 'schema_version'"),
-            [str(migration_before(store.dialect, number))],
+            store.q("set_meta"),
+            {"key": "schema_version", "value": str(migration_before(store.dialect, number))},
         )
     assert store.schema_snapshot() == schema_before(number, db, request, tmp_path)
     store.close()

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 
 from llmbatch.closing import Closer
-from llmbatch.errors import RejectedError, TransientError
+from llmbatch.errors import IllegalTransition, RejectedError, TransientError
 from llmbatch.ingest import Ingestor
 from llmbatch.providers.base import BatchStatus, Provider
 from llmbatch.store.base import Store
@@ -68,15 +68,10 @@ class Poller:
 
     def poll(self, t: Tick) -> None:
         now, token, report = t.now, t.token, t.report
-        # a batch created in this very tick has nothing to say yet: its first poll is
-        # `first_poll` later (one call a small job does not need)
         flying = [
             b
             for b in self.store.open_batches()
-            if b.provider_batch_id
-            and b.state not in ENDED
-            and t.due(b)
-            and (b.submitted_at is None or b.submitted_at < now)
+            if b.provider_batch_id and b.state not in ENDED and t.due(b)
         ]
         changed = False
         by_provider: dict[str, list[OpenBatch]] = {}
@@ -108,7 +103,13 @@ class Poller:
                 s = self._sane(seen, s, report)
                 old = (seen.state, seen.completed_count, seen.failed_count)
                 if (s.state, s.completed, s.failed) != old:
-                    self.store.update_batch(seen.id, s, now, token)
+                    try:
+                        self.store.update_batch(seen.id, s, now, token)
+                    except IllegalTransition as exc:  # a stale answer: the batch moved on
+                        said = f"batch {seen.provider_batch_id}: {exc}; that poll is not stored"
+                        report.notes.append(said)
+                        self.store.note("anomaly", seen.id, said)
+                        continue
                     changed = True
                     if s.usage is not None:  # what the provider says it used, to check ours
                         self.store.record_provider_usage(seen.id, s.usage, now, token, s.model)

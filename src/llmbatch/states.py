@@ -55,17 +55,24 @@ BATCH_STATES: Final = (
     "cancelled",
     "ingested",  # every line read and recorded; nothing left to do
 )
+# A batch only moves forward: polls see a provider's batch now and then, so any later state
+# may follow an earlier one (validating -> completed between two polls); an ended batch may
+# still change its word (a refresh that brings its files can say cancelled, not completed),
+# never go back to running; closing (`ingested`: nothing left to do) ends every state, an
+# intent abandoned before it was sent included; nothing leaves `ingested`.
+# The store moves a batch through this table only (store/batching.py `_move_batch`).
+ENDED_BATCH: Final = frozenset({"completed", "failed", "expired", "cancelled"})
+_CLOSED: Final = frozenset({"ingested"})
 BATCH_TRANSITIONS: Final[dict[str, frozenset[str]]] = {
-    "packing": frozenset({"submitting", "cancelled"}),
-    "submitting": frozenset({"validating", "in_progress", "failed", "cancelled", "completed"}),
-    "validating": frozenset({"in_progress", "failed", "cancelling", "expired", "finalizing"}),
-    "in_progress": frozenset({"finalizing", "completed", "expired", "cancelling", "failed"}),
-    "finalizing": frozenset({"completed", "expired", "cancelling", "failed"}),
-    "cancelling": frozenset({"cancelled", "completed", "expired"}),
-    "completed": frozenset({"ingested"}),
-    "failed": frozenset({"ingested"}),
-    "expired": frozenset({"ingested"}),
-    "cancelled": frozenset({"ingested"}),
+    "packing": frozenset({"submitting", "cancelled"}) | _CLOSED,
+    "submitting": frozenset({"validating", "in_progress", "finalizing", "cancelling"})
+    | ENDED_BATCH
+    | _CLOSED,
+    "validating": frozenset({"in_progress", "finalizing", "cancelling"}) | ENDED_BATCH | _CLOSED,
+    "in_progress": frozenset({"finalizing", "cancelling"}) | ENDED_BATCH | _CLOSED,
+    "finalizing": frozenset({"cancelling"}) | ENDED_BATCH | _CLOSED,
+    "cancelling": ENDED_BATCH | _CLOSED,
+    **{ended: (ENDED_BATCH - {ended}) | _CLOSED for ended in sorted(ENDED_BATCH)},
     "ingested": frozenset(),
 }
 

@@ -171,3 +171,19 @@ def test_status_says_which_worker_holds_what_and_since_when(store: Store) -> Non
     (record,) = views.status_record(store, None, now)["workers"]
     assert record["queues"] == ["reviews"] and record["done"]["results"] == 40
     assert {c["name"] for c in record["claims"]} == {"engine", "batch:3"}
+
+
+def test_a_worker_stopping_gives_up_its_claims_and_is_forgotten_later(store: Store) -> None:
+    now = time.time()
+    token = store.register_worker("a", ["q"], now)
+    assert store.acquire_lease("batch:9", "a", 60, now) == token
+    store.worker_seen(token, now, {"polled": 3})
+    (row,) = store.workers(now - 1)
+    assert (row.holder, row.queues, row.polled) == ("a", ("q",), 3)
+    store.release_claims("a")
+    assert store.workers(now - 1) == []  # not counted when the others share the work
+    assert store.acquire_lease("batch:9", "b", 60, now) not in (None, token)
+    store.forget_workers(now - 1)  # seen since: kept, with its figures
+    assert any(w.holder == "a" for w in store.workers(-now - 1))
+    store.forget_workers(now + 1)
+    assert not any(w.holder == "a" for w in store.workers(-now - 1))

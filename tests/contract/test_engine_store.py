@@ -118,3 +118,48 @@ def test_running_cost_totals_equal_the_sums_over_every_result(store: Store) -> N
     assert len({(g[4], g[3]) for g in from_totals}) == 4  # two days x two tiers
     second_day = 86400.0 * 20001
     assert groups(second_day) == groups(second_day - 1) != from_totals
+
+
+def test_a_batch_moves_only_as_the_transition_table_allows(store: Store) -> None:
+    """The store refuses a move the table forbids (a stale poll taking a finished batch back
+    to running; anything after `ingested`), writes nothing of it, and keeps the batch as it
+    was; the moves the table allows, skipped states included, go through."""
+    from llmbatch.errors import IllegalTransition
+    from llmbatch.providers.base import BatchStatus
+
+    _enqueue(store, "q", ["r0", "r1"])
+    now = time.time()
+    token = store.acquire_lease("engine", "me", 60, now)
+    assert token is not None
+    ids = [rid for rid, *_ in store.candidates("openai", "/v1/chat/completions", "gpt-4o-mini")]
+    batch = store.create_intent(
+        ("openai", "/v1/chat/completions", "gpt-4o-mini"), ids, 10, 10, now, token
+    )
+    assert batch is not None
+    store.record_submitted(batch, "pb_1", "file_1", now, token)
+
+    def state() -> str:
+        return next(b.state for b in store.open_batches() if b.id == batch)
+
+    def seen(s: str, completed: int = 0) -> BatchStatus:
+        return BatchStatus("pb_1", s, s, total=2, completed=completed, output_file_id="out_1")
+
+    assert store.batch_result_count(batch) == 0  # nothing read back yet
+    store.update_batch(batch, seen("completed", 2), now, token)  # validating -> completed
+    assert state() == "completed"
+    try:
+        store.update_batch(batch, seen("in_progress", 1), now, token)
+    except IllegalTransition as exc:
+        assert (exc.kind, exc.old, exc.new) == ("batch", "completed", "in_progress")
+    else:
+        raise AssertionError("a finished batch went back to in_progress")
+    assert state() == "completed"
+    assert next(b for b in store.open_batches() if b.id == batch).completed_count == 2
+    store.mark_ingested(batch, now, token)
+    try:
+        store.update_batch(batch, seen("completed", 2), now, token)
+    except IllegalTransition:
+        pass
+    else:
+        raise AssertionError("an ingested batch moved")
+    assert batch not in {b.id for b in store.open_batches()}

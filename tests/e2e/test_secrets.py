@@ -239,7 +239,6 @@ def wait_until(what: Any, timeout: float, why: str) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.both_backends
 def test_no_secret_lands_anywhere(
     store_db: str,
     canaries: Canaries,

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -125,3 +125,37 @@ def test_an_upload_refused_is_retried_and_one_file_kept(db: str, clock: VirtualC
         run(engine, clock, step=30.0)
     assert request_states(db) == {"succeeded": 2}
     assert memory.calls["upload"] == 2 and len(memory.batches) == 1
+
+
+def test_a_stale_poll_that_would_take_a_batch_back_is_noted_not_stored(
+    db: str, clock: VirtualClock
+) -> None:
+    """A poll answered from a lagging copy (in_progress after the batch showed finalizing)
+    is refused by the store's transition table: noted as an anomaly, the batch kept as it
+    was, the tick carrying on; the queue drains as before."""
+    import dataclasses
+
+    class Lagging(MemoryProvider):
+        said: ClassVar[list[str]] = []
+
+        def poll(self, batch_ids: Any, retrieve_budget: int) -> list[Any]:
+            seen = super().poll(batch_ids, retrieve_budget)
+            said = "finalizing" if not self.said else "in_progress"
+            if len(self.said) < 2 and all(s.state == "in_progress" for s in seen):
+                self.said.append(said)
+                return [dataclasses.replace(s, state=said, provider_status=said) for s in seen]
+            return seen
+
+    enqueue(db, 3)
+    memory = Lagging(clock=clock, latency=3600.0)
+    for engine in engine_with(db, memory, clock):
+        notes: list[str] = []
+        for _ in range(3):  # submit, poll (finalizing), poll (a stale in_progress)
+            notes += engine.tick(clock()).notes
+            clock.advance(60.0)
+        assert sql(db, "SELECT state FROM batches") == [("finalizing",)]
+        assert any("illegal batch transition 'finalizing' -> 'in_progress'" in n for n in notes)
+        anomalies = sql(db, "SELECT detail FROM events WHERE kind = 'anomaly'")
+        assert anomalies and all("-> 'in_progress'" in d for (d,) in anomalies), anomalies
+        run(engine, clock, step=600.0)
+    assert request_states(db) == {"succeeded": 3}

@@ -91,3 +91,15 @@ def test_a_lazily_loaded_name_is_the_modules_own_object(name: str) -> None:
 
     module = importlib.import_module(llmbatch._WHERE[name])
     assert getattr(llmbatch, name) is getattr(module, name)
+
+
+def test_a_config_naming_a_provider_does_not_load_its_sdk(tmp_path: Path) -> None:
+    """Every command checks the config's [providers.*] tables; the settings they are
+    checked against live beside the format, not the transport that imports the SDK."""
+    (tmp_path / "llmbatch.toml").write_text(
+        '[providers.openai]\nbase_url = "http://127.0.0.1:9/v1"\n[providers.azure]\ntimeout = 5\n'
+    )
+    (tmp_path / "in.jsonl").write_bytes(jsonl(line("a")))
+    imported(tmp_path, "enqueue", "in.jsonl", "-q", "q")
+    modules = imported(tmp_path, "status")
+    assert loaded(modules, ("openai", "httpx", "llmbatch.providers.openai")) == []

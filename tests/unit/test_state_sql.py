@@ -108,3 +108,17 @@ def test_a_statement_that_breaks_the_table_is_caught() -> None:
     with pytest.raises(IllegalTransition):
         for state in sources(bad):
             check_request(state, SET_STATE.search(bad).group(2))  # type: ignore[union-attr]
+
+
+def test_every_batch_state_change_runs_through_the_one_check() -> None:
+    """Each statement that sets a batch's state is run by store/batching.py `_move_batch`,
+    which checks the move against BATCH_TRANSITIONS, and by nothing else."""
+    source = resources.files("llmbatch.store").joinpath("batching.py").read_text()
+    moved = set(re.findall(r'_move_batch\(\s*cur,\s*\w+,\s*[^,]+,\s*"(\w+)"', source))
+    writers = {n for _f, n, _s in state_updates("batches")}
+    assert writers == moved, f"batch state set outside _move_batch: {writers - moved}"
+    folder = resources.files("llmbatch.store")
+    for entry in folder.iterdir():
+        if entry.name.endswith(".py"):
+            for name in writers:
+                assert f'q("{name}")' not in entry.read_text(), f"{entry.name} runs {name}"

@@ -17,13 +17,12 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import openai
 
-from llmbatch import defaults, ownership
+from llmbatch import ownership
 from llmbatch.errors import AuthError, ConfigError, RejectedError, TransientError
 from llmbatch.providers.base import (
     BatchRef,
@@ -35,35 +34,15 @@ from llmbatch.providers.base import (
     ResultFile,
 )
 from llmbatch.providers.errors import calling
+from llmbatch.providers.openai_format import OUTPUT_EXPIRES_AFTER as OUTPUT_EXPIRES_AFTER
+from llmbatch.providers.openai_format import AzureSettings as AzureSettings
+from llmbatch.providers.openai_format import OpenAISettings as OpenAISettings
 from llmbatch.providers.openai_format import azure_plugin, openai_plugin
 from llmbatch.providers.sending import creating, hooks
 
 OPENAI_LIMITS = Limits(max_requests=50_000, max_bytes=200 * 1024 * 1024, max_inputs=50_000)
 AZURE_LIMITS = Limits(max_requests=100_000, max_bytes=200 * 1024 * 1024, max_inputs=50_000)
-OUTPUT_EXPIRES_AFTER = 14 * 86_400
 LIST_PAGES = 3  # polling: one list call per tick normally, a few pages at most
-
-
-@dataclass(frozen=True, slots=True)
-class OpenAISettings:
-    """Where to reach the service. The key is read from `api_key_env` when a client is made."""
-
-    api_key_env: str = "OPENAI_API_KEY"
-    base_url: str | None = None  # default: OPENAI_BASE_URL, else the SDK's default
-    timeout: float = defaults.PROVIDER_TIMEOUT_S
-    api_version: str | None = None  # Azure only
-    endpoint: str | None = None  # Azure only (AZURE_OPENAI_ENDPOINT)
-    # How long the service keeps a batch's output and error files (seconds; 0: its default,
-    # which is 30 days). llmbatch deletes them once read; this bounds what a lost store leaves.
-    # 14 days is within OpenAI's range (1 h to 30 d) and Azure's (14 to 30 d).
-    output_expires_after: int = OUTPUT_EXPIRES_AFTER
-
-
-@dataclass(frozen=True, slots=True)
-class AzureSettings(OpenAISettings):
-    """Azure's defaults: its own key variable."""
-
-    api_key_env: str = "AZURE_OPENAI_API_KEY"
 
 
 class OpenAIProvider:

@@ -8,10 +8,12 @@ The transports live in openai.py and are imported only when the engine talks to 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, Final
 
 import orjson
 
+from llmbatch import defaults
 from llmbatch.errors import ConfigError
 from llmbatch.providers import for_endpoint
 from llmbatch.providers.plugin import Format, Plugin
@@ -186,13 +188,40 @@ def _embedding_inputs(body: dict[str, Any]) -> int:
     return 1
 
 
+# The settings live here, not beside the transport: a config's [providers.openai] table is
+# checked by every command, and the transport imports the openai SDK (~1 s of CPU to start).
+OUTPUT_EXPIRES_AFTER = 14 * 86_400
+
+
+@dataclass(frozen=True, slots=True)
+class OpenAISettings:
+    """Where to reach the service. The key is read from `api_key_env` when a client is made."""
+
+    api_key_env: str = "OPENAI_API_KEY"
+    base_url: str | None = None  # default: OPENAI_BASE_URL, else the SDK's default
+    timeout: float = defaults.PROVIDER_TIMEOUT_S
+    api_version: str | None = None  # Azure only
+    endpoint: str | None = None  # Azure only (AZURE_OPENAI_ENDPOINT)
+    # How long the service keeps a batch's output and error files (seconds; 0: its default,
+    # which is 30 days). llmbatch deletes them once read; this bounds what a lost store leaves.
+    # 14 days is within OpenAI's range (1 h to 30 d) and Azure's (14 to 30 d).
+    output_expires_after: int = OUTPUT_EXPIRES_AFTER
+
+
+@dataclass(frozen=True, slots=True)
+class AzureSettings(OpenAISettings):
+    """Azure's defaults: its own key variable."""
+
+    api_key_env: str = "AZURE_OPENAI_API_KEY"
+
+
 openai_plugin = Plugin(
     OpenAIFormat(),
     transport="llmbatch.providers.openai:OpenAIProvider",
-    settings="llmbatch.providers.openai:OpenAISettings",
+    settings=OpenAISettings,
 )
 azure_plugin = Plugin(
     AzureFormat(),
     transport="llmbatch.providers.openai:AzureProvider",
-    settings="llmbatch.providers.openai:AzureSettings",
+    settings=AzureSettings,
 )

@@ -11,9 +11,11 @@ on where the last one stopped.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import fields, replace
 from typing import Any
 
-from llmbatch.store.manage import _by_name
+from llmbatch.errors import StoreError
+from llmbatch.store.rows import by_name, scalar
 from llmbatch.store.types import (
     DueArchive as DueArchive,
 )
@@ -25,6 +27,7 @@ from llmbatch.store.types import (
 )
 from llmbatch.store.types import ResultRow
 
+_RESULT_FIELDS = tuple(f.name for f in fields(ResultRow))
 PAGE = 5000
 
 
@@ -70,7 +73,7 @@ class ArchiveOps:
         """What an archive or a webhook needs of a batch (ids, files, counts)."""
         with self._read() as cur:
             cur.execute(self.q("archive_batch"), {"id": batch_id})
-            rows = _by_name(cur)
+            rows = by_name(cur)
             return rows[0] if rows else None
 
     def archive_waiting(self, n: int = 20) -> list[tuple[int, int, float, str | None]]:
@@ -90,35 +93,37 @@ class ArchiveOps:
                 rows = cur.fetchall()
             for a, queue, cid in rows:
                 yield int(a), str(queue), str(cid)
+                after = int(a)
             if len(rows) < PAGE:
                 return
-            after = int(rows[-1][0])
 
     def batch_result_rows(self, batch_id: int) -> Iterator[ResultRow]:
         """The results recorded for a batch's attempts, in attempt order, streamed."""
-        # The query's columns are ResultRow's fields in order: rows are built positionally
-        # (a dict per row cost archiving a third of its time).
+        # The query's columns are ResultRow's fields in order, checked by name on each page:
+        # rows are built positionally (a dict per row cost archiving a third of its time).
         after = 0
         while True:
             with self._read() as cur:
                 cur.execute(
                     self.q("batch_result_rows"), {"batch_id": batch_id, "after": after, "n": PAGE}
                 )
+                if tuple(d[0] for d in cur.description) != _RESULT_FIELDS:
+                    raise StoreError("batch_result_rows: its columns are not ResultRow's fields")
                 rows = cur.fetchall()
             for row in rows:
-                body = row[6]
-                if body is not None and type(body) is not bytes:
-                    row = (*row[:6], bytes(body), *row[7:])
-                yield ResultRow(*row)
+                result = ResultRow(*row)
+                if result.body is not None and type(result.body) is not bytes:
+                    result = replace(result, body=bytes(result.body))
+                yield result
+                after = result.attempt_id
             if len(rows) < PAGE:
                 return
-            after = int(rows[-1][11])
 
     def batch_result_count(self, batch_id: int) -> int:
         """How many results are recorded for a batch's attempts."""
         with self._read() as cur:
             cur.execute(self.q("batch_result_count"), {"batch_id": batch_id})
-            return int(cur.fetchone()[0])
+            return int(scalar(cur))
 
     def batch_queues(self, batch_id: int) -> list[QueueState]:
         with self._read() as cur:

@@ -15,10 +15,12 @@ from typing import Any
 import orjson
 
 from llmbatch.errors import StoreError
+from llmbatch.states import check_batch
 from llmbatch.store.budgets import Reservation
 from llmbatch.store.claims import group_claim
 from llmbatch.store.ownership import new_nonce
-from llmbatch.store.sqlfiles import as_list, queries
+from llmbatch.store.rows import by_name, column, scalar
+from llmbatch.store.sqlfiles import as_list, for_dialect, queries
 from llmbatch.store.types import (
     AttemptInfo as AttemptInfo,
 )
@@ -35,12 +37,13 @@ class LeaseLost(StoreError):
 
 
 class BatchingOps:
-    """Mixed into SqlStore; relies on its `_write`, `_read`, `q`, `_dialect`, `_event`."""
+    """Mixed into SqlStore; relies on its `_write`, `_read`, `q`, `_many`, `_event`."""
 
+    dialect: str
     _write: Any
     _read: Any
     q: Any
-    _dialect: Any
+    _many: Any
     _event: Any
     _reserve: Any
     _local_outcomes: Any
@@ -62,12 +65,12 @@ class BatchingOps:
                     "now": now,
                 },
             )
-            row = cur.fetchone()
-        return None if row is None else int(row[0])
+            token = scalar(cur)
+        return None if token is None else int(token)
 
     def _worker_token(self, cur: Any, holder: str, now: float) -> int:
         cur.execute(self.q("worker_token"), {"holder": holder, "queues": None, "now": now})
-        return int(cur.fetchone()[0])
+        return int(scalar(cur))
 
     def release_lease(self, name: str, holder: str) -> None:
         with self._write() as cur:
@@ -82,22 +85,25 @@ class BatchingOps:
         """Who holds a live lease, if anyone."""
         with self._read() as cur:
             cur.execute(self.q("get_lease"), {"name": name})
-            row = cur.fetchone()
-        return None if row is None or float(row[2]) < now else str(row[0])
+            lease = by_name(cur)
+        if not lease or float(lease[0]["expires_at"]) < now:
+            return None
+        return str(lease[0]["holder"])
 
     def _fence(self, cur: Any, token: int, name: str = "engine") -> None:
         """Refuse the write unless the caller holds `name` (a claim such as `batch:7`, or the
         engine lease) live, or nobody holds that claim live and the caller holds the engine
-        lease, which stands for a claim on whatever nobody claims."""
+        lease, which stands for a claim on whatever nobody claims. The seconds left are by the
+        database's clock (SQLite: one host, :now; PostgreSQL: its own, postgres/queries.sql)."""
         if name == "*":  # any claim: a fact learned while working, whoever writes it
-            cur.execute(self._fence_sql("fence_any"), {"token": token, "now": time.time()})
-            if cur.fetchone() is None:
+            cur.execute(self.q("fence_any"), {"token": token, "now": time.time()})
+            if scalar(cur) is None:
                 raise LeaseLost(
                     "every claim of this worker was taken over or ran out; it stops acting"
                 )
             return
-        cur.execute(self._fence_sql(), {"name": name, "now": time.time()})
-        rows = {str(n): (int(t), float(left)) for n, t, left in cur.fetchall()}
+        cur.execute(self.q("fence"), {"name": name, "now": time.time()})
+        rows = {str(r["name"]): (int(r["token"]), float(r["seconds_left"])) for r in by_name(cur)}
         claim = rows.get(name)
         if claim is not None and (claim[0] == token or claim[1] > 0):
             held = claim
@@ -113,11 +119,6 @@ class BatchingOps:
                 "worker stops acting until it holds the lease again"
             )
 
-    def _fence_sql(self, query: str = "fence") -> str:
-        """The lease's token and seconds left; SQLite is one host, so the host clock is the
-        database's (`:now`); PostgreSQL reads its own clock (see postgres.py)."""
-        return str(self.q(query))
-
     # -- packing -------------------------------------------------------------------------
     def release_due_retries(self, now: float, token: int) -> int:
         with self._write() as cur:
@@ -131,7 +132,7 @@ class BatchingOps:
                 cur.execute(self.q("ready_groups"))
             else:
                 cur.execute(self._in_queues("ready_groups"), {"queues": as_list(queues)})
-            return [(r[0], r[1], r[2], int(r[3])) for r in cur.fetchall()]
+            return [(r["provider"], r["endpoint"], r["model"], int(r["n"])) for r in by_name(cur)]
 
     def candidates(
         self,
@@ -158,7 +159,7 @@ class BatchingOps:
         )
         streams = [self._ready(provider, endpoint, m, page, queues) for m in models]
         for rid, nbytes, ninputs, text_bytes, _priority in heapq.merge(
-            *streams, key=lambda r: (-r[4], r[0])
+            *streams, key=_packing_order
         ):
             yield rid, nbytes, ninputs, text_bytes
 
@@ -188,9 +189,9 @@ class BatchingOps:
                 rows = cur.fetchall()
             for rid, nbytes, ninputs, text_bytes, priority in rows:
                 yield int(rid), int(nbytes), int(ninputs), int(text_bytes), int(priority)
+                params["priority"], params["id"] = int(priority), int(rid)
             if len(rows) < page:
                 return
-            params["priority"], params["id"] = int(rows[-1][4]), int(rows[-1][0])
 
     def _in_queues(self, name: str) -> str:
         """A query of ready requests narrowed to the queues of `:queues` (a worker serving
@@ -202,7 +203,7 @@ class BatchingOps:
             1,
         )
         assert narrowed != sql, name
-        return str(self._dialect(narrowed))
+        return for_dialect(self.dialect, narrowed)
 
     def create_intent(
         self,
@@ -242,7 +243,7 @@ class BatchingOps:
                 "nonce": new_nonce(),
             }
             cur.execute(self.q("insert_batch"), params)
-            batch_id = int(cur.fetchone()[0])
+            batch_id = int(scalar(cur))
             if queue is not None:
                 cur.execute(self.q("set_batch_queue"), {"id": batch_id, "queue": queue})
             if holder is not None:  # the worker that packed it holds its claim from the start
@@ -273,20 +274,15 @@ class BatchingOps:
     def batch_lines(self, batch_id: int, page: int = 2000) -> Iterator[tuple[int, str, bytes]]:
         """(attempt id, endpoint, body) of an intent in line order, streamed."""
         last = 0
-        sql = self._dialect(
-            "SELECT a.id, r.endpoint, b.body, a.line FROM attempts a JOIN requests r ON r.id = a.request_id "
-            "JOIN request_bodies b ON b.hash = r.body_hash "
-            "WHERE a.batch_id = ? AND a.line > ? ORDER BY a.line LIMIT ?"
-        )
         while True:
             with self._read() as cur:
-                cur.execute(sql, [batch_id, last, page])
+                cur.execute(self.q("batch_lines"), {"batch_id": batch_id, "after": last, "n": page})
                 rows = cur.fetchall()
-            for a, endpoint, body, _line in rows:
+            for a, endpoint, body, line in rows:
                 yield int(a), str(endpoint), bytes(body)
+                last = int(line)
             if len(rows) < page:
                 return
-            last = int(rows[-1][3])
 
     # -- submission ----------------------------------------------------------------------
     def mark(self, what: str, batch_id: int, now: float, token: int) -> None:
@@ -303,6 +299,18 @@ class BatchingOps:
             cur.execute(self.q("record_upload"), {"id": batch_id, "file_id": file_id, "now": now})
             self._event(cur, "uploaded", batch_id=batch_id, detail=file_id)
 
+    def _move_batch(self, cur: Any, batch_id: int, new: str, name: str, params: Any) -> int:
+        """The one way a batch's state changes: run statement `name` (which sets it to `new`)
+        if the transition table (states.BATCH_TRANSITIONS) allows the move from the state the
+        batch is in; IllegalTransition, and nothing written, if not. Returns the rows changed."""
+        cur.execute(self.q("batch_state"), {"id": batch_id})
+        old = scalar(cur)
+        if old is None:
+            raise StoreError(f"no batch {batch_id} to move to {new!r}")
+        check_batch(str(old), new)
+        cur.execute(self.q(name), params)
+        return int(cur.rowcount)
+
     def record_submitted(
         self, batch_id: int, provider_batch_id: str, file_id: str | None, now: float, token: int
     ) -> None:
@@ -315,7 +323,7 @@ class BatchingOps:
                 "file_id": file_id,
                 "now": now,
             }
-            cur.execute(self.q("record_submitted"), params)
+            self._move_batch(cur, batch_id, "validating", "record_submitted", params)
             cur.execute(self.q("submit_attempts"), {"id": batch_id})
             cur.execute(self.q("submit_requests"), {"id": batch_id, "now": now})
             self._event(cur, "submitted", batch_id=batch_id, detail=provider_batch_id)
@@ -334,21 +342,20 @@ class BatchingOps:
         """Store what a poll saw of a batch (`status` is a providers.BatchStatus)."""
         with self._write() as cur:
             self._fence(cur, token, f"batch:{batch_id}")
-            cur.execute(
-                self.q("update_batch"),
-                {
-                    "id": batch_id,
-                    "state": status.state,
-                    "provider_status": status.provider_status,
-                    "completed": status.completed,
-                    "failed": status.failed,
-                    "output_file_id": status.output_file_id,
-                    "error_file_id": status.error_file_id,
-                    "errors": orjson.dumps(status.errors).decode() if status.errors else None,
-                    "finished_at": now if status.ended else None,
-                    "now": now,
-                },
-            )
+            errors = orjson.dumps(status.errors).decode() if status.errors else None
+            params = {
+                "id": batch_id,
+                "state": status.state,
+                "provider_status": status.provider_status,
+                "completed": status.completed,
+                "failed": status.failed,
+                "output_file_id": status.output_file_id,
+                "error_file_id": status.error_file_id,
+                "errors": errors,
+                "finished_at": now if status.ended else None,
+                "now": now,
+            }
+            self._move_batch(cur, batch_id, status.state, "update_batch", params)
             self._event(
                 cur, f"batch_{status.state}", batch_id=batch_id, detail=status.provider_status
             )
@@ -393,35 +400,26 @@ class BatchingOps:
         succeeded = [o.attempt_id for o in todo if o.kind == "succeeded"]
         if succeeded:  # nearly every outcome: one statement over the list
             cur.execute(self.q("attempts_succeeded"), {"ids": as_list(succeeded), "now": now})
-        cur.executemany(
-            self.q("finish_attempt"),
+        self._many(
+            cur,
+            "finish_attempt",
             [
-                (o.kind, o.kind, o.error_code, o.error_message, now, o.attempt_id)
+                {
+                    "kind": o.kind,
+                    "error_code": o.error_code,
+                    "error_message": o.error_message,
+                    "now": now,
+                    "id": o.attempt_id,
+                }
                 for o in todo
                 if o.kind != "succeeded"
             ],
         )
         # a cancelled request gets a result too (the export lists it), but costs nothing
         final = [o for o in todo if o.kind in ("succeeded", "failed", "cancelled")]
-        cur.executemany(
-            self.q("insert_result"),
-            [
-                (
-                    o.attempt_id,
-                    waiting[o.attempt_id],
-                    o.status_code,
-                    o.provider_request_id,
-                    o.body,
-                    o.error_code,
-                    o.error_message,
-                    o.input_tokens,
-                    o.output_tokens,
-                    *_detail(o),
-                    int(now // 86400),
-                    now,
-                )
-                for o in final
-            ],
+        day = int(now // 86400)
+        self._many(
+            cur, "insert_result", [_result(o, waiting[o.attempt_id], day, now) for o in final]
         )
         self._add_cost_totals(cur, [o.attempt_id for o in final if o.kind != "cancelled"])
         by_kind: dict[str, list[Outcome]] = {}
@@ -431,29 +429,23 @@ class BatchingOps:
         if "succeeded" in by_kind:
             ids = as_list(rid(o.attempt_id) for o in by_kind["succeeded"])
             cur.execute(self.q("request_succeeded"), {"ids": ids, "now": now})
-        if "failed" in by_kind:
-            cur.executemany(
-                self.q("request_failed"),
+        for kind, done in by_kind.items():
+            if kind == "succeeded":
+                continue
+            self._many(
+                cur,
+                f"request_{kind}",
                 [
-                    (o.charge_rejection, _reason(o), now, rid(o.attempt_id))
-                    for o in by_kind["failed"]
+                    {
+                        "id": rid(o.attempt_id),
+                        "now": now,
+                        "reason": _reason(o),
+                        "not_before": o.not_before,
+                        "expiry": o.charge_expiry,
+                        "rejection": o.charge_rejection,
+                    }
+                    for o in done
                 ],
-            )
-        if "retry" in by_kind:
-            cur.executemany(
-                self.q("request_retry"),
-                [(o.not_before, _reason(o), now, rid(o.attempt_id)) for o in by_kind["retry"]],
-            )
-        if "requeue" in by_kind:
-            requeued = [
-                (o.charge_expiry, o.charge_rejection, _reason(o), now, rid(o.attempt_id))
-                for o in by_kind["requeue"]
-            ]
-            cur.executemany(self.q("request_requeue"), requeued)
-        if "cancelled" in by_kind:
-            cur.executemany(
-                self.q("request_cancelled"),
-                [(_reason(o), now, rid(o.attempt_id)) for o in by_kind["cancelled"]],
             )
 
     def _add_cost_totals(self, cur: Any, attempt_ids: Sequence[int]) -> None:
@@ -466,7 +458,7 @@ class BatchingOps:
         ids = list(dict.fromkeys(attempt_ids))
         with self._read() as cur:
             cur.execute(self.q("attempts_in_batch"), {"ids": as_list(ids), "batch_id": batch_id})
-            known = {int(r[0]) for r in cur.fetchall()}
+            known = {int(i) for i in column(cur)}
         return [a for a in ids if a not in known]
 
     def unfinished_attempts(self, batch_id: int) -> list[tuple[int, int, int]]:
@@ -482,7 +474,8 @@ class BatchingOps:
         durable too): the provider's copies of the files are deleted right after."""
         with self._write(durable=True) as cur:
             self._fence(cur, token, f"batch:{batch_id}")
-            cur.execute(self.q("mark_ingested"), {"id": batch_id, "now": now})
+            params = {"id": batch_id, "now": now}
+            self._move_batch(cur, batch_id, "ingested", "mark_ingested", params)
             cur.execute(self.q("drop_claim"), {"name": f"batch:{batch_id}"})  # done with
             self._event(cur, "ingested", batch_id=batch_id, detail=detail)
 
@@ -493,7 +486,7 @@ class BatchingOps:
         with self._write() as cur:
             self._fence(cur, token, claim)
             self._local_outcomes(cur, [request_id], ["queued"], "failed", "too_large", reason, now)
-            cur.execute(self.q("fail_unsendable"), [reason, now, request_id])
+            cur.execute(self.q("fail_unsendable"), {"reason": reason, "now": now, "id": request_id})
             if cur.rowcount:
                 self._event(cur, "unsendable", detail=f"request {request_id}: {reason}"[:2000])
             return bool(cur.rowcount)
@@ -515,17 +508,17 @@ class BatchingOps:
     def batches_created_since(self, provider: str, since: float) -> int:
         with self._read() as cur:
             cur.execute(self.q("batches_created_since"), {"provider": provider, "since": since})
-            return int(cur.fetchone()[0])
+            return int(scalar(cur))
 
     def tokens_in_flight(self, provider: str, model: str) -> int:
         with self._read() as cur:
             cur.execute(self.q("tokens_in_flight"), {"provider": provider, "model": model})
-            return int(cur.fetchone()[0])
+            return int(scalar(cur))
 
     def unfinished_count(self, queue: str | None = None) -> int:
         with self._read() as cur:
             cur.execute(self.q("unfinished_count"), {"queue": queue})
-            return int(cur.fetchone()[0])
+            return int(scalar(cur))
 
     def has_unfinished(self, queue: str | None = None) -> bool:
         """Whether any request is not yet succeeded, failed or cancelled (stops at the first)."""
@@ -533,8 +526,11 @@ class BatchingOps:
             cur.execute(self.q("any_unfinished"), {"queue": queue})
             return cur.fetchone() is not None
 
-    def _raw(self, name: str) -> str:
-        return queries()[name]
+
+def _packing_order(c: tuple[int, int, int, int, int]) -> tuple[int, int]:
+    """A candidate's place in packing order: by priority, highest first, then by id."""
+    rid, _nbytes, _ninputs, _text_bytes, priority = c
+    return -priority, rid
 
 
 class _Retry(StoreError):
@@ -554,6 +550,30 @@ def _detail(o: Outcome) -> tuple[int | None, int | None, int | None, int | None,
         flag = "missing: usage" if o.kind == "succeeded" and o.input_tokens is None else None
         return None, None, None, None, flag, o.price_tier
     return u.cached, u.write_5m, u.write_1h, u.reasoning, u.flag, o.price_tier
+
+
+def _result(o: Outcome, request_id: int, day: int, now: float) -> dict[str, Any]:
+    """The `insert_result` parameters of a final outcome."""
+    cached, write_5m, write_1h, reasoning, flag, tier = _detail(o)
+    return {
+        "attempt_id": o.attempt_id,
+        "request_id": request_id,
+        "status_code": o.status_code,
+        "provider_request_id": o.provider_request_id,
+        "body": o.body,
+        "error_code": o.error_code,
+        "error_message": o.error_message,
+        "input_tokens": o.input_tokens,
+        "output_tokens": o.output_tokens,
+        "cached_tokens": cached,
+        "cache_write_5m_tokens": write_5m,
+        "cache_write_1h_tokens": write_1h,
+        "reasoning_tokens": reasoning,
+        "usage_flag": flag,
+        "price_tier": tier,
+        "day": day,
+        "now": now,
+    }
 
 
 def monotonic_now() -> float:

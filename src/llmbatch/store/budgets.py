@@ -20,6 +20,7 @@ from typing import Any
 
 from llmbatch.errors import StoreError
 from llmbatch.periods import period_days
+from llmbatch.store.rows import by_name, named, scalar
 from llmbatch.store.sqlfiles import as_list
 from llmbatch.store.types import (
     BudgetRow as BudgetRow,
@@ -49,19 +50,15 @@ def _days(day: int, period: str) -> tuple[int, int]:
 
 
 class BudgetOps:
-    """Mixed into SqlStore; relies on its `_write`, `_read`, `q`, `_dialect`, `_raw`."""
+    """Mixed into SqlStore; relies on its `_write`, `_read`, `q`, `_many`, `_fence`, `_event`."""
 
     _write: Any
     _read: Any
     q: Any
-    _dialect: Any
-    _raw: Any
+    _many: Any
     _fence: Any
     _event: Any
     dialect: str
-
-    def _for_update(self) -> str:
-        return ""
 
     # -- the budgets in the store ------------------------------------------------------------
     def stored_budgets(self) -> tuple[list[BudgetRow], list[PolicyRow]]:
@@ -85,13 +82,13 @@ class BudgetOps:
         """Set a budget in the store; the limit it replaces, if any."""
         with self._write() as cur:
             cur.execute(self.q("budget_of"), {"queue": queue, "period": period})
-            row = cur.fetchone()
+            before = scalar(cur)
             cur.execute(
                 self.q("upsert_budget"),
                 {"queue": queue, "period": period, "limit_micro": limit_micro, "now": now},
             )
             self._event(cur, "budget_set", detail=f"{queue}/{period}: {limit_micro / 1e6:.6f} USD")
-            return None if row is None else int(row[0])
+            return None if before is None else int(before)
 
     def set_policy(
         self,
@@ -104,9 +101,12 @@ class BudgetOps:
         """Change a queue's budget settings in the store (None leaves one as it is)."""
         with self._write() as cur:
             cur.execute(self.q("policy_of"), {"queue": queue})
-            row = cur.fetchone()
-            allow = None if row is None or row[0] is None else bool(row[0])
-            context = None if row is None or row[1] is None else int(row[1])
+            found = by_name(cur)
+            row = found[0] if found else {"allow_unpriced": None, "assume_context_tokens": None}
+            allow = None if row["allow_unpriced"] is None else bool(row["allow_unpriced"])
+            context = (
+                None if row["assume_context_tokens"] is None else int(row["assume_context_tokens"])
+            )
             if allow_unpriced is not None:
                 allow = allow_unpriced
             if assume_context_tokens is not None:
@@ -148,7 +148,7 @@ class BudgetOps:
         with self._write() as cur:
             self._lock_budgets(cur)  # two first workers at once: one writes, one reads
             cur.execute(self.q("budgets_stored"))
-            if int(cur.fetchone()[0]):
+            if int(scalar(cur)):
                 return False
             for b in rows:
                 cur.execute(
@@ -179,7 +179,7 @@ class BudgetOps:
         """Serialise reservations and first-use writes (SQLite's BEGIN IMMEDIATE already does;
         on PostgreSQL, a transaction-scoped advisory lock)."""
         if self.dialect == "postgres":
-            cur.execute("SELECT pg_advisory_xact_lock(%s)", [RESERVE_LOCK])
+            cur.execute(self.q("lock_budgets"), {"key": RESERVE_LOCK})
 
     # -- reservations ------------------------------------------------------------------------
     def _reserve(self, cur: Any, batch_id: int, r: Reservation, now: float) -> None:
@@ -187,7 +187,7 @@ class BudgetOps:
         worker's own, each against its period's committed spend; record the reservation."""
         self._lock_budgets(cur)  # a budget of this worker alone has no row to lock
         queues = sorted(q for q in r.per_queue if q != "*")
-        cur.execute(self.q("budgets_over") + self._for_update(), {"queues": as_list(queues)})
+        cur.execute(self.q("budgets_over"), {"queues": as_list(queues)})  # FOR UPDATE on PostgreSQL
         limits = {(str(q), str(p)): int(v) for q, p, v in cur.fetchall()}
         for c in r.checks:  # the worker's own may only tighten
             key = (c.queue, c.period)
@@ -195,14 +195,18 @@ class BudgetOps:
         for (queue, period), limit in sorted(limits.items()):
             first, end = _days(r.day, period)
             cur.execute(self.q("committed"), {"queue": queue, "first": first, "end": end})
-            committed = int(cur.fetchone()[0])
+            committed = int(scalar(cur))
             if committed + r.amount(queue) > limit:
                 raise OverBudget(
                     f"budget {queue}/{period}: {committed} committed meanwhile; pick again"
                 )
-        cur.executemany(
-            self.q("insert_spend"),
-            [(batch_id, q, r.day, int(v), int(v)) for q, v in sorted(r.per_queue.items())],
+        self._many(
+            cur,
+            "insert_spend",
+            [
+                {"id": batch_id, "queue": q, "day": r.day, "amount": int(v)}
+                for q, v in sorted(r.per_queue.items())
+            ],
         )
 
     def budget_lines(self, request_ids: Sequence[int]) -> list[tuple[int, str, int, bytes]]:
@@ -218,7 +222,7 @@ class BudgetOps:
         """1e-6 USD spent or reserved by a queue ('*': all) over UTC days [first, end)."""
         with self._read() as cur:
             cur.execute(self.q("committed"), {"queue": queue, "first": first, "end": end})
-            return int(cur.fetchone()[0])
+            return int(scalar(cur))
 
     # -- holds ---------------------------------------------------------------------------
     def hold(
@@ -227,7 +231,11 @@ class BudgetOps:
         """Queued requests wait as `held` with a reason; returns how many."""
         with self._write() as cur:
             self._fence(cur, token, claim)
-            cur.executemany(self.q("hold_request"), [(reason, now, rid) for rid in request_ids])
+            self._many(
+                cur,
+                "hold_request",
+                [{"reason": reason, "now": now, "id": rid} for rid in request_ids],
+            )
             return int(cur.rowcount)
 
     def release_held(self, now: float, token: int) -> int:
@@ -240,7 +248,7 @@ class BudgetOps:
     def held_count(self, queue: str | None = None) -> int:
         with self._read() as cur:
             cur.execute(self.q("held_count"), {"queue": queue})
-            return int(cur.fetchone()[0])
+            return int(scalar(cur))
 
     def held_reasons(self) -> list[tuple[str, int]]:
         """(reason, requests) of held requests, the newest reason first."""
@@ -256,7 +264,7 @@ class BudgetOps:
             if cur.fetchone() is None:
                 return None
             cur.execute(self.q("batch_usage"), {"id": batch_id})
-            return [QueueUsage(str(r[0]), *(int(v) for v in r[1:])) for r in cur.fetchall()]
+            return named(QueueUsage, cur)
 
     def flagged_results(self, batch_id: int) -> list[tuple[int, str]]:
         """(request id, queue) of a batch's succeeded results whose usage could not be read."""
@@ -286,9 +294,18 @@ class BudgetOps:
             self._fence(cur, token, f"batch:{batch_id}")
             cur.execute(self.q("settle_all"), {"id": batch_id, "now": now, "prices": prices})
             queues = sorted(set(spent) | set(unpriced))
-            cur.executemany(
-                self.q("settle_queue"),
-                [(int(spent.get(q, 0)), int(unpriced.get(q, 0)), batch_id, q) for q in queues],
+            self._many(
+                cur,
+                "settle_queue",
+                [
+                    {
+                        "spent": int(spent.get(q, 0)),
+                        "unpriced": int(unpriced.get(q, 0)),
+                        "id": batch_id,
+                        "queue": q,
+                    }
+                    for q in queues
+                ],
             )
             detail = ", ".join(f"{q}: {v / 1e6:.6f} USD" for q, v in sorted(spent.items()))
             if any(unpriced.values()):

@@ -18,6 +18,7 @@ from typing import Any
 
 import orjson
 
+from llmbatch.store.rows import column, scalar
 from llmbatch.store.sqlfiles import as_list
 
 
@@ -64,7 +65,7 @@ class ClaimOps:
         """This worker's token (drawn the first time), with the queues it serves."""
         with self._write() as cur:
             cur.execute(self.q("worker_token"), {"holder": holder, "queues": None, "now": now})
-            token = int(cur.fetchone()[0])
+            token = int(scalar(cur))
             value = None if queues is None else as_list(sorted(queues))
             cur.execute(self.q("set_worker_queues"), {"token": token, "queues": value})
         return token
@@ -108,7 +109,7 @@ class ClaimOps:
         with self._write() as cur:
             params = {"holder": holder, "token": token, "expires_at": now + ttl}
             cur.execute(self.q("renew_claims"), params)
-            return {str(r[0]) for r in cur.fetchall()}
+            return {str(n) for n in column(cur)}
 
     def claims(self) -> list[Claim]:
         """Every lease and claim, live or not."""

@@ -9,9 +9,10 @@ anomaly `status` and `report` show: "provider says" beside "we counted".
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import asdict
 from typing import Any
 
-from llmbatch.store.rows import named
+from llmbatch.store.rows import by_name, named
 from llmbatch.store.types import (
     TOKENS as TOKENS,
 )
@@ -30,11 +31,12 @@ from llmbatch.store.types import (
 
 
 class LedgerOps:
-    """Mixed into SqlStore; relies on its `_write`, `_read`, `q`, `_fence`, `_event`."""
+    """Mixed into SqlStore; relies on its `_write`, `_read`, `q`, `_many`, `_fence`, `_event`."""
 
     _write: Any
     _read: Any
     q: Any
+    _many: Any
     _fence: Any
     _event: Any
 
@@ -47,25 +49,7 @@ class LedgerOps:
         with self._write() as cur:
             self._fence(cur, token, f"batch:{batch_id}")
             cur.execute(self.q("delete_tally"), {"id": batch_id})
-            cur.executemany(
-                self.q("insert_tally"),
-                [
-                    (
-                        batch_id,
-                        r.model,
-                        r.tier,
-                        r.results,
-                        r.flagged,
-                        r.input,
-                        r.cached,
-                        r.write_5m,
-                        r.write_1h,
-                        r.output,
-                        r.reasoning,
-                    )
-                    for r in rows
-                ],
-            )
+            self._many(cur, "insert_tally", [{"id": batch_id, **asdict(r)} for r in rows])
         checks = self.usage_checks(batch_id, every=True, ingested=False)
         check = checks[0] if checks else None
         if check is not None and check.differs:
@@ -124,16 +108,16 @@ class LedgerOps:
             cur.execute(self.q("usage_checks"), params)
             return [
                 UsageCheck(
-                    int(r[0]),
-                    r[1],
-                    str(r[2]),
-                    _four(r[3:7]),
-                    _four(r[7:11]),
-                    int(r[11]),
-                    int(r[12]),
-                    r[13],
+                    batch_id=int(r["batch_id"]),
+                    provider_batch_id=r["provider_batch_id"],
+                    provider=str(r["provider"]),
+                    says=_four(r, "says"),
+                    counted=_four(r, "counted"),
+                    results=int(r["results"]),
+                    flagged=int(r["flagged"]),
+                    model=r["model"],
                 )
-                for r in cur.fetchall()
+                for r in by_name(cur)
             ]
 
     def find_batch(self, ref: str) -> dict[str, Any] | None:
@@ -187,8 +171,9 @@ class LedgerOps:
             return named(ReceiptGroup, cur)
 
 
-def _four(values: Sequence[Any]) -> tuple[int, int, int, int]:
-    a, b, c, d = (int(v or 0) for v in values)
+def _four(row: dict[str, Any], side: str) -> tuple[int, int, int, int]:
+    """(input, cached, output, reasoning) tokens of one side of a usage check."""
+    a, b, c, d = (int(row[f"{side}_{t}"] or 0) for t in TOKENS)
     return a, b, c, d
 
 

@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from llmbatch.store.rows import by_name, column, scalar
 from llmbatch.store.sqlfiles import as_list
 from llmbatch.store.types import (
     FINISHED as FINISHED,
@@ -36,20 +37,18 @@ ORDERS = ("recorded", "input")
 
 
 class ManageOps:
-    """Mixed into SqlStore; relies on its `_write`, `_read`, `q`, `_dialect`, `_raw`."""
+    """Mixed into SqlStore; relies on its `_write`, `_read` and `q`."""
 
     _write: Any
     _read: Any
     q: Any
-    _dialect: Any
-    _raw: Any
 
     # -- the results export ----------------------------------------------------------------
     def results_high(self) -> int:
         """The newest result id: what an export started now reads up to."""
         with self._read() as cur:
             cur.execute(self.q("results_high"))
-            return int(cur.fetchone()[0])
+            return int(scalar(cur))
 
     def iter_results(
         self,
@@ -78,7 +77,7 @@ class ManageOps:
         while True:
             with self._read() as cur:
                 cur.execute(self.q(name), params)
-                rows = _by_name(cur)
+                rows = by_name(cur)
             for r in rows:
                 if r["body"] is not None:
                     r["body"] = bytes(r["body"])
@@ -144,13 +143,13 @@ class ManageOps:
         """Batches, newest first: all, or the open ones; of one queue, or every queue."""
         with self._read() as cur:
             cur.execute(self.q("batch_list"), {"queue": queue, "open": int(open_only), "n": limit})
-            return [BatchRow(**r) for r in _by_name(cur)]
+            return [BatchRow(**r) for r in by_name(cur)]
 
     def batch_progress(self, queue: str | None = None) -> list[BatchProgress]:
         """Open batches holding requests of `queue` (every open batch without one)."""
         with self._read() as cur:
             cur.execute(self.q("batch_progress"), {"queue": queue})
-            rows = _by_name(cur)
+            rows = by_name(cur)
         return [BatchProgress(**r) for r in rows if r["in_scope"]]
 
     # -- tidying up ------------------------------------------------------------------------
@@ -164,7 +163,7 @@ class ManageOps:
         with self._write() as cur:
             if dry_run:
                 cur.execute(self.q("count_failed"), {"ids": scope})
-                return int(cur.fetchone()[0])
+                return int(scalar(cur))
             cur.execute(self.q("retry_failed"), {"ids": scope, "now": now})
             return int(cur.rowcount)
 
@@ -186,7 +185,7 @@ class ManageOps:
         while True:
             with self._write() as cur:
                 cur.execute(self.q("purge_page"), {"queue": queue, "n": CHUNK})
-                ids = [int(r[0]) for r in cur.fetchall()]
+                ids = [int(i) for i in column(cur)]
                 if not ids:
                     break
                 for name in ("purge_results", "purge_attempts", "purge_requests"):
@@ -199,9 +198,3 @@ class ManageOps:
             cur.execute(self.q("insert_event"), {**event, "detail": detail})
         plan.done = True
         return plan
-
-
-def _by_name(cur: Any) -> list[dict[str, Any]]:
-    """The cursor's rows as dicts keyed by column name (both drivers name them alike)."""
-    names = [d[0] for d in cur.description]
-    return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]

@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from llmbatch.store.rows import by_name, named, one, scalar
+
 # Upper bounds (seconds) of the turnaround histogram's buckets, as observe_turnaround counts them.
 TURNAROUND_BUCKETS = (60, 300, 900, 1800, 3600, 7200, 14400, 28800, 43200, 86400, 172800)
 
@@ -102,40 +104,17 @@ class ObserveOps:
         deadlines count as at risk when they fall before `horizon`."""
         with self._read() as cur:
             cur.execute(self.q("observe_requests"), {"now": now, "horizon": horizon})
-            requests = [
-                RequestGroup(
-                    queue=r[0],
-                    provider=r[1],
-                    model=r[2],
-                    state=r[3],
-                    n=int(r[4]),
-                    oldest=float(r[5]),
-                    retries=int(r[6] or 0),
-                    expiries=int(r[7] or 0),
-                    missed=int(r[8] or 0),
-                    at_risk=int(r[9] or 0),
-                )
-                for r in cur.fetchall()
-            ]
+            requests = named(RequestGroup, cur)
             cur.execute(self.q("observe_batches"))
-            batches = [
-                BatchGroup(
-                    r[0], r[1], r[2], int(r[3]), int(r[4] or 0), int(r[5] or 0), int(r[6] or 0)
-                )
-                for r in cur.fetchall()
-            ]
+            batches = named(BatchGroup, cur)
             cur.execute(self.q("observe_events"))
-            events = {str(k): (int(n), float(at)) for k, n, at in cur.fetchall()}
+            events = {r["kind"]: (int(r["n"]), float(r["newest"])) for r in by_name(cur)}
             cur.execute(self.q("observe_costs"))
-            costs = [
-                CostRow(int(r[0]), r[1], r[2], r[3], r[4], int(r[5]), *(int(v or 0) for v in r[6:]))
-                for r in cur.fetchall()
-            ]
+            costs = named(CostRow, cur)
             cur.execute(self.q("observe_lease"))
-            row = cur.fetchone()
-            lease = None if row is None else Lease(str(row[0]), int(row[1]), float(row[2]))
+            lease = one(Lease, cur)
             cur.execute(self.q("observe_results_high"))
-            high = int(cur.fetchone()[0])
+            high = int(scalar(cur))
         return Observed(requests, batches, events, costs, lease, high)
 
     def turnaround(self, after: int, upto: int) -> Turnaround:
@@ -144,30 +123,18 @@ class ObserveOps:
             return Turnaround()
         with self._read() as cur:
             cur.execute(self.q("observe_turnaround"), {"after": after, "upto": upto})
-            r = cur.fetchone()
-        n = len(TURNAROUND_BUCKETS)
-        return Turnaround(tuple(int(v or 0) for v in r[:n]), int(r[n] or 0), float(r[n + 1] or 0))
+            r = by_name(cur)[0]
+        buckets = tuple(int(r[f"within_{bound}"]) for bound in TURNAROUND_BUCKETS)
+        return Turnaround(buckets, int(r["count"]), float(r["total_s"]))
 
     def batch_events(self, batch_id: int) -> list[dict[str, Any]]:
         """A batch's entries in the event log, oldest first: its timeline."""
         with self._read() as cur:
             cur.execute(self.q("observe_batch_events"), {"id": batch_id})
-            return [
-                {"id": int(i), "at": float(at), "kind": str(k), "detail": d}
-                for i, at, k, d in cur.fetchall()
-            ]
+            return by_name(cur)
 
     def recent_failures(self, n: int = 10, window: int = 20_000) -> list[dict[str, Any]]:
         """The newest failed results among the last `window`, newest first (no bodies)."""
         with self._read() as cur:
             cur.execute(self.q("observe_recent_failures"), {"n": n, "window": window})
-            names = (
-                "queue",
-                "custom_id",
-                "model",
-                "status_code",
-                "error_code",
-                "error_message",
-                "at",
-            )
-            return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
+            return by_name(cur)

@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 import orjson
 
+from llmbatch.store.rows import column, scalar
 from llmbatch.store.types import (
     Moved as Moved,
 )
@@ -55,22 +56,22 @@ class OwnershipOps:
         such batch row)."""
         with self._read() as cur:
             cur.execute(self.q("nonce_of"), {"id": batch_id})
-            row = cur.fetchone()
-        if row is None:
+            found = column(cur)
+        if not found:
             return False
-        return None if row[0] is None else str(row[0])
+        return None if found[0] is None else str(found[0])
 
     def judged_ids(self, provider: str) -> set[str]:
         """Provider batches already read and found not ours."""
         with self._read() as cur:
             cur.execute(self.q("judged_ids"), {"provider": provider})
-            return {str(r[0]) for r in cur.fetchall()}
+            return {str(v) for v in column(cur)}
 
     def first_intent_at(self, provider: str) -> float | None:
         with self._read() as cur:
             cur.execute(self.q("first_intent_at"), {"provider": provider})
-            row = cur.fetchone()
-        return None if row is None or row[0] is None else float(row[0])
+            first = scalar(cur)
+        return None if first is None else float(first)
 
     def judge_foreign(self, provider: str, batch_ids: Iterable[str], now: float) -> None:
         """Remember provider batches found not ours (no fence: a fact, whoever writes it)."""
@@ -121,11 +122,11 @@ class OwnershipOps:
         if home == here or self._get_meta(cur, "identity_pending") is not None:
             return
         cur.execute(self.q("open_batch_count"))
-        if int(cur.fetchone()[0]) == 0:
+        if int(scalar(cur)) == 0:
             self._set_meta(cur, "home", orjson.dumps(here).decode())
             return
         cur.execute(self.q("max_batch_id"))
-        moved = {"before": int(cur.fetchone()[0]), "home": home, "found": here, "since": now}
+        moved = {"before": int(scalar(cur)), "home": home, "found": here, "since": now}
         self._set_meta(cur, "identity_pending", orjson.dumps(moved).decode())
         self._event(
             cur,
@@ -153,7 +154,7 @@ class OwnershipOps:
                 # The original keeps the nonces of everything made before the copy: here they
                 # are drawn again, so no batch of the original's ever proves ours.
                 cur.execute(self.q("batch_ids_upto"), {"before": orjson.loads(raw)["before"]})
-                ids = [int(r[0]) for r in cur.fetchall()]
+                ids = [int(i) for i in column(cur)]
                 cur.executemany(self.q("set_nonce"), [{"id": i, "nonce": new_nonce()} for i in ids])
             if here is not None:
                 self._set_meta(cur, "home", orjson.dumps(here).decode())

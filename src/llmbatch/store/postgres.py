@@ -10,7 +10,6 @@ import re
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from functools import cache
 from typing import Any
 
 import psycopg
@@ -18,14 +17,11 @@ from psycopg import conninfo
 
 from llmbatch.errors import StoreError, StoreUnavailable
 from llmbatch.store.batching import _detail, _reason
-from llmbatch.store.sqlfiles import _sql_text, bulk_queries, queries
+from llmbatch.store.rows import scalar
+from llmbatch.store.sqlfiles import _sql_text
 from llmbatch.store.sqlstore import SqlStore
 from llmbatch.store.types import Outcome, Row
 
-_STAGING_COLUMNS = (
-    "queue, custom_id, import_id, line, provider, endpoint, model, body, body_hash, priority, "
-    "deadline, text_chars, text_bytes, inputs, created_at, updated_at"
-)
 # sql/postgres/bulk.sql's outcome_staging, column by column
 _OUTCOME_COLUMNS = (
     "int8 int8 text int8 text bytea text text int8 int8 int8 int8 int8 int8 text int8 float8 int8 "
@@ -50,16 +46,6 @@ _STAGING_TYPES = [
     "float8",
     "float8",
 ]
-
-
-@cache
-def pg_query(sql: str) -> str:
-    """Rewrite `:name` and `?` parameters to psycopg's `%(name)s` and `%s`, and a list
-    parameter's `json_each(:name)` to PostgreSQL's `json_array_elements_text`."""
-    sql = re.sub(r"\bjson_each\(:(\w+)\)", r"json_array_elements_text(CAST(:\1 AS json))", sql)
-    sql = sql.replace("%", "%%")
-    sql = re.sub(r"(?<![:\w]):([a-z_]+)", r"%(\1)s", sql)
-    return sql.replace("?", "%s")
 
 
 def describe_dsn(dsn: str) -> str:
@@ -122,25 +108,11 @@ class PostgresStore(SqlStore):
             conn = self._connection()
             try:
                 with conn.transaction(), conn.cursor() as cur:  # a savepoint inside a transaction
-                    cur.execute(
-                        "SELECT system_identifier::text, current_database() FROM pg_control_system()"
-                    )
+                    cur.execute(self.q("where_am_i"))
                     sysid, database = cur.fetchone() or (None, None)
             except psycopg.Error:
                 return None
         return {"system_identifier": str(sysid), "database": str(database)}
-
-    def _dialect(self, sql: str) -> str:
-        return pg_query(sql)
-
-    def _fence_sql(self, query: str = "fence") -> str:
-        """The lease by PostgreSQL's own clock, so workers on hosts whose clocks disagree agree
-        on when it runs out; FOR SHARE holds a take-over back until this write commits."""
-        sql = queries()[query].replace(":now", "EXTRACT(EPOCH FROM clock_timestamp())")
-        return pg_query(sql) + " FOR SHARE"
-
-    def _for_update(self) -> str:
-        return " FOR UPDATE"
 
     @contextmanager
     def _write(self, durable: bool = False) -> Iterator[psycopg.Cursor[Any]]:
@@ -168,31 +140,29 @@ class PostgresStore(SqlStore):
         if not self._staging_ready:
             cur.execute(_sql_text("postgres/staging.sql"))
             self._staging_ready = True
-        with cur.copy(
-            f"COPY import_staging ({_STAGING_COLUMNS}) FROM STDIN (FORMAT BINARY)"
-        ) as copy:
+        with cur.copy(self.q("copy_staging")) as copy:
             copy.set_types(_STAGING_TYPES)
             for r in rows:
                 copy.write_row(r)
-        cur.execute(_sql_text("postgres/load_staged.sql"))
-        inserted = int(cur.fetchone()[0])
-        cur.execute("TRUNCATE import_staging")
+        cur.execute(self.q("load_staged"))
+        inserted = int(scalar(cur))
+        cur.execute(self.q("clear_staging"))
         return inserted
 
     def _forget_bodies(self, cur: Any) -> None:
         """As on SQLite, but first wait for every import writing bodies to commit and hold
         new ones back until this commits: a request inserted meanwhile may refer to a body
         this statement's snapshot sees no request for."""
-        cur.execute("LOCK TABLE request_bodies IN SHARE ROW EXCLUSIVE MODE")
+        cur.execute(self.q("lock_bodies"))
         super()._forget_bodies(cur)
 
     def _pack(self, cur: Any, batch_id: int, request_ids: Sequence[int], now: float) -> int:
         """As on SQLite, with the ids as one BIGINT[] parameter."""
-        ids, q = list(request_ids), bulk_queries("postgres")
-        cur.execute(q["pack_requests"], {"ids": ids, "now": now})
+        ids = list(request_ids)
+        cur.execute(self.q("pack_requests"), {"ids": ids, "now": now})
         packed = int(cur.rowcount)
         if packed == len(ids):
-            cur.execute(q["insert_attempts"], {"ids": ids, "batch_id": batch_id, "now": now})
+            cur.execute(self.q("insert_attempts"), {"ids": ids, "batch_id": batch_id, "now": now})
         return packed
 
     def _record_outcomes(
@@ -202,42 +172,31 @@ class PostgresStore(SqlStore):
         statement each for the attempts, the results, the cost totals and the requests."""
         if not todo:
             return
-        q = bulk_queries("postgres")
+        q = self.q
         # every time: a CREATE rolled back with its transaction leaves no table behind
-        cur.execute(q["outcome_staging"])
-        with cur.copy(q["copy_outcomes"]) as copy:
+        cur.execute(q("outcome_staging"))
+        with cur.copy(q("copy_outcomes")) as copy:
             copy.set_types(_OUTCOME_TYPES)
             for o in todo:
                 copy.write_row(_staged(o, waiting[o.attempt_id]))
-        cur.execute(q["finish_staged_attempts"], {"now": now})
-        cur.execute(q["insert_staged_results"], {"now": now, "day": int(now // 86400)})
+        cur.execute(q("finish_staged_attempts"), {"now": now})
+        cur.execute(q("insert_staged_results"), {"now": now, "day": int(now // 86400)})
         self._add_cost_totals(
             cur, [o.attempt_id for o in todo if o.kind in ("succeeded", "failed")]
         )
         for kind in sorted({o.kind for o in todo}):
-            cur.execute(q[f"staged_{kind}"], {"now": now})
-        cur.execute("TRUNCATE outcome_staging")
-
-    def _has_schema(self, cur: Any) -> bool:
-        cur.execute("SELECT to_regclass('meta') IS NOT NULL")
-        return bool(cur.fetchone()[0])
+            cur.execute(q(f"staged_{kind}"), {"now": now})
+        cur.execute(q("clear_outcome_staging"))
 
     def _lock_schema(self, cur: Any) -> None:
-        cur.execute("SELECT pg_advisory_xact_lock(7244323)")
+        cur.execute(self.q("lock_schema"))
 
     def schema_snapshot(self) -> list[tuple[str, ...]]:
         """Columns, constraints and indexes of our tables, for the migration-equality test."""
         with self._read() as cur:
-            cur.execute(
-                "SELECT table_name, column_name, data_type, is_nullable, COALESCE(column_default, '') "
-                "FROM information_schema.columns WHERE table_schema = current_schema() "
-                "ORDER BY table_name, column_name"
-            )
+            cur.execute(self.q("schema_columns"))
             cols = [tuple(map(str, r)) for r in cur.fetchall()]
-            cur.execute(
-                "SELECT tablename, indexname, indexdef FROM pg_indexes "
-                "WHERE schemaname = current_schema() ORDER BY tablename, indexname"
-            )
+            cur.execute(self.q("schema_indexes"))
             idx = [tuple(map(str, r)) for r in cur.fetchall()]
         return cols + idx
 

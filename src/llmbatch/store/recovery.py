@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from llmbatch.store.rows import by_name, column, scalar
 from llmbatch.store.sqlfiles import as_list
 from llmbatch.store.types import (
     CancelPlan as CancelPlan,
@@ -15,14 +16,11 @@ WAITING = ("queued", "retry_wait", "held")  # what `cancel` ends at once
 
 
 class RecoveryOps:
-    """Mixed into SqlStore; relies on its `_write`, `_read`, `q`, `_dialect`, `_raw`, `_event`,
-    `_fence`."""
+    """Mixed into SqlStore; relies on its `_write`, `_read`, `q`, `_event`, `_fence`."""
 
     _write: Any
     _read: Any
     q: Any
-    _dialect: Any
-    _raw: Any
     _event: Any
     _fence: Any
     _charge_duplicate: Any
@@ -49,7 +47,7 @@ class RecoveryOps:
             in_scope = {int(batch_id): int(n) for batch_id, n in cur.fetchall()}
             for batch_id, n in in_scope.items():
                 cur.execute(self.q("unfinished_in_batch"), {"id": batch_id})
-                unfinished = int(cur.fetchone()[0])
+                unfinished = int(scalar(cur))
                 if n == unfinished:
                     cur.execute(self.q("request_batch_cancel"), {"id": batch_id, "now": now})
                     plan.batches.append(batch_id)
@@ -69,51 +67,38 @@ class RecoveryOps:
         self, queue: str | None, custom_ids: Sequence[str], batch: str | None
     ) -> list[int]:
         """Ids of the requests a `cancel` names: a queue, custom ids (in a queue), a batch."""
-        clauses, params = [], []
-        if queue is not None:
-            clauses.append("r.queue = ?")
-            params.append(queue)
-        if custom_ids:
-            clauses.append(f"r.custom_id IN ({', '.join(['?'] * len(custom_ids))})")
-            params.extend(custom_ids)
-        if batch is not None:
-            clauses.append(
-                "r.id IN (SELECT a.request_id FROM attempts a JOIN batches b ON b.id = a.batch_id "
-                "WHERE CAST(b.id AS TEXT) = ? OR b.provider_batch_id = ?)"
-            )
-            params.extend([batch, batch])
-        where = " AND ".join(clauses) or "1 = 1"
-        sql = self._dialect(
-            f"SELECT r.id FROM requests r WHERE {where} "
-            "AND r.import_id NOT IN (SELECT id FROM imports WHERE state <> 'committed')"
-        )
+        params = {"queue": queue, "custom_ids": as_list(custom_ids), "batch": batch}
+        # the query that starts from the narrowest of the filters (each an index range)
+        name = "scope_named" if custom_ids else "scope_of_batch" if batch else "scope_of_queue"
         with self._read() as cur:
-            cur.execute(sql, params)
-            return [int(r[0]) for r in cur.fetchall()]
+            cur.execute(self.q(name), params)
+            return [int(i) for i in column(cur)]
 
     # -- adoption ----------------------------------------------------------------------------
     def known_ids(self, provider: str) -> tuple[set[str], set[str]]:
         """(provider batch ids, input file ids) this store has recorded for a provider."""
         with self._read() as cur:
             cur.execute(self.q("known_batch_ids"), {"provider": provider})
-            batches = {str(r[0]) for r in cur.fetchall()}
+            batches = {str(v) for v in column(cur)}
             cur.execute(self.q("known_input_files"), {"provider": provider})
-            files = {str(r[0]) for r in cur.fetchall()}
+            files = {str(v) for v in column(cur)}
         return batches, files
 
     def attempt_span(self, batch_id: int) -> tuple[int, int] | None:
         """The lowest and highest attempt id of a batch row (an intent), if it has any."""
         with self._read() as cur:
             cur.execute(self.q("attempt_span"), {"id": batch_id})
-            row = cur.fetchone()
-        return None if row is None or row[0] is None else (int(row[0]), int(row[1]))
+            span = by_name(cur)
+        if not span or span[0]["low"] is None:
+            return None
+        return int(span[0]["low"]), int(span[0]["high"])
 
     def batch_of_attempt(self, attempt_id: int) -> int | None:
         """The batch row (intent) an attempt was packed into, if the attempt exists."""
         with self._read() as cur:
             cur.execute(self.q("batch_of_attempt"), {"id": attempt_id})
-            row = cur.fetchone()
-        return None if row is None or row[0] is None else int(row[0])
+            batch_id = scalar(cur)
+        return None if batch_id is None else int(batch_id)
 
     def adopt_batch(
         self, provider: str, status: Any, intent_id: int | None, now: float, token: int
@@ -124,15 +109,12 @@ class RecoveryOps:
             self._fence(cur, token)
             endpoint = model = nonce = None
             if intent_id is not None:
-                cur.execute(
-                    self._dialect("SELECT endpoint, model, nonce FROM batches WHERE id = ?"),
-                    [intent_id],
-                )
-                row = cur.fetchone()
-                if row is None:
+                cur.execute(self.q("intent_of_adopted"), {"id": intent_id})
+                intent = by_name(cur)
+                if not intent:
                     intent_id = None
-                else:
-                    endpoint, model, nonce = row  # its lines carry the intent's nonce
+                else:  # its lines carry the intent's nonce
+                    endpoint, model, nonce = (intent[0][k] for k in ("endpoint", "model", "nonce"))
             cur.execute(
                 self.q("adopt_batch"),
                 {
@@ -153,10 +135,9 @@ class RecoveryOps:
             if cur.rowcount != 1:
                 return None
             cur.execute(
-                self._dialect("SELECT id FROM batches WHERE provider_batch_id = ?"),
-                [status.provider_batch_id],
+                self.q("batch_by_provider_id"), {"provider_batch_id": status.provider_batch_id}
             )
-            batch_id = int(cur.fetchone()[0])
+            batch_id = int(scalar(cur))
             if intent_id is not None:  # a duplicate: no budget planned it, it is charged now
                 self._charge_duplicate(cur, batch_id, intent_id, now)
             self._event(

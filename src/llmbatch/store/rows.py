@@ -2,7 +2,8 @@
 SQL gives them (`... AS field`), each value converted as the field declares it (`int`,
 `str`, `float`, `bytes`, optional or not). Both drivers name columns alike; PostgreSQL's
 sums come back as Decimal and SQLite's blobs as bytes-like, which the conversion evens out.
-No column is read by its position."""
+No column is read by its position: `scalar` and `column` read a one-column statement, and
+refuse one of more columns."""
 
 from __future__ import annotations
 
@@ -47,3 +48,31 @@ def named(cls: type[T], cur: Any) -> list[T]:
         }
         out.append(cls(**values))
     return out
+
+
+def one(cls: type[T], cur: Any) -> T | None:
+    """The cursor's first row as a `cls`, or None when it has none."""
+    found = named(cls, cur)
+    return found[0] if found else None
+
+
+def scalar(cur: Any) -> Any:
+    """The value of a one-column statement's first row (a count, a sum, an id), or None when it
+    has no row."""
+    if len(cur.description) != 1:
+        raise ValueError(f"scalar() of a statement of {len(cur.description)} columns")
+    row = cur.fetchone()
+    return None if row is None else row[0]
+
+
+def column(cur: Any) -> list[Any]:
+    """The values of a one-column statement's rows."""
+    if len(cur.description) != 1:
+        raise ValueError(f"column() of a statement of {len(cur.description)} columns")
+    return [row[0] for row in cur.fetchall()]
+
+
+def by_name(cur: Any) -> list[dict[str, Any]]:
+    """The cursor's rows as dicts keyed by column name (both drivers name them alike)."""
+    names = [d[0] for d in cur.description]
+    return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]

@@ -1,5 +1,11 @@
-"""The SQL files: named queries (`-- name: x` blocks of sql/*.sql, in SQLite's parameter
-style), each dialect's fresh schema and numbered migrations. Read once, cached."""
+"""The SQL files: named queries (`-- name: x` blocks of sql/*.sql), each dialect's own
+statements (sql/<dialect>/queries.sql: its catalog, its locks, its clock), each dialect's fresh
+schema and numbered migrations. Read once, cached.
+
+One parameter style everywhere: `:name`. A list is one parameter (`as_list`), read as a table
+(`json_each(:ids)`). What a driver wants instead is derived here, once per statement:
+psycopg's `%(name)s` (`for_dialect`), or SQLite's positional `?` for a bulk insert whose
+rows are already tuples (`positional`)."""
 
 from __future__ import annotations
 
@@ -23,31 +29,18 @@ def _sql_text(name: str) -> str:
     return resources.files("llmbatch.store").joinpath("sql", name).read_text(encoding="utf-8")
 
 
-@cache
-def queries() -> dict[str, str]:
-    """Named queries from sql/*.sql (queries, engine, budgets, ledger, manage, watch, observe, claims), in
-    SQLite's parameter style."""
-    files = (
-        "queries.sql",
-        "engine.sql",
-        "budgets.sql",
-        "ledger.sql",
-        "manage.sql",
-        "watch.sql",
-        "observe.sql",
-        "archive.sql",
-        "ownership.sql",
-        "claims.sql",
-    )
-    return _named("\n".join(_sql_text(f) for f in files))
-
-
-@cache
-def bulk_queries(dialect: str) -> dict[str, str]:
-    """A dialect's own set-based statements for packing and ingest (sql/<dialect>/bulk.sql), in
-    its driver's parameter style: where one statement over many rows needs what only that
-    dialect has (PostgreSQL's arrays, COPY's staging tables)."""
-    return _named(_sql_text(f"{dialect}/bulk.sql"))
+_FILES = (
+    "queries.sql",
+    "engine.sql",
+    "budgets.sql",
+    "ledger.sql",
+    "manage.sql",
+    "watch.sql",
+    "observe.sql",
+    "archive.sql",
+    "ownership.sql",
+    "claims.sql",
+)
 
 
 def _named(text: str) -> dict[str, str]:
@@ -57,6 +50,42 @@ def _named(text: str) -> dict[str, str]:
         lines = [ln for ln in body.splitlines() if not ln.lstrip().startswith("--")]
         out[name.strip()] = "\n".join(lines).strip()
     return out
+
+
+@cache
+def queries() -> dict[str, str]:
+    """The named queries every store shares (sql/*.sql), as written: SQLite runs them as they
+    are."""
+    return _named("\n".join(_sql_text(f) for f in _FILES))
+
+
+@cache
+def dialect_queries(dialect: str) -> dict[str, str]:
+    """The shared queries with a dialect's own (sql/<dialect>/queries.sql; a name there
+    replaces the shared one), each in its driver's parameter style."""
+    own = _named(_sql_text(f"{dialect}/queries.sql"))
+    if dialect == "postgres":  # its set-based packing and ingest (arrays, COPY staging)
+        own |= _named(_sql_text("postgres/bulk.sql"))
+    return {name: for_dialect(dialect, sql) for name, sql in (queries() | own).items()}
+
+
+def for_dialect(dialect: str, sql: str) -> str:
+    """A statement in our style (`:name`, `json_each(:list)`) as a dialect's driver takes it:
+    SQLite as written; psycopg with `%(name)s` and PostgreSQL's `json_array_elements_text`."""
+    if dialect == "sqlite":
+        return sql
+    sql = re.sub(r"\bjson_each\(:(\w+)\)", r"json_array_elements_text(CAST(:\1 AS json))", sql)
+    sql = sql.replace("%", "%%")
+    return re.sub(r"(?<![:\w]):([a-z_][a-z0-9_]*)", r"%(\1)s", sql)
+
+
+@cache
+def positional(sql: str) -> tuple[str, tuple[str, ...]]:
+    """A statement with its `:name` parameters as SQLite's `?`, and the names in order: a bulk
+    insert of rows that are tuples already binds them by position (binding a million rows by
+    name takes SQLite twice as long)."""
+    names = tuple(re.findall(r"(?<![:\w]):([a-z_][a-z0-9_]*)", sql))
+    return re.sub(r"(?<![:\w]):([a-z_][a-z0-9_]*)", "?", sql), names
 
 
 def split_script(script: str) -> list[str]:

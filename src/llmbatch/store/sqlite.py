@@ -13,14 +13,16 @@ import re
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
 from llmbatch.errors import NotFound, StoreError, StoreUnavailable
+from llmbatch.store.sqlfiles import positional
 from llmbatch.store.sqlstore import SqlStore
-from llmbatch.store.types import Row
+from llmbatch.store.types import ROW_COLUMNS, Row
 
 DEFAULT_BUSY_TIMEOUT = 30.0
 CACHE_KIB = 16 * 1024  # a fixed page cache keeps the worker's memory flat at any queue size
@@ -147,22 +149,31 @@ class SqliteStore(SqlStore):
         self, cur: Any, queue: str, import_id: int, rows: Sequence[Row], now: float
     ) -> int:
         before = self._conn.total_changes
-        cur.executemany(self.q("insert_request"), rows)
+        self._by_row(cur, "insert_request", rows)
         return self._conn.total_changes - before
 
-    def _insert_bodies(self, cur: Any, rows: Sequence[Row]) -> None:
-        cur.executemany(self.q("insert_body"), [(r[8], r[7]) for r in rows])
+    def _by_row(self, cur: Any, name: str, rows: Sequence[Row]) -> None:
+        """A statement over import rows (types.Row tuples), each parameter picked from a row
+        by its name's place in ROW_COLUMNS, bound by position."""
+        sql, names = positional(self.q(name))
+        cur.executemany(sql, map(itemgetter(*(ROW_COLUMNS.index(n) for n in names)), rows))
 
-    def _has_schema(self, cur: Any) -> bool:
-        cur.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'")
-        return cur.fetchone() is not None
+    def _many(self, cur: Any, name: str, params: Sequence[Mapping[str, Any]]) -> None:
+        """By position: SQLite binds a parameter by name at a cost per row, twice the insert's
+        own on a wide row; picking the values in Python first costs next to nothing."""
+        sql, names = positional(self.q(name))
+        if len(names) == 1:
+            cur.executemany(sql, ((p[names[0]],) for p in params))
+        else:
+            cur.executemany(sql, map(itemgetter(*names), params))
+
+    def _insert_bodies(self, cur: Any, rows: Sequence[Row]) -> None:
+        self._by_row(cur, "insert_body", rows)
 
     def schema_snapshot(self) -> list[tuple[str, str, str]]:
         """(type, name, sql) of every schema object, for the migration-equality test."""
         with self._read() as cur:
-            cur.execute(
-                "SELECT type, name, sql FROM sqlite_master WHERE name NOT LIKE 'sqlite_%' ORDER BY type, name"
-            )
+            cur.execute(self.q("schema_objects"))
             rows = cur.fetchall()
         # whitespace is not schema: SQLite's ALTER TABLE ADD COLUMN writes ", col" where the
         # fresh schema has ",\n    col" (and keeps the newline before the closing parenthesis)

@@ -10,10 +10,10 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
 from functools import cache
-from typing import Any
+from typing import Any, cast
 
 from llmbatch.errors import NotFound, StoreError
 from llmbatch.store.archive import ArchiveOps
@@ -25,16 +25,18 @@ from llmbatch.store.manage import ManageOps
 from llmbatch.store.observe import ObserveOps
 from llmbatch.store.ownership import OwnershipOps
 from llmbatch.store.recovery import RecoveryOps
+from llmbatch.store.rows import by_name, column, named, scalar
 from llmbatch.store.setbacks import SetbackOps
-from llmbatch.store.sqlfiles import as_list, fresh_schema, queries
+from llmbatch.store.sqlfiles import as_list, dialect_queries, fresh_schema
 from llmbatch.store.sqlfiles import migrations as migrations  # where tests and tools look
 from llmbatch.store.sqlfiles import split_script as split_script
-from llmbatch.store.types import Clash, CostGroup, Count, ImportInfo, Row
+from llmbatch.store.types import ROW_COLUMNS, Clash, CostGroup, Count, ImportInfo, Row
 from llmbatch.store.watch import WatchOps
 
 # An import on another machine whose heartbeat is this old is presumed dead.
 IMPORT_STALE_AFTER = 600.0
 DELETE_CHUNK = 5000
+_CUSTOM_ID, _LINE, _BODY_HASH = (ROW_COLUMNS.index(c) for c in ("custom_id", "line", "body_hash"))
 
 
 def _process_start(pid: int) -> str:
@@ -121,7 +123,8 @@ class SqlStore(
         """Store the bodies of rows `_insert_rows` put in (once per hash), if it did not."""
 
     def _has_schema(self, cur: Any) -> bool:
-        raise NotImplementedError
+        cur.execute(self.q("has_schema"))
+        return bool(scalar(cur))
 
     def _forget_bodies(self, cur: Any) -> None:
         """Delete the bodies no request refers to any more (a purge, a failed import)."""
@@ -131,11 +134,12 @@ class SqlStore(
         """Serialise migrations between processes (the write transaction does it on SQLite)."""
 
     def q(self, name: str) -> str:
-        return self._dialect(queries()[name])
+        """A named query (sql/*.sql, or this dialect's own) as this backend's driver takes it."""
+        return dialect_queries(self.dialect)[name]
 
-    def _dialect(self, sql: str) -> str:
-        """SQL in our neutral style (`:name`, `?`) as this backend's driver wants it."""
-        return sql
+    def _many(self, cur: Any, name: str, params: Sequence[Mapping[str, Any]]) -> None:
+        """A named statement once per parameter set (a mapping by name, like every other)."""
+        cur.executemany(self.q(name), params)
 
     def close(self) -> None:
         raise NotImplementedError
@@ -183,8 +187,8 @@ class SqlStore(
 
     def _get_meta(self, cur: Any, key: str) -> str | None:
         cur.execute(self.q("get_meta"), {"key": key})
-        row = cur.fetchone()
-        return None if row is None else str(row[0])
+        value = scalar(cur)
+        return None if value is None else str(value)
 
     def _set_meta(self, cur: Any, key: str, value: str) -> None:
         cur.execute(self.q("set_meta"), {"key": key, "value": value})
@@ -194,7 +198,7 @@ class SqlStore(
         now = time.time()
         with self._write() as cur:
             cur.execute(self.q("max_request_id"))
-            low_water = int(cur.fetchone()[0])
+            low_water = int(scalar(cur))
             params = {
                 "queue": queue,
                 "source": source,
@@ -203,7 +207,7 @@ class SqlStore(
                 "now": now,
             }
             cur.execute(self.q("insert_import"), params)
-            import_id = int(cur.fetchone()[0])
+            import_id = int(scalar(cur))
             self._event(cur, "import_started", import_id=import_id, detail=f"{queue} <- {source}")
         return import_id
 
@@ -212,7 +216,7 @@ class SqlStore(
         with self._write() as cur:
             cur.execute(
                 self.q("heartbeat_import"),
-                {"now": now, "lines": rows[-1][3] if rows else 0, "id": import_id},
+                {"now": now, "lines": rows[-1][_LINE] if rows else 0, "id": import_id},
             )
             if cur.rowcount != 1:
                 raise StoreError(
@@ -225,18 +229,25 @@ class SqlStore(
             clashes = self._clashes(cur, queue, import_id, rows)
             # a body only for a row that went in: a clash's body would be no one's
             skipped = {c.line for c in clashes}
-            self._insert_bodies(cur, [r for r in rows if r[3] not in skipped])
+            self._insert_bodies(cur, [r for r in rows if r[_LINE] not in skipped])
             return clashes
 
     def _clashes(self, cur: Any, queue: str, import_id: int, rows: Sequence[Row]) -> list[Clash]:
         """Classify the rows an `ON CONFLICT DO NOTHING` insert skipped."""
         existing: dict[str, tuple[bytes, int, int, str]] = {}
-        cur.execute(self.q("clash_rows"), {"queue": queue, "ids": as_list({r[1] for r in rows})})
-        for cid, h, imp, line, state in cur.fetchall():
-            existing[cid] = (bytes(h), int(imp), int(line or 0), str(state))
+        ids = as_list({cast(str, r[_CUSTOM_ID]) for r in rows})
+        cur.execute(self.q("clash_rows"), {"queue": queue, "ids": ids})
+        for r in by_name(cur):
+            existing[r["custom_id"]] = (
+                bytes(r["body_hash"]),
+                int(r["import_id"]),
+                int(r["line"] or 0),
+                str(r["import_state"]),
+            )
         out: list[Clash] = []
         for row in rows:
-            cid, line, h = row[1], row[3], row[8]
+            cid, line = cast(str, row[_CUSTOM_ID]), cast(int, row[_LINE])
+            h = cast(bytes, row[_BODY_HASH])
             h0, imp, line0, imp_state = existing[cid]
             if imp == import_id:
                 if line0 != line:
@@ -289,7 +300,7 @@ class SqlStore(
     def _delete_rows(self, import_id: int) -> None:
         with self._read() as cur:
             cur.execute(self.q("get_import"), {"id": import_id})
-            low_water = int(cur.fetchone()[5])
+            low_water = int(by_name(cur)[0]["low_water"])
         while True:
             with self._write() as cur:
                 cur.execute(
@@ -310,7 +321,7 @@ class SqlStore(
             self.abort_import(import_id, "the importing process died; nothing from it was kept")
         with self._read() as cur:
             cur.execute(self.q("failed_imports_with_rows"))
-            leftovers = [int(r[0]) for r in cur.fetchall()]
+            leftovers = [int(i) for i in column(cur)]
         for import_id in leftovers:
             self._delete_rows(import_id)
         return dead
@@ -318,11 +329,20 @@ class SqlStore(
     def get_import(self, import_id: int) -> ImportInfo:
         with self._read() as cur:
             cur.execute(self.q("get_import"), {"id": import_id})
-            r = cur.fetchone()
-        if r is None:
+            found = by_name(cur)
+        if not found:
             raise StoreError(f"no import {import_id} in {self.location}")
+        r = found[0]
         return ImportInfo(
-            int(r[0]), r[1], r[2], r[3], int(r[6]), int(r[7]), int(r[8]), int(r[9]), r[10]
+            id=int(r["id"]),
+            queue=r["queue"],
+            source=r["source"],
+            state=r["state"],
+            lines=int(r["lines"]),
+            added=int(r["added"]),
+            unchanged=int(r["unchanged"]),
+            rejected=int(r["rejected"]),
+            error=r["error"],
         )
 
     def _event(
@@ -347,26 +367,20 @@ class SqlStore(
     def counts(self, queue: str | None = None) -> list[Count]:
         with self._read() as cur:
             cur.execute(self.q("counts"))
-            rows = cur.fetchall()
-        return [
-            Count(r[0], r[1], r[2], r[3], int(r[4])) for r in rows if queue is None or r[0] == queue
-        ]
+            rows = named(Count, cur)
+        return [r for r in rows if queue is None or r.queue == queue]
 
     def request_detail(self, custom_id: str, queue: str | None = None) -> list[dict[str, Any]]:
         out = []
         with self._read() as cur:
             cur.execute(self.q("get_request"), {"custom_id": custom_id, "queue": queue})
-            names = [d[0] for d in cur.description]
-            for row in cur.fetchall():
-                req = dict(zip(names, row, strict=True))
+            for req in by_name(cur):
                 req["body"] = bytes(req["body"])
                 cur.execute(self.q("request_attempts"), {"request_id": req["id"]})
-                anames = [d[0] for d in cur.description]
-                req["attempts"] = [dict(zip(anames, a, strict=True)) for a in cur.fetchall()]
+                req["attempts"] = by_name(cur)
                 cur.execute(self.q("request_result"), {"request_id": req["id"]})
-                res = cur.fetchone()
-                rnames = [d[0] for d in cur.description]
-                req["result"] = None if res is None else dict(zip(rnames, res, strict=True))
+                results = by_name(cur)
+                req["result"] = results[0] if results else None
                 out.append(req)
         return out
 
@@ -375,7 +389,15 @@ class SqlStore(
         with self._read() as cur:
             cur.execute(self.q("usage_summary"), {"queue": queue})
             return [
-                (r[0], r[1], int(r[2]), int(r[3]), int(r[4]), int(r[5])) for r in cur.fetchall()
+                (
+                    r["provider"],
+                    r["model"],
+                    int(r["results"]),
+                    int(r["input_tokens"]),
+                    int(r["output_tokens"]),
+                    int(r["succeeded"]),
+                )
+                for r in by_name(cur)
             ]
 
     def cost_groups(self, since: float, until: float, queue: str | None = None) -> list[CostGroup]:
@@ -390,17 +412,13 @@ class SqlStore(
                 )
             else:
                 cur.execute(self.q("cost_groups"), {"since": since, "until": until, "queue": queue})
-            return [
-                CostGroup(r[0], r[1], r[2], int(r[3]), int(r[4]), r[5], *(int(v) for v in r[6:]))
-                for r in cur.fetchall()
-            ]
+            return named(CostGroup, cur)
 
     def batch_overview(self, recent: int = 5, queue: str | None = None) -> list[dict[str, Any]]:
         """Every batch still open, and the most recently finished ones (of `queue`'s requests)."""
         with self._read() as cur:
             cur.execute(self.q("batch_overview"), {"recent": recent, "queue": queue})
-            names = [d[0] for d in cur.description]
-            return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
+            return by_name(cur)
 
     def deadline_risk(
         self, now: float, horizon: float, queue: str | None = None
@@ -409,11 +427,10 @@ class SqlStore(
         `horizon` (the latest a batch sent now may finish)."""
         with self._read() as cur:
             cur.execute(self.q("deadline_risk"), {"now": now, "horizon": horizon, "queue": queue})
-            missed, risk = cur.fetchone()
-        return int(missed or 0), int(risk or 0)
+            risk = by_name(cur)[0]
+        return int(risk["missed"] or 0), int(risk["at_risk"] or 0)
 
     def recent_events(self, n: int = 20) -> list[dict[str, Any]]:
         with self._read() as cur:
             cur.execute(self.q("recent_events"), {"n": n})
-            names = [d[0] for d in cur.description]
-            return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
+            return by_name(cur)

@@ -11,9 +11,26 @@ from typing import Any, Literal
 
 from llmbatch.usage import UsageRecord
 
-# One request as the importer hands it to the store, in `insert_request` column order:
-# queue, custom_id, import_id, line, provider, endpoint, model, body, body_hash, priority,
-# deadline, text_chars, text_bytes, inputs, created_at, updated_at.
+# One request as the importer hands it to the store, in `insert_request` column order
+# (ROW_COLUMNS; SQLite binds a row by position, PostgreSQL copies it in that order).
+ROW_COLUMNS = (
+    "queue",
+    "custom_id",
+    "import_id",
+    "line",
+    "provider",
+    "endpoint",
+    "model",
+    "body",
+    "body_hash",
+    "priority",
+    "deadline",
+    "text_chars",
+    "text_bytes",
+    "inputs",
+    "created_at",
+    "updated_at",
+)
 Row = tuple[
     str, str, int, int, str, str, str, bytes, bytes, int, float | None, int, int, int, float, float
 ]

@@ -44,12 +44,10 @@ _RESULT_FIELDS = (
 
 
 class WatchOps:
-    """Mixed into SqlStore; relies on its `_read`, `q`, `_dialect`, `_raw`."""
+    """Mixed into SqlStore; relies on its `_read` and `q`."""
 
     _read: Any
     q: Any
-    _dialect: Any
-    _raw: Any
 
     def watch(self, queue: str, after: int, held_after: float, limit: int = 5000) -> Watched:
         """One statement: among the next `limit` results after the result id `after`, the
@@ -113,8 +111,8 @@ class WatchOps:
             with self._read() as cur:
                 cur.execute(sql, {"queue": queue, "after": after, "states": wanted, "n": page})
                 rows = cur.fetchall()
-            for _id, cid, provider, endpoint, model, body in rows:
+            for rid, cid, provider, endpoint, model, body in rows:
                 yield cid, provider, endpoint, model, bytes(body)
+                after = int(rid)
             if len(rows) < page:
                 return
-            after = int(rows[-1][0])

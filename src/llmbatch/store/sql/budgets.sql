@@ -49,15 +49,17 @@ SELECT COALESCE(SUM(reserved + spent), 0) FROM spend
 WHERE day >= :first AND day < :end AND (CAST(:queue AS TEXT) = '*' OR queue = :queue)
 
 -- name: insert_spend
-INSERT INTO spend (batch_id, queue, day, reserved, worst) VALUES (?, ?, ?, ?, ?)
+INSERT INTO spend (batch_id, queue, day, reserved, worst) VALUES (:id, :queue, :day, :amount, :amount)
 
 -- name: has_spend
 SELECT 1 FROM spend WHERE batch_id = :id LIMIT 1
 
 -- name: batch_usage
-SELECT r.queue, x.price_tier, SUM(x.input_tokens), SUM(COALESCE(x.cached_tokens, 0)),
-       SUM(COALESCE(x.cache_write_5m_tokens, 0)), SUM(COALESCE(x.cache_write_1h_tokens, 0)),
-       SUM(COALESCE(x.output_tokens, 0)), COUNT(*)
+SELECT r.queue AS queue, x.price_tier AS tier, SUM(x.input_tokens) AS input,
+       SUM(COALESCE(x.cached_tokens, 0)) AS cached,
+       SUM(COALESCE(x.cache_write_5m_tokens, 0)) AS write_5m,
+       SUM(COALESCE(x.cache_write_1h_tokens, 0)) AS write_1h,
+       SUM(COALESCE(x.output_tokens, 0)) AS output, COUNT(*) AS results
 FROM results x
 JOIN attempts a ON a.id = x.attempt_id
 JOIN requests r ON r.id = x.request_id
@@ -77,7 +79,7 @@ UPDATE spend SET reserved = 0, spent = 0, unpriced = 0, settled_at = :now, price
 WHERE batch_id = :id
 
 -- name: settle_queue
-UPDATE spend SET spent = ?, unpriced = ? WHERE batch_id = ? AND queue = ?
+UPDATE spend SET spent = :spent, unpriced = :unpriced WHERE batch_id = :id AND queue = :queue
 
 -- name: spend_queues
 SELECT queue, COALESCE(worst, reserved + spent) FROM spend WHERE batch_id = :id ORDER BY queue
@@ -91,7 +93,7 @@ SELECT :dup, queue, :day, COALESCE(worst, reserved + spent), COALESCE(worst, res
 FROM spend WHERE batch_id = :intent AND kind = 'planned'
 
 -- name: hold_request
-UPDATE requests SET state = 'held', reason = ?, updated_at = ? WHERE id = ? AND state = 'queued'
+UPDATE requests SET state = 'held', reason = :reason, updated_at = :now WHERE id = :id AND state = 'queued'
 
 -- name: release_held
 UPDATE requests SET state = 'queued', reason = NULL, updated_at = :now WHERE state = 'held'

@@ -21,15 +21,15 @@ SELECT holder, token, expires_at, since FROM leases WHERE name = :name
 -- name: fence
 -- The caller's claim on what it writes, and the engine lease that stands for a claim on
 -- what nobody claims: each one's token, and the seconds left on it by the database's clock
--- (SQLite: one host, its clock passed as :now; PostgreSQL: clock_timestamp(), see postgres.py).
-SELECT name, token, expires_at - :now FROM leases WHERE name IN (:name, 'engine')
+-- (SQLite: one host, its clock passed as :now; PostgreSQL reads its own, postgres/queries.sql).
+SELECT name, token, expires_at - :now AS seconds_left FROM leases WHERE name IN (:name, 'engine')
 
 -- name: release_due_retries
 UPDATE requests SET state = 'queued', updated_at = :now
 WHERE state = 'retry_wait' AND not_before <= :now
 
 -- name: ready_groups
-SELECT provider, endpoint, model, COUNT(*) FROM requests
+SELECT provider, endpoint, model, COUNT(*) AS n FROM requests
 WHERE state = 'queued'
   AND import_id NOT IN (SELECT id FROM imports WHERE state <> 'committed')
 GROUP BY provider, endpoint, model
@@ -74,9 +74,10 @@ INSERT INTO attempts (request_id, batch_id, line, state, created_at)
 SELECT CAST(value AS BIGINT), :batch_id, key + 1, 'packed', :now FROM json_each(:ids) ORDER BY key
 
 -- name: batch_lines
-SELECT a.id, r.endpoint, b.body FROM attempts a JOIN requests r ON r.id = a.request_id
+-- A page of an intent's lines, after line :after.
+SELECT a.id, r.endpoint, b.body, a.line FROM attempts a JOIN requests r ON r.id = a.request_id
 JOIN request_bodies b ON b.hash = r.body_hash
-WHERE a.batch_id = :batch_id ORDER BY a.line
+WHERE a.batch_id = :batch_id AND a.line > :after ORDER BY a.line LIMIT :n
 
 -- name: record_upload
 UPDATE batches SET input_file_id = :file_id, updated_at = :now WHERE id = :id
@@ -155,15 +156,18 @@ WHERE a.id IN (SELECT CAST(value AS BIGINT) FROM json_each(:ids)) AND +a.batch_i
 SELECT id FROM attempts WHERE id IN (SELECT CAST(value AS BIGINT) FROM json_each(:ids)) AND +batch_id = :batch_id
 
 -- name: finish_attempt
-UPDATE attempts SET state = ?, outcome = ?, error_code = ?, error_message = ?, finished_at = ?
-WHERE id = ?
+UPDATE attempts SET state = :kind, outcome = :kind, error_code = :error_code,
+    error_message = :error_message, finished_at = :now
+WHERE id = :id
 
 -- name: insert_result
 INSERT INTO results (attempt_id, request_id, status_code, provider_request_id, body, error_code,
                      error_message, input_tokens, output_tokens, cached_tokens,
                      cache_write_5m_tokens, cache_write_1h_tokens, reasoning_tokens, usage_flag,
                      price_tier, day, created_at)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+VALUES (:attempt_id, :request_id, :status_code, :provider_request_id, :body, :error_code,
+        :error_message, :input_tokens, :output_tokens, :cached_tokens, :cache_write_5m_tokens,
+        :cache_write_1h_tokens, :reasoning_tokens, :usage_flag, :price_tier, :day, :now)
 ON CONFLICT (attempt_id) DO NOTHING
 
 -- name: request_succeeded
@@ -177,21 +181,23 @@ UPDATE attempts SET state = 'succeeded', outcome = 'succeeded', error_code = NUL
 WHERE id IN (SELECT CAST(value AS BIGINT) FROM json_each(:ids))
 
 -- name: request_failed
-UPDATE requests SET state = 'failed', attempts = attempts + 1, rejections = rejections + ?,
-    reason = ?, updated_at = ?
-WHERE id = ? AND state IN ('submitted', 'packed')
+UPDATE requests SET state = 'failed', attempts = attempts + 1, rejections = rejections + :rejection,
+    reason = :reason, updated_at = :now
+WHERE id = :id AND state IN ('submitted', 'packed')
 
 -- name: request_retry
-UPDATE requests SET state = 'retry_wait', attempts = attempts + 1, not_before = ?, reason = ?, updated_at = ?
-WHERE id = ? AND state = 'submitted'
+UPDATE requests SET state = 'retry_wait', attempts = attempts + 1, not_before = :not_before,
+    reason = :reason, updated_at = :now
+WHERE id = :id AND state = 'submitted'
 
 -- name: request_requeue
-UPDATE requests SET state = 'queued', expiries = expiries + ?, rejections = rejections + ?,
-    reason = ?, updated_at = ?
-WHERE id = ? AND state IN ('submitted', 'packed')
+UPDATE requests SET state = 'queued', expiries = expiries + :expiry, rejections = rejections + :rejection,
+    reason = :reason, updated_at = :now
+WHERE id = :id AND state IN ('submitted', 'packed')
 
 -- name: request_cancelled
-UPDATE requests SET state = 'cancelled', reason = ?, updated_at = ? WHERE id = ? AND state IN ('submitted', 'packed')
+UPDATE requests SET state = 'cancelled', reason = :reason, updated_at = :now
+WHERE id = :id AND state IN ('submitted', 'packed')
 
 -- name: unfinished_attempts
 SELECT a.id, a.request_id, a.line FROM attempts a
@@ -247,7 +253,7 @@ SELECT provider_batch_id FROM batches WHERE provider = :provider AND provider_ba
 SELECT input_file_id FROM batches WHERE provider = :provider AND input_file_id IS NOT NULL
 
 -- name: attempt_span
-SELECT MIN(id), MAX(id) FROM attempts WHERE batch_id = :id
+SELECT MIN(id) AS low, MAX(id) AS high FROM attempts WHERE batch_id = :id
 
 -- name: batch_of_attempt
 SELECT batch_id FROM attempts WHERE id = :id
@@ -288,4 +294,42 @@ ON CONFLICT (day, queue, provider, model, price_tier) DO UPDATE SET
     flagged = cost_totals.flagged + excluded.flagged
 
 -- name: fail_unsendable
-UPDATE requests SET state = 'failed', reason = ?, updated_at = ? WHERE id = ? AND state = 'queued'
+UPDATE requests SET state = 'failed', reason = :reason, updated_at = :now WHERE id = :id AND state = 'queued'
+
+-- name: scope_named
+-- The requests a `cancel` names by custom id (in a queue, or in any), of a batch if one is
+-- named: one index lookup per queue and custom id.
+SELECT r.id FROM requests r
+WHERE r.queue IN (SELECT queue FROM imports WHERE CAST(:queue AS TEXT) IS NULL OR queue = :queue)
+  AND r.custom_id IN (SELECT value FROM json_each(:custom_ids))
+  AND (CAST(:batch AS TEXT) IS NULL OR r.id IN (
+        SELECT a.request_id FROM attempts a JOIN batches b ON b.id = a.batch_id
+        WHERE CAST(b.id AS TEXT) = :batch OR b.provider_batch_id = :batch))
+  AND r.import_id NOT IN (SELECT id FROM imports WHERE state <> 'committed')
+
+-- name: scope_of_batch
+-- The requests of a batch (by our id or the provider's), in a queue if one is named.
+SELECT r.id FROM requests r
+WHERE r.id IN (
+        SELECT a.request_id FROM attempts a JOIN batches b ON b.id = a.batch_id
+        WHERE CAST(b.id AS TEXT) = :batch OR b.provider_batch_id = :batch)
+  AND (CAST(:queue AS TEXT) IS NULL OR r.queue = :queue)
+  AND r.import_id NOT IN (SELECT id FROM imports WHERE state <> 'committed')
+
+-- name: scope_of_queue
+-- The requests of a queue, or of every queue.
+SELECT r.id FROM requests r
+WHERE (CAST(:queue AS TEXT) IS NULL OR r.queue = :queue)
+  AND r.import_id NOT IN (SELECT id FROM imports WHERE state <> 'committed')
+
+-- name: intent_of_adopted
+-- What an adopted duplicate takes from its intent (its lines carry the intent's nonce).
+SELECT endpoint, model, nonce FROM batches WHERE id = :id
+
+-- name: batch_by_provider_id
+SELECT id FROM batches WHERE provider_batch_id = :provider_batch_id
+
+-- name: batch_state
+-- The state a batch is in, read in the transaction that moves it (store/batching.py
+-- _move_batch checks the move against states.BATCH_TRANSITIONS).
+SELECT state FROM batches WHERE id = :id

@@ -8,7 +8,8 @@ DELETE FROM batch_tally WHERE batch_id = :id
 INSERT INTO batch_tally (batch_id, model, price_tier, results, flagged, input_tokens,
                          cached_tokens, cache_write_5m_tokens, cache_write_1h_tokens,
                          output_tokens, reasoning_tokens)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+VALUES (:id, :model, :tier, :results, :flagged, :input, :cached, :write_5m, :write_1h, :output,
+        :reasoning)
 
 -- name: tally_rows
 SELECT model, price_tier AS tier, results, flagged, input_tokens AS input, cached_tokens AS cached,
@@ -27,9 +28,12 @@ SET input_tokens = excluded.input_tokens, cached_tokens = excluded.cached_tokens
 
 -- name: usage_checks
 -- Ingested batches whose provider said what they used, beside what their lines said.
-SELECT b.id, b.provider_batch_id, b.provider, p.input_tokens, p.cached_tokens,
-       p.output_tokens, p.reasoning_tokens, t.input_tokens, t.cached_tokens, t.output_tokens,
-       t.reasoning_tokens, t.results, t.flagged, p.model
+SELECT b.id AS batch_id, b.provider_batch_id AS provider_batch_id, b.provider AS provider,
+       p.input_tokens AS says_input, p.cached_tokens AS says_cached,
+       p.output_tokens AS says_output, p.reasoning_tokens AS says_reasoning,
+       t.input_tokens AS counted_input, t.cached_tokens AS counted_cached,
+       t.output_tokens AS counted_output, t.reasoning_tokens AS counted_reasoning,
+       t.results AS results, t.flagged AS flagged, p.model AS model
 FROM provider_usage p
 JOIN batches b ON b.id = p.batch_id
 JOIN (SELECT batch_id, SUM(input_tokens) AS input_tokens, SUM(cached_tokens) AS cached_tokens,

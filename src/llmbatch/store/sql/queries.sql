@@ -1,5 +1,5 @@
 -- Queries shared by every store, named by `-- name:` lines. Parameters are `:name`
--- (named) or `?` (positional); the PostgreSQL store rewrites them to psycopg's style.
+-- (named; a list is one parameter, read by `json_each`); sqlfiles.py derives a driver's style.
 -- Rows of an import that has not committed are invisible to everything but the import.
 
 -- name: insert_import
@@ -8,19 +8,20 @@ VALUES (:queue, :source, 'loading', :owner, :low_water, :now, :now)
 RETURNING id
 
 -- name: max_request_id
-SELECT COALESCE(MAX(id), 0) FROM requests
+SELECT COALESCE(MAX(id), 0) AS id FROM requests
 
 -- name: insert_request
--- A store Row (types.Row) as it is: ?8, the body, goes to request_bodies (insert_body).
+-- A store Row (types.Row) as it is but its body, which goes to request_bodies (insert_body).
 INSERT INTO requests (queue, custom_id, import_id, line, provider, endpoint, model,
                       body_hash, priority, deadline, text_chars, text_bytes, inputs,
                       created_at, updated_at)
-VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)
+VALUES (:queue, :custom_id, :import_id, :line, :provider, :endpoint, :model, :body_hash,
+        :priority, :deadline, :text_chars, :text_bytes, :inputs, :created_at, :updated_at)
 ON CONFLICT (queue, custom_id) DO NOTHING
 
 -- name: insert_body
 -- A body is written once: a request with the same hash shares the row already there.
-INSERT INTO request_bodies (hash, body) VALUES (?, ?) ON CONFLICT (hash) DO NOTHING
+INSERT INTO request_bodies (hash, body) VALUES (:body_hash, :body) ON CONFLICT (hash) DO NOTHING
 
 -- name: delete_orphan_bodies
 -- Bodies no request refers to any more (after a purge or a failed import's clean-up). One
@@ -51,7 +52,7 @@ FROM imports WHERE id = :id
 SELECT id, owner, heartbeat_at FROM imports WHERE state = 'loading'
 
 -- name: failed_imports_with_rows
-SELECT i.id, i.low_water FROM imports i
+SELECT i.id FROM imports i
 WHERE i.state = 'failed'
   AND EXISTS (SELECT 1 FROM requests r WHERE r.id > i.low_water AND r.import_id = i.id)
 
@@ -67,7 +68,7 @@ INSERT INTO events (at, kind, import_id, batch_id, detail)
 VALUES (:now, :kind, :import_id, :batch_id, :detail)
 
 -- name: counts
-SELECT queue, provider, model, state, COUNT(*) FROM requests
+SELECT queue, provider, model, state, COUNT(*) AS n FROM requests
 WHERE import_id NOT IN (SELECT id FROM imports WHERE state <> 'committed')
 GROUP BY queue, provider, model, state
 ORDER BY queue, provider, model, state
@@ -107,9 +108,10 @@ INSERT INTO meta (key, value) VALUES (:key, :value)
 ON CONFLICT (key) DO UPDATE SET value = excluded.value
 
 -- name: usage_summary
-SELECT r.provider, r.model, COUNT(*), COALESCE(SUM(res.input_tokens), 0),
-       COALESCE(SUM(res.output_tokens), 0),
-       SUM(CASE WHEN res.error_code IS NULL THEN 1 ELSE 0 END)
+SELECT r.provider AS provider, r.model AS model, COUNT(*) AS results,
+       COALESCE(SUM(res.input_tokens), 0) AS input_tokens,
+       COALESCE(SUM(res.output_tokens), 0) AS output_tokens,
+       SUM(CASE WHEN res.error_code IS NULL THEN 1 ELSE 0 END) AS succeeded
 FROM results res JOIN requests r ON r.id = res.request_id
 JOIN attempts a ON a.id = res.attempt_id
 WHERE (CAST(:queue AS TEXT) IS NULL OR r.queue = :queue) AND COALESCE(a.outcome, '') NOT IN ('cancelled', 'unsent')
@@ -135,8 +137,8 @@ ORDER BY id
 
 -- name: deadline_risk
 SELECT
-    SUM(CASE WHEN deadline < :now THEN 1 ELSE 0 END),
-    SUM(CASE WHEN deadline >= :now AND deadline < :horizon THEN 1 ELSE 0 END)
+    SUM(CASE WHEN deadline < :now THEN 1 ELSE 0 END) AS missed,
+    SUM(CASE WHEN deadline >= :now AND deadline < :horizon THEN 1 ELSE 0 END) AS at_risk
 FROM requests
 WHERE deadline IS NOT NULL AND state NOT IN ('succeeded', 'failed', 'cancelled')
   AND (CAST(:queue AS TEXT) IS NULL OR queue = :queue)
@@ -144,12 +146,15 @@ WHERE deadline IS NOT NULL AND state NOT IN ('succeeded', 'failed', 'cancelled')
 -- name: cost_groups
 -- Usage per pricing aggregate: provider, model, tier key, UTC day, queue (integer and short
 -- keys: this GROUP BY is the whole cost of a report over a million results).
-SELECT r.provider, r.model, MIN(r.endpoint), res.price_tier, res.day, r.queue,
-       COUNT(*), SUM(CASE WHEN res.error_code IS NULL THEN 1 ELSE 0 END),
-       COALESCE(SUM(res.input_tokens), 0), COALESCE(SUM(res.cached_tokens), 0),
-       COALESCE(SUM(res.cache_write_5m_tokens), 0), COALESCE(SUM(res.cache_write_1h_tokens), 0),
-       COALESCE(SUM(res.output_tokens), 0),
-       SUM(CASE WHEN res.usage_flag IS NOT NULL THEN 1 ELSE 0 END)
+SELECT r.provider AS provider, r.model AS model, MIN(r.endpoint) AS endpoint,
+       res.price_tier AS price_tier, res.day AS day, r.queue AS queue, COUNT(*) AS requests,
+       SUM(CASE WHEN res.error_code IS NULL THEN 1 ELSE 0 END) AS succeeded,
+       COALESCE(SUM(res.input_tokens), 0) AS input_tokens,
+       COALESCE(SUM(res.cached_tokens), 0) AS cached_tokens,
+       COALESCE(SUM(res.cache_write_5m_tokens), 0) AS cache_write_5m_tokens,
+       COALESCE(SUM(res.cache_write_1h_tokens), 0) AS cache_write_1h_tokens,
+       COALESCE(SUM(res.output_tokens), 0) AS output_tokens,
+       SUM(CASE WHEN res.usage_flag IS NOT NULL THEN 1 ELSE 0 END) AS flagged
 FROM results res JOIN requests r ON r.id = res.request_id
 JOIN attempts a ON a.id = res.attempt_id
 WHERE res.created_at >= :since AND res.created_at < :until
@@ -167,6 +172,8 @@ WHERE day >= :since_day AND day < :until_day
 
 -- name: clash_rows
 -- The rows already queued under these custom_ids (an import's clashes), with their import's state.
-SELECT r.custom_id, r.body_hash, r.import_id, r.line, i.state FROM requests r
+SELECT r.custom_id AS custom_id, r.body_hash AS body_hash, r.import_id AS import_id,
+       r.line AS line, i.state AS import_state
+FROM requests r
 JOIN imports i ON i.id = r.import_id
 WHERE r.queue = :queue AND r.custom_id IN (SELECT value FROM json_each(:ids))

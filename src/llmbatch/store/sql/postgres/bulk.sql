@@ -1,16 +1,16 @@
--- PostgreSQL's own set-based statements for packing and ingest (sqlfiles.bulk_queries), in
--- psycopg's parameter style. An intent's request ids travel as one BIGINT[] parameter; an
+-- PostgreSQL's own set-based statements for packing and ingest (part of its dialect's
+-- queries, sqlfiles.dialect_queries), in our parameter style. An intent's request ids travel as one BIGINT[] parameter; an
 -- ingest chunk's outcomes are COPYed into a per-session staging table and applied with one
 -- statement per table.
 
 -- name: pack_requests
-UPDATE requests SET state = 'packed', updated_at = %(now)s, reason = NULL
-WHERE id = ANY(CAST(%(ids)s AS BIGINT[])) AND state = 'queued'
+UPDATE requests SET state = 'packed', updated_at = :now, reason = NULL
+WHERE id = ANY(CAST(:ids AS BIGINT[])) AND state = 'queued'
 
 -- name: insert_attempts
 INSERT INTO attempts (request_id, batch_id, line, state, created_at)
-SELECT t.request_id, %(batch_id)s, t.line, 'packed', %(now)s
-FROM unnest(CAST(%(ids)s AS BIGINT[])) WITH ORDINALITY AS t (request_id, line)
+SELECT t.request_id, :batch_id, t.line, 'packed', :now
+FROM unnest(CAST(:ids AS BIGINT[])) WITH ORDINALITY AS t (request_id, line)
 ORDER BY t.line
 
 -- name: outcome_staging
@@ -42,7 +42,7 @@ COPY outcome_staging FROM STDIN (FORMAT BINARY)
 
 -- name: finish_staged_attempts
 UPDATE attempts a SET state = s.kind, outcome = s.kind, error_code = s.error_code,
-    error_message = s.error_message, finished_at = %(now)s
+    error_message = s.error_message, finished_at = :now
 FROM outcome_staging s WHERE a.id = s.attempt_id
 
 -- name: insert_staged_results
@@ -53,36 +53,36 @@ INSERT INTO results (attempt_id, request_id, status_code, provider_request_id, b
                      price_tier, day, created_at)
 SELECT attempt_id, request_id, status_code, provider_request_id, body, error_code, error_message,
        input_tokens, output_tokens, cached_tokens, cache_write_5m_tokens, cache_write_1h_tokens,
-       reasoning_tokens, usage_flag, price_tier, %(day)s, %(now)s
+       reasoning_tokens, usage_flag, price_tier, :day, :now
 FROM outcome_staging WHERE kind IN ('succeeded', 'failed', 'cancelled') ORDER BY attempt_id
 ON CONFLICT (attempt_id) DO NOTHING
 
 -- name: staged_succeeded
 -- What engine.sql's request_succeeded, _failed, _retry, _requeue and _cancelled do, each to
 -- the staged rows of its kind, in one statement each.
-UPDATE requests r SET state = 'succeeded', reason = NULL, updated_at = %(now)s
+UPDATE requests r SET state = 'succeeded', reason = NULL, updated_at = :now
 FROM outcome_staging s
 WHERE r.id = s.request_id AND s.kind = 'succeeded' AND r.state = 'submitted'
 
 -- name: staged_failed
 UPDATE requests r SET state = 'failed', attempts = r.attempts + 1,
-    rejections = r.rejections + s.charge_rejection, reason = s.reason, updated_at = %(now)s
+    rejections = r.rejections + s.charge_rejection, reason = s.reason, updated_at = :now
 FROM outcome_staging s
 WHERE r.id = s.request_id AND s.kind = 'failed' AND r.state IN ('submitted', 'packed')
 
 -- name: staged_retry
 UPDATE requests r SET state = 'retry_wait', attempts = r.attempts + 1, not_before = s.not_before,
-    reason = s.reason, updated_at = %(now)s
+    reason = s.reason, updated_at = :now
 FROM outcome_staging s
 WHERE r.id = s.request_id AND s.kind = 'retry' AND r.state = 'submitted'
 
 -- name: staged_requeue
 UPDATE requests r SET state = 'queued', expiries = r.expiries + s.charge_expiry,
-    rejections = r.rejections + s.charge_rejection, reason = s.reason, updated_at = %(now)s
+    rejections = r.rejections + s.charge_rejection, reason = s.reason, updated_at = :now
 FROM outcome_staging s
 WHERE r.id = s.request_id AND s.kind = 'requeue' AND r.state IN ('submitted', 'packed')
 
 -- name: staged_cancelled
-UPDATE requests r SET state = 'cancelled', reason = s.reason, updated_at = %(now)s
+UPDATE requests r SET state = 'cancelled', reason = s.reason, updated_at = :now
 FROM outcome_staging s
 WHERE r.id = s.request_id AND s.kind = 'cancelled' AND r.state IN ('submitted', 'packed')

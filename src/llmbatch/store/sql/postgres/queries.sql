@@ -1,0 +1,82 @@
+-- PostgreSQL's own statements: its catalog, its locks, its clock, the bulk load. Same
+-- conventions as ../queries.sql; a name here replaces the shared query of that name.
+
+-- name: fence
+-- The lease by PostgreSQL's own clock, so workers on hosts whose clocks disagree agree on
+-- when it runs out; FOR SHARE holds a take-over back until this write commits.
+SELECT name, token, expires_at - EXTRACT(EPOCH FROM clock_timestamp()) AS seconds_left
+FROM leases WHERE name IN (:name, 'engine')
+FOR SHARE
+
+-- name: fence_any
+-- Whether the caller holds any live claim, by PostgreSQL's own clock (see fence).
+SELECT 1 FROM leases WHERE token = :token AND expires_at - EXTRACT(EPOCH FROM clock_timestamp()) > 0
+FOR SHARE
+
+-- name: budgets_over
+-- The store's budgets over a reservation's queues (and every queue together), locked.
+SELECT queue, period, limit_micro FROM budgets WHERE queue = '*' OR queue IN (SELECT value FROM json_each(:queues))
+ORDER BY queue, period
+FOR UPDATE
+
+-- name: lock_budgets
+-- Serialise reservations and first-use budget writes (SQLite's BEGIN IMMEDIATE already does).
+SELECT pg_advisory_xact_lock(:key)
+
+-- name: lock_schema
+-- Serialise migrations between processes (the write transaction does it on SQLite).
+SELECT pg_advisory_xact_lock(7244323)
+
+-- name: has_schema
+SELECT to_regclass('meta') IS NOT NULL
+
+-- name: where_am_i
+-- The cluster's identifier and the database's name (a failover keeps both, a restore elsewhere
+-- changes one).
+SELECT system_identifier::text, current_database() FROM pg_control_system()
+
+-- name: copy_staging
+COPY import_staging (queue, custom_id, import_id, line, provider, endpoint, model, body,
+                     body_hash, priority, deadline, text_chars, text_bytes, inputs, created_at,
+                     updated_at)
+FROM STDIN (FORMAT BINARY)
+
+-- name: load_staged
+-- Move one staged chunk of an import into requests in one statement: the rows whose
+-- (queue, custom_id) is new go in, and the body of each row that went in goes to
+-- request_bodies unless a row with its hash is there already. Returns how many went in.
+WITH added AS (
+    INSERT INTO requests (queue, custom_id, import_id, line, provider, endpoint, model, body_hash,
+                          priority, deadline, text_chars, text_bytes, inputs, created_at,
+                          updated_at)
+    SELECT queue, custom_id, import_id, line, provider, endpoint, model, body_hash, priority,
+           deadline, text_chars, text_bytes, inputs, created_at, updated_at
+    FROM import_staging ORDER BY line
+    ON CONFLICT (queue, custom_id) DO NOTHING
+    RETURNING line
+), bodies AS (
+    INSERT INTO request_bodies (hash, body)
+    SELECT s.body_hash, s.body FROM import_staging s JOIN added a ON a.line = s.line
+    ON CONFLICT (hash) DO NOTHING
+)
+SELECT COUNT(*) FROM added
+
+-- name: clear_staging
+TRUNCATE import_staging
+
+-- name: schema_columns
+-- Columns of our tables, for the migration-equality test.
+SELECT table_name, column_name, data_type, is_nullable, COALESCE(column_default, '')
+FROM information_schema.columns WHERE table_schema = current_schema()
+ORDER BY table_name, column_name
+
+-- name: schema_indexes
+SELECT tablename, indexname, indexdef FROM pg_indexes
+WHERE schemaname = current_schema() ORDER BY tablename, indexname
+
+-- name: clear_outcome_staging
+TRUNCATE outcome_staging
+
+-- name: lock_bodies
+-- Wait for every import writing bodies to commit, and hold new ones back until this commits.
+LOCK TABLE request_bodies IN SHARE ROW EXCLUSIVE MODE
