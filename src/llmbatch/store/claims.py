@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 
-from llmbatch.store.rows import column, scalar
+from llmbatch.store.rows import by_name, column, named, scalar
 from llmbatch.store.sqlfiles import as_list
 
 
@@ -82,21 +82,18 @@ class ClaimOps:
         """Workers seen since `since`, oldest token first."""
         with self._read() as cur:
             cur.execute(self.q("workers_seen_since"), {"since": since})
-            rows = cur.fetchall()
+            rows = by_name(cur)
+        kinds = ("packed", "submitted", "polled", "ingested", "outcomes")
         return [
             WorkerRow(
-                int(t),
-                str(h),
-                None if q is None else tuple(orjson.loads(q)),
-                float(s),
-                float(seen),
-                int(p),
-                int(sub),
-                int(pol),
-                int(i),
-                int(o),
+                int(r["token"]),
+                str(r["holder"]),
+                None if r["queues"] is None else tuple(orjson.loads(r["queues"])),
+                float(r["started_at"]),
+                float(r["seen_at"]),
+                *(int(r[k]) for k in kinds),
             )
-            for t, h, q, s, seen, p, sub, pol, i, o in rows
+            for r in rows
         ]
 
     def forget_workers(self, before: float) -> None:
@@ -115,10 +112,7 @@ class ClaimOps:
         """Every lease and claim, live or not."""
         with self._read() as cur:
             cur.execute(self.q("all_claims"))
-            return [
-                Claim(str(n), str(h), int(t), float(e), None if s is None else float(s))
-                for n, h, t, e, s in cur.fetchall()
-            ]
+            return named(Claim, cur)
 
     def release_claims(self, holder: str) -> None:
         """Give up every claim of a worker stopping (or found dead): the others take its work
@@ -131,7 +125,10 @@ class ClaimOps:
         """The queue of each open batch packed for one queue (None: several)."""
         with self._read() as cur:
             cur.execute(self.q("open_batch_queues"))
-            return {int(i): (None if q is None else str(q)) for i, q in cur.fetchall()}
+            return {
+                int(r["id"]): (None if r["queue"] is None else str(r["queue"]))
+                for r in by_name(cur)
+            }
 
     def _claim_new(self, cur: Any, name: str, holder: str, token: int, now: float) -> None:
         """Claim something made in this transaction for the worker making it."""
