@@ -39,7 +39,6 @@ _FILES = (
     "observe.sql",
     "archive.sql",
     "ownership.sql",
-    "claims.sql",
 )
 
 
