@@ -654,7 +654,7 @@ def test_a_worker_killed_mid_ingest_still_leaves_a_whole_archive(
             chunks.append(len(outcomes))
             return applied(batch_id, outcomes, *args)
 
-        a.store.apply_outcomes = dies_after_one_chunk  # type: ignore[method-assign]
+        a.store.apply_outcomes = dies_after_one_chunk  # type: ignore[method-assign,assignment]
         try:
             with pytest.raises(Killed):
                 tick_until(a, lambda: False)
