@@ -31,8 +31,7 @@ from pathlib import Path
 from llmbatch import receipt, report
 from llmbatch.pricing import model_prices
 from llmbatch.store import open_store
-from llmbatch.store.sqlfiles import as_list
-from llmbatch.store.sqlstore import queries
+from llmbatch.store.sqlfiles import as_list, queries
 
 MODELS = [
     ("openai", "/v1/chat/completions", "gpt-4o-mini"),
@@ -54,6 +53,7 @@ def fill(db: str, n: int, seed: int = 7) -> None:
         "INSERT INTO imports (id, queue, source, state, owner, low_water, started_at, "
         "heartbeat_at) VALUES (1, 'bench', 'bench', 'committed', 'bench', 0, 0, 0)"
     )
+    con.execute("INSERT INTO request_bodies (hash, body) VALUES (x'68', x'7b7d')")
     chunk = 50_000
     for lo in range(0, n, chunk):
         reqs, res = [], []
@@ -65,14 +65,18 @@ def fill(db: str, n: int, seed: int = 7) -> None:
             out = 0 if "embeddings" in endpoint else rng.randrange(1, 800)
             ok = i % 97 != 0
             tier = model_prices(provider, model, FIRST_DAY).tier(inp)
-            reqs.append((i + 1, queue, f"r{i}", 1, provider, endpoint, model, b"{}", b"h",
-                         "succeeded" if ok else "failed", 1, 1, at, at))  # fmt: skip
-            res.append((i + 1, i + 1, None if ok else "server_error", inp if ok else None,
-                        out if ok else None, (inp // 3) if ok else None, tier, int(at // DAY), at))  # fmt: skip
+            state = "succeeded" if ok else "failed"
+            reqs.append(
+                (i + 1, queue, f"r{i}", 1, provider, endpoint, model, b"h", state, 1, 1, at, at)
+            )
+            usage = (inp, out, inp // 3) if ok else (None, None, None)
+            res.append(
+                (i + 1, i + 1, None if ok else "server_error", *usage, tier, int(at // DAY), at)
+            )
         con.executemany(
             "INSERT INTO requests (id, queue, custom_id, import_id, provider, endpoint, model, "
-            "body, body_hash, state, text_chars, text_bytes, created_at, updated_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "body_hash, state, text_chars, text_bytes, created_at, updated_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             reqs,
         )
         # one batch per UTC day (its results are recorded as it is ingested, that day)
