@@ -38,12 +38,16 @@ from llmbatch.store import Store, open_store
 from llmbatch.store.batching import Outcome
 
 # on SQLite and PostgreSQL (crash windows and races: where each backend commits)
-pytestmark = pytest.mark.both_backends
+# The crash windows, the killed ingest and the frozen worker are on both backends (they hang on
+# the store's transactions and fenced writes); the provider's faults and lagging lists are the
+# same to either store, and on SQLite only (tests/e2e/conftest.py).
 
 KEY_ENV = "LLMBATCH_E2E_KEY"
 CHAT: Final = "/v1/chat/completions"
 GROUP = ("openai", CHAT, "gpt-4o-mini")
-RACE_REQUESTS = int(os.environ.get("LLMBATCH_RACE_REQUESTS", "5000"))
+# 8 batches of 250 here; CI's benchmark stage races 5,000 over more workers
+# (benchmarks/bench_workers.py --small)
+RACE_REQUESTS = int(os.environ.get("LLMBATCH_RACE_REQUESTS", "2000"))
 
 
 @pytest.fixture
@@ -170,6 +174,7 @@ def opened(db: str) -> Iterator[Store]:
 WINDOWS = ["intent only", "upload marked, nothing sent", "after upload", "after create"]
 
 
+@pytest.mark.both_backends
 @pytest.mark.parametrize("window", WINDOWS)
 def test_crash_window_then_one_tick(
     window: str, db: str, opened: Store, emu: RunningEmulator
@@ -217,6 +222,7 @@ def test_crash_window_then_one_tick(
     assert_exactly_once(db, custom_ids, dead.client)
 
 
+@pytest.mark.both_backends
 def test_crash_mid_ingest(db: str, opened: Store, emu: RunningEmulator) -> None:
     custom_ids = enqueue(db, 12)
     emu.control.next_batches(count=1, hold="validating")
@@ -287,7 +293,7 @@ def test_fault_after_the_operation(op: str, db: str, emu: RunningEmulator) -> No
 LAG = 1.5
 
 
-@pytest.mark.parametrize("settle", [0.3, 4.0], ids=["settle<lag", "settle>lag"])
+@pytest.mark.parametrize("settle", [0.3, 2.5], ids=["settle<lag", "settle>lag"])
 def test_list_lag_with_a_lost_create_response(settle: float, db: str, emu: RunningEmulator) -> None:
     """A create whose answer was lost, and batch lists that hide new batches for LAG seconds.
 
@@ -434,6 +440,7 @@ def test_workers_race_over_one_queue(
 
 
 @pytest.mark.slow
+@pytest.mark.both_backends
 def test_sigstopped_worker_resumed_after_its_lease_changes_nothing(db: str, tmp_path: Path) -> None:
     custom_ids = enqueue(db, 40)
     with running(seed=8) as emu:
@@ -461,7 +468,14 @@ def test_sigstopped_worker_resumed_after_its_lease_changes_nothing(db: str, tmp_
             before = {t: sql(db, f"SELECT * FROM {t} ORDER BY id") for t in tables}
             creates, files = batch_creates(emu.control), uploads(emu.control)
             a.send_signal(signal.SIGCONT)
-            time.sleep(3.0)  # A wakes up with its upload answered and a stale lease, and ticks on
+            # A wakes up with its upload answered and a stale lease, finds it out, and ticks on
+            # (it said so: then a little longer, rather than a fixed 3 s whatever the load)
+            wait_for(
+                lambda: "taken over by another worker" in (tmp_path / "a.log").read_text(),
+                30,
+                "A never woke up to its lost lease",
+            )
+            time.sleep(0.5)
             after = {t: sql(db, f"SELECT * FROM {t} ORDER BY id") for t in tables}
             assert after == before
             assert batch_creates(emu.control) == creates
