@@ -440,13 +440,19 @@ def _generate(path: Path, n: int, start: int, seed: int) -> Path:
     return path
 
 
+# Lines in each of the two files: 6 of the importer's 10,000-row chunks each (they interleave
+# in one SQLite file), about 30 MB, over the 8 MB past which a second process parses.
+# benchmarks/bench_enqueue.py runs the large sizes (1M requests).
+LINES = 60_000
+
+
 @pytest.fixture(scope="module")
 def two_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """Two 200,000-line files with disjoint custom_ids (about 100 MB each)."""
+    """Two LINES-line files with disjoint custom_ids."""
     folder = tmp_path_factory.mktemp("generated")
     return (
-        _generate(folder / "a.jsonl", 200_000, 0, seed=1),
-        _generate(folder / "b.jsonl", 200_000, 200_000, seed=2),
+        _generate(folder / "a.jsonl", LINES, 0, seed=1),
+        _generate(folder / "b.jsonl", LINES, LINES, seed=2),
     )
 
 
@@ -468,12 +474,12 @@ def test_two_processes_enqueue_into_one_sqlite_file_at_once(
     for p, (out, err) in zip(procs, outputs, strict=True):
         assert "locked" not in err
         assert p.returncode == 0, err
-        assert "200,000 added to queue 'default'" in out
-    assert visible(db)["total"] == 400_000
+        assert f"{LINES:,} added to queue 'default'" in out
+    assert visible(db)["total"] == 2 * LINES
     ids = sql(db, "SELECT COUNT(DISTINCT custom_id), MIN(custom_id), MAX(custom_id) FROM requests")
-    assert ids == [(400_000, "review-00000000", "review-00399999")]
+    assert ids == [(2 * LINES, "review-00000000", f"review-{2 * LINES - 1:08d}")]
     imports = sql(db, "SELECT state, added FROM imports ORDER BY id")
-    assert imports == [("committed", 200_000), ("committed", 200_000)]
+    assert imports == [("committed", LINES), ("committed", LINES)]
 
 
 def _loaded(db: str) -> int:
@@ -489,7 +495,7 @@ def _loaded(db: str) -> int:
 def test_kill_9_halfway_through_a_large_import_leaves_nothing_visible(
     two_files: tuple[Path, Path], db: str, tmp_path: Path
 ) -> None:
-    big = tmp_path / "big.jsonl"  # 400,000 lines, over 8 MB: parsed by a second process
+    big = tmp_path / "big.jsonl"  # 2 × LINES lines, over 8 MB: parsed by a second process
     with open(big, "wb") as out:
         for part in two_files:
             with open(part, "rb") as f:
@@ -506,7 +512,7 @@ def test_kill_9_halfway_through_a_large_import_leaves_nothing_visible(
     )
     try:
         deadline = time.monotonic() + 90
-        while _loaded(db) < 200_000:
+        while _loaded(db) < LINES:
             assert proc.poll() is None, "the import ended before it could be killed"
             assert time.monotonic() < deadline, "the import made no progress"
             time.sleep(0.05)
@@ -519,7 +525,7 @@ def test_kill_9_halfway_through_a_large_import_leaves_nothing_visible(
     assert proc.returncode == -signal.SIGKILL
 
     stored = int(sql(db, "SELECT COUNT(*) FROM requests")[0][0])
-    assert stored >= 200_000 + 3  # the killed import did write ...
+    assert stored >= LINES + 3  # the killed import did write ...
     assert visible(db) == shown  # ... but none of it is visible
     assert cli("--db", db, "show", "review-00000001").exit_code == 2
 
