@@ -17,7 +17,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -103,6 +103,7 @@ class _PgPool:
         self.template = template
         self.free: list[str] = []
         self.made: list[str] = []
+        self.dropping: list[threading.Thread] = []
         with psycopg.connect(_dsn_for(template), autocommit=True) as conn:
             self.digest = conn.execute(_SCHEMA_DIGEST).fetchone()[0]  # type: ignore[index]
             self.tables = [
@@ -141,7 +142,11 @@ class _PgPool:
         try:
             self._reset(name)
         except Exception:
-            self.drop(name)
+            # dropped in the background: a DROP DATABASE takes seconds under load, and no
+            # test waits for it (the name is never handed out again; close() joins these)
+            dropping = threading.Thread(target=self._drop_quietly, args=(name,), daemon=True)
+            dropping.start()
+            self.dropping.append(dropping)
         else:
             self.free.append(name)
 
@@ -181,7 +186,14 @@ class _PgPool:
         if name in self.made:
             self.made.remove(name)
 
+    def _drop_quietly(self, name: str) -> None:
+        """drop(), leaving a failure to close() (the name stays in `made`)."""
+        with suppress(Exception):
+            self.drop(name)
+
     def close(self) -> None:
+        for dropping in self.dropping:
+            dropping.join(timeout=60)
         for name in list(self.made):
             self.drop(name)
 
@@ -218,8 +230,23 @@ def pg_dsn(_pg_pool: _PgPool) -> Iterator[str]:
     _pg_pool.give_back(name)
 
 
+@pytest.fixture(scope="session")
+def _background_drops() -> Iterator[list[threading.Thread]]:
+    """Databases being dropped in the background (a DROP DATABASE takes seconds under load
+    and no test waits for it), all done before the session ends."""
+    drops: list[threading.Thread] = []
+    yield drops
+    for drop in drops:
+        drop.join(timeout=60)
+
+
+def _drop_database(name: str) -> None:
+    with _admin() as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 @pytest.fixture
-def empty_pg_dsn() -> Iterator[str]:
+def empty_pg_dsn(_background_drops: list[threading.Thread]) -> Iterator[str]:
     """An empty PostgreSQL database (no schema), for migration tests."""
     if not PG_DSN:
         if os.environ.get("CI"):
@@ -229,8 +256,9 @@ def empty_pg_dsn() -> Iterator[str]:
     with _admin() as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     yield _dsn_for(name)
-    with _admin() as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    drop = threading.Thread(target=_drop_database, args=(name,), daemon=True)
+    drop.start()
+    _background_drops.append(drop)
 
 
 @pytest.fixture
