@@ -1043,6 +1043,8 @@ class Shape:
     body: Callable[[str, str, int], dict[str, Any]]  # model, prompt, max tokens -> body
     response: Callable[[str, str, int, int], dict[str, Any]]  # model, text, in, out -> body
     result: Callable[[str, dict[str, Any]], dict[str, Any]]  # custom id, response -> line
+    # custom id, transient (a retry may succeed) or not, message -> an error result line
+    error: Callable[[str, bool, str], dict[str, Any]]
 
     def text_of(self, fmt: Format, response: dict[str, Any]) -> str:
         return fmt.output_text(response)
@@ -1075,6 +1077,23 @@ OPENAI_SHAPE = Shape(
         "response": {"status_code": 200, "request_id": "req_1", "body": response},
         "error": None,
     },
+    lambda cid, transient, message: {
+        "id": "batch_req_1",
+        "custom_id": cid,
+        "response": {
+            "status_code": 500 if transient else 400,
+            "request_id": "req_1",
+            "body": {
+                "error": {
+                    "message": message,
+                    "type": "server_error" if transient else "invalid_request_error",
+                    "param": None,
+                    "code": "server_error" if transient else "invalid_request_error",
+                }
+            },
+        },
+        "error": None,
+    },
 )
 ANTHROPIC_SHAPE = Shape(
     "claude-3-5-haiku-latest",
@@ -1096,6 +1115,19 @@ ANTHROPIC_SHAPE = Shape(
     lambda cid, response: {
         "custom_id": cid,
         "result": {"type": "succeeded", "message": response},
+    },
+    lambda cid, transient, message: {
+        "custom_id": cid,
+        "result": {
+            "type": "errored",
+            "error": {
+                "type": "error",
+                "error": {
+                    "type": "overloaded_error" if transient else "not_found_error",
+                    "message": message,
+                },
+            },
+        },
     },
 )
 SHAPES: dict[str, Shape] = {
@@ -1119,6 +1151,14 @@ SHAPES: dict[str, Shape] = {
             "responseId": "resp-1",
         },
         lambda cid, response: {"key": cid, "response": response},
+        lambda cid, transient, message: {
+            "key": cid,
+            "error": {
+                "code": 500 if transient else 400,
+                "message": message,
+                "status": "INTERNAL" if transient else "INVALID_ARGUMENT",
+            },
+        },
     ),
 }
 
