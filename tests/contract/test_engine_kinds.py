@@ -35,8 +35,9 @@ from helpers import cli, request_states, results_per_request, sql
 from llmbatch import Queue
 from llmbatch.budget import Budget, BudgetSettings
 from llmbatch.engine import Engine, EngineSettings
+from llmbatch.errors import TransientError
 from llmbatch.providers import Format, Limits, Provider, available, format_of, make_provider
-from llmbatch.providers.base import ResultsGone
+from llmbatch.providers.base import BatchRef, Intent, Journal, ResultsGone
 from llmbatch.providers.testing import MemoryBatch, MemoryProvider, VirtualClock
 from llmbatch.retry import RetryPolicy
 from llmbatch.store import open_store
@@ -55,6 +56,7 @@ class Speaking(MemoryProvider):
     shape: Any = None
     cap_bytes: int | None = None  # a smaller batch size limit than the provider's own
     given: dict[str, tuple[int, int, str | None]] = field(default_factory=dict)
+    upload_ttl: float | None = None  # uploads the provider deletes by itself after this
 
     def __post_init__(self) -> None:
         self.real: Provider = make_provider(self.name)
@@ -84,6 +86,19 @@ class Speaking(MemoryProvider):
         self.given[sent_as] = (tokens_in, tokens_out, request.model)
         response = self.shape.response(request.model, f"echo {tokens_in}", tokens_in, tokens_out)
         return dict(self.shape.result(sent_as, response))
+
+    def submit(self, intent: Intent, journal: Journal) -> BatchRef:
+        """A recorded upload the provider let expire is uploaded again from the intent's
+        file, as the real transports do (test_providers.py checks that of each)."""
+        recorded = self.files.get(intent.input_file_id or "")
+        if (
+            recorded
+            and self.upload_ttl is not None
+            and recorded[2] + self.upload_ttl < self.clock()
+        ):
+            del self.files[str(intent.input_file_id)]
+            intent = dataclasses.replace(intent, input_file_id=None)
+        return super().submit(intent, journal)
 
     def _id(self, prefix: str) -> str:
         return f"{self.name}-{super()._id(prefix)}"  # ids unique across doubles, as at services
@@ -140,7 +155,8 @@ def at_least(name: str, n: int) -> int:
 def run(
     db: str, doubles: list[Speaking], clock: VirtualClock, ticks: int = 300, **settings: Any
 ) -> None:
-    """Tick, a virtual minute at a time, until nothing is unfinished and no batch is open."""
+    """Tick, a virtual minute at a time, until nothing is unfinished and no batch is open
+    (one tick only, whatever it leaves, if `ticks` is 1)."""
     values: dict[str, Any] = {
         "settle_seconds": 30.0,
         "backoff_seconds": 10.0,
@@ -159,7 +175,8 @@ def run(
             if not (engine.store.has_unfinished() or engine.store.open_batches()):
                 return
             clock.advance(60.0)
-        raise AssertionError(f"not done after {ticks} ticks: {request_states(db)}")
+        if ticks > 1:
+            raise AssertionError(f"not done after {ticks} ticks: {request_states(db)}")
     finally:
         engine.close()
         engine.store.close()
@@ -261,6 +278,50 @@ def test_cancel_by_custom_id_before_it_is_sent(name: str, db: str, clock: Virtua
     assert result.exit_code == 0, result.output
     run(db, [double(name, clock)], clock)
     assert request_states(db) == {"succeeded": n - 1, "cancelled": 1}
+
+
+# -- creates that fail -------------------------------------------------------------------------
+
+
+def test_a_failed_create_does_not_adopt_the_batch_of_a_create_that_failed_after(
+    name: str, db: str, clock: VirtualClock
+) -> None:
+    """Two intents of one size: A's create fails before creating anything (a 502), B's after
+    creating its batch (a 500). A must not take B's batch (reconcile once matched unrecorded
+    intents to unrecorded batches of their size, oldest first), B must not create again: one
+    batch per intent, no request answered twice or requeued as missing. (Folded from
+    tests/e2e/test_anthropic_storm.py; over HTTP, with each provider's own proof, it is
+    test_ownership.py's test_only_the_newer_of_two_equal_lost_creates_was_made.)"""
+    n = at_least(name, 5)
+    ids = enqueue(db, name, [item(name, f"m{i}", prompt(i)) for i in range(2 * n)])
+    memory = double(name, clock)
+    memory.fail("create", TransientError("502 before anything was created"))
+    memory.fail("create", TransientError("500 after the batch was created"), after=True)
+    run(db, [memory], clock, max_batch_requests=n)
+    assert results_per_request(db) == dict.fromkeys(ids, 1)
+    made = [b.metadata.get("llmbatch_intent") for b in memory.batches.values()]
+    assert sorted(made) == sorted(set(made)) and len(made) == 2  # one batch per intent
+    requeued = sql(db, "SELECT COUNT(*) FROM attempts WHERE error_code = 'missing_result'")
+    assert requeued == [(0,)]
+
+
+def test_an_upload_that_expired_before_its_create_is_uploaded_again(
+    name: str, db: str, clock: VirtualClock
+) -> None:
+    """The upload is recorded, the create refused; the worker comes back after the provider
+    let uploads expire (Gemini keeps them 48 hours): the engine still has the intent's file,
+    so it is uploaded again and created once. (Folded from test_gemini_engine.py; each
+    transport's own re-upload is test_providers.py's.)"""
+    n = at_least(name, 5)
+    enqueue(db, name, [item(name, f"u{i}", prompt(i)) for i in range(n)])
+    memory = double(name, clock, upload_ttl=48 * 3600.0)
+    memory.fail("create", TransientError("500 before anything was created"))
+    run(db, [memory], clock, ticks=1)
+    assert sql(db, "SELECT input_file_id IS NOT NULL FROM batches") == [(1,)]
+    clock.advance(49 * 3600)
+    run(db, [memory], clock)
+    assert request_states(db) == {"succeeded": n}
+    assert (memory.calls["upload"], memory.calls["create"], len(memory.batches)) == (2, 2, 1)
 
 
 # -- packing: models, quotas, budgets, a request too large ------------------------------------
