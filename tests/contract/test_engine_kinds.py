@@ -45,6 +45,7 @@ from llmbatch.store import open_store
 BATCH = {"processing": "batch"}  # genai-prices' batch price variant
 FLAKY = "flaky"  # a prompt holding this is answered with a transient error, every time
 REFUSED = "refused"  # ... with an error no retry mends (an unknown model, a bad body)
+WHY = {True: "overloaded, try again later", False: "model refused-model does not exist"}
 
 
 @dataclass
@@ -81,7 +82,7 @@ class Speaking(MemoryProvider):
         request = self.fmt.parse(sent_as, dict(line), self.name)
         if FLAKY.encode() in request.body or REFUSED.encode() in request.body:
             transient = FLAKY.encode() in request.body
-            return dict(self.shape.error(sent_as, transient, f"{'flaky' if transient else 'no'}"))
+            return dict(self.shape.error(sent_as, transient, WHY[transient]))
         tokens_in, tokens_out = len(request.body), 7 + len(request.body) % 5
         self.given[sent_as] = (tokens_in, tokens_out, request.model)
         response = self.shape.response(request.model, f"echo {tokens_in}", tokens_in, tokens_out)
@@ -242,9 +243,11 @@ def test_errored_results_follow_the_retry_policy(name: str, db: str, clock: Virt
     out = exported(db)
     assert "gave up after 2 attempts" in out["flaky"]["error"]["message"]
     assert "not retryable" in out["refused"]["error"]["message"]
-    for custom_id in ("flaky", "refused"):
+    for custom_id, transient in (("flaky", True), ("refused", False)):
         error = out[custom_id]["error"]
         assert error["code"] and error["code"] != "error"
+        assert error["message"].startswith(WHY[transient])  # the provider's own words
+        assert WHY[transient] in json.dumps(out[custom_id]["response"]["body"])  # its body
         status = (out[custom_id]["response"] or {}).get("status_code")
         assert status is None or status >= (500 if custom_id == "flaky" else 400)
 
