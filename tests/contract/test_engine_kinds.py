@@ -18,6 +18,7 @@ savings against real time are reported.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import random
 from dataclasses import dataclass, field
@@ -48,6 +49,12 @@ REFUSED = "refused"  # ... with an error no retry mends (an unknown model, a bad
 WHY = {True: "overloaded, try again later", False: "model refused-model does not exist"}
 
 
+@functools.cache
+def registered(name: str) -> Provider:
+    """The registered provider `name`, unconfigured: its formats, never its transport."""
+    return make_provider(name)
+
+
 @dataclass
 class Speaking(MemoryProvider):
     """The in-process double, speaking the registered provider `name`'s wire format."""
@@ -60,7 +67,7 @@ class Speaking(MemoryProvider):
     upload_ttl: float | None = None  # uploads the provider deletes by itself after this
 
     def __post_init__(self) -> None:
-        self.real: Provider = make_provider(self.name)
+        self.real: Provider = registered(self.name)
         self.fmt: Format = format_of(self.name)
         self.shape: Shape = shape_of(self.name)
 
@@ -134,9 +141,8 @@ def item(name: str, custom_id: str, text: str, model: str | None = None) -> dict
     """One input line in the provider's own shape (its request line, the user's id)."""
     fmt, shape = format_of(name), shape_of(name)
     request = fmt.item(custom_id, shape.body(model or shape.model, text, 30), None, name)
-    return dict(
-        orjson.loads(make_provider(name).request_line(custom_id, request.endpoint, request.body))
-    )
+    line = registered(name).request_line(custom_id, request.endpoint, request.body)
+    return dict(orjson.loads(line))
 
 
 def enqueue(db: str, name: str, items: list[dict[str, Any]]) -> list[str]:
@@ -149,14 +155,14 @@ def at_least(name: str, n: int) -> int:
     """`n`, or the service's smallest batch if that is more (Cerebras: 10)."""
     shape = shape_of(name)
     return max(
-        n, make_provider(name).limits(format_of(name).default_endpoint, shape.model).min_requests
+        n, registered(name).limits(format_of(name).default_endpoint, shape.model).min_requests
     )
 
 
 def run(
     db: str, doubles: list[Speaking], clock: VirtualClock, ticks: int = 300, **settings: Any
 ) -> None:
-    """Tick, a virtual minute at a time, until nothing is unfinished and no batch is open
+    """Tick, five virtual minutes at a time, until nothing is unfinished and no batch is open
     (one tick only, whatever it leaves, if `ticks` is 1)."""
     values: dict[str, Any] = {
         "settle_seconds": 30.0,
@@ -175,7 +181,7 @@ def run(
             engine.tick(clock())
             if not (engine.store.has_unfinished() or engine.store.open_batches()):
                 return
-            clock.advance(60.0)
+            clock.advance(300.0)
         if ticks > 1:
             raise AssertionError(f"not done after {ticks} ticks: {request_states(db)}")
     finally:
