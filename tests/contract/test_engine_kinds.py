@@ -308,7 +308,7 @@ def test_a_failed_create_does_not_adopt_the_batch_of_a_create_that_failed_after(
     memory.fail("create", TransientError("500 after the batch was created"), after=True)
     run(db, [memory], clock, max_batch_requests=n)
     assert results_per_request(db) == dict.fromkeys(ids, 1)
-    made = [b.metadata.get("llmbatch_intent") for b in memory.batches.values()]
+    made = [b.metadata.get("llmbatch_intent", "") for b in memory.batches.values()]
     assert sorted(made) == sorted(set(made)) and len(made) == 2  # one batch per intent
     requeued = sql(db, "SELECT COUNT(*) FROM attempts WHERE error_code = 'missing_result'")
     assert requeued == [(0,)]

@@ -114,6 +114,7 @@ def test_the_python_apis_short_form_with_a_url_is_a_request(name: str, tmp_path:
 
     body = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
     with Queue(str(tmp_path / "q.db"), "q", provider=name) as q:
-        assert q.add("a", body).report.added == 1
+        report = q.add("a", body).report
+        assert report is not None and report.added == 1
         with pytest.raises(LineError, match="not batched by"):
             format_of(name).item("b", body, "/v1/embeddings", name)
