@@ -134,9 +134,8 @@ class RecoveryOps:
             )
             if cur.rowcount != 1:
                 return None
-            cur.execute(
-                self.q("batch_by_provider_id"), {"provider_batch_id": status.provider_batch_id}
-            )
+            found = {"provider_batch_id": status.provider_batch_id, "provider": provider}
+            cur.execute(self.q("batch_by_provider_id"), found)
             batch_id = int(scalar(cur))
             if intent_id is not None:  # a duplicate: no budget planned it, it is charged now
                 self._charge_duplicate(cur, batch_id, intent_id, now)

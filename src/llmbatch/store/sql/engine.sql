@@ -260,7 +260,7 @@ INSERT INTO batches (provider, endpoint, model, state, provider_batch_id, provid
                      created_at, submitted_at, updated_at, nonce)
 VALUES (:provider, :endpoint, :model, :state, :provider_batch_id, :state, :input_file_id,
         :output_file_id, :error_file_id, :request_count, :intent_id, :now, :now, :now, :nonce)
-ON CONFLICT (provider_batch_id) DO NOTHING
+ON CONFLICT (provider_batch_id, provider) DO NOTHING
 
 -- name: add_cost_totals
 -- Add the results of these attempts to their pricing aggregates (cost_totals), in the
@@ -323,7 +323,8 @@ WHERE (CAST(:queue AS TEXT) IS NULL OR r.queue = :queue)
 SELECT endpoint, model, nonce FROM batches WHERE id = :id
 
 -- name: batch_by_provider_id
-SELECT id FROM batches WHERE provider_batch_id = :provider_batch_id
+-- A batch id is unique at its provider only (migration 0014).
+SELECT id FROM batches WHERE provider_batch_id = :provider_batch_id AND provider = :provider
 
 -- name: batch_state
 -- The state a batch is in, read in the transaction that moves it (store/batching.py

@@ -70,7 +70,7 @@ CREATE TABLE batches (
     endpoint          TEXT    NOT NULL,
     model             TEXT,
     state             TEXT    NOT NULL,
-    provider_batch_id TEXT UNIQUE,
+    provider_batch_id TEXT,
     intent_id         INTEGER, -- set on a batch adopted for another row's intent
     provider_status   TEXT,
     input_file_id     TEXT,
@@ -106,6 +106,8 @@ CREATE TABLE batches (
     proof_wait_until  REAL
 );
 CREATE INDEX batches_open ON batches (state) WHERE state <> 'ingested';
+-- A provider's batch id is unique at that provider only (two services may both say batch_1).
+CREATE UNIQUE INDEX batches_provider_id ON batches (provider_batch_id, provider);
 
 -- What batch-level failures taught the engine per packing group (model '' for a group of
 -- several models): a smaller next batch, a lower enqueued-token quota, a pause.
