@@ -12,16 +12,22 @@ them drains, each request answered by its own result.
 from __future__ import annotations
 
 import time
+from pathlib import Path
+from typing import Any
 
+import pytest
 from test_engine_kinds import Speaking, at_least, exported, item, prompt, run
 
-from helpers import request_states, results_per_request, sql
+from helpers import UNDO_0014, cli, request_states, results_per_request, roll_back, sql
 from llmbatch import Queue
 from llmbatch.errors import TransientError
 from llmbatch.providers import available, format_of
 from llmbatch.providers.base import BatchStatus
 from llmbatch.providers.testing import MemoryProvider, VirtualClock
-from llmbatch.store import Store
+from llmbatch.store import Store, open_store
+from llmbatch.store.sqlstore import migrations
+
+THIS = 14  # the migration that made batch ids unique per provider
 
 
 class Numbering(Speaking):
@@ -76,6 +82,15 @@ def test_providers_that_hand_back_the_same_batch_ids_all_drain(db: str) -> None:
     assert len(made[names[0]]) == 2 and all(ids == made[names[0]] for ids in made.values())
     rows = sql(db, "SELECT provider, provider_batch_id FROM batches")
     assert sorted(rows) == sorted((n, i) for n in names for i in made[n])
+    # an id at several providers names no one batch: refused in one line, nothing cancelled
+    clash = made[names[0]][0]
+    for args in (("report", "--batch", clash), ("cancel", "--batch", clash)):
+        refused = cli("--db", db, *args)
+        assert refused.exit_code != 0 and "name one by its number" in refused.output, args
+        assert len(refused.output.strip().splitlines()) == 1, refused.output
+    ((ours,),) = sql(db, "SELECT MIN(id) FROM batches WHERE provider_batch_id = ?", (clash,))
+    assert cli("--db", db, "report", "--batch", str(ours)).exit_code == 0
+    assert request_states(db) == {"succeeded": len(want)}
 
 
 def test_a_batch_adopted_at_one_provider_is_not_taken_for_another_providers(db: str) -> None:
@@ -115,3 +130,44 @@ def test_adopting_a_batch_finds_it_at_its_own_provider(store: Store) -> None:
     assert store.adopt_batch("another-service", status, None, now, token) is None  # known
     found = {b.id: (b.provider, b.provider_batch_id) for b in store.open_batches()}
     assert found == {first: ("one-service", "batch_1"), second: ("another-service", "batch_1")}
+
+
+def test_a_store_made_before_0014_with_batches_in_flight_upgrades_and_drains(
+    db: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """Migration 0014 on a store the previous code left with batches in flight at one
+    provider and requests queued for another: it upgrades (the store made by the current code,
+    0014 taken back out, checked equal to the schema every migration before 0014 makes), and a
+    worker drains it while the second provider hands back the ids of the first one's batches
+    still in flight."""
+    clock = VirtualClock(1_800_000_000.0)
+    one, other = sorted(available())[:2]
+    want: dict[str, str] = {}
+    n = max(at_least(one, 3), at_least(other, 3))
+    first, second = numbering(one, clock), numbering(other, clock)
+    with Queue(db, "q") as q:
+        assert q.add_many(
+            [item(one, f"{one} {i}", prompt(i)) for i in range(2 * n)], provider=one
+        ).added
+    want |= {f"{one} {i}": one for i in range(2 * n)}
+    run(db, [first], clock, ticks=1, max_batch_requests=n)
+    assert request_states(db) == {"submitted": 2 * n}  # two batches in flight
+    with Queue(db, "q") as q:  # and requests queued for the other provider
+        assert q.add_many(
+            [item(other, f"{other} {i}", prompt(i)) for i in range(2 * n)], provider=other
+        ).added
+    want |= {f"{other} {i}": other for i in range(2 * n)}
+
+    roll_back(db, UNDO_0014, THIS, request, tmp_path)  # the previous code's store
+    upgraded: Any = open_store(db)
+    latest = migrations(upgraded.dialect)[-1][0]
+    upgraded.close()
+    assert sql(db, "SELECT value FROM meta WHERE key = 'schema_version'") == [(str(latest),)]
+    in_flight = sorted(first.batches)
+    assert sql(db, "SELECT provider_batch_id FROM batches ORDER BY id") == [(i,) for i in in_flight]
+
+    run(db, [first, second], clock, max_batch_requests=n)
+    check_answers(db, want)
+    assert sorted(second.batches) == in_flight  # the same ids, while the first's were in flight
+    # the counter of batch ids went on past the rows copied back (SQLite's AUTOINCREMENT)
+    assert sorted(i for (i,) in sql(db, "SELECT id FROM batches")) == [1, 2, 3, 4]

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Any
 
+from llmbatch.store.recovery import check_batch_ref
 from llmbatch.store.rows import by_name, named
 from llmbatch.store.types import (
     TOKENS as TOKENS,
@@ -136,6 +137,7 @@ class LedgerOps:
             "ingested_at",
         )
         with self._read() as cur:
+            check_batch_ref(cur, self.q("batches_named"), ref)
             cur.execute(self.q("find_batch"), {"ref": ref})
             row = cur.fetchone()
             if row is None:

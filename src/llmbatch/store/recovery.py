@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from llmbatch.errors import InputError
 from llmbatch.store.rows import by_name, column, scalar
 from llmbatch.store.sqlfiles import as_list
 from llmbatch.store.types import (
@@ -13,6 +14,20 @@ from llmbatch.store.types import (
 )
 
 WAITING = ("queued", "retry_wait", "held")  # what `cancel` ends at once
+
+
+def check_batch_ref(cur: Any, query: str, ref: str) -> None:
+    """Refuse a batch named by a provider batch id that is at several providers (an id is
+    unique at its provider only, migration 0014), unless it is also our own batch number."""
+    cur.execute(query, {"ref": ref})
+    rows = by_name(cur)
+    if any(str(r["id"]) == ref for r in rows) or len(rows) < 2:
+        return
+    named = ", ".join(f"{r['id']} ({r['provider']})" for r in rows)
+    raise InputError(
+        f"batch {ref!r} is the provider batch id of our batches {named}: "
+        "name one by its number (`llmbatch batches` lists them)"
+    )
 
 
 class RecoveryOps:
@@ -71,6 +86,8 @@ class RecoveryOps:
         # the query that starts from the narrowest of the filters (each an index range)
         name = "scope_named" if custom_ids else "scope_of_batch" if batch else "scope_of_queue"
         with self._read() as cur:
+            if batch is not None:
+                check_batch_ref(cur, self.q("batches_named"), batch)
             cur.execute(self.q(name), params)
             return [int(i) for i in column(cur)]
 
