@@ -146,7 +146,7 @@ class Engine:
         self.canceller = Canceller(
             store, settings, provider, self.submitter, self.lease, self.poller, self.closer
         )
-        self.sweeper = Sweeper(store, settings, self._providers, self.submitter.sent_cleanly)
+        self.sweeper = Sweeper(store, settings, self._providers)
         self.packer = Packer(
             store,
             settings,
