@@ -64,6 +64,7 @@ class Sweeper:
             provider = self.providers[name]
             known_batches, known_files = self.store.known_ids(name)
             skip = frozenset(known_batches) | self.store.judged_ids(name)
+            file_owners = self.store.file_owners(name)
             try:
                 judged = provider.list_tagged(self.store.store_id, since, skip)
                 strays = provider.stray_uploads(self.store.store_id, since)
@@ -78,6 +79,11 @@ class Sweeper:
                 if status.provider_batch_id in skip:
                     continue
                 intent_id = proof.owner(status.metadata)
+                if intent_id is None and status.input_file_id in file_owners:
+                    # made from an upload the store recorded (reconcile's first proof): a
+                    # service that drops metadata keeps our tag only in that upload's name,
+                    # gone once the intent's own batch was cleaned up
+                    intent_id = file_owners[status.input_file_id or ""]
                 if intent_id is None:
                     if not _names_frozen(status.metadata, proof, frozen):
                         foreign.append(status.provider_batch_id)

@@ -355,10 +355,6 @@ def test_a_lost_create_under_list_lag_is_found_not_made_again(
     assert creates(emu, name) == intents(db) == 1
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="failed once in the final CI of 2026-12-07 on one service (timing); open in the closing note",
-)
 def test_a_lost_create_under_list_lag_longer_than_the_settle_window_is_adopted_later(
     name: str, tmp_path: Path, emu: RunningEmulator
 ) -> None:

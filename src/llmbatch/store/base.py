@@ -272,6 +272,10 @@ class Store(Protocol):
     def known_ids(self, provider: str) -> tuple[set[str], set[str]]:
         """(provider batch ids, input file ids) recorded for a provider."""
 
+    def file_owners(self, provider: str) -> dict[str, int]:
+        """Input file id -> the intent whose upload it is, of the batches this store sent
+        from an upload at a provider (a batch made from one is that intent's)."""
+
     def attempt_span(self, batch_id: int) -> tuple[int, int] | None:
         """The lowest and highest attempt id of a batch row (an intent), if it has any."""
 

@@ -84,6 +84,13 @@ class RecoveryOps:
             files = {str(v) for v in column(cur)}
         return batches, files
 
+    def file_owners(self, provider: str) -> dict[str, int]:
+        """Input file id -> the intent whose upload it is, of the batches this store sent
+        from an upload at a provider (a batch made from one is that intent's)."""
+        with self._read() as cur:
+            cur.execute(self.q("file_owners"), {"provider": provider})
+            return {str(r["input_file_id"]): int(r["intent"]) for r in by_name(cur)}
+
     def attempt_span(self, batch_id: int) -> tuple[int, int] | None:
         """The lowest and highest attempt id of a batch row (an intent), if it has any."""
         with self._read() as cur:

@@ -248,6 +248,12 @@ SELECT provider_batch_id FROM batches WHERE provider = :provider AND provider_ba
 -- name: known_input_files
 SELECT input_file_id FROM batches WHERE provider = :provider AND input_file_id IS NOT NULL
 
+-- name: file_owners
+-- Only batches sent from the file: an intent with none may be a copy's frozen one, whose
+-- upload the original store goes on using.
+SELECT input_file_id, COALESCE(intent_id, id) AS intent FROM batches
+WHERE provider = :provider AND input_file_id IS NOT NULL AND provider_batch_id IS NOT NULL
+
 -- name: attempt_span
 SELECT MIN(id) AS low, MAX(id) AS high FROM attempts WHERE batch_id = :id
 
