@@ -201,6 +201,7 @@ class Engine:
             self.archiver.check()  # no bucket, no credentials: said before anything is done
         token = self.lease.take(now)
         report.engine_lease = engine = self.lease.engine
+        report.engine_holder = self.lease.engine_holder
         t = Tick(now, token, report, self.store.moved())
         if t.moved is not None:
             report.notes.append(

@@ -61,6 +61,7 @@ class Lease:
         self.queues = None if queues is None else tuple(sorted(set(queues)))
         self.token = 0
         self.engine = False  # whether this worker holds the store-wide engine lease
+        self.engine_holder: str | None = None  # the worker that does, when another one does
         self.held: set[str] = set()  # the leases and claims it renewed last
         self.taken_at = 0.0  # the tick's time
         self.renewed_at = 0.0
@@ -76,6 +77,7 @@ class Lease:
             self.token = self.store.register_worker(self.holder, self.queues, now)
         ttl = self.settings.lease_ttl
         token = self.store.acquire_lease(NAME, self.holder, ttl, now)
+        holder = None
         if token is None:
             holder = self.store.lease_holder(NAME, now)
             # A live lease's expiry stands in for a heartbeat here: only the pid check decides.
@@ -84,6 +86,7 @@ class Lease:
                 self.store.note("lease_taken_over", None, f"engine lease of dead worker {holder}")
                 token = self.store.acquire_lease(NAME, self.holder, ttl, now)
         self.engine = token is not None
+        self.engine_holder = None if self.engine else holder
         if self.engine and now - self.forgot_at > FORGET_EVERY_S:  # `run` from cron: a row each
             self.store.forget_workers(now - FORGET_AFTER_S)
             self.forgot_at = now

@@ -108,6 +108,7 @@ class TickReport:
     held_by: str | None = None
     claimed: int = 0  # open batches this worker holds the claims of
     engine_lease: bool = False  # whether it holds the store-wide engine lease
+    engine_holder: str | None = None  # the worker that does, when another one does
     packed: int = 0
     intents: int = 0
     submitted: int = 0
