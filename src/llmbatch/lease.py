@@ -29,7 +29,7 @@ from collections.abc import Callable, Sequence
 
 from llmbatch.store.base import Store
 from llmbatch.store.batching import LeaseLost
-from llmbatch.store.claims import Claim
+from llmbatch.store.claims import Claim, WorkerRow
 from llmbatch.store.sqlstore import owner_alive
 from llmbatch.store.types import OpenBatch
 from llmbatch.tick import EngineSettings
@@ -168,8 +168,9 @@ class Claims:
         queue_of = self.store.open_batch_queues()
         mine_ok = [b for b in open_batches if b.id > frozen and self.serves(queue_of.get(b.id))]
         claims = {c.name: c for c in self.store.claims()}
-        self._break_dead(claims, now)
         workers = self.store.workers(now - ttl)
+        gone = self._break_dead(claims, workers, now)
+        workers = [w for w in workers if w.holder not in gone]
         alike = [
             w
             for w in workers
@@ -203,18 +204,22 @@ class Claims:
                     notes.append(f"took over batch {b.id}: {why}")
         return ids
 
-    def _break_dead(self, claims: dict[str, Claim], now: float) -> None:
-        """End at once the claims of a worker on this host that is dead."""
-        dead = {
-            c.holder
-            for c in claims.values()
-            if c.expires_at >= now
-            and c.token != self.lease.token
-            and not owner_alive(c.holder.split("/")[0], now, now)
+    def _break_dead(
+        self, claims: dict[str, Claim], workers: Sequence[WorkerRow], now: float
+    ) -> set[str]:
+        """End at once the claims of a worker on this host that is dead, and stop counting
+        it among the workers sharing the work (one killed while it held nothing live, or
+        whose engine lease alone `Lease.take` broke, would otherwise keep its share of the
+        batches unclaimed for a lease's lifetime); the holders found dead."""
+        mine = self.lease.token
+        dead = {c.holder for c in claims.values() if c.expires_at >= now and c.token != mine} | {
+            w.holder for w in workers if w.token != mine
         }
-        for holder in dead:
+        dead = {h for h in dead if not owner_alive(h.split("/")[0], now, now)}
+        for holder in sorted(dead):
             self.store.release_claims(holder)
             self.store.note("lease_taken_over", None, f"claims of dead worker {holder}")
             for name, c in list(claims.items()):
                 if c.holder == holder:
                     claims[name] = Claim(c.name, c.holder, c.token, 0.0, c.since)
+        return dead

@@ -5,6 +5,7 @@ writes were refused wherever the first held the lease, and a second engine only 
 
 from __future__ import annotations
 
+import socket
 import time
 
 import pytest
@@ -16,6 +17,7 @@ from llmbatch.requests import make_request
 from llmbatch.store import Store
 from llmbatch.store.batching import LeaseLost
 from llmbatch.store.claims import group_claim
+from llmbatch.store.sqlstore import owner_tag
 
 BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
 GROUP = ("openai", "/v1/chat/completions", "gpt-4o-mini")
@@ -99,6 +101,29 @@ def test_two_engines_share_the_open_batches_and_give_back_beyond_their_share(
     assert len(mine_a) == len(mine_b) == 4 and not mine_a & mine_b
     holders = {c.name: c.holder for c in store.claims() if c.name.startswith("batch:")}
     assert sorted(holders.values()) == ["a"] * 4 + ["b"] * 4
+
+
+def test_a_dead_worker_on_this_host_holding_nothing_gets_no_share(store: Store) -> None:
+    """Found in test_secrets: a worker SIGKILLed after its work was done held only the engine
+    lease, which the next process broke (`Lease.take`); its row still counted it among the
+    workers sharing the open batches for a lease's lifetime (10 min), so a `run` took half of
+    them and the other half waited for nobody."""
+    _enqueue(store, "q", [f"r{i}" for i in range(4)])
+    now = time.time()
+    settings = EngineSettings(lease_ttl=600.0)
+    space = owner_tag().rsplit(":", 1)[1]
+    dead = f"{socket.gethostname()}:4194305:123:{space}/gone"  # a pid dead here
+    store.worker_seen(store.register_worker(dead, None, now), now)
+    a = Lease(store, settings, "a")
+    a.take(now)
+    store.acquire_lease(group_claim(GROUP), "a", 600, now)
+    _intents(store, 4, a.token, now, "a")
+    for batch in store.open_batches():  # waiting at the provider, nobody's claim
+        store.update_batch(batch.id, _Status(), now, a.token)
+        a.give_up(batch_claim(batch.id))
+    mine = Claims(store, settings, a).share(now, store.open_batches(), [])
+    assert len(mine) == 4, "the dead worker's share waits for nobody"
+    assert [w.holder for w in store.workers(now - 600)] == ["a"]
 
 
 def test_a_worker_for_some_queues_packs_and_works_only_theirs(
