@@ -55,9 +55,18 @@ _REQUEST_COLUMNS = (
     "priority, deadline, text_chars, text_bytes, inputs, attempts, expiries, not_before, "
     "reason, created_at, updated_at, rejections"
 )
+# Migration 0013 (workers sharing the work: their tokens, claims) taken back out; the claims
+# the engine took go too (the code before it knew only the engine lease).
+UNDO_0013: tuple[Undo, ...] = (
+    "DROP TABLE workers",
+    "DELETE FROM leases WHERE name <> 'engine'",
+    "ALTER TABLE leases DROP COLUMN since",
+    "ALTER TABLE batches DROP COLUMN queue",
+)
 # Migration 0012 (request bodies in their own table) taken back out: each request gets its
 # body back. SQLite cannot put a column back in its place, so its table is made again.
 UNDO_0012: tuple[Undo, ...] = (
+    *UNDO_0013,
     ("sqlite", "CREATE TABLE requests_0012 AS SELECT r.*, b.body AS body FROM requests r "
                "JOIN request_bodies b ON b.hash = r.body_hash"),
     ("sqlite", "DROP TABLE requests"),

@@ -59,7 +59,7 @@ class RecoveryOps:
 
     def mark_cancel_sent(self, batch_id: int, now: float, token: int) -> None:
         with self._write() as cur:
-            self._fence(cur, token)
+            self._fence(cur, token, f"batch:{batch_id}")
             cur.execute(self.q("mark_cancel_sent"), {"id": batch_id, "now": now})
             self._event(cur, "cancel_sent", batch_id=batch_id)
 
