@@ -69,11 +69,20 @@ UNDO_0014: tuple[Undo, ...] = (
     ("postgres", "ALTER TABLE batches ADD CONSTRAINT batches_provider_batch_id_key "
                  "UNIQUE (provider_batch_id)"),
 )  # fmt: skip
+# Migration 0013 (workers sharing the work: their tokens, claims) taken back out; the claims
+# the engine took go too (the code before it knew only the engine lease).
+UNDO_0013: tuple[Undo, ...] = (
+    *UNDO_0014,
+    "DROP TABLE workers",
+    "DELETE FROM leases WHERE name <> 'engine'",
+    "ALTER TABLE leases DROP COLUMN since",
+    "ALTER TABLE batches DROP COLUMN queue",
+)
 # Migration 0012 (request bodies in their own table) taken back out, and every later one:
 # each request gets its body back. SQLite cannot put a column back in its place, so its table
 # is made again.
 UNDO_0012: tuple[Undo, ...] = (
-    *UNDO_0014,
+    *UNDO_0013,
     ("sqlite", "CREATE TABLE requests_0012 AS SELECT r.*, b.body AS body FROM requests r "
                "JOIN request_bodies b ON b.hash = r.body_hash"),
     ("sqlite", "DROP TABLE requests"),

@@ -891,10 +891,6 @@ def test_cancel_winds_a_held_batch_down(
         provider.cancel(ref.provider_batch_id)
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="azure: the emulator left a batch validating past 30 s in both of the final CI runs of 2026-12-07 (-n 4); open in the closing note",
-)
 def test_clean_up_deletes_what_it_is_given_and_tolerates_it_gone(
     provider: Provider, emu: RunningEmulator, account: Account, tmp_path: Path
 ) -> None:

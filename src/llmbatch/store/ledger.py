@@ -48,7 +48,7 @@ class LedgerOps:
         the comparison with the provider's own total if it gave one, noted (an event
         `usage_mismatch`) when they differ."""
         with self._write() as cur:
-            self._fence(cur, token)
+            self._fence(cur, token, f"batch:{batch_id}")
             cur.execute(self.q("delete_tally"), {"id": batch_id})
             self._many(cur, "insert_tally", [{"id": batch_id, **asdict(r)} for r in rows])
         checks = self.usage_checks(batch_id, every=True, ingested=False)
@@ -80,7 +80,7 @@ class LedgerOps:
         """What the provider says a batch used so far (`usage`: input, cached, output and
         reasoning tokens), and the model it says ran it."""
         with self._write() as cur:
-            self._fence(cur, token)
+            self._fence(cur, token, f"batch:{batch_id}")
             cur.execute(
                 self.q("upsert_provider_usage"),
                 {

@@ -74,7 +74,7 @@ class RecoveryOps:
 
     def mark_cancel_sent(self, batch_id: int, now: float, token: int) -> None:
         with self._write() as cur:
-            self._fence(cur, token)
+            self._fence(cur, token, f"batch:{batch_id}")
             cur.execute(self.q("mark_cancel_sent"), {"id": batch_id, "now": now})
             self._event(cur, "cancel_sent", batch_id=batch_id)
 
@@ -100,6 +100,13 @@ class RecoveryOps:
             cur.execute(self.q("known_input_files"), {"provider": provider})
             files = {str(v) for v in column(cur)}
         return batches, files
+
+    def file_owners(self, provider: str) -> dict[str, int]:
+        """Input file id -> the intent whose upload it is, of the batches this store sent
+        from an upload at a provider (a batch made from one is that intent's)."""
+        with self._read() as cur:
+            cur.execute(self.q("file_owners"), {"provider": provider})
+            return {str(r["input_file_id"]): int(r["intent"]) for r in by_name(cur)}
 
     def attempt_span(self, batch_id: int) -> tuple[int, int] | None:
         """The lowest and highest attempt id of a batch row (an intent), if it has any."""

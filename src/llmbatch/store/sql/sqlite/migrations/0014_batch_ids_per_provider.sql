@@ -49,7 +49,9 @@ CREATE TABLE batches (
     -- at the provider, and, while it waits for same-size batches to say whose they are,
     -- until when it may wait before it creates again.
     nonce             TEXT,
-    proof_wait_until  REAL
+    proof_wait_until  REAL,
+    -- the queue of a batch packed for one queue (`llmbatch worker --queue`); NULL: several
+    queue             TEXT
 );
 
 INSERT INTO batches SELECT * FROM batches_0014;
