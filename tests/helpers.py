@@ -34,17 +34,18 @@ CHAT = "/v1/chat/completions"
 Undo = str | tuple[str, str]
 
 
-def _sqlite_requests_before(number: int) -> list[str]:
-    """The CREATE statements of SQLite's `requests` table and its indexes as the migrations
-    before `number` leave them (table first)."""
+def _sqlite_table_before(table: str, number: int) -> list[str]:
+    """The CREATE statements of a SQLite table and its indexes as the migrations before
+    `number` leave them (table first)."""
     conn = sqlite3.connect(":memory:")
     for n, script in migrations("sqlite"):
         if n < number:
             for statement in split_script(script):
                 conn.execute(statement)
     found = conn.execute(
-        "SELECT sql FROM sqlite_master WHERE tbl_name = 'requests' AND sql IS NOT NULL "
-        "ORDER BY type DESC, name"
+        "SELECT sql FROM sqlite_master WHERE tbl_name = ? AND sql IS NOT NULL "
+        "ORDER BY type DESC, name",
+        (table,),
     ).fetchall()
     conn.close()
     return [str(s) for (s,) in found]
@@ -55,17 +56,41 @@ _REQUEST_COLUMNS = (
     "priority, deadline, text_chars, text_bytes, inputs, attempts, expiries, not_before, "
     "reason, created_at, updated_at, rejections"
 )
-# Migration 0012 (request bodies in their own table) taken back out: each request gets its
-# body back. SQLite cannot put a column back in its place, so its table is made again.
+# Migration 0014 (a batch id unique per provider) taken back out: unique across providers
+# again. SQLite cannot give a column its UNIQUE back, so the table is made again.
+UNDO_0014: tuple[Undo, ...] = (
+    ("sqlite", "CREATE TABLE batches_0014 AS SELECT * FROM batches"),
+    ("sqlite", "DROP TABLE batches"),
+    ("sqlite", _sqlite_table_before("batches", 14)[0]),
+    ("sqlite", "INSERT INTO batches SELECT * FROM batches_0014"),
+    ("sqlite", "DROP TABLE batches_0014"),
+    *(("sqlite", index) for index in _sqlite_table_before("batches", 14)[1:]),
+    ("postgres", "DROP INDEX batches_provider_id"),
+    ("postgres", "ALTER TABLE batches ADD CONSTRAINT batches_provider_batch_id_key "
+                 "UNIQUE (provider_batch_id)"),
+)  # fmt: skip
+# Migration 0013 (workers sharing the work: their tokens, claims) taken back out; the claims
+# the engine took go too (the code before it knew only the engine lease).
+UNDO_0013: tuple[Undo, ...] = (
+    *UNDO_0014,
+    "DROP TABLE workers",
+    "DELETE FROM leases WHERE name <> 'engine'",
+    "ALTER TABLE leases DROP COLUMN since",
+    "ALTER TABLE batches DROP COLUMN queue",
+)
+# Migration 0012 (request bodies in their own table) taken back out, and every later one:
+# each request gets its body back. SQLite cannot put a column back in its place, so its table
+# is made again.
 UNDO_0012: tuple[Undo, ...] = (
+    *UNDO_0013,
     ("sqlite", "CREATE TABLE requests_0012 AS SELECT r.*, b.body AS body FROM requests r "
                "JOIN request_bodies b ON b.hash = r.body_hash"),
     ("sqlite", "DROP TABLE requests"),
-    ("sqlite", _sqlite_requests_before(12)[0]),
+    ("sqlite", _sqlite_table_before("requests", 12)[0]),
     ("sqlite", f"INSERT INTO requests ({_REQUEST_COLUMNS}, body) "
                f"SELECT {_REQUEST_COLUMNS}, body FROM requests_0012"),
     ("sqlite", "DROP TABLE requests_0012"),
-    *(("sqlite", index) for index in _sqlite_requests_before(12)[1:]),
+    *(("sqlite", index) for index in _sqlite_table_before("requests", 12)[1:]),
     ("postgres", "ALTER TABLE requests ADD COLUMN body BYTEA"),
     ("postgres", "UPDATE requests SET body = b.body FROM request_bodies b "
                  "WHERE b.hash = requests.body_hash"),

@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 from llmbatch.closing import Closer
 from llmbatch.errors import RejectedError, TransientError
-from llmbatch.lease import Lease
+from llmbatch.lease import Lease, batch_claim
 from llmbatch.polling import ENDED, Poller
 from llmbatch.providers.base import Provider
 from llmbatch.store.base import Store
@@ -53,7 +53,7 @@ class Canceller:
                 return
             b = sub.batch  # found and recorded: cancel it at the provider
         if b.state not in ENDED:
-            self.lease.renew(force=True)
+            self.lease.renew(force=True, claim=batch_claim(b.id))
             # refused: it ended meanwhile (ingest keeps what finished), or is gone (polling says)
             with contextlib.suppress(RejectedError):
                 self.provider(b.provider).cancel(b.provider_batch_id or "")

@@ -33,7 +33,7 @@ import shutil
 import tempfile
 import time
 from collections import defaultdict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from llmbatch import webhooks
@@ -42,7 +42,7 @@ from llmbatch.cancelling import Canceller
 from llmbatch.closing import Closer
 from llmbatch.in_force import InForce
 from llmbatch.ingest import Ingestor
-from llmbatch.lease import Lease
+from llmbatch.lease import Claims, Lease
 from llmbatch.packer import Groups, Packer
 from llmbatch.polling import ENDED, Poller
 from llmbatch.providers import Provider, make_provider
@@ -74,6 +74,7 @@ class Engine:
         workdir: str | Path | None = None,
         holder: str | None = None,
         clock: Clock = time.time,
+        queues: Sequence[str] | None = None,
     ) -> None:
         self.store = store
         self.settings = settings = settings or EngineSettings()
@@ -107,7 +108,8 @@ class Engine:
         )
         # the parts, each given what it works with
         provider, timings = self.provider, self.timings
-        self.lease = Lease(store, settings, self.holder, clock)
+        self.lease = Lease(store, settings, self.holder, clock, queues)
+        self.claims = Claims(store, settings, self.lease)
         self.closer = Closer(store, settings, self.budgets, self.archiver)
         self.learned = Learned(store, settings)
         self.groups = Groups(settings, provider, self.budgets, self.learned)
@@ -146,7 +148,7 @@ class Engine:
         self.canceller = Canceller(
             store, settings, provider, self.submitter, self.lease, self.poller, self.closer
         )
-        self.sweeper = Sweeper(store, settings, self._providers, self.submitter.sent_cleanly)
+        self.sweeper = Sweeper(store, settings, self._providers)
         self.packer = Packer(
             store,
             settings,
@@ -198,9 +200,8 @@ class Engine:
         if self.archiver is not None:
             self.archiver.check()  # no bucket, no credentials: said before anything is done
         token = self.lease.take(now)
-        if token is None:
-            report.held_by = self.store.lease_holder("engine", now) or "another worker"
-            return report
+        report.engine_lease = engine = self.lease.engine
+        report.engine_holder = self.lease.engine_holder
         t = Tick(now, token, report, self.store.moved())
         if t.moved is not None:
             report.notes.append(
@@ -208,23 +209,39 @@ class Engine:
                 f"{t.moved.before} wait for `llmbatch store new-identity` (a copy) or "
                 "`llmbatch store keep-identity` (a move or a restore)"
             )
-        self.store.release_due_retries(now, token)
+        if engine:  # what concerns the whole store: one worker at a time
+            self.store.release_due_retries(now, token)
         self.budgets.refresh(self.store, now, report.notes)
-        self.packer.release_held(t)
+        if engine:
+            self.packer.release_held(t)
         self.learned.refresh()
+        frozen = 0 if t.moved is None else t.moved.before
+        t.mine = self.claims.share(now, self.store.open_batches(), report.notes, frozen)
         self._resume(t)
         if self.setbacks.disk_ok(None, now):
             self.packer.pack(t)
         self.packer.weighed(now)
         if self.poller.due(now):
             self.poller.poll(t)
-        if self.sweeper.due(now):
+        if engine and self.sweeper.due(now):
             self.sweeper.sweep(t)
         self._ingest(t)
-        if self.archiver is not None:
+        if self.archiver is not None and engine:
             started = time.perf_counter()
             report.archived = self.archiver.run(now, report.notes)
             self.timings["archive"] += time.perf_counter() - started
+        report.claimed = len(t.mine)
+        self.store.worker_seen(
+            token,
+            now,
+            {
+                "packed": report.packed,
+                "submitted": report.submitted,
+                "polled": report.polled,
+                "ingested": report.ingested_batches,
+                "outcomes": report.outcomes,
+            },
+        )
         return report
 
     def _resume(self, t: Tick) -> None:
@@ -240,15 +257,16 @@ class Engine:
     def _ingest(self, t: Tick) -> None:
         """Ingest ended batches, delivering each one's webhook events at once (and those due
         again after a failure at the end)."""
-        if self.deliverer is not None:
-            self.deliverer.start_tick()
+        deliverer = self.deliverer if self.lease.engine else None  # one worker delivers
+        if deliverer is not None:
+            deliverer.start_tick()
         for b in self.store.open_batches():
             if b.state in ENDED and t.due(b) and self.setbacks.disk_ok(b, t.now):
                 self.setbacks.guarded(b, t, self.ingestor.ingest)
-                if self.deliverer is not None:  # its events at once, not after every batch
-                    t.report.delivered += self.deliverer.run(t.now, t.report.notes)
-        if self.deliverer is not None:
-            t.report.delivered += self.deliverer.run(t.now, t.report.notes)
+                if deliverer is not None:  # its events at once, not after every batch
+                    t.report.delivered += deliverer.run(t.now, t.report.notes)
+        if deliverer is not None:
+            t.report.delivered += deliverer.run(t.now, t.report.notes)
 
     def close(self) -> None:
         if self.archiver is not None:

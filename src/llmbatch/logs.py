@@ -65,32 +65,29 @@ def tick_summary(report: TickReport) -> str:
 
 
 class TickLog:
-    """Logs each tick's work, and when this worker becomes a standby or takes over."""
+    """Logs each tick's work, which worker holds the engine lease while another one does
+    (both serve: this one its share of the batches), and when this one takes it over."""
 
     def __init__(self, holder: str) -> None:
         self.holder = holder
-        self.standby_of: str | None = None
-        self.active = False
+        self.sharing_with: str | None = None  # the engine lease's holder while another's
 
     def __call__(self, report: TickReport) -> None:
-        if report.held_by is not None:
-            if report.held_by != self.standby_of:
-                log.info(
-                    "standby: %s holds the queue; this worker takes over if it stops",
-                    report.held_by,
-                    extra={"fields": {"event": "standby", "holder": report.held_by}},
-                )
-                self.standby_of = report.held_by
-            self.active = False
-            return
-        if not self.active:
-            if self.standby_of is not None:
-                log.info(
-                    "took over the queue from %s",
-                    self.standby_of,
-                    extra={"fields": {"event": "took_over", "previous": self.standby_of}},
-                )
-            self.active, self.standby_of = True, None
+        if report.engine_holder is not None and report.engine_holder != self.sharing_with:
+            log.info(
+                "sharing the queue: %s holds the engine lease (retries, sweep, archives, "
+                "webhooks); this worker takes its share of the batches, and the rest if it stops",
+                report.engine_holder,
+                extra={"fields": {"event": "sharing", "holder": report.engine_holder}},
+            )
+            self.sharing_with = report.engine_holder
+        elif report.engine_lease and self.sharing_with is not None:
+            log.info(
+                "took over the engine lease from %s",
+                self.sharing_with,
+                extra={"fields": {"event": "took_over", "previous": self.sharing_with}},
+            )
+            self.sharing_with = None
         line = tick_summary(report)
         if line:
             level = logging.WARNING if report.unreachable or report.anomalies else logging.INFO

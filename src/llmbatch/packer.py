@@ -15,13 +15,15 @@ from collections.abc import Callable, Sequence
 
 from llmbatch import budget
 from llmbatch.in_force import InForce
-from llmbatch.lease import Lease
+from llmbatch.lease import Lease, batch_claim
 from llmbatch.packing import cut
 from llmbatch.providers.base import Limits, Provider
 from llmbatch.setbacks import Learned, Setbacks, group_row
 from llmbatch.store.base import Store
 from llmbatch.store.batching import OpenBatch, _Retry
 from llmbatch.store.budgets import OverBudget, Reservation
+from llmbatch.store.claims import group_claim
+from llmbatch.store.setbacks import GroupBackoff
 from llmbatch.submitter import Submitter
 from llmbatch.tick import EngineSettings, Tick
 
@@ -61,9 +63,12 @@ class Groups:
             return self.key(b.provider, b.endpoint, "")
         return self.key(b.provider, b.endpoint, b.model, self.alone(b.provider, b.model))
 
-    def ready(self, store: Store) -> list[tuple[Group, str, str, str | None]]:
-        """(group key, provider, endpoint, model or None for several) of what is ready."""
-        ready = store.ready_groups()
+    def ready(
+        self, store: Store, queue: str | None = None
+    ) -> list[tuple[Group, str, str, str | None]]:
+        """(group key, provider, endpoint, model or None for several) of what is ready (of
+        one queue, or of every one)."""
+        ready = store.ready_groups(None if queue is None else [queue])
         alone = {(p, e) for p, e, m, _n in ready if self.alone(p, m)}
         out: dict[Group, tuple[str, str, list[str]]] = {}
         for provider_name, endpoint, model, _n in ready:
@@ -105,90 +110,142 @@ class Packer:
         self._budget_state = budget.state(self.store, self.budgets.settings, now)
 
     def pack(self, t: Tick) -> None:
-        now, token, report = t.now, t.token, t.report
-        for group, provider_name, endpoint, model in self.groups.ready(self.store):
+        """Pack every ready group this worker may claim: across queues, or each of the queues
+        it serves alone (`llmbatch worker --queue`)."""
+        for queue in self.lease.queues or (None,):
+            self._pack(t, queue)
+
+    def _pack(self, t: Tick, queue: str | None) -> None:
+        now = t.now
+        for group, provider_name, endpoint, model in self.groups.ready(self.store, queue):
             learned = self.learned.get(group_row(group))
             if learned is not None and learned.not_before > now:
                 continue
             provider = self.provider(provider_name)
             provider.ready()  # no key: said now, before an intent is committed
-            limits = provider.limits(endpoint, model)
-            while True:
-                self.lease.renew()
-                if (
-                    self.store.batches_created_since(provider_name, now - 3600)
-                    >= self.settings.batches_per_hour
-                ):
-                    report.notes.append(
-                        f"{provider_name}: {self.settings.batches_per_hour} batches this hour; waiting"
-                    )
+            claim = group_claim((provider_name, endpoint, model), queue)
+            if not self.lease.claim(claim, now):
+                continue  # another worker packs this group now
+            try:
+                if not self._pack_group(t, queue, claim, learned, provider_name, endpoint, model):
                     return
-                cap = min(
-                    limits.max_requests,
-                    self.settings.max_batch_requests or limits.max_requests,
-                    (learned.cap if learned else None) or limits.max_requests,
-                )
-                room = None
-                quota = None if model is None else self.learned.quota(provider_name, model)
-                if quota is not None and model is not None:
-                    room = quota - self.store.tokens_in_flight(provider_name, model)
-                c = cut(self.store.candidates(provider_name, endpoint, model), limits, cap, room)
-                if c.too_large is not None:
-                    self._refuse_too_large(c.too_large, provider_name, limits, t)
-                    continue
-                if 0 < c.count < limits.min_requests:  # the service refuses smaller batches
-                    report.notes.append(
-                        f"{provider_name}: {c.count} requests of {model or endpoint} ready; a "
-                        f"batch takes at least {limits.min_requests}: waiting for more"
-                    )
-                    break
-                if c.count == 0:
-                    if c.why == "token quota":
-                        report.notes.append(
-                            f"{model}: held back by the enqueued-token quota ({quota:,})"
-                        )
-                    break
-                started = time.perf_counter()
-                ids: Sequence[int] = c.ids
-                size, tokens, reserve = c.input_bytes, c.tokens, None
-                if self.budgets.settings and model is not None:  # budgets pack one model
-                    ids, size, tokens, reserve = self._budgeted(
-                        (provider_name, endpoint, model), ids, t
-                    )
-                    if not ids:
-                        continue  # every one of them is held now: look at the next ones
-                try:
-                    batch_id = self.store.create_intent(
-                        (provider_name, endpoint, model), ids, size, tokens, now, token, reserve
-                    )
-                except (_Retry, OverBudget):
-                    continue
-                finally:
-                    self.timings["pack"] += time.perf_counter() - started
-                report.intents += 1
-                report.packed += len(ids)
-                opened = next(b for b in self.store.open_batches() if b.id == batch_id)
-                self.setbacks.guarded(opened, t, self.submitter.submit)
-                if c.why == "all" or not self.setbacks.disk_ok(None, now):
-                    break
+            finally:
+                self.lease.give_up(claim)
 
-    def _refuse_too_large(self, request_id: int, provider: str, limits: Limits, t: Tick) -> None:
+    def _pack_group(
+        self,
+        t: Tick,
+        queue: str | None,
+        claim: str,
+        learned: GroupBackoff | None,
+        provider_name: str,
+        endpoint: str,
+        model: str | None,
+    ) -> bool:
+        """Cut one group's ready requests into intents and send each; False: stop packing
+        (the hourly creation limit)."""
+        now, token, report = t.now, t.token, t.report
+        provider = self.provider(provider_name)
+        limits = provider.limits(endpoint, model)
+        queues = None if queue is None else [queue]
+        while True:
+            self.lease.renew()
+            if (
+                self.store.batches_created_since(provider_name, now - 3600)
+                >= self.settings.batches_per_hour
+            ):
+                report.notes.append(
+                    f"{provider_name}: {self.settings.batches_per_hour} batches this hour; waiting"
+                )
+                return False
+            cap = min(
+                limits.max_requests,
+                self.settings.max_batch_requests or limits.max_requests,
+                (learned.cap if learned else None) or limits.max_requests,
+            )
+            room = None
+            quota = None if model is None else self.learned.quota(provider_name, model)
+            if quota is not None and model is not None:
+                room = quota - self.store.tokens_in_flight(provider_name, model)
+            ready = self.store.candidates(provider_name, endpoint, model, queues=queues)
+            c = cut(ready, limits, cap, room)
+            if c.too_large is not None:
+                self._refuse_too_large(c.too_large, provider_name, limits, t, claim)
+                continue
+            if 0 < c.count < limits.min_requests:  # the service refuses smaller batches
+                report.notes.append(
+                    f"{provider_name}: {c.count} requests of {model or endpoint} ready; a "
+                    f"batch takes at least {limits.min_requests}: waiting for more"
+                )
+                break
+            if c.count == 0:
+                if c.why == "token quota":
+                    report.notes.append(
+                        f"{model}: held back by the enqueued-token quota ({quota:,})"
+                    )
+                break
+            started = time.perf_counter()
+            ids: Sequence[int] = c.ids
+            size, tokens, reserve = c.input_bytes, c.tokens, None
+            if self.budgets.settings and model is not None:  # budgets pack one model
+                ids, size, tokens, reserve = self._budgeted(
+                    (provider_name, endpoint, model), ids, t, claim
+                )
+                if not ids:
+                    continue  # every one of them is held now: look at the next ones
+            try:
+                batch_id = self.store.create_intent(
+                    (provider_name, endpoint, model),
+                    ids,
+                    size,
+                    tokens,
+                    now,
+                    token,
+                    reserve,
+                    queue=queue,
+                    holder=self.lease.holder,
+                )
+            except (_Retry, OverBudget):
+                continue
+            finally:
+                self.timings["pack"] += time.perf_counter() - started
+            report.intents += 1
+            if batch_id is not None:
+                self.lease.held.add(batch_claim(batch_id))  # held from its commit
+                if t.mine is not None:
+                    t.mine.add(batch_id)
+            report.packed += len(ids)
+            opened = next(b for b in self.store.open_batches() if b.id == batch_id)
+            sent = report.submitted
+            self.setbacks.guarded(opened, t, self.submitter.submit)
+            self.lease.open_count += 1
+            shared = t.mine is not None and self.lease.beyond_share(len(t.mine))
+            if batch_id is not None and t.mine is not None and report.submitted > sent and shared:
+                self.lease.give_up(batch_claim(batch_id))  # waiting at the provider: shared
+                t.mine.discard(batch_id)
+            if c.why == "all" or not self.setbacks.disk_ok(None, now):
+                break
+        return True
+
+    def _refuse_too_large(
+        self, request_id: int, provider: str, limits: Limits, t: Tick, claim: str
+    ) -> None:
         """Fail a request no batch can hold, so the rest of its group still goes out."""
         why = (
             f"too large for one {provider} batch (limit {limits.max_bytes:,} bytes"
             + (f", {limits.max_inputs:,} inputs" if limits.max_inputs is not None else "")
             + ")"
         )
-        if self.store.fail_unsendable(request_id, why, t.now, t.token):
+        if self.store.fail_unsendable(request_id, why, t.now, t.token, claim):
             t.report.notes.append(f"request {request_id} failed: {why}")
 
     def _budgeted(
-        self, group: tuple[str, str, str], ids: Sequence[int], t: Tick
+        self, group: tuple[str, str, str], ids: Sequence[int], t: Tick, claim: str
     ) -> tuple[list[int], int, int, Reservation]:
         """The part of a cut the budgets let go, with its reservation; the rest is held."""
         p = budget.plan(self.store, group, ids, self.budgets.settings, t.now)
         for reason, held in p.fit.held.items():
-            n = self.store.hold(held, reason, t.now, t.token)
+            n = self.store.hold(held, reason, t.now, t.token, claim)
             if n:
                 t.report.notes.append(f"{group[2]}: {n:,} requests held: {reason}")
                 self.store.note("held", None, f"{group[2]}: {n:,} requests held: {reason}")

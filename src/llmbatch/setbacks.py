@@ -27,9 +27,9 @@ from pathlib import Path
 
 from llmbatch.closing import Closer
 from llmbatch.errors import AuthError, ConfigError, RejectedError, StoreError, TransientError
-from llmbatch.lease import Lease
+from llmbatch.lease import Lease, batch_claim
 from llmbatch.store.base import Store
-from llmbatch.store.batching import OpenBatch, Outcome
+from llmbatch.store.batching import LeaseLost, OpenBatch, Outcome
 from llmbatch.store.setbacks import GroupBackoff
 from llmbatch.tick import EngineSettings, Tick, TickReport
 
@@ -116,6 +116,12 @@ class Setbacks:
         self.lease.renew()
         try:
             step(b, t)
+        except LeaseLost as exc:  # its claim passed to another worker: that one carries on
+            if t.mine is None:
+                raise
+            t.mine.discard(b.id)
+            self.lease.held.discard(batch_claim(b.id))
+            t.report.notes.append(f"batch {b.id}: {exc}")
         except (AuthError, StoreError, ConfigError):
             raise
         except TransientError as exc:  # an outage, 429, 5xx: `run` says it could not reach

@@ -118,8 +118,6 @@ class Submission:
         self.clock, self.renew, self.held = clock, renew, held
         self.file_id = batch.input_file_id
         self.ask_again_at = now  # when `run` returned False: when to ask the provider again
-        # the provider batch id when `run` sent it from nothing and every call answered
-        self.sent_cleanly: str | None = None
 
     # The journal: the lease is renewed and the call's start stamped, durably, before it.
     def uploading(self) -> None:
@@ -175,10 +173,6 @@ class Submission:
         self.store.record_submitted(
             b.id, ref.provider_batch_id, ref.input_file_id or self.file_id, self.now, self.token
         )
-        # sent from nothing, every call answered and recorded: this intent left nothing at
-        # the provider the store does not know (the sweep need not look for it)
-        if b.upload_started_at is None and b.create_started_at is None:
-            self.sent_cleanly = ref.provider_batch_id
         return True
 
     def find(self) -> str:

@@ -42,9 +42,6 @@ class Submitter:
         self.lease, self.setbacks, self.poller = lease, setbacks, poller
         self.clock, self.timings = clock, timings
         self._file_seconds = 0.0
-        # provider batch ids this engine sent from nothing with every call answered: the
-        # sweep need not look for what they might have left unrecorded (sweeper.py)
-        self.sent_cleanly: set[str] = set()
 
     def file(self, b: OpenBatch) -> Path:
         """The batch input file of an intent, written (again) from the store if missing."""
@@ -98,8 +95,6 @@ class Submitter:
             self.setbacks.disk_back(report, b)
         if done:
             report.submitted += 1
-            if sub.sent_cleanly is not None:
-                self.sent_cleanly.add(sub.sent_cleanly)
             with contextlib.suppress(FileNotFoundError):
                 sent = self.workdir / f"batch-{b.id}.jsonl"
                 if self.settings.archive is not None:  # its archive's input.jsonl, as sent

@@ -4,17 +4,15 @@ never before the store's first intent for that provider) that prove ours but tha
 ingested; uploads proven ours that no intent uses are deleted; batches read and found
 foreign are remembered, never read again. submission.py says why such batches exist.
 
-A provider is not swept (no call) while everything the store knows there was sent by this
-engine from nothing with every call answered (`sent_cleanly`), no intent there has a call
-whose answer is unknown, and the store was not copied or moved: then nothing of ours can be
-there unrecorded. A small job's first `wait` makes no sweep call; the next process sweeps
-what it finds (a restored database, a crash, another worker's intents)."""
+Every provider with an intent is swept, even while this engine sent everything the store
+knows there itself with every call answered: a duplicate made by another process (a worker
+whose record of its create was lost, a copy of the store) is in no memory of this engine, and
+only the list finds it."""
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Mapping
-from collections.abc import Set as AbstractSet
 
 from llmbatch import defaults, ownership
 from llmbatch.errors import RejectedError, TransientError
@@ -34,10 +32,8 @@ class Sweeper:
         store: Store,
         settings: EngineSettings,
         providers: Mapping[str, Provider],
-        sent_cleanly: AbstractSet[str] = frozenset(),
     ) -> None:
         self.store, self.settings, self.providers = store, settings, providers
-        self.sent_cleanly = sent_cleanly
         self.next_sweep_at = 0.0
 
     def due(self, now: float) -> bool:
@@ -67,9 +63,8 @@ class Sweeper:
                 continue  # no intent for it yet: no call it does not need
             provider = self.providers[name]
             known_batches, known_files = self.store.known_ids(name)
-            if t.moved is None and self._all_known(name, known_batches):
-                continue  # nothing there can be unrecorded: no call it does not need
             skip = frozenset(known_batches) | self.store.judged_ids(name)
+            file_owners = self.store.file_owners(name)
             try:
                 judged = provider.list_tagged(self.store.store_id, since, skip)
                 strays = provider.stray_uploads(self.store.store_id, since)
@@ -84,6 +79,11 @@ class Sweeper:
                 if status.provider_batch_id in skip:
                     continue
                 intent_id = proof.owner(status.metadata)
+                if intent_id is None and status.input_file_id in file_owners:
+                    # made from an upload the store recorded (reconcile's first proof): a
+                    # service that drops metadata keeps our tag only in that upload's name,
+                    # gone once the intent's own batch was cleaned up
+                    intent_id = file_owners[status.input_file_id or ""]
                 if intent_id is None:
                     if not _names_frozen(status.metadata, proof, frozen):
                         foreign.append(status.provider_batch_id)
@@ -118,18 +118,6 @@ class Sweeper:
                     None,
                     f"{len(unused)} uploads no intent uses: {', '.join(unused[:5])}",
                 )
-
-    def _all_known(self, name: str, known_batches: set[str]) -> bool:
-        """Whether every batch the store knows at `name` was sent cleanly by this engine
-        and no intent there has an upload or create whose answer is unknown."""
-        if not known_batches <= self.sent_cleanly:
-            return False
-        return not any(
-            b.provider == name
-            and b.provider_batch_id is None
-            and (b.upload_started_at is not None or b.create_started_at is not None)
-            for b in self.store.open_batches()
-        )
 
 
 CLOCK_SKEW_S = 300.0  # how far a provider's clock may be behind ours

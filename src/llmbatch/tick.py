@@ -106,6 +106,9 @@ class TickReport:
     """What one tick did (for progress bars, logs and tests)."""
 
     held_by: str | None = None
+    claimed: int = 0  # open batches this worker holds the claims of
+    engine_lease: bool = False  # whether it holds the store-wide engine lease
+    engine_holder: str | None = None  # the worker that does, when another one does
     packed: int = 0
     intents: int = 0
     submitted: int = 0
@@ -122,17 +125,22 @@ class TickReport:
 @dataclass
 class Tick:
     """One tick's context, made once at its start and handed to every part: its time, the
-    lease's fencing token (every write of the tick carries it), the report it fills, and
-    the pending move of the store (batches made before it wait)."""
+    worker's fencing token (every write of the tick carries it), the report it fills, the
+    pending move of the store (batches made before it wait), and the batches this worker
+    holds the claims of (None: every one)."""
 
     now: float
     token: int
     report: TickReport
     moved: Moved | None = None
+    mine: set[int] | None = None
 
     def due(self, b: OpenBatch) -> bool:
-        """Whether to work on a batch now: not backed off, and not made before the store was
-        copied or moved (frozen until the user says which: `llmbatch store ...-identity`)."""
+        """Whether to work on a batch now: this worker's to work on, not backed off, and not
+        made before the store was copied or moved (frozen until the user says which:
+        `llmbatch store ...-identity`)."""
+        if self.mine is not None and b.id not in self.mine:
+            return False
         if self.moved is not None and b.id <= self.moved.before:
             return False
         return b.not_before is None or b.not_before <= self.now

@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from llmbatch import defaults, identity, receipt, render
+from llmbatch import defaults, identity, receipt, render, sharing
 from llmbatch.pricing import MICRO
 from llmbatch.progress import Snapshot, Tracker, batch_eta, snapshot
 from llmbatch.render import Column, duration, money
@@ -216,6 +216,7 @@ def status_text(
     out += [f"waiting: {w['text']}\n" for w in waiting_for_more(counts)]
     out += [ln + "\n" for ln in receipt.status_lines(store, now, queue)]  # checks, unplanned
     out += [ln + "\n" for ln in identity.status_lines(store, now)]  # a copy, proof waits
+    out += [ln + "\n" for ln in sharing.status_lines(store, now)]  # who holds what
     out.append(delivery_lines(store, now))
     return "".join(out)
 
@@ -326,6 +327,7 @@ def status_record(store: Store, queue: str | None, now: float) -> dict[str, Any]
         "waiting_for_more": waiting_for_more(counts),
         "spend": receipt.status_record(store, now, queue),  # provider checks, unplanned spend
         "ownership": identity.status_record(store, now),  # a copy or move, proof waits
+        "workers": sharing.status_record(store, now),  # who holds what, since when
         "archive": [
             {"batch": b, "tries": t, "next_try_at": n, "last_error": e}
             for b, t, n, e in store.archive_waiting(1000)

@@ -203,8 +203,8 @@ def test_report_prices_cache_traffic_like_an_independent_computation(
     llmbatch.usage. (Folded from tests/e2e/test_anthropic_cost.py.)"""
     if name not in CACHE_WRITES:
         pytest.skip(
-            f"{name}: no cache writes priced apart (its costs: tests/e2e/test_cost.py, "
-            "test_gemini_engine.py, test_compatible_services.py)"
+            f"{name}: no cache writes priced apart (its costs: test_engine_kinds.py's cost "
+            "contract, tests/e2e/test_cost.py)"
         )
     items = [{"custom_id": f"a{i}", "params": params(i)} for i in range(60)]
     long = {"model": "claude-sonnet-4-5", "max_tokens": 20,

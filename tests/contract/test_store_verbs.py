@@ -48,8 +48,11 @@ def test_a_batch_is_uploaded_submitted_and_known_by_its_provider_ids(store: Stor
     store.record_upload(batch, "file-in", now, token)
     [b] = store.open_batches()
     assert (b.id, b.input_file_id, b.provider_batch_id) == (batch, "file-in", None)
+    assert store.file_owners("openai") == {}  # uploaded, nothing sent from it yet
     store.record_submitted(batch, "batch-1", "file-in", now + 1, token)
     assert store.known_ids("openai") == ({"batch-1"}, {"file-in"})
+    assert store.file_owners("openai") == {"file-in": batch}
+    assert store.file_owners("anthropic") == {}
     assert store.known_ids("anthropic") == (set(), set())
     assert store.batches_created_since("openai", now - 1) == 1
     assert store.batches_created_since("openai", now + 2) == 0

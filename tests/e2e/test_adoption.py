@@ -92,11 +92,6 @@ def test_a_second_batch_of_ours_is_adopted_ingested_and_changes_no_result(
         emu.control.wait(dup.id)
         emu.control.wait(foreign.id)
         emu.control.wait(copy.id)
-        # A crash leaves them, so a new process finds them: an engine sweeps nothing where
-        # all it knows it sent itself with every call answered (sweeper.py).
-        engine.close()
-        engine = Engine(engine.store, _settings(emu))
-        engine.provider("openai")  # in use, as it is once the new worker has work for it
         _drain(engine)
         engine.tick(time.time())
         _drain(engine)

@@ -660,7 +660,7 @@ def test_a_worker_killed_mid_ingest_still_leaves_a_whole_archive(
                 tick_until(a, lambda: False)
             assert chunks == [4] and request_states(db) == {"succeeded": 4, "submitted": 8}
             assert list(work.glob("ingest-*/env-results.jsonl"))  # half a file, left there
-            b.store.break_lease("engine", a.holder)  # A is dead: B takes over
+            b.store.release_claims(a.holder)  # A is dead: B takes its engine lease and claims over
             tick_until(
                 b,
                 lambda: (

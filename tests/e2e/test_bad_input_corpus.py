@@ -79,7 +79,20 @@ def _gemini_huge_request(path: Path) -> None:
         f.write(gemini("after", b"hi"))
 
 
+def _anthropic_huge_request(path: Path) -> None:
+    def anthropic(custom_id: str, system: bytes) -> bytes:
+        head = b'{"custom_id": "' + custom_id.encode() + b'", "params": {"model": '
+        head += b'"claude-haiku-4-5", "max_tokens": 32, "system": "' + system + b'", '
+        return head + b'"messages": [{"role": "user", "content": "hi"}]}}\n'
+
+    with path.open("wb") as f:
+        f.write(anthropic("before", b"hi"))
+        f.write(anthropic("huge", b"x" * (30 << 20)))
+        f.write(anthropic("after", b"hi"))
+
+
 GENERATORS: dict[str, Callable[[Path], object]] = {
+    "anthropic_huge_request": _anthropic_huge_request,
     "gemini_huge_request": _gemini_huge_request,
     "huge_line": _huge_line,
     "deep_nesting": lambda p: p.write_bytes(

@@ -74,6 +74,15 @@ def spent_by_results(db: str) -> Decimal:
     return Decimal(price)
 
 
+def open_rows(db: str) -> list[Any]:
+    """The batches not ingested yet, with what their submission recorded."""
+    return sql(
+        db,
+        "SELECT id, intent_id, state, provider_batch_id, upload_started_at, create_started_at "
+        "FROM batches WHERE state <> 'ingested'",
+    )
+
+
 def committed(db: str) -> int:
     return int(sql(db, "SELECT COALESCE(SUM(reserved + spent), 0) FROM spend")[0][0])
 
@@ -408,7 +417,7 @@ def test_unpriced_model_is_held_under_a_budget_unless_the_store_allows_it(tmp_pa
 
 @pytest.mark.xfail(
     strict=False,
-    reason="failed in the final CI of 2026-12-07 (3 batches where 1 fits the budget); open in the closing note",
+    reason="failed in the final CI of 2026-12-07 (the looser `wait` exited 3, not 1: 30 s without stopping, a provider call failing transiently in its last tick); not reproduced in 10 runs on 2026-12-07 session 5; the assertion now says what it was doing",
 )
 @pytest.mark.slow
 def test_two_worker_processes_with_budget_flags_cannot_overspend(tmp_path: Path) -> None:
@@ -472,7 +481,9 @@ def test_two_worker_processes_with_budget_flags_cannot_overspend(tmp_path: Path)
             timeout=60,
             check=False,
         )
-        assert looser.returncode == 1 and b"requests held: budget 0.0004 USD" in looser.stderr
+        said = looser.stderr.decode()[-3000:]  # what it did for 30 s, if it did not stop
+        assert looser.returncode == 1, (looser.returncode, said, request_states(db), open_rows(db))
+        assert b"requests held: budget 0.0004 USD" in looser.stderr, said
         assert b"differs from the store's 0.0004 USD: the store's holds" in looser.stderr
         assert cli("--db", db, "budget", "set", "--daily-usd", "2").exit_code == 0
         waited = subprocess.run(

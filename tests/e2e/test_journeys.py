@@ -325,12 +325,16 @@ def test_journey_4_the_platform_team_standbys_logs_and_status_on_postgres(
         assert {"ts", "level", "msg"} <= set(event) and event["level"] == "info"
         second = _worker(env)
         procs.append(second)
-        # one holds the queue, the other says it stands by (whichever won the lease)
-        standby, active, line = _which_says("standby", second, first)
+        # both serve (issue 27); the one without the engine lease says who holds it
+        sharing, active, line = _which_says("sharing the queue", second, first)
         assert re.search(r'\d\d:\d\d:\d\d\.\d{3}Z( INFO |","level":"info")', line), line
+        # status says which worker holds the engine lease and which batches each one has
+        workers = json.loads(person("status", "--format", "json").stdout)["workers"]
+        assert len(workers) == 2 and sum(w["engine_lease"] for w in workers) == 1, workers
+        assert person("status").stdout.count("holds the engine lease") == 1
         active.send_signal(signal.SIGTERM)
         assert active.wait(timeout=30) == 0
-        _read_until(standby, "took over the queue")
+        _read_until(sharing, "took over the engine lease")
         deadline = time.monotonic() + 30
         while json.loads(person("status", "--format", "json").stdout)["progress"]["read_back"] < 8:
             assert time.monotonic() < deadline

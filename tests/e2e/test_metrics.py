@@ -207,13 +207,13 @@ def test_workers_on_one_postgres_store_agree(pg_dsn: str, emu, tmp_path: Path) -
             b = {k: v for k, v in scrapes[1].items() if k[0] == name}
             assert a and a == b, name
         held = [value(s, "llmbatch_lease_held") for s in scrapes]
-        assert sorted(held) == [0, 1]
-        serving, standby = (0, 1) if held[0] == 1 else (1, 0)
-        assert value(scrapes[serving], "llmbatch_provider_call_seconds_count", call="submit") >= 1
-        assert value(scrapes[standby], "llmbatch_provider_call_seconds_count") == 0
-        assert value(scrapes[standby], "llmbatch_worker_ticks_total", role="standby") >= 1
-        status, body = ready(urls[standby])
-        assert status == 200 and body["role"] == "standby", body
+        assert sorted(held) == [0, 1]  # one holds the engine lease (the whole store's chores)
+        other = 1 if held[0] == 1 else 0
+        # both serve: the batches are shared out (each worker's share in its own figures)
+        done = [value(s, "llmbatch_worker_done_total", what="results") for s in scrapes]
+        assert sum(done) == N, done
+        status, body = ready(urls[other])
+        assert status == 200 and body["role"] == "serving", body
         assert not body["lease"]["held_by_this_worker"] and body["lease"]["holder"]
     finally:
         for proc, _ in procs:

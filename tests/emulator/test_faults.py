@@ -218,6 +218,18 @@ def test_forced_validation_failure(emu: RunningEmulator, client: openai.OpenAI) 
         emu.control.fail(held.id, "x")
 
 
+def test_a_reset_forgets_the_directives_no_batch_took(
+    emu: RunningEmulator, client: openai.OpenAI
+) -> None:
+    """A hold set for a batch that was never created (an Anthropic create takes none) held
+    the next test's batch after `reset` (the provider contract suite, azure, on one module
+    emulator): a reset forgets it as it forgets faults."""
+    emu.control.next_batches(hold="validating")
+    emu.control.reset()
+    batch = create(client, upload(client, [chat_line(0)]).id)
+    assert wait(client, batch.id).status == "completed"
+
+
 def test_hold_in_finalizing_then_release(emu: RunningEmulator, client: openai.OpenAI) -> None:
     emu.control.next_batches(hold="finalizing")
     batch = create(client, upload(client, [chat_line(i) for i in range(3)]).id)

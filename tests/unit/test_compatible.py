@@ -104,3 +104,17 @@ def test_the_door_takes_the_services_line_shape_and_refuses_what_it_does_not_bat
     with pytest.raises(LineError, match="Cerebras takes at most 1,048,576 bytes a line"):
         parse_obj(big, "cerebras")
     assert parse_obj(big, "groq").provider == "groq"
+
+
+@pytest.mark.parametrize("name", sorted(SHIPPED))
+def test_the_python_apis_short_form_with_a_url_is_a_request(name: str, tmp_path: Any) -> None:
+    """`Queue.add` sends `{"custom_id", "body", "url"}`: the short form, as for OpenAI. It was
+    taken as a whole line without its method and refused ("method must be POST")."""
+    from llmbatch import Queue
+
+    body = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+    with Queue(str(tmp_path / "q.db"), "q", provider=name) as q:
+        report = q.add("a", body).report
+        assert report is not None and report.added == 1
+        with pytest.raises(LineError, match="not batched by"):
+            format_of(name).item("b", body, "/v1/embeddings", name)

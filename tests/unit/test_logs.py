@@ -1,5 +1,5 @@
-"""Log lines of run and worker: a timestamp and a level on each, text or JSON; a standby says
-so once and says when it takes over."""
+"""Log lines of run and worker: a timestamp and a level on each, text or JSON; a worker says
+once which worker holds the engine lease while another one does, and when it takes it over."""
 
 from __future__ import annotations
 
@@ -37,19 +37,23 @@ def test_json_lines_are_one_object_each_with_the_ticks_figures() -> None:
     assert event["ts"].endswith("Z") and "list: 503" in event["msg"]
 
 
-def test_a_standby_says_so_once_and_says_when_it_takes_over() -> None:
+def test_a_worker_says_once_whom_it_shares_with_and_when_it_takes_the_engine_lease_over() -> None:
     out = io.StringIO()
     setup("text", out)
     log = TickLog("me")
-    log(TickReport())  # active, nothing to say
+    log(TickReport(engine_lease=True))  # holds the engine lease, nothing to say
     for _ in range(3):
-        log(TickReport(held_by="host:1/abc"))
-    log(TickReport(held_by="host:2/def"))  # another holder now
-    log(TickReport())  # the holder stopped: this one works
-    log(TickReport())
+        log(TickReport(engine_holder="host:1/abc"))
+    log(TickReport(engine_holder="host:2/def"))  # another holder now
+    log(TickReport(engine_lease=True))  # the holder stopped: this one has the lease
+    log(TickReport(engine_lease=True))
     said = [ln.split(" ", 2)[2].strip() for ln in _lines(out)]
+    sharing = (
+        "sharing the queue: {} holds the engine lease (retries, sweep, archives, webhooks); "
+        "this worker takes its share of the batches, and the rest if it stops"
+    )
     assert said == [
-        "standby: host:1/abc holds the queue; this worker takes over if it stops",
-        "standby: host:2/def holds the queue; this worker takes over if it stops",
-        "took over the queue from host:2/def",
+        sharing.format("host:1/abc"),
+        sharing.format("host:2/def"),
+        "took over the engine lease from host:2/def",
     ]

@@ -2,7 +2,8 @@
 
 Outside `providers/`, `emulator/`, `defaults.py` and `demo.py`, no string literal equals a
 registered provider's name and nothing imports `llmbatch.providers.<name>` (or one of its
-`<name>_*` modules). Docstrings may name providers; comments are not literals.
+`<name>_*` modules), by an import statement or by naming the module in a string (importlib,
+an entry point's target). Docstrings may name providers; comments are not literals.
 """
 
 from __future__ import annotations
@@ -60,6 +61,14 @@ def offences(source: str, where: str, providers: set[str]) -> list[str]:
         ):
             found.append(f"{where}:{node.lineno}: the literal {node.value!r}")
             continue
+        if (  # importlib.import_module("llmbatch.providers.<name>"), an entry point's target
+            isinstance(node, ast.Constant)
+            and isinstance(node.value, str)
+            and id(node) not in docs
+            and _names_a_provider_module(node.value.split(":")[0].strip(), providers)
+        ):
+            found.append(f"{where}:{node.lineno}: names the module {node.value!r}")
+            continue
         if isinstance(node, ast.Import):
             modules = [a.name for a in node.names]
         elif isinstance(node, ast.ImportFrom) and node.module:
@@ -100,6 +109,9 @@ def test_generic_modules_name_no_provider() -> None:
         ('"""anthropic"""', 0),
         ("from llmbatch.providers import format_of", 0),
         ('x = "openai-compatible"', 0),
+        ('importlib.import_module("llmbatch.providers.anthropic")', 1),
+        ('target = "llmbatch.providers.openai_format:OpenAIFormat"', 1),
+        ('x = "llmbatch.providers.testing"', 0),
     ],
 )
 def test_the_check_sees_what_it_should(source: str, count: int) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import sys
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
@@ -265,6 +265,20 @@ def queue_option(help: str = "Only this queue.") -> Callable[[F], F]:
     return click.option("--queue", "-q", envvar="LLMBATCH_QUEUE", help=help)
 
 
+def serve_queues_option() -> Callable[[F], F]:
+    """`--queue Q` (repeatable): the engine packs, submits, polls and ingests only the work of
+    these queues; other workers share the rest (docs/deploy.md)."""
+    return click.option(
+        "--queue",
+        "-q",
+        "queues",
+        multiple=True,
+        envvar="LLMBATCH_QUEUES",
+        help="Serve only this queue (repeatable; default: every queue). Workers on one store "
+        "share the work: see docs/deploy.md.",
+    )
+
+
 def budget_options(f: Any) -> Any:
     """--budget-usd, --budget-period and --allow-unpriced (see llmbatch.budget)."""
     f = click.option(
@@ -296,11 +310,15 @@ def budget_overrides(usd: str | None, period: str, allow_unpriced: bool | None) 
     return {"budget_usd": usd, "budget_period": period, "allow_unpriced": allow_unpriced}
 
 
-def make_engine(ctx: click.Context, store: Store, **overrides: Any) -> Engine:
+def make_engine(
+    ctx: click.Context, store: Store, queues: Sequence[str] = (), **overrides: Any
+) -> Engine:
+    """The engine of a command; with `queues`, it serves only those (`--queue`, repeatable)."""
     from llmbatch.engine import Engine
     from llmbatch.worker import engine_settings
 
-    engine = Engine(store, engine_settings(ctx.meta.get("llmbatch.config", {}), **overrides))
+    settings = engine_settings(ctx.meta.get("llmbatch.config", {}), **overrides)
+    engine = Engine(store, settings, queues=list(queues) or None)
     ctx.call_on_close(engine.close)
     notes: list[str] = []  # budgets: the store's, and how this worker's own differ (once)
     engine.budgets.refresh(store, time.time(), notes)

@@ -29,6 +29,7 @@ from llmbatch.cli.app import (
     parse_deadline,
     queue_option,
     request_scope,
+    serve_queues_option,
 )
 from llmbatch.errors import LlmbatchError
 
@@ -130,11 +131,13 @@ def enqueue(
     envvar="LLMBATCH_MAX_BATCH_REQUESTS",
     help="Cap on requests per batch.",
 )
+@serve_queues_option()
 @budget_options
 @click.pass_context
 def run(
     ctx: click.Context,
     max_batch_requests: int | None,
+    queues: tuple[str, ...],
     budget_usd: str | None,
     budget_period: str,
     allow_unpriced: bool | None,
@@ -149,7 +152,7 @@ def run(
     log = setup(ctx.find_root().obj["log_format"])
     budgets = budget_overrides(budget_usd, budget_period, allow_unpriced)
     store = open_db(ctx)
-    engine = make_engine(ctx, store, max_batch_requests=max_batch_requests, **budgets)
+    engine = make_engine(ctx, store, queues, max_batch_requests=max_batch_requests, **budgets)
     failed_before = failed_count(store)
     report = engine.tick(time.time())
     if report.held_by:
@@ -258,10 +261,12 @@ def wait(
     help="Address for --metrics-port (0.0.0.0 to be scraped from other machines; set "
     "LLMBATCH_METRICS_TOKEN to have scrapes send it as a bearer token).",
 )
+@serve_queues_option()
 @budget_options
 @click.pass_context
 def worker(
     ctx: click.Context,
+    queues: tuple[str, ...],
     interval: float | None,
     poll_interval: float | None,
     metrics_port: int | None,
@@ -271,8 +276,9 @@ def worker(
     allow_unpriced: bool | None,
 ) -> None:
     """Serve the queue until SIGINT/SIGTERM (the first finishes the current step, a second
-    exits). One worker holds the queue at a time; others wait as standbys and take over
-    when it stops: they add availability, not throughput."""
+    exits). Workers on one store share the work: each claims batches to poll and ingest and
+    packing groups to submit, and takes over the claims of one that stops or hangs
+    (docs/deploy.md)."""
     from llmbatch.logs import TickLog, setup
     from llmbatch.worker import Worker
 
@@ -283,7 +289,7 @@ def worker(
 
         require()  # said before anything starts
     store = open_db(ctx, create=True)
-    engine = make_engine(ctx, store, poll_interval=poll_interval, **budgets)
+    engine = make_engine(ctx, store, queues, poll_interval=poll_interval, **budgets)
     for name in engine.settings.providers:  # their SDKs load now, so "serving" means ready
         engine.provider(name)
     serving = Worker(engine, interval)

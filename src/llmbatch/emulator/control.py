@@ -396,6 +396,7 @@ class Control:
         self.emu.state.reset()
         self.emu.faults.clear()
         self.emu.save_faults()
+        self.emu.clear_directives()
         from llmbatch.emulator.worker import Worker
 
         self.emu.worker = Worker(self.emu)

@@ -233,6 +233,13 @@ class Emulator:
             self._directives.extend(dict(directive) for _ in range(count))
             self.state.put_setting("next_batches", self._directives)
 
+    def clear_directives(self) -> None:
+        """Forget the directives no created batch has taken yet (a reset: a test's `hold`
+        a surface that takes none left behind must not hold the next test's batch)."""
+        with self._id_lock:
+            self._directives.clear()
+            self.state.put_setting("next_batches", self._directives)
+
     def _take_directive(self) -> Json | None:
         with self._id_lock:
             if not self._directives:

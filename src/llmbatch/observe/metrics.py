@@ -373,6 +373,20 @@ class ProcessMeter:
         self.lease_held = Gauge(
             "llmbatch_lease_held", "1 while this process holds the engine lease", registry=registry
         )
+        # What this worker did of the work the workers on its store share (issue 27); every
+        # worker's totals are also in `llmbatch status` (the store's `workers` table).
+        self.claimed = Gauge(
+            "llmbatch_worker_claimed_batches",
+            "Open batches this worker holds the claims of (polls, downloads, ingests)",
+            registry=registry,
+        )
+        self.done = Counter(
+            "llmbatch_worker_done",
+            "What this worker did: requests packed, batches submitted, polled and ingested, "
+            "results recorded",
+            ["what"],
+            registry=registry,
+        )
         self.started = Gauge(
             "llmbatch_process_start_timestamp_seconds",
             "When this worker started",
@@ -413,7 +427,17 @@ class ProcessMeter:
     def on_tick(self, report: TickReport) -> None:
         role = "standby" if report.held_by is not None else "serving"
         self.ticks.labels(role).inc()
-        self.lease_held.set(0 if report.held_by is not None else 1)
+        self.lease_held.set(1 if report.engine_lease else 0)
+        self.claimed.set(report.claimed)
+        for what, n in (
+            ("packed", report.packed),
+            ("submitted", report.submitted),
+            ("polled", report.polled),
+            ("ingested", report.ingested_batches),
+            ("results", report.outcomes),
+        ):
+            if n:
+                self.done.labels(what).inc(n)
 
     def instrument(self, engine: Engine) -> None:
         """Time and count every provider call the engine makes from now on."""

@@ -280,7 +280,9 @@ class CompatibleFormat(OpenAIFormat):
         self.min_batch = service.min_requests
 
     def full_line(self, item: Mapping[str, Any]) -> bool:
-        return "method" in item or "url" in item
+        # `{"custom_id", "url", "body"}` is the Python API's short form (`Queue.add` sends
+        # one), as for OpenAI: taken as a whole line it lacked its method and was refused
+        return "method" in item
 
     def parse(self, custom_id: str, line: dict[str, Any], provider: str) -> Request:
         s = self.service

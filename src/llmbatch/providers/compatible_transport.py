@@ -205,7 +205,11 @@ class CompatibleProvider(OpenAIProvider):
                 continue
             if not (b.metadata or {}).get(ownership.STORE) and b.input_file_id in tags:
                 b.metadata = tags[b.input_file_id or ""]
-            if (b.metadata or {}).get(ownership.STORE) == store_id:
+            store = (b.metadata or {}).get(ownership.STORE)
+            # where the service drops metadata, a batch whose upload is gone (cleaned up
+            # after its intent's own batch was ingested) carries no tag: the caller may still
+            # prove it ours by its input file, or judge it foreign
+            if store == store_id or (store is None and not self.service.keeps_metadata):
                 out.append(b)
         return out
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, Literal, Protocol
 
+from llmbatch.store.claims import Claim, WorkerRow
 from llmbatch.store.observe import Observed, Turnaround
 from llmbatch.store.types import (
     AttemptInfo,
@@ -145,17 +146,47 @@ class Store(Protocol):
     def lease_holder(self, name: str, now: float) -> str | None:
         """Who holds a live lease, if anyone."""
 
+    # -- workers sharing the work (implemented in claims.py) ---------------------------------
+    def register_worker(self, holder: str, queues: Sequence[str] | None, now: float) -> int:
+        """This worker's token (drawn the first time), with the queues it serves."""
+
+    def worker_seen(self, token: int, now: float, done: dict[str, int] | None = None) -> None:
+        """The worker ticked at `now` and did this much more."""
+
+    def workers(self, since: float) -> list[WorkerRow]:
+        """Workers seen since a time, oldest first."""
+
+    def forget_workers(self, before: float) -> None:
+        """Forget workers not seen since `before` that hold nothing."""
+
+    def renew_claims(self, holder: str, token: int, ttl: float, now: float) -> set[str]:
+        """Renew every lease and claim a worker holds; the names renewed."""
+
+    def claims(self) -> list[Claim]:
+        """Every lease and claim, live or not."""
+
+    def release_claims(self, holder: str) -> None:
+        """Give up every lease and claim a worker holds."""
+
+    def open_batch_queues(self) -> dict[int, str | None]:
+        """The queue of each open batch packed for one queue (None: several)."""
+
     def release_due_retries(self, now: float, token: int) -> int:
         """Move `retry_wait` requests whose time has come back to `queued`."""
 
-    def ready_groups(self) -> list[tuple[str, str, str, int]]:
-        """(provider, endpoint, model, count) of queued, visible requests."""
+    def ready_groups(self, queues: Sequence[str] | None = None) -> list[tuple[str, str, str, int]]:
+        """(provider, endpoint, model, count) of queued, visible requests (of these queues)."""
 
     def candidates(
-        self, provider: str, endpoint: str, model: str | None, page: int = 5000
+        self,
+        provider: str,
+        endpoint: str,
+        model: str | None,
+        page: int = 5000,
+        queues: Sequence[str] | None = None,
     ) -> Iterator[tuple[int, int, int, int]]:
         """(request id, body bytes, embedding inputs, text bytes) of a model's ready requests
-        (None: every model's) in packing order, streamed."""
+        (None: every model's), of these queues (None: every one), in packing order, streamed."""
 
     def create_intent(
         self,
@@ -166,6 +197,9 @@ class Store(Protocol):
         now: float,
         token: int,
         reserve: Reservation | None = None,
+        *,
+        queue: str | None = None,
+        holder: str | None = None,
     ) -> int | None:
         """Durably commit an intent (a batch and its attempts in line order; the model None
         when it mixes several); its id. With
@@ -243,7 +277,9 @@ class Store(Protocol):
     def clear_group_backoff(self, group: tuple[str, str, str], token: int) -> None:
         """Forget a group's back-off (a batch of it completed)."""
 
-    def fail_unsendable(self, request_id: int, reason: str, now: float, token: int) -> bool:
+    def fail_unsendable(
+        self, request_id: int, reason: str, now: float, token: int, claim: str = "engine"
+    ) -> bool:
         """A queued request no batch can hold fails with `reason`; False if it had moved on."""
 
     def batches_created_since(self, provider: str, since: float) -> int:
@@ -271,6 +307,10 @@ class Store(Protocol):
 
     def known_ids(self, provider: str) -> tuple[set[str], set[str]]:
         """(provider batch ids, input file ids) recorded for a provider."""
+
+    def file_owners(self, provider: str) -> dict[str, int]:
+        """Input file id -> the intent whose upload it is, of the batches this store sent
+        from an upload at a provider (a batch made from one is that intent's)."""
 
     def attempt_span(self, batch_id: int) -> tuple[int, int] | None:
         """The lowest and highest attempt id of a batch row (an intent), if it has any."""
@@ -325,7 +365,9 @@ class Store(Protocol):
     def committed(self, queue: str, first: int, end: int) -> int:
         """1e-6 USD spent or reserved by a queue ('*': all) over UTC days [first, end)."""
 
-    def hold(self, request_ids: Sequence[int], reason: str, now: float, token: int) -> int:
+    def hold(
+        self, request_ids: Sequence[int], reason: str, now: float, token: int, claim: str = "engine"
+    ) -> int:
         """Queued requests wait as `held` with a reason; how many."""
 
     def release_held(self, now: float, token: int) -> int:

@@ -17,9 +17,10 @@ import orjson
 from llmbatch.errors import StoreError
 from llmbatch.states import check_batch
 from llmbatch.store.budgets import Reservation
+from llmbatch.store.claims import group_claim
 from llmbatch.store.ownership import new_nonce
 from llmbatch.store.rows import by_name, column, scalar
-from llmbatch.store.sqlfiles import as_list
+from llmbatch.store.sqlfiles import as_list, for_dialect, queries
 from llmbatch.store.types import (
     AttemptInfo as AttemptInfo,
 )
@@ -38,6 +39,7 @@ class LeaseLost(StoreError):
 class BatchingOps:
     """Mixed into SqlStore; relies on its `_write`, `_read`, `q`, `_many`, `_event`."""
 
+    dialect: str
     _write: Any
     _read: Any
     q: Any
@@ -45,17 +47,30 @@ class BatchingOps:
     _event: Any
     _reserve: Any
     _local_outcomes: Any
+    _claim_new: Any
 
     # -- leases --------------------------------------------------------------------------
     def acquire_lease(self, name: str, holder: str, ttl: float, now: float) -> int | None:
-        """Take or renew a lease; its token changes whenever the holder does."""
+        """Take or renew a lease or a claim; it carries the holder's token (one per worker),
+        so its token changes whenever the holder does."""
         with self._write() as cur:
+            token = self._worker_token(cur, holder, now)
             cur.execute(
                 self.q("acquire_lease"),
-                {"name": name, "holder": holder, "expires_at": now + ttl, "now": now},
+                {
+                    "name": name,
+                    "holder": holder,
+                    "token": token,
+                    "expires_at": now + ttl,
+                    "now": now,
+                },
             )
             token = scalar(cur)
         return None if token is None else int(token)
+
+    def _worker_token(self, cur: Any, holder: str, now: float) -> int:
+        cur.execute(self.q("worker_token"), {"holder": holder, "queues": None, "now": now})
+        return int(scalar(cur))
 
     def release_lease(self, name: str, holder: str) -> None:
         with self._write() as cur:
@@ -76,17 +91,31 @@ class BatchingOps:
         return str(lease[0]["holder"])
 
     def _fence(self, cur: Any, token: int, name: str = "engine") -> None:
-        """Refuse the write unless the caller's lease is the current one and still live."""
+        """Refuse the write unless the caller holds `name` (a claim such as `batch:7`, or the
+        engine lease) live, or nobody holds that claim live and the caller holds the engine
+        lease, which stands for a claim on whatever nobody claims. The seconds left are by the
+        database's clock (SQLite: one host, :now; PostgreSQL: its own, postgres/queries.sql)."""
+        if name == "*":  # any claim: a fact learned while working, whoever writes it
+            cur.execute(self.q("fence_any"), {"token": token, "now": time.time()})
+            if scalar(cur) is None:
+                raise LeaseLost(
+                    "every claim of this worker was taken over or ran out; it stops acting"
+                )
+            return
         cur.execute(self.q("fence"), {"name": name, "now": time.time()})
-        found = by_name(cur)
-        if not found or int(found[0]["token"]) != token:
+        rows = {str(r["name"]): (int(r["token"]), float(r["seconds_left"])) for r in by_name(cur)}
+        claim = rows.get(name)
+        if claim is not None and (claim[0] == token or claim[1] > 0):
+            held = claim
+        else:
+            name, held = "engine", rows.get("engine")  # type: ignore[assignment]
+        if held is None or held[0] != token:
             raise LeaseLost(
                 f"lease {name!r} was taken over by another worker; this one stops acting"
             )
-        left = float(found[0]["seconds_left"])
-        if left <= 0:
+        if held[1] <= 0:
             raise LeaseLost(
-                f"lease {name!r} ran out {-left:.1f} s ago (paused past it?); this "
+                f"lease {name!r} ran out {-held[1]:.1f} s ago (paused past it?); this "
                 "worker stops acting until it holds the lease again"
             )
 
@@ -97,36 +126,50 @@ class BatchingOps:
             cur.execute(self.q("release_due_retries"), {"now": now})
             return int(cur.rowcount)
 
-    def ready_groups(self) -> list[tuple[str, str, str, int]]:
+    def ready_groups(self, queues: Sequence[str] | None = None) -> list[tuple[str, str, str, int]]:
         with self._read() as cur:
-            cur.execute(self.q("ready_groups"))
+            if queues is None:
+                cur.execute(self.q("ready_groups"))
+            else:
+                cur.execute(self._in_queues("ready_groups"), {"queues": as_list(queues)})
             return [(r["provider"], r["endpoint"], r["model"], int(r["n"])) for r in by_name(cur)]
 
     def candidates(
-        self, provider: str, endpoint: str, model: str | None, page: int = 5000
+        self,
+        provider: str,
+        endpoint: str,
+        model: str | None,
+        page: int = 5000,
+        queues: Sequence[str] | None = None,
     ) -> Iterator[tuple[int, int, int, int]]:
         """(request id, body bytes, embedding inputs, text bytes) of ready requests of a model
-        (None: of every model) in packing order, fetched page by page (each its own short read).
+        (None: of every model), of these queues (None: every one), in packing order, fetched
+        page by page (each its own short read).
 
         Every model of a group is one index range: their streams are merged in packing order
         here, where one query over the group would sort all its queued rows for every page."""
         if model is not None:
             for rid, nbytes, ninputs, text_bytes, _priority in self._ready(
-                provider, endpoint, model, page
+                provider, endpoint, model, page, queues
             ):
                 yield rid, nbytes, ninputs, text_bytes
             return
         models = sorted(
-            {m for p, e, m, _n in self.ready_groups() if (p, e) == (provider, endpoint)}
+            {m for p, e, m, _n in self.ready_groups(queues) if (p, e) == (provider, endpoint)}
         )
-        streams = [self._ready(provider, endpoint, m, page) for m in models]
+        streams = [self._ready(provider, endpoint, m, page, queues) for m in models]
         for rid, nbytes, ninputs, text_bytes, _priority in heapq.merge(
             *streams, key=_packing_order
         ):
             yield rid, nbytes, ninputs, text_bytes
 
     def _ready(
-        self, provider: str, endpoint: str, model: str, page: int
+        self,
+        provider: str,
+        endpoint: str,
+        model: str,
+        page: int,
+        queues: Sequence[str] | None = None,
     ) -> Iterator[tuple[int, int, int, int, int]]:
         """(id, body bytes, inputs, text bytes, priority) of one model's ready requests."""
         params: dict[str, Any] = {
@@ -136,6 +179,10 @@ class BatchingOps:
             "n": page,
         }
         first, after = self.q("ready_candidates"), self.q("ready_candidates_after")
+        if queues is not None:  # a worker serving some queues
+            params["queues"] = as_list(queues)
+            first = self._in_queues("ready_candidates")
+            after = self._in_queues("ready_candidates_after")
         while True:
             with self._read() as cur:
                 cur.execute(after if "priority" in params else first, params)
@@ -146,6 +193,18 @@ class BatchingOps:
             if len(rows) < page:
                 return
 
+    def _in_queues(self, name: str) -> str:
+        """A query of ready requests narrowed to the queues of `:queues` (a worker serving
+        some queues), written once: the query itself, one condition more."""
+        sql = queries()[name]
+        narrowed = sql.replace(
+            "WHERE state = 'queued'",
+            "WHERE state = 'queued' AND queue IN (SELECT value FROM json_each(:queues))",
+            1,
+        )
+        assert narrowed != sql, name
+        return for_dialect(self.dialect, narrowed)
+
     def create_intent(
         self,
         group: tuple[str, str, str | None],
@@ -155,9 +214,16 @@ class BatchingOps:
         now: float,
         token: int,
         reserve: Reservation | None = None,
+        *,
+        queue: str | None = None,
+        holder: str | None = None,
     ) -> int | None:
         """Durably commit an intent: a batch row and one attempt per request, in line order,
         and, under budgets, its worst case reserved in the same transaction.
+
+        `queue`: the one queue its requests are of (a worker serving some queues packs each
+        alone); `holder`: the worker that holds its packing group's claim, which holds the new
+        batch's claim from the start.
 
         Raises _Retry if any of the requests stopped being queued meanwhile (someone else
         packed or cancelled it), OverBudget if a racing reservation took the room; the
@@ -165,7 +231,7 @@ class BatchingOps:
         """
         provider, endpoint, model = group
         with self._write(durable=True) as cur:
-            self._fence(cur, token)
+            self._fence(cur, token, group_claim(group, queue))
             params = {
                 "provider": provider,
                 "endpoint": endpoint,
@@ -178,6 +244,10 @@ class BatchingOps:
             }
             cur.execute(self.q("insert_batch"), params)
             batch_id = int(scalar(cur))
+            if queue is not None:
+                cur.execute(self.q("set_batch_queue"), {"id": batch_id, "queue": queue})
+            if holder is not None:  # the worker that packed it holds its claim from the start
+                self._claim_new(cur, f"batch:{batch_id}", holder, token, now)
             if self._pack(cur, batch_id, request_ids, now) != len(request_ids):
                 raise _Retry()
             if reserve is not None:
@@ -219,13 +289,13 @@ class BatchingOps:
         """Record that an upload or a create starts at `now` (durable): the engine's clock
         read as the call starts, from which a reconcile waits out the call and the list's lag."""
         with self._write(durable=True) as cur:
-            self._fence(cur, token)
+            self._fence(cur, token, f"batch:{batch_id}")
             cur.execute(self.q(f"mark_{what}_started"), {"id": batch_id, "now": now})
             self._event(cur, f"{what}_started", batch_id=batch_id)
 
     def record_upload(self, batch_id: int, file_id: str, now: float, token: int) -> None:
         with self._write(durable=True) as cur:
-            self._fence(cur, token)
+            self._fence(cur, token, f"batch:{batch_id}")
             cur.execute(self.q("record_upload"), {"id": batch_id, "file_id": file_id, "now": now})
             self._event(cur, "uploaded", batch_id=batch_id, detail=file_id)
 
@@ -246,7 +316,7 @@ class BatchingOps:
     ) -> None:
         """The provider created the batch: remember its id before anything else (durable)."""
         with self._write(durable=True) as cur:
-            self._fence(cur, token)
+            self._fence(cur, token, f"batch:{batch_id}")
             params = {
                 "id": batch_id,
                 "provider_batch_id": provider_batch_id,
@@ -271,7 +341,7 @@ class BatchingOps:
     def update_batch(self, batch_id: int, status: Any, now: float, token: int) -> None:
         """Store what a poll saw of a batch (`status` is a providers.BatchStatus)."""
         with self._write() as cur:
-            self._fence(cur, token)
+            self._fence(cur, token, f"batch:{batch_id}")
             errors = orjson.dumps(status.errors).decode() if status.errors else None
             params = {
                 "id": batch_id,
@@ -308,7 +378,7 @@ class BatchingOps:
         if not outcomes:
             return 0
         with self._write() as cur:
-            self._fence(cur, token)
+            self._fence(cur, token, f"batch:{batch_id}")
             ids = as_list(o.attempt_id for o in outcomes)
             cur.execute(self.q("waiting_attempts"), {"ids": ids, "batch_id": batch_id})
             waiting = {int(a): int(r) for a, r, _n, _e, _j in cur.fetchall()}
@@ -403,15 +473,18 @@ class BatchingOps:
         """Durable (a full sync on SQLite, which makes every result committed before it
         durable too): the provider's copies of the files are deleted right after."""
         with self._write(durable=True) as cur:
-            self._fence(cur, token)
+            self._fence(cur, token, f"batch:{batch_id}")
             params = {"id": batch_id, "now": now}
             self._move_batch(cur, batch_id, "ingested", "mark_ingested", params)
+            cur.execute(self.q("drop_claim"), {"name": f"batch:{batch_id}"})  # done with
             self._event(cur, "ingested", batch_id=batch_id, detail=detail)
 
-    def fail_unsendable(self, request_id: int, reason: str, now: float, token: int) -> bool:
+    def fail_unsendable(
+        self, request_id: int, reason: str, now: float, token: int, claim: str = "engine"
+    ) -> bool:
         """A queued request no batch can hold fails with `reason` (it would block its group)."""
         with self._write() as cur:
-            self._fence(cur, token)
+            self._fence(cur, token, claim)
             self._local_outcomes(cur, [request_id], ["queued"], "failed", "too_large", reason, now)
             cur.execute(self.q("fail_unsendable"), {"reason": reason, "now": now, "id": request_id})
             if cur.rowcount:

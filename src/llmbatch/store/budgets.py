@@ -225,10 +225,12 @@ class BudgetOps:
             return int(scalar(cur))
 
     # -- holds ---------------------------------------------------------------------------
-    def hold(self, request_ids: Sequence[int], reason: str, now: float, token: int) -> int:
+    def hold(
+        self, request_ids: Sequence[int], reason: str, now: float, token: int, claim: str = "engine"
+    ) -> int:
         """Queued requests wait as `held` with a reason; returns how many."""
         with self._write() as cur:
-            self._fence(cur, token)
+            self._fence(cur, token, claim)
             self._many(
                 cur,
                 "hold_request",
@@ -289,7 +291,7 @@ class BudgetOps:
         `unpriced` counts the results per queue whose cost is not known."""
         unpriced = unpriced or {}
         with self._write() as cur:
-            self._fence(cur, token)
+            self._fence(cur, token, f"batch:{batch_id}")
             cur.execute(self.q("settle_all"), {"id": batch_id, "now": now, "prices": prices})
             queues = sorted(set(spent) | set(unpriced))
             self._many(

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Any
 
+from llmbatch.store.recovery import check_batch_ref
 from llmbatch.store.rows import by_name, named
 from llmbatch.store.types import (
     TOKENS as TOKENS,
@@ -47,7 +48,7 @@ class LedgerOps:
         the comparison with the provider's own total if it gave one, noted (an event
         `usage_mismatch`) when they differ."""
         with self._write() as cur:
-            self._fence(cur, token)
+            self._fence(cur, token, f"batch:{batch_id}")
             cur.execute(self.q("delete_tally"), {"id": batch_id})
             self._many(cur, "insert_tally", [{"id": batch_id, **asdict(r)} for r in rows])
         checks = self.usage_checks(batch_id, every=True, ingested=False)
@@ -79,7 +80,7 @@ class LedgerOps:
         """What the provider says a batch used so far (`usage`: input, cached, output and
         reasoning tokens), and the model it says ran it."""
         with self._write() as cur:
-            self._fence(cur, token)
+            self._fence(cur, token, f"batch:{batch_id}")
             cur.execute(
                 self.q("upsert_provider_usage"),
                 {
@@ -136,6 +137,7 @@ class LedgerOps:
             "ingested_at",
         )
         with self._read() as cur:
+            check_batch_ref(cur, self.q("batches_named"), ref)
             cur.execute(self.q("find_batch"), {"ref": ref})
             row = cur.fetchone()
             if row is None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from llmbatch.errors import InputError
 from llmbatch.store.rows import by_name, column, scalar
 from llmbatch.store.sqlfiles import as_list
 from llmbatch.store.types import (
@@ -13,6 +14,20 @@ from llmbatch.store.types import (
 )
 
 WAITING = ("queued", "retry_wait", "held")  # what `cancel` ends at once
+
+
+def check_batch_ref(cur: Any, query: str, ref: str) -> None:
+    """Refuse a batch named by a provider batch id that is at several providers (an id is
+    unique at its provider only, migration 0014), unless it is also our own batch number."""
+    cur.execute(query, {"ref": ref})
+    rows = by_name(cur)
+    if any(str(r["id"]) == ref for r in rows) or len(rows) < 2:
+        return
+    named = ", ".join(f"{r['id']} ({r['provider']})" for r in rows)
+    raise InputError(
+        f"batch {ref!r} is the provider batch id of our batches {named}: "
+        "name one by its number (`llmbatch batches` lists them)"
+    )
 
 
 class RecoveryOps:
@@ -59,7 +74,7 @@ class RecoveryOps:
 
     def mark_cancel_sent(self, batch_id: int, now: float, token: int) -> None:
         with self._write() as cur:
-            self._fence(cur, token)
+            self._fence(cur, token, f"batch:{batch_id}")
             cur.execute(self.q("mark_cancel_sent"), {"id": batch_id, "now": now})
             self._event(cur, "cancel_sent", batch_id=batch_id)
 
@@ -71,6 +86,8 @@ class RecoveryOps:
         # the query that starts from the narrowest of the filters (each an index range)
         name = "scope_named" if custom_ids else "scope_of_batch" if batch else "scope_of_queue"
         with self._read() as cur:
+            if batch is not None:
+                check_batch_ref(cur, self.q("batches_named"), batch)
             cur.execute(self.q(name), params)
             return [int(i) for i in column(cur)]
 
@@ -83,6 +100,13 @@ class RecoveryOps:
             cur.execute(self.q("known_input_files"), {"provider": provider})
             files = {str(v) for v in column(cur)}
         return batches, files
+
+    def file_owners(self, provider: str) -> dict[str, int]:
+        """Input file id -> the intent whose upload it is, of the batches this store sent
+        from an upload at a provider (a batch made from one is that intent's)."""
+        with self._read() as cur:
+            cur.execute(self.q("file_owners"), {"provider": provider})
+            return {str(r["input_file_id"]): int(r["intent"]) for r in by_name(cur)}
 
     def attempt_span(self, batch_id: int) -> tuple[int, int] | None:
         """The lowest and highest attempt id of a batch row (an intent), if it has any."""
@@ -134,9 +158,8 @@ class RecoveryOps:
             )
             if cur.rowcount != 1:
                 return None
-            cur.execute(
-                self.q("batch_by_provider_id"), {"provider_batch_id": status.provider_batch_id}
-            )
+            found = {"provider_batch_id": status.provider_batch_id, "provider": provider}
+            cur.execute(self.q("batch_by_provider_id"), found)
             batch_id = int(scalar(cur))
             if intent_id is not None:  # a duplicate: no budget planned it, it is charged now
                 self._charge_duplicate(cur, batch_id, intent_id, now)

@@ -23,7 +23,7 @@ class SetbackOps:
     def defer(self, batch_id: int, not_before: float, token: int) -> None:
         """Leave a batch alone until `not_before` (a wait, not a failure: nothing is counted)."""
         with self._write() as cur:
-            self._fence(cur, token)
+            self._fence(cur, token, f"batch:{batch_id}")
             cur.execute(self.q("defer_batch"), {"id": batch_id, "not_before": not_before})
 
     def count_setback(
@@ -41,7 +41,7 @@ class SetbackOps:
         if counter not in ("setbacks", "download_tries", "gone_checks"):
             raise ValueError(f"no batch counter {counter!r}")
         with self._write() as cur:
-            self._fence(cur, token)
+            self._fence(cur, token, f"batch:{batch_id}")
             cur.execute(
                 self.q(f"count_{counter}"), {"id": batch_id, "not_before": not_before, "now": now}
             )
@@ -65,7 +65,7 @@ class SetbackOps:
     def set_group_backoff(self, backoff: GroupBackoff, token: int) -> None:
         provider, endpoint, model = backoff.group
         with self._write() as cur:
-            self._fence(cur, token)
+            self._fence(cur, token, "*")
             params = {
                 "provider": provider,
                 "endpoint": endpoint,
@@ -81,7 +81,7 @@ class SetbackOps:
         """The group is healthy again (a batch of it completed): full-size batches."""
         provider, endpoint, model = group
         with self._write() as cur:
-            self._fence(cur, token)
+            self._fence(cur, token, "*")
             cur.execute(
                 self.q("clear_group_backoff"),
                 {"provider": provider, "endpoint": endpoint, "model": model},

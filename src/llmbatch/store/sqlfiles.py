@@ -39,6 +39,7 @@ _FILES = (
     "observe.sql",
     "archive.sql",
     "ownership.sql",
+    "claims.sql",
 )
 
 

@@ -19,6 +19,7 @@ from llmbatch.errors import NotFound, StoreError
 from llmbatch.store.archive import ArchiveOps
 from llmbatch.store.batching import BatchingOps
 from llmbatch.store.budgets import BudgetOps
+from llmbatch.store.claims import ClaimOps
 from llmbatch.store.ledger import LedgerOps
 from llmbatch.store.manage import ManageOps
 from llmbatch.store.observe import ObserveOps
@@ -90,6 +91,7 @@ def owner_alive(owner: str, heartbeat_at: float, now: float) -> bool:
 class SqlStore(
     ArchiveOps,
     BatchingOps,
+    ClaimOps,
     BudgetOps,
     LedgerOps,
     RecoveryOps,

@@ -2,10 +2,13 @@
 -- queries.sql. Rows of uncommitted imports are never packed.
 
 -- name: acquire_lease
-INSERT INTO leases (name, holder, token, expires_at) VALUES (:name, :holder, 1, :expires_at)
+-- A lease or a claim carries its holder's token (workers.token, one per worker), so the
+-- token changes whenever the holder does, and a fence tells the workers apart on any row.
+INSERT INTO leases (name, holder, token, expires_at, since)
+VALUES (:name, :holder, :token, :expires_at, :now)
 ON CONFLICT (name) DO UPDATE
-SET token = CASE WHEN leases.holder = excluded.holder THEN leases.token ELSE leases.token + 1 END,
-    holder = excluded.holder, expires_at = excluded.expires_at
+SET since = CASE WHEN leases.holder = excluded.holder THEN leases.since ELSE excluded.since END,
+    token = excluded.token, holder = excluded.holder, expires_at = excluded.expires_at
 WHERE leases.holder = excluded.holder OR leases.expires_at < :now
 RETURNING token
 
@@ -13,12 +16,13 @@ RETURNING token
 UPDATE leases SET expires_at = 0 WHERE name = :name AND holder = :holder
 
 -- name: get_lease
-SELECT holder, token, expires_at FROM leases WHERE name = :name
+SELECT holder, token, expires_at, since FROM leases WHERE name = :name
 
 -- name: fence
--- The caller's lease: its token, and the seconds left on it by the database's clock
+-- The caller's claim on what it writes, and the engine lease that stands for a claim on
+-- what nobody claims: each one's token, and the seconds left on it by the database's clock
 -- (SQLite: one host, its clock passed as :now; PostgreSQL reads its own, postgres/queries.sql).
-SELECT token, expires_at - :now AS seconds_left FROM leases WHERE name = :name
+SELECT name, token, expires_at - :now AS seconds_left FROM leases WHERE name IN (:name, 'engine')
 
 -- name: release_due_retries
 UPDATE requests SET state = 'queued', updated_at = :now
@@ -248,6 +252,12 @@ SELECT provider_batch_id FROM batches WHERE provider = :provider AND provider_ba
 -- name: known_input_files
 SELECT input_file_id FROM batches WHERE provider = :provider AND input_file_id IS NOT NULL
 
+-- name: file_owners
+-- Only batches sent from the file: an intent with none may be a copy's frozen one, whose
+-- upload the original store goes on using.
+SELECT input_file_id, COALESCE(intent_id, id) AS intent FROM batches
+WHERE provider = :provider AND input_file_id IS NOT NULL AND provider_batch_id IS NOT NULL
+
 -- name: attempt_span
 SELECT MIN(id) AS low, MAX(id) AS high FROM attempts WHERE batch_id = :id
 
@@ -260,7 +270,7 @@ INSERT INTO batches (provider, endpoint, model, state, provider_batch_id, provid
                      created_at, submitted_at, updated_at, nonce)
 VALUES (:provider, :endpoint, :model, :state, :provider_batch_id, :state, :input_file_id,
         :output_file_id, :error_file_id, :request_count, :intent_id, :now, :now, :now, :nonce)
-ON CONFLICT (provider_batch_id) DO NOTHING
+ON CONFLICT (provider_batch_id, provider) DO NOTHING
 
 -- name: add_cost_totals
 -- Add the results of these attempts to their pricing aggregates (cost_totals), in the
@@ -323,7 +333,8 @@ WHERE (CAST(:queue AS TEXT) IS NULL OR r.queue = :queue)
 SELECT endpoint, model, nonce FROM batches WHERE id = :id
 
 -- name: batch_by_provider_id
-SELECT id FROM batches WHERE provider_batch_id = :provider_batch_id
+-- A batch id is unique at its provider only (migration 0014).
+SELECT id FROM batches WHERE provider_batch_id = :provider_batch_id AND provider = :provider
 
 -- name: batch_state
 -- The state a batch is in, read in the transaction that moves it (store/batching.py

@@ -52,6 +52,11 @@ SELECT id, provider, endpoint, model, state, provider_batch_id, intent_id, reque
 FROM batches WHERE provider_batch_id = :ref OR CAST(id AS TEXT) = :ref
 ORDER BY id LIMIT 1
 
+-- name: batches_named
+-- The batches a reference names: our number, or a provider batch id (at one provider or more).
+SELECT id, provider FROM batches WHERE provider_batch_id = :ref OR CAST(id AS TEXT) = :ref
+ORDER BY id
+
 -- name: duplicates_of
 SELECT id, provider_batch_id FROM batches WHERE intent_id = :id ORDER BY id
 

@@ -4,8 +4,13 @@
 -- name: fence
 -- The lease by PostgreSQL's own clock, so workers on hosts whose clocks disagree agree on
 -- when it runs out; FOR SHARE holds a take-over back until this write commits.
-SELECT token, expires_at - EXTRACT(EPOCH FROM clock_timestamp()) AS seconds_left
-FROM leases WHERE name = :name
+SELECT name, token, expires_at - EXTRACT(EPOCH FROM clock_timestamp()) AS seconds_left
+FROM leases WHERE name IN (:name, 'engine')
+FOR SHARE
+
+-- name: fence_any
+-- Whether the caller holds any live claim, by PostgreSQL's own clock (see fence).
+SELECT 1 FROM leases WHERE token = :token AND expires_at - EXTRACT(EPOCH FROM clock_timestamp()) > 0
 FOR SHARE
 
 -- name: budgets_over

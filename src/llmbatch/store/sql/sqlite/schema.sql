@@ -70,7 +70,7 @@ CREATE TABLE batches (
     endpoint          TEXT    NOT NULL,
     model             TEXT,
     state             TEXT    NOT NULL,
-    provider_batch_id TEXT UNIQUE,
+    provider_batch_id TEXT,
     intent_id         INTEGER, -- set on a batch adopted for another row's intent
     provider_status   TEXT,
     input_file_id     TEXT,
@@ -103,9 +103,13 @@ CREATE TABLE batches (
     -- at the provider, and, while it waits for same-size batches to say whose they are,
     -- until when it may wait before it creates again.
     nonce             TEXT,
-    proof_wait_until  REAL
+    proof_wait_until  REAL,
+    -- the queue of a batch packed for one queue (`llmbatch worker --queue`); NULL: several
+    queue             TEXT
 );
 CREATE INDEX batches_open ON batches (state) WHERE state <> 'ingested';
+-- A provider's batch id is unique at that provider only (two services may both say batch_1).
+CREATE UNIQUE INDEX batches_provider_id ON batches (provider_batch_id, provider);
 
 -- What batch-level failures taught the engine per packing group (model '' for a group of
 -- several models): a smaller next batch, a lower enqueued-token quota, a pause.
@@ -120,12 +124,15 @@ CREATE TABLE group_backoffs (
     PRIMARY KEY (provider, endpoint, model)
 );
 
--- Who may act on what: a lease with a fencing token that every state-changing write checks.
+-- Who may act on what: the store-wide engine lease and the claims (`batch:<id>`, `group:<key>`)
+-- of the workers sharing the work, each with its holder's token, which every state-changing
+-- write checks (a fencing token).
 CREATE TABLE leases (
     name       TEXT PRIMARY KEY,
     holder     TEXT    NOT NULL,
     token      INTEGER NOT NULL,
-    expires_at REAL NOT NULL
+    expires_at REAL NOT NULL,
+    since      REAL
 );
 
 -- A request is sent once per attempt; its result is keyed by the attempt.
@@ -305,4 +312,20 @@ CREATE TABLE judged_batches (
     provider_batch_id TEXT NOT NULL,
     judged_at         REAL NOT NULL,
     PRIMARY KEY (provider, provider_batch_id)
+);
+
+-- The workers sharing this store's work: each one's token (drawn once, carried by every lease
+-- and claim it holds), the queues it serves (NULL: every one), when it was last seen, and
+-- what it has done (`status`, the per-worker metrics).
+CREATE TABLE workers (
+    token      INTEGER PRIMARY KEY AUTOINCREMENT,
+    holder     TEXT    NOT NULL UNIQUE,
+    queues     TEXT,
+    started_at REAL NOT NULL,
+    seen_at    REAL NOT NULL,
+    packed     INTEGER NOT NULL DEFAULT 0,
+    submitted  INTEGER NOT NULL DEFAULT 0,
+    polled     INTEGER NOT NULL DEFAULT 0,
+    ingested   INTEGER NOT NULL DEFAULT 0,
+    outcomes   INTEGER NOT NULL DEFAULT 0
 );
