@@ -51,10 +51,9 @@ import orjson
 
 from llmbatch import defaults
 from llmbatch.errors import ConfigError, RejectedError, StoreError, TransientError
-from llmbatch.export import jsonl_line, result_id
+from llmbatch.export import jsonl_head, jsonl_line, jsonl_tail, result_id
 from llmbatch.ownership import attempt_prefix
 from llmbatch.providers.base import BatchStatus, ResultsGone
-from llmbatch.store.types import ResultRow
 from llmbatch.tables import positive
 from llmbatch.targets import ArchiveUnavailable, Target, TargetSettings, check_url, open_target
 
@@ -145,14 +144,24 @@ class Envelope:
         self.lines = 0
         self.spoiled = False
         self._out: IO[bytes] | None = None
-        self.custom_ids: dict[int, str] = {}
-        sid = store.store_id
+        # Per attempt, the start of its result line (`jsonl_head`: its result id and custom
+        # id, encoded once for both files), and each file's digest taken as it is written:
+        # the archive step need not read them again before sending them.
+        self.heads: dict[int, bytes] = {}
+        self._sha = {SPOOL_RESULTS: hashlib.sha256(), SPOOL_ATTEMPTS: hashlib.sha256()}
+        self._attempt_lines = self._newlines = 0
+        sid, provider_json = store.store_id, orjson.dumps(provider)
         try:
             (folder / SPOOL_ENVELOPE).unlink(missing_ok=True)  # an earlier ingest's
+            sha = self._sha[SPOOL_ATTEMPTS]
             with open(self.attempts_path, "wb") as out:
                 for attempt_id, queue, custom_id in store.batch_attempt_map(batch_id):
-                    self.custom_ids[attempt_id] = custom_id
-                    out.write(_attempt_line(sid, prefix, attempt_id, queue, custom_id))
+                    rid = result_id(sid, attempt_id)
+                    self.heads[attempt_id] = jsonl_head(rid, custom_id, provider_json)
+                    line = _attempt_line(sid, prefix, attempt_id, queue, custom_id, rid)
+                    out.write(line)
+                    sha.update(line)
+                    self._attempt_lines += 1
             self._out = open(self.results_path, "wb")  # noqa: SIM115 (closed in whole/discard)
         except OSError:  # a full disk: the archive step reads them from the store
             self.spoil()
@@ -165,31 +174,30 @@ class Envelope:
         if applied != len(outcomes):
             self.spoil()
             return
-        sid, write = self.store.store_id, self._out.write
+        write, sha, heads = self._out.write, self._sha[SPOOL_RESULTS].update, self.heads
+        provider = self.provider
         try:
             for o in outcomes:
                 if o.kind not in self.FINAL:
                     continue
-                custom_id = self.custom_ids.get(o.attempt_id)
-                if custom_id is None:
+                head = heads.get(o.attempt_id)
+                if head is None:
                     self.spoil()
                     return
-                row = ResultRow(
-                    cursor=0,
-                    custom_id=custom_id,
-                    state=o.kind,
-                    provider=self.provider,
-                    status_code=o.status_code,
-                    provider_request_id=o.provider_request_id,
-                    body=o.body,
-                    error_code=o.error_code,
-                    error_message=o.error_message,
-                    input_tokens=None,
-                    output_tokens=None,
-                    attempt_id=o.attempt_id,
+                tail = jsonl_tail(
+                    o.kind,
+                    provider,
+                    o.status_code,
+                    o.provider_request_id,
+                    o.body,
+                    o.error_code,
+                    o.error_message,
                 )
-                write(jsonl_line(row, sid))
+                line = head + tail
+                write(line)
+                sha(line)
                 self.lines += 1
+                self._newlines += line.count(b"\n")  # lines as `_digest` counts them
         except OSError:  # a full disk: never a reason to stop an ingest
             self.spoil()
 
@@ -213,8 +221,15 @@ class Envelope:
             with open(self.attempts_path, "rb") as f:
                 os.fsync(f.fileno())
             sizes = {p.name: p.stat().st_size for p in (self.results_path, self.attempts_path)}
+            lines = {SPOOL_RESULTS: self._newlines, SPOOL_ATTEMPTS: self._attempt_lines}
+            digests = {
+                name: {"lines": lines[name], "bytes": sizes[name], "sha256": h.hexdigest()}
+                for name, h in self._sha.items()
+            }
             marker = self.results_path.parent / SPOOL_ENVELOPE
-            marker.write_text(json.dumps({"batch": self.batch_id, "bytes": sizes}))
+            marker.write_text(
+                json.dumps({"batch": self.batch_id, "bytes": sizes, "digests": digests})
+            )
         except OSError:
             return False
         return True
@@ -387,8 +402,8 @@ class Archiver:
         sends = ThreadPoolExecutor(max_workers=2, thread_name_prefix="llmbatch-archive")
         digests: dict[str, Future[dict[str, Any]]] = {}
 
-        def send(name: str, path: Path) -> None:
-            digests[name] = sends.submit(self._send, f"{folder}/{name}", path)
+        def send(name: str, path: Path, digest: dict[str, Any] | None = None) -> None:
+            digests[name] = sends.submit(self._send, f"{folder}/{name}", path, digest)
 
         try:
             self.target.abort_uploads(folder + "/")
@@ -397,9 +412,9 @@ class Archiver:
                 send(name, path)
             ours = not got or any(_carries(p, prefix) for p in got.values())
             send("input.jsonl", self._input(attempts_of, prefix, provider, work))
-            results, attempts = self._envelope(int(b["id"]), attempts_of, prefix, work)
-            send("results.jsonl", results)
-            send("attempts.jsonl", attempts)
+            (results, attempts), known = self._envelope(int(b["id"]), attempts_of, prefix, work)
+            send("results.jsonl", results, known.get(SPOOL_RESULTS))
+            send("attempts.jsonl", attempts, known.get(SPOOL_ATTEMPTS))
             manifest: dict[str, Any] = {
                 "version": MANIFEST_VERSION,
                 "store_id": self.store.store_id,
@@ -427,9 +442,10 @@ class Archiver:
             sends.shutdown(wait=True, cancel_futures=True)  # nothing still reads `work`
             shutil.rmtree(work, ignore_errors=True)
 
-    def _send(self, key: str, path: Path) -> dict[str, Any]:
-        """Digest a file, then write it to the target (in a sending thread)."""
-        digest = _digest(path)
+    def _send(self, key: str, path: Path, digest: dict[str, Any] | None) -> dict[str, Any]:
+        """Digest a file (unless its digest was taken as it was written), then write it to
+        the target (in a sending thread)."""
+        digest = digest or _digest(path)
         self.target.put(key, path)
         return digest
 
@@ -476,16 +492,24 @@ class Archiver:
 
     def _envelope(
         self, batch_id: int, attempts_of: int, prefix: str, work: Path
-    ) -> tuple[Path, Path]:
+    ) -> tuple[tuple[Path, Path], dict[str, dict[str, Any]]]:
         """results.jsonl and attempts.jsonl: as the ingest wrote them when they are whole
-        (`Envelope`), else from the store."""
+        (`Envelope`), with the digests it took (by spool file name; none from an older
+        worker's marker), else from the store."""
         spool = self.spool(batch_id)
         with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
-            sizes = json.loads((spool / SPOOL_ENVELOPE).read_text())["bytes"]
+            marker = json.loads((spool / SPOOL_ENVELOPE).read_text())
+            sizes = marker["bytes"]
             paths = spool / SPOOL_RESULTS, spool / SPOOL_ATTEMPTS
             if all(p.stat().st_size == sizes[p.name] for p in paths):
-                return paths
-        return self._from_store(attempts_of, prefix, work)
+                digests = marker.get("digests") or {}
+                known = {
+                    p.name: dict(digests[p.name])
+                    for p in paths
+                    if p.name in digests and digests[p.name].get("bytes") == sizes[p.name]
+                }
+                return paths, known
+        return self._from_store(attempts_of, prefix, work), {}
 
     def _from_store(self, attempts_of: int, prefix: str, work: Path) -> tuple[Path, Path]:
         """results.jsonl (the envelope) and attempts.jsonl, streamed from the store."""
@@ -500,19 +524,18 @@ class Archiver:
         return results, attempts
 
 
-def _attempt_line(sid: str, prefix: str, attempt_id: int, queue: str, custom_id: str) -> bytes:
-    """One line of attempts.jsonl."""
-    return (
-        orjson.dumps(
-            {
-                "attempt": attempt_id,
-                "sent_as": f"{prefix}-{attempt_id}",
-                "queue": queue,
-                "custom_id": custom_id,
-                "result_id": result_id(sid, attempt_id),
-            }
-        )
-        + b"\n"
+def _attempt_line(
+    sid: str, prefix: str, attempt_id: int, queue: str, custom_id: str, rid: str | None = None
+) -> bytes:
+    """One line of attempts.jsonl (the bytes orjson gives its object: `rid` is the result
+    id, when the caller has it already)."""
+    dumps = orjson.dumps
+    return b'{"attempt":%d,"sent_as":%b,"queue":%b,"custom_id":%b,"result_id":%b}\n' % (
+        attempt_id,
+        dumps(f"{prefix}-{attempt_id}"),
+        dumps(queue),
+        dumps(custom_id),
+        dumps(rid or result_id(sid, attempt_id)),
     )
 
 

@@ -234,26 +234,54 @@ def succeeded(r: ResultRow) -> bool:
 
 def jsonl_line(r: ResultRow, store_id: str) -> bytes:
     """One result in the OpenAI batch output shape, body spliced in without re-encoding."""
-    head = b'{"id":"' + result_id(store_id, r.attempt_id).encode() + b'","custom_id":'
-    head += orjson.dumps(r.custom_id) + b',"provider":' + orjson.dumps(r.provider)
-    if r.body is not None:
-        response = (
-            b'{"status_code":'
-            + orjson.dumps(status_code(r))
-            + b',"request_id":'
-            + orjson.dumps(r.provider_request_id)
-            + b',"body":'
-            + r.body
-            + b"}"
+    rid = result_id(store_id, r.attempt_id)
+    return jsonl_head(rid, r.custom_id, orjson.dumps(r.provider)) + jsonl_tail(
+        r.state,
+        r.provider,
+        r.status_code,
+        r.provider_request_id,
+        r.body,
+        r.error_code,
+        r.error_message,
+    )
+
+
+def jsonl_head(rid: str, custom_id: str, provider_json: bytes) -> bytes:
+    """The start of `jsonl_line`: its id, custom_id and provider (`provider_json` encoded)."""
+    return b'{"id":"%b","custom_id":%b,"provider":%b' % (
+        rid.encode(),
+        orjson.dumps(custom_id),
+        provider_json,
+    )
+
+
+def jsonl_tail(
+    state: str,
+    provider: str,
+    status: int | None,
+    request_id: str | None,
+    body: bytes | None,
+    error_code: str | None,
+    error_message: str | None,
+) -> bytes:
+    """The rest of `jsonl_line` after `jsonl_head`, from a result's fields (no `ResultRow`
+    built: the envelope written during ingest has an outcome): response, error, newline."""
+    if body is not None:
+        if status is None:  # as `status_code` says
+            status = format_or_base(provider).status_code(error_code)
+        response = b'{"status_code":%b,"request_id":%b,"body":%b}' % (
+            orjson.dumps(status),
+            orjson.dumps(request_id),
+            body,
         )
     else:
         response = b"null"
-    if succeeded(r):
+    if state != "cancelled" and error_code is None and body is not None:  # `succeeded`
         error = b"null"
     else:
-        code = r.error_code or ("cancelled" if r.state == "cancelled" else "failed")
-        error = orjson.dumps({"code": code, "message": r.error_message or ""})
-    return head + b',"response":' + response + b',"error":' + error + b"}\n"
+        code = error_code or ("cancelled" if state == "cancelled" else "failed")
+        error = orjson.dumps({"code": code, "message": error_message or ""})
+    return b',"response":%b,"error":%b}\n' % (response, error)
 
 
 def output_text(provider: str, body: dict[str, Any]) -> str:

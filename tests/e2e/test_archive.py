@@ -19,10 +19,12 @@ import pytest
 
 from helpers import E2E_KEY_ENV, cli, fast_settings, request_states, sql
 from llmbatch import Queue
-from llmbatch.archive import Archiver, ArchiveSettings, from_archive
+from llmbatch.archive import Archiver, ArchiveSettings, _attempt_line, _digest, from_archive
 from llmbatch.emulator import running
 from llmbatch.engine import Engine
-from llmbatch.export import export
+from llmbatch.export import export, jsonl_head, jsonl_line, jsonl_tail, result_id
+from llmbatch.ownership import attempt_prefix
+from llmbatch.sdk import status_code
 from llmbatch.store import open_store
 from llmbatch.store.base import ResultRow
 from s3 import SECRET_KEY, FaultProxy, aws_env, moto_server, s3_client
@@ -606,12 +608,98 @@ def test_results_are_archived_as_ingest_wrote_them_not_read_back_from_the_store(
     assert [r[1] for r in archives(db)] == ["done"] * 3
     assert read_back == []
     assert archived_results(root) == store_envelope(db)
-    for manifest in root.rglob("manifest.json"):
-        files = json.loads(manifest.read_text())["files"]
-        for name in ("results.jsonl", "attempts.jsonl"):
-            data = (manifest.parent / name).read_bytes()
-            assert hashlib.sha256(data).hexdigest() == files[name]["sha256"]
-        assert files["results.jsonl"]["lines"] == files["attempts.jsonl"]["lines"]
+    store = open_store(db)
+    try:
+        for manifest in root.rglob("manifest.json"):
+            m = json.loads(manifest.read_text())
+            files = m["files"]
+            for name in files:  # the digests taken while writing: what the files hold
+                assert files[name] == _digest(manifest.parent / name), name
+            assert files["results.jsonl"]["lines"] == files["attempts.jsonl"]["lines"]
+            # byte for byte the lines the archive step would read back from the store (in
+            # the order the provider's file gave them)
+            sid, batch = store.store_id, m["attempts_of"]
+            written = (manifest.parent / "results.jsonl").read_bytes().splitlines(keepends=True)
+            assert sorted(written) == sorted(
+                jsonl_line(r, sid) for r in store.batch_result_rows(batch)
+            )
+            b = store.archive_batch(m["batch"])
+            assert b is not None
+            prefix = attempt_prefix(sid, b["nonce"])
+            assert (manifest.parent / "attempts.jsonl").read_bytes() == b"".join(
+                old_attempt_line(sid, prefix, *a) for a in store.batch_attempt_map(batch)
+            )
+    finally:
+        store.close()
+
+
+def old_attempt_line(sid: str, prefix: str, attempt_id: int, queue: str, custom_id: str) -> bytes:
+    """An attempts.jsonl line as archives before `_attempt_line` was templated wrote it."""
+    line = {
+        "attempt": attempt_id,
+        "sent_as": f"{prefix}-{attempt_id}",
+        "queue": queue,
+        "custom_id": custom_id,
+        "result_id": result_id(sid, attempt_id),
+    }
+    return orjson.dumps(line) + b"\n"
+
+
+def old_jsonl_line(r: ResultRow, store_id: str) -> bytes:
+    """A results.jsonl line as archives before `jsonl_head`/`jsonl_tail` wrote it."""
+    head = b'{"id":"' + result_id(store_id, r.attempt_id).encode() + b'","custom_id":'
+    head += orjson.dumps(r.custom_id) + b',"provider":' + orjson.dumps(r.provider)
+    if r.body is not None:
+        response = (
+            b'{"status_code":'
+            + orjson.dumps(status_code(r))
+            + b',"request_id":'
+            + orjson.dumps(r.provider_request_id)
+            + b',"body":'
+            + r.body
+            + b"}"
+        )
+    else:
+        response = b"null"
+    if r.state != "cancelled" and r.error_code is None and r.body is not None:
+        error = b"null"
+    else:
+        code = r.error_code or ("cancelled" if r.state == "cancelled" else "failed")
+        error = orjson.dumps({"code": code, "message": r.error_message or ""})
+    return head + b',"response":' + response + b',"error":' + error + b"}\n"
+
+
+ODD = ["r1", 'quo"te', "back\\slash", "new\nline", "tab\t", "é ü 漢字 🙂", "\u2028", ""]
+
+
+@pytest.mark.parametrize("custom_id", ODD)
+def test_the_templated_envelope_lines_are_the_bytes_archives_always_held(custom_id: str) -> None:
+    """`_attempt_line` and `jsonl_line` (now `jsonl_head` + `jsonl_tail`, the envelope's
+    lines built without a ResultRow) give the bytes older archives hold, for every state."""
+    assert _attempt_line("lbX", "lb-1", 7, custom_id or "q", custom_id) == old_attempt_line(
+        "lbX", "lb-1", 7, custom_id or "q", custom_id
+    )
+    body = orjson.dumps({"choices": [{"message": {"content": custom_id}}]})
+    rows = [
+        ("succeeded", 200, body, None, None),
+        ("failed", 400, body, "invalid_request", f"bad {custom_id}"),
+        ("failed", None, body, "rate_limit_error", None),  # status from the provider's format
+        ("failed", None, None, "expired", custom_id),
+        ("cancelled", None, None, None, None),
+        ("cancelled", 200, body, None, ""),
+    ]
+    for provider in ("openai", "anthropic", "gone-plugin"):
+        for state, status, b, code, message in rows:
+            r = ResultRow(
+                cursor=0, custom_id=custom_id, state=state, provider=provider,
+                status_code=status, provider_request_id=custom_id or None, body=b,
+                error_code=code, error_message=message, input_tokens=None,
+                output_tokens=None, attempt_id=41,
+            )  # fmt: skip
+            assert jsonl_line(r, "lbX") == old_jsonl_line(r, "lbX")
+            tail = jsonl_tail(state, provider, status, r.provider_request_id, b, code, message)
+            head = jsonl_head(result_id("lbX", 41), custom_id, orjson.dumps(provider))
+            assert head + tail == old_jsonl_line(r, "lbX")
 
 
 class Killed(BaseException):
