@@ -764,3 +764,29 @@ def test_a_worker_killed_mid_ingest_still_leaves_a_whole_archive(
     got = archived_results(root)
     assert got == store_envelope(db) and len(got) == 12
     assert sorted(e["custom_id"] for e in got) == sorted(f"r{i}" for i in range(12))
+
+
+def test_an_envelope_left_by_an_older_worker_is_digested_before_it_is_sent(
+    tmp_path: Path,
+) -> None:
+    """A spool an older worker left (its env.json has sizes, no digests) is used as before and
+    its files digested by the archive step; digests whose size is not the file's are not used."""
+    from llmbatch.archive import SPOOL_ATTEMPTS, SPOOL_ENVELOPE, SPOOL_RESULTS
+
+    archiver = object.__new__(Archiver)
+    archiver.workdir = tmp_path
+    spool = archiver.spool(3)
+    spool.mkdir()
+    (spool / SPOOL_RESULTS).write_bytes(b'{"id":"a"}\n')
+    (spool / SPOOL_ATTEMPTS).write_bytes(b'{"attempt":1}\n')
+    sizes = {SPOOL_RESULTS: 11, SPOOL_ATTEMPTS: 14}
+    (spool / SPOOL_ENVELOPE).write_text(json.dumps({"batch": 3, "bytes": sizes}))
+    paths, known = archiver._envelope(3, 3, "lb-x", tmp_path / "work")
+    assert paths == (spool / SPOOL_RESULTS, spool / SPOOL_ATTEMPTS) and known == {}
+    stale = {"lines": 1, "bytes": 10, "sha256": "0" * 64}
+    digests = {SPOOL_RESULTS: stale, SPOOL_ATTEMPTS: _digest(spool / SPOOL_ATTEMPTS)}
+    (spool / SPOOL_ENVELOPE).write_text(
+        json.dumps({"batch": 3, "bytes": sizes, "digests": digests})
+    )
+    _paths, known = archiver._envelope(3, 3, "lb-x", tmp_path / "work")
+    assert known == {SPOOL_ATTEMPTS: _digest(spool / SPOOL_ATTEMPTS)}
