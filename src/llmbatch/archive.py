@@ -261,6 +261,7 @@ class Archiver:
         self.target = target or open_target(settings)
         self._checked = False
         self.background = background
+        self.engine = False  # set by each tick: this worker holds the engine lease (`kick`)
         self.busy_seconds = 0.0  # spent writing archives (in the archiving thread or not)
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -302,20 +303,37 @@ class Archiver:
             error, self._error = self._error, None
         if error is not None:
             raise error
+        self._start(now)
+        return written
+
+    def kick(self, now: float) -> None:
+        """A batch was just ingested (its archive row added): in `background`, on the engine
+        lease's holder, start a pass now if none is going, instead of at the next tick's
+        `run` (one tick may ingest many batches, their archives otherwise all left to the
+        end of it: at 100,000 requests, the last 6 of 10 were written after the drain)."""
+        if self.background and self.engine:
+            self._start(now)
+
+    def _start(self, now: float) -> None:
         if self._thread is None or not self._thread.is_alive():
             self._thread = threading.Thread(
                 target=self._pass, args=(now,), name="llmbatch-archive", daemon=True
             )
             self._thread.start()
-        return written
 
     def _pass(self, now: float) -> None:
         """One pass of the archiving thread: the engine goes on polling and ingesting
-        meanwhile (the store is shared; its connection is locked per statement)."""
+        meanwhile (the store is shared; its connection is locked per statement). Once its
+        archives are written, those the ingest made due meanwhile are written too (within
+        `tick_seconds` in all: `close` waits for the pass)."""
         notes: list[str] = []
-        written, error = 0, None
+        written, error, started = 0, None, time.monotonic()
         try:
-            written = self.run_due(now, notes)
+            while (n := self.run_due(now, notes)) > 0:
+                written += n
+                if time.monotonic() - started > self.settings.tick_seconds:
+                    break
+                now = max(now, self.clock())
         except BaseException as exc:  # handed to the engine's next tick
             error = exc
         with self._lock:

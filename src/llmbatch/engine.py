@@ -201,6 +201,8 @@ class Engine:
             self.archiver.check()  # no bucket, no credentials: said before anything is done
         token = self.lease.take(now)
         report.engine_lease = engine = self.lease.engine
+        if self.archiver is not None:
+            self.archiver.engine = engine  # archiving is the engine lease holder's work
         report.engine_holder = self.lease.engine_holder
         t = Tick(now, token, report, self.store.moved())
         if t.moved is not None:

@@ -222,6 +222,8 @@ class Ingestor:
             self.archiver.keep(b.id, folder, {f.path.name: f.kind for f in files})
         shutil.rmtree(folder, ignore_errors=True)
         self.closer.close(b, t, f"{lines:,} lines, {anomalies.count} anomalies")
+        if self.archiver is not None:
+            self.archiver.kick(t.now)  # its archive is due: written while the tick goes on
         if b.state == "completed":  # the group is healthy again: full-size batches
             self.setbacks.healthy(b, t.token)
         report.ingested_batches += 1

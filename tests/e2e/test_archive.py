@@ -790,3 +790,35 @@ def test_an_envelope_left_by_an_older_worker_is_digested_before_it_is_sent(
     )
     _paths, known = archiver._envelope(3, 3, "lb-x", tmp_path / "work")
     assert known == {SPOOL_ATTEMPTS: _digest(spool / SPOOL_ATTEMPTS)}
+
+
+def test_a_batch_is_archived_as_soon_as_it_is_ingested_not_at_the_end_of_the_tick(
+    db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One tick may ingest many batches (at 100,000 requests, 6 of 10 in one): each one's
+    archive is started by its ingest, not left for the tick's archive step, which here never
+    starts a pass. Not one archive is written by a worker without the engine lease."""
+    monkeypatch.setattr(Archiver, "run", lambda self, now, notes: 0)
+    enqueue(db, 30)
+    root = tmp_path / "archive"
+    with running(seed=23) as emu:
+        settings = fast_settings(
+            emu, max_batch_requests=10, archive=ArchiveSettings(url=f"file://{root}")
+        )
+        engine = Engine(open_store(db), settings)
+        other = Engine(open_store(db), settings)  # no engine lease: ingests, never archives
+        try:
+            engine.tick(time.time())  # takes the engine lease
+            other.tick(time.time())
+            assert other.archiver is not None and not other.archiver.engine
+            tick_until(engine, lambda: not engine.store.unfinished_count())
+            deadline = time.monotonic() + 30
+            while [r[1] for r in archives(db)] != ["done"] * 3:
+                assert time.monotonic() < deadline, archives(db)
+                time.sleep(0.05)
+            assert other.archiver._thread is None
+        finally:
+            other.close()
+            other.store.close()
+            engine.close()
+    assert archived_results(root) == store_envelope(db)
