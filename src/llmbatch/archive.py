@@ -24,11 +24,12 @@ The engine's archives are written by a thread of their own, one pass at a time, 
 tick goes on polling and ingesting (inline, an archive added half to a 100,000-request
 drain); a pass is started by each batch's ingest on the engine lease's holder (one tick may
 ingest many batches) and by the tick's archive step; within an archive, each file is sent
-while the next is made. The engine waits for the pass on close. `results.jsonl` and `attempts.jsonl` are written during ingest, line by
-line as outcomes are recorded (`Envelope`), and kept with the downloaded files, so the
-archive step only uploads them (their digests are taken as they are written). They are used only when they hold exactly what the
-store holds: every outcome of that ingest recorded as written, and as many results as the
-store has for the batch. An ingest cut short (a worker killed mid-ingest, resumed by
+while the next is made. The engine waits for the pass on close. `results.jsonl` and
+`attempts.jsonl` are written during ingest, line by line as outcomes are recorded
+(`Envelope`), and kept with the downloaded files, so the archive step only uploads them
+(their digests are taken as they are written). They are used only when they hold exactly
+what the store holds: every outcome of that ingest recorded as written, and as many results
+as the store has for the batch. An ingest cut short (a worker killed mid-ingest, resumed by
 another), a re-download or an adopted duplicate's lines landing on answered attempts leaves
 no such file, and the archive step reads them from the store as before.
 """
