@@ -3,17 +3,21 @@
 counters were already kept on the batch and the group; here, the schedule: when each batch
 is next polled and at what interval, and when the sweep next runs. A new engine, or another
 worker taking the work over, polls and sweeps when the last one scheduled it, not at once.
-The real engine and a SQLite store; the in-process provider on a virtual clock."""
+The real engine on both stores; the in-process provider on a virtual clock."""
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
 
+import pytest
+
+from helpers import UNDO_0015, request_states, roll_back, sql
 from llmbatch import Queue
 from llmbatch.engine import Engine, EngineSettings
 from llmbatch.providers.testing import MemoryProvider, VirtualClock
 from llmbatch.store import open_store
+from llmbatch.store.sqlstore import migrations
 
 MODEL = "gpt-4o-mini"
 
@@ -54,10 +58,8 @@ def _backed_off(db: str, memory: MemoryProvider, clock: VirtualClock) -> float:
         _close(first)
 
 
-def test_a_cron_run_polls_when_the_last_one_scheduled_and_keeps_the_interval(
-    tmp_path: Path,
-) -> None:
-    db, clock = str(tmp_path / "q.db"), VirtualClock(time.time())
+def test_a_cron_run_polls_when_the_last_one_scheduled_and_keeps_the_interval(db: str) -> None:
+    clock = VirtualClock(time.time())
     memory = MemoryProvider(clock=clock, latency=36_000.0)
     scheduled = _backed_off(db, memory, clock)
     polls = memory.calls["poll"]
@@ -74,8 +76,8 @@ def test_a_cron_run_polls_when_the_last_one_scheduled_and_keeps_the_interval(
         _close(second)
 
 
-def test_two_workers_share_the_schedule_of_the_batches_and_of_the_sweep(tmp_path: Path) -> None:
-    db, clock = str(tmp_path / "q.db"), VirtualClock(time.time())
+def test_two_workers_share_the_schedule_of_the_batches_and_of_the_sweep(db: str) -> None:
+    clock = VirtualClock(time.time())
     memory = MemoryProvider(clock=clock, latency=36_000.0)
     other = _engine(db, memory, clock)  # a second worker, running all along
     try:
@@ -95,3 +97,38 @@ def test_two_workers_share_the_schedule_of_the_batches_and_of_the_sweep(tmp_path
         assert memory.calls["list"] == lists + 2  # the sweep's two lists, when it was due
     finally:
         _close(other)
+
+
+def test_a_store_made_before_0015_with_batches_in_flight_upgrades_and_drains(
+    db: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """Migration 0015 on a store the previous code left with batches in flight (0015 taken
+    back out, the schema checked equal to the one every migration before it makes): its
+    batches are polled at once, as that code's next process did, then on their schedule, and
+    a worker drains it."""
+    clock = VirtualClock(time.time())
+    memory = MemoryProvider(clock=clock, latency=3_600.0, max_requests=2)
+    _enqueue(db, 5)
+    first = _engine(db, memory, clock)
+    first.tick(clock())
+    _close(first)
+    assert request_states(db) == {"submitted": 5} and len(memory.batches) == 3  # in flight
+    roll_back(db, UNDO_0015, 15, request, tmp_path)  # the previous code's store
+    upgraded = _engine(db, memory, clock)
+    try:
+        latest = migrations(upgraded.store.dialect)[-1][0]  # type: ignore[attr-defined]
+        assert sql(db, "SELECT value FROM meta WHERE key = 'schema_version'") == [(str(latest),)]
+        assert sql(db, "SELECT poll_at, poll_every FROM batches") == [(0.0, 0.0)] * 3
+        polls = memory.calls["poll"]
+        upgraded.tick(clock())
+        assert memory.calls["poll"] == polls + 1  # at once, as before
+        assert min(b.poll_at for b in upgraded.store.open_batches()) > clock()
+        for _ in range(100):
+            clock.advance(300.0)
+            upgraded.tick(clock())
+            if not (upgraded.store.has_unfinished() or upgraded.store.open_batches()):
+                break
+        assert request_states(db) == {"succeeded": 5}
+        assert upgraded.store.next_run("sweep") > 0.0
+    finally:
+        _close(upgraded)
