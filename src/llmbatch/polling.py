@@ -61,10 +61,12 @@ class Poller:
     def soon(self, b: OpenBatch, t: Tick) -> None:
         """A batch was just submitted: poll soon (an instant provider is done in a second),
         then back off. Its interval is stored as half the first one, so its first poll
-        keeps the short interval (doubled back) for the second."""
+        keeps the short interval (doubled back) for the second. If this tick polls anyway
+        (a `run` from cron), it polls this batch too: an instant provider's is done."""
         first = min(self.settings.first_poll, self.settings.poll_interval)
-        self.store.schedule_polls([b.id], t.now + first, first / 2, t.token)
-        self.next_poll_at = min(self.next_poll_at, t.now + first)
+        at = t.now if self.due(t.now) else t.now + first
+        self.store.schedule_polls([b.id], at, first / 2, t.token)
+        self.next_poll_at = min(self.next_poll_at, at)
 
     def now(self, b: OpenBatch, t: Tick) -> None:
         """Poll a batch at the next tick (it is winding down)."""
