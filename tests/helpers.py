@@ -56,9 +56,16 @@ _REQUEST_COLUMNS = (
     "priority, deadline, text_chars, text_bytes, inputs, attempts, expiries, not_before, "
     "reason, created_at, updated_at, rejections"
 )
+# Migration 0015 (the poll and sweep schedule in the store) taken back out.
+UNDO_0015: tuple[Undo, ...] = (
+    "ALTER TABLE batches DROP COLUMN poll_at",
+    "ALTER TABLE batches DROP COLUMN poll_every",
+    "DROP TABLE schedules",
+)
 # Migration 0014 (a batch id unique per provider) taken back out: unique across providers
 # again. SQLite cannot give a column its UNIQUE back, so the table is made again.
 UNDO_0014: tuple[Undo, ...] = (
+    *UNDO_0015,
     ("sqlite", "CREATE TABLE batches_0014 AS SELECT * FROM batches"),
     ("sqlite", "DROP TABLE batches"),
     ("sqlite", _sqlite_table_before("batches", 14)[0]),

@@ -58,7 +58,7 @@ class Canceller:
             with contextlib.suppress(RejectedError):
                 self.provider(b.provider).cancel(b.provider_batch_id or "")
         self.store.mark_cancel_sent(b.id, now, token)
-        self.poller.now(now)  # watch it wind down
+        self.poller.now(b, t)  # watch it wind down
         report.notes.append(f"asked {b.provider} to cancel batch {b.provider_batch_id}")
 
     def _cancelled_unsent(self, b: OpenBatch, t: Tick, why: str) -> None:

@@ -191,7 +191,8 @@ class Engine:
 
     @next_poll_at.setter
     def next_poll_at(self, at: float) -> None:
-        self.poller.next_poll_at = at
+        """Poll at `at` every batch in flight, whatever its schedule (benchmarks, tests)."""
+        self.poller.next_poll_at, self.poller.forced = at, True
 
     # -- the tick --------------------------------------------------------------------------
     def tick(self, now: float) -> TickReport:

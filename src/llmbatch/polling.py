@@ -33,7 +33,12 @@ MAX_USAGE = 2**62  # tokens a BIGINT holds with room to sum: more is not a usage
 
 class Poller:
     """The engine's polling part: when to poll next (soon after a submit, backing off while
-    nothing moves), and what each provider says of the batches in flight."""
+    nothing moves), and what each provider says of the batches in flight.
+
+    The schedule is each batch's, in the store (`poll_at`, `poll_every`): a cron `run` starts
+    where the last one stopped, and a worker that takes a batch over polls it when it was due.
+    The batches of one poll are scheduled in one statement. `next_poll_at` is this worker's
+    earliest, for its sleep."""
 
     def __init__(
         self,
@@ -46,33 +51,37 @@ class Poller:
     ) -> None:
         self.store, self.settings, self.provider = store, settings, provider
         self.ingestor, self.closer, self.timings = ingestor, closer, timings
-        self.next_poll_at = 0.0
-        self.interval = settings.poll_interval
-        self.submitted_since_poll = False  # the first poll after a submit keeps its short interval
+        self.next_poll_at = 0.0  # 0: read the batches' schedule at the next tick
+        self.forced = False  # `Engine.next_poll_at` set by hand: poll every batch in flight
         self.rotation = 0
 
     def due(self, now: float) -> bool:
         return now >= self.next_poll_at
 
-    def soon(self, now: float) -> None:
+    def soon(self, b: OpenBatch, t: Tick) -> None:
         """A batch was just submitted: poll soon (an instant provider is done in a second),
-        then back off."""
+        then back off. Its interval is stored as half the first one, so its first poll
+        keeps the short interval (doubled back) for the second. If this tick polls anyway
+        (a `run` from cron), it polls this batch too: an instant provider's is done."""
         first = min(self.settings.first_poll, self.settings.poll_interval)
-        self.interval = first
-        self.next_poll_at = min(self.next_poll_at, now + first)
-        self.submitted_since_poll = True
+        at = t.now if self.due(t.now) else t.now + first
+        self.store.schedule_polls([b.id], at, first / 2, t.token)
+        self.next_poll_at = min(self.next_poll_at, at)
 
-    def now(self, now: float) -> None:
-        """Poll at the next tick (a batch is winding down)."""
-        self.next_poll_at = min(self.next_poll_at, now)
+    def now(self, b: OpenBatch, t: Tick) -> None:
+        """Poll a batch at the next tick (it is winding down)."""
+        self.store.schedule_polls([b.id], t.now, b.poll_every, t.token)
+        self.next_poll_at = min(self.next_poll_at, t.now)
 
     def poll(self, t: Tick) -> None:
         now, token, report = t.now, t.token, t.report
-        flying = [
+        mine = [
             b
             for b in self.store.open_batches()
             if b.provider_batch_id and b.state not in ENDED and t.due(b)
         ]
+        flying = [b for b in mine if self.forced or b.poll_at <= now]
+        self.forced = False
         changed = False
         by_provider: dict[str, list[OpenBatch]] = {}
         for b in flying:
@@ -113,13 +122,17 @@ class Poller:
                     changed = True
                     if s.usage is not None:  # what the provider says it used, to check ours
                         self.store.record_provider_usage(seen.id, s.usage, now, token, s.model)
-        # Right after a submit the short first interval stands; then it doubles, up to
-        # poll_interval while batches move and up to max_poll_interval while nothing does.
-        if not self.submitted_since_poll:
+        # The interval doubles from the shortest of the batches polled (one just submitted:
+        # half the first, so the short first interval stands once), up to poll_interval while
+        # batches move and up to max_poll_interval while nothing does.
+        later = [b.poll_at for b in mine if b.poll_at > now]
+        if flying:
+            every = min(b.poll_every or self.settings.poll_interval for b in flying)
             cap = self.settings.poll_interval if changed else self.settings.max_poll_interval
-            self.interval = min(self.interval * 2, cap)
-        self.submitted_since_poll = False
-        self.next_poll_at = now + self.interval
+            every = min(every * 2, cap)
+            self.store.schedule_polls([b.id for b in flying], now + every, every, token)
+            later.append(now + every)
+        self.next_poll_at = min(later, default=now + self.settings.poll_interval)
 
     def _poll_each(self, name: str, order: list[OpenBatch], t: Tick) -> list[BatchStatus]:
         """After a refused poll: the list alone, then each batch it missed on its own, so the

@@ -101,7 +101,7 @@ class Submitter:
                     sent.rename(kept_input(self.workdir, b.id))
                 else:
                     sent.unlink()
-            self.poller.soon(now)
+            self.poller.soon(b, t)
         else:
             # Ask the provider again when the wait is over, not every tick: an Anthropic
             # intent may wait hours for a same-size batch to end and say whose it is.

@@ -34,9 +34,14 @@ class Sweeper:
         providers: Mapping[str, Provider],
     ) -> None:
         self.store, self.settings, self.providers = store, settings, providers
-        self.next_sweep_at = 0.0
+        self.next_sweep_at = 0.0  # the store's `sweep` schedule, as this worker last read it
 
     def due(self, now: float) -> bool:
+        """Whether to sweep: the store says when (another worker, or the last `run`, may have
+        swept since), read only when the time this worker knows of has come."""
+        if now < self.next_sweep_at:
+            return False
+        self.next_sweep_at = self.store.next_run("sweep")
         return now >= self.next_sweep_at
 
     def _sweep_since(self, now: float, provider: str) -> float | None:
@@ -55,6 +60,7 @@ class Sweeper:
         risk allowed, a restored database); delete our uploads no intent uses."""
         now, token, report = t.now, t.token, t.report
         self.next_sweep_at = now + self.settings.sweep_interval
+        self.store.set_next_run("sweep", self.next_sweep_at, token)
         proof = Proof(self.store.store_id, self.store.nonce_of, self.store.batch_of_attempt)
         frozen = t.moved.before if t.moved is not None else 0
         for name in sorted(self.providers):

@@ -167,6 +167,39 @@ def test_what_a_group_learned_is_kept_until_cleared_and_fenced(store: Store) -> 
     assert [g.group for g in store.group_backoffs()] == [("openai", CHAT, "")]
 
 
+def test_the_poll_and_sweep_schedule_is_kept_in_one_write_and_fenced(store: Store) -> None:
+    now = time.time()
+    one, token = _intent(store, "q", ["a"], now)
+    _enqueue(store, "q", ["b"])
+    two = store.create_intent(GROUP, [store.request_detail("b", "q")[0]["id"]], 1, 1, now, token)
+    assert two is not None
+    assert {(b.poll_at, b.poll_every) for b in store.open_batches()} == {(0.0, 0.0)}
+    store.schedule_polls([one], now + 5, 2.5, token)
+    store.schedule_polls([], now + 99, 1.0, token)  # nothing polled: no write
+    got = {b.id: (b.poll_at, b.poll_every) for b in store.open_batches()}
+    assert got[one] == (now + 5, 2.5)
+    assert got[two] == (0.0, 0.0)
+    store.schedule_polls([one, two], now + 60, 30.0, token)  # one statement, both batches
+    got = {b.id: (b.poll_at, b.poll_every) for b in store.open_batches()}
+    assert got == {one: (now + 60, 30.0), two: (now + 60, 30.0)}
+    assert store.next_run("sweep") == 0.0  # never ran
+    store.set_next_run("sweep", now + 300, token)
+    store.set_next_run("sweep", now + 600, token)  # replaces, not adds
+    assert store.next_run("sweep") == now + 600
+    assert store.acquire_lease("engine", "other", 600, now + 700) == token + 1
+    for stale in (
+        lambda: store.set_next_run("sweep", now, token),
+        lambda: store.schedule_polls([one], now, 1.0, token),
+    ):
+        try:
+            stale()
+        except Exception as exc:
+            assert "taken over" in str(exc)
+        else:
+            raise AssertionError("a stale token wrote")
+    assert store.next_run("sweep") == now + 600
+
+
 def test_a_broken_lease_is_free_at_once(store: Store) -> None:
     now = time.time()
     assert store.acquire_lease("engine", "dead", 600, now) is not None

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import E2E_KEY_ENV, cli, jsonl, line
+from helpers import E2E_KEY_ENV, cli, jsonl, line, sql
 from llmbatch.emulator import RunningEmulator, running
 
 
@@ -65,7 +65,9 @@ def test_the_next_process_sweeps_what_it_did_not_send(
     tmp_path: Path, emu: RunningEmulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """What a crash or a restored database may leave is looked for by the next process that
-    works with the provider: it lists the provider's batches and uploads once."""
+    works with the provider once the store's sweep schedule says so (it lists the provider's
+    batches and uploads once); a process started sooner after the last sweep does not list
+    again (migration 0015: the schedule is the store's, not each process's)."""
     monkeypatch.chdir(tmp_path)
     (tmp_path / "llmbatch.toml").write_text(
         f'[providers.openai]\nbase_url = "{emu.base_url}"\napi_key_env = "{E2E_KEY_ENV}"\n'
@@ -76,5 +78,11 @@ def test_the_next_process_sweeps_what_it_did_not_send(
     assert cli("wait", "--poll-interval", "0.2").exit_code == 0
     emu.control.clear_calls()
     assert cli("enqueue", "b.jsonl").exit_code == 0
+    assert cli("wait", "--poll-interval", "0.2").exit_code == 0
+    assert kinds(emu).count("GET /v1/files") == 0  # swept less than sweep_interval ago
+    sql("llmbatch.db", "UPDATE schedules SET next_at = 0")  # sweep_interval later
+    emu.control.clear_calls()
+    (tmp_path / "c.jsonl").write_bytes(jsonl(line("c")))
+    assert cli("enqueue", "c.jsonl").exit_code == 0
     assert cli("wait", "--poll-interval", "0.2").exit_code == 0
     assert kinds(emu).count("GET /v1/files") == 1  # the sweep's list of uploads

@@ -277,6 +277,15 @@ class Store(Protocol):
     def clear_group_backoff(self, group: tuple[str, str, str], token: int) -> None:
         """Forget a group's back-off (a batch of it completed)."""
 
+    def schedule_polls(self, batch_ids: list[int], at: float, every: float, token: int) -> None:
+        """Poll these batches next at `at`, at an interval of `every` seconds (one statement)."""
+
+    def next_run(self, name: str) -> float:
+        """When the store-wide step `name` (`sweep`) runs next (0.0: it never ran)."""
+
+    def set_next_run(self, name: str, at: float, token: int) -> None:
+        """Say when the store-wide step `name` runs next."""
+
     def fail_unsendable(
         self, request_id: int, reason: str, now: float, token: int, claim: str = "engine"
     ) -> bool:

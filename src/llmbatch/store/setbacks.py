@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from llmbatch.store.rows import scalar
+from llmbatch.store.sqlfiles import as_list
 from llmbatch.store.types import (
     GroupBackoff as GroupBackoff,
 )
@@ -86,3 +88,26 @@ class SetbackOps:
                 self.q("clear_group_backoff"),
                 {"provider": provider, "endpoint": endpoint, "model": model},
             )
+
+    # -- the schedule: when each batch is polled next, when the store-wide steps run ------
+    def schedule_polls(self, batch_ids: list[int], at: float, every: float, token: int) -> None:
+        """Poll these batches next at `at`, then every `every` seconds (doubling while
+        nothing moves): one statement for the batches of a poll, not one per batch."""
+        if not batch_ids:
+            return
+        with self._write() as cur:
+            self._fence(cur, token, "*")
+            params = {"ids": as_list(batch_ids), "at": at, "every": every}
+            cur.execute(self.q("schedule_polls"), params)
+
+    def next_run(self, name: str) -> float:
+        """When the store-wide step `name` (`sweep`) runs next (0.0: it never ran)."""
+        with self._read() as cur:
+            cur.execute(self.q("next_run"), {"name": name})
+            at = scalar(cur)
+        return 0.0 if at is None else float(at)
+
+    def set_next_run(self, name: str, at: float, token: int) -> None:
+        with self._write() as cur:
+            self._fence(cur, token, "*")
+            cur.execute(self.q("set_next_run"), {"name": name, "at": at})

@@ -177,6 +177,8 @@ class OpenBatch:
     gone_checks: int = 0  # retrieves that answered 404
     nonce: str | None = None  # what proves its provider batch ours (None: made before 0005)
     proof_wait_until: float | None = None  # waiting for same-size batches to say whose
+    poll_at: float = 0.0  # when it is next polled (0: at once)
+    poll_every: float = 0.0  # the interval it is polled at (0: not yet polled)
 
     @property
     def attempts_of(self) -> int:

@@ -107,8 +107,19 @@ SELECT id, provider, endpoint, model, state, provider_batch_id, provider_status,
        output_file_id, error_file_id, request_count, created_at, upload_started_at,
        create_started_at, submitted_at, errors, est_tokens, completed_count, failed_count,
        cancel_requested_at, cancel_sent_at, intent_id, not_before, setbacks, download_tries,
-       gone_checks, nonce, proof_wait_until
+       gone_checks, nonce, proof_wait_until, poll_at, poll_every
 FROM batches WHERE state <> 'ingested' ORDER BY id
+
+-- name: schedule_polls
+UPDATE batches SET poll_at = :at, poll_every = :every
+WHERE id IN (SELECT CAST(value AS BIGINT) FROM json_each(:ids))
+
+-- name: next_run
+SELECT next_at FROM schedules WHERE name = :name
+
+-- name: set_next_run
+INSERT INTO schedules (name, next_at) VALUES (:name, :at)
+ON CONFLICT (name) DO UPDATE SET next_at = excluded.next_at
 
 -- name: defer_batch
 UPDATE batches SET not_before = :not_before WHERE id = :id

@@ -105,11 +105,20 @@ CREATE TABLE batches (
     nonce             TEXT,
     proof_wait_until  REAL,
     -- the queue of a batch packed for one queue (`llmbatch worker --queue`); NULL: several
-    queue             TEXT
+    queue             TEXT,
+    -- when it is next polled (0: at once) and at what interval (0: poll_interval)
+    poll_at           REAL NOT NULL DEFAULT 0,
+    poll_every        REAL NOT NULL DEFAULT 0
 );
 CREATE INDEX batches_open ON batches (state) WHERE state <> 'ingested';
 -- A provider's batch id is unique at that provider only (two services may both say batch_1).
 CREATE UNIQUE INDEX batches_provider_id ON batches (provider_batch_id, provider);
+
+-- When the store-wide steps run next (`sweep`), whichever worker runs them.
+CREATE TABLE schedules (
+    name    TEXT PRIMARY KEY,
+    next_at REAL NOT NULL
+);
 
 -- What batch-level failures taught the engine per packing group (model '' for a group of
 -- several models): a smaller next batch, a lower enqueued-token quota, a pause.

@@ -1,0 +1,134 @@
+"""What the engine learned is the store's, not a process's (issue 17, migration 0015): a cron
+`run` is a new process each time, and workers share batches by claims. The back-offs and the
+counters were already kept on the batch and the group; here, the schedule: when each batch
+is next polled and at what interval, and when the sweep next runs. A new engine, or another
+worker taking the work over, polls and sweeps when the last one scheduled it, not at once.
+The real engine on both stores; the in-process provider on a virtual clock."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from helpers import UNDO_0015, request_states, roll_back, sql
+from llmbatch import Queue
+from llmbatch.engine import Engine, EngineSettings
+from llmbatch.providers.testing import MemoryProvider, VirtualClock
+from llmbatch.store import open_store
+from llmbatch.store.sqlstore import migrations
+
+MODEL = "gpt-4o-mini"
+
+
+def _enqueue(db: str, n: int) -> None:
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}]}
+    items = [
+        {"custom_id": f"r{i}", "method": "POST", "url": "/v1/chat/completions", "body": body}
+        for i in range(n)
+    ]
+    with Queue(db, "q", provider="openai") as q:
+        assert q.add_many(items).added == n
+
+
+def _engine(db: str, memory: MemoryProvider, clock: VirtualClock) -> Engine:
+    settings = EngineSettings(settle_seconds=0.0, backoff_seconds=10.0)
+    return Engine(open_store(db), settings, providers={"openai": memory}, clock=clock)
+
+
+def _close(engine: Engine) -> None:
+    engine.close()
+    engine.store.close()
+
+
+def _backed_off(db: str, memory: MemoryProvider, clock: VirtualClock) -> float:
+    """A batch in flight polled for 40 virtual minutes with nothing moving (its interval
+    doubled up to max_poll_interval), by an engine that then exits; when it said to poll next."""
+    _enqueue(db, 3)
+    first = _engine(db, memory, clock)
+    try:
+        for _ in range(40):
+            first.tick(clock())
+            clock.advance(60.0)
+        assert len(memory.batches) == 1 and memory.calls["poll"] >= 5
+        assert first.next_poll_at - clock() > 60.0  # backed off past a minute
+        return first.next_poll_at
+    finally:
+        _close(first)
+
+
+def test_a_cron_run_polls_when_the_last_one_scheduled_and_keeps_the_interval(db: str) -> None:
+    clock = VirtualClock(time.time())
+    memory = MemoryProvider(clock=clock, latency=36_000.0)
+    scheduled = _backed_off(db, memory, clock)
+    polls = memory.calls["poll"]
+    second = _engine(db, memory, clock)  # the next `llmbatch run`
+    try:
+        second.tick(clock())
+        assert memory.calls["poll"] == polls  # not before its time (the old code: at once)
+        clock.now = scheduled
+        second.tick(clock())
+        assert memory.calls["poll"] == polls + 1
+        # the interval it had learned stands (the old code started again from poll_interval)
+        assert second.next_poll_at == scheduled + second.settings.max_poll_interval
+    finally:
+        _close(second)
+
+
+def test_two_workers_share_the_schedule_of_the_batches_and_of_the_sweep(db: str) -> None:
+    clock = VirtualClock(time.time())
+    memory = MemoryProvider(clock=clock, latency=36_000.0)
+    other = _engine(db, memory, clock)  # a second worker, running all along
+    try:
+        other.tick(clock())
+        scheduled = _backed_off(db, memory, clock)  # the first worker stops
+        polls, lists = memory.calls["poll"], memory.calls["list"]
+        sweep_at = other.store.next_run("sweep")
+        assert clock() < sweep_at < scheduled + other.settings.sweep_interval
+        other.tick(clock())  # takes the batch and the engine lease over
+        assert other.lease.engine
+        assert (memory.calls["poll"], memory.calls["list"]) == (polls, lists)
+        clock.now = scheduled
+        other.tick(clock())
+        assert memory.calls["poll"] == polls + 1  # its batch, when it was due
+        clock.now = max(scheduled, sweep_at)
+        other.tick(clock())
+        assert memory.calls["list"] == lists + 2  # the sweep's two lists, when it was due
+    finally:
+        _close(other)
+
+
+def test_a_store_made_before_0015_with_batches_in_flight_upgrades_and_drains(
+    db: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """Migration 0015 on a store the previous code left with batches in flight (0015 taken
+    back out, the schema checked equal to the one every migration before it makes): its
+    batches are polled at once, as that code's next process did, then on their schedule, and
+    a worker drains it."""
+    clock = VirtualClock(time.time())
+    memory = MemoryProvider(clock=clock, latency=3_600.0, max_requests=2)
+    _enqueue(db, 5)
+    first = _engine(db, memory, clock)
+    first.tick(clock())
+    _close(first)
+    assert request_states(db) == {"submitted": 5} and len(memory.batches) == 3  # in flight
+    roll_back(db, UNDO_0015, 15, request, tmp_path)  # the previous code's store
+    upgraded = _engine(db, memory, clock)
+    try:
+        latest = migrations(upgraded.store.dialect)[-1][0]  # type: ignore[attr-defined]
+        assert sql(db, "SELECT value FROM meta WHERE key = 'schema_version'") == [(str(latest),)]
+        assert sql(db, "SELECT poll_at, poll_every FROM batches") == [(0.0, 0.0)] * 3
+        polls = memory.calls["poll"]
+        upgraded.tick(clock())
+        assert memory.calls["poll"] == polls + 1  # at once, as before
+        assert min(b.poll_at for b in upgraded.store.open_batches()) > clock()
+        for _ in range(100):
+            clock.advance(300.0)
+            upgraded.tick(clock())
+            if not (upgraded.store.has_unfinished() or upgraded.store.open_batches()):
+                break
+        assert request_states(db) == {"succeeded": 5}
+        assert upgraded.store.next_run("sweep") > 0.0
+    finally:
+        _close(upgraded)
