@@ -20,6 +20,7 @@ import dataclasses
 import importlib
 import io
 import sys
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -880,7 +881,14 @@ def test_cancel_winds_a_held_batch_down(
     emu.control.next_batches(1, hold="validating")
     ref = submit(provider, intent(provider, tmp_path, 1))
     provider.cancel(ref.provider_batch_id)
-    [status] = provider.poll([ref.provider_batch_id], retrieve_budget=1)
+    # Gemini's cancel is asynchronous (the batch keeps its state until the service acts on
+    # it; the emulator's worker thread does, a moment later on a loaded machine): wait for it.
+    deadline = time.monotonic() + 30
+    while True:
+        [status] = provider.poll([ref.provider_batch_id], retrieve_budget=1)
+        if status.state in ("cancelling", "cancelled") or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
     assert status.state in ("cancelling", "cancelled")
     finish(emu, ref.provider_batch_id)
     [status] = provider.poll([ref.provider_batch_id], retrieve_budget=1)
