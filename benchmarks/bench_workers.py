@@ -55,6 +55,7 @@ from procs import (
     start_worker,
     stop_worker,
     unfinished,
+    wait_drained,
     wait_ready,
     write_config,
 )  # fmt: skip
@@ -153,15 +154,6 @@ def _workers_figures(db: str) -> list[dict[str, Any]]:
     ]  # fmt: skip
 
 
-def _drain(db: str, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if unfinished(db) == 0:
-            return True
-        time.sleep(0.1)
-    return False
-
-
 def _crew(
     db: str, work: Path, name: str, n: int, url: str, **engine: Any
 ) -> tuple[list[Any], list[Path]]:
@@ -189,7 +181,7 @@ def share(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                 per = -(-args.requests // 8)
                 for q in range(8):
                     enqueue(db, per, queue=f"team{q}", start=q * per)
-                drained = _drain(db, args.timeout)
+                drained = wait_drained(db, args.timeout, every=0.1)
                 seconds = time.monotonic() - started
             finally:
                 codes = [stop_worker(p) for p in procs]
@@ -232,7 +224,7 @@ def share(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                     time.sleep(0.02)
                 big_left = rows(db, "SELECT COUNT(*) FROM requests WHERE queue = 'big' "
                                 "AND state NOT IN ('succeeded', 'failed')")[0][0]  # fmt: skip
-                drained = _drain(db, args.timeout)
+                drained = wait_drained(db, args.timeout, every=0.1)
             finally:
                 codes = [stop_worker(p) for p in procs]
             out["other_queue"] = {
@@ -266,7 +258,7 @@ def share(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                     started = time.monotonic()
                     for (pid,) in rows(db, held):
                         emu.control.release(str(pid))
-                    drained = _drain(db, args.timeout)
+                    drained = wait_drained(db, args.timeout, every=0.1)
                     seconds = time.monotonic() - started
                 finally:
                     [stop_worker(p) for p in procs]

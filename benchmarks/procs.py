@@ -182,12 +182,12 @@ def unfinished(db: str) -> int | None:
         return None
 
 
-def wait_drained(db: str, timeout: float) -> bool:
+def wait_drained(db: str, timeout: float, every: float = 0.2) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if unfinished(db) == 0:
             return True
-        time.sleep(0.2)
+        time.sleep(every)
     return False
 
 
