@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import statistics
 
 import openai
@@ -54,6 +55,21 @@ def test_cut_and_fit_count_exactly(text: str, cap: int) -> None:
     fitted, n, _ = fit(text, h, cap, 1.0)
     assert text_tokens(fitted) == n <= cap
 
+
+RULE = re.compile(r"\w+|[^\w\s]")  # the token rule as written in synth.py's docstring
+
+
+def test_the_ascii_count_is_the_rule() -> None:
+    """ASCII text is counted without the regex (replies.py): every pair of ASCII characters
+    in every context, and mixed text, counts as the rule says."""
+    chars = [chr(i) for i in range(128)]
+    texts = [a + b + a for a in chars for b in chars] + ["", " ", "a", "é é", "x\u00a0y", "中文 ok"]
+    assert [text_tokens(t) for t in texts] == [len(RULE.findall(t)) for t in texts]
+
+
+@given(text=st.text(max_size=60) | st.text(alphabet="ab_9 .,!\t\x1c\x1f\x7f\né", max_size=60))
+def test_the_count_matches_the_rule_on_any_text(text: str) -> None:
+    assert text_tokens(text) == len(RULE.findall(text))
 
 def test_json_rambles_into_the_cap_when_forced() -> None:
     h = HASHES[0]
