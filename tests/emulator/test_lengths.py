@@ -8,6 +8,7 @@ import re
 import statistics
 
 import openai
+import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -71,6 +72,7 @@ def test_the_ascii_count_is_the_rule() -> None:
 def test_the_count_matches_the_rule_on_any_text(text: str) -> None:
     assert text_tokens(text) == len(RULE.findall(text))
 
+
 def test_json_rambles_into_the_cap_when_forced() -> None:
     h = HASHES[0]
     text, n, hit = fit('{"a":"b c","d":1}', h, 40, 1.0)
@@ -93,3 +95,46 @@ def test_batch_lengths_follow_max_tokens(emu: RunningEmulator, client: openai.Op
     assert max(lengths) <= 64 and len(set(lengths)) > 20
     for b in bodies:
         assert text_tokens(b["choices"][0]["message"]["content"]) == b["usage"]["completion_tokens"]
+
+
+_MODELS = ["gpt-4o-mini", "o3-mini", "gpt-5-mini", "gpt-3.5-turbo-instruct", "gpt-4.1"]
+_N = st.sampled_from([None, 0, 1, 2, False, True, 1.0])
+_CAP = st.one_of(st.none(), st.integers(-1, 70_000), st.just(True))
+
+
+@given(
+    model=st.sampled_from(_MODELS),
+    content=st.text(max_size=40),
+    extra=st.fixed_dictionaries(
+        {},
+        optional={
+            "n": _N,
+            "max_tokens": _CAP,
+            "max_completion_tokens": _CAP,
+            "response_format": st.sampled_from([{"type": "text"}, {"type": "json_object"}]),
+            "stream": st.booleans(),
+        },
+    ),
+    length_rate=st.sampled_from([0.0, 0.5, 1.0]),
+)
+def test_the_batch_reply_bytes_are_the_reply_encoded(
+    model: str, content: str, extra: dict[str, object], length_rate: float
+) -> None:
+    """The worker's `respond_json` (a template for plain chat replies) writes exactly what
+    `respond` builds, encoded, and refuses what it refuses."""
+    from llmbatch.emulator.config import EmulatorConfig
+    from llmbatch.emulator.surfaces import OPENAI
+    from llmbatch.emulator.synth import RequestError, respond, respond_json
+
+    body = {"model": model, "messages": [{"role": "user", "content": content}], **extra}
+    card = OPENAI.card(EmulatorConfig(), model)
+    args = {"model": model, "created": 7, "salt": "batch_x", "length_rate": length_rate}
+    try:
+        expected: object = orjson.dumps(respond("chat", body, card=card, **args)[0])
+    except RequestError as e:
+        expected = (e.status, e.message, e.param)
+    try:
+        got: object = respond_json("chat", body, card=card, **args)[0]
+    except RequestError as e:
+        got = (e.status, e.message, e.param)
+    assert got == expected
