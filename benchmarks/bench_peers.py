@@ -151,9 +151,10 @@ def write_requests(path: Path, n: int) -> None:
 
 
 class Measured(subprocess.Popen[bytes]):
-    """A Popen that keeps the child's peak RSS, from wait4 (Linux: kB)."""
+    """A Popen that keeps the child's peak RSS (Linux: kB) and CPU seconds, from wait4."""
 
     peak_rss_kb = 0
+    cpu_s = 0.0
 
     def _try_wait(self, wait_flags: int) -> tuple[int, int]:
         try:
@@ -162,11 +163,12 @@ class Measured(subprocess.Popen[bytes]):
             return self.pid, 0
         if pid:
             self.peak_rss_kb = usage.ru_maxrss
+            self.cpu_s = usage.ru_utime + usage.ru_stime
         return pid, status
 
 
-def timed(cmd: list[str], env: dict[str, str], cwd: Path) -> tuple[float, float, str]:
-    """Wall seconds, peak RSS (MB) and stdout of one process."""
+def timed(cmd: list[str], env: dict[str, str], cwd: Path) -> tuple[float, float, float, str]:
+    """Wall seconds, peak RSS (MB), CPU seconds and stdout of one process."""
     started = time.perf_counter()
     proc = Measured(cmd, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     out, err = proc.communicate()
@@ -174,7 +176,18 @@ def timed(cmd: list[str], env: dict[str, str], cwd: Path) -> tuple[float, float,
     if proc.returncode != 0:
         tail = err.decode(errors="replace").strip().splitlines()[-1:] or ["?"]
         raise RuntimeError(f"{Path(cmd[1]).name} exited {proc.returncode}: {tail[0]}")
-    return wall, proc.peak_rss_kb / 1024, out.decode()
+    return wall, proc.peak_rss_kb / 1024, proc.cpu_s, out.decode()
+
+
+def compile_llmbatch() -> None:
+    """Write llmbatch's bytecode, as `pip install` does for the peers' packages: a checkout
+    run with PYTHONDONTWRITEBYTECODE (or never imported) would otherwise compile every
+    module from source in each process, which no installed copy does."""
+    import compileall
+
+    import llmbatch
+
+    compileall.compile_dir(str(Path(llmbatch.__file__).parent), quiet=1)
 
 
 def script(body: str, n: int) -> str:
@@ -193,21 +206,26 @@ def run_cli(base: str, src: Path, work: Path, env: dict[str, str]) -> dict[str, 
         ["wait", "-q", "q", "--poll-interval", str(POLL)],
         ["results", "-q", "q", "-o", str(work / "cli-results.jsonl")],
     )
-    wall, rss = 0.0, 0.0
+    wall, rss, cpu = 0.0, 0.0, 0.0
     for args in steps:
-        w, r, _out = timed([llmbatch, *args], env, work)
-        wall, rss = wall + w, max(rss, r)
+        w, r, c, _out = timed([llmbatch, *args], env, work)
+        wall, rss, cpu = wall + w, max(rss, r), cpu + c
     lines = (work / "cli-results.jsonl").read_bytes().splitlines()
-    return {"wall_s": round(wall, 2), "peak_rss_mb": round(rss, 1), "results": len(lines)}
+    return {
+        "wall_s": round(wall, 2),
+        "cpu_s": round(cpu, 2),
+        "peak_rss_mb": round(rss, 1),
+        "results": len(lines),
+    }
 
 
 def run_python(python: str, body: str, base: str, src: Path, work: Path, env: dict[str, str],
                n: int) -> dict[str, object]:  # fmt: skip
     path = work / f"flow-{abs(hash(body))}.py"
     path.write_text(script(body, n))
-    wall, rss, out = timed([python, str(path), base, str(src), str(work)], env, work)
+    wall, rss, cpu, out = timed([python, str(path), base, str(src), str(work)], env, work)
     got = json.loads(out.strip().splitlines()[-1])
-    return {"wall_s": round(wall, 2), "peak_rss_mb": round(rss, 1), **got}
+    return {"wall_s": round(wall, 2), "cpu_s": round(cpu, 2), "peak_rss_mb": round(rss, 1), **got}
 
 
 def peer_python(venvs: Path, tool: str) -> str | None:
@@ -247,6 +265,7 @@ def main() -> None:
             "peers skipped: bench_peers installs PyPI tools and runs locally, not in CI or --small"
         )
     pythons = {t: p for t in PEERS if peers and (p := peer_python(args.venvs, t))}
+    compile_llmbatch()
     env = {**os.environ, "LLMBATCH_BENCH_KEY": KEY, "OPENAI_API_KEY": KEY}
     load = os.getloadavg()
     out: dict[str, object] = {"load_before": [round(x, 2) for x in load], "poll_s": POLL}

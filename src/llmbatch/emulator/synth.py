@@ -313,11 +313,14 @@ def respond_json(
     length_rate: float = 0.0,
     embedding_dimensions: int = 16,
     card: ModelCard | None = None,
+    prompt: int | None = None,
 ) -> tuple[bytes, Usage]:
     """`respond`'s body encoded as JSON (the same bytes as `orjson.dumps`), for the batch
-    workers: a plain chat reply is written from a template, without its dicts."""
+    workers: a plain chat reply is written from a template, without its dicts. `prompt`:
+    the body's prompt tokens when already counted (validation counts them)."""
     if kind == "chat" and card is not None and body.get("stream") is not True:
-        prompt = prompt_tokens(kind, body)
+        if prompt is None:
+            prompt = prompt_tokens(kind, body)
         check_limits(kind, body, card, prompt)
         from llmbatch.emulator import chat_synth  # it builds on this module
 

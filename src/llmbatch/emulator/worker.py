@@ -31,7 +31,12 @@ from llmbatch.emulator.gemini_worker import GeminiWorker
 from llmbatch.emulator.state import Batch
 from llmbatch.emulator.surfaces import flavor_of
 from llmbatch.emulator.synth import RequestError, error_body, kind_of, respond_json, share
-from llmbatch.emulator.validation import DEFAULT_MODERATION_MODEL, scan
+from llmbatch.emulator.validation import (
+    DEFAULT_MODERATION_MODEL,
+    UNCOUNTED,
+    scan,
+    tokens_path,
+)
 
 if TYPE_CHECKING:
     from llmbatch.emulator.core import Emulator
@@ -54,10 +59,17 @@ class _Open:
     offsets: array[int]
     order: array[int]
     data: mmap.mmap | bytes
+    prompts: array[int] | None = None  # each line's prompt tokens, as validation counted
 
     def line(self, position: int) -> bytes:
         i = self.order[position]
         return self.data[self.offsets[i] : self.offsets[i + 1]]
+
+    def prompt(self, position: int) -> int | None:
+        if self.prompts is None:
+            return None
+        n = self.prompts[self.order[position]]
+        return None if n == UNCOUNTED else n
 
     def close(self) -> None:
         if isinstance(self.data, mmap.mmap):
@@ -236,7 +248,13 @@ class Worker:
             with state.file_path(b.obj["input_file_id"]).open("rb") as f:
                 size = os.fstat(f.fileno()).st_size
                 data = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
-            handle = self._open[b.id] = _Open(offsets, array("I", order), data)
+            prompts = array("I")
+            counted = tokens_path(state.work_path(b.id, "idx"))
+            if counted.exists():  # a batch validated before there were .tok files has none
+                prompts.frombytes(counted.read_bytes())
+            handle = self._open[b.id] = _Open(
+                offsets, array("I", order), data, prompts if len(prompts) == total else None
+            )
         return handle
 
     def _release(self, batch_id: str) -> None:
@@ -298,6 +316,7 @@ class Worker:
                         length_rate=length_rate,
                         embedding_dimensions=dimensions,
                         card=card,
+                        prompt=handle.prompt(position),
                     )
                     status = 200
                     tokens_in += usage.input
@@ -432,6 +451,7 @@ class Worker:
                 )
                 file_ids[suffix] = file_id
         emu.state.work_path(b.id, "idx").unlink(missing_ok=True)
+        tokens_path(emu.state.work_path(b.id, "idx")).unlink(missing_ok=True)
         stamp = {"completed": "completed_at", "expired": "expired_at", "cancelled": "cancelled_at"}
 
         def change(batch: Batch) -> bool:
