@@ -18,9 +18,28 @@ and its API each finish before every peer, and use the least peak RSS. With CI s
 What the peers do not do is not timed here: only llmbatch creates no second batch when a
 create answers 500 after doing the work (tests/e2e/test_exactly_once.py).
 
-Measured 2026-12-07 on the shared 2-core machine under load 25-30 (not a quiet figure), 5,000
-requests: llmbatch CLI 57.3 s / 102 MB, API 34.2 s / 115 MB; offpeak 27.2 s / 82 MB,
-langbatch 31.0 s / 90 MB, openbatch + SDK 32.4 s / 67 MB. The floors are not met yet.
+Each flow's CPU seconds (`cpu_s`, from wait4) are printed beside its wall seconds: on a
+loaded machine the wall is mostly waiting for a core, and the CPU says how much work each
+did. llmbatch's bytecode is compiled first (`compile_llmbatch`), as pip compiles the peers'
+at install: a checkout run with PYTHONDONTWRITEBYTECODE would otherwise compile every module
+in every process.
+
+Measured 2026-12-07 19:15 on the shared 2-core machine under load 15-17 (not a quiet figure;
+the emulator already the faster one of issue 23), wall s / CPU s / peak MB:
+
+| requests | llmbatch CLI | llmbatch API | offpeak | langbatch | openbatch + SDK |
+|---|---|---|---|---|---|
+| 5,000 | 7.59 / 2.46 / 103 | 5.82 / 1.83 / 115 | 3.59 / 1.23 / 82 | 3.87 / 1.34 / 90 | 3.64 / 1.18 / 67 |
+| 20,000 | 11.43 / 4.03 / 115 | 9.93 / 3.27 / 172 | 6.04 / 1.93 / 167 | 9.02 / 2.56 / 191 | 9.48 / 2.02 / 108 |
+
+The floors are not met: llmbatch does 1.5-2x the peers' CPU. Where it goes (20,000 requests,
+the CLI, load 9): `enqueue` 0.79 CPU s (validation, hashing, the store, the estimate's price
+data), `wait` 2.26 (the `openai` SDK's import, ~0.7 s, which every peer pays too; pack, the
+ingest of 20,000 results, ~2.8 s wall of the drain), `results` 0.55; and each process starts
+Python and llmbatch again. A job makes 11 HTTP calls (upload, create, 5 list polls at 0.5 s,
+the sweep's list of uploads, the output's size and content, two deletes) where the
+simplest peers make the upload, the create, their polls and the download. The next levers: the OpenAI batch calls over plain HTTP (no SDK import:
+~0.7 CPU s a process), the ingest and pack of a small job, `results` reading rows in bulk.
 """
 
 from __future__ import annotations
