@@ -45,6 +45,10 @@ SWEEP_RECENT_S: Final = 3600.0
 POLL_INTERVAL_S: Final = 30.0
 MAX_POLL_INTERVAL_S: Final = 600.0
 FIRST_POLL_S: Final = 1.0  # after a submit, poll this soon, then back off (doubling)
+# A batch in flight less than this long is polled every poll_interval even while nothing
+# moves (a short batch is found done within one interval, as a loop polling at a fixed
+# interval finds it); only then does the interval back off towards max_poll_interval.
+STEADY_POLL_S: Final = 60.0
 RETRIEVE_BUDGET: Final = 5
 SETTLE_S: Final = 120.0  # wait this long for a lagging list before re-creating
 DELETE_FILES: Final = True

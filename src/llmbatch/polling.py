@@ -17,6 +17,7 @@ import dataclasses
 import time
 from collections.abc import Callable
 
+from llmbatch import defaults
 from llmbatch.closing import Closer
 from llmbatch.errors import IllegalTransition, RejectedError, TransientError
 from llmbatch.ingest import Ingestor
@@ -64,7 +65,7 @@ class Poller:
         keeps the short interval (doubled back) for the second. If this tick polls anyway
         (a `run` from cron), it polls this batch too: an instant provider's is done."""
         first = min(self.settings.first_poll, self.settings.poll_interval)
-        at = t.now if self.due(t.now) else t.now + first
+        at = t.now if self.due(t.now) else t.at() + first
         self.store.schedule_polls([b.id], at, first / 2, t.token)
         self.next_poll_at = min(self.next_poll_at, at)
 
@@ -124,14 +125,21 @@ class Poller:
                         self.store.record_provider_usage(seen.id, s.usage, now, token, s.model)
         # The interval doubles from the shortest of the batches polled (one just submitted:
         # half the first, so the short first interval stands once), up to poll_interval while
-        # batches move and up to max_poll_interval while nothing does.
+        # batches move or one of them is young (in flight less than STEADY_POLL_S), and up to
+        # max_poll_interval while nothing does. It counts from when the poll answered, not
+        # from the tick's start (a tick that packed and uploaded first started long before).
         later = [b.poll_at for b in mine if b.poll_at > now]
         if flying:
             every = min(b.poll_every or self.settings.poll_interval for b in flying)
-            cap = self.settings.poll_interval if changed else self.settings.max_poll_interval
+            young = any(
+                now - (b.submitted_at or b.created_at) < defaults.STEADY_POLL_S for b in flying
+            )
+            steady = changed or young
+            cap = self.settings.poll_interval if steady else self.settings.max_poll_interval
             every = min(every * 2, cap)
-            self.store.schedule_polls([b.id for b in flying], now + every, every, token)
-            later.append(now + every)
+            at = t.at() + every
+            self.store.schedule_polls([b.id for b in flying], at, every, token)
+            later.append(at)
         self.next_poll_at = min(later, default=now + self.settings.poll_interval)
 
     def _poll_each(self, name: str, order: list[OpenBatch], t: Tick) -> list[BatchStatus]:

@@ -4,6 +4,7 @@ needs the engine itself."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -134,6 +135,13 @@ class Tick:
     report: TickReport
     moved: Moved | None = None
     mine: set[int] | None = None
+    started: float = field(default_factory=time.perf_counter)
+
+    def at(self) -> float:
+        """The tick's time moved on by the seconds it has worked (packing and uploading a
+        large batch takes a while): what a schedule made now is counted from, so the first
+        poll after a create is not already due when the tick ends."""
+        return self.now + (time.perf_counter() - self.started)
 
     def due(self, b: OpenBatch) -> bool:
         """Whether to work on a batch now: this worker's to work on, not backed off, and not
