@@ -133,3 +133,30 @@ def test_a_store_made_before_0015_with_batches_in_flight_upgrades_and_drains(
         assert upgraded.store.next_run("sweep") > 0.0
     finally:
         _close(upgraded)
+
+
+def test_a_young_batch_is_polled_at_the_interval_asked_while_nothing_moves(db: str) -> None:
+    """A batch that shows nothing new in its first minute is polled every poll_interval, as a
+    loop polling at a fixed interval polls it (issue 23: the old code doubled the interval at
+    each poll, 0.5, 1, 2, 4 s, and found a slow small batch seconds late); older, it backs off."""
+    clock = VirtualClock(time.time())
+    memory = MemoryProvider(clock=clock, latency=36_000.0)
+    _enqueue(db, 3)
+    settings = EngineSettings(settle_seconds=0.0, poll_interval=0.5, first_poll=0.5)
+    engine = Engine(open_store(db), settings, providers={"openai": memory}, clock=clock)
+    try:
+        engine.tick(clock())  # packs, submits, polls
+        gaps = []
+        for _ in range(10):
+            clock.now = engine.next_poll_at
+            engine.tick(clock())
+            gaps.append(engine.next_poll_at - clock())
+        assert gaps == pytest.approx([0.5] * 10, abs=0.05)
+        clock.advance(120.0)  # a batch in flight two minutes with nothing moving
+        engine.tick(clock())
+        for _ in range(3):
+            clock.now = engine.next_poll_at
+            engine.tick(clock())
+        assert engine.next_poll_at - clock() > 1.5  # backed off
+    finally:
+        _close(engine)
