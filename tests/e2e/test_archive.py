@@ -20,13 +20,16 @@ import pytest
 from helpers import E2E_KEY_ENV, cli, fast_settings, request_states, sql
 from llmbatch import Queue
 from llmbatch.archive import Archiver, ArchiveSettings, _attempt_line, _digest, from_archive
+from llmbatch.archived import _rebuilt
 from llmbatch.emulator import running
 from llmbatch.engine import Engine
 from llmbatch.export import export, jsonl_head, jsonl_line, jsonl_tail, result_id
 from llmbatch.ownership import attempt_prefix
+from llmbatch.retry import RetryPolicy
 from llmbatch.sdk import status_code
 from llmbatch.store import open_store
 from llmbatch.store.base import ResultRow
+from llmbatch.targets import FileTarget
 from s3 import SECRET_KEY, FaultProxy, aws_env, moto_server, s3_client
 
 pytest.importorskip("boto3")
@@ -145,7 +148,11 @@ def test_each_batch_is_archived_with_its_manifest_before_its_files_are_deleted(
         assert all(a["sent_as"] == f"{store_id}-{nonce}-{a['attempt']}" for a in attempts)
         sent = s3.get_object(Bucket=bucket, Key=prefix + "input.jsonl")["Body"].read()
         assert sent.count(f'"{store_id}-{nonce}-'.encode()) == len(attempts)
+        # each success is left to output.jsonl (manifest version 2), the rest written whole
+        assert manifest["version"] == 2 and manifest["rebuilt"]["from"][0] == "output.jsonl"
+        runs = manifest["rebuilt"]["attempts"]
         total_lines += manifest["files"]["results.jsonl"]["lines"]
+        total_lines += sum(last - first + 1 for first, last in runs)
     assert total_lines == 42
     # every result back from the archive alone, as `llmbatch results` gives it from the store
     want = store_envelope(db)
@@ -615,12 +622,16 @@ def test_results_are_archived_as_ingest_wrote_them_not_read_back_from_the_store(
             files = m["files"]
             for name in files:  # the digests taken while writing: what the files hold
                 assert files[name] == _digest(manifest.parent / name), name
-            assert files["results.jsonl"]["lines"] == files["attempts.jsonl"]["lines"]
-            # byte for byte the lines the archive step would read back from the store (in
-            # the order the provider's file gave them)
+            # byte for byte the lines the archive step would read back from the store: those
+            # written whole, and the successes rebuilt from output.jsonl
             sid, batch = store.store_id, m["attempts_of"]
             written = (manifest.parent / "results.jsonl").read_bytes().splitlines(keepends=True)
-            assert sorted(written) == sorted(
+            folder = manifest.parent.relative_to(root).as_posix() + "/"
+            wanted = {result_id(sid, a): c for a, _q, c in store.batch_attempt_map(batch)}
+            target = FileTarget(root, "file://x")
+            rebuilt = list(_rebuilt(target, folder, m, m["rebuilt"], wanted))
+            assert len(rebuilt) == files["output.jsonl"]["lines"] > 0
+            assert sorted(written + rebuilt) == sorted(
                 jsonl_line(r, sid) for r in store.batch_result_rows(batch)
             )
             b = store.archive_batch(m["batch"])
@@ -822,3 +833,56 @@ def test_a_batch_is_archived_as_soon_as_it_is_ingested_not_at_the_end_of_the_tic
             other.store.close()
             engine.close()
     assert archived_results(root) == store_envelope(db)
+
+
+BODIES = {
+    "openai": lambda i: {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": f"{i}"}]},
+    "anthropic": lambda i: {
+        "model": "claude-haiku-4-5",
+        "max_tokens": 32,
+        "messages": [{"role": "user", "content": f"{i}"}],
+    },
+    "gemini": lambda i: {"model": "gemini-2.5-flash", "contents": [{"parts": [{"text": f"{i}"}]}]},
+}
+
+
+@pytest.mark.parametrize("provider", sorted(BODIES))
+def test_successes_are_rebuilt_from_the_providers_files_through_its_format(
+    sqlite_db: str, tmp_path: Path, provider: str
+) -> None:
+    """Manifest version 2: a success is not written again in results.jsonl (its bytes are in
+    the provider's output file); `--from-archive` rebuilds it through the provider's format
+    and gives what `llmbatch results` gives from the store, failures, retried requests and
+    all, for each provider's result shape."""
+    db = sqlite_db
+    with Queue(db, "q", provider=provider) as q:
+        q.add_many([{"custom_id": f"r{i}", "body": BODIES[provider](i)} for i in range(24)])
+    root = tmp_path / "archive"
+    with running(seed=24, request_failure_rate=0.4, request_failure_status=500) as emu:
+        settings = fast_settings(
+            emu,
+            max_batch_requests=12,
+            retry=RetryPolicy(max_attempts=2, base_seconds=0.05, max_seconds=0.1),
+            archive=ArchiveSettings(url=f"file://{root}"),
+        )
+        engine = Engine(open_store(db), settings)
+        try:
+            tick_until(
+                engine,
+                lambda: (
+                    not engine.store.unfinished_count()
+                    and all(r[1] == "done" for r in archives(db))
+                ),
+            )
+        finally:
+            engine.close()
+    manifests = [json.loads(m.read_text()) for m in root.rglob("manifest.json")]
+    assert len(manifests) >= 3  # retries went in batches of their own
+    assert all(m["version"] == 2 and m["rebuilt"]["attempts"] for m in manifests)
+    whole = sum(m["files"]["results.jsonl"]["lines"] for m in manifests)
+    rebuilt = sum(b - a + 1 for m in manifests for a, b in m["rebuilt"]["attempts"])
+    want = store_envelope(db)
+    assert whole and rebuilt and len(want) == 24  # failures written whole, successes not
+    assert archived_results(root) == want
+    by_state = [orjson.loads(x) for x in from_archive(f"file://{root}", state="succeeded")]
+    assert sorted(e["id"] for e in by_state) == sorted(e["id"] for e in want if not e["error"])
