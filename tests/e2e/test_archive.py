@@ -792,15 +792,25 @@ def test_an_envelope_left_by_an_older_worker_is_digested_before_it_is_sent(
     (spool / SPOOL_ATTEMPTS).write_bytes(b'{"attempt":1}\n')
     sizes = {SPOOL_RESULTS: 11, SPOOL_ATTEMPTS: 14}
     (spool / SPOOL_ENVELOPE).write_text(json.dumps({"batch": 3, "bytes": sizes}))
-    paths, known = archiver._envelope(3, 3, "lb-x", tmp_path / "work")
+    paths, known, rebuilt = archiver._envelope(3, 3, "lb-x", tmp_path / "work", spooled=True)
     assert paths == (spool / SPOOL_RESULTS, spool / SPOOL_ATTEMPTS) and known == {}
+    assert rebuilt is None  # an older worker's results.jsonl holds every result
     stale = {"lines": 1, "bytes": 10, "sha256": "0" * 64}
     digests = {SPOOL_RESULTS: stale, SPOOL_ATTEMPTS: _digest(spool / SPOOL_ATTEMPTS)}
     (spool / SPOOL_ENVELOPE).write_text(
         json.dumps({"batch": 3, "bytes": sizes, "digests": digests})
     )
-    _paths, known = archiver._envelope(3, 3, "lb-x", tmp_path / "work")
+    _paths, known, _r = archiver._envelope(3, 3, "lb-x", tmp_path / "work", spooled=True)
     assert known == {SPOOL_ATTEMPTS: _digest(spool / SPOOL_ATTEMPTS)}
+    # successes left to provider files that are not the ones ingest read (downloaded again):
+    # every result is read from the store instead
+    marker = {"batch": 3, "bytes": sizes, "rebuilt": {"prefix": "lb-x", "attempts": [[1, 1]]}}
+    (spool / SPOOL_ENVELOPE).write_text(json.dumps(marker))
+    archiver._from_store = lambda *a: ("from", "store")  # type: ignore[method-assign]
+    got = archiver._envelope(3, 3, "lb-x", tmp_path / "work", spooled=False)
+    assert got == (("from", "store"), {}, None)
+    paths, _k, rebuilt = archiver._envelope(3, 3, "lb-x", tmp_path / "work", spooled=True)
+    assert rebuilt == {"prefix": "lb-x", "attempts": [[1, 1]]} and paths[0].parent == spool
 
 
 def test_a_batch_is_archived_as_soon_as_it_is_ingested_not_at_the_end_of_the_tick(
