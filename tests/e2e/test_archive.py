@@ -847,16 +847,13 @@ def test_a_batch_is_archived_as_soon_as_it_is_ingested_not_at_the_end_of_the_tic
 
 BODIES = {
     "openai": lambda i: {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": f"{i}"}]},
-    "anthropic": lambda i: {
-        "model": "claude-haiku-4-5",
-        "max_tokens": 32,
-        "messages": [{"role": "user", "content": f"{i}"}],
-    },
     "gemini": lambda i: {"model": "gemini-2.5-flash", "contents": [{"parts": [{"text": f"{i}"}]}]},
 }
 
 
-@pytest.mark.parametrize("provider", sorted(BODIES))
+# Anthropic's shape is read back from tests/data/archives/v2 (test_archive_versions.py): its
+# drain here took 8 s, four times the others'.
+@pytest.mark.parametrize("provider", ["gemini", "openai"])
 def test_successes_are_rebuilt_from_the_providers_files_through_its_format(
     sqlite_db: str, tmp_path: Path, provider: str
 ) -> None:
