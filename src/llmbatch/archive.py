@@ -76,8 +76,13 @@ SPOOL_KINDS = "kinds.json"  # in a spool folder: which downloaded file is output
 SPOOL_RESULTS, SPOOL_ATTEMPTS, SPOOL_ENVELOPE = (
     "env-results.jsonl",
     "env-attempts.jsonl",
-    "env.json",
+    "env-v2.json",
 )
+# The marker of a worker before manifest version 2 (results.jsonl held every result): still
+# read. Ours has another name so that such a worker, sharing the work directory during an
+# upgrade, never takes a results.jsonl without the successes for the whole of them: it finds
+# no marker it knows and reads the results from the store.
+SPOOL_ENVELOPE_V1 = "env.json"
 
 
 @dataclass(frozen=True)
@@ -166,7 +171,8 @@ class Envelope:
         self._attempt_lines = self._newlines = 0
         sid = store.store_id
         try:
-            (folder / SPOOL_ENVELOPE).unlink(missing_ok=True)  # an earlier ingest's
+            for name in (SPOOL_ENVELOPE, SPOOL_ENVELOPE_V1):  # an earlier ingest's
+                (folder / name).unlink(missing_ok=True)
             sha = self._sha[SPOOL_ATTEMPTS]
             with open(self.attempts_path, "wb") as out:
                 for attempt_id, queue, custom_id in store.batch_attempt_map(batch_id):
@@ -556,7 +562,8 @@ class Archiver:
         when those files are the ones that ingest read, `spooled`), else from the store."""
         spool = self.spool(batch_id)
         with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
-            marker = json.loads((spool / SPOOL_ENVELOPE).read_text())
+            ours = spool / SPOOL_ENVELOPE
+            marker = json.loads((ours if ours.is_file() else spool / SPOOL_ENVELOPE_V1).read_text())
             sizes = marker["bytes"]
             paths = spool / SPOOL_RESULTS, spool / SPOOL_ATTEMPTS
             rebuilt = marker.get("rebuilt")  # none from an older worker: results.jsonl is all

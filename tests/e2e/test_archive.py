@@ -782,7 +782,7 @@ def test_an_envelope_left_by_an_older_worker_is_digested_before_it_is_sent(
 ) -> None:
     """A spool an older worker left (its env.json has sizes, no digests) is used as before and
     its files digested by the archive step; digests whose size is not the file's are not used."""
-    from llmbatch.archive import SPOOL_ATTEMPTS, SPOOL_ENVELOPE, SPOOL_RESULTS
+    from llmbatch.archive import SPOOL_ATTEMPTS, SPOOL_ENVELOPE, SPOOL_ENVELOPE_V1, SPOOL_RESULTS
 
     archiver = object.__new__(Archiver)
     archiver.workdir = tmp_path
@@ -791,13 +791,13 @@ def test_an_envelope_left_by_an_older_worker_is_digested_before_it_is_sent(
     (spool / SPOOL_RESULTS).write_bytes(b'{"id":"a"}\n')
     (spool / SPOOL_ATTEMPTS).write_bytes(b'{"attempt":1}\n')
     sizes = {SPOOL_RESULTS: 11, SPOOL_ATTEMPTS: 14}
-    (spool / SPOOL_ENVELOPE).write_text(json.dumps({"batch": 3, "bytes": sizes}))
+    (spool / SPOOL_ENVELOPE_V1).write_text(json.dumps({"batch": 3, "bytes": sizes}))
     paths, known, rebuilt = archiver._envelope(3, 3, "lb-x", tmp_path / "work", spooled=True)
     assert paths == (spool / SPOOL_RESULTS, spool / SPOOL_ATTEMPTS) and known == {}
     assert rebuilt is None  # an older worker's results.jsonl holds every result
     stale = {"lines": 1, "bytes": 10, "sha256": "0" * 64}
     digests = {SPOOL_RESULTS: stale, SPOOL_ATTEMPTS: _digest(spool / SPOOL_ATTEMPTS)}
-    (spool / SPOOL_ENVELOPE).write_text(
+    (spool / SPOOL_ENVELOPE_V1).write_text(
         json.dumps({"batch": 3, "bytes": sizes, "digests": digests})
     )
     _paths, known, _r = archiver._envelope(3, 3, "lb-x", tmp_path / "work", spooled=True)
@@ -893,3 +893,41 @@ def test_successes_are_rebuilt_from_the_providers_files_through_its_format(
     assert archived_results(root) == want
     by_state = [orjson.loads(x) for x in from_archive(f"file://{root}", state="succeeded")]
     assert sorted(e["id"] for e in by_state) == sorted(e["id"] for e in want if not e["error"])
+
+
+def test_the_envelope_leaves_successes_to_the_providers_file_under_a_marker_of_its_own(
+    tmp_path: Path,
+) -> None:
+    """During ingest a success is kept by attempt id, every other result written whole; the
+    marker has a name a worker before manifest version 2 does not read (sharing the work
+    directory during an upgrade, it would take results.jsonl for every result)."""
+    from llmbatch.archive import SPOOL_ENVELOPE, SPOOL_ENVELOPE_V1, SPOOL_RESULTS, Envelope
+    from llmbatch.store.types import Outcome
+
+    class Store:
+        store_id = "lbX"
+
+        def batch_attempt_map(self, batch_id: int) -> list[tuple[int, str, str]]:
+            return [(a, "q", f"r{a}") for a in (4, 5, 6, 9)]
+
+        def batch_result_count(self, batch_id: int) -> int:
+            return 4
+
+    (tmp_path / SPOOL_ENVELOPE_V1).write_text("{}")  # an earlier ingest's, by older code
+    env = Envelope(Store(), 1, "lbX-n", "openai", tmp_path)  # type: ignore[arg-type]
+    body = b'{"choices":[]}'
+    outcomes = [
+        Outcome(4, "succeeded", status_code=200, body=body),
+        Outcome(5, "succeeded", status_code=200, body=body),
+        Outcome(6, "failed", status_code=400, body=body, error_code="bad", error_message="m"),
+        Outcome(7, "retry", status_code=500, error_code="server_error"),
+        Outcome(9, "succeeded", status_code=200, body=body),
+    ]
+    env.add(outcomes, len(outcomes))
+    assert env.whole()
+    assert not (tmp_path / SPOOL_ENVELOPE_V1).exists()
+    marker = json.loads((tmp_path / SPOOL_ENVELOPE).read_text())
+    assert marker["rebuilt"] == {"prefix": "lbX-n", "attempts": [[4, 5], [9, 9]]}
+    head = jsonl_head(result_id("lbX", 6), "r6", b'"openai"')
+    tail = jsonl_tail("failed", "openai", 400, None, body, "bad", "m")
+    assert (tmp_path / SPOOL_RESULTS).read_bytes() == head + tail
