@@ -273,16 +273,23 @@ class BatchingOps:
 
     def batch_lines(self, batch_id: int, page: int = 2000) -> Iterator[tuple[int, str, bytes]]:
         """(attempt id, endpoint, body) of an intent in line order, streamed."""
-        last = 0
+        last, following = 0, None
         while True:
+            params = {"batch_id": batch_id, "after": last, "upto": last + page}
             with self._read() as cur:
-                cur.execute(self.q("batch_lines"), {"batch_id": batch_id, "after": last, "n": page})
+                cur.execute(self.q("batch_lines"), params)
                 rows = cur.fetchall()
+                if not rows:  # lines are 1..n by construction; a gap is skipped, not an end
+                    cur.execute(self.q("next_batch_line"), params)
+                    following = scalar(cur)
             for a, endpoint, body, line in rows:
                 yield int(a), str(endpoint), bytes(body)
-                last = int(line)
-            if len(rows) < page:
+            if rows:
+                last += page
+            elif following is None:
                 return
+            else:
+                last = int(following) - 1
 
     # -- submission ----------------------------------------------------------------------
     def mark(self, what: str, batch_id: int, now: float, token: int) -> None:
