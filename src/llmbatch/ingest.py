@@ -171,6 +171,7 @@ class Ingestor:
         tally = Tally(b.provider, b.model, now)  # what its lines say it used (ledger.py)
         anomalies = Anomalies(self.store, b.id)
         cap = self.settings.max_result_line_bytes
+        fmt = format_of(b.provider)
         for line in capped_lines(files, cap):
             lines += 1
             try:
@@ -180,7 +181,7 @@ class Ingestor:
                         f"({cap:,}): not read"
                     )
                 # only lines carrying this intent's nonce are ours (ownership.py)
-                finding = parse_line(line, prefix, b.endpoint, format_of(b.provider))
+                finding = parse_line(line, prefix, b.endpoint, fmt)
                 if finding.attempt_id in seen:  # the first is kept; never silently dropped
                     cid = f"{prefix}-{finding.attempt_id}"
                     raise Anomaly(f"a second result line for custom_id {cid!r}; the first is kept")

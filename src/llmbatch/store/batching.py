@@ -387,8 +387,8 @@ class BatchingOps:
         with self._write() as cur:
             self._fence(cur, token, f"batch:{batch_id}")
             ids = as_list(o.attempt_id for o in outcomes)
-            cur.execute(self.q("waiting_attempts"), {"ids": ids, "batch_id": batch_id})
-            waiting = {int(a): int(r) for a, r, _n, _e, _j in cur.fetchall()}
+            cur.execute(self.q("waiting_attempt_requests"), {"ids": ids, "batch_id": batch_id})
+            waiting = {int(a): int(r) for a, r in cur.fetchall()}
             todo: dict[int, Outcome] = {}  # each attempt's first outcome, in the order given
             for o in outcomes:
                 if o.attempt_id in waiting:

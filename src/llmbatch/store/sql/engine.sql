@@ -169,6 +169,13 @@ JOIN requests r ON r.id = a.request_id
 WHERE a.id IN (SELECT CAST(value AS BIGINT) FROM json_each(:ids)) AND +a.batch_id = :batch_id
   AND a.state IN ('packed', 'submitted')
 
+-- name: waiting_attempt_requests
+-- waiting_attempts without the request's counters (what recording outcomes needs): one index
+-- lookup a line instead of two.
+SELECT a.id, a.request_id FROM attempts a
+WHERE a.id IN (SELECT CAST(value AS BIGINT) FROM json_each(:ids)) AND +a.batch_id = :batch_id
+  AND a.state IN ('packed', 'submitted')
+
 -- name: attempts_in_batch
 SELECT id FROM attempts WHERE id IN (SELECT CAST(value AS BIGINT) FROM json_each(:ids)) AND +batch_id = :batch_id
 

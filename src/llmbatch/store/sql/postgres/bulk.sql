@@ -88,3 +88,8 @@ WHERE r.id = s.request_id AND s.kind = 'requeue' AND r.state IN ('submitted', 'p
 UPDATE requests r SET state = 'cancelled', reason = s.reason, updated_at = :now
 FROM outcome_staging s
 WHERE r.id = s.request_id AND s.kind = 'cancelled' AND r.state IN ('submitted', 'packed')
+
+-- name: submit_requests
+-- engine.sql's, as a join: the batch's attempts drive the update (no set of ids to build)
+UPDATE requests r SET state = 'submitted', updated_at = :now
+FROM attempts a WHERE a.batch_id = :id AND r.id = a.request_id AND r.state = 'packed'
