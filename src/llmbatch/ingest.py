@@ -32,7 +32,7 @@ from llmbatch.ownership import attempt_prefix
 from llmbatch.pricing import model_prices
 from llmbatch.providers import format_of
 from llmbatch.providers.base import BatchStatus, Provider, ResultFile, ResultsGone
-from llmbatch.results import Anomaly, Finding, capped_lines, parse_line
+from llmbatch.results import Anomaly, Finding, in_attempt_order, parse_line
 from llmbatch.retry import decide
 from llmbatch.setbacks import Setbacks
 from llmbatch.store.base import Store
@@ -172,7 +172,7 @@ class Ingestor:
         anomalies = Anomalies(self.store, b.id)
         cap = self.settings.max_result_line_bytes
         fmt = format_of(b.provider)
-        for line in capped_lines(files, cap):
+        for line in in_attempt_order(files, cap, fmt.id_field, prefix):
             lines += 1
             try:
                 if isinstance(line, int):
