@@ -282,7 +282,7 @@ class BatchingOps:
                 if not rows:  # lines are 1..n by construction; a gap is skipped, not an end
                     cur.execute(self.q("next_batch_line"), params)
                     following = scalar(cur)
-            for a, endpoint, body, line in rows:
+            for a, endpoint, body, _line in rows:
                 yield int(a), str(endpoint), bytes(body)
             if rows:
                 last += page
