@@ -179,7 +179,8 @@ class PostgresStore(SqlStore):
             copy.set_types(_OUTCOME_TYPES)
             for o in todo:
                 copy.write_row(_staged(o, waiting[o.attempt_id]))
-        cur.execute(q("finish_staged_attempts"), {"now": now})
+        ids = [o.attempt_id for o in todo]
+        cur.execute(q("finish_staged_attempts"), {"now": now, "ids": ids})
         cur.execute(q("insert_staged_results"), {"now": now, "day": int(now // 86400)})
         self._add_cost_totals(
             cur, [o.attempt_id for o in todo if o.kind in ("succeeded", "failed")]
