@@ -26,6 +26,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -47,17 +48,39 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def _server_cpu(store: object) -> Callable[[], float | None]:
+    """The CPU seconds so far of the PostgreSQL backend serving `store`, read from /proc
+    where the server runs on this machine (None elsewhere, and for SQLite)."""
+    conn = getattr(store, "_conn", None)
+    if conn is None or not hasattr(conn, "pgconn"):
+        return lambda: None
+    stat = Path(f"/proc/{conn.execute('SELECT pg_backend_pid()').fetchone()[0]}/stat")
+
+    def read() -> float | None:
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return None
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    return read
+
+
 def _worker(db: str, path: str) -> None:
     from llmbatch.importer import enqueue_file
     from llmbatch.store import open_store
 
     store = open_store(db)
-    t = time.perf_counter()
+    server = _server_cpu(store)
+    s0, c0, t = server(), os.times(), time.perf_counter()
     report = enqueue_file(store, path, queue="bench")
-    seconds = time.perf_counter() - t
+    seconds, c1, s1 = time.perf_counter() - t, os.times(), server()
     store.close()
     print(json.dumps({
         "added": report.added, "seconds": seconds,
+        "writer_cpu_s": round(c1.user + c1.system - c0.user - c0.system, 2),
+        "parser_cpu_s": round(c1.children_user + c1.children_system, 2),
+        "server_cpu_s": None if s0 is None or s1 is None else round(s1 - s0, 2),
         "writer_rss_mb": peak_rss_mb(),
         "parser_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
     }))  # fmt: skip
@@ -82,7 +105,7 @@ def _raw(db: str, path: Path) -> dict[str, float]:
         "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"
     )
     bodies = "INSERT INTO request_bodies (hash, body) VALUES (?, ?) ON CONFLICT DO NOTHING"
-    defaults, now, seconds, n = RowDefaults("bench", 1), time.time(), 0.0, 0
+    defaults, now, seconds, cpu, n = RowDefaults("bench", 1), time.time(), 0.0, 0.0, 0
     with open(path, "rb") as f:
         while True:
             chunk = [orjson.loads(raw) for raw in f.readlines(50_000 * 500)]
@@ -92,15 +115,20 @@ def _raw(db: str, path: Path) -> dict[str, float]:
                 defaults.row(make_request(d["custom_id"], d["body"]), n + i, now)
                 for i, d in enumerate(chunk, 1)
             ]
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             conn.execute("BEGIN")
             conn.executemany(insert, rows)
             conn.executemany(bodies, [(r[8], r[7]) for r in rows])
             conn.execute("COMMIT")
             seconds += time.perf_counter() - t
+            cpu += time.process_time() - c
             n += len(rows)
     conn.close()
-    return {"seconds": round(seconds, 2), "requests_per_s": round(n / seconds)}
+    return {
+        "seconds": round(seconds, 2),
+        "cpu_s": round(cpu, 2),
+        "requests_per_s": round(n / seconds),
+    }
 
 
 def _run(db: str, path: Path, size: int) -> dict[str, float]:
