@@ -13,6 +13,32 @@ Prints one JSON line. Floors (1M requests, 2 cores): SQLite ≥ 75,000/s, Postgr
 rows, made before the clock starts (validated, hashed), inserted into the same `requests` and
 `request_bodies` tables with their indexes by a bare `executemany` in one transaction per
 50,000, into a fresh store file of the same schema.
+
+The CPU seconds (`writer_cpu_s`, `parser_cpu_s`, `server_cpu_s`: the PostgreSQL backend's,
+read from /proc where the server is local; the raw insert's `cpu_s`) say how much work there
+was: on a shared machine the wall figures are mostly waiting for a core.
+
+Last measured 2026-12-07 19:09-19:25 UTC on the shared 2-core machine (five sessions' tests
+and benchmarks: load 7-18 throughout, so the walls below are not a quiet machine's):
+- 1,000,000 requests (load 10-7): SQLite 76.5 s, 13,066/s (writer 18.7 CPU s, parser child
+  13.5), raw executemany 30.4 s (17.7 CPU s): `vs_raw` 0.40 by wall, 0.95 by the writer's
+  CPU (the writer's work is the raw insert's; its wall waits for a core beside its parser).
+  PostgreSQL 47.9 s, 20,862/s: writer 3.1 CPU s and backend 17.5 (the critical path, 20.6
+  CPU s: ~48,500/s if it had the cores), parser 13.7. Neither floor is shown met on this
+  machine; PostgreSQL's backend CPU alone is past the 16.7 s that 60,000/s allows.
+- 100,000 requests, interleaved in the same minutes, each commit in its own worktree and venv
+  (medians of 3; load 11-18), `bench_enqueue` wall SQLite / PostgreSQL: this code 10.44 /
+  8.11 s; main before it (46fc538) 9.68 / 10.78; before issue 17 (a54e24d^) 9.40 / 8.81;
+  before issue 15 (f3de825) 10.23 / 8.92. CPU seconds of `enqueue_file` alone, in the same
+  way: SQLite writer / parser 1.34 / 1.54, 1.43 / 1.44, 1.15 / 1.80, 1.09 / 1.61 (the
+  pipeline waits on the larger: 1.54 against 1.44, 1.80 and 1.61); PostgreSQL writer /
+  backend 0.35 / 1.58, 0.44 / 2.10, 0.47 / 1.61, 0.44 / 1.58 (the critical path 1.93 against
+  2.54, 2.08 and 2.02). What won PostgreSQL's time back: the bodies inserted by a scan of
+  the staging table (the join with the inserted rows was a merge join whose sort spilled to
+  disk) and no per-row foreign-key check on `requests.import_id` (migration 0016), ~0.5 CPU s
+  per 100,000 between them. SQLite's writer still pays ~0.2 CPU s per 100,000 for
+  `request_bodies` (a second table and its hash index: 0.5 CPU s of the writer's 1.34); the
+  size stats moved to the parser child and marshal for the hand-off took back the rest.
 """
 
 from __future__ import annotations
