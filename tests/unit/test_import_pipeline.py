@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import decimal
 from pathlib import Path
+from typing import cast
 
 import orjson
 import pytest
@@ -15,6 +16,7 @@ from llmbatch import importer
 from llmbatch.errors import InputError
 from llmbatch.importer import Chunk, _pack, _unpack, enqueue_file
 from llmbatch.store import open_store
+from llmbatch.store.types import Row
 
 
 def _line(cid: str, text: str, cap: int | None = 5) -> bytes:
@@ -70,8 +72,9 @@ def test_a_bad_line_through_the_child_is_one_line_and_enqueues_nothing(
 
 
 def test_a_chunk_crosses_to_the_writer_whole() -> None:
-    row = ("q", "c", 1, 2, "openai", "/v1/chat/completions", "m", b"{}", b"h" * 16, 0, None)
+    head = ("q", "c", 1, 2, "openai", "/v1/chat/completions", "m", b"{}", b"h" * 16, 0)
+    row: Row = (*head, None, 3, 3, 1, 1.5, 1.5)
     chunk = Chunk([row], [(3, "bad", b"x")], {2: b"raw"}, 3, {("p", "e", "m"): [1, 2, 3, 4, 5]})
     assert _pack(chunk)[:1] == b"M" and _unpack(_pack(chunk)) == chunk
-    odd = Chunk([("q", decimal.Decimal(1))])  # a plugin's own type: pickled instead
+    odd = Chunk([cast(Row, (*head, decimal.Decimal(1)))])  # a plugin's own type: pickled
     assert _pack(odd)[:1] == b"P" and _unpack(_pack(odd)) == odd
