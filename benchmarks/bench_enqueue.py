@@ -39,6 +39,13 @@ and benchmarks: load 7-18 throughout, so the walls below are not a quiet machine
   per 100,000 between them. SQLite's writer still pays ~0.2 CPU s per 100,000 for
   `request_bodies` (a second table and its hash index: 0.5 CPU s of the writer's 1.34); the
   size stats moved to the parser child and marshal for the hand-off took back the rest.
+- `bench_end_to_end --requests 100000 --no-anthropic` (and `--no-gemini` here: the code
+  before issue 15 had no Gemini run; this code's run also times `floor.py` first, theirs do
+  not), 19:24-19:45, alternating this code, a54e24d^, f3de825, f3de825, a54e24d^, this
+  code (load 7-19; f3de825's two ran at the highest, 13-19), medians of 2: SQLite 49.3 s
+  against 67.6 and 134.1 (its enqueue phase 8.8 against 9.3 and 21.5 s), PostgreSQL 48.4 s
+  against 91.4 and 150.6 (enqueue 6.4 against 8.4 and 15.9 s); worker CPU s SQLite 7.6-9.6
+  against 10.6-11.2 and 11.0-11.2, PostgreSQL 3.2-4.4 against 9.5-10.0 and 9.8-10.9.
 """
 
 from __future__ import annotations
