@@ -24,22 +24,36 @@ did. llmbatch's bytecode is compiled first (`compile_llmbatch`), as pip compiles
 at install: a checkout run with PYTHONDONTWRITEBYTECODE would otherwise compile every module
 in every process.
 
-Measured 2026-12-07 19:15 on the shared 2-core machine under load 15-17 (not a quiet figure;
-the emulator already the faster one of issue 23), wall s / CPU s / peak MB:
+Measured 2026-12-07 20:01 on the shared 2-core machine under load 4.5-5 (main, then this
+code, in the same minute; wall s / CPU s / peak MB):
 
 | requests | llmbatch CLI | llmbatch API | offpeak | langbatch | openbatch + SDK |
 |---|---|---|---|---|---|
-| 5,000 | 7.59 / 2.46 / 103 | 5.82 / 1.83 / 115 | 3.59 / 1.23 / 82 | 3.87 / 1.34 / 90 | 3.64 / 1.18 / 67 |
-| 20,000 | 11.43 / 4.03 / 115 | 9.93 / 3.27 / 172 | 6.04 / 1.93 / 167 | 9.02 / 2.56 / 191 | 9.48 / 2.02 / 108 |
+| 5,000 (main) | 3.67 / 2.35 / 103 | 2.68 / 1.59 / 116 | 1.71 / 0.96 / 81 | 2.21 / 1.24 / 93 | 1.91 / 1.04 / 67 |
+| 5,000 | 3.44 / 2.17 / 103 | 2.41 / 1.54 / 116 | 1.67 / 0.94 / 82 | 1.90 / 1.17 / 93 | 1.70 / 1.03 / 67 |
+| 20,000 (main) | 5.58 / 3.86 / 117 | 4.48 / 3.04 / 173 | 2.92 / 1.78 / 167 | 3.83 / 2.37 / 187 | 2.71 / 1.77 / 108 |
+| 20,000 | 5.01 / 3.61 / 117 | 4.46 / 3.02 / 173 | 3.58 / 1.74 / 166 | 3.72 / 2.26 / 191 | 3.05 / 1.64 / 108 |
 
-The floors are not met: llmbatch does 1.5-2x the peers' CPU. Where it goes (20,000 requests,
-the CLI, load 9): `enqueue` 0.79 CPU s (validation, hashing, the store, the estimate's price
-data), `wait` 2.26 (the `openai` SDK's import, ~0.7 s, which every peer pays too; pack, the
-ingest of 20,000 results, ~2.8 s wall of the drain), `results` 0.55; and each process starts
-Python and llmbatch again. A job makes 11 HTTP calls (upload, create, 5 list polls at 0.5 s,
-the sweep's list of uploads, the output's size and content, two deletes) where the
-simplest peers make the upload, the create, their polls and the download. The next levers: the OpenAI batch calls over plain HTTP (no SDK import:
-~0.7 CPU s a process), the ingest and pack of a small job, `results` reading rows in bulk.
+The floors are not met, and what stands between is CPU, not waiting. At load 15-17 (19:15)
+every flow's wall was ~3x its CPU, llmbatch's (7.59 / 2.46, 5.82 / 1.83) as the peers'
+(3.59 / 1.23 ...): a loaded machine makes every CPU second cost three, so llmbatch's larger
+wall was its larger CPU waiting for a core. Quiet (load 1-2, 19:58), wall minus CPU is
+0.6-0.8 s for llmbatch's CLI (three process starts, one 0.5 s poll sleep) and 0.5-0.6 s for
+the peers (one 0.5 s sleep). One 5,000-request `wait`, per HTTP call (an httpx hook, quiet):
+start 0; upload 0.92 s (Python, llmbatch, the `openai` SDK's import, the pack); create
++0.01; a poll in the same tick +0.03 (a cron `run` finds an instant batch so); the sweep's
+list of batches and of uploads +0.05; a 0.48 s sleep; the poll that sees it completed at
++0.55 from the create (the emulator took ~0.35 s; the peers sleep 0.5 s and retrieve); the
+output's size and content +0.01; the ingest 0.33 s; two deletes 6 ms; exit 0.03 s later.
+Before this code a tick that packed and uploaded for 0.9 s counted the next poll from its
+start, so it polled again at once (one list call more), and a batch that showed nothing new
+was polled 0.5, 1, 2, 4 s apart: with a batch validating 3 s, `Queue.run` took 5.8-6.4 s on
+main and 5.5-5.8 s now (polled every 0.5 s for a batch's first minute,
+defaults.STEADY_POLL_S). What is left is CPU: `enqueue` ~0.4 s, `wait` ~0.9 s before the
+upload (the SDK import ~0.7 s, which every peer pays too, and the pack) and 0.33 s of ingest
+at 5,000, `results` ~0.3 s, each process starting Python and llmbatch again. The next
+levers: the OpenAI batch calls over plain HTTP (no SDK import), the pack and ingest of a
+small job, `results` reading rows in bulk.
 """
 
 from __future__ import annotations

@@ -72,7 +72,9 @@ def test_a_cron_run_polls_when_the_last_one_scheduled_and_keeps_the_interval(db:
         assert memory.calls["poll"] == polls + 1
         # the interval it had learned stands (the old code started again from poll_interval)
         # (counted from when the poll answered: the tick's time and the seconds it worked)
-        assert second.next_poll_at == pytest.approx(scheduled + second.settings.max_poll_interval, abs=1.0)
+        assert second.next_poll_at == pytest.approx(
+            scheduled + second.settings.max_poll_interval, abs=1.0
+        )
     finally:
         _close(second)
 
