@@ -48,6 +48,40 @@ floor 32.8 s wall, 2.25 CPU s; SQLite 188 s wall (5.7× the floor), enqueue 3.9 
   SQLite an `executemany` per statement, on PostgreSQL a binary COPY into a staging table and
   one statement per table (per outcome kind for the requests).
 Request bodies are written once (schema 0012): no state change above rewrites one.
+
+The worker's side at 100,000 requests (two intents of 50,000 lines), from cProfile of the
+drain, a per-statement timer on PostgreSQL and the worker's bytes written (/proc/self/io),
+before and after in the same minutes on the shared 2-core machine at load 9–19 (wall seconds
+there are mostly waiting for a core; three rounds, before/after interleaved, figures in
+round order; the third "after" ran as the load fell from 12 to 10, which flatters its walls):
+- ingest, SQLite: the provider writes results in its own order, so each 5,000-line chunk
+  touched rows all over `attempts` and `requests` and every chunk's commit rewrote nearly
+  every page of both into the WAL (and its checkpoints). Lines are now applied in attempt
+  order (`results.in_attempt_order`: a quick pass indexes each line's attempt number and
+  offset, then each line is read back and parsed in full): the worker's disk writes
+  826 -> 453 MB, the ingest phase 22.9/20.8/31.2 -> 16.8/15.2/6.7 s, worker CPU
+  9.4/9.0/9.3 -> 8.4/7.6/6.7 s (mean -18 %).
+  Recording a chunk reads each attempt's request id alone (not the request's counters: one
+  index lookup a line, not two). What remains is the per-line Python (orjson, the format's
+  `result` and usage, the tally, each `Outcome`) and the store's inserts and updates.
+- pack, PostgreSQL: `batch_lines` paged with `ORDER BY line LIMIT`, which on a table not yet
+  analyzed sorted every later line of the intent for each 2,000-line page (quadratic in the
+  batch: 5.4 s of one run's statement time); it reads ranges of lines now (2.3 s, under
+  similar load). Pack 23.3/14.9/15.5 -> 12.4/11.3/5.2 s.
+- PostgreSQL as a whole (111/70/81 -> 76/67/33 s; worker CPU ~4 s either way, against ~8 on
+  SQLite): the time is the server's per-row work, not round trips or commits (191
+  transactions a run). Each request is written seven times (pack: its request updated and
+  attempt inserted; submit: both again; ingest: both again and its result inserted), every
+  update of `requests` non-HOT (its state is in three partial indexes' predicates), and
+  four foreign-key checks lock a parent row (attempts -> requests, batches; results ->
+  attempts, requests): in a 50,000-row attempts insert they are 1.0–1.15 s of 1.5–1.6 s.
+  SQLite never enforced those keys (foreign_keys is off); dropping them on PostgreSQL needs
+  a migration and is the next step, then fewer writes a request (a submit that leaves the
+  packed attempts and requests as they are).
+- upload and download stream (the file handle to the SDK's multipart; the result file in
+  1 MB chunks to disk); their seconds are the emulator parsing and writing.
+Worker peak RSS 137/136/139 -> 141/141/141 MB (the index of a batch's lines, 4 integers a
+line, and its sort).
 """
 
 from __future__ import annotations

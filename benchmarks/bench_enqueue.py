@@ -13,6 +13,39 @@ Prints one JSON line. Floors (1M requests, 2 cores): SQLite ≥ 75,000/s, Postgr
 rows, made before the clock starts (validated, hashed), inserted into the same `requests` and
 `request_bodies` tables with their indexes by a bare `executemany` in one transaction per
 50,000, into a fresh store file of the same schema.
+
+The CPU seconds (`writer_cpu_s`, `parser_cpu_s`, `server_cpu_s`: the PostgreSQL backend's,
+read from /proc where the server is local; the raw insert's `cpu_s`) say how much work there
+was: on a shared machine the wall figures are mostly waiting for a core.
+
+Last measured 2026-12-07 19:09-19:25 UTC on the shared 2-core machine (five sessions' tests
+and benchmarks: load 7-18 throughout, so the walls below are not a quiet machine's):
+- 1,000,000 requests (load 10-7): SQLite 76.5 s, 13,066/s (writer 18.7 CPU s, parser child
+  13.5), raw executemany 30.4 s (17.7 CPU s): `vs_raw` 0.40 by wall, 0.95 by the writer's
+  CPU (the writer's work is the raw insert's; its wall waits for a core beside its parser).
+  PostgreSQL 47.9 s, 20,862/s: writer 3.1 CPU s and backend 17.5 (the critical path, 20.6
+  CPU s: ~48,500/s if it had the cores), parser 13.7. Neither floor is shown met on this
+  machine; PostgreSQL's backend CPU alone is past the 16.7 s that 60,000/s allows.
+- 100,000 requests, interleaved in the same minutes, each commit in its own worktree and venv
+  (medians of 3; load 11-18), `bench_enqueue` wall SQLite / PostgreSQL: this code 10.44 /
+  8.11 s; main before it (46fc538) 9.68 / 10.78; before issue 17 (a54e24d^) 9.40 / 8.81;
+  before issue 15 (f3de825) 10.23 / 8.92. CPU seconds of `enqueue_file` alone, in the same
+  way: SQLite writer / parser 1.34 / 1.54, 1.43 / 1.44, 1.15 / 1.80, 1.09 / 1.61 (the
+  pipeline waits on the larger: 1.54 against 1.44, 1.80 and 1.61); PostgreSQL writer /
+  backend 0.35 / 1.58, 0.44 / 2.10, 0.47 / 1.61, 0.44 / 1.58 (the critical path 1.93 against
+  2.54, 2.08 and 2.02). What won PostgreSQL's time back: the bodies inserted by a scan of
+  the staging table (the join with the inserted rows was a merge join whose sort spilled to
+  disk) and no per-row foreign-key check on `requests.import_id` (migration 0016), ~0.5 CPU s
+  per 100,000 between them. SQLite's writer still pays ~0.2 CPU s per 100,000 for
+  `request_bodies` (a second table and its hash index: 0.5 CPU s of the writer's 1.34); the
+  size stats moved to the parser child and marshal for the hand-off took back the rest.
+- `bench_end_to_end --requests 100000 --no-anthropic` (and `--no-gemini` here: the code
+  before issue 15 had no Gemini run; this code's run also times `floor.py` first, theirs do
+  not), 19:24-19:45, alternating this code, a54e24d^, f3de825, f3de825, a54e24d^, this
+  code (load 7-19; f3de825's two ran at the highest, 13-19), medians of 2: SQLite 49.3 s
+  against 67.6 and 134.1 (its enqueue phase 8.8 against 9.3 and 21.5 s), PostgreSQL 48.4 s
+  against 91.4 and 150.6 (enqueue 6.4 against 8.4 and 15.9 s); worker CPU s SQLite 7.6-9.6
+  against 10.6-11.2 and 11.0-11.2, PostgreSQL 3.2-4.4 against 9.5-10.0 and 9.8-10.9.
 """
 
 from __future__ import annotations
@@ -26,6 +59,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -47,17 +81,39 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def _server_cpu(store: object) -> Callable[[], float | None]:
+    """The CPU seconds so far of the PostgreSQL backend serving `store`, read from /proc
+    where the server runs on this machine (None elsewhere, and for SQLite)."""
+    conn = getattr(store, "_conn", None)
+    if conn is None or not hasattr(conn, "pgconn"):
+        return lambda: None
+    stat = Path(f"/proc/{conn.execute('SELECT pg_backend_pid()').fetchone()[0]}/stat")
+
+    def read() -> float | None:
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return None
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    return read
+
+
 def _worker(db: str, path: str) -> None:
     from llmbatch.importer import enqueue_file
     from llmbatch.store import open_store
 
     store = open_store(db)
-    t = time.perf_counter()
+    server = _server_cpu(store)
+    s0, c0, t = server(), os.times(), time.perf_counter()
     report = enqueue_file(store, path, queue="bench")
-    seconds = time.perf_counter() - t
+    seconds, c1, s1 = time.perf_counter() - t, os.times(), server()
     store.close()
     print(json.dumps({
         "added": report.added, "seconds": seconds,
+        "writer_cpu_s": round(c1.user + c1.system - c0.user - c0.system, 2),
+        "parser_cpu_s": round(c1.children_user + c1.children_system, 2),
+        "server_cpu_s": None if s0 is None or s1 is None else round(s1 - s0, 2),
         "writer_rss_mb": peak_rss_mb(),
         "parser_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
     }))  # fmt: skip
@@ -82,7 +138,7 @@ def _raw(db: str, path: Path) -> dict[str, float]:
         "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"
     )
     bodies = "INSERT INTO request_bodies (hash, body) VALUES (?, ?) ON CONFLICT DO NOTHING"
-    defaults, now, seconds, n = RowDefaults("bench", 1), time.time(), 0.0, 0
+    defaults, now, seconds, cpu, n = RowDefaults("bench", 1), time.time(), 0.0, 0.0, 0
     with open(path, "rb") as f:
         while True:
             chunk = [orjson.loads(raw) for raw in f.readlines(50_000 * 500)]
@@ -92,15 +148,20 @@ def _raw(db: str, path: Path) -> dict[str, float]:
                 defaults.row(make_request(d["custom_id"], d["body"]), n + i, now)
                 for i, d in enumerate(chunk, 1)
             ]
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             conn.execute("BEGIN")
             conn.executemany(insert, rows)
             conn.executemany(bodies, [(r[8], r[7]) for r in rows])
             conn.execute("COMMIT")
             seconds += time.perf_counter() - t
+            cpu += time.process_time() - c
             n += len(rows)
     conn.close()
-    return {"seconds": round(seconds, 2), "requests_per_s": round(n / seconds)}
+    return {
+        "seconds": round(seconds, 2),
+        "cpu_s": round(cpu, 2),
+        "requests_per_s": round(n / seconds),
+    }
 
 
 def _run(db: str, path: Path, size: int) -> dict[str, float]:

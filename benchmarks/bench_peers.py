@@ -18,9 +18,28 @@ and its API each finish before every peer, and use the least peak RSS. With CI s
 What the peers do not do is not timed here: only llmbatch creates no second batch when a
 create answers 500 after doing the work (tests/e2e/test_exactly_once.py).
 
-Measured 2026-12-07 on the shared 2-core machine under load 25-30 (not a quiet figure), 5,000
-requests: llmbatch CLI 57.3 s / 102 MB, API 34.2 s / 115 MB; offpeak 27.2 s / 82 MB,
-langbatch 31.0 s / 90 MB, openbatch + SDK 32.4 s / 67 MB. The floors are not met yet.
+Each flow's CPU seconds (`cpu_s`, from wait4) are printed beside its wall seconds: on a
+loaded machine the wall is mostly waiting for a core, and the CPU says how much work each
+did. llmbatch's bytecode is compiled first (`compile_llmbatch`), as pip compiles the peers'
+at install: a checkout run with PYTHONDONTWRITEBYTECODE would otherwise compile every module
+in every process.
+
+Measured 2026-12-07 19:15 on the shared 2-core machine under load 15-17 (not a quiet figure;
+the emulator already the faster one of issue 23), wall s / CPU s / peak MB:
+
+| requests | llmbatch CLI | llmbatch API | offpeak | langbatch | openbatch + SDK |
+|---|---|---|---|---|---|
+| 5,000 | 7.59 / 2.46 / 103 | 5.82 / 1.83 / 115 | 3.59 / 1.23 / 82 | 3.87 / 1.34 / 90 | 3.64 / 1.18 / 67 |
+| 20,000 | 11.43 / 4.03 / 115 | 9.93 / 3.27 / 172 | 6.04 / 1.93 / 167 | 9.02 / 2.56 / 191 | 9.48 / 2.02 / 108 |
+
+The floors are not met: llmbatch does 1.5-2x the peers' CPU. Where it goes (20,000 requests,
+the CLI, load 9): `enqueue` 0.79 CPU s (validation, hashing, the store, the estimate's price
+data), `wait` 2.26 (the `openai` SDK's import, ~0.7 s, which every peer pays too; pack, the
+ingest of 20,000 results, ~2.8 s wall of the drain), `results` 0.55; and each process starts
+Python and llmbatch again. A job makes 11 HTTP calls (upload, create, 5 list polls at 0.5 s,
+the sweep's list of uploads, the output's size and content, two deletes) where the
+simplest peers make the upload, the create, their polls and the download. The next levers: the OpenAI batch calls over plain HTTP (no SDK import:
+~0.7 CPU s a process), the ingest and pack of a small job, `results` reading rows in bulk.
 """
 
 from __future__ import annotations
@@ -151,9 +170,10 @@ def write_requests(path: Path, n: int) -> None:
 
 
 class Measured(subprocess.Popen[bytes]):
-    """A Popen that keeps the child's peak RSS, from wait4 (Linux: kB)."""
+    """A Popen that keeps the child's peak RSS (Linux: kB) and CPU seconds, from wait4."""
 
     peak_rss_kb = 0
+    cpu_s = 0.0
 
     def _try_wait(self, wait_flags: int) -> tuple[int, int]:
         try:
@@ -162,11 +182,12 @@ class Measured(subprocess.Popen[bytes]):
             return self.pid, 0
         if pid:
             self.peak_rss_kb = usage.ru_maxrss
+            self.cpu_s = usage.ru_utime + usage.ru_stime
         return pid, status
 
 
-def timed(cmd: list[str], env: dict[str, str], cwd: Path) -> tuple[float, float, str]:
-    """Wall seconds, peak RSS (MB) and stdout of one process."""
+def timed(cmd: list[str], env: dict[str, str], cwd: Path) -> tuple[float, float, float, str]:
+    """Wall seconds, peak RSS (MB), CPU seconds and stdout of one process."""
     started = time.perf_counter()
     proc = Measured(cmd, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     out, err = proc.communicate()
@@ -174,7 +195,18 @@ def timed(cmd: list[str], env: dict[str, str], cwd: Path) -> tuple[float, float,
     if proc.returncode != 0:
         tail = err.decode(errors="replace").strip().splitlines()[-1:] or ["?"]
         raise RuntimeError(f"{Path(cmd[1]).name} exited {proc.returncode}: {tail[0]}")
-    return wall, proc.peak_rss_kb / 1024, out.decode()
+    return wall, proc.peak_rss_kb / 1024, proc.cpu_s, out.decode()
+
+
+def compile_llmbatch() -> None:
+    """Write llmbatch's bytecode, as `pip install` does for the peers' packages: a checkout
+    run with PYTHONDONTWRITEBYTECODE (or never imported) would otherwise compile every
+    module from source in each process, which no installed copy does."""
+    import compileall
+
+    import llmbatch
+
+    compileall.compile_dir(str(Path(llmbatch.__file__).parent), quiet=1)
 
 
 def script(body: str, n: int) -> str:
@@ -193,21 +225,26 @@ def run_cli(base: str, src: Path, work: Path, env: dict[str, str]) -> dict[str, 
         ["wait", "-q", "q", "--poll-interval", str(POLL)],
         ["results", "-q", "q", "-o", str(work / "cli-results.jsonl")],
     )
-    wall, rss = 0.0, 0.0
+    wall, rss, cpu = 0.0, 0.0, 0.0
     for args in steps:
-        w, r, _out = timed([llmbatch, *args], env, work)
-        wall, rss = wall + w, max(rss, r)
+        w, r, c, _out = timed([llmbatch, *args], env, work)
+        wall, rss, cpu = wall + w, max(rss, r), cpu + c
     lines = (work / "cli-results.jsonl").read_bytes().splitlines()
-    return {"wall_s": round(wall, 2), "peak_rss_mb": round(rss, 1), "results": len(lines)}
+    return {
+        "wall_s": round(wall, 2),
+        "cpu_s": round(cpu, 2),
+        "peak_rss_mb": round(rss, 1),
+        "results": len(lines),
+    }
 
 
 def run_python(python: str, body: str, base: str, src: Path, work: Path, env: dict[str, str],
                n: int) -> dict[str, object]:  # fmt: skip
     path = work / f"flow-{abs(hash(body))}.py"
     path.write_text(script(body, n))
-    wall, rss, out = timed([python, str(path), base, str(src), str(work)], env, work)
+    wall, rss, cpu, out = timed([python, str(path), base, str(src), str(work)], env, work)
     got = json.loads(out.strip().splitlines()[-1])
-    return {"wall_s": round(wall, 2), "peak_rss_mb": round(rss, 1), **got}
+    return {"wall_s": round(wall, 2), "cpu_s": round(cpu, 2), "peak_rss_mb": round(rss, 1), **got}
 
 
 def peer_python(venvs: Path, tool: str) -> str | None:
@@ -247,6 +284,7 @@ def main() -> None:
             "peers skipped: bench_peers installs PyPI tools and runs locally, not in CI or --small"
         )
     pythons = {t: p for t in PEERS if peers and (p := peer_python(args.venvs, t))}
+    compile_llmbatch()
     env = {**os.environ, "LLMBATCH_BENCH_KEY": KEY, "OPENAI_API_KEY": KEY}
     load = os.getloadavg()
     out: dict[str, object] = {"load_before": [round(x, 2) for x in load], "poll_s": POLL}

@@ -56,8 +56,14 @@ _REQUEST_COLUMNS = (
     "priority, deadline, text_chars, text_bytes, inputs, attempts, expiries, not_before, "
     "reason, created_at, updated_at, rejections"
 )
-# Migration 0015 (the poll and sweep schedule in the store) taken back out.
+# Migration 0016 (requests.import_id not a foreign key PostgreSQL checks) taken back out.
+UNDO_0016: tuple[Undo, ...] = (
+    ("postgres", "ALTER TABLE requests ADD CONSTRAINT requests_import_id_fkey "
+                 "FOREIGN KEY (import_id) REFERENCES imports (id)"),
+)  # fmt: skip
+# Migration 0015 (the poll and sweep schedule in the store) taken back out, and every later one.
 UNDO_0015: tuple[Undo, ...] = (
+    *UNDO_0016,
     "ALTER TABLE batches DROP COLUMN poll_at",
     "ALTER TABLE batches DROP COLUMN poll_every",
     "DROP TABLE schedules",

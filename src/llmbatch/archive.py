@@ -5,7 +5,10 @@ Under `<url>/<store id>/batch-<8 digits>/` an archive holds:
 
 - `input.jsonl`: the batch file as sent (made again from the store: the same bytes);
 - `output.jsonl`, `errors.jsonl`: the provider's result files, as downloaded;
-- `results.jsonl`: the batch's results in the results envelope (`export.py`), from the store;
+- `results.jsonl`: the batch's results in the results envelope (`export.py`) that the
+  provider's files do not hold (manifest version 2, `archived.py`): each success read from
+  `output.jsonl` is named in the manifest's `rebuilt` instead of written again, and
+  `--from-archive` rebuilds it through the provider's format (version 1 held them all);
 - `attempts.jsonl`: each attempt id the batch carried (batch files carry attempt ids, not the
   user's ids) with its queue, custom_id and result id;
 - `manifest.json`, written last: the batch, its provider ids, and per file its lines, bytes
@@ -31,7 +34,8 @@ while the next is made. The engine waits for the pass on close. `results.jsonl` 
 what the store holds: every outcome of that ingest recorded as written, and as many results
 as the store has for the batch. An ingest cut short (a worker killed mid-ingest, resumed by
 another), a re-download or an adopted duplicate's lines landing on answered attempts leaves
-no such file, and the archive step reads them from the store as before.
+no such file, and the archive step reads them from the store, every result whole (nothing
+is left to the provider's files then, nor when they were downloaded again or are gone).
 """
 
 from __future__ import annotations
@@ -43,7 +47,7 @@ import os
 import shutil
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +56,8 @@ from typing import IO, TYPE_CHECKING, Any
 import orjson
 
 from llmbatch import defaults
+from llmbatch.archived import MANIFEST, MANIFEST_VERSION
+from llmbatch.archived import from_archive as from_archive
 from llmbatch.errors import ConfigError, RejectedError, StoreError, TransientError
 from llmbatch.export import jsonl_head, jsonl_line, jsonl_tail, result_id
 from llmbatch.ownership import attempt_prefix
@@ -64,16 +70,19 @@ if TYPE_CHECKING:
     from llmbatch.store.base import Store
     from llmbatch.store.batching import Outcome
 
-MANIFEST = "manifest.json"
-MANIFEST_VERSION = 1
 MAX_BACKOFF = 3600.0
 SPOOL_KINDS = "kinds.json"  # in a spool folder: which downloaded file is output, which error
 # in a spool folder: the envelope files written during ingest, and what says they are whole
 SPOOL_RESULTS, SPOOL_ATTEMPTS, SPOOL_ENVELOPE = (
     "env-results.jsonl",
     "env-attempts.jsonl",
-    "env.json",
+    "env-v2.json",
 )
+# The marker of a worker before manifest version 2 (results.jsonl held every result): still
+# read. Ours has another name so that such a worker, sharing the work directory during an
+# upgrade, never takes a results.jsonl without the successes for the whole of them: it finds
+# no marker it knows and reads the results from the store.
+SPOOL_ENVELOPE_V1 = "env.json"
 
 
 @dataclass(frozen=True)
@@ -132,34 +141,43 @@ def _digest(path: Path) -> dict[str, Any]:
 
 class Envelope:
     """A batch's `results.jsonl` and `attempts.jsonl`, written in its ingest folder while it
-    is ingested: each recorded outcome's result as `llmbatch results` gives it (the same
-    bytes as `jsonl_line` of the store's row), so the archive step need not read the
-    batch's results back from the store. `whole()` says whether the file can stand for the
-    store's rows; the ingest keeps it with the downloaded files only then."""
+    is ingested, so the archive step need not read the batch's results back from the store.
+
+    A success read from the provider's files is not written again: only its attempt id is
+    kept (`rebuilt`), and `--from-archive` rebuilds its envelope from the archived output
+    file through the provider's format, as ingest built it. Every other result (a failure
+    with its retry verdict, a cancellation, a request with no line) is written as `llmbatch
+    results` gives it (the same bytes as `jsonl_line` of the store's row). `whole()` says
+    whether the files can stand for the store's rows; the ingest keeps them with the
+    downloaded files only then."""
 
     FINAL = ("succeeded", "failed", "cancelled")  # the outcomes that are results
 
     def __init__(self, store: Store, batch_id: int, prefix: str, provider: str, folder: Path):
         self.store, self.batch_id, self.provider = store, batch_id, provider
+        self.prefix = prefix
         self.results_path = folder / SPOOL_RESULTS
         self.attempts_path = folder / SPOOL_ATTEMPTS
         self.lines = 0
+        self.rebuilt: list[int] = []  # successes the provider's files hold, by attempt id
         self.spoiled = False
         self._out: IO[bytes] | None = None
-        # Per attempt, the start of its result line (`jsonl_head`: its result id and custom
-        # id, encoded once for both files), and each file's digest taken as it is written:
-        # the archive step need not read them again before sending them.
-        self.heads: dict[int, bytes] = {}
+        self._provider_json = orjson.dumps(provider)
+        # Per attempt, its result id and custom id (the result id computed once for both
+        # files), and each file's digest taken as it is written: the archive step need not
+        # read them again before sending them.
+        self.ids: dict[int, tuple[str, str]] = {}
         self._sha = {SPOOL_RESULTS: hashlib.sha256(), SPOOL_ATTEMPTS: hashlib.sha256()}
         self._attempt_lines = self._newlines = 0
-        sid, provider_json = store.store_id, orjson.dumps(provider)
+        sid = store.store_id
         try:
-            (folder / SPOOL_ENVELOPE).unlink(missing_ok=True)  # an earlier ingest's
+            for name in (SPOOL_ENVELOPE, SPOOL_ENVELOPE_V1):  # an earlier ingest's
+                (folder / name).unlink(missing_ok=True)
             sha = self._sha[SPOOL_ATTEMPTS]
             with open(self.attempts_path, "wb") as out:
                 for attempt_id, queue, custom_id in store.batch_attempt_map(batch_id):
                     rid = result_id(sid, attempt_id)
-                    self.heads[attempt_id] = jsonl_head(rid, custom_id, provider_json)
+                    self.ids[attempt_id] = (rid, custom_id)
                     line = _attempt_line(sid, prefix, attempt_id, queue, custom_id, rid)
                     out.write(line)
                     sha.update(line)
@@ -170,22 +188,26 @@ class Envelope:
 
     def add(self, outcomes: list[Outcome], applied: int) -> None:
         """Outcomes just given to the store, which says it recorded `applied` of them: all of
-        them, or the file cannot say which (it is then not used)."""
+        them, or the file cannot say which (it is then not used). Every success comes from a
+        line of the provider's files (ingest reads no other): it is kept by attempt id."""
         if self.spoiled or self._out is None:
             return
         if applied != len(outcomes):
             self.spoil()
             return
-        write, sha, heads = self._out.write, self._sha[SPOOL_RESULTS].update, self.heads
-        provider = self.provider
+        write, sha, ids = self._out.write, self._sha[SPOOL_RESULTS].update, self.ids
+        provider, provider_json, rebuilt = self.provider, self._provider_json, self.rebuilt
         try:
             for o in outcomes:
                 if o.kind not in self.FINAL:
                     continue
-                head = heads.get(o.attempt_id)
-                if head is None:
+                known = ids.get(o.attempt_id)
+                if known is None:
                     self.spoil()
                     return
+                if o.kind == "succeeded" and o.error_code is None and o.body is not None:
+                    rebuilt.append(o.attempt_id)
+                    continue
                 tail = jsonl_tail(
                     o.kind,
                     provider,
@@ -195,7 +217,7 @@ class Envelope:
                     o.error_code,
                     o.error_message,
                 )
-                line = head + tail
+                line = jsonl_head(known[0], known[1], provider_json) + tail
                 write(line)
                 sha(line)
                 self.lines += 1
@@ -208,9 +230,9 @@ class Envelope:
         self.discard()
 
     def whole(self) -> bool:
-        """Close the file; True (and the marker written) if it holds every result the store
-        has for the batch, each recorded by this ingest. The files are synced first: a
-        marker never stands for files a power loss cut short."""
+        """Close the file; True (and the marker written) if it and `rebuilt` hold every
+        result the store has for the batch, each recorded by this ingest. The files are
+        synced first: a marker never stands for files a power loss cut short."""
         out, self._out = self._out, None
         if out is None or self.spoiled:
             return False
@@ -218,7 +240,7 @@ class Envelope:
             out.flush()
             os.fsync(out.fileno())
             out.close()
-            if self.store.batch_result_count(self.batch_id) != self.lines:
+            if self.store.batch_result_count(self.batch_id) != self.lines + len(self.rebuilt):
                 return False
             with open(self.attempts_path, "rb") as f:
                 os.fsync(f.fileno())
@@ -229,9 +251,13 @@ class Envelope:
                 for name, h in self._sha.items()
             }
             marker = self.results_path.parent / SPOOL_ENVELOPE
-            marker.write_text(
-                json.dumps({"batch": self.batch_id, "bytes": sizes, "digests": digests})
-            )
+            said = {
+                "batch": self.batch_id,
+                "bytes": sizes,
+                "digests": digests,
+                "rebuilt": {"prefix": self.prefix, "attempts": ranges(self.rebuilt)},
+            }
+            marker.write_text(json.dumps(said))
         except OSError:
             return False
         return True
@@ -241,6 +267,17 @@ class Envelope:
             with contextlib.suppress(OSError):
                 self._out.close()
             self._out = None
+
+
+def ranges(ids: list[int]) -> list[list[int]]:
+    """Attempt ids as sorted, inclusive `[first, last]` runs (a batch's are mostly one)."""
+    out: list[list[int]] = []
+    for a in sorted(set(ids)):
+        if out and out[-1][1] == a - 1:
+            out[-1][1] = a
+        else:
+            out.append([a, a])
+    return out
 
 
 class Archiver:
@@ -432,7 +469,11 @@ class Archiver:
                 send(name, path)
             ours = not got or any(_carries(p, prefix) for p in got.values())
             send("input.jsonl", self._input(attempts_of, prefix, provider, work))
-            (results, attempts), known = self._envelope(int(b["id"]), attempts_of, prefix, work)
+            spool = self.spool(batch_id)
+            spooled = bool(got) and all(p.parent == spool for p in got.values())
+            (results, attempts), known, rebuilt = self._envelope(
+                batch_id, attempts_of, prefix, work, spooled=spooled
+            )
             send("results.jsonl", results, known.get(SPOOL_RESULTS))
             send("attempts.jsonl", attempts, known.get(SPOOL_ATTEMPTS))
             manifest: dict[str, Any] = {
@@ -453,6 +494,8 @@ class Archiver:
                 "archived_at": self.clock(),
                 "files": {},
             }
+            if rebuilt is not None:  # successes the provider's files hold (`from_archive`)
+                manifest["rebuilt"] = {"from": list(got), **rebuilt}
             for name in ("input.jsonl", *got, "results.jsonl", "attempts.jsonl"):
                 manifest["files"][name] = digests[name].result()  # the first failure raises
             (work / MANIFEST).write_bytes(orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
@@ -511,16 +554,21 @@ class Archiver:
         return {names[f.kind]: f.path for f in got}, False
 
     def _envelope(
-        self, batch_id: int, attempts_of: int, prefix: str, work: Path
-    ) -> tuple[tuple[Path, Path], dict[str, dict[str, Any]]]:
+        self, batch_id: int, attempts_of: int, prefix: str, work: Path, *, spooled: bool
+    ) -> tuple[tuple[Path, Path], dict[str, dict[str, Any]], dict[str, Any] | None]:
         """results.jsonl and attempts.jsonl: as the ingest wrote them when they are whole
         (`Envelope`), with the digests it took (by spool file name; none from an older
-        worker's marker), else from the store."""
+        worker's marker) and the successes left to the provider's files (`rebuilt`: only
+        when those files are the ones that ingest read, `spooled`), else from the store."""
         spool = self.spool(batch_id)
         with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
-            marker = json.loads((spool / SPOOL_ENVELOPE).read_text())
+            ours = spool / SPOOL_ENVELOPE
+            marker = json.loads((ours if ours.is_file() else spool / SPOOL_ENVELOPE_V1).read_text())
             sizes = marker["bytes"]
             paths = spool / SPOOL_RESULTS, spool / SPOOL_ATTEMPTS
+            rebuilt = marker.get("rebuilt")  # none from an older worker: results.jsonl is all
+            if rebuilt is not None and rebuilt["attempts"] and not spooled:
+                raise ValueError("the files ingest read are gone")
             if all(p.stat().st_size == sizes[p.name] for p in paths):
                 digests = marker.get("digests") or {}
                 known = {
@@ -528,8 +576,10 @@ class Archiver:
                     for p in paths
                     if p.name in digests and digests[p.name].get("bytes") == sizes[p.name]
                 }
-                return paths, known
-        return self._from_store(attempts_of, prefix, work), {}
+                if rebuilt is not None and not rebuilt["attempts"]:
+                    rebuilt = None
+                return paths, known, rebuilt
+        return self._from_store(attempts_of, prefix, work), {}, None
 
     def _from_store(self, attempts_of: int, prefix: str, work: Path) -> tuple[Path, Path]:
         """results.jsonl (the envelope) and attempts.jsonl, streamed from the store."""
@@ -565,56 +615,3 @@ def _carries(path: Path, prefix: str) -> bool:
     needle = f'"{prefix}-'.encode()
     with open(path, "rb") as f:
         return any(needle in line for line in f)
-
-
-# -- reading an archive back ---------------------------------------------------------------
-def from_archive(
-    url: str, *, queue: str | None = None, state: str | None = None, **target: Any
-) -> Iterator[bytes]:
-    """Every result an archive holds, in the results envelope: the newest result of each
-    request (by queue and custom_id), batch by batch, from the archive alone.
-
-    Reads the attempt maps first (one small entry per request held), then streams each
-    batch's results.jsonl, keeping the lines whose attempt is its request's newest."""
-    t = open_target(TargetSettings(url=url, **target))
-    manifests = sorted(k for k in t.keys("") if k.endswith("/" + MANIFEST))
-    newest: dict[tuple[str, str], tuple[int, str]] = {}
-    for m in manifests:
-        with contextlib.closing(t.open(m[: -len(MANIFEST)] + "attempts.jsonl")) as f:
-            for line in _lines(f):
-                a = orjson.loads(line)
-                if queue is not None and a["queue"] != queue:
-                    continue
-                key = (a["queue"], a["custom_id"])
-                if key not in newest or newest[key][0] < a["attempt"]:
-                    newest[key] = (int(a["attempt"]), str(a["result_id"]))
-    wanted = {rid for _a, rid in newest.values()}
-    del newest
-    for m in manifests:
-        with contextlib.closing(t.open(m[: -len(MANIFEST)] + "results.jsonl")) as f:
-            for line in _lines(f):
-                env = orjson.loads(line)
-                if env["id"] not in wanted:
-                    continue
-                if state is not None and _state(env) != state:
-                    continue
-                wanted.discard(env["id"])
-                yield line + b"\n"
-
-
-def _state(env: dict[str, Any]) -> str:
-    if env.get("error") is None:
-        return "succeeded"
-    code = str(env["error"].get("code") or "")
-    return "cancelled" if code.startswith(("cancelled", "batch_cancelled")) else "failed"
-
-
-def _lines(f: IO[bytes]) -> Iterator[bytes]:
-    """The lines of a stream, read in chunks (never the whole file)."""
-    rest = b""
-    while chunk := f.read(1 << 20):
-        rest += chunk
-        *whole, rest = rest.split(b"\n")
-        yield from (ln for ln in whole if ln.strip())
-    if rest.strip():
-        yield rest

@@ -10,6 +10,7 @@ process while this one writes (one core each).
 from __future__ import annotations
 
 import contextlib
+import marshal
 import pickle
 import queue
 import re
@@ -17,7 +18,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Set
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, BinaryIO
@@ -43,6 +44,9 @@ PIPELINE_MIN_BYTES = 8 * 1024 * 1024  # below this a second process costs more t
 _BOM = b"\xef\xbb\xbf"
 
 Progress = Callable[[int], None]
+# (provider, endpoint, model) -> [requests, text bytes, sum of output caps, requests without
+# a cap, largest text bytes]: what `estimate.from_sizes` prices
+Sizes = dict[tuple[str, str, str], list[int]]
 
 
 @dataclass(slots=True)
@@ -57,9 +61,8 @@ class ImportReport:
     unchanged: int = 0
     rejected: int = 0
     reject_file: str | None = None
-    # cheap size stats for the estimate line (no tokenizer): (provider, endpoint, model) ->
-    # [requests, text bytes, sum of output caps, requests without a cap, largest text bytes]
-    sizes: dict[tuple[str, str, str], list[int]] = field(default_factory=dict)
+    # cheap size stats for the estimate line (no tokenizer), as `Sizes` says
+    sizes: Sizes = field(default_factory=dict)
 
     def summary(self) -> str:
         parts = [f"{self.added:,} added to queue {self.queue!r}"]
@@ -78,6 +81,9 @@ class Chunk:
     problems: list[tuple[int, str, bytes | None]] = field(default_factory=list)
     raws: dict[int, bytes] | None = None  # kept only for a reject file
     lines: int = 0
+    # the rows' size stats (tally_sizes), taken where the chunk was parsed: the parser
+    # process has the spare core, the writer has none
+    sizes: Sizes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,24 +162,26 @@ def parse_chunks(
         if chunk.raws is not None:
             chunk.raws[number] = raw
         if len(chunk.rows) >= CHUNK_ROWS or time.monotonic() - started > CHUNK_SECONDS:
+            chunk.sizes = tally_sizes({}, chunk.rows, _NONE)
             yield chunk
             chunk = Chunk(raws={} if keep_raw else None)
             started = time.monotonic()
     if chunk.lines:
+        chunk.sizes = tally_sizes({}, chunk.rows, _NONE)
         yield chunk
 
+
+_NONE: frozenset[int] = frozenset()
 
 # An output cap in a canonical body (sorted keys, no spaces); a nested schema property of the
 # same name is followed by an object, not a number, so it never matches.
 _CAP = re.compile(rb'"max_(?:completion_|output_)?tokens":(\d+)')
 
 
-def tally_sizes(
-    sizes: dict[tuple[str, str, str], list[int]], rows: list[Row], skip: set[int]
-) -> None:
-    """Add the rows' size stats (what `estimate.from_sizes` prices) to `sizes`."""
+def tally_sizes(sizes: Sizes, rows: list[Row], skip: Set[int]) -> Sizes:
+    """Add the size stats of the rows not on a line in `skip` to `sizes`; returns it."""
     for row in rows:
-        if row[3] in skip:
+        if skip and row[3] in skip:
             continue
         key = (row[4], row[5], row[6])
         s = sizes.get(key)
@@ -187,6 +195,19 @@ def tally_sizes(
             s[2] += int(cap.group(1))
         else:
             s[3] += 1
+    return sizes
+
+
+def merge_sizes(sizes: Sizes, more: Sizes) -> None:
+    """Add one chunk's size stats (tally_sizes) to `sizes`."""
+    for key, m in more.items():
+        s = sizes.get(key)
+        if s is None:
+            sizes[key] = list(m)
+            continue
+        for i in range(4):
+            s[i] += m[i]
+        s[4] = max(s[4], m[4])
 
 
 class _Rejects:
@@ -268,7 +289,10 @@ class Importer:
             return  # a failing import keeps validating but stops writing
         clashes = self.store.load_rows(self.report.import_id, self.queue, chunk.rows)
         self.report.added += len(chunk.rows) - len(clashes)
-        tally_sizes(self.report.sizes, chunk.rows, {c.line for c in clashes})
+        if chunk.sizes is not None and not clashes:
+            merge_sizes(self.report.sizes, chunk.sizes)
+        else:  # rows that did not go in are not counted
+            tally_sizes(self.report.sizes, chunk.rows, {c.line for c in clashes})
         raws = chunk.raws or {}
         for c in clashes:
             if c.kind == "unchanged":
@@ -412,7 +436,7 @@ def parse_in_subprocess(
 ) -> Iterator[Chunk]:
     """Chunks parsed by a child process (the two-process pipeline: one core parses, one writes).
 
-    The child (`python -m llmbatch.importer`) streams length-prefixed pickles of chunk fields
+    The child (`python -m llmbatch.importer`) streams length-prefixed chunk fields (`_pack`)
     over its stdout; a reader thread keeps a few chunks ready so parsing and writing overlap,
     and the bounded hand-off keeps memory flat.
     """
@@ -434,7 +458,7 @@ def parse_in_subprocess(
         try:
             while len(head := stdout.read(8)) == 8:
                 payload = stdout.read(int.from_bytes(head, "little"))
-                ready.put(Chunk(*pickle.loads(payload)))  # our own child process
+                ready.put(_unpack(payload))
         finally:
             ready.put(None)
 
@@ -460,6 +484,23 @@ def parse_in_subprocess(
         proc.stderr.close()
 
 
+def _pack(c: Chunk) -> bytes:
+    """A chunk's fields for the writer: marshal (rows are tuples of str, bytes, int, float and
+    None, which it writes and reads in about half pickle's time), or pickle for a row a
+    plugin's format made of other types. The first byte says which."""
+    fields = (c.rows, c.problems, c.raws, c.lines, c.sizes)
+    try:
+        return b"M" + marshal.dumps(fields)
+    except ValueError:  # an object marshal does not write
+        return b"P" + pickle.dumps(fields, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def _unpack(payload: bytes) -> Chunk:
+    """The chunk `_pack` wrote (our own child process, the same interpreter)."""
+    data = memoryview(payload)[1:]
+    return Chunk(*(marshal.loads(data) if payload[:1] == b"M" else pickle.loads(data)))
+
+
 def _parse_main(path: str, spec_json: str) -> None:
     spec = orjson.loads(spec_json)
     defaults = RowDefaults(*spec["defaults"])
@@ -468,9 +509,7 @@ def _parse_main(path: str, spec_json: str) -> None:
         for c in parse_chunks(
             f, defaults, max_line_bytes=spec["max_line_bytes"], keep_raw=spec["keep_raw"]
         ):
-            payload = pickle.dumps(
-                (c.rows, c.problems, c.raws, c.lines), protocol=pickle.HIGHEST_PROTOCOL
-            )
+            payload = _pack(c)
             out.write(len(payload).to_bytes(8, "little"))
             out.write(payload)
     out.flush()

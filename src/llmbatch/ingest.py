@@ -32,7 +32,7 @@ from llmbatch.ownership import attempt_prefix
 from llmbatch.pricing import model_prices
 from llmbatch.providers import format_of
 from llmbatch.providers.base import BatchStatus, Provider, ResultFile, ResultsGone
-from llmbatch.results import Anomaly, Finding, capped_lines, parse_line
+from llmbatch.results import Anomaly, Finding, in_attempt_order, parse_line
 from llmbatch.retry import decide
 from llmbatch.setbacks import Setbacks
 from llmbatch.store.base import Store
@@ -171,7 +171,8 @@ class Ingestor:
         tally = Tally(b.provider, b.model, now)  # what its lines say it used (ledger.py)
         anomalies = Anomalies(self.store, b.id)
         cap = self.settings.max_result_line_bytes
-        for line in capped_lines(files, cap):
+        fmt = format_of(b.provider)
+        for line in in_attempt_order(files, cap, fmt.id_field, prefix):
             lines += 1
             try:
                 if isinstance(line, int):
@@ -180,7 +181,7 @@ class Ingestor:
                         f"({cap:,}): not read"
                     )
                 # only lines carrying this intent's nonce are ours (ownership.py)
-                finding = parse_line(line, prefix, b.endpoint, format_of(b.provider))
+                finding = parse_line(line, prefix, b.endpoint, fmt)
                 if finding.attempt_id in seen:  # the first is kept; never silently dropped
                     cid = f"{prefix}-{finding.attempt_id}"
                     raise Anomaly(f"a second result line for custom_id {cid!r}; the first is kept")

@@ -55,6 +55,8 @@ class ModelPrices:
 
     def tier(self, input_tokens: int) -> int:
         """The tier key of one request: how many thresholds its input tokens exceed."""
+        if not self.thresholds:  # most models: ingest asks once per result line
+            return 0
         return sum(1 for t in self.thresholds if input_tokens > t)
 
     def cost(self, tokens: Tokens, tier: int = 0, *, batch: bool) -> Decimal | None:

@@ -17,6 +17,7 @@ MIB: Final = 1024 * 1024
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _SORT: Final = orjson.OPT_SORT_KEYS
+_blake2b = hashlib.blake2b
 
 
 class LineError(ValueError):
@@ -40,13 +41,8 @@ class Request:
 
 def body_hash(method: str, url: str, canonical_body: bytes) -> bytes:
     """The identity of a request: same method, url and canonical body ⇒ same hash."""
-    h = hashlib.blake2b(digest_size=16)
-    h.update(method.encode())
-    h.update(b"\n")
-    h.update(url.encode())
-    h.update(b"\n")
-    h.update(canonical_body)
-    return h.digest()
+    # one call over one buffer: copying the body costs less than five update() calls
+    return _blake2b(f"{method}\n{url}\n".encode() + canonical_body, digest_size=16).digest()
 
 
 def check_custom_id(custom_id: object, field: str = "custom_id") -> None:

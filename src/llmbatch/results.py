@@ -10,6 +10,8 @@ while streaming, never holding it whole. Pure functions: ingest.py records what 
 
 from __future__ import annotations
 
+import re
+from array import array
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -155,6 +157,66 @@ def capped_lines(files: Sequence[ResultFile], cap: int) -> Iterator[bytes | int]
                 line = raw.rstrip(b"\r\n")
                 if line.strip():
                     yield line
+
+
+def in_attempt_order(
+    files: Sequence[ResultFile], cap: int, id_field: str, prefix: str
+) -> Iterator[bytes | int]:
+    """`capped_lines`' lines, those whose id a quick look reads as one of `prefix`'s attempts
+    in attempt order, the rest (and every over-long line's length) first, in file order.
+
+    A provider writes results in its own order (the emulator's, like the real services', is
+    not the input's): applied in that order, each chunk of outcomes touches rows all over the
+    attempts and requests tables and every chunk rewrites nearly every page of both. In
+    attempt order a chunk touches a run of neighbouring rows. The quick look only orders;
+    every line is still read in full by `parse_line`. Holds three integers a line, not the
+    lines: they are read again from the file (in the page cache) one by one."""
+    pattern = re.compile(
+        rb'"'
+        + re.escape(id_field.encode())
+        + rb'"\s*:\s*"'
+        + re.escape(prefix.encode())
+        + rb'-(\d{1,18})"'
+    )
+    keys, file_of, offsets = array("q"), array("q"), array("q")
+    sizes = array("q")  # < 0: an over-long line, not read
+    handles = []
+    try:
+        for n, f in enumerate(files):
+            fh = open(f.path, "rb")  # noqa: SIM115 - kept open for the second pass
+            handles.append(fh)
+            at = 0
+            while raw := fh.readline(cap + 1):
+                start, at = at, at + len(raw)
+                if len(raw) > cap and not raw.endswith(b"\n"):
+                    size = len(raw)
+                    while raw and not raw.endswith(b"\n"):
+                        raw = fh.readline(CHUNK)
+                        size += len(raw)
+                        at += len(raw)
+                    keys.append(-1)
+                    file_of.append(n)
+                    offsets.append(start)
+                    sizes.append(-(size - (1 if raw.endswith(b"\n") else 0)))
+                    continue
+                m = pattern.search(raw)
+                keys.append(int(m.group(1)) if m else -1)
+                file_of.append(n)
+                offsets.append(start)
+                sizes.append(len(raw))
+        for i in sorted(range(len(keys)), key=keys.__getitem__):  # stable: file order kept
+            size = sizes[i]
+            if size < 0:
+                yield -size
+                continue
+            fh = handles[file_of[i]]
+            fh.seek(offsets[i])
+            line = fh.read(size).rstrip(b"\r\n")
+            if line.strip():
+                yield line
+    finally:
+        for fh in handles:
+            fh.close()
 
 
 def openai_output_text(body: dict[str, Any]) -> str:

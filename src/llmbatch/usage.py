@@ -104,6 +104,16 @@ def _field(d: Any, *path: str, required: bool = False) -> int:
 
 def read_usage_any(usage: Any, endpoint: str | None = None) -> UsageRecord:
     """Usage in whichever shape it came: the cache fields' shape, or the token fields'."""
+    if (
+        endpoint == "/v1/chat/completions"
+        and type(usage) is dict
+        and "prompt_tokens" in usage
+        and "cache_read_input_tokens" not in usage
+        and "cache_creation_input_tokens" not in usage
+    ):  # the common line, as read_token_usage reads it in fewer steps (once per result line)
+        fast = _chat(usage, endpoint)
+        if fast is not None:
+            return _in_range(fast)
     if isinstance(usage, dict) and (
         "cache_read_input_tokens" in usage or "cache_creation_input_tokens" in usage
     ):

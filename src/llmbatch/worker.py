@@ -45,9 +45,10 @@ def engine_settings(
     if values or retry_values:  # pydantic only when there is a table to check
         _check_engine(values, retry_values)
     retry = RetryPolicy(**retry_values)
+    from llmbatch.providers.configure import check_providers
+
     providers = dict(config.get("providers") or {})
-    for name, options in providers.items():  # first: a table may declare a service
-        _check_provider(name, options)
+    check_providers(providers)  # first: a table may declare a service
     quotas = _quotas(config.get("quotas") or {})
     providers = {k: dict(v) for k, v in providers.items()}
     budgets = parse_budgets(
@@ -109,20 +110,6 @@ def _quotas(table: dict[str, Any]) -> dict[tuple[str, str], int]:
                 )
             quotas[(provider, model)] = tokens
     return quotas
-
-
-def _check_provider(name: str, options: Any) -> None:
-    """An unknown provider in `[providers]`, an unknown key or a wrong type in its table is a
-    ConfigError up front, not ignored."""
-    from llmbatch.providers.configure import check_table
-
-    try:
-        check_table(name, options)
-    except ConfigError as exc:
-        text = str(exc)
-        raise ConfigError(
-            text if text.startswith(f"[providers.{name}]") else f"[providers.{name}]: {text}"
-        ) from None
 
 
 @dataclass

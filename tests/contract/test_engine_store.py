@@ -6,6 +6,7 @@ import dataclasses
 import time
 from typing import Any
 
+from helpers import sql
 from llmbatch.importer import enqueue_requests
 from llmbatch.requests import make_request
 from llmbatch.store import Store
@@ -35,6 +36,31 @@ def test_candidates_stream_in_packing_order_across_pages_and_queues(store: Store
     assert got == sorted(
         got, key=lambda r: (-priority_of[r], r)
     )  # priority first, then enqueue order
+
+
+def test_an_intents_lines_come_in_line_order_across_pages_and_past_a_gap(
+    store: Store, db: str
+) -> None:
+    """batch_lines reads an intent page by page as ranges of lines: every line once, in
+    order, and a gap wider than a page (lines are 1..n as packed; a hand-edited store) is
+    skipped, not taken for the end."""
+    _enqueue(store, "q", [f"r{i}" for i in range(9)])
+    now = time.time()
+    token = store.acquire_lease("engine", "me", 60, now)
+    assert token is not None
+    ids = [rid for rid, *_ in store.candidates("openai", "/v1/chat/completions", "gpt-4o-mini")]
+    batch = store.create_intent(
+        ("openai", "/v1/chat/completions", "gpt-4o-mini"), ids, 9, 9, now, token
+    )
+    assert batch is not None
+    attempt_of = {line: a for a, _r, line in store.unfinished_attempts(batch)}
+    assert [a for a, _e, _b in store.batch_lines(batch, page=2)] == [
+        attempt_of[n] for n in range(1, 10)
+    ]
+    sql(db, "UPDATE attempts SET line = line + 5 WHERE batch_id = ? AND line > 4", (batch,))
+    assert [a for a, _e, _b in store.batch_lines(batch, page=2)] == [
+        attempt_of[n] for n in range(1, 10)
+    ]
 
 
 def test_an_intent_takes_requests_once_and_leases_fence_writes(store: Store) -> None:

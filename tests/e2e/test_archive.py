@@ -20,13 +20,16 @@ import pytest
 from helpers import E2E_KEY_ENV, cli, fast_settings, request_states, sql
 from llmbatch import Queue
 from llmbatch.archive import Archiver, ArchiveSettings, _attempt_line, _digest, from_archive
+from llmbatch.archived import _rebuilt
 from llmbatch.emulator import running
 from llmbatch.engine import Engine
 from llmbatch.export import export, jsonl_head, jsonl_line, jsonl_tail, result_id
 from llmbatch.ownership import attempt_prefix
+from llmbatch.retry import RetryPolicy
 from llmbatch.sdk import status_code
 from llmbatch.store import open_store
 from llmbatch.store.base import ResultRow
+from llmbatch.targets import FileTarget
 from s3 import SECRET_KEY, FaultProxy, aws_env, moto_server, s3_client
 
 pytest.importorskip("boto3")
@@ -145,7 +148,11 @@ def test_each_batch_is_archived_with_its_manifest_before_its_files_are_deleted(
         assert all(a["sent_as"] == f"{store_id}-{nonce}-{a['attempt']}" for a in attempts)
         sent = s3.get_object(Bucket=bucket, Key=prefix + "input.jsonl")["Body"].read()
         assert sent.count(f'"{store_id}-{nonce}-'.encode()) == len(attempts)
+        # each success is left to output.jsonl (manifest version 2), the rest written whole
+        assert manifest["version"] == 2 and manifest["rebuilt"]["from"][0] == "output.jsonl"
+        runs = manifest["rebuilt"]["attempts"]
         total_lines += manifest["files"]["results.jsonl"]["lines"]
+        total_lines += sum(last - first + 1 for first, last in runs)
     assert total_lines == 42
     # every result back from the archive alone, as `llmbatch results` gives it from the store
     want = store_envelope(db)
@@ -617,12 +624,16 @@ def test_results_are_archived_as_ingest_wrote_them_not_read_back_from_the_store(
             files = m["files"]
             for name in files:  # the digests taken while writing: what the files hold
                 assert files[name] == _digest(manifest.parent / name), name
-            assert files["results.jsonl"]["lines"] == files["attempts.jsonl"]["lines"]
-            # byte for byte the lines the archive step would read back from the store (in
-            # the order the provider's file gave them)
+            # byte for byte the lines the archive step would read back from the store: those
+            # written whole, and the successes rebuilt from output.jsonl
             sid, batch = store.store_id, m["attempts_of"]
             written = (manifest.parent / "results.jsonl").read_bytes().splitlines(keepends=True)
-            assert sorted(written) == sorted(
+            folder = manifest.parent.relative_to(root).as_posix() + "/"
+            wanted = {result_id(sid, a): c for a, _q, c in store.batch_attempt_map(batch)}
+            target = FileTarget(root, "file://x")
+            rebuilt = list(_rebuilt(target, folder, m, m["rebuilt"], wanted))
+            assert len(rebuilt) == files["output.jsonl"]["lines"] > 0
+            assert sorted(written + rebuilt) == sorted(
                 jsonl_line(r, sid) for r in store.batch_result_rows(batch)
             )
             b = store.archive_batch(m["batch"])
@@ -773,7 +784,7 @@ def test_an_envelope_left_by_an_older_worker_is_digested_before_it_is_sent(
 ) -> None:
     """A spool an older worker left (its env.json has sizes, no digests) is used as before and
     its files digested by the archive step; digests whose size is not the file's are not used."""
-    from llmbatch.archive import SPOOL_ATTEMPTS, SPOOL_ENVELOPE, SPOOL_RESULTS
+    from llmbatch.archive import SPOOL_ATTEMPTS, SPOOL_ENVELOPE, SPOOL_ENVELOPE_V1, SPOOL_RESULTS
 
     archiver = object.__new__(Archiver)
     archiver.workdir = tmp_path
@@ -782,16 +793,26 @@ def test_an_envelope_left_by_an_older_worker_is_digested_before_it_is_sent(
     (spool / SPOOL_RESULTS).write_bytes(b'{"id":"a"}\n')
     (spool / SPOOL_ATTEMPTS).write_bytes(b'{"attempt":1}\n')
     sizes = {SPOOL_RESULTS: 11, SPOOL_ATTEMPTS: 14}
-    (spool / SPOOL_ENVELOPE).write_text(json.dumps({"batch": 3, "bytes": sizes}))
-    paths, known = archiver._envelope(3, 3, "lb-x", tmp_path / "work")
+    (spool / SPOOL_ENVELOPE_V1).write_text(json.dumps({"batch": 3, "bytes": sizes}))
+    paths, known, rebuilt = archiver._envelope(3, 3, "lb-x", tmp_path / "work", spooled=True)
     assert paths == (spool / SPOOL_RESULTS, spool / SPOOL_ATTEMPTS) and known == {}
+    assert rebuilt is None  # an older worker's results.jsonl holds every result
     stale = {"lines": 1, "bytes": 10, "sha256": "0" * 64}
     digests = {SPOOL_RESULTS: stale, SPOOL_ATTEMPTS: _digest(spool / SPOOL_ATTEMPTS)}
-    (spool / SPOOL_ENVELOPE).write_text(
+    (spool / SPOOL_ENVELOPE_V1).write_text(
         json.dumps({"batch": 3, "bytes": sizes, "digests": digests})
     )
-    _paths, known = archiver._envelope(3, 3, "lb-x", tmp_path / "work")
+    _paths, known, _r = archiver._envelope(3, 3, "lb-x", tmp_path / "work", spooled=True)
     assert known == {SPOOL_ATTEMPTS: _digest(spool / SPOOL_ATTEMPTS)}
+    # successes left to provider files that are not the ones ingest read (downloaded again):
+    # every result is read from the store instead
+    marker = {"batch": 3, "bytes": sizes, "rebuilt": {"prefix": "lb-x", "attempts": [[1, 1]]}}
+    (spool / SPOOL_ENVELOPE).write_text(json.dumps(marker))
+    archiver._from_store = lambda *a: ("from", "store")  # type: ignore[method-assign]
+    got = archiver._envelope(3, 3, "lb-x", tmp_path / "work", spooled=False)
+    assert got == (("from", "store"), {}, None)
+    paths, _k, rebuilt = archiver._envelope(3, 3, "lb-x", tmp_path / "work", spooled=True)
+    assert rebuilt == {"prefix": "lb-x", "attempts": [[1, 1]]} and paths[0].parent == spool
 
 
 def test_a_batch_is_archived_as_soon_as_it_is_ingested_not_at_the_end_of_the_tick(
@@ -824,3 +845,91 @@ def test_a_batch_is_archived_as_soon_as_it_is_ingested_not_at_the_end_of_the_tic
             other.store.close()
             engine.close()
     assert archived_results(root) == store_envelope(db)
+
+
+BODIES = {
+    "openai": lambda i: {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": f"{i}"}]},
+    "gemini": lambda i: {"model": "gemini-2.5-flash", "contents": [{"parts": [{"text": f"{i}"}]}]},
+}
+
+
+# Anthropic's shape is read back from tests/data/archives/v2 (test_archive_versions.py): its
+# drain here took 8 s, four times the others'.
+@pytest.mark.parametrize("provider", ["gemini", "openai"])
+def test_successes_are_rebuilt_from_the_providers_files_through_its_format(
+    sqlite_db: str, tmp_path: Path, provider: str
+) -> None:
+    """Manifest version 2: a success is not written again in results.jsonl (its bytes are in
+    the provider's output file); `--from-archive` rebuilds it through the provider's format
+    and gives what `llmbatch results` gives from the store, failures, retried requests and
+    all, for each provider's result shape."""
+    db = sqlite_db
+    with Queue(db, "q", provider=provider) as q:
+        q.add_many([{"custom_id": f"r{i}", "body": BODIES[provider](i)} for i in range(24)])
+    root = tmp_path / "archive"
+    with running(seed=24, request_failure_rate=0.4, request_failure_status=500) as emu:
+        settings = fast_settings(
+            emu,
+            max_batch_requests=12,
+            retry=RetryPolicy(max_attempts=2, base_seconds=0.05, max_seconds=0.1),
+            archive=ArchiveSettings(url=f"file://{root}"),
+        )
+        engine = Engine(open_store(db), settings)
+        try:
+            tick_until(
+                engine,
+                lambda: (
+                    not engine.store.unfinished_count()
+                    and all(r[1] == "done" for r in archives(db))
+                ),
+            )
+        finally:
+            engine.close()
+    manifests = [json.loads(m.read_text()) for m in root.rglob("manifest.json")]
+    assert len(manifests) >= 3  # retries went in batches of their own
+    assert all(m["version"] == 2 and m["rebuilt"]["attempts"] for m in manifests)
+    whole = sum(m["files"]["results.jsonl"]["lines"] for m in manifests)
+    rebuilt = sum(b - a + 1 for m in manifests for a, b in m["rebuilt"]["attempts"])
+    want = store_envelope(db)
+    assert whole and rebuilt and len(want) == 24  # failures written whole, successes not
+    assert archived_results(root) == want
+    by_state = [orjson.loads(x) for x in from_archive(f"file://{root}", state="succeeded")]
+    assert sorted(e["id"] for e in by_state) == sorted(e["id"] for e in want if not e["error"])
+
+
+def test_the_envelope_leaves_successes_to_the_providers_file_under_a_marker_of_its_own(
+    tmp_path: Path,
+) -> None:
+    """During ingest a success is kept by attempt id, every other result written whole; the
+    marker has a name a worker before manifest version 2 does not read (sharing the work
+    directory during an upgrade, it would take results.jsonl for every result)."""
+    from llmbatch.archive import SPOOL_ENVELOPE, SPOOL_ENVELOPE_V1, SPOOL_RESULTS, Envelope
+    from llmbatch.store.types import Outcome
+
+    class Store:
+        store_id = "lbX"
+
+        def batch_attempt_map(self, batch_id: int) -> list[tuple[int, str, str]]:
+            return [(a, "q", f"r{a}") for a in (4, 5, 6, 9)]
+
+        def batch_result_count(self, batch_id: int) -> int:
+            return 4
+
+    (tmp_path / SPOOL_ENVELOPE_V1).write_text("{}")  # an earlier ingest's, by older code
+    env = Envelope(Store(), 1, "lbX-n", "openai", tmp_path)  # type: ignore[arg-type]
+    body = b'{"choices":[]}'
+    outcomes = [
+        Outcome(4, "succeeded", status_code=200, body=body),
+        Outcome(5, "succeeded", status_code=200, body=body),
+        Outcome(6, "failed", status_code=400, body=body, error_code="bad", error_message="m"),
+        Outcome(7, "retry", status_code=500, error_code="server_error"),
+        Outcome(9, "succeeded", status_code=200, body=body),
+    ]
+    env.add(outcomes, len(outcomes))
+    assert env.whole()
+    assert not (tmp_path / SPOOL_ENVELOPE_V1).exists()
+    marker = json.loads((tmp_path / SPOOL_ENVELOPE).read_text())
+    assert marker["rebuilt"] == {"prefix": "lbX-n", "attempts": [[4, 5], [9, 9]]}
+    head = jsonl_head(result_id("lbX", 6), "r6", b'"openai"')
+    tail = jsonl_tail("failed", "openai", 400, None, body, "bad", "m")
+    assert (tmp_path / SPOOL_RESULTS).read_bytes() == head + tail

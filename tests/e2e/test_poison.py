@@ -25,7 +25,7 @@ from llmbatch.emulator import RunningEmulator, running
 from llmbatch.engine import Engine
 from llmbatch.providers.base import BatchStatus, ResultFile
 from llmbatch.providers.openai import AzureProvider, OpenAIProvider
-from llmbatch.results import capped_lines
+from llmbatch.results import capped_lines, in_attempt_order
 from llmbatch.store import open_store
 
 CHAT: Final = "/v1/chat/completions"
@@ -294,6 +294,31 @@ def test_a_line_longer_than_the_cap_is_never_read_whole(tmp_path: Path) -> None:
     exact = tmp_path / "exact.jsonl"
     exact.write_bytes(b"z" * 100 + b"\n" + b"w" * 101 + b"\n")
     assert list(capped_lines([ResultFile("output", exact, 203)], 100)) == [b"z" * 100, 101]
+
+
+def test_result_lines_are_read_in_attempt_order_the_rest_first(tmp_path: Path) -> None:
+    """in_attempt_order: every line capped_lines gives, ours by attempt number (ingest then
+    touches neighbouring rows), the others and over-long lengths first, in file order."""
+    out, err = tmp_path / "output.jsonl", tmp_path / "error.jsonl"
+    big = b'{"custom_id": "lb1-ab-9", "pad": "' + b"y" * 300 + b'"}'
+    out.write_bytes(
+        b'{"custom_id": "lb1-ab-12", "n": 1}\n{"custom_id":"lb1-ab-3"}\r\nnot json\n\n'
+        + big
+        + b'\n{"custom_id": "other-7"}\n{"custom_id": "lb1-ab-12", "n": 2}'
+    )
+    err.write_bytes(b'{"custom_id": "lb1-ab-5"}\n')
+    files = [ResultFile("output", out, 0), ResultFile("error", err, 0)]
+    got = list(in_attempt_order(files, 200, "custom_id", "lb1-ab"))
+    assert got == [
+        b"not json",
+        len(big),
+        b'{"custom_id": "other-7"}',
+        b'{"custom_id":"lb1-ab-3"}',
+        b'{"custom_id": "lb1-ab-5"}',
+        b'{"custom_id": "lb1-ab-12", "n": 1}',
+        b'{"custom_id": "lb1-ab-12", "n": 2}',
+    ]
+    assert sorted(got, key=str) == sorted(capped_lines(files, 200), key=str)
 
 
 def test_result_lines_over_the_cap_are_anomalies(db: str, emu: RunningEmulator) -> None:

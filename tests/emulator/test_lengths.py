@@ -4,9 +4,11 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import statistics
 
 import openai
+import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -55,6 +57,22 @@ def test_cut_and_fit_count_exactly(text: str, cap: int) -> None:
     assert text_tokens(fitted) == n <= cap
 
 
+RULE = re.compile(r"\w+|[^\w\s]")  # the token rule as written in synth.py's docstring
+
+
+def test_the_ascii_count_is_the_rule() -> None:
+    """ASCII text is counted without the regex (replies.py): every pair of ASCII characters
+    in every context, and mixed text, counts as the rule says."""
+    chars = [chr(i) for i in range(128)]
+    texts = [a + b + a for a in chars for b in chars] + ["", " ", "a", "é é", "x\u00a0y", "中文 ok"]
+    assert [text_tokens(t) for t in texts] == [len(RULE.findall(t)) for t in texts]
+
+
+@given(text=st.text(max_size=60) | st.text(alphabet="ab_9 .,!\t\x1c\x1f\x7f\né", max_size=60))
+def test_the_count_matches_the_rule_on_any_text(text: str) -> None:
+    assert text_tokens(text) == len(RULE.findall(text))
+
+
 def test_json_rambles_into_the_cap_when_forced() -> None:
     h = HASHES[0]
     text, n, hit = fit('{"a":"b c","d":1}', h, 40, 1.0)
@@ -77,3 +95,46 @@ def test_batch_lengths_follow_max_tokens(emu: RunningEmulator, client: openai.Op
     assert max(lengths) <= 64 and len(set(lengths)) > 20
     for b in bodies:
         assert text_tokens(b["choices"][0]["message"]["content"]) == b["usage"]["completion_tokens"]
+
+
+_MODELS = ["gpt-4o-mini", "o3-mini", "gpt-5-mini", "gpt-3.5-turbo-instruct", "gpt-4.1"]
+_N = st.sampled_from([None, 0, 1, 2, False, True, 1.0])
+_CAP = st.one_of(st.none(), st.integers(-1, 70_000), st.just(True))
+
+
+@given(
+    model=st.sampled_from(_MODELS),
+    content=st.text(max_size=40),
+    extra=st.fixed_dictionaries(
+        {},
+        optional={
+            "n": _N,
+            "max_tokens": _CAP,
+            "max_completion_tokens": _CAP,
+            "response_format": st.sampled_from([{"type": "text"}, {"type": "json_object"}]),
+            "stream": st.booleans(),
+        },
+    ),
+    length_rate=st.sampled_from([0.0, 0.5, 1.0]),
+)
+def test_the_batch_reply_bytes_are_the_reply_encoded(
+    model: str, content: str, extra: dict[str, object], length_rate: float
+) -> None:
+    """The worker's `respond_json` (a template for plain chat replies) writes exactly what
+    `respond` builds, encoded, and refuses what it refuses."""
+    from llmbatch.emulator.config import EmulatorConfig
+    from llmbatch.emulator.surfaces import OPENAI
+    from llmbatch.emulator.synth import RequestError, respond, respond_json
+
+    body = {"model": model, "messages": [{"role": "user", "content": content}], **extra}
+    card = OPENAI.card(EmulatorConfig(), model)
+    args = {"model": model, "created": 7, "salt": "batch_x", "length_rate": length_rate}
+    try:
+        expected: object = orjson.dumps(respond("chat", body, card=card, **args)[0])
+    except RequestError as e:
+        expected = (e.status, e.message, e.param)
+    try:
+        got: object = respond_json("chat", body, card=card, **args)[0]
+    except RequestError as e:
+        got = (e.status, e.message, e.param)
+    assert got == expected

@@ -153,3 +153,25 @@ def test_sigkill_mid_batch_loses_nothing(tmp_path: Path) -> None:
     assert _normalised(got[1]) == _normalised(expected[1])
     ids = [x["custom_id"] for x in _normalised(got[0]) + _normalised(got[1])]
     assert len(ids) == len(set(ids)) == 3000
+
+
+def test_a_batch_validated_without_prompt_counts_still_runs_the_same(tmp_path: Path) -> None:
+    """Validation keeps each line's prompt tokens beside the index (`.tok`) for the worker;
+    a batch validated by an emulator that kept none (an older data dir) counts them again
+    and writes the same results."""
+    results = []
+    for name in ("kept", "dropped"):
+        data = tmp_path / name
+        with running(data, request_failure_rate=0.1, **FIXED) as emu:
+            client = openai.OpenAI(base_url=emu.base_url, api_key="k", max_retries=0)
+            batch_id = _start(client)
+            wait(client, batch_id, ("in_progress",))
+            counted = data / "work" / f"{batch_id}.tok"
+            assert counted.stat().st_size == 4 * len(LINES)
+            if name == "dropped":
+                counted.unlink()
+            emu.control.advance(1000)
+            done = wait(client, batch_id)
+            assert not counted.exists()
+            results.append((done.request_counts, done.usage, _files(client, done)))
+    assert results[0] == results[1]

@@ -103,3 +103,22 @@ def test_a_config_naming_a_provider_does_not_load_its_sdk(tmp_path: Path) -> Non
     imported(tmp_path, "enqueue", "in.jsonl", "-q", "q")
     modules = imported(tmp_path, "status")
     assert loaded(modules, ("openai", "httpx", "llmbatch.providers.openai")) == []
+
+
+def test_a_config_of_providers_alone_is_checked_without_the_engine(tmp_path: Path) -> None:
+    """The usual config names providers only: `status` and `results` check its tables (a
+    typo is still refused) without importing the engine, ~0.1 CPU s of each command."""
+    (tmp_path / "llmbatch.toml").write_text('[providers.openai]\nbase_url = "http://x:9/v1"\n')
+    (tmp_path / "in.jsonl").write_bytes(jsonl(line("a")))
+    imported(tmp_path, "enqueue", "in.jsonl", "-q", "q")
+    for args in (("status",), ("results", "-q", "q", "-o", "out.jsonl")):
+        modules = imported(tmp_path, *args)
+        assert loaded(modules, ("llmbatch.engine", "llmbatch.worker")) == [], args
+    (tmp_path / "llmbatch.toml").write_text('[providers.openai]\nbase_urll = "http://x:9/v1"\n')
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LLMBATCH_")}
+    refused = subprocess.run(
+        [sys.executable, "-c", "import sys; sys.argv[1:] = ['status']; "
+         "from llmbatch.cli import main; main()"],
+        cwd=tmp_path, env=env, capture_output=True, text=True,
+    )  # fmt: skip
+    assert refused.returncode == 2 and "[providers.openai]" in refused.stderr, refused.stderr

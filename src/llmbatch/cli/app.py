@@ -84,20 +84,26 @@ def _fail(ctx: click.Context, exc: LlmbatchError) -> NoReturn:
 def _load_defaults(ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
     """Read and check the config file before the other options, so it supplies their
     defaults; its engine tables are checked here too, so every command refuses a typo (the
-    engine is imported only when there is a table to check: a command starts without it)."""
+    engine is imported only when a table other than `[providers.*]` is there to check: a
+    command starts without it)."""
     try:
         path = config_path(value)
         config = load_config(path)
         assert isinstance(ctx.command, click.Group)
         ctx.default_map = default_map(config, path, ctx.command, ENGINE_TABLES)
         where = f"{path}: " if path else ""
-        if any(table in config for table in ENGINE_TABLES):
-            from llmbatch.worker import engine_settings
+        tables = [table for table in ENGINE_TABLES if table in config]
+        try:
+            if tables == ["providers"]:  # the usual config: checked without the engine
+                from llmbatch.providers.configure import check_providers
 
-            try:
+                check_providers(config["providers"])
+            elif tables:
+                from llmbatch.worker import engine_settings
+
                 engine_settings(config)
-            except ConfigError as exc:
-                raise ConfigError(f"{where}{exc}") from None
+        except ConfigError as exc:
+            raise ConfigError(f"{where}{exc}") from None
         ctx.meta["llmbatch.config"] = config
     except ConfigError as exc:
         raise BadConfig(str(exc)) from None

@@ -53,9 +53,31 @@ def _quantile(p: float) -> float:
     return _QUANTILES[i] + (_QUANTILES[i + 1] - _QUANTILES[i]) * (x - i)
 
 
+def _ascii_classes() -> bytes:
+    """Each ASCII byte as its class under the rule, as `re` sees it: `a` a word character,
+    ` ` a space, `.` anything else (a token on its own)."""
+    table = bytearray(b"." * 256)
+    for i in range(128):
+        if re.fullmatch(r"\w", chr(i)):
+            table[i] = ord("a")
+        elif re.fullmatch(r"\s", chr(i)):
+            table[i] = ord(" ")
+    return bytes(table)
+
+
+_CLASSES = _ascii_classes()
+
+
 def text_tokens(text: str) -> int:
-    """Tokens of a text under the emulator's rule: one per `\\w+|[^\\w\\s]` match."""
-    return len(_TOKEN.findall(text))
+    """Tokens of a text under the emulator's rule: one per `\\w+|[^\\w\\s]` match.
+
+    ASCII text (nearly every prompt) is counted without the regex, ~4x faster: each byte
+    becomes its class (`_CLASSES`), and the tokens are the punctuation bytes plus the word
+    runs (a word byte after a space, after punctuation, or first)."""
+    if not text.isascii():
+        return len(_TOKEN.findall(text))
+    t = text.encode().translate(_CLASSES)
+    return t.count(b".") + t.count(b" a") + t.count(b".a") + t.startswith(b"a")
 
 
 def share(h: bytes, offset: int) -> float:

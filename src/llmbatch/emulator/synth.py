@@ -303,6 +303,52 @@ def respond(
     return out, Usage(prompt, 0)
 
 
+def respond_json(
+    kind: str,
+    body: Json,
+    *,
+    model: str,
+    created: int,
+    salt: str,
+    length_rate: float = 0.0,
+    embedding_dimensions: int = 16,
+    card: ModelCard | None = None,
+    prompt: int | None = None,
+) -> tuple[bytes, Usage]:
+    """`respond`'s body encoded as JSON (the same bytes as `orjson.dumps`), for the batch
+    workers: a plain chat reply is written from a template, without its dicts. `prompt`:
+    the body's prompt tokens when already counted (validation counts them)."""
+    if kind == "chat" and card is not None and body.get("stream") is not True:
+        if prompt is None:
+            prompt = prompt_tokens(kind, body)
+        check_limits(kind, body, card, prompt)
+        from llmbatch.emulator import chat_synth  # it builds on this module
+
+        plain = chat_synth.plain_chat_json(
+            body,
+            body_hash(body),
+            card.runs_as,
+            created,
+            salt,
+            prompt,
+            length_rate,
+            card.max_output_tokens,
+        )
+        if plain is not None:
+            return plain
+    out, usage = respond(
+        kind,
+        body,
+        model=model,
+        created=created,
+        salt=salt,
+        length_rate=length_rate,
+        embedding_dimensions=embedding_dimensions,
+        card=card,
+    )
+    return orjson.dumps(out), usage
+
+
 _CATEGORIES = (
     "harassment",
     "harassment/threatening",

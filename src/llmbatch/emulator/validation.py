@@ -27,7 +27,6 @@ Blank lines are skipped but still counted for line numbers (1-based, physical li
 
 from __future__ import annotations
 
-import contextlib
 from array import array
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -167,11 +166,23 @@ def _error(code: str, message: str, line: int | None, param: str | None = None) 
     return {"code": code, "message": message, "param": param, "line": line}
 
 
+#: In a `.tok` file, a line whose prompt its endpoint refuses (the worker counts it again and
+#: reports the error).
+UNCOUNTED = 0xFFFFFFFF
+
+
+def tokens_path(index_path: Path) -> Path:
+    """Where `scan` writes each request line's prompt tokens, beside its index."""
+    return index_path.with_suffix(".tok")
+
+
 def scan(
     path: Path, flavor: Flavor, endpoint: str, cfg: EmulatorConfig, index_path: Path
 ) -> ScanResult:
     """Validate an input file line by line, streaming; on success writes the byte offsets of
-    its request lines (plus the end offset) to `index_path` for the worker."""
+    its request lines (plus the end offset) to `index_path` for the worker, and each line's
+    prompt tokens (`UNCOUNTED` where refused) to `tokens_path(index_path)`, so the worker
+    does not count them again."""
     result = ScanResult()
     size = path.stat().st_size
     if size > flavor.max_bytes(cfg):
@@ -184,6 +195,7 @@ def scan(
     kind = flavor.kind(endpoint)
     seen: set[str] = set()
     offsets = array("Q")
+    prompts = array("I")
     inputs = 0
 
     def fail(code: str, message: str, line: int, param: str | None = None) -> None:
@@ -247,8 +259,13 @@ def scan(
                 continue
             if kind is not None:
                 # A body its endpoint rejects is reported per request, in the error file.
-                with contextlib.suppress(RequestError):
-                    result.tokens += prompt_tokens(kind, body)
+                try:
+                    prompt = prompt_tokens(kind, body)
+                except RequestError:
+                    prompts.append(UNCOUNTED)
+                else:
+                    result.tokens += prompt
+                    prompts.append(min(prompt, UNCOUNTED - 1))
                 if kind == "embeddings":
                     inputs += embedding_inputs(body)
     offsets.append(offset)
@@ -284,6 +301,9 @@ def scan(
     else:
         with index_path.open("wb") as out:
             offsets.tofile(out)
+        if kind is not None and len(prompts) == result.total:
+            with tokens_path(index_path).open("wb") as out:
+                prompts.tofile(out)
     result.error_count = max(result.error_count, len(result.errors))
     return result
 

@@ -29,8 +29,13 @@ from llmbatch.emulator.capacity import Capacity
 from llmbatch.emulator.gemini_worker import GeminiWorker
 from llmbatch.emulator.state import Batch
 from llmbatch.emulator.surfaces import flavor_of
-from llmbatch.emulator.synth import RequestError, error_body, kind_of, respond, share
-from llmbatch.emulator.validation import DEFAULT_MODERATION_MODEL, scan
+from llmbatch.emulator.synth import RequestError, error_body, kind_of, respond_json, share
+from llmbatch.emulator.validation import (
+    DEFAULT_MODERATION_MODEL,
+    UNCOUNTED,
+    scan,
+    tokens_path,
+)
 
 if TYPE_CHECKING:
     from llmbatch.emulator.core import Emulator
@@ -47,16 +52,28 @@ UNRUN_MESSAGES = {
 
 @dataclass
 class _Open:
-    """A running batch's line index, processing order and input handle."""
+    """A running batch's line index, processing order and input handle. Lines are read with
+    `pread`, not from a map: the pages of a mapped input count in the emulator's RSS (the
+    order is shuffled, so every page is touched), ~25 MB for each 50,000-line batch open."""
 
     offsets: array[int]
     order: array[int]
     fd: int
+    prompts: array[int] | None = None  # each line's prompt tokens, as validation counted
 
     def line(self, position: int) -> bytes:
         i = self.order[position]
         start, end = self.offsets[i], self.offsets[i + 1]
         return os.pread(self.fd, end - start, start)
+
+    def prompt(self, position: int) -> int | None:
+        if self.prompts is None:
+            return None
+        n = self.prompts[self.order[position]]
+        return None if n == UNCOUNTED else n
+
+    def close(self) -> None:
+        os.close(self.fd)
 
 
 class Worker:
@@ -85,7 +102,7 @@ class Worker:
         if self._thread is not None:
             self._thread.join(timeout=30)
         for handle in self._open.values():
-            os.close(handle.fd)
+            handle.close()
         self._open.clear()
         self.messages.close()
         self.gemini.close()
@@ -229,13 +246,19 @@ class Worker:
             order = list(range(total))
             random.Random(b.id).shuffle(order)
             fd = os.open(state.file_path(b.obj["input_file_id"]), os.O_RDONLY)
-            handle = self._open[b.id] = _Open(offsets, array("I", order), fd)
+            prompts = array("I")
+            counted = tokens_path(state.work_path(b.id, "idx"))
+            if counted.exists():  # a batch validated before there were .tok files has none
+                prompts.frombytes(counted.read_bytes())
+            handle = self._open[b.id] = _Open(
+                offsets, array("I", order), fd, prompts if len(prompts) == total else None
+            )
         return handle
 
     def _release(self, batch_id: str) -> None:
         handle = self._open.pop(batch_id, None)
         if handle is not None:
-            os.close(handle.fd)
+            handle.close()
 
     def _progress(self, b: Batch, now: float) -> bool:
         internal = b.internal
@@ -269,41 +292,60 @@ class Worker:
         out: list[bytes] = []
         err: list[bytes] = []
         ok = failed = tokens_in = tokens_out = reasoning = 0
+        salt, failure_rate = b.id, cfg.request_failure_rate
+        length_rate, dimensions = cfg.length_rate, cfg.embedding_dimensions
         for position in range(done, done + n):
             line = orjson.loads(handle.line(position))
             custom_id = line["custom_id"]
-            ids = hashlib.blake2b(f"{b.id}:{custom_id}".encode(), digest_size=32).hexdigest()
-            record: Json = {"id": "batch_req_" + ids[:32], "custom_id": custom_id}
-            request_id = "req_" + ids[32:]
-            if share(bytes.fromhex(ids[:8]), 0) < cfg.request_failure_rate:
+            ids = hashlib.blake2b(f"{salt}:{custom_id}".encode(), digest_size=32).digest()
+            if failure_rate and share(ids, 0) < failure_rate:
                 status = cfg.request_failure_status
-                body = error_body(status, "The server had an error while processing your request.")
+                body = orjson.dumps(
+                    error_body(status, "The server had an error while processing your request.")
+                )
             else:
                 try:
-                    body, usage = respond(
+                    body, usage = respond_json(
                         kind,
                         line["body"],
                         model=model,
                         created=created,
-                        salt=b.id,
-                        length_rate=cfg.length_rate,
-                        embedding_dimensions=cfg.embedding_dimensions,
+                        salt=salt,
+                        length_rate=length_rate,
+                        embedding_dimensions=dimensions,
                         card=card,
+                        prompt=handle.prompt(position),
                     )
                     status = 200
                     tokens_in += usage.input
                     tokens_out += usage.output
                     reasoning += usage.reasoning
                 except RequestError as e:
-                    status, body = e.status, error_body(e.status, e.message, e.param, e.code)
-            record["response"] = {"status_code": status, "request_id": request_id, "body": body}
-            record["error"] = None
+                    status = e.status
+                    body = orjson.dumps(error_body(e.status, e.message, e.param, e.code))
+            # The record `{"id", "custom_id", "response": {"status_code", "request_id",
+            # "body"}, "error": null}`, written as orjson would write it, the body encoded once.
+            record = b"".join(
+                (
+                    b'{"id":"batch_req_',
+                    ids[:16].hex().encode(),
+                    b'","custom_id":',
+                    orjson.dumps(custom_id),
+                    b',"response":{"status_code":',
+                    str(status).encode(),
+                    b',"request_id":"req_',
+                    ids[16:].hex().encode(),
+                    b'","body":',
+                    body,
+                    b'},"error":null}\n',
+                )
+            )
             if status == 200:
                 ok += 1
-                out.append(orjson.dumps(record) + b"\n")
+                out.append(record)
             else:
                 failed += 1
-                err.append(orjson.dumps(record) + b"\n")
+                err.append(record)
         out_bytes = self._append(b.id, "out", out)
         err_bytes = self._append(b.id, "err", err)
         end = self.capacity.spend((b.flavor, model), start, n, tokens_in + tokens_out)
@@ -407,6 +449,7 @@ class Worker:
                 )
                 file_ids[suffix] = file_id
         emu.state.work_path(b.id, "idx").unlink(missing_ok=True)
+        tokens_path(emu.state.work_path(b.id, "idx")).unlink(missing_ok=True)
         stamp = {"completed": "completed_at", "expired": "expired_at", "cancelled": "cancelled_at"}
 
         def change(batch: Batch) -> bool:

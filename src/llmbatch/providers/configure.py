@@ -14,6 +14,20 @@ from llmbatch.providers.compatible import KIND, CompatibleFormat, CompatibleSett
 from llmbatch.providers.plugin import Plugin
 
 
+def check_providers(tables: Any) -> None:
+    """Every `[providers.NAME]` table checked (`check_table`), the error naming its table: an
+    unknown provider, key or type is a ConfigError up front, not ignored. Every command runs
+    this on the config, without the engine."""
+    for name, options in dict(tables or {}).items():
+        try:
+            check_table(name, options)
+        except ConfigError as exc:
+            text = str(exc)
+            raise ConfigError(
+                text if text.startswith(f"[providers.{name}]") else f"[providers.{name}]: {text}"
+            ) from None
+
+
 def declare(name: str, options: Any = None) -> Plugin:
     """Register (or configure again) the OpenAI-compatible service `name` from its table;
     ConfigError in one line when the table is wrong."""

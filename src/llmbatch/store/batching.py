@@ -273,16 +273,23 @@ class BatchingOps:
 
     def batch_lines(self, batch_id: int, page: int = 2000) -> Iterator[tuple[int, str, bytes]]:
         """(attempt id, endpoint, body) of an intent in line order, streamed."""
-        last = 0
+        last, following = 0, None
         while True:
+            params = {"batch_id": batch_id, "after": last, "upto": last + page}
             with self._read() as cur:
-                cur.execute(self.q("batch_lines"), {"batch_id": batch_id, "after": last, "n": page})
+                cur.execute(self.q("batch_lines"), params)
                 rows = cur.fetchall()
-            for a, endpoint, body, line in rows:
+                if not rows:  # lines are 1..n by construction; a gap is skipped, not an end
+                    cur.execute(self.q("next_batch_line"), params)
+                    following = scalar(cur)
+            for a, endpoint, body, _line in rows:
                 yield int(a), str(endpoint), bytes(body)
-                last = int(line)
-            if len(rows) < page:
+            if rows:
+                last += page
+            elif following is None:
                 return
+            else:
+                last = int(following) - 1
 
     # -- submission ----------------------------------------------------------------------
     def mark(self, what: str, batch_id: int, now: float, token: int) -> None:
@@ -380,8 +387,8 @@ class BatchingOps:
         with self._write() as cur:
             self._fence(cur, token, f"batch:{batch_id}")
             ids = as_list(o.attempt_id for o in outcomes)
-            cur.execute(self.q("waiting_attempts"), {"ids": ids, "batch_id": batch_id})
-            waiting = {int(a): int(r) for a, r, _n, _e, _j in cur.fetchall()}
+            cur.execute(self.q("waiting_attempt_requests"), {"ids": ids, "batch_id": batch_id})
+            waiting = {int(a): int(r) for a, r in cur.fetchall()}
             todo: dict[int, Outcome] = {}  # each attempt's first outcome, in the order given
             for o in outcomes:
                 if o.attempt_id in waiting:

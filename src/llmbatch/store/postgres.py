@@ -17,7 +17,6 @@ from psycopg import conninfo
 
 from llmbatch.errors import StoreError, StoreUnavailable
 from llmbatch.store.batching import _detail, _reason
-from llmbatch.store.rows import scalar
 from llmbatch.store.sqlfiles import _sql_text
 from llmbatch.store.sqlstore import SqlStore
 from llmbatch.store.types import Outcome, Row
@@ -68,6 +67,7 @@ class PostgresStore(SqlStore):
         self._conn = self._connect()
         self._lock = threading.RLock()
         self._staging_ready = False
+        self._staged = 0  # rows in the staging table (the last chunk's)
         self.store_id = ""
         if migrate:
             self._migrate(create)
@@ -145,9 +145,17 @@ class PostgresStore(SqlStore):
             for r in rows:
                 copy.write_row(r)
         cur.execute(self.q("load_staged"))
-        inserted = int(scalar(cur))
+        self._staged = len(rows)
+        return int(cur.rowcount)
+
+    def _insert_bodies(self, cur: Any, rows: Sequence[Row]) -> None:
+        """The bodies of `rows` (those `_insert_rows` put in) from the staged chunk: all of it
+        when every staged row went in, else those of the rows that did; then empty it."""
+        if len(rows) == self._staged:
+            cur.execute(self.q("load_staged_bodies"))
+        elif rows:
+            cur.execute(self.q("load_staged_bodies_added"))
         cur.execute(self.q("clear_staging"))
-        return inserted
 
     def _forget_bodies(self, cur: Any) -> None:
         """As on SQLite, but first wait for every import writing bodies to commit and hold
@@ -179,7 +187,8 @@ class PostgresStore(SqlStore):
             copy.set_types(_OUTCOME_TYPES)
             for o in todo:
                 copy.write_row(_staged(o, waiting[o.attempt_id]))
-        cur.execute(q("finish_staged_attempts"), {"now": now})
+        ids = [o.attempt_id for o in todo]
+        cur.execute(q("finish_staged_attempts"), {"now": now, "ids": ids})
         cur.execute(q("insert_staged_results"), {"now": now, "day": int(now // 86400)})
         self._add_cost_totals(
             cur, [o.attempt_id for o in todo if o.kind in ("succeeded", "failed")]

@@ -74,10 +74,16 @@ INSERT INTO attempts (request_id, batch_id, line, state, created_at)
 SELECT CAST(value AS BIGINT), :batch_id, key + 1, 'packed', :now FROM json_each(:ids) ORDER BY key
 
 -- name: batch_lines
--- A page of an intent's lines, after line :after.
+-- A page of an intent's lines: those after line :after up to line :upto. A range, not
+-- `LIMIT`: on a table not yet analyzed PostgreSQL sorts every later line of the batch for
+-- each page (quadratic in the batch's size) where the range reads just the page.
 SELECT a.id, r.endpoint, b.body, a.line FROM attempts a JOIN requests r ON r.id = a.request_id
 JOIN request_bodies b ON b.hash = r.body_hash
-WHERE a.batch_id = :batch_id AND a.line > :after ORDER BY a.line LIMIT :n
+WHERE a.batch_id = :batch_id AND a.line > :after AND a.line <= :upto ORDER BY a.line
+
+-- name: next_batch_line
+-- The first line of an intent after line :after (NULL: none), past a gap in its lines.
+SELECT MIN(line) FROM attempts WHERE batch_id = :batch_id AND line > :after
 
 -- name: record_upload
 UPDATE batches SET input_file_id = :file_id, updated_at = :now WHERE id = :id
@@ -160,6 +166,13 @@ WHERE id = :id
 -- name: waiting_attempts
 SELECT a.id, a.request_id, r.attempts, r.expiries, r.rejections FROM attempts a
 JOIN requests r ON r.id = a.request_id
+WHERE a.id IN (SELECT CAST(value AS BIGINT) FROM json_each(:ids)) AND +a.batch_id = :batch_id
+  AND a.state IN ('packed', 'submitted')
+
+-- name: waiting_attempt_requests
+-- waiting_attempts without the request's counters (what recording outcomes needs): one index
+-- lookup a line instead of two.
+SELECT a.id, a.request_id FROM attempts a
 WHERE a.id IN (SELECT CAST(value AS BIGINT) FROM json_each(:ids)) AND +a.batch_id = :batch_id
   AND a.state IN ('packed', 'submitted')
 

@@ -41,9 +41,11 @@ CREATE TEMP TABLE IF NOT EXISTS outcome_staging (
 COPY outcome_staging FROM STDIN (FORMAT BINARY)
 
 -- name: finish_staged_attempts
+-- The ids again as an array: the planner then reads the chunk's attempts by key instead of
+-- hashing the whole table (a staging table is never analyzed: it guesses its size).
 UPDATE attempts a SET state = s.kind, outcome = s.kind, error_code = s.error_code,
     error_message = s.error_message, finished_at = :now
-FROM outcome_staging s WHERE a.id = s.attempt_id
+FROM outcome_staging s WHERE a.id = s.attempt_id AND a.id = ANY(CAST(:ids AS BIGINT[]))
 
 -- name: insert_staged_results
 -- a cancelled request gets a result too (the export lists it), but costs nothing
@@ -86,3 +88,8 @@ WHERE r.id = s.request_id AND s.kind = 'requeue' AND r.state IN ('submitted', 'p
 UPDATE requests r SET state = 'cancelled', reason = s.reason, updated_at = :now
 FROM outcome_staging s
 WHERE r.id = s.request_id AND s.kind = 'cancelled' AND r.state IN ('submitted', 'packed')
+
+-- name: submit_requests
+-- engine.sql's, as a join: the batch's attempts drive the update (no set of ids to build)
+UPDATE requests r SET state = 'submitted', updated_at = :now
+FROM attempts a WHERE a.batch_id = :id AND r.id = a.request_id AND r.state = 'packed'

@@ -43,23 +43,30 @@ FROM STDIN (FORMAT BINARY)
 
 -- name: load_staged
 -- Move one staged chunk of an import into requests in one statement: the rows whose
--- (queue, custom_id) is new go in, and the body of each row that went in goes to
--- request_bodies unless a row with its hash is there already. Returns how many went in.
-WITH added AS (
-    INSERT INTO requests (queue, custom_id, import_id, line, provider, endpoint, model, body_hash,
-                          priority, deadline, text_chars, text_bytes, inputs, created_at,
-                          updated_at)
-    SELECT queue, custom_id, import_id, line, provider, endpoint, model, body_hash, priority,
-           deadline, text_chars, text_bytes, inputs, created_at, updated_at
-    FROM import_staging ORDER BY line
-    ON CONFLICT (queue, custom_id) DO NOTHING
-    RETURNING line
-), bodies AS (
-    INSERT INTO request_bodies (hash, body)
-    SELECT s.body_hash, s.body FROM import_staging s JOIN added a ON a.line = s.line
-    ON CONFLICT (hash) DO NOTHING
-)
-SELECT COUNT(*) FROM added
+-- (queue, custom_id) is new go in, in line order; the row count says how many.
+INSERT INTO requests (queue, custom_id, import_id, line, provider, endpoint, model, body_hash,
+                      priority, deadline, text_chars, text_bytes, inputs, created_at, updated_at)
+SELECT queue, custom_id, import_id, line, provider, endpoint, model, body_hash, priority,
+       deadline, text_chars, text_bytes, inputs, created_at, updated_at
+FROM import_staging ORDER BY line
+ON CONFLICT (queue, custom_id) DO NOTHING
+
+-- name: load_staged_bodies
+-- The bodies of a staged chunk whose every row went in (the usual case), unless a row with
+-- the hash is there already. A scan of the staging table and nothing else: a join with the
+-- rows that went in (a CTE over `RETURNING`) was planned as a merge join whose sort spilled
+-- to disk, +0.3 s of server CPU per 100,000 requests.
+INSERT INTO request_bodies (hash, body) SELECT body_hash, body FROM import_staging
+ON CONFLICT (hash) DO NOTHING
+
+-- name: load_staged_bodies_added
+-- The bodies of a staged chunk some of whose rows did not go in (a clash): only those of the
+-- rows that did (a clash's body would be no one's), found by their import and line.
+INSERT INTO request_bodies (hash, body)
+SELECT s.body_hash, s.body FROM import_staging s
+WHERE EXISTS (SELECT 1 FROM requests r WHERE r.queue = s.queue AND r.custom_id = s.custom_id
+              AND r.import_id = s.import_id AND r.line = s.line)
+ON CONFLICT (hash) DO NOTHING
 
 -- name: clear_staging
 TRUNCATE import_staging

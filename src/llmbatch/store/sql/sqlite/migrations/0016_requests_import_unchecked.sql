@@ -1,0 +1,3 @@
+-- 0016: on PostgreSQL, requests.import_id stops being a foreign key checked row by row (see
+-- postgres/migrations/0016). SQLite never enforced it (foreign_keys is off) and cannot drop a
+-- constraint without making the table again: nothing to do here but count the version.
