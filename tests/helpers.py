@@ -439,3 +439,17 @@ def roll_back(
         )
     assert store.schema_snapshot() == schema_before(number, db, request, tmp_path)
     store.close()
+
+
+# Azure and the shipped OpenAI-compatible services speak OpenAI's batch shape, each with its
+# differences: a contract test parametrised over every provider runs them in `.ci/run`'s slow
+# stage (`-m slow`), and OpenAI, Anthropic and Gemini (the three shapes) in the README's test
+# command too. docs/test-suite.md says so.
+OPENAI_SHAPED_VARIANTS = frozenset({"azure", "groq", "together", "cerebras"})
+
+
+def provider_params(names: Sequence[str]) -> list[Any]:
+    """`names` as pytest params, the OpenAI-shaped variants marked `slow`."""
+    return [
+        pytest.param(n, marks=pytest.mark.slow) if n in OPENAI_SHAPED_VARIANTS else n for n in names
+    ]

@@ -32,7 +32,7 @@ import pytest
 from genai_prices import Usage, calc_price
 from test_providers import Shape, shape_of
 
-from helpers import cli, request_states, results_per_request, sql
+from helpers import cli, provider_params, request_states, results_per_request, sql
 from llmbatch import Queue
 from llmbatch.budget import Budget, BudgetSettings
 from llmbatch.engine import Engine, EngineSettings
@@ -116,7 +116,7 @@ class Speaking(MemoryProvider):
         super()._finish(b)
 
 
-@pytest.fixture(params=sorted(available()))
+@pytest.fixture(params=provider_params(sorted(available())))
 def name(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 

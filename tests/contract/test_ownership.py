@@ -31,6 +31,7 @@ from helpers import (
     RefusingService,
     cli,
     fast_settings,
+    provider_params,
     results_per_request,
     sql,
 )
@@ -94,7 +95,7 @@ DOORS = {
 }
 
 
-@pytest.fixture(params=sorted(available()))
+@pytest.fixture(params=provider_params(sorted(available())))
 def name(request: pytest.FixtureRequest) -> str:
     if request.param not in DOORS:
         pytest.fail(f"provider {request.param!r} has no door in the ownership contract suite")

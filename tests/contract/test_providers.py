@@ -34,7 +34,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from helpers import RefusingService
+from helpers import RefusingService, provider_params
 from llmbatch.emulator import RunningEmulator, running
 from llmbatch.errors import AuthError, ConfigError, RejectedError, TransientError
 from llmbatch.export import jsonl_line
@@ -230,13 +230,13 @@ def emu() -> Iterator[RunningEmulator]:
         yield e
 
 
-@pytest.fixture(params=list(targets()))
+@pytest.fixture(params=provider_params(list(targets())))
 def target(request: pytest.FixtureRequest, emu: RunningEmulator) -> Target:
     emu.control.reset()
     return targets()[request.param]
 
 
-@pytest.fixture(params=sorted(available()))
+@pytest.fixture(params=provider_params(sorted(available())))
 def any_name(request: pytest.FixtureRequest, emu: RunningEmulator) -> str:
     """Each registered provider once (a case where sending inline or a file makes no odds)."""
     emu.control.reset()

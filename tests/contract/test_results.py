@@ -23,7 +23,7 @@ import pytest
 from genai_prices import calc_price, extract_usage
 from test_ownership import DOORS
 
-from helpers import E2E_KEY_ENV, cli, drain, fast_settings, sent_ids, sql
+from helpers import E2E_KEY_ENV, cli, drain, fast_settings, provider_params, sent_ids, sql
 from llmbatch import Queue
 from llmbatch.emulator import RunningEmulator, running
 from llmbatch.providers import available, format_of, make_provider
@@ -33,7 +33,7 @@ from llmbatch.providers.compatible import SHIPPED
 KEYS = {"id", "custom_id", "provider", "response", "error"}
 
 
-@pytest.fixture(params=sorted(available()))
+@pytest.fixture(params=provider_params(sorted(available())))
 def name(request: pytest.FixtureRequest) -> str:
     if request.param not in DOORS:
         pytest.fail(f"provider {request.param!r} has no door in the ownership contract suite")

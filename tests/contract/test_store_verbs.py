@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from helpers import request_id, sql
 from llmbatch.importer import enqueue_requests
 from llmbatch.requests import make_request
@@ -271,6 +273,7 @@ def test_open_batches_up_to_a_row_and_a_move_resolved(store: Store) -> None:
     assert store.nonce_of(first)
 
 
+@pytest.mark.slow
 def test_budget_lines_come_in_the_order_asked_for_and_across_chunks(store: Store, db: str) -> None:
     ids = [f"r{i}" for i in range(520)]
     _enqueue(store, "q", ids)

@@ -325,6 +325,7 @@ def test_parts_a_killed_upload_left_are_aborted(moto: str, bucket: str, tmp_path
     assert not s3.list_multipart_uploads(Bucket=bucket).get("Uploads")
 
 
+@pytest.mark.slow
 @pytest.mark.both_backends
 def test_archiving_again_after_a_crash_writes_no_duplicate_and_leaves_no_gap(
     db: str, moto: str, bucket: str
@@ -507,6 +508,7 @@ def test_a_killed_write_to_a_folder_leaves_no_partial_file(tmp_path: Path) -> No
     assert [p.name for p in (root / "b").iterdir()] == ["output.jsonl"]
 
 
+@pytest.mark.slow
 def test_a_worker_killed_mid_archive_is_replaced_and_nothing_is_duplicated_or_missing(
     sqlite_db: str, moto: str, bucket: str, tmp_path: Path
 ) -> None:

@@ -91,6 +91,7 @@ def independent(lines: list[bytes], when: datetime) -> tuple[Decimal, Decimal]:
     return batch, real
 
 
+@pytest.mark.slow
 def test_reported_costs_equal_an_independent_computation(
     emu: RunningEmulator, tmp_path: Path
 ) -> None:

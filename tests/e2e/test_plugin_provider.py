@@ -132,6 +132,7 @@ def test_a_plugin_table_is_checked_by_its_own_settings(site: Path, tmp_path: Pat
     )
 
 
+@pytest.mark.slow
 def test_a_plugin_that_fails_to_import_is_one_line_and_nothing_is_enqueued(
     tmp_path: Path,
 ) -> None:

@@ -125,6 +125,7 @@ def _unshare_works() -> str | None:
     return None if done.returncode == 0 else f"unshare refused: {done.stderr.strip()}"
 
 
+@pytest.mark.slow
 def test_two_workers_in_their_own_pid_namespaces_never_take_each_others_lease(
     tmp_path: Path, emu: RunningEmulator
 ) -> None:

@@ -160,6 +160,7 @@ def llmbatch_bin() -> str:
     return str(Path(sys.executable).parent / "llmbatch")
 
 
+@pytest.mark.slow
 def test_an_event_whose_worker_was_killed_mid_delivery_is_delivered_again(
     sqlite_db: str, tmp_path: Path
 ) -> None:

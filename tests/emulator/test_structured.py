@@ -117,6 +117,7 @@ _loose = st.recursive(
 )
 
 
+@pytest.mark.slow
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(schema=_loose, seed=st.integers(0, 2**32))
 def test_instances_of_loose_schemas_are_valid(schema: dict[str, Any], seed: int) -> None:

@@ -7,12 +7,15 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from bench_worst_case import DEFAULT_SET, run  # noqa: E402
 
 
+@pytest.mark.slow
 def test_the_reserved_worst_case_covers_every_request_the_emulator_bills() -> None:
     out = run(DEFAULT_SET)
     assert len(out) == 1200
