@@ -808,7 +808,7 @@ def test_an_envelope_left_by_an_older_worker_is_digested_before_it_is_sent(
     # every result is read from the store instead
     marker = {"batch": 3, "bytes": sizes, "rebuilt": {"prefix": "lb-x", "attempts": [[1, 1]]}}
     (spool / SPOOL_ENVELOPE).write_text(json.dumps(marker))
-    archiver._from_store = lambda *a: ("from", "store")  # type: ignore[method-assign]
+    archiver._from_store = lambda *a: ("from", "store")  # type: ignore[method-assign,assignment]
     got = archiver._envelope(3, 3, "lb-x", tmp_path / "work", spooled=False)
     assert got == (("from", "store"), {}, None)
     paths, _k, rebuilt = archiver._envelope(3, 3, "lb-x", tmp_path / "work", spooled=True)
