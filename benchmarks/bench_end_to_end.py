@@ -49,6 +49,17 @@ floor 32.8 s wall, 2.25 CPU s; SQLite 188 s wall (5.7× the floor), enqueue 3.9 
   one statement per table (per outcome kind for the requests).
 Request bodies are written once (schema 0012): no state change above rewrites one.
 
+On the quiet machine (2026-12-07, load ~1, nothing else running), 100,000 requests
+`--no-anthropic --no-gemini`: at 18:34 (`46fc538`) floor 2.56 s, SQLite 18.09 s (**7.07x**,
+worker CPU 6.81 s, emulator 6.51 s), PostgreSQL 25.02 s (9.77x); at 20:33 (`2b377dc`, after
+the enqueue, ingest and emulator work of issue 23) floor 1.86 s, SQLite **9.57 s (5.15x)**:
+enqueue 1.68, pack 0.64, upload 0.65, download 1.08, ingest 3.54, emulator and waiting 1.91;
+worker CPU 5.62 s, enqueue 2.61, emulator 3.21; PostgreSQL 15.93 s (8.56x): pack 3.0, upload
+2.12, ingest 7.21. In the same minutes the code before issue 17 (a54e24d^) took 16.71 s on
+SQLite and 25.72 s on PostgreSQL, before issue 15 (f3de825) 16.75 s and 24.64 s. The 3x floor
+is not met; ingest's per-line Python and PostgreSQL's per-row server work (seven writes a
+request, four foreign-key checks) are the largest parts left.
+
 The worker's side at 100,000 requests (two intents of 50,000 lines), from cProfile of the
 drain, a per-statement timer on PostgreSQL and the worker's bytes written (/proc/self/io),
 before and after in the same minutes on the shared 2-core machine at load 9–19 (wall seconds

@@ -18,7 +18,14 @@ The CPU seconds (`writer_cpu_s`, `parser_cpu_s`, `server_cpu_s`: the PostgreSQL 
 read from /proc where the server is local; the raw insert's `cpu_s`) say how much work there
 was: on a shared machine the wall figures are mostly waiting for a core.
 
-Last measured 2026-12-07 19:09-19:25 UTC on the shared 2-core machine (five sessions' tests
+On the quiet machine (2026-12-07 20:32-20:33, load 0.96-1.06, nothing else running;
+`2b377dc`), 100,000 requests, alternating this code / before issue 17 (a54e24d^) / before
+issue 15 (f3de825), two rounds, each commit in its own worktree and venv: SQLite 1.73, 1.65 s
+/ 1.76, 1.87 s / 1.73, 1.74 s; PostgreSQL 1.91, 1.98 s / 2.26, 2.25 s / 2.22, 2.40 s: no
+slower than before on SQLite, ~13 % faster on PostgreSQL (issues 15 and 17's floor). `vs_raw`
+at 100,000: 0.73 (1.73 s against the bare executemany's 1.27 s).
+
+Earlier, 2026-12-07 19:09-19:25 UTC on the shared 2-core machine (five sessions' tests
 and benchmarks: load 7-18 throughout, so the walls below are not a quiet machine's):
 - 1,000,000 requests (load 10-7): SQLite 76.5 s, 13,066/s (writer 18.7 CPU s, parser child
   13.5), raw executemany 30.4 s (17.7 CPU s): `vs_raw` 0.40 by wall, 0.95 by the writer's

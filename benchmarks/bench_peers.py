@@ -24,6 +24,12 @@ did. llmbatch's bytecode is compiled first (`compile_llmbatch`), as pip compiles
 at install: a checkout run with PYTHONDONTWRITEBYTECODE would otherwise compile every module
 in every process.
 
+On the quiet machine (2026-12-07 20:36, load 1.4-1.2, nothing else running; `2b377dc`), wall
+s / CPU s / peak MB: 5,000: llmbatch CLI 2.64 / 2.08 / 103, API 1.97 / 1.41 / 116; offpeak
+1.41 / 0.87 / 83, langbatch 1.57 / 1.04 / 93, openbatch 1.50 / 0.97 / 68. 20,000: CLI 4.18 /
+3.54 / 117, API 3.64 / 3.03 / 173; offpeak 2.24 / 1.68 / 168, langbatch 2.75 / 2.21 / 205,
+openbatch 2.11 / 1.55 / 108. Not met: llmbatch's CPU is ~1.5-2x the peers'.
+
 Measured 2026-12-07 20:01 on the shared 2-core machine under load 4.5-5 (main, then this
 code, in the same minute; wall s / CPU s / peak MB):
 
