@@ -14,7 +14,7 @@ import re
 from array import array
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import IO, Any, Protocol
 
 import orjson
 
@@ -146,17 +146,30 @@ def capped_lines(files: Sequence[ResultFile], cap: int) -> Iterator[bytes | int]
     is skipped without being held whole, and its length given instead."""
     for f in files:
         with open(f.path, "rb") as fh:
-            while raw := fh.readline(cap + 1):
-                if len(raw) > cap and not raw.endswith(b"\n"):
-                    size = len(raw)
-                    while raw and not raw.endswith(b"\n"):
-                        raw = fh.readline(CHUNK)
-                        size += len(raw)
-                    yield size - (1 if raw.endswith(b"\n") else 0)
+            for _start, raw in _spans(fh, cap):
+                if isinstance(raw, int):
+                    yield raw
                     continue
                 line = raw.rstrip(b"\r\n")
                 if line.strip():
                     yield line
+
+
+def _spans(fh: IO[bytes], cap: int) -> Iterator[tuple[int, bytes | int]]:
+    """Each line of an open file with its offset: the raw line, or for a line longer than
+    `cap` bytes its length (newline not counted), read past without being held whole."""
+    at = 0
+    while raw := fh.readline(cap + 1):
+        start, at = at, at + len(raw)
+        if len(raw) > cap and not raw.endswith(b"\n"):
+            size = len(raw)
+            while raw and not raw.endswith(b"\n"):
+                raw = fh.readline(CHUNK)
+                size += len(raw)
+                at += len(raw)
+            yield start, size - (1 if raw.endswith(b"\n") else 0)
+        else:
+            yield start, raw
 
 
 def in_attempt_order(
@@ -185,25 +198,16 @@ def in_attempt_order(
         for n, f in enumerate(files):
             fh = open(f.path, "rb")  # noqa: SIM115 - kept open for the second pass
             handles.append(fh)
-            at = 0
-            while raw := fh.readline(cap + 1):
-                start, at = at, at + len(raw)
-                if len(raw) > cap and not raw.endswith(b"\n"):
-                    size = len(raw)
-                    while raw and not raw.endswith(b"\n"):
-                        raw = fh.readline(CHUNK)
-                        size += len(raw)
-                        at += len(raw)
+            for start, raw in _spans(fh, cap):
+                if isinstance(raw, int):  # over-long: its length, negated
                     keys.append(-1)
-                    file_of.append(n)
-                    offsets.append(start)
-                    sizes.append(-(size - (1 if raw.endswith(b"\n") else 0)))
-                    continue
-                m = pattern.search(raw)
-                keys.append(int(m.group(1)) if m else -1)
+                    sizes.append(-raw)
+                else:
+                    m = pattern.search(raw)
+                    keys.append(int(m.group(1)) if m else -1)
+                    sizes.append(len(raw))
                 file_of.append(n)
                 offsets.append(start)
-                sizes.append(len(raw))
         for i in sorted(range(len(keys)), key=keys.__getitem__):  # stable: file order kept
             size = sizes[i]
             if size < 0:
