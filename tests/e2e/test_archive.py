@@ -887,9 +887,16 @@ def test_successes_are_rebuilt_from_the_providers_files_through_its_format(
             engine.close()
     manifests = [json.loads(m.read_text()) for m in root.rglob("manifest.json")]
     assert len(manifests) >= 3  # retries went in batches of their own
-    assert all(m["version"] == 2 and m["rebuilt"]["attempts"] for m in manifests)
+    assert all(m["version"] == 2 for m in manifests)
+
+    def rebuilt_of(m: dict[str, Any]) -> int:
+        return sum(b - a + 1 for a, b in m.get("rebuilt", {}).get("attempts", []))
+
+    # a batch whose every request failed (a retry batch at this failure rate may be, as the
+    # retries fall into batches by timing) names no success to rebuild: the read-back below,
+    # byte for byte against the store, is what says every result is there once
     whole = sum(m["files"]["results.jsonl"]["lines"] for m in manifests)
-    rebuilt = sum(b - a + 1 for m in manifests for a, b in m["rebuilt"]["attempts"])
+    rebuilt = sum(rebuilt_of(m) for m in manifests)
     want = store_envelope(db)
     assert whole and rebuilt and len(want) == 24  # failures written whole, successes not
     assert archived_results(root) == want
