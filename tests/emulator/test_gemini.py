@@ -5,6 +5,7 @@ cancel, delete, 48 h expiry on the virtual clock, the 429 of a full queue, bad i
 from __future__ import annotations
 
 import json
+import threading
 import time
 import warnings
 from collections.abc import Iterator
@@ -30,6 +31,7 @@ from google import genai
 from google.genai import errors
 
 from llmbatch.emulator import RunningEmulator, running
+from llmbatch.emulator.gemini_worker import GeminiWorker
 
 
 @pytest.fixture
@@ -294,6 +296,23 @@ def test_full_queue_answers_429_at_create_after_the_upload(
     wait(client, first.name or "")
     wait(client, other.name or "")
     assert client.batches.create(model=MODEL, src=second.name or "").name
+
+
+def test_a_batch_first_stepped_after_a_clock_advance_runs_from_when_it_was_due(
+    emu: RunningEmulator, client: genai.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A loaded machine's worker may reach a new batch only after the test advanced the
+    clock: it must run from creation (validation takes no time here), not from that late
+    step, or on a frozen clock it earns no credit and stays RUNNING (CI's flaky
+    `test_bad_input`)."""
+    late = threading.Event()
+    step = GeminiWorker.step
+    monkeypatch.setattr(GeminiWorker, "step", lambda w, b, now: late.is_set() and step(w, b, now))
+    job = client.batches.create(model=MODEL, src=upload(client, lines(3)).name or "")
+    emu.control.advance(1)  # the worker has not stepped the batch yet
+    late.set()
+    emu.control.advance(0)
+    assert wait(client, job.name or "", timeout=5).state == "JOB_STATE_SUCCEEDED"
 
 
 def test_bad_input(emu: RunningEmulator, client: genai.Client) -> None:

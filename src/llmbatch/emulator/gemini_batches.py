@@ -432,6 +432,7 @@ def control(emu: Emulator, batch: Batch, action: str, body: Json) -> Json:
             b.internal["hold"] = hold
         elif action == "release":
             b.internal.pop("hold", None)
+            b.internal["released"] = emu.now()  # it goes on from here, not before
         elif action == "expire":
             b.internal["force_expire"] = True
         else:

@@ -118,12 +118,17 @@ class GeminiWorker:
         return False
 
     def _start(self, b: Batch, now: float) -> bool:
+        # It runs from when validation was due (or its hold was released), not from when this
+        # step comes: a step late after a clock advance must not lose the advance's credit.
+        due = b.internal["created"] + self.emu.cfg.validating_seconds
+        at = min(now, max(due, float(b.internal.get("released", 0.0))))
+
         def change(batch: Batch) -> bool:
             if batch.status != gb.PENDING:
                 return False
             batch.obj["status"] = gb.RUNNING
-            batch.obj["updateTime"] = rfc3339(now)
-            batch.internal["last_t"] = now
+            batch.obj["updateTime"] = rfc3339(at)
+            batch.internal["last_t"] = at
             return True
 
         self.emu.state.update_batch(b.id, change)
