@@ -122,3 +122,31 @@ def test_a_config_of_providers_alone_is_checked_without_the_engine(tmp_path: Pat
         cwd=tmp_path, env=env, capture_output=True, text=True,
     )  # fmt: skip
     assert refused.returncode == 2 and "[providers.openai]" in refused.stderr, refused.stderr
+
+
+def test_a_sending_process_imports_only_the_http_library_its_sdk_uses() -> None:
+    """Transport errors are matched against the HTTP libraries already loaded: importing
+    both httpx and httpx2 up front cost every sending process the one its SDK does not use."""
+    code = (
+        "import sys; import {mod}; "
+        "print(sorted(m for m in ('httpx', 'httpx2') if m in sys.modules))"
+    )
+
+    def loaded_by(module: str) -> str:
+        argv = [sys.executable, "-c", code.format(mod=module)]
+        return subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+
+    assert loaded_by("llmbatch.providers.openai") == loaded_by("openai")
+
+
+def test_a_process_that_loaded_a_transport_freezes_its_heap_at_exit() -> None:
+    """The interpreter's last collections would walk the SDK's classes (~0.25 CPU s): the
+    heap is frozen by an exit handler registered when a transport loads (it runs before the
+    handlers registered earlier, such as this probe's)."""
+    code = (
+        "import atexit, gc; "
+        "atexit.register(lambda: print('frozen' if gc.get_freeze_count() else 'not frozen')); "
+        "from llmbatch.providers import plugin; plugin('openai').transport_class()"
+    )
+    got = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert got.stdout.strip() == "frozen", got.stderr
