@@ -22,7 +22,7 @@ from click.core import ParameterSource
 from llmbatch import __version__, defaults, render
 from llmbatch.config import config_path, default_map, load_config
 from llmbatch.errors import ConfigError, LlmbatchError, NotFound
-from llmbatch.exiting import freeze_at_exit
+from llmbatch.heap import freeze_at_exit
 
 if TYPE_CHECKING:
     from llmbatch.engine import Engine
