@@ -159,3 +159,15 @@ def test_a_transport_is_loaded_frozen_and_the_heap_frozen_again_at_exit() -> Non
         assert seen.get("loaded", 0) > 10_000, got.stderr  # the SDK's objects
         assert seen["enabled"] is not disabled
         assert seen["exit"] > seen["loaded"] + 900  # the lists made since
+
+
+def test_the_price_data_is_loaded_frozen() -> None:
+    """genai-prices' data (~75,000 objects kept for the process's life) is frozen once
+    loaded, as an SDK is: full collections during an ingest no longer walk it."""
+    code = (
+        "import gc; from llmbatch.pricing import model_prices; "
+        "model_prices('openai', 'gpt-4o-mini'); print(gc.get_freeze_count(), gc.isenabled())"
+    )
+    got = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    frozen, enabled = got.stdout.split()
+    assert int(frozen) > 50_000 and enabled == "True"
