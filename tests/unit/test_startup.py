@@ -191,3 +191,27 @@ def test_the_price_data_loads_without_the_price_packages_network_updater() -> No
     before, ours, theirs, version = json.loads(got.stdout)
     assert before == [] and ours and theirs
     assert version == importlib.metadata.version("genai-prices")
+
+
+def test_wait_off_a_terminal_imports_no_progress_bar(tmp_path: Path) -> None:
+    """Off a terminal `wait` says a line when something moves and draws no bar: rich (~0.04
+    CPU s of its start) is not imported."""
+    (tmp_path / "in.jsonl").write_bytes(jsonl(line("a")))
+    (tmp_path / "llmbatch.toml").write_text(
+        '[providers.openai]\nbase_url = "http://127.0.0.1:9/v1"\napi_key_env = "PROBE_KEY"\n'
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LLMBATCH_")}
+    env.update(PROBE_KEY="sk-probe", LLMBATCH_CONFIG=str(tmp_path / "llmbatch.toml"))
+    db = str(tmp_path / "q.db")
+    probe = (
+        "import sys; from llmbatch.cli import main\n"
+        "sys.argv = ['llmbatch', '--db', DB, *sys.argv[1:]]\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'rich'))"
+    ).replace("DB", repr(db))
+    for args in (["enqueue", "in.jsonl", "-q", "q"], ["wait", "-q", "q", "--timeout", "0"]):
+        got = subprocess.run(
+            [sys.executable, "-c", probe, *args], cwd=tmp_path, env=env, capture_output=True,
+            text=True, stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+        assert got.stdout.strip().splitlines()[-1] == "[]", (args, got.stdout, got.stderr)
