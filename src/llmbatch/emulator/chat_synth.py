@@ -153,22 +153,56 @@ def plain_chat_json(
     """`chat`'s reply as the JSON orjson writes of it, from a template, when the request
     asks for plain text in one choice (a batch's usual line); None otherwise. The batch
     worker writes a line per request: building and encoding `chat`'s dicts cost twice this."""
-    n_choices = body.get("n") or 1
-    if type(n_choices) is not int or n_choices != 1:
-        return None
-    plan = chat_plan(body, h)
-    if plan.call is not None or plan.format.kind != "text":
+    if not is_plain_chat(body, h):
         return None
     cap, _ = cap_of("chat", body)
+    head = b'","object":"chat.completion","created":%d,"model":%s' % (created, orjson.dumps(model))
+    return plain_chat_reply(
+        ident("chatcmpl-", h, salt).encode(),
+        h,
+        head,
+        is_reasoning(model),
+        prompt,
+        cap,
+        length_rate,
+        ceiling,
+    )
+
+
+def is_plain_chat(body: Json, h: bytes) -> bool:
+    """Whether a chat request asks for plain text in one choice (`plain_chat_reply`'s);
+    raises RequestError as `chat` would."""
+    n_choices = body.get("n") or 1
+    if type(n_choices) is not int or n_choices != 1:
+        return False
+    plan = chat_plan(body, h)
+    return plan.call is None and plan.format.kind == "text"
+
+
+def plain_chat_reply(
+    ident_: bytes,
+    h: bytes,
+    head: bytes,
+    reasoning_model: bool,
+    prompt: int,
+    cap: int | None,
+    length_rate: float,
+    ceiling: int,
+) -> tuple[bytes, Usage]:
+    """A plain chat reply's JSON from what it depends on: its id (`ident`), the request's
+    hash, `head` (the `object`, `created` and `model` fields, encoded once per batch) and
+    its counts."""
     visible, hit = text_length(h, prompt, cap, length_rate, ceiling)
-    shown, reasoning = _reasoning(model, visible, False, cap)
+    if reasoning_model:  # `_reasoning` of a text reply
+        shown, reasoning = visible - visible // 2, visible // 2
+    else:
+        shown, reasoning = visible, 0
     out = shown + reasoning
     encoded = b"".join(
         (
             b'{"id":"',
-            ident("chatcmpl-", h, salt).encode(),
-            b'","object":"chat.completion","created":%d,"model":' % created,
-            orjson.dumps(model),
+            ident_,
+            head,
             b',"choices":[{"index":0,"message":{"role":"assistant","content":',
             orjson.dumps(words(h, shown)),
             b',"refusal":null,"annotations":[]},"logprobs":null,"finish_reason":',

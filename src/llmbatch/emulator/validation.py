@@ -34,8 +34,10 @@ from typing import Any
 
 import orjson
 
+from llmbatch.emulator import prepared
 from llmbatch.emulator.config import EmulatorConfig
 from llmbatch.emulator.envelope import bad_request
+from llmbatch.emulator.lines import processing_order
 from llmbatch.emulator.surfaces import GONE_ENDPOINTS, Flavor
 from llmbatch.emulator.synth import RequestError, embedding_inputs, prompt_tokens
 from llmbatch.providers.compatible import window_seconds
@@ -177,12 +179,19 @@ def tokens_path(index_path: Path) -> Path:
 
 
 def scan(
-    path: Path, flavor: Flavor, endpoint: str, cfg: EmulatorConfig, index_path: Path
+    path: Path,
+    flavor: Flavor,
+    endpoint: str,
+    cfg: EmulatorConfig,
+    index_path: Path,
+    *,
+    batch_id: str | None = None,
 ) -> ScanResult:
     """Validate an input file line by line, streaming; on success writes the byte offsets of
     its request lines (plus the end offset) to `index_path` for the worker, and each line's
     prompt tokens (`UNCOUNTED` where refused) to `tokens_path(index_path)`, so the worker
-    does not count them again."""
+    does not count them again. With `batch_id`, a chat batch's lines are also kept as
+    `prepared` records in the order the worker runs them (it then parses no JSON)."""
     result = ScanResult()
     size = path.stat().st_size
     if size > flavor.max_bytes(cfg):
@@ -196,6 +205,7 @@ def scan(
     seen: set[str] = set()
     offsets = array("Q")
     prompts = array("I")
+    records: list[bytes] | None = [] if batch_id is not None and kind == "chat" else None
     inputs = 0
 
     def fail(code: str, message: str, line: int, param: str | None = None) -> None:
@@ -263,9 +273,14 @@ def scan(
                     prompt = prompt_tokens(kind, body)
                 except RequestError:
                     prompts.append(UNCOUNTED)
+                    if records is not None:
+                        records.append(prepared.FULL)
                 else:
                     result.tokens += prompt
                     prompts.append(min(prompt, UNCOUNTED - 1))
+                    if records is not None:
+                        assert batch_id is not None
+                        records.append(prepared.prepare(body, custom_id, batch_id, prompt))
                 if kind == "embeddings":
                     inputs += embedding_inputs(body)
     offsets.append(offset)
@@ -304,6 +319,8 @@ def scan(
         if kind is not None and len(prompts) == result.total:
             with tokens_path(index_path).open("wb") as out:
                 prompts.tofile(out)
+        if records is not None and len(records) == result.total:
+            prepared.write(index_path, records, processing_order(result.total, batch_id))
     result.error_count = max(result.error_count, len(result.errors))
     return result
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import random
 import threading
 from array import array
 from dataclasses import dataclass
@@ -24,12 +23,23 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from llmbatch.emulator import prepared
 from llmbatch.emulator.anthropic_worker import MessageBatchWorker
 from llmbatch.emulator.capacity import Capacity
+from llmbatch.emulator.chat_synth import plain_chat_reply
 from llmbatch.emulator.gemini_worker import GeminiWorker
+from llmbatch.emulator.lines import processing_order
+from llmbatch.emulator.replies import is_reasoning
 from llmbatch.emulator.state import Batch
 from llmbatch.emulator.surfaces import flavor_of
-from llmbatch.emulator.synth import RequestError, error_body, kind_of, respond_json, share
+from llmbatch.emulator.synth import (
+    RequestError,
+    check_counts,
+    error_body,
+    kind_of,
+    respond_json,
+    share,
+)
 from llmbatch.emulator.validation import (
     DEFAULT_MODERATION_MODEL,
     UNCOUNTED,
@@ -44,6 +54,12 @@ Json = dict[str, Any]
 log = logging.getLogger("llmbatch.emulator")
 
 CHUNK = 512
+#: One result line, `{"id", "custom_id", "response": {"status_code", "request_id", "body"},
+#: "error": null}` as orjson writes it, with the body encoded once.
+_RECORD = (
+    b'{"id":"batch_req_%s","custom_id":%s,"response":{"status_code":%d,"request_id":"req_%s",'
+    b'"body":%s},"error":null}\n'
+)
 UNRUN_MESSAGES = {
     "batch_expired": "This request could not be executed before the completion window expired.",
     "batch_cancelled": "This request was not executed because the batch was cancelled.",
@@ -60,6 +76,7 @@ class _Open:
     order: array[int]
     fd: int
     prompts: array[int] | None = None  # each line's prompt tokens, as validation counted
+    prepared: prepared.Prepared | None = None  # a chat batch's lines, as validation read them
 
     def line(self, position: int) -> bytes:
         i = self.order[position]
@@ -74,6 +91,8 @@ class _Open:
 
     def close(self) -> None:
         os.close(self.fd)
+        if self.prepared is not None:
+            self.prepared.close()
 
 
 class Worker:
@@ -193,7 +212,7 @@ class Worker:
         else:
             path = emu.state.file_path(b.obj["input_file_id"])
             index = emu.state.work_path(b.id, "idx")
-            result = scan(path, flavor, b.obj["endpoint"], emu.cfg, index)
+            result = scan(path, flavor, b.obj["endpoint"], emu.cfg, index, batch_id=b.id)
             errors = result.errors
             if not errors and result.model is not None:
                 limit = emu.cfg.quotas.get(b.flavor, {}).get(result.model)
@@ -240,18 +259,27 @@ class Worker:
         handle = self._open.get(b.id)
         if handle is None:
             state = self.emu.state
+            index = state.work_path(b.id, "idx")
             offsets = array("Q")
-            offsets.frombytes(state.work_path(b.id, "idx").read_bytes())
+            offsets.frombytes(index.read_bytes())
             total = len(offsets) - 1
-            order = list(range(total))
-            random.Random(b.id).shuffle(order)
             fd = os.open(state.file_path(b.obj["input_file_id"]), os.O_RDONLY)
             prompts = array("I")
-            counted = tokens_path(state.work_path(b.id, "idx"))
+            counted = tokens_path(index)
             if counted.exists():  # a batch validated before there were .tok files has none
                 prompts.frombytes(counted.read_bytes())
+            records = None
+            if prepared.exists(index):  # nor .pre files before those
+                records = prepared.Prepared(index)
+                if records.total != total:
+                    records.close()
+                    records = None
             handle = self._open[b.id] = _Open(
-                offsets, array("I", order), fd, prompts if len(prompts) == total else None
+                offsets,
+                processing_order(total, b.id),
+                fd,
+                prompts if len(prompts) == total else None,
+                records,
             )
         return handle
 
@@ -294,20 +322,65 @@ class Worker:
         ok = failed = tokens_in = tokens_out = reasoning = 0
         salt, failure_rate = b.id, cfg.request_failure_rate
         length_rate, dimensions = cfg.length_rate, cfg.embedding_dimensions
-        for position in range(done, done + n):
-            line = orjson.loads(handle.line(position))
-            custom_id = line["custom_id"]
-            ids = hashlib.blake2b(f"{salt}:{custom_id}".encode(), digest_size=32).digest()
-            if failure_rate and share(ids, 0) < failure_rate:
-                status = cfg.request_failure_status
-                body = orjson.dumps(
-                    error_body(status, "The server had an error while processing your request.")
-                )
+        failure_status = cfg.request_failure_status
+        failure = orjson.dumps(
+            error_body(failure_status, "The server had an error while processing your request.")
+        )
+        records = [prepared.FULL] * n
+        ceiling, reasoning_model, head = 0, False, b""
+        if handle.prepared is not None and card is not None and kind == "chat":
+            records = handle.prepared.records(done, n)
+            ceiling, reasoning_model = card.max_output_tokens, is_reasoning(card.runs_as)
+            head = b'","object":"chat.completion","created":%d,"model":%s' % (
+                created,
+                orjson.dumps(card.runs_as),
+            )
+        for position, record in zip(range(done, done + n), records, strict=True):
+            if record[0]:  # a plain chat line, as validation read it: no JSON to parse
+                assert card is not None
+                flag, h, draw, prompt, cap = prepared.HEAD.unpack_from(record)
+                ids = record[prepared.IDS]
+                custom_json = record[prepared.CUSTOM_ID :]
+                if failure_rate and draw / 2**32 < failure_rate:
+                    status, body = failure_status, failure
+                else:
+                    try:
+                        check_counts("chat", card, prompt, cap or None, prepared.KEYS[flag - 1])
+                        body, usage = plain_chat_reply(
+                            record[prepared.REPLY_ID],
+                            h,
+                            head,
+                            reasoning_model,
+                            prompt,
+                            cap or None,
+                            length_rate,
+                            ceiling,
+                        )
+                        status = 200
+                        tokens_in += usage.input
+                        tokens_out += usage.output
+                        reasoning += usage.reasoning
+                    except RequestError as e:
+                        status = e.status
+                        body = orjson.dumps(error_body(e.status, e.message, e.param, e.code))
+                line = _RECORD % (ids[:32], custom_json, status, ids[32:], body)
+                if status == 200:
+                    ok += 1
+                    out.append(line)
+                else:
+                    failed += 1
+                    err.append(line)
+                continue
+            request = orjson.loads(handle.line(position))
+            custom_id = request["custom_id"]
+            digest = prepared.request_ids(salt, custom_id)
+            if failure_rate and share(digest, 0) < failure_rate:
+                status, body = failure_status, failure
             else:
                 try:
                     body, usage = respond_json(
                         kind,
-                        line["body"],
+                        request["body"],
                         model=model,
                         created=created,
                         salt=salt,
@@ -323,29 +396,19 @@ class Worker:
                 except RequestError as e:
                     status = e.status
                     body = orjson.dumps(error_body(e.status, e.message, e.param, e.code))
-            # The record `{"id", "custom_id", "response": {"status_code", "request_id",
-            # "body"}, "error": null}`, written as orjson would write it, the body encoded once.
-            record = b"".join(
-                (
-                    b'{"id":"batch_req_',
-                    ids[:16].hex().encode(),
-                    b'","custom_id":',
-                    orjson.dumps(custom_id),
-                    b',"response":{"status_code":',
-                    str(status).encode(),
-                    b',"request_id":"req_',
-                    ids[16:].hex().encode(),
-                    b'","body":',
-                    body,
-                    b'},"error":null}\n',
-                )
+            line = _RECORD % (
+                digest[:16].hex().encode(),
+                orjson.dumps(custom_id),
+                status,
+                digest[16:].hex().encode(),
+                body,
             )
             if status == 200:
                 ok += 1
-                out.append(record)
+                out.append(line)
             else:
                 failed += 1
-                err.append(record)
+                err.append(line)
         out_bytes = self._append(b.id, "out", out)
         err_bytes = self._append(b.id, "err", err)
         end = self.capacity.spend((b.flavor, model), start, n, tokens_in + tokens_out)
@@ -450,6 +513,7 @@ class Worker:
                 file_ids[suffix] = file_id
         emu.state.work_path(b.id, "idx").unlink(missing_ok=True)
         tokens_path(emu.state.work_path(b.id, "idx")).unlink(missing_ok=True)
+        prepared.remove(emu.state.work_path(b.id, "idx"))
         stamp = {"completed": "completed_at", "expired": "expired_at", "cancelled": "cancelled_at"}
 
         def change(batch: Batch) -> bool:

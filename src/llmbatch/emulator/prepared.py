@@ -1,0 +1,117 @@
+"""What validation learns of a batch's plain chat lines, kept so that processing parses no
+JSON.
+
+`scan` parses every request line to validate it and count its prompt. A chat line that
+asks for plain text in one choice (a batch's usual line) has a reply that depends on little
+more: the body's hash, the prompt tokens, the cap, and the ids made from the batch id and
+the `custom_id`. `write` stores one record of these per line, in processing order (`.pre`,
+with the records' offsets in `.prx`), so the worker reads a chunk's records with one read
+and writes each reply from its template (`chat_synth.plain_chat_reply`). A line that asks
+for more (tools, a schema, several choices, a bad cap) has a one-byte record, `FULL`: the
+worker reads it from the input and answers it in full, as it does every line of a batch
+validated before these files existed. The output is the same byte for byte either way.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import struct
+from array import array
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from llmbatch.emulator.chat_synth import is_plain_chat
+from llmbatch.emulator.envelope import RequestError
+from llmbatch.emulator.replies import cap_of, ident
+from llmbatch.emulator.synth import body_hash
+
+#: A plain line's record starts with: its cap's key (1 + `KEYS` index), the body hash, the
+#: request's failure draw (the first 4 bytes of its ids), its prompt tokens and its cap
+#: (0: none); then the hex of its 32 id bytes, its reply id and its `custom_id` as JSON.
+HEAD = struct.Struct("<B16sIII")
+IDS = slice(HEAD.size, HEAD.size + 64)
+REPLY_ID = slice(HEAD.size + 64, HEAD.size + 64 + 33)
+CUSTOM_ID = HEAD.size + 64 + 33
+KEYS: tuple[str | None, ...] = (None, "max_completion_tokens", "max_tokens")
+FULL = b"\x00"
+_LARGEST = 0xFFFFFFFE
+
+
+def request_ids(salt: str, custom_id: str) -> bytes:
+    """The 32 bytes a request's `batch_req_` id, `req_` id and failure draw come from."""
+    return hashlib.blake2b(f"{salt}:{custom_id}".encode(), digest_size=32).digest()
+
+
+def prepare(body: dict[str, Any], custom_id: str, salt: str, prompt: int) -> bytes:
+    """One chat line's record (`FULL` unless it asks for plain text in one choice)."""
+    try:
+        h = body_hash(body)
+        if not is_plain_chat(body, h):
+            return FULL
+        cap, key = cap_of("chat", body)
+    except RequestError:
+        return FULL  # the worker raises it again, in the same order as ever
+    if prompt > _LARGEST or (cap is not None and cap > _LARGEST):
+        return FULL
+    ids = request_ids(salt, custom_id)
+    return b"".join(
+        (
+            HEAD.pack(KEYS.index(key) + 1, h, int.from_bytes(ids[:4], "big"), prompt, cap or 0),
+            ids.hex().encode(),
+            ident("chatcmpl-", h, salt).encode(),
+            orjson.dumps(custom_id),
+        )
+    )
+
+
+def paths(index_path: Path) -> tuple[Path, Path]:
+    """Where a batch's records and their offsets go, beside its line index."""
+    return index_path.with_suffix(".pre"), index_path.with_suffix(".prx")
+
+
+def write(index_path: Path, records: list[bytes], order: array[int]) -> None:
+    """Store `records` (in input order) in processing `order`."""
+    data, offsets = paths(index_path)
+    ordered = [records[i] for i in order]
+    ends = array("Q", [0])
+    end = 0
+    for record in ordered:
+        end += len(record)
+        ends.append(end)
+    data.write_bytes(b"".join(ordered))
+    offsets.write_bytes(ends.tobytes())
+
+
+def remove(index_path: Path) -> None:
+    for path in paths(index_path):
+        path.unlink(missing_ok=True)
+
+
+class Prepared:
+    """One batch's records, read by processing position."""
+
+    def __init__(self, index_path: Path) -> None:
+        data, offsets = paths(index_path)
+        self.offsets = array("Q")
+        self.offsets.frombytes(offsets.read_bytes())
+        self.fd = os.open(data, os.O_RDONLY)
+
+    @property
+    def total(self) -> int:
+        return len(self.offsets) - 1
+
+    def records(self, start: int, n: int) -> list[bytes]:
+        """The records of positions `start` to `start + n`, read at once."""
+        offsets, base = self.offsets, self.offsets[start]
+        data = os.pread(self.fd, offsets[start + n] - base, base)
+        return [data[offsets[i] - base : offsets[i + 1] - base] for i in range(start, start + n)]
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+def exists(index_path: Path) -> bool:
+    return all(p.exists() for p in paths(index_path))
