@@ -25,8 +25,6 @@ import orjson
 
 from llmbatch.emulator.chat_synth import is_plain_chat
 from llmbatch.emulator.envelope import RequestError
-from llmbatch.emulator.replies import cap_of, ident
-from llmbatch.emulator.synth import body_hash
 
 #: A plain line's record starts with: its cap's key (1 + `KEYS` index), the body hash, the
 #: request's failure draw (the first 4 bytes of its ids), its prompt tokens and its cap
@@ -45,26 +43,55 @@ def request_ids(salt: str, custom_id: str) -> bytes:
     return hashlib.blake2b(f"{salt}:{custom_id}".encode(), digest_size=32).digest()
 
 
-def prepare(body: dict[str, Any], custom_id: str, salt: str, prompt: int) -> bytes:
-    """One chat line's record (`FULL` unless it asks for plain text in one choice)."""
-    try:
-        h = body_hash(body)
-        if not is_plain_chat(body, h):
+class Preparer:
+    """Makes the records of one batch's lines (`salt`: the batch id)."""
+
+    def __init__(self, salt: str) -> None:
+        self.salt = salt
+        self._salt = salt.encode()
+        # `request_ids` hashes `salt:custom_id`: the prefix is hashed once, then copied
+        self._ids = hashlib.blake2b(f"{salt}:".encode(), digest_size=32)
+
+    def record(self, body: dict[str, Any], custom_id: str, prompt: int) -> bytes:
+        """One chat line's record (`FULL` unless it asks for plain text in one choice).
+        `cap_of` and `is_plain_chat`, inline for the usual line; `FULL` where they would
+        raise, so the worker raises it again, in the same order as ever."""
+        n_choices = body.get("n") or 1
+        if type(n_choices) is not int or n_choices != 1:
             return FULL
-        cap, key = cap_of("chat", body)
-    except RequestError:
-        return FULL  # the worker raises it again, in the same order as ever
-    if prompt > _LARGEST or (cap is not None and cap > _LARGEST):
-        return FULL
-    ids = request_ids(salt, custom_id)
-    return b"".join(
-        (
-            HEAD.pack(KEYS.index(key) + 1, h, int.from_bytes(ids[:4], "big"), prompt, cap or 0),
-            ids.hex().encode(),
-            ident("chatcmpl-", h, salt).encode(),
-            orjson.dumps(custom_id),
+        key: str | None = "max_completion_tokens"
+        cap = body.get("max_completion_tokens")
+        if cap is None:
+            key, cap = "max_tokens", body.get("max_tokens")
+            if cap is None:
+                key = None
+        if cap is not None and (type(cap) is not int or not 1 <= cap <= _LARGEST):
+            return FULL
+        h = hashlib.blake2b(orjson.dumps(body, option=orjson.OPT_SORT_KEYS), digest_size=16)
+        digest = h.digest()
+        if "response_format" in body or "tools" in body or "tool_choice" in body:
+            try:
+                if not is_plain_chat(body, digest):
+                    return FULL
+            except RequestError:
+                return FULL
+        if prompt > _LARGEST:
+            return FULL
+        ids = self._ids.copy()
+        ids.update(custom_id.encode())
+        draw = ids.digest()
+        reply = hashlib.blake2b(digest + self._salt, digest_size=12).hexdigest()
+        return b"".join(
+            (
+                HEAD.pack(
+                    KEYS.index(key) + 1, digest, int.from_bytes(draw[:4], "big"), prompt, cap or 0
+                ),
+                draw.hex().encode(),
+                b"chatcmpl-",
+                reply.encode(),
+                orjson.dumps(custom_id),
+            )
         )
-    )
 
 
 def paths(index_path: Path) -> tuple[Path, Path]:

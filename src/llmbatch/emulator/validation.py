@@ -205,8 +205,13 @@ def scan(
     seen: set[str] = set()
     offsets = array("Q")
     prompts = array("I")
-    records: list[bytes] | None = [] if batch_id is not None and kind == "chat" else None
+    records: list[bytes] | None = None
+    preparer = None
+    if batch_id is not None and kind == "chat":
+        records, preparer = [], prepared.Preparer(batch_id)
     inputs = 0
+    line_limit, most = flavor.max_line_bytes, flavor.max_custom_id
+    full_lines = not flavor.short_lines  # lines the quick check below takes
 
     def fail(code: str, message: str, line: int, param: str | None = None) -> None:
         result.error_count += 1
@@ -221,7 +226,6 @@ def scan(
                 continue
             result.total += 1
             offsets.append(start)
-            line_limit = flavor.max_line_bytes
             if line_limit is not None and len(raw.rstrip(b"\r\n")) > line_limit:
                 fail("invalid_request", f"The line is over {line_limit} bytes.", number)
                 continue
@@ -230,11 +234,25 @@ def scan(
             except orjson.JSONDecodeError:
                 fail("invalid_json_line", "This line is not valid JSON.", number)
                 continue
-            problem = _line_problem(line, flavor, endpoint)
-            if problem is not None:
-                fail(problem[0], problem[1], number, problem[2])
-                continue
-            custom_id, body = line["custom_id"], line["body"]
+            # The usual line passes `_line_problem`'s checks here, without its calls.
+            if not (
+                type(line) is dict
+                and type(custom_id := line.get("custom_id")) is str
+                and custom_id
+                and (most is None or len(custom_id) <= most)
+                and full_lines
+                and line.get("method") == "POST"
+                and line.get("url") == endpoint
+                and type(body := line.get("body")) is dict
+                and type(body.get("model")) is str
+                and body["model"]
+                and body.get("stream") is not True
+            ):
+                problem = _line_problem(line, flavor, endpoint)
+                if problem is not None:
+                    fail(problem[0], problem[1], number, problem[2])
+                    continue
+                custom_id, body = line["custom_id"], line["body"]
             if custom_id in seen:
                 fail(
                     "duplicate_custom_id",
@@ -278,9 +296,8 @@ def scan(
                 else:
                     result.tokens += prompt
                     prompts.append(min(prompt, UNCOUNTED - 1))
-                    if records is not None:
-                        assert batch_id is not None
-                        records.append(prepared.prepare(body, custom_id, batch_id, prompt))
+                    if preparer is not None and records is not None:
+                        records.append(preparer.record(body, custom_id, prompt))
                 if kind == "embeddings":
                     inputs += embedding_inputs(body)
     offsets.append(offset)

@@ -54,6 +54,8 @@ Json = dict[str, Any]
 log = logging.getLogger("llmbatch.emulator")
 
 CHUNK = 512
+POLL_S = 0.01  # how often the worker looks at active batches waiting for their time
+IDLE_S = 1.0  # and with none active (a safety net: calls that make work wake it)
 #: One result line, `{"id", "custom_id", "response": {"status_code", "request_id", "body"},
 #: "error": null}` as orjson writes it, with the body encoded once.
 _RECORD = (
@@ -103,6 +105,7 @@ class Worker:
         self._open: dict[str, _Open] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._active = True  # whether the last round found a batch active
         self.capacity = Capacity(emu)
         self.messages = MessageBatchWorker(emu, self.capacity)
         self.gemini = GeminiWorker(emu, self.capacity)
@@ -133,6 +136,7 @@ class Worker:
     def _run(self) -> None:
         while not self._stop.is_set():
             generation = self.emu.generation  # read before the clock: see Emulator.advance
+            self.emu.wake.clear()  # before the round: a wake during it ends the wait below
             try:
                 busy = self.tick(self.emu.now())
             except Exception:  # keep serving; a bug in one batch must not stop the others
@@ -140,8 +144,9 @@ class Worker:
                 busy = False
             if not busy:
                 self.emu.caught_up(generation)
-                self.emu.wake.wait(0.01)
-                self.emu.wake.clear()
+                # With no batch active nothing is due until a call wakes the worker (every
+                # create, cancel, advance and control step does): no round every 10 ms.
+                self.emu.wake.wait(POLL_S if self._active else IDLE_S)
 
     def _recover(self) -> None:
         """After a restart, cut partial output back to the last saved progress."""
@@ -162,7 +167,9 @@ class Worker:
     def tick(self, now: float) -> bool:
         """Give every active batch one step at virtual time `now`; True if any did work."""
         busy = False
-        for batch in self.emu.state.active_batches():
+        batches = self.emu.state.active_batches()
+        self._active = bool(batches)
+        for batch in batches:
             if self._stop.is_set():
                 break
             if batch.flavor == "anthropic":
@@ -346,7 +353,7 @@ class Worker:
                 else:
                     try:
                         check_counts("chat", card, prompt, cap or None, prepared.KEYS[flag - 1])
-                        body, usage = plain_chat_reply(
+                        body, spent, thought = plain_chat_reply(
                             record[prepared.REPLY_ID],
                             h,
                             head,
@@ -357,9 +364,9 @@ class Worker:
                             ceiling,
                         )
                         status = 200
-                        tokens_in += usage.input
-                        tokens_out += usage.output
-                        reasoning += usage.reasoning
+                        tokens_in += prompt
+                        tokens_out += spent
+                        reasoning += thought
                     except RequestError as e:
                         status = e.status
                         body = orjson.dumps(error_body(e.status, e.message, e.param, e.code))
