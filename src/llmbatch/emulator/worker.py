@@ -75,10 +75,18 @@ class _Open:
     order is shuffled, so every page is touched), ~25 MB for each 50,000-line batch open."""
 
     offsets: array[int]
-    order: array[int]
+    seed: str
     fd: int
     prompts: array[int] | None = None  # each line's prompt tokens, as validation counted
     prepared: prepared.Prepared | None = None  # a chat batch's lines, as validation read them
+    _order: array[int] | None = None
+
+    @property
+    def order(self) -> array[int]:
+        """Made when first needed: a prepared batch's records are in this order already."""
+        if self._order is None:
+            self._order = processing_order(len(self.offsets) - 1, self.seed)
+        return self._order
 
     def line(self, position: int) -> bytes:
         i = self.order[position]
@@ -283,7 +291,7 @@ class Worker:
                     records = None
             handle = self._open[b.id] = _Open(
                 offsets,
-                processing_order(total, b.id),
+                b.id,
                 fd,
                 prompts if len(prompts) == total else None,
                 records,
