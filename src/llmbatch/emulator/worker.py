@@ -343,26 +343,35 @@ class Worker:
         )
         records = [prepared.FULL] * n
         ceiling, reasoning_model, head = 0, False, b""
+        served, window = False, 0
         if handle.prepared is not None and card is not None and kind == "chat":
             records = handle.prepared.records(done, n)
             ceiling, reasoning_model = card.max_output_tokens, is_reasoning(card.runs_as)
+            served, window = card.serves("chat"), card.context_window
             head = b'","object":"chat.completion","created":%d,"model":%s' % (
                 created,
                 orjson.dumps(card.runs_as),
             )
+        unpack, reply, keys = prepared.HEAD.unpack_from, plain_chat_reply, prepared.KEYS
+        ids_at, reply_id_at, custom_id_at = prepared.IDS, prepared.REPLY_ID, prepared.CUSTOM_ID
         for position, record in zip(range(done, done + n), records, strict=True):
             if record[0]:  # a plain chat line, as validation read it: no JSON to parse
                 assert card is not None
-                flag, h, draw, prompt, cap = prepared.HEAD.unpack_from(record)
-                ids = record[prepared.IDS]
-                custom_json = record[prepared.CUSTOM_ID :]
+                flag, h, draw, prompt, cap = unpack(record)
+                ids = record[ids_at]
                 if failure_rate and draw / 2**32 < failure_rate:
                     status, body = failure_status, failure
                 else:
                     try:
-                        check_counts("chat", card, prompt, cap or None, prepared.KEYS[flag - 1])
-                        body, spent, thought = plain_chat_reply(
-                            record[prepared.REPLY_ID],
+                        # `check_counts` refuses only these (cap 0: none)
+                        if (
+                            not served
+                            or 0 < ceiling < cap
+                            or (window > 0 and prompt + cap > window)
+                        ):
+                            check_counts("chat", card, prompt, cap or None, keys[flag - 1])
+                        body, spent, thought = reply(
+                            record[reply_id_at],
                             h,
                             head,
                             reasoning_model,
@@ -378,7 +387,7 @@ class Worker:
                     except RequestError as e:
                         status = e.status
                         body = orjson.dumps(error_body(e.status, e.message, e.param, e.code))
-                line = _RECORD % (ids[:32], custom_json, status, ids[32:], body)
+                line = _RECORD % (ids[:32], record[custom_id_at:], status, ids[32:], body)
                 if status == 200:
                     ok += 1
                     out.append(line)
