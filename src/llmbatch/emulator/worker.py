@@ -9,6 +9,12 @@ The processing rate is in requests per *virtual* second: a batch earns
 `rate × (virtual now − last processed time)` lines of credit, so advancing the clock lets
 it catch up at CPU speed, and nothing is processed after a (non-Azure) `expires_at`. A
 model with a `capacity` shares it among all its batches (`capacity.py`).
+
+Validation parses every line once; a chat batch's usual lines (plain text, one choice) are
+then answered from what it kept of them (`prepared.py`), without reading the input again,
+and the others are read and parsed in full. The thread rests while no batch is active
+(every call that makes work wakes it) and looks again every 10 ms while one waits for its
+time.
 """
 
 from __future__ import annotations
