@@ -63,13 +63,18 @@ request, four foreign-key checks) are the largest parts left.
 The emulator's side at 100,000 requests (per-thread CPU from /proc and cProfile of its worker
 thread): validating parsed each line and counted its prompt, processing read it again,
 parsed it again and hashed its body; the worker looked at the store every 10 ms even with no
-batch active; downloads went in 64 KB pieces, a thread hop each. Validation now keeps what a
-plain chat line's reply needs (body hash, prompt tokens, cap, ids) in processing order
-(`emulator/prepared.py`), so processing parses no JSON; the thread rests while nothing is
-active; downloads go in 1 MB pieces. Interleaved with the code before, same minutes, load
-12-17 on the shared machine: `emulator_cpu_s` 3.11/3.05 -> 2.01/1.85 s,
-`emulator_and_waiting` 12.08/8.42 -> 6.09/5.64 s (the worker thread ~16 us a request, the
-event loop and its threads ~0.35 s: multipart upload parsing and downloads).
+batch active; downloads went in 64 KB pieces, a thread hop each; a batch's last line done,
+finalizing and completing each waited a round, behind the other batch's validation (~2 s).
+Validation now keeps what a plain chat line's reply needs (body hash, prompt tokens, cap,
+ids) in processing order (`emulator/prepared.py`), so processing parses no JSON; the thread
+rests while nothing is active; downloads go in 1 MB pieces; a batch completes in the step
+that ran its last line. Seven runs interleaved with the code before (2026-12-07 22:05-22:53,
+load 7-17 on the shared machine): `emulator_cpu_s` 3.11 3.05 2.84 2.93 3.21 3.19 2.47 ->
+2.01 1.85 1.75 1.78 2.02 1.79 1.79 (-38 %; the worker thread ~16 us a request, the event
+loop and its threads ~0.35 s: multipart upload parsing and downloads);
+`emulator_and_waiting` 12.08 8.42 5.09 5.11 6.71 2.37 2.20 -> 6.09 5.64 4.70 4.95 3.94 3.56
+3.69: wall seconds there follow the machine's load (the two shortest "before" runs came in a
+quiet minute, ingest 3.9-4.4 s against 8.8-12.3 in the others), so halving is not shown.
 
 The worker's side at 100,000 requests (two intents of 50,000 lines), from cProfile of the
 drain, a per-statement timer on PostgreSQL and the worker's bytes written (/proc/self/io),
