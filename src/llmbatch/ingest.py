@@ -172,7 +172,7 @@ class Ingestor:
         anomalies = Anomalies(self.store, b.id)
         cap = self.settings.max_result_line_bytes
         fmt = format_of(b.provider)
-        for line in in_attempt_order(files, cap, fmt.id_field, prefix):
+        for hint, line in in_attempt_order(files, cap, fmt.id_field, prefix):
             lines += 1
             try:
                 if isinstance(line, int):
@@ -181,7 +181,7 @@ class Ingestor:
                         f"({cap:,}): not read"
                     )
                 # only lines carrying this intent's nonce are ours (ownership.py)
-                found = read_line(line, prefix, b.endpoint, fmt)
+                found = read_line(line, prefix, b.endpoint, fmt, hint)
                 attempt = found[0] if isinstance(found, tuple) else found.attempt_id
                 if attempt in seen:  # the first is kept; never silently dropped
                     cid = f"{prefix}-{attempt}"

@@ -197,17 +197,22 @@ def parse_line(line: bytes, store_id: str, endpoint: str | None, fmt: ReadsResul
 
 
 def read_line(
-    line: bytes, store_id: str, endpoint: str | None, fmt: ReadsResults
+    line: bytes, store_id: str, endpoint: str | None, fmt: ReadsResults, hint: int = -1
 ) -> Success | Finding:
     """`parse_line` as ingest records it: a succeeded line as its `Success` tuple (read by the
-    format's fast path where it has one for the line's shape), any other as its `Finding`."""
+    format's fast path where it has one for the line's shape), any other as its `Finding`.
+    `hint`: the attempt number `in_attempt_order` read; taken when the id is exactly it."""
     try:
         obj = orjson.loads(line)
     except orjson.JSONDecodeError as exc:
         raise Anomaly(f"result line is not JSON ({exc}): {line[:80]!r}") from None
     if type(obj) is not dict:
         raise Anomaly(f"result line is not a JSON object: {line[:80]!r}")
-    attempt = attempt_id_of(obj.get(fmt.id_field), store_id)
+    custom_id = obj.get(fmt.id_field)
+    if hint >= 0 and custom_id == f"{store_id}-{hint}":
+        attempt = hint
+    else:
+        attempt = attempt_id_of(custom_id, store_id)
     quick = fmt.success(attempt, obj, endpoint)
     if quick is not None:
         return quick
@@ -253,9 +258,10 @@ def _spans(fh: IO[bytes], cap: int) -> Iterator[tuple[int, bytes | int]]:
 
 def in_attempt_order(
     files: Sequence[ResultFile], cap: int, id_field: str, prefix: str
-) -> Iterator[bytes | int]:
+) -> Iterator[tuple[int, bytes | int]]:
     """`capped_lines`' lines, those whose id a quick look reads as one of `prefix`'s attempts
-    in attempt order, the rest (and every over-long line's length) first, in file order.
+    in attempt order, the rest (and every over-long line's length) first, in file order;
+    each with the attempt number the quick look read (-1: none), which `read_line` checks.
 
     A provider writes results in its own order (the emulator's, like the real services', is
     not the input's): applied in that order, each chunk of outcomes touches rows all over the
@@ -280,14 +286,19 @@ def in_attempt_order(
             index.add(fh, n, cap, pattern)
         fds = [fh.fileno() for fh in handles]
         keys, file_of, offsets, sizes = index.keys, index.file_of, index.offsets, index.sizes
+        pread = os.pread
         for i in sorted(range(len(keys)), key=keys.__getitem__):  # stable: file order kept
             size = sizes[i]
             if size < 0:
-                yield -size
+                yield -1, -size
                 continue
-            line = _pread(fds[file_of[i]], size, offsets[i]).rstrip(b"\r\n")
+            fd, at = fds[file_of[i]], offsets[i]
+            line = pread(fd, size, at)
+            if len(line) < size:  # a regular file reads whole unless it shrank
+                line = _pread(fd, size, at)
+            line = line.rstrip(b"\r\n")
             if line.strip():
-                yield line
+                yield keys[i], line
     finally:
         for fh in handles:
             fh.close()

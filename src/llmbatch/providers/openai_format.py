@@ -152,14 +152,16 @@ class OpenAIFormat(Format):
     def success(self, attempt: int, line: dict[str, Any], endpoint: str | None) -> Success | None:
         """`result` of a 2xx line whose usage is in the API's own plain shape, in fewer steps
         (once per line: up to 50,000 a batch); any other line is left to `result`."""
-        kind = type(self)
-        if kind.result is not OpenAIFormat.result or kind.usage is not OpenAIFormat.usage:
-            return None  # a subclass reading lines or usage its own way: `result` asks it
+        if not self._plain:
+            return None
         response = line.get("response")
         if type(response) is not dict:
             return None
-        status, body = response.get("status_code"), response.get("body")
-        if type(status) is not int or not 200 <= status < 300 or type(body) is not dict:
+        status = response.get("status_code")
+        if type(status) is not int or not 200 <= status < 300:
+            return None
+        body = response.get("body")
+        if type(body) is not dict:
             return None
         counts = plain_counts(body.get("usage"), endpoint)
         if counts is None:
@@ -182,6 +184,14 @@ class OpenAIFormat(Format):
             None,
             None,
         )
+
+    # `success` reads lines as `result` and `usage` do here: a subclass that reads either its
+    # own way has no fast path
+    _plain = True
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._plain = cls.result is OpenAIFormat.result and cls.usage is OpenAIFormat.usage
 
     def check_options(self, name: str, options: Mapping[str, Any]) -> None:
         seconds = options.get("output_expires_after")

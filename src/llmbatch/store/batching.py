@@ -391,12 +391,12 @@ class BatchingOps:
             return 0
         with self._write() as cur:
             self._fence(cur, token, f"batch:{batch_id}")
-            ids = as_list(attempt_of(o) for o in outcomes)
-            cur.execute(self.q("waiting_attempt_requests"), {"ids": ids, "batch_id": batch_id})
+            attempts = [o[0] if isinstance(o, tuple) else o.attempt_id for o in outcomes]
+            params = {"ids": as_list(attempts), "batch_id": batch_id}
+            cur.execute(self.q("waiting_attempt_requests"), params)
             waiting = {int(a): int(r) for a, r in cur.fetchall()}
             todo: dict[int, Outcome | Succeeded] = {}  # each attempt's first, in the order given
-            for o in outcomes:
-                a = attempt_of(o)
+            for a, o in zip(attempts, outcomes, strict=True):
                 if a in waiting:
                     todo.setdefault(a, o)
             self._record_outcomes(cur, list(todo.values()), waiting, now)
@@ -436,7 +436,7 @@ class BatchingOps:
         # the rows in the order given (the results' ids follow it)
         day = int(now // 86400)
         rows = [
-            _success_row(o, waiting[o[0]], day, now)
+            (*o, waiting[o[0]], day, now, None, None)
             if isinstance(o, tuple)
             else _result(o, waiting[o.attempt_id], day, now)
             for o in todo
@@ -574,15 +574,13 @@ def _detail(o: Outcome) -> tuple[int | None, int | None, int | None, int | None,
     return u.cached, u.write_5m, u.write_1h, u.reasoning, u.flag, o.price_tier
 
 
-# The parameters of `insert_result`, in the order of a row of them (`_result`, `_success_row`).
+# The parameters of `insert_result`, in the order of a row of them: a `Succeeded` tuple's
+# fields, then the request, the day, the time and the error (`_result`, `_record_outcomes`).
 RESULT_PARAMS = (
     "attempt_id",
-    "request_id",
     "status_code",
     "provider_request_id",
     "body",
-    "error_code",
-    "error_message",
     "input_tokens",
     "output_tokens",
     "cached_tokens",
@@ -591,8 +589,11 @@ RESULT_PARAMS = (
     "reasoning_tokens",
     "usage_flag",
     "price_tier",
+    "request_id",
     "day",
     "now",
+    "error_code",
+    "error_message",
 )
 
 
@@ -604,16 +605,9 @@ def attempt_of(o: Outcome | Succeeded) -> int:
 def _result(o: Outcome, request_id: int, day: int, now: float) -> tuple[Any, ...]:
     """The `insert_result` row (RESULT_PARAMS) of a final outcome."""
     cached, write_5m, write_1h, reasoning, flag, tier = _detail(o)
-    head = (o.attempt_id, request_id, o.status_code, o.provider_request_id, o.body)
-    tokens = (o.error_code, o.error_message, o.input_tokens, o.output_tokens, cached, write_5m)
-    return (*head, *tokens, write_1h, reasoning, flag, tier, day, now)
-
-
-def _success_row(s: Succeeded, request_id: int, day: int, now: float) -> tuple[Any, ...]:
-    """The `insert_result` row (RESULT_PARAMS) of a `Succeeded` tuple."""
-    a, status, rid, body, inp, out, cached, w5m, w1h, reasoning, flag, tier = s
-    head = (a, request_id, status, rid, body, None, None, inp, out)
-    return (*head, cached, w5m, w1h, reasoning, flag, tier, day, now)
+    head = (o.attempt_id, o.status_code, o.provider_request_id, o.body, o.input_tokens)
+    tokens = (o.output_tokens, cached, write_5m, write_1h, reasoning, flag, tier)
+    return (*head, *tokens, request_id, day, now, o.error_code, o.error_message)
 
 
 def monotonic_now() -> float:
