@@ -444,7 +444,7 @@ class BatchingOps:
         ]
         self._many_rows(cur, "insert_result", RESULT_PARAMS, rows)
         cancelled = {o.attempt_id for o in others if o.kind == "cancelled"}
-        self._add_cost_totals(cur, [r[0] for r in rows if r[0] not in cancelled])
+        self._add_cost_totals(cur, [p[0] for p in rows if p[0] not in cancelled])
         rid = waiting.__getitem__
         if succeeded:
             cur.execute(
