@@ -170,8 +170,8 @@ class Ingestor:
         seen: set[int] = set()  # one int per request of one batch (≤ 100,000)
         tally = Tally(b.provider, b.model, now)  # what its lines say it used (ledger.py)
         anomalies = Anomalies(self.store, b.id)
-        cap = self.settings.max_result_line_bytes
-        fmt = format_of(b.provider)
+        cap, size = self.settings.max_result_line_bytes, self.settings.ingest_chunk
+        fmt, endpoint = format_of(b.provider), b.endpoint
         for hint, line in in_attempt_order(files, cap, fmt.id_field, prefix):
             lines += 1
             try:
@@ -181,7 +181,7 @@ class Ingestor:
                         f"({cap:,}): not read"
                     )
                 # only lines carrying this intent's nonce are ours (ownership.py)
-                found = read_line(line, prefix, b.endpoint, fmt, hint)
+                found = read_line(line, prefix, endpoint, fmt, hint)
                 attempt = found[0] if isinstance(found, tuple) else found.attempt_id
                 if attempt in seen:  # the first is kept; never silently dropped
                     cid = f"{prefix}-{attempt}"
@@ -190,7 +190,7 @@ class Ingestor:
                 chunk.append(found)
             except Anomaly as exc:
                 anomalies.add(str(exc))
-            if len(chunk) >= self.settings.ingest_chunk:
+            if len(chunk) >= size:
                 report.outcomes += self._apply(b, chunk, t, anomalies, tally)
                 anomalies.flush()
                 self.lease.renew()

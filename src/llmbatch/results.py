@@ -267,8 +267,8 @@ def in_attempt_order(
     not the input's): applied in that order, each chunk of outcomes touches rows all over the
     attempts and requests tables and every chunk rewrites nearly every page of both. In
     attempt order a chunk touches a run of neighbouring rows. The quick look only orders;
-    every line is still read in full by `parse_line`. Holds four integers a line, not the
-    lines: the index is made a block at a time (`_index`), then each line is read again from
+    every line is still read in full by `read_line`. Holds four integers a line, not the
+    lines: the index is made a block at a time (`_Index`), then each line is read again from
     the file (in the page cache) with one `pread`."""
     pattern = re.compile(
         rb'"'
@@ -306,7 +306,8 @@ def in_attempt_order(
 
 class _Index:
     """Per line of the files: the attempt number a quick look reads (-1: none), the file,
-    the offset and the size (newline included; < 0: an over-long line's length, not read)."""
+    the offset and the length (its newline not counted, so the line is read back without
+    a copy to strip it; < 0: an over-long line's length, not read)."""
 
     def __init__(self) -> None:
         self.keys, self.file_of, self.offsets = array("q"), array("q"), array("q")
@@ -327,7 +328,7 @@ class _Index:
                 else:
                     m = search(buf, pos, nl + 1)
                     keys.append(int(m.group(1)) if m else -1)
-                    sizes.append(nl + 1 - pos)
+                    sizes.append(nl - pos)
                 file_of.append(n)
                 offsets.append(base + pos)
                 pos = nl + 1
@@ -347,7 +348,7 @@ class _Index:
                 size = len(line)
                 m = search(line)
                 keys.append(int(m.group(1)) if m else -1)
-                sizes.append(size)
+                sizes.append(size - 1 if line.endswith(b"\n") else size)
             else:
                 return
             file_of.append(n)
