@@ -19,7 +19,14 @@ import pytest
 
 from helpers import E2E_KEY_ENV, cli, fast_settings, request_states, sql
 from llmbatch import Queue
-from llmbatch.archive import Archiver, ArchiveSettings, _attempt_line, _digest, from_archive
+from llmbatch.archive import (
+    SPOOL_ATTEMPTS,
+    Archiver,
+    ArchiveSettings,
+    _attempt_line,
+    _digest,
+    from_archive,
+)
 from llmbatch.archived import _rebuilt
 from llmbatch.emulator import running
 from llmbatch.engine import Engine
@@ -760,7 +767,7 @@ def test_a_worker_killed_mid_ingest_still_leaves_a_whole_archive(
             with pytest.raises(Killed):
                 tick_until(a, lambda: False)
             assert chunks == [4] and request_states(db) == {"succeeded": 4, "submitted": 8}
-            assert list(work.glob("ingest-*/env-results.jsonl"))  # half a file, left there
+            assert list(work.glob("ingest-*/env-pending.jsonl"))  # half a file, left there
             b.store.release_claims(a.holder)  # A is dead: B takes its engine lease and claims over
             tick_until(
                 b,
@@ -784,7 +791,12 @@ def test_an_envelope_left_by_an_older_worker_is_digested_before_it_is_sent(
 ) -> None:
     """A spool an older worker left (its env.json has sizes, no digests) is used as before and
     its files digested by the archive step; digests whose size is not the file's are not used."""
-    from llmbatch.archive import SPOOL_ATTEMPTS, SPOOL_ENVELOPE, SPOOL_ENVELOPE_V1, SPOOL_RESULTS
+    from llmbatch.archive import (
+        SPOOL_ATTEMPTS,
+        SPOOL_ENVELOPE_V1,
+        SPOOL_ENVELOPE_V2,
+        SPOOL_RESULTS,
+    )
 
     archiver = object.__new__(Archiver)
     archiver.workdir = tmp_path
@@ -807,7 +819,7 @@ def test_an_envelope_left_by_an_older_worker_is_digested_before_it_is_sent(
     # successes left to provider files that are not the ones ingest read (downloaded again):
     # every result is read from the store instead
     marker = {"batch": 3, "bytes": sizes, "rebuilt": {"prefix": "lb-x", "attempts": [[1, 1]]}}
-    (spool / SPOOL_ENVELOPE).write_text(json.dumps(marker))
+    (spool / SPOOL_ENVELOPE_V2).write_text(json.dumps(marker))
     archiver._from_store = lambda *a: ("from", "store")  # type: ignore[method-assign,assignment]
     got = archiver._envelope(3, 3, "lb-x", tmp_path / "work", spooled=False)
     assert got == (("from", "store"), {}, None)
@@ -907,22 +919,35 @@ def test_successes_are_rebuilt_from_the_providers_files_through_its_format(
 def test_the_envelope_leaves_successes_to_the_providers_file_under_a_marker_of_its_own(
     tmp_path: Path,
 ) -> None:
-    """During ingest a success is kept by attempt id, every other result written whole; the
-    marker has a name a worker before manifest version 2 does not read (sharing the work
-    directory during an upgrade, it would take results.jsonl for every result)."""
-    from llmbatch.archive import SPOOL_ENVELOPE, SPOOL_ENVELOPE_V1, SPOOL_RESULTS, Envelope
+    """During ingest a success is kept by attempt id, every other result as the end of its
+    line under its attempt id, with no per-request work for the archive (the attempt map is
+    not read); the archive step joins them to the attempt map into results.jsonl and
+    attempts.jsonl, digested as written. The marker has a name no older worker reads
+    (sharing the work directory during an upgrade, it would take files it does not know)."""
+    from llmbatch.archive import (
+        SPOOL_ENVELOPE,
+        SPOOL_ENVELOPE_V1,
+        SPOOL_ENVELOPE_V2,
+        SPOOL_PENDING,
+        SPOOL_RESULTS,
+        Envelope,
+    )
     from llmbatch.store.types import Outcome
+
+    carried, maps_read = [4, 5, 6, 9], []
 
     class Store:
         store_id = "lbX"
 
         def batch_attempt_map(self, batch_id: int) -> list[tuple[int, str, str]]:
-            return [(a, "q", f"r{a}") for a in (4, 5, 6, 9)]
+            maps_read.append(batch_id)
+            return [(a, "q", f"r{a}") for a in carried]
 
         def batch_result_count(self, batch_id: int) -> int:
             return 4
 
-    (tmp_path / SPOOL_ENVELOPE_V1).write_text("{}")  # an earlier ingest's, by older code
+    for old in (SPOOL_ENVELOPE_V1, SPOOL_ENVELOPE_V2):  # an earlier ingest's, by older code
+        (tmp_path / old).write_text("{}")
     env = Envelope(Store(), 1, "lbX-n", "openai", tmp_path)  # type: ignore[arg-type]
     body = b'{"choices":[]}'
     outcomes = [
@@ -935,8 +960,29 @@ def test_the_envelope_leaves_successes_to_the_providers_file_under_a_marker_of_i
     env.add(outcomes, len(outcomes))
     assert env.whole()
     assert not (tmp_path / SPOOL_ENVELOPE_V1).exists()
+    assert not (tmp_path / SPOOL_ENVELOPE_V2).exists()
     marker = json.loads((tmp_path / SPOOL_ENVELOPE).read_text())
     assert marker["rebuilt"] == {"prefix": "lbX-n", "attempts": [[4, 5], [9, 9]]}
+    assert maps_read == []  # nothing per request during ingest
+
+    archiver = object.__new__(Archiver)
+    archiver.store = Store()  # type: ignore[assignment]
+    work = tmp_path / "work"
+    work.mkdir()
+    runs = marker["rebuilt"]["attempts"]
+    pending = tmp_path / SPOOL_PENDING
+    got = archiver._joined(1, "lbX-n", "openai", work, pending, runs)
+    assert got is not None
+    (results, attempts), digests = got
     head = jsonl_head(result_id("lbX", 6), "r6", b'"openai"')
     tail = jsonl_tail("failed", "openai", 400, None, body, "bad", "m")
-    assert (tmp_path / SPOOL_RESULTS).read_bytes() == head + tail
+    assert results.read_bytes() == head + tail
+    assert attempts.read_bytes() == b"".join(
+        old_attempt_line("lbX", "lbX-n", a, "q", f"r{a}") for a in carried
+    )
+    assert digests == {SPOOL_RESULTS: _digest(results), SPOOL_ATTEMPTS: _digest(attempts)}
+    # a result or a success of an attempt the batch did not carry: read from the store
+    carried = [4, 5, 9]
+    assert archiver._joined(1, "lbX-n", "openai", work, pending, runs) is None
+    carried = [4, 6, 9]
+    assert archiver._joined(1, "lbX-n", "openai", work, pending, runs) is None
