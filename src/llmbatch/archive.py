@@ -479,7 +479,7 @@ class Archiver:
         """Digest a file (unless its digest was taken as it was written), then write it to
         the target (in a sending thread)."""
         digest = digest or _digest(path)
-        self.target.put(key, path)
+        self.target.put(key, path, digest["sha256"])
         return digest
 
     def _input(self, attempts_of: int, prefix: str, provider: Provider, work: Path) -> Path:
@@ -599,12 +599,22 @@ class Archiver:
         results, attempts = work / "results.jsonl", work / "attempts.jsonl"
         digests: dict[str, dict[str, Any]] = {}
         sha, size, lines, page = hashlib.sha256(), 0, 0, list[bytes]()
+        # `_attempt_line`'s bytes with one orjson call a line: the prefix and each queue are
+        # encoded once (`-<digits>` never needs escaping), the result id is hex
+        dumps, blake2b, sid_b = orjson.dumps, hashlib.blake2b, sid.encode()
+        sent, queues = dumps(prefix)[:-1], dict[str, bytes]()
         with open(attempts, "wb") as out:
             for attempt_id, queue, custom_id in self.store.batch_attempt_map(attempts_of):
-                rid = result_id(sid, attempt_id)
-                page.append(_attempt_line(sid, prefix, attempt_id, queue, custom_id, rid))
+                digest = blake2b(b"%b:%d" % (sid_b, attempt_id), digest_size=16)
+                rid = b"batch_req_" + digest.hexdigest().encode()  # export.result_id
+                q = queues.get(queue) or queues.setdefault(queue, dumps(queue))
+                cid = dumps(custom_id)
+                page.append(
+                    b'{"attempt":%d,"sent_as":%b-%d","queue":%b,"custom_id":%b,"result_id":"%b"}\n'
+                    % (attempt_id, sent, attempt_id, q, cid, rid)
+                )
                 if attempt_id in heads:
-                    heads[attempt_id] = jsonl_head(rid, custom_id, provider_json)
+                    heads[attempt_id] = jsonl_head(rid.decode(), custom_id, provider_json)
                 while run < len(runs) and runs[run][1] < attempt_id:  # both in attempt order
                     run += 1
                 if run < len(runs) and runs[run][0] <= attempt_id:
