@@ -6,6 +6,7 @@ and stopping no other work."""
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import hashlib
 import json
@@ -317,6 +318,57 @@ def test_a_cut_mid_multipart_upload_leaves_no_object_and_no_parts(
         target.put("big.jsonl", big)
     got = s3.get_object(Bucket=bucket, Key="m/big.jsonl")["Body"].read()
     assert hashlib.sha256(got).digest() == hashlib.sha256(big.read_bytes()).digest()
+
+
+@pytest.mark.parametrize("checksums", ["when_supported", "when_required"])
+def test_an_upload_carries_the_sha256_taken_for_the_manifest_and_is_not_hashed_again(
+    moto: str, bucket: str, tmp_path: Path, checksums: str
+) -> None:
+    """Over plain HTTP boto3 hashes each payload for its signature; with checksums, a PUT
+    carries instead the SHA-256 the archive took for its manifest (a signed header the server
+    checks), and each part of a multipart upload its own: the body is not hashed again. A
+    server that refuses checksums (`when_required`) gets the signed payload as before."""
+    from llmbatch.targets import S3Target, TargetSettings
+
+    small, big = tmp_path / "small.jsonl", tmp_path / "big.jsonl"
+    small.write_bytes(b'{"a": 1}\n' * 1000)
+    big.write_bytes(b'{"line": "%s"}\n' % (b"x" * 1000) * 6000)  # two parts of 5 MiB
+    settings = TargetSettings(
+        url=f"s3://{bucket}/c", endpoint_url=moto, part_mb=5, checksums=checksums
+    )
+    target = S3Target(settings, bucket, "c")
+    sent: list[dict[str, str]] = []
+
+    def seen(request: Any, **_: Any) -> None:
+        if request.method == "PUT":
+            sent.append(
+                {
+                    k.lower(): v if isinstance(v, str) else v.decode()
+                    for k, v in request.headers.items()
+                }
+            )
+
+    target.client.meta.events.register("before-send.s3", seen)
+    sha = hashlib.sha256(small.read_bytes())
+    target.put("small.jsonl", small, sha.hexdigest())
+    target.put("big.jsonl", big)
+    target.put("none.jsonl", small)  # no digest given: taken here
+    assert len(sent) == 4  # one PUT each, two parts
+    if checksums == "when_required":
+        assert all(h["x-amz-content-sha256"] != "UNSIGNED-PAYLOAD" for h in sent)
+        assert not any(k.startswith("x-amz-checksum") for h in sent for k in h)
+    else:
+        assert all(h["x-amz-content-sha256"] == "UNSIGNED-PAYLOAD" for h in sent)
+        b64 = base64.b64encode(sha.digest()).decode()
+        assert sent[0]["x-amz-checksum-sha256"] == sent[3]["x-amz-checksum-sha256"] == b64
+        parts = [big.read_bytes()[: 5 << 20], big.read_bytes()[5 << 20 :]]
+        want = {base64.b64encode(hashlib.sha256(p).digest()).decode() for p in parts}
+        assert {h["x-amz-checksum-sha256"] for h in sent[1:3]} == want
+        assert not any(k.startswith("x-amz-checksum-crc") for h in sent for k in h)
+    s3 = s3_client(moto)
+    for key, path in (("small", small), ("big", big), ("none", small)):
+        got = s3.get_object(Bucket=bucket, Key=f"c/{key}.jsonl")["Body"].read()
+        assert got == path.read_bytes()
 
 
 def test_parts_a_killed_upload_left_are_aborted(moto: str, bucket: str, tmp_path: Path) -> None:
