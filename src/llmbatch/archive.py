@@ -547,9 +547,9 @@ class Archiver:
             marker = json.loads((spool / SPOOL_ENVELOPE).read_text())
             rebuilt = marker["rebuilt"]
             pending = spool / SPOOL_PENDING
-            if rebuilt["attempts"] and not spooled:
-                raise ValueError("the files ingest read are gone")
-            if pending.stat().st_size == marker["bytes"][SPOOL_PENDING]:
+            # the successes it left to the provider's files need the files ingest read
+            whole = spooled or not rebuilt["attempts"]
+            if whole and pending.stat().st_size == marker["bytes"][SPOOL_PENDING]:
                 joined = self._joined(
                     attempts_of, prefix, provider, work, pending, rebuilt["attempts"]
                 )

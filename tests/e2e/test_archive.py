@@ -1038,3 +1038,16 @@ def test_the_envelope_leaves_successes_to_the_providers_file_under_a_marker_of_i
     assert archiver._joined(1, "lbX-n", "openai", work, pending, runs) is None
     carried = [4, 6, 9]
     assert archiver._joined(1, "lbX-n", "openai", work, pending, runs) is None
+    # as the archive step takes it from the spool: the successes need the files ingest read
+    carried = [4, 5, 6, 9]
+    archiver.workdir = tmp_path
+    spool = archiver.spool(1)
+    spool.mkdir()
+    for name in (SPOOL_PENDING, SPOOL_ENVELOPE):
+        (tmp_path / name).rename(spool / name)
+    paths, known, rebuilt = archiver._envelope(1, 1, "lbX-n", work, spooled=True, provider="openai")
+    assert paths[0].read_bytes() == head + tail and rebuilt == marker["rebuilt"]
+    assert known == {SPOOL_RESULTS: _digest(paths[0]), SPOOL_ATTEMPTS: _digest(paths[1])}
+    archiver._from_store = lambda *a: ("from", "store")  # type: ignore[method-assign,assignment]
+    got = archiver._envelope(1, 1, "lbX-n", work, spooled=False, provider="openai")
+    assert got == (("from", "store"), {}, None)
