@@ -535,7 +535,7 @@ class Archiver:
         work: Path,
         *,
         spooled: bool,
-        provider: str = "",
+        provider: str,
     ) -> tuple[tuple[Path, Path], dict[str, dict[str, Any]], dict[str, Any] | None]:
         """results.jsonl and attempts.jsonl with their digests (by file name, those known),
         and the successes left to the provider's files (`rebuilt`: only when those files are

@@ -858,7 +858,9 @@ def test_an_envelope_left_by_an_older_worker_is_digested_before_it_is_sent(
     (spool / SPOOL_ATTEMPTS).write_bytes(b'{"attempt":1}\n')
     sizes = {SPOOL_RESULTS: 11, SPOOL_ATTEMPTS: 14}
     (spool / SPOOL_ENVELOPE_V1).write_text(json.dumps({"batch": 3, "bytes": sizes}))
-    paths, known, rebuilt = archiver._envelope(3, 3, "lb-x", tmp_path / "work", spooled=True)
+    paths, known, rebuilt = archiver._envelope(
+        3, 3, "lb-x", tmp_path / "work", spooled=True, provider="openai"
+    )
     assert paths == (spool / SPOOL_RESULTS, spool / SPOOL_ATTEMPTS) and known == {}
     assert rebuilt is None  # an older worker's results.jsonl holds every result
     stale = {"lines": 1, "bytes": 10, "sha256": "0" * 64}
@@ -866,16 +868,20 @@ def test_an_envelope_left_by_an_older_worker_is_digested_before_it_is_sent(
     (spool / SPOOL_ENVELOPE_V1).write_text(
         json.dumps({"batch": 3, "bytes": sizes, "digests": digests})
     )
-    _paths, known, _r = archiver._envelope(3, 3, "lb-x", tmp_path / "work", spooled=True)
+    _paths, known, _r = archiver._envelope(
+        3, 3, "lb-x", tmp_path / "work", spooled=True, provider="openai"
+    )
     assert known == {SPOOL_ATTEMPTS: _digest(spool / SPOOL_ATTEMPTS)}
     # successes left to provider files that are not the ones ingest read (downloaded again):
     # every result is read from the store instead
     marker = {"batch": 3, "bytes": sizes, "rebuilt": {"prefix": "lb-x", "attempts": [[1, 1]]}}
     (spool / SPOOL_ENVELOPE_V2).write_text(json.dumps(marker))
     archiver._from_store = lambda *a: ("from", "store")  # type: ignore[method-assign,assignment]
-    got = archiver._envelope(3, 3, "lb-x", tmp_path / "work", spooled=False)
+    got = archiver._envelope(3, 3, "lb-x", tmp_path / "work", spooled=False, provider="openai")
     assert got == (("from", "store"), {}, None)
-    paths, _k, rebuilt = archiver._envelope(3, 3, "lb-x", tmp_path / "work", spooled=True)
+    paths, _k, rebuilt = archiver._envelope(
+        3, 3, "lb-x", tmp_path / "work", spooled=True, provider="openai"
+    )
     assert rebuilt == {"prefix": "lb-x", "attempts": [[1, 1]]} and paths[0].parent == spool
 
 
