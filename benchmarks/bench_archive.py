@@ -23,7 +23,7 @@ seconds are the comparison), medians of 6 each, what archiving added:
 - after: end-to-end +0.5 %, worker CPU +0.90 s (engine thread +0.12 s), servers +0.72 s.
 What moved: the engine's ingest read the batch's attempt map and wrote attempts.jsonl (a
 blake2b and a line per request) on its own path; the archiving thread joins the map now,
-one orjson call a line (about 3 ms of CPU per 10,000 attempts). Uploads carry the SHA-256
+one orjson call a line (about 30 ms of CPU per 10,000 attempts). Uploads carry the SHA-256
 the archive takes anyway (per part for multipart) and are not hashed again for SigV4 over
 plain HTTP, nor CRC32'd: a few hundredths of a second per run (SHA-256 runs at ~1.7 GB/s
 here: 150 MB archived a run). What is left is per request, not per byte: moto's ~7 ms of
