@@ -207,7 +207,11 @@ class PostgresStore(SqlStore):
             cols = [tuple(map(str, r)) for r in cur.fetchall()]
             cur.execute(self.q("schema_indexes"))
             idx = [tuple(map(str, r)) for r in cur.fetchall()]
-        return cols + idx
+            cur.execute(self.q("schema_constraints"))
+            keys = [tuple(map(str, r)) for r in cur.fetchall()]
+            cur.execute(self.q("schema_storage"))
+            storage = [tuple(map(str, r)) for r in cur.fetchall()]
+        return cols + idx + keys + storage
 
 
 def _staged(o: Outcome, request_id: int) -> tuple[Any, ...]:
