@@ -21,7 +21,8 @@ worker peak RSS under 300 MB.
 Every run also reports the CPU seconds the worker (`worker_cpu_s`, while draining), the
 enqueue (`enqueue_cpu_s`, its parser child included) and the emulator (`emulator_cpu_s`) used:
 on a loaded machine the wall figures include waiting for a core, and these say how much work
-there was.
+there was. On PostgreSQL with the server on this machine, `server_cpu_s` is what the backends
+serving the enqueue and the worker used (/proc): the server's share of the work.
 
 The floor (issue 23): `floor.py` runs first, on the same file, and `sqlite_vs_floor` /
 `postgres_vs_floor` are each run's seconds over its seconds (target ≤ 3× at 100,000 and
@@ -193,9 +194,10 @@ def gemini_lines(n: int, seed: int = 7, model: str = "gemini-2.5-flash-lite") ->
 def enqueue(db: str, path: Path, **options: str) -> float:
     """Seconds to enqueue `path` into queue `bench` of a fresh store."""
     store = open_store(db)
-    t0 = time.perf_counter()
+    t0, server = time.perf_counter(), server_cpu_s(store)
     enqueue_file(store, path, queue="bench", **options)  # type: ignore[arg-type]
     seconds = time.perf_counter() - t0
+    SERVER_CPU["enqueue"] = round(server_cpu_s(store) - server, 2) if server >= 0 else -1.0
     store.close()
     return seconds
 
@@ -204,9 +206,10 @@ def work(db: str, url: str) -> dict[str, object]:
     """Drain queue `bench` as `llmbatch wait` does; seconds per phase and requests done."""
     store = open_store(db)
     engine = Engine(store, settings(url))
-    t1, cpu = time.perf_counter(), cpu_s()
+    t1, cpu, server = time.perf_counter(), cpu_s(), server_cpu_s(store)
     result = drain(engine, queue="bench", timeout=1800)
     drain_s, cpu = time.perf_counter() - t1, cpu_s() - cpu
+    SERVER_CPU["worker"] = round(server_cpu_s(store) - server, 2) if server >= 0 else -1.0
     t = dict(engine.timings)
     engine.close()
     succeeded = sum(c.n for c in store.counts("bench") if c.state == "succeeded")
@@ -235,7 +238,10 @@ def run(db: str, url: str, path: Path, n: int, emulator: int) -> dict[str, objec
     before = emulator_cpu_s(emulator)
     drained = work(db, url)
     used = round(emulator_cpu_s(emulator) - before, 2)
-    return {**summary(n, enqueue_s, drained), "enqueue_cpu_s": enqueue_cpu, "emulator_cpu_s": used}
+    out = {**summary(n, enqueue_s, drained), "enqueue_cpu_s": enqueue_cpu, "emulator_cpu_s": used}
+    if db.startswith("postgres") and SERVER_CPU["worker"] >= 0:  # a server on this machine
+        out["server_cpu_s"] = dict(SERVER_CPU)
+    return out
 
 
 def run_anthropic(
@@ -272,6 +278,20 @@ def cpu_s(children: bool = False) -> float:
         c = resource.getrusage(resource.RUSAGE_CHILDREN)
         used += c.ru_utime + c.ru_stime
     return used
+
+
+SERVER_CPU = {"enqueue": -1.0, "worker": -1.0}  # the last run's, by the server's backend
+
+
+def server_cpu_s(store: object) -> float:
+    """CPU seconds the PostgreSQL backend serving `store` has used (-1: not a PostgreSQL store,
+    or a server on another machine): the server's side of the work."""
+    conn = getattr(store, "_conn", None)
+    info = getattr(conn, "info", None)
+    if info is None or not hasattr(info, "backend_pid"):
+        return -1.0
+    used = emulator_cpu_s(int(info.backend_pid))
+    return used if Path(f"/proc/{info.backend_pid}").exists() else -1.0
 
 
 def emulator_cpu_s(pid: int) -> float:
