@@ -177,7 +177,8 @@ class PostgresStore(SqlStore):
         self, cur: Any, todo: Sequence[Outcome], waiting: dict[int, int], now: float
     ) -> None:
         """The chunk's outcomes COPYed into a staging table (binary, one pass), then one
-        statement each for the attempts, the results, the cost totals and the requests."""
+        statement each for the attempts, the results, the cost totals (from the staged rows)
+        and the requests."""
         if not todo:
             return
         q = self.q
@@ -189,10 +190,10 @@ class PostgresStore(SqlStore):
                 copy.write_row(_staged(o, waiting[o.attempt_id]))
         ids = [o.attempt_id for o in todo]
         cur.execute(q("finish_staged_attempts"), {"now": now, "ids": ids})
-        cur.execute(q("insert_staged_results"), {"now": now, "day": int(now // 86400)})
-        self._add_cost_totals(
-            cur, [o.attempt_id for o in todo if o.kind in ("succeeded", "failed")]
-        )
+        day = int(now // 86400)
+        cur.execute(q("insert_staged_results"), {"now": now, "day": day})
+        if any(o.kind in ("succeeded", "failed") for o in todo):
+            cur.execute(q("add_staged_cost_totals"), {"day": day})
         for kind in sorted({o.kind for o in todo}):
             cur.execute(q(f"staged_{kind}"), {"now": now})
         cur.execute(q("clear_outcome_staging"))

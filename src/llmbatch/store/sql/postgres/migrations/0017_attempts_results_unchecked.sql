@@ -5,9 +5,10 @@
 -- 1.35 -> 0.39 s, a results insert 2.0 -> 0.9 s). What they guarded is held by the code that
 -- writes the rows, as on SQLite, which never enforced them (foreign_keys is off): an attempt
 -- is inserted only in the transaction that packed its request (the intent rolls back unless
--- every request was still queued) and made its batch; a result only for an attempt read as
--- waiting in the transaction that records it, with that attempt's request; purge deletes a
--- request's results and attempts before it, and only once the request has ended.
+-- every request was still queued) and made its batch, or from its request's row when the
+-- request ends unsent; a result only for an attempt read as waiting (or just inserted) in
+-- the transaction that records it, with that attempt's request; purge deletes a request's
+-- results and attempts before it, and only once the request has ended.
 --
 -- attempts leave half of each page free: an attempt is updated twice (submitted, then its
 -- outcome), and with room on its page the new version goes there without a new entry in
