@@ -87,13 +87,30 @@ round order; the third "after" ran as the load fell from 12 to 10, which flatter
   update of `requests` non-HOT (its state is in three partial indexes' predicates), and
   four foreign-key checks lock a parent row (attempts -> requests, batches; results ->
   attempts, requests): in a 50,000-row attempts insert they are 1.0–1.15 s of 1.5–1.6 s.
-  SQLite never enforced those keys (foreign_keys is off); dropping them on PostgreSQL needs
-  a migration and is the next step, then fewer writes a request (a submit that leaves the
-  packed attempts and requests as they are).
+  SQLite never enforced those keys (foreign_keys is off); migration 0017 drops them on
+  PostgreSQL (below).
 - upload and download stream (the file handle to the SDK's multipart; the result file in
   1 MB chunks to disk); their seconds are the emulator parsing and writing.
 Worker peak RSS 137/136/139 -> 141/141/141 MB (the index of a batch's lines, 4 integers a
 line, and its sort).
+
+PostgreSQL after migration 0017 (the foreign keys of attempts and results not checked; attempts
+at fillfactor 50, so their two updates are HOT: 174,087 of 200,000 were, 0.2 % before) and
+ingest's cost totals read from the staged chunk: 100,000 requests, the PostgreSQL run alone
+with its backend's CPU read from /proc around every statement, main and this branch
+interleaved, three rounds each at load 16-25: the server's CPU while draining 9.85/9.83/10.3
+-> 7.24/7.07 s (-28 %; pack 3.3 -> 2.6, upload 1.5 -> 1.1, ingest 4.8 -> 3.2), the worker's
+unchanged (4.4 -> 4.5). Per statement: the attempts insert 1.11 -> 0.42 s, the results insert
+1.64 -> 0.76, the outcome's attempts update 1.02 -> 0.65, the submit's 0.60 -> 0.14, the cost
+totals 0.50 -> 0.28. Upload took 2.12 s on PostgreSQL against SQLite's 0.65 because its server
+time is the submit's two set updates (every attempt and request of the batch packed ->
+submitted, 1.5 s of server CPU per 100,000), not the file (`batch_lines` is counted in pack).
+What is left is mostly the three state changes of each request (packed, submitted, its
+outcome; ~0.95 s a pass per 100,000): never HOT, as `state` is in the three partial indexes'
+predicates, so a fillfactor does not help them (a pass of 100,000 on a copy of the table took
+the same ~1 s at 70 as at 100; without the unique (queue, custom_id) index a third less).
+The next levers: fewer of them (a submit that records the batch only), or a packing index
+whose predicate the submit and the outcome do not touch.
 """
 
 from __future__ import annotations
