@@ -98,9 +98,9 @@ PostgreSQL after migration 0017 (the foreign keys of attempts and results not ch
 at fillfactor 50, so their two updates are HOT: 174,087 of 200,000 were, 0.2 % before) and
 ingest's cost totals read from the staged chunk: 100,000 requests, the PostgreSQL run alone
 with its backend's CPU read from /proc around every statement, main and this branch
-interleaved, three rounds each at load 16-25: the server's CPU while draining 9.85/9.83/10.3
--> 7.24/7.07 s (-28 %; pack 3.3 -> 2.6, upload 1.5 -> 1.1, ingest 4.8 -> 3.2), the worker's
-unchanged (4.4 -> 4.5). Per statement: the attempts insert 1.11 -> 0.42 s, the results insert
+interleaved, three rounds each at load 12-25: the server's CPU while draining 9.85/9.83/10.3
+-> 7.24/7.07/6.78 s (-30 %; pack 3.3 -> 2.6, upload 1.5 -> 1.1, ingest 4.9 -> 3.2), the
+worker's unchanged (4.4/4.4/4.6 -> 4.5/4.5/4.3). Per statement: the attempts insert 1.11 -> 0.42 s, the results insert
 1.64 -> 0.76, the outcome's attempts update 1.02 -> 0.65, the submit's 0.60 -> 0.14, the cost
 totals 0.50 -> 0.28. Upload took 2.12 s on PostgreSQL against SQLite's 0.65 because its server
 time is the submit's two set updates (every attempt and request of the batch packed ->
