@@ -2,7 +2,8 @@
 statement, never once per attempt row. Before tables are analyzed the planner guesses 100
 elements for the list and 1 attempt for the batch, and put the list on the inner side of a
 nested loop: `waiting_attempt_requests` parsed 5,000 ids for each of 10,000 attempts, 3 s of
-server CPU for a 10,000-request run (quadratic in the batch). Read with EXPLAIN ANALYZE: the
+server CPU for a 10,000-request run (quadratic in the batch). PostgreSQL's dialect now reads
+every such list as `= ANY(ARRAY(...))` (store/sqlfiles.py). Read with EXPLAIN ANALYZE: the
 list's function scan runs once."""
 
 from __future__ import annotations

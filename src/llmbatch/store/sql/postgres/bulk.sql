@@ -13,28 +13,6 @@ SELECT t.request_id, :batch_id, t.line, 'packed', :now
 FROM unnest(CAST(:ids AS BIGINT[])) WITH ORDINALITY AS t (request_id, line)
 ORDER BY t.line
 
--- name: waiting_attempt_requests
--- engine.sql's, with the ids as one array built once (an InitPlan) and probed through the
--- primary key. As written there, the planner (which guesses 100 elements for a JSON list and
--- 1 attempt for the batch before the table is analyzed) may put the list on the inner side of
--- a nested loop and parse its 5,000 ids again for every attempt row: 3 s of server CPU for
--- 10,000 requests, quadratic in the batch.
-SELECT a.id, a.request_id FROM attempts a
-WHERE a.id = ANY(ARRAY(SELECT CAST(value AS BIGINT) FROM json_each(:ids)))
-  AND +a.batch_id = :batch_id AND a.state IN ('packed', 'submitted')
-
--- name: waiting_attempts
--- engine.sql's, the ids as in waiting_attempt_requests.
-SELECT a.id, a.request_id, r.attempts, r.expiries, r.rejections FROM attempts a
-JOIN requests r ON r.id = a.request_id
-WHERE a.id = ANY(ARRAY(SELECT CAST(value AS BIGINT) FROM json_each(:ids)))
-  AND +a.batch_id = :batch_id AND a.state IN ('packed', 'submitted')
-
--- name: attempts_in_batch
--- engine.sql's, the ids as in waiting_attempt_requests (a re-download reads whole chunks).
-SELECT id FROM attempts
-WHERE id = ANY(ARRAY(SELECT CAST(value AS BIGINT) FROM json_each(:ids))) AND +batch_id = :batch_id
-
 -- name: outcome_staging
 CREATE TEMP TABLE IF NOT EXISTS outcome_staging (
     attempt_id            BIGINT,
