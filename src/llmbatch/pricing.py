@@ -20,7 +20,6 @@ priced, not when this module is imported: a command that prices nothing starts w
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -156,6 +155,8 @@ def _without_package_init() -> None:
     the price data needs only `data_snapshot` and `types`. A submodule imports as usual, and
     any other name (`calc_price`, `__version__`) runs the whole __init__ then, so code that
     imports genai_prices after us sees the package it expects."""
+    import importlib.util
+
     if "genai_prices" in sys.modules:
         return
     spec = importlib.util.find_spec("genai_prices")

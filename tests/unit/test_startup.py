@@ -70,6 +70,16 @@ def test_status_imports_the_store_and_nothing_it_does_not_show(tmp_path: Path) -
     assert loaded(modules, (*HEAVY, "llmbatch.engine", "llmbatch.worker")) == []
 
 
+def test_results_imports_no_pricing(tmp_path: Path) -> None:
+    """The export prices nothing: `results` starts without the pricing module (the budget
+    commands' module imported it for a constant, ~6 ms of every command's start)."""
+    (tmp_path / "in.jsonl").write_bytes(jsonl(line("a")))
+    imported(tmp_path, "enqueue", "in.jsonl", "-q", "q")
+    modules = imported(tmp_path, "results", "-q", "q", "-o", "out.jsonl")
+    assert "llmbatch.store.sqlite" in modules
+    assert loaded(modules, ("llmbatch.pricing", *HEAVY)) == []
+
+
 def test_the_version_printed_is_the_packages(tmp_path: Path) -> None:
     """`--version` prints `llmbatch.__version__` (reading the metadata costs a fifth of its
     start): the two must agree."""

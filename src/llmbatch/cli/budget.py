@@ -19,7 +19,6 @@ from llmbatch import defaults, render
 from llmbatch.cli.app import check_queue, listing_options, main, open_db
 from llmbatch.errors import ConfigError
 from llmbatch.periods import PERIODS
-from llmbatch.pricing import MICRO
 
 if TYPE_CHECKING:
     from llmbatch.store.base import Store
@@ -80,6 +79,7 @@ def set_(
 ) -> None:
     """Set budgets in the store: `llmbatch budget set --daily-usd 40 [--queue reviews]`."""
     from llmbatch.budget import ALL_QUEUES, amount, tokens, usd
+    from llmbatch.pricing import MICRO
 
     limits = [
         (period, amount(value, f"--{flag}"))
@@ -138,6 +138,7 @@ LIST_COLUMNS = [
 def list_(ctx: click.Context, fmt: str, wide: bool) -> None:
     """The store's budgets, with what their current period has spent or reserved."""
     from llmbatch.budget import ALL_QUEUES
+    from llmbatch.pricing import MICRO
 
     store = open_db(ctx)
     rows = store.budget_overview(time.time())
