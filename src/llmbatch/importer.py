@@ -29,7 +29,7 @@ from llmbatch.defaults import PROVIDER
 from llmbatch.errors import ConflictError, InputError, StoreUnavailable
 from llmbatch.files import open_private
 from llmbatch.providers import format_of
-from llmbatch.requests import LineError, Request, parse_line
+from llmbatch.requests import LineError, Request, line_fields
 from llmbatch.store.base import Store
 from llmbatch.store.types import Clash, Row
 
@@ -137,7 +137,9 @@ def read_lines(stream: BinaryIO, max_line_bytes: int) -> Iterator[tuple[int, byt
         line = raw.rstrip(b"\r\n")
         if number == 1 and line.startswith(_BOM):  # Notepad and PowerShell write one
             line = line[len(_BOM) :]
-        if line.strip():
+        # bytes.strip() strips only ASCII whitespace (all <= 32): a line starting above
+        # that is not blank, without copying it to find out
+        if (line and line[0] > 32) or line.strip():
             yield number, line
 
 
@@ -146,28 +148,59 @@ def parse_chunks(
 ) -> Iterator[Chunk]:
     """Validate lines into chunks of at most CHUNK_ROWS rows (or CHUNK_SECONDS of input)."""
     chunk = Chunk(raws={} if keep_raw else None)
+    rows, raws = chunk.rows, chunk.raws
     started = time.monotonic()
+    # the row is made here from the line's fields (RowDefaults.row's order): this loop runs
+    # once per line of every file enqueued
+    queue, import_id, provider = defaults.queue, defaults.import_id, defaults.provider
+    priority, deadline = defaults.priority, defaults.deadline
+    lines, clock = 0, time.time
     for number, raw in read_lines(stream, max_line_bytes):
-        chunk.lines += 1
+        lines += 1
         if raw is None:
             reason = f"line is longer than {max_line_bytes:,} bytes (LLMBATCH_MAX_LINE_BYTES)"
             chunk.problems.append((number, reason, None))
             continue
         try:
-            r = parse_line(raw, defaults.provider)
+            cid, prov, endpoint, model, body, digest, chars, nbytes, inputs = line_fields(
+                raw, provider
+            )
         except LineError as exc:
             chunk.problems.append((number, str(exc), raw))
             continue
-        chunk.rows.append(defaults.row(r, number, time.time()))
-        if chunk.raws is not None:
-            chunk.raws[number] = raw
-        if len(chunk.rows) >= CHUNK_ROWS or time.monotonic() - started > CHUNK_SECONDS:
-            chunk.sizes = tally_sizes({}, chunk.rows, _NONE)
+        now = clock()
+        rows.append(
+            (
+                queue,
+                cid,
+                import_id,
+                number,
+                prov,
+                endpoint,
+                model,
+                body,
+                digest,
+                priority,
+                deadline,
+                chars,
+                nbytes,
+                inputs,
+                now,
+                now,
+            )
+        )
+        if raws is not None:
+            raws[number] = raw
+        if len(rows) >= CHUNK_ROWS or time.monotonic() - started > CHUNK_SECONDS:
+            chunk.lines, lines = lines, 0
+            chunk.sizes = tally_sizes({}, rows, _NONE)
             yield chunk
             chunk = Chunk(raws={} if keep_raw else None)
+            rows, raws = chunk.rows, chunk.raws
             started = time.monotonic()
+    chunk.lines = lines
     if chunk.lines:
-        chunk.sizes = tally_sizes({}, chunk.rows, _NONE)
+        chunk.sizes = tally_sizes({}, rows, _NONE)
         yield chunk
 
 
