@@ -116,32 +116,52 @@ def text_size(body: dict[str, Any]) -> tuple[int, int]:
     Counts every string value except the model name; structure (keys, punctuation) is left to
     the token estimator's per-message overhead.
     """
+    # This runs for every line enqueued. The usual body (scalars and strings at the top, lists
+    # of flat objects of strings: chat messages) is read with one join, whose type check is
+    # C's; anything else is walked. Every string goes into one join: measured once.
     texts: list[str] = []
     add = texts.append
-    stack: list[Any] = []
-    for k, v in body.items():
-        if k == "model":
-            continue
-        if type(v) is str:
-            add(v)
-        elif isinstance(v, (dict, list)):
-            stack.append(v)
-        elif isinstance(v, str):
-            add(v)
-    # only containers go on the stack and every string into one join: a line's text is
-    # measured once, not string by string (this runs for every line enqueued)
-    while stack:
-        top = stack.pop()
-        for v in top.values() if isinstance(top, dict) else top:
-            if type(v) is str:
-                add(v)
-            elif isinstance(v, (dict, list)):
-                stack.append(v)
-            elif isinstance(v, str):
-                add(v)
-    text = "".join(texts)
+    try:
+        for k, v in body.items():
+            t = type(v)
+            if t is str:
+                if k != "model":
+                    add(v)
+            elif t is list:
+                if k != "model":
+                    for m in v:
+                        if type(m) is not dict:
+                            raise _Walk
+                        texts.extend(m.values())
+            elif t not in _SCALARS:
+                raise _Walk
+        text = "".join(texts)  # TypeError: a message held more than strings
+    except (_Walk, TypeError):
+        text = _walk(body)
     n = len(text)
     return n, n if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+
+
+class _Walk(Exception):
+    """A body text_size's one-join reading does not cover."""
+
+
+_SCALARS: Final = frozenset({int, float, bool, type(None)})
+
+
+def _walk(body: dict[str, Any]) -> str:
+    """Every string value of a body but its top-level model, joined (depth first)."""
+    texts: list[str] = []
+    stack: list[Any] = [v for k, v in body.items() if k != "model"]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, str):
+            texts.append(v)
+        elif isinstance(v, dict):
+            stack.extend(v.values())
+        elif isinstance(v, list):
+            stack.extend(v)
+    return "".join(texts)
 
 
 def _json_reason(raw: bytes, exc: orjson.JSONDecodeError) -> str:
