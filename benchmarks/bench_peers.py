@@ -30,6 +30,33 @@ s / CPU s / peak MB: 5,000: llmbatch CLI 2.64 / 2.08 / 103, API 1.97 / 1.41 / 11
 3.54 / 117, API 3.64 / 3.03 / 173; offpeak 2.24 / 1.68 / 168, langbatch 2.75 / 2.21 / 205,
 openbatch 2.11 / 1.55 / 108. Not met: llmbatch's CPU is ~1.5-2x the peers'.
 
+Measured 2026-12-07 22:31-22:37 on the shared 2-core machine under load 7-10, main
+(`e3566ec`) and this code interleaved, two rounds each (CPU s; wall s is ~2-3x CPU at this
+load and not comparable between runs; peak MB):
+
+| requests | llmbatch CLI | llmbatch API | offpeak | langbatch | openbatch + SDK |
+|---|---|---|---|---|---|
+| 5,000 (main) | 2.70, 2.18 / 101 | 1.63, 1.47 / 110 | 1.05, 0.90 / 82 | 1.26, 1.16 / 90 | 1.04, 0.95 / 67 |
+| 5,000 | 1.73, 1.61 / 101 | 1.09, 1.01 / 109 | 1.03, 0.90 / 82 | 1.16, 1.08 / 89 | 1.00, 0.97 / 68 |
+| 20,000 (main) | 3.37, 3.36 / 115 | 2.90, 2.87 / 167 | 1.86, 1.75 / 166 | 2.42, 2.16 / 187 | 1.87, 1.86 / 108 |
+| 20,000 | 2.88, 2.64 / 115 | 2.38, 2.41 / 166 | 1.86, 1.72 / 167 | 2.30, 2.16 / 192 | 1.91, 1.81 / 108 |
+
+What changed (issue 23): a process that loads the `openai` SDK or the price data imports it
+with the garbage collector paused and freezes it (`llmbatch.heap`), and every process freezes
+its heap at exit: each full collection walked the SDK's ~100,000 and the price data's
+~75,000 objects again (gen-2 time at 20,000 through the API 0.34 -> 0.09 CPU s), and the
+interpreter's last collections at exit cost ~0.25 CPU s in every process that had loaded the
+SDK; a sending process imported `httpx` beside the SDK's `httpx2` (~0.1 s); the export built
+a dict per row (~0.1 s at 20,000). At 5,000 the API's CPU is now the peers' (1.0-1.1 s
+against 0.9-1.2), the command line's ~0.6 s more (three processes, each starting Python,
+click and the store, ~0.1 s; `enqueue`'s estimate loads the price data, ~0.2 s, for its one
+line). At 20,000 both are ~0.5-1 s above offpeak and openbatch: per-request Python in
+enqueue (~0.2 s), pack (~0.25 s), ingest (~0.9 s: parse 0.27, apply 0.45) and `results`
+(~0.4 s), measured in-process with `time.process_time` around each phase. RSS: the API flow
+at 20,000 grows by ~40 MB in `run` (SQLite's page caches of 16 MiB a connection, a chunk of
+findings) and ~57 MB holding 20,000 `Result`s (each keeps its row and its parsed body);
+openbatch holds the output's text lines. Floors still not met.
+
 Measured 2026-12-07 20:01 on the shared 2-core machine under load 4.5-5 (main, then this
 code, in the same minute; wall s / CPU s / peak MB):
 

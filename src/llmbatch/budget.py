@@ -289,12 +289,10 @@ def hold_reason(b: Budget, spent: int, worst: int, now: float, unknown_max: bool
 
 def context_window(provider: str, model: str) -> int | None:
     """The model's context window from genai-prices' data, if it records one."""
-    from genai_prices import data_snapshot
+    from llmbatch.pricing import snapshot
 
     try:
-        _p, info = data_snapshot.get_snapshot().find_provider_model(
-            model, None, prices_key(provider), None
-        )
+        _p, info = snapshot().find_provider_model(model, None, prices_key(provider), None)
     except LookupError:
         return None
     return info.context_window

@@ -27,10 +27,12 @@ from decimal import ROUND_CEILING, ROUND_HALF_EVEN, Decimal
 from functools import cache, lru_cache
 from typing import TYPE_CHECKING
 
+from llmbatch.heap import load_frozen
 from llmbatch.usage import FREE_ENDPOINTS as FREE_ENDPOINTS
 from llmbatch.usage import Tokens as Tokens
 
 if TYPE_CHECKING:
+    from genai_prices.data_snapshot import DataSnapshot
     from genai_prices.types import ModelInfo, ModelPrice, Tier, TieredPrices
 
 BATCH = {"processing": "batch"}
@@ -127,12 +129,28 @@ def free(endpoint: str | None, model: str) -> bool:
     return endpoint in FREE_ENDPOINTS or "moderation" in model
 
 
+def snapshot() -> DataSnapshot:
+    """The price data in force; its first load (~75,000 objects that live as long as the
+    process) is made with the collector paused and frozen after (heap.py)."""
+
+    def load() -> DataSnapshot:
+        from genai_prices import data_snapshot
+
+        return data_snapshot.get_snapshot()
+
+    if _LOADED:
+        return load()
+    _LOADED.append(True)
+    return load_frozen(load)
+
+
+_LOADED: list[bool] = []
+
+
 @lru_cache(maxsize=4096)
 def _model_prices(provider: str, model: str, day: date) -> ModelPrices:
-    from genai_prices import data_snapshot
-
     at = datetime.combine(day, time(12), tzinfo=UTC)
-    snap = data_snapshot.get_snapshot()
+    snap = snapshot()
     try:
         p, info = snap.find_provider_model(model, None, prices_key(provider), None)
     except LookupError:

@@ -22,6 +22,7 @@ from click.core import ParameterSource
 from llmbatch import __version__, defaults, render
 from llmbatch.config import config_path, default_map, load_config
 from llmbatch.errors import ConfigError, LlmbatchError, NotFound
+from llmbatch.heap import freeze_at_exit
 
 if TYPE_CHECKING:
     from llmbatch.engine import Engine
@@ -65,6 +66,7 @@ class Cli(click.Group):
     """Turns every LlmbatchError into one clear line and its exit code (traceback with --debug)."""
 
     def invoke(self, ctx: click.Context) -> Any:
+        freeze_at_exit()  # a command's process ends with it: no final walk of its heap
         try:
             return super().invoke(ctx)
         except LlmbatchError as exc:

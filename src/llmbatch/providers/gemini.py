@@ -47,7 +47,7 @@ from llmbatch.providers.base import (
     Limits,
     ResultFile,
 )
-from llmbatch.providers.errors import TRANSPORT_ERRORS, retry_after, scrub
+from llmbatch.providers.errors import retry_after, scrub, transport_errors
 from llmbatch.providers.gemini_format import gemini_plugin
 from llmbatch.providers.sending import creating, hooks
 
@@ -468,7 +468,7 @@ def _mapped(provider: str, what: str, where: str, key_env: str) -> Iterator[None
             wait = _retry_delay(exc.details) or retry_after(exc.response)
             raise TransientError(said, wait) from None
         raise RejectedError(said) from None
-    except TRANSPORT_ERRORS as exc:
+    except transport_errors() as exc:
         raise TransientError(
             f"{provider}: {what}: the connection to {where} broke: {type(exc).__name__}"
         ) from None

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from llmbatch.counting import openai_input_tokens
+from llmbatch.heap import load_frozen
 from llmbatch.providers.base import Provider
 from llmbatch.request_types import Fields, Request
 from llmbatch.results import Finding, openai_output_text
@@ -164,7 +165,8 @@ class Plugin:
 
     def transport_class(self) -> Callable[..., Provider]:
         if "transport" not in self._cache:
-            self._cache["transport"] = load(self.transport)
+            # the transport brings its SDK: imported and frozen once (heap.py)
+            self._cache["transport"] = load_frozen(lambda: load(self.transport))
         loaded: Callable[..., Provider] = self._cache["transport"]
         return loaded
 

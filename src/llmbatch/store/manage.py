@@ -9,6 +9,7 @@ result id) says what was recorded after a given point.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -34,6 +35,10 @@ from llmbatch.store.types import ResultRow
 
 CHUNK = 500
 ORDERS = ("recorded", "input")
+# The export's columns are ResultRow's fields in order: a row is built by position (a dict
+# per row and keyword arguments cost twice the fetch, ~0.1 CPU s at 20,000 results).
+RESULT_FIELDS = tuple(f.name for f in dataclasses.fields(ResultRow))
+_BODY = RESULT_FIELDS.index("body")
 
 
 class ManageOps:
@@ -77,17 +82,22 @@ class ManageOps:
         while True:
             with self._read() as cur:
                 cur.execute(self.q(name), params)
-                rows = by_name(cur)
+                names = tuple(d[0] for d in cur.description)
+                if names != RESULT_FIELDS:
+                    raise RuntimeError(f"{name} selects {names}, not ResultRow's fields")
+                rows = cur.fetchall()
             for r in rows:
-                if r["body"] is not None:
-                    r["body"] = bytes(r["body"])
-                yield ResultRow(**r)
+                body = r[_BODY]
+                if body is not None and type(body) is not bytes:  # PostgreSQL: a memoryview
+                    r = (*r[:_BODY], bytes(body), *r[_BODY + 1 :])
+                yield ResultRow(*r)
             if len(rows) < page:
                 return
+            last = ResultRow(*rows[-1])
             if order == "recorded":
-                params["after"] = int(rows[-1]["cursor"])
+                params["after"] = int(last.cursor)
             else:
-                params["after_request"] = int(rows[-1]["request_id"])
+                params["after_request"] = int(last.request_id)
 
     def _local_outcomes(
         self,
