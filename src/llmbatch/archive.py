@@ -47,7 +47,7 @@ import os
 import shutil
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,7 +68,7 @@ from llmbatch.targets import ArchiveUnavailable, Target, TargetSettings, check_u
 if TYPE_CHECKING:
     from llmbatch.providers import Provider
     from llmbatch.store.base import Store
-    from llmbatch.store.batching import Outcome
+    from llmbatch.store.batching import Outcome, Succeeded
 
 MAX_BACKOFF = 3600.0
 SPOOL_KINDS = "kinds.json"  # in a spool folder: which downloaded file is output, which error
@@ -186,7 +186,7 @@ class Envelope:
         except OSError:  # a full disk: the archive step reads them from the store
             self.spoil()
 
-    def add(self, outcomes: list[Outcome], applied: int) -> None:
+    def add(self, outcomes: Sequence[Outcome | Succeeded], applied: int) -> None:
         """Outcomes just given to the store, which says it recorded `applied` of them: all of
         them, or the file cannot say which (it is then not used). Every success comes from a
         line of the provider's files (ingest reads no other): it is kept by attempt id."""
@@ -199,24 +199,27 @@ class Envelope:
         provider, provider_json, rebuilt = self.provider, self._provider_json, self.rebuilt
         try:
             for o in outcomes:
-                if o.kind not in self.FINAL:
+                if isinstance(o, tuple):  # a Succeeded tuple: a success with no error
+                    a, status, rid, body = o[0], o[1], o[2], o[3]
+                    kind, code, message = "succeeded", None, None
+                elif o.kind in self.FINAL:
+                    a, status, rid, body = (
+                        o.attempt_id,
+                        o.status_code,
+                        o.provider_request_id,
+                        o.body,
+                    )
+                    kind, code, message = o.kind, o.error_code, o.error_message
+                else:
                     continue
-                known = ids.get(o.attempt_id)
+                known = ids.get(a)
                 if known is None:
                     self.spoil()
                     return
-                if o.kind == "succeeded" and o.error_code is None and o.body is not None:
-                    rebuilt.append(o.attempt_id)
+                if kind == "succeeded" and code is None and body is not None:
+                    rebuilt.append(a)
                     continue
-                tail = jsonl_tail(
-                    o.kind,
-                    provider,
-                    o.status_code,
-                    o.provider_request_id,
-                    o.body,
-                    o.error_code,
-                    o.error_message,
-                )
+                tail = jsonl_tail(kind, provider, status, rid, body, code, message)
                 line = jsonl_head(known[0], known[1], provider_json) + tail
                 write(line)
                 sha(line)

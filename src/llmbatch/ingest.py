@@ -19,7 +19,7 @@ import dataclasses
 import random
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -32,11 +32,11 @@ from llmbatch.ownership import attempt_prefix
 from llmbatch.pricing import model_prices
 from llmbatch.providers import format_of
 from llmbatch.providers.base import BatchStatus, Provider, ResultFile, ResultsGone
-from llmbatch.results import Anomaly, Finding, in_attempt_order, parse_line
+from llmbatch.results import Anomaly, Finding, Success, in_attempt_order, read_line
 from llmbatch.retry import decide
 from llmbatch.setbacks import Setbacks
 from llmbatch.store.base import Store
-from llmbatch.store.batching import OpenBatch, Outcome
+from llmbatch.store.batching import OpenBatch, Outcome, Succeeded
 from llmbatch.tick import EngineSettings, Tick
 
 MAX_DOWNLOAD_TRIES = 4  # downloads of one batch before its missing lines are given up
@@ -166,13 +166,13 @@ class Ingestor:
         now, report = t.now, t.report
         started = time.perf_counter()
         lines = 0
-        chunk: list[Finding] = []
+        chunk: list[Success | Finding] = []
         seen: set[int] = set()  # one int per request of one batch (≤ 100,000)
         tally = Tally(b.provider, b.model, now)  # what its lines say it used (ledger.py)
         anomalies = Anomalies(self.store, b.id)
-        cap = self.settings.max_result_line_bytes
-        fmt = format_of(b.provider)
-        for line in in_attempt_order(files, cap, fmt.id_field, prefix):
+        cap, size = self.settings.max_result_line_bytes, self.settings.ingest_chunk
+        fmt, endpoint = format_of(b.provider), b.endpoint
+        for hint, line in in_attempt_order(files, cap, fmt.id_field, prefix):
             lines += 1
             try:
                 if isinstance(line, int):
@@ -181,21 +181,21 @@ class Ingestor:
                         f"({cap:,}): not read"
                     )
                 # only lines carrying this intent's nonce are ours (ownership.py)
-                finding = parse_line(line, prefix, b.endpoint, fmt)
-                if finding.attempt_id in seen:  # the first is kept; never silently dropped
-                    cid = f"{prefix}-{finding.attempt_id}"
+                found = read_line(line, prefix, endpoint, fmt, hint)
+                attempt = found[0] if isinstance(found, tuple) else found.attempt_id
+                if attempt in seen:  # the first is kept; never silently dropped
+                    cid = f"{prefix}-{attempt}"
                     raise Anomaly(f"a second result line for custom_id {cid!r}; the first is kept")
-                seen.add(finding.attempt_id)
-                tally.add(finding)
-                chunk.append(finding)
+                seen.add(attempt)
+                chunk.append(found)
             except Anomaly as exc:
                 anomalies.add(str(exc))
-            if len(chunk) >= self.settings.ingest_chunk:
-                report.outcomes += self._apply(b, chunk, t, anomalies)
+            if len(chunk) >= size:
+                report.outcomes += self._apply(b, chunk, t, anomalies, tally)
                 anomalies.flush()
                 self.lease.renew()
                 chunk = []
-        report.outcomes += self._apply(b, chunk, t, anomalies)
+        report.outcomes += self._apply(b, chunk, t, anomalies, tally)
         anomalies.close()
         report.anomalies += anomalies.count
         self.timings["ingest"] += time.perf_counter() - started
@@ -318,39 +318,33 @@ class Ingestor:
     def _apply(
         self,
         b: OpenBatch,
-        findings: list[Finding],
+        found: Sequence[Success | Finding],
         t: Tick,
         anomalies: Anomalies | None = None,
+        tally: Tally | None = None,
     ) -> int:
-        if not findings:
+        """Record a chunk of read lines (`tally` counts their usage): a success as the store's
+        `Succeeded` tuple, anything else as the `Outcome` the retry policy decides."""
+        if not found:
             return 0
         now, token = t.now, t.token
         # Counters are needed only to decide about errors; the store skips attempts that
         # already have an outcome (a re-download) or belong to another batch.
-        errors = [f.attempt_id for f in findings if not f.ok]
+        errors = [f.attempt_id for f in found if not isinstance(f, tuple)]
         info = self.store.attempt_info(b.attempts_of, errors) if errors else {}
-        outs: list[Outcome] = []
+        outs: list[Outcome | Succeeded] = []
+        successes: list[Success] = []
         day = datetime.fromtimestamp(now, UTC)
         prices = {b.model: model_prices(b.provider, b.model or "", day)}
-        for f in findings:
-            if f.ok:
+        for f in found:
+            if isinstance(f, tuple):
+                successes.append(f)
                 # A batch of several models records none: each line names the one that answered.
-                model = b.model or f.model
-                if model not in prices:
-                    prices[model] = model_prices(b.provider, model or "", day)
-                outs.append(
-                    Outcome(
-                        f.attempt_id,
-                        "succeeded",
-                        status_code=f.status_code,
-                        provider_request_id=f.provider_request_id,
-                        body=f.body,
-                        input_tokens=f.input_tokens,
-                        output_tokens=f.output_tokens,
-                        usage=f.usage,
-                        price_tier=prices[model].tier(f.input_tokens or 0),
-                    )
-                )
+                model = b.model or f[11]
+                p = prices.get(model)
+                if p is None:
+                    p = prices[model] = model_prices(b.provider, model or "", day)
+                outs.append((*f[:11], p.tier(f[4] or 0)))
                 continue
             a = info.get(f.attempt_id)
             if a is None:
@@ -380,19 +374,22 @@ class Ingestor:
                     charge_expiry=1 if d.kind == "requeue" else 0,
                 )
             )
+        if tally is not None and successes:
+            tally.add_successes(successes)
         if b.cancel_requested_at is not None:  # cancelled by the user: nothing goes back
             outs = [
-                dataclasses.replace(o, kind="cancelled") if o.kind in ("retry", "requeue") else o
+                dataclasses.replace(o, kind="cancelled")
+                if not isinstance(o, tuple) and o.kind in ("retry", "requeue")
+                else o
                 for o in outs
             ]
         applied = self.store.apply_outcomes(b.attempts_of, outs, now, token)
         if self._envelope is not None:
             self._envelope.add(outs, applied)
-        if applied < len(findings):  # a re-download, or lines naming attempts of other batches
+        if applied < len(found):  # a re-download, or lines naming attempts of other batches
             said = anomalies or Anomalies(self.store, b.id)
-            for stranger in self.store.attempts_not_in_batch(
-                b.attempts_of, [f.attempt_id for f in findings]
-            ):
+            attempts = [f[0] if isinstance(f, tuple) else f.attempt_id for f in found]
+            for stranger in self.store.attempts_not_in_batch(b.attempts_of, attempts):
                 said.add(f"result line for attempt {stranger}, which is not in this batch")
             if anomalies is None:
                 said.close()

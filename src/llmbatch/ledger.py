@@ -20,7 +20,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, date, datetime
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
 from llmbatch.pricing import Tokens, model_prices, price_group, prices_version, to_micro, usd
@@ -28,6 +30,7 @@ from llmbatch.store.ledger import TallyRow, UsageCheck
 
 if TYPE_CHECKING:
     from llmbatch.budget import BudgetSettings
+    from llmbatch.results import Success
     from llmbatch.store.base import Store
     from llmbatch.store.batching import OpenBatch
 
@@ -41,28 +44,41 @@ class Tally:
         self._thresholds: dict[str, tuple[int, ...]] = {}
         self._sums: dict[tuple[str, int], list[int]] = {}
 
-    def add(self, finding: Any) -> None:
-        """Count one parsed result line (an ingest `Finding`); failed lines cost nothing."""
-        if not finding.ok:
-            return
-        model = self.model or finding.model or ""
-        u = finding.usage
-        if u is None or u.flag is not None or u.input is None or u.output is None:
-            self._row(model, 0)[1] += 1
-            return
-        row = self._row(model, self._tier(model, u.input))
-        row[0] += 1
-        row[2] += u.input
-        row[3] += u.cached
-        row[4] += u.write_5m
-        row[5] += u.write_1h
-        row[6] += u.output
-        row[7] += u.reasoning
+    def add_successes(self, rows: Sequence[Success]) -> None:
+        """Count a chunk's succeeded lines (`results.Success` tuples) as `add` counts each:
+        summed per model and tier, not line by line."""
+        groups: dict[str, list[Success]] = {}
+        if self.model:
+            groups[self.model] = list(rows)
+        else:
+            for r in rows:
+                groups.setdefault(r[11] or "", []).append(r)
+        for model, group in groups.items():
+            # priceable: usage read (cached not None), not flagged, both totals present
+            good = [r for r in group if r[10] is None and r[6] is not None and r[4] is not None]
+            good = [r for r in good if r[5] is not None]
+            if len(good) < len(group):
+                self._row(model, 0)[1] += len(group) - len(good)
+            by_tier: dict[int, list[Success]] = {}
+            if self._thresholds_of(model):
+                for r in good:
+                    by_tier.setdefault(self._tier(model, r[4] or 0), []).append(r)
+            elif good:
+                by_tier[0] = good
+            for tier, rs in by_tier.items():
+                row = self._row(model, tier)
+                row[0] += len(rs)
+                for at, field in enumerate((4, 6, 7, 8, 5, 9), start=2):
+                    row[at] += sum(map(itemgetter(field), rs))
 
-    def _tier(self, model: str, input_tokens: int) -> int:
+    def _thresholds_of(self, model: str) -> tuple[int, ...]:
         t = self._thresholds.get(model)
         if t is None:
             t = self._thresholds[model] = model_prices(self.provider, model, self.day).thresholds
+        return t
+
+    def _tier(self, model: str, input_tokens: int) -> int:
+        t = self._thresholds_of(model)
         return sum(1 for x in t if input_tokens > x) if t else 0
 
     def _row(self, model: str, tier: int) -> list[int]:

@@ -10,6 +10,7 @@ while streaming, never holding it whole. Pure functions: ingest.py records what 
 
 from __future__ import annotations
 
+import os
 import re
 from array import array
 from collections.abc import Iterator, Sequence
@@ -94,6 +95,61 @@ class Finding:
             output_tokens=None,
         )
 
+    def success(self) -> Success:
+        """This succeeded line as the `Success` tuple ingest records (`ok` only)."""
+        u = self.usage
+        if u is None:
+            flag = "missing: usage" if self.input_tokens is None else None
+            return (
+                self.attempt_id,
+                self.status_code,
+                self.provider_request_id,
+                self.body,
+                self.input_tokens,
+                self.output_tokens,
+                None,
+                None,
+                None,
+                None,
+                flag,
+                self.model,
+            )
+        return (
+            self.attempt_id,
+            self.status_code,
+            self.provider_request_id,
+            self.body,
+            self.input_tokens,
+            self.output_tokens,
+            u.cached,
+            u.write_5m,
+            u.write_1h,
+            u.reasoning,
+            u.flag,
+            self.model,
+        )
+
+
+# A succeeded line as a plain tuple, what ingest records of it: making a `Finding` (and then an
+# `Outcome`) costs ~2 µs a line, at up to 50,000 lines a batch. Its fields, by position:
+# attempt id, status code, provider request id, body, input and output tokens, cached tokens,
+# 5-minute and 1-hour cache writes, reasoning tokens (these four None when the line gave no
+# usage), the usage flag (None: priceable), and the model that answered (None: the batch's).
+Success = tuple[
+    int,
+    int | None,
+    str | None,
+    bytes | None,
+    int | None,
+    int | None,
+    int | None,
+    int | None,
+    int | None,
+    int | None,
+    str | None,
+    str | None,
+]
+
 
 class Anomaly(ValueError):
     """A result line that cannot be mapped to one of our attempts."""
@@ -122,6 +178,10 @@ class ReadsResults(Protocol):
 
     def result(self, attempt: int, line: dict[str, Any], endpoint: str | None) -> Finding: ...
 
+    def success(
+        self, attempt: int, line: dict[str, Any], endpoint: str | None
+    ) -> Success | None: ...
+
 
 def parse_line(line: bytes, store_id: str, endpoint: str | None, fmt: ReadsResults) -> Finding:
     """Parse one output- or error-file line; raise Anomaly if it is not ours or not readable.
@@ -134,6 +194,30 @@ def parse_line(line: bytes, store_id: str, endpoint: str | None, fmt: ReadsResul
         raise Anomaly(f"result line is not a JSON object: {line[:80]!r}")
     attempt = attempt_id_of(obj.get(fmt.id_field), store_id)
     return fmt.result(attempt, obj, endpoint)
+
+
+def read_line(
+    line: bytes, store_id: str, endpoint: str | None, fmt: ReadsResults, hint: int = -1
+) -> Success | Finding:
+    """`parse_line` as ingest records it: a succeeded line as its `Success` tuple (read by the
+    format's fast path where it has one for the line's shape), any other as its `Finding`.
+    `hint`: the attempt number `in_attempt_order` read; taken when the id is exactly it."""
+    try:
+        obj = orjson.loads(line)
+    except orjson.JSONDecodeError as exc:
+        raise Anomaly(f"result line is not JSON ({exc}): {line[:80]!r}") from None
+    if type(obj) is not dict:
+        raise Anomaly(f"result line is not a JSON object: {line[:80]!r}")
+    custom_id = obj.get(fmt.id_field)
+    if hint >= 0 and custom_id == f"{store_id}-{hint}":
+        attempt = hint
+    else:
+        attempt = attempt_id_of(custom_id, store_id)
+    quick = fmt.success(attempt, obj, endpoint)
+    if quick is not None:
+        return quick
+    finding = fmt.result(attempt, obj, endpoint)
+    return finding.success() if finding.ok else finding
 
 
 def text_or_none(v: object) -> str | None:
@@ -174,16 +258,18 @@ def _spans(fh: IO[bytes], cap: int) -> Iterator[tuple[int, bytes | int]]:
 
 def in_attempt_order(
     files: Sequence[ResultFile], cap: int, id_field: str, prefix: str
-) -> Iterator[bytes | int]:
+) -> Iterator[tuple[int, bytes | int]]:
     """`capped_lines`' lines, those whose id a quick look reads as one of `prefix`'s attempts
-    in attempt order, the rest (and every over-long line's length) first, in file order.
+    in attempt order, the rest (and every over-long line's length) first, in file order;
+    each with the attempt number the quick look read (-1: none), which `read_line` checks.
 
     A provider writes results in its own order (the emulator's, like the real services', is
     not the input's): applied in that order, each chunk of outcomes touches rows all over the
     attempts and requests tables and every chunk rewrites nearly every page of both. In
     attempt order a chunk touches a run of neighbouring rows. The quick look only orders;
-    every line is still read in full by `parse_line`. Holds three integers a line, not the
-    lines: they are read again from the file (in the page cache) one by one."""
+    every line is still read in full by `read_line`. Holds four integers a line, not the
+    lines: the index is made a block at a time (`_Index`), then each line is read again from
+    the file (in the page cache) with one `pread`."""
     pattern = re.compile(
         rb'"'
         + re.escape(id_field.encode())
@@ -191,36 +277,94 @@ def in_attempt_order(
         + re.escape(prefix.encode())
         + rb'-(\d{1,18})"'
     )
-    keys, file_of, offsets = array("q"), array("q"), array("q")
-    sizes = array("q")  # < 0: an over-long line, not read
+    index = _Index()
     handles = []
     try:
         for n, f in enumerate(files):
             fh = open(f.path, "rb")  # noqa: SIM115 - kept open for the second pass
             handles.append(fh)
-            for start, raw in _spans(fh, cap):
-                if isinstance(raw, int):  # over-long: its length, negated
-                    keys.append(-1)
-                    sizes.append(-raw)
-                else:
-                    m = pattern.search(raw)
-                    keys.append(int(m.group(1)) if m else -1)
-                    sizes.append(len(raw))
-                file_of.append(n)
-                offsets.append(start)
+            index.add(fh, n, cap, pattern)
+        fds = [fh.fileno() for fh in handles]
+        keys, file_of, offsets, sizes = index.keys, index.file_of, index.offsets, index.sizes
+        pread = os.pread
         for i in sorted(range(len(keys)), key=keys.__getitem__):  # stable: file order kept
             size = sizes[i]
             if size < 0:
-                yield -size
+                yield -1, -size
                 continue
-            fh = handles[file_of[i]]
-            fh.seek(offsets[i])
-            line = fh.read(size).rstrip(b"\r\n")
+            fd, at = fds[file_of[i]], offsets[i]
+            line = pread(fd, size, at)
+            if len(line) < size:  # a regular file reads whole unless it shrank
+                line = _pread(fd, size, at)
+            line = line.rstrip(b"\r\n")
             if line.strip():
-                yield line
+                yield keys[i], line
     finally:
         for fh in handles:
             fh.close()
+
+
+class _Index:
+    """Per line of the files: the attempt number a quick look reads (-1: none), the file,
+    the offset and the length (its newline not counted, so the line is read back without
+    a copy to strip it; < 0: an over-long line's length, not read)."""
+
+    def __init__(self) -> None:
+        self.keys, self.file_of, self.offsets = array("q"), array("q"), array("q")
+        self.sizes = array("q")
+
+    def add(self, fh: IO[bytes], n: int, cap: int, pattern: re.Pattern[bytes]) -> None:
+        """Index an open file a block at a time: the lines and lengths `_spans` reads, at a
+        fraction of a `readline` a line."""
+        search, find = pattern.search, bytes.find
+        keys, file_of, offsets, sizes = self.keys, self.file_of, self.offsets, self.sizes
+        base, pos, buf = 0, 0, fh.read(CHUNK)  # base: the file offset of buf[0]
+        while buf:
+            nl = find(buf, b"\n", pos)
+            if nl >= 0:  # a whole line in the block
+                if nl - pos > cap:
+                    keys.append(-1)
+                    sizes.append(pos - nl)
+                else:
+                    m = search(buf, pos, nl + 1)
+                    keys.append(int(m.group(1)) if m else -1)
+                    sizes.append(nl - pos)
+                file_of.append(n)
+                offsets.append(base + pos)
+                pos = nl + 1
+                continue
+            # the block's last line goes on past it: read the rest of it, up to the cap
+            start, line = base + pos, buf[pos:]
+            if len(line) <= cap:
+                line += fh.readline(cap + 1 - len(line))
+            if len(line) > cap and not line.endswith(b"\n"):  # over-long: read past it
+                size = len(line)
+                while line and not line.endswith(b"\n"):
+                    line = fh.readline(CHUNK)
+                    size += len(line)
+                keys.append(-1)
+                sizes.append(-(size - (1 if line.endswith(b"\n") else 0)))
+            elif line:
+                size = len(line)
+                m = search(line)
+                keys.append(int(m.group(1)) if m else -1)
+                sizes.append(size - 1 if line.endswith(b"\n") else size)
+            else:
+                return
+            file_of.append(n)
+            offsets.append(start)
+            base, pos, buf = start + size, 0, fh.read(CHUNK)
+
+
+def _pread(fd: int, size: int, offset: int) -> bytes:
+    """`size` bytes of a file at `offset` (a regular file reads whole unless it shrank)."""
+    data = os.pread(fd, size, offset)
+    while len(data) < size:
+        more = os.pread(fd, size - len(data), offset + len(data))
+        if not more:
+            break
+        data += more
+    return data
 
 
 def openai_output_text(body: dict[str, Any]) -> str:

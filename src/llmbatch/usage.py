@@ -190,6 +190,44 @@ def _chat(usage: dict[str, Any], endpoint: str | None) -> UsageRecord | None:
     return UsageRecord(inp, out, cached=cached, reasoning=reasoning)
 
 
+def plain_counts(usage: Any, endpoint: str | None) -> tuple[int, int, int, int] | None:
+    """(input, output, cached, reasoning) of a Chat or Responses usage in the shape the API
+    sends (plain counts, no cache-write fields), exactly as `read_usage_any` reads it; None
+    for anything else, which `read_usage_any` reads (a format's fast path: once a line)."""
+    if type(usage) is not dict:
+        return None
+    if endpoint == "/v1/chat/completions":
+        if "prompt_tokens" not in usage:
+            return None
+        inp, out = usage.get("prompt_tokens"), usage.get("completion_tokens")
+        pd, cd = usage.get("prompt_tokens_details"), usage.get("completion_tokens_details")
+        cached_key, reasoning_key = "cached_tokens", "reasoning_tokens"
+    elif endpoint == "/v1/responses":
+        if "prompt_tokens" in usage:
+            return None
+        inp, out = usage.get("input_tokens"), usage.get("output_tokens")
+        pd, cd = usage.get("input_tokens_details"), usage.get("output_tokens_details")
+        cached_key, reasoning_key = "cached_tokens", "reasoning_tokens"
+    else:
+        return None
+    if "cache_read_input_tokens" in usage or "cache_creation_input_tokens" in usage:
+        return None
+    cached = pd.get(cached_key) if type(pd) is dict else 0 if pd is None else -1
+    reasoning = cd.get(reasoning_key) if type(cd) is dict else 0 if cd is None else -1
+    if cached is None:
+        cached = 0
+    if reasoning is None:
+        reasoning = 0
+    # plain non-negative ints (not bools, floats or strings), within the totals and the range
+    if type(inp) is not int or type(out) is not int or type(cached) is not int:
+        return None
+    if type(reasoning) is not int or not 0 <= cached <= inp <= MAX_TOKENS:
+        return None
+    if not 0 <= reasoning <= out <= MAX_TOKENS:
+        return None
+    return inp, out, cached, reasoning
+
+
 def _zero(v: Any) -> Any:
     return 0 if v is None else v
 

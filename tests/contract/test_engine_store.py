@@ -6,7 +6,7 @@ import dataclasses
 import time
 from typing import Any
 
-from helpers import sql
+from helpers import is_pg, sql
 from llmbatch.importer import enqueue_requests
 from llmbatch.requests import make_request
 from llmbatch.store import Store
@@ -189,3 +189,71 @@ def test_a_batch_moves_only_as_the_transition_table_allows(store: Store) -> None
     else:
         raise AssertionError("an ingested batch moved")
     assert batch not in {b.id for b in store.open_batches()}
+
+
+def test_a_success_as_a_tuple_records_what_its_outcome_records(store: Store, db: str) -> None:
+    """Ingest hands a success over as a `Succeeded` tuple (no `Outcome` a line): the store
+    records it as it records the same success as an `Outcome`, mixed with failures and
+    cancellations in one chunk, the results in the same order (their ids are the export's
+    cursor)."""
+    from llmbatch.store.batching import Outcome
+    from llmbatch.usage import UsageRecord
+
+    for queue in ("objects", "tuples"):
+        _enqueue(store, queue, [f"r{i}" for i in range(6)])
+    now = 86400.0 * 20000 + 60
+    token = store.acquire_lease("engine", "me", 10.0**10, now)
+    assert token is not None
+    group = ("openai", "/v1/chat/completions", "gpt-4o-mini")
+    flagged = UsageRecord(None, None, flag="missing: usage")
+    found: dict[str, list[tuple[Any, ...]]] = {}
+    for queue in ("objects", "tuples"):
+        ids = [d["id"] for i in range(6) for d in store.request_detail(f"r{i}", queue)]
+        batch = store.create_intent(group, ids, 10, 10, now, token)
+        assert batch is not None
+        a = sorted(x for x, _r, _line in store.unfinished_attempts(batch))
+        usage = UsageRecord(30, 7, cached=4, reasoning=2)
+        outs: list[Any] = [
+            Outcome(a[3], "failed", 400, "q3", b'{"error": 1}', "bad", "no"),
+            Outcome(a[0], "succeeded", 200, "q0", b"{}", input_tokens=30, output_tokens=7,
+                    usage=usage, price_tier=1),
+            Outcome(a[5], "cancelled", error_code="batch_cancelled", error_message="by you"),
+            Outcome(a[1], "succeeded", 201, None, b"[]", usage=flagged),
+            Outcome(a[2], "succeeded", 200, "q2", None),  # no usage at all
+            Outcome(a[4], "retry", 500, error_code="server_error", not_before=now + 60),
+        ]  # fmt: skip
+        if queue == "tuples":
+            outs[1] = (a[0], 200, "q0", b"{}", 30, 7, 4, 0, 0, 2, None, 1)
+            outs[3] = (a[1], 201, None, b"[]", None, None, 0, 0, 0, 0, "missing: usage", 0)
+            outs[4] = (a[2], 200, "q2", None, None, None, None, None, None, None,
+                       "missing: usage", 0)  # fmt: skip
+        assert store.apply_outcomes(batch, outs, now, token) == 6
+        assert store.apply_outcomes(batch, outs, now, token) == 0  # applied once
+        found[queue] = sql(
+            db,
+            "SELECT r.custom_id, res.status_code, res.provider_request_id, res.body, "
+            "res.error_code, res.error_message, res.input_tokens, res.output_tokens, "
+            "res.cached_tokens, res.cache_write_5m_tokens, res.cache_write_1h_tokens, "
+            "res.reasoning_tokens, res.usage_flag, res.price_tier, res.day, res.created_at, "
+            "r.state, r.reason, r.attempts, a.state, a.outcome, a.error_code "
+            "FROM results res JOIN requests r ON r.id = res.request_id "
+            "JOIN attempts a ON a.id = res.attempt_id WHERE r.queue = ? ORDER BY res.id",
+            (queue,),
+        )
+        found[queue + " requests"] = sql(
+            db,
+            "SELECT custom_id, state, reason, attempts, not_before FROM requests "
+            "WHERE queue = ? ORDER BY custom_id",
+            (queue,),
+        )
+    # SQLite inserts in the order given; PostgreSQL's staged insert in attempt order
+    order = ["r0", "r1", "r2", "r3", "r5"] if is_pg(db) else ["r3", "r0", "r5", "r1", "r2"]
+    assert [r[0] for r in found["objects"]] == order
+    assert found["tuples"] == found["objects"]
+    assert found["tuples requests"] == found["objects requests"]
+    totals: dict[str, list[tuple[Any, ...]]] = {"objects": [], "tuples": []}
+    for g in store.cost_groups(0.0, now + 86400):
+        t = dataclasses.astuple(g)
+        totals[g.queue].append(t[:5] + t[6:])
+    assert len(totals["objects"]) == 2  # two tiers
+    assert sorted(totals["tuples"]) == sorted(totals["objects"])

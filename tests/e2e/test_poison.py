@@ -308,7 +308,9 @@ def test_result_lines_are_read_in_attempt_order_the_rest_first(tmp_path: Path) -
     )
     err.write_bytes(b'{"custom_id": "lb1-ab-5"}\n')
     files = [ResultFile("output", out, 0), ResultFile("error", err, 0)]
-    got = list(in_attempt_order(files, 200, "custom_id", "lb1-ab"))
+    keyed = list(in_attempt_order(files, 200, "custom_id", "lb1-ab"))
+    assert [key for key, _line in keyed] == [-1, -1, -1, 3, 5, 12, 12]
+    got = [line for _key, line in keyed]
     assert got == [
         b"not json",
         len(big),

@@ -27,8 +27,8 @@ from llmbatch.requests import (
     short,
     text_size,
 )
-from llmbatch.results import Anomaly, Finding, text_or_none
-from llmbatch.usage import read_usage_any
+from llmbatch.results import Anomaly, Finding, Success, text_or_none
+from llmbatch.usage import plain_counts, read_usage_any
 
 ENDPOINTS: Final = frozenset(
     {
@@ -169,6 +169,50 @@ class OpenAIFormat(Format):
         raise Anomaly(
             f"result line for {line.get('custom_id')!r} has neither a response nor an error"
         )
+
+    def success(self, attempt: int, line: dict[str, Any], endpoint: str | None) -> Success | None:
+        """`result` of a 2xx line whose usage is in the API's own plain shape, in fewer steps
+        (once per line: up to 50,000 a batch); any other line is left to `result`."""
+        if not self._plain:
+            return None
+        response = line.get("response")
+        if type(response) is not dict:
+            return None
+        status = response.get("status_code")
+        if type(status) is not int or not 200 <= status < 300:
+            return None
+        body = response.get("body")
+        if type(body) is not dict:
+            return None
+        counts = plain_counts(body.get("usage"), endpoint)
+        if counts is None:
+            return None
+        rid = response.get("request_id")
+        if rid is not None and type(rid) is not str:
+            rid = str(rid)
+        inp, out, cached, reasoning = counts
+        return (
+            attempt,
+            status,
+            rid,
+            orjson.dumps(body),
+            inp,
+            out,
+            cached,
+            0,
+            0,
+            reasoning,
+            None,
+            None,
+        )
+
+    # `success` reads lines as `result` and `usage` do here: a subclass that reads either its
+    # own way has no fast path
+    _plain = True
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._plain = cls.result is OpenAIFormat.result and cls.usage is OpenAIFormat.usage
 
     def check_options(self, name: str, options: Mapping[str, Any]) -> None:
         seconds = options.get("output_expires_after")

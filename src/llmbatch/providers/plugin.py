@@ -19,7 +19,7 @@ from llmbatch.counting import openai_input_tokens
 from llmbatch.heap import load_frozen
 from llmbatch.providers.base import Provider
 from llmbatch.request_types import Fields, Request
-from llmbatch.results import Finding, openai_output_text
+from llmbatch.results import Finding, Success, openai_output_text
 from llmbatch.usage import UsageRecord, read_token_usage
 
 
@@ -96,6 +96,12 @@ class Format:
         """What one decoded result line says about our attempt `attempt`; raise
         results.Anomaly when it says nothing readable."""
         raise NotImplementedError
+
+    def success(self, attempt: int, line: dict[str, Any], endpoint: str | None) -> Success | None:
+        """A fast path for the common succeeded line: the `Success` that `result` would give
+        (its `Finding.success()`), or None to have `result` read the line. Ingest asks it
+        first for every line, so it must be cheap and exact; the default has none."""
+        return None
 
     def usage(self, usage: Any, endpoint: str | None) -> UsageRecord:
         """One successful result's `usage` object read into our fields (usage.py)."""

@@ -39,6 +39,7 @@ from llmbatch.store.types import (
     ResultRow,
     Row,
     SpendRow,
+    Succeeded,
     TallyRow,
     UsageCheck,
     Watched,
@@ -247,9 +248,10 @@ class Store(Protocol):
         """Attempts of this batch, among these, still waiting for an outcome."""
 
     def apply_outcomes(
-        self, batch_id: int, outcomes: Sequence[Outcome], now: float, token: int
+        self, batch_id: int, outcomes: Sequence[Outcome | Succeeded], now: float, token: int
     ) -> int:
-        """Record outcomes of waiting attempts (idempotent); how many were new."""
+        """Record outcomes of waiting attempts (idempotent); how many were new. A success may
+        come as a `Succeeded` tuple (ingest's, for speed)."""
 
     def attempts_not_in_batch(self, batch_id: int, attempt_ids: Sequence[int]) -> list[int]:
         """The ids among these that are not attempts of this batch (anomalies)."""

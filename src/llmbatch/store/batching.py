@@ -30,6 +30,9 @@ from llmbatch.store.types import (
 from llmbatch.store.types import (
     Outcome as Outcome,
 )
+from llmbatch.store.types import (
+    Succeeded as Succeeded,
+)
 
 
 class LeaseLost(StoreError):
@@ -37,13 +40,15 @@ class LeaseLost(StoreError):
 
 
 class BatchingOps:
-    """Mixed into SqlStore; relies on its `_write`, `_read`, `q`, `_many`, `_event`."""
+    """Mixed into SqlStore; relies on its `_write`, `_read`, `q`, `_many`, `_many_rows`,
+    `_event`."""
 
     dialect: str
     _write: Any
     _read: Any
     q: Any
     _many: Any
+    _many_rows: Any
     _event: Any
     _reserve: Any
     _local_outcomes: Any
@@ -379,34 +384,40 @@ class BatchingOps:
             }
 
     def apply_outcomes(
-        self, batch_id: int, outcomes: Sequence[Outcome], now: float, token: int
+        self, batch_id: int, outcomes: Sequence[Outcome | Succeeded], now: float, token: int
     ) -> int:
         """Record outcomes of attempts still waiting; re-applying one is harmless. Returns how many."""
         if not outcomes:
             return 0
         with self._write() as cur:
             self._fence(cur, token, f"batch:{batch_id}")
-            ids = as_list(o.attempt_id for o in outcomes)
-            cur.execute(self.q("waiting_attempt_requests"), {"ids": ids, "batch_id": batch_id})
+            attempts = [o[0] if isinstance(o, tuple) else o.attempt_id for o in outcomes]
+            params = {"ids": as_list(attempts), "batch_id": batch_id}
+            cur.execute(self.q("waiting_attempt_requests"), params)
             waiting = {int(a): int(r) for a, r in cur.fetchall()}
-            todo: dict[int, Outcome] = {}  # each attempt's first outcome, in the order given
-            for o in outcomes:
-                if o.attempt_id in waiting:
-                    todo.setdefault(o.attempt_id, o)
+            todo: dict[int, Outcome | Succeeded] = {}  # each attempt's first, in the order given
+            for a, o in zip(attempts, outcomes, strict=True):
+                if a in waiting:
+                    todo.setdefault(a, o)
             self._record_outcomes(cur, list(todo.values()), waiting, now)
             return len(todo)
 
     def _record_outcomes(
-        self, cur: Any, todo: Sequence[Outcome], waiting: dict[int, int], now: float
+        self, cur: Any, todo: Sequence[Outcome | Succeeded], waiting: dict[int, int], now: float
     ) -> None:
         """Finish these attempts, insert the results of those that ended, add them to the
         cost totals and move their requests on (`waiting`: attempt id -> request id). One
         statement over the list for the succeeded ones, a prepared statement run over every
         row for the rest (SQLite's `executemany` loops in C, inside the one transaction);
         PostgreSQL's override stages the rows with COPY."""
-        succeeded = [o.attempt_id for o in todo if o.kind == "succeeded"]
+        succeeded = [
+            o[0] if isinstance(o, tuple) else o.attempt_id
+            for o in todo
+            if isinstance(o, tuple) or o.kind == "succeeded"
+        ]
         if succeeded:  # nearly every outcome: one statement over the list
             cur.execute(self.q("attempts_succeeded"), {"ids": as_list(succeeded), "now": now})
+        others = [o for o in todo if not isinstance(o, tuple) and o.kind != "succeeded"]
         self._many(
             cur,
             "finish_attempt",
@@ -418,27 +429,31 @@ class BatchingOps:
                     "now": now,
                     "id": o.attempt_id,
                 }
-                for o in todo
-                if o.kind != "succeeded"
+                for o in others
             ],
         )
-        # a cancelled request gets a result too (the export lists it), but costs nothing
-        final = [o for o in todo if o.kind in ("succeeded", "failed", "cancelled")]
+        # a cancelled request gets a result too (the export lists it), but costs nothing;
+        # the rows in the order given (the results' ids follow it)
         day = int(now // 86400)
-        self._many(
-            cur, "insert_result", [_result(o, waiting[o.attempt_id], day, now) for o in final]
-        )
-        self._add_cost_totals(cur, [o.attempt_id for o in final if o.kind != "cancelled"])
-        by_kind: dict[str, list[Outcome]] = {}
-        for o in todo:
-            by_kind.setdefault(o.kind, []).append(o)
+        rows = [
+            (*o, waiting[o[0]], day, now, None, None)
+            if isinstance(o, tuple)
+            else _result(o, waiting[o.attempt_id], day, now)
+            for o in todo
+            if isinstance(o, tuple) or o.kind in ("succeeded", "failed", "cancelled")
+        ]
+        self._many_rows(cur, "insert_result", RESULT_PARAMS, rows)
+        cancelled = {o.attempt_id for o in others if o.kind == "cancelled"}
+        self._add_cost_totals(cur, [p[0] for p in rows if p[0] not in cancelled])
         rid = waiting.__getitem__
-        if "succeeded" in by_kind:
-            ids = as_list(rid(o.attempt_id) for o in by_kind["succeeded"])
-            cur.execute(self.q("request_succeeded"), {"ids": ids, "now": now})
+        if succeeded:
+            cur.execute(
+                self.q("request_succeeded"), {"ids": as_list(map(rid, succeeded)), "now": now}
+            )
+        by_kind: dict[str, list[Outcome]] = {}
+        for o in others:
+            by_kind.setdefault(o.kind, []).append(o)
         for kind, done in by_kind.items():
-            if kind == "succeeded":
-                continue
             self._many(
                 cur,
                 f"request_{kind}",
@@ -559,28 +574,40 @@ def _detail(o: Outcome) -> tuple[int | None, int | None, int | None, int | None,
     return u.cached, u.write_5m, u.write_1h, u.reasoning, u.flag, o.price_tier
 
 
-def _result(o: Outcome, request_id: int, day: int, now: float) -> dict[str, Any]:
-    """The `insert_result` parameters of a final outcome."""
+# The parameters of `insert_result`, in the order of a row of them: a `Succeeded` tuple's
+# fields, then the request, the day, the time and the error (`_result`, `_record_outcomes`).
+RESULT_PARAMS = (
+    "attempt_id",
+    "status_code",
+    "provider_request_id",
+    "body",
+    "input_tokens",
+    "output_tokens",
+    "cached_tokens",
+    "cache_write_5m_tokens",
+    "cache_write_1h_tokens",
+    "reasoning_tokens",
+    "usage_flag",
+    "price_tier",
+    "request_id",
+    "day",
+    "now",
+    "error_code",
+    "error_message",
+)
+
+
+def attempt_of(o: Outcome | Succeeded) -> int:
+    """The attempt an outcome is of, in either of its forms."""
+    return o[0] if isinstance(o, tuple) else o.attempt_id
+
+
+def _result(o: Outcome, request_id: int, day: int, now: float) -> tuple[Any, ...]:
+    """The `insert_result` row (RESULT_PARAMS) of a final outcome."""
     cached, write_5m, write_1h, reasoning, flag, tier = _detail(o)
-    return {
-        "attempt_id": o.attempt_id,
-        "request_id": request_id,
-        "status_code": o.status_code,
-        "provider_request_id": o.provider_request_id,
-        "body": o.body,
-        "error_code": o.error_code,
-        "error_message": o.error_message,
-        "input_tokens": o.input_tokens,
-        "output_tokens": o.output_tokens,
-        "cached_tokens": cached,
-        "cache_write_5m_tokens": write_5m,
-        "cache_write_1h_tokens": write_1h,
-        "reasoning_tokens": reasoning,
-        "usage_flag": flag,
-        "price_tier": tier,
-        "day": day,
-        "now": now,
-    }
+    head = (o.attempt_id, o.status_code, o.provider_request_id, o.body, o.input_tokens)
+    tokens = (o.output_tokens, cached, write_5m, write_1h, reasoning, flag, tier)
+    return (*head, *tokens, request_id, day, now, o.error_code, o.error_message)
 
 
 def monotonic_now() -> float:

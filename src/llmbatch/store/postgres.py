@@ -16,10 +16,10 @@ import psycopg
 from psycopg import conninfo
 
 from llmbatch.errors import StoreError, StoreUnavailable
-from llmbatch.store.batching import _detail, _reason
+from llmbatch.store.batching import _detail, _reason, attempt_of
 from llmbatch.store.sqlfiles import _sql_text
 from llmbatch.store.sqlstore import SqlStore
-from llmbatch.store.types import Outcome, Row
+from llmbatch.store.types import Outcome, Row, Succeeded
 
 # sql/postgres/bulk.sql's outcome_staging, column by column
 _OUTCOME_COLUMNS = (
@@ -174,7 +174,7 @@ class PostgresStore(SqlStore):
         return packed
 
     def _record_outcomes(
-        self, cur: Any, todo: Sequence[Outcome], waiting: dict[int, int], now: float
+        self, cur: Any, todo: Sequence[Outcome | Succeeded], waiting: dict[int, int], now: float
     ) -> None:
         """The chunk's outcomes COPYed into a staging table (binary, one pass), then one
         statement each for the attempts, the results, the cost totals and the requests."""
@@ -186,14 +186,18 @@ class PostgresStore(SqlStore):
         with cur.copy(q("copy_outcomes")) as copy:
             copy.set_types(_OUTCOME_TYPES)
             for o in todo:
-                copy.write_row(_staged(o, waiting[o.attempt_id]))
-        ids = [o.attempt_id for o in todo]
+                if isinstance(o, tuple):
+                    copy.write_row(_staged_success(o, waiting[o[0]]))
+                else:
+                    copy.write_row(_staged(o, waiting[o.attempt_id]))
+        ids = [attempt_of(o) for o in todo]
         cur.execute(q("finish_staged_attempts"), {"now": now, "ids": ids})
         cur.execute(q("insert_staged_results"), {"now": now, "day": int(now // 86400)})
+        kinds = ["succeeded" if isinstance(o, tuple) else o.kind for o in todo]
         self._add_cost_totals(
-            cur, [o.attempt_id for o in todo if o.kind in ("succeeded", "failed")]
+            cur, [a for a, k in zip(ids, kinds, strict=True) if k in ("succeeded", "failed")]
         )
-        for kind in sorted({o.kind for o in todo}):
+        for kind in sorted(set(kinds)):
             cur.execute(q(f"staged_{kind}"), {"now": now})
         cur.execute(q("clear_outcome_staging"))
 
@@ -216,6 +220,13 @@ def _staged(o: Outcome, request_id: int) -> tuple[Any, ...]:
     head = (o.attempt_id, request_id, o.kind, o.status_code, o.provider_request_id, o.body)
     tokens = (o.error_code, o.error_message, o.input_tokens, o.output_tokens, *_detail(o))
     return (*head, *tokens, o.not_before, int(o.charge_expiry), int(o.charge_rejection), reason)
+
+
+def _staged_success(s: Succeeded, request_id: int) -> tuple[Any, ...]:
+    """A `Succeeded` tuple as a row of outcome_staging (`_staged` of its `Outcome`)."""
+    a, status, rid, body, inp, out, cached, w5m, w1h, reasoning, flag, tier = s
+    head = (a, request_id, "succeeded", status, rid, body, None, None, inp, out)
+    return (*head, cached, w5m, w1h, reasoning, flag, tier, None, 0, 0, None)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -167,6 +167,17 @@ class SqliteStore(SqlStore):
         else:
             cur.executemany(sql, map(itemgetter(*names), params))
 
+    def _many_rows(
+        self, cur: Any, name: str, names: Sequence[str], rows: Sequence[Sequence[Any]]
+    ) -> None:
+        """By position, the rows as they are when they name the statement's parameters in
+        its order (else each picked into it)."""
+        sql, order = positional(self.q(name))
+        if tuple(names) == order:
+            cur.executemany(sql, rows)
+        else:
+            cur.executemany(sql, map(itemgetter(*(names.index(n) for n in order)), rows))
+
     def _insert_bodies(self, cur: Any, rows: Sequence[Row]) -> None:
         """In hash order: the hash index then takes a chunk as runs of neighbouring pages, not
         one random page a row; past the page cache (a million requests), each of those was a

@@ -141,6 +141,12 @@ class SqlStore(
         """A named statement once per parameter set (a mapping by name, like every other)."""
         cur.executemany(self.q(name), params)
 
+    def _many_rows(
+        self, cur: Any, name: str, names: Sequence[str], rows: Sequence[Sequence[Any]]
+    ) -> None:
+        """A named statement once per row, each row the values of `names` in that order."""
+        cur.executemany(self.q(name), [dict(zip(names, r, strict=True)) for r in rows])
+
     def close(self) -> None:
         raise NotImplementedError
 

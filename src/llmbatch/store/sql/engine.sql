@@ -185,13 +185,15 @@ UPDATE attempts SET state = :kind, outcome = :kind, error_code = :error_code,
 WHERE id = :id
 
 -- name: insert_result
-INSERT INTO results (attempt_id, request_id, status_code, provider_request_id, body, error_code,
-                     error_message, input_tokens, output_tokens, cached_tokens,
-                     cache_write_5m_tokens, cache_write_1h_tokens, reasoning_tokens, usage_flag,
-                     price_tier, day, created_at)
-VALUES (:attempt_id, :request_id, :status_code, :provider_request_id, :body, :error_code,
-        :error_message, :input_tokens, :output_tokens, :cached_tokens, :cache_write_5m_tokens,
-        :cache_write_1h_tokens, :reasoning_tokens, :usage_flag, :price_tier, :day, :now)
+-- The parameters in the order of a `Succeeded` tuple, then the rest (batching.RESULT_PARAMS):
+-- a success's row is its tuple with five values added.
+INSERT INTO results (attempt_id, status_code, provider_request_id, body, input_tokens,
+                     output_tokens, cached_tokens, cache_write_5m_tokens, cache_write_1h_tokens,
+                     reasoning_tokens, usage_flag, price_tier, request_id, day, created_at,
+                     error_code, error_message)
+VALUES (:attempt_id, :status_code, :provider_request_id, :body, :input_tokens, :output_tokens,
+        :cached_tokens, :cache_write_5m_tokens, :cache_write_1h_tokens, :reasoning_tokens,
+        :usage_flag, :price_tier, :request_id, :day, :now, :error_code, :error_message)
 ON CONFLICT (attempt_id) DO NOTHING
 
 -- name: request_succeeded
