@@ -8,9 +8,28 @@ archiving every batch to moto's S3 server (a separate process, spoken to over HT
 boto3, multipart above 8 MiB). Prints one JSON line: the median seconds of each kind from
 enqueue to results readable (`bench_end_to_end`'s figure) and of the drain alone, the
 overhead of the medians and of each pair, the seconds the archiving thread was busy, the
-bytes and objects archived per run, the worker's CPU seconds and peak RSS, and the load
+bytes and objects archived per run, the worker's CPU seconds (and of them its engine thread's
+while draining), its peak RSS, and the load
 average. Floor (2 cores): archiving adds < 20 % at 100,000 requests. `--small` runs one
 pair of 2,000.
+
+On the quiet machine two runs gave +20.3 % and +16.6 % before the work below. Then, at
+100,000 requests, `--repeat 1` twelve times, this branch and the code before it (same
+script, `PYTHONPATH` to each's src) interleaved on the shared 2-core machine at load 8-13
+(2026-12-07 22:26-22:43; one pair's wall overhead there swings -14 to +60 %, so the CPU
+seconds are the comparison), medians of 6 each, what archiving added:
+- before: end-to-end +5.5 %, worker CPU +1.15 s (of it the engine thread +0.46 s), the
+  S3 and emulator servers +0.85 s;
+- after: end-to-end +0.5 %, worker CPU +0.90 s (engine thread +0.12 s), servers +0.72 s.
+What moved: the engine's ingest read the batch's attempt map and wrote attempts.jsonl (a
+blake2b and a line per request) on its own path; the archiving thread joins the map now,
+one orjson call a line (about 30 ms of CPU per 10,000 attempts). Uploads carry the SHA-256
+the archive takes anyway (per part for multipart) and are not hashed again for SigV4 over
+plain HTTP, nor CRC32'd: a few hundredths of a second per run (SHA-256 runs at ~1.7 GB/s
+here: 150 MB archived a run). What is left is per request, not per byte: moto's ~7 ms of
+CPU per request (about 9 S3 requests a batch), boto3's per-upload set-up, and the
+emulator's 3 file deletes a batch. A timeline at load 10: each batch's archive (0.4-0.8 s)
+ends before the next ingest; after the drain only the last batch's is left (~0.3 s).
 """
 
 from __future__ import annotations
@@ -75,10 +94,11 @@ def drained(
     S3 server processes (`servers`): on a loaded machine, the work apart from waiting."""
     store = open_store(db)
     engine = Engine(store, settings(url, archive=archive, max_batch_requests=10_000))
-    t0, cpu = time.perf_counter(), cpu_s()
+    t0, cpu, engine_cpu = time.perf_counter(), cpu_s(), time.thread_time()
     others = sum(emulator_cpu_s(pid) for pid in servers)
     result = drain(engine, queue="bench", timeout=1800)
     assert result.finished
+    engine_cpu = time.thread_time() - engine_cpu  # the drain's own thread: the engine's
     if archive is not None:  # the last archives, written after the last ingest
         while store.archive_due(time.time() + 1e9, 1):
             engine.tick(time.time())
@@ -93,6 +113,7 @@ def drained(
     return {
         "seconds": round(seconds, 2),
         "cpu_s": round(cpu, 2),
+        "engine_cpu_s": round(engine_cpu, 2),
         "servers_cpu_s": round(others, 2),
         "archive_s": round(archive_s, 2),
     }
@@ -168,6 +189,9 @@ def main() -> None:
         "drain_overhead_pct_each": [pct("seconds", p, a) for p, a in runs],
         "archive_busy_s": archived["archive_s"],
         "worker_cpu_s": {"without": plain["cpu_s"], "with": archived["cpu_s"]},
+        # of which the engine's thread, until the queue is drained (the archiving thread's
+        # work is the rest): what archiving takes from the engine's own path
+        "engine_cpu_s": {"without": plain["engine_cpu_s"], "with": archived["engine_cpu_s"]},
         # the emulator's and the S3 server's: the whole work, which load does not change
         "servers_cpu_s": {"without": plain["servers_cpu_s"], "with": archived["servers_cpu_s"]},
         "cpu_overhead_pct": round(

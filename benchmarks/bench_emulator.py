@@ -13,6 +13,9 @@ with llmbatch in every benchmark and test): 65-68 us before, 29-30 us after (202
 Where it went: token counting by regex (now a byte-class table), each prompt counted twice
 (validation keeps the counts for the worker), and the dicts of every reply encoded line by
 line (a plain chat reply is written from a template, the record joined from bytes).
+Then 24.3-25.3 -> 17.5-18.8 us (2026-12-07, same arguments, interleaved at load 9-13; peak
+RSS 48 -> 52 MB): validation keeps what a plain chat line's reply needs (`prepared.py`) so
+processing parses nothing, downloads go in 1 MB pieces, the worker rests with no batch active.
 
     python benchmarks/bench_emulator.py                          # full size
     python benchmarks/bench_emulator.py --requests 2000 --batches 3   # CI: a few seconds

@@ -21,7 +21,8 @@ worker peak RSS under 300 MB.
 Every run also reports the CPU seconds the worker (`worker_cpu_s`, while draining), the
 enqueue (`enqueue_cpu_s`, its parser child included) and the emulator (`emulator_cpu_s`) used:
 on a loaded machine the wall figures include waiting for a core, and these say how much work
-there was.
+there was. On PostgreSQL with the server on this machine, `server_cpu_s` is what the backends
+serving the enqueue and the worker used (/proc): the server's share of the work.
 
 The floor (issue 23): `floor.py` runs first, on the same file, and `sqlite_vs_floor` /
 `postgres_vs_floor` are each run's seconds over its seconds (target ≤ 3× at 100,000 and
@@ -65,6 +66,22 @@ SQLite and 25.72 s on PostgreSQL, before issue 15 (f3de825) 16.75 s and 24.64 s.
 is not met; ingest's per-line Python and PostgreSQL's per-row server work (seven writes a
 request, four foreign-key checks) are the largest parts left.
 
+The emulator's side at 100,000 requests (per-thread CPU from /proc and cProfile of its worker
+thread): validating parsed each line and counted its prompt, processing read it again,
+parsed it again and hashed its body; the worker looked at the store every 10 ms even with no
+batch active; downloads went in 64 KB pieces, a thread hop each; a batch's last line done,
+finalizing and completing each waited a round, behind the other batch's validation (~2 s).
+Validation now keeps what a plain chat line's reply needs (body hash, prompt tokens, cap,
+ids) in processing order (`emulator/prepared.py`), so processing parses no JSON; the thread
+rests while nothing is active; downloads go in 1 MB pieces; a batch completes in the step
+that ran its last line. Seven runs interleaved with the code before (2026-12-07 22:05-22:53,
+load 7-17 on the shared machine): `emulator_cpu_s` 3.11 3.05 2.84 2.93 3.21 3.19 2.47 ->
+2.01 1.85 1.75 1.78 2.02 1.79 1.79 (-38 %; the worker thread ~16 us a request, the event
+loop and its threads ~0.35 s: multipart upload parsing and downloads);
+`emulator_and_waiting` 12.08 8.42 5.09 5.11 6.71 2.37 2.20 -> 6.09 5.64 4.70 4.95 3.94 3.56
+3.69: wall seconds there follow the machine's load (the two shortest "before" runs came in a
+quiet minute, ingest 3.9-4.4 s against 8.8-12.3 in the others), so halving is not shown.
+
 The worker's side at 100,000 requests (two intents of 50,000 lines), from cProfile of the
 drain, a per-statement timer on PostgreSQL and the worker's bytes written (/proc/self/io),
 before and after in the same minutes on the shared 2-core machine at load 9–19 (wall seconds
@@ -91,13 +108,37 @@ round order; the third "after" ran as the load fell from 12 to 10, which flatter
   update of `requests` non-HOT (its state is in three partial indexes' predicates), and
   four foreign-key checks lock a parent row (attempts -> requests, batches; results ->
   attempts, requests): in a 50,000-row attempts insert they are 1.0–1.15 s of 1.5–1.6 s.
-  SQLite never enforced those keys (foreign_keys is off); dropping them on PostgreSQL needs
-  a migration and is the next step, then fewer writes a request (a submit that leaves the
-  packed attempts and requests as they are).
+  SQLite never enforced those keys (foreign_keys is off); migration 0017 drops them on
+  PostgreSQL (below).
 - upload and download stream (the file handle to the SDK's multipart; the result file in
   1 MB chunks to disk); their seconds are the emulator parsing and writing.
 Worker peak RSS 137/136/139 -> 141/141/141 MB (the index of a batch's lines, 4 integers a
 line, and its sort).
+
+PostgreSQL after migration 0017 (the foreign keys of attempts and results not checked; attempts
+at fillfactor 50, so their two updates are HOT: 174,087 of 200,000 were, 0.2 % before) and
+ingest's cost totals read from the staged chunk: 100,000 requests, the PostgreSQL run alone
+with its backend's CPU read from /proc around every statement, main and this branch
+interleaved, three rounds each at load 12-25: the server's CPU while draining 9.85/9.83/10.3
+-> 7.24/7.07/6.78 s (-30 %; pack 3.3 -> 2.6, upload 1.5 -> 1.1, ingest 4.9 -> 3.2), the
+worker's unchanged (4.4/4.4/4.6 -> 4.5/4.5/4.3). Per statement: the attempts insert 1.11 -> 0.42 s, the results insert
+1.64 -> 0.76, the outcome's attempts update 1.02 -> 0.65, the submit's 0.60 -> 0.14, the cost
+totals 0.50 -> 0.28. Upload took 2.12 s on PostgreSQL against SQLite's 0.65 because its server
+time is the submit's two set updates (every attempt and request of the batch packed ->
+submitted, 1.5 s of server CPU per 100,000), not the file (`batch_lines` is counted in pack).
+What is left is mostly the three state changes of each request (packed, submitted, its
+outcome; ~0.95 s a pass per 100,000): never HOT, as `state` is in the three partial indexes'
+predicates, so a fillfactor does not help them (a pass of 100,000 on a copy of the table took
+the same ~1 s at 70 as at 100; without the unique (queue, custom_id) index a third less).
+The next levers: fewer of them (a submit that records the batch only), or a packing index
+whose predicate the submit and the outcome do not touch.
+At 10,000 requests the same run spent 3.06 of its 3.67 s of server CPU in one statement:
+before `attempts` is analyzed, the planner put a chunk's JSON list of attempt ids inside a
+nested loop and parsed its 5,000 ids again for each attempt row (quadratic in the batch).
+PostgreSQL's dialect reads every such list as `= ANY(ARRAY(...))` now, parsed once: 0.63 s
+in all at 10,000; at 100,000, against main in the same minutes at load 12, the server's CPU
+while draining 10.46 -> 6.90 s (-34 %; pack 3.41 -> 2.63, upload 1.55 -> 1.08, ingest 5.27 ->
+2.97), enqueue 1.73 -> 1.63, the worker's 4.75 -> 4.38.
 """
 
 from __future__ import annotations
@@ -198,9 +239,10 @@ def gemini_lines(n: int, seed: int = 7, model: str = "gemini-2.5-flash-lite") ->
 def enqueue(db: str, path: Path, **options: str) -> float:
     """Seconds to enqueue `path` into queue `bench` of a fresh store."""
     store = open_store(db)
-    t0 = time.perf_counter()
+    t0, server = time.perf_counter(), server_cpu_s(store)
     enqueue_file(store, path, queue="bench", **options)  # type: ignore[arg-type]
     seconds = time.perf_counter() - t0
+    SERVER_CPU["enqueue"] = round(server_cpu_s(store) - server, 2) if server >= 0 else -1.0
     store.close()
     return seconds
 
@@ -209,9 +251,10 @@ def work(db: str, url: str) -> dict[str, object]:
     """Drain queue `bench` as `llmbatch wait` does; seconds per phase and requests done."""
     store = open_store(db)
     engine = Engine(store, settings(url))
-    t1, cpu = time.perf_counter(), cpu_s()
+    t1, cpu, server = time.perf_counter(), cpu_s(), server_cpu_s(store)
     result = drain(engine, queue="bench", timeout=1800)
     drain_s, cpu = time.perf_counter() - t1, cpu_s() - cpu
+    SERVER_CPU["worker"] = round(server_cpu_s(store) - server, 2) if server >= 0 else -1.0
     t = dict(engine.timings)
     engine.close()
     succeeded = sum(c.n for c in store.counts("bench") if c.state == "succeeded")
@@ -240,7 +283,10 @@ def run(db: str, url: str, path: Path, n: int, emulator: int) -> dict[str, objec
     before = emulator_cpu_s(emulator)
     drained = work(db, url)
     used = round(emulator_cpu_s(emulator) - before, 2)
-    return {**summary(n, enqueue_s, drained), "enqueue_cpu_s": enqueue_cpu, "emulator_cpu_s": used}
+    out = {**summary(n, enqueue_s, drained), "enqueue_cpu_s": enqueue_cpu, "emulator_cpu_s": used}
+    if db.startswith("postgres") and SERVER_CPU["worker"] >= 0:  # a server on this machine
+        out["server_cpu_s"] = dict(SERVER_CPU)
+    return out
 
 
 def run_anthropic(
@@ -277,6 +323,20 @@ def cpu_s(children: bool = False) -> float:
         c = resource.getrusage(resource.RUSAGE_CHILDREN)
         used += c.ru_utime + c.ru_stime
     return used
+
+
+SERVER_CPU = {"enqueue": -1.0, "worker": -1.0}  # the last run's, by the server's backend
+
+
+def server_cpu_s(store: object) -> float:
+    """CPU seconds the PostgreSQL backend serving `store` has used (-1: not a PostgreSQL store,
+    or a server on another machine): the server's side of the work."""
+    conn = getattr(store, "_conn", None)
+    info = getattr(conn, "info", None)
+    if info is None or not hasattr(info, "backend_pid"):
+        return -1.0
+    used = emulator_cpu_s(int(info.backend_pid))
+    return used if Path(f"/proc/{info.backend_pid}").exists() else -1.0
 
 
 def emulator_cpu_s(pid: int) -> float:

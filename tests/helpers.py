@@ -56,8 +56,23 @@ _REQUEST_COLUMNS = (
     "priority, deadline, text_chars, text_bytes, inputs, attempts, expiries, not_before, "
     "reason, created_at, updated_at, rejections"
 )
-# Migration 0016 (requests.import_id not a foreign key PostgreSQL checks) taken back out.
+# Migration 0017 (attempts' and results' foreign keys not checked on PostgreSQL, attempts'
+# pages half free) taken back out.
+UNDO_0017: tuple[Undo, ...] = (
+    ("postgres", "ALTER TABLE attempts ADD CONSTRAINT attempts_request_id_fkey "
+                 "FOREIGN KEY (request_id) REFERENCES requests (id)"),
+    ("postgres", "ALTER TABLE attempts ADD CONSTRAINT attempts_batch_id_fkey "
+                 "FOREIGN KEY (batch_id) REFERENCES batches (id)"),
+    ("postgres", "ALTER TABLE results ADD CONSTRAINT results_attempt_id_fkey "
+                 "FOREIGN KEY (attempt_id) REFERENCES attempts (id)"),
+    ("postgres", "ALTER TABLE results ADD CONSTRAINT results_request_id_fkey "
+                 "FOREIGN KEY (request_id) REFERENCES requests (id)"),
+    ("postgres", "ALTER TABLE attempts RESET (fillfactor)"),
+)  # fmt: skip
+# Migration 0016 (requests.import_id not a foreign key PostgreSQL checks) taken back out, and
+# every later one.
 UNDO_0016: tuple[Undo, ...] = (
+    *UNDO_0017,
     ("postgres", "ALTER TABLE requests ADD CONSTRAINT requests_import_id_fkey "
                  "FOREIGN KEY (import_id) REFERENCES imports (id)"),
 )  # fmt: skip

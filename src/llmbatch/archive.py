@@ -27,15 +27,19 @@ The engine's archives are written by a thread of their own, one pass at a time, 
 tick goes on polling and ingesting (inline, an archive added half to a 100,000-request
 drain); a pass is started by each batch's ingest on the engine lease's holder (one tick may
 ingest many batches) and by the tick's archive step; within an archive, each file is sent
-while the next is made. The engine waits for the pass on close. `results.jsonl` and
-`attempts.jsonl` are written during ingest, line by line as outcomes are recorded
-(`Envelope`), and kept with the downloaded files, so the archive step only uploads them
-(their digests are taken as they are written). They are used only when they hold exactly
-what the store holds: every outcome of that ingest recorded as written, and as many results
-as the store has for the batch. An ingest cut short (a worker killed mid-ingest, resumed by
-another), a re-download or an adopted duplicate's lines landing on answered attempts leaves
-no such file, and the archive step reads them from the store, every result whole (nothing
-is left to the provider's files then, nor when they were downloaded again or are gone).
+while the next is made. The engine waits for the pass on close. What `results.jsonl` needs
+is kept during ingest as outcomes are recorded (`Envelope`: each result the provider's files
+do not hold, under its attempt id) with the downloaded files; the archiving thread joins it
+to the batch's attempt map from the store as it writes `attempts.jsonl` (`_joined`), so the
+engine's ingest does no per-request work for the archive (at 100,000 requests the map's read
+and lines were ~0.4 CPU s of its thread). It is used only when it holds exactly what the store
+holds: every outcome of that ingest recorded as written, as many results as the store has
+for the batch, and only attempts the batch carried. An ingest cut short (a worker killed
+mid-ingest, resumed by another), a re-download or an adopted duplicate's lines landing on
+answered attempts leaves no such file, and the archive step reads the results from the
+store, every result whole (nothing is left to the provider's files then, nor when they were
+downloaded again or are gone). Spools an older worker left (results.jsonl and
+attempts.jsonl written whole during ingest) are still read.
 """
 
 from __future__ import annotations
@@ -72,17 +76,18 @@ if TYPE_CHECKING:
 
 MAX_BACKOFF = 3600.0
 SPOOL_KINDS = "kinds.json"  # in a spool folder: which downloaded file is output, which error
-# in a spool folder: the envelope files written during ingest, and what says they are whole
-SPOOL_RESULTS, SPOOL_ATTEMPTS, SPOOL_ENVELOPE = (
-    "env-results.jsonl",
-    "env-attempts.jsonl",
-    "env-v2.json",
-)
-# The marker of a worker before manifest version 2 (results.jsonl held every result): still
-# read. Ours has another name so that such a worker, sharing the work directory during an
-# upgrade, never takes a results.jsonl without the successes for the whole of them: it finds
-# no marker it knows and reads the results from the store.
-SPOOL_ENVELOPE_V1 = "env.json"
+# In a spool folder: what ingest wrote of the envelope (each result the provider's files do
+# not hold, as its attempt id, its length and the end of its line; `Envelope`), and the
+# marker that says it is whole.
+SPOOL_PENDING, SPOOL_ENVELOPE = "env-pending.jsonl", "env-v3.json"
+# What workers before wrote, still read (a worker upgraded with archives due): results.jsonl
+# and attempts.jsonl whole, with the marker of manifest version 2 (`env-v2.json`: the
+# successes named in `rebuilt`) or version 1 (`env.json`: results.jsonl held every result).
+# Each marker has its own name so that an older worker, sharing the work directory during an
+# upgrade, never takes files it does not know: it finds no marker of its own and reads the
+# results from the store.
+SPOOL_RESULTS, SPOOL_ATTEMPTS = "env-results.jsonl", "env-attempts.jsonl"
+SPOOL_ENVELOPE_V2, SPOOL_ENVELOPE_V1 = "env-v2.json", "env.json"
 
 
 @dataclass(frozen=True)
@@ -140,15 +145,18 @@ def _digest(path: Path) -> dict[str, Any]:
 
 
 class Envelope:
-    """A batch's `results.jsonl` and `attempts.jsonl`, written in its ingest folder while it
-    is ingested, so the archive step need not read the batch's results back from the store.
+    """What a batch's `results.jsonl` needs, written in its ingest folder while it is
+    ingested, so the archive step need not read the batch's results back from the store.
 
     A success read from the provider's files is not written again: only its attempt id is
     kept (`rebuilt`), and `--from-archive` rebuilds its envelope from the archived output
     file through the provider's format, as ingest built it. Every other result (a failure
-    with its retry verdict, a cancellation, a request with no line) is written as `llmbatch
-    results` gives it (the same bytes as `jsonl_line` of the store's row). `whole()` says
-    whether the files can stand for the store's rows; the ingest keeps them with the
+    with its retry verdict, a cancellation, a request with no line) is kept as the end of
+    the line `llmbatch results` gives for it (`jsonl_tail`), under its attempt id: the
+    archive step puts each one's id and custom_id before it as it writes `attempts.jsonl`
+    from the store's attempt map (`_joined`), in the archiving thread, so the engine's
+    ingest does no per-request work for the archive but the outcomes it has. `whole()` says
+    whether the file can stand for the store's rows; the ingest keeps it with the
     downloaded files only then."""
 
     FINAL = ("succeeded", "failed", "cancelled")  # the outcomes that are results
@@ -156,33 +164,15 @@ class Envelope:
     def __init__(self, store: Store, batch_id: int, prefix: str, provider: str, folder: Path):
         self.store, self.batch_id, self.provider = store, batch_id, provider
         self.prefix = prefix
-        self.results_path = folder / SPOOL_RESULTS
-        self.attempts_path = folder / SPOOL_ATTEMPTS
+        self.pending_path = folder / SPOOL_PENDING
         self.lines = 0
         self.rebuilt: list[int] = []  # successes the provider's files hold, by attempt id
         self.spoiled = False
         self._out: IO[bytes] | None = None
-        self._provider_json = orjson.dumps(provider)
-        # Per attempt, its result id and custom id (the result id computed once for both
-        # files), and each file's digest taken as it is written: the archive step need not
-        # read them again before sending them.
-        self.ids: dict[int, tuple[str, str]] = {}
-        self._sha = {SPOOL_RESULTS: hashlib.sha256(), SPOOL_ATTEMPTS: hashlib.sha256()}
-        self._attempt_lines = self._newlines = 0
-        sid = store.store_id
         try:
-            for name in (SPOOL_ENVELOPE, SPOOL_ENVELOPE_V1):  # an earlier ingest's
+            for name in (SPOOL_ENVELOPE, SPOOL_ENVELOPE_V2, SPOOL_ENVELOPE_V1):  # an earlier's
                 (folder / name).unlink(missing_ok=True)
-            sha = self._sha[SPOOL_ATTEMPTS]
-            with open(self.attempts_path, "wb") as out:
-                for attempt_id, queue, custom_id in store.batch_attempt_map(batch_id):
-                    rid = result_id(sid, attempt_id)
-                    self.ids[attempt_id] = (rid, custom_id)
-                    line = _attempt_line(sid, prefix, attempt_id, queue, custom_id, rid)
-                    out.write(line)
-                    sha.update(line)
-                    self._attempt_lines += 1
-            self._out = open(self.results_path, "wb")  # noqa: SIM115 (closed in whole/discard)
+            self._out = open(self.pending_path, "wb")  # noqa: SIM115 (closed in whole/discard)
         except OSError:  # a full disk: the archive step reads them from the store
             self.spoil()
 
@@ -195,8 +185,7 @@ class Envelope:
         if applied != len(outcomes):
             self.spoil()
             return
-        write, sha, ids = self._out.write, self._sha[SPOOL_RESULTS].update, self.ids
-        provider, provider_json, rebuilt = self.provider, self._provider_json, self.rebuilt
+        write, provider, rebuilt = self._out.write, self.provider, self.rebuilt
         try:
             for o in outcomes:
                 if isinstance(o, tuple):  # a Succeeded tuple: a success with no error
@@ -212,19 +201,13 @@ class Envelope:
                     kind, code, message = o.kind, o.error_code, o.error_message
                 else:
                     continue
-                known = ids.get(a)
-                if known is None:
-                    self.spoil()
-                    return
                 if kind == "succeeded" and code is None and body is not None:
                     rebuilt.append(a)
                     continue
                 tail = jsonl_tail(kind, provider, status, rid, body, code, message)
-                line = jsonl_head(known[0], known[1], provider_json) + tail
-                write(line)
-                sha(line)
+                write(b"%d %d\n" % (a, len(tail)))
+                write(tail)
                 self.lines += 1
-                self._newlines += line.count(b"\n")  # lines as `_digest` counts them
         except OSError:  # a full disk: never a reason to stop an ingest
             self.spoil()
 
@@ -234,8 +217,8 @@ class Envelope:
 
     def whole(self) -> bool:
         """Close the file; True (and the marker written) if it and `rebuilt` hold every
-        result the store has for the batch, each recorded by this ingest. The files are
-        synced first: a marker never stands for files a power loss cut short."""
+        result the store has for the batch, each recorded by this ingest. The file is
+        synced first: a marker never stands for a file a power loss cut short."""
         out, self._out = self._out, None
         if out is None or self.spoiled:
             return False
@@ -245,22 +228,13 @@ class Envelope:
             out.close()
             if self.store.batch_result_count(self.batch_id) != self.lines + len(self.rebuilt):
                 return False
-            with open(self.attempts_path, "rb") as f:
-                os.fsync(f.fileno())
-            sizes = {p.name: p.stat().st_size for p in (self.results_path, self.attempts_path)}
-            lines = {SPOOL_RESULTS: self._newlines, SPOOL_ATTEMPTS: self._attempt_lines}
-            digests = {
-                name: {"lines": lines[name], "bytes": sizes[name], "sha256": h.hexdigest()}
-                for name, h in self._sha.items()
-            }
-            marker = self.results_path.parent / SPOOL_ENVELOPE
             said = {
                 "batch": self.batch_id,
-                "bytes": sizes,
-                "digests": digests,
+                "bytes": {SPOOL_PENDING: self.pending_path.stat().st_size},
+                "lines": self.lines,
                 "rebuilt": {"prefix": self.prefix, "attempts": ranges(self.rebuilt)},
             }
-            marker.write_text(json.dumps(said))
+            (self.pending_path.parent / SPOOL_ENVELOPE).write_text(json.dumps(said))
         except OSError:
             return False
         return True
@@ -475,7 +449,7 @@ class Archiver:
             spool = self.spool(batch_id)
             spooled = bool(got) and all(p.parent == spool for p in got.values())
             (results, attempts), known, rebuilt = self._envelope(
-                batch_id, attempts_of, prefix, work, spooled=spooled
+                batch_id, attempts_of, prefix, work, spooled=spooled, provider=str(b["provider"])
             )
             send("results.jsonl", results, known.get(SPOOL_RESULTS))
             send("attempts.jsonl", attempts, known.get(SPOOL_ATTEMPTS))
@@ -512,7 +486,7 @@ class Archiver:
         """Digest a file (unless its digest was taken as it was written), then write it to
         the target (in a sending thread)."""
         digest = digest or _digest(path)
-        self.target.put(key, path)
+        self.target.put(key, path, digest["sha256"])
         return digest
 
     def _input(self, attempts_of: int, prefix: str, provider: Provider, work: Path) -> Path:
@@ -557,15 +531,36 @@ class Archiver:
         return {names[f.kind]: f.path for f in got}, False
 
     def _envelope(
-        self, batch_id: int, attempts_of: int, prefix: str, work: Path, *, spooled: bool
+        self,
+        batch_id: int,
+        attempts_of: int,
+        prefix: str,
+        work: Path,
+        *,
+        spooled: bool,
+        provider: str,
     ) -> tuple[tuple[Path, Path], dict[str, dict[str, Any]], dict[str, Any] | None]:
-        """results.jsonl and attempts.jsonl: as the ingest wrote them when they are whole
-        (`Envelope`), with the digests it took (by spool file name; none from an older
-        worker's marker) and the successes left to the provider's files (`rebuilt`: only
-        when those files are the ones that ingest read, `spooled`), else from the store."""
+        """results.jsonl and attempts.jsonl with their digests (by file name, those known),
+        and the successes left to the provider's files (`rebuilt`: only when those files are
+        the ones that ingest read, `spooled`): joined from what the ingest wrote when it is
+        whole (`Envelope`), taken as an older worker's ingest wrote them, else from the
+        store."""
         spool = self.spool(batch_id)
         with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
-            ours = spool / SPOOL_ENVELOPE
+            marker = json.loads((spool / SPOOL_ENVELOPE).read_text())
+            rebuilt = marker["rebuilt"]
+            pending = spool / SPOOL_PENDING
+            # the successes it left to the provider's files need the files ingest read
+            whole = spooled or not rebuilt["attempts"]
+            if whole and pending.stat().st_size == marker["bytes"][SPOOL_PENDING]:
+                joined = self._joined(
+                    attempts_of, prefix, provider, work, pending, rebuilt["attempts"]
+                )
+                if joined is not None:
+                    return joined[0], joined[1], (rebuilt if rebuilt["attempts"] else None)
+            return self._from_store(attempts_of, prefix, work), {}, None
+        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+            ours = spool / SPOOL_ENVELOPE_V2
             marker = json.loads((ours if ours.is_file() else spool / SPOOL_ENVELOPE_V1).read_text())
             sizes = marker["bytes"]
             paths = spool / SPOOL_RESULTS, spool / SPOOL_ATTEMPTS
@@ -583,6 +578,70 @@ class Archiver:
                     rebuilt = None
                 return paths, known, rebuilt
         return self._from_store(attempts_of, prefix, work), {}, None
+
+    def _joined(
+        self,
+        attempts_of: int,
+        prefix: str,
+        provider: str,
+        work: Path,
+        pending: Path,
+        rebuilt: list[list[int]],
+    ) -> tuple[tuple[Path, Path], dict[str, dict[str, Any]]] | None:
+        """attempts.jsonl streamed from the store's attempt map, and results.jsonl from the
+        ingest's pending lines, each given the result id and custom_id of its attempt as
+        the map goes by; both digested as written. None when the ingest's file names an
+        attempt the batch did not carry, or names fewer successes than it kept: the caller
+        reads the results from the store then."""
+        sid = self.store.store_id
+        heads: dict[int, bytes] = {}  # attempt id -> the start of its line, once the map has it
+        with open(pending, "rb") as f:
+            while header := f.readline():
+                attempt, length = header.split()
+                heads[int(attempt)] = b""
+                f.seek(int(length), os.SEEK_CUR)
+        runs, run, found = rebuilt, 0, 0
+        expected = sum(last - first + 1 for first, last in runs)
+        provider_json = orjson.dumps(provider)
+        results, attempts = work / "results.jsonl", work / "attempts.jsonl"
+        digests: dict[str, dict[str, Any]] = {}
+        sha, size, lines, page = hashlib.sha256(), 0, 0, list[bytes]()
+        # `_attempt_line`'s bytes with one orjson call a line: the prefix and each queue are
+        # encoded once (`-<digits>` never needs escaping), the result id is hex
+        dumps, blake2b, sid_b = orjson.dumps, hashlib.blake2b, sid.encode()
+        sent, queues = dumps(prefix)[:-1], dict[str, bytes]()
+        with open(attempts, "wb") as out:
+            for attempt_id, queue, custom_id in self.store.batch_attempt_map(attempts_of):
+                digest = blake2b(b"%b:%d" % (sid_b, attempt_id), digest_size=16)
+                rid = b"batch_req_" + digest.hexdigest().encode()  # export.result_id
+                q = queues.get(queue) or queues.setdefault(queue, dumps(queue))
+                cid = dumps(custom_id)
+                page.append(
+                    b'{"attempt":%d,"sent_as":%b-%d","queue":%b,"custom_id":%b,"result_id":"%b"}\n'
+                    % (attempt_id, sent, attempt_id, q, cid, rid)
+                )
+                if attempt_id in heads:
+                    heads[attempt_id] = jsonl_head(rid.decode(), custom_id, provider_json)
+                while run < len(runs) and runs[run][1] < attempt_id:  # both in attempt order
+                    run += 1
+                if run < len(runs) and runs[run][0] <= attempt_id:
+                    found += 1
+                if len(page) >= 4096:
+                    size, lines = _written(out, sha, page, size, lines)
+            size, lines = _written(out, sha, page, size, lines)
+        digests[SPOOL_ATTEMPTS] = {"lines": lines, "bytes": size, "sha256": sha.hexdigest()}
+        if found != expected or not all(heads.values()):
+            return None  # a success or a result of an attempt this batch did not carry
+        sha, size, lines = hashlib.sha256(), 0, 0
+        with open(pending, "rb") as f, open(results, "wb") as out:
+            while header := f.readline():
+                attempt, length = header.split()
+                page.append(heads[int(attempt)] + f.read(int(length)))
+                if len(page) >= 4096:
+                    size, lines = _written(out, sha, page, size, lines)
+            size, lines = _written(out, sha, page, size, lines)
+        digests[SPOOL_RESULTS] = {"lines": lines, "bytes": size, "sha256": sha.hexdigest()}
+        return (results, attempts), digests
 
     def _from_store(self, attempts_of: int, prefix: str, work: Path) -> tuple[Path, Path]:
         """results.jsonl (the envelope) and attempts.jsonl, streamed from the store."""
@@ -618,3 +677,12 @@ def _carries(path: Path, prefix: str) -> bool:
     needle = f'"{prefix}-'.encode()
     with open(path, "rb") as f:
         return any(needle in line for line in f)
+
+
+def _written(out: IO[bytes], sha: Any, page: list[bytes], size: int, lines: int) -> tuple[int, int]:
+    """Write and digest a page of whole lines (then emptied); the bytes and lines so far."""
+    data = b"".join(page)
+    out.write(data)
+    sha.update(data)
+    page.clear()
+    return size + len(data), lines + data.count(b"\n")

@@ -17,7 +17,9 @@ role) — never from our config file. Its errors never carry the secret key.
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import hashlib
 import os
 import shutil
 from collections.abc import Iterator
@@ -53,7 +55,7 @@ class Target(Protocol):
     location: str  # the URL, for messages and manifests (never holds a secret)
 
     def check(self) -> None: ...
-    def put(self, key: str, path: Path) -> None: ...
+    def put(self, key: str, path: Path, sha256: str | None = None) -> None: ...
     def exists(self, key: str) -> bool: ...
     def open(self, key: str) -> IO[bytes]: ...
     def keys(self, prefix: str) -> Iterator[str]: ...
@@ -114,7 +116,7 @@ class FileTarget:
     def _path(self, key: str) -> Path:
         return self.root / key
 
-    def put(self, key: str, path: Path) -> None:
+    def put(self, key: str, path: Path, sha256: str | None = None) -> None:
         dest = self._path(key)
         tmp = dest.with_name(f".{dest.name}.partial")
         try:
@@ -175,6 +177,7 @@ class S3Target:
 
         self.location = s.url
         self.bucket, self.prefix = bucket, prefix
+        self.checksummed = s.checksums == "when_supported"
         config = Config(
             region_name=s.region,
             # A slow or down target costs a tick at most about two timeouts: the archive step
@@ -184,11 +187,15 @@ class S3Target:
             retries={"max_attempts": 2, "mode": "standard"},
             request_checksum_calculation=s.checksums,
             response_checksum_validation=s.checksums,
+            # Each upload carries the SHA-256 of what it sends in a signed header (`put`),
+            # which the server checks: the payload is not hashed again for the signature
+            # (boto3 does so over plain HTTP). Not for servers that refuse checksums.
+            s3={"payload_signing_enabled": False} if self.checksummed else None,
         )
         self.client = boto3.session.Session().client(
             "s3", endpoint_url=s.endpoint_url, config=config
         )
-        part = s.part_mb * (1 << 20)
+        self.part = part = s.part_mb * (1 << 20)
         # Two threads: at most two parts in memory at once, whatever the file's size.
         self.transfer = TransferConfig(
             multipart_threshold=part, multipart_chunksize=part, max_concurrency=2
@@ -225,10 +232,22 @@ class S3Target:
         except Exception:  # unreachable now (down, slow) is no config error: archives wait
             return
 
-    def put(self, key: str, path: Path) -> None:
+    def put(self, key: str, path: Path, sha256: str | None = None) -> None:
+        """Upload a file; `sha256` (hex) is its digest when the caller has taken it. With
+        checksums, one PUT carries the file's SHA-256 (that one, not hashed again) and each
+        part of a multipart upload its own, computed by boto3."""
         full = self._key(key)
+        extra: dict[str, str] = {}
         with self._errors(f"writing {key}"):
-            self.client.upload_file(str(path), self.bucket, full, Config=self.transfer)
+            if self.checksummed:
+                if path.stat().st_size < self.part:
+                    digest = bytes.fromhex(sha256) if sha256 else _sha256(path)
+                    extra["ChecksumSHA256"] = base64.b64encode(digest).decode()
+                else:
+                    extra["ChecksumAlgorithm"] = "SHA256"
+            self.client.upload_file(
+                str(path), self.bucket, full, Config=self.transfer, ExtraArgs=extra
+            )
 
     def abort_uploads(self, prefix: str) -> None:
         """Abort the multipart uploads a killed worker left under a prefix, so their parts
@@ -266,6 +285,14 @@ class S3Target:
             for page in pages.paginate(Bucket=self.bucket, Prefix=full):
                 for obj in page.get("Contents", []):
                     yield str(obj["Key"])[strip:]
+
+
+def _sha256(path: Path) -> bytes:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK):
+            h.update(chunk)
+    return h.digest()
 
 
 @contextlib.contextmanager

@@ -6,6 +6,7 @@ and stopping no other work."""
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import hashlib
 import json
@@ -19,7 +20,14 @@ import pytest
 
 from helpers import E2E_KEY_ENV, cli, fast_settings, request_states, sql
 from llmbatch import Queue
-from llmbatch.archive import Archiver, ArchiveSettings, _attempt_line, _digest, from_archive
+from llmbatch.archive import (
+    SPOOL_ATTEMPTS,
+    Archiver,
+    ArchiveSettings,
+    _attempt_line,
+    _digest,
+    from_archive,
+)
 from llmbatch.archived import _rebuilt
 from llmbatch.emulator import running
 from llmbatch.engine import Engine
@@ -310,6 +318,57 @@ def test_a_cut_mid_multipart_upload_leaves_no_object_and_no_parts(
         target.put("big.jsonl", big)
     got = s3.get_object(Bucket=bucket, Key="m/big.jsonl")["Body"].read()
     assert hashlib.sha256(got).digest() == hashlib.sha256(big.read_bytes()).digest()
+
+
+@pytest.mark.parametrize("checksums", ["when_supported", "when_required"])
+def test_an_upload_carries_the_sha256_taken_for_the_manifest_and_is_not_hashed_again(
+    moto: str, bucket: str, tmp_path: Path, checksums: str
+) -> None:
+    """Over plain HTTP boto3 hashes each payload for its signature; with checksums, a PUT
+    carries instead the SHA-256 the archive took for its manifest (a signed header the server
+    checks), and each part of a multipart upload its own: the body is not hashed again. A
+    server that refuses checksums (`when_required`) gets the signed payload as before."""
+    from llmbatch.targets import S3Target, TargetSettings
+
+    small, big = tmp_path / "small.jsonl", tmp_path / "big.jsonl"
+    small.write_bytes(b'{"a": 1}\n' * 1000)
+    big.write_bytes(b'{"line": "%s"}\n' % (b"x" * 1000) * 6000)  # two parts of 5 MiB
+    settings = TargetSettings(
+        url=f"s3://{bucket}/c", endpoint_url=moto, part_mb=5, checksums=checksums
+    )
+    target = S3Target(settings, bucket, "c")
+    sent: list[dict[str, str]] = []
+
+    def seen(request: Any, **_: Any) -> None:
+        if request.method == "PUT":
+            sent.append(
+                {
+                    k.lower(): v if isinstance(v, str) else v.decode()
+                    for k, v in request.headers.items()
+                }
+            )
+
+    target.client.meta.events.register("before-send.s3", seen)
+    sha = hashlib.sha256(small.read_bytes())
+    target.put("small.jsonl", small, sha.hexdigest())
+    target.put("big.jsonl", big)
+    target.put("none.jsonl", small)  # no digest given: taken here
+    assert len(sent) == 4  # one PUT each, two parts
+    if checksums == "when_required":
+        assert all(h["x-amz-content-sha256"] != "UNSIGNED-PAYLOAD" for h in sent)
+        assert not any(k.startswith("x-amz-checksum") for h in sent for k in h)
+    else:
+        assert all(h["x-amz-content-sha256"] == "UNSIGNED-PAYLOAD" for h in sent)
+        b64 = base64.b64encode(sha.digest()).decode()
+        assert sent[0]["x-amz-checksum-sha256"] == sent[3]["x-amz-checksum-sha256"] == b64
+        parts = [big.read_bytes()[: 5 << 20], big.read_bytes()[5 << 20 :]]
+        want = {base64.b64encode(hashlib.sha256(p).digest()).decode() for p in parts}
+        assert {h["x-amz-checksum-sha256"] for h in sent[1:3]} == want
+        assert not any(k.startswith("x-amz-checksum-crc") for h in sent for k in h)
+    s3 = s3_client(moto)
+    for key, path in (("small", small), ("big", big), ("none", small)):
+        got = s3.get_object(Bucket=bucket, Key=f"c/{key}.jsonl")["Body"].read()
+        assert got == path.read_bytes()
 
 
 def test_parts_a_killed_upload_left_are_aborted(moto: str, bucket: str, tmp_path: Path) -> None:
@@ -760,7 +819,7 @@ def test_a_worker_killed_mid_ingest_still_leaves_a_whole_archive(
             with pytest.raises(Killed):
                 tick_until(a, lambda: False)
             assert chunks == [4] and request_states(db) == {"succeeded": 4, "submitted": 8}
-            assert list(work.glob("ingest-*/env-results.jsonl"))  # half a file, left there
+            assert list(work.glob("ingest-*/env-pending.jsonl"))  # half a file, left there
             b.store.release_claims(a.holder)  # A is dead: B takes its engine lease and claims over
             tick_until(
                 b,
@@ -784,7 +843,12 @@ def test_an_envelope_left_by_an_older_worker_is_digested_before_it_is_sent(
 ) -> None:
     """A spool an older worker left (its env.json has sizes, no digests) is used as before and
     its files digested by the archive step; digests whose size is not the file's are not used."""
-    from llmbatch.archive import SPOOL_ATTEMPTS, SPOOL_ENVELOPE, SPOOL_ENVELOPE_V1, SPOOL_RESULTS
+    from llmbatch.archive import (
+        SPOOL_ATTEMPTS,
+        SPOOL_ENVELOPE_V1,
+        SPOOL_ENVELOPE_V2,
+        SPOOL_RESULTS,
+    )
 
     archiver = object.__new__(Archiver)
     archiver.workdir = tmp_path
@@ -794,7 +858,9 @@ def test_an_envelope_left_by_an_older_worker_is_digested_before_it_is_sent(
     (spool / SPOOL_ATTEMPTS).write_bytes(b'{"attempt":1}\n')
     sizes = {SPOOL_RESULTS: 11, SPOOL_ATTEMPTS: 14}
     (spool / SPOOL_ENVELOPE_V1).write_text(json.dumps({"batch": 3, "bytes": sizes}))
-    paths, known, rebuilt = archiver._envelope(3, 3, "lb-x", tmp_path / "work", spooled=True)
+    paths, known, rebuilt = archiver._envelope(
+        3, 3, "lb-x", tmp_path / "work", spooled=True, provider="openai"
+    )
     assert paths == (spool / SPOOL_RESULTS, spool / SPOOL_ATTEMPTS) and known == {}
     assert rebuilt is None  # an older worker's results.jsonl holds every result
     stale = {"lines": 1, "bytes": 10, "sha256": "0" * 64}
@@ -802,16 +868,20 @@ def test_an_envelope_left_by_an_older_worker_is_digested_before_it_is_sent(
     (spool / SPOOL_ENVELOPE_V1).write_text(
         json.dumps({"batch": 3, "bytes": sizes, "digests": digests})
     )
-    _paths, known, _r = archiver._envelope(3, 3, "lb-x", tmp_path / "work", spooled=True)
+    _paths, known, _r = archiver._envelope(
+        3, 3, "lb-x", tmp_path / "work", spooled=True, provider="openai"
+    )
     assert known == {SPOOL_ATTEMPTS: _digest(spool / SPOOL_ATTEMPTS)}
     # successes left to provider files that are not the ones ingest read (downloaded again):
     # every result is read from the store instead
     marker = {"batch": 3, "bytes": sizes, "rebuilt": {"prefix": "lb-x", "attempts": [[1, 1]]}}
-    (spool / SPOOL_ENVELOPE).write_text(json.dumps(marker))
+    (spool / SPOOL_ENVELOPE_V2).write_text(json.dumps(marker))
     archiver._from_store = lambda *a: ("from", "store")  # type: ignore[method-assign,assignment]
-    got = archiver._envelope(3, 3, "lb-x", tmp_path / "work", spooled=False)
+    got = archiver._envelope(3, 3, "lb-x", tmp_path / "work", spooled=False, provider="openai")
     assert got == (("from", "store"), {}, None)
-    paths, _k, rebuilt = archiver._envelope(3, 3, "lb-x", tmp_path / "work", spooled=True)
+    paths, _k, rebuilt = archiver._envelope(
+        3, 3, "lb-x", tmp_path / "work", spooled=True, provider="openai"
+    )
     assert rebuilt == {"prefix": "lb-x", "attempts": [[1, 1]]} and paths[0].parent == spool
 
 
@@ -907,22 +977,35 @@ def test_successes_are_rebuilt_from_the_providers_files_through_its_format(
 def test_the_envelope_leaves_successes_to_the_providers_file_under_a_marker_of_its_own(
     tmp_path: Path,
 ) -> None:
-    """During ingest a success is kept by attempt id, every other result written whole; the
-    marker has a name a worker before manifest version 2 does not read (sharing the work
-    directory during an upgrade, it would take results.jsonl for every result)."""
-    from llmbatch.archive import SPOOL_ENVELOPE, SPOOL_ENVELOPE_V1, SPOOL_RESULTS, Envelope
+    """During ingest a success is kept by attempt id, every other result as the end of its
+    line under its attempt id, with no per-request work for the archive (the attempt map is
+    not read); the archive step joins them to the attempt map into results.jsonl and
+    attempts.jsonl, digested as written. The marker has a name no older worker reads
+    (sharing the work directory during an upgrade, it would take files it does not know)."""
+    from llmbatch.archive import (
+        SPOOL_ENVELOPE,
+        SPOOL_ENVELOPE_V1,
+        SPOOL_ENVELOPE_V2,
+        SPOOL_PENDING,
+        SPOOL_RESULTS,
+        Envelope,
+    )
     from llmbatch.store.types import Outcome
+
+    carried, maps_read = [4, 5, 6, 9], []
 
     class Store:
         store_id = "lbX"
 
         def batch_attempt_map(self, batch_id: int) -> list[tuple[int, str, str]]:
-            return [(a, "q", f"r{a}") for a in (4, 5, 6, 9)]
+            maps_read.append(batch_id)
+            return [(a, "q", f"r{a}") for a in carried]
 
         def batch_result_count(self, batch_id: int) -> int:
             return 4
 
-    (tmp_path / SPOOL_ENVELOPE_V1).write_text("{}")  # an earlier ingest's, by older code
+    for old in (SPOOL_ENVELOPE_V1, SPOOL_ENVELOPE_V2):  # an earlier ingest's, by older code
+        (tmp_path / old).write_text("{}")
     env = Envelope(Store(), 1, "lbX-n", "openai", tmp_path)  # type: ignore[arg-type]
     body = b'{"choices":[]}'
     outcomes = [
@@ -935,8 +1018,42 @@ def test_the_envelope_leaves_successes_to_the_providers_file_under_a_marker_of_i
     env.add(outcomes, len(outcomes))
     assert env.whole()
     assert not (tmp_path / SPOOL_ENVELOPE_V1).exists()
+    assert not (tmp_path / SPOOL_ENVELOPE_V2).exists()
     marker = json.loads((tmp_path / SPOOL_ENVELOPE).read_text())
     assert marker["rebuilt"] == {"prefix": "lbX-n", "attempts": [[4, 5], [9, 9]]}
+    assert maps_read == []  # nothing per request during ingest
+
+    archiver = object.__new__(Archiver)
+    archiver.store = Store()  # type: ignore[assignment]
+    work = tmp_path / "work"
+    work.mkdir()
+    runs = marker["rebuilt"]["attempts"]
+    pending = tmp_path / SPOOL_PENDING
+    got = archiver._joined(1, "lbX-n", "openai", work, pending, runs)
+    assert got is not None
+    (results, attempts), digests = got
     head = jsonl_head(result_id("lbX", 6), "r6", b'"openai"')
     tail = jsonl_tail("failed", "openai", 400, None, body, "bad", "m")
-    assert (tmp_path / SPOOL_RESULTS).read_bytes() == head + tail
+    assert results.read_bytes() == head + tail
+    assert attempts.read_bytes() == b"".join(
+        old_attempt_line("lbX", "lbX-n", a, "q", f"r{a}") for a in carried
+    )
+    assert digests == {SPOOL_RESULTS: _digest(results), SPOOL_ATTEMPTS: _digest(attempts)}
+    # a result or a success of an attempt the batch did not carry: read from the store
+    carried = [4, 5, 9]
+    assert archiver._joined(1, "lbX-n", "openai", work, pending, runs) is None
+    carried = [4, 6, 9]
+    assert archiver._joined(1, "lbX-n", "openai", work, pending, runs) is None
+    # as the archive step takes it from the spool: the successes need the files ingest read
+    carried = [4, 5, 6, 9]
+    archiver.workdir = tmp_path
+    spool = archiver.spool(1)
+    spool.mkdir()
+    for name in (SPOOL_PENDING, SPOOL_ENVELOPE):
+        (tmp_path / name).rename(spool / name)
+    paths, known, rebuilt = archiver._envelope(1, 1, "lbX-n", work, spooled=True, provider="openai")
+    assert paths[0].read_bytes() == head + tail and rebuilt == marker["rebuilt"]
+    assert known == {SPOOL_RESULTS: _digest(paths[0]), SPOOL_ATTEMPTS: _digest(paths[1])}
+    archiver._from_store = lambda *a: ("from", "store")  # type: ignore[method-assign,assignment]
+    got = archiver._envelope(1, 1, "lbX-n", work, spooled=False, provider="openai")
+    assert got == (("from", "store"), {}, None)

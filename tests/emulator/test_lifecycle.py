@@ -333,3 +333,40 @@ def test_file_upload_with_expires_after(client: openai.OpenAI) -> None:
             purpose="batch",
             expires_after={"anchor": "created_at", "seconds": 5},
         )
+
+
+def test_a_batch_completes_in_the_round_that_ran_its_last_line(tmp_path) -> None:
+    """Finalizing and completing (when due) follow the last line in the same step: a round
+    later each, they waited for every other batch's step, and validating another large
+    batch took seconds (at 100,000 requests, the first batch's completion waited ~2 s on
+    the second's validation)."""
+    from llmbatch.emulator.config import make_config
+    from llmbatch.emulator.core import Emulator
+    from llmbatch.emulator.surfaces import OPENAI
+    from llmbatch.emulator.worker import Worker
+
+    emu = Emulator(tmp_path, 0.0, make_config({"seed": 3, "clock_start": 1.8e9}), Worker)
+    try:
+        ids = []
+        for name in ("first", "second"):
+            file_id = f"file-{name}"
+            lines = [chat_line(i, max_tokens=5) for i in range(20)]
+            emu.state.file_path(file_id).write_bytes(
+                b"".join(json.dumps(x).encode() + b"\n" for x in lines)
+            )
+            emu.state.add_file(OPENAI.name, emu.file_object(file_id, 1, name, "batch", None))
+            params = {"input_file_id": file_id, "endpoint": "/v1/chat/completions"}
+            params |= {"completion_window": "24h", "metadata": None}
+            ids.append(emu.create_batch(OPENAI, params | {"output_expires_after": None}).id)
+            if name == "first":
+                emu.worker.tick(emu.now())  # validated, nothing run on a frozen clock
+                emu.clock.advance(1)
+
+        def statuses() -> list[str | None]:
+            return [getattr(emu.state.get_batch(i), "status", None) for i in ids]
+
+        assert statuses() == ["in_progress", "validating"]
+        emu.worker.tick(emu.now())  # the first batch's lines, then the second's validation
+        assert statuses() == ["completed", "in_progress"]
+    finally:
+        emu.close()

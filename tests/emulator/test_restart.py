@@ -175,3 +175,52 @@ def test_a_batch_validated_without_prompt_counts_still_runs_the_same(tmp_path: P
             assert not counted.exists()
             results.append((done.request_counts, done.usage, _files(client, done)))
     assert results[0] == results[1]
+
+
+def test_a_batch_validated_without_prepared_lines_still_runs_the_same(tmp_path: Path) -> None:
+    """Validation keeps what the worker needs of each plain chat line (`.pre`, `.prx`:
+    prepared.py) so it parses no JSON; a batch validated by an emulator that kept none of
+    that, nor the prompt counts, reads and answers every line in full, with the same
+    results, plain lines and the others (tools, several choices, bad caps) alike."""
+    tools = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]
+    lines = [
+        chat_line(i, **extra)
+        for i, extra in enumerate(
+            [
+                {},
+                {"max_tokens": 7},
+                {"max_completion_tokens": 30, "temperature": 0},
+                {"n": 2},
+                {"tools": tools},
+                {"max_tokens": 10_000_000},
+                {"max_tokens": "5"},
+                {"n": 9},
+                {"messages": []},
+                {"response_format": {"type": "text"}, "max_tokens": 3},
+            ]
+            * 5
+        )
+    ]
+    for i, line in enumerate(lines[::7]):
+        line["custom_id"] = f'odd "id" \\ {i} \u2028 ü'
+    results = []
+    for name in ("kept", "dropped"):
+        data = tmp_path / name
+        with running(data, request_failure_rate=0.1, length_rate=0.2, **FIXED) as emu:
+            client = openai.OpenAI(base_url=emu.base_url, api_key="k", max_retries=0)
+            f = upload(client, lines)
+            batch_id = client.batches.create(
+                input_file_id=f.id, endpoint="/v1/chat/completions", completion_window="24h"
+            ).id
+            wait(client, batch_id, ("in_progress",))
+            kept = [data / "work" / f"{batch_id}.{suffix}" for suffix in ("pre", "prx", "tok")]
+            assert all(p.exists() for p in kept)
+            if name == "dropped":
+                for p in kept:
+                    p.unlink()
+            emu.control.advance(1000)
+            done = wait(client, batch_id)
+            assert not any(p.exists() for p in kept)
+            results.append((done.request_counts, done.usage, _files(client, done)))
+    assert results[0] == results[1]
+    assert results[0][0].completed > 0 and results[0][0].failed > 0

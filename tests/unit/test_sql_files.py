@@ -83,10 +83,13 @@ def test_a_dialects_own_query_replaces_the_shared_one_of_its_name() -> None:
 def test_psycopgs_style_is_derived_once_per_statement() -> None:
     sql = "SELECT x::text, '%' FROM t WHERE a = :a AND b IN (SELECT value FROM json_each(:ids_2))"
     assert for_dialect("postgres", sql) == (
-        "SELECT x::text, '%%' FROM t WHERE a = %(a)s AND b IN "
-        "(SELECT value FROM json_array_elements_text(CAST(%(ids_2)s AS json)))"
+        "SELECT x::text, '%%' FROM t WHERE a = %(a)s AND b = ANY(ARRAY("
+        "SELECT value FROM json_array_elements_text(CAST(%(ids_2)s AS json))))"
     )
     assert for_dialect("sqlite", sql) == sql
+    # NOT IN keeps its subquery (= ANY would not say it)
+    negated = "SELECT 1 FROM t WHERE b NOT IN (SELECT value FROM json_each(:ids))"
+    assert "NOT IN (SELECT value FROM json_array_elements_text" in for_dialect("postgres", negated)
 
 
 def test_the_bulk_insert_binds_by_position_in_the_rows_order() -> None:

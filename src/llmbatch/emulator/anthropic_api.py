@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import FileResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from llmbatch.emulator import message_batches as mb
@@ -40,7 +40,7 @@ from llmbatch.emulator.anthropic_synth import (
     message,
 )
 from llmbatch.emulator.calls import Surface, operation
-from llmbatch.emulator.envelope import AnthropicApiError, json_response
+from llmbatch.emulator.envelope import AnthropicApiError, file_response, json_response
 from llmbatch.emulator.models import ModelCard
 from llmbatch.emulator.surfaces import ANTHROPIC
 
@@ -148,7 +148,7 @@ async def batches_results(request: Request, emu: Emulator, surface: Surface) -> 
         )
     if not path.exists():
         raise mb.not_found(batch_id)
-    return FileResponse(path, media_type="application/binary", stat_result=path.stat())
+    return file_response(path, "application/binary")
 
 
 # --- real-time messages ----------------------------------------------------------------------

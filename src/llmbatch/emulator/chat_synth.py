@@ -27,6 +27,7 @@ from llmbatch.emulator.replies import (
     text_length,
     text_tokens,
     words,
+    words_bytes,
 )
 from llmbatch.emulator.structured import Format, Plan, chat_plan, echo_tools, responses_plan
 
@@ -133,10 +134,15 @@ def chat(
     return out, Usage(prompt, out_tokens, reasoning_total)
 
 
-_USAGE_DETAILS = (
+#: A plain chat reply as orjson writes `chat`'s dicts.
+_PLAIN_REPLY = (
+    b'{"id":"%s%s,"choices":[{"index":0,"message":{"role":"assistant","content":"%s",'
+    b'"refusal":null,"annotations":[]},"logprobs":null,"finish_reason":"%s"}],"usage":'
+    b'{"prompt_tokens":%d,"completion_tokens":%d,"total_tokens":%d,'
     b'"prompt_tokens_details":{"cached_tokens":0,"audio_tokens":0},'
     b'"completion_tokens_details":{"reasoning_tokens":%d,"audio_tokens":0,'
-    b'"accepted_prediction_tokens":0,"rejected_prediction_tokens":0}}'
+    b'"accepted_prediction_tokens":0,"rejected_prediction_tokens":0}},'
+    b'"service_tier":"default","system_fingerprint":"fp_emulator"}'
 )
 
 
@@ -153,33 +159,63 @@ def plain_chat_json(
     """`chat`'s reply as the JSON orjson writes of it, from a template, when the request
     asks for plain text in one choice (a batch's usual line); None otherwise. The batch
     worker writes a line per request: building and encoding `chat`'s dicts cost twice this."""
-    n_choices = body.get("n") or 1
-    if type(n_choices) is not int or n_choices != 1:
-        return None
-    plan = chat_plan(body, h)
-    if plan.call is not None or plan.format.kind != "text":
+    if not is_plain_chat(body, h):
         return None
     cap, _ = cap_of("chat", body)
-    visible, hit = text_length(h, prompt, cap, length_rate, ceiling)
-    shown, reasoning = _reasoning(model, visible, False, cap)
-    out = shown + reasoning
-    encoded = b"".join(
-        (
-            b'{"id":"',
-            ident("chatcmpl-", h, salt).encode(),
-            b'","object":"chat.completion","created":%d,"model":' % created,
-            orjson.dumps(model),
-            b',"choices":[{"index":0,"message":{"role":"assistant","content":',
-            orjson.dumps(words(h, shown)),
-            b',"refusal":null,"annotations":[]},"logprobs":null,"finish_reason":',
-            b'"length"' if hit else b'"stop"',
-            b'}],"usage":{"prompt_tokens":%d,"completion_tokens":%d,"total_tokens":%d,'
-            % (prompt, out, prompt + out),
-            _USAGE_DETAILS % reasoning,
-            b',"service_tier":"default","system_fingerprint":"fp_emulator"}',
-        )
+    head = b'","object":"chat.completion","created":%d,"model":%s' % (created, orjson.dumps(model))
+    encoded, out, reasoning = plain_chat_reply(
+        ident("chatcmpl-", h, salt).encode(),
+        h,
+        head,
+        is_reasoning(model),
+        prompt,
+        cap,
+        length_rate,
+        ceiling,
     )
     return encoded, Usage(prompt, out, reasoning)
+
+
+def is_plain_chat(body: Json, h: bytes) -> bool:
+    """Whether a chat request asks for plain text in one choice (`plain_chat_reply`'s);
+    raises RequestError as `chat` would."""
+    n_choices = body.get("n") or 1
+    if type(n_choices) is not int or n_choices != 1:
+        return False
+    plan = chat_plan(body, h)
+    return plan.call is None and plan.format.kind == "text"
+
+
+def plain_chat_reply(
+    ident_: bytes,
+    h: bytes,
+    head: bytes,
+    reasoning_model: bool,
+    prompt: int,
+    cap: int | None,
+    length_rate: float,
+    ceiling: int,
+) -> tuple[bytes, int, int]:
+    """A plain chat reply's JSON, its output tokens and its reasoning tokens, from what it
+    depends on: its id (`ident`), the request's hash, `head` (the `object`, `created` and
+    `model` fields, encoded once per batch) and its counts."""
+    visible, hit = text_length(h, prompt, cap, length_rate, ceiling)
+    if reasoning_model:  # `_reasoning` of a text reply
+        shown, reasoning = visible - visible // 2, visible // 2
+    else:
+        shown, reasoning = visible, 0
+    out = shown + reasoning
+    encoded = _PLAIN_REPLY % (
+        ident_,
+        head,
+        words_bytes(h, shown),
+        b"length" if hit else b"stop",
+        prompt,
+        out,
+        prompt + out,
+        reasoning,
+    )
+    return encoded, out, reasoning
 
 
 def responses(

@@ -34,13 +34,13 @@ import orjson
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import FileResponse, Response
+from starlette.responses import Response
 from starlette.routing import BaseRoute, Match, Route
 
 from llmbatch.emulator import gemini_batches as gb
 from llmbatch.emulator import gemini_files as gf
 from llmbatch.emulator.calls import DroppingResponse, Handler, Surface, operation
-from llmbatch.emulator.envelope import GoogleApiError, json_response
+from llmbatch.emulator.envelope import GoogleApiError, file_response, json_response
 from llmbatch.emulator.surfaces import GEMINI
 
 if TYPE_CHECKING:
@@ -154,7 +154,7 @@ async def files_download(request: Request, emu: Emulator, surface: Surface) -> R
             "FAILED_PRECONDITION",
         )
     path = gf.content_path(emu, file_id)
-    return FileResponse(path, media_type=obj.get("mimeType"), stat_result=path.stat())
+    return file_response(path, obj.get("mimeType"))
 
 
 # --- batches ---------------------------------------------------------------------------------

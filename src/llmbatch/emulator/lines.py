@@ -27,16 +27,22 @@ def write_index(path: Path, offsets: array[int]) -> None:
         offsets.tofile(f)
 
 
+def processing_order(total: int, seed: str | None) -> array[int]:
+    """The order a batch's `total` lines run in: the identity, or a permutation seeded by
+    `seed` (the batch id), the same after a restart."""
+    order = list(range(total))
+    if seed is not None:
+        random.Random(seed).shuffle(order)
+    return array("I", order)
+
+
 class Lines:
     """One batch's request lines, read by position in processing order."""
 
     def __init__(self, index: Path, data: Path, *, shuffle_seed: str | None) -> None:
         self.offsets = array("Q")
         self.offsets.frombytes(index.read_bytes())
-        order = list(range(len(self.offsets) - 1))
-        if shuffle_seed is not None:
-            random.Random(shuffle_seed).shuffle(order)
-        self.order = array("I", order)
+        self.order = processing_order(len(self.offsets) - 1, shuffle_seed)
         self.fd = os.open(data, os.O_RDONLY)
 
     @property

@@ -19,12 +19,18 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import FileResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from llmbatch.emulator.calls import Surface, operation
 from llmbatch.emulator.core import FILE_TTL
-from llmbatch.emulator.envelope import ApiError, bad_request, json_response, not_found
+from llmbatch.emulator.envelope import (
+    ApiError,
+    bad_request,
+    file_response,
+    json_response,
+    not_found,
+)
 from llmbatch.emulator.synth import RequestError, respond
 from llmbatch.emulator.validation import check_create, check_expires_after
 
@@ -208,7 +214,7 @@ async def files_content(request: Request, emu: Emulator, surface: Surface) -> Re
     path = emu.state.file_path(obj["id"])
     if not path.exists():
         raise not_found(f"No such File object: {obj['id']}")
-    return FileResponse(path, media_type="application/octet-stream", stat_result=path.stat())
+    return file_response(path, "application/octet-stream")
 
 
 # --- batches ---------------------------------------------------------------------------------

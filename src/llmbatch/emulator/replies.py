@@ -93,6 +93,17 @@ def words(h: bytes, n: int) -> str:
     return " ".join(_TEXT[(start + i) % 8192] for i in range(n))
 
 
+_TEXT_BYTES = [w.encode() for w in _TEXT]
+
+
+def words_bytes(h: bytes, n: int) -> bytes:
+    """`words(h, n)` encoded (as JSON, inside quotes: they need no escapes)."""
+    if n <= 4096:
+        start = int.from_bytes(h[12:16], "big") % 4096
+        return b" ".join(_TEXT_BYTES[start : start + n])
+    return words(h, n).encode()
+
+
 def median(prompt_tokens: int) -> float:
     """The median natural reply length for a prompt of this size."""
     return min(MEDIAN_MAX, MEDIAN_BASE + MEDIAN_PER_PROMPT_TOKEN * prompt_tokens)
@@ -103,17 +114,21 @@ def text_length(
 ) -> tuple[int, bool]:
     """(output tokens, whether the cap cut the reply) for a text reply. `cap` is the
     request's; `ceiling` the model's largest output (0: none)."""
-    if cap is not None and share(h, 4) < length_rate:
+    # `share`, `median` and `_quantile` written out: the batch worker calls this per line.
+    if cap is not None and int.from_bytes(h[4:8], "big") / 2**32 < length_rate:
         return cap, True
-    m = median(prompt_tokens)
+    m = min(MEDIAN_MAX, MEDIAN_BASE + MEDIAN_PER_PROMPT_TOKEN * prompt_tokens)
     top = cap if cap is not None else (ceiling or None)
     if top is not None and top <= 1:
         return 1, cap is None and ceiling == 1
     # Inverse CDF of the log-normal, cut below `top` (rounded lengths stay under it).
     p_top = 1.0 if top is None else _cdf_below(top, m)
-    n = max(1, round(m * math.exp(SIGMA * _quantile(share(h, 0) * p_top))))
-    if top is not None:
-        n = min(n, top - 1)
+    x = int.from_bytes(h[0:4], "big") / 2**32 * p_top * _STEPS
+    i = min(int(x), _STEPS - 1)
+    low = _QUANTILES[i]
+    n = max(1, round(m * math.exp(SIGMA * (low + (_QUANTILES[i + 1] - low) * (x - i)))))
+    if top is not None and n >= top:
+        n = top - 1
     return n, False
 
 

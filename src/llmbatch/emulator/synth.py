@@ -107,14 +107,26 @@ def _tokens_of_json(raw: bytes) -> int:
 
 
 def _messages_tokens(messages: list[Any], model: str = "") -> int:
-    n = _PRIME
+    # String contents are counted together, joined by spaces: no token spans a space, so
+    # the sum is the same, for one count instead of one per message.
+    n = _PRIME + _PER_MESSAGE * len(messages)
+    texts = []
     for m in messages:
-        if isinstance(m, dict):
-            n += _PER_MESSAGE + _content_tokens(m.get("content"), model)
-            n += 1 if m.get("name") else 0
+        if type(m) is dict:
+            content = m.get("content")
+            if type(content) is str:
+                texts.append(content)
+            else:
+                n += _content_tokens(content, model)
+            if m.get("name"):
+                n += 1
+        elif isinstance(m, dict):
+            n += _content_tokens(m.get("content"), model) + (1 if m.get("name") else 0)
         elif isinstance(m, str):
-            n += _PER_MESSAGE + text_tokens(m)
-    return n
+            texts.append(m)
+        else:
+            n -= _PER_MESSAGE
+    return n + text_tokens(" ".join(texts))
 
 
 def _inputs(value: Any, param: str) -> list[Any]:
@@ -137,6 +149,9 @@ def _input_tokens(item: Any) -> int:
     return 0
 
 
+_CHAT_EXTRAS = ("tools", "functions", "response_format")
+
+
 def prompt_tokens(kind: str, body: Json) -> int:
     """Prompt tokens of one request body under the emulator's token rule."""
     model = str(body.get("model") or "")
@@ -144,8 +159,12 @@ def prompt_tokens(kind: str, body: Json) -> int:
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages:
             raise RequestError("'messages' must be a non-empty array.", "messages")
-        extra = sum(json_tokens(body.get(k)) for k in ("tools", "functions", "response_format"))
-        return _messages_tokens(messages, model) + extra
+        n = _messages_tokens(messages, model)
+        for key in _CHAT_EXTRAS:
+            value = body.get(key)
+            if value:
+                n += json_tokens(value)
+        return n
     if kind == "responses":
         value = body.get("input")
         if isinstance(value, str):
@@ -198,6 +217,12 @@ _NOT_SERVED = {
 def check_limits(kind: str, body: Json, card: ModelCard, prompt: int) -> None:
     """Refuse what the model cannot do, as the service does: an endpoint it does not serve
     (404), a cap over its largest output, a prompt over its context window (400)."""
+    _check_served(kind, card)
+    cap, key = cap_of(kind, body)
+    check_counts(kind, card, prompt, cap, key)
+
+
+def _check_served(kind: str, card: ModelCard) -> None:
     if not card.serves(kind):
         served = card.endpoints or frozenset()
         other = "responses" if "responses" in served else "chat" if "chat" in served else ""
@@ -205,7 +230,12 @@ def check_limits(kind: str, body: Json, card: ModelCard, prompt: int) -> None:
         if kind not in ("chat", "completions") or message is None:
             message = f"The model '{card.id}' does not support the v1/{kind} endpoint."
         raise RequestError(message, "model", status=404)
-    cap, key = cap_of(kind, body)
+
+
+def check_counts(kind: str, card: ModelCard, prompt: int, cap: int | None, key: str | None) -> None:
+    """`check_limits` for a request whose cap (`cap_of`) is already read: what the batch
+    worker runs on a line whose body validation has read."""
+    _check_served(kind, card)
     if key is not None and cap is not None and 0 < card.max_output_tokens < cap:
         what = "output" if kind == "responses" else "completion"
         raise RequestError(

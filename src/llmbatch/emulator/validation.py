@@ -34,8 +34,10 @@ from typing import Any
 
 import orjson
 
+from llmbatch.emulator import prepared
 from llmbatch.emulator.config import EmulatorConfig
 from llmbatch.emulator.envelope import bad_request
+from llmbatch.emulator.lines import processing_order
 from llmbatch.emulator.surfaces import GONE_ENDPOINTS, Flavor
 from llmbatch.emulator.synth import RequestError, embedding_inputs, prompt_tokens
 from llmbatch.providers.compatible import window_seconds
@@ -177,12 +179,19 @@ def tokens_path(index_path: Path) -> Path:
 
 
 def scan(
-    path: Path, flavor: Flavor, endpoint: str, cfg: EmulatorConfig, index_path: Path
+    path: Path,
+    flavor: Flavor,
+    endpoint: str,
+    cfg: EmulatorConfig,
+    index_path: Path,
+    *,
+    batch_id: str | None = None,
 ) -> ScanResult:
     """Validate an input file line by line, streaming; on success writes the byte offsets of
     its request lines (plus the end offset) to `index_path` for the worker, and each line's
     prompt tokens (`UNCOUNTED` where refused) to `tokens_path(index_path)`, so the worker
-    does not count them again."""
+    does not count them again. With `batch_id`, a chat batch's lines are also kept as
+    `prepared` records in the order the worker runs them (it then parses no JSON)."""
     result = ScanResult()
     size = path.stat().st_size
     if size > flavor.max_bytes(cfg):
@@ -196,7 +205,13 @@ def scan(
     seen: set[str] = set()
     offsets = array("Q")
     prompts = array("I")
+    records: list[bytes] | None = None
+    preparer = None
+    if batch_id is not None and kind == "chat":
+        records, preparer = [], prepared.Preparer(batch_id)
     inputs = 0
+    line_limit, most = flavor.max_line_bytes, flavor.max_custom_id
+    full_lines = not flavor.short_lines  # lines the quick check below takes
 
     def fail(code: str, message: str, line: int, param: str | None = None) -> None:
         result.error_count += 1
@@ -211,7 +226,6 @@ def scan(
                 continue
             result.total += 1
             offsets.append(start)
-            line_limit = flavor.max_line_bytes
             if line_limit is not None and len(raw.rstrip(b"\r\n")) > line_limit:
                 fail("invalid_request", f"The line is over {line_limit} bytes.", number)
                 continue
@@ -220,11 +234,25 @@ def scan(
             except orjson.JSONDecodeError:
                 fail("invalid_json_line", "This line is not valid JSON.", number)
                 continue
-            problem = _line_problem(line, flavor, endpoint)
-            if problem is not None:
-                fail(problem[0], problem[1], number, problem[2])
-                continue
-            custom_id, body = line["custom_id"], line["body"]
+            # The usual line passes `_line_problem`'s checks here, without its calls.
+            if not (
+                type(line) is dict
+                and type(custom_id := line.get("custom_id")) is str
+                and custom_id
+                and (most is None or len(custom_id) <= most)
+                and full_lines
+                and line.get("method") == "POST"
+                and line.get("url") == endpoint
+                and type(body := line.get("body")) is dict
+                and type(body.get("model")) is str
+                and body["model"]
+                and body.get("stream") is not True
+            ):
+                problem = _line_problem(line, flavor, endpoint)
+                if problem is not None:
+                    fail(problem[0], problem[1], number, problem[2])
+                    continue
+                custom_id, body = line["custom_id"], line["body"]
             if custom_id in seen:
                 fail(
                     "duplicate_custom_id",
@@ -263,9 +291,13 @@ def scan(
                     prompt = prompt_tokens(kind, body)
                 except RequestError:
                     prompts.append(UNCOUNTED)
+                    if records is not None:
+                        records.append(prepared.FULL)
                 else:
                     result.tokens += prompt
                     prompts.append(min(prompt, UNCOUNTED - 1))
+                    if preparer is not None and records is not None:
+                        records.append(preparer.record(body, custom_id, prompt))
                 if kind == "embeddings":
                     inputs += embedding_inputs(body)
     offsets.append(offset)
@@ -304,6 +336,8 @@ def scan(
         if kind is not None and len(prompts) == result.total:
             with tokens_path(index_path).open("wb") as out:
                 prompts.tofile(out)
+        if records is not None and len(records) == result.total:
+            prepared.write(index_path, records, processing_order(result.total, batch_id))
     result.error_count = max(result.error_count, len(result.errors))
     return result
 

@@ -9,6 +9,12 @@ The processing rate is in requests per *virtual* second: a batch earns
 `rate × (virtual now − last processed time)` lines of credit, so advancing the clock lets
 it catch up at CPU speed, and nothing is processed after a (non-Azure) `expires_at`. A
 model with a `capacity` shares it among all its batches (`capacity.py`).
+
+Validation parses every line once; a chat batch's usual lines (plain text, one choice) are
+then answered from what it kept of them (`prepared.py`), without reading the input again,
+and the others are read and parsed in full. The thread rests while no batch is active
+(every call that makes work wakes it) and looks again every 10 ms while one waits for its
+time.
 """
 
 from __future__ import annotations
@@ -16,7 +22,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import random
 import threading
 from array import array
 from dataclasses import dataclass
@@ -24,12 +29,23 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from llmbatch.emulator import prepared
 from llmbatch.emulator.anthropic_worker import MessageBatchWorker
 from llmbatch.emulator.capacity import Capacity
+from llmbatch.emulator.chat_synth import plain_chat_reply
 from llmbatch.emulator.gemini_worker import GeminiWorker
+from llmbatch.emulator.lines import processing_order
+from llmbatch.emulator.replies import is_reasoning
 from llmbatch.emulator.state import Batch
 from llmbatch.emulator.surfaces import flavor_of
-from llmbatch.emulator.synth import RequestError, error_body, kind_of, respond_json, share
+from llmbatch.emulator.synth import (
+    RequestError,
+    check_counts,
+    error_body,
+    kind_of,
+    respond_json,
+    share,
+)
 from llmbatch.emulator.validation import (
     DEFAULT_MODERATION_MODEL,
     UNCOUNTED,
@@ -44,6 +60,14 @@ Json = dict[str, Any]
 log = logging.getLogger("llmbatch.emulator")
 
 CHUNK = 512
+POLL_S = 0.01  # how often the worker looks at active batches waiting for their time
+IDLE_S = 1.0  # and with none active (a safety net: calls that make work wake it)
+#: One result line, `{"id", "custom_id", "response": {"status_code", "request_id", "body"},
+#: "error": null}` as orjson writes it, with the body encoded once.
+_RECORD = (
+    b'{"id":"batch_req_%s","custom_id":%s,"response":{"status_code":%d,"request_id":"req_%s",'
+    b'"body":%s},"error":null}\n'
+)
 UNRUN_MESSAGES = {
     "batch_expired": "This request could not be executed before the completion window expired.",
     "batch_cancelled": "This request was not executed because the batch was cancelled.",
@@ -57,9 +81,18 @@ class _Open:
     order is shuffled, so every page is touched), ~25 MB for each 50,000-line batch open."""
 
     offsets: array[int]
-    order: array[int]
+    seed: str
     fd: int
     prompts: array[int] | None = None  # each line's prompt tokens, as validation counted
+    prepared: prepared.Prepared | None = None  # a chat batch's lines, as validation read them
+    _order: array[int] | None = None
+
+    @property
+    def order(self) -> array[int]:
+        """Made when first needed: a prepared batch's records are in this order already."""
+        if self._order is None:
+            self._order = processing_order(len(self.offsets) - 1, self.seed)
+        return self._order
 
     def line(self, position: int) -> bytes:
         i = self.order[position]
@@ -74,6 +107,8 @@ class _Open:
 
     def close(self) -> None:
         os.close(self.fd)
+        if self.prepared is not None:
+            self.prepared.close()
 
 
 class Worker:
@@ -84,6 +119,7 @@ class Worker:
         self._open: dict[str, _Open] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._active = True  # whether the last round found a batch active
         self.capacity = Capacity(emu)
         self.messages = MessageBatchWorker(emu, self.capacity)
         self.gemini = GeminiWorker(emu, self.capacity)
@@ -114,6 +150,7 @@ class Worker:
     def _run(self) -> None:
         while not self._stop.is_set():
             generation = self.emu.generation  # read before the clock: see Emulator.advance
+            self.emu.wake.clear()  # before the round: a wake during it ends the wait below
             try:
                 busy = self.tick(self.emu.now())
             except Exception:  # keep serving; a bug in one batch must not stop the others
@@ -121,8 +158,9 @@ class Worker:
                 busy = False
             if not busy:
                 self.emu.caught_up(generation)
-                self.emu.wake.wait(0.01)
-                self.emu.wake.clear()
+                # With no batch active nothing is due until a call wakes the worker (every
+                # create, cancel, advance and control step does): no round every 10 ms.
+                self.emu.wake.wait(POLL_S if self._active else IDLE_S)
 
     def _recover(self) -> None:
         """After a restart, cut partial output back to the last saved progress."""
@@ -143,7 +181,9 @@ class Worker:
     def tick(self, now: float) -> bool:
         """Give every active batch one step at virtual time `now`; True if any did work."""
         busy = False
-        for batch in self.emu.state.active_batches():
+        batches = self.emu.state.active_batches()
+        self._active = bool(batches)
+        for batch in batches:
             if self._stop.is_set():
                 break
             if batch.flavor == "anthropic":
@@ -193,7 +233,7 @@ class Worker:
         else:
             path = emu.state.file_path(b.obj["input_file_id"])
             index = emu.state.work_path(b.id, "idx")
-            result = scan(path, flavor, b.obj["endpoint"], emu.cfg, index)
+            result = scan(path, flavor, b.obj["endpoint"], emu.cfg, index, batch_id=b.id)
             errors = result.errors
             if not errors and result.model is not None:
                 limit = emu.cfg.quotas.get(b.flavor, {}).get(result.model)
@@ -240,18 +280,27 @@ class Worker:
         handle = self._open.get(b.id)
         if handle is None:
             state = self.emu.state
+            index = state.work_path(b.id, "idx")
             offsets = array("Q")
-            offsets.frombytes(state.work_path(b.id, "idx").read_bytes())
+            offsets.frombytes(index.read_bytes())
             total = len(offsets) - 1
-            order = list(range(total))
-            random.Random(b.id).shuffle(order)
             fd = os.open(state.file_path(b.obj["input_file_id"]), os.O_RDONLY)
             prompts = array("I")
-            counted = tokens_path(state.work_path(b.id, "idx"))
+            counted = tokens_path(index)
             if counted.exists():  # a batch validated before there were .tok files has none
                 prompts.frombytes(counted.read_bytes())
+            records = None
+            if prepared.exists(index):  # nor .pre files before those
+                records = prepared.Prepared(index)
+                if records.total != total:
+                    records.close()
+                    records = None
             handle = self._open[b.id] = _Open(
-                offsets, array("I", order), fd, prompts if len(prompts) == total else None
+                offsets,
+                b.id,
+                fd,
+                prompts if len(prompts) == total else None,
+                records,
             )
         return handle
 
@@ -275,6 +324,13 @@ class Worker:
         n, start = self.capacity.grant(key, internal["last_t"], horizon, total - done, per_request)
         if n > 0:
             self._process(b, done, n, start)
+            # The last line done: on to finalizing, and completed when that is due, in this
+            # step, not a round later each (after every other batch's step: validating
+            # another 50,000-line batch takes a second or more).
+            for _ in range(2 if done + n >= total else 0):
+                fresh = self.emu.state.get_batch(b.id)
+                if fresh is None or not self._step(fresh, now):
+                    break
             return True
         if done >= total:
             return self._to_finalizing(b, now)
@@ -294,20 +350,74 @@ class Worker:
         ok = failed = tokens_in = tokens_out = reasoning = 0
         salt, failure_rate = b.id, cfg.request_failure_rate
         length_rate, dimensions = cfg.length_rate, cfg.embedding_dimensions
-        for position in range(done, done + n):
-            line = orjson.loads(handle.line(position))
-            custom_id = line["custom_id"]
-            ids = hashlib.blake2b(f"{salt}:{custom_id}".encode(), digest_size=32).digest()
-            if failure_rate and share(ids, 0) < failure_rate:
-                status = cfg.request_failure_status
-                body = orjson.dumps(
-                    error_body(status, "The server had an error while processing your request.")
-                )
+        failure_status = cfg.request_failure_status
+        failure = orjson.dumps(
+            error_body(failure_status, "The server had an error while processing your request.")
+        )
+        records = [prepared.FULL] * n
+        ceiling, reasoning_model, head = 0, False, b""
+        served, window = False, 0
+        if handle.prepared is not None and card is not None and kind == "chat":
+            records = handle.prepared.records(done, n)
+            ceiling, reasoning_model = card.max_output_tokens, is_reasoning(card.runs_as)
+            served, window = card.serves("chat"), card.context_window
+            head = b'","object":"chat.completion","created":%d,"model":%s' % (
+                created,
+                orjson.dumps(card.runs_as),
+            )
+        unpack, reply, keys = prepared.HEAD.unpack_from, plain_chat_reply, prepared.KEYS
+        ids_at, reply_id_at, custom_id_at = prepared.IDS, prepared.REPLY_ID, prepared.CUSTOM_ID
+        for position, record in zip(range(done, done + n), records, strict=True):
+            if record[0]:  # a plain chat line, as validation read it: no JSON to parse
+                assert card is not None
+                flag, h, draw, prompt, cap = unpack(record)
+                ids = record[ids_at]
+                if failure_rate and draw / 2**32 < failure_rate:
+                    status, body = failure_status, failure
+                else:
+                    try:
+                        # `check_counts` refuses only these (cap 0: none)
+                        if (
+                            not served
+                            or 0 < ceiling < cap
+                            or (window > 0 and prompt + cap > window)
+                        ):
+                            check_counts("chat", card, prompt, cap or None, keys[flag - 1])
+                        body, spent, thought = reply(
+                            record[reply_id_at],
+                            h,
+                            head,
+                            reasoning_model,
+                            prompt,
+                            cap or None,
+                            length_rate,
+                            ceiling,
+                        )
+                        status = 200
+                        tokens_in += prompt
+                        tokens_out += spent
+                        reasoning += thought
+                    except RequestError as e:
+                        status = e.status
+                        body = orjson.dumps(error_body(e.status, e.message, e.param, e.code))
+                line = _RECORD % (ids[:32], record[custom_id_at:], status, ids[32:], body)
+                if status == 200:
+                    ok += 1
+                    out.append(line)
+                else:
+                    failed += 1
+                    err.append(line)
+                continue
+            request = orjson.loads(handle.line(position))
+            custom_id = request["custom_id"]
+            digest = prepared.request_ids(salt, custom_id)
+            if failure_rate and share(digest, 0) < failure_rate:
+                status, body = failure_status, failure
             else:
                 try:
                     body, usage = respond_json(
                         kind,
-                        line["body"],
+                        request["body"],
                         model=model,
                         created=created,
                         salt=salt,
@@ -323,29 +433,19 @@ class Worker:
                 except RequestError as e:
                     status = e.status
                     body = orjson.dumps(error_body(e.status, e.message, e.param, e.code))
-            # The record `{"id", "custom_id", "response": {"status_code", "request_id",
-            # "body"}, "error": null}`, written as orjson would write it, the body encoded once.
-            record = b"".join(
-                (
-                    b'{"id":"batch_req_',
-                    ids[:16].hex().encode(),
-                    b'","custom_id":',
-                    orjson.dumps(custom_id),
-                    b',"response":{"status_code":',
-                    str(status).encode(),
-                    b',"request_id":"req_',
-                    ids[16:].hex().encode(),
-                    b'","body":',
-                    body,
-                    b'},"error":null}\n',
-                )
+            line = _RECORD % (
+                digest[:16].hex().encode(),
+                orjson.dumps(custom_id),
+                status,
+                digest[16:].hex().encode(),
+                body,
             )
             if status == 200:
                 ok += 1
-                out.append(record)
+                out.append(line)
             else:
                 failed += 1
-                err.append(record)
+                err.append(line)
         out_bytes = self._append(b.id, "out", out)
         err_bytes = self._append(b.id, "err", err)
         end = self.capacity.spend((b.flavor, model), start, n, tokens_in + tokens_out)
@@ -450,6 +550,7 @@ class Worker:
                 file_ids[suffix] = file_id
         emu.state.work_path(b.id, "idx").unlink(missing_ok=True)
         tokens_path(emu.state.work_path(b.id, "idx")).unlink(missing_ok=True)
+        prepared.remove(emu.state.work_path(b.id, "idx"))
         stamp = {"completed": "completed_at", "expired": "expired_at", "cancelled": "cancelled_at"}
 
         def change(batch: Batch) -> bool:

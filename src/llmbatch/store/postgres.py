@@ -177,7 +177,8 @@ class PostgresStore(SqlStore):
         self, cur: Any, todo: Sequence[Outcome | Succeeded], waiting: dict[int, int], now: float
     ) -> None:
         """The chunk's outcomes COPYed into a staging table (binary, one pass), then one
-        statement each for the attempts, the results, the cost totals and the requests."""
+        statement each for the attempts, the results, the cost totals (from the staged rows)
+        and the requests."""
         if not todo:
             return
         q = self.q
@@ -192,11 +193,11 @@ class PostgresStore(SqlStore):
                     copy.write_row(_staged(o, waiting[o.attempt_id]))
         ids = [attempt_of(o) for o in todo]
         cur.execute(q("finish_staged_attempts"), {"now": now, "ids": ids})
-        cur.execute(q("insert_staged_results"), {"now": now, "day": int(now // 86400)})
+        day = int(now // 86400)
+        cur.execute(q("insert_staged_results"), {"now": now, "day": day})
         kinds = ["succeeded" if isinstance(o, tuple) else o.kind for o in todo]
-        self._add_cost_totals(
-            cur, [a for a, k in zip(ids, kinds, strict=True) if k in ("succeeded", "failed")]
-        )
+        if "succeeded" in kinds or "failed" in kinds:
+            cur.execute(q("add_staged_cost_totals"), {"day": day})
         for kind in sorted(set(kinds)):
             cur.execute(q(f"staged_{kind}"), {"now": now})
         cur.execute(q("clear_outcome_staging"))
@@ -211,7 +212,11 @@ class PostgresStore(SqlStore):
             cols = [tuple(map(str, r)) for r in cur.fetchall()]
             cur.execute(self.q("schema_indexes"))
             idx = [tuple(map(str, r)) for r in cur.fetchall()]
-        return cols + idx
+            cur.execute(self.q("schema_constraints"))
+            keys = [tuple(map(str, r)) for r in cur.fetchall()]
+            cur.execute(self.q("schema_storage"))
+            storage = [tuple(map(str, r)) for r in cur.fetchall()]
+        return cols + idx + keys + storage
 
 
 def _staged(o: Outcome, request_id: int) -> tuple[Any, ...]:

@@ -69,11 +69,22 @@ def dialect_queries(dialect: str) -> dict[str, str]:
     return {name: for_dialect(dialect, sql) for name, sql in (queries() | own).items()}
 
 
+# `IN (SELECT ... FROM json_each(:list))`, the list's values as they are or as BIGINT
+_IN_LIST = re.compile(
+    r"(?<!NOT )\bIN \((SELECT (?:CAST\(value AS BIGINT\)|value) FROM json_each\(:\w+\))\)"
+)
+
+
 def for_dialect(dialect: str, sql: str) -> str:
     """A statement in our style (`:name`, `json_each(:list)`) as a dialect's driver takes it:
     SQLite as written; psycopg with `%(name)s` and PostgreSQL's `json_array_elements_text`."""
     if dialect == "sqlite":
         return sql
+    # `x IN (SELECT ... FROM json_each(:list))` as `x = ANY(ARRAY(SELECT ...))`: the list is
+    # parsed once (an InitPlan) and probed through x's index. As a subquery, the planner (which
+    # guesses 100 elements) may put it inside a nested loop under a selective outer scan and
+    # parse the whole list again for every row: quadratic (test_pg_id_lists.py).
+    sql = _IN_LIST.sub(r"= ANY(ARRAY(\1))", sql)
     sql = re.sub(r"\bjson_each\(:(\w+)\)", r"json_array_elements_text(CAST(:\1 AS json))", sql)
     sql = sql.replace("%", "%%")
     return re.sub(r"(?<![:\w]):([a-z_][a-z0-9_]*)", r"%(\1)s", sql)

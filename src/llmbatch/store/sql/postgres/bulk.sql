@@ -59,6 +59,34 @@ SELECT attempt_id, request_id, status_code, provider_request_id, body, error_cod
 FROM outcome_staging WHERE kind IN ('succeeded', 'failed', 'cancelled') ORDER BY attempt_id
 ON CONFLICT (attempt_id) DO NOTHING
 
+-- name: add_staged_cost_totals
+-- engine.sql's add_cost_totals over the staged chunk: the succeeded and failed outcomes are
+-- the results just inserted (a waiting attempt has none yet), so their figures are read from
+-- the staging table, not looked up again in `results` by an id list.
+INSERT INTO cost_totals (day, queue, provider, model, price_tier, endpoint, requests, succeeded,
+                         input_tokens, cached_tokens, cache_write_5m_tokens,
+                         cache_write_1h_tokens, output_tokens, flagged)
+SELECT :day, r.queue, r.provider, r.model, s.price_tier, MIN(r.endpoint), COUNT(*),
+       SUM(CASE WHEN s.error_code IS NULL THEN 1 ELSE 0 END),
+       COALESCE(SUM(s.input_tokens), 0), COALESCE(SUM(s.cached_tokens), 0),
+       COALESCE(SUM(s.cache_write_5m_tokens), 0), COALESCE(SUM(s.cache_write_1h_tokens), 0),
+       COALESCE(SUM(s.output_tokens), 0),
+       SUM(CASE WHEN s.usage_flag IS NOT NULL THEN 1 ELSE 0 END)
+FROM outcome_staging s JOIN requests r ON r.id = s.request_id
+WHERE s.kind IN ('succeeded', 'failed')
+GROUP BY r.queue, r.provider, r.model, s.price_tier
+ON CONFLICT (day, queue, provider, model, price_tier) DO UPDATE SET
+    endpoint = CASE WHEN excluded.endpoint < cost_totals.endpoint THEN excluded.endpoint
+                    ELSE cost_totals.endpoint END,
+    requests = cost_totals.requests + excluded.requests,
+    succeeded = cost_totals.succeeded + excluded.succeeded,
+    input_tokens = cost_totals.input_tokens + excluded.input_tokens,
+    cached_tokens = cost_totals.cached_tokens + excluded.cached_tokens,
+    cache_write_5m_tokens = cost_totals.cache_write_5m_tokens + excluded.cache_write_5m_tokens,
+    cache_write_1h_tokens = cost_totals.cache_write_1h_tokens + excluded.cache_write_1h_tokens,
+    output_tokens = cost_totals.output_tokens + excluded.output_tokens,
+    flagged = cost_totals.flagged + excluded.flagged
+
 -- name: staged_succeeded
 -- What engine.sql's request_succeeded, _failed, _retry, _requeue and _cancelled do, each to
 -- the staged rows of its kind, in one statement each.

@@ -81,6 +81,18 @@ ORDER BY table_name, column_name
 SELECT tablename, indexname, indexdef FROM pg_indexes
 WHERE schemaname = current_schema() ORDER BY tablename, indexname
 
+-- name: schema_constraints
+-- Constraints (keys, checks) of our tables, for the migration-equality test.
+SELECT c.conrelid::regclass::text, c.conname, pg_get_constraintdef(c.oid) FROM pg_constraint c
+WHERE c.connamespace = current_schema()::regnamespace AND c.conrelid <> 0
+ORDER BY 1, 2
+
+-- name: schema_storage
+-- Storage parameters of our tables (a fillfactor), for the migration-equality test.
+SELECT relname, 'storage', array_to_string(reloptions, ',') FROM pg_class
+WHERE relnamespace = current_schema()::regnamespace AND relkind = 'r' AND reloptions IS NOT NULL
+ORDER BY relname
+
 -- name: clear_outcome_staging
 TRUNCATE outcome_staging
 
