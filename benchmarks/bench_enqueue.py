@@ -18,6 +18,25 @@ The CPU seconds (`writer_cpu_s`, `parser_cpu_s`, `server_cpu_s`: the PostgreSQL 
 read from /proc where the server is local; the raw insert's `cpu_s`) say how much work there
 was: on a shared machine the wall figures are mostly waiting for a core.
 
+Issue 23's enqueue work (branch `enqueue`), 2026-12-07 22:06-22:48 on the shared 2-core
+machine (load 8.5-15; each `--worker` run and the raw insert alternated on one generated
+file, main at c09e663 in its own worktree and venv). The parser child per line, counted by
+valgrind (instructions, which the load does not move): 94.7k -> 64.1k (loads 12k, text
+sizes 18k -> 10k, the hash 11k -> 10k, the rest the Python around them; the fast path
+`Format.fast_fields` and rows made in `parse_chunks`). 1,000,000 requests, three rounds
+(main / this code / raw, seconds and CPU s writer + parser): before the bodies were sorted,
+89.3 (17.95 + 11.95) / 67.3 (17.85 + 8.73) / 39.1 (16.52), `vs_raw` 0.44 -> 0.58; after,
+74.4 (17.38 + 11.92) / 51.2 (18.00 + 9.82) / 49.8 (18.22), 0.67 -> 0.97, and 96.2 (20.27 +
+14.40) / 67.0 (17.09 + 9.37) / 65.0 (18.59), 0.68 -> 0.97. 100,000, medians of 3 at load 15:
+main 13.4 s (writer 1.62, parser 1.86), this code at 7f12a16 (before its last two steps)
+9.98 s (1.48, 1.19), raw 6.73 s (1.44): 0.50 -> 0.67. At 23:01-23:03 (load 3.3-5.2, after
+merging main): 100,000, medians of 3, main 4.98 s (1.30 + 1.46), this code 2.86 s (1.32 +
+1.01), raw 1.96 s (1.15): 0.39 -> 0.69; 1,000,000, one round, main 24.6 s (17.08 + 11.49),
+this code 23.7 s (17.09 + 9.41), raw 20.1 s (17.45): 0.82 -> 0.85. With a core free the
+writer is the critical path, and its CPU is the raw insert's (the hash-ordered bodies did
+not show in it here: 17.08 against 17.09); under load the parser's CPU counts. On a loaded machine the wall follows the CPU share the two processes get: with
+Linux's autogroup they shared one until the child got a session of its own (importer.py).
+
 On the quiet machine (2026-12-07 20:32-20:33, load 0.96-1.06, nothing else running;
 `2b377dc`), 100,000 requests, alternating this code / before issue 17 (a54e24d^) / before
 issue 15 (f3de825), two rounds, each commit in its own worktree and venv: SQLite 1.73, 1.65 s

@@ -308,6 +308,21 @@ def _services() -> list[str]:
     return list(SHIPPED)
 
 
+def enqueue_hi(db: str, ids: range) -> None:
+    """Queue `q` of `db`: one tiny chat request `r{i}` for each i in `ids`."""
+    from llmbatch import Queue
+
+    items = [{"custom_id": f"r{i}", "method": "POST", "url": CHAT, "body": body()} for i in ids]
+    with Queue(db, "q", provider="openai") as q:
+        assert q.add_many(items).added == len(ids)
+
+
+def memory_engine(db: str, memory: Any, clock: Any) -> Engine:
+    """An engine on `db` sending to the in-process `memory` provider on a virtual `clock`."""
+    settings = EngineSettings(settle_seconds=0.0, backoff_seconds=10.0)
+    return Engine(open_store(db), settings, providers={"openai": memory}, clock=clock)
+
+
 def fast_settings(emu: Any, **overrides: Any) -> EngineSettings:
     """Engine settings for tests: fast polling, short retry and settle delays, both OpenAI
     surfaces, Anthropic and Gemini pointed at a running emulator (`emu` is a RunningEmulator)."""

@@ -14,11 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from helpers import UNDO_0017, is_pg, request_states, roll_back, sql
-from llmbatch import Queue
-from llmbatch.engine import Engine, EngineSettings
+from helpers import UNDO_0017, enqueue_hi, is_pg, memory_engine, request_states, roll_back, sql
 from llmbatch.providers.testing import MemoryProvider, VirtualClock
-from llmbatch.store import open_store
 from llmbatch.store.sqlstore import migrations
 
 FOREIGN_KEYS = (
@@ -33,28 +30,13 @@ ORPHANS = (
 )
 
 
-def _enqueue(db: str, ids: range) -> None:
-    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
-    items = [
-        {"custom_id": f"r{i}", "method": "POST", "url": "/v1/chat/completions", "body": body}
-        for i in ids
-    ]
-    with Queue(db, "q", provider="openai") as q:
-        assert q.add_many(items).added == len(ids)
-
-
-def _engine(db: str, memory: MemoryProvider, clock: VirtualClock) -> Engine:
-    settings = EngineSettings(settle_seconds=0.0, backoff_seconds=10.0)
-    return Engine(open_store(db), settings, providers={"openai": memory}, clock=clock)
-
-
 def test_a_store_made_before_0017_with_batches_in_flight_upgrades_and_drains(
     db: str, request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
     clock = VirtualClock(time.time())
     memory = MemoryProvider(clock=clock, latency=3_600.0, max_requests=2)
-    _enqueue(db, range(5))
-    first = _engine(db, memory, clock)
+    enqueue_hi(db, range(5))
+    first = memory_engine(db, memory, clock)
     first.tick(clock())
     first.close()
     first.store.close()
@@ -62,12 +44,12 @@ def test_a_store_made_before_0017_with_batches_in_flight_upgrades_and_drains(
     roll_back(db, UNDO_0017, 17, request, tmp_path)  # the previous code's store
     if is_pg(db):
         assert len(sql(db, FOREIGN_KEYS)) == 4 and sql(db, FILLFACTOR) == [(None,)]
-    _enqueue(db, range(5, 8))  # opening it upgrades it; an import after the upgrade
+    enqueue_hi(db, range(5, 8))  # opening it upgrades it; an import after the upgrade
     latest = migrations("postgres" if is_pg(db) else "sqlite")[-1][0]
     assert sql(db, "SELECT value FROM meta WHERE key = 'schema_version'") == [(str(latest),)]
     if is_pg(db):
         assert sql(db, FOREIGN_KEYS) == [] and sql(db, FILLFACTOR) == [(["fillfactor=50"],)]
-    upgraded = _engine(db, memory, clock)
+    upgraded = memory_engine(db, memory, clock)
     try:
         for _ in range(100):
             upgraded.tick(clock())

@@ -12,29 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from helpers import UNDO_0015, request_states, roll_back, sql
-from llmbatch import Queue
+from helpers import UNDO_0015, enqueue_hi, memory_engine, request_states, roll_back, sql
 from llmbatch.engine import Engine, EngineSettings
 from llmbatch.providers.testing import MemoryProvider, VirtualClock
 from llmbatch.store import open_store
 from llmbatch.store.sqlstore import migrations
 
 MODEL = "gpt-4o-mini"
-
-
-def _enqueue(db: str, n: int) -> None:
-    body = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}]}
-    items = [
-        {"custom_id": f"r{i}", "method": "POST", "url": "/v1/chat/completions", "body": body}
-        for i in range(n)
-    ]
-    with Queue(db, "q", provider="openai") as q:
-        assert q.add_many(items).added == n
-
-
-def _engine(db: str, memory: MemoryProvider, clock: VirtualClock) -> Engine:
-    settings = EngineSettings(settle_seconds=0.0, backoff_seconds=10.0)
-    return Engine(open_store(db), settings, providers={"openai": memory}, clock=clock)
 
 
 def _close(engine: Engine) -> None:
@@ -45,8 +29,8 @@ def _close(engine: Engine) -> None:
 def _backed_off(db: str, memory: MemoryProvider, clock: VirtualClock) -> float:
     """A batch in flight polled for 40 virtual minutes with nothing moving (its interval
     doubled up to max_poll_interval), by an engine that then exits; when it said to poll next."""
-    _enqueue(db, 3)
-    first = _engine(db, memory, clock)
+    enqueue_hi(db, range(3))
+    first = memory_engine(db, memory, clock)
     try:
         for _ in range(40):
             first.tick(clock())
@@ -63,7 +47,7 @@ def test_a_cron_run_polls_when_the_last_one_scheduled_and_keeps_the_interval(db:
     memory = MemoryProvider(clock=clock, latency=36_000.0)
     scheduled = _backed_off(db, memory, clock)
     polls = memory.calls["poll"]
-    second = _engine(db, memory, clock)  # the next `llmbatch run`
+    second = memory_engine(db, memory, clock)  # the next `llmbatch run`
     try:
         second.tick(clock())
         assert memory.calls["poll"] == polls  # not before its time (the old code: at once)
@@ -82,7 +66,7 @@ def test_a_cron_run_polls_when_the_last_one_scheduled_and_keeps_the_interval(db:
 def test_two_workers_share_the_schedule_of_the_batches_and_of_the_sweep(db: str) -> None:
     clock = VirtualClock(time.time())
     memory = MemoryProvider(clock=clock, latency=36_000.0)
-    other = _engine(db, memory, clock)  # a second worker, running all along
+    other = memory_engine(db, memory, clock)  # a second worker, running all along
     try:
         other.tick(clock())
         scheduled = _backed_off(db, memory, clock)  # the first worker stops
@@ -111,13 +95,13 @@ def test_a_store_made_before_0015_with_batches_in_flight_upgrades_and_drains(
     a worker drains it."""
     clock = VirtualClock(time.time())
     memory = MemoryProvider(clock=clock, latency=3_600.0, max_requests=2)
-    _enqueue(db, 5)
-    first = _engine(db, memory, clock)
+    enqueue_hi(db, range(5))
+    first = memory_engine(db, memory, clock)
     first.tick(clock())
     _close(first)
     assert request_states(db) == {"submitted": 5} and len(memory.batches) == 3  # in flight
     roll_back(db, UNDO_0015, 15, request, tmp_path)  # the previous code's store
-    upgraded = _engine(db, memory, clock)
+    upgraded = memory_engine(db, memory, clock)
     try:
         latest = migrations(upgraded.store.dialect)[-1][0]  # type: ignore[attr-defined]
         assert sql(db, "SELECT value FROM meta WHERE key = 'schema_version'") == [(str(latest),)]
@@ -143,7 +127,7 @@ def test_a_young_batch_is_polled_at_the_interval_asked_while_nothing_moves(db: s
     each poll, 0.5, 1, 2, 4 s, and found a slow small batch seconds late); older, it backs off."""
     clock = VirtualClock(time.time())
     memory = MemoryProvider(clock=clock, latency=36_000.0)
-    _enqueue(db, 3)
+    enqueue_hi(db, range(3))
     settings = EngineSettings(settle_seconds=0.0, poll_interval=0.5, first_poll=0.5)
     engine = Engine(open_store(db), settings, providers={"openai": memory}, clock=clock)
     try:

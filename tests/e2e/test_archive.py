@@ -1055,5 +1055,5 @@ def test_the_envelope_leaves_successes_to_the_providers_file_under_a_marker_of_i
     assert paths[0].read_bytes() == head + tail and rebuilt == marker["rebuilt"]
     assert known == {SPOOL_RESULTS: _digest(paths[0]), SPOOL_ATTEMPTS: _digest(paths[1])}
     archiver._from_store = lambda *a: ("from", "store")  # type: ignore[method-assign,assignment]
-    got = archiver._envelope(1, 1, "lbX-n", work, spooled=False, provider="openai")
-    assert got == (("from", "store"), {}, None)
+    fallback = archiver._envelope(1, 1, "lbX-n", work, spooled=False, provider="openai")
+    assert fallback == (("from", "store"), {}, None)

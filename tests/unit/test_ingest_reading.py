@@ -61,14 +61,14 @@ def line_of(response: object = None, error: object = None, custom_id: object = "
                          "error": error})  # fmt: skip
 
 
-CHAT_USAGE = {
+CHAT_USAGE: dict[str, Any] = {
     "prompt_tokens": 55,
     "completion_tokens": 4,
     "total_tokens": 59,
     "prompt_tokens_details": {"cached_tokens": 3, "audio_tokens": 0},
     "completion_tokens_details": {"reasoning_tokens": 2, "audio_tokens": 0},
 }
-BODY = {"id": "chatcmpl-1", "object": "chat.completion", "model": "gpt-4o-mini",
+BODY: dict[str, Any] = {"id": "chatcmpl-1", "object": "chat.completion", "model": "gpt-4o-mini",
         "choices": [{"index": 0, "message": {"role": "assistant", "content": "hé"}}],
         "usage": CHAT_USAGE}  # fmt: skip
 
@@ -170,7 +170,7 @@ def _dict(**fields: Any) -> Any:
     )
 
 
-_details = st.one_of(
+_details: st.SearchStrategy[Any] = st.one_of(
     st.just("absent"), st.none(), st.just([]), _dict(cached_tokens=_maybe, reasoning_tokens=_maybe)
 )
 

@@ -14,6 +14,7 @@ from helpers import body, line
 from llmbatch.requests import (
     LineError,
     body_hash,
+    line_fields,
     make_request,
     parse_line,
     parse_obj,
@@ -241,3 +242,89 @@ def test_different_bodies_hash_differently(a: dict[str, Any], b: dict[str, Any])
     same_json = json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
     ra, rb = make_request("x", a), make_request("x", b)
     assert (ra.body_hash == rb.body_hash) == same_json
+
+
+def _text_size_by_the_book(b: dict[str, Any]) -> tuple[int, int]:
+    """text_size as first written: every string value but the top-level model, one by one."""
+    chars = nbytes = 0
+    stack: list[Any] = [v for k, v in b.items() if k != "model"]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, str):
+            chars += len(v)
+            nbytes += len(v.encode("utf-8", "surrogatepass"))
+        elif isinstance(v, dict):
+            stack.extend(v.values())
+        elif isinstance(v, list):
+            stack.extend(v)
+    return chars, nbytes
+
+
+@pytest.mark.parametrize(
+    "b",
+    [
+        {"model": "m"},
+        {"model": {"deep": "not the model name"}, "x": ["é", {"model": "counted"}]},
+        {"model": "m", "a": "\ud83d", "b": ["\ude00", "日本", 5, None, True, 1.5, []]},
+        {"model": "m", "messages": [{"role": "user", "content": [{"type": "text", "text": ""}]}]},
+    ],
+)
+def test_text_size_counts_what_it_always_counted(b: dict[str, Any]) -> None:
+    assert text_size(b) == _text_size_by_the_book(b)
+
+
+_VARIANTS: list[bytes] = [
+    line("a"),
+    line("né"),  # not ASCII: the fast path leaves the id to check_custom_id
+    line("a\x01"),
+    line("a\x7f"),
+    line(""),
+    line("x" * 513),
+    line(5),
+    line("a", method="GET"),
+    line("a", url="/v1/chat"),
+    line("a", url="/v1/videos"),
+    line("a", url="/chat/completions"),  # Azure's own spelling
+    line("a", url="/v1/embeddings", body={"model": "e", "input": ["x", "y", "z"]}),
+    line("a", url="/v1/embeddings", body={"model": "e", "input": [1, 2]}),
+    line("a", body={"model": "m", "stream": True}),
+    line("a", body={"model": "m", "stream": False, "t": "\u00e9\U0001f600"}),
+    line("a", body={"model": ""}),
+    line("a", body=[]),
+    orjson.dumps({"custom_id": "a", "params": {"model": "claude", "max_tokens": 5}}),
+    orjson.dumps({"custom_id": "a", "method": "POST", "url": "/v1/chat/completions"}),
+    b'{"custom_id": "a", "method": "POST", "url": "/v1/responses", "body": {"model": "m",'
+    b' "big": 123456789012345678901234567890}}',
+]
+
+
+@pytest.mark.parametrize("raw", _VARIANTS)
+@pytest.mark.parametrize("provider", ["openai", "azure", "anthropic"])
+def test_the_importers_fast_path_reads_a_line_as_parse_line_does(raw: bytes, provider: str) -> None:
+    """`line_fields` (the enqueue of a file: the format's one-pass `fast_fields` where it
+    takes the line) gives parse_line's request, or its error word for word."""
+    try:
+        expected: Any = parse_line(raw, provider).fields()
+    except LineError as exc:
+        expected = str(exc)
+    try:
+        got: Any = line_fields(raw, provider)
+    except LineError as exc:
+        got = str(exc)
+    assert got == expected
+
+
+@pytest.mark.slow
+@given(b=bodies, url=st.sampled_from(["/v1/responses", "/v1/embeddings", "/v1/chat"]))
+def test_the_fast_path_agrees_on_any_body(b: dict[str, Any], url: str) -> None:
+    assert text_size(b) == _text_size_by_the_book(b)
+    raw = orjson.dumps({"custom_id": "c", "method": "POST", "url": url, "body": b})
+    try:
+        expected: Any = parse_line(raw).fields()
+    except LineError as exc:
+        expected = str(exc)
+    try:
+        got: Any = line_fields(raw)
+    except LineError as exc:
+        got = str(exc)
+    assert got == expected

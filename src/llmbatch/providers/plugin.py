@@ -18,7 +18,7 @@ from typing import Any
 from llmbatch.counting import openai_input_tokens
 from llmbatch.heap import load_frozen
 from llmbatch.providers.base import Provider
-from llmbatch.request_types import Request
+from llmbatch.request_types import Fields, Request
 from llmbatch.results import Finding, Success, openai_output_text
 from llmbatch.usage import UsageRecord, read_token_usage
 
@@ -80,6 +80,12 @@ class Format:
         """Validate a decoded input line (custom_id already checked) sent to `provider` (this
         format's name, or another plugin's name that shares the format); raise LineError."""
         raise NotImplementedError
+
+    def fast_fields(self, custom_id: str, line: dict[str, Any], provider: str) -> Fields | None:
+        """The common line validated in one pass, as `parse`'s Request's fields (`Fields`);
+        None to take `parse` (for any line it is not sure of: it never raises, and what it
+        returns must be what `parse` would). Enqueueing a file runs it for every line."""
+        return None
 
     def item(self, custom_id: str, body: object, url: str | None, provider: str) -> Request:
         """Validate the Python API's short form: a body for `url` (default_endpoint if None)."""

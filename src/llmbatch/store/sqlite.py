@@ -199,7 +199,12 @@ class SqliteStore(SqlStore):
             cur.executemany(sql, map(itemgetter(*(names.index(n) for n in order)), rows))
 
     def _insert_bodies(self, cur: Any, rows: Sequence[Row]) -> None:
-        self._by_row(cur, "insert_body", rows)
+        """In hash order: the hash index then takes a chunk as runs of neighbouring pages, not
+        one random page a row; past the page cache (a million requests), each of those was a
+        read. 1,000,000 bodies in chunks of 10,000: 9.0-9.6 -> 7.5 CPU s, the sort included."""
+        sql, names = positional(self.q("insert_body"))
+        pick = itemgetter(*(ROW_COLUMNS.index(n) for n in names))
+        cur.executemany(sql, sorted(map(pick, rows), key=itemgetter(names.index("body_hash"))))
 
     def schema_snapshot(self) -> list[tuple[str, str, str]]:
         """(type, name, sql) of every schema object, for the migration-equality test."""
