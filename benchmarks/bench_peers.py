@@ -30,33 +30,37 @@ s / CPU s / peak MB: 5,000: llmbatch CLI 2.64 / 2.08 / 103, API 1.97 / 1.41 / 11
 3.54 / 117, API 3.64 / 3.03 / 173; offpeak 2.24 / 1.68 / 168, langbatch 2.75 / 2.21 / 205,
 openbatch 2.11 / 1.55 / 108. Not met: llmbatch's CPU is ~1.5-2x the peers'.
 
-Measured 2026-12-07 22:59-23:01 on the shared 2-core machine, main (`3c7b715`) and this
-code interleaved, two rounds each (load 1.9-2.2 in the first, 3.0-3.5 in the second; CPU s,
-peak MB):
+Measured 2026-12-07 23:09-23:12 on the shared 2-core machine under load 5-8.5, main
+(`bad1ad3`) and this code interleaved, two rounds each (CPU s, peak MB; an earlier pair of
+rounds at load 2-3.5 against `3c7b715` gave the same RSS and CLI 1.56-1.92 against
+1.76-1.77 at 5,000):
 
 | requests | llmbatch CLI | llmbatch API | offpeak | langbatch | openbatch + SDK |
 |---|---|---|---|---|---|
-| 5,000 (main) | 1.77, 1.76 / 101 | 1.19, 1.07 / 109 | 1.17, 1.07 / 81 | 1.56, 1.18 / 89 | 1.19, 1.06 / 67 |
-| 5,000 | 1.56, 1.92 / 94 | 1.03, 1.42 / 104 | 1.00, 1.21 / 82 | 1.07, 1.23 / 89 | 0.94, 1.24 / 67-72 |
-| 20,000 (main) | 3.75, 2.79 / 115 | 2.71, 2.38 / 166 | 2.12, 1.89 / 166 | 2.41, 2.25 / 188-190 | 2.15, 1.96 / 107 |
-| 20,000 | 2.80, 3.08 / 98 | 2.54, 2.71 / 151 | 1.86, 2.25 / 166 | 2.23, 2.36 / 187-191 | 1.71, 2.09 / 108 |
+| 5,000 (main) | 2.14, 2.08 / 100 | 1.42, 1.12 / 110 | 1.18, 1.07 / 81 | 1.34, 1.29 / 89 | 1.05, 1.12 / 67 |
+| 5,000 | 1.62, 2.08 / 93 | 1.02, 1.32 / 105 | 0.96, 1.25 / 81 | 1.04, 1.40 / 89 | 0.97, 1.16 / 67 |
+| 20,000 (main) | 2.77, 3.03 / 114 | 2.42, 2.89 / 166 | 2.03, 2.20 / 166 | 2.43, 2.37 / 187 | 2.33, 1.74 / 108 |
+| 20,000 | 2.80, 3.63 / 97 | 2.46, 2.79 / 152 | 1.96, 2.21 / 166 | 2.52, 2.95 / 187-193 | 2.12, 2.52 / 108 |
 
 What changed: SQLite's page cache grows with the file (an eighth of it, 2 to 16 MiB,
 store/sqlite.py `cache_kib`): a fixed 16 MiB cache held most of a 20,000-request queue's
-25 MB file in memory (peak RSS at 20,000: API 166 -> 151 MB, CLI 115 -> 98; in one process,
-quiet, 20,000 through the API: after `run` 112 -> 97 MB; its CPU, nine runs of each
-interleaved at load 2-5, 2.20 s against 2.11 with the 16 MiB cache, the runs spread 0.35 s). The price data loads without
-genai-prices' package __init__, which imported its network updater (httpx2, asyncio; ~0.05
-CPU s of `enqueue`'s estimate line, 0.23 -> 0.19 s for that line alone). `wait` off a
-terminal imports no rich (~0.04 s). CPU between two runs of the same code moves by 0.3 s at
-this load, more than these changes; the RSS figures repeat to 1 MB. The CLI's peak is now
-below every peer's but openbatch's (67-108 MB: it holds no SDK models of results, only the
-output's lines); the API's at 20,000 is below offpeak's and langbatch's. What remains (in
-one `wait` at 5,000, quiet, `-X importtime`): the `openai` SDK's import (~0.5 s, every peer
-pays it too), the config check in every process with a config file (the entry points of the
-provider plugins and pydantic-core's validators, ~0.02-0.04 s), llmbatch's dataclasses made
-at import (`results` spends ~0.1 s of its 0.26 s at 5,000 importing; the export itself is
-~0.05 s at 5,000).
+25 MB file in memory (peak RSS at 20,000: API 166 -> 152 MB, CLI 114 -> 97; 20,000 through
+the API in one process: after `run` 111 -> 96 MB; its CPU, twelve runs of each interleaved
+at load 2-6, 2.17 s against 2.10 with the 16 MiB cache, the runs spreading 0.35 s). The
+price data loads without genai-prices' package __init__, which imported its network updater
+(httpx2, asyncio; ~0.05 CPU s of `enqueue`'s estimate line, 0.23 -> 0.19 s for that line
+alone). `wait` off a terminal imports no rich (~0.04 s); `results` no pricing module
+(~6 ms). Per step at 5,000, load 2.5-2.8, three rounds (CPU s): `enqueue` 0.32-0.40 against
+0.37-0.39, `wait` 0.88-1.02 against 1.00-1.10, `results` 0.22-0.25 against 0.23-0.24. CPU
+between two runs of the same code moves by 0.3 s at load 5-8, more than these changes; the
+RSS figures repeat to 1 MB. The CLI's peak is now below every peer's but openbatch's (67-108
+MB: it holds no SDK models of results, only the output's lines); the API's at 20,000 below
+offpeak's and langbatch's. What remains (`-X importtime`, quiet): the `openai` SDK's import
+(~0.5 s in `wait`, every peer pays it too); the config check in every process with a config
+file (the provider plugins' entry points and pydantic-core's validators, ~0.02-0.04 s);
+llmbatch's dataclasses, made at import in every process (53 in `results`, 0.03 CPU s; 79 in
+`wait`, 0.045; store/types.py's 30 alone ~0.028 s); the export itself is ~0.05 s of
+`results`' 0.22 at 5,000.
 
 Measured 2026-12-07 22:31-22:37 on the shared 2-core machine under load 7-10, main
 (`e3566ec`) and this code interleaved, two rounds each (CPU s; wall s is ~2-3x CPU at this
