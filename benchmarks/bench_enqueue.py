@@ -34,8 +34,11 @@ merging main): 100,000, medians of 3, main 4.98 s (1.30 + 1.46), this code 2.86 
 1.01), raw 1.96 s (1.15): 0.39 -> 0.69; 1,000,000, one round, main 24.6 s (17.08 + 11.49),
 this code 23.7 s (17.09 + 9.41), raw 20.1 s (17.45): 0.82 -> 0.85. With a core free the
 writer is the critical path, and its CPU is the raw insert's (the hash-ordered bodies did
-not show in it here: 17.08 against 17.09); under load the parser's CPU counts. On a loaded machine the wall follows the CPU share the two processes get: with
-Linux's autogroup they shared one until the child got a session of its own (importer.py).
+not show in it here: 17.08 against 17.09); under load the parser's CPU counts. On a loaded machine the wall follows the CPU share the
+two processes get: with Linux's autogroup they share one session's. Those loaded figures were
+taken with the parser child in a session of its own (a second share), which the lead took
+out again: it would take more of a user's machine than their other work gets, and escape
+job control.
 
 On the quiet machine (2026-12-07 20:32-20:33, load 0.96-1.06, nothing else running;
 `2b377dc`), 100,000 requests, alternating this code / before issue 17 (a54e24d^) / before

@@ -74,8 +74,11 @@ load and not comparable between runs; peak MB):
 | 20,000 | 2.88, 2.64 / 115 | 2.38, 2.41 / 166 | 1.86, 1.72 / 167 | 2.30, 2.16 / 192 | 1.91, 1.81 / 108 |
 
 What changed (issue 23): a process that loads the `openai` SDK or the price data imports it
-with the garbage collector paused and freezes it (`llmbatch.heap`), and every process freezes
-its heap at exit: each full collection walked the SDK's ~100,000 and the price data's
+with the garbage collector paused and froze it (`llmbatch.heap`), and every process froze
+its heap at exit (since then, the lead kept the freezing to the CLI's processes: in a
+program using the API it would keep the host's objects of that moment from ever being
+collected as cyclic garbage, so the API flow gives back ~0.25-0.45 CPU s of the figures
+above): each full collection walked the SDK's ~100,000 and the price data's
 ~75,000 objects again (gen-2 time at 20,000 through the API 0.34 -> 0.09 CPU s), and the
 interpreter's last collections at exit cost ~0.25 CPU s in every process that had loaded the
 SDK; a sending process imported `httpx` beside the SDK's `httpx2` (~0.1 s); the export built

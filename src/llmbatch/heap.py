@@ -4,10 +4,13 @@ An SDK's import leaves thousands of long-lived objects (`openai`'s generated typ
 pydantic schemas). Python's collector walks all of them in every full collection while a
 job runs (~0.2 CPU s at 20,000 results) and again in its last collections at exit (~0.25
 CPU s). So a transport is imported with the collector paused (nothing it makes is garbage)
-and what is alive then is frozen (`gc.freeze`): it stays, as modules do, and is not walked
-again. At exit the whole heap is frozen, after every `atexit` handler registered later has
-run. Objects are still released by their reference counts; only cyclic garbage that was
-alive at a freeze goes uncollected, which Python never promised to collect at exit."""
+and, in a process llmbatch owns (`own_process`: every CLI command, `llmbatch worker` among
+them), what is alive then is frozen (`gc.freeze`): it stays, as modules do, and is not
+walked again; at exit the whole heap is frozen, after every `atexit` handler registered
+later has run. Objects are still released by their reference counts; only cyclic garbage
+that was alive at a freeze goes uncollected, which Python never promised to collect at exit.
+In a program that imports the library nothing is frozen: whatever of the host's was alive
+at a freeze would never be collected if it later became cyclic garbage."""
 
 from __future__ import annotations
 
@@ -17,19 +20,19 @@ from collections.abc import Callable
 from typing import TypeVar
 
 T = TypeVar("T")
-_registered: list[bool] = []
+_owned: list[bool] = []
 
 
-def freeze_at_exit() -> None:
-    """Skip the interpreter's final collections in this process (once, however often asked)."""
-    if not _registered:
-        _registered.append(True)
+def own_process() -> None:
+    """This process is llmbatch's (a CLI command): freeze what loads, and the heap at exit."""
+    if not _owned:
+        _owned.append(True)
         atexit.register(gc.freeze)
 
 
 def load_frozen(load: Callable[[], T]) -> T:
-    """`load()` (an import that brings an SDK) with the collector paused, then freeze what
-    is alive, and the heap again at exit."""
+    """`load()` (an import that brings an SDK) with the collector paused, then, in a process
+    llmbatch owns, freeze what is alive."""
     enabled = gc.isenabled()
     gc.disable()
     try:
@@ -37,5 +40,5 @@ def load_frozen(load: Callable[[], T]) -> T:
     finally:
         if enabled:
             gc.enable()
-        gc.freeze()
-        freeze_at_exit()
+        if _owned:
+            gc.freeze()

@@ -499,13 +499,10 @@ def parse_in_subprocess(
     ]
     spec = orjson.dumps({"defaults": args, "max_line_bytes": max_line_bytes, "keep_raw": keep_raw})
     cmd = [sys.executable, "-m", "llmbatch.importer", str(path), spec.decode()]
-    # A session of its own: where Linux groups processes by session for CPU fairness
-    # (autogroup), the child and the writer would share one process's share of a loaded
-    # machine, and the pipeline run at half the speed of a single process. Ctrl-C reaches
-    # only this process then, which kills the child on its way out (below).
-    proc = subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
-    )
+    # Not in a session of its own, though on a loaded Linux desktop (autogroup) the writer
+    # and the child then share one session's CPU share: a second session would take more of
+    # the machine than the user's other work gets, and escape job control (Ctrl-C, `kill %1`).
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert proc.stdout is not None and proc.stderr is not None
     _widen(proc.stdout)
     ready: queue.Queue[bytes | None] = queue.Queue(maxsize=3)

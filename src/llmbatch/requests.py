@@ -72,12 +72,7 @@ def line_fields(raw: bytes, provider: str = PROVIDER) -> Fields:
     except orjson.JSONDecodeError as exc:
         raise LineError(_json_reason(raw, exc)) from None
     if type(obj) is dict:
-        fmt, name = format_of(provider), provider
-        for other in claimants():
-            if other.claims(obj):
-                if other is not fmt:
-                    fmt, name = other, other.name
-                break
+        fmt, name = _format_for(obj, provider)
         try:
             cid = fmt.line_id(obj)
         except LineError:
@@ -96,12 +91,7 @@ def parse_obj(obj: object, provider: str = PROVIDER) -> Request:
     that provider (`Format.claims`); any other line to `provider`'s format."""
     if not isinstance(obj, dict):
         raise LineError(f"expected a JSON object, got {kind(obj)}")
-    fmt, name = format_of(provider), provider
-    for other in claimants():
-        if other.claims(obj):
-            if other is not fmt:
-                fmt, name = other, other.name
-            break
+    fmt, name = _format_for(obj, provider)
     try:
         custom_id = fmt.line_id(obj)
         check_custom_id(custom_id, fmt.id_field)
@@ -112,6 +102,16 @@ def parse_obj(obj: object, provider: str = PROVIDER) -> Request:
         if hint is None:
             raise
         raise LineError(f"{exc}; {hint}") from None
+
+
+def _format_for(obj: dict[str, Any], provider: str) -> tuple[Format, str]:
+    """The format that reads `obj`, and its provider's name: the one whose own shape the line
+    is (`Format.claims`), else `provider`'s."""
+    fmt = format_of(provider)
+    for other in claimants():
+        if other.claims(obj):
+            return (other, other.name) if other is not fmt else (fmt, provider)
+    return fmt, provider
 
 
 def _shape_hint(obj: dict[str, Any], fmt: Format) -> str | None:

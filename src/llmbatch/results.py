@@ -99,21 +99,10 @@ class Finding:
         """This succeeded line as the `Success` tuple ingest records (`ok` only)."""
         u = self.usage
         if u is None:
+            detail: tuple[int | None, int | None, int | None, int | None] = (None,) * 4
             flag = "missing: usage" if self.input_tokens is None else None
-            return (
-                self.attempt_id,
-                self.status_code,
-                self.provider_request_id,
-                self.body,
-                self.input_tokens,
-                self.output_tokens,
-                None,
-                None,
-                None,
-                None,
-                flag,
-                self.model,
-            )
+        else:
+            detail, flag = (u.cached, u.write_5m, u.write_1h, u.reasoning), u.flag
         return (
             self.attempt_id,
             self.status_code,
@@ -121,11 +110,8 @@ class Finding:
             self.body,
             self.input_tokens,
             self.output_tokens,
-            u.cached,
-            u.write_5m,
-            u.write_1h,
-            u.reasoning,
-            u.flag,
+            *detail,
+            flag,
             self.model,
         )
 

@@ -151,13 +151,15 @@ def test_a_sending_process_imports_only_the_http_library_its_sdk_uses() -> None:
 
 def test_a_transport_is_loaded_frozen_and_the_heap_frozen_again_at_exit() -> None:
     """The collector would walk the SDK's classes in every full collection and in its last
-    ones at exit (~0.2 + 0.25 CPU s at 20,000 results): what is alive once a transport has
-    loaded is frozen, and at exit everything made since, by an exit handler that runs before
-    those registered earlier (this probe's). A collector the caller disabled stays so."""
+    ones at exit (~0.2 + 0.25 CPU s at 20,000 results): in a process llmbatch owns (a CLI
+    command), what is alive once a transport has loaded is frozen, and at exit everything
+    made since, by an exit handler that runs before those registered earlier (this probe's).
+    A collector the caller disabled stays so."""
     code = (
         "import atexit, gc, json; seen = {}; "
         "atexit.register(lambda: print(json.dumps({**seen, 'exit': gc.get_freeze_count()}))); "
         "gc.disable() if DISABLED else None; "
+        "from llmbatch.heap import own_process; own_process(); "
         "from llmbatch.providers import plugin; plugin('openai').transport_class(); "
         "seen.update(loaded=gc.get_freeze_count(), enabled=gc.isenabled()); "
         "made = [[i] for i in range(1000)]"
@@ -171,11 +173,27 @@ def test_a_transport_is_loaded_frozen_and_the_heap_frozen_again_at_exit() -> Non
         assert seen["exit"] > seen["loaded"] + 900  # the lists made since
 
 
+def test_a_program_using_the_library_keeps_its_heap_as_it_was() -> None:
+    """Frozen, the host's objects alive at the freeze would never be collected if they later
+    became cyclic garbage: a program that imports llmbatch gets its SDKs and price data
+    loaded with the collector paused, and nothing frozen, then or at exit."""
+    code = (
+        "import atexit, gc; atexit.register(lambda: print(gc.get_freeze_count())); "
+        "from llmbatch.providers import plugin; plugin('openai').transport_class(); "
+        "from llmbatch.pricing import model_prices; model_prices('openai', 'gpt-4o-mini'); "
+        "print(gc.get_freeze_count(), gc.isenabled())"
+    )
+    got = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert got.stdout.split() == ["0", "True", "0"]
+
+
 def test_the_price_data_is_loaded_frozen() -> None:
     """genai-prices' data (~75,000 objects kept for the process's life) is frozen once
-    loaded, as an SDK is: full collections during an ingest no longer walk it."""
+    loaded in a process llmbatch owns, as an SDK is: full collections during an ingest no
+    longer walk it."""
     code = (
-        "import gc; from llmbatch.pricing import model_prices; "
+        "import gc; from llmbatch.heap import own_process; own_process(); "
+        "from llmbatch.pricing import model_prices; "
         "model_prices('openai', 'gpt-4o-mini'); print(gc.get_freeze_count(), gc.isenabled())"
     )
     got = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

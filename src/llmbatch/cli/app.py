@@ -22,7 +22,7 @@ from click.core import ParameterSource
 from llmbatch import __version__, defaults, render
 from llmbatch.config import config_path, default_map, load_config
 from llmbatch.errors import ConfigError, LlmbatchError, NotFound
-from llmbatch.heap import freeze_at_exit
+from llmbatch.heap import own_process
 
 if TYPE_CHECKING:
     from llmbatch.engine import Engine
@@ -66,7 +66,7 @@ class Cli(click.Group):
     """Turns every LlmbatchError into one clear line and its exit code (traceback with --debug)."""
 
     def invoke(self, ctx: click.Context) -> Any:
-        freeze_at_exit()  # a command's process ends with it: no final walk of its heap
+        own_process()  # a command's process is ours: its SDKs' heap frozen, and all at exit
         try:
             return super().invoke(ctx)
         except LlmbatchError as exc:
