@@ -47,9 +47,10 @@ store/sqlite.py `cache_kib`): a fixed 16 MiB cache held most of a 20,000-request
 25 MB file in memory (peak RSS at 20,000: API 166 -> 152 MB, CLI 114 -> 97; 20,000 through
 the API in one process: after `run` 111 -> 96 MB; its CPU, twelve runs of each interleaved
 at load 2-6, 2.17 s against 2.10 with the 16 MiB cache, the runs spreading 0.35 s). The
-price data loads without genai-prices' package __init__, which imported its network updater
+price data loaded without genai-prices' package __init__, which imports its network updater
 (httpx2, asyncio; ~0.05 CPU s of `enqueue`'s estimate line, 0.23 -> 0.19 s for that line
-alone). `wait` off a terminal imports no rich (~0.04 s); `results` no pricing module
+alone; the lead took it out again: it rebuilt another package's import by hand, and would
+break on that package's next layout). `wait` off a terminal imports no rich (~0.04 s); `results` no pricing module
 (~6 ms). Per step at 5,000, load 2.5-2.8, three rounds (CPU s): `enqueue` 0.32-0.40 against
 0.37-0.39, `wait` 0.88-1.02 against 1.00-1.10, `results` 0.22-0.25 against 0.23-0.24. CPU
 between two runs of the same code moves by 0.3 s at load 5-8, more than these changes; the

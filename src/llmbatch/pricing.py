@@ -20,7 +20,6 @@ priced, not when this module is imported: a command that prices nothing starts w
 from __future__ import annotations
 
 import dataclasses
-import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
@@ -135,7 +134,6 @@ def snapshot() -> DataSnapshot:
     process) is made with the collector paused and frozen after (heap.py)."""
 
     def load() -> DataSnapshot:
-        _without_package_init()
         from genai_prices import data_snapshot
 
         return data_snapshot.get_snapshot()
@@ -147,33 +145,6 @@ def snapshot() -> DataSnapshot:
 
 
 _LOADED: list[bool] = []
-
-
-def _without_package_init() -> None:
-    """Make `genai_prices` a package whose __init__ runs only when a name it defines is first
-    asked for: the __init__ imports the network updater (httpx2, asyncio; ~0.05 CPU s), and
-    the price data needs only `data_snapshot` and `types`. A submodule imports as usual, and
-    any other name (`calc_price`, `__version__`) runs the whole __init__ then, so code that
-    imports genai_prices after us sees the package it expects."""
-    import importlib.util
-
-    if "genai_prices" in sys.modules:
-        return
-    spec = importlib.util.find_spec("genai_prices")
-    if spec is None or spec.loader is None or spec.submodule_search_locations is None:
-        return
-    loader = spec.loader
-    pkg = importlib.util.module_from_spec(spec)
-
-    def complete(name: str) -> object:
-        if importlib.util.find_spec(f"genai_prices.{name}") is not None:
-            raise AttributeError(name)  # a submodule: the import system loads it
-        pkg.__dict__.pop("__getattr__", None)
-        loader.exec_module(pkg)
-        return getattr(pkg, name)
-
-    pkg.__dict__["__getattr__"] = complete
-    sys.modules["genai_prices"] = pkg
 
 
 @lru_cache(maxsize=4096)

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeGuard
 
 if TYPE_CHECKING:
-    from genai_prices.types import Usage
+    from genai_prices import Usage
 
 FREE_ENDPOINTS = ("/v1/moderations",)
 
@@ -49,7 +49,7 @@ class Tokens:
         )
 
     def usage(self) -> Usage:
-        from genai_prices.types import Usage  # the price table loads only when something is priced
+        from genai_prices import Usage  # the price table loads only when something is priced
 
         u = Usage(input_tokens=self.input, output_tokens=self.output)
         if self.cached:

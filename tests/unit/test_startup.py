@@ -201,26 +201,6 @@ def test_the_price_data_is_loaded_frozen() -> None:
     assert int(frozen) > 50_000 and enabled == "True"
 
 
-def test_the_price_data_loads_without_the_price_packages_network_updater() -> None:
-    """genai-prices' __init__ imports its updater (httpx2, asyncio; ~0.05 CPU s in `enqueue`
-    for its one estimate line): the price data loads without it, and the package is whole
-    for code that asks for one of its names later."""
-    code = (
-        "import json, sys; from llmbatch import pricing; "
-        "a = pricing.cost('openai', 'gpt-4o-mini', 1000, 100, batch=True); "
-        "before = sorted(m for m in ('httpx2', 'asyncio', 'genai_prices.update_prices') "
-        "if m in sys.modules); "
-        "from genai_prices import Usage, calc_price; import genai_prices; "
-        "b = calc_price(Usage(input_tokens=1000), 'gpt-4o-mini', provider_id='openai'); "
-        "print(json.dumps([before, str(a), str(b.total_price), genai_prices.__version__]))"
-    )
-    got = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert got.returncode == 0, got.stderr
-    before, ours, theirs, version = json.loads(got.stdout)
-    assert before == [] and ours and theirs
-    assert version == importlib.metadata.version("genai-prices")
-
-
 def test_wait_off_a_terminal_imports_no_progress_bar(tmp_path: Path) -> None:
     """Off a terminal `wait` says a line when something moves and draws no bar: rich (~0.04
     CPU s of its start) is not imported."""
