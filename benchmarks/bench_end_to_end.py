@@ -65,6 +65,17 @@ worker CPU 5.62 s, enqueue 2.61, emulator 3.21; PostgreSQL 15.93 s (8.56x): pack
 SQLite and 25.72 s on PostgreSQL, before issue 15 (f3de825) 16.75 s and 24.64 s. The 3x floor
 is not met; ingest's per-line Python and PostgreSQL's per-row server work (seven writes a
 request, four foreign-key checks) are the largest parts left.
+At 23:24-23:32 (`7347aee`: ingest's success tuples, schema 0017, the emulator's prepared
+lines; load 1.3-2.2, nothing else running): 100,000, floor 2.04 s, SQLite **7.05 s (3.46x)**:
+enqueue 1.70, pack 0.78, upload 0.65, download 0.15, ingest 2.27, emulator and waiting 1.34;
+worker CPU 4.44 s, emulator 1.79; PostgreSQL 12.67 s (6.21x): pack 2.81, upload 1.67, ingest
+4.64, the server's CPU 7.69 s. 1,000,000: floor 20.28 s, SQLite **75.2 s (3.71x)**: enqueue
+21.2, pack 11.1, upload 4.8, ingest 25.7, emulator and waiting 11.0; worker CPU 49.6 s,
+emulator 19.1; PostgreSQL 152.5 s (7.52x; 470 s at 21:48 under load before schema 0017 and
+the id lists read once); worker peak RSS 99.5 MB at 10,000, 137.4 MB at 1,000,000 (this
+process's, the floor and the enqueue included). Still not met: 3x on SQLite, 4x on
+PostgreSQL; pack (a request's three state changes, `packing.cut` per request) and ingest's
+SQL (~half of it now) are the largest parts left.
 
 The emulator's side at 100,000 requests (per-thread CPU from /proc and cProfile of its worker
 thread): validating parsed each line and counted its prompt, processing read it again,
