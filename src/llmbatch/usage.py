@@ -201,19 +201,17 @@ def plain_counts(usage: Any, endpoint: str | None) -> tuple[int, int, int, int] 
             return None
         inp, out = usage.get("prompt_tokens"), usage.get("completion_tokens")
         pd, cd = usage.get("prompt_tokens_details"), usage.get("completion_tokens_details")
-        cached_key, reasoning_key = "cached_tokens", "reasoning_tokens"
     elif endpoint == "/v1/responses":
         if "prompt_tokens" in usage:
             return None
         inp, out = usage.get("input_tokens"), usage.get("output_tokens")
         pd, cd = usage.get("input_tokens_details"), usage.get("output_tokens_details")
-        cached_key, reasoning_key = "cached_tokens", "reasoning_tokens"
     else:
         return None
     if "cache_read_input_tokens" in usage or "cache_creation_input_tokens" in usage:
         return None
-    cached = pd.get(cached_key) if type(pd) is dict else 0 if pd is None else -1
-    reasoning = cd.get(reasoning_key) if type(cd) is dict else 0 if cd is None else -1
+    cached = pd.get("cached_tokens") if type(pd) is dict else 0 if pd is None else -1
+    reasoning = cd.get("reasoning_tokens") if type(cd) is dict else 0 if cd is None else -1
     if cached is None:
         cached = 0
     if reasoning is None:

@@ -115,7 +115,7 @@ class OpenAIFormat(Format):
     def fast_fields(self, custom_id: str, line: dict[str, Any], provider: str) -> Fields | None:
         """`parse` for a line it takes as it is, with the checks in one pass; None for any
         other line (or a subclass that reads lines its own way), which `parse` then reads."""
-        if type(self).parse is not _PARSE or line.get("method") != "POST":
+        if not self._plain_lines or line.get("method") != "POST":
             return None
         url, body = line.get("url"), line.get("body")
         if type(url) is not str or url not in self.endpoints or type(body) is not dict:
@@ -206,12 +206,13 @@ class OpenAIFormat(Format):
             None,
         )
 
-    # `success` reads lines as `result` and `usage` do here: a subclass that reads either its
-    # own way has no fast path
-    _plain = True
+    # The fast paths read lines as `parse` (`fast_fields`), `result` and `usage` (`success`) do
+    # here: a subclass that reads them its own way has none
+    _plain_lines = _plain = True
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
+        cls._plain_lines = cls.parse is OpenAIFormat.parse
         cls._plain = cls.result is OpenAIFormat.result and cls.usage is OpenAIFormat.usage
 
     def check_options(self, name: str, options: Mapping[str, Any]) -> None:
@@ -226,9 +227,6 @@ class OpenAIFormat(Format):
     def usage(self, usage: Any, endpoint: str | None) -> Any:
         # a gateway may answer in the cache-field shape: read whichever shape came
         return read_usage_any(usage, endpoint)
-
-
-_PARSE = OpenAIFormat.parse
 
 
 class AzureFormat(OpenAIFormat):
