@@ -169,15 +169,21 @@ class ReadsResults(Protocol):
     ) -> Success | None: ...
 
 
-def parse_line(line: bytes, store_id: str, endpoint: str | None, fmt: ReadsResults) -> Finding:
-    """Parse one output- or error-file line; raise Anomaly if it is not ours or not readable.
-    What the line says is read by the provider's format (`fmt.result`)."""
+def _line_object(line: bytes) -> dict[str, Any]:
+    """A result line's JSON object; Anomaly if it is not JSON or not an object."""
     try:
         obj = orjson.loads(line)
     except orjson.JSONDecodeError as exc:
         raise Anomaly(f"result line is not JSON ({exc}): {line[:80]!r}") from None
-    if not isinstance(obj, dict):
+    if type(obj) is not dict:
         raise Anomaly(f"result line is not a JSON object: {line[:80]!r}")
+    return obj
+
+
+def parse_line(line: bytes, store_id: str, endpoint: str | None, fmt: ReadsResults) -> Finding:
+    """Parse one output- or error-file line; raise Anomaly if it is not ours or not readable.
+    What the line says is read by the provider's format (`fmt.result`)."""
+    obj = _line_object(line)
     attempt = attempt_id_of(obj.get(fmt.id_field), store_id)
     return fmt.result(attempt, obj, endpoint)
 
@@ -188,12 +194,7 @@ def read_line(
     """`parse_line` as ingest records it: a succeeded line as its `Success` tuple (read by the
     format's fast path where it has one for the line's shape), any other as its `Finding`.
     `hint`: the attempt number `in_attempt_order` read; taken when the id is exactly it."""
-    try:
-        obj = orjson.loads(line)
-    except orjson.JSONDecodeError as exc:
-        raise Anomaly(f"result line is not JSON ({exc}): {line[:80]!r}") from None
-    if type(obj) is not dict:
-        raise Anomaly(f"result line is not a JSON object: {line[:80]!r}")
+    obj = _line_object(line)
     custom_id = obj.get(fmt.id_field)
     if hint >= 0 and custom_id == f"{store_id}-{hint}":
         attempt = hint
