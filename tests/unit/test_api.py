@@ -279,6 +279,17 @@ def test_a_result_parses_its_body_and_makes_its_id_only_when_read(
         ok.body = {}  # type: ignore[misc]
 
 
+def test_results_share_the_strings_of_their_few_valued_columns(q: Queue, db: str) -> None:
+    # each row read its own copy of state, provider, model and endpoint: 80,000 strings held
+    # by 20,000 results where four do (issue 23)
+    q.add_many([{"custom_id": c, "body": body(c)} for c in ("a", "b")])
+    add_result(db, "a", queue="evals")
+    add_result(db, "b", queue="evals")
+    a, b = (r.row for r in q.results())
+    assert (a.state, a.provider, a.model, a.endpoint) == (b.state, b.provider, b.model, b.endpoint)
+    assert all(getattr(a, f) is getattr(b, f) for f in ("state", "provider", "model", "endpoint"))
+
+
 def test_results_group_by_model(q: Queue, db: str) -> None:
     q.add_many({"custom_id": f"{m}/{i}", "body": body(str(i), model=m)}
                for m in ("gpt-4o-mini", "gpt-4.1-mini") for i in range(3))  # fmt: skip
