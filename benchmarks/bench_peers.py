@@ -41,11 +41,11 @@ model and endpoint strings: 20,000 results held 20,000 parsed bodies (~1.8 KB ea
 80,000 copies of four strings. Peak RSS through the API 151 -> 106 MB at 20,000 (below
 openbatch's 108 and every other peer's) and 104 -> 94 MB at 5,000; `list(q.results())` at
 20,000 in one process 0.39-0.42 -> 0.23 CPU s (one full collection in it, not two: the
-bodies' ~400,000 containers no longer made the collector walk the SDK's heap again); the
-whole API flow at 20,000 as its own process, interleaved at load 10: 2.66, 2.84 -> 2.31, 2.29
-CPU s (the table's runs spread too far to show it). A sweep reads the uploads list a page of 100 first (it
-read 10,000 in one page, ~2.5 MB and a model each, on an account that keeps its files; the
-emulator's account holds few, so no figure here moves by it). HTTP calls of one API job
+bodies' ~160,000 dicts and lists no longer made the collector walk the SDK's heap again); the
+whole API flow at 20,000 as its own process, interleaved at load 10: 2.66, 2.84 -> 2.31,
+2.29 CPU s (the table's runs spread too far to show it). A sweep reads the uploads list a
+page of 100 first (it read 10,000 in one page, ~2.5 MB and a model each, on an account that
+keeps its files; the emulator's account holds few, so no figure here moves by it). HTTP calls of one API job
 (`Queue.run`, 5,000): upload, create, a list of batches in the same tick (an instant
 provider's batch ends in one `run`), the sweep (a list of batches, a list of uploads: kept,
 f55f19a: only the list finds a duplicate another process made), a 0.5 s wait, the list that
@@ -58,8 +58,8 @@ the interpreter's last collections at exit walk (a process's exit after the flow
 CPU s). A prototype of the OpenAI transport on plain httpx2 (upload, create, list, retrieve,
 content, delete; no error mapping: a measurement, not code to ship), with this code, in the
 same runs (load 7.8-8.6; CPU s / MB): 5,000: 0.84, 0.74 / 81 against 1.39, 1.24 / 94 with the
-SDK; 20,000: 1.54, 1.50 / 93 against 2.30, 2.07 / 106: faster than every peer at both sizes
-on CPU. At 5,000 the RSS floor (openbatch's 67 MB) stays out of reach while the price data
+SDK; 20,000: 1.54, 1.50 / 93 against 2.30, 2.07 / 106: the peers' CPU in the table above
+(openbatch 0.86-0.92 at 5,000, 1.35-1.69 at 20,000), the work left being ingest. At 5,000 the RSS floor (openbatch's 67 MB) stays out of reach while the price data
 loads in ingest to settle a batch's cost (genai-prices' snapshot: ~18 MB, ~33,000 objects,
 ~0.1 CPU s).
 
