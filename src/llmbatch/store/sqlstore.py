@@ -122,6 +122,12 @@ class SqlStore(
     def _insert_bodies(self, cur: Any, rows: Sequence[Row]) -> None:
         """Store the bodies of rows `_insert_rows` put in (once per hash), if it did not."""
 
+    def _flush_bodies(self, cur: Any, import_id: int) -> None:
+        """Write the bodies `_insert_bodies` held back for this import (in its commit)."""
+
+    def _drop_bodies(self, import_id: int) -> None:
+        """Forget the bodies held back for an import that is being failed."""
+
     def _has_schema(self, cur: Any) -> bool:
         cur.execute(self.q("has_schema"))
         return bool(scalar(cur))
@@ -279,6 +285,7 @@ class SqlStore(
             "now": now,
         }
         with self._write() as cur:
+            self._flush_bodies(cur, import_id)
             cur.execute(self.q("commit_import"), params)
             if cur.rowcount != 1:
                 raise StoreError(
@@ -294,6 +301,7 @@ class SqlStore(
     def abort_import(self, import_id: int, error: str) -> None:
         """Fail a loading import and delete its rows. An import that committed meanwhile (a
         clean-up racing the commit) is left alone: its rows are the queue's now."""
+        self._drop_bodies(import_id)
         with self._write() as cur:
             cur.execute(
                 self.q("fail_import"), {"id": import_id, "error": error[:2000], "now": time.time()}
