@@ -66,7 +66,7 @@ def test_an_import_is_invisible_until_it_commits(store: Store, db: str) -> None:
     assert stored(db, imp) == 3  # written ...
     assert store.counts() == []  # ... but invisible
     assert store.request_detail("a") == []
-    assert not store.has_requests("default")
+    assert not store.has_requests("default") and store.counts("default") == []
     assert store.get_import(imp).state == "loading"
 
     store.commit_import(imp, lines=3, added=3, unchanged=0, rejected=0)
@@ -74,6 +74,7 @@ def test_an_import_is_invisible_until_it_commits(store: Store, db: str) -> None:
     assert store.has_requests("default") and not store.has_requests("defaul")
 
     assert store.counts() == [Count("default", "openai", "gpt-4o-mini", "queued", 3)]
+    assert store.counts("default") == store.counts() and store.counts("defaul") == []
     [detail] = store.request_detail("a")
     assert (detail["custom_id"], detail["state"], detail["line"]) == ("a", "queued", 1)
     assert detail["attempts"] == [] and detail["result"] is None
