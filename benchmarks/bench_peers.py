@@ -45,7 +45,10 @@ ms) only for a table or provider of that kind (after these figures). Per step, t
 interleaved at load 10.5-11.5 (CPU s), 5,000: `wait` 0.84-0.90 against 0.88-0.94, `results` 0.19
 against 0.21; at 20,000 the steps are within the noise (`wait` 1.35-1.41 against 1.32-1.35). A
 200-request queue in a store that holds a finished 20,000-request one: `wait` 0.70-0.73 against
-0.80-0.91; a `wait` with nothing left to do on that store 0.25 against 0.36.
+0.80-0.91; a `wait` with nothing left to do on that store 0.25 against 0.36. Merged with main
+`7496c68` (the API's results held lighter), against it, one pair run twice at load 6.7-11.6 (CPU
+s): the command line at 5,000 1.60, 1.33 against 1.45, 1.46; at 20,000 2.26, 2.28 against 2.56,
+2.36; peaks the same (92.3 and 96.0 MB).
 
 Where a command's start goes (`-X importtime`, CPU measured around each import, load ~7):
 `--version` 0.06-0.07 CPU s (Python ~0.015, click ~0.025, llmbatch's CLI ~0.02; 0.23-0.32 s wall
