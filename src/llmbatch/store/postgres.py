@@ -1,7 +1,8 @@
 """The PostgreSQL store, for many workers on many machines sharing one queue.
 
-psycopg 3; bulk loads COPY into a per-session staging table and move rows into `requests`
-with one set-based insert; claims (in the engine) use `FOR UPDATE SKIP LOCKED`.
+psycopg 3; an enqueue COPYs each chunk straight into `requests` and `request_bodies`, or,
+once a row clashes, into a per-session staging table moved with one set-based insert; claims
+(in the engine) use `FOR UPDATE SKIP LOCKED`.
 """
 
 from __future__ import annotations
