@@ -18,6 +18,32 @@ The CPU seconds (`writer_cpu_s`, `parser_cpu_s`, `server_cpu_s`: the PostgreSQL 
 read from /proc where the server is local; the raw insert's `cpu_s`) say how much work there
 was: on a shared machine the wall figures are mostly waiting for a core.
 
+Issue 23's SQLite enqueue at 1M (branch `enqueue`), 2026-12-08 01:13-01:45 on the shared
+2-core machine, this code and main at 7496c68 in their own worktrees and venvs, alternated on
+one generated file. Where the writer's time went: a bare sqlite3 loop of the same rows in
+chunks of 10,000 (CPU s / MB written per 1M): `requests` alone 5.5 / 442, `request_bodies`
+alone 7.5 / 2,741 for a 438 MB table. Each commit rewrote in the WAL every page of the
+bodies' hash index it touched, and hashes are random: once that index (~30 MB) outgrew a
+chunk's reach, a commit of 10,000 touched most of its leaf pages (~22 MB a commit). A page
+cache of 64 MiB instead of 16 saved 0.5 CPU s and no writes; checkpoints every 128 MB of WAL
+instead of 32 ~0.3-0.5 CPU s and ~200 MB (left as they are: a WAL file keeps its largest
+size). Now the bodies of an import are held and written 50,000 at a time in hash order, and
+the rest in the import's own commit (the rows are invisible until then; a body follows its
+row, so no clean-up sees it as no one's; bodies leave the buffer only when the transaction
+that wrote them commits). Bare loop, both tables: 11.4 -> 9.7 CPU s, 3,230 -> 1,872 MB
+(100,000 at a time: 9.5, 1,594). `enqueue_file` alone at 1M, load 4.5-5.9, main / this code
+/ this code / main: wall 38.7 / 27.1 / 24.1 / 37.3 s, writer 15.41 / 12.09 / 12.01 / 15.77
+CPU s, parser 8.64 / 7.44 / 7.37 / 8.43, written 3,408 / 2,041 MB. This benchmark at 1M:
+at load 10.3 main 99.3 s (writer 16.09, parser 8.50), at 7.6 this code 49.4 s (13.15,
+7.78); as the load fell to 4.0 and 2.8, this code 22.6 s (13.47, 8.03), main 18.5 s (15.21,
+8.48) (the raw insert, the same code in both, took 17.0 and 22.8 s in those two runs: the
+walls there are the disk's and the load's). The writer's peak RSS 108 -> 128-133 MB (the
+held bodies, ~25 MB); the rows and the same rejects, dumped and compared with main's on a
+130,000-line file with a duplicate and a bad line (`--skip-invalid`, then again without it):
+identical. What the writer spends now (1M): `requests` ~5.5 CPU s (its `requests_ready`
+index is half the table's file: 35 of 68 MB at 300,000, 0.3 CPU s per 300,000), the bodies
+~4, unmarshalling the chunks ~3.
+
 Issue 23's PostgreSQL enqueue (branch `pgenq`), 2026-12-08 00:30-01:06 on the shared 2-core
 machine (load 5-12), this code and main at 9cc0e5d in their own worktrees and venvs, each
 `--worker` run alone into a fresh database, alternated on one generated file. Where the
