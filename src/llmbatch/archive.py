@@ -75,6 +75,7 @@ if TYPE_CHECKING:
     from llmbatch.store.batching import Outcome, Succeeded
 
 MAX_BACKOFF = 3600.0
+RESULT_NAMES = {"output": "output.jsonl", "error": "errors.jsonl"}  # a result file's kind's
 SPOOL_KINDS = "kinds.json"  # in a spool folder: which downloaded file is output, which error
 # In a spool folder: what ingest wrote of the envelope (each result the provider's files do
 # not hold, as its attempt id, its length and the end of its line; `Envelope`), and the
@@ -283,6 +284,9 @@ class Archiver:
         self._lock = threading.Lock()
         self._written, self._notes = 0, list[str]()
         self._error: BaseException | None = None
+        self._early: dict[str, list[_Early]] = {}  # archive key -> its early uploads (`early`)
+        self._early_pool: ThreadPoolExecutor | None = None
+        self._early_seq = 0
 
     def check(self) -> None:
         """Once per engine, before any work: a missing bucket or credentials stop it."""
@@ -304,6 +308,64 @@ class Archiver:
         dest = self.spool(batch_id)
         shutil.rmtree(dest, ignore_errors=True)
         folder.rename(dest)
+
+    def early(self, batch_id: int, name: str, path: Path) -> None:
+        """Start sending one of a batch's files to its archive now, in a thread of its own:
+        the input file once sent (the provider's batch time goes by meanwhile), the
+        provider's files once downloaded (ingest reads them meanwhile). The batch's archive
+        waits for it, then takes it when the file it archives is the one sent (`_taken`;
+        else it sends that file itself): after the last ingest only what the store adds is
+        left to send. Only on the engine lease's holder, whose archiving thread writes the
+        archive (a killed worker's parts are aborted by the archive that follows; another
+        worker's upload could land after the archive was written). The upload reads a hard
+        link, which ingest's renames and deletions leave alone."""
+        if not (self.background and self.engine):
+            return
+        key = f"{batch_folder(self.store.store_id, batch_id)}/{name}"
+        with self._lock:
+            self._early_seq += 1
+            link = self.workdir / f"early-{os.getpid()}-{self._early_seq}-{name}"
+            try:
+                os.link(path, link)
+                sent = _identity(link)
+            except OSError:  # no hard links here: the archive sends it
+                return
+            if self._early_pool is None:
+                self._early_pool = ThreadPoolExecutor(
+                    max_workers=1, thread_name_prefix="llmbatch-archive-early"
+                )
+            future = self._early_pool.submit(self._send_early, key, link)
+            self._early.setdefault(key, []).append(_Early(future, sent, link))
+
+    def _send_early(self, key: str, link: Path) -> dict[str, Any]:
+        try:
+            return self._send(key, link, None)
+        finally:
+            link.unlink(missing_ok=True)
+
+    def _early_of(self, folder: str) -> dict[str, _Early]:
+        """The early uploads of an archive's files, each waited for (an upload still going
+        could land after the archive's own), the last of each name; none is used twice."""
+        with self._lock:
+            keys = [k for k in self._early if k.startswith(folder + "/")]
+            got = {k: self._early.pop(k) for k in keys}
+        for uploads in got.values():
+            for u in uploads:
+                with contextlib.suppress(Exception):  # a failed one: the archive sends it
+                    u.future.result()
+        return {k[len(folder) + 1 :]: uploads[-1] for k, uploads in got.items()}
+
+    def _close_early(self) -> None:
+        """Uploads not started are dropped (their archives send the files), those going
+        waited for: nothing writes to the target once the engine is closed."""
+        with self._lock:
+            pool, self._early_pool = self._early_pool, None
+            left = [u for uploads in self._early.values() for u in uploads]
+            self._early.clear()
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+        for u in left:
+            u.link.unlink(missing_ok=True)
 
     def run(self, now: float, notes: list[str]) -> int:
         """Write the archives due now, or in `background` hand them to the archiving thread
@@ -368,6 +430,7 @@ class Archiver:
                 # what it missed now. A database error leaves it due for the next worker.
                 with contextlib.suppress(StoreError):
                     self.run_due(self.clock(), self._notes)
+        self._close_early()
 
     def run_due(self, now: float, notes: list[str]) -> int:
         """Write the archives due now, within `tick_seconds`; returns how many."""
@@ -403,13 +466,14 @@ class Archiver:
             raise RejectedError(f"batch {batch_id} is not in the store")
         folder = batch_folder(self.store.store_id, batch_id)
         provider = self.provider(str(b["provider"]))
+        early = self._early_of(folder)  # before anything: none lands after this archive
         if self.target.exists(f"{folder}/{MANIFEST}"):
             # a worker killed after the manifest, before the store knew: it says the rest
             with contextlib.closing(self.target.open(f"{folder}/{MANIFEST}")) as f:
                 manifest = orjson.loads(f.read())
             from_store, ours = bool(manifest.get("from_store")), bool(manifest.get("ours", True))
         else:
-            from_store, ours = self._write(b, folder, provider)
+            from_store, ours = self._write(b, folder, provider, early)
         where = f"{self.target.location.rstrip('/')}/{folder}"
         self.store.archive_done(batch_id, now, where, from_store)
         shutil.rmtree(self.spool(batch_id), ignore_errors=True)
@@ -422,7 +486,9 @@ class Archiver:
             with contextlib.suppress(TransientError, RejectedError):
                 provider.delete_files([str(f) for f in ids if f])
 
-    def _write(self, b: dict[str, Any], folder: str, provider: Provider) -> tuple[bool, bool]:
+    def _write(
+        self, b: dict[str, Any], folder: str, provider: Provider, early: dict[str, _Early]
+    ) -> tuple[bool, bool]:
         """Write the archive; (whether from the store, whether any result line is ours)."""
         batch_id = int(b["id"])
         attempts_of = int(b.get("intent_id") or batch_id)
@@ -437,7 +503,9 @@ class Archiver:
         digests: dict[str, Future[dict[str, Any]]] = {}
 
         def send(name: str, path: Path, digest: dict[str, Any] | None = None) -> None:
-            digests[name] = sends.submit(self._send, f"{folder}/{name}", path, digest)
+            digests[name] = _taken(early.get(name), path) or sends.submit(
+                self._send, f"{folder}/{name}", path, digest
+            )
 
         try:
             self.target.abort_uploads(folder + "/")
@@ -505,7 +573,7 @@ class Archiver:
     ) -> tuple[dict[str, Path], bool]:
         """The provider's result files: those ingest kept, else downloaded again; when the
         provider no longer has them, none (the archive says `from_store`)."""
-        names = {"output": "output.jsonl", "error": "errors.jsonl"}
+        names = RESULT_NAMES
         spool = self.spool(int(b["id"]))
         if (spool / SPOOL_KINDS).is_file():
             kinds: dict[str, str] = json.loads((spool / SPOOL_KINDS).read_text())
@@ -686,3 +754,28 @@ def _written(out: IO[bytes], sha: Any, page: list[bytes], size: int, lines: int)
     sha.update(data)
     page.clear()
     return size + len(data), lines + data.count(b"\n")
+
+
+@dataclass(frozen=True)
+class _Early:
+    """An upload started before the archive (`Archiver.early`): of which file, by identity."""
+
+    future: Future[dict[str, Any]]
+    sent: tuple[int, ...]
+    link: Path
+
+
+def _identity(path: Path) -> tuple[int, ...]:
+    st = path.stat()
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def _taken(early: _Early | None, path: Path) -> Future[dict[str, Any]] | None:
+    """An early upload's digest, if it sent this very file, unchanged, and succeeded."""
+    if early is None or early.future.cancelled() or early.future.exception() is not None:
+        return None
+    try:
+        same = _identity(path) == early.sent
+    except OSError:
+        return None
+    return early.future if same else None

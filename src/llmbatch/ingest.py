@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from llmbatch.archive import Archiver, Envelope
+from llmbatch.archive import RESULT_NAMES, Archiver, Envelope
 from llmbatch.closing import Closer
 from llmbatch.errors import RejectedError, TransientError
 from llmbatch.lease import Lease
@@ -136,6 +136,9 @@ class Ingestor:
             raise
         finally:
             self.timings["download"] += time.perf_counter() - started
+        if self.archiver is not None:  # on their way to the archive while they are read
+            for f in files:
+                self.archiver.early(b.id, RESULT_NAMES[f.kind], f.path)
         self.setbacks.disk_back(report, b)
         started = time.perf_counter()
         prefix = attempt_prefix(self.store.store_id, b.nonce)

@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from llmbatch.archive import kept_input
+from llmbatch.archive import Archiver, kept_input
 from llmbatch.errors import RejectedError
 from llmbatch.lease import Lease
 from llmbatch.ownership import attempt_prefix
@@ -37,10 +37,11 @@ class Submitter:
         poller: Poller,
         clock: Callable[[], float],
         timings: dict[str, float],
+        archiver: Archiver | None = None,
     ) -> None:
         self.store, self.settings, self.provider, self.workdir = store, settings, provider, workdir
         self.lease, self.setbacks, self.poller = lease, setbacks, poller
-        self.clock, self.timings = clock, timings
+        self.clock, self.timings, self.archiver = clock, timings, archiver
         self._file_seconds = 0.0
 
     def file(self, b: OpenBatch) -> Path:
@@ -98,7 +99,10 @@ class Submitter:
             with contextlib.suppress(FileNotFoundError):
                 sent = self.workdir / f"batch-{b.id}.jsonl"
                 if self.settings.archive is not None:  # its archive's input.jsonl, as sent
-                    sent.rename(kept_input(self.workdir, b.id))
+                    kept = kept_input(self.workdir, b.id)
+                    sent.rename(kept)
+                    if self.archiver is not None:  # on its way while the provider works
+                        self.archiver.early(b.id, "input.jsonl", kept)
                 else:
                     sent.unlink()
             self.poller.soon(b, t)

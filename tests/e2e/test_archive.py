@@ -280,7 +280,11 @@ def test_a_failing_target_loses_no_result_and_stops_no_work(
                 f for b in sql(db, "SELECT input_file_id, output_file_id FROM batches") for f in b
             }
             assert files <= provider_files(emu)  # kept until archived
-            assert not s3_client(moto).list_objects_v2(Bucket=bucket).get("Contents")
+            # no archive (a manifest) while the target fails; a file sent early whose
+            # answer was too slow may be there, whole (`Archiver.early`)
+            keys = s3_client(moto).list_objects_v2(Bucket=bucket).get("Contents", [])
+            assert not [k for k in keys if k["Key"].endswith("manifest.json")], keys
+            assert fault == "slow" or not keys
             proxy.faults = type(proxy.faults)()
             tick_until(engine, lambda: all(r[1] == "done" for r in archives(db)))
         finally:
