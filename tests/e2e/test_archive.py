@@ -10,6 +10,7 @@ import base64
 import dataclasses
 import hashlib
 import json
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from llmbatch.archive import (
     ArchiveSettings,
     _attempt_line,
     _digest,
+    _taken,
     from_archive,
 )
 from llmbatch.archived import _rebuilt
@@ -37,7 +39,7 @@ from llmbatch.retry import RetryPolicy
 from llmbatch.sdk import status_code
 from llmbatch.store import open_store
 from llmbatch.store.base import ResultRow
-from llmbatch.targets import FileTarget
+from llmbatch.targets import ArchiveUnavailable, FileTarget
 from s3 import SECRET_KEY, FaultProxy, aws_env, moto_server, s3_client
 
 pytest.importorskip("boto3")
@@ -1061,3 +1063,94 @@ def test_the_envelope_leaves_successes_to_the_providers_file_under_a_marker_of_i
     archiver._from_store = lambda *a: ("from", "store")  # type: ignore[method-assign,assignment]
     fallback = archiver._envelope(1, 1, "lbX-n", work, spooled=False, provider="openai")
     assert fallback == (("from", "store"), {}, None)
+
+
+def test_the_input_and_result_files_are_sent_early_and_once(db: str, tmp_path: Path) -> None:
+    """Each batch's input file is sent to its archive once the batch is sent, its result
+    files once downloaded (while ingest reads them): the archive takes those uploads, so no
+    file is sent twice, and after a batch's ingest only what the store adds is left."""
+    enqueue(db, 30)
+    root = tmp_path / "archive"
+    puts: list[tuple[str, str]] = []
+    put = FileTarget.put
+
+    def counted(self: FileTarget, key: str, path: Path, sha256: str | None = None) -> None:
+        puts.append((key, threading.current_thread().name))
+        put(self, key, path, sha256)
+
+    with running(seed=24) as emu, pytest.MonkeyPatch.context() as mp:
+        mp.setattr(FileTarget, "put", counted)
+        settings = fast_settings(
+            emu, max_batch_requests=10, archive=ArchiveSettings(url=f"file://{root}")
+        )
+        engine = Engine(open_store(db), settings)
+        try:
+            tick_until(engine, lambda: not engine.store.unfinished_count())
+        finally:
+            engine.close()
+    assert [r[1] for r in archives(db)] == ["done"] * 3
+    keys = [k for k, _ in puts]
+    assert len(keys) == len(set(keys)) == 3 * 5  # each file of each batch sent once
+    early = {k.rsplit("/", 1)[1] for k, thread in puts if "early" in thread}
+    assert early == {"input.jsonl", "output.jsonl"}, puts
+    assert not list(tmp_path.rglob("early-*"))  # the links the uploads read are gone
+    got = sorted((orjson.loads(x) for x in from_archive(f"file://{root}")), key=lambda e: e["id"])
+    assert got == store_envelope(db)
+
+
+class _StoreId:
+    store_id = "lbtest"
+
+
+def test_an_early_upload_is_taken_only_for_the_very_file_it_sent(tmp_path: Path) -> None:
+    """A file downloaded again (a new file under the same name), an upload that failed, or
+    a worker without the engine lease: the archive sends the file itself. Uploads not
+    started when the engine closes are dropped, with the links they would have read."""
+    root, work = tmp_path / "archive", tmp_path / "work"
+    work.mkdir()
+    target = FileTarget(root, f"file://{root}")
+    archiver = Archiver(
+        _StoreId(),  # type: ignore[arg-type]
+        ArchiveSettings(url=f"file://{root}"),
+        lambda name: None,  # type: ignore[arg-type,return-value]
+        work,
+        target=target,
+        background=True,
+    )
+    folder = "lbtest/batch-00000007"
+    output = work / "output.jsonl"
+    output.write_bytes(b'{"a": 1}\n')
+    archiver.early(7, "output.jsonl", output)  # not the engine lease's holder: nothing
+    assert archiver._early_of(folder) == {} and not root.exists()
+    archiver.engine = True
+    archiver.early(7, "output.jsonl", output)
+    got = archiver._early_of(folder)["output.jsonl"]
+    taken = _taken(got, output)
+    assert taken is not None and taken.result() == _digest(output)
+    assert (root / folder / "output.jsonl").read_bytes() == output.read_bytes()
+    assert archiver._early_of(folder) == {}  # taken once
+
+    archiver.early(7, "output.jsonl", output)
+    again = work / "again.jsonl"
+    again.write_bytes(b'{"a": 2}\n')
+    again.replace(output)  # downloaded again: another file under the name
+    assert _taken(archiver._early_of(folder)["output.jsonl"], output) is None
+
+    def fails(key: str, path: Path, sha256: str | None = None) -> None:
+        raise ArchiveUnavailable("down")
+
+    target.put = fails  # type: ignore[method-assign]
+    archiver.early(7, "output.jsonl", output)
+    assert _taken(archiver._early_of(folder)["output.jsonl"], output) is None
+
+    gate = threading.Event()
+    def waits(key: str, path: Path, sha256: str | None = None) -> None:
+        gate.wait(5)
+
+    target.put = waits  # type: ignore[method-assign]
+    for _ in range(3):
+        archiver.early(8, "input.jsonl", output)
+    threading.Timer(0.2, gate.set).start()
+    archiver.close()  # the first waited for, the others dropped
+    assert archiver._early == {} and not list(work.glob("early-*"))
+    assert output.read_bytes() == b'{"a": 2}\n'  # never touched
