@@ -101,8 +101,10 @@ class Submitter:
                 if self.settings.archive is not None:  # its archive's input.jsonl, as sent
                     kept = kept_input(self.workdir, b.id)
                     sent.rename(kept)
-                    if self.archiver is not None:  # on its way while the provider works
+                    if self.archiver is not None:  # on their way while the provider works
                         self.archiver.early(b.id, "input.jsonl", kept)
+                        prefix = attempt_prefix(self.store.store_id, b.nonce)
+                        self.archiver.early_attempts(b.id, prefix)
                 else:
                     sent.unlink()
             self.poller.soon(b, t)

@@ -1010,6 +1010,11 @@ def test_the_envelope_leaves_successes_to_the_providers_file_under_a_marker_of_i
         def batch_result_count(self, batch_id: int) -> int:
             return 4
 
+        def batch_custom_ids(self, batch_id: int, first: int, last: int) -> list[tuple[int, str]]:
+            spans.append((first, last))
+            return [(a, f"r{a}") for a in carried if first <= a <= last]
+
+    spans: list[tuple[int, int]] = []
     for old in (SPOOL_ENVELOPE_V1, SPOOL_ENVELOPE_V2):  # an earlier ingest's, by older code
         (tmp_path / old).write_text("{}")
     env = Envelope(Store(), 1, "lbX-n", "openai", tmp_path)  # type: ignore[arg-type]
@@ -1045,11 +1050,22 @@ def test_the_envelope_leaves_successes_to_the_providers_file_under_a_marker_of_i
         old_attempt_line("lbX", "lbX-n", a, "q", f"r{a}") for a in carried
     )
     assert digests == {SPOOL_RESULTS: _digest(results), SPOOL_ATTEMPTS: _digest(attempts)}
+    # attempts.jsonl sent as the batch was: only the failure's attempt read from the store
+    maps_read.clear()
+    early = archiver._joined(1, "lbX-n", "openai", work, pending, runs, [[4, 6], [9, 9]])
+    assert early is not None and early[0] == (results, None) and maps_read == []
+    assert results.read_bytes() == head + tail and early[1] == {SPOOL_RESULTS: _digest(results)}
+    assert spans == [(6, 6)]
     # a result or a success of an attempt the batch did not carry: read from the store
     carried = [4, 5, 9]
     assert archiver._joined(1, "lbX-n", "openai", work, pending, runs) is None
+    assert archiver._joined(1, "lbX-n", "openai", work, pending, runs, [[4, 5], [9, 9]]) is None
     carried = [4, 6, 9]
     assert archiver._joined(1, "lbX-n", "openai", work, pending, runs) is None
+    assert (
+        archiver._joined(1, "lbX-n", "openai", work, pending, runs, [[4, 4], [6, 6], [9, 9]])
+        is None
+    )
     # as the archive step takes it from the spool: the successes need the files ingest read
     carried = [4, 5, 6, 9]
     archiver.workdir = tmp_path
@@ -1066,9 +1082,10 @@ def test_the_envelope_leaves_successes_to_the_providers_file_under_a_marker_of_i
 
 
 def test_the_input_and_result_files_are_sent_early_and_once(db: str, tmp_path: Path) -> None:
-    """Each batch's input file is sent to its archive once the batch is sent, its result
-    files once downloaded (while ingest reads them): the archive takes those uploads, so no
-    file is sent twice, and after a batch's ingest only what the store adds is left."""
+    """Each batch's input file and attempts.jsonl are sent to its archive once the batch is
+    sent, its result files once downloaded (while ingest reads them): the archive takes
+    those uploads, so no file is sent twice, and after a batch's ingest only what the store
+    adds is left."""
     enqueue(db, 30)
     root = tmp_path / "archive"
     puts: list[tuple[str, str]] = []
@@ -1092,7 +1109,7 @@ def test_the_input_and_result_files_are_sent_early_and_once(db: str, tmp_path: P
     keys = [k for k, _ in puts]
     assert len(keys) == len(set(keys)) == 3 * 5  # each file of each batch sent once
     early = {k.rsplit("/", 1)[1] for k, thread in puts if "early" in thread}
-    assert early == {"input.jsonl", "output.jsonl"}, puts
+    assert early == {"input.jsonl", "output.jsonl", "attempts.jsonl"}, puts
     assert not list(tmp_path.rglob("early-*"))  # the links the uploads read are gone
     got = sorted((orjson.loads(x) for x in from_archive(f"file://{root}")), key=lambda e: e["id"])
     assert got == store_envelope(db)
@@ -1144,6 +1161,7 @@ def test_an_early_upload_is_taken_only_for_the_very_file_it_sent(tmp_path: Path)
     assert _taken(archiver._early_of(folder)["output.jsonl"], output) is None
 
     gate = threading.Event()
+
     def waits(key: str, path: Path, sha256: str | None = None) -> None:
         gate.wait(5)
 
@@ -1154,3 +1172,12 @@ def test_an_early_upload_is_taken_only_for_the_very_file_it_sent(tmp_path: Path)
     archiver.close()  # the first waited for, the others dropped
     assert archiver._early == {} and not list(work.glob("early-*"))
     assert output.read_bytes() == b'{"a": 2}\n'  # never touched
+
+
+def test_attempt_runs_within_and_spans() -> None:
+    from llmbatch.archive import _spans, _within
+
+    assert _within([[3, 5], [9, 9]], [[1, 6], [8, 12]])
+    assert not _within([[3, 7]], [[1, 6], [7, 12]])  # carried, but not as one run: never so
+    assert not _within([[13, 13]], [[1, 12]]) and _within([], [])
+    assert _spans([[1, 2], [900, 900], [5000, 5001]]) == [[1, 900], [5000, 5001]]

@@ -528,6 +528,9 @@ class Store(Protocol):
     def batch_attempt_map(self, batch_id: int) -> Iterator[tuple[int, str, str]]:
         """(attempt id, queue, custom_id) of every attempt a batch carried, streamed."""
 
+    def batch_custom_ids(self, batch_id: int, first: int, last: int) -> list[tuple[int, str]]:
+        """(attempt id, custom_id) of the attempts a batch carried from `first` to `last`."""
+
     def batch_result_rows(self, batch_id: int) -> Iterator[ResultRow]:
         """The results recorded for a batch's attempts, in attempt order, streamed."""
 
