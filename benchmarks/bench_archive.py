@@ -98,6 +98,7 @@ def drained(
     others = sum(emulator_cpu_s(pid) for pid in servers)
     result = drain(engine, queue="bench", timeout=1800)
     assert result.finished
+    drained_at = time.perf_counter()
     engine_cpu = time.thread_time() - engine_cpu  # the drain's own thread: the engine's
     if archive is not None:  # the last archives, written after the last ingest
         while store.archive_due(time.time() + 1e9, 1):
@@ -106,6 +107,7 @@ def drained(
         assert engine.archiver is not None
         engine.archiver.close()
     seconds, cpu = time.perf_counter() - t0, cpu_s() - cpu
+    tail = time.perf_counter() - drained_at  # the archives written after the last ingest
     archive_s = engine.archiver.busy_seconds if engine.archiver is not None else 0.0
     engine.close()
     store.close()
@@ -116,6 +118,7 @@ def drained(
         "engine_cpu_s": round(engine_cpu, 2),
         "servers_cpu_s": round(others, 2),
         "archive_s": round(archive_s, 2),
+        "tail_s": round(tail, 2),
     }
 
 
@@ -188,6 +191,9 @@ def main() -> None:
         "drain_overhead_pct": pct("seconds", plain, archived),
         "drain_overhead_pct_each": [pct("seconds", p, a) for p, a in runs],
         "archive_busy_s": archived["archive_s"],
+        # of the drain with archives, the seconds after its last ingest until every archive
+        # was written (the last batch's, and the closing of the engine's archiving thread)
+        "archive_tail_s": archived["tail_s"],
         "worker_cpu_s": {"without": plain["cpu_s"], "with": archived["cpu_s"]},
         # of which the engine's thread, until the queue is drained (the archiving thread's
         # work is the rest): what archiving takes from the engine's own path
