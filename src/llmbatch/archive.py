@@ -27,7 +27,11 @@ The engine's archives are written by a thread of their own, one pass at a time, 
 tick goes on polling and ingesting (inline, an archive added half to a 100,000-request
 drain); a pass is started by each batch's ingest on the engine lease's holder (one tick may
 ingest many batches) and by the tick's archive step; within an archive, each file is sent
-while the next is made. The engine waits for the pass on close. What `results.jsonl` needs
+while the next is made. What is fixed before the ingest is sent before it, by a thread of
+its own (`Archiver.early`): `input.jsonl` and `attempts.jsonl` once the batch is sent (the
+provider's batch time goes by meanwhile), the provider's files once downloaded (ingest reads
+them meanwhile); the archive waits for those uploads and takes each whose file is the one it
+archives, so after the last ingest only `results.jsonl` and the manifest are left. The engine waits for the pass on close. What `results.jsonl` needs
 is kept during ingest as outcomes are recorded (`Envelope`: each result the provider's files
 do not hold, under its attempt id) with the downloaded files; the archiving thread joins it
 to the batch's attempt map from the store as it writes `attempts.jsonl` (`_joined`), so the
