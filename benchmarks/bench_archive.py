@@ -95,7 +95,7 @@ def drained(
     store = open_store(db)
     engine = Engine(store, settings(url, archive=archive, max_batch_requests=10_000))
     t0, cpu, engine_cpu = time.perf_counter(), cpu_s(), time.thread_time()
-    others = sum(emulator_cpu_s(pid) for pid in servers)
+    others = [emulator_cpu_s(pid) for pid in servers]
     result = drain(engine, queue="bench", timeout=1800)
     assert result.finished
     drained_at = time.perf_counter()
@@ -111,12 +111,13 @@ def drained(
     archive_s = engine.archiver.busy_seconds if engine.archiver is not None else 0.0
     engine.close()
     store.close()
-    others = sum(emulator_cpu_s(pid) for pid in servers) - others
+    others = [emulator_cpu_s(pid) - cpu0 for pid, cpu0 in zip(servers, others, strict=True)]
     return {
         "seconds": round(seconds, 2),
         "cpu_s": round(cpu, 2),
         "engine_cpu_s": round(engine_cpu, 2),
-        "servers_cpu_s": round(others, 2),
+        "servers_cpu_s": round(sum(others), 2),
+        "s3_cpu_s": round(others[-1], 2),  # the S3 server's alone (the last of `servers`)
         "archive_s": round(archive_s, 2),
         "tail_s": round(tail, 2),
     }
@@ -200,6 +201,10 @@ def main() -> None:
         "engine_cpu_s": {"without": plain["engine_cpu_s"], "with": archived["engine_cpu_s"]},
         # the emulator's and the S3 server's: the whole work, which load does not change
         "servers_cpu_s": {"without": plain["servers_cpu_s"], "with": archived["servers_cpu_s"]},
+        # of which the S3 server's (the emulator's is the rest: its polls follow the wall time)
+        "s3_server_cpu_s": archived["s3_cpu_s"],
+        # the archiving threads' (the worker's CPU less its engine thread's, with archives)
+        "archive_threads_cpu_s": round(archived["cpu_s"] - archived["engine_cpu_s"], 2),
         "cpu_overhead_pct": round(
             100
             * (archived["cpu_s"] + archived["servers_cpu_s"])
