@@ -30,6 +30,30 @@ here: 150 MB archived a run). What is left is per request, not per byte: moto's 
 CPU per request (about 9 S3 requests a batch), boto3's per-upload set-up, and the
 emulator's 3 file deletes a batch. A timeline at load 10: each batch's archive (0.4-0.8 s)
 ends before the next ingest; after the drain only the last batch's is left (~0.3 s).
+
+Still +22.9 % on the quiet machine (pairs +19.2, +27.0). A timeline (2026-12-08, load 5-10)
+showed the drain's two phases: the ten batches sent one after the other (the engine idle
+about half of it, between sends and waiting for the emulator), then the ten ingests back to
+back (the engine busy throughout); each batch's whole archive (15 MB: input 5.3, output 8.0,
+attempts.jsonl 1.6, results.jsonl empty here; 7 S3 requests) ran during the next ingest,
+the last one's after the drain. Now what is fixed before a batch's ingest is sent before it
+(`Archiver.early`, a thread of its own): its input file and attempts.jsonl once the batch
+is sent (the map pass, ~30 ms of Python a batch, into the sending phase's idle time), its
+output file once downloaded (while ingest reads it); the archive after the ingest takes
+those uploads and reads from the store only the attempts of the results the provider's
+files do not hold. Files under the part size go in one `put_object` (the transfer manager
+set up threads and futures per file). Same script, this branch and main (`7496c68`, and
+`9cc0e5d` before the merge) interleaved, `--repeat 1` (11 pairs, 2026-12-08 00:47-01:40, load
+6.5-15; wall overheads there swing -51 to +108 % for either, so they compare nothing):
+- `archive_tail_s` (after the last ingest until every archive is written): main 0.16-1.21 s
+  (median 0.31), this branch 0.04-0.22 (median 0.07);
+- `archive_busy_s` (the archiving thread's passes): median 6.2 -> 3.4 s;
+- the archiving threads' CPU (worker CPU with archives less its engine thread's): median
+  0.88 -> 0.74 s; the S3 server's (split out now) 0.72-0.86 s either way (the bytes, 149 MB
+  a run, and the 7 requests a batch are the same: moto's ~4.3 ms of CPU per MB is most of it).
+On the quiet machine the expected effect: the tail (~0.3 s there) goes to ~0.05, and about
+half of the archiving work (CPU and GIL) leaves the back-to-back ingests for the sending
+phase's idle time; from +22.9 % (~1.6 s) to an estimated +11-15 %, not measured here.
 """
 
 from __future__ import annotations
