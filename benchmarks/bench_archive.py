@@ -43,15 +43,18 @@ output file once downloaded (while ingest reads it); the archive after the inges
 those uploads and reads from the store only the attempts of the results the provider's
 files do not hold. Files under the part size go in one `put_object` (the transfer manager
 set up threads and futures per file). Same script, this branch and main (`7496c68`, and
-`9cc0e5d` before the merge) interleaved, `--repeat 1` (11 pairs, 2026-12-08 00:47-01:40, load
-6.5-15; wall overheads there swing -51 to +108 % for either, so they compare nothing):
-- `archive_tail_s` (after the last ingest until every archive is written): main 0.16-1.21 s
-  (median 0.31), this branch 0.04-0.22 (median 0.07);
-- `archive_busy_s` (the archiving thread's passes): median 6.2 -> 3.4 s;
-- the archiving threads' CPU (worker CPU with archives less its engine thread's): median
-  0.88 -> 0.74 s; the S3 server's (split out now) 0.72-0.86 s either way (the bytes, 149 MB
-  a run, and the 7 requests a batch are the same: moto's ~4.3 ms of CPU per MB is most of it).
-On the quiet machine the expected effect: the tail (~0.3 s there) goes to ~0.05, and about
+`9cc0e5d` before the merge) interleaved, 10 runs each (`--repeat 1`, and 2 with
+`--repeat 2`; 2026-12-08 00:57-01:35, load 6.5-15.5; wall overheads there swing -51 to
++108 % for either, so they compare nothing), medians:
+- `archive_tail_s` (after the last ingest until every archive is written): main 0.34 s
+  (0.16-1.21), this branch 0.10 (0.04-0.22);
+- `archive_busy_s` (the archiving thread's passes): 7.3 -> 3.1 s;
+- the archiving threads' CPU (worker CPU with archives less its engine thread's): 0.88 ->
+  0.77 s; the S3 server's (split out now) 0.73-0.86 s on main, 0.73-0.87 here (the bytes,
+  149 MB a run, and the 7 requests a batch are the same: moto's ~4.3 ms of CPU per MB is
+  most of it); the engine thread's own CPU, with archives less without, +0.09 and +0.17 s
+  (each spread -0.3 to +0.6: noise at that load).
+On the quiet machine the expected effect: the tail (~0.3 s there) goes under 0.1 s, and about
 half of the archiving work (CPU and GIL) leaves the back-to-back ingests for the sending
 phase's idle time; from +22.9 % (~1.6 s) to an estimated +11-15 %, not measured here.
 """
