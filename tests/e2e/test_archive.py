@@ -1043,6 +1043,7 @@ def test_the_envelope_leaves_successes_to_the_providers_file_under_a_marker_of_i
     got = archiver._joined(1, "lbX-n", "openai", work, pending, runs)
     assert got is not None
     (results, attempts), digests = got
+    assert attempts is not None  # made here: no attempts.jsonl was sent early
     head = jsonl_head(result_id("lbX", 6), "r6", b'"openai"')
     tail = jsonl_tail("failed", "openai", 400, None, body, "bad", "m")
     assert results.read_bytes() == head + tail
@@ -1075,6 +1076,7 @@ def test_the_envelope_leaves_successes_to_the_providers_file_under_a_marker_of_i
         (tmp_path / name).rename(spool / name)
     paths, known, rebuilt = archiver._envelope(1, 1, "lbX-n", work, spooled=True, provider="openai")
     assert paths[0].read_bytes() == head + tail and rebuilt == marker["rebuilt"]
+    assert paths[1] is not None
     assert known == {SPOOL_RESULTS: _digest(paths[0]), SPOOL_ATTEMPTS: _digest(paths[1])}
     archiver._from_store = lambda *a: ("from", "store")  # type: ignore[method-assign,assignment]
     fallback = archiver._envelope(1, 1, "lbX-n", work, spooled=False, provider="openai")
