@@ -118,11 +118,9 @@ FROM outcome_staging s
 WHERE r.id = s.request_id AND s.kind = 'cancelled' AND r.state IN ('submitted', 'packed')
 
 -- name: submit_requests
--- engine.sql's, the batch's request ids read once (an InitPlan) and their rows found by key.
--- As a join the planner, told by the statistics that few requests are packed, read all of
--- `requests` for each batch and looked each packed one's attempt up (quadratic in the store).
-UPDATE requests SET state = 'submitted', updated_at = :now
-WHERE id = ANY(ARRAY(SELECT request_id FROM attempts WHERE batch_id = :id)) AND state = 'packed'
+-- engine.sql's, as a join: the batch's attempts drive the update (no set of ids to build)
+UPDATE requests r SET state = 'submitted', updated_at = :now
+FROM attempts a WHERE a.batch_id = :id AND r.id = a.request_id AND r.state = 'packed'
 
 -- name: batch_lines
 -- engine.sql's, each line's request and body read by key (a nested loop; the subquery with
