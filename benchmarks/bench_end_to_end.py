@@ -137,12 +137,36 @@ worker's unchanged (4.4/4.4/4.6 -> 4.5/4.5/4.3). Per statement: the attempts ins
 totals 0.50 -> 0.28. Upload took 2.12 s on PostgreSQL against SQLite's 0.65 because its server
 time is the submit's two set updates (every attempt and request of the batch packed ->
 submitted, 1.5 s of server CPU per 100,000), not the file (`batch_lines` is counted in pack).
-What is left is mostly the three state changes of each request (packed, submitted, its
-outcome; ~0.95 s a pass per 100,000): never HOT, as `state` is in the three partial indexes'
-predicates, so a fillfactor does not help them (a pass of 100,000 on a copy of the table took
-the same ~1 s at 70 as at 100; without the unique (queue, custom_id) index a third less).
-The next levers: fewer of them (a submit that records the batch only), or a packing index
-whose predicate the submit and the outcome do not touch.
+What was left was mostly the three state changes of each request (packed, submitted, its
+outcome; ~0.8 s a pass per 100,000): never HOT, as `state` was in the three partial indexes'
+predicates. Migration 0018 gives those indexes `waiting` to read instead (`state` while the
+request waits to be packed, NULL after; a stored column PostgreSQL computes) and `requests`
+a fillfactor of 50, so the submit and the outcome rewrite no index: on a copy of the table,
+100,000 rows, the three passes 0.72/0.81/1.19 -> 0.61/0.32/0.34 CPU s (fillfactor 70: the
+last two 0.49/0.47; the insert's cost the same at 50 as at 100). An intent's lines
+(`batch_lines`) read each request and body by key now: as a join, the planner hashed each
+2,000-line page's attempts and read all of `requests` to match them (or merged from its first
+id), once per page, quadratic in the store. 100,000 requests, the PostgreSQL run alone, main
+(9cc0e5d) and this change interleaved, four rounds each at load 5-11 (2026-12-08 00:42-01:07):
+the server's CPU while draining 5.71/5.88/6.36/5.27 -> 4.56/5.07/4.21/4.61 s (-21 %; the last
+two with `batch_lines` by key: -24 %), the worker's 2.44/2.50/2.73/2.29 -> 2.26/2.68/2.21/2.42,
+the enqueue's server CPU unchanged (1.37/1.39/1.55/1.23 -> 1.30/1.44/1.56/1.35); 200,000 of
+300,000 request updates HOT (none before), `requests` 111.5 -> 68.7 MB. Per statement: the
+submit's requests update 0.78 -> 0.33 s, the outcome's 0.80 -> 0.35. At 1,000,000 (the
+PostgreSQL run alone, base at load 7, this change at 10-12): the server's CPU while draining
+72.9 -> 58.4 s (-20 %), the submit's update 9.33 -> 4.06, the outcome's 9.26 -> 3.57,
+`batch_lines` 8.27 -> 7.67 (the backend's CPU only: a parallel plan's helpers are not
+counted, and the join's plan there was not recorded), `requests` 1,115 -> 708 MB. The whole bench at 1,000,000 at load 9-12 (00:51-01:03): floor
+72.6 s, SQLite 238.9 s (3.29x), PostgreSQL 349.9 s (**4.82x**; server CPU 16.2 enqueue + 55.2
+draining, worker 18.9); the quiet machine's figure is still to be taken.
+Left, at 1,000,000 (server CPU s): the pack's update (10.2, each request packed is a new
+version with new entries in the primary key and the (queue, custom_id) unique index: it leaves
+the packing index, so it cannot be HOT), the candidates (10.0, of which ~98 % is reading each
+body's length from `request_bodies` by hash: a `body_bytes` column written at enqueue would
+make it an index walk on `requests` alone, 115 -> 2 ms a 5,000-row page in EXPLAIN ANALYZE),
+`batch_lines` (7.7, the same body lookups, by key), the enqueue's two inserts (7.5 each),
+the results insert (5.7) and the attempts' outcome update (4.4). `has_unfinished` reads all of
+`requests` once drained (1.4 s for 2 calls): no index can say "not ended" without `state`.
 At 10,000 requests the same run spent 3.06 of its 3.67 s of server CPU in one statement:
 before `attempts` is analyzed, the planner put a chunk's JSON list of attempt ids inside a
 nested loop and parsed its 5,000 ids again for each attempt row (quadratic in the batch).
