@@ -10,8 +10,10 @@
 -- so a change between two other states (packed -> submitted -> succeeded) leaves every
 -- indexed column as it was. The dialect's queries say `waiting = 'queued'` where the shared
 -- SQL says `state = 'queued'` (store/sqlfiles.py). Half of each page is left free, so the new
--- version of a row fits on its page (as attempts, 0017). Adding the column rewrites the table.
+-- version of a row fits on its page (as attempts, 0017). Adding the column rewrites the table,
+-- its rows already at the new fillfactor.
 
+ALTER TABLE requests SET (fillfactor = 50);
 ALTER TABLE requests ADD COLUMN waiting TEXT
     GENERATED ALWAYS AS (CASE WHEN state IN ('queued', 'held', 'retry_wait') THEN state END) STORED;
 DROP INDEX requests_ready;
@@ -21,4 +23,3 @@ CREATE INDEX requests_ready ON requests (provider, endpoint, model, priority DES
     WHERE waiting = 'queued';
 CREATE INDEX requests_waiting ON requests (not_before) WHERE waiting = 'retry_wait';
 CREATE INDEX requests_held ON requests (queue) WHERE waiting = 'held';
-ALTER TABLE requests SET (fillfactor = 50);
