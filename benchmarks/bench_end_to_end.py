@@ -155,7 +155,10 @@ the enqueue's server CPU unchanged (1.37/1.39/1.55/1.23 -> 1.30/1.44/1.56/1.35);
 submit's requests update 0.78 -> 0.33 s, the outcome's 0.80 -> 0.35. At 200,000, two rounds
 at load 9-11 (01:20-01:24): 12.41/11.43 -> 10.46/9.68 s (-15 %), the worker's 4.69/4.22 ->
 4.50/4.09, `batch_lines` 1.39/1.23 -> 1.45/1.18 (these runs' plans were not the quadratic
-ones: by key is a guard, tested with the plan a store analyzed mid-pack got). At 1,000,000 (the
+ones: by key is a guard, tested with the plan a store analyzed mid-pack got). Against main
+with the enqueue's COPY straight into `requests` (01c739c), 100,000, two rounds at load 10-12:
+draining 5.65/5.51 -> 4.59/4.71 s, the enqueue's server CPU 0.66/0.65 -> 0.71/0.71 (the COPY
+fills half pages: twice as many). At 1,000,000 (the
 PostgreSQL run alone, base at load 7, this change at 10-12): the server's CPU while draining
 72.9 -> 58.4 s (-20 %), the submit's update 9.33 -> 4.06, the outcome's 9.26 -> 3.57,
 `batch_lines` 8.27 -> 7.67 (the backend's CPU only: a parallel plan's helpers are not
