@@ -164,7 +164,10 @@ PostgreSQL run alone, base at load 7, this change at 10-12): the server's CPU wh
 `batch_lines` 8.27 -> 7.67 (the backend's CPU only: a parallel plan's helpers are not
 counted, and the join's plan there was not recorded), `requests` 1,115 -> 708 MB. The whole bench at 1,000,000 at load 9-12 (00:51-01:03): floor
 72.6 s, SQLite 238.9 s (3.29x), PostgreSQL 349.9 s (**4.82x**; server CPU 16.2 enqueue + 55.2
-draining, worker 18.9); the quiet machine's figure is still to be taken.
+draining, worker 18.9). Again with main's COPY enqueue merged (01:29-01:38, load 10.4 falling
+to 5.8 as other work ended, so the later runs are flattered): floor 53.5 s, SQLite 234.6 s,
+PostgreSQL 181.9 s (3.40x; server CPU 8.8 enqueue + 60.1 draining, worker 19.7, enqueue 11.5).
+The quiet machine's figure is still to be taken.
 Left, at 1,000,000 (server CPU s): the pack's update (10.2, each request packed is a new
 version with new entries in the primary key and the (queue, custom_id) unique index: it leaves
 the packing index, so it cannot be HOT), the candidates (10.0, of which ~98 % is reading each
