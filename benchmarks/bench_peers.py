@@ -24,6 +24,45 @@ did. llmbatch's bytecode is compiled first (`compile_llmbatch`), as pip compiles
 at install: a checkout run with PYTHONDONTWRITEBYTECODE would otherwise compile every module
 in every process.
 
+Measured 2026-12-08 00:52-00:57 on the shared 2-core machine under load 10.5-12 (wall s is
+2-4x CPU and not comparable between runs), main (`9cc0e5d`) and this code interleaved, two
+rounds each (CPU s, peak MB):
+
+| requests | llmbatch CLI | llmbatch API | offpeak | langbatch | openbatch + SDK |
+|---|---|---|---|---|---|
+| 5,000 (main) | 1.49, 1.35 / 92 | 1.46, 1.32 / 104 | 0.98, 0.96 / 82 | 1.08, 1.12 / 90 | 0.92, 0.89 / 67 |
+| 5,000 | 1.48, 1.35 / 92 | 1.41, 1.27 / 94 | 1.05, 0.83 / 82 | 1.17, 1.07 / 93 | 0.86, 0.86 / 67 |
+| 20,000 (main) | 2.20, 2.20 / 96 | 2.54, 2.47 / 151 | 1.71, 1.47 / 167 | 2.26, 1.94 / 187-191 | 1.69, 1.35 / 107 |
+| 20,000 | 2.31, 2.29 / 96 | 2.27, 2.66 / 106 | 1.77, 1.85 / 166 | 2.22, 2.11 / 187 | 1.44, 1.49 / 108 |
+
+What changed (the Python API's small job): a `Result` works out its `id` and parsed `body` when
+first read (`export._lazy`), and the rows of one export share their state, provider, model and
+endpoint strings: 20,000 results held 20,000 parsed bodies (~1.8 KB each) and 80,000 copies of
+four strings. Peak RSS through the API 151 -> 106 MB at 20,000 (below openbatch's 108 and every
+other peer's) and 104 -> 94 MB at 5,000; `list(q.results())` at 20,000 in one process 0.39-0.42
+-> 0.23 CPU s (one full collection in it, not two: the bodies' ~160,000 dicts and lists no
+longer made the collector walk the SDK's heap again); the whole API flow at 20,000 as its own
+process, interleaved at load 10: 2.66, 2.84 -> 2.31, 2.29 CPU s (the table's runs spread too far
+to show it). A sweep reads the uploads list a page of 100 first (it read 10,000 in one page,
+~2.5 MB and a model each, on an account that keeps its files; the emulator's account holds few,
+so no figure here moves by it). HTTP calls of one API job (`Queue.run`, 5,000): upload, create,
+a list of batches in the same tick (an instant provider's batch ends in one `run`), the sweep (a
+list of batches, a list of uploads: kept, f55f19a: only the list finds a duplicate another
+process made), a 0.5 s wait, the list that sees it completed, the output's size (a download is
+checked whole), its content, two deletes: 10, each 2-20 ms; openbatch makes 3 and its polls. Not
+the CPU: the `openai` SDK is.
+
+What remains is the SDK, in every flow that sends: its import (~0.4 CPU s against ~0.09 for
+httpx2 alone, which it brings), ~24 MB of RSS, and ~55,000 objects every full collection and the
+interpreter's last collections at exit walk (a process's exit after the flow is ~0.3-0.45 CPU
+s). A prototype of the OpenAI transport on plain httpx2 (upload, create, list, retrieve,
+content, delete; no error mapping: a measurement, not code to ship), with this code, in the same
+runs (load 7.8-8.6; CPU s / MB): 5,000: 0.84, 0.74 / 81 against 1.39, 1.24 / 94 with the SDK;
+20,000: 1.54, 1.50 / 93 against 2.30, 2.07 / 106: the peers' CPU in the table above (openbatch
+0.86-0.92 at 5,000, 1.35-1.69 at 20,000), the work left being ingest. At 5,000 the RSS floor
+(openbatch's 67 MB) stays out of reach while the price data loads in ingest to settle a batch's
+cost (genai-prices' snapshot: ~18 MB, ~33,000 objects, ~0.1 CPU s).
+
 On the quiet machine (2026-12-07 20:36, load 1.4-1.2, nothing else running; `2b377dc`), wall
 s / CPU s / peak MB: 5,000: llmbatch CLI 2.64 / 2.08 / 103, API 1.97 / 1.41 / 116; offpeak
 1.41 / 0.87 / 83, langbatch 1.57 / 1.04 / 93, openbatch 1.50 / 0.97 / 68. 20,000: CLI 4.18 /
