@@ -362,33 +362,6 @@ def test_an_upload_is_written_as_it_arrives_without_a_thread_hop_a_piece(
     assert sorted(p.name for p in (emu.data_dir / "files").iterdir()) == [f.id]
 
 
-def test_a_download_is_read_without_a_thread_hop_a_piece(
-    emu: RunningEmulator, client: openai.OpenAI, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """starlette reads a file response's pieces on a worker thread, each hop waiting for the
-    GIL behind the worker's validation of another batch. Whole and in ranges, the same bytes
-    with no hop."""
-    import anyio.to_thread
-
-    data = b"".join(b'{"n": %d}\n' % i for i in range(250_000))  # ~2.6 MB: three pieces
-    f = client.files.create(file=("big.jsonl", io.BytesIO(data)), purpose="batch")
-    hops = 0
-    real = anyio.to_thread.run_sync
-
-    async def counted(*args, **kwargs):  # type: ignore[no-untyped-def]
-        nonlocal hops
-        hops += 1
-        return await real(*args, **kwargs)
-
-    monkeypatch.setattr(anyio.to_thread, "run_sync", counted)
-    assert client.files.content(f.id).content == data
-    url = f"{emu.base_url}/files/{f.id}/content"
-    auth = {"authorization": "Bearer k"}
-    part = httpx.get(url, headers=auth | {"range": "bytes=1000-2500000"})
-    assert part.status_code == 206 and part.content == data[1000:2500001]
-    assert hops == 0
-
-
 def test_a_batch_completes_in_the_round_that_ran_its_last_line(tmp_path) -> None:
     """Finalizing and completing (when due) follow the last line in the same step: a round
     later each, they waited for every other batch's step, and validating another large
