@@ -129,6 +129,11 @@ class ManageOps:
     _forget_bodies: Any
 
     # -- lists -----------------------------------------------------------------------------
+    def has_requests(self, queue: str) -> bool:
+        with self._read() as cur:
+            cur.execute(self.q("queue_has_requests"), {"queue": queue})
+            return cur.fetchone() is not None
+
     def queues(self) -> list[QueueRow]:
         """Every queue with requests, and every purged one whose costs are still recorded."""
         found: dict[str, dict[str, Any]] = {}
