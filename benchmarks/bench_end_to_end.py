@@ -262,9 +262,9 @@ def work(db: str, url: str) -> dict[str, object]:
     """Drain queue `bench` as `llmbatch wait` does; seconds per phase and requests done."""
     store = open_store(db)
     engine = Engine(store, settings(url))
-    t1, cpu, server = time.perf_counter(), cpu_s(), server_cpu_s(store)
+    t1, cpu, server = time.perf_counter(), cpu_s(children=True), server_cpu_s(store)
     result = drain(engine, queue="bench", timeout=1800)
-    drain_s, cpu = time.perf_counter() - t1, cpu_s() - cpu
+    drain_s, cpu = time.perf_counter() - t1, cpu_s(children=True) - cpu  # its readers too
     SERVER_CPU["worker"] = round(server_cpu_s(store) - server, 2) if server >= 0 else -1.0
     t = dict(engine.timings)
     engine.close()
