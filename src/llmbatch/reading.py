@@ -82,30 +82,27 @@ class Reader:
         endpoint: str | None,
     ) -> Iterator[Item]:
         """`read_items`, read by the child where it can."""
-        done = 0
+        done, job = 0, None
         if self._proc is not None:
+            try:  # a plugin's format that does not pickle is read here
+                job = pickle.dumps(([str(f.path) for f in files], cap, fmt, prefix, endpoint))
+            except Exception:  # whatever pickle raises for it
+                self.close()
+        if job is not None:
             try:
-                for item in self._read(files, cap, fmt, prefix, endpoint):
+                for item in self._read(job):
                     done += 1
                     yield item
                 return
-            except (OSError, EOFError, ValueError, pickle.PickleError, _Stopped):
-                Reader.failed = True  # said once: the rest is read here
+            except Exception:  # a child that stopped, a broken pipe, a bad chunk
+                Reader.failed = True  # the rest, and later batches, are read here
             finally:
                 self.close()
         yield from itertools.islice(read_items(files, cap, fmt, prefix, endpoint), done, None)
 
-    def _read(
-        self,
-        files: Sequence[ResultFile],
-        cap: int,
-        fmt: ReadsResults,
-        prefix: str,
-        endpoint: str | None,
-    ) -> Iterator[Item]:
+    def _read(self, job: bytes) -> Iterator[Item]:
         proc = self._proc
         assert proc is not None and proc.stdin is not None and proc.stdout is not None
-        job = pickle.dumps(([str(f.path) for f in files], cap, fmt, prefix, endpoint))
         proc.stdin.write(job)
         proc.stdin.close()
         ready: queue.Queue[bytes | None] = queue.Queue(maxsize=8)

@@ -94,3 +94,15 @@ def test_a_child_that_stops_half_way_is_followed_from_where_it_stopped(
         got.append(item)
     assert Reader.failed  # and later batches are read here
     assert _as_read(got) == _as_read(read_items(files, 500, fmt, PREFIX, CHAT))
+
+
+def test_a_format_the_child_cannot_be_given_is_read_here(tmp_path: Path, fresh: None) -> None:
+    """A plugin's format that does not pickle (here a class made in a function): read here,
+    and the child is not counted as failed."""
+    base = type(format_of("openai"))
+    fmt = type("LocalFormat", (base,), {})()
+    files = _files(tmp_path, 300)
+    assert _as_read(Reader().items(files, 500, fmt, PREFIX, CHAT)) == _as_read(
+        read_items(files, 500, fmt, PREFIX, CHAT)
+    )
+    assert not Reader.failed
