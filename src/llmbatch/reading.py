@@ -12,6 +12,7 @@ and so every outcome recorded, are the same either way.
 from __future__ import annotations
 
 import contextlib
+import gc
 import itertools
 import marshal
 import pickle
@@ -163,6 +164,10 @@ def _unpack(payload: bytes) -> list[Item]:
 
 
 def _main() -> None:
+    # One job, then exit: what it makes is freed as it goes (no cycles), and the collector's
+    # passes over the chunks' tuples cost a quarter of the reading (0.44 -> 0.33 CPU s for
+    # 50,000 lines).
+    gc.disable()
     paths, cap, fmt, prefix, endpoint = pickle.load(sys.stdin.buffer)
     files = [ResultFile("output", Path(p), 0) for p in paths]
     out = sys.stdout.buffer
