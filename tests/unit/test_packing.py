@@ -151,7 +151,8 @@ def test_a_spool_on_a_full_disk_still_feeds_the_cut(tmp_path: Path) -> None:
     spool = Spool(tmp_path, "/v1/chat/completions")
     spool.reset()
     spool._out.close()
-    spool._out = open("/dev/full", "wb", buffering=0)  # noqa: SIM115 - every write fails
+    # every write to /dev/full fails with ENOSPC, as on a full disk
+    spool._out = open("/dev/full", "wb", buffering=0)  # type: ignore[assignment]  # noqa: SIM115
     bodies = [(i, 3, 1, 3, b"abc") for i in range(1, 6)]
     c = cut(spool.feed(bodies), Limits(10, 10**6))
     assert c.count == 5 and spool.broken

@@ -86,7 +86,7 @@ def test_a_child_that_stops_half_way_is_followed_from_where_it_stopped(
 ) -> None:
     files, fmt = _files(tmp_path, 20_000), format_of("openai")
     reader = Reader()
-    got = []
+    got: list[Any] = []
     for item in reader.items(files, 500, fmt, PREFIX, CHAT):
         if not got:
             assert reader._proc is not None
