@@ -18,6 +18,35 @@ The CPU seconds (`writer_cpu_s`, `parser_cpu_s`, `server_cpu_s`: the PostgreSQL 
 read from /proc where the server is local; the raw insert's `cpu_s`) say how much work there
 was: on a shared machine the wall figures are mostly waiting for a core.
 
+Issue 23's PostgreSQL enqueue (branch `pgenq`), 2026-12-08 00:30-01:06 on the shared 2-core
+machine (load 5-12), this code and main at 9cc0e5d in their own worktrees and venvs, each
+`--worker` run alone into a fresh database, alternated on one generated file. Where the
+server's time went before (backend CPU s per 200,000, read from /proc statement by
+statement): COPY into the staging table 0.26, its move into `requests` with ON CONFLICT 1.19,
+the bodies' move with ON CONFLICT 1.12: the staging table written and read twice, a conflict
+probe before every speculative insertion, and a heap insert per row where COPY batches them.
+Now a chunk is COPYed straight into `requests`, and its bodies (one per hash, in hash order:
+a third less server CPU than line order) straight into `request_bodies`, each in a
+savepoint; a unique violation (a re-enqueue, a duplicate, a concurrent import, a body stored
+before) rolls that COPY back, and the chunk and the rest of its import go the staged way as
+before. Rows and bodies of both dumped and compared: identical. A re-enqueue of 200,000
+unchanged lines (its first COPY fails at its first row) costs what it did: server 1.49, 1.44
+/ 1.44, 1.45 CPU s, writer 1.12, 1.12 / 1.19, 1.22. 1,000,000 requests, two rounds (this /
+main): server CPU 8.33, 6.99 / 14.79, 13.89 s; writer 3.09, 2.90 / 2.22, 2.13;
+parser 7.87, 7.26 / 7.61, 7.16; wall (load 10-12) 43.0, 41.4 / 67.4, 44.2 s. The writer pays
+~0.8 s for two COPYs and the sort; `set_types(["bytea"])` had found psycopg's Python-level
+DB-API `Binary` dumper by the type's oid (~0.1 writer CPU s per 100,000 until given the C
+one). What remains on the server (perf, 200,000): index inserts 55 % (the requests COPY is
+0.78 s, of which `requests_ready` 0.22 and the (queue, custom_id) key 0.18; then the bodies'
+hash key), the heap multi-insert 18 %, COPY's parsing 11 %, WAL 6 %; text keys `COLLATE "C"`
+saved nothing here (C.UTF-8). The writer waits on the store, not on the parser: of 35-41 s at
+1M, 3-4 s went waiting for chunks, the child's start included; each chunk's commit waited
+14-18 ms (~1.6 s per 1M: larger chunks on PostgreSQL would halve it). The whole benchmark at 1M,
+01:01-01:05 (load 11-12): PostgreSQL 43.75 s, 22,857/s (server 8.67, writer 3.44, parser
+8.44 CPU s); SQLite's code is unchanged (81.8 s against the raw insert's 50.4 at this load).
+Writer + server, the critical path, went from ~16-17 to ~10-11 CPU s per 1M: ~90,000/s with
+a core free for them; the 60,000/s floor is not shown met on this loaded machine.
+
 Issue 23's enqueue work (branch `enqueue`), 2026-12-07 22:06-22:48 on the shared 2-core
 machine (load 8.5-15; each `--worker` run and the raw insert alternated on one generated
 file, main at c09e663 in its own worktree and venv). The parser child per line, counted by

@@ -24,6 +24,98 @@ did. llmbatch's bytecode is compiled first (`compile_llmbatch`), as pip compiles
 at install: a checkout run with PYTHONDONTWRITEBYTECODE would otherwise compile every module
 in every process.
 
+Measured 2026-12-08 00:47-00:53 on the shared 2-core machine under load 7-11.4, main
+(`9cc0e5d`) and this code interleaved, two rounds each (CPU s, peak MB; wall is 2-4x CPU at
+this load and says nothing):
+
+| requests | llmbatch CLI | llmbatch API | offpeak | langbatch | openbatch + SDK |
+|---|---|---|---|---|---|
+| 5,000 (main) | 1.39, 1.38 / 92.5 | 1.33, 1.46 / 104 | 0.87, 1.00 / 82 | 1.19, 1.23 / 90 | 0.91, 0.90 / 67 |
+| 5,000 | 1.34, 1.34 / 92.5 | 1.55, 1.43 / 104 | 1.10, 0.99 / 82 | 1.24, 1.13 / 90 | 0.85, 0.80 / 67 |
+| 20,000 (main) | 2.34, 2.21 / 96 | 2.60, 2.55 / 151 | 1.80, 1.69 / 166 | 2.45, 2.23 / 188 | 1.49, 1.49 / 108 |
+| 20,000 | 2.10, 2.08 / 96 | 2.38, 2.51 / 151 | 1.59, 1.61 / 166 | 2.00, 2.19 / 188-191 | 1.31, 1.50 / 108 |
+
+What changed (the command line's own reads of the store): a queue named by `-q` is checked with
+one probe of the (queue, custom_id) index (`Store.has_requests`), where it counted every request
+of every queue (~10 ms at 20,000); `wait` and `run` read the store's counts once where they read
+them twice (failures before and the progress bar's start; the table and failures after: 7 -> 5
+reads in a 20,000 `wait`, ~12 ms each); the counts of one queue read that queue's rows through
+the index, not every queue's; the config check imports the OpenAI-compatible services' table (~3
+ms) only for a table or provider of that kind (after these figures). Per step, three rounds
+interleaved at load 10.5-11.5 (CPU s), 5,000: `wait` 0.84-0.90 against 0.88-0.94, `results` 0.19
+against 0.21; at 20,000 the steps are within the noise (`wait` 1.35-1.41 against 1.32-1.35). A
+200-request queue in a store that holds a finished 20,000-request one: `wait` 0.70-0.73 against
+0.80-0.91; a `wait` with nothing left to do on that store 0.25 against 0.36. Merged with main
+`7496c68` (the API's results held lighter), against it, one pair run twice at load 6.7-11.6 (CPU
+s): the command line at 5,000 1.60, 1.33 against 1.45, 1.46; at 20,000 2.26, 2.28 against 2.56,
+2.36; peaks the same (92.3 and 96.0 MB).
+
+Where a command's start goes (`-X importtime`, CPU measured around each import, load ~7):
+`--version` 0.06-0.07 CPU s (Python ~0.015, click ~0.025, llmbatch's CLI ~0.02; 0.23-0.32 s wall
+at load 7-10). A config file costs every command ~0.04 (`results` at 5,000 with
+`[providers.openai]` 0.20-0.27 against 0.16-0.20 with an empty one): the plugin found through
+its entry point (`importlib.metadata` ~0.011 with the `email` package it reads metadata with,
+the scan ~0.005), pydantic-core for the tables' validators (~0.013, `typing_extensions` in it),
+the plugin's modules; `enqueue` and `wait` load `importlib.metadata` and pydantic-core anyway
+(genai-prices, the SDK), so only `results` could gain, and every command must refuse a typo.
+llmbatch's dataclasses: 58 made in `results` (0.033 CPU s), store/types.py's 30 frozen slotted
+ones 0.015-0.02 in every command. The `openai` SDK: its `__init__` imports `openai.types` whole
+(113 imports, ~730 modules, 650 pydantic models; `eval_create_params` -> `graders` ->
+`responses` alone is 0.31 of its 0.57 s of imports), and no part of the client imports without
+that `__init__`: 0.31-0.35 CPU s and ~21 MB of `wait`'s peak (Python and llmbatch 27 MB, with
+the SDK 48-63, 92 after the ingest at 5,000). Its client's TLS context (the CA bundle, ~0.017)
+is made for an http:// base too. `enqueue`'s estimate line loads the price data (genai-prices
+with pydantic, httpx2 and asyncio through its updater, ~0.15-0.2 of `enqueue`'s 0.35 at 5,000).
+A 5,000-request `wait` makes 10 HTTP calls: upload, create, a poll in the same tick (0.04 s
+after the create), the sweep's list of batches and of uploads, then 0.5 s after that poll
+answered the poll that sees it done (the emulator takes ~0.35 s), the output's size and content,
+two deletes; there is no full interval slept before the first poll. What remains is outside the
+command line: the SDK (its import alone ~0.33 CPU s and ~21 MB of every sending process; a
+plain-httpx2 prototype's figures below), the estimate's price data, and at 5,000 the ingest's
+parse, which holds ~21 MB (64 -> 85 MB before `_apply`) of the peak where openbatch's whole flow
+peaks at 67. Floors not met: at 5,000 the command line's CPU is ~1.6x openbatch's and its peak
+92.5 MB against 67; at 20,000 its peak (96 MB) is the lowest of every flow, its CPU ~1.4x
+openbatch's.
+
+Measured 2026-12-08 00:52-00:57 on the shared 2-core machine under load 10.5-12 (wall s is
+2-4x CPU and not comparable between runs), main (`9cc0e5d`) and this code interleaved, two
+rounds each (CPU s, peak MB):
+
+| requests | llmbatch CLI | llmbatch API | offpeak | langbatch | openbatch + SDK |
+|---|---|---|---|---|---|
+| 5,000 (main) | 1.49, 1.35 / 92 | 1.46, 1.32 / 104 | 0.98, 0.96 / 82 | 1.08, 1.12 / 90 | 0.92, 0.89 / 67 |
+| 5,000 | 1.48, 1.35 / 92 | 1.41, 1.27 / 94 | 1.05, 0.83 / 82 | 1.17, 1.07 / 93 | 0.86, 0.86 / 67 |
+| 20,000 (main) | 2.20, 2.20 / 96 | 2.54, 2.47 / 151 | 1.71, 1.47 / 167 | 2.26, 1.94 / 187-191 | 1.69, 1.35 / 107 |
+| 20,000 | 2.31, 2.29 / 96 | 2.27, 2.66 / 106 | 1.77, 1.85 / 166 | 2.22, 2.11 / 187 | 1.44, 1.49 / 108 |
+
+What changed (the Python API's small job): a `Result` works out its `id` and parsed `body` when
+first read (`export._lazy`), and the rows of one export share their state, provider, model and
+endpoint strings: 20,000 results held 20,000 parsed bodies (~1.8 KB each) and 80,000 copies of
+four strings. Peak RSS through the API 151 -> 106 MB at 20,000 (below openbatch's 108 and every
+other peer's) and 104 -> 94 MB at 5,000; `list(q.results())` at 20,000 in one process 0.39-0.42
+-> 0.23 CPU s (one full collection in it, not two: the bodies' ~160,000 dicts and lists no
+longer made the collector walk the SDK's heap again); the whole API flow at 20,000 as its own
+process, interleaved at load 10: 2.66, 2.84 -> 2.31, 2.29 CPU s (the table's runs spread too far
+to show it). A sweep reads the uploads list a page of 100 first (it read 10,000 in one page,
+~2.5 MB and a model each, on an account that keeps its files; the emulator's account holds few,
+so no figure here moves by it). HTTP calls of one API job (`Queue.run`, 5,000): upload, create,
+a list of batches in the same tick (an instant provider's batch ends in one `run`), the sweep (a
+list of batches, a list of uploads: kept, f55f19a: only the list finds a duplicate another
+process made), a 0.5 s wait, the list that sees it completed, the output's size (a download is
+checked whole), its content, two deletes: 10, each 2-20 ms; openbatch makes 3 and its polls. Not
+the CPU: the `openai` SDK is.
+
+What remains is the SDK, in every flow that sends: its import (~0.4 CPU s against ~0.09 for
+httpx2 alone, which it brings), ~24 MB of RSS, and ~55,000 objects every full collection and the
+interpreter's last collections at exit walk (a process's exit after the flow is ~0.3-0.45 CPU
+s). A prototype of the OpenAI transport on plain httpx2 (upload, create, list, retrieve,
+content, delete; no error mapping: a measurement, not code to ship), with this code, in the same
+runs (load 7.8-8.6; CPU s / MB): 5,000: 0.84, 0.74 / 81 against 1.39, 1.24 / 94 with the SDK;
+20,000: 1.54, 1.50 / 93 against 2.30, 2.07 / 106: the peers' CPU in the table above (openbatch
+0.86-0.92 at 5,000, 1.35-1.69 at 20,000), the work left being ingest. At 5,000 the RSS floor
+(openbatch's 67 MB) stays out of reach while the price data loads in ingest to settle a batch's
+cost (genai-prices' snapshot: ~18 MB, ~33,000 objects, ~0.1 CPU s).
+
 On the quiet machine (2026-12-07 20:36, load 1.4-1.2, nothing else running; `2b377dc`), wall
 s / CPU s / peak MB: 5,000: llmbatch CLI 2.64 / 2.08 / 103, API 1.97 / 1.41 / 116; offpeak
 1.41 / 0.87 / 83, langbatch 1.57 / 1.04 / 93, openbatch 1.50 / 0.97 / 68. 20,000: CLI 4.18 /

@@ -32,11 +32,11 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import IO, Any
+from typing import IO, Any, Final
 
 import orjson
 
@@ -98,7 +98,11 @@ class Export:
 class Result:
     """One finished request as the Python API gives it: what it asked of which model, the
     provider's body parsed, its tokens and batch cost, and `response()`, the SDK's own typed
-    object (or the SDK's status error, raised). `envelope()` is its `llmbatch results` line."""
+    object (or the SDK's status error, raised). `envelope()` is its `llmbatch results` line.
+
+    `id` and `body` are worked out from `row` when first read (`_lazy`): a program that
+    holds 20,000 results and reads their state, or their `response()`, holds no parsed
+    bodies (~1.8 KB each) and makes no id it does not ask for."""
 
     id: str  # batch_req_..., the same in every export
     custom_id: str
@@ -119,25 +123,19 @@ class Result:
 
     @classmethod
     def of(cls, r: ResultRow, store_id: str) -> Result:
-        body = None
-        if r.body is not None:
-            try:
-                body = orjson.loads(r.body)
-            except orjson.JSONDecodeError:
-                body = r.body.decode("utf-8", "replace")
         error = None
         if not succeeded(r):
             code = r.error_code or ("cancelled" if r.state == "cancelled" else "failed")
             error = {"code": code, "message": r.error_message or ""}
         return cls(
-            id=result_id(store_id, r.attempt_id),
+            id=UNREAD,  # type: ignore[arg-type]
             custom_id=r.custom_id,
             state=r.state,
             provider=r.provider,
             model=r.model,
             endpoint=r.endpoint,
             status_code=status_code(r) if r.body is not None else None,
-            body=body,
+            body=UNREAD,
             error=error,
             input_tokens=r.input_tokens,
             output_tokens=r.output_tokens,
@@ -185,6 +183,40 @@ class Result:
     def envelope(self) -> dict[str, Any]:
         """This result as a line of `llmbatch results` (the results envelope)."""
         return dict(orjson.loads(jsonl_line(self.row, self.store_id)))
+
+
+UNREAD: Final = object()  # a `Result` field not worked out yet
+
+
+def _parsed_body(r: Result) -> Any:
+    body = r.row.body
+    if body is None:
+        return None
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return body.decode("utf-8", "replace")
+
+
+def _lazy(cls: type, name: str, work_out: Callable[[Any], Any]) -> None:
+    """Field `name` of the frozen, slotted dataclass `cls` worked out by `work_out(self)` when
+    first read and kept in its slot; a value given to the constructor is kept as given.
+    Everything a dataclass does with its fields (repr, ==, hash, pickle, `replace`,
+    `asdict`) reads the field, so none of it changes."""
+    slot = cls.__dict__[name]  # the slot's own descriptor, behind the property
+
+    def read(self: Any) -> Any:
+        value = slot.__get__(self, cls)
+        if value is UNREAD:
+            value = work_out(self)
+            slot.__set__(self, value)
+        return value
+
+    setattr(cls, name, property(read, slot.__set__))
+
+
+_lazy(Result, "body", _parsed_body)
+_lazy(Result, "id", lambda r: result_id(r.store_id, r.row.attempt_id))
 
 
 def export(

@@ -15,11 +15,11 @@ import re
 from array import array
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import IO, Any, Protocol
 
 import orjson
 
-from llmbatch.providers.base import ResultFile
 from llmbatch.usage import UsageRecord
 
 CHUNK = 1 << 20
@@ -212,7 +212,17 @@ def text_or_none(v: object) -> str | None:
     return None if v is None else str(v)
 
 
-def capped_lines(files: Sequence[ResultFile], cap: int) -> Iterator[bytes | int]:
+class Downloaded(Protocol):
+    """A downloaded result file (`providers.base.ResultFile`): what a reader needs of it, named
+    here because the providers package imports this module (importing any module of a package
+    runs its `__init__`, so importing that one from here was a cycle: `import llmbatch.results`
+    in a fresh interpreter failed)."""
+
+    @property
+    def path(self) -> Path: ...
+
+
+def capped_lines(files: Sequence[Downloaded], cap: int) -> Iterator[bytes | int]:
     """Every non-blank line of the downloaded files, streamed; a line longer than `cap` bytes
     is skipped without being held whole, and its length given instead."""
     for f in files:
@@ -244,7 +254,7 @@ def _spans(fh: IO[bytes], cap: int) -> Iterator[tuple[int, bytes | int]]:
 
 
 def in_attempt_order(
-    files: Sequence[ResultFile], cap: int, id_field: str, prefix: str
+    files: Sequence[Downloaded], cap: int, id_field: str, prefix: str
 ) -> Iterator[tuple[int, bytes | int]]:
     """`capped_lines`' lines, those whose id a quick look reads as one of `prefix`'s attempts
     in attempt order, the rest (and every over-long line's length) first, in file order;

@@ -486,16 +486,18 @@ def drain_with_progress(
     queue: str | None,
     timeout: float | None,
     on_tick: Callable[[Any], None] | None = None,
+    counts: Sequence[Count] | None = None,
 ) -> Any:
     """Run `worker.drain` with a progress bar fed by the provider's counts on a terminal, and a
-    line each time something moves otherwise; both with the ETA."""
+    line each time something moves otherwise; both with the ETA. `counts` (the store's of
+    `queue`, read just before) saves reading them again for the start."""
     from llmbatch.worker import drain
 
     tracker = Tracker()
     tty = sys.stderr.isatty()
     said: list[tuple[int, int, tuple[str, ...]]] = []
     with _progress_bar(tty) as bar:
-        snap = snapshot(engine.store, queue)
+        snap = snapshot(engine.store, queue, counts)
         task = bar.add_task("done", total=snap.total or 1, completed=snap.done, extra="")
 
         def tick(report: Any) -> None:

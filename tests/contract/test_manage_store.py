@@ -198,6 +198,7 @@ def test_purge_deletes_a_finished_queue_and_keeps_its_costs(store: Store, db: st
     assert plan.done and store.counts("old") == [] and list(store.iter_results("old")) == []
     assert [ln.record() for ln in build(store)] == before  # the report reads the same
     assert {q.name: q.total for q in store.queues()} == {"live": 1, "old": 0}  # listed as purged
+    assert store.has_requests("live") and not store.has_requests("old")
     assert sql(db, "SELECT COUNT(*) FROM requests WHERE queue = 'live'") == [(1,)]
     # the purged requests' bodies went with them; the live one's stayed
     assert sql(db, "SELECT COUNT(*) FROM request_bodies") == [(1,)]

@@ -66,11 +66,15 @@ def test_an_import_is_invisible_until_it_commits(store: Store, db: str) -> None:
     assert stored(db, imp) == 3  # written ...
     assert store.counts() == []  # ... but invisible
     assert store.request_detail("a") == []
+    assert not store.has_requests("default") and store.counts("default") == []
     assert store.get_import(imp).state == "loading"
 
     store.commit_import(imp, lines=3, added=3, unchanged=0, rejected=0)
 
+    assert store.has_requests("default") and not store.has_requests("defaul")
+
     assert store.counts() == [Count("default", "openai", "gpt-4o-mini", "queued", 3)]
+    assert store.counts("default") == store.counts() and store.counts("defaul") == []
     [detail] = store.request_detail("a")
     assert (detail["custom_id"], detail["state"], detail["line"]) == ("a", "queued", 1)
     assert detail["attempts"] == [] and detail["result"] is None
@@ -135,6 +139,36 @@ def test_a_custom_id_twice_in_one_import_is_a_duplicate(store: Store, db: str) -
     clashes = store.load_rows(imp, "default", rows(imp, ("b", "w"), first=4))
     assert clashes == [Clash(4, "b", "duplicate", other_line=2)]
     assert stored(db, imp) == 2
+
+
+def test_clashes_after_chunks_that_went_in_keep_each_row_and_body_once(
+    store: Store, db: str
+) -> None:
+    """A body stored before, then a duplicate custom_id, each after a chunk that went in
+    whole (PostgreSQL copies chunks straight in until one clashes, then stages the rest of
+    the import): the same rows and bodies as ever, and the next import is as any other."""
+    load(store, ("old", "shared"))
+    imp = store.begin_import("default", "f")
+    assert store.load_rows(imp, "default", rows(imp, ("a", "x"), ("b", "y"))) == []
+    assert store.load_rows(imp, "default", rows(imp, ("c", "shared"), ("d", "x"), first=3)) == []
+    assert store.load_rows(imp, "default", rows(imp, ("e", "z"), ("a", "w"), first=5)) == [
+        Clash(6, "a", "duplicate", other_line=1)
+    ]
+    assert store.load_rows(imp, "default", rows(imp, ("f", "v"), ("g", "v"), first=7)) == []
+    store.commit_import(imp, lines=8, added=7, unchanged=0, rejected=0)
+    query = "SELECT custom_id, line FROM requests WHERE import_id = ? ORDER BY id"
+    assert [(c, int(n)) for c, n in sql(db, query, (imp,))] == [
+        ("a", 1), ("b", 2), ("c", 3), ("d", 4), ("e", 5), ("f", 7), ("g", 8),
+    ]  # fmt: skip
+    assert bodies(db) == 5  # shared, x, y, z, v: never w
+    later = load(store, ("h", "y"), ("i", "u"))
+    assert stored(db, later) == 2 and bodies(db) == 6
+    [orphans] = sql(
+        db,
+        "SELECT COUNT(*) FROM requests r WHERE NOT EXISTS "
+        "(SELECT 1 FROM request_bodies b WHERE b.hash = r.body_hash)",
+    )
+    assert orphans == (0,)
 
 
 def test_the_same_request_again_is_unchanged(store: Store, db: str) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import parse_qs
 
 import pytest
 
@@ -86,3 +87,41 @@ def test_the_next_process_sweeps_what_it_did_not_send(
     assert cli("enqueue", "c.jsonl").exit_code == 0
     assert cli("wait", "--poll-interval", "0.2").exit_code == 0
     assert kinds(emu).count("GET /v1/files") == 1  # the sweep's list of uploads
+
+
+STORE, NONCE = "0123456789abcdef", "a1b2c3d4"
+
+
+def test_the_sweep_reads_a_small_first_page_of_uploads(
+    emu: RunningEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An account that keeps its files: a fresh store's sweep read the newest 10,000 uploads
+    in one page (~2.5 MB, a model each) to look back a few minutes (issue 23). Its first
+    page is small; a look-back that needs more reads on, past the first page."""
+    from llmbatch.ownership import file_name
+    from llmbatch.providers import openai as transport
+    from llmbatch.providers.openai import OpenAIProvider
+
+    monkeypatch.setattr(transport, "FIRST_FILES_PAGE", 5)  # as 100, with fewer files to seed
+    provider = OpenAIProvider(base_url=emu.base_url, api_key_env=E2E_KEY_ENV)
+    client = provider.client
+    old = client.files.create(
+        file=(file_name(STORE, 3, NONCE), b"{}\n", "application/jsonl"), purpose="batch"
+    )
+    since = emu.control.now() - 1
+    emu.control.seed(files=8)  # another app's, after ours: more than a first page
+    later = emu.control.advance(1000)
+    new = client.files.create(
+        file=(file_name(STORE, 4, NONCE), b"{}\n", "application/jsonl"), purpose="batch"
+    )
+    emu.control.clear_calls()
+
+    assert provider.stray_uploads(STORE, later - 10) == [(new.id, 4, NONCE)]
+    lists = [c for c in emu.control.calls() if c["path"] == "/v1/files"]
+    assert len(lists) == 1, lists
+    assert parse_qs(lists[0]["query"])["limit"] == ["5"], lists
+
+    emu.control.clear_calls()
+    found = provider.stray_uploads(STORE, since)
+    assert found == [(new.id, 4, NONCE), (old.id, 3, NONCE)]
+    assert len([c for c in emu.control.calls() if c["path"] == "/v1/files"]) == 2

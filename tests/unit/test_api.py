@@ -227,6 +227,69 @@ def test_result_objects_carry_model_tokens_cost_and_the_parsed_body(q: Queue, db
         bad.response()
 
 
+def test_a_result_parses_its_body_and_makes_its_id_only_when_read(
+    q: Queue, db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Holding 20,000 results held 20,000 parsed bodies (~1.8 KB each) nobody had read
+    # (issue 23); read, a field is what it was, and everything else a dataclass does agrees.
+    import copy
+    import dataclasses
+    import pickle
+
+    import llmbatch.export as export_module
+
+    q.add_many([{"custom_id": c, "body": body(c)} for c in ("a", "b", "c")])
+    add_result(db, "a", queue="evals")
+    add_result(db, "b", queue="evals", succeeded=False)
+    q.cancel("c")
+    loads: list[bytes] = []
+    ids: list[int] = []
+    real_loads, real_id = export_module.orjson.loads, export_module.result_id
+
+    def counted_loads(b: bytes) -> Any:
+        loads.append(b)
+        return real_loads(b)
+
+    def counted_id(store_id: str, attempt_id: int) -> str:
+        ids.append(attempt_id)
+        return real_id(store_id, attempt_id)
+
+    spy = types.SimpleNamespace(
+        loads=counted_loads, dumps=orjson.dumps, JSONDecodeError=orjson.JSONDecodeError
+    )
+    monkeypatch.setattr(export_module, "orjson", spy)
+    monkeypatch.setattr(export_module, "result_id", counted_id)
+    results = list(q.results())
+    assert [r.state for r in results] == ["succeeded", "failed", "cancelled"]
+    assert (loads, ids) == ([], [])
+    ok, bad, cancelled = results
+    assert ok.body["choices"][0]["message"]["content"] == "ok" and ok.body is ok.body
+    assert len(loads) == 1
+    assert bad.body == (bad.row.body and real_loads(bad.row.body)) and cancelled.body is None
+    assert ok.id == real_id(q.store.store_id, ok.row.attempt_id) and ok.id is ok.id
+    assert len(ids) == 1
+    again = list(q.results())
+    assert again == results and [repr(r) for r in again] == [repr(r) for r in results]
+    assert "body={'id'" in repr(again[0]) and "id='batch_req_" in repr(again[0])
+    for r in results:
+        assert pickle.loads(pickle.dumps(r)) == r == copy.copy(r)
+        assert dataclasses.asdict(r)["body"] == r.body
+        assert dataclasses.replace(r, state="x").body == r.body
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        ok.body = {}  # type: ignore[misc]
+
+
+def test_results_share_the_strings_of_their_few_valued_columns(q: Queue, db: str) -> None:
+    # each row read its own copy of state, provider, model and endpoint: 80,000 strings held
+    # by 20,000 results where four do (issue 23)
+    q.add_many([{"custom_id": c, "body": body(c)} for c in ("a", "b")])
+    add_result(db, "a", queue="evals")
+    add_result(db, "b", queue="evals")
+    a, b = (r.row for r in q.results())
+    assert (a.state, a.provider, a.model, a.endpoint) == (b.state, b.provider, b.model, b.endpoint)
+    assert all(getattr(a, f) is getattr(b, f) for f in ("state", "provider", "model", "endpoint"))
+
+
 def test_results_group_by_model(q: Queue, db: str) -> None:
     q.add_many({"custom_id": f"{m}/{i}", "body": body(str(i), model=m)}
                for m in ("gpt-4o-mini", "gpt-4.1-mini") for i in range(3))  # fmt: skip

@@ -3,7 +3,10 @@ and under `TYPE_CHECKING`. A cycle means two modules are one concept (or one own
 other should); a lazy import only hides it.
 
 An edge goes from a module to the most specific module an import names: `from a.b import c`
-points at `a.b.c` when that is a module, else at `a.b` (a package's `__init__`).
+points at `a.b.c` when that is a module, else at `a.b` (a package's `__init__`); and, from a
+module outside package `a.b`, at `a.b` too, whose `__init__` importing `a.b.c` runs first
+(`llmbatch.results` importing `llmbatch.providers.base` ran `llmbatch/providers/__init__.py`,
+which imports `llmbatch.results`: `import llmbatch.results` first failed).
 """
 
 from __future__ import annotations
@@ -53,9 +56,21 @@ def graph(mods: dict[str, tuple[Path, bool]]) -> dict[str, set[str]]:
                     target = full if full in mods else resolve(base)
                     if target:
                         deps.add(target)
+        deps |= {
+            parent
+            for d in deps
+            for parent in _enclosing(d)
+            if mods[parent][1] and not (name + ".").startswith(parent + ".")
+        }
         deps.discard(name)
         edges[name] = deps
     return edges
+
+
+def _enclosing(name: str) -> list[str]:
+    """The packages a module is in, outermost first (`a.b.c`: `a`, `a.b`)."""
+    parts = name.split(".")
+    return [".".join(parts[:i]) for i in range(1, len(parts))]
 
 
 def cycles(edges: dict[str, set[str]]) -> list[list[str]]:
@@ -112,6 +127,23 @@ def test_the_graph_sees_every_kind_of_import(tmp_path: Path) -> None:
     edges = graph(modules(pkg))
     assert edges["pkg.a"] == {"pkg.b"} and edges["pkg.b"] == {"pkg.c"}
     assert cycles(edges) == [["pkg.a", "pkg.b", "pkg.c"]]
+
+
+def test_importing_a_module_of_a_package_runs_its_init(tmp_path: Path) -> None:
+    """`from pkg.sub.base import X` in `pkg.user` runs `pkg/sub/__init__.py` first: if that
+    imports `pkg.user`, the two are a cycle (an ImportError when `pkg.user` is imported
+    first), though no import names `pkg.sub` itself."""
+    pkg = tmp_path / "pkg"
+    (pkg / "sub").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "sub" / "__init__.py").write_text("from pkg.sub.plugin import P\n")
+    (pkg / "sub" / "base.py").write_text("X = 1\n")
+    (pkg / "sub" / "plugin.py").write_text("from pkg.user import U\nP = 1\n")
+    (pkg / "user.py").write_text("from pkg.sub.base import X\nU = 1\n")
+    edges = graph(modules(pkg))
+    assert edges["pkg.user"] == {"pkg.sub", "pkg.sub.base"}
+    assert edges["pkg.sub.plugin"] == {"pkg.user"}  # inside pkg.sub: its __init__ already ran
+    assert cycles(edges) == [["pkg.sub", "pkg.sub.plugin", "pkg.user"]]
 
 
 def test_src_has_no_import_cycle() -> None:

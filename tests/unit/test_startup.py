@@ -117,13 +117,15 @@ def test_a_config_naming_a_provider_does_not_load_its_sdk(tmp_path: Path) -> Non
 
 def test_a_config_of_providers_alone_is_checked_without_the_engine(tmp_path: Path) -> None:
     """The usual config names providers only: `status` and `results` check its tables (a
-    typo is still refused) without importing the engine, ~0.1 CPU s of each command."""
+    typo is still refused) without importing the engine, ~0.1 CPU s of each command, nor the
+    OpenAI-compatible services' table, which no table there names (~3-5 ms)."""
     (tmp_path / "llmbatch.toml").write_text('[providers.openai]\nbase_url = "http://x:9/v1"\n')
     (tmp_path / "in.jsonl").write_bytes(jsonl(line("a")))
     imported(tmp_path, "enqueue", "in.jsonl", "-q", "q")
     for args in (("status",), ("results", "-q", "q", "-o", "out.jsonl")):
         modules = imported(tmp_path, *args)
         assert loaded(modules, ("llmbatch.engine", "llmbatch.worker")) == [], args
+        assert loaded(modules, ("llmbatch.providers.compatible",)) == [], args
     (tmp_path / "llmbatch.toml").write_text('[providers.openai]\nbase_urll = "http://x:9/v1"\n')
     env = {k: v for k, v in os.environ.items() if not k.startswith("LLMBATCH_")}
     refused = subprocess.run(

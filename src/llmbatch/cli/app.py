@@ -27,6 +27,7 @@ from llmbatch.heap import own_process
 if TYPE_CHECKING:
     from llmbatch.engine import Engine
     from llmbatch.store.base import Store
+    from llmbatch.store.types import Count
 
 ENGINE_TABLES = ("engine", "providers", "quotas", "budgets", "archive", "webhooks")
 SECONDS = click.FloatRange(min=0, min_open=True)  # an interval: 0 would spin
@@ -218,8 +219,8 @@ def open_db(ctx: click.Context, *, create: bool = False) -> Store:
 
 def check_queue(store: Store, queue: str | None, *, purged_ok: bool = False) -> None:
     """A queue named by -q must exist (a typo must not print an empty, successful answer)."""
-    if queue is None:
-        return
+    if queue is None or store.has_requests(queue):
+        return  # the usual case, one index probe: `queues` counts every request of every queue
     queues = store.queues()
     names = [q.name for q in queues if q.total or purged_ok]
     if queue not in names and any(q.name == queue for q in queues):
@@ -336,7 +337,13 @@ def make_engine(
 
 
 def failed_count(store: Store, queue: str | None = None) -> int:
-    return sum(c.n for c in store.counts(queue) if c.state == "failed")
+    return failed_in(store.counts(queue))
+
+
+def failed_in(counts: Sequence[Count]) -> int:
+    """The failed requests of `counts` (the store's, read once for several uses: each read
+    counts every request of the store)."""
+    return sum(c.n for c in counts if c.state == "failed")
 
 
 def request_scope(

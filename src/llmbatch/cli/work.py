@@ -23,6 +23,7 @@ from llmbatch.cli.app import (
     budget_overrides,
     check_queue,
     failed_count,
+    failed_in,
     main,
     make_engine,
     open_db,
@@ -159,8 +160,9 @@ def run(
         log.info("another worker (%s) is running this queue; nothing to do", report.held_by)
         return
     TickLog(engine.holder)(report)
-    failed = max(0, failed_count(store) - failed_before)
-    snap = snapshot(store)
+    counts = store.counts()
+    failed = max(0, failed_in(counts) - failed_before)
+    snap = snapshot(store, counts=counts)
     ahead = f" ({snap.at_provider:,} of them done at the provider)" if snap.at_provider else ""
     log.info("%s requests not finished yet%s", f"{snap.total - snap.read_back:,}", ahead)
     if report.unreachable:
@@ -213,15 +215,16 @@ def wait(
     engine = make_engine(
         ctx, store, poll_interval=poll_interval, max_batch_requests=max_batch_requests, **budgets
     )
-    failed_before = failed_count(store, queue)
+    before = store.counts(queue)  # the failures so far, and the progress bar's start
     last: list[int] = [0]
 
     def seen(report: Any) -> None:
         last[0] = report.unreachable
 
-    outcome = views.drain_with_progress(engine, queue, timeout, on_tick=seen)
-    click.echo(views.counts_table(store.counts(queue)), nl=False)
-    failed = max(0, failed_count(store, queue) - failed_before)
+    outcome = views.drain_with_progress(engine, queue, timeout, on_tick=seen, counts=before)
+    after = store.counts(queue)
+    click.echo(views.counts_table(after), nl=False)
+    failed = max(0, failed_in(after) - failed_in(before))
     code = OK
     if failed:
         click.echo(f"{failed:,} requests failed: see `llmbatch results --state failed`", err=True)

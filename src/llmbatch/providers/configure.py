@@ -2,16 +2,22 @@
 and, for the `openai-compatible` kind, turned into the plugin of its service. A table with
 `kind` and a name nobody registered declares a service; a shipped service's table changes
 its values. Kept apart from the registry (providers/__init__.py), which imports no provider.
+The shipped services' table (compatible.py, ~5 ms to import) is imported only for a table of
+that kind or a provider of it: every command checks the config, most name no such service.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import sys
+from typing import TYPE_CHECKING, Any
 
 from llmbatch.errors import ConfigError
 from llmbatch.providers import check_keys, check_settings, names, plugin, register
-from llmbatch.providers.compatible import KIND, CompatibleFormat, CompatibleSettings, plugin_for
-from llmbatch.providers.plugin import Plugin
+
+if TYPE_CHECKING:
+    from llmbatch.providers.plugin import Plugin
+
+COMPATIBLE = "llmbatch.providers.compatible"
 
 
 def check_providers(tables: Any) -> None:
@@ -31,6 +37,8 @@ def check_providers(tables: Any) -> None:
 def declare(name: str, options: Any = None) -> Plugin:
     """Register (or configure again) the OpenAI-compatible service `name` from its table;
     ConfigError in one line when the table is wrong."""
+    from llmbatch.providers.compatible import plugin_for
+
     got = plugin_for(name, options)
     register(name, got)
     return got
@@ -39,6 +47,8 @@ def declare(name: str, options: Any = None) -> Plugin:
 def check_table(name: str, options: Any) -> None:
     """Check a `[providers.NAME]` table and bring the registry in line with it."""
     if isinstance(options, dict) and name not in names() and "kind" in options:
+        from llmbatch.providers.compatible import KIND, CompatibleSettings
+
         if options["kind"] != KIND:
             raise ConfigError(
                 f"[providers.{name}] kind {options['kind']!r} is not known; the one kind is "
@@ -48,5 +58,7 @@ def check_table(name: str, options: Any) -> None:
         declare(name, options)
         return
     check_settings(name, options)
-    if isinstance(plugin(name).format, CompatibleFormat):
+    # a format of that kind was made by its module, so the module is loaded if it is one
+    compatible = sys.modules.get(COMPATIBLE)
+    if compatible is not None and isinstance(plugin(name).format, compatible.CompatibleFormat):
         declare(name, options)  # its format follows the table (endpoints, limits)

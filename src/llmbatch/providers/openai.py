@@ -15,7 +15,7 @@ Both are readable from the list at once, so nothing is ever waited for.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
@@ -43,6 +43,12 @@ from llmbatch.providers.sending import creating, hooks
 OPENAI_LIMITS = Limits(max_requests=50_000, max_bytes=200 * 1024 * 1024, max_inputs=50_000)
 AZURE_LIMITS = Limits(max_requests=100_000, max_bytes=200 * 1024 * 1024, max_inputs=50_000)
 LIST_PAGES = 3  # polling: one list call per tick normally, a few pages at most
+# The uploads list, newest first, is read back only to a `since` (a fresh store's first
+# intent): its first page is small, as what is looked for is among the newest; the pages
+# after it, reached only by a look-back that needs them, take the most the API gives. One
+# page of 10,000 (~2.5 MB of JSON and a model each) was read in every sweep of a small job
+# on an account that keeps its files (issue 23).
+FIRST_FILES_PAGE, FILES_PAGE = 100, 10_000
 
 
 class OpenAIProvider:
@@ -186,7 +192,7 @@ class OpenAIProvider:
         }
         if missing:
             with self._calling("list files"):
-                for f in self.client.files.list(purpose="batch", limit=10000, order="desc"):
+                for f in self._uploads_newest_first():
                     if f.created_at < since:
                         break
                     hit = missing.get(f.filename)
@@ -218,13 +224,29 @@ class OpenAIProvider:
     def stray_uploads(self, store_id: str, since: float) -> list[tuple[str, int, str | None]]:
         out = []
         with self._calling("list files"):
-            for f in self.client.files.list(purpose="batch", limit=10000, order="desc"):
+            for f in self._uploads_newest_first():
                 if f.created_at < since:
                     break
                 tag = ownership.tag_of_file_name(f.filename or "", store_id)
                 if tag is not None:
                     out.append((str(f.id), *tag))
         return out
+
+    def _uploads_newest_first(self) -> Iterator[Any]:
+        """The batch uploads, newest first, a page at a time as the caller reads on (the
+        first page small: `FIRST_FILES_PAGE`). A page that repeats one already read (a
+        service that ignores `after`) ends the list."""
+        page = self.client.files.list(purpose="batch", limit=FIRST_FILES_PAGE, order="desc")
+        seen: set[str] = set()
+        while page.data and page.data[0].id not in seen:
+            for f in page.data:
+                seen.add(f.id)
+                yield f
+            if not page.has_next_page():
+                return
+            page = self.client.files.list(
+                purpose="batch", limit=FILES_PAGE, order="desc", after=page.data[-1].id
+            )
 
     def poll(self, batch_ids: Sequence[str], retrieve_budget: int) -> list[BatchStatus]:
         wanted = set(batch_ids)

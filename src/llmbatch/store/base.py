@@ -102,6 +102,10 @@ class Store(Protocol):
     def queues(self) -> list[QueueRow]:
         """Every queue with requests, and every purged one whose costs are still recorded."""
 
+    def has_requests(self, queue: str) -> bool:
+        """Whether `queue` holds a request (of a committed import): one probe of its index,
+        where `queues` counts every request of every queue."""
+
     def batches(
         self, queue: str | None = None, *, open_only: bool = False, limit: int = 50
     ) -> list[BatchRow]:

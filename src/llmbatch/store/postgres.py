@@ -1,7 +1,8 @@
 """The PostgreSQL store, for many workers on many machines sharing one queue.
 
-psycopg 3; bulk loads COPY into a per-session staging table and move rows into `requests`
-with one set-based insert; claims (in the engine) use `FOR UPDATE SKIP LOCKED`.
+psycopg 3; an enqueue COPYs each chunk straight into `requests` and `request_bodies`, or,
+once a row clashes, into a per-session staging table moved with one set-based insert; claims
+(in the engine) use `FOR UPDATE SKIP LOCKED`.
 """
 
 from __future__ import annotations
@@ -10,10 +11,12 @@ import re
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from operator import itemgetter
+from typing import Any, cast
 
 import psycopg
 from psycopg import conninfo
+from psycopg.types.string import BytesBinaryDumper
 
 from llmbatch.errors import StoreError, StoreUnavailable
 from llmbatch.store.batching import _detail, _reason, attempt_of
@@ -45,6 +48,10 @@ _STAGING_TYPES = [
     "float8",
     "float8",
 ]
+# the staging row less its body (index 7): a row of requests as copy_requests lists it
+_REQUEST_TYPES = _STAGING_TYPES[:7] + _STAGING_TYPES[8:]
+_BODY, _HASH, _IMPORT = 7, 8, 2
+_by_hash = itemgetter(_HASH)
 
 
 def describe_dsn(dsn: str) -> str:
@@ -67,19 +74,27 @@ class PostgresStore(SqlStore):
         self._conn = self._connect()
         self._lock = threading.RLock()
         self._staging_ready = False
-        self._staged = 0  # rows in the staging table (the last chunk's)
+        self._staged = 0  # rows in the staging table (the last chunk's; 0: copied straight)
+        # the import whose requests / bodies clashed once: its later chunks are staged
+        self._rows_clash: int | None = None
+        self._bodies_clash: int | None = None
         self.store_id = ""
         if migrate:
             self._migrate(create)
 
     def _connect(self) -> psycopg.Connection[Any]:
         try:
-            return psycopg.connect(self._dsn, autocommit=True, connect_timeout=10)
+            conn = psycopg.connect(self._dsn, autocommit=True, connect_timeout=10)
         except psycopg.Error as exc:
             reason = _scrub(_first_line(exc), self._dsn)
             raise StoreUnavailable(
                 f"cannot connect to PostgreSQL at {self.location}: {reason}"
             ) from None
+        # A COPY's `set_types(["bytea"])` finds its dumper by the type's oid, where psycopg's
+        # DB-API `Binary` wrapper registered a Python-level one (an isinstance check, then the
+        # C dumper): the C dumper of `bytes` itself, ~0.3 CPU s per 100,000 rows of enqueue.
+        conn.adapters.register_dumper(None, BytesBinaryDumper)
+        return conn
 
     def _connection(self) -> psycopg.Connection[Any]:
         """The session, opened again if the last one was lost (a restart, a failover, a
@@ -137,9 +152,22 @@ class PostgresStore(SqlStore):
     def _insert_rows(
         self, cur: Any, queue: str, import_id: int, rows: Sequence[Row], now: float
     ) -> int:
-        if not self._staging_ready:
-            cur.execute(_sql_text("postgres/staging.sql"))
-            self._staging_ready = True
+        """A chunk COPYed straight into requests in a savepoint; should a row be there already
+        (a re-enqueue, a duplicate, a concurrent import), staged and inserted with ON CONFLICT
+        as before, as is the rest of that import. The staging table and the per-row conflict
+        probe were ~60 % of the server's enqueue work (issue 23)."""
+        if self._rows_clash != import_id:
+            try:
+                with cur.connection.transaction(), cur.copy(self.q("copy_requests")) as copy:
+                    copy.set_types(_REQUEST_TYPES)
+                    for r in rows:
+                        copy.write_row(r[:_BODY] + r[_HASH:])
+            except psycopg.errors.UniqueViolation:
+                self._rows_clash = import_id
+            else:
+                self._staged = 0
+                return len(rows)
+        self._stage(cur)
         with cur.copy(self.q("copy_staging")) as copy:
             copy.set_types(_STAGING_TYPES)
             for r in rows:
@@ -148,10 +176,41 @@ class PostgresStore(SqlStore):
         self._staged = len(rows)
         return int(cur.rowcount)
 
+    def _copy_bodies(self, cur: Any, query: str, rows: Sequence[Row]) -> None:
+        """One (body, hash) per hash, in hash order: the index takes them at a third less
+        server CPU than in line order. A sort by key: sorting pairs compares tuples, ~5x the
+        CPU."""
+        last = None
+        with cur.copy(self.q(query)) as copy:
+            copy.set_types(["bytea", "bytea"])
+            for r in sorted(rows, key=_by_hash):
+                if r[_HASH] != last:
+                    last = r[_HASH]
+                    copy.write_row(r[_BODY : _HASH + 1])
+
+    def _stage(self, cur: Any) -> None:
+        if not self._staging_ready:
+            cur.execute(_sql_text("postgres/staging.sql"))
+            self._staging_ready = True
+
     def _insert_bodies(self, cur: Any, rows: Sequence[Row]) -> None:
-        """The bodies of `rows` (those `_insert_rows` put in) from the staged chunk: all of it
+        """The bodies of `rows` (those `_insert_rows` put in). Copied straight: one per hash
+        into request_bodies, or, where one is there already, staged and inserted with ON
+        CONFLICT (as for the rest of the import). Staged: from the staging table, all of it
         when every staged row went in, else those of the rows that did; then empty it."""
-        if len(rows) == self._staged:
+        if not self._staged:
+            import_id = rows[0][_IMPORT]
+            if self._bodies_clash != import_id:
+                try:
+                    with cur.connection.transaction():
+                        self._copy_bodies(cur, "copy_bodies", rows)
+                    return
+                except psycopg.errors.UniqueViolation:
+                    self._bodies_clash = cast(int, import_id)
+            self._stage(cur)
+            self._copy_bodies(cur, "copy_staged_bodies", rows)
+            cur.execute(self.q("load_staged_bodies"))
+        elif len(rows) == self._staged:
             cur.execute(self.q("load_staged_bodies"))
         elif rows:
             cur.execute(self.q("load_staged_bodies_added"))

@@ -372,9 +372,11 @@ class SqlStore(
     # -- read side -----------------------------------------------------------------------
     def counts(self, queue: str | None = None) -> list[Count]:
         with self._read() as cur:
-            cur.execute(self.q("counts"))
-            rows = named(Count, cur)
-        return [r for r in rows if queue is None or r.queue == queue]
+            if queue is None:
+                cur.execute(self.q("counts"))
+            else:
+                cur.execute(self.q("counts_of_queue"), {"queue": queue})
+            return named(Count, cur)
 
     def request_detail(self, custom_id: str, queue: str | None = None) -> list[dict[str, Any]]:
         out = []

@@ -60,6 +60,11 @@ SELECT queue, state, COUNT(*), MIN(created_at), MAX(updated_at) FROM requests
 WHERE import_id NOT IN (SELECT id FROM imports WHERE state <> 'committed')
 GROUP BY queue, state
 
+-- name: queue_has_requests
+SELECT 1 FROM requests
+WHERE queue = :queue AND import_id NOT IN (SELECT id FROM imports WHERE state <> 'committed')
+LIMIT 1
+
 -- name: queue_spend
 -- Usage recorded per queue, kept by purge (report and budgets read it).
 SELECT queue, SUM(requests), MAX(day) FROM cost_totals GROUP BY queue

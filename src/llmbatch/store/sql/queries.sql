@@ -73,6 +73,13 @@ WHERE import_id NOT IN (SELECT id FROM imports WHERE state <> 'committed')
 GROUP BY queue, provider, model, state
 ORDER BY queue, provider, model, state
 
+-- name: counts_of_queue
+-- one queue's rows only, through the (queue, custom_id) index: `wait -q` reads it every tick
+SELECT queue, provider, model, state, COUNT(*) AS n FROM requests
+WHERE queue = :queue AND import_id NOT IN (SELECT id FROM imports WHERE state <> 'committed')
+GROUP BY queue, provider, model, state
+ORDER BY queue, provider, model, state
+
 -- name: get_request
 SELECT id, queue, custom_id, provider, endpoint, model,
        (SELECT b.body FROM request_bodies b WHERE b.hash = requests.body_hash) AS body,

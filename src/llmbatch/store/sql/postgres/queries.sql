@@ -41,6 +41,21 @@ COPY import_staging (queue, custom_id, import_id, line, provider, endpoint, mode
                      updated_at)
 FROM STDIN (FORMAT BINARY)
 
+-- name: copy_requests
+-- A chunk straight into requests (the usual case, no row already there): one COPY, no staging
+-- table and no ON CONFLICT probe per row; a unique violation rolls it back to its savepoint.
+COPY requests (queue, custom_id, import_id, line, provider, endpoint, model, body_hash, priority,
+               deadline, text_chars, text_bytes, inputs, created_at, updated_at)
+FROM STDIN (FORMAT BINARY)
+
+-- name: copy_bodies
+-- A chunk's bodies (one per hash) straight into request_bodies, as copy_requests.
+COPY request_bodies (body, hash) FROM STDIN (FORMAT BINARY)
+
+-- name: copy_staged_bodies
+-- A chunk's bodies into the staging table, for load_staged_bodies after copy_bodies clashed.
+COPY import_staging (body, body_hash) FROM STDIN (FORMAT BINARY)
+
 -- name: load_staged
 -- Move one staged chunk of an import into requests in one statement: the rows whose
 -- (queue, custom_id) is new go in, in line order; the row count says how many.

@@ -1,4 +1,5 @@
--- A per-session staging table that COPY fills before one set-based insert into requests.
+-- A per-session staging table that COPY fills before one set-based insert into requests, for
+-- an import whose rows or bodies clashed (a clean chunk is COPYed straight into requests).
 CREATE TEMP TABLE IF NOT EXISTS import_staging (
     queue      TEXT,
     custom_id  TEXT,
