@@ -33,19 +33,23 @@ class Spool:
     it. Holds two integers a request in memory, not the bodies."""
 
     def __init__(self, workdir: Path, endpoint: str) -> None:
-        fd, name = tempfile.mkstemp(dir=workdir, prefix="pack-", suffix=".spool")
-        self.path, self.endpoint = Path(name), endpoint
-        self._out = os.fdopen(fd, "wb")
+        self.workdir, self.endpoint = workdir, endpoint
+        self._open()
+
+    def _open(self) -> None:
+        fd, name = tempfile.mkstemp(dir=self.workdir, prefix="pack-", suffix=".spool")
+        self.path, self._out = Path(name), os.fdopen(fd, "wb")
         self.ids, self.sizes = array("q"), array("q")
         self.broken = False  # a body could not be written: the store writes the file
 
     def reset(self) -> None:
-        """Empty, for the next cut."""
-        with contextlib.suppress(OSError):
-            self._out.close()
-        self._out = open(self.path, "wb")  # noqa: SIM115 - closed by `lines` or `close`
-        self.ids, self.sizes = array("q"), array("q")
-        self.broken = False
+        """Empty, for the next cut: a new file, the last one deleted unwritten (truncating it
+        instead would have ext4 write it out to disk when closed: `auto_da_alloc`)."""
+        self.close()
+        try:
+            self._open()
+        except OSError:  # a full disk: this cut's file is written from the store
+            self.ids, self.sizes, self.broken = array("q"), array("q"), True
 
     def feed(
         self, candidates: Iterable[tuple[int, int, int, int, bytes]]
