@@ -100,10 +100,15 @@ The worker's side on SQLite, 2026-12-08 (branch `sqlite`; the shared 2-core mach
   (-25 %), with the child 12.55 12.66 (+4 %: the hand-off and a second interpreter; read
   here, 50,000 lines take 0.25 CPU s, in the child 0.35 plus 0.02 here). `worker_cpu_s`
   counts the children. On a quiet machine the drain's wall is about its main thread's.
-  Runs of this file on the loaded machine (the floor in the same run): 100,000 at load 8-12,
-  main 3.18x and 5.03x the floor, this branch 5.77x and 6.29x (walls there are waiting for a
-  core: two processes busy where there was one); 1,000,000 at load 11, main 210.5 s (3.54x,
-  worker CPU 42.8 s), this branch 314.6 s (3.59x, worker CPU 44.5 with its children).
+  Runs of this file on the loaded machine (the floor in the same run; walls there are
+  mostly waiting for a core, and two busy processes wait more than one): 100,000 at load
+  8-12, main 3.18x and 5.03x the floor, this branch 5.77x and 6.29x; 1,000,000, a pair at
+  load 11 (a 10,000 run beside the branch's), main 210.5 s (3.54x, worker CPU 42.8 s), the
+  branch 314.6 s (3.59x, 44.5 with its children); a pair at load 9-12, main 231.1 s (6.26x;
+  drain 167.9: pack 31.4, upload 13.0, ingest 84.0, waiting 34.8; worker CPU 42.7), the branch
+  194.4 s (5.29x; drain 139.4: pack 61.1 with the cut, upload 14.8, ingest 54.0, waiting 5.8;
+  worker CPU 38.4 with its children). A quiet machine's figures are still to be taken: the
+  3x floor is not shown met here.
   Left: SQLite's own statements are now most of the main thread (the candidates' body
   lookups by hash ~16 % of its samples, the results insert ~13 %, commits ~11 %, the
   submit's two updates ~6 %, the cost totals ~4 %).
