@@ -128,6 +128,17 @@ loop and its threads ~0.35 s: multipart upload parsing and downloads);
 `emulator_and_waiting` 12.08 8.42 5.09 5.11 6.71 2.37 2.20 -> 6.09 5.64 4.70 4.95 3.94 3.56
 3.69: wall seconds there follow the machine's load (the two shortest "before" runs came in a
 quiet minute, ingest 3.9-4.4 s against 8.8-12.3 in the others), so halving is not shown.
+Then (2026-12-08): the emulator's worker thread holds the GIL through a 50,000-line batch's
+validation (~0.5 CPU s), and starlette wrote each upload piece past its first MB through a
+thread hop, each hop waiting up to a switch interval (5 ms) for the GIL: a 25 MB upload
+beside a busy thread took 1.1-1.6 s instead of ~0.3, and a trace of the 1,000,000 run shows
+every batch reaching the emulator only after the one before it had completed. The file part
+is now written as it arrives, on the event loop (no spooled copy, no hop); in a 300,000 run
+batches overlap (the 4th and 5th arrived 2.5 and 2.0 s before the one before completed).
+Interleaved with main at load 7-15: 100,000 requests, `emulator_cpu_s` 1.64 1.63 1.76 1.51
+-> 1.49 1.50 1.40 1.65; 200,000, `emulator_cpu_s` 3.37 3.31 3.13 3.36 -> 3.01 3.10 3.01
+3.29, upload 4.20 3.23 3.13 2.89 -> 1.88 1.83 2.66 3.87 s, `emulator_and_waiting` 10.34
+6.48 8.54 8.07 -> 5.11 6.51 6.83 9.17, seconds 50.7 34.6 47.6 40.8 -> 37.4 32.2 42.0 46.6.
 
 The worker's side at 100,000 requests (two intents of 50,000 lines), from cProfile of the
 drain, a per-statement timer on PostgreSQL and the worker's bytes written (/proc/self/io),
