@@ -189,9 +189,10 @@ class Store(Protocol):
         model: str | None,
         page: int = 5000,
         queues: Sequence[str] | None = None,
-    ) -> Iterator[tuple[int, int, int, int]]:
-        """(request id, body bytes, embedding inputs, text bytes) of a model's ready requests
-        (None: every model's), of these queues (None: every one), in packing order, streamed."""
+    ) -> Iterator[tuple[int, int, int, int, bytes]]:
+        """(request id, body bytes, embedding inputs, text bytes, body) of a model's ready
+        requests (None: every model's), of these queues (None: every one), in packing order,
+        streamed."""
 
     def create_intent(
         self,
@@ -213,6 +214,9 @@ class Store(Protocol):
 
     def batch_lines(self, batch_id: int, page: int = 2000) -> Iterator[tuple[int, str, bytes]]:
         """(attempt id, endpoint, body) of an intent in line order, streamed."""
+
+    def batch_line_requests(self, batch_id: int) -> list[tuple[int, int]]:
+        """(attempt id, request id) of an intent's lines, in line order."""
 
     def mark(self, what: str, batch_id: int, now: float, token: int) -> None:
         """Durably note that an upload or a create starts at `now` (the engine's clock, read
