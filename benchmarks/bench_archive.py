@@ -54,6 +54,8 @@ set up threads and futures per file). Same script, this branch and main (`7496c6
   149 MB a run, and the 7 requests a batch are the same: moto's ~4.3 ms of CPU per MB is
   most of it); the engine thread's own CPU, with archives less without, +0.09 and +0.17 s
   (each spread -0.3 to +0.6: noise at that load).
+In the quietest minutes (01:41-01:45, load 2.6-4.5, `--repeat 2`, main `c95124e`): main
+-17.6 and +25.6 % (tail 0.21 s), this branch -13.8 and +0.8 % (tail 0.05 s).
 On the quiet machine the expected effect: the tail (~0.3 s there) goes under 0.1 s, and about
 half of the archiving work (CPU and GIL) leaves the back-to-back ingests for the sending
 phase's idle time; from +22.9 % (~1.6 s) to an estimated +11-15 %, not measured here.
