@@ -30,6 +30,35 @@ here: 150 MB archived a run). What is left is per request, not per byte: moto's 
 CPU per request (about 9 S3 requests a batch), boto3's per-upload set-up, and the
 emulator's 3 file deletes a batch. A timeline at load 10: each batch's archive (0.4-0.8 s)
 ends before the next ingest; after the drain only the last batch's is left (~0.3 s).
+
+Still +22.9 % on the quiet machine (pairs +19.2, +27.0). A timeline (2026-12-08, load 5-10)
+showed the drain's two phases: the ten batches sent one after the other (the engine idle
+about half of it, between sends and waiting for the emulator), then the ten ingests back to
+back (the engine busy throughout); each batch's whole archive (15 MB: input 5.3, output 8.0,
+attempts.jsonl 1.6, results.jsonl empty here; 7 S3 requests) ran during the next ingest,
+the last one's after the drain. Now what is fixed before a batch's ingest is sent before it
+(`Archiver.early`, a thread of its own): its input file and attempts.jsonl once the batch
+is sent (the map pass, ~30 ms of Python a batch, into the sending phase's idle time), its
+output file once downloaded (while ingest reads it); the archive after the ingest takes
+those uploads and reads from the store only the attempts of the results the provider's
+files do not hold. Files under the part size go in one `put_object` (the transfer manager
+set up threads and futures per file). Same script, this branch and main (`7496c68`, and
+`9cc0e5d` before the merge) interleaved, 10 runs each (`--repeat 1`, and 2 with
+`--repeat 2`; 2026-12-08 00:57-01:35, load 6.5-15.5; wall overheads there swing -51 to
++108 % for either, so they compare nothing), medians:
+- `archive_tail_s` (after the last ingest until every archive is written): main 0.34 s
+  (0.16-1.21), this branch 0.10 (0.04-0.22);
+- `archive_busy_s` (the archiving thread's passes): 7.3 -> 3.1 s;
+- the archiving threads' CPU (worker CPU with archives less its engine thread's): 0.88 ->
+  0.77 s; the S3 server's (split out now) 0.73-0.86 s on main, 0.73-0.87 here (the bytes,
+  149 MB a run, and the 7 requests a batch are the same: moto's ~4.3 ms of CPU per MB is
+  most of it); the engine thread's own CPU, with archives less without, +0.09 and +0.17 s
+  (each spread -0.3 to +0.6: noise at that load).
+In the quietest minutes (01:41-01:45, load 2.6-4.5, `--repeat 2`, main `c95124e`): main
+-17.6 and +25.6 % (tail 0.21 s), this branch -13.8 and +0.8 % (tail 0.05 s).
+On the quiet machine the expected effect: the tail (~0.3 s there) goes under 0.1 s, and about
+half of the archiving work (CPU and GIL) leaves the back-to-back ingests for the sending
+phase's idle time; from +22.9 % (~1.6 s) to an estimated +11-15 %, not measured here.
 """
 
 from __future__ import annotations
@@ -95,9 +124,10 @@ def drained(
     store = open_store(db)
     engine = Engine(store, settings(url, archive=archive, max_batch_requests=10_000))
     t0, cpu, engine_cpu = time.perf_counter(), cpu_s(), time.thread_time()
-    others = sum(emulator_cpu_s(pid) for pid in servers)
+    others = [emulator_cpu_s(pid) for pid in servers]
     result = drain(engine, queue="bench", timeout=1800)
     assert result.finished
+    drained_at = time.perf_counter()
     engine_cpu = time.thread_time() - engine_cpu  # the drain's own thread: the engine's
     if archive is not None:  # the last archives, written after the last ingest
         while store.archive_due(time.time() + 1e9, 1):
@@ -106,16 +136,19 @@ def drained(
         assert engine.archiver is not None
         engine.archiver.close()
     seconds, cpu = time.perf_counter() - t0, cpu_s() - cpu
+    tail = time.perf_counter() - drained_at  # the archives written after the last ingest
     archive_s = engine.archiver.busy_seconds if engine.archiver is not None else 0.0
     engine.close()
     store.close()
-    others = sum(emulator_cpu_s(pid) for pid in servers) - others
+    others = [emulator_cpu_s(pid) - cpu0 for pid, cpu0 in zip(servers, others, strict=True)]
     return {
         "seconds": round(seconds, 2),
         "cpu_s": round(cpu, 2),
         "engine_cpu_s": round(engine_cpu, 2),
-        "servers_cpu_s": round(others, 2),
+        "servers_cpu_s": round(sum(others), 2),
+        "s3_cpu_s": round(others[-1], 2),  # the S3 server's alone (the last of `servers`)
         "archive_s": round(archive_s, 2),
+        "tail_s": round(tail, 2),
     }
 
 
@@ -188,12 +221,19 @@ def main() -> None:
         "drain_overhead_pct": pct("seconds", plain, archived),
         "drain_overhead_pct_each": [pct("seconds", p, a) for p, a in runs],
         "archive_busy_s": archived["archive_s"],
+        # of the drain with archives, the seconds after its last ingest until every archive
+        # was written (the last batch's, and the closing of the engine's archiving thread)
+        "archive_tail_s": archived["tail_s"],
         "worker_cpu_s": {"without": plain["cpu_s"], "with": archived["cpu_s"]},
         # of which the engine's thread, until the queue is drained (the archiving thread's
         # work is the rest): what archiving takes from the engine's own path
         "engine_cpu_s": {"without": plain["engine_cpu_s"], "with": archived["engine_cpu_s"]},
         # the emulator's and the S3 server's: the whole work, which load does not change
         "servers_cpu_s": {"without": plain["servers_cpu_s"], "with": archived["servers_cpu_s"]},
+        # of which the S3 server's (the emulator's is the rest: its polls follow the wall time)
+        "s3_server_cpu_s": archived["s3_cpu_s"],
+        # the archiving threads' (the worker's CPU less its engine thread's, with archives)
+        "archive_threads_cpu_s": round(archived["cpu_s"] - archived["engine_cpu_s"], 2),
         "cpu_overhead_pct": round(
             100
             * (archived["cpu_s"] + archived["servers_cpu_s"])

@@ -77,6 +77,42 @@ process's, the floor and the enqueue included). Still not met: 3x on SQLite, 4x 
 PostgreSQL; pack (a request's three state changes, `packing.cut` per request) and ingest's
 SQL (~half of it now) are the largest parts left.
 
+The worker's side on SQLite, 2026-12-08 (branch `sqlite`; the shared 2-core machine at load
+7-15, so CPU seconds, not walls; "main" is the drain's own thread, read with thread_time):
+- Sequencing (a timeline at 200,000, four intents of 50,000): the first intent commits 0.76 s
+  after the drain starts (the SDK's import, the first page of candidates); each intent is
+  cut, committed, written, uploaded and created (~1.1 s) before the next is cut, and the
+  emulator had every batch done by the first poll, so the four ingests ran back to back with
+  no wait: the worker is CPU-bound, never waiting on the emulator, which is idle while the
+  worker ingests (at 1,000,000 the same: twenty intents sent, then twenty ingests).
+  `emulator_and_waiting` was mostly the candidates and `packing.cut` (~0.4 s a batch), not
+  timed before; they are counted in `pack` now.
+- pack: the candidates read each body (not its length) and the cut keeps them in a spool
+  file (`submitter.Spool`, two integers a request in memory); the intent's file is written
+  from it once the intent commits (a body never changes), so the join of attempts, requests
+  and request_bodies that read every body again is gone (it was ~1.0 of 5.5 CPU s of SQL at
+  200,000). Pack and upload, main CPU at 300,000: 5.46 5.87 -> 5.00 4.95 s (-12 %).
+- ingest: a batch of 20,000 requests or more is read by a second process (`reading.py`:
+  the same items, marshalled back; it starts while the file downloads; if it stops, the rest
+  is read here), so the ordering pass, orjson and the per-line reading run on the core the
+  emulator leaves idle while the worker records. Main CPU at 300,000: 6.15 6.39 -> 3.90 3.97
+  s (-37 %), the child 3.48 3.57; the whole drain's main thread 11.71 12.37 -> 8.99 9.01 s
+  (-25 %), with the child 12.55 12.66 (+4 %: the hand-off and a second interpreter; read
+  here, 50,000 lines take 0.25 CPU s, in the child 0.35 plus 0.02 here). `worker_cpu_s`
+  counts the children. On a quiet machine the drain's wall is about its main thread's.
+  Runs of this file on the loaded machine (the floor in the same run; walls there are
+  mostly waiting for a core, and two busy processes wait more than one): 100,000 at load
+  8-12, main 3.18x and 5.03x the floor, this branch 5.77x and 6.29x; 1,000,000, a pair at
+  load 11 (a 10,000 run beside the branch's), main 210.5 s (3.54x, worker CPU 42.8 s), the
+  branch 314.6 s (3.59x, 44.5 with its children); a pair at load 9-12, main 231.1 s (6.26x;
+  drain 167.9: pack 31.4, upload 13.0, ingest 84.0, waiting 34.8; worker CPU 42.7), the branch
+  194.4 s (5.29x; drain 139.4: pack 61.1 with the cut, upload 14.8, ingest 54.0, waiting 5.8;
+  worker CPU 38.4 with its children). A quiet machine's figures are still to be taken: the
+  3x floor is not shown met here.
+  Left: SQLite's own statements are now most of the main thread (the candidates' body
+  lookups by hash ~16 % of its samples, the results insert ~13 %, commits ~11 %, the
+  submit's two updates ~6 %, the cost totals ~4 %).
+
 The emulator's side at 100,000 requests (per-thread CPU from /proc and cProfile of its worker
 thread): validating parsed each line and counted its prompt, processing read it again,
 parsed it again and hashed its body; the worker looked at the store every 10 ms even with no
@@ -92,6 +128,17 @@ loop and its threads ~0.35 s: multipart upload parsing and downloads);
 `emulator_and_waiting` 12.08 8.42 5.09 5.11 6.71 2.37 2.20 -> 6.09 5.64 4.70 4.95 3.94 3.56
 3.69: wall seconds there follow the machine's load (the two shortest "before" runs came in a
 quiet minute, ingest 3.9-4.4 s against 8.8-12.3 in the others), so halving is not shown.
+Then (2026-12-08): the emulator's worker thread holds the GIL through a 50,000-line batch's
+validation (~0.5 CPU s), and starlette wrote each upload piece past its first MB through a
+thread hop, each hop waiting up to a switch interval (5 ms) for the GIL: a 25 MB upload
+beside a busy thread took 1.1-1.6 s instead of ~0.3, and a trace of the 1,000,000 run shows
+every batch reaching the emulator only after the one before it had completed. The file part
+is now written as it arrives, on the event loop (no spooled copy, no hop); in a 300,000 run
+batches overlap (the 4th and 5th arrived 2.5 and 2.0 s before the one before completed).
+Interleaved with main at load 7-15: 100,000 requests, `emulator_cpu_s` 1.64 1.63 1.76 1.51
+-> 1.49 1.50 1.40 1.65; 200,000, `emulator_cpu_s` 3.37 3.31 3.13 3.36 -> 3.01 3.10 3.01
+3.29, upload 4.20 3.23 3.13 2.89 -> 1.88 1.83 2.66 3.87 s, `emulator_and_waiting` 10.34
+6.48 8.54 8.07 -> 5.11 6.51 6.83 9.17, seconds 50.7 34.6 47.6 40.8 -> 37.4 32.2 42.0 46.6.
 
 The worker's side at 100,000 requests (two intents of 50,000 lines), from cProfile of the
 drain, a per-statement timer on PostgreSQL and the worker's bytes written (/proc/self/io),
@@ -137,12 +184,45 @@ worker's unchanged (4.4/4.4/4.6 -> 4.5/4.5/4.3). Per statement: the attempts ins
 totals 0.50 -> 0.28. Upload took 2.12 s on PostgreSQL against SQLite's 0.65 because its server
 time is the submit's two set updates (every attempt and request of the batch packed ->
 submitted, 1.5 s of server CPU per 100,000), not the file (`batch_lines` is counted in pack).
-What is left is mostly the three state changes of each request (packed, submitted, its
-outcome; ~0.95 s a pass per 100,000): never HOT, as `state` is in the three partial indexes'
-predicates, so a fillfactor does not help them (a pass of 100,000 on a copy of the table took
-the same ~1 s at 70 as at 100; without the unique (queue, custom_id) index a third less).
-The next levers: fewer of them (a submit that records the batch only), or a packing index
-whose predicate the submit and the outcome do not touch.
+What was left was mostly the three state changes of each request (packed, submitted, its
+outcome; ~0.8 s a pass per 100,000): never HOT, as `state` was in the three partial indexes'
+predicates. Migration 0018 gives those indexes `waiting` to read instead (`state` while the
+request waits to be packed, NULL after; a stored column PostgreSQL computes) and `requests`
+a fillfactor of 50, so the submit and the outcome rewrite no index: on a copy of the table,
+100,000 rows, the three passes 0.72/0.81/1.19 -> 0.61/0.32/0.34 CPU s (fillfactor 70: the
+last two 0.49/0.47; the insert's cost the same at 50 as at 100). An intent's lines
+(`batch_lines`) read each request and body by key now: as a join, the planner hashed each
+2,000-line page's attempts and read all of `requests` to match them (or merged from its first
+id), once per page, quadratic in the store. 100,000 requests, the PostgreSQL run alone, main
+(9cc0e5d) and this change interleaved, four rounds each at load 5-11 (2026-12-08 00:42-01:07):
+the server's CPU while draining 5.71/5.88/6.36/5.27 -> 4.56/5.07/4.21/4.61 s (-21 %; the last
+two with `batch_lines` by key: -24 %), the worker's 2.44/2.50/2.73/2.29 -> 2.26/2.68/2.21/2.42,
+the enqueue's server CPU unchanged (1.37/1.39/1.55/1.23 -> 1.30/1.44/1.56/1.35); 200,000 of
+300,000 request updates HOT (none before), `requests` 111.5 -> 68.7 MB. Per statement: the
+submit's requests update 0.78 -> 0.33 s, the outcome's 0.80 -> 0.35. At 200,000, two rounds
+at load 9-11 (01:20-01:24): 12.41/11.43 -> 10.46/9.68 s (-15 %), the worker's 4.69/4.22 ->
+4.50/4.09, `batch_lines` 1.39/1.23 -> 1.45/1.18 (these runs' plans were not the quadratic
+ones: by key is a guard, tested with the plan a store analyzed mid-pack got). Against main
+with the enqueue's COPY straight into `requests` (01c739c), 100,000, two rounds at load 10-12:
+draining 5.65/5.51 -> 4.59/4.71 s, the enqueue's server CPU 0.66/0.65 -> 0.71/0.71 (the COPY
+fills half pages: twice as many). At 1,000,000 (the
+PostgreSQL run alone, base at load 7, this change at 10-12): the server's CPU while draining
+72.9 -> 58.4 s (-20 %), the submit's update 9.33 -> 4.06, the outcome's 9.26 -> 3.57,
+`batch_lines` 8.27 -> 7.67 (the backend's CPU only: a parallel plan's helpers are not
+counted, and the join's plan there was not recorded), `requests` 1,115 -> 708 MB. The whole bench at 1,000,000 at load 9-12 (00:51-01:03): floor
+72.6 s, SQLite 238.9 s (3.29x), PostgreSQL 349.9 s (**4.82x**; server CPU 16.2 enqueue + 55.2
+draining, worker 18.9). Again with main's COPY enqueue merged (01:29-01:38, load 10.4 falling
+to 5.8 as other work ended, so the later runs are flattered): floor 53.5 s, SQLite 234.6 s,
+PostgreSQL 181.9 s (3.40x; server CPU 8.8 enqueue + 60.1 draining, worker 19.7, enqueue 11.5).
+The quiet machine's figure is still to be taken.
+Left, at 1,000,000 (server CPU s): the pack's update (10.2, each request packed is a new
+version with new entries in the primary key and the (queue, custom_id) unique index: it leaves
+the packing index, so it cannot be HOT), the candidates (10.0, of which ~98 % is reading each
+body's length from `request_bodies` by hash: a `body_bytes` column written at enqueue would
+make it an index walk on `requests` alone, 115 -> 2 ms a 5,000-row page in EXPLAIN ANALYZE),
+`batch_lines` (7.7, the same body lookups, by key), the enqueue's two inserts (7.5 each),
+the results insert (5.7) and the attempts' outcome update (4.4). `has_unfinished` reads all of
+`requests` once drained (1.4 s for 2 calls): no index can say "not ended" without `state`.
 At 10,000 requests the same run spent 3.06 of its 3.67 s of server CPU in one statement:
 before `attempts` is analyzed, the planner put a chunk's JSON list of attempt ids inside a
 nested loop and parsed its 5,000 ids again for each attempt row (quadratic in the batch).
@@ -262,9 +342,9 @@ def work(db: str, url: str) -> dict[str, object]:
     """Drain queue `bench` as `llmbatch wait` does; seconds per phase and requests done."""
     store = open_store(db)
     engine = Engine(store, settings(url))
-    t1, cpu, server = time.perf_counter(), cpu_s(), server_cpu_s(store)
+    t1, cpu, server = time.perf_counter(), cpu_s(children=True), server_cpu_s(store)
     result = drain(engine, queue="bench", timeout=1800)
-    drain_s, cpu = time.perf_counter() - t1, cpu_s() - cpu
+    drain_s, cpu = time.perf_counter() - t1, cpu_s(children=True) - cpu  # its readers too
     SERVER_CPU["worker"] = round(server_cpu_s(store) - server, 2) if server >= 0 else -1.0
     t = dict(engine.timings)
     engine.close()

@@ -56,9 +56,21 @@ _REQUEST_COLUMNS = (
     "priority, deadline, text_chars, text_bytes, inputs, attempts, expiries, not_before, "
     "reason, created_at, updated_at, rejections"
 )
+# Migration 0018 (on PostgreSQL, the waiting requests' indexes read `waiting`, not `state`;
+# requests' pages half free) taken back out: dropping the column drops its three indexes.
+UNDO_0018: tuple[Undo, ...] = (
+    ("postgres", "ALTER TABLE requests DROP COLUMN waiting"),
+    ("postgres", "CREATE INDEX requests_ready ON requests (provider, endpoint, model, "
+                 "priority DESC, id) WHERE state = 'queued'"),
+    ("postgres", "CREATE INDEX requests_waiting ON requests (not_before) "
+                 "WHERE state = 'retry_wait'"),
+    ("postgres", "CREATE INDEX requests_held ON requests (queue) WHERE state = 'held'"),
+    ("postgres", "ALTER TABLE requests RESET (fillfactor)"),
+)  # fmt: skip
 # Migration 0017 (attempts' and results' foreign keys not checked on PostgreSQL, attempts'
-# pages half free) taken back out.
+# pages half free) taken back out, and every later one.
 UNDO_0017: tuple[Undo, ...] = (
+    *UNDO_0018,
     ("postgres", "ALTER TABLE attempts ADD CONSTRAINT attempts_request_id_fkey "
                  "FOREIGN KEY (request_id) REFERENCES requests (id)"),
     ("postgres", "ALTER TABLE attempts ADD CONSTRAINT attempts_batch_id_fkey "

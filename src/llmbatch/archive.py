@@ -27,7 +27,11 @@ The engine's archives are written by a thread of their own, one pass at a time, 
 tick goes on polling and ingesting (inline, an archive added half to a 100,000-request
 drain); a pass is started by each batch's ingest on the engine lease's holder (one tick may
 ingest many batches) and by the tick's archive step; within an archive, each file is sent
-while the next is made. The engine waits for the pass on close. What `results.jsonl` needs
+while the next is made. What is fixed before the ingest is sent before it, by a thread of
+its own (`Archiver.early`): `input.jsonl` and `attempts.jsonl` once the batch is sent (the
+provider's batch time goes by meanwhile), the provider's files once downloaded (ingest reads
+them meanwhile); the archive waits for those uploads and takes each whose file is the one it
+archives, so after the last ingest only `results.jsonl` and the manifest are left. The engine waits for the pass on close. What `results.jsonl` needs
 is kept during ingest as outcomes are recorded (`Envelope`: each result the provider's files
 do not hold, under its attempt id) with the downloaded files; the archiving thread joins it
 to the batch's attempt map from the store as it writes `attempts.jsonl` (`_joined`), so the
@@ -75,6 +79,7 @@ if TYPE_CHECKING:
     from llmbatch.store.batching import Outcome, Succeeded
 
 MAX_BACKOFF = 3600.0
+RESULT_NAMES = {"output": "output.jsonl", "error": "errors.jsonl"}  # a result file's kind's
 SPOOL_KINDS = "kinds.json"  # in a spool folder: which downloaded file is output, which error
 # In a spool folder: what ingest wrote of the envelope (each result the provider's files do
 # not hold, as its attempt id, its length and the end of its line; `Envelope`), and the
@@ -283,6 +288,9 @@ class Archiver:
         self._lock = threading.Lock()
         self._written, self._notes = 0, list[str]()
         self._error: BaseException | None = None
+        self._early: dict[str, list[_Early]] = {}  # archive key -> its early uploads (`early`)
+        self._early_pool: ThreadPoolExecutor | None = None
+        self._early_seq = 0
 
     def check(self) -> None:
         """Once per engine, before any work: a missing bucket or credentials stop it."""
@@ -304,6 +312,93 @@ class Archiver:
         dest = self.spool(batch_id)
         shutil.rmtree(dest, ignore_errors=True)
         folder.rename(dest)
+
+    def early(self, batch_id: int, name: str, path: Path) -> None:
+        """Start sending one of a batch's files to its archive now, in a thread of its own:
+        the input file once sent (the provider's batch time goes by meanwhile), the
+        provider's files once downloaded (ingest reads them meanwhile). The batch's archive
+        waits for it, then takes it when the file it archives is the one sent (`_taken`;
+        else it sends that file itself): after the last ingest only what the store adds is
+        left to send. Only on the engine lease's holder, whose archiving thread writes the
+        archive (a killed worker's parts are aborted by the archive that follows; another
+        worker's upload could land after the archive was written). The upload reads a hard
+        link, which ingest's renames and deletions leave alone."""
+        if not (self.background and self.engine):
+            return
+        key = f"{batch_folder(self.store.store_id, batch_id)}/{name}"
+        with self._lock:
+            self._early_seq += 1
+            link = self.workdir / f"early-{os.getpid()}-{self._early_seq}-{name}"
+            try:
+                os.link(path, link)
+                sent = _identity(link)
+            except OSError:  # no hard links here: the archive sends it
+                return
+            future = self._pool().submit(self._send_early, key, link)
+            self._early.setdefault(key, []).append(_Early(future, sent, link))
+
+    def early_attempts(self, batch_id: int, prefix: str) -> None:
+        """Start writing and sending a batch's attempts.jsonl once it is sent (its attempt
+        map is fixed then): the archive after its ingest then reads from the store only the
+        attempts of the results the provider's files do not hold (`_joined`)."""
+        if not (self.background and self.engine):
+            return
+        key = f"{batch_folder(self.store.store_id, batch_id)}/attempts.jsonl"
+        with self._lock:
+            self._early_seq += 1
+            path = self.workdir / f"early-{os.getpid()}-{self._early_seq}-attempts.jsonl"
+            carried: list[list[int]] = []
+            pool = self._pool()
+            future = pool.submit(self._send_attempts, key, batch_id, prefix, path, carried)
+            self._early.setdefault(key, []).append(_Early(future, (), path, carried))
+
+    def _send_attempts(
+        self, key: str, batch_id: int, prefix: str, path: Path, carried: list[list[int]]
+    ) -> dict[str, Any]:
+        try:
+            said, _, runs = self._map_pass(batch_id, prefix, path, {}, [], b"")
+            self.target.put(key, path, said["sha256"])
+            carried.extend(runs)
+            return said
+        finally:
+            path.unlink(missing_ok=True)
+
+    def _pool(self) -> ThreadPoolExecutor:
+        if self._early_pool is None:
+            self._early_pool = ThreadPoolExecutor(
+                max_workers=1, thread_name_prefix="llmbatch-archive-early"
+            )
+        return self._early_pool
+
+    def _send_early(self, key: str, link: Path) -> dict[str, Any]:
+        try:
+            return self._send(key, link, None)
+        finally:
+            link.unlink(missing_ok=True)
+
+    def _early_of(self, folder: str) -> dict[str, _Early]:
+        """The early uploads of an archive's files, each waited for (an upload still going
+        could land after the archive's own), the last of each name; none is used twice."""
+        with self._lock:
+            keys = [k for k in self._early if k.startswith(folder + "/")]
+            got = {k: self._early.pop(k) for k in keys}
+        for uploads in got.values():
+            for u in uploads:
+                with contextlib.suppress(Exception):  # a failed one: the archive sends it
+                    u.future.result()
+        return {k[len(folder) + 1 :]: uploads[-1] for k, uploads in got.items()}
+
+    def _close_early(self) -> None:
+        """Uploads not started are dropped (their archives send the files), those going
+        waited for: nothing writes to the target once the engine is closed."""
+        with self._lock:
+            pool, self._early_pool = self._early_pool, None
+            left = [u for uploads in self._early.values() for u in uploads]
+            self._early.clear()
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+        for u in left:
+            u.link.unlink(missing_ok=True)
 
     def run(self, now: float, notes: list[str]) -> int:
         """Write the archives due now, or in `background` hand them to the archiving thread
@@ -368,6 +463,7 @@ class Archiver:
                 # what it missed now. A database error leaves it due for the next worker.
                 with contextlib.suppress(StoreError):
                     self.run_due(self.clock(), self._notes)
+        self._close_early()
 
     def run_due(self, now: float, notes: list[str]) -> int:
         """Write the archives due now, within `tick_seconds`; returns how many."""
@@ -403,13 +499,14 @@ class Archiver:
             raise RejectedError(f"batch {batch_id} is not in the store")
         folder = batch_folder(self.store.store_id, batch_id)
         provider = self.provider(str(b["provider"]))
+        early = self._early_of(folder)  # before anything: none lands after this archive
         if self.target.exists(f"{folder}/{MANIFEST}"):
             # a worker killed after the manifest, before the store knew: it says the rest
             with contextlib.closing(self.target.open(f"{folder}/{MANIFEST}")) as f:
                 manifest = orjson.loads(f.read())
             from_store, ours = bool(manifest.get("from_store")), bool(manifest.get("ours", True))
         else:
-            from_store, ours = self._write(b, folder, provider)
+            from_store, ours = self._write(b, folder, provider, early)
         where = f"{self.target.location.rstrip('/')}/{folder}"
         self.store.archive_done(batch_id, now, where, from_store)
         shutil.rmtree(self.spool(batch_id), ignore_errors=True)
@@ -422,7 +519,9 @@ class Archiver:
             with contextlib.suppress(TransientError, RejectedError):
                 provider.delete_files([str(f) for f in ids if f])
 
-    def _write(self, b: dict[str, Any], folder: str, provider: Provider) -> tuple[bool, bool]:
+    def _write(
+        self, b: dict[str, Any], folder: str, provider: Provider, early: dict[str, _Early]
+    ) -> tuple[bool, bool]:
         """Write the archive; (whether from the store, whether any result line is ours)."""
         batch_id = int(b["id"])
         attempts_of = int(b.get("intent_id") or batch_id)
@@ -437,7 +536,9 @@ class Archiver:
         digests: dict[str, Future[dict[str, Any]]] = {}
 
         def send(name: str, path: Path, digest: dict[str, Any] | None = None) -> None:
-            digests[name] = sends.submit(self._send, f"{folder}/{name}", path, digest)
+            digests[name] = _taken(early.get(name), path) or sends.submit(
+                self._send, f"{folder}/{name}", path, digest
+            )
 
         try:
             self.target.abort_uploads(folder + "/")
@@ -448,11 +549,23 @@ class Archiver:
             send("input.jsonl", self._input(attempts_of, prefix, provider, work))
             spool = self.spool(batch_id)
             spooled = bool(got) and all(p.parent == spool for p in got.values())
+            sent = early.get("attempts.jsonl") if attempts_of == batch_id else None
+            carried = sent.carried if sent is not None and _taken(sent, None) else None
             (results, attempts), known, rebuilt = self._envelope(
-                batch_id, attempts_of, prefix, work, spooled=spooled, provider=str(b["provider"])
+                batch_id,
+                attempts_of,
+                prefix,
+                work,
+                spooled=spooled,
+                provider=str(b["provider"]),
+                carried=carried,
             )
             send("results.jsonl", results, known.get(SPOOL_RESULTS))
-            send("attempts.jsonl", attempts, known.get(SPOOL_ATTEMPTS))
+            if attempts is None:  # sent as the batch was (`early_attempts`)
+                assert sent is not None
+                digests["attempts.jsonl"] = sent.future
+            else:
+                send("attempts.jsonl", attempts, known.get(SPOOL_ATTEMPTS))
             manifest: dict[str, Any] = {
                 "version": MANIFEST_VERSION,
                 "store_id": self.store.store_id,
@@ -505,7 +618,7 @@ class Archiver:
     ) -> tuple[dict[str, Path], bool]:
         """The provider's result files: those ingest kept, else downloaded again; when the
         provider no longer has them, none (the archive says `from_store`)."""
-        names = {"output": "output.jsonl", "error": "errors.jsonl"}
+        names = RESULT_NAMES
         spool = self.spool(int(b["id"]))
         if (spool / SPOOL_KINDS).is_file():
             kinds: dict[str, str] = json.loads((spool / SPOOL_KINDS).read_text())
@@ -539,7 +652,8 @@ class Archiver:
         *,
         spooled: bool,
         provider: str,
-    ) -> tuple[tuple[Path, Path], dict[str, dict[str, Any]], dict[str, Any] | None]:
+        carried: list[list[int]] | None = None,
+    ) -> tuple[tuple[Path, Path | None], dict[str, dict[str, Any]], dict[str, Any] | None]:
         """results.jsonl and attempts.jsonl with their digests (by file name, those known),
         and the successes left to the provider's files (`rebuilt`: only when those files are
         the ones that ingest read, `spooled`): joined from what the ingest wrote when it is
@@ -554,7 +668,7 @@ class Archiver:
             whole = spooled or not rebuilt["attempts"]
             if whole and pending.stat().st_size == marker["bytes"][SPOOL_PENDING]:
                 joined = self._joined(
-                    attempts_of, prefix, provider, work, pending, rebuilt["attempts"]
+                    attempts_of, prefix, provider, work, pending, rebuilt["attempts"], carried
                 )
                 if joined is not None:
                     return joined[0], joined[1], (rebuilt if rebuilt["attempts"] else None)
@@ -587,24 +701,60 @@ class Archiver:
         work: Path,
         pending: Path,
         rebuilt: list[list[int]],
-    ) -> tuple[tuple[Path, Path], dict[str, dict[str, Any]]] | None:
+        carried: list[list[int]] | None = None,
+    ) -> tuple[tuple[Path, Path | None], dict[str, dict[str, Any]]] | None:
         """attempts.jsonl streamed from the store's attempt map, and results.jsonl from the
         ingest's pending lines, each given the result id and custom_id of its attempt as
-        the map goes by; both digested as written. None when the ingest's file names an
-        attempt the batch did not carry, or names fewer successes than it kept: the caller
-        reads the results from the store then."""
-        sid = self.store.store_id
+        the map goes by; both digested as written. With `carried` (the attempt ids the
+        batch carried, as runs, from the attempts.jsonl sent early), attempts.jsonl is not
+        made again (None) and only the pending lines' attempts are read from the store.
+        None when the ingest's file names an attempt the batch did not carry, or names fewer
+        successes than it kept: the caller reads the results from the store then."""
         heads: dict[int, bytes] = {}  # attempt id -> the start of its line, once the map has it
         with open(pending, "rb") as f:
             while header := f.readline():
                 attempt, length = header.split()
                 heads[int(attempt)] = b""
                 f.seek(int(length), os.SEEK_CUR)
-        runs, run, found = rebuilt, 0, 0
-        expected = sum(last - first + 1 for first, last in runs)
         provider_json = orjson.dumps(provider)
-        results, attempts = work / "results.jsonl", work / "attempts.jsonl"
+        results = work / "results.jsonl"
+        attempts: Path | None = None
         digests: dict[str, dict[str, Any]] = {}
+        if carried is None:
+            attempts = work / "attempts.jsonl"
+            digests[SPOOL_ATTEMPTS], whole, _ = self._map_pass(
+                attempts_of, prefix, attempts, heads, rebuilt, provider_json
+            )
+        else:
+            whole = _within(rebuilt, carried) and self._heads(attempts_of, heads, provider_json)
+        if not whole or not all(heads.values()):
+            return None  # a success or a result of an attempt this batch did not carry
+        sha, size, lines, page = hashlib.sha256(), 0, 0, list[bytes]()
+        with open(pending, "rb") as f, open(results, "wb") as out:
+            while header := f.readline():
+                attempt, length = header.split()
+                page.append(heads[int(attempt)] + f.read(int(length)))
+                if len(page) >= 4096:
+                    size, lines = _written(out, sha, page, size, lines)
+            size, lines = _written(out, sha, page, size, lines)
+        digests[SPOOL_RESULTS] = {"lines": lines, "bytes": size, "sha256": sha.hexdigest()}
+        return (results, attempts), digests
+
+    def _map_pass(
+        self,
+        attempts_of: int,
+        prefix: str,
+        attempts: Path,
+        heads: dict[int, bytes],
+        runs: list[list[int]],
+        provider_json: bytes,
+    ) -> tuple[dict[str, Any], bool, list[list[int]]]:
+        """One pass over the store's attempt map: attempts.jsonl written, the start of the
+        line of each attempt in `heads`; (its digest, whether every attempt in `runs` was
+        carried, the carried attempt ids as runs)."""
+        sid = self.store.store_id
+        run, found, carried = 0, 0, list[list[int]]()
+        expected = sum(last - first + 1 for first, last in runs)
         sha, size, lines, page = hashlib.sha256(), 0, 0, list[bytes]()
         # `_attempt_line`'s bytes with one orjson call a line: the prefix and each queue are
         # encoded once (`-<digits>` never needs escaping), the result id is hex
@@ -626,22 +776,28 @@ class Archiver:
                     run += 1
                 if run < len(runs) and runs[run][0] <= attempt_id:
                     found += 1
+                if carried and carried[-1][1] == attempt_id - 1:
+                    carried[-1][1] = attempt_id
+                else:
+                    carried.append([attempt_id, attempt_id])
                 if len(page) >= 4096:
                     size, lines = _written(out, sha, page, size, lines)
             size, lines = _written(out, sha, page, size, lines)
-        digests[SPOOL_ATTEMPTS] = {"lines": lines, "bytes": size, "sha256": sha.hexdigest()}
-        if found != expected or not all(heads.values()):
-            return None  # a success or a result of an attempt this batch did not carry
-        sha, size, lines = hashlib.sha256(), 0, 0
-        with open(pending, "rb") as f, open(results, "wb") as out:
-            while header := f.readline():
-                attempt, length = header.split()
-                page.append(heads[int(attempt)] + f.read(int(length)))
-                if len(page) >= 4096:
-                    size, lines = _written(out, sha, page, size, lines)
-            size, lines = _written(out, sha, page, size, lines)
-        digests[SPOOL_RESULTS] = {"lines": lines, "bytes": size, "sha256": sha.hexdigest()}
-        return (results, attempts), digests
+        said = {"lines": lines, "bytes": size, "sha256": sha.hexdigest()}
+        return said, found == expected, carried
+
+    def _heads(self, attempts_of: int, heads: dict[int, bytes], provider_json: bytes) -> bool:
+        """The start of the line of each attempt in `heads`, read from the store for those
+        attempts alone (a span of ids a query, nearby runs together); False if one of them
+        was not carried by the batch."""
+        sid = self.store.store_id
+        for first, last in _spans(ranges(list(heads))):
+            for attempt_id, custom_id in self.store.batch_custom_ids(attempts_of, first, last):
+                if attempt_id in heads:
+                    heads[attempt_id] = jsonl_head(
+                        result_id(sid, attempt_id), custom_id, provider_json
+                    )
+        return all(heads.values())
 
     def _from_store(self, attempts_of: int, prefix: str, work: Path) -> tuple[Path, Path]:
         """results.jsonl (the envelope) and attempts.jsonl, streamed from the store."""
@@ -686,3 +842,54 @@ def _written(out: IO[bytes], sha: Any, page: list[bytes], size: int, lines: int)
     sha.update(data)
     page.clear()
     return size + len(data), lines + data.count(b"\n")
+
+
+@dataclass(frozen=True)
+class _Early:
+    """An upload started before the archive (`Archiver.early`): of which file, by identity."""
+
+    future: Future[dict[str, Any]]
+    sent: tuple[int, ...]  # the file's identity (`_identity`); () for one made from the store
+    link: Path
+    carried: list[list[int]] | None = None  # attempts.jsonl's: the attempt ids it holds
+
+
+def _identity(path: Path) -> tuple[int, ...]:
+    st = path.stat()
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def _taken(early: _Early | None, path: Path | None) -> Future[dict[str, Any]] | None:
+    """An early upload's digest, if it succeeded and sent this very file, unchanged (or,
+    `path` None, what it made from the store)."""
+    if early is None or early.future.cancelled() or early.future.exception() is not None:
+        return None
+    if path is None:
+        return early.future
+    try:
+        same = _identity(path) == early.sent
+    except OSError:
+        return None
+    return early.future if same else None
+
+
+def _within(runs: list[list[int]], carried: list[list[int]]) -> bool:
+    """Whether every attempt id in `runs` is in `carried` (both sorted, inclusive runs)."""
+    i = 0
+    for first, last in runs:
+        while i < len(carried) and carried[i][1] < first:
+            i += 1
+        if i == len(carried) or not carried[i][0] <= first <= last <= carried[i][1]:
+            return False
+    return True
+
+
+def _spans(runs: list[list[int]], gap: int = 1000) -> list[list[int]]:
+    """Runs of ids closer than `gap` merged: a query each, not one per scattered id."""
+    out: list[list[int]] = []
+    for first, last in runs:
+        if out and first - out[-1][1] <= gap:
+            out[-1][1] = last
+        else:
+            out.append([first, last])
+    return out

@@ -144,6 +144,7 @@ class Engine:
             self.poller,
             clock,
             timings,
+            self.archiver,
         )
         self.canceller = Canceller(
             store, settings, provider, self.submitter, self.lease, self.poller, self.closer

@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from llmbatch.archive import Archiver, Envelope
+from llmbatch.archive import RESULT_NAMES, Archiver, Envelope
 from llmbatch.closing import Closer
 from llmbatch.errors import RejectedError, TransientError
 from llmbatch.lease import Lease
@@ -32,7 +32,8 @@ from llmbatch.ownership import attempt_prefix
 from llmbatch.pricing import model_prices
 from llmbatch.providers import format_of
 from llmbatch.providers.base import BatchStatus, Provider, ResultFile, ResultsGone
-from llmbatch.results import Anomaly, Finding, Success, in_attempt_order, read_line
+from llmbatch.reading import MIN_REQUESTS, Reader, read_items
+from llmbatch.results import Anomaly, Finding, Success
 from llmbatch.retry import decide
 from llmbatch.setbacks import Setbacks
 from llmbatch.store.base import Store
@@ -93,7 +94,6 @@ class Ingestor:
         self._envelope: Envelope | None = None  # the batch being ingested's, with an archive
 
     def ingest(self, b: OpenBatch, t: Tick) -> None:
-        report = t.report
         provider = self.provider(b.provider)
         if b.state == "failed" and not b.output_file_id:
             if b.intent_id is not None:  # an adopted duplicate: its intent's own batch decides
@@ -115,6 +115,25 @@ class Ingestor:
         )
         folder = self.workdir / f"ingest-{b.id}"
         folder.mkdir(exist_ok=True)
+        # a large batch's lines are read by a second process, started now: its start-up
+        # overlaps the download
+        reader = Reader() if b.request_count >= MIN_REQUESTS else None
+        try:
+            self._fetch_and_read(b, t, provider, status, folder, reader)
+        finally:
+            if reader is not None:
+                reader.close()
+
+    def _fetch_and_read(
+        self,
+        b: OpenBatch,
+        t: Tick,
+        provider: Provider,
+        status: BatchStatus,
+        folder: Path,
+        reader: Reader | None,
+    ) -> None:
+        report = t.report
         started = time.perf_counter()
         try:
             files = provider.download(status, folder)
@@ -136,6 +155,9 @@ class Ingestor:
             raise
         finally:
             self.timings["download"] += time.perf_counter() - started
+        if self.archiver is not None:  # on their way to the archive while they are read
+            for f in files:
+                self.archiver.early(b.id, RESULT_NAMES[f.kind], f.path)
         self.setbacks.disk_back(report, b)
         started = time.perf_counter()
         prefix = attempt_prefix(self.store.store_id, b.nonce)
@@ -147,7 +169,7 @@ class Ingestor:
         )
         self.timings["ingest"] += time.perf_counter() - started
         try:
-            self._read(b, t, provider, files, folder, prefix)
+            self._read(b, t, provider, files, folder, prefix, reader)
         finally:
             if self._envelope is not None:
                 self._envelope.discard()
@@ -161,8 +183,10 @@ class Ingestor:
         files: list[ResultFile],
         folder: Path,
         prefix: str,
+        reader: Reader | None = None,
     ) -> None:
-        """Read the downloaded files into outcomes, then close the batch (or download again)."""
+        """Read the downloaded files into outcomes (in a second process, `reader`, where the
+        batch is large), then close the batch (or download again)."""
         now, report = t.now, t.report
         started = time.perf_counter()
         lines = 0
@@ -172,16 +196,21 @@ class Ingestor:
         anomalies = Anomalies(self.store, b.id)
         cap, size = self.settings.max_result_line_bytes, self.settings.ingest_chunk
         fmt, endpoint = format_of(b.provider), b.endpoint
-        for hint, line in in_attempt_order(files, cap, fmt.id_field, prefix):
+        # only lines carrying this intent's nonce are ours (ownership.py)
+        if reader is not None:
+            items = reader.items(files, cap, fmt, prefix, endpoint)
+        else:
+            items = read_items(files, cap, fmt, prefix, endpoint)
+        for found in items:
             lines += 1
             try:
-                if isinstance(line, int):
+                if isinstance(found, int):
                     raise Anomaly(
-                        f"a result line of {line:,} bytes, longer than max_result_line_bytes "
+                        f"a result line of {found:,} bytes, longer than max_result_line_bytes "
                         f"({cap:,}): not read"
                     )
-                # only lines carrying this intent's nonce are ours (ownership.py)
-                found = read_line(line, prefix, endpoint, fmt, hint)
+                if isinstance(found, Anomaly):
+                    raise found
                 attempt = found[0] if isinstance(found, tuple) else found.attempt_id
                 if attempt in seen:  # the first is kept; never silently dropped
                     cid = f"{prefix}-{attempt}"

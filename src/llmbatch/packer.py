@@ -24,7 +24,7 @@ from llmbatch.store.batching import OpenBatch, _Retry
 from llmbatch.store.budgets import OverBudget, Reservation
 from llmbatch.store.claims import group_claim
 from llmbatch.store.setbacks import GroupBackoff
-from llmbatch.submitter import Submitter
+from llmbatch.submitter import Spool, Submitter
 from llmbatch.tick import EngineSettings, Tick
 
 Group = tuple[str, ...]
@@ -144,6 +144,24 @@ class Packer:
     ) -> bool:
         """Cut one group's ready requests into intents and send each; False: stop packing
         (the hourly creation limit)."""
+        spool = self.submitter.spool(endpoint)  # the bodies each cut reads, for its file
+        try:
+            return self._cut_group(t, queue, claim, learned, provider_name, endpoint, model, spool)
+        finally:
+            if spool is not None:
+                spool.close()
+
+    def _cut_group(
+        self,
+        t: Tick,
+        queue: str | None,
+        claim: str,
+        learned: GroupBackoff | None,
+        provider_name: str,
+        endpoint: str,
+        model: str | None,
+        spool: Spool | None,
+    ) -> bool:
         now, token, report = t.now, t.token, t.report
         provider = self.provider(provider_name)
         limits = provider.limits(endpoint, model)
@@ -168,7 +186,14 @@ class Packer:
             if quota is not None and model is not None:
                 room = quota - self.store.tokens_in_flight(provider_name, model)
             ready = self.store.candidates(provider_name, endpoint, model, queues=queues)
-            c = cut(ready, limits, cap, room)
+            started = time.perf_counter()
+            if spool is not None:
+                spool.reset()
+                sized = spool.feed(ready)
+            else:
+                sized = ((rid, n, inputs, text) for rid, n, inputs, text, _body in ready)
+            c = cut(sized, limits, cap, room)
+            self.timings["pack"] += time.perf_counter() - started
             if c.too_large is not None:
                 self._refuse_too_large(c.too_large, provider_name, limits, t, claim)
                 continue
@@ -217,7 +242,7 @@ class Packer:
             report.packed += len(ids)
             opened = next(b for b in self.store.open_batches() if b.id == batch_id)
             sent = report.submitted
-            self.setbacks.guarded(opened, t, self.submitter.submit)
+            self.setbacks.guarded(opened, t, lambda b, t: self.submitter.submit(b, t, spool))
             self.lease.open_count += 1
             shared = t.mine is not None and self.lease.beyond_share(len(t.mine))
             if batch_id is not None and t.mine is not None and report.submitted > sent and shared:

@@ -239,15 +239,20 @@ class S3Target:
         full = self._key(key)
         extra: dict[str, str] = {}
         with self._errors(f"writing {key}"):
-            if self.checksummed:
-                if path.stat().st_size < self.part:
-                    digest = bytes.fromhex(sha256) if sha256 else _sha256(path)
-                    extra["ChecksumSHA256"] = base64.b64encode(digest).decode()
-                else:
+            if path.stat().st_size >= self.part:
+                if self.checksummed:
                     extra["ChecksumAlgorithm"] = "SHA256"
-            self.client.upload_file(
-                str(path), self.bucket, full, Config=self.transfer, ExtraArgs=extra
-            )
+                self.client.upload_file(
+                    str(path), self.bucket, full, Config=self.transfer, ExtraArgs=extra
+                )
+                return
+            # One PUT, straight from the file: the transfer manager would set up its threads
+            # and futures for it on every call (a few ms of CPU an object).
+            if self.checksummed:
+                digest = bytes.fromhex(sha256) if sha256 else _sha256(path)
+                extra["ChecksumSHA256"] = base64.b64encode(digest).decode()
+            with open(path, "rb") as body:
+                self.client.put_object(Bucket=self.bucket, Key=full, Body=body, **extra)
 
     def abort_uploads(self, prefix: str) -> None:
         """Abort the multipart uploads a killed worker left under a prefix, so their parts

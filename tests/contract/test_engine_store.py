@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from pathlib import Path
 from typing import Any
 
-from helpers import is_pg, sql
+from helpers import CHAT, is_pg, sql
 from llmbatch.importer import enqueue_requests
+from llmbatch.packing import cut
+from llmbatch.providers.base import Limits
 from llmbatch.requests import make_request
 from llmbatch.store import Store
+from llmbatch.submitter import Spool
 
 BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
 
@@ -257,3 +261,35 @@ def test_a_success_as_a_tuple_records_what_its_outcome_records(store: Store, db:
         totals[g.queue].append(t[:5] + t[6:])
     assert len(totals["objects"]) == 2  # two tiers
     assert sorted(totals["tuples"]) == sorted(totals["objects"])
+
+
+def test_an_intents_file_from_the_bodies_its_cut_read_is_the_file_from_the_store(
+    store: Store, tmp_path: Path
+) -> None:
+    """The packer writes an intent's file from the bodies its cut read (`Spool`), in the
+    order of the intent's lines; the store's own lines say the same. An intent cut
+    otherwise (not the first requests read, in order) is not written from them."""
+    group = ("openai", CHAT, "gpt-4o-mini")
+    for i in range(7):  # bodies of different lengths: a body read at another's offset shows
+        body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "x" * i}]}
+        enqueue_requests(store, [make_request(f"r{i}", body)], queue="q")
+    now = time.time()
+    token = store.acquire_lease("engine", "me", 60, now)
+    assert token is not None
+    work = tmp_path / "work"
+    work.mkdir()
+    spool = Spool(work, CHAT)
+    c = cut(spool.feed(store.candidates(*group, page=3)), Limits(5, 10**6))
+    assert len(spool.ids) == 6  # the cut read one past its end
+    batch = store.create_intent(group, c.ids, c.input_bytes, c.tokens, now, token)
+    assert batch is not None
+    spooled = spool.lines(store.batch_line_requests(batch))
+    assert spooled is not None
+    assert list(spooled) == list(store.batch_lines(batch))
+    spool.reset()
+    rest = [rid for rid, *_ in spool.feed(store.candidates(*group))]
+    other = store.create_intent(group, rest[::-1], 1, 1, now, token)  # not in the order read
+    assert other is not None
+    assert spool.lines(store.batch_line_requests(other)) is None
+    spool.close()
+    assert list(work.iterdir()) == []

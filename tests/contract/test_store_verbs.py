@@ -104,6 +104,12 @@ def test_attempts_belong_to_their_batch_and_span_its_lines(store: Store) -> None
     mapped = list(store.batch_attempt_map(batch))
     assert [(q, c) for _a, q, c in mapped] == [("q", "a"), ("q", "b"), ("q", "c")]
     assert [a for a, _q, _c in mapped] == attempts
+    # a span of attempt ids: only those this batch carried within it
+    assert store.batch_custom_ids(batch, attempts[1], attempts[-1] + 5) == [
+        (attempts[1], "b"),
+        (attempts[2], "c"),
+    ]
+    assert store.batch_custom_ids(batch + 1000, attempts[0], attempts[-1]) == []
 
 
 def test_defer_and_setbacks_are_counted_on_the_batch_and_logged(store: Store) -> None:

@@ -10,6 +10,7 @@ import base64
 import dataclasses
 import hashlib
 import json
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from llmbatch.archive import (
     ArchiveSettings,
     _attempt_line,
     _digest,
+    _taken,
     from_archive,
 )
 from llmbatch.archived import _rebuilt
@@ -37,7 +39,7 @@ from llmbatch.retry import RetryPolicy
 from llmbatch.sdk import status_code
 from llmbatch.store import open_store
 from llmbatch.store.base import ResultRow
-from llmbatch.targets import FileTarget
+from llmbatch.targets import ArchiveUnavailable, FileTarget
 from s3 import SECRET_KEY, FaultProxy, aws_env, moto_server, s3_client
 
 pytest.importorskip("boto3")
@@ -280,7 +282,11 @@ def test_a_failing_target_loses_no_result_and_stops_no_work(
                 f for b in sql(db, "SELECT input_file_id, output_file_id FROM batches") for f in b
             }
             assert files <= provider_files(emu)  # kept until archived
-            assert not s3_client(moto).list_objects_v2(Bucket=bucket).get("Contents")
+            # no archive (a manifest) while the target fails; a file sent early whose
+            # answer was too slow may be there, whole (`Archiver.early`)
+            keys = s3_client(moto).list_objects_v2(Bucket=bucket).get("Contents", [])
+            assert not [k for k in keys if k["Key"].endswith("manifest.json")], keys
+            assert fault == "slow" or not keys
             proxy.faults = type(proxy.faults)()
             tick_until(engine, lambda: all(r[1] == "done" for r in archives(db)))
         finally:
@@ -1004,6 +1010,11 @@ def test_the_envelope_leaves_successes_to_the_providers_file_under_a_marker_of_i
         def batch_result_count(self, batch_id: int) -> int:
             return 4
 
+        def batch_custom_ids(self, batch_id: int, first: int, last: int) -> list[tuple[int, str]]:
+            spans.append((first, last))
+            return [(a, f"r{a}") for a in carried if first <= a <= last]
+
+    spans: list[tuple[int, int]] = []
     for old in (SPOOL_ENVELOPE_V1, SPOOL_ENVELOPE_V2):  # an earlier ingest's, by older code
         (tmp_path / old).write_text("{}")
     env = Envelope(Store(), 1, "lbX-n", "openai", tmp_path)  # type: ignore[arg-type]
@@ -1032,6 +1043,7 @@ def test_the_envelope_leaves_successes_to_the_providers_file_under_a_marker_of_i
     got = archiver._joined(1, "lbX-n", "openai", work, pending, runs)
     assert got is not None
     (results, attempts), digests = got
+    assert attempts is not None  # made here: no attempts.jsonl was sent early
     head = jsonl_head(result_id("lbX", 6), "r6", b'"openai"')
     tail = jsonl_tail("failed", "openai", 400, None, body, "bad", "m")
     assert results.read_bytes() == head + tail
@@ -1039,11 +1051,22 @@ def test_the_envelope_leaves_successes_to_the_providers_file_under_a_marker_of_i
         old_attempt_line("lbX", "lbX-n", a, "q", f"r{a}") for a in carried
     )
     assert digests == {SPOOL_RESULTS: _digest(results), SPOOL_ATTEMPTS: _digest(attempts)}
+    # attempts.jsonl sent as the batch was: only the failure's attempt read from the store
+    maps_read.clear()
+    early = archiver._joined(1, "lbX-n", "openai", work, pending, runs, [[4, 6], [9, 9]])
+    assert early is not None and early[0] == (results, None) and maps_read == []
+    assert results.read_bytes() == head + tail and early[1] == {SPOOL_RESULTS: _digest(results)}
+    assert spans == [(6, 6)]
     # a result or a success of an attempt the batch did not carry: read from the store
     carried = [4, 5, 9]
     assert archiver._joined(1, "lbX-n", "openai", work, pending, runs) is None
+    assert archiver._joined(1, "lbX-n", "openai", work, pending, runs, [[4, 5], [9, 9]]) is None
     carried = [4, 6, 9]
     assert archiver._joined(1, "lbX-n", "openai", work, pending, runs) is None
+    assert (
+        archiver._joined(1, "lbX-n", "openai", work, pending, runs, [[4, 4], [6, 6], [9, 9]])
+        is None
+    )
     # as the archive step takes it from the spool: the successes need the files ingest read
     carried = [4, 5, 6, 9]
     archiver.workdir = tmp_path
@@ -1053,7 +1076,110 @@ def test_the_envelope_leaves_successes_to_the_providers_file_under_a_marker_of_i
         (tmp_path / name).rename(spool / name)
     paths, known, rebuilt = archiver._envelope(1, 1, "lbX-n", work, spooled=True, provider="openai")
     assert paths[0].read_bytes() == head + tail and rebuilt == marker["rebuilt"]
+    assert paths[1] is not None
     assert known == {SPOOL_RESULTS: _digest(paths[0]), SPOOL_ATTEMPTS: _digest(paths[1])}
     archiver._from_store = lambda *a: ("from", "store")  # type: ignore[method-assign,assignment]
     fallback = archiver._envelope(1, 1, "lbX-n", work, spooled=False, provider="openai")
     assert fallback == (("from", "store"), {}, None)
+
+
+def test_the_input_and_result_files_are_sent_early_and_once(db: str, tmp_path: Path) -> None:
+    """Each batch's input file and attempts.jsonl are sent to its archive once the batch is
+    sent, its result files once downloaded (while ingest reads them): the archive takes
+    those uploads, so no file is sent twice, and after a batch's ingest only what the store
+    adds is left."""
+    enqueue(db, 30)
+    root = tmp_path / "archive"
+    puts: list[tuple[str, str]] = []
+    put = FileTarget.put
+
+    def counted(self: FileTarget, key: str, path: Path, sha256: str | None = None) -> None:
+        puts.append((key, threading.current_thread().name))
+        put(self, key, path, sha256)
+
+    with running(seed=24) as emu, pytest.MonkeyPatch.context() as mp:
+        mp.setattr(FileTarget, "put", counted)
+        settings = fast_settings(
+            emu, max_batch_requests=10, archive=ArchiveSettings(url=f"file://{root}")
+        )
+        engine = Engine(open_store(db), settings)
+        try:
+            tick_until(engine, lambda: not engine.store.unfinished_count())
+        finally:
+            engine.close()
+    assert [r[1] for r in archives(db)] == ["done"] * 3
+    keys = [k for k, _ in puts]
+    assert len(keys) == len(set(keys)) == 3 * 5  # each file of each batch sent once
+    early = {k.rsplit("/", 1)[1] for k, thread in puts if "early" in thread}
+    assert early == {"input.jsonl", "output.jsonl", "attempts.jsonl"}, puts
+    assert not list(tmp_path.rglob("early-*"))  # the links the uploads read are gone
+    got = sorted((orjson.loads(x) for x in from_archive(f"file://{root}")), key=lambda e: e["id"])
+    assert got == store_envelope(db)
+
+
+class _StoreId:
+    store_id = "lbtest"
+
+
+def test_an_early_upload_is_taken_only_for_the_very_file_it_sent(tmp_path: Path) -> None:
+    """A file downloaded again (a new file under the same name), an upload that failed, or
+    a worker without the engine lease: the archive sends the file itself. Uploads not
+    started when the engine closes are dropped, with the links they would have read."""
+    root, work = tmp_path / "archive", tmp_path / "work"
+    work.mkdir()
+    target = FileTarget(root, f"file://{root}")
+    archiver = Archiver(
+        _StoreId(),  # type: ignore[arg-type]
+        ArchiveSettings(url=f"file://{root}"),
+        lambda name: None,  # type: ignore[arg-type,return-value]
+        work,
+        target=target,
+        background=True,
+    )
+    folder = "lbtest/batch-00000007"
+    output = work / "output.jsonl"
+    output.write_bytes(b'{"a": 1}\n')
+    archiver.early(7, "output.jsonl", output)  # not the engine lease's holder: nothing
+    assert archiver._early_of(folder) == {} and not root.exists()
+    archiver.engine = True
+    archiver.early(7, "output.jsonl", output)
+    got = archiver._early_of(folder)["output.jsonl"]
+    taken = _taken(got, output)
+    assert taken is not None and taken.result() == _digest(output)
+    assert (root / folder / "output.jsonl").read_bytes() == output.read_bytes()
+    assert archiver._early_of(folder) == {}  # taken once
+
+    archiver.early(7, "output.jsonl", output)
+    again = work / "again.jsonl"
+    again.write_bytes(b'{"a": 2}\n')
+    again.replace(output)  # downloaded again: another file under the name
+    assert _taken(archiver._early_of(folder)["output.jsonl"], output) is None
+
+    def fails(key: str, path: Path, sha256: str | None = None) -> None:
+        raise ArchiveUnavailable("down")
+
+    target.put = fails  # type: ignore[method-assign]
+    archiver.early(7, "output.jsonl", output)
+    assert _taken(archiver._early_of(folder)["output.jsonl"], output) is None
+
+    gate = threading.Event()
+
+    def waits(key: str, path: Path, sha256: str | None = None) -> None:
+        gate.wait(5)
+
+    target.put = waits  # type: ignore[method-assign]
+    for _ in range(3):
+        archiver.early(8, "input.jsonl", output)
+    threading.Timer(0.2, gate.set).start()
+    archiver.close()  # the first waited for, the others dropped
+    assert archiver._early == {} and not list(work.glob("early-*"))
+    assert output.read_bytes() == b'{"a": 2}\n'  # never touched
+
+
+def test_attempt_runs_within_and_spans() -> None:
+    from llmbatch.archive import _spans, _within
+
+    assert _within([[3, 5], [9, 9]], [[1, 6], [8, 12]])
+    assert not _within([[3, 7]], [[1, 6], [7, 12]])  # carried, but not as one run: never so
+    assert not _within([[13, 13]], [[1, 12]]) and _within([], [])
+    assert _spans([[1, 2], [900, 900], [5000, 5001]]) == [[1, 900], [5000, 5001]]

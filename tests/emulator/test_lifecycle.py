@@ -335,6 +335,33 @@ def test_file_upload_with_expires_after(client: openai.OpenAI) -> None:
         )
 
 
+def test_an_upload_is_written_as_it_arrives_without_a_thread_hop_a_piece(
+    emu: RunningEmulator, client: openai.OpenAI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """starlette spools a file part and writes each piece past its first MB through a
+    thread hop, and each hop waits for the GIL behind the worker's validation of another
+    batch: a 25 MB upload took seconds. The file is written as it arrives, byte for byte,
+    and nothing is left behind by uploads refused."""
+    import starlette.datastructures
+
+    hops = 0
+    real = starlette.datastructures.run_in_threadpool
+
+    async def counted(*args, **kwargs):  # type: ignore[no-untyped-def]
+        nonlocal hops
+        hops += 1
+        return await real(*args, **kwargs)
+
+    monkeypatch.setattr(starlette.datastructures, "run_in_threadpool", counted)
+    data = b"".join(b'{"n": %d}\n' % i for i in range(250_000))  # ~2.6 MB
+    f = client.files.create(file=("big.jsonl", io.BytesIO(data)), purpose="batch")
+    assert hops <= 2  # closing the file, not a hop a piece
+    assert f.bytes == len(data) and client.files.content(f.id).content == data
+    with pytest.raises(openai.BadRequestError):
+        client.files.create(file=("x.jsonl", io.BytesIO(data)), purpose="nonsense")  # type: ignore[arg-type]
+    assert sorted(p.name for p in (emu.data_dir / "files").iterdir()) == [f.id]
+
+
 def test_a_batch_completes_in_the_round_that_ran_its_last_line(tmp_path) -> None:
     """Finalizing and completing (when due) follow the last line in the same step: a round
     later each, they waited for every other batch's step, and validating another large

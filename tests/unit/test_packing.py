@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from llmbatch.packing import LINE_OVERHEAD, MARGIN, cut
 from llmbatch.providers import Limits
+from llmbatch.submitter import Spool
 from llmbatch.tokens import estimate_tokens
 
 Cand = tuple[int, int, int, int]
@@ -140,3 +143,19 @@ def test_splitting_a_queue_by_repeated_cuts_takes_everything_once(cap: int | Non
     ids = [i for b in batches for i, _n, _k, _t in b]
     assert ids == list(range(1, 101))
     assert all(len(b) <= min(9, cap or 9) for b in batches)
+
+
+def test_a_spool_on_a_full_disk_still_feeds_the_cut(tmp_path: Path) -> None:
+    """A body the spool cannot write (ENOSPC) does not stop the cut: every candidate still
+    reaches it, and the intent's file is then written from the store (`lines` gives None)."""
+    spool = Spool(tmp_path, "/v1/chat/completions")
+    spool.reset()
+    spool._out.close()
+    # every write to /dev/full fails with ENOSPC, as on a full disk
+    spool._out = open("/dev/full", "wb", buffering=0)  # type: ignore[assignment]  # noqa: SIM115
+    bodies = [(i, 3, 1, 3, b"abc") for i in range(1, 6)]
+    c = cut(spool.feed(bodies), Limits(10, 10**6))
+    assert c.count == 5 and spool.broken
+    assert spool.lines([(10 + i, i) for i in range(1, 6)]) is None
+    spool.close()
+    assert list(tmp_path.iterdir()) == []

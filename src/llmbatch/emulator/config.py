@@ -45,6 +45,11 @@ RUNTIME_KEYS = frozenset(
 CAPACITY_KEYS = ("requests_per_second", "tokens_per_second")
 
 
+#: Catalogs built, by door and model settings: read-only, so the emulators of one process (a
+#: test suite starts hundreds) share them instead of each building its own (~5 ms).
+_BUILT: dict[tuple[str, str], Catalog] = {}
+
+
 @dataclass
 class EmulatorConfig:
     """Everything that shapes the emulator's behaviour; every field has a sane default."""
@@ -124,7 +129,15 @@ class EmulatorConfig:
         until the model settings change)."""
         found = self._catalogs.get(door)
         if found is None:
-            found = self._catalogs[door] = build(door, getattr(self, SETTINGS[door]))
+            entries = getattr(self, SETTINGS[door])
+            key = (door, repr(entries))
+            found = _BUILT.get(key)
+            if found is None:
+                found = build(door, entries)
+                if len(_BUILT) >= 16:
+                    _BUILT.clear()
+                _BUILT[key] = found
+            self._catalogs[door] = found
         return found
 
     def deployment_map(self) -> dict[str, str]:

@@ -92,6 +92,14 @@ class _QuickServer(uvicorn.Server):
     _woken: asyncio.Event | None = None
     _loop: asyncio.AbstractEventLoop | None = None
 
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self.ready = threading.Event()  # set once serving: `running` waits on it, not a poll
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        self.ready.set()
+
     async def main_loop(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._woken = asyncio.Event()
@@ -161,7 +169,7 @@ def running(
     while not server.started:
         if not thread.is_alive() or time.monotonic() > deadline:
             raise RuntimeError("the emulator did not start")
-        time.sleep(0.005)
+        server.ready.wait(0.005)
     url = f"http://127.0.0.1:{port}"
     try:
         yield RunningEmulator(

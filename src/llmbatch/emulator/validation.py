@@ -222,7 +222,7 @@ def scan(
     with path.open("rb") as f:
         for number, raw in enumerate(f, start=1):
             start, offset = offset, offset + len(raw)
-            if not raw.strip():
+            if raw[0] != 123 and not raw.strip():  # `{`: not blank, and no copy to see it
                 continue
             result.total += 1
             offsets.append(start)

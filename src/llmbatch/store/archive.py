@@ -97,6 +97,14 @@ class ArchiveOps:
             if len(rows) < PAGE:
                 return
 
+    def batch_custom_ids(self, batch_id: int, first: int, last: int) -> list[tuple[int, str]]:
+        """(attempt id, custom_id) of the attempts a batch carried from `first` to `last`."""
+        with self._read() as cur:
+            cur.execute(
+                self.q("batch_custom_ids"), {"batch_id": batch_id, "first": first, "last": last}
+            )
+            return [(int(a), str(cid)) for a, cid in cur.fetchall()]
+
     def batch_result_rows(self, batch_id: int) -> Iterator[ResultRow]:
         """The results recorded for a batch's attempts, in attempt order, streamed."""
         # The query's columns are ResultRow's fields in order, checked by name on each page:

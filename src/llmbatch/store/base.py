@@ -189,9 +189,10 @@ class Store(Protocol):
         model: str | None,
         page: int = 5000,
         queues: Sequence[str] | None = None,
-    ) -> Iterator[tuple[int, int, int, int]]:
-        """(request id, body bytes, embedding inputs, text bytes) of a model's ready requests
-        (None: every model's), of these queues (None: every one), in packing order, streamed."""
+    ) -> Iterator[tuple[int, int, int, int, bytes]]:
+        """(request id, body bytes, embedding inputs, text bytes, body) of a model's ready
+        requests (None: every model's), of these queues (None: every one), in packing order,
+        streamed."""
 
     def create_intent(
         self,
@@ -213,6 +214,9 @@ class Store(Protocol):
 
     def batch_lines(self, batch_id: int, page: int = 2000) -> Iterator[tuple[int, str, bytes]]:
         """(attempt id, endpoint, body) of an intent in line order, streamed."""
+
+    def batch_line_requests(self, batch_id: int) -> list[tuple[int, int]]:
+        """(attempt id, request id) of an intent's lines, in line order."""
 
     def mark(self, what: str, batch_id: int, now: float, token: int) -> None:
         """Durably note that an upload or a create starts at `now` (the engine's clock, read
@@ -531,6 +535,9 @@ class Store(Protocol):
 
     def batch_attempt_map(self, batch_id: int) -> Iterator[tuple[int, str, str]]:
         """(attempt id, queue, custom_id) of every attempt a batch carried, streamed."""
+
+    def batch_custom_ids(self, batch_id: int, first: int, last: int) -> list[tuple[int, str]]:
+        """(attempt id, custom_id) of the attempts a batch carried from `first` to `last`."""
 
     def batch_result_rows(self, batch_id: int) -> Iterator[ResultRow]:
         """The results recorded for a batch's attempts, in attempt order, streamed."""

@@ -146,27 +146,27 @@ class BatchingOps:
         model: str | None,
         page: int = 5000,
         queues: Sequence[str] | None = None,
-    ) -> Iterator[tuple[int, int, int, int]]:
-        """(request id, body bytes, embedding inputs, text bytes) of ready requests of a model
-        (None: of every model), of these queues (None: every one), in packing order, fetched
-        page by page (each its own short read).
+    ) -> Iterator[tuple[int, int, int, int, bytes]]:
+        """(request id, body bytes, embedding inputs, text bytes, body) of ready requests of a
+        model (None: of every model), of these queues (None: every one), in packing order,
+        fetched page by page (each its own short read).
 
         Every model of a group is one index range: their streams are merged in packing order
         here, where one query over the group would sort all its queued rows for every page."""
         if model is not None:
-            for rid, nbytes, ninputs, text_bytes, _priority in self._ready(
+            for rid, nbytes, ninputs, text_bytes, body, _priority in self._ready(
                 provider, endpoint, model, page, queues
             ):
-                yield rid, nbytes, ninputs, text_bytes
+                yield rid, nbytes, ninputs, text_bytes, body
             return
         models = sorted(
             {m for p, e, m, _n in self.ready_groups(queues) if (p, e) == (provider, endpoint)}
         )
         streams = [self._ready(provider, endpoint, m, page, queues) for m in models]
-        for rid, nbytes, ninputs, text_bytes, _priority in heapq.merge(
+        for rid, nbytes, ninputs, text_bytes, body, _priority in heapq.merge(
             *streams, key=_packing_order
         ):
-            yield rid, nbytes, ninputs, text_bytes
+            yield rid, nbytes, ninputs, text_bytes, body
 
     def _ready(
         self,
@@ -175,8 +175,8 @@ class BatchingOps:
         model: str,
         page: int,
         queues: Sequence[str] | None = None,
-    ) -> Iterator[tuple[int, int, int, int, int]]:
-        """(id, body bytes, inputs, text bytes, priority) of one model's ready requests."""
+    ) -> Iterator[tuple[int, int, int, int, bytes, int]]:
+        """(id, body bytes, inputs, text bytes, body, priority) of one model's ready requests."""
         params: dict[str, Any] = {
             "provider": provider,
             "endpoint": endpoint,
@@ -192,11 +192,12 @@ class BatchingOps:
             with self._read() as cur:
                 cur.execute(after if "priority" in params else first, params)
                 rows = cur.fetchall()
-            for rid, nbytes, ninputs, text_bytes, priority in rows:
-                yield int(rid), int(nbytes), int(ninputs), int(text_bytes), int(priority)
-                params["priority"], params["id"] = int(priority), int(rid)
+            for rid, body, ninputs, text_bytes, priority in rows:
+                body = bytes(body)
+                yield rid, len(body), ninputs, text_bytes, body, priority
             if len(rows) < page:
                 return
+            params["priority"], params["id"] = rows[-1][4], rows[-1][0]
 
     def _in_queues(self, name: str) -> str:
         """A query of ready requests narrowed to the queues of `:queues` (a worker serving
@@ -295,6 +296,12 @@ class BatchingOps:
                 return
             else:
                 last = int(following) - 1
+
+    def batch_line_requests(self, batch_id: int) -> list[tuple[int, int]]:
+        """(attempt id, request id) of an intent's lines, in line order."""
+        with self._read() as cur:
+            cur.execute(self.q("batch_line_requests"), {"batch_id": batch_id})
+            return cur.fetchall()  # type: ignore[no-any-return]
 
     # -- submission ----------------------------------------------------------------------
     def mark(self, what: str, batch_id: int, now: float, token: int) -> None:
@@ -549,10 +556,9 @@ class BatchingOps:
             return cur.fetchone() is not None
 
 
-def _packing_order(c: tuple[int, int, int, int, int]) -> tuple[int, int]:
+def _packing_order(c: tuple[int, int, int, int, bytes, int]) -> tuple[int, int]:
     """A candidate's place in packing order: by priority, highest first, then by id."""
-    rid, _nbytes, _ninputs, _text_bytes, priority = c
-    return -priority, rid
+    return -c[5], c[0]
 
 
 class _Retry(StoreError):

@@ -75,11 +75,19 @@ _IN_LIST = re.compile(
 )
 
 
+# A condition that a request is in one of the states it waits to be packed in
+_WAITING = re.compile(r"\b(WHERE|AND)(\s+)(\w+\.)?state = '(queued|held|retry_wait)'")
+
+
 def for_dialect(dialect: str, sql: str) -> str:
     """A statement in our style (`:name`, `json_each(:list)`) as a dialect's driver takes it:
     SQLite as written; psycopg with `%(name)s` and PostgreSQL's `json_array_elements_text`."""
     if dialect == "sqlite":
         return sql
+    # `state = 'queued'` (or 'held', 'retry_wait') in a condition as `waiting = 'queued'`: the
+    # same rows (`waiting` is `state` in those three states, migration 0018), and what the
+    # partial indexes that find them read; a SET of `state` stays as it is.
+    sql = _WAITING.sub(r"\1\2\3waiting = '\4'", sql)
     # `x IN (SELECT ... FROM json_each(:list))` as `x = ANY(ARRAY(SELECT ...))`: the list is
     # parsed once (an InitPlan) and probed through x's index. As a subquery, the planner (which
     # guesses 100 elements) may put it inside a nested loop under a selective outer scan and

@@ -36,6 +36,14 @@ WHERE a.batch_id = :batch_id AND a.id > :after
 ORDER BY a.id
 LIMIT :n
 
+-- name: batch_custom_ids
+-- The custom_id of each attempt a batch carried within a span of attempt ids (an archive's
+-- failures, when its attempts.jsonl was written as the batch was sent).
+SELECT a.id AS attempt_id, r.custom_id FROM attempts a
+JOIN requests r ON r.id = a.request_id
+WHERE a.batch_id = :batch_id AND a.id >= :first AND a.id <= :last
+ORDER BY a.id
+
 -- name: batch_result_rows
 -- The results recorded for the attempts a batch carried (a retried attempt has none).
 -- The columns are ResultRow's fields in order (rows are built positionally).

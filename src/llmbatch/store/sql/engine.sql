@@ -36,7 +36,9 @@ GROUP BY provider, endpoint, model
 ORDER BY MAX(priority) DESC, MIN(id)
 
 -- name: ready_candidates
-SELECT id, (SELECT LENGTH(b.body) FROM request_bodies b WHERE b.hash = requests.body_hash),
+-- Each with its body: the packer writes the intent's file from what it read here (bodies
+-- never change), so the bodies are read once a batch, not once to size and again to write.
+SELECT id, (SELECT b.body FROM request_bodies b WHERE b.hash = requests.body_hash),
        inputs, text_bytes, priority
 FROM requests
 WHERE state = 'queued' AND provider = :provider AND endpoint = :endpoint AND model = :model
@@ -45,7 +47,7 @@ ORDER BY priority DESC, id
 LIMIT :n
 
 -- name: ready_candidates_after
-SELECT id, (SELECT LENGTH(b.body) FROM request_bodies b WHERE b.hash = requests.body_hash),
+SELECT id, (SELECT b.body FROM request_bodies b WHERE b.hash = requests.body_hash),
        inputs, text_bytes, priority
 FROM requests
 WHERE state = 'queued' AND provider = :provider AND endpoint = :endpoint AND model = :model
@@ -80,6 +82,10 @@ SELECT CAST(value AS BIGINT), :batch_id, key + 1, 'packed', :now FROM json_each(
 SELECT a.id, r.endpoint, b.body, a.line FROM attempts a JOIN requests r ON r.id = a.request_id
 JOIN request_bodies b ON b.hash = r.body_hash
 WHERE a.batch_id = :batch_id AND a.line > :after AND a.line <= :upto ORDER BY a.line
+
+-- name: batch_line_requests
+-- (attempt id, request id) of an intent's lines in line order.
+SELECT id, request_id FROM attempts WHERE batch_id = :batch_id ORDER BY line
 
 -- name: next_batch_line
 -- The first line of an intent after line :after (NULL: none), past a gap in its lines.

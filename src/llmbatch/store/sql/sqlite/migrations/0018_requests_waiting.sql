@@ -1,0 +1,3 @@
+-- 0018: on PostgreSQL, the indexes that find waiting requests read a column computed from
+-- `state` (see postgres/migrations/0018), so state changes after packing are HOT updates.
+-- SQLite has no HOT updates to gain: nothing to do here but count the version.
