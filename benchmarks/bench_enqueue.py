@@ -42,7 +42,11 @@ held bodies, ~25 MB); the rows and the same rejects, dumped and compared with ma
 130,000-line file with a duplicate and a bad line (`--skip-invalid`, then again without it):
 identical. What the writer spends now (1M): `requests` ~5.5 CPU s (its `requests_ready`
 index is half the table's file: 35 of 68 MB at 300,000, 0.3 CPU s per 300,000), the bodies
-~4, unmarshalling the chunks ~3.
+~4, unmarshalling the chunks ~3. `bench_end_to_end --requests 1000000 --no-anthropic
+--no-gemini`, one run each as the machine went quiet (01:51-01:55, load 0.7-2.3): main's
+enqueue phase 29.2 s (`enqueue_cpu_s` 22.2), this code's 13.8 s (19.7); the whole run 69.1
+against 55.4 s (floor 25.4 and 14.5 s in those runs: 2.72x and 3.81x); worker peak RSS 139.2
+against 143.7 MB.
 
 Issue 23's PostgreSQL enqueue (branch `pgenq`), 2026-12-08 00:30-01:06 on the shared 2-core
 machine (load 5-12), this code and main at 9cc0e5d in their own worktrees and venvs, each
