@@ -11,6 +11,7 @@ import time
 from array import array
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import IO
 
 from llmbatch.archive import Archiver, kept_input
 from llmbatch.errors import RejectedError
@@ -39,6 +40,7 @@ class Spool:
     def _open(self) -> None:
         fd, name = tempfile.mkstemp(dir=self.workdir, prefix="pack-", suffix=".spool")
         self.path, self._out = Path(name), os.fdopen(fd, "wb")
+        self._in: IO[bytes] | None = None
         self.ids, self.sizes = array("q"), array("q")
         self.broken = False  # a body could not be written: the store writes the file
 
@@ -82,14 +84,21 @@ class Spool:
 
     def _read(self, lines: list[tuple[int, int]]) -> Iterator[tuple[int, str, bytes]]:
         endpoint, sizes = self.endpoint, self.sizes
-        with open(self.path, "rb") as f:
+        # kept, for `close` may come first (a full disk while the file is written)
+        self._in = f = open(self.path, "rb")  # noqa: SIM115
+        with f:
             read = f.read
             for i, (attempt_id, _rid) in enumerate(lines):
                 yield attempt_id, endpoint, read(sizes[i])
 
     def close(self) -> None:
-        with contextlib.suppress(OSError):
-            self._out.close()
+        """Give the file and its room back (a reader left open would keep the room); until
+        `reset`, the store writes the file (`lines` is None)."""
+        self.broken = True
+        for f in (self._out, self._in):
+            if f is not None:
+                with contextlib.suppress(OSError):
+                    f.close()
         self.path.unlink(missing_ok=True)
 
 
@@ -132,18 +141,31 @@ class Submitter:
         provider = self.provider(b.provider)
         prefix = attempt_prefix(self.store.store_id, b.nonce) + "-"
         tmp = path.with_suffix(".partial")
+
+        def write(spool: Spool | None) -> None:
+            try:
+                with open(tmp, "wb") as f:
+                    lines = None
+                    if spool is not None:
+                        lines = spool.lines(self.store.batch_line_requests(b.id))
+                    if lines is None:
+                        lines = self.store.batch_lines(b.id)
+                    for attempt_id, endpoint, body in lines:
+                        line = provider.request_line(prefix + str(attempt_id), endpoint, body)
+                        f.write(line + b"\n")
+            except OSError:
+                tmp.unlink(missing_ok=True)  # a full disk: give back what was written
+                raise
+
         try:
-            with open(tmp, "wb") as f:
-                lines = None
-                if spool is not None:
-                    lines = spool.lines(self.store.batch_line_requests(b.id))
-                if lines is None:
-                    lines = self.store.batch_lines(b.id)
-                for attempt_id, endpoint, body in lines:
-                    f.write(provider.request_line(prefix + str(attempt_id), endpoint, body) + b"\n")
+            write(spool)
         except OSError:
-            tmp.unlink(missing_ok=True)  # a full disk: give back what was written
-            raise
+            if spool is None:
+                raise
+            # The kept bodies take as much room as the file: a disk that holds the file alone
+            # must not be called full because of them. Give them back; the store writes it.
+            spool.close()
+            write(None)
         tmp.rename(path)
         self._file_seconds = time.perf_counter() - started
         self.timings["pack"] += self._file_seconds

@@ -197,7 +197,7 @@ class BatchingOps:
                 yield rid, len(body), ninputs, text_bytes, body, priority
             if len(rows) < page:
                 return
-            params["priority"], params["id"] = rows[-1][4], rows[-1][0]
+            params["priority"], params["id"] = priority, rid  # the page's last row
 
     def _in_queues(self, name: str) -> str:
         """A query of ready requests narrowed to the queues of `:queues` (a worker serving
