@@ -10,13 +10,9 @@ process while this one writes (one core each).
 from __future__ import annotations
 
 import contextlib
-import marshal
-import pickle
-import queue
 import re
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Set
 from dataclasses import dataclass, field
@@ -25,6 +21,7 @@ from typing import IO, TYPE_CHECKING, BinaryIO
 
 import orjson
 
+from llmbatch import handoff
 from llmbatch.defaults import PROVIDER
 from llmbatch.errors import ConflictError, InputError, StoreUnavailable
 from llmbatch.files import open_private
@@ -505,34 +502,17 @@ def parse_in_subprocess(
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert proc.stdout is not None and proc.stderr is not None
     _widen(proc.stdout)
-    ready: queue.Queue[bytes | None] = queue.Queue(maxsize=3)
-    stdout = proc.stdout
-
-    def reader() -> None:
-        try:
-            while len(head := stdout.read(8)) == 8:
-                ready.put(stdout.read(int.from_bytes(head, "little")))
-        finally:
-            ready.put(None)
-
-    thread = threading.Thread(target=reader, name="llmbatch-import-reader", daemon=True)
-    thread.start()
     try:
-        while (payload := ready.get()) is not None:
-            yield _unpack(payload)
-        code = proc.wait()
-        if code != 0:
-            err = proc.stderr.read().decode("utf-8", "replace").strip().splitlines()
-            raise InputError(
-                f"{path}: the parser process failed: {err[-1] if err else f'exit {code}'}"
-            )
+        with handoff.frames(proc, 3, "llmbatch-import-reader") as payloads:
+            for payload in payloads:
+                yield _unpack(payload)
+            code = proc.wait()
+            if code != 0:
+                err = proc.stderr.read().decode("utf-8", "replace").strip().splitlines()
+                raise InputError(
+                    f"{path}: the parser process failed: {err[-1] if err else f'exit {code}'}"
+                )
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        while thread.is_alive():  # unblock the reader if it waits on a full hand-off
-            with contextlib.suppress(queue.Empty):
-                ready.get(timeout=0.1)
         proc.stdout.close()
         proc.stderr.close()
 
@@ -551,20 +531,14 @@ def _widen(pipe: IO[bytes]) -> None:
 
 
 def _pack(c: Chunk) -> bytes:
-    """A chunk's fields for the writer: marshal (rows are tuples of str, bytes, int, float and
-    None, which it writes and reads in about half pickle's time), or pickle for a row a
-    plugin's format made of other types. The first byte says which."""
-    fields = (c.rows, c.problems, c.raws, c.lines, c.sizes)
-    try:
-        return b"M" + marshal.dumps(fields)
-    except ValueError:  # an object marshal does not write
-        return b"P" + pickle.dumps(fields, protocol=pickle.HIGHEST_PROTOCOL)
+    """A chunk's fields for the writer (`handoff`: marshal for rows of plain values, pickle
+    for a row a plugin's format made of other types)."""
+    return handoff.dumps((c.rows, c.problems, c.raws, c.lines, c.sizes))
 
 
 def _unpack(payload: bytes) -> Chunk:
-    """The chunk `_pack` wrote (our own child process, the same interpreter)."""
-    data = memoryview(payload)[1:]
-    return Chunk(*(marshal.loads(data) if payload[:1] == b"M" else pickle.loads(data)))
+    """The chunk `_pack` wrote."""
+    return Chunk(*handoff.loads(payload))
 
 
 def _parse_main(path: str, spec_json: str) -> None:
@@ -579,9 +553,7 @@ def _parse_main(path: str, spec_json: str) -> None:
             keep_raw=spec["keep_raw"],
             first_rows=FIRST_CHUNK_ROWS,
         ):
-            payload = _pack(c)
-            out.write(len(payload).to_bytes(8, "little"))
-            out.write(payload)
+            handoff.send(out, _pack(c))
     out.flush()
 
 

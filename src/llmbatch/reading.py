@@ -14,15 +14,13 @@ from __future__ import annotations
 import contextlib
 import gc
 import itertools
-import marshal
 import pickle
-import queue
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from llmbatch import handoff
 from llmbatch.providers.base import ResultFile
 from llmbatch.results import Anomaly, Finding, ReadsResults, Success, in_attempt_order, read_line
 
@@ -104,33 +102,15 @@ class Reader:
 
     def _read(self, job: bytes) -> Iterator[Item]:
         proc = self._proc
-        assert proc is not None and proc.stdin is not None and proc.stdout is not None
+        assert proc is not None and proc.stdin is not None
         proc.stdin.write(job)
         proc.stdin.close()
-        ready: queue.Queue[bytes | None] = queue.Queue(maxsize=8)
-        stdout = proc.stdout
-
-        def reader() -> None:
-            try:
-                while len(head := stdout.read(8)) == 8:
-                    ready.put(stdout.read(int.from_bytes(head, "little")))
-            finally:
-                ready.put(None)
-
-        thread = threading.Thread(target=reader, name="llmbatch-result-reader", daemon=True)
-        thread.start()
-        try:
-            while (payload := ready.get()) is not None:
+        with handoff.frames(proc, 8, "llmbatch-result-reader") as payloads:
+            for payload in payloads:
                 if payload == b"E":  # the end: every line was read
                     return
-                yield from _unpack(payload)
+                yield from handoff.loads(payload)
             raise _Stopped()  # the child stopped before the end
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-            while thread.is_alive():  # unblock the reader if it waits on a full hand-off
-                with contextlib.suppress(queue.Empty):
-                    ready.get(timeout=0.1)
 
     def close(self) -> None:
         proc, self._proc = self._proc, None
@@ -149,21 +129,6 @@ class _Stopped(Exception):
     """The child ended before it said every line was read."""
 
 
-def _pack(items: list[Item]) -> bytes:
-    """Marshal for tuples of plain values (a success; about half pickle's time), pickle for
-    anything else (a `Finding`, an `Anomaly`). The first byte says which."""
-    try:
-        return b"M" + marshal.dumps(items)
-    except ValueError:
-        return b"P" + pickle.dumps(items, protocol=pickle.HIGHEST_PROTOCOL)
-
-
-def _unpack(payload: bytes) -> list[Item]:
-    """The items `_pack` wrote (our own child process, the same interpreter)."""
-    data = memoryview(payload)[1:]
-    return marshal.loads(data) if payload[:1] == b"M" else pickle.loads(data)  # type: ignore[no-any-return]
-
-
 def _main() -> None:
     # One job, then exit: what it makes is freed as it goes (no cycles), and the collector's
     # passes over the chunks' tuples cost a quarter of the reading (0.44 -> 0.33 CPU s for
@@ -173,19 +138,15 @@ def _main() -> None:
     files = [ResultFile("output", Path(p), 0) for p in paths]
     out = sys.stdout.buffer
 
-    def send(payload: bytes) -> None:
-        out.write(len(payload).to_bytes(8, "little"))
-        out.write(payload)
-
     chunk: list[Item] = []
     for item in read_items(files, cap, fmt, prefix, endpoint):
         chunk.append(item)
         if len(chunk) >= ITEMS_PER_CHUNK:
-            send(_pack(chunk))
+            handoff.send(out, handoff.dumps(chunk))
             chunk = []
     if chunk:
-        send(_pack(chunk))
-    send(b"E")
+        handoff.send(out, handoff.dumps(chunk))
+    handoff.send(out, b"E")
     out.flush()
 
 
