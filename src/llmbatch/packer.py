@@ -126,10 +126,15 @@ class Packer:
             claim = group_claim((provider_name, endpoint, model), queue)
             if not self.lease.claim(claim, now):
                 continue  # another worker packs this group now
+            spool = self.submitter.spool(endpoint)  # the bodies each cut reads, for its file
             try:
-                if not self._pack_group(t, queue, claim, learned, provider_name, endpoint, model):
+                if not self._pack_group(
+                    t, queue, claim, learned, provider_name, endpoint, model, spool
+                ):
                     return
             finally:
+                if spool is not None:
+                    spool.close()
                 self.lease.give_up(claim)
 
     def _pack_group(
@@ -141,27 +146,10 @@ class Packer:
         provider_name: str,
         endpoint: str,
         model: str | None,
-    ) -> bool:
-        """Cut one group's ready requests into intents and send each; False: stop packing
-        (the hourly creation limit)."""
-        spool = self.submitter.spool(endpoint)  # the bodies each cut reads, for its file
-        try:
-            return self._cut_group(t, queue, claim, learned, provider_name, endpoint, model, spool)
-        finally:
-            if spool is not None:
-                spool.close()
-
-    def _cut_group(
-        self,
-        t: Tick,
-        queue: str | None,
-        claim: str,
-        learned: GroupBackoff | None,
-        provider_name: str,
-        endpoint: str,
-        model: str | None,
         spool: Spool | None,
     ) -> bool:
+        """Cut one group's ready requests into intents and send each, each file written from
+        the bodies its cut kept in `spool`; False: stop packing (the hourly creation limit)."""
         now, token, report = t.now, t.token, t.report
         provider = self.provider(provider_name)
         limits = provider.limits(endpoint, model)
