@@ -31,12 +31,13 @@ while the next is made. What is fixed before the ingest is sent before it, by a 
 its own (`Archiver.early`): `input.jsonl` and `attempts.jsonl` once the batch is sent (the
 provider's batch time goes by meanwhile), the provider's files once downloaded (ingest reads
 them meanwhile); the archive waits for those uploads and takes each whose file is the one it
-archives, so after the last ingest only `results.jsonl` and the manifest are left. The engine waits for the pass on close. What `results.jsonl` needs
-is kept during ingest as outcomes are recorded (`Envelope`: each result the provider's files
-do not hold, under its attempt id) with the downloaded files; the archiving thread joins it
-to the batch's attempt map from the store as it writes `attempts.jsonl` (`_joined`), so the
-engine's ingest does no per-request work for the archive (at 100,000 requests the map's read
-and lines were ~0.4 CPU s of its thread). It is used only when it holds exactly what the store
+archives, so after the last ingest only `results.jsonl` and the manifest are left. The
+engine waits for the pass on close. What `results.jsonl` needs is kept during ingest as
+outcomes are recorded (`Envelope`: each result the provider's files do not hold, under its
+attempt id) with the downloaded files; the archiving thread joins it to the batch's attempt
+map from the store as it writes `attempts.jsonl` (`_joined`), so the engine's ingest does no
+per-request work for the archive (at 100,000 requests the map's read and lines were ~0.4 CPU
+s of its thread). It is used only when it holds exactly what the store
 holds: every outcome of that ingest recorded as written, as many results as the store has
 for the batch, and only attempts the batch carried. An ingest cut short (a worker killed
 mid-ingest, resumed by another), a re-download or an adopted duplicate's lines landing on
