@@ -67,6 +67,13 @@ def _strict_object(
     )
 
 
+def _open_with_keys_of_branch(schema: dict[str, Any], branch: int) -> dict[str, Any]:
+    """A strict object schema opened (no `additionalProperties`), its keys renamed for the
+    allOf branch it is (`b0_name`): two branches then never give one key two schemas."""
+    props = {f"b{branch}_{k}": v for k, v in schema["properties"].items()}
+    return {"type": "object", "properties": props, "required": list(props)}
+
+
 _strict_schemas = st.recursive(
     _leaf(),
     lambda children: st.one_of(
@@ -106,11 +113,10 @@ _loose = st.recursive(
         children.map(lambda c: {"type": "object", "additionalProperties": c}),
         children.map(lambda c: {"type": "array", "items": c, "uniqueItems": True, "maxItems": 3}),
         st.lists(children, min_size=1, max_size=3).map(lambda bs: {"oneOf": bs}),
-        # allOf of open objects (closed ones with different keys cannot both hold).
+        # allOf of open objects, each branch's keys its own: closed ones, or one key of two
+        # types in two branches, cannot both hold, and no instance of such a schema exists.
         st.lists(_strict_object(children), min_size=1, max_size=2).map(
-            lambda bs: {
-                "allOf": [{k: v for k, v in b.items() if k != "additionalProperties"} for b in bs]
-            }
+            lambda bs: {"allOf": [_open_with_keys_of_branch(b, i) for i, b in enumerate(bs)]}
         ),
     ),
     max_leaves=10,
