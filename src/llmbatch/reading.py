@@ -105,7 +105,7 @@ class Reader:
         assert proc is not None and proc.stdin is not None
         proc.stdin.write(job)
         proc.stdin.close()
-        with handoff.frames(proc, 8, "llmbatch-result-reader") as payloads:
+        with handoff.frames(proc, 2, "llmbatch-result-reader") as payloads:
             for payload in payloads:
                 if payload == b"E":  # the end: every line was read
                     return

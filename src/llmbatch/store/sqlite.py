@@ -28,8 +28,9 @@ DEFAULT_BUSY_TIMEOUT = 30.0
 CACHE_KIB = 16 * 1024  # a capped page cache keeps the worker's memory flat at any queue size
 MIN_CACHE_KIB = 2 * 1024  # a small queue's file: an eighth of it, at least this (cache_kib)
 WAL_CHECKPOINT_PAGES = 8192  # a fixed page cache keeps the worker's memory flat at any queue size
-# An import's bodies are written this many at a time (`_insert_bodies`): ~25 MB held
-BODY_ROWS = 50_000
+# An import's bodies are written this many at a time (`_insert_bodies`): ~5 MB held (50,000
+# held ~25 MB, the worker's peak at 1M past 10k's + 40 MB; issue 23's RSS floor)
+BODY_ROWS = 10_000
 
 
 def cache_kib(file_bytes: int) -> int:
