@@ -230,6 +230,14 @@ PostgreSQL's dialect reads every such list as `= ANY(ARRAY(...))` now, parsed on
 in all at 10,000; at 100,000, against main in the same minutes at load 12, the server's CPU
 while draining 10.46 -> 6.90 s (-34 %; pack 3.41 -> 2.63, upload 1.55 -> 1.08, ingest 5.27 ->
 2.97), enqueue 1.73 -> 1.63, the worker's 4.75 -> 4.38.
+
+The RSS floor (issue 23: 1M at most 10k's + 50 MB), 2026-12-08 02:38-02:42 (branch `rss`, main
+1b241c2 and this code side by side, load 1.8-3.1): main 142.3 / 143.7 MB at 1M (10k's 99.4
++ 43-44: met, a thin margin), this code 131.8 / 132.0 MB; at 300,000 main 140.1 MB, each change
+alone 134.6 (bodies held 10,000 at a time, not 50,000), 137.0 (the result reader 2 chunks
+ahead, not 8), 139.9 (no reader child: not it). Cost: the enqueue's CPU 19.71 / 18.78 ->
+21.78 / 21.00 s (+2.1 s at 1M, the bodies' smaller hash-ordered runs); worker CPU 38.58 /
+41.45 -> 37.95 / 41.38 s.
 """
 
 from __future__ import annotations
