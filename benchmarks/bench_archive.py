@@ -59,6 +59,11 @@ In the quietest minutes (01:41-01:45, load 2.6-4.5, `--repeat 2`, main `c95124e`
 On the quiet machine the expected effect: the tail (~0.3 s there) goes under 0.1 s, and about
 half of the archiving work (CPU and GIL) leaves the back-to-back ingests for the sending
 phase's idle time; from +22.9 % (~1.6 s) to an estimated +11-15 %, not measured here.
+
+On the quiet machine (2026-12-08, the lead, nothing else running, load 0.5-2.4), with the
+early uploads: +13.4 % (pairs +7.6, +20.5), +11.7 % (+28.0, +11.7, -4.6) and +13.8 % (+17.5,
++15.2, +2.6) end to end; the tail after the last ingest 0.05 s; the archiving threads ~1 CPU
+s and moto ~1 CPU s a run.
 """
 
 from __future__ import annotations
